@@ -1,0 +1,202 @@
+//! The executor against a platform with virtual time: `wait` jumps the
+//! clock to the deadline, so hours of timers take no real time, and every
+//! call to the blocking point is recorded.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use kiln_devices::{Instant, Sleep as _};
+use kiln_rt::{
+    Either, Elapsed, Platform, Timer, block_on, select, sleep, spawn, timeout, yield_now,
+};
+
+/// A virtual clock and one fake device that becomes ready after
+/// `device_ready_after` calls to `wait`.
+#[derive(Default)]
+struct VirtualPlatform {
+    now: Cell<u64>,
+    waits: RefCell<Vec<Option<Instant>>>,
+    device_ready_after: Cell<Option<usize>>,
+    device_waker: RefCell<Option<Waker>>,
+    device_ready: Cell<bool>,
+}
+
+impl Platform for VirtualPlatform {
+    fn now(&self) -> Instant {
+        Instant::from_nanos(self.now.get())
+    }
+
+    fn wait(&self, deadline: Option<Instant>) {
+        self.waits.borrow_mut().push(deadline);
+        let calls = self.waits.borrow().len();
+        if self.device_ready_after.get() == Some(calls) {
+            self.device_ready.set(true);
+            if let Some(waker) = self.device_waker.borrow_mut().take() {
+                waker.wake();
+            }
+            return;
+        }
+        match deadline {
+            Some(d) => self.now.set(self.now.get().max(d.as_nanos())),
+            None => panic!("deadlock: blocked forever with no device about to be ready"),
+        }
+    }
+}
+
+impl VirtualPlatform {
+    /// A future that completes once the fake device is ready.
+    async fn device(&self) {
+        poll_fn(|cx| {
+            if self.device_ready.get() {
+                Poll::Ready(())
+            } else {
+                *self.device_waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+fn ms(n: u64) -> Instant {
+    Instant::from_nanos(n * 1_000_000)
+}
+
+#[test]
+fn timers_fire_in_deadline_order_with_one_wait_each() {
+    // Leak the platform so it is 'static, as platforms are in practice.
+    let platform: &'static VirtualPlatform = Box::leak(Box::default());
+    let log = Rc::new(RefCell::new(Vec::new()));
+    block_on(platform, async {
+        let handles: Vec<_> = [30u64, 10, 20]
+            .into_iter()
+            .map(|n| {
+                let log = log.clone();
+                spawn(async move {
+                    sleep(Duration::from_millis(n)).await;
+                    log.borrow_mut().push(n);
+                    n * 2
+                })
+            })
+            .collect();
+        let mut outputs = Vec::new();
+        for h in handles {
+            outputs.push(h.await);
+        }
+        assert_eq!(outputs, [60, 20, 40]);
+    });
+    assert_eq!(*log.borrow(), [10, 20, 30]);
+    assert_eq!(platform.now(), ms(30));
+    assert_eq!(
+        *platform.waits.borrow(),
+        [Some(ms(10)), Some(ms(20)), Some(ms(30))]
+    );
+}
+
+#[test]
+fn timeout_expires_and_deregisters_the_losing_timer() {
+    let platform: &'static VirtualPlatform = Box::leak(Box::default());
+    block_on(platform, async {
+        let r = timeout(Duration::from_millis(5), sleep(Duration::from_secs(3600))).await;
+        assert_eq!(r, Err(Elapsed));
+        assert_eq!(Timer.now(), ms(5));
+        let r = timeout(Duration::from_secs(1), async { 7 }).await;
+        assert_eq!(r, Ok(7));
+        // Both losing timers are gone: the next wait's deadline is this one.
+        Timer.sleep(Duration::from_millis(1)).await;
+    });
+    assert_eq!(*platform.waits.borrow(), [Some(ms(5)), Some(ms(6))]);
+}
+
+#[test]
+fn idle_runtime_blocks_in_the_platform_without_spinning() {
+    let platform: &'static VirtualPlatform = Box::leak(Box::default());
+    platform.device_ready_after.set(Some(1));
+    block_on(platform, platform.device());
+    // Exactly one blocking call with no deadline: nothing polled in a loop.
+    assert_eq!(*platform.waits.borrow(), [None]);
+}
+
+#[test]
+fn busy_tasks_do_not_starve_devices() {
+    let platform: &'static VirtualPlatform = Box::leak(Box::default());
+    platform.device_ready_after.set(Some(1));
+    block_on(platform, async {
+        spawn(async {
+            loop {
+                yield_now().await;
+            }
+        });
+        platform.device().await;
+    });
+    // The device was checked without blocking while the spinner was ready.
+    assert_eq!(*platform.waits.borrow(), [Some(Instant::ZERO)]);
+}
+
+#[test]
+fn select_returns_the_first_and_yield_interleaves_tasks() {
+    let platform: &'static VirtualPlatform = Box::leak(Box::default());
+    let log = Rc::new(RefCell::new(String::new()));
+    block_on(platform, async {
+        let r = select(sleep(Duration::from_millis(2)), async { "now" }).await;
+        assert_eq!(r, Either::Right("now"));
+        let tasks: Vec<_> = ['a', 'b']
+            .into_iter()
+            .map(|c| {
+                let log = log.clone();
+                spawn(async move {
+                    for _ in 0..3 {
+                        log.borrow_mut().push(c);
+                        yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await;
+        }
+    });
+    assert_eq!(*log.borrow(), "ababab");
+}
+
+#[test]
+fn tasks_spawn_tasks_and_slots_are_reused() {
+    let platform: &'static VirtualPlatform = Box::leak(Box::default());
+    let total = block_on(platform, async {
+        let mut sum = 0u64;
+        for round in 0..100u64 {
+            let handles: Vec<_> = (0..100u64)
+                .map(|i| spawn(async move { spawn(async move { round * i }).await }))
+                .collect();
+            for h in handles {
+                sum += h.await;
+            }
+        }
+        sum
+    });
+    assert_eq!(total, (0..100u64).sum::<u64>().pow(2));
+}
+
+#[test]
+fn pending_tasks_are_dropped_with_their_timers_when_main_returns() {
+    let platform: &'static VirtualPlatform = Box::leak(Box::default());
+    block_on(platform, async {
+        for _ in 0..10 {
+            spawn(sleep(Duration::from_secs(60)));
+        }
+        yield_now().await;
+    });
+    // A second runtime on the same thread starts clean.
+    block_on(platform, async { sleep(Duration::from_millis(1)).await });
+    assert_eq!(platform.waits.borrow().last(), Some(&Some(ms(1))));
+}
+
+#[test]
+#[should_panic(expected = "inside a running kiln runtime")]
+fn nested_block_on_is_refused() {
+    let platform: &'static VirtualPlatform = Box::leak(Box::default());
+    block_on(platform, async { block_on(platform, async {}) });
+}
