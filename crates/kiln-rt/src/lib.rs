@@ -20,6 +20,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod args;
 mod executor;
 pub mod future;
 pub mod platform;

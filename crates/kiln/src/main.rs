@@ -1,0 +1,3 @@
+//! The kiln command-line tool.
+#![deny(unsafe_code)]
+fn main() {}
