@@ -1,0 +1,95 @@
+//! The Solo5 ABI, version 2, x86_64: the contract between a kiln
+//! freestanding image and the tender (`kiln-hvt`, `kiln-spt`) that runs it.
+//!
+//! This crate is `#![no_std]`, has no `unsafe`, and is used by both sides:
+//! the guest (`kiln-solo5` and the crates `kiln configure` generates) and the
+//! tenders. Every shared structure is `#[repr(C)]`, each field is marked IN
+//! (written by the guest, read by the tender) or OUT (written by the tender),
+//! and sizes and offsets are asserted at compile time against the values the
+//! Solo5 headers give (`include/solo5/hvt_abi.h`, `spt_abi.h`, `mft_abi.h`,
+//! `elf_abi.h`, `solo5.h`).
+//!
+//! Modules, from the bottom:
+//!
+//! - [`status`]: exit statuses and hypercall result codes (`solo5.h`);
+//! - [`note`]: ELF note headers, the Solo5 note name and types, the ABI note
+//!   ([`AbiNote`]) and a checked iterator over note bytes ([`note::Notes`]);
+//! - [`mft`]: the application manifest: entries, the [`MftNote`] a guest
+//!   emits, and the checked parser [`mft::Manifest`] the tenders use;
+//! - [`hvt`]: the hvt boot info, hypercall numbers and argument structures;
+//! - [`spt`]: the spt boot info and low memory layout.
+//!
+//! # Emitting the notes from a guest
+//!
+//! A freestanding image carries two ELF notes that the tender reads before
+//! it loads anything: the ABI note (which target and ABI version the image
+//! was built for) and the manifest (the image's devices). Both are built by
+//! `const fn`s, so generated code declares them as statics:
+//!
+//! ```
+//! #[unsafe(link_section = ".note.solo5.abi")]
+//! #[used]
+//! static ABI: kiln_abi::AbiNote = kiln_abi::AbiNote::hvt();
+//!
+//! #[unsafe(link_section = ".note.solo5.manifest")]
+//! #[used]
+//! static MFT: kiln_abi::MftNote<2> = kiln_abi::MftNote::new([
+//!     kiln_abi::MftEntry::net("service"),
+//!     kiln_abi::MftEntry::block("disk"),
+//! ]);
+//! # assert_eq!(MFT.entry_count(), 3);
+//! ```
+//!
+//! The section names are [`note::ABI_NOTE_SECTION`] and
+//! [`note::MFT_NOTE_SECTION`]. Both note types are 4-byte aligned (as
+//! `elf_abi.h` asks), so the linker may place them in one `PT_NOTE` segment
+//! or in two; the linker script must keep both sections (`KEEP`) and map them
+//! to a `PT_NOTE` program header. The manifest always starts with the
+//! reserved entry Solo5 requires, so `MftNote<N>` holds `N + 1` entries and a
+//! device's handle is its position in the array passed to
+//! [`MftNote::new`] plus one. Invalid names (empty, longer than
+//! [`mft::MFT_NAME_MAX`], characters other than `[A-Za-z0-9_-]`), duplicate
+//! names and more than [`mft::MFT_MAX_ENTRIES`]` - 1` devices are compile
+//! errors in a `static`:
+//!
+//! ```compile_fail
+//! static MFT: kiln_abi::MftNote<2> = kiln_abi::MftNote::new([
+//!     kiln_abi::MftEntry::net("same"),
+//!     kiln_abi::MftEntry::block("same"),
+//! ]);
+//! ```
+//!
+//! # Reading the notes in a tender
+//!
+//! ```
+//! use kiln_abi::{note::Notes, mft::Manifest, AbiTarget};
+//! # static ABI: kiln_abi::AbiNote = kiln_abi::AbiNote::hvt();
+//! # static MFT: kiln_abi::MftNote<1> = kiln_abi::MftNote::new([kiln_abi::MftEntry::net("service")]);
+//! # let mut segment = Vec::new();
+//! # segment.extend_from_slice(&ABI.to_bytes());
+//! # let mut buf = [0u8; 512];
+//! # let n = MFT.encode(&mut buf).unwrap();
+//! # segment.extend_from_slice(&buf[..n]);
+//! // `segment` holds the file bytes of a PT_NOTE program header.
+//! for note in Notes::new(&segment) {
+//!     let note = note.unwrap();
+//!     if note.is_abi() {
+//!         let abi = note.abi_info().unwrap();
+//!         assert_eq!(abi.target, AbiTarget::Hvt as u32);
+//!     } else if note.is_manifest() {
+//!         let mft = Manifest::from_note_desc(note.desc).unwrap();
+//!         assert_eq!(mft.entry(1).unwrap().name, "service");
+//!     }
+//! }
+//! ```
+#![no_std]
+#![deny(unsafe_code)]
+
+pub mod hvt;
+pub mod mft;
+pub mod note;
+pub mod spt;
+pub mod status;
+
+pub use mft::{MftEntry, MftNote, MftType};
+pub use note::{AbiInfo, AbiNote, AbiTarget};
