@@ -1,0 +1,197 @@
+//! The tap network interface: Ethernet frames through `/dev/net/tun`.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::task::{Context, Poll};
+
+use kiln_devices::net::ETHERNET_HEADER_LEN;
+use kiln_devices::{MacAddress, NetError, NetworkInterface, Random as _};
+
+use crate::attach::AttachError;
+use crate::random::Random;
+use crate::reactor::{Interest, Platform, Registration};
+use crate::sys;
+
+/// The MTU of a tap interface: Ethernet's.
+const MTU: usize = 1500;
+
+/// Whether Linux accepts `name` as an interface name.
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < libc::IFNAMSIZ
+        && name != "."
+        && name != ".."
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace())
+}
+
+/// A random locally administered unicast MAC address.
+fn random_mac() -> io::Result<MacAddress> {
+    let mut mac = [0u8; 6];
+    Random::new()
+        .fill(&mut mac)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    mac[0] = (mac[0] & !0x01) | 0x02;
+    Ok(MacAddress(mac))
+}
+
+/// A tap interface on the host. The unikernel is the far end of the wire:
+/// frames the host sends on the interface are received here, and frames
+/// sent here arrive at the host.
+#[derive(Debug)]
+pub struct Tap {
+    registration: Registration,
+    fd: OwnedFd,
+    mac: MacAddress,
+}
+
+impl Tap {
+    /// Attaches net device `device` to the host tap interface `ifname`
+    /// (created if it does not exist, and then removed when this closes),
+    /// with MAC address `mac` or a random locally administered one.
+    pub fn open(
+        platform: &'static Platform,
+        device: &str,
+        ifname: &str,
+        mac: Option<MacAddress>,
+    ) -> Result<Tap, AttachError> {
+        if !valid_ifname(ifname) {
+            return Err(AttachError::InvalidIfname {
+                device: device.to_owned(),
+                ifname: ifname.to_owned(),
+            });
+        }
+        let tap_error = |error| AttachError::Tap {
+            device: device.to_owned(),
+            ifname: ifname.to_owned(),
+            error,
+        };
+        let mac = match mac {
+            Some(mac) if !mac.is_unicast() => {
+                return Err(AttachError::MulticastMac {
+                    device: device.to_owned(),
+                    mac,
+                });
+            }
+            Some(mac) => mac,
+            None => random_mac().map_err(tap_error)?,
+        };
+        let fd = sys::open_tap(ifname).map_err(tap_error)?;
+        Ok(Tap {
+            registration: Registration::new(platform, fd.as_raw_fd()),
+            fd,
+            mac,
+        })
+    }
+
+    fn max_frame(&self) -> usize {
+        MTU + ETHERNET_HEADER_LEN
+    }
+}
+
+fn net_error(e: &io::Error) -> NetError {
+    match e.raw_os_error() {
+        // EIO: the interface is down; EBADFD: it was detached.
+        Some(libc::EIO | libc::EBADFD) => NetError::Unavailable,
+        Some(code) => NetError::Io(code),
+        None => NetError::Io(libc::EIO),
+    }
+}
+
+impl NetworkInterface for Tap {
+    fn mac(&self) -> MacAddress {
+        self.mac
+    }
+
+    fn mtu(&self) -> usize {
+        MTU
+    }
+
+    fn poll_receive(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize, NetError>> {
+        let needed = self.max_frame();
+        if buf.len() < needed {
+            return Poll::Ready(Err(NetError::BufferTooSmall {
+                len: buf.len(),
+                needed,
+            }));
+        }
+        loop {
+            match sys::read(self.fd.as_raw_fd(), buf) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.registration.register(Interest::Readable, cx.waker());
+                    return Poll::Pending;
+                }
+                Err(e) => return Poll::Ready(Err(net_error(&e))),
+            }
+        }
+    }
+
+    fn poll_send(&self, cx: &mut Context<'_>, frame: &[u8]) -> Poll<Result<(), NetError>> {
+        let max = self.max_frame();
+        if frame.len() > max {
+            return Poll::Ready(Err(NetError::FrameTooLarge {
+                len: frame.len(),
+                max,
+            }));
+        }
+        loop {
+            match sys::write(self.fd.as_raw_fd(), frame) {
+                // A tap takes a frame whole or not at all.
+                Ok(_) => return Poll::Ready(Ok(())),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.registration.register(Interest::Writable, cx.waker());
+                    return Poll::Pending;
+                }
+                Err(e) => return Poll::Ready(Err(net_error(&e))),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_names_follow_linux_rules() {
+        assert!(valid_ifname("tap0"));
+        assert!(valid_ifname("kiln-service.1"));
+        assert!(valid_ifname("a23456789012345"));
+        for bad in [
+            "",
+            "a234567890123456",
+            "a/b",
+            "a:b",
+            "a b",
+            ".",
+            "..",
+            "a\0",
+        ] {
+            assert!(!valid_ifname(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn random_macs_are_local_unicast() {
+        for _ in 0..64 {
+            let mac = random_mac().unwrap();
+            assert!(mac.is_unicast());
+            assert_eq!(mac.0[0] & 0x02, 0x02);
+        }
+    }
+
+    #[test]
+    fn a_bad_name_is_refused_before_touching_the_host() {
+        let err = Tap::open(crate::platform(), "service", "no/slash", None).unwrap_err();
+        assert!(matches!(err, AttachError::InvalidIfname { .. }));
+        assert!(
+            err.to_string()
+                .starts_with("cannot attach net device `service` to tap `no/slash`: "),
+            "{err}"
+        );
+    }
+}
