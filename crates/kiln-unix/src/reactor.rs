@@ -74,13 +74,13 @@ pub struct Platform {
 
 impl fmt::Debug for Platform {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let registered = self
-            .reactor
-            .try_borrow()
-            .map(|r| r.slots.len() - r.free.len())
-            .ok();
+        let (registered, slots) = match self.reactor.try_borrow() {
+            Ok(r) => (Some(r.slots.len() - r.free.len()), Some(r.slots.len())),
+            Err(_) => (None, None),
+        };
         f.debug_struct("Platform")
             .field("registered", &registered)
+            .field("slots", &slots)
             .field("waits", &self.waits.get())
             .finish()
     }
