@@ -1,0 +1,256 @@
+//! The vocabulary of `unikernel.toml`: targets, device types, their
+//! dependency keys and implementation choices.
+
+use std::fmt;
+
+/// Where a unikernel runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// A host process.
+    Unix,
+    /// A KVM guest under `kiln-hvt`.
+    Hvt,
+    /// A seccomp-sandboxed process under `kiln-spt`.
+    Spt,
+}
+
+impl Target {
+    /// Every target.
+    pub const ALL: [Target; 3] = [Target::Unix, Target::Hvt, Target::Spt];
+
+    /// The target's name (`unix`, `hvt`, `spt`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Target::Unix => "unix",
+            Target::Hvt => "hvt",
+            Target::Spt => "spt",
+        }
+    }
+
+    /// The target named `name`.
+    pub fn from_name(name: &str) -> Option<Target> {
+        Target::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Whether a host kernel's sockets, files and clocks are at hand.
+    pub const fn has_host_kernel(self) -> bool {
+        matches!(self, Target::Unix)
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The type of a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceType {
+    /// `console`.
+    Console,
+    /// `clock`: the monotonic clock.
+    Clock,
+    /// `wall_clock`.
+    WallClock,
+    /// `sleep`: timers.
+    Sleep,
+    /// `random`.
+    Random,
+    /// `net`: a network interface.
+    Net,
+    /// `block`.
+    Block,
+    /// `kv_ro`: a read-only key-value store.
+    KvRo,
+    /// `kv_rw`: a read-write key-value store.
+    KvRw,
+    /// `stack`: a TCP/UDP stack.
+    Stack,
+}
+
+/// A key of a device's table that names another device it depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DependencyKey {
+    /// The key (`net`, `block`).
+    pub key: &'static str,
+    /// The type the named device must have.
+    pub ty: DeviceType,
+    /// The device name used when the key is absent; `None` makes the key
+    /// required (for the implementations that use it).
+    pub default: Option<&'static str>,
+}
+
+/// The name of the network interface a stack uses when it names none.
+pub const DEFAULT_NET: &str = "service";
+
+impl DeviceType {
+    /// Every device type.
+    pub const ALL: [DeviceType; 10] = [
+        DeviceType::Console,
+        DeviceType::Clock,
+        DeviceType::WallClock,
+        DeviceType::Sleep,
+        DeviceType::Random,
+        DeviceType::Net,
+        DeviceType::Block,
+        DeviceType::KvRo,
+        DeviceType::KvRw,
+        DeviceType::Stack,
+    ];
+
+    /// The name used in `unikernel.toml`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DeviceType::Console => "console",
+            DeviceType::Clock => "clock",
+            DeviceType::WallClock => "wall_clock",
+            DeviceType::Sleep => "sleep",
+            DeviceType::Random => "random",
+            DeviceType::Net => "net",
+            DeviceType::Block => "block",
+            DeviceType::KvRo => "kv_ro",
+            DeviceType::KvRw => "kv_rw",
+            DeviceType::Stack => "stack",
+        }
+    }
+
+    /// The device type named `name`.
+    pub fn from_name(name: &str) -> Option<DeviceType> {
+        DeviceType::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// The `kiln_devices` trait an entry parameter of this type must be
+    /// bounded by.
+    pub const fn trait_name(self) -> &'static str {
+        match self {
+            DeviceType::Console => "Console",
+            DeviceType::Clock => "MonotonicClock",
+            DeviceType::WallClock => "WallClock",
+            DeviceType::Sleep => "Sleep",
+            DeviceType::Random => "Random",
+            DeviceType::Net => "NetworkInterface",
+            DeviceType::Block => "Block",
+            DeviceType::KvRo => "KvRo",
+            DeviceType::KvRw => "KvRw",
+            DeviceType::Stack => "Stack",
+        }
+    }
+
+    /// The keys of this type's table that name other devices.
+    pub const fn dependency_keys(self) -> &'static [DependencyKey] {
+        match self {
+            DeviceType::Stack => &[DependencyKey {
+                key: "net",
+                ty: DeviceType::Net,
+                default: Some(DEFAULT_NET),
+            }],
+            DeviceType::KvRo | DeviceType::KvRw => &[DependencyKey {
+                key: "block",
+                ty: DeviceType::Block,
+                default: None,
+            }],
+            _ => &[],
+        }
+    }
+
+    /// The implementations to choose from with `impl = "..."`, the first
+    /// being the default where the target does not say otherwise. Empty
+    /// when there is no choice.
+    pub const fn choices(self) -> &'static [Impl] {
+        match self {
+            DeviceType::Stack => &[Impl::Socket, Impl::Direct],
+            DeviceType::KvRo => &[Impl::Baked, Impl::Disk],
+            _ => &[],
+        }
+    }
+
+    /// The keys of this type's table other than `type`, `impl`, `doc` and
+    /// the dependency keys.
+    pub const fn extra_keys(self) -> &'static [&'static str] {
+        match self {
+            DeviceType::KvRo => &["source"],
+            _ => &[],
+        }
+    }
+}
+
+impl fmt::Display for DeviceType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A named implementation choice (`impl = "..."` or a command-line flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Impl {
+    /// The stack of the host kernel, through sockets.
+    Socket,
+    /// kiln's own TCP/IP stack (`kiln-net`) over a network interface.
+    Direct,
+    /// A read-only store compiled into the image from a directory.
+    Baked,
+    /// A read-only store read from a block device.
+    Disk,
+}
+
+impl Impl {
+    /// The name used in `unikernel.toml` and on the command line.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Impl::Socket => "socket",
+            Impl::Direct => "direct",
+            Impl::Baked => "baked",
+            Impl::Disk => "disk",
+        }
+    }
+
+    /// The implementation named `name`.
+    pub fn from_name(name: &str) -> Option<Impl> {
+        [Impl::Socket, Impl::Direct, Impl::Baked, Impl::Disk]
+            .into_iter()
+            .find(|i| i.name() == name)
+    }
+}
+
+impl fmt::Display for Impl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Implementation choices made on the command line; they override the
+/// `impl` keys of `unikernel.toml`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Choices {
+    /// `--net socket|direct`: the implementation of every stack.
+    pub net: Option<Impl>,
+    /// `--kv-ro baked|disk`: the implementation of every read-only store.
+    pub kv_ro: Option<Impl>,
+}
+
+/// Rust keywords, which cannot be parameter names.
+pub const RUST_KEYWORDS: &[&str] = &[
+    "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern",
+    "false", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut",
+    "pub", "ref", "return", "self", "static", "struct", "super", "trait", "true", "type", "unsafe",
+    "use", "where", "while", "abstract", "become", "box", "do", "final", "macro", "override",
+    "priv", "try", "typeof", "unsized", "virtual", "yield",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for t in DeviceType::ALL {
+            assert_eq!(DeviceType::from_name(t.name()), Some(t));
+        }
+        for t in Target::ALL {
+            assert_eq!(Target::from_name(t.name()), Some(t));
+        }
+        assert_eq!(DeviceType::from_name("Console"), None);
+        assert_eq!(Impl::from_name("direct"), Some(Impl::Direct));
+    }
+}
