@@ -1,0 +1,395 @@
+//! The stack's configuration and the parser of its runtime arguments.
+
+use core::fmt;
+use core::net::{Ipv4Addr, Ipv6Addr};
+use core::str::FromStr;
+
+/// An address with its prefix length, as `ADDR/PREFIX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr<A> {
+    /// The address.
+    pub addr: A,
+    /// The prefix length in bits.
+    pub prefix: u8,
+}
+
+impl<A: fmt::Display> fmt::Display for Cidr<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Sizes of the buffers the stack allocates for each socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buffers {
+    /// Bytes each TCP connection buffers on receive (the advertised window).
+    pub tcp_rx: usize,
+    /// Bytes each TCP connection buffers on send (the most it has in flight).
+    pub tcp_tx: usize,
+    /// Listening sockets kept ready per TCP listener; the stack refills them
+    /// as connections arrive, so this bounds only a burst of SYNs between
+    /// two frames.
+    pub backlog: usize,
+    /// Established connections a listener holds that nobody accepted yet;
+    /// past this, further connection attempts are refused.
+    pub max_pending: usize,
+    /// Bytes of datagram payload each UDP socket buffers, each way.
+    pub udp_payload: usize,
+    /// Datagrams each UDP socket buffers, each way.
+    pub udp_packets: usize,
+}
+
+impl Default for Buffers {
+    fn default() -> Self {
+        Buffers {
+            tcp_rx: 64 * 1024,
+            tcp_tx: 64 * 1024,
+            backlog: 16,
+            max_pending: 1024,
+            udp_payload: 64 * 1024,
+            udp_packets: 64,
+        }
+    }
+}
+
+/// How the stack configures its interface.
+///
+/// The defaults: no static address, DHCPv4 on, IPv6 link-local plus SLAAC
+/// from router advertisements, [`Buffers::default`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// A static IPv4 address; when set, DHCP is not used.
+    pub ipv4: Option<Cidr<Ipv4Addr>>,
+    /// The IPv4 default gateway (with a static address).
+    pub ipv4_gateway: Option<Ipv4Addr>,
+    /// A static IPv6 address, in addition to the link-local one.
+    pub ipv6: Option<Cidr<Ipv6Addr>>,
+    /// The IPv6 default gateway (SLAAC learns one from router
+    /// advertisements otherwise).
+    pub ipv6_gateway: Option<Ipv6Addr>,
+    /// Whether to ask for an IPv4 address with DHCP when none is given.
+    pub dhcp: bool,
+    /// Whether to configure IPv6 addresses from router advertisements.
+    pub slaac: bool,
+    /// Socket buffer sizes.
+    pub buffers: Buffers,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ipv4: None,
+            ipv4_gateway: None,
+            ipv6: None,
+            ipv6_gateway: None,
+            dhcp: true,
+            slaac: true,
+            buffers: Buffers::default(),
+        }
+    }
+}
+
+/// A runtime argument the stack understands: its name (without `--`), the
+/// shape of its value (`None` for a flag without value) and its doc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flag {
+    /// The name, without the leading `--`.
+    pub name: &'static str,
+    /// How its value is written, or `None` for a flag that takes no value.
+    pub value: Option<&'static str>,
+    /// One line for `--help`.
+    pub doc: &'static str,
+}
+
+/// Every runtime argument [`Config::set`] accepts, for `--help`.
+pub const FLAGS: &[Flag] = &[
+    Flag {
+        name: "ipv4",
+        value: Some("ADDR/PREFIX"),
+        doc: "Static IPv4 address of the interface, e.g. 10.0.0.2/24 (default: DHCP)",
+    },
+    Flag {
+        name: "ipv4-gateway",
+        value: Some("ADDR"),
+        doc: "IPv4 default gateway",
+    },
+    Flag {
+        name: "ipv6",
+        value: Some("ADDR/PREFIX"),
+        doc: "Static IPv6 address, e.g. fd00::2/64 (link-local and SLAAC addresses are automatic)",
+    },
+    Flag {
+        name: "ipv6-gateway",
+        value: Some("ADDR"),
+        doc: "IPv6 default gateway (default: learnt from router advertisements)",
+    },
+    Flag {
+        name: "no-dhcp",
+        value: None,
+        doc: "Do not ask for an IPv4 address with DHCP",
+    },
+    Flag {
+        name: "no-slaac",
+        value: None,
+        doc: "Do not configure IPv6 addresses from router advertisements",
+    },
+];
+
+/// Why a stack argument was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The flag is not one of [`FLAGS`].
+    #[error("unknown stack argument --{flag}\nhint: the stack accepts --ipv4, --ipv4-gateway, --ipv6, --ipv6-gateway, --no-dhcp, --no-slaac")]
+    UnknownFlag {
+        /// The flag, without `--`.
+        flag: alloc::string::String,
+    },
+    /// A flag that needs a value came without one.
+    #[error("missing value for --{flag}\nhint: write --{flag}={shape}")]
+    MissingValue {
+        /// The flag.
+        flag: &'static str,
+        /// How its value is written.
+        shape: &'static str,
+    },
+    /// A flag without value was given one.
+    #[error("--{flag} takes no value, got '{value}'")]
+    UnexpectedValue {
+        /// The flag.
+        flag: &'static str,
+        /// The value given.
+        value: alloc::string::String,
+    },
+    /// A value did not parse.
+    #[error("invalid value '{value}' for --{flag}: {reason}\nhint: write --{flag}={shape}")]
+    InvalidValue {
+        /// The flag.
+        flag: &'static str,
+        /// The value given.
+        value: alloc::string::String,
+        /// What is wrong with it.
+        reason: &'static str,
+        /// How a valid value is written.
+        shape: &'static str,
+    },
+    /// A gateway was given without an address of its family.
+    #[error("--{flag} needs a static address\nhint: add --{needs}=ADDR/PREFIX")]
+    GatewayWithoutAddress {
+        /// The gateway flag.
+        flag: &'static str,
+        /// The address flag it needs.
+        needs: &'static str,
+    },
+}
+
+fn flag(name: &str) -> Option<&'static Flag> {
+    FLAGS.iter().find(|f| f.name == name)
+}
+
+fn invalid(f: &'static Flag, value: &str, reason: &'static str) -> ConfigError {
+    ConfigError::InvalidValue {
+        flag: f.name,
+        value: value.into(),
+        reason,
+        shape: f.value.unwrap_or(""),
+    }
+}
+
+/// Parses `ADDR/PREFIX` with a prefix of at most `max` bits.
+fn parse_cidr<A: FromStr>(f: &'static Flag, value: &str, max: u8) -> Result<Cidr<A>, ConfigError> {
+    let (addr, prefix) = value
+        .split_once('/')
+        .ok_or_else(|| invalid(f, value, "expected an address and a prefix length"))?;
+    let addr = addr
+        .parse()
+        .map_err(|_| invalid(f, value, "the address does not parse"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| (1..=max).contains(p))
+        .ok_or_else(|| invalid(f, value, "the prefix length is out of range"))?;
+    Ok(Cidr { addr, prefix })
+}
+
+impl Config {
+    /// Applies one runtime argument: `name` without `--` (one of [`FLAGS`]),
+    /// `value` as given after `=` (or `None`). A later value replaces an
+    /// earlier one.
+    pub fn set(&mut self, name: &str, value: Option<&str>) -> Result<(), ConfigError> {
+        let f = flag(name).ok_or_else(|| ConfigError::UnknownFlag { flag: name.into() })?;
+        let value = match (f.value, value) {
+            (Some(shape), None) => {
+                return Err(ConfigError::MissingValue {
+                    flag: f.name,
+                    shape,
+                });
+            }
+            (None, Some(v)) => {
+                return Err(ConfigError::UnexpectedValue {
+                    flag: f.name,
+                    value: v.into(),
+                });
+            }
+            (_, v) => v.unwrap_or(""),
+        };
+        match f.name {
+            "ipv4" => {
+                let cidr: Cidr<Ipv4Addr> = parse_cidr(f, value, 32)?;
+                let a = cidr.addr;
+                if a.is_unspecified() || a.is_multicast() || a.is_broadcast() {
+                    return Err(invalid(f, value, "not a unicast address"));
+                }
+                self.ipv4 = Some(cidr);
+            }
+            "ipv6" => {
+                let cidr: Cidr<Ipv6Addr> = parse_cidr(f, value, 128)?;
+                if cidr.addr.is_unspecified() || cidr.addr.is_multicast() {
+                    return Err(invalid(f, value, "not a unicast address"));
+                }
+                self.ipv6 = Some(cidr);
+            }
+            "ipv4-gateway" => {
+                let gw: Ipv4Addr = value
+                    .parse()
+                    .map_err(|_| invalid(f, value, "the address does not parse"))?;
+                if gw.is_unspecified() || gw.is_multicast() || gw.is_broadcast() {
+                    return Err(invalid(f, value, "not a unicast address"));
+                }
+                self.ipv4_gateway = Some(gw);
+            }
+            "ipv6-gateway" => {
+                let gw: Ipv6Addr = value
+                    .parse()
+                    .map_err(|_| invalid(f, value, "the address does not parse"))?;
+                if gw.is_unspecified() || gw.is_multicast() {
+                    return Err(invalid(f, value, "not a unicast address"));
+                }
+                self.ipv6_gateway = Some(gw);
+            }
+            "no-dhcp" => self.dhcp = false,
+            _ => self.slaac = false,
+        }
+        Ok(())
+    }
+
+    /// Builds a configuration from `--name=value`, `--name value` and
+    /// `--flag` arguments (only those of [`FLAGS`]), then checks it with
+    /// [`Config::validate`].
+    pub fn parse<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let body = arg.strip_prefix("--").ok_or_else(|| ConfigError::UnknownFlag {
+                flag: arg.trim_start_matches('-').into(),
+            })?;
+            match body.split_once('=') {
+                Some((name, value)) => config.set(name, Some(value))?,
+                None => {
+                    let takes_value = flag(body).is_some_and(|f| f.value.is_some());
+                    let value = if takes_value { args.next() } else { None };
+                    config.set(body, value)?;
+                }
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks combinations: a gateway needs a static address of its family
+    /// (an IPv6 gateway also works with SLAAC or link-local addresses, so
+    /// only IPv4 is checked).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.ipv4_gateway.is_some() && self.ipv4.is_none() {
+            return Err(ConfigError::GatewayWithoutAddress {
+                flag: "ipv4-gateway",
+                needs: "ipv4",
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the stack runs a DHCPv4 client: DHCP is on and no static
+    /// IPv4 address is given.
+    pub fn uses_dhcp(&self) -> bool {
+        self.dhcp && self.ipv4.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    #[test]
+    fn parses_every_flag_in_both_forms() {
+        let c = Config::parse([
+            "--ipv4=10.0.0.2/24",
+            "--ipv4-gateway",
+            "10.0.0.1",
+            "--ipv6=fd00::2/64",
+            "--ipv6-gateway=fd00::1",
+            "--no-slaac",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.ipv4,
+            Some(Cidr {
+                addr: Ipv4Addr::new(10, 0, 0, 2),
+                prefix: 24
+            })
+        );
+        assert_eq!(c.ipv4_gateway, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(c.ipv6.unwrap().to_string(), "fd00::2/64");
+        assert_eq!(c.ipv6_gateway, Some("fd00::1".parse().unwrap()));
+        assert!(!c.slaac);
+        assert!(c.dhcp && !c.uses_dhcp(), "a static address turns DHCP off");
+        let c = Config::parse(["--no-dhcp"]).unwrap();
+        assert!(!c.uses_dhcp());
+        assert!(Config::parse([]).unwrap().uses_dhcp());
+    }
+
+    #[test]
+    fn refuses_bad_values_with_a_hint() {
+        let e = Config::parse(["--ipv4=10.0.0.300/24"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid value '10.0.0.300/24' for --ipv4: the address does not parse\nhint: write --ipv4=ADDR/PREFIX"
+        );
+        for bad in [
+            "--ipv4=10.0.0.2",
+            "--ipv4=10.0.0.2/33",
+            "--ipv4=10.0.0.2/0",
+            "--ipv4=224.0.0.1/4",
+            "--ipv6=fd00::2/129",
+            "--ipv6=ff02::1/64",
+            "--ipv4-gateway=x",
+        ] {
+            assert!(
+                matches!(
+                    Config::parse([bad]),
+                    Err(ConfigError::InvalidValue { .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            Config::parse(["--ipv4"]),
+            Err(ConfigError::MissingValue { flag: "ipv4", .. })
+        ));
+        assert!(matches!(
+            Config::parse(["--no-dhcp=yes"]),
+            Err(ConfigError::UnexpectedValue { .. })
+        ));
+        assert!(matches!(
+            Config::parse(["--port=80"]),
+            Err(ConfigError::UnknownFlag { .. })
+        ));
+        assert_eq!(
+            Config::parse(["--ipv4-gateway=10.0.0.1"]).unwrap_err(),
+            ConfigError::GatewayWithoutAddress {
+                flag: "ipv4-gateway",
+                needs: "ipv4"
+            }
+        );
+    }
+}

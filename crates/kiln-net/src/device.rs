@@ -1,0 +1,196 @@
+//! smoltcp's `Device` over a kiln `NetworkInterface`, for the length of one
+//! poll of the driver task (it borrows that poll's `Context`).
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::task::{Context, Poll};
+
+use kiln_devices::NetworkInterface;
+use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+
+/// Frames smoltcp produced that the interface did not accept yet. While it
+/// holds this many, `transmit` refuses and data waits in socket buffers.
+const TX_QUEUE_LIMIT: usize = 64;
+
+/// Counters of frames the interface refused or failed on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceStats {
+    /// Frames received and handed to smoltcp.
+    pub rx_frames: u64,
+    /// Frames handed to the interface.
+    pub tx_frames: u64,
+    /// Receive errors reported by the interface.
+    pub rx_errors: u64,
+    /// Frames the interface refused with an error, or that were dropped
+    /// because the transmit queue was full.
+    pub tx_dropped: u64,
+}
+
+/// Frames waiting for the interface, and spare buffers to build frames in.
+#[derive(Default)]
+pub(crate) struct TxQueue {
+    pending: VecDeque<Vec<u8>>,
+    spare: Vec<Vec<u8>>,
+}
+
+impl TxQueue {
+    /// Whether the interface is refusing frames right now.
+    pub(crate) fn is_blocked(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    fn buffer(&mut self, len: usize) -> Vec<u8> {
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.resize(len, 0);
+        buf
+    }
+
+    fn recycle(&mut self, buf: Vec<u8>) {
+        if self.spare.len() < TX_QUEUE_LIMIT {
+            self.spare.push(buf);
+        }
+    }
+
+    /// Hands queued frames to the interface until it refuses one (which
+    /// registers `cx` to be woken when it may accept more).
+    pub(crate) fn flush<N: NetworkInterface + ?Sized>(
+        &mut self,
+        nic: &N,
+        cx: &mut Context<'_>,
+        stats: &mut DeviceStats,
+    ) {
+        while let Some(frame) = self.pending.front() {
+            match nic.poll_send(cx, frame) {
+                Poll::Pending => return,
+                Poll::Ready(result) => {
+                    match result {
+                        Ok(()) => stats.tx_frames += 1,
+                        Err(_) => stats.tx_dropped += 1,
+                    }
+                    if let Some(frame) = self.pending.pop_front() {
+                        self.recycle(frame);
+                    }
+                }
+            }
+        }
+    }
+
+    fn send<N: NetworkInterface + ?Sized>(
+        &mut self,
+        nic: &N,
+        cx: &mut Context<'_>,
+        stats: &mut DeviceStats,
+        frame: Vec<u8>,
+    ) {
+        if self.pending.is_empty() {
+            match nic.poll_send(cx, &frame) {
+                Poll::Ready(Ok(())) => {
+                    stats.tx_frames += 1;
+                    self.recycle(frame);
+                }
+                Poll::Ready(Err(_)) => {
+                    stats.tx_dropped += 1;
+                    self.recycle(frame);
+                }
+                Poll::Pending => self.pending.push_back(frame),
+            }
+        } else if self.pending.len() < TX_QUEUE_LIMIT * 2 {
+            self.pending.push_back(frame);
+        } else {
+            stats.tx_dropped += 1;
+        }
+    }
+}
+
+/// The device smoltcp polls: the interface, the driver's `Context`, a
+/// receive buffer of one frame and the transmit queue.
+pub(crate) struct NicDevice<'a, 'b, N: ?Sized> {
+    pub(crate) nic: &'a N,
+    pub(crate) cx: &'a mut Context<'b>,
+    pub(crate) rx: &'a mut [u8],
+    pub(crate) tx: &'a mut TxQueue,
+    pub(crate) stats: &'a mut DeviceStats,
+    /// Largest frame, Ethernet header included.
+    pub(crate) frame_len: usize,
+}
+
+pub(crate) struct RxToken<'a> {
+    frame: &'a [u8],
+}
+
+pub(crate) struct TxToken<'a, 'b, N: ?Sized> {
+    nic: &'a N,
+    cx: &'a mut Context<'b>,
+    tx: &'a mut TxQueue,
+    stats: &'a mut DeviceStats,
+}
+
+impl phy::RxToken for RxToken<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.frame)
+    }
+}
+
+impl<N: NetworkInterface + ?Sized> phy::TxToken for TxToken<'_, '_, N> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut frame = self.tx.buffer(len);
+        let r = f(&mut frame);
+        self.tx.send(self.nic, self.cx, self.stats, frame);
+        r
+    }
+}
+
+impl<'b, N: NetworkInterface + ?Sized> phy::Device for NicDevice<'_, 'b, N> {
+    type RxToken<'x>
+        = RxToken<'x>
+    where
+        Self: 'x;
+    type TxToken<'x>
+        = TxToken<'x, 'b, N>
+    where
+        Self: 'x;
+
+    fn receive(&mut self, _: Instant) -> Option<(RxToken<'_>, TxToken<'_, 'b, N>)> {
+        let n = match self.nic.poll_receive(self.cx, self.rx) {
+            Poll::Ready(Ok(n)) => n.min(self.rx.len()),
+            Poll::Ready(Err(_)) => {
+                self.stats.rx_errors += 1;
+                return None;
+            }
+            Poll::Pending => return None,
+        };
+        self.stats.rx_frames += 1;
+        let rx = RxToken {
+            frame: &self.rx[..n],
+        };
+        let tx = TxToken {
+            nic: self.nic,
+            cx: &mut *self.cx,
+            tx: &mut *self.tx,
+            stats: &mut *self.stats,
+        };
+        Some((rx, tx))
+    }
+
+    fn transmit(&mut self, _: Instant) -> Option<TxToken<'_, 'b, N>> {
+        self.tx.flush(self.nic, self.cx, self.stats);
+        if self.tx.pending.len() >= TX_QUEUE_LIMIT {
+            return None;
+        }
+        Some(TxToken {
+            nic: self.nic,
+            cx: &mut *self.cx,
+            tx: &mut *self.tx,
+            stats: &mut *self.stats,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = self.frame_len;
+        caps
+    }
+}

@@ -1,0 +1,584 @@
+//! The stack: the smoltcp interface and sockets shared between the driver
+//! task and the socket handles, and the `kiln_devices::Stack` entry points.
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::rc::Rc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::future::poll_fn;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use core::task::{Context, Poll, Waker};
+use core::time::Duration;
+
+use kiln_devices::{MacAddress, NetworkInterface, StackError};
+use smoltcp::iface::{self, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::{dhcpv4, tcp, udp};
+use smoltcp::wire::{
+    EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, Ipv4Cidr,
+    Ipv6Cidr,
+};
+
+use crate::config::{Buffers, Config};
+use crate::device::{DeviceStats, NicDevice, TxQueue};
+use crate::driver::Driver;
+use crate::tcp::{TcpListener, TcpStream};
+use crate::udp::UdpSocket;
+
+/// First port of the ephemeral range (RFC 6335).
+const EPHEMERAL_FIRST: u16 = 49152;
+
+/// How long a dropped connection may take to close gracefully before it is
+/// reset and its socket reclaimed.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long after resetting a connection its socket is removed even if the
+/// reset could not be sent.
+const ABORT_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a stack could not be created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NetStackError {
+    /// The interface's MAC address is multicast or all zeros.
+    #[error("network interface has MAC address {mac}, which is not a unicast address\nhint: give the interface a unicast MAC such as 02:00:00:00:00:01")]
+    MacNotUnicast {
+        /// The interface's MAC address.
+        mac: MacAddress,
+    },
+    /// The interface's MTU is below what IPv4 and IPv6 need.
+    #[error("network interface MTU of {mtu} bytes is below the 1280 that IPv6 needs")]
+    MtuTooSmall {
+        /// The interface's MTU.
+        mtu: usize,
+    },
+}
+
+/// The current time in smoltcp's terms.
+pub(crate) fn smol_now() -> smoltcp::time::Instant {
+    let nanos = kiln_rt::time::now().as_nanos();
+    smoltcp::time::Instant::from_micros(i64::try_from(nanos / 1000).unwrap_or(i64::MAX))
+}
+
+/// The listening sockets of one TCP listener.
+pub(crate) struct Backlog {
+    pub(crate) endpoint: IpListenEndpoint,
+    /// Sockets in LISTEN or SYN-RECEIVED.
+    pub(crate) listening: Vec<SocketHandle>,
+    /// Connected sockets waiting for `accept`.
+    pub(crate) ready: VecDeque<SocketHandle>,
+    /// The task waiting in `accept`.
+    pub(crate) waker: Option<Waker>,
+}
+
+/// A dropped TCP connection that is closing.
+struct Closing {
+    handle: SocketHandle,
+    /// Set by the driver when it first sees the entry (dropping a handle
+    /// must not need the runtime's clock).
+    deadline: Option<smoltcp::time::Instant>,
+    /// The ephemeral port it holds, released once the socket is gone.
+    port: Option<u16>,
+}
+
+/// Everything the driver and the socket handles share.
+pub(crate) struct State {
+    pub(crate) iface: Interface,
+    pub(crate) sockets: SocketSet<'static>,
+    pub(crate) buffers: Buffers,
+    /// TCP ports held by listeners and outgoing connections.
+    tcp_ports: BTreeSet<u16>,
+    udp_ports: BTreeSet<u16>,
+    next_port: u16,
+    pub(crate) listeners: BTreeMap<u16, Backlog>,
+    closing: Vec<Closing>,
+    dhcp: Option<SocketHandle>,
+    pub(crate) stats: DeviceStats,
+    /// Tasks waiting for an address to be configured.
+    address_wakers: Vec<Waker>,
+}
+
+/// The state behind an `Rc`, and the driver's waker.
+pub(crate) struct Shared {
+    pub(crate) state: RefCell<State>,
+    driver: RefCell<Option<Waker>>,
+}
+
+impl Shared {
+    /// Asks the driver task to poll the interface (after a socket handle
+    /// queued data, closed, or connected).
+    pub(crate) fn wake_driver(&self) {
+        if let Some(waker) = self.driver.borrow().as_ref() {
+            waker.wake_by_ref();
+        }
+    }
+
+    pub(crate) fn set_driver_waker(&self, waker: &Waker) {
+        let mut slot = self.driver.borrow_mut();
+        match slot.as_mut() {
+            Some(w) if w.will_wake(waker) => {}
+            _ => *slot = Some(waker.clone()),
+        }
+    }
+}
+
+/// The IPv6 link-local address of `mac` (modified EUI-64, RFC 4291 2.5.1).
+pub(crate) fn link_local(mac: MacAddress) -> Ipv6Addr {
+    let m = mac.0;
+    Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        m[0] ^ 2,
+        m[1],
+        m[2],
+        0xff,
+        0xfe,
+        m[3],
+        m[4],
+        m[5],
+    ])
+}
+
+impl State {
+    fn new_tcp_socket(&self) -> tcp::Socket<'static> {
+        let rx = tcp::SocketBuffer::new(vec![0; self.buffers.tcp_rx]);
+        let tx = tcp::SocketBuffer::new(vec![0; self.buffers.tcp_tx]);
+        let mut socket = tcp::Socket::new(rx, tx);
+        // Applications here write whole responses; Nagle would only delay
+        // their last segment.
+        socket.set_nagle_enabled(false);
+        socket
+    }
+
+    /// A free ephemeral port for `udp` or TCP.
+    fn ephemeral_port(&mut self, udp: bool) -> Result<u16, StackError> {
+        let span = u16::MAX - EPHEMERAL_FIRST + 1;
+        for _ in 0..span {
+            let port = self.next_port;
+            self.next_port = if port == u16::MAX {
+                EPHEMERAL_FIRST
+            } else {
+                port + 1
+            };
+            let used = if udp {
+                self.udp_ports.contains(&port)
+            } else {
+                self.tcp_ports.contains(&port)
+            };
+            if !used {
+                return Ok(port);
+            }
+        }
+        Err(StackError::AddressInUse)
+    }
+
+    /// Whether `ip` is unspecified or one of the interface's addresses.
+    fn is_local(&self, ip: IpAddr) -> bool {
+        ip.is_unspecified()
+            || self
+                .iface
+                .ip_addrs()
+                .iter()
+                .any(|cidr| cidr.address() == IpAddress::from(ip))
+    }
+
+    fn listen_endpoint(&self, addr: SocketAddr) -> Result<IpListenEndpoint, StackError> {
+        if !self.is_local(addr.ip()) {
+            return Err(StackError::AddressNotAvailable);
+        }
+        Ok(IpListenEndpoint {
+            addr: (!addr.ip().is_unspecified()).then(|| addr.ip().into()),
+            port: addr.port(),
+        })
+    }
+
+    /// Moves connected sockets of every listener to its ready queue, drops
+    /// failed ones, and tops the listening sockets up to the backlog.
+    pub(crate) fn refill_listeners(&mut self) {
+        let Buffers {
+            backlog,
+            max_pending,
+            ..
+        } = self.buffers;
+        let ports: Vec<u16> = self.listeners.keys().copied().collect();
+        for port in ports {
+            let Some(mut b) = self.listeners.remove(&port) else {
+                continue;
+            };
+            let mut i = 0;
+            let mut woke = false;
+            while let Some(&h) = b.listening.get(i) {
+                match self.sockets.get::<tcp::Socket>(h).state() {
+                    tcp::State::Listen | tcp::State::SynReceived => i += 1,
+                    tcp::State::Closed => {
+                        self.sockets.remove(h);
+                        b.listening.swap_remove(i);
+                    }
+                    _ => {
+                        b.listening.swap_remove(i);
+                        b.ready.push_back(h);
+                        woke = true;
+                    }
+                }
+            }
+            while b.listening.len() < backlog.max(1) && b.ready.len() < max_pending {
+                let mut socket = self.new_tcp_socket();
+                if socket.listen(b.endpoint).is_err() {
+                    break;
+                }
+                b.listening.push(self.sockets.add(socket));
+            }
+            if woke && let Some(w) = b.waker.take() {
+                w.wake();
+            }
+            self.listeners.insert(port, b);
+        }
+    }
+
+    /// Hands a dropped connection to the driver to close and reclaim.
+    pub(crate) fn close_later(&mut self, handle: SocketHandle, port: Option<u16>) {
+        let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+        socket.close();
+        self.closing.push(Closing {
+            handle,
+            deadline: None,
+            port,
+        });
+    }
+
+    /// Removes closed sockets of dropped connections and resets those past
+    /// their deadline. Returns the earliest deadline still pending.
+    pub(crate) fn reap(&mut self, now: smoltcp::time::Instant) -> Option<smoltcp::time::Instant> {
+        let mut earliest = None::<smoltcp::time::Instant>;
+        let mut i = 0;
+        while let Some(c) = self.closing.get_mut(i) {
+            let deadline = *c.deadline.get_or_insert(now + CLOSE_TIMEOUT.into());
+            let socket = self.sockets.get_mut::<tcp::Socket>(c.handle);
+            // Closed, and the RST (if any) is sent: smoltcp forgets the
+            // peer once nothing is left to say.
+            let closed =
+                socket.state() == tcp::State::Closed && socket.remote_endpoint().is_none();
+            if closed || now >= deadline + ABORT_GRACE.into() {
+                let c = self.closing.swap_remove(i);
+                self.sockets.remove(c.handle);
+                if let Some(port) = c.port {
+                    self.tcp_ports.remove(&port);
+                }
+                continue;
+            }
+            let wake_at = if now >= deadline {
+                socket.abort();
+                deadline + ABORT_GRACE.into()
+            } else {
+                deadline
+            };
+            earliest = Some(earliest.map_or(wake_at, |e| e.min(wake_at)));
+            i += 1;
+        }
+        earliest
+    }
+
+    /// Applies what the DHCP client learnt. Returns whether anything
+    /// changed.
+    pub(crate) fn poll_dhcp(&mut self) -> bool {
+        let Some(h) = self.dhcp else {
+            return false;
+        };
+        let change = match self.sockets.get_mut::<dhcpv4::Socket>(h).poll() {
+            None => return false,
+            Some(dhcpv4::Event::Configured(c)) => Some((c.address, c.router)),
+            Some(dhcpv4::Event::Deconfigured) => None,
+        };
+        self.iface.update_ip_addrs(|addrs| {
+            addrs.retain(|a| !matches!(a, IpCidr::Ipv4(_)));
+            if let Some((cidr, _)) = change {
+                // Cannot fail: at most one IPv6 link-local, one static and
+                // one SLAAC address sit beside it in four slots.
+                let _ = addrs.push(IpCidr::Ipv4(cidr));
+            }
+        });
+        match change.and_then(|(_, router)| router) {
+            Some(router) => {
+                let _ = self.iface.routes_mut().add_default_ipv4_route(router);
+            }
+            None => {
+                self.iface.routes_mut().remove_default_ipv4_route();
+            }
+        }
+        self.address_wakers.drain(..).for_each(Waker::wake);
+        true
+    }
+
+    pub(crate) fn release_tcp_port(&mut self, port: u16) {
+        self.tcp_ports.remove(&port);
+    }
+
+    pub(crate) fn release_udp_port(&mut self, port: u16) {
+        self.udp_ports.remove(&port);
+    }
+}
+
+/// kiln's own TCP/IP stack over a network interface: a cheap handle
+/// (cloning shares the stack) that implements [`kiln_devices::Stack`].
+#[derive(Clone)]
+pub struct NetStack {
+    pub(crate) shared: Rc<Shared>,
+    mac: MacAddress,
+}
+
+impl NetStack {
+    /// Builds the stack over `nic` and spawns its driver task on the running
+    /// kiln runtime. `seed` seeds smoltcp's generator (TCP initial sequence
+    /// numbers, DHCP transaction ids, ephemeral ports): take it from the
+    /// random device.
+    ///
+    /// # Panics
+    ///
+    /// Outside of `kiln_rt::block_on` (the driver task cannot be spawned).
+    pub fn new<N: NetworkInterface + 'static>(
+        nic: N,
+        config: Config,
+        seed: u64,
+    ) -> Result<NetStack, NetStackError> {
+        let mac = nic.mac();
+        if !mac.is_unicast() || mac.0 == [0; 6] {
+            return Err(NetStackError::MacNotUnicast { mac });
+        }
+        let mtu = nic.mtu();
+        if mtu < 1280 {
+            return Err(NetStackError::MtuTooSmall { mtu });
+        }
+        let frame_len = mtu.saturating_add(kiln_devices::net::ETHERNET_HEADER_LEN);
+
+        let mut iface_config =
+            iface::Config::new(HardwareAddress::Ethernet(EthernetAddress(mac.0)));
+        iface_config.random_seed = seed;
+        iface_config.slaac = config.slaac;
+        let mut rx = [0u8; 0];
+        let mut tx = TxQueue::default();
+        let mut stats = DeviceStats::default();
+        let mut cx = Context::from_waker(Waker::noop());
+        // Only its capabilities are read here.
+        let mut device = NicDevice {
+            nic: &nic,
+            cx: &mut cx,
+            rx: &mut rx,
+            tx: &mut tx,
+            stats: &mut stats,
+            frame_len,
+        };
+        let mut iface = Interface::new(iface_config, &mut device, smol_now());
+        iface.update_ip_addrs(|addrs| {
+            // Four slots (the `iface-max-addr-count-4` feature): link-local,
+            // static IPv6, IPv4, and one from SLAAC.
+            let _ = addrs.push(IpCidr::Ipv6(Ipv6Cidr::new(link_local(mac), 64)));
+            if let Some(c) = config.ipv4 {
+                let _ = addrs.push(IpCidr::Ipv4(Ipv4Cidr::new(c.addr, c.prefix)));
+            }
+            if let Some(c) = config.ipv6 {
+                let _ = addrs.push(IpCidr::Ipv6(Ipv6Cidr::new(c.addr, c.prefix)));
+            }
+        });
+        if let Some(gw) = config.ipv4_gateway {
+            let _ = iface.routes_mut().add_default_ipv4_route(gw);
+        }
+        if let Some(gw) = config.ipv6_gateway {
+            let _ = iface.routes_mut().add_default_ipv6_route(gw);
+        }
+
+        let mut sockets = SocketSet::new(Vec::new());
+        let dhcp = config
+            .uses_dhcp()
+            .then(|| sockets.add(dhcpv4::Socket::new()));
+        let span = u64::from(u16::MAX - EPHEMERAL_FIRST) + 1;
+        let next_port = EPHEMERAL_FIRST + (seed % span) as u16;
+        let shared = Rc::new(Shared {
+            state: RefCell::new(State {
+                iface,
+                sockets,
+                buffers: config.buffers,
+                tcp_ports: BTreeSet::new(),
+                udp_ports: BTreeSet::new(),
+                next_port,
+                listeners: BTreeMap::new(),
+                closing: Vec::new(),
+                dhcp,
+                stats: DeviceStats::default(),
+                address_wakers: Vec::new(),
+            }),
+            driver: RefCell::new(None),
+        });
+        kiln_rt::spawn(Driver::new(nic, shared.clone(), frame_len));
+        Ok(NetStack { shared, mac })
+    }
+
+    /// The interface's MAC address.
+    pub fn mac(&self) -> MacAddress {
+        self.mac
+    }
+
+    /// The interface's IPv4 address, once configured (statically or by
+    /// DHCP).
+    pub fn ipv4_addr(&self) -> Option<Ipv4Addr> {
+        self.shared.state.borrow().iface.ipv4_addr()
+    }
+
+    /// The interface's IPv6 addresses: link-local, static and SLAAC.
+    pub fn ipv6_addrs(&self) -> Vec<Ipv6Addr> {
+        self.shared
+            .state
+            .borrow()
+            .iface
+            .ip_addrs()
+            .iter()
+            .filter_map(|c| match c.address() {
+                IpAddress::Ipv6(a) => Some(a),
+                IpAddress::Ipv4(_) => None,
+            })
+            .collect()
+    }
+
+    /// Waits until the interface has an IPv4 address (at once with a static
+    /// one; with DHCP, once a lease is bound) and returns it.
+    pub async fn wait_ipv4(&self) -> Ipv4Addr {
+        poll_fn(|cx| {
+            let mut state = self.shared.state.borrow_mut();
+            match state.iface.ipv4_addr() {
+                Some(a) => Poll::Ready(a),
+                None => {
+                    state.address_wakers.push(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// Counters of frames received, sent and dropped.
+    pub fn stats(&self) -> DeviceStats {
+        self.shared.state.borrow().stats
+    }
+
+    /// Number of sockets the stack holds (listening, connected, closing).
+    pub fn socket_count(&self) -> usize {
+        self.shared.state.borrow().sockets.iter().count()
+    }
+
+    fn listen(&self, addr: SocketAddr) -> Result<TcpListener, StackError> {
+        let mut state = self.shared.state.borrow_mut();
+        let endpoint = state.listen_endpoint(addr)?;
+        let port = match addr.port() {
+            0 => state.ephemeral_port(false)?,
+            p if state.tcp_ports.contains(&p) => return Err(StackError::AddressInUse),
+            p => p,
+        };
+        let endpoint = IpListenEndpoint { port, ..endpoint };
+        state.tcp_ports.insert(port);
+        state.listeners.insert(
+            port,
+            Backlog {
+                endpoint,
+                listening: Vec::new(),
+                ready: VecDeque::new(),
+                waker: None,
+            },
+        );
+        state.refill_listeners();
+        drop(state);
+        self.shared.wake_driver();
+        Ok(TcpListener::new(
+            self.shared.clone(),
+            SocketAddr::new(addr.ip(), port),
+        ))
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, StackError> {
+        if addr.port() == 0 || addr.ip().is_unspecified() || addr.ip().is_multicast() {
+            return Err(StackError::InvalidInput);
+        }
+        let (handle, port) = {
+            let mut state = self.shared.state.borrow_mut();
+            let port = state.ephemeral_port(false)?;
+            let mut socket = state.new_tcp_socket();
+            let remote = IpEndpoint::new(addr.ip().into(), addr.port());
+            let State { iface, .. } = &mut *state;
+            socket
+                .connect(iface.context(), remote, port)
+                .map_err(|_| StackError::Unreachable)?;
+            state.tcp_ports.insert(port);
+            (state.sockets.add(socket), port)
+        };
+        self.shared.wake_driver();
+        let established = poll_fn(|cx| {
+            let mut state = self.shared.state.borrow_mut();
+            let socket = state.sockets.get_mut::<tcp::Socket>(handle);
+            match socket.state() {
+                tcp::State::SynSent | tcp::State::SynReceived => {
+                    socket.register_send_waker(cx.waker());
+                    Poll::Pending
+                }
+                tcp::State::Closed => Poll::Ready(Err(StackError::ConnectionRefused)),
+                _ => Poll::Ready(Ok(())),
+            }
+        })
+        .await;
+        let stream = TcpStream::new(self.shared.clone(), handle, Some(port));
+        established.map(|()| stream)
+    }
+
+    fn bind(&self, addr: SocketAddr) -> Result<UdpSocket, StackError> {
+        let mut state = self.shared.state.borrow_mut();
+        let endpoint = state.listen_endpoint(addr)?;
+        let port = match addr.port() {
+            0 => state.ephemeral_port(true)?,
+            p if state.udp_ports.contains(&p) => return Err(StackError::AddressInUse),
+            p => p,
+        };
+        let b = state.buffers;
+        let buffer = || {
+            udp::PacketBuffer::new(
+                vec![udp::PacketMetadata::EMPTY; b.udp_packets.max(1)],
+                vec![0; b.udp_payload.max(1)],
+            )
+        };
+        let mut socket = udp::Socket::new(buffer(), buffer());
+        socket
+            .bind(IpListenEndpoint { port, ..endpoint })
+            .map_err(|_| StackError::InvalidInput)?;
+        let handle = state.sockets.add(socket);
+        state.udp_ports.insert(port);
+        Ok(UdpSocket::new(
+            self.shared.clone(),
+            handle,
+            SocketAddr::new(addr.ip(), port),
+        ))
+    }
+}
+
+impl kiln_devices::Stack for NetStack {
+    type TcpListener = TcpListener;
+    type TcpStream = TcpStream;
+    type UdpSocket = UdpSocket;
+
+    async fn listen_tcp(&self, addr: SocketAddr) -> Result<TcpListener, StackError> {
+        self.listen(addr)
+    }
+
+    async fn connect_tcp(&self, addr: SocketAddr) -> Result<TcpStream, StackError> {
+        self.connect(addr).await
+    }
+
+    async fn bind_udp(&self, addr: SocketAddr) -> Result<UdpSocket, StackError> {
+        self.bind(addr)
+    }
+}
+
+/// Converts a smoltcp endpoint to a socket address.
+pub(crate) fn socket_addr(e: IpEndpoint) -> SocketAddr {
+    SocketAddr::new(e.addr.into(), e.port)
+}

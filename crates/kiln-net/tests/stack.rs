@@ -1,0 +1,478 @@
+//! Two kiln-net stacks (or one stack and a test acting as its peer) joined
+//! by an in-memory wire, run on a platform with virtual time: `wait` jumps
+//! the clock to the next deadline, so retransmission and delayed-ACK timers
+//! take no real time, and a stack that would block forever fails the test.
+
+use std::cell::Cell;
+use std::future::poll_fn;
+use std::pin::pin;
+use std::task::Poll;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use kiln_devices::{
+    Instant, MacAddress, NetworkInterface, Stack, StackError, TcpListener as _, TcpStream as _,
+    UdpSocket as _,
+};
+use kiln_net::pair::{PairEnd, pair};
+use kiln_net::smoltcp::phy::ChecksumCapabilities;
+use kiln_net::smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpProtocol, Ipv4Packet,
+    Ipv4Repr, Ipv6Packet, Ipv6Repr, NdiscPrefixInfoFlags, NdiscPrefixInformation, NdiscRepr,
+    NdiscRouterFlags,
+};
+use kiln_net::{Config, NetStack};
+use kiln_rt::{Platform, block_on, spawn, timeout};
+
+/// Virtual time that panics past an hour of it, or when nothing at all is
+/// pending (a deadlock).
+#[derive(Default)]
+struct VirtualPlatform {
+    now: Cell<u64>,
+}
+
+const VIRTUAL_LIMIT: u64 = 3600 * 1_000_000_000;
+
+impl Platform for VirtualPlatform {
+    fn now(&self) -> Instant {
+        Instant::from_nanos(self.now.get())
+    }
+
+    fn wait(&self, deadline: Option<Instant>) {
+        let d = deadline.expect("deadlock: every task waits and no timer is pending");
+        self.now.set(self.now.get().max(d.as_nanos()));
+        assert!(
+            self.now.get() < VIRTUAL_LIMIT,
+            "an hour of virtual time passed: the test is stuck"
+        );
+    }
+}
+
+fn run<F: Future>(f: F) -> F::Output {
+    let platform: &'static VirtualPlatform = Box::leak(Box::default());
+    block_on(platform, f)
+}
+
+fn mac(n: u8) -> MacAddress {
+    MacAddress([0x02, 0, 0, 0, 0, n])
+}
+
+fn stack(end: PairEnd, args: &[&str]) -> NetStack {
+    let config = Config::parse(args.iter().copied().chain(["--no-slaac"])).unwrap();
+    NetStack::new(end, config, u64::from(end_seed(args))).unwrap()
+}
+
+fn end_seed(args: &[&str]) -> u32 {
+    args.iter().map(|a| a.len() as u32).sum()
+}
+
+/// Stacks A (10.0.0.1, fd00::1) and B (10.0.0.2, fd00::2) on one wire.
+fn two_stacks() -> (NetStack, NetStack) {
+    let (a, b) = pair(mac(1), mac(2));
+    (
+        stack(a, &["--ipv4=10.0.0.1/24", "--ipv6=fd00::1/64"]),
+        stack(b, &["--ipv4=10.0.0.2/24", "--ipv6=fd00::2/64"]),
+    )
+}
+
+fn pattern(len: usize, salt: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt) ^ (i >> 8) as u8)
+        .collect()
+}
+
+/// Accepts connections forever, echoing each until the peer closes.
+fn spawn_echo_server(listener: kiln_net::TcpListener) {
+    spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            spawn(async move {
+                let mut buf = vec![0; 8192];
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if stream.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+}
+
+/// Writes `data` and reads whatever comes back at the same time (an echo
+/// would stall on full windows otherwise), closes the write side once all
+/// is written, and returns everything read until the peer closes.
+async fn exchange(stream: &mut kiln_net::TcpStream, data: &[u8]) -> Vec<u8> {
+    let mut received = Vec::new();
+    let mut buf = vec![0; 16384];
+    let mut sent = 0;
+    let mut shut = false;
+    loop {
+        let (wrote, read) = poll_fn(|cx| {
+            let mut wrote = None;
+            if sent < data.len() {
+                let end = (sent + 16384).min(data.len());
+                let mut write = pin!(stream.write(&data[sent..end]));
+                if let Poll::Ready(r) = write.as_mut().poll(cx) {
+                    wrote = Some(r.unwrap());
+                }
+            }
+            let mut read = pin!(stream.read(&mut buf));
+            let read = match read.as_mut().poll(cx) {
+                Poll::Ready(r) => Some(r.unwrap()),
+                Poll::Pending => None,
+            };
+            if wrote.is_none() && read.is_none() {
+                Poll::Pending
+            } else {
+                Poll::Ready((wrote, read))
+            }
+        })
+        .await;
+        sent += wrote.unwrap_or(0);
+        match read {
+            Some(0) => return received,
+            Some(n) => received.extend_from_slice(&buf[..n]),
+            None => {}
+        }
+        assert!(received.len() <= data.len(), "read more than was sent");
+        if sent == data.len() && !shut {
+            stream.shutdown().await.unwrap();
+            shut = true;
+        }
+    }
+}
+
+async fn echo_round_trip(stack: &NetStack, addr: SocketAddr, data: Vec<u8>) -> Vec<u8> {
+    let mut stream = stack.connect_tcp(addr).await.unwrap();
+    exchange(&mut stream, &data).await
+}
+
+#[test]
+fn tcp_echo_of_one_megabyte_each_way() {
+    let received = run(async move {
+        let (a, b) = two_stacks();
+        let listener = a.listen_tcp("0.0.0.0:7".parse().unwrap()).await.unwrap();
+        spawn_echo_server(listener);
+        let data = pattern(1 << 20, 7);
+        let received = echo_round_trip(&b, "10.0.0.1:7".parse().unwrap(), data).await;
+        (received, a.stats(), b.stats())
+    });
+    let (received, sa, sb) = received;
+    assert_eq!(received.len(), 1 << 20);
+    assert!(received == pattern(1 << 20, 7), "echoed bytes differ");
+    // Hundreds of full-size segments, not a few KB at a time.
+    assert!(sa.tx_frames > 700 && sb.tx_frames > 700, "{sa:?} {sb:?}");
+    assert_eq!(sa.tx_dropped + sb.tx_dropped, 0);
+}
+
+#[test]
+fn two_hundred_concurrent_connections() {
+    let ok = run(async move {
+        let (a, b) = two_stacks();
+        let listener = a.listen_tcp("10.0.0.1:80".parse().unwrap()).await.unwrap();
+        spawn_echo_server(listener);
+        let clients: Vec<_> = (0..200u32)
+            .map(|i| {
+                let b = b.clone();
+                spawn(async move {
+                    let mut s = b.connect_tcp("10.0.0.1:80".parse().unwrap()).await?;
+                    let data = pattern(2000, i as u8);
+                    let back = exchange(&mut s, &data).await;
+                    Ok::<bool, StackError>(back == data)
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for c in clients {
+            if c.await == Ok(true) {
+                ok += 1;
+            }
+        }
+        ok
+    });
+    assert_eq!(ok, 200);
+}
+
+#[test]
+fn peer_close_reset_and_refusal() {
+    run(async move {
+        let (a, b) = two_stacks();
+        let listener = a.listen_tcp("0.0.0.0:9".parse().unwrap()).await.unwrap();
+        assert_eq!(
+            a.listen_tcp("0.0.0.0:9".parse().unwrap()).await.err(),
+            Some(StackError::AddressInUse)
+        );
+        let mut client = b.connect_tcp("10.0.0.1:9".parse().unwrap()).await.unwrap();
+        let (mut server, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer, client.local_addr());
+        assert_eq!(client.peer_addr(), "10.0.0.1:9".parse().unwrap());
+        client.write_all(b"bye").await.unwrap();
+        drop(client);
+        let mut buf = [0; 16];
+        let n = server.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"bye");
+        assert_eq!(server.read(&mut buf).await, Ok(0), "FIN reads as end of stream");
+        assert_eq!(server.read(&mut buf).await, Ok(0));
+        // Nothing listens on port 10.
+        assert_eq!(
+            b.connect_tcp("10.0.0.1:10".parse().unwrap()).await.err(),
+            Some(StackError::ConnectionRefused)
+        );
+        assert_eq!(
+            b.connect_tcp("10.0.0.1:0".parse().unwrap()).await.err(),
+            Some(StackError::InvalidInput)
+        );
+        assert_eq!(
+            a.listen_tcp("10.9.9.9:1".parse().unwrap()).await.err(),
+            Some(StackError::AddressNotAvailable)
+        );
+        drop(server);
+        // Closed connections give their sockets back.
+        kiln_rt::sleep(Duration::from_secs(120)).await;
+        let backlog = kiln_net::Buffers::default().backlog;
+        assert_eq!(a.socket_count(), backlog, "only the listener's backlog is left");
+        assert_eq!(b.socket_count(), 0);
+    });
+}
+
+#[test]
+fn udp_round_trip_over_ipv4_and_ipv6() {
+    run(async move {
+        let (a, b) = two_stacks();
+        let server = a.bind_udp("0.0.0.0:7".parse().unwrap()).await.unwrap();
+        spawn(async move {
+            let mut buf = [0; 2048];
+            loop {
+                let (n, from) = server.recv_from(&mut buf).await.unwrap();
+                server.send_to(&buf[..n], from).await.unwrap();
+            }
+        });
+        let client = b.bind_udp("[::]:0".parse().unwrap()).await.unwrap();
+        assert!(client.local_addr().port() >= 49152);
+        for (i, to) in ["10.0.0.1:7", "[fd00::1]:7"].into_iter().enumerate() {
+            let to: SocketAddr = to.parse().unwrap();
+            let data = pattern(1200, i as u8);
+            client.send_to(&data, to).await.unwrap();
+            let mut buf = [0; 2048];
+            let (n, from) = timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+                .await
+                .expect("no UDP reply")
+                .unwrap();
+            assert_eq!(from, to);
+            assert_eq!(&buf[..n], &data[..]);
+        }
+        assert_eq!(
+            client.send_to(&[0; 70000], "10.0.0.1:7".parse().unwrap()).await,
+            Err(StackError::MessageTooLarge)
+        );
+    });
+}
+
+#[test]
+fn tcp_over_ipv6_and_link_local_addresses() {
+    run(async move {
+        let (a, b) = two_stacks();
+        let ll = a
+            .ipv6_addrs()
+            .into_iter()
+            .find(|x| x.segments()[0] == 0xfe80)
+            .unwrap();
+        assert_eq!(ll, "fe80::ff:fe00:1".parse::<Ipv6Addr>().unwrap());
+        let listener = a.listen_tcp("[::]:8080".parse().unwrap()).await.unwrap();
+        spawn_echo_server(listener);
+        let data = pattern(100_000, 3);
+        let back = echo_round_trip(&b, "[fd00::1]:8080".parse().unwrap(), data.clone()).await;
+        assert!(back == data);
+    });
+}
+
+/// The peer side of a raw-frame exchange: answers ARP for its address and
+/// hands every other frame to `on_frame` until it returns `Some`.
+async fn raw_peer<T>(
+    end: &PairEnd,
+    my_mac: EthernetAddress,
+    my_ip: Ipv4Addr,
+    mut on_frame: impl FnMut(&[u8]) -> Option<T>,
+) -> T {
+    let mut buf = vec![0; 1514];
+    for _ in 0..100 {
+        let n = timeout(Duration::from_secs(10), end.receive(&mut buf))
+            .await
+            .expect("the stack sent nothing")
+            .unwrap();
+        let frame = EthernetFrame::new_checked(&buf[..n]).unwrap();
+        if frame.ethertype() == EthernetProtocol::Arp {
+            let arp = ArpRepr::parse(&ArpPacket::new_checked(frame.payload()).unwrap()).unwrap();
+            if let ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Request,
+                source_hardware_addr,
+                source_protocol_addr,
+                target_protocol_addr,
+                ..
+            } = arp
+                && target_protocol_addr == my_ip
+            {
+                let reply = ArpRepr::EthernetIpv4 {
+                    operation: ArpOperation::Reply,
+                    source_hardware_addr: my_mac,
+                    source_protocol_addr: my_ip,
+                    target_hardware_addr: source_hardware_addr,
+                    target_protocol_addr: source_protocol_addr,
+                };
+                let mut out = vec![0; 14 + reply.buffer_len()];
+                let mut eth = EthernetFrame::new_unchecked(&mut out[..]);
+                EthernetRepr {
+                    src_addr: my_mac,
+                    dst_addr: source_hardware_addr,
+                    ethertype: EthernetProtocol::Arp,
+                }
+                .emit(&mut eth);
+                reply.emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
+                end.send(&out).await.unwrap();
+            }
+            continue;
+        }
+        if let Some(t) = on_frame(&buf[..n]) {
+            return t;
+        }
+    }
+    panic!("no expected frame among 100");
+}
+
+#[test]
+fn answers_icmp_echo_requests() {
+    let (a, peer) = pair(mac(1), mac(2));
+    let peer_mac = EthernetAddress(mac(2).0);
+    let peer_ip = Ipv4Addr::new(10, 0, 0, 2);
+    let reply = run(async move {
+        let _a = stack(a, &["--ipv4=10.0.0.1/24"]);
+        let echo = Icmpv4Repr::EchoRequest {
+            ident: 0x1234,
+            seq_no: 7,
+            data: b"kiln ping",
+        };
+        let ip = Ipv4Repr {
+            src_addr: peer_ip,
+            dst_addr: Ipv4Addr::new(10, 0, 0, 1),
+            next_header: IpProtocol::Icmp,
+            payload_len: echo.buffer_len(),
+            hop_limit: 64,
+        };
+        let mut out = vec![0; 14 + ip.buffer_len() + echo.buffer_len()];
+        let mut eth = EthernetFrame::new_unchecked(&mut out[..]);
+        EthernetRepr {
+            src_addr: peer_mac,
+            dst_addr: EthernetAddress(mac(1).0),
+            ethertype: EthernetProtocol::Ipv4,
+        }
+        .emit(&mut eth);
+        let caps = ChecksumCapabilities::default();
+        let mut ipp = Ipv4Packet::new_unchecked(eth.payload_mut());
+        ip.emit(&mut ipp, &caps);
+        echo.emit(&mut Icmpv4Packet::new_unchecked(ipp.payload_mut()), &caps);
+        peer.send(&out).await.unwrap();
+        raw_peer(&peer, peer_mac, peer_ip, |frame| {
+            let eth = EthernetFrame::new_checked(frame).ok()?;
+            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+            let icmp = Icmpv4Packet::new_checked(ip.payload()).ok()?;
+            match Icmpv4Repr::parse(&icmp, &ChecksumCapabilities::default()).ok()? {
+                Icmpv4Repr::EchoReply {
+                    ident,
+                    seq_no,
+                    data,
+                } => Some((ip.src_addr(), ip.dst_addr(), ident, seq_no, data.to_vec())),
+                _ => None,
+            }
+        })
+        .await
+    });
+    assert_eq!(
+        reply,
+        (
+            Ipv4Addr::new(10, 0, 0, 1),
+            peer_ip,
+            0x1234,
+            7,
+            b"kiln ping".to_vec()
+        )
+    );
+}
+
+#[test]
+fn slaac_configures_an_address_from_a_router_advertisement() {
+    let (a, router) = pair(mac(1), mac(9));
+    let config = Config::parse(["--no-dhcp"]).unwrap();
+    let router_mac = EthernetAddress(mac(9).0);
+    let addrs = run(async move {
+        let a = NetStack::new(a, config, 1).unwrap();
+        // The stack solicits a router first.
+        let solicited = raw_peer(&router, router_mac, Ipv4Addr::UNSPECIFIED, |frame| {
+            let eth = EthernetFrame::new_checked(frame).ok()?;
+            let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+            let icmp = Icmpv6Packet::new_checked(ip.payload()).ok()?;
+            let repr = Icmpv6Repr::parse(
+                &ip.src_addr(),
+                &ip.dst_addr(),
+                &icmp,
+                &ChecksumCapabilities::default(),
+            )
+            .ok()?;
+            matches!(repr, Icmpv6Repr::Ndisc(NdiscRepr::RouterSolicit { .. })).then_some(())
+        })
+        .await;
+        let _ = solicited;
+        let router_ll: Ipv6Addr = "fe80::ff:fe00:9".parse().unwrap();
+        let ra = Icmpv6Repr::Ndisc(NdiscRepr::RouterAdvert {
+            hop_limit: 64,
+            flags: NdiscRouterFlags::empty(),
+            router_lifetime: kiln_net::smoltcp::time::Duration::from_secs(1800),
+            reachable_time: kiln_net::smoltcp::time::Duration::from_millis(0),
+            retrans_time: kiln_net::smoltcp::time::Duration::from_millis(0),
+            lladdr: Some(router_mac.into()),
+            mtu: None,
+            prefix_info: Some(NdiscPrefixInformation {
+                prefix_len: 64,
+                flags: NdiscPrefixInfoFlags::ON_LINK | NdiscPrefixInfoFlags::ADDRCONF,
+                valid_lifetime: kiln_net::smoltcp::time::Duration::from_secs(86400),
+                preferred_lifetime: kiln_net::smoltcp::time::Duration::from_secs(14400),
+                prefix: "2001:db8:1::".parse().unwrap(),
+            }),
+        });
+        let dst: Ipv6Addr = "ff02::1".parse().unwrap();
+        let ip = Ipv6Repr {
+            src_addr: router_ll,
+            dst_addr: dst,
+            next_header: IpProtocol::Icmpv6,
+            payload_len: ra.buffer_len(),
+            hop_limit: 255,
+        };
+        let mut out = vec![0; 14 + ip.buffer_len() + ra.buffer_len()];
+        let mut eth = EthernetFrame::new_unchecked(&mut out[..]);
+        EthernetRepr {
+            src_addr: router_mac,
+            dst_addr: EthernetAddress([0x33, 0x33, 0, 0, 0, 1]),
+            ethertype: EthernetProtocol::Ipv6,
+        }
+        .emit(&mut eth);
+        let mut ipp = Ipv6Packet::new_unchecked(eth.payload_mut());
+        ip.emit(&mut ipp);
+        ra.emit(
+            &router_ll,
+            &dst,
+            &mut Icmpv6Packet::new_unchecked(ipp.payload_mut()),
+            &ChecksumCapabilities::default(),
+        );
+        router.send(&out).await.unwrap();
+        kiln_rt::sleep(Duration::from_secs(2)).await;
+        a.ipv6_addrs()
+    });
+    let expected: Ipv6Addr = "2001:db8:1::ff:fe00:1".parse().unwrap();
+    assert!(addrs.contains(&expected), "{addrs:?}");
+}
