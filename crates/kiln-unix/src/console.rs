@@ -51,3 +51,43 @@ impl kiln_devices::Console for Console {
         write_all(self.fd, bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn writes_everything_even_past_the_socket_buffer() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        // Non-blocking, so that a full buffer takes the EAGAIN path.
+        ours.set_nonblocking(true).unwrap();
+        let data: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            theirs.read_to_end(&mut got).unwrap();
+            got
+        });
+        write_all(ours.as_raw_fd(), &data).unwrap();
+        drop(ours);
+        assert!(reader.join().unwrap() == data);
+    }
+
+    #[test]
+    fn a_closed_reader_is_reported_as_closed() {
+        crate::platform(); // SIGPIPE ignored.
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        drop(theirs);
+        assert_eq!(
+            write_all(ours.as_raw_fd(), b"hello"),
+            Err(ConsoleError::Closed)
+        );
+    }
+
+    #[test]
+    fn a_bad_descriptor_is_an_io_error() {
+        assert_eq!(write_all(-1, b"x"), Err(ConsoleError::Io(libc::EBADF)));
+    }
+}

@@ -39,7 +39,9 @@ impl Drop for TempFile {
 }
 
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect()
 }
 
 fn round_trip(sector_size: u32) {
@@ -49,7 +51,10 @@ fn round_trip(sector_size: u32) {
     block_on(platform(), async {
         let block = FileBlock::open(platform(), "disk", file.path(), sector_size).unwrap();
         let info = block.info();
-        assert_eq!((info.sector_size, info.sectors, info.read_only), (sector_size, 64, false));
+        assert_eq!(
+            (info.sector_size, info.sectors, info.read_only),
+            (sector_size, 64, false)
+        );
 
         let data = pattern(0x5a, 3 * ss);
         block.write(5, &data).await.unwrap();
@@ -129,8 +134,14 @@ fn bad_sector_sizes_are_refused() {
         let err = FileBlock::open(platform(), "disk", file.path(), bad).unwrap_err();
         assert!(matches!(err, AttachError::SectorSize { sector_size, .. } if sector_size == bad));
         let message = err.to_string();
-        assert!(message.contains(&format!("sector size {bad} ")), "{message}");
-        assert!(message.contains("hint: pass --block-sector-size:disk="), "{message}");
+        assert!(
+            message.contains(&format!("sector size {bad} ")),
+            "{message}"
+        );
+        assert!(
+            message.contains("hint: pass --block-sector-size:disk="),
+            "{message}"
+        );
     }
 }
 
@@ -139,11 +150,25 @@ fn a_file_of_partial_sectors_is_refused() {
     let file = TempFile::new(4096 + 100);
     let err = FileBlock::open(platform(), "disk", file.path(), 512).unwrap_err();
     assert!(
-        matches!(err, AttachError::FileSize { size: 4196, sector_size: 512, rounded: 4608, .. }),
+        matches!(
+            err,
+            AttachError::FileSize {
+                size: 4196,
+                sector_size: 512,
+                rounded: 4608,
+                ..
+            }
+        ),
         "{err:?}"
     );
     let message = err.to_string();
-    assert!(message.starts_with(&format!("cannot attach block device `disk` to file `{}`: its size of 4196 bytes", file.path())), "{message}");
+    assert!(
+        message.starts_with(&format!(
+            "cannot attach block device `disk` to file `{}`: its size of 4196 bytes",
+            file.path()
+        )),
+        "{message}"
+    );
     assert!(message.contains("truncate -s 4608"), "{message}");
     // 4096 is a multiple of 512 but not 4096 + 100 of anything.
     assert!(FileBlock::open(platform(), "disk", file.path(), 4096).is_err());
@@ -162,7 +187,9 @@ fn missing_files_and_directories_are_refused() {
     }
     assert_eq!(
         err.to_string(),
-        format!("cannot attach block device `disk` to file `{missing}`: No such file or directory (os error 2)")
+        format!(
+            "cannot attach block device `disk` to file `{missing}`: No such file or directory (os error 2)"
+        )
     );
     let dir = std::env::temp_dir();
     let err = FileBlock::open(platform(), "disk", dir.to_str().unwrap(), 512).unwrap_err();
@@ -184,7 +211,9 @@ fn check_read_only(path: &str) {
 
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
-    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 #[test]
@@ -203,17 +232,26 @@ fn a_file_without_write_permission_opens_read_only() {
     let status = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "read_only_as_another_user", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "read_only_as_another_user",
+            "--ignored",
+            "--nocapture",
+        ])
         .env("KILN_BLOCK_READ_ONLY_FILE", file.path())
         .status()
         .expect("run setpriv");
-    assert!(status.success(), "the read-only check as nobody failed: {status}");
+    assert!(
+        status.success(),
+        "the read-only check as nobody failed: {status}"
+    );
 }
 
 #[test]
 #[ignore = "run by a_file_without_write_permission_opens_read_only as another user"]
 fn read_only_as_another_user() {
-    let path = std::env::var("KILN_BLOCK_READ_ONLY_FILE")
-        .expect("KILN_BLOCK_READ_ONLY_FILE is set by a_file_without_write_permission_opens_read_only");
+    let path = std::env::var("KILN_BLOCK_READ_ONLY_FILE").expect(
+        "KILN_BLOCK_READ_ONLY_FILE is set by a_file_without_write_permission_opens_read_only",
+    );
     check_read_only(&path);
 }

@@ -1,0 +1,262 @@
+//! The tap interface against the host kernel, inside a network namespace of
+//! its own: the kernel's ARP request reaches `Tap::poll_receive`, our ARP
+//! reply is accepted, and the datagram the kernel was holding then arrives.
+//!
+//! Needs root. The outer test creates the namespace and re-runs this test
+//! binary inside it (`ip netns exec`) to run the inner half.
+
+use std::net::{Ipv4Addr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use kiln_devices::{MacAddress, NetError, NetworkInterface};
+use kiln_rt::{block_on, timeout};
+use kiln_unix::{Tap, platform};
+
+const IFNAME: &str = "kiln0";
+const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const GUEST_MAC: MacAddress = MacAddress([0x02, 0x6b, 0x69, 0x6c, 0x6e, 0x01]);
+const ENV: &str = "KILN_UNIX_TAP_NETNS";
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+fn skip(why: &str) {
+    eprintln!("SKIPPED tap test: {why}");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "skipping is not allowed with CI=true: {why}"
+    );
+}
+
+/// Runs `ip ARGS`, failing the test if it fails.
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace, deleted on drop (with everything inside it).
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A child process, killed on drop if still running.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn tap_exchanges_frames_with_the_kernel() {
+    if !is_root() {
+        return skip("needs root for a network namespace and a tap");
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return skip("/dev/net/tun is absent");
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        return skip("the `ip` command is not installed");
+    }
+    let name = format!("kiln-unix-tap-{}", std::process::id());
+    ip(&["netns", "add", &name]);
+    let _netns = Netns(name.clone());
+    let child = Command::new("ip")
+        .args(["netns", "exec", &name])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "inside_a_namespace", "--ignored", "--nocapture"])
+        .env(ENV, &name)
+        .spawn()
+        .expect("run the inner test");
+    let mut child = ChildGuard(child);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "inner test hung");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "inner tap test failed: {status}");
+}
+
+/// The fields of an Ethernet frame carrying ARP for IPv4 over Ethernet.
+#[derive(Debug, PartialEq)]
+struct Arp {
+    eth_dst: [u8; 6],
+    eth_src: [u8; 6],
+    op: u16,
+    sender_mac: [u8; 6],
+    sender_ip: Ipv4Addr,
+    target_mac: [u8; 6],
+    target_ip: Ipv4Addr,
+}
+
+fn mac_at(frame: &[u8], at: usize) -> Option<[u8; 6]> {
+    frame.get(at..at + 6)?.try_into().ok()
+}
+
+fn ip_at(frame: &[u8], at: usize) -> Option<Ipv4Addr> {
+    let b: [u8; 4] = frame.get(at..at + 4)?.try_into().ok()?;
+    Some(Ipv4Addr::from(b))
+}
+
+fn u16_at(frame: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(frame.get(at..at + 2)?.try_into().ok()?))
+}
+
+impl Arp {
+    fn parse(frame: &[u8]) -> Option<Arp> {
+        // EtherType ARP; hardware Ethernet, protocol IPv4, lengths 6 and 4.
+        if u16_at(frame, 12)? != 0x0806 || frame.get(14..20)? != [0, 1, 8, 0, 6, 4] {
+            return None;
+        }
+        Some(Arp {
+            eth_dst: mac_at(frame, 0)?,
+            eth_src: mac_at(frame, 6)?,
+            op: u16_at(frame, 20)?,
+            sender_mac: mac_at(frame, 22)?,
+            sender_ip: ip_at(frame, 28)?,
+            target_mac: mac_at(frame, 32)?,
+            target_ip: ip_at(frame, 38)?,
+        })
+    }
+
+    fn emit(&self) -> Vec<u8> {
+        let mut f = Vec::with_capacity(42);
+        f.extend_from_slice(&self.eth_dst);
+        f.extend_from_slice(&self.eth_src);
+        f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4]);
+        f.extend_from_slice(&self.op.to_be_bytes());
+        f.extend_from_slice(&self.sender_mac);
+        f.extend_from_slice(&self.sender_ip.octets());
+        f.extend_from_slice(&self.target_mac);
+        f.extend_from_slice(&self.target_ip.octets());
+        f
+    }
+}
+
+/// The UDP payload of an IPv4 frame to `mac`, port `port`.
+fn udp_payload(frame: &[u8], mac: [u8; 6], port: u16) -> Option<&[u8]> {
+    if mac_at(frame, 0)? != mac || u16_at(frame, 12)? != 0x0800 || *frame.get(23)? != 17 {
+        return None;
+    }
+    let ihl = usize::from(frame.get(14)? & 0x0f) * 4;
+    let udp = 14 + ihl;
+    if u16_at(frame, udp + 2)? != port {
+        return None;
+    }
+    let len = usize::from(u16_at(frame, udp + 4)?);
+    frame.get(udp + 8..udp + len)
+}
+
+/// Receives frames until `want` accepts one, at most 100 frames.
+async fn receive_until<T>(tap: &Tap, mut want: impl FnMut(&[u8]) -> Option<T>) -> T {
+    let mut buf = vec![0u8; 1514];
+    for _ in 0..100 {
+        let n = tap.receive(&mut buf).await.expect("receive");
+        if let Some(found) = want(&buf[..n]) {
+            return found;
+        }
+    }
+    panic!("100 frames received without the one expected");
+}
+
+#[test]
+#[ignore = "run by tap_exchanges_frames_with_the_kernel inside a network namespace"]
+fn inside_a_namespace() {
+    let ns = std::env::var(ENV).expect("set by tap_exchanges_frames_with_the_kernel");
+    // Never touch the interfaces of a namespace that is not ours.
+    assert_eq!(ip(&["netns", "identify"]).trim(), ns, "not inside {ns}");
+
+    let result = block_on(
+        platform(),
+        timeout(Duration::from_secs(20), async {
+            let tap = Tap::open(platform(), "service", IFNAME, Some(GUEST_MAC)).unwrap();
+            assert_eq!(tap.mac(), GUEST_MAC);
+            assert_eq!(tap.mtu(), 1500);
+            ip(&["addr", "add", "10.77.0.1/24", "dev", IFNAME]);
+            ip(&["link", "set", IFNAME, "up"]);
+            let host_mac =
+                std::fs::read_to_string(format!("/sys/class/net/{IFNAME}/address")).unwrap();
+            let host_mac = MacAddress::parse(host_mac.trim()).unwrap().0;
+
+            // The kernel must resolve 10.77.0.2 before it sends this.
+            let udp = UdpSocket::bind((HOST_IP, 0)).unwrap();
+            udp.send_to(b"kiln", (GUEST_IP, 9)).unwrap();
+
+            let request = receive_until(&tap, |f| {
+                Arp::parse(f).filter(|a| a.op == 1 && a.target_ip == GUEST_IP)
+            })
+            .await;
+            assert_eq!(request.eth_dst, [0xff; 6]);
+            assert_eq!(request.eth_src, host_mac);
+            assert_eq!((request.sender_mac, request.sender_ip), (host_mac, HOST_IP));
+
+            let reply = Arp {
+                eth_dst: host_mac,
+                eth_src: GUEST_MAC.0,
+                op: 2,
+                sender_mac: GUEST_MAC.0,
+                sender_ip: GUEST_IP,
+                target_mac: host_mac,
+                target_ip: HOST_IP,
+            };
+            tap.send(&reply.emit()).await.expect("send the ARP reply");
+
+            // The kernel took the reply: the held datagram comes to our MAC.
+            let payload =
+                receive_until(&tap, |f| udp_payload(f, GUEST_MAC.0, 9).map(<[u8]>::to_vec)).await;
+            assert_eq!(payload, b"kiln");
+            let neigh = ip(&["neigh", "show", "10.77.0.2", "dev", IFNAME]);
+            assert!(neigh.contains(&GUEST_MAC.to_string()), "{neigh}");
+
+            // Limits are typed errors.
+            assert_eq!(
+                tap.send(&[0u8; 1515]).await,
+                Err(NetError::FrameTooLarge {
+                    len: 1515,
+                    max: 1514
+                })
+            );
+            let mut small = [0u8; 1500];
+            assert_eq!(
+                tap.receive(&mut small).await,
+                Err(NetError::BufferTooSmall {
+                    len: 1500,
+                    needed: 1514
+                })
+            );
+
+            // A tap that another open file holds cannot be attached twice.
+            let err = Tap::open(platform(), "second", IFNAME, None).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("cannot attach net device `second` to tap `kiln0`: "),
+                "{err}"
+            );
+        }),
+    );
+    result.expect("the tap exchange timed out");
+}
