@@ -139,7 +139,9 @@ pub const FLAGS: &[Flag] = &[
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// The flag is not one of [`FLAGS`].
-    #[error("unknown stack argument --{flag}\nhint: the stack accepts --ipv4, --ipv4-gateway, --ipv6, --ipv6-gateway, --no-dhcp, --no-slaac")]
+    #[error(
+        "unknown stack argument --{flag}\nhint: the stack accepts --ipv4, --ipv4-gateway, --ipv6, --ipv6-gateway, --no-dhcp, --no-slaac"
+    )]
     UnknownFlag {
         /// The flag, without `--`.
         flag: alloc::string::String,
@@ -279,9 +281,11 @@ impl Config {
         let mut config = Config::default();
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
-            let body = arg.strip_prefix("--").ok_or_else(|| ConfigError::UnknownFlag {
-                flag: arg.trim_start_matches('-').into(),
-            })?;
+            let body = arg
+                .strip_prefix("--")
+                .ok_or_else(|| ConfigError::UnknownFlag {
+                    flag: arg.trim_start_matches('-').into(),
+                })?;
             match body.split_once('=') {
                 Some((name, value)) => config.set(name, Some(value))?,
                 None => {
@@ -365,10 +369,7 @@ mod tests {
             "--ipv4-gateway=x",
         ] {
             assert!(
-                matches!(
-                    Config::parse([bad]),
-                    Err(ConfigError::InvalidValue { .. })
-                ),
+                matches!(Config::parse([bad]), Err(ConfigError::InvalidValue { .. })),
                 "{bad}"
             );
         }

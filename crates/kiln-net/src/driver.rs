@@ -86,6 +86,8 @@ impl<N: NetworkInterface> Driver<N> {
                 }
             }
         }
+        // Router advertisements just processed become addresses here.
+        state.iface.poll_maintenance(now);
         loop {
             state.poll_dhcp();
             // Bounded: each call sends at most one packet per socket.

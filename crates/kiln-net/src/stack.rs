@@ -40,7 +40,9 @@ const ABORT_GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NetStackError {
     /// The interface's MAC address is multicast or all zeros.
-    #[error("network interface has MAC address {mac}, which is not a unicast address\nhint: give the interface a unicast MAC such as 02:00:00:00:00:01")]
+    #[error(
+        "network interface has MAC address {mac}, which is not a unicast address\nhint: give the interface a unicast MAC such as 02:00:00:00:00:01"
+    )]
     MacNotUnicast {
         /// The interface's MAC address.
         mac: MacAddress,
@@ -212,9 +214,14 @@ impl State {
             };
             let mut i = 0;
             let mut woke = false;
+            let mut idle = 0;
             while let Some(&h) = b.listening.get(i) {
                 match self.sockets.get::<tcp::Socket>(h).state() {
-                    tcp::State::Listen | tcp::State::SynReceived => i += 1,
+                    tcp::State::Listen => {
+                        idle += 1;
+                        i += 1;
+                    }
+                    tcp::State::SynReceived => i += 1,
                     tcp::State::Closed => {
                         self.sockets.remove(h);
                         b.listening.swap_remove(i);
@@ -226,7 +233,10 @@ impl State {
                     }
                 }
             }
-            while b.listening.len() < backlog.max(1) && b.ready.len() < max_pending {
+            // Sockets in SYN-RECEIVED count towards the pending limit, not
+            // the backlog: each SYN must find a socket in LISTEN.
+            while idle < backlog.max(1) && b.listening.len() + b.ready.len() < max_pending {
+                idle += 1;
                 let mut socket = self.new_tcp_socket();
                 if socket.listen(b.endpoint).is_err() {
                     break;
@@ -261,8 +271,7 @@ impl State {
             let socket = self.sockets.get_mut::<tcp::Socket>(c.handle);
             // Closed, and the RST (if any) is sent: smoltcp forgets the
             // peer once nothing is left to say.
-            let closed =
-                socket.state() == tcp::State::Closed && socket.remote_endpoint().is_none();
+            let closed = socket.state() == tcp::State::Closed && socket.remote_endpoint().is_none();
             if closed || now >= deadline + ABORT_GRACE.into() {
                 let c = self.closing.swap_remove(i);
                 self.sockets.remove(c.handle);
