@@ -1,6 +1,7 @@
 //! The console device: unbuffered writes to standard output.
 
 use std::io;
+use std::os::fd::RawFd;
 
 use kiln_devices::ConsoleError;
 
@@ -10,7 +11,7 @@ use crate::sys;
 /// `write(2)`.
 #[derive(Debug, Clone, Copy)]
 pub struct Console {
-    fd: i32,
+    fd: RawFd,
 }
 
 impl Console {
@@ -22,7 +23,7 @@ impl Console {
 
 /// Writes all of `bytes` to `fd`, looping on partial writes and EINTR, and
 /// waiting when the descriptor is non-blocking and full.
-pub(crate) fn write_all(fd: i32, mut bytes: &[u8]) -> Result<(), ConsoleError> {
+pub(crate) fn write_all(fd: RawFd, mut bytes: &[u8]) -> Result<(), ConsoleError> {
     while !bytes.is_empty() {
         match sys::write(fd, bytes) {
             // write(2) returns 0 only for an empty buffer, or for a sink

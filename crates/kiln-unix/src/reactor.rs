@@ -15,6 +15,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::io::Write as _;
 use std::os::fd::RawFd;
 use std::task::Waker;
 use std::time::Duration;
@@ -193,9 +194,10 @@ impl kiln_rt::Platform for Platform {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return,
                 Err(e) => {
                     drop(r);
-                    // Only ENOMEM is possible here; block as asked anyway so
-                    // that the executor does not spin.
-                    eprintln!("kiln-unix: ppoll failed: {e}");
+                    // ENOMEM, or EINVAL after RLIMIT_NOFILE was lowered below
+                    // the number of slots. Report it and block as asked, so
+                    // that the executor does not spin; it retries next time.
+                    let _ = writeln!(std::io::stderr(), "kiln-unix: ppoll failed: {e}");
                     std::thread::sleep(timeout.unwrap_or(Duration::from_millis(10)));
                     return;
                 }

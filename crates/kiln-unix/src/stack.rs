@@ -4,7 +4,9 @@
 //! Every operation first tries the system call; only when it would block
 //! (EAGAIN) does the task register interest and return `Pending`. IPv4 and
 //! IPv6 are both supported; IPv4 peers of dual-stack IPv6 sockets are
-//! reported as IPv4 addresses.
+//! reported as IPv4 addresses. The calls follow socket(7), tcp(7), udp(7)
+//! and ipv6(7); errno values map to [`StackError`] in one place,
+//! `error_from_code`.
 
 use std::future::poll_fn;
 use std::io;

@@ -1,4 +1,8 @@
 //! The tap network interface: Ethernet frames through `/dev/net/tun`.
+//!
+//! Implements the Linux TUN/TAP interface (the kernel's
+//! `Documentation/networking/tuntap.rst`): `TUNSETIFF` with `IFF_TAP |
+//! IFF_NO_PI`, so that each read or write is exactly one Ethernet frame.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
