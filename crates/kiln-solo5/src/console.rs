@@ -1,0 +1,109 @@
+//! The console device (the PUTS hypercall) and a small buffered writer for
+//! the panic and exception paths, which must not allocate.
+
+use core::fmt;
+
+/// Collects formatted text in a fixed buffer and hands it to `sink` in
+/// pieces of at most `N` bytes, so that a long message costs a few
+/// hypercalls rather than one per formatting fragment.
+pub struct BufferedWriter<F: FnMut(&[u8]), const N: usize = 256> {
+    buf: [u8; N],
+    len: usize,
+    sink: F,
+}
+
+impl<F: FnMut(&[u8]), const N: usize> BufferedWriter<F, N> {
+    /// A writer that flushes to `sink`.
+    pub fn new(sink: F) -> Self {
+        BufferedWriter {
+            buf: [0; N],
+            len: 0,
+            sink,
+        }
+    }
+
+    /// Hands the buffered bytes to the sink.
+    pub fn flush(&mut self) {
+        if self.len > 0 {
+            (self.sink)(&self.buf[..self.len]);
+            self.len = 0;
+        }
+    }
+}
+
+impl<F: FnMut(&[u8]), const N: usize> fmt::Write for BufferedWriter<F, N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut bytes = s.as_bytes();
+        while !bytes.is_empty() {
+            if self.len == N {
+                self.flush();
+            }
+            let n = bytes.len().min(N - self.len);
+            let (head, tail) = bytes.split_at(n);
+            self.buf[self.len..self.len + n].copy_from_slice(head);
+            self.len += n;
+            bytes = tail;
+        }
+        Ok(())
+    }
+}
+
+impl<F: FnMut(&[u8]), const N: usize> Drop for BufferedWriter<F, N> {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+#[cfg(target_os = "none")]
+pub use device::Console;
+
+#[cfg(target_os = "none")]
+mod device {
+    use kiln_devices::ConsoleError;
+
+    use crate::sys;
+
+    /// The tender's console (its standard output). Writes are synchronous:
+    /// each is one PUTS hypercall.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct Console;
+
+    impl Console {
+        /// The console.
+        pub fn new() -> Console {
+            Console
+        }
+    }
+
+    impl kiln_devices::Console for Console {
+        fn write(&self, bytes: &[u8]) -> Result<(), ConsoleError> {
+            sys::hvt::puts(bytes);
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+    use core::fmt::Write;
+
+    #[test]
+    fn long_text_is_flushed_in_buffer_sized_pieces() {
+        let mut pieces: Vec<Vec<u8>> = Vec::new();
+        {
+            let mut w = BufferedWriter::<_, 8>::new(|b: &[u8]| pieces.push(b.to_vec()));
+            let tail = 42;
+            write!(w, "abcdefghij-{tail}").unwrap();
+        }
+        assert_eq!(pieces, [b"abcdefgh".to_vec(), b"ij-42".to_vec()]);
+    }
+
+    #[test]
+    fn nothing_written_means_no_flush() {
+        let mut calls = 0;
+        drop(BufferedWriter::<_, 8>::new(|_: &[u8]| calls += 1));
+        assert_eq!(calls, 0);
+    }
+}

@@ -1,0 +1,185 @@
+//! kiln-solo5: the freestanding kiln platform for the Solo5 hvt target
+//! (and, later, spt). A kiln unikernel built for hvt is a static x86_64 ELF
+//! for `x86_64-unknown-none` (no C, no libc, no SSE) that runs as a KVM
+//! guest under a tender speaking the Solo5 hvt ABI version 2 (`kiln-hvt`).
+//!
+//! This crate boots the guest, owns the CPU and page tables, provides the
+//! heap, implements the `kiln_devices` traits over the hypercalls, and
+//! implements [`kiln_rt::Platform`] with the POLL hypercall as the one
+//! blocking point.
+//!
+//! # Layers, from the bottom
+//!
+//! - `sys` (only for `target_os = "none"`, the only module with `unsafe`):
+//!   single instructions (`rdtsc`, `rdrand`, `cpuid`), the hypercalls, the
+//!   GDT/TSS/IDT and exception stubs, kiln's page tables (null page and
+//!   stack guard unmapped, W^X), the `talc` heap as the global allocator,
+//!   the clocks' state, and `_start` with the boot sequence;
+//! - [`layout`], [`time`], [`reactor`], [`trap`], [`console`]: the logic
+//!   those use, target-independent and unit-tested on the host: the memory
+//!   map and page protections, TSC-to-nanosecond scaling, readiness
+//!   between POLLs, exception reports, buffered console output;
+//! - the devices: [`Console`], [`MonotonicClock`], [`WallClock`],
+//!   [`Random`], [`Net`], [`Block`], and the [`Platform`];
+//! - [`env`]: the [`Env`] a unikernel starts with (arguments, devices by
+//!   name), [`main!`] and [`exit`], the panic handler.
+//!
+//! # Boot
+//!
+//! The tender enters `_start` in 64-bit mode with RDI = the boot info's
+//! address and RSP at the top of guest memory. kiln then loads its own
+//! GDT, TSS (exceptions run on their own IST stack) and IDT (every
+//! exception prints its name, error code, CR2 and a register dump, then
+//! aborts with status 255); replaces the tender's page tables with its own
+//! (page 0 and a page below the 1 MiB stack unmapped; text R+X, rodata R,
+//! everything else R+W and no-execute; CR0.WP and EFER.NXE on); gives the
+//! memory between the image and the stack to the heap; starts the clocks
+//! (TSC at boot, the WALLTIME hypercall once); copies the command line and
+//! the tender's manifest; and calls the generated crate's `run` through
+//! [`main!`]. Its [`ExitStatus`](kiln_devices::ExitStatus) becomes the
+//! HALT status, after `error: MESSAGE` when it has one. A panic prints
+//! `kiln: panicked at FILE:LINE:COL: MESSAGE` and aborts (status 255).
+//!
+//! # What a generated crate contains
+//!
+//! `Cargo.toml` (its own workspace):
+//!
+//! ```toml
+//! [package]
+//! name = "hello-hvt"
+//! version = "0.1.0"
+//! edition = "2024"
+//!
+//! [workspace]
+//!
+//! [dependencies]
+//! kiln-solo5 = { path = ".../crates/kiln-solo5" }
+//! kiln-abi = { path = ".../crates/kiln-abi" }
+//! kiln-rt = { path = ".../crates/kiln-rt" }
+//! kiln-devices = { path = ".../crates/kiln-devices" }
+//! hello = { path = "../.." }
+//!
+//! [profile.release]
+//! opt-level = "s"
+//! lto = true
+//! codegen-units = 1
+//! panic = "abort"
+//!
+//! [profile.dev]
+//! panic = "abort"
+//! ```
+//!
+//! `build.rs`, which links with kiln's linker script (published by this
+//! crate's build script as `DEP_KILN_SOLO5_LDSCRIPT`) into a static,
+//! non-PIE executable:
+//!
+//! ```no_run
+//! # #![allow(clippy::needless_doctest_main)]
+//! fn main() {
+//!     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("none") {
+//!         let script = std::env::var("DEP_KILN_SOLO5_LDSCRIPT").expect("kiln-solo5 is a dependency");
+//!         println!("cargo:rustc-link-arg-bins=-T{script}");
+//!         println!("cargo:rustc-link-arg-bins=--no-pie");
+//!         println!("cargo:rerun-if-env-changed=DEP_KILN_SOLO5_LDSCRIPT");
+//!     }
+//! }
+//! ```
+//!
+//! `src/main.rs`, built with `cargo build --release --target
+//! x86_64-unknown-none`:
+//!
+//! ```ignore
+//! #![no_std]
+//! #![no_main]
+//!
+//! use kiln_devices::Termination;
+//!
+//! // The two Solo5 notes: the tender refuses an image without them.
+//! #[unsafe(link_section = ".note.solo5.abi")]
+//! #[used]
+//! static ABI: kiln_abi::AbiNote = kiln_abi::AbiNote::hvt();
+//!
+//! #[unsafe(link_section = ".note.solo5.manifest")]
+//! #[used]
+//! static MFT: kiln_abi::MftNote<1> = kiln_abi::MftNote::new([kiln_abi::MftEntry::net("service")]);
+//!
+//! fn run(env: &'static kiln_solo5::Env) -> kiln_devices::ExitStatus {
+//!     // Parse env.args() (the runtime arguments), then construct devices.
+//!     let service = match env.net("service") {
+//!         Ok(net) => net,
+//!         Err(e) => return Err::<(), _>(e).exit_status(),
+//!     };
+//!     kiln_rt::block_on(env.platform(), hello::start(env.console(), kiln_rt::Timer, service))
+//!         .exit_status()
+//! }
+//!
+//! kiln_solo5::main!(run);
+//! ```
+//!
+//! A manifest with no devices is `kiln_abi::MftNote<0>` with `new([])`.
+#![no_std]
+#![deny(unsafe_code)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod console;
+pub mod env;
+pub mod layout;
+pub mod reactor;
+pub mod time;
+pub mod trap;
+
+#[cfg(target_os = "none")]
+mod block;
+#[cfg(target_os = "none")]
+mod net;
+#[cfg(target_os = "none")]
+mod panic;
+#[cfg(target_os = "none")]
+mod platform;
+#[cfg(target_os = "none")]
+mod random;
+#[cfg(target_os = "none")]
+mod sys;
+
+#[cfg(target_os = "none")]
+pub use block::Block;
+#[cfg(target_os = "none")]
+pub use console::Console;
+pub use env::{DeviceError, Env};
+pub use kiln_devices::ExitStatus;
+#[cfg(target_os = "none")]
+pub use net::Net;
+#[cfg(target_os = "none")]
+pub use platform::{FOREVER_NANOS, Platform, platform};
+#[cfg(target_os = "none")]
+pub use random::Random;
+#[cfg(target_os = "none")]
+pub use time::{MonotonicClock, WallClock};
+
+/// Prints `error: MESSAGE` if `status` has a message, then halts the guest
+/// with its code.
+#[cfg(target_os = "none")]
+pub fn exit(status: ExitStatus) -> ! {
+    if let Some(message) = &status.message {
+        use kiln_devices::Console as _;
+        let _ = Console::new().logf(format_args!("error: {message}"));
+    }
+    sys::hvt::halt(i32::from(status.code), None)
+}
+
+/// Declares the unikernel's entry: `kiln_solo5::main!(run)` with
+/// `fn run(env: &'static kiln_solo5::Env) -> kiln_solo5::ExitStatus`.
+/// kiln-solo5's boot code calls it once the platform is up and halts with
+/// the status it returns.
+#[macro_export]
+macro_rules! main {
+    ($run:path) => {
+        #[unsafe(export_name = "kiln_solo5_main")]
+        fn __kiln_solo5_main(env: &'static $crate::Env) -> $crate::ExitStatus {
+            $run(env)
+        }
+    };
+}

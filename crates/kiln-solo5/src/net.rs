@@ -1,0 +1,82 @@
+//! The network interface: NETREAD and NETWRITE on the device's manifest
+//! handle, with readiness from the POLL ready set.
+
+use core::task::{Context, Poll};
+
+use kiln_devices::net::ETHERNET_HEADER_LEN;
+use kiln_devices::{MacAddress, NetError};
+
+use crate::env::Device;
+use crate::reactor::{Handle, Reactor};
+use crate::sys;
+use crate::sys::hvt::Failure;
+
+/// A network interface the tender attached (a tap device on the host).
+pub struct Net {
+    handle: Handle,
+    mac: MacAddress,
+    mtu: usize,
+    reactor: &'static Reactor,
+}
+
+fn error(failure: Failure) -> NetError {
+    match failure {
+        Failure::Again => NetError::Unavailable,
+        Failure::Error(code) => NetError::Io(code),
+    }
+}
+
+impl Net {
+    pub(crate) fn new(handle: Handle, device: &Device, reactor: &'static Reactor) -> Net {
+        Net {
+            handle,
+            mac: MacAddress(device.info.net_mac()),
+            mtu: usize::from(device.info.net_mtu()),
+            reactor,
+        }
+    }
+
+    fn max_frame(&self) -> usize {
+        self.mtu + ETHERNET_HEADER_LEN
+    }
+}
+
+impl kiln_devices::NetworkInterface for Net {
+    fn mac(&self) -> MacAddress {
+        self.mac
+    }
+
+    fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    fn poll_receive(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize, NetError>> {
+        if buf.len() < self.max_frame() {
+            return Poll::Ready(Err(NetError::BufferTooSmall {
+                len: buf.len(),
+                needed: self.max_frame(),
+            }));
+        }
+        // No hypercall unless the last POLL said a frame may be waiting.
+        if self.reactor.is_ready(self.handle) {
+            match sys::hvt::net_read(self.handle.raw(), buf) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(Failure::Again) => self.reactor.clear(self.handle),
+                Err(e) => return Poll::Ready(Err(error(e))),
+            }
+        }
+        self.reactor.register(self.handle, cx.waker());
+        Poll::Pending
+    }
+
+    fn poll_send(&self, _cx: &mut Context<'_>, frame: &[u8]) -> Poll<Result<(), NetError>> {
+        if frame.len() > self.max_frame() {
+            return Poll::Ready(Err(NetError::FrameTooLarge {
+                len: frame.len(),
+                max: self.max_frame(),
+            }));
+        }
+        // NETWRITE completes synchronously in the tender.
+        Poll::Ready(sys::hvt::net_write(self.handle.raw(), frame).map_err(error))
+    }
+}

@@ -1,0 +1,167 @@
+//! Device readiness between POLL hypercalls: which manifest handles the
+//! tender reported ready, and the wakers of the tasks waiting on them.
+//!
+//! The POLL hypercall returns a set of ready handles (one bit per manifest
+//! entry). The reactor remembers that set, so that a network device asked
+//! for a frame makes a NETREAD hypercall only when its handle was reported
+//! ready, and wakes the task waiting on each handle in the set.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use core::task::Waker;
+
+/// Number of handles a ready set can name (`MFT_MAX_ENTRIES`).
+pub const MAX_HANDLES: usize = 64;
+
+/// Why a handle cannot be used with the reactor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReactorError {
+    /// The handle does not fit in a ready set.
+    #[error("device handle {0} is outside the {MAX_HANDLES} a ready set can name")]
+    BadHandle(u64),
+}
+
+/// A manifest handle checked to fit in a ready set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handle(u8);
+
+impl Handle {
+    /// Checks `raw`.
+    pub fn new(raw: u64) -> Result<Handle, ReactorError> {
+        u8::try_from(raw)
+            .ok()
+            .filter(|&h| usize::from(h) < MAX_HANDLES)
+            .map(Handle)
+            .ok_or(ReactorError::BadHandle(raw))
+    }
+
+    /// The handle as the hypercalls take it.
+    pub fn raw(self) -> u64 {
+        u64::from(self.0)
+    }
+
+    fn bit(self) -> u64 {
+        1 << self.0
+    }
+}
+
+/// Readiness and wakers of every handle.
+pub struct Reactor {
+    ready: AtomicU64,
+    wakers: spin::Mutex<[Option<Waker>; MAX_HANDLES]>,
+}
+
+impl Default for Reactor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Reactor {
+    /// A reactor with nothing ready and nobody waiting.
+    pub const fn new() -> Reactor {
+        Reactor {
+            ready: AtomicU64::new(0),
+            wakers: spin::Mutex::new([const { None }; MAX_HANDLES]),
+        }
+    }
+
+    /// Whether `handle` was reported ready and not drained since.
+    pub fn is_ready(&self, handle: Handle) -> bool {
+        self.ready.load(Ordering::Acquire) & handle.bit() != 0
+    }
+
+    /// Records that `handle` has nothing pending (its read said "again").
+    pub fn clear(&self, handle: Handle) {
+        self.ready.fetch_and(!handle.bit(), Ordering::AcqRel);
+    }
+
+    /// Registers `waker` to be woken when `handle` is next reported ready,
+    /// replacing the previous one.
+    pub fn register(&self, handle: Handle, waker: &Waker) {
+        let mut wakers = self.wakers.lock();
+        match &mut wakers[usize::from(handle.0)] {
+            Some(w) => w.clone_from(waker),
+            slot => *slot = Some(waker.clone()),
+        }
+    }
+
+    /// Records the ready set a POLL returned and wakes the tasks waiting on
+    /// its handles.
+    pub fn deliver(&self, ready_set: u64) {
+        if ready_set == 0 {
+            return;
+        }
+        self.ready.fetch_or(ready_set, Ordering::AcqRel);
+        let mut woken: [Option<Waker>; MAX_HANDLES] = [const { None }; MAX_HANDLES];
+        {
+            let mut wakers = self.wakers.lock();
+            for (i, (slot, out)) in wakers.iter_mut().zip(woken.iter_mut()).enumerate() {
+                if ready_set & (1 << i) != 0 {
+                    *out = slot.take();
+                }
+            }
+        }
+        // Woken outside the lock: a waker may register again at once.
+        woken.into_iter().flatten().for_each(Waker::wake);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use alloc::sync::Arc;
+    use alloc::task::Wake;
+    use core::sync::atomic::AtomicUsize;
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counter() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        (count.clone(), Waker::from(count))
+    }
+
+    #[test]
+    fn handles_outside_a_ready_set_are_refused() {
+        assert_eq!(Handle::new(63).unwrap().raw(), 63);
+        assert_eq!(Handle::new(64), Err(ReactorError::BadHandle(64)));
+        assert_eq!(
+            Handle::new(u64::MAX),
+            Err(ReactorError::BadHandle(u64::MAX))
+        );
+    }
+
+    #[test]
+    fn delivery_wakes_only_the_ready_handles_once() {
+        let reactor = Reactor::new();
+        let (a_count, a) = counter();
+        let (b_count, b) = counter();
+        let ha = Handle::new(1).unwrap();
+        let hb = Handle::new(2).unwrap();
+        reactor.register(ha, &a);
+        reactor.register(hb, &b);
+        assert!(!reactor.is_ready(ha));
+
+        reactor.deliver(1 << 1);
+        assert!(reactor.is_ready(ha));
+        assert!(!reactor.is_ready(hb));
+        assert_eq!(a_count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(b_count.0.load(Ordering::SeqCst), 0);
+
+        // The waker was consumed: a second delivery wakes nobody.
+        reactor.deliver(1 << 1);
+        assert_eq!(a_count.0.load(Ordering::SeqCst), 1);
+
+        reactor.clear(ha);
+        assert!(!reactor.is_ready(ha));
+        reactor.deliver(0);
+        assert!(!reactor.is_ready(ha));
+    }
+}

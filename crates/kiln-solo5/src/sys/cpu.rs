@@ -1,0 +1,275 @@
+//! The CPU tables kiln owns once booted: a GDT (64-bit code, data, TSS), a
+//! TSS whose IST1 stack every exception runs on, and an IDT routing the 32
+//! architectural exceptions to one handler that prints a register dump and
+//! aborts. See Intel SDM vol. 3, chapters 3 (segments), 6 (interrupts) and
+//! 7 (the TSS).
+
+use core::arch::{asm, global_asm};
+use core::fmt::Write;
+use core::mem::size_of;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::console::BufferedWriter;
+use crate::trap::{Report, TRAP_FRAME_SIZE, TrapFrame};
+
+/// Selectors into [`GDT`].
+const CODE_SELECTOR: u16 = 0x08;
+const DATA_SELECTOR: u16 = 0x10;
+const TSS_SELECTOR: u16 = 0x18;
+
+/// Size of the stack exceptions run on (IST1), so that a fault caused by
+/// the normal stack overflowing can still be reported.
+const TRAP_STACK_SIZE: usize = 16 * 1024;
+
+/// Number of architectural exception vectors.
+const EXCEPTIONS: usize = 32;
+
+#[repr(C, align(16))]
+struct TrapStack([u8; TRAP_STACK_SIZE]);
+
+static mut TRAP_STACK: TrapStack = TrapStack([0; TRAP_STACK_SIZE]);
+
+/// The 64-bit TSS (SDM vol. 3, figure 8-11) as 26 dwords; only IST1 and the
+/// I/O map base are used.
+#[repr(C, align(8))]
+struct Tss([u32; 26]);
+
+static mut TSS: Tss = Tss([0; 26]);
+
+/// Null, code (64-bit, DPL 0), data, then the two slots of the TSS
+/// descriptor.
+#[repr(C, align(16))]
+struct Gdt([u64; 5]);
+
+static mut GDT: Gdt = Gdt([
+    0,
+    // Present, DPL 0, code, execute/read, long mode (L), 4 KiB granularity.
+    0x00af_9a00_0000_ffff,
+    // Present, DPL 0, data, read/write, 4 KiB granularity.
+    0x00cf_9200_0000_ffff,
+    0,
+    0,
+]);
+
+/// One 16-byte interrupt gate (SDM vol. 3, figure 6-8).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Gate {
+    offset_low: u16,
+    selector: u16,
+    ist: u8,
+    attributes: u8,
+    offset_mid: u16,
+    offset_high: u32,
+    reserved: u32,
+}
+
+#[repr(C, align(16))]
+struct Idt([Gate; EXCEPTIONS]);
+
+static mut IDT: Idt = Idt([Gate {
+    offset_low: 0,
+    selector: 0,
+    ist: 0,
+    attributes: 0,
+    offset_mid: 0,
+    offset_high: 0,
+    reserved: 0,
+}; EXCEPTIONS]);
+
+/// The operand of `lgdt` and `lidt`.
+#[repr(C, packed)]
+struct DescriptorPointer {
+    limit: u16,
+    base: u64,
+}
+
+// Entry stubs for the 32 exceptions. Those for which the CPU pushes no
+// error code push a zero, so every frame has the same shape; then each
+// pushes its vector and jumps to the common part, which saves the
+// general-purpose registers in `TrapFrame` order and calls the handler.
+// The table `kiln_trap_stubs` lists the stubs' addresses by vector.
+global_asm!(
+    r#"
+    .macro KILN_TRAP_STUB vector, has_error_code
+    .section .text.kiln_trap, "ax"
+    .balign 16
+    kiln_trap_stub_\vector:
+    .if \has_error_code == 0
+        push 0
+    .endif
+        push \vector
+        jmp kiln_trap_common
+    .section .rodata.kiln_trap_stubs, "a"
+        .quad kiln_trap_stub_\vector
+    .endm
+
+    .section .rodata.kiln_trap_stubs, "a"
+    .balign 8
+    .global kiln_trap_stubs
+    kiln_trap_stubs:
+
+    KILN_TRAP_STUB 0, 0
+    KILN_TRAP_STUB 1, 0
+    KILN_TRAP_STUB 2, 0
+    KILN_TRAP_STUB 3, 0
+    KILN_TRAP_STUB 4, 0
+    KILN_TRAP_STUB 5, 0
+    KILN_TRAP_STUB 6, 0
+    KILN_TRAP_STUB 7, 0
+    KILN_TRAP_STUB 8, 1
+    KILN_TRAP_STUB 9, 0
+    KILN_TRAP_STUB 10, 1
+    KILN_TRAP_STUB 11, 1
+    KILN_TRAP_STUB 12, 1
+    KILN_TRAP_STUB 13, 1
+    KILN_TRAP_STUB 14, 1
+    KILN_TRAP_STUB 15, 0
+    KILN_TRAP_STUB 16, 0
+    KILN_TRAP_STUB 17, 1
+    KILN_TRAP_STUB 18, 0
+    KILN_TRAP_STUB 19, 0
+    KILN_TRAP_STUB 20, 0
+    KILN_TRAP_STUB 21, 1
+    KILN_TRAP_STUB 22, 0
+    KILN_TRAP_STUB 23, 0
+    KILN_TRAP_STUB 24, 0
+    KILN_TRAP_STUB 25, 0
+    KILN_TRAP_STUB 26, 0
+    KILN_TRAP_STUB 27, 0
+    KILN_TRAP_STUB 28, 0
+    KILN_TRAP_STUB 29, 1
+    KILN_TRAP_STUB 30, 1
+    KILN_TRAP_STUB 31, 0
+
+    .section .text.kiln_trap, "ax"
+    .balign 16
+    kiln_trap_common:
+        push rax
+        push rbx
+        push rcx
+        push rdx
+        push rsi
+        push rdi
+        push rbp
+        push r8
+        push r9
+        push r10
+        push r11
+        push r12
+        push r13
+        push r14
+        push r15
+        mov rdi, rsp
+        and rsp, -16
+        call {handler}
+        ud2
+    "#,
+    handler = sym kiln_solo5_trap,
+);
+
+unsafe extern "C" {
+    /// The stub addresses, by vector (defined in the assembly above).
+    static kiln_trap_stubs: [u64; EXCEPTIONS];
+}
+
+/// Set while an exception is being reported, so that a fault inside the
+/// report halts at once instead of recursing.
+static IN_TRAP: AtomicBool = AtomicBool::new(false);
+
+/// The Rust side of every exception: report and abort.
+extern "C" fn kiln_solo5_trap(frame: *const TrapFrame) -> ! {
+    if IN_TRAP.swap(true, Ordering::AcqRel) {
+        super::hvt::halt(kiln_abi::status::EXIT_ABORT, None)
+    }
+    // SAFETY: `frame` points at the TRAP_FRAME_SIZE bytes the stub just
+    // pushed on the trap stack, laid out as TrapFrame.
+    let frame = unsafe { &*frame };
+    let cr2 = super::arch::cr2();
+    {
+        let mut out = BufferedWriter::<_, 512>::new(super::hvt::puts);
+        let _ = write!(out, "{}", Report { frame, cr2 });
+    }
+    super::hvt::abort()
+}
+
+const _: () = assert!(size_of::<TrapFrame>() == TRAP_FRAME_SIZE);
+const _: () = assert!(size_of::<Gate>() == 16);
+const _: () = assert!(size_of::<Tss>() == 104);
+
+/// Loads kiln's GDT, TSS and IDT.
+///
+/// # Safety
+///
+/// Call once, at boot, before anything relies on the tender's tables.
+pub unsafe fn init() {
+    let gdt = &raw mut GDT;
+    let tss = &raw mut TSS;
+    let idt = &raw mut IDT;
+
+    let trap_stack_top = (&raw mut TRAP_STACK as u64) + TRAP_STACK_SIZE as u64;
+    // SAFETY: boot runs alone on the only vCPU; nothing else refers to
+    // these statics yet.
+    unsafe {
+        // IST1 at byte 36, the I/O map base (past the end: no map) at 102.
+        (*tss).0[9] = trap_stack_top as u32;
+        (*tss).0[10] = (trap_stack_top >> 32) as u32;
+        (*tss).0[25] = (size_of::<Tss>() as u32) << 16;
+
+        // A 64-bit available TSS descriptor (type 9), present.
+        let base = tss as u64;
+        let limit = (size_of::<Tss>() - 1) as u64;
+        (*gdt).0[3] = (limit & 0xffff)
+            | ((base & 0xff_ffff) << 16)
+            | (0x89 << 40)
+            | (((limit >> 16) & 0xf) << 48)
+            | (((base >> 24) & 0xff) << 56);
+        (*gdt).0[4] = base >> 32;
+
+        for (vector, gate) in (*idt).0.iter_mut().enumerate() {
+            let handler = kiln_trap_stubs[vector];
+            *gate = Gate {
+                offset_low: handler as u16,
+                selector: CODE_SELECTOR,
+                ist: 1,
+                // Present, DPL 0, 64-bit interrupt gate.
+                attributes: 0x8e,
+                offset_mid: (handler >> 16) as u16,
+                offset_high: (handler >> 32) as u32,
+                reserved: 0,
+            };
+        }
+
+        let gdtr = DescriptorPointer {
+            limit: (size_of::<Gdt>() - 1) as u16,
+            base: gdt as u64,
+        };
+        let idtr = DescriptorPointer {
+            limit: (size_of::<Idt>() - 1) as u16,
+            base: idt as u64,
+        };
+        // Load the GDT, reload CS with a far return and the data segments
+        // with the data selector, load the task register and the IDT.
+        asm!(
+            "lgdt [{gdtr}]",
+            "push {code}",
+            "lea {tmp}, [rip + 2f]",
+            "push {tmp}",
+            "retfq",
+            "2:",
+            "mov ds, {data:x}",
+            "mov es, {data:x}",
+            "mov ss, {data:x}",
+            "mov fs, {data:x}",
+            "mov gs, {data:x}",
+            "ltr {tss:x}",
+            "lidt [{idtr}]",
+            gdtr = in(reg) &raw const gdtr,
+            idtr = in(reg) &raw const idtr,
+            code = in(reg) u64::from(CODE_SELECTOR),
+            data = in(reg) u32::from(DATA_SELECTOR),
+            tss = in(reg) u32::from(TSS_SELECTOR),
+            tmp = out(reg) _,
+        );
+    }
+}

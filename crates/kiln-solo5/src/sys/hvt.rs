@@ -1,0 +1,147 @@
+//! The hvt hypercalls (Solo5 `hvt_abi.h`, version 2): each is a 32-bit
+//! `out` to port `HVT_HYPERCALL_PIO_BASE + n` whose value is the guest
+//! address of the call's argument structure. The tender reads the IN
+//! fields, performs the call and writes the OUT fields before the guest
+//! resumes.
+
+use core::arch::asm;
+use core::ffi::CStr;
+
+use kiln_abi::hvt::{
+    HcBlockRead, HcBlockWrite, HcHalt, HcNetRead, HcNetWrite, HcPoll, HcPuts, HcWalltime, Hypercall,
+};
+use kiln_abi::status::{EXIT_ABORT, Solo5Result};
+
+/// Performs hypercall `call` with argument `arg`.
+fn hypercall<T>(call: Hypercall, arg: &mut T) {
+    // Guest memory is at most 4 GiB (checked at boot), so every address
+    // fits the 32-bit port write.
+    let addr = arg as *mut T as u64 as u32;
+    // SAFETY: the tender reads and writes only `arg` and the buffers its
+    // fields point at, which the callers keep borrowed for the call; the
+    // asm is not `nomem`, so the compiler neither caches nor reorders
+    // memory accesses across it.
+    unsafe {
+        asm!("out dx, eax", in("dx") call.port(), in("eax") addr, options(nostack, preserves_flags))
+    };
+}
+
+/// What a device hypercall's `ret` said when it did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// `SOLO5_R_AGAIN`: nothing to read now.
+    Again,
+    /// `SOLO5_R_EINVAL`, `SOLO5_R_EUNSPEC` or a value the ABI does not
+    /// define, with that value.
+    Error(i32),
+}
+
+fn result(ret: i32) -> Result<(), Failure> {
+    match Solo5Result::from_i32(ret) {
+        Some(Solo5Result::Ok) => Ok(()),
+        Some(Solo5Result::Again) => Err(Failure::Again),
+        _ => Err(Failure::Error(ret)),
+    }
+}
+
+/// Writes `bytes` to the tender's console.
+pub fn puts(bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    let mut arg = HcPuts {
+        data: bytes.as_ptr() as u64,
+        len: bytes.len() as u64,
+    };
+    hypercall(Hypercall::Puts, &mut arg);
+}
+
+/// The host's time of day, in nanoseconds since the Unix epoch.
+pub fn walltime() -> u64 {
+    let mut arg = HcWalltime::default();
+    hypercall(Hypercall::Walltime, &mut arg);
+    arg.nsecs
+}
+
+/// Blocks for at most `timeout_nsecs` or until a device is ready; returns
+/// the set of ready handles.
+pub fn poll(timeout_nsecs: u64) -> u64 {
+    let mut arg = HcPoll {
+        timeout_nsecs,
+        ..HcPoll::default()
+    };
+    hypercall(Hypercall::Poll, &mut arg);
+    arg.ready_set
+}
+
+/// Reads one frame from interface `handle` into `buf`.
+pub fn net_read(handle: u64, buf: &mut [u8]) -> Result<usize, Failure> {
+    let mut arg = HcNetRead {
+        handle,
+        data: buf.as_mut_ptr() as u64,
+        len: buf.len() as u64,
+        ret: 0,
+    };
+    hypercall(Hypercall::NetRead, &mut arg);
+    result(arg.ret)?;
+    // A tender claiming more than the buffer is treated as an error.
+    usize::try_from(arg.len)
+        .ok()
+        .filter(|&n| n <= buf.len())
+        .ok_or(Failure::Error(arg.ret))
+}
+
+/// Sends one frame on interface `handle`.
+pub fn net_write(handle: u64, frame: &[u8]) -> Result<(), Failure> {
+    let mut arg = HcNetWrite {
+        handle,
+        data: frame.as_ptr() as u64,
+        len: frame.len() as u64,
+        ret: 0,
+    };
+    hypercall(Hypercall::NetWrite, &mut arg);
+    result(arg.ret)
+}
+
+/// Reads `buf.len()` bytes at byte `offset` of block device `handle`.
+pub fn block_read(handle: u64, offset: u64, buf: &mut [u8]) -> Result<(), Failure> {
+    let mut arg = HcBlockRead {
+        handle,
+        offset,
+        data: buf.as_mut_ptr() as u64,
+        len: buf.len() as u64,
+        ret: 0,
+    };
+    hypercall(Hypercall::BlockRead, &mut arg);
+    result(arg.ret)
+}
+
+/// Writes `data` at byte `offset` of block device `handle`.
+pub fn block_write(handle: u64, offset: u64, data: &[u8]) -> Result<(), Failure> {
+    let mut arg = HcBlockWrite {
+        handle,
+        offset,
+        data: data.as_ptr() as u64,
+        len: data.len() as u64,
+        ret: 0,
+    };
+    hypercall(Hypercall::BlockWrite, &mut arg);
+    result(arg.ret)
+}
+
+/// Ends the guest with `status`. With [`EXIT_ABORT`], `message` (at most
+/// `HVT_HALT_COOKIE_MAX` bytes) is handed to the tender to print.
+pub fn halt(status: i32, message: Option<&CStr>) -> ! {
+    let mut arg = HcHalt {
+        cookie: message.map_or(0, |m| m.as_ptr() as u64),
+        exit_status: status,
+    };
+    hypercall(Hypercall::Halt, &mut arg);
+    // The tender does not return from HALT; should one, stop here.
+    super::arch::halt_forever()
+}
+
+/// Ends the guest with the abort status (255), after the caller printed why.
+pub fn abort() -> ! {
+    halt(EXIT_ABORT, None)
+}
