@@ -90,6 +90,7 @@ impl fmt::Debug for Platform {
 impl Platform {
     pub(crate) fn new() -> Platform {
         sys::ignore_sigpipe();
+        sys::minimise_timer_slack();
         Platform {
             reactor: RefCell::new(Reactor::default()),
             waits: Cell::new(0),
