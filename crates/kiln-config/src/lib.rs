@@ -13,15 +13,21 @@
 //! - [`entry`]: reading the unikernel crate with `syn` and matching the entry
 //!   function's parameters to devices and arguments;
 //! - [`codegen`]: one backend per target writes the generated crate;
+//! - [`describe`]: the resolved graph as text or Graphviz;
 //! - [`project`]: the paths of a unikernel directory and the `configure`
 //!   step that ties the layers together.
 #![deny(unsafe_code)]
 
+pub mod codegen;
+pub mod describe;
 pub mod diagnostic;
+pub mod entry;
 pub mod graph;
 pub mod impls;
 pub mod manifest;
 pub mod model;
+pub mod project;
 
 pub use diagnostic::{ConfigError, Located, SourceFile};
 pub use model::{Choices, DeviceType, Impl, Target};
+pub use project::{Checked, Configured, Project};

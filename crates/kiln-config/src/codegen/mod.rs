@@ -1,0 +1,155 @@
+//! Code generation: one backend per target turns a checked [`Plan`] into the
+//! files of the generated crate, written only when their content changed.
+
+use std::path::{Path, PathBuf};
+
+use crate::diagnostic::{ConfigError, Located};
+use crate::entry::Entry;
+use crate::graph::Graph;
+use crate::manifest::Manifest;
+use crate::model::Target;
+
+pub mod unix;
+
+/// Everything a backend needs: the checked manifest, graph and entry
+/// function, and where things are.
+#[derive(Debug)]
+pub struct Plan<'a> {
+    /// The manifest.
+    pub manifest: &'a Manifest,
+    /// The graph, resolved for the backend's target.
+    pub graph: &'a Graph,
+    /// The entry function.
+    pub entry: &'a Entry,
+    /// Which devices are constructed (parameters and what they use), by
+    /// position in [`Manifest::devices`].
+    pub needed: &'a [bool],
+    /// The unikernel crate's package name.
+    pub package: &'a str,
+    /// The unikernel's directory.
+    pub unikernel_dir: &'a Path,
+    /// The root of the kiln source tree (for path dependencies).
+    pub source_dir: &'a Path,
+}
+
+/// A file of the generated crate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedFile {
+    /// Its path, relative to the generated crate's directory.
+    pub path: PathBuf,
+    /// Its content.
+    pub contents: String,
+}
+
+/// Generates the crate for one target.
+pub trait Backend: Sync {
+    /// The target.
+    fn target(&self) -> Target;
+    /// The files of the generated crate, or why this plan cannot be
+    /// generated (an implementation this backend does not provide yet).
+    fn generate(&self, plan: &Plan<'_>) -> Result<Vec<GeneratedFile>, Located>;
+}
+
+/// The backends, one per target that kiln can generate code for.
+static BACKENDS: &[&dyn Backend] = &[&unix::Unix];
+
+/// The backend of `target`, or `None` if code generation for it has not
+/// landed yet.
+pub fn backend(target: Target) -> Option<&'static dyn Backend> {
+    BACKENDS.iter().copied().find(|b| b.target() == target)
+}
+
+/// Writes `files` under `dir`, each only if its content differs from what
+/// is there. Returns whether anything was written.
+pub fn write_if_changed(dir: &Path, files: &[GeneratedFile]) -> Result<bool, ConfigError> {
+    let mut changed = false;
+    for file in files {
+        let path = dir.join(&file.path);
+        if std::fs::read(&path).is_ok_and(|old| old == file.contents.as_bytes()) {
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| ConfigError::write(parent, e))?;
+        }
+        std::fs::write(&path, &file.contents).map_err(|e| ConfigError::write(&path, e))?;
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// A Rust string literal for `s`.
+pub fn rust_str(s: &str) -> String {
+    format!("{s:?}")
+}
+
+/// A TOML basic string for `s`.
+pub fn toml_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A path relative from directory `from` to `to`, both absolute (falls back
+/// to `to` itself).
+pub fn relative_path(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<_> = from.components().collect();
+    let to_c: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to_c).take_while(|(a, b)| a == b).count();
+    if common == 0 {
+        return to.to_path_buf();
+    }
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for c in &to_c[common..] {
+        out.push(c);
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths() {
+        assert_eq!(
+            relative_path(Path::new("/a/b/_build/unix"), Path::new("/a/b")),
+            PathBuf::from("../..")
+        );
+        assert_eq!(
+            relative_path(Path::new("/a/x"), Path::new("/a/y/z")),
+            PathBuf::from("../y/z")
+        );
+    }
+
+    #[test]
+    fn string_escapes() {
+        assert_eq!(toml_str("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(rust_str("say \"hi\"\n"), "\"say \\\"hi\\\"\\n\"");
+    }
+
+    #[test]
+    fn writes_only_changed_files() {
+        let dir = std::env::temp_dir().join(format!("kiln-config-write-{}", std::process::id()));
+        let files = vec![GeneratedFile {
+            path: PathBuf::from("src/main.rs"),
+            contents: "fn main() {}\n".into(),
+        }];
+        assert!(write_if_changed(&dir, &files).unwrap());
+        assert!(!write_if_changed(&dir, &files).unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

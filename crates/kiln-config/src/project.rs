@@ -1,0 +1,220 @@
+//! A unikernel directory: its paths, and the `configure` step that reads
+//! `unikernel.toml` and the crate, checks everything, and writes the
+//! generated crate.
+
+use std::path::{Path, PathBuf};
+
+use crate::codegen::{self, Plan};
+use crate::diagnostic::{ConfigError, Located, SourceFile};
+use crate::entry::{self, Entry, Param};
+use crate::graph::{self, Graph};
+use crate::manifest::{self, Manifest};
+use crate::model::{Choices, Impl, Target};
+
+/// The root of the kiln source tree that generated crates depend on:
+/// `$KILN_SOURCE_DIR`, else the tree this kiln was built from.
+pub fn source_dir() -> PathBuf {
+    match std::env::var_os("KILN_SOURCE_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("..")
+            .components()
+            .collect::<PathBuf>(),
+    }
+}
+
+/// A unikernel directory.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// The directory, absolute.
+    pub dir: PathBuf,
+}
+
+/// Everything checked about a unikernel for one target.
+#[derive(Debug)]
+pub struct Checked {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The graph, resolved.
+    pub graph: Graph,
+    /// The entry function.
+    pub entry: Entry,
+    /// Which devices are constructed.
+    pub needed: Vec<bool>,
+    /// The crate's package name.
+    pub package: String,
+}
+
+/// The result of `configure`.
+#[derive(Debug)]
+pub struct Configured {
+    /// What was checked.
+    pub checked: Checked,
+    /// The generated crate's directory.
+    pub build_dir: PathBuf,
+    /// Whether any generated file was (re)written.
+    pub changed: bool,
+}
+
+const CHOICES_FILE: &str = "kiln-choices";
+
+impl Project {
+    /// The unikernel in `dir`.
+    pub fn open(dir: &Path) -> Result<Project, ConfigError> {
+        let manifest = dir.join("unikernel.toml");
+        if !manifest.is_file() {
+            return Err(ConfigError::read(
+                &manifest,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            ));
+        }
+        let dir = std::path::absolute(dir).map_err(|e| ConfigError::read(dir, e))?;
+        let dir = dir.canonicalize().unwrap_or(dir);
+        Ok(Project { dir })
+    }
+
+    /// `DIR/_build/TARGET`: the generated crate.
+    pub fn build_dir(&self, target: Target) -> PathBuf {
+        self.dir.join("_build").join(target.name())
+    }
+
+    /// The cargo target directory shared by unikernel builds:
+    /// `$KILN_TARGET_DIR`, else `DIR/_build/target`.
+    pub fn target_dir(&self) -> PathBuf {
+        match std::env::var_os("KILN_TARGET_DIR") {
+            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+            _ => self.dir.join("_build").join("target"),
+        }
+    }
+
+    /// `DIR/dist`.
+    pub fn dist_dir(&self) -> PathBuf {
+        self.dir.join("dist")
+    }
+
+    /// The choices saved by the last `configure` for `target`, if any.
+    pub fn saved_choices(&self, target: Target) -> Option<Choices> {
+        let text = std::fs::read_to_string(self.build_dir(target).join(CHOICES_FILE)).ok()?;
+        let mut choices = Choices::default();
+        for line in text.lines() {
+            match line.split_once('=') {
+                Some(("net", v)) => choices.net = Impl::from_name(v),
+                Some(("kv_ro", v)) => choices.kv_ro = Impl::from_name(v),
+                _ => {}
+            }
+        }
+        Some(choices)
+    }
+
+    /// Reads and checks the unikernel for `target` without writing
+    /// anything.
+    pub fn check(&self, target: Target, choices: Choices) -> Result<Checked, ConfigError> {
+        let path = self.dir.join("unikernel.toml");
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::read(&path, e))?;
+        let manifest = manifest::parse(&SourceFile::new("unikernel.toml", text))?;
+        let graph = graph::resolve(&manifest, target, choices)?;
+        let package = self.package_name()?;
+        let entry = entry::check(&self.dir, &manifest)?;
+        let mut needed = vec![false; manifest.devices.len()];
+        let mut stack: Vec<usize> = entry
+            .params
+            .iter()
+            .filter_map(|p| match p {
+                Param::Device(i) => Some(*i),
+                Param::Argument(_) => None,
+            })
+            .collect();
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut needed[i], true) {
+                continue;
+            }
+            stack.extend(graph.devices[i].uses.iter().map(|(_, d)| *d));
+        }
+        Ok(Checked {
+            manifest,
+            graph,
+            entry,
+            needed,
+            package,
+        })
+    }
+
+    fn package_name(&self) -> Result<String, ConfigError> {
+        let path = self.dir.join("Cargo.toml");
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::read(&path, e))?;
+        let file = SourceFile::new("Cargo.toml", text);
+        let table: Result<toml::Table, _> = toml::from_str(&file.text);
+        let name = table
+            .ok()
+            .and_then(|t| t.get("package")?.get("name")?.as_str().map(str::to_string));
+        name.ok_or_else(|| {
+            Located::new(
+                &file,
+                0..0,
+                "Cargo.toml has no [package] name",
+                "expected a package",
+            )
+            .with_help(
+                "the unikernel is a library crate: [package] name = \"hello\", with src/lib.rs",
+            )
+            .into()
+        })
+    }
+
+    /// Checks the unikernel for `target` and writes the generated crate to
+    /// `DIR/_build/TARGET/`.
+    pub fn configure(&self, target: Target, choices: Choices) -> Result<Configured, ConfigError> {
+        let checked = self.check(target, choices)?;
+        let Some(backend) = codegen::backend(target) else {
+            return Err(Located::unlocated(format!(
+                "the {target} target is not yet supported: unikernel.toml and the entry function are valid for {target}, \
+                 but this kiln cannot generate {target} code yet"
+            ))
+            .with_help("build for unix in the meantime: kiln configure -t unix")
+            .into());
+        };
+        let build_dir = self.build_dir(target);
+        let source_dir = source_dir();
+        let plan = Plan {
+            manifest: &checked.manifest,
+            graph: &checked.graph,
+            entry: &checked.entry,
+            needed: &checked.needed,
+            package: &checked.package,
+            unikernel_dir: &self.dir,
+            source_dir: &source_dir,
+        };
+        let mut files = backend.generate(&plan)?;
+        let mut saved = String::new();
+        if let Some(net) = choices.net {
+            saved.push_str(&format!("net={net}\n"));
+        }
+        if let Some(kv_ro) = choices.kv_ro {
+            saved.push_str(&format!("kv_ro={kv_ro}\n"));
+        }
+        files.push(codegen::GeneratedFile {
+            path: PathBuf::from(CHOICES_FILE),
+            contents: saved,
+        });
+        // The generated crate builds with the toolchain and the dependency
+        // versions kiln itself was tested with.
+        for shared in ["rust-toolchain.toml", "Cargo.lock"] {
+            let target_file = build_dir.join(shared);
+            if !target_file.exists()
+                && let Ok(contents) = std::fs::read_to_string(source_dir.join(shared))
+            {
+                files.push(codegen::GeneratedFile {
+                    path: PathBuf::from(shared),
+                    contents,
+                });
+            }
+        }
+        let changed = codegen::write_if_changed(&build_dir, &files)?;
+        Ok(Configured {
+            checked,
+            build_dir,
+            changed,
+        })
+    }
+}
