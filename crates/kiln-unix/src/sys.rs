@@ -156,7 +156,7 @@ impl RawAddr {
             SocketAddr::V6(a) => RawAddr::V6(libc::sockaddr_in6 {
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo().to_be(),
+                sin6_flowinfo: a.flowinfo(),
                 sin6_addr: libc::in6_addr {
                     s6_addr: a.ip().octets(),
                 },
@@ -225,7 +225,7 @@ impl AddrBuf {
                 Ok(SocketAddr::V6(SocketAddrV6::new(
                     Ipv6Addr::from(a.sin6_addr.s6_addr),
                     u16::from_be(a.sin6_port),
-                    u32::from_be(a.sin6_flowinfo),
+                    a.sin6_flowinfo,
                     a.sin6_scope_id,
                 )))
             }

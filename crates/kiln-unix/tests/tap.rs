@@ -260,3 +260,47 @@ fn inside_a_namespace() {
     );
     result.expect("the tap exchange timed out");
 }
+
+/// Checks the error of attaching without the right to.
+fn check_refused() {
+    let err = Tap::open(platform(), "service", "kiln-noperm", None).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.starts_with("cannot attach net device `service` to tap `kiln-noperm`: ")
+            && (message.contains("(os error 1)") || message.contains("(os error 13)"))
+            && message.contains("\nhint: run as root"),
+        "{message}"
+    );
+}
+
+#[test]
+fn attaching_without_permission_names_the_device_and_the_tap() {
+    if !is_root() {
+        return check_refused();
+    }
+    // Root may open any tap: check as `nobody` instead. Opening fails before
+    // anything is created, so no namespace is needed.
+    let status = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "refused_as_another_user",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("KILN_UNIX_TAP_REFUSED", "1")
+        .status()
+        .expect("run setpriv");
+    assert!(status.success(), "the check as nobody failed: {status}");
+}
+
+#[test]
+#[ignore = "run by attaching_without_permission_names_the_device_and_the_tap as another user"]
+fn refused_as_another_user() {
+    assert!(
+        std::env::var_os("KILN_UNIX_TAP_REFUSED").is_some(),
+        "run by attaching_without_permission_names_the_device_and_the_tap"
+    );
+    check_refused();
+}
