@@ -22,6 +22,9 @@
 //! The sleep device is `kiln_rt::Timer`, whose deadlines `wait` honours to
 //! the nanosecond.
 
+// Only `sys` may use `unsafe`.
+#![deny(unsafe_code)]
+
 pub mod attach;
 pub mod block;
 pub mod clock;
@@ -30,6 +33,7 @@ pub mod process;
 pub mod random;
 pub mod reactor;
 pub mod stack;
+#[allow(unsafe_code)]
 mod sys;
 pub mod tap;
 
