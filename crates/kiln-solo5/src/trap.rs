@@ -91,6 +91,8 @@ pub struct Report<'a> {
     pub frame: &'a TrapFrame,
     /// CR2 at the time of the exception (the faulting address of a #PF).
     pub cr2: u64,
+    /// The unmapped page below the stack (0 if not known yet).
+    pub guard_page: u64,
 }
 
 impl fmt::Display for Report<'_> {
@@ -106,6 +108,8 @@ impl fmt::Display for Report<'_> {
             let (access, why) = page_fault_cause(t.error_code);
             let hint = if self.cr2 < 0x1000 {
                 "; hint: this is a null pointer dereference"
+            } else if self.guard_page != 0 && self.cr2 / 0x1000 == self.guard_page / 0x1000 {
+                "; hint: this is a stack overflow (the stack is 1 MiB)"
             } else {
                 ""
             };
@@ -154,6 +158,7 @@ mod tests {
         let text = Report {
             frame: &frame,
             cr2: 0,
+            guard_page: 0x3e_f000,
         }
         .to_string();
         let first = text.lines().next().unwrap();
@@ -177,10 +182,30 @@ mod tests {
         let text = Report {
             frame: &frame,
             cr2: 0x10_2000,
+            guard_page: 0x3e_f000,
         }
         .to_string();
         assert!(
             text.contains("write of address 0x102000, protection violation\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_fault_in_the_guard_page_is_a_stack_overflow() {
+        let frame = TrapFrame {
+            vector: 14,
+            error_code: 0x2,
+            ..TrapFrame::default()
+        };
+        let text = Report {
+            frame: &frame,
+            cr2: 0x3e_fbf0,
+            guard_page: 0x3e_f000,
+        }
+        .to_string();
+        assert!(
+            text.contains("page not present; hint: this is a stack overflow"),
             "{text}"
         );
     }
@@ -194,6 +219,7 @@ mod tests {
         let text = Report {
             frame: &frame,
             cr2: 0,
+            guard_page: 0x3e_f000,
         }
         .to_string();
         assert!(text.starts_with("kiln: exception #UD (invalid opcode, vector 6)"));

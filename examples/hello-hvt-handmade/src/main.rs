@@ -4,7 +4,9 @@
 //!
 //! Runtime arguments: `--times N` (hello lines, default 3), and, to test
 //! the platform, `--exit N` (exit with N), `--fail` (return an error),
-//! `--panic`, `--null-write`, `--ro-write`, `--oom`.
+//! `--panic`, `--null-write`, `--ro-write`, `--exec-data`,
+//! `--stack-overflow`, `--oom`, and `--devices` (prints the wall clock, the
+//! time a 50 ms sleep took, and whether the random device works).
 #![no_std]
 #![no_main]
 
@@ -40,7 +42,10 @@ enum Mode {
     Panic,
     NullWrite,
     ReadOnlyWrite,
+    ExecuteData,
+    StackOverflow,
     OutOfMemory,
+    Devices,
 }
 
 static READ_ONLY: u64 = 0x5eed;
@@ -63,7 +68,10 @@ fn run(env: &'static kiln_solo5::Env) -> ExitStatus {
             "--panic" => mode = Mode::Panic,
             "--null-write" => mode = Mode::NullWrite,
             "--ro-write" => mode = Mode::ReadOnlyWrite,
+            "--exec-data" => mode = Mode::ExecuteData,
+            "--stack-overflow" => mode = Mode::StackOverflow,
             "--oom" => mode = Mode::OutOfMemory,
+            "--devices" => mode = Mode::Devices,
             other => {
                 return ExitStatus {
                     code: 2,
@@ -86,6 +94,18 @@ fn run(env: &'static kiln_solo5::Env) -> ExitStatus {
             // SAFETY: none; this write is meant to fault.
             unsafe { p.write_volatile(1) };
         }
+        Mode::ExecuteData => {
+            static mut CODE: [u8; 1] = [0xc3];
+            // SAFETY: none; data pages are not executable, so this faults.
+            let f: extern "C" fn() = unsafe { core::mem::transmute(&raw mut CODE) };
+            f();
+        }
+        Mode::StackOverflow => {
+            return u8::try_from(recurse(1) % 256).unwrap_or(0).exit_status();
+        }
+        Mode::Devices => {
+            return kiln_rt::block_on(env.platform(), devices(env)).exit_status();
+        }
         Mode::OutOfMemory => {
             let mut hoard: Vec<Vec<u8>> = Vec::new();
             loop {
@@ -94,6 +114,33 @@ fn run(env: &'static kiln_solo5::Env) -> ExitStatus {
         }
     }
     kiln_rt::block_on(env.platform(), start(env.console(), kiln_rt::Timer, times)).exit_status()
+}
+
+/// Uses a page of stack per call until the guard page stops it.
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let mut page = [0u8; 4096];
+    page[depth as usize % 4096] = depth as u8;
+    let page = core::hint::black_box(page);
+    depth + u64::from(page[0]) + recurse(depth + 1)
+}
+
+async fn devices(env: &'static kiln_solo5::Env) -> Result<(), kiln_devices::RandomError> {
+    use kiln_devices::{MonotonicClock, Random, WallClock};
+    let console = env.console();
+    let (clock, wall, random) = (env.clock(), env.wall_clock(), env.random());
+    let _ = console.logf(format_args!("wall clock: {}", wall.now()));
+    let before = clock.now();
+    kiln_rt::Timer.sleep(Duration::from_millis(50)).await;
+    let slept = clock.now() - before;
+    let _ = console.logf(format_args!("slept: {} ms", slept.as_millis()));
+    let (a, b) = (random.next_u64()?, random.next_u64()?);
+    let _ = console.logf(format_args!(
+        "random: {}",
+        if a != b { "ok" } else { "stuck" }
+    ));
+    Ok(())
 }
 
 kiln_solo5::main!(run);

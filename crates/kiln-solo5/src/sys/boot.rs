@@ -126,6 +126,7 @@ extern "C" fn kiln_solo5_boot(boot_info: u64) -> ! {
     // SAFETY: the layout was checked; its tables region lies after the
     // image and any boot data, below the heap.
     unsafe { super::paging::init(&layout) };
+    super::cpu::GUARD_PAGE.store(layout.guard_page, core::sync::atomic::Ordering::Relaxed);
     let (heap_start, heap_size) = (layout.heap_start as usize, layout.heap_size() as usize);
     // SAFETY: [heap_start, guard page) is mapped read-write and used by
     // nothing else; this is the only call.

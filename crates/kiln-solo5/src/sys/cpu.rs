@@ -7,7 +7,7 @@
 use core::arch::{asm, global_asm};
 use core::fmt::Write;
 use core::mem::size_of;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::console::BufferedWriter;
 use crate::trap::{Report, TRAP_FRAME_SIZE, TrapFrame};
@@ -173,6 +173,10 @@ unsafe extern "C" {
     static kiln_trap_stubs: [u64; EXCEPTIONS];
 }
 
+/// The unmapped page below the stack, once paging is set up, so that
+/// reports can name a stack overflow.
+pub static GUARD_PAGE: AtomicU64 = AtomicU64::new(0);
+
 /// Set while an exception is being reported, so that a fault inside the
 /// report halts at once instead of recursing.
 static IN_TRAP: AtomicBool = AtomicBool::new(false);
@@ -188,7 +192,16 @@ extern "C" fn kiln_solo5_trap(frame: *const TrapFrame) -> ! {
     let cr2 = super::arch::cr2();
     {
         let mut out = BufferedWriter::<_, 512>::new(super::hvt::puts);
-        let _ = write!(out, "{}", Report { frame, cr2 });
+        let guard_page = GUARD_PAGE.load(Ordering::Relaxed);
+        let _ = write!(
+            out,
+            "{}",
+            Report {
+                frame,
+                cr2,
+                guard_page
+            }
+        );
     }
     super::hvt::abort()
 }
