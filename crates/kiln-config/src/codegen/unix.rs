@@ -189,12 +189,10 @@ fn main_rs(plan: &Plan<'_>, constructs: &[Option<Construct>]) -> String {
         m.name.value
     );
     s.push_str("use ::kiln_devices::{ExitStatus, Termination as _};\n");
-    s.push_str(
-        "use ::kiln_rt::args::{ArgSpec, ArgType, DeviceKind, DeviceSpec, Outcome, Spec};\n\n",
-    );
+    s.push_str("use ::kiln_rt::args;\n\n");
 
     // The runtime-argument spec.
-    s.push_str("static SPEC: Spec = Spec {\n");
+    s.push_str("static SPEC: args::Spec = args::Spec {\n");
     let _ = writeln!(s, "    program: {},", rust_str(&m.name.value));
     let _ = writeln!(s, "    doc: {},", rust_str(m.doc.as_deref().unwrap_or("")));
     s.push_str("    args: &[\n");
@@ -205,7 +203,7 @@ fn main_rs(plan: &Plan<'_>, constructs: &[Option<Construct>]) -> String {
         );
         let _ = writeln!(
             s,
-            "        ArgSpec {{ name: {}, ty: ArgType::{}, default: {default}, doc: {} }},",
+            "        args::ArgSpec {{ name: {}, ty: args::ArgType::{}, default: {default}, doc: {} }},",
             rust_str(&arg.name.value),
             arg_type_variant(arg.ty.value),
             rust_str(arg.doc.as_deref().unwrap_or("")),
@@ -223,7 +221,7 @@ fn main_rs(plan: &Plan<'_>, constructs: &[Option<Construct>]) -> String {
         };
         let _ = writeln!(
             s,
-            "        DeviceSpec {{ name: {}, kind: DeviceKind::{kind} }},",
+            "        args::DeviceSpec {{ name: {}, kind: args::DeviceKind::{kind} }},",
             rust_str(&device.name.value)
         );
         attach_index[i] = Some(next);
@@ -241,13 +239,13 @@ fn main_rs(plan: &Plan<'_>, constructs: &[Option<Construct>]) -> String {
     let mut_kw = if m.arguments.is_empty() { "" } else { "mut " };
     let _ = writeln!(
         s,
-        "    let {mut_kw}parsed = match ::kiln_rt::args::parse(&SPEC, argv.iter().map(String::as_str)) {{"
+        "    let {mut_kw}parsed = match args::parse(&SPEC, argv.iter().map(String::as_str)) {{"
     );
     s.push_str(
-        "        Ok(Outcome::Run(parsed)) => parsed,\n\
-         \x20       Ok(Outcome::Help) => {\n\
+        "        Ok(args::Outcome::Run(parsed)) => parsed,\n\
+         \x20       Ok(args::Outcome::Help) => {\n\
          \x20           use ::std::io::Write as _;\n\
-         \x20           let usage = ::kiln_rt::args::usage(&SPEC);\n\
+         \x20           let usage = args::usage(&SPEC);\n\
          \x20           if ::std::io::stdout().write_all(usage.as_bytes()).is_err() {\n\
          \x20               fail(1, \"cannot write the usage to stdout\");\n\
          \x20           }\n\

@@ -1,0 +1,146 @@
+//! The command line of `kiln`: clap structures only; each subcommand runs in
+//! its own module under `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Build MirageOS-style unikernels in Rust.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new unikernel in the directory NAME
+    New(NewArgs),
+    /// Check unikernel.toml and the entry function, and write the generated crate
+    Configure(ConfigureArgs),
+    /// Configure if needed, then build DIR/dist/NAME.TARGET
+    Build(BuildArgs),
+    /// Build if stale, then run the unikernel with ARGS
+    Run(RunArgs),
+    /// Print the resolved device graph
+    Describe(DescribeArgs),
+    /// Remove DIR/_build and DIR/dist
+    Clean(CleanArgs),
+}
+
+/// A target, as named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetArg {
+    /// A host process
+    Unix,
+    /// A KVM guest under kiln-hvt
+    Hvt,
+    /// A seccomp-sandboxed process under kiln-spt
+    Spt,
+}
+
+/// The `--net` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetArg {
+    /// The host kernel's stack, through sockets (unix only)
+    Socket,
+    /// kiln's own TCP/IP stack over a network interface
+    Direct,
+}
+
+/// The `--kv-ro` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KvRoArg {
+    /// Compiled into the image from a directory
+    Baked,
+    /// Read from a block device
+    Disk,
+}
+
+/// `kiln new`.
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The unikernel's name and directory: lowercase letters, digits and `-`
+    pub name: PathBuf,
+}
+
+/// The options shared by the subcommands that act on a unikernel.
+#[derive(Debug, Args)]
+pub struct TargetOpts {
+    /// The target to configure for
+    #[arg(short, long, value_enum, default_value = "unix")]
+    pub target: TargetArg,
+}
+
+/// `kiln configure`.
+#[derive(Debug, Args)]
+pub struct ConfigureArgs {
+    /// The target.
+    #[command(flatten)]
+    pub target: TargetOpts,
+    /// The implementation of every stack device
+    #[arg(long, value_enum)]
+    pub net: Option<NetArg>,
+    /// The implementation of every kv_ro device
+    #[arg(long, value_enum)]
+    pub kv_ro: Option<KvRoArg>,
+    /// The unikernel's directory
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+}
+
+/// `kiln build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The target.
+    #[command(flatten)]
+    pub target: TargetOpts,
+    /// The unikernel's directory
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+}
+
+/// `kiln run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The target.
+    #[command(flatten)]
+    pub target: TargetOpts,
+    /// The unikernel's directory
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Runtime arguments of the unikernel (after `--`)
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+/// `kiln describe`.
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// Print Graphviz dot instead of text
+    #[arg(long)]
+    pub dot: bool,
+    /// The target.
+    #[command(flatten)]
+    pub target: TargetOpts,
+    /// The implementation of every stack device
+    #[arg(long, value_enum)]
+    pub net: Option<NetArg>,
+    /// The implementation of every kv_ro device
+    #[arg(long, value_enum)]
+    pub kv_ro: Option<KvRoArg>,
+    /// The unikernel's directory
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+}
+
+/// `kiln clean`.
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// The unikernel's directory
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+}

@@ -1,0 +1,53 @@
+//! One module per subcommand, and what they share: the unikernel's
+//! directory, target and implementation choices.
+
+use std::path::Path;
+
+use kiln_config::{Choices, Impl, Project, Target};
+
+use crate::cli::{Command, KvRoArg, NetArg, TargetArg};
+use crate::error::KilnError;
+
+mod build;
+mod clean;
+mod configure;
+mod describe;
+mod new;
+mod run;
+
+/// Runs `command`; returns the exit code.
+pub fn run(command: Command) -> Result<u8, KilnError> {
+    match command {
+        Command::New(args) => new::run(&args),
+        Command::Configure(args) => configure::run(&args),
+        Command::Build(args) => build::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Describe(args) => describe::run(&args),
+        Command::Clean(args) => clean::run(&args),
+    }
+}
+
+fn target(arg: TargetArg) -> Target {
+    match arg {
+        TargetArg::Unix => Target::Unix,
+        TargetArg::Hvt => Target::Hvt,
+        TargetArg::Spt => Target::Spt,
+    }
+}
+
+fn choices(net: Option<NetArg>, kv_ro: Option<KvRoArg>) -> Choices {
+    Choices {
+        net: net.map(|n| match n {
+            NetArg::Socket => Impl::Socket,
+            NetArg::Direct => Impl::Direct,
+        }),
+        kv_ro: kv_ro.map(|k| match k {
+            KvRoArg::Baked => Impl::Baked,
+            KvRoArg::Disk => Impl::Disk,
+        }),
+    }
+}
+
+fn open(dir: &Path) -> Result<Project, KilnError> {
+    Ok(Project::open(dir)?)
+}
