@@ -1,0 +1,175 @@
+//! Guest memory and the one checked accessor through which the tender reads
+//! and writes it (in the manner of Solo5's `HVT_CHECKED_GPA_P`).
+//!
+//! Every guest address the tender touches, whether it comes from the image,
+//! the tender's own layout or a hypercall argument, goes through
+//! [`GuestMemory::checked`]: the range must not overflow and must lie inside
+//! guest memory. Nothing else indexes the mapping.
+
+use std::io;
+use std::ops::Range;
+
+use thiserror::Error;
+
+use crate::sys::Mapping;
+
+/// Why a guest memory access was refused.
+#[derive(Debug, Error)]
+pub enum GuestMemError {
+    /// The range wraps around the address space.
+    #[error("guest address {gpa:#x} + length {len:#x} overflows")]
+    Overflow {
+        /// Start of the range.
+        gpa: u64,
+        /// Its length.
+        len: u64,
+    },
+    /// The range ends past guest memory.
+    #[error("guest address range {gpa:#x}..{end:#x} is outside guest memory (0..{mem_size:#x})")]
+    OutOfBounds {
+        /// Start of the range.
+        gpa: u64,
+        /// End of the range.
+        end: u64,
+        /// Size of guest memory.
+        mem_size: u64,
+    },
+    /// The host could not map guest memory.
+    #[error("cannot map {size} bytes of guest memory")]
+    Map {
+        /// The size asked for.
+        size: u64,
+        /// What the host said.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The guest's physical memory, identity-mapped from address 0.
+#[derive(Debug)]
+pub struct GuestMemory {
+    mapping: Mapping,
+}
+
+impl GuestMemory {
+    /// Maps `size` bytes of zeroed guest memory.
+    pub fn new(size: u64) -> Result<Self, GuestMemError> {
+        let len = usize::try_from(size).map_err(|_| GuestMemError::Map {
+            size,
+            source: io::Error::from(io::ErrorKind::InvalidInput),
+        })?;
+        let mapping = Mapping::new(len).map_err(|source| GuestMemError::Map { size, source })?;
+        Ok(Self { mapping })
+    }
+
+    /// Size of guest memory in bytes.
+    pub fn size(&self) -> u64 {
+        self.mapping.len() as u64
+    }
+
+    /// The mapping, for registering it with KVM.
+    pub(crate) fn mapping(&self) -> &Mapping {
+        &self.mapping
+    }
+
+    /// THE checked accessor: turns a guest range into a host index range,
+    /// refusing overflow and anything outside guest memory.
+    pub fn checked(&self, gpa: u64, len: u64) -> Result<Range<usize>, GuestMemError> {
+        let end = gpa
+            .checked_add(len)
+            .ok_or(GuestMemError::Overflow { gpa, len })?;
+        let mem_size = self.size();
+        if end > mem_size {
+            return Err(GuestMemError::OutOfBounds { gpa, end, mem_size });
+        }
+        // Both fit in usize: they are at most the mapping's length.
+        let start = usize::try_from(gpa).map_err(|_| GuestMemError::Overflow { gpa, len })?;
+        let end_us = usize::try_from(end).map_err(|_| GuestMemError::Overflow { gpa, len })?;
+        Ok(start..end_us)
+    }
+
+    /// The guest bytes `gpa..gpa + len`.
+    pub fn slice(&self, gpa: u64, len: u64) -> Result<&[u8], GuestMemError> {
+        let range = self.checked(gpa, len)?;
+        Ok(&self.mapping.as_slice()[range])
+    }
+
+    /// The guest bytes `gpa..gpa + len`, writable.
+    pub fn slice_mut(&mut self, gpa: u64, len: u64) -> Result<&mut [u8], GuestMemError> {
+        let range = self.checked(gpa, len)?;
+        Ok(&mut self.mapping.as_mut_slice()[range])
+    }
+
+    /// Copies `bytes` to guest address `gpa`.
+    pub fn write(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), GuestMemError> {
+        self.slice_mut(gpa, bytes.len() as u64)?
+            .copy_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Reads `N` bytes at `gpa`.
+    pub fn read_array<const N: usize>(&self, gpa: u64) -> Result<[u8; N], GuestMemError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.slice(gpa, N as u64)?);
+        Ok(out)
+    }
+}
+
+/// Reads a little-endian `u64` at `offset` of a hypercall argument.
+pub fn arg_u64(arg: &[u8], offset: usize) -> u64 {
+    let mut b = [0u8; 8];
+    if let Some(src) = arg.get(offset..offset + 8) {
+        b.copy_from_slice(src);
+    }
+    u64::from_le_bytes(b)
+}
+
+/// Reads a little-endian `i32` at `offset` of a hypercall argument.
+pub fn arg_i32(arg: &[u8], offset: usize) -> i32 {
+    let mut b = [0u8; 4];
+    if let Some(src) = arg.get(offset..offset + 4) {
+        b.copy_from_slice(src);
+    }
+    i32::from_le_bytes(b)
+}
+
+/// Writes a little-endian `u64` at `offset` of a hypercall argument.
+pub fn set_u64(arg: &mut [u8], offset: usize, value: u64) {
+    if let Some(dst) = arg.get_mut(offset..offset + 8) {
+        dst.copy_from_slice(&value.to_le_bytes());
+    }
+}
+
+/// Writes a little-endian `i32` at `offset` of a hypercall argument.
+pub fn set_i32(arg: &mut [u8], offset: usize, value: i32) {
+    if let Some(dst) = arg.get_mut(offset..offset + 4) {
+        dst.copy_from_slice(&value.to_le_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accessor_refuses_overflow_and_out_of_bounds() {
+        let mut mem = GuestMemory::new(0x20_0000).unwrap();
+        assert!(mem.slice(0, 0x20_0000).is_ok());
+        assert!(mem.slice(0x20_0000, 0).is_ok());
+        assert!(matches!(
+            mem.slice(0x1f_ffff, 2),
+            Err(GuestMemError::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            mem.slice(u64::MAX, 2),
+            Err(GuestMemError::Overflow { .. })
+        ));
+        assert!(matches!(
+            mem.slice(2, u64::MAX),
+            Err(GuestMemError::Overflow { .. })
+        ));
+        mem.write(0x1000, b"abc").unwrap();
+        assert_eq!(mem.read_array::<3>(0x1000).unwrap(), *b"abc");
+        assert!(mem.write(0x1f_fffe, b"abc").is_err());
+    }
+}

@@ -1,0 +1,363 @@
+//! kiln's hvt tender: loads a Solo5 ABI v2 hvt image into a KVM guest and
+//! services its hypercalls (spec: Solo5's `hvt_abi.h`, `mft_abi.h`,
+//! `elf_abi.h`, via [`kiln_abi`]).
+//!
+//! Layering, from the bottom:
+//!
+//! - [`sys`]: every `unsafe` operation (the guest mapping, the KVM memory
+//!   slot, `kvm_run`, tap and epoll system calls);
+//! - [`guest`]: guest memory and the one checked accessor that turns a guest
+//!   address and length into a slice;
+//! - [`elf`]: the pure image validator/loader ([`elf::Image::parse`], also
+//!   the fuzz target);
+//! - [`module`]: the shape of a tender module, with [`net`] and [`block`]
+//!   as Cargo features (default on);
+//! - [`boot`]: page tables, GDT, boot info, manifest copy, command line;
+//! - [`vm`]: the KVM VM and its vCPU in long mode;
+//! - [`hypercall`]: hypercall dispatch;
+//! - [`seccomp`]: the allow-list applied right before the vCPU loop;
+//! - [`cli`]: the solo5-hvt-compatible command line;
+//! - [`run`]: all of the above in order; `main` only prints its result.
+
+pub mod boot;
+pub mod cli;
+pub mod elf;
+pub mod guest;
+pub mod hypercall;
+pub mod module;
+pub mod seccomp;
+pub mod sys;
+pub mod vm;
+
+#[cfg(feature = "block")]
+pub mod block;
+#[cfg(feature = "net")]
+pub mod net;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+
+use kiln_abi::hvt::layout::GUEST_PAGE_SIZE;
+use kiln_abi::mft::MftType;
+use kiln_abi::status::EXIT_ABORT;
+use thiserror::Error;
+
+use crate::cli::{CliError, Command};
+use crate::elf::{ElfError, Image};
+use crate::hypercall::{HypercallError, Outcome};
+use crate::module::{KNOWN, ModuleError};
+use crate::vm::{Machine, VmError};
+
+/// Guest memory must leave this much above the image (stack and heap).
+pub const MIN_FREE_MEM: u64 = 1 << 20;
+/// Largest guest memory: one page directory of 2 MiB pages.
+pub const MAX_MEM_MB: u64 = 1024;
+
+/// Why the tender stopped without a guest exit status.
+#[derive(Debug, Error)]
+pub enum TenderError {
+    /// The command line.
+    #[error(transparent)]
+    Cli(#[from] CliError),
+    /// `--mem` out of range.
+    #[error("--mem={mem_mb}: guest memory must be 2 to {MAX_MEM_MB} MiB")]
+    MemRange {
+        /// The value given.
+        mem_mb: u64,
+    },
+    /// The image cannot be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The image path.
+        path: PathBuf,
+        /// What the host said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The image is invalid.
+    #[error("{path}: invalid hvt image")]
+    Image {
+        /// The image path.
+        path: PathBuf,
+        /// The problem.
+        #[source]
+        source: ElfError,
+    },
+    /// Not enough memory for the image.
+    #[error(
+        "--mem={mem_mb} is too small for {path}: the image ends at {kernel_end:#x} and the guest needs 1 MiB above it; hint: --mem={needed_mb}"
+    )]
+    MemTooSmall {
+        /// The image path.
+        path: PathBuf,
+        /// Memory given.
+        mem_mb: u64,
+        /// End of the image.
+        kernel_end: u64,
+        /// Memory needed.
+        needed_mb: u64,
+    },
+    /// A manifest device of a compiled-out module.
+    #[error(
+        "{path}: device '{name}' ({kind}) needs the {module} module, which this kiln-hvt was built without; hint: build kiln-hvt with --features {module}"
+    )]
+    ModuleMissing {
+        /// The image path.
+        path: PathBuf,
+        /// The device.
+        name: String,
+        /// Its type.
+        kind: &'static str,
+        /// The module.
+        module: &'static str,
+    },
+    /// A flag names a device the manifest does not declare.
+    #[error(
+        "{flag}: {path} declares no {kind} device named '{name}'; hint: the image declares {declared}"
+    )]
+    UnknownDevice {
+        /// The flag.
+        flag: String,
+        /// The image path.
+        path: PathBuf,
+        /// The name in the flag.
+        name: String,
+        /// The type the flag attaches.
+        kind: &'static str,
+        /// What the manifest declares.
+        declared: String,
+    },
+    /// Attaching a device failed.
+    #[error("{path}: cannot attach devices")]
+    Attach {
+        /// The image path.
+        path: PathBuf,
+        /// The problem.
+        #[source]
+        source: ModuleError,
+    },
+    /// Guest memory setup.
+    #[error("cannot set up guest memory")]
+    Memory(#[from] guest::GuestMemError),
+    /// Low memory setup.
+    #[error("cannot set up the guest's boot information")]
+    Boot(#[from] boot::BootError),
+    /// Setting up the epoll set.
+    #[error("cannot set up polling of devices")]
+    Epoll(#[source] std::io::Error),
+    /// KVM.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// The seccomp filter.
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
+    /// The guest made a bad hypercall.
+    #[error("guest stopped: {source}\n{regs}")]
+    Hypercall {
+        /// The problem.
+        source: HypercallError,
+        /// Register dump.
+        regs: String,
+    },
+}
+
+/// What a run produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// Print this to stdout and exit 0 (`--help`, `--version`).
+    Text(String),
+    /// The guest's exit status.
+    Status(i32),
+}
+
+fn describe(manifest: &kiln_abi::mft::Manifest<'_>) -> String {
+    let list: Vec<String> = manifest
+        .devices()
+        .map(|e| format!("'{}' ({})", e.name, e.kind.name()))
+        .collect();
+    if list.is_empty() {
+        "no devices".into()
+    } else {
+        list.join(", ")
+    }
+}
+
+/// Runs the tender with `args` (without the program name).
+pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError> {
+    let mut modules = module::compiled();
+    let config = match cli::parse(args, &mut modules)? {
+        Command::Help => return Ok(Exit::Text(cli::usage(&modules))),
+        Command::Version => {
+            let names: Vec<&str> = modules.iter().map(|m| m.name()).collect();
+            return Ok(Exit::Text(format!(
+                "kiln-hvt {} (Solo5 hvt ABI {}, modules: {})\n",
+                env!("CARGO_PKG_VERSION"),
+                kiln_abi::hvt::HVT_ABI_VERSION,
+                if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                }
+            )));
+        }
+        Command::Run(c) => c,
+    };
+    let path = config.kernel.clone();
+    if !(2..=MAX_MEM_MB).contains(&config.mem_mb) {
+        return Err(TenderError::MemRange {
+            mem_mb: config.mem_mb,
+        });
+    }
+    let mut mem_size = config.mem_mb << 20;
+    if mem_size % GUEST_PAGE_SIZE != 0 {
+        mem_size -= mem_size % GUEST_PAGE_SIZE;
+        eprintln!(
+            "kiln-hvt: warning: --mem={} rounded down to {} MiB (a multiple of 2 MiB)",
+            config.mem_mb,
+            mem_size >> 20
+        );
+    }
+
+    let data = std::fs::read(&path).map_err(|source| TenderError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let image = Image::parse(&data, mem_size).map_err(|source| TenderError::Image {
+        path: path.clone(),
+        source,
+    })?;
+    if image.kernel_end.saturating_add(MIN_FREE_MEM) > mem_size {
+        let needed = image.kernel_end.saturating_add(MIN_FREE_MEM);
+        let needed_mb = needed.div_ceil(GUEST_PAGE_SIZE) * 2;
+        return Err(TenderError::MemTooSmall {
+            path,
+            mem_mb: config.mem_mb,
+            kernel_end: image.kernel_end,
+            needed_mb,
+        });
+    }
+
+    // Every flag must name a manifest device of its module's type.
+    for m in &modules {
+        for (name, flag) in m.named_devices() {
+            let ok = image
+                .manifest
+                .find(&name)
+                .is_some_and(|e| e.kind == m.device_type());
+            if !ok {
+                return Err(TenderError::UnknownDevice {
+                    flag,
+                    path,
+                    name,
+                    kind: m.device_type().name(),
+                    declared: describe(&image.manifest),
+                });
+            }
+        }
+    }
+    // Every manifest device must be attached by a compiled-in module.
+    let mut attached = Vec::new();
+    for entry in image.manifest.devices() {
+        let Some(m) = modules.iter_mut().find(|m| m.device_type() == entry.kind) else {
+            let module = KNOWN
+                .iter()
+                .find(|k| k.device_type == entry.kind)
+                .map_or("unknown", |k| k.name);
+            return Err(TenderError::ModuleMissing {
+                path,
+                name: entry.name.to_string(),
+                kind: entry.kind.name(),
+                module,
+            });
+        };
+        let info =
+            m.attach(entry.index as u64, entry.name)
+                .map_err(|source| TenderError::Attach {
+                    path: path.clone(),
+                    source,
+                })?;
+        attached.push((entry.index, info));
+    }
+    debug_assert!(
+        image
+            .manifest
+            .devices()
+            .all(|e| e.kind != MftType::ReservedFirst)
+    );
+
+    let mut mem = guest::GuestMemory::new(mem_size)?;
+    image.load(&mut mem)?;
+    let mut machine = Machine::new(mem, image.entry)?;
+    let tsc_hz = machine.tsc_hz()?;
+    boot::setup(
+        &mut machine.mem,
+        &boot::BootParams {
+            manifest: image.manifest.bytes(),
+            attached: &attached,
+            args: &config.args,
+            kernel_end: image.kernel_end,
+            tsc_hz,
+        },
+    )?;
+
+    let epoll = sys::Epoll::new().map_err(TenderError::Epoll)?;
+    for m in &modules {
+        for (fd, handle) in m.poll_fds() {
+            epoll.add(fd, handle).map_err(TenderError::Epoll)?;
+        }
+    }
+
+    seccomp::apply(&seccomp::Allow {
+        vcpu_fd: machine.vcpu_fd(),
+        epoll_fd: epoll.raw_fd(),
+        module_calls: modules.iter().flat_map(|m| m.syscalls()).collect(),
+    })?;
+
+    loop {
+        let io = machine.run()?;
+        let data = io.data.get(..io.size).unwrap_or(&io.data);
+        match hypercall::dispatch(io.port, data, &mut machine.mem, &epoll, &mut modules) {
+            Ok(Outcome::Continue) => {}
+            Ok(Outcome::Halt { status, cookie }) => {
+                let _ = std::io::stdout().flush();
+                if status == EXIT_ABORT {
+                    let message = if cookie == 0 {
+                        "(no message)".to_string()
+                    } else {
+                        hypercall::abort_message(&machine.mem, cookie)
+                            .unwrap_or_else(|e| format!("(message unreadable: {e})"))
+                    };
+                    eprintln!(
+                        "kiln-hvt: guest aborted: {message}\n{}",
+                        machine.register_dump()
+                    );
+                }
+                return Ok(Exit::Status(status));
+            }
+            Err(source) => {
+                return Err(TenderError::Hypercall {
+                    source,
+                    regs: machine.register_dump(),
+                });
+            }
+        }
+    }
+}
+
+/// Maps a guest exit status to the tender's process exit code: 0 to 255 as
+/// they are, anything else 255.
+pub fn exit_code(status: i32) -> u8 {
+    u8::try_from(status).unwrap_or(255)
+}
+
+/// Prints an error and its sources on one line each, as `main` does.
+pub fn report(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = format!("kiln-hvt: error: {err}");
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(&format!("\n  caused by: {s}"));
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,326 @@
+//! The KVM machine: one vCPU in 64-bit long mode over the guest memory, and
+//! the exits the tender handles.
+//!
+//! Register state follows Solo5's `hvt_kvm_x86_64.c` / `hvt_cpu_x86_64.h`:
+//! paging and protection on, PAE, SSE enabled, EFER.LME|LMA, flat 64-bit
+//! code and data segments from the GDT at [`layout::GDT_BASE`], `%rip` at
+//! the entry point, `%rsp` at the top of memory minus 8, `%rdi` at the boot
+//! info.
+
+use std::fmt::Write as _;
+use std::os::fd::{AsRawFd, RawFd};
+
+use kiln_abi::hvt::layout;
+use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_regs, kvm_segment};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use thiserror::Error;
+
+use crate::guest::GuestMemory;
+
+/// `CR0`: protection enable, numeric error, paging.
+const CR0_INIT: u64 = (1 << 0) | (1 << 5) | (1 << 31);
+/// `CR4`: PAE, OSFXSR, OSXMMEXCPT.
+const CR4_INIT: u64 = (1 << 5) | (1 << 9) | (1 << 10);
+/// `EFER`: long mode enable and active.
+const EFER_INIT: u64 = (1 << 8) | (1 << 10);
+/// `RFLAGS`: bit 1 is reserved and set.
+const RFLAGS_INIT: u64 = 0x2;
+/// GDT selectors (indexes).
+const GDT_CODE: u16 = 1;
+const GDT_DATA: u16 = 2;
+const GDT_ENTRIES: u16 = 3;
+
+/// The GDT: null, 64-bit code (execute-only, accessed, L), data
+/// (read-write, accessed, D/B), all flat with 4 KiB granularity.
+pub const GDT: [u64; GDT_ENTRIES as usize] = [0, 0x00af_9900_0000_ffff, 0x00cf_9300_0000_ffff];
+
+/// Why the machine could not be set up or stopped.
+#[derive(Debug, Error)]
+pub enum VmError {
+    /// `/dev/kvm` cannot be opened.
+    #[error(
+        "cannot open /dev/kvm; hint: is KVM available here, and may this user open /dev/kvm (group kvm)?"
+    )]
+    Open(#[source] kvm_ioctls::Error),
+    /// A KVM call failed.
+    #[error("KVM {what} failed")]
+    Ioctl {
+        /// The call.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// The TSC frequency is unknown.
+    #[error(
+        "KVM cannot tell the TSC frequency (KVM_GET_TSC_KHZ); hint: the host TSC may be unstable"
+    )]
+    Tsc(#[source] kvm_ioctls::Error),
+    /// KVM could not emulate an instruction (common under nested KVM).
+    #[error(
+        "KVM internal error {suberror} at rip {rip:#x} (instruction bytes: {bytes}){detail}\n{regs}"
+    )]
+    Internal {
+        /// `kvm_run.internal.suberror`.
+        suberror: u32,
+        /// Explanation for known suberrors.
+        detail: &'static str,
+        /// The guest's `%rip`.
+        rip: u64,
+        /// The bytes at `%rip`, hex.
+        bytes: String,
+        /// Register dump.
+        regs: String,
+    },
+    /// The guest stopped in a way the ABI does not allow.
+    #[error("guest {what}\n{regs}")]
+    Guest {
+        /// What happened.
+        what: String,
+        /// Register dump.
+        regs: String,
+    },
+}
+
+/// An exit the tender serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoExit {
+    /// The port written.
+    pub port: u16,
+    /// The value (first `size` bytes valid).
+    pub data: [u8; 8],
+    /// Access size in bytes.
+    pub size: usize,
+}
+
+/// The VM, its vCPU and its memory. Fields drop in order: the vCPU and VM
+/// before the memory they map.
+pub struct Machine {
+    vcpu: VcpuFd,
+    _vm: VmFd,
+    _kvm: Kvm,
+    /// Guest memory.
+    pub mem: GuestMemory,
+}
+
+fn ioctl(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
+    move |source| VmError::Ioctl { what, source }
+}
+
+fn segment(selector: u16, type_: u8, l: u8, db: u8) -> kvm_segment {
+    kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector: selector * 8,
+        type_,
+        present: 1,
+        dpl: 0,
+        db,
+        s: 1,
+        l,
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    }
+}
+
+impl Machine {
+    /// Creates the VM over `mem` with one vCPU about to run `entry`.
+    pub fn new(mem: GuestMemory, entry: u64) -> Result<Self, VmError> {
+        let kvm = Kvm::new().map_err(VmError::Open)?;
+        let vm = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
+        mem.mapping()
+            .register(&vm)
+            .map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+        let vcpu = vm.create_vcpu(0).map_err(ioctl("KVM_CREATE_VCPU"))?;
+        let cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?;
+        vcpu.set_cpuid2(&cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
+
+        let mut sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
+        sregs.cr0 = CR0_INIT;
+        sregs.cr3 = layout::PML4_BASE;
+        sregs.cr4 = CR4_INIT;
+        sregs.efer = EFER_INIT;
+        sregs.cs = segment(GDT_CODE, 9, 1, 0);
+        let data = segment(GDT_DATA, 3, 0, 1);
+        sregs.ss = data;
+        sregs.ds = data;
+        sregs.es = data;
+        sregs.fs = data;
+        sregs.gs = data;
+        sregs.gdt.base = layout::GDT_BASE;
+        sregs.gdt.limit = GDT_ENTRIES * 8 - 1;
+        sregs.tr = kvm_segment {
+            base: 0,
+            limit: 0,
+            selector: 0,
+            type_: 11,
+            present: 1,
+            ..Default::default()
+        };
+        sregs.ldt = kvm_segment {
+            unusable: 1,
+            ..Default::default()
+        };
+        vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
+
+        let regs = kvm_regs {
+            rip: entry,
+            rflags: RFLAGS_INIT,
+            rsp: mem.size() - 8,
+            rdi: layout::BOOT_INFO_BASE,
+            ..Default::default()
+        };
+        vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
+        Ok(Self {
+            vcpu,
+            _vm: vm,
+            _kvm: kvm,
+            mem,
+        })
+    }
+
+    /// The vCPU's TSC frequency in Hz.
+    pub fn tsc_hz(&self) -> Result<u64, VmError> {
+        let khz = self.vcpu.get_tsc_khz().map_err(VmError::Tsc)?;
+        Ok(u64::from(khz) * 1000)
+    }
+
+    /// The vCPU descriptor (for the seccomp filter).
+    pub fn vcpu_fd(&self) -> RawFd {
+        self.vcpu.as_raw_fd()
+    }
+
+    /// A register dump, for errors and aborts.
+    pub fn register_dump(&self) -> String {
+        let mut out = String::new();
+        match self.vcpu.get_regs() {
+            Ok(r) => {
+                let _ = write!(
+                    out,
+                    "  rip={:#018x} rsp={:#018x} rbp={:#018x} rflags={:#010x}\n  rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}\n  rsi={:#018x} rdi={:#018x} r8 ={:#018x} r9 ={:#018x}\n  r10={:#018x} r11={:#018x} r12={:#018x} r13={:#018x}\n  r14={:#018x} r15={:#018x}",
+                    r.rip,
+                    r.rsp,
+                    r.rbp,
+                    r.rflags,
+                    r.rax,
+                    r.rbx,
+                    r.rcx,
+                    r.rdx,
+                    r.rsi,
+                    r.rdi,
+                    r.r8,
+                    r.r9,
+                    r.r10,
+                    r.r11,
+                    r.r12,
+                    r.r13,
+                    r.r14,
+                    r.r15
+                );
+            }
+            Err(e) => {
+                let _ = write!(out, "  (registers unavailable: {e})");
+            }
+        }
+        if let Ok(s) = self.vcpu.get_sregs() {
+            let _ = write!(
+                out,
+                "\n  cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x}",
+                s.cr0, s.cr2, s.cr3, s.cr4, s.efer
+            );
+        }
+        out
+    }
+
+    fn rip(&self) -> u64 {
+        self.vcpu.get_regs().map(|r| r.rip).unwrap_or(0)
+    }
+
+    fn guest_error(&self, what: String) -> VmError {
+        VmError::Guest {
+            what,
+            regs: self.register_dump(),
+        }
+    }
+
+    /// Runs the vCPU until it writes to a port; every other exit is an error.
+    pub fn run(&mut self) -> Result<IoExit, VmError> {
+        loop {
+            enum Stop {
+                Io(IoExit),
+                Internal,
+                Other(String),
+            }
+            let stop = match self.vcpu.run() {
+                Ok(VcpuExit::IoOut(port, data)) => {
+                    let mut copy = [0u8; 8];
+                    let size = data.len().min(8);
+                    copy[..size].copy_from_slice(&data[..size]);
+                    Stop::Io(IoExit {
+                        port,
+                        data: copy,
+                        size: data.len(),
+                    })
+                }
+                Ok(VcpuExit::IoIn(port, _)) => Stop::Other(format!(
+                    "read from port {port:#x}, which hvt does not provide"
+                )),
+                Ok(VcpuExit::MmioRead(addr, _) | VcpuExit::MmioWrite(addr, _)) => {
+                    Stop::Other(format!("accessed address {addr:#x}, outside guest memory"))
+                }
+                Ok(VcpuExit::Hlt) => {
+                    Stop::Other("executed hlt; hint: guests stop with the halt hypercall".into())
+                }
+                Ok(VcpuExit::Shutdown) => Stop::Other("triple-faulted (KVM shutdown exit)".into()),
+                Ok(VcpuExit::FailEntry(reason, _)) => Stop::Other(format!(
+                    "could not be entered (hardware entry failure reason {reason:#x})"
+                )),
+                Ok(VcpuExit::InternalError) => Stop::Internal,
+                Ok(other) => Stop::Other(format!("stopped with unexpected KVM exit {other:?}")),
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+                Err(e) if e.errno() == libc::EFAULT => {
+                    Stop::Other("caused a host/guest translation fault (KVM_RUN: EFAULT)".into())
+                }
+                Err(source) => {
+                    return Err(VmError::Ioctl {
+                        what: "KVM_RUN",
+                        source,
+                    });
+                }
+            };
+            return match stop {
+                Stop::Io(io) => Ok(io),
+                Stop::Other(what) => Err(self.guest_error(what)),
+                Stop::Internal => {
+                    let suberror = crate::sys::internal_error_suberror(&mut self.vcpu);
+                    let rip = self.rip();
+                    let max = 15u64.min(self.mem.size().saturating_sub(rip));
+                    let bytes = match self.mem.slice(rip, max) {
+                        Ok(b) if !b.is_empty() => b
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        _ => "unavailable: rip outside guest memory".into(),
+                    };
+                    let detail = if suberror == kvm_bindings::KVM_INTERNAL_ERROR_EMULATION {
+                        "; KVM failed to emulate this instruction, which happens under nested virtualization for some instructions"
+                    } else {
+                        ""
+                    };
+                    Err(VmError::Internal {
+                        suberror,
+                        detail,
+                        rip,
+                        bytes,
+                        regs: self.register_dump(),
+                    })
+                }
+            };
+        }
+    }
+}
