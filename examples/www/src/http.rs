@@ -1,0 +1,392 @@
+//! One HTTP/1.1 connection: parsing requests (RFC 9112 message syntax, with
+//! `httparse`), answering them from the store (RFC 9110 semantics: GET,
+//! HEAD, conditional requests with `If-None-Match`), keep-alive, and the
+//! timeouts that keep a slow or silent client from holding a task forever.
+
+use alloc::borrow::Cow;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use kiln_devices::kv::normalize;
+use kiln_devices::{EntryKind, KvError, KvRo, StackError, TcpStream};
+use kiln_rt::{Either, select, sleep_until, timeout};
+
+use crate::mime::content_type;
+
+/// Most header fields accepted in one request.
+const MAX_HEADERS: usize = 64;
+
+/// Bounds on what one connection may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request head (request line and header fields) in bytes;
+    /// larger ones get 431.
+    pub max_head: usize,
+    /// How long a kept-alive connection may sit idle between requests.
+    pub idle: Duration,
+    /// How long a client may take to send a whole request head, from its
+    /// first byte; slower ones get 408.
+    pub request: Duration,
+    /// How long writing one response may take (a client that stops
+    /// reading).
+    pub write: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head: 8 * 1024,
+            idle: Duration::from_secs(15),
+            request: Duration::from_secs(10),
+            write: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a connection did before it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Summary {
+    /// Responses sent (error responses included).
+    pub responses: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Head,
+    Other,
+}
+
+/// The parts of a request the server acts on, copied out of the read
+/// buffer.
+struct Request {
+    method: Method,
+    /// The decoded path of the request target, starting with `/`.
+    path: String,
+    keep_alive: bool,
+    if_none_match: Option<String>,
+    /// The request has a body (which this server does not read).
+    has_body: bool,
+}
+
+/// A response before it is written.
+struct Response {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: Cow<'static, [u8]>,
+    close: bool,
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        301 => "Moved Permanently",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        505 => "HTTP Version Not Supported",
+        _ => "Internal Server Error",
+    }
+}
+
+impl Response {
+    /// An error (or redirect) with a short plain-text body.
+    fn error(status: u16) -> Response {
+        Response {
+            status,
+            headers: vec![("Content-Type", "text/plain; charset=utf-8".into())],
+            body: Cow::Owned(format!("{status} {}\n", reason(status)).into_bytes()),
+            close: false,
+        }
+    }
+
+    fn closing(mut self) -> Response {
+        self.close = true;
+        self
+    }
+
+    /// The status line and header fields. A 304 has no Content-Length: it
+    /// describes the representation it stands for, and we send none.
+    fn head(&self) -> Vec<u8> {
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\nServer: kiln-www\r\n",
+            self.status,
+            reason(self.status)
+        );
+        for (name, value) in &self.headers {
+            head.push_str(name);
+            head.push_str(": ");
+            head.push_str(value);
+            head.push_str("\r\n");
+        }
+        if self.status != 304 {
+            head.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
+        }
+        if self.close {
+            head.push_str("Connection: close\r\n");
+        }
+        head.push_str("\r\n");
+        head.into_bytes()
+    }
+}
+
+/// Decodes `%XX` escapes; `None` for a malformed escape or non-UTF-8
+/// result.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = core::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Whether the header `name` has `token` in its comma-separated list.
+fn has_token(value: &[u8], token: &str) -> bool {
+    core::str::from_utf8(value)
+        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+/// Copies what the server needs out of a parsed request, or says which
+/// error status it deserves.
+fn extract(req: &httparse::Request<'_, '_>) -> Result<Request, u16> {
+    let method = match req.method {
+        Some("GET") => Method::Get,
+        Some("HEAD") => Method::Head,
+        _ => Method::Other,
+    };
+    let version = req.version.ok_or(400u16)?;
+    let target = req.path.ok_or(400u16)?;
+    // Origin form, or absolute form (RFC 9112 3.2.2) reduced to its path.
+    let target = match target.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => target,
+    };
+    if !target.starts_with('/') {
+        return Err(400);
+    }
+    let raw_path = target.split(['?', '#']).next().unwrap_or("/");
+    let path = percent_decode(raw_path).ok_or(400u16)?;
+    let mut host = 0;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    let mut if_none_match = None;
+    let mut has_body = false;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            host += 1;
+        } else if name.eq_ignore_ascii_case("connection") {
+            close |= has_token(h.value, "close");
+            keep_alive_token |= has_token(h.value, "keep-alive");
+        } else if name.eq_ignore_ascii_case("if-none-match") {
+            let value = core::str::from_utf8(h.value).map_err(|_| 400u16)?;
+            if_none_match = Some(value.into());
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            has_body = true;
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let len: u64 = core::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or(400u16)?;
+            has_body |= len > 0;
+        }
+    }
+    // RFC 9112 3.2: exactly one Host in an HTTP/1.1 request.
+    if version == 1 && host != 1 {
+        return Err(400);
+    }
+    let keep_alive = match version {
+        1 => !close,
+        _ => keep_alive_token && !close,
+    };
+    Ok(Request {
+        method,
+        path,
+        keep_alive,
+        if_none_match,
+        has_body,
+    })
+}
+
+/// Whether an `If-None-Match` list matches the entity tag `etag` (weak
+/// comparison, RFC 9110 13.1.2).
+fn none_match(list: &str, etag: &str) -> bool {
+    list.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+}
+
+/// Answers `req` from `htdocs`.
+async fn respond<K: KvRo>(req: &Request, htdocs: &K) -> Response {
+    if req.method == Method::Other {
+        let mut r = Response::error(405);
+        r.headers.push(("Allow", "GET, HEAD".into()));
+        return r;
+    }
+    let key = match normalize(&req.path) {
+        Ok(key) => key,
+        Err(_) => return Response::error(400),
+    };
+    let key = match htdocs.exists(&key).await {
+        Ok(Some(EntryKind::Value)) => key,
+        Ok(Some(EntryKind::Dictionary)) => {
+            if !req.path.ends_with('/') {
+                let mut r = Response::error(301);
+                r.headers.push(("Location", format!("{}/", req.path)));
+                return r;
+            }
+            if key.is_empty() {
+                "index.html".into()
+            } else {
+                format!("{key}/index.html")
+            }
+        }
+        Ok(None) => return Response::error(404),
+        Err(KvError::InvalidKey) => return Response::error(400),
+        Err(_) => return Response::error(500),
+    };
+    let digest = match htdocs.digest(&key).await {
+        Ok(d) => d,
+        Err(KvError::NotFound | KvError::IsDictionary) => return Response::error(404),
+        Err(_) => return Response::error(500),
+    };
+    let etag = format!("\"{digest}\"");
+    if req
+        .if_none_match
+        .as_deref()
+        .is_some_and(|list| none_match(list, &etag))
+    {
+        return Response {
+            status: 304,
+            headers: vec![("ETag", etag)],
+            body: Cow::Borrowed(&[]),
+            close: false,
+        };
+    }
+    let body = match htdocs.get(&key).await {
+        Ok(body) => body,
+        Err(_) => return Response::error(500),
+    };
+    Response {
+        status: 200,
+        headers: vec![("Content-Type", content_type(&key).into()), ("ETag", etag)],
+        body,
+        close: false,
+    }
+}
+
+/// Writes `resp` (without its body for HEAD and 304), within the write
+/// limit.
+async fn send<S: TcpStream>(
+    stream: &mut S,
+    resp: &Response,
+    head_only: bool,
+    limits: &Limits,
+) -> Result<(), StackError> {
+    let write = async {
+        stream.write_all(&resp.head()).await?;
+        if !head_only && resp.status != 304 {
+            stream.write_all(&resp.body).await?;
+        }
+        Ok(())
+    };
+    timeout(limits.write, write)
+        .await
+        .unwrap_or(Err(StackError::TimedOut))
+}
+
+/// Serves requests on `stream` until the client closes, asks to close, sends
+/// something malformed, or is too slow. Requests pipelined in one segment
+/// are answered in order.
+pub async fn serve<S: TcpStream, K: KvRo>(
+    stream: &mut S,
+    htdocs: &K,
+    limits: &Limits,
+) -> Result<Summary, StackError> {
+    let mut summary = Summary::default();
+    let mut buf = vec![0u8; limits.max_head.max(64)];
+    let mut filled = 0;
+    // When the first byte of the request being received arrived.
+    let mut started = None;
+    loop {
+        if filled > 0 {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut parsed = httparse::Request::new(&mut headers);
+            let outcome = match parsed.parse(&buf[..filled]) {
+                Ok(httparse::Status::Complete(len)) => Some(extract(&parsed).map(|r| (r, len))),
+                Ok(httparse::Status::Partial) if filled == buf.len() => Some(Err(431)),
+                Ok(httparse::Status::Partial) => None,
+                Err(httparse::Error::TooManyHeaders) => Some(Err(431)),
+                Err(httparse::Error::Version) => Some(Err(505)),
+                Err(_) => Some(Err(400)),
+            };
+            match outcome {
+                None => {}
+                Some(Err(status)) => {
+                    // After a malformed request the framing is lost: close.
+                    send(stream, &Response::error(status).closing(), false, limits).await?;
+                    summary.responses += 1;
+                    let _ = stream.shutdown().await;
+                    return Ok(summary);
+                }
+                Some(Ok((req, len))) => {
+                    let mut resp = respond(&req, htdocs).await;
+                    // A body we do not read would be taken for the next
+                    // request: close after answering.
+                    if !req.keep_alive || req.has_body {
+                        resp = resp.closing();
+                    }
+                    send(stream, &resp, req.method == Method::Head, limits).await?;
+                    summary.responses += 1;
+                    if resp.close {
+                        let _ = stream.shutdown().await;
+                        return Ok(summary);
+                    }
+                    buf.copy_within(len..filled, 0);
+                    filled -= len;
+                    started = (filled > 0).then(kiln_rt::time::now);
+                    continue;
+                }
+            }
+        }
+        let deadline = match started {
+            Some(t) => t + limits.request,
+            None => kiln_rt::time::now() + limits.idle,
+        };
+        let read = stream.read(&mut buf[filled..]);
+        match select(read, sleep_until(deadline)).await {
+            Either::Left(Ok(0)) => return Ok(summary),
+            Either::Left(Ok(n)) => {
+                if filled == 0 {
+                    started = Some(kiln_rt::time::now());
+                }
+                filled += n;
+            }
+            Either::Left(Err(e)) => return Err(e),
+            Either::Right(()) => {
+                if started.is_some() {
+                    send(stream, &Response::error(408).closing(), false, limits).await?;
+                    summary.responses += 1;
+                }
+                let _ = stream.shutdown().await;
+                return Ok(summary);
+            }
+        }
+    }
+}

@@ -1,0 +1,487 @@
+//! The HTTP server driven over an in-memory stream (and, at the end, over
+//! two kiln-net stacks on an in-memory wire), on a platform with virtual
+//! time so that timeouts take no real time.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use kiln_devices::{
+    Console, ConsoleError, Instant, MacAddress, Stack, StackError, TcpStream, kv::KvRo,
+};
+use kiln_kv::{Baked, Entry, digest_of};
+use kiln_rt::{Platform, block_on};
+use www::{Limits, serve};
+
+#[derive(Default)]
+struct VirtualPlatform {
+    now: Cell<u64>,
+}
+
+impl Platform for VirtualPlatform {
+    fn now(&self) -> Instant {
+        Instant::from_nanos(self.now.get())
+    }
+    fn wait(&self, deadline: Option<Instant>) {
+        let d = deadline.expect("deadlock: every task waits and no timer is pending");
+        self.now.set(self.now.get().max(d.as_nanos()));
+        assert!(
+            self.now.get() < 3600 * 1_000_000_000,
+            "stuck for an hour of virtual time"
+        );
+    }
+}
+
+fn run<F: Future>(f: F) -> F::Output {
+    let platform: &'static VirtualPlatform = Box::leak(Box::default());
+    block_on(platform, f)
+}
+
+fn secs() -> f64 {
+    kiln_rt::time::now().as_nanos() as f64 / 1e9
+}
+
+macro_rules! file {
+    ($path:literal) => {
+        Entry {
+            path: $path,
+            data: include_bytes!(concat!("../htdocs/", $path)),
+            digest: [0; 32],
+        }
+    };
+}
+
+/// The real site, as the code generator would bake it.
+fn htdocs() -> Baked {
+    let mut entries = vec![
+        file!("about.html"),
+        file!("css/site.css"),
+        file!("docs/http.html"),
+        file!("docs/index.html"),
+        file!("img/kiln.png"),
+        file!("img/kiln.svg"),
+        file!("index.html"),
+        file!("robots.txt"),
+    ];
+    for e in &mut entries {
+        e.digest = digest_of(e.data);
+    }
+    let kv = Baked::new(Box::leak(entries.into_boxed_slice())).unwrap();
+    kv.verify().unwrap();
+    kv
+}
+
+const INDEX: &[u8] = include_bytes!("../htdocs/index.html");
+const PNG: &[u8] = include_bytes!("../htdocs/img/kiln.png");
+
+/// What the client does after its scripted bytes run out.
+#[derive(Clone, Copy, PartialEq)]
+enum End {
+    /// Closes its side (read returns 0).
+    Close,
+    /// Sends nothing more and keeps the connection open.
+    Stall,
+}
+
+/// A `TcpStream` whose peer sends scripted chunks, each after a delay, and
+/// records what the server writes.
+struct MemStream {
+    input: VecDeque<(Duration, Vec<u8>)>,
+    end: End,
+    output: Rc<RefCell<Vec<u8>>>,
+    shut: Rc<Cell<bool>>,
+}
+
+impl MemStream {
+    fn new(chunks: &[(u64, &[u8])], end: End) -> MemStream {
+        MemStream {
+            input: chunks
+                .iter()
+                .map(|(ms, b)| (Duration::from_millis(*ms), b.to_vec()))
+                .collect(),
+            end,
+            output: Rc::default(),
+            shut: Rc::default(),
+        }
+    }
+}
+
+impl TcpStream for MemStream {
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, StackError> {
+        let Some((delay, chunk)) = self.input.front_mut() else {
+            return match self.end {
+                End::Close => Ok(0),
+                End::Stall => std::future::pending().await,
+            };
+        };
+        if !delay.is_zero() {
+            kiln_rt::sleep(*delay).await;
+            *delay = Duration::ZERO;
+        }
+        let n = chunk.len().min(buf.len());
+        buf[..n].copy_from_slice(&chunk[..n]);
+        chunk.drain(..n);
+        if chunk.is_empty() {
+            self.input.pop_front();
+        }
+        Ok(n)
+    }
+
+    async fn write(&mut self, buf: &[u8]) -> Result<usize, StackError> {
+        if self.shut.get() {
+            return Err(StackError::NotConnected);
+        }
+        self.output.borrow_mut().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    async fn shutdown(&mut self) -> Result<(), StackError> {
+        self.shut.set(true);
+        Ok(())
+    }
+
+    fn peer_addr(&self) -> SocketAddr {
+        "192.0.2.1:5000".parse().unwrap()
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        "192.0.2.2:8080".parse().unwrap()
+    }
+}
+
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Splits the server's output into responses; `bodyless[i]` says the i-th
+/// answers a HEAD (its Content-Length describes a body not sent).
+fn responses(mut out: &[u8], bodyless: &[bool]) -> Vec<Resp> {
+    let mut all = Vec::new();
+    while !out.is_empty() {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut r = httparse::Response::new(&mut headers);
+        let httparse::Status::Complete(len) = r.parse(out).expect("malformed response") else {
+            panic!(
+                "truncated response head: {:?}",
+                String::from_utf8_lossy(out)
+            );
+        };
+        let status = r.code.unwrap();
+        let headers: Vec<(String, String)> = r
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_string(),
+                    String::from_utf8(h.value.to_vec()).unwrap(),
+                )
+            })
+            .collect();
+        let mut resp = Resp {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        out = &out[len..];
+        let head_only = bodyless.get(all.len()).copied().unwrap_or(false) || status == 304;
+        if !head_only {
+            let n: usize = resp.header("content-length").unwrap().parse().unwrap();
+            resp.body = out[..n].to_vec();
+            out = &out[n..];
+        }
+        all.push(resp);
+    }
+    all
+}
+
+/// Serves one scripted connection; returns the responses, whether the
+/// server shut the connection down, and the virtual time it ended at.
+fn exchange(chunks: &[(u64, &[u8])], end: End, bodyless: &[bool]) -> (Vec<Resp>, bool, f64) {
+    let kv = htdocs();
+    let stream = MemStream::new(chunks, end);
+    let (output, shut) = (stream.output.clone(), stream.shut.clone());
+    let ended = run(async move {
+        let mut stream = stream;
+        serve(&mut stream, &kv, &Limits::default()).await.unwrap();
+        secs()
+    });
+    let out = output.borrow();
+    (responses(&out, bodyless), shut.get(), ended)
+}
+
+fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes()
+}
+
+#[test]
+fn get_serves_byte_identical_bodies_with_type_length_and_etag() {
+    let mut script = Vec::new();
+    for p in [
+        "/",
+        "/img/kiln.png",
+        "/css/site.css",
+        "/docs/",
+        "/%69ndex.html?x=1",
+    ] {
+        script.extend(get(p));
+    }
+    let (rs, shut, _) = exchange(&[(0, &script)], End::Close, &[]);
+    assert_eq!(rs.len(), 5);
+    assert!(rs.iter().all(|r| r.status == 200));
+    assert_eq!(rs[0].body, INDEX);
+    assert_eq!(
+        rs[0].header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(
+        rs[0].header("content-length"),
+        Some(&*INDEX.len().to_string())
+    );
+    assert_eq!(
+        rs[0].header("etag").unwrap(),
+        format!("\"{}\"", kiln_devices::Digest(digest_of(INDEX)))
+    );
+    assert_eq!(rs[1].body, PNG);
+    assert_eq!(rs[1].header("content-type"), Some("image/png"));
+    assert_eq!(
+        rs[2].header("content-type"),
+        Some("text/css; charset=utf-8")
+    );
+    assert_eq!(rs[3].body, include_bytes!("../htdocs/docs/index.html"));
+    assert_eq!(rs[4].body, INDEX);
+    assert!(
+        !shut,
+        "the client closed first; the server had no reason to"
+    );
+}
+
+#[test]
+fn head_sends_the_headers_of_get_without_a_body() {
+    let mut script = b"HEAD /img/kiln.png HTTP/1.1\r\nHost: t\r\n\r\n".to_vec();
+    script.extend(get("/img/kiln.png"));
+    let (rs, _, _) = exchange(&[(0, &script)], End::Close, &[true, false]);
+    assert_eq!(rs.len(), 2, "the HEAD response carried no body bytes");
+    assert_eq!(rs[0].status, 200);
+    assert_eq!(
+        rs[0].header("content-length"),
+        Some(&*PNG.len().to_string())
+    );
+    assert_eq!(rs[0].header("etag"), rs[1].header("etag"));
+    assert_eq!(rs[0].header("content-type"), rs[1].header("content-type"));
+    assert!(rs[0].body.is_empty());
+    assert_eq!(rs[1].body, PNG);
+}
+
+#[test]
+fn if_none_match_gives_304() {
+    let etag = format!("\"{}\"", kiln_devices::Digest(digest_of(INDEX)));
+    let script = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nIf-None-Match: \"other\", {etag}\r\n\r\n\
+         GET / HTTP/1.1\r\nHost: t\r\nIf-None-Match: W/{etag}\r\n\r\n\
+         GET / HTTP/1.1\r\nHost: t\r\nIf-None-Match: \"other\"\r\n\r\n"
+    );
+    let (rs, _, _) = exchange(&[(0, script.as_bytes())], End::Close, &[]);
+    let statuses: Vec<u16> = rs.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [304, 304, 200]);
+    assert_eq!(rs[0].header("etag"), Some(&*etag));
+    assert_eq!(rs[0].header("content-length"), None);
+    assert!(rs[0].body.is_empty());
+    assert_eq!(rs[2].body, INDEX);
+}
+
+#[test]
+fn missing_files_and_other_methods_keep_the_connection() {
+    let mut script = get("/nope.html");
+    script.extend(b"DELETE /index.html HTTP/1.1\r\nHost: t\r\n\r\n");
+    script.extend(get("/docs"));
+    script.extend(get("/"));
+    let (rs, shut, _) = exchange(&[(0, &script)], End::Close, &[]);
+    let statuses: Vec<u16> = rs.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [404, 405, 301, 200]);
+    assert_eq!(rs[1].header("allow"), Some("GET, HEAD"));
+    assert_eq!(rs[2].header("location"), Some("/docs/"));
+    assert_eq!(rs[3].body, INDEX);
+    assert!(!shut);
+}
+
+#[test]
+fn malformed_requests_get_400_and_close_then_a_new_connection_works() {
+    for bad in [
+        &b"GET / HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\n\r\n", // no Host
+        b"GET /%zz HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET index.html HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"\x00\x01\x02 garbage\r\n\r\n",
+    ] {
+        let mut script = bad.to_vec();
+        script.extend(get("/")); // never reached: framing is lost
+        let (rs, shut, _) = exchange(&[(0, &script)], End::Stall, &[]);
+        assert_eq!(rs.len(), 1, "{:?}", String::from_utf8_lossy(bad));
+        assert_eq!(rs[0].status, 400, "{:?}", String::from_utf8_lossy(bad));
+        assert_eq!(rs[0].header("connection"), Some("close"));
+        assert!(shut);
+    }
+    let (rs, _, _) = exchange(&[(0, &get("/"))], End::Close, &[]);
+    assert_eq!(rs[0].status, 200);
+    // A well-framed request for a path with dot segments: 400, and the
+    // connection goes on.
+    let script = [get("/../secret"), get("/")].concat();
+    let (rs, shut, _) = exchange(&[(0, &script)], End::Close, &[]);
+    let statuses: Vec<u16> = rs.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [400, 200]);
+    assert!(!shut);
+}
+
+#[test]
+fn oversized_heads_get_431() {
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
+    let (rs, shut, _) = exchange(&[(0, big.as_bytes())], End::Stall, &[]);
+    assert_eq!(rs.len(), 1);
+    assert_eq!(rs[0].status, 431);
+    assert!(shut);
+    let many: String = (0..100).map(|i| format!("X-{i}: v\r\n")).collect();
+    let req = format!("GET / HTTP/1.1\r\nHost: t\r\n{many}\r\n");
+    let (rs, _, _) = exchange(&[(0, req.as_bytes())], End::Stall, &[]);
+    assert_eq!(rs[0].status, 431);
+}
+
+#[test]
+fn pipelined_and_split_requests_are_answered_in_order() {
+    let script = [get("/about.html"), get("/robots.txt"), get("/img/kiln.svg")].concat();
+    // Cut at awkward places: inside the request line and inside "\r\n\r\n".
+    let (a, rest) = script.split_at(7);
+    let (b, c) = rest.split_at(40);
+    let (rs, _, _) = exchange(&[(0, a), (5, b), (5, c)], End::Close, &[]);
+    let types: Vec<&str> = rs
+        .iter()
+        .map(|r| r.header("content-type").unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "text/html; charset=utf-8",
+            "text/plain; charset=utf-8",
+            "image/svg+xml"
+        ]
+    );
+    assert_eq!(rs[1].body, b"User-agent: *\nAllow: /\n");
+}
+
+#[test]
+fn a_slow_request_gets_408_after_the_request_timeout() {
+    let (rs, shut, ended) = exchange(
+        &[(1000, b"GET / HTTP/1.1\r\nHo"), (3000, b"st: t\r\n")],
+        End::Stall,
+        &[],
+    );
+    assert_eq!(rs.len(), 1);
+    assert_eq!(rs[0].status, 408);
+    assert!(shut);
+    // The first byte came at 1 s; the head had 10 s from there.
+    let limit = Limits::default().request.as_secs_f64();
+    assert!((ended - (1.0 + limit)).abs() < 1e-3, "ended at {ended}");
+}
+
+#[test]
+fn an_idle_connection_is_closed_silently() {
+    let (rs, shut, ended) = exchange(&[(0, &get("/robots.txt"))], End::Stall, &[]);
+    assert_eq!(rs.len(), 1);
+    assert!(shut);
+    let idle = Limits::default().idle.as_secs_f64();
+    assert!((ended - idle).abs() < 1e-3, "ended at {ended}");
+}
+
+#[test]
+fn connection_close_and_http_1_0_end_after_one_response() {
+    for req in [
+        &b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"[..],
+        b"GET / HTTP/1.0\r\n\r\n",
+    ] {
+        let mut script = req.to_vec();
+        script.extend(get("/robots.txt"));
+        let (rs, shut, _) = exchange(&[(0, &script)], End::Stall, &[]);
+        assert_eq!(rs.len(), 1);
+        assert_eq!(rs[0].header("connection"), Some("close"));
+        assert!(shut);
+    }
+    let keep = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+    let (rs, _, _) = exchange(&[(0, keep)], End::Close, &[]);
+    assert_eq!(rs[0].header("connection"), None);
+}
+
+struct NullConsole(Rc<RefCell<String>>);
+
+impl Console for NullConsole {
+    fn write(&self, bytes: &[u8]) -> Result<(), ConsoleError> {
+        self.0
+            .borrow_mut()
+            .push_str(&String::from_utf8_lossy(bytes));
+        Ok(())
+    }
+}
+
+/// The whole unikernel: `start` on one kiln-net stack, a client on another.
+#[test]
+fn serves_over_the_direct_stack() {
+    let log = Rc::new(RefCell::new(String::new()));
+    let console = NullConsole(log.clone());
+    let body = run(async move {
+        let (a, b) = kiln_net::pair::pair(
+            MacAddress([2, 0, 0, 0, 0, 1]),
+            MacAddress([2, 0, 0, 0, 0, 2]),
+        );
+        let cfg = |ip: &str| kiln_net::Config::parse([ip, "--no-slaac"]).unwrap();
+        let server = kiln_net::NetStack::new(a, cfg("--ipv4=10.0.0.1/24"), 1).unwrap();
+        let client = kiln_net::NetStack::new(b, cfg("--ipv4=10.0.0.2/24"), 2).unwrap();
+        let htdocs = htdocs();
+        assert!(htdocs.exists("index.html").await.unwrap().is_some());
+        kiln_rt::spawn(www::start(server.clone(), htdocs, console, 8080));
+        kiln_rt::sleep(Duration::from_millis(1)).await;
+        // The port is taken now.
+        assert!(
+            server
+                .listen_tcp("0.0.0.0:8080".parse().unwrap())
+                .await
+                .is_err()
+        );
+        let mut s = client
+            .connect_tcp("10.0.0.1:8080".parse().unwrap())
+            .await
+            .unwrap();
+        let req = [get("/img/kiln.png"), get("/")].concat();
+        s.write_all(&req).await.unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0; 4096];
+        // Both responses, then the idle timeout closes the connection.
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    });
+    let rs = responses(&body, &[]);
+    assert_eq!(rs.len(), 2);
+    assert_eq!(rs[0].body, PNG);
+    assert_eq!(rs[1].body, INDEX);
+    assert_eq!(log.borrow().as_str(), "www: serving on port 8080\n");
+}
