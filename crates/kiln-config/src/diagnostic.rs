@@ -117,7 +117,7 @@ impl Diagnostic for Located {
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
         self.help
             .as_ref()
-            .map(|h| Box::new(format!("hint: {h}")) as Box<dyn fmt::Display>)
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
 }
 
@@ -199,7 +199,7 @@ impl Diagnostic for ConfigError {
         match self {
             ConfigError::Invalid(l) => l.help(),
             ConfigError::Read { path, .. } if path.ends_with("unikernel.toml") => Some(Box::new(
-                "hint: run kiln in a unikernel's directory, pass that directory, or create one with `kiln new NAME`",
+                "run kiln in a unikernel's directory, pass that directory, or create one with `kiln new NAME`",
             )),
             _ => None,
         }
@@ -221,5 +221,7 @@ pub fn render(diagnostic: &dyn Diagnostic, color: bool) -> String {
     if handler.render_report(&mut out, diagnostic).is_err() {
         out = format!("error: {diagnostic}\n");
     }
-    out
+    // kiln's messages call the fix a hint; miette's prefix has the same
+    // width, so wrapped lines stay aligned.
+    out.replace("  help: ", "  hint: ")
 }

@@ -82,15 +82,18 @@ fn parse_module(file: SourceFile, child_dir: PathBuf) -> Result<Module, ConfigEr
     })
 }
 
-fn display_path(dir: &Path, path: &Path) -> String {
-    path.strip_prefix(dir).unwrap_or(path).display().to_string()
+/// `path` as shown in messages: relative to the unikernel's directory,
+/// under `shown` (the directory as the user named it).
+fn display_path(dir: &Path, shown: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(dir).unwrap_or(path);
+    crate::project::shown_path(shown, rel)
 }
 
-/// Finds and checks the entry function of the crate in `dir` against
-/// `manifest`.
-pub fn check(dir: &Path, manifest: &Manifest) -> Result<Entry, ConfigError> {
+/// Finds and checks the entry function of the crate in `dir` (shown in
+/// messages as `shown`) against `manifest`.
+pub fn check(dir: &Path, shown: &Path, manifest: &Manifest) -> Result<Entry, ConfigError> {
     let lib = dir.join("src").join("lib.rs");
-    let mut module = parse_module(read(&lib, display_path(dir, &lib))?, dir.join("src"))?;
+    let mut module = parse_module(read(&lib, display_path(dir, shown, &lib))?, dir.join("src"))?;
     let entry_at = &manifest.entry;
     let segments: Vec<&str> = entry_at.value.split("::").collect();
     let (fn_name, modules) = segments.split_last().unwrap_or((&"", &[]));
@@ -136,7 +139,7 @@ pub fn check(dir: &Path, manifest: &Manifest) -> Result<Entry, ConfigError> {
                 let flat = module.child_dir.join(format!("{seg}.rs"));
                 let nested = module.child_dir.join(seg).join("mod.rs");
                 let path = if flat.exists() { flat } else { nested };
-                let file = read(&path, display_path(dir, &path))?;
+                let file = read(&path, display_path(dir, shown, &path))?;
                 let _ = depth;
                 parse_module(file, module.child_dir.join(seg))?
             }

@@ -489,7 +489,7 @@ fn default_text(
                 "invalid default for argument `{name}`: expected {}, found {found}",
                 ty.expected()
             ),
-            format!("not a {ty}"),
+            format!("not a valid {ty}"),
         )
         .with_help(format!("for example: default = {example}"))
     };

@@ -24,11 +24,23 @@ pub fn source_dir() -> PathBuf {
     }
 }
 
+/// `rel` (a path inside a unikernel) as shown in messages: under `shown`,
+/// the unikernel's directory as the user named it, unless that is `.`.
+pub fn shown_path(shown: &Path, rel: &Path) -> String {
+    let shown: PathBuf = shown
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect();
+    shown.join(rel).display().to_string()
+}
+
 /// A unikernel directory.
 #[derive(Debug, Clone)]
 pub struct Project {
     /// The directory, absolute.
     pub dir: PathBuf,
+    /// The directory as the user named it, for messages.
+    pub shown: PathBuf,
 }
 
 /// Everything checked about a unikernel for one target.
@@ -69,9 +81,10 @@ impl Project {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
             ));
         }
+        let shown = dir.to_path_buf();
         let dir = std::path::absolute(dir).map_err(|e| ConfigError::read(dir, e))?;
         let dir = dir.canonicalize().unwrap_or(dir);
-        Ok(Project { dir })
+        Ok(Project { dir, shown })
     }
 
     /// `DIR/_build/TARGET`: the generated crate.
@@ -112,10 +125,11 @@ impl Project {
     pub fn check(&self, target: Target, choices: Choices) -> Result<Checked, ConfigError> {
         let path = self.dir.join("unikernel.toml");
         let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::read(&path, e))?;
-        let manifest = manifest::parse(&SourceFile::new("unikernel.toml", text))?;
+        let name = shown_path(&self.shown, Path::new("unikernel.toml"));
+        let manifest = manifest::parse(&SourceFile::new(name, text))?;
         let graph = graph::resolve(&manifest, target, choices)?;
         let package = self.package_name()?;
-        let entry = entry::check(&self.dir, &manifest)?;
+        let entry = entry::check(&self.dir, &self.shown, &manifest)?;
         let mut needed = vec![false; manifest.devices.len()];
         let mut stack: Vec<usize> = entry
             .params
@@ -143,7 +157,7 @@ impl Project {
     fn package_name(&self) -> Result<String, ConfigError> {
         let path = self.dir.join("Cargo.toml");
         let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::read(&path, e))?;
-        let file = SourceFile::new("Cargo.toml", text);
+        let file = SourceFile::new(shown_path(&self.shown, Path::new("Cargo.toml")), text);
         let table: Result<toml::Table, _> = toml::from_str(&file.text);
         let name = table
             .ok()

@@ -80,7 +80,7 @@ pub fn render(error: &KilnError) -> String {
             }
             s.push('\n');
             if let Some(help) = miette::Diagnostic::help(e) {
-                s.push_str(&format!("  {help}\n"));
+                s.push_str(&format!("  hint: {help}\n"));
             }
             s
         }

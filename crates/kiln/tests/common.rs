@@ -1,0 +1,94 @@
+//! Helpers shared by the CLI tests: temporary unikernel directories that
+//! remove themselves, and running the `kiln` binary with its output
+//! captured and temporary paths filtered.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A temporary directory, removed on drop (also when a test fails).
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("kiln-test-{}-{tag}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create a temporary directory");
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+pub const CARGO_TOML: &str =
+    "[package]\nname = \"fixture\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[workspace]\n";
+
+pub const HELLO_TOML: &str = r#"[unikernel]
+name = "hello"
+entry = "start"
+
+[devices.console]
+type = "console"
+
+[devices.sleep]
+type = "sleep"
+
+[arguments.times]
+type = "u32"
+default = 4
+doc = "How many times to say hello"
+"#;
+
+pub const HELLO_RS: &str = r#"#![no_std]
+use kiln_devices::{Console, Sleep};
+
+pub async fn start(console: impl Console, sleep: impl Sleep, times: u32) {
+    let _ = (console, sleep, times);
+}
+"#;
+
+/// Writes a unikernel with `toml` and `lib_rs` into `dir`.
+pub fn write_unikernel(dir: &Path, toml: &str, lib_rs: &str) {
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(dir.join("Cargo.toml"), CARGO_TOML).unwrap();
+    std::fs::write(dir.join("unikernel.toml"), toml).unwrap();
+    std::fs::write(dir.join("src/lib.rs"), lib_rs).unwrap();
+}
+
+/// `kiln` with colours off.
+pub fn kiln() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.env("NO_COLOR", "1");
+    cmd
+}
+
+/// Exit code, stdout (if any) and stderr of `output`, with `dir` replaced
+/// by `[DIR]`.
+pub fn transcript(output: &Output, dir: &Path) -> String {
+    let dir = dir.display().to_string();
+    let filter = |bytes: &[u8]| String::from_utf8_lossy(bytes).replace(&dir, "[DIR]");
+    let mut s = format!(
+        "exit: {}\n",
+        output
+            .status
+            .code()
+            .map_or("signal".into(), |c| c.to_string())
+    );
+    let stdout = filter(&output.stdout);
+    if !stdout.is_empty() {
+        s.push_str("--- stdout\n");
+        s.push_str(&stdout);
+    }
+    s.push_str("--- stderr\n");
+    s.push_str(&filter(&output.stderr));
+    s
+}

@@ -1,0 +1,378 @@
+//! Snapshot tests of `kiln configure` (and friends) on one small broken
+//! fixture per class of configuration error: exit code and the rendered
+//! diagnostic, with temporary paths filtered.
+
+mod common;
+
+use common::{HELLO_RS, HELLO_TOML, TempDir, kiln, transcript, write_unikernel};
+
+/// Runs `kiln configure ARGS DIR` on a unikernel made of `toml` and
+/// `lib_rs`; returns the transcript.
+fn configure(toml: &str, lib_rs: &str, args: &[&str]) -> String {
+    let tmp = TempDir::new("err");
+    write_unikernel(&tmp.path, toml, lib_rs);
+    let output = kiln()
+        .arg("configure")
+        .args(args)
+        .arg(&tmp.path)
+        .output()
+        .expect("run kiln");
+    transcript(&output, &tmp.path)
+}
+
+const HEAD: &str = "[unikernel]\nname = \"t\"\nentry = \"start\"\n";
+
+fn with_head(body: &str) -> String {
+    format!("{HEAD}{body}")
+}
+
+/// A lib.rs whose `start` takes `params`.
+fn lib(params: &str) -> String {
+    format!("#![no_std]\nuse kiln_devices::*;\n\npub async fn start({params}) {{}}\n")
+}
+
+macro_rules! snapshot {
+    ($name:ident, $toml:expr, $lib:expr $(, $arg:expr)*) => {
+        #[test]
+        fn $name() {
+            let out = configure(&$toml, &$lib, &[$($arg),*]);
+            insta::assert_snapshot!(stringify!($name), out);
+        }
+    };
+}
+
+// unikernel.toml syntax and shape
+snapshot!(
+    toml_syntax_error,
+    with_head("[devices.console\ntype = \"console\"\n"),
+    lib("")
+);
+snapshot!(
+    toml_duplicate_table,
+    with_head("[devices.c]\ntype = \"console\"\n[devices.c]\ntype = \"sleep\"\n"),
+    lib("c: impl Console")
+);
+snapshot!(
+    missing_unikernel_table,
+    "[devices.c]\ntype = \"console\"\n",
+    lib("")
+);
+snapshot!(missing_entry, "[unikernel]\nname = \"t\"\n", lib(""));
+snapshot!(
+    unknown_top_level_key,
+    with_head("[device.c]\ntype = \"console\"\n"),
+    lib("")
+);
+snapshot!(
+    invalid_unikernel_name,
+    "[unikernel]\nname = \"Hello_World\"\nentry = \"start\"\n",
+    lib("")
+);
+snapshot!(
+    invalid_device_name,
+    with_head("[devices.Console]\ntype = \"console\"\n"),
+    lib("")
+);
+snapshot!(
+    keyword_device_name,
+    with_head("[devices.type]\ntype = \"console\"\n"),
+    lib("")
+);
+
+// devices
+snapshot!(
+    unknown_device_type,
+    with_head("[devices.c]\ntype = \"consol\"\n"),
+    lib("c: impl Console")
+);
+snapshot!(
+    unknown_device_key,
+    with_head("[devices.c]\ntype = \"console\"\nnet = \"service\"\n"),
+    lib("c: impl Console")
+);
+snapshot!(
+    unknown_implementation,
+    with_head(
+        "[devices.stack]\ntype = \"stack\"\nimpl = \"fast\"\n[devices.service]\ntype = \"net\"\n"
+    ),
+    lib("stack: impl Stack")
+);
+snapshot!(
+    missing_dependency,
+    with_head("[devices.stack]\ntype = \"stack\"\nnet = \"eth0\"\n"),
+    lib("stack: impl Stack")
+);
+snapshot!(
+    missing_default_net,
+    with_head("[devices.stack]\ntype = \"stack\"\n"),
+    lib("stack: impl Stack")
+);
+snapshot!(
+    dependency_of_wrong_type,
+    with_head(
+        "[devices.stack]\ntype = \"stack\"\nnet = \"console\"\n[devices.console]\ntype = \"console\"\n"
+    ),
+    lib("stack: impl Stack, console: impl Console")
+);
+snapshot!(
+    dependency_cycle,
+    with_head(
+        "[devices.a]\ntype = \"stack\"\nnet = \"b\"\n[devices.b]\ntype = \"stack\"\nnet = \"a\"\n"
+    ),
+    lib("a: impl Stack")
+);
+snapshot!(
+    duplicate_device_and_argument,
+    with_head("[devices.times]\ntype = \"console\"\n[arguments.times]\ntype = \"u32\"\n"),
+    lib("times: u32")
+);
+snapshot!(
+    kv_ro_disk_without_block,
+    with_head("[devices.files]\ntype = \"kv_ro\"\nimpl = \"disk\"\n"),
+    lib("files: impl KvRo")
+);
+snapshot!(
+    kv_ro_baked_without_source,
+    with_head("[devices.files]\ntype = \"kv_ro\"\n"),
+    lib("files: impl KvRo")
+);
+
+// targets and implementations
+const STACK: &str = "[devices.stack]\ntype = \"stack\"\n[devices.service]\ntype = \"net\"\n";
+snapshot!(
+    socket_stack_on_hvt_from_flag,
+    with_head(STACK),
+    lib("stack: impl Stack"),
+    "-t",
+    "hvt",
+    "--net",
+    "socket"
+);
+snapshot!(
+    socket_stack_on_spt_from_manifest,
+    with_head(
+        "[devices.stack]\ntype = \"stack\"\nimpl = \"socket\"\n[devices.service]\ntype = \"net\"\n"
+    ),
+    lib("stack: impl Stack"),
+    "-t",
+    "spt"
+);
+snapshot!(
+    hvt_not_yet_supported,
+    HELLO_TOML.to_string(),
+    HELLO_RS.to_string(),
+    "-t",
+    "hvt"
+);
+snapshot!(
+    direct_stack_not_yet_on_unix,
+    with_head(STACK),
+    lib("stack: impl Stack"),
+    "--net",
+    "direct"
+);
+snapshot!(
+    bad_target_flag,
+    HELLO_TOML.to_string(),
+    HELLO_RS.to_string(),
+    "-t",
+    "xen"
+);
+
+// arguments
+snapshot!(
+    unknown_argument_type,
+    with_head("[arguments.ratio]\ntype = \"f64\"\n"),
+    lib("ratio: f64")
+);
+snapshot!(
+    unknown_argument_key,
+    with_head("[arguments.times]\ntype = \"u32\"\nhelp = \"x\"\n"),
+    lib("times: u32")
+);
+snapshot!(
+    default_of_wrong_type,
+    with_head("[arguments.times]\ntype = \"u32\"\ndefault = \"four\"\n"),
+    lib("times: u32")
+);
+snapshot!(
+    default_quoted_number,
+    with_head("[arguments.times]\ntype = \"u32\"\ndefault = \"4\"\n"),
+    lib("times: u32")
+);
+snapshot!(
+    default_out_of_range,
+    with_head("[arguments.ttl]\ntype = \"u8\"\ndefault = 300\n"),
+    lib("ttl: u8")
+);
+snapshot!(
+    default_bad_address,
+    with_head("[arguments.gateway]\ntype = \"ipv4\"\ndefault = \"10.0.0\"\n"),
+    lib("gateway: core::net::Ipv4Addr")
+);
+snapshot!(
+    reserved_argument_name,
+    with_head("[arguments.help]\ntype = \"bool\"\n"),
+    lib("help: bool")
+);
+
+// the entry function
+snapshot!(
+    entry_not_found,
+    HELLO_TOML.replace("entry = \"start\"", "entry = \"main\""),
+    HELLO_RS.to_string()
+);
+snapshot!(
+    entry_module_not_found,
+    HELLO_TOML.replace("entry = \"start\"", "entry = \"app::start\""),
+    HELLO_RS.to_string()
+);
+snapshot!(
+    entry_not_async,
+    HELLO_TOML.to_string(),
+    HELLO_RS.replace("pub async fn", "pub fn")
+);
+snapshot!(
+    entry_not_public,
+    HELLO_TOML.to_string(),
+    HELLO_RS.replace("pub async fn", "async fn")
+);
+snapshot!(
+    entry_bad_return_type,
+    HELLO_TOML.to_string(),
+    HELLO_RS.replace(") {\n", ") -> u32 {\n    0\n}\nfn _unused() {\n")
+);
+snapshot!(
+    lib_rs_syntax_error,
+    HELLO_TOML.to_string(),
+    "pub async fn start(console impl Console) {}\n".to_string()
+);
+snapshot!(
+    parameter_matches_nothing,
+    HELLO_TOML.to_string(),
+    lib("console: impl Console, sleep: impl Sleep, times: u32, port: u16")
+);
+snapshot!(
+    parameter_wrong_trait,
+    HELLO_TOML.to_string(),
+    lib("console: impl Console, sleep: impl MonotonicClock, times: u32")
+);
+snapshot!(
+    parameter_concrete_device_type,
+    HELLO_TOML.to_string(),
+    lib("console: u32, sleep: impl Sleep, times: u32")
+);
+snapshot!(
+    parameter_extra_bounds,
+    HELLO_TOML.to_string(),
+    lib("console: impl Console + Clone, sleep: impl Sleep, times: u32")
+);
+snapshot!(
+    parameter_wrong_argument_type,
+    HELLO_TOML.to_string(),
+    lib("console: impl Console, sleep: impl Sleep, times: i64")
+);
+snapshot!(
+    argument_not_a_parameter,
+    HELLO_TOML.to_string(),
+    lib("console: impl Console, sleep: impl Sleep")
+);
+snapshot!(
+    device_not_used,
+    HELLO_TOML.to_string(),
+    lib("console: impl Console, times: u32")
+);
+snapshot!(unused_type_parameter, HELLO_TOML.to_string(), "#![no_std]\nuse kiln_devices::*;\npub async fn start<C: Console, X>(console: C, sleep: impl Sleep, times: u32) {}\n".to_string());
+
+// Accepted forms, for contrast: generic parameters with where clauses,
+// fully qualified traits, a module path and `-` in argument names.
+#[test]
+fn accepted_forms_configure() {
+    let toml = "[unikernel]\nname = \"t\"\nentry = \"app::start\"\n[devices.console]\ntype = \"console\"\n\
+                [devices.sleep]\ntype = \"sleep\"\n[arguments.ipv4-gateway]\ntype = \"ipv4\"\ndefault = \"10.0.0.1\"\n";
+    let lib_rs = "#![no_std]\npub mod app;\n";
+    let app = "use kiln_devices::Console;\npub async fn start<C, S: kiln_devices::Sleep>(console: C, sleep: S, ipv4_gateway: core::net::Ipv4Addr) -> Result<u8, &'static str> where C: Console { Ok(0) }\n";
+    let tmp = TempDir::new("ok");
+    write_unikernel(&tmp.path, toml, lib_rs);
+    std::fs::write(tmp.path.join("src/app.rs"), app).unwrap();
+    let output = kiln().arg("configure").arg(&tmp.path).output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        transcript(&output, &tmp.path)
+    );
+    let main_rs = std::fs::read_to_string(tmp.path.join("_build/unix/src/main.rs")).unwrap();
+    assert!(
+        main_rs.contains("::unikernel::app::start(dev_console, dev_sleep, arg_ipv4_gateway)"),
+        "{main_rs}"
+    );
+    assert!(
+        main_rs.contains("let arg_ipv4_gateway: ::core::net::Ipv4Addr = parsed.take(0)"),
+        "{main_rs}"
+    );
+    let cargo_toml = std::fs::read_to_string(tmp.path.join("_build/unix/Cargo.toml")).unwrap();
+    assert!(cargo_toml.contains("\n[workspace]\n"), "{cargo_toml}");
+    assert!(cargo_toml.contains("panic = \"abort\""), "{cargo_toml}");
+
+    // A second configure writes nothing.
+    let before = std::fs::metadata(tmp.path.join("_build/unix/src/main.rs"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let output = kiln().arg("configure").arg(&tmp.path).output().unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("(unchanged)"));
+    let after = std::fs::metadata(tmp.path.join("_build/unix/src/main.rs"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(before, after);
+
+    // describe, as text and as dot, on stdout.
+    let output = kiln()
+        .args(["describe", "-t", "hvt"])
+        .arg(&tmp.path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    insta::assert_snapshot!("describe_text", String::from_utf8_lossy(&output.stdout));
+    let output = kiln()
+        .args(["describe", "--dot"])
+        .arg(&tmp.path)
+        .output()
+        .unwrap();
+    insta::assert_snapshot!("describe_dot", String::from_utf8_lossy(&output.stdout));
+}
+
+#[test]
+fn no_unikernel_toml() {
+    let tmp = TempDir::new("empty");
+    let output = kiln().arg("build").arg(&tmp.path).output().unwrap();
+    insta::assert_snapshot!("no_unikernel_toml", transcript(&output, &tmp.path));
+}
+
+#[test]
+fn new_refuses_existing_dir_and_bad_names() {
+    let tmp = TempDir::new("new");
+    let output = kiln().arg("new").arg(&tmp.path).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let output = kiln()
+        .arg("new")
+        .arg(tmp.path.join("hello"))
+        .current_dir(&tmp.path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let output = kiln()
+        .arg("new")
+        .arg(tmp.path.join("hello"))
+        .output()
+        .unwrap();
+    insta::assert_snapshot!("new_existing_dir", transcript(&output, &tmp.path));
+    let output = kiln()
+        .arg("new")
+        .arg(tmp.path.join("Hello World"))
+        .output()
+        .unwrap();
+    insta::assert_snapshot!("new_bad_name", transcript(&output, &tmp.path));
+}
