@@ -338,6 +338,7 @@ impl State {
 pub struct NetStack {
     pub(crate) shared: Rc<Shared>,
     mac: MacAddress,
+    mtu: usize,
 }
 
 impl NetStack {
@@ -423,7 +424,7 @@ impl NetStack {
             driver: RefCell::new(None),
         });
         kiln_rt::spawn(Driver::new(nic, shared.clone(), frame_len));
-        Ok(NetStack { shared, mac })
+        Ok(NetStack { shared, mac, mtu })
     }
 
     /// The interface's MAC address.
@@ -565,6 +566,7 @@ impl NetStack {
             self.shared.clone(),
             handle,
             SocketAddr::new(addr.ip(), port),
+            self.mtu,
         ))
     }
 }

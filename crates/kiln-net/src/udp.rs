@@ -14,18 +14,35 @@ use crate::stack::{Shared, socket_addr};
 
 /// A bound UDP socket of [`NetStack`](crate::NetStack). Dropping it unbinds
 /// the port; datagrams still queued for sending are discarded.
+///
+/// The stack neither fragments nor reassembles IP packets: a datagram must
+/// fit the interface's MTU (1472 bytes of payload over IPv4 on Ethernet,
+/// 1452 over IPv6); `send_to` refuses larger ones with
+/// [`StackError::MessageTooLarge`].
 pub struct UdpSocket {
     shared: Rc<Shared>,
     handle: SocketHandle,
     local: SocketAddr,
+    /// The interface's MTU: the largest IP packet.
+    mtu: usize,
 }
 
+const IPV4_HEADER_LEN: usize = 20;
+const IPV6_HEADER_LEN: usize = 40;
+const UDP_HEADER_LEN: usize = 8;
+
 impl UdpSocket {
-    pub(crate) fn new(shared: Rc<Shared>, handle: SocketHandle, local: SocketAddr) -> UdpSocket {
+    pub(crate) fn new(
+        shared: Rc<Shared>,
+        handle: SocketHandle,
+        local: SocketAddr,
+        mtu: usize,
+    ) -> UdpSocket {
         UdpSocket {
             shared,
             handle,
             local,
+            mtu,
         }
     }
 }
@@ -36,6 +53,14 @@ impl kiln_devices::UdpSocket for UdpSocket {
             return Err(StackError::InvalidInput);
         }
         let endpoint = IpEndpoint::new(to.ip().into(), to.port());
+        // The stack does not fragment: a datagram must fit one IP packet.
+        let headers = match to {
+            SocketAddr::V4(_) => IPV4_HEADER_LEN,
+            SocketAddr::V6(_) => IPV6_HEADER_LEN,
+        } + UDP_HEADER_LEN;
+        if buf.len() + headers > self.mtu {
+            return Err(StackError::MessageTooLarge);
+        }
         poll_fn(|cx| {
             let mut state = self.shared.state.borrow_mut();
             let socket = state.sockets.get_mut::<udp::Socket>(self.handle);

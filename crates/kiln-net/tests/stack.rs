@@ -276,12 +276,28 @@ fn udp_round_trip_over_ipv4_and_ipv6() {
             assert_eq!(from, to);
             assert_eq!(&buf[..n], &data[..]);
         }
-        assert_eq!(
-            client
-                .send_to(&[0; 70000], "10.0.0.1:7".parse().unwrap())
-                .await,
-            Err(StackError::MessageTooLarge)
-        );
+        // No IP fragmentation: one byte over the MTU is refused.
+        for (len, to) in [
+            (1473, "10.0.0.1:7"),
+            (1453, "[fd00::1]:7"),
+            (70000, "10.0.0.1:7"),
+        ] {
+            assert_eq!(
+                client.send_to(&vec![0; len], to.parse().unwrap()).await,
+                Err(StackError::MessageTooLarge)
+            );
+        }
+        let full = pattern(1472, 9);
+        client
+            .send_to(&full, "10.0.0.1:7".parse().unwrap())
+            .await
+            .unwrap();
+        let mut buf = [0; 2048];
+        let (n, _) = timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+            .await
+            .expect("no reply to a full-size datagram")
+            .unwrap();
+        assert_eq!(&buf[..n], &full[..]);
     });
 }
 
