@@ -54,6 +54,53 @@ impl<F: FnMut(&[u8]), const N: usize> Drop for BufferedWriter<F, N> {
     }
 }
 
+/// Formats into a fixed buffer, truncating (on a character boundary) what
+/// does not fit, and keeps the text NUL-terminated: the message handed to
+/// the tender with an abort.
+pub struct CStrBuffer<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Default for CStrBuffer<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> CStrBuffer<N> {
+    /// An empty buffer.
+    pub const fn new() -> Self {
+        CStrBuffer {
+            buf: [0; N],
+            len: 0,
+        }
+    }
+
+    /// The text written so far, without its terminator.
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+
+    /// The text as a C string (empty if `N` is 0).
+    pub fn as_c_str(&self) -> &core::ffi::CStr {
+        core::ffi::CStr::from_bytes_until_nul(&self.buf).unwrap_or(c"")
+    }
+}
+
+impl<const N: usize> fmt::Write for CStrBuffer<N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = N.saturating_sub(1).saturating_sub(self.len);
+        let mut n = s.len().min(room);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
 #[cfg(target_os = "none")]
 pub use device::Console;
 
@@ -98,6 +145,18 @@ mod tests {
             write!(w, "abcdefghij-{tail}").unwrap();
         }
         assert_eq!(pieces, [b"abcdefgh".to_vec(), b"ij-42".to_vec()]);
+    }
+
+    #[test]
+    fn c_strings_truncate_on_character_boundaries() {
+        let mut b = CStrBuffer::<8>::new();
+        b.write_str("ab").unwrap();
+        b.write_str("cdé€xyz").unwrap();
+        // 7 bytes of room: "abcdé" is 6 bytes, "€" (3 bytes) does not fit.
+        assert_eq!(b.as_str(), "abcdé");
+        assert_eq!(b.as_c_str().to_bytes(), "abcdé".as_bytes());
+        let empty = CStrBuffer::<0>::new();
+        assert_eq!(empty.as_c_str().to_bytes(), b"");
     }
 
     #[test]

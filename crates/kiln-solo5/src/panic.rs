@@ -14,7 +14,10 @@ static PANICKING: AtomicBool = AtomicBool::new(false);
 
 #[panic_handler]
 fn panic(info: &PanicInfo<'_>) -> ! {
-    if !PANICKING.swap(true, Ordering::AcqRel) {
+    if PANICKING.swap(true, Ordering::AcqRel) {
+        sys::hvt::abort(format_args!("panicked while reporting a panic"))
+    }
+    {
         let mut out = BufferedWriter::<_, 256>::new(sys::hvt::puts);
         let _ = match info.location() {
             Some(l) => writeln!(
@@ -28,5 +31,14 @@ fn panic(info: &PanicInfo<'_>) -> ! {
             None => writeln!(out, "kiln: panicked: {}", info.message()),
         };
     }
-    sys::hvt::abort()
+    match info.location() {
+        Some(l) => sys::hvt::abort(format_args!(
+            "panicked at {}:{}:{}: {}",
+            l.file(),
+            l.line(),
+            l.column(),
+            info.message()
+        )),
+        None => sys::hvt::abort(format_args!("panicked: {}", info.message())),
+    }
 }

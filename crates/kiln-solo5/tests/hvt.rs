@@ -157,6 +157,13 @@ fn assert_exception(run: &Run, headline: &str) {
         .next()
         .unwrap_or_else(|| panic!("no exception report in:\n{}", run.stdout));
     assert!(first.contains(headline), "{first}");
+    // The headline also reaches the tender, as the abort message.
+    let mnemonic = first.split_whitespace().nth(2).unwrap_or("?");
+    assert!(
+        run.stderr.contains(&format!("exception {mnemonic} (")),
+        "the tender did not get the abort message:\n{}",
+        run.stderr
+    );
     let dump: Vec<&str> = lines.take(8).collect();
     for register in ["rax", "rsp", "rip", "rflags", "cr2", "error"] {
         assert!(
@@ -209,6 +216,11 @@ fn a_panic_aborts_with_its_message_and_location() {
             && r.stdout.contains(": deliberate panic, times = 3\n"),
         "{}",
         r.stdout
+    );
+    assert!(
+        r.stderr.contains("panicked at src/main.rs:"),
+        "the tender did not get the abort message:\n{}",
+        r.stderr
     );
 }
 

@@ -68,7 +68,7 @@ fn fail(what: &str, why: &dyn core::fmt::Display) -> ! {
         let mut out = BufferedWriter::<_, 256>::new(super::hvt::puts);
         let _ = writeln!(out, "kiln: cannot boot: {what}: {why}");
     }
-    super::hvt::abort()
+    super::hvt::abort(format_args!("cannot boot: {what}: {why}"))
 }
 
 /// The length of the NUL-terminated string at `addr`, at most `max - 1`.

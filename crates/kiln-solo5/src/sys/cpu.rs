@@ -10,7 +10,7 @@ use core::mem::size_of;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::console::BufferedWriter;
-use crate::trap::{Report, TRAP_FRAME_SIZE, TrapFrame};
+use crate::trap::{Report, TRAP_FRAME_SIZE, TrapFrame, exception_name};
 
 /// Selectors into [`GDT`].
 const CODE_SELECTOR: u16 = 0x08;
@@ -184,7 +184,7 @@ static IN_TRAP: AtomicBool = AtomicBool::new(false);
 /// The Rust side of every exception: report and abort.
 extern "C" fn kiln_solo5_trap(frame: *const TrapFrame) -> ! {
     if IN_TRAP.swap(true, Ordering::AcqRel) {
-        super::hvt::halt(kiln_abi::status::EXIT_ABORT, None)
+        super::hvt::abort(format_args!("exception while reporting an exception"))
     }
     // SAFETY: `frame` points at the TRAP_FRAME_SIZE bytes the stub just
     // pushed on the trap stack, laid out as TrapFrame.
@@ -203,7 +203,11 @@ extern "C" fn kiln_solo5_trap(frame: *const TrapFrame) -> ! {
             }
         );
     }
-    super::hvt::abort()
+    let (mnemonic, name) = exception_name(frame.vector);
+    super::hvt::abort(format_args!(
+        "exception {mnemonic} ({name}) at rip {:#x}, error code {:#x}, cr2 {cr2:#x}",
+        frame.rip, frame.error_code
+    ))
 }
 
 const _: () = assert!(size_of::<TrapFrame>() == TRAP_FRAME_SIZE);

@@ -107,6 +107,9 @@ impl Heap {
                 size
             );
         }
-        super::hvt::abort()
+        super::hvt::abort(format_args!(
+            "out of memory: cannot allocate {} bytes",
+            layout.size()
+        ))
     }
 }

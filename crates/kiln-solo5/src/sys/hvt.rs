@@ -8,9 +8,12 @@ use core::arch::asm;
 use core::ffi::CStr;
 
 use kiln_abi::hvt::{
-    HcBlockRead, HcBlockWrite, HcHalt, HcNetRead, HcNetWrite, HcPoll, HcPuts, HcWalltime, Hypercall,
+    HVT_HALT_COOKIE_MAX, HcBlockRead, HcBlockWrite, HcHalt, HcNetRead, HcNetWrite, HcPoll, HcPuts,
+    HcWalltime, Hypercall,
 };
 use kiln_abi::status::{EXIT_ABORT, Solo5Result};
+
+use crate::console::CStrBuffer;
 
 /// Performs hypercall `call` with argument `arg`.
 fn hypercall<T>(call: Hypercall, arg: &mut T) {
@@ -141,7 +144,14 @@ pub fn halt(status: i32, message: Option<&CStr>) -> ! {
     super::arch::halt_forever()
 }
 
-/// Ends the guest with the abort status (255), after the caller printed why.
-pub fn abort() -> ! {
-    halt(EXIT_ABORT, None)
+/// Ends the guest with the abort status (255), handing the tender `why`
+/// (truncated to `HVT_HALT_COOKIE_MAX` bytes) to print with its register
+/// dump. Callers print the full story on the console first.
+pub fn abort(why: core::fmt::Arguments<'_>) -> ! {
+    use core::fmt::Write;
+    // Built on the stack: abort may be reached from any state, and must
+    // not allocate.
+    let mut message = CStrBuffer::<HVT_HALT_COOKIE_MAX>::new();
+    let _ = message.write_fmt(why);
+    halt(EXIT_ABORT, Some(message.as_c_str()))
 }
