@@ -1,0 +1,2 @@
+//! Key-value stores on block devices for kiln unikernels.
+#![no_std]
