@@ -87,6 +87,22 @@ pub fn filter(allow: &Allow) -> Result<BpfProgram, SeccompError> {
         libc::SYS_mmap,
         vec![SeccompRule::new(vec![no_exec]).map_err(SeccompError::Build)?],
     );
+    // Closing a descriptor: std checks it is open first (F_GETFD).
+    rules.insert(
+        libc::SYS_fcntl,
+        vec![
+            SeccompRule::new(vec![
+                SeccompCondition::new(
+                    1,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::Eq,
+                    libc::F_GETFD as u64,
+                )
+                .map_err(SeccompError::Build)?,
+            ])
+            .map_err(SeccompError::Build)?,
+        ],
+    );
     // Console.
     rules.insert(libc::SYS_write, vec![on_fd(1)?, on_fd(2)?]);
     // The vCPU: run and read registers, nothing else.

@@ -1,0 +1,559 @@
+//! End-to-end tests: tiny hand-assembled guests run under the `kiln-hvt`
+//! binary, well-behaved, malformed and hostile.
+
+mod support;
+
+use kiln_abi::MftEntry;
+use support::{Guest, PF_R, PF_X, PT_LOAD, Phdr, TempDir, kvm_available, run_guest, run_hvt};
+
+fn assert_refused(run: &support::Run, needles: &[&str]) {
+    assert_eq!(run.signal, None, "tender crashed: {run:?}");
+    assert_eq!(run.code, Some(1), "expected exit 1: {run:?}");
+    assert!(
+        run.stderr.starts_with("kiln-hvt: error: "),
+        "{}",
+        run.stderr
+    );
+    for n in needles {
+        assert!(
+            run.stderr.contains(n),
+            "stderr lacks {n:?}:\n{}",
+            run.stderr
+        );
+    }
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+}
+
+#[test]
+fn hello_prints_and_exits_zero() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let mut g = Guest::new();
+    g.puts(b"hello from hvt\n").halt(0);
+    let (run, _) = run_guest(&dir, &g, &[]);
+    assert_eq!(run.stdout_str(), "hello from hvt\n", "{run:?}");
+    assert_eq!(run.code, Some(0), "{run:?}");
+}
+
+#[test]
+fn exit_status_is_the_guests() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    for status in [7, 1, 254] {
+        let mut g = Guest::new();
+        g.halt(status);
+        let (run, _) = run_guest(&dir, &g, &["--mem=8"]);
+        assert_eq!(run.code, Some(status), "{run:?}");
+        assert!(run.stderr.is_empty(), "{}", run.stderr);
+    }
+}
+
+#[test]
+fn abort_prints_message_and_registers() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let mut g = Guest::new();
+    let msg = g.data(b"assertion failed: x < 3\0trailing junk");
+    g.halt_cookie(255, msg);
+    let (run, _) = run_guest(&dir, &g, &[]);
+    assert_eq!(run.code, Some(255), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("guest aborted: assertion failed: x < 3\n"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("trailing junk"));
+    assert!(run.stderr.contains("rip=0x0000000000100"), "{}", run.stderr);
+    assert!(run.stderr.contains("cr3=0x2000"), "{}", run.stderr);
+}
+
+#[test]
+fn boot_info_and_registers_follow_the_abi() {
+    if !kvm_available() {
+        return;
+    }
+    // The guest stores its entry %rdi and %rsp (`mov [slot], rdi;
+    // mov [slot + 8], rsp`), then prints the 40 bytes of boot info at 0x5000
+    // and the two registers.
+    let dir = TempDir::new();
+    let mut g = Guest::new();
+    let slot = g.data(&[0u8; 16]);
+    // mov [abs32], rdi  (48 89 3c 25 imm32); mov [abs32], rsp (48 89 24 25 imm32)
+    g.code.extend_from_slice(&[0x48, 0x89, 0x3c, 0x25]);
+    g.code.extend_from_slice(&(slot as u32).to_le_bytes());
+    g.code.extend_from_slice(&[0x48, 0x89, 0x24, 0x25]);
+    g.code.extend_from_slice(&((slot + 8) as u32).to_le_bytes());
+    g.puts_at(0x5000, 40).puts_at(slot, 16).halt(0);
+    let path = dir.write("bi.hvt", &g.build());
+    let run = run_hvt(&["--mem=16", &path.display().to_string(), "--times=3", "x"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let out = &run.stdout;
+    assert_eq!(out.len(), 56, "{run:?}");
+    let word = |i: usize| u64::from_le_bytes(out[i * 8..i * 8 + 8].try_into().unwrap());
+    assert_eq!(word(0), 16 << 20, "mem_size");
+    assert!(
+        word(1) >= 0x10_2000 && word(1) % 0x1000 == 0,
+        "kernel_end {:#x}",
+        word(1)
+    );
+    assert!(word(2) > 1_000_000, "cpu_cycle_freq {}", word(2));
+    let (cmdline, mft) = (word(3), word(4));
+    assert!(cmdline > 0x5000 && cmdline < 0x10_0000);
+    assert!(mft > 0x5000 && mft < cmdline);
+    assert_eq!(word(5), 0x5000, "rdi");
+    assert_eq!(word(6), (16 << 20) - 8, "rsp");
+}
+
+#[test]
+fn cmdline_is_the_args_after_kernel() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let mut g = Guest::new();
+    // The cmdline of a device-less guest sits at 0x5028 + 112 (8 + 104).
+    g.puts_at(0x5028 + 112, 11).halt(0);
+    let path = dir.write("c.hvt", &g.build());
+    let run = run_hvt(&[&path.display().to_string(), "--times=3", "x"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.stdout_str(), "--times=3 x");
+}
+
+#[test]
+fn walltime_is_now() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let mut g = Guest::new();
+    let t = g.data(&[0u8; 8]);
+    g.hypercall(1, t).puts_at(t, 8).halt(0);
+    let (run, _) = run_guest(&dir, &g, &[]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let ns = u64::from_le_bytes(run.stdout[..8].try_into().unwrap());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    assert!(
+        now.abs_diff(ns) < 60_000_000_000,
+        "walltime {ns} vs now {now}"
+    );
+}
+
+#[test]
+fn poll_waits_for_its_timeout() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let mut g = Guest::new();
+    let mut arg = Vec::new();
+    arg.extend_from_slice(&300_000_000u64.to_le_bytes()); // 300 ms
+    arg.extend_from_slice(&u64::MAX.to_le_bytes()); // ready_set, overwritten
+    arg.extend_from_slice(&[0xff; 8]); // ret, overwritten
+    let p = g.data(&arg);
+    g.hypercall(3, p).puts_at(p + 8, 12).halt(0);
+    let start = std::time::Instant::now();
+    let (run, _) = run_guest(&dir, &g, &[]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(start.elapsed() >= std::time::Duration::from_millis(300));
+    assert_eq!(
+        run.stdout, [0u8; 12],
+        "ready_set 0 and ret 0 with no devices"
+    );
+}
+
+#[test]
+fn block_read_write_and_bad_offsets() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let disk = dir.write("disk.img", &[0u8; 2048]);
+    let mut g = Guest::with_devices([MftEntry::block("disk")]);
+    let pattern = g.data(&[b'K'; 512]);
+    let buf = g.data(&[0u8; 512]);
+    let block_arg = |g: &mut Guest, offset: u64, data: u64, len: u64| {
+        let mut a = Vec::new();
+        for v in [1u64, offset, data, len] {
+            a.extend_from_slice(&v.to_le_bytes());
+        }
+        a.extend_from_slice(&[0xee; 8]);
+        g.data(&a)
+    };
+    let w = block_arg(&mut g, 512, pattern, 512);
+    let r = block_arg(&mut g, 512, buf, 512);
+    let bad = block_arg(&mut g, 3, buf, 512);
+    let past = block_arg(&mut g, 2048, buf, 512);
+    g.hypercall(4, w)
+        .hypercall(5, r)
+        .puts_at(buf, 4)
+        .hypercall(5, bad)
+        .puts_at(bad + 32, 4)
+        .hypercall(4, past)
+        .puts_at(past + 32, 4)
+        .puts_at(w + 32, 4)
+        .halt(0);
+    let flag = format!("--block:disk={}", disk.display());
+    let (run, _) = run_guest(&dir, &g, &[&flag]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(
+        run.stdout,
+        [
+            b"KKKK".as_slice(),
+            &2i32.to_le_bytes(),
+            &2i32.to_le_bytes(),
+            &0i32.to_le_bytes()
+        ]
+        .concat()
+    );
+    let written = std::fs::read(&disk).unwrap();
+    assert!(written[512..1024].iter().all(|&b| b == b'K'));
+    assert!(written[..512].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn hostile_hypercall_pointers_are_stopped() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    // Argument structure outside guest memory.
+    let mut g = Guest::new();
+    g.hypercall(2, 0xffff_fff0).halt(0);
+    let (run, _) = run_guest(&dir, &g, &["--mem=8"]);
+    assert_refused(
+        &run,
+        &[
+            "guest stopped: puts hypercall: bad argument address",
+            "outside guest memory",
+            "rip=",
+        ],
+    );
+
+    // Data pointer outside guest memory.
+    let mut g = Guest::new();
+    g.puts_at(0x7fff_0000, 16).halt(0);
+    let (run, _) = run_guest(&dir, &g, &["--mem=8"]);
+    assert_refused(
+        &run,
+        &["puts hypercall: bad data address", "outside guest memory"],
+    );
+
+    // Length that overflows.
+    let mut g = Guest::new();
+    g.puts_at(0x10_1000, u64::MAX - 8).halt(0);
+    let (run, _) = run_guest(&dir, &g, &[]);
+    assert_refused(&run, &["puts hypercall: bad data address", "overflows"]);
+    assert!(run.stdout.is_empty());
+
+    // Block read into a buffer past the end of memory.
+    let disk = dir.write("d.img", &[0u8; 1024]);
+    let mut g = Guest::with_devices([MftEntry::block("disk")]);
+    let mut a = Vec::new();
+    for v in [1u64, 0, (8 << 20) - 256, 512] {
+        a.extend_from_slice(&v.to_le_bytes());
+    }
+    a.extend_from_slice(&[0; 8]);
+    let arg = g.data(&a);
+    g.hypercall(5, arg).halt(0);
+    let flag = format!("--block:disk={}", disk.display());
+    let (run, _) = run_guest(&dir, &g, &["--mem=8", &flag]);
+    assert_refused(&run, &["block read hypercall: bad buffer address"]);
+
+    // A port that is not a hypercall.
+    let mut g = Guest::new();
+    g.out(0x600, 0).halt(0);
+    let (run, _) = run_guest(&dir, &g, &[]);
+    assert_refused(&run, &["port 0x600, not a hypercall"]);
+}
+
+#[test]
+fn guest_that_halts_the_cpu_is_reported() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let mut g = Guest::new();
+    g.code.push(0xf4); // hlt
+    let (run, _) = run_guest(&dir, &g, &[]);
+    assert_refused(&run, &["guest executed hlt", "rip="]);
+}
+
+#[test]
+fn missing_device_flags_are_refused() {
+    let dir = TempDir::new();
+    let mut g = Guest::with_devices([MftEntry::net("service"), MftEntry::block("disk")]);
+    g.halt(0);
+    let disk = dir.write("d.img", &[0u8; 512]);
+    let flag = format!("--block:disk={}", disk.display());
+    let (run, _) = run_guest(&dir, &g, &[&flag]);
+    assert_refused(
+        &run,
+        &[
+            "device 'service' (NET_BASIC) is declared by the image but not attached",
+            "hint: add --net:service=TAP",
+        ],
+    );
+}
+
+#[test]
+fn flags_for_undeclared_devices_are_refused() {
+    let dir = TempDir::new();
+    let mut g = Guest::with_devices([MftEntry::block("disk")]);
+    g.halt(0);
+    let (run, path) = run_guest(&dir, &g, &["--net:nope=tap0"]);
+    assert_refused(
+        &run,
+        &[
+            "--net:nope=tap0:",
+            &format!(
+                "{} declares no NET_BASIC device named 'nope'",
+                path.display()
+            ),
+            "the image declares 'disk' (BLOCK_BASIC)",
+        ],
+    );
+    // Right name, wrong type.
+    let (run, _) = run_guest(&dir, &g, &["--net:disk=tap0"]);
+    assert_refused(&run, &["declares no NET_BASIC device named 'disk'"]);
+}
+
+#[test]
+fn bad_block_backing_is_refused() {
+    let dir = TempDir::new();
+    let mut g = Guest::with_devices([MftEntry::block("disk")]);
+    g.halt(0);
+    let odd = dir.write("odd.img", &[0u8; 700]);
+    let flag = format!("--block:disk={}", odd.display());
+    let (run, _) = run_guest(&dir, &g, &[&flag]);
+    assert_refused(
+        &run,
+        &[
+            "device 'disk'",
+            "not a multiple of the 512-byte sector size",
+        ],
+    );
+    let (run, _) = run_guest(&dir, &g, &["--block:disk=/nonexistent/kiln.img"]);
+    assert_refused(
+        &run,
+        &[
+            "device 'disk': cannot open '/nonexistent/kiln.img'",
+            "No such file",
+        ],
+    );
+}
+
+fn refused_image(guest: &Guest, needles: &[&str]) {
+    let dir = TempDir::new();
+    let (run, path) = run_guest(&dir, guest, &[]);
+    let mut all = vec![format!("{}: invalid hvt image", path.display())];
+    all.extend(needles.iter().map(|s| s.to_string()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    assert_refused(&run, &all);
+}
+
+#[test]
+fn malformed_images_are_refused() {
+    let mut hello = Guest::new();
+    hello.puts(b"hi").halt(0);
+
+    // Truncated at various points.
+    let full = hello.build();
+    for cut in [0, 10, 63, 64 + 56, 0x210, 0x1004] {
+        let dir = TempDir::new();
+        let path = dir.write("t.hvt", &full[..cut]);
+        let run = run_hvt(&[path.display().to_string()]);
+        assert_refused(&run, &["invalid hvt image"]);
+    }
+
+    let mut g = hello.clone();
+    g.machine = 3;
+    refused_image(&g, &["ELF machine is 3, expected x86_64"]);
+
+    let mut g = hello.clone();
+    g.e_type = 3;
+    refused_image(&g, &["expected a static executable (ET_EXEC"]);
+
+    let mut g = hello.clone();
+    g.with_notes = false;
+    refused_image(&g, &["no Solo5 ABI note"]);
+
+    let mut g = hello.clone();
+    g.abi_note = kiln_abi::AbiNote::spt().to_bytes().to_vec();
+    refused_image(
+        &g,
+        &["built for the spt target, not hvt; hint: run it with kiln-spt"],
+    );
+
+    let mut g = hello.clone();
+    g.abi_note = kiln_abi::AbiNote::new(kiln_abi::AbiTarget::Hvt, 1)
+        .to_bytes()
+        .to_vec();
+    refused_image(&g, &["hvt ABI version 1, kiln-hvt implements version 2"]);
+
+    let mut g = hello.clone();
+    g.mft_note.clear();
+    refused_image(&g, &["no Solo5 manifest note"]);
+
+    // Manifest claiming too many entries.
+    let mut g = hello.clone();
+    g.mft_note[28..32].copy_from_slice(&65u32.to_le_bytes());
+    refused_image(&g, &["invalid manifest", "declares 65 entries"]);
+
+    // Manifest note too large.
+    let mut g = hello.clone();
+    let mut big = vec![0u8; 20 + 4 + 8 + 70 * 104];
+    big[..20].copy_from_slice(&g.mft_note[..20]);
+    let descsz = (big.len() - 20) as u32;
+    big[4..8].copy_from_slice(&descsz.to_le_bytes());
+    g.mft_note = big;
+    refused_image(&g, &["invalid manifest", "more than the"]);
+
+    // Bad device name: a space in it.
+    let mut g = Guest::with_devices([MftEntry::net("service")]);
+    g.halt(0);
+    let name_at = 24 + 8 + 104;
+    g.mft_note[name_at + 3] = b' ';
+    refused_image(&g, &["invalid name", "ser\\x20ice"]);
+
+    // Unterminated name.
+    let mut g = Guest::with_devices([MftEntry::net("service")]);
+    g.halt(0);
+    g.mft_note[name_at..name_at + 68].fill(b'a');
+    refused_image(&g, &["entry 1 has a name without a terminator"]);
+
+    // Duplicate names (patched after the const builder would refuse them).
+    let mut g = Guest::with_devices([MftEntry::net("aa"), MftEntry::block("bb")]);
+    g.halt(0);
+    g.mft_note[name_at + 104..name_at + 106].copy_from_slice(b"aa");
+    refused_image(&g, &["entries 1 and 2 have the same name \"aa\""]);
+
+    // Entry point outside the image / in a non-executable segment.
+    let mut g = hello.clone();
+    g.entry = 0x20_0000;
+    refused_image(&g, &["entry point 0x200000 is not inside"]);
+    let mut g = hello.clone();
+    g.entry = support::DATA_BASE;
+    refused_image(&g, &["entry point 0x101000 is not inside"]);
+
+    // Overlapping segments.
+    let mut g = hello.clone();
+    g.extra_phdrs.push(Phdr {
+        p_type: PT_LOAD,
+        flags: PF_R,
+        offset: 0x1000,
+        vaddr: 0x10_0800,
+        filesz: 0x10,
+        memsz: 0x1000,
+        align: 0x1000,
+    });
+    refused_image(&g, &["overlap in memory"]);
+
+    // Huge segment: address + size overflows.
+    let mut g = hello.clone();
+    g.extra_phdrs.push(Phdr {
+        p_type: PT_LOAD,
+        flags: PF_R,
+        offset: 0,
+        vaddr: 0x20_0000,
+        filesz: 0,
+        memsz: u64::MAX - 0x1000,
+        align: 0x1000,
+    });
+    refused_image(&g, &["overflows"]);
+
+    // Segment outside guest memory (default 512 MiB).
+    let mut g = hello.clone();
+    g.extra_phdrs.push(Phdr {
+        p_type: PT_LOAD,
+        flags: PF_R,
+        offset: 0,
+        vaddr: 0x4000_0000,
+        filesz: 0x10,
+        memsz: 0x10,
+        align: 0x1000,
+    });
+    refused_image(
+        &g,
+        &[
+            "does not fit in guest memory (0..0x20000000)",
+            "hint: give more memory",
+        ],
+    );
+
+    // Segment below the boot info / page table area.
+    let mut g = hello.clone();
+    g.extra_phdrs.push(Phdr {
+        p_type: PT_LOAD,
+        flags: PF_R | PF_X,
+        offset: 0,
+        vaddr: 0x4000,
+        filesz: 0x10,
+        memsz: 0x10,
+        align: 0x1000,
+    });
+    refused_image(&g, &["starts at 0x4000, below 0x100000"]);
+
+    // File range outside the file.
+    let mut g = hello.clone();
+    g.extra_phdrs.push(Phdr {
+        p_type: PT_LOAD,
+        flags: PF_R,
+        offset: 0xffff_0000,
+        vaddr: 0x30_0000,
+        filesz: 0x10,
+        memsz: 0x10,
+        align: 0x1000,
+    });
+    refused_image(
+        &g,
+        &["file range (offset 0xffff0000, size 0x10) is outside the file"],
+    );
+
+    // memsz < filesz.
+    let mut g = hello.clone();
+    g.extra_phdrs.push(Phdr {
+        p_type: PT_LOAD,
+        flags: PF_R,
+        offset: 0,
+        vaddr: 0x30_0000,
+        filesz: 0x10,
+        memsz: 0x8,
+        align: 0x1000,
+    });
+    refused_image(&g, &["memory size 0x8 is smaller than its file size 0x10"]);
+}
+
+#[test]
+fn too_little_memory_is_refused_with_the_size_needed() {
+    let dir = TempDir::new();
+    let mut g = Guest::new();
+    g.halt(0);
+    let (run, _) = run_guest(&dir, &g, &["--mem=2"]);
+    assert_refused(&run, &["--mem=2 is too small", "hint: --mem=4"]);
+    let (run, _) = run_guest(&dir, &g, &["--mem=4096"]);
+    assert_refused(&run, &["guest memory must be 2 to 1024 MiB"]);
+}
+
+#[test]
+fn cli_errors() {
+    let run = run_hvt::<&str>(&[]);
+    assert_refused(&run, &["no KERNEL given"]);
+    let run = run_hvt(&["--bogus", "k"]);
+    assert_refused(&run, &["unknown flag --bogus", "hint: see kiln-hvt --help"]);
+    let run = run_hvt(&["/nonexistent/k.hvt"]);
+    assert_refused(&run, &["cannot read /nonexistent/k.hvt", "No such file"]);
+    let help = run_hvt(&["--help"]);
+    assert_eq!(help.code, Some(0));
+    assert!(help.stdout_str().contains("--net:NAME=IFACE"));
+    assert!(help.stdout_str().contains("--block:NAME=PATH"));
+}

@@ -1,0 +1,358 @@
+//! Test support: a tiny ELF writer and x86 assembler for test guests, and a
+//! bounded runner for the `kiln-hvt` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use kiln_abi::{AbiNote, MftEntry, MftNote};
+
+pub const CODE_BASE: u64 = 0x10_0000;
+pub const DATA_BASE: u64 = 0x10_1000;
+const NOTE_OFF: u64 = 0x200;
+const CODE_OFF: u64 = 0x1000;
+const DATA_OFF: u64 = 0x2000;
+pub const PT_LOAD: u32 = 1;
+pub const PT_NOTE: u32 = 4;
+pub const PF_X: u32 = 1;
+pub const PF_W: u32 = 2;
+pub const PF_R: u32 = 4;
+
+/// One program header.
+#[derive(Clone, Copy, Debug)]
+pub struct Phdr {
+    pub p_type: u32,
+    pub flags: u32,
+    pub offset: u64,
+    pub vaddr: u64,
+    pub filesz: u64,
+    pub memsz: u64,
+    pub align: u64,
+}
+
+/// A test guest: code at CODE_BASE, data at DATA_BASE, the two notes.
+#[derive(Clone, Debug)]
+pub struct Guest {
+    pub code: Vec<u8>,
+    pub data: Vec<u8>,
+    pub abi_note: Vec<u8>,
+    pub mft_note: Vec<u8>,
+    pub entry: u64,
+    pub e_type: u16,
+    pub machine: u16,
+    pub extra_phdrs: Vec<Phdr>,
+    pub with_notes: bool,
+}
+
+pub fn mft_bytes<const N: usize>(note: &MftNote<N>) -> Vec<u8> {
+    let mut buf = vec![0u8; MftNote::<N>::SIZE];
+    let n = note.encode(&mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+impl Default for Guest {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Guest {
+    /// A guest with no devices.
+    pub fn new() -> Self {
+        Self::with_manifest(mft_bytes(&MftNote::<0>::new([])))
+    }
+
+    /// A guest with the given manifest note bytes.
+    pub fn with_manifest(mft_note: Vec<u8>) -> Self {
+        Self {
+            code: Vec::new(),
+            data: Vec::new(),
+            abi_note: AbiNote::hvt().to_bytes().to_vec(),
+            mft_note,
+            entry: CODE_BASE,
+            e_type: 2,
+            machine: 62,
+            extra_phdrs: Vec::new(),
+            with_notes: true,
+        }
+    }
+
+    /// A guest declaring `devices`.
+    pub fn with_devices<const N: usize>(devices: [MftEntry; N]) -> Self {
+        Self::with_manifest(mft_bytes(&MftNote::new(devices)))
+    }
+
+    /// Appends data (8-aligned) and returns its guest address.
+    pub fn data(&mut self, bytes: &[u8]) -> u64 {
+        while !self.data.len().is_multiple_of(8) {
+            self.data.push(0);
+        }
+        let gpa = DATA_BASE + self.data.len() as u64;
+        self.data.extend_from_slice(bytes);
+        gpa
+    }
+
+    /// `mov eax, imm32; mov dx, port; out dx, eax`.
+    pub fn out(&mut self, port: u16, value: u32) -> &mut Self {
+        self.code.push(0xb8);
+        self.code.extend_from_slice(&value.to_le_bytes());
+        self.code.extend_from_slice(&[0x66, 0xba]);
+        self.code.extend_from_slice(&port.to_le_bytes());
+        self.code.push(0xef);
+        self
+    }
+
+    /// A hypercall with its argument structure at `arg`.
+    pub fn hypercall(&mut self, nr: u16, arg: u64) -> &mut Self {
+        self.out(0x500 + nr, u32::try_from(arg).unwrap())
+    }
+
+    /// `puts(gpa, len)` with the struct placed in data.
+    pub fn puts_at(&mut self, data: u64, len: u64) -> &mut Self {
+        let mut arg = Vec::new();
+        arg.extend_from_slice(&data.to_le_bytes());
+        arg.extend_from_slice(&len.to_le_bytes());
+        let a = self.data(&arg);
+        self.hypercall(2, a)
+    }
+
+    /// `puts(text)`.
+    pub fn puts(&mut self, text: &[u8]) -> &mut Self {
+        let d = self.data(text);
+        self.puts_at(d, text.len() as u64)
+    }
+
+    /// `halt(status, cookie)`.
+    pub fn halt_cookie(&mut self, status: i32, cookie: u64) -> &mut Self {
+        let mut arg = Vec::new();
+        arg.extend_from_slice(&cookie.to_le_bytes());
+        arg.extend_from_slice(&status.to_le_bytes());
+        arg.extend_from_slice(&[0; 4]);
+        let a = self.data(&arg);
+        self.hypercall(8, a);
+        // Never reached: spin.
+        self.code.extend_from_slice(&[0xeb, 0xfe]);
+        self
+    }
+
+    /// `halt(status)`.
+    pub fn halt(&mut self, status: i32) -> &mut Self {
+        self.halt_cookie(status, 0)
+    }
+
+    /// The program headers the guest gets.
+    pub fn phdrs(&self) -> Vec<Phdr> {
+        let mut p = Vec::new();
+        if self.with_notes {
+            p.push(Phdr {
+                p_type: PT_NOTE,
+                flags: PF_R,
+                offset: NOTE_OFF,
+                vaddr: 0,
+                filesz: (self.abi_note.len() + self.mft_note.len()) as u64,
+                memsz: 0,
+                align: 4,
+            });
+        }
+        p.push(Phdr {
+            p_type: PT_LOAD,
+            flags: PF_R | PF_X,
+            offset: CODE_OFF,
+            vaddr: CODE_BASE,
+            filesz: self.code.len() as u64,
+            memsz: self.code.len() as u64,
+            align: 0x1000,
+        });
+        if !self.data.is_empty() {
+            p.push(Phdr {
+                p_type: PT_LOAD,
+                flags: PF_R | PF_W,
+                offset: DATA_OFF,
+                vaddr: DATA_BASE,
+                filesz: self.data.len() as u64,
+                memsz: self.data.len() as u64 + 0x1000,
+                align: 0x1000,
+            });
+        }
+        p.extend_from_slice(&self.extra_phdrs);
+        p
+    }
+
+    /// The ELF file.
+    pub fn build(&self) -> Vec<u8> {
+        assert!(self.code.len() <= 0x1000 && self.abi_note.len() + self.mft_note.len() <= 0x10000);
+        let phdrs = self.phdrs();
+        let data_end = DATA_OFF as usize + self.data.len();
+        let notes_end = NOTE_OFF as usize + self.abi_note.len() + self.mft_note.len();
+        // Notes may be large (hostile manifests): place code/data after them.
+        let shift = if notes_end > CODE_OFF as usize {
+            (notes_end - CODE_OFF as usize).div_ceil(0x1000) * 0x1000
+        } else {
+            0
+        };
+        let mut f = vec![0u8; data_end.max(CODE_OFF as usize + self.code.len()) + shift];
+        f[0..4].copy_from_slice(b"\x7fELF");
+        f[4] = 2; // ELFCLASS64
+        f[5] = 1; // little-endian
+        f[6] = 1; // EV_CURRENT
+        f[16..18].copy_from_slice(&self.e_type.to_le_bytes());
+        f[18..20].copy_from_slice(&self.machine.to_le_bytes());
+        f[20..24].copy_from_slice(&1u32.to_le_bytes());
+        f[24..32].copy_from_slice(&self.entry.to_le_bytes());
+        f[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        f[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+        f[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+        f[56..58].copy_from_slice(&(phdrs.len() as u16).to_le_bytes());
+        for (i, p) in phdrs.iter().enumerate() {
+            let o = 64 + i * 56;
+            let offset = if p.offset >= CODE_OFF && p.p_type == PT_LOAD {
+                p.offset + shift as u64
+            } else {
+                p.offset
+            };
+            f[o..o + 4].copy_from_slice(&p.p_type.to_le_bytes());
+            f[o + 4..o + 8].copy_from_slice(&p.flags.to_le_bytes());
+            f[o + 8..o + 16].copy_from_slice(&offset.to_le_bytes());
+            f[o + 16..o + 24].copy_from_slice(&p.vaddr.to_le_bytes());
+            f[o + 24..o + 32].copy_from_slice(&p.vaddr.to_le_bytes());
+            f[o + 32..o + 40].copy_from_slice(&p.filesz.to_le_bytes());
+            f[o + 40..o + 48].copy_from_slice(&p.memsz.to_le_bytes());
+            f[o + 48..o + 56].copy_from_slice(&p.align.to_le_bytes());
+        }
+        assert!(
+            64 + phdrs.len() * 56 <= NOTE_OFF as usize,
+            "too many phdrs for the test layout"
+        );
+        let n = NOTE_OFF as usize;
+        f[n..n + self.abi_note.len()].copy_from_slice(&self.abi_note);
+        let m = n + self.abi_note.len();
+        f[m..m + self.mft_note.len()].copy_from_slice(&self.mft_note);
+        let c = CODE_OFF as usize + shift;
+        f[c..c + self.code.len()].copy_from_slice(&self.code);
+        let d = DATA_OFF as usize + shift;
+        f[d..d + self.data.len()].copy_from_slice(&self.data);
+        f
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("kiln-hvt-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("KILN_TEST_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Whether KVM tests can run; skips loudly, or fails under CI=true.
+pub fn kvm_available() -> bool {
+    let ok = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("/dev/kvm is not usable and CI=true: KVM tests must run in CI");
+        }
+        eprintln!("SKIPPED: /dev/kvm is not usable here; this KVM test did not run");
+    }
+    ok
+}
+
+/// What a tender run produced.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// Runs `kiln-hvt ARGS`, killed after 30 s.
+pub fn run_hvt<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Run {
+    run_cmd(Command::new(env!("CARGO_BIN_EXE_kiln-hvt")).args(args))
+}
+
+pub fn run_cmd(cmd: &mut Command) -> Run {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kiln-hvt");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kiln-hvt did not finish within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut stdout = Vec::new();
+    let mut stderr = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    Run {
+        code: status.code(),
+        signal: status.signal(),
+        stdout,
+        stderr,
+    }
+}
+
+/// Writes the guest to a file in `dir` and runs it with `flags` before it.
+pub fn run_guest(dir: &TempDir, guest: &Guest, flags: &[&str]) -> (Run, PathBuf) {
+    let path = dir.write("guest.hvt", &guest.build());
+    let mut args: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
+    args.push(path.display().to_string());
+    (run_hvt(&args), path)
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
