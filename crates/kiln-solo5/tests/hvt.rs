@@ -19,6 +19,7 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 struct Built {
     tender: PathBuf,
     image: PathBuf,
+    devices: PathBuf,
 }
 
 fn workspace() -> PathBuf {
@@ -71,6 +72,7 @@ fn built() -> &'static Built {
         Ok(Built {
             tender: target_dir.join("release/kiln-hvt"),
             image: target_dir.join("x86_64-unknown-none/release/hello-hvt-handmade"),
+            devices: target_dir.join("x86_64-unknown-none/release/devices"),
         })
     });
     match built {
@@ -100,13 +102,18 @@ struct Run {
     stderr: String,
 }
 
-/// Runs the image under the tender with guest arguments `args`.
+/// Runs the hello image under the tender with guest arguments `args`.
 fn run(args: &[&str]) -> Run {
     let b = built();
-    let mut child = Command::new(&b.tender)
-        .arg("--mem=64")
-        .arg(&b.image)
-        .args(args)
+    let mut command = Command::new(&b.tender);
+    command.arg("--mem=64").arg(&b.image).args(args);
+    wait(command, args)
+}
+
+/// Runs `command` to completion, or kills it after [`RUN_TIMEOUT`].
+fn wait(mut command: Command, args: &[&str]) -> Run {
+    let b = built();
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -311,4 +318,93 @@ fn clocks_sleep_and_random_work() {
         "a 50 ms sleep took {slept} ms of the monotonic clock"
     );
     assert_eq!(field("random: "), "ok");
+}
+
+/// Removes a file when dropped, even if the test fails.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn net_and_block_devices_work() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixDatagram;
+
+    if !kvm_or_skip("net_and_block_devices_work") {
+        return;
+    }
+    let b = built();
+    // An 8-sector disk whose first bytes are known.
+    let disk =
+        TempFile(std::env::temp_dir().join(format!("kiln-solo5-disk-{}.img", std::process::id())));
+    let mut content = vec![0u8; 8 * 512];
+    content[..8].copy_from_slice(b"KILNDISK");
+    std::fs::write(&disk.0, &content).expect("write the disk image");
+
+    // The network interface is one end of a datagram socket pair, which
+    // keeps frame boundaries as a tap does; the test holds the other end.
+    let (ours, theirs) = UnixDatagram::pair().expect("socketpair");
+    ours.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let fd = theirs.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this test owns; clears FD_CLOEXEC so
+    // the tender inherits it.
+    let rc = unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    assert_eq!(rc, 0, "cannot clear FD_CLOEXEC");
+
+    let mut command = Command::new(&b.tender);
+    command
+        .arg("--mem=64")
+        .arg(format!("--net:service=@{fd}"))
+        .arg("--net-mac:service=02:00:00:00:00:01")
+        .arg(format!("--block:disk={}", disk.0.display()))
+        .arg(&b.devices)
+        .args(["--frames", "2"]);
+    let peer = std::thread::spawn(move || {
+        let mut echoes = Vec::new();
+        for i in 0..2u8 {
+            let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x88, 0xb5];
+            frame.extend_from_slice(b"frame ");
+            frame.push(b'0' + i);
+            ours.send(&frame).expect("send a frame");
+            let mut buf = [0u8; 2048];
+            let n = ours.recv(&mut buf).expect("the guest echoes the frame");
+            echoes.push(buf[..n].to_vec());
+        }
+        echoes
+    });
+    let r = wait(command, &["devices"]);
+    drop(theirs);
+    let echoes = peer.join().expect("peer thread");
+
+    assert_eq!(
+        r.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert_eq!(
+        r.stdout,
+        "block: 8 sectors of 512 bytes\n\
+         sector 0: [4b, 49, 4c, 4e, 44, 49, 53, 4b]\n\
+         block: write and read back ok\n\
+         past the end: sectors 8..+1 are outside the device's 8 sectors\n\
+         net: mac 02:00:00:00:00:01 mtu 1500\n\
+         net: echoed frame 1 of 21 bytes\n\
+         net: echoed frame 2 of 21 bytes\n"
+    );
+    for (i, echo) in echoes.iter().enumerate() {
+        let mut expected = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x88, 0xb5];
+        expected.extend_from_slice(format!("frame {i}").as_bytes());
+        assert_eq!(echo, &expected);
+    }
+    let written = std::fs::read(&disk.0).expect("read the disk image");
+    let pattern: Vec<u8> = (0..512).map(|i| (i as u8) ^ 0x5a).collect();
+    assert_eq!(&written[512..1024], &pattern[..], "sector 1 on the host");
+    assert_eq!(&written[..8], b"KILNDISK");
 }

@@ -1,0 +1,118 @@
+//! A stand-in with a network interface `service` and a block device
+//! `disk`, for kiln-solo5's device tests:
+//!
+//! - prints the block geometry and the first 8 bytes of sector 0, writes
+//!   sector 1 and reads it back, and tries a read past the end;
+//! - prints the interface's MAC and MTU, then echoes `--frames N` frames
+//!   (default 1) back with source and destination swapped, giving up
+//!   after 10 s without one.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::vec;
+use core::time::Duration;
+
+use kiln_devices::{Block, Console, ExitStatus, NetworkInterface, Termination};
+
+#[unsafe(link_section = ".note.solo5.abi")]
+#[used]
+static ABI: kiln_abi::AbiNote = kiln_abi::AbiNote::hvt();
+
+#[unsafe(link_section = ".note.solo5.manifest")]
+#[used]
+static MFT: kiln_abi::MftNote<2> = kiln_abi::MftNote::new([
+    kiln_abi::MftEntry::net("service"),
+    kiln_abi::MftEntry::block("disk"),
+]);
+
+#[derive(Debug)]
+enum Error {
+    Device(kiln_solo5::DeviceError),
+    Block(kiln_devices::BlockError),
+    Net(kiln_devices::NetError),
+    Mismatch,
+    Timeout,
+}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Error::Device(e) => write!(f, "{e}"),
+            Error::Block(e) => write!(f, "block: {e}"),
+            Error::Net(e) => write!(f, "net: {e}"),
+            Error::Mismatch => {
+                f.write_str("block: sector 1 read back differs from what was written")
+            }
+            Error::Timeout => f.write_str("net: no frame within 10 s"),
+        }
+    }
+}
+
+async fn start(
+    console: impl Console,
+    net: impl NetworkInterface,
+    disk: impl Block,
+    frames: u32,
+) -> Result<(), Error> {
+    let info = disk.info();
+    let size = info.sector_size as usize;
+    let _ = console.logf(format_args!(
+        "block: {} sectors of {} bytes",
+        info.sectors, size
+    ));
+    let mut sector = vec![0u8; size];
+    disk.read(0, &mut sector).await.map_err(Error::Block)?;
+    let _ = console.logf(format_args!("sector 0: {:02x?}", &sector[..8]));
+    let pattern: alloc::vec::Vec<u8> = (0..size).map(|i| (i as u8) ^ 0x5a).collect();
+    disk.write(1, &pattern).await.map_err(Error::Block)?;
+    disk.flush().await.map_err(Error::Block)?;
+    disk.read(1, &mut sector).await.map_err(Error::Block)?;
+    if sector != pattern {
+        return Err(Error::Mismatch);
+    }
+    let _ = console.log("block: write and read back ok");
+    if let Err(e) = disk.read(info.sectors, &mut sector).await {
+        let _ = console.logf(format_args!("past the end: {e}"));
+    }
+
+    let _ = console.logf(format_args!("net: mac {} mtu {}", net.mac(), net.mtu()));
+    let mut buf = vec![0u8; net.mtu() + kiln_devices::net::ETHERNET_HEADER_LEN];
+    for i in 1..=frames {
+        let n = kiln_rt::timeout(Duration::from_secs(10), net.receive(&mut buf))
+            .await
+            .map_err(|_| Error::Timeout)?
+            .map_err(Error::Net)?;
+        let frame = &mut buf[..n];
+        if n >= 12 {
+            let (dst, src) = frame.split_at_mut(6);
+            dst.swap_with_slice(&mut src[..6]);
+        }
+        net.send(frame).await.map_err(Error::Net)?;
+        let _ = console.logf(format_args!("net: echoed frame {i} of {n} bytes"));
+    }
+    Ok(())
+}
+
+fn run(env: &'static kiln_solo5::Env) -> ExitStatus {
+    let mut frames = 1u32;
+    let mut args = env.args().iter();
+    while let Some(arg) = args.next() {
+        match (*arg, args.next().and_then(|v| v.parse().ok())) {
+            ("--frames", Some(n)) => frames = n,
+            _ => return Err::<(), _>("usage: devices [--frames N]").exit_status(),
+        }
+    }
+    let net = match env.net("service") {
+        Ok(n) => n,
+        Err(e) => return Err::<(), _>(Error::Device(e)).exit_status(),
+    };
+    let disk = match env.block("disk") {
+        Ok(b) => b,
+        Err(e) => return Err::<(), _>(Error::Device(e)).exit_status(),
+    };
+    kiln_rt::block_on(env.platform(), start(env.console(), net, disk, frames)).exit_status()
+}
+
+kiln_solo5::main!(run);
