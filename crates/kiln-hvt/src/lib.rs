@@ -18,6 +18,7 @@
 //! - [`seccomp`]: the allow-list applied right before the vCPU loop;
 //! - [`cli`]: the solo5-hvt-compatible command line;
 //! - [`run`]: all of the above in order; `main` only prints its result.
+#![deny(unsafe_code)]
 
 pub mod boot;
 pub mod cli;

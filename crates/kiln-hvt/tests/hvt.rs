@@ -171,6 +171,7 @@ fn poll_waits_for_its_timeout() {
     );
 }
 
+#[cfg(feature = "block")]
 #[test]
 fn block_read_write_and_bad_offsets() {
     if !kvm_available() {
@@ -255,20 +256,6 @@ fn hostile_hypercall_pointers_are_stopped() {
     assert_refused(&run, &["puts hypercall: bad data address", "overflows"]);
     assert!(run.stdout.is_empty());
 
-    // Block read into a buffer past the end of memory.
-    let disk = dir.write("d.img", &[0u8; 1024]);
-    let mut g = Guest::with_devices([MftEntry::block("disk")]);
-    let mut a = Vec::new();
-    for v in [1u64, 0, (8 << 20) - 256, 512] {
-        a.extend_from_slice(&v.to_le_bytes());
-    }
-    a.extend_from_slice(&[0; 8]);
-    let arg = g.data(&a);
-    g.hypercall(5, arg).halt(0);
-    let flag = format!("--block:disk={}", disk.display());
-    let (run, _) = run_guest(&dir, &g, &["--mem=8", &flag]);
-    assert_refused(&run, &["block read hypercall: bad buffer address"]);
-
     // A port that is not a hypercall.
     let mut g = Guest::new();
     g.out(0x600, 0).halt(0);
@@ -288,6 +275,7 @@ fn guest_that_halts_the_cpu_is_reported() {
     assert_refused(&run, &["guest executed hlt", "rip="]);
 }
 
+#[cfg(all(feature = "net", feature = "block"))]
 #[test]
 fn missing_device_flags_are_refused() {
     let dir = TempDir::new();
@@ -305,6 +293,7 @@ fn missing_device_flags_are_refused() {
     );
 }
 
+#[cfg(all(feature = "net", feature = "block"))]
 #[test]
 fn flags_for_undeclared_devices_are_refused() {
     let dir = TempDir::new();
@@ -327,6 +316,7 @@ fn flags_for_undeclared_devices_are_refused() {
     assert_refused(&run, &["declares no NET_BASIC device named 'disk'"]);
 }
 
+#[cfg(feature = "block")]
 #[test]
 fn bad_block_backing_is_refused() {
     let dir = TempDir::new();
@@ -554,6 +544,127 @@ fn cli_errors() {
     assert_refused(&run, &["cannot read /nonexistent/k.hvt", "No such file"]);
     let help = run_hvt(&["--help"]);
     assert_eq!(help.code, Some(0));
+    assert!(help.stdout_str().contains("--mem=MB"));
+    #[cfg(feature = "net")]
     assert!(help.stdout_str().contains("--net:NAME=IFACE"));
+    #[cfg(feature = "block")]
     assert!(help.stdout_str().contains("--block:NAME=PATH"));
+    #[cfg(not(feature = "block"))]
+    assert!(help.stdout_str().contains("modules not built in: "));
+}
+
+#[cfg(feature = "net")]
+#[test]
+fn net_write_poll_and_read_over_an_inherited_socket() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixDatagram;
+    use std::time::Duration;
+
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let (host, guest_end) = UnixDatagram::pair().unwrap();
+    host.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // The tender inherits `guest_end` by number.
+    // SAFETY: F_SETFD on a descriptor this test owns only clears CLOEXEC.
+    let ret = unsafe { libc::fcntl(guest_end.as_raw_fd(), libc::F_SETFD, 0) };
+    assert_eq!(ret, 0);
+
+    let mut g = Guest::with_devices([MftEntry::net("service")]);
+    let frame = g.data(&[0xabu8; 60]);
+    let buf = g.data(&[0u8; 1514]);
+    let mut w = Vec::new();
+    for v in [1u64, frame, 60] {
+        w.extend_from_slice(&v.to_le_bytes());
+    }
+    w.extend_from_slice(&[0xee; 8]);
+    let w = g.data(&w);
+    let mut p = Vec::new();
+    for v in [5_000_000_000u64, 0, 0] {
+        p.extend_from_slice(&v.to_le_bytes());
+    }
+    let p = g.data(&p);
+    let mut r = Vec::new();
+    for v in [1u64, buf, 1514] {
+        r.extend_from_slice(&v.to_le_bytes());
+    }
+    r.extend_from_slice(&[0xee; 8]);
+    let r = g.data(&r);
+    g.hypercall(6, w)
+        .hypercall(3, p)
+        .hypercall(7, r)
+        .puts_at(w + 24, 4)
+        .puts_at(p + 8, 12)
+        .puts_at(r + 16, 12)
+        .puts_at(buf, 4)
+        .halt(0);
+    let path = dir.write("net.hvt", &g.build());
+    let child = support::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_kiln-hvt"))
+            .arg(format!("--net:service=@{}", guest_end.as_raw_fd()))
+            .arg("--net-mac:service=02:00:00:00:00:01")
+            .arg(&path),
+    );
+    drop(guest_end);
+    let mut got = [0u8; 2048];
+    let n = host.recv(&mut got).expect("frame from the guest");
+    assert_eq!(&got[..n], &[0xab; 60]);
+    host.send(b"PONG and the rest of a frame").unwrap();
+    let run = support::finish(child);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let expected = [
+        0i32.to_le_bytes().as_slice(), // write: OK
+        &2u64.to_le_bytes(),           // poll: handle 1 ready
+        &1i32.to_le_bytes(),           // poll: ret 1
+        &28u64.to_le_bytes(),          // read: len
+        &0i32.to_le_bytes(),           // read: OK
+        b"PONG",
+    ]
+    .concat();
+    assert_eq!(run.stdout, expected, "{run:?}");
+}
+
+#[cfg(not(feature = "net"))]
+#[test]
+fn manifest_needing_a_compiled_out_module_is_refused() {
+    let dir = TempDir::new();
+    let mut g = Guest::with_devices([MftEntry::net("service")]);
+    g.halt(0);
+    let (run, _) = run_guest(&dir, &g, &[]);
+    assert_refused(
+        &run,
+        &[
+            "device 'service' (NET_BASIC) needs the net module",
+            "hint: build kiln-hvt with --features net",
+        ],
+    );
+    let (run, _) = run_guest(&dir, &g, &["--net:service=tap0"]);
+    assert_refused(
+        &run,
+        &["--net:service=tap0: this kiln-hvt was built without the net module"],
+    );
+}
+
+#[cfg(feature = "block")]
+#[test]
+fn hostile_block_buffer_is_stopped() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    // Block read into a buffer past the end of memory.
+    let disk = dir.write("d.img", &[0u8; 1024]);
+    let mut g = Guest::with_devices([MftEntry::block("disk")]);
+    let mut a = Vec::new();
+    for v in [1u64, 0, (8 << 20) - 256, 512] {
+        a.extend_from_slice(&v.to_le_bytes());
+    }
+    a.extend_from_slice(&[0; 8]);
+    let arg = g.data(&a);
+    g.hypercall(5, arg).halt(0);
+    let flag = format!("--block:disk={}", disk.display());
+    let (run, _) = run_guest(&dir, &g, &["--mem=8", &flag]);
+    assert_refused(&run, &["block read hypercall: bad buffer address"]);
 }

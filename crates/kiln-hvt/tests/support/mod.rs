@@ -303,14 +303,22 @@ pub fn run_hvt<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Run {
 }
 
 pub fn run_cmd(cmd: &mut Command) -> Run {
-    use std::io::Read;
-    use std::os::unix::process::ExitStatusExt;
-    let mut child = cmd
-        .stdin(Stdio::null())
+    finish(spawn(cmd))
+}
+
+/// Starts `cmd` with piped output.
+pub fn spawn(cmd: &mut Command) -> std::process::Child {
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn kiln-hvt");
+        .expect("spawn kiln-hvt")
+}
+
+/// Waits (at most 30 s, then kills) for `child` and collects its output.
+pub fn finish(mut child: std::process::Child) -> Run {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
