@@ -28,9 +28,13 @@ impl SourceFile {
     }
 }
 
-/// One configuration mistake, located in a source file.
+/// One configuration mistake, located in a source file. Boxed, so that
+/// results carrying it stay small.
 #[derive(Debug)]
-pub struct Located {
+pub struct Located(Box<Inner>);
+
+#[derive(Debug)]
+struct Inner {
     message: String,
     source: Option<NamedSource<Arc<str>>>,
     labels: Vec<LabeledSpan>,
@@ -47,28 +51,28 @@ impl Located {
         label: impl Into<String>,
     ) -> Located {
         let span = clamp(span, file.text.len());
-        Located {
+        Located(Box::new(Inner {
             message: message.into(),
             source: Some(NamedSource::new(&file.name, file.text.clone())),
             labels: vec![LabeledSpan::new_primary_with_span(Some(label.into()), span)],
             help: None,
-        }
+        }))
     }
 
     /// A mistake with no location.
     pub fn unlocated(message: impl Into<String>) -> Located {
-        Located {
+        Located(Box::new(Inner {
             message: message.into(),
             source: None,
             labels: Vec::new(),
             help: None,
-        }
+        }))
     }
 
     /// Adds a secondary label at `span` of the same file.
     pub fn with_label(mut self, span: Range<usize>, label: impl Into<String>) -> Located {
-        let len = self.source.as_ref().map_or(0, |s| s.inner().len());
-        self.labels.push(LabeledSpan::new_with_span(
+        let len = self.0.source.as_ref().map_or(0, |s| s.inner().len());
+        self.0.labels.push(LabeledSpan::new_with_span(
             Some(label.into()),
             clamp(span, len),
         ));
@@ -77,13 +81,13 @@ impl Located {
 
     /// Sets the hint.
     pub fn with_help(mut self, help: impl Into<String>) -> Located {
-        self.help = Some(help.into());
+        self.0.help = Some(help.into());
         self
     }
 
     /// The one-line message.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 }
 
@@ -95,7 +99,7 @@ fn clamp(span: Range<usize>, len: usize) -> Range<usize> {
 
 impl fmt::Display for Located {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&self.0.message)
     }
 }
 
@@ -103,19 +107,20 @@ impl std::error::Error for Located {}
 
 impl Diagnostic for Located {
     fn source_code(&self) -> Option<&dyn SourceCode> {
-        self.source.as_ref().map(|s| s as &dyn SourceCode)
+        self.0.source.as_ref().map(|s| s as &dyn SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        if self.labels.is_empty() {
+        if self.0.labels.is_empty() {
             None
         } else {
-            Some(Box::new(self.labels.iter().cloned()))
+            Some(Box::new(self.0.labels.iter().cloned()))
         }
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.help
+        self.0
+            .help
             .as_ref()
             .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
@@ -126,7 +131,7 @@ impl Diagnostic for Located {
 pub enum ConfigError {
     /// A mistake in `unikernel.toml` or in the entry function.
     #[error(transparent)]
-    Invalid(Box<Located>),
+    Invalid(Located),
     /// A file of the unikernel could not be read.
     #[error("cannot read {}", path.display())]
     Read {
@@ -176,7 +181,7 @@ impl ConfigError {
 
 impl From<Located> for ConfigError {
     fn from(located: Located) -> ConfigError {
-        ConfigError::Invalid(Box::new(located))
+        ConfigError::Invalid(located)
     }
 }
 

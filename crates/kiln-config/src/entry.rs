@@ -98,7 +98,7 @@ pub fn check(dir: &Path, shown: &Path, manifest: &Manifest) -> Result<Entry, Con
     let segments: Vec<&str> = entry_at.value.split("::").collect();
     let (fn_name, modules) = segments.split_last().unwrap_or((&"", &[]));
 
-    for (depth, seg) in modules.iter().enumerate() {
+    for seg in modules {
         let found = module.items.iter().find_map(|item| match item {
             Item::Mod(m) if m.ident == seg => Some(m.clone()),
             _ => None,
@@ -140,7 +140,6 @@ pub fn check(dir: &Path, shown: &Path, manifest: &Manifest) -> Result<Entry, Con
                 let nested = module.child_dir.join(seg).join("mod.rs");
                 let path = if flat.exists() { flat } else { nested };
                 let file = read(&path, display_path(dir, shown, &path))?;
-                let _ = depth;
                 parse_module(file, module.child_dir.join(seg))?
             }
         };

@@ -69,7 +69,7 @@ pub fn color() -> bool {
 pub fn render(error: &KilnError) -> String {
     match error {
         KilnError::Config(ConfigError::Invalid(located)) => {
-            kiln_config::diagnostic::render(located.as_ref(), color())
+            kiln_config::diagnostic::render(located, color())
         }
         KilnError::Config(e) => {
             let mut s = format!("error: {e}");

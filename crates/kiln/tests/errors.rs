@@ -35,7 +35,8 @@ macro_rules! snapshot {
     ($name:ident, $toml:expr, $lib:expr $(, $arg:expr)*) => {
         #[test]
         fn $name() {
-            let out = configure(&$toml, &$lib, &[$($arg),*]);
+            let (toml, lib_rs): (String, String) = ($toml.into(), $lib.into());
+            let out = configure(&toml, &lib_rs, &[$($arg),*]);
             insta::assert_snapshot!(stringify!($name), out);
         }
     };
@@ -157,13 +158,7 @@ snapshot!(
     "-t",
     "spt"
 );
-snapshot!(
-    hvt_not_yet_supported,
-    HELLO_TOML.to_string(),
-    HELLO_RS.to_string(),
-    "-t",
-    "hvt"
-);
+snapshot!(hvt_not_yet_supported, HELLO_TOML, HELLO_RS, "-t", "hvt");
 snapshot!(
     direct_stack_not_yet_on_unix,
     with_head(STACK),
@@ -171,13 +166,7 @@ snapshot!(
     "--net",
     "direct"
 );
-snapshot!(
-    bad_target_flag,
-    HELLO_TOML.to_string(),
-    HELLO_RS.to_string(),
-    "-t",
-    "xen"
-);
+snapshot!(bad_target_flag, HELLO_TOML, HELLO_RS, "-t", "xen");
 
 // arguments
 snapshot!(
@@ -220,69 +209,73 @@ snapshot!(
 snapshot!(
     entry_not_found,
     HELLO_TOML.replace("entry = \"start\"", "entry = \"main\""),
-    HELLO_RS.to_string()
+    HELLO_RS
 );
 snapshot!(
     entry_module_not_found,
     HELLO_TOML.replace("entry = \"start\"", "entry = \"app::start\""),
-    HELLO_RS.to_string()
+    HELLO_RS
 );
 snapshot!(
     entry_not_async,
-    HELLO_TOML.to_string(),
+    HELLO_TOML,
     HELLO_RS.replace("pub async fn", "pub fn")
 );
 snapshot!(
     entry_not_public,
-    HELLO_TOML.to_string(),
+    HELLO_TOML,
     HELLO_RS.replace("pub async fn", "async fn")
 );
 snapshot!(
     entry_bad_return_type,
-    HELLO_TOML.to_string(),
+    HELLO_TOML,
     HELLO_RS.replace(") {\n", ") -> u32 {\n    0\n}\nfn _unused() {\n")
 );
 snapshot!(
     lib_rs_syntax_error,
-    HELLO_TOML.to_string(),
-    "pub async fn start(console impl Console) {}\n".to_string()
+    HELLO_TOML,
+    "pub async fn start(console impl Console) {}\n"
 );
 snapshot!(
     parameter_matches_nothing,
-    HELLO_TOML.to_string(),
+    HELLO_TOML,
     lib("console: impl Console, sleep: impl Sleep, times: u32, port: u16")
 );
 snapshot!(
     parameter_wrong_trait,
-    HELLO_TOML.to_string(),
+    HELLO_TOML,
     lib("console: impl Console, sleep: impl MonotonicClock, times: u32")
 );
 snapshot!(
     parameter_concrete_device_type,
-    HELLO_TOML.to_string(),
+    HELLO_TOML,
     lib("console: u32, sleep: impl Sleep, times: u32")
 );
 snapshot!(
     parameter_extra_bounds,
-    HELLO_TOML.to_string(),
+    HELLO_TOML,
     lib("console: impl Console + Clone, sleep: impl Sleep, times: u32")
 );
 snapshot!(
     parameter_wrong_argument_type,
-    HELLO_TOML.to_string(),
+    HELLO_TOML,
     lib("console: impl Console, sleep: impl Sleep, times: i64")
 );
 snapshot!(
     argument_not_a_parameter,
-    HELLO_TOML.to_string(),
+    HELLO_TOML,
     lib("console: impl Console, sleep: impl Sleep")
 );
 snapshot!(
     device_not_used,
-    HELLO_TOML.to_string(),
+    HELLO_TOML,
     lib("console: impl Console, times: u32")
 );
-snapshot!(unused_type_parameter, HELLO_TOML.to_string(), "#![no_std]\nuse kiln_devices::*;\npub async fn start<C: Console, X>(console: C, sleep: impl Sleep, times: u32) {}\n".to_string());
+snapshot!(
+    unused_type_parameter,
+    HELLO_TOML,
+    "#![no_std]\nuse kiln_devices::*;\npub async fn start<C: Console, X>(console: C, sleep: impl Sleep, times: u32) {}\n"
+);
 
 // Accepted forms, for contrast: generic parameters with where clauses,
 // fully qualified traits, a module path and `-` in argument names.
