@@ -19,10 +19,11 @@
 //!   those use, target-independent and unit-tested on the host: the memory
 //!   map and page protections, TSC-to-nanosecond scaling, readiness
 //!   between POLLs, exception reports, buffered console output;
-//! - the devices: [`Console`], [`MonotonicClock`], [`WallClock`],
-//!   [`Random`], [`Net`], [`Block`], and the [`Platform`];
-//! - [`env`]: the [`Env`] a unikernel starts with (arguments, devices by
-//!   name), [`main!`] and [`exit`], the panic handler.
+//! - the devices (built for `x86_64-unknown-none` only): `Console`,
+//!   `MonotonicClock`, `WallClock`, `Random`, `Net`, `Block`, and the
+//!   `Platform`;
+//! - [`mod@env`]: the [`Env`] a unikernel starts with (arguments, devices by
+//!   name), [`main!`] and `exit`, the panic handler.
 //!
 //! # Boot
 //!
@@ -36,7 +37,7 @@
 //! memory between the image and the stack to the heap; starts the clocks
 //! (TSC at boot, the WALLTIME hypercall once); copies the command line and
 //! the tender's manifest; and calls the generated crate's `run` through
-//! [`main!`]. Its [`ExitStatus`](kiln_devices::ExitStatus) becomes the
+//! [`main!`]. Its [`ExitStatus`] becomes the
 //! HALT status, after `error: MESSAGE` when it has one. A panic prints
 //! `kiln: panicked at FILE:LINE:COL: MESSAGE` and aborts (status 255).
 //!
@@ -117,6 +118,14 @@
 //! ```
 //!
 //! A manifest with no devices is `kiln_abi::MftNote<0>` with `new([])`.
+//! `tests/hello-hvt-handmade` is a complete hand-written example of such a
+//! crate (a hello binary and a `devices` binary with a network interface
+//! and a block device); `tests/hvt.rs` builds it and runs it under
+//! `kiln-hvt`.
+//!
+//! The image this produces (check with `readelf -lnS`): `ET_EXEC`, entry
+//! `_start` at 0x100000, three `PT_LOAD` segments (R+X text, R rodata with
+//! the notes, R+W data and bss), one `PT_NOTE` per Solo5 note.
 #![no_std]
 #![deny(unsafe_code)]
 
