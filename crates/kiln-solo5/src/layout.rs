@@ -193,10 +193,11 @@ impl Layout {
     }
 
     /// Whether the 2 MiB region at `base` needs 4 KiB pages, because it
-    /// holds the null page, part of the image or the guard page.
+    /// holds the null page, part of the image or the guard page, or ends
+    /// past the end of memory.
     pub fn needs_small_pages(&self, base: u64, len: u64) -> bool {
         let end = base + len;
-        base < self.image_end || (base..end).contains(&self.guard_page)
+        base < self.image_end || (base..end).contains(&self.guard_page) || end > self.mem_size
     }
 
     /// Page-table pages needed: PML4, PDPT, the page directories, and one
@@ -253,6 +254,17 @@ mod tests {
         assert_eq!(l.protection(l.guard_page + PAGE), Protection::ReadWrite);
         assert!(l.needs_small_pages(0, LARGE_PAGE));
         assert!(!l.needs_small_pages(LARGE_PAGE, LARGE_PAGE));
+    }
+
+    #[test]
+    fn memory_ending_inside_a_large_page_is_mapped_with_small_pages() {
+        let mem = (8 << 20) + (1 << 20);
+        let l = Layout::new(mem, 0x11_9000, sections(), &[]).unwrap();
+        // Regions 0 (image), 3 (guard page at 7 MiB) and 4 (ends past
+        // memory) need page tables; regions 1 and 2 do not.
+        assert!(l.needs_small_pages(4 * LARGE_PAGE, LARGE_PAGE));
+        assert!(!l.needs_small_pages(2 * LARGE_PAGE, LARGE_PAGE));
+        assert_eq!(l.table_pages(), 2 + 1 + 3);
     }
 
     #[test]

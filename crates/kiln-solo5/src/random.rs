@@ -10,6 +10,12 @@ const RDSEED_RETRIES: usize = 100;
 /// `EAGAIN`: the CPU had no random number ready after every retry.
 const EAGAIN: i32 = 11;
 
+/// Rejects all-ones, which some CPUs return with CF=1 when their generator
+/// is broken (certain AMD parts after a resume); a retry follows.
+fn plausible(v: &u64) -> bool {
+    *v != u64::MAX
+}
+
 /// The CPU's random number generator.
 #[derive(Debug, Clone, Copy)]
 pub struct Random {
@@ -34,14 +40,14 @@ impl Random {
 
     fn next(&self) -> Result<u64, RandomError> {
         if self.rdrand
-            && let Some(v) = (0..RDRAND_RETRIES).find_map(|_| arch::rdrand())
+            && let Some(v) = (0..RDRAND_RETRIES).find_map(|_| arch::rdrand().filter(plausible))
         {
             return Ok(v);
         }
         if self.rdseed
             && let Some(v) = (0..RDSEED_RETRIES).find_map(|_| {
                 core::hint::spin_loop();
-                arch::rdseed()
+                arch::rdseed().filter(plausible)
             })
         {
             return Ok(v);
