@@ -218,3 +218,184 @@ fn examples_run() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("expected an unsigned integer (u8, at most 255)"));
 }
+
+const DEVICES_TOML: &str = r#"[unikernel]
+name = "devices"
+entry = "start"
+doc = "Touches every device kiln provides on unix"
+
+[devices.console]
+type = "console"
+[devices.clock]
+type = "clock"
+[devices.wall]
+type = "wall_clock"
+[devices.sleep]
+type = "sleep"
+[devices.random]
+type = "random"
+[devices.disk]
+type = "block"
+[devices.stack]
+type = "stack"
+[devices.service]
+type = "net"
+
+[arguments.greeting]
+type = "string"
+default = "hi there"
+[arguments.peer]
+type = "ip"
+default = "127.0.0.1"
+[arguments.verbose]
+type = "bool"
+default = false
+[arguments.offset]
+type = "i64"
+"#;
+
+const DEVICES_RS: &str = r#"#![no_std]
+extern crate alloc;
+use alloc::string::String;
+use core::net::{IpAddr, SocketAddr};
+use core::time::Duration;
+use kiln_devices::*;
+
+pub async fn start(
+    console: impl Console,
+    clock: impl MonotonicClock,
+    wall: impl WallClock,
+    sleep: impl Sleep,
+    random: impl Random,
+    disk: impl Block,
+    stack: impl Stack,
+    greeting: String,
+    peer: IpAddr,
+    verbose: bool,
+    offset: i64,
+) -> Result<(), StackError> {
+    let before = clock.now();
+    sleep.sleep(Duration::from_millis(20)).await;
+    let slept = clock.now() - before;
+    let info = disk.info();
+    let mut sector = alloc::vec![0u8; info.sector_size as usize];
+    let read = disk.read(0, &mut sector).await.is_ok();
+    let socket = stack.bind_udp(SocketAddr::new(peer, 0)).await?;
+    let _ = console.print(format_args!(
+        "greeting={greeting} peer={peer} verbose={verbose} offset={offset}\n\
+         slept>=20ms={} wall>2020={} random={}\n\
+         disk sectors={} sector_size={} read={read} first={}\n\
+         udp bound={}\n",
+        slept >= Duration::from_millis(20),
+        wall.now().as_unix_secs() > 1_577_836_800,
+        random.next_u64().is_ok(),
+        info.sectors,
+        info.sector_size,
+        sector[0],
+        socket.local_addr().ip(),
+    ));
+    Ok(())
+}
+"#;
+
+#[test]
+fn every_unix_device() {
+    let tmp = TempDir::new("devices");
+    let dir = tmp.path.join("devices");
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    let devices = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-devices");
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"devices\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+             [dependencies]\nkiln-devices = {{ path = {:?} }}\n\n[workspace]\n",
+            devices.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("unikernel.toml"), DEVICES_TOML).unwrap();
+    std::fs::write(dir.join("src/lib.rs"), DEVICES_RS).unwrap();
+    let disk = tmp.path.join("disk.img");
+    let mut image = vec![0u8; 4096 * 2];
+    image[0] = 42;
+    std::fs::write(&disk, image).unwrap();
+
+    let out = ok(
+        kiln_in(&dir).arg("build").output().unwrap(),
+        "build devices",
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        !stderr.contains("warning:"),
+        "the generated crate has warnings:\n{stderr}"
+    );
+    let bin = dir.join("dist/devices.unix");
+
+    let out = ok(
+        Command::new(&bin)
+            .arg(format!("--block:disk={}", disk.display()))
+            .args([
+                "--block-sector-size:disk=4096",
+                "--offset",
+                "-3",
+                "--verbose",
+                "--peer=::1",
+            ])
+            .output()
+            .unwrap(),
+        "devices",
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "greeting=hi there peer=::1 verbose=true offset=-3\n\
+         slept>=20ms=true wall>2020=true random=true\n\
+         disk sectors=2 sector_size=4096 read=true first=42\n\
+         udp bound=::1\n"
+    );
+
+    // Device flags are checked like arguments.
+    let out = Command::new(&bin).arg("--offset=1").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "error: the block device 'disk' is not attached; hint: give --block:disk=PATH\n"
+    );
+    // A host resource that cannot be attached: exit 1, naming the device.
+    let out = Command::new(&bin)
+        .args(["--offset=1", "--block:disk=/nonexistent/kiln.img"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("disk"), "{}", text(&out.stderr));
+    // The net device under a socket stack is not constructed: no --net.
+    let out = ok(Command::new(&bin).arg("--help").output().unwrap(), "--help");
+    let help = text(&out.stdout);
+    assert!(help.contains("--block:disk=PATH"), "{help}");
+    assert!(!help.contains("--net:service"), "{help}");
+    assert!(help.contains("--greeting <string>"), "{help}");
+    assert!(help.contains("[default: \"hi there\"]"), "{help}");
+    assert!(help.contains("--offset <i64>"), "{help}");
+
+    // With the net device as a parameter, it is a tap attached by --net.
+    std::fs::write(
+        dir.join("src/lib.rs"),
+        DEVICES_RS.replace(
+            "stack: impl Stack,",
+            "stack: impl Stack, service: impl NetworkInterface,",
+        ),
+    )
+    .unwrap();
+    ok(
+        kiln_in(&dir).arg("build").output().unwrap(),
+        "build devices with a tap",
+    );
+    let out = Command::new(&bin)
+        .args(["--offset=1", &format!("--block:disk={}", disk.display())])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "error: the net device 'service' is not attached; hint: give --net:service=IFACE\n"
+    );
+}
