@@ -408,3 +408,63 @@ fn net_and_block_devices_work() {
     assert_eq!(&written[512..1024], &pattern[..], "sector 1 on the host");
     assert_eq!(&written[..8], b"KILNDISK");
 }
+
+/// An idle unikernel is blocked in the POLL hypercall, not spinning: a
+/// guest that sleeps for a second uses a small fraction of a second of CPU
+/// (guest time counts as the tender's user time). The bound is loose on
+/// purpose; a spinning guest would use the whole second.
+#[test]
+fn an_idle_guest_blocks_instead_of_spinning() {
+    if !kvm_or_skip("an_idle_guest_blocks_instead_of_spinning") {
+        return;
+    }
+    let b = built();
+    // Reaped with wait4 below, which also gives its resource usage.
+    #[allow(clippy::zombie_processes)]
+    let child = Command::new(&b.tender)
+        .arg("--mem=64")
+        .arg(&b.image)
+        .args(["--times", "1", "--pause", "1000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start kiln-hvt");
+    let pid = i32::try_from(child.id()).expect("pid");
+    let start = Instant::now();
+    let (status, usage) = loop {
+        let mut status = 0;
+        // SAFETY: a zeroed rusage is a valid value for wait4 to fill in.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: waits for our own child without blocking; both pointers
+        // are valid for writes.
+        let rc = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        assert!(rc >= 0, "wait4: {}", std::io::Error::last_os_error());
+        if rc == pid {
+            break (status, usage);
+        }
+        if start.elapsed() > RUN_TIMEOUT {
+            // SAFETY: kills our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("guest still running after {RUN_TIMEOUT:?}; killed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let wall = start.elapsed();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "status {status:#x}"
+    );
+    let cpu = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    let used = cpu(usage.ru_utime) + cpu(usage.ru_stime);
+    assert!(
+        wall >= Duration::from_millis(1000),
+        "the guest slept only {wall:?}"
+    );
+    assert!(
+        used < Duration::from_millis(500),
+        "the guest used {used:?} of CPU while sleeping for a second: it spins"
+    );
+}

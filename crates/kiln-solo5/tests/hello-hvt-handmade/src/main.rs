@@ -2,7 +2,8 @@
 //! generate it: the Solo5 notes, argument parsing, device construction and
 //! `block_on` of the entry function.
 //!
-//! Runtime arguments: `--times N` (hello lines, default 3), and, to test
+//! Runtime arguments: `--times N` (hello lines, default 3), `--pause MS`
+//! (sleep that long first), and, to test
 //! the platform, `--exit N` (exit with N), `--fail` (return an error),
 //! `--panic`, `--null-write`, `--ro-write`, `--exec-data`,
 //! `--stack-overflow`, `--oom`, and `--devices` (prints the wall clock, the
@@ -52,10 +53,15 @@ static READ_ONLY: u64 = 0x5eed;
 
 fn run(env: &'static kiln_solo5::Env) -> ExitStatus {
     let mut times = 3u32;
+    let mut pause = 0u64;
     let mut mode = Mode::Normal;
     let mut args = env.args().iter();
     while let Some(arg) = args.next() {
         match *arg {
+            "--pause" => match args.next().and_then(|v| v.parse().ok()) {
+                Some(ms) => pause = ms,
+                None => return Err::<(), _>("--pause needs milliseconds").exit_status(),
+            },
             "--times" => match args.next().and_then(|v| v.parse().ok()) {
                 Some(n) => times = n,
                 None => return Err::<(), _>("--times needs a number").exit_status(),
@@ -113,7 +119,11 @@ fn run(env: &'static kiln_solo5::Env) -> ExitStatus {
             }
         }
     }
-    kiln_rt::block_on(env.platform(), start(env.console(), kiln_rt::Timer, times)).exit_status()
+    kiln_rt::block_on(env.platform(), async {
+        kiln_rt::sleep(Duration::from_millis(pause)).await;
+        start(env.console(), kiln_rt::Timer, times).await
+    })
+    .exit_status()
 }
 
 /// Uses a page of stack per call until the guard page stops it.
