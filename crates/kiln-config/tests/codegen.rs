@@ -1,0 +1,126 @@
+//! Snapshots of the crate generated for unix: its Cargo.toml and main.rs for
+//! a unikernel that uses every device kind unix provides and every
+//! argument type, with paths filtered.
+
+use std::path::PathBuf;
+
+use kiln_config::{Choices, Project, Target};
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const TOML: &str = r#"[unikernel]
+name = "all-devices"
+entry = "app::start"
+doc = "Every \"device\""
+
+[devices.console]
+type = "console"
+[devices.clock]
+type = "clock"
+[devices.wall]
+type = "wall_clock"
+[devices.sleep]
+type = "sleep"
+[devices.random]
+type = "random"
+[devices.service]
+type = "net"
+[devices.disk]
+type = "block"
+[devices.stack]
+type = "stack"
+net = "service"
+
+[arguments.verbose]
+type = "bool"
+default = false
+[arguments.ttl]
+type = "u8"
+default = 64
+[arguments.port]
+type = "u16"
+default = 8080
+[arguments.count]
+type = "u32"
+[arguments.bytes]
+type = "u64"
+default = 0x10
+[arguments.delta]
+type = "i32"
+default = -1
+[arguments.offset]
+type = "i64"
+default = 0
+[arguments.name]
+type = "string"
+default = "kiln"
+doc = "A name"
+[arguments.peer]
+type = "ip"
+default = "::1"
+[arguments.ipv4-gateway]
+type = "ipv4"
+default = "10.0.0.1"
+[arguments.ipv6-gateway]
+type = "ipv6"
+default = "fe80::1"
+"#;
+
+const APP: &str = r#"use kiln_devices::*;
+extern crate alloc;
+pub async fn start<C: Console>(
+    console: C, clock: impl MonotonicClock, wall: impl WallClock, sleep: impl Sleep,
+    random: impl Random, service: impl NetworkInterface, disk: impl Block, stack: impl Stack,
+    verbose: bool, ttl: u8, port: u16, count: u32, bytes: u64, delta: i32, offset: i64,
+    name: alloc::string::String, peer: core::net::IpAddr, ipv4_gateway: core::net::Ipv4Addr,
+    ipv6_gateway: core::net::Ipv6Addr,
+) -> u8 { 0 }
+"#;
+
+#[test]
+fn unix_crate_for_every_device_and_argument_type() {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("kiln-config-codegen-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(dir.0.join("src")).unwrap();
+    std::fs::write(
+        dir.0.join("Cargo.toml"),
+        "[package]\nname = \"all-devices\"\nversion = \"0.1.0\"\nedition = \"2024\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.0.join("unikernel.toml"), TOML).unwrap();
+    std::fs::write(dir.0.join("src/lib.rs"), "#![no_std]\npub mod app;\n").unwrap();
+    std::fs::write(dir.0.join("src/app.rs"), APP).unwrap();
+
+    let project = Project::open(&dir.0).unwrap();
+    let configured = project.configure(Target::Unix, Choices::default()).unwrap();
+    assert!(configured.changed);
+    let source = kiln_config::project::source_dir().display().to_string();
+    let read = |file: &str| {
+        std::fs::read_to_string(configured.build_dir.join(file))
+            .unwrap()
+            .replace(&source, "[KILN]")
+    };
+    insta::assert_snapshot!("unix_cargo_toml", read("Cargo.toml"));
+    insta::assert_snapshot!("unix_main_rs", read("src/main.rs"));
+
+    // The same graph with the direct stack is valid, but not yet
+    // generated on unix.
+    let choices = Choices {
+        net: Some(kiln_config::Impl::Direct),
+        kv_ro: None,
+    };
+    let err = project.configure(Target::Unix, choices).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("direct stack is not yet supported on unix"),
+        "{err}"
+    );
+    assert_eq!(err.exit_code(), 2);
+}
