@@ -25,6 +25,9 @@ use crate::driver::Driver;
 use crate::tcp::{TcpListener, TcpStream};
 use crate::udp::UdpSocket;
 
+/// Seconds between DHCPDISCOVERs while no server answers.
+const DHCP_DISCOVER_RETRY_SECS: u64 = 4;
+
 /// First port of the ephemeral range (RFC 6335).
 const EPHEMERAL_FIRST: u16 = 49152;
 
@@ -402,9 +405,16 @@ impl NetStack {
         }
 
         let mut sockets = SocketSet::new(Vec::new());
-        let dhcp = config
-            .uses_dhcp()
-            .then(|| sockets.add(dhcpv4::Socket::new()));
+        let dhcp = config.uses_dhcp().then(|| {
+            let mut socket = dhcpv4::Socket::new();
+            // RFC 2131 4.1 suggests about 4 s before the first retransmission;
+            // smoltcp's default of 10 s makes a lost first DISCOVER (a server
+            // still starting) cost a long wait at boot.
+            let mut retry = dhcpv4::RetryConfig::default();
+            retry.discover_timeout = smoltcp::time::Duration::from_secs(DHCP_DISCOVER_RETRY_SECS);
+            socket.set_retry_config(retry);
+            sockets.add(socket)
+        });
         let span = u64::from(u16::MAX - EPHEMERAL_FIRST) + 1;
         let next_port = EPHEMERAL_FIRST + (seed % span) as u16;
         let shared = Rc::new(Shared {

@@ -1,0 +1,310 @@
+//! The direct stack against the host kernel, over kiln-unix's tap inside a
+//! network namespace of its own: it gets an IPv4 address from dnsmasq over
+//! DHCP, and the kernel's `ping`, `curl` and UDP sockets reach it over IPv4
+//! and IPv6.
+//!
+//! Needs root, `ip`, `ping`, `curl` and `dnsmasq` (scripts/test installs
+//! them). The outer test creates the namespace and re-runs this test binary
+//! inside it (`ip netns exec`) for the inner half; everything the inner half
+//! creates lives in the namespace and goes with it.
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kiln_devices::{MacAddress, Stack, TcpListener as _, TcpStream as _, UdpSocket as _};
+use kiln_net::{Config, NetStack};
+use kiln_rt::{block_on, spawn, timeout};
+use kiln_unix::{Tap, platform};
+
+const IFNAME: &str = "kiln0";
+const HOST_V4: &str = "10.78.0.1";
+const GUEST_V6: &str = "fd00:78::2";
+const GUEST_MAC: MacAddress = MacAddress([0x02, 0x6b, 0x6e, 0x65, 0x74, 0x01]);
+const ENV: &str = "KILN_NET_NETNS";
+/// Bytes served at `/big`.
+const BIG: usize = 1 << 20;
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+fn skip(why: &str) {
+    eprintln!("SKIPPED kiln-net namespace test: {why}");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "skipping is not allowed with CI=true: {why}"
+    );
+}
+
+fn have(command: &str) -> bool {
+    Command::new(command)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Runs `ip ARGS`, failing the test if it fails.
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace, deleted on drop (with everything inside it).
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A child process, killed on drop if still running.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn direct_stack_in_a_network_namespace() {
+    if !is_root() {
+        return skip("needs root for a network namespace and a tap");
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return skip("/dev/net/tun is absent");
+    }
+    for tool in ["ip", "ping", "curl", "dnsmasq"] {
+        let present = if tool == "ip" {
+            Command::new("ip").arg("-V").output().is_ok()
+        } else {
+            have(tool)
+        };
+        if !present {
+            return skip(&format!(
+                "`{tool}` is not installed (scripts/test installs it)"
+            ));
+        }
+    }
+    let name = format!("kiln-net-{}", std::process::id());
+    ip(&["netns", "add", &name]);
+    let _netns = Netns(name.clone());
+    let child = Command::new("ip")
+        .args(["netns", "exec", &name])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "inside_a_namespace", "--ignored", "--nocapture"])
+        .env(ENV, &name)
+        .spawn()
+        .expect("run the inner test");
+    let mut child = ChildGuard(child);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(90), "inner test hung");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "inner namespace test failed: {status}");
+}
+
+/// Runs `command`, returning its stdout, or an error with its stderr.
+fn run(command: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(command)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{command}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{command} {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// What the host side does, in a thread of its own (its tools block).
+fn host_side(v4: Ipv4Addr) -> Result<(), String> {
+    let v4s = v4.to_string();
+    run("ping", &["-c", "2", "-W", "5", &v4s])?;
+    run("ping", &["-6", "-c", "2", "-W", "5", GUEST_V6])?;
+    for url in [
+        format!("http://{v4s}/hello"),
+        format!("http://[{GUEST_V6}]/hello"),
+    ] {
+        let body = run("curl", &["-sS", "--max-time", "10", &url])?;
+        if body != "hello from kiln-net\n" {
+            return Err(format!("{url}: unexpected body {body:?}"));
+        }
+    }
+    let size = run(
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+            &format!("http://{v4s}/big"),
+        ],
+    )?;
+    if size != BIG.to_string() {
+        return Err(format!("/big: downloaded {size} bytes, expected {BIG}"));
+    }
+    let udp = UdpSocket::bind((HOST_V4, 0)).map_err(|e| e.to_string())?;
+    udp.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    udp.send_to(b"kiln datagram", (v4, 7))
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0; 64];
+    let (n, from) = udp
+        .recv_from(&mut buf)
+        .map_err(|e| format!("UDP echo: {e}"))?;
+    if &buf[..n] != b"kiln datagram" || from != SocketAddr::from((v4, 7)) {
+        return Err(format!("UDP echo: got {:?} from {from}", &buf[..n]));
+    }
+    Ok(())
+}
+
+/// Answers `GET /hello` and `GET /big`, one request per connection.
+async fn http_responder(mut stream: kiln_net::TcpStream) {
+    let mut head = Vec::new();
+    let mut buf = [0; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let body: Vec<u8> = if head.starts_with(b"GET /big ") {
+        (0..BIG).map(|i| (i % 251) as u8).collect()
+    } else {
+        b"hello from kiln-net\n".to_vec()
+    };
+    let header = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if stream.write_all(header.as_bytes()).await.is_ok() && stream.write_all(&body).await.is_ok() {
+        let _ = stream.shutdown().await;
+        // Wait for the client's FIN so the data is not cut short.
+        let _ = timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+    }
+}
+
+#[test]
+#[ignore = "run by direct_stack_in_a_network_namespace inside a network namespace"]
+fn inside_a_namespace() {
+    let ns = std::env::var(ENV).expect("set by direct_stack_in_a_network_namespace");
+    // Never touch the interfaces of a namespace that is not ours.
+    assert_eq!(ip(&["netns", "identify"]).trim(), ns, "not inside {ns}");
+    ip(&["link", "set", "lo", "up"]);
+    let began = Instant::now();
+
+    let result = block_on(
+        platform(),
+        timeout(Duration::from_secs(75), async {
+            let tap = Tap::open(platform(), "service", IFNAME, Some(GUEST_MAC)).unwrap();
+            ip(&["addr", "add", &format!("{HOST_V4}/24"), "dev", IFNAME]);
+            ip(&["-6", "addr", "add", "fd00:78::1/64", "dev", IFNAME, "nodad"]);
+            ip(&["link", "set", IFNAME, "up"]);
+            let leases = format!("/tmp/{ns}.leases");
+            let dnsmasq = Command::new("dnsmasq")
+                .args([
+                    "--no-daemon",
+                    "--conf-file=/dev/null",
+                    "--port=0",
+                    "--user=root",
+                    "--bind-interfaces",
+                    // Offer at once, without first pinging the address.
+                    "--no-ping",
+                    &format!("--interface={IFNAME}"),
+                    "--dhcp-range=10.78.0.50,10.78.0.60,255.255.255.0,1h",
+                    &format!("--dhcp-leasefile={leases}"),
+                    "--pid-file=",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start dnsmasq");
+            let _dnsmasq = ChildGuard(dnsmasq);
+
+            // DHCP for IPv4 (no --ipv4), a static IPv6 address.
+            let config = Config::parse([
+                &*format!("--ipv6={GUEST_V6}/64"),
+                "--ipv6-gateway=fd00:78::1",
+            ])
+            .unwrap();
+            let stack = NetStack::new(tap, config, 0x6b696c6e).unwrap();
+            let v4 = timeout(Duration::from_secs(30), stack.wait_ipv4())
+                .await
+                .expect("no DHCP lease within 30 s");
+            eprintln!("leased {v4} after {:?}", began.elapsed());
+            let _ = std::fs::remove_file(&leases);
+            assert!(
+                (50..=60).contains(&v4.octets()[3]) && v4.octets()[..3] == [10, 78, 0],
+                "leased {v4}, outside dnsmasq's range"
+            );
+
+            let listener = stack.listen_tcp("[::]:80".parse().unwrap()).await.unwrap();
+            spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        return;
+                    };
+                    spawn(http_responder(stream));
+                }
+            });
+            let udp = stack.bind_udp("0.0.0.0:7".parse().unwrap()).await.unwrap();
+            spawn(async move {
+                let mut buf = [0; 1500];
+                while let Ok((n, from)) = udp.recv_from(&mut buf).await {
+                    let _ = udp.send_to(&buf[..n], from).await;
+                }
+            });
+
+            let outcome = Arc::new(Mutex::new(None));
+            let slot = outcome.clone();
+            std::thread::spawn(move || {
+                let r = host_side(v4);
+                eprintln!("host side done after {:?}", began.elapsed());
+                *slot.lock().unwrap() = Some(r);
+            });
+            // The host's tools block in their own thread; look for their
+            // outcome every 10 ms (at most 60 s).
+            for _ in 0..6000 {
+                if let Some(r) = outcome.lock().unwrap().take() {
+                    return r;
+                }
+                kiln_rt::sleep(Duration::from_millis(10)).await;
+            }
+            Err("the host side did not finish within 60 s".into())
+        }),
+    );
+    result
+        .expect("the namespace test timed out")
+        .unwrap_or_else(|e| panic!("{e}"));
+}
