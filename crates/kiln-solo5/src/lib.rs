@@ -58,7 +58,7 @@
 //! kiln-abi = { path = ".../crates/kiln-abi" }
 //! kiln-rt = { path = ".../crates/kiln-rt" }
 //! kiln-devices = { path = ".../crates/kiln-devices" }
-//! hello = { path = "../.." }
+//! unikernel = { package = "hello", path = "../.." }
 //!
 //! [profile.release]
 //! opt-level = "s"
@@ -87,15 +87,22 @@
 //! ```
 //!
 //! `src/main.rs`, built with `cargo build --release --target
-//! x86_64-unknown-none`:
+//! x86_64-unknown-none`. Device flags (`--net:NAME=...`, `--block:...`) go
+//! to the tender, so the guest's argument spec lists no devices; the
+//! devices are looked up by manifest name:
 //!
 //! ```ignore
 //! #![no_std]
 //! #![no_main]
 //!
-//! use kiln_devices::Termination;
+//! extern crate alloc;
 //!
-//! // The two Solo5 notes: the tender refuses an image without them.
+//! use alloc::string::ToString;
+//! use kiln_devices::{ExitStatus, Termination};
+//! use kiln_rt::args;
+//!
+//! // The two Solo5 notes: the tender refuses an image without them. The
+//! // manifest lists the net and block devices, in unikernel.toml order.
 //! #[unsafe(link_section = ".note.solo5.abi")]
 //! #[used]
 //! static ABI: kiln_abi::AbiNote = kiln_abi::AbiNote::hvt();
@@ -104,19 +111,35 @@
 //! #[used]
 //! static MFT: kiln_abi::MftNote<1> = kiln_abi::MftNote::new([kiln_abi::MftEntry::net("service")]);
 //!
-//! fn run(env: &'static kiln_solo5::Env) -> kiln_devices::ExitStatus {
-//!     // Parse env.args() (the runtime arguments), then construct devices.
-//!     let service = match env.net("service") {
-//!         Ok(net) => net,
-//!         Err(e) => return Err::<(), _>(e).exit_status(),
+//! static SPEC: args::Spec = args::Spec { /* the runtime arguments */ devices: &[], .. };
+//!
+//! /// Exits with `code` after printing `error: {message}`.
+//! fn fail(code: u8, message: impl core::fmt::Display) -> ! {
+//!     kiln_solo5::exit(ExitStatus { code, message: Some(message.to_string()) })
+//! }
+//!
+//! fn run(env: &'static kiln_solo5::Env) -> ExitStatus {
+//!     let parsed = match args::parse(&SPEC, env.args().iter().copied()) {
+//!         Ok(args::Outcome::Run(parsed)) => parsed,
+//!         Ok(args::Outcome::Help) => {
+//!             use kiln_devices::Console as _;
+//!             let _ = env.console().write(args::usage(&SPEC).as_bytes());
+//!             return ExitStatus::SUCCESS;
+//!         }
+//!         Err(e) => fail(2, e),
 //!     };
-//!     kiln_rt::block_on(env.platform(), hello::start(env.console(), kiln_rt::Timer, service))
+//!     let arg_times: u32 = parsed.take(0).unwrap_or_else(|e| fail(2, e));
+//!     let dev_console = env.console();
+//!     let dev_service = env.net("service").unwrap_or_else(|e| fail(1, e));
+//!     kiln_rt::block_on(env.platform(), unikernel::start(dev_console, kiln_rt::Timer, dev_service, arg_times))
 //!         .exit_status()
 //! }
 //!
 //! kiln_solo5::main!(run);
 //! ```
 //!
+//! The other devices: `env.clock()`, `env.wall_clock()`, `env.random()`,
+//! `env.block("NAME")`, and `kiln_rt::Timer` for `sleep`.
 //! A manifest with no devices is `kiln_abi::MftNote<0>` with `new([])`.
 //! `tests/hello-hvt-handmade` is a complete hand-written example of such a
 //! crate (a hello binary and a `devices` binary with a network interface
