@@ -4,13 +4,13 @@
 use alloc::vec::Vec;
 
 use kiln_abi::mft::{
-    MFT_ENTRY_ATTACHED_OFFSET, Manifest, MftDeviceInfo, MftError, MftType, entry_offset,
+    MFT_ENTRY_ATTACHED_OFFSET, Manifest, MftDeviceInfo, MftEntry, MftError, MftType, entry_offset,
 };
 
 use crate::reactor::{Handle, ReactorError};
 
 /// Offset of the `u` union (the device's properties) in a manifest entry.
-const INFO_OFFSET: usize = 72;
+const INFO_OFFSET: usize = core::mem::offset_of!(MftEntry, info);
 
 /// Why a device could not be handed to the unikernel.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -244,7 +244,7 @@ mod tests {
     use super::*;
     use alloc::boxed::Box;
     use alloc::string::ToString;
-    use kiln_abi::{MftEntry, MftNote};
+    use kiln_abi::MftNote;
 
     /// The tender's copy of a manifest with `service` (net) attached with a
     /// MAC and MTU, and `disk` (block) not attached.
