@@ -30,8 +30,10 @@ pub struct Buffers {
     /// as connections arrive, so this bounds only a burst of SYNs between
     /// two frames.
     pub backlog: usize,
-    /// Established connections a listener holds that nobody accepted yet;
-    /// past this, further connection attempts are refused.
+    /// Connections a listener holds that nobody accepted yet (handshaking
+    /// or established); past this, further connection attempts are refused.
+    /// Each costs `tcp_rx + tcp_tx` bytes, so this bounds what a flood of
+    /// SYNs can take: 256 × 128 KiB = 32 MiB with the defaults.
     pub max_pending: usize,
     /// Bytes of datagram payload each UDP socket buffers, each way.
     pub udp_payload: usize,
@@ -45,7 +47,7 @@ impl Default for Buffers {
             tcp_rx: 64 * 1024,
             tcp_tx: 64 * 1024,
             backlog: 16,
-            max_pending: 1024,
+            max_pending: 256,
             udp_payload: 64 * 1024,
             udp_packets: 64,
         }

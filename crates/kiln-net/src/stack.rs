@@ -533,8 +533,11 @@ impl NetStack {
             state.tcp_ports.insert(port);
             (state.sockets.add(socket), port)
         };
+        // Owned from here on: if this future is dropped or the connection
+        // fails, dropping the stream reclaims the socket and the port.
+        let stream = TcpStream::new(self.shared.clone(), handle, Some(port));
         self.shared.wake_driver();
-        let established = poll_fn(|cx| {
+        poll_fn(|cx| {
             let mut state = self.shared.state.borrow_mut();
             let socket = state.sockets.get_mut::<tcp::Socket>(handle);
             match socket.state() {
@@ -546,9 +549,8 @@ impl NetStack {
                 _ => Poll::Ready(Ok(())),
             }
         })
-        .await;
-        let stream = TcpStream::new(self.shared.clone(), handle, Some(port));
-        established.map(|()| stream)
+        .await?;
+        Ok(stream)
     }
 
     fn bind(&self, addr: SocketAddr) -> Result<UdpSocket, StackError> {

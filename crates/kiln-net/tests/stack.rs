@@ -512,3 +512,20 @@ fn slaac_configures_an_address_from_a_router_advertisement() {
     let expected: Ipv6Addr = "2001:db8:1::ff:fe00:1".parse().unwrap();
     assert!(addrs.contains(&expected), "{addrs:?}");
 }
+
+#[test]
+fn abandoned_connects_leave_no_sockets_behind() {
+    run(async move {
+        let (_a, b) = two_stacks();
+        // Nobody answers ARP for 10.0.0.3: the SYN never leaves.
+        let r = timeout(
+            Duration::from_secs(2),
+            b.connect_tcp("10.0.0.3:80".parse().unwrap()),
+        )
+        .await;
+        assert!(r.is_err(), "connect to a silent host completed");
+        assert_eq!(b.socket_count(), 1, "the socket closes in the background");
+        kiln_rt::sleep(Duration::from_secs(120)).await;
+        assert_eq!(b.socket_count(), 0);
+    });
+}
