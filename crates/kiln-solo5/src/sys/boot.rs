@@ -138,8 +138,13 @@ extern "C" fn kiln_solo5_boot(boot_info: u64) -> ! {
         fail("clock", &e);
     }
 
-    // SAFETY: checked above: `cmdline_len` readable bytes.
-    let cmdline = unsafe { core::slice::from_raw_parts(bi.cmdline as *const u8, cmdline_len) };
+    let cmdline: &[u8] = if cmdline_len == 0 {
+        &[]
+    } else {
+        // SAFETY: checked above: `cmdline_len` readable bytes at a
+        // non-null address.
+        unsafe { core::slice::from_raw_parts(bi.cmdline as *const u8, cmdline_len) }
+    };
     let cmdline = match core::str::from_utf8(cmdline) {
         Ok(s) => String::from(s),
         Err(e) => fail("command line", &e),
