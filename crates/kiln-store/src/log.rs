@@ -1,0 +1,1162 @@
+//! [`LogStore`]: a crash-safe read-write store, a log of checksummed
+//! records in one of two regions of a block device (the format is in the
+//! crate documentation).
+
+use alloc::borrow::Cow;
+use alloc::collections::BTreeMap;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+
+use kiln_devices::kv::normalize;
+use kiln_devices::{Block, BlockError, Digest, EntryKind, KvError, KvRo, KvRw};
+use sha2::Digest as _;
+
+use crate::lock::Lock;
+
+/// The longest key (in bytes, in normal form) a [`LogStore`] accepts.
+pub const MAX_KEY_LEN: usize = 255;
+
+/// Bytes of the frame at the start of every record sector.
+const FRAME: usize = 32;
+/// Bytes of the record header at the start of a record's payload.
+const RECORD_HEADER: usize = 16;
+const RECORD_MAGIC: [u8; 4] = *b"KLOG";
+const REGION_MAGIC: [u8; 4] = *b"KLHD";
+const VERSION: u32 = 1;
+const BUILDING: u32 = 1;
+const COMMITTED: u32 = 2;
+/// Bytes per device request when streaming many sectors.
+const CHUNK: usize = 64 * 1024;
+
+const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+/// Record operations.
+const OP_SET: u8 = 1;
+const OP_REMOVE: u8 = 2;
+const OP_LOST: u8 = 3;
+
+/// Why a [`LogStore`] could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogError {
+    /// The device cannot hold two regions of two sectors.
+    #[error(
+        "block device `{device}` has {sectors} sectors, too few for a read-write store\nhint: give the store a device of at least 4 sectors (a few MiB is sensible)"
+    )]
+    TooSmall {
+        /// The block device's name.
+        device: String,
+        /// Its number of sectors.
+        sectors: u64,
+    },
+    /// The device is read-only.
+    #[error(
+        "block device `{device}` is read-only, a read-write store needs to write it\nhint: make the file writable"
+    )]
+    ReadOnly {
+        /// The block device's name.
+        device: String,
+    },
+    /// A device request failed.
+    #[error("block device `{device}`: cannot {action} sector {sector}")]
+    Block {
+        /// The block device's name.
+        device: String,
+        /// `read` or `write`.
+        action: &'static str,
+        /// The first sector of the request.
+        sector: u64,
+        /// The device's error.
+        #[source]
+        source: BlockError,
+    },
+    /// Neither region header is valid and the device is not blank.
+    #[error(
+        "block device `{device}` does not hold a kiln store\nhint: a read-write store starts on a zero-filled device (`truncate -s 16M FILE` makes one)"
+    )]
+    NotAStore {
+        /// The block device's name.
+        device: String,
+    },
+    /// The store was written by another version of this format.
+    #[error(
+        "block device `{device}` holds a store of format version {version}, this kiln reads version 1"
+    )]
+    Version {
+        /// The block device's name.
+        device: String,
+        /// The version found.
+        version: u32,
+    },
+    /// The store was made for another sector size or device size.
+    #[error(
+        "block device `{device}` holds a store made for {made_sectors} sectors of {made_size} bytes, but has {sectors} sectors of {sector_size} bytes\nhint: attach the file with the sector size it was made with, and do not resize it"
+    )]
+    Geometry {
+        /// The block device's name.
+        device: String,
+        /// Sector size the store was made with.
+        made_size: u32,
+        /// Region size the store was made with, times two.
+        made_sectors: u64,
+        /// The device's sector size.
+        sector_size: u32,
+        /// The device's sectors.
+        sectors: u64,
+    },
+    /// A record in the middle of the log is unreadable: later, acknowledged
+    /// records exist, so treating it as the end of the log would lose them.
+    #[error(
+        "block device `{device}`: the store's record at sector {sector} is corrupt and later records exist\nhint: the medium is damaged; restore the device from a copy"
+    )]
+    Corrupt {
+        /// The block device's name.
+        device: String,
+        /// The sector of the unreadable record.
+        sector: u64,
+    },
+    /// A record with a valid checksum makes no sense (a bad length, key or
+    /// operation): the device was written by something else.
+    #[error("block device `{device}`: the store's record at sector {sector} is malformed ({why})")]
+    Malformed {
+        /// The block device's name.
+        device: String,
+        /// The sector of the record.
+        sector: u64,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+}
+
+/// A record sector's frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Frame {
+    index: u32,
+    generation: u64,
+    seq: u64,
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    if let Some(s) = b.get(at..at + 4) {
+        a.copy_from_slice(s);
+    }
+    u32::from_le_bytes(a)
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    if let Some(s) = b.get(at..at + 8) {
+        a.copy_from_slice(s);
+    }
+    u64::from_le_bytes(a)
+}
+
+fn put(b: &mut [u8], at: usize, bytes: &[u8]) {
+    if let Some(s) = b.get_mut(at..at + bytes.len()) {
+        s.copy_from_slice(bytes);
+    }
+}
+
+/// CRC-32C of a sector but its checksum field `at..at + 4`.
+fn sector_crc(sector: &[u8], at: usize) -> u32 {
+    let mut d = CRC32C.digest();
+    d.update(sector.get(..at).unwrap_or_default());
+    d.update(sector.get(at + 4..).unwrap_or_default());
+    d.finalize()
+}
+
+const FRAME_CRC_AT: usize = 24;
+
+fn put_frame(sector: &mut [u8], f: Frame) {
+    put(sector, 0, &RECORD_MAGIC);
+    put(sector, 4, &f.index.to_le_bytes());
+    put(sector, 8, &f.generation.to_le_bytes());
+    put(sector, 16, &f.seq.to_le_bytes());
+    put(sector, 24, &[0; 8]);
+    let crc = sector_crc(sector, FRAME_CRC_AT);
+    put(sector, FRAME_CRC_AT, &crc.to_le_bytes());
+}
+
+fn frame(sector: &[u8]) -> Option<Frame> {
+    if sector.len() < FRAME || sector.get(..4) != Some(&RECORD_MAGIC[..]) {
+        return None;
+    }
+    if le_u32(sector, FRAME_CRC_AT) != sector_crc(sector, FRAME_CRC_AT) {
+        return None;
+    }
+    Some(Frame {
+        index: le_u32(sector, 4),
+        generation: le_u64(sector, 8),
+        seq: le_u64(sector, 16),
+    })
+}
+
+/// A region header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RegionHeader {
+    version: u32,
+    generation: u64,
+    state: u32,
+    sector_size: u32,
+    region_sectors: u64,
+    first_seq: u64,
+}
+
+const HEADER_CRC_AT: usize = 40;
+
+fn put_header(sector: &mut [u8], h: RegionHeader) {
+    sector.fill(0);
+    put(sector, 0, &REGION_MAGIC);
+    put(sector, 4, &h.version.to_le_bytes());
+    put(sector, 8, &h.generation.to_le_bytes());
+    put(sector, 16, &h.state.to_le_bytes());
+    put(sector, 20, &h.sector_size.to_le_bytes());
+    put(sector, 24, &h.region_sectors.to_le_bytes());
+    put(sector, 32, &h.first_seq.to_le_bytes());
+    let crc = sector_crc(sector, HEADER_CRC_AT);
+    put(sector, HEADER_CRC_AT, &crc.to_le_bytes());
+}
+
+fn header(sector: &[u8]) -> Option<RegionHeader> {
+    if sector.len() < 64 || sector.get(..4) != Some(&REGION_MAGIC[..]) {
+        return None;
+    }
+    if le_u32(sector, HEADER_CRC_AT) != sector_crc(sector, HEADER_CRC_AT) {
+        return None;
+    }
+    Some(RegionHeader {
+        version: le_u32(sector, 4),
+        generation: le_u64(sector, 8),
+        state: le_u32(sector, 16),
+        sector_size: le_u32(sector, 20),
+        region_sectors: le_u64(sector, 24),
+        first_seq: le_u64(sector, 32),
+    })
+}
+
+/// What the index knows of a key.
+#[derive(Debug, Clone)]
+enum Slot {
+    /// A value stored in the record at `start`.
+    Value(Location),
+    /// A value whose record was found corrupt: reads fail with
+    /// [`KvError::Corrupt`] until it is set or removed.
+    Lost,
+}
+
+#[derive(Debug, Clone)]
+struct Location {
+    start: u64,
+    seq: u64,
+    len: u64,
+    key_len: usize,
+    digest: Option<[u8; 32]>,
+}
+
+/// A change applied by [`LogStore::compact_with`] in the new region.
+enum Change<'a> {
+    None,
+    Set(&'a str, &'a [u8]),
+    Remove(&'a str),
+}
+
+#[derive(Debug)]
+struct State {
+    /// The active region (0 or 1).
+    active: u64,
+    /// Its generation.
+    generation: u64,
+    /// The generation the next compaction uses.
+    next_generation: u64,
+    /// The first free sector of the active region.
+    tail: u64,
+    /// The sequence number of the last record in the active region.
+    seq: u64,
+    index: BTreeMap<String, Slot>,
+}
+
+/// How much of a [`LogStore`] is in use, in sectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Sectors a compaction would keep (live records).
+    pub live: u64,
+    /// Sectors of the active region's log, live or not.
+    pub log: u64,
+    /// Sectors a region can hold: the most `log` can reach.
+    pub capacity: u64,
+    /// Compactions since the store was opened.
+    pub compactions: u64,
+}
+
+/// A read-write key-value store on a block device, crash-safe: each `set`
+/// and `remove` is atomic and durable once it returns. See the crate
+/// documentation for the on-disk format.
+#[derive(Debug)]
+pub struct LogStore<B> {
+    block: B,
+    sector_size: usize,
+    /// Sectors per region, header included.
+    region: u64,
+    state: Lock<State>,
+    compactions: core::cell::Cell<u64>,
+}
+
+/// Whether `key` is `prefix` or lies under it.
+fn under(key: &str, prefix: &str) -> bool {
+    prefix.is_empty()
+        || (key.starts_with(prefix)
+            && (key.len() == prefix.len() || key.as_bytes().get(prefix.len()) == Some(&b'/')))
+}
+
+/// The keys strictly under dictionary `dir` (`""`: every key).
+fn children<'a, V>(
+    index: &'a BTreeMap<String, V>,
+    dir: &'a str,
+) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
+    let prefix = if dir.is_empty() {
+        String::new()
+    } else {
+        alloc::format!("{dir}/")
+    };
+    index
+        .range(prefix.clone()..)
+        .take_while(move |(k, _)| k.starts_with(&prefix))
+}
+
+impl<B: Block> LogStore<B> {
+    /// Opens the store on `block` (named `device` in messages): reads both
+    /// region headers and replays the active region's log to build the
+    /// index, discarding a torn record at its end. A device whose two
+    /// region headers are zero-filled is formatted as an empty store.
+    pub async fn open(device: &str, block: B) -> Result<LogStore<B>, LogError> {
+        let mut store = LogStore::new(device, block)?;
+        let size = store.sector_size;
+        let mut first = vec![0u8; size];
+        let mut second = vec![0u8; size];
+        store.read_at(device, 0, &mut first).await?;
+        store.read_at(device, store.region, &mut second).await?;
+        let headers = [header(&first), header(&second)];
+        if headers.iter().all(Option::is_none) {
+            if first.iter().chain(&second).all(|&b| b == 0) {
+                store.write_fresh(device, 1).await?;
+                return Ok(store);
+            }
+            return Err(LogError::NotAStore {
+                device: device.into(),
+            });
+        }
+        let mut active: Option<(u64, RegionHeader)> = None;
+        let mut max_generation = 0;
+        for (i, h) in headers.iter().enumerate() {
+            let Some(h) = h else { continue };
+            if h.version != VERSION {
+                return Err(LogError::Version {
+                    device: device.into(),
+                    version: h.version,
+                });
+            }
+            if h.sector_size as usize != size || h.region_sectors != store.region {
+                return Err(LogError::Geometry {
+                    device: device.into(),
+                    made_size: h.sector_size,
+                    made_sectors: h.region_sectors.saturating_mul(2),
+                    sector_size: store.block.info().sector_size,
+                    sectors: store.block.info().sectors,
+                });
+            }
+            max_generation = max_generation.max(h.generation);
+            if h.state == COMMITTED && active.is_none_or(|(_, a)| h.generation > a.generation) {
+                active = Some((i as u64, *h));
+            }
+        }
+        let Some((region, h)) = active else {
+            return Err(LogError::NotAStore {
+                device: device.into(),
+            });
+        };
+        let state = store
+            .replay(device, region, h, max_generation.saturating_add(1))
+            .await?;
+        store.state = Lock::new(state);
+        Ok(store)
+    }
+
+    /// Erases `block` (writes zeros over all of it) and makes an empty
+    /// store on it.
+    pub async fn format(device: &str, block: B) -> Result<LogStore<B>, LogError> {
+        let store = LogStore::new(device, block)?;
+        let zeros = vec![0u8; CHUNK.max(store.sector_size)];
+        let per = (zeros.len() / store.sector_size) as u64;
+        let sectors = store.region.saturating_mul(2);
+        let mut at = 0;
+        while at < sectors {
+            let n = per.min(sectors - at);
+            let len = n as usize * store.sector_size;
+            store
+                .block
+                .write(at, zeros.get(..len).unwrap_or_default())
+                .await
+                .map_err(|source| LogError::Block {
+                    device: device.into(),
+                    action: "write",
+                    sector: at,
+                    source,
+                })?;
+            at += n;
+        }
+        store.write_fresh(device, 1).await?;
+        Ok(store)
+    }
+
+    fn new(device: &str, block: B) -> Result<LogStore<B>, LogError> {
+        let info = block.info();
+        if info.read_only {
+            return Err(LogError::ReadOnly {
+                device: device.into(),
+            });
+        }
+        let region = info.sectors / 2;
+        // The format needs room for its frame, a record header and the
+        // longest key in a sector: at least 512-byte sectors.
+        if region < 2 || info.sector_size < 512 || !info.sector_size.is_power_of_two() {
+            return Err(LogError::TooSmall {
+                device: device.into(),
+                sectors: info.sectors,
+            });
+        }
+        Ok(LogStore {
+            block,
+            sector_size: info.sector_size as usize,
+            region,
+            state: Lock::new(State {
+                active: 0,
+                generation: 1,
+                next_generation: 2,
+                tail: 1,
+                seq: 0,
+                index: BTreeMap::new(),
+            }),
+            compactions: core::cell::Cell::new(0),
+        })
+    }
+
+    /// Writes region 0's header for an empty store of `generation`.
+    async fn write_fresh(&self, device: &str, generation: u64) -> Result<(), LogError> {
+        let mut sector = vec![0u8; self.sector_size];
+        put_header(
+            &mut sector,
+            RegionHeader {
+                version: VERSION,
+                generation,
+                state: COMMITTED,
+                sector_size: self.sector_size as u32,
+                region_sectors: self.region,
+                first_seq: 1,
+            },
+        );
+        let io = |source| LogError::Block {
+            device: device.into(),
+            action: "write",
+            sector: 0,
+            source,
+        };
+        self.block.write(0, &sector).await.map_err(io)?;
+        self.block.flush().await.map_err(io)
+    }
+
+    async fn read_at(&self, device: &str, sector: u64, buf: &mut [u8]) -> Result<(), LogError> {
+        self.block
+            .read(sector, buf)
+            .await
+            .map_err(|source| LogError::Block {
+                device: device.into(),
+                action: "read",
+                sector,
+                source,
+            })
+    }
+
+    /// Payload bytes per sector.
+    fn payload(&self) -> usize {
+        self.sector_size - FRAME
+    }
+
+    /// Sectors of a record with a key of `key_len` bytes and a value of
+    /// `value_len`, or `None` if it could never fit.
+    fn record_sectors(&self, key_len: usize, value_len: u64) -> Option<u64> {
+        let total = ((RECORD_HEADER + key_len) as u64).checked_add(value_len)?;
+        let n = total.div_ceil(self.payload() as u64);
+        (n < self.region).then_some(n)
+    }
+
+    /// Rebuilds the index from the log of `region`.
+    async fn replay(
+        &self,
+        device: &str,
+        region: u64,
+        h: RegionHeader,
+        next_generation: u64,
+    ) -> Result<State, LogError> {
+        let size = self.sector_size;
+        let end = (region + 1) * self.region;
+        let mut window = Window::new(size);
+        let mut index = BTreeMap::new();
+        let mut pos = region * self.region + 1;
+        let mut expect = h.first_seq;
+        let io = |sector, source| LogError::Block {
+            device: device.into(),
+            action: "read",
+            sector,
+            source,
+        };
+        let malformed = |sector, why| LogError::Malformed {
+            device: device.into(),
+            sector,
+            why,
+        };
+        while pos < end {
+            let first = window
+                .sector(&self.block, pos, end)
+                .await
+                .map_err(|e| io(pos, e))?;
+            match frame(first) {
+                Some(f) if f.generation == h.generation && f.seq == expect && f.index == 0 => {}
+                _ => break,
+            }
+            let record = first.get(FRAME..).unwrap_or_default();
+            let op = record.first().copied().unwrap_or(0);
+            let key_len = usize::from(u16::from_le_bytes([
+                record.get(2).copied().unwrap_or(0),
+                record.get(3).copied().unwrap_or(0),
+            ]));
+            let value_len = le_u64(record, 8);
+            if key_len > MAX_KEY_LEN {
+                return Err(malformed(pos, "key too long"));
+            }
+            let Some(sectors) = self.record_sectors(key_len, value_len) else {
+                return Err(malformed(pos, "value larger than a region"));
+            };
+            if pos + sectors > end {
+                return Err(malformed(pos, "record runs past the end of its region"));
+            }
+            let key = record
+                .get(RECORD_HEADER..RECORD_HEADER + key_len)
+                .and_then(|k| core::str::from_utf8(k).ok())
+                .ok_or_else(|| malformed(pos, "key is not UTF-8"))?;
+            if normalize(key).ok().as_deref() != Some(key) {
+                return Err(malformed(pos, "key is not in normal form"));
+            }
+            let key = key.to_string();
+            if !matches!(op, OP_SET | OP_REMOVE | OP_LOST) {
+                return Err(malformed(pos, "unknown operation"));
+            }
+            if op != OP_SET && sectors != 1 {
+                return Err(malformed(pos, "removal with a value"));
+            }
+            let mut whole = true;
+            for k in 1..sectors {
+                let s = window
+                    .sector(&self.block, pos + k, end)
+                    .await
+                    .map_err(|e| io(pos + k, e))?;
+                let want = Frame {
+                    index: k as u32,
+                    generation: h.generation,
+                    seq: expect,
+                };
+                if frame(s) != Some(want) {
+                    whole = false;
+                    break;
+                }
+            }
+            if !whole {
+                // Torn (the last record, being written at a crash) or
+                // corrupt (later records exist).
+                if self
+                    .later_frame(&mut window, pos, end, h.generation, expect + 1)
+                    .await
+                    .map_err(|(s, e)| io(s, e))?
+                    .is_none()
+                {
+                    break;
+                }
+                index.insert(key, Slot::Lost);
+            } else {
+                match op {
+                    OP_SET => {
+                        index.insert(
+                            key,
+                            Slot::Value(Location {
+                                start: pos,
+                                seq: expect,
+                                len: value_len,
+                                key_len,
+                                digest: None,
+                            }),
+                        );
+                    }
+                    OP_REMOVE => index.retain(|k: &String, _| !under(k, &key)),
+                    _ => {
+                        index.insert(key, Slot::Lost);
+                    }
+                }
+            }
+            pos += sectors;
+            expect += 1;
+        }
+        if let Some(_later) = self
+            .later_frame(&mut window, pos, end, h.generation, expect + 1)
+            .await
+            .map_err(|(s, e)| io(s, e))?
+        {
+            return Err(LogError::Corrupt {
+                device: device.into(),
+                sector: pos,
+            });
+        }
+        Ok(State {
+            active: region,
+            generation: h.generation,
+            next_generation,
+            tail: pos,
+            seq: expect - 1,
+            index,
+        })
+    }
+
+    /// The first sector in `from..end` framed for `generation` with a
+    /// sequence number of at least `min_seq`: evidence that the log goes on
+    /// past an unreadable record.
+    async fn later_frame(
+        &self,
+        window: &mut Window,
+        from: u64,
+        end: u64,
+        generation: u64,
+        min_seq: u64,
+    ) -> Result<Option<u64>, (u64, BlockError)> {
+        for n in from..end {
+            let s = window
+                .sector(&self.block, n, end)
+                .await
+                .map_err(|e| (n, e))?;
+            if frame(s).is_some_and(|f| f.generation == generation && f.seq >= min_seq) {
+                return Ok(Some(n));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes the record `op key value` at sector `at` (not flushed).
+    /// Returns its length in sectors.
+    async fn write_record(
+        &self,
+        at: u64,
+        generation: u64,
+        seq: u64,
+        op: u8,
+        key: &str,
+        value: &[u8],
+    ) -> Result<u64, KvError> {
+        let sectors = self
+            .record_sectors(key.len(), value.len() as u64)
+            .ok_or(KvError::Full)?;
+        let size = self.sector_size;
+        let per = (CHUNK / size).max(1) as u64;
+        let mut head = [0u8; RECORD_HEADER];
+        head[0] = op;
+        head[2..4].copy_from_slice(&(key.len() as u16).to_le_bytes());
+        head[8..16].copy_from_slice(&(value.len() as u64).to_le_bytes());
+        let parts: [&[u8]; 3] = [&head, key.as_bytes(), value];
+        let mut buf = vec![0u8; per.min(sectors) as usize * size];
+        let mut k = 0;
+        while k < sectors {
+            let n = per.min(sectors - k);
+            for (i, sector) in buf.chunks_mut(size).take(n as usize).enumerate() {
+                let index = k + i as u64;
+                sector.fill(0);
+                fill(
+                    sector.get_mut(FRAME..).unwrap_or_default(),
+                    index as usize * self.payload(),
+                    &parts,
+                );
+                put_frame(
+                    sector,
+                    Frame {
+                        index: index as u32,
+                        generation,
+                        seq,
+                    },
+                );
+            }
+            self.block
+                .write(at + k, buf.get(..n as usize * size).unwrap_or_default())
+                .await?;
+            k += n;
+        }
+        Ok(sectors)
+    }
+
+    /// Streams `len` bytes of the value at `loc` from `offset` to `sink`,
+    /// checking every sector's frame.
+    async fn read_value(
+        &self,
+        generation: u64,
+        loc: &Location,
+        offset: u64,
+        len: u64,
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<(), KvError> {
+        if len == 0 {
+            return Ok(());
+        }
+        let p = self.payload() as u64;
+        let first_byte = (RECORD_HEADER + loc.key_len) as u64 + offset;
+        let last_byte = first_byte + len - 1;
+        let (k0, k1) = (first_byte / p, last_byte / p);
+        let size = self.sector_size;
+        let per = (CHUNK / size).max(1) as u64;
+        let mut buf = vec![0u8; per.min(k1 - k0 + 1) as usize * size];
+        let mut k = k0;
+        while k <= k1 {
+            let n = per.min(k1 - k + 1);
+            let chunk = buf.get_mut(..n as usize * size).unwrap_or_default();
+            self.block.read(loc.start + k, chunk).await?;
+            for (i, sector) in chunk.chunks(size).enumerate() {
+                let index = k + i as u64;
+                let want = Frame {
+                    index: index as u32,
+                    generation,
+                    seq: loc.seq,
+                };
+                if frame(sector) != Some(want) {
+                    return Err(KvError::Corrupt);
+                }
+                let lo = (index * p).max(first_byte) - index * p;
+                let hi = ((index + 1) * p).min(last_byte + 1) - index * p;
+                sink(
+                    sector
+                        .get(FRAME + lo as usize..FRAME + hi as usize)
+                        .unwrap_or_default(),
+                );
+            }
+            k += n;
+        }
+        Ok(())
+    }
+
+    /// Copies the record at `loc` to sector `at` under a new frame.
+    async fn copy_record(
+        &self,
+        from_generation: u64,
+        loc: &Location,
+        at: u64,
+        generation: u64,
+        seq: u64,
+        sectors: u64,
+    ) -> Result<(), KvError> {
+        let size = self.sector_size;
+        let per = (CHUNK / size).max(1) as u64;
+        let mut buf = vec![0u8; per.min(sectors) as usize * size];
+        let mut k = 0;
+        while k < sectors {
+            let n = per.min(sectors - k);
+            let chunk = buf.get_mut(..n as usize * size).unwrap_or_default();
+            self.block.read(loc.start + k, chunk).await?;
+            for (i, sector) in chunk.chunks_mut(size).enumerate() {
+                let index = (k + i as u64) as u32;
+                let want = Frame {
+                    index,
+                    generation: from_generation,
+                    seq: loc.seq,
+                };
+                if frame(sector) != Some(want) {
+                    return Err(KvError::Corrupt);
+                }
+                put_frame(
+                    sector,
+                    Frame {
+                        index,
+                        generation,
+                        seq,
+                    },
+                );
+            }
+            self.block.write(at + k, chunk).await?;
+            k += n;
+        }
+        Ok(())
+    }
+
+    async fn write_header(&self, region: u64, h: RegionHeader) -> Result<(), KvError> {
+        let mut sector = vec![0u8; self.sector_size];
+        put_header(&mut sector, h);
+        self.block.write(region * self.region, &sector).await?;
+        self.block.flush().await?;
+        Ok(())
+    }
+
+    /// Rewrites the live records, with `change` applied, into the other
+    /// region, then makes it the active one by committing its header.
+    async fn compact_with(&self, st: &mut State, change: Change<'_>) -> Result<(), KvError> {
+        let dropped = |k: &str| match change {
+            Change::None => false,
+            Change::Set(key, _) => k == key,
+            Change::Remove(key) => under(k, key),
+        };
+        let mut needed: u64 = 0;
+        for (k, slot) in &st.index {
+            if dropped(k) {
+                continue;
+            }
+            needed += match slot {
+                Slot::Value(l) => self.record_sectors(l.key_len, l.len).ok_or(KvError::Full)?,
+                Slot::Lost => 1,
+            };
+        }
+        if let Change::Set(key, value) = change {
+            needed += self
+                .record_sectors(key.len(), value.len() as u64)
+                .ok_or(KvError::Full)?;
+        }
+        if needed > self.region - 1 {
+            return Err(KvError::Full);
+        }
+        let target = 1 - st.active;
+        let generation = st.next_generation;
+        let mut h = RegionHeader {
+            version: VERSION,
+            generation,
+            state: BUILDING,
+            sector_size: self.sector_size as u32,
+            region_sectors: self.region,
+            first_seq: st.seq + 1,
+        };
+        // From here the generation may be on the device: never reuse it.
+        st.next_generation = generation + 1;
+        self.write_header(target, h).await?;
+        let mut pos = target * self.region + 1;
+        let mut seq = st.seq;
+        let mut index = BTreeMap::new();
+        for (k, slot) in &st.index {
+            if dropped(k) {
+                continue;
+            }
+            seq += 1;
+            let copied = match slot {
+                Slot::Value(l) => {
+                    let sectors = self.record_sectors(l.key_len, l.len).ok_or(KvError::Full)?;
+                    match self
+                        .copy_record(st.generation, l, pos, generation, seq, sectors)
+                        .await
+                    {
+                        Ok(()) => {
+                            let mut l = l.clone();
+                            l.start = pos;
+                            l.seq = seq;
+                            pos += sectors;
+                            Some(Slot::Value(l))
+                        }
+                        Err(KvError::Corrupt) => None,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Slot::Lost => None,
+            };
+            let slot = match copied {
+                Some(slot) => slot,
+                None => {
+                    pos += self
+                        .write_record(pos, generation, seq, OP_LOST, k, &[])
+                        .await?;
+                    Slot::Lost
+                }
+            };
+            index.insert(k.clone(), slot);
+        }
+        if let Change::Set(key, value) = change {
+            seq += 1;
+            let start = pos;
+            pos += self
+                .write_record(pos, generation, seq, OP_SET, key, value)
+                .await?;
+            index.insert(key.to_string(), new_slot(start, seq, key, value));
+        }
+        self.block.flush().await?;
+        h.state = COMMITTED;
+        self.write_header(target, h).await?;
+        st.active = target;
+        st.generation = generation;
+        st.tail = pos;
+        st.seq = seq;
+        st.index = index;
+        self.compactions.set(self.compactions.get() + 1);
+        Ok(())
+    }
+
+    /// Appends a one-record change, compacting first-and-instead if the
+    /// active region has no room for it.
+    async fn append(&self, st: &mut State, op: u8, key: &str, value: &[u8]) -> Result<(), KvError> {
+        let sectors = self
+            .record_sectors(key.len(), value.len() as u64)
+            .ok_or(KvError::Full)?;
+        let end = (st.active + 1) * self.region;
+        if st.tail + sectors > end {
+            let change = if op == OP_SET {
+                Change::Set(key, value)
+            } else {
+                Change::Remove(key)
+            };
+            return self.compact_with(st, change).await;
+        }
+        let seq = st.seq + 1;
+        let start = st.tail;
+        self.write_record(start, st.generation, seq, op, key, value)
+            .await?;
+        self.block.flush().await?;
+        st.tail += sectors;
+        st.seq = seq;
+        if op == OP_SET {
+            st.index
+                .insert(key.to_string(), new_slot(start, seq, key, value));
+        } else {
+            st.index.retain(|k, _| !under(k, key));
+        }
+        Ok(())
+    }
+
+    /// Rewrites the live records into the other region now.
+    pub async fn compact(&self) -> Result<(), KvError> {
+        let mut st = self.state.lock().await;
+        self.compact_with(&mut st, Change::None).await
+    }
+
+    /// How full the store is.
+    pub async fn usage(&self) -> Usage {
+        let st = self.state.lock().await;
+        let live = st
+            .index
+            .values()
+            .map(|slot| match slot {
+                Slot::Value(l) => self.record_sectors(l.key_len, l.len).unwrap_or(0),
+                Slot::Lost => 1,
+            })
+            .sum();
+        Usage {
+            live,
+            log: st.tail - (st.active * self.region + 1),
+            capacity: self.region - 1,
+            compactions: self.compactions.get(),
+        }
+    }
+
+    /// The block device.
+    pub fn block(&self) -> &B {
+        &self.block
+    }
+
+    /// The value slot of `key` (normalized), or why there is none.
+    fn slot<'a>(st: &'a State, key: &str) -> Result<&'a Location, KvError> {
+        match st.index.get(key) {
+            Some(Slot::Value(l)) => Ok(l),
+            Some(Slot::Lost) => Err(KvError::Corrupt),
+            None if key.is_empty() || children(&st.index, key).next().is_some() => {
+                Err(KvError::IsDictionary)
+            }
+            None => Err(KvError::NotFound),
+        }
+    }
+}
+
+fn new_slot(start: u64, seq: u64, key: &str, value: &[u8]) -> Slot {
+    Slot::Value(Location {
+        start,
+        seq,
+        len: value.len() as u64,
+        key_len: key.len(),
+        digest: Some(sha2::Sha256::digest(value).into()),
+    })
+}
+
+/// Copies the bytes `offset..offset + dst.len()` of the concatenation of
+/// `parts` into `dst` (zeros past the end).
+fn fill(dst: &mut [u8], mut offset: usize, parts: &[&[u8]]) {
+    let mut out = 0;
+    for part in parts {
+        if out >= dst.len() {
+            break;
+        }
+        if offset >= part.len() {
+            offset -= part.len();
+            continue;
+        }
+        let src = part.get(offset..).unwrap_or_default();
+        let n = src.len().min(dst.len() - out);
+        if let (Some(d), Some(s)) = (dst.get_mut(out..out + n), src.get(..n)) {
+            d.copy_from_slice(s);
+        }
+        out += n;
+        offset = 0;
+    }
+}
+
+/// A read-ahead window of sectors, for replaying a log sequentially.
+struct Window {
+    size: usize,
+    start: u64,
+    count: u64,
+    buf: Vec<u8>,
+}
+
+impl Window {
+    fn new(size: usize) -> Window {
+        Window {
+            size,
+            start: 0,
+            count: 0,
+            buf: vec![0; CHUNK.max(size)],
+        }
+    }
+
+    /// Sector `n` (`n < end`), reading up to a chunk ahead but not past `end`.
+    async fn sector<B: Block>(&mut self, block: &B, n: u64, end: u64) -> Result<&[u8], BlockError> {
+        if !(self.start..self.start + self.count).contains(&n) {
+            let per = (self.buf.len() / self.size) as u64;
+            let count = per.min(end.saturating_sub(n)).max(1);
+            let buf = self
+                .buf
+                .get_mut(..count as usize * self.size)
+                .unwrap_or_default();
+            self.count = 0;
+            block.read(n, buf).await?;
+            self.start = n;
+            self.count = count;
+        }
+        let at = (n - self.start) as usize * self.size;
+        Ok(self.buf.get(at..at + self.size).unwrap_or_default())
+    }
+}
+
+impl<B: Block> KvRo for LogStore<B> {
+    async fn exists(&self, key: &str) -> Result<Option<EntryKind>, KvError> {
+        let key = normalize(key)?;
+        let st = self.state.lock().await;
+        Ok(if st.index.contains_key(&key) {
+            Some(EntryKind::Value)
+        } else if key.is_empty() || children(&st.index, &key).next().is_some() {
+            Some(EntryKind::Dictionary)
+        } else {
+            None
+        })
+    }
+
+    async fn get(&self, key: &str) -> Result<Cow<'static, [u8]>, KvError> {
+        let key = normalize(key)?;
+        let st = self.state.lock().await;
+        let loc = Self::slot(&st, &key)?;
+        let mut out = Vec::with_capacity(usize::try_from(loc.len).map_err(|_| KvError::Full)?);
+        self.read_value(st.generation, loc, 0, loc.len, |b| out.extend_from_slice(b))
+            .await?;
+        Ok(Cow::Owned(out))
+    }
+
+    async fn get_partial(
+        &self,
+        key: &str,
+        offset: u64,
+        len: usize,
+    ) -> Result<Cow<'static, [u8]>, KvError> {
+        let key = normalize(key)?;
+        let st = self.state.lock().await;
+        let loc = Self::slot(&st, &key)?;
+        if offset > loc.len {
+            return Err(KvError::OutOfRange);
+        }
+        let n = (len as u64).min(loc.len - offset);
+        let mut out = Vec::with_capacity(n as usize);
+        self.read_value(st.generation, loc, offset, n, |b| out.extend_from_slice(b))
+            .await?;
+        Ok(Cow::Owned(out))
+    }
+
+    async fn list(&self, key: &str) -> Result<Vec<(String, EntryKind)>, KvError> {
+        let key = normalize(key)?;
+        let st = self.state.lock().await;
+        if st.index.contains_key(&key) {
+            return Err(KvError::IsValue);
+        }
+        let skip = if key.is_empty() { 0 } else { key.len() + 1 };
+        let mut names: BTreeMap<String, EntryKind> = BTreeMap::new();
+        for (k, _) in children(&st.index, &key) {
+            let rest = k.get(skip..).unwrap_or_default();
+            match rest.split_once('/') {
+                Some((name, _)) => names.insert(name.to_string(), EntryKind::Dictionary),
+                None => names.insert(rest.to_string(), EntryKind::Value),
+            };
+        }
+        if names.is_empty() && !key.is_empty() {
+            return Err(KvError::NotFound);
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    async fn size(&self, key: &str) -> Result<u64, KvError> {
+        let key = normalize(key)?;
+        let st = self.state.lock().await;
+        Ok(Self::slot(&st, &key)?.len)
+    }
+
+    async fn digest(&self, key: &str) -> Result<Digest, KvError> {
+        let key = normalize(key)?;
+        let mut st = self.state.lock().await;
+        let loc = Self::slot(&st, &key)?;
+        if let Some(d) = loc.digest {
+            return Ok(Digest(d));
+        }
+        let mut hasher = sha2::Sha256::new();
+        self.read_value(st.generation, loc, 0, loc.len, |b| hasher.update(b))
+            .await?;
+        let d: [u8; 32] = hasher.finalize().into();
+        if let Some(Slot::Value(l)) = st.index.get_mut(&key) {
+            l.digest = Some(d);
+        }
+        Ok(Digest(d))
+    }
+}
+
+impl<B: Block> KvRw for LogStore<B> {
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        let key = normalize(key)?;
+        if key.is_empty() {
+            return Err(KvError::IsDictionary);
+        }
+        if key.len() > MAX_KEY_LEN {
+            return Err(KvError::InvalidKey);
+        }
+        let mut st = self.state.lock().await;
+        // A value may not sit under another value, nor replace a dictionary.
+        for (i, _) in key.match_indices('/') {
+            if st.index.contains_key(key.get(..i).unwrap_or_default()) {
+                return Err(KvError::IsValue);
+            }
+        }
+        if children(&st.index, &key).next().is_some() {
+            return Err(KvError::IsDictionary);
+        }
+        self.append(&mut st, OP_SET, &key, value).await
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), KvError> {
+        let key = normalize(key)?;
+        let mut st = self.state.lock().await;
+        if !st.index.contains_key(&key) && children(&st.index, &key).next().is_none() {
+            return if key.is_empty() {
+                Ok(())
+            } else {
+                Err(KvError::NotFound)
+            };
+        }
+        self.append(&mut st, OP_REMOVE, &key, &[]).await
+    }
+}
