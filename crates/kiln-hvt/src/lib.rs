@@ -40,7 +40,6 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use kiln_abi::hvt::layout::GUEST_PAGE_SIZE;
-use kiln_abi::mft::MftType;
 use kiln_abi::status::EXIT_ABORT;
 use thiserror::Error;
 
@@ -280,12 +279,6 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
                 })?;
         attached.push((entry.index, info));
     }
-    debug_assert!(
-        image
-            .manifest
-            .devices()
-            .all(|e| e.kind != MftType::ReservedFirst)
-    );
 
     let mut mem = guest::GuestMemory::new(mem_size)?;
     image.load(&mut mem)?;

@@ -88,14 +88,13 @@ impl Net {
         let len = arg_u64(&arg, offset_of!(HcNetWrite, len));
         let frame = mem
             .slice(data, len)
-            .map_err(|source| HypercallError::memory(CALL, "frame", source))?
-            .to_vec();
+            .map_err(|source| HypercallError::memory(CALL, "frame", source))?;
         let ret = if len > MAX_FRAME {
             Solo5Result::Einval
         } else {
             match self.device(handle) {
                 None => Solo5Result::Einval,
-                Some(tap) => match tap.write(&frame) {
+                Some(tap) => match tap.write(frame) {
                     Ok(n) if n as u64 == len => Solo5Result::Ok,
                     _ => Solo5Result::Eunspec,
                 },
