@@ -116,11 +116,19 @@ const _: () = assert!(std::mem::size_of::<IfReq>() == 40);
 /// `TUNSETIFF`: `_IOW('T', 202, int)`.
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 
-/// Opens the existing tap interface `name` (non-blocking, no packet info).
+/// Opens the existing tap interface `name` (non-blocking, no packet info);
+/// `ENODEV` if there is no interface of that name.
 pub fn open_tap(name: &str) -> io::Result<OwnedFd> {
     let bytes = name.as_bytes();
     if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // TUNSETIFF creates a missing interface; only attach existing ones.
+    let cname =
+        std::ffi::CString::new(bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `cname` is a NUL-terminated string that outlives the call.
+    if unsafe { libc::if_nametoindex(cname.as_ptr()) } == 0 {
+        return Err(io::Error::from_raw_os_error(libc::ENODEV));
     }
     let file = std::fs::OpenOptions::new()
         .read(true)

@@ -668,3 +668,121 @@ fn hostile_block_buffer_is_stopped() {
     let (run, _) = run_guest(&dir, &g, &["--mem=8", &flag]);
     assert_refused(&run, &["block read hypercall: bad buffer address"]);
 }
+
+/// A network namespace with one tap interface, removed on drop.
+#[cfg(feature = "net")]
+struct NetNs {
+    name: String,
+}
+
+#[cfg(feature = "net")]
+impl NetNs {
+    fn ip(args: &[&str]) -> bool {
+        std::process::Command::new("ip")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// `kiln-hvtN` with tap `ktap0` up inside, or `None` (skips loudly,
+    /// fails under CI=true) when namespaces cannot be made here.
+    fn with_tap() -> Option<Self> {
+        let name = format!("kiln-hvt-{}", std::process::id());
+        if !Self::ip(&["netns", "add", &name]) {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("cannot create a network namespace and CI=true");
+            }
+            eprintln!("SKIPPED: cannot create a network namespace (needs root and iproute2)");
+            return None;
+        }
+        let ns = Self { name };
+        let ok = Self::ip(&[
+            "-n", &ns.name, "tuntap", "add", "dev", "ktap0", "mode", "tap",
+        ]) && Self::ip(&["-n", &ns.name, "link", "set", "ktap0", "up"]);
+        assert!(ok, "cannot create tap ktap0 in {}", ns.name);
+        Some(ns)
+    }
+
+    fn exec(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).args(args);
+        cmd
+    }
+
+    fn rx_packets(&self) -> u64 {
+        let out = self
+            .exec(&["cat", "/sys/class/net/ktap0/statistics/rx_packets"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+}
+
+#[cfg(feature = "net")]
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        Self::ip(&["netns", "del", &self.name]);
+    }
+}
+
+#[cfg(feature = "net")]
+#[test]
+fn tap_interface_in_a_namespace_carries_frames() {
+    if !kvm_available() {
+        return;
+    }
+    let Some(ns) = NetNs::with_tap() else {
+        return;
+    };
+    let dir = TempDir::new();
+    let mut g = Guest::with_devices([MftEntry::net("service")]);
+    // An Ethernet broadcast frame of 60 bytes from the guest's MAC.
+    let mut frame = vec![0xffu8; 6];
+    frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x07, 0x88, 0xb5]);
+    frame.resize(60, 0x5a);
+    let f = g.data(&frame);
+    let mut w = Vec::new();
+    for v in [1u64, f, 60] {
+        w.extend_from_slice(&v.to_le_bytes());
+    }
+    w.extend_from_slice(&[0xee; 8]);
+    let w = g.data(&w);
+    g.hypercall(6, w).puts_at(w + 24, 4).halt(0);
+    let path = dir.write("tap.hvt", &g.build());
+    let before = ns.rx_packets();
+    let run = support::run_cmd(&mut ns.exec(&[
+        env!("CARGO_BIN_EXE_kiln-hvt"),
+        "--net:service=ktap0",
+        "--net-mac:service=02:00:00:00:00:07",
+        &path.display().to_string(),
+    ]));
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(
+        run.stdout,
+        0i32.to_le_bytes(),
+        "net write returned an error"
+    );
+    assert_eq!(
+        ns.rx_packets(),
+        before + 1,
+        "the tap did not receive the frame"
+    );
+
+    // An interface that does not exist is refused, not created.
+    let run = support::run_cmd(&mut ns.exec(&[
+        env!("CARGO_BIN_EXE_kiln-hvt"),
+        "--net:service=knope0",
+        &path.display().to_string(),
+    ]));
+    assert_refused(
+        &run,
+        &[
+            "device 'service': cannot open tap interface 'knope0'",
+            "ip tuntap add knope0 mode tap",
+        ],
+    );
+    let out = ns.exec(&["ip", "link", "show", "knope0"]).output().unwrap();
+    assert!(!out.status.success(), "knope0 was created");
+}
