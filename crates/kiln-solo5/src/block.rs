@@ -6,9 +6,9 @@ use core::future::{Future, ready};
 use kiln_devices::{BlockError, BlockInfo};
 
 use crate::env::{Device, DeviceError};
+use crate::outcome::Failure;
 use crate::reactor::Handle;
 use crate::sys;
-use crate::sys::hvt::Failure;
 
 /// A block device the tender attached (a file on the host).
 pub struct Block {

@@ -15,10 +15,12 @@
 //!   GDT/TSS/IDT and exception stubs, kiln's page tables (null page and
 //!   stack guard unmapped, W^X), the `talc` heap as the global allocator,
 //!   the clocks' state, and `_start` with the boot sequence;
-//! - [`layout`], [`time`], [`reactor`], [`trap`], [`console`]: the logic
-//!   those use, target-independent and unit-tested on the host: the memory
-//!   map and page protections, TSC-to-nanosecond scaling, readiness
-//!   between POLLs, exception reports, buffered console output;
+//! - [`layout`], [`time`], [`outcome`], [`reactor`], [`trap`],
+//!   [`console`]: the logic those use, target-independent and unit-tested
+//!   on the host: the memory map and page protections, TSC-to-nanosecond
+//!   scaling, hypercall results, readiness between POLLs (no NETREAD
+//!   unless POLL reported the handle), exception reports, buffered console
+//!   output;
 //! - the devices (built for `x86_64-unknown-none` only): `Console`,
 //!   `MonotonicClock`, `WallClock`, `Random`, `Net`, `Block`, and the
 //!   `Platform`;
@@ -159,6 +161,7 @@ extern crate std;
 pub mod console;
 pub mod env;
 pub mod layout;
+pub mod outcome;
 pub mod reactor;
 pub mod time;
 pub mod trap;

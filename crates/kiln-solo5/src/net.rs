@@ -7,9 +7,9 @@ use kiln_devices::net::ETHERNET_HEADER_LEN;
 use kiln_devices::{MacAddress, NetError};
 
 use crate::env::Device;
+use crate::outcome::Failure;
 use crate::reactor::{Handle, Reactor};
 use crate::sys;
-use crate::sys::hvt::Failure;
 
 /// A network interface the tender attached (a tap device on the host).
 pub struct Net {
@@ -58,15 +58,11 @@ impl kiln_devices::NetworkInterface for Net {
             }));
         }
         // No hypercall unless the last POLL said a frame may be waiting.
-        if self.reactor.is_ready(self.handle) {
-            match sys::hvt::net_read(self.handle.raw(), buf) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(Failure::Again) => self.reactor.clear(self.handle),
-                Err(e) => return Poll::Ready(Err(error(e))),
-            }
-        }
-        self.reactor.register(self.handle, cx.waker());
-        Poll::Pending
+        self.reactor
+            .poll_read(self.handle, cx.waker(), || {
+                sys::hvt::net_read(self.handle.raw(), buf)
+            })
+            .map_err(error)
     }
 
     fn poll_send(&self, _cx: &mut Context<'_>, frame: &[u8]) -> Poll<Result<(), NetError>> {

@@ -7,7 +7,9 @@
 //! ready, and wakes the task waiting on each handle in the set.
 
 use core::sync::atomic::{AtomicU64, Ordering};
-use core::task::Waker;
+use core::task::{Poll, Waker};
+
+use crate::outcome::Failure;
 
 /// Number of handles a ready set can name (`MFT_MAX_ENTRIES`).
 pub const MAX_HANDLES: usize = 64;
@@ -85,6 +87,26 @@ impl Reactor {
         }
     }
 
+    /// The receive protocol of a device: `read` (a hypercall) is made only
+    /// if `handle` was reported ready. A read that finds nothing ("again")
+    /// clears the readiness; whenever nothing was read, `waker` is
+    /// registered for the next POLL that reports `handle`.
+    pub fn poll_read<T>(
+        &self,
+        handle: Handle,
+        waker: &Waker,
+        read: impl FnOnce() -> Result<T, Failure>,
+    ) -> Poll<Result<T, Failure>> {
+        if self.is_ready(handle) {
+            match read() {
+                Err(Failure::Again) => self.clear(handle),
+                done => return Poll::Ready(done),
+            }
+        }
+        self.register(handle, waker);
+        Poll::Pending
+    }
+
     /// Records the ready set a POLL returned and wakes the tasks waiting on
     /// its handles.
     pub fn deliver(&self, ready_set: u64) {
@@ -136,6 +158,58 @@ mod tests {
             Handle::new(u64::MAX),
             Err(ReactorError::BadHandle(u64::MAX))
         );
+    }
+
+    #[test]
+    fn reads_happen_only_after_a_poll_reported_the_handle() {
+        let reactor = Reactor::new();
+        let h = Handle::new(3).unwrap();
+        let (woken, waker) = counter();
+        let mut reads = 0;
+
+        // Nothing reported yet: no hypercall, the waker is registered.
+        let p = reactor.poll_read(h, &waker, || {
+            reads += 1;
+            Ok(60)
+        });
+        assert!(p.is_pending());
+        assert_eq!(reads, 0);
+
+        // A POLL reports another handle: still nothing to do.
+        reactor.deliver(1 << 4);
+        assert_eq!(woken.0.load(Ordering::SeqCst), 0);
+
+        // A POLL reports ours: the task is woken and its read is made.
+        reactor.deliver(1 << 3);
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        let p = reactor.poll_read(h, &waker, || {
+            reads += 1;
+            Ok(60)
+        });
+        assert_eq!(p, Poll::Ready(Ok(60)));
+        assert_eq!(reads, 1);
+
+        // Drained: "again" clears readiness and registers the waker; the
+        // next poll makes no hypercall.
+        let p: Poll<Result<usize, Failure>> = reactor.poll_read(h, &waker, || {
+            reads += 1;
+            Err(Failure::Again)
+        });
+        assert!(p.is_pending());
+        assert_eq!(reads, 2);
+        let p = reactor.poll_read(h, &waker, || {
+            reads += 1;
+            Ok(1)
+        });
+        assert!(p.is_pending());
+        assert_eq!(reads, 2);
+        reactor.deliver(1 << 3);
+        assert_eq!(woken.0.load(Ordering::SeqCst), 2);
+
+        // Errors are returned as they are.
+        let p: Poll<Result<usize, Failure>> =
+            reactor.poll_read(h, &waker, || Err(Failure::Error(3)));
+        assert_eq!(p, Poll::Ready(Err(Failure::Error(3))));
     }
 
     #[test]

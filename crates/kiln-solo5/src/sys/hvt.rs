@@ -11,9 +11,10 @@ use kiln_abi::hvt::{
     HVT_HALT_COOKIE_MAX, HcBlockRead, HcBlockWrite, HcHalt, HcNetRead, HcNetWrite, HcPoll, HcPuts,
     HcWalltime, Hypercall,
 };
-use kiln_abi::status::{EXIT_ABORT, Solo5Result};
+use kiln_abi::status::EXIT_ABORT;
 
 use crate::console::CStrBuffer;
+use crate::outcome::{Failure, from_ret};
 
 /// Performs hypercall `call` with argument `arg`.
 fn hypercall<T>(call: Hypercall, arg: &mut T) {
@@ -27,24 +28,6 @@ fn hypercall<T>(call: Hypercall, arg: &mut T) {
     unsafe {
         asm!("out dx, eax", in("dx") call.port(), in("eax") addr, options(nostack, preserves_flags))
     };
-}
-
-/// What a device hypercall's `ret` said when it did not succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// `SOLO5_R_AGAIN`: nothing to read now.
-    Again,
-    /// `SOLO5_R_EINVAL`, `SOLO5_R_EUNSPEC` or a value the ABI does not
-    /// define, with that value.
-    Error(i32),
-}
-
-fn result(ret: i32) -> Result<(), Failure> {
-    match Solo5Result::from_i32(ret) {
-        Some(Solo5Result::Ok) => Ok(()),
-        Some(Solo5Result::Again) => Err(Failure::Again),
-        _ => Err(Failure::Error(ret)),
-    }
 }
 
 /// Writes `bytes` to the tender's console.
@@ -86,7 +69,7 @@ pub fn net_read(handle: u64, buf: &mut [u8]) -> Result<usize, Failure> {
         ret: 0,
     };
     hypercall(Hypercall::NetRead, &mut arg);
-    result(arg.ret)?;
+    from_ret(arg.ret)?;
     // A tender claiming more than the buffer is treated as an error.
     usize::try_from(arg.len)
         .ok()
@@ -103,7 +86,7 @@ pub fn net_write(handle: u64, frame: &[u8]) -> Result<(), Failure> {
         ret: 0,
     };
     hypercall(Hypercall::NetWrite, &mut arg);
-    result(arg.ret)
+    from_ret(arg.ret)
 }
 
 /// Reads `buf.len()` bytes at byte `offset` of block device `handle`.
@@ -116,7 +99,7 @@ pub fn block_read(handle: u64, offset: u64, buf: &mut [u8]) -> Result<(), Failur
         ret: 0,
     };
     hypercall(Hypercall::BlockRead, &mut arg);
-    result(arg.ret)
+    from_ret(arg.ret)
 }
 
 /// Writes `data` at byte `offset` of block device `handle`.
@@ -129,7 +112,7 @@ pub fn block_write(handle: u64, offset: u64, data: &[u8]) -> Result<(), Failure>
         ret: 0,
     };
     hypercall(Hypercall::BlockWrite, &mut arg);
-    result(arg.ret)
+    from_ret(arg.ret)
 }
 
 /// Ends the guest with `status`. With [`EXIT_ABORT`], `message` (at most
