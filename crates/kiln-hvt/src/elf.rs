@@ -1,6 +1,9 @@
 //! The image loader: validates a static x86_64 ELF executable against the
 //! hvt ABI and copies its segments into guest memory.
 //!
+//! Like Solo5's loader it refuses segments that are both writable and
+//! executable.
+//!
 //! Spec: the System V gABI (ELF header, program headers, notes) and Solo5's
 //! `elf_abi.h` / `mft_abi.h` for the two notes. [`Image::parse`] is pure (no
 //! guest memory, no I/O) so that it can be fuzzed; [`Image::load`] writes
@@ -149,6 +152,16 @@ pub enum ElfError {
         end: u64,
         /// Guest memory size.
         mem_size: u64,
+    },
+    /// A segment both writable and executable.
+    #[error(
+        "segment {index} at {vaddr:#x} is both writable and executable; hint: link code and data into separate segments"
+    )]
+    SegmentWx {
+        /// Program header index.
+        index: usize,
+        /// `p_vaddr`.
+        vaddr: u64,
     },
     /// Two segments overlap.
     #[error("segments {first} and {second} overlap in memory")]
@@ -366,6 +379,10 @@ fn read_segments<'a>(
                 mem_size,
             });
         }
+        let flags = ph.p_flags(LE).0;
+        if flags & elf::PF_W.0 != 0 && flags & elf::PF_X.0 != 0 {
+            return Err(ElfError::SegmentWx { index, vaddr });
+        }
         let file = ph.data(LE, data).map_err(|()| ElfError::SegmentData {
             index,
             offset: ph.p_offset(LE),
@@ -376,7 +393,7 @@ fn read_segments<'a>(
             vaddr,
             memsz,
             file,
-            executable: ph.p_flags(LE).0 & elf::PF_X.0 != 0,
+            executable: flags & elf::PF_X.0 != 0,
         });
     }
     if segments.is_empty() {

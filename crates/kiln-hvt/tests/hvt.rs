@@ -509,6 +509,22 @@ fn malformed_images_are_refused() {
         &["file range (offset 0xffff0000, size 0x10) is outside the file"],
     );
 
+    // Writable and executable.
+    let mut g = hello.clone();
+    g.extra_phdrs.push(Phdr {
+        p_type: PT_LOAD,
+        flags: PF_R | support::PF_W | PF_X,
+        offset: 0,
+        vaddr: 0x30_0000,
+        filesz: 0x10,
+        memsz: 0x10,
+        align: 0x1000,
+    });
+    refused_image(
+        &g,
+        &["segment 3 at 0x300000 is both writable and executable"],
+    );
+
     // memsz < filesz.
     let mut g = hello.clone();
     g.extra_phdrs.push(Phdr {
