@@ -802,3 +802,38 @@ fn tap_interface_in_a_namespace_carries_frames() {
     let out = ns.exec(&["ip", "link", "show", "knope0"]).output().unwrap();
     assert!(!out.status.success(), "knope0 was created");
 }
+
+#[test]
+fn seccomp_filter_is_on_while_the_guest_runs() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let mut g = Guest::new();
+    let mut arg = Vec::new();
+    arg.extend_from_slice(&3_000_000_000u64.to_le_bytes()); // 3 s
+    arg.extend_from_slice(&[0; 16]);
+    let p = g.data(&arg);
+    g.hypercall(3, p).halt(0);
+    let path = dir.write("s.hvt", &g.build());
+    let child =
+        support::spawn(std::process::Command::new(env!("CARGO_BIN_EXE_kiln-hvt")).arg(&path));
+    let status_file = format!("/proc/{}/status", child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut mode = String::new();
+    while std::time::Instant::now() < deadline {
+        let status = std::fs::read_to_string(&status_file).unwrap_or_default();
+        mode = status
+            .lines()
+            .find(|l| l.starts_with("Seccomp:"))
+            .unwrap_or("")
+            .to_string();
+        if mode.ends_with('2') {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let run = support::finish(child);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(mode, "Seccomp:\t2", "no seccomp filter while the guest ran");
+}
