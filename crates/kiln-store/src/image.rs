@@ -233,8 +233,8 @@ mod tests {
     #[test]
     fn pax_record_length_counts_itself() {
         let r = pax_record("path", "a");
-        assert_eq!(r, "10 path=a\n");
-        assert_eq!(r.len(), 10);
+        assert_eq!(r, "9 path=a\n");
+        assert_eq!(pax_record("path", "abcdefg"), "16 path=abcdefg\n");
         let long = "x".repeat(95);
         let r = pax_record("path", &long);
         assert_eq!(

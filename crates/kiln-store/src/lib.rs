@@ -137,3 +137,25 @@ mod ustar;
 
 pub use log::{LogError, LogStore, MAX_KEY_LEN, Usage};
 pub use tar::{TarError, TarStore};
+
+#[cfg(test)]
+mod tests {
+    use std::string::String;
+
+    /// SHA-256 of `data` in lower-case hex.
+    pub fn sha256_hex(data: &[u8]) -> String {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(data)
+            .iter()
+            .map(|b| std::format!("{b:02x}"))
+            .collect()
+    }
+
+    #[test]
+    fn sha256_hex_matches_fips_180_vector() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

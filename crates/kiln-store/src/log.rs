@@ -204,6 +204,9 @@ struct RegionHeader {
 }
 
 const HEADER_CRC_AT: usize = 40;
+/// Bytes of a region header covered by its checksum: the smallest sector,
+/// so that a store attached with another sector size is recognized.
+const HEADER_LEN: usize = 512;
 
 fn put_header(sector: &mut [u8], h: RegionHeader) {
     sector.fill(0);
@@ -214,15 +217,16 @@ fn put_header(sector: &mut [u8], h: RegionHeader) {
     put(sector, 20, &h.sector_size.to_le_bytes());
     put(sector, 24, &h.region_sectors.to_le_bytes());
     put(sector, 32, &h.first_seq.to_le_bytes());
-    let crc = sector_crc(sector, HEADER_CRC_AT);
+    let crc = sector_crc(sector.get(..HEADER_LEN).unwrap_or_default(), HEADER_CRC_AT);
     put(sector, HEADER_CRC_AT, &crc.to_le_bytes());
 }
 
 fn header(sector: &[u8]) -> Option<RegionHeader> {
-    if sector.len() < 64 || sector.get(..4) != Some(&REGION_MAGIC[..]) {
+    if sector.len() < HEADER_LEN || sector.get(..4) != Some(&REGION_MAGIC[..]) {
         return None;
     }
-    if le_u32(sector, HEADER_CRC_AT) != sector_crc(sector, HEADER_CRC_AT) {
+    let crc = sector_crc(sector.get(..HEADER_LEN).unwrap_or_default(), HEADER_CRC_AT);
+    if le_u32(sector, HEADER_CRC_AT) != crc {
         return None;
     }
     Some(RegionHeader {
@@ -327,8 +331,10 @@ fn children<'a, V>(
 impl<B: Block> LogStore<B> {
     /// Opens the store on `block` (named `device` in messages): reads both
     /// region headers and replays the active region's log to build the
-    /// index, discarding a torn record at its end. A device whose two
-    /// region headers are zero-filled is formatted as an empty store.
+    /// index, discarding a torn record at its end. A zero-filled device
+    /// (precisely: no valid region header, and region 1's header and
+    /// region 0's first record sector zero-filled) is formatted as an
+    /// empty store.
     pub async fn open(device: &str, block: B) -> Result<LogStore<B>, LogError> {
         let mut store = LogStore::new(device, block)?;
         let size = store.sector_size;
@@ -338,7 +344,12 @@ impl<B: Block> LogStore<B> {
         store.read_at(device, store.region, &mut second).await?;
         let headers = [header(&first), header(&second)];
         if headers.iter().all(Option::is_none) {
-            if first.iter().chain(&second).all(|&b| b == 0) {
+            // A blank device, or one whose formatting was interrupted (a
+            // torn first header; no record is written before it is
+            // durable, so region 0's first record sector is still blank).
+            let mut record = vec![0u8; size];
+            store.read_at(device, 1, &mut record).await?;
+            if second.iter().chain(&record).all(|&b| b == 0) {
                 store.write_fresh(device, 1).await?;
                 return Ok(store);
             }
@@ -1160,3 +1171,6 @@ impl<B: Block> KvRw for LogStore<B> {
         self.append(&mut st, OP_REMOVE, &key, &[]).await
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -112,7 +112,7 @@ impl MemBlock {
         let size = self.info.sector_size as usize;
         let mode = self.mode.get();
         let pending = core::mem::take(&mut s.pending);
-        let mut apply = |s: &mut State, sector: u64, data: &[u8]| {
+        let apply = |s: &mut State, sector: u64, data: &[u8]| {
             let at = sector as usize * size;
             s.durable[at..at + data.len()].copy_from_slice(data);
         };

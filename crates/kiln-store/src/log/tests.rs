@@ -1,0 +1,478 @@
+//! LogStore tests over an in-memory device: behaviour, crashes after every
+//! sector write, corruption, sector sizes, a full device and compaction.
+
+use alloc::collections::BTreeMap;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::future::Future;
+use std::boxed::Box;
+use std::format;
+
+use kiln_devices::{EntryKind, KvError, KvRo, KvRw};
+
+use super::{LogError, LogStore};
+use crate::mem::{Crash, MemBlock};
+
+struct Idle;
+impl kiln_rt::Platform for Idle {
+    fn now(&self) -> kiln_devices::Instant {
+        kiln_devices::Instant::ZERO
+    }
+    fn wait(&self, _: Option<kiln_devices::Instant>) {
+        panic!("a store operation over an in-memory device blocked");
+    }
+}
+
+fn run<F: Future>(f: F) -> F::Output {
+    let platform: &'static Idle = Box::leak(Box::new(Idle));
+    kiln_rt::block_on(platform, f)
+}
+
+type Model = BTreeMap<String, Vec<u8>>;
+
+/// Every value of the store, by walking its dictionaries.
+async fn dump<S: KvRo>(store: &S) -> Result<Model, KvError> {
+    let mut out = Model::new();
+    let mut dirs = vec![String::new()];
+    while let Some(dir) = dirs.pop() {
+        for (name, kind) in store.list(&dir).await? {
+            let key = if dir.is_empty() {
+                name
+            } else {
+                format!("{dir}/{name}")
+            };
+            match kind {
+                EntryKind::Dictionary => dirs.push(key),
+                EntryKind::Value => {
+                    let v = store.get(&key).await?.into_owned();
+                    out.insert(key, v);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Clone)]
+enum Op {
+    Set(String, Vec<u8>),
+    Remove(String),
+}
+
+impl core::fmt::Debug for Op {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Op::Set(k, v) => write!(f, "set {k} ({} bytes)", v.len()),
+            Op::Remove(k) => write!(f, "remove {k}"),
+        }
+    }
+}
+
+fn apply(model: &mut Model, op: &Op) {
+    match op {
+        Op::Set(k, v) => {
+            model.insert(k.clone(), v.clone());
+        }
+        Op::Remove(k) => model.retain(|m, _| !super::under(m, k)),
+    }
+}
+
+/// A deterministic generator (xorshift64).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A write-heavy workload over a few keys, with values from empty to
+/// several sectors, overwrites, and removals of keys and of dictionaries.
+fn workload(seed: u64, ops: usize, max_value: u64) -> Vec<Op> {
+    let mut rng = Rng(seed);
+    let keys = ["a", "b", "dir/x", "dir/y", "dir/sub/z", "long/key/name"];
+    (0..ops)
+        .map(|i| {
+            let key = keys[rng.below(keys.len() as u64) as usize].to_string();
+            match rng.below(10) {
+                0 => Op::Remove(key),
+                1 => Op::Remove("dir".into()),
+                _ => {
+                    let len = rng.below(max_value + 1) as usize;
+                    let byte = i as u8;
+                    Op::Set(key, vec![byte; len])
+                }
+            }
+        })
+        .collect()
+}
+
+async fn perform<B: kiln_devices::Block>(store: &LogStore<B>, op: &Op) -> Result<(), KvError> {
+    match op {
+        Op::Set(k, v) => store.set(k, v).await,
+        Op::Remove(k) => match store.remove(k).await {
+            Err(KvError::NotFound) => Ok(()),
+            other => other,
+        },
+    }
+}
+
+#[test]
+fn values_dictionaries_and_reopen() {
+    run(async {
+        let block = MemBlock::new(512, 64);
+        let store = LogStore::open("data", &block).await.unwrap();
+        assert_eq!(store.exists("").await, Ok(Some(EntryKind::Dictionary)));
+        assert_eq!(store.list("").await, Ok(vec![]));
+        store.set("/notes//today", b"milk").await.unwrap();
+        store.set("notes/big", &[7u8; 2000]).await.unwrap();
+        store.set("top", b"").await.unwrap();
+        assert_eq!(store.get("notes/today").await.unwrap().as_ref(), b"milk");
+        assert_eq!(
+            store.get("notes/big").await.unwrap().as_ref(),
+            &[7u8; 2000][..]
+        );
+        assert_eq!(store.get("top").await.unwrap().as_ref(), b"");
+        assert_eq!(store.size("notes/big").await, Ok(2000));
+        assert_eq!(
+            store
+                .get_partial("notes/big", 470, 30)
+                .await
+                .unwrap()
+                .as_ref(),
+            &[7u8; 30][..]
+        );
+        assert_eq!(
+            store
+                .get_partial("notes/today", 2, 100)
+                .await
+                .unwrap()
+                .as_ref(),
+            b"lk"
+        );
+        assert_eq!(
+            store
+                .get_partial("notes/today", 4, 1)
+                .await
+                .unwrap()
+                .as_ref(),
+            b""
+        );
+        assert_eq!(
+            store.get_partial("notes/today", 5, 1).await,
+            Err(KvError::OutOfRange)
+        );
+        assert_eq!(
+            store.list("").await.unwrap(),
+            vec![
+                ("notes".into(), EntryKind::Dictionary),
+                ("top".into(), EntryKind::Value)
+            ]
+        );
+        assert_eq!(store.list("top").await, Err(KvError::IsValue));
+        assert_eq!(store.list("nothing").await, Err(KvError::NotFound));
+        assert_eq!(store.get("notes").await, Err(KvError::IsDictionary));
+        assert_eq!(store.get("nothing").await, Err(KvError::NotFound));
+        assert_eq!(store.set("notes", b"x").await, Err(KvError::IsDictionary));
+        assert_eq!(store.set("top/below", b"x").await, Err(KvError::IsValue));
+        assert_eq!(store.set("", b"x").await, Err(KvError::IsDictionary));
+        assert_eq!(store.set("a/../b", b"x").await, Err(KvError::InvalidKey));
+        assert_eq!(
+            store.set(&"k".repeat(256), b"x").await,
+            Err(KvError::InvalidKey)
+        );
+        assert_eq!(
+            store.digest("notes/today").await.unwrap().to_string(),
+            crate::tests::sha256_hex(b"milk")
+        );
+        store.set("notes/today", b"eggs").await.unwrap();
+        assert_eq!(
+            store.digest("notes/today").await.unwrap().to_string(),
+            crate::tests::sha256_hex(b"eggs")
+        );
+        drop(store);
+
+        let store = LogStore::open("data", &block).await.unwrap();
+        assert_eq!(store.get("notes/today").await.unwrap().as_ref(), b"eggs");
+        assert_eq!(
+            store.digest("notes/big").await.unwrap().to_string(),
+            crate::tests::sha256_hex(&[7u8; 2000])
+        );
+        store.remove("notes").await.unwrap();
+        assert_eq!(store.exists("notes/big").await, Ok(None));
+        assert_eq!(store.remove("notes").await, Err(KvError::NotFound));
+        drop(store);
+        let store = LogStore::open("data", &block).await.unwrap();
+        assert_eq!(
+            dump(&store).await.unwrap().keys().collect::<Vec<_>>(),
+            ["top"]
+        );
+    });
+}
+
+/// Runs `ops` on a fresh device that crashes at sector write `n`, then
+/// reopens what the medium kept and checks: every acknowledged operation
+/// is there, and the one in flight is either wholly there or wholly not.
+/// Returns whether the crash happened.
+fn crash_at(sector_size: u32, sectors: u64, ops: &[Op], n: usize, mode: Crash) -> bool {
+    run(async {
+        let block = MemBlock::new(sector_size, sectors);
+        block.crash_after(n, mode);
+        let mut model = Model::new();
+        let mut in_flight = None;
+        if let Ok(store) = LogStore::open("data", &block).await {
+            for op in ops {
+                match perform(&store, op).await {
+                    Ok(()) => apply(&mut model, op),
+                    Err(KvError::Full) => {}
+                    Err(KvError::Block(_)) => {
+                        in_flight = Some(op.clone());
+                        break;
+                    }
+                    Err(e) => panic!("{op:?} failed: {e}"),
+                }
+            }
+        }
+        let crashed = block.crashed();
+        let after = MemBlock::from_image(sector_size, block.image());
+        let store = LogStore::open("data", &after)
+            .await
+            .unwrap_or_else(|e| panic!("reopen after a crash at write {n} ({mode:?}): {e}"));
+        let found = dump(&store).await.unwrap();
+        let mut with = model.clone();
+        if let Some(op) = &in_flight {
+            apply(&mut with, op);
+        }
+        assert!(
+            found == model || found == with,
+            "crash at write {n} ({mode:?}): store has {:?}, expected {:?} or, with {:?}, {:?}",
+            found.keys().collect::<Vec<_>>(),
+            model.keys().collect::<Vec<_>>(),
+            in_flight,
+            with.keys().collect::<Vec<_>>(),
+        );
+        // The store goes on working after recovery, and a torn tail is
+        // overwritten cleanly.
+        store.set("after", b"crash").await.unwrap();
+        drop(store);
+        let store = LogStore::open("data", &after).await.unwrap();
+        let again = dump(&store).await.unwrap();
+        assert_eq!(again.get("after").map(Vec::as_slice), Some(&b"crash"[..]));
+        assert_eq!(
+            again.len(),
+            found.len() + usize::from(!found.contains_key("after"))
+        );
+        crashed
+    })
+}
+
+fn total_writes(sector_size: u32, sectors: u64, ops: &[Op]) -> usize {
+    run(async {
+        let block = MemBlock::new(sector_size, sectors);
+        let store = LogStore::open("data", &block).await.unwrap();
+        for op in ops {
+            match perform(&store, op).await {
+                Ok(()) | Err(KvError::Full) => {}
+                Err(e) => panic!("{op:?} failed: {e}"),
+            }
+        }
+        assert!(
+            store.usage().await.compactions > 0,
+            "the workload must compact"
+        );
+        block.writes()
+    })
+}
+
+fn crash_everywhere(sector_size: u32, sectors: u64, ops: &[Op]) {
+    let total = total_writes(sector_size, sectors, ops);
+    for mode in [
+        Crash::DropUnflushed,
+        Crash::KeepOrdered,
+        Crash::TearLast,
+        Crash::Reorder,
+    ] {
+        for n in 0..total {
+            assert!(
+                crash_at(sector_size, sectors, ops, n, mode),
+                "write {n} must crash"
+            );
+        }
+        assert!(!crash_at(sector_size, sectors, ops, total, mode));
+    }
+}
+
+#[test]
+fn crash_after_every_sector_write_512() {
+    // 64 sectors: regions of 31 record sectors, so the workload compacts
+    // several times, and some values span four sectors.
+    crash_everywhere(512, 64, &workload(1, 60, 1500));
+}
+
+#[test]
+fn crash_after_every_sector_write_4096() {
+    crash_everywhere(4096, 32, &workload(2, 40, 5000));
+}
+
+#[test]
+fn torn_tail_record_is_dropped() {
+    run(async {
+        let block = MemBlock::new(512, 64);
+        let store = LogStore::open("data", &block).await.unwrap();
+        store.set("k", b"old").await.unwrap();
+        store.set("k", &[9u8; 1200]).await.unwrap();
+        drop(store);
+        // The last record is sectors 2..5; damage its last sector.
+        block.flip(4 * 512 + 100, 0x40);
+        let store = LogStore::open("data", &block).await.unwrap();
+        assert_eq!(store.get("k").await.unwrap().as_ref(), b"old");
+    });
+}
+
+#[test]
+fn corrupt_value_in_the_middle_is_reported_not_returned() {
+    run(async {
+        let block = MemBlock::new(512, 64);
+        let store = LogStore::open("data", &block).await.unwrap();
+        store.set("k", &[1u8; 1200]).await.unwrap(); // sectors 1..4
+        store.set("other", b"fine").await.unwrap(); // sector 4
+        drop(store);
+        block.flip(2 * 512 + 300, 0x01);
+        let store = LogStore::open("data", &block).await.unwrap();
+        assert_eq!(store.get("k").await, Err(KvError::Corrupt));
+        assert_eq!(store.get_partial("k", 0, 10).await, Err(KvError::Corrupt));
+        assert_eq!(store.get("other").await.unwrap().as_ref(), b"fine");
+        // Compaction keeps the key lost rather than dropping it silently.
+        store.compact().await.unwrap();
+        assert_eq!(store.get("k").await, Err(KvError::Corrupt));
+        drop(store);
+        let store = LogStore::open("data", &block).await.unwrap();
+        assert_eq!(store.get("k").await, Err(KvError::Corrupt));
+        assert_eq!(store.get("other").await.unwrap().as_ref(), b"fine");
+        store.set("k", b"new").await.unwrap();
+        assert_eq!(store.get("k").await.unwrap().as_ref(), b"new");
+    });
+}
+
+#[test]
+fn corruption_found_after_open_is_reported() {
+    run(async {
+        let block = MemBlock::new(512, 64);
+        let store = LogStore::open("data", &block).await.unwrap();
+        store.set("k", &[1u8; 1200]).await.unwrap();
+        block.flip(3 * 512 + 10, 0x80);
+        assert_eq!(store.get("k").await, Err(KvError::Corrupt));
+        // The digest was taken of the value as set; the intact first
+        // sector still reads.
+        assert_eq!(
+            store.digest("k").await.unwrap().to_string(),
+            crate::tests::sha256_hex(&[1u8; 1200])
+        );
+        assert_eq!(
+            store.get_partial("k", 0, 10).await.unwrap().as_ref(),
+            &[1u8; 10][..]
+        );
+    });
+}
+
+#[test]
+fn damaged_record_start_with_later_records_refuses_to_open() {
+    run(async {
+        let block = MemBlock::new(512, 64);
+        let store = LogStore::open("data", &block).await.unwrap();
+        store.set("a", b"1").await.unwrap(); // sector 1
+        store.set("b", b"2").await.unwrap(); // sector 2
+        store.set("c", b"3").await.unwrap(); // sector 3
+        drop(store);
+        block.flip(2 * 512 + 40, 0x02);
+        match LogStore::open("data", &block).await {
+            Err(LogError::Corrupt { sector: 2, .. }) => {}
+            other => panic!("expected a corrupt-log error, got {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn full_store_refuses_then_recovers_room() {
+    run(async {
+        let block = MemBlock::new(512, 24); // regions of 11 record sectors
+        let store = LogStore::open("data", &block).await.unwrap();
+        let mut stored = 0;
+        let err = loop {
+            match store.set(&format!("k{stored}"), &[stored as u8; 900]).await {
+                Ok(()) => stored += 1,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err, KvError::Full);
+        assert_eq!(stored, 5, "five 2-sector records fit in 11 sectors");
+        // Nothing was lost by the refused write.
+        for i in 0..stored {
+            assert_eq!(
+                store.get(&format!("k{i}")).await.unwrap().as_ref(),
+                &[i as u8; 900][..]
+            );
+        }
+        assert_eq!(store.set("huge", &[0u8; 20_000]).await, Err(KvError::Full));
+        store.remove("k0").await.unwrap();
+        store.set("new", &[1u8; 900]).await.unwrap();
+        drop(store);
+        let store = LogStore::open("data", &block).await.unwrap();
+        assert_eq!(dump(&store).await.unwrap().len(), 5);
+    });
+}
+
+#[test]
+fn compaction_keeps_everything() {
+    run(async {
+        let block = MemBlock::new(4096, 64);
+        let store = LogStore::open("data", &block).await.unwrap();
+        let mut model = Model::new();
+        for op in workload(7, 400, 9000) {
+            perform(&store, &op).await.unwrap();
+            apply(&mut model, &op);
+        }
+        let usage = store.usage().await;
+        assert!(usage.compactions >= 10, "{usage:?}");
+        assert_eq!(dump(&store).await.unwrap(), model);
+        drop(store);
+        let store = LogStore::open("data", &block).await.unwrap();
+        assert_eq!(dump(&store).await.unwrap(), model);
+    });
+}
+
+#[test]
+fn foreign_data_and_other_geometry_are_refused() {
+    run(async {
+        let block = MemBlock::from_image(512, vec![0x5a; 512 * 16]);
+        assert!(matches!(
+            LogStore::open("data", &block).await,
+            Err(LogError::NotAStore { .. })
+        ));
+        let block = MemBlock::new(512, 64);
+        LogStore::open("data", &block).await.unwrap();
+        let as_4096 = MemBlock::from_image(4096, block.image());
+        assert!(matches!(
+            LogStore::open("data", &as_4096).await,
+            Err(LogError::Geometry { .. })
+        ));
+        let tiny = MemBlock::new(512, 3);
+        assert!(matches!(
+            LogStore::open("data", &tiny).await,
+            Err(LogError::TooSmall { .. })
+        ));
+        // `format` erases whatever was there.
+        let block = MemBlock::from_image(512, vec![0x5a; 512 * 16]);
+        let store = LogStore::format("data", &block).await.unwrap();
+        store.set("x", b"y").await.unwrap();
+        drop(store);
+        let store = LogStore::open("data", &block).await.unwrap();
+        assert_eq!(dump(&store).await.unwrap().len(), 1);
+    });
+}
