@@ -83,6 +83,9 @@ struct Closing {
     deadline: Option<smoltcp::time::Instant>,
     /// The ephemeral port it holds, released once the socket is gone.
     port: Option<u16>,
+    /// The driver has seen it in TIME-WAIT after a round of sending (so
+    /// the last ACK is out).
+    time_wait_seen: bool,
 }
 
 /// Everything the driver and the socket handles share.
@@ -257,15 +260,23 @@ impl State {
     pub(crate) fn close_later(&mut self, handle: SocketHandle, port: Option<u16>) {
         let socket = self.sockets.get_mut::<tcp::Socket>(handle);
         socket.close();
+        // ACK the peer's FIN at once, so that TIME-WAIT can end early.
+        socket.set_ack_delay(None);
         self.closing.push(Closing {
             handle,
             deadline: None,
             port,
+            time_wait_seen: false,
         });
     }
 
     /// Removes closed sockets of dropped connections and resets those past
     /// their deadline. Returns the earliest deadline still pending.
+    ///
+    /// TIME-WAIT (RFC 9293 3.6.1) is cut short: a socket that reached it is
+    /// removed on the next round, once its last ACK has been sent, instead
+    /// of holding its buffers for smoltcp's 10 s. The cost: a duplicate
+    /// FIN arriving later is answered with a RST.
     pub(crate) fn reap(&mut self, now: smoltcp::time::Instant) -> Option<smoltcp::time::Instant> {
         let mut earliest = None::<smoltcp::time::Instant>;
         let mut i = 0;
@@ -275,7 +286,8 @@ impl State {
             // Closed, and the RST (if any) is sent: smoltcp forgets the
             // peer once nothing is left to say.
             let closed = socket.state() == tcp::State::Closed && socket.remote_endpoint().is_none();
-            if closed || now >= deadline + ABORT_GRACE.into() {
+            let time_wait = socket.state() == tcp::State::TimeWait;
+            if closed || (time_wait && c.time_wait_seen) || now >= deadline + ABORT_GRACE.into() {
                 let c = self.closing.swap_remove(i);
                 self.sockets.remove(c.handle);
                 if let Some(port) = c.port {
@@ -283,7 +295,11 @@ impl State {
                 }
                 continue;
             }
-            let wake_at = if now >= deadline {
+            let wake_at = if time_wait {
+                // Sent in this round's egress; removed in the next round.
+                c.time_wait_seen = true;
+                now
+            } else if now >= deadline {
                 socket.abort();
                 deadline + ABORT_GRACE.into()
             } else {
