@@ -529,3 +529,61 @@ fn abandoned_connects_leave_no_sockets_behind() {
         assert_eq!(b.socket_count(), 0);
     });
 }
+
+/// Records the deadlines the executor blocks with; blocking with none
+/// (nothing will ever wake the runtime) ends the test's main future.
+#[derive(Default)]
+struct IdleProbe {
+    now: Cell<u64>,
+    waits: std::cell::RefCell<Vec<Option<Instant>>>,
+    idle: Cell<bool>,
+    main: std::cell::RefCell<Option<std::task::Waker>>,
+}
+
+impl Platform for IdleProbe {
+    fn now(&self) -> Instant {
+        Instant::from_nanos(self.now.get())
+    }
+    fn wait(&self, deadline: Option<Instant>) {
+        self.waits.borrow_mut().push(deadline);
+        assert!(
+            self.waits.borrow().len() < 10_000,
+            "the runtime never went idle"
+        );
+        match deadline {
+            Some(d) => self.now.set(self.now.get().max(d.as_nanos())),
+            None => {
+                self.idle.set(true);
+                if let Some(w) = self.main.borrow_mut().take() {
+                    w.wake();
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn an_idle_stack_blocks_without_a_timer() {
+    let platform: &'static IdleProbe = Box::leak(Box::default());
+    block_on(platform, async {
+        let (a, b) = two_stacks();
+        let listener = a.listen_tcp("0.0.0.0:7".parse().unwrap()).await.unwrap();
+        spawn_echo_server(listener);
+        let back = echo_round_trip(&b, "10.0.0.1:7".parse().unwrap(), pattern(5000, 1)).await;
+        assert_eq!(back, pattern(5000, 1));
+        // Everything is closed; nothing should need the stacks any more.
+        poll_fn(|cx| {
+            if platform.idle.get() {
+                Poll::Ready(())
+            } else {
+                *platform.main.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+    });
+    let waits = platform.waits.borrow();
+    assert_eq!(waits.last(), Some(&None));
+    // Few blocking calls: timers, not a polling loop.
+    assert!(waits.len() < 50, "{} waits: {waits:?}", waits.len());
+}
