@@ -619,3 +619,6 @@ impl<B: Block> KvRo for TarStore<B> {
         Ok(Digest(d))
     }
 }
+
+#[cfg(test)]
+mod tests;

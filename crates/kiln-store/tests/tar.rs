@@ -31,7 +31,9 @@ impl Drop for TempDir {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 /// A tree with nested directories, an empty file, an empty directory,
@@ -50,7 +52,10 @@ fn sample_tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
         ("blobs/big".into(), pattern(200_000, 3)),
         (format!("long/{}", "n".repeat(120)), b"long name".to_vec()),
         (
-            format!("{long_dir}/{long_dir}/{long_dir}/{long_dir}/{}", "f".repeat(40)),
+            format!(
+                "{long_dir}/{long_dir}/{long_dir}/{long_dir}/{}",
+                "f".repeat(40)
+            ),
             b"long path".to_vec(),
         ),
         ("unicode/été.txt".into(), "ça marche".as_bytes().to_vec()),
@@ -103,11 +108,20 @@ fn check(store: &TarStore<FileBlock>, files: &BTreeMap<String, Vec<u8>>) {
                 }
                 let end = (offset + len).min(data.len());
                 let got = store.get_partial(path, offset as u64, len).await.unwrap();
-                assert!(got.as_ref() == &data[offset..end], "{path} at {offset}+{len}");
+                assert!(
+                    got.as_ref() == &data[offset..end],
+                    "{path} at {offset}+{len}"
+                );
             }
         }
         assert_eq!(
-            store.list("").await.unwrap().iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            store
+                .list("")
+                .await
+                .unwrap()
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>(),
             [
                 "a",
                 "blobs",
@@ -156,7 +170,10 @@ fn kiln_images_read_back_with_both_sector_sizes() {
 }
 
 fn have_tar() -> bool {
-    let found = Command::new("tar").arg("--version").output().is_ok_and(|o| o.status.success());
+    let found = Command::new("tar")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !found {
         eprintln!("SKIPPED: no `tar` on PATH; the GNU tar interoperability test did not run");
         assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "CI needs `tar`");
@@ -228,7 +245,11 @@ fn stores_read_gnu_tar_archives() {
             assert_eq!((found, store.len()), (files.len() - 2, files.len() - 2));
             continue;
         }
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let mut image = std::fs::read(&path).unwrap();
         image.resize(image.len().next_multiple_of(4096), 0);
         std::fs::write(&path, image).unwrap();
