@@ -945,3 +945,92 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+    use alloc::vec::Vec;
+
+    static SPEC: Spec = Spec {
+        program: "p",
+        doc: "",
+        args: &[
+            ArgSpec {
+                name: "n",
+                ty: ArgType::U8,
+                default: None,
+                doc: "",
+            },
+            ArgSpec {
+                name: "b",
+                ty: ArgType::Bool,
+                default: Some("false"),
+                doc: "",
+            },
+            ArgSpec {
+                name: "ip",
+                ty: ArgType::Ip,
+                default: Some("::"),
+                doc: "",
+            },
+        ],
+        devices: &[
+            DeviceSpec {
+                name: "net0",
+                kind: DeviceKind::Net,
+            },
+            DeviceSpec {
+                name: "d",
+                kind: DeviceKind::Block,
+            },
+        ],
+    };
+
+    /// Every combination of up to three words from a set of awkward ones
+    /// parses to a value or an error, never a panic, and a successful
+    /// parse yields every value the spec asks for.
+    #[test]
+    fn awkward_command_lines_never_panic() {
+        let words = [
+            "--n",
+            "--n=",
+            "--n=256",
+            "--n=7",
+            "7",
+            "--b",
+            "--b=maybe",
+            "--ip",
+            "::1",
+            "--ip=1.2.3.4",
+            "--net:net0=tap0",
+            "--net:=x",
+            "--net:",
+            "--net-mac:net0=zz",
+            "--block:d=/x",
+            "--block-sector-size:d=0",
+            "--block-sector-size:d=4096",
+            "--",
+            "-",
+            "",
+            "=",
+            "--=",
+            "--:",
+            "--n=\u{fffd}",
+            "--help=no",
+        ];
+        let base = ["--net:net0=tap0", "--block:d=/x"];
+        for a in words {
+            for b in words {
+                for c in words {
+                    let argv: Vec<&str> = base.iter().copied().chain([a, b, c]).collect();
+                    if let Ok(Outcome::Run(mut p)) = parse(&SPEC, argv.iter().copied()) {
+                        assert!(p.take::<u8>(0).is_ok(), "{argv:?}");
+                        assert!(p.take::<bool>(1).is_ok(), "{argv:?}");
+                        assert!(p.take::<IpAddr>(2).is_ok(), "{argv:?}");
+                        assert!(p.net(0).is_ok() && p.block(1).is_ok(), "{argv:?}");
+                    }
+                }
+            }
+        }
+    }
+}

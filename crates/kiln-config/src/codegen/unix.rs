@@ -59,9 +59,11 @@ const IMPLEMENTATIONS: &[(DeviceType, Option<Impl>, Construct)] = &[
     ),
 ];
 
-/// The release profile of generated crates. `opt-level = 3`: for hello it
-/// builds as fast as `s` and the image is within a few KiB of it, while
-/// network code runs measurably faster.
+/// The release profile of generated crates. `opt-level = 3`, measured on a
+/// checksum loop over 1 MiB (200 rounds) built by kiln: 14-15 ms at 3,
+/// 68-101 ms at "s", 89-121 ms at "z"; the image is 420 KB at 3 against
+/// 399 KB at "s" (5% smaller), and build times were within noise of each
+/// other. A few percent of size is not worth a 5x slower data path.
 const PROFILE: &str = "[profile.release]
 opt-level = 3
 lto = true
