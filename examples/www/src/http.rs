@@ -340,7 +340,15 @@ pub async fn serve<S: TcpStream, K: KvRo>(
                 None => {}
                 Some(Err(status)) => {
                     // After a malformed request the framing is lost: close.
-                    send(stream, &Response::error(status).closing(), false, limits).await?;
+                    // A HEAD gets no body, even a malformed one.
+                    let head_only = buf.starts_with(b"HEAD ");
+                    send(
+                        stream,
+                        &Response::error(status).closing(),
+                        head_only,
+                        limits,
+                    )
+                    .await?;
                     summary.responses += 1;
                     let _ = stream.shutdown().await;
                     return Ok(summary);

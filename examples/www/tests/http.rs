@@ -461,6 +461,28 @@ fn serves_over_the_direct_stack() {
                 .await
                 .is_err()
         );
+        // Bad clients first: one sends garbage, one connects and says
+        // nothing, one resets mid-request. None of them stops the server.
+        let mut bad = client
+            .connect_tcp("10.0.0.1:8080".parse().unwrap())
+            .await
+            .unwrap();
+        bad.write_all(b"\x16\x03\x01 not http\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0; 4096];
+        let n = bad.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 400 "));
+        let _silent = client
+            .connect_tcp("10.0.0.1:8080".parse().unwrap())
+            .await
+            .unwrap();
+        let mut half = client
+            .connect_tcp("10.0.0.1:8080".parse().unwrap())
+            .await
+            .unwrap();
+        half.write_all(b"GET / HT").await.unwrap();
+        drop(half);
         let mut s = client
             .connect_tcp("10.0.0.1:8080".parse().unwrap())
             .await
@@ -468,7 +490,6 @@ fn serves_over_the_direct_stack() {
         let req = [get("/img/kiln.png"), get("/")].concat();
         s.write_all(&req).await.unwrap();
         let mut out = Vec::new();
-        let mut buf = [0; 4096];
         // Both responses, then the idle timeout closes the connection.
         loop {
             let n = s.read(&mut buf).await.unwrap();
@@ -484,4 +505,123 @@ fn serves_over_the_direct_stack() {
     assert_eq!(rs[0].body, PNG);
     assert_eq!(rs[1].body, INDEX);
     assert_eq!(log.borrow().as_str(), "www: serving on port 8080\n");
+}
+
+/// A small deterministic generator (xorshift64*), so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Mutated and random requests: the server never panics, always answers
+/// with well-formed responses, and never takes longer than its limits.
+#[test]
+fn mutated_requests_never_break_the_server() {
+    let seeds: Vec<Vec<u8>> = vec![
+        get("/"),
+        b"HEAD /img/kiln.png HTTP/1.1\r\nHost: t\r\nIf-None-Match: \"x\"\r\n\r\n".to_vec(),
+        b"GET /docs HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".to_vec(),
+        b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc".to_vec(),
+    ];
+    let tokens: [&[u8]; 10] = [
+        b"\r\n",
+        b"\r\n\r\n",
+        b" ",
+        b"%",
+        b"/..",
+        b":",
+        b"\x00",
+        b"HTTP/1.1",
+        b"Host: x\r\n",
+        b"\xff",
+    ];
+    let mut rng = Rng(0x6b69_6c6e_7777_7731);
+    for round in 0..1500 {
+        let mut req = seeds[rng.below(seeds.len())].clone();
+        for _ in 0..1 + rng.below(4) {
+            let at = rng.below(req.len() + 1);
+            match rng.below(4) {
+                0 if !req.is_empty() => {
+                    let end = (at + 1 + rng.below(8)).min(req.len());
+                    req.drain(at.min(end)..end);
+                }
+                1 => req
+                    .splice(at..at, tokens[rng.below(tokens.len())].iter().copied())
+                    .for_each(drop),
+                2 => req.insert(at, rng.next() as u8),
+                _ => {
+                    let extra: Vec<u8> = (0..rng.below(32)).map(|_| rng.next() as u8).collect();
+                    req.splice(at..at, extra).for_each(drop);
+                }
+            }
+        }
+        let splits = rng.below(3);
+        let mut chunks: Vec<(u64, &[u8])> = Vec::new();
+        let mut rest = &req[..];
+        for _ in 0..splits {
+            let (a, b) = rest.split_at(rng.below(rest.len() + 1));
+            chunks.push((rng.below(3) as u64, a));
+            rest = b;
+        }
+        chunks.push((0, rest));
+        let end = if rng.below(2) == 0 {
+            End::Close
+        } else {
+            End::Stall
+        };
+        let kv = htdocs();
+        let stream = MemStream::new(&chunks, end);
+        let output = stream.output.clone();
+        let ended = run(async move {
+            let mut stream = stream;
+            let _ = serve(&mut stream, &kv, &Limits::default()).await;
+            secs()
+        });
+        let limits = Limits::default();
+        assert!(
+            ended <= (limits.idle + limits.request).as_secs_f64() + 1.0,
+            "round {round}: connection lasted {ended} s for {req:?}"
+        );
+        // Every byte written is part of a well-formed response.
+        let out = output.borrow();
+        let mut rest = &out[..];
+        while !rest.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut r = httparse::Response::new(&mut headers);
+            let Ok(httparse::Status::Complete(len)) = r.parse(rest) else {
+                panic!("round {round}: malformed output for {req:?}: {out:?}");
+            };
+            let status = r.code.unwrap();
+            let length = r
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .map(|h| {
+                    std::str::from_utf8(h.value)
+                        .unwrap()
+                        .parse::<usize>()
+                        .unwrap()
+                });
+            rest = &rest[len..];
+            // A body, when sent, is complete; answers to HEAD carry none,
+            // so the next response starts right away.
+            if let Some(n) = length
+                && status != 304
+                && !rest.is_empty()
+                && !rest.starts_with(b"HTTP/1.1 ")
+            {
+                assert!(rest.len() >= n, "round {round}: truncated body for {req:?}");
+                rest = &rest[n..];
+            }
+        }
+    }
 }
