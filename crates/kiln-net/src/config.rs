@@ -4,6 +4,8 @@ use core::fmt;
 use core::net::{Ipv4Addr, Ipv6Addr};
 use core::str::FromStr;
 
+use alloc::vec::Vec;
+
 /// An address with its prefix length, as `ADDR/PREFIX`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr<A> {
@@ -301,6 +303,40 @@ impl Config {
         Ok(config)
     }
 
+    /// Takes the stack's arguments (those of [`FLAGS`], as `--name=value`,
+    /// `--name value` or `--flag`) out of a unikernel's command line and
+    /// returns the configuration they give (checked with
+    /// [`Config::validate`]) and the other arguments, in order, for the
+    /// unikernel's own parser.
+    pub fn extract<'a>(
+        args: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(Config, Vec<&'a str>), ConfigError> {
+        let mut config = Config::default();
+        let mut rest = Vec::new();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let Some(body) = arg.strip_prefix("--") else {
+                rest.push(arg);
+                continue;
+            };
+            let (name, value) = match body.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (body, None),
+            };
+            let Some(f) = flag(name) else {
+                rest.push(arg);
+                continue;
+            };
+            let value = match (value, f.value) {
+                (None, Some(_)) => args.next(),
+                (v, _) => v,
+            };
+            config.set(name, value)?;
+        }
+        config.validate()?;
+        Ok((config, rest))
+    }
+
     /// Checks combinations: a gateway needs a static address of its family
     /// (an IPv6 gateway also works with SLAAC or link-local addresses, so
     /// only IPv4 is checked).
@@ -352,6 +388,33 @@ mod tests {
         let c = Config::parse(["--no-dhcp"]).unwrap();
         assert!(!c.uses_dhcp());
         assert!(Config::parse([]).unwrap().uses_dhcp());
+    }
+
+    #[test]
+    fn extract_leaves_other_arguments_in_order() {
+        let (c, rest) = Config::extract([
+            "--port=80",
+            "--ipv4",
+            "10.0.0.2/24",
+            "--net:service=tap0",
+            "--no-slaac",
+            "--help",
+            "--ipv6=fd00::2/64",
+            "word",
+        ])
+        .unwrap();
+        assert_eq!(rest, ["--port=80", "--net:service=tap0", "--help", "word"]);
+        assert_eq!(c.ipv4.unwrap().to_string(), "10.0.0.2/24");
+        assert_eq!(c.ipv6.unwrap().to_string(), "fd00::2/64");
+        assert!(!c.slaac && !c.uses_dhcp());
+        assert!(matches!(
+            Config::extract(["--ipv4=bad"]),
+            Err(ConfigError::InvalidValue { flag: "ipv4", .. })
+        ));
+        assert!(matches!(
+            Config::extract(["--ipv4"]),
+            Err(ConfigError::MissingValue { flag: "ipv4", .. })
+        ));
     }
 
     #[test]

@@ -24,20 +24,27 @@
 //!
 //! # What generated code calls
 //!
-//! Inside `kiln_rt::block_on` (the constructor spawns the driver task):
+//! For a `stack` device with `impl = "direct"` over net device `service`
+//! (on unix a `kiln_unix::Tap`, on hvt/spt the Solo5 net device), inside
+//! `kiln_rt::block_on` (the constructor spawns the driver task):
 //!
 //! ```ignore
-//! let mut config = kiln_net::Config::default();
-//! // For each stack runtime argument given, name without `--`:
-//! config.set("ipv4", Some("10.0.0.2/24"))?;   // or Config::parse(args)
-//! config.validate()?;
-//! let seed = random.next_u64()?;              // from the random device
-//! let stack = kiln_net::NetStack::new(net, config, seed)?;
+//! // 1. Take the stack's runtime arguments out of the command line before
+//! //    the unikernel's own parser sees it ([`FLAGS`] has their names,
+//! //    value shapes and docs for `--help`):
+//! let (net_config, rest) = kiln_net::Config::extract(args.iter().map(String::as_str))?;
+//! //    ... parse `rest` with the unikernel's argument spec ...
+//! // 2. A seed from the random device:
+//! let seed = kiln_devices::Random::next_u64(&random)?;
+//! // 3. The stack, owning the network interface:
+//! let stack = kiln_net::NetStack::new(service, net_config, seed)?;
 //! ```
 //!
-//! [`FLAGS`] lists the arguments with their docs for `--help`. Every error
-//! ([`ConfigError`], [`NetStackError`]) displays as one line plus a
-//! `hint:` line.
+//! `Config::set(name, value)` applies one argument at a time instead, for
+//! a generator that parses them itself. Both error types ([`ConfigError`],
+//! [`NetStackError`]) display as one line, plus a `hint:` line where there
+//! is a fix; generated code prints `error: {e}` and exits 2 (arguments) or
+//! 1 (the stack).
 #![no_std]
 #![deny(unsafe_code)]
 #![allow(async_fn_in_trait)]
