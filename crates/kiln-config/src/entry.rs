@@ -323,7 +323,7 @@ pub fn check(dir: &Path, shown: &Path, manifest: &Manifest) -> Result<Entry, Con
                         at(typed.ty.span()),
                         format!(
                             "parameter `{name}` of `{fn_name}` has type `{}`, but argument `{}` is a {ty}",
-                            type_text(&typed.ty),
+                            type_text(file, &typed.ty),
                             manifest.arguments[i].name.value
                         ),
                         format!("expected `{}`", rust_type(ty)),
@@ -430,15 +430,13 @@ pub fn rust_type(ty: ArgType) -> &'static str {
     }
 }
 
-fn type_text(ty: &Type) -> String {
-    let mut s = quote_type(ty);
-    s.retain(|c| c != ' ');
-    s
-}
-
-fn quote_type(ty: &Type) -> String {
-    use quote::ToTokens;
-    ty.to_token_stream().to_string()
+/// The text of `ty` as written in `file`, whitespace collapsed.
+fn type_text(file: &SourceFile, ty: &Type) -> String {
+    let text = file
+        .text
+        .get(byte_range(&file.text, ty.span()))
+        .unwrap_or("");
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn path_segments(path: &syn::Path) -> Vec<String> {
@@ -515,7 +513,7 @@ fn check_device_type(
         Type::Path(p) if p.qself.is_none() && p.path.segments.len() == 1 => {
             let ident = &p.path.segments[0].ident;
             let Some(param) = sig.generics.type_params().find(|t| t.ident == *ident) else {
-                return Err(mismatch(format!("`{}`", type_text(ty))));
+                return Err(mismatch(format!("`{}`", type_text(file, ty))));
             };
             if !used.insert(ident.to_string()) {
                 return Err(Located::new(
@@ -540,7 +538,7 @@ fn check_device_type(
             }
             bounds
         }
-        _ => return Err(mismatch(format!("`{}`", type_text(ty)))),
+        _ => return Err(mismatch(format!("`{}`", type_text(file, ty)))),
     };
     let traits: Vec<&syn::TraitBound> = bounds
         .iter()
@@ -579,6 +577,35 @@ fn check_device_type(
     }
 }
 
+/// Whether `ty` is a `kiln_devices::Termination`: `()`, `u8`,
+/// `ExitStatus`, or (if `allow_result`) a `Result` whose success type is
+/// one of those. The error type's `Display` cannot be checked here.
+fn is_termination(ty: &Type, allow_result: bool) -> bool {
+    match ty {
+        Type::Tuple(t) => t.elems.is_empty(),
+        Type::Paren(p) => is_termination(&p.elem, allow_result),
+        Type::Path(p) if p.qself.is_none() => {
+            let Some(last) = p.path.segments.last() else {
+                return false;
+            };
+            match last.ident.to_string().as_str() {
+                "u8" | "ExitStatus" => last.arguments.is_empty(),
+                "Result" if allow_result => match &last.arguments {
+                    syn::PathArguments::AngleBracketed(args) => match args.args.first() {
+                        Some(syn::GenericArgument::Type(ok)) => is_termination(ok, false),
+                        _ => false,
+                    },
+                    // An alias without arguments: its types are unknown here.
+                    syn::PathArguments::None => true,
+                    syn::PathArguments::Parenthesized(_) => false,
+                },
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
 fn path_text(path: &syn::Path) -> String {
     use quote::ToTokens;
     let mut s = path.to_token_stream().to_string();
@@ -590,30 +617,21 @@ fn check_return(file: &SourceFile, fn_name: &str, output: &ReturnType) -> Result
     let ReturnType::Type(_, ty) = output else {
         return Ok(());
     };
-    let ok = match &**ty {
-        Type::Tuple(t) => t.elems.is_empty(),
-        Type::Path(p) => {
-            let last = p
-                .path
-                .segments
-                .last()
-                .map(|s| s.ident.to_string())
-                .unwrap_or_default();
-            matches!(last.as_str(), "u8" | "ExitStatus" | "Result")
-        }
-        _ => false,
-    };
+    let ok = is_termination(ty, true);
     if ok {
         return Ok(());
     }
     Err(Located::new(
         file,
         byte_range(&file.text, ty.span()),
-        format!("entry function `{fn_name}` returns `{}`", type_text(ty)),
+        format!(
+            "entry function `{fn_name}` returns `{}`",
+            type_text(file, ty)
+        ),
         "not an exit status",
     )
     .with_help(
-        "return (), u8 (an exit code), kiln_devices::ExitStatus, or Result<T, E> with E: Display",
+        "return (), u8 (an exit code), kiln_devices::ExitStatus, or Result<T, E> with T one of those and E: Display",
     )
     .into())
 }

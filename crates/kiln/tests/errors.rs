@@ -232,6 +232,14 @@ snapshot!(
     HELLO_RS.replace(") {\n", ") -> u32 {\n    0\n}\nfn _unused() {\n")
 );
 snapshot!(
+    entry_result_of_non_status,
+    HELLO_TOML,
+    HELLO_RS.replace(
+        ") {\n",
+        ") -> Result<u32, &'static str> {\n    Ok(0)\n}\nfn _unused() {\n"
+    )
+);
+snapshot!(
     lib_rs_syntax_error,
     HELLO_TOML,
     "pub async fn start(console impl Console) {}\n"
