@@ -1,7 +1,7 @@
 //! Helpers shared by the CLI tests: temporary unikernel directories that
 //! remove themselves, and running the `kiln` binary with its output
 //! captured and temporary paths filtered.
-#![allow(dead_code)]
+#![allow(dead_code)] // each test file uses a different subset
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
