@@ -96,6 +96,8 @@ pub struct TcpStream {
     peer: SocketAddr,
     /// The peer's FIN has been read.
     eof: bool,
+    /// `shutdown` was called.
+    shut: bool,
 }
 
 impl TcpStream {
@@ -116,6 +118,7 @@ impl TcpStream {
             local,
             peer,
             eof: false,
+            shut: false,
         }
     }
 }
@@ -125,6 +128,7 @@ impl kiln_devices::TcpStream for TcpStream {
         if buf.is_empty() || self.eof {
             return Ok(0);
         }
+        let shut = self.shut;
         let result = poll_fn(|cx| {
             let mut state = self.shared.state.borrow_mut();
             let socket = state.sockets.get_mut::<tcp::Socket>(self.handle);
@@ -140,6 +144,10 @@ impl kiln_devices::TcpStream for TcpStream {
                     tcp::State::TimeWait | tcp::State::Closing | tcp::State::LastAck => {
                         Poll::Ready(Ok(0))
                     }
+                    // Closed after our own FIN: smoltcp no longer says
+                    // whether the peer's FIN or a RST ended it; either way
+                    // nothing more will come.
+                    tcp::State::Closed if shut => Poll::Ready(Ok(0)),
                     _ => Poll::Ready(Err(StackError::ConnectionReset)),
                 },
             }
@@ -187,6 +195,7 @@ impl kiln_devices::TcpStream for TcpStream {
             }
             socket.close();
         }
+        self.shut = true;
         self.shared.wake_driver();
         Ok(())
     }

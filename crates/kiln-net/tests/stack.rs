@@ -587,3 +587,25 @@ fn an_idle_stack_blocks_without_a_timer() {
     // Few blocking calls: timers, not a polling loop.
     assert!(waits.len() < 50, "{} waits: {waits:?}", waits.len());
 }
+
+#[test]
+fn reading_after_both_sides_closed_gives_the_data_then_end_of_stream() {
+    run(async move {
+        let (a, b) = two_stacks();
+        let listener = a.listen_tcp("0.0.0.0:9".parse().unwrap()).await.unwrap();
+        let mut client = b.connect_tcp("10.0.0.1:9".parse().unwrap()).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        client.write_all(b"last words").await.unwrap();
+        client.shutdown().await.unwrap();
+        kiln_rt::sleep(Duration::from_secs(1)).await;
+        // The server closes without having read; the exchange of FINs
+        // completes before it reads.
+        server.shutdown().await.unwrap();
+        kiln_rt::sleep(Duration::from_secs(1)).await;
+        let mut buf = [0; 64];
+        let n = server.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"last words");
+        assert_eq!(server.read(&mut buf).await, Ok(0));
+        assert_eq!(client.read(&mut buf).await, Ok(0));
+    });
+}
