@@ -67,6 +67,8 @@ pub struct Configured {
     pub build_dir: PathBuf,
     /// Whether any generated file was (re)written.
     pub changed: bool,
+    /// The `--target` triple to build for (`None`: the host).
+    pub cargo_target: Option<&'static str>,
 }
 
 const CHOICES_FILE: &str = "kiln-choices";
@@ -229,6 +231,7 @@ impl Project {
             checked,
             build_dir,
             changed,
+            cargo_target: backend.cargo_target(),
         })
     }
 }

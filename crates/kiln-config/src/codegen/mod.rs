@@ -48,6 +48,13 @@ pub trait Backend: Sync {
     /// The files of the generated crate, or why this plan cannot be
     /// generated (an implementation this backend does not provide yet).
     fn generate(&self, plan: &Plan<'_>) -> Result<Vec<GeneratedFile>, Located>;
+
+    /// The `--target` triple cargo builds the generated crate for; `None`
+    /// for the host. The image is then
+    /// `TARGET_DIR/[TRIPLE/]release/NAME`.
+    fn cargo_target(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// The backends, one per target that kiln can generate code for.

@@ -38,6 +38,9 @@ pub fn build(project: &Project, target: Target, quiet: bool) -> Result<PathBuf, 
         .stdout(Stdio::from(std::io::stderr()))
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET");
+    if let Some(triple) = configured.cargo_target {
+        cargo.arg("--target").arg(triple);
+    }
     if quiet {
         cargo.arg("--quiet");
     }
@@ -52,7 +55,11 @@ pub fn build(project: &Project, target: Target, quiet: bool) -> Result<PathBuf, 
         )));
     }
 
-    let built = target_dir.join("release").join(name);
+    let mut built = target_dir.clone();
+    if let Some(triple) = configured.cargo_target {
+        built.push(triple);
+    }
+    let built = built.join("release").join(name);
     let dist = project.dist_dir();
     std::fs::create_dir_all(&dist).map_err(|e| KilnError::io("create", &dist, e))?;
     let image = dist.join(format!("{name}.{target}"));
