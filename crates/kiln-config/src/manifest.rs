@@ -1,5 +1,6 @@
 //! Parsing `unikernel.toml` into a [`Manifest`], keeping the span of every
-//! value so that later checks can point at it.
+//! value so that later checks can point at it. The format is described in
+//! `UNIKERNEL_TOML.md` at the root of this crate.
 
 use std::ops::Range;
 
