@@ -130,6 +130,26 @@ impl Project {
         let name = shown_path(&self.shown, Path::new("unikernel.toml"));
         let manifest = manifest::parse(&SourceFile::new(name, text))?;
         let graph = graph::resolve(&manifest, target, choices)?;
+        for (i, device) in manifest.devices.iter().enumerate() {
+            if let (Some(Impl::Baked), Some(source)) = (graph.choice(i), &device.source)
+                && !self.dir.join(&source.value).is_dir()
+            {
+                return Err(Located::new(
+                    &manifest.file,
+                    source.span.clone(),
+                    format!(
+                        "device `{}`: the source directory `{}` does not exist",
+                        device.name.value, source.value
+                    ),
+                    "no such directory",
+                )
+                .with_help(format!(
+                    "create {} or name an existing directory, relative to the unikernel",
+                    shown_path(&self.shown, Path::new(&source.value))
+                ))
+                .into());
+            }
+        }
         let package = self.package_name()?;
         let entry = entry::check(&self.dir, &self.shown, &manifest)?;
         let mut needed = vec![false; manifest.devices.len()];

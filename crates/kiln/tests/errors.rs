@@ -138,6 +138,12 @@ snapshot!(
     lib("files: impl KvRo")
 );
 
+snapshot!(
+    kv_ro_baked_source_missing,
+    with_head("[devices.files]\ntype = \"kv_ro\"\nsource = \"htdocs\"\n"),
+    lib("files: impl KvRo")
+);
+
 // targets and implementations
 const STACK: &str = "[devices.stack]\ntype = \"stack\"\n[devices.service]\ntype = \"net\"\n";
 snapshot!(
