@@ -105,6 +105,70 @@ impl Guest {
         self
     }
 
+    /// Code address of the next instruction (a jump target).
+    pub fn here(&self) -> u64 {
+        CODE_BASE + self.code.len() as u64
+    }
+
+    /// `mov qword [addr], imm32` (sign-extended).
+    pub fn store_imm(&mut self, addr: u64, value: i32) -> &mut Self {
+        self.code.extend_from_slice(&[0x48, 0xc7, 0x04, 0x25]);
+        self.code
+            .extend_from_slice(&u32::try_from(addr).unwrap().to_le_bytes());
+        self.code.extend_from_slice(&value.to_le_bytes());
+        self
+    }
+
+    /// `mov rax, qword [addr]`.
+    pub fn load_rax(&mut self, addr: u64) -> &mut Self {
+        self.code.extend_from_slice(&[0x48, 0x8b, 0x04, 0x25]);
+        self.code
+            .extend_from_slice(&u32::try_from(addr).unwrap().to_le_bytes());
+        self
+    }
+
+    /// `mov qword [addr], rax`.
+    pub fn store_rax(&mut self, addr: u64) -> &mut Self {
+        self.code.extend_from_slice(&[0x48, 0x89, 0x04, 0x25]);
+        self.code
+            .extend_from_slice(&u32::try_from(addr).unwrap().to_le_bytes());
+        self
+    }
+
+    /// `cmp dword [addr], imm8`.
+    pub fn cmp_dword(&mut self, addr: u64, value: i8) -> &mut Self {
+        self.code.extend_from_slice(&[0x83, 0x3c, 0x25]);
+        self.code
+            .extend_from_slice(&u32::try_from(addr).unwrap().to_le_bytes());
+        self.code.push(value as u8);
+        self
+    }
+
+    /// `cmp rax, imm8`.
+    pub fn cmp_rax(&mut self, value: i8) -> &mut Self {
+        self.code
+            .extend_from_slice(&[0x48, 0x83, 0xf8, value as u8]);
+        self
+    }
+
+    /// A jump with a 32-bit displacement to be patched: `opcode` is
+    /// `[0xe9]` (jmp), `[0x0f, 0x84]` (je) or `[0x0f, 0x85]` (jne). Returns
+    /// the offset of the displacement for [`Guest::patch`].
+    pub fn jump(&mut self, opcode: &[u8]) -> usize {
+        self.code.extend_from_slice(opcode);
+        let at = self.code.len();
+        self.code.extend_from_slice(&[0; 4]);
+        at
+    }
+
+    /// Points the jump whose displacement is at `at` to `target`.
+    pub fn patch(&mut self, at: usize, target: u64) -> &mut Self {
+        let next = CODE_BASE + at as u64 + 4;
+        let rel = i32::try_from(target as i64 - next as i64).unwrap();
+        self.code[at..at + 4].copy_from_slice(&rel.to_le_bytes());
+        self
+    }
+
     /// A hypercall with its argument structure at `arg`.
     pub fn hypercall(&mut self, nr: u16, arg: u64) -> &mut Self {
         self.out(0x500 + nr, u32::try_from(arg).unwrap())

@@ -1,0 +1,353 @@
+//! kiln-hvt benchmarks (`harness = false`): boot time beside the bare KVM
+//! baseline, and network round trips through an echo guest.
+//!
+//! ```text
+//! cargo build --release -p kiln-hvt --example bare-kvm
+//! cargo bench -p kiln-hvt --bench hvt                      # boot and net
+//! cargo bench -p kiln-hvt --bench hvt -- boot [IMAGE [ARGS...]]
+//! cargo bench -p kiln-hvt --bench hvt -- net
+//! cargo bench -p kiln-hvt --bench hvt -- write-guests DIR  # for hyperfine
+//! ```
+//!
+//! `boot` runs, interleaved so that they share the machine's load, the
+//! `bare-kvm` example (open /dev/kvm, one VM, one vCPU, two instructions),
+//! `kiln-hvt --mem=512` on a guest that halts at once, and IMAGE with ARGS
+//! if given (e.g. a hello image); it prints each one's median and minimum
+//! wall time and the ratio of medians to the baseline. `net` attaches an
+//! echo guest to one end of a datagram socket pair (`--net:service=@FD`)
+//! and times frames sent from the other end: one in flight (round-trip
+//! latency) and a window of 8 (frames per second).
+//!
+//! Environment: `KILN_BENCH_RUNS` (boot runs, default 30),
+//! `KILN_BENCH_FRAMES` (frames per net case, default 20000),
+//! `KILN_BENCH_WRAP` (a command the tender runs under in `net`, such as
+//! `strace -f -c -o /tmp/net.strace`).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln_abi::MftEntry;
+use support::Guest;
+
+/// Hypercall numbers (`hvt_abi.h`).
+const HC_POLL: u16 = 3;
+const HC_NETWRITE: u16 = 6;
+const HC_NETREAD: u16 = 7;
+/// The echo guest's receive buffer.
+const BUF_LEN: i32 = 1514;
+/// Frames in flight in the throughput case (below the default
+/// `net.unix.max_dgram_qlen` of 10, so no frame is dropped).
+const WINDOW: usize = 8;
+
+type BenchResult<T> = Result<T, String>;
+
+fn tender() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kiln-hvt"))
+}
+
+/// The `bare-kvm` example beside this benchmark's executable.
+fn bare_kvm() -> BenchResult<PathBuf> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("examples/bare-kvm"))
+        .ok_or("cannot find the target directory")?;
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} is missing; hint: cargo build --release -p kiln-hvt --example bare-kvm",
+            path.display()
+        ))
+    }
+}
+
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A guest that halts with status 0 at once.
+fn halt_guest() -> Guest {
+    let mut g = Guest::new();
+    g.halt(0);
+    g
+}
+
+/// A guest that echoes every frame on net device 1 and halts on a 1-byte
+/// frame. It reads until NETREAD says AGAIN and only then polls, so a
+/// frame costs NETREAD + NETWRITE exits when frames queue up, and POLL +
+/// NETREAD + NETWRITE (+ the AGAIN read) when they arrive one at a time.
+fn echo_guest() -> Guest {
+    let mut g = Guest::with_devices([MftEntry::net("service")]);
+    let buf = g.data(&[0u8; BUF_LEN as usize]);
+    let arg = |g: &mut Guest, words: [u64; 4]| {
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        g.data(&bytes)
+    };
+    // handle, data, len, ret
+    let read = arg(&mut g, [1, buf, BUF_LEN as u64, 0]);
+    let write = arg(&mut g, [1, buf, 0, 0]);
+    // timeout (5 s), ready_set, ret
+    let poll = arg(&mut g, [5_000_000_000, 0, 0, 0]);
+
+    let top = g.here();
+    g.store_imm(read + 16, BUF_LEN)
+        .hypercall(HC_NETREAD, read)
+        .cmp_dword(read + 24, 0);
+    let to_poll = g.jump(&[0x0f, 0x85]);
+    g.load_rax(read + 16).cmp_rax(1);
+    let to_halt = g.jump(&[0x0f, 0x84]);
+    g.store_rax(write + 16).hypercall(HC_NETWRITE, write);
+    let back = g.jump(&[0xe9]);
+    g.patch(back, top);
+    let poll_at = g.here();
+    g.patch(to_poll, poll_at).hypercall(HC_POLL, poll);
+    let back = g.jump(&[0xe9]);
+    g.patch(back, top);
+    let halt_at = g.here();
+    g.patch(to_halt, halt_at).halt(0);
+    g
+}
+
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Runs `argv` once and returns its wall time, or why it failed.
+fn time_once(argv: &[String]) -> BenchResult<Duration> {
+    let (prog, args) = argv.split_first().ok_or("empty command")?;
+    let start = Instant::now();
+    let out = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot run {prog}: {e}"))?;
+    let took = start.elapsed();
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed ({}): {}",
+            argv.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(took)
+}
+
+fn boot(extra: &[String]) -> BenchResult<()> {
+    let dir = support::TempDir::new();
+    let halt = dir.write("halt.hvt", &halt_guest().build());
+    let tender = tender().display().to_string();
+    let mut cases: Vec<(String, Vec<String>)> = vec![
+        ("bare-kvm".into(), vec![bare_kvm()?.display().to_string()]),
+        (
+            "kiln-hvt --mem=512 halt.hvt".into(),
+            vec![
+                tender.clone(),
+                "--mem=512".into(),
+                halt.display().to_string(),
+            ],
+        ),
+    ];
+    if let Some((image, args)) = extra.split_first() {
+        let mut argv = vec![tender, "--mem=512".into(), image.clone()];
+        argv.extend(args.iter().cloned());
+        cases.push((format!("kiln-hvt --mem=512 {}", extra.join(" ")), argv));
+    }
+    let runs = env_count("KILN_BENCH_RUNS", 30).max(1);
+    // Warm the page cache and KVM once per case.
+    for (_, argv) in &cases {
+        time_once(argv)?;
+    }
+    let mut samples = vec![Vec::with_capacity(runs); cases.len()];
+    for _ in 0..runs {
+        for (i, (_, argv)) in cases.iter().enumerate() {
+            samples[i].push(time_once(argv)?);
+        }
+    }
+    println!("boot: whole-process wall time, {runs} interleaved runs each");
+    let mut base = None;
+    for ((name, _), s) in cases.iter().zip(samples.iter_mut()) {
+        let med = median(s);
+        let min = s.first().copied().unwrap_or_default();
+        let ratio = base.map_or(String::new(), |b: Duration| {
+            format!("  {:.2}x bare-kvm", med.as_secs_f64() / b.as_secs_f64())
+        });
+        base.get_or_insert(med);
+        println!(
+            "  {name:<40} median {:7.2} ms  min {:7.2} ms{ratio}",
+            ms(med),
+            ms(min)
+        );
+    }
+    Ok(())
+}
+
+/// The host end of the echo guest's network, and the running tender.
+struct Echo {
+    host: UnixDatagram,
+    child: std::process::Child,
+}
+
+impl Echo {
+    fn start(image: &Path) -> BenchResult<Self> {
+        let (host, guest_end) = UnixDatagram::pair().map_err(|e| format!("socketpair: {e}"))?;
+        host.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        // SAFETY: F_SETFD on a descriptor this process owns only clears
+        // FD_CLOEXEC, so that the tender inherits it by number.
+        if unsafe { libc::fcntl(guest_end.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
+            return Err(format!("fcntl: {}", std::io::Error::last_os_error()));
+        }
+        let mut argv: Vec<String> = std::env::var("KILN_BENCH_WRAP")
+            .map(|w| w.split_whitespace().map(String::from).collect())
+            .unwrap_or_default();
+        argv.push(tender().display().to_string());
+        argv.push(format!("--net:service=@{}", guest_end.as_raw_fd()));
+        argv.push("--mem=8".into());
+        argv.push(image.display().to_string());
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", argv[0]))?;
+        drop(guest_end);
+        Ok(Self { host, child })
+    }
+
+    /// Sends `frames` frames of `size` bytes with up to `window` in flight
+    /// and returns the time from the first send to the last echo.
+    fn run(&self, frames: usize, size: usize, window: usize) -> BenchResult<Duration> {
+        let mut frame = vec![0x5au8; size];
+        let mut got = vec![0u8; 2048];
+        let (mut sent, mut received) = (0usize, 0usize);
+        let start = Instant::now();
+        while received < frames {
+            while sent < frames && sent - received < window {
+                frame[..8].copy_from_slice(&(sent as u64).to_le_bytes());
+                self.host
+                    .send(&frame)
+                    .map_err(|e| format!("send frame {sent}: {e}"))?;
+                sent += 1;
+            }
+            let n = self
+                .host
+                .recv(&mut got)
+                .map_err(|e| format!("echo {received} of {frames}: {e}"))?;
+            if n != size || got[..8] != (received as u64).to_le_bytes() {
+                return Err(format!("echo {received}: wrong frame ({n} bytes)"));
+            }
+            received += 1;
+        }
+        Ok(start.elapsed())
+    }
+
+    fn stop(mut self) -> BenchResult<()> {
+        self.host.send(&[0]).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
+                return if status.success() {
+                    Ok(())
+                } else {
+                    Err(format!("echo guest exited with {status}"))
+                };
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Err("echo guest did not halt within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn net() -> BenchResult<()> {
+    let dir = support::TempDir::new();
+    let image = dir.write("echo.hvt", &echo_guest().build());
+    let frames = env_count("KILN_BENCH_FRAMES", 20_000).max(1);
+    println!("net: echo guest over a datagram socket pair, {frames} frames per case");
+    for (size, window) in [(60, 1), (1514, 1), (60, WINDOW), (1514, WINDOW)] {
+        let echo = Echo::start(&image)?;
+        // Warm up: boot the guest and get the first frames through.
+        echo.run(100.min(frames), size, window)?;
+        let took = echo.run(frames, size, window)?;
+        echo.stop()?;
+        let per = took.as_secs_f64() / frames as f64;
+        println!(
+            "  {size:4}-byte frames, window {window}: {:8.0} frames/s  {:6.1} us per frame{}",
+            1.0 / per,
+            per * 1e6,
+            if window == 1 { " (round trip)" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+fn write_guests(dir: &str) -> BenchResult<()> {
+    let dir = Path::new(dir);
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for (name, guest) in [("halt.hvt", halt_guest()), ("echo.hvt", echo_guest())] {
+        let path = dir.join(name);
+        std::fs::write(&path, guest.build()).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    if !support::kvm_available() {
+        return ExitCode::SUCCESS;
+    }
+    let result = match args.first().map(String::as_str) {
+        None => boot(&[]).and_then(|()| net()),
+        Some("boot") => boot(&args[1..]),
+        Some("net") => net(),
+        Some("write-guests") => match args.get(1) {
+            Some(dir) => write_guests(dir),
+            None => Err("write-guests needs a directory".into()),
+        },
+        Some(other) => Err(format!(
+            "unknown benchmark {other}; hint: boot, net or write-guests DIR"
+        )),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hvt bench: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
