@@ -1,0 +1,244 @@
+//! The block module: attaches a file (`--block:NAME=PATH`, sector size from
+//! `--block-sector-size:NAME=N`, default 512) to each `BLOCK_BASIC`
+//! manifest entry. The guest reads and writes with `pread64`/`pwrite64` on
+//! the descriptor itself; the filter checks every request's bounds.
+//!
+//! A BPF filter compares one argument with one constant at a time, so
+//! `offset + length <= capacity` cannot be written directly. The filter
+//! instead allows the lengths `sector << k` up to [`MAX_REQUEST`], each
+//! with its own bound `offset <= capacity - length`, and requires a
+//! sector-aligned offset. The guest (kiln-solo5's spt block device) splits
+//! a request into such pieces, largest first. A write that passes the
+//! filter therefore lies inside the device and cannot grow the file.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsRawFd, RawFd};
+
+use kiln_abi::mft::{MftDeviceInfo, MftType};
+
+use crate::module::{Attached, Module, ModuleError, split_flag};
+use crate::seccomp::{Cond, Rule};
+
+/// Sector size when none is given.
+pub const DEFAULT_SECTOR_SIZE: u16 = 512;
+/// Largest single `pread64`/`pwrite64` the filter allows, in bytes (or one
+/// sector, if sectors are larger). kiln-solo5's spt block device splits
+/// requests to this size; the two must agree.
+pub const MAX_REQUEST: u64 = 64 * 1024;
+
+#[derive(Debug)]
+struct Disk {
+    name: String,
+    path: String,
+    flag: String,
+    attached: Option<(File, u64, u16)>,
+}
+
+/// The block module.
+#[derive(Debug, Default)]
+pub struct Block {
+    disks: Vec<Disk>,
+    sector_sizes: Vec<(String, u16, String)>,
+}
+
+impl Block {
+    fn sector_size(&self, name: &str) -> u16 {
+        self.sector_sizes
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map_or(DEFAULT_SECTOR_SIZE, |(_, s, _)| *s)
+    }
+}
+
+/// The request lengths the filter allows for `sector`-byte sectors on a
+/// device of `capacity` bytes: `sector << k` up to [`MAX_REQUEST`] and the
+/// capacity.
+pub fn request_lengths(sector: u64, capacity: u64) -> Vec<u64> {
+    let max = MAX_REQUEST.max(sector).min(capacity);
+    let mut out = Vec::new();
+    let mut len = sector;
+    while len <= max && len > 0 {
+        out.push(len);
+        len <<= 1;
+    }
+    out
+}
+
+/// The rules for one device: for each allowed length, `pread64` and
+/// `pwrite64` on `fd` with that length, a sector-aligned offset at most
+/// `capacity - length`; and `fdatasync`/`fsync` on `fd`.
+pub fn disk_rules(fd: RawFd, capacity: u64, sector: u64) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    for (nr, name) in [
+        (libc::SYS_pread64, "pread64"),
+        (libc::SYS_pwrite64, "pwrite64"),
+    ] {
+        for len in request_lengths(sector, capacity) {
+            rules.push(Rule::new(
+                nr,
+                name,
+                vec![
+                    Cond::eq(0, "fd", fd as u64),
+                    Cond::eq(2, "count", len),
+                    Cond::le(3, "offset", capacity - len),
+                    Cond::masked(3, "offset", sector - 1, 0),
+                ],
+            ));
+        }
+    }
+    rules.push(Rule::on_fd(libc::SYS_fdatasync, "fdatasync", fd));
+    rules.push(Rule::on_fd(libc::SYS_fsync, "fsync", fd));
+    rules
+}
+
+impl Module for Block {
+    fn name(&self) -> &'static str {
+        "block"
+    }
+
+    fn device_type(&self) -> MftType {
+        MftType::BlockBasic
+    }
+
+    fn usage(&self) -> &'static str {
+        "  --block:NAME=PATH\n      attach file PATH as block device NAME\n  --block-sector-size:NAME=N\n      sector size of NAME in bytes, a power of two from 512 to 32768 (default 512)\n"
+    }
+
+    fn parse_flag(&mut self, flag: &str) -> Result<bool, ModuleError> {
+        const SECTOR: &str = "--block-sector-size:NAME=N with N a power of two from 512 to 32768";
+        if let Some((name, n)) = split_flag(flag, "--block-sector-size:", SECTOR)? {
+            let size = n
+                .parse::<u16>()
+                .ok()
+                .filter(|s| s.is_power_of_two() && *s >= 512)
+                .ok_or_else(|| ModuleError::FlagSyntax {
+                    flag: flag.to_string(),
+                    expected: SECTOR,
+                })?;
+            if self.sector_sizes.iter().any(|(n, _, _)| n == name) {
+                return Err(ModuleError::DuplicateFlag {
+                    flag: flag.to_string(),
+                    name: name.to_string(),
+                });
+            }
+            self.sector_sizes
+                .push((name.to_string(), size, flag.to_string()));
+            return Ok(true);
+        }
+        if let Some((name, path)) = split_flag(flag, "--block:", "--block:NAME=PATH")? {
+            if self.disks.iter().any(|d| d.name == name) {
+                return Err(ModuleError::DuplicateFlag {
+                    flag: flag.to_string(),
+                    name: name.to_string(),
+                });
+            }
+            self.disks.push(Disk {
+                name: name.to_string(),
+                path: path.to_string(),
+                flag: flag.to_string(),
+                attached: None,
+            });
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn named_devices(&self) -> Vec<(String, String)> {
+        let disks = self.disks.iter().map(|d| (d.name.clone(), d.flag.clone()));
+        let sizes = self
+            .sector_sizes
+            .iter()
+            .map(|(n, _, f)| (n.clone(), f.clone()));
+        disks.chain(sizes).collect()
+    }
+
+    fn attach(&mut self, handle: u64, name: &str) -> Result<Attached, ModuleError> {
+        let sector = self.sector_size(name);
+        let disk = self
+            .disks
+            .iter_mut()
+            .find(|d| d.name == name)
+            .ok_or_else(|| ModuleError::NotAttached {
+                name: name.to_string(),
+                kind: MftType::BlockBasic.name(),
+                hint: format!("add --block:{name}=PATH (a disk image file)"),
+            })?;
+        let open_err = |source| ModuleError::Open {
+            name: name.to_string(),
+            what: format!("'{}'", disk.path),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&disk.path)
+            .map_err(open_err)?;
+        let capacity = file
+            .metadata()
+            .map_err(|source| ModuleError::Open {
+                name: name.to_string(),
+                what: format!("'{}'", disk.path),
+                source,
+            })?
+            .len();
+        if capacity == 0 || capacity % u64::from(sector) != 0 {
+            return Err(ModuleError::Invalid {
+                name: name.to_string(),
+                problem: format!(
+                    "'{}' is {capacity} bytes, not a positive multiple of the {sector}-byte sector size; hint: resize it with `truncate -s` or pick another --block-sector-size",
+                    disk.path
+                ),
+            });
+        }
+        let fd = file.as_raw_fd();
+        disk.attached = Some((file, capacity, sector));
+        Ok(Attached {
+            handle,
+            info: MftDeviceInfo::block(capacity, sector),
+            fd,
+        })
+    }
+
+    fn poll_fds(&self) -> Vec<(RawFd, u64)> {
+        Vec::new()
+    }
+
+    fn rules(&self) -> Vec<Rule> {
+        self.disks
+            .iter()
+            .filter_map(|d| d.attached.as_ref())
+            .flat_map(|(f, capacity, sector)| {
+                disk_rules(f.as_raw_fd(), *capacity, u64::from(*sector))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_are_powers_of_two_of_sectors_up_to_the_maximum() {
+        assert_eq!(
+            request_lengths(512, 1 << 30),
+            [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
+        );
+        assert_eq!(request_lengths(512, 4096), [512, 1024, 2048, 4096]);
+        assert_eq!(request_lengths(512, 3 * 512), [512, 1024]);
+        assert_eq!(request_lengths(32768, 1 << 20), [32768, 65536]);
+    }
+
+    #[test]
+    fn offsets_are_bounded_per_length() {
+        let rules = disk_rules(9, 8 * 512, 512);
+        let text: Vec<String> = rules.iter().map(ToString::to_string).collect();
+        assert!(text.contains(
+            &"pwrite64(fd == 9, count == 512, offset <= 3584, offset & 0x1ff == 0)".to_string()
+        ));
+        assert!(text.contains(
+            &"pread64(fd == 9, count == 4096, offset <= 0, offset & 0x1ff == 0)".to_string()
+        ));
+        assert!(text.contains(&"fdatasync(fd == 9)".to_string()));
+    }
+}

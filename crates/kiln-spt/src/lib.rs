@@ -1,0 +1,427 @@
+//! kiln's spt tender: runs a Solo5 ABI v2 spt image as a seccomp-sandboxed
+//! process (spec: Solo5's `spt_abi.h`, `mft_abi.h`, `elf_abi.h`, via
+//! [`kiln_abi`]).
+//!
+//! An spt guest is ordinary x86_64 code running in a process of its own:
+//! the tender maps guest memory at the addresses the spt ABI fixes (from
+//! `SPT_HOST_MEM_BASE`, so that guest addresses are host addresses), loads
+//! the image's segments with their page protections, writes the boot info,
+//! manifest and command line to low memory, installs a kill-by-default
+//! seccomp filter and jumps to the entry point. From then on the guest
+//! reaches the host only through the system calls the filter allows, on the
+//! descriptors the boot info and manifest name; there are no hypercalls.
+//!
+//! The tender forks first: the child does the exec-less setup and becomes
+//! the guest; the parent waits for it and reports how it ended (a forbidden
+//! system call, a fault), see [`supervise`]. The exit status is the
+//! guest's; 255 when it was killed or crashed; 1 when the tender could not
+//! start it.
+//!
+//! Layering, from the bottom:
+//!
+//! - [`sys`]: every `unsafe` operation (the fixed mapping, mprotect, tap,
+//!   epoll, timerfd, fork, ptrace, the jump into the guest);
+//! - [`guest`]: guest memory and the one checked accessor;
+//! - [`elf`]: the pure image validator ([`elf::Image::parse`]);
+//! - [`seccomp`]: filter rules as data, compiled with `seccompiler`;
+//! - [`module`]: the shape of a tender module, with [`net`] and [`block`]
+//!   as Cargo features (default on), each contributing its rules;
+//! - [`boot`]: the boot info, manifest copy and command line;
+//! - [`supervise`]: the parent's wait and the explanation of a death;
+//! - [`cli`]: the solo5-spt-compatible command line;
+//! - [`run`]: all of the above in order; `main` only prints its result.
+#![deny(unsafe_code)]
+
+pub mod boot;
+pub mod cli;
+pub mod elf;
+pub mod guest;
+pub mod module;
+pub mod seccomp;
+pub mod supervise;
+pub mod sys;
+
+#[cfg(feature = "block")]
+pub mod block;
+#[cfg(feature = "net")]
+pub mod net;
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+
+use kiln_abi::spt::{SPT_BOOT_INFO_BASE, SPT_INTERNAL_TIMERFD};
+use thiserror::Error;
+
+use crate::cli::{CliError, Command};
+use crate::elf::{ElfError, Image};
+use crate::module::{Attached, KNOWN, Module, ModuleError};
+use crate::seccomp::Rule;
+use crate::supervise::{Death, signal_name, syscall_name};
+
+/// Guest memory must leave this much above the image (stack and heap).
+pub const MIN_FREE_MEM: u64 = 1 << 20;
+/// Largest guest memory in MiB.
+pub const MAX_MEM_MB: u64 = 4096;
+/// The status reported when the guest was killed or crashed.
+pub const KILLED_STATUS: i32 = 255;
+
+/// Why the tender stopped without a guest exit status.
+#[derive(Debug, Error)]
+pub enum TenderError {
+    /// The command line.
+    #[error(transparent)]
+    Cli(#[from] CliError),
+    /// `--mem` out of range.
+    #[error("--mem={mem_mb}: guest memory must be 2 to {MAX_MEM_MB} MiB")]
+    MemRange {
+        /// The value given.
+        mem_mb: u64,
+    },
+    /// The image cannot be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The image path.
+        path: PathBuf,
+        /// What the host said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The image is invalid.
+    #[error("{path}: invalid spt image")]
+    Image {
+        /// The image path.
+        path: PathBuf,
+        /// The problem.
+        #[source]
+        source: ElfError,
+    },
+    /// Not enough memory for the image.
+    #[error(
+        "--mem={mem_mb} is too small for {path}: the image ends at {kernel_end:#x} and the guest needs 1 MiB above it; hint: --mem={needed_mb}"
+    )]
+    MemTooSmall {
+        /// The image path.
+        path: PathBuf,
+        /// Memory given.
+        mem_mb: u64,
+        /// End of the image.
+        kernel_end: u64,
+        /// Memory needed.
+        needed_mb: u64,
+    },
+    /// A manifest device of a compiled-out module.
+    #[error(
+        "{path}: device '{name}' ({kind}) needs the {module} module, which this kiln-spt was built without; hint: build kiln-spt with --features {module}"
+    )]
+    ModuleMissing {
+        /// The image path.
+        path: PathBuf,
+        /// The device.
+        name: String,
+        /// Its type.
+        kind: &'static str,
+        /// The module.
+        module: &'static str,
+    },
+    /// A flag names a device the manifest does not declare.
+    #[error(
+        "{flag}: {path} declares no {kind} device named '{name}'; hint: the image declares {declared}"
+    )]
+    UnknownDevice {
+        /// The flag.
+        flag: String,
+        /// The image path.
+        path: PathBuf,
+        /// The name in the flag.
+        name: String,
+        /// The type the flag attaches.
+        kind: &'static str,
+        /// What the manifest declares.
+        declared: String,
+    },
+    /// Attaching a device failed.
+    #[error("{path}: cannot attach devices")]
+    Attach {
+        /// The image path.
+        path: PathBuf,
+        /// The problem.
+        #[source]
+        source: ModuleError,
+    },
+    /// Low memory setup.
+    #[error("cannot set up the guest's boot information")]
+    Boot(#[from] boot::BootError),
+    /// Setting up the epoll set or the timer.
+    #[error("cannot set up the guest's epoll set and timer")]
+    Epoll(#[source] std::io::Error),
+    /// The seccomp filter.
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
+    /// Forking or waiting for the guest.
+    #[error("cannot run the guest process")]
+    Process(#[source] std::io::Error),
+    /// The child failed before entering the guest.
+    #[error("cannot start the guest: {0}")]
+    Setup(String),
+}
+
+/// What a run produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// Print this to stdout and exit 0 (`--help`, `--version`).
+    Text(String),
+    /// The guest's exit status.
+    Status(i32),
+}
+
+fn describe(manifest: &kiln_abi::mft::Manifest<'_>) -> String {
+    let list: Vec<String> = manifest
+        .devices()
+        .map(|e| format!("'{}' ({})", e.name, e.kind.name()))
+        .collect();
+    if list.is_empty() {
+        "no devices".into()
+    } else {
+        list.join(", ")
+    }
+}
+
+/// Every rule of the guest's filter: the core rules, then each module's.
+pub fn guest_rules(epoll_fd: RawFd, timer_fd: RawFd, modules: &[Box<dyn Module>]) -> Vec<Rule> {
+    let mut rules = seccomp::core_rules(epoll_fd, timer_fd);
+    for m in modules {
+        rules.extend(m.rules());
+    }
+    rules
+}
+
+/// Explains how the guest ended, or `None` for a plain exit.
+pub fn explain(death: &Death) -> Option<String> {
+    match *death {
+        Death::Exited(_) => None,
+        Death::Seccomp { nr, rip } => {
+            let call = match nr {
+                Some(nr) => format!(
+                    "forbidden system call {nr} ({})",
+                    syscall_name(nr).unwrap_or("unknown")
+                ),
+                None => "forbidden system call (number unknown: the guest was not traced)".into(),
+            };
+            let at = rip.map_or(String::new(), |r| format!(" at rip {r:#x}"));
+            Some(format!("guest killed by seccomp: {call}{at}"))
+        }
+        Death::Fault { signal, addr, rip } => {
+            let addr = addr.map_or("an unknown address".into(), |a| format!("{a:#x}"));
+            let rip = rip.map_or(String::new(), |r| format!(" (rip {r:#x})"));
+            Some(format!(
+                "guest crashed: {} at {addr}{rip}",
+                signal_name(signal)
+            ))
+        }
+        Death::Signal(signal) => Some(format!("guest killed by {}", signal_name(signal))),
+    }
+}
+
+/// Runs the tender with `args` (without the program name).
+pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError> {
+    let mut modules = module::compiled();
+    let config = match cli::parse(args, &mut modules)? {
+        Command::Help => return Ok(Exit::Text(cli::usage(&modules))),
+        Command::Version => {
+            let names: Vec<&str> = modules.iter().map(|m| m.name()).collect();
+            return Ok(Exit::Text(format!(
+                "kiln-spt {} (Solo5 spt ABI {}, modules: {})\n",
+                env!("CARGO_PKG_VERSION"),
+                kiln_abi::spt::SPT_ABI_VERSION,
+                if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                }
+            )));
+        }
+        Command::Run(c) => c,
+    };
+    let path = config.kernel.clone();
+    if !(2..=MAX_MEM_MB).contains(&config.mem_mb) {
+        return Err(TenderError::MemRange {
+            mem_mb: config.mem_mb,
+        });
+    }
+    let mem_size = config.mem_mb << 20;
+
+    let data = std::fs::read(&path).map_err(|source| TenderError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let image = Image::parse(&data, mem_size).map_err(|source| TenderError::Image {
+        path: path.clone(),
+        source,
+    })?;
+    if image.kernel_end.saturating_add(MIN_FREE_MEM) > mem_size {
+        let needed = image.kernel_end.saturating_add(MIN_FREE_MEM);
+        return Err(TenderError::MemTooSmall {
+            path,
+            mem_mb: config.mem_mb,
+            kernel_end: image.kernel_end,
+            needed_mb: needed.div_ceil(1 << 20),
+        });
+    }
+
+    // Every flag must name a manifest device of its module's type.
+    for m in &modules {
+        for (name, flag) in m.named_devices() {
+            let ok = image
+                .manifest
+                .find(&name)
+                .is_some_and(|e| e.kind == m.device_type());
+            if !ok {
+                return Err(TenderError::UnknownDevice {
+                    flag,
+                    path,
+                    name,
+                    kind: m.device_type().name(),
+                    declared: describe(&image.manifest),
+                });
+            }
+        }
+    }
+    // Every manifest device must be attached by a compiled-in module.
+    let mut attached: Vec<Attached> = Vec::new();
+    for entry in image.manifest.devices() {
+        let Some(m) = modules.iter_mut().find(|m| m.device_type() == entry.kind) else {
+            let module = KNOWN
+                .iter()
+                .find(|k| k.device_type == entry.kind)
+                .map_or("unknown", |k| k.name);
+            return Err(TenderError::ModuleMissing {
+                path,
+                name: entry.name.to_string(),
+                kind: entry.kind.name(),
+                module,
+            });
+        };
+        let a = m
+            .attach(entry.index as u64, entry.name)
+            .map_err(|source| TenderError::Attach {
+                path: path.clone(),
+                source,
+            })?;
+        attached.push(a);
+    }
+
+    let epoll = sys::epoll_create().map_err(TenderError::Epoll)?;
+    let timer = sys::timerfd_create().map_err(TenderError::Epoll)?;
+    sys::epoll_add(epoll.as_raw_fd(), timer.as_raw_fd(), SPT_INTERNAL_TIMERFD)
+        .map_err(TenderError::Epoll)?;
+    for m in &modules {
+        for (fd, handle) in m.poll_fds() {
+            sys::epoll_add(epoll.as_raw_fd(), fd, handle).map_err(TenderError::Epoll)?;
+        }
+    }
+    let low = boot::low_memory(&boot::BootParams {
+        manifest: image.manifest.bytes(),
+        attached: &attached,
+        args: &config.args,
+        mem_size,
+        kernel_end: image.kernel_end,
+        epoll_fd: epoll.as_raw_fd(),
+        timer_fd: timer.as_raw_fd(),
+    })?;
+    let rules = guest_rules(epoll.as_raw_fd(), timer.as_raw_fd(), &modules);
+    let program = seccomp::compile(&rules)?;
+
+    let (errors_in, errors_out) = sys::pipe().map_err(TenderError::Process)?;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    match sys::fork().map_err(TenderError::Process)? {
+        sys::Fork::Child => {
+            drop(errors_in);
+            let mut keep = vec![epoll.as_raw_fd(), timer.as_raw_fd(), errors_out.as_raw_fd()];
+            keep.extend(attached.iter().map(|a| a.fd));
+            let why = enter_guest(&image, &low, mem_size, &program, &keep);
+            let mut out = std::fs::File::from(errors_out);
+            let _ = out.write_all(why.as_bytes());
+            sys::exit_now(1)
+        }
+        sys::Fork::Parent(pid) => {
+            drop(errors_out);
+            let death = supervise::supervise(pid).map_err(TenderError::Process)?;
+            let mut why = String::new();
+            let _ = std::fs::File::from(errors_in).read_to_string(&mut why);
+            if !why.is_empty() {
+                return Err(TenderError::Setup(why));
+            }
+            if let Some(message) = explain(&death) {
+                eprintln!("kiln-spt: {message}");
+            }
+            Ok(Exit::Status(match death {
+                Death::Exited(code) => code,
+                _ => KILLED_STATUS,
+            }))
+        }
+    }
+}
+
+/// In the child: becomes the guest, or returns why it could not.
+fn enter_guest(
+    image: &Image<'_>,
+    low: &[u8],
+    mem_size: u64,
+    program: &seccompiler::BpfProgram,
+    keep: &[RawFd],
+) -> String {
+    sys::trace_me();
+    sys::default_fault_signals();
+    sys::close_other_fds(keep);
+    let mut mem = match guest::GuestMemory::new(mem_size) {
+        Ok(mem) => mem,
+        Err(e) => return chain(&e),
+    };
+    if let Err(e) = mem.load(image, low, SPT_BOOT_INFO_BASE) {
+        return chain(&e);
+    }
+    // The mapping is never unmapped (GuestMemory has no Drop): this
+    // process becomes the guest.
+    let _ = mem;
+    if let Err(e) = seccomp::install(program) {
+        return chain(&e);
+    }
+    jump(image.entry, mem_size)
+}
+
+/// Enters the loaded guest at `entry` with the stack at the top of its
+/// `mem_size` bytes and the boot info's address as its argument.
+#[allow(unsafe_code)]
+fn jump(entry: u64, mem_size: u64) -> ! {
+    // SAFETY: only called by `enter_guest` after `load` succeeded: the
+    // entry point lies in an executable segment (checked by `Image::parse`)
+    // that `load` mapped R+X; the stack top is inside the read-write guest
+    // memory; x86_64 expects RSP + 8 aligned to 16 at entry, as after a
+    // call (Solo5 starts spt guests at mem_size - 8).
+    unsafe { sys::launch(entry, mem_size - 8, SPT_BOOT_INFO_BASE) }
+}
+
+/// Maps a guest exit status to the tender's process exit code: 0 to 255 as
+/// they are, anything else 255.
+pub fn exit_code(status: i32) -> u8 {
+    u8::try_from(status).unwrap_or(255)
+}
+
+/// An error and its sources, one per line.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(&format!("\n  caused by: {s}"));
+        source = s.source();
+    }
+    out
+}
+
+/// Prints an error and its sources on one line each, as `main` does.
+pub fn report(err: &(dyn std::error::Error + 'static)) -> String {
+    format!("kiln-spt: error: {}", chain(err))
+}
