@@ -13,8 +13,7 @@ use crate::ustar::{self, BLOCK};
 /// attaches), so that they attach with 512- or 4096-byte sectors.
 pub const IMAGE_ALIGN: usize = 4096;
 
-/// How deep directories may nest (symbolic links to directories are
-/// followed, so this also stops link cycles).
+/// How deep directories may nest.
 pub const MAX_DEPTH: usize = 64;
 
 /// Why an image could not be made.
@@ -44,9 +43,10 @@ pub enum ImageError {
         /// The path.
         path: PathBuf,
     },
-    /// Directories nest too deeply, or symbolic links loop.
+    /// Directories nest too deeply, or a symbolic link leads back to a
+    /// directory that contains it.
     #[error(
-        "`{path}` is nested more than 64 directories deep\nhint: look for a symbolic link that points to one of its parent directories"
+        "`{path}` is nested more than 64 directories deep or leads back to a directory containing it\nhint: look for a symbolic link that points to one of its parent directories"
     )]
     TooDeep {
         /// The path.
@@ -63,14 +63,24 @@ struct Item {
 }
 
 /// Collects the entries under `dir` (sorted by name, depth first).
-fn walk(dir: &Path, prefix: &str, depth: usize, out: &mut Vec<Item>) -> Result<(), ImageError> {
-    if depth > MAX_DEPTH {
-        return Err(ImageError::TooDeep { path: dir.into() });
-    }
+/// `ancestors` holds the canonical paths of the directories being walked,
+/// so that a symbolic link to one of them is refused instead of followed
+/// forever.
+fn walk(
+    dir: &Path,
+    prefix: &str,
+    ancestors: &mut Vec<PathBuf>,
+    out: &mut Vec<Item>,
+) -> Result<(), ImageError> {
     let read = |source| ImageError::Read {
         path: dir.into(),
         source,
     };
+    let canonical = fs::canonicalize(dir).map_err(read)?;
+    if ancestors.len() >= MAX_DEPTH || ancestors.contains(&canonical) {
+        return Err(ImageError::TooDeep { path: dir.into() });
+    }
+    ancestors.push(canonical);
     let mut entries = Vec::new();
     for entry in fs::read_dir(dir).map_err(read)? {
         let entry = entry.map_err(read)?;
@@ -94,7 +104,7 @@ fn walk(dir: &Path, prefix: &str, depth: usize, out: &mut Vec<Item>) -> Result<(
                 name: std::format!("{archived}/"),
                 source: None,
             });
-            walk(&path, &std::format!("{archived}/"), depth + 1, out)?;
+            walk(&path, &std::format!("{archived}/"), ancestors, out)?;
         } else if meta.is_file() {
             out.push(Item {
                 name: archived,
@@ -103,6 +113,7 @@ fn walk(dir: &Path, prefix: &str, depth: usize, out: &mut Vec<Item>) -> Result<(
         }
         // Sockets, FIFOs and devices have no content to serve.
     }
+    ancestors.pop();
     Ok(())
 }
 
@@ -193,7 +204,7 @@ fn push_header(out: &mut Vec<u8>, name: &str, kind: u8, mode: u64, size: u64) {
 /// [`IMAGE_ALIGN`] bytes. The same tree always gives the same bytes.
 pub fn make_image(dir: &Path) -> Result<Vec<u8>, ImageError> {
     let mut items = Vec::new();
-    walk(dir, "", 0, &mut items)?;
+    walk(dir, "", &mut Vec::new(), &mut items)?;
     let mut out = Vec::new();
     for item in items {
         match item.source {

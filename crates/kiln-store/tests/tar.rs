@@ -256,3 +256,26 @@ fn stores_read_gnu_tar_archives() {
         check(&open(&path, 4096), &files);
     }
 }
+
+#[test]
+fn symbolic_link_loops_are_refused() {
+    let dir = TempDir::new("loop");
+    std::fs::create_dir_all(dir.0.join("a/b")).unwrap();
+    std::fs::write(dir.0.join("a/b/f"), b"x").unwrap();
+    std::os::unix::fs::symlink("../..", dir.0.join("a/b/up")).unwrap();
+    match make_image(&dir.0) {
+        Err(kiln_store::image::ImageError::TooDeep { path }) => {
+            assert!(path.ends_with("a/b/up"), "{}", path.display());
+        }
+        other => panic!("expected a loop error, got {:?}", other.map(|i| i.len())),
+    }
+    // A link to a sibling is followed: its files appear under both names.
+    std::fs::remove_file(dir.0.join("a/b/up")).unwrap();
+    std::os::unix::fs::symlink("a/b", dir.0.join("c")).unwrap();
+    let out = TempDir::new("loop-image");
+    let path = out.0.join("disk.img");
+    kiln_store::image::write_image(&dir.0, &path).unwrap();
+    let store = open(&path, 512);
+    assert_eq!(run(store.get("c/f")).unwrap().as_ref(), b"x");
+    assert_eq!(run(store.get("a/b/f")).unwrap().as_ref(), b"x");
+}
