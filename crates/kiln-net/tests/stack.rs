@@ -17,10 +17,11 @@ use kiln_devices::{
 use kiln_net::pair::{PairEnd, pair};
 use kiln_net::smoltcp::phy::ChecksumCapabilities;
 use kiln_net::smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpProtocol, Ipv4Packet,
-    Ipv4Repr, Ipv6Packet, Ipv6Repr, NdiscPrefixInfoFlags, NdiscPrefixInformation, NdiscRepr,
-    NdiscRouterFlags,
+    ArpOperation, ArpPacket, ArpRepr, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpMessageType,
+    DhcpPacket, DhcpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr,
+    Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpProtocol, Ipv4Packet, Ipv4Repr,
+    Ipv6Packet, Ipv6Repr, NdiscPrefixInfoFlags, NdiscPrefixInformation, NdiscRepr,
+    NdiscRouterFlags, UDP_HEADER_LEN, UdpPacket, UdpRepr,
 };
 use kiln_net::{Config, NetStack};
 use kiln_rt::{Platform, block_on, spawn, timeout};
@@ -607,5 +608,145 @@ fn reading_after_both_sides_closed_gives_the_data_then_end_of_stream() {
         assert_eq!(&buf[..n], b"last words");
         assert_eq!(server.read(&mut buf).await, Ok(0));
         assert_eq!(client.read(&mut buf).await, Ok(0));
+    });
+}
+
+/// A DHCP message to the client (UDP 67 → 68, broadcast), leasing
+/// 10.0.0.42/24 with gateway 10.0.0.1 for 60 s.
+fn dhcp_reply(kind: DhcpMessageType, xid: u32, client: EthernetAddress) -> Vec<u8> {
+    let server = Ipv4Addr::new(10, 0, 0, 1);
+    let repr = DhcpRepr {
+        message_type: kind,
+        transaction_id: xid,
+        secs: 0,
+        client_hardware_address: client,
+        client_ip: Ipv4Addr::UNSPECIFIED,
+        your_ip: Ipv4Addr::new(10, 0, 0, 42),
+        server_ip: server,
+        router: Some(server),
+        subnet_mask: Some(Ipv4Addr::new(255, 255, 255, 0)),
+        relay_agent_ip: Ipv4Addr::UNSPECIFIED,
+        broadcast: false,
+        requested_ip: None,
+        client_identifier: None,
+        server_identifier: Some(server),
+        parameter_request_list: None,
+        dns_servers: None,
+        max_size: None,
+        lease_duration: Some(60),
+        renew_duration: None,
+        rebind_duration: None,
+        additional_options: &[],
+    };
+    let (src, dst) = (server, Ipv4Addr::BROADCAST);
+    let udp = UdpRepr {
+        src_port: DHCP_SERVER_PORT,
+        dst_port: DHCP_CLIENT_PORT,
+    };
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Udp,
+        payload_len: UDP_HEADER_LEN + repr.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut out = vec![0; 14 + ip.buffer_len() + ip.payload_len];
+    let mut eth = EthernetFrame::new_unchecked(&mut out[..]);
+    EthernetRepr {
+        src_addr: EthernetAddress(mac(9).0),
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Ipv4,
+    }
+    .emit(&mut eth);
+    let caps = ChecksumCapabilities::default();
+    let mut ipp = Ipv4Packet::new_unchecked(eth.payload_mut());
+    ip.emit(&mut ipp, &caps);
+    udp.emit(
+        &mut UdpPacket::new_unchecked(ipp.payload_mut()),
+        &src.into(),
+        &dst.into(),
+        repr.buffer_len(),
+        |buf| repr.emit(&mut DhcpPacket::new_unchecked(buf)).unwrap(),
+        &caps,
+    );
+    out
+}
+
+/// The DHCP message in `frame`, if it is one from the client.
+fn dhcp_request(frame: &[u8]) -> Option<(DhcpMessageType, u32, EthernetAddress)> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    let udp = UdpPacket::new_checked(ip.payload()).ok()?;
+    if udp.dst_port() != DHCP_SERVER_PORT {
+        return None;
+    }
+    let dhcp = DhcpPacket::new_checked(udp.payload()).ok()?;
+    let repr = DhcpRepr::parse(&dhcp).ok()?;
+    Some((
+        repr.message_type,
+        repr.transaction_id,
+        repr.client_hardware_address,
+    ))
+}
+
+#[test]
+fn dhcp_leases_an_address_and_gateway_and_drops_them_when_the_lease_ends() {
+    let (a, server) = pair(mac(1), mac(9));
+    let config = Config::parse(["--no-slaac"]).unwrap();
+    run(async move {
+        let a = NetStack::new(a, config, 7).unwrap();
+        assert_eq!(a.ipv4_addr(), None);
+        let mut buf = vec![0; 1514];
+        // DISCOVER → OFFER, REQUEST → ACK.
+        for (expect, answer) in [
+            (DhcpMessageType::Discover, DhcpMessageType::Offer),
+            (DhcpMessageType::Request, DhcpMessageType::Ack),
+        ] {
+            let (kind, xid, client) = loop {
+                let n = timeout(Duration::from_secs(10), server.receive(&mut buf))
+                    .await
+                    .expect("no DHCP message from the stack")
+                    .unwrap();
+                if let Some(m) = dhcp_request(&buf[..n]) {
+                    break m;
+                }
+            };
+            assert_eq!(kind, expect);
+            assert_eq!(client, EthernetAddress(mac(1).0));
+            server.send(&dhcp_reply(answer, xid, client)).await.unwrap();
+        }
+        let leased = timeout(Duration::from_secs(5), a.wait_ipv4())
+            .await
+            .expect("the ACK configured no address");
+        assert_eq!(leased, Ipv4Addr::new(10, 0, 0, 42));
+        // An address off the subnet goes through the gateway: the stack
+        // asks for the gateway's MAC.
+        let far = spawn({
+            let a = a.clone();
+            async move { a.connect_tcp("192.0.2.7:80".parse().unwrap()).await }
+        });
+        let asked = loop {
+            let n = timeout(Duration::from_secs(5), server.receive(&mut buf))
+                .await
+                .expect("nothing sent towards the gateway")
+                .unwrap();
+            let frame = EthernetFrame::new_checked(&buf[..n]).unwrap();
+            if frame.ethertype() == EthernetProtocol::Arp {
+                let arp =
+                    ArpRepr::parse(&ArpPacket::new_checked(frame.payload()).unwrap()).unwrap();
+                if let ArpRepr::EthernetIpv4 {
+                    target_protocol_addr,
+                    ..
+                } = arp
+                {
+                    break target_protocol_addr;
+                }
+            }
+        };
+        assert_eq!(asked, Ipv4Addr::new(10, 0, 0, 1));
+        drop(far);
+        // The server goes silent: renewals fail and the lease ends at 60 s.
+        kiln_rt::sleep(Duration::from_secs(65)).await;
+        assert_eq!(a.ipv4_addr(), None, "the address outlived its lease");
     });
 }
