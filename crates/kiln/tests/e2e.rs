@@ -399,3 +399,88 @@ fn every_unix_device() {
         "error: the net device 'service' is not attached; hint: give --net:service=IFACE\n"
     );
 }
+
+/// A baked kv_ro: the files of the source directory are compiled in, and a
+/// file edited after a build is picked up by the next one.
+#[test]
+fn baked_kv_ro() {
+    let tmp = TempDir::new("baked");
+    let dir = tmp.path.join("store");
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::create_dir_all(dir.join("files/docs")).unwrap();
+    std::fs::write(dir.join("files/index.html"), "<h1>hi</h1>\n").unwrap();
+    std::fs::write(dir.join("files/docs/a.txt"), "first\n").unwrap();
+    let devices = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-devices");
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"store\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+             [dependencies]\nkiln-devices = {{ path = {:?} }}\n\n[workspace]\n",
+            devices.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("unikernel.toml"),
+        "[unikernel]\nname = \"store\"\nentry = \"start\"\n\n[devices.console]\ntype = \"console\"\n\n\
+         [devices.files]\ntype = \"kv_ro\"\nsource = \"files\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("src/lib.rs"),
+        "#![no_std]\nuse kiln_devices::{Console, KvError, KvRo};\n\n\
+         pub async fn start(console: impl Console, files: impl KvRo) -> Result<(), KvError> {\n\
+         \x20   for (name, kind) in files.list(\"\").await? {\n\
+         \x20       let _ = console.print(format_args!(\"{name} {kind:?}\\n\"));\n\
+         \x20   }\n\
+         \x20   let a = files.get(\"docs/a.txt\").await?;\n\
+         \x20   let _ = console.write(&a);\n\
+         \x20   let _ = console.print(format_args!(\"{}\\n\", files.digest(\"index.html\").await?));\n\
+         \x20   files.get(\"missing\").await.map(|_| ())\n}\n",
+    )
+    .unwrap();
+
+    let out = kiln_in(&dir).arg("run").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[..3],
+        ["docs Dictionary", "index.html Value", "first"],
+        "{stdout}"
+    );
+    // sha256("<h1>hi</h1>\n")
+    let digest = sha256_hex(b"<h1>hi</h1>\n");
+    assert_eq!(lines.get(3).copied(), Some(digest.as_str()), "{stdout}");
+    assert!(
+        text(&out.stderr).contains("error: "),
+        "{}",
+        text(&out.stderr)
+    );
+
+    std::fs::write(dir.join("files/docs/a.txt"), "second\n").unwrap();
+    let out = kiln_in(&dir).arg("run").output().unwrap();
+    assert!(
+        text(&out.stdout).contains("second\n"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+/// The SHA-256 of `data` in hex, computed by `sha256sum` so that the test
+/// does not trust the code under test.
+fn sha256_hex(data: &[u8]) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum (coreutils) is needed by this test");
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    text(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}

@@ -84,6 +84,63 @@ pub fn write_if_changed(dir: &Path, files: &[GeneratedFile]) -> Result<bool, Con
     Ok(changed)
 }
 
+/// One file of a baked read-only store: its key, where it is, and its
+/// SHA-256 digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BakedFile {
+    /// The key: the path under the source directory, `/`-separated.
+    pub key: String,
+    /// The file, absolute.
+    pub path: PathBuf,
+    /// `kiln_kv::digest_of` its contents.
+    pub digest: [u8; 32],
+}
+
+/// The regular files under `dir`, recursively, sorted by key; symbolic
+/// links are followed, other file types and names that are not UTF-8 are
+/// skipped.
+pub fn baked_files(dir: &Path) -> std::io::Result<Vec<BakedFile>> {
+    fn walk(
+        dir: &Path,
+        prefix: &str,
+        depth: usize,
+        out: &mut Vec<BakedFile>,
+    ) -> std::io::Result<()> {
+        // Bounded, so that a symbolic link loop ends.
+        if depth > 32 {
+            return Ok(());
+        }
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let path = entry.path();
+            let key = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let meta = std::fs::metadata(&path)?;
+            if meta.is_dir() {
+                walk(&path, &key, depth + 1, out)?;
+            } else if meta.is_file() {
+                let data = std::fs::read(&path)?;
+                out.push(BakedFile {
+                    key,
+                    path,
+                    digest: kiln_kv::digest_of(&data),
+                });
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, "", 0, &mut out)?;
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
+}
+
 /// A Rust string literal for `s`.
 pub fn rust_str(s: &str) -> String {
     format!("{s:?}")

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use kiln_rt::args::ArgType;
 
-use super::{Backend, GeneratedFile, Plan, relative_path, rust_str, toml_str};
+use super::{
+    Backend, BakedFile, GeneratedFile, Plan, baked_files, relative_path, rust_str, toml_str,
+};
 use crate::diagnostic::Located;
 use crate::entry::{Param, rust_type};
 use crate::model::{DeviceType, Impl, Target};
@@ -24,6 +26,8 @@ enum Construct {
     Tap,
     /// `kiln_unix::FileBlock::open` with the `--block` flags.
     FileBlock,
+    /// `kiln_kv::Baked` over a table of files compiled into the image.
+    Baked,
 }
 
 /// The implementations this backend provides: a device type and choice,
@@ -57,6 +61,7 @@ const IMPLEMENTATIONS: &[(DeviceType, Option<Impl>, Construct)] = &[
         Some(Impl::Socket),
         Construct::Expr("::kiln_unix::SocketStack::new(platform)"),
     ),
+    (DeviceType::KvRo, Some(Impl::Baked), Construct::Baked),
 ];
 
 /// The release profile of generated crates. `opt-level = 3`, measured on a
@@ -117,20 +122,43 @@ impl Backend for Unix {
             };
             constructs.push(Some(construct));
         }
+        let mut baked = Vec::new();
+        for (i, device) in m.devices.iter().enumerate() {
+            if !matches!(constructs.get(i), Some(Some(Construct::Baked))) {
+                continue;
+            }
+            let Some(source) = &device.source else {
+                continue;
+            };
+            let dir = plan.unikernel_dir.join(&source.value);
+            let files = baked_files(&dir).map_err(|e| {
+                Located::new(
+                    &m.file,
+                    source.span.clone(),
+                    format!(
+                        "device `{}`: cannot read the source directory `{}`: {e}",
+                        device.name.value, source.value
+                    ),
+                    "cannot be read",
+                )
+                .with_help("make the directory and its files readable")
+            })?;
+            baked.push((i, files));
+        }
         Ok(vec![
             GeneratedFile {
                 path: PathBuf::from("Cargo.toml"),
-                contents: cargo_toml(plan),
+                contents: cargo_toml(plan, !baked.is_empty()),
             },
             GeneratedFile {
                 path: PathBuf::from("src/main.rs"),
-                contents: main_rs(plan, &constructs),
+                contents: main_rs(plan, &constructs, &baked),
             },
         ])
     }
 }
 
-fn cargo_toml(plan: &Plan<'_>) -> String {
+fn cargo_toml(plan: &Plan<'_>, kv: bool) -> String {
     let build_dir = plan.unikernel_dir.join("_build").join("unix");
     let crates = plan.source_dir.join("crates");
     let path = |p: PathBuf| toml_str(&p.display().to_string());
@@ -152,6 +180,7 @@ fn cargo_toml(plan: &Plan<'_>) -> String {
          kiln-devices = {{ path = {devices} }}\n\
          kiln-rt = {{ path = {rt}, features = [\"std\"] }}\n\
          kiln-unix = {{ path = {unix} }}\n\
+         {kv}\
          \n\
          {PROFILE}\n\
          # A workspace of its own: not part of any enclosing workspace.\n\
@@ -163,6 +192,11 @@ fn cargo_toml(plan: &Plan<'_>) -> String {
         devices = path(crates.join("kiln-devices")),
         rt = path(crates.join("kiln-rt")),
         unix = path(crates.join("kiln-unix")),
+        kv = if kv {
+            format!("kiln-kv = {{ path = {} }}\n", path(crates.join("kiln-kv")))
+        } else {
+            String::new()
+        },
     )
 }
 
@@ -182,7 +216,11 @@ fn arg_type_variant(ty: ArgType) -> &'static str {
     }
 }
 
-fn main_rs(plan: &Plan<'_>, constructs: &[Option<Construct>]) -> String {
+fn main_rs(
+    plan: &Plan<'_>,
+    constructs: &[Option<Construct>],
+    baked: &[(usize, Vec<BakedFile>)],
+) -> String {
     let m = plan.manifest;
     let mut s = String::new();
     let _ = writeln!(
@@ -230,6 +268,27 @@ fn main_rs(plan: &Plan<'_>, constructs: &[Option<Construct>]) -> String {
         next += 1;
     }
     s.push_str("    ],\n};\n\n");
+
+    for (i, files) in baked {
+        let device = &m.devices[*i];
+        let _ = writeln!(
+            s,
+            "/// The files of the baked kv_ro `{}`.\nstatic KV_{}: &[::kiln_kv::Entry] = &[",
+            device.name.value,
+            device.param().to_uppercase()
+        );
+        for file in files {
+            let digest: Vec<String> = file.digest.iter().map(|b| format!("0x{b:02x}")).collect();
+            let _ = writeln!(
+                s,
+                "    ::kiln_kv::Entry {{\n        path: {},\n        data: include_bytes!({}),\n        digest: [{}],\n    }},",
+                rust_str(&file.key),
+                rust_str(&file.path.display().to_string()),
+                digest.join(", ")
+            );
+        }
+        s.push_str("];\n\n");
+    }
 
     s.push_str(
         "/// Exits with `code` after printing `error: {message}`.\n\
@@ -283,6 +342,13 @@ fn main_rs(plan: &Plan<'_>, constructs: &[Option<Construct>]) -> String {
         match construct {
             Construct::Expr(expr) => {
                 let _ = writeln!(s, "    let {var} = {expr};");
+            }
+            Construct::Baked => {
+                let _ = writeln!(
+                    s,
+                    "    let {var} = ::kiln_kv::Baked::new(KV_{}).unwrap_or_else(|e| fail(1, e));",
+                    device.param().to_uppercase()
+                );
             }
             Construct::Tap => {
                 let _ = writeln!(
