@@ -750,3 +750,82 @@ fn dhcp_leases_an_address_and_gateway_and_drops_them_when_the_lease_ends() {
         assert_eq!(a.ipv4_addr(), None, "the address outlived its lease");
     });
 }
+
+/// Random and mutated frames from the wire never panic the stack, and it
+/// still answers afterwards.
+#[test]
+fn garbage_frames_leave_the_stack_working() {
+    let (a, peer) = pair(mac(1), mac(2));
+    let peer_mac = EthernetAddress(mac(2).0);
+    let peer_ip = Ipv4Addr::new(10, 0, 0, 2);
+    run(async move {
+        let a = stack(a, &["--ipv4=10.0.0.1/24", "--ipv6=fd00::1/64"]);
+        // A valid ping to mutate.
+        let echo = Icmpv4Repr::EchoRequest {
+            ident: 1,
+            seq_no: 1,
+            data: b"0123456789abcdef",
+        };
+        let ip = Ipv4Repr {
+            src_addr: peer_ip,
+            dst_addr: Ipv4Addr::new(10, 0, 0, 1),
+            next_header: IpProtocol::Icmp,
+            payload_len: echo.buffer_len(),
+            hop_limit: 64,
+        };
+        let mut ping = vec![0; 14 + ip.buffer_len() + echo.buffer_len()];
+        let mut eth = EthernetFrame::new_unchecked(&mut ping[..]);
+        EthernetRepr {
+            src_addr: peer_mac,
+            dst_addr: EthernetAddress(mac(1).0),
+            ethertype: EthernetProtocol::Ipv4,
+        }
+        .emit(&mut eth);
+        let caps = ChecksumCapabilities::default();
+        let mut ipp = Ipv4Packet::new_unchecked(eth.payload_mut());
+        ip.emit(&mut ipp, &caps);
+        echo.emit(&mut Icmpv4Packet::new_unchecked(ipp.payload_mut()), &caps);
+
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut sink = vec![0; 1514];
+        for i in 0..5000 {
+            let mut frame = ping.clone();
+            // Keep the Ethernet header sometimes, so deeper layers see it.
+            let from = if i % 2 == 0 { 14 } else { 0 };
+            for _ in 0..1 + next() % 6 {
+                let at = from + (next() as usize) % (frame.len() - from);
+                frame[at] = next() as u8;
+            }
+            if i % 7 == 0 {
+                frame.truncate((next() as usize) % frame.len());
+            }
+            if i % 11 == 0 {
+                frame = (0..(next() % 1514) as usize)
+                    .map(|_| next() as u8)
+                    .collect();
+            }
+            peer.send(&frame).await.unwrap();
+            // Drain whatever the stack answered.
+            while let Ok(Ok(_)) = timeout(Duration::ZERO, peer.receive(&mut sink)).await {}
+        }
+        // Still alive: the unmutated ping gets its reply.
+        raw_peer(&peer, peer_mac, peer_ip, &ping, |frame| {
+            let eth = EthernetFrame::new_checked(frame).ok()?;
+            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+            let icmp = Icmpv4Packet::new_checked(ip.payload()).ok()?;
+            matches!(
+                Icmpv4Repr::parse(&icmp, &ChecksumCapabilities::default()).ok()?,
+                Icmpv4Repr::EchoReply { seq_no: 1, .. }
+            )
+            .then_some(())
+        })
+        .await;
+        assert!(a.stats().rx_frames >= 5000);
+    });
+}
