@@ -51,7 +51,9 @@ pub enum NetStackError {
         mac: MacAddress,
     },
     /// The interface's MTU is below what IPv4 and IPv6 need.
-    #[error("network interface MTU of {mtu} bytes is below the 1280 that IPv6 needs")]
+    #[error(
+        "network interface MTU of {mtu} bytes is below the 1280 that IPv6 needs\nhint: give the interface an MTU of at least 1280 (1500 for Ethernet)"
+    )]
     MtuTooSmall {
         /// The interface's MTU.
         mtu: usize,
@@ -487,7 +489,10 @@ impl NetStack {
             match state.iface.ipv4_addr() {
                 Some(a) => Poll::Ready(a),
                 None => {
-                    state.address_wakers.push(cx.waker().clone());
+                    let wakers = &mut state.address_wakers;
+                    if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                        wakers.push(cx.waker().clone());
+                    }
                     Poll::Pending
                 }
             }
