@@ -829,3 +829,50 @@ fn garbage_frames_leave_the_stack_working() {
         assert!(a.stats().rx_frames >= 5000);
     });
 }
+
+/// An interface that only reports its MAC and MTU.
+struct Fixed(MacAddress, usize);
+
+impl NetworkInterface for Fixed {
+    fn mac(&self) -> MacAddress {
+        self.0
+    }
+    fn mtu(&self) -> usize {
+        self.1
+    }
+    fn poll_receive(
+        &self,
+        _: &mut std::task::Context<'_>,
+        _: &mut [u8],
+    ) -> Poll<Result<usize, kiln_devices::NetError>> {
+        Poll::Pending
+    }
+    fn poll_send(
+        &self,
+        _: &mut std::task::Context<'_>,
+        _: &[u8],
+    ) -> Poll<Result<(), kiln_devices::NetError>> {
+        Poll::Pending
+    }
+}
+
+#[test]
+fn unusable_interfaces_are_refused_with_a_hint() {
+    for (nic, message) in [
+        (
+            Fixed(MacAddress([1, 0, 0, 0, 0, 1]), 1500),
+            "network interface has MAC address 01:00:00:00:00:01, which is not a unicast address\nhint: give the interface a unicast MAC such as 02:00:00:00:00:01",
+        ),
+        (
+            Fixed(MacAddress([0; 6]), 1500),
+            "network interface has MAC address 00:00:00:00:00:00, which is not a unicast address\nhint: give the interface a unicast MAC such as 02:00:00:00:00:01",
+        ),
+        (
+            Fixed(mac(1), 576),
+            "network interface MTU of 576 bytes is below the 1280 that IPv6 needs\nhint: give the interface an MTU of at least 1280 (1500 for Ethernet)",
+        ),
+    ] {
+        let err = NetStack::new(nic, Config::default(), 0).err().unwrap();
+        assert_eq!(err.to_string(), message);
+    }
+}
