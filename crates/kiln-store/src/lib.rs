@@ -49,20 +49,26 @@
 //! index (path → offset, size) stays in memory; reads touch only the
 //! sectors holding the requested bytes. A value's SHA-256 digest is
 //! computed on first request and cached, so that opening costs one read
-//! per entry, not one read of the whole archive.
+//! per entry, not one read of the whole archive. Tar checksums cover the
+//! headers only: damaged file data is not detected (an image that must be
+//! verified can be compared with a digest list kept elsewhere).
 //!
 //! # `LogStore`: format, commit rule, recovery, compaction
 //!
 //! The device (`n` sectors of `s` bytes, `s` = 512 or 4096 or any power of
-//! two ≥ 512) is split into two **regions** of `r = n / 2` sectors. Sector 0
-//! of a region is its **header**; the rest holds a **log** of records.
-//! Integers are little-endian.
+//! two ≥ 512) is split into two **regions** of `r = n / 2` sectors. Sectors
+//! 0 and 1 of a region hold two copies of its **header**; the rest holds a
+//! **log** of records. Integers are little-endian.
 //!
 //! - Region header: magic `KLHD`, format version (1), generation (u64),
 //!   state (1 building, 2 committed), sector size, `r`, the sequence
-//!   number of the region's first record, and a CRC-32C of the sector.
-//!   The **active** region is the committed one with the higher
-//!   generation.
+//!   number of the region's first record, and a CRC-32C of its first 512
+//!   bytes (so a store attached with another sector size is recognized
+//!   and refused). A region's header is its newest valid copy; the
+//!   **active** region is the committed one with the higher generation.
+//!   Two copies, written one after the other, so that neither a torn
+//!   write nor one damaged sector can make the older region look active;
+//!   opening rewrites a damaged or stale copy of the active header.
 //! - Every record sector starts with a 32-byte **frame**: magic `KLOG`,
 //!   the sector's index within its record, the region's generation, the
 //!   record's sequence number, and a CRC-32C of the whole sector. The
@@ -89,14 +95,15 @@
 //!   cannot be attributed to a key, and opening fails with
 //!   [`LogError::Corrupt`] rather than serve stale data.
 //! - **Compaction**, when a record does not fit after the tail: write the
-//!   other region's header as *building* with a new generation (higher
+//!   other region's headers as *building* with a new generation (higher
 //!   than any header seen, so leftovers of an interrupted compaction are
 //!   never mistaken for records), flush; copy every live record into it
 //!   under the new generation, with the pending change applied (a `set`'s
 //!   new value replaces the old one; a `remove` drops its keys); flush;
-//!   rewrite the header as *committed*, flush. Until that one-sector write
-//!   reaches the device the old region stays active and complete, so a
-//!   crash at any point loses nothing acknowledged. The store is
+//!   rewrite the first header copy as *committed*, flush, then the second,
+//!   flush. Until the first copy's one-sector write reaches the device the
+//!   old region stays active and complete, so a crash at any point loses
+//!   nothing acknowledged. The store is
 //!   [`Full`](kiln_devices::KvError::Full) when the live records with the
 //!   change applied do not fit in a region.
 //! - Reads check the frame of every sector they read, so corruption is
@@ -110,7 +117,13 @@
 //! Memory: the index holds each key and its record's location (about 80
 //! bytes plus the key); values are streamed in 64 KiB chunks.
 //! Costs: a write takes a whole record of sectors and one flush; opening
-//! reads the active region once; a compaction copies the live records.
+//! reads the active region once; a compaction copies the live records and
+//! takes three flushes.
+//!
+//! Limits: keys of at most [`MAX_KEY_LEN`] bytes; a region holds
+//! `r - 2` record sectors, so at most half the device is usable, and a
+//! `set` is refused as `Full` when the live data with the new value would
+//! not fit. With live data close to a region's size every `set` compacts.
 //!
 //! Existing crates considered: `sequential-storage` and `ekv` are built
 //! for NOR flash (erase-before-write pages, erase values, word-aligned

@@ -39,9 +39,9 @@ const OP_LOST: u8 = 3;
 /// Why a [`LogStore`] could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LogError {
-    /// The device cannot hold two regions of two sectors.
+    /// The device cannot hold two regions of three sectors.
     #[error(
-        "block device `{device}` has {sectors} sectors, too few for a read-write store\nhint: give the store a device of at least 4 sectors (a few MiB is sensible)"
+        "block device `{device}` has {sectors} sectors, too few for a read-write store\nhint: give the store a device of at least 6 sectors (a few MiB is sensible)"
     )]
     TooSmall {
         /// The block device's name.
@@ -204,6 +204,8 @@ struct RegionHeader {
 }
 
 const HEADER_CRC_AT: usize = 40;
+/// Copies of the header at the start of each region.
+const HEADERS: u64 = 2;
 /// Bytes of a region header covered by its checksum: the smallest sector,
 /// so that a store attached with another sector size is recognized.
 const HEADER_LEN: usize = 512;
@@ -338,18 +340,22 @@ impl<B: Block> LogStore<B> {
     pub async fn open(device: &str, block: B) -> Result<LogStore<B>, LogError> {
         let mut store = LogStore::new(device, block)?;
         let size = store.sector_size;
-        let mut first = vec![0u8; size];
-        let mut second = vec![0u8; size];
-        store.read_at(device, 0, &mut first).await?;
-        store.read_at(device, store.region, &mut second).await?;
-        let headers = [header(&first), header(&second)];
-        if headers.iter().all(Option::is_none) {
-            // A blank device, or one whose formatting was interrupted (a
-            // torn first header; no record is written before it is
-            // durable, so region 0's first record sector is still blank).
+        let mut raw = [vec![0u8; 2 * size], vec![0u8; 2 * size]];
+        store.read_at(device, 0, &mut raw[0]).await?;
+        store.read_at(device, store.region, &mut raw[1]).await?;
+        let copies = raw.each_ref().map(|r| {
+            [
+                header(r.get(..size).unwrap_or_default()),
+                header(r.get(size..).unwrap_or_default()),
+            ]
+        });
+        if copies.iter().flatten().all(Option::is_none) {
+            // A blank device, or one whose formatting was interrupted (torn
+            // first headers; no record is written before they are durable,
+            // so region 0's first record sector is still blank).
             let mut record = vec![0u8; size];
-            store.read_at(device, 1, &mut record).await?;
-            if second.iter().chain(&record).all(|&b| b == 0) {
+            store.read_at(device, HEADERS, &mut record).await?;
+            if raw[1].iter().chain(&record).all(|&b| b == 0) {
                 store.write_fresh(device, 1).await?;
                 return Ok(store);
             }
@@ -359,26 +365,35 @@ impl<B: Block> LogStore<B> {
         }
         let mut active: Option<(u64, RegionHeader)> = None;
         let mut max_generation = 0;
-        for (i, h) in headers.iter().enumerate() {
-            let Some(h) = h else { continue };
-            if h.version != VERSION {
-                return Err(LogError::Version {
-                    device: device.into(),
-                    version: h.version,
-                });
+        for (region, pair) in copies.iter().enumerate() {
+            for h in pair.iter().flatten() {
+                if h.version != VERSION {
+                    return Err(LogError::Version {
+                        device: device.into(),
+                        version: h.version,
+                    });
+                }
+                if h.sector_size as usize != size || h.region_sectors != store.region {
+                    return Err(LogError::Geometry {
+                        device: device.into(),
+                        made_size: h.sector_size,
+                        made_sectors: h.region_sectors.saturating_mul(2),
+                        sector_size: store.block.info().sector_size,
+                        sectors: store.block.info().sectors,
+                    });
+                }
+                max_generation = max_generation.max(h.generation);
             }
-            if h.sector_size as usize != size || h.region_sectors != store.region {
-                return Err(LogError::Geometry {
-                    device: device.into(),
-                    made_size: h.sector_size,
-                    made_sectors: h.region_sectors.saturating_mul(2),
-                    sector_size: store.block.info().sector_size,
-                    sectors: store.block.info().sectors,
-                });
-            }
-            max_generation = max_generation.max(h.generation);
+            // The region's header is its newest valid copy.
+            let Some(h) = pair
+                .iter()
+                .flatten()
+                .max_by_key(|h| (h.generation, h.state))
+            else {
+                continue;
+            };
             if h.state == COMMITTED && active.is_none_or(|(_, a)| h.generation > a.generation) {
-                active = Some((i as u64, *h));
+                active = Some((region as u64, *h));
             }
         }
         let Some((region, h)) = active else {
@@ -386,6 +401,27 @@ impl<B: Block> LogStore<B> {
                 device: device.into(),
             });
         };
+        // Bring a stale or damaged copy of the active header up to date, so
+        // that one bad sector later still leaves a good copy.
+        if let Some(pair) = copies.get(region as usize) {
+            for (copy, found) in pair.iter().enumerate() {
+                if *found != Some(h) {
+                    let at = region * store.region + copy as u64;
+                    store
+                        .write_header(at, h, 1)
+                        .await
+                        .map_err(|e| LogError::Block {
+                            device: device.into(),
+                            action: "write",
+                            sector: at,
+                            source: match e {
+                                KvError::Block(b) => b,
+                                _ => BlockError::Io(5),
+                            },
+                        })?;
+                }
+            }
+        }
         let state = store
             .replay(device, region, h, max_generation.saturating_add(1))
             .await?;
@@ -430,7 +466,7 @@ impl<B: Block> LogStore<B> {
         let region = info.sectors / 2;
         // The format needs room for its frame, a record header and the
         // longest key in a sector: at least 512-byte sectors.
-        if region < 2 || info.sector_size < 512 || !info.sector_size.is_power_of_two() {
+        if region <= HEADERS || info.sector_size < 512 || !info.sector_size.is_power_of_two() {
             return Err(LogError::TooSmall {
                 device: device.into(),
                 sectors: info.sectors,
@@ -444,7 +480,7 @@ impl<B: Block> LogStore<B> {
                 active: 0,
                 generation: 1,
                 next_generation: 2,
-                tail: 1,
+                tail: HEADERS,
                 seq: 0,
                 index: BTreeMap::new(),
             }),
@@ -452,28 +488,27 @@ impl<B: Block> LogStore<B> {
         })
     }
 
-    /// Writes region 0's header for an empty store of `generation`.
+    /// Writes region 0's headers for an empty store of `generation`.
     async fn write_fresh(&self, device: &str, generation: u64) -> Result<(), LogError> {
-        let mut sector = vec![0u8; self.sector_size];
-        put_header(
-            &mut sector,
-            RegionHeader {
-                version: VERSION,
-                generation,
-                state: COMMITTED,
-                sector_size: self.sector_size as u32,
-                region_sectors: self.region,
-                first_seq: 1,
-            },
-        );
-        let io = |source| LogError::Block {
-            device: device.into(),
-            action: "write",
-            sector: 0,
-            source,
+        let h = RegionHeader {
+            version: VERSION,
+            generation,
+            state: COMMITTED,
+            sector_size: self.sector_size as u32,
+            region_sectors: self.region,
+            first_seq: 1,
         };
-        self.block.write(0, &sector).await.map_err(io)?;
-        self.block.flush().await.map_err(io)
+        self.write_header(0, h, HEADERS)
+            .await
+            .map_err(|e| LogError::Block {
+                device: device.into(),
+                action: "write",
+                sector: 0,
+                source: match e {
+                    KvError::Block(b) => b,
+                    _ => BlockError::Io(5),
+                },
+            })
     }
 
     async fn read_at(&self, device: &str, sector: u64, buf: &mut [u8]) -> Result<(), LogError> {
@@ -498,7 +533,7 @@ impl<B: Block> LogStore<B> {
     fn record_sectors(&self, key_len: usize, value_len: u64) -> Option<u64> {
         let total = ((RECORD_HEADER + key_len) as u64).checked_add(value_len)?;
         let n = total.div_ceil(self.payload() as u64);
-        (n < self.region).then_some(n)
+        (n <= self.region - HEADERS).then_some(n)
     }
 
     /// Rebuilds the index from the log of `region`.
@@ -513,7 +548,7 @@ impl<B: Block> LogStore<B> {
         let end = (region + 1) * self.region;
         let mut window = Window::new(size);
         let mut index = BTreeMap::new();
-        let mut pos = region * self.region + 1;
+        let mut pos = region * self.region + HEADERS;
         let mut expect = h.first_seq;
         let io = |sector, source| LogError::Block {
             device: device.into(),
@@ -800,10 +835,14 @@ impl<B: Block> LogStore<B> {
         Ok(())
     }
 
-    async fn write_header(&self, region: u64, h: RegionHeader) -> Result<(), KvError> {
-        let mut sector = vec![0u8; self.sector_size];
-        put_header(&mut sector, h);
-        self.block.write(region * self.region, &sector).await?;
+    /// Writes `h` to the `copies` header sectors from sector `at`, then
+    /// flushes.
+    async fn write_header(&self, at: u64, h: RegionHeader, copies: u64) -> Result<(), KvError> {
+        let mut sectors = vec![0u8; copies as usize * self.sector_size];
+        for sector in sectors.chunks_mut(self.sector_size) {
+            put_header(sector, h);
+        }
+        self.block.write(at, &sectors).await?;
         self.block.flush().await?;
         Ok(())
     }
@@ -831,7 +870,7 @@ impl<B: Block> LogStore<B> {
                 .record_sectors(key.len(), value.len() as u64)
                 .ok_or(KvError::Full)?;
         }
-        if needed > self.region - 1 {
+        if needed > self.region - HEADERS {
             return Err(KvError::Full);
         }
         let target = 1 - st.active;
@@ -846,8 +885,9 @@ impl<B: Block> LogStore<B> {
         };
         // From here the generation may be on the device: never reuse it.
         st.next_generation = generation + 1;
-        self.write_header(target, h).await?;
-        let mut pos = target * self.region + 1;
+        let base = target * self.region;
+        self.write_header(base, h, HEADERS).await?;
+        let mut pos = base + HEADERS;
         let mut seq = st.seq;
         let mut index = BTreeMap::new();
         for (k, slot) in &st.index {
@@ -895,8 +935,11 @@ impl<B: Block> LogStore<B> {
             index.insert(key.to_string(), new_slot(start, seq, key, value));
         }
         self.block.flush().await?;
+        // Commit: one copy, then the other, so that a torn write leaves
+        // one valid copy (building or committed).
         h.state = COMMITTED;
-        self.write_header(target, h).await?;
+        self.write_header(base, h, 1).await?;
+        self.write_header(base + 1, h, 1).await?;
         st.active = target;
         st.generation = generation;
         st.tail = pos;
@@ -956,8 +999,8 @@ impl<B: Block> LogStore<B> {
             .sum();
         Usage {
             live,
-            log: st.tail - (st.active * self.region + 1),
-            capacity: self.region - 1,
+            log: st.tail - (st.active * self.region + HEADERS),
+            capacity: self.region - HEADERS,
             compactions: self.compactions.get(),
         }
     }

@@ -335,8 +335,9 @@ fn torn_tail_record_is_dropped() {
         store.set("k", b"old").await.unwrap();
         store.set("k", &[9u8; 1200]).await.unwrap();
         drop(store);
-        // The last record is sectors 2..5; damage its last sector.
-        block.flip(4 * 512 + 100, 0x40);
+        // Sectors 0 and 1 hold the region header; `old` is in sector 2
+        // and the last record in sectors 3..6: damage its last sector.
+        block.flip(5 * 512 + 100, 0x40);
         let store = LogStore::open("data", &block).await.unwrap();
         assert_eq!(store.get("k").await.unwrap().as_ref(), b"old");
     });
@@ -347,10 +348,10 @@ fn corrupt_value_in_the_middle_is_reported_not_returned() {
     run(async {
         let block = MemBlock::new(512, 64);
         let store = LogStore::open("data", &block).await.unwrap();
-        store.set("k", &[1u8; 1200]).await.unwrap(); // sectors 1..4
-        store.set("other", b"fine").await.unwrap(); // sector 4
+        store.set("k", &[1u8; 1200]).await.unwrap(); // sectors 2..5
+        store.set("other", b"fine").await.unwrap(); // sector 5
         drop(store);
-        block.flip(2 * 512 + 300, 0x01);
+        block.flip(3 * 512 + 300, 0x01);
         let store = LogStore::open("data", &block).await.unwrap();
         assert_eq!(store.get("k").await, Err(KvError::Corrupt));
         assert_eq!(store.get_partial("k", 0, 10).await, Err(KvError::Corrupt));
@@ -393,13 +394,13 @@ fn damaged_record_start_with_later_records_refuses_to_open() {
     run(async {
         let block = MemBlock::new(512, 64);
         let store = LogStore::open("data", &block).await.unwrap();
-        store.set("a", b"1").await.unwrap(); // sector 1
-        store.set("b", b"2").await.unwrap(); // sector 2
-        store.set("c", b"3").await.unwrap(); // sector 3
+        store.set("a", b"1").await.unwrap(); // sector 2
+        store.set("b", b"2").await.unwrap(); // sector 3
+        store.set("c", b"3").await.unwrap(); // sector 4
         drop(store);
-        block.flip(2 * 512 + 40, 0x02);
+        block.flip(3 * 512 + 40, 0x02);
         match LogStore::open("data", &block).await {
-            Err(LogError::Corrupt { sector: 2, .. }) => {}
+            Err(LogError::Corrupt { sector: 3, .. }) => {}
             other => panic!("expected a corrupt-log error, got {other:?}"),
         }
     });
@@ -408,7 +409,7 @@ fn damaged_record_start_with_later_records_refuses_to_open() {
 #[test]
 fn full_store_refuses_then_recovers_room() {
     run(async {
-        let block = MemBlock::new(512, 24); // regions of 11 record sectors
+        let block = MemBlock::new(512, 24); // regions of 10 record sectors
         let store = LogStore::open("data", &block).await.unwrap();
         let mut stored = 0;
         let err = loop {
@@ -418,7 +419,7 @@ fn full_store_refuses_then_recovers_room() {
             }
         };
         assert_eq!(err, KvError::Full);
-        assert_eq!(stored, 5, "five 2-sector records fit in 11 sectors");
+        assert_eq!(stored, 5, "five 2-sector records fit in 10 sectors");
         // Nothing was lost by the refused write.
         for i in 0..stored {
             assert_eq!(
@@ -469,7 +470,7 @@ fn foreign_data_and_other_geometry_are_refused() {
             LogStore::open("data", &as_4096).await,
             Err(LogError::Geometry { .. })
         ));
-        let tiny = MemBlock::new(512, 3);
+        let tiny = MemBlock::new(512, 5);
         assert!(matches!(
             LogStore::open("data", &tiny).await,
             Err(LogError::TooSmall { .. })
@@ -617,5 +618,29 @@ fn random_damage_never_returns_wrong_data() {
             "damaged stores: {opened} opened, {refused} refused, {corrupt} corrupt reads"
         );
         assert!(opened > 0 && corrupt > 0);
+    });
+}
+
+#[test]
+fn one_damaged_header_copy_is_survived_and_repaired() {
+    run(async {
+        let block = MemBlock::new(512, 64);
+        let store = LogStore::open("data", &block).await.unwrap();
+        store.set("k", b"v1").await.unwrap();
+        store.compact().await.unwrap(); // region 1 (sectors 32..) is active
+        store.set("k", b"v2").await.unwrap();
+        drop(store);
+        for copy in [32, 33] {
+            block.flip(copy * 512 + 9, 0x10);
+            // The other copy keeps region 1 active: no fallback to the
+            // older region 0, whose `k` is v1.
+            let store = LogStore::open("data", &block).await.unwrap();
+            assert_eq!(store.get("k").await.unwrap().as_ref(), b"v2");
+            drop(store);
+            // Opening rewrote the damaged copy.
+            let image = block.image();
+            let at = copy as usize * 512;
+            assert!(super::header(&image[at..at + 512]).is_some());
+        }
     });
 }
