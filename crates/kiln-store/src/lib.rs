@@ -7,13 +7,13 @@
 //!   archive** written to the device: the `disk` implementation of a
 //!   `kv_ro` device. Tar because every tool can make and inspect it
 //!   (`tar -tvf disk.img`, `tar -C htdocs --format=pax -cf disk.img .`);
-//!   [`image::make_image`] (feature `std`) makes a deterministic one.
+//!   `image::make_image` (feature `std`) makes a deterministic one.
 //! - [`LogStore`] implements [`KvRw`](kiln_devices::KvRw): a crash-safe
 //!   log of checksummed records, compacted between two regions.
 //!
 //! Modules, from the bottom: `ustar` (the tar header format), `lock` (an
 //! async mutex serializing a store's device requests), [`tar`] (the
-//! read-only store), [`log`] (the read-write store), [`image`] (host side,
+//! read-only store), [`log`] (the read-write store), `image` (host side,
 //! `std` only).
 //!
 //! # What generated code calls
@@ -33,7 +33,7 @@
 //! ```
 //!
 //! The host side makes the `disk` image from the `source` directory with
-//! [`image::write_image`] (or the user runs `tar`); a `kv_rw` device needs
+//! `image::write_image` (or the user runs `tar`); a `kv_rw` device needs
 //! a zero-filled file (`truncate -s 16M data.img`), which
 //! [`LogStore::open`] formats on first use.
 //!

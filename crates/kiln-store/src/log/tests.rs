@@ -639,7 +639,7 @@ fn one_damaged_header_copy_is_survived_and_repaired() {
             drop(store);
             // Opening rewrote the damaged copy.
             let image = block.image();
-            let at = copy as usize * 512;
+            let at = copy * 512;
             assert!(super::header(&image[at..at + 512]).is_some());
         }
     });
