@@ -255,10 +255,12 @@ impl Module for Block {
                 [
                     FdSyscall {
                         nr: libc::SYS_pread64,
+                        name: "pread64",
                         fd,
                     },
                     FdSyscall {
                         nr: libc::SYS_pwrite64,
+                        name: "pwrite64",
                         fd,
                     },
                 ]

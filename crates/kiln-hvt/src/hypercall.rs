@@ -139,22 +139,15 @@ fn puts(gpa: u64, mem: &mut GuestMemory) -> Result<(), HypercallError> {
     Ok(())
 }
 
-/// Converts a relative timeout in nanoseconds to epoll's milliseconds,
-/// rounding up so that the guest never wakes before its deadline.
-pub fn timeout_ms(nsecs: u64) -> i32 {
-    let ms = nsecs.div_ceil(1_000_000);
-    i32::try_from(ms).unwrap_or(i32::MAX)
-}
-
 fn poll(gpa: u64, mem: &mut GuestMemory, epoll: &Epoll) -> Result<(), HypercallError> {
     let size = size_of::<HcPoll>() as u64;
     let arg = mem
         .read_array::<{ size_of::<HcPoll>() }>(gpa)
         .map_err(|source| HypercallError::memory("poll", "argument", source))?;
     let timeout = arg_u64(&arg, offset_of!(HcPoll, timeout_nsecs));
-    let ready = epoll
-        .wait(timeout_ms(timeout))
-        .map_err(HypercallError::Poll)?;
+    // The timeout is honoured to the nanosecond (epoll_pwait2), so the
+    // guest neither wakes before its deadline nor up to 1 ms after it.
+    let ready = epoll.wait(timeout).map_err(HypercallError::Poll)?;
     let out = mem
         .slice_mut(gpa, size)
         .map_err(|source| HypercallError::memory("poll", "argument", source))?;
@@ -193,15 +186,6 @@ pub fn abort_message(mem: &GuestMemory, cookie: u64) -> Result<String, GuestMemE
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timeouts_round_up() {
-        assert_eq!(timeout_ms(0), 0);
-        assert_eq!(timeout_ms(1), 1);
-        assert_eq!(timeout_ms(1_000_000), 1);
-        assert_eq!(timeout_ms(1_000_001), 2);
-        assert_eq!(timeout_ms(u64::MAX), i32::MAX);
-    }
 
     #[test]
     fn bad_ports_and_sizes_are_refused() {

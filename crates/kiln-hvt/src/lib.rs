@@ -305,6 +305,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
     seccomp::apply(&seccomp::Allow {
         vcpu_fd: machine.vcpu_fd(),
         epoll_fd: epoll.raw_fd(),
+        timer_fd: epoll.timer_fd(),
         module_calls: modules.iter().flat_map(|m| m.syscalls()).collect(),
     })?;
 

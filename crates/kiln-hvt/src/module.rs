@@ -72,6 +72,8 @@ pub enum ModuleError {
 pub struct FdSyscall {
     /// The system call number.
     pub nr: i64,
+    /// Its name, for the seccomp allow-list's golden test.
+    pub name: &'static str,
     /// The descriptor it may act on.
     pub fd: RawFd,
 }

@@ -282,10 +282,12 @@ impl Module for Net {
                 [
                     FdSyscall {
                         nr: libc::SYS_read,
+                        name: "read",
                         fd,
                     },
                     FdSyscall {
                         nr: libc::SYS_write,
+                        name: "write",
                         fd,
                     },
                 ]

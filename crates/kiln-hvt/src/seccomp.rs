@@ -42,91 +42,136 @@ pub struct Allow {
     pub vcpu_fd: RawFd,
     /// The epoll set of the poll hypercall.
     pub epoll_fd: RawFd,
+    /// The epoll set's fallback timer, on kernels without `epoll_pwait2`.
+    pub timer_fd: Option<RawFd>,
     /// Per-module system calls.
     pub module_calls: Vec<FdSyscall>,
 }
 
-fn cond(arg: u8, value: u64) -> Result<SeccompCondition, SeccompError> {
-    SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value)
-        .map_err(SeccompError::Build)
+/// A condition on one argument of an allowed system call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arg {
+    /// The first argument is this descriptor.
+    Fd(RawFd),
+    /// The second argument (a 32-bit request or command) is this value.
+    Second(u64),
+    /// The third argument (`mmap`'s protection) lacks `PROT_EXEC`.
+    NoExec,
 }
 
-fn on_fd(fd: RawFd) -> Result<SeccompRule, SeccompError> {
-    SeccompRule::new(vec![cond(0, fd as u64)?]).map_err(SeccompError::Build)
+/// An allowed system call: its number, its name (for the golden list) and
+/// the conditions that must all hold; an empty list allows any call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// The system call number.
+    pub nr: i64,
+    /// Its name.
+    pub name: &'static str,
+    /// Conditions, all of which must hold.
+    pub args: Vec<Arg>,
+}
+
+fn rule(nr: i64, name: &'static str, args: Vec<Arg>) -> Rule {
+    Rule { nr, name, args }
+}
+
+/// The allow-list, in the order it is compiled. Anything else kills the
+/// process.
+pub fn rules(allow: &Allow) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    // Unconditional: exit, memory management for the allocator (mmap never
+    // executable), signals, clocks.
+    for (nr, name) in [
+        (libc::SYS_exit_group, "exit_group"),
+        (libc::SYS_exit, "exit"),
+        (libc::SYS_rt_sigreturn, "rt_sigreturn"),
+        (libc::SYS_rt_sigprocmask, "rt_sigprocmask"),
+        (libc::SYS_sigaltstack, "sigaltstack"),
+        (libc::SYS_clock_gettime, "clock_gettime"),
+        (libc::SYS_brk, "brk"),
+        (libc::SYS_munmap, "munmap"),
+        (libc::SYS_mremap, "mremap"),
+        (libc::SYS_madvise, "madvise"),
+        (libc::SYS_futex, "futex"),
+        (libc::SYS_close, "close"),
+    ] {
+        rules.push(rule(nr, name, Vec::new()));
+    }
+    rules.push(rule(libc::SYS_mmap, "mmap", vec![Arg::NoExec]));
+    // Closing a descriptor: std checks it is open first (F_GETFD).
+    rules.push(rule(
+        libc::SYS_fcntl,
+        "fcntl",
+        vec![Arg::Second(libc::F_GETFD as u64)],
+    ));
+    // Console.
+    rules.push(rule(libc::SYS_write, "write", vec![Arg::Fd(1)]));
+    rules.push(rule(libc::SYS_write, "write", vec![Arg::Fd(2)]));
+    // The vCPU: run and read registers, nothing else.
+    for req in [KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS] {
+        rules.push(rule(
+            libc::SYS_ioctl,
+            "ioctl",
+            vec![Arg::Fd(allow.vcpu_fd), Arg::Second(req)],
+        ));
+    }
+    // Poll: one epoll_pwait2, or the fallback timer and epoll_wait.
+    match allow.timer_fd {
+        None => rules.push(rule(
+            libc::SYS_epoll_pwait2,
+            "epoll_pwait2",
+            vec![Arg::Fd(allow.epoll_fd)],
+        )),
+        Some(timer) => {
+            rules.push(rule(
+                libc::SYS_timerfd_settime,
+                "timerfd_settime",
+                vec![Arg::Fd(timer)],
+            ));
+            rules.push(rule(
+                libc::SYS_epoll_wait,
+                "epoll_wait",
+                vec![Arg::Fd(allow.epoll_fd)],
+            ));
+        }
+    }
+    // Modules.
+    for call in &allow.module_calls {
+        rules.push(rule(call.nr, call.name, vec![Arg::Fd(call.fd)]));
+    }
+    rules
+}
+
+fn condition(arg: Arg) -> Result<SeccompCondition, SeccompError> {
+    let (index, len, op, value) = match arg {
+        Arg::Fd(fd) => (0, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, fd as u64),
+        Arg::Second(value) => (1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value),
+        Arg::NoExec => (
+            2,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64),
+            0,
+        ),
+    };
+    SeccompCondition::new(index, len, op, value).map_err(SeccompError::Build)
 }
 
 /// The compiled filter.
 pub fn filter(allow: &Allow) -> Result<BpfProgram, SeccompError> {
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    // Unconditional: exit, memory management for the allocator (never
-    // executable), signals, clocks.
-    for nr in [
-        libc::SYS_exit_group,
-        libc::SYS_exit,
-        libc::SYS_rt_sigreturn,
-        libc::SYS_rt_sigprocmask,
-        libc::SYS_sigaltstack,
-        libc::SYS_clock_gettime,
-        libc::SYS_brk,
-        libc::SYS_munmap,
-        libc::SYS_mremap,
-        libc::SYS_madvise,
-        libc::SYS_futex,
-        libc::SYS_close,
-    ] {
-        rules.insert(nr, Vec::new());
-    }
-    let no_exec = SeccompCondition::new(
-        2,
-        SeccompCmpArgLen::Dword,
-        SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64),
-        0,
-    )
-    .map_err(SeccompError::Build)?;
-    rules.insert(
-        libc::SYS_mmap,
-        vec![SeccompRule::new(vec![no_exec]).map_err(SeccompError::Build)?],
-    );
-    // Closing a descriptor: std checks it is open first (F_GETFD).
-    rules.insert(
-        libc::SYS_fcntl,
-        vec![
-            SeccompRule::new(vec![
-                SeccompCondition::new(
-                    1,
-                    SeccompCmpArgLen::Dword,
-                    SeccompCmpOp::Eq,
-                    libc::F_GETFD as u64,
-                )
-                .map_err(SeccompError::Build)?,
-            ])
-            .map_err(SeccompError::Build)?,
-        ],
-    );
-    // Console.
-    rules.insert(libc::SYS_write, vec![on_fd(1)?, on_fd(2)?]);
-    // The vCPU: run and read registers, nothing else.
-    let mut kvm = Vec::new();
-    for req in [KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS] {
-        kvm.push(
-            SeccompRule::new(vec![
-                cond(0, allow.vcpu_fd as u64)?,
-                SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, req)
-                    .map_err(SeccompError::Build)?,
-            ])
-            .map_err(SeccompError::Build)?,
-        );
-    }
-    rules.insert(libc::SYS_ioctl, kvm);
-    // Poll.
-    rules.insert(libc::SYS_epoll_wait, vec![on_fd(allow.epoll_fd)?]);
-    rules.insert(libc::SYS_epoll_pwait, vec![on_fd(allow.epoll_fd)?]);
-    // Modules.
-    for call in &allow.module_calls {
-        rules.entry(call.nr).or_default().push(on_fd(call.fd)?);
+    let mut map: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for r in rules(allow) {
+        let calls = map.entry(r.nr).or_default();
+        if !r.args.is_empty() {
+            let conditions = r
+                .args
+                .into_iter()
+                .map(condition)
+                .collect::<Result<Vec<_>, _>>()?;
+            calls.push(SeccompRule::new(conditions).map_err(SeccompError::Build)?);
+        }
     }
     let filter = SeccompFilter::new(
-        rules,
+        map,
         SeccompAction::KillProcess,
         SeccompAction::Allow,
         TargetArch::x86_64,
@@ -152,22 +197,90 @@ mod tests {
         assert_eq!(KVM_GET_SREGS, 0x8138_ae83);
     }
 
-    #[test]
-    fn filter_compiles_with_module_calls() {
-        let allow = Allow {
+    fn allow(timer_fd: Option<RawFd>) -> Allow {
+        Allow {
             vcpu_fd: 10,
             epoll_fd: 11,
+            timer_fd,
             module_calls: vec![
                 FdSyscall {
                     nr: libc::SYS_read,
+                    name: "read",
                     fd: 12,
                 },
                 FdSyscall {
                     nr: libc::SYS_write,
+                    name: "write",
                     fd: 12,
                 },
             ],
-        };
-        assert!(!filter(&allow).unwrap().is_empty());
+        }
+    }
+
+    fn render(rules: &[Rule]) -> Vec<String> {
+        rules
+            .iter()
+            .map(|r| {
+                let args: Vec<String> = r
+                    .args
+                    .iter()
+                    .map(|a| match a {
+                        Arg::Fd(fd) => format!("fd={fd}"),
+                        Arg::Second(v) => format!("arg1={v:#x}"),
+                        Arg::NoExec => "no PROT_EXEC".into(),
+                    })
+                    .collect();
+                format!("{}({})", r.name, args.join(", "))
+            })
+            .collect()
+    }
+
+    const COMMON: [&str; 19] = [
+        "exit_group()",
+        "exit()",
+        "rt_sigreturn()",
+        "rt_sigprocmask()",
+        "sigaltstack()",
+        "clock_gettime()",
+        "brk()",
+        "munmap()",
+        "mremap()",
+        "madvise()",
+        "futex()",
+        "close()",
+        "mmap(no PROT_EXEC)",
+        "fcntl(arg1=0x1)",
+        "write(fd=1)",
+        "write(fd=2)",
+        "ioctl(fd=10, arg1=0xae80)",
+        "ioctl(fd=10, arg1=0x8090ae81)",
+        "ioctl(fd=10, arg1=0x8138ae83)",
+    ];
+
+    /// The golden allow-list: a change here is a change of the tender's
+    /// attack surface and must be deliberate.
+    #[test]
+    fn allow_list_is_exactly_this() {
+        let mut expected: Vec<String> = COMMON.iter().map(|s| s.to_string()).collect();
+        expected.extend(["epoll_pwait2(fd=11)", "read(fd=12)", "write(fd=12)"].map(String::from));
+        assert_eq!(render(&rules(&allow(None))), expected);
+
+        let mut expected: Vec<String> = COMMON.iter().map(|s| s.to_string()).collect();
+        expected.extend(
+            [
+                "timerfd_settime(fd=13)",
+                "epoll_wait(fd=11)",
+                "read(fd=12)",
+                "write(fd=12)",
+            ]
+            .map(String::from),
+        );
+        assert_eq!(render(&rules(&allow(Some(13)))), expected);
+    }
+
+    #[test]
+    fn filter_compiles_in_both_timeout_modes() {
+        assert!(!filter(&allow(None)).unwrap().is_empty());
+        assert!(!filter(&allow(Some(13))).unwrap().is_empty());
     }
 }

@@ -4,7 +4,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 
 use kvm_bindings::kvm_userspace_memory_region;
@@ -177,15 +177,54 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// How [`Epoll::wait`] honours a timeout to the nanosecond.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutMode {
+    /// `epoll_pwait2` with a `timespec` (Linux 5.11 and later): one system
+    /// call per wait.
+    Pwait2,
+    /// A timerfd in the set, armed before each `epoll_wait` that has a
+    /// timeout (kernels without `epoll_pwait2`): two system calls.
+    Timerfd,
+}
+
+/// The event data of the fallback timer; device handles are small.
+const TIMER_HANDLE: u64 = u64::MAX;
+/// Most events taken from the kernel per wait.
+const MAX_EVENTS: usize = 64;
+
 /// An epoll set whose events carry a device handle.
 #[derive(Debug)]
 pub struct Epoll {
     fd: OwnedFd,
+    /// The fallback timer, in [`TimeoutMode::Timerfd`].
+    timer: Option<OwnedFd>,
+}
+
+fn timespec(nsecs: u64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: libc::time_t::try_from(nsecs / 1_000_000_000).unwrap_or(libc::time_t::MAX),
+        // Below 10^9: fits any c_long.
+        tv_nsec: (nsecs % 1_000_000_000) as libc::c_long,
+    }
 }
 
 impl Epoll {
-    /// A new, empty set.
+    /// A new, empty set, waiting with `epoll_pwait2` where the kernel has
+    /// it and with a timerfd otherwise.
     pub fn new() -> io::Result<Self> {
+        let set = Self::with_mode(TimeoutMode::Pwait2)?;
+        match set.wait_pwait2(0) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                Self::with_mode(TimeoutMode::Timerfd)
+            }
+            _ => Ok(set),
+        }
+    }
+
+    /// A new, empty set using `mode` (without checking that the kernel has
+    /// `epoll_pwait2`).
+    pub fn with_mode(mode: TimeoutMode) -> io::Result<Self> {
         // SAFETY: creates a new descriptor; the result is checked.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
@@ -193,7 +232,33 @@ impl Epoll {
         }
         // SAFETY: `fd` was just created and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Self { fd })
+        let mut set = Self { fd, timer: None };
+        if mode == TimeoutMode::Timerfd {
+            // SAFETY: creates a new descriptor; the result is checked.
+            let timer = unsafe {
+                libc::timerfd_create(
+                    libc::CLOCK_MONOTONIC,
+                    libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+                )
+            };
+            if timer < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: `timer` was just created and is owned by nobody else.
+            let timer = unsafe { OwnedFd::from_raw_fd(timer) };
+            set.add(timer.as_fd(), TIMER_HANDLE)?;
+            set.timer = Some(timer);
+        }
+        Ok(set)
+    }
+
+    /// How this set honours timeouts.
+    pub fn mode(&self) -> TimeoutMode {
+        if self.timer.is_some() {
+            TimeoutMode::Timerfd
+        } else {
+            TimeoutMode::Pwait2
+        }
     }
 
     /// Watches `fd` for input; its events carry `handle`.
@@ -217,40 +282,180 @@ impl Epoll {
         Ok(())
     }
 
-    /// Waits up to `timeout_ms` and returns the set of ready handles as a
-    /// bit mask (handles above 63 are ignored). EINTR is "nothing ready".
-    pub fn wait(&self, timeout_ms: i32) -> io::Result<u64> {
-        const MAX: usize = 64;
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; MAX];
-        // SAFETY: `events` has room for MAX entries and outlives the call.
+    /// Waits up to `timeout_nsecs` nanoseconds (0: just look) and returns
+    /// the set of ready handles as a bit mask (handles above 63 are
+    /// ignored). EINTR is "nothing ready".
+    pub fn wait(&self, timeout_nsecs: u64) -> io::Result<u64> {
+        let result = match &self.timer {
+            None => self.wait_pwait2(timeout_nsecs),
+            Some(timer) => self.wait_timerfd(timer, timeout_nsecs),
+        };
+        match result {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(0),
+            other => other,
+        }
+    }
+
+    fn wait_pwait2(&self, timeout_nsecs: u64) -> io::Result<u64> {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS];
+        let timeout = timespec(timeout_nsecs);
+        // SAFETY: epoll_pwait2(epfd, events, maxevents, timeout, sigmask,
+        // sigsetsize): `events` has room for MAX_EVENTS entries and
+        // `timeout` is a valid timespec, both outliving the call; a null
+        // sigmask leaves the signal mask alone.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_epoll_pwait2,
+                self.fd.as_raw_fd(),
+                events.as_mut_ptr(),
+                MAX_EVENTS as libc::c_int,
+                &timeout as *const libc::timespec,
+                std::ptr::null::<libc::sigset_t>(),
+                0usize,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(ready_set(&events, usize::try_from(n).unwrap_or(0)))
+    }
+
+    fn wait_timerfd(&self, timer: &OwnedFd, timeout_nsecs: u64) -> io::Result<u64> {
+        let timeout_ms = if timeout_nsecs == 0 {
+            0
+        } else {
+            let spec = libc::itimerspec {
+                it_interval: timespec(0),
+                it_value: timespec(timeout_nsecs),
+            };
+            // SAFETY: `timer` is an open timerfd; `spec` outlives the call
+            // and the old value is not asked for. Arming resets the
+            // expiration count, so an earlier expiry is not reported.
+            let ret =
+                unsafe { libc::timerfd_settime(timer.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+            if ret < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            -1
+        };
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS];
+        // SAFETY: `events` has room for MAX_EVENTS entries and outlives the
+        // call.
         let n = unsafe {
             libc::epoll_wait(
                 self.fd.as_raw_fd(),
                 events.as_mut_ptr(),
-                MAX as libc::c_int,
+                MAX_EVENTS as libc::c_int,
                 timeout_ms,
             )
         };
         if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EINTR) {
-                return Ok(0);
-            }
-            return Err(err);
+            return Err(io::Error::last_os_error());
         }
-        let n = usize::try_from(n).unwrap_or(0).min(MAX);
-        let mut set = 0u64;
-        for ev in &events[..n] {
-            let handle = ev.u64;
-            if handle < 64 {
-                set |= 1 << handle;
-            }
-        }
-        Ok(set)
+        Ok(ready_set(&events, usize::try_from(n).unwrap_or(0)))
     }
 
     /// The set's own descriptor (for the seccomp filter).
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// The fallback timer's descriptor, in [`TimeoutMode::Timerfd`] (for
+    /// the seccomp filter).
+    pub fn timer_fd(&self) -> Option<RawFd> {
+        self.timer.as_ref().map(AsRawFd::as_raw_fd)
+    }
+}
+
+/// The handles of the first `n` events as a bit mask; the timer and
+/// handles above 63 are left out.
+fn ready_set(events: &[libc::epoll_event], n: usize) -> u64 {
+    let mut set = 0u64;
+    for ev in events.iter().take(n) {
+        let handle = ev.u64;
+        if handle < 64 {
+            set |= 1 << handle;
+        }
+    }
+    set
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    use std::time::{Duration, Instant};
+
+    fn sets() -> Vec<Epoll> {
+        vec![
+            Epoll::with_mode(TimeoutMode::Pwait2).unwrap(),
+            Epoll::with_mode(TimeoutMode::Timerfd).unwrap(),
+        ]
+    }
+
+    #[test]
+    fn the_fallback_is_used_only_without_epoll_pwait2() {
+        let probe = Epoll::with_mode(TimeoutMode::Pwait2).unwrap();
+        let has_pwait2 = probe.wait_pwait2(0).is_ok();
+        let expected = if has_pwait2 {
+            TimeoutMode::Pwait2
+        } else {
+            TimeoutMode::Timerfd
+        };
+        assert_eq!(Epoll::new().unwrap().mode(), expected);
+    }
+
+    #[test]
+    fn a_timeout_is_never_cut_short() {
+        for set in sets() {
+            for nsecs in [1, 1_500_000, 2_300_000] {
+                let start = Instant::now();
+                assert_eq!(set.wait(nsecs).unwrap(), 0, "{:?}", set.mode());
+                assert!(
+                    start.elapsed() >= Duration::from_nanos(nsecs),
+                    "{:?} woke after {:?}, before {nsecs} ns",
+                    set.mode(),
+                    start.elapsed()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ready_handles_are_reported_with_any_timeout() {
+        for set in sets() {
+            let (mut a, b) = UnixStream::pair().unwrap();
+            set.add(b.as_fd(), 3).unwrap();
+            assert_eq!(set.wait(0).unwrap(), 0, "{:?}", set.mode());
+            a.write_all(b"x").unwrap();
+            assert_eq!(set.wait(0).unwrap(), 1 << 3, "{:?}", set.mode());
+            assert_eq!(set.wait(5_000_000_000).unwrap(), 1 << 3, "{:?}", set.mode());
+            // A handle beyond the 64-bit set is ignored.
+            let (mut c, d) = UnixStream::pair().unwrap();
+            set.add(d.as_fd(), 64).unwrap();
+            c.write_all(b"y").unwrap();
+            assert_eq!(set.wait(0).unwrap(), 1 << 3, "{:?}", set.mode());
+        }
+    }
+
+    #[test]
+    fn an_expired_fallback_timer_does_not_end_the_next_wait_early() {
+        let set = Epoll::with_mode(TimeoutMode::Timerfd).unwrap();
+        assert_eq!(set.wait(1).unwrap(), 0);
+        std::thread::sleep(Duration::from_millis(2));
+        // The timer expired again meanwhile? It was one-shot; re-arming
+        // resets its count, so this wait lasts its whole timeout.
+        let start = Instant::now();
+        assert_eq!(set.wait(3_000_000).unwrap(), 0);
+        assert!(start.elapsed() >= Duration::from_millis(3));
+    }
+
+    #[test]
+    fn timespecs_split_nanoseconds() {
+        let t = timespec(3_000_000_007);
+        assert_eq!((t.tv_sec, t.tv_nsec), (3, 7));
+        let t = timespec(u64::MAX);
+        assert_eq!(t.tv_sec, (u64::MAX / 1_000_000_000) as libc::time_t);
     }
 }
