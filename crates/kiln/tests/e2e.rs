@@ -484,3 +484,140 @@ fn sha256_hex(data: &[u8]) -> String {
         .unwrap_or("")
         .to_string()
 }
+
+/// Stores on block devices: a kv_rw log whose writes survive a restart, and
+/// a disk kv_ro reading a tar archive made by `tar`; the block devices are
+/// shared with the stores and the entry function.
+#[test]
+fn block_stores() {
+    let tmp = TempDir::new("stores");
+    let dir = tmp.path.join("notes");
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::create_dir_all(tmp.path.join("files")).unwrap();
+    std::fs::write(tmp.path.join("files/hello.txt"), "from tar\n").unwrap();
+    let tar = tmp.path.join("docs.tar");
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(tmp.path.join("files"))
+        .arg("-cf")
+        .arg(&tar)
+        .arg("hello.txt")
+        .status()
+        .expect("tar is needed by this test");
+    assert!(status.success());
+    let data = tmp.path.join("data.img");
+    std::fs::write(&data, vec![0u8; 1 << 20]).unwrap();
+
+    let devices = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-devices");
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"notes\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+             [dependencies]\nkiln-devices = {{ path = {:?} }}\n\n[workspace]\n",
+            devices.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("unikernel.toml"),
+        r#"[unikernel]
+name = "notes"
+entry = "start"
+
+[devices.console]
+type = "console"
+[devices.data]
+type = "block"
+[devices.notes]
+type = "kv_rw"
+block = "data"
+[devices.disk]
+type = "block"
+[devices.docs]
+type = "kv_ro"
+impl = "disk"
+block = "disk"
+
+[arguments.key]
+type = "string"
+[arguments.value]
+type = "string"
+default = ""
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("src/lib.rs"),
+        r#"#![no_std]
+extern crate alloc;
+use alloc::string::String;
+use kiln_devices::{Block, Console, KvError, KvRo, KvRw};
+
+pub async fn start(
+    console: impl Console,
+    data: impl Block,
+    notes: impl KvRw,
+    docs: impl KvRo,
+    key: String,
+    value: String,
+) -> Result<(), KvError> {
+    if !value.is_empty() {
+        notes.set(&key, value.as_bytes()).await?;
+    }
+    let stored = notes.get(&key).await?;
+    let doc = docs.get("hello.txt").await?;
+    let _ = console.print(format_args!(
+        "{key}={} sectors={} doc={}",
+        core::str::from_utf8(&stored).unwrap_or("?"),
+        data.info().sectors,
+        core::str::from_utf8(&doc).unwrap_or("?"),
+    ));
+    Ok(())
+}
+"#,
+    )
+    .unwrap();
+
+    let flags = [
+        format!("--block:data={}", data.display()),
+        format!("--block:disk={}", tar.display()),
+    ];
+    let out = kiln_in(&dir)
+        .args(["run", "--"])
+        .args(&flags)
+        .args(["--key=greeting", "--value=persisted"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "greeting=persisted sectors=2048 doc=from tar\n"
+    );
+
+    // A second run reads what the first wrote.
+    let out = kiln_in(&dir)
+        .args(["run", "--"])
+        .args(&flags)
+        .arg("--key=greeting")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "greeting=persisted sectors=2048 doc=from tar\n"
+    );
+
+    // A key that was never set: the store's error, exit 1.
+    let out = kiln_in(&dir)
+        .args(["run", "--"])
+        .args(&flags)
+        .arg("--key=other")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with("error: "),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -28,6 +28,33 @@ enum Construct {
     FileBlock,
     /// `kiln_kv::Baked` over a table of files compiled into the image.
     Baked,
+    /// `kiln_store::TarStore` over the device named by `block`.
+    TarStore,
+    /// `kiln_store::LogStore` over the device named by `block`.
+    LogStore,
+}
+
+/// The constructed devices in an order where each comes after the devices
+/// it uses (depth first, in the order of `unikernel.toml`).
+fn construction_order(plan: &Plan<'_>, constructs: &[Option<Construct>]) -> Vec<usize> {
+    fn visit(i: usize, plan: &Plan<'_>, done: &mut [bool], order: &mut Vec<usize>) {
+        if done.get(i).copied().unwrap_or(true) {
+            return;
+        }
+        done[i] = true;
+        if let Some(d) = plan.graph.devices.get(i) {
+            for (_, to) in &d.uses {
+                visit(*to, plan, done, order);
+            }
+        }
+        order.push(i);
+    }
+    let mut done: Vec<bool> = constructs.iter().map(Option::is_none).collect();
+    let mut order = Vec::new();
+    for i in 0..constructs.len() {
+        visit(i, plan, &mut done, &mut order);
+    }
+    order
 }
 
 /// The implementations this backend provides: a device type and choice,
@@ -62,6 +89,8 @@ const IMPLEMENTATIONS: &[(DeviceType, Option<Impl>, Construct)] = &[
         Construct::Expr("::kiln_unix::SocketStack::new(platform)"),
     ),
     (DeviceType::KvRo, Some(Impl::Baked), Construct::Baked),
+    (DeviceType::KvRo, Some(Impl::Disk), Construct::TarStore),
+    (DeviceType::KvRw, None, Construct::LogStore),
 ];
 
 /// The release profile of generated crates. `opt-level = 3`, measured on a
@@ -148,7 +177,13 @@ impl Backend for Unix {
         Ok(vec![
             GeneratedFile {
                 path: PathBuf::from("Cargo.toml"),
-                contents: cargo_toml(plan, !baked.is_empty()),
+                contents: cargo_toml(
+                    plan,
+                    !baked.is_empty(),
+                    constructs
+                        .iter()
+                        .any(|c| matches!(c, Some(Construct::TarStore | Construct::LogStore))),
+                ),
             },
             GeneratedFile {
                 path: PathBuf::from("src/main.rs"),
@@ -158,7 +193,7 @@ impl Backend for Unix {
     }
 }
 
-fn cargo_toml(plan: &Plan<'_>, kv: bool) -> String {
+fn cargo_toml(plan: &Plan<'_>, kv: bool, store: bool) -> String {
     let build_dir = plan.unikernel_dir.join("_build").join("unix");
     let crates = plan.source_dir.join("crates");
     let path = |p: PathBuf| toml_str(&p.display().to_string());
@@ -192,11 +227,11 @@ fn cargo_toml(plan: &Plan<'_>, kv: bool) -> String {
         devices = path(crates.join("kiln-devices")),
         rt = path(crates.join("kiln-rt")),
         unix = path(crates.join("kiln-unix")),
-        kv = if kv {
-            format!("kiln-kv = {{ path = {} }}\n", path(crates.join("kiln-kv")))
-        } else {
-            String::new()
-        },
+        kv = [("kiln-kv", kv), ("kiln-store", store)]
+            .iter()
+            .filter(|(_, used)| *used)
+            .map(|(name, _)| format!("{name} = {{ path = {} }}\n", path(crates.join(name))))
+            .collect::<String>(),
     )
 }
 
@@ -332,39 +367,67 @@ fn main_rs(
     }
     s.push_str("    let platform = ::kiln_unix::platform();\n");
     s.push_str("    let _ = platform;\n");
-    for (i, device) in m.devices.iter().enumerate() {
+    // Devices in dependency order; a device that others use is leaked to a
+    // `&'static` reference (a `&B` is a device too), so that it can be
+    // shared and the entry function may require `'static` devices.
+    let used_by_others: Vec<bool> = (0..m.devices.len())
+        .map(|i| {
+            plan.graph.devices.iter().enumerate().any(|(j, d)| {
+                constructs.get(j).copied().flatten().is_some()
+                    && d.uses.iter().any(|(_, to)| *to == i)
+            })
+        })
+        .collect();
+    for i in construction_order(plan, constructs) {
         let Some(construct) = constructs.get(i).copied().flatten() else {
             continue;
         };
+        let device = &m.devices[i];
         let var = format!("dev_{}", device.param());
         let name = rust_str(&device.name.value);
         let index = attach_index[i].unwrap_or(0);
-        match construct {
-            Construct::Expr(expr) => {
-                let _ = writeln!(s, "    let {var} = {expr};");
-            }
-            Construct::Baked => {
-                let _ = writeln!(
-                    s,
-                    "    let {var} = ::kiln_kv::Baked::new(KV_{}).unwrap_or_else(|e| fail(1, e));",
-                    device.param().to_uppercase()
-                );
-            }
-            Construct::Tap => {
-                let _ = writeln!(
-                    s,
-                    "    let {var} = {{\n        let attach = parsed.net({index}).unwrap_or_else(|e| fail(2, e));\n        \
-                     ::kiln_unix::Tap::open(platform, {name}, &attach.iface, attach.mac).unwrap_or_else(|e| fail(1, e))\n    }};"
-                );
-            }
-            Construct::FileBlock => {
-                let _ = writeln!(
-                    s,
-                    "    let {var} = {{\n        let attach = parsed.block({index}).unwrap_or_else(|e| fail(2, e));\n        \
-                     ::kiln_unix::FileBlock::open(platform, {name}, &attach.path, attach.sector_size)\n            \
-                     .unwrap_or_else(|e| fail(1, e))\n    }};"
-                );
-            }
+        let uses = |key: &str| {
+            plan.graph.devices[i]
+                .uses
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or_else(String::new, |(_, to)| {
+                    format!("dev_{}", m.devices[*to].param())
+                })
+        };
+        let expr = match construct {
+            Construct::Expr(expr) => expr.to_string(),
+            Construct::Baked => format!(
+                "::kiln_kv::Baked::new(KV_{}).unwrap_or_else(|e| fail(1, e))",
+                device.param().to_uppercase()
+            ),
+            Construct::Tap => format!(
+                "{{\n        let attach = parsed.net({index}).unwrap_or_else(|e| fail(2, e));\n        \
+                 ::kiln_unix::Tap::open(platform, {name}, &attach.iface, attach.mac).unwrap_or_else(|e| fail(1, e))\n    }}"
+            ),
+            Construct::FileBlock => format!(
+                "{{\n        let attach = parsed.block({index}).unwrap_or_else(|e| fail(2, e));\n        \
+                 ::kiln_unix::FileBlock::open(platform, {name}, &attach.path, attach.sector_size)\n            \
+                 .unwrap_or_else(|e| fail(1, e))\n    }}"
+            ),
+            Construct::TarStore => format!(
+                "::kiln_rt::block_on(platform, ::kiln_store::TarStore::open({name}, {}))\n        \
+                 .unwrap_or_else(|e| fail(1, e))",
+                uses("block")
+            ),
+            Construct::LogStore => format!(
+                "::kiln_rt::block_on(platform, ::kiln_store::LogStore::open({name}, {}))\n        \
+                 .unwrap_or_else(|e| fail(1, e))",
+                uses("block")
+            ),
+        };
+        if used_by_others[i] {
+            let _ = writeln!(
+                s,
+                "    let {var} = &*::std::boxed::Box::leak(::std::boxed::Box::new({expr}));"
+            );
+        } else {
+            let _ = writeln!(s, "    let {var} = {expr};");
         }
     }
     let args: Vec<String> = plan
