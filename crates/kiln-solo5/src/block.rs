@@ -1,5 +1,6 @@
-//! The block device: BLOCK_READ and BLOCK_WRITE on the device's manifest
-//! handle, each request checked against the geometry first.
+//! The block device: reads and writes on the device's manifest handle
+//! (BLOCK_READ and BLOCK_WRITE on hvt, `pread64`/`pwrite64` on spt), each
+//! request checked against the geometry first.
 
 use core::future::{Future, ready};
 
@@ -47,12 +48,12 @@ impl Block {
 
     fn read_now(&self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         let offset = self.info.check(sector, buf.len())?;
-        sys::hvt::block_read(self.handle.raw(), offset, buf).map_err(error)
+        sys::host::block_read(self.handle.raw(), offset, buf).map_err(error)
     }
 
     fn write_now(&self, sector: u64, buf: &[u8]) -> Result<(), BlockError> {
         let offset = self.info.check(sector, buf.len())?;
-        sys::hvt::block_write(self.handle.raw(), offset, buf).map_err(error)
+        sys::host::block_write(self.handle.raw(), offset, buf).map_err(error)
     }
 }
 
@@ -70,10 +71,9 @@ impl kiln_devices::Block for Block {
         ready(self.write_now(sector, buf))
     }
 
-    /// The hvt ABI has no flush: the tender writes with `pwrite(2)` before
-    /// the hypercall returns, so completed writes are in the host's page
-    /// cache, and this is a no-op.
+    /// On hvt a no-op (the ABI has no flush; completed writes are in the
+    /// host's page cache); on spt `fdatasync` on the device.
     fn flush(&self) -> impl Future<Output = Result<(), BlockError>> {
-        ready(Ok(()))
+        ready(sys::host::block_flush(self.handle.raw()).map_err(error))
     }
 }

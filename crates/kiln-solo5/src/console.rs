@@ -124,7 +124,7 @@ mod device {
 
     impl kiln_devices::Console for Console {
         fn write(&self, bytes: &[u8]) -> Result<(), ConsoleError> {
-            sys::hvt::puts(bytes);
+            sys::host::puts(bytes);
             Ok(())
         }
     }

@@ -11,6 +11,8 @@ use crate::reactor::{Handle, ReactorError};
 
 /// Offset of the `u` union (the device's properties) in a manifest entry.
 const INFO_OFFSET: usize = core::mem::offset_of!(MftEntry, info);
+/// Offset of the `b` union (the spt tender's `b.hostfd`) in a manifest entry.
+const BACKING_OFFSET: usize = core::mem::offset_of!(MftEntry, backing);
 
 /// Why a device could not be handed to the unikernel.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,6 +80,16 @@ pub struct Device {
     pub attached: bool,
     /// The properties the tender filled in.
     pub info: MftDeviceInfo,
+    /// The tender's `b` union: on spt, the host descriptor (`b.hostfd`, a
+    /// C int in the low 32 bits) the guest's system calls use; zero on hvt.
+    pub backing: u64,
+}
+
+impl Device {
+    /// The host descriptor the spt tender attached (`b.hostfd`).
+    pub fn host_fd(&self) -> i32 {
+        self.backing as u32 as i32
+    }
 }
 
 /// The word the tender's flags use for a device type (`--net:`,
@@ -120,6 +132,7 @@ pub fn devices(bytes: &'static [u8]) -> Result<Vec<Device>, MftError> {
                         read_u64(bytes, at + INFO_OFFSET + 8),
                     ],
                 },
+                backing: read_u64(bytes, at + BACKING_OFFSET),
             }
         })
         .collect())
@@ -259,6 +272,8 @@ mod tests {
         let info = MftDeviceInfo::net([2, 0, 0, 0, 0, 1], 1500);
         mft[service + INFO_OFFSET..service + INFO_OFFSET + 8]
             .copy_from_slice(&info.words[0].to_le_bytes());
+        mft[service + BACKING_OFFSET..service + BACKING_OFFSET + 8]
+            .copy_from_slice(&7u64.to_le_bytes());
         Box::leak(mft.into_boxed_slice())
     }
 
@@ -279,6 +294,7 @@ mod tests {
         assert_eq!(handle.raw(), 1);
         assert_eq!(service.info.net_mac(), [2, 0, 0, 0, 0, 1]);
         assert_eq!(service.info.net_mtu(), 1500);
+        assert_eq!(service.host_fd(), 7);
     }
 
     #[test]

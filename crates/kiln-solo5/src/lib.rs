@@ -1,26 +1,32 @@
-//! kiln-solo5: the freestanding kiln platform for the Solo5 hvt target
-//! (and, later, spt). A kiln unikernel built for hvt is a static x86_64 ELF
-//! for `x86_64-unknown-none` (no C, no libc, no SSE) that runs as a KVM
-//! guest under a tender speaking the Solo5 hvt ABI version 2 (`kiln-hvt`).
+//! kiln-solo5: the freestanding kiln platform for the Solo5 hvt and spt
+//! targets. A kiln unikernel built for either is a static x86_64 ELF for
+//! `x86_64-unknown-none` (no C, no libc, no SSE). On hvt it runs as a KVM
+//! guest under a tender speaking the Solo5 hvt ABI version 2 (`kiln-hvt`);
+//! with this crate's `spt` feature it runs as a seccomp-sandboxed process
+//! under a tender speaking the spt ABI version 2 (`kiln-spt`).
 //!
-//! This crate boots the guest, owns the CPU and page tables, provides the
-//! heap, implements the `kiln_devices` traits over the hypercalls, and
-//! implements [`kiln_rt::Platform`] with the POLL hypercall as the one
-//! blocking point.
+//! This crate boots the guest, provides the heap, implements the
+//! `kiln_devices` traits over the target's host interface, and implements
+//! [`kiln_rt::Platform`] with one blocking point: the POLL hypercall on
+//! hvt, `epoll_pwait` on the boot info's epoll set on spt. On hvt it also
+//! owns the CPU and page tables.
 //!
 //! # Layers, from the bottom
 //!
 //! - `sys` (only for `target_os = "none"`, the only module with `unsafe`):
-//!   single instructions (`rdtsc`, `rdrand`, `cpuid`), the hypercalls, the
-//!   GDT/TSS/IDT and exception stubs, kiln's page tables (null page and
-//!   stack guard unmapped, W^X), the `talc` heap as the global allocator,
-//!   the clocks' state, and `_start` with the boot sequence;
-//! - [`layout`], [`time`], [`outcome`], [`reactor`], [`trap`],
+//!   single instructions (`rdtsc`, `rdrand`, `cpuid`); `sys::host`, the
+//!   one layer that differs per target, with the same functions on both:
+//!   the hypercalls on hvt, raw system calls on spt (no libc); on hvt the
+//!   GDT/TSS/IDT and exception stubs and kiln's page tables (null page and
+//!   stack guard unmapped, W^X); the `talc` heap as the global allocator;
+//!   the clocks' state; and `_start` with each target's boot sequence;
+//! - [`layout`], [`time`], [`outcome`], [`reactor`], [`trap`], [`split`],
 //!   [`console`]: the logic those use, target-independent and unit-tested
 //!   on the host: the memory map and page protections, TSC-to-nanosecond
-//!   scaling, hypercall results, readiness between POLLs (no NETREAD
-//!   unless POLL reported the handle), exception reports, buffered console
-//!   output;
+//!   scaling, hypercall results, readiness between waits (no read unless
+//!   the last wait reported the handle), exception reports, how spt block
+//!   requests are cut to the lengths the tender's filter allows, buffered
+//!   console output;
 //! - the devices (built for `x86_64-unknown-none` only): `Console`,
 //!   `MonotonicClock`, `WallClock`, `Random`, `Net`, `Block`, and the
 //!   `Platform`;
@@ -42,6 +48,16 @@
 //! [`main!`]. Its [`ExitStatus`] becomes the
 //! HALT status, after `error: MESSAGE` when it has one. A panic prints
 //! `kiln: panicked at FILE:LINE:COL: MESSAGE` and aborts (status 255).
+//!
+//! On spt the tender maps the image itself, with each segment's page
+//! protection and the null page unmapped, and enters `_start` with RDI =
+//! the boot info and RSP just below the top of guest memory. kiln-solo5
+//! then only gives the memory between the image and the 1 MiB stack to the
+//! heap (there is no guard page: the filter allows no `mprotect`), starts
+//! the monotonic clock (`clock_gettime`), records the epoll and timer
+//! descriptors and each attached device's host descriptor (`b.hostfd`),
+//! and calls `run` as on hvt. Exit is `exit_group`. A fault kills the
+//! process with a signal, and kiln-spt reports it.
 //!
 //! # What a generated crate contains
 //!
@@ -148,6 +164,24 @@
 //! and a block device); `tests/hvt.rs` builds it and runs it under
 //! `kiln-hvt`.
 //!
+//! # What a generated spt crate contains
+//!
+//! The same three files as for hvt, with two differences:
+//!
+//! - `Cargo.toml` turns on kiln-solo5's `spt` feature:
+//!   `kiln-solo5 = { path = ".../crates/kiln-solo5", features = ["spt"] }`
+//!   (the package name conventionally ends in `-spt`);
+//! - `src/main.rs` emits the spt ABI note:
+//!   `static ABI: kiln_abi::AbiNote = kiln_abi::AbiNote::spt();`.
+//!
+//! `build.rs`, the manifest note, argument parsing, the devices
+//! (`env.console()`, `env.net("NAME")`, `env.block("NAME")`, ...) and
+//! `kiln_solo5::main!(run)` are unchanged; the image is built the same way
+//! (`cargo build --release --target x86_64-unknown-none`) and runs as
+//! `kiln-spt [--mem=MB] [--net:NAME=IFACE|@FD] [--block:NAME=PATH] IMAGE
+//! ARGS...`. `tests/hello-spt-handmade` builds the hvt stand-in's sources
+//! this way; `tests/spt.rs` runs them under `kiln-spt`.
+//!
 //! The image this produces (check with `readelf -lnS`): `ET_EXEC`, entry
 //! `_start` at 0x100000, three `PT_LOAD` segments (R+X text, R rodata with
 //! the notes, R+W data and bss), one `PT_NOTE` per Solo5 note.
@@ -163,6 +197,7 @@ pub mod env;
 pub mod layout;
 pub mod outcome;
 pub mod reactor;
+pub mod split;
 pub mod time;
 pub mod trap;
 
@@ -202,7 +237,7 @@ pub fn exit(status: ExitStatus) -> ! {
         use kiln_devices::Console as _;
         let _ = Console::new().logf(format_args!("error: {message}"));
     }
-    sys::hvt::halt(i32::from(status.code), None)
+    sys::host::halt(i32::from(status.code), None)
 }
 
 /// Declares the unikernel's entry: `kiln_solo5::main!(run)` with

@@ -1,5 +1,6 @@
-//! The network interface: NETREAD and NETWRITE on the device's manifest
-//! handle, with readiness from the POLL ready set.
+//! The network interface: frames read and written on the device's manifest
+//! handle (NETREAD/NETWRITE on hvt, `read`/`write` on spt), with readiness
+//! from the ready set of the last wait.
 
 use core::task::{Context, Poll};
 
@@ -60,7 +61,7 @@ impl kiln_devices::NetworkInterface for Net {
         // No hypercall unless the last POLL said a frame may be waiting.
         self.reactor
             .poll_read(self.handle, cx.waker(), || {
-                sys::hvt::net_read(self.handle.raw(), buf)
+                sys::host::net_read(self.handle.raw(), buf)
             })
             .map_err(error)
     }
@@ -73,6 +74,6 @@ impl kiln_devices::NetworkInterface for Net {
             }));
         }
         // NETWRITE completes synchronously in the tender.
-        Poll::Ready(sys::hvt::net_write(self.handle.raw(), frame).map_err(error))
+        Poll::Ready(sys::host::net_write(self.handle.raw(), frame).map_err(error))
     }
 }

@@ -15,10 +15,10 @@ static PANICKING: AtomicBool = AtomicBool::new(false);
 #[panic_handler]
 fn panic(info: &PanicInfo<'_>) -> ! {
     if PANICKING.swap(true, Ordering::AcqRel) {
-        sys::hvt::abort(format_args!("panicked while reporting a panic"))
+        sys::host::abort(format_args!("panicked while reporting a panic"))
     }
     {
-        let mut out = BufferedWriter::<_, 256>::new(sys::hvt::puts);
+        let mut out = BufferedWriter::<_, 256>::new(sys::host::puts);
         let _ = match info.location() {
             Some(l) => writeln!(
                 out,
@@ -32,13 +32,13 @@ fn panic(info: &PanicInfo<'_>) -> ! {
         };
     }
     match info.location() {
-        Some(l) => sys::hvt::abort(format_args!(
+        Some(l) => sys::host::abort(format_args!(
             "panicked at {}:{}:{}: {}",
             l.file(),
             l.line(),
             l.column(),
             info.message()
         )),
-        None => sys::hvt::abort(format_args!("panicked: {}", info.message())),
+        None => sys::host::abort(format_args!("panicked: {}", info.message())),
     }
 }

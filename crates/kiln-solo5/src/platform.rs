@@ -1,4 +1,5 @@
-//! The runtime's blocking point on hvt: one POLL hypercall per wait.
+//! The runtime's blocking point: one POLL hypercall per wait on hvt, one
+//! `epoll_pwait` on the tender's epoll set on spt.
 
 use kiln_devices::Instant;
 
@@ -10,8 +11,9 @@ use crate::sys;
 /// tender room to convert it without overflow.
 pub const FOREVER_NANOS: u64 = 1 << 62;
 
-/// The hvt platform: implements [`kiln_rt::Platform`] with the TSC clock
-/// and the POLL hypercall, and keeps the devices' readiness.
+/// The platform: implements [`kiln_rt::Platform`] with the monotonic clock
+/// and the target's wait (POLL on hvt, `epoll_pwait` on spt), and keeps
+/// the devices' readiness.
 pub struct Platform {
     reactor: Reactor,
 }
@@ -50,7 +52,7 @@ impl kiln_rt::Platform for Platform {
     }
 
     fn wait(&self, deadline: Option<Instant>) {
-        let ready = sys::hvt::poll(timeout_nanos(deadline, self.now()));
+        let ready = sys::host::poll(timeout_nanos(deadline, self.now()));
         self.reactor.deliver(ready);
     }
 }

@@ -5,6 +5,7 @@ use core::arch::asm;
 
 /// Reads the time-stamp counter. `rdtsc` runs in the guest without a VM
 /// exit.
+#[cfg_attr(feature = "spt", allow(dead_code))]
 #[inline]
 pub fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
@@ -62,6 +63,7 @@ pub fn rdseed() -> Option<u64> {
 }
 
 /// Reads CR2 (the address of the last page fault).
+#[cfg_attr(feature = "spt", allow(dead_code))]
 pub fn cr2() -> u64 {
     let value: u64;
     // SAFETY: reading CR2 at CPL 0 has no side effects.
@@ -70,6 +72,7 @@ pub fn cr2() -> u64 {
 }
 
 /// Stops the CPU for good: interrupts off, then `hlt` forever.
+#[cfg_attr(feature = "spt", allow(dead_code))]
 pub fn halt_forever() -> ! {
     loop {
         // SAFETY: cli; hlt only stops this (only) vCPU.

@@ -29,7 +29,7 @@ pub enum HeapError {
     /// The region left for the heap is too small.
     #[error(
         "only {size} bytes of memory are left for the heap at {base:#x}; \
-         hint: give the guest more memory (kiln-hvt --mem=MB)"
+         hint: give the guest more memory (the tender's --mem=MB)"
     )]
     TooSmall {
         /// Start of the region.
@@ -97,17 +97,17 @@ impl Heap {
     fn out_of_memory(&self, layout: Layout) -> ! {
         let size = self.size.load(Ordering::Relaxed);
         {
-            let mut out = BufferedWriter::<_, 256>::new(super::hvt::puts);
+            let mut out = BufferedWriter::<_, 256>::new(super::host::puts);
             let _ = writeln!(
                 out,
                 "kiln: out of memory: cannot allocate {} bytes (align {}) from a heap of {} bytes; \
-                 hint: give the guest more memory (kiln-hvt --mem=MB)",
+                 hint: give the guest more memory (the tender's --mem=MB)",
                 layout.size(),
                 layout.align(),
                 size
             );
         }
-        super::hvt::abort(format_args!(
+        super::host::abort(format_args!(
             "out of memory: cannot allocate {} bytes",
             layout.size()
         ))

@@ -1,12 +1,34 @@
-//! Everything that needs `unsafe`: single instructions, the hypercalls,
-//! the CPU tables, the page tables, the heap and the boot sequence. Only
-//! built for `x86_64-unknown-none`.
+//! Everything that needs `unsafe`: single instructions, the hypercalls or
+//! system calls, the CPU tables, the page tables, the heap and the boot
+//! sequence. Only built for `x86_64-unknown-none`.
+//!
+//! [`host`] is the one small layer that differs per target: on hvt the
+//! hypercalls (`hvt`), on spt the system calls the tender's filter allows
+//! (`spt`). Both offer the same functions (`puts`, `poll`, `net_read`,
+//! `net_write`, `block_read`, `block_write`, `block_flush`, `halt`,
+//! `abort`), so the console, net, block, clock and platform code above is
+//! shared. Boot differs wholly: hvt (`boot`) loads its own GDT, IDT and
+//! page tables; spt (`spt_boot`) runs as a process and has none.
 #![allow(unsafe_code)]
 
 pub mod arch;
-pub mod boot;
 pub mod clock;
-pub mod cpu;
 pub mod heap;
+
+#[cfg(not(feature = "spt"))]
+pub mod boot;
+#[cfg(not(feature = "spt"))]
+pub mod cpu;
+#[cfg(not(feature = "spt"))]
 pub mod hvt;
+#[cfg(not(feature = "spt"))]
 pub mod paging;
+#[cfg(not(feature = "spt"))]
+pub use hvt as host;
+
+#[cfg(feature = "spt")]
+pub mod spt;
+#[cfg(feature = "spt")]
+pub mod spt_boot;
+#[cfg(feature = "spt")]
+pub use spt as host;

@@ -1,13 +1,14 @@
-//! hello on hvt, written by hand the way `kiln configure -t hvt` will
-//! generate it: the Solo5 notes, argument parsing, device construction and
-//! `block_on` of the entry function.
+//! hello on hvt (or spt, with the `spt` feature), written by hand the way
+//! `kiln configure` will generate it: the Solo5 notes, argument parsing,
+//! device construction and `block_on` of the entry function.
 //!
 //! Runtime arguments: `--times N` (hello lines, default 3), `--pause MS`
 //! (sleep that long first), and, to test
 //! the platform, `--exit N` (exit with N), `--fail` (return an error),
 //! `--panic`, `--null-write`, `--ro-write`, `--exec-data`,
-//! `--stack-overflow`, `--oom`, and `--devices` (prints the wall clock, the
-//! time a 50 ms sleep took, and whether the random device works).
+//! `--stack-overflow`, `--oom`, `--getpid` (a raw system call the spt
+//! filter forbids), and `--devices` (prints the wall clock, the time a
+//! 50 ms sleep took, and whether the random device works).
 #![no_std]
 #![no_main]
 
@@ -18,18 +19,27 @@ use core::time::Duration;
 
 use kiln_devices::{Console, ConsoleError, ExitStatus, Sleep, Termination};
 
+#[cfg(not(feature = "spt"))]
 #[unsafe(link_section = ".note.solo5.abi")]
 #[used]
 static ABI: kiln_abi::AbiNote = kiln_abi::AbiNote::hvt();
+
+#[cfg(feature = "spt")]
+#[unsafe(link_section = ".note.solo5.abi")]
+#[used]
+static ABI: kiln_abi::AbiNote = kiln_abi::AbiNote::spt();
 
 #[unsafe(link_section = ".note.solo5.manifest")]
 #[used]
 static MFT: kiln_abi::MftNote<0> = kiln_abi::MftNote::new([]);
 
+/// The target this stand-in is built for.
+const TARGET: &str = if cfg!(feature = "spt") { "spt" } else { "hvt" };
+
 /// The unikernel's entry function, as `examples/hello` has it.
 async fn start(console: impl Console, sleep: impl Sleep, times: u32) -> Result<(), ConsoleError> {
     for i in 1..=times {
-        console.logf(format_args!("hello from kiln on hvt ({i}/{times})"))?;
+        console.logf(format_args!("hello from kiln on {TARGET} ({i}/{times})"))?;
         sleep.sleep(Duration::from_millis(10)).await;
     }
     Ok(())
@@ -46,6 +56,7 @@ enum Mode {
     ExecuteData,
     StackOverflow,
     OutOfMemory,
+    Getpid,
     Devices,
 }
 
@@ -78,6 +89,7 @@ fn run(env: &'static kiln_solo5::Env) -> ExitStatus {
             "--stack-overflow" => mode = Mode::StackOverflow,
             "--oom" => mode = Mode::OutOfMemory,
             "--devices" => mode = Mode::Devices,
+            "--getpid" => mode = Mode::Getpid,
             other => {
                 return ExitStatus {
                     code: 2,
@@ -108,6 +120,14 @@ fn run(env: &'static kiln_solo5::Env) -> ExitStatus {
         }
         Mode::StackOverflow => {
             return u8::try_from(recurse(1) % 256).unwrap_or(0).exit_status();
+        }
+        Mode::Getpid => {
+            // SAFETY: getpid touches no memory; on spt the filter kills
+            // the guest here, which is the point.
+            unsafe {
+                core::arch::asm!("syscall", inlateout("rax") 39u64 => _, lateout("rcx") _,
+                                 lateout("r11") _, options(nostack));
+            }
         }
         Mode::Devices => {
             return kiln_rt::block_on(env.platform(), devices(env)).exit_status();

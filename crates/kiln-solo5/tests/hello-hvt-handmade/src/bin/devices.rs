@@ -5,7 +5,10 @@
 //!   sector 1 and reads it back, and tries a read past the end;
 //! - prints the interface's MAC and MTU, then echoes `--frames N` frames
 //!   (default 1) back with source and destination swapped, giving up
-//!   after 10 s without one.
+//!   after 10 s without one;
+//! - with `--pwrite-past-end` (spt only), first makes a raw `pwrite64` of
+//!   one sector just past the end of `disk`, which the tender's filter must
+//!   kill.
 #![no_std]
 #![no_main]
 
@@ -16,9 +19,15 @@ use core::time::Duration;
 
 use kiln_devices::{Block, Console, ExitStatus, NetworkInterface, Termination};
 
+#[cfg(not(feature = "spt"))]
 #[unsafe(link_section = ".note.solo5.abi")]
 #[used]
 static ABI: kiln_abi::AbiNote = kiln_abi::AbiNote::hvt();
+
+#[cfg(feature = "spt")]
+#[unsafe(link_section = ".note.solo5.abi")]
+#[used]
+static ABI: kiln_abi::AbiNote = kiln_abi::AbiNote::spt();
 
 #[unsafe(link_section = ".note.solo5.manifest")]
 #[used]
@@ -95,10 +104,41 @@ async fn start(
     Ok(())
 }
 
+/// A raw `pwrite64` of one sector at the end of `disk`, bypassing the
+/// block device's checks; returns the system call's result.
+fn pwrite_past_end(env: &kiln_solo5::Env) -> i64 {
+    let Ok(disk) = env.device("disk", kiln_abi::MftType::BlockBasic) else {
+        return -1;
+    };
+    let sector = [0xeeu8; 512];
+    let ret: i64;
+    // SAFETY: pwrite64 reads `sector` only; this call is meant to be
+    // refused by the tender's seccomp filter.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") 18i64 => ret,
+            in("rdi") i64::from(disk.host_fd()),
+            in("rsi") sector.as_ptr(),
+            in("rdx") sector.len(),
+            in("r10") disk.info.block_capacity(),
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
 fn run(env: &'static kiln_solo5::Env) -> ExitStatus {
     let mut frames = 1u32;
     let mut args = env.args().iter();
     while let Some(arg) = args.next() {
+        if *arg == "--pwrite-past-end" {
+            let ret = pwrite_past_end(env);
+            return Err::<(), _>(alloc::format!("pwrite64 past the end returned {ret}"))
+                .exit_status();
+        }
         match (*arg, args.next().and_then(|v| v.parse().ok())) {
             ("--frames", Some(n)) => frames = n,
             _ => return Err::<(), _>("usage: devices [--frames N]").exit_status(),
