@@ -310,8 +310,7 @@ fn malformed_images_are_refused() {
     let mut outside = good.clone();
     let (last_load, _) = *phdrs(&good)
         .iter()
-        .filter(|(_, kind)| *kind == 1)
-        .next_back()
+        .rfind(|(_, kind)| *kind == 1)
         .expect("a PT_LOAD");
     outside[last_load + 16..last_load + 24].copy_from_slice(&(1u64 << 30).to_le_bytes());
     cases.push(("outside", outside, "does not fit in guest memory"));
