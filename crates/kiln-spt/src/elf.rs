@@ -518,6 +518,63 @@ mod tests {
         }
     }
 
+    /// The fuzz seeds (`fuzz/seeds/loader`), each valid or not as its name
+    /// says. `KILN_WRITE_SEEDS=1 cargo test -p kiln-spt --lib` rewrites
+    /// them from the builder above.
+    fn seeds() -> Vec<(&'static str, Vec<u8>)> {
+        let ok = image(
+            AbiNote::spt(),
+            &[(0x10_0000, 0x1000, 5), (0x10_1000, 0x2345, 6)],
+        );
+        vec![
+            ("ok-two-segments.elf", ok.clone()),
+            (
+                "bad-hvt.elf",
+                image(AbiNote::hvt(), &[(0x10_0000, 0x1000, 5)]),
+            ),
+            (
+                "bad-wx.elf",
+                image(AbiNote::spt(), &[(0x10_0000, 0x1000, 7)]),
+            ),
+            (
+                "bad-shared-page.elf",
+                image(
+                    AbiNote::spt(),
+                    &[(0x10_0000, 0x1800, 5), (0x10_1800, 0x100, 6)],
+                ),
+            ),
+            ("bad-truncated.elf", ok[..ok.len() - 8].to_vec()),
+        ]
+    }
+
+    #[test]
+    fn fuzz_seeds_parse_as_named_and_mutations_do_not_panic() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/loader");
+        if std::env::var_os("KILN_WRITE_SEEDS").is_some() {
+            for (name, bytes) in seeds() {
+                std::fs::write(dir.join(name), bytes).unwrap();
+            }
+        }
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let data = std::fs::read(&path).unwrap();
+            let ok = Image::parse(&data, MEM).is_ok();
+            assert_eq!(ok, name.starts_with("ok-"), "{name}");
+            // Deterministic mutations: every byte set to a few values.
+            for i in 0..data.len() {
+                for v in [0u8, 1, 0x7f, 0xff] {
+                    let mut m = data.clone();
+                    m[i] = v;
+                    let _ = Image::parse(&m, MEM);
+                }
+            }
+            n += 1;
+        }
+        assert!(n >= 5, "only {n} seeds");
+    }
+
     #[test]
     fn truncated_files_are_refused() {
         let data = image(AbiNote::spt(), &[(0x10_0000, 0x1000, 5)]);

@@ -425,3 +425,50 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 pub fn report(err: &(dyn std::error::Error + 'static)) -> String {
     format!("kiln-spt: error: {}", chain(err))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deaths_are_explained() {
+        assert_eq!(explain(&Death::Exited(3)), None);
+        assert_eq!(
+            explain(&Death::Seccomp {
+                nr: Some(39),
+                rip: Some(0x10_0c59)
+            })
+            .unwrap(),
+            "guest killed by seccomp: forbidden system call 39 (getpid) at rip 0x100c59"
+        );
+        assert!(
+            explain(&Death::Seccomp {
+                nr: None,
+                rip: None
+            })
+            .unwrap()
+            .contains("number unknown")
+        );
+        assert_eq!(
+            explain(&Death::Fault {
+                signal: libc::SIGSEGV,
+                addr: Some(0),
+                rip: Some(0x10_11ca)
+            })
+            .unwrap(),
+            "guest crashed: SIGSEGV at 0x0 (rip 0x1011ca)"
+        );
+        assert_eq!(
+            explain(&Death::Signal(libc::SIGTERM)).unwrap(),
+            "guest killed by SIGTERM"
+        );
+    }
+
+    #[test]
+    fn exit_codes_saturate() {
+        assert_eq!(exit_code(0), 0);
+        assert_eq!(exit_code(255), 255);
+        assert_eq!(exit_code(256), 255);
+        assert_eq!(exit_code(-1), 255);
+    }
+}
