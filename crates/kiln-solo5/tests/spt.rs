@@ -533,3 +533,225 @@ fn an_idle_guest_blocks_instead_of_spinning() {
         "{used:?} of CPU while sleeping for a second: the guest spins"
     );
 }
+
+/// A network namespace with tap `ktap0` (down) inside, deleted on drop.
+struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    fn ip(args: &[&str]) -> bool {
+        Command::new("ip")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// `kiln-spt-PID` with tap `ktap0`, or `None` (skips loudly, fails
+    /// under CI=true) when namespaces cannot be made here.
+    fn with_tap() -> Option<Self> {
+        let name = format!("kiln-spt-{}", std::process::id());
+        if !Self::ip(&["netns", "add", &name]) {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "cannot create a network namespace and CI=true"
+            );
+            eprintln!("SKIPPED: cannot create a network namespace (needs root and iproute2)");
+            return None;
+        }
+        let ns = Self { name };
+        assert!(
+            Self::ip(&[
+                "-n", &ns.name, "tuntap", "add", "dev", "ktap0", "mode", "tap"
+            ]),
+            "cannot create tap ktap0 in {}",
+            ns.name
+        );
+        Some(ns)
+    }
+
+    fn exec(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).args(args);
+        cmd
+    }
+
+    fn rx_packets(&self) -> u64 {
+        let out = self
+            .exec(&["cat", "/sys/class/net/ktap0/statistics/rx_packets"])
+            .output()
+            .expect("read the tap's counters");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        Self::ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// Kills and reaps a child when dropped, even if the test fails.
+struct ChildGuard(Option<std::process::Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Collects a guarded child's output and status, or kills it after
+/// [`RUN_TIMEOUT`].
+fn finish(mut guard: ChildGuard) -> Run {
+    let mut child = guard.0.take().expect("a child");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > RUN_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after {RUN_TIMEOUT:?}; killed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    if let Some(mut s) = child.stdout.take() {
+        let _ = s.read_to_string(&mut stdout);
+    }
+    if let Some(mut s) = child.stderr.take() {
+        let _ = s.read_to_string(&mut stderr);
+    }
+    Run {
+        code: status.code(),
+        stdout,
+        stderr,
+    }
+}
+
+/// The guest echoes a frame the host kernel sends over a real tap
+/// interface (an ARP request for a neighbour on the tap's subnet), all
+/// inside a network namespace.
+#[test]
+fn a_tap_interface_in_a_namespace_carries_frames() {
+    let b = built();
+    let Some(ns) = NetNs::with_tap() else {
+        return;
+    };
+    let disk = TempFile::new("tap-disk");
+    std::fs::write(&disk.0, vec![0u8; 8 * 512]).expect("write the disk image");
+    let before = ns.rx_packets();
+    let guest = ChildGuard(Some(
+        ns.exec(&[
+            &b.tender.display().to_string(),
+            "--mem=64",
+            "--net:service=ktap0",
+            "--net-mac:service=02:00:00:00:00:07",
+            &format!("--block:disk={}", disk.0.display()),
+            &b.devices.display().to_string(),
+            "--frames",
+            "1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kiln-spt in the namespace"),
+    ));
+    // Give the guest its address's neighbour to resolve: the kernel sends
+    // ARP requests on the tap, the guest echoes the first frame it gets.
+    assert!(NetNs::ip(&[
+        "-n",
+        &ns.name,
+        "addr",
+        "add",
+        "10.77.0.1/24",
+        "dev",
+        "ktap0"
+    ]));
+    assert!(NetNs::ip(&["-n", &ns.name, "link", "set", "ktap0", "up"]));
+    let mut guest = guest;
+    // Bounded: at most 20 one-second pings, until the guest has exited.
+    for _ in 0..20 {
+        let exited = guest
+            .0
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+        if exited {
+            break;
+        }
+        let _ = ns
+            .exec(&["ping", "-c", "1", "-W", "1", "10.77.0.2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    let r = finish(guest);
+    assert_eq!(
+        r.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(
+        r.stdout.contains("net: mac 02:00:00:00:00:07 mtu 1500")
+            && r.stdout.contains("net: echoed frame 1 of"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        ns.rx_packets() > before,
+        "the tap received nothing from the guest"
+    );
+}
+
+/// The guest process runs under the filter (seccomp mode 2) while it
+/// sleeps; the tender (its parent) does not need one.
+#[test]
+fn the_guest_runs_under_the_seccomp_filter() {
+    let b = built();
+    let tender = ChildGuard(Some(
+        Command::new(&b.tender)
+            .arg("--mem=64")
+            .arg(&b.image)
+            .args(["--times", "1", "--pause", "1500"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kiln-spt"),
+    ));
+    let pid = tender.0.as_ref().map(|c| c.id()).expect("pid");
+    let children = format!("/proc/{pid}/task/{pid}/children");
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut mode = String::new();
+    while Instant::now() < deadline {
+        let guest = std::fs::read_to_string(&children).unwrap_or_default();
+        if let Some(guest) = guest.split_whitespace().next() {
+            let status =
+                std::fs::read_to_string(format!("/proc/{guest}/status")).unwrap_or_default();
+            mode = status
+                .lines()
+                .find(|l| l.starts_with("Seccomp:"))
+                .unwrap_or("")
+                .to_string();
+            if mode.ends_with('2') {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let r = finish(tender);
+    assert_eq!(r.code, Some(0), "stderr:\n{}", r.stderr);
+    assert_eq!(mode, "Seccomp:\t2", "no seccomp filter while the guest ran");
+}
