@@ -28,11 +28,14 @@ fn report(name: &str, runs: &mut [f64], unit: &str) {
 struct TempFile(PathBuf);
 
 impl TempFile {
+    /// A file of `bytes` zeros, written out and synced (not sparse), so
+    /// that timed writes do not allocate blocks.
     fn zeroed(tag: &str, bytes: u64) -> TempFile {
         let path =
             std::env::temp_dir().join(format!("kiln-store-bench-{tag}-{}", std::process::id()));
         let file = std::fs::File::create(&path).unwrap();
-        file.set_len(bytes).unwrap();
+        std::io::Write::write_all(&mut &file, &vec![0u8; bytes as usize]).unwrap();
+        file.sync_all().unwrap();
         TempFile(path)
     }
 }
@@ -61,7 +64,7 @@ fn run<F: std::future::Future>(f: F) -> F::Output {
 fn log_store(sector_size: u32, value_len: usize) {
     let (mut sets, mut gets) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
-        let file = TempFile::zeroed("log", 64 << 20);
+        let file = TempFile::zeroed("log", 16 << 20);
         let store = run(LogStore::open("bench", block(&file, sector_size))).unwrap();
         let value = vec![0x5a; value_len];
         let n = 2000;
@@ -126,7 +129,34 @@ fn file_block(request: usize) {
     );
 }
 
+/// One-sector writes, each followed by a flush, at consecutive sectors:
+/// the device-level cost under every small durable `set`.
+fn durable_sector_writes(sector_size: u32) {
+    let mut rates = Vec::new();
+    for _ in 0..RUNS {
+        let file = TempFile::zeroed("sync", 16 << 20);
+        let dev = block(&file, sector_size);
+        let buf = vec![0x3cu8; sector_size as usize];
+        let n = 2000;
+        let start = Instant::now();
+        run(async {
+            for i in 0..n {
+                dev.write(i, &buf).await.unwrap();
+                dev.flush().await.unwrap();
+            }
+        });
+        rates.push(n as f64 / start.elapsed().as_secs_f64());
+    }
+    report(
+        &format!("FileBlock {sector_size} B write + fsync, consecutive"),
+        &mut rates,
+        "ops/s",
+    );
+}
+
 fn main() {
+    durable_sector_writes(512);
+    durable_sector_writes(4096);
     for sector_size in [512, 4096] {
         log_store(sector_size, 100);
         log_store(sector_size, 4000);

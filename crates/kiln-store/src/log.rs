@@ -533,7 +533,8 @@ impl<B: Block> LogStore<B> {
     fn record_sectors(&self, key_len: usize, value_len: u64) -> Option<u64> {
         let total = ((RECORD_HEADER + key_len) as u64).checked_add(value_len)?;
         let n = total.div_ceil(self.payload() as u64);
-        (n <= self.region - HEADERS).then_some(n)
+        // Sector indexes within a record are 32-bit.
+        (n <= self.region - HEADERS && n <= u64::from(u32::MAX)).then_some(n)
     }
 
     /// Rebuilds the index from the log of `region`.
