@@ -5,6 +5,7 @@
 //! cargo build --release -p kiln-hvt --example bare-kvm
 //! cargo bench -p kiln-hvt --bench hvt                      # boot and net
 //! cargo bench -p kiln-hvt --bench hvt -- boot [IMAGE [ARGS...]]
+//! cargo bench -p kiln-hvt --bench hvt -- exits
 //! cargo bench -p kiln-hvt --bench hvt -- net
 //! cargo bench -p kiln-hvt --bench hvt -- write-guests DIR  # for hyperfine
 //! ```
@@ -13,7 +14,9 @@
 //! `bare-kvm` example (open /dev/kvm, one VM, one vCPU, two instructions),
 //! `kiln-hvt --mem=512` on a guest that halts at once, and IMAGE with ARGS
 //! if given (e.g. a hello image); it prints each one's median and minimum
-//! wall time and the ratio of medians to the baseline. `net` attaches an
+//! wall time and the ratio of medians to the baseline. `exits` times one
+//! exit: a guest making 20000 POLL hypercalls with a zero timeout against
+//! one making a single one. `net` attaches an
 //! echo guest to one end of a datagram socket pair (`--net:service=@FD`)
 //! and times frames sent from the other end: one in flight (round-trip
 //! latency) and a window of 8 (frames per second).
@@ -119,6 +122,19 @@ fn echo_guest() -> Guest {
     g
 }
 
+/// A guest that makes `count` POLL hypercalls with a zero timeout (no
+/// devices) in a loop, then halts.
+fn poll_guest(count: u64) -> Guest {
+    let mut g = Guest::new();
+    let counter = g.data(&count.to_le_bytes());
+    let poll = g.data(&[0u8; 24]);
+    let top = g.here();
+    g.hypercall(HC_POLL, poll).dec(counter);
+    let back = g.jump(&[0x0f, 0x85]);
+    g.patch(back, top).halt(0);
+    g
+}
+
 fn median(samples: &mut [Duration]) -> Duration {
     samples.sort();
     samples.get(samples.len() / 2).copied().unwrap_or_default()
@@ -128,9 +144,32 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Runs `argv` once and returns its wall time, or why it failed.
-fn time_once(argv: &[String]) -> BenchResult<Duration> {
+/// CPU time (user + system) of all waited-for children so far.
+fn children_cpu() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes one `struct rusage` to a pointer to room
+    // for one; a zeroed rusage is valid should it fail.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// One run's wall time and CPU time.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    wall: Duration,
+    cpu: Duration,
+}
+
+/// Runs `argv` once and returns its wall and CPU time, or why it failed.
+fn time_once(argv: &[String]) -> BenchResult<Sample> {
     let (prog, args) = argv.split_first().ok_or("empty command")?;
+    let cpu = children_cpu();
     let start = Instant::now();
     let out = Command::new(prog)
         .args(args)
@@ -139,7 +178,8 @@ fn time_once(argv: &[String]) -> BenchResult<Duration> {
         .stderr(Stdio::piped())
         .output()
         .map_err(|e| format!("cannot run {prog}: {e}"))?;
-    let took = start.elapsed();
+    let wall = start.elapsed();
+    let cpu = children_cpu().saturating_sub(cpu);
     if !out.status.success() {
         return Err(format!(
             "{} failed ({}): {}",
@@ -148,7 +188,7 @@ fn time_once(argv: &[String]) -> BenchResult<Duration> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    Ok(took)
+    Ok(Sample { wall, cpu })
 }
 
 fn boot(extra: &[String]) -> BenchResult<()> {
@@ -182,19 +222,28 @@ fn boot(extra: &[String]) -> BenchResult<()> {
             samples[i].push(time_once(argv)?);
         }
     }
-    println!("boot: whole-process wall time, {runs} interleaved runs each");
+    println!(
+        "boot: whole-process wall time and CPU time (user + system), {runs} interleaved runs each"
+    );
     let mut base = None;
     for ((name, _), s) in cases.iter().zip(samples.iter_mut()) {
-        let med = median(s);
-        let min = s.first().copied().unwrap_or_default();
-        let ratio = base.map_or(String::new(), |b: Duration| {
-            format!("  {:.2}x bare-kvm", med.as_secs_f64() / b.as_secs_f64())
+        let mut wall: Vec<Duration> = s.iter().map(|x| x.wall).collect();
+        let mut cpu: Vec<Duration> = s.iter().map(|x| x.cpu).collect();
+        let (wall, min) = (median(&mut wall), wall.first().copied().unwrap_or_default());
+        let cpu = median(&mut cpu);
+        let ratio = base.map_or(String::new(), |(w, c): (Duration, Duration)| {
+            format!(
+                "  ({:.2}x / {:.2}x bare-kvm)",
+                wall.as_secs_f64() / w.as_secs_f64(),
+                cpu.as_secs_f64() / c.as_secs_f64().max(1e-9)
+            )
         });
-        base.get_or_insert(med);
+        base.get_or_insert((wall, cpu));
         println!(
-            "  {name:<40} median {:7.2} ms  min {:7.2} ms{ratio}",
-            ms(med),
-            ms(min)
+            "  {name}\n      wall median {:7.2} ms  min {:7.2} ms  cpu median {:7.2} ms{ratio}",
+            ms(wall),
+            ms(min),
+            ms(cpu)
         );
     }
     Ok(())
@@ -290,23 +339,56 @@ impl Drop for Echo {
     }
 }
 
+/// The cost of one exit: POLL with a zero timeout, which the tender serves
+/// with one `epoll_pwait2` and no other system call.
+fn exits() -> BenchResult<()> {
+    const POLLS: u64 = 20_000;
+    let dir = support::TempDir::new();
+    let few = dir.write("poll-1.hvt", &poll_guest(1).build());
+    let many = dir.write("poll-n.hvt", &poll_guest(POLLS).build());
+    let runs = env_count("KILN_BENCH_RUNS", 30).clamp(1, 10);
+    let tender = tender().display().to_string();
+    let argv = |p: &Path| vec![tender.clone(), "--mem=8".into(), p.display().to_string()];
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        a.push(time_once(&argv(&few))?);
+        b.push(time_once(&argv(&many))?);
+    }
+    let per = |f: fn(&Sample) -> Duration| {
+        let mut x: Vec<Duration> = a.iter().map(f).collect();
+        let mut y: Vec<Duration> = b.iter().map(f).collect();
+        median(&mut y).saturating_sub(median(&mut x)).as_secs_f64() / POLLS as f64 * 1e6
+    };
+    println!(
+        "exits: POLL with a zero timeout, {POLLS} in a loop (median of {runs} runs): {:.1} us wall, {:.1} us CPU per exit",
+        per(|s| s.wall),
+        per(|s| s.cpu)
+    );
+    Ok(())
+}
+
 fn net() -> BenchResult<()> {
     let dir = support::TempDir::new();
     let image = dir.write("echo.hvt", &echo_guest().build());
     let frames = env_count("KILN_BENCH_FRAMES", 20_000).max(1);
     println!("net: echo guest over a datagram socket pair, {frames} frames per case");
     for (size, window) in [(60, 1), (1514, 1), (60, WINDOW), (1514, WINDOW)] {
+        let cpu = children_cpu();
         let echo = Echo::start(&image)?;
         // Warm up: boot the guest and get the first frames through.
-        echo.run(100.min(frames), size, window)?;
+        let warm = 100.min(frames);
+        echo.run(warm, size, window)?;
         let took = echo.run(frames, size, window)?;
         echo.stop()?;
+        // The tender's CPU time, boot included, over every frame it echoed.
+        let cpu = children_cpu().saturating_sub(cpu).as_secs_f64() / (warm + frames) as f64;
         let per = took.as_secs_f64() / frames as f64;
         println!(
-            "  {size:4}-byte frames, window {window}: {:8.0} frames/s  {:6.1} us per frame{}",
+            "  {size:4}-byte frames, window {window}: {:8.0} frames/s  {:6.1} us wall per frame{}  tender CPU {:5.1} us per frame",
             1.0 / per,
             per * 1e6,
-            if window == 1 { " (round trip)" } else { "" }
+            if window == 1 { " (round trip)" } else { "" },
+            cpu * 1e6
         );
     }
     Ok(())
@@ -315,7 +397,11 @@ fn net() -> BenchResult<()> {
 fn write_guests(dir: &str) -> BenchResult<()> {
     let dir = Path::new(dir);
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for (name, guest) in [("halt.hvt", halt_guest()), ("echo.hvt", echo_guest())] {
+    for (name, guest) in [
+        ("halt.hvt", halt_guest()),
+        ("echo.hvt", echo_guest()),
+        ("poll.hvt", poll_guest(20_000)),
+    ] {
         let path = dir.join(name);
         std::fs::write(&path, guest.build()).map_err(|e| format!("{}: {e}", path.display()))?;
         println!("{}", path.display());
@@ -332,15 +418,16 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let result = match args.first().map(String::as_str) {
-        None => boot(&[]).and_then(|()| net()),
+        None => boot(&[]).and_then(|()| exits()).and_then(|()| net()),
         Some("boot") => boot(&args[1..]),
+        Some("exits") => exits(),
         Some("net") => net(),
         Some("write-guests") => match args.get(1) {
             Some(dir) => write_guests(dir),
             None => Err("write-guests needs a directory".into()),
         },
         Some(other) => Err(format!(
-            "unknown benchmark {other}; hint: boot, net or write-guests DIR"
+            "unknown benchmark {other}; hint: boot, exits, net or write-guests DIR"
         )),
     };
     match result {

@@ -144,6 +144,14 @@ impl Guest {
         self
     }
 
+    /// `dec qword [addr]` (sets ZF when it reaches zero).
+    pub fn dec(&mut self, addr: u64) -> &mut Self {
+        self.code.extend_from_slice(&[0x48, 0xff, 0x0c, 0x25]);
+        self.code
+            .extend_from_slice(&u32::try_from(addr).unwrap().to_le_bytes());
+        self
+    }
+
     /// `cmp rax, imm8`.
     pub fn cmp_rax(&mut self, value: i8) -> &mut Self {
         self.code
