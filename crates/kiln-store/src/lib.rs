@@ -114,8 +114,13 @@
 //! checksum); CRC-32C detects every burst error up to 32 bits, costs a
 //! fraction of SHA-256, and `crc` is a small, well-kept `no_std` crate.
 //!
-//! Memory: the index holds each key and its record's location (about 80
-//! bytes plus the key); values are streamed in 64 KiB chunks.
+//! Durability is what the platform's `flush` gives: `fsync` on unix and
+//! spt; on hvt the Solo5 ABI has no flush, so an acknowledged write
+//! survives a kill of the unikernel or its tender but not a host crash.
+//!
+//! Memory: the index holds each key and its record's location and cached
+//! digest (about 100 bytes plus the key); values are streamed in 64 KiB
+//! chunks.
 //! Costs: a write takes a whole record of sectors and one flush; opening
 //! reads the active region once; a compaction copies the live records and
 //! takes three flushes.
