@@ -296,6 +296,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
     )?;
 
     let epoll = sys::Epoll::new().map_err(TenderError::Epoll)?;
+    sys::minimal_timer_slack().map_err(TenderError::Epoll)?;
     for m in &modules {
         for (fd, handle) in m.poll_fds() {
             epoll.add(fd, handle).map_err(TenderError::Epoll)?;
