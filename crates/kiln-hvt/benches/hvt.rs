@@ -16,7 +16,8 @@
 //! if given (e.g. a hello image); it prints each one's median and minimum
 //! wall time and the ratio of medians to the baseline. `exits` times one
 //! exit: a guest making 20000 POLL hypercalls with a zero timeout against
-//! one making a single one. `net` attaches an
+//! one making a single one, and the time a POLL with a 100 us timeout
+//! takes. `net` attaches an
 //! echo guest to one end of a datagram socket pair (`--net:service=@FD`)
 //! and times frames sent from the other end: one in flight (round-trip
 //! latency) and a window of 8 (frames per second).
@@ -122,12 +123,14 @@ fn echo_guest() -> Guest {
     g
 }
 
-/// A guest that makes `count` POLL hypercalls with a zero timeout (no
-/// devices) in a loop, then halts.
-fn poll_guest(count: u64) -> Guest {
+/// A guest that makes `count` POLL hypercalls with a timeout of
+/// `timeout_nsecs` (no devices) in a loop, then halts.
+fn poll_guest(count: u64, timeout_nsecs: u64) -> Guest {
     let mut g = Guest::new();
     let counter = g.data(&count.to_le_bytes());
-    let poll = g.data(&[0u8; 24]);
+    let mut poll = timeout_nsecs.to_le_bytes().to_vec();
+    poll.extend_from_slice(&[0u8; 16]);
+    let poll = g.data(&poll);
     let top = g.here();
     g.hypercall(HC_POLL, poll).dec(counter);
     let back = g.jump(&[0x0f, 0x85]);
@@ -344,8 +347,8 @@ impl Drop for Echo {
 fn exits() -> BenchResult<()> {
     const POLLS: u64 = 20_000;
     let dir = support::TempDir::new();
-    let few = dir.write("poll-1.hvt", &poll_guest(1).build());
-    let many = dir.write("poll-n.hvt", &poll_guest(POLLS).build());
+    let few = dir.write("poll-1.hvt", &poll_guest(1, 0).build());
+    let many = dir.write("poll-n.hvt", &poll_guest(POLLS, 0).build());
     let runs = env_count("KILN_BENCH_RUNS", 30).clamp(1, 10);
     let tender = tender().display().to_string();
     let argv = |p: &Path| vec![tender.clone(), "--mem=8".into(), p.display().to_string()];
@@ -363,6 +366,21 @@ fn exits() -> BenchResult<()> {
         "exits: POLL with a zero timeout, {POLLS} in a loop (median of {runs} runs): {:.1} us wall, {:.1} us CPU per exit",
         per(|s| s.wall),
         per(|s| s.cpu)
+    );
+
+    // Timed waits: how long a POLL with a 100 us timeout takes, all told.
+    const SLEEPS: u64 = 2_000;
+    let timed = dir.write("poll-t.hvt", &poll_guest(SLEEPS, 100_000).build());
+    let mut c = Vec::new();
+    for _ in 0..runs {
+        c.push(time_once(&argv(&timed))?);
+    }
+    let mut x: Vec<Duration> = a.iter().map(|s| s.wall).collect();
+    let mut y: Vec<Duration> = c.iter().map(|s| s.wall).collect();
+    let per = median(&mut y).saturating_sub(median(&mut x)).as_secs_f64() / SLEEPS as f64;
+    println!(
+        "exits: POLL with a 100 us timeout, {SLEEPS} in a loop: {:.1} us wall per call",
+        per * 1e6
     );
     Ok(())
 }
@@ -400,7 +418,8 @@ fn write_guests(dir: &str) -> BenchResult<()> {
     for (name, guest) in [
         ("halt.hvt", halt_guest()),
         ("echo.hvt", echo_guest()),
-        ("poll.hvt", poll_guest(20_000)),
+        ("poll.hvt", poll_guest(20_000, 0)),
+        ("sleep.hvt", poll_guest(2_000, 100_000)),
     ] {
         let path = dir.join(name);
         std::fs::write(&path, guest.build()).map_err(|e| format!("{}: {e}", path.display()))?;
