@@ -1,0 +1,118 @@
+//! build: `kiln build` wall time of hello and www from clean (`kiln
+//! clean`, a cargo target directory of its own) and after an edit of the
+//! app (a comment appended to `src/lib.rs` of a copy).
+
+use std::ffi::OsStr;
+use std::io::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use super::{HELLO_VARIANTS, Prepared, progress};
+use crate::error::BenchError;
+use crate::report::{Row, Status};
+use crate::setup::{Env, diagnostic};
+
+const SECTION: &str = "build";
+
+/// Times `kiln build -t TARGET dir`; configure refusals are "not
+/// available".
+fn timed_build(
+    env: &Env,
+    dir: &Path,
+    target: &str,
+    target_dir: Option<&Path>,
+) -> Result<f64, Status> {
+    let args = [
+        OsStr::new("build"),
+        OsStr::new("-t"),
+        OsStr::new(target),
+        dir.as_os_str(),
+    ];
+    let start = Instant::now();
+    let f = env
+        .kiln(&args, target_dir)
+        .map_err(|e| Status::Failed(e.to_string()))?;
+    let took = start.elapsed().as_secs_f64();
+    if f.status.success() {
+        Ok(took)
+    } else {
+        let why = diagnostic(&f.stderr);
+        if why.contains("not yet supported") || why.contains("not supported") {
+            Err(Status::NotAvailable(why))
+        } else {
+            Err(Status::Failed(why))
+        }
+    }
+}
+
+fn append_comment(dir: &Path) -> Result<(), BenchError> {
+    let lib = dir.join("src/lib.rs");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&lib)
+        .map_err(|e| BenchError::io("open", &lib, e))?;
+    writeln!(f, "// edited by kiln-bench").map_err(|e| BenchError::io("append to", &lib, e))
+}
+
+fn row(name: &str, target: &str, r: Result<f64, Status>) -> Row {
+    match r {
+        Ok(s) => Row::ok(SECTION, name, target, s, "s"),
+        Err(status) => Row::missing(SECTION, name, target, "s", status),
+    }
+}
+
+/// Runs the build section.
+pub fn run(p: &Prepared) -> Vec<Row> {
+    let env = &p.env;
+    let mut rows = Vec::new();
+    for app in ["hello", "www"] {
+        for variant in HELLO_VARIANTS {
+            let target = variant.target();
+            let clean_name = format!("kiln build {app} from clean");
+            let edit_name = format!("kiln build {app} after an edit");
+            let dir = match env.copy_example(app, &format!("{app}-build-{target}")) {
+                Ok(d) => d,
+                Err(e) => {
+                    let st = Status::Failed(e.to_string());
+                    rows.push(Row::missing(SECTION, &clean_name, target, "s", st.clone()));
+                    rows.push(Row::missing(SECTION, &edit_name, target, "s", st));
+                    continue;
+                }
+            };
+            progress(&format!("build: {app} for {target}"));
+            // A quick run builds against the warm shared target directory
+            // and times only the rebuild after an edit.
+            let (target_dir, first) = if p.counts.quick {
+                let shared = env.unikernel_target();
+                let warm = timed_build(env, &dir, target, Some(&shared));
+                rows.push(row(
+                    &clean_name,
+                    target,
+                    match warm {
+                        Ok(_) => Err(Status::Skipped("--quick".into())),
+                        Err(st) => Err(st),
+                    },
+                ));
+                (Some(shared), rows.last().map(|r| r.status.clone()))
+            } else {
+                let clean = env.kiln(&[OsStr::new("clean"), dir.as_os_str()], None);
+                let r = match clean {
+                    Ok(f) if f.status.success() => timed_build(env, &dir, target, None),
+                    Ok(f) => Err(Status::Failed(diagnostic(&f.stderr))),
+                    Err(e) => Err(Status::Failed(e.to_string())),
+                };
+                rows.push(row(&clean_name, target, r));
+                (None, rows.last().map(|r| r.status.clone()))
+            };
+            let edited = match first {
+                Some(Status::NotAvailable(why)) => Err(Status::NotAvailable(why)),
+                Some(Status::Failed(why)) => Err(Status::Failed(format!("the first build: {why}"))),
+                _ => append_comment(&dir)
+                    .map_err(|e| Status::Failed(e.to_string()))
+                    .and_then(|()| timed_build(env, &dir, target, target_dir.as_deref())),
+            };
+            rows.push(row(&edit_name, target, edited));
+        }
+    }
+    rows
+}

@@ -1,0 +1,119 @@
+//! The five benchmark sections and what they share: the prepared images
+//! and baselines, and how many runs a figure takes.
+
+pub mod boot;
+pub mod build;
+pub mod memory;
+pub mod network;
+pub mod size;
+
+use std::path::PathBuf;
+
+use crate::report::{Row, Status};
+use crate::setup::{Availability, Built, Env, Variant};
+
+/// How much each section measures.
+#[derive(Debug, Clone, Copy)]
+pub struct Counts {
+    /// Whether this is a `--quick` run.
+    pub quick: bool,
+    /// Boot runs per case.
+    pub boot_runs: usize,
+    /// Ping flood packets, and the bound on the ping in seconds.
+    pub ping_count: u32,
+    /// See `ping_count`.
+    pub ping_secs: u32,
+    /// wrk duration in seconds.
+    pub wrk_secs: u32,
+}
+
+impl Counts {
+    /// The counts of a full or a `--quick` run.
+    pub fn new(quick: bool) -> Self {
+        if quick {
+            Counts {
+                quick,
+                boot_runs: 5,
+                ping_count: 2000,
+                ping_secs: 5,
+                wrk_secs: 2,
+            }
+        } else {
+            Counts {
+                quick,
+                boot_runs: 30,
+                ping_count: 100_000,
+                ping_secs: 30,
+                wrk_secs: 10,
+            }
+        }
+    }
+}
+
+/// Everything the sections run, built once.
+pub struct Prepared {
+    /// Paths.
+    pub env: Env,
+    /// How much to measure.
+    pub counts: Counts,
+    /// The static C baseline, or why there is none.
+    pub static_hello: Result<PathBuf, String>,
+    /// The bare KVM baseline, or why there is none.
+    pub bare_kvm: Result<PathBuf, String>,
+    /// hello per target.
+    pub hello: Vec<(Variant, Availability)>,
+    /// www per target.
+    pub www: Vec<(Variant, Availability)>,
+}
+
+/// The targets hello is built for.
+pub const HELLO_VARIANTS: [Variant; 3] = [Variant::Unix, Variant::Hvt, Variant::Spt];
+/// The targets www is built for.
+pub const WWW_VARIANTS: [Variant; 4] = [
+    Variant::Unix,
+    Variant::UnixDirect,
+    Variant::Hvt,
+    Variant::Spt,
+];
+
+/// The built image of `a`, or the row saying why there is none.
+pub fn ready<'a>(
+    a: &'a Availability,
+    section: &'static str,
+    name: &str,
+    variant: Variant,
+    unit: &'static str,
+) -> Result<&'a Built, Row> {
+    let missing = |status| Row::missing(section, name, variant.name(), unit, status);
+    match a {
+        Availability::Ready(b) => Ok(b),
+        Availability::Missing(why) => Err(missing(Status::NotAvailable(why.clone()))),
+        Availability::Broken(why) => Err(missing(Status::Failed(format!("build: {why}")))),
+    }
+}
+
+/// Like [`ready`], and the image must be able to run here.
+pub fn runnable<'a>(
+    a: &'a Availability,
+    section: &'static str,
+    name: &str,
+    variant: Variant,
+    unit: &'static str,
+) -> Result<&'a Built, Row> {
+    let b = ready(a, section, name, variant, unit)?;
+    match &b.unrunnable {
+        Some(why) => Err(Row::missing(
+            section,
+            name,
+            variant.name(),
+            unit,
+            Status::NotAvailable(why.clone()),
+        )),
+        None => Ok(b),
+    }
+}
+
+/// Progress on stderr.
+pub fn progress(msg: &str) {
+    eprintln!("kiln-bench: {msg}");
+}

@@ -1,0 +1,338 @@
+//! network: ping flood rate against the unikernel's own stack, and wrk
+//! requests/s with p50/p99 latency against www on each target, beside the
+//! kernel and nginx serving the same files, all inside one network
+//! namespace of the command's own.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::{Prepared, progress, runnable};
+use crate::error::{BenchError, tail};
+use crate::exec::{self, Context, Service, argv};
+use crate::netns::{self, GUEST_V4, HOST_V4, Netns, PREFIX};
+use crate::report::{Baseline, Row, Status};
+use crate::setup::{Built, Env};
+
+const SECTION: &str = "network";
+/// nginx's port (every address of the namespace).
+const NGINX_PORT: u16 = 8081;
+/// www's port with the host stack (loopback of the namespace).
+const SOCKET_PORT: u16 = 8080;
+/// How long a server may take to answer its first request.
+const READY: Duration = Duration::from_secs(15);
+
+/// A running server and the URL to load it at.
+pub struct Server {
+    /// The process (killed on drop).
+    pub service: Service,
+    /// Where it answers.
+    pub url: String,
+}
+
+/// Starts nginx serving www's htdocs inside `ns`.
+pub fn start_nginx(env: &Env, ns: &Netns) -> Result<Server, BenchError> {
+    let prefix = env.work.join("nginx");
+    std::fs::create_dir_all(&prefix).map_err(|e| BenchError::io("create", &prefix, e))?;
+    let conf = prefix.join("nginx.conf");
+    let root = env.workspace.join("examples/www/htdocs");
+    std::fs::write(&conf, netns::nginx_conf(&prefix, &root, NGINX_PORT))
+        .map_err(|e| BenchError::io("write", &conf, e))?;
+    let a = argv([
+        Path::new("nginx"),
+        Path::new("-p"),
+        prefix.as_path(),
+        Path::new("-c"),
+        conf.as_path(),
+    ]);
+    let mut service = ns.start(&a, &prefix.join("nginx.log"))?;
+    let url = format!("http://127.0.0.1:{NGINX_PORT}/");
+    ns.wait_http(&mut service, &url, READY)?;
+    Ok(Server { service, url })
+}
+
+/// Starts www as built (with `--mem=MEM` under a tender) inside `ns`.
+pub fn start_www(
+    env: &Env,
+    ns: &Netns,
+    built: &Built,
+    mem: Option<u32>,
+    wait: Duration,
+) -> Result<Server, BenchError> {
+    let (args, tap, url) = if built.variant.tap() {
+        (
+            vec![format!("--ipv4={GUEST_V4}/{PREFIX}"), "--port=80".into()],
+            Some(netns::TAP),
+            format!("http://{GUEST_V4}/"),
+        )
+    } else {
+        (
+            vec![format!("--port={SOCKET_PORT}")],
+            None,
+            format!("http://127.0.0.1:{SOCKET_PORT}/"),
+        )
+    };
+    let log = env.work.join(format!("www-{}.log", built.variant.name()));
+    let mut service = ns.start(&built.argv(mem, tap, &args), &log)?;
+    ns.wait_http(&mut service, &url, wait)?;
+    Ok(Server { service, url })
+}
+
+/// What wrk measured.
+pub struct Wrk {
+    /// Requests per second.
+    pub rps: f64,
+    /// Median latency, ms.
+    pub p50: f64,
+    /// 99th percentile latency, ms.
+    pub p99: f64,
+}
+
+/// A wrk latency (`210.00us`, `1.20ms`, `1.00s`) in ms.
+fn latency_ms(text: &str) -> Option<f64> {
+    let (num, scale) = if let Some(n) = text.strip_suffix("us") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1e3)
+    } else {
+        return None;
+    };
+    num.parse::<f64>().ok().map(|v| v * scale)
+}
+
+/// Parses wrk's `--latency` report.
+fn parse_wrk(out: &str) -> Result<Wrk, BenchError> {
+    let bad = |what| BenchError::Parse {
+        what,
+        program: "wrk",
+        output: tail(out, 400),
+    };
+    if out.contains("Non-2xx or 3xx responses") {
+        return Err(bad("only 2xx responses"));
+    }
+    let field = |prefix: &str| {
+        out.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::trim)
+    };
+    let rps = field("Requests/sec:")
+        .and_then(|v| v.parse::<f64>().ok())
+        .ok_or_else(|| bad("Requests/sec"))?;
+    let p50 = field("50%")
+        .and_then(latency_ms)
+        .ok_or_else(|| bad("the 50% latency"))?;
+    let p99 = field("99%")
+        .and_then(latency_ms)
+        .ok_or_else(|| bad("the 99% latency"))?;
+    Ok(Wrk { rps, p50, p99 })
+}
+
+/// Loads `url` with wrk inside `ns` for `secs` seconds.
+pub fn wrk(ns: &Netns, url: &str, secs: u32) -> Result<Wrk, BenchError> {
+    let a = ns.wrap(&argv([
+        "wrk",
+        "-t1",
+        "-c16",
+        &format!("-d{secs}s"),
+        "--timeout",
+        "5s",
+        "--latency",
+        url,
+    ]));
+    let f = exec::run_ok(
+        &a,
+        Context::default(),
+        Duration::from_secs(u64::from(secs) + 30),
+    )?;
+    parse_wrk(&f.stdout)
+}
+
+/// Ping flood of `addr` inside `ns`: replies per second.
+fn ping(ns: &Netns, addr: &str, count: u32, secs: u32) -> Result<f64, BenchError> {
+    let a = ns.wrap(&argv([
+        "ping",
+        "-f",
+        "-q",
+        "-c",
+        &count.to_string(),
+        "-w",
+        &secs.to_string(),
+        addr,
+    ]));
+    let f = exec::run(
+        &a,
+        Context::default(),
+        Duration::from_secs(u64::from(secs) + 10),
+    )?;
+    let bad = |what| BenchError::Parse {
+        what,
+        program: "ping",
+        output: tail(&format!("{}{}", f.stdout, f.stderr), 400),
+    };
+    let stats = f
+        .stdout
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .ok_or_else(|| bad("the statistics line"))?;
+    let mut received = None;
+    let mut time_ms = None;
+    for part in stats.split(',').map(str::trim) {
+        if let Some(n) = part.strip_suffix(" received") {
+            received = n.parse::<f64>().ok();
+        } else if let Some(t) = part
+            .strip_prefix("time ")
+            .and_then(|t| t.strip_suffix("ms"))
+        {
+            time_ms = t.parse::<f64>().ok();
+        }
+    }
+    let received = received
+        .filter(|r| *r > 0.0)
+        .ok_or_else(|| bad("a count of replies above 0"))?;
+    let time_ms = time_ms.ok_or_else(|| bad("the time"))?;
+    Ok(received / (time_ms / 1e3))
+}
+
+/// Rows for the three wrk figures (or one failure per figure).
+fn wrk_rows(
+    target: &str,
+    result: &Result<Wrk, String>,
+    base: Option<&Wrk>,
+    base_name: &str,
+) -> Vec<Row> {
+    let figures: [(&str, &'static str, fn(&Wrk) -> f64); 3] = [
+        ("wrk requests/s", "req/s", |w| w.rps),
+        ("wrk p50 latency", "ms", |w| w.p50),
+        ("wrk p99 latency", "ms", |w| w.p99),
+    ];
+    figures
+        .iter()
+        .map(|(name, unit, get)| match result {
+            Ok(w) => Row::ok(SECTION, name, target, get(w), unit).against(base.map(|b| Baseline {
+                name: base_name.into(),
+                value: get(b),
+            })),
+            Err(e) => Row::missing(SECTION, name, target, unit, Status::Failed(e.clone())),
+        })
+        .collect()
+}
+
+/// Runs the network section.
+pub fn run(p: &Prepared) -> Vec<Row> {
+    progress("network: ping flood and wrk in a network namespace");
+    let c = p.counts;
+    let mut rows = Vec::new();
+    let ns = match Netns::create() {
+        Ok(ns) => ns,
+        Err(e) => {
+            let why = format!("cannot create a network namespace with a tap: {e}");
+            rows.push(Row::missing(SECTION, "all", "-", "—", Status::Failed(why)));
+            return rows;
+        }
+    };
+    let kernel = "kernel (namespace)";
+    let ping_base = ping(&ns, HOST_V4, c.ping_count, c.ping_secs);
+    rows.push(match &ping_base {
+        Ok(v) => Row::ok(SECTION, "ping -f replies/s", kernel, *v, "pkt/s"),
+        Err(e) => Row::missing(
+            SECTION,
+            "ping -f replies/s",
+            kernel,
+            "pkt/s",
+            Status::Failed(e.to_string()),
+        ),
+    });
+    let ping_base = ping_base.ok().map(|value| Baseline {
+        name: kernel.into(),
+        value,
+    });
+    let nginx = start_nginx(&p.env, &ns).and_then(|s| wrk(&ns, &s.url, c.wrk_secs));
+    let nginx = nginx.map_err(|e| e.to_string());
+    rows.extend(wrk_rows("nginx", &nginx, None, ""));
+    let nginx = nginx.ok();
+    for (variant, a) in &p.www {
+        let target = variant.name();
+        let built = match runnable(a, SECTION, "www", *variant, "—") {
+            Ok(b) => b,
+            Err(row) => {
+                for (name, unit) in [
+                    ("ping -f replies/s", "pkt/s"),
+                    ("wrk requests/s", "req/s"),
+                    ("wrk p50 latency", "ms"),
+                    ("wrk p99 latency", "ms"),
+                ] {
+                    rows.push(Row {
+                        name: name.into(),
+                        unit,
+                        ..row.clone()
+                    });
+                }
+                continue;
+            }
+        };
+        progress(&format!("network: www on {target}"));
+        let server = start_www(&p.env, &ns, built, None, READY);
+        let server = match server {
+            Ok(s) => s,
+            Err(e) => {
+                let r = Row::missing(SECTION, "www", target, "—", Status::Failed(e.to_string()));
+                rows.push(r);
+                continue;
+            }
+        };
+        if variant.tap() {
+            rows.push(match ping(&ns, GUEST_V4, c.ping_count, c.ping_secs) {
+                Ok(v) => Row::ok(SECTION, "ping -f replies/s", target, v, "pkt/s")
+                    .against(ping_base.clone()),
+                Err(e) => Row::missing(
+                    SECTION,
+                    "ping -f replies/s",
+                    target,
+                    "pkt/s",
+                    Status::Failed(e.to_string()),
+                ),
+            });
+        } else {
+            rows.push(Row::missing(
+                SECTION,
+                "ping -f replies/s",
+                target,
+                "pkt/s",
+                Status::Skipped("the host kernel answers pings for the socket stack".into()),
+            ));
+        }
+        let w = wrk(&ns, &server.url, c.wrk_secs).map_err(|e| e.to_string());
+        rows.extend(wrk_rows(target, &w, nginx.as_ref(), "nginx"));
+        drop(server);
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_wrk_report() {
+        let out = "Running 2s test @ http://127.0.0.1:8081/\n  1 threads and 16 connections\n\
+                   \x20 Latency Distribution\n     50%  210.00us\n     75%  300.00us\n     90%  1.00ms\n\
+                   \x20    99%    1.20ms\n  12345 requests in 2.00s, 5.00MB read\n\
+                   Requests/sec:   6172.50\nTransfer/sec:      2.50MB\n";
+        let w = parse_wrk(out).unwrap();
+        assert_eq!(w.rps, 6172.5);
+        assert!((w.p50 - 0.21).abs() < 1e-9);
+        assert!((w.p99 - 1.2).abs() < 1e-9);
+        assert!(parse_wrk(&format!("{out}Non-2xx or 3xx responses: 3\n")).is_err());
+        assert!(parse_wrk("Requests/sec: 5\n").is_err());
+    }
+
+    #[test]
+    fn reads_latency_units() {
+        assert_eq!(latency_ms("2.00s"), Some(2000.0));
+        assert_eq!(latency_ms("5.00ms"), Some(5.0));
+        assert_eq!(latency_ms("500.00us"), Some(0.5));
+        assert_eq!(latency_ms("5.00"), None);
+    }
+}
