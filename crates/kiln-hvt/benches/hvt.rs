@@ -24,6 +24,7 @@
 //!
 //! Environment: `KILN_BENCH_RUNS` (boot runs, default 30),
 //! `KILN_BENCH_FRAMES` (frames per net case, default 20000),
+//! `KILN_BENCH_TENDER` (another `kiln-hvt` to measure, e.g. an older one),
 //! `KILN_BENCH_WRAP` (a command the tender runs under in `net`, such as
 //! `strace -f -c -o /tmp/net.strace`).
 
@@ -51,8 +52,12 @@ const WINDOW: usize = 8;
 
 type BenchResult<T> = Result<T, String>;
 
+/// The tender under test: `KILN_BENCH_TENDER`, or the one cargo built.
 fn tender() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_kiln-hvt"))
+    std::env::var_os("KILN_BENCH_TENDER").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_kiln-hvt")),
+        PathBuf::from,
+    )
 }
 
 /// The `bare-kvm` example beside this benchmark's executable.

@@ -5,7 +5,8 @@
 //! Layering, from the bottom:
 //!
 //! - [`sys`]: every `unsafe` operation (the guest mapping, the KVM memory
-//!   slot, `kvm_run`, tap and epoll system calls);
+//!   slot, `kvm_run`, tap and epoll system calls; POLL timeouts to the
+//!   nanosecond with `epoll_pwait2`);
 //! - [`guest`]: guest memory and the one checked accessor that turns a guest
 //!   address and length into a slice;
 //! - [`elf`]: the pure image validator/loader ([`elf::Image::parse`], also
@@ -18,6 +19,9 @@
 //! - [`seccomp`]: the allow-list applied right before the vCPU loop;
 //! - [`cli`]: the solo5-hvt-compatible command line;
 //! - [`run`]: all of the above in order; `main` only prints its result.
+//!
+//! `examples/bare-kvm.rs` is the bare KVM baseline that `benches/hvt.rs`
+//! reads boot times against (see `docs/benchmarks.md`, section hvt).
 #![deny(unsafe_code)]
 
 pub mod boot;

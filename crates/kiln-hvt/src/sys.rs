@@ -1,5 +1,6 @@
 //! Every `unsafe` operation of the tender: the guest memory mapping, the KVM
-//! memory slot, reading `kvm_run`, the tap and epoll system calls, adopting
+//! memory slot, reading `kvm_run`, the tap, epoll (`epoll_pwait2`, or a
+//! timerfd where the kernel lacks it) and timer-slack system calls, adopting
 //! inherited descriptors.
 #![allow(unsafe_code)]
 
