@@ -143,13 +143,21 @@ impl fmt::Display for Rule {
 pub const ARCH_SET_FS: u64 = 0x1002;
 
 /// The rules every guest gets: console output on fd 1, exit, the wait on
-/// the epoll set, arming the internal timer, the two clocks, and setting
+/// the epoll set (without a signal mask: the guest has no use for one),
+/// arming the internal timer, the two clocks, and setting
 /// the TLS base (Solo5's `solo5_set_tls_base`).
 pub fn core_rules(epoll_fd: RawFd, timer_fd: RawFd) -> Vec<Rule> {
     vec![
         Rule::on_fd(libc::SYS_write, "write", 1),
         Rule::new(libc::SYS_exit_group, "exit_group", Vec::new()),
-        Rule::on_fd(libc::SYS_epoll_pwait, "epoll_pwait", epoll_fd),
+        Rule::new(
+            libc::SYS_epoll_pwait,
+            "epoll_pwait",
+            vec![
+                Cond::eq(0, "fd", epoll_fd as u64),
+                Cond::eq(4, "sigmask", 0),
+            ],
+        ),
         Rule::on_fd(libc::SYS_timerfd_settime, "timerfd_settime", timer_fd),
         Rule::new(
             libc::SYS_clock_gettime,
@@ -223,7 +231,7 @@ mod tests {
         let text: Vec<String> = rules.iter().map(ToString::to_string).collect();
         assert_eq!(text[0], "write(fd == 1)");
         assert_eq!(text[1], "exit_group()");
-        assert_eq!(text[2], "epoll_pwait(fd == 5)");
+        assert_eq!(text[2], "epoll_pwait(fd == 5, sigmask == 0)");
         assert_eq!(text[4], "clock_gettime(clock == 1)");
         assert_eq!(
             Cond::masked(3, "offset", 511, 0).to_string(),
