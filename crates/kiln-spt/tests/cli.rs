@@ -21,6 +21,7 @@ fn kiln_spt(args: &[&str]) -> Out {
     }
 }
 
+#[cfg(all(feature = "net", feature = "block"))]
 #[test]
 fn help_lists_every_flag() {
     let out = kiln_spt(&["--help"]);
@@ -39,6 +40,7 @@ fn help_lists_every_flag() {
     }
 }
 
+#[cfg(all(feature = "net", feature = "block"))]
 #[test]
 fn version_names_the_abi_and_modules() {
     let out = kiln_spt(&["--version"]);
