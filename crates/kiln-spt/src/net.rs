@@ -125,6 +125,7 @@ impl Module for Net {
             .iter()
             .find(|(n, _, _)| n == name)
             .map(|(_, m, _)| *m);
+        let taken: Vec<RawFd> = self.poll_fds().into_iter().map(|(fd, _)| fd).collect();
         let iface = self
             .interfaces
             .iter_mut()
@@ -139,6 +140,14 @@ impl Module for Net {
                 flag: iface.flag.clone(),
                 expected: "--net:NAME=@FD with FD a descriptor number above 2",
             })?;
+            if taken.contains(&fd) {
+                return Err(ModuleError::Invalid {
+                    name: name.to_string(),
+                    problem: format!(
+                        "descriptor {fd} is already attached to another device; hint: give each device its own descriptor"
+                    ),
+                });
+            }
             crate::sys::adopt_fd(fd).map_err(|source| ModuleError::Open {
                 name: name.to_string(),
                 what: format!("inherited descriptor {fd}"),
@@ -198,6 +207,18 @@ mod tests {
         assert_eq!(parse_mac("02:00:00:aa:bb:0c:01"), None);
         assert_eq!(parse_mac("02:00:00:aa:bb:zz"), None);
         assert_eq!(random_mac()[0] & 0x03, 0x02);
+    }
+
+    #[test]
+    fn one_descriptor_cannot_back_two_devices() {
+        let (_a, b) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(b);
+        let mut net = Net::default();
+        assert!(net.parse_flag(&format!("--net:one=@{fd}")).unwrap());
+        assert!(net.parse_flag(&format!("--net:two=@{fd}")).unwrap());
+        assert_eq!(net.attach(1, "one").unwrap().fd, fd);
+        let err = net.attach(2, "two").unwrap_err();
+        assert!(err.to_string().contains("already attached"), "{err}");
     }
 
     #[test]
