@@ -1,0 +1,208 @@
+//! `examples/www` and `examples/udp-echo` built by `kiln build` with the
+//! host-socket stack and run as processes, driven over 127.0.0.1 and ::1:
+//! what a client sees of every page, of HEAD, conditional requests, errors,
+//! keep-alive, pipelining, many clients and broken ones; echoes of
+//! datagrams of every size. No root needed.
+
+mod common;
+mod support {
+    pub mod net;
+    pub mod net_http;
+}
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::net::{Net, Running, example_image, free_port, free_udp_port, have, skip};
+use support::net_http;
+
+/// `www.unix` on a free port of the host, listening and ready.
+fn start_www() -> (Running, SocketAddr) {
+    let image = example_image("www", Net::Socket);
+    // The port is free when picked; another process may take it before
+    // www does, so try a few.
+    for _ in 0..5 {
+        let port = free_port();
+        let mut cmd = Command::new(&image);
+        cmd.arg(format!("--port={port}"));
+        let mut www = Running::spawn(cmd, "www-socket");
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if www.log().contains(&format!("www: serving on port {port}")) {
+                return (www, addr);
+            }
+            if www.exited().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if www.exited().is_none() {
+            panic!(
+                "www did not say it serves within 10 s\n--- its output\n{}",
+                www.log()
+            );
+        }
+        eprintln!(
+            "www could not listen on {port}, trying another:\n{}",
+            www.log()
+        );
+    }
+    panic!("www could not listen on any of 5 free ports");
+}
+
+/// Runs `check` against a fresh www; the server must still be running
+/// afterwards.
+fn run(name: &str) {
+    let (_, check) = net_http::ALL
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no check {name}"));
+    if name == "pages_are_byte_identical" && !have("curl", "--version") {
+        return skip(name, "`curl` is not installed (scripts/test installs it)");
+    }
+    let (mut www, addr) = start_www();
+    if let Err(e) = check(addr) {
+        panic!("{name}: {e}\n--- www's output\n{}", www.log());
+    }
+    www.assert_running(&format!("www after {name}"));
+}
+
+#[test]
+fn pages_are_byte_identical() {
+    run("pages_are_byte_identical");
+}
+
+#[test]
+fn head_has_headers_and_no_body() {
+    run("head_has_headers_and_no_body");
+}
+
+#[test]
+fn etag_gives_304() {
+    run("etag_gives_304");
+}
+
+#[test]
+fn missing_page_is_404() {
+    run("missing_page_is_404");
+}
+
+#[test]
+fn other_methods_get_405_with_allow() {
+    run("other_methods_get_405_with_allow");
+}
+
+#[test]
+fn malformed_then_good() {
+    run("malformed_then_good");
+}
+
+#[test]
+fn fifty_parallel_clients() {
+    run("fifty_parallel_clients");
+}
+
+#[test]
+fn keep_alive_and_pipelined() {
+    run("keep_alive_and_pipelined");
+}
+
+#[test]
+fn half_requests_do_not_hurt() {
+    run("half_requests_do_not_hurt");
+}
+
+/// Every check of the suite is run by one of the tests above.
+#[test]
+fn every_check_has_a_test() {
+    let source = include_str!("net_socket.rs");
+    for (name, _) in net_http::ALL {
+        assert!(
+            source.contains(&format!("fn {name}() {{\n    run(\"{name}\");")),
+            "no test runs the check {name}"
+        );
+    }
+}
+
+/// Sends datagrams of many sizes from `local` to the echo server at
+/// `server` and expects each back whole, from the server's address.
+pub fn echo_roundtrips(local: SocketAddr, server: SocketAddr) -> Result<(), String> {
+    let socket = UdpSocket::bind(local).map_err(|e| format!("bind {local}: {e}"))?;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 70_000];
+    for (i, size) in [1usize, 0, 17, 512, 1472, 1500, 9000, 65507]
+        .into_iter()
+        .enumerate()
+    {
+        let payload: Vec<u8> = (0..size).map(|k| (k * 7 + i) as u8).collect();
+        // Loopback does not lose datagrams, but the server may still be
+        // starting: up to 10 tries, 500 ms each.
+        let mut echoed = None;
+        for _ in 0..10 {
+            socket
+                .send_to(&payload, server)
+                .map_err(|e| format!("send {size} bytes to {server}: {e}"))?;
+            match socket.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    echoed = Some((buf[..n].to_vec(), from));
+                    break;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(format!("receive from {server}: {e}")),
+            }
+        }
+        let (got, from) = echoed.ok_or_else(|| format!("no echo of {size} bytes from {server}"))?;
+        if from != server {
+            return Err(format!("the echo came from {from}, not {server}"));
+        }
+        if got != payload {
+            return Err(format!(
+                "sent {size} bytes to {server}, got {} different ones back",
+                got.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn udp_echo_on_ipv4_and_ipv6_loopback() {
+    let image = example_image("udp-echo", Net::Socket);
+    let port = free_udp_port();
+    let mut cmd = Command::new(&image);
+    cmd.arg(format!("--port={port}"));
+    let mut echo = Running::spawn(cmd, "udp-echo-socket");
+    echo.wait_until("udp-echo", Duration::from_secs(10), |log| {
+        log.contains(&format!("udp-echo: echoing on port {port}"))
+    });
+    let v4 = echo_roundtrips(
+        "127.0.0.1:0".parse().unwrap(),
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+    );
+    if let Err(e) = v4 {
+        panic!(
+            "udp-echo over 127.0.0.1: {e}\n--- its output\n{}",
+            echo.log()
+        );
+    }
+    if UdpSocket::bind("[::1]:0").is_err() {
+        skip(
+            "udp_echo_on_ipv4_and_ipv6_loopback (::1 part)",
+            "this host has no IPv6 loopback",
+        );
+    } else if let Err(e) = echo_roundtrips(
+        "[::1]:0".parse().unwrap(),
+        SocketAddr::new("::1".parse().unwrap(), port),
+    ) {
+        panic!("udp-echo over ::1: {e}\n--- its output\n{}", echo.log());
+    }
+    echo.assert_running("udp-echo after the echoes");
+}

@@ -1,0 +1,657 @@
+//! Helpers for the network tests: example images built once per stack
+//! through the CLI, running unikernels and namespaces that clean up after
+//! themselves, and a small HTTP/1.1 client.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::common::{TempDir, kiln};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the workspace root exists")
+}
+
+/// The htdocs of `examples/www`.
+pub fn htdocs() -> PathBuf {
+    workspace().join("examples/www/htdocs")
+}
+
+/// Every file under `dir`, as (`/`-separated path relative to `dir`, bytes),
+/// in path order.
+pub fn files_under(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+            .map(|e| e.expect("a directory entry").path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path.strip_prefix(root).expect("under the root");
+                let key = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                out.insert(key, std::fs::read(&path).expect("read a file"));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// The cargo target directory the unikernels are built in: the one the
+/// end-to-end tests use, so that dependencies compile once.
+pub fn shared_target_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-e2e-target")
+}
+
+/// Says loudly that a test is skipped, and fails instead under `CI=true`.
+pub fn skip(test: &str, why: &str) {
+    eprintln!("SKIPPED {test}: {why}");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: skipping is not allowed with CI=true: {why}"
+    );
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// Whether `program` can be started (`program ARG` runs at all).
+pub fn have(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `output`, asserting that it exited 0.
+pub fn ok(output: Output, what: &str) -> Output {
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{what} failed\n--- stdout\n{}\n--- stderr\n{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    output
+}
+
+/// The stack a unikernel is built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Net {
+    /// The host's sockets.
+    Socket,
+    /// kiln's own stack over a tap.
+    Direct,
+}
+
+impl Net {
+    pub fn name(self) -> &'static str {
+        match self {
+            Net::Socket => "socket",
+            Net::Direct => "direct",
+        }
+    }
+}
+
+/// Copies `from` to `to` (files and directories), writing only files whose
+/// bytes changed so that cargo does not rebuild what did not change, and
+/// removing what `from` does not have.
+fn sync_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("create {}: {e}", to.display()));
+    let mut wanted = Vec::new();
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display()))
+    {
+        let entry = entry.expect("a directory entry");
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        wanted.push(entry.file_name());
+        if src.is_dir() {
+            sync_dir(&src, &dst);
+        } else {
+            sync_file(&std::fs::read(&src).expect("read a source file"), &dst);
+        }
+    }
+    for entry in std::fs::read_dir(to).expect("read the copy") {
+        let entry = entry.expect("a directory entry");
+        if !wanted.contains(&entry.file_name()) {
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
+    }
+}
+
+/// Writes `bytes` to `path` unless it already holds them.
+fn sync_file(bytes: &[u8], path: &Path) {
+    if std::fs::read(path).ok().as_deref() != Some(bytes) {
+        std::fs::write(path, bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+}
+
+/// The `Cargo.toml` of an example, made to build outside the workspace:
+/// path dependencies made absolute; only `[package]` and `[dependencies]`
+/// kept (no lints inherited from the workspace, no tests or benches).
+fn standalone_manifest(manifest: &str) -> String {
+    let crates = workspace().join("crates");
+    let mut out = String::new();
+    let mut keep = true;
+    for line in manifest.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            keep = trimmed == "[package]" || trimmed == "[dependencies]";
+        }
+        if keep {
+            out.push_str(&line.replace(
+                "path = \"../../crates/",
+                &format!("path = \"{}/", crates.display()),
+            ));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Copies `examples/NAME` (its manifest, `unikernel.toml`, `src/` and
+/// every directory a baked store may read) into `dest`, ready to build
+/// outside the workspace.
+pub fn copy_example(name: &str, dest: &Path) {
+    let src = workspace().join("examples").join(name);
+    std::fs::create_dir_all(dest).unwrap();
+    let manifest = std::fs::read_to_string(src.join("Cargo.toml")).expect("read Cargo.toml");
+    sync_file(
+        standalone_manifest(&manifest).as_bytes(),
+        &dest.join("Cargo.toml"),
+    );
+    sync_file(
+        &std::fs::read(src.join("unikernel.toml")).expect("read unikernel.toml"),
+        &dest.join("unikernel.toml"),
+    );
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        let file_name = entry.file_name();
+        let skip = ["_build", "dist", "tests", "benches", "target"];
+        if entry.path().is_dir() && !skip.iter().any(|s| file_name == *s) {
+            sync_dir(&entry.path(), &dest.join(&file_name));
+        }
+    }
+}
+
+/// `kiln` with the shared target directory, in `dir`.
+pub fn kiln_in(dir: &Path) -> Command {
+    let mut cmd = kiln();
+    cmd.env("KILN_TARGET_DIR", shared_target_dir())
+        .current_dir(dir);
+    cmd
+}
+
+/// Configures the unikernel in `dir` with `--net NET` and builds it with
+/// `kiln build`; returns the image. Builds are one at a time: they share a
+/// target directory, where every variant of one example leaves its binary
+/// under the same name until `kiln build` copies it out.
+pub fn kiln_build(dir: &Path, net: Net) -> Result<PathBuf, String> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let run = |args: &[&str]| -> Result<Output, String> {
+        let out = kiln_in(dir)
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run kiln: {e}"))?;
+        if out.status.success() {
+            Ok(out)
+        } else {
+            Err(format!(
+                "kiln {} in {} failed ({})\n--- stderr\n{}",
+                args.join(" "),
+                dir.display(),
+                out.status,
+                text(&out.stderr)
+            ))
+        }
+    };
+    run(&["configure", "--net", net.name()])?;
+    let started = Instant::now();
+    let out = run(&["build"])?;
+    eprintln!(
+        "kiln build {} ({}) took {:?}",
+        dir.display(),
+        net.name(),
+        started.elapsed()
+    );
+    let stderr = text(&out.stderr);
+    let built = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("built "))
+        .ok_or_else(|| format!("kiln build did not say what it built:\n{stderr}"))?;
+    Ok(PathBuf::from(built))
+}
+
+/// Where the copies of the examples are built: kept between runs so that
+/// rebuilding is incremental.
+fn build_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-net")
+}
+
+/// The image of `examples/EXAMPLE` built with `net`, built once per test
+/// process (a copy of the example per stack, so that stacks do not
+/// overwrite each other's `dist/`).
+pub fn example_image(example: &'static str, net: Net) -> PathBuf {
+    type Slot = OnceLock<Result<PathBuf, String>>;
+    static SLOTS: [Slot; 4] = [
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+    ];
+    let index = match (example, net) {
+        ("www", Net::Socket) => 0,
+        ("www", Net::Direct) => 1,
+        ("udp-echo", Net::Socket) => 2,
+        ("udp-echo", Net::Direct) => 3,
+        _ => panic!("no slot for {example} on {net:?}"),
+    };
+    SLOTS[index]
+        .get_or_init(|| {
+            let dir = build_root().join(format!("{example}-{}", net.name()));
+            copy_example(example, &dir);
+            kiln_build(&dir, net)
+        })
+        .clone()
+        .unwrap_or_else(|e| panic!("building {example} with the {net:?} stack: {e}"))
+}
+
+/// A running process, killed on drop; its stdout and stderr go to a log
+/// file shown by [`Running::log`].
+pub struct Running {
+    child: Child,
+    log: PathBuf,
+    _tmp: TempDir,
+}
+
+impl Running {
+    /// Starts `cmd` with its output in a log.
+    pub fn spawn(mut cmd: Command, tag: &str) -> Running {
+        let tmp = TempDir::new(tag);
+        let log = tmp.path.join("log");
+        let file = std::fs::File::create(&log).expect("create the log");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("clone the log"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
+        Running {
+            child,
+            log,
+            _tmp: tmp,
+        }
+    }
+
+    /// What it printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Panics, with its log, if it has exited.
+    pub fn assert_running(&mut self, what: &str) {
+        if let Some(status) = self.exited() {
+            panic!("{what} exited ({status})\n--- its output\n{}", self.log());
+        }
+    }
+
+    /// Waits until `ready` holds of its output so far, checking every
+    /// 20 ms, for at most `limit`; panics with the output if the process
+    /// exits or time runs out.
+    pub fn wait_until(&mut self, what: &str, limit: Duration, mut ready: impl FnMut(&str) -> bool) {
+        let start = Instant::now();
+        loop {
+            if ready(&self.log()) {
+                return;
+            }
+            self.assert_running(what);
+            assert!(
+                start.elapsed() < limit,
+                "{what}: not ready after {limit:?}\n--- its output\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the process to exit within `limit`; its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// A port on 127.0.0.1 nobody listens on right now (the kernel picks it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port on 127.0.0.1")
+}
+
+/// A UDP port on 127.0.0.1 nobody uses right now.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral UDP port on 127.0.0.1")
+}
+
+/// A network namespace of our own, deleted on drop with everything in it
+/// (its processes are killed first, by id).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates `kiln-nt-<pid>-<n>` with its loopback up.
+    pub fn new() -> Netns {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("kiln-nt-{}-{n}", std::process::id());
+        ip(&["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NS ARGS`, asserting success; its stdout.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    /// A command run inside the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd
+    }
+
+    /// Adds tap `ifname` with the host side's addresses, and sets it up.
+    pub fn add_tap(&self, ifname: &str, v4: &str, v6: &str) {
+        self.ip(&["tuntap", "add", "dev", ifname, "mode", "tap"]);
+        self.ip(&["addr", "add", v4, "dev", ifname]);
+        self.ip(&["-6", "addr", "add", v6, "dev", ifname, "nodad"]);
+        self.ip(&["link", "set", ifname, "up"]);
+    }
+
+    /// The ids of the processes inside the namespace.
+    fn pids(&self) -> Vec<u32> {
+        Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .map(|o| {
+                text(&o.stdout)
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Only processes this test started run in its namespace.
+        for _ in 0..50 {
+            let pids = self.pids();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// `ip ARGS`, asserting success; its stdout.
+pub fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {} failed: {}",
+        args.join(" "),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// One HTTP response as read off the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    /// Header fields in order, names lowercased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The value of header field `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How long a test client waits for any one read or write.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection with a buffered reader, every operation bounded by
+/// [`IO_TIMEOUT`].
+pub struct Conn {
+    reader: BufReader<TcpStream>,
+}
+
+impl Conn {
+    pub fn open(addr: SocketAddr) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            reader: BufReader::new(stream),
+        })
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.reader.get_mut().write_all(bytes)
+    }
+
+    /// Reads one response; `head` says it answers a HEAD request (no
+    /// body whatever Content-Length says).
+    pub fn response(&mut self, head: bool) -> Result<Response, String> {
+        let mut lines = Vec::new();
+        let mut size = 0;
+        loop {
+            let mut line = Vec::new();
+            let n = self
+                .reader
+                .read_until(b'\n', &mut line)
+                .map_err(|e| format!("reading a response head: {e}"))?;
+            if n == 0 {
+                return Err(format!(
+                    "the connection closed inside a response head after {:?}",
+                    text(&lines.concat::<u8>())
+                ));
+            }
+            size += n;
+            if size > 64 * 1024 {
+                return Err("response head over 64 KiB".into());
+            }
+            if line == b"\r\n" {
+                break;
+            }
+            if !line.ends_with(b"\r\n") {
+                return Err(format!("a head line without CRLF: {:?}", text(&line)));
+            }
+            lines.push(line);
+        }
+        let status_line = text(lines.first().ok_or("an empty response head")?);
+        let status = status_line
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|s| s.get(..3))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+        let mut headers = Vec::new();
+        for line in &lines[1..] {
+            let line = text(line);
+            let (name, value) = line
+                .split_once(':')
+                .ok_or_else(|| format!("bad header line {line:?}"))?;
+            headers.push((name.to_ascii_lowercase(), value.trim().to_string()));
+        }
+        let mut response = Response {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        if !head && status != 304 {
+            let length: usize = response
+                .header("content-length")
+                .ok_or_else(|| format!("no Content-Length in {response:?}"))?
+                .parse()
+                .map_err(|e| format!("bad Content-Length: {e}"))?;
+            response.body = vec![0; length];
+            self.reader
+                .read_exact(&mut response.body)
+                .map_err(|e| format!("reading a body of {length} bytes: {e}"))?;
+        }
+        Ok(response)
+    }
+
+    /// Whether the peer closes the connection (end of stream or reset)
+    /// with nothing more to read, within [`IO_TIMEOUT`].
+    pub fn closed(&mut self) -> Result<(), String> {
+        let rest = self.rest()?;
+        if rest.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("more bytes before the close: {:?}", text(&rest)))
+        }
+    }
+
+    /// Everything up to the peer's close (end of stream or reset), within
+    /// [`IO_TIMEOUT`].
+    pub fn rest(&mut self) -> Result<Vec<u8>, String> {
+        let mut rest = Vec::new();
+        match self.reader.read_to_end(&mut rest) {
+            Ok(_) => Ok(rest),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(rest),
+            Err(e) => Err(format!("the connection did not close: {e}")),
+        }
+    }
+
+    /// Half-closes the sending side.
+    pub fn shutdown_write(&self) {
+        let _ = self.reader.get_ref().shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// A `GET` (or any `method`) of `path` on a fresh connection.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra: &str,
+) -> Result<Response, String> {
+    let mut conn = Conn::open(addr).map_err(|e| format!("connect to {addr}: {e}"))?;
+    conn.send(
+        format!("{method} {path} HTTP/1.1\r\nHost: kiln\r\n{extra}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .map_err(|e| format!("send to {addr}: {e}"))?;
+    conn.response(method == "HEAD")
+}
+
+/// Whether something accepts TCP connections at `addr`.
+pub fn accepts(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+}
+
+/// Runs `curl -sS --max-time 20 ARGS` through `cmd` (plain `curl`, or
+/// `ip netns exec NS curl`); its stdout.
+pub fn curl(mut cmd: Command, args: &[&str]) -> Result<Vec<u8>, String> {
+    let out = cmd
+        .args(["-sS", "--max-time", "20"])
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run curl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "curl {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            text(&out.stderr)
+        ));
+    }
+    Ok(out.stdout)
+}
