@@ -393,6 +393,7 @@ fn net_and_block_devices_work() {
         "block: 8 sectors of 512 bytes\n\
          sector 0: [4b, 49, 4c, 4e, 44, 49, 53, 4b]\n\
          block: write and read back ok\n\
+         block: 6-sector write and read back ok\n\
          past the end: sectors 8..+1 are outside the device's 8 sectors\n\
          net: mac 02:00:00:00:00:01 mtu 1500\n\
          net: echoed frame 1 of 21 bytes\n\
@@ -406,6 +407,8 @@ fn net_and_block_devices_work() {
     let written = std::fs::read(&disk.0).expect("read the disk image");
     let pattern: Vec<u8> = (0..512).map(|i| (i as u8) ^ 0x5a).collect();
     assert_eq!(&written[512..1024], &pattern[..], "sector 1 on the host");
+    let many: Vec<u8> = (0..6 * 512).map(|i| (i as u8) ^ 0xa5).collect();
+    assert_eq!(&written[1024..], &many[..], "sectors 2 to 7 on the host");
     assert_eq!(&written[..8], b"KILNDISK");
 }
 

@@ -2,7 +2,8 @@
 //! `disk`, for kiln-solo5's device tests:
 //!
 //! - prints the block geometry and the first 8 bytes of sector 0, writes
-//!   sector 1 and reads it back, and tries a read past the end;
+//!   sector 1 and reads it back, writes sectors 2 to the end in one request
+//!   and reads them back in one, and tries a read past the end;
 //! - prints the interface's MAC and MTU, then echoes `--frames N` frames
 //!   (default 1) back with source and destination swapped, giving up
 //!   after 10 s without one;
@@ -82,6 +83,17 @@ async fn start(
         return Err(Error::Mismatch);
     }
     let _ = console.log("block: write and read back ok");
+    // Sectors 2 to the end in one request (cut into pieces on spt), then
+    // read back in one.
+    let rest = (info.sectors - 2) as usize;
+    let many: alloc::vec::Vec<u8> = (0..rest * size).map(|i| (i as u8) ^ 0xa5).collect();
+    disk.write(2, &many).await.map_err(Error::Block)?;
+    let mut back = vec![0u8; rest * size];
+    disk.read(2, &mut back).await.map_err(Error::Block)?;
+    if back != many {
+        return Err(Error::Mismatch);
+    }
+    let _ = console.logf(format_args!("block: {rest}-sector write and read back ok"));
     if let Err(e) = disk.read(info.sectors, &mut sector).await {
         let _ = console.logf(format_args!("past the end: {e}"));
     }
