@@ -110,17 +110,101 @@ fn unix_crate_for_every_device_and_argument_type() {
     insta::assert_snapshot!("unix_cargo_toml", read("Cargo.toml"));
     insta::assert_snapshot!("unix_main_rs", read("src/main.rs"));
 
-    // The same graph with the direct stack is valid, but not yet
-    // generated on unix.
+    // The same graph with the direct stack: the tap is built first and
+    // moved into the stack, which is built inside the runtime; the stack's
+    // flags are taken out of the command line and listed by --help.
     let choices = Choices {
         net: Some(kiln_config::Impl::Direct),
         kv_ro: None,
     };
-    let err = project.configure(Target::Unix, choices).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("direct stack is not yet supported on unix"),
-        "{err}"
+    let configured = project.configure(Target::Unix, choices).unwrap();
+    assert!(configured.changed);
+    assert!(read("Cargo.toml").contains("kiln-net = { path = \"[KILN]/crates/kiln-net\" }"));
+    insta::assert_snapshot!("unix_direct_main_rs", read("src/main.rs"));
+}
+
+#[test]
+fn solo5_crates_for_every_device_and_argument_type() {
+    let dir = TempDir(
+        std::env::temp_dir().join(format!("kiln-config-codegen-solo5-{}", std::process::id())),
     );
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(dir.0.join("src")).unwrap();
+    std::fs::write(
+        dir.0.join("Cargo.toml"),
+        "[package]\nname = \"all-devices\"\nversion = \"0.1.0\"\nedition = \"2024\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.0.join("unikernel.toml"), TOML).unwrap();
+    std::fs::write(dir.0.join("src/lib.rs"), "#![no_std]\npub mod app;\n").unwrap();
+    std::fs::write(dir.0.join("src/app.rs"), APP).unwrap();
+
+    let project = Project::open(&dir.0).unwrap();
+    let source = kiln_config::project::source_dir().display().to_string();
+    let hvt = project.configure(Target::Hvt, Choices::default()).unwrap();
+    assert_eq!(hvt.cargo_target, Some("x86_64-unknown-none"));
+    let read = |build_dir: &std::path::Path, file: &str| {
+        std::fs::read_to_string(build_dir.join(file))
+            .unwrap()
+            .replace(&source, "[KILN]")
+    };
+    insta::assert_snapshot!("hvt_cargo_toml", read(&hvt.build_dir, "Cargo.toml"));
+    insta::assert_snapshot!("hvt_build_rs", read(&hvt.build_dir, "build.rs"));
+    insta::assert_snapshot!("hvt_main_rs", read(&hvt.build_dir, "src/main.rs"));
+
+    // spt: the same crate with the spt feature and ABI note.
+    let spt = project.configure(Target::Spt, Choices::default()).unwrap();
+    let hvt_main = read(&hvt.build_dir, "src/main.rs");
+    let spt_main = read(&spt.build_dir, "src/main.rs");
+    assert_eq!(
+        spt_main,
+        hvt_main
+            .replace("on hvt;", "on spt;")
+            .replace("AbiNote::hvt()", "AbiNote::spt()")
+    );
+    assert!(
+        read(&spt.build_dir, "Cargo.toml")
+            .contains("kiln-solo5 = { path = \"[KILN]/crates/kiln-solo5\", features = [\"spt\"] }")
+    );
+
+    // A crate that is not no_std cannot be a freestanding image.
+    std::fs::write(dir.0.join("src/lib.rs"), "pub mod app;\n").unwrap();
+    let err = project
+        .configure(Target::Hvt, Choices::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("is not `#![no_std]`"), "{err}");
     assert_eq!(err.exit_code(), 2);
+}
+
+/// A unikernel without net or block devices has an empty manifest.
+#[test]
+fn solo5_manifest_without_devices() {
+    let dir = TempDir(
+        std::env::temp_dir().join(format!("kiln-config-codegen-empty-{}", std::process::id())),
+    );
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(dir.0.join("src")).unwrap();
+    std::fs::write(
+        dir.0.join("Cargo.toml"),
+        "[package]\nname = \"hello\"\nversion = \"0.1.0\"\nedition = \"2024\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.0.join("unikernel.toml"),
+        "[unikernel]\nname = \"hello\"\nentry = \"start\"\n[devices.console]\ntype = \"console\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.0.join("src/lib.rs"),
+        "#![no_std]\npub async fn start(console: impl kiln_devices::Console) {}\n",
+    )
+    .unwrap();
+    let project = Project::open(&dir.0).unwrap();
+    let hvt = project.configure(Target::Hvt, Choices::default()).unwrap();
+    let main = std::fs::read_to_string(hvt.build_dir.join("src/main.rs")).unwrap();
+    assert!(
+        main.contains("static MFT: ::kiln_abi::MftNote<0> = ::kiln_abi::MftNote::new([]);"),
+        "{main}"
+    );
+    assert!(!main.contains("kiln_net"), "{main}");
 }

@@ -109,10 +109,15 @@ pub struct RunArgs {
     /// The target.
     #[command(flatten)]
     pub target: TargetOpts,
+    /// Guest memory in MiB on hvt and spt [default: the tender's, 512]
+    #[arg(long, value_name = "MB")]
+    pub mem: Option<u64>,
     /// The unikernel's directory
     #[arg(default_value = ".")]
     pub dir: PathBuf,
-    /// Runtime arguments of the unikernel (after `--`)
+    /// Runtime arguments of the unikernel (after `--`); on hvt and spt the
+    /// device flags (--net:NAME=..., --net-mac:..., --block:NAME=...,
+    /// --block-sector-size:...) go to the tender
     #[arg(last = true)]
     pub args: Vec<String>,
 }

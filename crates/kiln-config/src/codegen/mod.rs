@@ -9,6 +9,8 @@ use crate::graph::Graph;
 use crate::manifest::Manifest;
 use crate::model::Target;
 
+pub mod program;
+pub mod solo5;
 pub mod unix;
 
 /// Everything a backend needs: the checked manifest, graph and entry
@@ -58,7 +60,7 @@ pub trait Backend: Sync {
 }
 
 /// The backends, one per target that kiln can generate code for.
-static BACKENDS: &[&dyn Backend] = &[&unix::Unix];
+static BACKENDS: &[&dyn Backend] = &[&unix::Unix, &solo5::HVT, &solo5::SPT];
 
 /// The backend of `target`, or `None` if code generation for it has not
 /// landed yet.
