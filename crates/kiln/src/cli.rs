@@ -29,6 +29,8 @@ pub enum Command {
     Describe(DescribeArgs),
     /// Remove DIR/_build and DIR/dist
     Clean(CleanArgs),
+    /// Make the disk image of directory SRC that a `disk` kv_ro reads
+    Image(ImageArgs),
 }
 
 /// A target, as named on the command line.
@@ -148,4 +150,13 @@ pub struct CleanArgs {
     /// The unikernel's directory
     #[arg(default_value = ".")]
     pub dir: PathBuf,
+}
+
+/// `kiln image`.
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// The directory whose files become the image (symbolic links followed)
+    pub src: PathBuf,
+    /// The image file to write (attach it with --block:NAME=OUT)
+    pub out: PathBuf,
 }

@@ -31,6 +31,9 @@ pub enum KilnError {
     /// cargo could not be started or failed.
     #[error("{0}")]
     Build(String),
+    /// A disk image could not be made.
+    #[error("cannot make the disk image")]
+    Image(#[source] kiln_store::image::ImageError),
 }
 
 impl KilnError {
@@ -40,7 +43,7 @@ impl KilnError {
         match self {
             KilnError::Config(e) => e.exit_code(),
             KilnError::Usage { .. } => 2,
-            KilnError::Io { .. } | KilnError::Build(_) => 1,
+            KilnError::Io { .. } | KilnError::Build(_) | KilnError::Image(_) => 1,
         }
     }
 
@@ -85,6 +88,17 @@ pub fn render(error: &KilnError) -> String {
             s
         }
         KilnError::Usage { message, hint } => format!("error: {message}\n  hint: {hint}\n"),
+        KilnError::Image(e) => {
+            // The image error's message may carry a `hint:` line of its own.
+            let mut s = format!("error: {error}: {e}");
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                s.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            s.push('\n');
+            s
+        }
         other => format!("error: {other}\n"),
     }
 }

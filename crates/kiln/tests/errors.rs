@@ -164,11 +164,20 @@ snapshot!(
     "-t",
     "spt"
 );
-snapshot!(hvt_not_yet_supported, HELLO_TOML, HELLO_RS, "-t", "hvt");
 snapshot!(
-    direct_stack_not_yet_on_unix,
-    with_head(STACK),
-    lib("stack: impl Stack"),
+    std_crate_on_hvt,
+    HELLO_TOML,
+    HELLO_RS.replace("#![no_std]\n", ""),
+    "-t",
+    "hvt"
+);
+snapshot!(
+    second_direct_stack,
+    with_head(
+        "[devices.a]\ntype = \"stack\"\nnet = \"n1\"\n[devices.b]\ntype = \"stack\"\nnet = \"n2\"\n\
+         [devices.n1]\ntype = \"net\"\n[devices.n2]\ntype = \"net\"\n"
+    ),
+    lib("a: impl Stack, b: impl Stack"),
     "--net",
     "direct"
 );

@@ -12,6 +12,7 @@ mod build;
 mod clean;
 mod configure;
 mod describe;
+mod image;
 mod new;
 mod run;
 
@@ -24,6 +25,7 @@ pub fn run(command: Command) -> Result<u8, KilnError> {
         Command::Run(args) => run::run(&args),
         Command::Describe(args) => describe::run(&args),
         Command::Clean(args) => clean::run(&args),
+        Command::Image(args) => image::run(&args),
     }
 }
 
