@@ -162,6 +162,11 @@ pub enum TenderError {
     /// Forking or waiting for the guest.
     #[error("cannot run the guest process")]
     Process(#[source] std::io::Error),
+    /// Readable memory would be executable.
+    #[error(
+        "this process runs with the READ_IMPLIES_EXEC personality, which would make the guest's data executable; hint: do not start kiln-spt under `setarch -X`"
+    )]
+    ReadImpliesExec,
     /// The child failed before entering the guest.
     #[error("cannot start the guest: {0}")]
     Setup(String),
@@ -245,6 +250,9 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
         Command::Run(c) => c,
     };
     let path = config.kernel.clone();
+    if sys::read_implies_exec() {
+        return Err(TenderError::ReadImpliesExec);
+    }
     if !(2..=MAX_MEM_MB).contains(&config.mem_mb) {
         return Err(TenderError::MemRange {
             mem_mb: config.mem_mb,

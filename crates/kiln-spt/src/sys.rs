@@ -163,6 +163,14 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether the process runs with the `READ_IMPLIES_EXEC` personality,
+/// under which every readable mapping would also be executable.
+pub fn read_implies_exec() -> bool {
+    // SAFETY: 0xffffffff only queries the personality.
+    let persona = unsafe { libc::personality(0xffff_ffff) };
+    persona >= 0 && persona & libc::READ_IMPLIES_EXEC != 0
+}
+
 /// A new epoll set.
 pub fn epoll_create() -> io::Result<OwnedFd> {
     // SAFETY: creates a new descriptor; the result is checked.
