@@ -391,9 +391,8 @@ fn enter_guest(
     if let Err(e) = mem.load(image, low, SPT_BOOT_INFO_BASE) {
         return chain(&e);
     }
-    // The mapping is never unmapped (GuestMemory has no Drop): this
-    // process becomes the guest.
-    let _ = mem;
+    // `mem` is never unmapped (GuestMemory has no Drop, and `jump` does
+    // not return): this process becomes the guest.
     if let Err(e) = seccomp::install(program) {
         return chain(&e);
     }
