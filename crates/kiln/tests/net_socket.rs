@@ -14,7 +14,9 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::net::{Net, Running, example_image, free_port, free_udp_port, have, skip};
+use support::net::{
+    Net, Running, echo_roundtrips, example_image, free_port, free_udp_port, have, skip,
+};
 use support::net_http;
 
 /// `www.unix` on a free port of the host, listening and ready.
@@ -126,52 +128,9 @@ fn every_check_has_a_test() {
     }
 }
 
-/// Sends datagrams of many sizes from `local` to the echo server at
-/// `server` and expects each back whole, from the server's address.
-pub fn echo_roundtrips(local: SocketAddr, server: SocketAddr) -> Result<(), String> {
-    let socket = UdpSocket::bind(local).map_err(|e| format!("bind {local}: {e}"))?;
-    socket
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 70_000];
-    for (i, size) in [1usize, 0, 17, 512, 1472, 1500, 9000, 65507]
-        .into_iter()
-        .enumerate()
-    {
-        let payload: Vec<u8> = (0..size).map(|k| (k * 7 + i) as u8).collect();
-        // Loopback does not lose datagrams, but the server may still be
-        // starting: up to 10 tries, 500 ms each.
-        let mut echoed = None;
-        for _ in 0..10 {
-            socket
-                .send_to(&payload, server)
-                .map_err(|e| format!("send {size} bytes to {server}: {e}"))?;
-            match socket.recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    echoed = Some((buf[..n].to_vec(), from));
-                    break;
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => return Err(format!("receive from {server}: {e}")),
-            }
-        }
-        let (got, from) = echoed.ok_or_else(|| format!("no echo of {size} bytes from {server}"))?;
-        if from != server {
-            return Err(format!("the echo came from {from}, not {server}"));
-        }
-        if got != payload {
-            return Err(format!(
-                "sent {size} bytes to {server}, got {} different ones back",
-                got.len()
-            ));
-        }
-    }
-    Ok(())
-}
+/// Datagram sizes echoed over loopback: empty, small, around the
+/// Ethernet MTU, and the largest udp-echo echoes whole.
+const SIZES: &[usize] = &[1, 0, 17, 512, 1472, 1500, 9000, 65507];
 
 #[test]
 fn udp_echo_on_ipv4_and_ipv6_loopback() {
@@ -186,6 +145,7 @@ fn udp_echo_on_ipv4_and_ipv6_loopback() {
     let v4 = echo_roundtrips(
         "127.0.0.1:0".parse().unwrap(),
         SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        SIZES,
     );
     if let Err(e) = v4 {
         panic!(
@@ -201,6 +161,7 @@ fn udp_echo_on_ipv4_and_ipv6_loopback() {
     } else if let Err(e) = echo_roundtrips(
         "[::1]:0".parse().unwrap(),
         SocketAddr::new("::1".parse().unwrap(), port),
+        SIZES,
     ) {
         panic!("udp-echo over ::1: {e}\n--- its output\n{}", echo.log());
     }

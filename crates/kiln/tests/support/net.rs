@@ -8,8 +8,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::common::{TempDir, kiln};
@@ -124,8 +124,8 @@ impl Net {
 
 /// Copies `from` to `to` (files and directories), writing only files whose
 /// bytes changed so that cargo does not rebuild what did not change, and
-/// removing what `from` does not have.
-fn sync_dir(from: &Path, to: &Path) {
+/// removing what `from` does not have unless it is in `keep`.
+fn sync_dir(from: &Path, to: &Path, keep: &[PathBuf]) {
     std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("create {}: {e}", to.display()));
     let mut wanted = Vec::new();
     for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display()))
@@ -134,15 +134,15 @@ fn sync_dir(from: &Path, to: &Path) {
         let (src, dst) = (entry.path(), to.join(entry.file_name()));
         wanted.push(entry.file_name());
         if src.is_dir() {
-            sync_dir(&src, &dst);
+            sync_dir(&src, &dst, keep);
         } else {
             sync_file(&std::fs::read(&src).expect("read a source file"), &dst);
         }
     }
     for entry in std::fs::read_dir(to).expect("read the copy") {
         let entry = entry.expect("a directory entry");
-        if !wanted.contains(&entry.file_name()) {
-            let path = entry.path();
+        let path = entry.path();
+        if !wanted.contains(&entry.file_name()) && !keep.contains(&path) {
             let _ = if path.is_dir() {
                 std::fs::remove_dir_all(&path)
             } else {
@@ -184,8 +184,10 @@ fn standalone_manifest(manifest: &str) -> String {
 
 /// Copies `examples/NAME` (its manifest, `unikernel.toml`, `src/` and
 /// every directory a baked store may read) into `dest`, ready to build
-/// outside the workspace.
-pub fn copy_example(name: &str, dest: &Path) {
+/// outside the workspace, with `extra` files added (path relative to the
+/// example, bytes).
+pub fn copy_example(name: &str, dest: &Path, extra: &[(&str, &[u8])]) {
+    let keep: Vec<PathBuf> = extra.iter().map(|(p, _)| dest.join(p)).collect();
     let src = workspace().join("examples").join(name);
     std::fs::create_dir_all(dest).unwrap();
     let manifest = std::fs::read_to_string(src.join("Cargo.toml")).expect("read Cargo.toml");
@@ -202,8 +204,15 @@ pub fn copy_example(name: &str, dest: &Path) {
         let file_name = entry.file_name();
         let skip = ["_build", "dist", "tests", "benches", "target"];
         if entry.path().is_dir() && !skip.iter().any(|s| file_name == *s) {
-            sync_dir(&entry.path(), &dest.join(&file_name));
+            sync_dir(&entry.path(), &dest.join(&file_name), &keep);
         }
+    }
+    for (path, bytes) in extra {
+        let path = dest.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create a directory for an extra file");
+        }
+        sync_file(bytes, &path);
     }
 }
 
@@ -265,29 +274,31 @@ fn build_root() -> PathBuf {
 /// The image of `examples/EXAMPLE` built with `net`, built once per test
 /// process (a copy of the example per stack, so that stacks do not
 /// overwrite each other's `dist/`).
-pub fn example_image(example: &'static str, net: Net) -> PathBuf {
-    type Slot = OnceLock<Result<PathBuf, String>>;
-    static SLOTS: [Slot; 4] = [
-        OnceLock::new(),
-        OnceLock::new(),
-        OnceLock::new(),
-        OnceLock::new(),
-    ];
-    let index = match (example, net) {
-        ("www", Net::Socket) => 0,
-        ("www", Net::Direct) => 1,
-        ("udp-echo", Net::Socket) => 2,
-        ("udp-echo", Net::Direct) => 3,
-        _ => panic!("no slot for {example} on {net:?}"),
+pub fn example_image(example: &str, net: Net) -> PathBuf {
+    variant_image(example, net, "", &[])
+}
+
+/// The image of `examples/EXAMPLE` built with `net` from a copy that has
+/// `extra` files added (path relative to the example, bytes), under the
+/// name `EXAMPLE-NET-TAG`; built once per test process.
+pub fn variant_image(example: &str, net: Net, tag: &str, extra: &[(&str, &[u8])]) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, Result<PathBuf, String>>> = Mutex::new(BTreeMap::new());
+    let key = match tag {
+        "" => format!("{example}-{}", net.name()),
+        tag => format!("{example}-{}-{tag}", net.name()),
     };
-    SLOTS[index]
-        .get_or_init(|| {
-            let dir = build_root().join(format!("{example}-{}", net.name()));
-            copy_example(example, &dir);
+    // Held through the build: a second caller of the same variant waits
+    // for it, and builds are one at a time anyway.
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    built
+        .entry(key.clone())
+        .or_insert_with(|| {
+            let dir = build_root().join(&key);
+            copy_example(example, &dir, extra);
             kiln_build(&dir, net)
         })
         .clone()
-        .unwrap_or_else(|e| panic!("building {example} with the {net:?} stack: {e}"))
+        .unwrap_or_else(|e| panic!("building {key}: {e}"))
 }
 
 /// A running process, killed on drop; its stdout and stderr go to a log
@@ -654,4 +665,52 @@ pub fn curl(mut cmd: Command, args: &[&str]) -> Result<Vec<u8>, String> {
         ));
     }
     Ok(out.stdout)
+}
+
+/// Sends datagrams of each of `sizes` bytes from `local` to the echo server at
+/// `server` and expects each back whole, from the server's address.
+pub fn echo_roundtrips(
+    local: SocketAddr,
+    server: SocketAddr,
+    sizes: &[usize],
+) -> Result<(), String> {
+    let socket = std::net::UdpSocket::bind(local).map_err(|e| format!("bind {local}: {e}"))?;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 70_000];
+    for (i, &size) in sizes.iter().enumerate() {
+        let payload: Vec<u8> = (0..size).map(|k| (k * 7 + i) as u8).collect();
+        // Loopback does not lose datagrams, but the server may still be
+        // starting: up to 10 tries, 500 ms each.
+        let mut echoed = None;
+        for _ in 0..10 {
+            socket
+                .send_to(&payload, server)
+                .map_err(|e| format!("send {size} bytes to {server}: {e}"))?;
+            match socket.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    echoed = Some((buf[..n].to_vec(), from));
+                    break;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(format!("receive from {server}: {e}")),
+            }
+        }
+        let (got, from) = echoed.ok_or_else(|| format!("no echo of {size} bytes from {server}"))?;
+        if from != server {
+            return Err(format!("the echo came from {from}, not {server}"));
+        }
+        if got != payload {
+            return Err(format!(
+                "sent {size} bytes to {server}, got {} different ones back",
+                got.len()
+            ));
+        }
+    }
+    Ok(())
 }
