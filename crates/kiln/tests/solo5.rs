@@ -1,0 +1,523 @@
+//! End to end on the Solo5 targets through the CLI: `kiln build -t
+//! hvt|spt` makes the image and the tender, `kiln run -t hvt|spt` runs
+//! them. hello (output, `--times`, exit codes), clock, exit statuses, block
+//! stores (kv_rw persistence, a disk kv_ro from `kiln image`), www serving
+//! its site in a network namespace (baked, and from a disk image on unix,
+//! hvt and spt), a tender built without modules refusing their flags and
+//! devices.
+//!
+//! hvt needs `/dev/kvm`, the network tests root, `ip` and `curl`: without
+//! them each test says loudly that it is skipped, and fails instead when
+//! `CI=true`. Every build shares one `KILN_TARGET_DIR` (the one of
+//! `tests/e2e.rs`), so that dependencies and tenders compile once.
+
+mod common;
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TempDir, kiln};
+
+/// Longest a build may take.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(900);
+/// Longest a unikernel may run.
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Hvt,
+    Spt,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Hvt => "hvt",
+            Target::Spt => "spt",
+        }
+    }
+}
+
+/// Says loudly that `test` is skipped because of `why`; fails under
+/// `CI=true`.
+fn skip(test: &str, why: &str) {
+    eprintln!("SKIPPED {test}: {why}");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "skipping is not allowed with CI=true: {test}: {why}"
+    );
+}
+
+/// Whether `target` can run here; says why not.
+fn can_run(target: Target, test: &str) -> bool {
+    if target == Target::Hvt
+        && std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_err()
+    {
+        skip(test, "/dev/kvm is absent or not accessible");
+        return false;
+    }
+    true
+}
+
+/// The cargo target directory shared by every unikernel built by the CLI
+/// tests.
+fn shared_target_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-e2e-target")
+}
+
+fn kiln_in(dir: &Path) -> Command {
+    let mut cmd = kiln();
+    cmd.env("KILN_TARGET_DIR", shared_target_dir())
+        .current_dir(dir);
+    cmd
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A child process, killed on drop if still running.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Runs `cmd` with its output captured, killing it after `limit`.
+fn run_for(cmd: &mut Command, limit: Duration) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start a command");
+    let mut child = ChildGuard(child);
+    let mut stdout = child.0.stdout.take().expect("piped stdout");
+    let mut stderr = child.0.stderr.take().expect("piped stderr");
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("wait for a command") {
+            break status;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{cmd:?} still running after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+fn ok(output: Output, what: &str) -> Output {
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{what} failed\n--- stdout\n{}\n--- stderr\n{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    output
+}
+
+/// `kiln build -t TARGET DIR`, which must succeed without warnings.
+fn build(dir: &Path, target: Target) {
+    let out = ok(
+        run_for(
+            kiln_in(dir).args(["build", "-t", target.name()]),
+            BUILD_TIMEOUT,
+        ),
+        &format!("kiln build -t {} {}", target.name(), dir.display()),
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        !stderr.contains("warning:"),
+        "the generated crate has warnings:\n{stderr}"
+    );
+}
+
+/// `kiln run -t TARGET [EXTRA] DIR -- ARGS`.
+fn run(dir: &Path, target: Target, extra: &[&str], args: &[&str]) -> Output {
+    run_for(
+        kiln_in(dir)
+            .args(["run", "-t", target.name()])
+            .args(extra)
+            .arg("--")
+            .args(args),
+        RUN_TIMEOUT,
+    )
+}
+
+/// A unikernel crate in `dir` with `toml` and `lib_rs`, depending on
+/// kiln-devices (and `deps`, TOML lines).
+fn write_unikernel(dir: &Path, name: &str, toml: &str, lib_rs: &str, deps: &str) {
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    let devices = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-devices");
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+             [dependencies]\nkiln-devices = {{ path = {:?} }}\n{deps}\n[workspace]\n",
+            devices.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("unikernel.toml"), toml).unwrap();
+    std::fs::write(dir.join("src/lib.rs"), lib_rs).unwrap();
+}
+
+/// hello from `kiln new`: output, `--times`, `--help`, a bad argument,
+/// `--mem`; its tender has neither the net nor the block module.
+fn hello(target: Target) {
+    let test = format!("hello_on_{}", target.name());
+    if !can_run(target, &test) {
+        return;
+    }
+    let tmp = TempDir::new(&test);
+    ok(
+        run_for(kiln_in(&tmp.path).args(["new", "greeter"]), RUN_TIMEOUT),
+        "kiln new",
+    );
+    let dir = tmp.path.join("greeter");
+    build(&dir, target);
+    let image = dir.join(format!("dist/greeter.{}", target.name()));
+    let tender = dir.join(format!("dist/kiln-{}", target.name()));
+    assert!(image.is_file(), "no image at {}", image.display());
+    assert!(tender.is_file(), "no tender at {}", tender.display());
+
+    let out = ok(run(&dir, target, &[], &["--times", "2"]), "greeter");
+    assert_eq!(text(&out.stdout), "hello\nhello\n");
+    let out = ok(
+        run(&dir, target, &["--mem", "32"], &["--times=1"]),
+        "greeter --mem 32",
+    );
+    assert_eq!(text(&out.stdout), "hello\n");
+
+    let out = ok(run(&dir, target, &[], &["--help"]), "greeter --help");
+    let help = text(&out.stdout);
+    assert!(help.contains("greeter: Says hello a few times"), "{help}");
+    assert!(
+        help.contains("--times <u32>  How many times to say hello [default: 4]"),
+        "{help}"
+    );
+    assert!(!help.contains("--net"), "{help}");
+
+    let out = run(&dir, target, &[], &["--times=four"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(
+            "error: invalid value 'four' for --times: expected an unsigned integer (u32)"
+        ),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // The tender was built without modules: a device flag is refused,
+    // naming the module.
+    let out = run_for(
+        Command::new(&tender)
+            .arg("--net:service=tap0")
+            .arg("--")
+            .arg(&image),
+        RUN_TIMEOUT,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("without the net module"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // An image with a block device under that tender: refused, naming the
+    // device and the module.
+    let disk_dir = tmp.path.join("disky");
+    write_unikernel(
+        &disk_dir,
+        "disky",
+        "[unikernel]\nname = \"disky\"\nentry = \"start\"\n[devices.disk]\ntype = \"block\"\n",
+        "#![no_std]\npub async fn start(disk: impl kiln_devices::Block) { let _ = disk; }\n",
+        "",
+    );
+    ok(
+        run_for(
+            kiln_in(&disk_dir).args(["configure", "-t", target.name()]),
+            RUN_TIMEOUT,
+        ),
+        "configure disky",
+    );
+    build(&disk_dir, target);
+    let disk_image = disk_dir.join(format!("dist/disky.{}", target.name()));
+    let out = run_for(
+        Command::new(&tender).arg("--").arg(&disk_image),
+        RUN_TIMEOUT,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("device 'disk'") && stderr.contains("needs the block module"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn hello_on_hvt() {
+    hello(Target::Hvt);
+}
+
+#[test]
+fn hello_on_spt() {
+    hello(Target::Spt);
+}
+
+/// The exit code of the entry function is the tender's, through kiln.
+fn exit_codes(target: Target) {
+    let test = format!("exit_codes_on_{}", target.name());
+    if !can_run(target, &test) {
+        return;
+    }
+    let tmp = TempDir::new(&test);
+    let dir = tmp.path.join("codes");
+    write_unikernel(
+        &dir,
+        "codes",
+        "[unikernel]\nname = \"codes\"\nentry = \"start\"\n\n[devices.console]\ntype = \"console\"\n\n\
+         [arguments.code]\ntype = \"u8\"\ndoc = \"Exit code; 0 fails with a message\"\n",
+        "#![no_std]\nuse kiln_devices::Console;\n\n\
+         pub async fn start(console: impl Console, code: u8) -> Result<u8, &'static str> {\n\
+         \x20   let _ = console.log(\"exiting\");\n\
+         \x20   if code == 0 { Err(\"asked to fail\") } else { Ok(code) }\n}\n",
+        "",
+    );
+    build(&dir, target);
+    let out = run(&dir, target, &[], &["--code", "7"]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "exiting\n");
+    let out = run(&dir, target, &[], &["--code=0"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("error: asked to fail"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(&dir, target, &[], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("error: missing required argument --code <u8>"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn exit_codes_on_hvt() {
+    exit_codes(Target::Hvt);
+}
+
+#[test]
+fn exit_codes_on_spt() {
+    exit_codes(Target::Spt);
+}
+
+/// examples/clock: the monotonic and wall clocks and the random device.
+#[test]
+fn clock_on_hvt() {
+    if !can_run(Target::Hvt, "clock_on_hvt") {
+        return;
+    }
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    build(&examples.join("clock"), Target::Hvt);
+    let out = ok(
+        run(&examples.join("clock"), Target::Hvt, &[], &["--rolls", "5"]),
+        "clock",
+    );
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 7, "{stdout}");
+    let nanos: u64 = lines[0]
+        .strip_prefix("monotonic: ")
+        .and_then(|l| l.strip_suffix(" ns"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    // The guest's clock starts at boot: well under a minute has passed.
+    assert!(nanos < 60_000_000_000, "{stdout}");
+    let wall = lines[1].strip_prefix("wall: ").unwrap_or("");
+    assert!(
+        wall.len() == 24 && wall.ends_with('Z') && wall.get(..4).is_some_and(|y| y >= "2020"),
+        "{stdout}"
+    );
+    for (i, line) in lines[2..].iter().enumerate() {
+        let roll = line
+            .strip_prefix(&format!("roll {}: ", i + 1))
+            .unwrap_or("x");
+        assert!(
+            matches!(roll, "1" | "2" | "3" | "4" | "5" | "6"),
+            "{stdout}"
+        );
+    }
+}
+
+const STORES_TOML: &str = r#"[unikernel]
+name = "notes"
+entry = "start"
+
+[devices.console]
+type = "console"
+[devices.data]
+type = "block"
+[devices.notes]
+type = "kv_rw"
+block = "data"
+[devices.disk]
+type = "block"
+[devices.docs]
+type = "kv_ro"
+impl = "disk"
+block = "disk"
+[devices.baked]
+type = "kv_ro"
+source = "files"
+
+[arguments.key]
+type = "string"
+[arguments.value]
+type = "string"
+default = ""
+"#;
+
+const STORES_RS: &str = r#"#![no_std]
+extern crate alloc;
+use alloc::string::String;
+use kiln_devices::{Block, Console, KvError, KvRo, KvRw};
+
+pub async fn start(
+    console: impl Console,
+    data: impl Block,
+    notes: impl KvRw,
+    docs: impl KvRo,
+    baked: impl KvRo,
+    key: String,
+    value: String,
+) -> Result<(), KvError> {
+    if !value.is_empty() {
+        notes.set(&key, value.as_bytes()).await?;
+    }
+    let stored = notes.get(&key).await?;
+    let doc = docs.get("sub/hello.txt").await?;
+    let inside = baked.get("inside.txt").await?;
+    let _ = console.print(format_args!(
+        "{key}={} sectors={} doc={} baked={}\n",
+        core::str::from_utf8(&stored).unwrap_or("?"),
+        data.info().sectors,
+        core::str::from_utf8(&doc).unwrap_or("?"),
+        core::str::from_utf8(&inside).unwrap_or("?"),
+    ));
+    Ok(())
+}
+"#;
+
+/// A kv_rw on a block device keeps its writes across two runs; a disk
+/// kv_ro reads an image made by `kiln image`; a baked kv_ro beside them.
+fn stores(target: Target) {
+    let test = format!("stores_on_{}", target.name());
+    if !can_run(target, &test) {
+        return;
+    }
+    let tmp = TempDir::new(&test);
+    let dir = tmp.path.join("notes");
+    write_unikernel(&dir, "notes", STORES_TOML, STORES_RS, "");
+    std::fs::create_dir_all(dir.join("files")).unwrap();
+    std::fs::write(dir.join("files/inside.txt"), "in the image").unwrap();
+    std::fs::create_dir_all(tmp.path.join("docs/sub")).unwrap();
+    std::fs::write(tmp.path.join("docs/sub/hello.txt"), "from kiln image").unwrap();
+    let docs = tmp.path.join("docs.img");
+    ok(
+        run_for(
+            kiln_in(&tmp.path)
+                .arg("image")
+                .arg(tmp.path.join("docs"))
+                .arg(&docs),
+            RUN_TIMEOUT,
+        ),
+        "kiln image",
+    );
+    let data = tmp.path.join("data.img");
+    std::fs::write(&data, vec![0u8; 1 << 20]).unwrap();
+    build(&dir, target);
+
+    let flags = [
+        format!("--block:data={}", data.display()),
+        format!("--block:disk={}", docs.display()),
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        flags
+            .iter()
+            .cloned()
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    let args = with(&["--key=greeting", "--value=persisted"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = ok(run(&dir, target, &[], &args), "first run");
+    let expected = "greeting=persisted sectors=2048 doc=from kiln image baked=in the image\n";
+    assert_eq!(text(&out.stdout), expected);
+
+    // A second run reads what the first wrote.
+    let args = with(&["--key=greeting"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = ok(run(&dir, target, &[], &args), "second run");
+    assert_eq!(text(&out.stdout), expected);
+
+    // A key that was never set: the store's error, exit 1.
+    let args = with(&["--key=other"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(&dir, target, &[], &args);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("error: "),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A device left unattached: the tender refuses, naming it.
+    let out = run(&dir, target, &[], &[&flags[0], "--key=greeting"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("'disk'"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn stores_on_hvt() {
+    stores(Target::Hvt);
+}
+
+#[test]
+fn stores_on_spt() {
+    stores(Target::Spt);
+}
