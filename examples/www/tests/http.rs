@@ -91,6 +91,8 @@ struct MemStream {
     input: VecDeque<(Duration, Vec<u8>)>,
     end: End,
     output: Rc<RefCell<Vec<u8>>>,
+    /// The length of each write, in order.
+    writes: Rc<RefCell<Vec<usize>>>,
     shut: Rc<Cell<bool>>,
 }
 
@@ -103,6 +105,7 @@ impl MemStream {
                 .collect(),
             end,
             output: Rc::default(),
+            writes: Rc::default(),
             shut: Rc::default(),
         }
     }
@@ -134,6 +137,7 @@ impl TcpStream for MemStream {
             return Err(StackError::NotConnected);
         }
         self.output.borrow_mut().extend_from_slice(buf);
+        self.writes.borrow_mut().push(buf.len());
         Ok(buf.len())
     }
 
@@ -225,6 +229,51 @@ fn exchange(chunks: &[(u64, &[u8])], end: End, bodyless: &[bool]) -> (Vec<Resp>,
 
 fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes()
+}
+
+/// Regression: the head and the body went out in two writes, and over the
+/// host's sockets Nagle's algorithm held a small body back until the
+/// client's delayed ACK of the head (40 ms per keep-alive response). A
+/// response with a body up to 64 KiB is now one write; a larger one is
+/// still sent whole.
+#[test]
+fn small_responses_are_one_write() {
+    let big: &'static [u8] = Box::leak((0..100_000u32).map(|i| i as u8).collect());
+    let mut entries = vec![
+        Entry {
+            path: "big.bin",
+            data: big,
+            digest: [0; 32],
+        },
+        file!("index.html"),
+    ];
+    for e in &mut entries {
+        e.digest = digest_of(e.data);
+    }
+    let kv = Baked::new(Box::leak(entries.into_boxed_slice())).unwrap();
+    let mut script = get("/index.html");
+    script.extend(b"HEAD /index.html HTTP/1.1\r\nHost: test\r\n\r\n");
+    script.extend(get("/missing"));
+    script.extend(get("/big.bin"));
+    let stream = MemStream::new(&[(0, &script)], End::Close);
+    let (output, writes) = (stream.output.clone(), stream.writes.clone());
+    run(async move {
+        let mut stream = stream;
+        serve(&mut stream, &kv, &Limits::default()).await.unwrap();
+    });
+    let out = output.borrow();
+    let all = responses(&out, &[false, true, false, false]);
+    assert_eq!(
+        all.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [200, 200, 404, 200]
+    );
+    assert_eq!(all[0].body, INDEX);
+    assert_eq!(all[3].body, big);
+    let writes = writes.borrow();
+    // index.html, its HEAD and the 404 in one write each; big.bin's head,
+    // then its body.
+    assert_eq!(writes.len(), 5, "{writes:?}");
+    assert_eq!(writes[4], big.len(), "{writes:?}");
 }
 
 #[test]
