@@ -14,7 +14,10 @@
 //! Modules, from the bottom: `ustar` (the tar header format), `lock` (an
 //! async mutex serializing a store's device requests), [`tar`] (the
 //! read-only store), [`log`] (the read-write store), `image` (host side,
-//! `std` only).
+//! `std` only). Both stores parse device contents as untrusted input;
+//! `fuzz/` holds a fuzz target for each (`cargo +nightly fuzz run
+//! tar_open fuzz/corpus/tar_open fuzz/seeds/tar_open`, likewise
+//! `log_open`).
 //!
 //! # What generated code calls
 //!
