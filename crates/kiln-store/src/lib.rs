@@ -6,7 +6,8 @@
 //! - [`TarStore`] implements [`KvRo`](kiln_devices::KvRo) over a **tar
 //!   archive** written to the device: the `disk` implementation of a
 //!   `kv_ro` device. Tar because every tool can make and inspect it
-//!   (`tar -tvf disk.img`, `tar -C htdocs --format=pax -cf disk.img .`);
+//!   (`tar -tvf disk.img`; `tar -C htdocs --format=pax -cf disk.img .`
+//!   then `truncate -s %4096 disk.img` to round it up to whole sectors);
 //!   `image::make_image` (feature `std`) makes a deterministic one.
 //! - [`LogStore`] implements [`KvRw`](kiln_devices::KvRw): a crash-safe
 //!   log of checksummed records, compacted between two regions.
