@@ -23,6 +23,13 @@ use crate::stack::{Shared, State, smol_now};
 /// Frames handled per wake-up before the driver lets other tasks run.
 const RX_BUDGET: usize = 256;
 
+/// Frames sent per wake-up before the driver reads again. Many connections
+/// with open windows can make one egress pass thousands of frames long;
+/// the peer's acknowledgements pile up meanwhile, and a tap queues only
+/// 1000 frames toward us (its txqueuelen) and drops the rest, SYNs and
+/// requests included: those cost the peer a retransmission timeout.
+const TX_BUDGET: u64 = 128;
+
 /// The driver task's future. It never completes: the stack lives as long
 /// as the runtime.
 pub(crate) struct Driver<N> {
@@ -88,8 +95,13 @@ impl<N: NetworkInterface> Driver<N> {
         }
         // Router advertisements just processed become addresses here.
         state.iface.poll_maintenance(now);
+        let sent_before = device.stats.tx_frames;
         loop {
             state.poll_dhcp();
+            if device.stats.tx_frames.wrapping_sub(sent_before) >= TX_BUDGET {
+                budget_left = false;
+                break;
+            }
             // Bounded: each call sends at most one packet per socket.
             if state
                 .iface
