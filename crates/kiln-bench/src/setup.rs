@@ -157,7 +157,7 @@ impl Env {
         let root = self.workspace.join("Cargo.toml");
         let root_text =
             std::fs::read_to_string(&root).map_err(|e| BenchError::io("read", &root, e))?;
-        let out = standalone_manifest(&text, &root_text, &self.workspace)?;
+        let out = standalone_manifest(&text, &root_text, &self.workspace, &from)?;
         std::fs::write(&manifest, out).map_err(|e| BenchError::io("write", &manifest, e))?;
         Ok(to)
     }
@@ -185,8 +185,15 @@ fn inherits(item: &Item) -> bool {
         == Some(true)
 }
 
-/// Rewrites a member crate's manifest into one that builds on its own.
-fn standalone_manifest(text: &str, root: &str, workspace: &Path) -> Result<String, BenchError> {
+/// Rewrites the manifest of the member crate in `crate_dir` into one that
+/// builds on its own anywhere: inherited fields filled in, path
+/// dependencies absolute.
+fn standalone_manifest(
+    text: &str,
+    root: &str,
+    workspace: &Path,
+    crate_dir: &Path,
+) -> Result<String, BenchError> {
     let bad = |what: &str, e: &dyn std::fmt::Display| {
         BenchError::Setup(format!("cannot read {what} as TOML: {e}"))
     };
@@ -255,6 +262,15 @@ fn standalone_manifest(text: &str, root: &str, workspace: &Path) -> Result<Strin
                 table.insert("features", features.clone());
             }
             deps.insert(&key, Item::Value(table.into()));
+        }
+        for (_, dep) in deps.iter_mut() {
+            if let Some(t) = dep.as_table_like_mut()
+                && let Some(path) = t.get("path").and_then(Item::as_str)
+                && Path::new(path).is_relative()
+            {
+                let abs = crate_dir.join(path).display().to_string();
+                t.insert("path", toml_edit::value(abs));
+            }
         }
     }
     for section in ["dev-dependencies", "lints", "bench", "test", "example"] {
@@ -339,6 +355,7 @@ impl Built {
             a.push(tender.as_os_str().to_owned());
             a.extend(mem.map(|m| OsString::from(format!("--mem={m}"))));
             a.extend(net);
+            a.push("--".into());
             a.push(self.image.as_os_str().to_owned());
         } else {
             a.push(self.image.as_os_str().to_owned());
@@ -380,10 +397,21 @@ pub fn diagnostic(stderr: &str) -> String {
             _ => break,
         }
     }
-    if msg.is_empty() {
-        tail(stderr, 300)
-    } else {
-        msg
+    if !msg.is_empty() {
+        return msg;
+    }
+    // Not a kiln diagnostic: cargo's first error, else the end.
+    match stderr.lines().position(|l| l.starts_with("error")) {
+        Some(i) => tail(
+            &stderr
+                .lines()
+                .skip(i)
+                .take(8)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            300,
+        ),
+        None => tail(stderr, 300),
     }
 }
 
@@ -454,4 +482,83 @@ pub fn build(env: &Env, dir: &Path, variant: Variant, net: bool) -> Availability
         tender,
         unrunnable,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_manifest_builds_on_its_own() {
+        let root = "[workspace]\nmembers = []\n[workspace.package]\nversion = \"0.3.0\"\nedition = \"2024\"\n\
+                    [workspace.dependencies]\nkiln-devices = { path = \"crates/kiln-devices\" }\n\
+                    libc = \"0.2\"\n";
+        let member = "[package]\nname = \"hello\"\nversion.workspace = true\nedition.workspace = true\n\n\
+                      [dependencies]\nkiln-devices.workspace = true\nlibc = { workspace = true, features = [\"std\"] }\n\
+                      kiln-rt = { path = \"../../crates/kiln-rt\" }\n\n\
+                      [dev-dependencies]\nkiln-unix = { path = \"../../crates/kiln-unix\" }\n\n\
+                      [lints]\nworkspace = true\n";
+        let out = standalone_manifest(
+            member,
+            root,
+            Path::new("/ws"),
+            Path::new("/ws/examples/hello"),
+        )
+        .unwrap();
+        let doc: DocumentMut = out.parse().unwrap();
+        assert_eq!(doc["package"]["version"].as_str(), Some("0.3.0"));
+        assert_eq!(doc["package"]["edition"].as_str(), Some("2024"));
+        let deps = &doc["dependencies"];
+        assert_eq!(
+            deps["kiln-devices"]["path"].as_str(),
+            Some("/ws/crates/kiln-devices")
+        );
+        assert_eq!(deps["libc"]["version"].as_str(), Some("0.2"));
+        assert_eq!(
+            deps["libc"]["features"].as_array().map(|a| a.len()),
+            Some(1)
+        );
+        assert_eq!(
+            deps["kiln-rt"]["path"].as_str(),
+            Some("/ws/examples/hello/../../crates/kiln-rt")
+        );
+        assert!(doc.get("dev-dependencies").is_none());
+        assert!(doc.get("lints").is_none());
+        assert!(doc.get("workspace").is_some());
+    }
+
+    #[test]
+    fn diagnostic_takes_the_main_message() {
+        let stderr = "  × the hvt target is not yet supported: a\n  │ b\n  hint: c\n";
+        assert_eq!(
+            diagnostic(stderr),
+            "the hvt target is not yet supported: a b"
+        );
+        let cargo = "   Compiling x\nerror[E0433]: cannot find crate\n  --> src/lib.rs:1:1\n";
+        assert!(diagnostic(cargo).starts_with("error[E0433]: cannot find crate"));
+    }
+
+    #[test]
+    fn tender_command_lines() {
+        let b = Built {
+            variant: Variant::Hvt,
+            image: "/d/www.hvt".into(),
+            tender: Some("/d/kiln-hvt".into()),
+            unrunnable: None,
+        };
+        assert_eq!(
+            exec::show(&b.argv(Some(8), Some("tap0"), &["--port=80".into()])),
+            "/d/kiln-hvt --mem=8 --net:service=tap0 -- /d/www.hvt --port=80"
+        );
+        let u = Built {
+            variant: Variant::UnixDirect,
+            image: "/d/www.unix".into(),
+            tender: None,
+            unrunnable: None,
+        };
+        assert_eq!(
+            exec::show(&u.argv(None, Some("tap0"), &["--port=80".into()])),
+            "/d/www.unix --net:service=tap0 --port=80"
+        );
+    }
 }
