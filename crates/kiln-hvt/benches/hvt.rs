@@ -5,6 +5,7 @@
 //! cargo build --release -p kiln-hvt --example bare-kvm
 //! cargo bench -p kiln-hvt --bench hvt                      # boot and net
 //! cargo bench -p kiln-hvt --bench hvt -- boot [IMAGE [ARGS...]]
+//! cargo bench -p kiln-hvt --bench hvt -- cmds 'CMD ARGS' ...  # beside bare-kvm
 //! cargo bench -p kiln-hvt --bench hvt -- exits
 //! cargo bench -p kiln-hvt --bench hvt -- net
 //! cargo bench -p kiln-hvt --bench hvt -- write-guests DIR  # for hyperfine
@@ -203,22 +204,42 @@ fn boot(extra: &[String]) -> BenchResult<()> {
     let dir = support::TempDir::new();
     let halt = dir.write("halt.hvt", &halt_guest().build());
     let tender = tender().display().to_string();
-    let mut cases: Vec<(String, Vec<String>)> = vec![
-        ("bare-kvm".into(), vec![bare_kvm()?.display().to_string()]),
-        (
-            "kiln-hvt --mem=512 halt.hvt".into(),
-            vec![
-                tender.clone(),
-                "--mem=512".into(),
-                halt.display().to_string(),
-            ],
-        ),
-    ];
+    let mut cases: Vec<(String, Vec<String>)> = vec![(
+        "kiln-hvt --mem=512 halt.hvt".into(),
+        vec![
+            tender.clone(),
+            "--mem=512".into(),
+            halt.display().to_string(),
+        ],
+    )];
     if let Some((image, args)) = extra.split_first() {
         let mut argv = vec![tender, "--mem=512".into(), image.clone()];
         argv.extend(args.iter().cloned());
         cases.push((format!("kiln-hvt --mem=512 {}", extra.join(" ")), argv));
     }
+    interleaved(cases)
+}
+
+/// `cmds CMD...`: each CMD (split at spaces) timed beside the baseline.
+fn cmds(list: &[String]) -> BenchResult<()> {
+    if list.is_empty() {
+        return Err("cmds needs commands, e.g. 'kiln-hvt --mem=512 hello.hvt'".into());
+    }
+    let cases = list
+        .iter()
+        .map(|c| (c.clone(), c.split_whitespace().map(String::from).collect()))
+        .collect();
+    interleaved(cases)
+}
+
+/// Runs the baseline and `cases` in turn, `KILN_BENCH_RUNS` rounds, and
+/// prints each one's medians beside the baseline's.
+fn interleaved(cases: Vec<(String, Vec<String>)>) -> BenchResult<()> {
+    let mut cases = cases;
+    cases.insert(
+        0,
+        ("bare-kvm".into(), vec![bare_kvm()?.display().to_string()]),
+    );
     let runs = env_count("KILN_BENCH_RUNS", 30).max(1);
     // Warm the page cache and KVM once per case.
     for (_, argv) in &cases {
@@ -445,13 +466,14 @@ fn main() -> ExitCode {
         None => boot(&[]).and_then(|()| exits()).and_then(|()| net()),
         Some("boot") => boot(&args[1..]),
         Some("exits") => exits(),
+        Some("cmds") => cmds(&args[1..]),
         Some("net") => net(),
         Some("write-guests") => match args.get(1) {
             Some(dir) => write_guests(dir),
             None => Err("write-guests needs a directory".into()),
         },
         Some(other) => Err(format!(
-            "unknown benchmark {other}; hint: boot, exits, net or write-guests DIR"
+            "unknown benchmark {other}; hint: boot, cmds, exits, net or write-guests DIR"
         )),
     };
     match result {
