@@ -521,3 +521,280 @@ fn stores_on_hvt() {
 fn stores_on_spt() {
     stores(Target::Spt);
 }
+
+/// Whether network namespace tests can run here; says why not.
+fn can_use_namespaces(test: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata("/proc/self").map_or(true, |m| m.uid() != 0) {
+        skip(test, "needs root for a network namespace and a tap");
+        return false;
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        skip(test, "/dev/net/tun is absent");
+        return false;
+    }
+    for tool in ["ip", "curl"] {
+        if Command::new(tool).arg("-V").output().is_err() {
+            skip(test, &format!("`{tool}` is not installed"));
+            return false;
+        }
+    }
+    true
+}
+
+/// A network namespace with a tap `tap0` whose host side is 10.0.0.1/24;
+/// deleted on drop, with everything inside it.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("kiln-e2e-{}-{tag}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name]);
+        let ns = Netns(name);
+        ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        ns.exec_ok(&["ip", "tuntap", "add", "dev", "tap0", "mode", "tap"]);
+        ns.exec_ok(&["ip", "addr", "add", "10.0.0.1/24", "dev", "tap0"]);
+        ns.exec_ok(&["ip", "link", "set", "tap0", "up"]);
+        ns
+    }
+
+    /// `ip netns exec NAME` followed by `program`.
+    fn exec(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.0]).arg(program);
+        cmd
+    }
+
+    fn exec_ok(&self, args: &[&str]) {
+        ok(
+            run_for(self.exec(args[0]).args(&args[1..]), RUN_TIMEOUT),
+            &args.join(" "),
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+fn ip(args: &[&str]) {
+    ok(
+        run_for(Command::new("ip").args(args), RUN_TIMEOUT),
+        &format!("ip {}", args.join(" ")),
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// examples/www copied to `dir` as a crate of its own, its unikernel.toml
+/// with a block device `disk` that `htdocs` reads with `--kv-ro disk`.
+fn www_copy(dir: &Path) -> PathBuf {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/www");
+    copy_dir(&example.join("src"), &dir.join("src"));
+    copy_dir(&example.join("htdocs"), &dir.join("htdocs"));
+    let toml = std::fs::read_to_string(example.join("unikernel.toml")).unwrap();
+    assert!(toml.contains("impl = \"baked\"\n"), "{toml}");
+    let toml = toml.replace("impl = \"baked\"\n", "impl = \"baked\"\nblock = \"disk\"\n")
+        + "\n[devices.disk]\ntype = \"block\"\n";
+    std::fs::write(dir.join("unikernel.toml"), toml).unwrap();
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"www\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+             [dependencies]\nkiln-devices = {{ path = {:?} }}\nkiln-rt = {{ path = {:?} }}\n\
+             httparse = {{ version = \"1.10\", default-features = false }}\n\
+             thiserror = {{ version = \"2\", default-features = false }}\n\n[workspace]\n",
+            crates.join("kiln-devices").display().to_string(),
+            crates.join("kiln-rt").display().to_string(),
+        ),
+    )
+    .unwrap();
+    example.join("htdocs")
+}
+
+/// Serves www in a namespace with `kiln run -t TARGET` (`extra` device
+/// flags) and fetches pages with curl, comparing them byte for byte with
+/// the files of `htdocs`.
+fn serve_and_fetch(ns: &Netns, dir: &Path, target: &str, extra: &[String], htdocs: &Path) {
+    let log = dir.join(format!("www-{target}.log"));
+    let log_file = std::fs::File::create(&log).unwrap();
+    let mut cmd = ns.exec(env!("CARGO_BIN_EXE_kiln"));
+    cmd.env("KILN_TARGET_DIR", shared_target_dir())
+        .env("NO_COLOR", "1")
+        .args(["run", "-t", target])
+        .arg(dir)
+        .args([
+            "--",
+            "--net:service=tap0",
+            "--ipv4=10.0.0.2/24",
+            "--port=8080",
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file);
+    let mut server = ChildGuard(cmd.spawn().expect("start kiln run"));
+    let fetch = |path: &str| {
+        run_for(
+            ns.exec("curl")
+                .args(["-sS", "--fail", "--max-time", "5"])
+                .arg(format!("http://10.0.0.2:8080{path}")),
+            RUN_TIMEOUT,
+        )
+    };
+    // The first answer may wait for `kiln run` (its build step waits for
+    // the builds of other tests sharing the target directory), for the
+    // guest to boot and for ARP.
+    let start = Instant::now();
+    let first = loop {
+        let out = fetch("/index.html");
+        if out.status.success() {
+            break out.stdout;
+        }
+        if let Ok(Some(status)) = server.0.try_wait() {
+            panic!(
+                "www on {target} exited with {status}:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(
+            start.elapsed() < BUILD_TIMEOUT,
+            "www on {target} did not answer within {BUILD_TIMEOUT:?}: {}\n--- its output\n{}",
+            text(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        first == std::fs::read(htdocs.join("index.html")).unwrap(),
+        "/index.html differs from the file"
+    );
+    for path in ["/img/kiln.png", "/docs/http.html", "/css/site.css"] {
+        let out = ok(fetch(path), &format!("curl {path} from www on {target}"));
+        assert!(
+            out.stdout == std::fs::read(htdocs.join(&path[1..])).unwrap(),
+            "{path} differs from the file"
+        );
+    }
+    let out = fetch("/missing");
+    assert!(!out.status.success(), "a missing page was served");
+    let _ = server.0.kill();
+    let _ = server.0.wait();
+}
+
+/// www on a Solo5 target, in a namespace: baked, then from a disk image.
+fn www(target: Target) {
+    let test = format!("www_on_{}_in_a_namespace", target.name());
+    if !can_run(target, &test) || !can_use_namespaces(&test) {
+        return;
+    }
+    let tmp = TempDir::new(&test);
+    let dir = tmp.path.join("www");
+    let htdocs = www_copy(&dir);
+    build(&dir, target);
+    let ns = Netns::new(target.name());
+    serve_and_fetch(&ns, &dir, target.name(), &[], &htdocs);
+
+    // The same crate, its htdocs read from an image made by kiln image.
+    let image = tmp.path.join("htdocs.img");
+    ok(
+        run_for(
+            kiln_in(&tmp.path).arg("image").arg(&htdocs).arg(&image),
+            RUN_TIMEOUT,
+        ),
+        "kiln image",
+    );
+    ok(
+        run_for(
+            kiln_in(&dir).args(["configure", "-t", target.name(), "--kv-ro", "disk"]),
+            RUN_TIMEOUT,
+        ),
+        "configure --kv-ro disk",
+    );
+    build(&dir, target);
+    let flag = format!("--block:disk={}", image.display());
+    serve_and_fetch(&ns, &dir, target.name(), &[flag], &htdocs);
+}
+
+#[test]
+fn www_on_hvt_in_a_namespace() {
+    www(Target::Hvt);
+}
+
+#[test]
+fn www_on_spt_in_a_namespace() {
+    www(Target::Spt);
+}
+
+/// www on unix with the direct stack over a tap, its htdocs from a disk
+/// image made by kiln image.
+#[test]
+fn www_direct_from_a_disk_image_on_unix() {
+    let test = "www_direct_from_a_disk_image_on_unix";
+    if !can_use_namespaces(test) {
+        return;
+    }
+    let tmp = TempDir::new(test);
+    let dir = tmp.path.join("www");
+    let htdocs = www_copy(&dir);
+    let image = tmp.path.join("htdocs.img");
+    ok(
+        run_for(
+            kiln_in(&tmp.path).arg("image").arg(&htdocs).arg(&image),
+            RUN_TIMEOUT,
+        ),
+        "kiln image",
+    );
+    ok(
+        run_for(
+            kiln_in(&dir).args(["configure", "--net", "direct", "--kv-ro", "disk"]),
+            RUN_TIMEOUT,
+        ),
+        "configure --net direct --kv-ro disk",
+    );
+    ok(
+        run_for(kiln_in(&dir).arg("build"), BUILD_TIMEOUT),
+        "kiln build",
+    );
+    // --help lists the stack's flags.
+    let out = ok(
+        run_for(
+            Command::new(dir.join("dist/www.unix")).arg("--help"),
+            RUN_TIMEOUT,
+        ),
+        "www --help",
+    );
+    let help = text(&out.stdout);
+    assert!(help.contains("--ipv4=ADDR/PREFIX"), "{help}");
+    assert!(help.contains("--no-dhcp"), "{help}");
+    assert!(help.contains("--block:disk=PATH"), "{help}");
+    // A bad stack argument: exit 2 with the stack's message.
+    let out = run_for(
+        Command::new(dir.join("dist/www.unix")).arg("--ipv4=10.0.0.2"),
+        RUN_TIMEOUT,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).starts_with("error: invalid value '10.0.0.2' for --ipv4"),
+        "{}",
+        text(&out.stderr)
+    );
+    let ns = Netns::new("unix");
+    let flag = format!("--block:disk={}", image.display());
+    serve_and_fetch(&ns, &dir, "unix", &[flag], &htdocs);
+}
