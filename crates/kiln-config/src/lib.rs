@@ -12,7 +12,9 @@
 //!   of implementations per target);
 //! - [`entry`]: reading the unikernel crate with `syn` and matching the entry
 //!   function's parameters to devices and arguments;
-//! - [`codegen`]: one backend per target writes the generated crate;
+//! - [`codegen`]: one backend per target writes the generated crate
+//!   (`unix` over kiln-unix, `solo5` for hvt and spt over kiln-solo5), the
+//!   `main.rs` of both from one generator (`codegen::program`);
 //! - [`describe`]: the resolved graph as text or Graphviz;
 //! - [`project`]: the paths of a unikernel directory and the `configure`
 //!   step that ties the layers together.

@@ -798,3 +798,44 @@ fn www_direct_from_a_disk_image_on_unix() {
     let flag = format!("--block:disk={}", image.display());
     serve_and_fetch(&ns, &dir, "unix", &[flag], &htdocs);
 }
+
+/// A no_std unikernel whose dependency needs std cannot be built for the
+/// Solo5 targets: kiln says so after cargo's messages.
+#[test]
+fn a_dependency_needing_std_is_named_on_hvt() {
+    let tmp = TempDir::new("needs-std");
+    let dep = tmp.path.join("uses-std");
+    std::fs::create_dir_all(dep.join("src")).unwrap();
+    std::fs::write(
+        dep.join("Cargo.toml"),
+        "[package]\nname = \"uses-std\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dep.join("src/lib.rs"),
+        "pub fn name() -> String { std::env::args().next().unwrap_or_default() }\n",
+    )
+    .unwrap();
+    let dir = tmp.path.join("app");
+    write_unikernel(
+        &dir,
+        "app",
+        "[unikernel]\nname = \"app\"\nentry = \"start\"\n[devices.console]\ntype = \"console\"\n",
+        "#![no_std]\npub async fn start(console: impl kiln_devices::Console) {\n\
+         \x20   let _ = (console, uses_std::name);\n}\n",
+        &format!("uses-std = {{ path = {:?} }}\n", dep.display().to_string()),
+    );
+    let out = run_for(kiln_in(&dir).args(["build", "-t", "hvt"]), BUILD_TIMEOUT);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "error: cargo failed to build app for hvt; the unikernel crate `app` or one of its dependencies needs std"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: make the crate #![no_std]"),
+        "{stderr}"
+    );
+}
