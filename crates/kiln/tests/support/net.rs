@@ -63,7 +63,9 @@ pub fn shared_target_dir() -> PathBuf {
 
 /// Says loudly that a test is skipped, and fails instead under `CI=true`.
 pub fn skip(test: &str, why: &str) {
-    eprintln!("SKIPPED {test}: {why}");
+    // Written to stderr itself, not through `eprintln!`, which the test
+    // harness captures and shows only for failing tests.
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
     assert!(
         std::env::var("CI").as_deref() != Ok("true"),
         "{test}: skipping is not allowed with CI=true: {why}"
