@@ -227,7 +227,9 @@ impl Epoll {
     pub fn new() -> io::Result<Self> {
         let set = Self::with_mode(TimeoutMode::Pwait2)?;
         match set.wait_pwait2(0) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            // ENOSYS: before Linux 5.11; EPERM: a container's seccomp
+            // profile that predates the call.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
                 Self::with_mode(TimeoutMode::Timerfd)
             }
             _ => Ok(set),
