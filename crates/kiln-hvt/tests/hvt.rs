@@ -642,6 +642,62 @@ fn net_write_poll_and_read_over_an_inherited_socket() {
     assert_eq!(run.stdout, expected, "{run:?}");
 }
 
+/// A POLL with a zero timeout must still report a device that is ready
+/// (the tender waits with `epoll_pwait2` and a zero `timespec`).
+#[cfg(feature = "net")]
+#[test]
+fn zero_timeout_poll_reports_a_ready_device() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixDatagram;
+    use std::time::Duration;
+
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let (host, guest_end) = UnixDatagram::pair().unwrap();
+    host.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // SAFETY: F_SETFD on a descriptor this test owns only clears CLOEXEC.
+    let ret = unsafe { libc::fcntl(guest_end.as_raw_fd(), libc::F_SETFD, 0) };
+    assert_eq!(ret, 0);
+
+    let mut g = Guest::with_devices([MftEntry::net("service")]);
+    let frame = g.data(&[0x11u8; 60]);
+    let words = |g: &mut Guest, w: &[u64]| {
+        let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
+        g.data(&bytes)
+    };
+    let w = words(&mut g, &[1, frame, 60, 0]);
+    let wait = words(&mut g, &[5_000_000_000, 0, 0]);
+    let now = words(&mut g, &[0, u64::MAX, u64::MAX]);
+    // Send a frame, wait for the answer, then poll again without waiting:
+    // the answer is still unread, so the handle must be reported.
+    g.hypercall(6, w)
+        .hypercall(3, wait)
+        .hypercall(3, now)
+        .puts_at(now + 8, 12)
+        .halt(0);
+    let path = dir.write("poll0.hvt", &g.build());
+    let child = support::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_kiln-hvt"))
+            .arg(format!("--net:service=@{}", guest_end.as_raw_fd()))
+            .arg(&path),
+    );
+    drop(guest_end);
+    let mut got = [0u8; 128];
+    let n = host.recv(&mut got).expect("frame from the guest");
+    assert_eq!(n, 60);
+    host.send(b"answer").unwrap();
+    let run = support::finish(child);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let expected = [2u64.to_le_bytes().as_slice(), &1i32.to_le_bytes()].concat();
+    assert_eq!(
+        run.stdout, expected,
+        "ready_set and ret of the zero-timeout POLL"
+    );
+}
+
 #[cfg(not(feature = "net"))]
 #[test]
 fn manifest_needing_a_compiled_out_module_is_refused() {
