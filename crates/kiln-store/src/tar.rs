@@ -498,7 +498,9 @@ impl<B: Block> TarStore<B> {
         let size = self.sector_size;
         let mut at = file.offset + from;
         let end = at + len;
-        let mut buf = vec![0u8; CHUNK.max(size as usize)];
+        // No bigger than the sectors spanned: most files are small.
+        let spanned = (end - (at / size) * size).next_multiple_of(size);
+        let mut buf = vec![0u8; spanned.min(CHUNK.max(size as usize) as u64) as usize];
         while at < end {
             let sector = at / size;
             let base = sector * size;
