@@ -3,9 +3,10 @@
 //!
 //! Each time it is woken (a frame arrived, the interface can send again, a
 //! socket handle queued work, or smoltcp's next timer is due) it drains
-//! every pending frame from the interface into smoltcp, lets smoltcp send,
-//! and goes back to sleep until the earliest of those events. It never
-//! polls on a timer of its own.
+//! every pending frame from the interface into smoltcp, lets smoltcp send
+//! (reading again after at most [`TX_BUDGET`] frames), and goes back to
+//! sleep until the earliest of those events. It never polls on a timer of
+//! its own.
 
 use alloc::rc::Rc;
 use alloc::vec;
