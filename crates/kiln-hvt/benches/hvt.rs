@@ -1,9 +1,10 @@
 //! kiln-hvt benchmarks (`harness = false`): boot time beside the bare KVM
-//! baseline, and network round trips through an echo guest.
+//! baseline, the cost of one exit, POLL timeouts, and network frames
+//! through an echo guest.
 //!
 //! ```text
 //! cargo build --release -p kiln-hvt --example bare-kvm
-//! cargo bench -p kiln-hvt --bench hvt                      # boot and net
+//! cargo bench -p kiln-hvt --bench hvt                      # boot, exits, net
 //! cargo bench -p kiln-hvt --bench hvt -- boot [IMAGE [ARGS...]]
 //! cargo bench -p kiln-hvt --bench hvt -- cmds 'CMD ARGS' ...  # beside bare-kvm
 //! cargo bench -p kiln-hvt --bench hvt -- exits
@@ -14,14 +15,14 @@
 //! `boot` runs, interleaved so that they share the machine's load, the
 //! `bare-kvm` example (open /dev/kvm, one VM, one vCPU, two instructions),
 //! `kiln-hvt --mem=512` on a guest that halts at once, and IMAGE with ARGS
-//! if given (e.g. a hello image); it prints each one's median and minimum
-//! wall time and the ratio of medians to the baseline. `exits` times one
-//! exit: a guest making 20000 POLL hypercalls with a zero timeout against
-//! one making a single one, and the time a POLL with a 100 us timeout
-//! takes. `net` attaches an
-//! echo guest to one end of a datagram socket pair (`--net:service=@FD`)
-//! and times frames sent from the other end: one in flight (round-trip
-//! latency) and a window of 8 (frames per second).
+//! if given (e.g. a hello image); `cmds` does the same for any commands.
+//! Each prints the median wall and CPU (user + system) times and their
+//! ratios to the baseline's. `exits` times one exit (a guest making 20000
+//! POLL hypercalls with a zero timeout against one making a single one)
+//! and a POLL with a 100 us timeout. `net` attaches an echo guest to one
+//! end of a datagram socket pair (`--net:service=@FD`) and times frames
+//! sent from the other end: one in flight (round-trip latency) and a
+//! window of 8 (frames per second), with the tender's CPU time per frame.
 //!
 //! Environment: `KILN_BENCH_RUNS` (boot runs, default 30),
 //! `KILN_BENCH_FRAMES` (frames per net case, default 20000),
