@@ -16,6 +16,14 @@ fn about(section: &str) -> &'static str {
              open /dev/kvm, one VM, one vCPU, two instructions). hvt is read against bare-kvm, the \
              others against the static program. One untimed warm-up run per case."
         }
+        "hvt" => {
+            "The tender's own costs, from kiln-hvt's benchmark harness (`cargo bench -p kiln-hvt \
+             --bench hvt`, hand-made guests): `kiln-hvt --mem=512` on an image that halts at once, \
+             interleaved with bare-kvm; one VM exit (a loop of POLLs with a zero timeout, wall and \
+             CPU per exit); a POLL with a 100 us timeout, all told; frames echoed by a guest over a \
+             datagram socket pair (one in flight = round trip, or a window of 8), with the \
+             tender's CPU per frame."
+        }
         "size" => {
             "Sizes of stripped copies (`strip`) of the images `kiln build` makes and of the tenders \
              it builds beside them (with only the modules the unikernel needs: none for hello, net \

@@ -264,7 +264,7 @@ fn tree(pid: u32) -> Vec<u32> {
 impl Drop for Service {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            for pid in tree(self.child.id()).into_iter().rev().skip(0) {
+            for pid in tree(self.child.id()).into_iter().rev() {
                 if pid != self.child.id() {
                     kill_pid(pid);
                 }

@@ -41,7 +41,7 @@ struct Args {
     /// figure is produced and sane
     #[arg(long)]
     quick: bool,
-    /// Run only these sections (boot, size, memory, network, build)
+    /// Run only these sections (boot, hvt, size, memory, network, build)
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     only: Vec<String>,
     /// Print the results as JSON on stdout
@@ -73,7 +73,7 @@ fn prepare(env: Env, counts: Counts, sections: &[&str]) -> Prepared {
     } else {
         Err("not needed".into())
     };
-    let bare_kvm = if wants("boot") || wants("size") {
+    let bare_kvm = if wants("boot") || wants("size") || wants("hvt") {
         progress("building kiln-hvt's bare-kvm example");
         env.build_bare_kvm().map_err(|e| e.to_string())
     } else {
@@ -182,6 +182,7 @@ fn main() -> ExitCode {
     for section in &sections {
         let new = match *section {
             "boot" => sections::boot::run(&prepared),
+            "hvt" => sections::hvt::run(&prepared),
             "size" => sections::size::run(&prepared),
             "memory" => sections::memory::run(&prepared),
             "network" => sections::network::run(&prepared),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 /// The benchmark sections, in the order they run.
-pub const SECTIONS: [&str; 5] = ["boot", "size", "memory", "network", "build"];
+pub const SECTIONS: [&str; 6] = ["boot", "hvt", "size", "memory", "network", "build"];
 
 /// A figure a row compares against, measured in the same run.
 #[derive(Debug, Clone, Serialize)]

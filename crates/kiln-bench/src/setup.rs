@@ -64,7 +64,8 @@ impl Env {
         self.work.join("unikernels")
     }
 
-    fn cargo_build(&self, extra: &[&str]) -> Result<(), BenchError> {
+    /// `cargo build --release` of `extra` in the workspace.
+    pub fn cargo_build(&self, extra: &[&str]) -> Result<(), BenchError> {
         let mut a = argv([self.cargo.as_os_str()]);
         a.extend(argv(["build", "--release", "--quiet", "--manifest-path"]));
         a.push(self.workspace.join("Cargo.toml").into());

@@ -83,7 +83,7 @@ pub fn run(p: &Prepared) -> Vec<Row> {
             ),
             Err(row) => Case {
                 variant: None,
-                row,
+                row: *row,
                 argv: None,
                 samples: Vec::new(),
             },

@@ -83,7 +83,7 @@ pub fn run(p: &Prepared) -> Vec<Row> {
         let built = match runnable(a, SECTION, "www peak RSS under wrk", *variant, "MiB") {
             Ok(b) => b,
             Err(row) => {
-                rows.push(row);
+                rows.push(*row);
                 continue;
             }
         };
@@ -99,7 +99,7 @@ pub fn run(p: &Prepared) -> Vec<Row> {
             let built = match runnable(a, SECTION, &name, *variant, "MiB") {
                 Ok(b) => b,
                 Err(row) => {
-                    rows.push(row);
+                    rows.push(*row);
                     continue;
                 }
             };

@@ -3,6 +3,7 @@
 
 pub mod boot;
 pub mod build;
+pub mod hvt;
 pub mod memory;
 pub mod network;
 pub mod size;
@@ -83,8 +84,8 @@ pub fn ready<'a>(
     name: &str,
     variant: Variant,
     unit: &'static str,
-) -> Result<&'a Built, Row> {
-    let missing = |status| Row::missing(section, name, variant.name(), unit, status);
+) -> Result<&'a Built, Box<Row>> {
+    let missing = |status| Box::new(Row::missing(section, name, variant.name(), unit, status));
     match a {
         Availability::Ready(b) => Ok(b),
         Availability::Missing(why) => Err(missing(Status::NotAvailable(why.clone()))),
@@ -99,16 +100,16 @@ pub fn runnable<'a>(
     name: &str,
     variant: Variant,
     unit: &'static str,
-) -> Result<&'a Built, Row> {
+) -> Result<&'a Built, Box<Row>> {
     let b = ready(a, section, name, variant, unit)?;
     match &b.unrunnable {
-        Some(why) => Err(Row::missing(
+        Some(why) => Err(Box::new(Row::missing(
             section,
             name,
             variant.name(),
             unit,
             Status::NotAvailable(why.clone()),
-        )),
+        ))),
         None => Ok(b),
     }
 }

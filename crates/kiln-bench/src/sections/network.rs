@@ -78,6 +78,7 @@ pub fn start_www(
 }
 
 /// What wrk measured.
+#[derive(Debug)]
 pub struct Wrk {
     /// Requests per second.
     pub rps: f64,
@@ -117,6 +118,17 @@ fn parse_wrk(out: &str) -> Result<Wrk, BenchError> {
             .find_map(|l| l.strip_prefix(prefix))
             .map(str::trim)
     };
+    let requests = out
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse::<u64>().ok())
+        .ok_or_else(|| bad("the request count"))?;
+    if requests == 0 {
+        let errors = field("Socket errors:").unwrap_or("none reported");
+        return Err(BenchError::Setup(format!(
+            "wrk completed no request (socket errors: {errors})"
+        )));
+    }
     let rps = field("Requests/sec:")
         .and_then(|v| v.parse::<f64>().ok())
         .ok_or_else(|| bad("Requests/sec"))?;
@@ -202,7 +214,8 @@ fn wrk_rows(
     base: Option<&Wrk>,
     base_name: &str,
 ) -> Vec<Row> {
-    let figures: [(&str, &'static str, fn(&Wrk) -> f64); 3] = [
+    type Figure = (&'static str, &'static str, fn(&Wrk) -> f64);
+    let figures: [Figure; 3] = [
         ("wrk requests/s", "req/s", |w| w.rps),
         ("wrk p50 latency", "ms", |w| w.p50),
         ("wrk p99 latency", "ms", |w| w.p99),
@@ -266,7 +279,7 @@ pub fn run(p: &Prepared) -> Vec<Row> {
                     rows.push(Row {
                         name: name.into(),
                         unit,
-                        ..row.clone()
+                        ..(*row).clone()
                     });
                 }
                 continue;
@@ -326,6 +339,13 @@ mod tests {
         assert!((w.p99 - 1.2).abs() < 1e-9);
         assert!(parse_wrk(&format!("{out}Non-2xx or 3xx responses: 3\n")).is_err());
         assert!(parse_wrk("Requests/sec: 5\n").is_err());
+        let none = out.replace("12345 requests", "0 requests");
+        assert!(
+            parse_wrk(&none)
+                .unwrap_err()
+                .to_string()
+                .contains("no request")
+        );
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub fn run(p: &Prepared) -> Vec<Row> {
             let name = format!("{app} image");
             rows.push(match ready(a, SECTION, &name, *variant, UNIT) {
                 Ok(b) => row(work, &name, variant.name(), &b.image, static_base.clone()),
-                Err(r) => r,
+                Err(r) => *r,
             });
         }
     }
@@ -87,7 +87,7 @@ pub fn run(p: &Prepared) -> Vec<Row> {
                         Status::Failed("no tender was built".into()),
                     ),
                 },
-                Err(r) => r,
+                Err(r) => *r,
             });
         }
     }
