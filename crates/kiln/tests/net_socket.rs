@@ -116,6 +116,11 @@ fn half_requests_do_not_hurt() {
     run("half_requests_do_not_hurt");
 }
 
+#[test]
+fn odd_requests_get_the_right_status() {
+    run("odd_requests_get_the_right_status");
+}
+
 /// Every check of the suite is run by one of the tests above.
 #[test]
 fn every_check_has_a_test() {

@@ -26,6 +26,10 @@ pub const ALL: &[Check] = &[
     ("fifty_parallel_clients", fifty_parallel_clients),
     ("keep_alive_and_pipelined", keep_alive_and_pipelined),
     ("half_requests_do_not_hurt", half_requests_do_not_hurt),
+    (
+        "odd_requests_get_the_right_status",
+        odd_requests_get_the_right_status,
+    ),
 ];
 
 fn url(addr: SocketAddr, path: &str) -> String {
@@ -388,4 +392,45 @@ pub fn half_requests_do_not_hurt(addr: SocketAddr) -> Result<(), String> {
         200,
         "GET after the half requests",
     )
+}
+
+/// Paths that climb out of the site, a directory without its slash, an
+/// HTTP/1.0 request, an unknown version and an oversized head each get
+/// their status; nothing outside the site is ever served.
+pub fn odd_requests_get_the_right_status(addr: SocketAddr) -> Result<(), String> {
+    for path in [
+        "/../../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/docs/../../x",
+    ] {
+        let r = request(addr, "GET", path, "")?;
+        if r.status != 400 && r.status != 404 {
+            return Err(format!("GET {path}: {r:?}"));
+        }
+    }
+    let r = request(addr, "GET", "/docs", "")?;
+    expect_status(&r, 301, "GET /docs")?;
+    if r.header("location") != Some("/docs/") {
+        return Err(format!("GET /docs: Location {:?}", r.header("location")));
+    }
+    let cases: [(&[u8], u16); 3] = [
+        (b"GET /robots.txt HTTP/1.0\r\n\r\n", 200),
+        (b"GET /robots.txt HTTP/2.0\r\nHost: kiln\r\n\r\n", 505),
+        (&[], 431),
+    ];
+    let long = format!("GET /{} HTTP/1.1\r\nHost: kiln\r\n\r\n", "a".repeat(9000));
+    for (bytes, status) in cases {
+        let bytes = if bytes.is_empty() {
+            long.as_bytes()
+        } else {
+            bytes
+        };
+        let mut conn = Conn::open(addr).map_err(|e| format!("connect: {e}"))?;
+        conn.send(bytes).map_err(|e| format!("send: {e}"))?;
+        let what = text(&bytes[..bytes.len().min(40)]);
+        expect_status(&conn.response(false)?, status, &what)?;
+        // HTTP/1.0 without keep-alive, and every error, close.
+        conn.closed().map_err(|e| format!("{what:?}: {e}"))?;
+    }
+    Ok(())
 }
