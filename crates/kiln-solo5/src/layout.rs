@@ -205,9 +205,20 @@ impl Layout {
     pub fn table_pages(&self) -> u64 {
         let large = self.mem_size.div_ceil(LARGE_PAGE);
         let directories = large.div_ceil(512);
-        let small = (0..large)
+        // Only the regions up to the image end, the guard page's and the
+        // last one can need small pages: count those without a loop over
+        // all of memory.
+        let low = self.image_end.div_ceil(LARGE_PAGE).min(large);
+        let guard = self.guard_page / LARGE_PAGE;
+        let last = large - 1;
+        let mut small = (0..low)
             .filter(|i| self.needs_small_pages(i * LARGE_PAGE, LARGE_PAGE))
             .count() as u64;
+        for (region, seen) in [(guard, guard < low), (last, last < low || last == guard)] {
+            if !seen && self.needs_small_pages(region * LARGE_PAGE, LARGE_PAGE) {
+                small += 1;
+            }
+        }
         2 + directories + small
     }
 }
