@@ -112,6 +112,10 @@
 //!   change applied do not fit in a region.
 //! - Reads check the frame of every sector they read, so corruption is
 //!   reported as `Corrupt`, never returned as data.
+//! - A `set` or `remove` that fails with a device error, or whose future
+//!   is dropped midway, may or may not have reached the device; the store
+//!   then reloads its state from the device before the next operation, so
+//!   that what it serves is what a restart would find.
 //!
 //! Checksums are CRC-32C: they guard against torn writes and media errors,
 //! not against someone who can write the device (who could rewrite any

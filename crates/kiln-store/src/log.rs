@@ -12,7 +12,7 @@ use kiln_devices::kv::normalize;
 use kiln_devices::{Block, BlockError, Digest, EntryKind, KvError, KvRo, KvRw};
 use sha2::Digest as _;
 
-use crate::lock::Lock;
+use crate::lock::{Guard, Lock};
 
 /// The longest key (in bytes, in normal form) a [`LogStore`] accepts.
 pub const MAX_KEY_LEN: usize = 255;
@@ -283,6 +283,11 @@ struct State {
     /// The sequence number of the last record in the active region.
     seq: u64,
     index: BTreeMap<String, Slot>,
+    /// Set while a record is appended or a compaction commits: if the
+    /// operation fails or is cancelled then, the device may or may not
+    /// hold the change, and the state is reloaded from it before the next
+    /// operation.
+    dirty: bool,
 }
 
 /// How much of a [`LogStore`] is in use, in sectors.
@@ -304,6 +309,8 @@ pub struct Usage {
 #[derive(Debug)]
 pub struct LogStore<B> {
     block: B,
+    /// The block device's name, for messages.
+    device: String,
     sector_size: usize,
     /// Sectors per region, header included.
     region: u64,
@@ -366,6 +373,25 @@ impl<B: Block> LogStore<B> {
                 device: device.into(),
             });
         }
+        let state = store.load().await?;
+        store.state = Lock::new(state);
+        Ok(store)
+    }
+
+    /// Reads the region headers, picks the active region, brings its
+    /// header copies up to date and replays its log.
+    async fn load(&self) -> Result<State, LogError> {
+        let device = self.device.as_str();
+        let size = self.sector_size;
+        let mut raw = [vec![0u8; 2 * size], vec![0u8; 2 * size]];
+        self.read_at(device, 0, &mut raw[0]).await?;
+        self.read_at(device, self.region, &mut raw[1]).await?;
+        let copies = raw.each_ref().map(|r| {
+            [
+                header(r.get(..size).unwrap_or_default()),
+                header(r.get(size..).unwrap_or_default()),
+            ]
+        });
         let mut active: Option<(u64, RegionHeader)> = None;
         let mut max_generation = 0;
         for (region, pair) in copies.iter().enumerate() {
@@ -376,13 +402,13 @@ impl<B: Block> LogStore<B> {
                         version: h.version,
                     });
                 }
-                if h.sector_size as usize != size || h.region_sectors != store.region {
+                if h.sector_size as usize != size || h.region_sectors != self.region {
                     return Err(LogError::Geometry {
                         device: device.into(),
                         made_size: h.sector_size,
                         made_sectors: h.region_sectors.saturating_mul(2),
-                        sector_size: store.block.info().sector_size,
-                        sectors: store.block.info().sectors,
+                        sector_size: self.block.info().sector_size,
+                        sectors: self.block.info().sectors,
                     });
                 }
                 max_generation = max_generation.max(h.generation);
@@ -409,9 +435,8 @@ impl<B: Block> LogStore<B> {
         if let Some(pair) = copies.get(region as usize) {
             for (copy, found) in pair.iter().enumerate() {
                 if *found != Some(h) {
-                    let at = region * store.region + copy as u64;
-                    store
-                        .write_header(at, h, 1)
+                    let at = region * self.region + copy as u64;
+                    self.write_header(at, h, 1)
                         .await
                         .map_err(|e| LogError::Block {
                             device: device.into(),
@@ -425,11 +450,8 @@ impl<B: Block> LogStore<B> {
                 }
             }
         }
-        let state = store
-            .replay(device, region, h, max_generation.saturating_add(1))
-            .await?;
-        store.state = Lock::new(state);
-        Ok(store)
+        self.replay(device, region, h, max_generation.saturating_add(1))
+            .await
     }
 
     /// Erases `block` (writes zeros over all of it) and makes an empty
@@ -477,6 +499,7 @@ impl<B: Block> LogStore<B> {
         }
         Ok(LogStore {
             block,
+            device: device.into(),
             sector_size: info.sector_size as usize,
             region,
             state: Lock::new(State {
@@ -486,6 +509,7 @@ impl<B: Block> LogStore<B> {
                 tail: HEADERS,
                 seq: 0,
                 index: BTreeMap::new(),
+                dirty: false,
             }),
             compactions: core::cell::Cell::new(0),
         })
@@ -672,6 +696,7 @@ impl<B: Block> LogStore<B> {
             tail: pos,
             seq: expect - 1,
             index,
+            dirty: false,
         })
     }
 
@@ -942,6 +967,7 @@ impl<B: Block> LogStore<B> {
         // Commit: one copy, then the other, so that a torn write leaves
         // one valid copy (building or committed).
         h.state = COMMITTED;
+        st.dirty = true;
         self.write_header(base, h, 1).await?;
         self.write_header(base + 1, h, 1).await?;
         st.active = target;
@@ -949,6 +975,7 @@ impl<B: Block> LogStore<B> {
         st.tail = pos;
         st.seq = seq;
         st.index = index;
+        st.dirty = false;
         self.compactions.set(self.compactions.get() + 1);
         Ok(())
     }
@@ -970,9 +997,13 @@ impl<B: Block> LogStore<B> {
         }
         let seq = st.seq + 1;
         let start = st.tail;
+        // If the write fails or is cancelled, the record may or may not be
+        // on the device: reload before the next operation to find out.
+        st.dirty = true;
         self.write_record(start, st.generation, seq, op, key, value)
             .await?;
         self.block.flush().await?;
+        st.dirty = false;
         st.tail += sectors;
         st.seq = seq;
         if op == OP_SET {
@@ -984,15 +1015,31 @@ impl<B: Block> LogStore<B> {
         Ok(())
     }
 
+    /// Takes the store's lock, first reloading the state from the device
+    /// if the last change failed or was cancelled midway.
+    async fn state(&self) -> Result<Guard<'_, State>, KvError> {
+        let mut st = self.state.lock().await;
+        if st.dirty {
+            let next_generation = st.next_generation;
+            let mut fresh = self.load().await.map_err(|e| match e {
+                LogError::Block { source, .. } => KvError::Block(source),
+                _ => KvError::Corrupt,
+            })?;
+            fresh.next_generation = fresh.next_generation.max(next_generation);
+            *st = fresh;
+        }
+        Ok(st)
+    }
+
     /// Rewrites the live records into the other region now.
     pub async fn compact(&self) -> Result<(), KvError> {
-        let mut st = self.state.lock().await;
+        let mut st = self.state().await?;
         self.compact_with(&mut st, Change::None).await
     }
 
     /// How full the store is.
-    pub async fn usage(&self) -> Usage {
-        let st = self.state.lock().await;
+    pub async fn usage(&self) -> Result<Usage, KvError> {
+        let st = self.state().await?;
         let live = st
             .index
             .values()
@@ -1001,12 +1048,12 @@ impl<B: Block> LogStore<B> {
                 Slot::Lost => 1,
             })
             .sum();
-        Usage {
+        Ok(Usage {
             live,
             log: st.tail - (st.active * self.region + HEADERS),
             capacity: self.region - HEADERS,
             compactions: self.compactions.get(),
-        }
+        })
     }
 
     /// The block device.
@@ -1099,7 +1146,7 @@ impl Window {
 impl<B: Block> KvRo for LogStore<B> {
     async fn exists(&self, key: &str) -> Result<Option<EntryKind>, KvError> {
         let key = normalize(key)?;
-        let st = self.state.lock().await;
+        let st = self.state().await?;
         Ok(if st.index.contains_key(&key) {
             Some(EntryKind::Value)
         } else if key.is_empty() || children(&st.index, &key).next().is_some() {
@@ -1111,7 +1158,7 @@ impl<B: Block> KvRo for LogStore<B> {
 
     async fn get(&self, key: &str) -> Result<Cow<'static, [u8]>, KvError> {
         let key = normalize(key)?;
-        let st = self.state.lock().await;
+        let st = self.state().await?;
         let loc = Self::slot(&st, &key)?;
         let mut out = Vec::with_capacity(usize::try_from(loc.len).map_err(|_| KvError::Full)?);
         self.read_value(st.generation, loc, 0, loc.len, |b| out.extend_from_slice(b))
@@ -1126,7 +1173,7 @@ impl<B: Block> KvRo for LogStore<B> {
         len: usize,
     ) -> Result<Cow<'static, [u8]>, KvError> {
         let key = normalize(key)?;
-        let st = self.state.lock().await;
+        let st = self.state().await?;
         let loc = Self::slot(&st, &key)?;
         if offset > loc.len {
             return Err(KvError::OutOfRange);
@@ -1140,7 +1187,7 @@ impl<B: Block> KvRo for LogStore<B> {
 
     async fn list(&self, key: &str) -> Result<Vec<(String, EntryKind)>, KvError> {
         let key = normalize(key)?;
-        let st = self.state.lock().await;
+        let st = self.state().await?;
         if st.index.contains_key(&key) {
             return Err(KvError::IsValue);
         }
@@ -1161,13 +1208,13 @@ impl<B: Block> KvRo for LogStore<B> {
 
     async fn size(&self, key: &str) -> Result<u64, KvError> {
         let key = normalize(key)?;
-        let st = self.state.lock().await;
+        let st = self.state().await?;
         Ok(Self::slot(&st, &key)?.len)
     }
 
     async fn digest(&self, key: &str) -> Result<Digest, KvError> {
         let key = normalize(key)?;
-        let mut st = self.state.lock().await;
+        let mut st = self.state().await?;
         let loc = Self::slot(&st, &key)?;
         if let Some(d) = loc.digest {
             return Ok(Digest(d));
@@ -1192,7 +1239,7 @@ impl<B: Block> KvRw for LogStore<B> {
         if key.len() > MAX_KEY_LEN {
             return Err(KvError::InvalidKey);
         }
-        let mut st = self.state.lock().await;
+        let mut st = self.state().await?;
         // A value may not sit under another value, nor replace a dictionary.
         for (i, _) in key.match_indices('/') {
             if st.index.contains_key(key.get(..i).unwrap_or_default()) {
@@ -1207,7 +1254,7 @@ impl<B: Block> KvRw for LogStore<B> {
 
     async fn remove(&self, key: &str) -> Result<(), KvError> {
         let key = normalize(key)?;
-        let mut st = self.state.lock().await;
+        let mut st = self.state().await?;
         if !st.index.contains_key(&key) && children(&st.index, &key).next().is_none() {
             return if key.is_empty() {
                 Ok(())

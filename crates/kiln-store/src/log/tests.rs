@@ -290,7 +290,7 @@ fn total_writes(sector_size: u32, sectors: u64, ops: &[Op]) -> usize {
             }
         }
         assert!(
-            store.usage().await.compactions > 0,
+            store.usage().await.unwrap().compactions > 0,
             "the workload must compact"
         );
         block.writes()
@@ -446,7 +446,7 @@ fn compaction_keeps_everything() {
             perform(&store, &op).await.unwrap();
             apply(&mut model, &op);
         }
-        let usage = store.usage().await;
+        let usage = store.usage().await.unwrap();
         assert!(usage.compactions >= 10, "{usage:?}");
         assert_eq!(dump(&store).await.unwrap(), model);
         drop(store);
@@ -532,7 +532,7 @@ fn concurrent_operations_are_serialized() {
         for task in tasks {
             task.await;
         }
-        assert!(store.usage().await.compactions > 0);
+        assert!(store.usage().await.unwrap().compactions > 0);
         let mut model = Model::new();
         for t in 0..4 {
             for i in 25..30 {
@@ -643,4 +643,142 @@ fn one_damaged_header_copy_is_survived_and_repaired() {
             assert!(super::header(&image[at..at + 512]).is_some());
         }
     });
+}
+
+/// A device that reports the `n`th sector write as failed, having done it
+/// (`applied`) or not; every other request succeeds.
+struct FailOnce {
+    inner: MemBlock,
+    fail_at: usize,
+    applied: bool,
+    writes: core::cell::Cell<usize>,
+}
+
+impl kiln_devices::Block for FailOnce {
+    fn info(&self) -> kiln_devices::BlockInfo {
+        self.inner.info()
+    }
+    async fn read(&self, sector: u64, buf: &mut [u8]) -> Result<(), kiln_devices::BlockError> {
+        self.inner.read(sector, buf).await
+    }
+    async fn write(&self, sector: u64, buf: &[u8]) -> Result<(), kiln_devices::BlockError> {
+        let size = self.inner.info().sector_size as usize;
+        let first = self.writes.get();
+        let count = buf.len() / size;
+        self.writes.set(first + count);
+        if (first..first + count).contains(&self.fail_at) {
+            if self.applied {
+                self.inner.write(sector, buf).await?;
+            }
+            return Err(kiln_devices::BlockError::Io(5));
+        }
+        self.inner.write(sector, buf).await
+    }
+    async fn flush(&self) -> Result<(), kiln_devices::BlockError> {
+        self.inner.flush().await
+    }
+}
+
+#[test]
+fn failed_writes_leave_memory_and_device_agreeing() {
+    let ops = workload(5, 50, 1500);
+    let total = total_writes(512, 64, &ops);
+    for applied in [false, true] {
+        for fail_at in 0..total {
+            run(async {
+                let block = FailOnce {
+                    inner: MemBlock::new(512, 64),
+                    fail_at,
+                    applied,
+                    writes: core::cell::Cell::new(0),
+                };
+                // The failure may hit formatting: then open again.
+                let store = match LogStore::open("data", &block).await {
+                    Ok(store) => store,
+                    Err(_) => LogStore::open("data", &block).await.unwrap(),
+                };
+                let (mut without, mut with) = (Model::new(), Model::new());
+                for op in &ops {
+                    match perform(&store, op).await {
+                        Ok(()) => {
+                            apply(&mut without, op);
+                            apply(&mut with, op);
+                        }
+                        Err(KvError::Block(_)) => apply(&mut with, op),
+                        Err(e) => panic!("{op:?}: {e}"),
+                    }
+                }
+                let found = dump(&store).await.unwrap();
+                assert!(
+                    found == without || found == with,
+                    "write {fail_at} failed (applied: {applied}): unexpected contents"
+                );
+                let reopened = MemBlock::from_image(512, block.inner.image());
+                let on_device = dump(&LogStore::open("data", &reopened).await.unwrap())
+                    .await
+                    .unwrap();
+                assert!(
+                    on_device == found,
+                    "write {fail_at} failed (applied: {applied}): the device holds {:?}, the store served {:?}",
+                    on_device.keys().collect::<Vec<_>>(),
+                    found.keys().collect::<Vec<_>>()
+                );
+            });
+        }
+    }
+}
+
+#[test]
+fn cancelled_operations_leave_memory_and_device_agreeing() {
+    use core::pin::pin;
+    use core::task::{Context, Waker};
+    // A store whose next big `set` must compact.
+    let image = run(async {
+        let block = MemBlock::new(512, 40); // regions of 18 record sectors
+        let store = LogStore::open("data", &block).await.unwrap();
+        for i in 0..8 {
+            store.set(&format!("k{i}"), &[i as u8; 900]).await.unwrap();
+        }
+        store.set("k0", &[9u8; 100]).await.unwrap();
+        block.image()
+    });
+    let mut completed = false;
+    for polls in 0.. {
+        let block = Yielding(MemBlock::from_image(512, image.clone()));
+        let store = run(LogStore::open("data", &block)).unwrap();
+        {
+            let mut set = pin!(store.set("k1", &[7u8; 1400]));
+            let mut cx = Context::from_waker(Waker::noop());
+            for _ in 0..polls {
+                if set.as_mut().poll(&mut cx).is_ready() {
+                    completed = true;
+                    break;
+                }
+            }
+            // Dropped here, at every point of the operation in turn.
+        }
+        run(async {
+            assert_eq!(store.get("k2").await.unwrap().as_ref(), &[2u8; 900][..]);
+            let k1 = store.get("k1").await.unwrap().into_owned();
+            assert!(
+                k1 == [1u8; 900] || k1 == [7u8; 1400],
+                "k1 half-set after {polls} polls"
+            );
+            store.set("after", b"x").await.unwrap();
+            let found = dump(&store).await.unwrap();
+            let reopened = MemBlock::from_image(512, block.0.image());
+            let on_device = dump(&LogStore::open("data", &reopened).await.unwrap())
+                .await
+                .unwrap();
+            assert!(
+                on_device == found,
+                "cancelled after {polls} polls: device and store differ"
+            );
+        });
+        if completed {
+            assert!(run(store.usage()).unwrap().compactions > 0 || polls > 0);
+            break;
+        }
+        assert!(polls < 10_000, "the set never completed");
+    }
 }
