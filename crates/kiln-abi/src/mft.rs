@@ -143,8 +143,10 @@ pub struct MftEntry {
     pub kind: u32,
     /// OUT: the device's properties, valid when `attached` is 1.
     pub info: MftDeviceInfo,
-    /// Tender-private (`b.hostfd` / `b.data` in Solo5); zero in the copy a
-    /// kiln tender gives the guest.
+    /// The `b` union of Solo5's entry. OUT on spt: the host descriptor
+    /// (`b.hostfd`, a C int in the low 4 bytes) the guest's system calls
+    /// name for this device. On hvt it is tender-private (`b.data`) and zero
+    /// in the copy a kiln tender gives the guest.
     pub backing: u64,
     /// OUT: 1 when the tender attached a host resource to the device, else 0
     /// (a C `bool`).

@@ -15,6 +15,11 @@ pub const SPT_HOST_MEM_BASE: u64 = 0x1_0000;
 pub const SPT_BOOT_INFO_BASE: u64 = SPT_HOST_MEM_BASE + 0x1000;
 /// `SPT_CMDLINE_SIZE`: most bytes of the command line, terminator included.
 pub const SPT_CMDLINE_SIZE: usize = 8192;
+/// Largest single block request (`pread64`/`pwrite64`) the spt tender's
+/// seccomp filter allows, in bytes (or one sector, if sectors are larger).
+/// The guest's spt block device splits requests to this size; tender and
+/// guest must agree.
+pub const SPT_BLOCK_MAX_REQUEST: u64 = 64 * 1024;
 /// `SPT_INTERNAL_TIMERFD`: the `data.u64` of the timerfd in the epoll set
 /// (`~1U`, so never a valid handle).
 pub const SPT_INTERNAL_TIMERFD: u64 = !1u32 as u64;

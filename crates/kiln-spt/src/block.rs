@@ -15,6 +15,7 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, RawFd};
 
 use kiln_abi::mft::{MftDeviceInfo, MftType};
+use kiln_abi::spt::SPT_BLOCK_MAX_REQUEST;
 
 use crate::module::{Attached, Module, ModuleError, split_flag};
 use crate::seccomp::{Cond, Rule};
@@ -22,9 +23,9 @@ use crate::seccomp::{Cond, Rule};
 /// Sector size when none is given.
 pub const DEFAULT_SECTOR_SIZE: u16 = 512;
 /// Largest single `pread64`/`pwrite64` the filter allows, in bytes (or one
-/// sector, if sectors are larger). kiln-solo5's spt block device splits
-/// requests to this size; the two must agree.
-pub const MAX_REQUEST: u64 = 64 * 1024;
+/// sector, if sectors are larger): [`SPT_BLOCK_MAX_REQUEST`]. kiln-solo5's
+/// spt block device splits requests to this size; the two must agree.
+pub const MAX_REQUEST: u64 = SPT_BLOCK_MAX_REQUEST;
 
 #[derive(Debug)]
 struct Disk {
