@@ -32,6 +32,15 @@ fn ip(args: &[&str]) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// Why no namespace can be made here, if it cannot: it needs root.
+pub fn root_missing() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata("/proc/self") {
+        Ok(m) if m.uid() == 0 => None,
+        _ => Some("needs root for a network namespace and a tap; hint: run as root".into()),
+    }
+}
+
 impl Netns {
     /// Creates `kiln-bench-PID` with loopback up and a persistent tap with
     /// the host address.

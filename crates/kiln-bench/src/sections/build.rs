@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::{HELLO_VARIANTS, Prepared, progress};
 use crate::error::BenchError;
 use crate::report::{Row, Status};
-use crate::setup::{Env, diagnostic};
+use crate::setup::{Availability, Env, diagnostic};
 
 const SECTION: &str = "build";
 
@@ -70,7 +70,14 @@ pub fn run(p: &Prepared) -> Vec<Row> {
             let target = variant.target();
             let clean_name = format!("kiln build {app} from clean");
             let edit_name = format!("kiln build {app} after an edit");
-            let dir = match env.copy_example(app, &format!("{app}-build-{target}")) {
+            // A quick run edits the copy the images were built from (its
+            // dependencies are built) and times only the rebuild.
+            let copy = if p.counts.quick {
+                format!("{app}-{}", variant.name())
+            } else {
+                format!("{app}-build-{target}")
+            };
+            let dir = match env.copy_example(app, &copy) {
                 Ok(d) => d,
                 Err(e) => {
                     let st = Status::Failed(e.to_string());
@@ -80,20 +87,16 @@ pub fn run(p: &Prepared) -> Vec<Row> {
                 }
             };
             progress(&format!("build: {app} for {target}"));
-            // A quick run builds against the warm shared target directory
-            // and times only the rebuild after an edit.
             let (target_dir, first) = if p.counts.quick {
-                let shared = env.unikernel_target();
-                let warm = timed_build(env, &dir, target, Some(&shared));
-                rows.push(row(
-                    &clean_name,
-                    target,
-                    match warm {
-                        Ok(_) => Err(Status::Skipped("--quick".into())),
-                        Err(st) => Err(st),
-                    },
-                ));
-                (Some(shared), rows.last().map(|r| r.status.clone()))
+                let builds = if app == "hello" { &p.hello } else { &p.www };
+                let first = match builds.iter().find(|(v, _)| *v == variant) {
+                    Some((_, Availability::Ready(_))) => Status::Skipped("--quick".into()),
+                    Some((_, Availability::Missing(why))) => Status::NotAvailable(why.clone()),
+                    Some((_, Availability::Broken(why))) => Status::Failed(why.clone()),
+                    None => Status::Failed("not prepared".into()),
+                };
+                rows.push(row(&clean_name, target, Err(first.clone())));
+                (Some(env.unikernel_target()), Some(first))
             } else {
                 let clean = env.kiln(&[OsStr::new("clean"), dir.as_os_str()], None);
                 let r = match clean {

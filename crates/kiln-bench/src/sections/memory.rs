@@ -61,6 +61,16 @@ fn peak_row(target: &str, peak: Result<u64, BenchError>, base: Option<Baseline>)
 pub fn run(p: &Prepared) -> Vec<Row> {
     progress("memory: peak RSS under load and the smallest --mem");
     let mut rows = Vec::new();
+    if let Some(why) = crate::netns::root_missing() {
+        rows.push(Row::missing(
+            SECTION,
+            "all",
+            "-",
+            "—",
+            Status::NotAvailable(why),
+        ));
+        return rows;
+    }
     let ns = match Netns::create() {
         Ok(ns) => ns,
         Err(e) => {

@@ -237,6 +237,16 @@ pub fn run(p: &Prepared) -> Vec<Row> {
     progress("network: ping flood and wrk in a network namespace");
     let c = p.counts;
     let mut rows = Vec::new();
+    if let Some(why) = crate::netns::root_missing() {
+        rows.push(Row::missing(
+            SECTION,
+            "all",
+            "-",
+            "—",
+            Status::NotAvailable(why),
+        ));
+        return rows;
+    }
     let ns = match Netns::create() {
         Ok(ns) => ns,
         Err(e) => {
