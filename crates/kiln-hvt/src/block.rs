@@ -13,7 +13,7 @@ use kiln_abi::status::Solo5Result;
 
 use crate::guest::{GuestMemory, arg_u64, set_i32};
 use crate::hypercall::HypercallError;
-use crate::module::{FdSyscall, Module, ModuleError, split_flag};
+use crate::module::{FdSyscall, Module, ModuleError, ModuleFlags, split_flag};
 
 /// Sector size when none is given.
 pub const DEFAULT_SECTOR_SIZE: u16 = 512;
@@ -123,7 +123,7 @@ impl Block {
     }
 }
 
-impl Module for Block {
+impl ModuleFlags for Block {
     fn name(&self) -> &'static str {
         "block"
     }
@@ -183,7 +183,9 @@ impl Module for Block {
             .map(|(n, _, f)| (n.clone(), f.clone()));
         disks.chain(sizes).collect()
     }
+}
 
+impl Module for Block {
     fn attach(&mut self, handle: u64, name: &str) -> Result<MftDeviceInfo, ModuleError> {
         let sector = self.sector_size(name);
         let disk = self

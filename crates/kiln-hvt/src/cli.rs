@@ -1,103 +1,20 @@
 //! The command line, compatible with solo5-hvt:
 //! `kiln-hvt [--mem=MB] [MODULE FLAGS...] [--] KERNEL [ARGS...]`.
 //!
-//! Module flags have a device name inside the flag (`--net:service=tap0`),
-//! so each module parses its own; a flag of a module that was compiled out
-//! is named as such.
+//! The parsing is [`kiln_tender::cli`]'s, for the hvt target.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
 
-use thiserror::Error;
+use crate::module::Module;
 
-use crate::module::{KNOWN, Module, ModuleError};
-
-/// Default guest memory in MiB.
-pub const DEFAULT_MEM_MB: u64 = 512;
+pub use kiln_tender::cli::{Command, Config, DEFAULT_MEM_MB};
 
 /// Why the command line was refused.
-#[derive(Debug, Error)]
-pub enum CliError {
-    /// An argument is not UTF-8.
-    #[error("argument {arg:?} is not valid UTF-8")]
-    NotUtf8 {
-        /// The argument, lossily.
-        arg: String,
-    },
-    /// No KERNEL.
-    #[error(
-        "no KERNEL given; hint: kiln-hvt [--mem=MB] [--net:NAME=IFACE] [--block:NAME=PATH] [--] KERNEL [ARGS...]"
-    )]
-    MissingKernel,
-    /// `--mem` does not parse.
-    #[error("bad flag {flag}: expected --mem=MB with MB a whole number of MiB")]
-    BadMem {
-        /// The flag.
-        flag: String,
-    },
-    /// A flag no module knows.
-    #[error("unknown flag {flag}; hint: see kiln-hvt --help")]
-    UnknownFlag {
-        /// The flag.
-        flag: String,
-    },
-    /// A flag of a compiled-out module.
-    #[error(
-        "{flag}: this kiln-hvt was built without the {module} module; hint: build kiln-hvt with --features {module}"
-    )]
-    ModuleMissing {
-        /// The flag.
-        flag: String,
-        /// The module.
-        module: &'static str,
-    },
-    /// A module refused its flag.
-    #[error(transparent)]
-    Module(#[from] ModuleError),
-}
-
-/// A parsed command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    /// `--help`.
-    Help,
-    /// `--version`.
-    Version,
-    /// Run KERNEL.
-    Run(Config),
-}
-
-/// What to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    /// Guest memory in MiB.
-    pub mem_mb: u64,
-    /// The image.
-    pub kernel: PathBuf,
-    /// Arguments after KERNEL, for the guest.
-    pub args: Vec<String>,
-}
+pub type CliError = kiln_tender::cli::CliError<kiln_tender::Hvt>;
 
 /// The `--help` text.
 pub fn usage(modules: &[Box<dyn Module>]) -> String {
-    let mut out = String::from(
-        "usage: kiln-hvt [--mem=MB] [MODULE FLAGS...] [--] KERNEL [ARGS...]\n\n\
-         Runs the hvt image KERNEL as a KVM guest; ARGS become its command line.\n\
-         The exit status is the guest's (255 if it aborts, 1 if the tender stops it).\n\n\
-         flags:\n  --mem=MB\n      guest memory in MiB (default 512, at most 1024)\n",
-    );
-    for m in modules {
-        out.push_str(m.usage());
-    }
-    let missing: Vec<&str> = KNOWN
-        .iter()
-        .filter(|k| !modules.iter().any(|m| m.name() == k.name))
-        .map(|k| k.name)
-        .collect();
-    if !missing.is_empty() {
-        out.push_str(&format!("\nmodules not built in: {}\n", missing.join(", ")));
-    }
-    out
+    kiln_tender::cli::usage::<kiln_tender::Hvt, _>(modules)
 }
 
 /// Parses the arguments after the program name.
@@ -105,62 +22,7 @@ pub fn parse(
     args: impl IntoIterator<Item = OsString>,
     modules: &mut [Box<dyn Module>],
 ) -> Result<Command, CliError> {
-    let mut args = args.into_iter().map(|a| {
-        a.into_string().map_err(|a| CliError::NotUtf8 {
-            arg: a.to_string_lossy().into_owned(),
-        })
-    });
-    let mut mem_mb = DEFAULT_MEM_MB;
-    let kernel = loop {
-        let Some(arg) = args.next() else {
-            return Err(CliError::MissingKernel);
-        };
-        let arg = arg?;
-        if arg == "--" {
-            break args.next().ok_or(CliError::MissingKernel)??;
-        }
-        if arg == "--help" || arg == "-h" {
-            return Ok(Command::Help);
-        }
-        if arg == "--version" {
-            return Ok(Command::Version);
-        }
-        if let Some(mb) = arg.strip_prefix("--mem=") {
-            mem_mb = mb
-                .parse()
-                .map_err(|_| CliError::BadMem { flag: arg.clone() })?;
-            continue;
-        }
-        if arg.starts_with('-') {
-            let mut taken = false;
-            for m in modules.iter_mut() {
-                if m.parse_flag(&arg)? {
-                    taken = true;
-                    break;
-                }
-            }
-            if taken {
-                continue;
-            }
-            if let Some(k) = KNOWN
-                .iter()
-                .find(|k| k.flag_prefixes.iter().any(|p| arg.starts_with(p)))
-            {
-                return Err(CliError::ModuleMissing {
-                    flag: arg,
-                    module: k.name,
-                });
-            }
-            return Err(CliError::UnknownFlag { flag: arg });
-        }
-        break arg;
-    };
-    let args = args.collect::<Result<Vec<_>, _>>()?;
-    Ok(Command::Run(Config {
-        mem_mb,
-        kernel: PathBuf::from(kernel),
-        args,
-    }))
+    kiln_tender::cli::parse::<kiln_tender::Hvt, _>(args, modules)
 }
 
 #[cfg(test)]
@@ -207,6 +69,8 @@ mod tests {
     #[cfg(feature = "net")]
     #[test]
     fn net_flags() {
+        use crate::module::ModuleError;
+
         let mut modules = crate::module::compiled();
         assert!(parse(os(&["--net:service=tap0", "k"]), &mut modules).is_ok());
         let mut modules = crate::module::compiled();

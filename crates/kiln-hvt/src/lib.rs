@@ -56,7 +56,7 @@ use crate::vm::{Machine, VmError};
 /// Guest memory must leave this much above the image (stack and heap).
 pub const MIN_FREE_MEM: u64 = 1 << 20;
 /// Largest guest memory: one page directory of 2 MiB pages.
-pub const MAX_MEM_MB: u64 = 1024;
+pub const MAX_MEM_MB: u64 = <kiln_tender::Hvt as kiln_tender::Target>::MAX_MEM_MB;
 
 /// Why the tender stopped without a guest exit status.
 #[derive(Debug, Error)]

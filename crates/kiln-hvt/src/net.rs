@@ -13,7 +13,7 @@ use std::mem::{offset_of, size_of};
 
 use crate::guest::{GuestMemory, arg_u64, set_i32, set_u64};
 use crate::hypercall::HypercallError;
-use crate::module::{FdSyscall, Module, ModuleError, split_flag};
+use crate::module::{FdSyscall, Module, ModuleError, ModuleFlags, split_flag};
 
 /// The MTU every interface reports.
 pub const MTU: u16 = 1500;
@@ -147,7 +147,7 @@ impl Net {
     }
 }
 
-impl Module for Net {
+impl ModuleFlags for Net {
     fn name(&self) -> &'static str {
         "net"
     }
@@ -206,7 +206,9 @@ impl Module for Net {
         let macs = self.macs.iter().map(|(n, _, f)| (n.clone(), f.clone()));
         nets.chain(macs).collect()
     }
+}
 
+impl Module for Net {
     fn attach(&mut self, handle: u64, name: &str) -> Result<MftDeviceInfo, ModuleError> {
         let mac = self
             .macs

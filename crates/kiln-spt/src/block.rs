@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use kiln_abi::mft::{MftDeviceInfo, MftType};
 use kiln_abi::spt::SPT_BLOCK_MAX_REQUEST;
 
-use crate::module::{Attached, Module, ModuleError, split_flag};
+use crate::module::{Attached, Module, ModuleError, ModuleFlags, split_flag};
 use crate::seccomp::{Cond, Rule};
 
 /// Sector size when none is given.
@@ -92,7 +92,7 @@ pub fn disk_rules(fd: RawFd, capacity: u64, sector: u64) -> Vec<Rule> {
     rules
 }
 
-impl Module for Block {
+impl ModuleFlags for Block {
     fn name(&self) -> &'static str {
         "block"
     }
@@ -152,7 +152,9 @@ impl Module for Block {
             .map(|(n, _, f)| (n.clone(), f.clone()));
         disks.chain(sizes).collect()
     }
+}
 
+impl Module for Block {
     fn attach(&mut self, handle: u64, name: &str) -> Result<Attached, ModuleError> {
         let sector = self.sector_size(name);
         let disk = self

@@ -63,7 +63,7 @@ use crate::supervise::{Death, signal_name, syscall_name};
 /// Guest memory must leave this much above the image (stack and heap).
 pub const MIN_FREE_MEM: u64 = 1 << 20;
 /// Largest guest memory in MiB.
-pub const MAX_MEM_MB: u64 = 4096;
+pub const MAX_MEM_MB: u64 = <kiln_tender::Spt as kiln_tender::Target>::MAX_MEM_MB;
 /// The status reported when the guest was killed or crashed.
 pub const KILLED_STATUS: i32 = 255;
 

@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use kiln_abi::mft::{MftDeviceInfo, MftType};
 
-use crate::module::{Attached, Module, ModuleError, split_flag};
+use crate::module::{Attached, Module, ModuleError, ModuleFlags, split_flag};
 use crate::seccomp::Rule;
 
 /// The MTU every interface reports.
@@ -61,7 +61,7 @@ fn random_mac() -> [u8; 6] {
     mac
 }
 
-impl Module for Net {
+impl ModuleFlags for Net {
     fn name(&self) -> &'static str {
         "net"
     }
@@ -118,7 +118,9 @@ impl Module for Net {
         let macs = self.macs.iter().map(|(n, _, f)| (n.clone(), f.clone()));
         nets.chain(macs).collect()
     }
+}
 
+impl Module for Net {
     fn attach(&mut self, handle: u64, name: &str) -> Result<Attached, ModuleError> {
         let mac = self
             .macs

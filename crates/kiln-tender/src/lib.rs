@@ -1,0 +1,23 @@
+//! What kiln's two tenders (`kiln-hvt`, `kiln-spt`) share on the host side:
+//! the parts that are the same logic on both, parameterised by the ABI
+//! target where a message or a limit differs.
+//!
+//! Layering, from the bottom:
+//!
+//! - [`target`]: the [`Target`] trait and its two markers, [`Hvt`] and
+//!   [`Spt`], with what differs between them (names, limits, texts);
+//! - [`module`]: the part of a tender module both tenders have (its flags
+//!   and the devices they name), the list of every module kiln has, and
+//!   `--prefix:NAME=VALUE` flag splitting;
+//! - [`cli`]: the solo5-compatible command line
+//!   `TENDER [--mem=MB] [MODULE FLAGS...] [--] KERNEL [ARGS...]`.
+//!
+//! Each tender keeps what is its own (KVM or seccomp, hypercalls or filter
+//! rules, guest memory) and re-exports these under its own module names.
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod module;
+pub mod target;
+
+pub use target::{Hvt, Spt, Target};

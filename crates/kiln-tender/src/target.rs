@@ -1,0 +1,47 @@
+//! The ABI targets a tender serves, as marker types carrying what differs.
+
+use core::fmt::Debug;
+
+use kiln_abi::AbiTarget;
+
+/// What differs between the hvt and spt tenders in the shared code.
+pub trait Target: Debug + Send + Sync + 'static {
+    /// The ABI target the image's ABI note must name.
+    const ABI: AbiTarget;
+    /// The target's name, as in images' file names (`hvt`).
+    const NAME: &'static str;
+    /// The tender's program name (`kiln-hvt`).
+    const TENDER: &'static str;
+    /// Largest guest memory in MiB.
+    const MAX_MEM_MB: u64;
+    /// The `--help` lines that say what the tender does with KERNEL.
+    const ABOUT: &'static str;
+}
+
+/// The hvt target: a KVM guest under `kiln-hvt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hvt {}
+
+/// The spt target: a seccomp-sandboxed process under `kiln-spt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spt {}
+
+impl Target for Hvt {
+    const ABI: AbiTarget = AbiTarget::Hvt;
+    const NAME: &'static str = "hvt";
+    const TENDER: &'static str = "kiln-hvt";
+    // One page directory of 2 MiB pages.
+    const MAX_MEM_MB: u64 = 1024;
+    const ABOUT: &'static str = "Runs the hvt image KERNEL as a KVM guest; ARGS become its command line.\n\
+         The exit status is the guest's (255 if it aborts, 1 if the tender stops it).";
+}
+
+impl Target for Spt {
+    const ABI: AbiTarget = AbiTarget::Spt;
+    const NAME: &'static str = "spt";
+    const TENDER: &'static str = "kiln-spt";
+    const MAX_MEM_MB: u64 = 4096;
+    const ABOUT: &'static str = "Runs the spt image KERNEL as a seccomp-sandboxed process; ARGS become its command line.\n\
+         The exit status is the guest's (255 if it aborts, crashes or is killed by the\n\
+         seccomp filter; 1 if the tender cannot start it).";
+}
