@@ -1,0 +1,204 @@
+//! Children killed on drop, waits bounded in time, captured output, a child's CPU time.
+
+use std::io::Read;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::sys;
+
+/// Why running a child failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// It could not be started.
+    #[error("cannot start {program}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Waiting for it failed.
+    #[error("cannot wait for {program}")]
+    Wait {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// It ran past its time and was killed.
+    #[error("{program} still running after {limit:?}; killed")]
+    TimedOut { program: String, limit: Duration },
+}
+
+/// A child process, killed and reaped on drop if it is still running
+/// (also when the test that started it panics).
+#[derive(Debug)]
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// Waits at most `limit` for the child to exit; its status, or `None`
+    /// if it still runs (it is not killed: dropping the guard does that).
+    pub fn wait_for(&mut self, limit: Duration) -> Result<Option<ExitStatus>, std::io::Error> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait()? {
+                return Ok(Some(status));
+            }
+            if start.elapsed() >= limit {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+fn program(cmd: &Command) -> String {
+    cmd.get_program().to_string_lossy().into_owned()
+}
+
+/// Runs `cmd` with stdin empty and stdout and stderr captured (read while
+/// it runs, so a chatty child never blocks on a full pipe), killing it
+/// after `limit`.
+pub fn run(cmd: &mut Command, limit: Duration) -> Result<Output, ProcessError> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| ProcessError::Spawn {
+            program: program(cmd),
+            source,
+        })?;
+    finish(ChildGuard(child), limit).map_err(|e| match e {
+        ProcessError::Wait { source, .. } => ProcessError::Wait {
+            program: program(cmd),
+            source,
+        },
+        ProcessError::TimedOut { limit, .. } => ProcessError::TimedOut {
+            program: program(cmd),
+            limit,
+        },
+        other => other,
+    })
+}
+
+/// Collects the output of a guarded child started with piped stdout and
+/// stderr, waiting at most `limit` for it to exit (then killing it).
+pub fn finish(mut guard: ChildGuard, limit: Duration) -> Result<Output, ProcessError> {
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = drain(guard.0.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(guard.0.stderr.take().map(|p| Box::new(p) as _));
+    let program = "the child".to_string();
+    let status = guard.wait_for(limit).map_err(|source| ProcessError::Wait {
+        program: program.clone(),
+        source,
+    })?;
+    // Dropping the guard kills a child still running, which closes its
+    // pipes and so ends the readers.
+    drop(guard);
+    let (stdout, stderr) = (
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default(),
+    );
+    let status = status.ok_or(ProcessError::TimedOut { program, limit })?;
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+/// How a child ended and the CPU time it and the children it reaped used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Its exit code, or `None` if a signal ended it.
+    pub code: Option<i32>,
+    /// User plus system time.
+    pub cpu: Duration,
+}
+
+/// Waits at most `limit` for `child` to exit and reaps it; how it ended
+/// and the CPU time it used. A child still running at `limit` is killed.
+pub fn wait_with_usage(child: Child, limit: Duration) -> Result<Usage, ProcessError> {
+    let mut guard = ChildGuard(child);
+    let pid = guard.0.id();
+    let start = Instant::now();
+    loop {
+        match sys::wait4_nohang(pid) {
+            Ok(Some(usage)) => {
+                // Reaped: the guard must not wait for it again.
+                std::mem::forget(guard);
+                return Ok(usage);
+            }
+            Ok(None) => {}
+            Err(source) => {
+                return Err(ProcessError::Wait {
+                    program: format!("process {pid}"),
+                    source,
+                });
+            }
+        }
+        if start.elapsed() > limit {
+            let _ = guard.0.kill();
+            return Err(ProcessError::TimedOut {
+                program: format!("process {pid}"),
+                limit,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_captures_both_streams_past_a_pipe_buffer() {
+        let out = run(
+            Command::new("sh").args(["-c", "head -c 200000 /dev/zero; echo err >&2; exit 3"]),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(out.stdout.len(), 200_000);
+        assert_eq!(out.stderr, b"err\n");
+    }
+
+    #[test]
+    fn run_kills_a_child_past_its_limit() {
+        let started = Instant::now();
+        let err = run(Command::new("sleep").arg("30"), Duration::from_millis(200)).unwrap_err();
+        assert!(matches!(err, ProcessError::TimedOut { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn usage_counts_cpu_time_and_exit_code() {
+        let child = Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exit 4",
+            ])
+            .spawn()
+            .unwrap();
+        let usage = wait_with_usage(child, Duration::from_secs(30)).unwrap();
+        assert_eq!(usage.code, Some(4));
+        assert!(usage.cpu > Duration::ZERO, "{usage:?}");
+    }
+}
