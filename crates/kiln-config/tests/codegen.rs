@@ -161,6 +161,7 @@ fn solo5_crates_for_every_device_and_argument_type() {
         hvt_main
             .replace("on hvt;", "on spt;")
             .replace("AbiNote::hvt()", "AbiNote::spt()")
+            .replace("attached by kiln-hvt", "attached by kiln-spt")
     );
     assert!(
         read(&spt.build_dir, "Cargo.toml")

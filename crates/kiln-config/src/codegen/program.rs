@@ -301,24 +301,78 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
          fn fail(code: u8, message: impl ::core::fmt::Display) -> ! {{\n    \
          {exit}(ExitStatus {{ code, message: Some(message.to_string()) }})\n}}\n\n"
     );
-    if direct {
+    // On Solo5 the tender attaches the devices: --help names its flags.
+    let mut tender_usage = String::new();
+    if let Flavor::Solo5 { spt } = flavor {
+        let tender = if spt { "kiln-spt" } else { "kiln-hvt" };
+        let mut rows = Vec::new();
+        for (i, device) in m.devices.iter().enumerate() {
+            let name = &device.name.value;
+            match constructs.get(i).copied().flatten() {
+                Some(Construct::Solo5Net) => {
+                    rows.push((
+                        format!("--net:{name}=IFACE"),
+                        format!("host tap interface for the net device '{name}' [required]"),
+                    ));
+                    rows.push((
+                        format!("--net-mac:{name}=MAC"),
+                        format!("MAC address of '{name}' [default: chosen by the tender]"),
+                    ));
+                }
+                Some(Construct::Solo5Block) => {
+                    rows.push((
+                        format!("--block:{name}=PATH"),
+                        format!("file backing the block device '{name}' [required]"),
+                    ));
+                    rows.push((
+                        format!("--block-sector-size:{name}=N"),
+                        format!("sector size of '{name}' in bytes [default: 512]"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if !rows.is_empty() {
+            let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+            tender_usage =
+                format!("\nDevices, attached by {tender} (kiln run passes it these flags):\n");
+            for (left, right) in rows {
+                let _ = writeln!(tender_usage, "  {left:width$}  {right}");
+            }
+        }
+    }
+    let custom_usage = direct || !tender_usage.is_empty();
+    if custom_usage {
+        let then = match (direct, tender_usage.is_empty()) {
+            (true, true) => "the direct stack's",
+            (true, false) => "the direct stack's, and the tender's device flags",
+            _ => "the tender's device flags",
+        };
         let _ = write!(
             s,
-            "/// The usage: the unikernel's arguments, then the direct stack's.\n\
+            "/// The usage: the unikernel's arguments, then {then}.\n\
              fn usage() -> {alloc}::string::String {{\n    \
-             let mut usage = args::usage(&SPEC);\n    \
-             usage.push_str(\"\\nStack options:\\n\");\n    \
-             for flag in ::kiln_net::FLAGS {{\n        \
-             let left = match flag.value {{\n            \
-             Some(value) => {alloc}::format!(\"--{{}}={{value}}\", flag.name),\n            \
-             None => {alloc}::format!(\"--{{}}\", flag.name),\n        \
-             }};\n        \
-             usage.push_str(&{alloc}::format!(\"  {{left:24}}  {{}}\\n\", flag.doc));\n    \
-             }}\n    \
-             usage\n}}\n\n"
+             let mut usage = args::usage(&SPEC);\n"
         );
+        if direct {
+            let _ = write!(
+                s,
+                "    usage.push_str(\"\\nStack options:\\n\");\n    \
+                 for flag in ::kiln_net::FLAGS {{\n        \
+                 let left = match flag.value {{\n            \
+                 Some(value) => {alloc}::format!(\"--{{}}={{value}}\", flag.name),\n            \
+                 None => {alloc}::format!(\"--{{}}\", flag.name),\n        \
+                 }};\n        \
+                 usage.push_str(&{alloc}::format!(\"  {{left:24}}  {{}}\\n\", flag.doc));\n    \
+                 }}\n"
+            );
+        }
+        if !tender_usage.is_empty() {
+            let _ = writeln!(s, "    usage.push_str({});", rust_str(&tender_usage));
+        }
+        s.push_str("    usage\n}\n\n");
     }
-    let usage = if direct {
+    let usage = if custom_usage {
         "usage()"
     } else {
         "args::usage(&SPEC)"
