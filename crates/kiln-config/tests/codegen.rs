@@ -209,3 +209,43 @@ fn solo5_manifest_without_devices() {
     );
     assert!(!main.contains("kiln_net"), "{main}");
 }
+
+/// A Solo5 manifest entry holds a name of at most 67 bytes: a longer net
+/// or block device name is refused at configure time, naming the limit.
+#[test]
+fn solo5_refuses_a_device_name_too_long_for_the_manifest() {
+    let dir = TempDir(
+        std::env::temp_dir().join(format!("kiln-config-codegen-long-{}", std::process::id())),
+    );
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(dir.0.join("src")).unwrap();
+    std::fs::write(
+        dir.0.join("Cargo.toml"),
+        "[package]\nname = \"long\"\nversion = \"0.1.0\"\nedition = \"2024\"\n",
+    )
+    .unwrap();
+    let name = "d".repeat(68);
+    std::fs::write(
+        dir.0.join("unikernel.toml"),
+        format!(
+            "[unikernel]\nname = \"long\"\nentry = \"start\"\n[devices.{name}]\ntype = \"block\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.0.join("src/lib.rs"),
+        format!("#![no_std]\npub async fn start({name}: impl kiln_devices::Block) {{}}\n"),
+    )
+    .unwrap();
+    let project = Project::open(&dir.0).unwrap();
+    let err = project
+        .configure(Target::Hvt, Choices::default())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the name is 68 characters long, but a Solo5 manifest holds at most 67"),
+        "{err}"
+    );
+    // unix has no such limit.
+    project.configure(Target::Unix, Choices::default()).unwrap();
+}
