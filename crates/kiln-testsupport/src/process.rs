@@ -123,6 +123,22 @@ pub fn finish(mut guard: ChildGuard, limit: Duration) -> Result<Output, ProcessE
     })
 }
 
+/// Re-runs the ignored test `test` of this test binary as user and group
+/// `nobody` (65534, no supplementary groups) with `envs` set, for checks
+/// of what root may do and others may not; its exit status. Needs root
+/// and `setpriv`; fails the test if it cannot be started.
+pub fn rerun_as_nobody(test: &str, envs: &[(&str, &std::ffi::OsStr)]) -> ExitStatus {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(exe)
+        .args(["--exact", test, "--ignored", "--nocapture"])
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {test} as nobody with setpriv: {e}"))
+}
+
 /// How a child ended and the CPU time it and the children it reaped used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {

@@ -4,11 +4,12 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use kiln_devices::{Block, BlockError};
 use kiln_rt::block_on;
+use kiln_testsupport::process::rerun_as_nobody;
+use kiln_testsupport::skip::is_root;
 use kiln_unix::{AttachError, FileBlock, platform};
 
 /// A temporary file, removed on drop.
@@ -209,13 +210,6 @@ fn check_read_only(path: &str) {
     });
 }
 
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
-
 #[test]
 fn a_file_without_write_permission_opens_read_only() {
     use std::os::unix::fs::PermissionsExt;
@@ -229,18 +223,10 @@ fn a_file_without_write_permission_opens_read_only() {
         return;
     }
     // Root may write any file: check as `nobody` instead.
-    let status = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "read_only_as_another_user",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("KILN_BLOCK_READ_ONLY_FILE", file.path())
-        .status()
-        .expect("run setpriv");
+    let status = rerun_as_nobody(
+        "read_only_as_another_user",
+        &[("KILN_BLOCK_READ_ONLY_FILE", file.path().as_ref())],
+    );
     assert!(
         status.success(),
         "the read-only check as nobody failed: {status}"

@@ -6,98 +6,27 @@
 //! binary inside it (`ip netns exec`) to run the inner half.
 
 use std::net::{Ipv4Addr, UdpSocket};
-use std::path::Path;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kiln_devices::{MacAddress, NetError, NetworkInterface};
 use kiln_rt::{block_on, timeout};
+use kiln_testsupport::netns::{self, Netns, ip};
+use kiln_testsupport::process::rerun_as_nobody;
+use kiln_testsupport::skip::{is_root, netns_or_skip};
 use kiln_unix::{Tap, platform};
 
 const IFNAME: &str = "kiln0";
 const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const GUEST_MAC: MacAddress = MacAddress([0x02, 0x6b, 0x69, 0x6c, 0x6e, 0x01]);
-const ENV: &str = "KILN_UNIX_TAP_NETNS";
-
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
-
-fn skip(why: &str) {
-    eprintln!("SKIPPED tap test: {why}");
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "skipping is not allowed with CI=true: {why}"
-    );
-}
-
-/// Runs `ip ARGS`, failing the test if it fails.
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A network namespace, deleted on drop (with everything inside it).
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// A child process, killed on drop if still running.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
 
 #[test]
 fn tap_exchanges_frames_with_the_kernel() {
-    if !is_root() {
-        return skip("needs root for a network namespace and a tap");
+    if !netns_or_skip("tap_exchanges_frames_with_the_kernel", &[]) {
+        return;
     }
-    if !Path::new("/dev/net/tun").exists() {
-        return skip("/dev/net/tun is absent");
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return skip("the `ip` command is not installed");
-    }
-    let name = format!("kiln-unix-tap-{}", std::process::id());
-    ip(&["netns", "add", &name]);
-    let _netns = Netns(name.clone());
-    let child = Command::new("ip")
-        .args(["netns", "exec", &name])
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "inside_a_namespace", "--ignored", "--nocapture"])
-        .env(ENV, &name)
-        .spawn()
-        .expect("run the inner test");
-    let mut child = ChildGuard(child);
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "inner test hung");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let ns = Netns::new("unix-tap");
+    let status = ns.run_test("inside_a_namespace", Duration::from_secs(60));
     assert!(status.success(), "inner tap test failed: {status}");
 }
 
@@ -186,9 +115,7 @@ async fn receive_until<T>(tap: &Tap, mut want: impl FnMut(&[u8]) -> Option<T>) -
 #[test]
 #[ignore = "run by tap_exchanges_frames_with_the_kernel inside a network namespace"]
 fn inside_a_namespace() {
-    let ns = std::env::var(ENV).expect("set by tap_exchanges_frames_with_the_kernel");
-    // Never touch the interfaces of a namespace that is not ours.
-    assert_eq!(ip(&["netns", "identify"]).trim(), ns, "not inside {ns}");
+    netns::inside().expect("run by tap_exchanges_frames_with_the_kernel");
 
     let result = block_on(
         platform(),
@@ -196,8 +123,7 @@ fn inside_a_namespace() {
             let tap = Tap::open(platform(), "service", IFNAME, Some(GUEST_MAC)).unwrap();
             assert_eq!(tap.mac(), GUEST_MAC);
             assert_eq!(tap.mtu(), 1500);
-            ip(&["addr", "add", "10.77.0.1/24", "dev", IFNAME]);
-            ip(&["link", "set", IFNAME, "up"]);
+            netns::address(IFNAME, "10.77.0.1/24", None);
             let host_mac =
                 std::fs::read_to_string(format!("/sys/class/net/{IFNAME}/address")).unwrap();
             let host_mac = MacAddress::parse(host_mac.trim()).unwrap().0;
@@ -280,18 +206,10 @@ fn attaching_without_permission_names_the_device_and_the_tap() {
     }
     // Root may open any tap: check as `nobody` instead. Opening fails before
     // anything is created, so no namespace is needed.
-    let status = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "refused_as_another_user",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("KILN_UNIX_TAP_REFUSED", "1")
-        .status()
-        .expect("run setpriv");
+    let status = rerun_as_nobody(
+        "refused_as_another_user",
+        &[("KILN_UNIX_TAP_REFUSED", "1".as_ref())],
+    );
     assert!(status.success(), "the check as nobody failed: {status}");
 }
 
