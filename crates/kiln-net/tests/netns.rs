@@ -9,120 +9,37 @@
 //! creates lives in the namespace and goes with it.
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kiln_devices::{MacAddress, Stack, TcpListener as _, TcpStream as _, UdpSocket as _};
 use kiln_net::{Config, NetStack};
 use kiln_rt::{block_on, spawn, timeout};
+use kiln_testsupport::netns::{self, Netns};
+use kiln_testsupport::platform::in_thread;
+use kiln_testsupport::process::ChildGuard;
+use kiln_testsupport::skip::netns_or_skip;
 use kiln_unix::{Tap, platform};
 
 const IFNAME: &str = "kiln0";
 const HOST_V4: &str = "10.78.0.1";
 const GUEST_V6: &str = "fd00:78::2";
 const GUEST_MAC: MacAddress = MacAddress([0x02, 0x6b, 0x6e, 0x65, 0x74, 0x01]);
-const ENV: &str = "KILN_NET_NETNS";
 /// Bytes served at `/big`.
 const BIG: usize = 1 << 20;
 
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
-
-fn skip(why: &str) {
-    eprintln!("SKIPPED kiln-net namespace test: {why}");
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "skipping is not allowed with CI=true: {why}"
-    );
-}
-
-fn have(command: &str) -> bool {
-    Command::new(command)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
-/// Runs `ip ARGS`, failing the test if it fails.
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A network namespace, deleted on drop (with everything inside it).
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// A child process, killed on drop if still running.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 #[test]
 fn direct_stack_in_a_network_namespace() {
-    if !is_root() {
-        return skip("needs root for a network namespace and a tap");
+    let tools = [
+        ("ping", "-V", "iputils-ping"),
+        ("curl", "--version", "curl"),
+        ("dnsmasq", "--version", "dnsmasq-base"),
+    ];
+    if !netns_or_skip("direct_stack_in_a_network_namespace", &tools) {
+        return;
     }
-    if !Path::new("/dev/net/tun").exists() {
-        return skip("/dev/net/tun is absent");
-    }
-    for tool in ["ip", "ping", "curl", "dnsmasq"] {
-        let present = if tool == "ip" {
-            Command::new("ip").arg("-V").output().is_ok()
-        } else {
-            have(tool)
-        };
-        if !present {
-            return skip(&format!(
-                "`{tool}` is not installed (scripts/test installs it)"
-            ));
-        }
-    }
-    let name = format!("kiln-net-{}", std::process::id());
-    ip(&["netns", "add", &name]);
-    let _netns = Netns(name.clone());
-    let child = Command::new("ip")
-        .args(["netns", "exec", &name])
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "inside_a_namespace", "--ignored", "--nocapture"])
-        .env(ENV, &name)
-        .spawn()
-        .expect("run the inner test");
-    let mut child = ChildGuard(child);
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(start.elapsed() < Duration::from_secs(90), "inner test hung");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let ns = Netns::new("net");
+    let status = ns.run_test("inside_a_namespace", Duration::from_secs(90));
     assert!(status.success(), "inner namespace test failed: {status}");
 }
 
@@ -218,19 +135,14 @@ async fn http_responder(mut stream: kiln_net::TcpStream) {
 #[test]
 #[ignore = "run by direct_stack_in_a_network_namespace inside a network namespace"]
 fn inside_a_namespace() {
-    let ns = std::env::var(ENV).expect("set by direct_stack_in_a_network_namespace");
-    // Never touch the interfaces of a namespace that is not ours.
-    assert_eq!(ip(&["netns", "identify"]).trim(), ns, "not inside {ns}");
-    ip(&["link", "set", "lo", "up"]);
+    let ns = netns::inside().expect("run by direct_stack_in_a_network_namespace");
     let began = Instant::now();
 
     let result = block_on(
         platform(),
         timeout(Duration::from_secs(75), async {
             let tap = Tap::open(platform(), "service", IFNAME, Some(GUEST_MAC)).unwrap();
-            ip(&["addr", "add", &format!("{HOST_V4}/24"), "dev", IFNAME]);
-            ip(&["-6", "addr", "add", "fd00:78::1/64", "dev", IFNAME, "nodad"]);
-            ip(&["link", "set", IFNAME, "up"]);
+            netns::address(IFNAME, &format!("{HOST_V4}/24"), Some("fd00:78::1/64"));
             let leases = format!("/tmp/{ns}.leases");
             let dnsmasq = Command::new("dnsmasq")
                 .args([
@@ -286,22 +198,14 @@ fn inside_a_namespace() {
                 }
             });
 
-            let outcome = Arc::new(Mutex::new(None));
-            let slot = outcome.clone();
-            std::thread::spawn(move || {
+            // The host's tools block in a thread of their own.
+            let outcome = in_thread(Duration::from_secs(60), move || {
                 let r = host_side(v4);
                 eprintln!("host side done after {:?}", began.elapsed());
-                *slot.lock().unwrap() = Some(r);
-            });
-            // The host's tools block in their own thread; look for their
-            // outcome every 10 ms (at most 60 s).
-            for _ in 0..6000 {
-                if let Some(r) = outcome.lock().unwrap().take() {
-                    return r;
-                }
-                kiln_rt::sleep(Duration::from_millis(10)).await;
-            }
-            Err("the host side did not finish within 60 s".into())
+                r
+            })
+            .await;
+            outcome.unwrap_or_else(|| Err("the host side did not finish within 60 s".into()))
         }),
     );
     result

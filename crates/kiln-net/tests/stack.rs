@@ -25,35 +25,7 @@ use kiln_net::smoltcp::wire::{
 };
 use kiln_net::{Config, NetStack};
 use kiln_rt::{Platform, block_on, spawn, timeout};
-
-/// Virtual time that panics past an hour of it, or when nothing at all is
-/// pending (a deadlock).
-#[derive(Default)]
-struct VirtualPlatform {
-    now: Cell<u64>,
-}
-
-const VIRTUAL_LIMIT: u64 = 3600 * 1_000_000_000;
-
-impl Platform for VirtualPlatform {
-    fn now(&self) -> Instant {
-        Instant::from_nanos(self.now.get())
-    }
-
-    fn wait(&self, deadline: Option<Instant>) {
-        let d = deadline.expect("deadlock: every task waits and no timer is pending");
-        self.now.set(self.now.get().max(d.as_nanos()));
-        assert!(
-            self.now.get() < VIRTUAL_LIMIT,
-            "an hour of virtual time passed: the test is stuck"
-        );
-    }
-}
-
-fn run<F: Future>(f: F) -> F::Output {
-    let platform: &'static VirtualPlatform = Box::leak(Box::default());
-    block_on(platform, f)
-}
+use kiln_testsupport::platform::run_virtual as run;
 
 fn mac(n: u8) -> MacAddress {
     MacAddress([0x02, 0, 0, 0, 0, n])
