@@ -48,7 +48,7 @@ use kiln_abi::status::EXIT_ABORT;
 use thiserror::Error;
 
 use crate::cli::{CliError, Command};
-use crate::elf::{ElfError, Image};
+use crate::elf::{ElfError, Image, Load};
 use crate::hypercall::{HypercallError, Outcome};
 use crate::module::{KNOWN, ModuleError};
 use crate::vm::{Machine, VmError};

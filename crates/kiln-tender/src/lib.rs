@@ -9,6 +9,8 @@
 //! - [`module`]: the part of a tender module both tenders have (its flags
 //!   and the devices they name), the list of every module kiln has, and
 //!   `--prefix:NAME=VALUE` flag splitting;
+//! - [`elf`]: the pure image validator ([`elf::Image::parse`], the
+//!   tenders' fuzz target), parameterised by the target;
 //! - [`cli`]: the solo5-compatible command line
 //!   `TENDER [--mem=MB] [MODULE FLAGS...] [--] KERNEL [ARGS...]`.
 //!
@@ -17,6 +19,7 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod elf;
 pub mod module;
 pub mod target;
 

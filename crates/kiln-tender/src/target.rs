@@ -16,6 +16,17 @@ pub trait Target: Debug + Send + Sync + 'static {
     const MAX_MEM_MB: u64;
     /// The `--help` lines that say what the tender does with KERNEL.
     const ABOUT: &'static str;
+    /// The ABI version the tender implements.
+    const ABI_VERSION: u32;
+    /// The lowest address a segment may be loaded at.
+    const GUEST_MIN_BASE: u64;
+    /// What lies below [`Target::GUEST_MIN_BASE`], as "X live(s)".
+    const LOW_MEMORY: &'static str;
+    /// Whether segments are protected page by page (spt), so that two may
+    /// not share a page; otherwise they may only not overlap.
+    const PAGE_PROTECTED: bool;
+    /// The end of the message for two segments too close: "overlap ...".
+    const OVERLAP: &'static str;
 }
 
 /// The hvt target: a KVM guest under `kiln-hvt`.
@@ -34,6 +45,11 @@ impl Target for Hvt {
     const MAX_MEM_MB: u64 = 1024;
     const ABOUT: &'static str = "Runs the hvt image KERNEL as a KVM guest; ARGS become its command line.\n\
          The exit status is the guest's (255 if it aborts, 1 if the tender stops it).";
+    const ABI_VERSION: u32 = kiln_abi::hvt::HVT_ABI_VERSION;
+    const GUEST_MIN_BASE: u64 = kiln_abi::hvt::HVT_GUEST_MIN_BASE;
+    const LOW_MEMORY: &'static str = "the boot info and page tables live";
+    const PAGE_PROTECTED: bool = false;
+    const OVERLAP: &'static str = "overlap in memory";
 }
 
 impl Target for Spt {
@@ -44,4 +60,10 @@ impl Target for Spt {
     const ABOUT: &'static str = "Runs the spt image KERNEL as a seccomp-sandboxed process; ARGS become its command line.\n\
          The exit status is the guest's (255 if it aborts, crashes or is killed by the\n\
          seccomp filter; 1 if the tender cannot start it).";
+    const ABI_VERSION: u32 = kiln_abi::spt::SPT_ABI_VERSION;
+    const GUEST_MIN_BASE: u64 = kiln_abi::spt::SPT_GUEST_MIN_BASE;
+    const LOW_MEMORY: &'static str = "the boot info lives";
+    const PAGE_PROTECTED: bool = true;
+    const OVERLAP: &'static str =
+        "share a page; hint: page-align each segment (kiln's linker script does)";
 }

@@ -9,7 +9,12 @@ fuzz_target!(|data: &[u8]| {
     for mem_size in [8 << 20, 512 << 20] {
         if let Ok(image) = kiln_hvt::elf::Image::parse(data, mem_size) {
             assert!(image.kernel_end <= mem_size);
-            assert!(image.segments.iter().any(|s| s.executable));
+            assert!(
+                image
+                    .segments
+                    .iter()
+                    .any(|s| s.prot == kiln_hvt::elf::Protection::ReadExec)
+            );
         }
     }
     let _ = kiln_abi::mft::Manifest::new_checked(data);
