@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::{HELLO_VARIANTS, Prepared, progress};
 use crate::error::BenchError;
 use crate::report::{Row, Status};
-use crate::setup::{Availability, Env, diagnostic};
+use crate::setup::{Availability, Env, Variant, diagnostic};
 
 const SECTION: &str = "build";
 
@@ -86,6 +86,13 @@ pub fn run(p: &Prepared) -> Vec<Row> {
                     continue;
                 }
             };
+            // A quick run times one rebuild: hello on unix.
+            if p.counts.quick && (app, variant) != ("hello", Variant::Unix) {
+                let st = Status::Skipped("--quick times only hello on unix after an edit".into());
+                rows.push(Row::missing(SECTION, &clean_name, target, "s", st.clone()));
+                rows.push(Row::missing(SECTION, &edit_name, target, "s", st));
+                continue;
+            }
             progress(&format!("build: {app} for {target}"));
             let (target_dir, first) = if p.counts.quick {
                 let builds = if app == "hello" { &p.hello } else { &p.www };

@@ -114,7 +114,12 @@ pub fn runnable<'a>(
     }
 }
 
-/// Progress on stderr.
+/// Progress on stderr, with the seconds since the first message.
 pub fn progress(msg: &str) {
-    eprintln!("kiln-bench: {msg}");
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    eprintln!(
+        "kiln-bench: [{:6.1} s] {msg}",
+        start.elapsed().as_secs_f64()
+    );
 }
