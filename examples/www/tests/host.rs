@@ -2,11 +2,13 @@
 //! 127.0.0.1: what a browser sees, byte for byte.
 
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kiln_kv::{Baked, Entry, digest_of};
 use kiln_rt::{block_on, timeout};
+use kiln_testsupport::platform::in_thread;
+use kiln_testsupport::ports::free_tcp_port;
+use kiln_testsupport::skip::{have, skip};
 use kiln_unix::{Console, SocketStack, platform};
 
 macro_rules! file {
@@ -29,14 +31,6 @@ fn htdocs() -> Baked {
         e.digest = digest_of(e.data);
     }
     Baked::new(Box::leak(entries.into_boxed_slice())).unwrap()
-}
-
-fn skip(why: &str) {
-    eprintln!("SKIPPED www host test: {why}");
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "skipping is not allowed with CI=true: {why}"
-    );
 }
 
 /// Runs curl with `args`; stdout on success.
@@ -112,33 +106,24 @@ fn client(port: u16) -> Result<(), String> {
 
 #[test]
 fn curl_fetches_the_site_over_host_sockets() {
-    if Command::new("curl").arg("--version").output().is_err() {
-        return skip("`curl` is not installed (scripts/test installs it)");
+    if !have("curl", "--version") {
+        return skip(
+            "curl_fetches_the_site_over_host_sockets",
+            "`curl` is not installed (scripts/test installs it)",
+        );
     }
     // A free port: the kernel picks one, we let it go and take it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_tcp_port();
     let result = block_on(
         platform(),
         timeout(Duration::from_secs(60), async move {
             let stack = SocketStack::new(platform());
             kiln_rt::spawn(www::start(stack, htdocs(), Console::stdout(), port));
             kiln_rt::sleep(Duration::from_millis(50)).await;
-            let outcome = Arc::new(Mutex::new(None));
-            let slot = outcome.clone();
-            std::thread::spawn(move || *slot.lock().unwrap() = Some(client(port)));
-            // curl blocks in its own thread; look for its outcome every
-            // 10 ms (at most 50 s).
-            for _ in 0..5000 {
-                if let Some(r) = outcome.lock().unwrap().take() {
-                    return r;
-                }
-                kiln_rt::sleep(Duration::from_millis(10)).await;
-            }
-            Err("curl did not finish within 50 s".into())
+            // curl blocks in a thread of its own.
+            in_thread(Duration::from_secs(50), move || client(port))
+                .await
+                .unwrap_or_else(|| Err("curl did not finish within 50 s".into()))
         }),
     );
     result

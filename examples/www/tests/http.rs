@@ -8,36 +8,10 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use kiln_devices::{
-    Console, ConsoleError, Instant, MacAddress, Stack, StackError, TcpStream, kv::KvRo,
-};
+use kiln_devices::{MacAddress, Stack, StackError, TcpStream, kv::KvRo};
 use kiln_kv::{Baked, Entry, digest_of};
-use kiln_rt::{Platform, block_on};
+use kiln_testsupport::platform::{RecordingConsole, run_virtual as run};
 use www::{Limits, serve};
-
-#[derive(Default)]
-struct VirtualPlatform {
-    now: Cell<u64>,
-}
-
-impl Platform for VirtualPlatform {
-    fn now(&self) -> Instant {
-        Instant::from_nanos(self.now.get())
-    }
-    fn wait(&self, deadline: Option<Instant>) {
-        let d = deadline.expect("deadlock: every task waits and no timer is pending");
-        self.now.set(self.now.get().max(d.as_nanos()));
-        assert!(
-            self.now.get() < 3600 * 1_000_000_000,
-            "stuck for an hour of virtual time"
-        );
-    }
-}
-
-fn run<F: Future>(f: F) -> F::Output {
-    let platform: &'static VirtualPlatform = Box::leak(Box::default());
-    block_on(platform, f)
-}
 
 fn secs() -> f64 {
     kiln_rt::time::now().as_nanos() as f64 / 1e9
@@ -475,22 +449,11 @@ fn connection_close_and_http_1_0_end_after_one_response() {
     assert_eq!(rs[0].header("connection"), None);
 }
 
-struct NullConsole(Rc<RefCell<String>>);
-
-impl Console for NullConsole {
-    fn write(&self, bytes: &[u8]) -> Result<(), ConsoleError> {
-        self.0
-            .borrow_mut()
-            .push_str(&String::from_utf8_lossy(bytes));
-        Ok(())
-    }
-}
-
 /// The whole unikernel: `start` on one kiln-net stack, a client on another.
 #[test]
 fn serves_over_the_direct_stack() {
-    let log = Rc::new(RefCell::new(String::new()));
-    let console = NullConsole(log.clone());
+    let log = RecordingConsole::default();
+    let console = log.clone();
     let body = run(async move {
         let (a, b) = kiln_net::pair::pair(
             MacAddress([2, 0, 0, 0, 0, 1]),
@@ -553,7 +516,7 @@ fn serves_over_the_direct_stack() {
     assert_eq!(rs.len(), 2);
     assert_eq!(rs[0].body, PNG);
     assert_eq!(rs[1].body, INDEX);
-    assert_eq!(log.borrow().as_str(), "www: serving on port 8080\n");
+    assert_eq!(log.text(), "www: serving on port 8080\n");
 }
 
 /// A small deterministic generator (xorshift64*), so failures reproduce.

@@ -7,21 +7,21 @@
 //! Needs root, `ip` and `curl` (scripts/test installs them). The outer test
 //! creates the namespace and re-runs this test binary inside it.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use kiln_devices::MacAddress;
 use kiln_kv::{Baked, Entry, digest_of};
 use kiln_net::{Config, NetStack};
 use kiln_rt::{block_on, timeout};
+use kiln_testsupport::netns::{self, Netns};
+use kiln_testsupport::platform::in_thread;
+use kiln_testsupport::skip::netns_or_skip;
 use kiln_unix::{Console, Tap, platform};
 
 const IFNAME: &str = "kiln0";
 const GUEST_V4: &str = "10.79.0.2";
 const GUEST_MAC: MacAddress = MacAddress([0x02, 0x6b, 0x77, 0x77, 0x77, 0x01]);
-const ENV: &str = "KILN_WWW_NETNS";
 
 macro_rules! file {
     ($path:literal) => {
@@ -45,86 +45,14 @@ fn htdocs() -> Baked {
     Baked::new(Box::leak(entries.into_boxed_slice())).unwrap()
 }
 
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
-
-fn skip(why: &str) {
-    eprintln!("SKIPPED www namespace test: {why}");
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "skipping is not allowed with CI=true: {why}"
-    );
-}
-
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A network namespace, deleted on drop (with everything inside it).
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// A child process, killed on drop if still running.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 #[test]
 fn www_on_the_direct_stack_in_a_network_namespace() {
-    if !is_root() {
-        return skip("needs root for a network namespace and a tap");
+    let tools = [("curl", "--version", "curl")];
+    if !netns_or_skip("www_on_the_direct_stack_in_a_network_namespace", &tools) {
+        return;
     }
-    if !Path::new("/dev/net/tun").exists() {
-        return skip("/dev/net/tun is absent");
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return skip("`ip` is not installed (scripts/test installs iproute2)");
-    }
-    if Command::new("curl").arg("--version").output().is_err() {
-        return skip("`curl` is not installed (scripts/test installs it)");
-    }
-    let name = format!("kiln-www-{}", std::process::id());
-    ip(&["netns", "add", &name]);
-    let _netns = Netns(name.clone());
-    let child = Command::new("ip")
-        .args(["netns", "exec", &name])
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "inside_a_namespace", "--ignored", "--nocapture"])
-        .env(ENV, &name)
-        .spawn()
-        .expect("run the inner test");
-    let mut child = ChildGuard(child);
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(start.elapsed() < Duration::from_secs(90), "inner test hung");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let ns = Netns::new("www");
+    let status = ns.run_test("inside_a_namespace", Duration::from_secs(90));
     assert!(status.success(), "inner namespace test failed: {status}");
 }
 
@@ -194,35 +122,23 @@ fn host_side() -> Result<(), String> {
 #[test]
 #[ignore = "run by www_on_the_direct_stack_in_a_network_namespace inside a network namespace"]
 fn inside_a_namespace() {
-    let ns = std::env::var(ENV).expect("set by www_on_the_direct_stack_in_a_network_namespace");
-    // Never touch the interfaces of a namespace that is not ours.
-    assert_eq!(ip(&["netns", "identify"]).trim(), ns, "not inside {ns}");
-    ip(&["link", "set", "lo", "up"]);
+    netns::inside().expect("run by www_on_the_direct_stack_in_a_network_namespace");
     let result = block_on(
         platform(),
         timeout(Duration::from_secs(75), async {
             // What generated code does for `--net direct`.
             let service = Tap::open(platform(), "service", IFNAME, Some(GUEST_MAC)).unwrap();
-            ip(&["addr", "add", "10.79.0.1/24", "dev", IFNAME]);
-            ip(&["link", "set", IFNAME, "up"]);
+            netns::address(IFNAME, "10.79.0.1/24", None);
             let args = [&*format!("--ipv4={GUEST_V4}/24"), "--port=80"];
             let (config, rest) = Config::extract(args).unwrap();
             assert_eq!(rest, ["--port=80"]);
             let stack = NetStack::new(service, config, 0x77_77_77).unwrap();
             kiln_rt::spawn(www::start(stack, htdocs(), Console::stdout(), 80));
 
-            let outcome = Arc::new(Mutex::new(None));
-            let slot = outcome.clone();
-            std::thread::spawn(move || *slot.lock().unwrap() = Some(host_side()));
-            // curl blocks in its own thread; look for its outcome every
-            // 10 ms (at most 60 s).
-            for _ in 0..6000 {
-                if let Some(r) = outcome.lock().unwrap().take() {
-                    return r;
-                }
-                kiln_rt::sleep(Duration::from_millis(10)).await;
-            }
-            Err("curl did not finish within 60 s".into())
+            // curl blocks in a thread of its own.
+            in_thread(Duration::from_secs(60), host_side)
+                .await
+                .unwrap_or_else(|| Err("curl did not finish within 60 s".into()))
         }),
     );
     result
