@@ -1,49 +1,17 @@
 //! The echo unikernel on one kiln-net stack, a client on another, joined by
 //! an in-memory wire, in virtual time.
 
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
 use std::time::Duration;
 
-use kiln_devices::{Console, ConsoleError, Instant, MacAddress, Stack, UdpSocket as _};
-use kiln_rt::{Platform, block_on, timeout};
-
-#[derive(Default)]
-struct VirtualPlatform {
-    now: Cell<u64>,
-}
-
-impl Platform for VirtualPlatform {
-    fn now(&self) -> Instant {
-        Instant::from_nanos(self.now.get())
-    }
-    fn wait(&self, deadline: Option<Instant>) {
-        let d = deadline.expect("deadlock: every task waits and no timer is pending");
-        self.now.set(self.now.get().max(d.as_nanos()));
-        assert!(
-            self.now.get() < 3600 * 1_000_000_000,
-            "stuck for an hour of virtual time"
-        );
-    }
-}
-
-struct Log(Rc<RefCell<String>>);
-
-impl Console for Log {
-    fn write(&self, bytes: &[u8]) -> Result<(), ConsoleError> {
-        self.0
-            .borrow_mut()
-            .push_str(&String::from_utf8_lossy(bytes));
-        Ok(())
-    }
-}
+use kiln_devices::{MacAddress, Stack, UdpSocket as _};
+use kiln_rt::timeout;
+use kiln_testsupport::platform::{RecordingConsole, run_virtual};
 
 #[test]
 fn echoes_datagrams_over_ipv4_and_ipv6_and_refuses_a_taken_port() {
-    let platform: &'static VirtualPlatform = Box::leak(Box::default());
-    let log = Rc::new(RefCell::new(String::new()));
-    let console = Log(log.clone());
-    let taken = block_on(platform, async move {
+    let log = RecordingConsole::default();
+    let console = log.clone();
+    let taken = run_virtual(async move {
         let (a, b) = kiln_net::pair::pair(
             MacAddress([2, 0, 0, 0, 0, 1]),
             MacAddress([2, 0, 0, 0, 0, 2]),
@@ -72,12 +40,11 @@ fn echoes_datagrams_over_ipv4_and_ipv6_and_refuses_a_taken_port() {
             assert_eq!(&buf[..n], &data[..]);
         }
         // A second echo server on the same stack and port is refused.
-        let log2 = Rc::new(RefCell::new(String::new()));
-        udp_echo::start(server, Log(log2), 7).await
+        udp_echo::start(server, RecordingConsole::default(), 7).await
     });
     assert_eq!(
         taken.unwrap_err().to_string(),
         "cannot bind UDP port 7: address in use\nhint: choose another port with --port"
     );
-    assert_eq!(log.borrow().as_str(), "udp-echo: echoing on port 7\n");
+    assert_eq!(log.text(), "udp-echo: echoing on port 7\n");
 }
