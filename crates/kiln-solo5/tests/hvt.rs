@@ -6,144 +6,14 @@
 //! Needs `/dev/kvm`: without it each test says loudly that it is skipped,
 //! and fails instead when `CI=true`.
 
-use std::fs::OpenOptions;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+mod support;
 
-/// Longest a guest may run before the test kills it.
-const RUN_TIMEOUT: Duration = Duration::from_secs(30);
-
-struct Built {
-    tender: PathBuf,
-    image: PathBuf,
-    devices: PathBuf,
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Runs cargo with `args` in `dir`, into `target_dir`, or returns why not.
-fn cargo(dir: &Path, target_dir: &Path, args: &[&str]) -> Result<(), String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(args)
-        .arg("--target-dir")
-        .arg(target_dir)
-        .current_dir(dir)
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("RUSTFLAGS")
-        .output()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "cargo {} failed in {}:\n{}",
-            args.join(" "),
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// Builds the tender and the image once for all tests.
-fn built() -> &'static Built {
-    static BUILT: OnceLock<Result<Built, String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| workspace().join("target"), PathBuf::from)
-            .join("kiln-solo5-e2e");
-        let root = workspace();
-        cargo(
-            &root,
-            &target_dir,
-            &["build", "--release", "-p", "kiln-hvt"],
-        )?;
-        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hello-hvt-handmade");
-        cargo(
-            &example,
-            &target_dir,
-            &["build", "--release", "--target", "x86_64-unknown-none"],
-        )?;
-        Ok(Built {
-            tender: target_dir.join("release/kiln-hvt"),
-            image: target_dir.join("x86_64-unknown-none/release/hello-hvt-handmade"),
-            devices: target_dir.join("x86_64-unknown-none/release/devices"),
-        })
-    });
-    match built {
-        Ok(b) => b,
-        Err(e) => panic!("{e}"),
-    }
-}
-
-/// Whether KVM can be used; if not, says so loudly, and fails under CI.
-fn kvm_or_skip(test: &str) -> bool {
-    match OpenOptions::new().read(true).write(true).open("/dev/kvm") {
-        Ok(_) => true,
-        Err(e) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{test}: /dev/kvm is not usable ({e}) and CI=true: KVM tests must run in CI"
-            );
-            eprintln!("SKIPPED {test}: /dev/kvm is not usable ({e}); hint: run on a host with KVM");
-            false
-        }
-    }
-}
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
+use kiln_testsupport::skip::kvm_or_skip;
+use support::{Run, Target, built, check_clocks_sleep_and_random, run_image};
 
 /// Runs the hello image under the tender with guest arguments `args`.
 fn run(args: &[&str]) -> Run {
-    let b = built();
-    let mut command = Command::new(&b.tender);
-    command.arg("--mem=64").arg(&b.image).args(args);
-    wait(command, args)
-}
-
-/// Runs `command` to completion, or kills it after [`RUN_TIMEOUT`].
-fn wait(mut command: Command, args: &[&str]) -> Run {
-    let b = built();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", b.tender.display()));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for kiln-hvt") {
-            break status;
-        }
-        if start.elapsed() > RUN_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("guest {args:?} still running after {RUN_TIMEOUT:?}; killed");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    if let Some(mut s) = child.stdout.take() {
-        s.read_to_string(&mut stdout).expect("read guest output");
-    }
-    if let Some(mut s) = child.stderr.take() {
-        s.read_to_string(&mut stderr).expect("read tender output");
-    }
-    Run {
-        code: status.code(),
-        stdout,
-        stderr,
-    }
+    run_image(Target::Hvt, &[], &built(Target::Hvt).image, args)
 }
 
 /// Asserts that `run` aborted (255) after an exception report whose first
@@ -292,124 +162,15 @@ fn clocks_sleep_and_random_work() {
     if !kvm_or_skip("clocks_sleep_and_random_work") {
         return;
     }
-    let r = run(&["--devices"]);
-    assert_eq!(
-        r.code,
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        r.stdout,
-        r.stderr
-    );
-    let field = |name: &str| -> String {
-        r.stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap_or_else(|| panic!("no {name} in:\n{}", r.stdout))
-            .to_string()
-    };
-    let year: u32 = field("wall clock: ")[..4].parse().expect("a year");
-    assert!(year >= 2024, "wall clock year {year}");
-    let slept: u64 = field("slept: ")
-        .trim_end_matches(" ms")
-        .parse()
-        .expect("milliseconds");
-    assert!(
-        slept >= 50,
-        "a 50 ms sleep took {slept} ms of the monotonic clock"
-    );
-    assert_eq!(field("random: "), "ok");
-}
-
-/// Removes a file when dropped, even if the test fails.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+    check_clocks_sleep_and_random(Target::Hvt);
 }
 
 #[test]
 fn net_and_block_devices_work() {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::net::UnixDatagram;
-
     if !kvm_or_skip("net_and_block_devices_work") {
         return;
     }
-    let b = built();
-    // An 8-sector disk whose first bytes are known.
-    let disk =
-        TempFile(std::env::temp_dir().join(format!("kiln-solo5-disk-{}.img", std::process::id())));
-    let mut content = vec![0u8; 8 * 512];
-    content[..8].copy_from_slice(b"KILNDISK");
-    std::fs::write(&disk.0, &content).expect("write the disk image");
-
-    // The network interface is one end of a datagram socket pair, which
-    // keeps frame boundaries as a tap does; the test holds the other end.
-    let (ours, theirs) = UnixDatagram::pair().expect("socketpair");
-    ours.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    let fd = theirs.as_raw_fd();
-    // SAFETY: fcntl on a descriptor this test owns; clears FD_CLOEXEC so
-    // the tender inherits it.
-    let rc = unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
-    assert_eq!(rc, 0, "cannot clear FD_CLOEXEC");
-
-    let mut command = Command::new(&b.tender);
-    command
-        .arg("--mem=64")
-        .arg(format!("--net:service=@{fd}"))
-        .arg("--net-mac:service=02:00:00:00:00:01")
-        .arg(format!("--block:disk={}", disk.0.display()))
-        .arg(&b.devices)
-        .args(["--frames", "2"]);
-    let peer = std::thread::spawn(move || {
-        let mut echoes = Vec::new();
-        for i in 0..2u8 {
-            let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x88, 0xb5];
-            frame.extend_from_slice(b"frame ");
-            frame.push(b'0' + i);
-            ours.send(&frame).expect("send a frame");
-            let mut buf = [0u8; 2048];
-            let n = ours.recv(&mut buf).expect("the guest echoes the frame");
-            echoes.push(buf[..n].to_vec());
-        }
-        echoes
-    });
-    let r = wait(command, &["devices"]);
-    drop(theirs);
-    let echoes = peer.join().expect("peer thread");
-
-    assert_eq!(
-        r.code,
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        r.stdout,
-        r.stderr
-    );
-    assert_eq!(
-        r.stdout,
-        "block: 8 sectors of 512 bytes\n\
-         sector 0: [4b, 49, 4c, 4e, 44, 49, 53, 4b]\n\
-         block: write and read back ok\n\
-         block: 6-sector write and read back ok\n\
-         past the end: sectors 8..+1 are outside the device's 8 sectors\n\
-         net: mac 02:00:00:00:00:01 mtu 1500\n\
-         net: echoed frame 1 of 21 bytes\n\
-         net: echoed frame 2 of 21 bytes\n"
-    );
-    for (i, echo) in echoes.iter().enumerate() {
-        let mut expected = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x88, 0xb5];
-        expected.extend_from_slice(format!("frame {i}").as_bytes());
-        assert_eq!(echo, &expected);
-    }
-    let written = std::fs::read(&disk.0).expect("read the disk image");
-    let pattern: Vec<u8> = (0..512).map(|i| (i as u8) ^ 0x5a).collect();
-    assert_eq!(&written[512..1024], &pattern[..], "sector 1 on the host");
-    let many: Vec<u8> = (0..6 * 512).map(|i| (i as u8) ^ 0xa5).collect();
-    assert_eq!(&written[1024..], &many[..], "sectors 2 to 7 on the host");
-    assert_eq!(&written[..8], b"KILNDISK");
+    support::check_net_and_block(Target::Hvt);
 }
 
 /// An idle unikernel is blocked in the POLL hypercall, not spinning: a
@@ -421,53 +182,5 @@ fn an_idle_guest_blocks_instead_of_spinning() {
     if !kvm_or_skip("an_idle_guest_blocks_instead_of_spinning") {
         return;
     }
-    let b = built();
-    // Reaped with wait4 below, which also gives its resource usage.
-    #[allow(clippy::zombie_processes)]
-    let child = Command::new(&b.tender)
-        .arg("--mem=64")
-        .arg(&b.image)
-        .args(["--times", "1", "--pause", "1000"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start kiln-hvt");
-    let pid = i32::try_from(child.id()).expect("pid");
-    let start = Instant::now();
-    let (status, usage) = loop {
-        let mut status = 0;
-        // SAFETY: a zeroed rusage is a valid value for wait4 to fill in.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: waits for our own child without blocking; both pointers
-        // are valid for writes.
-        let rc = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        assert!(rc >= 0, "wait4: {}", std::io::Error::last_os_error());
-        if rc == pid {
-            break (status, usage);
-        }
-        if start.elapsed() > RUN_TIMEOUT {
-            // SAFETY: kills our own child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("guest still running after {RUN_TIMEOUT:?}; killed");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let wall = start.elapsed();
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "status {status:#x}"
-    );
-    let cpu = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-    };
-    let used = cpu(usage.ru_utime) + cpu(usage.ru_stime);
-    assert!(
-        wall >= Duration::from_millis(1000),
-        "the guest slept only {wall:?}"
-    );
-    assert!(
-        used < Duration::from_millis(500),
-        "the guest used {used:?} of CPU while sleeping for a second: it spins"
-    );
+    support::check_idle_guest_blocks(Target::Hvt);
 }

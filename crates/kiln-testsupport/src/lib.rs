@@ -3,12 +3,13 @@
 //!
 //! Modules, from the bottom:
 //!
-//! - `sys`: the one system call std does not wrap (`wait4`, for a child's
-//!   CPU time), the only `unsafe` code in the crate;
+//! - `sys`: the system calls std does not wrap (`wait4` for a child's CPU
+//!   time, clearing `FD_CLOEXEC`), the only `unsafe` code in the crate;
 //! - [`skip`]: skipping a test loudly where a resource (root, `/dev/kvm`,
 //!   a program) is absent, and failing instead under `CI=true`;
 //! - [`process`]: children killed on drop, waits bounded in time, output
-//!   captured without filling a pipe, CPU time of a child;
+//!   captured without filling a pipe, CPU time of a child, descriptors a
+//!   child inherits;
 //! - [`ports`]: free ports on 127.0.0.1;
 //! - [`build`]: the workspace root and cargo runs for crates outside the
 //!   workspace (stand-in guests);

@@ -139,6 +139,12 @@ pub fn rerun_as_nobody(test: &str, envs: &[(&str, &std::ffi::OsStr)]) -> ExitSta
         .unwrap_or_else(|e| panic!("cannot run {test} as nobody with setpriv: {e}"))
 }
 
+/// Lets the children started from now on inherit `fd` (clears its
+/// `FD_CLOEXEC`), to hand them one end of a socket pair by number.
+pub fn inheritable(fd: impl std::os::fd::AsFd) -> Result<(), std::io::Error> {
+    sys::clear_cloexec(fd)
+}
+
 /// How a child ended and the CPU time it and the children it reaped used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {

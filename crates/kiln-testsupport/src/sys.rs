@@ -1,5 +1,6 @@
-//! The one system call std does not wrap: `wait4`, for a child's CPU time.
+//! The system calls std does not wrap: `wait4` (a child's CPU time) and clearing `FD_CLOEXEC`.
 
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
 use crate::process::Usage;
@@ -31,4 +32,16 @@ pub(crate) fn wait4_nohang(pid: u32) -> Result<Option<Usage>, std::io::Error> {
         code,
         cpu: time(usage.ru_utime) + time(usage.ru_stime),
     }))
+}
+
+/// Clears `FD_CLOEXEC` on `fd`, so that children inherit it.
+pub(crate) fn clear_cloexec(fd: impl AsFd) -> Result<(), std::io::Error> {
+    // SAFETY: F_SETFD on a descriptor the caller borrows, so open for the
+    // whole call; it changes only that descriptor's flags.
+    let rc = unsafe { libc::fcntl(fd.as_fd().as_raw_fd(), libc::F_SETFD, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
