@@ -53,13 +53,23 @@ fn about(section: &str) -> &'static str {
     }
 }
 
-/// The whole page.
+/// The line after which the page is kept as written: notes that are not
+/// figures (analyses, proposals) go below it.
+pub const NOTES_MARKER: &str = "<!-- kiln-bench keeps everything below this line as written -->";
+
+/// The kept part of an earlier page: its notes marker and what follows.
+pub fn kept_notes(old: &str) -> Option<&str> {
+    old.find(NOTES_MARKER).map(|at| &old[at..])
+}
+
+/// The whole page; `notes` (from [`kept_notes`]) goes at the end.
 pub fn page(
     machine: &Machine,
     command: &str,
     date: &str,
     load: (&str, &str),
     rows: &[Row],
+    notes: Option<&str>,
 ) -> String {
     let mut out = String::from(
         "# kiln benchmarks\n\n\
@@ -90,6 +100,19 @@ pub fn page(
             "absent or not permitted"
         }
     );
+    let flavour = if machine.kvm_modules.iter().any(|m| m == "kvm_pvm") {
+        "kvm_pvm: PVM, shadow paging; guest instructions that trap are emulated one by one, \
+         so guest boot code costs about a microsecond per instruction"
+    } else if machine.kvm_modules.is_empty() {
+        "none loaded"
+    } else {
+        "hardware virtualization"
+    };
+    let _ = writeln!(
+        out,
+        "| KVM module | {} ({flavour}) |",
+        machine.kvm_modules.join(", ")
+    );
     let _ = writeln!(out, "| date | {date} |");
     let _ = writeln!(
         out,
@@ -110,5 +133,44 @@ pub fn page(
         out.push_str(&markdown_table(&section_rows));
         out.push('\n');
     }
+    match notes {
+        Some(notes) => out.push_str(notes),
+        None => {
+            out.push_str(NOTES_MARKER);
+            out.push('\n');
+        }
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Status;
+
+    #[test]
+    fn notes_below_the_marker_survive_regeneration() {
+        let machine = Machine::probe();
+        let rows = vec![
+            Row::ok("boot", "hello", "unix", 2.0, "ms"),
+            Row::missing(
+                "boot",
+                "hello",
+                "hvt",
+                "ms",
+                Status::NotAvailable("no | kvm".into()),
+            ),
+        ];
+        let first = page(&machine, "cmd", "today", ("1", "2"), &rows, None);
+        assert!(
+            first.contains("| hello | hvt | not available: no \\| kvm |"),
+            "{first}"
+        );
+        let edited = format!("{first}\n## Notes\n\nby hand\n");
+        let notes = kept_notes(&edited);
+        let second = page(&machine, "cmd", "tomorrow", ("1", "2"), &rows, notes);
+        assert!(second.ends_with("## Notes\n\nby hand\n"), "{second}");
+        assert_eq!(second.matches(NOTES_MARKER).count(), 1);
+        assert!(kept_notes("no marker").is_none());
+    }
 }

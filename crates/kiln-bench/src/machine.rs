@@ -21,6 +21,8 @@ pub struct Machine {
     pub kvm_nested: bool,
     /// Whether /dev/kvm can be opened.
     pub kvm: bool,
+    /// The loaded KVM vendor modules (`kvm_intel`, `kvm_amd`, `kvm_pvm`).
+    pub kvm_modules: Vec<String>,
 }
 
 fn read(path: &str) -> String {
@@ -51,6 +53,11 @@ impl Machine {
             kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
             kvm_nested,
             kvm: crate::setup::kvm_missing().is_none(),
+            kvm_modules: ["kvm_intel", "kvm_amd", "kvm_pvm"]
+                .into_iter()
+                .filter(|m| std::path::Path::new("/sys/module").join(m).exists())
+                .map(String::from)
+                .collect(),
         }
     }
 }

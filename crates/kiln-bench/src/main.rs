@@ -215,12 +215,14 @@ fn main() -> ExitCode {
     }
     let full = !args.quick && args.only.is_empty();
     if args.write_docs || full {
+        let old = std::fs::read_to_string(&docs_path).unwrap_or_default();
         let page = docs::page(
             &machine,
             &command,
             &date,
             (&load_before, &load_after),
             &rows,
+            docs::kept_notes(&old),
         );
         match std::fs::write(&docs_path, page) {
             Ok(()) => progress(&format!("wrote {}", docs_path.display())),
