@@ -1,7 +1,7 @@
 //! Every `unsafe` operation of the tender: the guest memory mapping, the KVM
-//! memory slot, reading `kvm_run`, the tap, epoll (`epoll_pwait2`, or a
-//! timerfd where the kernel lacks it) and timer-slack system calls, adopting
-//! inherited descriptors.
+//! memory slot, reading `kvm_run`, epoll (`epoll_pwait2`, or a
+//! timerfd where the kernel lacks it) and timer-slack system calls (the tap
+//! and inherited descriptors are [`kiln_tender::sys`]'s).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -102,80 +102,6 @@ pub fn internal_error_suberror(vcpu: &mut VcpuFd) -> u32 {
     // when `internal` is the active member of the exit union; it is plain
     // integers, valid for any bit pattern.
     unsafe { run.__bindgen_anon_1.internal.suberror }
-}
-
-/// `struct ifreq` as TUNSETIFF reads it: the name and the flags.
-#[repr(C)]
-struct IfReq {
-    name: [u8; libc::IFNAMSIZ],
-    flags: libc::c_short,
-    pad: [u8; 22],
-}
-
-const _: () = assert!(std::mem::size_of::<IfReq>() == 40);
-
-/// `TUNSETIFF`: `_IOW('T', 202, int)`.
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-
-/// Opens the existing tap interface `name` (non-blocking, no packet info);
-/// `ENODEV` if there is no interface of that name.
-pub fn open_tap(name: &str) -> io::Result<OwnedFd> {
-    let bytes = name.as_bytes();
-    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    }
-    // TUNSETIFF creates a missing interface; only attach existing ones.
-    let cname =
-        std::ffi::CString::new(bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `cname` is a NUL-terminated string that outlives the call.
-    if unsafe { libc::if_nametoindex(cname.as_ptr()) } == 0 {
-        return Err(io::Error::from_raw_os_error(libc::ENODEV));
-    }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")?;
-    let fd = OwnedFd::from(file);
-    let mut req = IfReq {
-        name: [0; libc::IFNAMSIZ],
-        flags: (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short,
-        pad: [0; 22],
-    };
-    req.name[..bytes.len()].copy_from_slice(bytes);
-    // SAFETY: TUNSETIFF reads a `struct ifreq`, of which `IfReq` has the
-    // layout and size; `req` lives across the call.
-    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReq) };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    set_nonblocking(fd.as_raw_fd())?;
-    Ok(fd)
-}
-
-/// Takes ownership of an inherited descriptor after checking it is open.
-pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
-    if fd < 0 {
-        return Err(io::Error::from_raw_os_error(libc::EBADF));
-    }
-    // SAFETY: F_GETFD only queries the descriptor table.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    set_nonblocking(fd)?;
-    // SAFETY: the descriptor is open (checked above) and was handed to the
-    // tender on its command line to own; nothing else in the process uses it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: F_GETFL/F_SETFL on an open descriptor change only its flags.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 /// Asks the kernel to end timed waits of this thread as close to their

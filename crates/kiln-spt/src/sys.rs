@@ -1,11 +1,12 @@
 //! Every `unsafe` operation of the tender: the fixed guest mapping and its
-//! protections, tap and inherited descriptors, the epoll set and timer,
+//! protections, the epoll set and timer (tap and inherited descriptors are
+//! [`kiln_tender::sys`]'s),
 //! `fork`, the ptrace calls the supervisor uses to explain a guest's death,
 //! and the jump into the guest.
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 
 use crate::elf::Protection;
@@ -92,75 +93,6 @@ impl Mapping {
         check(unsafe { libc::mprotect(self.ptr.as_ptr().add(offset).cast(), len, prot) })?;
         Ok(())
     }
-}
-
-/// `struct ifreq` as TUNSETIFF reads it: the name and the flags.
-#[repr(C)]
-struct IfReq {
-    name: [u8; libc::IFNAMSIZ],
-    flags: libc::c_short,
-    pad: [u8; 22],
-}
-
-const _: () = assert!(std::mem::size_of::<IfReq>() == 40);
-
-/// `TUNSETIFF`: `_IOW('T', 202, int)`.
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-
-/// Opens the existing tap interface `name` (non-blocking, no packet info);
-/// `ENODEV` if there is no interface of that name (TUNSETIFF would create
-/// one).
-pub fn open_tap(name: &str) -> io::Result<OwnedFd> {
-    let bytes = name.as_bytes();
-    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    }
-    let cname =
-        std::ffi::CString::new(bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `cname` is a NUL-terminated string that outlives the call.
-    if unsafe { libc::if_nametoindex(cname.as_ptr()) } == 0 {
-        return Err(io::Error::from_raw_os_error(libc::ENODEV));
-    }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")?;
-    let fd = OwnedFd::from(file);
-    let mut req = IfReq {
-        name: [0; libc::IFNAMSIZ],
-        flags: (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short,
-        pad: [0; 22],
-    };
-    req.name[..bytes.len()].copy_from_slice(bytes);
-    // SAFETY: TUNSETIFF reads a `struct ifreq`, of which `IfReq` has the
-    // layout and size; `req` lives across the call.
-    check(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReq) })?;
-    set_nonblocking(fd.as_raw_fd())?;
-    Ok(fd)
-}
-
-/// Takes ownership of an inherited descriptor after checking it is open,
-/// and makes it non-blocking (the guest must never block outside
-/// `epoll_pwait`).
-pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
-    if fd <= 2 {
-        return Err(io::Error::from_raw_os_error(libc::EBADF));
-    }
-    // SAFETY: F_GETFD only queries the descriptor table.
-    check(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
-    set_nonblocking(fd)?;
-    // SAFETY: the descriptor is open (checked above) and was handed to the
-    // tender on its command line to own; nothing else in the process uses it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: F_GETFL/F_SETFL on an open descriptor change only its flags.
-    unsafe {
-        let flags = check(libc::fcntl(fd, libc::F_GETFL))?;
-        check(libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
-    }
-    Ok(())
 }
 
 /// Whether the process runs with the `READ_IMPLIES_EXEC` personality,

@@ -11,6 +11,8 @@
 //!   `--prefix:NAME=VALUE` flag splitting;
 //! - [`elf`]: the pure image validator ([`elf::Image::parse`], the
 //!   tenders' fuzz target), parameterised by the target;
+//! - [`sys`]: every `unsafe` operation (tap, inherited descriptors);
+//! - [`net`]: the net module's flags and host side (tap or descriptor);
 //! - [`cli`]: the solo5-compatible command line
 //!   `TENDER [--mem=MB] [MODULE FLAGS...] [--] KERNEL [ARGS...]`.
 //!
@@ -21,6 +23,8 @@
 pub mod cli;
 pub mod elf;
 pub mod module;
+pub mod net;
+pub mod sys;
 pub mod target;
 
 pub use target::{Hvt, Spt, Target};

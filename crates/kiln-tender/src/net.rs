@@ -1,0 +1,258 @@
+//! The net module's host side both tenders share: the `--net:NAME=IFACE`,
+//! `--net:NAME=@FD` and `--net-mac:NAME=MAC` flags, and opening the tap
+//! interface or adopting the descriptor a flag gives.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{OwnedFd, RawFd};
+
+use kiln_abi::mft::MftType;
+
+use crate::module::{ModuleError, split_flag};
+
+/// The MTU every interface reports.
+pub const MTU: u16 = 1500;
+
+/// Help lines for the net flags.
+pub const USAGE: &str = "  --net:NAME=IFACE | --net:NAME=@FD\n      attach tap interface IFACE (or inherited descriptor FD) as network device NAME\n  --net-mac:NAME=MAC\n      the guest MAC address of NAME (default: random, locally administered)\n";
+
+const MAC: &str = "--net-mac:NAME=xx:xx:xx:xx:xx:xx";
+
+/// Parses `xx:xx:xx:xx:xx:xx`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for byte in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// A random locally administered unicast MAC address.
+pub fn random_mac() -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    if File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut mac))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0) as u64
+            ^ u64::from(std::process::id());
+        mac.copy_from_slice(&t.to_le_bytes()[..6]);
+    }
+    // Locally administered, unicast.
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    mac
+}
+
+#[derive(Debug)]
+struct Interface {
+    name: String,
+    target: String,
+    flag: String,
+}
+
+/// How a tender accepts an inherited descriptor (`--net:NAME=@FD`).
+#[derive(Debug, Clone, Copy)]
+pub struct Inherited<'t> {
+    /// The lowest descriptor number accepted.
+    pub min_fd: RawFd,
+    /// The flag's expected form, for a number that does not parse.
+    pub expected: &'static str,
+    /// Descriptors already attached to other devices, refused.
+    pub taken: &'t [RawFd],
+}
+
+/// A device's host side, opened.
+#[derive(Debug)]
+pub struct Opened {
+    /// The position of its `--net:` flag among the others: tenders list
+    /// attached devices in this order.
+    pub order: usize,
+    /// The tap or inherited descriptor, non-blocking.
+    pub fd: OwnedFd,
+    /// The guest's MAC address (random if no flag gives one).
+    pub mac: [u8; 6],
+}
+
+/// The net flags given on the command line.
+#[derive(Debug, Default)]
+pub struct NetFlags {
+    interfaces: Vec<Interface>,
+    macs: Vec<(String, [u8; 6], String)>,
+}
+
+impl NetFlags {
+    /// Offers a command-line flag; `Ok(true)` if it is a net flag.
+    pub fn parse_flag(&mut self, flag: &str) -> Result<bool, ModuleError> {
+        if let Some((name, mac)) = split_flag(flag, "--net-mac:", MAC)? {
+            let mac = parse_mac(mac).ok_or_else(|| ModuleError::FlagSyntax {
+                flag: flag.to_string(),
+                expected: MAC,
+            })?;
+            if self.macs.iter().any(|(n, _, _)| n == name) {
+                return Err(ModuleError::DuplicateFlag {
+                    flag: flag.to_string(),
+                    name: name.to_string(),
+                });
+            }
+            self.macs.push((name.to_string(), mac, flag.to_string()));
+            return Ok(true);
+        }
+        if let Some((name, target)) =
+            split_flag(flag, "--net:", "--net:NAME=IFACE or --net:NAME=@FD")?
+        {
+            if self.interfaces.iter().any(|i| i.name == name) {
+                return Err(ModuleError::DuplicateFlag {
+                    flag: flag.to_string(),
+                    name: name.to_string(),
+                });
+            }
+            self.interfaces.push(Interface {
+                name: name.to_string(),
+                target: target.to_string(),
+                flag: flag.to_string(),
+            });
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Each device name the flags mention, with the flag that mentions it.
+    pub fn named_devices(&self) -> Vec<(String, String)> {
+        let nets = self
+            .interfaces
+            .iter()
+            .map(|i| (i.name.clone(), i.flag.clone()));
+        let macs = self.macs.iter().map(|(n, _, f)| (n.clone(), f.clone()));
+        nets.chain(macs).collect()
+    }
+
+    /// Opens the host side the flags give for device `name`.
+    pub fn open(&self, name: &str, inherited: Inherited<'_>) -> Result<Opened, ModuleError> {
+        let mac = self
+            .macs
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, m, _)| *m);
+        let (order, iface) = self
+            .interfaces
+            .iter()
+            .enumerate()
+            .find(|(_, i)| i.name == name)
+            .ok_or_else(|| ModuleError::NotAttached {
+                name: name.to_string(),
+                kind: MftType::NetBasic.name(),
+                hint: format!("add --net:{name}=TAP (a tap interface) or --net:{name}=@FD"),
+            })?;
+        let fd = if let Some(fd) = iface.target.strip_prefix('@') {
+            let fd: i32 = fd.parse().map_err(|_| ModuleError::FlagSyntax {
+                flag: iface.flag.clone(),
+                expected: inherited.expected,
+            })?;
+            if inherited.taken.contains(&fd) {
+                return Err(ModuleError::Invalid {
+                    name: name.to_string(),
+                    problem: format!(
+                        "descriptor {fd} is already attached to another device; hint: give each device its own descriptor"
+                    ),
+                });
+            }
+            crate::sys::adopt_fd(fd, inherited.min_fd).map_err(|source| ModuleError::Open {
+                name: name.to_string(),
+                what: format!("inherited descriptor {fd}"),
+                source,
+            })?
+        } else {
+            crate::sys::open_tap(&iface.target).map_err(|source| ModuleError::Open {
+                name: name.to_string(),
+                what: format!(
+                    "tap interface '{}' (hint: create it with `ip tuntap add {} mode tap`)",
+                    iface.target, iface.target
+                ),
+                source,
+            })?
+        };
+        Ok(Opened {
+            order,
+            fd,
+            mac: mac.unwrap_or_else(random_mac),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HVT: Inherited<'static> = Inherited {
+        min_fd: 0,
+        expected: "--net:NAME=@FD with FD a descriptor number",
+        taken: &[],
+    };
+
+    #[test]
+    fn flags_name_their_devices_once() {
+        let mut flags = NetFlags::default();
+        assert!(flags.parse_flag("--net:a=tap0").unwrap());
+        assert!(flags.parse_flag("--net-mac:a=02:00:00:00:00:01").unwrap());
+        assert!(!flags.parse_flag("--block:a=x").unwrap());
+        assert!(matches!(
+            flags.parse_flag("--net:a=tap1"),
+            Err(ModuleError::DuplicateFlag { .. })
+        ));
+        assert!(matches!(
+            flags.parse_flag("--net-mac:b=02:00"),
+            Err(ModuleError::FlagSyntax { expected: MAC, .. })
+        ));
+        assert_eq!(
+            flags.named_devices(),
+            [
+                ("a".to_string(), "--net:a=tap0".to_string()),
+                ("a".to_string(), "--net-mac:a=02:00:00:00:00:01".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn opening_keeps_flag_order_and_the_given_mac() {
+        let (_x, y) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(y);
+        let mut flags = NetFlags::default();
+        flags.parse_flag("--net:first=@bad").unwrap();
+        flags.parse_flag(&format!("--net:second=@{fd}")).unwrap();
+        flags
+            .parse_flag("--net-mac:second=02:00:00:aa:bb:0c")
+            .unwrap();
+        let opened = flags.open("second", HVT).unwrap();
+        assert_eq!((opened.order, opened.mac), (1, [2, 0, 0, 0xaa, 0xbb, 0x0c]));
+        let err = flags.open("first", HVT).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("expected --net:NAME=@FD with FD a descriptor number"),
+            "{err}"
+        );
+        let taken = [fd + 1];
+        flags
+            .parse_flag(&format!("--net:third=@{}", fd + 1))
+            .unwrap();
+        let err = flags
+            .open(
+                "third",
+                Inherited {
+                    taken: &taken,
+                    ..HVT
+                },
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("already attached"), "{err}");
+        let err = flags.open("fourth", HVT).unwrap_err();
+        assert!(err.to_string().contains("--net:fourth="), "{err}");
+    }
+}

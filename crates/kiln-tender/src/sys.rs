@@ -1,0 +1,119 @@
+//! Every `unsafe` operation of the shared code: opening a tap interface and
+//! adopting an inherited descriptor, both made non-blocking.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `struct ifreq` as TUNSETIFF reads it: the name and the flags.
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    pad: [u8; 22],
+}
+
+const _: () = assert!(std::mem::size_of::<IfReq>() == 40);
+
+/// `TUNSETIFF`: `_IOW('T', 202, int)`.
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+
+/// Opens the existing tap interface `name` (non-blocking, no packet info);
+/// `ENODEV` if there is no interface of that name (TUNSETIFF would create
+/// one).
+pub fn open_tap(name: &str) -> io::Result<OwnedFd> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let cname =
+        std::ffi::CString::new(bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `cname` is a NUL-terminated string that outlives the call.
+    if unsafe { libc::if_nametoindex(cname.as_ptr()) } == 0 {
+        return Err(io::Error::from_raw_os_error(libc::ENODEV));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    let fd = OwnedFd::from(file);
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short,
+        pad: [0; 22],
+    };
+    req.name[..bytes.len()].copy_from_slice(bytes);
+    // SAFETY: TUNSETIFF reads a `struct ifreq`, of which `IfReq` has the
+    // layout and size; `req` lives across the call.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReq) })?;
+    set_nonblocking(fd.as_raw_fd())?;
+    Ok(fd)
+}
+
+/// Takes ownership of an inherited descriptor after checking it is open
+/// and not below `min_fd` (`EBADF`), and makes it non-blocking (neither
+/// tender nor guest may block outside their one wait).
+pub fn adopt_fd(fd: RawFd, min_fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < min_fd.max(0) {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: F_GETFD only queries the descriptor table.
+    check(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    set_nonblocking(fd)?;
+    // SAFETY: the descriptor is open (checked above) and was handed to the
+    // tender on its command line to own; nothing else in the process uses it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL on an open descriptor change only its flags.
+    unsafe {
+        let flags = check(libc::fcntl(fd, libc::F_GETFL))?;
+        check(libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adopting_checks_the_descriptor() {
+        let (_a, b) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(b);
+        assert_eq!(
+            adopt_fd(fd, fd + 1).unwrap_err().raw_os_error(),
+            Some(libc::EBADF)
+        );
+        let owned = adopt_fd(fd, 3).unwrap();
+        // SAFETY: F_GETFL only queries the flags of the open descriptor.
+        let flags = unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_GETFL) };
+        assert_ne!(flags & libc::O_NONBLOCK, 0);
+        drop(owned);
+        assert!(adopt_fd(fd, 3).is_err(), "a closed descriptor was adopted");
+        assert_eq!(
+            adopt_fd(-1, 0).unwrap_err().raw_os_error(),
+            Some(libc::EBADF)
+        );
+    }
+
+    #[test]
+    fn bad_tap_names_are_refused_before_any_system_call() {
+        for name in ["", "a-name-longer-than-15", "nul\0"] {
+            assert_eq!(
+                open_tap(name).unwrap_err().kind(),
+                io::ErrorKind::InvalidInput,
+                "{name:?}"
+            );
+        }
+    }
+}
