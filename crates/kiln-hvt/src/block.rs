@@ -2,7 +2,7 @@
 //! `--block-sector-size:NAME=N`, default 512) to each `BLOCK_BASIC` manifest
 //! entry, and serves the block read and write hypercalls.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::mem::{offset_of, size_of};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
@@ -10,45 +10,30 @@ use std::os::unix::fs::FileExt;
 use kiln_abi::hvt::{HcBlockRead, HcBlockWrite, Hypercall};
 use kiln_abi::mft::{MftDeviceInfo, MftType};
 use kiln_abi::status::Solo5Result;
+use kiln_tender::block::BlockFlags;
 
 use crate::guest::{GuestMemory, arg_u64, set_i32};
 use crate::hypercall::HypercallError;
-use crate::module::{FdSyscall, Module, ModuleError, ModuleFlags, split_flag};
+use crate::module::{FdSyscall, Module, ModuleError, ModuleFlags};
 
-/// Sector size when none is given.
-pub const DEFAULT_SECTOR_SIZE: u16 = 512;
-
-#[derive(Debug)]
-struct Disk {
-    name: String,
-    path: String,
-    flag: String,
-    attached: Option<(u64, File, u64)>,
-}
+pub use kiln_tender::block::DEFAULT_SECTOR_SIZE;
 
 /// The block module.
 #[derive(Debug, Default)]
 pub struct Block {
-    disks: Vec<Disk>,
-    sector_sizes: Vec<(String, u16, String)>,
+    flags: BlockFlags,
+    /// Attached devices in the order of their flags: (order, handle, file,
+    /// capacity, sector size).
+    attached: Vec<(usize, u64, File, u64, u64)>,
 }
 
 impl Block {
-    fn sector_size(&self, name: &str) -> u16 {
-        self.sector_sizes
-            .iter()
-            .find(|(n, _, _)| n == name)
-            .map_or(DEFAULT_SECTOR_SIZE, |(_, s, _)| *s)
-    }
-
     /// The device with `handle`: its file, capacity and sector size.
     fn device(&self, handle: u64) -> Option<(&File, u64, u64)> {
-        self.disks.iter().find_map(|d| match &d.attached {
-            Some((h, f, cap)) if *h == handle => {
-                Some((f, *cap, u64::from(self.sector_size(&d.name))))
-            }
-            _ => None,
-        })
+        self.attached
+            .iter()
+            .find(|(_, h, _, _, _)| *h == handle)
+            .map(|(_, _, f, cap, sector)| (f, *cap, *sector))
     }
 
     /// Whether `offset`/`len` is a sector-aligned range inside the device.
@@ -133,98 +118,30 @@ impl ModuleFlags for Block {
     }
 
     fn usage(&self) -> &'static str {
-        "  --block:NAME=PATH\n      attach file PATH as block device NAME\n  --block-sector-size:NAME=N\n      sector size of NAME in bytes, a power of two from 512 to 32768 (default 512)\n"
+        kiln_tender::block::USAGE
     }
 
     fn parse_flag(&mut self, flag: &str) -> Result<bool, ModuleError> {
-        const SECTOR: &str = "--block-sector-size:NAME=N with N a power of two from 512 to 32768";
-        if let Some((name, n)) = split_flag(flag, "--block-sector-size:", SECTOR)? {
-            let size = n
-                .parse::<u16>()
-                .ok()
-                .filter(|s| s.is_power_of_two() && *s >= 512)
-                .ok_or_else(|| ModuleError::FlagSyntax {
-                    flag: flag.to_string(),
-                    expected: SECTOR,
-                })?;
-            if self.sector_sizes.iter().any(|(n, _, _)| n == name) {
-                return Err(ModuleError::DuplicateFlag {
-                    flag: flag.to_string(),
-                    name: name.to_string(),
-                });
-            }
-            self.sector_sizes
-                .push((name.to_string(), size, flag.to_string()));
-            return Ok(true);
-        }
-        if let Some((name, path)) = split_flag(flag, "--block:", "--block:NAME=PATH")? {
-            if self.disks.iter().any(|d| d.name == name) {
-                return Err(ModuleError::DuplicateFlag {
-                    flag: flag.to_string(),
-                    name: name.to_string(),
-                });
-            }
-            self.disks.push(Disk {
-                name: name.to_string(),
-                path: path.to_string(),
-                flag: flag.to_string(),
-                attached: None,
-            });
-            return Ok(true);
-        }
-        Ok(false)
+        self.flags.parse_flag(flag)
     }
 
     fn named_devices(&self) -> Vec<(String, String)> {
-        let disks = self.disks.iter().map(|d| (d.name.clone(), d.flag.clone()));
-        let sizes = self
-            .sector_sizes
-            .iter()
-            .map(|(n, _, f)| (n.clone(), f.clone()));
-        disks.chain(sizes).collect()
+        self.flags.named_devices()
     }
 }
 
 impl Module for Block {
     fn attach(&mut self, handle: u64, name: &str) -> Result<MftDeviceInfo, ModuleError> {
-        let sector = self.sector_size(name);
-        let disk = self
-            .disks
-            .iter_mut()
-            .find(|d| d.name == name)
-            .ok_or_else(|| ModuleError::NotAttached {
-                name: name.to_string(),
-                kind: MftType::BlockBasic.name(),
-                hint: format!("add --block:{name}=PATH (a disk image file)"),
-            })?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&disk.path)
-            .map_err(|source| ModuleError::Open {
-                name: name.to_string(),
-                what: format!("'{}'", disk.path),
-                source,
-            })?;
-        let capacity = file
-            .metadata()
-            .map_err(|source| ModuleError::Open {
-                name: name.to_string(),
-                what: format!("'{}'", disk.path),
-                source,
-            })?
-            .len();
-        if capacity % u64::from(sector) != 0 {
-            return Err(ModuleError::Invalid {
-                name: name.to_string(),
-                problem: format!(
-                    "'{}' is {capacity} bytes, not a multiple of the {sector}-byte sector size; hint: resize it with `truncate -s` or pick another --block-sector-size",
-                    disk.path
-                ),
-            });
-        }
-        disk.attached = Some((handle, file, capacity));
-        Ok(MftDeviceInfo::block(capacity, sector))
+        let opened = self.flags.open(name, false)?;
+        self.attached.push((
+            opened.order,
+            handle,
+            opened.file,
+            opened.capacity,
+            u64::from(opened.sector),
+        ));
+        self.attached.sort_by_key(|a| a.0);
+        Ok(MftDeviceInfo::block(opened.capacity, opened.sector))
     }
 
     fn serves(&self, hc: Hypercall) -> bool {
@@ -249,10 +166,9 @@ impl Module for Block {
     }
 
     fn syscalls(&self) -> Vec<FdSyscall> {
-        self.disks
+        self.attached
             .iter()
-            .filter_map(|d| d.attached.as_ref())
-            .flat_map(|(_, f, _)| {
+            .flat_map(|(_, _, f, _, _)| {
                 let fd = f.as_raw_fd();
                 [
                     FdSyscall {

@@ -11,44 +11,30 @@
 //! a request into such pieces, largest first. A write that passes the
 //! filter therefore lies inside the device and cannot grow the file.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
 
 use kiln_abi::mft::{MftDeviceInfo, MftType};
 use kiln_abi::spt::SPT_BLOCK_MAX_REQUEST;
+use kiln_tender::block::BlockFlags;
 
-use crate::module::{Attached, Module, ModuleError, ModuleFlags, split_flag};
+use crate::module::{Attached, Module, ModuleError, ModuleFlags};
 use crate::seccomp::{Cond, Rule};
 
-/// Sector size when none is given.
-pub const DEFAULT_SECTOR_SIZE: u16 = 512;
+pub use kiln_tender::block::DEFAULT_SECTOR_SIZE;
+
 /// Largest single `pread64`/`pwrite64` the filter allows, in bytes (or one
 /// sector, if sectors are larger): [`SPT_BLOCK_MAX_REQUEST`]. kiln-solo5's
 /// spt block device splits requests to this size; the two must agree.
 pub const MAX_REQUEST: u64 = SPT_BLOCK_MAX_REQUEST;
 
-#[derive(Debug)]
-struct Disk {
-    name: String,
-    path: String,
-    flag: String,
-    attached: Option<(File, u64, u16)>,
-}
-
 /// The block module.
 #[derive(Debug, Default)]
 pub struct Block {
-    disks: Vec<Disk>,
-    sector_sizes: Vec<(String, u16, String)>,
-}
-
-impl Block {
-    fn sector_size(&self, name: &str) -> u16 {
-        self.sector_sizes
-            .iter()
-            .find(|(n, _, _)| n == name)
-            .map_or(DEFAULT_SECTOR_SIZE, |(_, s, _)| *s)
-    }
+    flags: BlockFlags,
+    /// Attached devices in the order of their flags: (order, file,
+    /// capacity, sector size).
+    attached: Vec<(usize, File, u64, u16)>,
 }
 
 /// The request lengths the filter allows for `sector`-byte sectors on a
@@ -102,102 +88,28 @@ impl ModuleFlags for Block {
     }
 
     fn usage(&self) -> &'static str {
-        "  --block:NAME=PATH\n      attach file PATH as block device NAME\n  --block-sector-size:NAME=N\n      sector size of NAME in bytes, a power of two from 512 to 32768 (default 512)\n"
+        kiln_tender::block::USAGE
     }
 
     fn parse_flag(&mut self, flag: &str) -> Result<bool, ModuleError> {
-        const SECTOR: &str = "--block-sector-size:NAME=N with N a power of two from 512 to 32768";
-        if let Some((name, n)) = split_flag(flag, "--block-sector-size:", SECTOR)? {
-            let size = n
-                .parse::<u16>()
-                .ok()
-                .filter(|s| s.is_power_of_two() && *s >= 512)
-                .ok_or_else(|| ModuleError::FlagSyntax {
-                    flag: flag.to_string(),
-                    expected: SECTOR,
-                })?;
-            if self.sector_sizes.iter().any(|(n, _, _)| n == name) {
-                return Err(ModuleError::DuplicateFlag {
-                    flag: flag.to_string(),
-                    name: name.to_string(),
-                });
-            }
-            self.sector_sizes
-                .push((name.to_string(), size, flag.to_string()));
-            return Ok(true);
-        }
-        if let Some((name, path)) = split_flag(flag, "--block:", "--block:NAME=PATH")? {
-            if self.disks.iter().any(|d| d.name == name) {
-                return Err(ModuleError::DuplicateFlag {
-                    flag: flag.to_string(),
-                    name: name.to_string(),
-                });
-            }
-            self.disks.push(Disk {
-                name: name.to_string(),
-                path: path.to_string(),
-                flag: flag.to_string(),
-                attached: None,
-            });
-            return Ok(true);
-        }
-        Ok(false)
+        self.flags.parse_flag(flag)
     }
 
     fn named_devices(&self) -> Vec<(String, String)> {
-        let disks = self.disks.iter().map(|d| (d.name.clone(), d.flag.clone()));
-        let sizes = self
-            .sector_sizes
-            .iter()
-            .map(|(n, _, f)| (n.clone(), f.clone()));
-        disks.chain(sizes).collect()
+        self.flags.named_devices()
     }
 }
 
 impl Module for Block {
     fn attach(&mut self, handle: u64, name: &str) -> Result<Attached, ModuleError> {
-        let sector = self.sector_size(name);
-        let disk = self
-            .disks
-            .iter_mut()
-            .find(|d| d.name == name)
-            .ok_or_else(|| ModuleError::NotAttached {
-                name: name.to_string(),
-                kind: MftType::BlockBasic.name(),
-                hint: format!("add --block:{name}=PATH (a disk image file)"),
-            })?;
-        let open_err = |source| ModuleError::Open {
-            name: name.to_string(),
-            what: format!("'{}'", disk.path),
-            source,
-        };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&disk.path)
-            .map_err(open_err)?;
-        let capacity = file
-            .metadata()
-            .map_err(|source| ModuleError::Open {
-                name: name.to_string(),
-                what: format!("'{}'", disk.path),
-                source,
-            })?
-            .len();
-        if capacity == 0 || capacity % u64::from(sector) != 0 {
-            return Err(ModuleError::Invalid {
-                name: name.to_string(),
-                problem: format!(
-                    "'{}' is {capacity} bytes, not a positive multiple of the {sector}-byte sector size; hint: resize it with `truncate -s` or pick another --block-sector-size",
-                    disk.path
-                ),
-            });
-        }
-        let fd = file.as_raw_fd();
-        disk.attached = Some((file, capacity, sector));
+        let opened = self.flags.open(name, true)?;
+        let fd = opened.file.as_raw_fd();
+        self.attached
+            .push((opened.order, opened.file, opened.capacity, opened.sector));
+        self.attached.sort_by_key(|a| a.0);
         Ok(Attached {
             handle,
-            info: MftDeviceInfo::block(capacity, sector),
+            info: MftDeviceInfo::block(opened.capacity, opened.sector),
             fd,
         })
     }
@@ -207,10 +119,9 @@ impl Module for Block {
     }
 
     fn rules(&self) -> Vec<Rule> {
-        self.disks
+        self.attached
             .iter()
-            .filter_map(|d| d.attached.as_ref())
-            .flat_map(|(f, capacity, sector)| {
+            .flat_map(|(_, f, capacity, sector)| {
                 disk_rules(f.as_raw_fd(), *capacity, u64::from(*sector))
             })
             .collect()

@@ -13,6 +13,7 @@
 //!   tenders' fuzz target), parameterised by the target;
 //! - [`sys`]: every `unsafe` operation (tap, inherited descriptors);
 //! - [`net`]: the net module's flags and host side (tap or descriptor);
+//! - [`block`]: the block module's flags and host side (a file);
 //! - [`cli`]: the solo5-compatible command line
 //!   `TENDER [--mem=MB] [MODULE FLAGS...] [--] KERNEL [ARGS...]`.
 //!
@@ -20,6 +21,7 @@
 //! rules, guest memory) and re-exports these under its own module names.
 #![deny(unsafe_code)]
 
+pub mod block;
 pub mod cli;
 pub mod elf;
 pub mod module;
