@@ -24,9 +24,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::TempDir;
-use support::net::{
-    Net, Netns, Running, free_port, have, is_root, skip, text, variant_image, workspace,
-};
+use kiln_testsupport::netns::Netns;
+use kiln_testsupport::ports::free_tcp_port as free_port;
+use kiln_testsupport::skip::{have, is_root, skip};
+use support::net::{Net, Running, text, variant_image, workspace};
 
 /// The pages measured: a small HTML page, and a 1 MiB file added to a copy
 /// of htdocs (the baked store needs it at build time).
@@ -300,8 +301,9 @@ fn www_against_nginx() {
     } else {
         let direct_image = variant_image("www", Net::Direct, "bench", &extra);
         let tmp = TempDir::new("bench-direct");
-        let ns = Netns::new();
-        ns.add_tap("kt0", "10.0.0.1/24", "fd00::1/64");
+        let ns = Netns::new("nt");
+        ns.add_tap("kt0");
+        ns.address("kt0", "10.0.0.1/24", Some("fd00::1/64"));
         let mut cmd = ns.command(&direct_image);
         cmd.args(["--net:service=kt0", "--ipv4=10.0.0.2/24", "--port=8080"]);
         let mut www = Running::spawn(cmd, "www-bench-direct");

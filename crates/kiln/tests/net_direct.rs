@@ -20,53 +20,36 @@ mod support {
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::TempDir;
-use support::net::{
-    Net, Netns, Running, curl, echo_roundtrips, example_image, have, ip, is_root, skip, text,
-};
+use kiln_testsupport::netns::{self, Netns};
+use kiln_testsupport::skip::netns_or_skip;
+use support::net::{Net, Running, curl, echo_roundtrips, example_image, text};
 use support::net_http;
 
 /// The tap inside each namespace.
 const TAP: &str = "kt0";
 /// Where the inner test finds its jobs.
 const INNER: &str = "KILN_NT_INNER";
-/// The namespace the inner test must find itself in.
-const INNER_NS: &str = "KILN_NT_INNER_NS";
 
 /// Whether this machine can run the namespace tests; skips loudly if not.
 fn can_run(test: &str) -> bool {
-    if !is_root() {
-        skip(test, "needs root for a network namespace and a tap");
-        return false;
-    }
-    if !Path::new("/dev/net/tun").exists() {
-        skip(test, "/dev/net/tun is absent");
-        return false;
-    }
-    for (program, arg, package) in [
-        ("ip", "-V", "iproute2"),
-        ("curl", "--version", "curl"),
-        ("ping", "-V", "iputils-ping"),
-        ("dnsmasq", "--version", "dnsmasq-base"),
-    ] {
-        if !have(program, arg) {
-            skip(
-                test,
-                &format!("`{program}` is not installed (scripts/test installs {package})"),
-            );
-            return false;
-        }
-    }
-    true
+    netns_or_skip(
+        test,
+        &[
+            ("curl", "--version", "curl"),
+            ("ping", "-V", "iputils-ping"),
+            ("dnsmasq", "--version", "dnsmasq-base"),
+        ],
+    )
 }
 
 /// A namespace with the tap and the host side's addresses.
 fn namespace() -> Netns {
-    let ns = Netns::new();
-    ns.add_tap(TAP, "10.0.0.1/24", "fd00::1/64");
+    let ns = Netns::new("nt");
+    ns.add_tap(TAP);
+    ns.address(TAP, "10.0.0.1/24", Some("fd00::1/64"));
     ns
 }
 
@@ -109,27 +92,20 @@ fn wait_for_http(ns: &Netns, server: &mut Running, url: &str) {
 /// (one per line: `http ADDR CHECK,...|all` or `udp LOCAL SERVER SIZE,...`);
 /// panics with its output if a job fails.
 fn run_inside(ns: &Netns, jobs: &[String], server: &Running) {
-    let mut cmd = ns.command(std::env::current_exe().expect("the test binary's path"));
-    cmd.args([
-        "--exact",
-        "inside_the_namespace",
-        "--ignored",
-        "--nocapture",
-    ])
-    .env(INNER, jobs.join("\n"))
-    .env(INNER_NS, &ns.name);
+    let mut cmd = ns.rerun("inside_the_namespace");
+    cmd.env(INNER, jobs.join("\n"));
     let mut inner = Running::spawn(cmd, "inner");
     match inner.wait_exit(Duration::from_secs(180)) {
         Some(status) if status.success() => eprintln!("{}", inner.log()),
         Some(status) => panic!(
             "the clients inside {} failed ({status})\n--- their output\n{}\n--- the server's output\n{}",
-            ns.name,
+            ns.name(),
             inner.log(),
             server.log()
         ),
         None => panic!(
             "the clients inside {} did not finish within 180 s\n--- their output\n{}",
-            ns.name,
+            ns.name(),
             inner.log()
         ),
     }
@@ -139,16 +115,12 @@ fn run_inside(ns: &Netns, jobs: &[String], server: &Running) {
 #[test]
 #[ignore = "run inside a network namespace by the tests of this file"]
 fn inside_the_namespace() {
-    let (Ok(jobs), Ok(ns)) = (std::env::var(INNER), std::env::var(INNER_NS)) else {
+    let Ok(jobs) = std::env::var(INNER) else {
         eprintln!("inside_the_namespace: nothing to do outside the namespace tests");
         return;
     };
     // Never send test traffic from a namespace that is not ours.
-    assert_eq!(
-        ip(&["netns", "identify"]).trim(),
-        ns,
-        "not inside the namespace {ns}"
-    );
+    netns::inside().expect("run inside a namespace by run_inside");
     let mut failures = Vec::new();
     for job in jobs.lines() {
         let words: Vec<&str> = job.split_whitespace().collect();
@@ -231,7 +203,7 @@ fn ping_and_ipv6_over_the_direct_stack() {
         assert!(
             out.status.success() && report.contains("5 received"),
             "ping {addr} from inside {}: {}\n{report}{}\n--- www's output\n{}",
-            ns.name,
+            ns.name(),
             out.status,
             text(&out.stderr),
             www.log()
@@ -407,7 +379,7 @@ fn a_failing_test_leaves_no_namespace() {
     let (name2, pid2) = (name.clone(), pid.clone());
     let outcome = std::thread::spawn(move || {
         let ns = namespace();
-        *name2.lock().unwrap() = ns.name.clone();
+        *name2.lock().unwrap() = ns.name().to_string();
         let www = start_in(
             &ns,
             &image,
@@ -421,13 +393,7 @@ fn a_failing_test_leaves_no_namespace() {
     assert!(outcome.is_err(), "the thread did not fail");
     let name = name.lock().unwrap().clone();
     assert!(!name.is_empty(), "the namespace was not made");
-    let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    assert!(
-        !text(&list.stdout)
-            .split_whitespace()
-            .any(|n| n == name.as_str()),
-        "{name} is still there"
-    );
+    assert!(!Netns::exists(&name), "{name} is still there");
     let pid = *pid.lock().unwrap();
     assert!(pid != 0, "www did not start");
     assert!(

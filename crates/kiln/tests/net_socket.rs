@@ -14,9 +14,9 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::net::{
-    Net, Running, echo_roundtrips, example_image, free_port, free_udp_port, have, skip,
-};
+use kiln_testsupport::ports::{free_tcp_port as free_port, free_udp_port};
+use kiln_testsupport::skip::{have, skip};
+use support::net::{Net, Running, echo_roundtrips, example_image};
 use support::net_http;
 
 /// `www.unix` on a free port of the host, listening and ready.

@@ -1,6 +1,7 @@
 //! Helpers for the network tests: example images built once per stack
-//! through the CLI, running unikernels and namespaces that clean up after
-//! themselves, and a small HTTP/1.1 client.
+//! through the CLI, running unikernels that clean up after themselves, and
+//! a small HTTP/1.1 client (namespaces, skips and free ports come from
+//! kiln-testsupport).
 #![allow(dead_code)] // each test file uses a different subset
 
 use std::collections::BTreeMap;
@@ -9,7 +10,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common::{TempDir, kiln};
@@ -59,35 +59,6 @@ pub fn files_under(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 /// end-to-end tests use, so that dependencies compile once.
 pub fn shared_target_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-e2e-target")
-}
-
-/// Says loudly that a test is skipped, and fails instead under `CI=true`.
-pub fn skip(test: &str, why: &str) {
-    // Written to stderr itself, not through `eprintln!`, which the test
-    // harness captures and shows only for failing tests.
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: skipping is not allowed with CI=true: {why}"
-    );
-}
-
-/// Whether this process runs as root.
-pub fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
-
-/// Whether `program` can be started (`program ARG` runs at all).
-pub fn have(program: &str, arg: &str) -> bool {
-    Command::new(program)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
 }
 
 pub fn text(bytes: &[u8]) -> String {
@@ -390,110 +361,6 @@ impl Drop for Running {
         }
         let _ = self.child.wait();
     }
-}
-
-/// A port on 127.0.0.1 nobody listens on right now (the kernel picks it).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port on 127.0.0.1")
-}
-
-/// A UDP port on 127.0.0.1 nobody uses right now.
-pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral UDP port on 127.0.0.1")
-}
-
-/// A network namespace of our own, deleted on drop with everything in it
-/// (its processes are killed first, by id).
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    /// Creates `kiln-nt-<pid>-<n>` with its loopback up.
-    pub fn new() -> Netns {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("kiln-nt-{}-{n}", std::process::id());
-        ip(&["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `ip -n NS ARGS`, asserting success; its stdout.
-    pub fn ip(&self, args: &[&str]) -> String {
-        let mut all = vec!["-n", &self.name];
-        all.extend_from_slice(args);
-        ip(&all)
-    }
-
-    /// A command run inside the namespace.
-    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name]).arg(program);
-        cmd
-    }
-
-    /// Adds tap `ifname` with the host side's addresses, and sets it up.
-    pub fn add_tap(&self, ifname: &str, v4: &str, v6: &str) {
-        self.ip(&["tuntap", "add", "dev", ifname, "mode", "tap"]);
-        self.ip(&["addr", "add", v4, "dev", ifname]);
-        self.ip(&["-6", "addr", "add", v6, "dev", ifname, "nodad"]);
-        self.ip(&["link", "set", ifname, "up"]);
-    }
-
-    /// The ids of the processes inside the namespace.
-    fn pids(&self) -> Vec<u32> {
-        Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-            .map(|o| {
-                text(&o.stdout)
-                    .split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Only processes this test started run in its namespace.
-        for _ in 0..50 {
-            let pids = self.pids();
-            if pids.is_empty() {
-                break;
-            }
-            for pid in pids {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// `ip ARGS`, asserting success; its stdout.
-pub fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {} failed: {}",
-        args.join(" "),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
 }
 
 /// One HTTP response as read off the wire.
