@@ -1,36 +1,25 @@
 //! www on the unix platform's host-socket stack, fetched by `curl` over
 //! 127.0.0.1: what a browser sees, byte for byte.
 
+mod support;
+
 use std::process::Command;
 use std::time::Duration;
 
-use kiln_kv::{Baked, Entry, digest_of};
+use kiln_kv::{Baked, digest_of};
 use kiln_rt::{block_on, timeout};
 use kiln_testsupport::platform::in_thread;
 use kiln_testsupport::ports::free_tcp_port;
 use kiln_testsupport::skip::{have, skip};
 use kiln_unix::{Console, SocketStack, platform};
-
-macro_rules! file {
-    ($path:literal) => {
-        Entry {
-            path: $path,
-            data: include_bytes!(concat!("../htdocs/", $path)),
-            digest: [0; 32],
-        }
-    };
-}
+use support::{bake, file};
 
 fn htdocs() -> Baked {
-    let mut entries = vec![
-        file!("css/site.css"),
-        file!("img/kiln.png"),
-        file!("index.html"),
-    ];
-    for e in &mut entries {
-        e.digest = digest_of(e.data);
-    }
-    Baked::new(Box::leak(entries.into_boxed_slice())).unwrap()
+    bake(&[
+        file("css/site.css"),
+        file("img/kiln.png"),
+        file("index.html"),
+    ])
 }
 
 /// Runs curl with `args`; stdout on success.

@@ -2,6 +2,8 @@
 //! two kiln-net stacks on an in-memory wire), on a platform with virtual
 //! time so that timeouts take no real time.
 
+mod support;
+
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -9,42 +11,13 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use kiln_devices::{MacAddress, Stack, StackError, TcpStream, kv::KvRo};
-use kiln_kv::{Baked, Entry, digest_of};
+use kiln_kv::digest_of;
 use kiln_testsupport::platform::{RecordingConsole, run_virtual as run};
+use support::{bake, file, htdocs};
 use www::{Limits, serve};
 
 fn secs() -> f64 {
     kiln_rt::time::now().as_nanos() as f64 / 1e9
-}
-
-macro_rules! file {
-    ($path:literal) => {
-        Entry {
-            path: $path,
-            data: include_bytes!(concat!("../htdocs/", $path)),
-            digest: [0; 32],
-        }
-    };
-}
-
-/// The real site, as the code generator would bake it.
-fn htdocs() -> Baked {
-    let mut entries = vec![
-        file!("about.html"),
-        file!("css/site.css"),
-        file!("docs/http.html"),
-        file!("docs/index.html"),
-        file!("img/kiln.png"),
-        file!("img/kiln.svg"),
-        file!("index.html"),
-        file!("robots.txt"),
-    ];
-    for e in &mut entries {
-        e.digest = digest_of(e.data);
-    }
-    let kv = Baked::new(Box::leak(entries.into_boxed_slice())).unwrap();
-    kv.verify().unwrap();
-    kv
 }
 
 const INDEX: &[u8] = include_bytes!("../htdocs/index.html");
@@ -213,18 +186,7 @@ fn get(path: &str) -> Vec<u8> {
 #[test]
 fn small_responses_are_one_write() {
     let big: &'static [u8] = Box::leak((0..100_000u32).map(|i| i as u8).collect());
-    let mut entries = vec![
-        Entry {
-            path: "big.bin",
-            data: big,
-            digest: [0; 32],
-        },
-        file!("index.html"),
-    ];
-    for e in &mut entries {
-        e.digest = digest_of(e.data);
-    }
-    let kv = Baked::new(Box::leak(entries.into_boxed_slice())).unwrap();
+    let kv = bake(&[("big.bin", big), file("index.html")]);
     let mut script = get("/index.html");
     script.extend(b"HEAD /index.html HTTP/1.1\r\nHost: test\r\n\r\n");
     script.extend(get("/missing"));

@@ -7,42 +7,27 @@
 //! Needs root, `ip` and `curl` (scripts/test installs them). The outer test
 //! creates the namespace and re-runs this test binary inside it.
 
+mod support;
+
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kiln_devices::MacAddress;
-use kiln_kv::{Baked, Entry, digest_of};
+use kiln_kv::Baked;
 use kiln_net::{Config, NetStack};
 use kiln_rt::{block_on, timeout};
 use kiln_testsupport::netns::{self, Netns};
 use kiln_testsupport::platform::in_thread;
 use kiln_testsupport::skip::netns_or_skip;
 use kiln_unix::{Console, Tap, platform};
+use support::{bake, file};
 
 const IFNAME: &str = "kiln0";
 const GUEST_V4: &str = "10.79.0.2";
 const GUEST_MAC: MacAddress = MacAddress([0x02, 0x6b, 0x77, 0x77, 0x77, 0x01]);
 
-macro_rules! file {
-    ($path:literal) => {
-        Entry {
-            path: $path,
-            data: include_bytes!(concat!("../htdocs/", $path)),
-            digest: [0; 32],
-        }
-    };
-}
-
 fn htdocs() -> Baked {
-    let mut entries = vec![
-        file!("about.html"),
-        file!("img/kiln.png"),
-        file!("index.html"),
-    ];
-    for e in &mut entries {
-        e.digest = digest_of(e.data);
-    }
-    Baked::new(Box::leak(entries.into_boxed_slice())).unwrap()
+    bake(&[file("about.html"), file("img/kiln.png"), file("index.html")])
 }
 
 #[test]
