@@ -4,6 +4,11 @@
 //!
 //! Each note is one value, `notes/NNNNNNNN` (its number, zero-padded so
 //! that names sort in order), so adding one is a single atomic `set`.
+//!
+//! A crash-test mode (module [`crash`]) drives the same store hard under
+//! `crash/`: `--state` prints what it holds, `--churn N` makes `N` changes
+//! and prints one line per acknowledged change, so that a test can kill
+//! the unikernel at any moment and check what a restart finds.
 #![no_std]
 #![deny(unsafe_code)]
 
@@ -12,7 +17,9 @@ extern crate alloc;
 use alloc::format;
 use alloc::string::String;
 
-use kiln_devices::{Console, ConsoleError, KvError, KvRw};
+use kiln_devices::{Console, ConsoleError, KvError, KvRw, MonotonicClock};
+
+pub mod crash;
 
 /// The dictionary holding the notes.
 const NOTES: &str = "notes";
@@ -46,13 +53,22 @@ fn store(action: &'static str) -> impl Fn(KvError) -> NotesError {
 }
 
 /// Clears the notes if `clear`, adds `add` if it is not empty, then prints
-/// every note with its number.
+/// every note with its number. With `state` or a non-zero `churn`, runs
+/// the crash-test mode instead (see [`crash`]).
+#[allow(clippy::too_many_arguments)] // one parameter per device and argument
 pub async fn start(
     console: impl Console,
+    clock: impl MonotonicClock,
     notes: impl KvRw,
     add: String,
     clear: bool,
+    state: bool,
+    churn: u32,
+    from: u32,
 ) -> Result<(), NotesError> {
+    if state || churn > 0 {
+        return crash::run(&console, &clock, &notes, state, churn, from).await;
+    }
     if clear {
         match notes.remove(NOTES).await {
             Ok(()) | Err(KvError::NotFound) => {}

@@ -25,9 +25,18 @@ fn run(path: &str, add: &str, clear: bool) -> String {
     let console = Captured::default();
     kiln_rt::block_on(platform, async {
         let store = LogStore::open("notes", block).await.unwrap();
-        notes::start(&console, store, add.into(), clear)
-            .await
-            .unwrap();
+        notes::start(
+            &console,
+            kiln_unix::MonotonicClock::new(),
+            store,
+            add.into(),
+            clear,
+            false,
+            0,
+            0,
+        )
+        .await
+        .unwrap();
     });
     String::from_utf8(console.0.into_inner()).unwrap()
 }
