@@ -467,6 +467,52 @@ async fn raw_peer<T>(
     panic!("no expected frame among 100");
 }
 
+/// A frame from the peer (MAC 2, 10.0.0.2) to stack A (MAC 1, 10.0.0.1)
+/// carrying an ICMP echo request.
+fn ping_frame(ident: u16, seq_no: u16, data: &[u8]) -> Vec<u8> {
+    let echo = Icmpv4Repr::EchoRequest {
+        ident,
+        seq_no,
+        data,
+    };
+    let ip = Ipv4Repr {
+        src_addr: Ipv4Addr::new(10, 0, 0, 2),
+        dst_addr: Ipv4Addr::new(10, 0, 0, 1),
+        next_header: IpProtocol::Icmp,
+        payload_len: echo.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut out = vec![0; 14 + ip.buffer_len() + echo.buffer_len()];
+    let mut eth = EthernetFrame::new_unchecked(&mut out[..]);
+    EthernetRepr {
+        src_addr: EthernetAddress(mac(2).0),
+        dst_addr: EthernetAddress(mac(1).0),
+        ethertype: EthernetProtocol::Ipv4,
+    }
+    .emit(&mut eth);
+    let caps = ChecksumCapabilities::default();
+    let mut ipp = Ipv4Packet::new_unchecked(eth.payload_mut());
+    ip.emit(&mut ipp, &caps);
+    echo.emit(&mut Icmpv4Packet::new_unchecked(ipp.payload_mut()), &caps);
+    out
+}
+
+/// The source, destination, ident, sequence number and data of the ICMP
+/// echo reply in `frame`, if it is one.
+fn echo_reply(frame: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, u16, u16, Vec<u8>)> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).ok()?;
+    match Icmpv4Repr::parse(&icmp, &ChecksumCapabilities::default()).ok()? {
+        Icmpv4Repr::EchoReply {
+            ident,
+            seq_no,
+            data,
+        } => Some((ip.src_addr(), ip.dst_addr(), ident, seq_no, data.to_vec())),
+        _ => None,
+    }
+}
+
 #[test]
 fn answers_icmp_echo_requests() {
     let (a, peer) = pair(mac(1), mac(2));
@@ -474,45 +520,9 @@ fn answers_icmp_echo_requests() {
     let peer_ip = Ipv4Addr::new(10, 0, 0, 2);
     let reply = run(async move {
         let _a = stack(a, &["--ipv4=10.0.0.1/24"]);
-        let echo = Icmpv4Repr::EchoRequest {
-            ident: 0x1234,
-            seq_no: 7,
-            data: b"kiln ping",
-        };
-        let ip = Ipv4Repr {
-            src_addr: peer_ip,
-            dst_addr: Ipv4Addr::new(10, 0, 0, 1),
-            next_header: IpProtocol::Icmp,
-            payload_len: echo.buffer_len(),
-            hop_limit: 64,
-        };
-        let mut out = vec![0; 14 + ip.buffer_len() + echo.buffer_len()];
-        let mut eth = EthernetFrame::new_unchecked(&mut out[..]);
-        EthernetRepr {
-            src_addr: peer_mac,
-            dst_addr: EthernetAddress(mac(1).0),
-            ethertype: EthernetProtocol::Ipv4,
-        }
-        .emit(&mut eth);
-        let caps = ChecksumCapabilities::default();
-        let mut ipp = Ipv4Packet::new_unchecked(eth.payload_mut());
-        ip.emit(&mut ipp, &caps);
-        echo.emit(&mut Icmpv4Packet::new_unchecked(ipp.payload_mut()), &caps);
+        let out = ping_frame(0x1234, 7, b"kiln ping");
         peer.send(&out).await.unwrap();
-        raw_peer(&peer, peer_mac, peer_ip, &out, |frame| {
-            let eth = EthernetFrame::new_checked(frame).ok()?;
-            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-            let icmp = Icmpv4Packet::new_checked(ip.payload()).ok()?;
-            match Icmpv4Repr::parse(&icmp, &ChecksumCapabilities::default()).ok()? {
-                Icmpv4Repr::EchoReply {
-                    ident,
-                    seq_no,
-                    data,
-                } => Some((ip.src_addr(), ip.dst_addr(), ident, seq_no, data.to_vec())),
-                _ => None,
-            }
-        })
-        .await
+        raw_peer(&peer, peer_mac, peer_ip, &out, echo_reply).await
     });
     assert_eq!(
         reply,
@@ -844,30 +854,7 @@ fn garbage_frames_leave_the_stack_working() {
     run(async move {
         let a = stack(a, &["--ipv4=10.0.0.1/24", "--ipv6=fd00::1/64"]);
         // A valid ping to mutate.
-        let echo = Icmpv4Repr::EchoRequest {
-            ident: 1,
-            seq_no: 1,
-            data: b"0123456789abcdef",
-        };
-        let ip = Ipv4Repr {
-            src_addr: peer_ip,
-            dst_addr: Ipv4Addr::new(10, 0, 0, 1),
-            next_header: IpProtocol::Icmp,
-            payload_len: echo.buffer_len(),
-            hop_limit: 64,
-        };
-        let mut ping = vec![0; 14 + ip.buffer_len() + echo.buffer_len()];
-        let mut eth = EthernetFrame::new_unchecked(&mut ping[..]);
-        EthernetRepr {
-            src_addr: peer_mac,
-            dst_addr: EthernetAddress(mac(1).0),
-            ethertype: EthernetProtocol::Ipv4,
-        }
-        .emit(&mut eth);
-        let caps = ChecksumCapabilities::default();
-        let mut ipp = Ipv4Packet::new_unchecked(eth.payload_mut());
-        ip.emit(&mut ipp, &caps);
-        echo.emit(&mut Icmpv4Packet::new_unchecked(ipp.payload_mut()), &caps);
+        let ping = ping_frame(1, 1, b"0123456789abcdef");
 
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {
@@ -899,14 +886,7 @@ fn garbage_frames_leave_the_stack_working() {
         }
         // Still alive: the unmutated ping gets its reply.
         raw_peer(&peer, peer_mac, peer_ip, &ping, |frame| {
-            let eth = EthernetFrame::new_checked(frame).ok()?;
-            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-            let icmp = Icmpv4Packet::new_checked(ip.payload()).ok()?;
-            matches!(
-                Icmpv4Repr::parse(&icmp, &ChecksumCapabilities::default()).ok()?,
-                Icmpv4Repr::EchoReply { seq_no: 1, .. }
-            )
-            .then_some(())
+            echo_reply(frame).filter(|r| r.3 == 1).map(|_| ())
         })
         .await;
         assert!(a.stats().rx_frames >= 5000);
