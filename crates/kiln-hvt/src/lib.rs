@@ -45,12 +45,12 @@ use std::path::PathBuf;
 
 use kiln_abi::hvt::layout::GUEST_PAGE_SIZE;
 use kiln_abi::status::EXIT_ABORT;
+use kiln_tender::devices::{DevicesError, attach_all};
 use thiserror::Error;
 
 use crate::cli::{CliError, Command};
 use crate::elf::{ElfError, Image, Load};
 use crate::hypercall::{HypercallError, Outcome};
-use crate::module::{KNOWN, ModuleError};
 use crate::vm::{Machine, VmError};
 
 /// Guest memory must leave this much above the image (stack and heap).
@@ -102,45 +102,9 @@ pub enum TenderError {
         /// Memory needed.
         needed_mb: u64,
     },
-    /// A manifest device of a compiled-out module.
-    #[error(
-        "{path}: device '{name}' ({kind}) needs the {module} module, which this kiln-hvt was built without; hint: build kiln-hvt with --features {module}"
-    )]
-    ModuleMissing {
-        /// The image path.
-        path: PathBuf,
-        /// The device.
-        name: String,
-        /// Its type.
-        kind: &'static str,
-        /// The module.
-        module: &'static str,
-    },
-    /// A flag names a device the manifest does not declare.
-    #[error(
-        "{flag}: {path} declares no {kind} device named '{name}'; hint: the image declares {declared}"
-    )]
-    UnknownDevice {
-        /// The flag.
-        flag: String,
-        /// The image path.
-        path: PathBuf,
-        /// The name in the flag.
-        name: String,
-        /// The type the flag attaches.
-        kind: &'static str,
-        /// What the manifest declares.
-        declared: String,
-    },
-    /// Attaching a device failed.
-    #[error("{path}: cannot attach devices")]
-    Attach {
-        /// The image path.
-        path: PathBuf,
-        /// The problem.
-        #[source]
-        source: ModuleError,
-    },
+    /// The device flags and the image's manifest do not fit.
+    #[error(transparent)]
+    Devices(#[from] DevicesError<kiln_tender::Hvt>),
     /// Guest memory setup.
     #[error("cannot set up guest memory")]
     Memory(#[from] guest::GuestMemError),
@@ -173,18 +137,6 @@ pub enum Exit {
     Text(String),
     /// The guest's exit status.
     Status(i32),
-}
-
-fn describe(manifest: &kiln_abi::mft::Manifest<'_>) -> String {
-    let list: Vec<String> = manifest
-        .devices()
-        .map(|e| format!("'{}' ({})", e.name, e.kind.name()))
-        .collect();
-    if list.is_empty() {
-        "no devices".into()
-    } else {
-        list.join(", ")
-    }
 }
 
 /// Runs the tender with `args` (without the program name).
@@ -242,47 +194,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
         });
     }
 
-    // Every flag must name a manifest device of its module's type.
-    for m in &modules {
-        for (name, flag) in m.named_devices() {
-            let ok = image
-                .manifest
-                .find(&name)
-                .is_some_and(|e| e.kind == m.device_type());
-            if !ok {
-                return Err(TenderError::UnknownDevice {
-                    flag,
-                    path,
-                    name,
-                    kind: m.device_type().name(),
-                    declared: describe(&image.manifest),
-                });
-            }
-        }
-    }
-    // Every manifest device must be attached by a compiled-in module.
-    let mut attached = Vec::new();
-    for entry in image.manifest.devices() {
-        let Some(m) = modules.iter_mut().find(|m| m.device_type() == entry.kind) else {
-            let module = KNOWN
-                .iter()
-                .find(|k| k.device_type == entry.kind)
-                .map_or("unknown", |k| k.name);
-            return Err(TenderError::ModuleMissing {
-                path,
-                name: entry.name.to_string(),
-                kind: entry.kind.name(),
-                module,
-            });
-        };
-        let info =
-            m.attach(entry.index as u64, entry.name)
-                .map_err(|source| TenderError::Attach {
-                    path: path.clone(),
-                    source,
-                })?;
-        attached.push((entry.index, info));
-    }
+    let attached = attach_all(&path, &image.manifest, &mut modules, |m, entry| {
+        m.attach(entry.index as u64, entry.name)
+            .map(|info| (entry.index, info))
+    })?;
 
     let mut mem = guest::GuestMemory::new(mem_size)?;
     image.load(&mut mem)?;
@@ -348,16 +263,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
 /// Maps a guest exit status to the tender's process exit code: 0 to 255 as
 /// they are, anything else 255.
 pub fn exit_code(status: i32) -> u8 {
-    u8::try_from(status).unwrap_or(255)
+    kiln_tender::exit_code(status)
 }
 
 /// Prints an error and its sources on one line each, as `main` does.
 pub fn report(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = format!("kiln-hvt: error: {err}");
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(&format!("\n  caused by: {s}"));
-        source = s.source();
-    }
-    out
+    kiln_tender::report::<kiln_tender::Hvt>(err)
 }

@@ -52,11 +52,12 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 
 use kiln_abi::spt::{SPT_BOOT_INFO_BASE, SPT_INTERNAL_TIMERFD};
+use kiln_tender::devices::{DevicesError, attach_all};
 use thiserror::Error;
 
 use crate::cli::{CliError, Command};
 use crate::elf::{ElfError, Image};
-use crate::module::{Attached, KNOWN, Module, ModuleError};
+use crate::module::{Attached, Module};
 use crate::seccomp::Rule;
 use crate::supervise::{Death, signal_name, syscall_name};
 
@@ -111,45 +112,9 @@ pub enum TenderError {
         /// Memory needed.
         needed_mb: u64,
     },
-    /// A manifest device of a compiled-out module.
-    #[error(
-        "{path}: device '{name}' ({kind}) needs the {module} module, which this kiln-spt was built without; hint: build kiln-spt with --features {module}"
-    )]
-    ModuleMissing {
-        /// The image path.
-        path: PathBuf,
-        /// The device.
-        name: String,
-        /// Its type.
-        kind: &'static str,
-        /// The module.
-        module: &'static str,
-    },
-    /// A flag names a device the manifest does not declare.
-    #[error(
-        "{flag}: {path} declares no {kind} device named '{name}'; hint: the image declares {declared}"
-    )]
-    UnknownDevice {
-        /// The flag.
-        flag: String,
-        /// The image path.
-        path: PathBuf,
-        /// The name in the flag.
-        name: String,
-        /// The type the flag attaches.
-        kind: &'static str,
-        /// What the manifest declares.
-        declared: String,
-    },
-    /// Attaching a device failed.
-    #[error("{path}: cannot attach devices")]
-    Attach {
-        /// The image path.
-        path: PathBuf,
-        /// The problem.
-        #[source]
-        source: ModuleError,
-    },
+    /// The device flags and the image's manifest do not fit.
+    #[error(transparent)]
+    Devices(#[from] DevicesError<kiln_tender::Spt>),
     /// Low memory setup.
     #[error("cannot set up the guest's boot information")]
     Boot(#[from] boot::BootError),
@@ -179,18 +144,6 @@ pub enum Exit {
     Text(String),
     /// The guest's exit status.
     Status(i32),
-}
-
-fn describe(manifest: &kiln_abi::mft::Manifest<'_>) -> String {
-    let list: Vec<String> = manifest
-        .devices()
-        .map(|e| format!("'{}' ({})", e.name, e.kind.name()))
-        .collect();
-    if list.is_empty() {
-        "no devices".into()
-    } else {
-        list.join(", ")
-    }
 }
 
 /// Every rule of the guest's filter: the core rules, then each module's.
@@ -278,47 +231,9 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
         });
     }
 
-    // Every flag must name a manifest device of its module's type.
-    for m in &modules {
-        for (name, flag) in m.named_devices() {
-            let ok = image
-                .manifest
-                .find(&name)
-                .is_some_and(|e| e.kind == m.device_type());
-            if !ok {
-                return Err(TenderError::UnknownDevice {
-                    flag,
-                    path,
-                    name,
-                    kind: m.device_type().name(),
-                    declared: describe(&image.manifest),
-                });
-            }
-        }
-    }
-    // Every manifest device must be attached by a compiled-in module.
-    let mut attached: Vec<Attached> = Vec::new();
-    for entry in image.manifest.devices() {
-        let Some(m) = modules.iter_mut().find(|m| m.device_type() == entry.kind) else {
-            let module = KNOWN
-                .iter()
-                .find(|k| k.device_type == entry.kind)
-                .map_or("unknown", |k| k.name);
-            return Err(TenderError::ModuleMissing {
-                path,
-                name: entry.name.to_string(),
-                kind: entry.kind.name(),
-                module,
-            });
-        };
-        let a = m
-            .attach(entry.index as u64, entry.name)
-            .map_err(|source| TenderError::Attach {
-                path: path.clone(),
-                source,
-            })?;
-        attached.push(a);
-    }
+    let attached: Vec<Attached> = attach_all(&path, &image.manifest, &mut modules, |m, entry| {
+        m.attach(entry.index as u64, entry.name)
+    })?;
 
     let epoll = sys::epoll_create().map_err(TenderError::Epoll)?;
     let timer = sys::timerfd_create().map_err(TenderError::Epoll)?;
@@ -386,15 +301,15 @@ fn enter_guest(
     sys::close_other_fds(keep);
     let mut mem = match guest::GuestMemory::new(mem_size) {
         Ok(mem) => mem,
-        Err(e) => return chain(&e),
+        Err(e) => return kiln_tender::chain(&e),
     };
     if let Err(e) = mem.load(image, low, SPT_BOOT_INFO_BASE) {
-        return chain(&e);
+        return kiln_tender::chain(&e);
     }
     // `mem` is never unmapped (GuestMemory has no Drop, and `jump` does
     // not return): this process becomes the guest.
     if let Err(e) = seccomp::install(program) {
-        return chain(&e);
+        return kiln_tender::chain(&e);
     }
     jump(image.entry, mem_size)
 }
@@ -414,23 +329,12 @@ fn jump(entry: u64, mem_size: u64) -> ! {
 /// Maps a guest exit status to the tender's process exit code: 0 to 255 as
 /// they are, anything else 255.
 pub fn exit_code(status: i32) -> u8 {
-    u8::try_from(status).unwrap_or(255)
-}
-
-/// An error and its sources, one per line.
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(&format!("\n  caused by: {s}"));
-        source = s.source();
-    }
-    out
+    kiln_tender::exit_code(status)
 }
 
 /// Prints an error and its sources on one line each, as `main` does.
 pub fn report(err: &(dyn std::error::Error + 'static)) -> String {
-    format!("kiln-spt: error: {}", chain(err))
+    kiln_tender::report::<kiln_tender::Spt>(err)
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@
 //! - [`sys`]: every `unsafe` operation (tap, inherited descriptors);
 //! - [`net`]: the net module's flags and host side (tap or descriptor);
 //! - [`block`]: the block module's flags and host side (a file);
+//! - [`devices`]: fitting the device flags to the image's manifest and
+//!   attaching each device;
 //! - [`cli`]: the solo5-compatible command line
 //!   `TENDER [--mem=MB] [MODULE FLAGS...] [--] KERNEL [ARGS...]`.
 //!
@@ -23,6 +25,7 @@
 
 pub mod block;
 pub mod cli;
+pub mod devices;
 pub mod elf;
 pub mod module;
 pub mod net;
@@ -30,3 +33,51 @@ pub mod sys;
 pub mod target;
 
 pub use target::{Hvt, Spt, Target};
+
+/// Maps a guest exit status to the tender's process exit code: 0 to 255 as
+/// they are, anything else 255.
+pub fn exit_code(status: i32) -> u8 {
+    u8::try_from(status).unwrap_or(255)
+}
+
+/// An error and its sources, one per line.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(&format!("\n  caused by: {s}"));
+        source = s.source();
+    }
+    out
+}
+
+/// An error as tender `T`'s `main` prints it: `kiln-hvt: error: ...`, then
+/// each source on a line of its own.
+pub fn report<T: Target>(err: &(dyn std::error::Error + 'static)) -> String {
+    format!("{}: error: {}", T::TENDER, chain(err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_chain_sources() {
+        let inner = std::io::Error::other("disk on fire");
+        let outer = crate::devices::DevicesError::<Spt>::Attach {
+            path: "k.spt".into(),
+            source: module::ModuleError::Open {
+                name: "d".into(),
+                what: "'x.img'".into(),
+                source: inner,
+            },
+        };
+        assert_eq!(
+            report::<Spt>(&outer),
+            "kiln-spt: error: k.spt: cannot attach devices\n  caused by: device 'd': cannot open 'x.img'\n  caused by: disk on fire"
+        );
+        assert_eq!(exit_code(256), 255);
+        assert_eq!(exit_code(-1), 255);
+        assert_eq!(exit_code(7), 7);
+    }
+}
