@@ -67,6 +67,14 @@ fn start_in(ns: &Netns, image: &Path, args: &[&str], ready: &str) -> Running {
     unikernel
 }
 
+/// `www` for the direct stack, started inside `ns` with `args` and
+/// `--port=8080`, once it says it serves.
+fn www_in(ns: &Netns, args: &[&str]) -> Running {
+    let image = example_image("www", Net::Direct);
+    let args = [args, &["--port=8080"]].concat();
+    start_in(ns, &image, &args, "www: serving on port 8080")
+}
+
 /// `curl` inside `ns`.
 fn ns_curl(ns: &Netns, args: &[&str]) -> Result<Vec<u8>, String> {
     curl(ns.command("curl"), args)
@@ -166,14 +174,8 @@ fn www_http_suite_over_the_direct_stack() {
     if !can_run("www_http_suite_over_the_direct_stack") {
         return;
     }
-    let image = example_image("www", Net::Direct);
     let ns = namespace();
-    let mut www = start_in(
-        &ns,
-        &image,
-        &["--ipv4=10.0.0.2/24", "--port=8080"],
-        "www: serving on port 8080",
-    );
+    let mut www = www_in(&ns, &["--ipv4=10.0.0.2/24"]);
     wait_for_http(&ns, &mut www, "http://10.0.0.2:8080/robots.txt");
     run_inside(&ns, &["http 10.0.0.2:8080 all".into()], &www);
     www.assert_running("www after the suite");
@@ -184,14 +186,8 @@ fn ping_and_ipv6_over_the_direct_stack() {
     if !can_run("ping_and_ipv6_over_the_direct_stack") {
         return;
     }
-    let image = example_image("www", Net::Direct);
     let ns = namespace();
-    let mut www = start_in(
-        &ns,
-        &image,
-        &["--ipv4=10.0.0.2/24", "--ipv6=fd00::2/64", "--port=8080"],
-        "www: serving on port 8080",
-    );
+    let mut www = www_in(&ns, &["--ipv4=10.0.0.2/24", "--ipv6=fd00::2/64"]);
     wait_for_http(&ns, &mut www, "http://10.0.0.2:8080/robots.txt");
     for (family, addr) in [("-4", "10.0.0.2"), ("-6", "fd00::2")] {
         let out = ns
@@ -276,11 +272,10 @@ fn dhcp_lease_from_dnsmasq() {
     if !can_run("dhcp_lease_from_dnsmasq") {
         return;
     }
-    let image = example_image("www", Net::Direct);
     let ns = namespace();
     let tmp = TempDir::new("dhcp");
     let (mut dhcp, leases) = dnsmasq(&ns, &tmp.path);
-    let mut www = start_in(&ns, &image, &["--port=8080"], "www: serving on port 8080");
+    let mut www = www_in(&ns, &[]);
     let mut addr = String::new();
     www.wait_until(
         "www asking dnsmasq for a lease",
@@ -315,17 +310,11 @@ fn static_address_with_no_dhcp() {
     if !can_run("static_address_with_no_dhcp") {
         return;
     }
-    let image = example_image("www", Net::Direct);
     let ns = namespace();
     let tmp = TempDir::new("nodhcp");
     // A DHCP server is there, and must not be asked.
     let (dhcp, leases) = dnsmasq(&ns, &tmp.path);
-    let mut www = start_in(
-        &ns,
-        &image,
-        &["--no-dhcp", "--ipv4=10.0.0.3/24", "--port=8080"],
-        "www: serving on port 8080",
-    );
+    let mut www = www_in(&ns, &["--no-dhcp", "--ipv4=10.0.0.3/24"]);
     wait_for_http(&ns, &mut www, "http://10.0.0.3:8080/robots.txt");
     run_inside(
         &ns,
