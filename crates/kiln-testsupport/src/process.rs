@@ -23,6 +23,13 @@ pub enum ProcessError {
         #[source]
         source: std::io::Error,
     },
+    /// It ran and failed; its stderr follows.
+    #[error("{command} failed ({status}): {stderr}")]
+    Failed {
+        command: String,
+        status: ExitStatus,
+        stderr: String,
+    },
     /// It ran past its time and was killed.
     #[error("{program} still running after {limit:?}; killed")]
     TimedOut { program: String, limit: Duration },
@@ -61,6 +68,37 @@ impl Drop for ChildGuard {
 
 fn program(cmd: &Command) -> String {
     cmd.get_program().to_string_lossy().into_owned()
+}
+
+/// `cmd` and its arguments, as a shell would show them (unquoted).
+fn command_line(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs `cmd` to completion with its output captured; its stdout if it
+/// exits 0, else its status and stderr. Not bounded in time: give the
+/// program its own limit (`curl --max-time`, `ping -W`).
+pub fn stdout_of(cmd: &mut Command) -> Result<Vec<u8>, ProcessError> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| ProcessError::Spawn {
+            program: program(cmd),
+            source,
+        })?;
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(ProcessError::Failed {
+            command: command_line(cmd),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim_end().to_string(),
+        })
+    }
 }
 
 /// Runs `cmd` with stdin empty and stdout and stderr captured (read while
@@ -200,6 +238,17 @@ mod tests {
         assert_eq!(out.status.code(), Some(3));
         assert_eq!(out.stdout.len(), 200_000);
         assert_eq!(out.stderr, b"err\n");
+    }
+
+    #[test]
+    fn stdout_of_gives_stdout_or_the_failure() {
+        let out = stdout_of(Command::new("sh").args(["-c", "echo hi"])).unwrap();
+        assert_eq!(out, b"hi\n");
+        let err = stdout_of(Command::new("sh").args(["-c", "echo bad >&2; exit 2"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "sh -c echo bad >&2; exit 2 failed (exit status: 2): bad"
+        );
     }
 
     #[test]

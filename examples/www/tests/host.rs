@@ -10,6 +10,7 @@ use kiln_kv::{Baked, digest_of};
 use kiln_rt::{block_on, timeout};
 use kiln_testsupport::platform::in_thread;
 use kiln_testsupport::ports::free_tcp_port;
+use kiln_testsupport::process::stdout_of;
 use kiln_testsupport::skip::{have, skip};
 use kiln_unix::{Console, SocketStack, platform};
 use support::{bake, file};
@@ -24,19 +25,12 @@ fn htdocs() -> Baked {
 
 /// Runs curl with `args`; stdout on success.
 fn curl(args: &[&str]) -> Result<Vec<u8>, String> {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .args(args)
-        .output()
-        .map_err(|e| format!("curl: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "curl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(out.stdout)
+    stdout_of(
+        Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .args(args),
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn client(port: u16) -> Result<(), String> {

@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use kiln_devices::MacAddress;
@@ -18,6 +18,7 @@ use kiln_net::{Config, NetStack};
 use kiln_rt::{block_on, timeout};
 use kiln_testsupport::netns::{self, Netns};
 use kiln_testsupport::platform::in_thread;
+use kiln_testsupport::process::stdout_of;
 use kiln_testsupport::skip::netns_or_skip;
 use kiln_unix::{Console, Tap, platform};
 use support::{bake, file};
@@ -43,20 +44,12 @@ fn www_on_the_direct_stack_in_a_network_namespace() {
 
 /// Runs curl with `args`; stdout on success.
 fn curl(args: &[&str]) -> Result<Vec<u8>, String> {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20"])
-        .args(args)
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| format!("curl: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "curl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(out.stdout)
+    stdout_of(
+        Command::new("curl")
+            .args(["-sS", "--max-time", "20"])
+            .args(args),
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn host_side() -> Result<(), String> {
