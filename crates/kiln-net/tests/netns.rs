@@ -17,7 +17,7 @@ use kiln_net::{Config, NetStack};
 use kiln_rt::{block_on, spawn, timeout};
 use kiln_testsupport::netns::{self, Netns};
 use kiln_testsupport::platform::in_thread;
-use kiln_testsupport::process::ChildGuard;
+use kiln_testsupport::process::{ChildGuard, stdout_of};
 use kiln_testsupport::skip::netns_or_skip;
 use kiln_unix::{Tap, platform};
 
@@ -45,20 +45,9 @@ fn direct_stack_in_a_network_namespace() {
 
 /// Runs `command`, returning its stdout, or an error with its stderr.
 fn run(command: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(command)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{command}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{command} {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
+    stdout_of(Command::new(command).args(args))
+        .map(|out| String::from_utf8_lossy(&out).into_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// What the host side does, in a thread of its own (its tools block).
