@@ -520,20 +520,8 @@ pub fn accepts(addr: SocketAddr) -> bool {
 /// Runs `curl -sS --max-time 20 ARGS` through `cmd` (plain `curl`, or
 /// `ip netns exec NS curl`); its stdout.
 pub fn curl(mut cmd: Command, args: &[&str]) -> Result<Vec<u8>, String> {
-    let out = cmd
-        .args(["-sS", "--max-time", "20"])
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run curl: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "curl {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            text(&out.stderr)
-        ));
-    }
-    Ok(out.stdout)
+    kiln_testsupport::process::stdout_of(cmd.args(["-sS", "--max-time", "20"]).args(args))
+        .map_err(|e| e.to_string())
 }
 
 /// Sends datagrams of each of `sizes` bytes from `local` to the echo server at
