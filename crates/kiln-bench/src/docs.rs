@@ -42,7 +42,9 @@ fn about(section: &str) -> &'static str {
              address 10.81.0.1/24, the unikernel's stack at 10.81.0.2 (unix-direct, hvt, spt), \
              the host-socket www on the namespace's 127.0.0.1. `ping -f -q -c N -w T` replies per \
              second against the kernel answering its own address; `wrk -t1 -c16 --latency` on `/` \
-             against nginx serving the same htdocs on the namespace's loopback, same run."
+             against nginx serving the same htdocs on the namespace's loopback, same run; in a full \
+             run also a 1 MiB file of noise added to copies of www built for unix (both stacks) \
+             and served by the same nginx."
         }
         "build" => {
             "`kiln build` wall time of a copy of each example, from clean (`kiln clean` and a cargo \
@@ -101,8 +103,8 @@ pub fn page(
         }
     );
     let flavour = if machine.kvm_modules.iter().any(|m| m == "kvm_pvm") {
-        "kvm_pvm: PVM, shadow paging; guest instructions that trap are emulated one by one, \
-         so guest boot code costs about a microsecond per instruction"
+        "kvm_pvm: PVM with shadow paging, where guest code runs emulated (see the notes \
+         below), so hvt figures here are far from hardware KVM's"
     } else if machine.kvm_modules.is_empty() {
         "none loaded"
     } else {

@@ -106,6 +106,27 @@ fn prepare(env: Env, counts: Counts, sections: &[&str]) -> Prepared {
     } else {
         Vec::new()
     };
+    let www_big = if wants("network") && !counts.quick {
+        [Variant::Unix, Variant::UnixDirect]
+            .into_iter()
+            .map(|v| {
+                progress(&format!("building www with a 1 MiB file for {}", v.name()));
+                let copy = env.copy_example("www", &format!("www-big-{}", v.name()));
+                let a = match copy.and_then(|dir| {
+                    let path = dir.join("htdocs").join(sections::BIG_FILE);
+                    std::fs::write(&path, sections::big_file())
+                        .map_err(|e| error::BenchError::io("write", path, e))?;
+                    Ok(dir)
+                }) {
+                    Ok(dir) => setup::build(&env, &dir, v, true),
+                    Err(e) => Availability::Broken(e.to_string()),
+                };
+                (v, a)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     Prepared {
         env,
         counts,
@@ -113,6 +134,7 @@ fn prepare(env: Env, counts: Counts, sections: &[&str]) -> Prepared {
         bare_kvm,
         hello,
         www,
+        www_big,
     }
 }
 

@@ -81,7 +81,8 @@ pub fn run(p: &Prepared) -> Vec<Row> {
     };
     // The load's own figures do not matter here (a slow server may
     // complete none within it); the peak under it does.
-    let nginx = start_nginx(&p.env, &ns).and_then(|s| {
+    let root = p.env.workspace.join("examples/www/htdocs");
+    let nginx = start_nginx(&p.env, &ns, &root).and_then(|s| {
         let _ = wrk(&ns, &s.url, LOAD_SECS);
         s.service.peak_rss_kib()
     });

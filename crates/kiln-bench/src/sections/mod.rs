@@ -37,7 +37,7 @@ impl Counts {
                 boot_runs: 5,
                 ping_count: 2000,
                 ping_secs: 5,
-                wrk_secs: 2,
+                wrk_secs: 5,
             }
         } else {
             Counts {
@@ -65,6 +65,26 @@ pub struct Prepared {
     pub hello: Vec<(Variant, Availability)>,
     /// www per target.
     pub www: Vec<(Variant, Availability)>,
+    /// www with a 1 MiB file added to its htdocs, on unix (full runs).
+    pub www_big: Vec<(Variant, Availability)>,
+}
+
+/// The file added to www's htdocs for the bulk case, and its size.
+pub const BIG_FILE: &str = "big.bin";
+/// See [`BIG_FILE`].
+pub const BIG_LEN: usize = 1 << 20;
+
+/// [`BIG_LEN`] bytes of deterministic noise (xorshift64).
+pub fn big_file() -> Vec<u8> {
+    let mut x: u64 = 0x6b69_6c6e_6265_6e63;
+    (0..BIG_LEN)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect()
 }
 
 /// The targets hello is built for.

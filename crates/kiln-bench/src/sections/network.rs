@@ -6,12 +6,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{Prepared, progress, runnable};
+use super::{BIG_FILE, Prepared, progress, runnable};
 use crate::error::{BenchError, tail};
 use crate::exec::{self, Context, Service, argv};
 use crate::netns::{self, GUEST_V4, HOST_V4, Netns, PREFIX};
 use crate::report::{Baseline, Row, Status};
-use crate::setup::{Built, Env};
+use crate::setup::{Availability, Built, Env};
 
 const SECTION: &str = "network";
 /// nginx's port (every address of the namespace).
@@ -29,13 +29,12 @@ pub struct Server {
     pub url: String,
 }
 
-/// Starts nginx serving www's htdocs inside `ns`.
-pub fn start_nginx(env: &Env, ns: &Netns) -> Result<Server, BenchError> {
+/// Starts nginx serving `root` inside `ns`.
+pub fn start_nginx(env: &Env, ns: &Netns, root: &Path) -> Result<Server, BenchError> {
     let prefix = env.work.join("nginx");
     std::fs::create_dir_all(&prefix).map_err(|e| BenchError::io("create", &prefix, e))?;
     let conf = prefix.join("nginx.conf");
-    let root = env.workspace.join("examples/www/htdocs");
-    std::fs::write(&conf, netns::nginx_conf(&prefix, &root, NGINX_PORT))
+    std::fs::write(&conf, netns::nginx_conf(&prefix, root, NGINX_PORT))
         .map_err(|e| BenchError::io("write", &conf, e))?;
     let a = argv([
         Path::new("nginx"),
@@ -207,8 +206,10 @@ fn ping(ns: &Netns, addr: &str, count: u32, secs: u32) -> Result<f64, BenchError
     Ok(received / (time_ms / 1e3))
 }
 
-/// Rows for the three wrk figures (or one failure per figure).
+/// Rows for the three wrk figures (or one failure per figure), named
+/// with `what` (the page) after them.
 fn wrk_rows(
+    what: &str,
     target: &str,
     result: &Result<Wrk, String>,
     base: Option<&Wrk>,
@@ -222,12 +223,15 @@ fn wrk_rows(
     ];
     figures
         .iter()
+        .map(|(name, unit, get)| (format!("{name}{what}"), unit, get))
         .map(|(name, unit, get)| match result {
-            Ok(w) => Row::ok(SECTION, name, target, get(w), unit).against(base.map(|b| Baseline {
-                name: base_name.into(),
-                value: get(b),
-            })),
-            Err(e) => Row::missing(SECTION, name, target, unit, Status::Failed(e.clone())),
+            Ok(w) => {
+                Row::ok(SECTION, &name, target, get(w), unit).against(base.map(|b| Baseline {
+                    name: base_name.into(),
+                    value: get(b),
+                }))
+            }
+            Err(e) => Row::missing(SECTION, &name, target, unit, Status::Failed(e.clone())),
         })
         .collect()
 }
@@ -271,10 +275,39 @@ pub fn run(p: &Prepared) -> Vec<Row> {
         name: kernel.into(),
         value,
     });
-    let nginx = start_nginx(&p.env, &ns).and_then(|s| wrk(&ns, &s.url, c.wrk_secs));
-    let nginx = nginx.map_err(|e| e.to_string());
-    rows.extend(wrk_rows("nginx", &nginx, None, ""));
+    // nginx serves the big copy's htdocs when there is one (www's files
+    // and the 1 MiB file).
+    let root = match p.www_big.first() {
+        Some((_, Availability::Ready(b))) => b
+            .image
+            .parent()
+            .and_then(Path::parent)
+            .map_or(p.env.workspace.join("examples/www/htdocs"), |d| {
+                d.join("htdocs")
+            }),
+        _ => p.env.workspace.join("examples/www/htdocs"),
+    };
+    let nginx_server = start_nginx(&p.env, &ns, &root);
+    let nginx = match &nginx_server {
+        Ok(s) => wrk(&ns, &s.url, c.wrk_secs).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    rows.extend(wrk_rows("", "nginx", &nginx, None, ""));
     let nginx = nginx.ok();
+    let big_url = |base: &str| format!("{base}{BIG_FILE}");
+    let nginx_big = match (&nginx_server, p.www_big.is_empty()) {
+        (_, true) => None,
+        (Ok(s), false) => {
+            let r = wrk(&ns, &big_url(&s.url), c.wrk_secs).map_err(|e| e.to_string());
+            rows.extend(wrk_rows(BIG_WHAT, "nginx", &r, None, ""));
+            r.ok()
+        }
+        (Err(e), false) => {
+            rows.extend(wrk_rows(BIG_WHAT, "nginx", &Err(e.to_string()), None, ""));
+            None
+        }
+    };
+    drop(nginx_server);
     for (variant, a) in &p.www {
         let target = variant.name();
         let built = match runnable(a, SECTION, "www", *variant, "—") {
@@ -327,11 +360,31 @@ pub fn run(p: &Prepared) -> Vec<Row> {
             ));
         }
         let w = wrk(&ns, &server.url, c.wrk_secs).map_err(|e| e.to_string());
-        rows.extend(wrk_rows(target, &w, nginx.as_ref(), "nginx"));
+        rows.extend(wrk_rows("", target, &w, nginx.as_ref(), "nginx"));
         drop(server);
+    }
+    for (variant, a) in &p.www_big {
+        let target = variant.name();
+        let r = match runnable(a, SECTION, "www", *variant, "—") {
+            Ok(built) => {
+                progress(&format!("network: www with a 1 MiB file on {target}"));
+                start_www(&p.env, &ns, built, None, READY)
+                    .and_then(|s| wrk(&ns, &big_url(&s.url), c.wrk_secs))
+                    .map_err(|e| e.to_string())
+            }
+            Err(row) => Err(match row.status {
+                Status::NotAvailable(why) => format!("not available: {why}"),
+                Status::Failed(why) | Status::Skipped(why) => why,
+                Status::Ok => String::new(),
+            }),
+        };
+        rows.extend(wrk_rows(BIG_WHAT, target, &r, nginx_big.as_ref(), "nginx"));
     }
     rows
 }
+
+/// The suffix of the bulk case's figures.
+const BIG_WHAT: &str = " (1 MiB file)";
 
 #[cfg(test)]
 mod tests {
