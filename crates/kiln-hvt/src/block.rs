@@ -8,13 +8,13 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 
 use kiln_abi::hvt::{HcBlockRead, HcBlockWrite, Hypercall};
-use kiln_abi::mft::{MftDeviceInfo, MftType};
+use kiln_abi::mft::MftDeviceInfo;
 use kiln_abi::status::Solo5Result;
 use kiln_tender::block::BlockFlags;
 
 use crate::guest::{GuestMemory, arg_u64, set_i32};
 use crate::hypercall::HypercallError;
-use crate::module::{FdSyscall, Module, ModuleError, ModuleFlags};
+use crate::module::{FdSyscall, Module, ModuleError, WithFlags};
 
 pub use kiln_tender::block::DEFAULT_SECTOR_SIZE;
 
@@ -108,25 +108,15 @@ impl Block {
     }
 }
 
-impl ModuleFlags for Block {
-    fn name(&self) -> &'static str {
-        "block"
+impl WithFlags for Block {
+    type Flags = BlockFlags;
+
+    fn flags(&self) -> &BlockFlags {
+        &self.flags
     }
 
-    fn device_type(&self) -> MftType {
-        MftType::BlockBasic
-    }
-
-    fn usage(&self) -> &'static str {
-        kiln_tender::block::USAGE
-    }
-
-    fn parse_flag(&mut self, flag: &str) -> Result<bool, ModuleError> {
-        self.flags.parse_flag(flag)
-    }
-
-    fn named_devices(&self) -> Vec<(String, String)> {
-        self.flags.named_devices()
+    fn flags_mut(&mut self) -> &mut BlockFlags {
+        &mut self.flags
     }
 }
 

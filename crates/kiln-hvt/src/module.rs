@@ -11,7 +11,9 @@ use std::os::fd::{BorrowedFd, RawFd};
 use kiln_abi::hvt::Hypercall;
 use kiln_abi::mft::MftDeviceInfo;
 
-pub use kiln_tender::module::{KNOWN, KnownModule, ModuleError, ModuleFlags, split_flag};
+pub use kiln_tender::module::{
+    KNOWN, KnownModule, ModuleError, ModuleFlags, WithFlags, split_flag,
+};
 
 use crate::guest::GuestMemory;
 use crate::hypercall::HypercallError;

@@ -7,14 +7,14 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use kiln_abi::hvt::{HcNetRead, HcNetWrite, Hypercall};
-use kiln_abi::mft::{MftDeviceInfo, MftType};
+use kiln_abi::mft::MftDeviceInfo;
 use kiln_abi::status::Solo5Result;
 use kiln_tender::net::{Inherited, NetFlags};
 use std::mem::{offset_of, size_of};
 
 use crate::guest::{GuestMemory, arg_u64, set_i32, set_u64};
 use crate::hypercall::HypercallError;
-use crate::module::{FdSyscall, Module, ModuleError, ModuleFlags};
+use crate::module::{FdSyscall, Module, ModuleError, WithFlags};
 
 pub use kiln_tender::net::MTU;
 
@@ -108,25 +108,15 @@ impl Net {
     }
 }
 
-impl ModuleFlags for Net {
-    fn name(&self) -> &'static str {
-        "net"
+impl WithFlags for Net {
+    type Flags = NetFlags;
+
+    fn flags(&self) -> &NetFlags {
+        &self.flags
     }
 
-    fn device_type(&self) -> MftType {
-        MftType::NetBasic
-    }
-
-    fn usage(&self) -> &'static str {
-        kiln_tender::net::USAGE
-    }
-
-    fn parse_flag(&mut self, flag: &str) -> Result<bool, ModuleError> {
-        self.flags.parse_flag(flag)
-    }
-
-    fn named_devices(&self) -> Vec<(String, String)> {
-        self.flags.named_devices()
+    fn flags_mut(&mut self) -> &mut NetFlags {
+        &mut self.flags
     }
 }
 

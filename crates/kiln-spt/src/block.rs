@@ -14,11 +14,11 @@
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
 
-use kiln_abi::mft::{MftDeviceInfo, MftType};
+use kiln_abi::mft::MftDeviceInfo;
 use kiln_abi::spt::SPT_BLOCK_MAX_REQUEST;
 use kiln_tender::block::BlockFlags;
 
-use crate::module::{Attached, Module, ModuleError, ModuleFlags};
+use crate::module::{Attached, Module, ModuleError, WithFlags};
 use crate::seccomp::{Cond, Rule};
 
 pub use kiln_tender::block::DEFAULT_SECTOR_SIZE;
@@ -78,25 +78,15 @@ pub fn disk_rules(fd: RawFd, capacity: u64, sector: u64) -> Vec<Rule> {
     rules
 }
 
-impl ModuleFlags for Block {
-    fn name(&self) -> &'static str {
-        "block"
+impl WithFlags for Block {
+    type Flags = BlockFlags;
+
+    fn flags(&self) -> &BlockFlags {
+        &self.flags
     }
 
-    fn device_type(&self) -> MftType {
-        MftType::BlockBasic
-    }
-
-    fn usage(&self) -> &'static str {
-        kiln_tender::block::USAGE
-    }
-
-    fn parse_flag(&mut self, flag: &str) -> Result<bool, ModuleError> {
-        self.flags.parse_flag(flag)
-    }
-
-    fn named_devices(&self) -> Vec<(String, String)> {
-        self.flags.named_devices()
+    fn flags_mut(&mut self) -> &mut BlockFlags {
+        &mut self.flags
     }
 }
 

@@ -13,7 +13,9 @@ use std::os::fd::RawFd;
 
 use kiln_abi::mft::MftDeviceInfo;
 
-pub use kiln_tender::module::{KNOWN, KnownModule, ModuleError, ModuleFlags, split_flag};
+pub use kiln_tender::module::{
+    KNOWN, KnownModule, ModuleError, ModuleFlags, WithFlags, split_flag,
+};
 
 use crate::seccomp::Rule;
 

@@ -5,10 +5,10 @@
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use kiln_abi::mft::{MftDeviceInfo, MftType};
+use kiln_abi::mft::MftDeviceInfo;
 use kiln_tender::net::{Inherited, NetFlags};
 
-use crate::module::{Attached, Module, ModuleError, ModuleFlags};
+use crate::module::{Attached, Module, ModuleError, WithFlags};
 use crate::seccomp::Rule;
 
 pub use kiln_tender::net::MTU;
@@ -21,25 +21,15 @@ pub struct Net {
     attached: Vec<(usize, u64, OwnedFd)>,
 }
 
-impl ModuleFlags for Net {
-    fn name(&self) -> &'static str {
-        "net"
+impl WithFlags for Net {
+    type Flags = NetFlags;
+
+    fn flags(&self) -> &NetFlags {
+        &self.flags
     }
 
-    fn device_type(&self) -> MftType {
-        MftType::NetBasic
-    }
-
-    fn usage(&self) -> &'static str {
-        kiln_tender::net::USAGE
-    }
-
-    fn parse_flag(&mut self, flag: &str) -> Result<bool, ModuleError> {
-        self.flags.parse_flag(flag)
-    }
-
-    fn named_devices(&self) -> Vec<(String, String)> {
-        self.flags.named_devices()
+    fn flags_mut(&mut self) -> &mut NetFlags {
+        &mut self.flags
     }
 }
 
@@ -87,6 +77,7 @@ impl Module for Net {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::module::ModuleFlags;
     use kiln_tender::net::{parse_mac, random_mac};
 
     #[test]

@@ -6,7 +6,7 @@ use std::fs::{File, OpenOptions};
 
 use kiln_abi::mft::MftType;
 
-use crate::module::{ModuleError, split_flag};
+use crate::module::{ModuleError, ModuleFlags, split_flag};
 
 /// Sector size when none is given.
 pub const DEFAULT_SECTOR_SIZE: u16 = 512;
@@ -44,17 +44,21 @@ pub struct BlockFlags {
     sector_sizes: Vec<(String, u16, String)>,
 }
 
-impl BlockFlags {
-    /// The sector size of device `name`.
-    pub fn sector_size(&self, name: &str) -> u16 {
-        self.sector_sizes
-            .iter()
-            .find(|(n, _, _)| n == name)
-            .map_or(DEFAULT_SECTOR_SIZE, |(_, s, _)| *s)
+impl ModuleFlags for BlockFlags {
+    fn name(&self) -> &'static str {
+        "block"
+    }
+
+    fn device_type(&self) -> MftType {
+        MftType::BlockBasic
+    }
+
+    fn usage(&self) -> &'static str {
+        USAGE
     }
 
     /// Offers a command-line flag; `Ok(true)` if it is a block flag.
-    pub fn parse_flag(&mut self, flag: &str) -> Result<bool, ModuleError> {
+    fn parse_flag(&mut self, flag: &str) -> Result<bool, ModuleError> {
         if let Some((name, n)) = split_flag(flag, "--block-sector-size:", SECTOR)? {
             let size = n
                 .parse::<u16>()
@@ -92,13 +96,23 @@ impl BlockFlags {
     }
 
     /// Each device name the flags mention, with the flag that mentions it.
-    pub fn named_devices(&self) -> Vec<(String, String)> {
+    fn named_devices(&self) -> Vec<(String, String)> {
         let disks = self.disks.iter().map(|d| (d.name.clone(), d.flag.clone()));
         let sizes = self
             .sector_sizes
             .iter()
             .map(|(n, _, f)| (n.clone(), f.clone()));
         disks.chain(sizes).collect()
+    }
+}
+
+impl BlockFlags {
+    /// The sector size of device `name`.
+    pub fn sector_size(&self, name: &str) -> u16 {
+        self.sector_sizes
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map_or(DEFAULT_SECTOR_SIZE, |(_, s, _)| *s)
     }
 
     /// Opens the file the flags give for device `name`, read-write; its size

@@ -186,6 +186,90 @@ mod tests {
         Vec::new()
     }
 
+    /// Both modules, as a tender with default features has them.
+    fn compiled() -> Vec<Box<dyn ModuleFlags>> {
+        vec![
+            Box::new(crate::net::NetFlags::default()),
+            Box::new(crate::block::BlockFlags::default()),
+        ]
+    }
+
+    fn kernel_and_guest_args_on<T: Target>(kernel: &str) {
+        let mut modules = compiled();
+        let cmd = parse::<T, _>(os(&["--mem=64", kernel, "--x", "y"]), &mut modules).unwrap();
+        assert_eq!(
+            cmd,
+            Command::Run(Config {
+                mem_mb: 64,
+                kernel: kernel.into(),
+                args: vec!["--x".into(), "y".into()],
+            })
+        );
+        let cmd = parse::<T, _>(os(&["--", "--odd-name"]), &mut modules).unwrap();
+        assert!(matches!(cmd, Command::Run(c) if c.kernel == std::path::Path::new("--odd-name")));
+    }
+
+    #[test]
+    fn kernel_and_guest_args() {
+        kernel_and_guest_args_on::<Hvt>("k.hvt");
+        kernel_and_guest_args_on::<Spt>("k.spt");
+    }
+
+    #[test]
+    fn bad_flags() {
+        let mut modules = compiled();
+        assert!(matches!(
+            parse::<Hvt, _>(os(&["--mem=lots", "k"]), &mut modules),
+            Err(CliError::BadMem { .. })
+        ));
+        assert!(matches!(
+            parse::<Spt, _>(os(&["--frobnicate", "k"]), &mut modules),
+            Err(CliError::UnknownFlag { .. })
+        ));
+        assert!(matches!(
+            parse::<Hvt, _>(os(&[]), &mut modules),
+            Err(CliError::MissingKernel)
+        ));
+    }
+
+    #[test]
+    fn net_flags() {
+        let mut modules = compiled();
+        assert!(parse::<Spt, _>(os(&["--net:service=tap0", "k"]), &mut modules).is_ok());
+        let mut modules = compiled();
+        assert!(matches!(
+            parse::<Spt, _>(os(&["--net:service", "k"]), &mut modules),
+            Err(CliError::Module(ModuleError::FlagSyntax { .. }))
+        ));
+        let mut modules = compiled();
+        assert!(matches!(
+            parse::<Hvt, _>(os(&["--net:a=tap0", "--net:a=tap1", "k"]), &mut modules),
+            Err(CliError::Module(ModuleError::DuplicateFlag { .. }))
+        ));
+    }
+
+    #[test]
+    fn compiled_out_module_flags_name_the_feature() {
+        for err in [
+            parse::<Hvt, _>(os(&["--block:disk=x.img", "k"]), &mut none())
+                .unwrap_err()
+                .to_string(),
+            parse::<Spt, _>(os(&["--block:disk=x.img", "k"]), &mut none())
+                .unwrap_err()
+                .to_string(),
+        ] {
+            assert!(err.contains("--features block"), "{err}");
+        }
+        let err = parse::<Hvt, _>(os(&["--block:disk=x.img", "k"]), &mut none()).unwrap_err();
+        assert!(matches!(
+            err,
+            CliError::ModuleMissing {
+                module: "block",
+                ..
+            }
+        ));
+    }
+
     #[test]
     fn messages_name_the_tender() {
         let err = parse::<Spt, _>(os(&["--frobnicate", "k"]), &mut none()).unwrap_err();

@@ -75,6 +75,40 @@ pub trait ModuleFlags {
     fn named_devices(&self) -> Vec<(String, String)>;
 }
 
+/// A tender module whose flags are one of the shared flag sets
+/// ([`crate::net::NetFlags`], [`crate::block::BlockFlags`]): it has
+/// [`ModuleFlags`] through them.
+pub trait WithFlags {
+    /// The flag set.
+    type Flags: ModuleFlags;
+    /// The flags given so far.
+    fn flags(&self) -> &Self::Flags;
+    /// The flags, to offer one more.
+    fn flags_mut(&mut self) -> &mut Self::Flags;
+}
+
+impl<W: WithFlags> ModuleFlags for W {
+    fn name(&self) -> &'static str {
+        self.flags().name()
+    }
+
+    fn device_type(&self) -> MftType {
+        self.flags().device_type()
+    }
+
+    fn usage(&self) -> &'static str {
+        self.flags().usage()
+    }
+
+    fn parse_flag(&mut self, flag: &str) -> Result<bool, ModuleError> {
+        self.flags_mut().parse_flag(flag)
+    }
+
+    fn named_devices(&self) -> Vec<(String, String)> {
+        self.flags().named_devices()
+    }
+}
+
 /// A module kiln has, compiled in or not.
 #[derive(Debug, Clone, Copy)]
 pub struct KnownModule {

@@ -8,7 +8,7 @@ use std::os::fd::{OwnedFd, RawFd};
 
 use kiln_abi::mft::MftType;
 
-use crate::module::{ModuleError, split_flag};
+use crate::module::{ModuleError, ModuleFlags, split_flag};
 
 /// The MTU every interface reports.
 pub const MTU: u16 = 1500;
@@ -88,9 +88,21 @@ pub struct NetFlags {
     macs: Vec<(String, [u8; 6], String)>,
 }
 
-impl NetFlags {
+impl ModuleFlags for NetFlags {
+    fn name(&self) -> &'static str {
+        "net"
+    }
+
+    fn device_type(&self) -> MftType {
+        MftType::NetBasic
+    }
+
+    fn usage(&self) -> &'static str {
+        USAGE
+    }
+
     /// Offers a command-line flag; `Ok(true)` if it is a net flag.
-    pub fn parse_flag(&mut self, flag: &str) -> Result<bool, ModuleError> {
+    fn parse_flag(&mut self, flag: &str) -> Result<bool, ModuleError> {
         if let Some((name, mac)) = split_flag(flag, "--net-mac:", MAC)? {
             let mac = parse_mac(mac).ok_or_else(|| ModuleError::FlagSyntax {
                 flag: flag.to_string(),
@@ -125,7 +137,7 @@ impl NetFlags {
     }
 
     /// Each device name the flags mention, with the flag that mentions it.
-    pub fn named_devices(&self) -> Vec<(String, String)> {
+    fn named_devices(&self) -> Vec<(String, String)> {
         let nets = self
             .interfaces
             .iter()
@@ -133,7 +145,9 @@ impl NetFlags {
         let macs = self.macs.iter().map(|(n, _, f)| (n.clone(), f.clone()));
         nets.chain(macs).collect()
     }
+}
 
+impl NetFlags {
     /// Opens the host side the flags give for device `name`.
     pub fn open(&self, name: &str, inherited: Inherited<'_>) -> Result<Opened, ModuleError> {
         let mac = self
