@@ -19,13 +19,7 @@ fn run(args: &[&str]) -> Run {
 /// Asserts that `run` aborted (255) after an exception report whose first
 /// line contains `headline`, followed by a register dump.
 fn assert_exception(run: &Run, headline: &str) {
-    assert_eq!(
-        run.code,
-        Some(255),
-        "stdout:\n{}\nstderr:\n{}",
-        run.stdout,
-        run.stderr
-    );
+    run.assert_code(255);
     let mut lines = run
         .stdout
         .lines()

@@ -213,13 +213,7 @@ fn malformed_images_are_refused() {
 fn a_block_write_past_the_end_is_killed_by_the_filter() {
     let d = Devices::new("disk-hostile");
     let r = run_image(&d.flags(), &spt().devices, &["--pwrite-past-end"]);
-    assert_eq!(
-        r.code,
-        Some(255),
-        "stdout:\n{}\nstderr:\n{}",
-        r.stdout,
-        r.stderr
-    );
+    r.assert_code(255);
     assert!(
         r.stderr
             .contains("guest killed by seccomp: forbidden system call 18 (pwrite64)"),
@@ -339,13 +333,7 @@ fn a_tap_interface_in_a_namespace_carries_frames() {
             .status();
     }
     let r = finish(guest);
-    assert_eq!(
-        r.code,
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        r.stdout,
-        r.stderr
-    );
+    r.assert_code(0);
     assert!(
         r.stdout.contains("net: mac 02:00:00:00:00:07 mtu 1500")
             && r.stdout.contains("net: echoed frame 1 of"),

@@ -98,6 +98,20 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl Run {
+    /// Asserts that the guest exited with `code`, showing its output and
+    /// the tender's if not.
+    pub fn assert_code(&self, code: i32) {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+    }
+}
+
 /// Runs `command` to completion, or kills it after [`RUN_TIMEOUT`] and
 /// fails the test.
 pub fn wait(mut command: Command) -> Run {
@@ -202,13 +216,7 @@ pub fn check_net_and_block(target: Target) {
     });
     let r = wait(command);
     let echoes = peer.join().expect("peer thread");
-    assert_eq!(
-        r.code,
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        r.stdout,
-        r.stderr
-    );
+    r.assert_code(0);
     assert_eq!(
         r.stdout,
         "block: 8 sectors of 512 bytes\n\
@@ -237,13 +245,7 @@ pub fn check_net_and_block(target: Target) {
 /// 50 ms sleep that took at least 50 ms, random bytes.
 pub fn check_clocks_sleep_and_random(target: Target) {
     let r = run_image(target, &[], &built(target).image, &["--devices"]);
-    assert_eq!(
-        r.code,
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        r.stdout,
-        r.stderr
-    );
+    r.assert_code(0);
     let field = |name: &str| -> String {
         r.stdout
             .lines()
