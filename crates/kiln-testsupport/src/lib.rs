@@ -16,7 +16,7 @@
 //! - [`netns`]: network namespaces with unique names, removed with their
 //!   taps and processes on drop (also when a test panics), `ip` helpers,
 //!   and re-running a test of the current binary inside a namespace;
-//! - [`platform`] (feature `rt`): a virtual-time `kiln_rt::Platform`, a
+//! - `platform` (feature `rt`): a virtual-time `kiln_rt::Platform`, a
 //!   console that records, and waiting for blocking work from a task.
 
 #![deny(unsafe_code)]
