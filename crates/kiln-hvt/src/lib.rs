@@ -41,20 +41,19 @@ pub mod net;
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::path::PathBuf;
 
 use kiln_abi::hvt::layout::GUEST_PAGE_SIZE;
 use kiln_abi::status::EXIT_ABORT;
 use kiln_tender::devices::{DevicesError, attach_all};
+use kiln_tender::image::{self, ImageError};
 use thiserror::Error;
 
 use crate::cli::{CliError, Command};
-use crate::elf::{ElfError, Image, Load};
+use crate::elf::Load;
 use crate::hypercall::{HypercallError, Outcome};
 use crate::vm::{Machine, VmError};
 
-/// Guest memory must leave this much above the image (stack and heap).
-pub const MIN_FREE_MEM: u64 = 1 << 20;
+pub use kiln_tender::image::MIN_FREE_MEM;
 /// Largest guest memory: one page directory of 2 MiB pages.
 pub const MAX_MEM_MB: u64 = <kiln_tender::Hvt as kiln_tender::Target>::MAX_MEM_MB;
 
@@ -64,44 +63,9 @@ pub enum TenderError {
     /// The command line.
     #[error(transparent)]
     Cli(#[from] CliError),
-    /// `--mem` out of range.
-    #[error("--mem={mem_mb}: guest memory must be 2 to {MAX_MEM_MB} MiB")]
-    MemRange {
-        /// The value given.
-        mem_mb: u64,
-    },
-    /// The image cannot be read.
-    #[error("cannot read {path}")]
-    Read {
-        /// The image path.
-        path: PathBuf,
-        /// What the host said.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The image is invalid.
-    #[error("{path}: invalid hvt image")]
-    Image {
-        /// The image path.
-        path: PathBuf,
-        /// The problem.
-        #[source]
-        source: ElfError,
-    },
-    /// Not enough memory for the image.
-    #[error(
-        "--mem={mem_mb} is too small for {path}: the image ends at {kernel_end:#x} and the guest needs 1 MiB above it; hint: --mem={needed_mb}"
-    )]
-    MemTooSmall {
-        /// The image path.
-        path: PathBuf,
-        /// Memory given.
-        mem_mb: u64,
-        /// End of the image.
-        kernel_end: u64,
-        /// Memory needed.
-        needed_mb: u64,
-    },
+    /// `--mem`, or the image read and checked against it.
+    #[error(transparent)]
+    Image(#[from] ImageError<kiln_tender::Hvt>),
     /// The device flags and the image's manifest do not fit.
     #[error(transparent)]
     Devices(#[from] DevicesError<kiln_tender::Hvt>),
@@ -160,11 +124,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
         Command::Run(c) => c,
     };
     let path = config.kernel.clone();
-    if !(2..=MAX_MEM_MB).contains(&config.mem_mb) {
-        return Err(TenderError::MemRange {
-            mem_mb: config.mem_mb,
-        });
-    }
+    image::check_mem::<kiln_tender::Hvt>(config.mem_mb)?;
     let mut mem_size = config.mem_mb << 20;
     if mem_size % GUEST_PAGE_SIZE != 0 {
         mem_size -= mem_size % GUEST_PAGE_SIZE;
@@ -175,24 +135,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
         );
     }
 
-    let data = std::fs::read(&path).map_err(|source| TenderError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    let image = Image::parse(&data, mem_size).map_err(|source| TenderError::Image {
-        path: path.clone(),
-        source,
-    })?;
-    if image.kernel_end.saturating_add(MIN_FREE_MEM) > mem_size {
-        let needed = image.kernel_end.saturating_add(MIN_FREE_MEM);
-        let needed_mb = needed.div_ceil(GUEST_PAGE_SIZE) * 2;
-        return Err(TenderError::MemTooSmall {
-            path,
-            mem_mb: config.mem_mb,
-            kernel_end: image.kernel_end,
-            needed_mb,
-        });
-    }
+    let data = image::read(&path)?;
+    let image = image::parse(&path, &data, config.mem_mb, mem_size)?;
 
     let attached = attach_all(&path, &image.manifest, &mut modules, |m, entry| {
         m.attach(entry.index as u64, entry.name)

@@ -49,20 +49,19 @@ pub mod net;
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
-use std::path::PathBuf;
 
 use kiln_abi::spt::{SPT_BOOT_INFO_BASE, SPT_INTERNAL_TIMERFD};
 use kiln_tender::devices::{DevicesError, attach_all};
+use kiln_tender::image::{self, ImageError};
 use thiserror::Error;
 
 use crate::cli::{CliError, Command};
-use crate::elf::{ElfError, Image};
+use crate::elf::Image;
 use crate::module::{Attached, Module};
 use crate::seccomp::Rule;
 use crate::supervise::{Death, signal_name, syscall_name};
 
-/// Guest memory must leave this much above the image (stack and heap).
-pub const MIN_FREE_MEM: u64 = 1 << 20;
+pub use kiln_tender::image::MIN_FREE_MEM;
 /// Largest guest memory in MiB.
 pub const MAX_MEM_MB: u64 = <kiln_tender::Spt as kiln_tender::Target>::MAX_MEM_MB;
 /// The status reported when the guest was killed or crashed.
@@ -74,44 +73,9 @@ pub enum TenderError {
     /// The command line.
     #[error(transparent)]
     Cli(#[from] CliError),
-    /// `--mem` out of range.
-    #[error("--mem={mem_mb}: guest memory must be 2 to {MAX_MEM_MB} MiB")]
-    MemRange {
-        /// The value given.
-        mem_mb: u64,
-    },
-    /// The image cannot be read.
-    #[error("cannot read {path}")]
-    Read {
-        /// The image path.
-        path: PathBuf,
-        /// What the host said.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The image is invalid.
-    #[error("{path}: invalid spt image")]
-    Image {
-        /// The image path.
-        path: PathBuf,
-        /// The problem.
-        #[source]
-        source: ElfError,
-    },
-    /// Not enough memory for the image.
-    #[error(
-        "--mem={mem_mb} is too small for {path}: the image ends at {kernel_end:#x} and the guest needs 1 MiB above it; hint: --mem={needed_mb}"
-    )]
-    MemTooSmall {
-        /// The image path.
-        path: PathBuf,
-        /// Memory given.
-        mem_mb: u64,
-        /// End of the image.
-        kernel_end: u64,
-        /// Memory needed.
-        needed_mb: u64,
-    },
+    /// `--mem`, or the image read and checked against it.
+    #[error(transparent)]
+    Image(#[from] ImageError<kiln_tender::Spt>),
     /// The device flags and the image's manifest do not fit.
     #[error(transparent)]
     Devices(#[from] DevicesError<kiln_tender::Spt>),
@@ -206,30 +170,11 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
     if sys::read_implies_exec() {
         return Err(TenderError::ReadImpliesExec);
     }
-    if !(2..=MAX_MEM_MB).contains(&config.mem_mb) {
-        return Err(TenderError::MemRange {
-            mem_mb: config.mem_mb,
-        });
-    }
+    image::check_mem::<kiln_tender::Spt>(config.mem_mb)?;
     let mem_size = config.mem_mb << 20;
 
-    let data = std::fs::read(&path).map_err(|source| TenderError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    let image = Image::parse(&data, mem_size).map_err(|source| TenderError::Image {
-        path: path.clone(),
-        source,
-    })?;
-    if image.kernel_end.saturating_add(MIN_FREE_MEM) > mem_size {
-        let needed = image.kernel_end.saturating_add(MIN_FREE_MEM);
-        return Err(TenderError::MemTooSmall {
-            path,
-            mem_mb: config.mem_mb,
-            kernel_end: image.kernel_end,
-            needed_mb: needed.div_ceil(1 << 20),
-        });
-    }
+    let data = image::read(&path)?;
+    let image = image::parse(&path, &data, config.mem_mb, mem_size)?;
 
     let attached: Vec<Attached> = attach_all(&path, &image.manifest, &mut modules, |m, entry| {
         m.attach(entry.index as u64, entry.name)

@@ -9,15 +9,9 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 
-use crate::elf::Protection;
+use kiln_tender::sys::check;
 
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
+use crate::elf::Protection;
 
 /// The guest's memory: an anonymous private mapping at the fixed address
 /// `base`, never replacing an existing mapping. It is never unmapped: the

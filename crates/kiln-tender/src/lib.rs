@@ -16,6 +16,7 @@
 //! - [`block`]: the block module's flags and host side (a file);
 //! - [`devices`]: fitting the device flags to the image's manifest and
 //!   attaching each device;
+//! - [`image`]: reading KERNEL and checking it against `--mem`;
 //! - [`cli`]: the solo5-compatible command line
 //!   `TENDER [--mem=MB] [MODULE FLAGS...] [--] KERNEL [ARGS...]`.
 //!
@@ -27,6 +28,7 @@ pub mod block;
 pub mod cli;
 pub mod devices;
 pub mod elf;
+pub mod image;
 pub mod module;
 pub mod net;
 pub mod sys;

@@ -27,6 +27,9 @@ pub trait Target: Debug + Send + Sync + 'static {
     const PAGE_PROTECTED: bool;
     /// The end of the message for two segments too close: "overlap ...".
     const OVERLAP: &'static str;
+    /// Guest memory comes in multiples of this many bytes (a whole number
+    /// of MiB): the unit of the `--mem` a message suggests.
+    const MEM_GRANULE: u64;
 }
 
 /// The hvt target: a KVM guest under `kiln-hvt`.
@@ -50,6 +53,8 @@ impl Target for Hvt {
     const LOW_MEMORY: &'static str = "the boot info and page tables live";
     const PAGE_PROTECTED: bool = false;
     const OVERLAP: &'static str = "overlap in memory";
+    // Guest memory is mapped with 2 MiB pages.
+    const MEM_GRANULE: u64 = kiln_abi::hvt::layout::GUEST_PAGE_SIZE;
 }
 
 impl Target for Spt {
@@ -66,4 +71,5 @@ impl Target for Spt {
     const PAGE_PROTECTED: bool = true;
     const OVERLAP: &'static str =
         "share a page; hint: page-align each segment (kiln's linker script does)";
+    const MEM_GRANULE: u64 = 1 << 20;
 }
