@@ -2,15 +2,18 @@
 //! services its hypercalls (spec: Solo5's `hvt_abi.h`, `mft_abi.h`,
 //! `elf_abi.h`, via [`kiln_abi`]).
 //!
-//! Layering, from the bottom:
+//! What it shares with kiln-spt (command line, module flags, tap and
+//! inherited descriptors, image validation, fitting flags to the manifest)
+//! is [`kiln_tender`]'s, for the [`kiln_tender::Hvt`] target; this crate
+//! holds what is KVM's. Layering, from the bottom:
 //!
 //! - [`sys`]: every `unsafe` operation (the guest mapping, the KVM memory
-//!   slot, `kvm_run`, tap and epoll system calls; POLL timeouts to the
-//!   nanosecond with `epoll_pwait2`);
+//!   slot, `kvm_run`, epoll system calls; POLL timeouts to the nanosecond
+//!   with `epoll_pwait2`);
 //! - [`guest`]: guest memory and the one checked accessor that turns a guest
 //!   address and length into a slice;
-//! - [`elf`]: the pure image validator/loader ([`elf::Image::parse`], also
-//!   the fuzz target);
+//! - [`elf`]: the image validator ([`elf::Image::parse`], kiln-tender's,
+//!   also the fuzz target) and the loader into guest memory;
 //! - [`module`]: the shape of a tender module, with [`net`] and [`block`]
 //!   as Cargo features (default on);
 //! - [`boot`]: page tables, GDT, boot info, manifest copy, command line;

@@ -17,12 +17,16 @@
 //! guest's; 255 when it was killed or crashed; 1 when the tender could not
 //! start it.
 //!
-//! Layering, from the bottom:
+//! What it shares with kiln-hvt (command line, module flags, tap and
+//! inherited descriptors, image validation, fitting flags to the manifest)
+//! is [`kiln_tender`]'s, for the [`kiln_tender::Spt`] target. Layering,
+//! from the bottom:
 //!
-//! - [`sys`]: every `unsafe` operation (the fixed mapping, mprotect, tap,
+//! - [`sys`]: every `unsafe` operation (the fixed mapping, mprotect,
 //!   epoll, timerfd, fork, ptrace, the jump into the guest);
 //! - [`guest`]: guest memory and the one checked accessor;
-//! - [`elf`]: the pure image validator ([`elf::Image::parse`]);
+//! - [`elf`]: the pure image validator ([`elf::Image::parse`], kiln-tender's,
+//!   also the fuzz target);
 //! - [`seccomp`]: filter rules as data, compiled with `seccompiler`;
 //! - [`module`]: the shape of a tender module, with [`net`] and [`block`]
 //!   as Cargo features (default on), each contributing its rules;
