@@ -137,6 +137,11 @@ fn parse_wrk(out: &str) -> Result<Wrk, BenchError> {
     let p99 = field("99%")
         .and_then(latency_ms)
         .ok_or_else(|| bad("the 99% latency"))?;
+    if p50 <= 0.0 || p99 <= 0.0 {
+        return Err(BenchError::Setup(format!(
+            "wrk completed {requests} requests but recorded no latency for them"
+        )));
+    }
     Ok(Wrk { rps, p50, p99 })
 }
 
