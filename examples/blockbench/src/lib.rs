@@ -141,12 +141,17 @@ async fn devices(
     data.flush().await.map_err(fail("flush", "data"))?;
     extra.flush().await.map_err(fail("flush", "extra"))?;
     let mut back = vec![0u8; d.len()];
-    data.read(0, &mut back).await.map_err(fail("read", "data"))?;
+    data.read(0, &mut back)
+        .await
+        .map_err(fail("read", "data"))?;
     if back != d {
         return Err(BlockbenchError::Mismatch("data"));
     }
     let mut back = vec![0u8; e.len()];
-    extra.read(0, &mut back).await.map_err(fail("read", "extra"))?;
+    extra
+        .read(0, &mut back)
+        .await
+        .map_err(fail("read", "extra"))?;
     if back != e {
         return Err(BlockbenchError::Mismatch("extra"));
     }
