@@ -182,7 +182,7 @@ async fn bench(
 ) -> Result<(), BlockbenchError> {
     let info = data.info();
     let sector_size = info.sector_size;
-    if size == 0 || size % sector_size != 0 {
+    if size == 0 || !size.is_multiple_of(sector_size) {
         return Err(BlockbenchError::Size { size, sector_size });
     }
     let per = u64::from(size / sector_size);
