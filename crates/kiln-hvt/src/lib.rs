@@ -112,17 +112,12 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
     let config = match cli::parse(args, &mut modules)? {
         Command::Help => return Ok(Exit::Text(cli::usage(&modules))),
         Command::Version => {
-            let names: Vec<&str> = modules.iter().map(|m| m.name()).collect();
-            return Ok(Exit::Text(format!(
-                "kiln-hvt {} (Solo5 hvt ABI {}, modules: {})\n",
-                env!("CARGO_PKG_VERSION"),
-                kiln_abi::hvt::HVT_ABI_VERSION,
-                if names.is_empty() {
-                    "none".into()
-                } else {
-                    names.join(", ")
-                }
-            )));
+            return Ok(Exit::Text(
+                kiln_tender::cli::version::<kiln_tender::Hvt, _>(
+                    env!("CARGO_PKG_VERSION"),
+                    &modules,
+                ),
+            ));
         }
         Command::Run(c) => c,
     };

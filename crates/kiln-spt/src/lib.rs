@@ -156,17 +156,12 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
     let config = match cli::parse(args, &mut modules)? {
         Command::Help => return Ok(Exit::Text(cli::usage(&modules))),
         Command::Version => {
-            let names: Vec<&str> = modules.iter().map(|m| m.name()).collect();
-            return Ok(Exit::Text(format!(
-                "kiln-spt {} (Solo5 spt ABI {}, modules: {})\n",
-                env!("CARGO_PKG_VERSION"),
-                kiln_abi::spt::SPT_ABI_VERSION,
-                if names.is_empty() {
-                    "none".into()
-                } else {
-                    names.join(", ")
-                }
-            )));
+            return Ok(Exit::Text(
+                kiln_tender::cli::version::<kiln_tender::Spt, _>(
+                    env!("CARGO_PKG_VERSION"),
+                    &modules,
+                ),
+            ));
         }
         Command::Run(c) => c,
     };

@@ -109,6 +109,23 @@ pub fn usage<T: Target, M: ModuleFlags + ?Sized>(modules: &[Box<M>]) -> String {
     out
 }
 
+/// The `--version` text of tender `T`, at `version`, with `modules` built
+/// in: `kiln-hvt 0.1.0 (Solo5 hvt ABI 2, modules: net, block)`.
+pub fn version<T: Target, M: ModuleFlags + ?Sized>(version: &str, modules: &[Box<M>]) -> String {
+    let names: Vec<&str> = modules.iter().map(|m| m.name()).collect();
+    format!(
+        "{} {version} (Solo5 {} ABI {}, modules: {})\n",
+        T::TENDER,
+        T::NAME,
+        T::ABI_VERSION,
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        }
+    )
+}
+
 /// Parses the arguments after the program name of tender `T`, offering
 /// each flag to `modules` in turn.
 pub fn parse<T: Target, M: ModuleFlags + ?Sized>(
@@ -286,6 +303,18 @@ mod tests {
         assert!(
             err.to_string()
                 .starts_with("no KERNEL given; hint: kiln-hvt [--mem=MB]")
+        );
+    }
+
+    #[test]
+    fn versions_list_the_modules() {
+        assert_eq!(
+            version::<Hvt, _>("1.2.3", &compiled()),
+            "kiln-hvt 1.2.3 (Solo5 hvt ABI 2, modules: net, block)\n"
+        );
+        assert_eq!(
+            version::<Spt, _>("1.2.3", &none()),
+            "kiln-spt 1.2.3 (Solo5 spt ABI 2, modules: none)\n"
         );
     }
 
