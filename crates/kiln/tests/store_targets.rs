@@ -559,8 +559,16 @@ fn crash_iterations() -> u32 {
     if full { 200 } else { 20 }
 }
 
-/// Longest one target's crash test may take.
-const CRASH_BUDGET: Duration = Duration::from_secs(150);
+/// Longest one target's crash test may take: all three together stay
+/// under five minutes. On hvt, opening and listing the store costs well
+/// over a second per restart on a nested-KVM host (see the storage
+/// benchmark), most of the budget.
+fn crash_budget(target: Target) -> Duration {
+    match target {
+        Target::Unix | Target::Spt => Duration::from_secs(60),
+        Target::Hvt => Duration::from_secs(240),
+    }
+}
 /// Longest wait for a restarted unikernel to list the store.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Largest random delay between `ready` and the kill: a store change takes
@@ -568,7 +576,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 fn max_kill_delay_ms(target: Target) -> u64 {
     match target {
         Target::Unix | Target::Spt => 40,
-        Target::Hvt => 400,
+        Target::Hvt => 200,
     }
 }
 
@@ -591,12 +599,16 @@ fn crash(target: Target, iterations: u32, seed: u64) -> CrashReport {
     let started = Instant::now();
     let tag = format!("crash test on {} (seed {seed})", target.name());
     // One more run than iterations: the last only lists the store.
+    let budget = crash_budget(target);
+    let mut listing = Duration::ZERO;
     for i in 0..=iterations {
         assert!(
-            started.elapsed() < CRASH_BUDGET,
-            "{tag}: only {} of {iterations} iterations within {CRASH_BUDGET:?}",
-            report.iterations
+            started.elapsed() < budget,
+            "{tag}: only {} of {iterations} iterations within {budget:?}; a restart took {:?} on average to list the store",
+            report.iterations,
+            listing / i.max(1)
         );
+        let restarted = Instant::now();
         let from = (last + 1).to_string();
         let churn = if i < iterations { "1000000" } else { "0" };
         let child = command(&dir, "notes", target, &blocks, &[])
@@ -640,6 +652,7 @@ fn crash(target: Target, iterations: u32, seed: u64) -> CrashReport {
                 err.join().unwrap_or_default()
             );
         }
+        listing += restarted.elapsed();
         let problems = model.check(&found);
         if !problems.is_empty() {
             report.failures += 1;
@@ -670,11 +683,12 @@ fn crash(target: Target, iterations: u32, seed: u64) -> CrashReport {
         report.iterations += 1;
     }
     eprintln!(
-        "{tag}: {} iterations, {} failures, {} changes tried, {:?}",
+        "{tag}: {} iterations, {} failures, {} changes tried, {:?} ({:?} per restart to list the store)",
         report.iterations,
         report.failures,
         report.changes,
-        started.elapsed()
+        started.elapsed(),
+        listing / (iterations + 1)
     );
     report
 }
@@ -720,7 +734,7 @@ fn crash_test(target: Target) {
         report.failures, report.iterations
     );
     assert!(
-        report.changes > u64::from(iterations),
+        report.changes >= u64::from(iterations),
         "{test}: only {} changes were tried in {iterations} iterations: the kills came too early to test anything",
         report.changes
     );
