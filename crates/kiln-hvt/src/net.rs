@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use kiln_abi::hvt::{HcNetRead, HcNetWrite, Hypercall};
 use kiln_abi::mft::MftDeviceInfo;
@@ -122,12 +122,19 @@ impl WithFlags for Net {
 
 impl Module for Net {
     fn attach(&mut self, handle: u64, name: &str) -> Result<MftDeviceInfo, ModuleError> {
+        // One descriptor given to two devices would be owned, and closed,
+        // twice.
+        let taken: Vec<RawFd> = self
+            .attached
+            .iter()
+            .map(|(_, _, f)| f.as_raw_fd())
+            .collect();
         let opened = self.flags.open(
             name,
             Inherited {
                 min_fd: 0,
                 expected: "--net:NAME=@FD with FD a descriptor number",
-                taken: &[],
+                taken: &taken,
             },
         )?;
         self.attached

@@ -316,6 +316,35 @@ fn flags_for_undeclared_devices_are_refused() {
     assert_refused(&run, &["declares no NET_BASIC device named 'disk'"]);
 }
 
+// Regression: kiln-hvt accepted the same `--net:NAME=@FD` for two devices,
+// which then both owned the descriptor and closed it twice.
+#[cfg(feature = "net")]
+#[test]
+fn one_descriptor_for_two_net_devices_is_refused() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixDatagram;
+
+    let dir = TempDir::new();
+    let (_host, guest_end) = UnixDatagram::pair().unwrap();
+    // SAFETY: F_SETFD on a descriptor this test owns only clears CLOEXEC.
+    let ret = unsafe { libc::fcntl(guest_end.as_raw_fd(), libc::F_SETFD, 0) };
+    assert_eq!(ret, 0);
+    let mut g = Guest::with_devices([MftEntry::net("a"), MftEntry::net("b")]);
+    g.halt(0);
+    let fd = guest_end.as_raw_fd();
+    let (run, _) = run_guest(
+        &dir,
+        &g,
+        &[&format!("--net:a=@{fd}"), &format!("--net:b=@{fd}")],
+    );
+    assert_refused(
+        &run,
+        &[&format!(
+            "descriptor {fd} is already attached to another device"
+        )],
+    );
+}
+
 #[cfg(feature = "block")]
 #[test]
 fn bad_block_backing_is_refused() {
