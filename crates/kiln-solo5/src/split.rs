@@ -6,8 +6,7 @@
 //! device (a BPF filter cannot add two arguments).
 
 /// Largest single `pread64`/`pwrite64` kiln-spt's filter allows, in bytes.
-/// Must equal `kiln_spt::block::MAX_REQUEST` (kiln-spt's tests check it).
-pub const SPT_MAX_REQUEST: usize = 64 * 1024;
+pub const SPT_MAX_REQUEST: usize = kiln_abi::spt::SPT_BLOCK_MAX_REQUEST as usize;
 
 /// The pieces of a `len`-byte request on `sector`-byte sectors, as
 /// `(start, length)` within the request. `len` must be a multiple of
