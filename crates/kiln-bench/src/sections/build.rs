@@ -104,17 +104,6 @@ pub fn run(p: &Prepared) -> Vec<Row> {
                 };
                 rows.push(row(&clean_name, target, Err(first.clone())));
                 (Some(env.unikernel_target()), Some(first))
-            } else if variant != Variant::Unix {
-                // From clean compiles every dependency (minutes here): timed
-                // on unix only, to bound the run; the edit is timed after a
-                // build against the shared target directory.
-                let shared = env.unikernel_target();
-                let st = match timed_build(env, &dir, target, Some(&shared)) {
-                    Ok(_) => Status::Skipped("from clean is timed on unix only".into()),
-                    Err(st) => st,
-                };
-                rows.push(row(&clean_name, target, Err(st.clone())));
-                (Some(shared), Some(st))
             } else {
                 let clean = env.kiln(&[OsStr::new("clean"), dir.as_os_str()], None);
                 let r = match clean {

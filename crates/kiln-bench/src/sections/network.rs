@@ -81,10 +81,10 @@ pub fn start_www(
 pub struct Wrk {
     /// Requests per second.
     pub rps: f64,
-    /// Median latency, ms.
-    pub p50: f64,
-    /// 99th percentile latency, ms.
-    pub p99: f64,
+    /// Median latency, ms, or why wrk gave none.
+    pub p50: Result<f64, String>,
+    /// 99th percentile latency, ms, or why wrk gave none.
+    pub p99: Result<f64, String>,
 }
 
 /// A wrk latency (`210.00us`, `1.20ms`, `1.00s`) in ms.
@@ -131,18 +131,25 @@ fn parse_wrk(out: &str) -> Result<Wrk, BenchError> {
     let rps = field("Requests/sec:")
         .and_then(|v| v.parse::<f64>().ok())
         .ok_or_else(|| bad("Requests/sec"))?;
-    let p50 = field("50%")
-        .and_then(latency_ms)
-        .ok_or_else(|| bad("the 50% latency"))?;
-    let p99 = field("99%")
-        .and_then(latency_ms)
-        .ok_or_else(|| bad("the 99% latency"))?;
-    if p50 <= 0.0 || p99 <= 0.0 {
-        return Err(BenchError::Setup(format!(
-            "wrk completed {requests} requests but recorded no latency for them"
-        )));
-    }
-    Ok(Wrk { rps, p50, p99 })
+    // wrk may complete a few slow requests yet record no latency for them
+    // (0.00us): the rate stands, the latencies are missing.
+    let latency = |pct: &'static str, what: &'static str| {
+        let ms = field(pct)
+            .and_then(latency_ms)
+            .ok_or_else(|| bad(what).to_string())?;
+        if ms > 0.0 {
+            Ok(ms)
+        } else {
+            Err(format!(
+                "wrk completed {requests} requests but recorded no latency for them"
+            ))
+        }
+    };
+    Ok(Wrk {
+        rps,
+        p50: latency("50%", "the 50% latency"),
+        p99: latency("99%", "the 99% latency"),
+    })
 }
 
 /// Loads `url` with wrk inside `ns` for `secs` seconds.
@@ -220,22 +227,25 @@ fn wrk_rows(
     base: Option<&Wrk>,
     base_name: &str,
 ) -> Vec<Row> {
-    type Figure = (&'static str, &'static str, fn(&Wrk) -> f64);
+    type Figure = (&'static str, &'static str, fn(&Wrk) -> Result<f64, String>);
     let figures: [Figure; 3] = [
-        ("wrk requests/s", "req/s", |w| w.rps),
-        ("wrk p50 latency", "ms", |w| w.p50),
-        ("wrk p99 latency", "ms", |w| w.p99),
+        ("wrk requests/s", "req/s", |w| Ok(w.rps)),
+        ("wrk p50 latency", "ms", |w| w.p50.clone()),
+        ("wrk p99 latency", "ms", |w| w.p99.clone()),
     ];
     figures
         .iter()
         .map(|(name, unit, get)| (format!("{name}{what}"), unit, get))
         .map(|(name, unit, get)| match result {
-            Ok(w) => {
-                Row::ok(SECTION, &name, target, get(w), unit).against(base.map(|b| Baseline {
-                    name: base_name.into(),
-                    value: get(b),
-                }))
-            }
+            Ok(w) => match get(w) {
+                Ok(v) => Row::ok(SECTION, &name, target, v, unit).against(
+                    base.and_then(|b| get(b).ok()).map(|value| Baseline {
+                        name: base_name.into(),
+                        value,
+                    }),
+                ),
+                Err(e) => Row::missing(SECTION, &name, target, unit, Status::Failed(e)),
+            },
             Err(e) => Row::missing(SECTION, &name, target, unit, Status::Failed(e.clone())),
         })
         .collect()
@@ -403,8 +413,12 @@ mod tests {
                    Requests/sec:   6172.50\nTransfer/sec:      2.50MB\n";
         let w = parse_wrk(out).unwrap();
         assert_eq!(w.rps, 6172.5);
-        assert!((w.p50 - 0.21).abs() < 1e-9);
-        assert!((w.p99 - 1.2).abs() < 1e-9);
+        assert!((w.p50.unwrap() - 0.21).abs() < 1e-9);
+        assert!((w.p99.unwrap() - 1.2).abs() < 1e-9);
+        let zero = out.replace("210.00us", "0.00us");
+        let w = parse_wrk(&zero).unwrap();
+        assert_eq!(w.rps, 6172.5);
+        assert!(w.p50.unwrap_err().contains("no latency"));
         assert!(parse_wrk(&format!("{out}Non-2xx or 3xx responses: 3\n")).is_err());
         assert!(parse_wrk("Requests/sec: 5\n").is_err());
         let none = out.replace("12345 requests", "0 requests");

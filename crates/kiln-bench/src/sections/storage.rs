@@ -163,7 +163,7 @@ fn lines(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> 
 /// moment (0 to `max_ms` ms after it has listed the store); (iterations,
 /// failures).
 fn crash(b: &Built, image: &Path, iterations: u32, max_ms: u64) -> Result<(u32, u32), BenchError> {
-    zero_file(image, 1 << 20)?;
+    zero_file(image, 128 << 10)?;
     let blocks = [format!("--block:data={}", image.display())];
     let mut acked: BTreeMap<String, Option<u32>> = BTreeMap::new();
     let mut in_flight: Option<(String, Option<u32>)> = None;
@@ -417,7 +417,7 @@ pub fn run(p: &Prepared) -> Vec<Row> {
             }
         });
 
-        let max_ms = if variant == Variant::Hvt { 400 } else { 40 };
+        let max_ms = if variant == Variant::Hvt { 200 } else { 40 };
         let names = ["crash test: SIGKILL iterations", "crash test: failures"];
         match runnable(&nb, SECTION, names[0], variant, "count") {
             Err(r) => rows.push(*r),
