@@ -586,7 +586,10 @@ fn crash(target: Target, iterations: u32, seed: u64) -> CrashReport {
     let dir = build("notes", target);
     let tmp = TempDir::new(&format!("crash-{}", target.name()));
     let image = tmp.path.join("crash.img");
-    zero_image(&image, 1 << 20);
+    // 128 KiB: regions of 64 sectors, so that the log compacts every few
+    // dozen changes (kills land in compactions too) and a restart replays
+    // a short log.
+    zero_image(&image, 128 << 10);
     let blocks = [format!("--block:data={}", image.display())];
     let mut rng = Rng(seed | 1);
     let mut model = Model::default();
