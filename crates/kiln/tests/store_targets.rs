@@ -417,9 +417,9 @@ fn bad_block_requests_on_spt() {
 // ----------------------------------------------------------- crash test
 
 /// The value notes' crash-test mode sets for change `n` (the same rule as
-/// `examples/notes/src/crash.rs`): `n.` repeated, cut to 1 to 1500 bytes.
+/// `examples/notes/src/crash.rs`): `n.` repeated, cut to 1 to 1000 bytes.
 fn crash_value(n: u32) -> String {
-    let len = 1 + (n.wrapping_mul(37) % 1500) as usize;
+    let len = 1 + (n.wrapping_mul(37) % 1000) as usize;
     format!("{n}.").chars().cycle().take(len).collect()
 }
 
@@ -576,7 +576,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 fn max_kill_delay_ms(target: Target) -> u64 {
     match target {
         Target::Unix | Target::Spt => 40,
-        Target::Hvt => 200,
+        Target::Hvt => 120,
     }
 }
 

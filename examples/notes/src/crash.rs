@@ -2,7 +2,7 @@
 //!
 //! Change number `n` touches key `crash/k{n % 8}`: it removes the key when
 //! `n % 7 == 3` and otherwise sets it to [`value`]`(n)`, whose length
-//! varies from 1 to 1500 bytes so that records span one to several
+//! varies from 1 to 1000 bytes so that records span one to several
 //! sectors. Before a change the mode prints `try set KEY N` or `try remove
 //! KEY N`, after the store acknowledges it `ack set KEY N` or `ack remove
 //! KEY N`, each as one console write. `--state` first prints `have KEY
@@ -33,9 +33,9 @@ pub fn is_remove(n: u32) -> bool {
     n % 7 == 3
 }
 
-/// The value change `n` sets: `n.` repeated, cut to 1 to 1500 bytes.
+/// The value change `n` sets: `n.` repeated, cut to 1 to 1000 bytes.
 pub fn value(n: u32) -> Vec<u8> {
-    let len = 1 + (n.wrapping_mul(37) % 1500) as usize;
+    let len = 1 + (n.wrapping_mul(37) % 1000) as usize;
     let unit = format!("{n}.");
     unit.bytes().cycle().take(len).collect()
 }

@@ -134,7 +134,7 @@ fn host_changes(path: &Path, changes: u32) -> Result<f64, BenchError> {
 
 /// The value notes sets for change `n` (`examples/notes/src/crash.rs`).
 fn crash_value(n: u32) -> String {
-    let len = 1 + (n.wrapping_mul(37) % 1500) as usize;
+    let len = 1 + (n.wrapping_mul(37) % 1000) as usize;
     format!("{n}.").chars().cycle().take(len).collect()
 }
 
