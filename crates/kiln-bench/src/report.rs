@@ -206,7 +206,7 @@ fn cells(r: &Row) -> [String; 7] {
         .baseline
         .as_ref()
         .map_or("—".into(), |b| format!("{} {}", b.name, num(b.value)));
-    let ratio = r.ratio().map_or("—".into(), |x| format!("{x:.2}×"));
+    let ratio = r.ratio().map_or("—".into(), |x| format!("{}×", num(x)));
     [
         r.name.clone(),
         r.target.clone(),
