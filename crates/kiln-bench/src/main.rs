@@ -41,7 +41,7 @@ struct Args {
     /// figure is produced and sane
     #[arg(long)]
     quick: bool,
-    /// Run only these sections (boot, hvt, size, memory, network, build)
+    /// Run only these sections (boot, hvt, size, memory, network, storage, build)
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     only: Vec<String>,
     /// Print the results as JSON on stdout
@@ -209,6 +209,7 @@ fn main() -> ExitCode {
             "size" => sections::size::run(&prepared),
             "memory" => sections::memory::run(&prepared),
             "network" => sections::network::run(&prepared),
+            "storage" => sections::storage::run(&prepared),
             _ => sections::build::run(&prepared),
         };
         if !args.json {

@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 /// The benchmark sections, in the order they run.
-pub const SECTIONS: [&str; 6] = ["boot", "hvt", "size", "memory", "network", "build"];
+pub const SECTIONS: [&str; 7] = [
+    "boot", "hvt", "size", "memory", "network", "storage", "build",
+];
 
 /// A figure a row compares against, measured in the same run.
 #[derive(Debug, Clone, Serialize)]

@@ -1,4 +1,4 @@
-//! The five benchmark sections and what they share: the prepared images
+//! The benchmark sections and what they share: the prepared images
 //! and baselines, and how many runs a figure takes.
 
 pub mod boot;

@@ -11,10 +11,6 @@
 //! moment and checking every acknowledged change after the restart (the
 //! full test is `crates/kiln/tests/store_targets.rs`).
 
-// `run` is dispatched from `main.rs` once "storage" is listed in
-// `report::SECTIONS`; until then nothing calls it.
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{BufRead as _, BufReader};
