@@ -109,22 +109,27 @@ impl Reactor {
 
     /// Records the ready set a POLL returned and wakes the tasks waiting on
     /// its handles.
+    ///
+    /// Only the handles in `ready_set` are visited (one step per set bit,
+    /// usually one): on hvt every guest instruction may be emulated, so a
+    /// pass over all [`MAX_HANDLES`] slots on every wake-up would cost
+    /// several hundred instructions per frame.
     pub fn deliver(&self, ready_set: u64) {
         if ready_set == 0 {
             return;
         }
         self.ready.fetch_or(ready_set, Ordering::AcqRel);
-        let mut woken: [Option<Waker>; MAX_HANDLES] = [const { None }; MAX_HANDLES];
-        {
-            let mut wakers = self.wakers.lock();
-            for (i, (slot, out)) in wakers.iter_mut().zip(woken.iter_mut()).enumerate() {
-                if ready_set & (1 << i) != 0 {
-                    *out = slot.take();
-                }
+        let mut pending = ready_set;
+        while pending != 0 {
+            let i = pending.trailing_zeros() as usize;
+            pending &= pending - 1;
+            // Taken under the lock, woken outside it: a waker may register
+            // again at once.
+            let waker = self.wakers.lock().get_mut(i).and_then(Option::take);
+            if let Some(waker) = waker {
+                waker.wake();
             }
         }
-        // Woken outside the lock: a waker may register again at once.
-        woken.into_iter().flatten().for_each(Waker::wake);
     }
 }
 
@@ -237,5 +242,64 @@ mod tests {
         assert!(!reactor.is_ready(ha));
         reactor.deliver(0);
         assert!(!reactor.is_ready(ha));
+    }
+
+    #[test]
+    fn delivery_wakes_every_handle_in_a_set_including_the_extremes() {
+        let reactor = Reactor::new();
+        let handles = [0u64, 5, 62, 63].map(|h| Handle::new(h).unwrap());
+        let counters: alloc::vec::Vec<_> = handles
+            .iter()
+            .map(|&h| {
+                let (count, waker) = counter();
+                reactor.register(h, &waker);
+                count
+            })
+            .collect();
+        let (idle, idle_waker) = counter();
+        let other = Handle::new(7).unwrap();
+        reactor.register(other, &idle_waker);
+
+        let set = handles.iter().fold(0u64, |set, h| set | 1 << h.raw());
+        reactor.deliver(set);
+        for (h, count) in handles.iter().zip(&counters) {
+            assert!(reactor.is_ready(*h), "handle {}", h.raw());
+            assert_eq!(count.0.load(Ordering::SeqCst), 1, "handle {}", h.raw());
+        }
+        assert_eq!(idle.0.load(Ordering::SeqCst), 0);
+        assert!(!reactor.is_ready(other));
+    }
+
+    /// A waker that registers itself again when woken, as a task polled
+    /// from its wake would: delivery must not hold the lock while waking.
+    struct Rearm {
+        reactor: &'static Reactor,
+        handle: Handle,
+        woken: AtomicUsize,
+    }
+
+    impl Wake for Rearm {
+        fn wake(self: Arc<Self>) {
+            self.woken.fetch_add(1, Ordering::SeqCst);
+            let handle = self.handle;
+            let reactor = self.reactor;
+            reactor.register(handle, &Waker::from(self));
+        }
+    }
+
+    #[test]
+    fn a_woken_task_can_register_again_during_delivery() {
+        static REACTOR: Reactor = Reactor::new();
+        let handle = Handle::new(9).unwrap();
+        let rearm = Arc::new(Rearm {
+            reactor: &REACTOR,
+            handle,
+            woken: AtomicUsize::new(0),
+        });
+        REACTOR.register(handle, &Waker::from(rearm.clone()));
+        REACTOR.deliver(1 << 9 | 1 << 10);
+        assert_eq!(rearm.woken.load(Ordering::SeqCst), 1);
+        REACTOR.deliver(1 << 9);
+        assert_eq!(rearm.woken.load(Ordering::SeqCst), 2);
     }
 }
