@@ -24,12 +24,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{TempDir, kiln};
+use kiln_testsupport::process::{self, ChildGuard};
 
 /// Longest a build may take.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(900);
@@ -94,55 +95,9 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// A child process, killed on drop if still running.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 /// Runs `cmd` with its output captured, killing it after `limit`.
 fn run_for(cmd: &mut Command, limit: Duration) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start a command");
-    let mut child = ChildGuard(child);
-    let mut stdout = child.0.stdout.take().expect("piped stdout");
-    let mut stderr = child.0.stderr.take().expect("piped stderr");
-    let out = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let err = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("wait for a command") {
-            break status;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "{cmd:?} still running after {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    Output {
-        status,
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    }
+    process::run(cmd, limit).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn ok(output: Output, what: &str) -> Output {
