@@ -5,16 +5,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Instant;
 
-use common::{TempDir, kiln};
-
-/// The cargo target directory shared by every unikernel built here.
-fn shared_target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-e2e-target")
-}
+use common::{TempDir, kiln, shared_target_dir};
 
 fn kiln_in(dir: &Path) -> Command {
     let mut cmd = kiln();

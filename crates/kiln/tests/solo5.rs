@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TempDir, kiln};
+use common::{TempDir, kiln, shared_target_dir};
 use kiln_testsupport::process::{self, ChildGuard};
+use kiln_testsupport::skip::{kvm_or_skip, skip};
 
 /// Longest a build may take.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(900);
@@ -40,35 +41,9 @@ impl Target {
     }
 }
 
-/// Says loudly that `test` is skipped because of `why`; fails under
-/// `CI=true`.
-fn skip(test: &str, why: &str) {
-    eprintln!("SKIPPED {test}: {why}");
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "skipping is not allowed with CI=true: {test}: {why}"
-    );
-}
-
 /// Whether `target` can run here; says why not.
 fn can_run(target: Target, test: &str) -> bool {
-    if target == Target::Hvt
-        && std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-            .is_err()
-    {
-        skip(test, "/dev/kvm is absent or not accessible");
-        return false;
-    }
-    true
-}
-
-/// The cargo target directory shared by every unikernel built by the CLI
-/// tests.
-fn shared_target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-e2e-target")
+    target != Target::Hvt || kvm_or_skip(test)
 }
 
 fn kiln_in(dir: &Path) -> Command {

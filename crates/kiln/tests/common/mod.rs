@@ -92,3 +92,9 @@ pub fn transcript(output: &Output, dir: &Path) -> String {
     s.push_str(&filter(&output.stderr));
     s
 }
+
+/// The cargo target directory shared by every unikernel the CLI tests
+/// build, so that dependencies compile once.
+pub fn shared_target_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-e2e-target")
+}

@@ -55,11 +55,7 @@ pub fn files_under(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-/// The cargo target directory the unikernels are built in: the one the
-/// end-to-end tests use, so that dependencies compile once.
-pub fn shared_target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-e2e-target")
-}
+pub use crate::common::shared_target_dir;
 
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
