@@ -109,6 +109,11 @@ fn a_null_page_write_aborts_with_a_register_dump() {
         "{}",
         r.stdout
     );
+    // The unikernel runs at CPL 3 (kiln's user code and stack selectors),
+    // after the few boot instructions that need CPL 0.
+    for selector in ["cs 0x0000000000000033", "ss 0x000000000000002b"] {
+        assert!(r.stdout.contains(selector), "{selector}:\n{}", r.stdout);
+    }
 }
 
 #[test]
@@ -116,8 +121,10 @@ fn a_write_to_read_only_memory_aborts_with_a_register_dump() {
     if !kvm_or_skip("a_write_to_read_only_memory_aborts_with_a_register_dump") {
         return;
     }
+    // Error code 0x7: present, write, user mode (the unikernel runs at
+    // CPL 3).
     let r = run(&["--ro-write"]);
-    assert_exception(&r, "error code 0x3: write of address 0x");
+    assert_exception(&r, "error code 0x7: write of address 0x");
     assert!(
         r.stdout.contains(", protection violation\n"),
         "{}",
@@ -131,7 +138,8 @@ fn executing_data_and_overflowing_the_stack_fault() {
         return;
     }
     let r = run(&["--exec-data"]);
-    assert_exception(&r, "error code 0x11: instruction fetch of address");
+    // Error code 0x15: present, user mode, instruction fetch.
+    assert_exception(&r, "error code 0x15: instruction fetch of address");
     let r = run(&["--stack-overflow"]);
     assert_exception(&r, "page not present; hint: this is a stack overflow");
 }

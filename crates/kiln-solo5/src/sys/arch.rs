@@ -10,7 +10,7 @@ use core::arch::asm;
 pub fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: rdtsc only reads the TSC into edx:eax; the tender does not
-    // set CR4.TSD, so it cannot fault at CPL 0.
+    // set CR4.TSD, so it cannot fault, at CPL 0 or 3.
     unsafe {
         asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
     };
@@ -71,11 +71,11 @@ pub fn cr2() -> u64 {
     value
 }
 
-/// Stops the CPU for good: interrupts off, then `hlt` forever.
+/// Stops for good. The unikernel runs at CPL 3, where `hlt` faults, so
+/// this spins; it is reached only if a tender returns from HALT.
 #[cfg_attr(feature = "spt", allow(dead_code))]
 pub fn halt_forever() -> ! {
     loop {
-        // SAFETY: cli; hlt only stops this (only) vCPU.
-        unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
+        core::hint::spin_loop();
     }
 }

@@ -97,6 +97,18 @@ extern "C" fn kiln_solo5_boot(boot_info: u64) -> ! {
     // aligned) address in the identity-mapped memory it gave us.
     let bi: HvtBootInfo = unsafe { (boot_info as *const HvtBootInfo).read_volatile() };
 
+    // Leave CPL 0 after as few instructions as possible: some hypervisors
+    // (KVM's PVM) emulate every guest-kernel instruction, ~1 us each, and
+    // run CPL 3 on the CPU. The rest of boot builds the real page tables
+    // at CPL 3.
+    // SAFETY: at CPL 0, once, with the boot info's memory size; the
+    // bootstrap map covers all of guest memory, as user pages.
+    unsafe {
+        super::paging::bootstrap(bi.mem_size, bi.kernel_end.max(sections().data.end));
+        super::cpu::enter_user_mode();
+    }
+    super::cpu::install_handlers();
+
     // The command line and the manifest: where they are, how long.
     let cmdline_len = if bi.cmdline == 0 {
         0

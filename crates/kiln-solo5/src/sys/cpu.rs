@@ -12,10 +12,15 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::console::BufferedWriter;
 use crate::trap::{Report, TRAP_FRAME_SIZE, TrapFrame, exception_name};
 
-/// Selectors into [`GDT`].
+/// Selectors into [`GDT`]; the user ones carry requested privilege level 3.
 const CODE_SELECTOR: u16 = 0x08;
 const DATA_SELECTOR: u16 = 0x10;
 const TSS_SELECTOR: u16 = 0x18;
+const USER_DATA_SELECTOR: u16 = 0x28 | 3;
+const USER_CODE_SELECTOR: u16 = 0x30 | 3;
+
+/// RFLAGS.IOPL = 3: `out` (the hypercall instruction) is allowed at CPL 3.
+const RFLAGS_IOPL3: u64 = 3 << 12;
 
 /// Size of the stack exceptions run on (IST1), so that a fault caused by
 /// the normal stack overflowing can still be reported.
@@ -29,17 +34,43 @@ struct TrapStack([u8; TRAP_STACK_SIZE]);
 
 static mut TRAP_STACK: TrapStack = TrapStack([0; TRAP_STACK_SIZE]);
 
-/// The 64-bit TSS (SDM vol. 3, figure 8-11) as 26 dwords; only IST1 and the
-/// I/O map base are used.
+/// The 64-bit TSS (SDM vol. 3, figure 8-11) as 26 dwords (RSP0, IST1 and
+/// the I/O map base are used), followed by the I/O permission bitmap
+/// (SDM vol. 1, 19.5.2) that lets CPL 3 reach the hypercall ports.
 #[repr(C, align(8))]
-struct Tss([u32; 26]);
+struct Tss {
+    dwords: [u32; 26],
+    io_bitmap: [u8; IO_BITMAP_SIZE],
+}
 
-static mut TSS: Tss = Tss([0; 26]);
+/// Ports 0 to `IO_BITMAP_SIZE * 8 - 9` are covered; the last byte is the
+/// all-ones terminator the CPU may read past the last port.
+const IO_BITMAP_SIZE: usize = (HYPERCALL_PORTS.end as usize).div_ceil(8) + 1;
 
-/// Null, code (64-bit, DPL 0), data, then the two slots of the TSS
-/// descriptor.
+/// The ports the hypercalls use (`HVT_HYPERCALL_PIO_BASE` + number).
+const HYPERCALL_PORTS: core::ops::Range<u16> =
+    kiln_abi::hvt::HVT_HYPERCALL_PIO_BASE..kiln_abi::hvt::HVT_HYPERCALL_PIO_BASE + 0x100;
+
+static mut TSS: Tss = Tss {
+    dwords: [0; 26],
+    io_bitmap: io_bitmap(),
+};
+
+/// Every port denied but the hypercall ports.
+const fn io_bitmap() -> [u8; IO_BITMAP_SIZE] {
+    let mut map = [0xff; IO_BITMAP_SIZE];
+    let mut port = HYPERCALL_PORTS.start;
+    while port < HYPERCALL_PORTS.end {
+        map[port as usize / 8] &= !(1 << (port % 8));
+        port += 1;
+    }
+    map
+}
+
+/// Null, code (64-bit, DPL 0), data, the two slots of the TSS descriptor,
+/// then data and 64-bit code for CPL 3.
 #[repr(C, align(16))]
-struct Gdt([u64; 5]);
+struct Gdt([u64; 7]);
 
 static mut GDT: Gdt = Gdt([
     0,
@@ -49,6 +80,10 @@ static mut GDT: Gdt = Gdt([
     0x00cf_9200_0000_ffff,
     0,
     0,
+    // Present, DPL 3, data, read/write, 4 KiB granularity.
+    0x00cf_f200_0000_ffff,
+    // Present, DPL 3, code, execute/read, long mode (L), 4 KiB granularity.
+    0x00af_fa00_0000_ffff,
 ]);
 
 /// One 16-byte interrupt gate (SDM vol. 3, figure 6-8).
@@ -115,7 +150,34 @@ global_asm!(
     KILN_TRAP_STUB 3, 0
     KILN_TRAP_STUB 4, 0
     KILN_TRAP_STUB 5, 0
-    KILN_TRAP_STUB 6, 0
+    // #UD, with one exception to the rule that exceptions abort: the
+    // `ud2` at `kiln_load_page_tables_ud2` asks CPL 0 to load the page
+    // tables at RDI (see `load_page_tables`); the handler does and returns
+    // past it.
+    .section .text.kiln_trap, "ax"
+    .balign 16
+    kiln_trap_stub_6:
+        push rax
+        lea rax, [rip + kiln_load_page_tables_ud2]
+        cmp rax, [rsp + 8]
+        pop rax
+        jne 1f
+        mov cr3, rdi
+        add qword ptr [rsp], 2
+        iretq
+    1:
+        push 0
+        push 6
+        jmp kiln_trap_common
+    .section .rodata.kiln_trap_stubs, "a"
+        .quad kiln_trap_stub_6
+    .section .text.kiln_trap, "ax"
+    .balign 16
+    .global kiln_load_page_tables
+    kiln_load_page_tables:
+    kiln_load_page_tables_ud2:
+        ud2
+        ret
     KILN_TRAP_STUB 7, 0
     KILN_TRAP_STUB 8, 1
     KILN_TRAP_STUB 9, 0
@@ -144,6 +206,7 @@ global_asm!(
 
     .section .text.kiln_trap, "ax"
     .balign 16
+    .balign 16
     kiln_trap_common:
         push rax
         push rbx
@@ -171,6 +234,9 @@ global_asm!(
 unsafe extern "C" {
     /// The stub addresses, by vector (defined in the assembly above).
     static kiln_trap_stubs: [u64; EXCEPTIONS];
+    /// `ud2; ret`: the request the #UD stub answers by loading CR3 from
+    /// RDI (defined in the assembly above).
+    fn kiln_load_page_tables(pml4: u64);
 }
 
 /// The unmapped page below the stack, once paging is set up, so that
@@ -212,9 +278,13 @@ extern "C" fn kiln_solo5_trap(frame: *const TrapFrame) -> ! {
 
 const _: () = assert!(size_of::<TrapFrame>() == TRAP_FRAME_SIZE);
 const _: () = assert!(size_of::<Gate>() == 16);
-const _: () = assert!(size_of::<Tss>() == 104);
+const _: () = assert!(size_of::<[u32; 26]>() == 104);
+const _: () = assert!(core::mem::offset_of!(Tss, io_bitmap) == 104);
 
-/// Loads kiln's GDT, TSS and IDT.
+/// Loads kiln's GDT, TSS and IDT; the IDT's gates are filled later, at
+/// CPL 3, by [`install_handlers`] (fewer instructions at CPL 0, where some
+/// hypervisors emulate each one). An exception in between is a triple
+/// fault, which the tender reports.
 ///
 /// # Safety
 ///
@@ -228,34 +298,23 @@ pub unsafe fn init() {
     // SAFETY: boot runs alone on the only vCPU; nothing else refers to
     // these statics yet.
     unsafe {
-        // IST1 at byte 36, the I/O map base (past the end: no map) at 102.
-        (*tss).0[9] = trap_stack_top as u32;
-        (*tss).0[10] = (trap_stack_top >> 32) as u32;
-        (*tss).0[25] = (size_of::<Tss>() as u32) << 16;
+        // RSP0 at byte 4 (unused while every gate names IST1), IST1 at
+        // byte 36, the I/O map base (right after the 104 bytes) at 102.
+        (*tss).dwords[1] = trap_stack_top as u32;
+        (*tss).dwords[2] = (trap_stack_top >> 32) as u32;
+        (*tss).dwords[9] = trap_stack_top as u32;
+        (*tss).dwords[10] = (trap_stack_top >> 32) as u32;
+        (*tss).dwords[25] = (size_of::<[u32; 26]>() as u32) << 16;
 
         // A 64-bit available TSS descriptor (type 9), present.
         let base = tss as u64;
-        let limit = (size_of::<Tss>() - 1) as u64;
+        let limit = (104 + IO_BITMAP_SIZE - 1) as u64;
         (*gdt).0[3] = (limit & 0xffff)
             | ((base & 0xff_ffff) << 16)
             | (0x89 << 40)
             | (((limit >> 16) & 0xf) << 48)
             | (((base >> 24) & 0xff) << 56);
         (*gdt).0[4] = base >> 32;
-
-        for (vector, gate) in (*idt).0.iter_mut().enumerate() {
-            let handler = kiln_trap_stubs[vector];
-            *gate = Gate {
-                offset_low: handler as u16,
-                selector: CODE_SELECTOR,
-                ist: 1,
-                // Present, DPL 0, 64-bit interrupt gate.
-                attributes: 0x8e,
-                offset_mid: (handler >> 16) as u16,
-                offset_high: (handler >> 32) as u32,
-                reserved: 0,
-            };
-        }
 
         let gdtr = DescriptorPointer {
             limit: (size_of::<Gdt>() - 1) as u16,
@@ -289,4 +348,86 @@ pub unsafe fn init() {
             tmp = out(reg) _,
         );
     }
+}
+
+/// Points the IDT's 32 exception gates at kiln's handlers. The IDT is
+/// plain memory, already loaded by [`init`]: this runs at CPL 3.
+pub fn install_handlers() {
+    let idt = &raw mut IDT;
+    // SAFETY: boot runs alone on the only vCPU; the IDT is written only
+    // here, and each gate names a stub defined above with kiln's code
+    // selector.
+    unsafe {
+        for (vector, gate) in (*idt).0.iter_mut().enumerate() {
+            let handler = kiln_trap_stubs[vector];
+            *gate = Gate {
+                offset_low: handler as u16,
+                selector: CODE_SELECTOR,
+                ist: 1,
+                // Present, DPL 0, 64-bit interrupt gate.
+                attributes: 0x8e,
+                offset_mid: (handler >> 16) as u16,
+                offset_high: (handler >> 32) as u32,
+                reserved: 0,
+            };
+        }
+    }
+}
+
+/// Drops the CPU to privilege level 3 and returns there, on the same stack,
+/// with IOPL 3 so that hypercalls (`out`) still work. Exceptions still
+/// enter kiln's handlers at level 0 on the trap stack.
+///
+/// The unikernel gains no protection from this (every page is a user page);
+/// it runs at level 3 because hypervisors that cannot run a guest kernel
+/// directly, such as KVM's PVM, emulate every level-0 instruction but run
+/// level-3 code on the CPU: an order of magnitude or two faster.
+///
+/// # Safety
+///
+/// Call once, after [`init`] and after the page tables map everything the
+/// unikernel touches as user pages; nothing after it may need level 0
+/// (control registers, MSRs, `hlt`, `lgdt`).
+pub unsafe fn enter_user_mode() {
+    // SAFETY: iretq to the next instruction with user selectors from
+    // kiln's GDT, the current stack pointer and the current flags plus
+    // IOPL 3; the caller guarantees the pages stay reachable at CPL 3.
+    unsafe {
+        asm!(
+            "mov {tmp}, rsp",
+            "push {ss}",
+            "push {tmp}",
+            "pushfq",
+            "or qword ptr [rsp], {iopl}",
+            "push {cs}",
+            "lea {tmp}, [rip + 2f]",
+            "push {tmp}",
+            "iretq",
+            "2:",
+            "mov ds, {ds:x}",
+            "mov es, {ds:x}",
+            ss = in(reg) u64::from(USER_DATA_SELECTOR),
+            cs = in(reg) u64::from(USER_CODE_SELECTOR),
+            ds = in(reg) u32::from(USER_DATA_SELECTOR),
+            iopl = const RFLAGS_IOPL3,
+            tmp = out(reg) _,
+        );
+    }
+}
+
+/// Loads the page tables at `pml4` from CPL 3: the `ud2` at
+/// `kiln_load_page_tables_ud2` traps to kiln's #UD handler, which alone
+/// recognises that address, loads RDI into CR3 and returns past it.
+/// Exceptions are used rather than `int n` because hypervisors that run
+/// CPL 3 natively (PVM) turn software interrupts into #UD anyway.
+///
+/// # Safety
+///
+/// Call once, after [`init`] and [`enter_user_mode`]; the tables at `pml4`
+/// must map everything the running code touches at the same addresses.
+pub unsafe fn load_page_tables(pml4: u64) {
+    // SAFETY: the #UD handler moves RDI (the first argument) to CR3 and
+    // resumes at the `ret` after the two-byte `ud2`; the caller
+    // guarantees the tables are complete.
+    unsafe { kiln_load_page_tables(pml4) };
 }
