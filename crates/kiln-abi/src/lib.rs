@@ -17,7 +17,11 @@
 //! - [`mft`]: the application manifest: entries, the [`MftNote`] a guest
 //!   emits, and the checked parser [`mft::Manifest`] the tenders use;
 //! - [`hvt`]: the hvt boot info, hypercall numbers and argument structures;
-//! - [`spt`]: the spt boot info and low memory layout.
+//! - [`spt`]: the spt boot info and low memory layout;
+//! - [`hvt_ext`]: kiln's own extension to the hvt ABI, not Solo5's: the
+//!   CPUID leaf that tells a guest it runs under kiln-hvt, and the
+//!   NET_EXCHANGE hypercall (several frames each way and a wait in one
+//!   VM exit).
 //!
 //! # Emitting the notes from a guest
 //!
@@ -86,6 +90,7 @@
 #![deny(unsafe_code)]
 
 pub mod hvt;
+pub mod hvt_ext;
 pub mod mft;
 pub mod note;
 pub mod spt;

@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use kiln_abi::hvt::{
     HVT_HYPERCALL_MAX, HVT_HYPERCALL_PIO_BASE, HcHalt, HcPoll, HcPuts, HcWalltime, Hypercall,
 };
+use kiln_abi::hvt_ext::KILN_NET_EXCHANGE_PORT;
 use thiserror::Error;
 
 use crate::guest::{GuestMemError, GuestMemory, arg_i32, arg_u64, set_i32, set_u64};
@@ -51,8 +52,36 @@ pub enum HypercallError {
         size: usize,
     },
     /// Waiting on the devices failed.
-    #[error("poll hypercall: waiting for devices failed")]
-    Poll(#[source] io::Error),
+    #[error("{call} hypercall: waiting for devices failed")]
+    Wait {
+        /// The hypercall.
+        call: &'static str,
+        /// What the host said.
+        #[source]
+        source: io::Error,
+    },
+    /// An entry of an exchange's frame or buffer table points outside
+    /// guest memory.
+    #[error("net exchange hypercall: bad {table}[{index}] address")]
+    ExchangeMemory {
+        /// `tx` or `rx`.
+        table: &'static str,
+        /// The entry.
+        index: u64,
+        /// The refused range.
+        #[source]
+        source: GuestMemError,
+    },
+    /// An exchange argument outside what the extension allows.
+    #[error("net exchange hypercall: {what} is {value}, {why}")]
+    Exchange {
+        /// The field (`tx_count`, `tx[3].len`, ...).
+        what: String,
+        /// Its value.
+        value: u64,
+        /// The rule it breaks.
+        why: String,
+    },
 }
 
 impl HypercallError {
@@ -84,16 +113,19 @@ pub fn dispatch(
     epoll: &Epoll,
     modules: &mut [Box<dyn Module>],
 ) -> Result<Outcome, HypercallError> {
-    let bad_port = HypercallError::BadPort {
+    let bad_port = || HypercallError::BadPort {
         port,
         size: data.len(),
     };
-    let hc = Hypercall::from_port(port).ok_or(bad_port)?;
-    let value: [u8; 4] = data.try_into().map_err(|_| HypercallError::BadPort {
-        port,
-        size: data.len(),
-    })?;
+    let value: [u8; 4] = data.try_into().map_err(|_| bad_port())?;
     let gpa = u64::from(u32::from_le_bytes(value));
+    if port == KILN_NET_EXCHANGE_PORT
+        && let Some(module) = modules.iter_mut().find(|m| m.serves_exchange())
+    {
+        module.exchange(gpa, mem, epoll)?;
+        return Ok(Outcome::Continue);
+    }
+    let hc = Hypercall::from_port(port).ok_or_else(bad_port)?;
     match hc {
         Hypercall::Walltime => walltime(gpa, mem)?,
         Hypercall::Puts => puts(gpa, mem)?,
@@ -147,7 +179,10 @@ fn poll(gpa: u64, mem: &mut GuestMemory, epoll: &Epoll) -> Result<(), HypercallE
     let timeout = arg_u64(&arg, offset_of!(HcPoll, timeout_nsecs));
     // The timeout is honoured to the nanosecond (epoll_pwait2), so the
     // guest neither wakes before its deadline nor up to 1 ms after it.
-    let ready = epoll.wait(timeout).map_err(HypercallError::Poll)?;
+    let ready = epoll.wait(timeout).map_err(|source| HypercallError::Wait {
+        call: "poll",
+        source,
+    })?;
     let out = mem
         .slice_mut(gpa, size)
         .map_err(|source| HypercallError::memory("poll", "argument", source))?;

@@ -18,7 +18,9 @@
 //!   as Cargo features (default on);
 //! - [`boot`]: page tables, GDT, boot info, manifest copy, command line;
 //! - [`vm`]: the KVM VM and its vCPU in long mode;
-//! - [`hypercall`]: hypercall dispatch;
+//! - [`hypercall`]: hypercall dispatch, Solo5's calls and kiln's
+//!   NET_EXCHANGE extension (`kiln_abi::hvt_ext`, discovered through a
+//!   CPUID leaf the [`vm`] adds; [`NO_EXTENSIONS_ENV`] hides both);
 //! - [`seccomp`]: the allow-list applied right before the vCPU loop;
 //! - [`cli`]: the solo5-hvt-compatible command line;
 //! - [`run`]: all of the above in order; `main` only prints its result.
@@ -141,9 +143,17 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
             .map(|info| (entry.index, info))
     })?;
 
+    let extensions = if extensions_hidden() {
+        0
+    } else {
+        modules
+            .iter_mut()
+            .fold(0, |features, m| features | m.enable_extensions())
+    };
+
     let mut mem = guest::GuestMemory::new(mem_size)?;
     image.load(&mut mem)?;
-    let mut machine = Machine::new(mem, image.entry)?;
+    let mut machine = Machine::new(mem, image.entry, extensions)?;
     let tsc_hz = machine.tsc_hz()?;
     boot::setup(
         &mut machine.mem,
@@ -200,6 +210,15 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
             }
         }
     }
+}
+
+/// The environment variable that hides kiln's hvt extensions
+/// (`kiln_abi::hvt_ext`) from the guest when set to `1`: no CPUID leaf, no
+/// NET_EXCHANGE, exactly the Solo5 hvt ABI. For tests and comparisons.
+pub const NO_EXTENSIONS_ENV: &str = "KILN_HVT_NO_EXTENSIONS";
+
+fn extensions_hidden() -> bool {
+    std::env::var_os(NO_EXTENSIONS_ENV).is_some_and(|v| v == "1")
 }
 
 /// Maps a guest exit status to the tender's process exit code: 0 to 255 as

@@ -17,6 +17,7 @@ pub use kiln_tender::module::{
 
 use crate::guest::GuestMemory;
 use crate::hypercall::HypercallError;
+use crate::sys::Epoll;
 
 /// A system call a module needs after the seccomp filter is installed,
 /// allowed only on the given descriptor (its first argument).
@@ -49,6 +50,28 @@ pub trait Module: ModuleFlags {
     fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, u64)>;
     /// System calls the module makes while the guest runs.
     fn syscalls(&self) -> Vec<FdSyscall>;
+    /// Turns on the module's kiln extension hypercalls (`kiln_abi::hvt_ext`)
+    /// and returns their feature bits, which the guest finds in kiln's
+    /// CPUID leaf; 0 when the module has none.
+    fn enable_extensions(&mut self) -> u32 {
+        0
+    }
+    /// Whether the module serves NET_EXCHANGE (its extension is on).
+    fn serves_exchange(&self) -> bool {
+        false
+    }
+    /// Serves NET_EXCHANGE with its argument at guest address `gpa`,
+    /// waiting on `epoll` as POLL does.
+    fn exchange(
+        &mut self,
+        _gpa: u64,
+        _mem: &mut GuestMemory,
+        _epoll: &Epoll,
+    ) -> Result<(), HypercallError> {
+        Err(HypercallError::Unserved {
+            call: "net exchange",
+        })
+    }
 }
 
 /// The modules compiled into this tender, fresh.

@@ -1,12 +1,16 @@
 //! The net module: attaches a tap interface (`--net:NAME=IFACE`) or an
 //! inherited descriptor (`--net:NAME=@FD`) to each `NET_BASIC` manifest
-//! entry, and serves the net read and write hypercalls.
+//! entry, and serves the net read and write hypercalls and kiln's
+//! NET_EXCHANGE extension (`kiln_abi::hvt_ext`).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use kiln_abi::hvt::{HcNetRead, HcNetWrite, Hypercall};
+use kiln_abi::hvt_ext::{
+    EXCHANGE_MAX_FRAMES, ExchangeRx, ExchangeTx, HcNetExchange, KILN_FEATURE_NET_EXCHANGE,
+};
 use kiln_abi::mft::MftDeviceInfo;
 use kiln_abi::status::Solo5Result;
 use kiln_tender::net::{Inherited, NetFlags};
@@ -15,6 +19,7 @@ use std::mem::{offset_of, size_of};
 use crate::guest::{GuestMemory, arg_u64, set_i32, set_u64};
 use crate::hypercall::HypercallError;
 use crate::module::{FdSyscall, Module, ModuleError, WithFlags};
+use crate::sys::Epoll;
 
 pub use kiln_tender::net::MTU;
 
@@ -22,12 +27,162 @@ pub use kiln_tender::net::MTU;
 /// a VLAN tag.
 const MAX_FRAME: u64 = MTU as u64 + 18;
 
+/// Most entries of an exchange table, as a `usize`.
+const MAX_ENTRIES: usize = EXCHANGE_MAX_FRAMES as usize;
+
 /// The net module.
 #[derive(Debug, Default)]
 pub struct Net {
     flags: NetFlags,
     /// Attached devices in the order of their flags: (order, handle, tap).
     attached: Vec<(usize, u64, File)>,
+    /// Whether NET_EXCHANGE is served.
+    exchange: bool,
+}
+
+/// The checked tables of one exchange: (address, length) of each frame to
+/// send and (address, capacity) of each buffer to fill.
+struct Tables {
+    tx: [(u64, u64); MAX_ENTRIES],
+    tx_count: usize,
+    rx: [(u64, u64); MAX_ENTRIES],
+    rx_count: usize,
+}
+
+/// How a run of reads ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Drain {
+    /// The device had no more frames.
+    Empty,
+    /// Every buffer was filled; more frames may wait.
+    Full,
+    /// A read failed.
+    Failed,
+}
+
+fn exchange_error(what: impl Into<String>, value: u64, why: impl Into<String>) -> HypercallError {
+    HypercallError::Exchange {
+        what: what.into(),
+        value,
+        why: why.into(),
+    }
+}
+
+/// Reads the exchange's count at `offset` of `arg`, at most
+/// [`EXCHANGE_MAX_FRAMES`].
+fn count(arg: &[u8], offset: usize, what: &str) -> Result<usize, HypercallError> {
+    let n = arg_u64(arg, offset);
+    if n > EXCHANGE_MAX_FRAMES {
+        return Err(exchange_error(
+            what,
+            n,
+            format!("more than the {EXCHANGE_MAX_FRAMES} an exchange may name"),
+        ));
+    }
+    // At most 64.
+    Ok(n as usize)
+}
+
+/// Reads and checks the frame and buffer tables an exchange names, before
+/// anything is sent: every entry through the checked accessor.
+fn tables(arg: &[u8], mem: &GuestMemory) -> Result<Tables, HypercallError> {
+    const TX_SIZE: u64 = size_of::<ExchangeTx>() as u64;
+    const RX_SIZE: u64 = size_of::<ExchangeRx>() as u64;
+    let mut t = Tables {
+        tx: [(0, 0); MAX_ENTRIES],
+        tx_count: count(arg, offset_of!(HcNetExchange, tx_count), "tx_count")?,
+        rx: [(0, 0); MAX_ENTRIES],
+        rx_count: count(arg, offset_of!(HcNetExchange, rx_count), "rx_count")?,
+    };
+    let tx_table = arg_u64(arg, offset_of!(HcNetExchange, tx));
+    let table = mem
+        .slice(tx_table, t.tx_count as u64 * TX_SIZE)
+        .map_err(|source| HypercallError::memory("net exchange", "tx table", source))?;
+    for (i, (entry, slot)) in table
+        .chunks_exact(TX_SIZE as usize)
+        .zip(t.tx.iter_mut())
+        .enumerate()
+    {
+        let data = arg_u64(entry, offset_of!(ExchangeTx, data));
+        let len = arg_u64(entry, offset_of!(ExchangeTx, len));
+        if len == 0 {
+            return Err(exchange_error(
+                format!("tx[{i}].len"),
+                len,
+                "a frame cannot be empty",
+            ));
+        }
+        if len > MAX_FRAME {
+            return Err(exchange_error(
+                format!("tx[{i}].len"),
+                len,
+                format!("more than the {MAX_FRAME} bytes of a frame"),
+            ));
+        }
+        mem.checked(data, len)
+            .map_err(|source| HypercallError::ExchangeMemory {
+                table: "tx",
+                index: i as u64,
+                source,
+            })?;
+        *slot = (data, len);
+    }
+    let rx_table = arg_u64(arg, offset_of!(HcNetExchange, rx));
+    let table = mem
+        .slice(rx_table, t.rx_count as u64 * RX_SIZE)
+        .map_err(|source| HypercallError::memory("net exchange", "rx table", source))?;
+    for (i, (entry, slot)) in table
+        .chunks_exact(RX_SIZE as usize)
+        .zip(t.rx.iter_mut())
+        .enumerate()
+    {
+        let data = arg_u64(entry, offset_of!(ExchangeRx, data));
+        let cap = arg_u64(entry, offset_of!(ExchangeRx, cap));
+        if cap == 0 {
+            return Err(exchange_error(
+                format!("rx[{i}].cap"),
+                cap,
+                "a buffer cannot be empty",
+            ));
+        }
+        mem.checked(data, cap)
+            .map_err(|source| HypercallError::ExchangeMemory {
+                table: "rx",
+                index: i as u64,
+                source,
+            })?;
+        *slot = (data, cap);
+    }
+    Ok(t)
+}
+
+/// Reads frames from `tap` into the buffers `bufs[*read..]`, advancing
+/// `*read`, until the device is empty or the buffers are full.
+fn drain(
+    tap: &mut File,
+    mem: &mut GuestMemory,
+    bufs: &[(u64, u64)],
+    lens: &mut [u64; MAX_ENTRIES],
+    read: &mut usize,
+) -> Result<Drain, HypercallError> {
+    while let (Some(&(data, cap)), Some(len)) = (bufs.get(*read), lens.get_mut(*read)) {
+        let buf = mem
+            .slice_mut(data, cap)
+            .map_err(|source| HypercallError::ExchangeMemory {
+                table: "rx",
+                index: *read as u64,
+                source,
+            })?;
+        match tap.read(buf) {
+            Ok(n) => {
+                *len = n as u64;
+                *read += 1;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Drain::Empty),
+            Err(_) => return Ok(Drain::Failed),
+        }
+    }
+    Ok(Drain::Full)
 }
 
 impl Net {
@@ -65,6 +220,98 @@ impl Net {
             .slice_mut(gpa, size)
             .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
         set_i32(out, offset_of!(HcNetWrite, ret), ret as i32);
+        Ok(())
+    }
+
+    /// NET_EXCHANGE: send, receive, and wait like POLL when nothing came.
+    fn net_exchange(
+        &mut self,
+        gpa: u64,
+        mem: &mut GuestMemory,
+        epoll: &Epoll,
+    ) -> Result<(), HypercallError> {
+        const CALL: &str = "net exchange";
+        let size = size_of::<HcNetExchange>() as u64;
+        let arg = mem
+            .read_array::<{ size_of::<HcNetExchange>() }>(gpa)
+            .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
+        let handle = arg_u64(&arg, offset_of!(HcNetExchange, handle));
+        let timeout = arg_u64(&arg, offset_of!(HcNetExchange, timeout_nsecs));
+        let t = tables(&arg, mem)?;
+
+        let mut ret = Solo5Result::Ok;
+        let mut written = 0usize;
+        let mut read = 0usize;
+        let mut lens = [0u64; MAX_ENTRIES];
+        let mut ready = 0u64;
+        match self.device(handle) {
+            None => ret = Solo5Result::Einval,
+            Some(tap) => {
+                for &(data, len) in &t.tx[..t.tx_count] {
+                    let frame =
+                        mem.slice(data, len)
+                            .map_err(|source| HypercallError::ExchangeMemory {
+                                table: "tx",
+                                index: written as u64,
+                                source,
+                            })?;
+                    match tap.write(frame) {
+                        Ok(n) if n as u64 == len => written += 1,
+                        _ => {
+                            ret = Solo5Result::Eunspec;
+                            break;
+                        }
+                    }
+                }
+                let bufs = &t.rx[..t.rx_count];
+                let mut drained = drain(tap, mem, bufs, &mut lens, &mut read)?;
+                let wait = |timeout| {
+                    epoll
+                        .wait(timeout)
+                        .map_err(|source| HypercallError::Wait { call: CALL, source })
+                };
+                let own = 1u64.checked_shl(handle as u32).filter(|_| handle < 64);
+                let own = own.unwrap_or(0);
+                if read == 0 && timeout != 0 {
+                    ready = wait(timeout)?;
+                    if ready & own != 0 && !bufs.is_empty() {
+                        drained = drain(tap, mem, bufs, &mut lens, &mut read)?;
+                    }
+                } else if epoll.handles() & !own != 0 || bufs.is_empty() {
+                    // Other devices, or this one unread: look without waiting.
+                    ready = wait(0)?;
+                }
+                if !bufs.is_empty() {
+                    // What the reads found is the device's state now.
+                    ready &= !own;
+                    if drained == Drain::Full {
+                        ready |= own;
+                    }
+                }
+                if drained == Drain::Failed {
+                    ret = Solo5Result::Eunspec;
+                }
+            }
+        }
+
+        if read > 0 {
+            let rx_table = arg_u64(&arg, offset_of!(HcNetExchange, rx));
+            let entry = size_of::<ExchangeRx>() as u64;
+            for (i, &len) in lens[..read].iter().enumerate() {
+                let at = rx_table + i as u64 * entry + offset_of!(ExchangeRx, len) as u64;
+                let out = mem
+                    .slice_mut(at, 8)
+                    .map_err(|source| HypercallError::memory(CALL, "rx table", source))?;
+                set_u64(out, 0, len);
+            }
+        }
+        let out = mem
+            .slice_mut(gpa, size)
+            .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
+        set_u64(out, offset_of!(HcNetExchange, tx_written), written as u64);
+        set_u64(out, offset_of!(HcNetExchange, rx_read), read as u64);
+        set_u64(out, offset_of!(HcNetExchange, ready_set), ready);
+        set_i32(out, offset_of!(HcNetExchange, ret), ret as i32);
         Ok(())
     }
 
@@ -160,6 +407,24 @@ impl Module for Net {
         }
     }
 
+    fn enable_extensions(&mut self) -> u32 {
+        self.exchange = true;
+        KILN_FEATURE_NET_EXCHANGE
+    }
+
+    fn serves_exchange(&self) -> bool {
+        self.exchange
+    }
+
+    fn exchange(
+        &mut self,
+        gpa: u64,
+        mem: &mut GuestMemory,
+        epoll: &Epoll,
+    ) -> Result<(), HypercallError> {
+        self.net_exchange(gpa, mem, epoll)
+    }
+
     fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, u64)> {
         self.attached
             .iter()
@@ -191,7 +456,321 @@ impl Module for Net {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::net::UnixDatagram;
+    use std::time::{Duration, Instant};
+
     use kiln_tender::net::{parse_mac, random_mac};
+
+    use super::*;
+
+    const MEM: u64 = 0x20_0000;
+    const ARG: u64 = 0x1000;
+    const TX: u64 = 0x2000;
+    const RX: u64 = 0x3000;
+    const FRAMES: u64 = 0x1_0000;
+    const BUFS: u64 = 0x8_0000;
+    const HANDLE: u64 = 1;
+
+    /// A net module with one device (handle 1) whose host end is a
+    /// datagram socket, the guest memory, and the epoll set POLL uses.
+    struct Rig {
+        net: Net,
+        host: UnixDatagram,
+        mem: GuestMemory,
+        epoll: Epoll,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let (host, guest) = UnixDatagram::pair().unwrap();
+            guest.set_nonblocking(true).unwrap();
+            host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut net = Net::default();
+            assert_eq!(net.enable_extensions(), KILN_FEATURE_NET_EXCHANGE);
+            net.attached
+                .push((0, HANDLE, File::from(std::os::fd::OwnedFd::from(guest))));
+            let epoll = Epoll::new().unwrap();
+            for (fd, handle) in net.poll_fds() {
+                epoll.add(fd, handle).unwrap();
+            }
+            Rig {
+                net,
+                host,
+                mem: GuestMemory::new(MEM).unwrap(),
+                epoll,
+            }
+        }
+
+        /// Writes the argument: `frames` to send (each placed in guest
+        /// memory), `bufs` receive buffers of `cap` bytes.
+        fn arg(&mut self, handle: u64, timeout: u64, frames: &[&[u8]], bufs: u64, cap: u64) {
+            let mut tx = Vec::new();
+            let mut at = FRAMES;
+            for f in frames {
+                self.mem.write(at, f).unwrap();
+                tx.extend_from_slice(&at.to_le_bytes());
+                tx.extend_from_slice(&(f.len() as u64).to_le_bytes());
+                at += 0x800;
+            }
+            self.mem.write(TX, &tx).unwrap();
+            let mut rx = Vec::new();
+            for i in 0..bufs {
+                rx.extend_from_slice(&(BUFS + i * 0x800).to_le_bytes());
+                rx.extend_from_slice(&cap.to_le_bytes());
+                rx.extend_from_slice(&u64::MAX.to_le_bytes());
+            }
+            self.mem.write(RX, &rx).unwrap();
+            let words = [
+                handle,
+                timeout,
+                TX,
+                frames.len() as u64,
+                RX,
+                bufs,
+                u64::MAX,
+                u64::MAX,
+                u64::MAX,
+            ];
+            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            self.mem.write(ARG, &bytes).unwrap();
+            self.mem.write(ARG + 72, &[0xee; 8]).unwrap();
+        }
+
+        fn set(&mut self, at: u64, value: u64) {
+            self.mem.write(at, &value.to_le_bytes()).unwrap();
+        }
+
+        fn run(&mut self) -> Result<(), HypercallError> {
+            self.net.exchange(ARG, &mut self.mem, &self.epoll)
+        }
+
+        fn out(&self, field: usize) -> u64 {
+            arg_u64(&self.mem.read_array::<80>(ARG).unwrap(), field)
+        }
+
+        fn ret(&self) -> i32 {
+            crate::guest::arg_i32(
+                &self.mem.read_array::<80>(ARG).unwrap(),
+                offset_of!(HcNetExchange, ret),
+            )
+        }
+
+        /// The frame in receive buffer `i`, by its OUT length.
+        fn received(&self, i: u64) -> Vec<u8> {
+            let len = arg_u64(&self.mem.read_array::<24>(RX + i * 24).unwrap(), 16);
+            self.mem.slice(BUFS + i * 0x800, len).unwrap().to_vec()
+        }
+    }
+
+    const WRITTEN: usize = offset_of!(HcNetExchange, tx_written);
+    const READ: usize = offset_of!(HcNetExchange, rx_read);
+    const READY: usize = offset_of!(HcNetExchange, ready_set);
+
+    #[test]
+    fn an_exchange_sends_then_reads_what_waits() {
+        let mut rig = Rig::new();
+        rig.host.send(b"in one").unwrap();
+        rig.host.send(b"in two").unwrap();
+        rig.arg(HANDLE, 5_000_000_000, &[b"out one", b"out two!"], 4, 1514);
+        rig.run().unwrap();
+        assert_eq!(rig.ret(), 0);
+        assert_eq!(rig.out(WRITTEN), 2);
+        assert_eq!(rig.out(READ), 2);
+        // Drained: the device is not ready.
+        assert_eq!(rig.out(READY), 0);
+        assert_eq!(rig.received(0), b"in one");
+        assert_eq!(rig.received(1), b"in two");
+        // Buffers not filled keep their length.
+        assert_eq!(
+            arg_u64(&rig.mem.read_array::<24>(RX + 2 * 24).unwrap(), 16),
+            u64::MAX
+        );
+        let mut got = [0u8; 64];
+        let n = rig.host.recv(&mut got).unwrap();
+        assert_eq!(&got[..n], b"out one");
+        let n = rig.host.recv(&mut got).unwrap();
+        assert_eq!(&got[..n], b"out two!");
+    }
+
+    #[test]
+    fn full_buffers_leave_the_device_ready() {
+        let mut rig = Rig::new();
+        for f in [b"a", b"b", b"c"] {
+            rig.host.send(f).unwrap();
+        }
+        rig.arg(HANDLE, 0, &[], 2, 1514);
+        rig.run().unwrap();
+        assert_eq!((rig.out(READ), rig.out(READY)), (2, 1 << HANDLE));
+        assert_eq!(rig.received(1), b"b");
+        rig.arg(HANDLE, 0, &[], 2, 1514);
+        rig.run().unwrap();
+        assert_eq!((rig.out(READ), rig.out(READY)), (1, 0));
+        assert_eq!(rig.received(0), b"c");
+        // No buffers: the device's readiness as POLL sees it.
+        rig.host.send(b"d").unwrap();
+        rig.arg(HANDLE, 0, &[], 0, 1514);
+        rig.run().unwrap();
+        assert_eq!((rig.out(READ), rig.out(READY)), (0, 1 << HANDLE));
+    }
+
+    #[test]
+    fn with_nothing_read_it_waits_like_poll_then_reads() {
+        let mut rig = Rig::new();
+        // Nothing arrives: the whole timeout passes.
+        rig.arg(HANDLE, 20_000_000, &[b"ping"], 4, 1514);
+        let start = Instant::now();
+        rig.run().unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(20));
+        assert_eq!((rig.out(WRITTEN), rig.out(READ), rig.out(READY)), (1, 0, 0));
+        // A zero timeout does not wait.
+        rig.arg(HANDLE, 0, &[], 4, 1514);
+        let start = Instant::now();
+        rig.run().unwrap();
+        assert!(start.elapsed() < Duration::from_secs(1));
+        assert_eq!(rig.out(READ), 0);
+        // A frame that arrives during the wait is read by the same call.
+        let host = rig.host.try_clone().unwrap();
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            host.send(b"late").unwrap();
+        });
+        rig.arg(HANDLE, 5_000_000_000, &[], 4, 1514);
+        rig.run().unwrap();
+        sender.join().unwrap();
+        assert_eq!((rig.out(READ), rig.out(READY)), (1, 0));
+        assert_eq!(rig.received(0), b"late");
+    }
+
+    #[test]
+    fn a_frame_longer_than_its_buffer_is_cut() {
+        let mut rig = Rig::new();
+        rig.host.send(&[7u8; 100]).unwrap();
+        rig.arg(HANDLE, 0, &[], 1, 10);
+        rig.run().unwrap();
+        assert_eq!(rig.out(READ), 1);
+        assert_eq!(rig.received(0), [7u8; 10]);
+    }
+
+    #[test]
+    fn an_unknown_handle_is_einval_with_nothing_done() {
+        let mut rig = Rig::new();
+        rig.host.send(b"stay").unwrap();
+        rig.arg(7, 5_000_000_000, &[b"never"], 1, 1514);
+        rig.run().unwrap();
+        assert_eq!(rig.ret(), Solo5Result::Einval as i32);
+        assert_eq!((rig.out(WRITTEN), rig.out(READ)), (0, 0));
+        rig.host.set_nonblocking(true).unwrap();
+        assert!(rig.host.recv(&mut [0u8; 16]).is_err());
+    }
+
+    #[test]
+    fn a_refused_write_stops_sending_and_is_eunspec() {
+        let mut rig = Rig::new();
+        // The device's peer is gone: writes fail.
+        let (gone, guest) = UnixDatagram::pair().unwrap();
+        drop(gone);
+        guest.set_nonblocking(true).unwrap();
+        rig.net.attached.clear();
+        rig.net
+            .attached
+            .push((0, HANDLE, File::from(std::os::fd::OwnedFd::from(guest))));
+        rig.arg(HANDLE, 0, &[b"one", b"two"], 1, 1514);
+        rig.run().unwrap();
+        assert_eq!(rig.ret(), Solo5Result::Eunspec as i32);
+        assert_eq!(rig.out(WRITTEN), 0);
+    }
+
+    /// Hostile arguments stop the guest with an error naming the field,
+    /// before any frame is sent.
+    #[test]
+    fn hostile_exchanges_are_refused_before_anything_is_sent() {
+        let cases: [(&str, u64, u64, &str); 10] = [
+            (
+                "tx_count over the bound",
+                ARG + 24,
+                EXCHANGE_MAX_FRAMES + 1,
+                "tx_count is 65, more than the 64 an exchange may name",
+            ),
+            (
+                "rx_count huge",
+                ARG + 40,
+                u64::MAX,
+                "rx_count is 18446744073709551615, more than the 64",
+            ),
+            (
+                "empty frame",
+                TX + 16 + 8,
+                0,
+                "tx[1].len is 0, a frame cannot be empty",
+            ),
+            (
+                "frame over the MTU",
+                TX + 8,
+                MAX_FRAME + 1,
+                "tx[0].len is 1519, more than the 1518 bytes of a frame",
+            ),
+            (
+                "frame outside memory",
+                TX + 16,
+                MEM - 2,
+                "bad tx[1] address",
+            ),
+            (
+                "frame address overflowing",
+                TX,
+                u64::MAX - 2,
+                "bad tx[0] address",
+            ),
+            (
+                "tx table outside memory",
+                ARG + 16,
+                MEM - 16,
+                "bad tx table address",
+            ),
+            (
+                "rx table overflowing",
+                ARG + 32,
+                u64::MAX - 8,
+                "bad rx table address",
+            ),
+            (
+                "empty buffer",
+                RX + 24 + 8,
+                0,
+                "rx[1].cap is 0, a buffer cannot be empty",
+            ),
+            (
+                "buffer outside memory",
+                RX + 8,
+                u64::MAX,
+                "bad rx[0] address",
+            ),
+        ];
+        for (name, at, value, message) in cases {
+            let mut rig = Rig::new();
+            rig.host.send(b"waiting").unwrap();
+            rig.arg(HANDLE, 5_000_000_000, &[b"one", b"two"], 2, 1514);
+            rig.set(at, value);
+            let err = rig.run().expect_err(name);
+            let text = crate::report(&err);
+            assert!(text.contains(message), "{name}: {text}");
+            rig.host.set_nonblocking(true).unwrap();
+            assert!(
+                rig.host.recv(&mut [0u8; 16]).is_err(),
+                "{name}: a frame was sent"
+            );
+        }
+        // The argument itself outside memory.
+        let mut rig = Rig::new();
+        let err = rig
+            .net
+            .exchange(MEM - 8, &mut rig.mem, &rig.epoll)
+            .expect_err("argument");
+        assert!(
+            crate::report(&err).contains("net exchange hypercall: bad argument address"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn mac_parsing() {

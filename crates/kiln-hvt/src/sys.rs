@@ -137,6 +137,8 @@ pub struct Epoll {
     fd: OwnedFd,
     /// The fallback timer, in [`TimeoutMode::Timerfd`].
     timer: Option<OwnedFd>,
+    /// The device handles (below 64) added to the set.
+    handles: std::cell::Cell<u64>,
 }
 
 fn timespec(nsecs: u64) -> libc::timespec {
@@ -172,7 +174,11 @@ impl Epoll {
         }
         // SAFETY: `fd` was just created and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut set = Self { fd, timer: None };
+        let mut set = Self {
+            fd,
+            timer: None,
+            handles: std::cell::Cell::new(0),
+        };
         if mode == TimeoutMode::Timerfd {
             // SAFETY: creates a new descriptor; the result is checked.
             let timer = unsafe {
@@ -219,7 +225,15 @@ impl Epoll {
         if ret < 0 {
             return Err(io::Error::last_os_error());
         }
+        if handle < 64 {
+            self.handles.set(self.handles.get() | 1 << handle);
+        }
         Ok(())
+    }
+
+    /// The device handles (below 64) in the set, as a bit mask.
+    pub fn handles(&self) -> u64 {
+        self.handles.get()
     }
 
     /// Waits up to `timeout_nsecs` nanoseconds (0: just look) and returns
@@ -367,6 +381,7 @@ mod tests {
         for set in sets() {
             let (mut a, b) = UnixStream::pair().unwrap();
             set.add(b.as_fd(), 3).unwrap();
+            assert_eq!(set.handles(), 1 << 3);
             assert_eq!(set.wait(0).unwrap(), 0, "{:?}", set.mode());
             a.write_all(b"x").unwrap();
             assert_eq!(set.wait(0).unwrap(), 1 << 3, "{:?}", set.mode());
@@ -374,6 +389,7 @@ mod tests {
             // A handle beyond the 64-bit set is ignored.
             let (mut c, d) = UnixStream::pair().unwrap();
             set.add(d.as_fd(), 64).unwrap();
+            assert_eq!(set.handles(), 1 << 3);
             c.write_all(b"y").unwrap();
             assert_eq!(set.wait(0).unwrap(), 1 << 3, "{:?}", set.mode());
         }

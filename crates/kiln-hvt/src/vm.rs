@@ -11,7 +11,8 @@ use std::fmt::Write as _;
 use std::os::fd::{AsRawFd, RawFd};
 
 use kiln_abi::hvt::layout;
-use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_regs, kvm_segment};
+use kiln_abi::hvt_ext::{KILN_CPUID_LEAF, KILN_CPUID_SIGNATURE};
+use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_cpuid_entry2, kvm_regs, kvm_segment};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use thiserror::Error;
 
@@ -51,6 +52,11 @@ pub enum VmError {
         #[source]
         source: kvm_ioctls::Error,
     },
+    /// KVM's CPUID table had no room for kiln's leaf.
+    #[error(
+        "cannot add kiln's CPUID leaf: KVM's table is full; hint: set KILN_HVT_NO_EXTENSIONS=1 to run without kiln's hvt extensions"
+    )]
+    Cpuid,
     /// The TSC frequency is unknown.
     #[error(
         "KVM cannot tell the TSC frequency (KVM_GET_TSC_KHZ); hint: the host TSC may be unstable"
@@ -107,6 +113,22 @@ fn ioctl(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
     move |source| VmError::Ioctl { what, source }
 }
 
+/// kiln's CPUID leaf: the signature in ebx, ecx, edx and the feature mask
+/// in eax (see `kiln_abi::hvt_ext`).
+fn kiln_leaf(features: u32) -> kvm_cpuid_entry2 {
+    let [ebx, ecx, edx] = KILN_CPUID_SIGNATURE;
+    kvm_cpuid_entry2 {
+        function: KILN_CPUID_LEAF,
+        index: 0,
+        flags: 0,
+        eax: features,
+        ebx,
+        ecx,
+        edx,
+        padding: [0; 3],
+    }
+}
+
 fn segment(selector: u16, type_: u8, l: u8, db: u8) -> kvm_segment {
     kvm_segment {
         base: 0,
@@ -126,17 +148,25 @@ fn segment(selector: u16, type_: u8, l: u8, db: u8) -> kvm_segment {
 }
 
 impl Machine {
-    /// Creates the VM over `mem` with one vCPU about to run `entry`.
-    pub fn new(mem: GuestMemory, entry: u64) -> Result<Self, VmError> {
+    /// Creates the VM over `mem` with one vCPU about to run `entry`. With a
+    /// non-zero `extensions` (a mask of `kiln_abi::hvt_ext` feature bits)
+    /// the vCPU's CPUID also answers kiln's leaf with the signature and
+    /// that mask.
+    pub fn new(mem: GuestMemory, entry: u64, extensions: u32) -> Result<Self, VmError> {
         let kvm = Kvm::new().map_err(VmError::Open)?;
         let vm = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
         mem.mapping()
             .register(&vm)
             .map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
         let vcpu = vm.create_vcpu(0).map_err(ioctl("KVM_CREATE_VCPU"))?;
-        let cpuid = kvm
+        let mut cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?;
+        if extensions != 0 {
+            cpuid
+                .push(kiln_leaf(extensions))
+                .map_err(|_| VmError::Cpuid)?;
+        }
         vcpu.set_cpuid2(&cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
 
         let mut sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;

@@ -922,3 +922,251 @@ fn seccomp_filter_is_on_while_the_guest_runs() {
     assert_eq!(run.code, Some(0), "{run:?}");
     assert_eq!(mode, "Seccomp:\t2", "no seccomp filter while the guest ran");
 }
+
+/// kiln's CPUID leaf carries the signature and the features the compiled
+/// modules offer, and nothing with `KILN_HVT_NO_EXTENSIONS=1`: then the
+/// guest sees what Solo5's tender would show it.
+#[test]
+fn the_kiln_cpuid_leaf_names_the_extensions() {
+    use kiln_abi::hvt_ext::{KILN_CPUID_LEAF, KILN_FEATURE_NET_EXCHANGE, features};
+
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let mut g = Guest::new();
+    let regs = g.data(&[0u8; 16]);
+    g.cpuid_to(KILN_CPUID_LEAF, regs).puts_at(regs, 16).halt(0);
+    let path = dir.write("cpuid.hvt", &g.build());
+    let read = |run: &support::Run| -> [u32; 4] {
+        assert_eq!(run.code, Some(0), "{run:?}");
+        assert_eq!(run.stdout.len(), 16, "{run:?}");
+        let mut r = [0u32; 4];
+        for (v, c) in r.iter_mut().zip(run.stdout.chunks_exact(4)) {
+            *v = u32::from_le_bytes(c.try_into().unwrap());
+        }
+        r
+    };
+    let on = read(&run_hvt(&[&path]));
+    let expected = if cfg!(feature = "net") {
+        KILN_FEATURE_NET_EXCHANGE
+    } else {
+        0
+    };
+    assert_eq!(features(on), expected, "leaf {on:x?}");
+    let off = read(&support::run_cmd(
+        std::process::Command::new(env!("CARGO_BIN_EXE_kiln-hvt"))
+            .env(kiln_hvt::NO_EXTENSIONS_ENV, "1")
+            .arg(&path),
+    ));
+    assert_eq!(features(off), 0, "leaf {off:x?}");
+}
+
+/// An inherited datagram socket for a `service` net device, and the guest
+/// end's flag.
+#[cfg(feature = "net")]
+fn inherited_socket() -> (
+    std::os::unix::net::UnixDatagram,
+    std::os::fd::OwnedFd,
+    String,
+) {
+    use std::os::fd::AsRawFd;
+    let (host, guest_end) = std::os::unix::net::UnixDatagram::pair().unwrap();
+    host.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    // SAFETY: F_SETFD on a descriptor this test owns only clears CLOEXEC.
+    let ret = unsafe { libc::fcntl(guest_end.as_raw_fd(), libc::F_SETFD, 0) };
+    assert_eq!(ret, 0);
+    let flag = format!("--net:service=@{}", guest_end.as_raw_fd());
+    (host, guest_end.into(), flag)
+}
+
+/// Puts an exchange argument in `g`'s data: `frames` to send, `bufs`
+/// receive buffers of 1514 bytes; returns its address and the address of
+/// the first receive buffer.
+#[cfg(feature = "net")]
+fn exchange_arg(
+    g: &mut Guest,
+    handle: u64,
+    timeout: u64,
+    frames: &[&[u8]],
+    bufs: u64,
+) -> (u64, u64) {
+    let words = |w: &[u64]| -> Vec<u8> { w.iter().flat_map(|v| v.to_le_bytes()).collect() };
+    let mut tx = Vec::new();
+    for f in frames {
+        let at = g.data(f);
+        tx.extend_from_slice(&words(&[at, f.len() as u64]));
+    }
+    let tx = g.data(&tx);
+    let first = g.data(&vec![0u8; 1514 * bufs as usize]);
+    let rx: Vec<u64> = (0..bufs)
+        .flat_map(|i| [first + i * 1514, 1514, 0])
+        .collect();
+    let rx = g.data(&words(&rx));
+    let arg = g.data(&words(&[
+        handle,
+        timeout,
+        tx,
+        frames.len() as u64,
+        rx,
+        bufs,
+        0,
+        0,
+        0,
+        0,
+    ]));
+    (arg, first)
+}
+
+/// NET_EXCHANGE end to end: two frames out, the answer read by the same
+/// call after waiting for it, and the OUT fields as the guest sees them.
+#[cfg(feature = "net")]
+#[test]
+fn net_exchange_sends_waits_and_reads_in_one_call() {
+    use kiln_abi::hvt_ext::KILN_NET_EXCHANGE_NR;
+
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let (host, guest_end, flag) = inherited_socket();
+    let mut g = Guest::with_devices([MftEntry::net("service")]);
+    let (arg, buf) = exchange_arg(&mut g, 1, 5_000_000_000, &[&[0xa1; 60], &[0xa2; 61]], 2);
+    g.hypercall(KILN_NET_EXCHANGE_NR, arg)
+        .puts_at(arg + 48, 28)
+        .puts_at(buf, 4)
+        .halt(0);
+    let path = dir.write("exchange.hvt", &g.build());
+    let child = support::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_kiln-hvt"))
+            .arg(&flag)
+            .arg(&path),
+    );
+    drop(guest_end);
+    let mut got = [0u8; 2048];
+    let n = host.recv(&mut got).expect("first frame from the guest");
+    assert_eq!(&got[..n], &[0xa1; 60]);
+    let n = host.recv(&mut got).expect("second frame from the guest");
+    assert_eq!(&got[..n], &[0xa2; 61]);
+    // The guest is waiting in the exchange now (it read nothing).
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    host.send(b"PONG, the answer").unwrap();
+    let run = support::finish(child);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let expected = [
+        2u64.to_le_bytes().as_slice(), // tx_written
+        &1u64.to_le_bytes(),           // rx_read
+        &0u64.to_le_bytes(),           // ready_set: drained
+        &0i32.to_le_bytes(),           // ret: OK
+        b"PONG",
+    ]
+    .concat();
+    assert_eq!(run.stdout, expected, "{run:?}");
+}
+
+/// Hostile NET_EXCHANGE arguments stop the guest with an error naming the
+/// field; the tender neither crashes nor sends anything. Without the
+/// extension the port is no hypercall at all.
+#[cfg(feature = "net")]
+#[test]
+fn hostile_net_exchanges_are_stopped() {
+    use kiln_abi::hvt_ext::KILN_NET_EXCHANGE_NR;
+
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    // (what to spoil: byte offset in the argument, value; message)
+    let cases: [(usize, u64, &str); 4] = [
+        (
+            24,
+            65,
+            "tx_count is 65, more than the 64 an exchange may name",
+        ),
+        (40, 1 << 40, "rx_count is 1099511627776, more than the 64"),
+        (16, 0x7fff_0000, "bad tx table address"),
+        (32, u64::MAX - 4, "bad rx table address"),
+    ];
+    for (at, value, message) in cases {
+        let (host, guest_end, flag) = inherited_socket();
+        let mut g = Guest::with_devices([MftEntry::net("service")]);
+        let (arg, _) = exchange_arg(&mut g, 1, 0, &[&[0xa1; 60]], 1);
+        let off = (arg - support::DATA_BASE) as usize + at;
+        g.data[off..off + 8].copy_from_slice(&value.to_le_bytes());
+        g.hypercall(KILN_NET_EXCHANGE_NR, arg).halt(0);
+        let (run, _) = run_guest(&dir, &g, &["--mem=8", &flag]);
+        drop(guest_end);
+        assert_refused(&run, &["guest stopped: net exchange hypercall: ", message]);
+        host.set_nonblocking(true).unwrap();
+        assert!(
+            host.recv(&mut [0u8; 64]).is_err(),
+            "{message}: a frame was sent"
+        );
+    }
+
+    // A handle that is no net device: EINVAL (2), nothing sent.
+    let (host, guest_end, flag) = inherited_socket();
+    let mut g = Guest::with_devices([MftEntry::net("service")]);
+    let (arg, _) = exchange_arg(&mut g, 9, 0, &[&[0xa1; 60]], 1);
+    g.hypercall(KILN_NET_EXCHANGE_NR, arg)
+        .puts_at(arg + 72, 4)
+        .halt(0);
+    let (run, _) = run_guest(&dir, &g, &[&flag]);
+    drop(guest_end);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.stdout, 2i32.to_le_bytes(), "{run:?}");
+    host.set_nonblocking(true).unwrap();
+    assert!(host.recv(&mut [0u8; 64]).is_err(), "a frame was sent");
+
+    // Frame entries: empty, too long, outside memory.
+    for (len, data, message) in [
+        (0u64, None, "tx[0].len is 0, a frame cannot be empty"),
+        (
+            1519,
+            None,
+            "tx[0].len is 1519, more than the 1518 bytes of a frame",
+        ),
+        (60, Some((8u64 << 20) - 10), "bad tx[0] address"),
+    ] {
+        let (host, guest_end, flag) = inherited_socket();
+        let mut g = Guest::with_devices([MftEntry::net("service")]);
+        let frame = g.data(&[0xa1; 1600]);
+        let tx = g.data(
+            &[data.unwrap_or(frame), len]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<_>>(),
+        );
+        let arg = g.data(
+            &[1u64, 0, tx, 1, 0, 0, 0, 0, 0, 0]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<_>>(),
+        );
+        g.hypercall(KILN_NET_EXCHANGE_NR, arg).halt(0);
+        let (run, _) = run_guest(&dir, &g, &["--mem=8", &flag]);
+        drop(guest_end);
+        assert_refused(&run, &["guest stopped: net exchange hypercall: ", message]);
+        host.set_nonblocking(true).unwrap();
+        assert!(
+            host.recv(&mut [0u8; 64]).is_err(),
+            "{message}: a frame was sent"
+        );
+    }
+
+    // Without the extension, the port is not a hypercall.
+    let (_host, guest_end, flag) = inherited_socket();
+    let mut g = Guest::with_devices([MftEntry::net("service")]);
+    let (arg, _) = exchange_arg(&mut g, 1, 0, &[&[0xa1; 60]], 1);
+    g.hypercall(KILN_NET_EXCHANGE_NR, arg).halt(0);
+    let path = dir.write("hidden.hvt", &g.build());
+    let run = support::run_cmd(
+        std::process::Command::new(env!("CARGO_BIN_EXE_kiln-hvt"))
+            .env(kiln_hvt::NO_EXTENSIONS_ENV, "1")
+            .arg(&flag)
+            .arg(&path),
+    );
+    drop(guest_end);
+    assert_refused(&run, &["port 0x540, not a hypercall"]);
+}

@@ -152,6 +152,20 @@ impl Guest {
         self
     }
 
+    /// `cpuid` for `leaf` (subleaf 0), then the four 32-bit results
+    /// stored as eax, ebx, ecx, edx at `addr`.
+    pub fn cpuid_to(&mut self, leaf: u32, addr: u64) -> &mut Self {
+        self.code.push(0xb8);
+        self.code.extend_from_slice(&leaf.to_le_bytes());
+        self.code.extend_from_slice(&[0x31, 0xc9, 0x0f, 0xa2]);
+        for (i, modrm) in [0x04u8, 0x1c, 0x0c, 0x14].into_iter().enumerate() {
+            self.code.extend_from_slice(&[0x89, modrm, 0x25]);
+            let at = u32::try_from(addr + 4 * i as u64).unwrap();
+            self.code.extend_from_slice(&at.to_le_bytes());
+        }
+        self
+    }
+
     /// `cmp rax, imm8`.
     pub fn cmp_rax(&mut self, value: i8) -> &mut Self {
         self.code

@@ -1,0 +1,192 @@
+//! kiln's extension to the hvt ABI (not part of Solo5): a CPUID leaf by
+//! which a guest discovers that its tender is kiln-hvt, and the
+//! NET_EXCHANGE hypercall, which writes several frames, reads several
+//! frames and waits like POLL, all in one VM exit.
+//!
+//! A Solo5 guest never uses any of this, and a kiln guest under a tender
+//! without the extension (Solo5's `solo5-hvt`) finds no signature at
+//! [`KILN_CPUID_LEAF`] and keeps to the standard NETREAD, NETWRITE and POLL
+//! hypercalls. `docs/hvt-extensions.md` describes the design.
+//!
+//! # Discovery
+//!
+//! `cpuid` with `eax` = [`KILN_CPUID_LEAF`] (in the range Intel and AMD
+//! reserve for hypervisors) returns [`KILN_CPUID_SIGNATURE`] in `ebx`,
+//! `ecx`, `edx` and the extensions offered ([`KILN_FEATURE_NET_EXCHANGE`],
+//! ...) as bits of `eax`. KVM answers a leaf the tender did not set with
+//! another leaf's values, never with the signature.
+//!
+//! # NET_EXCHANGE
+//!
+//! A 32-bit `out` to [`KILN_NET_EXCHANGE_PORT`] (inside the hvt hypercall
+//! port range, far above Solo5's numbers) with the guest address of an
+//! [`HcNetExchange`]. The tender, for the one net device `handle`:
+//!
+//! 1. writes each of the `tx_count` frames of the [`ExchangeTx`] array at
+//!    `tx` to the device, in order, one `write(2)` each (as NETWRITE);
+//! 2. reads frames into the buffers of the [`ExchangeRx`] array at `rx`,
+//!    in order, until the device has no more or `rx_count` are filled;
+//! 3. if it read none and `timeout_nsecs` is non-zero, waits like POLL (on
+//!    every device, to the nanosecond) and, if the device became ready,
+//!    reads again as in 2;
+//! 4. writes the OUT fields: frames written, frames read (each buffer's
+//!    `len`), the ready set of all devices as POLL reports it, and `ret`.
+//!
+//! Counts above [`EXCHANGE_MAX_FRAMES`], zero-length or oversized TX
+//! frames, empty RX buffers and addresses outside guest memory stop the
+//! guest with an error; an unknown handle returns
+//! [`crate::status::Solo5Result::Einval`] with nothing done. A frame the
+//! host refuses to take is counted as not written and the ones after it
+//! are not tried (`ret` is then `Eunspec`); frames already read are
+//! reported either way.
+
+/// The CPUID leaf of kiln's signature.
+pub const KILN_CPUID_LEAF: u32 = 0x4000_0100;
+
+/// `ebx`, `ecx`, `edx` of [`KILN_CPUID_LEAF`]: `"kiln-hvt-ext"` in
+/// little-endian 4-byte groups.
+pub const KILN_CPUID_SIGNATURE: [u32; 3] = [
+    u32::from_le_bytes(*b"kiln"),
+    u32::from_le_bytes(*b"-hvt"),
+    u32::from_le_bytes(*b"-ext"),
+];
+
+/// Feature bit (in `eax` of [`KILN_CPUID_LEAF`]): the tender serves
+/// NET_EXCHANGE with the argument layout of this module.
+pub const KILN_FEATURE_NET_EXCHANGE: u32 = 1 << 0;
+
+/// The features a guest may use, from the four registers of `cpuid`
+/// [`KILN_CPUID_LEAF`] (`[eax, ebx, ecx, edx]`): zero unless the
+/// signature is there.
+pub const fn features(regs: [u32; 4]) -> u32 {
+    if regs[1] == KILN_CPUID_SIGNATURE[0]
+        && regs[2] == KILN_CPUID_SIGNATURE[1]
+        && regs[3] == KILN_CPUID_SIGNATURE[2]
+    {
+        regs[0]
+    } else {
+        0
+    }
+}
+
+/// The hypercall number of NET_EXCHANGE (port
+/// [`crate::hvt::HVT_HYPERCALL_PIO_BASE`]` + 0x40`).
+pub const KILN_NET_EXCHANGE_NR: u16 = 0x40;
+
+/// The port of NET_EXCHANGE.
+pub const KILN_NET_EXCHANGE_PORT: u16 = crate::hvt::HVT_HYPERCALL_PIO_BASE + KILN_NET_EXCHANGE_NR;
+
+// Clear of Solo5's numbers, inside the 256 ports hvt guests may reach.
+const _: () = assert!(KILN_NET_EXCHANGE_NR >= 4 * crate::hvt::HVT_HYPERCALL_MAX);
+const _: () = assert!(KILN_NET_EXCHANGE_NR < 0x100);
+
+/// Most TX frames, and most RX buffers, one exchange may name.
+pub const EXCHANGE_MAX_FRAMES: u64 = 64;
+
+/// One frame to send.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExchangeTx {
+    /// IN: guest address of the Ethernet frame.
+    pub data: u64,
+    /// IN: frame length (non-zero, at most the MTU plus an Ethernet header
+    /// with a VLAN tag).
+    pub len: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<ExchangeTx>() == 16);
+const _: () = assert!(core::mem::offset_of!(ExchangeTx, data) == 0);
+const _: () = assert!(core::mem::offset_of!(ExchangeTx, len) == 8);
+
+/// One buffer to receive a frame in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExchangeRx {
+    /// IN: guest address of the buffer.
+    pub data: u64,
+    /// IN: buffer size (non-zero; a longer frame is cut to it).
+    pub cap: u64,
+    /// OUT: the frame's length, for the first `rx_read` buffers.
+    pub len: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<ExchangeRx>() == 24);
+const _: () = assert!(core::mem::offset_of!(ExchangeRx, data) == 0);
+const _: () = assert!(core::mem::offset_of!(ExchangeRx, cap) == 8);
+const _: () = assert!(core::mem::offset_of!(ExchangeRx, len) == 16);
+
+/// The argument of NET_EXCHANGE.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HcNetExchange {
+    /// IN: the interface's handle (its manifest index).
+    pub handle: u64,
+    /// IN: how long to wait at most when no frame was read, in nanoseconds
+    /// from the call; 0: do not wait.
+    pub timeout_nsecs: u64,
+    /// IN: guest address of `tx_count` [`ExchangeTx`].
+    pub tx: u64,
+    /// IN: number of frames to send, at most [`EXCHANGE_MAX_FRAMES`].
+    pub tx_count: u64,
+    /// IN: guest address of `rx_count` [`ExchangeRx`].
+    pub rx: u64,
+    /// IN: number of receive buffers, at most [`EXCHANGE_MAX_FRAMES`].
+    pub rx_count: u64,
+    /// OUT: frames written, from the first.
+    pub tx_written: u64,
+    /// OUT: frames read, into the first `rx_read` buffers.
+    pub rx_read: u64,
+    /// OUT: bit `h` set when the device with handle `h` is ready, as POLL
+    /// reports it (for `handle`: more frames may be waiting).
+    pub ready_set: u64,
+    /// OUT: a [`crate::status::Solo5Result`].
+    pub ret: i32,
+}
+
+const _: () = assert!(core::mem::size_of::<HcNetExchange>() == 80);
+const _: () = assert!(core::mem::offset_of!(HcNetExchange, handle) == 0);
+const _: () = assert!(core::mem::offset_of!(HcNetExchange, timeout_nsecs) == 8);
+const _: () = assert!(core::mem::offset_of!(HcNetExchange, tx) == 16);
+const _: () = assert!(core::mem::offset_of!(HcNetExchange, tx_count) == 24);
+const _: () = assert!(core::mem::offset_of!(HcNetExchange, rx) == 32);
+const _: () = assert!(core::mem::offset_of!(HcNetExchange, rx_count) == 40);
+const _: () = assert!(core::mem::offset_of!(HcNetExchange, tx_written) == 48);
+const _: () = assert!(core::mem::offset_of!(HcNetExchange, rx_read) == 56);
+const _: () = assert!(core::mem::offset_of!(HcNetExchange, ready_set) == 64);
+const _: () = assert!(core::mem::offset_of!(HcNetExchange, ret) == 72);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_spells_kiln_hvt_ext() {
+        let bytes: [u8; 12] = {
+            let mut b = [0u8; 12];
+            for (chunk, word) in b.chunks_exact_mut(4).zip(KILN_CPUID_SIGNATURE) {
+                chunk.copy_from_slice(&word.to_le_bytes());
+            }
+            b
+        };
+        assert_eq!(&bytes, b"kiln-hvt-ext");
+    }
+
+    #[test]
+    fn features_need_the_whole_signature() {
+        let [b, c, d] = KILN_CPUID_SIGNATURE;
+        assert_eq!(features([1, b, c, d]), KILN_FEATURE_NET_EXCHANGE);
+        assert_eq!(features([1, b, c, d ^ 1]), 0);
+        assert_eq!(features([1, 0, c, d]), 0);
+        // What KVM answers for a leaf nobody set: another leaf's values.
+        assert_eq!(features([0x1f, 0x756e_6547, 0x6c65_746e, 0x4965_6e69]), 0);
+    }
+
+    #[test]
+    fn the_port_is_in_the_hypercall_range_but_no_solo5_call() {
+        assert_eq!(KILN_NET_EXCHANGE_PORT, 0x540);
+        assert_eq!(
+            crate::hvt::Hypercall::from_port(KILN_NET_EXCHANGE_PORT),
+            None
+        );
+    }
+}
