@@ -6,32 +6,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Instant;
 
-use common::{TempDir, kiln, shared_target_dir};
-
-fn kiln_in(dir: &Path) -> Command {
-    let mut cmd = kiln();
-    cmd.env("KILN_TARGET_DIR", shared_target_dir())
-        .current_dir(dir);
-    cmd
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn ok(output: Output, what: &str) -> Output {
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{what} failed\n--- stdout\n{}\n--- stderr\n{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-    output
-}
+use common::{TempDir, kiln_in, ok, text};
 
 #[test]
 fn new_configure_build_run() {

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TempDir, kiln, shared_target_dir};
-use kiln_testsupport::process::{self, ChildGuard};
+use common::{TempDir, kiln_in, ok, run_for, shared_target_dir, text};
+use kiln_testsupport::process::ChildGuard;
 use kiln_testsupport::skip::{kvm_or_skip, skip};
 
 /// Longest a build may take.
@@ -44,33 +44,6 @@ impl Target {
 /// Whether `target` can run here; says why not.
 fn can_run(target: Target, test: &str) -> bool {
     target != Target::Hvt || kvm_or_skip(test)
-}
-
-fn kiln_in(dir: &Path) -> Command {
-    let mut cmd = kiln();
-    cmd.env("KILN_TARGET_DIR", shared_target_dir())
-        .current_dir(dir);
-    cmd
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Runs `cmd` with its output captured, killing it after `limit`.
-fn run_for(cmd: &mut Command, limit: Duration) -> Output {
-    process::run(cmd, limit).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn ok(output: Output, what: &str) -> Output {
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{what} failed\n--- stdout\n{}\n--- stderr\n{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-    output
 }
 
 /// `kiln build -t TARGET DIR`, which must succeed without warnings.

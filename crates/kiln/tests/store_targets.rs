@@ -24,13 +24,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{TempDir, kiln, shared_target_dir};
-use kiln_testsupport::process::{self, ChildGuard};
+use common::{TempDir, kiln, ok, run_for, shared_target_dir, text};
+use kiln_testsupport::process::ChildGuard;
 use kiln_testsupport::skip::kvm_or_skip;
 
 /// Longest a build may take.
@@ -64,26 +64,6 @@ fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../examples")
         .join(name)
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Runs `cmd` with its output captured, killing it after `limit`.
-fn run_for(cmd: &mut Command, limit: Duration) -> Output {
-    process::run(cmd, limit).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn ok(output: Output, what: &str) -> Output {
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{what} failed\n--- stdout\n{}\n--- stderr\n{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-    output
 }
 
 /// Builds each example once per target, whichever test asks first.

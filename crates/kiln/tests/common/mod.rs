@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 /// A temporary directory, removed on drop (also when a test fails).
 pub struct TempDir {
@@ -97,4 +98,35 @@ pub fn transcript(output: &Output, dir: &Path) -> String {
 /// build, so that dependencies compile once.
 pub fn shared_target_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-e2e-target")
+}
+
+/// `kiln` run in `dir`, building into [`shared_target_dir`].
+pub fn kiln_in(dir: &Path) -> Command {
+    let mut cmd = kiln();
+    cmd.env("KILN_TARGET_DIR", shared_target_dir())
+        .current_dir(dir);
+    cmd
+}
+
+/// `bytes` as text, invalid UTF-8 replaced.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs `cmd` with its output captured, killing it after `limit`.
+pub fn run_for(cmd: &mut Command, limit: Duration) -> Output {
+    kiln_testsupport::process::run(cmd, limit).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `output`, after asserting that it exited 0 (`what` names the command in
+/// the failure, with both streams).
+pub fn ok(output: Output, what: &str) -> Output {
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{what} failed\n--- stdout\n{}\n--- stderr\n{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    output
 }
