@@ -11,6 +11,15 @@
 //! hvt, `epoll_pwait` on the boot info's epoll set on spt. On hvt it also
 //! owns the CPU and page tables.
 //!
+//! Under kiln-hvt, which offers kiln's extension to the hvt ABI
+//! (`kiln_abi::hvt_ext`, found at boot through a CPUID leaf), the first
+//! network device queues the frames it sends and serves frames received
+//! from a cache, and the blocking point is one NET_EXCHANGE hypercall that
+//! sends the queue, refills the cache and waits like POLL: one VM exit per
+//! exchange of packets instead of one per frame and one per wait. Under a
+//! tender without it (Solo5's `solo5-hvt`) the standard hypercalls are
+//! used, unchanged.
+//!
 //! # Layers, from the bottom
 //!
 //! - `sys` (only for `target_os = "none"`, the only module with `unsafe`):
@@ -20,13 +29,14 @@
 //!   GDT/TSS/IDT and exception stubs and kiln's page tables (null page and
 //!   stack guard unmapped, W^X); the `talc` heap as the global allocator;
 //!   the clocks' state; and `_start` with each target's boot sequence;
-//! - [`layout`], [`time`], [`outcome`], [`reactor`], [`trap`], [`split`],
-//!   [`console`]: the logic those use, target-independent and unit-tested
-//!   on the host: the memory map and page protections, TSC-to-nanosecond
-//!   scaling, hypercall results, readiness between waits (no read unless
-//!   the last wait reported the handle), exception reports, how spt block
-//!   requests are cut to the lengths the tender's filter allows, buffered
-//!   console output;
+//! - [`layout`], [`time`], [`outcome`], [`reactor`], [`exchange`],
+//!   [`trap`], [`split`], [`console`]: the logic those use,
+//!   target-independent and unit-tested on the host: the memory map and
+//!   page protections, TSC-to-nanosecond scaling, hypercall results,
+//!   readiness between waits (no read unless the last wait reported the
+//!   handle), the TX queue and RX cache of kiln's NET_EXCHANGE extension,
+//!   exception reports, how spt block requests are cut to the lengths the
+//!   tender's filter allows, buffered console output;
 //! - the devices (built for `x86_64-unknown-none` only): `Console`,
 //!   `MonotonicClock`, `WallClock`, `Random`, `Net`, `Block`, and the
 //!   `Platform`;
@@ -194,6 +204,7 @@ extern crate std;
 
 pub mod console;
 pub mod env;
+pub mod exchange;
 pub mod layout;
 pub mod outcome;
 pub mod reactor;

@@ -1,6 +1,8 @@
 //! The network interface: frames read and written on the device's manifest
 //! handle (NETREAD/NETWRITE on hvt, `read`/`write` on spt), with readiness
-//! from the ready set of the last wait.
+//! from the ready set of the last wait; or, for the first interface under
+//! a tender with kiln's NET_EXCHANGE, through the platform's TX queue and
+//! RX cache, which each wait exchanges with the tender.
 
 use core::task::{Context, Poll};
 
@@ -8,7 +10,9 @@ use kiln_devices::net::ETHERNET_HEADER_LEN;
 use kiln_devices::{MacAddress, NetError};
 
 use crate::env::Device;
+use crate::exchange::{Exchange, ExchangeError};
 use crate::outcome::Failure;
+use crate::platform::platform;
 use crate::reactor::{Handle, Reactor};
 use crate::sys;
 
@@ -18,6 +22,8 @@ pub struct Net {
     mac: MacAddress,
     mtu: usize,
     reactor: &'static Reactor,
+    /// The platform's NET_EXCHANGE queues, if this interface has them.
+    exchange: Option<&'static spin::Mutex<Option<Exchange>>>,
 }
 
 fn error(failure: Failure) -> NetError {
@@ -29,16 +35,45 @@ fn error(failure: Failure) -> NetError {
 
 impl Net {
     pub(crate) fn new(handle: Handle, device: &Device, reactor: &'static Reactor) -> Net {
+        let mtu = usize::from(device.info.net_mtu());
+        let mut exchange = None;
+        if sys::host::has_net_exchange() {
+            let queues = platform().exchange();
+            let mut slot = queues.lock();
+            if slot.is_none() {
+                *slot = Some(Exchange::new(handle, mtu + ETHERNET_HEADER_LEN));
+                exchange = Some(queues);
+            }
+        }
         Net {
             handle,
             mac: MacAddress(device.info.net_mac()),
-            mtu: usize::from(device.info.net_mtu()),
+            mtu,
             reactor,
+            exchange,
         }
     }
 
     fn max_frame(&self) -> usize {
         self.mtu + ETHERNET_HEADER_LEN
+    }
+
+    /// Queues `frame` for the next exchange; a full queue is sent first
+    /// with an exchange that does not wait.
+    fn queue(&self, queues: &spin::Mutex<Option<Exchange>>, frame: &[u8]) -> Result<(), NetError> {
+        let mut guard = queues.lock();
+        let Some(ex) = guard.as_mut() else {
+            return Err(NetError::Unavailable);
+        };
+        match ex.queue(frame) {
+            Err(ExchangeError::Full) => {}
+            done => return done.map_err(|_| NetError::Unavailable),
+        }
+        let ready = crate::platform::exchange(ex, 0);
+        let queued = ex.queue(frame).map_err(|_| NetError::Unavailable);
+        drop(guard);
+        self.reactor.deliver(ready);
+        queued
     }
 }
 
@@ -58,6 +93,14 @@ impl kiln_devices::NetworkInterface for Net {
                 needed: self.max_frame(),
             }));
         }
+        if let Some(queues) = self.exchange {
+            // Frames come only from the cache the waits fill.
+            if let Some(n) = queues.lock().as_mut().and_then(|ex| ex.take(buf)) {
+                return Poll::Ready(Ok(n));
+            }
+            self.reactor.register(self.handle, cx.waker());
+            return Poll::Pending;
+        }
         // No hypercall unless the last POLL said a frame may be waiting.
         self.reactor
             .poll_read(self.handle, cx.waker(), || {
@@ -72,6 +115,9 @@ impl kiln_devices::NetworkInterface for Net {
                 len: frame.len(),
                 max: self.max_frame(),
             }));
+        }
+        if let Some(queues) = self.exchange {
+            return Poll::Ready(self.queue(queues, frame));
         }
         // NETWRITE completes synchronously in the tender.
         Poll::Ready(sys::host::net_write(self.handle.raw(), frame).map_err(error))

@@ -1,8 +1,10 @@
-//! The runtime's blocking point: one POLL hypercall per wait on hvt, one
+//! The runtime's blocking point: one POLL hypercall per wait on hvt (one
+//! NET_EXCHANGE when the tender offers kiln's extension), one
 //! `epoll_pwait` on the tender's epoll set on spt.
 
 use kiln_devices::Instant;
 
+use crate::exchange::Exchange;
 use crate::reactor::Reactor;
 use crate::sys;
 
@@ -12,14 +14,17 @@ use crate::sys;
 pub const FOREVER_NANOS: u64 = 1 << 62;
 
 /// The platform: implements [`kiln_rt::Platform`] with the monotonic clock
-/// and the target's wait (POLL on hvt, `epoll_pwait` on spt), and keeps
-/// the devices' readiness.
+/// and the target's wait (POLL or NET_EXCHANGE on hvt, `epoll_pwait` on
+/// spt), and keeps the devices' readiness.
 pub struct Platform {
     reactor: Reactor,
+    /// The NET_EXCHANGE queues of the one network device that uses them.
+    exchange: spin::Mutex<Option<Exchange>>,
 }
 
 static PLATFORM: Platform = Platform {
     reactor: Reactor::new(),
+    exchange: spin::Mutex::new(None),
 };
 
 /// The platform.
@@ -31,6 +36,11 @@ impl Platform {
     /// The devices' readiness.
     pub fn reactor(&self) -> &'static Reactor {
         &PLATFORM.reactor
+    }
+
+    /// The NET_EXCHANGE queues, `None` until a network device takes them.
+    pub(crate) fn exchange(&self) -> &'static spin::Mutex<Option<Exchange>> {
+        &PLATFORM.exchange
     }
 }
 
@@ -46,13 +56,24 @@ pub fn timeout_nanos(deadline: Option<Instant>, now: Instant) -> u64 {
     }
 }
 
+/// One NET_EXCHANGE: sends the queue, refills the cache, waits at most
+/// `timeout_nsecs` if nothing came; returns the ready set to deliver.
+pub(crate) fn exchange(ex: &mut Exchange, timeout_nsecs: u64) -> u64 {
+    sys::host::net_exchange(ex.prepare(timeout_nsecs));
+    ex.complete()
+}
+
 impl kiln_rt::Platform for Platform {
     fn now(&self) -> Instant {
         sys::clock::now()
     }
 
     fn wait(&self, deadline: Option<Instant>) {
-        let ready = sys::host::poll(timeout_nanos(deadline, self.now()));
+        let timeout = timeout_nanos(deadline, self.now());
+        let ready = match self.exchange.lock().as_mut() {
+            Some(ex) => exchange(ex, timeout),
+            None => sys::host::poll(timeout),
+        };
         self.reactor.deliver(ready);
     }
 }

@@ -2,14 +2,19 @@
 //! `out` to port `HVT_HYPERCALL_PIO_BASE + n` whose value is the guest
 //! address of the call's argument structure. The tender reads the IN
 //! fields, performs the call and writes the OUT fields before the guest
-//! resumes.
+//! resumes. Also kiln's extension (`kiln_abi::hvt_ext`): its discovery
+//! and the NET_EXCHANGE hypercall.
 
 use core::arch::asm;
 use core::ffi::CStr;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use kiln_abi::hvt::{
     HVT_HALT_COOKIE_MAX, HcBlockRead, HcBlockWrite, HcHalt, HcNetRead, HcNetWrite, HcPoll, HcPuts,
     HcWalltime, Hypercall,
+};
+use kiln_abi::hvt_ext::{
+    HcNetExchange, KILN_CPUID_LEAF, KILN_FEATURE_NET_EXCHANGE, KILN_NET_EXCHANGE_PORT,
 };
 use kiln_abi::status::EXIT_ABORT;
 
@@ -18,6 +23,11 @@ use crate::outcome::{Failure, from_ret};
 
 /// Performs hypercall `call` with argument `arg`.
 fn hypercall<T>(call: Hypercall, arg: &mut T) {
+    out(call.port(), arg);
+}
+
+/// The hypercall `out` to `port` with argument `arg`.
+fn out<T>(port: u16, arg: &mut T) {
     // Guest memory is at most 4 GiB (checked at boot), so every address
     // fits the 32-bit port write.
     let addr = arg as *mut T as u64 as u32;
@@ -26,8 +36,31 @@ fn hypercall<T>(call: Hypercall, arg: &mut T) {
     // asm is not `nomem`, so the compiler neither caches nor reorders
     // memory accesses across it.
     unsafe {
-        asm!("out dx, eax", in("dx") call.port(), in("eax") addr, options(nostack, preserves_flags))
+        asm!("out dx, eax", in("dx") port, in("eax") addr, options(nostack, preserves_flags))
     };
+}
+
+/// The kiln extensions the tender offers (`kiln_abi::hvt_ext` feature
+/// bits) that this guest uses; set once at boot.
+static EXTENSIONS: AtomicU32 = AtomicU32::new(0);
+
+/// Looks for kiln's CPUID leaf. Called at boot, at CPL 0, where every
+/// hypervisor answers `cpuid` from the vCPU's table (the tender's).
+pub fn detect_extensions() {
+    let regs = super::arch::cpuid(KILN_CPUID_LEAF, 0);
+    let features = kiln_abi::hvt_ext::features(regs) & KILN_FEATURE_NET_EXCHANGE;
+    EXTENSIONS.store(features, Ordering::Relaxed);
+}
+
+/// Whether the tender serves NET_EXCHANGE.
+pub fn has_net_exchange() -> bool {
+    EXTENSIONS.load(Ordering::Relaxed) & KILN_FEATURE_NET_EXCHANGE != 0
+}
+
+/// NET_EXCHANGE with `arg`, whose tables and buffers the caller keeps
+/// alive and unmoved for the call.
+pub fn net_exchange(arg: &mut HcNetExchange) {
+    out(KILN_NET_EXCHANGE_PORT, arg);
 }
 
 /// Writes `bytes` to the tender's console.

@@ -71,6 +71,19 @@ static TIMER_FD: AtomicI32 = AtomicI32::new(-1);
 static FDS: [AtomicI32; MAX_HANDLES] = [const { AtomicI32::new(-1) }; MAX_HANDLES];
 static SECTORS: [AtomicU32; MAX_HANDLES] = [const { AtomicU32::new(0) }; MAX_HANDLES];
 
+/// kiln's NET_EXCHANGE is an hvt extension: never offered on spt.
+pub fn has_net_exchange() -> bool {
+    false
+}
+
+/// Never called on spt ([`has_net_exchange`] is false): answers EINVAL
+/// with nothing done.
+pub fn net_exchange(arg: &mut kiln_abi::hvt_ext::HcNetExchange) {
+    arg.tx_written = 0;
+    arg.rx_read = 0;
+    arg.ret = kiln_abi::status::Solo5Result::Einval as i32;
+}
+
 /// Records the boot info's descriptors.
 pub fn init(epoll_fd: i32, timer_fd: i32) {
     EPOLL_FD.store(epoll_fd, Ordering::Relaxed);

@@ -1,0 +1,342 @@
+//! The guest's side of kiln's NET_EXCHANGE extension on hvt
+//! (`kiln_abi::hvt_ext`): a bounded queue of frames to send and a cache of
+//! frames received, both preallocated, that one hypercall empties and
+//! refills.
+//!
+//! Sending copies the frame into a free TX slot; receiving copies the next
+//! cached frame out. [`Exchange::prepare`] fills the hypercall's argument
+//! and tables (every queued frame; every RX slot when the cache is empty,
+//! none otherwise), the platform makes the hypercall, and
+//! [`Exchange::complete`] takes its OUT fields: the queue is emptied
+//! (frames the host refused are dropped, as a lossy link would), the cache
+//! holds the frames read. Nothing here allocates after [`Exchange::new`].
+
+use alloc::boxed::Box;
+use alloc::vec;
+
+use kiln_abi::hvt_ext::{EXCHANGE_MAX_FRAMES, ExchangeRx, ExchangeTx, HcNetExchange};
+
+use crate::reactor::Handle;
+
+/// Frames the TX queue holds; a full queue is flushed with a zero-timeout
+/// exchange.
+pub const TX_SLOTS: usize = 64;
+/// Frames one exchange may read into the RX cache.
+pub const RX_SLOTS: usize = 64;
+
+const _: () = assert!(TX_SLOTS as u64 <= EXCHANGE_MAX_FRAMES);
+const _: () = assert!(RX_SLOTS as u64 <= EXCHANGE_MAX_FRAMES);
+
+/// Why a frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ExchangeError {
+    /// Every TX slot holds a frame: flush first.
+    #[error("the transmit queue holds {TX_SLOTS} frames already")]
+    Full,
+    /// The frame does not fit a slot.
+    #[error("a frame of {len} bytes does not fit the {max}-byte slots of the transmit queue")]
+    TooLarge {
+        /// The frame's length.
+        len: usize,
+        /// The slot size.
+        max: usize,
+    },
+}
+
+/// The TX queue, RX cache and hypercall argument of one net device.
+pub struct Exchange {
+    handle: Handle,
+    /// Bytes per slot: the largest frame.
+    slot: usize,
+    tx_data: Box<[u8]>,
+    rx_data: Box<[u8]>,
+    /// Each TX slot's address (fixed) and queued frame's length.
+    tx: Box<[ExchangeTx; TX_SLOTS]>,
+    /// Each RX slot's address and capacity (fixed) and frame length.
+    rx: Box<[ExchangeRx; RX_SLOTS]>,
+    arg: Box<HcNetExchange>,
+    tx_count: usize,
+    rx_count: usize,
+    rx_next: usize,
+    /// Whether the exchange being made offered the RX slots.
+    rx_offered: bool,
+    tx_dropped: u64,
+}
+
+impl Exchange {
+    /// The queues of device `handle`, for frames of at most `slot` bytes.
+    pub fn new(handle: Handle, slot: usize) -> Exchange {
+        let tx_data = vec![0u8; TX_SLOTS * slot].into_boxed_slice();
+        let rx_data = vec![0u8; RX_SLOTS * slot].into_boxed_slice();
+        // The tender takes guest addresses, which are the pointers' values
+        // (guest memory is identity-mapped); the boxes never move.
+        let tx_base = tx_data.as_ptr() as u64;
+        let rx_base = rx_data.as_ptr() as u64;
+        let mut tx = Box::new([ExchangeTx::default(); TX_SLOTS]);
+        for (i, entry) in tx.iter_mut().enumerate() {
+            entry.data = tx_base + (i * slot) as u64;
+        }
+        let mut rx = Box::new([ExchangeRx::default(); RX_SLOTS]);
+        for (i, entry) in rx.iter_mut().enumerate() {
+            entry.data = rx_base + (i * slot) as u64;
+            entry.cap = slot as u64;
+        }
+        Exchange {
+            handle,
+            slot,
+            tx_data,
+            rx_data,
+            tx,
+            rx,
+            arg: Box::new(HcNetExchange::default()),
+            tx_count: 0,
+            rx_count: 0,
+            rx_next: 0,
+            rx_offered: false,
+            tx_dropped: 0,
+        }
+    }
+
+    /// The device.
+    pub fn handle(&self) -> Handle {
+        self.handle
+    }
+
+    /// Copies `frame` into the TX queue.
+    pub fn queue(&mut self, frame: &[u8]) -> Result<(), ExchangeError> {
+        if frame.len() > self.slot {
+            return Err(ExchangeError::TooLarge {
+                len: frame.len(),
+                max: self.slot,
+            });
+        }
+        let i = self.tx_count;
+        let (Some(entry), Some(data)) = (
+            self.tx.get_mut(i),
+            self.tx_data
+                .get_mut(i * self.slot..i * self.slot + frame.len()),
+        ) else {
+            return Err(ExchangeError::Full);
+        };
+        data.copy_from_slice(frame);
+        entry.len = frame.len() as u64;
+        self.tx_count += 1;
+        Ok(())
+    }
+
+    /// Frames queued and not yet handed to the host.
+    pub fn queued(&self) -> usize {
+        self.tx_count
+    }
+
+    /// Whether the RX cache holds a frame.
+    pub fn has_rx(&self) -> bool {
+        self.rx_next < self.rx_count
+    }
+
+    /// Copies the next cached frame into `buf` (cut to its length) and
+    /// returns its length, or `None` when the cache is empty.
+    pub fn take(&mut self, buf: &mut [u8]) -> Option<usize> {
+        if !self.has_rx() {
+            return None;
+        }
+        let i = self.rx_next;
+        self.rx_next += 1;
+        let len = self.rx.get(i).map_or(0, |e| e.len as usize).min(self.slot);
+        let n = len.min(buf.len());
+        let frame = self.rx_data.get(i * self.slot..i * self.slot + n)?;
+        buf.get_mut(..n)?.copy_from_slice(frame);
+        Some(n)
+    }
+
+    /// Frames the host refused so far (dropped).
+    pub fn tx_dropped(&self) -> u64 {
+        self.tx_dropped
+    }
+
+    /// The hypercall's argument for an exchange that waits at most
+    /// `timeout_nsecs` when nothing arrives: every queued frame, and every
+    /// RX slot if the cache is empty. With frames still cached it reads
+    /// nothing and does not wait: they are work to do now.
+    pub fn prepare(&mut self, timeout_nsecs: u64) -> &mut HcNetExchange {
+        self.rx_offered = !self.has_rx();
+        *self.arg = HcNetExchange {
+            handle: self.handle.raw(),
+            timeout_nsecs: if self.rx_offered { timeout_nsecs } else { 0 },
+            tx: self.tx.as_ptr() as u64,
+            tx_count: self.tx_count as u64,
+            rx: self.rx.as_ptr() as u64,
+            rx_count: if self.rx_offered { RX_SLOTS as u64 } else { 0 },
+            ..HcNetExchange::default()
+        };
+        &mut self.arg
+    }
+
+    /// Takes the OUT fields of the exchange [`Exchange::prepare`] set up
+    /// and returns the ready set to deliver: the host's, with this device
+    /// in it while the cache holds frames. Values the host could not have
+    /// meant (more frames than offered, lengths over a slot) are cut.
+    pub fn complete(&mut self) -> u64 {
+        let written = usize::try_from(self.arg.tx_written)
+            .unwrap_or(usize::MAX)
+            .min(self.tx_count);
+        self.tx_dropped += (self.tx_count - written) as u64;
+        self.tx_count = 0;
+        if self.rx_offered {
+            self.rx_offered = false;
+            self.rx_next = 0;
+            self.rx_count = usize::try_from(self.arg.rx_read)
+                .unwrap_or(usize::MAX)
+                .min(RX_SLOTS);
+        }
+        let own = 1u64 << self.handle.raw();
+        let ready = self.arg.ready_set & !own;
+        if self.has_rx() { ready | own } else { ready }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    const SLOT: usize = 1514;
+
+    fn exchange() -> Exchange {
+        Exchange::new(Handle::new(1).unwrap(), SLOT)
+    }
+
+    /// What a tender does with the argument: takes the queued frames,
+    /// fills RX slots with `incoming` (as many as offered), reports
+    /// `ready`.
+    fn tender(ex: &mut Exchange, incoming: &[&[u8]], ready: u64) -> Vec<Vec<u8>> {
+        let arg = *ex.arg;
+        let base = ex.tx_data.as_ptr() as u64;
+        let sent: Vec<Vec<u8>> = ex.tx[..arg.tx_count as usize]
+            .iter()
+            .map(|e| {
+                let at = (e.data - base) as usize;
+                ex.tx_data[at..at + e.len as usize].to_vec()
+            })
+            .collect();
+        let n = incoming.len().min(arg.rx_count as usize);
+        for (i, frame) in incoming[..n].iter().enumerate() {
+            let at = (ex.rx[i].data - ex.rx_data.as_ptr() as u64) as usize;
+            assert_eq!(ex.rx[i].cap, SLOT as u64);
+            ex.rx_data[at..at + frame.len()].copy_from_slice(frame);
+            ex.rx[i].len = frame.len() as u64;
+        }
+        ex.arg.tx_written = arg.tx_count;
+        ex.arg.rx_read = n as u64;
+        ex.arg.ready_set = ready;
+        sent
+    }
+
+    #[test]
+    fn queued_frames_leave_in_order_and_the_queue_empties() {
+        let mut ex = exchange();
+        ex.queue(b"first").unwrap();
+        ex.queue(&[9u8; SLOT]).unwrap();
+        assert_eq!(ex.queued(), 2);
+        let arg = *ex.prepare(1000);
+        assert_eq!((arg.handle, arg.timeout_nsecs), (1, 1000));
+        assert_eq!((arg.tx_count, arg.rx_count), (2, RX_SLOTS as u64));
+        let sent = tender(&mut ex, &[], 0);
+        assert_eq!(sent, [b"first".to_vec(), [9u8; SLOT].to_vec()]);
+        assert_eq!(ex.complete(), 0);
+        assert_eq!(ex.queued(), 0);
+        assert_eq!(ex.prepare(0).tx_count, 0);
+    }
+
+    #[test]
+    fn a_full_queue_and_an_oversized_frame_are_refused() {
+        let mut ex = exchange();
+        for i in 0..TX_SLOTS {
+            ex.queue(&[i as u8; 60]).unwrap();
+        }
+        assert_eq!(ex.queue(b"one more"), Err(ExchangeError::Full));
+        assert_eq!(
+            ex.queue(&[0u8; SLOT + 1]),
+            Err(ExchangeError::TooLarge {
+                len: SLOT + 1,
+                max: SLOT
+            })
+        );
+        ex.prepare(0);
+        let sent = tender(&mut ex, &[], 0);
+        assert_eq!(sent.len(), TX_SLOTS);
+        assert_eq!(sent[TX_SLOTS - 1], [(TX_SLOTS - 1) as u8; 60]);
+        ex.complete();
+        ex.queue(b"room again").unwrap();
+    }
+
+    #[test]
+    fn received_frames_are_served_from_the_cache_then_refilled() {
+        let mut ex = exchange();
+        let mut buf = [0u8; SLOT];
+        assert_eq!(ex.take(&mut buf), None);
+        ex.prepare(5);
+        tender(&mut ex, &[b"one", b"two"], 1 << 1 | 1 << 3);
+        // The device stays ready while frames are cached; others pass.
+        assert_eq!(ex.complete(), 1 << 1 | 1 << 3);
+        assert_eq!(ex.take(&mut buf), Some(3));
+        assert_eq!(&buf[..3], b"one");
+        // Cached frames left: the next exchange neither reads nor waits.
+        let arg = *ex.prepare(5_000_000);
+        assert_eq!((arg.rx_count, arg.timeout_nsecs), (0, 0));
+        tender(&mut ex, &[b"not offered"], 0);
+        assert_eq!(ex.complete(), 1 << 1);
+        assert_eq!(ex.take(&mut buf), Some(3));
+        assert_eq!(&buf[..3], b"two");
+        assert_eq!(ex.take(&mut buf), None);
+        // Empty: the device is not ready unless the host says so.
+        ex.prepare(5);
+        tender(&mut ex, &[], 0);
+        assert_eq!(ex.complete(), 0);
+    }
+
+    #[test]
+    fn a_short_buffer_gets_the_frame_cut() {
+        let mut ex = exchange();
+        ex.prepare(0);
+        tender(&mut ex, &[b"a longer frame"], 0);
+        ex.complete();
+        let mut small = [0u8; 4];
+        assert_eq!(ex.take(&mut small), Some(4));
+        assert_eq!(&small, b"a lo");
+    }
+
+    #[test]
+    fn impossible_host_answers_are_cut_and_refused_frames_counted() {
+        let mut ex = exchange();
+        ex.queue(b"x").unwrap();
+        ex.queue(b"y").unwrap();
+        ex.prepare(0);
+        tender(&mut ex, &[b"z"], 0);
+        ex.arg.tx_written = 1;
+        ex.arg.rx_read = u64::MAX;
+        ex.rx[0].len = u64::MAX;
+        ex.complete();
+        assert_eq!(ex.tx_dropped(), 1);
+        assert_eq!(ex.queued(), 0);
+        let mut buf = [0u8; SLOT + 10];
+        // Every slot counts as read, each at most a slot long.
+        let mut n = 0;
+        while let Some(len) = ex.take(&mut buf) {
+            assert!(len <= SLOT);
+            n += 1;
+        }
+        assert_eq!(n, RX_SLOTS);
+    }
+
+    #[test]
+    fn the_tables_name_fixed_slots() {
+        let ex = exchange();
+        assert_eq!(ex.tx[1].data - ex.tx[0].data, SLOT as u64);
+        assert_eq!(ex.rx[RX_SLOTS - 1].cap, SLOT as u64);
+        assert_eq!(
+            ex.rx[RX_SLOTS - 1].data + SLOT as u64,
+            ex.rx_data.as_ptr() as u64 + ex.rx_data.len() as u64
+        );
+    }
+}
