@@ -240,10 +240,11 @@ pub use random::Random;
 #[cfg(target_os = "none")]
 pub use time::{MonotonicClock, WallClock};
 
-/// Prints `error: MESSAGE` if `status` has a message, then halts the guest
-/// with its code.
+/// Sends the frames still queued for NET_EXCHANGE, prints `error: MESSAGE`
+/// if `status` has a message, then halts the guest with its code.
 #[cfg(target_os = "none")]
 pub fn exit(status: ExitStatus) -> ! {
+    platform::flush();
     if let Some(message) = &status.message {
         use kiln_devices::Console as _;
         let _ = Console::new().logf(format_args!("error: {message}"));

@@ -54,6 +54,12 @@ impl Net {
         }
     }
 
+    /// Whether this interface goes through kiln's NET_EXCHANGE (the tender
+    /// offers it and no other interface took it first).
+    pub fn uses_exchange(&self) -> bool {
+        self.exchange.is_some()
+    }
+
     fn max_frame(&self) -> usize {
         self.mtu + ETHERNET_HEADER_LEN
     }

@@ -63,6 +63,18 @@ pub(crate) fn exchange(ex: &mut Exchange, timeout_nsecs: u64) -> u64 {
     ex.complete()
 }
 
+/// Sends the frames queued for NET_EXCHANGE without waiting (at exit, when
+/// no wait will come). Frames it reads are dropped.
+pub(crate) fn flush() {
+    // `try_lock`: an exit from inside a send must not deadlock.
+    if let Some(mut guard) = PLATFORM.exchange.try_lock()
+        && let Some(ex) = guard.as_mut()
+        && ex.queued() > 0
+    {
+        exchange(ex, 0);
+    }
+}
+
 impl kiln_rt::Platform for Platform {
     fn now(&self) -> Instant {
         sys::clock::now()

@@ -172,7 +172,19 @@ fn net_and_block_devices_work() {
     if !kvm_or_skip("net_and_block_devices_work") {
         return;
     }
-    support::check_net_and_block(Target::Hvt);
+    // Under kiln-hvt the net device goes through NET_EXCHANGE; the last
+    // echo, queued when the unikernel returns, is sent at exit.
+    support::check_net_and_block(Target::Hvt, &[], true);
+}
+
+/// With kiln's extension hidden, as under Solo5's tender, the guest finds
+/// no CPUID signature and uses NETREAD, NETWRITE and POLL.
+#[test]
+fn net_and_block_devices_work_without_kiln_extensions() {
+    if !kvm_or_skip("net_and_block_devices_work_without_kiln_extensions") {
+        return;
+    }
+    support::check_net_and_block(Target::Hvt, &[("KILN_HVT_NO_EXTENSIONS", "1")], false);
 }
 
 /// An idle unikernel is blocked in the POLL hypercall, not spinning: a

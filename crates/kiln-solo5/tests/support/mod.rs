@@ -189,13 +189,16 @@ impl Devices {
 }
 
 /// The `devices` image with 8 sectors of disk and a socket-pair net
-/// device: its report, the two frames it echoes with their addresses
-/// swapped, and the sectors it writes as the host sees them.
-pub fn check_net_and_block(target: Target) {
+/// device, its tender run with the environment `env`: its report (saying
+/// whether the net device uses kiln's NET_EXCHANGE, as `exchange`
+/// expects), the two frames it echoes with their addresses swapped, and
+/// the sectors it writes as the host sees them.
+pub fn check_net_and_block(target: Target, env: &[(&str, &str)], exchange: bool) {
     let b = built(target);
     let d = Devices::new("disk");
     let mut command = Command::new(&b.tender);
     command
+        .envs(env.iter().copied())
         .arg("--mem=64")
         .args(d.flags())
         .arg(&b.devices)
@@ -217,16 +220,20 @@ pub fn check_net_and_block(target: Target) {
     let r = wait(command);
     let echoes = peer.join().expect("peer thread");
     r.assert_code(0);
+    let exchange = if exchange { "on" } else { "off" };
     assert_eq!(
         r.stdout,
-        "block: 8 sectors of 512 bytes\n\
-         sector 0: [4b, 49, 4c, 4e, 44, 49, 53, 4b]\n\
-         block: write and read back ok\n\
-         block: 6-sector write and read back ok\n\
-         past the end: sectors 8..+1 are outside the device's 8 sectors\n\
-         net: mac 02:00:00:00:00:01 mtu 1500\n\
-         net: echoed frame 1 of 21 bytes\n\
-         net: echoed frame 2 of 21 bytes\n"
+        format!(
+            "block: 8 sectors of 512 bytes\n\
+             sector 0: [4b, 49, 4c, 4e, 44, 49, 53, 4b]\n\
+             block: write and read back ok\n\
+             block: 6-sector write and read back ok\n\
+             past the end: sectors 8..+1 are outside the device's 8 sectors\n\
+             net: mac 02:00:00:00:00:01 mtu 1500\n\
+             net: kiln exchange {exchange}\n\
+             net: echoed frame 1 of 21 bytes\n\
+             net: echoed frame 2 of 21 bytes\n"
+        )
     );
     for (i, echo) in echoes.iter().enumerate() {
         let mut expected = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x88, 0xb5];

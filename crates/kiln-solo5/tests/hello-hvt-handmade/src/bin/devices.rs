@@ -65,6 +65,7 @@ async fn start(
     net: impl NetworkInterface,
     disk: impl Block,
     frames: u32,
+    exchange: bool,
 ) -> Result<(), Error> {
     let info = disk.info();
     let size = info.sector_size as usize;
@@ -99,6 +100,10 @@ async fn start(
     }
 
     let _ = console.logf(format_args!("net: mac {} mtu {}", net.mac(), net.mtu()));
+    let _ = console.logf(format_args!(
+        "net: kiln exchange {}",
+        if exchange { "on" } else { "off" }
+    ));
     let mut buf = vec![0u8; net.mtu() + kiln_devices::net::ETHERNET_HEADER_LEN];
     for i in 1..=frames {
         let n = kiln_rt::timeout(Duration::from_secs(10), net.receive(&mut buf))
@@ -164,7 +169,12 @@ fn run(env: &'static kiln_solo5::Env) -> ExitStatus {
         Ok(b) => b,
         Err(e) => return Err::<(), _>(Error::Device(e)).exit_status(),
     };
-    kiln_rt::block_on(env.platform(), start(env.console(), net, disk, frames)).exit_status()
+    let exchange = net.uses_exchange();
+    kiln_rt::block_on(
+        env.platform(),
+        start(env.console(), net, disk, frames, exchange),
+    )
+    .exit_status()
 }
 
 kiln_solo5::main!(run);
