@@ -57,6 +57,14 @@ pub enum BenchError {
         /// The output, shortened.
         output: String,
     },
+    /// wrk ran its whole load without completing one request.
+    #[error("wrk completed no request in {secs} s (socket errors: {errors})")]
+    NoRequest {
+        /// How long the load lasted.
+        secs: u32,
+        /// wrk's socket error counts.
+        errors: String,
+    },
     /// Something else about the setup is wrong.
     #[error("{0}")]
     Setup(String),

@@ -5,6 +5,35 @@
 //! cargo run --release -p kiln-bench -- [--quick] [--only NAME] [--json] [--write-docs]
 //! ```
 //!
+//! A full run writes `docs/benchmarks.md`. `--quick` is the smoke run at
+//! the end of `scripts/test`: it produces every figure and fails unless
+//! each is sane (measured, non-zero, finite), never on a time threshold.
+//! Its figures are not comparable with a full run's, and it takes about
+//! two minutes after `cargo test --workspace` because it builds only what
+//! the tests have not:
+//!
+//! - the workspace programs it runs (`kiln`, `bare-kvm`, `kiln-hvt` and
+//!   its bench harness) are dev builds (`cargo build --workspace --bins
+//!   --examples`, which the tests leave up to date); rows measuring one say
+//!   `dev build`;
+//! - the images are built by `kiln build` into the cargo target directory
+//!   kiln's tests build theirs in (`target/tmp/kiln-e2e-target`), so only
+//!   the copies of the examples and the final links compile;
+//! - fewer runs and shorter loads (boot 5 runs, ping 2000 packets or 5 s,
+//!   wrk 5 s, 2000 frames per echo case, 100 store changes, 5 crash
+//!   iterations); no 1 MiB-file wrk case (it needs two more images);
+//! - build: hello only, on each target, "from clean, dependencies
+//!   compiled" (a fresh copy after `kiln clean`, where building the same
+//!   image has compiled every dependency) instead of a from-clean build in
+//!   a target directory of its own, which takes minutes; then after an
+//!   edit, as in a full run. www's builds are listed as skipped.
+//!
+//! A wrk load that completes no request or records no latency (a server
+//! slower than the load is long, as hvt under nested KVM has been) runs
+//! once more, four times as long with a request timeout as long as the
+//! load, in quick and full runs alike: a slow target gets a figure, and
+//! the run stays bounded.
+//!
 //! Layers, bottom up: `error` (the error type), `exec` (running programs,
 //! timed and bounded; services killed on drop), `netns` (a network
 //! namespace with a tap, removed on drop; nginx's configuration), `setup`
@@ -30,15 +59,16 @@ use serde::Serialize;
 
 use crate::report::{Row, SECTIONS, Status};
 use crate::sections::{Counts, HELLO_VARIANTS, Prepared, WWW_VARIANTS, progress};
-use crate::setup::{Availability, Env, Variant};
+use crate::setup::{Availability, Env, Profile, Variant};
 
 /// Measure kiln: boot, size, memory, network and build figures beside
 /// same-run baselines.
 #[derive(Debug, Parser)]
 #[command(name = "kiln-bench", max_term_width = 100)]
 struct Args {
-    /// Fewer runs, short loads, no from-clean builds; checks that every
-    /// figure is produced and sane
+    /// The smoke run: fewer runs, short loads, dev builds of the workspace
+    /// programs, builds of hello only and with dependencies compiled; fails
+    /// unless every figure is produced and sane (no time thresholds)
     #[arg(long)]
     quick: bool,
     /// Run only these sections (boot, hvt, size, memory, network, storage, build)
@@ -65,76 +95,176 @@ struct Results<'a> {
     rows: &'a [Row],
 }
 
-fn prepare(env: Env, counts: Counts, sections: &[&str]) -> Prepared {
-    let wants = |s: &str| sections.contains(&s);
+/// Builds `app` (a fresh copy of `examples/APP` named `APP-VARIANT`, or
+/// `copy` for all variants) for each of `variants`.
+fn build_all(
+    env: &Env,
+    app: &str,
+    copy: Option<&str>,
+    variants: &[Variant],
+    net: bool,
+) -> Vec<(Variant, Availability)> {
+    variants
+        .iter()
+        .map(|&v| {
+            progress(&format!("building {app} for {}", v.name()));
+            let name = copy.map_or_else(|| format!("{app}-{}", v.name()), str::to_owned);
+            let a = match env.copy_example(app, &name) {
+                Ok(dir) => setup::build(env, &dir, v, net),
+                Err(e) => Availability::Broken(e.to_string()),
+            };
+            if let Availability::Missing(why) = &a {
+                progress(&format!("{app} on {}: not available: {why}", v.name()));
+            }
+            (v, a)
+        })
+        .collect()
+}
+
+/// The baselines and the hvt section's programs, built with cargo into
+/// the command's target directory.
+struct Programs {
+    static_hello: Result<std::path::PathBuf, String>,
+    bare_kvm: Result<std::path::PathBuf, String>,
+    hvt: Result<(), String>,
+}
+
+fn build_programs(env: &Env, wants: &dyn Fn(&str) -> bool) -> Programs {
+    let not_needed = || Err("not needed".to_string());
     let static_hello = if wants("boot") || wants("size") {
         progress("building the static C baseline");
         env.build_static_hello().map_err(|e| e.to_string())
     } else {
-        Err("not needed".into())
+        not_needed()
     };
     let bare_kvm = if wants("boot") || wants("size") || wants("hvt") {
         progress("building kiln-hvt's bare-kvm example");
         env.build_bare_kvm().map_err(|e| e.to_string())
     } else {
-        Err("not needed".into())
+        not_needed()
     };
-    let build_all = |app: &str, variants: &[Variant], net: bool| {
-        variants
-            .iter()
-            .map(|&v| {
-                progress(&format!("building {app} for {}", v.name()));
-                let a = match env.copy_example(app, &format!("{app}-{}", v.name())) {
-                    Ok(dir) => setup::build(&env, &dir, v, net),
-                    Err(e) => Availability::Broken(e.to_string()),
-                };
-                if let Availability::Missing(why) = &a {
-                    progress(&format!("{app} on {}: not available: {why}", v.name()));
-                }
-                (v, a)
-            })
-            .collect::<Vec<_>>()
+    let hvt = if wants("hvt") && setup::kvm_missing().is_none() {
+        progress("building kiln-hvt and its bench harness");
+        sections::hvt::build(env).map_err(|e| e.to_string())
+    } else {
+        Err("not needed".to_string())
     };
+    Programs {
+        static_hello,
+        bare_kvm,
+        hvt,
+    }
+}
+
+/// Builds everything the chosen sections run: the programs cargo builds
+/// in the command's target directory on one thread while `kiln build`
+/// makes the images in the unikernel target directory on this one (each
+/// directory takes one build at a time).
+fn prepare(env: Env, counts: Counts, sections: &[&str]) -> Prepared {
+    let wants = |s: &str| sections.contains(&s);
+    // A quick build section times rebuilds of hello beside its images.
     let images_for_build = wants("build") && counts.quick;
-    let hello = if wants("boot") || wants("size") || wants("memory") || images_for_build {
-        build_all("hello", &HELLO_VARIANTS, false)
-    } else {
-        Vec::new()
-    };
-    let www = if wants("size") || wants("memory") || wants("network") || images_for_build {
-        build_all("www", &WWW_VARIANTS, true)
-    } else {
-        Vec::new()
-    };
-    let www_big = if wants("network") && !counts.quick {
-        [Variant::Unix, Variant::UnixDirect]
-            .into_iter()
-            .map(|v| {
-                progress(&format!("building www with a 1 MiB file for {}", v.name()));
-                let copy = env.copy_example("www", &format!("www-big-{}", v.name()));
-                let a = match copy.and_then(|dir| {
-                    let path = dir.join("htdocs").join(sections::BIG_FILE);
-                    std::fs::write(&path, sections::big_file())
-                        .map_err(|e| error::BenchError::io("write", path, e))?;
-                    Ok(dir)
-                }) {
-                    Ok(dir) => setup::build(&env, &dir, v, true),
-                    Err(e) => Availability::Broken(e.to_string()),
-                };
-                (v, a)
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let (programs, images) = std::thread::scope(|scope| {
+        let programs = scope.spawn(|| build_programs(&env, &wants));
+        let hello = if wants("boot") || wants("size") || wants("memory") || images_for_build {
+            build_all(&env, "hello", None, &HELLO_VARIANTS, false)
+        } else {
+            Vec::new()
+        };
+        let www = if wants("size") || wants("memory") || wants("network") {
+            build_all(&env, "www", None, &WWW_VARIANTS, true)
+        } else {
+            Vec::new()
+        };
+        let www_big = if wants("network") && !counts.quick {
+            [Variant::Unix, Variant::UnixDirect]
+                .into_iter()
+                .map(|v| {
+                    progress(&format!("building www with a 1 MiB file for {}", v.name()));
+                    let copy = env.copy_example("www", &format!("www-big-{}", v.name()));
+                    let a = match copy.and_then(|dir| {
+                        let path = dir.join("htdocs").join(sections::BIG_FILE);
+                        std::fs::write(&path, sections::big_file())
+                            .map_err(|e| error::BenchError::io("write", path, e))?;
+                        Ok(dir)
+                    }) {
+                        Ok(dir) => setup::build(&env, &dir, v, true),
+                        Err(e) => Availability::Broken(e.to_string()),
+                    };
+                    (v, a)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let (blockbench, notes) = if wants("storage") {
+            let variants = sections::storage::VARIANTS;
+            (
+                build_all(&env, "blockbench", Some("blockbench"), &variants, false),
+                build_all(&env, "notes", Some("notes"), &variants, false),
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let programs = programs.join().unwrap_or_else(|_| {
+            let why = "the thread building it panicked".to_string();
+            Programs {
+                static_hello: Err(why.clone()),
+                bare_kvm: Err(why.clone()),
+                hvt: Err(why),
+            }
+        });
+        (programs, [hello, www, www_big, blockbench, notes])
+    });
+    let [hello, www, www_big, blockbench, notes] = images;
     Prepared {
         env,
         counts,
-        static_hello,
-        bare_kvm,
+        static_hello: programs.static_hello,
+        bare_kvm: programs.bare_kvm,
+        hvt_programs: programs.hvt,
         hello,
         www,
         www_big,
+        blockbench,
+        notes,
+    }
+}
+
+/// Wall time per phase of the run, for the progress on stderr.
+struct Phases {
+    since: std::time::Instant,
+    done: Vec<(String, f64)>,
+}
+
+impl Default for Phases {
+    fn default() -> Self {
+        Phases {
+            since: std::time::Instant::now(),
+            done: Vec::new(),
+        }
+    }
+}
+
+impl Phases {
+    /// Ends the phase `name`, which began when the last one ended.
+    fn done(&mut self, name: &str) {
+        let now = std::time::Instant::now();
+        let took = now.duration_since(self.since).as_secs_f64();
+        self.done.push((name.to_owned(), took));
+        self.since = now;
+    }
+
+    /// `name N.N s` for each phase, and the total.
+    fn summary(&self) -> String {
+        let total: f64 = self.done.iter().map(|(_, s)| s).sum();
+        let mut parts: Vec<String> = self
+            .done
+            .iter()
+            .map(|(name, s)| format!("{name} {s:.1} s"))
+            .collect();
+        parts.push(format!("total {total:.1} s"));
+        parts.join(", ")
     }
 }
 
@@ -187,20 +317,29 @@ fn main() -> ExitCode {
     let date = machine::now_utc();
     let load_before = machine::load_average();
 
-    let env = match Env::new() {
+    let profile = if args.quick {
+        Profile::Dev
+    } else {
+        Profile::Release
+    };
+    let env = match Env::new(profile) {
         Ok(env) => env,
         Err(e) => {
             eprintln!("kiln-bench: error: {e}");
             return ExitCode::from(2);
         }
     };
-    progress("building kiln");
-    if let Err(e) = env.build_kiln() {
+    let mut phases = Phases::default();
+    progress(&format!("building kiln ({})", env.profile.dir()));
+    let built = env.build_kiln();
+    phases.done("kiln");
+    if let Err(e) = built {
         eprintln!("kiln-bench: error: cannot build the kiln tool: {e}");
         return ExitCode::FAILURE;
     }
     let docs_path = env.workspace.join("docs/benchmarks.md");
     let prepared = prepare(env, Counts::new(args.quick), &sections);
+    phases.done("images and baselines");
     let mut rows = Vec::new();
     for section in &sections {
         let new = match *section {
@@ -212,6 +351,7 @@ fn main() -> ExitCode {
             "storage" => sections::storage::run(&prepared),
             _ => sections::build::run(&prepared),
         };
+        phases.done(section);
         if !args.json {
             println!("\n## {section}\n\n{}", report::text_table(&new));
         }
@@ -258,6 +398,7 @@ fn main() -> ExitCode {
             }
         }
     }
+    progress(&format!("time per phase: {}", phases.summary()));
     let problems = problems(&rows);
     if problems.is_empty() {
         progress(&format!("{} figures, all sane", rows.len()));

@@ -2,6 +2,14 @@
 //! built with cargo and gcc, copies of the examples outside the workspace,
 //! and their images per target built through `kiln configure` and
 //! `kiln build`.
+//!
+//! A full run builds the workspace programs it runs (`kiln`, `bare-kvm`,
+//! `kiln-hvt` and its harness) with the release profile; a quick run uses
+//! the dev profile, which `cargo test --workspace` has already built.
+//! Images are always built by `kiln build`, whose generated crates and
+//! tenders have one release profile, into the cargo target directory
+//! kiln's own tests use, so that dependencies compiled there (or by an
+//! earlier run) are compiled once for every example of a target.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -21,6 +29,9 @@ pub struct Env {
     pub workspace: PathBuf,
     /// The cargo target directory this command was built in.
     pub target_dir: PathBuf,
+    /// The cargo profile of the workspace programs the command builds and
+    /// runs: `release`, or `dev` in a quick run.
+    pub profile: Profile,
     /// `TARGET/kiln-bench`: copies of the examples, baselines, logs.
     pub work: PathBuf,
     /// The `kiln` binary.
@@ -29,9 +40,38 @@ pub struct Env {
     pub cargo: OsString,
 }
 
+/// A cargo profile the workspace programs are built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// `--release` (full runs).
+    Release,
+    /// The default dev profile (quick runs).
+    Dev,
+}
+
+impl Profile {
+    /// The directory of the target directory it builds into.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Profile::Release => "release",
+            Profile::Dev => "debug",
+        }
+    }
+
+    /// What a row's name says about a program built with it: nothing for
+    /// release builds (the figures of the page), `, dev build` otherwise.
+    pub fn note(self) -> &'static str {
+        match self {
+            Profile::Release => "",
+            Profile::Dev => ", dev build",
+        }
+    }
+}
+
 impl Env {
-    /// Finds the workspace and the target directory.
-    pub fn new() -> Result<Self, BenchError> {
+    /// Finds the workspace and the target directory; the workspace
+    /// programs are built with `profile`.
+    pub fn new(profile: Profile) -> Result<Self, BenchError> {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let workspace = workspace
             .canonicalize()
@@ -51,24 +91,38 @@ impl Env {
         let work = target_dir.join("kiln-bench");
         std::fs::create_dir_all(&work).map_err(|e| BenchError::io("create", &work, e))?;
         Ok(Env {
-            kiln: target_dir.join("release/kiln"),
+            kiln: target_dir.join(profile.dir()).join("kiln"),
             cargo: std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
             workspace,
             target_dir,
+            profile,
             work,
         })
     }
 
-    /// The cargo target directory unikernel builds share.
-    pub fn unikernel_target(&self) -> PathBuf {
-        self.work.join("unikernels")
+    /// Where the workspace programs of [`Env::profile`] are.
+    pub fn built(&self) -> PathBuf {
+        self.target_dir.join(self.profile.dir())
     }
 
-    /// `cargo build --release` of `extra` in the workspace.
+    /// The cargo target directory unikernel builds share: the one kiln's
+    /// tests build their unikernels in (`shared_target_dir` in
+    /// `crates/kiln/tests/common/mod.rs`), so that a run after `cargo
+    /// test` finds the generated crates' dependencies and the tenders
+    /// compiled.
+    pub fn unikernel_target(&self) -> PathBuf {
+        self.target_dir.join("tmp").join("kiln-e2e-target")
+    }
+
+    /// `cargo build` (`--release` unless the profile is dev) of `extra` in
+    /// the workspace.
     pub fn cargo_build(&self, extra: &[&str]) -> Result<(), BenchError> {
         let mut a = argv([self.cargo.as_os_str()]);
-        a.extend(argv(["build", "--release", "--quiet", "--manifest-path"]));
+        a.extend(argv(["build", "--quiet", "--manifest-path"]));
         a.push(self.workspace.join("Cargo.toml").into());
+        if self.profile == Profile::Release {
+            a.push("--release".into());
+        }
         a.extend(argv(extra));
         let target = self.target_dir.as_os_str();
         let env = [("CARGO_TARGET_DIR", Some(target))];
@@ -83,15 +137,34 @@ impl Env {
         Ok(())
     }
 
-    /// Builds the `kiln` tool.
+    /// Builds the `kiln` tool. With the dev profile: every binary and
+    /// example of the workspace (`kiln`, `kiln-hvt`, `bare-kvm`), whose
+    /// dependencies then have the features `cargo test --workspace` gave
+    /// them, so that after the tests nothing compiles again (one package
+    /// alone would resolve other features and compile its dependencies
+    /// anew).
     pub fn build_kiln(&self) -> Result<(), BenchError> {
-        self.cargo_build(&["-p", "kiln"])
+        match self.profile {
+            Profile::Release => self.cargo_build(&["-p", "kiln"]),
+            Profile::Dev => self.cargo_build(&["--workspace", "--bins", "--examples"]),
+        }
     }
 
-    /// Builds kiln-hvt's bare KVM baseline; its path.
+    /// Builds kiln-hvt's bare KVM baseline (with the dev profile,
+    /// [`Env::build_kiln`] has); its path.
     pub fn build_bare_kvm(&self) -> Result<PathBuf, BenchError> {
-        self.cargo_build(&["-p", "kiln-hvt", "--example", "bare-kvm"])?;
-        Ok(self.target_dir.join("release/examples/bare-kvm"))
+        if self.profile == Profile::Release {
+            self.cargo_build(&["-p", "kiln-hvt", "--example", "bare-kvm"])?;
+        }
+        let path = self.built().join("examples/bare-kvm");
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(BenchError::Setup(format!(
+                "cargo built no {}; hint: cargo build -p kiln-hvt --example bare-kvm",
+                path.display()
+            )))
+        }
     }
 
     /// Builds a static C program that exits at once with gcc; its path.

@@ -12,7 +12,6 @@ use crate::setup::Variant;
 const SECTION: &str = "boot";
 const LIMIT: Duration = Duration::from_secs(30);
 const STATIC: &str = "static exec (gcc -static)";
-const BARE: &str = "bare KVM VM (2 instructions)";
 
 struct Case {
     variant: Option<Variant>,
@@ -65,12 +64,13 @@ pub fn run(p: &Prepared) -> Vec<Row> {
         Ok(path) => Case::new(name, "-", Some(argv([path])), None),
         Err(why) => Case::new(name, "-", None, Some(Status::NotAvailable(why.clone()))),
     };
+    let bare = p.bare_kvm_name();
     let mut cases = vec![
         baseline_case(STATIC, &p.static_hello),
-        baseline_case(BARE, &p.bare_kvm),
+        baseline_case(&bare, &p.bare_kvm),
     ];
     if let Some(why) = crate::setup::kvm_missing() {
-        cases[1] = Case::new(BARE, "-", None, Some(Status::NotAvailable(why)));
+        cases[1] = Case::new(&bare, "-", None, Some(Status::NotAvailable(why)));
     }
     let name = "hello --times 0";
     for (variant, a) in &p.hello {
@@ -111,7 +111,7 @@ pub fn run(p: &Prepared) -> Vec<Row> {
             value,
         })
     };
-    let (static_base, bare_base) = (base(0, STATIC), base(1, BARE));
+    let (static_base, bare_base) = (base(0, STATIC), base(1, &bare));
     let mut rows = Vec::new();
     for c in cases {
         let baseline = match c.variant {

@@ -1,7 +1,8 @@
 //! hvt: the tender's own costs, from kiln-hvt's benchmark harness
 //! (`cargo bench -p kiln-hvt --bench hvt`): an image that halts at once
 //! beside bare-kvm, the cost of one VM exit, POLL timeout precision, and
-//! frames through an echo guest.
+//! frames through an echo guest. A quick run builds kiln-hvt and the
+//! harness with the dev profile, and its rows say so.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -9,16 +10,16 @@ use std::time::Duration;
 
 use super::{Prepared, progress};
 use crate::error::{BenchError, tail};
-use crate::exec::{self, Context, argv};
+use crate::exec::{self, Argv, Context, argv};
 use crate::report::{Baseline, Row, Status, Summary, ms};
-use crate::setup::kvm_missing;
+use crate::setup::{BUILD_LIMIT, Env, Profile, kvm_missing};
 
 const SECTION: &str = "hvt";
 const LIMIT: Duration = Duration::from_secs(900);
 
-/// Runs the harness with `args`; its stdout.
-fn harness(p: &Prepared, args: &[&str]) -> Result<String, BenchError> {
-    let env = &p.env;
+/// `cargo bench` of kiln-hvt's harness (with the dev profile in a quick
+/// run), then `tail`.
+fn bench_argv(env: &Env, tail: &[&str]) -> Argv {
     let mut a = argv([env.cargo.as_os_str()]);
     a.extend(argv([
         "bench",
@@ -30,7 +31,32 @@ fn harness(p: &Prepared, args: &[&str]) -> Result<String, BenchError> {
         "--manifest-path",
     ]));
     a.push(env.workspace.join("Cargo.toml").into());
-    a.push("--".into());
+    if env.profile == Profile::Dev {
+        a.extend(argv(["--profile", "dev"]));
+    }
+    a.extend(argv(tail));
+    a
+}
+
+/// Builds what the section runs: `kiln-hvt` (all modules; with the dev
+/// profile [`Env::build_kiln`] has) and the harness.
+pub fn build(env: &Env) -> Result<(), BenchError> {
+    if env.profile == Profile::Release {
+        env.cargo_build(&["-p", "kiln-hvt", "--bin", "kiln-hvt"])?;
+    }
+    let vars = [("CARGO_TARGET_DIR", Some(env.target_dir.as_os_str()))];
+    let ctx = Context {
+        dir: Some(&env.workspace),
+        env: &vars,
+    };
+    exec::run_ok(&bench_argv(env, &["--no-run"]), ctx, BUILD_LIMIT)?;
+    Ok(())
+}
+
+/// Runs the harness with `args`; its stdout.
+fn harness(p: &Prepared, args: &[&str]) -> Result<String, BenchError> {
+    let env = &p.env;
+    let mut a = bench_argv(env, &["--"]);
     a.extend(argv(args));
     let runs = OsString::from(if p.counts.quick { "3" } else { "10" });
     let frames = OsString::from(if p.counts.quick { "2000" } else { "20000" });
@@ -140,7 +166,7 @@ fn halt_rows(p: &Prepared, guests: &Path) -> Result<Vec<Row>, BenchError> {
         .bare_kvm
         .as_ref()
         .map_err(|e| BenchError::Setup(e.clone()))?;
-    let tender = p.env.target_dir.join("release/kiln-hvt");
+    let tender = p.env.built().join("kiln-hvt");
     let halt = guests.join("halt.hvt");
     let cases = [
         argv([bare.as_os_str()]),
@@ -157,7 +183,7 @@ fn halt_rows(p: &Prepared, guests: &Path) -> Result<Vec<Row>, BenchError> {
         }
     }
     let base = Baseline {
-        name: "bare KVM VM (2 instructions)".into(),
+        name: p.bare_kvm_name(),
         value: Summary::of(&samples[0]).median,
     };
     let name = "kiln-hvt --mem=512 on an image that halts at once";
@@ -184,10 +210,12 @@ pub fn run(p: &Prepared) -> Vec<Row> {
     let failed = |name: &str, e: BenchError| {
         Row::missing(SECTION, name, "hvt", "—", Status::Failed(e.to_string()))
     };
-    let built = p
-        .env
-        .cargo_build(&["-p", "kiln-hvt", "--bin", "kiln-hvt"])
-        .and_then(|()| harness(p, &["write-guests", &guests_arg]));
+    let built = match &p.hvt_programs {
+        Ok(()) => harness(p, &["write-guests", &guests_arg]),
+        Err(why) => Err(BenchError::Setup(format!(
+            "cannot build kiln-hvt and its harness: {why}"
+        ))),
+    };
     match built.and_then(|_| halt_rows(p, &guests)) {
         Ok(r) => rows.extend(r),
         Err(e) => rows.push(failed("halt guest boot", e)),
@@ -199,6 +227,9 @@ pub fn run(p: &Prepared) -> Vec<Row> {
     match harness(p, &["net"]).and_then(|out| net_rows(&out)) {
         Ok(r) => rows.extend(r),
         Err(e) => rows.push(failed("net echo", e)),
+    }
+    for r in &mut rows {
+        r.name.push_str(p.env.profile.note());
     }
     rows
 }

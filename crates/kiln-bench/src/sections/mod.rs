@@ -62,12 +62,25 @@ pub struct Prepared {
     pub static_hello: Result<PathBuf, String>,
     /// The bare KVM baseline, or why there is none.
     pub bare_kvm: Result<PathBuf, String>,
+    /// Whether kiln-hvt and its harness were built (the hvt section).
+    pub hvt_programs: Result<(), String>,
     /// hello per target.
     pub hello: Vec<(Variant, Availability)>,
     /// www per target.
     pub www: Vec<(Variant, Availability)>,
     /// www with a 1 MiB file added to its htdocs, on unix (full runs).
     pub www_big: Vec<(Variant, Availability)>,
+    /// blockbench per target (the storage section).
+    pub blockbench: Vec<(Variant, Availability)>,
+    /// notes per target (the storage section).
+    pub notes: Vec<(Variant, Availability)>,
+}
+
+impl Prepared {
+    /// The bare KVM baseline's name, which says when it is a dev build.
+    pub fn bare_kvm_name(&self) -> String {
+        format!("bare KVM VM (2 instructions{})", self.env.profile.note())
+    }
 }
 
 /// The file added to www's htdocs for the bulk case, and its size.

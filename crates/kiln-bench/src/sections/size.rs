@@ -54,7 +54,7 @@ pub fn run(p: &Prepared) -> Vec<Row> {
         b
     };
     let static_base = base("static exec (gcc -static)", &p.static_hello);
-    let bare_base = base("bare KVM VM (2 instructions)", &p.bare_kvm);
+    let bare_base = base(&p.bare_kvm_name(), &p.bare_kvm);
     for (app, builds) in [("hello", &p.hello), ("www", &p.www)] {
         for (variant, a) in builds {
             let name = format!("{app} image");

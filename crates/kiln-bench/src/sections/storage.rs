@@ -28,7 +28,7 @@ use crate::setup::{self, Availability, Built, Variant};
 
 const SECTION: &str = "storage";
 /// The targets measured.
-const VARIANTS: [Variant; 3] = [Variant::Unix, Variant::Hvt, Variant::Spt];
+pub const VARIANTS: [Variant; 3] = [Variant::Unix, Variant::Hvt, Variant::Spt];
 /// Size of the device the block figures use.
 const DEVICE_MIB: u64 = 16;
 /// Longest one run may take.
@@ -278,13 +278,6 @@ pub fn run(p: &Prepared) -> Vec<Row> {
         let e = BenchError::io("create", &work, e);
         return vec![failed("storage", "-", "-", &e)];
     }
-    let (bench_dir, notes_dir) = match (
-        env.copy_example("blockbench", "blockbench"),
-        env.copy_example("notes", "notes"),
-    ) {
-        (Ok(b), Ok(n)) => (b, n),
-        (Err(e), _) | (_, Err(e)) => return vec![failed("storage", "-", "-", &e)],
-    };
     let device = work.join("device.img");
     let extra = work.join("extra.img");
 
@@ -321,11 +314,14 @@ pub fn run(p: &Prepared) -> Vec<Row> {
 
     for variant in VARIANTS {
         let t = variant.name();
-        progress(&format!("storage: building blockbench and notes for {t}"));
-        let bb = setup::build(env, &bench_dir, variant, false);
-        let nb = setup::build(env, &notes_dir, variant, false);
-        let bb = with_kvm(bb, variant);
-        let nb = with_kvm(nb, variant);
+        let built = |all: &[(Variant, Availability)]| {
+            let a = all.iter().find(|(v, _)| *v == variant).map_or_else(
+                || Availability::Broken("not prepared".into()),
+                |(_, a)| a.clone(),
+            );
+            with_kvm(a, variant)
+        };
+        let (bb, nb) = (built(&p.blockbench), built(&p.notes));
 
         progress(&format!("storage: block throughput on {t}"));
         for size in [512usize, 65536] {
