@@ -179,6 +179,16 @@ pub const SLOW_FACTOR: u32 = 4;
 /// The request timeout of a first load, seconds.
 pub const TIMEOUT_SECS: u32 = 5;
 
+/// Whether a load's result calls for a longer one: no request completed,
+/// or no latency recorded. Other failures (errors, non-2xx answers) stand.
+fn too_slow(r: &Result<Wrk, BenchError>) -> bool {
+    match r {
+        Err(BenchError::NoRequest { .. }) => true,
+        Ok(w) => w.p50.is_err() || w.p99.is_err(),
+        Err(_) => false,
+    }
+}
+
 /// [`wrk`] for `secs` seconds; when that load completes no request, or
 /// wrk records no latency for the requests it completed (a server slower
 /// than the load is long), once more for [`SLOW_FACTOR`] times as long
@@ -186,12 +196,7 @@ pub const TIMEOUT_SECS: u32 = 5;
 /// enough for a figure from any server that answers at all.
 pub fn wrk_figures(ns: &Netns, url: &str, secs: u32, who: &str) -> Result<Wrk, BenchError> {
     let first = wrk(ns, url, secs, TIMEOUT_SECS);
-    let slow = match &first {
-        Err(BenchError::NoRequest { .. }) => true,
-        Ok(w) => w.p50.is_err() || w.p99.is_err(),
-        Err(_) => false,
-    };
-    if !slow {
+    if !too_slow(&first) {
         return first;
     }
     let longer = secs * SLOW_FACTOR;
@@ -477,6 +482,26 @@ mod tests {
                 .to_string()
                 .contains("no request in 2 s")
         );
+    }
+
+    #[test]
+    fn only_a_slow_server_gets_a_longer_load() {
+        let report = |requests: &str, p50: &str| {
+            format!(
+                "Running 5s test @ http://10.81.0.2/\n  Latency Distribution\n     50%  {p50}\n\
+                 \x20    99%    4.60s\n  {requests} requests in 5.00s, 1.00KB read\n\
+                 Requests/sec:      2.58\n"
+            )
+        };
+        assert!(!too_slow(&parse_wrk(&report("13", "4.57s"), 5)));
+        assert!(too_slow(&parse_wrk(&report("2", "0.00us"), 5)));
+        let none =
+            report("0", "0.00us") + "  Socket errors: connect 0, read 0, write 0, timeout 16\n";
+        let r = parse_wrk(&none, 5);
+        assert!(too_slow(&r));
+        assert!(r.unwrap_err().to_string().contains("timeout 16"));
+        let non_2xx = report("13", "4.57s") + "  Non-2xx or 3xx responses: 13\n";
+        assert!(!too_slow(&parse_wrk(&non_2xx, 5)));
     }
 
     #[test]
