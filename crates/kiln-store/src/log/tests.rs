@@ -6,35 +6,12 @@ use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::future::Future;
-use std::boxed::Box;
 use std::format;
 
 use kiln_devices::{EntryKind, KvError, KvRo, KvRw};
 
 use super::{LogError, LogStore};
-use crate::mem::{Crash, MemBlock};
-
-struct Idle;
-impl kiln_rt::Platform for Idle {
-    fn now(&self) -> kiln_devices::Instant {
-        kiln_devices::Instant::ZERO
-    }
-    fn wait(&self, deadline: Option<kiln_devices::Instant>) {
-        // The executor polls devices now and then with a zero deadline;
-        // anything else means every task waits on something that cannot
-        // come.
-        assert_eq!(
-            deadline,
-            Some(kiln_devices::Instant::ZERO),
-            "a store operation over an in-memory device blocked"
-        );
-    }
-}
-
-fn run<F: Future>(f: F) -> F::Output {
-    let platform: &'static Idle = Box::leak(Box::new(Idle));
-    kiln_rt::block_on(platform, f)
-}
+use crate::mem::{Crash, MemBlock, run};
 
 type Model = BTreeMap<String, Vec<u8>>;
 

@@ -1,36 +1,12 @@
 //! Malformed and hostile archives are refused with typed errors.
 
 use alloc::vec::Vec;
-use core::future::Future;
-use std::boxed::Box;
 
 use kiln_devices::{EntryKind, KvError, KvRo};
 
 use super::{TarError, TarStore};
-use crate::mem::MemBlock;
+use crate::mem::{MemBlock, run};
 use crate::ustar::{self, BLOCK};
-
-struct Idle;
-impl kiln_rt::Platform for Idle {
-    fn now(&self) -> kiln_devices::Instant {
-        kiln_devices::Instant::ZERO
-    }
-    fn wait(&self, deadline: Option<kiln_devices::Instant>) {
-        // The executor polls devices now and then with a zero deadline;
-        // anything else means every task waits on something that cannot
-        // come.
-        assert_eq!(
-            deadline,
-            Some(kiln_devices::Instant::ZERO),
-            "a store operation over an in-memory device blocked"
-        );
-    }
-}
-
-fn run<F: Future>(f: F) -> F::Output {
-    let platform: &'static Idle = Box::leak(Box::new(Idle));
-    kiln_rt::block_on(platform, f)
-}
 
 /// A sealed POSIX header for `name` of type `kind` with `size` bytes.
 fn header(name: &[u8], kind: u8, size: u64) -> [u8; BLOCK] {
