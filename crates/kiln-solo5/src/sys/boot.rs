@@ -89,6 +89,7 @@ unsafe fn c_strlen(addr: u64, max: usize) -> usize {
 extern "C" fn kiln_solo5_boot(boot_info: u64) -> ! {
     // SAFETY: first thing at boot, on the only vCPU.
     unsafe { super::cpu::init() };
+    // At CPL 0: see `detect_extensions`.
     super::hvt::detect_extensions();
 
     if boot_info == 0 || !boot_info.is_multiple_of(8) {

@@ -44,8 +44,9 @@ fn out<T>(port: u16, arg: &mut T) {
 /// bits) that this guest uses; set once at boot.
 static EXTENSIONS: AtomicU32 = AtomicU32::new(0);
 
-/// Looks for kiln's CPUID leaf. Called at boot, at CPL 0, where every
-/// hypervisor answers `cpuid` from the vCPU's table (the tender's).
+/// Looks for kiln's CPUID leaf. Called at boot, at CPL 0, where the
+/// hypervisor answers `cpuid` from the vCPU's table (the tender's): on
+/// KVM's PVM a `cpuid` at CPL 3 runs on the CPU and never sees the leaf.
 pub fn detect_extensions() {
     let regs = super::arch::cpuid(KILN_CPUID_LEAF, 0);
     let features = kiln_abi::hvt_ext::features(regs) & KILN_FEATURE_NET_EXCHANGE;
