@@ -1,5 +1,7 @@
 //! Hypercall dispatch: decodes a hypercall `out`, serves the core calls
-//! (walltime, puts, poll, halt) and hands device calls to their module.
+//! (walltime, puts, poll, halt) and hands device calls, and kiln's
+//! NET_EXCHANGE (`kiln_abi::hvt_ext`) when its module turned it on, to
+//! their module.
 //!
 //! Spec: `hvt_abi.h`. Guest pointers are only ever turned into memory
 //! through [`GuestMemory`]'s checked accessor; a pointer or length outside
