@@ -247,7 +247,7 @@ impl Net {
         match self.device(handle) {
             None => ret = Solo5Result::Einval,
             Some(tap) => {
-                for &(data, len) in &t.tx[..t.tx_count] {
+                for &(data, len) in t.tx.iter().take(t.tx_count) {
                     let frame =
                         mem.slice(data, len)
                             .map_err(|source| HypercallError::ExchangeMemory {
@@ -263,7 +263,7 @@ impl Net {
                         }
                     }
                 }
-                let bufs = &t.rx[..t.rx_count];
+                let bufs = t.rx.get(..t.rx_count).unwrap_or_default();
                 let mut drained = drain(tap, mem, bufs, &mut lens, &mut read)?;
                 let wait = |timeout| {
                     epoll
@@ -297,7 +297,7 @@ impl Net {
         if read > 0 {
             let rx_table = arg_u64(&arg, offset_of!(HcNetExchange, rx));
             let entry = size_of::<ExchangeRx>() as u64;
-            for (i, &len) in lens[..read].iter().enumerate() {
+            for (i, &len) in lens.iter().take(read).enumerate() {
                 let at = rx_table + i as u64 * entry + offset_of!(ExchangeRx, len) as u64;
                 let out = mem
                     .slice_mut(at, 8)
