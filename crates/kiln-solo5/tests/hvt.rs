@@ -198,3 +198,13 @@ fn an_idle_guest_blocks_instead_of_spinning() {
     }
     support::check_idle_guest_blocks(Target::Hvt);
 }
+
+/// A unikernel waiting for a frame blocks in its wait (on hvt the
+/// NET_EXCHANGE that replaces POLL under kiln-hvt).
+#[test]
+fn a_guest_waiting_for_a_frame_blocks() {
+    if !kvm_or_skip("a_guest_waiting_for_a_frame_blocks") {
+        return;
+    }
+    support::check_idle_net_guest_blocks(Target::Hvt);
+}

@@ -386,3 +386,9 @@ fn the_guest_runs_under_the_seccomp_filter() {
     assert_eq!(r.code, Some(0), "stderr:\n{}", r.stderr);
     assert_eq!(mode, "Seccomp:\t2", "no seccomp filter while the guest ran");
 }
+
+/// A unikernel waiting for a frame blocks in `epoll_pwait`.
+#[test]
+fn a_guest_waiting_for_a_frame_blocks() {
+    support::check_idle_net_guest_blocks(Target::Spt);
+}

@@ -302,3 +302,38 @@ pub fn check_idle_guest_blocks(target: Target) {
         usage.cpu
     );
 }
+
+/// The `devices` image waiting for its one frame, which comes after a
+/// second: it exits 0 after echoing it and uses under half a second of CPU
+/// meanwhile, so its wait (POLL, or NET_EXCHANGE under kiln-hvt) blocks
+/// instead of spinning.
+pub fn check_idle_net_guest_blocks(target: Target) {
+    let b = built(target);
+    let d = Devices::new("idle-disk");
+    let child = Command::new(&b.tender)
+        .arg("--mem=64")
+        .args(d.flags())
+        .arg(&b.devices)
+        .args(["--frames", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", target.tender()));
+    let ours = d.ours.try_clone().expect("clone the socket");
+    let peer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1000));
+        let frame = [2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x88, 0xb5, b'!'];
+        ours.send(&frame).expect("send a frame");
+        let mut buf = [0u8; 2048];
+        ours.recv(&mut buf).expect("the guest echoes the frame")
+    });
+    let usage = process::wait_with_usage(child, RUN_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(peer.join().expect("peer thread"), 15);
+    assert_eq!(usage.code, Some(0), "{usage:?}");
+    assert!(
+        usage.cpu < Duration::from_millis(500),
+        "the guest used {:?} of CPU while waiting a second for a frame: it spins",
+        usage.cpu
+    );
+}
