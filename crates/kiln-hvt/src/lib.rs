@@ -49,7 +49,7 @@ use std::io::Write;
 
 use kiln_abi::hvt::layout::GUEST_PAGE_SIZE;
 use kiln_abi::status::EXIT_ABORT;
-use kiln_tender::devices::{DevicesError, attach_all};
+use kiln_tender::devices::{DevicesError, attach_all, wants_help};
 use kiln_tender::image::{self, ImageError};
 use thiserror::Error;
 
@@ -138,10 +138,16 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
     let data = image::read(&path)?;
     let image = image::parse(&path, &data, config.mem_mb, mem_size)?;
 
-    let attached = attach_all(&path, &image.manifest, &mut modules, |m, entry| {
-        m.attach(entry.index as u64, entry.name)
-            .map(|info| (entry.index, info))
-    })?;
+    let attached = attach_all(
+        &path,
+        &image.manifest,
+        &mut modules,
+        wants_help(&config.args),
+        |m, entry| {
+            m.attach(entry.index as u64, entry.name)
+                .map(|info| (entry.index, info))
+        },
+    )?;
 
     let extensions = if extensions_hidden() {
         0

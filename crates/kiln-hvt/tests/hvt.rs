@@ -293,6 +293,34 @@ fn missing_device_flags_are_refused() {
     );
 }
 
+/// With `--help` among the unikernel's arguments, devices without a flag
+/// stay unattached so that the unikernel can print its usage; every other
+/// check still applies.
+#[cfg(all(feature = "net", feature = "block"))]
+#[test]
+fn help_runs_without_device_flags() {
+    let dir = TempDir::new();
+    let mut g = Guest::with_devices([MftEntry::net("service"), MftEntry::block("disk")]);
+    g.halt(0);
+    let path = dir.write("guest.hvt", &g.build());
+    let run = run_hvt(&[
+        support::path_str(&path),
+        "--port=80".into(),
+        "--help".into(),
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    // A flag for a device the image does not declare is still refused.
+    let run = run_hvt(&[
+        "--net:nope=tap0".into(),
+        support::path_str(&path),
+        "--help".into(),
+    ]);
+    assert_refused(&run, &["declares no NET_BASIC device named 'nope'"]);
+    // Without --help the missing flags are refused, as before.
+    let run = run_hvt(&[support::path_str(&path), "--port=80".into()]);
+    assert_refused(&run, &["is declared by the image but not attached"]);
+}
+
 #[cfg(all(feature = "net", feature = "block"))]
 #[test]
 fn flags_for_undeclared_devices_are_refused() {

@@ -55,7 +55,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 
 use kiln_abi::spt::{SPT_BOOT_INFO_BASE, SPT_INTERNAL_TIMERFD};
-use kiln_tender::devices::{DevicesError, attach_all};
+use kiln_tender::devices::{DevicesError, attach_all, wants_help};
 use kiln_tender::image::{self, ImageError};
 use thiserror::Error;
 
@@ -175,9 +175,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
     let data = image::read(&path)?;
     let image = image::parse(&path, &data, config.mem_mb, mem_size)?;
 
-    let attached: Vec<Attached> = attach_all(&path, &image.manifest, &mut modules, |m, entry| {
-        m.attach(entry.index as u64, entry.name)
-    })?;
+    let attached: Vec<Attached> = attach_all(
+        &path,
+        &image.manifest,
+        &mut modules,
+        wants_help(&config.args),
+        |m, entry| m.attach(entry.index as u64, entry.name),
+    )?;
 
     let epoll = sys::epoll_create().map_err(TenderError::Epoll)?;
     let timer = sys::timerfd_create().map_err(TenderError::Epoll)?;

@@ -73,13 +73,26 @@ pub fn describe(manifest: &Manifest<'_>) -> String {
     }
 }
 
+/// Whether the unikernel's arguments ask for its usage (`--help` or `-h`
+/// anywhere, as kiln's argument parser reads them): then devices without a
+/// flag are left unattached instead of refused, so that `--help` works
+/// without a tap or a disk (the unikernel prints its usage before it
+/// acquires any device).
+pub fn wants_help<S: AsRef<str>>(args: &[S]) -> bool {
+    args.iter()
+        .map(AsRef::as_ref)
+        .any(|a| a == "--help" || a == "-h")
+}
+
 /// Checks every flag of `modules` against the manifest of the image at
 /// `path`, then attaches each manifest device with `attach`, given the
-/// module of its type and the entry, in manifest order.
+/// module of its type and the entry, in manifest order. With `help` (see
+/// [`wants_help`]), a device that has no flag or no module is skipped.
 pub fn attach_all<T: Target, M: ModuleFlags + ?Sized, A>(
     path: &Path,
     manifest: &Manifest<'_>,
     modules: &mut [Box<M>],
+    help: bool,
     mut attach: impl FnMut(&mut M, &MftEntryRef<'_>) -> Result<A, ModuleError>,
 ) -> Result<Vec<A>, DevicesError<T>> {
     for m in modules.iter() {
@@ -101,6 +114,9 @@ pub fn attach_all<T: Target, M: ModuleFlags + ?Sized, A>(
     let mut attached = Vec::new();
     for entry in manifest.devices() {
         let Some(m) = modules.iter_mut().find(|m| m.device_type() == entry.kind) else {
+            if help {
+                continue;
+            }
             let module = KNOWN
                 .iter()
                 .find(|k| k.device_type == entry.kind)
@@ -112,11 +128,16 @@ pub fn attach_all<T: Target, M: ModuleFlags + ?Sized, A>(
                 module,
             });
         };
-        let a = attach(m, &entry).map_err(|source| DevicesError::Attach {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        attached.push(a);
+        match attach(m, &entry) {
+            Ok(a) => attached.push(a),
+            Err(ModuleError::NotAttached { .. }) if help => {}
+            Err(source) => {
+                return Err(DevicesError::Attach {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        }
     }
     Ok(attached)
 }

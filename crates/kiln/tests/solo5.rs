@@ -612,16 +612,11 @@ fn www(target: Target) {
     let dir = tmp.path.join("www");
     let htdocs = www_copy(&dir);
     build(&dir, target);
-    let ns = Netns::new(target.name());
-    // --help (the guest boots only with its devices attached) lists the
-    // stack's flags and the devices' flags of the tender.
+    // --help needs no device flags (the tender leaves the devices
+    // unattached) and lists the stack's flags and the tender's device flags.
     let out = ok(
         run_for(
-            ns.exec(env!("CARGO_BIN_EXE_kiln"))
-                .env("KILN_TARGET_DIR", shared_target_dir())
-                .args(["run", "-t", target.name()])
-                .arg(&dir)
-                .args(["--", "--net:service=tap0", "--help"]),
+            kiln_in(&dir).args(["run", "-t", target.name(), ".", "--", "--help"]),
             BUILD_TIMEOUT,
         ),
         "www --help",
@@ -634,6 +629,7 @@ fn www(target: Target) {
             && help.contains("--net:service=IFACE"),
         "{help}"
     );
+    let ns = Netns::new(target.name());
     serve_and_fetch(&ns, &dir, target.name(), &[], &htdocs);
 
     // The same crate, its htdocs read from an image made by kiln image.
