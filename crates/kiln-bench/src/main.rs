@@ -13,9 +13,10 @@
 //! the tests have not:
 //!
 //! - the workspace programs it runs (`kiln`, `bare-kvm`, `kiln-hvt` and
-//!   its bench harness) are dev builds (`cargo build --workspace --bins
-//!   --examples`, which the tests leave up to date); rows measuring one say
-//!   `dev build`;
+//!   its bench harness) are dev builds by `cargo build --workspace --bins
+//!   --examples --bench hvt`, which resolves features as `cargo test
+//!   --workspace` does, so that after the tests only the harness compiles;
+//!   rows measuring one of them say `dev build`;
 //! - the images are built by `kiln build` into the cargo target directory
 //!   kiln's tests build theirs in (`target/tmp/kiln-e2e-target`), so only
 //!   the copies of the examples and the final links compile;
@@ -58,6 +59,7 @@ use clap::Parser;
 use serde::Serialize;
 
 use crate::report::{Row, SECTIONS, Status};
+use crate::sections::hvt::Harness;
 use crate::sections::{Counts, HELLO_VARIANTS, Prepared, WWW_VARIANTS, progress};
 use crate::setup::{Availability, Env, Profile, Variant};
 
@@ -126,28 +128,36 @@ fn build_all(
 struct Programs {
     static_hello: Result<std::path::PathBuf, String>,
     bare_kvm: Result<std::path::PathBuf, String>,
-    hvt: Result<(), String>,
+    hvt: Result<Harness, String>,
 }
 
-fn build_programs(env: &Env, wants: &dyn Fn(&str) -> bool) -> Programs {
-    let not_needed = || Err("not needed".to_string());
+/// Builds the baselines and the hvt section's programs; `harness` is the
+/// one [`Env::build_kiln`] built, if it did.
+fn build_programs(
+    env: &Env,
+    wants: &dyn Fn(&str) -> bool,
+    harness: Option<&std::path::Path>,
+) -> Programs {
+    let not_needed = || "not needed".to_string();
     let static_hello = if wants("boot") || wants("size") {
         progress("building the static C baseline");
         env.build_static_hello().map_err(|e| e.to_string())
     } else {
-        not_needed()
+        Err(not_needed())
     };
     let bare_kvm = if wants("boot") || wants("size") || wants("hvt") {
         progress("building kiln-hvt's bare-kvm example");
         env.build_bare_kvm().map_err(|e| e.to_string())
     } else {
-        not_needed()
+        Err(not_needed())
     };
-    let hvt = if wants("hvt") && setup::kvm_missing().is_none() {
-        progress("building kiln-hvt and its bench harness");
-        sections::hvt::build(env).map_err(|e| e.to_string())
-    } else {
-        Err("not needed".to_string())
+    let hvt = match harness {
+        Some(path) => Ok(Harness::Built(path.to_owned())),
+        None if wants("hvt") && setup::kvm_missing().is_none() => {
+            progress("building kiln-hvt and its bench harness");
+            sections::hvt::build(env).map_err(|e| e.to_string())
+        }
+        None => Err(not_needed()),
     };
     Programs {
         static_hello,
@@ -160,12 +170,17 @@ fn build_programs(env: &Env, wants: &dyn Fn(&str) -> bool) -> Programs {
 /// in the command's target directory on one thread while `kiln build`
 /// makes the images in the unikernel target directory on this one (each
 /// directory takes one build at a time).
-fn prepare(env: Env, counts: Counts, sections: &[&str]) -> Prepared {
+fn prepare(
+    env: Env,
+    counts: Counts,
+    sections: &[&str],
+    harness: Option<&std::path::Path>,
+) -> Prepared {
     let wants = |s: &str| sections.contains(&s);
     // A quick build section times rebuilds of hello beside its images.
     let images_for_build = wants("build") && counts.quick;
     let (programs, images) = std::thread::scope(|scope| {
-        let programs = scope.spawn(|| build_programs(&env, &wants));
+        let programs = scope.spawn(|| build_programs(&env, &wants, harness));
         let hello = if wants("boot") || wants("size") || wants("memory") || images_for_build {
             build_all(&env, "hello", None, &HELLO_VARIANTS, false)
         } else {
@@ -222,7 +237,7 @@ fn prepare(env: Env, counts: Counts, sections: &[&str]) -> Prepared {
         counts,
         static_hello: programs.static_hello,
         bare_kvm: programs.bare_kvm,
-        hvt_programs: programs.hvt,
+        hvt_harness: programs.hvt,
         hello,
         www,
         www_big,
@@ -333,12 +348,15 @@ fn main() -> ExitCode {
     progress(&format!("building kiln ({})", env.profile.dir()));
     let built = env.build_kiln();
     phases.done("kiln");
-    if let Err(e) = built {
-        eprintln!("kiln-bench: error: cannot build the kiln tool: {e}");
-        return ExitCode::FAILURE;
-    }
+    let harness = match built {
+        Ok(harness) => harness,
+        Err(e) => {
+            eprintln!("kiln-bench: error: cannot build the kiln tool: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let docs_path = env.workspace.join("docs/benchmarks.md");
-    let prepared = prepare(env, Counts::new(args.quick), &sections);
+    let prepared = prepare(env, Counts::new(args.quick), &sections, harness.as_deref());
     phases.done("images and baselines");
     let mut rows = Vec::new();
     for section in &sections {

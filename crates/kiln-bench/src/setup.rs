@@ -115,8 +115,8 @@ impl Env {
     }
 
     /// `cargo build` (`--release` unless the profile is dev) of `extra` in
-    /// the workspace.
-    pub fn cargo_build(&self, extra: &[&str]) -> Result<(), BenchError> {
+    /// the workspace; cargo's stdout.
+    pub fn cargo_build(&self, extra: &[&str]) -> Result<String, BenchError> {
         let mut a = argv([self.cargo.as_os_str()]);
         a.extend(argv(["build", "--quiet", "--manifest-path"]));
         a.push(self.workspace.join("Cargo.toml").into());
@@ -126,7 +126,7 @@ impl Env {
         a.extend(argv(extra));
         let target = self.target_dir.as_os_str();
         let env = [("CARGO_TARGET_DIR", Some(target))];
-        exec::run_ok(
+        let f = exec::run_ok(
             &a,
             Context {
                 dir: Some(&self.workspace),
@@ -134,19 +134,34 @@ impl Env {
             },
             BUILD_LIMIT,
         )?;
-        Ok(())
+        Ok(f.stdout)
     }
 
     /// Builds the `kiln` tool. With the dev profile: every binary and
-    /// example of the workspace (`kiln`, `kiln-hvt`, `bare-kvm`), whose
-    /// dependencies then have the features `cargo test --workspace` gave
-    /// them, so that after the tests nothing compiles again (one package
-    /// alone would resolve other features and compile its dependencies
-    /// anew).
-    pub fn build_kiln(&self) -> Result<(), BenchError> {
+    /// example of the workspace (`kiln`, `kiln-hvt`, `bare-kvm`) and
+    /// kiln-hvt's bench harness, whose dependencies then have the features
+    /// `cargo test --workspace` gave them, so that after the tests only the
+    /// harness compiles (one package alone would resolve other features
+    /// and compile its dependencies anew); the harness's path.
+    pub fn build_kiln(&self) -> Result<Option<PathBuf>, BenchError> {
         match self.profile {
-            Profile::Release => self.cargo_build(&["-p", "kiln"]),
-            Profile::Dev => self.cargo_build(&["--workspace", "--bins", "--examples"]),
+            Profile::Release => self.cargo_build(&["-p", "kiln"]).map(|_| None),
+            Profile::Dev => {
+                let out = self.cargo_build(&[
+                    "--workspace",
+                    "--bins",
+                    "--examples",
+                    "--bench",
+                    "hvt",
+                    "--message-format=json-render-diagnostics",
+                ])?;
+                bench_executable(&out, "hvt").map(Some).ok_or_else(|| {
+                    BenchError::Setup(format!(
+                        "cargo did not say where it built kiln-hvt's bench harness: {}",
+                        tail(&out, 300)
+                    ))
+                })
+            }
         }
     }
 
@@ -235,6 +250,21 @@ impl Env {
         std::fs::write(&manifest, out).map_err(|e| BenchError::io("write", &manifest, e))?;
         Ok(to)
     }
+}
+
+/// The executable of the bench target `name` in cargo's JSON messages.
+fn bench_executable(messages: &str, name: &str) -> Option<PathBuf> {
+    messages
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|m| {
+            let target = &m["target"];
+            target["name"] == name
+                && target["kind"]
+                    .as_array()
+                    .is_some_and(|k| k.iter().any(|k| k == "bench"))
+        })
+        .and_then(|m| m["executable"].as_str().map(PathBuf::from))
 }
 
 /// Copies a file or a directory tree (symbolic links are left out).
@@ -599,6 +629,19 @@ mod tests {
         assert!(doc.get("dev-dependencies").is_none());
         assert!(doc.get("lints").is_none());
         assert!(doc.get("workspace").is_some());
+    }
+
+    #[test]
+    fn finds_the_bench_executable() {
+        let messages = "{\"reason\":\"compiler-artifact\",\"target\":{\"kind\":[\"bin\"],\"name\":\"hvt\"},\"executable\":\"/t/debug/hvt\"}\n\
+                        not json\n\
+                        {\"reason\":\"compiler-artifact\",\"target\":{\"kind\":[\"bench\"],\"name\":\"hvt\"},\"executable\":\"/t/debug/deps/hvt-1f\"}\n\
+                        {\"reason\":\"build-finished\",\"success\":true}\n";
+        assert_eq!(
+            bench_executable(messages, "hvt"),
+            Some(PathBuf::from("/t/debug/deps/hvt-1f"))
+        );
+        assert_eq!(bench_executable(messages, "store"), None);
     }
 
     #[test]

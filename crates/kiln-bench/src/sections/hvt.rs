@@ -1,24 +1,24 @@
 //! hvt: the tender's own costs, from kiln-hvt's benchmark harness
 //! (`cargo bench -p kiln-hvt --bench hvt`): an image that halts at once
 //! beside bare-kvm, the cost of one VM exit, POLL timeout precision, and
-//! frames through an echo guest. A quick run builds kiln-hvt and the
-//! harness with the dev profile, and its rows say so.
+//! frames through an echo guest. A quick run runs the dev builds of
+//! kiln-hvt and the harness that `cargo build --workspace` made, and its
+//! rows say so.
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{Prepared, progress};
 use crate::error::{BenchError, tail};
 use crate::exec::{self, Argv, Context, argv};
 use crate::report::{Baseline, Row, Status, Summary, ms};
-use crate::setup::{BUILD_LIMIT, Env, Profile, kvm_missing};
+use crate::setup::{BUILD_LIMIT, Env, kvm_missing};
 
 const SECTION: &str = "hvt";
 const LIMIT: Duration = Duration::from_secs(900);
 
-/// `cargo bench` of kiln-hvt's harness (with the dev profile in a quick
-/// run), then `tail`.
+/// `cargo bench` of kiln-hvt's harness, then `tail`.
 fn bench_argv(env: &Env, tail: &[&str]) -> Argv {
     let mut a = argv([env.cargo.as_os_str()]);
     a.extend(argv([
@@ -31,32 +31,39 @@ fn bench_argv(env: &Env, tail: &[&str]) -> Argv {
         "--manifest-path",
     ]));
     a.push(env.workspace.join("Cargo.toml").into());
-    if env.profile == Profile::Dev {
-        a.extend(argv(["--profile", "dev"]));
-    }
     a.extend(argv(tail));
     a
 }
 
-/// Builds what the section runs: `kiln-hvt` (all modules; with the dev
-/// profile [`Env::build_kiln`] has) and the harness.
-pub fn build(env: &Env) -> Result<(), BenchError> {
-    if env.profile == Profile::Release {
-        env.cargo_build(&["-p", "kiln-hvt", "--bin", "kiln-hvt"])?;
-    }
+/// How the section runs kiln-hvt's bench harness.
+#[derive(Debug, Clone)]
+pub enum Harness {
+    /// Through `cargo bench` (full runs).
+    Cargo,
+    /// This executable, which [`Env::build_kiln`] built (quick runs).
+    Built(PathBuf),
+}
+
+/// Builds what the section runs with the release profile: `kiln-hvt`
+/// (all modules) and the harness.
+pub fn build(env: &Env) -> Result<Harness, BenchError> {
+    env.cargo_build(&["-p", "kiln-hvt", "--bin", "kiln-hvt"])?;
     let vars = [("CARGO_TARGET_DIR", Some(env.target_dir.as_os_str()))];
     let ctx = Context {
         dir: Some(&env.workspace),
         env: &vars,
     };
     exec::run_ok(&bench_argv(env, &["--no-run"]), ctx, BUILD_LIMIT)?;
-    Ok(())
+    Ok(Harness::Cargo)
 }
 
 /// Runs the harness with `args`; its stdout.
-fn harness(p: &Prepared, args: &[&str]) -> Result<String, BenchError> {
+fn harness(p: &Prepared, harness: &Harness, args: &[&str]) -> Result<String, BenchError> {
     let env = &p.env;
-    let mut a = bench_argv(env, &["--"]);
+    let mut a = match harness {
+        Harness::Cargo => bench_argv(env, &["--"]),
+        Harness::Built(path) => argv([path]),
+    };
     a.extend(argv(args));
     let runs = OsString::from(if p.counts.quick { "3" } else { "10" });
     let frames = OsString::from(if p.counts.quick { "2000" } else { "20000" });
@@ -210,21 +217,22 @@ pub fn run(p: &Prepared) -> Vec<Row> {
     let failed = |name: &str, e: BenchError| {
         Row::missing(SECTION, name, "hvt", "—", Status::Failed(e.to_string()))
     };
-    let built = match &p.hvt_programs {
-        Ok(()) => harness(p, &["write-guests", &guests_arg]),
-        Err(why) => Err(BenchError::Setup(format!(
-            "cannot build kiln-hvt and its harness: {why}"
-        ))),
+    let h = match &p.hvt_harness {
+        Ok(h) => h,
+        Err(why) => {
+            let e = BenchError::Setup(format!("cannot build kiln-hvt and its harness: {why}"));
+            return vec![failed("kiln-hvt harness", e)];
+        }
     };
-    match built.and_then(|_| halt_rows(p, &guests)) {
+    match harness(p, h, &["write-guests", &guests_arg]).and_then(|_| halt_rows(p, &guests)) {
         Ok(r) => rows.extend(r),
         Err(e) => rows.push(failed("halt guest boot", e)),
     }
-    match harness(p, &["exits"]).and_then(|out| exit_rows(&out)) {
+    match harness(p, h, &["exits"]).and_then(|out| exit_rows(&out)) {
         Ok(r) => rows.extend(r),
         Err(e) => rows.push(failed("exits", e)),
     }
-    match harness(p, &["net"]).and_then(|out| net_rows(&out)) {
+    match harness(p, h, &["net"]).and_then(|out| net_rows(&out)) {
         Ok(r) => rows.extend(r),
         Err(e) => rows.push(failed("net echo", e)),
     }

@@ -62,8 +62,9 @@ pub struct Prepared {
     pub static_hello: Result<PathBuf, String>,
     /// The bare KVM baseline, or why there is none.
     pub bare_kvm: Result<PathBuf, String>,
-    /// Whether kiln-hvt and its harness were built (the hvt section).
-    pub hvt_programs: Result<(), String>,
+    /// How to run kiln-hvt's harness (the hvt section), or why it cannot
+    /// be built.
+    pub hvt_harness: Result<hvt::Harness, String>,
     /// hello per target.
     pub hello: Vec<(Variant, Availability)>,
     /// www per target.
