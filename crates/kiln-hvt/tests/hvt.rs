@@ -4,7 +4,9 @@
 mod support;
 
 use kiln_abi::MftEntry;
-use support::{Guest, PF_R, PF_X, PT_LOAD, Phdr, TempDir, kvm_available, run_guest, run_hvt};
+use support::{
+    Guest, PF_R, PF_W, PF_X, Phdr, TempDir, hvt_cmd, kvm_available, load_phdr, run_guest, run_hvt,
+};
 
 fn assert_refused(run: &support::Run, needles: &[&str]) {
     assert_eq!(run.signal, None, "tender crashed: {run:?}");
@@ -86,11 +88,11 @@ fn boot_info_and_registers_follow_the_abi() {
     let mut g = Guest::new();
     let slot = g.data(&[0u8; 16]);
     // mov [abs32], rdi  (48 89 3c 25 imm32); mov [abs32], rsp (48 89 24 25 imm32)
-    g.code.extend_from_slice(&[0x48, 0x89, 0x3c, 0x25]);
-    g.code.extend_from_slice(&(slot as u32).to_le_bytes());
-    g.code.extend_from_slice(&[0x48, 0x89, 0x24, 0x25]);
-    g.code.extend_from_slice(&((slot + 8) as u32).to_le_bytes());
-    g.puts_at(0x5000, 40).puts_at(slot, 16).halt(0);
+    g.at_addr(&[0x48, 0x89, 0x3c, 0x25], slot)
+        .at_addr(&[0x48, 0x89, 0x24, 0x25], slot + 8)
+        .puts_at(0x5000, 40)
+        .puts_at(slot, 16)
+        .halt(0);
     let path = dir.write("bi.hvt", &g.build());
     let run = run_hvt(&["--mem=16", &path.display().to_string(), "--times=3", "x"]);
     assert_eq!(run.code, Some(0), "{run:?}");
@@ -155,11 +157,8 @@ fn poll_waits_for_its_timeout() {
     }
     let dir = TempDir::new();
     let mut g = Guest::new();
-    let mut arg = Vec::new();
-    arg.extend_from_slice(&300_000_000u64.to_le_bytes()); // 300 ms
-    arg.extend_from_slice(&u64::MAX.to_le_bytes()); // ready_set, overwritten
-    arg.extend_from_slice(&[0xff; 8]); // ret, overwritten
-    let p = g.data(&arg);
+    // 300 ms; ready_set and ret, both overwritten.
+    let p = g.words(&[300_000_000, u64::MAX, u64::MAX]);
     g.hypercall(3, p).puts_at(p + 8, 12).halt(0);
     let start = std::time::Instant::now();
     let (run, _) = run_guest(&dir, &g, &[]);
@@ -183,12 +182,7 @@ fn block_read_write_and_bad_offsets() {
     let pattern = g.data(&[b'K'; 512]);
     let buf = g.data(&[0u8; 512]);
     let block_arg = |g: &mut Guest, offset: u64, data: u64, len: u64| {
-        let mut a = Vec::new();
-        for v in [1u64, offset, data, len] {
-            a.extend_from_slice(&v.to_le_bytes());
-        }
-        a.extend_from_slice(&[0xee; 8]);
-        g.data(&a)
+        g.words(&[1, offset, data, len, support::UNSET])
     };
     let w = block_arg(&mut g, 512, pattern, 512);
     let r = block_arg(&mut g, 512, buf, 512);
@@ -350,13 +344,9 @@ fn flags_for_undeclared_devices_are_refused() {
 #[test]
 fn one_descriptor_for_two_net_devices_is_refused() {
     use std::os::fd::AsRawFd;
-    use std::os::unix::net::UnixDatagram;
 
     let dir = TempDir::new();
-    let (_host, guest_end) = UnixDatagram::pair().unwrap();
-    // SAFETY: F_SETFD on a descriptor this test owns only clears CLOEXEC.
-    let ret = unsafe { libc::fcntl(guest_end.as_raw_fd(), libc::F_SETFD, 0) };
-    assert_eq!(ret, 0);
+    let (_host, guest_end, _) = support::inherited_socket();
     let mut g = Guest::with_devices([MftEntry::net("a"), MftEntry::net("b")]);
     g.halt(0);
     let fd = guest_end.as_raw_fd();
@@ -399,6 +389,13 @@ fn bad_block_backing_is_refused() {
     );
 }
 
+/// `base` spoiled by `spoil` is refused as an invalid image, for `needles`.
+fn refused_spoiled(base: &Guest, spoil: impl FnOnce(&mut Guest), needles: &[&str]) {
+    let mut g = base.clone();
+    spoil(&mut g);
+    refused_image(&g, needles);
+}
+
 fn refused_image(guest: &Guest, needles: &[&str]) {
     let dir = TempDir::new();
     let (run, path) = run_guest(&dir, guest, &[]);
@@ -422,178 +419,135 @@ fn malformed_images_are_refused() {
         assert_refused(&run, &["invalid hvt image"]);
     }
 
-    let mut g = hello.clone();
-    g.machine = 3;
-    refused_image(&g, &["ELF machine is 3, expected x86_64"]);
-
-    let mut g = hello.clone();
-    g.e_type = 3;
-    refused_image(&g, &["expected a static executable (ET_EXEC"]);
-
-    let mut g = hello.clone();
-    g.with_notes = false;
-    refused_image(&g, &["no Solo5 ABI note"]);
-
-    let mut g = hello.clone();
-    g.abi_note = kiln_abi::AbiNote::spt().to_bytes().to_vec();
-    refused_image(
-        &g,
+    refused_spoiled(
+        &hello,
+        |g| g.machine = 3,
+        &["ELF machine is 3, expected x86_64"],
+    );
+    refused_spoiled(
+        &hello,
+        |g| g.e_type = 3,
+        &["expected a static executable (ET_EXEC"],
+    );
+    refused_spoiled(&hello, |g| g.with_notes = false, &["no Solo5 ABI note"]);
+    refused_spoiled(
+        &hello,
+        |g| g.abi_note = kiln_abi::AbiNote::spt().to_bytes().to_vec(),
         &["built for the spt target, not hvt; hint: run it with kiln-spt"],
     );
-
-    let mut g = hello.clone();
-    g.abi_note = kiln_abi::AbiNote::new(kiln_abi::AbiTarget::Hvt, 1)
-        .to_bytes()
-        .to_vec();
-    refused_image(&g, &["hvt ABI version 1, kiln-hvt implements version 2"]);
-
-    let mut g = hello.clone();
-    g.mft_note.clear();
-    refused_image(&g, &["no Solo5 manifest note"]);
+    refused_spoiled(
+        &hello,
+        |g| {
+            g.abi_note = kiln_abi::AbiNote::new(kiln_abi::AbiTarget::Hvt, 1)
+                .to_bytes()
+                .to_vec();
+        },
+        &["hvt ABI version 1, kiln-hvt implements version 2"],
+    );
+    refused_spoiled(&hello, |g| g.mft_note.clear(), &["no Solo5 manifest note"]);
 
     // Manifest claiming too many entries.
-    let mut g = hello.clone();
-    g.mft_note[28..32].copy_from_slice(&65u32.to_le_bytes());
-    refused_image(&g, &["invalid manifest", "declares 65 entries"]);
+    refused_spoiled(
+        &hello,
+        |g| g.mft_note[28..32].copy_from_slice(&65u32.to_le_bytes()),
+        &["invalid manifest", "declares 65 entries"],
+    );
 
     // Manifest note too large.
-    let mut g = hello.clone();
-    let mut big = vec![0u8; 20 + 4 + 8 + 70 * 104];
-    big[..20].copy_from_slice(&g.mft_note[..20]);
-    let descsz = (big.len() - 20) as u32;
-    big[4..8].copy_from_slice(&descsz.to_le_bytes());
-    g.mft_note = big;
-    refused_image(&g, &["invalid manifest", "more than the"]);
+    refused_spoiled(
+        &hello,
+        |g| {
+            let mut big = vec![0u8; 20 + 4 + 8 + 70 * 104];
+            big[..20].copy_from_slice(&g.mft_note[..20]);
+            let descsz = (big.len() - 20) as u32;
+            big[4..8].copy_from_slice(&descsz.to_le_bytes());
+            g.mft_note = big;
+        },
+        &["invalid manifest", "more than the"],
+    );
 
-    // Bad device name: a space in it.
-    let mut g = Guest::with_devices([MftEntry::net("service")]);
-    g.halt(0);
+    // Bad device names in a manifest of net devices.
+    let mut service = Guest::with_devices([MftEntry::net("service")]);
+    service.halt(0);
     let name_at = 24 + 8 + 104;
-    g.mft_note[name_at + 3] = b' ';
-    refused_image(&g, &["invalid name", "ser\\x20ice"]);
-
-    // Unterminated name.
-    let mut g = Guest::with_devices([MftEntry::net("service")]);
-    g.halt(0);
-    g.mft_note[name_at..name_at + 68].fill(b'a');
-    refused_image(&g, &["entry 1 has a name without a terminator"]);
+    // A space in it.
+    refused_spoiled(
+        &service,
+        |g| g.mft_note[name_at + 3] = b' ',
+        &["invalid name", "ser\\x20ice"],
+    );
+    // Unterminated.
+    refused_spoiled(
+        &service,
+        |g| g.mft_note[name_at..name_at + 68].fill(b'a'),
+        &["entry 1 has a name without a terminator"],
+    );
 
     // Duplicate names (patched after the const builder would refuse them).
     let mut g = Guest::with_devices([MftEntry::net("aa"), MftEntry::block("bb")]);
     g.halt(0);
-    g.mft_note[name_at + 104..name_at + 106].copy_from_slice(b"aa");
-    refused_image(&g, &["entries 1 and 2 have the same name \"aa\""]);
+    refused_spoiled(
+        &g,
+        |g| g.mft_note[name_at + 104..name_at + 106].copy_from_slice(b"aa"),
+        &["entries 1 and 2 have the same name \"aa\""],
+    );
 
     // Entry point outside the image / in a non-executable segment.
-    let mut g = hello.clone();
-    g.entry = 0x20_0000;
-    refused_image(&g, &["entry point 0x200000 is not inside"]);
-    let mut g = hello.clone();
-    g.entry = support::DATA_BASE;
-    refused_image(&g, &["entry point 0x101000 is not inside"]);
-
-    // Overlapping segments.
-    let mut g = hello.clone();
-    g.extra_phdrs.push(Phdr {
-        p_type: PT_LOAD,
-        flags: PF_R,
-        offset: 0x1000,
-        vaddr: 0x10_0800,
-        filesz: 0x10,
-        memsz: 0x1000,
-        align: 0x1000,
-    });
-    refused_image(&g, &["overlap in memory"]);
-
-    // Huge segment: address + size overflows.
-    let mut g = hello.clone();
-    g.extra_phdrs.push(Phdr {
-        p_type: PT_LOAD,
-        flags: PF_R,
-        offset: 0,
-        vaddr: 0x20_0000,
-        filesz: 0,
-        memsz: u64::MAX - 0x1000,
-        align: 0x1000,
-    });
-    refused_image(&g, &["overflows"]);
-
-    // Segment outside guest memory (default 512 MiB).
-    let mut g = hello.clone();
-    g.extra_phdrs.push(Phdr {
-        p_type: PT_LOAD,
-        flags: PF_R,
-        offset: 0,
-        vaddr: 0x4000_0000,
-        filesz: 0x10,
-        memsz: 0x10,
-        align: 0x1000,
-    });
-    refused_image(
-        &g,
-        &[
-            "does not fit in guest memory (0..0x20000000)",
-            "hint: give more memory",
-        ],
+    refused_spoiled(
+        &hello,
+        |g| g.entry = 0x20_0000,
+        &["entry point 0x200000 is not inside"],
+    );
+    refused_spoiled(
+        &hello,
+        |g| g.entry = support::DATA_BASE,
+        &["entry point 0x101000 is not inside"],
     );
 
-    // Segment below the boot info / page table area.
-    let mut g = hello.clone();
-    g.extra_phdrs.push(Phdr {
-        p_type: PT_LOAD,
-        flags: PF_R | PF_X,
-        offset: 0,
-        vaddr: 0x4000,
-        filesz: 0x10,
-        memsz: 0x10,
-        align: 0x1000,
-    });
-    refused_image(&g, &["starts at 0x4000, below 0x100000"]);
-
-    // File range outside the file.
-    let mut g = hello.clone();
-    g.extra_phdrs.push(Phdr {
-        p_type: PT_LOAD,
-        flags: PF_R,
-        offset: 0xffff_0000,
-        vaddr: 0x30_0000,
-        filesz: 0x10,
-        memsz: 0x10,
-        align: 0x1000,
-    });
-    refused_image(
-        &g,
-        &["file range (offset 0xffff0000, size 0x10) is outside the file"],
-    );
-
-    // Writable and executable.
-    let mut g = hello.clone();
-    g.extra_phdrs.push(Phdr {
-        p_type: PT_LOAD,
-        flags: PF_R | support::PF_W | PF_X,
-        offset: 0,
-        vaddr: 0x30_0000,
-        filesz: 0x10,
-        memsz: 0x10,
-        align: 0x1000,
-    });
-    refused_image(
-        &g,
-        &["segment 3 at 0x300000 is both writable and executable"],
-    );
-
-    // memsz < filesz.
-    let mut g = hello.clone();
-    g.extra_phdrs.push(Phdr {
-        p_type: PT_LOAD,
-        flags: PF_R,
-        offset: 0,
-        vaddr: 0x30_0000,
-        filesz: 0x10,
-        memsz: 0x8,
-        align: 0x1000,
-    });
-    refused_image(&g, &["memory size 0x8 is smaller than its file size 0x10"]);
+    // One extra segment each, and what is refused.
+    let segments: [(Phdr, &[&str]); 7] = [
+        // Overlapping segments.
+        (
+            load_phdr(PF_R, 0x1000, 0x10_0800, 0x10, 0x1000),
+            &["overlap in memory"],
+        ),
+        // Huge segment: address + size overflows.
+        (
+            load_phdr(PF_R, 0, 0x20_0000, 0, u64::MAX - 0x1000),
+            &["overflows"],
+        ),
+        // Segment outside guest memory (default 512 MiB).
+        (
+            load_phdr(PF_R, 0, 0x4000_0000, 0x10, 0x10),
+            &[
+                "does not fit in guest memory (0..0x20000000)",
+                "hint: give more memory",
+            ],
+        ),
+        // Segment below the boot info / page table area.
+        (
+            load_phdr(PF_R | PF_X, 0, 0x4000, 0x10, 0x10),
+            &["starts at 0x4000, below 0x100000"],
+        ),
+        // File range outside the file.
+        (
+            load_phdr(PF_R, 0xffff_0000, 0x30_0000, 0x10, 0x10),
+            &["file range (offset 0xffff0000, size 0x10) is outside the file"],
+        ),
+        // Writable and executable.
+        (
+            load_phdr(PF_R | PF_W | PF_X, 0, 0x30_0000, 0x10, 0x10),
+            &["segment 3 at 0x300000 is both writable and executable"],
+        ),
+        // memsz < filesz.
+        (
+            load_phdr(PF_R, 0, 0x30_0000, 0x10, 0x8),
+            &["memory size 0x8 is smaller than its file size 0x10"],
+        ),
+    ];
+    for (phdr, needles) in segments {
+        refused_spoiled(&hello, |g| g.extra_phdrs.push(phdr), needles);
+    }
 }
 
 #[test]
@@ -629,42 +583,19 @@ fn cli_errors() {
 #[cfg(feature = "net")]
 #[test]
 fn net_write_poll_and_read_over_an_inherited_socket() {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::net::UnixDatagram;
-    use std::time::Duration;
-
     if !kvm_available() {
         return;
     }
     let dir = TempDir::new();
-    let (host, guest_end) = UnixDatagram::pair().unwrap();
-    host.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    // The tender inherits `guest_end` by number.
-    // SAFETY: F_SETFD on a descriptor this test owns only clears CLOEXEC.
-    let ret = unsafe { libc::fcntl(guest_end.as_raw_fd(), libc::F_SETFD, 0) };
-    assert_eq!(ret, 0);
+    // The tender inherits the guest end by number.
+    let (host, guest_end, flag) = support::inherited_socket();
 
     let mut g = Guest::with_devices([MftEntry::net("service")]);
     let frame = g.data(&[0xabu8; 60]);
     let buf = g.data(&[0u8; 1514]);
-    let mut w = Vec::new();
-    for v in [1u64, frame, 60] {
-        w.extend_from_slice(&v.to_le_bytes());
-    }
-    w.extend_from_slice(&[0xee; 8]);
-    let w = g.data(&w);
-    let mut p = Vec::new();
-    for v in [5_000_000_000u64, 0, 0] {
-        p.extend_from_slice(&v.to_le_bytes());
-    }
-    let p = g.data(&p);
-    let mut r = Vec::new();
-    for v in [1u64, buf, 1514] {
-        r.extend_from_slice(&v.to_le_bytes());
-    }
-    r.extend_from_slice(&[0xee; 8]);
-    let r = g.data(&r);
+    let w = g.words(&[1, frame, 60, support::UNSET]);
+    let p = g.words(&[5_000_000_000, 0, 0]);
+    let r = g.words(&[1, buf, 1514, support::UNSET]);
     g.hypercall(6, w)
         .hypercall(3, p)
         .hypercall(7, r)
@@ -675,8 +606,8 @@ fn net_write_poll_and_read_over_an_inherited_socket() {
         .halt(0);
     let path = dir.write("net.hvt", &g.build());
     let child = support::spawn(
-        std::process::Command::new(env!("CARGO_BIN_EXE_kiln-hvt"))
-            .arg(format!("--net:service=@{}", guest_end.as_raw_fd()))
+        hvt_cmd()
+            .arg(&flag)
             .arg("--net-mac:service=02:00:00:00:00:01")
             .arg(&path),
     );
@@ -704,30 +635,17 @@ fn net_write_poll_and_read_over_an_inherited_socket() {
 #[cfg(feature = "net")]
 #[test]
 fn zero_timeout_poll_reports_a_ready_device() {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::net::UnixDatagram;
-    use std::time::Duration;
-
     if !kvm_available() {
         return;
     }
     let dir = TempDir::new();
-    let (host, guest_end) = UnixDatagram::pair().unwrap();
-    host.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    // SAFETY: F_SETFD on a descriptor this test owns only clears CLOEXEC.
-    let ret = unsafe { libc::fcntl(guest_end.as_raw_fd(), libc::F_SETFD, 0) };
-    assert_eq!(ret, 0);
+    let (host, guest_end, flag) = support::inherited_socket();
 
     let mut g = Guest::with_devices([MftEntry::net("service")]);
     let frame = g.data(&[0x11u8; 60]);
-    let words = |g: &mut Guest, w: &[u64]| {
-        let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
-        g.data(&bytes)
-    };
-    let w = words(&mut g, &[1, frame, 60, 0]);
-    let wait = words(&mut g, &[5_000_000_000, 0, 0]);
-    let now = words(&mut g, &[0, u64::MAX, u64::MAX]);
+    let w = g.words(&[1, frame, 60, 0]);
+    let wait = g.words(&[5_000_000_000, 0, 0]);
+    let now = g.words(&[0, u64::MAX, u64::MAX]);
     // Send a frame, wait for the answer, then poll again without waiting:
     // the answer is still unread, so the handle must be reported.
     g.hypercall(6, w)
@@ -736,11 +654,7 @@ fn zero_timeout_poll_reports_a_ready_device() {
         .puts_at(now + 8, 12)
         .halt(0);
     let path = dir.write("poll0.hvt", &g.build());
-    let child = support::spawn(
-        std::process::Command::new(env!("CARGO_BIN_EXE_kiln-hvt"))
-            .arg(format!("--net:service=@{}", guest_end.as_raw_fd()))
-            .arg(&path),
-    );
+    let child = support::spawn(hvt_cmd().arg(&flag).arg(&path));
     drop(guest_end);
     let mut got = [0u8; 128];
     let n = host.recv(&mut got).expect("frame from the guest");
@@ -786,12 +700,7 @@ fn hostile_block_buffer_is_stopped() {
     // Block read into a buffer past the end of memory.
     let disk = dir.write("d.img", &[0u8; 1024]);
     let mut g = Guest::with_devices([MftEntry::block("disk")]);
-    let mut a = Vec::new();
-    for v in [1u64, 0, (8 << 20) - 256, 512] {
-        a.extend_from_slice(&v.to_le_bytes());
-    }
-    a.extend_from_slice(&[0; 8]);
-    let arg = g.data(&a);
+    let arg = g.words(&[1, 0, (8 << 20) - 256, 512, 0]);
     g.hypercall(5, arg).halt(0);
     let flag = format!("--block:disk={}", disk.display());
     let (run, _) = run_guest(&dir, &g, &["--mem=8", &flag]);
@@ -872,12 +781,7 @@ fn tap_interface_in_a_namespace_carries_frames() {
     frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x07, 0x88, 0xb5]);
     frame.resize(60, 0x5a);
     let f = g.data(&frame);
-    let mut w = Vec::new();
-    for v in [1u64, f, 60] {
-        w.extend_from_slice(&v.to_le_bytes());
-    }
-    w.extend_from_slice(&[0xee; 8]);
-    let w = g.data(&w);
+    let w = g.words(&[1, f, 60, support::UNSET]);
     g.hypercall(6, w).puts_at(w + 24, 4).halt(0);
     let path = dir.write("tap.hvt", &g.build());
     let before = ns.rx_packets();
@@ -923,14 +827,10 @@ fn seccomp_filter_is_on_while_the_guest_runs() {
     }
     let dir = TempDir::new();
     let mut g = Guest::new();
-    let mut arg = Vec::new();
-    arg.extend_from_slice(&3_000_000_000u64.to_le_bytes()); // 3 s
-    arg.extend_from_slice(&[0; 16]);
-    let p = g.data(&arg);
+    let p = g.words(&[3_000_000_000, 0, 0]); // 3 s
     g.hypercall(3, p).halt(0);
     let path = dir.write("s.hvt", &g.build());
-    let child =
-        support::spawn(std::process::Command::new(env!("CARGO_BIN_EXE_kiln-hvt")).arg(&path));
+    let child = support::spawn(hvt_cmd().arg(&path));
     let status_file = format!("/proc/{}/status", child.id());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     let mut mode = String::new();
@@ -983,30 +883,9 @@ fn the_kiln_cpuid_leaf_names_the_extensions() {
     };
     assert_eq!(features(on), expected, "leaf {on:x?}");
     let off = read(&support::run_cmd(
-        std::process::Command::new(env!("CARGO_BIN_EXE_kiln-hvt"))
-            .env(kiln_hvt::NO_EXTENSIONS_ENV, "1")
-            .arg(&path),
+        hvt_cmd().env(kiln_hvt::NO_EXTENSIONS_ENV, "1").arg(&path),
     ));
     assert_eq!(features(off), 0, "leaf {off:x?}");
-}
-
-/// An inherited datagram socket for a `service` net device, and the guest
-/// end's flag.
-#[cfg(feature = "net")]
-fn inherited_socket() -> (
-    std::os::unix::net::UnixDatagram,
-    std::os::fd::OwnedFd,
-    String,
-) {
-    use std::os::fd::AsRawFd;
-    let (host, guest_end) = std::os::unix::net::UnixDatagram::pair().unwrap();
-    host.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    // SAFETY: F_SETFD on a descriptor this test owns only clears CLOEXEC.
-    let ret = unsafe { libc::fcntl(guest_end.as_raw_fd(), libc::F_SETFD, 0) };
-    assert_eq!(ret, 0);
-    let flag = format!("--net:service=@{}", guest_end.as_raw_fd());
-    (host, guest_end.into(), flag)
 }
 
 /// Puts an exchange argument in `g`'s data: `frames` to send, `bufs`
@@ -1020,19 +899,17 @@ fn exchange_arg(
     frames: &[&[u8]],
     bufs: u64,
 ) -> (u64, u64) {
-    let words = |w: &[u64]| -> Vec<u8> { w.iter().flat_map(|v| v.to_le_bytes()).collect() };
-    let mut tx = Vec::new();
-    for f in frames {
-        let at = g.data(f);
-        tx.extend_from_slice(&words(&[at, f.len() as u64]));
-    }
-    let tx = g.data(&tx);
+    let tx: Vec<u64> = frames
+        .iter()
+        .flat_map(|f| [g.data(f), f.len() as u64])
+        .collect();
+    let tx = g.words(&tx);
     let first = g.data(&vec![0u8; 1514 * bufs as usize]);
     let rx: Vec<u64> = (0..bufs)
         .flat_map(|i| [first + i * 1514, 1514, 0])
         .collect();
-    let rx = g.data(&words(&rx));
-    let arg = g.data(&words(&[
+    let rx = g.words(&rx);
+    let arg = g.words(&[
         handle,
         timeout,
         tx,
@@ -1043,7 +920,7 @@ fn exchange_arg(
         0,
         0,
         0,
-    ]));
+    ]);
     (arg, first)
 }
 
@@ -1058,7 +935,7 @@ fn net_exchange_sends_waits_and_reads_in_one_call() {
         return;
     }
     let dir = TempDir::new();
-    let (host, guest_end, flag) = inherited_socket();
+    let (host, guest_end, flag) = support::inherited_socket();
     let mut g = Guest::with_devices([MftEntry::net("service")]);
     let (arg, buf) = exchange_arg(&mut g, 1, 5_000_000_000, &[&[0xa1; 60], &[0xa2; 61]], 2);
     g.hypercall(KILN_NET_EXCHANGE_NR, arg)
@@ -1066,11 +943,7 @@ fn net_exchange_sends_waits_and_reads_in_one_call() {
         .puts_at(buf, 4)
         .halt(0);
     let path = dir.write("exchange.hvt", &g.build());
-    let child = support::spawn(
-        std::process::Command::new(env!("CARGO_BIN_EXE_kiln-hvt"))
-            .arg(&flag)
-            .arg(&path),
-    );
+    let child = support::spawn(hvt_cmd().arg(&flag).arg(&path));
     drop(guest_end);
     let mut got = [0u8; 2048];
     let n = host.recv(&mut got).expect("first frame from the guest");
@@ -1091,6 +964,27 @@ fn net_exchange_sends_waits_and_reads_in_one_call() {
     ]
     .concat();
     assert_eq!(run.stdout, expected, "{run:?}");
+}
+
+/// Asserts that no frame is waiting at `host`.
+#[cfg(feature = "net")]
+fn assert_nothing_sent(host: &std::os::unix::net::UnixDatagram, case: &str) {
+    host.set_nonblocking(true).unwrap();
+    assert!(
+        host.recv(&mut [0u8; 64]).is_err(),
+        "{case}: a frame was sent"
+    );
+}
+
+/// Runs `g` with 8 MiB and its `service` device on a fresh socket, and
+/// asserts that its NET_EXCHANGE was stopped with `message` and sent nothing.
+#[cfg(feature = "net")]
+fn assert_exchange_stopped(dir: &TempDir, g: &Guest, message: &str) {
+    let (host, guest_end, flag) = support::inherited_socket();
+    let (run, _) = run_guest(dir, g, &["--mem=8", &flag]);
+    drop(guest_end);
+    assert_refused(&run, &["guest stopped: net exchange hypercall: ", message]);
+    assert_nothing_sent(&host, message);
 }
 
 /// Hostile NET_EXCHANGE arguments stop the guest with an error naming the
@@ -1117,24 +1011,16 @@ fn hostile_net_exchanges_are_stopped() {
         (32, u64::MAX - 4, "bad rx table address"),
     ];
     for (at, value, message) in cases {
-        let (host, guest_end, flag) = inherited_socket();
         let mut g = Guest::with_devices([MftEntry::net("service")]);
         let (arg, _) = exchange_arg(&mut g, 1, 0, &[&[0xa1; 60]], 1);
         let off = (arg - support::DATA_BASE) as usize + at;
         g.data[off..off + 8].copy_from_slice(&value.to_le_bytes());
         g.hypercall(KILN_NET_EXCHANGE_NR, arg).halt(0);
-        let (run, _) = run_guest(&dir, &g, &["--mem=8", &flag]);
-        drop(guest_end);
-        assert_refused(&run, &["guest stopped: net exchange hypercall: ", message]);
-        host.set_nonblocking(true).unwrap();
-        assert!(
-            host.recv(&mut [0u8; 64]).is_err(),
-            "{message}: a frame was sent"
-        );
+        assert_exchange_stopped(&dir, &g, message);
     }
 
     // A handle that is no net device: EINVAL (2), nothing sent.
-    let (host, guest_end, flag) = inherited_socket();
+    let (host, guest_end, flag) = support::inherited_socket();
     let mut g = Guest::with_devices([MftEntry::net("service")]);
     let (arg, _) = exchange_arg(&mut g, 9, 0, &[&[0xa1; 60]], 1);
     g.hypercall(KILN_NET_EXCHANGE_NR, arg)
@@ -1144,8 +1030,7 @@ fn hostile_net_exchanges_are_stopped() {
     drop(guest_end);
     assert_eq!(run.code, Some(0), "{run:?}");
     assert_eq!(run.stdout, 2i32.to_le_bytes(), "{run:?}");
-    host.set_nonblocking(true).unwrap();
-    assert!(host.recv(&mut [0u8; 64]).is_err(), "a frame was sent");
+    assert_nothing_sent(&host, "handle 9");
 
     // Frame entries: empty, too long, outside memory.
     for (len, data, message) in [
@@ -1157,40 +1042,22 @@ fn hostile_net_exchanges_are_stopped() {
         ),
         (60, Some((8u64 << 20) - 10), "bad tx[0] address"),
     ] {
-        let (host, guest_end, flag) = inherited_socket();
         let mut g = Guest::with_devices([MftEntry::net("service")]);
         let frame = g.data(&[0xa1; 1600]);
-        let tx = g.data(
-            &[data.unwrap_or(frame), len]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<_>>(),
-        );
-        let arg = g.data(
-            &[1u64, 0, tx, 1, 0, 0, 0, 0, 0, 0]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<_>>(),
-        );
+        let tx = g.words(&[data.unwrap_or(frame), len]);
+        let arg = g.words(&[1, 0, tx, 1, 0, 0, 0, 0, 0, 0]);
         g.hypercall(KILN_NET_EXCHANGE_NR, arg).halt(0);
-        let (run, _) = run_guest(&dir, &g, &["--mem=8", &flag]);
-        drop(guest_end);
-        assert_refused(&run, &["guest stopped: net exchange hypercall: ", message]);
-        host.set_nonblocking(true).unwrap();
-        assert!(
-            host.recv(&mut [0u8; 64]).is_err(),
-            "{message}: a frame was sent"
-        );
+        assert_exchange_stopped(&dir, &g, message);
     }
 
     // Without the extension, the port is not a hypercall.
-    let (_host, guest_end, flag) = inherited_socket();
+    let (_host, guest_end, flag) = support::inherited_socket();
     let mut g = Guest::with_devices([MftEntry::net("service")]);
     let (arg, _) = exchange_arg(&mut g, 1, 0, &[&[0xa1; 60]], 1);
     g.hypercall(KILN_NET_EXCHANGE_NR, arg).halt(0);
     let path = dir.write("hidden.hvt", &g.build());
     let run = support::run_cmd(
-        std::process::Command::new(env!("CARGO_BIN_EXE_kiln-hvt"))
+        hvt_cmd()
             .env(kiln_hvt::NO_EXTENSIONS_ENV, "1")
             .arg(&flag)
             .arg(&path),

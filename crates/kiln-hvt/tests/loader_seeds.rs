@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use kiln_abi::MftEntry;
 use kiln_hvt::elf::Image;
-use support::{Guest, PF_R, PT_LOAD, Phdr};
+use support::{Guest, PF_R, load_phdr};
 
 const MEM: u64 = 512 << 20;
 
@@ -27,15 +27,9 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut no_notes = hello.clone();
     no_notes.with_notes = false;
     let mut overlap = hello.clone();
-    overlap.extra_phdrs.push(Phdr {
-        p_type: PT_LOAD,
-        flags: PF_R,
-        offset: 0x1000,
-        vaddr: 0x10_0800,
-        filesz: 0x10,
-        memsz: 0x1000,
-        align: 0x1000,
-    });
+    overlap
+        .extra_phdrs
+        .push(load_phdr(PF_R, 0x1000, 0x10_0800, 0x10, 0x1000));
     let mut count = hello.clone();
     count.mft_note[28..32].copy_from_slice(&65u32.to_le_bytes());
     vec![

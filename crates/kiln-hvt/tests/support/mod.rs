@@ -14,6 +14,8 @@ pub const DATA_BASE: u64 = 0x10_1000;
 const NOTE_OFF: u64 = 0x200;
 const CODE_OFF: u64 = 0x1000;
 const DATA_OFF: u64 = 0x2000;
+/// What test guests put in an OUT field the tender must overwrite.
+pub const UNSET: u64 = 0xeeee_eeee_eeee_eeee;
 pub const PT_LOAD: u32 = 1;
 pub const PT_NOTE: u32 = 4;
 pub const PF_X: u32 = 1;
@@ -44,6 +46,24 @@ pub struct Guest {
     pub machine: u16,
     pub extra_phdrs: Vec<Phdr>,
     pub with_notes: bool,
+}
+
+/// `words` as little-endian 64-bit values.
+pub fn le_words(words: &[u64]) -> Vec<u8> {
+    words.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// A page-aligned `PT_LOAD` header, for the extra segments of hostile images.
+pub fn load_phdr(flags: u32, offset: u64, vaddr: u64, filesz: u64, memsz: u64) -> Phdr {
+    Phdr {
+        p_type: PT_LOAD,
+        flags,
+        offset,
+        vaddr,
+        filesz,
+        memsz,
+        align: 0x1000,
+    }
 }
 
 pub fn mft_bytes<const N: usize>(note: &MftNote<N>) -> Vec<u8> {
@@ -95,6 +115,12 @@ impl Guest {
         gpa
     }
 
+    /// Appends `words` as little-endian 64-bit values to data (a hypercall
+    /// argument structure) and returns its guest address.
+    pub fn words(&mut self, words: &[u64]) -> u64 {
+        self.data(&le_words(words))
+    }
+
     /// `mov eax, imm32; mov dx, port; out dx, eax`.
     pub fn out(&mut self, port: u16, value: u32) -> &mut Self {
         self.code.push(0xb8);
@@ -110,46 +136,42 @@ impl Guest {
         CODE_BASE + self.code.len() as u64
     }
 
-    /// `mov qword [addr], imm32` (sign-extended).
-    pub fn store_imm(&mut self, addr: u64, value: i32) -> &mut Self {
-        self.code.extend_from_slice(&[0x48, 0xc7, 0x04, 0x25]);
+    /// An instruction addressing `[addr]` absolutely: `opcode` (with its
+    /// ModRM and SIB bytes) followed by the 32-bit address.
+    pub fn at_addr(&mut self, opcode: &[u8], addr: u64) -> &mut Self {
+        self.code.extend_from_slice(opcode);
         self.code
             .extend_from_slice(&u32::try_from(addr).unwrap().to_le_bytes());
+        self
+    }
+
+    /// `mov qword [addr], imm32` (sign-extended).
+    pub fn store_imm(&mut self, addr: u64, value: i32) -> &mut Self {
+        self.at_addr(&[0x48, 0xc7, 0x04, 0x25], addr);
         self.code.extend_from_slice(&value.to_le_bytes());
         self
     }
 
     /// `mov rax, qword [addr]`.
     pub fn load_rax(&mut self, addr: u64) -> &mut Self {
-        self.code.extend_from_slice(&[0x48, 0x8b, 0x04, 0x25]);
-        self.code
-            .extend_from_slice(&u32::try_from(addr).unwrap().to_le_bytes());
-        self
+        self.at_addr(&[0x48, 0x8b, 0x04, 0x25], addr)
     }
 
     /// `mov qword [addr], rax`.
     pub fn store_rax(&mut self, addr: u64) -> &mut Self {
-        self.code.extend_from_slice(&[0x48, 0x89, 0x04, 0x25]);
-        self.code
-            .extend_from_slice(&u32::try_from(addr).unwrap().to_le_bytes());
-        self
+        self.at_addr(&[0x48, 0x89, 0x04, 0x25], addr)
     }
 
     /// `cmp dword [addr], imm8`.
     pub fn cmp_dword(&mut self, addr: u64, value: i8) -> &mut Self {
-        self.code.extend_from_slice(&[0x83, 0x3c, 0x25]);
-        self.code
-            .extend_from_slice(&u32::try_from(addr).unwrap().to_le_bytes());
+        self.at_addr(&[0x83, 0x3c, 0x25], addr);
         self.code.push(value as u8);
         self
     }
 
     /// `dec qword [addr]` (sets ZF when it reaches zero).
     pub fn dec(&mut self, addr: u64) -> &mut Self {
-        self.code.extend_from_slice(&[0x48, 0xff, 0x0c, 0x25]);
-        self.code
-            .extend_from_slice(&u32::try_from(addr).unwrap().to_le_bytes());
-        self
+        self.at_addr(&[0x48, 0xff, 0x0c, 0x25], addr)
     }
 
     /// `cpuid` for `leaf` (subleaf 0), then the four 32-bit results
@@ -159,9 +181,7 @@ impl Guest {
         self.code.extend_from_slice(&leaf.to_le_bytes());
         self.code.extend_from_slice(&[0x31, 0xc9, 0x0f, 0xa2]);
         for (i, modrm) in [0x04u8, 0x1c, 0x0c, 0x14].into_iter().enumerate() {
-            self.code.extend_from_slice(&[0x89, modrm, 0x25]);
-            let at = u32::try_from(addr + 4 * i as u64).unwrap();
-            self.code.extend_from_slice(&at.to_le_bytes());
+            self.at_addr(&[0x89, modrm, 0x25], addr + 4 * i as u64);
         }
         self
     }
@@ -198,10 +218,7 @@ impl Guest {
 
     /// `puts(gpa, len)` with the struct placed in data.
     pub fn puts_at(&mut self, data: u64, len: u64) -> &mut Self {
-        let mut arg = Vec::new();
-        arg.extend_from_slice(&data.to_le_bytes());
-        arg.extend_from_slice(&len.to_le_bytes());
-        let a = self.data(&arg);
+        let a = self.words(&[data, len]);
         self.hypercall(2, a)
     }
 
@@ -213,11 +230,8 @@ impl Guest {
 
     /// `halt(status, cookie)`.
     pub fn halt_cookie(&mut self, status: i32, cookie: u64) -> &mut Self {
-        let mut arg = Vec::new();
-        arg.extend_from_slice(&cookie.to_le_bytes());
-        arg.extend_from_slice(&status.to_le_bytes());
-        arg.extend_from_slice(&[0; 4]);
-        let a = self.data(&arg);
+        // The status is an i32 followed by 4 bytes of padding.
+        let a = self.words(&[cookie, u64::from(status as u32)]);
         self.hypercall(8, a);
         // Never reached: spin.
         self.code.extend_from_slice(&[0xeb, 0xfe]);
@@ -383,9 +397,14 @@ impl Run {
     }
 }
 
+/// The `kiln-hvt` binary under test, as a command to add arguments to.
+pub fn hvt_cmd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kiln-hvt"))
+}
+
 /// Runs `kiln-hvt ARGS`, killed after 30 s.
 pub fn run_hvt<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Run {
-    run_cmd(Command::new(env!("CARGO_BIN_EXE_kiln-hvt")).args(args))
+    run_cmd(hvt_cmd().args(args))
 }
 
 pub fn run_cmd(cmd: &mut Command) -> Run {
@@ -449,4 +468,23 @@ pub fn run_guest(dir: &TempDir, guest: &Guest, flags: &[&str]) -> (Run, PathBuf)
 
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
+}
+
+/// A datagram socket pair whose guest end a `kiln-hvt` child inherits by
+/// number: the host end (reads time out after 10 s), the guest end (drop it
+/// once the child runs) and the flag attaching it as net device `service`.
+pub fn inherited_socket() -> (
+    std::os::unix::net::UnixDatagram,
+    std::os::fd::OwnedFd,
+    String,
+) {
+    use std::os::fd::AsRawFd;
+    let (host, guest_end) = std::os::unix::net::UnixDatagram::pair().unwrap();
+    host.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // SAFETY: F_SETFD on a descriptor this test owns only clears CLOEXEC.
+    let ret = unsafe { libc::fcntl(guest_end.as_raw_fd(), libc::F_SETFD, 0) };
+    assert_eq!(ret, 0);
+    let flag = format!("--net:service=@{}", guest_end.as_raw_fd());
+    (host, guest_end.into(), flag)
 }
