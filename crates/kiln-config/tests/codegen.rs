@@ -14,6 +14,46 @@ impl Drop for TempDir {
     }
 }
 
+/// A unikernel crate `name` in a fresh temporary directory (`tag` keeps
+/// the tests apart): its Cargo.toml, `unikernel.toml` and the `sources`
+/// (path under `src/`, contents).
+fn unikernel(tag: &str, name: &str, unikernel_toml: &str, sources: &[(&str, &str)]) -> TempDir {
+    let dir = TempDir(
+        std::env::temp_dir().join(format!("kiln-config-codegen{tag}-{}", std::process::id())),
+    );
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(dir.0.join("src")).unwrap();
+    std::fs::write(
+        dir.0.join("Cargo.toml"),
+        format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.0.join("unikernel.toml"), unikernel_toml).unwrap();
+    for (path, contents) in sources {
+        std::fs::write(dir.0.join("src").join(path), contents).unwrap();
+    }
+    dir
+}
+
+/// The unikernel of [`TOML`] and [`APP`].
+fn all_devices(tag: &str) -> TempDir {
+    unikernel(
+        tag,
+        "all-devices",
+        TOML,
+        &[("lib.rs", "#![no_std]\npub mod app;\n"), ("app.rs", APP)],
+    )
+}
+
+/// `file` of the generated crate in `build_dir`, with the kiln source
+/// tree's path replaced by `[KILN]`.
+fn generated(build_dir: &std::path::Path, file: &str) -> String {
+    let source = kiln_config::project::source_dir().display().to_string();
+    std::fs::read_to_string(build_dir.join(file))
+        .unwrap()
+        .replace(&source, "[KILN]")
+}
+
 const TOML: &str = r#"[unikernel]
 name = "all-devices"
 entry = "app::start"
@@ -85,28 +125,11 @@ pub async fn start<C: Console>(
 
 #[test]
 fn unix_crate_for_every_device_and_argument_type() {
-    let dir =
-        TempDir(std::env::temp_dir().join(format!("kiln-config-codegen-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(dir.0.join("src")).unwrap();
-    std::fs::write(
-        dir.0.join("Cargo.toml"),
-        "[package]\nname = \"all-devices\"\nversion = \"0.1.0\"\nedition = \"2024\"\n",
-    )
-    .unwrap();
-    std::fs::write(dir.0.join("unikernel.toml"), TOML).unwrap();
-    std::fs::write(dir.0.join("src/lib.rs"), "#![no_std]\npub mod app;\n").unwrap();
-    std::fs::write(dir.0.join("src/app.rs"), APP).unwrap();
-
+    let dir = all_devices("");
     let project = Project::open(&dir.0).unwrap();
     let configured = project.configure(Target::Unix, Choices::default()).unwrap();
     assert!(configured.changed);
-    let source = kiln_config::project::source_dir().display().to_string();
-    let read = |file: &str| {
-        std::fs::read_to_string(configured.build_dir.join(file))
-            .unwrap()
-            .replace(&source, "[KILN]")
-    };
+    let read = |file: &str| generated(&configured.build_dir, file);
     insta::assert_snapshot!("unix_cargo_toml", read("Cargo.toml"));
     insta::assert_snapshot!("unix_main_rs", read("src/main.rs"));
 
@@ -125,29 +148,11 @@ fn unix_crate_for_every_device_and_argument_type() {
 
 #[test]
 fn solo5_crates_for_every_device_and_argument_type() {
-    let dir = TempDir(
-        std::env::temp_dir().join(format!("kiln-config-codegen-solo5-{}", std::process::id())),
-    );
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(dir.0.join("src")).unwrap();
-    std::fs::write(
-        dir.0.join("Cargo.toml"),
-        "[package]\nname = \"all-devices\"\nversion = \"0.1.0\"\nedition = \"2024\"\n",
-    )
-    .unwrap();
-    std::fs::write(dir.0.join("unikernel.toml"), TOML).unwrap();
-    std::fs::write(dir.0.join("src/lib.rs"), "#![no_std]\npub mod app;\n").unwrap();
-    std::fs::write(dir.0.join("src/app.rs"), APP).unwrap();
-
+    let dir = all_devices("-solo5");
     let project = Project::open(&dir.0).unwrap();
-    let source = kiln_config::project::source_dir().display().to_string();
     let hvt = project.configure(Target::Hvt, Choices::default()).unwrap();
     assert_eq!(hvt.cargo_target, Some("x86_64-unknown-none"));
-    let read = |build_dir: &std::path::Path, file: &str| {
-        std::fs::read_to_string(build_dir.join(file))
-            .unwrap()
-            .replace(&source, "[KILN]")
-    };
+    let read = generated;
     insta::assert_snapshot!("hvt_cargo_toml", read(&hvt.build_dir, "Cargo.toml"));
     insta::assert_snapshot!("hvt_build_rs", read(&hvt.build_dir, "build.rs"));
     insta::assert_snapshot!("hvt_main_rs", read(&hvt.build_dir, "src/main.rs"));
@@ -163,9 +168,13 @@ fn solo5_crates_for_every_device_and_argument_type() {
             .replace("AbiNote::hvt()", "AbiNote::spt()")
             .replace("attached by kiln-hvt", "attached by kiln-spt")
     );
-    assert!(
-        read(&spt.build_dir, "Cargo.toml")
-            .contains("kiln-solo5 = { path = \"[KILN]/crates/kiln-solo5\", features = [\"spt\"] }")
+    let solo5 = "kiln-solo5 = { path = \"[KILN]/crates/kiln-solo5\"";
+    assert_eq!(
+        read(&spt.build_dir, "Cargo.toml"),
+        read(&hvt.build_dir, "Cargo.toml")
+            .replace("on hvt;", "on spt;")
+            .replace("-hvt\"", "-spt\"")
+            .replace(solo5, &format!("{solo5}, features = [\"spt\"]"))
     );
 
     // A crate that is not no_std cannot be a freestanding image.
@@ -180,26 +189,15 @@ fn solo5_crates_for_every_device_and_argument_type() {
 /// A unikernel without net or block devices has an empty manifest.
 #[test]
 fn solo5_manifest_without_devices() {
-    let dir = TempDir(
-        std::env::temp_dir().join(format!("kiln-config-codegen-empty-{}", std::process::id())),
-    );
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(dir.0.join("src")).unwrap();
-    std::fs::write(
-        dir.0.join("Cargo.toml"),
-        "[package]\nname = \"hello\"\nversion = \"0.1.0\"\nedition = \"2024\"\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.0.join("unikernel.toml"),
+    let dir = unikernel(
+        "-empty",
+        "hello",
         "[unikernel]\nname = \"hello\"\nentry = \"start\"\n[devices.console]\ntype = \"console\"\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.0.join("src/lib.rs"),
-        "#![no_std]\npub async fn start(console: impl kiln_devices::Console) {}\n",
-    )
-    .unwrap();
+        &[(
+            "lib.rs",
+            "#![no_std]\npub async fn start(console: impl kiln_devices::Console) {}\n",
+        )],
+    );
     let project = Project::open(&dir.0).unwrap();
     let hvt = project.configure(Target::Hvt, Choices::default()).unwrap();
     let main = std::fs::read_to_string(hvt.build_dir.join("src/main.rs")).unwrap();
@@ -214,29 +212,18 @@ fn solo5_manifest_without_devices() {
 /// or block device name is refused at configure time, naming the limit.
 #[test]
 fn solo5_refuses_a_device_name_too_long_for_the_manifest() {
-    let dir = TempDir(
-        std::env::temp_dir().join(format!("kiln-config-codegen-long-{}", std::process::id())),
-    );
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(dir.0.join("src")).unwrap();
-    std::fs::write(
-        dir.0.join("Cargo.toml"),
-        "[package]\nname = \"long\"\nversion = \"0.1.0\"\nedition = \"2024\"\n",
-    )
-    .unwrap();
     let name = "d".repeat(68);
-    std::fs::write(
-        dir.0.join("unikernel.toml"),
-        format!(
+    let dir = unikernel(
+        "-long",
+        "long",
+        &format!(
             "[unikernel]\nname = \"long\"\nentry = \"start\"\n[devices.{name}]\ntype = \"block\"\n"
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.0.join("src/lib.rs"),
-        format!("#![no_std]\npub async fn start({name}: impl kiln_devices::Block) {{}}\n"),
-    )
-    .unwrap();
+        &[(
+            "lib.rs",
+            &format!("#![no_std]\npub async fn start({name}: impl kiln_devices::Block) {{}}\n"),
+        )],
+    );
     let project = Project::open(&dir.0).unwrap();
     let err = project
         .configure(Target::Hvt, Choices::default())
