@@ -8,13 +8,16 @@
 //! `net_write`, `block_read`, `block_write`, `block_flush`, `halt`,
 //! `abort`, and `has_net_exchange`/`net_exchange` for kiln's hvt
 //! extension, never offered on spt), so the console, net, block, clock and
-//! platform code above is shared. Boot differs wholly: hvt (`boot`) loads its own GDT, IDT and
-//! page tables; spt (`spt_boot`) runs as a process and has none.
+//! platform code above is shared. Boot differs: hvt (`boot`) loads its own
+//! GDT, IDT and page tables; spt (`spt_boot`) runs as a process and has
+//! none. Both enter through `start`, which also reads the command line and
+//! the manifest and calls the unikernel's `main`.
 #![allow(unsafe_code)]
 
 pub mod arch;
 pub mod clock;
 pub mod heap;
+pub mod start;
 
 #[cfg(not(feature = "spt"))]
 pub mod boot;
@@ -25,6 +28,8 @@ pub mod hvt;
 #[cfg(not(feature = "spt"))]
 pub mod paging;
 #[cfg(not(feature = "spt"))]
+pub use boot as target_boot;
+#[cfg(not(feature = "spt"))]
 pub use hvt as host;
 
 #[cfg(feature = "spt")]
@@ -33,3 +38,5 @@ pub mod spt;
 pub mod spt_boot;
 #[cfg(feature = "spt")]
 pub use spt as host;
+#[cfg(feature = "spt")]
+pub use spt_boot as target_boot;
