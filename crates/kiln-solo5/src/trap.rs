@@ -144,23 +144,35 @@ impl fmt::Display for Report<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::string::ToString;
+    use alloc::string::{String, ToString};
+
+    /// The report of `frame` with CR2 `cr2`, the guard page at 0x3ef000.
+    fn report(frame: TrapFrame, cr2: u64) -> String {
+        Report {
+            frame: &frame,
+            cr2,
+            guard_page: 0x3e_f000,
+        }
+        .to_string()
+    }
+
+    /// A page fault with error code `error_code`.
+    fn page_fault(error_code: u64) -> TrapFrame {
+        TrapFrame {
+            vector: 14,
+            error_code,
+            ..TrapFrame::default()
+        }
+    }
 
     #[test]
     fn a_null_write_is_reported_as_such() {
         let frame = TrapFrame {
-            vector: 14,
-            error_code: 0x2,
             rip: 0x10_1234,
             rax: 0xdead,
-            ..TrapFrame::default()
+            ..page_fault(0x2)
         };
-        let text = Report {
-            frame: &frame,
-            cr2: 0,
-            guard_page: 0x3e_f000,
-        }
-        .to_string();
+        let text = report(frame, 0);
         let first = text.lines().next().unwrap();
         assert_eq!(
             first,
@@ -174,17 +186,7 @@ mod tests {
 
     #[test]
     fn a_write_to_read_only_memory_is_a_protection_violation() {
-        let frame = TrapFrame {
-            vector: 14,
-            error_code: 0x3,
-            ..TrapFrame::default()
-        };
-        let text = Report {
-            frame: &frame,
-            cr2: 0x10_2000,
-            guard_page: 0x3e_f000,
-        }
-        .to_string();
+        let text = report(page_fault(0x3), 0x10_2000);
         assert!(
             text.contains("write of address 0x102000, protection violation\n"),
             "{text}"
@@ -193,17 +195,7 @@ mod tests {
 
     #[test]
     fn a_fault_in_the_guard_page_is_a_stack_overflow() {
-        let frame = TrapFrame {
-            vector: 14,
-            error_code: 0x2,
-            ..TrapFrame::default()
-        };
-        let text = Report {
-            frame: &frame,
-            cr2: 0x3e_fbf0,
-            guard_page: 0x3e_f000,
-        }
-        .to_string();
+        let text = report(page_fault(0x2), 0x3e_fbf0);
         assert!(
             text.contains("page not present; hint: this is a stack overflow"),
             "{text}"
@@ -216,12 +208,7 @@ mod tests {
             vector: 6,
             ..TrapFrame::default()
         };
-        let text = Report {
-            frame: &frame,
-            cr2: 0,
-            guard_page: 0x3e_f000,
-        }
-        .to_string();
+        let text = report(frame, 0);
         assert!(text.starts_with("kiln: exception #UD (invalid opcode, vector 6)"));
         assert_eq!(exception_name(200).0, "#??");
     }

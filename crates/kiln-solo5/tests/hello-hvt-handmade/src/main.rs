@@ -19,15 +19,7 @@ use core::time::Duration;
 
 use kiln_devices::{Console, ConsoleError, ExitStatus, Sleep, Termination};
 
-#[cfg(not(feature = "spt"))]
-#[unsafe(link_section = ".note.solo5.abi")]
-#[used]
-static ABI: kiln_abi::AbiNote = kiln_abi::AbiNote::hvt();
-
-#[cfg(feature = "spt")]
-#[unsafe(link_section = ".note.solo5.abi")]
-#[used]
-static ABI: kiln_abi::AbiNote = kiln_abi::AbiNote::spt();
+mod abi_note;
 
 #[unsafe(link_section = ".note.solo5.manifest")]
 #[used]

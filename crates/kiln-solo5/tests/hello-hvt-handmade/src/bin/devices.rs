@@ -20,15 +20,8 @@ use core::time::Duration;
 
 use kiln_devices::{Block, Console, ExitStatus, NetworkInterface, Termination};
 
-#[cfg(not(feature = "spt"))]
-#[unsafe(link_section = ".note.solo5.abi")]
-#[used]
-static ABI: kiln_abi::AbiNote = kiln_abi::AbiNote::hvt();
-
-#[cfg(feature = "spt")]
-#[unsafe(link_section = ".note.solo5.abi")]
-#[used]
-static ABI: kiln_abi::AbiNote = kiln_abi::AbiNote::spt();
+#[path = "../abi_note.rs"]
+mod abi_note;
 
 #[unsafe(link_section = ".note.solo5.manifest")]
 #[used]
