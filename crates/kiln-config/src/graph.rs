@@ -407,59 +407,44 @@ mod tests {
         );
     }
 
+    /// The message of the error resolving `body` for unix, by default.
+    fn unix_error(body: &str) -> String {
+        graph(body, Target::Unix, Choices::default())
+            .unwrap_err()
+            .message()
+            .to_string()
+    }
+
     #[test]
     fn graph_errors() {
-        let err = graph(
-            "[devices.stack]\ntype = \"stack\"\n",
-            Target::Unix,
-            Choices::default(),
-        )
-        .unwrap_err();
-        assert!(
-            err.message()
-                .contains("`service` (the default for `net`), which is not declared"),
-            "{}",
-            err.message()
+        // (manifest body, part of the message)
+        let cases = [
+            (
+                "[devices.stack]\ntype = \"stack\"\n",
+                "`service` (the default for `net`), which is not declared",
+            ),
+            (
+                "[devices.a]\ntype = \"stack\"\nnet = \"c\"\n[devices.c]\ntype = \"console\"\n",
+                "`net` must name a net device, but `c` is a console",
+            ),
+            (
+                "[devices.kv]\ntype = \"kv_ro\"\nimpl = \"disk\"\n",
+                "needs a `block` device",
+            ),
+        ];
+        for (body, expected) in cases {
+            let message = unix_error(body);
+            assert!(message.contains(expected), "{message}");
+        }
+        assert_eq!(
+            unix_error(
+                "[devices.a]\ntype = \"stack\"\nnet = \"b\"\n[devices.b]\ntype = \"stack\"\nnet = \"a\"\n"
+            ),
+            "dependency cycle: a -> b -> a"
         );
-        let err = graph(
-            "[devices.a]\ntype = \"stack\"\nnet = \"b\"\n[devices.b]\ntype = \"stack\"\nnet = \"a\"\n",
-            Target::Unix,
-            Choices::default(),
-        )
-        .unwrap_err();
-        assert_eq!(err.message(), "dependency cycle: a -> b -> a");
-        let err = graph(
-            "[devices.a]\ntype = \"stack\"\nnet = \"c\"\n[devices.c]\ntype = \"console\"\n",
-            Target::Unix,
-            Choices::default(),
-        )
-        .unwrap_err();
-        assert!(
-            err.message()
-                .contains("`net` must name a net device, but `c` is a console")
-        );
-        let err = graph(
-            "[devices.x-y]\ntype = \"console\"\n[arguments.x_y]\ntype = \"u8\"\n",
-            Target::Unix,
-            Choices::default(),
-        )
-        .unwrap_err();
-        assert!(
-            err.message().starts_with("duplicate name"),
-            "{}",
-            err.message()
-        );
-        let err = graph(
-            "[devices.kv]\ntype = \"kv_ro\"\nimpl = \"disk\"\n",
-            Target::Unix,
-            Choices::default(),
-        )
-        .unwrap_err();
-        assert!(
-            err.message().contains("needs a `block` device"),
-            "{}",
-            err.message()
-        );
+        let message =
+            unix_error("[devices.x-y]\ntype = \"console\"\n[arguments.x_y]\ntype = \"u8\"\n");
+        assert!(message.starts_with("duplicate name"), "{message}");
     }
 }
 

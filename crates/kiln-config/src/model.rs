@@ -27,20 +27,9 @@ impl Target {
         }
     }
 
-    /// The target named `name`.
-    pub fn from_name(name: &str) -> Option<Target> {
-        Target::ALL.into_iter().find(|t| t.name() == name)
-    }
-
     /// Whether a host kernel's sockets, files and clocks are at hand.
     pub const fn has_host_kernel(self) -> bool {
         matches!(self, Target::Unix)
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 
@@ -115,11 +104,6 @@ impl DeviceType {
         }
     }
 
-    /// The device type named `name`.
-    pub fn from_name(name: &str) -> Option<DeviceType> {
-        DeviceType::ALL.into_iter().find(|t| t.name() == name)
-    }
-
     /// The `kiln_devices` trait an entry parameter of this type must be
     /// bounded by.
     pub const fn trait_name(self) -> &'static str {
@@ -175,12 +159,6 @@ impl DeviceType {
     }
 }
 
-impl fmt::Display for DeviceType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 /// A named implementation choice (`impl = "..."` or a command-line flag).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Impl {
@@ -195,6 +173,9 @@ pub enum Impl {
 }
 
 impl Impl {
+    /// Every implementation choice.
+    pub const ALL: [Impl; 4] = [Impl::Socket, Impl::Direct, Impl::Baked, Impl::Disk];
+
     /// The name used in `unikernel.toml` and on the command line.
     pub const fn name(self) -> &'static str {
         match self {
@@ -204,20 +185,28 @@ impl Impl {
             Impl::Disk => "disk",
         }
     }
-
-    /// The implementation named `name`.
-    pub fn from_name(name: &str) -> Option<Impl> {
-        [Impl::Socket, Impl::Direct, Impl::Baked, Impl::Disk]
-            .into_iter()
-            .find(|i| i.name() == name)
-    }
 }
 
-impl fmt::Display for Impl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
+/// For enums with `ALL` and a `name` each: `from_name`, and `Display` as
+/// the name.
+macro_rules! named {
+    ($($ty:ident),*) => {$(
+        impl $ty {
+            /// The one whose [`name`](Self::name) is `name`.
+            pub fn from_name(name: &str) -> Option<$ty> {
+                $ty::ALL.into_iter().find(|t| t.name() == name)
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    )*};
 }
+
+named!(Target, DeviceType, Impl);
 
 /// Implementation choices made on the command line; they override the
 /// `impl` keys of `unikernel.toml`.
@@ -249,6 +238,9 @@ mod tests {
         }
         for t in Target::ALL {
             assert_eq!(Target::from_name(t.name()), Some(t));
+        }
+        for i in Impl::ALL {
+            assert_eq!(Impl::from_name(i.name()), Some(i));
         }
         assert_eq!(DeviceType::from_name("Console"), None);
         assert_eq!(Impl::from_name("direct"), Some(Impl::Direct));
