@@ -319,36 +319,89 @@ pub fn parse(file: &SourceFile) -> Result<Manifest, Located> {
     })
 }
 
-fn parse_device(p: &Parser<'_>, entry: Entry<'_, '_>) -> Result<DeviceDecl, Located> {
+/// A `[devices.NAME]` or `[arguments.NAME]` entry (`kind` is `device` or
+/// `argument`): its checked name and its table.
+fn item<'a, 'i>(
+    p: &Parser<'_>,
+    entry: Entry<'a, 'i>,
+    kind: &str,
+) -> Result<(At<String>, &'a Table<'i>), Located> {
     let name = At::new(entry.0.get_ref().to_string(), entry.0.span());
-    check_item_name(p, &name, "device")?;
-    let table = p.table(entry, &format!("devices.{}", name.value))?;
-    let type_names: Vec<&str> = DeviceType::ALL.iter().map(|t| t.name()).collect();
+    check_item_name(p, &name, kind)?;
+    let table = p.table(entry, &format!("{kind}s.{}", name.value))?;
+    Ok((name, table))
+}
 
+/// The `type` of `kind` item `name`: `text`, one of `types`' names.
+fn item_type<T: Copy>(
+    p: &Parser<'_>,
+    kind: &str,
+    name: &At<String>,
+    text: At<String>,
+    types: &[T],
+    type_name: fn(T) -> &'static str,
+) -> Result<At<T>, Located> {
+    match types.iter().copied().find(|&t| type_name(t) == text.value) {
+        Some(t) => Ok(At::new(t, text.span)),
+        None => Err(p
+            .err(
+                text.span.clone(),
+                format!(
+                    "unknown {kind} type `{}` for {kind} `{}`",
+                    text.value, name.value
+                ),
+                format!("unknown {kind} type"),
+            )
+            .with_help(format!(
+                "the {kind} types are: {}",
+                type_names(types, type_name)
+            ))),
+    }
+}
+
+/// The error for `kind` item `name` declared without a `type`.
+fn missing_type<T: Copy>(
+    p: &Parser<'_>,
+    kind: &str,
+    name: &At<String>,
+    types: &[T],
+    type_name: fn(T) -> &'static str,
+) -> Located {
+    p.err(
+        name.span.clone(),
+        format!("{kind} `{}` has no `type`", name.value),
+        "declared here",
+    )
+    .with_help(format!(
+        "add a type, one of: {}",
+        type_names(types, type_name)
+    ))
+}
+
+/// The names of `types`, comma-separated.
+fn type_names<T: Copy>(types: &[T], type_name: fn(T) -> &'static str) -> String {
+    types
+        .iter()
+        .map(|&t| type_name(t))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn parse_device(p: &Parser<'_>, entry: Entry<'_, '_>) -> Result<DeviceDecl, Located> {
+    let (name, table) = item(p, entry, "device")?;
     let ty_entry = table
         .iter()
         .find(|(k, _)| k.get_ref() == "type")
-        .ok_or_else(|| {
-            p.err(
-                name.span.clone(),
-                format!("device `{}` has no `type`", name.value),
-                "declared here",
-            )
-            .with_help(format!("add a type, one of: {}", type_names.join(", ")))
-        })?;
+        .ok_or_else(|| missing_type(p, "device", &name, &DeviceType::ALL, DeviceType::name))?;
     let ty_name = p.string(ty_entry, "console")?;
-    let ty = DeviceType::from_name(&ty_name.value).ok_or_else(|| {
-        p.err(
-            ty_name.span.clone(),
-            format!(
-                "unknown device type `{}` for device `{}`",
-                ty_name.value, name.value
-            ),
-            "unknown device type",
-        )
-        .with_help(format!("the device types are: {}", type_names.join(", ")))
-    })?;
-    let ty = At::new(ty, ty_name.span);
+    let ty = item_type(
+        p,
+        "device",
+        &name,
+        ty_name,
+        &DeviceType::ALL,
+        DeviceType::name,
+    )?;
 
     let mut known: Vec<&str> = vec!["type"];
     if !ty.value.choices().is_empty() {
@@ -421,10 +474,7 @@ fn parse_device(p: &Parser<'_>, entry: Entry<'_, '_>) -> Result<DeviceDecl, Loca
 }
 
 fn parse_argument(p: &Parser<'_>, entry: Entry<'_, '_>) -> Result<ArgDecl, Located> {
-    let name = At::new(entry.0.get_ref().to_string(), entry.0.span());
-    check_item_name(p, &name, "argument")?;
-    let table = p.table(entry, &format!("arguments.{}", name.value))?;
-    let type_names: Vec<&str> = ArgType::ALL.iter().map(|t| t.name()).collect();
+    let (name, table) = item(p, entry, "argument")?;
     let mut ty = None;
     let mut default = None;
     let mut doc = None;
@@ -432,18 +482,14 @@ fn parse_argument(p: &Parser<'_>, entry: Entry<'_, '_>) -> Result<ArgDecl, Locat
         match entry.0.get_ref().as_ref() {
             "type" => {
                 let text = p.string(entry, "u32")?;
-                let t = ArgType::from_name(&text.value).ok_or_else(|| {
-                    p.err(
-                        text.span.clone(),
-                        format!(
-                            "unknown argument type `{}` for argument `{}`",
-                            text.value, name.value
-                        ),
-                        "unknown argument type",
-                    )
-                    .with_help(format!("the argument types are: {}", type_names.join(", ")))
-                })?;
-                ty = Some(At::new(t, text.span));
+                ty = Some(item_type(
+                    p,
+                    "argument",
+                    &name,
+                    text,
+                    &ArgType::ALL,
+                    ArgType::name,
+                )?);
             }
             "default" => default = Some(entry.1),
             "doc" => doc = Some(p.string(entry, "What this argument sets")?.value),
@@ -452,14 +498,7 @@ fn parse_argument(p: &Parser<'_>, entry: Entry<'_, '_>) -> Result<ArgDecl, Locat
             }
         }
     }
-    let ty = ty.ok_or_else(|| {
-        p.err(
-            name.span.clone(),
-            format!("argument `{}` has no `type`", name.value),
-            "declared here",
-        )
-        .with_help(format!("add a type, one of: {}", type_names.join(", ")))
-    })?;
+    let ty = ty.ok_or_else(|| missing_type(p, "argument", &name, &ArgType::ALL, ArgType::name))?;
     let default = match default {
         None => None,
         Some(value) => Some(At::new(
@@ -633,5 +672,36 @@ type = "ipv4"
         assert!(err.message().contains("Rust keyword"));
         let err = parse_str("[unikernel]\nname = \"a\"\nentry = \"s\"\n[devices.c]\ntype = \"console\"\n[devices.c]\ntype = \"sleep\"").unwrap_err();
         assert!(err.message().contains("duplicate"), "{}", err.message());
+        let err =
+            parse_str("[unikernel]\nname = \"a\"\nentry = \"s\"\n[arguments.n]\ntype = \"f64\"")
+                .unwrap_err();
+        assert_eq!(
+            err.message(),
+            "unknown argument type `f64` for argument `n`"
+        );
+        // Without a `type`: the message names the item, the help lists the
+        // types of its kind.
+        for (body, message, one_type) in [
+            (
+                "[devices.c]\ndoc = \"d\"",
+                "device `c` has no `type`",
+                "wall_clock",
+            ),
+            (
+                "[arguments.n]\ndoc = \"d\"",
+                "argument `n` has no `type`",
+                "ipv6",
+            ),
+        ] {
+            let err = parse_str(&format!("[unikernel]\nname = \"a\"\nentry = \"s\"\n{body}"))
+                .unwrap_err();
+            assert_eq!(err.message(), message);
+            let help = miette::Diagnostic::help(&err).map(|h| h.to_string());
+            assert!(
+                help.as_deref()
+                    .is_some_and(|h| h.starts_with("add a type, one of: ") && h.contains(one_type)),
+                "{help:?}"
+            );
+        }
     }
 }
