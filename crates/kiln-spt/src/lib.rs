@@ -6,14 +6,16 @@
 //! the tender maps guest memory at the addresses the spt ABI fixes (from
 //! `SPT_HOST_MEM_BASE`, so that guest addresses are host addresses), loads
 //! the image's segments with their page protections, writes the boot info,
-//! manifest and command line to low memory, installs a kill-by-default
-//! seccomp filter and jumps to the entry point. From then on the guest
-//! reaches the host only through the system calls the filter allows, on the
-//! descriptors the boot info and manifest name; there are no hypercalls.
+//! manifest and command line to low memory, installs a deny-by-default
+//! seccomp filter (a refused call ends the guest) and jumps to the entry
+//! point. From then on the guest reaches the host only through the system
+//! calls the filter allows, on the descriptors the boot info and manifest
+//! name; there are no hypercalls.
 //!
 //! The tender forks first: the child does the exec-less setup and becomes
 //! the guest; the parent waits for it and reports how it ended (a forbidden
-//! system call, a fault), see [`supervise`]. The exit status is the
+//! system call, a fault), from what the guest process's signal handler
+//! wrote to a shared page, see [`supervise`]. The exit status is the
 //! guest's; 255 when it was killed or crashed; 1 when the tender could not
 //! start it.
 //!
@@ -23,7 +25,8 @@
 //! from the bottom:
 //!
 //! - [`sys`]: every `unsafe` operation (the fixed mapping, mprotect,
-//!   epoll, timerfd, fork, ptrace, the jump into the guest);
+//!   epoll, timerfd, fork, the fatal-signal handler and its report page,
+//!   the jump into the guest);
 //! - [`guest`]: guest memory and the one checked accessor;
 //! - [`elf`]: the pure image validator ([`elf::Image::parse`], kiln-tender's,
 //!   also the fuzz target);
@@ -133,7 +136,7 @@ pub fn explain(death: &Death) -> Option<String> {
                     "forbidden system call {nr} ({})",
                     syscall_name(nr).unwrap_or("unknown")
                 ),
-                None => "forbidden system call (number unknown: the guest was not traced)".into(),
+                None => "forbidden system call (number unknown)".into(),
             };
             let at = rip.map_or(String::new(), |r| format!(" at rip {r:#x}"));
             Some(format!("guest killed by seccomp: {call}{at}"))
@@ -205,6 +208,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
     let program = seccomp::compile(&rules)?;
 
     let (errors_in, errors_out) = sys::pipe().map_err(TenderError::Process)?;
+    let page = sys::ReportPage::new().map_err(TenderError::Process)?;
+    let parent = std::process::id() as libc::pid_t;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     match sys::fork().map_err(TenderError::Process)? {
@@ -212,14 +217,14 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
             drop(errors_in);
             let mut keep = vec![epoll.as_raw_fd(), timer.as_raw_fd(), errors_out.as_raw_fd()];
             keep.extend(attached.iter().map(|a| a.fd));
-            let why = enter_guest(&image, &low, mem_size, &program, &keep);
+            let why = enter_guest(&image, &low, mem_size, &program, &keep, &page, parent);
             let mut out = std::fs::File::from(errors_out);
             let _ = out.write_all(why.as_bytes());
             sys::exit_now(1)
         }
         sys::Fork::Parent(pid) => {
             drop(errors_out);
-            let death = supervise::supervise(pid).map_err(TenderError::Process)?;
+            let death = supervise::supervise(pid, &page).map_err(TenderError::Process)?;
             let mut why = String::new();
             let _ = std::fs::File::from(errors_in).read_to_string(&mut why);
             if !why.is_empty() {
@@ -243,9 +248,12 @@ fn enter_guest(
     mem_size: u64,
     program: &seccompiler::BpfProgram,
     keep: &[RawFd],
+    page: &sys::ReportPage,
+    parent: libc::pid_t,
 ) -> String {
-    sys::trace_me();
-    sys::default_fault_signals();
+    if let Err(e) = sys::die_with_parent(parent) {
+        return format!("cannot tie the guest to the tender: {e}");
+    }
     sys::close_other_fds(keep);
     let mut mem = match guest::GuestMemory::new(mem_size) {
         Ok(mem) => mem,
@@ -256,6 +264,9 @@ fn enter_guest(
     }
     // `mem` is never unmapped (GuestMemory has no Drop, and `jump` does
     // not return): this process becomes the guest.
+    if let Err(e) = sys::install_fatal_handlers(page) {
+        return format!("cannot install the guest's signal handlers: {e}");
+    }
     if let Err(e) = seccomp::install(program) {
         return kiln_tender::chain(&e);
     }

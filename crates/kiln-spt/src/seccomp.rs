@@ -1,4 +1,4 @@
-//! The guest's seccomp filter: kill by default, and allow only the system
+//! The guest's seccomp filter: trap (and so die) by default, and allow only the system
 //! calls the spt ABI gives the guest, each pinned to its descriptor and,
 //! where it matters, to its arguments.
 //!
@@ -186,7 +186,11 @@ fn condition(c: &Cond) -> Result<SeccompCondition, SeccompError> {
     SeccompCondition::new(c.arg, SeccompCmpArgLen::Qword, op, c.value).map_err(SeccompError::Build)
 }
 
-/// Compiles `rules` into a filter that kills the process on anything else.
+/// Compiles `rules` into a filter that traps anything else: the kernel
+/// sends SIGSYS, whose handler (installed by the tender before the filter,
+/// see [`crate::supervise`]) records the call and ends the process; the
+/// guest can neither catch, block nor return from it (`rt_sigaction`,
+/// `rt_sigprocmask` and `rt_sigreturn` are refused too).
 pub fn compile(rules: &[Rule]) -> Result<BpfProgram, SeccompError> {
     let mut map: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     for rule in rules {
@@ -208,7 +212,7 @@ pub fn compile(rules: &[Rule]) -> Result<BpfProgram, SeccompError> {
     }
     let filter = SeccompFilter::new(
         map,
-        SeccompAction::KillProcess,
+        SeccompAction::Trap,
         SeccompAction::Allow,
         TargetArch::x86_64,
     )

@@ -1,22 +1,25 @@
 //! The parent's side of a run: the tender forks, the child sets the guest
 //! up and becomes it, and the parent waits for it and explains its end.
 //!
-//! The guest is a plain process under a kill-by-default seccomp filter, so
-//! it cannot report its own death. The child asks to be traced
-//! (`PTRACE_TRACEME`) before it sets anything up; the parent then sees:
-//! the fault signals (SIGSEGV, SIGBUS, SIGILL, SIGFPE) at their delivery
-//! stop, with the faulting address and the instruction pointer, before
-//! letting them kill the guest; and the exit stop (`PTRACE_O_TRACEEXIT`),
-//! where the registers of a guest the filter killed still hold the
-//! forbidden system call's number (the kernel rolls `rax` back to it).
-//! The filter's kill is not a delivery stop on current kernels (the signal
-//! is immutable), which is why the exit stop is used. `PTRACE_O_EXITKILL`
-//! kills the guest if the tender dies. Where tracing is not permitted the
-//! guest runs untraced and the report has the signal only.
+//! The guest is a plain process under a seccomp filter whose default action
+//! is a trap (SIGSYS), so it cannot report its own death through a system
+//! call. Before the filter, the child installs a handler for SIGSYS and the
+//! fault signals (SIGSEGV, SIGBUS, SIGILL, SIGFPE) on an alternate stack
+//! ([`sys::install_fatal_handlers`]); when one is delivered, the handler
+//! writes what the kernel says (the forbidden system call's number, the
+//! faulting address, the instruction pointer) to a page shared with the
+//! parent ([`sys::ReportPage`]) and ends the process with a system call the
+//! filter refuses, which, the signal being blocked, kills it with SIGSYS.
+//! The parent only waits: one `waitpid`, no tracing, no stop on the way.
+//! A record is believed only when the guest was killed by a signal; the
+//! guest can write the page (it is in its address space), so a hostile
+//! guest can at worst misreport how it died, never change the exit status
+//! (255) or escape the filter. `PR_SET_PDEATHSIG` kills the guest if the
+//! tender dies.
 
 use std::io;
 
-use crate::sys::{self, WaitStatus};
+use crate::sys::{self, Record, ReportPage, SYS_SECCOMP, WaitStatus};
 
 /// How the guest ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +28,7 @@ pub enum Death {
     Exited(i32),
     /// The seccomp filter killed it (SIGSYS).
     Seccomp {
-        /// The forbidden system call, if the tracer saw it.
+        /// The forbidden system call, if the handler saw it.
         nr: Option<i64>,
         /// Where it was made.
         rip: Option<u64>,
@@ -50,63 +53,37 @@ fn is_fault(signal: i32) -> bool {
     )
 }
 
-/// `SYS_SECCOMP`: the `si_code` of a SIGSYS sent by a seccomp filter.
-const SYS_SECCOMP: i32 = 1;
+/// Waits for the guest `pid` to end and explains its end with what its
+/// handler wrote to `page`.
+pub fn supervise(pid: libc::pid_t, page: &ReportPage) -> io::Result<Death> {
+    Ok(match sys::wait(pid)? {
+        WaitStatus::Exited(code) => Death::Exited(code),
+        WaitStatus::Signaled(signal) => killed(signal, page.read()),
+    })
+}
 
-/// Waits for the guest `pid` to end, tracing it if it asked to be.
-pub fn supervise(pid: libc::pid_t) -> io::Result<Death> {
-    let mut configured = false;
-    let mut fault: Option<(i32, Option<u64>, Option<u64>)> = None;
-    let mut seccomp_nr: Option<i64> = None;
-    let mut exit_regs: Option<libc::user_regs_struct> = None;
-    loop {
-        match sys::wait(pid)? {
-            WaitStatus::Exited(code) => return Ok(Death::Exited(code)),
-            WaitStatus::Signaled(signal) => {
-                let rip = exit_regs.map(|r| r.rip);
-                return Ok(if signal == libc::SIGSYS {
-                    Death::Seccomp {
-                        nr: seccomp_nr.or(exit_regs.map(|r| r.orig_rax as i64)),
-                        rip,
-                    }
-                } else if is_fault(signal) {
-                    let (addr, frip) = match fault {
-                        Some((s, addr, frip)) if s == signal => (addr, frip),
-                        _ => (None, None),
-                    };
-                    Death::Fault {
-                        signal,
-                        addr,
-                        rip: frip.or(rip),
-                    }
-                } else {
-                    Death::Signal(signal)
-                });
-            }
-            WaitStatus::Stopped(libc::SIGSTOP) if !configured => {
-                configured = true;
-                sys::trace_options(pid)?;
-                sys::trace_cont(pid, 0)?;
-            }
-            WaitStatus::Stopped(signal) => {
-                if is_fault(signal) {
-                    let info = sys::trace_siginfo(pid).ok();
-                    let rip = sys::trace_regs(pid).ok().map(|r| r.rip);
-                    fault = Some((signal, info.map(|(_, addr, _)| addr), rip));
-                } else if signal == libc::SIGSYS
-                    && let Ok((code, _, nr)) = sys::trace_siginfo(pid)
-                    && code == SYS_SECCOMP
-                {
-                    seccomp_nr = Some(i64::from(nr));
-                }
-                sys::trace_cont(pid, signal)?;
-            }
-            WaitStatus::ExitEvent => {
-                exit_regs = sys::trace_regs(pid).ok();
-                sys::trace_cont(pid, 0)?;
-            }
-            WaitStatus::Other => sys::trace_cont(pid, 0)?,
-        }
+/// How a guest killed by `signal` died, given its handler's `record`.
+pub fn killed(signal: i32, record: Option<Record>) -> Death {
+    match record {
+        Some(r) if r.signal == libc::SIGSYS => Death::Seccomp {
+            nr: (r.code == SYS_SECCOMP).then_some(i64::from(r.nr)),
+            rip: Some(r.rip),
+        },
+        Some(r) if is_fault(r.signal) => Death::Fault {
+            signal: r.signal,
+            addr: Some(r.addr),
+            rip: Some(r.rip),
+        },
+        _ if signal == libc::SIGSYS => Death::Seccomp {
+            nr: None,
+            rip: None,
+        },
+        _ if is_fault(signal) => Death::Fault {
+            signal,
+            addr: None,
+            rip: None,
+        },
+        _ => Death::Signal(signal),
     }
 }
 
@@ -181,6 +158,68 @@ pub fn syscall_name(nr: i64) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(signal: i32, code: i32) -> Record {
+        Record {
+            signal,
+            code,
+            addr: 0x10,
+            nr: 39,
+            rip: 0x10_0c59,
+        }
+    }
+
+    #[test]
+    fn a_death_is_explained_by_the_handlers_record() {
+        assert_eq!(
+            killed(libc::SIGSYS, Some(record(libc::SIGSYS, SYS_SECCOMP))),
+            Death::Seccomp {
+                nr: Some(39),
+                rip: Some(0x10_0c59)
+            }
+        );
+        // The handler ends every death with SIGSYS; the record says why.
+        assert_eq!(
+            killed(libc::SIGSYS, Some(record(libc::SIGSEGV, 1))),
+            Death::Fault {
+                signal: libc::SIGSEGV,
+                addr: Some(0x10),
+                rip: Some(0x10_0c59)
+            }
+        );
+        assert_eq!(
+            killed(libc::SIGSYS, Some(record(libc::SIGSYS, 0))),
+            Death::Seccomp {
+                nr: None,
+                rip: Some(0x10_0c59)
+            }
+        );
+    }
+
+    #[test]
+    fn without_a_record_only_the_signal_is_known() {
+        assert_eq!(
+            killed(libc::SIGSYS, None),
+            Death::Seccomp {
+                nr: None,
+                rip: None
+            }
+        );
+        assert_eq!(
+            killed(libc::SIGBUS, None),
+            Death::Fault {
+                signal: libc::SIGBUS,
+                addr: None,
+                rip: None
+            }
+        );
+        assert_eq!(killed(libc::SIGKILL, None), Death::Signal(libc::SIGKILL));
+        // A record of another signal is not believed.
+        assert_eq!(
+            killed(libc::SIGTERM, Some(record(libc::SIGTERM, 0))),
+            Death::Signal(libc::SIGTERM)
+        );
+    }
 
     #[test]
     fn syscall_names_match_their_numbers() {

@@ -1,13 +1,14 @@
 //! Every `unsafe` operation of the tender: the fixed guest mapping and its
 //! protections, the epoll set and timer (tap and inherited descriptors are
 //! [`kiln_tender::sys`]'s),
-//! `fork`, the ptrace calls the supervisor uses to explain a guest's death,
-//! and the jump into the guest.
+//! `fork`, the guest process's fatal-signal handler and the page it reports
+//! through, and the jump into the guest.
 #![allow(unsafe_code)]
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use kiln_tender::sys::check;
 
@@ -154,32 +155,218 @@ pub fn fork() -> io::Result<Fork> {
     })
 }
 
-/// In the child: asks to be traced by the parent and stops until it has
-/// set its options. `false` if tracing is not permitted here.
-pub fn trace_me() -> bool {
-    // SAFETY: PTRACE_TRACEME takes no pointers.
-    let ok = unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) } == 0;
-    if ok {
-        // SAFETY: stops this process until the tracer resumes it.
-        unsafe { libc::raise(libc::SIGSTOP) };
-    }
-    ok
+/// `SYS_SECCOMP`: the `si_code` of a SIGSYS sent by a seccomp filter.
+pub const SYS_SECCOMP: i32 = 1;
+
+/// What the guest process's fatal-signal handler saw: written by the
+/// handler into the [`ReportPage`], read by the tender after the guest died.
+/// Hostile bytes once the guest has run: every value may be anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    /// The signal that was delivered.
+    pub signal: i32,
+    /// Its `si_code`.
+    pub code: i32,
+    /// `si_addr` (faults) or `si_call_addr` (SIGSYS).
+    pub addr: u64,
+    /// `si_syscall` (SIGSYS).
+    pub nr: i32,
+    /// The instruction pointer when the signal was raised.
+    pub rip: u64,
 }
 
-/// In the child: restores the default action of the signals the guest may
-/// raise by faulting (std installs a SIGSEGV handler whose system calls the
-/// filter would forbid), so that a fault ends the guest with that signal.
-pub fn default_fault_signals() {
-    for sig in [
+/// Marks a written record ("kilnsig\0").
+const RECORD_MAGIC: u64 = u64::from_le_bytes(*b"kilnsig\0");
+/// The record's words: magic, signal, code, addr, nr, rip.
+const RECORD_WORDS: usize = 6;
+/// Size of the shared page.
+const REPORT_PAGE: usize = 4096;
+
+/// The page the guest process's fatal-signal handler writes its
+/// [`Record`] to: anonymous and shared, mapped before the fork, so that the
+/// tender reads what the guest's handler wrote without tracing it. Never
+/// unmapped: the guest process keeps it for as long as it lives.
+#[derive(Debug)]
+pub struct ReportPage {
+    words: NonNull<u64>,
+}
+
+/// The page the handler writes to (set in the guest process only).
+static REPORT: AtomicPtr<u64> = AtomicPtr::new(std::ptr::null_mut());
+
+impl ReportPage {
+    /// Maps the shared page, zeroed.
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: a new anonymous mapping chosen by the kernel; the result
+        // is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                REPORT_PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let words = NonNull::new(ptr.cast::<u64>()).ok_or_else(io::Error::last_os_error)?;
+        Ok(Self { words })
+    }
+
+    /// The record the guest's handler wrote, if it wrote one.
+    pub fn read(&self) -> Option<Record> {
+        let mut w = [0u64; RECORD_WORDS];
+        for (i, word) in w.iter_mut().enumerate() {
+            // SAFETY: the page is mapped for the life of `self` and holds
+            // more than RECORD_WORDS aligned words; volatile, because
+            // another process wrote it.
+            *word = unsafe { self.words.as_ptr().add(i).read_volatile() };
+        }
+        (w[0] == RECORD_MAGIC).then(|| Record {
+            signal: w[1] as i32,
+            code: w[2] as i32,
+            addr: w[3],
+            nr: w[4] as i32,
+            rip: w[5],
+        })
+    }
+}
+
+/// A raw one-argument system call, without libc (no `errno`, which lives
+/// behind the guest's FS base once it runs).
+///
+/// # Safety
+///
+/// The system call must not touch memory through `arg`.
+unsafe fn raw_syscall1(nr: i64, arg: i64) -> i64 {
+    let ret: i64;
+    // SAFETY: `syscall` clobbers only rax, rcx and r11, declared here; the
+    // caller vouches for the call's own effects.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") nr => ret,
+            in("rdi") arg,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack)
+        );
+    }
+    ret
+}
+
+/// The guest process's handler of SIGSYS (the filter's trap) and of the
+/// fault signals: records what the kernel says into the report page, then
+/// ends the process. It never returns (the filter forbids `rt_sigreturn`)
+/// and uses no libc: it runs on the guest's FS base, on the alternate
+/// stack, with every signal blocked.
+extern "C" fn on_fatal_signal(
+    signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) {
+    let page = REPORT.load(Ordering::Relaxed);
+    if !page.is_null() && !info.is_null() && !context.is_null() {
+        // SAFETY: the kernel passes a valid siginfo and ucontext to an
+        // SA_SIGINFO handler. `si_addr` (faults) and `si_call_addr` (SIGSYS)
+        // are the union's first member; SIGSYS's `si_syscall` follows at
+        // offset 24 (x86_64), inside the 128-byte siginfo. `page` is the
+        // shared page mapped by `ReportPage::new` with room for the six
+        // words; should the guest have overwritten REPORT, the writes
+        // fault, which (every signal blocked) kills the process.
+        unsafe {
+            let code = (*info).si_code;
+            let addr = (*info).si_addr() as u64;
+            let nr = info.cast::<u8>().add(24).cast::<i32>().read();
+            let uc = context.cast::<libc::ucontext_t>();
+            let rip = (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] as u64;
+            let words = [0, signal as u64, code as u64, addr, nr as u32 as u64, rip];
+            for (i, w) in words.iter().enumerate().skip(1) {
+                page.add(i).write_volatile(*w);
+            }
+            page.write_volatile(RECORD_MAGIC);
+        }
+    }
+    // Under the filter, getpid is refused; with SIGSYS blocked in this
+    // handler the kernel then kills the process with SIGSYS. Before the
+    // filter (a fault in the tender's last steps) it returns, and the
+    // process exits with the killed status.
+    // SAFETY: getpid takes no pointer; exit_group ends the process.
+    unsafe {
+        raw_syscall1(libc::SYS_getpid, 0);
+        raw_syscall1(libc::SYS_exit_group, 255);
+    }
+    #[allow(clippy::empty_loop)]
+    loop {}
+}
+
+/// Size of the alternate signal stack the handler runs on.
+const ALT_STACK: usize = 64 << 10;
+
+/// In the guest process, before the filter: the handler for SIGSYS and
+/// the fault signals (SIGSEGV, SIGBUS, SIGILL, SIGFPE) writes to `page`,
+/// on an alternate stack of its own (the guest's stack may be the fault);
+/// SIGPIPE gets its default action back (std ignores it).
+pub fn install_fatal_handlers(page: &ReportPage) -> io::Result<()> {
+    REPORT.store(page.words.as_ptr(), Ordering::Relaxed);
+    // SAFETY: a new anonymous mapping chosen by the kernel; checked below.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            ALT_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let alt = libc::stack_t {
+        ss_sp: stack,
+        ss_flags: 0,
+        ss_size: ALT_STACK,
+    };
+    // SAFETY: `alt` describes the mapping just made, never unmapped.
+    check(unsafe { libc::sigaltstack(&alt, std::ptr::null_mut()) })?;
+    // SAFETY: a zeroed sigaction is a valid value (plain integers and a
+    // null handler), filled in below.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = on_fatal_signal as *const () as usize;
+    action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+    // SAFETY: `sa_mask` is a valid sigset_t to fill.
+    unsafe { libc::sigfillset(&mut action.sa_mask) };
+    for signal in [
+        libc::SIGSYS,
         libc::SIGSEGV,
         libc::SIGBUS,
         libc::SIGILL,
         libc::SIGFPE,
-        libc::SIGPIPE,
     ] {
-        // SAFETY: SIG_DFL involves no handler code.
-        unsafe { libc::signal(sig, libc::SIG_DFL) };
+        // SAFETY: `action` names a handler that never returns and touches
+        // only the shared page and its own stack.
+        check(unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) })?;
     }
+    // SAFETY: SIG_DFL involves no handler code.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    Ok(())
+}
+
+/// In the guest process: dies with SIGKILL when the tender (`parent`)
+/// dies, so that no guest outlives its tender; exits at once if it already
+/// has.
+pub fn die_with_parent(parent: libc::pid_t) -> io::Result<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes the signal by value.
+    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) })?;
+    // SAFETY: getppid has no arguments.
+    if unsafe { libc::getppid() } != parent {
+        exit_now(1);
+    }
+    Ok(())
 }
 
 /// Closes every descriptor from 3 up except those in `keep`, with
@@ -268,20 +455,14 @@ pub enum WaitStatus {
     Exited(i32),
     /// Killed by a signal.
     Signaled(i32),
-    /// Stopped with a signal (a signal-delivery stop).
-    Stopped(i32),
-    /// Stopped at the ptrace exit event.
-    ExitEvent,
-    /// Anything else (another ptrace stop).
-    Other,
 }
 
-/// Waits for the child `pid`, retrying on EINTR.
+/// Waits for the child `pid` to end, retrying on EINTR.
 pub fn wait(pid: libc::pid_t) -> io::Result<WaitStatus> {
     loop {
         let mut status = 0;
         // SAFETY: `status` is valid for writes.
-        let ret = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        let ret = unsafe { libc::waitpid(pid, &mut status, 0) };
         if ret < 0 {
             let err = io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EINTR) {
@@ -289,63 +470,11 @@ pub fn wait(pid: libc::pid_t) -> io::Result<WaitStatus> {
             }
             return Err(err);
         }
-        return Ok(if libc::WIFEXITED(status) {
-            WaitStatus::Exited(libc::WEXITSTATUS(status))
-        } else if libc::WIFSIGNALED(status) {
-            WaitStatus::Signaled(libc::WTERMSIG(status))
-        } else if libc::WIFSTOPPED(status) {
-            if status >> 8 == (libc::SIGTRAP | (libc::PTRACE_EVENT_EXIT << 8)) {
-                WaitStatus::ExitEvent
-            } else if status >> 16 == 0 {
-                WaitStatus::Stopped(libc::WSTOPSIG(status))
-            } else {
-                WaitStatus::Other
-            }
-        } else {
-            WaitStatus::Other
-        });
+        if libc::WIFEXITED(status) {
+            return Ok(WaitStatus::Exited(libc::WEXITSTATUS(status)));
+        }
+        if libc::WIFSIGNALED(status) {
+            return Ok(WaitStatus::Signaled(libc::WTERMSIG(status)));
+        }
     }
-}
-
-/// Sets the tracer options: kill the guest if the tender dies, stop at
-/// its exit.
-pub fn trace_options(pid: libc::pid_t) -> io::Result<()> {
-    let options = libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACEEXIT;
-    // SAFETY: PTRACE_SETOPTIONS takes its options by value.
-    check(unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, pid, 0, options) } as libc::c_int)?;
-    Ok(())
-}
-
-/// Resumes the stopped tracee, delivering `signal` (0 for none).
-pub fn trace_cont(pid: libc::pid_t, signal: i32) -> io::Result<()> {
-    // SAFETY: PTRACE_CONT takes the signal by value.
-    check(unsafe { libc::ptrace(libc::PTRACE_CONT, pid, 0, signal) } as libc::c_int)?;
-    Ok(())
-}
-
-/// The stopped tracee's registers.
-pub fn trace_regs(pid: libc::pid_t) -> io::Result<libc::user_regs_struct> {
-    // SAFETY: a zeroed register set is a valid value (plain integers).
-    let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
-    // SAFETY: `regs` is valid for writes of a `user_regs_struct`.
-    check(unsafe { libc::ptrace(libc::PTRACE_GETREGS, pid, 0, &mut regs) } as libc::c_int)?;
-    Ok(regs)
-}
-
-/// The signal information of a tracee in a signal-delivery stop:
-/// (si_code, si_addr for faults / si_call_addr for SIGSYS, si_syscall).
-pub fn trace_siginfo(pid: libc::pid_t) -> io::Result<(i32, u64, i32)> {
-    // SAFETY: a zeroed siginfo is a valid value (plain integers).
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `info` is valid for writes of a `siginfo_t`.
-    check(unsafe { libc::ptrace(libc::PTRACE_GETSIGINFO, pid, 0, &mut info) } as libc::c_int)?;
-    // SAFETY: for SIGSEGV/SIGBUS/SIGILL/SIGFPE and SIGSYS the union's first
-    // member is the address (si_addr, si_call_addr).
-    let addr = unsafe { info.si_addr() } as u64;
-    // SIGSYS: `_sigsys { void *call_addr; int syscall; unsigned arch; }`
-    // at offset 16, so the system call number is at 24 (x86_64).
-    // SAFETY: siginfo_t is 128 plain bytes; reading an i32 at 24 is in
-    // bounds and aligned.
-    let syscall = unsafe { (&raw const info).cast::<u8>().add(24).cast::<i32>().read() };
-    Ok((info.si_code, addr, syscall))
 }
