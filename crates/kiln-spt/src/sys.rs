@@ -396,7 +396,36 @@ pub fn close_other_fds(keep: &[RawFd]) {
     }
 }
 
-/// In the child: ends the process at once with `code`.
+/// Opens `/dev/null` on each of descriptors 0, 1 and 2 that is closed, as
+/// std's runtime does (the tender has its own entry): a file the tender
+/// opens later must never become the guest's console.
+pub fn open_standard_fds() {
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    });
+    // SAFETY: `fds` is an array of three pollfd; a zero timeout only
+    // reports which are closed (POLLNVAL).
+    if unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) } < 0 {
+        return;
+    }
+    for p in fds {
+        if p.revents & libc::POLLNVAL != 0 {
+            // SAFETY: opens a new descriptor, which takes the lowest free
+            // number, the closed one; it is never closed (it is meant to
+            // stay open for the life of the process).
+            let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+            if fd != p.fd {
+                // Nothing may take the place of a standard descriptor.
+                exit_now(1);
+            }
+        }
+    }
+}
+
+/// Ends the process at once with `code`, without the C library's exit
+/// handlers (the caller has flushed what it wrote).
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit ends the process without running anything else.
     unsafe { libc::_exit(code) }
