@@ -111,6 +111,16 @@ impl GuestMemory {
         Ok(())
     }
 
+    /// Asks for the pages of guest range `[addr, end)` to be backed now
+    /// (advice: out-of-range or refused requests are ignored).
+    fn populate(&mut self, addr: u64, end: u64) {
+        let start = addr & !(PAGE_SIZE - 1);
+        let end = end.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        if let Ok(range) = checked(start, end.saturating_sub(start), self.size) {
+            self.mapping.populate(range.start, range.len());
+        }
+    }
+
     /// Sets the protection of the page-aligned guest range `[addr, end)`;
     /// `None` makes it inaccessible.
     pub fn protect(
@@ -141,6 +151,13 @@ impl GuestMemory {
         low: &[u8],
         low_at: u64,
     ) -> Result<(), GuestMemError> {
+        // The pages about to be written, populated in one go: the low
+        // memory and each segment's file bytes.
+        let low_end = low_at.saturating_add(low.len() as u64);
+        self.populate(low_at, low_end);
+        for s in &image.segments {
+            self.populate(s.vaddr, s.vaddr.saturating_add(s.file.len() as u64));
+        }
         for s in &image.segments {
             self.write(s.vaddr, s.file)?;
         }
