@@ -2,27 +2,14 @@
 //! calls the loop, the console and the modules need, each pinned to its
 //! descriptor where it takes one. Anything else kills the tender.
 
-use std::collections::BTreeMap;
 use std::os::fd::RawFd;
 
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
-};
-use thiserror::Error;
+use kiln_tender::seccomp::{Cond, Refused};
+use seccompiler::BpfProgram;
 
 use crate::module::FdSyscall;
 
-/// Why the filter could not be installed.
-#[derive(Debug, Error)]
-pub enum SeccompError {
-    /// Building the filter failed.
-    #[error("cannot build the seccomp filter")]
-    Build(#[source] seccompiler::BackendError),
-    /// Compiling or installing it failed.
-    #[error("cannot install the seccomp filter")]
-    Install(#[source] seccompiler::Error),
-}
+pub use kiln_tender::seccomp::SeccompError;
 
 const KVMIO: u64 = 0xae;
 const fn ior(nr: u64, size: usize) -> u64 {
@@ -142,48 +129,35 @@ pub fn rules(allow: &Allow) -> Vec<Rule> {
     rules
 }
 
-fn condition(arg: Arg) -> Result<SeccompCondition, SeccompError> {
-    let (index, len, op, value) = match arg {
-        Arg::Fd(fd) => (0, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, fd as u64),
-        Arg::Second(value) => (1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value),
-        Arg::NoExec => (
-            2,
-            SeccompCmpArgLen::Dword,
-            SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64),
-            0,
-        ),
-    };
-    SeccompCondition::new(index, len, op, value).map_err(SeccompError::Build)
+impl Arg {
+    /// The condition in kiln-tender's vocabulary, which compiles it.
+    fn cond(self) -> Cond {
+        match self {
+            Arg::Fd(fd) => Cond::eq(0, "fd", fd as u64),
+            Arg::Second(value) => Cond::eq(1, "arg1", value).dword(),
+            Arg::NoExec => Cond::masked(2, "prot", libc::PROT_EXEC as u64, 0).dword(),
+        }
+    }
 }
 
 /// The compiled filter.
 pub fn filter(allow: &Allow) -> Result<BpfProgram, SeccompError> {
-    let mut map: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    for r in rules(allow) {
-        let calls = map.entry(r.nr).or_default();
-        if !r.args.is_empty() {
-            let conditions = r
-                .args
-                .into_iter()
-                .map(condition)
-                .collect::<Result<Vec<_>, _>>()?;
-            calls.push(SeccompRule::new(conditions).map_err(SeccompError::Build)?);
-        }
-    }
-    let filter = SeccompFilter::new(
-        map,
-        SeccompAction::KillProcess,
-        SeccompAction::Allow,
-        TargetArch::x86_64,
-    )
-    .map_err(SeccompError::Build)?;
-    BpfProgram::try_from(filter).map_err(SeccompError::Build)
+    let rules: Vec<kiln_tender::seccomp::Rule> = rules(allow)
+        .into_iter()
+        .map(|r| {
+            kiln_tender::seccomp::Rule::new(
+                r.nr,
+                r.name,
+                r.args.into_iter().map(Arg::cond).collect(),
+            )
+        })
+        .collect();
+    kiln_tender::seccomp::compile(&rules, Refused::KillProcess)
 }
 
 /// Installs the filter on the calling thread (the only one).
 pub fn apply(allow: &Allow) -> Result<(), SeccompError> {
-    let prog = filter(allow)?;
-    seccompiler::apply_filter(&prog).map_err(SeccompError::Install)
+    kiln_tender::seccomp::install(&filter(allow)?)
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@
 //! - [`elf`]: the pure image validator ([`elf::Image::parse`], the
 //!   tenders' fuzz target), parameterised by the target;
 //! - [`sys`]: every `unsafe` operation (tap, inherited descriptors);
+//! - [`seccomp`]: allow-lists as data ([`seccomp::Rule`]), compiled to a
+//!   BPF filter that kills (hvt) or traps (spt) on anything else;
 //! - [`net`]: the net module's flags and host side (tap or descriptor);
 //! - [`block`]: the block module's flags and host side (a file);
 //! - [`devices`]: fitting the device flags to the image's manifest and
@@ -31,6 +33,7 @@ pub mod elf;
 pub mod image;
 pub mod module;
 pub mod net;
+pub mod seccomp;
 pub mod sys;
 pub mod target;
 
