@@ -212,7 +212,14 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
     let parent = std::process::id() as libc::pid_t;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
-    match sys::fork().map_err(TenderError::Process)? {
+    // The child starts on this CPU, which the parent leaves for it when it
+    // waits; each side then lets itself run anywhere again.
+    let cpus = sys::pin_to_this_cpu();
+    let forked = sys::fork();
+    if let Some(cpus) = &cpus {
+        sys::unpin(cpus);
+    }
+    match forked.map_err(TenderError::Process)? {
         sys::Fork::Child => {
             drop(errors_in);
             let mut keep = vec![epoll.as_raw_fd(), timer.as_raw_fd(), errors_out.as_raw_fd()];

@@ -153,6 +153,52 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// The CPUs a process may run on, as `sched_getaffinity` gives them.
+#[derive(Clone, Copy)]
+pub struct CpuSet(libc::cpu_set_t);
+
+impl std::fmt::Debug for CpuSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // SAFETY: CPU_COUNT only reads the set.
+        let count = unsafe { libc::CPU_COUNT(&self.0) };
+        write!(f, "CpuSet({count} CPUs)")
+    }
+}
+
+/// Binds the calling process to the CPU it runs on and returns the CPUs it
+/// could run on before; `None` (and nothing changed) where the kernel
+/// refuses either step. Forking right after, the child starts on this CPU,
+/// which the parent leaves as soon as it waits: on a busy host the child
+/// would otherwise be queued behind another program on another CPU.
+pub fn pin_to_this_cpu() -> Option<CpuSet> {
+    // SAFETY: a zeroed cpu_set_t is the empty set.
+    let mut before: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `before` is valid for writes of `size` bytes.
+    if unsafe { libc::sched_getaffinity(0, size, &mut before) } != 0 {
+        return None;
+    }
+    // SAFETY: sched_getcpu takes no arguments.
+    let cpu = unsafe { libc::sched_getcpu() };
+    let cpu = usize::try_from(cpu).ok()?;
+    // SAFETY: a zeroed cpu_set_t is the empty set.
+    let mut only: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET checks `cpu` against the set's size (it is at most
+    // CPU_SETSIZE, sched_getcpu's CPU being in the set just read).
+    unsafe { libc::CPU_SET(cpu, &mut only) };
+    // SAFETY: `only` is a valid set of `size` bytes.
+    if unsafe { libc::sched_setaffinity(0, size, &only) } != 0 {
+        return None;
+    }
+    Some(CpuSet(before))
+}
+
+/// Lets the calling process run on the CPUs of `set` again.
+pub fn unpin(set: &CpuSet) {
+    // SAFETY: `set` is a valid set, as sched_getaffinity returned it.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set.0) };
+}
+
 /// Which side of a `fork` this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fork {
