@@ -14,7 +14,7 @@ use kiln_tender::block::BlockFlags;
 
 use crate::guest::{GuestMemory, arg_u64, set_i32};
 use crate::hypercall::HypercallError;
-use crate::module::{FdSyscall, Module, ModuleError, WithFlags};
+use crate::module::{FdSyscall, Module, ModuleError};
 
 pub use kiln_tender::block::DEFAULT_SECTOR_SIZE;
 
@@ -108,17 +108,7 @@ impl Block {
     }
 }
 
-impl WithFlags for Block {
-    type Flags = BlockFlags;
-
-    fn flags(&self) -> &BlockFlags {
-        &self.flags
-    }
-
-    fn flags_mut(&mut self) -> &mut BlockFlags {
-        &mut self.flags
-    }
-}
+kiln_tender::with_flags!(Block, BlockFlags);
 
 impl Module for Block {
     fn attach(&mut self, handle: u64, name: &str) -> Result<MftDeviceInfo, ModuleError> {

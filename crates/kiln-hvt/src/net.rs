@@ -18,7 +18,7 @@ use std::mem::{offset_of, size_of};
 
 use crate::guest::{GuestMemory, arg_u64, set_i32, set_u64};
 use crate::hypercall::HypercallError;
-use crate::module::{FdSyscall, Module, ModuleError, WithFlags};
+use crate::module::{FdSyscall, Module, ModuleError};
 use crate::sys::Epoll;
 
 pub use kiln_tender::net::MTU;
@@ -355,17 +355,7 @@ impl Net {
     }
 }
 
-impl WithFlags for Net {
-    type Flags = NetFlags;
-
-    fn flags(&self) -> &NetFlags {
-        &self.flags
-    }
-
-    fn flags_mut(&mut self) -> &mut NetFlags {
-        &mut self.flags
-    }
-}
+kiln_tender::with_flags!(Net, NetFlags);
 
 impl Module for Net {
     fn attach(&mut self, handle: u64, name: &str) -> Result<MftDeviceInfo, ModuleError> {

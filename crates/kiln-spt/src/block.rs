@@ -18,7 +18,7 @@ use kiln_abi::mft::MftDeviceInfo;
 use kiln_abi::spt::SPT_BLOCK_MAX_REQUEST;
 use kiln_tender::block::BlockFlags;
 
-use crate::module::{Attached, Module, ModuleError, WithFlags};
+use crate::module::{Attached, Module, ModuleError};
 use crate::seccomp::{Cond, Rule};
 
 pub use kiln_tender::block::DEFAULT_SECTOR_SIZE;
@@ -78,17 +78,7 @@ pub fn disk_rules(fd: RawFd, capacity: u64, sector: u64) -> Vec<Rule> {
     rules
 }
 
-impl WithFlags for Block {
-    type Flags = BlockFlags;
-
-    fn flags(&self) -> &BlockFlags {
-        &self.flags
-    }
-
-    fn flags_mut(&mut self) -> &mut BlockFlags {
-        &mut self.flags
-    }
-}
+kiln_tender::with_flags!(Block, BlockFlags);
 
 impl Module for Block {
     fn attach(&mut self, handle: u64, name: &str) -> Result<Attached, ModuleError> {

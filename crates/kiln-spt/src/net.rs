@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use kiln_abi::mft::MftDeviceInfo;
 use kiln_tender::net::{Inherited, NetFlags};
 
-use crate::module::{Attached, Module, ModuleError, WithFlags};
+use crate::module::{Attached, Module, ModuleError};
 use crate::seccomp::Rule;
 
 pub use kiln_tender::net::MTU;
@@ -21,17 +21,7 @@ pub struct Net {
     attached: Vec<(usize, u64, OwnedFd)>,
 }
 
-impl WithFlags for Net {
-    type Flags = NetFlags;
-
-    fn flags(&self) -> &NetFlags {
-        &self.flags
-    }
-
-    fn flags_mut(&mut self) -> &mut NetFlags {
-        &mut self.flags
-    }
-}
+kiln_tender::with_flags!(Net, NetFlags);
 
 impl Module for Net {
     fn attach(&mut self, handle: u64, name: &str) -> Result<Attached, ModuleError> {

@@ -87,6 +87,26 @@ pub trait WithFlags {
     fn flags_mut(&mut self) -> &mut Self::Flags;
 }
 
+/// Implements [`WithFlags`] for the module type `$module` whose flag set,
+/// of type `$flags`, is its field `flags`: the one shape every net and block
+/// module of both tenders has.
+#[macro_export]
+macro_rules! with_flags {
+    ($module:ty, $flags:ty) => {
+        impl $crate::module::WithFlags for $module {
+            type Flags = $flags;
+
+            fn flags(&self) -> &$flags {
+                &self.flags
+            }
+
+            fn flags_mut(&mut self) -> &mut $flags {
+                &mut self.flags
+            }
+        }
+    };
+}
+
 impl<W: WithFlags> ModuleFlags for W {
     fn name(&self) -> &'static str {
         self.flags().name()
