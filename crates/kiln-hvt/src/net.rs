@@ -449,8 +449,6 @@ mod tests {
     use std::os::unix::net::UnixDatagram;
     use std::time::{Duration, Instant};
 
-    use kiln_tender::net::{parse_mac, random_mac};
-
     use super::*;
 
     const MEM: u64 = 0x20_0000;
@@ -760,18 +758,5 @@ mod tests {
             crate::report(&err).contains("net exchange hypercall: bad argument address"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn mac_parsing() {
-        assert_eq!(
-            parse_mac("02:00:00:aa:bb:0c"),
-            Some([2, 0, 0, 0xaa, 0xbb, 0x0c])
-        );
-        assert_eq!(parse_mac("02:00:00:aa:bb"), None);
-        assert_eq!(parse_mac("02:00:00:aa:bb:0c:01"), None);
-        assert_eq!(parse_mac("02:00:00:aa:bb:zz"), None);
-        let r = random_mac();
-        assert_eq!(r[0] & 0x03, 0x02);
     }
 }

@@ -68,19 +68,6 @@ impl Module for Net {
 mod tests {
     use super::*;
     use crate::module::ModuleFlags;
-    use kiln_tender::net::{parse_mac, random_mac};
-
-    #[test]
-    fn mac_parsing() {
-        assert_eq!(
-            parse_mac("02:00:00:aa:bb:0c"),
-            Some([2, 0, 0, 0xaa, 0xbb, 0x0c])
-        );
-        assert_eq!(parse_mac("02:00:00:aa:bb"), None);
-        assert_eq!(parse_mac("02:00:00:aa:bb:0c:01"), None);
-        assert_eq!(parse_mac("02:00:00:aa:bb:zz"), None);
-        assert_eq!(random_mac()[0] & 0x03, 0x02);
-    }
 
     #[test]
     fn one_descriptor_cannot_back_two_devices() {

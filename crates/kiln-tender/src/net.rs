@@ -235,6 +235,19 @@ mod tests {
     }
 
     #[test]
+    fn mac_parsing() {
+        assert_eq!(
+            parse_mac("02:00:00:aa:bb:0c"),
+            Some([2, 0, 0, 0xaa, 0xbb, 0x0c])
+        );
+        assert_eq!(parse_mac("02:00:00:aa:bb"), None);
+        assert_eq!(parse_mac("02:00:00:aa:bb:0c:01"), None);
+        assert_eq!(parse_mac("02:00:00:aa:bb:zz"), None);
+        // Locally administered, unicast.
+        assert_eq!(random_mac()[0] & 0x03, 0x02);
+    }
+
+    #[test]
     fn opening_keeps_flag_order_and_the_given_mac() {
         let (_x, y) = std::os::unix::net::UnixDatagram::pair().unwrap();
         let fd = std::os::fd::IntoRawFd::into_raw_fd(y);
