@@ -6,8 +6,10 @@
 //! `/proc/self/maps`, SIGPIPE ignored) costs a noticeable share of a run of
 //! a short-lived guest, and the tender does not need it. What of it matters
 //! is done here: descriptors 0 to 2 are opened on `/dev/null` when closed (so
-//! that a disk or tap never lands on the guest's console), and the exit
-//! skips the C library's exit handlers once the output is flushed.
+//! that a disk or tap never lands on the guest's console) and SIGPIPE is
+//! ignored (a closed stdout or stderr is an error to ignore, not a death;
+//! the guest gets the default action back). The exit skips the C library's
+//! exit handlers once the output is flushed.
 #![no_main]
 
 use std::io::Write;
@@ -15,6 +17,7 @@ use std::io::Write;
 #[unsafe(no_mangle)]
 extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
     kiln_spt::sys::open_standard_fds();
+    kiln_spt::sys::ignore_sigpipe();
     // std reads the arguments from the C runtime on glibc, with or without
     // its own entry.
     let code = match kiln_spt::run(std::env::args_os().skip(1)) {

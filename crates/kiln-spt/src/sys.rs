@@ -489,6 +489,13 @@ pub fn open_standard_fds() {
     }
 }
 
+/// Ignores SIGPIPE, as std's runtime does: a write to a closed pipe fails
+/// with EPIPE instead of killing the tender.
+pub fn ignore_sigpipe() {
+    // SAFETY: SIG_IGN involves no handler code.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
 /// Ends the process at once with `code`, without the C library's exit
 /// handlers (the caller has flushed what it wrote).
 pub fn exit_now(code: i32) -> ! {
