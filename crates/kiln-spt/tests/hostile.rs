@@ -1,0 +1,165 @@
+//! Hand-made guests that misbehave on purpose, each a few instructions in an
+//! image built here: the tender must report how each ended, with the
+//! guest's instruction pointer, and exit 255, whatever state the guest left
+//! its registers in (a zero stack pointer included: the report comes from a
+//! signal handler on a stack of the tender's).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use kiln_abi::{AbiNote, MftNote};
+
+/// Where the code is loaded, and so the entry point.
+const ENTRY: u64 = 0x10_0000;
+/// File offset of the code (page-aligned like its address).
+const CODE_AT: usize = 0x1000;
+
+/// An spt image whose one R+X segment holds `code` at [`ENTRY`], with an
+/// empty manifest.
+fn image(code: &[u8]) -> Vec<u8> {
+    let mut notes = AbiNote::spt().to_bytes().to_vec();
+    let mft: MftNote<0> = MftNote::new([]);
+    let mut buf = [0u8; 256];
+    let n = mft.encode(&mut buf).expect("encode the manifest");
+    notes.extend_from_slice(&buf[..n]);
+    let notes_at = 64 + 2 * 56;
+    let mut out = vec![0u8; CODE_AT];
+    out[..4].copy_from_slice(b"\x7fELF");
+    out[4] = 2; // 64-bit
+    out[5] = 1; // little-endian
+    out[6] = 1;
+    out[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    out[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86_64
+    out[20..24].copy_from_slice(&1u32.to_le_bytes());
+    out[24..32].copy_from_slice(&ENTRY.to_le_bytes());
+    out[32..40].copy_from_slice(&64u64.to_le_bytes()); // phoff
+    out[52..54].copy_from_slice(&64u16.to_le_bytes());
+    out[54..56].copy_from_slice(&56u16.to_le_bytes());
+    out[56..58].copy_from_slice(&2u16.to_le_bytes());
+    let mut ph =
+        |i: usize, kind: u32, flags: u32, off: usize, vaddr: u64, filesz: usize, memsz: u64| {
+            let p = &mut out[64 + 56 * i..64 + 56 * (i + 1)];
+            p[0..4].copy_from_slice(&kind.to_le_bytes());
+            p[4..8].copy_from_slice(&flags.to_le_bytes());
+            p[8..16].copy_from_slice(&(off as u64).to_le_bytes());
+            p[16..24].copy_from_slice(&vaddr.to_le_bytes());
+            p[24..32].copy_from_slice(&vaddr.to_le_bytes());
+            p[32..40].copy_from_slice(&(filesz as u64).to_le_bytes());
+            p[40..48].copy_from_slice(&memsz.to_le_bytes());
+            p[48..56].copy_from_slice(&4u64.to_le_bytes());
+        };
+    ph(0, 4, 4, notes_at, 0, notes.len(), 0); // PT_NOTE
+    ph(1, 1, 5, CODE_AT, ENTRY, code.len(), 0x1000); // PT_LOAD, R+X
+    out[notes_at..notes_at + notes.len()].copy_from_slice(&notes);
+    out.extend_from_slice(code);
+    out
+}
+
+/// Removes the image when dropped, even if the test fails.
+struct TempImage(PathBuf);
+
+impl Drop for TempImage {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs `code` as a guest: (exit code, stderr).
+fn run(name: &str, code: &[u8]) -> (Option<i32>, String) {
+    let path = TempImage(std::env::temp_dir().join(format!(
+        "kiln-spt-hostile-{name}-{}.spt",
+        std::process::id()
+    )));
+    std::fs::write(&path.0, image(code)).expect("write the image");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln-spt"))
+        .arg("--mem=4")
+        .arg(&path.0)
+        .output()
+        .expect("run kiln-spt");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// Instructions.
+const XOR_ESP_ESP: [u8; 2] = [0x31, 0xe4];
+const SYSCALL: [u8; 2] = [0x0f, 0x05];
+const PUSH_RAX: [u8; 1] = [0x50];
+const UD2: [u8; 2] = [0x0f, 0x0b];
+
+fn mov_eax(value: u32) -> Vec<u8> {
+    let mut v = vec![0xb8];
+    v.extend_from_slice(&value.to_le_bytes());
+    v
+}
+
+fn mov_edi(value: u32) -> Vec<u8> {
+    let mut v = vec![0xbf];
+    v.extend_from_slice(&value.to_le_bytes());
+    v
+}
+
+#[test]
+fn a_plain_exit_is_the_guests_status() {
+    let code = [mov_edi(42), mov_eax(231), SYSCALL.to_vec()].concat();
+    let (status, stderr) = run("exit", &code);
+    assert_eq!(status, Some(42), "{stderr}");
+    assert_eq!(stderr, "");
+}
+
+#[test]
+fn a_forbidden_call_without_a_stack_is_reported() {
+    // getpid with RSP = 0: the kernel cannot push a signal frame on the
+    // guest's stack, the handler runs on the tender's.
+    let code = [XOR_ESP_ESP.to_vec(), mov_eax(39), SYSCALL.to_vec()].concat();
+    let (status, stderr) = run("nostack", &code);
+    assert_eq!(status, Some(255), "{stderr}");
+    let rip = ENTRY + code.len() as u64;
+    assert_eq!(
+        stderr,
+        format!(
+            "kiln-spt: guest killed by seccomp: forbidden system call 39 (getpid) at rip {rip:#x}\n"
+        )
+    );
+}
+
+#[test]
+fn the_guest_can_neither_write_to_stderr_nor_return_from_a_signal() {
+    let code = [mov_edi(2), mov_eax(1), SYSCALL.to_vec()].concat();
+    let (status, stderr) = run("stderr", &code);
+    assert_eq!(status, Some(255), "{stderr}");
+    assert!(
+        stderr.contains("forbidden system call 1 (write)"),
+        "{stderr}"
+    );
+    let code = [mov_eax(15), SYSCALL.to_vec()].concat();
+    let (status, stderr) = run("sigreturn", &code);
+    assert_eq!(status, Some(255), "{stderr}");
+    assert!(
+        stderr.contains("forbidden system call 15 (rt_sigreturn)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn faults_are_reported_with_their_address() {
+    // A push with RSP = 0 writes below address 0: a fault on the stack the
+    // kernel would have delivered the signal on.
+    let code = [XOR_ESP_ESP.to_vec(), PUSH_RAX.to_vec()].concat();
+    let (status, stderr) = run("push", &code);
+    assert_eq!(status, Some(255), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "kiln-spt: guest crashed: SIGSEGV at 0xfffffffffffffff8 (rip {:#x})\n",
+            ENTRY + 2
+        )
+    );
+    let (status, stderr) = run("ud2", &UD2);
+    assert_eq!(status, Some(255), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!("kiln-spt: guest crashed: SIGILL at {ENTRY:#x} (rip {ENTRY:#x})\n")
+    );
+}
