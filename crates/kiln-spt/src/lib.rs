@@ -12,9 +12,11 @@
 //! calls the filter allows, on the descriptors the boot info and manifest
 //! name; there are no hypercalls.
 //!
-//! The tender forks first: the child does the exec-less setup and becomes
-//! the guest; the parent waits for it and reports how it ended (a forbidden
-//! system call, a fault), from what the guest process's signal handler
+//! The tender checks the image, attaches the devices and builds the boot
+//! data and the filter, then forks: the child maps and loads guest memory,
+//! installs its fatal-signal handler and the filter, and becomes the guest
+//! (no exec); the parent only waits for it and reports how it ended (a
+//! forbidden system call, a fault) from what the guest process's handler
 //! wrote to a shared page, see [`supervise`]. The exit status is the
 //! guest's; 255 when it was killed or crashed; 1 when the tender could not
 //! start it.
@@ -30,7 +32,7 @@
 //! - [`guest`]: guest memory and the one checked accessor;
 //! - [`elf`]: the pure image validator ([`elf::Image::parse`], kiln-tender's,
 //!   also the fuzz target);
-//! - [`seccomp`]: filter rules as data, compiled with `seccompiler`;
+//! - [`seccomp`]: the guest's filter rules, as kiln-tender's rule data;
 //! - [`module`]: the shape of a tender module, with [`net`] and [`block`]
 //!   as Cargo features (default on), each contributing its rules;
 //! - [`boot`]: the boot info, manifest copy and command line;
