@@ -2,13 +2,13 @@
 //! the hvt stand-in's sources with kiln-solo5's `spt` feature) for
 //! `x86_64-unknown-none` and the `kiln-spt` tender, then runs the image
 //! under the tender and checks its output and exit status: hello and exit
-//! codes, a forbidden system call killed by the filter, faults, malformed
+//! codes, a forbidden system call stopped by the filter, faults, malformed
 //! images refused, a block write past the device's end killed by the
 //! filter, net and block devices over an inherited descriptor, and an idle
 //! guest that blocks.
 //!
-//! spt needs no special device: only seccomp and ptrace, which every Linux
-//! host kiln supports has.
+//! spt needs no special device: only seccomp, which every Linux host kiln
+//! supports has.
 
 mod support;
 
