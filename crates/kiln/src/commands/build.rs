@@ -183,6 +183,10 @@ pub fn tender_modules(configured: &Configured) -> Vec<&'static str> {
 
 /// Builds `kiln-TARGET` from kiln's source tree with only the modules the
 /// image needs, and copies it to `dist/kiln-TARGET`.
+/// The host triple tenders are built for: they drive x86_64 Linux's KVM and
+/// seccomp.
+const TENDER_TRIPLE: &str = "x86_64-unknown-linux-gnu";
+
 fn build_tender(
     configured: &Configured,
     target: Target,
@@ -194,12 +198,19 @@ fn build_tender(
     let source = kiln_config::project::source_dir();
     let modules = tender_modules(configured);
     let mut cargo = cargo_command(&source, target_dir, quiet);
+    // A statically linked tender: no dynamic loader and libc relocation at
+    // every start (about 0.3 ms). The explicit target keeps the flag off
+    // build scripts and proc-macros, which must stay dynamic.
     cargo
         .arg("--manifest-path")
         .arg(source.join("Cargo.toml"))
         .arg("-p")
         .arg(&package)
-        .arg("--no-default-features");
+        .arg("--no-default-features")
+        .args(["--target", TENDER_TRIPLE, "--config"])
+        .arg(format!(
+            "target.{TENDER_TRIPLE}.rustflags=[\"-C\", \"target-feature=+crt-static\"]"
+        ));
     if !modules.is_empty() {
         cargo.arg("--features").arg(modules.join(","));
     }
@@ -215,6 +226,12 @@ fn build_tender(
         )));
     }
     let tender = dist.join(&package);
-    install(&target_dir.join("release").join(&package), &tender)?;
+    install(
+        &target_dir
+            .join(TENDER_TRIPLE)
+            .join("release")
+            .join(&package),
+        &tender,
+    )?;
     Ok(tender)
 }
