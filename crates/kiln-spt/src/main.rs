@@ -12,15 +12,30 @@
 //! exit handlers once the output is flushed.
 #![no_main]
 
+use std::ffi::{CStr, OsString};
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt as _;
+
+/// The arguments after the program name, from C's `argv` (without std's
+/// entry, std has them only on glibc).
+fn args(argc: libc::c_int, argv: *const *const libc::c_char) -> Vec<OsString> {
+    let argc = usize::try_from(argc).unwrap_or(0);
+    (1..argc)
+        .map(|i| {
+            // SAFETY: the C runtime passes `argc` valid pointers in `argv`,
+            // each to a NUL-terminated string that lives as long as the
+            // process.
+            let arg = unsafe { CStr::from_ptr(*argv.add(i)) };
+            std::ffi::OsStr::from_bytes(arg.to_bytes()).to_os_string()
+        })
+        .collect()
+}
 
 #[unsafe(no_mangle)]
-extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
     kiln_spt::sys::open_standard_fds();
     kiln_spt::sys::ignore_sigpipe();
-    // std reads the arguments from the C runtime on glibc, with or without
-    // its own entry.
-    let code = match kiln_spt::run(std::env::args_os().skip(1)) {
+    let code = match kiln_spt::run(args(argc, argv)) {
         Ok(kiln_spt::Exit::Text(text)) => {
             let _ = std::io::stdout().write_all(text.as_bytes());
             0

@@ -54,7 +54,7 @@ pub fn open_tap(name: &str) -> io::Result<OwnedFd> {
     req.name[..bytes.len()].copy_from_slice(bytes);
     // SAFETY: TUNSETIFF reads a `struct ifreq`, of which `IfReq` has the
     // layout and size; `req` lives across the call.
-    check(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReq) })?;
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReq) })?;
     set_nonblocking(fd.as_raw_fd())?;
     Ok(fd)
 }

@@ -183,9 +183,9 @@ pub fn tender_modules(configured: &Configured) -> Vec<&'static str> {
 
 /// Builds `kiln-TARGET` from kiln's source tree with only the modules the
 /// image needs, and copies it to `dist/kiln-TARGET`.
-/// The host triple tenders are built for: they drive x86_64 Linux's KVM and
-/// seccomp.
-const TENDER_TRIPLE: &str = "x86_64-unknown-linux-gnu";
+/// The triple tenders are built for: they drive x86_64 Linux's KVM and
+/// seccomp, and are linked statically against musl.
+const TENDER_TRIPLE: &str = "x86_64-unknown-linux-musl";
 
 fn build_tender(
     configured: &Configured,
@@ -198,25 +198,22 @@ fn build_tender(
     let source = kiln_config::project::source_dir();
     let modules = tender_modules(configured);
     let mut cargo = cargo_command(&source, target_dir, quiet);
-    // A statically linked tender: no dynamic loader and libc relocation at
-    // every start (about 0.3 ms). The explicit target keeps the flag off
-    // build scripts and proc-macros, which must stay dynamic.
+    // A static musl binary: no dynamic loader or libc start-up at every
+    // run (about 0.5 ms of an spt hello), and smaller than glibc linked
+    // statically.
     cargo
         .arg("--manifest-path")
         .arg(source.join("Cargo.toml"))
         .arg("-p")
         .arg(&package)
         .arg("--no-default-features")
-        .args(["--target", TENDER_TRIPLE, "--config"])
-        .arg(format!(
-            "target.{TENDER_TRIPLE}.rustflags=[\"-C\", \"target-feature=+crt-static\"]"
-        ));
+        .args(["--target", TENDER_TRIPLE]);
     if !modules.is_empty() {
         cargo.arg("--features").arg(modules.join(","));
     }
     if run_cargo(cargo, false)?.is_some() {
         return Err(KilnError::Build(format!(
-            "cargo failed to build the tender {package} from {} (modules: {}); the messages above say why",
+            "cargo failed to build the tender {package} from {} (modules: {}); the messages above say why; hint: tenders are built for {TENDER_TRIPLE}, `rustup target add {TENDER_TRIPLE}` if the messages say it is not installed",
             source.display(),
             if modules.is_empty() {
                 "none".to_string()
