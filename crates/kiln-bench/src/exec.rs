@@ -216,6 +216,19 @@ impl Service {
         }
     }
 
+    /// Sets the CPU affinity of every thread of the process and its
+    /// descendants to `cpus` (a `taskset` list such as `0` or `0-1`).
+    pub fn pin(&self, cpus: &str) -> Result<(), BenchError> {
+        for pid in tree(self.child.id()) {
+            let argv: Vec<OsString> = ["taskset", "-a", "-p", "-c", cpus, &pid.to_string()]
+                .iter()
+                .map(OsString::from)
+                .collect();
+            run(&argv, Context::default(), Duration::from_secs(10))?;
+        }
+        Ok(())
+    }
+
     /// Peak resident set size (VmHWM) of the process and its descendants,
     /// in KiB.
     pub fn peak_rss_kib(&self) -> Result<u64, BenchError> {

@@ -206,18 +206,31 @@ pub fn wrk_figures(ns: &Netns, url: &str, secs: u32, who: &str) -> Result<Wrk, B
     wrk(ns, url, longer, longer)
 }
 
-/// Ping flood of `addr` inside `ns`: replies per second.
-fn ping(ns: &Netns, addr: &str, count: u32, secs: u32) -> Result<f64, BenchError> {
-    let a = ns.wrap(&argv([
-        "ping",
-        "-f",
-        "-q",
-        "-c",
-        &count.to_string(),
-        "-w",
-        &secs.to_string(),
-        addr,
-    ]));
+/// The ping flood rows: ping and the server wherever the scheduler puts
+/// them, and both pinned to one CPU. On a VM a wake-up across CPUs is an
+/// interprocessor interrupt through the hypervisor, which makes the
+/// unpinned rate depend on where the scheduler happens to place the two.
+const PING: &str = "ping -f replies/s";
+const PING_PINNED: &str = "ping -f replies/s, ping and server on one CPU";
+
+/// CPUs this process may run on.
+fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// The CPU that pinned pings and the server they flood share.
+const PIN_CPU: &str = "0";
+
+/// Ping flood of `addr` inside `ns`: replies per second. With `pinned`,
+/// ping runs on [`PIN_CPU`] (where the caller pinned the server).
+fn ping(ns: &Netns, addr: &str, count: u32, secs: u32, pinned: bool) -> Result<f64, BenchError> {
+    let (count_arg, secs_arg) = (count.to_string(), secs.to_string());
+    let mut words = vec![];
+    if pinned {
+        words.extend(["taskset", "-c", PIN_CPU]);
+    }
+    words.extend(["ping", "-f", "-q", "-c", &count_arg, "-w", &secs_arg, addr]);
+    let a = ns.wrap(&argv(words));
     let f = exec::run(
         &a,
         Context::default(),
@@ -309,21 +322,24 @@ pub fn run(p: &Prepared) -> Vec<Row> {
         }
     };
     let kernel = "kernel (namespace)";
-    let ping_base = ping(&ns, HOST_V4, c.ping_count, c.ping_secs);
-    rows.push(match &ping_base {
-        Ok(v) => Row::ok(SECTION, "ping -f replies/s", kernel, *v, "pkt/s"),
-        Err(e) => Row::missing(
-            SECTION,
-            "ping -f replies/s",
-            kernel,
-            "pkt/s",
-            Status::Failed(e.to_string()),
-        ),
-    });
-    let ping_base = ping_base.ok().map(|value| Baseline {
-        name: kernel.into(),
-        value,
-    });
+    let mut ping_bases = Vec::new();
+    for (name, pinned) in [(PING, false), (PING_PINNED, true)] {
+        let base = ping(&ns, HOST_V4, c.ping_count, c.ping_secs, pinned);
+        rows.push(match &base {
+            Ok(v) => Row::ok(SECTION, name, kernel, *v, "pkt/s"),
+            Err(e) => Row::missing(
+                SECTION,
+                name,
+                kernel,
+                "pkt/s",
+                Status::Failed(e.to_string()),
+            ),
+        });
+        ping_bases.push(base.ok().map(|value| Baseline {
+            name: kernel.into(),
+            value,
+        }));
+    }
     // nginx serves the big copy's htdocs when there is one (www's files
     // and the 1 MiB file).
     let root = match p.www_big.first() {
@@ -364,7 +380,8 @@ pub fn run(p: &Prepared) -> Vec<Row> {
             Ok(b) => b,
             Err(row) => {
                 for (name, unit) in [
-                    ("ping -f replies/s", "pkt/s"),
+                    (PING, "pkt/s"),
+                    (PING_PINNED, "pkt/s"),
                     ("wrk requests/s", "req/s"),
                     ("wrk p50 latency", "ms"),
                     ("wrk p99 latency", "ms"),
@@ -389,25 +406,42 @@ pub fn run(p: &Prepared) -> Vec<Row> {
             }
         };
         if variant.tap() {
-            rows.push(match ping(&ns, GUEST_V4, c.ping_count, c.ping_secs) {
-                Ok(v) => Row::ok(SECTION, "ping -f replies/s", target, v, "pkt/s")
-                    .against(ping_base.clone()),
-                Err(e) => Row::missing(
+            for ((name, pinned), base) in [(PING, false), (PING_PINNED, true)]
+                .into_iter()
+                .zip(&ping_bases)
+            {
+                let flood = if pinned {
+                    // The server's threads on ping's CPU, then back on all.
+                    let r = server
+                        .service
+                        .pin(PIN_CPU)
+                        .and_then(|()| ping(&ns, GUEST_V4, c.ping_count, c.ping_secs, true));
+                    let all = format!("0-{}", available_cpus().saturating_sub(1));
+                    r.and_then(|v| server.service.pin(&all).map(|()| v))
+                } else {
+                    ping(&ns, GUEST_V4, c.ping_count, c.ping_secs, false)
+                };
+                rows.push(match flood {
+                    Ok(v) => Row::ok(SECTION, name, target, v, "pkt/s").against(base.clone()),
+                    Err(e) => Row::missing(
+                        SECTION,
+                        name,
+                        target,
+                        "pkt/s",
+                        Status::Failed(e.to_string()),
+                    ),
+                });
+            }
+        } else {
+            for name in [PING, PING_PINNED] {
+                rows.push(Row::missing(
                     SECTION,
-                    "ping -f replies/s",
+                    name,
                     target,
                     "pkt/s",
-                    Status::Failed(e.to_string()),
-                ),
-            });
-        } else {
-            rows.push(Row::missing(
-                SECTION,
-                "ping -f replies/s",
-                target,
-                "pkt/s",
-                Status::Skipped("the host kernel answers pings for the socket stack".into()),
-            ));
+                    Status::Skipped("the host kernel answers pings for the socket stack".into()),
+                ));
+            }
         }
         let who = format!("www on {target}");
         let w = wrk_figures(&ns, &server.url, c.wrk_secs, &who).map_err(|e| e.to_string());
