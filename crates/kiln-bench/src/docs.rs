@@ -106,8 +106,9 @@ pub fn page(
         }
     );
     let flavour = if machine.kvm_modules.iter().any(|m| m == "kvm_pvm") {
-        "kvm_pvm: PVM with shadow paging, where guest code runs emulated (see the notes \
-         below), so hvt figures here are far from hardware KVM's"
+        "kvm_pvm: PVM with shadow paging, which emulates guest code at CPL 0 and runs CPL 3 \
+         on the CPU; kiln's unikernels run at CPL 3, and every exit costs tens of \
+         microseconds (see the notes below)"
     } else if machine.kvm_modules.is_empty() {
         "none loaded"
     } else {
