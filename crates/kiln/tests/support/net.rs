@@ -55,23 +55,7 @@ pub fn files_under(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-pub use crate::common::shared_target_dir;
-
-pub fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// `output`, asserting that it exited 0.
-pub fn ok(output: Output, what: &str) -> Output {
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{what} failed\n--- stdout\n{}\n--- stderr\n{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-    output
-}
+pub use crate::common::{shared_target_dir, text};
 
 /// The stack a unikernel is built with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
