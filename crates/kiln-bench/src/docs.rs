@@ -42,7 +42,7 @@ fn about(section: &str) -> &'static str {
              address 10.81.0.1/24, the unikernel's stack at 10.81.0.2 (unix-direct, hvt, spt), \
              the host-socket www on the namespace's 127.0.0.1. `ping -f -q -c N -w T` replies per \
              second against the kernel answering its own address, twice: wherever the scheduler \
-             puts ping and the server, and with both pinned to CPU 0 (`taskset`; on a VM a \
+             puts ping and the server, and with both pinned to one CPU (`taskset`; on a VM a \
              wake-up across CPUs is an interprocessor interrupt through the hypervisor, so the \
              unpinned rate depends on placement); `wrk -t1 -c16 --latency` on `/` \
              against nginx serving the same htdocs on the namespace's loopback, same run; in a full \

@@ -213,21 +213,34 @@ pub fn wrk_figures(ns: &Netns, url: &str, secs: u32, who: &str) -> Result<Wrk, B
 const PING: &str = "ping -f replies/s";
 const PING_PINNED: &str = "ping -f replies/s, ping and server on one CPU";
 
-/// CPUs this process may run on.
-fn available_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+/// The CPUs this process may run on, as `taskset` takes them (the kernel's
+/// `Cpus_allowed_list`, e.g. `0-1`), or `None` if /proc does not say.
+fn allowed_cpus() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|list| list.trim().to_string())
 }
 
-/// The CPU that pinned pings and the server they flood share.
-const PIN_CPU: &str = "0";
+/// The CPU that pinned pings and the server they flood share: the first
+/// this process may run on.
+fn pin_cpu() -> String {
+    allowed_cpus()
+        .and_then(|list| {
+            let first = list.split([',', '-']).next()?.trim();
+            first.parse::<u32>().ok().map(|n| n.to_string())
+        })
+        .unwrap_or_else(|| "0".into())
+}
 
 /// Ping flood of `addr` inside `ns`: replies per second. With `pinned`,
-/// ping runs on [`PIN_CPU`] (where the caller pinned the server).
+/// ping runs on [`pin_cpu`] (where the caller pinned the server).
 fn ping(ns: &Netns, addr: &str, count: u32, secs: u32, pinned: bool) -> Result<f64, BenchError> {
-    let (count_arg, secs_arg) = (count.to_string(), secs.to_string());
+    let (count_arg, secs_arg, cpu) = (count.to_string(), secs.to_string(), pin_cpu());
     let mut words = vec![];
     if pinned {
-        words.extend(["taskset", "-c", PIN_CPU]);
+        words.extend(["taskset", "-c", &cpu]);
     }
     words.extend(["ping", "-f", "-q", "-c", &count_arg, "-w", &secs_arg, addr]);
     let a = ns.wrap(&argv(words));
@@ -411,12 +424,13 @@ pub fn run(p: &Prepared) -> Vec<Row> {
                 .zip(&ping_bases)
             {
                 let flood = if pinned {
-                    // The server's threads on ping's CPU, then back on all.
+                    // The server's threads on ping's CPU, then back on the
+                    // CPUs this run may use.
                     let r = server
                         .service
-                        .pin(PIN_CPU)
+                        .pin(&pin_cpu())
                         .and_then(|()| ping(&ns, GUEST_V4, c.ping_count, c.ping_secs, true));
-                    let all = format!("0-{}", available_cpus().saturating_sub(1));
+                    let all = allowed_cpus().unwrap_or_else(|| "0-1023".into());
                     r.and_then(|v| server.service.pin(&all).map(|()| v))
                 } else {
                     ping(&ns, GUEST_V4, c.ping_count, c.ping_secs, false)
