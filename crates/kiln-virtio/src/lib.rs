@@ -1,0 +1,128 @@
+//! kiln-virtio: the freestanding kiln platform for the `virtio` target. A
+//! kiln unikernel built for it is one static x86_64 ELF for
+//! `x86_64-unknown-none` that boots through the PVH entry (the ELF note
+//! `XEN_ELFNOTE_PHYS32_ENTRY`) with no bootloader or firmware, on QEMU
+//! (`-M microvm` or q35/pc, `-kernel IMAGE`), Firecracker and
+//! cloud-hypervisor.
+//!
+//! This crate boots the guest, provides the heap, implements the
+//! `kiln_devices` traits over what those VMMs emulate, and implements
+//! [`kiln_rt::Platform`] with one blocking point (a polling wait, see
+//! [`platform`]).
+//!
+//! # Layers, from the bottom
+//!
+//! - `sys` (only for `target_os = "none"`, the only module with `unsafe`):
+//!   the PVH entry (32-bit to long mode), single instructions and port
+//!   I/O, the GDT/TSS/IDT and exception stubs, kiln's page tables (null
+//!   page and stack guard unmapped, W^X, the device window uncached), the
+//!   `talc` heap, the clocks (KVM's pvclock, else the TSC calibrated
+//!   against the PIT and the CMOS RTC), the 16550 console and the exit
+//!   devices, and the boot sequence;
+//! - [`pvh`], [`cmdline`], [`clocksource`], [`layout`], [`time`],
+//!   [`trap`], [`console`]: logic, target-independent and unit-tested on
+//!   the host: the start info and memory map, the command line's
+//!   arguments and virtio-mmio devices, clock arithmetic, the memory map
+//!   and page protections, TSC scaling, exception reports, buffered
+//!   console output;
+//! - the devices (built for `x86_64-unknown-none` only): `Console`,
+//!   `MonotonicClock`, `WallClock`, `Random`, and the `Platform`;
+//! - [`mod@env`]: the [`Env`] a unikernel starts with, [`main!`] and
+//!   [`exit`], the panic handler.
+//!
+//! `layout`, `time`, `trap`, `console`, `random` and the panic handler are
+//! kiln-solo5's own source files, compiled into this crate as they are
+//! (`#[path]`): both platforms boot the same way once in long mode (see
+//! `sys::cpu`), and the files only need a `sys` module offering `clock`,
+//! `arch` and `host::{puts, abort}`, which this crate's `sys` does.
+//!
+//! # The exit status
+//!
+//! [`exit`] writes the status to QEMU's `isa-debug-exit` port (0xf4), then
+//! tries cloud-hypervisor's ACPI shutdown port and an i8042 reset
+//! (Firecracker). QEMU then exits with `(status << 1) | 1`, which
+//! `kiln run` turns back into the status; the other VMMs exit 0.
+//!
+//! # What a generated crate contains
+//!
+//! As for hvt (see kiln-solo5's crate documentation), with `kiln-virtio`
+//! instead of `kiln-solo5`, the linker script published as
+//! `DEP_KILN_VIRTIO_LDSCRIPT`, no Solo5 ABI note (the PVH note comes from
+//! this crate), the Solo5 manifest note listing the net and block devices,
+//! and `kiln_virtio::main!(run)`.
+#![no_std]
+#![deny(unsafe_code)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod clocksource;
+pub mod cmdline;
+#[path = "../../kiln-solo5/src/console.rs"]
+pub mod console;
+pub mod env;
+#[path = "../../kiln-solo5/src/layout.rs"]
+pub mod layout;
+pub mod pvh;
+#[path = "../../kiln-solo5/src/time.rs"]
+pub mod time;
+#[path = "../../kiln-solo5/src/trap.rs"]
+pub mod trap;
+
+#[cfg(target_os = "none")]
+mod devices;
+#[cfg(target_os = "none")]
+#[path = "../../kiln-solo5/src/panic.rs"]
+mod panic;
+#[cfg(target_os = "none")]
+pub mod platform;
+#[cfg(target_os = "none")]
+#[path = "../../kiln-solo5/src/random.rs"]
+mod random;
+#[cfg(target_os = "none")]
+mod sys;
+
+#[cfg(target_os = "none")]
+pub use console::Console;
+pub use env::{DeviceError, Env};
+pub use kiln_devices::ExitStatus;
+#[cfg(target_os = "none")]
+pub use platform::{Platform, platform};
+#[cfg(target_os = "none")]
+pub use random::Random;
+#[cfg(target_os = "none")]
+pub use time::{MonotonicClock, WallClock};
+
+/// Prints `error: MESSAGE` if `status` has a message, then ends the VM
+/// with its code (see the crate documentation for what each VMM gives
+/// back).
+#[cfg(target_os = "none")]
+pub fn exit(status: ExitStatus) -> ! {
+    if let Some(message) = &status.message {
+        use kiln_devices::Console as _;
+        let _ = Console::new().logf(format_args!("error: {message}"));
+    }
+    sys::host::halt(i32::from(status.code), None)
+}
+
+/// The TSC frequency the clocks found at boot, in Hz, and whether it came
+/// from KVM's pvclock (else from the PIT).
+#[cfg(target_os = "none")]
+pub fn tsc_hz() -> (u64, bool) {
+    sys::clock::tsc_hz()
+}
+
+/// Declares the unikernel's entry: `kiln_virtio::main!(run)` with
+/// `fn run(env: &'static kiln_virtio::Env) -> kiln_virtio::ExitStatus`.
+/// kiln-virtio's boot code calls it once the platform is up and ends the
+/// VM with the status it returns.
+#[macro_export]
+macro_rules! main {
+    ($run:path) => {
+        #[unsafe(export_name = "kiln_virtio_main")]
+        fn __kiln_virtio_main(env: &'static $crate::Env) -> $crate::ExitStatus {
+            $run(env)
+        }
+    };
+}
