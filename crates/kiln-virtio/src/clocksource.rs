@@ -11,9 +11,12 @@ pub const PIT_HZ: u64 = 1_193_182;
 /// shift: `((delta << shift) * mul) >> 32`, a negative shift dividing.
 pub fn pvclock_scale(delta: u64, mul: u32, shift: i8) -> u64 {
     let delta = if shift >= 0 {
-        delta
-            .checked_shl(u32::from(shift.unsigned_abs()))
-            .unwrap_or(u64::MAX)
+        let shift = u32::from(shift.unsigned_abs()).min(63);
+        if delta > u64::MAX >> shift {
+            u64::MAX
+        } else {
+            delta << shift
+        }
     } else {
         delta >> shift.unsigned_abs().min(63)
     };
