@@ -84,7 +84,11 @@ pub const IMPLEMENTATIONS: &[Implementation] = &[
         device: DeviceType::Stack,
         choice: Some(Impl::Socket),
         uses: &[],
-        impossible_on: &[(Target::Hvt, NO_SOCKETS), (Target::Spt, NO_SOCKETS)],
+        impossible_on: &[
+            (Target::Hvt, NO_SOCKETS),
+            (Target::Spt, NO_SOCKETS),
+            (Target::Virtio, NO_SOCKETS),
+        ],
     },
     Implementation {
         device: DeviceType::Stack,

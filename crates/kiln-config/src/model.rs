@@ -12,11 +12,13 @@ pub enum Target {
     Hvt,
     /// A seccomp-sandboxed process under `kiln-spt`.
     Spt,
+    /// A PVH image for standard VMMs (QEMU, Firecracker, cloud-hypervisor).
+    Virtio,
 }
 
 impl Target {
     /// Every target.
-    pub const ALL: [Target; 3] = [Target::Unix, Target::Hvt, Target::Spt];
+    pub const ALL: [Target; 4] = [Target::Unix, Target::Hvt, Target::Spt, Target::Virtio];
 
     /// The target's name (`unix`, `hvt`, `spt`).
     pub const fn name(self) -> &'static str {
@@ -24,6 +26,7 @@ impl Target {
             Target::Unix => "unix",
             Target::Hvt => "hvt",
             Target::Spt => "spt",
+            Target::Virtio => "virtio",
         }
     }
 

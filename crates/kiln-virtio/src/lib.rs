@@ -62,6 +62,8 @@ pub mod cmdline;
 #[path = "../../kiln-solo5/src/console.rs"]
 pub mod console;
 pub mod env;
+#[cfg(feature = "host")]
+pub mod host;
 #[path = "../../kiln-solo5/src/layout.rs"]
 pub mod layout;
 pub mod pvh;

@@ -42,6 +42,28 @@ pub enum TargetArg {
     Hvt,
     /// A seccomp-sandboxed process under kiln-spt
     Spt,
+    /// A PVH image for QEMU, Firecracker and cloud-hypervisor
+    Virtio,
+}
+
+/// The QEMU machine of `kiln run -t virtio`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MachineArg {
+    /// virtio-mmio devices, no PCI, no firmware
+    Microvm,
+    /// virtio over PCI, SeaBIOS
+    Q35,
+}
+
+/// The VMM `kiln run -t virtio --print-command` prints for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VmmArg {
+    /// qemu-system-x86_64
+    Qemu,
+    /// Firecracker (a configuration file for --config-file)
+    Firecracker,
+    /// cloud-hypervisor
+    CloudHypervisor,
 }
 
 /// The `--net` choices.
@@ -112,8 +134,22 @@ pub struct RunArgs {
     #[command(flatten)]
     pub target: TargetOpts,
     /// Guest memory in MiB on hvt and spt [default: the tender's, 512]
+    /// and virtio [default: 128]
     #[arg(long, value_name = "MB")]
     pub mem: Option<u64>,
+    /// virtio: the QEMU machine
+    #[arg(long, value_enum, default_value = "microvm")]
+    pub machine: MachineArg,
+    /// virtio: print the VMM's command line (or Firecracker's
+    /// configuration) instead of running it
+    #[arg(long)]
+    pub print_command: bool,
+    /// virtio: the VMM --print-command prints for
+    #[arg(long, value_enum, default_value = "qemu")]
+    pub vmm: VmmArg,
+    /// virtio: run this image instead of building DIR
+    #[arg(long, value_name = "PATH")]
+    pub image: Option<PathBuf>,
     /// The unikernel's directory
     #[arg(default_value = ".")]
     pub dir: PathBuf,

@@ -13,6 +13,7 @@ use program::{Construct, Resolved};
 pub mod program;
 pub mod solo5;
 pub mod unix;
+pub mod virtio;
 
 /// Everything a backend needs: the checked manifest, graph and entry
 /// function, and where things are.
@@ -61,7 +62,7 @@ pub trait Backend: Sync {
 }
 
 /// The backends, one per target that kiln can generate code for.
-static BACKENDS: &[&dyn Backend] = &[&unix::Unix, &solo5::HVT, &solo5::SPT];
+static BACKENDS: &[&dyn Backend] = &[&unix::Unix, &solo5::HVT, &solo5::SPT, &virtio::Virtio];
 
 /// The backend of `target`, or `None` if code generation for it has not
 /// landed yet.

@@ -50,6 +50,9 @@ pub enum Flavor {
         /// The spt ABI note instead of the hvt one.
         spt: bool,
     },
+    /// A freestanding PVH image over `kiln-virtio`, with the same `Env`
+    /// interface as kiln-solo5's.
+    Virtio,
 }
 
 impl Flavor {
@@ -58,6 +61,15 @@ impl Flavor {
             Flavor::Unix => Target::Unix,
             Flavor::Solo5 { spt: false } => Target::Hvt,
             Flavor::Solo5 { spt: true } => Target::Spt,
+            Flavor::Virtio => Target::Virtio,
+        }
+    }
+
+    /// The freestanding platform crate's path in generated code.
+    fn platform(self) -> &'static str {
+        match self {
+            Flavor::Virtio => "::kiln_virtio",
+            _ => "::kiln_solo5",
         }
     }
 
@@ -65,7 +77,7 @@ impl Flavor {
     fn alloc(self) -> &'static str {
         match self {
             Flavor::Unix => "::std",
-            Flavor::Solo5 { .. } => "::alloc",
+            Flavor::Solo5 { .. } | Flavor::Virtio => "::alloc",
         }
     }
 }
@@ -223,7 +235,7 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
         m.name.value,
         flavor.target()
     );
-    if let Flavor::Solo5 { .. } = flavor {
+    if matches!(flavor, Flavor::Solo5 { .. } | Flavor::Virtio) {
         s.push_str("#![no_std]\n#![no_main]\n\nextern crate alloc;\n\n");
         s.push_str("use ::alloc::string::ToString as _;\n");
     }
@@ -294,6 +306,7 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
     let exit = match flavor {
         Flavor::Unix => "::kiln_unix::exit",
         Flavor::Solo5 { .. } => "::kiln_solo5::exit",
+        Flavor::Virtio => "::kiln_virtio::exit",
     };
     let _ = write!(
         s,
@@ -303,8 +316,13 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
     );
     // On Solo5 the tender attaches the devices: --help names its flags.
     let mut tender_usage = String::new();
-    if let Flavor::Solo5 { spt } = flavor {
-        let tender = if spt { "kiln-spt" } else { "kiln-hvt" };
+    let tender = match flavor {
+        Flavor::Unix => None,
+        Flavor::Solo5 { spt: true } => Some("kiln-spt"),
+        Flavor::Solo5 { spt: false } => Some("kiln-hvt"),
+        Flavor::Virtio => Some("the VMM"),
+    };
+    if let Some(tender) = tender {
         let mut rows = Vec::new();
         for (i, device) in m.devices.iter().enumerate() {
             let name = &device.name.value;
@@ -334,8 +352,11 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
         }
         if !rows.is_empty() {
             let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
-            tender_usage =
-                format!("\nDevices, attached by {tender} (kiln run passes it these flags):\n");
+            tender_usage = if flavor == Flavor::Virtio {
+                "\nDevices, attached by the VMM (kiln run -t virtio turns these flags into its devices, in this order):\n".to_string()
+            } else {
+                format!("\nDevices, attached by {tender} (kiln run passes it these flags):\n")
+            };
             for (left, right) in rows {
                 let _ = writeln!(tender_usage, "  {left:width$}  {right}");
             }
@@ -382,22 +403,26 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
             s.push_str("fn main() {\n");
             s.push_str("    let argv = ::kiln_unix::args().unwrap_or_else(|e| fail(2, e));\n");
         }
-        Flavor::Solo5 { .. } => {
-            s.push_str("fn run(env: &'static ::kiln_solo5::Env) -> ExitStatus {\n");
+        Flavor::Solo5 { .. } | Flavor::Virtio => {
+            let _ = writeln!(
+                s,
+                "fn run(env: &'static {}::Env) -> ExitStatus {{",
+                flavor.platform()
+            );
             s.push_str("    let argv = env.args();\n");
         }
     }
     let words = match (flavor, direct) {
         (_, true) => "argv.iter().copied()",
         (Flavor::Unix, false) => "argv.iter().map(String::as_str)",
-        (Flavor::Solo5 { .. }, false) => "argv.iter().copied()",
+        (Flavor::Solo5 { .. } | Flavor::Virtio, false) => "argv.iter().copied()",
     };
     if direct {
         // The stack's arguments come out first; with --help they are not
         // checked, so that help is always available.
         let all = match flavor {
             Flavor::Unix => "argv.iter().map(String::as_str)",
-            Flavor::Solo5 { .. } => "argv.iter().copied()",
+            Flavor::Solo5 { .. } | Flavor::Virtio => "argv.iter().copied()",
         };
         let _ = write!(
             s,
@@ -432,7 +457,7 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
                  \x20   }};\n"
             );
         }
-        Flavor::Solo5 { .. } => {
+        Flavor::Solo5 { .. } | Flavor::Virtio => {
             let _ = write!(
                 s,
                 "        Ok(args::Outcome::Run(parsed)) => parsed,\n\
@@ -466,13 +491,13 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
     }
     match flavor {
         Flavor::Unix => s.push_str("    let platform = ::kiln_unix::platform();\n"),
-        Flavor::Solo5 { .. } => s.push_str("    let platform = env.platform();\n"),
+        Flavor::Solo5 { .. } | Flavor::Virtio => s.push_str("    let platform = env.platform();\n"),
     }
     s.push_str("    let _ = platform;\n");
     if direct {
         let random = match flavor {
             Flavor::Unix => "::kiln_unix::Random::new()",
-            Flavor::Solo5 { .. } => "env.random()",
+            Flavor::Solo5 { .. } | Flavor::Virtio => "env.random()",
         };
         let _ = writeln!(
             s,
@@ -580,12 +605,12 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
             );
             s.push_str("    ::kiln_unix::exit(status)\n}\n");
         }
-        Flavor::Solo5 { .. } => {
+        Flavor::Solo5 { .. } | Flavor::Virtio => {
             let _ = writeln!(
                 s,
                 "    ::kiln_rt::block_on(platform, {future}).exit_status()"
             );
-            s.push_str("}\n\n::kiln_solo5::main!(run);\n");
+            let _ = writeln!(s, "}}\n\n{}::main!(run);", flavor.platform());
         }
     }
     s

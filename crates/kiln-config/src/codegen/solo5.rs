@@ -75,7 +75,7 @@ impl Solo5 {
 
 /// Whether the crate root `src/lib.rs` of the unikernel declares
 /// `#![no_std]`.
-fn declares_no_std(plan: &Plan<'_>) -> bool {
+pub(super) fn declares_no_std(plan: &Plan<'_>) -> bool {
     let lib = plan.unikernel_dir.join("src").join("lib.rs");
     let Ok(text) = std::fs::read_to_string(&lib) else {
         // entry::check read it already; nothing more to say here.

@@ -85,7 +85,7 @@ pub fn build(project: &Project, target: Target, quiet: bool) -> Result<Built, Ki
     install(&built, &image)?;
 
     let tender = match target {
-        Target::Unix => None,
+        Target::Unix | Target::Virtio => None,
         Target::Hvt | Target::Spt => Some(build_tender(
             &configured,
             target,

@@ -34,6 +34,7 @@ fn target(arg: TargetArg) -> Target {
         TargetArg::Unix => Target::Unix,
         TargetArg::Hvt => Target::Hvt,
         TargetArg::Spt => Target::Spt,
+        TargetArg::Virtio => Target::Virtio,
     }
 }
 

@@ -1,12 +1,18 @@
 //! `kiln run`: build when stale, then replace kiln with the unikernel (on
 //! unix) or its tender (on hvt and spt), so that its exit status is kiln's.
+//! On virtio, check the image and the host resources, then run QEMU as a
+//! child and turn its exit code back into the unikernel's status (or print
+//! a VMM's command line with `--print-command`).
 
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 use kiln_config::Target;
+use kiln_virtio::host::{self, Accel, Machine, QemuExit, Vm};
 
-use crate::cli::RunArgs;
+use crate::cli::{MachineArg, RunArgs, VmmArg};
 use crate::error::KilnError;
 
 /// The prefixes of the flags that attach devices; on hvt and spt they are
@@ -23,8 +29,17 @@ pub fn split_device_flags(args: &[String]) -> (Vec<&str>, Vec<&str>) {
 
 /// Runs `kiln run`.
 pub fn run(args: &RunArgs) -> Result<u8, KilnError> {
-    let project = super::open(&args.dir)?;
     let target = super::target(args.target.target);
+    if target == Target::Virtio {
+        return run_virtio(args);
+    }
+    if args.image.is_some() || args.print_command {
+        return Err(KilnError::Usage {
+            message: "--image and --print-command apply to the virtio target only".into(),
+            hint: "run with -t virtio, or drop them".into(),
+        });
+    }
+    let project = super::open(&args.dir)?;
     if target == Target::Unix && args.mem.is_some() {
         return Err(KilnError::Usage {
             message: "--mem applies to hvt and spt guests only".into(),
@@ -55,6 +70,148 @@ pub fn run(args: &RunArgs) -> Result<u8, KilnError> {
     let program = command.get_program().to_owned();
     let error = command.exec();
     Err(KilnError::io("run", program, error))
+}
+
+/// The QEMU program the virtio target runs.
+const QEMU: &str = "qemu-system-x86_64";
+
+/// A usage error (exit 2) from a message that may end in `; hint: ...`.
+fn usage(what: impl std::fmt::Display) -> KilnError {
+    let text = what.to_string();
+    let (message, hint) = match text.split_once("; hint: ") {
+        Some((m, h)) => (m.to_string(), h.to_string()),
+        None => (text, "see kiln run --help".to_string()),
+    };
+    KilnError::Usage { message, hint }
+}
+
+/// Whether /dev/kvm can be opened for reading and writing; else why not.
+fn kvm_usable() -> Result<(), String> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// A word for a POSIX shell: as it is when it is safe, else single-quoted.
+fn shell_word(s: &str) -> String {
+    let safe = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+    if safe {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// `kiln run -t virtio`.
+fn run_virtio(args: &RunArgs) -> Result<u8, KilnError> {
+    let image: PathBuf = match &args.image {
+        Some(image) => image.clone(),
+        None => {
+            let project = super::open(&args.dir)?;
+            super::build::build(&project, Target::Virtio, true)?.image
+        }
+    };
+    let data = std::fs::read(&image).map_err(|e| {
+        usage(format_args!(
+            "cannot read the image {}: {e}; hint: build it with kiln build -t virtio",
+            image.display()
+        ))
+    })?;
+    let info = host::check_image(&data)
+        .map_err(|e| usage(format_args!("{}: {e}", image.display())))?;
+    let (device_flags, guest) = split_device_flags(&args.args);
+    let (nets, blocks) = host::attach(&info.devices, &device_flags).map_err(usage)?;
+    let vm = Vm {
+        image: image.clone(),
+        mem_mb: args.mem.unwrap_or(host::DEFAULT_MEM_MB),
+        args: guest.iter().map(|s| s.to_string()).collect(),
+        nets,
+        blocks,
+    };
+    let machine = match args.machine {
+        MachineArg::Microvm => Machine::Microvm,
+        MachineArg::Q35 => Machine::Q35,
+    };
+    let kvm = kvm_usable();
+    let accel = if kvm.is_ok() { Accel::Kvm } else { Accel::Tcg };
+    if args.print_command {
+        let mut out = std::io::stdout().lock();
+        let written = match args.vmm {
+            VmmArg::Qemu => {
+                let words: Vec<String> = std::iter::once(QEMU.to_string())
+                    .chain(vm.qemu_args(machine, accel).map_err(usage)?)
+                    .map(|w| shell_word(&w))
+                    .collect();
+                writeln!(out, "{}", words.join(" "))
+            }
+            VmmArg::Firecracker => {
+                eprintln!(
+                    "kiln: Firecracker's configuration; run it with: firecracker --no-api --config-file FILE (the status is not given back: Firecracker exits 0)"
+                );
+                write!(out, "{}", vm.firecracker_config().map_err(usage)?)
+            }
+            VmmArg::CloudHypervisor => {
+                let words: Vec<String> = std::iter::once("cloud-hypervisor".to_string())
+                    .chain(vm.cloud_hypervisor_args().map_err(usage)?)
+                    .map(|w| shell_word(&w))
+                    .collect();
+                writeln!(out, "{}", words.join(" "))
+            }
+        };
+        written.map_err(|e| KilnError::io("write the command to", "stdout", e))?;
+        return Ok(0);
+    }
+    host::check_host_resources(&vm.nets, &vm.blocks).map_err(usage)?;
+    if let Err(why) = &kvm {
+        eprintln!(
+            "kiln: /dev/kvm is not usable ({why}): running under QEMU's TCG emulator, which is much slower"
+        );
+    }
+    let qemu_args = vm.qemu_args(machine, accel).map_err(usage)?;
+    let mut child = Command::new(QEMU)
+        .args(&qemu_args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            KilnError::Build(format!(
+                "cannot start {QEMU}: {e}; hint: install QEMU (apt-get install qemu-system-x86)"
+            ))
+        })?;
+    // QEMU's own messages start with its name; the guest's console is on
+    // stdout.
+    let mut qemu_said = false;
+    if let Some(stderr) = child.stderr.take() {
+        let mut err = std::io::stderr().lock();
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            qemu_said |= line.starts_with(QEMU);
+            let _ = writeln!(err, "{line}");
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| KilnError::io("wait for", QEMU, e))?;
+    let code = status.code().unwrap_or(-1);
+    if qemu_said && code == 1 {
+        return Err(KilnError::Build(format!(
+            "{QEMU} failed (its message is above)"
+        )));
+    }
+    match host::qemu_exit(code) {
+        QemuExit::Status(status) => Ok(status),
+        QemuExit::NoStatus => {
+            eprintln!(
+                "kiln: the VM ended without an exit status (QEMU exit code {code}: a reset, triple fault or power-off)"
+            );
+            Ok(255)
+        }
+    }
 }
 
 #[cfg(test)]
