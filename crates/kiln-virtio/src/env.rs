@@ -200,6 +200,48 @@ impl Env {
     pub fn random(&self) -> crate::Random {
         crate::Random::new()
     }
+
+    /// The virtio-net device matched to the manifest's net device `name`.
+    pub fn net(&self, name: &'static str) -> Result<crate::Net, DeviceError> {
+        let d = self.device(name, MftType::NetBasic)?;
+        match crate::Net::take(d.position) {
+            Some(Ok(net)) => Ok(net),
+            Some(Err(e)) => Err(DeviceError::Driver {
+                name,
+                kind: "net",
+                why: alloc::format!("{e}"),
+            }),
+            None => Err(self.not_attached(d)),
+        }
+    }
+
+    /// The virtio-blk device matched to the manifest's block device `name`.
+    pub fn block(&self, name: &'static str) -> Result<crate::Block, DeviceError> {
+        let d = self.device(name, MftType::BlockBasic)?;
+        match crate::Block::take(d.position) {
+            Some(Ok(block)) => Ok(block),
+            Some(Err(e)) => Err(DeviceError::Driver {
+                name,
+                kind: "block",
+                why: alloc::format!("{e}"),
+            }),
+            None => Err(self.not_attached(d)),
+        }
+    }
+
+    fn not_attached(&self, d: Device) -> DeviceError {
+        let (nets, blocks) = crate::sys::virtio::counts();
+        DeviceError::NotAttached {
+            name: d.name,
+            kind: word(d.kind),
+            position: Ordinal(d.position + 1),
+            found: if d.kind == MftType::BlockBasic {
+                blocks
+            } else {
+                nets
+            },
+        }
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,8 @@
 //!   page and stack guard unmapped, W^X, the device window uncached), the
 //!   `talc` heap, the clocks (KVM's pvclock, else the TSC calibrated
 //!   against the PIT and the CMOS RTC), the 16550 console and the exit
-//!   devices, and the boot sequence;
+//!   devices, the virtio devices through `virtio-drivers` (`sys::virtio`,
+//!   with `sys::dma` as its `Hal`), and the boot sequence;
 //! - [`pvh`], [`cmdline`], [`clocksource`], [`layout`], [`time`],
 //!   [`trap`], [`console`]: logic, target-independent and unit-tested on
 //!   the host: the start info and memory map, the command line's
@@ -26,7 +27,8 @@
 //!   and page protections, TSC scaling, exception reports, buffered
 //!   console output;
 //! - the devices (built for `x86_64-unknown-none` only): `Console`,
-//!   `MonotonicClock`, `WallClock`, `Random`, and the `Platform`;
+//!   `MonotonicClock`, `WallClock`, `Random`, `Net`, `Block`, and the
+//!   `Platform`;
 //! - [`mod@env`]: the [`Env`] a unikernel starts with, [`main!`] and
 //!   [`exit`], the panic handler.
 //!
@@ -73,8 +75,6 @@ pub mod time;
 pub mod trap;
 
 #[cfg(target_os = "none")]
-mod devices;
-#[cfg(target_os = "none")]
 #[path = "../../kiln-solo5/src/panic.rs"]
 mod panic;
 #[cfg(target_os = "none")]
@@ -93,6 +93,8 @@ pub use kiln_devices::ExitStatus;
 pub use platform::{Platform, platform};
 #[cfg(target_os = "none")]
 pub use random::Random;
+#[cfg(target_os = "none")]
+pub use sys::virtio::{Block, Net};
 #[cfg(target_os = "none")]
 pub use time::{MonotonicClock, WallClock};
 

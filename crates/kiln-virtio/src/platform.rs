@@ -36,7 +36,7 @@ impl kiln_rt::Platform for Platform {
 
     fn wait(&self, deadline: Option<Instant>) {
         loop {
-            if crate::devices::poll_all() {
+            if crate::sys::virtio::poll_all() {
                 return;
             }
             if deadline.is_some_and(|d| self.now() >= d) {

@@ -190,5 +190,8 @@ extern "C" fn user_main() -> ! {
         Ok(env) => Box::leak(Box::new(env)),
         Err(e) => fail("devices", &e),
     };
+    if let Err(e) = crate::sys::virtio::discover(env.mmio_devices()) {
+        fail("devices", &e);
+    }
     crate::exit(kiln_virtio_main(env))
 }

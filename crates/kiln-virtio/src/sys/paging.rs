@@ -27,6 +27,17 @@ const UNCACHED: u64 = (1 << 3) | (1 << 4);
 /// Page directories covering 4 GiB.
 const DIRECTORIES: usize = 4;
 
+/// Where the device window starts (the end of RAM, rounded up to 2 MiB),
+/// once the tables are built.
+static DEVICE_WINDOW_START: core::sync::atomic::AtomicU64 =
+    core::sync::atomic::AtomicU64::new(1 << 32);
+
+/// Where the device window starts: addresses from there to 4 GiB are
+/// mapped uncached for devices.
+pub fn device_window_start() -> u64 {
+    DEVICE_WINDOW_START.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// Allocates zeroed page-table pages upwards from a page-aligned address.
 struct Frames {
     next: u64,
@@ -156,6 +167,10 @@ pub unsafe fn init(layout: &Layout) -> u64 {
     // The device window: from the end of RAM to 4 GiB in large uncached
     // pages, in the directories above use the static ones.
     let device = HUGE | PRESENT | WRITABLE | USER | NO_EXECUTE | UNCACHED;
+    DEVICE_WINDOW_START.store(
+        large_pages * LARGE_PAGE,
+        core::sync::atomic::Ordering::Relaxed,
+    );
     let window = &raw mut DEVICE_DIRECTORIES;
     for large in large_pages..ENTRIES * DIRECTORIES as u64 {
         let d = (large / ENTRIES) as usize;

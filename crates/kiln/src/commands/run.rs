@@ -122,8 +122,8 @@ fn run_virtio(args: &RunArgs) -> Result<u8, KilnError> {
             image.display()
         ))
     })?;
-    let info = host::check_image(&data)
-        .map_err(|e| usage(format_args!("{}: {e}", image.display())))?;
+    let info =
+        host::check_image(&data).map_err(|e| usage(format_args!("{}: {e}", image.display())))?;
     let (device_flags, guest) = split_device_flags(&args.args);
     let (nets, blocks) = host::attach(&info.devices, &device_flags).map_err(usage)?;
     let vm = Vm {

@@ -1,0 +1,406 @@
+//! The virtio devices, through the `virtio-drivers` crate: discovery of the
+//! transports at boot (virtio-mmio from the command line), the network
+//! interface and the block device over them, and the check of their queues
+//! that the platform's polling wait makes.
+//!
+//! The network interface keeps [`RX_BUFFERS`] receive buffers posted to the
+//! device and [`TX_BUFFERS`] send buffers; a frame is copied once each way
+//! (between the caller's buffer and a posted one, which also holds the
+//! virtio-net header). Block requests wait for their completion (the
+//! device answers within the exit that the notification causes under
+//! QEMU's default thread model, or shortly after).
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::future::{Future, ready};
+use core::ptr::NonNull;
+use core::task::{Context, Poll, Waker};
+
+use kiln_devices::net::ETHERNET_HEADER_LEN;
+use kiln_devices::{BlockError, BlockInfo, MacAddress, NetError};
+use virtio_drivers::device::blk::{SECTOR_SIZE, VirtIOBlk};
+use virtio_drivers::device::net::VirtIONetRaw;
+use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
+use virtio_drivers::transport::{DeviceType, SomeTransport, Transport};
+
+use crate::cmdline::MmioDevice;
+use crate::sys::dma::KilnHal;
+
+/// Entries of each virtqueue.
+const QUEUE_SIZE: usize = 64;
+/// Receive buffers posted to a network device.
+pub const RX_BUFFERS: usize = 32;
+/// Send buffers of a network device.
+pub const TX_BUFFERS: usize = 32;
+/// The MTU kiln's interfaces report.
+const MTU: usize = 1500;
+/// A buffer: the virtio-net header (at most 12 bytes) and a frame.
+const BUFFER_LEN: usize = 12 + MTU + ETHERNET_HEADER_LEN;
+/// `EIO`, for errors the drivers report.
+const EIO: i32 = 5;
+
+type Dev = SomeTransport<'static>;
+
+/// The transports found at boot, by type, in the order the VMM listed them;
+/// each is taken by the first `Env::net`/`Env::block` for its position.
+static FOUND: spin::Mutex<Found> = spin::Mutex::new(Found {
+    nets: Vec::new(),
+    blocks: Vec::new(),
+});
+
+struct Found {
+    nets: Vec<Option<Dev>>,
+    blocks: Vec<Option<Dev>>,
+}
+
+/// Why a transport was not used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DiscoveryError {
+    /// The window lies outside the device window (RAM, or past 4 GiB).
+    #[error(
+        "virtio-mmio device at {base:#x} (+{size:#x}) is outside the device window {window_start:#x}..4 GiB"
+    )]
+    OutsideWindow {
+        /// Its base.
+        base: u64,
+        /// Its size.
+        size: u64,
+        /// Where the device window starts.
+        window_start: u64,
+    },
+}
+
+/// Finds the virtio-mmio devices the command line announced. Devices of
+/// other types, and windows without a device, are skipped.
+pub fn discover(mmio: &[MmioDevice]) -> Result<(), DiscoveryError> {
+    let window_start = crate::sys::paging::device_window_start();
+    let mut found = FOUND.lock();
+    for d in mmio {
+        let end = d.base.checked_add(d.size);
+        if d.base < window_start || end.is_none_or(|e| e > 1 << 32) {
+            return Err(DiscoveryError::OutsideWindow {
+                base: d.base,
+                size: d.size,
+                window_start,
+            });
+        }
+        let Some(header) = NonNull::new(d.base as *mut VirtIOHeader) else {
+            continue;
+        };
+        // SAFETY: the window lies in the device window, which kiln's page
+        // tables map uncached for the whole run; the command line names
+        // each window once, and nothing else uses it.
+        let Ok(transport) = (unsafe { MmioTransport::new(header, d.size as usize) }) else {
+            continue;
+        };
+        let transport: Dev = transport.into();
+        match transport.device_type() {
+            DeviceType::Network => found.nets.push(Some(transport)),
+            DeviceType::Block => found.blocks.push(Some(transport)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// How many network and block devices were found.
+pub fn counts() -> (usize, usize) {
+    let found = FOUND.lock();
+    (found.nets.len(), found.blocks.len())
+}
+
+/// Takes the `position`th network (or block) transport.
+fn take(block: bool, position: usize) -> Option<Dev> {
+    let mut found = FOUND.lock();
+    let list = if block {
+        &mut found.blocks
+    } else {
+        &mut found.nets
+    };
+    list.get_mut(position).and_then(Option::take)
+}
+
+/// What the platform's wait checks.
+static NETS: spin::Mutex<Vec<&'static spin::Mutex<NetState>>> = spin::Mutex::new(Vec::new());
+
+/// Checks every network device's queues and wakes the tasks waiting on one
+/// that has work; true if it woke any.
+pub fn poll_all() -> bool {
+    let nets = NETS.lock();
+    let mut woke = false;
+    for net in nets.iter() {
+        let Some(mut state) = net.try_lock() else {
+            continue;
+        };
+        if state.rx_waker.is_some() && state.dev.poll_receive().is_some() {
+            if let Some(w) = state.rx_waker.take() {
+                w.wake();
+            }
+            woke = true;
+        }
+        if state.tx_waker.is_some() && state.reap() {
+            if let Some(w) = state.tx_waker.take() {
+                w.wake();
+            }
+            woke = true;
+        }
+    }
+    woke
+}
+
+struct NetState {
+    dev: VirtIONetRaw<KilnHal, Dev, QUEUE_SIZE>,
+    /// The receive buffers, each posted to the device.
+    rx: Vec<Box<[u8]>>,
+    /// The receive buffer of each token.
+    rx_of_token: [usize; QUEUE_SIZE],
+    /// The send buffers.
+    tx: Vec<Box<[u8]>>,
+    /// The send buffers not with the device.
+    tx_free: Vec<usize>,
+    /// The send buffer of each token.
+    tx_of_token: [usize; QUEUE_SIZE],
+    rx_waker: Option<Waker>,
+    tx_waker: Option<Waker>,
+}
+
+impl NetState {
+    /// Posts receive buffer `i`.
+    fn post(&mut self, i: usize) -> Result<(), NetError> {
+        // SAFETY: buffer `i` is not touched again until the device returns
+        // it (`receive_complete` with the token recorded here); it is a
+        // boxed slice that never moves.
+        let token =
+            unsafe { self.dev.receive_begin(&mut self.rx[i]) }.map_err(|_| NetError::Io(EIO))?;
+        let slot = self
+            .rx_of_token
+            .get_mut(usize::from(token))
+            .ok_or(NetError::Io(EIO))?;
+        *slot = i;
+        Ok(())
+    }
+
+    /// Takes back the send buffers the device is done with; true if any.
+    fn reap(&mut self) -> bool {
+        let mut any = false;
+        while let Some(token) = self.dev.poll_transmit() {
+            let Some(&i) = self.tx_of_token.get(usize::from(token)) else {
+                break;
+            };
+            // SAFETY: the token and buffer are the pair `transmit_begin`
+            // returned and used.
+            if unsafe { self.dev.transmit_complete(token, &self.tx[i]) }.is_err() {
+                break;
+            }
+            self.tx_free.push(i);
+            any = true;
+        }
+        any
+    }
+}
+
+/// A virtio-net interface.
+pub struct Net {
+    state: &'static spin::Mutex<NetState>,
+    mac: MacAddress,
+}
+
+impl Net {
+    /// Brings up the `position`th virtio-net device; `None` if there is no
+    /// such device.
+    pub(crate) fn take(position: usize) -> Option<Result<Net, virtio_drivers::Error>> {
+        let transport = take(false, position)?;
+        Some(Self::new(transport))
+    }
+
+    fn new(transport: Dev) -> Result<Net, virtio_drivers::Error> {
+        let dev = VirtIONetRaw::<KilnHal, Dev, QUEUE_SIZE>::new(transport)?;
+        let mac = MacAddress(dev.mac_address());
+        let buffer = || alloc::vec![0u8; BUFFER_LEN].into_boxed_slice();
+        let mut state = NetState {
+            dev,
+            rx: (0..RX_BUFFERS).map(|_| buffer()).collect(),
+            rx_of_token: [0; QUEUE_SIZE],
+            tx: (0..TX_BUFFERS).map(|_| buffer()).collect(),
+            tx_free: (0..TX_BUFFERS).rev().collect(),
+            tx_of_token: [0; QUEUE_SIZE],
+            rx_waker: None,
+            tx_waker: None,
+        };
+        for i in 0..RX_BUFFERS {
+            state
+                .post(i)
+                .map_err(|_| virtio_drivers::Error::QueueFull)?;
+        }
+        let state: &'static spin::Mutex<NetState> = Box::leak(Box::new(spin::Mutex::new(state)));
+        NETS.lock().push(state);
+        Ok(Net { state, mac })
+    }
+}
+
+impl kiln_devices::NetworkInterface for Net {
+    fn mac(&self) -> MacAddress {
+        self.mac
+    }
+
+    fn mtu(&self) -> usize {
+        MTU
+    }
+
+    fn poll_receive(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize, NetError>> {
+        let needed = MTU + ETHERNET_HEADER_LEN;
+        if buf.len() < needed {
+            return Poll::Ready(Err(NetError::BufferTooSmall {
+                len: buf.len(),
+                needed,
+            }));
+        }
+        let mut state = self.state.lock();
+        let Some(token) = state.dev.poll_receive() else {
+            state.rx_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        };
+        let Some(&i) = state.rx_of_token.get(usize::from(token)) else {
+            return Poll::Ready(Err(NetError::Io(EIO)));
+        };
+        let s = &mut *state;
+        // SAFETY: the token and buffer are the pair `post` recorded.
+        let done = unsafe { s.dev.receive_complete(token, &mut s.rx[i]) };
+        let copied = done
+            .map_err(|_| NetError::Io(EIO))
+            .and_then(|(header, len)| {
+                let frame = s.rx[i]
+                    .get(header..header + len)
+                    .filter(|f| f.len() <= buf.len())
+                    .ok_or(NetError::Io(EIO))?;
+                buf[..len].copy_from_slice(frame);
+                Ok(len)
+            });
+        let reposted = state.post(i);
+        Poll::Ready(reposted.and(copied))
+    }
+
+    fn poll_send(&self, cx: &mut Context<'_>, frame: &[u8]) -> Poll<Result<(), NetError>> {
+        let max = MTU + ETHERNET_HEADER_LEN;
+        if frame.len() > max {
+            return Poll::Ready(Err(NetError::FrameTooLarge {
+                len: frame.len(),
+                max,
+            }));
+        }
+        let mut state = self.state.lock();
+        if state.tx_free.is_empty() {
+            state.reap();
+        }
+        let Some(i) = state.tx_free.pop() else {
+            state.tx_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        };
+        let s = &mut *state;
+        let sent = (|| {
+            let header = s
+                .dev
+                .fill_buffer_header(&mut s.tx[i])
+                .map_err(|_| NetError::Io(EIO))?;
+            let len = header + frame.len();
+            s.tx[i][header..len].copy_from_slice(frame);
+            // SAFETY: buffer `i` is not touched until `reap` takes it back
+            // with this token; it is a boxed slice that never moves.
+            let token =
+                unsafe { s.dev.transmit_begin(&s.tx[i][..len]) }.map_err(|_| NetError::Io(EIO))?;
+            let slot = s
+                .tx_of_token
+                .get_mut(usize::from(token))
+                .ok_or(NetError::Io(EIO))?;
+            *slot = i;
+            Ok(())
+        })();
+        if sent.is_err() {
+            s.tx_free.push(i);
+        }
+        Poll::Ready(sent)
+    }
+}
+
+/// A virtio-blk device.
+pub struct Block {
+    dev: spin::Mutex<VirtIOBlk<KilnHal, Dev>>,
+    info: BlockInfo,
+}
+
+/// Offset of `blk_size` in `struct virtio_blk_config`.
+const BLK_SIZE_OFFSET: usize = 20;
+
+impl Block {
+    /// Brings up the `position`th virtio-blk device; `None` if there is no
+    /// such device.
+    pub(crate) fn take(position: usize) -> Option<Result<Block, virtio_drivers::Error>> {
+        let transport = take(true, position)?;
+        Some(Self::new(transport))
+    }
+
+    fn new(transport: Dev) -> Result<Block, virtio_drivers::Error> {
+        // The logical block size the VMM gives (QEMU's
+        // logical_block_size), if it is one kiln can use; else 512.
+        let blk_size: u32 = transport.read_config_space(BLK_SIZE_OFFSET).unwrap_or(0);
+        let sector_size = if blk_size.is_power_of_two() && (512..=65536).contains(&blk_size) {
+            blk_size
+        } else {
+            SECTOR_SIZE as u32
+        };
+        let dev = VirtIOBlk::<KilnHal, Dev>::new(transport)?;
+        let bytes = dev.capacity().saturating_mul(SECTOR_SIZE as u64);
+        let info = BlockInfo {
+            sector_size,
+            sectors: bytes / u64::from(sector_size),
+            read_only: dev.readonly(),
+        };
+        Ok(Block {
+            dev: spin::Mutex::new(dev),
+            info,
+        })
+    }
+
+    fn read_now(&self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        let offset = self.info.check(sector, buf.len())?;
+        let block =
+            usize::try_from(offset / SECTOR_SIZE as u64).map_err(|_| BlockError::Io(EIO))?;
+        self.dev
+            .lock()
+            .read_blocks(block, buf)
+            .map_err(|_| BlockError::Io(EIO))
+    }
+
+    fn write_now(&self, sector: u64, buf: &[u8]) -> Result<(), BlockError> {
+        let offset = self.info.check(sector, buf.len())?;
+        if self.info.read_only {
+            return Err(BlockError::ReadOnly);
+        }
+        let block =
+            usize::try_from(offset / SECTOR_SIZE as u64).map_err(|_| BlockError::Io(EIO))?;
+        self.dev
+            .lock()
+            .write_blocks(block, buf)
+            .map_err(|_| BlockError::Io(EIO))
+    }
+}
+
+impl kiln_devices::Block for Block {
+    fn info(&self) -> BlockInfo {
+        self.info
+    }
+
+    fn read(&self, sector: u64, buf: &mut [u8]) -> impl Future<Output = Result<(), BlockError>> {
+        ready(self.read_now(sector, buf))
+    }
+
+    fn write(&self, sector: u64, buf: &[u8]) -> impl Future<Output = Result<(), BlockError>> {
+        ready(self.write_now(sector, buf))
+    }
+
+    /// A virtio-blk FLUSH (QEMU: `fdatasync` of the backing file) when the
+    /// device offers it.
+    fn flush(&self) -> impl Future<Output = Result<(), BlockError>> {
+        ready(self.dev.lock().flush().map_err(|_| BlockError::Io(EIO)))
+    }
+}
