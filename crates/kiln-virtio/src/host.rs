@@ -607,6 +607,27 @@ impl Vm {
     }
 }
 
+/// A command for `program` that the kernel kills (SIGKILL) when the thread
+/// that started it dies, so that a VMM never outlives `kiln run`, even
+/// when kiln is killed.
+#[allow(unsafe_code)]
+pub fn vmm_command(program: &str) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(program);
+    // SAFETY: the closure runs in the child between fork and exec and
+    // only makes one async-signal-safe system call.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    command
+}
+
 /// What a QEMU exit code says about the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QemuExit {

@@ -173,7 +173,7 @@ fn run_virtio(args: &RunArgs) -> Result<u8, KilnError> {
         );
     }
     let qemu_args = vm.qemu_args(machine, accel).map_err(usage)?;
-    let mut child = Command::new(QEMU)
+    let mut child = host::vmm_command(QEMU)
         .args(&qemu_args)
         .stdin(Stdio::null())
         .stderr(Stdio::piped())

@@ -1,0 +1,297 @@
+//! End to end on the virtio target through the CLI: `kiln build -t virtio`
+//! makes a PVH image, `kiln run -t virtio` boots it on QEMU's microvm under
+//! KVM. hello (output, exit statuses), clock, notes persisting on a
+//! virtio-blk disk, www serving its pages over virtio-net on a tap in a
+//! network namespace, and bad input (a truncated image, a foreign ELF, a
+//! missing disk, a missing tap) refused with one clear error and exit 2
+//! before any VMM starts.
+//!
+//! Needs `/dev/kvm`, `qemu-system-x86_64` (scripts/test installs Debian's
+//! `qemu-system-x86`), and for www root, `ip` and `curl`: without them each
+//! test says loudly that it is skipped, and fails instead when `CI=true`.
+//! Builds share the `KILN_TARGET_DIR` of the other CLI tests.
+
+mod common;
+mod support {
+    pub mod net;
+}
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{TempDir, kiln_in, ok, run_for, shared_target_dir, text};
+use kiln_testsupport::netns::Netns;
+use kiln_testsupport::skip::{have, kvm_or_skip, netns_or_skip, skip};
+use support::net::{Running, files_under, htdocs};
+
+/// Longest a build may take.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(900);
+/// Longest a unikernel may run.
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An example's directory.
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name)
+}
+
+/// Whether QEMU and KVM are here; says why not.
+fn can_boot(test: &str) -> bool {
+    if !have("qemu-system-x86_64", "--version") {
+        skip(
+            test,
+            "qemu-system-x86_64 is not installed; hint: apt-get install qemu-system-x86",
+        );
+        return false;
+    }
+    kvm_or_skip(test)
+}
+
+/// `kiln build -t virtio DIR`, which must succeed; the image.
+fn build(dir: &Path) -> PathBuf {
+    ok(
+        run_for(kiln_in(dir).args(["build", "-t", "virtio"]), BUILD_TIMEOUT),
+        &format!("kiln build -t virtio {}", dir.display()),
+    );
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    dir.join("dist").join(format!("{name}.virtio"))
+}
+
+/// `kiln run -t virtio [EXTRA] -- ARGS` in `dir`.
+fn run(dir: &Path, extra: &[&str], args: &[&str]) -> Output {
+    run_for(
+        kiln_in(dir)
+            .env("NO_COLOR", "1")
+            .args(["run", "-t", "virtio"])
+            .args(extra)
+            .arg("--")
+            .args(args),
+        RUN_TIMEOUT,
+    )
+}
+
+/// The exit code, stdout and stderr, for assertions.
+fn show(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    )
+}
+
+/// examples/hello: its output, and the unikernel's status given back
+/// through QEMU's isa-debug-exit: 0, and 2 for a usage error.
+#[test]
+fn hello_on_microvm_gives_back_its_status() {
+    if !can_boot("hello_on_microvm_gives_back_its_status") {
+        return;
+    }
+    let dir = example("hello");
+    build(&dir);
+    let out = run(&dir, &[], &["--times", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(text(&out.stdout), "hello\nhello\n", "{}", show(&out));
+    assert!(
+        !text(&out.stderr).contains("TCG"),
+        "KVM was usable: {}",
+        show(&out)
+    );
+    let out = run(&dir, &[], &["--times", "many"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(text(&out.stdout).contains("error: "), "{}", show(&out));
+}
+
+/// examples/clock: the monotonic clock (pvclock), the wall clock (today's
+/// date, as the host sees it) and the random device.
+#[test]
+fn clock_on_microvm() {
+    if !can_boot("clock_on_microvm") {
+        return;
+    }
+    let dir = example("clock");
+    build(&dir);
+    let out = run(&dir, &[], &["--rolls", "4"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let stdout = text(&out.stdout);
+    let today = Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .expect("date runs");
+    let today = text(&today.stdout).trim().to_string();
+    assert!(stdout.contains("monotonic: "), "{stdout}");
+    assert!(
+        stdout.contains(&format!("wall: {today}T")),
+        "not {today}: {stdout}"
+    );
+    assert_eq!(stdout.matches("roll ").count(), 4, "{stdout}");
+}
+
+/// examples/notes: notes added in one run are there in the next, on a
+/// virtio-blk disk with 512-byte and with 4096-byte sectors.
+#[test]
+fn notes_persist_on_a_virtio_disk() {
+    if !can_boot("notes_persist_on_a_virtio_disk") {
+        return;
+    }
+    let dir = example("notes");
+    build(&dir);
+    let tmp = TempDir::new("virtio-notes");
+    for sector in ["512", "4096"] {
+        let disk = tmp.path.join(format!("notes-{sector}.img"));
+        std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+        let block = format!("--block:data={}", disk.display());
+        let size = format!("--block-sector-size:data={sector}");
+        for note in ["first", "second"] {
+            let out = run(&dir, &[], &[&block, &size, "--add", note]);
+            assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        }
+        let out = run(&dir, &[], &[&block, &size]);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        assert!(
+            text(&out.stdout).contains("1: first\n2: second\n2 notes"),
+            "{sector}: {}",
+            show(&out)
+        );
+    }
+}
+
+/// examples/www on a tap in a network namespace: every page byte for byte,
+/// and a 404.
+#[test]
+fn www_on_microvm_in_a_namespace() {
+    let test = "www_on_microvm_in_a_namespace";
+    if !can_boot(test) || !netns_or_skip(test, &[("curl", "--version", "curl")]) {
+        return;
+    }
+    let dir = example("www");
+    build(&dir);
+    let ns = Netns::new("virtio");
+    ns.add_tap("tap0");
+    ns.address("tap0", "10.0.0.1/24", None);
+    let mut cmd = ns.command(env!("CARGO_BIN_EXE_kiln"));
+    cmd.env("KILN_TARGET_DIR", shared_target_dir())
+        .env("NO_COLOR", "1")
+        .args(["run", "-t", "virtio"])
+        .arg(&dir)
+        .args([
+            "--",
+            "--net:service=tap0",
+            "--ipv4=10.0.0.2/24",
+            "--port=8080",
+        ]);
+    let mut server = Running::spawn(cmd, "virtio-www");
+    server.wait_until("www.virtio", Duration::from_secs(60), |log| {
+        log.contains("serving on port 8080")
+    });
+    let fetch = |path: &str| {
+        let mut curl = ns.command("curl");
+        curl.args(["-sS", "--max-time", "5", "-w", "\n%{http_code}"])
+            .arg(format!("http://10.0.0.2:8080/{path}"))
+            .stdin(Stdio::null());
+        let out = run_for(&mut curl, Duration::from_secs(10));
+        let mut body = out.stdout;
+        let split = body.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+        let code = text(&body[split + 1..]);
+        body.truncate(split);
+        (code, body)
+    };
+    for (path, bytes) in files_under(&htdocs()) {
+        let (code, body) = fetch(&path);
+        assert_eq!(code, "200", "{path}\n{}", server.log());
+        assert!(body == bytes, "{path}: the page differs from the file");
+    }
+    let (code, _) = fetch("no-such-page");
+    assert_eq!(code, "404", "{}", server.log());
+    server.assert_running("www.virtio");
+}
+
+/// Bad input to `kiln run -t virtio`: one clear error each, exit 2, and no
+/// VMM started (each is refused before QEMU would start).
+#[test]
+fn bad_input_is_refused_before_a_vmm_starts() {
+    let tmp = TempDir::new("virtio-bad");
+    let dir = example("notes");
+    let image = build(&dir);
+    let bytes = std::fs::read(&image).unwrap();
+    let truncated = tmp.path.join("truncated.virtio");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    let image_flag = |p: &Path| format!("--image={}", p.display());
+    let disk = tmp.path.join("disk.img");
+    std::fs::write(&disk, vec![0u8; 1 << 16]).unwrap();
+    let cases: Vec<(Vec<String>, Vec<String>, &str)> = vec![
+        (
+            vec![image_flag(&truncated)],
+            vec![format!("--block:data={}", disk.display())],
+            "truncated: a segment ends past the file's",
+        ),
+        (
+            vec![image_flag(Path::new(env!("CARGO_BIN_EXE_kiln")))],
+            vec![],
+            "not an x86_64 executable",
+        ),
+        (
+            vec![],
+            vec![format!(
+                "--block:data={}",
+                tmp.path.join("absent.img").display()
+            )],
+            "absent.img: No such file or directory",
+        ),
+        (vec![], vec![], "the block device `data` is not attached"),
+        (
+            vec![],
+            vec![
+                format!("--block:data={}", disk.display()),
+                "--net:nope=kiln-no-tap0".to_string(),
+            ],
+            "the image has no net device `nope`",
+        ),
+    ];
+    for (extra, args, message) in cases {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run(&dir, &extra, &args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{message}: {}", show(&out));
+        assert_eq!(stderr.matches("error: ").count(), 1, "{}", show(&out));
+        assert!(stderr.contains(message), "{message}: {}", show(&out));
+        assert!(out.stdout.is_empty(), "a guest ran: {}", show(&out));
+    }
+    // A tap that does not exist: www's net device.
+    let dir = example("www");
+    build(&dir);
+    let out = run(&dir, &[], &["--net:service=kiln-no-tap0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("there is no network interface `kiln-no-tap0` here"),
+        "{}",
+        show(&out)
+    );
+    assert!(out.stdout.is_empty(), "a guest ran: {}", show(&out));
+}
+
+/// `--print-command` prints each VMM's command without running it.
+#[test]
+fn print_command_for_each_vmm() {
+    let dir = example("hello");
+    build(&dir);
+    let print = |vmm: &str| {
+        let out = run(&dir, &["--print-command", "--vmm", vmm], &["--times", "3"]);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        text(&out.stdout)
+    };
+    let qemu = print("qemu");
+    assert!(qemu.starts_with("qemu-system-x86_64 -M microvm,"), "{qemu}");
+    assert!(
+        qemu.contains("-device isa-debug-exit,iobase=0xf4,iosize=4"),
+        "{qemu}"
+    );
+    assert!(qemu.trim_end().ends_with("-append '--times 3'"), "{qemu}");
+    let fc = print("firecracker");
+    assert!(fc.contains("\"boot_args\": \"--times 3\""), "{fc}");
+    let ch = print("cloud-hypervisor");
+    assert!(ch.starts_with("cloud-hypervisor --kernel "), "{ch}");
+}
