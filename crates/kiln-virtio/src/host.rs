@@ -476,7 +476,15 @@ impl Vm {
         push(&["-M", m, "-cpu", cpu]);
         let mem = self.mem_mb.to_string();
         push(&["-m", &mem]);
-        push(&["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+        // `-display none`, not `-nographic`: with the latter SeaBIOS (q35)
+        // writes its banner to the serial console.
+        push(&[
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ]);
         push(&["-serial", "stdio", "-device", DEBUG_EXIT]);
         let transport = match machine {
             Machine::Microvm => "device",
@@ -485,6 +493,10 @@ impl Vm {
         for (i, n) in self.nets.iter().enumerate() {
             let netdev = format!("tap,id=net{i},ifname={},script=no,downscript=no", n.tap);
             let mut device = format!("virtio-net-{transport},netdev=net{i}");
+            if machine == Machine::Q35 {
+                // No iPXE option ROM: nothing boots from the network.
+                device.push_str(",romfile=");
+            }
             if let Some(mac) = &n.mac {
                 device.push_str(&format!(",mac={mac}"));
             }

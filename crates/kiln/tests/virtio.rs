@@ -295,3 +295,29 @@ fn print_command_for_each_vmm() {
     let ch = print("cloud-hypervisor");
     assert!(ch.starts_with("cloud-hypervisor --kernel "), "{ch}");
 }
+
+/// q35: the same image finds its disk over PCI (virtio-blk-pci, through
+/// SeaBIOS's PVH loader), and notes persist there too.
+#[test]
+fn notes_persist_on_q35_over_pci() {
+    if !can_boot("notes_persist_on_q35_over_pci") {
+        return;
+    }
+    let dir = example("notes");
+    build(&dir);
+    let tmp = TempDir::new("virtio-q35");
+    let disk = tmp.path.join("notes.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let block = format!("--block:data={}", disk.display());
+    let q35 = ["--machine", "q35"];
+    let out = run(&dir, &q35, &[&block, "--add", "over-pci"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = run(&dir, &q35, &[&block]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(
+        text(&out.stdout),
+        "1: over-pci\n1 notes\n",
+        "{}",
+        show(&out)
+    );
+}

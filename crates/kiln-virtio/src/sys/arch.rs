@@ -97,6 +97,17 @@ pub fn outb(port: u16, value: u8) {
     };
 }
 
+/// Reads a doubleword from I/O port `port`.
+pub fn inl(port: u16) -> u32 {
+    let value: u32;
+    // SAFETY: as for `inb`: the doubleword ports kiln reads are PCI
+    // configuration data.
+    unsafe {
+        asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
 /// Writes a doubleword to I/O port `port`.
 pub fn outl(port: u16, value: u32) {
     // SAFETY: as for `outb`.

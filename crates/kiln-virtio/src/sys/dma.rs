@@ -41,7 +41,16 @@ unsafe impl Hal for KilnHal {
         0
     }
 
-    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, _size: usize) -> NonNull<u8> {
+    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, size: usize) -> NonNull<u8> {
+        // A PCI BAR the firmware put outside kiln's device window (above
+        // 4 GiB, or in RAM) cannot be reached: stop with the reason.
+        let end = paddr.checked_add(size as u64);
+        let window = super::paging::device_window_start();
+        if paddr < window || end.is_none_or(|e| e > 1 << 32) {
+            super::host::abort(format_args!(
+                "a device's registers at {paddr:#x} (+{size:#x}) lie outside kiln's device window {window:#x}..4 GiB"
+            ));
+        }
         match NonNull::new(paddr as *mut u8) {
             Some(p) => p,
             None => super::host::abort(format_args!("MMIO at address 0")),

@@ -1,5 +1,8 @@
 //! The virtio devices, through the `virtio-drivers` crate: discovery of the
-//! transports at boot (virtio-mmio from the command line), the network
+//! transports (virtio-mmio from the command line at boot; virtio-pci on bus
+//! 0 through the configuration ports 0xcf8/0xcfc, only when the command
+//! line announced no device and the unikernel asks for one, since each
+//! configuration access is an exit), the network
 //! interface and the block device over them, and the check of their queues
 //! that the platform's polling wait makes.
 //!
@@ -21,6 +24,10 @@ use kiln_devices::{BlockError, BlockInfo, MacAddress, NetError};
 use virtio_drivers::device::blk::{SECTOR_SIZE, VirtIOBlk};
 use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
+use virtio_drivers::transport::pci::PciTransport;
+use virtio_drivers::transport::pci::bus::{
+    Command as PciCommand, ConfigurationAccess, DeviceFunction, PciRoot,
+};
 use virtio_drivers::transport::{DeviceType, SomeTransport, Transport};
 
 use crate::cmdline::MmioDevice;
@@ -46,11 +53,82 @@ type Dev = SomeTransport<'static>;
 static FOUND: spin::Mutex<Found> = spin::Mutex::new(Found {
     nets: Vec::new(),
     blocks: Vec::new(),
+    probed_pci: false,
 });
 
 struct Found {
     nets: Vec<Option<Dev>>,
     blocks: Vec<Option<Dev>>,
+    /// Whether bus 0 was enumerated (or need not be: the command line
+    /// announced virtio-mmio devices).
+    probed_pci: bool,
+}
+
+/// PCI configuration space through the legacy ports (configuration
+/// mechanism #1): every q35/pc VMM has them.
+struct PortCam;
+
+/// `CONFIG_ADDRESS` and `CONFIG_DATA`.
+const PCI_CONFIG_ADDRESS: u16 = 0xcf8;
+const PCI_CONFIG_DATA: u16 = 0xcfc;
+/// virtio's PCI vendor.
+const VIRTIO_VENDOR: u32 = 0x1af4;
+
+impl ConfigurationAccess for PortCam {
+    fn read_word(&self, f: DeviceFunction, register_offset: u8) -> u32 {
+        super::arch::outl(PCI_CONFIG_ADDRESS, config_address(f, register_offset));
+        super::arch::inl(PCI_CONFIG_DATA)
+    }
+
+    fn write_word(&mut self, f: DeviceFunction, register_offset: u8, data: u32) {
+        super::arch::outl(PCI_CONFIG_ADDRESS, config_address(f, register_offset));
+        super::arch::outl(PCI_CONFIG_DATA, data);
+    }
+
+    unsafe fn unsafe_clone(&self) -> Self {
+        PortCam
+    }
+}
+
+fn config_address(f: DeviceFunction, register_offset: u8) -> u32 {
+    0x8000_0000
+        | (u32::from(f.bus) << 16)
+        | (u32::from(f.device & 0x1f) << 11)
+        | (u32::from(f.function & 0x7) << 8)
+        | u32::from(register_offset & 0xfc)
+}
+
+/// Finds the virtio devices on PCI bus 0, in slot order (QEMU gives slots
+/// in `-device` order). Only function 0 of single-function devices is
+/// read: a full scan of 256 functions would be 512 exits.
+fn discover_pci(found: &mut Found) {
+    found.probed_pci = true;
+    let mut root = PciRoot::new(PortCam);
+    for device in 0..32 {
+        let f = DeviceFunction {
+            bus: 0,
+            device,
+            function: 0,
+        };
+        let id = PortCam.read_word(f, 0);
+        if id & 0xffff != VIRTIO_VENDOR {
+            continue;
+        }
+        let (_, command) = root.get_status_command(f);
+        root.set_command(
+            f,
+            command | PciCommand::MEMORY_SPACE | PciCommand::BUS_MASTER,
+        );
+        let Ok(transport) = PciTransport::new::<KilnHal, _>(&mut root, f) else {
+            continue;
+        };
+        let transport: Dev = transport.into();
+        match transport.device_type() {
+            DeviceType::Network => found.nets.push(Some(transport)),
+            DeviceType::Block => found.blocks.push(Some(transport)),
+            _ => {}
+        }
+    }
 }
 
 /// Why a transport was not used.
@@ -75,6 +153,7 @@ pub enum DiscoveryError {
 pub fn discover(mmio: &[MmioDevice]) -> Result<(), DiscoveryError> {
     let window_start = crate::sys::paging::device_window_start();
     let mut found = FOUND.lock();
+    found.probed_pci = !mmio.is_empty();
     for d in mmio {
         let end = d.base.checked_add(d.size);
         if d.base < window_start || end.is_none_or(|e| e > 1 << 32) {
@@ -109,9 +188,13 @@ pub fn counts() -> (usize, usize) {
     (found.nets.len(), found.blocks.len())
 }
 
-/// Takes the `position`th network (or block) transport.
+/// Takes the `position`th network (or block) transport, enumerating PCI
+/// first if that has not been done.
 fn take(block: bool, position: usize) -> Option<Dev> {
     let mut found = FOUND.lock();
+    if !found.probed_pci {
+        discover_pci(&mut found);
+    }
     let list = if block {
         &mut found.blocks
     } else {
