@@ -55,6 +55,15 @@ pub enum MachineArg {
     Q35,
 }
 
+/// How QEMU runs a virtio guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccelArg {
+    /// KVM (`-cpu host,-arch-capabilities`)
+    Kvm,
+    /// QEMU's emulator, TCG (`-cpu max`)
+    Tcg,
+}
+
 /// The VMM `kiln run -t virtio --print-command` prints for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum VmmArg {
@@ -140,6 +149,9 @@ pub struct RunArgs {
     /// virtio: the QEMU machine
     #[arg(long, value_enum, default_value = "microvm")]
     pub machine: MachineArg,
+    /// virtio: QEMU's accelerator [default: kvm when /dev/kvm opens, else tcg]
+    #[arg(long, value_enum)]
+    pub accel: Option<AccelArg>,
     /// virtio: print the VMM's command line (or Firecracker's
     /// configuration) instead of running it
     #[arg(long)]

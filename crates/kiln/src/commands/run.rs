@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use kiln_config::Target;
 use kiln_virtio::host::{self, Accel, Machine, QemuExit, Vm};
 
-use crate::cli::{MachineArg, RunArgs, VmmArg};
+use crate::cli::{AccelArg, MachineArg, RunArgs, VmmArg};
 use crate::error::KilnError;
 
 /// The prefixes of the flags that attach devices; on hvt and spt they are
@@ -138,7 +138,15 @@ fn run_virtio(args: &RunArgs) -> Result<u8, KilnError> {
         MachineArg::Q35 => Machine::Q35,
     };
     let kvm = kvm_usable();
-    let accel = if kvm.is_ok() { Accel::Kvm } else { Accel::Tcg };
+    let accel = match (args.accel, &kvm) {
+        (Some(AccelArg::Tcg), _) | (None, Err(_)) => Accel::Tcg,
+        (Some(AccelArg::Kvm), Err(why)) if !args.print_command => {
+            return Err(usage(format_args!(
+                "--accel kvm: /dev/kvm is not usable ({why}); hint: run where KVM is, or with --accel tcg"
+            )));
+        }
+        (Some(AccelArg::Kvm), _) | (None, Ok(())) => Accel::Kvm,
+    };
     if args.print_command {
         let mut out = std::io::stdout().lock();
         let written = match args.vmm {
@@ -167,7 +175,7 @@ fn run_virtio(args: &RunArgs) -> Result<u8, KilnError> {
         return Ok(0);
     }
     host::check_host_resources(&vm.nets, &vm.blocks).map_err(usage)?;
-    if let Err(why) = &kvm {
+    if let (Err(why), None) = (&kvm, args.accel) {
         eprintln!(
             "kiln: /dev/kvm is not usable ({why}): running under QEMU's TCG emulator, which is much slower"
         );
