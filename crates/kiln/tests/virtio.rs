@@ -211,6 +211,67 @@ fn www_on_microvm_in_a_namespace() {
     }
     let (code, _) = fetch("no-such-page");
     assert_eq!(code, "404", "{}", server.log());
+
+    // HEAD, then a conditional GET with the ETag: 304.
+    let mut head = ns.command("curl");
+    head.args(["-sS", "--max-time", "5", "-I", "http://10.0.0.2:8080/"])
+        .stdin(Stdio::null());
+    let head = text(&run_for(&mut head, Duration::from_secs(10)).stdout);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let etag = head
+        .lines()
+        .find_map(|l| l.strip_prefix("ETag: "))
+        .unwrap_or_else(|| panic!("no ETag: {head}"))
+        .trim()
+        .to_string();
+    let mut cached = ns.command("curl");
+    cached
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg("-H")
+        .arg(format!("If-None-Match: {etag}"))
+        .arg("http://10.0.0.2:8080/")
+        .stdin(Stdio::null());
+    let code = text(&run_for(&mut cached, Duration::from_secs(10)).stdout);
+    assert_eq!(code, "304", "{}", server.log());
+
+    // 50 clients at once, each served in full.
+    let tmp = TempDir::new("virtio-www-parallel");
+    let config = tmp.path.join("urls");
+    let urls: String = (0..50)
+        .map(|_| "url = \"http://10.0.0.2:8080/\"\noutput = \"/dev/null\"\n")
+        .collect();
+    std::fs::write(&config, urls).unwrap();
+    let mut parallel = ns.command("curl");
+    parallel
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "--parallel",
+            "--parallel-max",
+            "50",
+        ])
+        .args(["-w", "%{http_code} %{size_download}\n", "-K"])
+        .arg(&config)
+        .stdin(Stdio::null());
+    let out = run_for(&mut parallel, Duration::from_secs(30));
+    let index = std::fs::read(htdocs().join("index.html")).unwrap();
+    let expected = format!("200 {}", index.len());
+    let lines = text(&out.stdout);
+    assert_eq!(
+        lines.lines().filter(|l| *l == expected).count(),
+        50,
+        "{lines}\n{}",
+        server.log()
+    );
     server.assert_running("www.virtio");
 }
 
