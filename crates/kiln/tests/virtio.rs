@@ -488,3 +488,127 @@ fn boot_time_against_the_floor_guest() {
         mh.as_secs_f64() / mf.as_secs_f64()
     );
 }
+
+/// The value notes' crash-test mode sets for change `n` (the rule of
+/// `examples/notes/src/crash.rs`): `n.` repeated, cut to 1 to 1000 bytes.
+fn crash_value(n: u32) -> String {
+    let len = 1 + (n.wrapping_mul(37) % 1000) as usize;
+    format!("{n}.").chars().cycle().take(len).collect()
+}
+
+/// The pid of the QEMU that `kiln` (pid `parent`) started, once it runs.
+fn qemu_child(parent: u32) -> Option<u32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).ok()?;
+    children.split_whitespace().find_map(|pid| {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim() == "qemu-system-x86").then(|| pid.parse().ok())?
+    })
+}
+
+/// notes' crash-test mode on microvm: QEMU is killed with SIGKILL while
+/// the store changes, six times at different moments; after each restart
+/// every acknowledged change is there (the change in flight may or may not
+/// be).
+#[test]
+fn notes_lose_no_acknowledged_change_when_qemu_is_killed() {
+    let test = "notes_lose_no_acknowledged_change_when_qemu_is_killed";
+    if !can_boot(test) {
+        return;
+    }
+    let dir = example("notes");
+    build(&dir);
+    let tmp = TempDir::new("virtio-crash");
+    let disk = tmp.path.join("crash.img");
+    std::fs::write(&disk, vec![0u8; 128 << 10]).unwrap();
+    let block = format!("--block:data={}", disk.display());
+    // Per key, the last acknowledged change (None: removed).
+    let mut acked: std::collections::BTreeMap<String, Option<u32>> = Default::default();
+    let mut in_flight: Option<(String, Option<u32>)> = None;
+    let mut last = 0u32;
+    for i in 0..=6u64 {
+        let churn = if i < 6 { "1000000" } else { "0" };
+        let from = (last + 1).to_string();
+        let mut cmd = kiln_in(&dir);
+        cmd.args(["run", "-t", "virtio", "--", &block])
+            .args(["--state", "--churn", churn, "--from", &from])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = kiln_testsupport::process::ChildGuard(cmd.spawn().expect("start kiln"));
+        let stdout = child.0.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // What the restart found.
+        let mut found = std::collections::BTreeMap::new();
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("iteration {i}: no `ready` ({e})"));
+            if line == "ready" {
+                break;
+            }
+            if let Some((key, value)) = line.strip_prefix("have ").and_then(|r| r.split_once(' ')) {
+                found.insert(key.to_string(), value.to_string());
+            }
+        }
+        let keys: std::collections::BTreeSet<String> =
+            acked.keys().chain(found.keys()).cloned().collect();
+        for key in keys {
+            let want = acked.get(&key).copied().flatten().map(crash_value);
+            let flight = in_flight
+                .as_ref()
+                .filter(|(k, _)| *k == key)
+                .map(|(_, v)| v.map(crash_value));
+            let got = found.get(&key).cloned();
+            assert!(
+                got == want || flight.is_some_and(|f| f == got),
+                "iteration {i}: {key}: found {:?}, acknowledged {:?}",
+                got.map(|v| v.len()),
+                want.map(|v| v.len())
+            );
+        }
+        acked = found
+            .iter()
+            .map(|(k, v)| (k.clone(), v.split('.').next().and_then(|n| n.parse().ok())))
+            .collect();
+        in_flight = None;
+        if i == 6 {
+            break;
+        }
+        // Let the churn run a while, then kill QEMU.
+        std::thread::sleep(Duration::from_millis(30 + 53 * i));
+        let qemu = qemu_child(child.0.id()).expect("QEMU runs under kiln");
+        let _ = Command::new("kill")
+            .args(["-KILL", &qemu.to_string()])
+            .status();
+        let _ = child.0.wait();
+        while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+            let words: Vec<&str> = line.split(' ').collect();
+            let [what, op, key, n] = words[..] else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u32>() else { continue };
+            last = last.max(n);
+            let value = (op == "set").then_some(n);
+            match what {
+                "try" => in_flight = Some((key.to_string(), value)),
+                "ack" => {
+                    acked.insert(key.to_string(), value);
+                    in_flight = None;
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(last > 6, "the churn made only {last} changes");
+    println!("{last} changes tried over 6 kills of QEMU");
+}
