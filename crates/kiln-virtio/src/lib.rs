@@ -7,8 +7,8 @@
 //!
 //! This crate boots the guest, provides the heap, implements the
 //! `kiln_devices` traits over what those VMMs emulate, and implements
-//! [`kiln_rt::Platform`] with one blocking point (a polling wait, see
-//! [`platform`]).
+//! [`kiln_rt::Platform`] with one blocking point (a short spin, then `hlt`
+//! until the LAPIC timer or a device's interrupt; see [`platform`]).
 //!
 //! # Layers, from the bottom
 //!

@@ -1,23 +1,28 @@
-//! The runtime's blocking point. The virtio target polls: `wait` spins
-//! (with `pause`) on the monotonic clock until the deadline or until a
-//! device's queue has work, checking the devices between spins.
+//! The runtime's blocking point. `wait` first spins for [`SPIN_NANOS`]
+//! (with `pause`) on the monotonic clock, checking the network devices'
+//! queues between spins: a frame that comes soon is answered without any
+//! exit. Then, where every network device can interrupt (virtio-mmio, whose
+//! lines the command line names; or no network device at all), it
+//! acknowledges the devices' interrupts, checks the queues once more and
+//! halts until the deadline (the LAPIC's TSC-deadline timer) or a device's
+//! interrupt (`sys::idle`, `sys::cpu::halt_until`): an idle unikernel uses
+//! no CPU. The unikernel runs at CPL 3, where `hlt` faults, so the halt
+//! goes through kiln's #UD gate like the page-table switch.
 //!
-//! Why not `hlt`: the unikernel runs at CPL 3 (see `sys::cpu`), where
-//! `hlt` faults, and waking from it needs interrupts (the LAPIC timer and
-//! the virtio devices' lines through the IOAPIC), each costing a VM exit
-//! and, on hypervisors that emulate CPL 0 (KVM's PVM), a few microseconds
-//! of emulated handler per interrupt. Polling answers a packet without any
-//! exit, at the price of one busy host CPU while the unikernel idles: the
-//! right trade for a server VM with a dedicated vCPU, the wrong one for a
-//! host packed with idle guests. Interrupt-driven waiting is future work
-//! (docs/targets.md).
+//! With virtio-pci network devices (q35), whose interrupt routing kiln does
+//! not read (ACPI `_PRT`, or MSI-X), the wait keeps spinning: the vCPU is
+//! busy while the unikernel idles.
 
 use kiln_devices::Instant;
 
 use crate::sys;
 
+/// How long a wait spins before it halts, in nanoseconds: a frame that
+/// comes within it is answered without the exits of an interrupt.
+pub const SPIN_NANOS: u64 = 100_000;
+
 /// The platform: implements [`kiln_rt::Platform`] with the monotonic clock
-/// and a polling wait.
+/// and its wait.
 pub struct Platform {
     _private: (),
 }
@@ -35,14 +40,33 @@ impl kiln_rt::Platform for Platform {
     }
 
     fn wait(&self, deadline: Option<Instant>) {
+        let spin_until = self.now().as_nanos().saturating_add(SPIN_NANOS);
         loop {
-            if crate::sys::virtio::poll_all() {
+            if sys::virtio::poll_all() {
                 return;
             }
-            if deadline.is_some_and(|d| self.now() >= d) {
+            let now = self.now();
+            if deadline.is_some_and(|d| now >= d) {
                 return;
             }
-            core::hint::spin_loop();
+            if now.as_nanos() < spin_until || !sys::virtio::can_halt() {
+                core::hint::spin_loop();
+                continue;
+            }
+            // Nothing came while spinning: halt until the deadline or a
+            // device's interrupt. The lines are acknowledged first and
+            // the queues checked again, so that nothing that arrived
+            // before the acknowledgement is slept through.
+            sys::virtio::ack_all();
+            if sys::virtio::poll_all() {
+                return;
+            }
+            let tsc = deadline.map_or(0, sys::clock::tsc_at);
+            if deadline.is_some() && tsc == 0 {
+                core::hint::spin_loop();
+                continue;
+            }
+            sys::cpu::halt_until(tsc);
         }
     }
 }

@@ -81,6 +81,7 @@ pub(super) extern "C" fn kiln_virtio_boot(start_info: u64) -> ! {
     // SAFETY: first thing at boot, on the only vCPU.
     unsafe { cpu::init() };
     clock::init_cpl0();
+    super::idle::init_cpl0();
     // SAFETY: the entry code's map covers the image, the boot stack and
     // the first GiB as user pages; the boot stack is reused from its top
     // (this function never returns).

@@ -265,3 +265,18 @@ pub fn wall_now() -> Timestamp {
             .saturating_add(since_boot()),
     )
 }
+
+/// The TSC value at monotonic instant `at` (for the LAPIC's TSC-deadline
+/// timer), at least 1 (0 disarms the timer); 0 if the TSC frequency is
+/// unknown.
+pub fn tsc_at(at: Instant) -> u64 {
+    let hz = TSC_HZ.load(Ordering::Relaxed);
+    if hz == 0 {
+        return 0;
+    }
+    let ahead = at.as_nanos().saturating_sub(since_boot());
+    let cycles = u128::from(ahead) * u128::from(hz) / 1_000_000_000;
+    arch::rdtsc()
+        .saturating_add(u64::try_from(cycles).unwrap_or(u64::MAX))
+        .max(1)
+}

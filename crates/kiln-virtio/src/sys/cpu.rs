@@ -35,6 +35,15 @@ const TRAP_STACK_SIZE: usize = 16 * 1024;
 
 /// Number of architectural exception vectors.
 const EXCEPTIONS: usize = 32;
+/// Entries of the IDT: every vector, so that the interrupt vectors below
+/// and the spurious vector have gates.
+const VECTORS: usize = 256;
+/// The vector the virtio devices' interrupts arrive on (IOAPIC).
+pub const DEVICE_VECTOR: u8 = 0x30;
+/// The vector of the LAPIC timer (TSC-deadline mode).
+pub const TIMER_VECTOR: u8 = 0x31;
+/// The LAPIC's spurious-interrupt vector.
+pub const SPURIOUS_VECTOR: u8 = 0xff;
 
 #[repr(C, align(16))]
 struct TrapStack([u8; TRAP_STACK_SIZE]);
@@ -123,7 +132,7 @@ struct Gate {
 }
 
 #[repr(C, align(16))]
-struct Idt([Gate; EXCEPTIONS]);
+struct Idt([Gate; VECTORS]);
 
 static mut IDT: Idt = Idt([Gate {
     offset_low: 0,
@@ -133,7 +142,7 @@ static mut IDT: Idt = Idt([Gate {
     offset_mid: 0,
     offset_high: 0,
     reserved: 0,
-}; EXCEPTIONS]);
+}; VECTORS]);
 
 /// The operand of `lgdt` and `lidt`.
 #[repr(C, packed)]
@@ -189,6 +198,30 @@ global_asm!(
         add qword ptr [rsp], 2
         iretq
     1:
+        // The halt gate (see `halt_until`): arm the TSC deadline from
+        // RDI (0 disarms it), wait for an interrupt with interrupts
+        // enabled only around `hlt`, return past the `ud2`.
+        push rax
+        lea rax, [rip + kiln_halt_ud2]
+        cmp rax, [rsp + 8]
+        jne 2f
+        push rcx
+        push rdx
+        mov ecx, 0x6e0
+        mov eax, edi
+        mov rdx, rdi
+        shr rdx, 32
+        wrmsr
+        pop rdx
+        pop rcx
+        pop rax
+        sti
+        hlt
+        cli
+        add qword ptr [rsp], 2
+        iretq
+    2:
+        pop rax
         push 0
         push 6
         jmp kiln_trap_common
@@ -201,6 +234,26 @@ global_asm!(
     kiln_load_page_tables_ud2:
         ud2
         ret
+    .global kiln_halt
+    kiln_halt:
+    kiln_halt_ud2:
+        ud2
+        ret
+    // The device and timer interrupts: end of interrupt at the LAPIC
+    // (xAPIC registers at 0xfee00000, mapped by kiln's device window),
+    // then back to the `hlt` they woke.
+    .balign 16
+    .global kiln_irq_stub
+    kiln_irq_stub:
+        push rax
+        mov eax, 0xfee000b0
+        mov dword ptr [rax], 0
+        pop rax
+        iretq
+    .balign 16
+    .global kiln_spurious_stub
+    kiln_spurious_stub:
+        iretq
     KILN_TRAP_STUB 7, 0
     KILN_TRAP_STUB 8, 1
     KILN_TRAP_STUB 9, 0
@@ -260,6 +313,12 @@ unsafe extern "C" {
     /// `ud2; ret`: the request the #UD stub answers by loading CR3 from
     /// RDI (defined in the assembly above).
     fn kiln_load_page_tables(pml4: u64);
+    /// `ud2; ret`: the request the #UD stub answers by arming the TSC
+    /// deadline from RDI and halting until an interrupt.
+    fn kiln_halt(tsc_deadline: u64);
+    /// The interrupt and spurious-interrupt entries.
+    fn kiln_irq_stub();
+    fn kiln_spurious_stub();
 }
 
 /// The unmapped page below the stack, once paging is set up, so that
@@ -373,27 +432,33 @@ pub unsafe fn init() {
     }
 }
 
-/// Points the IDT's 32 exception gates at kiln's handlers. The IDT is
-/// plain memory, already loaded by [`init`]: this runs at CPL 3.
+/// Points the IDT's 32 exception gates at kiln's handlers, and the device,
+/// timer and spurious vectors at theirs. The IDT is plain memory, already
+/// loaded by [`init`]: this runs at CPL 3.
 pub fn install_handlers() {
     let idt = &raw mut IDT;
+    let gate = |handler: u64, ist: u8| Gate {
+        offset_low: handler as u16,
+        selector: CODE_SELECTOR,
+        ist,
+        // Present, DPL 0, 64-bit interrupt gate.
+        attributes: 0x8e,
+        offset_mid: (handler >> 16) as u16,
+        offset_high: (handler >> 32) as u32,
+        reserved: 0,
+    };
     // SAFETY: boot runs alone on the only vCPU; the IDT is written only
     // here, and each gate names a stub defined above with kiln's code
-    // selector.
+    // selector. Exceptions run on IST1; the interrupts arrive only inside
+    // the halt gate, at CPL 0, and stay on its stack.
     unsafe {
-        for (vector, gate) in (*idt).0.iter_mut().enumerate() {
-            let handler = kiln_trap_stubs[vector];
-            *gate = Gate {
-                offset_low: handler as u16,
-                selector: CODE_SELECTOR,
-                ist: 1,
-                // Present, DPL 0, 64-bit interrupt gate.
-                attributes: 0x8e,
-                offset_mid: (handler >> 16) as u16,
-                offset_high: (handler >> 32) as u32,
-                reserved: 0,
-            };
+        for (slot, &handler) in (*idt).0.iter_mut().zip(kiln_trap_stubs.iter()) {
+            *slot = gate(handler, 1);
         }
+        let irq = kiln_irq_stub as *const () as u64;
+        (*idt).0[usize::from(DEVICE_VECTOR)] = gate(irq, 0);
+        (*idt).0[usize::from(TIMER_VECTOR)] = gate(irq, 0);
+        (*idt).0[usize::from(SPURIOUS_VECTOR)] = gate(kiln_spurious_stub as *const () as u64, 0);
     }
 }
 
@@ -457,4 +522,15 @@ pub unsafe fn load_page_tables(pml4: u64) {
     // resumes at the `ret` after the two-byte `ud2`; the caller
     // guarantees the tables are complete.
     unsafe { kiln_load_page_tables(pml4) };
+}
+
+/// Halts the vCPU until an interrupt: the LAPIC timer at `tsc_deadline`
+/// (0: no timer) or a device's. From CPL 3 through the #UD gate, as
+/// [`load_page_tables`]; the LAPIC and IOAPIC must have been set up
+/// (`sys::idle`), or only an already pending interrupt wakes it.
+pub fn halt_until(tsc_deadline: u64) {
+    // SAFETY: the #UD handler writes IA32_TSC_DEADLINE, halts with
+    // interrupts enabled only around `hlt` and resumes at the `ret`; it
+    // touches no memory of the caller's.
+    unsafe { kiln_halt(tsc_deadline) };
 }

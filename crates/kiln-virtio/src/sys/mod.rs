@@ -11,5 +11,6 @@ pub mod dma;
 pub mod entry;
 pub mod heap;
 pub mod host;
+pub mod idle;
 pub mod paging;
 pub mod virtio;

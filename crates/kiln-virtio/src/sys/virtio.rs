@@ -57,7 +57,9 @@ static FOUND: spin::Mutex<Found> = spin::Mutex::new(Found {
 });
 
 struct Found {
-    nets: Vec<Option<Dev>>,
+    /// The network transports and their interrupt lines (virtio-mmio
+    /// only).
+    nets: Vec<Option<(Dev, Option<u32>)>>,
     blocks: Vec<Option<Dev>>,
     /// Whether bus 0 was enumerated (or need not be: the command line
     /// announced virtio-mmio devices).
@@ -124,7 +126,7 @@ fn discover_pci(found: &mut Found) {
         };
         let transport: Dev = transport.into();
         match transport.device_type() {
-            DeviceType::Network => found.nets.push(Some(transport)),
+            DeviceType::Network => found.nets.push(Some((transport, None))),
             DeviceType::Block => found.blocks.push(Some(transport)),
             _ => {}
         }
@@ -174,7 +176,7 @@ pub fn discover(mmio: &[MmioDevice]) -> Result<(), DiscoveryError> {
         };
         let transport: Dev = transport.into();
         match transport.device_type() {
-            DeviceType::Network => found.nets.push(Some(transport)),
+            DeviceType::Network => found.nets.push(Some((transport, Some(d.irq)))),
             DeviceType::Block => found.blocks.push(Some(transport)),
             _ => {}
         }
@@ -188,23 +190,49 @@ pub fn counts() -> (usize, usize) {
     (found.nets.len(), found.blocks.len())
 }
 
-/// Takes the `position`th network (or block) transport, enumerating PCI
-/// first if that has not been done.
-fn take(block: bool, position: usize) -> Option<Dev> {
+/// Takes the `position`th network (or block) transport and its interrupt
+/// line, enumerating PCI first if that has not been done.
+fn take(block: bool, position: usize) -> Option<(Dev, Option<u32>)> {
     let mut found = FOUND.lock();
     if !found.probed_pci {
         discover_pci(&mut found);
     }
-    let list = if block {
-        &mut found.blocks
+    if block {
+        found
+            .blocks
+            .get_mut(position)
+            .and_then(Option::take)
+            .map(|d| (d, None))
     } else {
-        &mut found.nets
-    };
-    list.get_mut(position).and_then(Option::take)
+        found.nets.get_mut(position).and_then(Option::take)
+    }
 }
 
 /// What the platform's wait checks.
 static NETS: spin::Mutex<Vec<&'static spin::Mutex<NetState>>> = spin::Mutex::new(Vec::new());
+
+/// Whether the wait may halt: every network device the unikernel took can
+/// interrupt (virtio-mmio, with its line), and the LAPIC and IOAPIC are
+/// set up (`sys::idle`, once).
+pub fn can_halt() -> bool {
+    let nets = NETS.lock();
+    let mut irqs = alloc::vec::Vec::new();
+    for net in nets.iter() {
+        match net.lock().irq {
+            Some(irq) => irqs.push(irq),
+            None => return false,
+        }
+    }
+    super::idle::ready(irqs.into_iter())
+}
+
+/// Acknowledges every network device's interrupt, so that its line drops
+/// and the next used buffer raises it again (an edge the IOAPIC sees).
+pub fn ack_all() {
+    for net in NETS.lock().iter() {
+        let _ = net.lock().dev.ack_interrupt();
+    }
+}
 
 /// Checks every network device's queues and wakes the tasks waiting on one
 /// that has work; true if it woke any.
@@ -233,6 +261,8 @@ pub fn poll_all() -> bool {
 
 struct NetState {
     dev: VirtIONetRaw<KilnHal, Dev, QUEUE_SIZE>,
+    /// Its interrupt line, if it has one kiln can route.
+    irq: Option<u32>,
     /// The receive buffers, each posted to the device.
     rx: Vec<Box<[u8]>>,
     /// The receive buffer of each token.
@@ -292,16 +322,17 @@ impl Net {
     /// Brings up the `position`th virtio-net device; `None` if there is no
     /// such device.
     pub(crate) fn take(position: usize) -> Option<Result<Net, virtio_drivers::Error>> {
-        let transport = take(false, position)?;
-        Some(Self::new(transport))
+        let (transport, irq) = take(false, position)?;
+        Some(Self::new(transport, irq))
     }
 
-    fn new(transport: Dev) -> Result<Net, virtio_drivers::Error> {
+    fn new(transport: Dev, irq: Option<u32>) -> Result<Net, virtio_drivers::Error> {
         let dev = VirtIONetRaw::<KilnHal, Dev, QUEUE_SIZE>::new(transport)?;
         let mac = MacAddress(dev.mac_address());
         let buffer = || alloc::vec![0u8; BUFFER_LEN].into_boxed_slice();
         let mut state = NetState {
             dev,
+            irq,
             rx: (0..RX_BUFFERS).map(|_| buffer()).collect(),
             rx_of_token: [0; QUEUE_SIZE],
             tx: (0..TX_BUFFERS).map(|_| buffer()).collect(),
@@ -418,7 +449,7 @@ impl Block {
     /// Brings up the `position`th virtio-blk device; `None` if there is no
     /// such device.
     pub(crate) fn take(position: usize) -> Option<Result<Block, virtio_drivers::Error>> {
-        let transport = take(true, position)?;
+        let (transport, _) = take(true, position)?;
         Some(Self::new(transport))
     }
 

@@ -1,0 +1,88 @@
+//! Waiting without spinning: the LAPIC timer in TSC-deadline mode and the
+//! virtio-mmio devices' interrupt lines (routed through the IOAPIC), both
+//! onto vectors whose handler only ends the interrupt, and `hlt` through
+//! the #UD gate (`cpu::halt_until`), since the unikernel runs at CPL 3.
+//!
+//! Set up lazily, at CPL 3, by the first wait that has nothing to do: the
+//! LAPIC's and IOAPIC's registers are memory in kiln's device window
+//! (xAPIC mode, as the VMMs start a PVH guest). Used only where every
+//! network device can interrupt: with virtio-mmio devices, whose lines the
+//! command line names; virtio-pci devices (q35) keep the polling wait.
+//! Intel SDM vol. 3, chapter 11 (APIC) and the 82093AA IOAPIC datasheet.
+
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+use super::arch;
+
+/// The xAPIC's registers.
+const LAPIC: u64 = 0xfee0_0000;
+const LAPIC_TPR: u64 = 0x80;
+const LAPIC_SVR: u64 = 0xf0;
+const LAPIC_LVT_TIMER: u64 = 0x320;
+const LAPIC_LVT_LINT0: u64 = 0x350;
+/// LVT timer mode bits 17-18: TSC deadline.
+const LVT_TSC_DEADLINE: u32 = 0b10 << 17;
+const LVT_MASKED: u32 = 1 << 16;
+/// The IOAPIC's index and window registers.
+const IOAPIC: u64 = 0xfec0_0000;
+const IOAPIC_WINDOW: u64 = 0x10;
+/// Highest IOAPIC input kiln routes (QEMU's IOAPIC has 24).
+const IOAPIC_PINS: u32 = 24;
+
+/// Whether the CPU has a LAPIC with the TSC-deadline timer, as the VMM's
+/// CPUID says (read at CPL 0: on KVM's PVM `cpuid` at CPL 3 is the host's).
+static CAPABLE: AtomicBool = AtomicBool::new(false);
+/// 0: not set up yet; 1: set up; 2: not usable (polling).
+static STATE: AtomicU8 = AtomicU8::new(0);
+
+/// Reads the CPU's features at CPL 0.
+pub fn init_cpl0() {
+    let [_, _, ecx, edx] = arch::cpuid(1, 0);
+    let apic = edx & (1 << 9) != 0;
+    let tsc_deadline = ecx & (1 << 24) != 0;
+    CAPABLE.store(apic && tsc_deadline, Ordering::Relaxed);
+}
+
+fn write32(addr: u64, value: u32) {
+    // SAFETY: `addr` is a LAPIC or IOAPIC register, in the device window
+    // kiln's page tables map uncached for the whole run; nothing else in
+    // kiln touches these registers.
+    unsafe { (addr as *mut u32).write_volatile(value) };
+}
+
+/// Sets up the LAPIC timer and routes `irqs` (IOAPIC inputs) to the
+/// device vector, once; whether halting can be used.
+pub fn ready(irqs: impl Iterator<Item = u32> + Clone) -> bool {
+    match STATE.load(Ordering::Relaxed) {
+        1 => return true,
+        2 => return false,
+        _ => {}
+    }
+    let usable = CAPABLE.load(Ordering::Relaxed)
+        && super::paging::device_window_start() <= IOAPIC
+        && irqs.clone().all(|irq| irq < IOAPIC_PINS);
+    if !usable {
+        STATE.store(2, Ordering::Relaxed);
+        return false;
+    }
+    write32(LAPIC + LAPIC_TPR, 0);
+    write32(
+        LAPIC + LAPIC_SVR,
+        0x100 | u32::from(super::cpu::SPURIOUS_VECTOR),
+    );
+    write32(LAPIC + LAPIC_LVT_LINT0, LVT_MASKED);
+    write32(
+        LAPIC + LAPIC_LVT_TIMER,
+        LVT_TSC_DEADLINE | u32::from(super::cpu::TIMER_VECTOR),
+    );
+    for irq in irqs {
+        // Fixed delivery to APIC 0, physical destination, edge-triggered,
+        // active high, unmasked.
+        write32(IOAPIC, 0x10 + 2 * irq);
+        write32(IOAPIC + IOAPIC_WINDOW, u32::from(super::cpu::DEVICE_VECTOR));
+        write32(IOAPIC, 0x11 + 2 * irq);
+        write32(IOAPIC + IOAPIC_WINDOW, 0);
+    }
+    STATE.store(1, Ordering::Relaxed);
+    true
+}
