@@ -103,6 +103,7 @@ pub use time::{MonotonicClock, WallClock};
 /// back).
 #[cfg(target_os = "none")]
 pub fn exit(status: ExitStatus) -> ! {
+    sys::virtio::flush_all();
     if let Some(message) = &status.message {
         use kiln_devices::Console as _;
         let _ = Console::new().logf(format_args!("error: {message}"));

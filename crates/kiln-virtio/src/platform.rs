@@ -40,6 +40,9 @@ impl kiln_rt::Platform for Platform {
     }
 
     fn wait(&self, deadline: Option<Instant>) {
+        // The frames and buffers queued since the last wait, in one
+        // notification per device.
+        sys::virtio::flush_all();
         let spin_until = self.now().as_nanos().saturating_add(SPIN_NANOS);
         loop {
             if sys::virtio::poll_all() {

@@ -6,10 +6,14 @@
 //! interface and the block device over them, and the check of their queues
 //! that the platform's polling wait makes.
 //!
-//! The network interface keeps [`RX_BUFFERS`] receive buffers posted to the
-//! device and [`TX_BUFFERS`] send buffers; a frame is copied once each way
-//! (between the caller's buffer and a posted one, which also holds the
-//! virtio-net header). Block requests wait for their completion (the
+//! The network interface drives `virtio-drivers`' virtqueues itself (the
+//! crate's net drivers notify the device on every frame): it keeps
+//! [`RX_BUFFERS`] receive buffers posted and [`TX_BUFFERS`] send buffers,
+//! copies a frame once each way (between the caller's buffer and a posted
+//! one, which also holds the virtio-net header), and notifies the device
+//! once per wait of the runtime (or when [`NOTIFY_BATCH`] frames are
+//! waiting), not once per frame: each notification is an MMIO write, an
+//! exit, emulated on hypervisors that emulate CPL 3 MMIO (KVM's PVM). Block requests wait for their completion (the
 //! device answers within the exit that the notification causes under
 //! QEMU's default thread model, or shortly after).
 
@@ -22,7 +26,7 @@ use core::task::{Context, Poll, Waker};
 use kiln_devices::net::ETHERNET_HEADER_LEN;
 use kiln_devices::{BlockError, BlockInfo, MacAddress, NetError};
 use virtio_drivers::device::blk::{SECTOR_SIZE, VirtIOBlk};
-use virtio_drivers::device::net::VirtIONetRaw;
+use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::pci::bus::{
@@ -45,6 +49,26 @@ const MTU: usize = 1500;
 const BUFFER_LEN: usize = 12 + MTU + ETHERNET_HEADER_LEN;
 /// `EIO`, for errors the drivers report.
 const EIO: i32 = 5;
+/// Frames queued without a notification before `poll_send` notifies.
+pub const NOTIFY_BATCH: usize = 16;
+/// virtio-net's queues.
+const QUEUE_RECEIVE: u16 = 0;
+const QUEUE_TRANSMIT: u16 = 1;
+
+bitflags::bitflags! {
+    /// The virtio-net features kiln asks for (virtio 1.2, 5.1.3).
+    #[derive(Copy, Clone, Debug, Default, Eq, PartialEq)]
+    struct NetFeatures: u64 {
+        /// The device has a MAC address in its configuration.
+        const MAC = 1 << 5;
+        /// The device has a link status in its configuration.
+        const STATUS = 1 << 16;
+        /// `used_event` and `avail_event` suppress notifications.
+        const RING_EVENT_IDX = 1 << 29;
+        /// Virtio 1.0 or later: the 12-byte header.
+        const VERSION_1 = 1 << 32;
+    }
+}
 
 type Dev = SomeTransport<'static>;
 
@@ -230,7 +254,17 @@ pub fn can_halt() -> bool {
 /// and the next used buffer raises it again (an edge the IOAPIC sees).
 pub fn ack_all() {
     for net in NETS.lock().iter() {
-        let _ = net.lock().dev.ack_interrupt();
+        let _ = net.lock().transport.ack_interrupt();
+    }
+}
+
+/// Notifies every network device of the buffers queued since the last
+/// notification (the start of each wait, and exit).
+pub fn flush_all() {
+    for net in NETS.lock().iter() {
+        if let Some(mut state) = net.try_lock() {
+            state.notify();
+        }
     }
 }
 
@@ -243,7 +277,7 @@ pub fn poll_all() -> bool {
         let Some(mut state) = net.try_lock() else {
             continue;
         };
-        if state.rx_waker.is_some() && state.dev.poll_receive().is_some() {
+        if state.rx_waker.is_some() && state.rx_queue.peek_used().is_some() {
             if let Some(w) = state.rx_waker.take() {
                 w.wake();
             }
@@ -260,7 +294,11 @@ pub fn poll_all() -> bool {
 }
 
 struct NetState {
-    dev: VirtIONetRaw<KilnHal, Dev, QUEUE_SIZE>,
+    transport: Dev,
+    rx_queue: VirtQueue<KilnHal, QUEUE_SIZE>,
+    tx_queue: VirtQueue<KilnHal, QUEUE_SIZE>,
+    /// The virtio-net header's length: 12 (virtio 1), else 10.
+    header: usize,
     /// Its interrupt line, if it has one kiln can route.
     irq: Option<u32>,
     /// The receive buffers, each posted to the device.
@@ -273,36 +311,66 @@ struct NetState {
     tx_free: Vec<usize>,
     /// The send buffer of each token.
     tx_of_token: [usize; QUEUE_SIZE],
+    /// The length each send buffer was added with.
+    tx_len: [usize; TX_BUFFERS],
+    /// Buffers added to each queue since its last notification.
+    rx_unnotified: usize,
+    tx_unnotified: usize,
     rx_waker: Option<Waker>,
     tx_waker: Option<Waker>,
 }
 
 impl NetState {
-    /// Posts receive buffer `i`.
+    /// Posts receive buffer `i` (the device is told at the next
+    /// notification).
     fn post(&mut self, i: usize) -> Result<(), NetError> {
         // SAFETY: buffer `i` is not touched again until the device returns
-        // it (`receive_complete` with the token recorded here); it is a
-        // boxed slice that never moves.
-        let token =
-            unsafe { self.dev.receive_begin(&mut self.rx[i]) }.map_err(|_| NetError::Io(EIO))?;
+        // it (`pop_used` with the token recorded here); it is a boxed slice
+        // that never moves.
+        let token = unsafe { self.rx_queue.add(&[], &mut [&mut self.rx[i]]) }
+            .map_err(|_| NetError::Io(EIO))?;
         let slot = self
             .rx_of_token
             .get_mut(usize::from(token))
             .ok_or(NetError::Io(EIO))?;
         *slot = i;
+        self.rx_unnotified += 1;
         Ok(())
+    }
+
+    /// Tells the device about the buffers added since the last time, if
+    /// it asked to be told (event index or the used ring's flag).
+    fn notify(&mut self) {
+        if self.tx_unnotified > 0 {
+            self.tx_unnotified = 0;
+            if self.tx_queue.should_notify() {
+                self.transport.notify(QUEUE_TRANSMIT);
+            }
+        }
+        if self.rx_unnotified > 0 {
+            self.rx_unnotified = 0;
+            if self.rx_queue.should_notify() {
+                self.transport.notify(QUEUE_RECEIVE);
+            }
+        }
     }
 
     /// Takes back the send buffers the device is done with; true if any.
     fn reap(&mut self) -> bool {
         let mut any = false;
-        while let Some(token) = self.dev.poll_transmit() {
+        while let Some(token) = self.tx_queue.peek_used() {
             let Some(&i) = self.tx_of_token.get(usize::from(token)) else {
                 break;
             };
-            // SAFETY: the token and buffer are the pair `transmit_begin`
-            // returned and used.
-            if unsafe { self.dev.transmit_complete(token, &self.tx[i]) }.is_err() {
+            let len = self.tx_len[i];
+            // SAFETY: the token and buffer are the pair `poll_send` added,
+            // with the length it gave.
+            if unsafe {
+                self.tx_queue
+                    .pop_used(token, &[&self.tx[i][..len]], &mut [])
+            }
+            .is_err()
+            {
                 break;
             }
             self.tx_free.push(i);
@@ -326,18 +394,39 @@ impl Net {
         Some(Self::new(transport, irq))
     }
 
-    fn new(transport: Dev, irq: Option<u32>) -> Result<Net, virtio_drivers::Error> {
-        let dev = VirtIONetRaw::<KilnHal, Dev, QUEUE_SIZE>::new(transport)?;
-        let mac = MacAddress(dev.mac_address());
+    fn new(mut transport: Dev, irq: Option<u32>) -> Result<Net, virtio_drivers::Error> {
+        let features = transport.begin_init(
+            NetFeatures::MAC
+                | NetFeatures::STATUS
+                | NetFeatures::RING_EVENT_IDX
+                | NetFeatures::VERSION_1,
+        );
+        // The MAC address: the first six bytes of the configuration.
+        let mac: [u8; 6] = transport.read_consistent(|| transport.read_config_space(0))?;
+        let event_idx = features.contains(NetFeatures::RING_EVENT_IDX);
+        let rx_queue = VirtQueue::new(&mut transport, QUEUE_RECEIVE, false, event_idx)?;
+        let tx_queue = VirtQueue::new(&mut transport, QUEUE_TRANSMIT, false, event_idx)?;
+        transport.finish_init();
+        let header = if features.contains(NetFeatures::VERSION_1) {
+            12
+        } else {
+            10
+        };
         let buffer = || alloc::vec![0u8; BUFFER_LEN].into_boxed_slice();
         let mut state = NetState {
-            dev,
+            transport,
+            rx_queue,
+            tx_queue,
+            header,
             irq,
             rx: (0..RX_BUFFERS).map(|_| buffer()).collect(),
             rx_of_token: [0; QUEUE_SIZE],
             tx: (0..TX_BUFFERS).map(|_| buffer()).collect(),
             tx_free: (0..TX_BUFFERS).rev().collect(),
             tx_of_token: [0; QUEUE_SIZE],
+            tx_len: [0; TX_BUFFERS],
+            rx_unnotified: 0,
+            tx_unnotified: 0,
             rx_waker: None,
             tx_waker: None,
         };
@@ -346,9 +435,13 @@ impl Net {
                 .post(i)
                 .map_err(|_| virtio_drivers::Error::QueueFull)?;
         }
+        state.notify();
         let state: &'static spin::Mutex<NetState> = Box::leak(Box::new(spin::Mutex::new(state)));
         NETS.lock().push(state);
-        Ok(Net { state, mac })
+        Ok(Net {
+            state,
+            mac: MacAddress(mac),
+        })
     }
 }
 
@@ -370,7 +463,7 @@ impl kiln_devices::NetworkInterface for Net {
             }));
         }
         let mut state = self.state.lock();
-        let Some(token) = state.dev.poll_receive() else {
+        let Some(token) = state.rx_queue.peek_used() else {
             state.rx_waker = Some(cx.waker().clone());
             return Poll::Pending;
         };
@@ -378,18 +471,17 @@ impl kiln_devices::NetworkInterface for Net {
             return Poll::Ready(Err(NetError::Io(EIO)));
         };
         let s = &mut *state;
-        // SAFETY: the token and buffer are the pair `post` recorded.
-        let done = unsafe { s.dev.receive_complete(token, &mut s.rx[i]) };
-        let copied = done
-            .map_err(|_| NetError::Io(EIO))
-            .and_then(|(header, len)| {
-                let frame = s.rx[i]
-                    .get(header..header + len)
-                    .filter(|f| f.len() <= buf.len())
-                    .ok_or(NetError::Io(EIO))?;
-                buf[..len].copy_from_slice(frame);
-                Ok(len)
-            });
+        // SAFETY: the token and buffer are the pair `post` added.
+        let done = unsafe { s.rx_queue.pop_used(token, &[], &mut [&mut s.rx[i]]) };
+        let header = s.header;
+        let copied = done.map_err(|_| NetError::Io(EIO)).and_then(|len| {
+            let frame = s.rx[i]
+                .get(header..len as usize)
+                .filter(|f| f.len() <= buf.len())
+                .ok_or(NetError::Io(EIO))?;
+            buf[..frame.len()].copy_from_slice(frame);
+            Ok(frame.len())
+        });
         let reposted = state.post(i);
         Poll::Ready(reposted.and(copied))
     }
@@ -411,26 +503,27 @@ impl kiln_devices::NetworkInterface for Net {
             return Poll::Pending;
         };
         let s = &mut *state;
-        let sent = (|| {
-            let header = s
-                .dev
-                .fill_buffer_header(&mut s.tx[i])
-                .map_err(|_| NetError::Io(EIO))?;
-            let len = header + frame.len();
-            s.tx[i][header..len].copy_from_slice(frame);
-            // SAFETY: buffer `i` is not touched until `reap` takes it back
-            // with this token; it is a boxed slice that never moves.
-            let token =
-                unsafe { s.dev.transmit_begin(&s.tx[i][..len]) }.map_err(|_| NetError::Io(EIO))?;
+        let header = s.header;
+        let len = header + frame.len();
+        s.tx[i][..header].fill(0);
+        s.tx[i][header..len].copy_from_slice(frame);
+        // SAFETY: buffer `i` is not touched until `reap` takes it back
+        // with this token; it is a boxed slice that never moves.
+        let added = unsafe { s.tx_queue.add(&[&s.tx[i][..len]], &mut []) };
+        let sent = added.map_err(|_| NetError::Io(EIO)).and_then(|token| {
             let slot = s
                 .tx_of_token
                 .get_mut(usize::from(token))
                 .ok_or(NetError::Io(EIO))?;
             *slot = i;
+            s.tx_len[i] = len;
+            s.tx_unnotified += 1;
             Ok(())
-        })();
+        });
         if sent.is_err() {
             s.tx_free.push(i);
+        } else if s.tx_unnotified >= NOTIFY_BATCH {
+            s.notify();
         }
         Poll::Ready(sent)
     }
