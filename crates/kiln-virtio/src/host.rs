@@ -243,11 +243,13 @@ fn valid_mac(s: &str) -> bool {
 /// Attaches the manifest's devices from `kiln run`'s device flags
 /// (`--net:NAME=TAP`, `--net-mac:NAME=MAC`, `--block:NAME=PATH`,
 /// `--block-sector-size:NAME=N`), in manifest order. Every device must be
-/// attached; files and interfaces are not looked at (see
-/// [`check_host_resources`]).
+/// attached unless `allow_missing` (for `--help`, which touches no
+/// device), when the unattached ones are left out; files and interfaces
+/// are not looked at (see [`check_host_resources`]).
 pub fn attach(
     devices: &[ManifestDevice],
     flags: &[&str],
+    allow_missing: bool,
 ) -> Result<(Vec<NetAttach>, Vec<BlockAttach>), AttachError> {
     let known = || {
         if devices.is_empty() {
@@ -340,6 +342,10 @@ pub fn attach(
             }
             _ => return Err(bad("unknown device flag")),
         }
+    }
+    if allow_missing {
+        nets.retain(|n| !n.tap.is_empty());
+        blocks.retain(|b| !b.path.as_os_str().is_empty());
     }
     if let Some(n) = nets.iter().find(|n| n.tap.is_empty()) {
         return Err(AttachError::Missing {
@@ -690,6 +696,7 @@ mod tests {
                 "--net-mac:service=02:00:00:00:00:01",
                 "--block-sector-size:disk=4096",
             ],
+            false,
         )
         .unwrap();
         assert_eq!(
@@ -702,12 +709,12 @@ mod tests {
 
     #[test]
     fn bad_flags_are_refused_one_clear_error_each() {
-        let e = attach(&devices(), &["--net:service=tap0", "--block:disk=d"]).unwrap_err();
+        let e = attach(&devices(), &["--net:service=tap0", "--block:disk=d"], false).unwrap_err();
         assert_eq!(
             e.to_string(),
             "the net device `admin` is not attached; hint: pass --net:admin=TAP"
         );
-        let e = attach(&devices(), &["--net:nope=tap0"]).unwrap_err();
+        let e = attach(&devices(), &["--net:nope=tap0"], false).unwrap_err();
         assert!(
             e.to_string()
                 .starts_with("--net:nope=tap0: the image has no net device `nope`"),
@@ -724,6 +731,13 @@ mod tests {
                 "{f}"
             );
         }
+    }
+
+    #[test]
+    fn help_needs_no_devices() {
+        let (nets, blocks) = attach(&devices(), &["--block:disk=d.img"], true).unwrap();
+        assert!(nets.is_empty());
+        assert_eq!(blocks.len(), 1);
     }
 
     #[test]

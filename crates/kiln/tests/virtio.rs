@@ -174,6 +174,14 @@ fn www_on_microvm_in_a_namespace() {
     }
     let dir = example("www");
     build(&dir);
+    // --help needs no device flags and names the ones kiln run maps.
+    let out = run(&dir, &[], &["--help"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let help = text(&out.stdout);
+    assert!(
+        help.contains("attached by the VMM") && help.contains("--net:service=IFACE"),
+        "{help}"
+    );
     let ns = Netns::new("virtio");
     ns.add_tap("tap0");
     ns.address("tap0", "10.0.0.1/24", None);

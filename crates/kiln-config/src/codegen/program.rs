@@ -334,7 +334,11 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
                     ));
                     rows.push((
                         format!("--net-mac:{name}=MAC"),
-                        format!("MAC address of '{name}' [default: chosen by the tender]"),
+                        if flavor == Flavor::Virtio {
+                            format!("MAC address of '{name}' [default: chosen by the VMM]")
+                        } else {
+                            format!("MAC address of '{name}' [default: chosen by the tender]")
+                        },
                     ));
                 }
                 Some(Construct::Solo5Block) => {

@@ -125,7 +125,9 @@ fn run_virtio(args: &RunArgs) -> Result<u8, KilnError> {
     let info =
         host::check_image(&data).map_err(|e| usage(format_args!("{}: {e}", image.display())))?;
     let (device_flags, guest) = split_device_flags(&args.args);
-    let (nets, blocks) = host::attach(&info.devices, &device_flags).map_err(usage)?;
+    // --help touches no device: the devices need not be attached for it.
+    let help = guest.iter().any(|a| *a == "--help" || *a == "-h");
+    let (nets, blocks) = host::attach(&info.devices, &device_flags, help).map_err(usage)?;
     let vm = Vm {
         image: image.clone(),
         mem_mb: args.mem.unwrap_or(host::DEFAULT_MEM_MB),
