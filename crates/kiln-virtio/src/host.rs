@@ -727,7 +727,10 @@ mod tests {
             "--net:service=",
         ] {
             assert!(
-                matches!(attach(&devices(), &[f]), Err(AttachError::Bad { .. })),
+                matches!(
+                    attach(&devices(), &[f], false),
+                    Err(AttachError::Bad { .. })
+                ),
                 "{f}"
             );
         }
