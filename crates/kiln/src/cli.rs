@@ -31,6 +31,8 @@ pub enum Command {
     Clean(CleanArgs),
     /// Make the disk image of directory SRC that a `disk` kv_ro reads
     Image(ImageArgs),
+    /// Build if stale, then make a reproducible OCI image of the unikernel
+    Package(PackageArgs),
 }
 
 /// A target, as named on the command line.
@@ -159,4 +161,54 @@ pub struct ImageArgs {
     pub src: PathBuf,
     /// The image file to write (attach it with --block:NAME=OUT)
     pub out: PathBuf,
+}
+
+/// `kiln package --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// An OCI image layout directory
+    OciDir,
+    /// A tar of an OCI image layout (`podman load -i`, `skopeo copy oci-archive:`)
+    OciArchive,
+}
+
+/// `kiln package --flavour`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FlavourArg {
+    /// Runs under any OCI runtime: the static unix program, or the tender,
+    /// the image and an entrypoint that wires the container's eth0 to it
+    SelfContained,
+    /// For urunc: the hvt or spt image alone at /unikernel/, with urunc's
+    /// annotations and /urunc.json
+    Native,
+}
+
+/// `kiln package`.
+#[derive(Debug, Args)]
+pub struct PackageArgs {
+    /// The target.
+    #[command(flatten)]
+    pub target: TargetOpts,
+    /// The image's name [default: NAME:latest, NAME the unikernel's]
+    #[arg(long, value_name = "NAME:TAG")]
+    pub tag: Option<String>,
+    /// How the image is stored
+    #[arg(long, value_enum, default_value = "oci-archive")]
+    pub format: FormatArg,
+    /// What the image holds
+    #[arg(long, value_enum, default_value = "self-contained")]
+    pub flavour: FlavourArg,
+    /// Package what `kiln build` left in DIR/dist; fail if it is not there
+    #[arg(long)]
+    pub no_build: bool,
+    /// The image to write (a directory for oci-dir, a tar file for oci-archive)
+    #[arg(short, long, value_name = "OUT")]
+    pub out: PathBuf,
+    /// The unikernel's directory
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// The guest's default arguments (after `--`), replaced by the
+    /// container's arguments
+    #[arg(last = true)]
+    pub args: Vec<String>,
 }

@@ -14,6 +14,7 @@ mod configure;
 mod describe;
 mod image;
 mod new;
+mod package;
 mod run;
 
 /// Runs `command`; returns the exit code.
@@ -26,6 +27,7 @@ pub fn run(command: Command) -> Result<u8, KilnError> {
         Command::Describe(args) => describe::run(&args),
         Command::Clean(args) => clean::run(&args),
         Command::Image(args) => image::run(&args),
+        Command::Package(args) => package::run(&args),
     }
 }
 
