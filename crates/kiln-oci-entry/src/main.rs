@@ -1,8 +1,11 @@
 //! `kiln-oci-entry`: the entrypoint of kiln's self-contained OCI images
 //! (`kiln package`), a static program in an image that has no shell.
 //!
-//! It runs as the container's first process and replaces itself with the
-//! unikernel's tender. Before that, for the image's network device it
+//! It runs as the container's first process: it starts the unikernel's
+//! tender (or, for a unix image, the program itself) as its child, passes
+//! stop signals on to it (a first process that has no handler for SIGTERM
+//! would ignore it), reaps orphans, and exits with the child's status.
+//! Before that, for the image's network device it
 //! connects the container's `eth0` to a new tap interface the way urunc
 //! does: an ingress qdisc on each with a u32 filter whose mirred action
 //! redirects every frame to the other's egress (so the container's kernel
@@ -19,7 +22,7 @@
 //! container's arguments follow the `--`):
 //!
 //! ```text
-//! kiln-oci-entry --tender=PATH --image=PATH [--net=DEV]... [--block=DEV]... -- ARGS...
+//! kiln-oci-entry [--tender=PATH] --image=PATH [--net=DEV]... [--block=DEV]... -- ARGS...
 //! ```
 //!
 //! In ARGS, tender flags (`--mem=`, `--net:`, `--net-mac:`, `--block:`,
@@ -33,7 +36,6 @@ mod sys;
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd as _, OwnedFd};
-use std::os::unix::process::CommandExt as _;
 use std::process::{Command, ExitCode};
 
 /// The interface the engine gives the container.
@@ -54,7 +56,7 @@ const TENDER_FLAGS: &[&str] = &[
 /// The entrypoint's own configuration and the container's arguments.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Plan {
-    tender: String,
+    tender: Option<String>,
     image: String,
     nets: Vec<String>,
     blocks: Vec<String>,
@@ -81,15 +83,15 @@ fn parse(argv: &[String]) -> Result<Plan, Failure> {
             .split_once('=')
             .ok_or_else(|| Failure(format!("unexpected argument {arg:?}")))?;
         match key {
-            "--tender" => plan.tender = value.to_string(),
+            "--tender" => plan.tender = Some(value.to_string()),
             "--image" => plan.image = value.to_string(),
             "--net" => plan.nets.push(value.to_string()),
             "--block" => plan.blocks.push(value.to_string()),
             _ => return Err(Failure(format!("unknown option {key}"))),
         }
     }
-    if plan.tender.is_empty() || plan.image.is_empty() {
-        return Err(Failure("--tender= and --image= are required".into()));
+    if plan.image.is_empty() {
+        return Err(Failure("--image= is required".into()));
     }
     plan.args = it.cloned().collect();
     Ok(plan)
@@ -210,13 +212,13 @@ fn given(args: &[String], prefix: &str) -> bool {
     args.iter().any(|a| a.starts_with(prefix))
 }
 
-fn run(argv: &[String]) -> Result<std::convert::Infallible, Failure> {
+fn run(argv: &[String]) -> Result<u8, Failure> {
     let plan = parse(argv)?;
-    let (mut tender_args, mut guest_args): (Vec<String>, Vec<String>) = plan
-        .args
-        .iter()
-        .cloned()
-        .partition(|a| TENDER_FLAGS.iter().any(|p| a.starts_with(p)));
+    // A unix program takes every argument; a tender its own flags.
+    let (mut tender_args, mut guest_args): (Vec<String>, Vec<String>) =
+        plan.args.iter().cloned().partition(|a| {
+            plan.tender.is_some() && TENDER_FLAGS.iter().any(|p| a.starts_with(p))
+        });
 
     let mut keep = Vec::new();
     for (i, net) in plan.nets.iter().enumerate() {
@@ -256,20 +258,50 @@ fn run(argv: &[String]) -> Result<std::convert::Infallible, Failure> {
         tender_args.push(format!("--block:{block}={path}"));
     }
 
-    let error = Command::new(&plan.tender)
-        .args(&tender_args)
-        .arg("--")
-        .arg(&plan.image)
-        .args(&guest_args)
-        .exec();
+    let mut command = match &plan.tender {
+        Some(tender) => {
+            let mut c = Command::new(tender);
+            c.args(&tender_args).arg("--").arg(&plan.image);
+            c
+        }
+        None => Command::new(&plan.image),
+    };
+    command.args(&guest_args);
+    sys::catch_stop_signals().map_err(|e| ("signal handlers".to_string(), e))?;
+    let child = command
+        .spawn()
+        .map_err(|e| (format!("cannot start {}", command.get_program().display()), e))?;
     drop(keep);
-    Err(Failure(format!("cannot start {}: {error}", plan.tender)))
+    Ok(supervise(child.id()))
+}
+
+/// Waits for `pid`, passing stop signals on to it and reaping orphans;
+/// returns its exit status (128 + N if signal N ended it).
+fn supervise(pid: u32) -> u8 {
+    loop {
+        match sys::wait_any() {
+            sys::Waited::Exited(p, status) if p == pid => {
+                return if libc::WIFEXITED(status) {
+                    libc::WEXITSTATUS(status) as u8
+                } else {
+                    128u8.wrapping_add(libc::WTERMSIG(status) as u8)
+                };
+            }
+            sys::Waited::Exited(..) => {}
+            sys::Waited::Interrupted => {
+                if let Some(signal) = sys::take_signal() {
+                    sys::kill(pid, signal);
+                }
+            }
+            sys::Waited::NoChild => return 1,
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     match run(&argv) {
-        Ok(never) => match never {},
+        Ok(status) => ExitCode::from(status),
         Err(Failure(message)) => {
             eprintln!("kiln-oci-entry: error: {message}");
             ExitCode::from(2)
@@ -297,10 +329,10 @@ mod tests {
         ]))
         .map_err(|f| f.0)
         .unwrap();
-        assert_eq!(plan.tender, "/kiln/kiln-spt");
+        assert_eq!(plan.tender.as_deref(), Some("/kiln/kiln-spt"));
         assert_eq!(plan.nets, ["service"]);
         assert_eq!(plan.args, ["--port=80", "--net=x"]);
-        assert!(parse(&strings(&["--image=x", "--"])).is_err());
+        assert!(parse(&strings(&["--tender=x", "--"])).is_err());
         assert!(parse(&strings(&["--tender=a", "--image=b", "--bogus=1"])).is_err());
     }
 

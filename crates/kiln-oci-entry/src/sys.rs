@@ -224,3 +224,70 @@ impl Netlink {
         Ok(n as usize)
     }
 }
+
+/// The last stop signal received, 0 if none.
+static PENDING: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn record(signal: libc::c_int) {
+    PENDING.store(signal, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The signals an engine or a terminal stops a container with.
+pub const STOP_SIGNALS: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+
+/// Records the stop signals instead of ignoring them (a container's first
+/// process gets no default action for them); the child's `exec` resets
+/// them to their defaults.
+pub fn catch_stop_signals() -> io::Result<()> {
+    for signal in STOP_SIGNALS {
+        // SAFETY: a zeroed sigaction with a handler that only stores to an
+        // atomic (async-signal-safe); no SA_RESTART, so waitpid returns EINTR.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = record as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            check(libc::sigaction(signal, &action, std::ptr::null_mut()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes the pending stop signal, if any.
+pub fn take_signal() -> Option<libc::c_int> {
+    match PENDING.swap(0, std::sync::atomic::Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+/// Sends `signal` to `pid`.
+pub fn kill(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) has no memory effects; a failure (child gone) is harmless.
+    unsafe {
+        libc::kill(pid as libc::pid_t, signal);
+    }
+}
+
+/// What `wait_any` saw.
+pub enum Waited {
+    /// A process ended: its pid and its wait status.
+    Exited(u32, libc::c_int),
+    /// A signal arrived first.
+    Interrupted,
+    /// No child is left.
+    NoChild,
+}
+
+/// Waits for any child (a container's first process also reaps orphans).
+pub fn wait_any() -> Waited {
+    let mut status: libc::c_int = 0;
+    // SAFETY: waitpid writes the status to a valid local.
+    let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+    if pid > 0 {
+        Waited::Exited(pid as u32, status)
+    } else if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+        Waited::Interrupted
+    } else {
+        Waited::NoChild
+    }
+}

@@ -118,13 +118,27 @@ pub fn run(args: &PackageArgs) -> Result<u8, KilnError> {
             spec.entrypoint.push("--".into());
         }
         (_, None) => {
+            // The entrypoint too: as the container's first process the
+            // program would ignore SIGTERM.
+            let entry = build_entry(&project)?;
             let program = static_unix(&project, &configured, &image, &name)?;
-            spec.files = vec![File {
-                path: format!("kiln/{name}"),
-                mode: 0o755,
-                data: read(&program)?,
-            }];
-            spec.entrypoint = vec![format!("/kiln/{name}")];
+            spec.files = vec![
+                File {
+                    path: "kiln/entry".into(),
+                    mode: 0o755,
+                    data: read(&entry)?,
+                },
+                File {
+                    path: format!("kiln/{name}"),
+                    mode: 0o755,
+                    data: read(&program)?,
+                },
+            ];
+            spec.entrypoint = vec![
+                "/kiln/entry".into(),
+                format!("--image=/kiln/{name}"),
+                "--".into(),
+            ];
         }
     }
     let format = match args.format {
