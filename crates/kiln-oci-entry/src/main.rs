@@ -124,10 +124,13 @@ struct Wired {
 }
 
 fn netlink_do(nl: &sys::Netlink, message: &[u8], seq: u32, what: &str) -> Result<(), Failure> {
-    nl.send(message).map_err(|e| (format!("{what}: netlink"), e))?;
+    nl.send(message)
+        .map_err(|e| (format!("{what}: netlink"), e))?;
     let mut buf = vec![0u8; 8192];
     for _ in 0..16 {
-        let n = nl.recv(&mut buf).map_err(|e| (format!("{what}: netlink"), e))?;
+        let n = nl
+            .recv(&mut buf)
+            .map_err(|e| (format!("{what}: netlink"), e))?;
         match netlink::parse_ack(&buf[..n], seq) {
             Some(Ok(())) => return Ok(()),
             Some(Err(errno)) => {
@@ -180,13 +183,34 @@ fn wire(tap_name: &str) -> Result<Wired, Failure> {
     let tap_index = ctl.index(tap_name).map_err(|e| (tap_name.to_string(), e))?;
     ctl.set_mtu(tap_name, mtu)
         .map_err(|e| (format!("{tap_name}'s MTU"), e))?;
-    ctl.up(tap_name).map_err(|e| (format!("up {tap_name}"), e))?;
+    ctl.up(tap_name)
+        .map_err(|e| (format!("up {tap_name}"), e))?;
 
     let nl = sys::Netlink::open().map_err(|e| ("netlink socket".to_string(), e))?;
-    netlink_do(&nl, &netlink::ingress_qdisc(eth, 1), 1, "ingress qdisc on eth0")?;
-    netlink_do(&nl, &netlink::ingress_qdisc(tap_index, 2), 2, "ingress qdisc on the tap")?;
-    netlink_do(&nl, &netlink::redirect_filter(eth, tap_index, 3), 3, "redirect eth0 to the tap")?;
-    netlink_do(&nl, &netlink::redirect_filter(tap_index, eth, 4), 4, "redirect the tap to eth0")?;
+    netlink_do(
+        &nl,
+        &netlink::ingress_qdisc(eth, 1),
+        1,
+        "ingress qdisc on eth0",
+    )?;
+    netlink_do(
+        &nl,
+        &netlink::ingress_qdisc(tap_index, 2),
+        2,
+        "ingress qdisc on the tap",
+    )?;
+    netlink_do(
+        &nl,
+        &netlink::redirect_filter(eth, tap_index, 3),
+        3,
+        "redirect eth0 to the tap",
+    )?;
+    netlink_do(
+        &nl,
+        &netlink::redirect_filter(tap_index, eth, 4),
+        4,
+        "redirect the tap to eth0",
+    )?;
     Ok(Wired {
         tap,
         mac,
@@ -215,10 +239,11 @@ fn given(args: &[String], prefix: &str) -> bool {
 fn run(argv: &[String]) -> Result<u8, Failure> {
     let plan = parse(argv)?;
     // A unix program takes every argument; a tender its own flags.
-    let (mut tender_args, mut guest_args): (Vec<String>, Vec<String>) =
-        plan.args.iter().cloned().partition(|a| {
-            plan.tender.is_some() && TENDER_FLAGS.iter().any(|p| a.starts_with(p))
-        });
+    let (mut tender_args, mut guest_args): (Vec<String>, Vec<String>) = plan
+        .args
+        .iter()
+        .cloned()
+        .partition(|a| plan.tender.is_some() && TENDER_FLAGS.iter().any(|p| a.starts_with(p)));
 
     let mut keep = Vec::new();
     for (i, net) in plan.nets.iter().enumerate() {
@@ -268,9 +293,12 @@ fn run(argv: &[String]) -> Result<u8, Failure> {
     };
     command.args(&guest_args);
     sys::catch_stop_signals().map_err(|e| ("signal handlers".to_string(), e))?;
-    let child = command
-        .spawn()
-        .map_err(|e| (format!("cannot start {}", command.get_program().display()), e))?;
+    let child = command.spawn().map_err(|e| {
+        (
+            format!("cannot start {}", command.get_program().display()),
+            e,
+        )
+    })?;
     drop(keep);
     Ok(supervise(child.id()))
 }

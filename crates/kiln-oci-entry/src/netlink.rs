@@ -84,7 +84,8 @@ impl Message {
     fn begin(&mut self, kind: u16) {
         self.nests.push(self.buf.len());
         self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
     }
 
     fn end(&mut self) {
@@ -183,7 +184,10 @@ mod tests {
     #[test]
     fn the_filter_nests_add_up() {
         let m = redirect_filter(7, 9, 2);
-        assert_eq!(u32::from_ne_bytes(m[0..4].try_into().unwrap()) as usize, m.len());
+        assert_eq!(
+            u32::from_ne_bytes(m[0..4].try_into().unwrap()) as usize,
+            m.len()
+        );
         // TCA_OPTIONS spans the rest of the message.
         let options = 16 + 20 + 8;
         let len = u16::from_ne_bytes(m[options..options + 2].try_into().unwrap()) as usize;

@@ -137,13 +137,7 @@ pub fn ensure_tun_node() -> io::Result<()> {
     std::fs::create_dir_all("/dev/net")?;
     let path = CString::new(PATH).map_err(io::Error::other)?;
     // SAFETY: `path` is a NUL-terminated string that outlives the call.
-    check(unsafe {
-        libc::mknod(
-            path.as_ptr(),
-            libc::S_IFCHR | 0o600,
-            libc::makedev(10, 200),
-        )
-    })?;
+    check(unsafe { libc::mknod(path.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(10, 200)) })?;
     Ok(())
 }
 
@@ -233,7 +227,8 @@ extern "C" fn record(signal: libc::c_int) {
 }
 
 /// The signals an engine or a terminal stops a container with.
-pub const STOP_SIGNALS: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+pub const STOP_SIGNALS: [libc::c_int; 4] =
+    [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
 
 /// Records the stop signals instead of ignoring them (a container's first
 /// process gets no default action for them); the child's `exec` resets

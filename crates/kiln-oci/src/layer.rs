@@ -78,7 +78,10 @@ pub fn tar(files: &[File]) -> Result<Vec<u8>, OciError> {
             parent.push('/');
             entries.entry(parent.clone()).or_insert(Entry::Dir);
         }
-        if entries.insert(file.path.clone(), Entry::File(file)).is_some() {
+        if entries
+            .insert(file.path.clone(), Entry::File(file))
+            .is_some()
+        {
             return Err(OciError::BadPath(format!("{} (twice)", file.path)));
         }
     }

@@ -168,7 +168,11 @@ pub fn build(spec: &ImageSpec) -> Result<Image, OciError> {
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
         .config(descriptor(MediaType::ImageConfig, &config_json, None)?)
-        .layers(vec![descriptor(MediaType::ImageLayerGzip, &layer.blob, None)?]);
+        .layers(vec![descriptor(
+            MediaType::ImageLayerGzip,
+            &layer.blob,
+            None,
+        )?]);
     if !spec.annotations.is_empty() {
         manifest = manifest.annotations(
             spec.annotations

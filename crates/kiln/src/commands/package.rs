@@ -47,16 +47,16 @@ pub fn run(args: &PackageArgs) -> Result<u8, KilnError> {
         reference: reference.clone(),
         ..ImageSpec::default()
     };
-    spec.labels.insert(
-        "org.opencontainers.image.title".into(),
-        name.clone(),
-    );
+    spec.labels
+        .insert("org.opencontainers.image.title".into(), name.clone());
     if let Some(doc) = &configured.checked.manifest.doc {
         spec.labels
             .insert("org.opencontainers.image.description".into(), doc.clone());
     }
-    spec.labels
-        .insert("org.opencontainers.image.version".into(), env!("CARGO_PKG_VERSION").into());
+    spec.labels.insert(
+        "org.opencontainers.image.version".into(),
+        env!("CARGO_PKG_VERSION").into(),
+    );
     let file_name = format!("{name}.{target}");
     let nets = devices(&configured, DeviceType::Net);
     let blocks = devices(&configured, DeviceType::Block);
@@ -199,9 +199,9 @@ fn check_reference(reference: &str) -> Result<(), KilnError> {
     let name_ok = !name.is_empty()
         && name.split('/').all(|part| {
             !part.is_empty()
-                && part.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)
-                })
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
                 && part.as_bytes()[0].is_ascii_alphanumeric()
         });
     let tag_ok = tag.is_none_or(|t| {
@@ -357,7 +357,12 @@ mod tests {
 
     #[test]
     fn image_names_engines_accept() {
-        for ok in ["www", "www:1.0", "kiln/www:latest", "registry.example/a-b/c_d:v1.2-rc"] {
+        for ok in [
+            "www",
+            "www:1.0",
+            "kiln/www:latest",
+            "registry.example/a-b/c_d:v1.2-rc",
+        ] {
             assert!(check_reference(ok).is_ok(), "{ok}");
         }
         for bad in ["", "WWW", "www:", "www:a/b", "/www", "www::x", "-w"] {
