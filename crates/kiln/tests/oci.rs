@@ -248,6 +248,7 @@ fn images_are_reproducible_and_native_images_carry_urunc_annotations() {
 struct Podman {
     containers: Vec<String>,
     images: Vec<String>,
+    volumes: Vec<String>,
 }
 
 impl Podman {
@@ -286,6 +287,9 @@ impl Drop for Podman {
         for i in &self.images {
             let _ = Self::run(&["rmi", "-f", i]);
         }
+        for v in &self.volumes {
+            let _ = Self::run(&["volume", "rm", "-f", v]);
+        }
     }
 }
 
@@ -299,6 +303,70 @@ fn podman_or_skip(test: &str) -> bool {
         return false;
     }
     true
+}
+
+#[test]
+fn podman_keeps_notes_on_a_volume_across_containers() {
+    if !podman_or_skip("podman_keeps_notes_on_a_volume_across_containers") {
+        return;
+    }
+    let tmp = TempDir::new("oci-notes");
+    let notes = example_copy("notes", &tmp.path.join("notes"));
+    let reference = format!("localhost/kiln-test-{}/notes:spt", std::process::id());
+    let archive = tmp.path.join("notes.tar");
+    digest(
+        package(
+            &notes,
+            &[
+                "-t",
+                "spt",
+                "--tag",
+                &reference,
+                "-o",
+                archive.to_str().unwrap(),
+            ],
+        ),
+        "kiln package notes",
+    );
+    let mut podman = Podman {
+        containers: Vec::new(),
+        images: Vec::new(),
+        volumes: Vec::new(),
+    };
+    podman.load(&archive, &reference);
+    let volume = format!("kiln-test-{}-notes", std::process::id());
+    let _ = Podman::run(&["volume", "rm", "-f", &volume]);
+    podman.volumes.push(volume.clone());
+    // The entrypoint makes the block device at /var/lib/kiln/data.img on
+    // first use; each container is removed after its run.
+    let mount = format!("{volume}:/var/lib/kiln");
+    for (i, note) in ["first", "second"].iter().enumerate() {
+        let name = podman.name(&format!("notes-{i}"));
+        let out = ok(
+            Podman::run(&[
+                "run",
+                "--name",
+                &name,
+                "-v",
+                &mount,
+                &reference,
+                &format!("--add={note}"),
+            ]),
+            "podman run notes --add",
+        );
+        assert!(
+            text(&out.stdout).contains(&format!("{} notes", i + 1)),
+            "{}",
+            text(&out.stdout)
+        );
+        ok(Podman::run(&["rm", &name]), "podman rm");
+    }
+    let name = podman.name("notes-list");
+    let out = ok(
+        Podman::run(&["run", "--name", &name, "-v", &mount, &reference]),
+        "podman run notes",
+    );
+    assert_eq!(text(&out.stdout), "1: first\n2: second\n2 notes\n");
 }
 
 #[test]
@@ -347,6 +415,7 @@ fn podman_runs_hello_and_serves_www_on_a_published_port() {
     let mut podman = Podman {
         containers: Vec::new(),
         images: Vec::new(),
+        volumes: Vec::new(),
     };
     podman.load(&hello_tar, &hello_ref);
     podman.load(&www_tar, &www_ref);
