@@ -269,6 +269,9 @@ fn cargo_static(project: &Project) -> Command {
         .arg("--release")
         .arg("--quiet")
         .args(["--target", STATIC_TRIPLE])
+        // Symbols are of no use in an image: stripped, the entrypoint is a
+        // quarter of its size.
+        .args(["--config", "profile.release.strip=\"symbols\""])
         .arg("--target-dir")
         .arg(project.target_dir())
         .stdout(Stdio::from(std::io::stderr()))
