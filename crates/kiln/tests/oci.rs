@@ -501,3 +501,65 @@ fn podman_runs_hello_and_serves_www_on_a_published_port() {
         start.elapsed()
     );
 }
+
+/// A native image's unikernel under kiln's tender with the command line
+/// urunc builds for a `mirage` guest on spt (`unikernels/mirage.go`,
+/// `hypervisors/spt.go`): no `--` before the image, the address and
+/// gateway as MirageOS flags before the image's own arguments.
+#[test]
+fn kilns_tender_runs_the_native_unikernel_with_uruncs_command_line() {
+    let test = "kilns_tender_runs_the_native_unikernel_with_uruncs_command_line";
+    if !kiln_testsupport::skip::netns_or_skip(test, &[("curl", "--version", "curl")]) {
+        return;
+    }
+    let tmp = TempDir::new("oci-urunc");
+    let www = example_copy("www", &tmp.path.join("www"));
+    ok(
+        run_for(kiln_in(&www).args(["build", "-t", "spt"]), BUILD_TIMEOUT),
+        "kiln build -t spt www",
+    );
+    let ns = kiln_testsupport::netns::Netns::new("oci-urunc");
+    ns.add_tap("tap0");
+    ns.address("tap0", "10.0.0.1/24", None);
+    let mut tender = ns.command(www.join("dist/kiln-spt"));
+    tender
+        .args([
+            "--mem=64",
+            "--net:service=tap0",
+            "--net-mac:service=02:aa:bb:cc:dd:ee",
+        ])
+        .arg(www.join("dist/www.spt"))
+        .args(["--ipv4=10.0.0.2/24", "--ipv4-gateway=10.0.0.1", "--port=80"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut server = kiln_testsupport::process::ChildGuard(tender.spawn().unwrap());
+    let start = Instant::now();
+    let page = loop {
+        let out = run_for(
+            ns.command("curl").args([
+                "-sS",
+                "--fail",
+                "--max-time",
+                "2",
+                "http://10.0.0.2/robots.txt",
+            ]),
+            Duration::from_secs(5),
+        );
+        if out.status.success() {
+            break out.stdout;
+        }
+        if let Ok(Some(status)) = server.wait_for(Duration::ZERO) {
+            panic!("the tender exited with {status}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "www never answered: {}",
+            text(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(page == std::fs::read(examples().join("www/htdocs/robots.txt")).unwrap());
+    let neighbours = ns.ip(&["neigh", "show", "dev", "tap0"]);
+    assert!(neighbours.contains("02:aa:bb:cc:dd:ee"), "{neighbours}");
+}
