@@ -158,6 +158,14 @@ fn wire(tap_name: &str) -> Result<Wired, Failure> {
             "the container has no {IFACE}: {e}; hint: run it with a network (not --network none), or attach the device yourself with --net:NAME=..."
         ))
     })?;
+    // A physical NIC means the container shares a host's network (`--network
+    // host`, `hostNetwork: true`): redirecting it would take the host off
+    // the network.
+    if std::path::Path::new(&format!("/sys/class/net/{IFACE}/device")).exists() {
+        return Err(Failure(format!(
+            "{IFACE} is a physical interface: the container seems to share the host's network; hint: run it in its own network namespace (no --network host), or attach the device yourself with --net:NAME=..."
+        )));
+    }
     let mac = ctl.mac(IFACE).map_err(|e| (format!("{IFACE}'s MAC"), e))?;
     let mtu = ctl.mtu(IFACE).map_err(|e| (format!("{IFACE}'s MTU"), e))?;
     let ipv4 = ctl
