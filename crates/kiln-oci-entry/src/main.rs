@@ -177,7 +177,7 @@ fn wire(tap_name: &str) -> Result<Wired, Failure> {
 
     sys::ensure_tun_node().map_err(|e| {
         Failure(format!(
-            "cannot create /dev/net/tun: {e}; hint: give the container the device (--device /dev/net/tun) or CAP_MKNOD"
+            "cannot create /dev/net/tun: {e}; hint: a unikernel with a network device needs --cap-add NET_ADMIN --device /dev/net/tun (or CAP_MKNOD instead of the device)"
         ))
     })?;
     let tap = sys::open_tap(tap_name).map_err(|e| {

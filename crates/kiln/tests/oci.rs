@@ -472,6 +472,15 @@ fn podman_runs_hello_and_serves_www_on_a_published_port() {
         ]),
         "podman run -d www",
     );
+    // Without NET_ADMIN the entrypoint says what is missing.
+    let name = podman.name("www-no-caps");
+    let out = Podman::run(&["run", "--name", &name, "--device", "/dev/net/tun", &www_ref]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--cap-add NET_ADMIN"),
+        "{}",
+        text(&out.stderr)
+    );
     let fetch = |path: &str| {
         run_for(
             Command::new("curl")
