@@ -239,6 +239,15 @@ fn ensure_disk(path: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Whether `args` give `flag`, as `FLAG=VALUE` or `FLAG VALUE`.
+fn has_flag(args: &[String], flag: &str) -> bool {
+    args.iter().any(|a| {
+        a == flag
+            || a.strip_prefix(flag)
+                .is_some_and(|rest| rest.starts_with('='))
+    })
+}
+
 /// Whether a flag starting with `prefix` is among `args`.
 fn given(args: &[String], prefix: &str) -> bool {
     args.iter().any(|a| a.starts_with(prefix))
@@ -270,16 +279,19 @@ fn run(argv: &[String]) -> Result<u8, Failure> {
             "--net-mac:{net}={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
             m[0], m[1], m[2], m[3], m[4], m[5]
         ));
-        if !guest_args.iter().any(|a| a.starts_with("--ipv4")) {
-            let mut extra = Vec::new();
-            if let Some((addr, prefix)) = wired.ipv4 {
-                extra.push(format!("--ipv4={addr}/{prefix}"));
-            }
-            if let Some(gw) = wired.gateway {
-                extra.push(format!("--ipv4-gateway={gw}"));
-            }
-            guest_args.splice(0..0, extra);
+        // The container's arguments win over what eth0 says.
+        let mut extra = Vec::new();
+        if let Some((addr, prefix)) = wired.ipv4
+            && !has_flag(&guest_args, "--ipv4")
+        {
+            extra.push(format!("--ipv4={addr}/{prefix}"));
         }
+        if let Some(gw) = wired.gateway
+            && !has_flag(&guest_args, "--ipv4-gateway")
+        {
+            extra.push(format!("--ipv4-gateway={gw}"));
+        }
+        guest_args.splice(0..0, extra);
         keep.push(wired.tap);
     }
     for block in &plan.blocks {
@@ -370,6 +382,14 @@ mod tests {
         assert_eq!(plan.args, ["--port=80", "--net=x"]);
         assert!(parse(&strings(&["--tender=x", "--"])).is_err());
         assert!(parse(&strings(&["--tender=a", "--image=b", "--bogus=1"])).is_err());
+    }
+
+    #[test]
+    fn a_flag_is_told_from_a_longer_one() {
+        let args = strings(&["--ipv4-gateway=10.0.0.1", "--port", "80"]);
+        assert!(!has_flag(&args, "--ipv4"));
+        assert!(has_flag(&args, "--ipv4-gateway"));
+        assert!(has_flag(&strings(&["--ipv4", "10.0.0.2/24"]), "--ipv4"));
     }
 
     #[test]
