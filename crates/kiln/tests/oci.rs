@@ -170,6 +170,18 @@ fn bad_input_exits_2_and_leaves_no_image() {
 }
 
 #[test]
+fn package_errors_read_well() {
+    let tmp = TempDir::new("oci-snap");
+    let dir = example_copy("hello", &tmp.path.join("hello"));
+    let out = package(&dir, &["-t", "spt", "--no-build", "-o", "hello.tar"]);
+    insta::assert_snapshot!("package_not_built", common::transcript(&out, &dir));
+    let out = package(&dir, &["--flavour", "native", "-o", "hello.tar"]);
+    insta::assert_snapshot!("package_native_unix", common::transcript(&out, &dir));
+    let out = package(&dir, &["-t", "spt", "--tag", "Hello", "-o", "hello.tar"]);
+    insta::assert_snapshot!("package_bad_tag", common::transcript(&out, &dir));
+}
+
+#[test]
 fn images_are_reproducible_and_native_images_carry_urunc_annotations() {
     let tmp = TempDir::new("oci-repro");
     let dir = example_copy("www", &tmp.path.join("www"));
@@ -433,6 +445,43 @@ fn podman_runs_hello_and_serves_www_on_a_published_port() {
     let said = text(&out.stdout) + &text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{said}");
     assert!(said.contains("--times"), "{said}");
+
+    // hvt: the KVM tender in the container, given /dev/kvm.
+    if kiln_testsupport::skip::kvm_or_skip(
+        "podman_runs_hello_and_serves_www_on_a_published_port (hvt)",
+    ) {
+        let hvt_ref = format!("localhost/{tag}/hello:hvt");
+        let hvt_tar = tmp.path.join("hello-hvt.tar");
+        digest(
+            package(
+                &hello,
+                &[
+                    "-t",
+                    "hvt",
+                    "--tag",
+                    &hvt_ref,
+                    "-o",
+                    hvt_tar.to_str().unwrap(),
+                ],
+            ),
+            "kiln package hello (hvt)",
+        );
+        podman.load(&hvt_tar, &hvt_ref);
+        let name = podman.name("hello-hvt");
+        let out = ok(
+            Podman::run(&[
+                "run",
+                "--name",
+                &name,
+                "--device",
+                "/dev/kvm",
+                &hvt_ref,
+                "--times=1",
+            ]),
+            "podman run hello (hvt)",
+        );
+        assert_eq!(text(&out.stdout), "hello\n");
+    }
 
     // The unix target: the static program under the same entrypoint.
     let unix_ref = format!("localhost/{tag}/hello:unix");
