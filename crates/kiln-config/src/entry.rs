@@ -42,8 +42,7 @@ struct Module {
 }
 
 fn read(path: &Path, name: String) -> Result<SourceFile, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::read(path, e))?;
-    Ok(SourceFile::new(name, text))
+    SourceFile::read(path, name)
 }
 
 /// The byte range of `span` in `text`.

@@ -126,9 +126,8 @@ impl Project {
     /// anything.
     pub fn check(&self, target: Target, choices: Choices) -> Result<Checked, ConfigError> {
         let path = self.dir.join("unikernel.toml");
-        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::read(&path, e))?;
         let name = shown_path(&self.shown, Path::new("unikernel.toml"));
-        let manifest = manifest::parse(&SourceFile::new(name, text))?;
+        let manifest = manifest::parse(&SourceFile::read(&path, name)?)?;
         let graph = graph::resolve(&manifest, target, choices)?;
         for (i, device) in manifest.devices.iter().enumerate() {
             if let (Some(Impl::Baked), Some(source)) = (graph.choice(i), &device.source)
@@ -178,12 +177,19 @@ impl Project {
 
     fn package_name(&self) -> Result<String, ConfigError> {
         let path = self.dir.join("Cargo.toml");
-        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::read(&path, e))?;
-        let file = SourceFile::new(shown_path(&self.shown, Path::new("Cargo.toml")), text);
-        let table: Result<toml::Table, _> = toml::from_str(&file.text);
+        let file = SourceFile::read(&path, shown_path(&self.shown, Path::new("Cargo.toml")))?;
+        let table: toml::Table = toml::from_str(&file.text).map_err(|e| {
+            Located::new(
+                &file,
+                e.span().unwrap_or(0..0),
+                format!("invalid TOML in Cargo.toml: {}", e.message().trim()),
+                e.message().trim().to_string(),
+            )
+            .with_help("see https://toml.io for the syntax")
+        })?;
         let name = table
-            .ok()
-            .and_then(|t| t.get("package")?.get("name")?.as_str().map(str::to_string));
+            .get("package")
+            .and_then(|p| p.get("name")?.as_str().map(str::to_string));
         name.ok_or_else(|| {
             Located::new(
                 &file,
