@@ -108,18 +108,44 @@ impl Project {
         self.dir.join("dist")
     }
 
-    /// The choices saved by the last `configure` for `target`, if any.
-    pub fn saved_choices(&self, target: Target) -> Option<Choices> {
-        let text = std::fs::read_to_string(self.build_dir(target).join(CHOICES_FILE)).ok()?;
+    /// The choices saved by the last `configure` for `target`: `None` if
+    /// it was never configured. A file kiln cannot read, or whose lines it
+    /// does not know, is an error naming the file (it is kiln's own, so
+    /// configuring again rewrites it).
+    pub fn saved_choices(&self, target: Target) -> Result<Option<Choices>, ConfigError> {
+        let path = self.build_dir(target).join(CHOICES_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(ConfigError::read(&path, e)),
+        };
+        let file = SourceFile::new(path.display().to_string(), text.clone());
         let mut choices = Choices::default();
-        for line in text.lines() {
-            match line.split_once('=') {
-                Some(("net", v)) => choices.net = Impl::from_name(v),
-                Some(("kv_ro", v)) => choices.kv_ro = Impl::from_name(v),
-                _ => {}
+        let mut offset = 0;
+        for line in text.split_inclusive('\n') {
+            let span = offset..offset + line.trim_end().len();
+            offset += line.len();
+            let line = line.trim_end();
+            let choice = match line.split_once('=') {
+                Some(("net", v)) => Impl::from_name(v).map(|i| choices.net = Some(i)),
+                Some(("kv_ro", v)) => Impl::from_name(v).map(|i| choices.kv_ro = Some(i)),
+                _ if line.is_empty() => Some(()),
+                _ => None,
+            };
+            if choice.is_none() {
+                return Err(Located::new(
+                    &file,
+                    span,
+                    format!("kiln cannot read the saved choice `{line}`"),
+                    "unknown choice",
+                )
+                .with_help(format!(
+                    "run `kiln configure -t {target}` again to rewrite this file"
+                ))
+                .into());
             }
         }
-        Some(choices)
+        Ok(Some(choices))
     }
 
     /// Reads and checks the unikernel for `target` without writing

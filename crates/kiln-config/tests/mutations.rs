@@ -13,23 +13,11 @@ use std::path::{Path, PathBuf};
 
 use kiln_config::{Choices, ConfigError, Project, Target};
 
+mod common;
+use common::copy_hello;
+
 const MUTATIONS: usize = 2000;
 const SEED: u64 = 0x6b69_6c6e;
-
-fn hello() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello")
-}
-
-/// A copy of hello in a fresh directory under the test's temp dir.
-fn copy_hello(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("src")).unwrap();
-    for file in ["Cargo.toml", "unikernel.toml", "src/lib.rs"] {
-        std::fs::copy(hello().join(file), dir.join(file)).unwrap();
-    }
-    dir
-}
 
 fn mutate(rng: &mut fastrand::Rng, original: &[u8]) -> Vec<u8> {
     const INSERTS: &[u8] = b"[]=\"'.,{}\n\r\\#-_ az0\xff\xc3";

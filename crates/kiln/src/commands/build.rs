@@ -38,7 +38,7 @@ const NO_STD_MARK: &str = "can't find crate for `std`";
 /// `configure`), builds it (and its tender on hvt and spt), and returns
 /// what it made.
 pub fn build(project: &Project, target: Target, quiet: bool) -> Result<Built, KilnError> {
-    let choices = project.saved_choices(target).unwrap_or_default();
+    let choices = project.saved_choices(target)?.unwrap_or_default();
     let configured = project.configure(target, choices)?;
     let name = configured.checked.manifest.name.value.clone();
     let target_dir = project.target_dir();
