@@ -201,10 +201,12 @@ impl Project {
         })
     }
 
+    /// The crate's package name, from its Cargo.toml, after checking that
+    /// a `kiln-devices` path dependency names this kiln's copy.
     fn package_name(&self) -> Result<String, ConfigError> {
         let path = self.dir.join("Cargo.toml");
         let file = SourceFile::read(&path, shown_path(&self.shown, Path::new("Cargo.toml")))?;
-        let table: toml::Table = toml::from_str(&file.text).map_err(|e| {
+        let table = toml::de::DeTable::parse(&file.text).map_err(|e| {
             Located::new(
                 &file,
                 e.span().unwrap_or(0..0),
@@ -213,9 +215,19 @@ impl Project {
             )
             .with_help("see https://toml.io for the syntax")
         })?;
+        let table = table.get_ref();
+        if let Some(dep_path) = table
+            .get("dependencies")
+            .and_then(|d| d.get_ref().as_table()?.get("kiln-devices"))
+            .and_then(|d| d.get_ref().as_table()?.get("path"))
+            && let Some(value) = dep_path.get_ref().as_str()
+        {
+            self.check_devices_path(&file, value, dep_path.span())?;
+        }
         let name = table
             .get("package")
-            .and_then(|p| p.get("name")?.as_str().map(str::to_string));
+            .and_then(|p| p.get_ref().as_table()?.get("name"))
+            .and_then(|n| n.get_ref().as_str().map(str::to_string));
         name.ok_or_else(|| {
             Located::new(
                 &file,
@@ -228,6 +240,37 @@ impl Project {
             )
             .into()
         })
+    }
+
+    /// The unikernel's `kiln-devices = { path = VALUE }` must be the copy
+    /// the generated crate uses, or the two would be different crates with
+    /// traits of the same names. `kiln new` writes the path relative to the
+    /// unikernel, so a moved unikernel lands here.
+    fn check_devices_path(
+        &self,
+        file: &SourceFile,
+        value: &str,
+        span: std::ops::Range<usize>,
+    ) -> Result<(), ConfigError> {
+        let ours = source_dir().join("crates").join("kiln-devices");
+        let ours = ours.canonicalize().unwrap_or(ours);
+        let theirs = self.dir.join(value);
+        let message = match theirs.canonicalize() {
+            Ok(found) if found == ours => return Ok(()),
+            Ok(found) => format!(
+                "kiln-devices at `{value}` is {}, not the copy of this kiln ({})",
+                found.display(),
+                ours.display()
+            ),
+            Err(_) => format!("kiln-devices at `{value}` does not exist"),
+        };
+        let fix = crate::codegen::relative_path(&self.dir, &ours);
+        Err(Located::new(file, span, message, "this path")
+            .with_help(format!(
+                "kiln-devices = {{ path = {} }}",
+                crate::codegen::toml_str(&fix.display().to_string())
+            ))
+            .into())
     }
 
     /// Checks the unikernel for `target` and writes the generated crate to

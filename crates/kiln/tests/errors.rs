@@ -392,3 +392,43 @@ fn new_refuses_existing_dir_and_bad_names() {
         .unwrap();
     insta::assert_snapshot!("new_bad_name", transcript(&output, &tmp.path));
 }
+
+/// `kiln new` writes kiln-devices' path relative to the new crate, and a
+/// unikernel moved away from it is told the path to write instead.
+/// Regression: the path was absolute, so a generated project broke when
+/// the kiln checkout moved, and a broken path surfaced as a cargo error.
+#[test]
+fn new_writes_a_relative_path_and_configure_checks_it() {
+    let tmp = TempDir::new("moved");
+    let made = kiln()
+        .arg("new")
+        .arg(tmp.path.join("hello"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        made.status.code(),
+        Some(0),
+        "{}",
+        common::text(&made.stderr)
+    );
+    let cargo_toml = std::fs::read_to_string(tmp.path.join("hello/Cargo.toml")).unwrap();
+    assert!(
+        cargo_toml.contains("kiln-devices = { path = \"../"),
+        "{cargo_toml}"
+    );
+    std::fs::create_dir(tmp.path.join("deeper")).unwrap();
+    std::fs::rename(tmp.path.join("hello"), tmp.path.join("deeper/hello")).unwrap();
+    let output = kiln()
+        .arg("configure")
+        .arg(tmp.path.join("deeper/hello"))
+        .output()
+        .unwrap();
+    let stderr = common::text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert!(stderr.contains("Cargo.toml:8:"), "{stderr}");
+    assert!(
+        stderr.contains("hint: kiln-devices = { path = \"../../"),
+        "{stderr}"
+    );
+}
