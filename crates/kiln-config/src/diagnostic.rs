@@ -302,3 +302,14 @@ fn render_without_snippet(diagnostic: &dyn Diagnostic) -> Option<String> {
     }
     Some(out)
 }
+
+/// The candidate closest to `name`, if one is close enough to be a
+/// misspelling of it: for "did you mean" hints.
+pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(name, c), c))
+        .filter(|&(score, c)| score >= 0.8 && c != name)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}

@@ -279,15 +279,22 @@ pub fn check(dir: &Path, shown: &Path, manifest: &Manifest) -> Result<Entry, Con
                 } else {
                     format!("declared names: {}", names.join(", "))
                 };
+                let help = match crate::diagnostic::closest(&name, names.iter().map(String::as_str))
+                {
+                    Some(near) => format!(
+                        "did you mean `{near}`? rename the parameter or the name in unikernel.toml so that they match ({known})"
+                    ),
+                    None => format!(
+                        "declare [devices.{name}] or [arguments.{name}] in unikernel.toml, or remove the parameter ({known})"
+                    ),
+                };
                 return Err(Located::new(
                     file,
                     name_span,
                     format!("parameter `{name}` of `{fn_name}` matches no device or argument of unikernel.toml"),
                     "unknown parameter",
                 )
-                .with_help(format!(
-                    "declare [devices.{name}] or [arguments.{name}] in unikernel.toml, or remove the parameter ({known})"
-                ))
+                .with_help(help)
                 .into());
             }
         };

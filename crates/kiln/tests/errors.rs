@@ -210,6 +210,11 @@ snapshot!(
     lib("ttl: u8")
 );
 snapshot!(
+    default_negative_unsigned,
+    with_head("[arguments.times]\ntype = \"u32\"\ndefault = -1\n"),
+    lib("times: u32")
+);
+snapshot!(
     default_bad_address,
     with_head("[arguments.gateway]\ntype = \"ipv4\"\ndefault = \"10.0.0\"\n"),
     lib("gateway: core::net::Ipv4Addr")
@@ -263,6 +268,16 @@ snapshot!(
     parameter_matches_nothing,
     HELLO_TOML,
     lib("console: impl Console, sleep: impl Sleep, times: u32, port: u16")
+);
+snapshot!(
+    parameter_misspelled_device,
+    with_head("[devices.consle]\ntype = \"console\"\n"),
+    lib("console: impl Console")
+);
+snapshot!(
+    dependency_misspelled_device,
+    with_head("[devices.eth0]\ntype = \"net\"\n[devices.stack]\ntype = \"stack\"\nnet = \"eth\"\n"),
+    lib("stack: impl Stack")
 );
 snapshot!(
     parameter_wrong_trait,
