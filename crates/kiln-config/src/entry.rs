@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use kiln_rt::args::ArgType;
+use kiln_args::ArgType;
 use proc_macro2::{LineColumn, Span};
 use syn::spanned::Spanned;
 use syn::{FnArg, GenericParam, Item, Pat, ReturnType, Type, TypeParamBound, Visibility};

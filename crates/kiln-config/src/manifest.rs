@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use kiln_rt::args::ArgType;
+use kiln_args::ArgType;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use kiln_rt::args::ArgType;
+use kiln_args::ArgType;
 
 use super::{BakedFile, Plan, baked_files, rust_str};
 use crate::diagnostic::Located;
