@@ -272,6 +272,15 @@ pub(crate) fn setsockopt_int(
 
 /// Reads and clears the socket's pending error (SO_ERROR): 0 if none.
 pub(crate) fn take_socket_error(fd: &OwnedFd) -> io::Result<i32> {
+    getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)
+}
+
+/// `getsockopt(2)` of an `int` option.
+pub(crate) fn getsockopt_int(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<i32> {
     let mut value: libc::c_int = 0;
     let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `value` and `len` are valid for writes and `len` holds the
@@ -279,8 +288,8 @@ pub(crate) fn take_socket_error(fd: &OwnedFd) -> io::Result<i32> {
     check(unsafe {
         libc::getsockopt(
             fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
+            level,
+            name,
             (&mut value as *mut libc::c_int).cast(),
             &mut len,
         )
