@@ -77,18 +77,27 @@ pub struct TargetOpts {
     pub target: TargetArg,
 }
 
-/// `kiln configure`.
+/// The implementation choices of `configure`, also taken by `build` and
+/// `run` (which configure first): given there, they replace the saved ones.
 #[derive(Debug, Args)]
-pub struct ConfigureArgs {
-    /// The target.
-    #[command(flatten)]
-    pub target: TargetOpts,
+pub struct ChoiceOpts {
     /// The implementation of every stack device
     #[arg(long, value_enum)]
     pub net: Option<NetArg>,
     /// The implementation of every kv_ro device
     #[arg(long, value_enum)]
     pub kv_ro: Option<KvRoArg>,
+}
+
+/// `kiln configure`.
+#[derive(Debug, Args)]
+pub struct ConfigureArgs {
+    /// The target.
+    #[command(flatten)]
+    pub target: TargetOpts,
+    /// The implementations to choose.
+    #[command(flatten)]
+    pub choices: ChoiceOpts,
     /// The unikernel's directory
     #[arg(default_value = ".")]
     pub dir: PathBuf,
@@ -100,6 +109,9 @@ pub struct BuildArgs {
     /// The target.
     #[command(flatten)]
     pub target: TargetOpts,
+    /// The implementations to choose [default: those of the last configure].
+    #[command(flatten)]
+    pub choices: ChoiceOpts,
     /// The unikernel's directory
     #[arg(default_value = ".")]
     pub dir: PathBuf,
@@ -111,6 +123,9 @@ pub struct RunArgs {
     /// The target.
     #[command(flatten)]
     pub target: TargetOpts,
+    /// The implementations to choose [default: those of the last configure].
+    #[command(flatten)]
+    pub choices: ChoiceOpts,
     /// Guest memory in MiB on hvt and spt [default: the tender's, 512]
     #[arg(long, value_name = "MB")]
     pub mem: Option<u64>,
@@ -133,12 +148,9 @@ pub struct DescribeArgs {
     /// The target.
     #[command(flatten)]
     pub target: TargetOpts,
-    /// The implementation of every stack device
-    #[arg(long, value_enum)]
-    pub net: Option<NetArg>,
-    /// The implementation of every kv_ro device
-    #[arg(long, value_enum)]
-    pub kv_ro: Option<KvRoArg>,
+    /// The implementations to choose.
+    #[command(flatten)]
+    pub choices: ChoiceOpts,
     /// The unikernel's directory
     #[arg(default_value = ".")]
     pub dir: PathBuf,

@@ -447,3 +447,26 @@ fn new_writes_a_relative_path_and_configure_checks_it() {
         "{stderr}"
     );
 }
+
+/// `build` and `run` take configure's choices (as cargo's build and run
+/// take features): `--net socket` reaches the configure step they run and
+/// is refused on hvt there, with configure's message. Regression: clap
+/// told `kiln run --net direct` to pass `--net` to the unikernel.
+#[test]
+fn build_and_run_take_configure_choices() {
+    let tmp = TempDir::new("choices");
+    write_unikernel(&tmp.path, &with_head(STACK), &lib("stack: impl Stack"));
+    for command in ["build", "run"] {
+        let output = kiln()
+            .args([command, "-t", "hvt", "--net", "socket"])
+            .arg(&tmp.path)
+            .output()
+            .unwrap();
+        let stderr = common::text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains("chosen by --net socket") && stderr.contains("unikernel.toml:"),
+            "{command}: {stderr}"
+        );
+    }
+}

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use kiln_config::{Choices, Impl, Project, Target};
 
-use crate::cli::{Command, KvRoArg, NetArg, TargetArg};
+use crate::cli::{ChoiceOpts, Command, KvRoArg, NetArg, TargetArg};
 use crate::error::KilnError;
 
 mod build;
@@ -37,13 +37,13 @@ fn target(arg: TargetArg) -> Target {
     }
 }
 
-fn choices(net: Option<NetArg>, kv_ro: Option<KvRoArg>) -> Choices {
+fn choices(opts: &ChoiceOpts) -> Choices {
     Choices {
-        net: net.map(|n| match n {
+        net: opts.net.map(|n| match n {
             NetArg::Socket => Impl::Socket,
             NetArg::Direct => Impl::Direct,
         }),
-        kv_ro: kv_ro.map(|k| match k {
+        kv_ro: opts.kv_ro.map(|k| match k {
             KvRoArg::Baked => Impl::Baked,
             KvRoArg::Disk => Impl::Disk,
         }),

@@ -35,7 +35,7 @@ pub fn run(args: &RunArgs) -> Result<u8, KilnError> {
     // seconds) is doing; in scripts and pipes `kiln run` prints only what
     // the unikernel prints.
     let quiet = !std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let built = super::build::build(&project, target, quiet)?;
+    let built = super::build::build(&project, target, super::choices(&args.choices), quiet)?;
     let mut command = match &built.tender {
         None => {
             let mut command = Command::new(&built.image);
