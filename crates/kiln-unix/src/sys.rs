@@ -443,3 +443,26 @@ pub(crate) fn open_tap(ifname: &str) -> io::Result<OwnedFd> {
     check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) })?;
     Ok(fd)
 }
+
+/// The MTU of interface `ifname` (`SIOCGIFMTU` on a datagram socket).
+///
+/// `ifname` must be 1 to `IFNAMSIZ - 1` bytes without NUL; callers check.
+pub(crate) fn interface_mtu(ifname: &str) -> io::Result<usize> {
+    let name = ifname.as_bytes();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let sock = socket(libc::AF_INET, libc::SOCK_DGRAM)?;
+    // SAFETY: ifreq is plain integers, arrays and a union of such, so the
+    // all-zero pattern is valid.
+    let mut req: libc::ifreq = unsafe { mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFMTU reads the name and writes the MTU of one ifreq,
+    // which `req` is; it lives until the call returns.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU, &mut req) })?;
+    // SAFETY: SIOCGIFMTU succeeded, so the union holds `ifru_mtu`.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    usize::try_from(mtu).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
