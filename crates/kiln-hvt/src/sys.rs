@@ -143,7 +143,10 @@ pub struct Epoll {
 
 fn timespec(nsecs: u64) -> libc::timespec {
     libc::timespec {
-        tv_sec: libc::time_t::try_from(nsecs / 1_000_000_000).unwrap_or(libc::time_t::MAX),
+        // At most u64::MAX / 10^9 (about 1.8 * 10^10): fits the 64-bit
+        // time_t of x86_64, glibc and musl alike. (Naming libc::time_t is
+        // deprecated on musl, whose time_t changes width in libc 1.0.)
+        tv_sec: (nsecs / 1_000_000_000).try_into().unwrap_or(i32::MAX.into()),
         // Below 10^9: fits any c_long.
         tv_nsec: (nsecs % 1_000_000_000) as libc::c_long,
     }
@@ -412,6 +415,6 @@ mod tests {
         let t = timespec(3_000_000_007);
         assert_eq!((t.tv_sec, t.tv_nsec), (3, 7));
         let t = timespec(u64::MAX);
-        assert_eq!(t.tv_sec, (u64::MAX / 1_000_000_000) as libc::time_t);
+        assert_eq!(u64::try_from(t.tv_sec), Ok(u64::MAX / 1_000_000_000));
     }
 }
