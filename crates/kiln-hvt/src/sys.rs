@@ -146,7 +146,9 @@ fn timespec(nsecs: u64) -> libc::timespec {
         // At most u64::MAX / 10^9 (about 1.8 * 10^10): fits the 64-bit
         // time_t of x86_64, glibc and musl alike. (Naming libc::time_t is
         // deprecated on musl, whose time_t changes width in libc 1.0.)
-        tv_sec: (nsecs / 1_000_000_000).try_into().unwrap_or(i32::MAX.into()),
+        tv_sec: (nsecs / 1_000_000_000)
+            .try_into()
+            .unwrap_or(i32::MAX.into()),
         // Below 10^9: fits any c_long.
         tv_nsec: (nsecs % 1_000_000_000) as libc::c_long,
     }
