@@ -18,9 +18,6 @@ pub const NAME: (usize, usize) = (0, 100);
 pub const MODE: (usize, usize) = (100, 8);
 /// Size of the data that follows, octal or base-256.
 pub const SIZE: (usize, usize) = (124, 12);
-#[cfg(test)]
-/// Modification time, octal.
-pub const MTIME: (usize, usize) = (136, 12);
 /// Header checksum, octal.
 pub const CHKSUM: (usize, usize) = (148, 8);
 /// Entry type.
