@@ -1,9 +1,11 @@
 //! Hand-made guests that misbehave on purpose, each a few instructions in an
 //! image built here: the tender must report how each ended, with the
-//! guest's instruction pointer, and exit 255, whatever state the guest left
-//! its registers in (a zero stack pointer included: the report comes from a
-//! signal handler on a stack of the tender's).
+//! guest's instruction pointer, and then end by the guest's signal as
+//! solo5-spt does (a shell sees 159 for SIGSYS, 139 for SIGSEGV), whatever
+//! state the guest left its registers in (a zero stack pointer included:
+//! the report comes from a signal handler on a stack of the tender's).
 
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -64,8 +66,15 @@ impl Drop for TempImage {
     }
 }
 
-/// Runs `code` as a guest: (exit code, stderr).
-fn run(name: &str, code: &[u8]) -> (Option<i32>, String) {
+/// How the tender ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    Code(i32),
+    Signal(i32),
+}
+
+/// Runs `code` as a guest: (how the tender ended, stderr).
+fn run(name: &str, code: &[u8]) -> (End, String) {
     let path = TempImage(std::env::temp_dir().join(format!(
         "kiln-spt-hostile-{name}-{}.spt",
         std::process::id()
@@ -76,10 +85,13 @@ fn run(name: &str, code: &[u8]) -> (Option<i32>, String) {
         .arg(&path.0)
         .output()
         .expect("run kiln-spt");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let end = match (out.status.code(), out.status.signal()) {
+        (Some(code), _) => End::Code(code),
+        (None, Some(signal)) => End::Signal(signal),
+        (None, None) => panic!("{:?}", out.status),
+    };
+    assert!(!out.status.core_dumped(), "the tender dumped core");
+    (end, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 // Instructions.
@@ -104,7 +116,7 @@ fn mov_edi(value: u32) -> Vec<u8> {
 fn a_plain_exit_is_the_guests_status() {
     let code = [mov_edi(42), mov_eax(231), SYSCALL.to_vec()].concat();
     let (status, stderr) = run("exit", &code);
-    assert_eq!(status, Some(42), "{stderr}");
+    assert_eq!(status, End::Code(42), "{stderr}");
     assert_eq!(stderr, "");
 }
 
@@ -114,7 +126,7 @@ fn a_forbidden_call_without_a_stack_is_reported() {
     // guest's stack, the handler runs on the tender's.
     let code = [XOR_ESP_ESP.to_vec(), mov_eax(39), SYSCALL.to_vec()].concat();
     let (status, stderr) = run("nostack", &code);
-    assert_eq!(status, Some(255), "{stderr}");
+    assert_eq!(status, End::Signal(libc::SIGSYS), "{stderr}");
     let rip = ENTRY + code.len() as u64;
     assert_eq!(
         stderr,
@@ -128,14 +140,14 @@ fn a_forbidden_call_without_a_stack_is_reported() {
 fn the_guest_can_neither_write_to_stderr_nor_return_from_a_signal() {
     let code = [mov_edi(2), mov_eax(1), SYSCALL.to_vec()].concat();
     let (status, stderr) = run("stderr", &code);
-    assert_eq!(status, Some(255), "{stderr}");
+    assert_eq!(status, End::Signal(libc::SIGSYS), "{stderr}");
     assert!(
         stderr.contains("forbidden system call 1 (write)"),
         "{stderr}"
     );
     let code = [mov_eax(15), SYSCALL.to_vec()].concat();
     let (status, stderr) = run("sigreturn", &code);
-    assert_eq!(status, Some(255), "{stderr}");
+    assert_eq!(status, End::Signal(libc::SIGSYS), "{stderr}");
     assert!(
         stderr.contains("forbidden system call 15 (rt_sigreturn)"),
         "{stderr}"
@@ -148,7 +160,7 @@ fn faults_are_reported_with_their_address() {
     // kernel would have delivered the signal on.
     let code = [XOR_ESP_ESP.to_vec(), PUSH_RAX.to_vec()].concat();
     let (status, stderr) = run("push", &code);
-    assert_eq!(status, Some(255), "{stderr}");
+    assert_eq!(status, End::Signal(libc::SIGSEGV), "{stderr}");
     assert_eq!(
         stderr,
         format!(
@@ -157,9 +169,41 @@ fn faults_are_reported_with_their_address() {
         )
     );
     let (status, stderr) = run("ud2", &UD2);
-    assert_eq!(status, Some(255), "{stderr}");
+    assert_eq!(status, End::Signal(libc::SIGILL), "{stderr}");
     assert_eq!(
         stderr,
         format!("kiln-spt: guest crashed: SIGILL at {ENTRY:#x} (rip {ENTRY:#x})\n")
     );
+}
+
+/// A shell (what supervisors run the tender under) sees 128 + the signal:
+/// 159 for a forbidden system call, 139 for a fault, as with solo5-spt.
+#[test]
+fn a_shell_sees_solo5s_statuses() {
+    for (name, code, want) in [
+        ("sh-seccomp", [mov_eax(39), SYSCALL.to_vec()].concat(), 159),
+        (
+            "sh-fault",
+            [XOR_ESP_ESP.to_vec(), PUSH_RAX.to_vec()].concat(),
+            139,
+        ),
+    ] {
+        let path = TempImage(std::env::temp_dir().join(format!(
+            "kiln-spt-hostile-{name}-{}.spt",
+            std::process::id()
+        )));
+        std::fs::write(&path.0, image(&code)).expect("write the image");
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg("\"$0\" --mem=4 \"$1\" 2>/dev/null; echo $?")
+            .arg(env!("CARGO_BIN_EXE_kiln-spt"))
+            .arg(&path.0)
+            .output()
+            .expect("run sh");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            want.to_string(),
+            "{name}"
+        );
+    }
 }
