@@ -13,19 +13,24 @@ use kiln_abi::{AbiNote, MftNote};
 
 /// Where the code is loaded, and so the entry point.
 const ENTRY: u64 = 0x10_0000;
-/// File offset of the code (page-aligned like its address).
-const CODE_AT: usize = 0x1000;
 
 /// An spt image whose one R+X segment holds `code` at [`ENTRY`], with an
 /// empty manifest.
 fn image(code: &[u8]) -> Vec<u8> {
-    let mut notes = AbiNote::spt().to_bytes().to_vec();
     let mft: MftNote<0> = MftNote::new([]);
-    let mut buf = [0u8; 256];
+    image_with(code, &mft)
+}
+
+/// The same with the manifest `mft`.
+fn image_with<const N: usize>(code: &[u8], mft: &MftNote<N>) -> Vec<u8> {
+    let mut notes = AbiNote::spt().to_bytes().to_vec();
+    let mut buf = vec![0u8; 256 + 104 * N];
     let n = mft.encode(&mut buf).expect("encode the manifest");
     notes.extend_from_slice(&buf[..n]);
     let notes_at = 64 + 2 * 56;
-    let mut out = vec![0u8; CODE_AT];
+    // File offset of the code: page-aligned like its address.
+    let code_at = (notes_at + notes.len()).next_multiple_of(0x1000);
+    let mut out = vec![0u8; code_at];
     out[..4].copy_from_slice(b"\x7fELF");
     out[4] = 2; // 64-bit
     out[5] = 1; // little-endian
@@ -51,7 +56,7 @@ fn image(code: &[u8]) -> Vec<u8> {
             p[48..56].copy_from_slice(&4u64.to_le_bytes());
         };
     ph(0, 4, 4, notes_at, 0, notes.len(), 0); // PT_NOTE
-    ph(1, 1, 5, CODE_AT, ENTRY, code.len(), 0x1000); // PT_LOAD, R+X
+    ph(1, 1, 5, code_at, ENTRY, code.len(), 0x1000); // PT_LOAD, R+X
     out[notes_at..notes_at + notes.len()].copy_from_slice(&notes);
     out.extend_from_slice(code);
     out
@@ -206,4 +211,42 @@ fn a_shell_sees_solo5s_statuses() {
             "{name}"
         );
     }
+}
+
+/// Regression: a manifest of 63 block devices (the ABI's maximum) made the
+/// guest's filter longer than the kernel accepts, and kiln-spt refused to
+/// start. Now the guest starts and exits.
+#[test]
+fn a_guest_with_63_disks_starts() {
+    let dir = std::env::temp_dir().join(format!("kiln-spt-63-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = Dir(dir);
+    let names: Vec<String> = (0..63).map(|i| format!("disk{i}")).collect();
+    let mft = MftNote::new(std::array::from_fn::<_, 63, _>(|i| {
+        kiln_abi::mft::MftEntry::block(&names[i])
+    }));
+    let code = [mov_edi(0), mov_eax(231), SYSCALL.to_vec()].concat();
+    let path = dir.0.join("disks.spt");
+    std::fs::write(&path, image_with(&code, &mft)).expect("write the image");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kiln-spt"));
+    command.arg("--mem=4");
+    for (i, name) in names.iter().enumerate() {
+        let disk = dir.0.join(name);
+        // Different capacities: no two devices share their bounds.
+        std::fs::write(&disk, vec![0u8; 512 * (i + 1)]).expect("write a disk");
+        command.arg(format!("--block:{name}={}", disk.display()));
+    }
+    let out = command.arg(&path).output().expect("run kiln-spt");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
