@@ -59,7 +59,7 @@ use crate::hypercall::{HypercallError, Outcome};
 use crate::vm::{Machine, VmError};
 
 pub use kiln_tender::image::MIN_FREE_MEM;
-/// Largest guest memory: one page directory of 2 MiB pages.
+/// Largest guest memory in MiB (Solo5's solo5-hvt takes up to 4096).
 pub const MAX_MEM_MB: u64 = <kiln_tender::Hvt as kiln_tender::Target>::MAX_MEM_MB;
 
 /// Why the tender stopped without a guest exit status.
@@ -168,6 +168,11 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
             attached: &attached,
             args: &config.args,
             kernel_end: image.kernel_end,
+            segments: &image
+                .segments
+                .iter()
+                .map(|s| (s.vaddr..s.vaddr + s.memsz, s.prot))
+                .collect::<Vec<_>>(),
             tsc_hz,
         },
     )?;

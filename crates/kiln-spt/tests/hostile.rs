@@ -80,13 +80,18 @@ enum End {
 
 /// Runs `code` as a guest: (how the tender ended, stderr).
 fn run(name: &str, code: &[u8]) -> (End, String) {
+    run_in(name, code, 4)
+}
+
+/// Runs `code` as a guest in `mem_mb` MiB.
+fn run_in(name: &str, code: &[u8], mem_mb: u64) -> (End, String) {
     let path = TempImage(std::env::temp_dir().join(format!(
         "kiln-spt-hostile-{name}-{}.spt",
         std::process::id()
     )));
     std::fs::write(&path.0, image(code)).expect("write the image");
     let out = Command::new(env!("CARGO_BIN_EXE_kiln-spt"))
-        .arg("--mem=4")
+        .arg(format!("--mem={mem_mb}"))
         .arg(&path.0)
         .output()
         .expect("run kiln-spt");
@@ -123,6 +128,22 @@ fn a_plain_exit_is_the_guests_status() {
     let (status, stderr) = run("exit", &code);
     assert_eq!(status, End::Code(42), "{stderr}");
     assert_eq!(stderr, "");
+}
+
+/// Regression: kiln-spt refused `--mem=2` (it wanted 1 MiB free above the
+/// image) where solo5-spt runs a small guest. This one writes to its stack
+/// at the top of the 2 MiB before it exits.
+#[test]
+fn a_small_guest_runs_in_2_mib() {
+    let push_exit = [
+        PUSH_RAX.to_vec(),
+        mov_edi(7),
+        mov_eax(231),
+        SYSCALL.to_vec(),
+    ]
+    .concat();
+    let (status, stderr) = run_in("mem2", &push_exit, 2);
+    assert_eq!(status, End::Code(7), "{stderr}");
 }
 
 #[test]

@@ -44,8 +44,9 @@ impl Target for Hvt {
     const ABI: AbiTarget = AbiTarget::Hvt;
     const NAME: &'static str = "hvt";
     const TENDER: &'static str = "kiln-hvt";
-    // One page directory of 2 MiB pages.
-    const MAX_MEM_MB: u64 = 1024;
+    // Solo5's solo5-hvt takes up to 4 GiB; kiln-hvt's page tables (one
+    // page directory per GiB, below the image) allow 64 GiB.
+    const MAX_MEM_MB: u64 = 64 << 10;
     const ABOUT: &'static str = "Runs the hvt image KERNEL as a KVM guest; ARGS become its command line.\n\
          The exit status is the guest's (255 if it aborts, 1 if the tender stops it).";
     const ABI_VERSION: u32 = kiln_abi::hvt::HVT_ABI_VERSION;
