@@ -176,6 +176,29 @@ fn hello(target: Target) {
     );
     build(&disk_dir, target);
     let disk_image = disk_dir.join(format!("dist/disky.{}", target.name()));
+    // solo5-elftool's queries on kiln's own images, as orchestrators run
+    // them.
+    let query = |what: &str, image: &Path| {
+        let out = ok(
+            run_for(
+                kiln_in(&disk_dir).args(["elftool", what]).arg(image),
+                RUN_TIMEOUT,
+            ),
+            "kiln elftool",
+        );
+        text(&out.stdout)
+    };
+    assert_eq!(
+        query("query-manifest", &disk_image),
+        "{\n  \"type\": \"solo5.manifest\",\n  \"version\": 1,\n  \"devices\": [\n    { \"name\": \"disk\", \"type\": \"BLOCK_BASIC\" }\n  ]\n}\n"
+    );
+    assert_eq!(
+        query("query-abi", &image),
+        format!(
+            "{{\n  \"type\": \"solo5.abi\",\n  \"target\": \"{}\",\n  \"version\": 2\n}}\n",
+            target.name()
+        )
+    );
     let out = run_for(
         Command::new(&tender).arg("--").arg(&disk_image),
         RUN_TIMEOUT,
