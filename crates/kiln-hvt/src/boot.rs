@@ -88,6 +88,9 @@ pub struct BootParams<'a> {
     pub segments: &'a [(Range<u64>, Protection)],
     /// TSC frequency in Hz.
     pub tsc_hz: u64,
+    /// `--solo5-protection`: every page executable and the boot data left
+    /// writable in the host mapping, as solo5-hvt maps them.
+    pub solo5_protection: bool,
 }
 
 /// How the tender maps one 4 KiB guest page.
@@ -106,6 +109,16 @@ pub enum PageProt {
 }
 
 impl PageProt {
+    /// The page-table entry mapping `page` so, without the NX bit under
+    /// `solo5` (solo5-hvt's tables have none).
+    fn pte_for(self, page: u64, solo5: bool) -> u64 {
+        if solo5 {
+            self.pte(page) & !PTE_NX
+        } else {
+            self.pte(page)
+        }
+    }
+
     /// The page-table entry mapping `page` so.
     fn pte(self, page: u64) -> u64 {
         match self {
@@ -179,7 +192,9 @@ fn page_tables(
     boot: &Range<u64>,
     kernel_end: u64,
     segments: &[(Range<u64>, Protection)],
+    solo5: bool,
 ) -> Result<(), BootError> {
+    let nx = if solo5 { 0 } else { PTE_NX };
     let mem_size = mem.size();
     let big = layout::GUEST_PAGE_SIZE;
     let directories = mem_size.div_ceil(GIB);
@@ -214,7 +229,7 @@ fn page_tables(
                 if c < tables {
                     (pt_base + c * PAGE) | PTE_P | PTE_RW
                 } else {
-                    (c * big) | PTE_P | PTE_RW | PTE_PS | PTE_NX
+                    (c * big) | PTE_P | PTE_RW | PTE_PS | nx
                 }
             })
             .collect();
@@ -224,7 +239,7 @@ fn page_tables(
         let entries: Vec<u64> = (0..512)
             .map(|j| {
                 let page = c * big + j * PAGE;
-                page_prot(page, boot, segments).pte(page)
+                page_prot(page, boot, segments).pte_for(page, solo5)
             })
             .collect();
         mem.write(pt_base + c * PAGE, &words(&entries))?;
@@ -241,6 +256,7 @@ fn words(values: &[u64]) -> Vec<u8> {
 /// the boot data and the image's read-only segments.
 fn protect(
     mem: &mut GuestMemory,
+    host_boot: &Range<u64>,
     boot: &Range<u64>,
     kernel_end: u64,
     segments: &[(Range<u64>, Protection)],
@@ -249,7 +265,10 @@ fn protect(
     let end = kernel_end.div_ceil(PAGE) * PAGE;
     let mut page = boot.start;
     while page <= end {
-        let ro = page < end && page_prot(page, boot, segments).host_read_only();
+        let in_boot = boot.contains(&page);
+        let ro = page < end
+            && (!in_boot || host_boot.contains(&page))
+            && page_prot(page, boot, segments).host_read_only();
         match (&mut run, ro) {
             (Some(r), true) if r.end == page => r.end += PAGE,
             (_, true) => {
@@ -322,8 +341,21 @@ pub fn setup(mem: &mut GuestMemory, params: &BootParams<'_>) -> Result<(), BootE
     mem.write(layout::BOOT_INFO_BASE, &bi.to_bytes())?;
     let boot_end = (cmdline_gpa + cmdline.len() as u64).div_ceil(PAGE) * PAGE;
     let boot = layout::BOOT_INFO_BASE..boot_end;
-    page_tables(mem, &boot, params.kernel_end, params.segments)?;
-    protect(mem, &boot, params.kernel_end, params.segments)?;
+    page_tables(
+        mem,
+        &boot,
+        params.kernel_end,
+        params.segments,
+        params.solo5_protection,
+    )?;
+    // Under --solo5-protection only the image's read-only segments are
+    // write-protected in the host mapping, as solo5-hvt's loader does.
+    let host_boot = if params.solo5_protection {
+        boot.start..boot.start
+    } else {
+        boot.clone()
+    };
+    protect(mem, &host_boot, &boot, params.kernel_end, params.segments)?;
     Ok(())
 }
 

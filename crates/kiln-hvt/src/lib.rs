@@ -111,6 +111,7 @@ pub enum Exit {
 /// Runs the tender with `args` (without the program name).
 pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError> {
     let mut modules = module::compiled();
+    let (args, solo5_protection) = cli::take_solo5_protection(args.into_iter().collect());
     let config = match cli::parse(args, &mut modules)? {
         Command::Help => return Ok(Exit::Text(cli::usage(&modules))),
         Command::Version => {
@@ -174,6 +175,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
                 .map(|s| (s.vaddr..s.vaddr + s.memsz, s.prot))
                 .collect::<Vec<_>>(),
             tsc_hz,
+            solo5_protection,
         },
     )?;
 

@@ -663,6 +663,32 @@ fn foreign_guests_get_solo5s_page_protection() {
     assert_eq!(run.code, Some(0), "{run:?}");
 }
 
+/// `--solo5-protection` gives solo5-hvt's mapping: data executable and the
+/// boot data writable, the code still write-protected.
+#[test]
+fn solo5_protection_maps_as_solo5_hvt_does() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let run = |code: &[u8]| {
+        let mut g = Guest::new();
+        g.data(&[0xf4; 8]);
+        g.code.extend_from_slice(code);
+        g.halt(0);
+        run_guest(&dir, &g, &["--solo5-protection"]).0
+    };
+    // mov eax, DATA_BASE; jmp rax: the data's hlt runs.
+    let r = run(&[0xb8, 0, 0x10, 0x10, 0, 0xff, 0xe0]);
+    assert_refused(&r, &["guest executed hlt"]);
+    // mov qword [0x5000], rax: the boot info is written.
+    let r = run(&[0x48, 0x89, 0x04, 0x25, 0, 0x50, 0, 0]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    // mov qword [0x100000], rax: the code stays read-only.
+    let r = run(&[0x48, 0x89, 0x04, 0x25, 0, 0, 0x10, 0]);
+    assert_refused(&r, &["read-only"]);
+}
+
 /// A hypercall whose result the tender would write into the guest's
 /// write-protected code is refused, the tender unharmed.
 #[test]
