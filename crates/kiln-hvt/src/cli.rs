@@ -44,6 +44,14 @@ pub fn take_solo5_protection(args: Vec<OsString>) -> (Vec<OsString>, bool) {
     (out, given)
 }
 
+/// Parses the arguments after the program name.
+pub fn parse(
+    args: impl IntoIterator<Item = OsString>,
+    modules: &mut [Box<dyn Module>],
+) -> Result<Command, CliError> {
+    kiln_tender::cli::parse::<kiln_tender::Hvt, _>(args, modules)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,12 +76,4 @@ mod tests {
             (os(&["--", "--solo5-protection"]), false)
         );
     }
-}
-
-/// Parses the arguments after the program name.
-pub fn parse(
-    args: impl IntoIterator<Item = OsString>,
-    modules: &mut [Box<dyn Module>],
-) -> Result<Command, CliError> {
-    kiln_tender::cli::parse::<kiln_tender::Hvt, _>(args, modules)
 }
