@@ -125,8 +125,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
         Command::Run(c) => c,
     };
     let path = config.kernel.clone();
-    image::check_mem::<kiln_tender::Hvt>(config.mem_mb)?;
-    let mut mem_size = config.mem_mb << 20;
+    // solo5-hvt runs --mem=1 in the smallest guest memory, one 2 MiB page.
+    if config.mem_mb == 1 {
+        eprintln!("kiln-hvt: warning: --mem=1 rounded up to 2 MiB (the smallest guest memory)");
+    }
+    let mem_mb = if config.mem_mb == 1 { 2 } else { config.mem_mb };
+    image::check_mem::<kiln_tender::Hvt>(mem_mb)?;
+    let mut mem_size = mem_mb << 20;
     if mem_size % GUEST_PAGE_SIZE != 0 {
         mem_size -= mem_size % GUEST_PAGE_SIZE;
         eprintln!(
