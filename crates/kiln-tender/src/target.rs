@@ -64,8 +64,9 @@ impl Target for Spt {
     const TENDER: &'static str = "kiln-spt";
     const MAX_MEM_MB: u64 = 4096;
     const ABOUT: &'static str = "Runs the spt image KERNEL as a seccomp-sandboxed process; ARGS become its command line.\n\
-         The exit status is the guest's (255 if it aborts, crashes or is killed by the\n\
-         seccomp filter; 1 if the tender cannot start it).";
+         The exit status is the guest's (255 if it aborts; killed by the guest's signal,\n\
+         as solo5-spt, if a forbidden system call or a fault ends it: 159, 139 in a\n\
+         shell; 1 if the tender cannot start it).";
     const ABI_VERSION: u32 = kiln_abi::spt::SPT_ABI_VERSION;
     const GUEST_MIN_BASE: u64 = kiln_abi::spt::SPT_GUEST_MIN_BASE;
     const LOW_MEMORY: &'static str = "the boot info lives";
