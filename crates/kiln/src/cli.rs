@@ -31,6 +31,9 @@ pub enum Command {
     Clean(CleanArgs),
     /// Make the disk image of directory SRC that a `disk` kv_ro reads
     Image(ImageArgs),
+    /// Query an hvt or spt image's manifest or ABI, as solo5-elftool does
+    #[command(subcommand)]
+    Elftool(ElftoolQuery),
 }
 
 /// A target, as named on the command line.
@@ -171,4 +174,19 @@ pub struct ImageArgs {
     pub src: PathBuf,
     /// The image file to write (attach it with --block:NAME=OUT)
     pub out: PathBuf,
+}
+
+/// `kiln elftool`: solo5-elftool's queries, with its JSON output.
+#[derive(Debug, Subcommand)]
+pub enum ElftoolQuery {
+    /// Print the devices of IMAGE's manifest as JSON
+    QueryManifest {
+        /// The image (an hvt or spt unikernel, kiln's or another's)
+        image: PathBuf,
+    },
+    /// Print IMAGE's ABI target and version as JSON
+    QueryAbi {
+        /// The image (an hvt or spt unikernel, kiln's or another's)
+        image: PathBuf,
+    },
 }

@@ -12,6 +12,7 @@ mod build;
 mod clean;
 mod configure;
 mod describe;
+mod elftool;
 mod image;
 mod new;
 mod run;
@@ -26,6 +27,7 @@ pub fn run(command: Command) -> Result<u8, KilnError> {
         Command::Describe(args) => describe::run(&args),
         Command::Clean(args) => clean::run(&args),
         Command::Image(args) => image::run(&args),
+        Command::Elftool(query) => Ok(elftool::run(&query)),
     }
 }
 
