@@ -977,6 +977,7 @@ fn tap_interface_in_a_namespace_carries_frames() {
 /// Regression: the net info said MTU 1500 whatever the tap's MTU was;
 /// Solo5's tenders report the tap's (SIOCGIFMTU). The guest prints the
 /// `info` of its manifest entry, which the tender filled in.
+#[cfg(feature = "net")]
 #[test]
 fn the_net_info_reports_the_taps_mtu() {
     if !kvm_available() {
