@@ -33,6 +33,9 @@ pub enum Command {
     Image(ImageArgs),
     /// Build if stale, then make a reproducible OCI image of the unikernel
     Package(PackageArgs),
+    /// Query an hvt or spt image's manifest or ABI, as solo5-elftool does
+    #[command(subcommand)]
+    Elftool(ElftoolQuery),
 }
 
 /// A target, as named on the command line.
@@ -79,18 +82,27 @@ pub struct TargetOpts {
     pub target: TargetArg,
 }
 
-/// `kiln configure`.
+/// The implementation choices of `configure`, also taken by `build` and
+/// `run` (which configure first): given there, they replace the saved ones.
 #[derive(Debug, Args)]
-pub struct ConfigureArgs {
-    /// The target.
-    #[command(flatten)]
-    pub target: TargetOpts,
+pub struct ChoiceOpts {
     /// The implementation of every stack device
     #[arg(long, value_enum)]
     pub net: Option<NetArg>,
     /// The implementation of every kv_ro device
     #[arg(long, value_enum)]
     pub kv_ro: Option<KvRoArg>,
+}
+
+/// `kiln configure`.
+#[derive(Debug, Args)]
+pub struct ConfigureArgs {
+    /// The target.
+    #[command(flatten)]
+    pub target: TargetOpts,
+    /// The implementations to choose.
+    #[command(flatten)]
+    pub choices: ChoiceOpts,
     /// The unikernel's directory
     #[arg(default_value = ".")]
     pub dir: PathBuf,
@@ -102,6 +114,9 @@ pub struct BuildArgs {
     /// The target.
     #[command(flatten)]
     pub target: TargetOpts,
+    /// The implementations to choose [default: those of the last configure].
+    #[command(flatten)]
+    pub choices: ChoiceOpts,
     /// The unikernel's directory
     #[arg(default_value = ".")]
     pub dir: PathBuf,
@@ -113,6 +128,9 @@ pub struct RunArgs {
     /// The target.
     #[command(flatten)]
     pub target: TargetOpts,
+    /// The implementations to choose [default: those of the last configure].
+    #[command(flatten)]
+    pub choices: ChoiceOpts,
     /// Guest memory in MiB on hvt and spt [default: the tender's, 512]
     #[arg(long, value_name = "MB")]
     pub mem: Option<u64>,
@@ -135,12 +153,9 @@ pub struct DescribeArgs {
     /// The target.
     #[command(flatten)]
     pub target: TargetOpts,
-    /// The implementation of every stack device
-    #[arg(long, value_enum)]
-    pub net: Option<NetArg>,
-    /// The implementation of every kv_ro device
-    #[arg(long, value_enum)]
-    pub kv_ro: Option<KvRoArg>,
+    /// The implementations to choose.
+    #[command(flatten)]
+    pub choices: ChoiceOpts,
     /// The unikernel's directory
     #[arg(default_value = ".")]
     pub dir: PathBuf,
@@ -189,6 +204,9 @@ pub struct PackageArgs {
     /// The target.
     #[command(flatten)]
     pub target: TargetOpts,
+    /// Implementation choices, as for `kiln build`.
+    #[command(flatten)]
+    pub choices: ChoiceOpts,
     /// The image's name [default: NAME:latest, NAME the unikernel's]
     #[arg(long, value_name = "NAME:TAG")]
     pub tag: Option<String>,
@@ -211,4 +229,19 @@ pub struct PackageArgs {
     /// container's arguments
     #[arg(last = true)]
     pub args: Vec<String>,
+}
+
+/// `kiln elftool`: solo5-elftool's queries, with its JSON output.
+#[derive(Debug, Subcommand)]
+pub enum ElftoolQuery {
+    /// Print the devices of IMAGE's manifest as JSON
+    QueryManifest {
+        /// The image (an hvt or spt unikernel, kiln's or another's)
+        image: PathBuf,
+    },
+    /// Print IMAGE's ABI target and version as JSON
+    QueryAbi {
+        /// The image (an hvt or spt unikernel, kiln's or another's)
+        image: PathBuf,
+    },
 }
