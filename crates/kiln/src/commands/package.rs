@@ -13,8 +13,11 @@ use kiln_oci::{Format, ImageSpec};
 use crate::cli::{FlavourArg, FormatArg, PackageArgs};
 use crate::error::KilnError;
 
-/// The triple of the entrypoint and of static unix programs.
+/// The triple of the entrypoint, static through musl.
 const STATIC_TRIPLE: &str = "x86_64-unknown-linux-musl";
+/// The triple of static unix programs: glibc linked statically
+/// (`crt-static`), as the unix target's code is written against glibc.
+const UNIX_STATIC_TRIPLE: &str = "x86_64-unknown-linux-gnu";
 
 /// Runs `kiln package`.
 pub fn run(args: &PackageArgs) -> Result<u8, KilnError> {
@@ -267,15 +270,19 @@ fn built(
     Ok((image, tender))
 }
 
-/// `cargo build --release --target x86_64-unknown-linux-musl` with cargo's
-/// output on stderr.
-fn cargo_static(project: &Project) -> Command {
+/// `cargo build --release --target TRIPLE`, linked statically and
+/// stripped, with cargo's output on stderr.
+fn cargo_static(project: &Project, triple: &str) -> Command {
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cargo
         .arg("build")
         .arg("--release")
         .arg("--quiet")
-        .args(["--target", STATIC_TRIPLE])
+        .args(["--target", triple])
+        .args([
+            "--config",
+            &format!("target.{triple}.rustflags=[\"-C\", \"target-feature=+crt-static\"]"),
+        ])
         // Symbols are of no use in an image: stripped, the entrypoint is a
         // quarter of its size.
         .args(["--config", "profile.release.strip=\"symbols\""])
@@ -288,7 +295,7 @@ fn cargo_static(project: &Project) -> Command {
     cargo
 }
 
-fn run_cargo(mut cargo: Command, what: &str) -> Result<(), KilnError> {
+fn run_cargo(mut cargo: Command, what: &str, triple: &str) -> Result<(), KilnError> {
     let status = cargo.status().map_err(|e| {
         KilnError::Build(format!(
             "cannot start cargo: {e}; hint: install Rust with rustup and make sure cargo is on PATH"
@@ -298,7 +305,7 @@ fn run_cargo(mut cargo: Command, what: &str) -> Result<(), KilnError> {
         Ok(())
     } else {
         Err(KilnError::Build(format!(
-            "cargo failed to build {what} for {STATIC_TRIPLE}; the messages above say why; hint: `rustup target add {STATIC_TRIPLE}` if they say it is not installed"
+            "cargo failed to build {what} for {triple}; the messages above say why; hint: `rustup target add {triple}` if they say it is not installed"
         )))
     }
 }
@@ -306,13 +313,13 @@ fn run_cargo(mut cargo: Command, what: &str) -> Result<(), KilnError> {
 /// Builds `kiln-oci-entry` (static) from kiln's source tree.
 fn build_entry(project: &Project) -> Result<PathBuf, KilnError> {
     let source = kiln_config::project::source_dir();
-    let mut cargo = cargo_static(project);
+    let mut cargo = cargo_static(project, STATIC_TRIPLE);
     cargo
         .current_dir(&source)
         .arg("--manifest-path")
         .arg(source.join("Cargo.toml"))
         .args(["-p", "kiln-oci-entry"]);
-    run_cargo(cargo, "the image entrypoint kiln-oci-entry")?;
+    run_cargo(cargo, "the image entrypoint kiln-oci-entry", STATIC_TRIPLE)?;
     Ok(project
         .target_dir()
         .join(STATIC_TRIPLE)
@@ -337,7 +344,7 @@ fn is_dynamic(data: &[u8]) -> bool {
 }
 
 /// The unix program, static: `dist/NAME.unix` if it is, else the generated
-/// crate built again for musl (a FROM-scratch image has no libc).
+/// crate built again, linked statically (a FROM-scratch image has no libc).
 fn static_unix(
     project: &Project,
     configured: &Configured,
@@ -348,15 +355,15 @@ fn static_unix(
     if !is_dynamic(&data) {
         return Ok(image.to_path_buf());
     }
-    let mut cargo = cargo_static(project);
+    let mut cargo = cargo_static(project, UNIX_STATIC_TRIPLE);
     cargo
         .current_dir(&configured.build_dir)
         .arg("--manifest-path")
         .arg(configured.build_dir.join("Cargo.toml"));
-    run_cargo(cargo, name)?;
+    run_cargo(cargo, name, UNIX_STATIC_TRIPLE)?;
     Ok(project
         .target_dir()
-        .join(STATIC_TRIPLE)
+        .join(UNIX_STATIC_TRIPLE)
         .join("release")
         .join(name))
 }
