@@ -52,6 +52,7 @@ mod netns;
 mod report;
 mod sections;
 mod setup;
+mod slow;
 
 use std::process::ExitCode;
 
@@ -73,7 +74,7 @@ struct Args {
     /// unless every figure is produced and sane (no time thresholds)
     #[arg(long)]
     quick: bool,
-    /// Run only these sections (boot, hvt, size, memory, network, storage, build)
+    /// Run only these sections (boot, hvt, size, memory, network, storage, build, soak)
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     only: Vec<String>,
     /// Print the results as JSON on stdout
@@ -83,6 +84,14 @@ struct Args {
     /// section)
     #[arg(long)]
     write_docs: bool,
+    /// Minutes of load per target in the soak section (default: 10, or
+    /// 15 s with --quick)
+    #[arg(long, value_name = "N")]
+    soak_minutes: Option<f64>,
+    /// Run slow clients instead of benchmarks (ADDR,COUNT,SECONDS; what
+    /// the soak section starts inside its network namespace)
+    #[arg(long, value_name = "SPEC", hide = true)]
+    slow_clients: Option<String>,
 }
 
 /// The `--json` document.
@@ -186,7 +195,7 @@ fn prepare(
         } else {
             Vec::new()
         };
-        let www = if wants("size") || wants("memory") || wants("network") {
+        let www = if wants("size") || wants("memory") || wants("network") || wants("soak") {
             build_all(&env, "www", None, &WWW_VARIANTS, true)
         } else {
             Vec::new()
@@ -305,6 +314,28 @@ fn problems(rows: &[Row]) -> Vec<String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(spec) = &args.slow_clients {
+        let Some((addr, count, secs)) = slow::parse_spec(spec) else {
+            eprintln!(
+                "kiln-bench: error: bad --slow-clients `{spec}`\nhint: it takes ADDR,COUNT,SECONDS"
+            );
+            return ExitCode::from(2);
+        };
+        let tell = |r: &slow::SlowReport| {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", r.line());
+            let _ = out.flush();
+        };
+        slow::run(addr, count, secs, &tell);
+        return ExitCode::SUCCESS;
+    }
+    if let Some(m) = args.soak_minutes
+        && !(m.is_finite() && m > 0.0)
+    {
+        eprintln!("kiln-bench: error: --soak-minutes {m} is not a positive number of minutes");
+        return ExitCode::from(2);
+    }
     let sections: Vec<&str> = if args.only.is_empty() {
         SECTIONS.to_vec()
     } else {
@@ -367,6 +398,10 @@ fn main() -> ExitCode {
             "memory" => sections::memory::run(&prepared),
             "network" => sections::network::run(&prepared),
             "storage" => sections::storage::run(&prepared),
+            "soak" => sections::soak::run(
+                &prepared,
+                sections::soak::Plan::new(args.quick, args.soak_minutes),
+            ),
             _ => sections::build::run(&prepared),
         };
         phases.done(section);
