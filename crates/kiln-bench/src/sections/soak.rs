@@ -1,8 +1,11 @@
 //! soak: one instance of www per target under load for minutes, in
-//! consecutive windows: keep-alive wrk (`-t1 -c16`), a connection churn
-//! beside it (wrk with `Connection: close`, a new connection per request)
-//! and slow clients that trickle a request a byte at a time throughout
-//! (see [`crate::slow`]). Per target: requests/s per window, the last
+//! consecutive windows: keep-alive wrk (`-t1 -c16`, the measured load),
+//! then a connection churn (wrk with `Connection: close`, a new connection
+//! per request), with slow clients that trickle a request a byte at a time
+//! throughout (see [`crate::slow`]). The two wrk loads take turns rather
+//! than run together: on a small machine they would share its CPUs by
+//! the scheduler's whim, and the keep-alive figure of one window would not
+//! compare with the next. Per target: requests/s per window, the last
 //! window against the first, p99 of the last window against nginx's under
 //! the same load, CPU time per request, and the resident set after the
 //! first and the last window.
@@ -44,33 +47,32 @@ const READY: Duration = Duration::from_secs(15);
 pub struct Plan {
     /// Consecutive load windows per target.
     pub windows: u32,
-    /// Seconds per window.
+    /// Seconds of keep-alive load per window.
     pub window_secs: u32,
+    /// Seconds of churn after it.
+    pub churn_secs: u32,
     /// Slow clients held open throughout.
     pub slow_clients: usize,
 }
 
 impl Plan {
-    /// A quick run: five 3 s windows (the last one past 12 s of uptime,
-    /// when smoltcp's router solicitations have run out) and 20 slow
-    /// clients. A full run: `minutes` (10 by default) of 30 s windows and
-    /// 200 slow clients.
+    /// A quick run: five windows of 2 s keep-alive and 1 s churn (the last
+    /// one past 12 s of uptime, when smoltcp's router solicitations have
+    /// run out) and 20 slow clients. A full run: `minutes` (10 by default)
+    /// of windows of 30 s keep-alive and 10 s churn, and 200 slow clients.
     pub fn new(quick: bool, minutes: Option<f64>) -> Plan {
-        match (quick, minutes) {
-            (true, None) => Plan {
-                windows: 5,
-                window_secs: 3,
-                slow_clients: 20,
-            },
-            (_, minutes) => {
-                let secs = (minutes.unwrap_or(10.0).max(0.0) * 60.0).round() as u32;
-                let window_secs = if secs < 120 { 3 } else { 30 };
-                Plan {
-                    windows: (secs / window_secs).max(2),
-                    window_secs,
-                    slow_clients: if quick { 20 } else { 200 },
-                }
-            }
+        let secs = minutes.map(|m| (m.max(0.0) * 60.0).round() as u32);
+        let (window_secs, churn_secs) = match secs {
+            None if quick => (2, 1),
+            Some(s) if s < 240 => (2, 1),
+            _ => (30, 10),
+        };
+        let total = secs.unwrap_or(if quick { 15 } else { 600 });
+        Plan {
+            windows: (total / (window_secs + churn_secs)).max(2),
+            window_secs,
+            churn_secs,
+            slow_clients: if quick { 20 } else { 200 },
         }
     }
 }
@@ -85,11 +87,15 @@ struct Window {
     cpu_us_per_request: f64,
 }
 
-/// One window: keep-alive and churn loads side by side, then the server's
-/// resident set and the CPU time it spent per request.
-fn window(ns: &Netns, server: &Server, secs: u32) -> Result<Window, BenchError> {
+/// One window: the keep-alive load (and the CPU time the server spent per
+/// request of it), the churn, then the server's resident set.
+fn window(ns: &Netns, server: &Server, plan: Plan) -> Result<Window, BenchError> {
     let cpu_before = server.service.cpu_nanos();
-    let churn_argv = ns.wrap(&argv([
+    let keep = wrk(ns, &server.url, plan.window_secs, TIMEOUT_SECS)?;
+    let cpu = server.service.cpu_nanos().saturating_sub(cpu_before);
+    let requests = keep.rps * f64::from(plan.window_secs);
+    let secs = plan.churn_secs;
+    let churn = ns.wrap(&argv([
         "wrk",
         "-t1",
         CHURN_CONNECTIONS,
@@ -101,18 +107,10 @@ fn window(ns: &Netns, server: &Server, secs: u32) -> Result<Window, BenchError> 
         &server.url,
     ]));
     let limit = Duration::from_secs(u64::from(secs + TIMEOUT_SECS) + 30);
-    let (keep, churn) = std::thread::scope(|scope| {
-        let churn = scope.spawn(|| exec::run_ok(&churn_argv, Context::default(), limit));
-        let keep = wrk(ns, &server.url, secs, TIMEOUT_SECS);
-        let churn = churn
-            .join()
-            .unwrap_or_else(|_| Err(BenchError::Setup("the churn thread panicked".into())));
-        (keep, churn)
-    });
-    let keep = keep?;
-    let churn = parse_wrk(&churn?.stdout, secs)?;
-    let cpu = server.service.cpu_nanos().saturating_sub(cpu_before);
-    let requests = (keep.rps + churn.rps) * f64::from(secs);
+    let churn = parse_wrk(
+        &exec::run_ok(&churn, Context::default(), limit)?.stdout,
+        secs,
+    )?;
     Ok(Window {
         rps: keep.rps,
         p99: keep.p99,
@@ -144,7 +142,8 @@ fn start_slow(
         format!("{hostport}:80")
     };
     // Longer than the windows can take; killed when they are done.
-    let secs = u64::from(plan.windows + 1) * u64::from(plan.window_secs + TIMEOUT_SECS) + 60;
+    let per_window = plan.window_secs + plan.churn_secs + 2 * TIMEOUT_SECS;
+    let secs = u64::from(plan.windows + 1) * u64::from(per_window) + 60;
     let spec = format!("{addr},{},{secs}", plan.slow_clients);
     let log = p.env.work.join(format!("soak-slow-{who}.log"));
     let a = ns.wrap(&argv([
@@ -178,8 +177,7 @@ fn soak(p: &Prepared, ns: &Netns, server: &Server, plan: Plan, who: &str) -> Res
         if i == plan.windows {
             progress(&format!("soak: {who}: the last window was low; one more"));
         }
-        let w = window(ns, server, plan.window_secs)
-            .map_err(|e| format!("window {} of {who}: {e}", i + 1))?;
+        let w = window(ns, server, plan).map_err(|e| format!("window {} of {who}: {e}", i + 1))?;
         progress(&format!(
             "soak: {who} window {:2} at {:5.1} s: {:8.0} req/s, p99 {}, {:6.0} new connections/s, {:6.1} µs CPU per request, RSS {} KiB",
             i + 1,
@@ -328,8 +326,8 @@ fn rising(windows: &[Window]) -> bool {
 /// Runs the soak section with `plan`.
 pub fn run(p: &Prepared, plan: Plan) -> Vec<Row> {
     progress(&format!(
-        "soak: {} windows of {} s per target, churn and {} slow clients beside",
-        plan.windows, plan.window_secs, plan.slow_clients
+        "soak: {} windows per target of {} s keep-alive and {} s churn, {} slow clients throughout",
+        plan.windows, plan.window_secs, plan.churn_secs, plan.slow_clients
     ));
     if let Some(why) = crate::netns::root_missing() {
         return vec![Row::missing(
@@ -405,11 +403,11 @@ mod tests {
     #[test]
     fn a_quick_soak_reaches_past_twelve_seconds_of_uptime() {
         let q = Plan::new(true, None);
-        assert!(q.windows * q.window_secs >= 15, "{q:?}");
+        assert!(q.windows * (q.window_secs + q.churn_secs) >= 15, "{q:?}");
         let full = Plan::new(false, None);
-        assert_eq!(full.windows * full.window_secs, 600);
+        assert_eq!(full.windows * (full.window_secs + full.churn_secs), 600);
         let one = Plan::new(false, Some(1.0));
-        assert_eq!((one.windows, one.window_secs), (20, 3));
+        assert_eq!((one.windows, one.window_secs), (20, 2));
     }
 
     #[test]
