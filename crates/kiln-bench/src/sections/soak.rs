@@ -11,7 +11,10 @@
 //! first and the last window.
 //!
 //! It fails when the last window serves fewer than [`MIN_RATIO`] times the
-//! first window's requests/s, or when memory keeps rising (the resident
+//! first window's requests/s, when the server spends more than
+//! [`MAX_CPU_GROWTH`] times the first window's CPU time per request in the
+//! last (the steadier signal on a shared machine, where other load moves
+//! the rate but hardly the cost of a request), or when memory keeps rising (the resident
 //! set after the last window above the one after the first by more than
 //! [`RSS_SLACK_PERCENT`] % plus [`RSS_SLACK_KIB`] KiB). A last window below
 //! the ratio gets one more window first, so that one disturbed window on a
@@ -32,6 +35,9 @@ use crate::slow::SlowReport;
 const SECTION: &str = "soak";
 /// The last window's requests/s below this times the first's fails.
 pub const MIN_RATIO: f64 = 0.85;
+/// The last window's CPU time per request above this times the first's
+/// fails.
+pub const MAX_CPU_GROWTH: f64 = 1.5;
 /// Growth of the resident set allowed between the first and the last
 /// window, on top of [`RSS_SLACK_KIB`].
 pub const RSS_SLACK_PERCENT: u64 = 10;
@@ -170,12 +176,14 @@ fn soak(p: &Prepared, ns: &Netns, server: &Server, plan: Plan, who: &str) -> Res
         let last_is_low = windows
             .last()
             .zip(windows.first())
-            .is_some_and(|(last, first): (&Window, &Window)| last.rps < MIN_RATIO * first.rps);
+            .is_some_and(|(last, first): (&Window, &Window)| slower(first, last));
         if i == plan.windows && !last_is_low {
             break;
         }
         if i == plan.windows {
-            progress(&format!("soak: {who}: the last window was low; one more"));
+            progress(&format!(
+                "soak: {who}: the last window was slower than the first; one more"
+            ));
         }
         let w = window(ns, server, plan).map_err(|e| format!("window {} of {who}: {e}", i + 1))?;
         progress(&format!(
@@ -273,16 +281,27 @@ fn rows(target: &str, result: &Result<Soak, String>, nginx: Option<&Soak>) -> Ve
         Row::ok(SECTION, NAMES[3].0, target, last.churn_rps, NAMES[3].1)
             .against(base("first window", first.churn_rps)),
     );
-    out.push(
-        Row::ok(
-            SECTION,
-            NAMES[4].0,
-            target,
-            last.cpu_us_per_request,
-            NAMES[4].1,
-        )
-        .against(base("first window", first.cpu_us_per_request)),
-    );
+    let mut cpu = Row::ok(
+        SECTION,
+        NAMES[4].0,
+        target,
+        last.cpu_us_per_request,
+        NAMES[4].1,
+    )
+    .against(base("first window", first.cpu_us_per_request));
+    if last.cpu_us_per_request > MAX_CPU_GROWTH * first.cpu_us_per_request {
+        let list = s
+            .windows
+            .iter()
+            .map(|w| format!("{:.1}", w.cpu_us_per_request))
+            .collect::<Vec<_>>()
+            .join(", ");
+        cpu.status = Status::Failed(format!(
+            "a request cost {:.2}× the CPU time of the first window's (above {MAX_CPU_GROWTH}×); µs per window: {list}",
+            last.cpu_us_per_request / first.cpu_us_per_request
+        ));
+    }
+    out.push(cpu);
     let mib = |kib: u64| kib as f64 / 1024.0;
     let mut rss = Row::ok(SECTION, NAMES[5].0, target, mib(last.rss_kib), NAMES[5].1)
         .against(base("after the first window", mib(first.rss_kib)));
@@ -309,6 +328,14 @@ fn rows(target: &str, result: &Result<Soak, String>, nginx: Option<&Soak>) -> Ve
         ),
     });
     out
+}
+
+/// Whether `last` served fewer requests/s than [`MIN_RATIO`] times
+/// `first`, or spent more than [`MAX_CPU_GROWTH`] times its CPU time per
+/// request.
+fn slower(first: &Window, last: &Window) -> bool {
+    last.rps < MIN_RATIO * first.rps
+        || last.cpu_us_per_request > MAX_CPU_GROWTH * first.cpu_us_per_request
 }
 
 /// Whether the resident set after the last window exceeds the one after
@@ -429,6 +456,20 @@ mod tests {
         let r = rows("spt", &Ok(falling), None);
         let failed: Vec<_> = r.iter().filter_map(Row::problem).collect();
         assert!(failed.iter().any(|p| p.contains("0.50×")), "{failed:?}");
+        let mut costly = w(1000.0, 5000);
+        costly.cpu_us_per_request = 16.0;
+        assert!(slower(&w(1000.0, 5000), &costly));
+        assert!(!slower(&w(1000.0, 5000), &w(950.0, 5000)));
+        let r = rows(
+            "spt",
+            &Ok(Soak {
+                windows: vec![w(1000.0, 5000), costly],
+                slow: None,
+            }),
+            None,
+        );
+        let failed: Vec<_> = r.iter().filter_map(Row::problem).collect();
+        assert!(failed.iter().any(|p| p.contains("1.60×")), "{failed:?}");
     }
 
     #[test]
