@@ -7,10 +7,12 @@
 //!
 //! A full run writes `docs/benchmarks.md`. `--quick` is the smoke run at
 //! the end of `scripts/test`: it produces every figure and fails unless
-//! each is sane (measured, non-zero, finite), never on a time threshold.
-//! Its figures are not comparable with a full run's, and it takes about
-//! two minutes after `cargo test --workspace` because it builds only what
-//! the tests have not:
+//! each is sane (measured, non-zero, finite), never on a time threshold,
+//! and unless the soak section's server served its last window as fast and
+//! as cheaply as its first, without memory growth (ratios within one run:
+//! see `sections::soak`). Its figures are not comparable with a full
+//! run's, and it takes about three minutes after `cargo test --workspace`
+//! because it builds only what the tests have not:
 //!
 //! - the workspace programs it runs (`kiln`, `bare-kvm`, `kiln-hvt` and
 //!   its bench harness) are dev builds by `cargo build --workspace --bins
@@ -27,7 +29,10 @@
 //!   compiled" (a fresh copy after `kiln clean`, where building the same
 //!   image has compiled every dependency) instead of a from-clean build in
 //!   a target directory of its own, which takes minutes; then after an
-//!   edit, as in a full run. www's builds are listed as skipped.
+//!   edit, as in a full run. www's builds are listed as skipped;
+//! - soak: five windows of 2 s keep-alive and 1 s churn per kiln target
+//!   (about 16 s each; nginx is left out) instead of 10 minutes per target
+//!   (`--soak-minutes N` sets the length of either).
 //!
 //! A wrk load that completes no request or records no latency (a server
 //! slower than the load is long, as hvt under nested KVM has been) runs
@@ -39,8 +44,10 @@
 //! timed and bounded; services killed on drop), `netns` (a network
 //! namespace with a tap, removed on drop; nginx's configuration), `setup`
 //! (building `kiln`, the baselines and the examples' images per target
-//! through the `kiln` CLI), `sections` (boot, size, memory, network,
-//! build: each returns rows), `report` (rows, tables, sanity checks),
+//! through the `kiln` CLI), `slow` (the soak's slow clients, which this
+//! program runs inside the namespace), `sections` (boot, size, memory,
+//! network, storage, build, soak: each returns rows), `report` (rows,
+//! tables, sanity checks),
 //! `machine` and `docs` (the generated `docs/benchmarks.md`).
 #![deny(unsafe_code)]
 
