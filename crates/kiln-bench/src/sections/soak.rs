@@ -166,9 +166,16 @@ struct Soak {
     slow: Option<SlowReport>,
 }
 
-/// Soaks `server`: the windows of `plan` (and one more if the last is
-/// below [`MIN_RATIO`]), with slow clients throughout.
-fn soak(p: &Prepared, ns: &Netns, server: &Server, plan: Plan, who: &str) -> Result<Soak, String> {
+/// Soaks `server`: the windows of `plan` (and one more if the last was
+/// [`slower`] than the first), with slow clients throughout. A server that
+/// exits on the way fails the soak with the end of its log.
+fn soak(
+    p: &Prepared,
+    ns: &Netns,
+    server: &mut Server,
+    plan: Plan,
+    who: &str,
+) -> Result<Soak, String> {
     let (slow, slow_log) = start_slow(p, ns, &server.url, plan, who).map_err(|e| e.to_string())?;
     let started = Instant::now();
     let mut windows = Vec::new();
@@ -185,7 +192,15 @@ fn soak(p: &Prepared, ns: &Netns, server: &Server, plan: Plan, who: &str) -> Res
                 "soak: {who}: the last window was slower than the first; one more"
             ));
         }
-        let w = window(ns, server, plan).map_err(|e| format!("window {} of {who}: {e}", i + 1))?;
+        let w = window(ns, server, plan);
+        if let Some(status) = server.service.exited() {
+            return Err(format!(
+                "the server ({who}) exited during window {}: {}",
+                i + 1,
+                server.service.died(status)
+            ));
+        }
+        let w = w.map_err(|e| format!("window {} of {who}: {e}", i + 1))?;
         progress(&format!(
             "soak: {who} window {:2} at {:5.1} s: {:8.0} req/s, p99 {}, {:6.0} new connections/s, {:6.1} µs CPU per request, RSS {} KiB",
             i + 1,
@@ -387,7 +402,7 @@ pub fn run(p: &Prepared, plan: Plan) -> Vec<Row> {
         let root = p.env.workspace.join("examples/www/htdocs");
         let r = start_nginx(&p.env, &ns, Path::new(&root))
             .map_err(|e| e.to_string())
-            .and_then(|s| soak(p, &ns, &s, plan, "nginx"));
+            .and_then(|mut s| soak(p, &ns, &mut s, plan, "nginx"));
         out.extend(rows("nginx", &r, None));
         r.ok()
     };
@@ -407,7 +422,7 @@ pub fn run(p: &Prepared, plan: Plan) -> Vec<Row> {
         progress(&format!("soak: www on {target}"));
         let r = start_www(&p.env, &ns, built, None, READY)
             .map_err(|e| e.to_string())
-            .and_then(|s| soak(p, &ns, &s, plan, target));
+            .and_then(|mut s| soak(p, &ns, &mut s, plan, target));
         out.extend(rows(target, &r, nginx.as_ref()));
     }
     out
