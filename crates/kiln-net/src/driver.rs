@@ -5,8 +5,10 @@
 //! socket handle queued work, or smoltcp's next timer is due) it drains
 //! every pending frame from the interface into smoltcp, lets smoltcp send
 //! (reading again after at most [`TX_BUDGET`] frames), and goes back to
-//! sleep until the earliest of those events. It never polls on a timer of
-//! its own.
+//! sleep until the earliest of those events. It polls on a timer of its
+//! own only while smoltcp reports a deadline that has passed and that a
+//! complete round did not move ([`STALE_DEADLINE_RETRY`] apart, never in a
+//! loop).
 
 use alloc::rc::Rc;
 use alloc::vec;
