@@ -5,15 +5,17 @@ use std::path::Path;
 
 use kiln_config::{Choices, Impl, Project, Target};
 
-use crate::cli::{Command, KvRoArg, NetArg, TargetArg};
+use crate::cli::{ChoiceOpts, Command, KvRoArg, NetArg, TargetArg};
 use crate::error::KilnError;
 
 mod build;
 mod clean;
 mod configure;
 mod describe;
+mod elftool;
 mod image;
 mod new;
+mod package;
 mod run;
 
 /// Runs `command`; returns the exit code.
@@ -26,6 +28,8 @@ pub fn run(command: Command) -> Result<u8, KilnError> {
         Command::Describe(args) => describe::run(&args),
         Command::Clean(args) => clean::run(&args),
         Command::Image(args) => image::run(&args),
+        Command::Package(args) => package::run(&args),
+        Command::Elftool(query) => Ok(elftool::run(&query)),
     }
 }
 
@@ -38,13 +42,13 @@ fn target(arg: TargetArg) -> Target {
     }
 }
 
-fn choices(net: Option<NetArg>, kv_ro: Option<KvRoArg>) -> Choices {
+fn choices(opts: &ChoiceOpts) -> Choices {
     Choices {
-        net: net.map(|n| match n {
+        net: opts.net.map(|n| match n {
             NetArg::Socket => Impl::Socket,
             NetArg::Direct => Impl::Direct,
         }),
-        kv_ro: kv_ro.map(|k| match k {
+        kv_ro: opts.kv_ro.map(|k| match k {
             KvRoArg::Baked => Impl::Baked,
             KvRoArg::Disk => Impl::Disk,
         }),

@@ -42,11 +42,15 @@ pub fn run(args: &RunArgs) -> Result<u8, KilnError> {
     let project = super::open(&args.dir)?;
     if target == Target::Unix && args.mem.is_some() {
         return Err(KilnError::Usage {
-            message: "--mem applies to hvt and spt guests only".into(),
+            message: "--mem applies to hvt, spt and virtio guests only".into(),
             hint: "a unix unikernel is a host process; drop --mem, or run with -t hvt".into(),
         });
     }
-    let built = super::build::build(&project, target, true)?;
+    // On a terminal, cargo's own progress shows what a first build (tens of
+    // seconds) is doing; in scripts and pipes `kiln run` prints only what
+    // the unikernel prints.
+    let quiet = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let built = super::build::build(&project, target, super::choices(&args.choices), quiet)?;
     let mut command = match &built.tender {
         None => {
             let mut command = Command::new(&built.image);
@@ -113,7 +117,14 @@ fn run_virtio(args: &RunArgs) -> Result<u8, KilnError> {
         Some(image) => image.clone(),
         None => {
             let project = super::open(&args.dir)?;
-            super::build::build(&project, Target::Virtio, true)?.image
+            let quiet = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+            super::build::build(
+                &project,
+                Target::Virtio,
+                super::choices(&args.choices),
+                quiet,
+            )?
+            .image
         }
     };
     let data = std::fs::read(&image).map_err(|e| {
