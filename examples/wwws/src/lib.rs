@@ -1,0 +1,168 @@
+//! www's static website over HTTPS: TLS 1.3 and 1.2 (`kiln-tls`) on
+//! `--tls-port`, with the certificate chain and key read from a key-value
+//! store, ALPN `http/1.1`, session resumption; optionally a plain-HTTP port
+//! that answers every request with a permanent redirect to HTTPS.
+//!
+//! A separate unikernel from `www` because its device graph differs (a
+//! random device, a wall clock and a certificate store beside the site),
+//! and a plain-HTTP `www` should not carry a TLS stack. The HTTP code is
+//! `www`'s own [`www::serve`], run over a [`kiln_tls::TlsStream`] (itself a
+//! `TcpStream`). Modules: [`redirect`] (the plain-HTTP port).
+#![no_std]
+#![deny(unsafe_code)]
+
+extern crate alloc;
+
+pub mod redirect;
+
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec;
+use core::fmt::Debug;
+use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use core::time::Duration;
+
+use kiln_devices::{
+    Console, KvRo, Random, Stack, StackError, TcpListener as _, WallClock,
+};
+use kiln_tls::{Identity, ServerConfig, ServerSettings, TlsError};
+use www::Limits;
+
+/// How long a client may take to complete its handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the server stopped.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WwwsError {
+    /// A port could not be listened on.
+    #[error("cannot listen on TCP port {port}: {source}\nhint: choose another port with --tls-port or --port")]
+    Listen {
+        /// The port.
+        port: u16,
+        /// Why.
+        source: StackError,
+    },
+    /// The certificate chain or key could not be loaded or used.
+    #[error("TLS identity: {0}\nhint: put the PEM chain and key in the tls store and name them with --cert and --key")]
+    Identity(TlsError),
+}
+
+/// Listens on `port` on every address of `stack` (IPv6 and IPv4 where the
+/// stack has both).
+pub async fn listen<S: Stack>(stack: &S, port: u16) -> Result<S::TcpListener, WwwsError> {
+    let any6 = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port);
+    let any4 = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port);
+    match stack.listen_tcp(any6).await {
+        Ok(l) => Ok(l),
+        Err(StackError::AddressInUse) => Err(WwwsError::Listen {
+            port,
+            source: StackError::AddressInUse,
+        }),
+        Err(_) => stack
+            .listen_tcp(any4)
+            .await
+            .map_err(|source| WwwsError::Listen { port, source }),
+    }
+}
+
+/// The server's TLS configuration: the identity from `tls`, ALPN
+/// `http/1.1`.
+pub async fn tls_config<T, R, W>(
+    tls: &T,
+    random: R,
+    wall_clock: W,
+    cert: &str,
+    key: &str,
+) -> Result<Arc<ServerConfig>, WwwsError>
+where
+    T: KvRo,
+    R: Random + Send + Sync + 'static,
+    W: WallClock + Send + Sync + 'static,
+{
+    let identity = Identity::load(tls, cert, key)
+        .await
+        .map_err(WwwsError::Identity)?;
+    let settings = ServerSettings {
+        alpn: vec![b"http/1.1".to_vec()],
+        ..ServerSettings::default()
+    };
+    kiln_tls::server_config(random, wall_clock, identity, &settings).map_err(WwwsError::Identity)
+}
+
+/// Serves `htdocs` over HTTPS on `tls_port`, and redirects plain HTTP on
+/// `port` (unless 0) to it, until the unikernel is stopped.
+#[allow(clippy::too_many_arguments)]
+pub async fn start<S, K, T, R, W, C>(
+    stack: S,
+    htdocs: K,
+    tls: T,
+    random: R,
+    wall_clock: W,
+    console: C,
+    tls_port: u16,
+    port: u16,
+    cert: String,
+    key: String,
+) -> Result<(), WwwsError>
+where
+    S: Stack,
+    S::TcpStream: 'static,
+    S::TcpListener: 'static,
+    K: KvRo + 'static,
+    T: KvRo,
+    R: Random + Send + Sync + Debug + 'static,
+    W: WallClock + Send + Sync + Debug + 'static,
+    C: Console + 'static,
+{
+    let config = tls_config(&tls, random, wall_clock, &cert, &key).await?;
+    let listener = listen(&stack, tls_port).await?;
+    let console = Rc::new(console);
+    if port != 0 {
+        let plain = listen(&stack, port).await?;
+        let _ = console.logf(format_args!(
+            "wwws: redirecting HTTP on port {} to HTTPS",
+            plain.local_addr().port()
+        ));
+        kiln_rt::spawn(redirect::run(plain, tls_port, console.clone()));
+    }
+    let _ = console.logf(format_args!(
+        "wwws: serving HTTPS on port {}",
+        listener.local_addr().port()
+    ));
+    let htdocs = Rc::new(htdocs);
+    let limits = Limits::default();
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let htdocs = htdocs.clone();
+                let console = console.clone();
+                let config = config.clone();
+                kiln_rt::spawn(async move {
+                    let handshake = kiln_rt::timeout(HANDSHAKE_TIMEOUT, kiln_tls::accept(stream, &config));
+                    let mut tls = match handshake.await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            let _ = console.logf(format_args!("wwws: handshake with {peer}: {e}"));
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    match www::serve(&mut tls, &*htdocs, &limits).await {
+                        Ok(_) => {
+                            let _ = tls.close().await;
+                        }
+                        Err(StackError::ConnectionReset | StackError::TimedOut) => {}
+                        Err(e) => {
+                            let _ = console.logf(format_args!("wwws: connection failed: {e}"));
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                let _ = console.logf(format_args!("wwws: accept failed: {e}"));
+                kiln_rt::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
