@@ -9,8 +9,8 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use kiln_devices::{KvRo, Random, WallClock};
-use rustls::crypto::CryptoProvider;
 use rustls::client::ClientSessionMemoryCache;
+use rustls::crypto::CryptoProvider;
 use rustls::lock::{Lock, MakeMutex, MutexGuard, Poisoned};
 use rustls::server::ServerSessionMemoryCache;
 use rustls::time_provider::TimeProvider;
@@ -46,9 +46,9 @@ impl<W> fmt::Debug for Clock<W> {
 impl<W: WallClock + Send + Sync> TimeProvider for Clock<W> {
     fn current_time(&self) -> Option<UnixTime> {
         let nanos = self.0.now().as_unix_nanos();
-        Some(UnixTime::since_unix_epoch(core::time::Duration::from_nanos(
-            nanos,
-        )))
+        Some(UnixTime::since_unix_epoch(
+            core::time::Duration::from_nanos(nanos),
+        ))
     }
 }
 
@@ -154,6 +154,8 @@ where
 pub struct ClientSettings {
     /// ALPN protocols to offer.
     pub alpn: Vec<Vec<u8>>,
+    /// Only TLS 1.2 (no 1.3).
+    pub tls12_only: bool,
 }
 
 /// Reads CA certificates (PEM, one or more) from `key` of `store`.
@@ -181,14 +183,19 @@ where
     W: WallClock + Send + Sync + 'static,
 {
     entropy::install(random);
+    let versions: &[&rustls::SupportedProtocolVersion] = if settings.tls12_only {
+        &[&rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
     let mut config = ClientConfig::builder_with_details(provider(), Arc::new(Clock(clock)))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_protocol_versions(versions)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = settings.alpn.clone();
-    config.resumption = rustls::client::Resumption::store(
-        Arc::new(ClientSessionMemoryCache::new::<SpinMutex>(SESSION_CACHE)),
-    );
+    config.resumption = rustls::client::Resumption::store(Arc::new(
+        ClientSessionMemoryCache::new::<SpinMutex>(SESSION_CACHE),
+    ));
     Ok(Arc::new(config))
 }
 

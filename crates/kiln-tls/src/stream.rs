@@ -42,8 +42,10 @@ mod private {
     /// rustls implements `process_tls_records` once per side.
     pub trait Sealed {
         type Data;
-        fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8])
-        -> UnbufferedStatus<'c, 'i, Self::Data>;
+        fn process<'c, 'i>(
+            &'c mut self,
+            incoming: &'i mut [u8],
+        ) -> UnbufferedStatus<'c, 'i, Self::Data>;
         fn common(&self) -> &rustls::CommonState;
     }
 
@@ -201,6 +203,11 @@ impl<S: TcpStream, C: Side> TlsStream<S, C> {
     /// The protocol version agreed on.
     pub fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
         self.conn.common().protocol_version()
+    }
+
+    /// Whether the handshake resumed an earlier session.
+    pub fn resumed(&self) -> bool {
+        self.conn.common().handshake_kind() == Some(rustls::HandshakeKind::Resumed)
     }
 
     /// The TCP stream under the connection.
@@ -373,7 +380,9 @@ impl<S: TcpStream, C: Side> TlsStream<S, C> {
     /// ignoring errors (the connection is lost either way).
     async fn send_alert(&mut self) {
         for _ in 0..4 {
-            let status = self.conn.process(&mut []);
+            // The same buffer as before: rustls keeps offsets into it for a
+            // handshake message it is still joining (another one panics).
+            let status = self.conn.process(&mut self.incoming[..self.in_used]);
             let Ok(ConnectionState::EncodeTlsData(mut data)) = status.state else {
                 break;
             };

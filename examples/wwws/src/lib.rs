@@ -19,13 +19,10 @@ use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
-use core::fmt::Debug;
 use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::time::Duration;
 
-use kiln_devices::{
-    Console, KvRo, Random, Stack, StackError, TcpListener as _, WallClock,
-};
+use kiln_devices::{Console, KvRo, Random, Stack, StackError, TcpListener as _, WallClock};
 use kiln_tls::{Identity, ServerConfig, ServerSettings, TlsError};
 use www::Limits;
 
@@ -36,7 +33,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum WwwsError {
     /// A port could not be listened on.
-    #[error("cannot listen on TCP port {port}: {source}\nhint: choose another port with --tls-port or --port")]
+    #[error(
+        "cannot listen on TCP port {port}: {source}\nhint: choose another port with --tls-port or --port"
+    )]
     Listen {
         /// The port.
         port: u16,
@@ -44,7 +43,9 @@ pub enum WwwsError {
         source: StackError,
     },
     /// The certificate chain or key could not be loaded or used.
-    #[error("TLS identity: {0}\nhint: put the PEM chain and key in the tls store and name them with --cert and --key")]
+    #[error(
+        "TLS identity: {0}\nhint: put the PEM chain and key in the tls store and name them with --cert and --key"
+    )]
     Identity(TlsError),
 }
 
@@ -111,8 +112,8 @@ where
     S::TcpListener: 'static,
     K: KvRo + 'static,
     T: KvRo,
-    R: Random + Send + Sync + Debug + 'static,
-    W: WallClock + Send + Sync + Debug + 'static,
+    R: Random + Send + Sync + 'static,
+    W: WallClock + Send + Sync + 'static,
     C: Console + 'static,
 {
     let config = tls_config(&tls, random, wall_clock, &cert, &key).await?;
@@ -139,7 +140,8 @@ where
                 let console = console.clone();
                 let config = config.clone();
                 kiln_rt::spawn(async move {
-                    let handshake = kiln_rt::timeout(HANDSHAKE_TIMEOUT, kiln_tls::accept(stream, &config));
+                    let handshake =
+                        kiln_rt::timeout(HANDSHAKE_TIMEOUT, kiln_tls::accept(stream, &config));
                     let mut tls = match handshake.await {
                         Ok(Ok(tls)) => tls,
                         Ok(Err(e)) => {

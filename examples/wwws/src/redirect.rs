@@ -20,30 +20,34 @@ pub fn response(head: &[u8], tls_port: u16) -> String {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
     let target = match req.parse(head) {
-        Ok(httparse::Status::Complete(_)) => req.path.filter(|p| p.starts_with('/')).and_then(|path| {
-            // Exactly one Host field (RFC 9112 section 3.2).
-            let mut hosts = req
-                .headers
-                .iter()
-                .filter(|h| h.name.eq_ignore_ascii_case("host"));
-            let host = hosts.next().and_then(|h| core::str::from_utf8(h.value).ok())?;
-            if hosts.next().is_some() {
-                return None;
-            }
-            // The host without its port (an IPv6 literal keeps its brackets).
-            let name = match host.rfind(':') {
-                Some(i) if !host[i..].contains(']') => &host[..i],
-                _ => host,
-            };
-            let valid = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b));
-            valid.then(|| match tls_port {
-                443 => format!("https://{name}{path}"),
-                port => format!("https://{name}:{port}{path}"),
+        Ok(httparse::Status::Complete(_)) => {
+            req.path.filter(|p| p.starts_with('/')).and_then(|path| {
+                // Exactly one Host field (RFC 9112 section 3.2).
+                let mut hosts = req
+                    .headers
+                    .iter()
+                    .filter(|h| h.name.eq_ignore_ascii_case("host"));
+                let host = hosts
+                    .next()
+                    .and_then(|h| core::str::from_utf8(h.value).ok())?;
+                if hosts.next().is_some() {
+                    return None;
+                }
+                // The host without its port (an IPv6 literal keeps its brackets).
+                let name = match host.rfind(':') {
+                    Some(i) if !host[i..].contains(']') => &host[..i],
+                    _ => host,
+                };
+                let valid = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b));
+                valid.then(|| match tls_port {
+                    443 => format!("https://{name}{path}"),
+                    port => format!("https://{name}:{port}{path}"),
+                })
             })
-        }),
+        }
         _ => None,
     };
     match target {
@@ -106,7 +110,10 @@ mod tests {
 
     #[test]
     fn redirects_to_the_same_host_and_path() {
-        let r = response(b"GET /a/b?c HTTP/1.1\r\nHost: example.org:8080\r\n\r\n", 443);
+        let r = response(
+            b"GET /a/b?c HTTP/1.1\r\nHost: example.org:8080\r\n\r\n",
+            443,
+        );
         assert!(r.starts_with("HTTP/1.1 308"), "{r}");
         assert!(r.contains("Location: https://example.org/a/b?c\r\n"), "{r}");
         let r = response(b"GET / HTTP/1.1\r\nHost: [::1]\r\n\r\n", 8443);
