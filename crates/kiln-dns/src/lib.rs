@@ -112,9 +112,9 @@ struct Cached {
     expires: Instant,
 }
 
-/// A stub resolver over `S`, with transaction IDs from `R`.
-pub struct Resolver<S, R> {
-    stack: S,
+/// A stub resolver over the stack `S`, with transaction IDs from `R`.
+pub struct Resolver<'s, S, R> {
+    stack: &'s S,
     random: R,
     servers: Vec<SocketAddr>,
     settings: Settings,
@@ -143,9 +143,9 @@ pub fn parse_server(s: &str) -> Option<SocketAddr> {
         .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
 }
 
-impl<S: Stack, R: Random> Resolver<S, R> {
+impl<'s, S: Stack, R: Random> Resolver<'s, S, R> {
     /// A resolver asking `servers` in order.
-    pub fn new(stack: S, random: R, servers: Vec<SocketAddr>, settings: Settings) -> Self {
+    pub fn new(stack: &'s S, random: R, servers: Vec<SocketAddr>, settings: Settings) -> Self {
         Resolver {
             stack,
             random,

@@ -84,12 +84,8 @@ fn resolve(
 ) -> Vec<Result<Vec<std::net::IpAddr>, DnsError>> {
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     block_on(platform(), async move {
-        let resolver = Resolver::new(
-            SocketStack::new(platform()),
-            Random::new(),
-            vec![server],
-            settings(),
-        );
+        let stack = SocketStack::new(platform());
+        let resolver = Resolver::new(&stack, Random::new(), vec![server], settings());
         let mut out = Vec::new();
         for name in &names {
             out.push(resolver.lookup(name, Kind::A).await);
@@ -154,12 +150,8 @@ fn garbage_and_replies_to_other_queries_are_not_believed() {
 #[test]
 fn no_server_and_bad_names_fail_at_once() {
     let results = block_on(platform(), async {
-        let resolver = Resolver::new(
-            SocketStack::new(platform()),
-            Random::new(),
-            vec![],
-            settings(),
-        );
+        let stack = SocketStack::new(platform());
+        let resolver = Resolver::new(&stack, Random::new(), vec![], settings());
         (
             resolver.lookup("example.test", Kind::A).await,
             resolver.lookup("bad name", Kind::A).await,

@@ -26,6 +26,17 @@ pub fn fill(buf: &mut [u8]) -> Result<(), kiln_devices::RandomError> {
     }
 }
 
+/// The installed device as a random device, for the rest of a unikernel
+/// that handed its own to a TLS configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Installed;
+
+impl Random for Installed {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), kiln_devices::RandomError> {
+        fill(buf)
+    }
+}
+
 /// rustls's random source: the installed device.
 #[derive(Debug)]
 pub struct DeviceRandom;
