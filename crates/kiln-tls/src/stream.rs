@@ -379,7 +379,13 @@ impl<S: TcpStream, C: Side> TlsStream<S, C> {
     /// After a protocol failure: sends the alert rustls queued, if any,
     /// ignoring errors (the connection is lost either way).
     async fn send_alert(&mut self) {
+        // Only while rustls has records queued: then it hands them out
+        // before it looks at the received data again (which would fail
+        // again, and queue a second fatal alert).
         for _ in 0..4 {
+            if !self.conn.common().wants_write() {
+                break;
+            }
             // The same buffer as before: rustls keeps offsets into it for a
             // handshake message it is still joining (another one panics).
             let status = self.conn.process(&mut self.incoming[..self.in_used]);
