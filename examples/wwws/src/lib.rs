@@ -7,12 +7,14 @@
 //! random device, a wall clock and a certificate store beside the site),
 //! and a plain-HTTP `www` should not carry a TLS stack. The HTTP code is
 //! `www`'s own [`www::serve`], run over a [`kiln_tls::TlsStream`] (itself a
-//! `TcpStream`). Modules: [`redirect`] (the plain-HTTP port).
+//! `TcpStream`). Modules: [`redirect`] (the plain-HTTP port), [`hsts`]
+//! (the `Strict-Transport-Security` header, with `--hsts=SECONDS`).
 #![no_std]
 #![deny(unsafe_code)]
 
 extern crate alloc;
 
+pub mod hsts;
 pub mod redirect;
 
 use alloc::rc::Rc;
@@ -105,6 +107,7 @@ pub async fn start<S, K, T, R, W, C>(
     port: u16,
     cert: String,
     key: String,
+    hsts: u32,
 ) -> Result<(), WwwsError>
 where
     S: Stack,
@@ -150,7 +153,15 @@ where
                         }
                         Err(_) => return,
                     };
-                    match www::serve(&mut tls, &*htdocs, &limits).await {
+                    let served = if hsts > 0 {
+                        let mut with_header = hsts::Hsts::new(tls, hsts);
+                        let served = www::serve(&mut with_header, &*htdocs, &limits).await;
+                        tls = with_header.into_inner();
+                        served
+                    } else {
+                        www::serve(&mut tls, &*htdocs, &limits).await
+                    };
+                    match served {
                         Ok(_) => {
                             let _ = tls.close().await;
                         }

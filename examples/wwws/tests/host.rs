@@ -89,6 +89,9 @@ impl Drop for Pki {
     }
 }
 
+/// The Strict-Transport-Security max-age every test server sends.
+const HSTS: u32 = 31_536_000;
+
 fn tools_or_skip(test: &str) -> bool {
     for tool in [("curl", "--version"), ("openssl", "version")] {
         if !have(tool.0, tool.1) {
@@ -131,6 +134,7 @@ fn with_server(
                     http_port,
                     "cert.pem".into(),
                     "key.pem".into(),
+                    HSTS,
                 )
                 .await;
                 panic!("wwws stopped: {result:?}");
@@ -319,6 +323,54 @@ fn bad_clients_get_alerts_and_the_server_keeps_serving() {
                 let _ = tcp.read(&mut [0u8; 64]);
             }
             check_pages(port, cert, &[])
+        },
+    );
+}
+
+#[test]
+fn every_https_response_has_hsts_and_bodies_are_untouched() {
+    with_server(
+        "every_https_response_has_hsts_and_bodies_are_untouched",
+        |port, _, cert| {
+            // On one connection: a HEAD, a GET of a body sent apart from its
+            // head (over 64 KiB), a 404, a GET.
+            let base = format!("https://localhost:{port}");
+            let out = curl(&[
+                "--cacert",
+                cert.to_str().unwrap(),
+                "-i",
+                "-I",
+                &format!("{base}/index.html"),
+                "--next",
+                "--cacert",
+                cert.to_str().unwrap(),
+                "-i",
+                &format!("{base}/big.txt"),
+                "--next",
+                "--cacert",
+                cert.to_str().unwrap(),
+                "-i",
+                &format!("{base}/missing"),
+                "--next",
+                "--cacert",
+                cert.to_str().unwrap(),
+                "-i",
+                &format!("{base}/robots.txt"),
+            ])?;
+            let text = String::from_utf8_lossy(&out);
+            let header = format!("strict-transport-security: max-age={HSTS}\r\n");
+            let count = text.to_ascii_lowercase().matches(&header).count();
+            if count != 4 {
+                return Err(format!(
+                    "{count} responses of 4 had {header:?}:\n{}",
+                    &text[..text.len().min(2000)]
+                ));
+            }
+            let big = std::str::from_utf8(SITE[0].1).unwrap();
+            if !text.contains(big) || !text.ends_with(std::str::from_utf8(SITE[2].1).unwrap()) {
+                return Err("a body changed".into());
+            }
+            Ok(())
         },
     );
 }
