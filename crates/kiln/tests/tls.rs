@@ -51,6 +51,15 @@ fn build(name: &str, target: &str, net: Option<&str>, dir: Option<&Path>) -> Pat
                 None => {
                     let d = build_root().join(&key);
                     copy_example(name, &d, &[]);
+                    // wwws uses www's HTTP code: point at it from the copy.
+                    let manifest = d.join("Cargo.toml");
+                    let toml = std::fs::read_to_string(&manifest).unwrap();
+                    let www = workspace().join("examples/www");
+                    let toml = toml.replace(
+                        "path = \"../www\"",
+                        &format!("path = {:?}", www.display().to_string()),
+                    );
+                    std::fs::write(&manifest, toml).unwrap();
                     d
                 }
             };
