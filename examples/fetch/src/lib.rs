@@ -24,6 +24,9 @@ use kiln_devices::{Console, KvRo, Random, Stack, StackError, WallClock};
 use kiln_dns::{DnsError, Resolver, Settings};
 use kiln_tls::{ClientSettings, TlsError};
 
+/// How long to wait for the network's DNS servers (a DHCP lease).
+pub const DNS_CONFIG_WAIT: Duration = Duration::from_secs(10);
+
 /// How long the whole fetch may take.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -89,7 +92,15 @@ where
 {
     let target = url::Url::parse(&url).ok_or_else(|| FetchError::Url(url.clone()))?;
     let servers = match dns.as_str() {
-        "" => vec![],
+        // The network's own (DHCP's, or the host's resolver configuration),
+        // unless the host is an address.
+        "" if url::is_ip_literal(&target.host) => vec![],
+        "" => kiln_rt::timeout(DNS_CONFIG_WAIT, stack.dns_servers())
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, 53))
+            .collect(),
         s => vec![kiln_dns::parse_server(s).ok_or_else(|| FetchError::DnsServer(dns.clone()))?],
     };
     let tls_error = |source| FetchError::Tls {

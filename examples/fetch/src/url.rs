@@ -50,6 +50,12 @@ impl Url {
     }
 }
 
+/// Whether `host` is an IP address (IPv6 in brackets).
+pub fn is_ip_literal(host: &str) -> bool {
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    bare.unwrap_or(host).parse::<core::net::IpAddr>().is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
