@@ -21,6 +21,7 @@ use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
+use core::cell::Cell;
 use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::time::Duration;
 
@@ -30,6 +31,44 @@ use www::Limits;
 
 /// How long a client may take to complete its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; a connection beyond it is closed at
+/// once, counted and logged.
+pub const MAX_HANDSHAKES: usize = 256;
+/// Failed handshakes logged per second; the others are counted and the
+/// count is logged with the next line.
+pub const FAILURES_LOGGED_PER_SECOND: u32 = 5;
+
+/// Logs failed handshakes at a bounded rate: a server under a flood of
+/// garbage keeps its console readable.
+#[derive(Default)]
+struct FailureLog {
+    second: Cell<u64>,
+    in_second: Cell<u32>,
+    suppressed: Cell<u64>,
+}
+
+impl FailureLog {
+    fn log<C: Console>(&self, console: &C, what: core::fmt::Arguments<'_>) {
+        let second = kiln_rt::time::now().as_nanos() / 1_000_000_000;
+        if second != self.second.get() {
+            self.second.set(second);
+            self.in_second.set(0);
+        }
+        if self.in_second.get() >= FAILURES_LOGGED_PER_SECOND {
+            self.suppressed.set(self.suppressed.get() + 1);
+            return;
+        }
+        self.in_second.set(self.in_second.get() + 1);
+        match self.suppressed.replace(0) {
+            0 => {
+                let _ = console.logf(format_args!("wwws: {what}"));
+            }
+            n => {
+                let _ = console.logf(format_args!("wwws: {what} ({n} more not shown)"));
+            }
+        }
+    }
+}
 
 /// Why the server stopped.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -136,22 +175,41 @@ where
     ));
     let htdocs = Rc::new(htdocs);
     let limits = Limits::default();
+    let failures = Rc::new(FailureLog::default());
+    let handshaking = Rc::new(Cell::new(0usize));
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                if handshaking.get() >= MAX_HANDSHAKES {
+                    failures.log(
+                        &*console,
+                        format_args!("{MAX_HANDSHAKES} handshakes in progress: closed {peer}"),
+                    );
+                    drop(stream);
+                    continue;
+                }
+                handshaking.set(handshaking.get() + 1);
                 let htdocs = htdocs.clone();
                 let console = console.clone();
                 let config = config.clone();
+                let failures = failures.clone();
+                let handshaking = handshaking.clone();
                 kiln_rt::spawn(async move {
                     let handshake =
-                        kiln_rt::timeout(HANDSHAKE_TIMEOUT, kiln_tls::accept(stream, &config));
-                    let mut tls = match handshake.await {
+                        kiln_rt::timeout(HANDSHAKE_TIMEOUT, kiln_tls::accept(stream, &config))
+                            .await;
+                    handshaking.set(handshaking.get() - 1);
+                    let mut tls = match handshake {
                         Ok(Ok(tls)) => tls,
                         Ok(Err(e)) => {
-                            let _ = console.logf(format_args!("wwws: handshake with {peer}: {e}"));
+                            failures.log(&*console, format_args!("handshake with {peer}: {e}"));
                             return;
                         }
-                        Err(_) => return,
+                        Err(_) => {
+                            failures
+                                .log(&*console, format_args!("handshake with {peer}: timed out"));
+                            return;
+                        }
                     };
                     let served = if hsts > 0 {
                         let mut with_header = hsts::Hsts::new(tls, hsts);
