@@ -107,6 +107,8 @@ pub struct TlsStream<S, C> {
     in_used: usize,
     outgoing: Vec<u8>,
     out_used: usize,
+    /// How much of `outgoing` has been sent.
+    out_sent: usize,
     plain: Vec<u8>,
     plain_pos: usize,
     /// The peer sent close_notify.
@@ -187,6 +189,7 @@ impl<S: TcpStream, C: Side> TlsStream<S, C> {
             in_used: 0,
             outgoing: Vec::new(),
             out_used: 0,
+            out_sent: 0,
             plain: Vec::new(),
             plain_pos: 0,
             peer_closed: false,
@@ -363,17 +366,26 @@ impl<S: TcpStream, C: Side> TlsStream<S, C> {
         Ok(n > 0)
     }
 
-    /// Sends the records in `outgoing`.
+    /// Sends the records in `outgoing`. Cancel-safe: a send cut short (a
+    /// caller's timeout drops the future) goes on where it stopped.
     async fn send(&mut self) -> Result<(), TlsError> {
-        if self.out_used == 0 {
-            return Ok(());
+        while self.out_sent < self.out_used {
+            match self
+                .tcp
+                .write(&self.outgoing[self.out_sent..self.out_used])
+                .await
+            {
+                Ok(0) => return Err(self.fail(TlsError::Tcp(StackError::NotConnected))),
+                Ok(n) => self.out_sent += n,
+                Err(e) => return Err(self.fail(TlsError::Tcp(e))),
+            }
         }
-        let result = self.tcp.write_all(&self.outgoing[..self.out_used]).await;
         self.out_used = 0;
+        self.out_sent = 0;
         if self.outgoing.len() > 2 * RECORD {
             self.outgoing = Vec::new();
         }
-        result.map_err(|e| self.fail(TlsError::Tcp(e)))
+        Ok(())
     }
 
     /// After a protocol failure: sends the alert rustls queued, if any,
@@ -403,10 +415,14 @@ impl<S: TcpStream, C: Side> TlsStream<S, C> {
                 break;
             }
         }
-        if self.out_used > 0 {
-            let _ = self.tcp.write_all(&self.outgoing[..self.out_used]).await;
-            self.out_used = 0;
+        if self.out_used > self.out_sent {
+            let _ = self
+                .tcp
+                .write_all(&self.outgoing[self.out_sent..self.out_used])
+                .await;
         }
+        self.out_used = 0;
+        self.out_sent = 0;
     }
 
     /// Reads decrypted data into `buf`; `Ok(0)` once the peer sent
@@ -427,7 +443,10 @@ impl<S: TcpStream, C: Side> TlsStream<S, C> {
         Ok(n)
     }
 
-    /// Encrypts and sends up to one record of `buf`; returns how much.
+    /// Encrypts and sends up to one record of `buf`; returns how much. A
+    /// write whose future is dropped before it completes may have queued
+    /// its record (it goes out with the next operation): after a cancelled
+    /// write, close the connection rather than write the same data again.
     pub async fn write_tls(&mut self, buf: &[u8]) -> Result<usize, TlsError> {
         if buf.is_empty() {
             return Ok(0);
