@@ -91,7 +91,8 @@ enum Step {
     Again,
     /// Read more records from TCP.
     Receive,
-    /// Send what is in `outgoing`, then ask again.
+    /// rustls handed over records to transmit: they go with the next
+    /// write (before any read), then ask again.
     Send,
     /// Send what is in `outgoing`, then return this.
     Finish(usize),
@@ -234,7 +235,12 @@ impl<S: TcpStream, C: Side> TlsStream<S, C> {
                 self.in_used -= discard;
             }
             match step {
-                Step::Again => {}
+                // Records wait in `outgoing` until the connection needs the
+                // peer (Receive) or returns (Finish): a flight and the
+                // tickets after it leave in one write, one TCP segment
+                // rather than one per record (which Nagle's algorithm and
+                // delayed ACKs would hold back).
+                Step::Again | Step::Send => {}
                 Step::Receive => match self.receive().await {
                     Ok(true) => {}
                     Ok(false) => {
@@ -243,7 +249,6 @@ impl<S: TcpStream, C: Side> TlsStream<S, C> {
                     }
                     Err(e) => return Err(self.fail(e)),
                 },
-                Step::Send => self.send().await?,
                 Step::Finish(n) => {
                     self.send().await?;
                     return Ok(n);
@@ -296,7 +301,7 @@ impl<S: TcpStream, C: Side> TlsStream<S, C> {
                 }
             }
             Ok(ConnectionState::TransmitTlsData(data)) => {
-                // Sent before rustls is asked again (Step::Send).
+                // Sent before the connection waits for the peer or returns.
                 data.done();
                 Step::Send
             }
@@ -352,8 +357,10 @@ impl<S: TcpStream, C: Side> TlsStream<S, C> {
         (discard, step)
     }
 
-    /// Reads more records; `false` at the end of the TCP stream.
+    /// Sends what is queued, then reads more records; `false` at the end
+    /// of the TCP stream.
     async fn receive(&mut self) -> Result<bool, TlsError> {
+        self.send().await?;
         if self.in_used == self.incoming.len() {
             if self.incoming.len() >= MAX_INCOMING {
                 return Err(TlsError::TooLarge(MAX_INCOMING));
