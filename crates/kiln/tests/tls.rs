@@ -25,7 +25,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{TempDir, kiln_in, text};
+use common::{TempDir, kiln, kiln_in, text, write_unikernel};
 use kiln_testsupport::netns::Netns;
 use kiln_testsupport::process::stdout_of;
 use kiln_testsupport::skip::{kvm_or_skip, netns_or_skip};
@@ -651,4 +651,33 @@ fn random_device_on_hvt() {
 #[test]
 fn random_device_on_spt() {
     random_device("spt");
+}
+
+/// TLS libraries share the random device and the wall clock across
+/// threads: those two device types may be bounded by `Send` and `Sync`
+/// too, and no other bound is accepted on them.
+#[test]
+fn random_and_wall_clock_parameters_may_be_send_and_sync() {
+    let toml = "[unikernel]\nname = \"t\"\nentry = \"start\"\n\n\
+                [devices.random]\ntype = \"random\"\n\n\
+                [devices.wall_clock]\ntype = \"wall_clock\"\n";
+    let configure = |params: &str| {
+        let tmp = TempDir::new("bounds");
+        let lib =
+            format!("#![no_std]\nuse kiln_devices::*;\n\npub async fn start({params}) {{}}\n");
+        write_unikernel(&tmp.path, toml, &lib);
+        let out = kiln()
+            .arg("configure")
+            .arg(&tmp.path)
+            .output()
+            .expect("run kiln");
+        (out.status.code(), text(&out.stderr))
+    };
+    let (code, stderr) = configure(
+        "random: impl Random + Send + Sync + 'static, wall_clock: impl WallClock + core::marker::Send",
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = configure("random: impl Random + Clone, wall_clock: impl WallClock");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("asks for `Random + Clone`"), "{stderr}");
 }
