@@ -1,4 +1,4 @@
-//! www's static website over HTTPS: TLS 1.3 and 1.2 (`kiln-tls`) on
+//! A static website over HTTPS with www's HTTP code: TLS 1.3 and 1.2 (`kiln-tls`) on
 //! `--tls-port`, with the certificate chain and key read from a key-value
 //! store, ALPN `http/1.1`, session resumption; optionally a plain-HTTP port
 //! that answers every request with a permanent redirect to HTTPS.
