@@ -3,6 +3,7 @@
 //!
 //! A unikernel written against [`Stack`] runs unchanged on either.
 
+use alloc::vec::Vec;
 use core::future::Future;
 use core::net::SocketAddr;
 
@@ -71,6 +72,14 @@ pub trait Stack {
         &self,
         addr: SocketAddr,
     ) -> impl Future<Output = Result<Self::UdpSocket, StackError>>;
+
+    /// The DNS servers the network's configuration names (DHCP's on kiln's
+    /// own stack, the host's resolver configuration for host sockets);
+    /// waits for a configuration still coming (a DHCP lease). Empty when
+    /// there are none.
+    fn dns_servers(&self) -> impl Future<Output = Vec<core::net::IpAddr>> {
+        async { Vec::new() }
+    }
 }
 
 /// A listening TCP socket.

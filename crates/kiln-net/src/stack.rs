@@ -105,6 +105,8 @@ pub(crate) struct State {
     pub(crate) stats: DeviceStats,
     /// Tasks waiting for an address to be configured.
     address_wakers: Vec<Waker>,
+    /// The DNS servers of the DHCP lease.
+    dns_servers: Vec<Ipv4Addr>,
 }
 
 /// The state behind an `Rc`, and the driver's waker.
@@ -321,8 +323,14 @@ impl State {
         };
         let change = match self.sockets.get_mut::<dhcpv4::Socket>(h).poll() {
             None => return false,
-            Some(dhcpv4::Event::Configured(c)) => Some((c.address, c.router)),
-            Some(dhcpv4::Event::Deconfigured) => None,
+            Some(dhcpv4::Event::Configured(c)) => {
+                self.dns_servers = c.dns_servers.iter().copied().collect();
+                Some((c.address, c.router))
+            }
+            Some(dhcpv4::Event::Deconfigured) => {
+                self.dns_servers.clear();
+                None
+            }
         };
         self.iface.update_ip_addrs(|addrs| {
             addrs.retain(|a| !matches!(a, IpCidr::Ipv4(_)));
@@ -448,6 +456,7 @@ impl NetStack {
                 dhcp,
                 stats: DeviceStats::default(),
                 address_wakers: Vec::new(),
+                dns_servers: Vec::new(),
             }),
             driver: RefCell::new(None),
         });
@@ -619,6 +628,17 @@ impl kiln_devices::Stack for NetStack {
 
     async fn bind_udp(&self, addr: SocketAddr) -> Result<UdpSocket, StackError> {
         self.bind(addr)
+    }
+
+    /// The DHCP lease's DNS servers, once a lease is bound; none with a
+    /// static address.
+    async fn dns_servers(&self) -> Vec<core::net::IpAddr> {
+        if self.shared.state.borrow().dhcp.is_none() {
+            return Vec::new();
+        }
+        self.wait_ipv4().await;
+        let state = self.shared.state.borrow();
+        state.dns_servers.iter().map(|&a| a.into()).collect()
     }
 }
 

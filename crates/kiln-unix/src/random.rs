@@ -1,15 +1,34 @@
-//! The random device: the kernel's generator through getrandom(2).
+//! The random device: a ChaCha20 generator (`kiln-csprng`) seeded and
+//! reseeded from the kernel's generator through getrandom(2), as on hvt
+//! and spt from the CPU's.
 
+use kiln_csprng::{Csprng, EntropySource};
 use kiln_devices::RandomError;
 
 use crate::sys;
 
-/// Random bytes from `getrandom(2)`.
+/// The kernel's generator: the entropy source.
+#[derive(Debug, Clone, Copy)]
+pub struct Getrandom;
+
+impl EntropySource for Getrandom {
+    fn entropy(&self, buf: &mut [u8]) -> Result<(), RandomError> {
+        sys::getrandom(buf).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOSYS) | None => RandomError::Unavailable,
+            Some(code) => RandomError::Io(code),
+        })
+    }
+}
+
+/// The process's one generator.
+static GENERATOR: Csprng<Getrandom> = Csprng::new(Getrandom);
+
+/// The random device: a handle to the process's ChaCha20 generator.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Random;
 
 impl Random {
-    /// The kernel's random generator.
+    /// The device; the generator is seeded on first use.
     pub fn new() -> Random {
         Random
     }
@@ -17,10 +36,7 @@ impl Random {
 
 impl kiln_devices::Random for Random {
     fn fill(&self, buf: &mut [u8]) -> Result<(), RandomError> {
-        sys::getrandom(buf).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOSYS) | None => RandomError::Unavailable,
-            Some(code) => RandomError::Io(code),
-        })
+        GENERATOR.fill(buf)
     }
 }
 

@@ -161,6 +161,13 @@ impl kiln_devices::Stack for SocketStack {
             local,
         })
     }
+
+    /// The `nameserver` lines of the host's `/etc/resolv.conf`.
+    async fn dns_servers(&self) -> Vec<std::net::IpAddr> {
+        std::fs::read_to_string("/etc/resolv.conf")
+            .map(|text| resolv_conf_servers(&text))
+            .unwrap_or_default()
+    }
 }
 
 /// Turns Nagle's algorithm off on a connection, as kiln's direct stack does:
@@ -357,5 +364,34 @@ mod tests {
         assert_eq!(canonical(mapped), "127.0.0.1:80".parse().unwrap());
         let v6: SocketAddr = "[::1]:80".parse().unwrap();
         assert_eq!(canonical(v6), v6);
+    }
+}
+
+/// The addresses of the `nameserver` lines of a resolv.conf(5) text.
+fn resolv_conf_servers(text: &str) -> Vec<std::net::IpAddr> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some("nameserver"))
+                .then(|| words.next()?.split('%').next()?.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod resolv_conf_tests {
+    use super::resolv_conf_servers;
+
+    #[test]
+    fn nameserver_lines_are_read() {
+        let text = "# generated\nsearch example.org\nnameserver 10.0.0.53\nnameserver fe80::1%eth0\nnameserver bogus\n";
+        assert_eq!(
+            resolv_conf_servers(text),
+            vec![
+                "10.0.0.53".parse::<std::net::IpAddr>().unwrap(),
+                "fe80::1".parse().unwrap()
+            ]
+        );
     }
 }

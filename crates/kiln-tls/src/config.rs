@@ -1,0 +1,231 @@
+//! Server and client configurations: the provider (RustCrypto, with kiln's
+//! random device), the wall clock as rustls's time, identities and CA roots
+//! in PEM from a key-value store.
+
+use alloc::boxed::Box;
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+
+use kiln_devices::{KvRo, Random, WallClock};
+use rustls::client::ClientSessionMemoryCache;
+use rustls::crypto::CryptoProvider;
+use rustls::lock::{Lock, MakeMutex, MutexGuard, Poisoned};
+use rustls::server::ServerSessionMemoryCache;
+use rustls::time_provider::TimeProvider;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+
+use crate::TlsError;
+use crate::entropy::{self, DeviceRandom};
+
+/// Sessions a server remembers for resumption (TLS 1.2 session IDs and TLS
+/// 1.3 stateful tickets), about 200 bytes each.
+pub const SESSION_CACHE: usize = 1024;
+
+/// The crypto provider every configuration uses: RustCrypto's cipher
+/// suites, key exchanges and signatures, kiln's random device.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(CryptoProvider {
+        secure_random: &DeviceRandom,
+        ..rustls_rustcrypto::provider()
+    })
+}
+
+/// A wall clock as rustls's time (certificate validity).
+struct Clock<W>(W);
+
+impl<W> fmt::Debug for Clock<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
+impl<W: WallClock + Send + Sync> TimeProvider for Clock<W> {
+    fn current_time(&self) -> Option<UnixTime> {
+        let nanos = self.0.now().as_unix_nanos();
+        Some(UnixTime::since_unix_epoch(
+            core::time::Duration::from_nanos(nanos),
+        ))
+    }
+}
+
+/// A certificate chain (leaf first) and its private key.
+#[derive(Debug)]
+pub struct Identity {
+    /// The chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's key (PKCS#8, SEC1 or PKCS#1).
+    pub key: PrivateKeyDer<'static>,
+}
+
+async fn read(store: &impl KvRo, key: &str) -> Result<Vec<u8>, TlsError> {
+    store
+        .get(key)
+        .await
+        .map(|v| v.into_owned())
+        .map_err(|source| TlsError::Store {
+            key: key.to_string(),
+            source,
+        })
+}
+
+/// Every certificate of a PEM text.
+pub fn certificates_from_pem(
+    key: &str,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| TlsError::Pem {
+            key: key.to_string(),
+            what: "malformed PEM",
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            key: key.to_string(),
+            what: "no CERTIFICATE block",
+        });
+    }
+    Ok(certs)
+}
+
+impl Identity {
+    /// Reads the chain from `chain_key` and the private key from `key_key`
+    /// of `store`, both PEM.
+    pub async fn load(
+        store: &impl KvRo,
+        chain_key: &str,
+        key_key: &str,
+    ) -> Result<Identity, TlsError> {
+        let chain = certificates_from_pem(chain_key, &read(store, chain_key).await?)?;
+        let key_pem = read(store, key_key).await?;
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::Pem {
+            key: key_key.to_string(),
+            what: "no PRIVATE KEY block",
+        })?;
+        Ok(Identity { chain, key })
+    }
+}
+
+/// What a server offers beyond its identity.
+#[derive(Debug, Clone, Default)]
+pub struct ServerSettings {
+    /// ALPN protocols in order of preference (`http/1.1`, ...); empty for
+    /// no ALPN.
+    pub alpn: Vec<Vec<u8>>,
+    /// Only TLS 1.3 (no 1.2).
+    pub tls13_only: bool,
+}
+
+/// A server configuration: `identity`, TLS 1.3 and 1.2, session resumption
+/// from an in-memory cache of [`SESSION_CACHE`] sessions; `random` becomes
+/// the TLS random source, `clock` rustls's time.
+pub fn server_config<R, W>(
+    random: R,
+    clock: W,
+    identity: Identity,
+    settings: &ServerSettings,
+) -> Result<Arc<ServerConfig>, TlsError>
+where
+    R: Random + Send + Sync + 'static,
+    W: WallClock + Send + Sync + 'static,
+{
+    entropy::install(random);
+    let versions: &[&rustls::SupportedProtocolVersion] = if settings.tls13_only {
+        &[&rustls::version::TLS13]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
+    let mut config = ServerConfig::builder_with_details(provider(), Arc::new(Clock(clock)))
+        .with_protocol_versions(versions)?
+        .with_no_client_auth()
+        .with_single_cert(identity.chain, identity.key)?;
+    config.alpn_protocols = settings.alpn.clone();
+    config.session_storage = ServerSessionMemoryCache::new::<SpinMutex>(SESSION_CACHE);
+    config.max_early_data_size = 0;
+    Ok(Arc::new(config))
+}
+
+/// What a client verifies against and offers.
+#[derive(Debug, Clone, Default)]
+pub struct ClientSettings {
+    /// ALPN protocols to offer.
+    pub alpn: Vec<Vec<u8>>,
+    /// Only TLS 1.2 (no 1.3).
+    pub tls12_only: bool,
+}
+
+/// Reads CA certificates (PEM, one or more) from `key` of `store`.
+pub async fn roots_from_store(store: &impl KvRo, key: &str) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates_from_pem(key, &read(store, key).await?)? {
+        roots.add(cert).map_err(|_| TlsError::Pem {
+            key: key.to_string(),
+            what: "not a usable CA certificate",
+        })?;
+    }
+    Ok(roots)
+}
+
+/// A client configuration that verifies servers against `roots` (chain,
+/// name and validity at `clock`'s time), TLS 1.3 and 1.2.
+pub fn client_config<R, W>(
+    random: R,
+    clock: W,
+    roots: RootCertStore,
+    settings: &ClientSettings,
+) -> Result<Arc<ClientConfig>, TlsError>
+where
+    R: Random + Send + Sync + 'static,
+    W: WallClock + Send + Sync + 'static,
+{
+    entropy::install(random);
+    let versions: &[&rustls::SupportedProtocolVersion] = if settings.tls12_only {
+        &[&rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
+    let mut config = ClientConfig::builder_with_details(provider(), Arc::new(Clock(clock)))
+        .with_protocol_versions(versions)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = settings.alpn.clone();
+    config.resumption = rustls::client::Resumption::store(Arc::new(
+        ClientSessionMemoryCache::new::<SpinMutex>(SESSION_CACHE),
+    ));
+    Ok(Arc::new(config))
+}
+
+/// rustls's locks without std: spin locks (a kiln unikernel has one thread,
+/// so they are never contended).
+#[derive(Debug)]
+struct SpinMutex;
+
+struct SpinLock<T>(spin::Mutex<T>);
+
+impl<T> fmt::Debug for SpinLock<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SpinLock")
+    }
+}
+
+impl<T: Send> Lock<T> for SpinLock<T> {
+    fn lock(&self) -> Result<MutexGuard<'_, T>, Poisoned> {
+        Ok(Box::new(self.0.lock()))
+    }
+}
+
+impl MakeMutex for SpinMutex {
+    fn make_mutex<T: Send + 'static>(value: T) -> Arc<dyn Lock<T>> {
+        Arc::new(SpinLock(spin::Mutex::new(value)))
+    }
+}
+
+/// A DNS name or IP address as a server name for [`crate::connect`].
+pub fn server_name(name: &str) -> Result<rustls_pki_types::ServerName<'static>, TlsError> {
+    rustls_pki_types::ServerName::try_from(String::from(name))
+        .map_err(|_| TlsError::ServerName(name.to_string()))
+}

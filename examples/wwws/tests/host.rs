@@ -1,0 +1,392 @@
+//! wwws on the unix platform's host-socket stack, in this process, driven
+//! over 127.0.0.1 by `curl` and `openssl s_client` with a certificate made
+//! by `openssl` for the test: pages byte for byte over TLS 1.3 and 1.2,
+//! keep-alive, ALPN, resumption, a wrong SNI, clients offering only
+//! ciphers the server lacks, renegotiation, the plain-HTTP redirect, and
+//! 1,000 garbage handshakes and truncated records after which the server
+//! still serves.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use kiln_kv::{Baked, Entry, digest_of};
+use kiln_rt::{block_on, timeout};
+use kiln_testsupport::platform::in_thread;
+use kiln_testsupport::ports::free_tcp_port;
+use kiln_testsupport::process::stdout_of;
+use kiln_testsupport::skip::{have, skip};
+use kiln_unix::{Console, Random, SocketStack, WallClock, platform};
+
+/// The site, as the code generator bakes it.
+const SITE: &[(&str, &[u8])] = &[
+    ("big.txt", include_bytes!("../htdocs/big.txt")),
+    ("index.html", include_bytes!("../htdocs/index.html")),
+    ("robots.txt", include_bytes!("../htdocs/robots.txt")),
+];
+
+fn bake(files: &[(&'static str, &'static [u8])]) -> Baked {
+    let entries: Vec<Entry> = files
+        .iter()
+        .map(|&(path, data)| Entry {
+            path,
+            data,
+            digest: digest_of(data),
+        })
+        .collect();
+    Baked::new(Box::leak(entries.into_boxed_slice())).expect("a valid store")
+}
+
+/// A directory with `cert.pem` and `key.pem` for `localhost`, made by
+/// openssl, removed on drop.
+struct Pki(PathBuf);
+
+impl Pki {
+    fn new(tag: &str) -> Pki {
+        let dir = std::env::temp_dir().join(format!("kiln-wwws-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        stdout_of(Command::new("openssl").current_dir(&dir).args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ]))
+        .expect("openssl makes a certificate");
+        Pki(dir)
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.0.join("cert.pem")
+    }
+
+    fn store(&self) -> Baked {
+        let read = |f: &str| -> &'static [u8] {
+            Box::leak(std::fs::read(self.0.join(f)).unwrap().into_boxed_slice())
+        };
+        bake(&[("cert.pem", read("cert.pem")), ("key.pem", read("key.pem"))])
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The Strict-Transport-Security max-age every test server sends.
+const HSTS: u32 = 31_536_000;
+
+fn tools_or_skip(test: &str) -> bool {
+    for tool in [("curl", "--version"), ("openssl", "version")] {
+        if !have(tool.0, tool.1) {
+            skip(
+                test,
+                &format!("`{}` is not installed (scripts/test installs it)", tool.0),
+            );
+            return false;
+        }
+    }
+    true
+}
+
+/// Serves the site over HTTPS on a free port (and plain HTTP on another)
+/// and runs `client(tls_port, http_port, cert)` in a thread.
+fn with_server(
+    test: &str,
+    client: impl FnOnce(u16, u16, &Path) -> Result<(), String> + Send + 'static,
+) {
+    if !tools_or_skip(test) {
+        return;
+    }
+    let pki = Pki::new(test);
+    let store = pki.store();
+    let cert = pki.cert();
+    let (tls_port, http_port) = (free_tcp_port(), free_tcp_port());
+    let result = block_on(
+        platform(),
+        timeout(Duration::from_secs(120), async move {
+            kiln_rt::spawn(async move {
+                let stack = SocketStack::new(platform());
+                let result = wwws::start(
+                    stack,
+                    bake(SITE),
+                    store,
+                    Random::new(),
+                    WallClock::new(),
+                    Console::stdout(),
+                    tls_port,
+                    http_port,
+                    "cert.pem".into(),
+                    "key.pem".into(),
+                    HSTS,
+                )
+                .await;
+                panic!("wwws stopped: {result:?}");
+            });
+            kiln_rt::sleep(Duration::from_millis(50)).await;
+            in_thread(Duration::from_secs(110), move || {
+                client(tls_port, http_port, &cert)
+            })
+            .await
+            .unwrap_or_else(|| Err("the client did not finish within 110 s".into()))
+        }),
+    );
+    drop(pki);
+    result
+        .expect("the test finished in time")
+        .unwrap_or_else(|e| panic!("{test}: {e}"));
+}
+
+fn curl(args: &[&str]) -> Result<Vec<u8>, String> {
+    stdout_of(
+        Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .args(args),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// `openssl s_client` to 127.0.0.1:`port` with `args` and `stdin`; its
+/// stdout and stderr together, whatever its exit status.
+fn s_client(port: u16, args: &[&str], stdin: &[u8]) -> String {
+    let mut child = Command::new("timeout")
+        .args([
+            "10",
+            "openssl",
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run openssl s_client");
+    let _ = child.stdin.take().expect("stdin").write_all(stdin);
+    let out = child.wait_with_output().expect("openssl s_client ends");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn check_pages(port: u16, cert: &Path, version: &[&str]) -> Result<(), String> {
+    let cert = cert.to_str().unwrap();
+    for (path, want) in SITE {
+        let url = format!("https://localhost:{port}/{path}");
+        let got = curl(&[&["--cacert", cert], version, &[&url]].concat())?;
+        if got != *want {
+            return Err(format!("{path} over {version:?} differs from the file"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn pages_are_byte_identical_over_tls13_and_tls12() {
+    with_server(
+        "pages_are_byte_identical_over_tls13_and_tls12",
+        |port, _, cert| {
+            check_pages(port, cert, &["--tlsv1.3"])?;
+            check_pages(port, cert, &["--tlsv1.2", "--tls-max", "1.2"])
+        },
+    );
+}
+
+#[test]
+fn keep_alive_alpn_and_resumption() {
+    with_server("keep_alive_alpn_and_resumption", |port, _, cert| {
+        // Two requests, one connection.
+        let url = format!("https://localhost:{port}/robots.txt");
+        let out = curl(&[
+            "--cacert",
+            cert.to_str().unwrap(),
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{num_connects} ",
+            &url,
+            &url,
+        ])?;
+        if String::from_utf8_lossy(&out) != "1 0 " {
+            return Err(format!(
+                "connections per request: {}",
+                String::from_utf8_lossy(&out)
+            ));
+        }
+        let out = s_client(port, &["-alpn", "h2,http/1.1"], b"");
+        if !out.contains("ALPN protocol: http/1.1") {
+            return Err(format!("no ALPN http/1.1:\n{out}"));
+        }
+        let session = std::env::temp_dir().join(format!("kiln-wwws-session-{port}"));
+        let session = session.to_str().unwrap();
+        let first = s_client(port, &["-tls1_2", "-sess_out", session], b"");
+        let second = s_client(port, &["-tls1_2", "-sess_in", session], b"");
+        let _ = std::fs::remove_file(session);
+        if !first.contains("New, TLSv1.2") || !second.contains("Reused, TLSv1.2") {
+            return Err(format!(
+                "TLS 1.2 session not resumed:\n{first}\n---\n{second}"
+            ));
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn bad_clients_get_alerts_and_the_server_keeps_serving() {
+    with_server(
+        "bad_clients_get_alerts_and_the_server_keeps_serving",
+        |port, _, cert| {
+            // Only ciphers the server lacks: a handshake_failure alert.
+            for args in [
+                &["-tls1_2", "-cipher", "DHE-RSA-AES128-SHA"][..],
+                &["-tls1_3", "-ciphersuites", "TLS_AES_128_CCM_SHA256"],
+            ] {
+                let out = s_client(port, args, b"");
+                if !out.contains("alert handshake failure") {
+                    return Err(format!("{args:?}: no handshake_failure alert:\n{out}"));
+                }
+            }
+            // A name the certificate does not have: the server answers with the
+            // certificate it has and the client refuses it.
+            let out = s_client(
+                port,
+                &[
+                    "-servername",
+                    "other.example",
+                    "-verify_hostname",
+                    "other.example",
+                    "-CAfile",
+                    cert.to_str().unwrap(),
+                ],
+                b"",
+            );
+            if !out.contains("Verification error: hostname mismatch") {
+                return Err(format!("wrong SNI:\n{out}"));
+            }
+            // Renegotiation (TLS 1.2) is refused.
+            let out = s_client(port, &["-tls1_2"], b"R\n");
+            if !out.contains("RENEGOTIATING") || !out.contains("no renegotiation") {
+                return Err(format!("renegotiation:\n{out}"));
+            }
+            // 1,000 connections with garbage, a ClientHello header with
+            // garbage inside, or a record cut short.
+            let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+            let mut next = move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed
+            };
+            for i in 0..1000 {
+                let mut bytes: Vec<u8> = (0..(next() % 600)).map(|_| next() as u8).collect();
+                match i % 3 {
+                    0 => {}
+                    1 => bytes
+                        .splice(
+                            0..0,
+                            [
+                                0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+                            ],
+                        )
+                        .for_each(drop),
+                    _ => bytes
+                        .splice(0..0, [0x16, 0x03, 0x03, 0x40, 0x00])
+                        .for_each(drop),
+                }
+                let mut tcp = TcpStream::connect(("127.0.0.1", port))
+                    .map_err(|e| format!("connection {i}: {e}"))?;
+                tcp.set_read_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
+                let _ = tcp.write_all(&bytes);
+                let _ = tcp.shutdown(std::net::Shutdown::Write);
+                let _ = tcp.read(&mut [0u8; 64]);
+            }
+            check_pages(port, cert, &[])
+        },
+    );
+}
+
+#[test]
+fn every_https_response_has_hsts_and_bodies_are_untouched() {
+    with_server(
+        "every_https_response_has_hsts_and_bodies_are_untouched",
+        |port, _, cert| {
+            // On one connection: a HEAD, a GET of a body sent apart from its
+            // head (over 64 KiB), a 404, a GET.
+            let base = format!("https://localhost:{port}");
+            let out = curl(&[
+                "--cacert",
+                cert.to_str().unwrap(),
+                "-i",
+                "-I",
+                &format!("{base}/index.html"),
+                "--next",
+                "--cacert",
+                cert.to_str().unwrap(),
+                "-i",
+                &format!("{base}/big.txt"),
+                "--next",
+                "--cacert",
+                cert.to_str().unwrap(),
+                "-i",
+                &format!("{base}/missing"),
+                "--next",
+                "--cacert",
+                cert.to_str().unwrap(),
+                "-i",
+                &format!("{base}/robots.txt"),
+            ])?;
+            let text = String::from_utf8_lossy(&out);
+            let header = format!("strict-transport-security: max-age={HSTS}\r\n");
+            let count = text.to_ascii_lowercase().matches(&header).count();
+            if count != 4 {
+                return Err(format!(
+                    "{count} responses of 4 had {header:?}:\n{}",
+                    &text[..text.len().min(2000)]
+                ));
+            }
+            let big = std::str::from_utf8(SITE[0].1).unwrap();
+            if !text.contains(big) || !text.ends_with(std::str::from_utf8(SITE[2].1).unwrap()) {
+                return Err("a body changed".into());
+            }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn plain_http_is_redirected() {
+    with_server("plain_http_is_redirected", |port, http_port, _| {
+        let out = curl(&[
+            "-i",
+            &format!("http://localhost:{http_port}/index.html?x=1"),
+        ])?;
+        let out = String::from_utf8_lossy(&out);
+        let want = format!("location: https://localhost:{port}/index.html?x=1\r\n");
+        if !out.starts_with("HTTP/1.1 308") || !out.to_ascii_lowercase().contains(&want) {
+            return Err(format!("no redirect to {want}:\n{out}"));
+        }
+        Ok(())
+    });
+}
