@@ -33,6 +33,9 @@ pub enum ClientError {
     /// The conversation failed.
     #[error("the kiln daemon's answer was cut short: {0}")]
     Io(#[from] io::Error),
+    /// The daemon refused the connection (not allowed, too many clients).
+    #[error("the kiln daemon refused the connection: {}", .0.error.as_deref().unwrap_or("no reason given"))]
+    Refused(Response),
     /// The answer is not JSON this client understands.
     #[error("the kiln daemon answered something unexpected: {0}")]
     Protocol(String),
@@ -45,25 +48,26 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `socket`.
+    /// Connects to `socket` and reads the daemon's greeting.
     pub fn connect(socket: &Path) -> Result<Client, ClientError> {
         let stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
             path: socket.display().to_string(),
             source,
         })?;
         let writer = stream.try_clone()?;
-        Ok(Client {
+        let mut client = Client {
             reader: BufReader::new(stream),
             writer,
-        })
+        };
+        // The greeting, or the daemon's refusal of this connection.
+        let greeting = client.answer()?;
+        if !greeting.ok {
+            return Err(ClientError::Refused(greeting));
+        }
+        Ok(client)
     }
 
-    /// Sends `request` and reads the response line.
-    pub fn call(&mut self, request: &Request) -> Result<Response, ClientError> {
-        let mut line =
-            serde_json::to_vec(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        line.push(b'\n');
-        self.writer.write_all(&line)?;
+    fn answer(&mut self) -> Result<Response, ClientError> {
         let mut answer = Vec::new();
         (&mut self.reader)
             .take(64 * 1024 * 1024)
@@ -74,6 +78,15 @@ impl Client {
             ));
         }
         serde_json::from_slice(&answer).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Sends `request` and reads the response line.
+    pub fn call(&mut self, request: &Request) -> Result<Response, ClientError> {
+        let mut line =
+            serde_json::to_vec(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        line.push(b'\n');
+        self.writer.write_all(&line)?;
+        self.answer()
     }
 
     /// Copies what follows the response (the console of `logs`) to `out`

@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rustix::pipe::SpliceFlags;
 use rustix::process::{Pid, PidfdFlags, Signal};
 
 use crate::console::{self, Console};
@@ -172,6 +173,16 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         return Err(DaemonError::Busy(dir));
     }
     let state = State::load(&dir.join("state.json"))?;
+    // Each unikernel holds a few descriptors (its console pipe, a scratch
+    // pipe, a pidfd): the soft limit is raised to the hard one.
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        },
+    );
     let shared = Arc::new(Shared {
         config,
         inner: Mutex::new(Inner {
@@ -394,22 +405,46 @@ fn libc_nonblock() -> i32 {
 }
 
 /// Reads a console pipe until every writer is gone, into `console`, then
-/// removes the pipe.
+/// removes the pipe. Each chunk is copied out of the pipe with `tee(2)`,
+/// which leaves it there, appended to the console, and only then consumed:
+/// a daemon killed in between loses nothing (the next one reads the chunk
+/// again, so it may appear twice).
 fn start_reader(console: Arc<Console>, file: File, fifo: PathBuf) {
     spawn_thread("kiln-console", move || {
-        // Blocking reads from here on.
+        // Blocking from here on.
         let _ = rustix::fs::fcntl_setfl(&file, rustix::fs::OFlags::empty());
+        let (scratch_r, scratch_w) = match rustix::pipe::pipe() {
+            Ok(p) => p,
+            Err(e) => {
+                log(&format!("cannot make a pipe for {}: {e}", fifo.display()));
+                return;
+            }
+        };
         let mut file = file;
+        let mut scratch = File::from(scratch_r);
         let mut buf = vec![0u8; 16 * 1024];
         loop {
-            match file.read(&mut buf) {
+            let n = match rustix::pipe::tee(&file, &scratch_w, buf.len(), SpliceFlags::empty()) {
                 Ok(0) => break,
-                Ok(n) => console.append(buf.get(..n).unwrap_or_default()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Ok(n) => n.min(buf.len()),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::AGAIN) => {
                     std::thread::sleep(Duration::from_millis(10));
+                    continue;
                 }
-                Err(_) => break,
+                Err(e) => {
+                    log(&format!("cannot read {}: {e}", fifo.display()));
+                    break;
+                }
+            };
+            let Some(chunk) = buf.get_mut(..n) else { break };
+            if scratch.read_exact(chunk).is_err() {
+                break;
+            }
+            console.append(chunk);
+            // Consumed: the same bytes, as only this thread reads the pipe.
+            if file.read_exact(chunk).is_err() {
+                break;
             }
         }
         let _ = fs::remove_file(fifo);

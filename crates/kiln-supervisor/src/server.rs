@@ -20,6 +20,9 @@ use crate::procfs;
 use crate::proto::{self, MAX_REQUEST, Request, Response, Spec};
 use crate::state::{Phase, Unit};
 
+/// The protocol version in the greeting.
+pub const PROTOCOL: u32 = 1;
+
 /// How long a client may take to send a request line.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -143,6 +146,11 @@ fn connection(shared: &Arc<Shared>, stream: UnixStream) {
         return;
     };
     let mut writer = write_half;
+    // The daemon speaks first: a client reads this greeting (or the
+    // refusal sent instead) before it writes, so a refusal always arrives.
+    if respond(&mut writer, &Response::ok(json!({ "protocol": PROTOCOL }))).is_err() {
+        return;
+    }
     let mut reader = BufReader::new(stream);
     loop {
         let line = match read_line(&mut reader) {

@@ -3,21 +3,25 @@
 
 use std::io::Write;
 
-use kiln_supervisor::client::{Client, default_socket};
+use kiln_supervisor::client::{Client, ClientError, default_socket};
 use kiln_supervisor::proto::Request;
 use serde_json::Value;
 
 use crate::cli::{LogsArgs, NameArgs, PsArgs, RmArgs, SocketOpts, StopArgs};
 use crate::error::KilnError;
 
-fn connect(socket: &SocketOpts) -> Result<Client, KilnError> {
+/// Connects to the daemon; `Ok(Err(code))` after printing its refusal.
+fn connect(socket: &SocketOpts) -> Result<Result<Client, u8>, KilnError> {
     let path = socket.socket.clone().unwrap_or_else(default_socket);
-    Client::connect(&path).map_err(|e| KilnError::Usage {
-        message: e.to_string(),
-        hint:
-            "start it with `kiln daemon` (as root), or point --socket or KILN_SOCKET at its socket"
-                .into(),
-    })
+    match Client::connect(&path) {
+        Ok(c) => Ok(Ok(c)),
+        Err(ClientError::Refused(response)) => Ok(Err(refused(&response))),
+        Err(e @ ClientError::Connect { .. }) => Err(KilnError::Usage {
+            message: e.to_string(),
+            hint: "start it with `kiln daemon` (as root), or point --socket or KILN_SOCKET at its socket".into(),
+        }),
+        Err(e) => Err(KilnError::Build(e.to_string())),
+    }
 }
 
 /// Prints the daemon's refusal; the exit code is 1.
@@ -36,7 +40,10 @@ fn refused(response: &kiln_supervisor::proto::Response) -> u8 {
 /// Sends `request`; `Ok(Ok(data))` on success, `Ok(Err(code))` after
 /// printing the daemon's refusal.
 pub fn call(socket: &SocketOpts, request: &Request) -> Result<Result<Value, u8>, KilnError> {
-    let mut client = connect(socket)?;
+    let mut client = match connect(socket)? {
+        Ok(c) => c,
+        Err(code) => return Ok(Err(code)),
+    };
     let response = client
         .call(request)
         .map_err(|e| KilnError::Build(e.to_string()))?;
@@ -110,7 +117,10 @@ pub fn ps(args: &PsArgs) -> Result<u8, KilnError> {
 
 /// `kiln logs`.
 pub fn logs(args: &LogsArgs) -> Result<u8, KilnError> {
-    let mut client = connect(&args.socket)?;
+    let mut client = match connect(&args.socket)? {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
     let request = Request::Logs {
         name: args.name.clone(),
         follow: args.follow,
