@@ -56,6 +56,8 @@ pub enum DeviceType {
     KvRw,
     /// `stack`: a TCP/UDP stack.
     Stack,
+    /// `shutdown`: the host's request to stop.
+    Shutdown,
 }
 
 /// A key of a device's table that names another device it depends on.
@@ -75,7 +77,7 @@ pub const DEFAULT_NET: &str = "service";
 
 impl DeviceType {
     /// Every device type.
-    pub const ALL: [DeviceType; 10] = [
+    pub const ALL: [DeviceType; 11] = [
         DeviceType::Console,
         DeviceType::Clock,
         DeviceType::WallClock,
@@ -86,6 +88,7 @@ impl DeviceType {
         DeviceType::KvRo,
         DeviceType::KvRw,
         DeviceType::Stack,
+        DeviceType::Shutdown,
     ];
 
     /// The name used in `unikernel.toml`.
@@ -101,6 +104,7 @@ impl DeviceType {
             DeviceType::KvRo => "kv_ro",
             DeviceType::KvRw => "kv_rw",
             DeviceType::Stack => "stack",
+            DeviceType::Shutdown => "shutdown",
         }
     }
 
@@ -118,6 +122,7 @@ impl DeviceType {
             DeviceType::KvRo => "KvRo",
             DeviceType::KvRw => "KvRw",
             DeviceType::Stack => "Stack",
+            DeviceType::Shutdown => "Shutdown",
         }
     }
 

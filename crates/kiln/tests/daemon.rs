@@ -805,3 +805,103 @@ fn taps_on_a_bridge() {
     d.ok(&["rm", "n"]);
     d.kill9();
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// `kiln stop` of examples/www on unix while a request is in flight: www
+/// gets SIGTERM through its shutdown device, stops accepting, answers the
+/// request, and exits 0 before the timeout.
+#[test]
+fn graceful_stop_of_www() {
+    let tmp = TempDir::new("daemon-www");
+    let dir = tmp.path.join("www");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/www");
+    copy_dir(&example.join("src"), &dir.join("src"));
+    copy_dir(&example.join("htdocs"), &dir.join("htdocs"));
+    std::fs::copy(example.join("unikernel.toml"), dir.join("unikernel.toml")).unwrap();
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"www\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+             [dependencies]\nkiln-devices = {{ path = {:?} }}\nkiln-rt = {{ path = {:?} }}\n\
+             httparse = {{ version = \"1.10\", default-features = false }}\n\
+             thiserror = {{ version = \"2\", default-features = false }}\n\n[workspace]\n",
+            crates.join("kiln-devices").display().to_string(),
+            crates.join("kiln-rt").display().to_string(),
+        ),
+    )
+    .unwrap();
+    ok(
+        run_for(kiln_in(&dir).args(["build"]), BUILD_TIMEOUT),
+        "kiln build www",
+    );
+    let d = Daemon::start("daemon-www-d");
+    let port = kiln_testsupport::ports::free_tcp_port();
+    d.ok(&[
+        "up",
+        "www",
+        &dir.join("dist/www.unix").display().to_string(),
+        "--",
+        "--port",
+        &port.to_string(),
+    ]);
+    d.wait_ps("www to listen", Duration::from_secs(10), |_| {
+        d.logs("www").contains("serving on port")
+    });
+    // A request in flight: its head is not finished when the stop comes.
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: kiln\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let socket = d.socket();
+    let stop = std::thread::spawn(move || {
+        let started = Instant::now();
+        let out = run_for(
+            kiln()
+                .env("KILN_SOCKET", socket)
+                .args(["stop", "--timeout", "8", "www"]),
+            CMD_TIMEOUT,
+        );
+        (out, started.elapsed())
+    });
+    d.wait_ps("www to stop accepting", Duration::from_secs(5), |_| {
+        d.logs("www")
+            .contains("stopping; 1 connection(s) in flight")
+    });
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "www still accepts after the stop request"
+    );
+    client.write_all(b"Connection: close\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    client.read_to_end(&mut response).unwrap();
+    let response = text(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("</html>"), "{response}");
+    let (out, took) = stop.join().unwrap();
+    assert!(
+        text(&out.stderr).contains("www: stopped"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    let inspect: Value = serde_json::from_slice(&d.ok(&["inspect", "www"]).stdout).unwrap();
+    assert_eq!(inspect["last_exit"], serde_json::json!({"code": 0}));
+    assert_eq!(inspect["state"], "stopped");
+}
