@@ -103,10 +103,18 @@ impl Shared {
         self.config.state_dir.join("units").join(name)
     }
 
-    /// Saves the state; a failure is logged (the daemon keeps serving with
-    /// the state in memory, and the next change tries again).
+    /// Saves the state durably; a failure is logged (the daemon keeps
+    /// serving with the state in memory, and the next change tries again).
     pub fn save(&self, inner: &Inner) {
-        if let Err(e) = inner.state.save(&self.state_path()) {
+        if let Err(e) = inner.state.save(&self.state_path(), true) {
+            log(&format!("{e}: {}", error_chain(&e)));
+        }
+    }
+
+    /// Saves a change that only describes running processes (a pid, a
+    /// start time): atomically, without fsync.
+    pub fn save_runtime(&self, inner: &Inner) {
+        if let Err(e) = inner.state.save(&self.state_path(), false) {
             log(&format!("{e}: {}", error_chain(&e)));
         }
     }
@@ -583,7 +591,9 @@ pub(crate) fn start(shared: &Arc<Shared>, inner: &mut Inner, name: &str) -> Resu
         u.started_at_ms = Some(now_ms());
         u.phase = Phase::Running;
     }
-    shared.save(inner);
+    // The instance and the phase were saved durably before the spawn; a
+    // daemon that dies before this write finds the process by its mark.
+    shared.save_runtime(inner);
     shared.changed.notify_all();
     watch_child(shared, name.to_string(), unit.instance, child);
     Ok(())
@@ -717,20 +727,20 @@ pub(crate) fn exited(
             unit.failures_in_row += 1;
             if unit.failures_in_row > backoff.limit {
                 log(&format!(
-                    "{name} exited ({exit:?}) {} times in a row; giving up",
+                    "{name} ended with {exit}, {} failures in a row; giving up",
                     unit.failures_in_row - 1
                 ));
                 unit.phase = Phase::Failed;
             } else {
                 let delay = backoff.delay(unit.failures_in_row);
                 log(&format!(
-                    "{name} exited ({exit:?}); restarting in {delay:?}"
+                    "{name} ended with {exit}; restarting in {delay:?}"
                 ));
                 unit.phase = Phase::Restarting;
                 live.restart_at = Some(Instant::now() + delay);
             }
         } else {
-            log(&format!("{name} exited ({exit:?}); not restarting"));
+            log(&format!("{name} ended with {exit}; not restarting"));
             unit.phase = Phase::Exited;
         }
     }

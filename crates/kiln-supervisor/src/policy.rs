@@ -21,6 +21,16 @@ pub enum Exit {
     Unknown,
 }
 
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Code(c) => write!(f, "exit {c}"),
+            Exit::Signal(s) => write!(f, "signal {s}"),
+            Exit::Unknown => f.write_str("an unknown status"),
+        }
+    }
+}
+
 /// What an exit means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {

@@ -147,8 +147,13 @@ impl State {
         Ok(state)
     }
 
-    /// Writes the state to `path` atomically.
-    pub fn save(&self, path: &Path) -> Result<(), StateError> {
+    /// Writes the state to `path` atomically; with `durable`, also to the
+    /// disk (fsync of the file before the rename, and of the directory
+    /// after). Atomicity is what protects the state from the daemon's own
+    /// death; durability only matters for a machine that goes down, after
+    /// which no process runs any more: what only describes running
+    /// processes (pids, start times) is written without it.
+    pub fn save(&self, path: &Path, durable: bool) -> Result<(), StateError> {
         let io = |action, source| StateError::Io {
             action,
             path: path.display().to_string(),
@@ -158,10 +163,12 @@ impl State {
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| io("encode", e.into()))?;
         let mut file = File::create(&tmp).map_err(|e| io("create", e))?;
         file.write_all(&bytes).map_err(|e| io("write", e))?;
-        file.sync_all().map_err(|e| io("fsync", e))?;
+        if durable {
+            file.sync_all().map_err(|e| io("fsync", e))?;
+        }
         drop(file);
         fs::rename(&tmp, path).map_err(|e| io("rename", e))?;
-        if let Some(dir) = path.parent() {
+        if durable && let Some(dir) = path.parent() {
             File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(|e| io("fsync the directory of", e))?;
