@@ -468,4 +468,42 @@ mod tests {
         let up = br#"{"op":"up","name":"a","spec":{"target":"spt","image":"/x/a.spt","tender":"/x/kiln-spt","mem":64,"restart":"on-failure","cpu":0,"args":["--times","2"],"net":[{"device":"service","bridge":"br0"}]}}"#;
         assert!(matches!(parse(up), Ok(Request::Up { .. })));
     }
+
+    /// The fuzz target's property (crates/kiln-supervisor/fuzz) over
+    /// mutations of a valid request: no panic, and what is accepted
+    /// round-trips.
+    #[test]
+    fn mutated_requests_never_panic() {
+        let seed = br#"{"op":"up","name":"www","spec":{"target":"spt","image":"/srv/www.spt","tender":"/srv/kiln-spt","mem":64,"restart":"always","cpu":1,"args":["--port","80"],"net":[{"device":"service","bridge":"br0"}],"block":[{"device":"disk","path":"/srv/d.img"}]}}"#;
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut accepted = 0;
+        for _ in 0..20_000 {
+            let mut line = seed.to_vec();
+            for _ in 0..(next() % 4 + 1) {
+                let i = (next() as usize) % line.len();
+                match next() % 3 {
+                    0 => line[i] = next() as u8,
+                    1 => {
+                        line.remove(i);
+                    }
+                    _ => {
+                        let set = b"/.\"\\{}[]0";
+                        line.insert(i, set[(next() as usize) % set.len()]);
+                    }
+                }
+            }
+            if let Ok(request) = parse(&line) {
+                accepted += 1;
+                let again = serde_json::to_vec(&request).unwrap();
+                assert_eq!(parse(&again).unwrap(), request);
+            }
+        }
+        assert!(accepted > 0);
+    }
 }
