@@ -471,6 +471,14 @@ fn restart_policies() {
         "--period_ms=1",
     ]);
     let crash_started = Instant::now();
+    d.ok(&["up", "--cpu=0", "pinned", &unix]);
+    let pinned = pid_of(&d.ps(), "pinned").unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pinned}/status")).unwrap();
+    assert!(
+        status.contains("Cpus_allowed_list:\t0\n"),
+        "{}",
+        status.lines().find(|l| l.starts_with("Cpus_allowed_list")).unwrap_or("")
+    );
 
     let ps = d.ps();
     let (keep, never) = (pid_of(&ps, "keep").unwrap(), pid_of(&ps, "never").unwrap());
