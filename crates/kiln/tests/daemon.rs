@@ -477,7 +477,10 @@ fn restart_policies() {
     assert!(
         status.contains("Cpus_allowed_list:\t0\n"),
         "{}",
-        status.lines().find(|l| l.starts_with("Cpus_allowed_list")).unwrap_or("")
+        status
+            .lines()
+            .find(|l| l.starts_with("Cpus_allowed_list"))
+            .unwrap_or("")
     );
 
     let ps = d.ps();
