@@ -29,6 +29,7 @@ pub fn run(args: &UpArgs) -> Result<u8, KilnError> {
     let image = absolute(image)?;
     let tender = tender.map(absolute).transpose()?;
     let (net, block, guest) = split(&args.rest)?;
+    misplaced_option(&guest)?;
     let spec = Spec {
         target: match target {
             Target::Unix => proto::Target::Unix,
@@ -107,6 +108,31 @@ fn from_image(
         }
     };
     Ok((target, image.to_path_buf(), tender))
+}
+
+/// `kiln up`'s own options, which clap leaves to the unikernel when they
+/// follow an argument it does not know.
+const OWN_OPTIONS: &[&str] = &["--restart", "--cpu", "--mem", "--target", "--socket", "-t"];
+
+/// Refuses an option of `kiln up` among the unikernel's arguments when the
+/// command line has no `--` to say they are the unikernel's.
+fn misplaced_option(guest: &[String]) -> Result<(), KilnError> {
+    if std::env::args().any(|a| a == "--") {
+        return Ok(());
+    }
+    let own = guest.iter().find(|a| {
+        OWN_OPTIONS
+            .iter()
+            .any(|o| a.as_str() == *o || a.strip_prefix(o).is_some_and(|r| r.starts_with('=')))
+    });
+    match own {
+        Some(own) => Err(KilnError::Usage {
+            message: format!("{own} comes after the unikernel's arguments"),
+            hint: "put kiln up's options before NAME, and the unikernel's arguments after --"
+                .into(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Splits what follows DIR into net devices (`--net:DEVICE=BRIDGE`), block
