@@ -799,12 +799,25 @@ fn scheduler(shared: &Arc<Shared>) {
     }
 }
 
-/// Sends `signal` to `name`'s process.
+/// Sends `signal` to `name`'s process. SIGKILL also goes to the rest of
+/// its process group (each unikernel leads its own): nothing it forked
+/// survives a forced stop.
 fn signal(inner: &Inner, name: &str, signal: Signal) {
-    if let Some(p) = inner.live.get(name).and_then(|l| l.proc.as_ref())
-        && rustix::process::pidfd_send_signal(p.pidfd.as_fd(), signal).is_err()
-    {
-        let _ = rustix::process::kill_process(pid_of(p.pid), signal);
+    let Some(p) = inner.live.get(name).and_then(|l| l.proc.as_ref()) else {
+        return;
+    };
+    let sent = match rustix::process::pidfd_send_signal(p.pidfd.as_fd(), signal) {
+        Ok(()) => true,
+        // Gone (reaped): its pid may already be another process's.
+        Err(rustix::io::Errno::SRCH) => false,
+        // Not a pidfd (pidfd_open failed at start, a kernel before 5.3):
+        // by pid, as other supervisors do, with the window that leaves
+        // between the watcher reaping it and taking the lock.
+        Err(_) => rustix::process::kill_process(pid_of(p.pid), signal).is_ok(),
+    };
+    // Signalled means not yet reaped: the group is still the unikernel's.
+    if sent && signal == Signal::KILL {
+        let _ = rustix::process::kill_process_group(pid_of(p.pid), Signal::KILL);
     }
 }
 

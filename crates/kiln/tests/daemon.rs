@@ -417,6 +417,12 @@ fn mixed_targets_at_once() {
     // A stopped unikernel starts again, and keeps its console.
     d.ok(&["start", "unix-0"]);
     assert_eq!(state_of(&d.ps(), "unix-0"), "running");
+    let before = pid_of(&d.ps(), "unix-0").unwrap();
+    d.ok(&["restart", "unix-0"]);
+    let ps = d.ps();
+    assert_eq!(state_of(&ps, "unix-0"), "running");
+    assert_ne!(pid_of(&ps, "unix-0"), Some(before));
+    assert!(!alive(before));
     // rm refuses a running one without -f.
     let out = d.kiln(&["rm", "unix-1"]);
     assert_eq!(out.status.code(), Some(1));
