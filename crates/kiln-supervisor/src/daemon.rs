@@ -72,8 +72,6 @@ pub(crate) struct Live {
     pub proc: Option<Proc>,
     pub restart_at: Option<Instant>,
     pub taps: Vec<String>,
-    /// A stop is waiting for this instance to end.
-    pub stopping: bool,
 }
 
 /// The daemon's state behind its lock.
@@ -257,7 +255,9 @@ fn recover(shared: &Arc<Shared>) {
             }
         }
     }
-    // Units whose directory is gone lose nothing more than their console.
+    // A unit whose directory was removed gets an empty console; one whose
+    // console cannot be opened at all (an unusable state directory) is
+    // dropped, and its process killed rather than left unsupervised.
     let names: Vec<String> = inner.state.units.keys().cloned().collect();
     for name in &names {
         let dir = shared.unit_dir(name);
@@ -269,6 +269,9 @@ fn recover(shared: &Arc<Shared>) {
                 log(&format!(
                     "cannot open the console of {name}: {e}; dropping it"
                 ));
+                if let Some(pid) = claimed.remove(name) {
+                    let _ = rustix::process::kill_process(pid_of(pid), Signal::KILL);
+                }
                 inner.state.units.remove(name);
                 continue;
             }
@@ -280,7 +283,6 @@ fn recover(shared: &Arc<Shared>) {
                 proc: None,
                 restart_at: None,
                 taps: Vec::new(),
-                stopping: false,
             },
         );
     }
@@ -299,7 +301,8 @@ fn recover(shared: &Arc<Shared>) {
                 if let Some(live) = inner.live.get_mut(&name) {
                     live.taps = taps;
                 }
-                log(&format!("adopted {name} (pid {:?})", unit.pid));
+                let pid = claimed.get(&name).copied().unwrap_or_default();
+                log(&format!("adopted {name} (pid {pid})"));
             }
             (Some(()), false) => {
                 // A stop was under way when the daemon died: finish it.
@@ -314,6 +317,12 @@ fn recover(shared: &Arc<Shared>) {
                 });
             }
             (None, wants) => {
+                // A marked process that could not be taken over (its start
+                // time differs, no pidfd) must not run beside a new one.
+                if let Some(&pid) = claimed.get(&name) {
+                    log(&format!("killing process {pid} of {name}: cannot adopt it"));
+                    let _ = rustix::process::kill_process(pid_of(pid), Signal::KILL);
+                }
                 for tap in &taps {
                     net::delete_tap(tap);
                 }
@@ -363,7 +372,7 @@ fn adopt(shared: &Arc<Shared>, inner: &mut Inner, name: &str, unit: &Unit, pid: 
         .join(format!("console-{}.fifo", unit.instance));
     let reader = OpenOptions::new()
         .read(true)
-        .custom_flags(libc_nonblock())
+        .custom_flags(nonblock_flag())
         .open(&fifo)
         .ok();
     let live = inner.live.get_mut(name)?;
@@ -408,7 +417,8 @@ fn adopt(shared: &Arc<Shared>, inner: &mut Inner, name: &str, unit: &Unit, pid: 
     Some(())
 }
 
-fn libc_nonblock() -> i32 {
+/// O_NONBLOCK for `OpenOptions::custom_flags`.
+fn nonblock_flag() -> i32 {
     rustix::fs::OFlags::NONBLOCK.bits() as i32
 }
 
@@ -509,7 +519,7 @@ pub(crate) fn start(shared: &Arc<Shared>, inner: &mut Inner, name: &str) -> Resu
     .and_then(|()| {
         let reader = OpenOptions::new()
             .read(true)
-            .custom_flags(libc_nonblock())
+            .custom_flags(nonblock_flag())
             .open(&fifo)?;
         // Read-write for the unikernel: it holds a reader itself, so its
         // console writes never fail while the daemon is away; they wait
@@ -584,7 +594,6 @@ pub(crate) fn start(shared: &Arc<Shared>, inner: &mut Inner, name: &str) -> Resu
     });
     live.taps = taps;
     live.restart_at = None;
-    live.stopping = false;
     if let Some(u) = inner.state.units.get_mut(name) {
         u.pid = Some(pid);
         u.start_ticks = start_ticks;
@@ -856,7 +865,6 @@ pub(crate) fn stop(
             exit: None,
         });
     };
-    live.stopping = true;
     shared.save(&inner);
     let running = |inner: &Inner| {
         inner

@@ -307,7 +307,6 @@ fn up(shared: &Arc<Shared>, name: &str, spec: Spec) -> Response {
             proc: None,
             restart_at: None,
             taps: Vec::new(),
-            stopping: false,
         },
     );
     match daemon::start(shared, &mut inner, name) {
