@@ -538,6 +538,44 @@ fn restart_policies() {
     );
     // Its console has every run's line.
     assert!(ticks(&d.logs("crash")).len() as u64 > restarts);
+
+    // --block:DEVICE=FILE reaches the unikernel with the file's absolute
+    // path; a missing file is refused before anything starts.
+    let script = d.tmp.path.join("args.sh");
+    std::fs::write(&script, "#!/bin/sh\necho \"$*\"\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let disk = d.tmp.path.join("disk.img");
+    std::fs::write(&disk, vec![0u8; 4096]).unwrap();
+    let script = script.display().to_string();
+    d.ok(&[
+        "up",
+        "--restart=never",
+        "args",
+        &script,
+        &format!("--block:disk={}", disk.display()),
+        "--",
+        "--port",
+        "80",
+    ]);
+    d.wait_ps("args to print", Duration::from_secs(5), |_| {
+        !d.logs("args").is_empty()
+    });
+    assert_eq!(
+        d.logs("args"),
+        format!("--block:disk={} --port 80\n", disk.display())
+    );
+    let out = d.kiln(&[
+        "up",
+        "nodisk",
+        &script,
+        "--block:disk=/nonexistent/disk.img",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("/nonexistent/disk.img"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// SIGKILL of the daemon during random up/stop/start/rm operations (about
