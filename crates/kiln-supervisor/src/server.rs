@@ -3,7 +3,7 @@
 //! lines, and answering them.
 
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
@@ -120,28 +120,42 @@ fn respond(stream: &mut UnixStream, response: &Response) -> io::Result<()> {
     stream.write_all(&line)
 }
 
-/// Reads one request line of at most [`MAX_REQUEST`] bytes. `Ok(None)` at
-/// the end of the stream.
+/// Reads one request line of at most [`MAX_REQUEST`] bytes within
+/// [`REQUEST_TIMEOUT`] in all (a client trickling bytes does not hold a
+/// connection longer). `Ok(None)` at the end of the stream, `Err(())` for a
+/// line too long or cut short.
 fn read_line(reader: &mut BufReader<UnixStream>) -> io::Result<Option<Result<Vec<u8>, ()>>> {
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
     let mut line = Vec::new();
-    let n = reader
-        .by_ref()
-        .take(MAX_REQUEST as u64)
-        .read_until(b'\n', &mut line)?;
-    if n == 0 {
-        return Ok(None);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        reader.get_ref().set_read_timeout(Some(left))?;
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok((!line.is_empty()).then_some(Err(())));
+        }
+        let room = MAX_REQUEST - line.len();
+        let window = buf.get(..buf.len().min(room)).unwrap_or_default();
+        if let Some(end) = window.iter().position(|&b| b == b'\n') {
+            line.extend_from_slice(window.get(..end).unwrap_or_default());
+            reader.consume(end + 1);
+            return Ok(Some(Ok(line)));
+        }
+        let n = window.len();
+        line.extend_from_slice(window);
+        reader.consume(n);
+        if line.len() >= MAX_REQUEST {
+            return Ok(Some(Err(())));
+        }
     }
-    if line.last() != Some(&b'\n') {
-        return Ok(Some(Err(())));
-    }
-    line.pop();
-    Ok(Some(Ok(line)))
 }
 
 /// Serves requests on one connection until it closes, an oversized or
 /// timed-out request, or a `logs` stream that ends.
 fn connection(shared: &Arc<Shared>, stream: UnixStream) {
-    let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
     let Ok(write_half) = stream.try_clone() else {
         return;
     };
