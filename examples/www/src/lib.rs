@@ -49,8 +49,9 @@ where
     serve_until(stack, htdocs, console, NoShutdown, port).await
 }
 
-/// How long a shutdown waits for the requests in flight.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a shutdown waits for the requests in flight: less than the 10 s
+/// `kiln stop` waits by default before SIGKILL.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The entry function named in `unikernel.toml`: [`start`] until the host
 /// asks the unikernel to stop (`kiln stop`); then it stops accepting,
