@@ -201,6 +201,18 @@ pub struct DaemonArgs {
     /// The group (name or number) whose members may use the socket besides root
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
+    /// Console bytes kept in memory per unikernel, in KiB
+    #[arg(long, value_name = "KIB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub console_ring: u32,
+    /// Size at which a unikernel's console.log is rotated, in KiB
+    #[arg(long, value_name = "KIB", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1048576))]
+    pub console_file: u32,
+    /// Connections served at once
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_connections: u32,
+    /// Failed restarts in a row before a unikernel is marked failed
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub restart_limit: u32,
 }
 
 /// The restart policies.

@@ -125,13 +125,31 @@ fn built() -> &'static Built {
 struct Daemon {
     tmp: TempDir,
     child: Option<Child>,
+    /// More options of `kiln daemon`.
+    options: Vec<String>,
 }
 
 impl Daemon {
     fn start(tag: &str) -> Daemon {
         let tmp = TempDir::new(tag);
         std::fs::set_permissions(&tmp.path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let mut d = Daemon { tmp, child: None };
+        let mut d = Daemon {
+            tmp,
+            child: None,
+            options: Vec::new(),
+        };
+        d.spawn();
+        d
+    }
+
+    fn start_with(tag: &str, options: &[&str]) -> Daemon {
+        let tmp = TempDir::new(tag);
+        std::fs::set_permissions(&tmp.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut d = Daemon {
+            tmp,
+            child: None,
+            options: options.iter().map(|o| o.to_string()).collect(),
+        };
         d.spawn();
         d
     }
@@ -157,6 +175,7 @@ impl Daemon {
             .arg(self.state())
             .arg("--socket")
             .arg(self.socket())
+            .args(&self.options)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -826,6 +845,7 @@ fn taps_on_a_bridge() {
     let mut d = Daemon {
         tmp: TempDir::new("daemon-net"),
         child: None,
+        options: Vec::new(),
     };
     std::fs::set_permissions(&d.tmp.path, std::fs::Permissions::from_mode(0o755)).unwrap();
     d.spawn_with(ns.command(env!("CARGO_BIN_EXE_kiln")));
@@ -1111,4 +1131,28 @@ fn bench_up_vs_run() {
             d.ok(&["rm", "-f", &format!("h{t}{i}")]);
         }
     }
+}
+
+/// A crash loop ends in `failed` after the restart limit (`kiln daemon
+/// --restart-limit 2`), and `kiln start` tries again from zero.
+#[test]
+fn crash_loop_gives_up() {
+    let built = built();
+    let d = Daemon::start_with("daemon-failed", &["--restart-limit", "2"]);
+    let unix = built.image("unix");
+    d.ok(&["up", "crash", &unix, "--", "--times=1", "--code=1"]);
+    // Delays of 100 and 200 ms, then the third failure gives up.
+    d.wait_ps("crash to be marked failed", Duration::from_secs(5), |ps| {
+        state_of(ps, "crash") == "failed"
+    });
+    let ps = d.ps();
+    assert_eq!(ps["crash"]["restarts"], 2);
+    assert!(d.log().contains("giving up"), "{}", d.log());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(state_of(&d.ps(), "crash"), "failed");
+    assert_eq!(ticks(&d.logs("crash")).len(), 3);
+    d.ok(&["start", "crash"]);
+    d.wait_ps("crash to fail again", Duration::from_secs(5), |ps| {
+        state_of(ps, "crash") == "failed" && ps["crash"]["restarts"] == 4
+    });
 }

@@ -14,6 +14,10 @@ pub fn run(args: &DaemonArgs) -> Result<u8, KilnError> {
         .clone()
         .unwrap_or_else(kiln_supervisor::client::default_socket);
     let mut config = Config::new(args.state.clone(), socket);
+    config.console.ring = args.console_ring as usize * 1024;
+    config.console.file = u64::from(args.console_file) * 1024;
+    config.max_connections = args.max_connections as usize;
+    config.backoff.limit = args.restart_limit;
     if let Some(group) = &args.group {
         config.group = Some(resolve_group(group)?);
     }
