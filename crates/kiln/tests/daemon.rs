@@ -1156,3 +1156,39 @@ fn crash_loop_gives_up() {
         state_of(ps, "crash") == "failed" && ps["crash"]["restarts"] == 4
     });
 }
+
+/// A small console file (`--console-file 4`, KiB) rotates many times under
+/// a fast unikernel while `kiln logs -f` follows it: the follower sees
+/// every line from where it started to the end, the ring stays within its
+/// bound, and the rotated file is there.
+#[test]
+fn console_rotation_under_a_follower() {
+    let built = built();
+    let d = Daemon::start_with(
+        "daemon-rotate",
+        &["--console-file", "4", "--console-ring", "1"],
+    );
+    d.ok(&[
+        "up",
+        "--restart=never",
+        "fast",
+        &built.image("unix"),
+        "--",
+        "--times=2000",
+        "--period_ms=1",
+    ]);
+    let out = d.ok(&["logs", "-f", "fast"]);
+    let t = ticks(&text(&out.stdout));
+    assert_eq!(t.last(), Some(&1999), "{t:?}");
+    let first = t[0];
+    assert_eq!(
+        t,
+        (first..2000).collect::<Vec<_>>(),
+        "the follower lost lines"
+    );
+    let ring = d.ok(&["logs", "fast"]).stdout;
+    assert!(!ring.is_empty() && ring.len() <= 1024, "{}", ring.len());
+    let dir = d.state().join("units/fast");
+    assert!(dir.join("console.log.1").is_file());
+    assert!(std::fs::metadata(dir.join("console.log")).unwrap().len() <= 4096);
+}
