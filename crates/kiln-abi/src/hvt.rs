@@ -30,13 +30,17 @@ pub mod layout {
     pub const PML4_BASE: u64 = 0x2000;
     /// The page-directory-pointer table.
     pub const PDPTE_BASE: u64 = 0x3000;
-    /// The page directory: 2 MiB pages identity-mapping guest memory.
+    /// The page directory of the first GiB. Those of the other GiBs and
+    /// the 4 KiB page tables of the first 2 MiB and of the image follow the
+    /// command line, page-aligned; none of the tables, the GDT or the null
+    /// page is mapped for the guest.
     pub const PDE_BASE: u64 = 0x4000;
     /// The boot info ([`super::HvtBootInfo`]), followed by the copy of the
-    /// manifest (8-byte aligned) and then the command line.
+    /// manifest (8-byte aligned) and then the command line: mapped
+    /// read-only.
     pub const BOOT_INFO_BASE: u64 = 0x5000;
-    /// Size of a guest page as the tender maps it (2 MiB); guest memory is
-    /// a multiple of it and at most 512 of them (1 GiB).
+    /// Guest memory is a multiple of this (2 MiB), the page size the
+    /// tender maps it with above the image.
     pub const GUEST_PAGE_SIZE: u64 = 0x20_0000;
 }
 

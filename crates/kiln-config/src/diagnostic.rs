@@ -19,6 +19,35 @@ pub struct SourceFile {
 }
 
 impl SourceFile {
+    /// Reads the file at `path`, shown as `name` (see [`SourceFile::from_bytes`]).
+    pub fn read(path: &Path, name: impl Into<String>) -> Result<SourceFile, ConfigError> {
+        let bytes = std::fs::read(path).map_err(|e| ConfigError::read(path, e))?;
+        Ok(SourceFile::from_bytes(name, bytes)?)
+    }
+
+    /// The file `name` with contents `bytes`. Contents that are not UTF-8
+    /// are an error located at the first invalid byte (the text shown with
+    /// invalid bytes replaced). A UTF-8 byte order mark is kept: the TOML
+    /// parser and `syn` accept it.
+    pub fn from_bytes(name: impl Into<String>, bytes: Vec<u8>) -> Result<SourceFile, Located> {
+        match String::from_utf8(bytes) {
+            Ok(text) => Ok(SourceFile::new(name, text)),
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                let bad = e.as_bytes().get(at).copied().unwrap_or(0);
+                let file = SourceFile::new(name, String::from_utf8_lossy(e.as_bytes()));
+                // Lossy decoding keeps every valid byte before `at` in place.
+                Err(Located::new(
+                    &file,
+                    at..at + 1,
+                    format!("the file is not valid UTF-8 (byte 0x{bad:02x} at offset {at})"),
+                    "not UTF-8",
+                )
+                .with_help("save the file as UTF-8"))
+            }
+        }
+    }
+
     /// A source file named `name` with `text`.
     pub fn new(name: impl Into<String>, text: impl Into<Arc<str>>) -> SourceFile {
         SourceFile {
@@ -211,9 +240,18 @@ impl Diagnostic for ConfigError {
     }
 }
 
+/// The longest source text around a label that is shown as a snippet;
+/// beyond it a diagnostic shows `file:line:col` without the snippet.
+/// (miette's graphical handler also panics on a label past column 65,535.)
+const MAX_SNIPPET_BYTES: usize = 1024;
+
 /// Renders `diagnostic` for a person: graphical with a source snippet,
-/// colours only when `color` is true.
+/// colours only when `color` is true. Where a label's lines are too long
+/// to show, the location is given as `file:line:col` with no snippet.
 pub fn render(diagnostic: &dyn Diagnostic, color: bool) -> String {
+    if let Some(plain) = render_without_snippet(diagnostic) {
+        return plain;
+    }
     let theme = if color {
         miette::GraphicalTheme::unicode()
     } else {
@@ -229,4 +267,49 @@ pub fn render(diagnostic: &dyn Diagnostic, color: bool) -> String {
     // kiln's messages call the fix a hint; miette's prefix has the same
     // width, so wrapped lines stay aligned.
     out.replace("  help: ", "  hint: ")
+}
+
+/// `diagnostic` as `message`, `--> file:line:col` and its hint, where a
+/// label's lines (with one line of context each side) are too long for a
+/// snippet; `None` where the snippet can be shown.
+fn render_without_snippet(diagnostic: &dyn Diagnostic) -> Option<String> {
+    let source = diagnostic.source_code()?;
+    let labels: Vec<LabeledSpan> = diagnostic.labels()?.collect();
+    let too_long = labels.iter().any(|label| {
+        source
+            .read_span(label.inner(), 1, 1)
+            .map_or(true, |c| c.data().len() > MAX_SNIPPET_BYTES)
+    });
+    if !too_long {
+        return None;
+    }
+    let mut out = format!("error: {diagnostic}\n");
+    for label in &labels {
+        let contents = source.read_span(label.inner(), 0, 0).ok()?;
+        let name = contents.name().unwrap_or("<source>");
+        out.push_str(&format!(
+            "  --> {name}:{}:{}",
+            contents.line() + 1,
+            contents.column() + 1
+        ));
+        if let Some(text) = label.label() {
+            out.push_str(&format!(": {text}"));
+        }
+        out.push_str(" (the line is too long to show)\n");
+    }
+    if let Some(help) = diagnostic.help() {
+        out.push_str(&format!("  hint: {help}\n"));
+    }
+    Some(out)
+}
+
+/// The candidate closest to `name`, if one is close enough to be a
+/// misspelling of it: for "did you mean" hints.
+pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(name, c), c))
+        .filter(|&(score, c)| score >= 0.8 && c != name)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
 }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use kiln_rt::args::ArgType;
+use kiln_args::ArgType;
 use proc_macro2::{LineColumn, Span};
 use syn::spanned::Spanned;
 use syn::{FnArg, GenericParam, Item, Pat, ReturnType, Type, TypeParamBound, Visibility};
@@ -42,8 +42,7 @@ struct Module {
 }
 
 fn read(path: &Path, name: String) -> Result<SourceFile, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::read(path, e))?;
-    Ok(SourceFile::new(name, text))
+    SourceFile::read(path, name)
 }
 
 /// The byte range of `span` in `text`.
@@ -280,15 +279,22 @@ pub fn check(dir: &Path, shown: &Path, manifest: &Manifest) -> Result<Entry, Con
                 } else {
                     format!("declared names: {}", names.join(", "))
                 };
+                let help = match crate::diagnostic::closest(&name, names.iter().map(String::as_str))
+                {
+                    Some(near) => format!(
+                        "did you mean `{near}`? rename the parameter or the name in unikernel.toml so that they match ({known})"
+                    ),
+                    None => format!(
+                        "declare [devices.{name}] or [arguments.{name}] in unikernel.toml, or remove the parameter ({known})"
+                    ),
+                };
                 return Err(Located::new(
                     file,
                     name_span,
                     format!("parameter `{name}` of `{fn_name}` matches no device or argument of unikernel.toml"),
                     "unknown parameter",
                 )
-                .with_help(format!(
-                    "declare [devices.{name}] or [arguments.{name}] in unikernel.toml, or remove the parameter ({known})"
-                ))
+                .with_help(help)
                 .into());
             }
         };

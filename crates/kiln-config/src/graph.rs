@@ -240,7 +240,21 @@ fn check_dependencies_exist(
 
 fn missing_dependency(manifest: &Manifest, name: &str, ty: DeviceType, dep: &DepDecl) -> Located {
     let target = &dep.target.value;
-    let declare = format!("declare it:\n[devices.{target}]\ntype = \"{}\"", dep.ty);
+    let near = crate::diagnostic::closest(
+        target,
+        manifest
+            .devices
+            .iter()
+            .filter(|d| d.ty.value == dep.ty)
+            .map(|d| d.name.value.as_str()),
+    );
+    let declare = match near {
+        Some(near) => format!(
+            "did you mean `{near}`? or declare it:\n[devices.{target}]\ntype = \"{}\"",
+            dep.ty
+        ),
+        None => format!("declare it:\n[devices.{target}]\ntype = \"{}\"", dep.ty),
+    };
     if dep.explicit {
         Located::new(
             &manifest.file,

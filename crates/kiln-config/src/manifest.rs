@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use kiln_rt::args::ArgType;
+use kiln_args::ArgType;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -575,6 +575,11 @@ fn default_text(
         let help = match ty {
             ArgType::Ip | ArgType::Ipv4 => "for example: default = \"10.0.0.2\"".to_string(),
             ArgType::Ipv6 => "for example: default = \"fe80::1\"".to_string(),
+            ArgType::U8 | ArgType::U16 | ArgType::U32 | ArgType::U64 if text.starts_with('-') => {
+                format!(
+                    "{ty} cannot be negative: give a default of 0 or more, or use a signed type (i32, i64)"
+                )
+            }
             _ => format!(
                 "use a wider type or a value that fits: {} is {}",
                 ty,

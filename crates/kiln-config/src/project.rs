@@ -108,27 +108,52 @@ impl Project {
         self.dir.join("dist")
     }
 
-    /// The choices saved by the last `configure` for `target`, if any.
-    pub fn saved_choices(&self, target: Target) -> Option<Choices> {
-        let text = std::fs::read_to_string(self.build_dir(target).join(CHOICES_FILE)).ok()?;
+    /// The choices saved by the last `configure` for `target`: `None` if
+    /// it was never configured. A file kiln cannot read, or whose lines it
+    /// does not know, is an error naming the file (it is kiln's own, so
+    /// configuring again rewrites it).
+    pub fn saved_choices(&self, target: Target) -> Result<Option<Choices>, ConfigError> {
+        let path = self.build_dir(target).join(CHOICES_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(ConfigError::read(&path, e)),
+        };
+        let file = SourceFile::new(path.display().to_string(), text.clone());
         let mut choices = Choices::default();
-        for line in text.lines() {
-            match line.split_once('=') {
-                Some(("net", v)) => choices.net = Impl::from_name(v),
-                Some(("kv_ro", v)) => choices.kv_ro = Impl::from_name(v),
-                _ => {}
+        let mut offset = 0;
+        for line in text.split_inclusive('\n') {
+            let span = offset..offset + line.trim_end().len();
+            offset += line.len();
+            let line = line.trim_end();
+            let choice = match line.split_once('=') {
+                Some(("net", v)) => Impl::from_name(v).map(|i| choices.net = Some(i)),
+                Some(("kv_ro", v)) => Impl::from_name(v).map(|i| choices.kv_ro = Some(i)),
+                _ if line.is_empty() => Some(()),
+                _ => None,
+            };
+            if choice.is_none() {
+                return Err(Located::new(
+                    &file,
+                    span,
+                    format!("kiln cannot read the saved choice `{line}`"),
+                    "unknown choice",
+                )
+                .with_help(format!(
+                    "run `kiln configure -t {target}` again to rewrite this file"
+                ))
+                .into());
             }
         }
-        Some(choices)
+        Ok(Some(choices))
     }
 
     /// Reads and checks the unikernel for `target` without writing
     /// anything.
     pub fn check(&self, target: Target, choices: Choices) -> Result<Checked, ConfigError> {
         let path = self.dir.join("unikernel.toml");
-        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::read(&path, e))?;
         let name = shown_path(&self.shown, Path::new("unikernel.toml"));
-        let manifest = manifest::parse(&SourceFile::new(name, text))?;
+        let manifest = manifest::parse(&SourceFile::read(&path, name)?)?;
         let graph = graph::resolve(&manifest, target, choices)?;
         for (i, device) in manifest.devices.iter().enumerate() {
             if let (Some(Impl::Baked), Some(source)) = (graph.choice(i), &device.source)
@@ -176,14 +201,33 @@ impl Project {
         })
     }
 
+    /// The crate's package name, from its Cargo.toml, after checking that
+    /// a `kiln-devices` path dependency names this kiln's copy.
     fn package_name(&self) -> Result<String, ConfigError> {
         let path = self.dir.join("Cargo.toml");
-        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::read(&path, e))?;
-        let file = SourceFile::new(shown_path(&self.shown, Path::new("Cargo.toml")), text);
-        let table: Result<toml::Table, _> = toml::from_str(&file.text);
+        let file = SourceFile::read(&path, shown_path(&self.shown, Path::new("Cargo.toml")))?;
+        let table = toml::de::DeTable::parse(&file.text).map_err(|e| {
+            Located::new(
+                &file,
+                e.span().unwrap_or(0..0),
+                format!("invalid TOML in Cargo.toml: {}", e.message().trim()),
+                e.message().trim().to_string(),
+            )
+            .with_help("see https://toml.io for the syntax")
+        })?;
+        let table = table.get_ref();
+        if let Some(dep_path) = table
+            .get("dependencies")
+            .and_then(|d| d.get_ref().as_table()?.get("kiln-devices"))
+            .and_then(|d| d.get_ref().as_table()?.get("path"))
+            && let Some(value) = dep_path.get_ref().as_str()
+        {
+            self.check_devices_path(&file, value, dep_path.span())?;
+        }
         let name = table
-            .ok()
-            .and_then(|t| t.get("package")?.get("name")?.as_str().map(str::to_string));
+            .get("package")
+            .and_then(|p| p.get_ref().as_table()?.get("name"))
+            .and_then(|n| n.get_ref().as_str().map(str::to_string));
         name.ok_or_else(|| {
             Located::new(
                 &file,
@@ -196,6 +240,37 @@ impl Project {
             )
             .into()
         })
+    }
+
+    /// The unikernel's `kiln-devices = { path = VALUE }` must be the copy
+    /// the generated crate uses, or the two would be different crates with
+    /// traits of the same names. `kiln new` writes the path relative to the
+    /// unikernel, so a moved unikernel lands here.
+    fn check_devices_path(
+        &self,
+        file: &SourceFile,
+        value: &str,
+        span: std::ops::Range<usize>,
+    ) -> Result<(), ConfigError> {
+        let ours = source_dir().join("crates").join("kiln-devices");
+        let ours = ours.canonicalize().unwrap_or(ours);
+        let theirs = self.dir.join(value);
+        let message = match theirs.canonicalize() {
+            Ok(found) if found == ours => return Ok(()),
+            Ok(found) => format!(
+                "kiln-devices at `{value}` is {}, not the copy of this kiln ({})",
+                found.display(),
+                ours.display()
+            ),
+            Err(_) => format!("kiln-devices at `{value}` does not exist"),
+        };
+        let fix = crate::codegen::relative_path(&self.dir, &ours);
+        Err(Located::new(file, span, message, "this path")
+            .with_help(format!(
+                "kiln-devices = {{ path = {} }}",
+                crate::codegen::toml_str(&fix.display().to_string())
+            ))
+            .into())
     }
 
     /// Checks the unikernel for `target` and writes the generated crate to

@@ -24,7 +24,8 @@ fn run() -> Result<(), String> {
         .map_err(|e| format!("KVM_CREATE_VM failed: {e}"))?;
     let mut mem = Mapping::new(MEM).map_err(|e| format!("cannot map guest memory: {e}"))?;
     let code = usize::try_from(CODE).map_err(|e| e.to_string())?;
-    mem.as_mut_slice()[code..code + PROGRAM.len()].copy_from_slice(&PROGRAM);
+    mem.range_mut(code..code + PROGRAM.len())
+        .copy_from_slice(&PROGRAM);
     mem.register(&vm)
         .map_err(|e| format!("KVM_SET_USER_MEMORY_REGION failed: {e}"))?;
     let mut vcpu = vm

@@ -34,6 +34,26 @@ pub enum GuestMemError {
         /// Size of guest memory.
         mem_size: u64,
     },
+    /// The range touches memory the tender keeps read-only (the image's
+    /// code and read-only data, the boot data).
+    #[error("guest address range {gpa:#x}..{end:#x} is read-only")]
+    ReadOnly {
+        /// Start of the range.
+        gpa: u64,
+        /// End of the range.
+        end: u64,
+    },
+    /// Making pages read-only failed.
+    #[error("cannot write-protect guest memory {start:#x}..{end:#x}")]
+    Protect {
+        /// Start of the range.
+        start: u64,
+        /// End of the range.
+        end: u64,
+        /// What the host said.
+        #[source]
+        source: io::Error,
+    },
     /// The host could not map guest memory.
     #[error("cannot map {size} bytes of guest memory")]
     Map {
@@ -49,6 +69,9 @@ pub enum GuestMemError {
 #[derive(Debug)]
 pub struct GuestMemory {
     mapping: Mapping,
+    /// Ranges made read-only ([`GuestMemory::protect`]), which
+    /// [`GuestMemory::slice_mut`] refuses.
+    read_only: Vec<Range<u64>>,
 }
 
 impl GuestMemory {
@@ -59,7 +82,10 @@ impl GuestMemory {
             source: io::Error::from(io::ErrorKind::InvalidInput),
         })?;
         let mapping = Mapping::new(len).map_err(|source| GuestMemError::Map { size, source })?;
-        Ok(Self { mapping })
+        Ok(Self {
+            mapping,
+            read_only: Vec::new(),
+        })
     }
 
     /// Size of guest memory in bytes.
@@ -94,10 +120,30 @@ impl GuestMemory {
         Ok(&self.mapping.as_slice()[range])
     }
 
-    /// The guest bytes `gpa..gpa + len`, writable.
+    /// The guest bytes `gpa..gpa + len`, writable; refused where they touch
+    /// a read-only range (a hostile guest handing the tender its code as a
+    /// buffer to fill gets an error, not a tender killed by SIGSEGV).
     pub fn slice_mut(&mut self, gpa: u64, len: u64) -> Result<&mut [u8], GuestMemError> {
         let range = self.checked(gpa, len)?;
-        Ok(&mut self.mapping.as_mut_slice()[range])
+        let end = gpa + len;
+        if len > 0 && self.read_only.iter().any(|r| gpa < r.end && r.start < end) {
+            return Err(GuestMemError::ReadOnly { gpa, end });
+        }
+        Ok(self.mapping.range_mut(range))
+    }
+
+    /// Makes the page-aligned range `start..end` read-only, for the guest
+    /// (through the host mapping KVM uses) and for [`GuestMemory::slice_mut`].
+    pub fn protect(&mut self, start: u64, end: u64) -> Result<(), GuestMemError> {
+        if start == end {
+            return Ok(());
+        }
+        let range = self.checked(start, end.saturating_sub(start))?;
+        self.mapping
+            .protect_read_only(range.start, range.end)
+            .map_err(|source| GuestMemError::Protect { start, end, source })?;
+        self.read_only.push(start..end);
+        Ok(())
     }
 
     /// Copies `bytes` to guest address `gpa`.
@@ -171,5 +217,14 @@ mod tests {
         mem.write(0x1000, b"abc").unwrap();
         assert_eq!(mem.read_array::<3>(0x1000).unwrap(), *b"abc");
         assert!(mem.write(0x1f_fffe, b"abc").is_err());
+        mem.protect(0x1000, 0x3000).unwrap();
+        assert_eq!(mem.read_array::<3>(0x1000).unwrap(), *b"abc");
+        assert!(matches!(
+            mem.write(0x2fff, b"a"),
+            Err(GuestMemError::ReadOnly { .. })
+        ));
+        assert!(mem.write(0xfff, b"a").is_ok());
+        assert!(mem.write(0x3000, b"a").is_ok());
+        assert!(mem.protect(0x3001, 0x4000).is_err());
     }
 }

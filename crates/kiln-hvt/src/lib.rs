@@ -59,7 +59,7 @@ use crate::hypercall::{HypercallError, Outcome};
 use crate::vm::{Machine, VmError};
 
 pub use kiln_tender::image::MIN_FREE_MEM;
-/// Largest guest memory: one page directory of 2 MiB pages.
+/// Largest guest memory in MiB (Solo5's solo5-hvt takes up to 4096).
 pub const MAX_MEM_MB: u64 = <kiln_tender::Hvt as kiln_tender::Target>::MAX_MEM_MB;
 
 /// Why the tender stopped without a guest exit status.
@@ -111,6 +111,7 @@ pub enum Exit {
 /// Runs the tender with `args` (without the program name).
 pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError> {
     let mut modules = module::compiled();
+    let (args, solo5_protection) = cli::take_solo5_protection(args.into_iter().collect());
     let config = match cli::parse(args, &mut modules)? {
         Command::Help => return Ok(Exit::Text(cli::usage(&modules))),
         Command::Version => {
@@ -124,8 +125,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
         Command::Run(c) => c,
     };
     let path = config.kernel.clone();
-    image::check_mem::<kiln_tender::Hvt>(config.mem_mb)?;
-    let mut mem_size = config.mem_mb << 20;
+    // solo5-hvt runs --mem=1 in the smallest guest memory, one 2 MiB page.
+    if config.mem_mb == 1 {
+        eprintln!("kiln-hvt: warning: --mem=1 rounded up to 2 MiB (the smallest guest memory)");
+    }
+    let mem_mb = if config.mem_mb == 1 { 2 } else { config.mem_mb };
+    image::check_mem::<kiln_tender::Hvt>(mem_mb)?;
+    let mut mem_size = mem_mb << 20;
     if mem_size % GUEST_PAGE_SIZE != 0 {
         mem_size -= mem_size % GUEST_PAGE_SIZE;
         eprintln!(
@@ -168,7 +174,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
             attached: &attached,
             args: &config.args,
             kernel_end: image.kernel_end,
+            segments: &image
+                .segments
+                .iter()
+                .map(|s| (s.vaddr..s.vaddr + s.memsz, s.prot))
+                .collect::<Vec<_>>(),
             tsc_hz,
+            solo5_protection,
         },
     )?;
 

@@ -23,7 +23,9 @@ use crate::sys::Epoll;
 
 pub use kiln_tender::net::MTU;
 
-/// Largest frame accepted from the guest: MTU plus an Ethernet header with
+/// Largest frame accepted from the guest on an interface of MTU
+/// [`MTU`] (the bound grows with a tap's larger MTU): MTU plus an Ethernet
+/// header with
 /// a VLAN tag.
 const MAX_FRAME: u64 = MTU as u64 + 18;
 
@@ -38,6 +40,8 @@ pub struct Net {
     attached: Vec<(usize, u64, File)>,
     /// Whether NET_EXCHANGE is served.
     exchange: bool,
+    /// The largest MTU of an attached device, 0 before any.
+    mtu: u16,
 }
 
 /// The checked tables of one exchange: (address, length) of each frame to
@@ -85,7 +89,7 @@ fn count(arg: &[u8], offset: usize, what: &str) -> Result<usize, HypercallError>
 
 /// Reads and checks the frame and buffer tables an exchange names, before
 /// anything is sent: every entry through the checked accessor.
-fn tables(arg: &[u8], mem: &GuestMemory) -> Result<Tables, HypercallError> {
+fn tables(arg: &[u8], mem: &GuestMemory, max_frame: u64) -> Result<Tables, HypercallError> {
     const TX_SIZE: u64 = size_of::<ExchangeTx>() as u64;
     const RX_SIZE: u64 = size_of::<ExchangeRx>() as u64;
     let mut t = Tables {
@@ -112,11 +116,11 @@ fn tables(arg: &[u8], mem: &GuestMemory) -> Result<Tables, HypercallError> {
                 "a frame cannot be empty",
             ));
         }
-        if len > MAX_FRAME {
+        if len > max_frame {
             return Err(exchange_error(
                 format!("tx[{i}].len"),
                 len,
-                format!("more than the {MAX_FRAME} bytes of a frame"),
+                format!("more than the {max_frame} bytes of a frame"),
             ));
         }
         mem.checked(data, len)
@@ -186,6 +190,12 @@ fn drain(
 }
 
 impl Net {
+    /// The largest frame the guest may send: the largest MTU plus an
+    /// Ethernet header with a VLAN tag.
+    fn max_frame(&self) -> u64 {
+        MAX_FRAME.max(u64::from(self.mtu) + 18)
+    }
+
     fn device(&mut self, handle: u64) -> Option<&mut File> {
         self.attached
             .iter_mut()
@@ -205,7 +215,7 @@ impl Net {
         let frame = mem
             .slice(data, len)
             .map_err(|source| HypercallError::memory(CALL, "frame", source))?;
-        let ret = if len > MAX_FRAME {
+        let ret = if len > self.max_frame() {
             Solo5Result::Einval
         } else {
             match self.device(handle) {
@@ -237,7 +247,7 @@ impl Net {
             .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
         let handle = arg_u64(&arg, offset_of!(HcNetExchange, handle));
         let timeout = arg_u64(&arg, offset_of!(HcNetExchange, timeout_nsecs));
-        let t = tables(&arg, mem)?;
+        let t = tables(&arg, mem, self.max_frame())?;
 
         let mut ret = Solo5Result::Ok;
         let mut written = 0usize;
@@ -377,7 +387,8 @@ impl Module for Net {
         self.attached
             .push((opened.order, handle, File::from(opened.fd)));
         self.attached.sort_by_key(|(order, _, _)| *order);
-        Ok(MftDeviceInfo::net(opened.mac, MTU))
+        self.mtu = self.mtu.max(opened.mtu);
+        Ok(MftDeviceInfo::net(opened.mac, opened.mtu))
     }
 
     fn serves(&self, hc: Hypercall) -> bool {

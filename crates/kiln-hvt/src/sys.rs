@@ -51,10 +51,42 @@ impl Mapping {
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
-    /// The whole mapping, writable.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in `as_slice`, and `&mut self` makes the borrow unique.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    /// The bytes `range` of the mapping, writable. Panics when `range` is
+    /// not inside the mapping; the caller ([`crate::guest::GuestMemory`])
+    /// keeps it clear of the pages [`Mapping::protect_read_only`] made
+    /// read-only.
+    pub fn range_mut(&mut self, range: std::ops::Range<usize>) -> &mut [u8] {
+        assert!(range.start <= range.end && range.end <= self.len);
+        // SAFETY: `range` lies inside the live mapping of `len` bytes owned
+        // by `self` (asserted above) and its pages are writable (the
+        // caller's contract); `&mut self` makes the borrow unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(range.start), range.len()) }
+    }
+
+    /// Makes the pages `start..end` (page-aligned offsets inside the
+    /// mapping) read-only for the host, and so for the guest through KVM:
+    /// a guest write there ends `KVM_RUN` with `EFAULT`, whatever the
+    /// guest's own page tables say (Solo5's `hvt_elf_load` protects an
+    /// image's segments this way).
+    pub fn protect_read_only(&mut self, start: usize, end: usize) -> io::Result<()> {
+        if start > end || end > self.len || !start.is_multiple_of(4096) || !end.is_multiple_of(4096)
+        {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        // SAFETY: the range is page-aligned and inside the mapping owned by
+        // `self` (checked above); no slice of it is borrowed writable
+        // (`&mut self`), and `range_mut`'s callers keep out of it after.
+        let ret = unsafe {
+            libc::mprotect(
+                self.ptr.as_ptr().add(start).cast(),
+                end - start,
+                libc::PROT_READ,
+            )
+        };
+        if ret != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Size in bytes.
@@ -143,7 +175,12 @@ pub struct Epoll {
 
 fn timespec(nsecs: u64) -> libc::timespec {
     libc::timespec {
-        tv_sec: libc::time_t::try_from(nsecs / 1_000_000_000).unwrap_or(libc::time_t::MAX),
+        // At most u64::MAX / 10^9 (about 1.8 * 10^10): fits the 64-bit
+        // time_t of x86_64, glibc and musl alike. (Naming libc::time_t is
+        // deprecated on musl, whose time_t changes width in libc 1.0.)
+        tv_sec: (nsecs / 1_000_000_000)
+            .try_into()
+            .unwrap_or(i32::MAX.into()),
         // Below 10^9: fits any c_long.
         tv_nsec: (nsecs % 1_000_000_000) as libc::c_long,
     }
@@ -412,6 +449,6 @@ mod tests {
         let t = timespec(3_000_000_007);
         assert_eq!((t.tv_sec, t.tv_nsec), (3, 7));
         let t = timespec(u64::MAX);
-        assert_eq!(t.tv_sec, (u64::MAX / 1_000_000_000) as libc::time_t);
+        assert_eq!(u64::try_from(t.tv_sec), Ok(u64::MAX / 1_000_000_000));
     }
 }

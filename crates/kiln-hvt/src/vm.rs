@@ -22,8 +22,9 @@ use crate::guest::GuestMemory;
 const CR0_INIT: u64 = (1 << 0) | (1 << 5) | (1 << 31);
 /// `CR4`: PAE, OSFXSR, OSXMMEXCPT.
 const CR4_INIT: u64 = (1 << 5) | (1 << 9) | (1 << 10);
-/// `EFER`: long mode enable and active.
-const EFER_INIT: u64 = (1 << 8) | (1 << 10);
+/// `EFER`: long mode enable and active, no-execute enable (the tender's
+/// page tables mark data NX; Solo5's set LME and LMA only).
+const EFER_INIT: u64 = (1 << 8) | (1 << 10) | (1 << 11);
 /// `RFLAGS`: bit 1 is reserved and set.
 const RFLAGS_INIT: u64 = 0x2;
 /// GDT selectors (indexes).
@@ -299,6 +300,13 @@ impl Machine {
                 Ok(VcpuExit::IoIn(port, _)) => Stop::Other(format!(
                     "read from port {port:#x}, which hvt does not provide"
                 )),
+                Ok(VcpuExit::MmioWrite(addr, _)) if addr < self.mem.size() => {
+                    // KVM reports a write to a page the host mapping keeps
+                    // read-only as MMIO.
+                    Stop::Other(format!(
+                        "wrote to read-only memory at {addr:#x} (its code or read-only data, or the boot data)"
+                    ))
+                }
                 Ok(VcpuExit::MmioRead(addr, _) | VcpuExit::MmioWrite(addr, _)) => {
                     Stop::Other(format!("accessed address {addr:#x}, outside guest memory"))
                 }

@@ -20,7 +20,8 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
-pub mod args;
+/// Runtime-argument parsing, re-exported for generated crates.
+pub use kiln_args as args;
 mod executor;
 pub mod future;
 pub mod platform;

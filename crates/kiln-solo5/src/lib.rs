@@ -202,6 +202,15 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+// The boot code, CPU tables, hypercalls and system calls are x86_64's; the
+// Solo5 ABI's aarch64 flavour is not implemented.
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!("kiln-solo5 supports x86_64 only (hvt and spt on x86_64-unknown-none)");
+// An spt image makes Linux system calls; built for the host it would be a
+// program of its own kind, which nothing runs.
+#[cfg(all(feature = "spt", not(any(target_os = "none", test))))]
+compile_error!("the spt feature builds kiln-solo5 for x86_64-unknown-none (kiln build -t spt)");
+
 pub mod console;
 pub mod env;
 pub mod exchange;

@@ -70,7 +70,7 @@ fn the_exit_code_is_the_unikernels() {
 #[test]
 fn a_forbidden_system_call_kills_the_guest_and_is_reported() {
     let r = run(&["--getpid"]);
-    assert_eq!(r.code, Some(255), "stderr:\n{}", r.stderr);
+    assert_eq!(r.signal, Some(libc::SIGSYS), "stderr:\n{}", r.stderr);
     assert!(
         r.stderr.contains(
             "kiln-spt: guest killed by seccomp: forbidden system call 39 (getpid) at rip 0x"
@@ -83,7 +83,7 @@ fn a_forbidden_system_call_kills_the_guest_and_is_reported() {
 #[test]
 fn faults_kill_the_guest_and_are_reported() {
     let r = run(&["--null-write"]);
-    assert_eq!(r.code, Some(255), "stderr:\n{}", r.stderr);
+    assert_eq!(r.signal, Some(libc::SIGSEGV), "stderr:\n{}", r.stderr);
     assert!(
         r.stderr
             .contains("kiln-spt: guest crashed: SIGSEGV at 0x0 (rip 0x"),
@@ -92,7 +92,7 @@ fn faults_kill_the_guest_and_are_reported() {
     );
     // Executing data: the fault is at the instruction pointer itself.
     let r = run(&["--exec-data"]);
-    assert_eq!(r.code, Some(255), "stderr:\n{}", r.stderr);
+    assert_eq!(r.signal, Some(libc::SIGSEGV), "stderr:\n{}", r.stderr);
     let line = r
         .stderr
         .lines()
@@ -104,7 +104,7 @@ fn faults_kill_the_guest_and_are_reported() {
     assert_eq!(at, rip, "{line}");
     // Writing read-only data.
     let r = run(&["--ro-write"]);
-    assert_eq!(r.code, Some(255));
+    assert_eq!(r.signal, Some(libc::SIGSEGV));
     assert!(
         r.stderr.contains("guest crashed: SIGSEGV at 0x1"),
         "{}",
@@ -213,7 +213,7 @@ fn malformed_images_are_refused() {
 fn a_block_write_past_the_end_is_killed_by_the_filter() {
     let d = Devices::new("disk-hostile");
     let r = run_image(&d.flags(), &spt().devices, &["--pwrite-past-end"]);
-    r.assert_code(255);
+    assert_eq!(r.signal, Some(libc::SIGSYS), "stderr:\n{}", r.stderr);
     assert!(
         r.stderr
             .contains("guest killed by seccomp: forbidden system call 18 (pwrite64)"),
@@ -281,6 +281,7 @@ fn finish(guard: ChildGuard) -> Run {
     let out = process::finish(guard, RUN_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
     Run {
         code: out.status.code(),
+        signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }

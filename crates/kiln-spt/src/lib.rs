@@ -18,8 +18,11 @@
 //! (no exec); the parent only waits for it and reports how it ended (a
 //! forbidden system call, a fault) from what the guest process's handler
 //! wrote to a shared page, see [`supervise`]. The exit status is the
-//! guest's; 255 when it was killed or crashed; 1 when the tender could not
-//! start it.
+//! guest's; when the guest was killed (a forbidden system call, a fault, a
+//! signal from outside) the tender prints the report and then ends by that
+//! same signal, as solo5-spt's process (which is the guest) does: a shell
+//! sees 159 for SIGSYS, 139 for SIGSEGV; 1 when the tender could not start
+//! it.
 //!
 //! What it shares with kiln-hvt (command line, module flags, tap and
 //! inherited descriptors, image validation, fitting flags to the manifest)
@@ -73,7 +76,8 @@ use crate::supervise::{Death, signal_name, syscall_name};
 pub use kiln_tender::image::MIN_FREE_MEM;
 /// Largest guest memory in MiB.
 pub const MAX_MEM_MB: u64 = <kiln_tender::Spt as kiln_tender::Target>::MAX_MEM_MB;
-/// The status reported when the guest was killed or crashed.
+/// The exit code used when the tender cannot end by the guest's signal
+/// (it always can on Linux; this is the fallback after `kill` returns).
 pub const KILLED_STATUS: i32 = 255;
 
 /// Why the tender stopped without a guest exit status.
@@ -117,6 +121,18 @@ pub enum Exit {
     Text(String),
     /// The guest's exit status.
     Status(i32),
+    /// The guest was killed by this signal: print nothing more and end by
+    /// it ([`sys::die_by_signal`]), as solo5-spt does.
+    Killed(i32),
+}
+
+/// The signal that ended the guest, which the tender ends by in turn.
+pub fn death_signal(death: &Death) -> Option<i32> {
+    match *death {
+        Death::Exited(_) => None,
+        Death::Seccomp { .. } => Some(libc::SIGSYS),
+        Death::Fault { signal, .. } | Death::Signal(signal) => Some(signal),
+    }
 }
 
 /// Every rule of the guest's filter: the core rules, then each module's.
@@ -242,10 +258,11 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
             if let Some(message) = explain(&death) {
                 eprintln!("kiln-spt: {message}");
             }
-            Ok(Exit::Status(match death {
-                Death::Exited(code) => code,
-                _ => KILLED_STATUS,
-            }))
+            Ok(match (death, death_signal(&death)) {
+                (Death::Exited(code), _) => Exit::Status(code),
+                (_, Some(signal)) => Exit::Killed(signal),
+                (_, None) => Exit::Status(KILLED_STATUS),
+            })
         }
     }
 }
@@ -340,6 +357,26 @@ mod tests {
         assert_eq!(
             explain(&Death::Signal(libc::SIGTERM)).unwrap(),
             "guest killed by SIGTERM"
+        );
+    }
+
+    #[test]
+    fn a_killed_guest_ends_the_tender_by_its_signal() {
+        assert_eq!(death_signal(&Death::Exited(3)), None);
+        let seccomp = Death::Seccomp {
+            nr: None,
+            rip: None,
+        };
+        assert_eq!(death_signal(&seccomp), Some(libc::SIGSYS));
+        let fault = Death::Fault {
+            signal: libc::SIGSEGV,
+            addr: None,
+            rip: None,
+        };
+        assert_eq!(death_signal(&fault), Some(libc::SIGSEGV));
+        assert_eq!(
+            death_signal(&Death::Signal(libc::SIGTERM)),
+            Some(libc::SIGTERM)
         );
     }
 

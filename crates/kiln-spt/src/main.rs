@@ -41,6 +41,10 @@ extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc:
             0
         }
         Ok(kiln_spt::Exit::Status(status)) => kiln_spt::exit_code(status),
+        Ok(kiln_spt::Exit::Killed(signal)) => {
+            let _ = std::io::stdout().flush();
+            kiln_spt::sys::die_by_signal(signal)
+        }
         Err(err) => {
             eprintln!("{}", kiln_spt::report(&err));
             1

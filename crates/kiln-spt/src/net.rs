@@ -39,7 +39,7 @@ impl Module for Net {
         self.attached.sort_by_key(|(order, _, _)| *order);
         Ok(Attached {
             handle,
-            info: MftDeviceInfo::net(opened.mac, MTU),
+            info: MftDeviceInfo::net(opened.mac, opened.mtu),
             fd: raw,
         })
     }

@@ -6,15 +6,15 @@
 //! the same list builds the filter and is printed and checked against a
 //! golden list in the tests ([`crate::guest_rules`]).
 //!
-//! What a classic BPF seccomp filter cannot express (seccompiler compares
-//! each argument with a constant, one argument at a time): no arithmetic
-//! between arguments, so `offset + length <= capacity` is enforced by
-//! allowing a fixed set of lengths (the sector size times a power of two,
-//! up to [`crate::block::MAX_REQUEST`]) each with its own bound on the
-//! offset; no dereferencing, so buffer pointers are not checked (the
-//! process's whole address space is the guest's, so a pointer outside guest
-//! memory only faults or reads the tender's leftover memory of that same
-//! process).
+//! The rules are compiled by kiln-tender's compact compiler
+//! ([`kiln_tender::bpf`]): a binary search over the call numbers, calls
+//! with the same rules sharing code, and `offset + length <= capacity`
+//! computed with BPF arithmetic, so that a manifest of 63 block devices
+//! (the ABI's maximum) fits the kernel's 4,096 instructions. What a classic
+//! BPF filter cannot do is dereference, so buffer pointers are not checked
+//! (the process's whole address space is the guest's, so a pointer outside
+//! guest memory only faults or reads the tender's leftover memory of that
+//! same process).
 
 use std::os::fd::RawFd;
 
@@ -67,7 +67,7 @@ pub fn core_rules(epoll_fd: RawFd, timer_fd: RawFd) -> Vec<Rule> {
 /// guest can neither catch, block nor return from it (`rt_sigaction`,
 /// `rt_sigprocmask` and `rt_sigreturn` are refused too).
 pub fn compile(rules: &[Rule]) -> Result<BpfProgram, SeccompError> {
-    kiln_tender::seccomp::compile(rules, Refused::Trap)
+    kiln_tender::bpf::compile(rules, Refused::Trap)
 }
 
 /// Installs `program` on the calling thread (and sets no_new_privs).

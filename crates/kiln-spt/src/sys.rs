@@ -503,6 +503,32 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Ends the tender by `signal`, as the guest it ran was ended: no core
+/// dump of the tender (the guest's state is gone; the report said what
+/// happened), the signal's default action restored and unblocked, then
+/// sent to this process. Exits with `128 + signal` should the signal not
+/// end it (a signal whose default is to be ignored).
+pub fn die_by_signal(signal: i32) -> ! {
+    let none = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on this process with valid arguments
+    // (`none` and `set` are valid for reads for the duration of the
+    // calls); `SIG_DFL` involves no handler code.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        libc::setrlimit(libc::RLIMIT_CORE, &none);
+        libc::signal(signal, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::kill(libc::getpid(), signal);
+    }
+    exit_now(128 + (signal & 0x7f))
+}
+
 /// Enters the guest: the FS base cleared (with `arch_prctl(ARCH_SET_FS,
 /// 0)`, which the filter allows), RSP = `stack`, RDI = `arg`, every other
 /// general register zeroed (nothing of the tender's address space leaks

@@ -1,9 +1,11 @@
 //! Hand-made guests that misbehave on purpose, each a few instructions in an
 //! image built here: the tender must report how each ended, with the
-//! guest's instruction pointer, and exit 255, whatever state the guest left
-//! its registers in (a zero stack pointer included: the report comes from a
-//! signal handler on a stack of the tender's).
+//! guest's instruction pointer, and then end by the guest's signal as
+//! solo5-spt does (a shell sees 159 for SIGSYS, 139 for SIGSEGV), whatever
+//! state the guest left its registers in (a zero stack pointer included:
+//! the report comes from a signal handler on a stack of the tender's).
 
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -11,19 +13,24 @@ use kiln_abi::{AbiNote, MftNote};
 
 /// Where the code is loaded, and so the entry point.
 const ENTRY: u64 = 0x10_0000;
-/// File offset of the code (page-aligned like its address).
-const CODE_AT: usize = 0x1000;
 
 /// An spt image whose one R+X segment holds `code` at [`ENTRY`], with an
 /// empty manifest.
 fn image(code: &[u8]) -> Vec<u8> {
-    let mut notes = AbiNote::spt().to_bytes().to_vec();
     let mft: MftNote<0> = MftNote::new([]);
-    let mut buf = [0u8; 256];
+    image_with(code, &mft)
+}
+
+/// The same with the manifest `mft`.
+fn image_with<const N: usize>(code: &[u8], mft: &MftNote<N>) -> Vec<u8> {
+    let mut notes = AbiNote::spt().to_bytes().to_vec();
+    let mut buf = vec![0u8; 256 + 104 * N];
     let n = mft.encode(&mut buf).expect("encode the manifest");
     notes.extend_from_slice(&buf[..n]);
     let notes_at = 64 + 2 * 56;
-    let mut out = vec![0u8; CODE_AT];
+    // File offset of the code: page-aligned like its address.
+    let code_at = (notes_at + notes.len()).next_multiple_of(0x1000);
+    let mut out = vec![0u8; code_at];
     out[..4].copy_from_slice(b"\x7fELF");
     out[4] = 2; // 64-bit
     out[5] = 1; // little-endian
@@ -49,7 +56,7 @@ fn image(code: &[u8]) -> Vec<u8> {
             p[48..56].copy_from_slice(&4u64.to_le_bytes());
         };
     ph(0, 4, 4, notes_at, 0, notes.len(), 0); // PT_NOTE
-    ph(1, 1, 5, CODE_AT, ENTRY, code.len(), 0x1000); // PT_LOAD, R+X
+    ph(1, 1, 5, code_at, ENTRY, code.len(), 0x1000); // PT_LOAD, R+X
     out[notes_at..notes_at + notes.len()].copy_from_slice(&notes);
     out.extend_from_slice(code);
     out
@@ -64,22 +71,37 @@ impl Drop for TempImage {
     }
 }
 
-/// Runs `code` as a guest: (exit code, stderr).
-fn run(name: &str, code: &[u8]) -> (Option<i32>, String) {
+/// How the tender ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    Code(i32),
+    Signal(i32),
+}
+
+/// Runs `code` as a guest: (how the tender ended, stderr).
+fn run(name: &str, code: &[u8]) -> (End, String) {
+    run_in(name, code, 4)
+}
+
+/// Runs `code` as a guest in `mem_mb` MiB.
+fn run_in(name: &str, code: &[u8], mem_mb: u64) -> (End, String) {
     let path = TempImage(std::env::temp_dir().join(format!(
         "kiln-spt-hostile-{name}-{}.spt",
         std::process::id()
     )));
     std::fs::write(&path.0, image(code)).expect("write the image");
     let out = Command::new(env!("CARGO_BIN_EXE_kiln-spt"))
-        .arg("--mem=4")
+        .arg(format!("--mem={mem_mb}"))
         .arg(&path.0)
         .output()
         .expect("run kiln-spt");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let end = match (out.status.code(), out.status.signal()) {
+        (Some(code), _) => End::Code(code),
+        (None, Some(signal)) => End::Signal(signal),
+        (None, None) => panic!("{:?}", out.status),
+    };
+    assert!(!out.status.core_dumped(), "the tender dumped core");
+    (end, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 // Instructions.
@@ -104,8 +126,24 @@ fn mov_edi(value: u32) -> Vec<u8> {
 fn a_plain_exit_is_the_guests_status() {
     let code = [mov_edi(42), mov_eax(231), SYSCALL.to_vec()].concat();
     let (status, stderr) = run("exit", &code);
-    assert_eq!(status, Some(42), "{stderr}");
+    assert_eq!(status, End::Code(42), "{stderr}");
     assert_eq!(stderr, "");
+}
+
+/// Regression: kiln-spt refused `--mem=2` (it wanted 1 MiB free above the
+/// image) where solo5-spt runs a small guest. This one writes to its stack
+/// at the top of the 2 MiB before it exits.
+#[test]
+fn a_small_guest_runs_in_2_mib() {
+    let push_exit = [
+        PUSH_RAX.to_vec(),
+        mov_edi(7),
+        mov_eax(231),
+        SYSCALL.to_vec(),
+    ]
+    .concat();
+    let (status, stderr) = run_in("mem2", &push_exit, 2);
+    assert_eq!(status, End::Code(7), "{stderr}");
 }
 
 #[test]
@@ -114,7 +152,7 @@ fn a_forbidden_call_without_a_stack_is_reported() {
     // guest's stack, the handler runs on the tender's.
     let code = [XOR_ESP_ESP.to_vec(), mov_eax(39), SYSCALL.to_vec()].concat();
     let (status, stderr) = run("nostack", &code);
-    assert_eq!(status, Some(255), "{stderr}");
+    assert_eq!(status, End::Signal(libc::SIGSYS), "{stderr}");
     let rip = ENTRY + code.len() as u64;
     assert_eq!(
         stderr,
@@ -128,14 +166,14 @@ fn a_forbidden_call_without_a_stack_is_reported() {
 fn the_guest_can_neither_write_to_stderr_nor_return_from_a_signal() {
     let code = [mov_edi(2), mov_eax(1), SYSCALL.to_vec()].concat();
     let (status, stderr) = run("stderr", &code);
-    assert_eq!(status, Some(255), "{stderr}");
+    assert_eq!(status, End::Signal(libc::SIGSYS), "{stderr}");
     assert!(
         stderr.contains("forbidden system call 1 (write)"),
         "{stderr}"
     );
     let code = [mov_eax(15), SYSCALL.to_vec()].concat();
     let (status, stderr) = run("sigreturn", &code);
-    assert_eq!(status, Some(255), "{stderr}");
+    assert_eq!(status, End::Signal(libc::SIGSYS), "{stderr}");
     assert!(
         stderr.contains("forbidden system call 15 (rt_sigreturn)"),
         "{stderr}"
@@ -148,7 +186,7 @@ fn faults_are_reported_with_their_address() {
     // kernel would have delivered the signal on.
     let code = [XOR_ESP_ESP.to_vec(), PUSH_RAX.to_vec()].concat();
     let (status, stderr) = run("push", &code);
-    assert_eq!(status, Some(255), "{stderr}");
+    assert_eq!(status, End::Signal(libc::SIGSEGV), "{stderr}");
     assert_eq!(
         stderr,
         format!(
@@ -157,9 +195,79 @@ fn faults_are_reported_with_their_address() {
         )
     );
     let (status, stderr) = run("ud2", &UD2);
-    assert_eq!(status, Some(255), "{stderr}");
+    assert_eq!(status, End::Signal(libc::SIGILL), "{stderr}");
     assert_eq!(
         stderr,
         format!("kiln-spt: guest crashed: SIGILL at {ENTRY:#x} (rip {ENTRY:#x})\n")
+    );
+}
+
+/// A shell (what supervisors run the tender under) sees 128 + the signal:
+/// 159 for a forbidden system call, 139 for a fault, as with solo5-spt.
+#[test]
+fn a_shell_sees_solo5s_statuses() {
+    for (name, code, want) in [
+        ("sh-seccomp", [mov_eax(39), SYSCALL.to_vec()].concat(), 159),
+        (
+            "sh-fault",
+            [XOR_ESP_ESP.to_vec(), PUSH_RAX.to_vec()].concat(),
+            139,
+        ),
+    ] {
+        let path = TempImage(std::env::temp_dir().join(format!(
+            "kiln-spt-hostile-{name}-{}.spt",
+            std::process::id()
+        )));
+        std::fs::write(&path.0, image(&code)).expect("write the image");
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg("\"$0\" --mem=4 \"$1\" 2>/dev/null; echo $?")
+            .arg(env!("CARGO_BIN_EXE_kiln-spt"))
+            .arg(&path.0)
+            .output()
+            .expect("run sh");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            want.to_string(),
+            "{name}"
+        );
+    }
+}
+
+/// Regression: a manifest of 63 block devices (the ABI's maximum) made the
+/// guest's filter longer than the kernel accepts, and kiln-spt refused to
+/// start. Now the guest starts and exits.
+#[test]
+fn a_guest_with_63_disks_starts() {
+    let dir = std::env::temp_dir().join(format!("kiln-spt-63-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = Dir(dir);
+    let names: Vec<String> = (0..63).map(|i| format!("disk{i}")).collect();
+    let mft = MftNote::new(std::array::from_fn::<_, 63, _>(|i| {
+        kiln_abi::mft::MftEntry::block(&names[i])
+    }));
+    let code = [mov_edi(0), mov_eax(231), SYSCALL.to_vec()].concat();
+    let path = dir.0.join("disks.spt");
+    std::fs::write(&path, image_with(&code, &mft)).expect("write the image");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kiln-spt"));
+    command.arg("--mem=4");
+    for (i, name) in names.iter().enumerate() {
+        let disk = dir.0.join(name);
+        // Different capacities: no two devices share their bounds.
+        std::fs::write(&disk, vec![0u8; 512 * (i + 1)]).expect("write a disk");
+        command.arg(format!("--block:{name}={}", disk.display()));
+    }
+    let out = command.arg(&path).output().expect("run kiln-spt");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

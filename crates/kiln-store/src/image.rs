@@ -1,13 +1,11 @@
 //! Host side: makes the disk image a [`TarStore`](crate::TarStore) reads, a
-//! deterministic pax archive of a directory.
+//! deterministic tar archive of a directory.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::string::String;
 use std::vec::Vec;
-
-use crate::ustar::{self, BLOCK};
 
 /// Images are padded to a multiple of this (the largest sector size kiln
 /// attaches), so that they attach with 512- or 4096-byte sectors.
@@ -42,6 +40,15 @@ pub enum ImageError {
     NotUtf8 {
         /// The path.
         path: PathBuf,
+    },
+    /// An entry could not be added to the archive.
+    #[error("cannot add `{name}` to the image")]
+    Archive {
+        /// The name in the archive.
+        name: String,
+        /// Why.
+        #[source]
+        source: io::Error,
     },
     /// Directories nest too deeply, or a symbolic link leads back to a
     /// directory that contains it.
@@ -117,113 +124,53 @@ fn walk(
     Ok(())
 }
 
-/// A header block with every field but name, size and type set to the
-/// deterministic defaults: zero owner, group and time.
-fn header(kind: u8, mode: u64) -> [u8; BLOCK] {
-    let mut h = [0u8; BLOCK];
-    ustar::put_octal(&mut h, ustar::MODE, mode);
-    ustar::put_octal(&mut h, ustar::UID, 0);
-    ustar::put_octal(&mut h, ustar::GID, 0);
-    ustar::put_octal(&mut h, ustar::MTIME, 0);
-    h[ustar::TYPEFLAG] = kind;
-    h[ustar::MAGIC.0..ustar::MAGIC.0 + 6].copy_from_slice(b"ustar\0");
-    h[ustar::VERSION.0..ustar::VERSION.0 + 2].copy_from_slice(b"00");
+/// A header with the deterministic defaults: zero owner, group and time.
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
     h
 }
 
-/// Splits `name` into ustar `prefix` and `name` fields, if it fits.
-fn split_name(name: &str) -> Option<(&str, &str)> {
-    if name.len() <= ustar::NAME.1 {
-        return Some(("", name));
-    }
-    // The prefix ends at a slash; the name after it must fit in 100 bytes.
-    name.match_indices('/')
-        .map(|(i, _)| i)
-        .filter(|&i| i <= ustar::PREFIX.1 && name.len() - i - 1 <= ustar::NAME.1 && i > 0)
-        .find(|&i| name.len() - i - 1 > 0)
-        .map(|i| (&name[..i], &name[i + 1..]))
-}
-
-/// One pax record `LEN key=value\n`, whose length counts its own digits.
-fn pax_record(key: &str, value: &str) -> String {
-    let body = key.len() + value.len() + 3; // ' ', '=', '\n'
-    let mut len = body + 1;
-    while len != body + len.to_string().len() {
-        len = body + len.to_string().len();
-    }
-    std::format!("{len} {key}={value}\n")
-}
-
-use std::string::ToString;
-
-fn pad(out: &mut Vec<u8>) {
-    out.resize(out.len().next_multiple_of(BLOCK), 0);
-}
-
-/// Appends the headers for an entry: a pax header first if the name or
-/// the size does not fit the ustar fields.
-fn push_header(out: &mut Vec<u8>, name: &str, kind: u8, mode: u64, size: u64) {
-    let mut h = header(kind, mode);
-    let mut pax = String::new();
-    match split_name(name) {
-        Some((prefix, rest)) => {
-            h[ustar::NAME.0..ustar::NAME.0 + rest.len()].copy_from_slice(rest.as_bytes());
-            h[ustar::PREFIX.0..ustar::PREFIX.0 + prefix.len()].copy_from_slice(prefix.as_bytes());
-        }
-        None => {
-            pax.push_str(&pax_record("path", name));
-            // A truncated stand-in name for readers that ignore pax.
-            let mut cut = ustar::NAME.1.min(name.len());
-            while !name.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            h[ustar::NAME.0..ustar::NAME.0 + cut].copy_from_slice(&name.as_bytes()[..cut]);
-        }
-    }
-    if !ustar::put_octal(&mut h, ustar::SIZE, size) {
-        pax.push_str(&pax_record("size", &size.to_string()));
-        ustar::put_octal(&mut h, ustar::SIZE, 0);
-    }
-    if !pax.is_empty() {
-        let mut x = header(ustar::kind::PAX, 0o644);
-        let xname = b"PaxHeaders/entry";
-        x[..xname.len()].copy_from_slice(xname);
-        ustar::put_octal(&mut x, ustar::SIZE, pax.len() as u64);
-        ustar::seal(&mut x);
-        out.extend_from_slice(&x);
-        out.extend_from_slice(pax.as_bytes());
-        pad(out);
-    }
-    ustar::seal(&mut h);
-    out.extend_from_slice(&h);
-}
-
-/// The image of `dir`: a pax archive of every regular file and directory
-/// under it (symbolic links followed), names sorted, owners and times
-/// zeroed, ended by two zero blocks and padded with zeros to a multiple of
-/// [`IMAGE_ALIGN`] bytes. The same tree always gives the same bytes.
+/// The image of `dir`: a tar archive (written by the `tar` crate: ustar
+/// headers, GNU long-name entries for names that do not fit) of every
+/// regular file and directory under it (symbolic links followed), names
+/// sorted, owners and times zeroed, ended by two zero blocks and padded
+/// with zeros to a multiple of [`IMAGE_ALIGN`] bytes. The same tree always
+/// gives the same bytes.
 pub fn make_image(dir: &Path) -> Result<Vec<u8>, ImageError> {
     let mut items = Vec::new();
     walk(dir, "", &mut Vec::new(), &mut items)?;
-    let mut out = Vec::new();
+    let mut archive = tar::Builder::new(Vec::new());
     for item in items {
-        match item.source {
-            None => push_header(&mut out, &item.name, ustar::kind::DIRECTORY, 0o755, 0),
+        let added = match &item.source {
+            None => archive.append_data(
+                &mut header(tar::EntryType::Directory, 0o755, 0),
+                &item.name,
+                io::empty(),
+            ),
             Some(path) => {
-                let data = fs::read(&path).map_err(|source| ImageError::Read { path, source })?;
-                push_header(
-                    &mut out,
-                    &item.name,
-                    ustar::kind::FILE,
-                    0o644,
-                    data.len() as u64,
-                );
-                out.extend_from_slice(&data);
-                pad(&mut out);
+                let data = fs::read(path).map_err(|source| ImageError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let mut h = header(tar::EntryType::Regular, 0o644, data.len() as u64);
+                archive.append_data(&mut h, &item.name, &data[..])
             }
-        }
+        };
+        added.map_err(|source| ImageError::Archive {
+            name: item.name.clone(),
+            source,
+        })?;
     }
-    out.resize(out.len() + 2 * BLOCK, 0);
+    let mut out = archive.into_inner().map_err(|source| ImageError::Archive {
+        name: String::new(),
+        source,
+    })?;
     out.resize(out.len().next_multiple_of(IMAGE_ALIGN), 0);
     Ok(out)
 }
@@ -235,31 +182,4 @@ pub fn write_image(dir: &Path, image: &Path) -> Result<(), ImageError> {
         path: image.into(),
         source,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pax_record_length_counts_itself() {
-        let r = pax_record("path", "a");
-        assert_eq!(r, "9 path=a\n");
-        assert_eq!(pax_record("path", "abcdefg"), "16 path=abcdefg\n");
-        let long = "x".repeat(95);
-        let r = pax_record("path", &long);
-        assert_eq!(
-            r.len(),
-            r.split(' ').next().unwrap().parse::<usize>().unwrap()
-        );
-    }
-
-    #[test]
-    fn long_names_split_at_a_slash() {
-        let name = std::format!("{}/{}", "d".repeat(120), "f".repeat(90));
-        let (prefix, rest) = split_name(&name).unwrap();
-        assert_eq!(prefix.len(), 120);
-        assert_eq!(rest.len(), 90);
-        assert!(split_name(&"f".repeat(101)).is_none());
-    }
 }

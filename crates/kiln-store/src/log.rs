@@ -14,30 +14,15 @@ use sha2::Digest as _;
 
 use crate::lock::{Guard, Lock};
 
+mod compact;
+mod format;
+mod replay;
+
+use compact::Change;
+use format::*;
+
 /// The longest key (in bytes, in normal form) a [`LogStore`] accepts.
 pub const MAX_KEY_LEN: usize = 255;
-
-/// Bytes of the frame at the start of every record sector.
-const FRAME: usize = 32;
-/// Bytes of the record header at the start of a record's payload.
-const RECORD_HEADER: usize = 16;
-const RECORD_MAGIC: [u8; 4] = *b"KLOG";
-const REGION_MAGIC: [u8; 4] = *b"KLHD";
-const VERSION: u32 = 1;
-const BUILDING: u32 = 1;
-const COMMITTED: u32 = 2;
-/// Bytes per device request when streaming many sectors.
-const CHUNK: usize = 64 * 1024;
-
-// Slice-by-16 tables (16 KiB): checksumming every sector read is the main
-// cost of a `get` from the page cache.
-const CRC32C: crc::Crc<u32, crc::Table<16>> =
-    crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
-
-/// Record operations.
-const OP_SET: u8 = 1;
-const OP_REMOVE: u8 = 2;
-const OP_LOST: u8 = 3;
 
 /// Why a [`LogStore`] could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -131,119 +116,6 @@ pub enum LogError {
     },
 }
 
-/// A record sector's frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Frame {
-    index: u32,
-    generation: u64,
-    seq: u64,
-}
-
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    if let Some(s) = b.get(at..at + 4) {
-        a.copy_from_slice(s);
-    }
-    u32::from_le_bytes(a)
-}
-
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    if let Some(s) = b.get(at..at + 8) {
-        a.copy_from_slice(s);
-    }
-    u64::from_le_bytes(a)
-}
-
-fn put(b: &mut [u8], at: usize, bytes: &[u8]) {
-    if let Some(s) = b.get_mut(at..at + bytes.len()) {
-        s.copy_from_slice(bytes);
-    }
-}
-
-/// CRC-32C of a sector but its checksum field `at..at + 4`.
-fn sector_crc(sector: &[u8], at: usize) -> u32 {
-    let mut d = CRC32C.digest();
-    d.update(sector.get(..at).unwrap_or_default());
-    d.update(sector.get(at + 4..).unwrap_or_default());
-    d.finalize()
-}
-
-const FRAME_CRC_AT: usize = 24;
-
-fn put_frame(sector: &mut [u8], f: Frame) {
-    put(sector, 0, &RECORD_MAGIC);
-    put(sector, 4, &f.index.to_le_bytes());
-    put(sector, 8, &f.generation.to_le_bytes());
-    put(sector, 16, &f.seq.to_le_bytes());
-    put(sector, 24, &[0; 8]);
-    let crc = sector_crc(sector, FRAME_CRC_AT);
-    put(sector, FRAME_CRC_AT, &crc.to_le_bytes());
-}
-
-fn frame(sector: &[u8]) -> Option<Frame> {
-    if sector.len() < FRAME || sector.get(..4) != Some(&RECORD_MAGIC[..]) {
-        return None;
-    }
-    if le_u32(sector, FRAME_CRC_AT) != sector_crc(sector, FRAME_CRC_AT) {
-        return None;
-    }
-    Some(Frame {
-        index: le_u32(sector, 4),
-        generation: le_u64(sector, 8),
-        seq: le_u64(sector, 16),
-    })
-}
-
-/// A region header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct RegionHeader {
-    version: u32,
-    generation: u64,
-    state: u32,
-    sector_size: u32,
-    region_sectors: u64,
-    first_seq: u64,
-}
-
-const HEADER_CRC_AT: usize = 40;
-/// Copies of the header at the start of each region.
-const HEADERS: u64 = 2;
-/// Bytes of a region header covered by its checksum: the smallest sector,
-/// so that a store attached with another sector size is recognized.
-const HEADER_LEN: usize = 512;
-
-fn put_header(sector: &mut [u8], h: RegionHeader) {
-    sector.fill(0);
-    put(sector, 0, &REGION_MAGIC);
-    put(sector, 4, &h.version.to_le_bytes());
-    put(sector, 8, &h.generation.to_le_bytes());
-    put(sector, 16, &h.state.to_le_bytes());
-    put(sector, 20, &h.sector_size.to_le_bytes());
-    put(sector, 24, &h.region_sectors.to_le_bytes());
-    put(sector, 32, &h.first_seq.to_le_bytes());
-    let crc = sector_crc(sector.get(..HEADER_LEN).unwrap_or_default(), HEADER_CRC_AT);
-    put(sector, HEADER_CRC_AT, &crc.to_le_bytes());
-}
-
-fn header(sector: &[u8]) -> Option<RegionHeader> {
-    if sector.len() < HEADER_LEN || sector.get(..4) != Some(&REGION_MAGIC[..]) {
-        return None;
-    }
-    let crc = sector_crc(sector.get(..HEADER_LEN).unwrap_or_default(), HEADER_CRC_AT);
-    if le_u32(sector, HEADER_CRC_AT) != crc {
-        return None;
-    }
-    Some(RegionHeader {
-        version: le_u32(sector, 4),
-        generation: le_u64(sector, 8),
-        state: le_u32(sector, 16),
-        sector_size: le_u32(sector, 20),
-        region_sectors: le_u64(sector, 24),
-        first_seq: le_u64(sector, 32),
-    })
-}
-
 /// What the index knows of a key.
 #[derive(Debug, Clone)]
 enum Slot {
@@ -261,13 +133,6 @@ struct Location {
     len: u64,
     key_len: usize,
     digest: Option<[u8; 32]>,
-}
-
-/// A change applied by [`LogStore::compact_with`] in the new region.
-enum Change<'a> {
-    None,
-    Set(&'a str, &'a [u8]),
-    Remove(&'a str),
 }
 
 #[derive(Debug)]
@@ -376,82 +241,6 @@ impl<B: Block> LogStore<B> {
         let state = store.load().await?;
         store.state = Lock::new(state);
         Ok(store)
-    }
-
-    /// Reads the region headers, picks the active region, brings its
-    /// header copies up to date and replays its log.
-    async fn load(&self) -> Result<State, LogError> {
-        let device = self.device.as_str();
-        let size = self.sector_size;
-        let mut raw = [vec![0u8; 2 * size], vec![0u8; 2 * size]];
-        self.read_at(device, 0, &mut raw[0]).await?;
-        self.read_at(device, self.region, &mut raw[1]).await?;
-        let copies = raw.each_ref().map(|r| {
-            [
-                header(r.get(..size).unwrap_or_default()),
-                header(r.get(size..).unwrap_or_default()),
-            ]
-        });
-        let mut active: Option<(u64, RegionHeader)> = None;
-        let mut max_generation = 0;
-        for (region, pair) in copies.iter().enumerate() {
-            for h in pair.iter().flatten() {
-                if h.version != VERSION {
-                    return Err(LogError::Version {
-                        device: device.into(),
-                        version: h.version,
-                    });
-                }
-                if h.sector_size as usize != size || h.region_sectors != self.region {
-                    return Err(LogError::Geometry {
-                        device: device.into(),
-                        made_size: h.sector_size,
-                        made_sectors: h.region_sectors.saturating_mul(2),
-                        sector_size: self.block.info().sector_size,
-                        sectors: self.block.info().sectors,
-                    });
-                }
-                max_generation = max_generation.max(h.generation);
-            }
-            // The region's header is its newest valid copy.
-            let Some(h) = pair
-                .iter()
-                .flatten()
-                .max_by_key(|h| (h.generation, h.state))
-            else {
-                continue;
-            };
-            if h.state == COMMITTED && active.is_none_or(|(_, a)| h.generation > a.generation) {
-                active = Some((region as u64, *h));
-            }
-        }
-        let Some((region, h)) = active else {
-            return Err(LogError::NotAStore {
-                device: device.into(),
-            });
-        };
-        // Bring a stale or damaged copy of the active header up to date, so
-        // that one bad sector later still leaves a good copy.
-        if let Some(pair) = copies.get(region as usize) {
-            for (copy, found) in pair.iter().enumerate() {
-                if *found != Some(h) {
-                    let at = region * self.region + copy as u64;
-                    self.write_header(at, h, 1)
-                        .await
-                        .map_err(|e| LogError::Block {
-                            device: device.into(),
-                            action: "write",
-                            sector: at,
-                            source: match e {
-                                KvError::Block(b) => b,
-                                _ => BlockError::Io(5),
-                            },
-                        })?;
-                }
-            }
-        }
-        self.replay(device, region, h, max_generation.saturating_add(1))
-            .await
     }
 
     /// Erases `block` (writes zeros over all of it) and makes an empty
@@ -564,165 +353,6 @@ impl<B: Block> LogStore<B> {
         (n <= self.region - HEADERS && n <= u64::from(u32::MAX)).then_some(n)
     }
 
-    /// Rebuilds the index from the log of `region`.
-    async fn replay(
-        &self,
-        device: &str,
-        region: u64,
-        h: RegionHeader,
-        next_generation: u64,
-    ) -> Result<State, LogError> {
-        let size = self.sector_size;
-        let end = (region + 1) * self.region;
-        let mut window = Window::new(size);
-        let mut index = BTreeMap::new();
-        let mut pos = region * self.region + HEADERS;
-        let mut expect = h.first_seq;
-        let io = |sector, source| LogError::Block {
-            device: device.into(),
-            action: "read",
-            sector,
-            source,
-        };
-        let malformed = |sector, why| LogError::Malformed {
-            device: device.into(),
-            sector,
-            why,
-        };
-        while pos < end {
-            let first = window
-                .sector(&self.block, pos, end)
-                .await
-                .map_err(|e| io(pos, e))?;
-            match frame(first) {
-                Some(f) if f.generation == h.generation && f.seq == expect && f.index == 0 => {}
-                _ => break,
-            }
-            let record = first.get(FRAME..).unwrap_or_default();
-            let op = record.first().copied().unwrap_or(0);
-            let key_len = usize::from(u16::from_le_bytes([
-                record.get(2).copied().unwrap_or(0),
-                record.get(3).copied().unwrap_or(0),
-            ]));
-            let value_len = le_u64(record, 8);
-            if key_len > MAX_KEY_LEN {
-                return Err(malformed(pos, "key too long"));
-            }
-            let Some(sectors) = self.record_sectors(key_len, value_len) else {
-                return Err(malformed(pos, "value larger than a region"));
-            };
-            if pos + sectors > end {
-                return Err(malformed(pos, "record runs past the end of its region"));
-            }
-            let key = record
-                .get(RECORD_HEADER..RECORD_HEADER + key_len)
-                .and_then(|k| core::str::from_utf8(k).ok())
-                .ok_or_else(|| malformed(pos, "key is not UTF-8"))?;
-            if normalize(key).ok().as_deref() != Some(key) {
-                return Err(malformed(pos, "key is not in normal form"));
-            }
-            let key = key.to_string();
-            if !matches!(op, OP_SET | OP_REMOVE | OP_LOST) {
-                return Err(malformed(pos, "unknown operation"));
-            }
-            if op != OP_SET && sectors != 1 {
-                return Err(malformed(pos, "removal with a value"));
-            }
-            let mut whole = true;
-            for k in 1..sectors {
-                let s = window
-                    .sector(&self.block, pos + k, end)
-                    .await
-                    .map_err(|e| io(pos + k, e))?;
-                let want = Frame {
-                    index: k as u32,
-                    generation: h.generation,
-                    seq: expect,
-                };
-                if frame(s) != Some(want) {
-                    whole = false;
-                    break;
-                }
-            }
-            if !whole {
-                // Torn (the last record, being written at a crash) or
-                // corrupt (later records exist).
-                if self
-                    .later_frame(&mut window, pos, end, h.generation, expect + 1)
-                    .await
-                    .map_err(|(s, e)| io(s, e))?
-                    .is_none()
-                {
-                    break;
-                }
-                index.insert(key, Slot::Lost);
-            } else {
-                match op {
-                    OP_SET => {
-                        index.insert(
-                            key,
-                            Slot::Value(Location {
-                                start: pos,
-                                seq: expect,
-                                len: value_len,
-                                key_len,
-                                digest: None,
-                            }),
-                        );
-                    }
-                    OP_REMOVE => index.retain(|k: &String, _| !under(k, &key)),
-                    _ => {
-                        index.insert(key, Slot::Lost);
-                    }
-                }
-            }
-            pos += sectors;
-            expect += 1;
-        }
-        if let Some(_later) = self
-            .later_frame(&mut window, pos, end, h.generation, expect + 1)
-            .await
-            .map_err(|(s, e)| io(s, e))?
-        {
-            return Err(LogError::Corrupt {
-                device: device.into(),
-                sector: pos,
-            });
-        }
-        Ok(State {
-            active: region,
-            generation: h.generation,
-            next_generation,
-            tail: pos,
-            seq: expect - 1,
-            index,
-            dirty: false,
-        })
-    }
-
-    /// The first sector in `from..end` framed for `generation` with a
-    /// sequence number of at least `min_seq`: evidence that the log goes on
-    /// past an unreadable record.
-    async fn later_frame(
-        &self,
-        window: &mut Window,
-        from: u64,
-        end: u64,
-        generation: u64,
-        min_seq: u64,
-    ) -> Result<Option<u64>, (u64, BlockError)> {
-        for n in from..end {
-            let s = window
-                .sector(&self.block, n, end)
-                .await
-                .map_err(|e| (n, e))?;
-            if frame(s).is_some_and(|f| f.generation == generation && f.seq >= min_seq) {
-                return Ok(Some(n));
-            }
-        }
-        Ok(None)
-    }
-
     /// Writes the record `op key value` at sector `at` (not flushed).
     /// Returns its length in sectors.
     async fn write_record(
@@ -821,49 +451,6 @@ impl<B: Block> LogStore<B> {
         Ok(())
     }
 
-    /// Copies the record at `loc` to sector `at` under a new frame.
-    async fn copy_record(
-        &self,
-        from_generation: u64,
-        loc: &Location,
-        at: u64,
-        generation: u64,
-        seq: u64,
-        sectors: u64,
-    ) -> Result<(), KvError> {
-        let size = self.sector_size;
-        let per = (CHUNK / size).max(1) as u64;
-        let mut buf = vec![0u8; per.min(sectors) as usize * size];
-        let mut k = 0;
-        while k < sectors {
-            let n = per.min(sectors - k);
-            let chunk = buf.get_mut(..n as usize * size).unwrap_or_default();
-            self.block.read(loc.start + k, chunk).await?;
-            for (i, sector) in chunk.chunks_mut(size).enumerate() {
-                let index = (k + i as u64) as u32;
-                let want = Frame {
-                    index,
-                    generation: from_generation,
-                    seq: loc.seq,
-                };
-                if frame(sector) != Some(want) {
-                    return Err(KvError::Corrupt);
-                }
-                put_frame(
-                    sector,
-                    Frame {
-                        index,
-                        generation,
-                        seq,
-                    },
-                );
-            }
-            self.block.write(at + k, chunk).await?;
-            k += n;
-        }
-        Ok(())
-    }
-
     /// Writes `h` to the `copies` header sectors from sector `at`, then
     /// flushes.
     async fn write_header(&self, at: u64, h: RegionHeader, copies: u64) -> Result<(), KvError> {
@@ -873,110 +460,6 @@ impl<B: Block> LogStore<B> {
         }
         self.block.write(at, &sectors).await?;
         self.block.flush().await?;
-        Ok(())
-    }
-
-    /// Rewrites the live records, with `change` applied, into the other
-    /// region, then makes it the active one by committing its header.
-    async fn compact_with(&self, st: &mut State, change: Change<'_>) -> Result<(), KvError> {
-        let dropped = |k: &str| match change {
-            Change::None => false,
-            Change::Set(key, _) => k == key,
-            Change::Remove(key) => under(k, key),
-        };
-        let mut needed: u64 = 0;
-        for (k, slot) in &st.index {
-            if dropped(k) {
-                continue;
-            }
-            needed += match slot {
-                Slot::Value(l) => self.record_sectors(l.key_len, l.len).ok_or(KvError::Full)?,
-                Slot::Lost => 1,
-            };
-        }
-        if let Change::Set(key, value) = change {
-            needed += self
-                .record_sectors(key.len(), value.len() as u64)
-                .ok_or(KvError::Full)?;
-        }
-        if needed > self.region - HEADERS {
-            return Err(KvError::Full);
-        }
-        let target = 1 - st.active;
-        let generation = st.next_generation;
-        let mut h = RegionHeader {
-            version: VERSION,
-            generation,
-            state: BUILDING,
-            sector_size: self.sector_size as u32,
-            region_sectors: self.region,
-            first_seq: st.seq + 1,
-        };
-        // From here the generation may be on the device: never reuse it.
-        st.next_generation = generation + 1;
-        let base = target * self.region;
-        self.write_header(base, h, HEADERS).await?;
-        let mut pos = base + HEADERS;
-        let mut seq = st.seq;
-        let mut index = BTreeMap::new();
-        for (k, slot) in &st.index {
-            if dropped(k) {
-                continue;
-            }
-            seq += 1;
-            let copied = match slot {
-                Slot::Value(l) => {
-                    let sectors = self.record_sectors(l.key_len, l.len).ok_or(KvError::Full)?;
-                    match self
-                        .copy_record(st.generation, l, pos, generation, seq, sectors)
-                        .await
-                    {
-                        Ok(()) => {
-                            let mut l = l.clone();
-                            l.start = pos;
-                            l.seq = seq;
-                            pos += sectors;
-                            Some(Slot::Value(l))
-                        }
-                        Err(KvError::Corrupt) => None,
-                        Err(e) => return Err(e),
-                    }
-                }
-                Slot::Lost => None,
-            };
-            let slot = match copied {
-                Some(slot) => slot,
-                None => {
-                    pos += self
-                        .write_record(pos, generation, seq, OP_LOST, k, &[])
-                        .await?;
-                    Slot::Lost
-                }
-            };
-            index.insert(k.clone(), slot);
-        }
-        if let Change::Set(key, value) = change {
-            seq += 1;
-            let start = pos;
-            pos += self
-                .write_record(pos, generation, seq, OP_SET, key, value)
-                .await?;
-            index.insert(key.to_string(), new_slot(start, seq, key, value));
-        }
-        self.block.flush().await?;
-        // Commit: one copy, then the other, so that a torn write leaves
-        // one valid copy (building or committed).
-        h.state = COMMITTED;
-        st.dirty = true;
-        self.write_header(base, h, 1).await?;
-        self.write_header(base + 1, h, 1).await?;
-        st.active = target;
-        st.generation = generation;
-        st.tail = pos;
-        st.seq = seq;
-        st.index = index;
-        st.dirty = false;
-        self.compactions.set(self.compactions.get() + 1);
         Ok(())
     }
 
@@ -1103,43 +586,6 @@ fn fill(dst: &mut [u8], mut offset: usize, parts: &[&[u8]]) {
         }
         out += n;
         offset = 0;
-    }
-}
-
-/// A read-ahead window of sectors, for replaying a log sequentially.
-struct Window {
-    size: usize,
-    start: u64,
-    count: u64,
-    buf: Vec<u8>,
-}
-
-impl Window {
-    fn new(size: usize) -> Window {
-        Window {
-            size,
-            start: 0,
-            count: 0,
-            buf: vec![0; CHUNK.max(size)],
-        }
-    }
-
-    /// Sector `n` (`n < end`), reading up to a chunk ahead but not past `end`.
-    async fn sector<B: Block>(&mut self, block: &B, n: u64, end: u64) -> Result<&[u8], BlockError> {
-        if !(self.start..self.start + self.count).contains(&n) {
-            let per = (self.buf.len() / self.size) as u64;
-            let count = per.min(end.saturating_sub(n)).max(1);
-            let buf = self
-                .buf
-                .get_mut(..count as usize * self.size)
-                .unwrap_or_default();
-            self.count = 0;
-            block.read(n, buf).await?;
-            self.start = n;
-            self.count = count;
-        }
-        let at = (n - self.start) as usize * self.size;
-        Ok(self.buf.get(at..at + self.size).unwrap_or_default())
     }
 }
 

@@ -36,8 +36,9 @@ impl std::fmt::Display for Exit {
 pub enum Class {
     /// Exit 0: the unikernel finished.
     Clean,
-    /// Exit 2 (kiln's argument errors) or 60 to 64 (albatross: reserved,
-    /// help, usage): starting it again with the same arguments cannot help.
+    /// Exit 60 to 64 (albatross: reserved, help, usage; 64 is also what
+    /// kiln's generated crates exit with on a bad runtime argument):
+    /// starting it again with the same arguments cannot help.
     Usage,
     /// Anything else: 1 (an `Err` from the entry function, a device that
     /// could not be attached), 255 (abort), other codes, a signal, an
@@ -50,7 +51,7 @@ impl Exit {
     pub fn class(self) -> Class {
         match self {
             Exit::Code(0) => Class::Clean,
-            Exit::Code(2 | 60..=64) => Class::Usage,
+            Exit::Code(60..=64) => Class::Usage,
             _ => Class::Failure,
         }
     }
@@ -109,7 +110,7 @@ mod tests {
         let cases = [
             (Exit::Code(0), [false, false, true]),
             (Exit::Code(1), [false, true, true]),
-            (Exit::Code(2), [false, false, false]),
+            (Exit::Code(2), [false, true, true]),
             (Exit::Code(63), [false, false, false]),
             (Exit::Code(64), [false, false, false]),
             (Exit::Code(65), [false, true, true]),

@@ -329,6 +329,6 @@ mod tests {
         );
         let text = usage::<Hvt, _>(&none());
         assert!(text.contains("as a KVM guest;"), "{text}");
-        assert!(text.contains("(default 512, at most 1024)\n"), "{text}");
+        assert!(text.contains("(default 512, at most 65536)\n"), "{text}");
     }
 }

@@ -14,6 +14,9 @@
 //! - [`sys`]: every `unsafe` operation (tap, inherited descriptors);
 //! - [`seccomp`]: allow-lists as data ([`seccomp::Rule`]), compiled to a
 //!   BPF filter that kills (hvt) or traps (spt) on anything else;
+//! - [`bpf`]: the compact compiler of those rules kiln-spt's guest filter
+//!   uses (a binary search over call numbers, shared blocks, 64-bit sums),
+//!   so that a manifest of 63 devices fits the kernel's 4,096 instructions;
 //! - [`net`]: the net module's flags and host side (tap or descriptor);
 //! - [`block`]: the block module's flags and host side (a file);
 //! - [`devices`]: fitting the device flags to the image's manifest and
@@ -27,6 +30,7 @@
 #![deny(unsafe_code)]
 
 pub mod block;
+pub mod bpf;
 pub mod cli;
 pub mod devices;
 pub mod elf;

@@ -4,13 +4,14 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use kiln_abi::mft::MftType;
 
 use crate::module::{ModuleError, ModuleFlags, split_flag};
 
-/// The MTU every interface reports.
+/// The MTU reported for a descriptor that is not a tap interface (a
+/// socket), and the default of a tap.
 pub const MTU: u16 = 1500;
 
 /// Help lines for the net flags.
@@ -79,6 +80,9 @@ pub struct Opened {
     pub fd: OwnedFd,
     /// The guest's MAC address (random if no flag gives one).
     pub mac: [u8; 6],
+    /// The MTU the guest is told: the tap interface's (as Solo5's tenders
+    /// report it), [`MTU`] for a descriptor that is not a tap.
+    pub mtu: u16,
 }
 
 /// The net flags given on the command line.
@@ -193,10 +197,13 @@ impl NetFlags {
                 source,
             })?
         };
+        let mtu = crate::sys::tap_mtu(fd.as_raw_fd())
+            .map_or(MTU, |m| u16::try_from(m).unwrap_or(u16::MAX));
         Ok(Opened {
             order,
             fd,
             mac: mac.unwrap_or_else(random_mac),
+            mtu,
         })
     }
 }

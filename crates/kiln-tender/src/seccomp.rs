@@ -28,6 +28,16 @@ pub enum SeccompError {
     /// Compiling or installing it failed.
     #[error("cannot install the seccomp filter")]
     Install(#[source] seccompiler::Error),
+    /// The compact compiler ([`crate::bpf`]) met something it cannot lay
+    /// out.
+    #[error("cannot build the seccomp filter: {0}")]
+    Layout(&'static str),
+    /// The filter is longer than the kernel allows.
+    #[error(
+        "the seccomp filter has {0} instructions, more than the kernel's {max}",
+        max = crate::bpf::MAX_INSNS
+    )]
+    TooLong(usize),
 }
 
 /// How a condition compares an argument with its value.
@@ -39,6 +49,14 @@ pub enum Op {
     Le,
     /// `arg & mask == value`.
     MaskedEq(u64),
+    /// `arg + other <= value` (unsigned, 64 bits, with `other` below
+    /// 2^32): only [`crate::bpf`] compiles it.
+    SumLe {
+        /// The other argument's index.
+        other: u8,
+        /// Its name, for printing.
+        other_name: &'static str,
+    },
 }
 
 /// How much of the argument a condition compares.
@@ -100,6 +118,24 @@ impl Cond {
         }
     }
 
+    /// `arg + other <= value` (64-bit, unsigned; `other` must be below
+    /// 2^32 and `value` below 2^63).
+    pub const fn sum_le(
+        arg: u8,
+        name: &'static str,
+        other: u8,
+        other_name: &'static str,
+        value: u64,
+    ) -> Self {
+        Self {
+            arg,
+            name,
+            width: Width::Qword,
+            op: Op::SumLe { other, other_name },
+            value,
+        }
+    }
+
     /// The same condition on the argument's low 32 bits only.
     pub const fn dword(self) -> Self {
         Self {
@@ -115,6 +151,9 @@ impl fmt::Display for Cond {
             Op::Eq => write!(f, "{} == {}", self.name, self.value),
             Op::Le => write!(f, "{} <= {}", self.name, self.value),
             Op::MaskedEq(mask) => write!(f, "{} & {:#x} == {}", self.name, mask, self.value),
+            Op::SumLe { other_name, .. } => {
+                write!(f, "{} + {} <= {}", self.name, other_name, self.value)
+            }
         }
     }
 }
@@ -169,6 +208,11 @@ fn condition(c: &Cond) -> Result<SeccompCondition, SeccompError> {
         Op::Eq => SeccompCmpOp::Eq,
         Op::Le => SeccompCmpOp::Le,
         Op::MaskedEq(mask) => SeccompCmpOp::MaskedEq(mask),
+        Op::SumLe { .. } => {
+            return Err(SeccompError::Layout(
+                "seccompiler cannot compare a sum of arguments",
+            ));
+        }
     };
     let width = match c.width {
         Width::Qword => SeccompCmpArgLen::Qword,

@@ -59,6 +59,57 @@ pub fn open_tap(name: &str) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// `TUNGETIFF`: `_IOR('T', 210, unsigned int)`.
+const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
+
+/// `struct ifreq` as SIOCGIFMTU fills it: the name and the MTU.
+#[repr(C)]
+struct IfReqMtu {
+    name: [u8; libc::IFNAMSIZ],
+    mtu: libc::c_int,
+    pad: [u8; 20],
+}
+
+const _: () = assert!(std::mem::size_of::<IfReqMtu>() == 40);
+
+/// The MTU of the tap interface `fd` is attached to (`TUNGETIFF` for its
+/// name, then `SIOCGIFMTU`); `None` when `fd` is not a tap (an inherited
+/// socket, say) or the interface cannot be asked.
+pub fn tap_mtu(fd: RawFd) -> Option<u32> {
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: 0,
+        pad: [0; 22],
+    };
+    // SAFETY: TUNGETIFF writes a `struct ifreq`, of which `IfReq` has the
+    // layout and size; `req` lives across the call. On a descriptor that is
+    // not a tun/tap device it fails without writing.
+    check(unsafe { libc::ioctl(fd, TUNGETIFF as _, &mut req as *mut IfReq) }).ok()?;
+    let mut ask = IfReqMtu {
+        name: req.name,
+        mtu: 0,
+        pad: [0; 20],
+    };
+    // SAFETY: a plain socket(2) call; its result is owned below.
+    let sock =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })
+            .ok()?;
+    // SAFETY: `sock` was just created and is owned by nobody else.
+    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    // SAFETY: SIOCGIFMTU reads the name and writes the MTU of a `struct
+    // ifreq`, of which `IfReqMtu` has the layout and size; `ask` lives
+    // across the call.
+    check(unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCGIFMTU as _,
+            &mut ask as *mut IfReqMtu,
+        )
+    })
+    .ok()?;
+    u32::try_from(ask.mtu).ok()
+}
+
 /// Takes ownership of an inherited descriptor after checking it is open
 /// and not below `min_fd` (`EBADF`), and makes it non-blocking (neither
 /// tender nor guest may block outside their one wait).

@@ -44,8 +44,9 @@ impl Target for Hvt {
     const ABI: AbiTarget = AbiTarget::Hvt;
     const NAME: &'static str = "hvt";
     const TENDER: &'static str = "kiln-hvt";
-    // One page directory of 2 MiB pages.
-    const MAX_MEM_MB: u64 = 1024;
+    // Solo5's solo5-hvt takes up to 4 GiB; kiln-hvt's page tables (one
+    // page directory per GiB, below the image) allow 64 GiB.
+    const MAX_MEM_MB: u64 = 64 << 10;
     const ABOUT: &'static str = "Runs the hvt image KERNEL as a KVM guest; ARGS become its command line.\n\
          The exit status is the guest's (255 if it aborts, 1 if the tender stops it).";
     const ABI_VERSION: u32 = kiln_abi::hvt::HVT_ABI_VERSION;
@@ -63,8 +64,9 @@ impl Target for Spt {
     const TENDER: &'static str = "kiln-spt";
     const MAX_MEM_MB: u64 = 4096;
     const ABOUT: &'static str = "Runs the spt image KERNEL as a seccomp-sandboxed process; ARGS become its command line.\n\
-         The exit status is the guest's (255 if it aborts, crashes or is killed by the\n\
-         seccomp filter; 1 if the tender cannot start it).";
+         The exit status is the guest's (255 if it aborts; killed by the guest's signal,\n\
+         as solo5-spt, if a forbidden system call or a fault ends it: 159, 139 in a\n\
+         shell; 1 if the tender cannot start it).";
     const ABI_VERSION: u32 = kiln_abi::spt::SPT_ABI_VERSION;
     const GUEST_MIN_BASE: u64 = kiln_abi::spt::SPT_GUEST_MIN_BASE;
     const LOW_MEMORY: &'static str = "the boot info lives";

@@ -139,6 +139,7 @@ impl kiln_devices::Stack for SocketStack {
             }
         })
         .await?;
+        no_delay(&fd)?;
         let local = sys::local_addr(&fd).map_err(e)?;
         Ok(TcpStream {
             registration,
@@ -160,6 +161,13 @@ impl kiln_devices::Stack for SocketStack {
             local,
         })
     }
+}
+
+/// Turns Nagle's algorithm off on a connection, as kiln's direct stack does:
+/// applications write whole responses, and Nagle would only hold back
+/// their last segment until the peer's delayed ACK.
+fn no_delay(fd: &OwnedFd) -> Result<(), StackError> {
+    sys::setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1).map_err(|e| stack_error(&e))
 }
 
 /// A listening TCP socket of the [`SocketStack`].
@@ -187,6 +195,7 @@ impl kiln_devices::TcpListener for TcpListener {
             })
         })
         .await?;
+        no_delay(&fd)?;
         let local = sys::local_addr(&fd).map_err(|e| stack_error(&e))?;
         let peer = canonical(peer);
         let stream = TcpStream {
@@ -300,7 +309,28 @@ impl kiln_devices::UdpSocket for UdpSocket {
 
 #[cfg(test)]
 mod tests {
+    use kiln_devices::{Stack as _, TcpListener as _};
+
     use super::*;
+
+    /// Regression: the socket stack left Nagle on, so the last segment of
+    /// a response could wait for the peer's delayed ACK.
+    #[test]
+    fn connections_have_nagle_off() {
+        let stack = SocketStack::new(crate::platform());
+        kiln_rt::block_on(crate::platform(), async {
+            let listener = stack
+                .listen_tcp("127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap();
+            let client = stack.connect_tcp(listener.local).await.unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            for stream in [&client, &server] {
+                let on = sys::getsockopt_int(&stream.fd, libc::IPPROTO_TCP, libc::TCP_NODELAY);
+                assert_eq!(on.unwrap(), 1);
+            }
+        });
+    }
 
     #[test]
     fn errno_values_map_to_precise_errors() {

@@ -294,6 +294,15 @@ pub(crate) fn setsockopt_int(
 
 /// Reads and clears the socket's pending error (SO_ERROR): 0 if none.
 pub(crate) fn take_socket_error(fd: &OwnedFd) -> io::Result<i32> {
+    getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)
+}
+
+/// `getsockopt(2)` of an `int` option.
+pub(crate) fn getsockopt_int(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<i32> {
     let mut value: libc::c_int = 0;
     let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `value` and `len` are valid for writes and `len` holds the
@@ -301,8 +310,8 @@ pub(crate) fn take_socket_error(fd: &OwnedFd) -> io::Result<i32> {
     check(unsafe {
         libc::getsockopt(
             fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
+            level,
+            name,
             (&mut value as *mut libc::c_int).cast(),
             &mut len,
         )
@@ -455,4 +464,27 @@ pub(crate) fn open_tap(ifname: &str) -> io::Result<OwnedFd> {
     // lives until the call returns.
     check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) })?;
     Ok(fd)
+}
+
+/// The MTU of interface `ifname` (`SIOCGIFMTU` on a datagram socket).
+///
+/// `ifname` must be 1 to `IFNAMSIZ - 1` bytes without NUL; callers check.
+pub(crate) fn interface_mtu(ifname: &str) -> io::Result<usize> {
+    let name = ifname.as_bytes();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let sock = socket(libc::AF_INET, libc::SOCK_DGRAM)?;
+    // SAFETY: ifreq is plain integers, arrays and a union of such, so the
+    // all-zero pattern is valid.
+    let mut req: libc::ifreq = unsafe { mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFMTU reads the name and writes the MTU of one ifreq,
+    // which `req` is; it lives until the call returns.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU, &mut req) })?;
+    // SAFETY: SIOCGIFMTU succeeded, so the union holds `ifru_mtu`.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    usize::try_from(mtu).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }

@@ -16,8 +16,9 @@ use crate::random::Random;
 use crate::reactor::{Interest, Platform, Registration};
 use crate::sys;
 
-/// The MTU of a tap interface: Ethernet's.
-const MTU: usize = 1500;
+/// The largest MTU kiln takes from a tap: the largest a tap accepts
+/// (`ip link set TAP mtu 65521`) is below it.
+const MAX_MTU: usize = 65535;
 
 /// Whether Linux accepts `name` as an interface name.
 fn valid_ifname(name: &str) -> bool {
@@ -48,6 +49,8 @@ pub struct Tap {
     registration: Registration,
     fd: OwnedFd,
     mac: MacAddress,
+    /// The interface's MTU when it was attached.
+    mtu: usize,
 }
 
 impl Tap {
@@ -82,15 +85,19 @@ impl Tap {
             None => random_mac().map_err(tap_error)?,
         };
         let fd = sys::open_tap(ifname).map_err(tap_error)?;
+        // The host decides the MTU (`ip link set TAP mtu 9000`); the
+        // unikernel's stack sizes its frames to it.
+        let mtu = sys::interface_mtu(ifname).map_err(tap_error)?.min(MAX_MTU);
         Ok(Tap {
             registration: Registration::new(platform, fd.as_raw_fd()),
             fd,
             mac,
+            mtu,
         })
     }
 
     fn max_frame(&self) -> usize {
-        MTU + ETHERNET_HEADER_LEN
+        self.mtu + ETHERNET_HEADER_LEN
     }
 }
 
@@ -109,7 +116,7 @@ impl NetworkInterface for Tap {
     }
 
     fn mtu(&self) -> usize {
-        MTU
+        self.mtu
     }
 
     fn poll_receive(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize, NetError>> {

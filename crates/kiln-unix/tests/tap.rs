@@ -175,6 +175,20 @@ fn inside_a_namespace() {
                 })
             );
 
+            // The MTU is the interface's: a tap set to 9000 is read as 9000.
+            ip(&["tuntap", "add", "dev", "kiln9k", "mode", "tap"]);
+            ip(&["link", "set", "kiln9k", "mtu", "9000"]);
+            let jumbo = Tap::open(platform(), "jumbo", "kiln9k", None).unwrap();
+            assert_eq!(jumbo.mtu(), 9000);
+            assert_eq!(
+                jumbo.send(&[0u8; 9015]).await,
+                Err(NetError::FrameTooLarge {
+                    len: 9015,
+                    max: 9014
+                })
+            );
+            drop(jumbo);
+
             // A tap that another open file holds cannot be attached twice.
             let err = Tap::open(platform(), "second", IFNAME, None).unwrap_err();
             assert!(

@@ -51,6 +51,11 @@ pub enum Command {
     Stats(NameArgs),
     /// Print everything the daemon knows about a unikernel, as JSON
     Inspect(NameArgs),
+    /// Build if stale, then make a reproducible OCI image of the unikernel
+    Package(PackageArgs),
+    /// Query an hvt or spt image's manifest or ABI, as solo5-elftool does
+    #[command(subcommand)]
+    Elftool(ElftoolQuery),
 }
 
 /// A target, as named on the command line.
@@ -97,18 +102,27 @@ pub struct TargetOpts {
     pub target: TargetArg,
 }
 
-/// `kiln configure`.
+/// The implementation choices of `configure`, also taken by `build` and
+/// `run` (which configure first): given there, they replace the saved ones.
 #[derive(Debug, Args)]
-pub struct ConfigureArgs {
-    /// The target.
-    #[command(flatten)]
-    pub target: TargetOpts,
+pub struct ChoiceOpts {
     /// The implementation of every stack device
     #[arg(long, value_enum)]
     pub net: Option<NetArg>,
     /// The implementation of every kv_ro device
     #[arg(long, value_enum)]
     pub kv_ro: Option<KvRoArg>,
+}
+
+/// `kiln configure`.
+#[derive(Debug, Args)]
+pub struct ConfigureArgs {
+    /// The target.
+    #[command(flatten)]
+    pub target: TargetOpts,
+    /// The implementations to choose.
+    #[command(flatten)]
+    pub choices: ChoiceOpts,
     /// The unikernel's directory
     #[arg(default_value = ".")]
     pub dir: PathBuf,
@@ -120,6 +134,9 @@ pub struct BuildArgs {
     /// The target.
     #[command(flatten)]
     pub target: TargetOpts,
+    /// The implementations to choose [default: those of the last configure].
+    #[command(flatten)]
+    pub choices: ChoiceOpts,
     /// The unikernel's directory
     #[arg(default_value = ".")]
     pub dir: PathBuf,
@@ -131,6 +148,9 @@ pub struct RunArgs {
     /// The target.
     #[command(flatten)]
     pub target: TargetOpts,
+    /// The implementations to choose [default: those of the last configure].
+    #[command(flatten)]
+    pub choices: ChoiceOpts,
     /// Guest memory in MiB on hvt and spt [default: the tender's, 512]
     #[arg(long, value_name = "MB")]
     pub mem: Option<u64>,
@@ -153,12 +173,9 @@ pub struct DescribeArgs {
     /// The target.
     #[command(flatten)]
     pub target: TargetOpts,
-    /// The implementation of every stack device
-    #[arg(long, value_enum)]
-    pub net: Option<NetArg>,
-    /// The implementation of every kv_ro device
-    #[arg(long, value_enum)]
-    pub kv_ro: Option<KvRoArg>,
+    /// The implementations to choose.
+    #[command(flatten)]
+    pub choices: ChoiceOpts,
     /// The unikernel's directory
     #[arg(default_value = ".")]
     pub dir: PathBuf,
@@ -321,4 +338,72 @@ pub struct NameArgs {
     pub socket: SocketOpts,
     /// The unikernel
     pub name: String,
+}
+
+/// `kiln package --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// An OCI image layout directory
+    OciDir,
+    /// A tar of an OCI image layout (`podman load -i`, `skopeo copy oci-archive:`)
+    OciArchive,
+}
+
+/// `kiln package --flavour`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FlavourArg {
+    /// Runs under any OCI runtime: the static unix program, or the tender,
+    /// the image and an entrypoint that wires the container's eth0 to it
+    SelfContained,
+    /// For urunc: the hvt or spt image alone at /unikernel/, with urunc's
+    /// annotations and /urunc.json
+    Native,
+}
+
+/// `kiln package`.
+#[derive(Debug, Args)]
+pub struct PackageArgs {
+    /// The target.
+    #[command(flatten)]
+    pub target: TargetOpts,
+    /// Implementation choices, as for `kiln build`.
+    #[command(flatten)]
+    pub choices: ChoiceOpts,
+    /// The image's name [default: NAME:latest, NAME the unikernel's]
+    #[arg(long, value_name = "NAME:TAG")]
+    pub tag: Option<String>,
+    /// How the image is stored
+    #[arg(long, value_enum, default_value = "oci-archive")]
+    pub format: FormatArg,
+    /// What the image holds
+    #[arg(long, value_enum, default_value = "self-contained")]
+    pub flavour: FlavourArg,
+    /// Package what `kiln build` left in DIR/dist; fail if it is not there
+    #[arg(long)]
+    pub no_build: bool,
+    /// The image to write (a directory for oci-dir, a tar file for oci-archive)
+    #[arg(short, long, value_name = "OUT")]
+    pub out: PathBuf,
+    /// The unikernel's directory
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// The guest's default arguments (after `--`), replaced by the
+    /// container's arguments
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+/// `kiln elftool`: solo5-elftool's queries, with its JSON output.
+#[derive(Debug, Subcommand)]
+pub enum ElftoolQuery {
+    /// Print the devices of IMAGE's manifest as JSON
+    QueryManifest {
+        /// The image (an hvt or spt unikernel, kiln's or another's)
+        image: PathBuf,
+    },
+    /// Print IMAGE's ABI target and version as JSON
+    QueryAbi {
+        /// The image (an hvt or spt unikernel, kiln's or another's)
+        image: PathBuf,
+    },
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use common::{TempDir, kiln_in, ok, text};
+use common::{ARGUMENT_ERROR, TempDir, help_ok, kiln_in, ok, text};
 
 #[test]
 fn new_configure_build_run() {
@@ -61,7 +61,7 @@ fn new_configure_build_run() {
     assert_eq!(text(&out.stdout), "hello\nhello\n");
 
     // The image itself: --help lists the argument with its doc and default.
-    let out = ok(
+    let out = help_ok(
         Command::new(&image).arg("--help").output().unwrap(),
         "--help",
     );
@@ -73,16 +73,17 @@ fn new_configure_build_run() {
         "{help}"
     );
 
-    // A wrong argument type: one clear line, exit 2, nothing on stdout.
+    // A wrong argument type: one clear line, exit 64 (MirageOS's argument
+    // error), nothing on stdout.
     let out = Command::new(&image).arg("--times=four").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(ARGUMENT_ERROR));
     assert_eq!(
         text(&out.stderr),
         "error: invalid value 'four' for --times: expected an unsigned integer (u32)\n"
     );
     assert!(out.stdout.is_empty());
     let out = Command::new(&image).arg("--bogus").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(ARGUMENT_ERROR));
     assert!(text(&out.stderr).starts_with("error: unknown argument '--bogus'"));
 
     // Edit the app into one that fails: `run` rebuilds, and the status
@@ -120,7 +121,7 @@ fn new_configure_build_run() {
         text(&out.stderr)
     );
     let out = kiln_in(&dir).arg("run").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(ARGUMENT_ERROR));
     assert!(
         text(&out.stderr).ends_with(
             "error: missing required argument --code <u8> (Exit code; 0 fails with a message)\n"
@@ -188,7 +189,7 @@ fn examples_run() {
         .arg("--rolls=256")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(ARGUMENT_ERROR));
     assert!(text(&out.stderr).contains("expected an unsigned integer (u8, at most 255)"));
 }
 
@@ -328,7 +329,7 @@ fn every_unix_device() {
 
     // Device flags are checked like arguments.
     let out = Command::new(&bin).arg("--offset=1").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(ARGUMENT_ERROR));
     assert_eq!(
         text(&out.stderr),
         "error: the block device 'disk' is not attached; hint: give --block:disk=PATH\n"
@@ -341,7 +342,7 @@ fn every_unix_device() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("disk"), "{}", text(&out.stderr));
     // The net device under a socket stack is not constructed: no --net.
-    let out = ok(Command::new(&bin).arg("--help").output().unwrap(), "--help");
+    let out = help_ok(Command::new(&bin).arg("--help").output().unwrap(), "--help");
     let help = text(&out.stdout);
     assert!(help.contains("--block:disk=PATH"), "{help}");
     assert!(!help.contains("--net:service"), "{help}");
@@ -366,7 +367,7 @@ fn every_unix_device() {
         .args(["--offset=1", &format!("--block:disk={}", disk.display())])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(ARGUMENT_ERROR));
     assert_eq!(
         text(&out.stderr),
         "error: the net device 'service' is not attached; hint: give --net:service=IFACE\n"

@@ -210,6 +210,11 @@ snapshot!(
     lib("ttl: u8")
 );
 snapshot!(
+    default_negative_unsigned,
+    with_head("[arguments.times]\ntype = \"u32\"\ndefault = -1\n"),
+    lib("times: u32")
+);
+snapshot!(
     default_bad_address,
     with_head("[arguments.gateway]\ntype = \"ipv4\"\ndefault = \"10.0.0\"\n"),
     lib("gateway: core::net::Ipv4Addr")
@@ -263,6 +268,16 @@ snapshot!(
     parameter_matches_nothing,
     HELLO_TOML,
     lib("console: impl Console, sleep: impl Sleep, times: u32, port: u16")
+);
+snapshot!(
+    parameter_misspelled_device,
+    with_head("[devices.consle]\ntype = \"console\"\n"),
+    lib("console: impl Console")
+);
+snapshot!(
+    dependency_misspelled_device,
+    with_head("[devices.eth0]\ntype = \"net\"\n[devices.stack]\ntype = \"stack\"\nnet = \"eth\"\n"),
+    lib("stack: impl Stack")
 );
 snapshot!(
     parameter_wrong_trait,
@@ -391,4 +406,67 @@ fn new_refuses_existing_dir_and_bad_names() {
         .output()
         .unwrap();
     insta::assert_snapshot!("new_bad_name", transcript(&output, &tmp.path));
+}
+
+/// `kiln new` writes kiln-devices' path relative to the new crate, and a
+/// unikernel moved away from it is told the path to write instead.
+/// Regression: the path was absolute, so a generated project broke when
+/// the kiln checkout moved, and a broken path surfaced as a cargo error.
+#[test]
+fn new_writes_a_relative_path_and_configure_checks_it() {
+    let tmp = TempDir::new("moved");
+    let made = kiln()
+        .arg("new")
+        .arg(tmp.path.join("hello"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        made.status.code(),
+        Some(0),
+        "{}",
+        common::text(&made.stderr)
+    );
+    let cargo_toml = std::fs::read_to_string(tmp.path.join("hello/Cargo.toml")).unwrap();
+    assert!(
+        cargo_toml.contains("kiln-devices = { path = \"../"),
+        "{cargo_toml}"
+    );
+    std::fs::create_dir(tmp.path.join("deeper")).unwrap();
+    std::fs::rename(tmp.path.join("hello"), tmp.path.join("deeper/hello")).unwrap();
+    let output = kiln()
+        .arg("configure")
+        .arg(tmp.path.join("deeper/hello"))
+        .output()
+        .unwrap();
+    let stderr = common::text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert!(stderr.contains("Cargo.toml:8:"), "{stderr}");
+    assert!(
+        stderr.contains("hint: kiln-devices = { path = \"../../"),
+        "{stderr}"
+    );
+}
+
+/// `build` and `run` take configure's choices (as cargo's build and run
+/// take features): `--net socket` reaches the configure step they run and
+/// is refused on hvt there, with configure's message. Regression: clap
+/// told `kiln run --net direct` to pass `--net` to the unikernel.
+#[test]
+fn build_and_run_take_configure_choices() {
+    let tmp = TempDir::new("choices");
+    write_unikernel(&tmp.path, &with_head(STACK), &lib("stack: impl Stack"));
+    for command in ["build", "run"] {
+        let output = kiln()
+            .args([command, "-t", "hvt", "--net", "socket"])
+            .arg(&tmp.path)
+            .output()
+            .unwrap();
+        let stderr = common::text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains("chosen by --net socket") && stderr.contains("unikernel.toml:"),
+            "{command}: {stderr}"
+        );
+    }
 }

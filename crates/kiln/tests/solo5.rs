@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TempDir, kiln_in, ok, run_for, shared_target_dir, text};
+use common::{ARGUMENT_ERROR, TempDir, help_ok, kiln_in, ok, run_for, shared_target_dir, text};
 use kiln_testsupport::process::ChildGuard;
 use kiln_testsupport::skip::{kvm_or_skip, skip};
 
@@ -122,7 +122,7 @@ fn hello(target: Target) {
     );
     assert_eq!(text(&out.stdout), "hello\n");
 
-    let out = ok(run(&dir, target, &[], &["--help"]), "greeter --help");
+    let out = help_ok(run(&dir, target, &[], &["--help"]), "greeter --help");
     let help = text(&out.stdout);
     assert!(help.contains("greeter: Says hello a few times"), "{help}");
     assert!(
@@ -132,7 +132,12 @@ fn hello(target: Target) {
     assert!(!help.contains("--net"), "{help}");
 
     let out = run(&dir, target, &[], &["--times=four"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(ARGUMENT_ERROR),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(
         text(&out.stdout).contains(
             "error: invalid value 'four' for --times: expected an unsigned integer (u32)"
@@ -176,6 +181,29 @@ fn hello(target: Target) {
     );
     build(&disk_dir, target);
     let disk_image = disk_dir.join(format!("dist/disky.{}", target.name()));
+    // solo5-elftool's queries on kiln's own images, as orchestrators run
+    // them.
+    let query = |what: &str, image: &Path| {
+        let out = ok(
+            run_for(
+                kiln_in(&disk_dir).args(["elftool", what]).arg(image),
+                RUN_TIMEOUT,
+            ),
+            "kiln elftool",
+        );
+        text(&out.stdout)
+    };
+    assert_eq!(
+        query("query-manifest", &disk_image),
+        "{\n  \"type\": \"solo5.manifest\",\n  \"version\": 1,\n  \"devices\": [\n    { \"name\": \"disk\", \"type\": \"BLOCK_BASIC\" }\n  ]\n}\n"
+    );
+    assert_eq!(
+        query("query-abi", &image),
+        format!(
+            "{{\n  \"type\": \"solo5.abi\",\n  \"target\": \"{}\",\n  \"version\": 2\n}}\n",
+            target.name()
+        )
+    );
     let out = run_for(
         Command::new(&tender).arg("--").arg(&disk_image),
         RUN_TIMEOUT,
@@ -229,7 +257,12 @@ fn exit_codes(target: Target) {
         text(&out.stdout)
     );
     let out = run(&dir, target, &[], &[]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(ARGUMENT_ERROR),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(
         text(&out.stdout).contains("error: missing required argument --code <u8>"),
         "{}",
@@ -614,7 +647,7 @@ fn www(target: Target) {
     build(&dir, target);
     // --help needs no device flags (the tender leaves the devices
     // unattached) and lists the stack's flags and the tender's device flags.
-    let out = ok(
+    let out = help_ok(
         run_for(
             kiln_in(&dir).args(["run", "-t", target.name(), ".", "--", "--help"]),
             BUILD_TIMEOUT,
@@ -694,7 +727,7 @@ fn www_direct_from_a_disk_image_on_unix() {
         "kiln build",
     );
     // --help lists the stack's flags.
-    let out = ok(
+    let out = help_ok(
         run_for(
             Command::new(dir.join("dist/www.unix")).arg("--help"),
             RUN_TIMEOUT,
@@ -705,12 +738,17 @@ fn www_direct_from_a_disk_image_on_unix() {
     assert!(help.contains("--ipv4=ADDR/PREFIX"), "{help}");
     assert!(help.contains("--no-dhcp"), "{help}");
     assert!(help.contains("--block:disk=PATH"), "{help}");
-    // A bad stack argument: exit 2 with the stack's message.
+    // A bad stack argument: exit 64 with the stack's message.
     let out = run_for(
         Command::new(dir.join("dist/www.unix")).arg("--ipv4=10.0.0.2"),
         RUN_TIMEOUT,
     );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(ARGUMENT_ERROR),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(
         text(&out.stderr).starts_with("error: invalid value '10.0.0.2' for --ipv4"),
         "{}",

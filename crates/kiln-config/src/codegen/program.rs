@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use kiln_rt::args::ArgType;
+use kiln_args::ArgType;
 
 use super::{BakedFile, Plan, baked_files, rust_str};
 use crate::diagnostic::Located;
@@ -297,7 +297,13 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
     };
     let _ = write!(
         s,
-        "/// Exits with `code` after printing `error: {{message}}`.\n\
+        "/// Exit code of `--help`: MirageOS's (`Functoria_runtime.help_version`),\n\
+         /// which supervisors (albatross) do not restart.\n\
+         const EXIT_HELP: u8 = 63;\n\
+         /// Exit code of an argument error: MirageOS's\n\
+         /// (`Functoria_runtime.argument_error`), which supervisors do not restart.\n\
+         const EXIT_ARGUMENT_ERROR: u8 = 64;\n\n\
+         /// Exits with `code` after printing `error: {{message}}`.\n\
          fn fail(code: u8, message: impl ::core::fmt::Display) -> ! {{\n    \
          {exit}(ExitStatus {{ code, message: Some(message.to_string()) }})\n}}\n\n"
     );
@@ -380,7 +386,7 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
     match flavor {
         Flavor::Unix => {
             s.push_str("fn main() {\n");
-            s.push_str("    let argv = ::kiln_unix::args().unwrap_or_else(|e| fail(2, e));\n");
+            s.push_str("    let argv = ::kiln_unix::args().unwrap_or_else(|e| fail(EXIT_ARGUMENT_ERROR, e));\n");
         }
         Flavor::Solo5 { .. } => {
             s.push_str("fn run(env: &'static ::kiln_solo5::Env) -> ExitStatus {\n");
@@ -405,7 +411,7 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
              if argv.iter().any(|a| *a == \"--help\" || *a == \"-h\") {{\n            \
              (::kiln_net::Config::default(), {alloc}::vec![\"--help\"])\n        \
              }} else {{\n            \
-             fail(2, e)\n        \
+             fail(EXIT_ARGUMENT_ERROR, e)\n        \
              }}\n    \
              }});\n"
         );
@@ -426,9 +432,9 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
                  \x20           if ::std::io::stdout().write_all(usage.as_bytes()).is_err() {{\n\
                  \x20               fail(1, \"cannot write the usage to stdout\");\n\
                  \x20           }}\n\
-                 \x20           ::kiln_unix::exit(ExitStatus::SUCCESS)\n\
+                 \x20           ::kiln_unix::exit(ExitStatus {{ code: EXIT_HELP, message: None }})\n\
                  \x20       }}\n\
-                 \x20       Err(e) => fail(2, e),\n\
+                 \x20       Err(e) => fail(EXIT_ARGUMENT_ERROR, e),\n\
                  \x20   }};\n"
             );
         }
@@ -442,9 +448,9 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
                  \x20           if env.console().write(usage.as_bytes()).is_err() {{\n\
                  \x20               fail(1, \"cannot write the usage to the console\");\n\
                  \x20           }}\n\
-                 \x20           return ExitStatus::SUCCESS;\n\
+                 \x20           return ExitStatus {{ code: EXIT_HELP, message: None }};\n\
                  \x20       }}\n\
-                 \x20       Err(e) => fail(2, e),\n\
+                 \x20       Err(e) => fail(EXIT_ARGUMENT_ERROR, e),\n\
                  \x20   }};\n"
             );
         }
@@ -460,7 +466,7 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
         };
         let _ = writeln!(
             s,
-            "    let arg_{}: {ty} = parsed.take({i}).unwrap_or_else(|e| fail(2, e));",
+            "    let arg_{}: {ty} = parsed.take({i}).unwrap_or_else(|e| fail(EXIT_ARGUMENT_ERROR, e));",
             arg.param()
         );
     }
@@ -516,11 +522,11 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
                 device.param().to_uppercase()
             ),
             Construct::Tap => format!(
-                "{{\n        let attach = parsed.net({index}).unwrap_or_else(|e| fail(2, e));\n        \
+                "{{\n        let attach = parsed.net({index}).unwrap_or_else(|e| fail(EXIT_ARGUMENT_ERROR, e));\n        \
                  ::kiln_unix::Tap::open(platform, {name}, &attach.iface, attach.mac).unwrap_or_else(|e| fail(1, e))\n    }}"
             ),
             Construct::FileBlock => format!(
-                "{{\n        let attach = parsed.block({index}).unwrap_or_else(|e| fail(2, e));\n        \
+                "{{\n        let attach = parsed.block({index}).unwrap_or_else(|e| fail(EXIT_ARGUMENT_ERROR, e));\n        \
                  ::kiln_unix::FileBlock::open(platform, {name}, &attach.path, attach.sector_size)\n            \
                  .unwrap_or_else(|e| fail(1, e))\n    }}"
             ),

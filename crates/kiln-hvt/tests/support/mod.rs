@@ -368,18 +368,7 @@ impl Drop for TempDir {
 
 /// Whether KVM tests can run; skips loudly, or fails under CI=true.
 pub fn kvm_available() -> bool {
-    let ok = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("/dev/kvm is not usable and CI=true: KVM tests must run in CI");
-        }
-        eprintln!("SKIPPED: /dev/kvm is not usable here; this KVM test did not run");
-    }
-    ok
+    kiln_testsupport::skip::kvm_or_skip("a kiln-hvt KVM test")
 }
 
 /// What a tender run produced.

@@ -94,6 +94,8 @@ pub fn built(target: Target) -> &'static Built {
 /// How a guest run ended.
 pub struct Run {
     pub code: Option<i32>,
+    /// The signal that ended the tender (kiln-spt ends by its guest's).
+    pub signal: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
@@ -118,6 +120,7 @@ pub fn wait(mut command: Command) -> Run {
     match process::run(&mut command, RUN_TIMEOUT) {
         Ok(out) => Run {
             code: out.status.code(),
+            signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         },

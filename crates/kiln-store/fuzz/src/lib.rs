@@ -1,12 +1,15 @@
-//! Shared by the fuzz targets: a block device over the fuzzer's bytes and
-//! a way to run a store's futures to completion.
+//! The fuzz targets' bodies, a block device over the fuzzer's bytes and a
+//! way to run a store's futures to completion. kiln-store's
+//! `tests/fuzz_seeds.rs` includes this file to replay the seeds in every
+//! test run.
 //!
 //! Run with `cargo +nightly fuzz run tar_open fuzz/corpus/tar_open
 //! fuzz/seeds/tar_open` from `crates/kiln-store` (likewise `log_open`).
 
 use std::cell::RefCell;
 
-use kiln_devices::{Block, BlockError, BlockInfo, Instant};
+use kiln_devices::{Block, BlockError, BlockInfo, EntryKind, Instant, KvError, KvRo, KvRw};
+use kiln_store::{LogStore, TarStore};
 
 /// A block device holding the fuzzer's input: its first byte picks the
 /// sector size (even: 512, odd: 4096), the rest is the medium, padded
@@ -72,4 +75,70 @@ impl kiln_rt::Platform for Idle {
 /// Runs `f` to completion.
 pub fn run<F: Future>(f: F) -> F::Output {
     kiln_rt::block_on(&Idle, f)
+}
+
+/// TarStore::open on arbitrary device contents must refuse or accept
+/// without panicking, and an accepted archive must serve every key it
+/// lists without panicking.
+pub fn tar_open(data: &[u8]) {
+    run(async {
+        let Ok(store) = TarStore::open("fuzz", SliceBlock::new(data)).await else {
+            return;
+        };
+        let mut dirs = vec![String::new()];
+        while let Some(dir) = dirs.pop() {
+            let entries = store.list(&dir).await.expect("a listed dictionary lists");
+            for (name, kind) in entries {
+                let key = if dir.is_empty() {
+                    name
+                } else {
+                    format!("{dir}/{name}")
+                };
+                match kind {
+                    EntryKind::Dictionary => dirs.push(key),
+                    EntryKind::Value => {
+                        let size = store.size(&key).await.expect("a listed value has a size");
+                        let whole = store.get(&key).await.expect("a listed value reads");
+                        assert_eq!(whole.len() as u64, size);
+                        let part = store.get_partial(&key, size / 2, 700).await.unwrap();
+                        assert_eq!(&whole[(size / 2) as usize..][..part.len()], &part[..]);
+                        store.digest(&key).await.unwrap();
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// LogStore::open on arbitrary device contents must refuse or accept
+/// without panicking; an accepted store must serve what it lists (or say
+/// `Corrupt`), and take a write and a compaction.
+pub fn log_open(data: &[u8]) {
+    run(async {
+        let Ok(store) = LogStore::open("fuzz", SliceBlock::new(data)).await else {
+            return;
+        };
+        let mut dirs = vec![String::new()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = store.list(&dir).await else {
+                continue;
+            };
+            for (name, kind) in entries {
+                let key = if dir.is_empty() {
+                    name
+                } else {
+                    format!("{dir}/{name}")
+                };
+                match kind {
+                    EntryKind::Dictionary => dirs.push(key),
+                    EntryKind::Value => match store.get(&key).await {
+                        Ok(_) | Err(KvError::Corrupt) => {}
+                        Err(e) => panic!("{key}: {e}"),
+                    },
+                }
+            }
+        }
+        let _ = store.set("fuzz/key", b"value").await;
+        let _ = store.compact().await;
+    });
 }

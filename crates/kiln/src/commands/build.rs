@@ -6,7 +6,7 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use kiln_config::{Configured, DeviceType, Project, Target};
+use kiln_config::{Choices, Configured, DeviceType, Project, Target};
 
 use crate::cli::BuildArgs;
 use crate::error::KilnError;
@@ -23,7 +23,12 @@ pub struct Built {
 /// Runs `kiln build`.
 pub fn run(args: &BuildArgs) -> Result<u8, KilnError> {
     let project = super::open(&args.dir)?;
-    let built = build(&project, super::target(args.target.target), false)?;
+    let built = build(
+        &project,
+        super::target(args.target.target),
+        super::choices(&args.choices),
+        false,
+    )?;
     eprintln!("built {}", built.image.display());
     if let Some(tender) = &built.tender {
         eprintln!("built {}", tender.display());
@@ -34,11 +39,20 @@ pub fn run(args: &BuildArgs) -> Result<u8, KilnError> {
 /// What rustc says when a crate needs std on a target without it.
 const NO_STD_MARK: &str = "can't find crate for `std`";
 
-/// Configures `project` for `target` (with the choices of its last
-/// `configure`), builds it (and its tender on hvt and spt), and returns
-/// what it made.
-pub fn build(project: &Project, target: Target, quiet: bool) -> Result<Built, KilnError> {
-    let choices = project.saved_choices(target).unwrap_or_default();
+/// Configures `project` for `target` (with the choices `given`, and those of
+/// its last `configure` for the rest), builds it (and its tender on hvt and
+/// spt), and returns what it made.
+pub fn build(
+    project: &Project,
+    target: Target,
+    given: Choices,
+    quiet: bool,
+) -> Result<Built, KilnError> {
+    let saved = project.saved_choices(target)?.unwrap_or_default();
+    let choices = Choices {
+        net: given.net.or(saved.net),
+        kv_ro: given.kv_ro.or(saved.kv_ro),
+    };
     let configured = project.configure(target, choices)?;
     let name = configured.checked.manifest.name.value.clone();
     let target_dir = project.target_dir();

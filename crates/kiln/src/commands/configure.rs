@@ -7,7 +7,7 @@ use crate::error::KilnError;
 pub fn run(args: &ConfigureArgs) -> Result<u8, KilnError> {
     let project = super::open(&args.dir)?;
     let target = super::target(args.target.target);
-    let configured = project.configure(target, super::choices(args.net, args.kv_ro))?;
+    let configured = project.configure(target, super::choices(&args.choices))?;
     eprintln!(
         "configured {} for {target} in {}{}",
         configured.checked.manifest.name.value,

@@ -9,7 +9,7 @@ use crate::error::KilnError;
 pub fn run(args: &DescribeArgs) -> Result<u8, KilnError> {
     let project = super::open(&args.dir)?;
     let target = super::target(args.target.target);
-    let checked = project.check(target, super::choices(args.net, args.kv_ro))?;
+    let checked = project.check(target, super::choices(&args.choices))?;
     let text = if args.dot {
         kiln_config::describe::dot(&checked)
     } else {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use kiln_config::{Choices, Impl, Project, Target};
 
-use crate::cli::{Command, KvRoArg, NetArg, TargetArg};
+use crate::cli::{ChoiceOpts, Command, KvRoArg, NetArg, TargetArg};
 use crate::error::KilnError;
 
 mod build;
@@ -13,8 +13,10 @@ mod clean;
 mod configure;
 mod daemon;
 mod describe;
+mod elftool;
 mod image;
 mod new;
+mod package;
 mod run;
 mod supervise;
 mod up;
@@ -39,6 +41,8 @@ pub fn run(command: Command) -> Result<u8, KilnError> {
         Command::Rm(args) => supervise::rm(&args),
         Command::Stats(args) => supervise::stats(&args),
         Command::Inspect(args) => supervise::inspect(&args),
+        Command::Package(args) => package::run(&args),
+        Command::Elftool(query) => Ok(elftool::run(&query)),
     }
 }
 
@@ -50,13 +54,13 @@ fn target(arg: TargetArg) -> Target {
     }
 }
 
-fn choices(net: Option<NetArg>, kv_ro: Option<KvRoArg>) -> Choices {
+fn choices(opts: &ChoiceOpts) -> Choices {
     Choices {
-        net: net.map(|n| match n {
+        net: opts.net.map(|n| match n {
             NetArg::Socket => Impl::Socket,
             NetArg::Direct => Impl::Direct,
         }),
-        kv_ro: kv_ro.map(|k| match k {
+        kv_ro: opts.kv_ro.map(|k| match k {
             KvRoArg::Baked => Impl::Baked,
             KvRoArg::Disk => Impl::Disk,
         }),

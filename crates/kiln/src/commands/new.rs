@@ -61,9 +61,19 @@ pub fn run(args: &NewArgs) -> Result<u8, KilnError> {
             hint: "pick another name, or remove the directory first".into(),
         });
     }
+    // Relative, so that the crate can be committed and moved with the
+    // kiln tree beside it; `kiln configure` names the right path when it
+    // no longer points at this kiln's copy.
     let devices = kiln_config::project::source_dir()
         .join("crates")
         .join("kiln-devices");
+    let devices = devices.canonicalize().unwrap_or(devices);
+    let here = std::path::absolute(dir).map_err(|e| KilnError::io("resolve", dir, e))?;
+    let here = match (here.parent().map(Path::canonicalize), here.file_name()) {
+        (Some(Ok(parent)), Some(name)) => parent.join(name),
+        _ => here,
+    };
+    let devices = kiln_config::codegen::relative_path(&here, &devices);
     let cargo_toml = format!(
         "[package]\nname = {}\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
          [dependencies]\nkiln-devices = {{ path = {} }}\n\n\

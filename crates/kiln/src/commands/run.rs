@@ -31,7 +31,11 @@ pub fn run(args: &RunArgs) -> Result<u8, KilnError> {
             hint: "a unix unikernel is a host process; drop --mem, or run with -t hvt".into(),
         });
     }
-    let built = super::build::build(&project, target, true)?;
+    // On a terminal, cargo's own progress shows what a first build (tens of
+    // seconds) is doing; in scripts and pipes `kiln run` prints only what
+    // the unikernel prints.
+    let quiet = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let built = super::build::build(&project, target, super::choices(&args.choices), quiet)?;
     let mut command = match &built.tender {
         None => {
             let mut command = Command::new(&built.image);

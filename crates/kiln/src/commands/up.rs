@@ -20,7 +20,7 @@ pub fn run(args: &UpArgs) -> Result<u8, KilnError> {
     let (target, image, tender) = if args.dir.is_dir() {
         let target = super::target(args.target.unwrap_or(TargetArg::Unix));
         let project = super::open(&args.dir)?;
-        let built = super::build::build(&project, target, true)?;
+        let built = super::build::build(&project, target, Default::default(), true)?;
         (target, built.image, built.tender)
     } else {
         from_image(&args.dir, args.target)?

@@ -118,6 +118,23 @@ pub fn run_for(cmd: &mut Command, limit: Duration) -> Output {
     kiln_testsupport::process::run(cmd, limit).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A unikernel's exit code for an argument error: MirageOS's
+/// (`Functoria_runtime.argument_error`), which albatross does not restart.
+pub const ARGUMENT_ERROR: i32 = 64;
+
+/// Asserts that `output` is a unikernel's `--help`: exit 63, MirageOS's
+/// (`Functoria_runtime.help_version`), which albatross does not restart.
+pub fn help_ok(output: Output, what: &str) -> Output {
+    assert_eq!(
+        output.status.code(),
+        Some(63),
+        "{what}: not a --help exit\n--- stdout\n{}\n--- stderr\n{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    output
+}
+
 /// `output`, after asserting that it exited 0 (`what` names the command in
 /// the failure, with both streams).
 pub fn ok(output: Output, what: &str) -> Output {

@@ -16,6 +16,11 @@
 //! arguments and malformed values are [`ArgsError`]s whose `Display` is one
 //! line meant to follow `error: `.
 
+#![no_std]
+#![deny(unsafe_code)]
+
+extern crate alloc;
+
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
