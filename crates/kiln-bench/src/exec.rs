@@ -251,6 +251,47 @@ impl Service {
     }
 }
 
+impl Service {
+    /// Resident set size (VmRSS) of the process and its descendants, in
+    /// KiB.
+    pub fn rss_kib(&self) -> Result<u64, BenchError> {
+        let mut total = 0;
+        for pid in tree(self.child.id()) {
+            let path = format!("/proc/{pid}/status");
+            let status = std::fs::read_to_string(&path)
+                .map_err(|e| BenchError::io("read", path.clone(), e))?;
+            // Kernel threads and zombies have no VmRSS line.
+            total += status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        Ok(total)
+    }
+
+    /// CPU time the process and its descendants have run so far (every
+    /// thread's first `schedstat` field), in nanoseconds.
+    pub fn cpu_nanos(&self) -> u64 {
+        let mut total = 0;
+        for pid in tree(self.child.id()) {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                continue;
+            };
+            for task in tasks.flatten() {
+                let stat =
+                    std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+                total += stat
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        total
+    }
+}
+
 /// `pid` and all its descendants, parents first.
 fn tree(pid: u32) -> Vec<u32> {
     let mut all = vec![pid];

@@ -7,10 +7,12 @@
 //!
 //! A full run writes `docs/benchmarks.md`. `--quick` is the smoke run at
 //! the end of `scripts/test`: it produces every figure and fails unless
-//! each is sane (measured, non-zero, finite), never on a time threshold.
-//! Its figures are not comparable with a full run's, and it takes about
-//! two minutes after `cargo test --workspace` because it builds only what
-//! the tests have not:
+//! each is sane (measured, non-zero, finite), never on a time threshold,
+//! and unless the soak section's server served its last window as fast and
+//! as cheaply as its first, without memory growth (ratios within one run:
+//! see `sections::soak`). Its figures are not comparable with a full
+//! run's, and it takes about three minutes after `cargo test --workspace`
+//! because it builds only what the tests have not:
 //!
 //! - the workspace programs it runs (`kiln`, `bare-kvm`, `kiln-hvt` and
 //!   its bench harness) are dev builds by `cargo build --workspace --bins
@@ -27,7 +29,10 @@
 //!   compiled" (a fresh copy after `kiln clean`, where building the same
 //!   image has compiled every dependency) instead of a from-clean build in
 //!   a target directory of its own, which takes minutes; then after an
-//!   edit, as in a full run. www's builds are listed as skipped.
+//!   edit, as in a full run. www's builds are listed as skipped;
+//! - soak: five windows of 2 s keep-alive and 1 s churn per kiln target
+//!   (about 16 s each; nginx is left out) instead of 10 minutes per target
+//!   (`--soak-minutes N` sets the length of either).
 //!
 //! A wrk load that completes no request or records no latency (a server
 //! slower than the load is long, as hvt under nested KVM has been) runs
@@ -39,8 +44,10 @@
 //! timed and bounded; services killed on drop), `netns` (a network
 //! namespace with a tap, removed on drop; nginx's configuration), `setup`
 //! (building `kiln`, the baselines and the examples' images per target
-//! through the `kiln` CLI), `sections` (boot, size, memory, network,
-//! build: each returns rows), `report` (rows, tables, sanity checks),
+//! through the `kiln` CLI), `slow` (the soak's slow clients, which this
+//! program runs inside the namespace), `sections` (boot, size, memory,
+//! network, storage, build, soak: each returns rows), `report` (rows,
+//! tables, sanity checks),
 //! `machine` and `docs` (the generated `docs/benchmarks.md`).
 #![deny(unsafe_code)]
 
@@ -52,6 +59,7 @@ mod netns;
 mod report;
 mod sections;
 mod setup;
+mod slow;
 
 use std::process::ExitCode;
 
@@ -73,7 +81,7 @@ struct Args {
     /// unless every figure is produced and sane (no time thresholds)
     #[arg(long)]
     quick: bool,
-    /// Run only these sections (boot, hvt, size, memory, network, storage, build)
+    /// Run only these sections (boot, hvt, size, memory, network, storage, build, soak)
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     only: Vec<String>,
     /// Print the results as JSON on stdout
@@ -83,6 +91,14 @@ struct Args {
     /// section)
     #[arg(long)]
     write_docs: bool,
+    /// Minutes of load per target in the soak section (default: 10, or
+    /// 15 s with --quick)
+    #[arg(long, value_name = "N")]
+    soak_minutes: Option<f64>,
+    /// Run slow clients instead of benchmarks (ADDR,COUNT,SECONDS; what
+    /// the soak section starts inside its network namespace)
+    #[arg(long, value_name = "SPEC", hide = true)]
+    slow_clients: Option<String>,
 }
 
 /// The `--json` document.
@@ -186,7 +202,7 @@ fn prepare(
         } else {
             Vec::new()
         };
-        let www = if wants("size") || wants("memory") || wants("network") {
+        let www = if wants("size") || wants("memory") || wants("network") || wants("soak") {
             build_all(&env, "www", None, &WWW_VARIANTS, true)
         } else {
             Vec::new()
@@ -305,6 +321,28 @@ fn problems(rows: &[Row]) -> Vec<String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(spec) = &args.slow_clients {
+        let Some((addr, count, secs)) = slow::parse_spec(spec) else {
+            eprintln!(
+                "kiln-bench: error: bad --slow-clients `{spec}`\nhint: it takes ADDR,COUNT,SECONDS"
+            );
+            return ExitCode::from(2);
+        };
+        let tell = |r: &slow::SlowReport| {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", r.line());
+            let _ = out.flush();
+        };
+        slow::run(addr, count, secs, &tell);
+        return ExitCode::SUCCESS;
+    }
+    if let Some(m) = args.soak_minutes
+        && !(m.is_finite() && m > 0.0)
+    {
+        eprintln!("kiln-bench: error: --soak-minutes {m} is not a positive number of minutes");
+        return ExitCode::from(2);
+    }
     let sections: Vec<&str> = if args.only.is_empty() {
         SECTIONS.to_vec()
     } else {
@@ -367,6 +405,10 @@ fn main() -> ExitCode {
             "memory" => sections::memory::run(&prepared),
             "network" => sections::network::run(&prepared),
             "storage" => sections::storage::run(&prepared),
+            "soak" => sections::soak::run(
+                &prepared,
+                sections::soak::Plan::new(args.quick, args.soak_minutes),
+            ),
             _ => sections::build::run(&prepared),
         };
         phases.done(section);

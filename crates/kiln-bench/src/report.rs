@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 /// The benchmark sections, in the order they run.
-pub const SECTIONS: [&str; 7] = [
-    "boot", "hvt", "size", "memory", "network", "storage", "build",
+pub const SECTIONS: [&str; 8] = [
+    "boot", "hvt", "size", "memory", "network", "storage", "build", "soak",
 ];
 
 /// A figure a row compares against, measured in the same run.

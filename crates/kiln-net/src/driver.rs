@@ -5,8 +5,10 @@
 //! socket handle queued work, or smoltcp's next timer is due) it drains
 //! every pending frame from the interface into smoltcp, lets smoltcp send
 //! (reading again after at most [`TX_BUDGET`] frames), and goes back to
-//! sleep until the earliest of those events. It never polls on a timer of
-//! its own.
+//! sleep until the earliest of those events. It polls on a timer of its
+//! own only while smoltcp reports a deadline that has passed and that a
+//! complete round did not move ([`STALE_DEADLINE_RETRY`] apart, never in a
+//! loop).
 
 use alloc::rc::Rc;
 use alloc::vec;
@@ -31,6 +33,12 @@ const RX_BUDGET: usize = 256;
 /// requests included: those cost the peer a retransmission timeout.
 const TX_BUDGET: u64 = 128;
 
+/// How long the driver waits before polling again when smoltcp keeps
+/// reporting a deadline that has passed and that a full round did not move
+/// (see [`Driver::poll`]). The socket timers hidden behind such a deadline
+/// fire at most this late; smoltcp's delayed ACK is of the same order.
+const STALE_DEADLINE_RETRY: core::time::Duration = core::time::Duration::from_millis(10);
+
 /// The driver task's future. It never completes: the stack lives as long
 /// as the runtime.
 pub(crate) struct Driver<N> {
@@ -40,6 +48,8 @@ pub(crate) struct Driver<N> {
     tx: TxQueue,
     frame_len: usize,
     timer: Option<kiln_rt::time::Sleep>,
+    /// The past deadline smoltcp reported after the last complete round.
+    past_deadline: Option<Instant>,
 }
 
 // The driver is never pinned structurally: `nic` is only used by
@@ -55,6 +65,7 @@ impl<N: NetworkInterface> Driver<N> {
             tx: TxQueue::default(),
             frame_len,
             timer: None,
+            past_deadline: None,
         }
     }
 
@@ -147,19 +158,37 @@ impl<N: NetworkInterface> Future for Driver<N> {
             }
             let Some(deadline) = next else {
                 this.timer = None;
+                this.past_deadline = None;
                 return Poll::Pending;
             };
-            if deadline > kiln_rt::time::now() {
-                let timer = match this.timer.take() {
-                    Some(t) if t.deadline() == deadline => t,
-                    _ => kiln_rt::sleep_until(deadline),
-                };
-                let timer = this.timer.insert(timer);
-                if Pin::new(timer).poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                this.timer = None;
+            let now = kiln_rt::time::now();
+            let wake_at = if deadline > now {
+                this.past_deadline = None;
+                deadline
+            } else if this.past_deadline == Some(deadline) {
+                // A complete round ran at or after this deadline and smoltcp
+                // still reports it: it is stale, and polling again at once
+                // would spin. smoltcp 0.14's SLAAC does this: once its three
+                // router solicitations went unanswered it keeps the time of
+                // a fourth (12 s after start) as its deadline for good, and
+                // `Interface::poll_at` returns it whenever any socket has a
+                // timer of its own, hiding the sockets' real deadlines.
+                // Poll again shortly instead: every round runs whatever
+                // socket timers have come due.
+                now + STALE_DEADLINE_RETRY
+            } else {
+                this.past_deadline = Some(deadline);
+                continue;
+            };
+            let timer = match this.timer.take() {
+                Some(t) if t.deadline() == wake_at => t,
+                _ => kiln_rt::sleep_until(wake_at),
+            };
+            let timer = this.timer.insert(timer);
+            if Pin::new(timer).poll(cx).is_pending() {
+                return Poll::Pending;
             }
+            this.timer = None;
         }
         // Still due: let other tasks run, then go on.
         cx.waker().wake_by_ref();

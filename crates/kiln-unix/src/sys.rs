@@ -90,7 +90,13 @@ pub(crate) fn minimise_timer_slack() {
 /// (`None` = no timeout). Returns the number of entries with `revents` set.
 pub(crate) fn ppoll(fds: &mut [pollfd], timeout: Option<Duration>) -> io::Result<usize> {
     let ts = timeout.map(|d| libc::timespec {
-        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
+        // Capped at i64::MAX seconds: x86_64's time_t, on glibc and musl
+        // (naming libc::time_t is deprecated on musl).
+        tv_sec: d
+            .as_secs()
+            .min(i64::MAX as u64)
+            .try_into()
+            .unwrap_or(i32::MAX.into()),
         tv_nsec: libc::c_long::from(d.subsec_nanos()),
     });
     let ts_ptr = ts
@@ -483,7 +489,7 @@ pub(crate) fn interface_mtu(ifname: &str) -> io::Result<usize> {
     }
     // SAFETY: SIOCGIFMTU reads the name and writes the MTU of one ifreq,
     // which `req` is; it lives until the call returns.
-    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU, &mut req) })?;
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU as _, &mut req) })?;
     // SAFETY: SIOCGIFMTU succeeded, so the union holds `ifru_mtu`.
     let mtu = unsafe { req.ifr_ifru.ifru_mtu };
     usize::try_from(mtu).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))

@@ -7,6 +7,7 @@ pub mod hvt;
 pub mod memory;
 pub mod network;
 pub mod size;
+pub mod soak;
 pub mod storage;
 
 use std::path::PathBuf;

@@ -102,7 +102,7 @@ fn latency_ms(text: &str) -> Option<f64> {
 }
 
 /// Parses wrk's `--latency` report of a `secs`-second load.
-fn parse_wrk(out: &str, secs: u32) -> Result<Wrk, BenchError> {
+pub(super) fn parse_wrk(out: &str, secs: u32) -> Result<Wrk, BenchError> {
     let bad = |what| BenchError::Parse {
         what,
         program: "wrk",

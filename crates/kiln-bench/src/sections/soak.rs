@@ -1,0 +1,527 @@
+//! soak: one instance of www per target under load for minutes, in
+//! consecutive windows: keep-alive wrk (`-t1 -c16`, the measured load),
+//! then a connection churn (wrk with `Connection: close`, a new connection
+//! per request), with slow clients that trickle a request a byte at a time
+//! throughout (see [`crate::slow`]). The two wrk loads take turns rather
+//! than run together: on a small machine they would share its CPUs by
+//! the scheduler's whim, and the keep-alive figure of one window would not
+//! compare with the next. Per target: requests/s per window, the last
+//! window against the first, p99 of the last window against nginx's under
+//! the same load, CPU time per request, and the resident set after the
+//! first and the last window.
+//!
+//! It fails when the last window serves fewer than [`MIN_RATIO`] times the
+//! first window's requests/s, when the server spends more than
+//! [`MAX_CPU_GROWTH`] times the first window's CPU time per request in the
+//! last (the steadier signal on a shared machine, where other load moves
+//! the rate but hardly the cost of a request), or when memory keeps rising:
+//! the resident set after the last window above the one after the middle
+//! window by more than [`RSS_SLACK_PERCENT`] % plus [`RSS_SLACK_KIB`] KiB
+//! (the rows compare it with the first window's; the middle one leaves out
+//! the step while the population of slow clients first turns over). A
+//! slower last window gets up to [`EXTRA_WINDOWS`] more, so that a window
+//! disturbed by other load on a shared machine does not fail the run; a
+//! server that stays slow does. nginx, the baseline, is measured the same
+//! way but never fails the run. The goal of a full run is a ratio of at
+//! least 0.95 and no growth.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::network::{Server, TIMEOUT_SECS, parse_wrk, start_nginx, start_www, wrk};
+use super::{Prepared, progress, runnable};
+use crate::error::BenchError;
+use crate::exec::{self, Context, Service, argv};
+use crate::netns::Netns;
+use crate::report::{Baseline, Row, Status};
+use crate::slow::SlowReport;
+
+const SECTION: &str = "soak";
+/// The last window's requests/s below this times the first's fails.
+pub const MIN_RATIO: f64 = 0.85;
+/// The last window's CPU time per request above this times the first's
+/// fails.
+pub const MAX_CPU_GROWTH: f64 = 1.5;
+/// Windows added while the last one is [`slower`] than the first.
+pub const EXTRA_WINDOWS: u32 = 2;
+/// Growth of the resident set allowed between the middle and the last
+/// window, on top of [`RSS_SLACK_KIB`].
+pub const RSS_SLACK_PERCENT: u64 = 10;
+/// See [`RSS_SLACK_PERCENT`].
+pub const RSS_SLACK_KIB: u64 = 2048;
+/// Connections of the churn load (each request on a new connection).
+const CHURN_CONNECTIONS: &str = "-c2";
+/// How long a server may take to answer its first request.
+const READY: Duration = Duration::from_secs(15);
+
+/// How long the soak runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Consecutive load windows per target.
+    pub windows: u32,
+    /// Seconds of keep-alive load per window.
+    pub window_secs: u32,
+    /// Seconds of churn after it.
+    pub churn_secs: u32,
+    /// Slow clients held open throughout.
+    pub slow_clients: usize,
+}
+
+impl Plan {
+    /// A quick run: five windows of 2 s keep-alive and 1 s churn (the last
+    /// one past 12 s of uptime, when smoltcp's router solicitations have
+    /// run out) and 20 slow clients. A full run: `minutes` (10 by default)
+    /// of windows of 30 s keep-alive and 10 s churn, and 200 slow clients.
+    pub fn new(quick: bool, minutes: Option<f64>) -> Plan {
+        let secs = minutes.map(|m| (m.max(0.0) * 60.0).round() as u32);
+        let (window_secs, churn_secs) = match secs {
+            None if quick => (2, 1),
+            Some(s) if s < 240 => (2, 1),
+            _ => (30, 10),
+        };
+        let total = secs.unwrap_or(if quick { 15 } else { 600 });
+        Plan {
+            windows: (total / (window_secs + churn_secs)).max(2),
+            window_secs,
+            churn_secs,
+            slow_clients: if quick { 20 } else { 200 },
+        }
+    }
+}
+
+/// What one window measured.
+#[derive(Debug, Clone)]
+struct Window {
+    rps: f64,
+    p99: Result<f64, String>,
+    churn_rps: f64,
+    rss_kib: u64,
+    cpu_us_per_request: f64,
+}
+
+/// One window: the keep-alive load (and the CPU time the server spent per
+/// request of it), the churn, then the server's resident set.
+fn window(ns: &Netns, server: &Server, plan: Plan) -> Result<Window, BenchError> {
+    let cpu_before = server.service.cpu_nanos();
+    let keep = wrk(ns, &server.url, plan.window_secs, TIMEOUT_SECS)?;
+    let cpu = server.service.cpu_nanos().saturating_sub(cpu_before);
+    let requests = keep.rps * f64::from(plan.window_secs);
+    let secs = plan.churn_secs;
+    let churn = ns.wrap(&argv([
+        "wrk",
+        "-t1",
+        CHURN_CONNECTIONS,
+        &format!("-d{secs}s"),
+        "--timeout",
+        &format!("{TIMEOUT_SECS}s"),
+        "-H",
+        "Connection: close",
+        &server.url,
+    ]));
+    let limit = Duration::from_secs(u64::from(secs + TIMEOUT_SECS) + 30);
+    let churn = parse_wrk(
+        &exec::run_ok(&churn, Context::default(), limit)?.stdout,
+        secs,
+    )?;
+    Ok(Window {
+        rps: keep.rps,
+        p99: keep.p99,
+        churn_rps: churn.rps,
+        rss_kib: server.service.rss_kib()?,
+        cpu_us_per_request: cpu as f64 / 1e3 / requests.max(1.0),
+    })
+}
+
+/// The slow clients, run inside `ns` by this program.
+fn start_slow(
+    p: &Prepared,
+    ns: &Netns,
+    url: &str,
+    plan: Plan,
+    who: &str,
+) -> Result<(Service, std::path::PathBuf), BenchError> {
+    // A copy of this program: building the workspace may have replaced
+    // (and so deleted) the file it was started from.
+    let exe = p.env.work.join(format!("kiln-bench-slow-clients-{who}"));
+    std::fs::copy("/proc/self/exe", &exe).map_err(|e| BenchError::io("copy", &exe, e))?;
+    let hostport = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let addr = if hostport.contains(':') {
+        hostport
+    } else {
+        format!("{hostport}:80")
+    };
+    // Longer than the windows can take; killed when they are done.
+    let per_window = plan.window_secs + plan.churn_secs + 2 * TIMEOUT_SECS;
+    let secs = u64::from(plan.windows + 1) * u64::from(per_window) + 60;
+    let spec = format!("{addr},{},{secs}", plan.slow_clients);
+    let log = p.env.work.join(format!("soak-slow-{who}.log"));
+    let a = ns.wrap(&argv([
+        exe.as_os_str(),
+        "--slow-clients".as_ref(),
+        spec.as_ref(),
+    ]));
+    Ok((Service::start(&a, &log)?, log))
+}
+
+/// Everything measured on one server.
+struct Soak {
+    windows: Vec<Window>,
+    slow: Option<SlowReport>,
+}
+
+/// Soaks `server`: the windows of `plan` (and one more if the last was
+/// [`slower`] than the first), with slow clients throughout. A server that
+/// exits on the way fails the soak with the end of its log.
+fn soak(
+    p: &Prepared,
+    ns: &Netns,
+    server: &mut Server,
+    plan: Plan,
+    who: &str,
+) -> Result<Soak, String> {
+    let (slow, slow_log) = start_slow(p, ns, &server.url, plan, who).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut windows = Vec::new();
+    for i in 0..plan.windows + EXTRA_WINDOWS {
+        let last_is_slower = windows
+            .last()
+            .zip(windows.first())
+            .is_some_and(|(last, first): (&Window, &Window)| slower(first, last));
+        if i >= plan.windows && !last_is_slower {
+            break;
+        }
+        if i >= plan.windows {
+            progress(&format!(
+                "soak: {who}: the last window was slower than the first; one more"
+            ));
+        }
+        let w = window(ns, server, plan);
+        if let Some(status) = server.service.exited() {
+            return Err(format!(
+                "the server ({who}) exited during window {}: {}",
+                i + 1,
+                server.service.died(status)
+            ));
+        }
+        let w = w.map_err(|e| format!("window {} of {who}: {e}", i + 1))?;
+        progress(&format!(
+            "soak: {who} window {:2} at {:5.1} s: {:8.0} req/s, p99 {}, {:6.0} new connections/s, {:6.1} µs CPU per request, RSS {} KiB",
+            i + 1,
+            started.elapsed().as_secs_f64(),
+            w.rps,
+            w.p99
+                .as_ref()
+                .map_or_else(|e| e.clone(), |v| format!("{v:.2} ms")),
+            w.churn_rps,
+            w.cpu_us_per_request,
+            w.rss_kib
+        ));
+        windows.push(w);
+    }
+    let report = std::fs::read_to_string(&slow_log)
+        .ok()
+        .and_then(|log| SlowReport::parse(&log));
+    drop(slow);
+    Ok(Soak {
+        windows,
+        slow: report,
+    })
+}
+
+/// The rows of one target's soak (or of its failure); `judge`: whether a
+/// slower last window or rising memory fails them (not for the baseline).
+fn rows(
+    target: &str,
+    result: &Result<Soak, String>,
+    nginx: Option<&Soak>,
+    judge: bool,
+) -> Vec<Row> {
+    const NAMES: [(&str, &str); 7] = [
+        ("soak req/s per window", "req/s"),
+        ("soak req/s, last window vs first", "req/s"),
+        ("soak p99 latency, last window", "ms"),
+        (
+            "soak new connections/s (Connection: close), last window vs first",
+            "conn/s",
+        ),
+        ("soak CPU per request, last window vs first", "µs"),
+        ("soak RSS after the last window vs the first", "MiB"),
+        ("soak slow-client connections opened", "conns"),
+    ];
+    let s = match result {
+        Ok(s) if !s.windows.is_empty() => s,
+        Ok(_) => return rows(target, &Err("no window ran".into()), nginx, judge),
+        Err(e) => {
+            return NAMES
+                .iter()
+                .map(|(n, u)| Row::missing(SECTION, n, target, u, Status::Failed(e.clone())))
+                .collect();
+        }
+    };
+    let (first, last) = (&s.windows[0], &s.windows[s.windows.len() - 1]);
+    let base = |name: &str, value: f64| {
+        Some(Baseline {
+            name: name.into(),
+            value,
+        })
+    };
+    let per_window: Vec<f64> = s.windows.iter().map(|w| w.rps).collect();
+    let list = per_window
+        .iter()
+        .map(|v| format!("{v:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut out = vec![Row::samples(
+        SECTION,
+        NAMES[0].0,
+        target,
+        &per_window,
+        NAMES[0].1,
+    )];
+    let mut ratio = Row::ok(SECTION, NAMES[1].0, target, last.rps, NAMES[1].1)
+        .against(base("first window", first.rps));
+    if judge && last.rps < MIN_RATIO * first.rps {
+        ratio.status = Status::Failed(format!(
+            "the last window served {:.2}× the first (below {MIN_RATIO}×); req/s per window: {list}",
+            last.rps / first.rps
+        ));
+    }
+    out.push(ratio);
+    let nginx_p99 = nginx
+        .and_then(|n| n.windows.last())
+        .and_then(|w| w.p99.clone().ok());
+    out.push(match &last.p99 {
+        Ok(v) => Row::ok(SECTION, NAMES[2].0, target, *v, NAMES[2].1)
+            .against(nginx_p99.and_then(|v| base("nginx, last window", v))),
+        Err(e) => Row::missing(
+            SECTION,
+            NAMES[2].0,
+            target,
+            NAMES[2].1,
+            Status::Failed(e.clone()),
+        ),
+    });
+    out.push(
+        Row::ok(SECTION, NAMES[3].0, target, last.churn_rps, NAMES[3].1)
+            .against(base("first window", first.churn_rps)),
+    );
+    let mut cpu = Row::ok(
+        SECTION,
+        NAMES[4].0,
+        target,
+        last.cpu_us_per_request,
+        NAMES[4].1,
+    )
+    .against(base("first window", first.cpu_us_per_request));
+    if judge && last.cpu_us_per_request > MAX_CPU_GROWTH * first.cpu_us_per_request {
+        let list = s
+            .windows
+            .iter()
+            .map(|w| format!("{:.1}", w.cpu_us_per_request))
+            .collect::<Vec<_>>()
+            .join(", ");
+        cpu.status = Status::Failed(format!(
+            "a request cost {:.2}× the CPU time of the first window's (above {MAX_CPU_GROWTH}×); µs per window: {list}",
+            last.cpu_us_per_request / first.cpu_us_per_request
+        ));
+    }
+    out.push(cpu);
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let mut rss = Row::ok(SECTION, NAMES[5].0, target, mib(last.rss_kib), NAMES[5].1)
+        .against(base("after the first window", mib(first.rss_kib)));
+    if judge && rising(&s.windows) {
+        let list = s
+            .windows
+            .iter()
+            .map(|w| w.rss_kib.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        rss.status = Status::Failed(format!("memory keeps rising: RSS per window {list} KiB"));
+    }
+    out.push(rss);
+    out.push(match s.slow {
+        Some(r) if r.opened > 0 => {
+            Row::ok(SECTION, NAMES[6].0, target, r.opened as f64, NAMES[6].1)
+        }
+        _ => Row::missing(
+            SECTION,
+            NAMES[6].0,
+            target,
+            NAMES[6].1,
+            Status::Failed("the slow clients reported nothing".into()),
+        ),
+    });
+    out
+}
+
+/// Whether `last` served fewer requests/s than [`MIN_RATIO`] times
+/// `first`, or spent more than [`MAX_CPU_GROWTH`] times its CPU time per
+/// request.
+fn slower(first: &Window, last: &Window) -> bool {
+    last.rps < MIN_RATIO * first.rps
+        || last.cpu_us_per_request > MAX_CPU_GROWTH * first.cpu_us_per_request
+}
+
+/// Whether the resident set after the last window exceeds the one after
+/// the middle window by more than the slack.
+fn rising(windows: &[Window]) -> bool {
+    match (windows.get(windows.len() / 2), windows.last()) {
+        (Some(mid), Some(last)) => {
+            let allowed = mid.rss_kib + mid.rss_kib * RSS_SLACK_PERCENT / 100 + RSS_SLACK_KIB;
+            last.rss_kib > allowed
+        }
+        _ => false,
+    }
+}
+
+/// Runs the soak section with `plan`.
+pub fn run(p: &Prepared, plan: Plan) -> Vec<Row> {
+    progress(&format!(
+        "soak: {} windows per target of {} s keep-alive and {} s churn, {} slow clients throughout",
+        plan.windows, plan.window_secs, plan.churn_secs, plan.slow_clients
+    ));
+    if let Some(why) = crate::netns::root_missing() {
+        return vec![Row::missing(
+            SECTION,
+            "all",
+            "-",
+            "—",
+            Status::NotAvailable(why),
+        )];
+    }
+    let ns = match Netns::create() {
+        Ok(ns) => ns,
+        Err(e) => {
+            let why = format!("cannot create a network namespace with a tap: {e}");
+            return vec![Row::missing(SECTION, "all", "-", "—", Status::Failed(why))];
+        }
+    };
+    let mut out = Vec::new();
+    let nginx = if p.counts.quick {
+        out.push(Row::missing(
+            SECTION,
+            "soak req/s per window",
+            "nginx",
+            "req/s",
+            Status::Skipped("--quick soaks kiln's targets only".into()),
+        ));
+        None
+    } else {
+        progress("soak: nginx");
+        let root = p.env.workspace.join("examples/www/htdocs");
+        let r = start_nginx(&p.env, &ns, Path::new(&root))
+            .map_err(|e| e.to_string())
+            .and_then(|mut s| soak(p, &ns, &mut s, plan, "nginx"));
+        out.extend(rows("nginx", &r, None, false));
+        r.ok()
+    };
+    for (variant, a) in &p.www {
+        let target = variant.name();
+        let built = match runnable(a, SECTION, "www", *variant, "—") {
+            Ok(b) => b,
+            Err(row) => {
+                out.push(Row {
+                    name: "soak req/s per window".into(),
+                    unit: "req/s",
+                    ..*row
+                });
+                continue;
+            }
+        };
+        progress(&format!("soak: www on {target}"));
+        let r = start_www(&p.env, &ns, built, None, READY)
+            .map_err(|e| e.to_string())
+            .and_then(|mut s| soak(p, &ns, &mut s, plan, target));
+        out.extend(rows(target, &r, nginx.as_ref(), true));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(rps: f64, rss_kib: u64) -> Window {
+        Window {
+            rps,
+            p99: Ok(1.0),
+            churn_rps: 100.0,
+            rss_kib,
+            cpu_us_per_request: 10.0,
+        }
+    }
+
+    #[test]
+    fn a_quick_soak_reaches_past_twelve_seconds_of_uptime() {
+        let q = Plan::new(true, None);
+        assert!(q.windows * (q.window_secs + q.churn_secs) >= 15, "{q:?}");
+        let full = Plan::new(false, None);
+        assert_eq!(full.windows * (full.window_secs + full.churn_secs), 600);
+        let one = Plan::new(false, Some(1.0));
+        assert_eq!((one.windows, one.window_secs), (20, 2));
+    }
+
+    #[test]
+    fn a_falling_rate_fails_and_a_steady_one_does_not() {
+        let steady = Soak {
+            windows: vec![w(1000.0, 5000), w(900.0, 5100)],
+            slow: Some(SlowReport {
+                opened: 20,
+                ..SlowReport::default()
+            }),
+        };
+        let r = rows("spt", &Ok(steady), None, true);
+        assert!(r.iter().all(|r| r.problem().is_none()), "{r:?}");
+        assert_eq!(r[1].ratio(), Some(0.9));
+        let falling = Soak {
+            windows: vec![w(1000.0, 5000), w(500.0, 5000)],
+            slow: None,
+        };
+        let r = rows("spt", &Ok(falling), None, true);
+        let failed: Vec<_> = r.iter().filter_map(Row::problem).collect();
+        assert!(failed.iter().any(|p| p.contains("0.50×")), "{failed:?}");
+        let baseline = Soak {
+            windows: vec![w(1000.0, 5000), w(500.0, 50_000)],
+            slow: Some(SlowReport {
+                opened: 20,
+                ..SlowReport::default()
+            }),
+        };
+        let r = rows("nginx", &Ok(baseline), None, false);
+        assert!(r.iter().all(|r| r.problem().is_none()), "{r:?}");
+        let mut costly = w(1000.0, 5000);
+        costly.cpu_us_per_request = 16.0;
+        assert!(slower(&w(1000.0, 5000), &costly));
+        assert!(!slower(&w(1000.0, 5000), &w(950.0, 5000)));
+        let r = rows(
+            "spt",
+            &Ok(Soak {
+                windows: vec![w(1000.0, 5000), costly],
+                slow: None,
+            }),
+            None,
+            true,
+        );
+        let failed: Vec<_> = r.iter().filter_map(Row::problem).collect();
+        assert!(failed.iter().any(|p| p.contains("1.60×")), "{failed:?}");
+    }
+
+    #[test]
+    fn memory_that_keeps_rising_fails() {
+        let rss = |kib: &[u64]| kib.iter().map(|&k| w(1.0, k)).collect::<Vec<_>>();
+        assert!(!rising(&rss(&[5000, 5000, 7000])));
+        assert!(rising(&rss(&[5000, 5000, 9000])));
+        assert!(rising(&rss(&[100_000, 100_000, 115_000])));
+        // A step while slow clients first turn over, then a plateau.
+        let step: Vec<Window> = [34_568, 34_824, 41_488, 41_488, 41_488, 41_488]
+            .into_iter()
+            .map(|kib| w(1.0, kib))
+            .collect();
+        assert!(!rising(&step));
+        let leak: Vec<Window> = (0..10).map(|i| w(1.0, 30_000 + i * 2000)).collect();
+        assert!(rising(&leak));
+    }
+}
