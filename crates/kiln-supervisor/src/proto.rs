@@ -469,6 +469,22 @@ mod tests {
         assert!(matches!(parse(up), Ok(Request::Up { .. })));
     }
 
+    /// The fuzz target's seeds are valid requests that round-trip.
+    #[test]
+    fn fuzz_seeds_parse() {
+        let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/request");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&seeds).unwrap() {
+            let path = entry.unwrap().path();
+            let line = std::fs::read(&path).unwrap();
+            let request = parse(&line).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let again = serde_json::to_vec(&request).unwrap();
+            assert_eq!(parse(&again).unwrap(), request, "{}", path.display());
+            n += 1;
+        }
+        assert!(n >= 4, "only {n} seeds in {}", seeds.display());
+    }
+
     /// The fuzz target's property (crates/kiln-supervisor/fuzz) over
     /// mutations of a valid request: no panic, and what is accepted
     /// round-trips.
