@@ -63,6 +63,12 @@ pub const IMPLEMENTATIONS: &[Implementation] = &[
         impossible_on: &[],
     },
     Implementation {
+        device: DeviceType::Shutdown,
+        choice: None,
+        uses: &[],
+        impossible_on: &[],
+    },
+    Implementation {
         device: DeviceType::Random,
         choice: None,
         uses: &[],

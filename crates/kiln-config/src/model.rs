@@ -59,6 +59,8 @@ pub enum DeviceType {
     KvRw,
     /// `stack`: a TCP/UDP stack.
     Stack,
+    /// `shutdown`: the host's request to stop.
+    Shutdown,
 }
 
 /// A key of a device's table that names another device it depends on.
@@ -78,7 +80,7 @@ pub const DEFAULT_NET: &str = "service";
 
 impl DeviceType {
     /// Every device type.
-    pub const ALL: [DeviceType; 10] = [
+    pub const ALL: [DeviceType; 11] = [
         DeviceType::Console,
         DeviceType::Clock,
         DeviceType::WallClock,
@@ -89,6 +91,7 @@ impl DeviceType {
         DeviceType::KvRo,
         DeviceType::KvRw,
         DeviceType::Stack,
+        DeviceType::Shutdown,
     ];
 
     /// The name used in `unikernel.toml`.
@@ -104,6 +107,7 @@ impl DeviceType {
             DeviceType::KvRo => "kv_ro",
             DeviceType::KvRw => "kv_rw",
             DeviceType::Stack => "stack",
+            DeviceType::Shutdown => "shutdown",
         }
     }
 
@@ -121,6 +125,7 @@ impl DeviceType {
             DeviceType::KvRo => "KvRo",
             DeviceType::KvRw => "KvRw",
             DeviceType::Stack => "Stack",
+            DeviceType::Shutdown => "Shutdown",
         }
     }
 

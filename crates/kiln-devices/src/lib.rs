@@ -17,7 +17,8 @@
 //! - [`kv`]: read-only and read-write key-value stores;
 //! - [`stack`]: a TCP/UDP stack (host sockets or `kiln-net` over a network
 //!   interface);
-//! - [`exit`]: how an entry function's result becomes an exit status.
+//! - [`exit`]: how an entry function's result becomes an exit status;
+//! - [`shutdown`]: the host's request to stop, which the application awaits.
 //!
 //! Every I/O operation is `async` (or poll-based, for network interfaces, so
 //! that a stack can drain many frames per wake-up). The futures are not
@@ -37,6 +38,7 @@ pub mod exit;
 pub mod kv;
 pub mod net;
 pub mod random;
+pub mod shutdown;
 pub mod stack;
 pub mod time;
 
@@ -46,5 +48,6 @@ pub use exit::{ExitStatus, Termination};
 pub use kv::{Digest, EntryKind, KvError, KvRo, KvRw};
 pub use net::{MacAddress, NetError, NetworkInterface};
 pub use random::{Random, RandomError};
+pub use shutdown::{NoShutdown, Shutdown};
 pub use stack::{Stack, StackError, TcpListener, TcpStream, UdpSocket};
 pub use time::{Instant, MonotonicClock, Sleep, Timestamp, WallClock};

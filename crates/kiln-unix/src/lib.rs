@@ -16,7 +16,7 @@
 //!   (CLOCK_MONOTONIC, CLOCK_REALTIME), [`random`] (getrandom), [`stack`]
 //!   (TCP/UDP over host sockets), [`tap`] (a tap interface) and [`block`]
 //!   (a file), with [`attach`] for the errors of attaching them to host
-//!   resources;
+//!   resources, and [`shutdown`] (SIGTERM through a signalfd);
 //! - [`process`]: the command line and the exit status.
 //!
 //! The sleep device is `kiln_rt::Timer`, whose deadlines `wait` honours to
@@ -32,6 +32,7 @@ pub mod console;
 pub mod process;
 pub mod random;
 pub mod reactor;
+pub mod shutdown;
 pub mod stack;
 #[allow(unsafe_code)]
 mod sys;
@@ -44,6 +45,7 @@ pub use console::Console;
 pub use process::{ArgsError, args, exit};
 pub use random::Random;
 pub use reactor::{Interest, Platform, Registration};
+pub use shutdown::Shutdown;
 pub use stack::{SocketStack, TcpListener, TcpStream, UdpSocket};
 pub use tap::Tap;
 

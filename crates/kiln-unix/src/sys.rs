@@ -55,6 +55,28 @@ pub(crate) fn ignore_sigpipe() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
 
+/// Blocks SIGTERM for the calling thread (the unikernel's only one) and
+/// returns a non-blocking signalfd that reports it instead.
+pub(crate) fn sigterm_fd() -> io::Result<OwnedFd> {
+    // SAFETY: `set` is a local sigset_t that sigemptyset initialises before
+    // any other use; sigaddset, pthread_sigmask and signalfd read it (and
+    // write nothing else); signalfd returns a new descriptor or -1.
+    unsafe {
+        let mut set: libc::sigset_t = mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, core::ptr::null_mut());
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
 /// Sets the calling thread's timer slack to 1 ns, so that timeouts expire as
 /// close to their deadline as the scheduler allows (the default slack lets
 /// the kernel defer them by 50 µs to batch wake-ups).

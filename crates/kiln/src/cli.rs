@@ -31,6 +31,26 @@ pub enum Command {
     Clean(CleanArgs),
     /// Make the disk image of directory SRC that a `disk` kv_ro reads
     Image(ImageArgs),
+    /// Run the daemon that owns this host's unikernels (see docs/supervisor.md)
+    Daemon(DaemonArgs),
+    /// Build DIR if needed, then have the daemon run it as NAME
+    Up(UpArgs),
+    /// List the daemon's unikernels
+    Ps(PsArgs),
+    /// Print a unikernel's console output
+    Logs(LogsArgs),
+    /// Stop a unikernel: SIGTERM, then SIGKILL after the timeout
+    Stop(StopArgs),
+    /// Start a stopped unikernel again
+    Start(NameArgs),
+    /// Stop a unikernel, then start it again
+    Restart(StopArgs),
+    /// Forget a stopped unikernel and its console
+    Rm(RmArgs),
+    /// Print a unikernel's CPU time, memory, I/O and network counters
+    Stats(NameArgs),
+    /// Print everything the daemon knows about a unikernel, as JSON
+    Inspect(NameArgs),
     /// Build if stale, then make a reproducible OCI image of the unikernel
     Package(PackageArgs),
     /// Query an hvt or spt image's manifest or ABI, as solo5-elftool does
@@ -224,6 +244,148 @@ pub struct ImageArgs {
     pub src: PathBuf,
     /// The image file to write (attach it with --block:NAME=OUT)
     pub out: PathBuf,
+}
+
+/// Where the daemon's control socket is.
+#[derive(Debug, Args)]
+pub struct SocketOpts {
+    /// The daemon's control socket [default: $KILN_SOCKET, else /run/kiln/kiln.sock]
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+/// `kiln daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// The state directory: state.json and each unikernel's console
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/kiln")]
+    pub state: PathBuf,
+    /// The socket.
+    #[command(flatten)]
+    pub socket: SocketOpts,
+    /// The group (name or number) whose members may use the socket besides root
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Console bytes kept in memory per unikernel, in KiB
+    #[arg(long, value_name = "KIB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub console_ring: u32,
+    /// Size at which a unikernel's console.log is rotated, in KiB
+    #[arg(long, value_name = "KIB", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1048576))]
+    pub console_file: u32,
+    /// Connections served at once
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_connections: u32,
+    /// Failed restarts in a row before a unikernel is marked failed
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub restart_limit: u32,
+}
+
+/// The restart policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RestartArg {
+    /// Never restart
+    Never,
+    /// Restart after a failure (not after exit 0, nor a usage error)
+    OnFailure,
+    /// Restart after any exit but a usage error
+    Always,
+}
+
+/// `kiln up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The socket.
+    #[command(flatten)]
+    pub socket: SocketOpts,
+    /// The target [default: unix, or the extension of IMAGE]
+    #[arg(short, long, value_enum)]
+    pub target: Option<TargetArg>,
+    /// Guest memory in MiB on hvt and spt [default: the tender's, 512]
+    #[arg(long, value_name = "MB")]
+    pub mem: Option<u64>,
+    /// When the daemon starts the unikernel again after it exits
+    #[arg(long, value_enum, default_value = "on-failure")]
+    pub restart: RestartArg,
+    /// Pin the unikernel to this CPU
+    #[arg(long, value_name = "N")]
+    pub cpu: Option<u32>,
+    /// The unikernel's name for the daemon: a-z, 0-9, `-` and `_`
+    pub name: String,
+    /// The unikernel's directory (built if stale), or a built image
+    /// (dist/NAME.TARGET, its tender beside it)
+    pub dir: PathBuf,
+    /// After DIR: --net:DEVICE=BRIDGE (a tap on that bridge, made for the
+    /// unikernel and removed when it stops), --block:DEVICE=FILE, and the
+    /// unikernel's runtime arguments
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "DEVICES AND ARGS"
+    )]
+    pub rest: Vec<String>,
+}
+
+/// `kiln ps`.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// The socket.
+    #[command(flatten)]
+    pub socket: SocketOpts,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kiln logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The socket.
+    #[command(flatten)]
+    pub socket: SocketOpts,
+    /// Keep printing new output until the unikernel stops
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u32>,
+    /// The unikernel
+    pub name: String,
+}
+
+/// `kiln stop` and `kiln restart`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// The socket.
+    #[command(flatten)]
+    pub socket: SocketOpts,
+    /// Seconds to wait after SIGTERM before SIGKILL
+    #[arg(long, value_name = "S", default_value_t = 10)]
+    pub timeout: u64,
+    /// The unikernel
+    pub name: String,
+}
+
+/// `kiln rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// The socket.
+    #[command(flatten)]
+    pub socket: SocketOpts,
+    /// Kill it first if it runs
+    #[arg(short, long)]
+    pub force: bool,
+    /// The unikernel
+    pub name: String,
+}
+
+/// The commands that name one unikernel.
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// The socket.
+    #[command(flatten)]
+    pub socket: SocketOpts,
+    /// The unikernel
+    pub name: String,
 }
 
 /// `kiln package --format`.

@@ -36,6 +36,13 @@ const IMPLEMENTATIONS: &Table = &[
         Construct::Expr("env.wall_clock()"),
     ),
     (DeviceType::Sleep, None, Construct::Expr("::kiln_rt::Timer")),
+    // Solo5 tenders cannot deliver a stop request: `kiln stop` is a hard
+    // stop there (docs/supervisor.md).
+    (
+        DeviceType::Shutdown,
+        None,
+        Construct::Expr("::kiln_devices::NoShutdown"),
+    ),
     (DeviceType::Random, None, Construct::Expr("env.random()")),
     (DeviceType::Net, None, Construct::Solo5Net),
     (DeviceType::Block, None, Construct::Solo5Block),

@@ -32,6 +32,11 @@ const IMPLEMENTATIONS: &Table = &[
     ),
     (DeviceType::Sleep, None, Construct::Expr("::kiln_rt::Timer")),
     (
+        DeviceType::Shutdown,
+        None,
+        Construct::Expr("::kiln_unix::Shutdown::new(platform).unwrap_or_else(|e| fail(1, e))"),
+    ),
+    (
         DeviceType::Random,
         None,
         Construct::Expr("::kiln_unix::Random::new()"),

@@ -34,6 +34,12 @@ const IMPLEMENTATIONS: &Table = &[
         Construct::Expr("env.wall_clock()"),
     ),
     (DeviceType::Sleep, None, Construct::Expr("::kiln_rt::Timer")),
+    // A VMM's stop is a power-off: there is no stop request to wait for.
+    (
+        DeviceType::Shutdown,
+        None,
+        Construct::Expr("::kiln_devices::NoShutdown"),
+    ),
     (DeviceType::Random, None, Construct::Expr("env.random()")),
     (DeviceType::Net, None, Construct::Solo5Net),
     (DeviceType::Block, None, Construct::Solo5Block),

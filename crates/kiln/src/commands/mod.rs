@@ -11,12 +11,15 @@ use crate::error::KilnError;
 mod build;
 mod clean;
 mod configure;
+mod daemon;
 mod describe;
 mod elftool;
 mod image;
 mod new;
 mod package;
 mod run;
+mod supervise;
+mod up;
 
 /// Runs `command`; returns the exit code.
 pub fn run(command: Command) -> Result<u8, KilnError> {
@@ -28,6 +31,16 @@ pub fn run(command: Command) -> Result<u8, KilnError> {
         Command::Describe(args) => describe::run(&args),
         Command::Clean(args) => clean::run(&args),
         Command::Image(args) => image::run(&args),
+        Command::Daemon(args) => daemon::run(&args),
+        Command::Up(args) => up::run(&args),
+        Command::Ps(args) => supervise::ps(&args),
+        Command::Logs(args) => supervise::logs(&args),
+        Command::Stop(args) => supervise::stop(&args),
+        Command::Start(args) => supervise::start(&args),
+        Command::Restart(args) => supervise::restart(&args),
+        Command::Rm(args) => supervise::rm(&args),
+        Command::Stats(args) => supervise::stats(&args),
+        Command::Inspect(args) => supervise::inspect(&args),
         Command::Package(args) => package::run(&args),
         Command::Elftool(query) => Ok(elftool::run(&query)),
     }
