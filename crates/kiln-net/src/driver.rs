@@ -16,9 +16,16 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 
 use kiln_devices::{Instant, NetworkInterface};
-use smoltcp::iface::{PollIngressSingleResult, PollResult};
+use smoltcp::iface::{Interface, PollIngressSingleResult, PollResult, SocketSet};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, HardwareAddress,
+    IPV6_HEADER_LEN, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr, IpProtocol, Ipv6Address,
+    Ipv6Packet, Ipv6Repr, NdiscRepr, NdiscRouterFlags,
+};
 
 use crate::device::{NicDevice, TxQueue};
+use crate::guard::NdiscGuard;
 use crate::stack::{Shared, State, smol_now};
 
 /// Frames handled per wake-up before the driver lets other tasks run.
@@ -40,6 +47,105 @@ pub(crate) struct Driver<N> {
     tx: TxQueue,
     frame_len: usize,
     timer: Option<kiln_rt::time::Sleep>,
+    guard: NdiscGuard,
+    /// No sockets: `Interface::poll_at` over it gives the interface's own
+    /// deadline (SLAAC's).
+    no_sockets: SocketSet<'static>,
+    /// Rounds in a row that did nothing although a deadline had passed.
+    stale_rounds: u32,
+}
+
+/// Rounds in a row that may find a past deadline and do nothing before the
+/// driver stops believing it (see [`DeviceStats::stale_deadlines`]).
+///
+/// [`DeviceStats::stale_deadlines`]: crate::DeviceStats::stale_deadlines
+const STALE_ROUNDS: u32 = 8;
+
+/// How long the driver waits on a deadline it does not believe.
+const STALE_WAIT_NANOS: u64 = 1_000_000;
+
+/// A router advertisement with a router lifetime of 0 and no options,
+/// from our own link-local address to all nodes: it tells smoltcp's SLAAC
+/// nothing but that router discovery is over.
+fn end_of_router_discovery(iface: &Interface) -> Option<alloc::vec::Vec<u8>> {
+    let HardwareAddress::Ethernet(mac) = iface.hardware_addr();
+    let src = iface.ip_addrs().iter().find_map(|c| match c {
+        IpCidr::Ipv6(c) if c.address().is_unicast_link_local() => Some(c.address()),
+        _ => None,
+    })?;
+    let dst = Ipv6Address::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    let icmp = Icmpv6Repr::Ndisc(NdiscRepr::RouterAdvert {
+        hop_limit: 0,
+        flags: NdiscRouterFlags::empty(),
+        router_lifetime: smoltcp::time::Duration::ZERO,
+        reachable_time: smoltcp::time::Duration::ZERO,
+        retrans_time: smoltcp::time::Duration::ZERO,
+        lladdr: None,
+        mtu: None,
+        prefix_info: None,
+    });
+    let ip = Ipv6Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: icmp.buffer_len(),
+        hop_limit: 255,
+    };
+    let mut frame = vec![0; 14 + IPV6_HEADER_LEN + icmp.buffer_len()];
+    let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+    EthernetRepr {
+        src_addr: mac,
+        dst_addr: EthernetAddress([0x33, 0x33, 0, 0, 0, 1]),
+        ethertype: EthernetProtocol::Ipv6,
+    }
+    .emit(&mut eth);
+    let mut packet = Ipv6Packet::new_unchecked(eth.payload_mut());
+    ip.emit(&mut packet);
+    icmp.emit(
+        &src,
+        &dst,
+        &mut Icmpv6Packet::new_unchecked(packet.payload_mut()),
+        &ChecksumCapabilities::default(),
+    );
+    Some(frame)
+}
+
+/// A device that holds one frame to receive and sends nothing.
+struct OneFrame(Option<alloc::vec::Vec<u8>>);
+
+struct OneRx(alloc::vec::Vec<u8>);
+struct NoTx;
+
+impl smoltcp::phy::RxToken for OneRx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl smoltcp::phy::TxToken for NoTx {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        f(&mut vec![0; len])
+    }
+}
+
+impl smoltcp::phy::Device for OneFrame {
+    type RxToken<'a> = OneRx;
+    type TxToken<'a> = NoTx;
+
+    fn receive(&mut self, _: smoltcp::time::Instant) -> Option<(OneRx, NoTx)> {
+        self.0.take().map(|f| (OneRx(f), NoTx))
+    }
+
+    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<NoTx> {
+        None
+    }
+
+    fn capabilities(&self) -> smoltcp::phy::DeviceCapabilities {
+        let mut caps = smoltcp::phy::DeviceCapabilities::default();
+        caps.medium = smoltcp::phy::Medium::Ethernet;
+        caps.max_transmission_unit = 1514;
+        caps
+    }
 }
 
 // The driver is never pinned structurally: `nic` is only used by
@@ -55,6 +161,9 @@ impl<N: NetworkInterface> Driver<N> {
             tx: TxQueue::default(),
             frame_len,
             timer: None,
+            guard: NdiscGuard::default(),
+            no_sockets: SocketSet::new(alloc::vec::Vec::new()),
+            stale_rounds: 0,
         }
     }
 
@@ -66,6 +175,18 @@ impl<N: NetworkInterface> Driver<N> {
         let mut guard = self.shared.state.borrow_mut();
         let state: &mut State = &mut guard;
         let mut stats = state.stats;
+        let before = (stats.rx_frames, stats.tx_frames);
+        self.guard.ours.clear();
+        self.guard.ours.extend(
+            state
+                .iface
+                .ip_addrs()
+                .iter()
+                .filter_map(|c| match c.address() {
+                    IpAddress::Ipv6(a) => Some(a.octets()),
+                    IpAddress::Ipv4(_) => None,
+                }),
+        );
         let mut device = NicDevice {
             nic: &self.nic,
             cx,
@@ -73,6 +194,9 @@ impl<N: NetworkInterface> Driver<N> {
             tx: &mut self.tx,
             stats: &mut stats,
             frame_len: self.frame_len,
+            guard: &mut self.guard,
+            now,
+            more: false,
         };
         state.iface.poll_maintenance(now);
         let mut budget_left = true;
@@ -90,9 +214,12 @@ impl<N: NetworkInterface> Driver<N> {
                 PollIngressSingleResult::SocketStateChanged => {
                     // A SYN may have taken a listening socket: put another
                     // in its place before the next frame.
-                    state.refill_listeners();
+                    state.refill_listeners(now);
                 }
             }
+        }
+        if device.more {
+            budget_left = false;
         }
         // Router advertisements just processed become addresses here.
         state.iface.poll_maintenance(now);
@@ -112,9 +239,34 @@ impl<N: NetworkInterface> Driver<N> {
                 break;
             }
         }
-        state.refill_listeners();
+        // Reclaimed sockets make room for listening ones.
         let reap_at = state.reap(now);
+        state.refill_listeners(now);
         let tx_blocked = device.tx.is_blocked();
+        // smoltcp 0.14's SLAAC sends its three router solicitations, then
+        // stays in its discovery phase with the time of a fourth, which
+        // never comes, as its deadline: `Interface::poll_at` returns that
+        // past instant for ever once any socket has a timer, and the
+        // driver would poll without pause. A router advertisement ends the
+        // phase; if no router sent one, hand smoltcp one that changes
+        // nothing else (lifetime 0, no prefix).
+        if !tx_blocked
+            && state
+                .iface
+                .poll_at(now, &self.no_sockets)
+                .is_some_and(|t| t <= now)
+            && let Some(frame) = end_of_router_discovery(&state.iface)
+        {
+            let mut one = OneFrame(Some(frame));
+            let _ = state
+                .iface
+                .poll_ingress_single(now, &mut one, &mut self.no_sockets);
+            state.iface.poll_maintenance(now);
+        }
+        let did_something = (stats.rx_frames, stats.tx_frames) != before;
+        // Counted by the listeners during this round, not by the device.
+        stats.syn_dropped = state.stats.syn_dropped;
+        stats.tcp_refused = state.stats.tcp_refused;
         state.stats = stats;
         let poll_at = state.iface.poll_at(now, &state.sockets);
         let next = match (poll_at, reap_at) {
@@ -123,10 +275,31 @@ impl<N: NetworkInterface> Driver<N> {
         };
         // While the interface refuses frames, its own wake-up is the one
         // that matters: do not spin on "send now".
-        let next = next.filter(|_| !tx_blocked).map(|t| {
+        let mut next = next.filter(|_| !tx_blocked).map(|t| {
             let micros = u64::try_from(t.total_micros()).unwrap_or(0);
             Instant::from_nanos(micros.saturating_mul(1000))
         });
+        // A last line of defence: a deadline that keeps being in the past
+        // while rounds do nothing is not believed (and counted), so that a
+        // timer smoltcp never clears costs a wake-up a millisecond, not a
+        // CPU.
+        let now_rt = Instant::from_nanos(
+            u64::try_from(now.total_micros())
+                .unwrap_or(0)
+                .saturating_mul(1000),
+        );
+        match next {
+            Some(t) if t <= now_rt && !did_something && budget_left => {
+                self.stale_rounds += 1;
+                if self.stale_rounds >= STALE_ROUNDS {
+                    state.stats.stale_deadlines += 1;
+                    next = Some(Instant::from_nanos(
+                        now_rt.as_nanos().saturating_add(STALE_WAIT_NANOS),
+                    ));
+                }
+            }
+            _ => self.stale_rounds = 0,
+        }
         (next, !budget_left)
     }
 }

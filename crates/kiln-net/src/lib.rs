@@ -54,6 +54,7 @@ extern crate alloc;
 pub mod config;
 mod device;
 mod driver;
+mod guard;
 pub mod pair;
 mod stack;
 mod tcp;

@@ -1,0 +1,191 @@
+//! Neighbour discovery that may change the neighbour cache: only answers
+//! to our own solicitations, solicitations of our own addresses (RFC 4861
+//! 7.2.3 and 7.2.5), and router advertisements from at most four routers.
+//!
+//! smoltcp fills its neighbour cache (eight entries) from the link-layer
+//! address option of every Neighbour Solicitation and Advertisement it
+//! receives, whoever they are for. A burst of them from made-up sources
+//! evicts the entries of the hosts we talk to, IPv4 ones included; their
+//! traffic then waits on ARP, which smoltcp rate-limits to one request a
+//! second for the whole interface while the burst's sources compete for
+//! it. This filter drops, before smoltcp sees them, advertisements nobody
+//! asked for and solicitations of addresses that are not ours: RFC 4861
+//! says to discard both (an unsolicited advertisement "SHOULD be silently
+//! discarded" when there is no entry to update; we do not know the cache's
+//! entries, so an update of one waits for the next solicitation).
+//!
+//! smoltcp also empties the whole neighbour cache whenever SLAAC changes
+//! the interface's addresses or routes, and every router advertisement
+//! from a router it does not know asks for such a change, even when its
+//! route table (four entries) is full and nothing changes. 200
+//! advertisements from 200 made-up routers emptied the cache 200 times.
+//! Advertisements are admitted from the first [`ROUTERS_MAX`] routers
+//! heard; a new router takes the place of one silent for
+//! [`ROUTER_SILENCE`] (the longest interval RFC 4861 6.2.1 allows between
+//! a router's advertisements).
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+
+use smoltcp::time::{Duration, Instant};
+
+/// Solicited targets remembered, and for how long an answer is accepted.
+const SOLICITED_MAX: usize = 32;
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
+/// Routers whose advertisements are admitted (smoltcp keeps four routes).
+const ROUTERS_MAX: usize = 4;
+/// How long a router may stay silent before another takes its place.
+const ROUTER_SILENCE: Duration = Duration::from_secs(1800);
+const ROUTER_ADVERT: u8 = 134;
+
+const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
+const NEXT_HEADER_ICMPV6: u8 = 58;
+const NEIGHBOR_SOLICIT: u8 = 135;
+const NEIGHBOR_ADVERT: u8 = 136;
+/// Ethernet (14) + IPv6 (40) headers: where ICMPv6 starts.
+const ICMP_AT: usize = 54;
+
+/// The type and target of a neighbour solicitation or advertisement
+/// without extension headers (for a router advertisement: its source),
+/// if `frame` is one.
+fn ndisc(frame: &[u8]) -> Option<(u8, [u8; 16])> {
+    if frame.get(12..14)? != ETHERTYPE_IPV6 || *frame.get(14 + 6)? != NEXT_HEADER_ICMPV6 {
+        return None;
+    }
+    let kind = *frame.get(ICMP_AT)?;
+    let at = match kind {
+        NEIGHBOR_SOLICIT | NEIGHBOR_ADVERT => ICMP_AT + 8,
+        // The IPv6 source address.
+        ROUTER_ADVERT => 14 + 8,
+        _ => return None,
+    };
+    let addr: [u8; 16] = frame.get(at..at + 16)?.try_into().ok()?;
+    Some((kind, addr))
+}
+
+/// What the filter knows: our addresses and the targets we solicited.
+#[derive(Default)]
+pub(crate) struct NdiscGuard {
+    /// The interface's IPv6 addresses, refreshed every round.
+    pub(crate) ours: Vec<[u8; 16]>,
+    solicited: VecDeque<([u8; 16], Instant)>,
+    /// Routers admitted, with when each was last heard.
+    routers: Vec<([u8; 16], Instant)>,
+    /// Frames dropped.
+    pub(crate) dropped: u64,
+}
+
+impl NdiscGuard {
+    /// Whether smoltcp may see `frame`.
+    pub(crate) fn admit(&mut self, frame: &[u8], now: Instant) -> bool {
+        let Some((kind, target)) = ndisc(frame) else {
+            return true;
+        };
+        let ok = if kind == ROUTER_ADVERT {
+            self.router(target, now)
+        } else if kind == NEIGHBOR_SOLICIT {
+            self.ours.contains(&target)
+        } else {
+            self.solicited
+                .iter()
+                .any(|(t, at)| *t == target && now < *at + ANSWER_WITHIN)
+        };
+        if !ok {
+            self.dropped += 1;
+        }
+        ok
+    }
+
+    /// Whether an advertisement from `router` is admitted (and notes it).
+    fn router(&mut self, router: [u8; 16], now: Instant) -> bool {
+        if let Some(r) = self.routers.iter_mut().find(|r| r.0 == router) {
+            r.1 = now;
+            return true;
+        }
+        if self.routers.len() < ROUTERS_MAX {
+            self.routers.push((router, now));
+            return true;
+        }
+        match self.routers.iter_mut().min_by_key(|r| r.1) {
+            Some(r) if now >= r.1 + ROUTER_SILENCE => {
+                *r = (router, now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Notes a frame we send: a solicitation makes its answer welcome.
+    pub(crate) fn sent(&mut self, frame: &[u8], now: Instant) {
+        if let Some((NEIGHBOR_SOLICIT, target)) = ndisc(frame) {
+            self.solicited.retain(|(t, _)| *t != target);
+            if self.solicited.len() == SOLICITED_MAX {
+                self.solicited.pop_front();
+            }
+            self.solicited.push_back((target, now));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, target: [u8; 16]) -> alloc::vec::Vec<u8> {
+        let mut f = alloc::vec![0u8; 78];
+        f[12..14].copy_from_slice(&ETHERTYPE_IPV6);
+        f[20] = NEXT_HEADER_ICMPV6;
+        f[ICMP_AT] = kind;
+        f[ICMP_AT + 8..ICMP_AT + 24].copy_from_slice(&target);
+        f
+    }
+
+    #[test]
+    fn admits_only_answers_to_our_solicitations_and_solicitations_of_us() {
+        let mut g = NdiscGuard {
+            ours: alloc::vec![[1; 16]],
+            ..NdiscGuard::default()
+        };
+        let t0 = Instant::from_secs(1);
+        assert!(g.admit(&frame(NEIGHBOR_SOLICIT, [1; 16]), t0));
+        assert!(!g.admit(&frame(NEIGHBOR_SOLICIT, [2; 16]), t0));
+        assert!(!g.admit(&frame(NEIGHBOR_ADVERT, [3; 16]), t0));
+        g.sent(&frame(NEIGHBOR_SOLICIT, [3; 16]), t0);
+        assert!(g.admit(
+            &frame(NEIGHBOR_ADVERT, [3; 16]),
+            t0 + Duration::from_secs(1)
+        ));
+        assert!(!g.admit(
+            &frame(NEIGHBOR_ADVERT, [3; 16]),
+            t0 + Duration::from_secs(6)
+        ));
+        // Anything else passes, truncated frames included.
+        assert!(g.admit(&frame(128, [3; 16]), t0));
+        assert!(g.admit(&frame(NEIGHBOR_ADVERT, [3; 16])[..40], t0));
+        assert_eq!(g.dropped, 3);
+    }
+
+    #[test]
+    fn admits_advertisements_from_four_routers() {
+        let mut g = NdiscGuard::default();
+        let ra = |n: u8| {
+            let mut f = frame(ROUTER_ADVERT, [0; 16]);
+            f[22..38].copy_from_slice(&[n; 16]);
+            f
+        };
+        let t0 = Instant::from_secs(1);
+        for n in 0..4 {
+            assert!(g.admit(&ra(n), t0));
+        }
+        assert!(!g.admit(&ra(9), t0));
+        assert!(g.admit(&ra(2), t0 + Duration::from_secs(1000)));
+        assert!(!g.admit(&ra(7), t0 + Duration::from_secs(1001)));
+        // Routers 0, 1 and 3 have been silent for half an hour: new ones
+        // take their places, not router 2's.
+        for n in [9, 10, 11] {
+            assert!(g.admit(&ra(n), t0 + ROUTER_SILENCE));
+        }
+        assert!(!g.admit(&ra(12), t0 + ROUTER_SILENCE));
+    }
+}
