@@ -11,6 +11,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod clients;
 pub mod http;
 pub mod mime;
 
@@ -20,7 +21,8 @@ use core::time::Duration;
 
 use kiln_devices::{Console, KvRo, Stack, StackError, TcpListener as _};
 
-pub use http::{Limits, Summary, serve};
+pub use clients::{ClientCounters, Clients, Ticket};
+pub use http::{Limits, Summary, serve, serve_client};
 
 /// Why the server stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -36,8 +38,15 @@ pub enum WwwError {
 }
 
 /// Serves `htdocs` on TCP `port` (every address of `stack`) until the
-/// unikernel is stopped. `index.html` answers for directories.
-pub async fn start<S, K, C>(stack: S, htdocs: K, console: C, port: u16) -> Result<(), WwwError>
+/// unikernel is stopped, at most `max_clients` connections at a time (see
+/// [`Clients`]). `index.html` answers for directories.
+pub async fn start<S, K, C>(
+    stack: S,
+    htdocs: K,
+    console: C,
+    port: u16,
+    max_clients: u32,
+) -> Result<(), WwwError>
 where
     S: Stack,
     S::TcpStream: 'static,
@@ -67,13 +76,30 @@ where
     let htdocs = Rc::new(htdocs);
     let console = Rc::new(console);
     let limits = Limits::default();
+    let clients = Clients::new(usize::try_from(max_clients).unwrap_or(usize::MAX));
+    let mut refused_logged = 0;
     loop {
         match listener.accept().await {
             Ok((mut stream, _peer)) => {
+                let Some(ticket) = clients.admit() else {
+                    // Every connection is answering a request: refuse
+                    // (dropping the stream closes it). Logged once per
+                    // power of two, so a flood does not flood the console.
+                    let refused = clients.counters().refused;
+                    if refused >= refused_logged * 2 || refused == 1 {
+                        refused_logged = refused;
+                        let _ = console.logf(format_args!(
+                            "www: {refused} connections refused at the limit of {max_clients} (--max-clients)"
+                        ));
+                    }
+                    continue;
+                };
                 let htdocs = htdocs.clone();
                 let console = console.clone();
                 kiln_rt::spawn(async move {
-                    if let Err(e) = serve(&mut stream, &*htdocs, &limits).await
+                    let served = serve_client(&mut stream, &*htdocs, &limits, &ticket).await;
+                    drop(ticket);
+                    if let Err(e) = served
                         && !matches!(e, StackError::ConnectionReset | StackError::TimedOut)
                     {
                         let _ = console.logf(format_args!("www: connection failed: {e}"));
