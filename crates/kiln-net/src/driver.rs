@@ -19,13 +19,14 @@ use kiln_devices::{Instant, NetworkInterface};
 use smoltcp::iface::{Interface, PollIngressSingleResult, PollResult, SocketSet};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, HardwareAddress,
-    IPV6_HEADER_LEN, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr, IpProtocol, Ipv6Address,
-    Ipv6Packet, Ipv6Repr, NdiscRepr, NdiscRouterFlags,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, HardwareAddress, IPV6_HEADER_LEN, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr,
+    IpProtocol, Ipv6Address, Ipv6Packet, Ipv6Repr, NdiscNeighborFlags, NdiscRepr, NdiscRouterFlags,
+    RawHardwareAddress,
 };
 
 use crate::device::{NicDevice, TxQueue};
-use crate::guard::NdiscGuard;
+use crate::guard::{Learnt, NdiscGuard};
 use crate::stack::{Shared, State, smol_now};
 
 /// Frames handled per wake-up before the driver lets other tasks run.
@@ -108,6 +109,62 @@ fn end_of_router_discovery(iface: &Interface) -> Option<alloc::vec::Vec<u8>> {
         &ChecksumCapabilities::default(),
     );
     Some(frame)
+}
+
+/// The frame that tells smoltcp where `l.peer` is: an ARP reply or a
+/// neighbour advertisement from it, to us.
+fn neighbour_frame(iface: &Interface, l: &Learnt) -> alloc::vec::Vec<u8> {
+    let HardwareAddress::Ethernet(our_mac) = iface.hardware_addr();
+    let eth = |ethertype, len: usize| {
+        let mut frame = vec![0; 14 + len];
+        EthernetRepr {
+            src_addr: l.mac,
+            dst_addr: our_mac,
+            ethertype,
+        }
+        .emit(&mut EthernetFrame::new_unchecked(&mut frame[..]));
+        frame
+    };
+    match (l.peer, l.ours) {
+        (IpAddress::Ipv4(peer), IpAddress::Ipv4(ours)) => {
+            let arp = ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Reply,
+                source_hardware_addr: l.mac,
+                source_protocol_addr: peer,
+                target_hardware_addr: our_mac,
+                target_protocol_addr: ours,
+            };
+            let mut frame = eth(EthernetProtocol::Arp, arp.buffer_len());
+            arp.emit(&mut ArpPacket::new_unchecked(&mut frame[14..]));
+            frame
+        }
+        (IpAddress::Ipv6(peer), IpAddress::Ipv6(ours)) => {
+            let icmp = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+                flags: NdiscNeighborFlags::SOLICITED | NdiscNeighborFlags::OVERRIDE,
+                target_addr: peer,
+                lladdr: Some(RawHardwareAddress::from(HardwareAddress::Ethernet(l.mac))),
+            });
+            let ip = Ipv6Repr {
+                src_addr: peer,
+                dst_addr: ours,
+                next_header: IpProtocol::Icmpv6,
+                payload_len: icmp.buffer_len(),
+                hop_limit: 255,
+            };
+            let mut frame = eth(EthernetProtocol::Ipv6, IPV6_HEADER_LEN + icmp.buffer_len());
+            let mut packet = Ipv6Packet::new_unchecked(&mut frame[14..]);
+            ip.emit(&mut packet);
+            icmp.emit(
+                &peer,
+                &ours,
+                &mut Icmpv6Packet::new_unchecked(packet.payload_mut()),
+                &ChecksumCapabilities::default(),
+            );
+            frame
+        }
+        // A SYN's addresses are of one family.
+        _ => alloc::vec::Vec::new(),
+    }
 }
 
 /// A device that holds one frame to receive and sends nothing.
@@ -216,6 +273,14 @@ impl<N: NetworkInterface> Driver<N> {
                     // in its place before the next frame.
                     state.refill_listeners(now);
                 }
+            }
+            // Where the SYNs just received came from (see `guard`).
+            for l in device.guard.learnt.drain(..) {
+                let frame = neighbour_frame(&state.iface, &l);
+                let mut one = OneFrame(Some(frame));
+                let _ = state
+                    .iface
+                    .poll_ingress_single(now, &mut one, &mut self.no_sockets);
             }
         }
         if device.more {

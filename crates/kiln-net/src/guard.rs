@@ -28,6 +28,66 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet,
+    Ipv6Packet, TcpPacket,
+};
+
+/// Sources of SYNs learnt per driver round, at most.
+const LEARN_MAX: usize = 64;
+
+/// Where a SYN came from: the peer's address and link-layer address, and
+/// our address it was sent to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Learnt {
+    pub(crate) peer: IpAddress,
+    pub(crate) ours: IpAddress,
+    pub(crate) mac: EthernetAddress,
+}
+
+/// The sender of `frame` if it is a TCP SYN (without ACK or RST) with
+/// valid checksums, not fragmented.
+fn syn_source(frame: &[u8]) -> Option<Learnt> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let mac = eth.src_addr();
+    if !mac.is_unicast() {
+        return None;
+    }
+    let (peer, ours, payload): (IpAddress, IpAddress, &[u8]) = match eth.ethertype() {
+        EthernetProtocol::Ipv4 => {
+            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+            if !ip.verify_checksum()
+                || ip.next_header() != IpProtocol::Tcp
+                || ip.more_frags()
+                || ip.frag_offset() != 0
+            {
+                return None;
+            }
+            let payload = eth
+                .payload()
+                .get(ip.header_len().into()..ip.total_len().into())?;
+            (ip.src_addr().into(), ip.dst_addr().into(), payload)
+        }
+        EthernetProtocol::Ipv6 => {
+            let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != IpProtocol::Tcp {
+                return None;
+            }
+            let end = 40 + usize::from(ip.payload_len());
+            (
+                ip.src_addr().into(),
+                ip.dst_addr().into(),
+                eth.payload().get(40..end)?,
+            )
+        }
+        _ => return None,
+    };
+    let tcp = TcpPacket::new_checked(payload).ok()?;
+    if !tcp.syn() || tcp.ack() || tcp.rst() || !tcp.verify_checksum(&peer, &ours) {
+        return None;
+    }
+    Some(Learnt { peer, ours, mac })
+}
 
 /// Solicited targets remembered, and for how long an answer is accepted.
 const SOLICITED_MAX: usize = 32;
@@ -72,14 +132,32 @@ pub(crate) struct NdiscGuard {
     solicited: VecDeque<([u8; 16], Instant)>,
     /// Routers admitted, with when each was last heard.
     routers: Vec<([u8; 16], Instant)>,
+    /// Sources of SYNs received this round, for the driver to teach
+    /// smoltcp's neighbour cache (see [`NdiscGuard::admit`]).
+    pub(crate) learnt: Vec<Learnt>,
     /// Frames dropped.
     pub(crate) dropped: u64,
 }
 
 impl NdiscGuard {
     /// Whether smoltcp may see `frame`.
+    ///
+    /// The source of a SYN is also noted in `learnt`: the driver tells
+    /// smoltcp the link-layer address the SYN came from, so that the
+    /// SYN-ACK goes back there without neighbour discovery. smoltcp
+    /// allows one discovery request a second for the whole interface;
+    /// after a flood of SYNs from sources that do not exist, each
+    /// half-open connection waited its turn for it, and so did the SYN-ACK
+    /// to a real client (10 s without IPv4 after an IPv6 burst). This
+    /// teaches nothing ARP could not (smoltcp fills its cache from any ARP
+    /// request for our address), and only for SYNs with valid checksums.
     pub(crate) fn admit(&mut self, frame: &[u8], now: Instant) -> bool {
         let Some((kind, target)) = ndisc(frame) else {
+            if self.learnt.len() < LEARN_MAX
+                && let Some(l) = syn_source(frame)
+            {
+                self.learnt.push(l);
+            }
             return true;
         };
         let ok = if kind == ROUTER_ADVERT {
