@@ -54,6 +54,8 @@ fn script() -> PathBuf {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
     UnixDirect,
+    /// The host's sockets: www's own client limit is all there is.
+    UnixSocket,
     Spt,
 }
 
@@ -98,13 +100,24 @@ fn www(target: Target, extra: &[&str]) -> (Netns, Running, String) {
             cmd.arg(format!("--net:service={TAP}")).arg(image);
             cmd
         }
+        Target::UnixSocket => {
+            // The host's stack answers for 10.0.0.2 itself.
+            ns.ip(&["addr", "add", "10.0.0.2/32", "dev", "lo"]);
+            ns.command(example_image("www", Net::Socket))
+        }
     };
-    cmd.args(["--ipv4=10.0.0.2/24", "--ipv6=fd00::2/64", "--port=8080"])
-        .args(extra);
+    if target != Target::UnixSocket {
+        cmd.args(["--ipv4=10.0.0.2/24", "--ipv6=fd00::2/64"]);
+    }
+    cmd.arg("--port=8080").args(extra);
     let mut server = Running::spawn(cmd, "hostile-www");
     server.wait_until("www serving", Duration::from_secs(20), |_| {
         fetch(&ns, "/robots.txt", 1).is_ok()
     });
+    if target == Target::UnixSocket {
+        // No tap: hostile.py needs a MAC only for raw frames.
+        return (ns, server, "00:00:00:00:00:00".to_string());
+    }
     let neigh = ns.ip(&["neigh", "show", "10.0.0.2", "dev", TAP]);
     let mac = neigh
         .split_whitespace()
@@ -270,22 +283,72 @@ fn malformed_frames_and_an_ipv6_burst_on_spt() {
     garbage_and_ipv6_burst(Target::Spt);
 }
 
-fn slow_clients(target: Target, count: &str, secs: u64) {
-    let (ns, mut server, mac) = www(target, &[]);
-    let slow = hostile(&ns, &mac, &["slow", count, &secs.to_string()]);
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Open file descriptors of process `pid`.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// What a slow-client run does beside the slow clients.
+struct SlowRun<'a> {
+    target: Target,
+    /// Slow connections, and for how many seconds.
+    count: &'a str,
+    secs: u64,
+    /// Short connections a second beside them (0: none).
+    churn: u32,
+    extra: &'a [&'a str],
+    /// The most resident memory allowed, in MiB.
+    max_rss_mib: u64,
+    /// The most file descriptors allowed (the socket stack).
+    max_fds: usize,
+}
+
+fn slow_clients(run: SlowRun<'_>) {
+    let (ns, mut server, mac) = www(run.target, run.extra);
+    let pid = server.id();
+    let slow = hostile(&ns, &mac, &["slow", run.count, &run.secs.to_string()]);
+    let churn = (run.churn > 0).then(|| {
+        let rate = run.churn.to_string();
+        hostile(&ns, &mac, &["churn", &rate, &(run.secs - 4).to_string()])
+    });
     std::thread::sleep(Duration::from_secs(2));
     let started = Instant::now();
-    let mut served = 0;
-    while started.elapsed() < Duration::from_secs(secs.saturating_sub(4)) {
+    let (mut served, mut max_rss, mut max_fds) = (0, 0, 0);
+    while started.elapsed() < Duration::from_secs(run.secs.saturating_sub(4)) {
         let t = Instant::now();
         fetch(&ns, "/index.html", 1)
             .unwrap_or_else(|e| panic!("beside slow clients: {e}\n--- www\n{}", server.log()));
         assert!(t.elapsed() < Duration::from_secs(1));
         served += 1;
+        max_rss = max_rss.max(rss_kib(pid));
+        max_fds = max_fds.max(fds(pid));
         std::thread::sleep(Duration::from_millis(500));
     }
-    finish(slow, Duration::from_secs(secs + 30));
+    if let Some(churn) = churn {
+        finish(churn, Duration::from_secs(run.secs + 30));
+    }
+    finish(slow, Duration::from_secs(run.secs + 30));
+    eprintln!(
+        "{:?}: {} slow clients for {} s: {served} normal requests served, max RSS {max_rss} KiB, max fds {max_fds}",
+        run.target, run.count, run.secs
+    );
     assert!(served >= 3, "{served}");
+    assert!(
+        max_rss <= run.max_rss_mib * 1024,
+        "RSS {max_rss} KiB over the bound of {} MiB",
+        run.max_rss_mib
+    );
+    assert!(max_fds <= run.max_fds, "{max_fds} fds");
     pages_intact(&ns, &server);
     server.assert_running("www after slow clients");
 }
@@ -297,7 +360,62 @@ fn slow_clients_do_not_stop_a_normal_client() {
     if !can_run("slow_clients_do_not_stop_a_normal_client") {
         return;
     }
-    slow_clients(Target::UnixDirect, "300", 10);
+    slow_clients(SlowRun {
+        target: Target::UnixDirect,
+        count: "300",
+        secs: 10,
+        churn: 0,
+        extra: &["--max-clients=100"],
+        max_rss_mib: 80,
+        max_fds: 64,
+    });
+}
+
+/// On the host's sockets www's own limit is the only one: it holds (file
+/// descriptors stay under `--max-clients`), and slow clients still give way.
+#[test]
+fn slow_clients_on_the_socket_stack_stay_under_the_client_limit() {
+    if !can_run("slow_clients_on_the_socket_stack_stay_under_the_client_limit") {
+        return;
+    }
+    slow_clients(SlowRun {
+        target: Target::UnixSocket,
+        count: "300",
+        secs: 10,
+        churn: 0,
+        extra: &["--max-clients=100"],
+        max_rss_mib: 80,
+        max_fds: 100 + 16,
+    });
+}
+
+/// Short connections, one request each: memory does not grow with their
+/// number (measured after a first round has warmed the allocator up).
+#[test]
+fn connection_churn_keeps_memory_flat() {
+    if !can_run("connection_churn_keeps_memory_flat") {
+        return;
+    }
+    let (ns, mut server, mac) = www(Target::UnixDirect, &[]);
+    let pid = server.id();
+    finish(
+        hostile(&ns, &mac, &["churn", "150", "2"]),
+        Duration::from_secs(30),
+    );
+    let warm = rss_kib(pid);
+    finish(
+        hostile(&ns, &mac, &["churn", "150", "6"]),
+        Duration::from_secs(40),
+    );
+    // Closed sockets are reclaimed within the close timeout.
+    std::thread::sleep(Duration::from_secs(1));
+    let after = rss_kib(pid);
+    eprintln!("churn: RSS {warm} KiB after 300 connections, {after} KiB after 900 more");
+    assert!(
+        after <= warm + warm / 10 + 512,
+        "RSS grew from {warm} to {after} KiB"
+    );
+    server.assert_running("www after churn");
 }
 
 /// Full size, by hand: `cargo test -p kiln --test hostile -- --ignored`.
@@ -311,14 +429,25 @@ fn full_size_syn_flood_of_50000() {
     }
 }
 
-/// Full size, by hand: 5,000 slow connections for two minutes (www and the
-/// stack refuse or evict past their limits).
+/// Full size, by hand: 5,000 slow connections and 60 new connections a
+/// second for two minutes (www and the stack refuse or evict past their
+/// limits; memory stays under the bound).
 #[test]
 #[ignore = "full-size hostile run (about 2 minutes), run by hand"]
 fn full_size_5000_slow_clients() {
     if can_run("full_size_5000_slow_clients") {
         for target in [Target::UnixDirect, Target::Spt] {
-            slow_clients(target, "5000", 120);
+            // The stack's bound: 1024 sockets of 48 KiB, plus www's 512
+            // request buffers and the image.
+            slow_clients(SlowRun {
+                target,
+                count: "5000",
+                secs: 120,
+                churn: 60,
+                extra: &[],
+                max_rss_mib: 120,
+                max_fds: 64,
+            });
         }
     }
 }

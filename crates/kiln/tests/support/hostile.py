@@ -10,6 +10,8 @@ usage: hostile.py IFACE SERVER_MAC SERVER_IP6 COMMAND ARGS...
                     frames, in about 0.3 s
   slow N SECS       N connections to 10.0.0.2:8080 sending one byte of a
                     request head every 2 s, for SECS seconds (plain sockets)
+  churn RATE SECS   RATE short connections a second for SECS seconds, each
+                    GET /robots.txt then close; fails if any is not served
 """
 import random
 import socket
@@ -72,6 +74,8 @@ def main():
     rnd = random.Random(19)
     if cmd == "slow":
         return slow(*args)
+    if cmd == "churn":
+        return churn(*args)
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     s.bind((iface, 0))
     me = s.getsockname()[4]
@@ -192,6 +196,35 @@ def slow(n, secs):
     for c in conns:
         c.close()
     print("trickled %d bytes on %d connections" % (at, n))
+
+
+def churn(rate, secs):
+    """rate short connections a second, each one request."""
+    start = time.monotonic()
+    done = failed = 0
+    while time.monotonic() - start < secs:
+        try:
+            c = socket.create_connection(("10.0.0.2", PORT), timeout=2)
+            c.settimeout(2)
+            c.sendall(b"GET /robots.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                chunk = c.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            c.close()
+            if not data.startswith(b"HTTP/1.1 200 "):
+                failed += 1
+        except OSError:
+            failed += 1
+        done += 1
+        ahead = done / rate - (time.monotonic() - start)
+        if ahead > 0:
+            time.sleep(ahead)
+    print("churned %d connections, %d failed" % (done, failed))
+    if failed:
+        sys.exit(1)
 
 
 main()
