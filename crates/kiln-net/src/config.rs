@@ -52,8 +52,10 @@ pub struct Buffers {
     pub max_pending: usize,
     /// TCP sockets the stack holds at most, whatever their state
     /// (listening, half-open, established, closing; `--max-connections`).
-    /// Past it, new connection attempts are refused with a RST and
-    /// `connect` fails with `AddressInUse`; nothing is allocated.
+    /// At it, a connection the application has dropped and that is still
+    /// closing gives way to a new one; without such, new connection
+    /// attempts are refused with a RST and `connect` fails with
+    /// `AddressInUse`; nothing is allocated.
     pub max_connections: usize,
     /// How long a connection may stay half-open (SYN received, no ACK for
     /// our SYN-ACK) before it is dropped (`--handshake-timeout`).

@@ -296,7 +296,14 @@ impl State {
             }
             // Sockets in SYN-RECEIVED count towards the half-open limit,
             // not the backlog: each SYN must find a socket in LISTEN.
-            while idle < backlog.max(1) && b.ready.len() < max_pending && self.tcp_room() {
+            while idle < backlog.max(1) && b.ready.len() < max_pending {
+                // At the limit, a connection the application already
+                // dropped gives way: new clients count more than a
+                // graceful close.
+                if !self.tcp_room() && !self.reclaim_oldest_closing() {
+                    self.stats.tcp_refused += 1;
+                    break;
+                }
                 idle += 1;
                 let mut socket = self.new_tcp_socket();
                 // Bounds SYN-RECEIVED: smoltcp resets a socket that heard
@@ -316,6 +323,27 @@ impl State {
             }
             self.listeners.insert(port, b);
         }
+    }
+
+    /// Removes the dropped connection that has been closing longest (its
+    /// peer's next segment gets a RST). Returns whether there was one.
+    fn reclaim_oldest_closing(&mut self) -> bool {
+        // A deadline not set yet is the newest.
+        let oldest = self
+            .closing
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, c)| (c.deadline.is_none(), c.deadline))
+            .map(|(i, _)| i);
+        let Some(i) = oldest else {
+            return false;
+        };
+        let c = self.closing.swap_remove(i);
+        self.remove_tcp(c.handle);
+        if let Some(port) = c.port {
+            self.tcp_ports.remove(&port);
+        }
+        true
     }
 
     /// Hands a dropped connection to the driver to close and reclaim.

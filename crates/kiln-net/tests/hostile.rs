@@ -529,3 +529,32 @@ fn an_ipv6_burst_does_not_interrupt_ipv4() {
         assert_eq!(a.stats().ndisc_dropped, 2400 + 196, "{:?}", a.stats());
     });
 }
+
+/// At the limit, connections the application dropped but whose peers do
+/// not finish closing give way to new ones instead of refusing them for
+/// the close timeout (5,000 slow clients evicted by www filled the stack
+/// with such sockets, and a normal client was refused).
+#[test]
+fn dropped_connections_give_way_at_the_limit() {
+    run(async {
+        let (a, b, _raw) = attacked(&["--ipv4=10.0.0.1/24", "--no-slaac", "--max-connections=40"]);
+        let listener = a.listen_tcp("0.0.0.0:80".parse().unwrap()).await.unwrap();
+        let to: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        // Accept and drop at once: A closes, B never does.
+        spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                drop(s);
+            }
+        });
+        let mut open = Vec::new();
+        for i in 0..100 {
+            let s = timeout(Duration::from_secs(2), b.connect_tcp(to))
+                .await
+                .unwrap_or_else(|_| panic!("connection {i} timed out"))
+                .unwrap_or_else(|e| panic!("connection {i}: {e} ({:?})", a.stats()));
+            open.push(s);
+            kiln_rt::sleep(Duration::from_millis(10)).await;
+            assert!(a.tcp_socket_count() <= 40, "{}", a.tcp_socket_count());
+        }
+    });
+}

@@ -12,6 +12,8 @@ usage: hostile.py IFACE SERVER_MAC SERVER_IP6 COMMAND ARGS...
                     request head every 2 s, for SECS seconds (plain sockets)
   churn RATE SECS   RATE short connections a second for SECS seconds, each
                     GET /robots.txt then close; fails if any is not served
+  mutate N          N connections, each sending a mutated request (bytes
+                    flipped, inserted, cut) and reading until close or 1 s
 """
 import random
 import socket
@@ -76,6 +78,8 @@ def main():
         return slow(*args)
     if cmd == "churn":
         return churn(*args)
+    if cmd == "mutate":
+        return mutate(*args)
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     s.bind((iface, 0))
     me = s.getsockname()[4]
@@ -196,6 +200,42 @@ def slow(n, secs):
     for c in conns:
         c.close()
     print("trickled %d bytes on %d connections" % (at, n))
+
+
+def mutate(n):
+    """n connections, each one mutated request."""
+    rnd = random.Random(20)
+    seeds = [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+             b"GET /docs/index.html HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"a\"\r\n\r\n",
+             b"HEAD /about.html HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+             b"GET //docs HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"]
+    answered = 0
+    for i in range(n):
+        req = bytearray(rnd.choice(seeds))
+        for _ in range(rnd.randrange(1, 6)):
+            op = rnd.randrange(3)
+            at = rnd.randrange(len(req))
+            if op == 0:
+                req[at] = rnd.randrange(256)
+            elif op == 1:
+                req[at:at] = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 64)))
+            else:
+                del req[at:at + rnd.randrange(1, 8)]
+        try:
+            c = socket.create_connection(("10.0.0.2", PORT), timeout=1)
+            c.settimeout(1)
+            c.sendall(bytes(req))
+            while c.recv(65536):
+                pass
+            answered += 1
+        except OSError:
+            pass
+        finally:
+            try:
+                c.close()
+            except (OSError, UnboundLocalError):
+                pass
+    print("sent %d mutated requests, %d answered and closed" % (n, answered))
 
 
 def churn(rate, secs):
