@@ -1,5 +1,5 @@
 //! Hostile traffic against `examples/www` on kiln's own stack (unix with
-//! `--net direct`, and spt), in a network namespace of its own per test
+//! `--net direct`, spt, and hvt for the SYN flood), in a network namespace of its own per test
 //! (host side 10.0.0.1/24 and fd00::1/64 on tap `kt0`, www at 10.0.0.2 and
 //! fd00::2).
 //! The raw frames come from `tests/support/hostile.py` (Python 3, AF_PACKET
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use kiln_testsupport::netns::Netns;
 use kiln_testsupport::process::{ChildGuard, run};
-use kiln_testsupport::skip::netns_or_skip;
+use kiln_testsupport::skip::{kvm_or_skip, netns_or_skip};
 use support::net::{Net, Running, example_image, htdocs, text};
 
 const TAP: &str = "kt0";
@@ -57,29 +57,37 @@ enum Target {
     /// The host's sockets: www's own client limit is all there is.
     UnixSocket,
     Spt,
+    Hvt,
 }
 
-/// `www.spt` and its tender, built once per test process with `kiln build
-/// -t spt` (in the build directory the network tests share).
-fn spt_image() -> (PathBuf, PathBuf) {
-    static BUILT: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-hostile/www-spt");
-            support::net::copy_example("www", &dir, &[]);
-            let out = run(
-                support::net::kiln_in(&dir).args(["build", "-t", "spt"]),
-                Duration::from_secs(900),
-            )
-            .expect("run kiln build -t spt");
-            assert!(
-                out.status.success(),
-                "kiln build -t spt: {}",
-                text(&out.stderr)
-            );
-            (dir.join("dist/kiln-spt"), dir.join("dist/www.spt"))
-        })
-        .clone()
+/// www and its tender for Solo5 target `name` (spt, hvt), built once per
+/// test process with `kiln build -t NAME` (in the build directory the
+/// network tests share).
+fn solo5_image(name: &'static str) -> (PathBuf, PathBuf) {
+    static BUILT: std::sync::Mutex<Vec<(&str, PathBuf, PathBuf)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, tender, image)) = built.iter().find(|b| b.0 == name) {
+        return (tender.clone(), image.clone());
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("kiln-hostile/www-{name}"));
+    support::net::copy_example("www", &dir, &[]);
+    let out = run(
+        support::net::kiln_in(&dir).args(["build", "-t", name]),
+        Duration::from_secs(900),
+    )
+    .unwrap_or_else(|e| panic!("run kiln build -t {name}: {e}"));
+    assert!(
+        out.status.success(),
+        "kiln build -t {name}: {}",
+        text(&out.stderr)
+    );
+    let pair = (
+        dir.join(format!("dist/kiln-{name}")),
+        dir.join(format!("dist/www.{name}")),
+    );
+    built.push((name, pair.0.clone(), pair.1.clone()));
+    pair
 }
 
 /// www on `target` with `extra` arguments in a namespace of its own,
@@ -94,8 +102,9 @@ fn www(target: Target, extra: &[&str]) -> (Netns, Running, String) {
             cmd.arg(format!("--net:service={TAP}"));
             cmd
         }
-        Target::Spt => {
-            let (tender, image) = spt_image();
+        Target::Spt | Target::Hvt => {
+            let name = if target == Target::Spt { "spt" } else { "hvt" };
+            let (tender, image) = solo5_image(name);
             let mut cmd = ns.command(tender);
             cmd.arg(format!("--net:service={TAP}")).arg(image);
             cmd
@@ -245,6 +254,15 @@ fn a_syn_flood_on_spt() {
         return;
     }
     syn_flood(Target::Spt, "2000", "1000");
+}
+
+/// The same on hvt.
+#[test]
+fn a_syn_flood_on_hvt() {
+    if !can_run("a_syn_flood_on_hvt") || !kvm_or_skip("a_syn_flood_on_hvt") {
+        return;
+    }
+    syn_flood(Target::Hvt, "2000", "1000");
 }
 
 fn garbage_and_ipv6_burst(target: Target) {
@@ -423,7 +441,7 @@ fn connection_churn_keeps_memory_flat() {
 #[ignore = "full-size hostile run (about 2 minutes), run by hand"]
 fn full_size_syn_flood_of_50000() {
     if can_run("full_size_syn_flood_of_50000") {
-        for target in [Target::UnixDirect, Target::Spt] {
+        for target in [Target::UnixDirect, Target::Spt, Target::Hvt] {
             syn_flood(target, "50000", "1000");
         }
     }
