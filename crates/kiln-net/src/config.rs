@@ -3,6 +3,7 @@
 use core::fmt;
 use core::net::{Ipv4Addr, Ipv6Addr};
 use core::str::FromStr;
+use core::time::Duration;
 
 use alloc::vec::Vec;
 
@@ -21,22 +22,48 @@ impl<A: fmt::Display> fmt::Display for Cidr<A> {
     }
 }
 
-/// Sizes of the buffers the stack allocates for each socket.
+/// Sizes of the buffers the stack allocates for each socket, and the
+/// bounds on how many TCP sockets it holds.
+///
+/// Every TCP socket costs `tcp_rx + tcp_tx` bytes of buffers (48 KiB with
+/// the defaults) plus about 1 KiB of state, and the stack never holds more
+/// than `max_connections` of them, so TCP takes at most about
+/// `max_connections × (tcp_rx + tcp_tx + 1 KiB)`: 49 MiB with the
+/// defaults, whatever the peers do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Buffers {
-    /// Bytes each TCP connection buffers on receive (the advertised window).
+    /// Bytes each TCP connection buffers on receive (the advertised
+    /// window; `--tcp-rx-buffer`).
     pub tcp_rx: usize,
-    /// Bytes each TCP connection buffers on send (the most it has in flight).
+    /// Bytes each TCP connection buffers on send (the most it has in
+    /// flight; `--tcp-tx-buffer`).
     pub tcp_tx: usize,
     /// Listening sockets kept ready per TCP listener; the stack refills them
     /// as connections arrive, so this bounds only a burst of SYNs between
     /// two frames.
     pub backlog: usize,
-    /// Connections a listener holds that nobody accepted yet (handshaking
-    /// or established); past this, further connection attempts are refused.
-    /// Each costs `tcp_rx + tcp_tx` bytes, so this bounds what a flood of
-    /// SYNs can take: 256 × 128 KiB = 32 MiB with the defaults.
+    /// Half-open connections (SYN received, handshake not complete) a
+    /// listener holds, and connections established that nobody accepted
+    /// yet (`--syn-backlog`). When a SYN arrives with this many half-open,
+    /// the oldest is dropped without a word: a flood of spoofed SYNs never
+    /// locks new clients out, it only shortens how long each half-open
+    /// connection may take to complete (`max_pending / SYN rate`). With
+    /// this many established but not accepted, further SYNs are refused.
     pub max_pending: usize,
+    /// TCP sockets the stack holds at most, whatever their state
+    /// (listening, half-open, established, closing; `--max-connections`).
+    /// At it, a connection the application has dropped and that is still
+    /// closing gives way to a new one; without such, new connection
+    /// attempts are refused with a RST and `connect` fails with
+    /// `AddressInUse`; nothing is allocated.
+    pub max_connections: usize,
+    /// How long a connection may stay half-open (SYN received, no ACK for
+    /// our SYN-ACK) before it is dropped (`--handshake-timeout`).
+    pub handshake_timeout: Duration,
+    /// How long a connection the application dropped may take to close
+    /// gracefully (its queued data and FIN acknowledged) before it is
+    /// reset and its socket reclaimed.
+    pub close_timeout: Duration,
     /// Bytes of datagram payload each UDP socket buffers, each way.
     pub udp_payload: usize,
     /// Datagrams each UDP socket buffers, each way.
@@ -46,10 +73,16 @@ pub struct Buffers {
 impl Default for Buffers {
     fn default() -> Self {
         Buffers {
-            tcp_rx: 64 * 1024,
-            tcp_tx: 64 * 1024,
+            // A request, or a few segments of an upload in flight: 16 KiB
+            // is 11 full segments, enough for the bandwidth-delay product
+            // of a tap or a LAN.
+            tcp_rx: 16 * 1024,
+            tcp_tx: 32 * 1024,
             backlog: 16,
             max_pending: 256,
+            max_connections: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(10),
             udp_payload: 64 * 1024,
             udp_packets: 64,
         }
@@ -137,14 +170,55 @@ pub const FLAGS: &[Flag] = &[
         value: None,
         doc: "Do not configure IPv6 addresses from router advertisements",
     },
+    Flag {
+        name: "max-connections",
+        value: Some("N"),
+        doc: "Most TCP sockets the stack holds (listening, half-open, open, closing); more are refused (default 1024)",
+    },
+    Flag {
+        name: "syn-backlog",
+        value: Some("N"),
+        doc: "Half-open connections per listener; the oldest is dropped when a SYN finds it full (default 256)",
+    },
+    Flag {
+        name: "handshake-timeout",
+        value: Some("SECS"),
+        doc: "Seconds a half-open connection may wait for the client's ACK (default 10)",
+    },
+    Flag {
+        name: "tcp-rx-buffer",
+        value: Some("BYTES"),
+        doc: "Receive buffer (window) of each TCP connection (default 16384)",
+    },
+    Flag {
+        name: "tcp-tx-buffer",
+        value: Some("BYTES"),
+        doc: "Send buffer of each TCP connection (default 32768)",
+    },
 ];
+
+/// Parses an unsigned number within `min..=max`.
+fn parse_count(
+    f: &'static Flag,
+    value: &str,
+    min: usize,
+    max: usize,
+) -> Result<usize, ConfigError> {
+    let n: usize = value
+        .parse()
+        .map_err(|_| invalid(f, value, "expected an unsigned number"))?;
+    if !(min..=max).contains(&n) {
+        return Err(invalid(f, value, "out of range"));
+    }
+    Ok(n)
+}
 
 /// Why a stack argument was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// The flag is not one of [`FLAGS`].
     #[error(
-        "unknown stack argument --{flag}\nhint: the stack accepts --ipv4, --ipv4-gateway, --ipv6, --ipv6-gateway, --no-dhcp, --no-slaac"
+        "unknown stack argument --{flag}\nhint: the stack accepts --ipv4, --ipv4-gateway, --ipv6, --ipv6-gateway, --no-dhcp, --no-slaac, --max-connections, --syn-backlog, --handshake-timeout, --tcp-rx-buffer, --tcp-tx-buffer"
     )]
     UnknownFlag {
         /// The flag, without `--`.
@@ -273,7 +347,20 @@ impl Config {
                 self.ipv6_gateway = Some(gw);
             }
             "no-dhcp" => self.dhcp = false,
-            _ => self.slaac = false,
+            "no-slaac" => self.slaac = false,
+            // At least one connection beside a listening socket.
+            "max-connections" => {
+                self.buffers.max_connections = parse_count(f, value, 2, 1 << 20)?;
+            }
+            "syn-backlog" => self.buffers.max_pending = parse_count(f, value, 1, 1 << 16)?,
+            "handshake-timeout" => {
+                let secs = parse_count(f, value, 1, 3600)?;
+                self.buffers.handshake_timeout = Duration::from_secs(secs as u64);
+            }
+            // smoltcp's window scaling reaches 1 GiB; a buffer must hold
+            // at least a segment.
+            "tcp-rx-buffer" => self.buffers.tcp_rx = parse_count(f, value, 1024, 1 << 30)?,
+            _ => self.buffers.tcp_tx = parse_count(f, value, 1024, 1 << 30)?,
         }
         Ok(())
     }

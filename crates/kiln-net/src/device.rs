@@ -9,9 +9,15 @@ use kiln_devices::NetworkInterface;
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
+use crate::guard::NdiscGuard;
+
 /// Frames smoltcp produced that the interface did not accept yet. While it
 /// holds this many, `transmit` refuses and data waits in socket buffers.
 const TX_QUEUE_LIMIT: usize = 64;
+
+/// Frames the neighbour-discovery filter may drop in one `receive` before
+/// it returns and lets the driver run the rest of its round.
+const FILTERED_PER_RECEIVE: usize = 256;
 
 /// Counters of frames the interface refused or failed on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -25,6 +31,19 @@ pub struct DeviceStats {
     /// Frames the interface refused with an error, or that were dropped
     /// because the transmit queue was full.
     pub tx_dropped: u64,
+    /// Neighbour solicitations and advertisements dropped because they
+    /// were not for us (see the `guard` module).
+    pub ndisc_dropped: u64,
+    /// Half-open connections dropped to make room for newer ones (a SYN
+    /// flood, or clients that never complete their handshake).
+    pub syn_dropped: u64,
+    /// Connections refused because the stack held `max_connections`
+    /// sockets (counted once per listener round or `connect`).
+    pub tcp_refused: u64,
+    /// Driver rounds whose next deadline had already passed although the
+    /// round did nothing; the driver then waits a millisecond instead of
+    /// spinning. Stays 0 unless smoltcp reports a stale deadline.
+    pub stale_deadlines: u64,
 }
 
 /// Frames waiting for the interface, and spare buffers to build frames in.
@@ -114,6 +133,11 @@ pub(crate) struct NicDevice<'a, 'b, N: ?Sized> {
     pub(crate) stats: &'a mut DeviceStats,
     /// Largest frame, Ethernet header included.
     pub(crate) frame_len: usize,
+    pub(crate) guard: &'a mut NdiscGuard,
+    /// This poll's time.
+    pub(crate) now: Instant,
+    /// `receive` stopped with frames possibly left to read.
+    pub(crate) more: bool,
 }
 
 pub(crate) struct RxToken<'a> {
@@ -125,6 +149,8 @@ pub(crate) struct TxToken<'a, 'b, N: ?Sized> {
     cx: &'a mut Context<'b>,
     tx: &'a mut TxQueue,
     stats: &'a mut DeviceStats,
+    guard: &'a mut NdiscGuard,
+    now: Instant,
 }
 
 impl phy::RxToken for RxToken<'_> {
@@ -137,6 +163,7 @@ impl<N: NetworkInterface + ?Sized> phy::TxToken for TxToken<'_, '_, N> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let mut frame = self.tx.buffer(len);
         let r = f(&mut frame);
+        self.guard.sent(&frame, self.now);
         self.tx.send(self.nic, self.cx, self.stats, frame);
         r
     }
@@ -153,15 +180,27 @@ impl<'b, N: NetworkInterface + ?Sized> phy::Device for NicDevice<'_, 'b, N> {
         Self: 'x;
 
     fn receive(&mut self, _: Instant) -> Option<(RxToken<'_>, TxToken<'_, 'b, N>)> {
-        let n = match self.nic.poll_receive(self.cx, self.rx) {
-            Poll::Ready(Ok(n)) => n.min(self.rx.len()),
-            Poll::Ready(Err(_)) => {
-                self.stats.rx_errors += 1;
+        let mut filtered = 0;
+        let n = loop {
+            let n = match self.nic.poll_receive(self.cx, self.rx) {
+                Poll::Ready(Ok(n)) => n.min(self.rx.len()),
+                Poll::Ready(Err(_)) => {
+                    self.stats.rx_errors += 1;
+                    return None;
+                }
+                Poll::Pending => return None,
+            };
+            self.stats.rx_frames += 1;
+            if self.guard.admit(&self.rx[..n], self.now) {
+                break n;
+            }
+            self.stats.ndisc_dropped += 1;
+            filtered += 1;
+            if filtered == FILTERED_PER_RECEIVE {
+                self.more = true;
                 return None;
             }
-            Poll::Pending => return None,
         };
-        self.stats.rx_frames += 1;
         let rx = RxToken {
             frame: &self.rx[..n],
         };
@@ -170,6 +209,8 @@ impl<'b, N: NetworkInterface + ?Sized> phy::Device for NicDevice<'_, 'b, N> {
             cx: &mut *self.cx,
             tx: &mut *self.tx,
             stats: &mut *self.stats,
+            guard: &mut *self.guard,
+            now: self.now,
         };
         Some((rx, tx))
     }
@@ -184,6 +225,8 @@ impl<'b, N: NetworkInterface + ?Sized> phy::Device for NicDevice<'_, 'b, N> {
             cx: &mut *self.cx,
             tx: &mut *self.tx,
             stats: &mut *self.stats,
+            guard: &mut *self.guard,
+            now: self.now,
         })
     }
 

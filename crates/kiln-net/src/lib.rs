@@ -11,8 +11,12 @@
 //! - [`config`]: what the stack is told ([`Config`]) and the parser of its
 //!   runtime arguments (`--ipv4=ADDR/PREFIX`, `--ipv4-gateway=ADDR`,
 //!   `--ipv6=ADDR/PREFIX`, `--ipv6-gateway=ADDR`, `--no-dhcp`,
-//!   `--no-slaac`);
+//!   `--no-slaac`, and the limits `--max-connections`, `--syn-backlog`,
+//!   `--handshake-timeout`, `--tcp-rx-buffer`, `--tcp-tx-buffer`: see
+//!   [`Buffers`]);
 //! - `device`: smoltcp's `Device` over a `NetworkInterface`, for one poll;
+//! - `guard`: drops neighbour discovery that would poison or flush
+//!   smoltcp's neighbour cache (NS/NA not for us, too many routers);
 //! - `driver`: the one task that owns the interface; woken by an arriving
 //!   frame, a socket handle, or smoltcp's next timer, it drains every
 //!   pending frame into smoltcp, lets it send, and sleeps again;
@@ -54,6 +58,7 @@ extern crate alloc;
 pub mod config;
 mod device;
 mod driver;
+mod guard;
 pub mod pair;
 mod stack;
 mod tcp;

@@ -31,13 +31,9 @@ const DHCP_DISCOVER_RETRY_SECS: u64 = 4;
 /// First port of the ephemeral range (RFC 6335).
 const EPHEMERAL_FIRST: u16 = 49152;
 
-/// How long a dropped connection may take to close gracefully before it is
-/// reset and its socket reclaimed.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// How long after resetting a connection its socket is removed even if the
 /// reset could not be sent.
-const ABORT_GRACE: Duration = Duration::from_secs(5);
+const ABORT_GRACE: Duration = Duration::from_secs(1);
 
 /// Why a stack could not be created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -66,11 +62,19 @@ pub(crate) fn smol_now() -> smoltcp::time::Instant {
     smoltcp::time::Instant::from_micros(i64::try_from(nanos / 1000).unwrap_or(i64::MAX))
 }
 
+/// A socket of a listener that has not connected yet.
+#[derive(Clone, Copy)]
+pub(crate) struct Listening {
+    pub(crate) handle: SocketHandle,
+    /// When the driver first saw it in SYN-RECEIVED (`None` in LISTEN).
+    since: Option<smoltcp::time::Instant>,
+}
+
 /// The listening sockets of one TCP listener.
 pub(crate) struct Backlog {
     pub(crate) endpoint: IpListenEndpoint,
     /// Sockets in LISTEN or SYN-RECEIVED.
-    pub(crate) listening: Vec<SocketHandle>,
+    pub(crate) listening: Vec<Listening>,
     /// Connected sockets waiting for `accept`.
     pub(crate) ready: VecDeque<SocketHandle>,
     /// The task waiting in `accept`.
@@ -101,6 +105,8 @@ pub(crate) struct State {
     next_port: u16,
     pub(crate) listeners: BTreeMap<u16, Backlog>,
     closing: Vec<Closing>,
+    /// TCP sockets in `sockets`, bounded by `buffers.max_connections`.
+    tcp_count: usize,
     dhcp: Option<SocketHandle>,
     pub(crate) stats: DeviceStats,
     /// Tasks waiting for an address to be configured.
@@ -157,6 +163,23 @@ pub(crate) fn link_local(mac: MacAddress) -> Ipv6Addr {
 }
 
 impl State {
+    /// Whether one more TCP socket fits under `max_connections`.
+    fn tcp_room(&self) -> bool {
+        self.tcp_count < self.buffers.max_connections
+    }
+
+    /// Adds a TCP socket to the set, counted against `max_connections`.
+    fn add_tcp(&mut self, socket: tcp::Socket<'static>) -> SocketHandle {
+        self.tcp_count += 1;
+        self.sockets.add(socket)
+    }
+
+    /// Removes a TCP socket from the set, freeing its buffers.
+    pub(crate) fn remove_tcp(&mut self, handle: SocketHandle) {
+        self.tcp_count = self.tcp_count.saturating_sub(1);
+        self.sockets.remove(handle);
+    }
+
     fn new_tcp_socket(&self) -> tcp::Socket<'static> {
         let rx = tcp::SocketBuffer::new(vec![0; self.buffers.tcp_rx]);
         let tx = tcp::SocketBuffer::new(vec![0; self.buffers.tcp_tx]);
@@ -210,13 +233,16 @@ impl State {
     }
 
     /// Moves connected sockets of every listener to its ready queue, drops
-    /// failed ones, and tops the listening sockets up to the backlog.
-    pub(crate) fn refill_listeners(&mut self) {
+    /// failed ones and the oldest half-open ones past the limit, and tops
+    /// the listening sockets up to the backlog (within `max_connections`).
+    pub(crate) fn refill_listeners(&mut self, now: smoltcp::time::Instant) {
         let Buffers {
             backlog,
             max_pending,
+            handshake_timeout,
             ..
         } = self.buffers;
+        let max_pending = max_pending.max(1);
         let ports: Vec<u16> = self.listeners.keys().copied().collect();
         for port in ports {
             let Some(mut b) = self.listeners.remove(&port) else {
@@ -225,39 +251,101 @@ impl State {
             let mut i = 0;
             let mut woke = false;
             let mut idle = 0;
-            while let Some(&h) = b.listening.get(i) {
-                match self.sockets.get::<tcp::Socket>(h).state() {
+            let mut half_open = 0;
+            while let Some(l) = b.listening.get_mut(i) {
+                let socket = self.sockets.get_mut::<tcp::Socket>(l.handle);
+                match socket.state() {
                     tcp::State::Listen => {
                         idle += 1;
                         i += 1;
                     }
-                    tcp::State::SynReceived => i += 1,
+                    tcp::State::SynReceived => {
+                        l.since.get_or_insert(now);
+                        half_open += 1;
+                        i += 1;
+                    }
                     tcp::State::Closed => {
-                        self.sockets.remove(h);
-                        b.listening.swap_remove(i);
+                        let h = b.listening.swap_remove(i).handle;
+                        self.remove_tcp(h);
                     }
                     _ => {
-                        b.listening.swap_remove(i);
+                        // The handshake timeout is for the handshake only:
+                        // an open connection may be quiet for as long as
+                        // its application likes.
+                        socket.set_timeout(None);
+                        let h = b.listening.swap_remove(i).handle;
                         b.ready.push_back(h);
                         woke = true;
                     }
                 }
             }
-            // Sockets in SYN-RECEIVED count towards the pending limit, not
-            // the backlog: each SYN must find a socket in LISTEN.
-            while idle < backlog.max(1) && b.listening.len() + b.ready.len() < max_pending {
+            // A SYN flood: the oldest half-open connections make room for
+            // the newest, so a real client whose ACK comes within
+            // `max_pending / rate` still gets in (no SYN cookies in
+            // smoltcp; see ARCHITECTURE.md).
+            while half_open > max_pending {
+                let oldest = b
+                    .listening
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, l)| l.since.map(|t| (t, i)))
+                    .min();
+                let Some((_, i)) = oldest else { break };
+                let h = b.listening.swap_remove(i).handle;
+                self.remove_tcp(h);
+                self.stats.syn_dropped += 1;
+                half_open -= 1;
+            }
+            // Sockets in SYN-RECEIVED count towards the half-open limit,
+            // not the backlog: each SYN must find a socket in LISTEN.
+            while idle < backlog.max(1) && b.ready.len() < max_pending {
+                // At the limit, a connection the application already
+                // dropped gives way: new clients count more than a
+                // graceful close.
+                if !self.tcp_room() && !self.reclaim_oldest_closing() {
+                    self.stats.tcp_refused += 1;
+                    break;
+                }
                 idle += 1;
                 let mut socket = self.new_tcp_socket();
+                // Bounds SYN-RECEIVED: smoltcp resets a socket that heard
+                // nothing from its peer for this long.
+                socket.set_timeout(Some(handshake_timeout.into()));
                 if socket.listen(b.endpoint).is_err() {
                     break;
                 }
-                b.listening.push(self.sockets.add(socket));
+                let handle = self.add_tcp(socket);
+                b.listening.push(Listening {
+                    handle,
+                    since: None,
+                });
             }
             if woke && let Some(w) = b.waker.take() {
                 w.wake();
             }
             self.listeners.insert(port, b);
         }
+    }
+
+    /// Removes the dropped connection that has been closing longest (its
+    /// peer's next segment gets a RST). Returns whether there was one.
+    fn reclaim_oldest_closing(&mut self) -> bool {
+        // A deadline not set yet is the newest.
+        let oldest = self
+            .closing
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, c)| (c.deadline.is_none(), c.deadline))
+            .map(|(i, _)| i);
+        let Some(i) = oldest else {
+            return false;
+        };
+        let c = self.closing.swap_remove(i);
+        self.remove_tcp(c.handle);
+        if let Some(port) = c.port {
+            self.tcp_ports.remove(&port);
+        }
+        true
     }
 
     /// Hands a dropped connection to the driver to close and reclaim.
@@ -285,7 +373,8 @@ impl State {
         let mut earliest = None::<smoltcp::time::Instant>;
         let mut i = 0;
         while let Some(c) = self.closing.get_mut(i) {
-            let deadline = *c.deadline.get_or_insert(now + CLOSE_TIMEOUT.into());
+            let close_timeout = self.buffers.close_timeout;
+            let deadline = *c.deadline.get_or_insert(now + close_timeout.into());
             let socket = self.sockets.get_mut::<tcp::Socket>(c.handle);
             // Closed, and the RST (if any) is sent: smoltcp forgets the
             // peer once nothing is left to say.
@@ -293,7 +382,7 @@ impl State {
             let time_wait = socket.state() == tcp::State::TimeWait;
             if closed || (time_wait && c.time_wait_seen) || now >= deadline + ABORT_GRACE.into() {
                 let c = self.closing.swap_remove(i);
-                self.sockets.remove(c.handle);
+                self.remove_tcp(c.handle);
                 if let Some(port) = c.port {
                     self.tcp_ports.remove(&port);
                 }
@@ -402,6 +491,7 @@ impl NetStack {
         let mut tx = TxQueue::default();
         let mut stats = DeviceStats::default();
         let mut cx = Context::from_waker(Waker::noop());
+        let mut guard = crate::guard::NdiscGuard::default();
         // Only its capabilities are read here.
         let mut device = NicDevice {
             nic: &nic,
@@ -410,6 +500,9 @@ impl NetStack {
             tx: &mut tx,
             stats: &mut stats,
             frame_len,
+            guard: &mut guard,
+            now: smol_now(),
+            more: false,
         };
         let mut iface = Interface::new(iface_config, &mut device, smol_now());
         iface.update_ip_addrs(|addrs| {
@@ -453,6 +546,7 @@ impl NetStack {
                 next_port,
                 listeners: BTreeMap::new(),
                 closing: Vec::new(),
+                tcp_count: 0,
                 dhcp,
                 stats: DeviceStats::default(),
                 address_wakers: Vec::new(),
@@ -519,6 +613,12 @@ impl NetStack {
         self.shared.state.borrow().sockets.iter().count()
     }
 
+    /// Number of TCP sockets the stack holds, the figure bounded by
+    /// `--max-connections`.
+    pub fn tcp_socket_count(&self) -> usize {
+        self.shared.state.borrow().tcp_count
+    }
+
     fn listen(&self, addr: SocketAddr) -> Result<TcpListener, StackError> {
         let mut state = self.shared.state.borrow_mut();
         let endpoint = state.listen_endpoint(addr)?;
@@ -538,7 +638,7 @@ impl NetStack {
                 waker: None,
             },
         );
-        state.refill_listeners();
+        state.refill_listeners(smol_now());
         drop(state);
         self.shared.wake_driver();
         Ok(TcpListener::new(
@@ -553,6 +653,10 @@ impl NetStack {
         }
         let (handle, port) = {
             let mut state = self.shared.state.borrow_mut();
+            if !state.tcp_room() {
+                state.stats.tcp_refused += 1;
+                return Err(StackError::AddressInUse);
+            }
             let port = state.ephemeral_port(false)?;
             let mut socket = state.new_tcp_socket();
             let remote = IpEndpoint::new(addr.ip().into(), addr.port());
@@ -561,7 +665,7 @@ impl NetStack {
                 .connect(iface.context(), remote, port)
                 .map_err(|_| StackError::Unreachable)?;
             state.tcp_ports.insert(port);
-            (state.sockets.add(socket), port)
+            (state.add_tcp(socket), port)
         };
         // Owned from here on: if this future is dropped or the connection
         // fails, dropping the stream reclaims the socket and the port.

@@ -39,20 +39,34 @@ impl kiln_devices::TcpListener for TcpListener {
             let Some(backlog) = state.listeners.get_mut(&port) else {
                 return Poll::Ready(Err(StackError::NotConnected));
             };
+            let mut reset = alloc::vec::Vec::new();
+            let mut found = None;
             while let Some(h) = backlog.ready.pop_front() {
                 let socket = state.sockets.get_mut::<tcp::Socket>(h);
                 if socket.remote_endpoint().is_some() {
-                    return Poll::Ready(Ok(h));
+                    found = Some(h);
+                    break;
                 }
                 // Reset before anyone accepted it.
-                state.sockets.remove(h);
+                reset.push(h);
             }
-            backlog.waker = Some(cx.waker().clone());
-            Poll::Pending
+            if found.is_none() {
+                backlog.waker = Some(cx.waker().clone());
+            }
+            for h in reset {
+                state.remove_tcp(h);
+            }
+            match found {
+                Some(h) => Poll::Ready(Ok(h)),
+                None => Poll::Pending,
+            }
         })
         .await?;
         // The backlog has room for another connection now.
-        self.shared.state.borrow_mut().refill_listeners();
+        self.shared
+            .state
+            .borrow_mut()
+            .refill_listeners(crate::stack::smol_now());
         self.shared.wake_driver();
         let stream = TcpStream::new(self.shared.clone(), handle, None);
         let peer = stream.peer;
@@ -72,8 +86,8 @@ impl Drop for TcpListener {
             return;
         };
         state.release_tcp_port(port);
-        for h in backlog.listening {
-            state.sockets.remove(h);
+        for l in backlog.listening {
+            state.remove_tcp(l.handle);
         }
         for h in backlog.ready {
             state.sockets.get_mut::<tcp::Socket>(h).abort();
@@ -86,7 +100,8 @@ impl Drop for TcpListener {
 
 /// A TCP connection of [`NetStack`](crate::NetStack). Dropping it closes
 /// the connection gracefully (FIN after the queued data); the stack resets
-/// it if the peer does not finish closing within a minute.
+/// it if the peer does not finish closing within the close timeout
+/// ([`Buffers::close_timeout`](crate::Buffers::close_timeout), 10 s).
 pub struct TcpStream {
     shared: Rc<Shared>,
     handle: SocketHandle,

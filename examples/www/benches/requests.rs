@@ -52,7 +52,7 @@ fn run(clients: usize, per_client: usize) -> std::time::Duration {
             digest: digest_of(INDEX),
         }];
         let htdocs = Baked::new(Box::leak(entries.into_boxed_slice())).unwrap();
-        spawn(www::start(server, htdocs, Quiet, 80));
+        spawn(www::start(server, htdocs, Quiet, 80, 512));
         kiln_rt::sleep(std::time::Duration::from_millis(1)).await;
         let tasks: Vec<_> = (0..clients)
             .map(|_| {

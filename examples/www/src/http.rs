@@ -14,6 +14,7 @@ use kiln_devices::kv::normalize;
 use kiln_devices::{EntryKind, KvError, KvRo, StackError, TcpStream};
 use kiln_rt::{Either, select, sleep_until, timeout};
 
+use crate::clients::Ticket;
 use crate::mime::content_type;
 
 /// Most header fields accepted in one request.
@@ -156,6 +157,27 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// The origin form (RFC 9112 3.2.1) of a request target: itself when it
+/// starts with `/` (taken literally, `://` and all), or the path of an
+/// absolute form (3.2.2) with scheme `http` or `https` (the authority is
+/// ignored: this server has one site). Anything else gets 400.
+fn origin_form(target: &str) -> Result<&str, u16> {
+    if target.starts_with('/') {
+        return Ok(target);
+    }
+    let (scheme, rest) = target.split_once("://").ok_or(400u16)?;
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Err(400);
+    }
+    let path = rest.find(['/', '?']).map_or("/", |i| &rest[i..]);
+    if path.starts_with('/') {
+        Ok(path)
+    } else {
+        // `http://host?query`: the path is empty, meaning `/`.
+        Err(400)
+    }
+}
+
 /// Whether the header `name` has `token` in its comma-separated list.
 fn has_token(value: &[u8], token: &str) -> bool {
     core::str::from_utf8(value)
@@ -171,15 +193,7 @@ fn extract(req: &httparse::Request<'_, '_>) -> Result<Request, u16> {
         _ => Method::Other,
     };
     let version = req.version.ok_or(400u16)?;
-    let target = req.path.ok_or(400u16)?;
-    // Origin form, or absolute form (RFC 9112 3.2.2) reduced to its path.
-    let target = match target.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
-        None => target,
-    };
-    if !target.starts_with('/') {
-        return Err(400);
-    }
+    let target = origin_form(req.path.ok_or(400u16)?)?;
     let raw_path = target.split(['?', '#']).next().unwrap_or("/");
     let path = percent_decode(raw_path).ok_or(400u16)?;
     let mut host = 0;
@@ -247,8 +261,11 @@ async fn respond<K: KvRo>(req: &Request, htdocs: &K) -> Response {
         Ok(Some(EntryKind::Value)) => key,
         Ok(Some(EntryKind::Dictionary)) => {
             if !req.path.ends_with('/') {
+                // Built from the normalised key, never from the request's
+                // path: `//docs` must not become `//docs/`, which a browser
+                // reads as another host (a protocol-relative reference).
                 let mut r = Response::error(301);
-                r.headers.push(("Location", format!("{}/", req.path)));
+                r.headers.push(("Location", format!("/{key}/")));
                 return r;
             }
             if key.is_empty() {
@@ -334,6 +351,18 @@ pub async fn serve<S: TcpStream, K: KvRo>(
     htdocs: &K,
     limits: &Limits,
 ) -> Result<Summary, StackError> {
+    serve_client(stream, htdocs, limits, &Ticket::unlimited()).await
+}
+
+/// [`serve`] for a connection holding `ticket` among the server's
+/// [`Clients`](crate::Clients): while it waits for a request it says so,
+/// and closes when told to make room for a new connection.
+pub async fn serve_client<S: TcpStream, K: KvRo>(
+    stream: &mut S,
+    htdocs: &K,
+    limits: &Limits,
+    ticket: &Ticket,
+) -> Result<Summary, StackError> {
     let mut summary = Summary::default();
     let mut buf = vec![0u8; limits.max_head.max(64)];
     let mut filled = 0;
@@ -369,6 +398,7 @@ pub async fn serve<S: TcpStream, K: KvRo>(
                     return Ok(summary);
                 }
                 Some(Ok((req, len))) => {
+                    ticket.waiting(None);
                     let mut resp = respond(&req, htdocs).await;
                     // A body we do not read would be taken for the next
                     // request: close after answering.
@@ -384,6 +414,7 @@ pub async fn serve<S: TcpStream, K: KvRo>(
                     buf.copy_within(len..filled, 0);
                     filled -= len;
                     started = (filled > 0).then(kiln_rt::time::now);
+                    ticket.waiting(Some(started.unwrap_or_else(kiln_rt::time::now)));
                     continue;
                 }
             }
@@ -393,16 +424,25 @@ pub async fn serve<S: TcpStream, K: KvRo>(
             None => kiln_rt::time::now() + limits.idle,
         };
         let read = stream.read(&mut buf[filled..]);
-        match select(read, sleep_until(deadline)).await {
+        let stop = select(sleep_until(deadline), ticket.kicked());
+        match select(read, stop).await {
             Either::Left(Ok(0)) => return Ok(summary),
             Either::Left(Ok(n)) => {
                 if filled == 0 {
-                    started = Some(kiln_rt::time::now());
+                    let now = kiln_rt::time::now();
+                    started = Some(now);
+                    ticket.waiting(Some(now));
                 }
                 filled += n;
             }
             Either::Left(Err(e)) => return Err(e),
-            Either::Right(()) => {
+            // Another connection needs the place: close without a word
+            // (RFC 9112 9.6 allows closing an idle connection at any time).
+            Either::Right(Either::Right(())) => {
+                let _ = stream.shutdown().await;
+                return Ok(summary);
+            }
+            Either::Right(Either::Left(())) => {
                 if started.is_some() {
                     send(stream, &Response::error(408).closing(), false, limits).await?;
                     summary.responses += 1;

@@ -11,6 +11,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod clients;
 pub mod http;
 pub mod mime;
 
@@ -22,7 +23,8 @@ use core::time::Duration;
 use kiln_devices::{Console, KvRo, NoShutdown, Shutdown, Stack, StackError, TcpListener as _};
 use kiln_rt::{Either, select};
 
-pub use http::{Limits, Summary, serve};
+pub use clients::{ClientCounters, Clients, Ticket};
+pub use http::{Limits, Summary, serve, serve_client};
 
 /// Why the server stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -38,15 +40,22 @@ pub enum WwwError {
 }
 
 /// Serves `htdocs` on TCP `port` (every address of `stack`) until the
-/// unikernel is stopped. `index.html` answers for directories.
-pub async fn start<S, K, C>(stack: S, htdocs: K, console: C, port: u16) -> Result<(), WwwError>
+/// unikernel is stopped, at most `max_clients` connections at a time (see
+/// [`Clients`]). `index.html` answers for directories.
+pub async fn start<S, K, C>(
+    stack: S,
+    htdocs: K,
+    console: C,
+    port: u16,
+    max_clients: u32,
+) -> Result<(), WwwError>
 where
     S: Stack,
     S::TcpStream: 'static,
     K: KvRo + 'static,
     C: Console + 'static,
 {
-    serve_until(stack, htdocs, console, NoShutdown, port).await
+    serve_until(stack, htdocs, console, NoShutdown, port, max_clients).await
 }
 
 /// How long a shutdown waits for the requests in flight: less than the 10 s
@@ -63,6 +72,7 @@ pub async fn serve_until<S, K, C, D>(
     console: C,
     shutdown: D,
     port: u16,
+    max_clients: u32,
 ) -> Result<(), WwwError>
 where
     S: Stack,
@@ -95,6 +105,8 @@ where
     let console = Rc::new(console);
     let limits = Limits::default();
     let in_flight = Rc::new(Cell::new(0usize));
+    let clients = Clients::new(usize::try_from(max_clients).unwrap_or(usize::MAX));
+    let mut refused_logged = 0;
     loop {
         let accepted = match select(listener.accept(), shutdown.requested()).await {
             Either::Left(accepted) => accepted,
@@ -102,12 +114,27 @@ where
         };
         match accepted {
             Ok((mut stream, _peer)) => {
+                let Some(ticket) = clients.admit() else {
+                    // Every connection is answering a request: refuse
+                    // (dropping the stream closes it). Logged once per
+                    // power of two, so a flood does not flood the console.
+                    let refused = clients.counters().refused;
+                    if refused >= refused_logged * 2 || refused == 1 {
+                        refused_logged = refused;
+                        let _ = console.logf(format_args!(
+                            "www: {refused} connections refused at the limit of {max_clients} (--max-clients)"
+                        ));
+                    }
+                    continue;
+                };
                 let htdocs = htdocs.clone();
                 let console = console.clone();
                 let in_flight = in_flight.clone();
                 in_flight.set(in_flight.get() + 1);
                 kiln_rt::spawn(async move {
-                    if let Err(e) = serve(&mut stream, &*htdocs, &limits).await
+                    let served = serve_client(&mut stream, &*htdocs, &limits, &ticket).await;
+                    drop(ticket);
+                    if let Err(e) = served
                         && !matches!(e, StackError::ConnectionReset | StackError::TimedOut)
                     {
                         let _ = console.logf(format_args!("www: connection failed: {e}"));

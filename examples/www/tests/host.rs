@@ -101,7 +101,7 @@ fn curl_fetches_the_site_over_host_sockets() {
         platform(),
         timeout(Duration::from_secs(60), async move {
             let stack = SocketStack::new(platform());
-            kiln_rt::spawn(www::start(stack, htdocs(), Console::stdout(), port));
+            kiln_rt::spawn(www::start(stack, htdocs(), Console::stdout(), port, 512));
             kiln_rt::sleep(Duration::from_millis(50)).await;
             // curl blocks in a thread of its own.
             in_thread(Duration::from_secs(50), move || client(port))

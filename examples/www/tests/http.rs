@@ -426,7 +426,7 @@ fn serves_over_the_direct_stack() {
         let client = kiln_net::NetStack::new(b, cfg("--ipv4=10.0.0.2/24"), 2).unwrap();
         let htdocs = htdocs();
         assert!(htdocs.exists("index.html").await.unwrap().is_some());
-        kiln_rt::spawn(www::start(server.clone(), htdocs, console, 8080));
+        kiln_rt::spawn(www::start(server.clone(), htdocs, console, 8080, 512));
         kiln_rt::sleep(Duration::from_millis(1)).await;
         // The port is taken now.
         assert!(
@@ -598,4 +598,76 @@ fn mutated_requests_never_break_the_server() {
             }
         }
     }
+}
+
+/// Regression (issue 19): `GET //docs` was redirected to `//docs/`, which a
+/// browser reads as a protocol-relative URL, another host. Redirects are
+/// built from the normalised path; they stay on this site.
+#[test]
+fn redirects_stay_on_this_site() {
+    for (path, location) in [
+        ("/docs", "/docs/"),
+        ("//docs", "/docs/"),
+        ("http://evil.example//docs", "/docs/"),
+    ] {
+        let (rs, _, _) = exchange(&[(0, &get(path))], End::Close, &[]);
+        assert_eq!(rs[0].status, 301, "{path}");
+        assert_eq!(rs[0].header("location"), Some(location), "{path}");
+    }
+}
+
+/// Regression (issue 19): a path containing `://` was silently reduced to
+/// what followed the next `/` (`/x://y/robots.txt` served `/robots.txt`).
+/// A target starting with `/` is now taken literally; an absolute form is
+/// accepted only with scheme http or https (RFC 9112 3.2.2), others get 400.
+#[test]
+fn targets_with_a_scheme_are_literal_or_refused() {
+    let status = |target: &str| exchange(&[(0, &get(target))], End::Close, &[]).0[0].status;
+    assert_eq!(status("/x://y/robots.txt"), 404);
+    assert_eq!(status("/robots.txt?u=http://x/y"), 200);
+    assert_eq!(status("http://host/robots.txt"), 200);
+    assert_eq!(status("HTTPS://host/robots.txt"), 200);
+    assert_eq!(status("http://host"), 200);
+    assert_eq!(status("ftp://host/robots.txt"), 400);
+    assert_eq!(status("javascript://x/robots.txt"), 400);
+    assert_eq!(status("robots.txt"), 400);
+}
+
+/// At the limit, the connection waiting longest for a request gives way
+/// to a new one; with every connection busy, the new one is refused.
+#[test]
+fn clients_at_the_limit_evict_the_longest_waiting_or_refuse() {
+    run(async {
+        let clients = www::Clients::new(2);
+        let a = clients.admit().unwrap();
+        kiln_rt::sleep(Duration::from_secs(1)).await;
+        let b = clients.admit().unwrap();
+        // a has waited longest: it is told to close.
+        let c = clients.admit().unwrap();
+        kiln_rt::timeout(Duration::from_millis(1), a.kicked())
+            .await
+            .expect("a was not told to close");
+        assert!(
+            kiln_rt::timeout(Duration::from_millis(1), b.kicked())
+                .await
+                .is_err()
+        );
+        drop(a);
+        // b and c answer requests: nobody gives way.
+        b.waiting(None);
+        c.waiting(None);
+        assert!(clients.admit().is_none());
+        let counters = clients.counters();
+        assert_eq!(
+            (counters.open, counters.refused, counters.evicted),
+            (2, 1, 1)
+        );
+        c.waiting(Some(kiln_rt::time::now()));
+        let d = clients.admit().unwrap();
+        kiln_rt::timeout(Duration::from_millis(1), c.kicked())
+            .await
+            .unwrap();
+        drop((b, c, d));
+        assert_eq!(clients.counters().open, 0);
+    });
 }
