@@ -74,6 +74,10 @@ impl CoreFile {
                 source,
             })?;
         let name = format!("core.kiln-hvt.{}", std::process::id());
+        // The ELF writer's hash maps take their keys from std, which asks
+        // the kernel (getrandom) once per thread: before the seccomp
+        // filter, which does not allow it.
+        let _ = std::collections::hash_map::RandomState::new();
         Ok(Self {
             dir: dir_fd,
             file,
@@ -96,20 +100,16 @@ impl CoreFile {
         regs: &CoreRegs,
         signal: u32,
     ) -> Result<PathBuf, DumpError> {
+        let path = self.path.clone();
         let err = |source| DumpError::Write {
-            path: self.path.clone(),
+            path: path.clone(),
             source,
         };
-        let file = File::from(self.file.try_clone().map_err(err)?);
-        write_core_with(
-            BufWriter::with_capacity(1 << 20, file),
-            mem,
-            cr3,
-            regs,
-            signal,
-        )
-        .map_err(err)?;
-        crate::sys::debug::link_into(self.file.as_raw_fd(), self.dir.as_raw_fd(), &self.name)
+        let file = File::from(self.file);
+        let mut out = BufWriter::with_capacity(1 << 20, &file);
+        write_core_with(&mut out, mem, cr3, regs, signal).map_err(err)?;
+        drop(out);
+        crate::sys::debug::link_into(file.as_raw_fd(), self.dir.as_raw_fd(), &self.name)
             .map_err(err)?;
         Ok(self.path)
     }
