@@ -205,6 +205,8 @@ impl Debugged<'_> {
             let _ = self.running.machine.mem.poke(gpa, &[byte]);
         }
         self.hw = [None; 4];
+        crate::sys::debug::disarm_interrupt();
+        self.running.machine.clear_immediate_exit();
         self.running
             .machine
             .set_guest_debug(&kvm_guest_debug::default())

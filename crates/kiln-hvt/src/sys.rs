@@ -628,6 +628,12 @@ pub mod debug {
         Ok(())
     }
 
+    /// Stops the interrupt signal from touching `immediate_exit` (when
+    /// gdb detaches); the caller then clears it.
+    pub fn disarm_interrupt() {
+        IMMEDIATE_EXIT.store(std::ptr::null_mut(), Ordering::Release);
+    }
+
     fn recv(socket: RawFd, flags: libc::c_int) -> io::Result<Option<u8>> {
         let mut byte = 0u8;
         loop {
