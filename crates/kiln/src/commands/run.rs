@@ -31,6 +31,16 @@ pub fn run(args: &RunArgs) -> Result<u8, KilnError> {
             hint: "a unix unikernel is a host process; drop --mem, or run with -t hvt".into(),
         });
     }
+    let debugging = args.gdb.is_some() || args.dumpcore.is_some();
+    if debugging && target != Target::Hvt {
+        return Err(KilnError::Usage {
+            message: "--gdb and --dumpcore apply to hvt guests only".into(),
+            hint: "run with -t hvt".into(),
+        });
+    }
+    if args.gdb.is_some() {
+        debug_info_builds();
+    }
     // On a terminal, cargo's own progress shows what a first build (tens of
     // seconds) is doing; in scripts and pipes `kiln run` prints only what
     // the unikernel prints.
@@ -44,9 +54,18 @@ pub fn run(args: &RunArgs) -> Result<u8, KilnError> {
         }
         Some(tender) => {
             let (device_flags, guest) = split_device_flags(&args.args);
-            let mut command = Command::new(tender);
+            let mut command = match &args.gdb {
+                Some(_) => Command::new(build_gdb_tender(&project, quiet)?),
+                None => Command::new(tender),
+            };
             if let Some(mb) = args.mem {
                 command.arg(format!("--mem={mb}"));
+            }
+            if let Some(addr) = &args.gdb {
+                command.arg(format!("--gdb={addr}"));
+            }
+            if let Some(dir) = &args.dumpcore {
+                command.arg("--dumpcore").arg(dir);
             }
             command
                 .args(device_flags)
@@ -59,6 +78,66 @@ pub fn run(args: &RunArgs) -> Result<u8, KilnError> {
     let program = command.get_program().to_owned();
     let error = command.exec();
     Err(KilnError::io("run", program, error))
+}
+
+/// Makes the cargo builds this process starts keep debug information
+/// (DWARF line tables, frames and variables) in the image, so that gdb's
+/// `bt` and `break FILE:LINE` work; symbols are kept in every build.
+fn debug_info_builds() {
+    // SAFETY: kiln is single-threaded until it builds; nothing reads the
+    // environment concurrently.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var("CARGO_PROFILE_RELEASE_DEBUG", "true");
+        std::env::set_var("CARGO_PROFILE_RELEASE_STRIP", "none");
+    }
+}
+
+/// Builds kiln-hvt with every module and the gdb stub, into
+/// `dist/kiln-hvt-gdb`.
+fn build_gdb_tender(
+    project: &kiln_config::project::Project,
+    quiet: bool,
+) -> Result<std::path::PathBuf, KilnError> {
+    const TRIPLE: &str = "x86_64-unknown-linux-musl";
+    let source = kiln_config::project::source_dir();
+    let target_dir = project.target_dir();
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cargo
+        .args(["build", "--release", "-p", "kiln-hvt", "--features"])
+        .arg("net,block,gdb")
+        .args(["--target", TRIPLE])
+        .arg("--manifest-path")
+        .arg(source.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(&source)
+        .stdout(std::process::Stdio::from(std::io::stderr()))
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("RUSTFLAGS");
+    if quiet {
+        cargo.arg("--quiet");
+    }
+    let status = cargo.status().map_err(|e| {
+        KilnError::Build(format!(
+            "cannot start cargo: {e}; hint: install Rust with rustup and make sure cargo is on PATH"
+        ))
+    })?;
+    if !status.success() {
+        return Err(KilnError::Build(format!(
+            "cargo failed to build kiln-hvt with its gdb module from {}; the messages above say why",
+            source.display()
+        )));
+    }
+    let built = target_dir.join(TRIPLE).join("release").join("kiln-hvt");
+    let dist = project.dist_dir();
+    let tender = dist.join("kiln-hvt-gdb");
+    let partial = dist.join(".kiln-hvt-gdb.partial");
+    std::fs::copy(&built, &partial)
+        .map_err(|e| KilnError::io(format!("copy {} to", built.display()), &partial, e))?;
+    std::fs::rename(&partial, &tender).map_err(|e| KilnError::io("replace", &tender, e))?;
+    Ok(tender)
 }
 
 #[cfg(test)]
