@@ -394,3 +394,178 @@ pub fn write_core_with(
     let mut out = buffer.into_inner();
     out.flush()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MB2: u64 = 0x20_0000;
+    const TSS: u64 = 0x5000;
+    const TOP: u64 = 0x30_0000;
+
+    fn set(mem: &mut GuestMemory, at: u64, value: u64) {
+        mem.write(at, &value.to_le_bytes()).unwrap();
+    }
+
+    /// 4 MiB identity-mapped with two large pages (tables at 0x1000,
+    /// 0x2000, 0x3000), a TSS at 0x5000 whose IST1 is `TOP`, and a trap
+    /// frame for a #PF at CPL 3 under it.
+    fn faulted() -> (GuestMemory, kvm_regs, kvm_sregs) {
+        let mut mem = GuestMemory::new(2 * MB2).unwrap();
+        set(&mut mem, 0x1000, 0x2000 | 3);
+        set(&mut mem, 0x2000, 0x3000 | 3);
+        set(&mut mem, 0x3000, 0x83);
+        set(&mut mem, 0x3008, MB2 | 0x83);
+        set(&mut mem, TSS + 36, TOP);
+        let frame = TOP - TRAP_FRAME_SIZE;
+        for i in 0..22 {
+            set(&mut mem, frame + i * 8, 0x100 + i);
+        }
+        set(&mut mem, frame + 15 * 8, 14); // vector
+        set(&mut mem, frame + 17 * 8, 0x10_4d60); // rip
+        set(&mut mem, frame + 18 * 8, 0x33); // cs
+        set(&mut mem, frame + 20 * 8, 0x7f_fc68); // rsp
+        let regs = kvm_regs {
+            rsp: TOP - 0x400,
+            rip: 0x10_cbe6,
+            ..Default::default()
+        };
+        let mut sregs = kvm_sregs {
+            cr3: 0x1000,
+            ..Default::default()
+        };
+        sregs.cs.selector = 0x08;
+        sregs.tr.base = TSS;
+        (mem, regs, sregs)
+    }
+
+    #[test]
+    fn the_trap_frame_gives_the_registers_at_the_fault() {
+        let (mem, r, s) = faulted();
+        let (regs, vector) = fault_frame(&mem, &r, &s).unwrap();
+        assert_eq!(vector, 14);
+        assert_eq!(signal_of(vector), 11);
+        assert_eq!(regs.rip, 0x10_4d60);
+        assert_eq!(regs.gpr[7], 0x7f_fc68); // rsp
+        assert_eq!(regs.gpr[0], 0x100 + 14); // rax, pushed first
+        assert_eq!(regs.gpr[15], 0x100); // r15, pushed last
+        assert_eq!(regs.segments[0], 0x33);
+    }
+
+    #[test]
+    fn hostile_trap_state_gives_no_frame() {
+        let (mut mem, r, s) = faulted();
+        // Not in the handler: CPL 3, or a stack pointer off the IST1 stack.
+        let mut user = s;
+        user.cs.selector = 0x33;
+        assert!(fault_frame(&mem, &r, &user).is_none());
+        let mut far = r;
+        far.rsp = 0x1000;
+        assert!(fault_frame(&mem, &far, &s).is_none());
+        // A TSS address that overflows, or is not mapped.
+        let mut tss = s;
+        tss.tr.base = u64::MAX - 10;
+        assert!(fault_frame(&mem, &r, &tss).is_none());
+        tss.tr.base = 0x4000_0000;
+        assert!(fault_frame(&mem, &r, &tss).is_none());
+        // CR3 outside memory.
+        let mut cr3 = s;
+        cr3.cr3 = u64::MAX;
+        assert!(fault_frame(&mem, &r, &cr3).is_none());
+        // IST1 below 64 KiB (underflow), at the top of the address space,
+        // or past guest memory with the stack pointer under it.
+        for (top, rsp) in [
+            (0x10, 0x8),
+            (u64::MAX, u64::MAX - 8),
+            (0x4000_0000, 0x3fff_ff00),
+        ] {
+            set(&mut mem, TSS + 36, top);
+            let mut r = r;
+            r.rsp = rsp;
+            assert!(fault_frame(&mem, &r, &s).is_none(), "{top:#x}");
+        }
+        // A vector that is no exception.
+        set(&mut mem, TSS + 36, TOP);
+        set(&mut mem, TOP - TRAP_FRAME_SIZE + 15 * 8, 99);
+        assert!(fault_frame(&mem, &r, &s).is_none());
+    }
+
+    fn u16_at(b: &[u8], at: usize) -> u16 {
+        u16::from_le_bytes([b[at], b[at + 1]])
+    }
+
+    fn u64_at(b: &[u8], at: usize) -> u64 {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&b[at..at + 8]);
+        u64::from_le_bytes(x)
+    }
+
+    #[test]
+    fn the_core_is_an_elf_core_of_the_mappings() {
+        let (mem, r, s) = faulted();
+        let (regs, vector) = fault_frame(&mem, &r, &s).unwrap();
+        let mut out = Vec::new();
+        write_core_with(&mut out, &mem, s.cr3, &regs, signal_of(vector)).unwrap();
+        assert_eq!(&out[..4], b"\x7fELF");
+        assert_eq!(u16_at(&out, 16), 4); // ET_CORE
+        assert_eq!(u16_at(&out, 18), 62); // EM_X86_64
+        // The note and one segment: the two large pages, merged.
+        assert_eq!(u16_at(&out, 56), 2);
+        let phoff = u64_at(&out, 32) as usize;
+        let note = u64_at(&out, phoff + 8) as usize;
+        assert_eq!(&out[note + 12..note + 16], b"CORE");
+        let pr_reg = note + 20 + 112;
+        assert_eq!(u64_at(&out, pr_reg + 16 * 8), 0x10_4d60); // rip
+        assert_eq!(u64_at(&out, pr_reg + 19 * 8), 0x7f_fc68); // rsp
+        let load = phoff + 56;
+        assert_eq!(u64_at(&out, load + 16), 0); // p_vaddr
+        assert_eq!(u64_at(&out, load + 32), 2 * MB2); // p_filesz
+        // Guest memory and headers, no more.
+        assert!(out.len() as u64 <= mem.size() + 2 * paging::PAGE);
+        let data = u64_at(&out, load + 8) as usize;
+        assert_eq!(u64_at(&out, data + TSS as usize + 36), TOP);
+    }
+
+    #[test]
+    fn tables_that_map_nothing_dump_all_memory_at_zero() {
+        let mem = GuestMemory::new(MB2).unwrap();
+        let mut out = Vec::new();
+        write_core_with(&mut out, &mem, 0, &CoreRegs::default(), SIGABRT).unwrap();
+        assert_eq!(u16_at(&out, 56), 2);
+        assert!(out.len() as u64 <= mem.size() + 2 * paging::PAGE);
+    }
+
+    #[test]
+    fn a_core_is_named_only_in_its_directory_and_never_through_a_link() {
+        let (mem, r, s) = faulted();
+        let regs = CoreRegs::from_vcpu(&r, &s);
+        let base = std::env::temp_dir().join(format!("kiln-hvt-dumpcore-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let dir = base.join("cores");
+        let elsewhere = base.join("elsewhere");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        assert!(matches!(
+            CoreFile::prepare(&base.join("missing")),
+            Err(DumpError::Create { .. })
+        ));
+        // Nothing appears before the core is written.
+        let core = CoreFile::prepare(&dir).unwrap();
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        let path = core.write(&mem, s.cr3, &regs, SIGABRT).unwrap();
+        assert_eq!(path.parent(), Some(dir.as_path()));
+        assert!(std::fs::metadata(&path).unwrap().len() > mem.size());
+        // A link planted at the name is neither followed nor replaced.
+        std::fs::remove_file(&path).unwrap();
+        let target = elsewhere.join("victim");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let core = CoreFile::prepare(&dir).unwrap();
+        assert!(matches!(
+            core.write(&mem, s.cr3, &regs, SIGABRT),
+            Err(DumpError::Write { .. })
+        ));
+        assert!(!target.exists());
+        assert!(std::fs::symlink_metadata(&path).unwrap().is_symlink());
+        let _ = std::fs::remove_dir_all(&base);
+    }
+}
