@@ -180,6 +180,56 @@ fn gdb_breaks_steps_and_continues_on_hvt() {
     assert!(rips[1] > rips[0], "stepi did not advance: {rips:x?}\n{gdb}");
     assert_eq!(stdout, "hello\nhello\n", "{gdb}");
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{gdb}\n{log}");
+
+    // Ctrl-C: the same image and tender, saying hello about forever; gdb
+    // is interrupted while the guest runs, stops it, then kills it.
+    let tender = dir.join("dist/kiln-hvt-gdb");
+    let port = kiln_testsupport::ports::free_tcp_port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(&tender)
+        .arg(format!("--gdb={addr}"))
+        .arg(&image)
+        .arg("--times=4000000000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kiln-hvt-gdb");
+    let mut tender_guard = ChildGuard(child);
+    let mut stderr = BufReader::new(tender_guard.0.stderr.take().unwrap());
+    let mut line = String::new();
+    let _ = stderr.read_line(&mut line);
+    assert!(line.contains("waiting for gdb"), "{line}");
+    let script = format!(
+        "set pagination off\nset confirm off\ntarget remote {addr}\ncontinue\n\
+         info registers cs\nbt\nkill\n"
+    );
+    std::fs::write(&script_path, script).unwrap();
+    let gdb_child = Command::new("gdb")
+        .arg("-batch")
+        .arg("-x")
+        .arg(&script_path)
+        .arg(&image)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gdb");
+    let gdb_pid = gdb_child.id();
+    let gdb_guard = ChildGuard(gdb_child);
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = Command::new("kill")
+        .args(["-INT", &gdb_pid.to_string()])
+        .status();
+    let out = kiln_testsupport::process::finish(gdb_guard, RUN_TIMEOUT).expect("gdb");
+    let gdb = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        gdb.contains("Program received signal SIGINT"),
+        "gdb was not interrupted:\n{gdb}"
+    );
+    assert!(gdb.contains("hello::__kiln_solo5_main"), "{gdb}");
+    let status = tender_guard
+        .wait_for(RUN_TIMEOUT)
+        .expect("wait for the tender");
+    assert_eq!(status.and_then(|s| s.code()), Some(255), "{gdb}");
 }
 
 const CRASH_TOML: &str = r#"[unikernel]
