@@ -115,7 +115,11 @@ fn build_gdb_tender(
         .stdout(std::process::Stdio::from(std::io::stderr()))
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET")
-        .env_remove("RUSTFLAGS");
+        .env_remove("RUSTFLAGS")
+        // The tender itself is built as always (its debug information is
+        // not the guest's).
+        .env_remove("CARGO_PROFILE_RELEASE_DEBUG")
+        .env_remove("CARGO_PROFILE_RELEASE_STRIP");
     if quiet {
         cargo.arg("--quiet");
     }
