@@ -366,4 +366,49 @@ mod tests {
         assert!(m.iter().map(|m| m.len).sum::<u64>() <= mem.size());
         assert!(m.len() as u64 <= MAX_ENTRIES_READ);
     }
+
+    /// Random tables: every entry a random value, most of them present and
+    /// pointing inside guest memory. Whatever they say, walks end with a
+    /// translation inside memory or an error, and the dump stays bounded.
+    #[test]
+    fn random_tables_never_panic_or_escape() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..8 {
+            let mut mem = GuestMemory::new(MB2).unwrap();
+            for i in 0..(MB2 / 8) {
+                let r = next();
+                let value = match r % 4 {
+                    // Present, inside memory, random flags (large pages too).
+                    0 | 1 => (r & 0x1f_f000) | (r >> 56) | PRESENT,
+                    // Anything at all.
+                    2 => r,
+                    _ => 0,
+                };
+                set(&mut mem, 0, i, value);
+            }
+            let cr3 = next() & 0x1f_f000;
+            for _ in 0..20_000 {
+                let va = next();
+                if let Ok(t) = translate(&mem, cr3, va) {
+                    assert!(t.gpa < mem.size(), "round {round}: {va:#x} -> {t:?}");
+                }
+                let mut total = 0;
+                let _ = for_each_run(&mem, cr3, va, 3 * PAGE, |gpa, n| {
+                    assert!(mem.checked(gpa, n).is_ok());
+                    total += n;
+                    Ok(())
+                });
+                assert!(total <= 3 * PAGE);
+            }
+            let m = mappings(&mem, cr3);
+            assert!(m.iter().map(|m| m.len).sum::<u64>() <= mem.size());
+            assert!(m.iter().all(|m| mem.checked(m.gpa, m.len).is_ok()));
+        }
+    }
 }

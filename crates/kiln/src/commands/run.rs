@@ -102,6 +102,13 @@ fn build_gdb_tender(
     const TRIPLE: &str = "x86_64-unknown-linux-musl";
     let source = kiln_config::project::source_dir();
     let target_dir = project.target_dir();
+    // The lock `kiln build` takes: one build at a time in a target
+    // directory, since tenders share `release/kiln-hvt`.
+    let lock_path = target_dir.join(".kiln-build.lock");
+    let lock =
+        std::fs::File::create(&lock_path).map_err(|e| KilnError::io("create", &lock_path, e))?;
+    lock.lock()
+        .map_err(|e| KilnError::io("lock", &lock_path, e))?;
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cargo
         .args(["build", "--release", "-p", "kiln-hvt", "--features"])
@@ -141,6 +148,7 @@ fn build_gdb_tender(
     std::fs::copy(&built, &partial)
         .map_err(|e| KilnError::io(format!("copy {} to", built.display()), &partial, e))?;
     std::fs::rename(&partial, &tender).map_err(|e| KilnError::io("replace", &tender, e))?;
+    drop(lock);
     Ok(tender)
 }
 
