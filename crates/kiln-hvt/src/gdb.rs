@@ -290,7 +290,9 @@ impl Debugged<'_> {
     /// to report them. When that hypercall comes from a #BP at one of our
     /// breakpoints, or a #DB while stepping, the registers are put back as
     /// they were at the trap (as `iretq` would) and gdb is told of the
-    /// breakpoint or step; the handler's report is never served.
+    /// breakpoint or step; the handler's report is never served. Any other
+    /// exception is shown the same way, as a signal at the faulting
+    /// instruction (continuing runs it again, as with a native program).
     fn reflect_trap(&mut self) -> Result<Option<SingleThreadStopReason<u64>>, VmError> {
         let m = &self.running.machine;
         let (r, mut s) = (m.regs()?, m.sregs()?);
@@ -302,7 +304,19 @@ impl Debugged<'_> {
                 (frame.rip - 1, SingleThreadStopReason::SwBreak(()))
             }
             1 if self.stepping => (frame.rip, SingleThreadStopReason::DoneStep),
-            _ => return Ok(None),
+            // Any other exception stops the guest at the faulting
+            // instruction with the signal Linux would send a process, as
+            // gdb shows a native program's fault.
+            v => (
+                frame.rip,
+                SingleThreadStopReason::Signal(match dumpcore::signal_of(v) {
+                    4 => Signal::SIGILL,
+                    5 => Signal::SIGTRAP,
+                    7 => Signal::SIGBUS,
+                    8 => Signal::SIGFPE,
+                    _ => Signal::SIGSEGV,
+                }),
+            ),
         };
         let g = frame.gpr;
         let regs = kvm_regs {
