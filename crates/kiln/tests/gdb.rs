@@ -1,9 +1,11 @@
 //! Debugging on hvt with Debian's gdb: `kiln run -t hvt --gdb` stops a
 //! unikernel at its entry point and `gdb -batch` breaks on the entry
 //! function, shows a backtrace with the crate's function names and the
-//! registers, steps and continues to the exit; `kiln run -t hvt
-//! --dumpcore DIR` writes a core for a unikernel that faults, which
-//! `gdb -batch -ex bt IMAGE CORE` opens with the faulting function on top.
+//! registers, steps and continues to the exit, and Ctrl-C stops a running
+//! guest; `kiln run -t hvt --dumpcore DIR` writes a core for a unikernel
+//! that faults, which `gdb -batch -ex bt IMAGE CORE` opens with the
+//! faulting function on top, and under gdb the same fault stops the guest
+//! with SIGSEGV at that function.
 //!
 //! Needs `/dev/kvm` and `gdb` (scripts/test installs it): without them each
 //! test says loudly that it is skipped, and fails instead when `CI=true`.
@@ -55,6 +57,43 @@ fn write_unikernel(dir: &Path, name: &str, toml: &str, lib_rs: &str) {
     std::fs::write(dir.join("src/lib.rs"), lib_rs).unwrap();
 }
 
+/// `kiln run -t hvt --gdb=ADDR ARGS` in `dir`, once it waits for gdb
+/// (after building): the running kiln, ADDR and what it printed.
+fn kiln_run_gdb(dir: &Path, args: &[&str]) -> (ChildGuard, String, String) {
+    let port = kiln_testsupport::ports::free_tcp_port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = kiln_in(dir)
+        .args(["run", "-t", "hvt", &format!("--gdb={addr}")])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kiln run");
+    let mut guard = ChildGuard(child);
+    let (tx, rx) = mpsc::channel();
+    let stderr = guard.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let start = Instant::now();
+    let mut log = String::new();
+    loop {
+        let left = BUILD_TIMEOUT.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains("waiting for gdb on") {
+                    return (guard, addr, log);
+                }
+            }
+            Err(_) => panic!("kiln run --gdb never waited for gdb:\n{log}"),
+        }
+    }
+}
+
 const HELLO_TOML: &str = r#"[unikernel]
 name = "hello"
 entry = "start"
@@ -92,46 +131,7 @@ fn gdb_breaks_steps_and_continues_on_hvt() {
     let tmp = TempDir::new("gdb");
     let dir = tmp.path.join("hello");
     write_unikernel(&dir, "hello", HELLO_TOML, HELLO_RS);
-    let port = kiln_testsupport::ports::free_tcp_port();
-    let addr = format!("127.0.0.1:{port}");
-
-    let child = kiln_in(&dir)
-        .args([
-            "run",
-            "-t",
-            "hvt",
-            &format!("--gdb={addr}"),
-            "--",
-            "--times=2",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start kiln run");
-    let mut guard = ChildGuard(child);
-    // Waits (through the build) for the tender to say it listens.
-    let (tx, rx) = mpsc::channel();
-    let stderr = guard.0.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let start = Instant::now();
-    let mut log = String::new();
-    loop {
-        let left = BUILD_TIMEOUT.saturating_sub(start.elapsed());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                log.push_str(&line);
-                log.push('\n');
-                if line.contains("waiting for gdb on") {
-                    break;
-                }
-            }
-            Err(_) => panic!("kiln run --gdb never waited for gdb:\n{log}"),
-        }
-    }
+    let (mut guard, addr, log) = kiln_run_gdb(&dir, &["--", "--times=2"]);
     let image = dir.join("dist/hello.hvt");
     let script = format!(
         "set pagination off\nset confirm off\ntarget remote {addr}\n\
@@ -309,4 +309,27 @@ fn a_fault_writes_a_core_gdb_reads() {
         .unwrap_or_else(|| panic!("no backtrace:\n{gdb}"));
     // The image has its symbols (no debug information without --gdb).
     assert!(top.contains("crash::write_through"), "{gdb}");
+
+    // Under gdb, the fault stops the guest at the faulting instruction.
+    let (mut guard, addr, log) = kiln_run_gdb(&dir, &["--mem=8"]);
+    let out = run_for(
+        Command::new("gdb")
+            .args(["-batch", "-ex", "set pagination off", "-ex"])
+            .arg(format!("target remote {addr}"))
+            .args(["-ex", "continue", "-ex", "bt 1", "-ex", "kill"])
+            .arg(dir.join("dist/crash.hvt")),
+        RUN_TIMEOUT,
+    );
+    let gdb = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        gdb.contains("Program received signal SIGSEGV"),
+        "{gdb}\n{log}"
+    );
+    let top = gdb
+        .lines()
+        .find(|l| l.starts_with("#0"))
+        .unwrap_or_else(|| panic!("no backtrace:\n{gdb}"));
+    assert!(top.contains("crash::write_through"), "{gdb}");
+    let status = guard.wait_for(RUN_TIMEOUT).expect("wait for kiln run");
+    assert_eq!(status.and_then(|s| s.code()), Some(255), "{gdb}");
 }
