@@ -153,6 +153,37 @@ impl GuestMemory {
         Ok(())
     }
 
+    /// Copies `bytes` to guest address `gpa` even where the tender keeps
+    /// the pages read-only (a debugger's breakpoints and memory writes):
+    /// those pages are made writable for the copy only.
+    pub fn poke(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), GuestMemError> {
+        let range = self.checked(gpa, bytes.len() as u64)?;
+        let mut done = 0usize;
+        while done < bytes.len() {
+            let at = range.start + done;
+            let n = (4096 - at % 4096).min(bytes.len() - done);
+            let chunk = &bytes[done..done + n];
+            let page_gpa = (at - at % 4096) as u64;
+            if self
+                .read_only
+                .iter()
+                .any(|r| page_gpa < r.end && r.start < page_gpa + 4096)
+            {
+                self.mapping
+                    .write_protected_page(at, chunk)
+                    .map_err(|source| GuestMemError::Protect {
+                        start: page_gpa,
+                        end: page_gpa + 4096,
+                        source,
+                    })?;
+            } else {
+                self.mapping.range_mut(at..at + n).copy_from_slice(chunk);
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
     /// Reads `N` bytes at `gpa`.
     pub fn read_array<const N: usize>(&self, gpa: u64) -> Result<[u8; N], GuestMemError> {
         let mut out = [0u8; N];
@@ -226,5 +257,14 @@ mod tests {
         assert!(mem.write(0xfff, b"a").is_ok());
         assert!(mem.write(0x3000, b"a").is_ok());
         assert!(mem.protect(0x3001, 0x4000).is_err());
+        // The debugger writes through the protection, across pages, and
+        // the protection stays.
+        mem.poke(0x0ffe, b"wxyz").unwrap();
+        assert_eq!(mem.read_array::<4>(0x0ffe).unwrap(), *b"wxyz");
+        mem.poke(0x2ffe, b"1234").unwrap();
+        assert_eq!(mem.read_array::<4>(0x2ffe).unwrap(), *b"1234");
+        assert!(mem.write(0x2fff, b"a").is_err());
+        assert!(mem.poke(0x1f_fffe, b"abc").is_err());
+        assert!(mem.poke(u64::MAX, b"a").is_err());
     }
 }

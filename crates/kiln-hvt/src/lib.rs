@@ -22,6 +22,10 @@
 //!   NET_EXCHANGE extension (`kiln_abi::hvt_ext`, discovered through a
 //!   CPUID leaf the [`vm`] adds; [`NO_EXTENSIONS_ENV`] hides both);
 //! - [`seccomp`]: the allow-list applied right before the vCPU loop;
+//! - [`paging`]: guest-virtual addresses through the guest's own page
+//!   tables, for [`dumpcore`] (`--dumpcore=DIR`: an ELF core file when the
+//!   guest aborts or faults) and `gdb` (the Cargo feature `gdb`:
+//!   `--gdb[=ADDR:PORT]`, a gdb remote stub built on the `gdbstub` crate);
 //! - [`cli`]: the solo5-hvt-compatible command line;
 //! - [`run`]: all of the above in order; `main` only prints its result.
 //!
@@ -31,16 +35,20 @@
 
 pub mod boot;
 pub mod cli;
+pub mod dumpcore;
 pub mod elf;
 pub mod guest;
 pub mod hypercall;
 pub mod module;
+pub mod paging;
 pub mod seccomp;
 pub mod sys;
 pub mod vm;
 
 #[cfg(feature = "block")]
 pub mod block;
+#[cfg(feature = "gdb")]
+pub mod gdb;
 #[cfg(feature = "net")]
 pub mod net;
 
@@ -54,9 +62,11 @@ use kiln_tender::image::{self, ImageError};
 use thiserror::Error;
 
 use crate::cli::{CliError, Command};
+use crate::dumpcore::{CoreFile, CoreRegs};
 use crate::elf::Load;
 use crate::hypercall::{HypercallError, Outcome};
-use crate::vm::{Machine, VmError};
+use crate::module::Module;
+use crate::vm::{IoExit, Machine, VmError};
 
 pub use kiln_tender::image::MIN_FREE_MEM;
 /// Largest guest memory in MiB (Solo5's solo5-hvt takes up to 4096).
@@ -68,6 +78,16 @@ pub enum TenderError {
     /// The command line.
     #[error(transparent)]
     Cli(#[from] CliError),
+    /// A debugging flag.
+    #[error(transparent)]
+    DebugFlag(#[from] cli::DebugFlagError),
+    /// `--dumpcore`'s directory.
+    #[error(transparent)]
+    Dumpcore(#[from] dumpcore::DumpError),
+    /// The gdb stub.
+    #[cfg(feature = "gdb")]
+    #[error(transparent)]
+    Gdb(#[from] gdb::GdbError),
     /// `--mem`, or the image read and checked against it.
     #[error(transparent)]
     Image(#[from] ImageError<kiln_tender::Hvt>),
@@ -112,6 +132,7 @@ pub enum Exit {
 pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError> {
     let mut modules = module::compiled();
     let (args, solo5_protection) = cli::take_solo5_protection(args.into_iter().collect());
+    let (args, debug) = cli::take_debug_flags(args)?;
     let config = match cli::parse(args, &mut modules)? {
         Command::Help => return Ok(Exit::Text(cli::usage(&modules))),
         Command::Version => {
@@ -192,40 +213,142 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
         }
     }
 
+    let core = debug
+        .dumpcore
+        .as_deref()
+        .map(CoreFile::prepare)
+        .transpose()?;
+    let mut debug_rules = Vec::new();
+    if let Some(core) = &core {
+        debug_rules.extend(seccomp::dumpcore_rules(core.fds().0));
+    }
+    // Waits for gdb before the guest runs its first instruction.
+    #[cfg(feature = "gdb")]
+    let gdb = match debug.gdb {
+        Some(addr) => {
+            let conn = gdb::Connection::accept(addr, &mut machine)?;
+            debug_rules.extend(seccomp::gdb_rules(machine.vcpu_fd(), conn.fd()));
+            Some(conn)
+        }
+        None => None,
+    };
+
     seccomp::apply(&seccomp::Allow {
         vcpu_fd: machine.vcpu_fd(),
         epoll_fd: epoll.raw_fd(),
         timer_fd: epoll.timer_fd(),
         module_calls: modules.iter().flat_map(|m| m.syscalls()).collect(),
+        debug: debug_rules,
     })?;
 
-    loop {
-        let io = machine.run()?;
+    let mut running = Running {
+        machine,
+        epoll,
+        modules,
+        core,
+    };
+    #[cfg(feature = "gdb")]
+    if let Some(conn) = gdb {
+        return gdb::serve(&mut running, conn);
+    }
+    running.run()
+}
+
+/// The guest once it runs: its machine and what serves its hypercalls.
+pub struct Running {
+    /// The VM.
+    pub machine: Machine,
+    /// The POLL hypercall's set.
+    pub epoll: sys::Epoll,
+    /// The device modules.
+    pub modules: Vec<Box<dyn Module>>,
+    /// The core file to write if the guest fails (`--dumpcore`).
+    pub core: Option<CoreFile>,
+}
+
+/// What a hypercall left the guest to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// Go on.
+    Continue,
+    /// The guest halted with this status.
+    Exit(i32),
+}
+
+impl Running {
+    /// Runs the guest until it halts.
+    pub fn run(&mut self) -> Result<Exit, TenderError> {
+        loop {
+            let io = self.machine.run().map_err(|e| self.fail(e))?;
+            if let Served::Exit(status) = self.serve(io)? {
+                return Ok(Exit::Status(status));
+            }
+        }
+    }
+
+    /// Serves the hypercall `io`; an abort prints its message and registers
+    /// (and writes the core file).
+    pub fn serve(&mut self, io: IoExit) -> Result<Served, TenderError> {
         let data = io.data.get(..io.size).unwrap_or(&io.data);
-        match hypercall::dispatch(io.port, data, &mut machine.mem, &epoll, &mut modules) {
-            Ok(Outcome::Continue) => {}
+        match hypercall::dispatch(
+            io.port,
+            data,
+            &mut self.machine.mem,
+            &self.epoll,
+            &mut self.modules,
+        ) {
+            Ok(Outcome::Continue) => Ok(Served::Continue),
             Ok(Outcome::Halt { status, cookie }) => {
                 let _ = std::io::stdout().flush();
                 if status == EXIT_ABORT {
                     let message = if cookie == 0 {
                         "(no message)".to_string()
                     } else {
-                        hypercall::abort_message(&machine.mem, cookie)
+                        hypercall::abort_message(&self.machine.mem, cookie)
                             .unwrap_or_else(|e| format!("(message unreadable: {e})"))
                     };
                     eprintln!(
                         "kiln-hvt: guest aborted: {message}\n{}",
-                        machine.register_dump()
+                        self.machine.register_dump()
                     );
+                    self.dump_core();
                 }
-                return Ok(Exit::Status(status));
+                Ok(Served::Exit(status))
             }
             Err(source) => {
-                return Err(TenderError::Hypercall {
-                    source,
-                    regs: machine.register_dump(),
-                });
+                let regs = self.machine.register_dump();
+                self.dump_core();
+                Err(TenderError::Hypercall { source, regs })
             }
+        }
+    }
+
+    /// The error for a machine that stopped: a guest's fault also writes
+    /// the core file.
+    pub fn fail(&mut self, e: VmError) -> TenderError {
+        if matches!(e, VmError::Guest { .. } | VmError::Internal { .. }) {
+            self.dump_core();
+        }
+        TenderError::Vm(e)
+    }
+
+    /// Writes the core file, if asked for, with the registers at the fault
+    /// when the guest's exception handler is what stopped.
+    fn dump_core(&mut self) {
+        let Some(core) = self.core.take() else {
+            return;
+        };
+        let (Ok(r), Ok(s)) = (self.machine.regs(), self.machine.sregs()) else {
+            eprintln!("kiln-hvt: no core file: the registers cannot be read");
+            return;
+        };
+        let (regs, signal) = match dumpcore::fault_frame(&self.machine.mem, &r, &s) {
+            Some((regs, vector)) => (regs, dumpcore::signal_of(vector)),
+            None => (CoreRegs::from_vcpu(&r, &s), dumpcore::SIGABRT),
+        };
+        match core.write(&self.machine.mem, s.cr3, &regs, signal) {
+            Ok(path) => eprintln!("kiln-hvt: core file written to {}", path.display()),
+            Err(e) => eprintln!("kiln-hvt: {}", kiln_tender::chain(&e)),
         }
     }
 }

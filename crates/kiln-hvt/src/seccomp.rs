@@ -21,6 +21,18 @@ pub const KVM_RUN: u64 = (KVMIO << 8) | 0x80;
 pub const KVM_GET_REGS: u64 = ior(0x81, std::mem::size_of::<kvm_bindings::kvm_regs>());
 /// `KVM_GET_SREGS`: `_IOR(KVMIO, 0x83, struct kvm_sregs)`.
 pub const KVM_GET_SREGS: u64 = ior(0x83, std::mem::size_of::<kvm_bindings::kvm_sregs>());
+const fn iow(nr: u64, size: usize) -> u64 {
+    (1 << 30) | ((size as u64) << 16) | (KVMIO << 8) | nr
+}
+/// `KVM_SET_REGS`: `_IOW(KVMIO, 0x82, struct kvm_regs)` (the debugger).
+pub const KVM_SET_REGS: u64 = iow(0x82, std::mem::size_of::<kvm_bindings::kvm_regs>());
+/// `KVM_SET_SREGS`: `_IOW(KVMIO, 0x84, struct kvm_sregs)` (the debugger).
+pub const KVM_SET_SREGS: u64 = iow(0x84, std::mem::size_of::<kvm_bindings::kvm_sregs>());
+/// `KVM_GET_FPU`: `_IOR(KVMIO, 0x8c, struct kvm_fpu)` (the debugger).
+pub const KVM_GET_FPU: u64 = ior(0x8c, std::mem::size_of::<kvm_bindings::kvm_fpu>());
+/// `KVM_SET_GUEST_DEBUG`: `_IOW(KVMIO, 0x9b, struct kvm_guest_debug)`.
+pub const KVM_SET_GUEST_DEBUG: u64 =
+    iow(0x9b, std::mem::size_of::<kvm_bindings::kvm_guest_debug>());
 
 /// What the filter allows.
 #[derive(Debug, Clone)]
@@ -33,6 +45,44 @@ pub struct Allow {
     pub timer_fd: Option<RawFd>,
     /// Per-module system calls.
     pub module_calls: Vec<FdSyscall>,
+    /// The gdb stub's and the core file's (`--gdb`, `--dumpcore`); empty
+    /// without them.
+    pub debug: Vec<Rule>,
+}
+
+/// The rules the gdb stub adds: its connection `socket` (read, written,
+/// raising SIGIO), the vCPU's registers and debug controls, and write
+/// protection lifted page by page for breakpoints (never executable).
+pub fn gdb_rules(vcpu_fd: RawFd, socket: RawFd) -> Vec<Rule> {
+    let mut rules = vec![
+        rule(libc::SYS_recvfrom, "recvfrom", vec![Arg::Fd(socket)]),
+        rule(libc::SYS_sendto, "sendto", vec![Arg::Fd(socket)]),
+        rule(libc::SYS_mprotect, "mprotect", vec![Arg::NoExec]),
+    ];
+    for req in [
+        KVM_SET_REGS,
+        KVM_SET_SREGS,
+        KVM_GET_FPU,
+        KVM_SET_GUEST_DEBUG,
+    ] {
+        rules.push(rule(
+            libc::SYS_ioctl,
+            "ioctl",
+            vec![Arg::Fd(vcpu_fd), Arg::Second(req)],
+        ));
+    }
+    rules
+}
+
+/// The rules a core file adds: writing the unnamed `file` and linking it
+/// into its directory (by descriptor, or through /proc without
+/// CAP_DAC_READ_SEARCH).
+pub fn dumpcore_rules(file: RawFd) -> Vec<Rule> {
+    vec![
+        rule(libc::SYS_write, "write", vec![Arg::Fd(file)]),
+        rule(libc::SYS_linkat, "linkat", vec![Arg::Fd(file)]),
+        rule(libc::SYS_linkat, "linkat", vec![Arg::Fd(libc::AT_FDCWD)]),
+    ]
 }
 
 /// A condition on one argument of an allowed system call.
@@ -126,6 +176,7 @@ pub fn rules(allow: &Allow) -> Vec<Rule> {
     for call in &allow.module_calls {
         rules.push(rule(call.nr, call.name, vec![Arg::Fd(call.fd)]));
     }
+    rules.extend(allow.debug.iter().cloned());
     rules
 }
 
@@ -188,6 +239,7 @@ mod tests {
                     fd: 12,
                 },
             ],
+            debug: Vec::new(),
         }
     }
 
@@ -250,6 +302,30 @@ mod tests {
             .map(String::from),
         );
         assert_eq!(render(&rules(&allow(Some(13)))), expected);
+    }
+
+    #[test]
+    fn debugging_adds_only_its_descriptors() {
+        let mut a = allow(None);
+        a.debug = gdb_rules(10, 20);
+        a.debug.extend(dumpcore_rules(21));
+        let rendered = render(&rules(&a));
+        assert_eq!(
+            rendered[rendered.len() - 10..],
+            [
+                "recvfrom(fd=20)",
+                "sendto(fd=20)",
+                "mprotect(no PROT_EXEC)",
+                "ioctl(fd=10, arg1=0x4090ae82)",
+                "ioctl(fd=10, arg1=0x4138ae84)",
+                "ioctl(fd=10, arg1=0x81a0ae8c)",
+                "ioctl(fd=10, arg1=0x4048ae9b)",
+                "write(fd=21)",
+                "linkat(fd=21)",
+                "linkat(fd=-100)",
+            ]
+        );
+        assert!(!filter(&a).unwrap().is_empty());
     }
 
     #[test]

@@ -452,3 +452,254 @@ mod tests {
         assert_eq!(u64::try_from(t.tv_sec), Ok(u64::MAX / 1_000_000_000));
     }
 }
+
+/// Debugging and core dumps: writing through the tender's write
+/// protection, the core file's descriptors, and the gdb connection with
+/// its interrupt signal.
+pub mod debug {
+    use std::ffi::CString;
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::sync::atomic::{AtomicPtr, Ordering};
+
+    use super::Mapping;
+
+    impl Mapping {
+        /// Copies `bytes` to `offset`, inside one page the tender keeps
+        /// read-only: makes it writable, writes, makes it read-only again.
+        /// For the debugger's breakpoints in code.
+        pub fn write_protected_page(&mut self, offset: usize, bytes: &[u8]) -> io::Result<()> {
+            let page = offset - offset % 4096;
+            let end = offset
+                .checked_add(bytes.len())
+                .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+            if end > page + 4096 || page + 4096 > self.len {
+                return Err(io::Error::from(io::ErrorKind::InvalidInput));
+            }
+            let protect = |prot| {
+                // SAFETY: one whole page inside the mapping owned by
+                // `self` (checked above); `&mut self` means no slice of it
+                // is borrowed.
+                let ret = unsafe { libc::mprotect(self.ptr.as_ptr().add(page).cast(), 4096, prot) };
+                if ret != 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            };
+            protect(libc::PROT_READ | libc::PROT_WRITE)?;
+            // SAFETY: `offset..end` lies inside the page made writable
+            // above, inside the mapping.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    bytes.as_ptr(),
+                    self.ptr.as_ptr().add(offset),
+                    bytes.len(),
+                );
+            }
+            protect(libc::PROT_READ)
+        }
+    }
+
+    /// Opens directory `dir` and an unnamed file in it (`O_TMPFILE`),
+    /// which [`link_into`] names once it is written: nothing appears in
+    /// `dir` unless a core is written, and the name is created there, never
+    /// through a symbolic link.
+    pub fn open_unnamed_in(dir: &std::path::Path) -> io::Result<(OwnedFd, OwnedFd)> {
+        let path = CString::new(dir.as_os_str().as_encoded_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: `path` is a NUL-terminated string living across the call;
+        // the result is checked.
+        let dirfd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        };
+        if dirfd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `dirfd` was just opened and is owned by nobody else.
+        let dirfd = unsafe { OwnedFd::from_raw_fd(dirfd) };
+        // SAFETY: "." is a NUL-terminated literal; the result is checked.
+        let file = unsafe {
+            libc::openat(
+                dirfd.as_raw_fd(),
+                c".".as_ptr(),
+                libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o600 as libc::c_uint,
+            )
+        };
+        if file < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `file` was just opened and is owned by nobody else.
+        Ok((dirfd, unsafe { OwnedFd::from_raw_fd(file) }))
+    }
+
+    /// Gives the unnamed `file` the name `name` in `dir`; fails if the name
+    /// exists (a link is never followed or replaced).
+    pub fn link_into(file: RawFd, dir: RawFd, name: &str) -> io::Result<()> {
+        let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: both strings are NUL-terminated and outlive the call.
+        let ret =
+            unsafe { libc::linkat(file, c"".as_ptr(), dir, name.as_ptr(), libc::AT_EMPTY_PATH) };
+        if ret == 0 {
+            return Ok(());
+        }
+        // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; /proc does not.
+        let proc = CString::new(format!("/proc/self/fd/{file}"))
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: as above.
+        let ret = unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                proc.as_ptr(),
+                dir,
+                name.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        };
+        if ret != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Where the interrupt signal's handler writes: the vCPU's
+    /// `kvm_run.immediate_exit`.
+    static IMMEDIATE_EXIT: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+
+    extern "C" fn on_sigio(_: libc::c_int) {
+        let p = IMMEDIATE_EXIT.load(Ordering::Acquire);
+        if !p.is_null() {
+            // SAFETY: `p` is the vCPU's `immediate_exit` byte, which lives
+            // as long as the vCPU, and `arm_interrupt`'s caller keeps the
+            // vCPU alive while the signal can come.
+            unsafe { std::ptr::write_volatile(p, 1) };
+        }
+    }
+
+    /// Makes data arriving on `socket` (gdb's Ctrl-C) end the calling
+    /// thread's `KVM_RUN`: the socket raises SIGIO at this thread, whose
+    /// handler sets `immediate_exit` (so a `KVM_RUN` not yet entered
+    /// returns at once) and, without `SA_RESTART`, interrupts one in
+    /// progress with EINTR.
+    ///
+    /// `immediate_exit` must stay valid for the rest of the process: it is
+    /// the vCPU's, which lives until the tender exits.
+    pub fn arm_interrupt(socket: RawFd, immediate_exit: *mut u8) -> io::Result<()> {
+        IMMEDIATE_EXIT.store(immediate_exit, Ordering::Release);
+        // SAFETY: an all-zero sigaction is valid; the handler is a plain
+        // function that only does an async-signal-safe store.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_sigio as *const () as usize;
+            libc::sigemptyset(&mut action.sa_mask);
+            if libc::sigaction(libc::SIGIO, &action, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        /// `struct f_owner_ex` and its constants (Linux's `fcntl.h`; not in
+        /// the libc crate for every target).
+        #[repr(C)]
+        struct OwnerEx {
+            type_: libc::c_int,
+            pid: libc::pid_t,
+        }
+        const F_SETOWN_EX: libc::c_int = 15;
+        const F_OWNER_TID: libc::c_int = 0;
+        let owner = OwnerEx {
+            type_: F_OWNER_TID,
+            // SAFETY: gettid has no preconditions.
+            pid: unsafe { libc::gettid() },
+        };
+        // SAFETY: `socket` is open; `owner` outlives the call.
+        if unsafe { libc::fcntl(socket, F_SETOWN_EX, &owner) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `socket` is open; F_GETFL/F_SETFL take integers.
+        unsafe {
+            let flags = libc::fcntl(socket, libc::F_GETFL);
+            if flags < 0 || libc::fcntl(socket, libc::F_SETFL, flags | libc::O_ASYNC) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the interrupt signal from touching `immediate_exit` (when
+    /// gdb detaches); the caller then clears it.
+    pub fn disarm_interrupt() {
+        IMMEDIATE_EXIT.store(std::ptr::null_mut(), Ordering::Release);
+    }
+
+    fn recv(socket: RawFd, flags: libc::c_int) -> io::Result<Option<u8>> {
+        let mut byte = 0u8;
+        loop {
+            // SAFETY: `byte` is one writable byte that outlives the call.
+            let n = unsafe {
+                libc::recvfrom(
+                    socket,
+                    (&raw mut byte).cast(),
+                    1,
+                    flags,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                )
+            };
+            match n {
+                1 => return Ok(Some(byte)),
+                0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                _ => {
+                    let e = io::Error::last_os_error();
+                    match e.kind() {
+                        io::ErrorKind::Interrupted => continue,
+                        io::ErrorKind::WouldBlock => return Ok(None),
+                        _ => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads one byte from `socket`, waiting for it.
+    pub fn read_byte(socket: RawFd) -> io::Result<u8> {
+        loop {
+            if let Some(b) = recv(socket, 0)? {
+                return Ok(b);
+            }
+        }
+    }
+
+    /// The next byte of `socket` if one has arrived, left unread.
+    pub fn peek_byte(socket: RawFd) -> io::Result<Option<u8>> {
+        recv(socket, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+    }
+
+    /// Sends all of `bytes` on `socket`.
+    pub fn send_all(socket: RawFd, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            // SAFETY: `bytes` is readable for its length across the call.
+            let n = unsafe {
+                libc::sendto(
+                    socket,
+                    bytes.as_ptr().cast(),
+                    bytes.len(),
+                    libc::MSG_NOSIGNAL,
+                    std::ptr::null(),
+                    0,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            bytes = bytes.get(n as usize..).unwrap_or(&[]);
+        }
+        Ok(())
+    }
+}

@@ -100,6 +100,25 @@ pub struct IoExit {
     pub size: usize,
 }
 
+/// Why [`Machine::run_debug`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// A hypercall.
+    Io(IoExit),
+    /// A debug exit: the exception (1 for #DB, 3 for #BP), the guest's
+    /// linear `%rip` and DR6.
+    Debug {
+        /// The exception vector.
+        exception: u32,
+        /// The instruction pointer KVM reports.
+        pc: u64,
+        /// DR6 (which debug condition fired).
+        dr6: u64,
+    },
+    /// A signal ended `KVM_RUN` (the debugger's interrupt).
+    Interrupted,
+}
+
 /// The VM, its vCPU and its memory. Fields drop in order: the vCPU and VM
 /// before the memory they map.
 pub struct Machine {
@@ -280,9 +299,67 @@ impl Machine {
 
     /// Runs the vCPU until it writes to a port; every other exit is an error.
     pub fn run(&mut self) -> Result<IoExit, VmError> {
+        match self.run_until(false)? {
+            Stop::Io(io) => Ok(io),
+            // Not reported without `debug`.
+            Stop::Debug { .. } | Stop::Interrupted => Err(self.guest_error("stopped".into())),
+        }
+    }
+
+    /// Runs the vCPU until it writes to a port, stops for the debugger
+    /// (`KVM_SET_GUEST_DEBUG`) or a signal interrupts it.
+    pub fn run_debug(&mut self) -> Result<Stop, VmError> {
+        self.run_until(true)
+    }
+
+    /// The general-purpose registers.
+    pub fn regs(&self) -> Result<kvm_regs, VmError> {
+        self.vcpu.get_regs().map_err(ioctl("KVM_GET_REGS"))
+    }
+
+    /// Sets the general-purpose registers.
+    pub fn set_regs(&self, regs: &kvm_regs) -> Result<(), VmError> {
+        self.vcpu.set_regs(regs).map_err(ioctl("KVM_SET_REGS"))
+    }
+
+    /// The special registers (segments, control registers).
+    pub fn sregs(&self) -> Result<kvm_bindings::kvm_sregs, VmError> {
+        self.vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))
+    }
+
+    /// Sets the special registers.
+    pub fn set_sregs(&self, sregs: &kvm_bindings::kvm_sregs) -> Result<(), VmError> {
+        self.vcpu.set_sregs(sregs).map_err(ioctl("KVM_SET_SREGS"))
+    }
+
+    /// The x87 and SSE registers.
+    pub fn fpu(&self) -> Result<kvm_bindings::kvm_fpu, VmError> {
+        self.vcpu.get_fpu().map_err(ioctl("KVM_GET_FPU"))
+    }
+
+    /// Sets what stops the vCPU for the debugger.
+    pub fn set_guest_debug(&self, debug: &kvm_bindings::kvm_guest_debug) -> Result<(), VmError> {
+        self.vcpu
+            .set_guest_debug(debug)
+            .map_err(ioctl("KVM_SET_GUEST_DEBUG"))
+    }
+
+    /// The vCPU's `kvm_run.immediate_exit` byte, which lives as long as the
+    /// machine: a signal handler sets it to end the next `KVM_RUN`.
+    pub fn immediate_exit(&mut self) -> *mut u8 {
+        &raw mut self.vcpu.get_kvm_run().immediate_exit
+    }
+
+    /// Clears `immediate_exit`, before resuming the guest.
+    pub fn clear_immediate_exit(&mut self) {
+        self.vcpu.set_kvm_immediate_exit(0);
+    }
+
+    fn run_until(&mut self, debug: bool) -> Result<Stop, VmError> {
         loop {
-            enum Stop {
+            enum Raw {
                 Io(IoExit),
+                Debug(Stop),
                 Internal,
                 Other(String),
             }
@@ -291,37 +368,43 @@ impl Machine {
                     let mut copy = [0u8; 8];
                     let size = data.len().min(8);
                     copy[..size].copy_from_slice(&data[..size]);
-                    Stop::Io(IoExit {
+                    Raw::Io(IoExit {
                         port,
                         data: copy,
                         size: data.len(),
                     })
                 }
-                Ok(VcpuExit::IoIn(port, _)) => Stop::Other(format!(
+                Ok(VcpuExit::IoIn(port, _)) => Raw::Other(format!(
                     "read from port {port:#x}, which hvt does not provide"
                 )),
                 Ok(VcpuExit::MmioWrite(addr, _)) if addr < self.mem.size() => {
                     // KVM reports a write to a page the host mapping keeps
                     // read-only as MMIO.
-                    Stop::Other(format!(
+                    Raw::Other(format!(
                         "wrote to read-only memory at {addr:#x} (its code or read-only data, or the boot data)"
                     ))
                 }
                 Ok(VcpuExit::MmioRead(addr, _) | VcpuExit::MmioWrite(addr, _)) => {
-                    Stop::Other(format!("accessed address {addr:#x}, outside guest memory"))
+                    Raw::Other(format!("accessed address {addr:#x}, outside guest memory"))
                 }
                 Ok(VcpuExit::Hlt) => {
-                    Stop::Other("executed hlt; hint: guests stop with the halt hypercall".into())
+                    Raw::Other("executed hlt; hint: guests stop with the halt hypercall".into())
                 }
-                Ok(VcpuExit::Shutdown) => Stop::Other("triple-faulted (KVM shutdown exit)".into()),
-                Ok(VcpuExit::FailEntry(reason, _)) => Stop::Other(format!(
+                Ok(VcpuExit::Shutdown) => Raw::Other("triple-faulted (KVM shutdown exit)".into()),
+                Ok(VcpuExit::FailEntry(reason, _)) => Raw::Other(format!(
                     "could not be entered (hardware entry failure reason {reason:#x})"
                 )),
-                Ok(VcpuExit::InternalError) => Stop::Internal,
-                Ok(other) => Stop::Other(format!("stopped with unexpected KVM exit {other:?}")),
+                Ok(VcpuExit::InternalError) => Raw::Internal,
+                Ok(VcpuExit::Debug(arch)) if debug => Raw::Debug(Stop::Debug {
+                    exception: arch.exception,
+                    pc: arch.pc,
+                    dr6: arch.dr6,
+                }),
+                Ok(other) => Raw::Other(format!("stopped with unexpected KVM exit {other:?}")),
+                Err(e) if debug && e.errno() == libc::EINTR => Raw::Debug(Stop::Interrupted),
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
                 Err(e) if e.errno() == libc::EFAULT => {
-                    Stop::Other("caused a host/guest translation fault (KVM_RUN: EFAULT)".into())
+                    Raw::Other("caused a host/guest translation fault (KVM_RUN: EFAULT)".into())
                 }
                 Err(source) => {
                     return Err(VmError::Ioctl {
@@ -331,9 +414,10 @@ impl Machine {
                 }
             };
             return match stop {
-                Stop::Io(io) => Ok(io),
-                Stop::Other(what) => Err(self.guest_error(what)),
-                Stop::Internal => {
+                Raw::Io(io) => Ok(Stop::Io(io)),
+                Raw::Debug(stop) => Ok(stop),
+                Raw::Other(what) => Err(self.guest_error(what)),
+                Raw::Internal => {
                     let suberror = crate::sys::internal_error_suberror(&mut self.vcpu);
                     let rip = self.rip();
                     let max = 15u64.min(self.mem.size().saturating_sub(rip));

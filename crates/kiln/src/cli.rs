@@ -202,6 +202,21 @@ pub struct RunArgs {
     /// virtio: run this image instead of building DIR
     #[arg(long, value_name = "PATH")]
     pub image: Option<PathBuf>,
+    /// On hvt: stop at the entry point and wait for gdb on ADDR:PORT
+    /// [default: 127.0.0.1:1234]; builds the image with debug info and a
+    /// tender with its gdb module (dist/kiln-hvt-gdb)
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "127.0.0.1:1234"
+    )]
+    pub gdb: Option<String>,
+    /// On hvt: when the unikernel aborts or faults, write an ELF core file
+    /// to DIR (`gdb dist/NAME.hvt DIR/core.kiln-hvt.PID` opens it)
+    #[arg(long, value_name = "DIR")]
+    pub dumpcore: Option<PathBuf>,
     /// The unikernel's directory
     #[arg(default_value = ".")]
     pub dir: PathBuf,

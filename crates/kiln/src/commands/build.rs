@@ -48,6 +48,20 @@ pub fn build(
     given: Choices,
     quiet: bool,
 ) -> Result<Built, KilnError> {
+    build_with(project, target, given, quiet, false)
+}
+
+/// [`build`], and with `gdb` for a debugger: the image keeps its debug
+/// information (DWARF line tables, frames and variables, so that gdb's `bt`
+/// and `break FILE:LINE` work; symbols are kept in every build) and the hvt
+/// tender is built with its gdb module as `dist/kiln-hvt-gdb`.
+pub fn build_with(
+    project: &Project,
+    target: Target,
+    given: Choices,
+    quiet: bool,
+    gdb: bool,
+) -> Result<Built, KilnError> {
     let saved = project.saved_choices(target)?.unwrap_or_default();
     let choices = Choices {
         net: given.net.or(saved.net),
@@ -69,6 +83,11 @@ pub fn build(
     cargo
         .arg("--manifest-path")
         .arg(configured.build_dir.join("Cargo.toml"));
+    if gdb {
+        cargo
+            .env("CARGO_PROFILE_RELEASE_DEBUG", "true")
+            .env("CARGO_PROFILE_RELEASE_STRIP", "none");
+    }
     if let Some(triple) = configured.cargo_target {
         cargo.arg("--target").arg(triple);
     }
@@ -106,6 +125,7 @@ pub fn build(
             &target_dir,
             &dist,
             quiet,
+            gdb,
         )?),
     };
     drop(lock);
@@ -207,10 +227,14 @@ fn build_tender(
     target_dir: &Path,
     dist: &Path,
     quiet: bool,
+    gdb: bool,
 ) -> Result<PathBuf, KilnError> {
     let package = format!("kiln-{target}");
     let source = kiln_config::project::source_dir();
-    let modules = tender_modules(configured);
+    let mut modules = tender_modules(configured);
+    if gdb {
+        modules.push("gdb");
+    }
     let mut cargo = cargo_command(&source, target_dir, quiet);
     // A static musl binary: no dynamic loader or libc start-up at every
     // run (about 0.5 ms of an spt hello), and smaller than glibc linked
@@ -236,7 +260,12 @@ fn build_tender(
             }
         )));
     }
-    let tender = dist.join(&package);
+    // A gdb tender is installed beside the plain one, which stays as built.
+    let tender = dist.join(if gdb {
+        format!("{package}-gdb")
+    } else {
+        package.clone()
+    });
     install(
         &target_dir
             .join(TENDER_TRIPLE)

@@ -46,11 +46,24 @@ pub fn run(args: &RunArgs) -> Result<u8, KilnError> {
             hint: "a unix unikernel is a host process; drop --mem, or run with -t hvt".into(),
         });
     }
+    let debugging = args.gdb.is_some() || args.dumpcore.is_some();
+    if debugging && target != Target::Hvt {
+        return Err(KilnError::Usage {
+            message: "--gdb and --dumpcore apply to hvt guests only".into(),
+            hint: "run with -t hvt".into(),
+        });
+    }
     // On a terminal, cargo's own progress shows what a first build (tens of
     // seconds) is doing; in scripts and pipes `kiln run` prints only what
     // the unikernel prints.
     let quiet = !std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let built = super::build::build(&project, target, super::choices(&args.choices), quiet)?;
+    let built = super::build::build_with(
+        &project,
+        target,
+        super::choices(&args.choices),
+        quiet,
+        args.gdb.is_some(),
+    )?;
     let mut command = match &built.tender {
         None => {
             let mut command = Command::new(&built.image);
@@ -62,6 +75,12 @@ pub fn run(args: &RunArgs) -> Result<u8, KilnError> {
             let mut command = Command::new(tender);
             if let Some(mb) = args.mem {
                 command.arg(format!("--mem={mb}"));
+            }
+            if let Some(addr) = &args.gdb {
+                command.arg(format!("--gdb={addr}"));
+            }
+            if let Some(dir) = &args.dumpcore {
+                command.arg("--dumpcore").arg(dir);
             }
             command
                 .args(device_flags)

@@ -1,0 +1,335 @@
+//! Debugging on hvt with Debian's gdb: `kiln run -t hvt --gdb` stops a
+//! unikernel at its entry point and `gdb -batch` breaks on the entry
+//! function, shows a backtrace with the crate's function names and the
+//! registers, steps and continues to the exit, and Ctrl-C stops a running
+//! guest; `kiln run -t hvt --dumpcore DIR` writes a core for a unikernel
+//! that faults, which `gdb -batch -ex bt IMAGE CORE` opens with the
+//! faulting function on top, and under gdb the same fault stops the guest
+//! with SIGSEGV at that function.
+//!
+//! Needs `/dev/kvm` and `gdb` (scripts/test installs it): without them each
+//! test says loudly that it is skipped, and fails instead when `CI=true`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{TempDir, kiln_in, run_for, text};
+use kiln_testsupport::process::ChildGuard;
+use kiln_testsupport::skip::{kvm_or_skip, skip};
+
+/// Longest a build may take.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(900);
+/// Longest gdb or a unikernel may run.
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn gdb_or_skip(test: &str) -> bool {
+    match Command::new("gdb").arg("--version").output() {
+        Ok(out) if out.status.success() => true,
+        _ => {
+            skip(
+                test,
+                "gdb is not installed; hint: apt-get install gdb (scripts/test does)",
+            );
+            false
+        }
+    }
+}
+
+/// A unikernel crate `name` in `dir` with `lib_rs`.
+fn write_unikernel(dir: &Path, name: &str, toml: &str, lib_rs: &str) {
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    let devices = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-devices");
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+             [dependencies]\nkiln-devices = {{ path = {:?} }}\n\n[workspace]\n",
+            devices.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("unikernel.toml"), toml).unwrap();
+    std::fs::write(dir.join("src/lib.rs"), lib_rs).unwrap();
+}
+
+/// `kiln run -t hvt --gdb=ADDR ARGS` in `dir`, once it waits for gdb
+/// (after building): the running kiln, ADDR and what it printed.
+fn kiln_run_gdb(dir: &Path, args: &[&str]) -> (ChildGuard, String, String) {
+    let port = kiln_testsupport::ports::free_tcp_port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = kiln_in(dir)
+        .args(["run", "-t", "hvt", &format!("--gdb={addr}")])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kiln run");
+    let mut guard = ChildGuard(child);
+    let (tx, rx) = mpsc::channel();
+    let stderr = guard.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let start = Instant::now();
+    let mut log = String::new();
+    loop {
+        let left = BUILD_TIMEOUT.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains("waiting for gdb on") {
+                    return (guard, addr, log);
+                }
+            }
+            Err(_) => panic!("kiln run --gdb never waited for gdb:\n{log}"),
+        }
+    }
+}
+
+const HELLO_TOML: &str = r#"[unikernel]
+name = "hello"
+entry = "start"
+
+[devices.console]
+type = "console"
+
+[arguments.times]
+type = "u32"
+default = 1
+doc = "How many times to say hello"
+"#;
+
+const HELLO_RS: &str = r#"#![no_std]
+use kiln_devices::{Console, ConsoleError};
+
+pub async fn start(console: impl Console, times: u32) -> Result<(), ConsoleError> {
+    for _ in 0..times {
+        console.log("hello")?;
+    }
+    Ok(())
+}
+"#;
+
+/// The entry function as gdb names it: the body of the async `start`,
+/// monomorphised for the hvt console.
+const HELLO_ENTRY: &str = "hello::start::{async_fn#0}<kiln_solo5::console::device::Console>";
+
+#[test]
+fn gdb_breaks_steps_and_continues_on_hvt() {
+    let test = "gdb_breaks_steps_and_continues_on_hvt";
+    if !kvm_or_skip(test) || !gdb_or_skip(test) {
+        return;
+    }
+    let tmp = TempDir::new("gdb");
+    let dir = tmp.path.join("hello");
+    write_unikernel(&dir, "hello", HELLO_TOML, HELLO_RS);
+    let (mut guard, addr, log) = kiln_run_gdb(&dir, &["--", "--times=2"]);
+    let image = dir.join("dist/hello.hvt");
+    let script = format!(
+        "set pagination off\nset confirm off\ntarget remote {addr}\n\
+         break '{HELLO_ENTRY}'\ncontinue\nbt\ninfo registers rip rsp cs\n\
+         stepi\ninfo registers rip\ndelete\ncontinue\n"
+    );
+    let script_path = tmp.path.join("script.gdb");
+    std::fs::write(&script_path, script).unwrap();
+    let out = run_for(
+        Command::new("gdb")
+            .arg("-batch")
+            .arg("-x")
+            .arg(&script_path)
+            .arg(&image),
+        RUN_TIMEOUT,
+    );
+    let gdb = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    let status = guard.wait_for(RUN_TIMEOUT).expect("wait for kiln run");
+    let mut stdout = String::new();
+    if let Some(mut pipe) = guard.0.stdout.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stdout);
+    }
+    for needle in [
+        // Stopped at the entry point, before any guest instruction.
+        "in _start ()",
+        // The breakpoint on the entry function, hit at CPL 3.
+        "Breakpoint 1, hello::start::{async_fn#0}",
+        // The backtrace names the crate's functions down to the boot.
+        "kiln_rt::executor::block_on",
+        "hello::__kiln_solo5_main",
+        "kiln_solo5::sys::boot::kiln_solo5_boot",
+        // Registers at the breakpoint: user code segment (CPL 3).
+        "cs             0x33",
+        "[Inferior 1 (process 1) exited normally]",
+    ] {
+        assert!(gdb.contains(needle), "gdb output lacks {needle:?}:\n{gdb}");
+    }
+    // The step moved %rip past the breakpoint's address.
+    let rips: Vec<u64> = gdb
+        .lines()
+        .filter(|l| l.starts_with("rip "))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter_map(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+        .collect();
+    assert_eq!(rips.len(), 2, "{gdb}");
+    assert!(rips[1] > rips[0], "stepi did not advance: {rips:x?}\n{gdb}");
+    assert_eq!(stdout, "hello\nhello\n", "{gdb}");
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{gdb}\n{log}");
+
+    // Ctrl-C: the same image and tender, saying hello about forever; gdb
+    // is interrupted while the guest runs, stops it, then kills it.
+    let tender = dir.join("dist/kiln-hvt-gdb");
+    let port = kiln_testsupport::ports::free_tcp_port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(&tender)
+        .arg(format!("--gdb={addr}"))
+        .arg(&image)
+        .arg("--times=4000000000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kiln-hvt-gdb");
+    let mut tender_guard = ChildGuard(child);
+    let mut stderr = BufReader::new(tender_guard.0.stderr.take().unwrap());
+    let mut line = String::new();
+    let _ = stderr.read_line(&mut line);
+    assert!(line.contains("waiting for gdb"), "{line}");
+    let script = format!(
+        "set pagination off\nset confirm off\ntarget remote {addr}\ncontinue\n\
+         info registers cs\nbt\nkill\n"
+    );
+    std::fs::write(&script_path, script).unwrap();
+    let gdb_child = Command::new("gdb")
+        .arg("-batch")
+        .arg("-x")
+        .arg(&script_path)
+        .arg(&image)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gdb");
+    let gdb_pid = gdb_child.id();
+    let gdb_guard = ChildGuard(gdb_child);
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = Command::new("kill")
+        .args(["-INT", &gdb_pid.to_string()])
+        .status();
+    let out = kiln_testsupport::process::finish(gdb_guard, RUN_TIMEOUT).expect("gdb");
+    let gdb = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        gdb.contains("Program received signal SIGINT"),
+        "gdb was not interrupted:\n{gdb}"
+    );
+    assert!(gdb.contains("hello::__kiln_solo5_main"), "{gdb}");
+    let status = tender_guard
+        .wait_for(RUN_TIMEOUT)
+        .expect("wait for the tender");
+    assert_eq!(status.and_then(|s| s.code()), Some(255), "{gdb}");
+}
+
+const CRASH_TOML: &str = r#"[unikernel]
+name = "crash"
+entry = "start"
+
+[devices.console]
+type = "console"
+"#;
+
+const CRASH_RS: &str = r#"#![no_std]
+use kiln_devices::{Console, ConsoleError};
+
+/// Writes a byte at `addr`: at 0, a page fault.
+#[inline(never)]
+pub fn write_through(addr: usize) {
+    // SAFETY: none: the fault is the point.
+    unsafe { core::ptr::write_volatile(addr as *mut u8, 1) }
+}
+
+pub async fn start(console: impl Console) -> Result<(), ConsoleError> {
+    console.log("about to fault")?;
+    write_through(core::hint::black_box(0));
+    Ok(())
+}
+"#;
+
+#[test]
+fn a_fault_writes_a_core_gdb_reads() {
+    let test = "a_fault_writes_a_core_gdb_reads";
+    if !kvm_or_skip(test) || !gdb_or_skip(test) {
+        return;
+    }
+    let tmp = TempDir::new("dumpcore");
+    let dir = tmp.path.join("crash");
+    write_unikernel(&dir, "crash", CRASH_TOML, CRASH_RS);
+    let cores = tmp.path.join("cores");
+    std::fs::create_dir(&cores).unwrap();
+    let out = run_for(
+        kiln_in(&dir)
+            .args(["run", "-t", "hvt", "--mem=8", "--dumpcore"])
+            .arg(&cores),
+        BUILD_TIMEOUT,
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{stderr}");
+    let files: Vec<_> = std::fs::read_dir(&cores)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}\n{stderr}");
+    let core = &files[0];
+    let name = core.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("core.kiln-hvt."), "{name}");
+    assert!(
+        stderr.contains(&format!("core file written to {}", core.display())),
+        "{stderr}"
+    );
+    // Bounded by guest memory (8 MiB) plus headers.
+    assert!(std::fs::metadata(core).unwrap().len() <= (8 << 20) + 4096 * 4);
+
+    let out = run_for(
+        Command::new("gdb")
+            .args(["-batch", "-ex", "bt", "-ex", "info registers rip"])
+            .arg(dir.join("dist/crash.hvt"))
+            .arg(core),
+        RUN_TIMEOUT,
+    );
+    let gdb = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        gdb.contains("Program terminated with signal SIGSEGV"),
+        "{gdb}"
+    );
+    let top = gdb
+        .lines()
+        .find(|l| l.starts_with("#0"))
+        .unwrap_or_else(|| panic!("no backtrace:\n{gdb}"));
+    // The image has its symbols (no debug information without --gdb).
+    assert!(top.contains("crash::write_through"), "{gdb}");
+
+    // Under gdb, the fault stops the guest at the faulting instruction.
+    let (mut guard, addr, log) = kiln_run_gdb(&dir, &["--mem=8"]);
+    let out = run_for(
+        Command::new("gdb")
+            .args(["-batch", "-ex", "set pagination off", "-ex"])
+            .arg(format!("target remote {addr}"))
+            .args(["-ex", "continue", "-ex", "bt 1", "-ex", "kill"])
+            .arg(dir.join("dist/crash.hvt")),
+        RUN_TIMEOUT,
+    );
+    let gdb = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        gdb.contains("Program received signal SIGSEGV"),
+        "{gdb}\n{log}"
+    );
+    let top = gdb
+        .lines()
+        .find(|l| l.starts_with("#0"))
+        .unwrap_or_else(|| panic!("no backtrace:\n{gdb}"));
+    assert!(top.contains("crash::write_through"), "{gdb}");
+    let status = guard.wait_for(RUN_TIMEOUT).expect("wait for kiln run");
+    assert_eq!(status.and_then(|s| s.code()), Some(255), "{gdb}");
+}
