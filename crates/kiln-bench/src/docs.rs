@@ -164,12 +164,14 @@ mod tests {
                 "hello",
                 "hvt",
                 "ms",
-                Status::NotAvailable("no | kvm".into()),
+                Status::NotAvailable(crate::report::Unavailable::NoKvm("no | kvm".into())),
             ),
         ];
         let first = page(&machine, "cmd", "today", ("1", "2"), &rows, None);
         assert!(
-            first.contains("| hello | hvt | not available: no \\| kvm |"),
+            first.contains(
+                "| hello | hvt | not available: /dev/kvm cannot be opened (no \\| kvm) |"
+            ),
             "{first}"
         );
         let edited = format!("{first}\n## Notes\n\nby hand\n");

@@ -66,7 +66,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use serde::Serialize;
 
-use crate::report::{Row, SECTIONS, Status};
+use crate::report::{Row, SECTIONS, Status, Unavailable};
 use crate::sections::hvt::Harness;
 use crate::sections::{Counts, HELLO_VARIANTS, Prepared, WWW_VARIANTS, progress};
 use crate::setup::{Availability, Env, Profile, Variant};
@@ -131,8 +131,8 @@ fn build_all(
                 Ok(dir) => setup::build(env, &dir, v, net),
                 Err(e) => Availability::Broken(e.to_string()),
             };
-            if let Availability::Missing(why) = &a {
-                progress(&format!("{app} on {}: not available: {why}", v.name()));
+            if let Availability::Broken(why) = &a {
+                progress(&format!("{app} on {}: FAILED: {why}", v.name()));
             }
             (v, a)
         })
@@ -309,9 +309,9 @@ fn problems(rows: &[Row]) -> Vec<String> {
         if let Some(p) = r.problem() {
             out.push(format!("{what}: {p}"));
         }
-        if let Status::NotAvailable(why) = &r.status
+        if let Status::NotAvailable(why @ (Unavailable::NoKvm(_) | Unavailable::NotRoot)) =
+            &r.status
             && ci
-            && (why.contains("/dev/kvm") || why.contains("needs root"))
         {
             out.push(format!("{what}: not available with CI=true: {why}"));
         }
@@ -438,7 +438,19 @@ fn main() -> ExitCode {
     }
     let full = !args.quick && args.only.is_empty();
     if args.write_docs || full {
-        let old = std::fs::read_to_string(&docs_path).unwrap_or_default();
+        // The page's hand-written notes are kept: a page that exists but
+        // cannot be read stops the run rather than lose them.
+        let old = match std::fs::read_to_string(&docs_path) {
+            Ok(old) => old,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => {
+                eprintln!(
+                    "kiln-bench: error: cannot read {} to keep its notes: {e}",
+                    docs_path.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        };
         let page = docs::page(
             &machine,
             &command,

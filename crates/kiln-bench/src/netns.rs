@@ -33,11 +33,11 @@ fn ip(args: &[&str]) -> Result<(), BenchError> {
 }
 
 /// Why no namespace can be made here, if it cannot: it needs root.
-pub fn root_missing() -> Option<String> {
+pub fn root_missing() -> Option<crate::report::Unavailable> {
     use std::os::unix::fs::MetadataExt;
     match std::fs::metadata("/proc/self") {
         Ok(m) if m.uid() == 0 => None,
-        _ => Some("needs root for a network namespace and a tap; hint: run as root".into()),
+        _ => Some(crate::report::Unavailable::NotRoot),
     }
 }
 

@@ -20,14 +20,41 @@ pub struct Baseline {
     pub value: f64,
 }
 
+/// Why this machine cannot measure a figure. Anything else that keeps a
+/// figure from being produced (a configure or build that fails on any
+/// target, a load generator that fails) is [`Status::Failed`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
+pub enum Unavailable {
+    /// `/dev/kvm` cannot be opened: the OS error.
+    NoKvm(String),
+    /// Not root: no network namespace or tap.
+    NotRoot,
+    /// A baseline program (gcc's static hello, bare-kvm) could not be made:
+    /// why.
+    NoBaseline(String),
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unavailable::NoKvm(e) => write!(f, "/dev/kvm cannot be opened ({e})"),
+            Unavailable::NotRoot => {
+                f.write_str("needs root for a network namespace and a tap; hint: run as root")
+            }
+            Unavailable::NoBaseline(why) => write!(f, "no baseline: {why}"),
+        }
+    }
+}
+
 /// Whether a row has a figure.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "status", content = "reason", rename_all = "snake_case")]
 pub enum Status {
     /// Measured.
     Ok,
-    /// The target or tool is missing; the reason says why.
-    NotAvailable(String),
+    /// This machine cannot measure it (never a failure of kiln's).
+    NotAvailable(Unavailable),
     /// Left out on purpose (`--quick`).
     Skipped(String),
     /// Measuring failed.

@@ -11,6 +11,7 @@
 //! kiln's own tests use, so that dependencies compiled there (or by an
 //! earlier run) are compiled once for every example of a target.
 
+use crate::report::Unavailable;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -446,7 +447,7 @@ pub struct Built {
     /// `DIR/dist/kiln-hvt` or `kiln-spt`.
     pub tender: Option<PathBuf>,
     /// Why it cannot run on this machine, if it cannot.
-    pub unrunnable: Option<String>,
+    pub unrunnable: Option<Unavailable>,
 }
 
 impl Built {
@@ -475,8 +476,6 @@ impl Built {
 pub enum Availability {
     /// An image.
     Ready(Built),
-    /// kiln cannot build this variant: why.
-    Missing(String),
     /// kiln accepted it but the build failed.
     Broken(String),
 }
@@ -520,14 +519,14 @@ pub fn diagnostic(stderr: &str) -> String {
 }
 
 /// Why KVM cannot be used here, if it cannot.
-pub fn kvm_missing() -> Option<String> {
+pub fn kvm_missing() -> Option<Unavailable> {
     match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/kvm")
     {
         Ok(_) => None,
-        Err(e) => Some(format!("/dev/kvm cannot be opened ({e})")),
+        Err(e) => Some(Unavailable::NoKvm(e.to_string())),
     }
 }
 
@@ -543,7 +542,7 @@ pub fn build(env: &Env, dir: &Path, variant: Variant, net: bool) -> Availability
     let target = env.unikernel_target();
     match env.kiln(&args, Some(&target)) {
         Ok(f) if f.status.success() => {}
-        Ok(f) => return Availability::Missing(diagnostic(&f.stderr)),
+        Ok(f) => return Availability::Broken(format!("configure: {}", diagnostic(&f.stderr))),
         Err(e) => return Availability::Broken(e.to_string()),
     }
     let args = [

@@ -62,7 +62,14 @@ pub fn run(p: &Prepared) -> Vec<Row> {
     progress(&format!("boot: {runs} interleaved runs per case"));
     let baseline_case = |name: &str, path: &Result<std::path::PathBuf, String>| match path {
         Ok(path) => Case::new(name, "-", Some(argv([path])), None),
-        Err(why) => Case::new(name, "-", None, Some(Status::NotAvailable(why.clone()))),
+        Err(why) => Case::new(
+            name,
+            "-",
+            None,
+            Some(Status::NotAvailable(
+                crate::report::Unavailable::NoBaseline(why.clone()),
+            )),
+        ),
     };
     let bare = p.bare_kvm_name();
     let mut cases = vec![

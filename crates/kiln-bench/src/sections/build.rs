@@ -38,12 +38,8 @@ fn timed_build(
     if f.status.success() {
         Ok(took)
     } else {
-        let why = diagnostic(&f.stderr);
-        if why.contains("not yet supported") || why.contains("not supported") {
-            Err(Status::NotAvailable(why))
-        } else {
-            Err(Status::Failed(why))
-        }
+        // A target kiln builds for must build: any failure is a failure.
+        Err(Status::Failed(diagnostic(&f.stderr)))
     }
 }
 
@@ -57,10 +53,11 @@ fn append_comment(dir: &Path) -> Result<(), BenchError> {
 }
 
 /// What a status without a figure says.
-fn reason(st: &Status) -> &str {
+fn reason(st: &Status) -> String {
     match st {
-        Status::Ok => "",
-        Status::NotAvailable(why) | Status::Skipped(why) | Status::Failed(why) => why,
+        Status::Ok => String::new(),
+        Status::NotAvailable(why) => why.to_string(),
+        Status::Skipped(why) | Status::Failed(why) => why.clone(),
     }
 }
 
@@ -90,7 +87,6 @@ fn quick_rows(p: &Prepared, app: &str, variant: Variant) -> [Row; 2] {
     let clean_name = format!("{clean_name}, dependencies compiled");
     let first = match p.hello.iter().find(|(v, _)| *v == variant) {
         Some((_, Availability::Ready(_))) => None,
-        Some((_, Availability::Missing(why))) => Some(Status::NotAvailable(why.clone())),
         Some((_, Availability::Broken(why))) => Some(Status::Failed(format!("build: {why}"))),
         None => Some(Status::Failed("hello was not built".into())),
     };

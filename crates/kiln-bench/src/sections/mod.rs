@@ -124,7 +124,6 @@ pub fn ready<'a>(
     let missing = |status| Box::new(Row::missing(section, name, variant.name(), unit, status));
     match a {
         Availability::Ready(b) => Ok(b),
-        Availability::Missing(why) => Err(missing(Status::NotAvailable(why.clone()))),
         Availability::Broken(why) => Err(missing(Status::Failed(format!("build: {why}")))),
     }
 }

@@ -44,7 +44,13 @@ pub fn run(p: &Prepared) -> Vec<Row> {
     let mut base = |name: &str, path: &Result<std::path::PathBuf, String>| -> Option<Baseline> {
         let r = match path {
             Ok(path) => row(work, name, "-", path, None),
-            Err(why) => Row::missing(SECTION, name, "-", UNIT, Status::NotAvailable(why.clone())),
+            Err(why) => Row::missing(
+                SECTION,
+                name,
+                "-",
+                UNIT,
+                Status::NotAvailable(crate::report::Unavailable::NoBaseline(why.clone())),
+            ),
         };
         let b = matches!(r.status, Status::Ok).then(|| Baseline {
             name: name.into(),
@@ -70,9 +76,7 @@ pub fn run(p: &Prepared) -> Vec<Row> {
             let a = builds
                 .iter()
                 .find(|(v, _)| *v == variant)
-                .map_or(Availability::Missing("not built".into()), |(_, a)| {
-                    a.clone()
-                });
+                .map_or(Availability::Broken("not built".into()), |(_, a)| a.clone());
             let baseline = (variant == Variant::Hvt)
                 .then(|| bare_base.clone())
                 .flatten();
