@@ -13,10 +13,13 @@
 //!   and unit-tested on the host: the memory map and page protections,
 //!   TSC-to-nanosecond scaling, exception reports, buffered console output
 //!   that does not allocate;
-//! - `arch` (only for `target_os = "none"`, with `heap` the only modules
-//!   with `unsafe`): single instructions (`rdtsc`, `cpuid`, `rdrand`,
+//! - `arch` (only for `target_os = "none"`, with `heap` and `paging` the only
+//!   modules with `unsafe`): single instructions (`rdtsc`, `cpuid`, `rdrand`,
 //!   `rdseed`, `cr2`, `wrmsr`) and port I/O behind safe functions where
 //!   the instruction cannot break memory safety;
+//! - `paging`: kiln's page tables (W^X, null page and stack guard
+//!   unmapped, optionally the device window above RAM mapped uncached),
+//!   built at CPL 3 for the platform to load;
 //! - `heap`: the `talc` allocator type each platform declares as its
 //!   `#[global_allocator]`, aborting with a message when memory runs out;
 //! - `random`: the random device, a ChaCha20 generator (`kiln-csprng`)
@@ -39,6 +42,8 @@ pub mod trap;
 pub mod arch;
 #[cfg(target_os = "none")]
 pub mod heap;
+#[cfg(target_os = "none")]
+pub mod paging;
 #[cfg(target_os = "none")]
 pub mod panic;
 #[cfg(target_os = "none")]
