@@ -13,10 +13,14 @@
 //!   and unit-tested on the host: the memory map and page protections,
 //!   TSC-to-nanosecond scaling, exception reports, buffered console output
 //!   that does not allocate;
-//! - `arch` (only for `target_os = "none"`, with `heap` and `paging` the only
-//!   modules with `unsafe`): single instructions (`rdtsc`, `cpuid`, `rdrand`,
+//! - `arch` (only for `target_os = "none"`, with `cpu`, `heap` and `paging` the
+//!   only modules with `unsafe`): single instructions (`rdtsc`, `cpuid`, `rdrand`,
 //!   `rdseed`, `cr2`, `wrmsr`) and port I/O behind safe functions where
 //!   the instruction cannot break memory safety;
+//! - `cpu`: the GDT, the TSS (its I/O permission bitmap opening the ports
+//!   a platform names), the IDT's gates, loading them at CPL 0, and the
+//!   Rust side of an exception (the report, then abort); the entry stubs
+//!   and the `#UD` gates stay with each platform, in its assembly;
 //! - `paging`: kiln's page tables (W^X, null page and stack guard
 //!   unmapped, optionally the device window above RAM mapped uncached),
 //!   built at CPL 3 for the platform to load;
@@ -40,6 +44,8 @@ pub mod trap;
 
 #[cfg(target_os = "none")]
 pub mod arch;
+#[cfg(target_os = "none")]
+pub mod cpu;
 #[cfg(target_os = "none")]
 pub mod heap;
 #[cfg(target_os = "none")]
