@@ -304,3 +304,136 @@ pub unsafe fn report_trap(frame: *const TrapFrame, guard_page: u64, puts: Puts, 
         frame.rip, frame.error_code
     ))
 }
+
+/// The exception entry stubs and their common part, as the assembly text
+/// of a platform's `global_asm!`, whose `handler` operand names the Rust
+/// side (`extern "C" fn(*const TrapFrame) -> !`, which calls
+/// [`report_trap`]). Those for which the CPU pushes no error code push a
+/// zero, so every frame has the same shape; then each pushes its vector
+/// and jumps to the common part, which saves the general-purpose registers
+/// in [`TrapFrame`] order and calls the handler. The table
+/// `kiln_trap_stubs` lists the stubs' addresses by vector.
+///
+/// #UD is the one exception that may return: the `ud2` at
+/// `kiln_load_page_tables_ud2` (the function `kiln_load_page_tables`)
+/// asks CPL 0 to load the page tables at RDI. `$ud_gates` is assembly run
+/// in the #UD stub when the fault is not that `ud2`, for the platform's
+/// other gates (falling through, it must leave the stack and registers as
+/// it found them); `$extra` follows the page-table gate's `ud2; ret` in
+/// the same section. Both are inserted as they are: a platform with no
+/// other gate passes `""`, and its stubs assemble to the same
+/// instructions as before they were shared.
+#[macro_export]
+macro_rules! trap_stubs_asm {
+    ($ud_gates:literal, $extra:literal) => {
+        concat!(
+            r#"
+    .macro KILN_TRAP_STUB vector, has_error_code
+    .section .text.kiln_trap, "ax"
+    .balign 16
+    kiln_trap_stub_\vector:
+    .if \has_error_code == 0
+        push 0
+    .endif
+        push \vector
+        jmp kiln_trap_common
+    .section .rodata.kiln_trap_stubs, "a"
+        .quad kiln_trap_stub_\vector
+    .endm
+
+    .section .rodata.kiln_trap_stubs, "a"
+    .balign 8
+    .global kiln_trap_stubs
+    kiln_trap_stubs:
+
+    KILN_TRAP_STUB 0, 0
+    KILN_TRAP_STUB 1, 0
+    KILN_TRAP_STUB 2, 0
+    KILN_TRAP_STUB 3, 0
+    KILN_TRAP_STUB 4, 0
+    KILN_TRAP_STUB 5, 0
+    // #UD, with one exception to the rule that exceptions abort: the
+    // `ud2` at `kiln_load_page_tables_ud2` asks CPL 0 to load the page
+    // tables at RDI (see `load_page_tables`); the handler does and returns
+    // past it.
+    .section .text.kiln_trap, "ax"
+    .balign 16
+    kiln_trap_stub_6:
+        push rax
+        lea rax, [rip + kiln_load_page_tables_ud2]
+        cmp rax, [rsp + 8]
+        pop rax
+        jne 1f
+        mov cr3, rdi
+        add qword ptr [rsp], 2
+        iretq
+    1:
+"#,
+            $ud_gates,
+            r#"        push 0
+        push 6
+        jmp kiln_trap_common
+    .section .rodata.kiln_trap_stubs, "a"
+        .quad kiln_trap_stub_6
+    .section .text.kiln_trap, "ax"
+    .balign 16
+    .global kiln_load_page_tables
+    kiln_load_page_tables:
+    kiln_load_page_tables_ud2:
+        ud2
+        ret
+"#,
+            $extra,
+            r#"    KILN_TRAP_STUB 7, 0
+    KILN_TRAP_STUB 8, 1
+    KILN_TRAP_STUB 9, 0
+    KILN_TRAP_STUB 10, 1
+    KILN_TRAP_STUB 11, 1
+    KILN_TRAP_STUB 12, 1
+    KILN_TRAP_STUB 13, 1
+    KILN_TRAP_STUB 14, 1
+    KILN_TRAP_STUB 15, 0
+    KILN_TRAP_STUB 16, 0
+    KILN_TRAP_STUB 17, 1
+    KILN_TRAP_STUB 18, 0
+    KILN_TRAP_STUB 19, 0
+    KILN_TRAP_STUB 20, 0
+    KILN_TRAP_STUB 21, 1
+    KILN_TRAP_STUB 22, 0
+    KILN_TRAP_STUB 23, 0
+    KILN_TRAP_STUB 24, 0
+    KILN_TRAP_STUB 25, 0
+    KILN_TRAP_STUB 26, 0
+    KILN_TRAP_STUB 27, 0
+    KILN_TRAP_STUB 28, 0
+    KILN_TRAP_STUB 29, 1
+    KILN_TRAP_STUB 30, 1
+    KILN_TRAP_STUB 31, 0
+
+    .section .text.kiln_trap, "ax"
+    .balign 16
+    .balign 16
+    kiln_trap_common:
+        push rax
+        push rbx
+        push rcx
+        push rdx
+        push rsi
+        push rdi
+        push rbp
+        push r8
+        push r9
+        push r10
+        push r11
+        push r12
+        push r13
+        push r14
+        push r15
+        mov rdi, rsp
+        and rsp, -16
+        call {handler}
+        ud2
+    "#
+        )
+    };
+}
