@@ -2,9 +2,10 @@
 //! code, data, TSS, and data and code for CPL 3), a TSS whose IST1 stack
 //! every exception runs on and whose I/O permission bitmap opens the ports
 //! the platform names, and an IDT. Each platform keeps its tables in its
-//! own statics (their sizes differ: the bitmap, the vectors) and its own
-//! entry stubs (assembly), and loads them at CPL 0 with [`load`]. The Rust
-//! side of an exception, [`report_trap`], is shared too. See Intel SDM
+//! own statics (their sizes differ: the bitmap, the vectors), assembles
+//! the entry stubs from [`trap_stubs_asm!`](crate::trap_stubs_asm) with
+//! its own extra gates, and loads the tables at CPL 0 with [`load`]. The
+//! Rust side of an exception, [`report_trap`], is shared too. See Intel SDM
 //! vol. 3, chapters 3 (segments), 6 (interrupts) and 7 (the TSS).
 #![allow(unsafe_code)]
 

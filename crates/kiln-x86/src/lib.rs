@@ -19,8 +19,9 @@
 //!   the instruction cannot break memory safety;
 //! - `cpu`: the GDT, the TSS (its I/O permission bitmap opening the ports
 //!   a platform names), the IDT's gates, loading them at CPL 0, and the
-//!   Rust side of an exception (the report, then abort); the entry stubs
-//!   and the `#UD` gates stay with each platform, in its assembly;
+//!   exception entry stubs as assembly text (`trap_stubs_asm!`, with a
+//!   platform's extra `#UD` gates passed in) and the Rust side of an
+//!   exception (the report, then abort);
 //! - `paging`: kiln's page tables (W^X, null page and stack guard
 //!   unmapped, optionally the device window above RAM mapped uncached),
 //!   built at CPL 3 for the platform to load;
