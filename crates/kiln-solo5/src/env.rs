@@ -232,7 +232,7 @@ impl Env {
 
     /// The random device.
     pub fn random(&self) -> crate::Random {
-        crate::Random::new()
+        crate::Random::new(crate::exit)
     }
 
     /// The network interface `name`.

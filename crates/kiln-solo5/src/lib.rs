@@ -214,23 +214,19 @@ compile_error!("the spt feature builds kiln-solo5 for x86_64-unknown-none (kiln 
 pub mod console;
 pub mod env;
 pub mod exchange;
-pub mod layout;
+pub use kiln_x86::layout;
 pub mod outcome;
 pub mod reactor;
 pub mod split;
 pub mod time;
-pub mod trap;
+pub use kiln_x86::trap;
 
 #[cfg(target_os = "none")]
 mod block;
 #[cfg(target_os = "none")]
 mod net;
 #[cfg(target_os = "none")]
-mod panic;
-#[cfg(target_os = "none")]
 mod platform;
-#[cfg(target_os = "none")]
-mod random;
 #[cfg(target_os = "none")]
 mod sys;
 
@@ -241,13 +237,21 @@ pub use console::Console;
 pub use env::{DeviceError, Env};
 pub use kiln_devices::ExitStatus;
 #[cfg(target_os = "none")]
+pub use kiln_x86::random::Random;
+#[cfg(target_os = "none")]
 pub use net::Net;
 #[cfg(target_os = "none")]
 pub use platform::{FOREVER_NANOS, Platform, platform};
 #[cfg(target_os = "none")]
-pub use random::Random;
-#[cfg(target_os = "none")]
 pub use time::{MonotonicClock, WallClock};
+
+/// The panic handler: `kiln: panicked at FILE:LINE:COL: MESSAGE` on the
+/// console, then the abort status (kiln-x86's report).
+#[cfg(target_os = "none")]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    kiln_x86::panic::report(info, sys::host::puts, sys::host::abort)
+}
 
 /// Sends the frames still queued for NET_EXCHANGE, prints `error: MESSAGE`
 /// if `status` has a message, then halts the guest with its code.

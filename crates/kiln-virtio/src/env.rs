@@ -198,7 +198,7 @@ impl Env {
 
     /// The CPU's random number generator.
     pub fn random(&self) -> crate::Random {
-        crate::Random::new()
+        crate::Random::new(crate::exit)
     }
 
     /// The virtio-net device matched to the manifest's net device `name`.

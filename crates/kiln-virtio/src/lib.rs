@@ -32,11 +32,11 @@
 //! - [`mod@env`]: the [`Env`] a unikernel starts with, [`main!`] and
 //!   [`exit`], the panic handler.
 //!
-//! `layout`, `time`, `trap`, `console`, `random` and the panic handler are
-//! kiln-solo5's own source files, compiled into this crate as they are
-//! (`#[path]`): both platforms boot the same way once in long mode (see
-//! `sys::cpu`), and the files only need a `sys` module offering `clock`,
-//! `arch` and `host::{puts, abort}`, which this crate's `sys` does.
+//! `layout`, `trap`, the buffered console writers, TSC scaling, the
+//! `random` device, the heap and the panic report come from `kiln-x86`,
+//! shared with kiln-solo5: both platforms boot the same way once in long
+//! mode (see `sys::cpu`); this crate passes its console (`sys::host::puts`)
+//! and abort routine in.
 //!
 //! # The exit status
 //!
@@ -61,27 +61,17 @@ extern crate std;
 
 pub mod clocksource;
 pub mod cmdline;
-#[path = "../../kiln-solo5/src/console.rs"]
 pub mod console;
 pub mod env;
 #[cfg(feature = "host")]
 pub mod host;
-#[path = "../../kiln-solo5/src/layout.rs"]
-pub mod layout;
+pub use kiln_x86::layout;
 pub mod pvh;
-#[path = "../../kiln-solo5/src/time.rs"]
 pub mod time;
-#[path = "../../kiln-solo5/src/trap.rs"]
-pub mod trap;
+pub use kiln_x86::trap;
 
 #[cfg(target_os = "none")]
-#[path = "../../kiln-solo5/src/panic.rs"]
-mod panic;
-#[cfg(target_os = "none")]
 pub mod platform;
-#[cfg(target_os = "none")]
-#[path = "../../kiln-solo5/src/random.rs"]
-mod random;
 #[cfg(target_os = "none")]
 mod sys;
 
@@ -90,13 +80,21 @@ pub use console::Console;
 pub use env::{DeviceError, Env};
 pub use kiln_devices::ExitStatus;
 #[cfg(target_os = "none")]
-pub use platform::{Platform, platform};
+pub use kiln_x86::random::Random;
 #[cfg(target_os = "none")]
-pub use random::Random;
+pub use platform::{Platform, platform};
 #[cfg(target_os = "none")]
 pub use sys::virtio::{Block, Net};
 #[cfg(target_os = "none")]
 pub use time::{MonotonicClock, WallClock};
+
+/// The panic handler: `kiln: panicked at FILE:LINE:COL: MESSAGE` on the
+/// console, then the abort status (kiln-x86's report).
+#[cfg(target_os = "none")]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    kiln_x86::panic::report(info, sys::host::puts, sys::host::abort)
+}
 
 /// Prints `error: MESSAGE` if `status` has a message, then ends the VM
 /// with its code (see the crate documentation for what each VMM gives

@@ -26,8 +26,9 @@ pub static HVT: Solo5 = Solo5 { spt: false };
 /// The spt backend.
 pub static SPT: Solo5 = Solo5 { spt: true };
 
-/// The implementations this backend provides.
-const IMPLEMENTATIONS: &Table = &[
+/// The implementations this backend provides; the virtio backend provides
+/// the same (kiln-virtio offers kiln-solo5's `Env` constructors).
+pub(super) const IMPLEMENTATIONS: &Table = &[
     (DeviceType::Console, None, Construct::Expr("env.console()")),
     (DeviceType::Clock, None, Construct::Expr("env.clock()")),
     (
@@ -37,7 +38,8 @@ const IMPLEMENTATIONS: &Table = &[
     ),
     (DeviceType::Sleep, None, Construct::Expr("::kiln_rt::Timer")),
     // Solo5 tenders cannot deliver a stop request: `kiln stop` is a hard
-    // stop there (docs/supervisor.md).
+    // stop there (docs/supervisor.md). A VMM's stop (virtio) is a
+    // power-off: there is no stop request to wait for either.
     (
         DeviceType::Shutdown,
         None,
@@ -111,6 +113,9 @@ pub(super) fn declares_no_std(plan: &Plan<'_>) -> bool {
     })
 }
 
+/// A manifest entry: a device's name and `"net"` or `"block"`.
+pub(super) type ManifestDevice = (String, &'static str);
+
 /// The net and block devices of the image's manifest, in `unikernel.toml`
 /// order: `(name, "net" | "block")`.
 pub fn manifest_devices(plan: &Plan<'_>, resolved: &Resolved) -> Vec<(String, &'static str)> {
@@ -126,6 +131,74 @@ pub fn manifest_devices(plan: &Plan<'_>, resolved: &Resolved) -> Vec<(String, &'
         .collect()
 }
 
+/// What the freestanding backends (hvt, spt, virtio) check and resolve
+/// alike: the unikernel crate is `#![no_std]`, every device resolves to
+/// one of [`IMPLEMENTATIONS`], and the net and block devices' names fit a
+/// Solo5 manifest entry. Returns the resolution and the manifest's devices
+/// (see [`manifest_devices`]).
+pub(super) fn resolve_freestanding(
+    plan: &Plan<'_>,
+    target: Target,
+) -> Result<(Resolved, Vec<ManifestDevice>), Located> {
+    let m = plan.manifest;
+    if !declares_no_std(plan) {
+        return Err(Located::unlocated(format!(
+            "the unikernel crate `{}` is not `#![no_std]`: {target} images are freestanding (x86_64-unknown-none) and have no std",
+            plan.package
+        ))
+        .with_help("add #![no_std] at the top of src/lib.rs and use core and alloc instead of std"));
+    }
+    let resolved = program::resolve(
+        plan,
+        IMPLEMENTATIONS,
+        "use kiln's own stack: --net direct, or impl = \"direct\"",
+    )?;
+    let devices = manifest_devices(plan, &resolved);
+    for (i, device) in m.devices.iter().enumerate() {
+        if resolved.constructs[i].is_some()
+            && matches!(device.ty.value, DeviceType::Net | DeviceType::Block)
+            && device.name.value.len() > MFT_NAME_MAX
+        {
+            return Err(Located::new(
+                &m.file,
+                device.name.span.clone(),
+                format!(
+                    "device `{}`: the name is {} characters long, but a Solo5 manifest holds at most {MFT_NAME_MAX}",
+                    device.name.value,
+                    device.name.value.len()
+                ),
+                "too long",
+            )
+            .with_help("choose a shorter name"));
+        }
+    }
+    Ok((resolved, devices))
+}
+
+/// Appends the Solo5 manifest note listing `devices` (see
+/// [`manifest_devices`]) to a generated `main.rs`'s prelude.
+pub(super) fn manifest_note(prelude: &mut String, devices: &[ManifestDevice]) {
+    let _ = write!(
+        prelude,
+        "#[unsafe(link_section = \".note.solo5.manifest\")]\n#[used]\n\
+         static MFT: ::kiln_abi::MftNote<{}> = ::kiln_abi::MftNote::new([",
+        devices.len()
+    );
+    if devices.is_empty() {
+        prelude.push_str("]);\n\n");
+    } else {
+        prelude.push('\n');
+        for (name, kind) in devices {
+            let _ = writeln!(
+                prelude,
+                "    ::kiln_abi::MftEntry::{kind}({}),",
+                rust_str(name)
+            );
+        }
+        prelude.push_str("]);\n\n");
+    }
+}
+
 impl Backend for Solo5 {
     fn target(&self) -> Target {
         if self.spt { Target::Spt } else { Target::Hvt }
@@ -137,40 +210,7 @@ impl Backend for Solo5 {
 
     fn generate(&self, plan: &Plan<'_>) -> Result<Vec<GeneratedFile>, Located> {
         let target = self.target();
-        let m = plan.manifest;
-        if !declares_no_std(plan) {
-            return Err(Located::unlocated(format!(
-                "the unikernel crate `{}` is not `#![no_std]`: {target} images are freestanding (x86_64-unknown-none) and have no std",
-                plan.package
-            ))
-            .with_help(
-                "add #![no_std] at the top of src/lib.rs and use core and alloc instead of std",
-            ));
-        }
-        let resolved = program::resolve(
-            plan,
-            IMPLEMENTATIONS,
-            "use kiln's own stack: --net direct, or impl = \"direct\"",
-        )?;
-        let devices = manifest_devices(plan, &resolved);
-        for (i, device) in m.devices.iter().enumerate() {
-            if resolved.constructs[i].is_some()
-                && matches!(device.ty.value, DeviceType::Net | DeviceType::Block)
-                && device.name.value.len() > MFT_NAME_MAX
-            {
-                return Err(Located::new(
-                    &m.file,
-                    device.name.span.clone(),
-                    format!(
-                        "device `{}`: the name is {} characters long, but a Solo5 manifest holds at most {MFT_NAME_MAX}",
-                        device.name.value,
-                        device.name.value.len()
-                    ),
-                    "too long",
-                )
-                .with_help("choose a shorter name"));
-            }
-        }
+        let (resolved, devices) = resolve_freestanding(plan, target)?;
         let abi = if self.spt { "spt" } else { "hvt" };
         let mut prelude = String::from(
             "// The two Solo5 notes: the tender refuses an image without them. The\n\
@@ -179,24 +219,9 @@ impl Backend for Solo5 {
         let _ = write!(
             prelude,
             "#[unsafe(link_section = \".note.solo5.abi\")]\n#[used]\n\
-             static ABI: ::kiln_abi::AbiNote = ::kiln_abi::AbiNote::{abi}();\n\n\
-             #[unsafe(link_section = \".note.solo5.manifest\")]\n#[used]\n\
-             static MFT: ::kiln_abi::MftNote<{}> = ::kiln_abi::MftNote::new([",
-            devices.len()
+             static ABI: ::kiln_abi::AbiNote = ::kiln_abi::AbiNote::{abi}();\n\n"
         );
-        if devices.is_empty() {
-            prelude.push_str("]);\n\n");
-        } else {
-            prelude.push('\n');
-            for (name, kind) in &devices {
-                let _ = writeln!(
-                    prelude,
-                    "    ::kiln_abi::MftEntry::{kind}({}),",
-                    rust_str(name)
-                );
-            }
-            prelude.push_str("]);\n\n");
-        }
+        manifest_note(&mut prelude, &devices);
         Ok(vec![
             GeneratedFile {
                 path: PathBuf::from("Cargo.toml"),

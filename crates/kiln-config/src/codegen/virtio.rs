@@ -7,51 +7,17 @@
 //! virtio devices in this order, and `kiln run` reads it to attach them),
 //! no Solo5 ABI note, and kiln-virtio's linker script.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use super::program::{self, Construct, Flavor, Resolved, Table};
-use super::solo5::{declares_no_std, manifest_devices};
-use super::{Backend, CargoToml, GeneratedFile, Plan, rust_str};
+use super::program::{self, Flavor, Resolved};
+use super::solo5::{manifest_note, resolve_freestanding};
+use super::{Backend, CargoToml, GeneratedFile, Plan};
 use crate::diagnostic::Located;
-use crate::model::{DeviceType, Impl, Target};
-
-/// The longest device name a Solo5 manifest entry holds (`MFT_NAME_MAX`).
-const MFT_NAME_MAX: usize = 67;
+use crate::model::Target;
 
 /// The virtio backend.
 #[derive(Debug)]
 pub struct Virtio;
-
-/// The implementations this backend provides (kiln-virtio offers the same
-/// `Env` constructors as kiln-solo5).
-const IMPLEMENTATIONS: &Table = &[
-    (DeviceType::Console, None, Construct::Expr("env.console()")),
-    (DeviceType::Clock, None, Construct::Expr("env.clock()")),
-    (
-        DeviceType::WallClock,
-        None,
-        Construct::Expr("env.wall_clock()"),
-    ),
-    (DeviceType::Sleep, None, Construct::Expr("::kiln_rt::Timer")),
-    // A VMM's stop is a power-off: there is no stop request to wait for.
-    (
-        DeviceType::Shutdown,
-        None,
-        Construct::Expr("::kiln_devices::NoShutdown"),
-    ),
-    (DeviceType::Random, None, Construct::Expr("env.random()")),
-    (DeviceType::Net, None, Construct::Solo5Net),
-    (DeviceType::Block, None, Construct::Solo5Block),
-    (
-        DeviceType::Stack,
-        Some(Impl::Direct),
-        Construct::DirectStack,
-    ),
-    (DeviceType::KvRo, Some(Impl::Baked), Construct::Baked),
-    (DeviceType::KvRo, Some(Impl::Disk), Construct::TarStore),
-    (DeviceType::KvRw, None, Construct::LogStore),
-];
 
 /// The build script: link with kiln-virtio's linker script into a static,
 /// non-PIE executable.
@@ -81,65 +47,14 @@ impl Backend for Virtio {
     }
 
     fn generate(&self, plan: &Plan<'_>) -> Result<Vec<GeneratedFile>, Located> {
-        let m = plan.manifest;
-        if !declares_no_std(plan) {
-            return Err(Located::unlocated(format!(
-                "the unikernel crate `{}` is not `#![no_std]`: virtio images are freestanding (x86_64-unknown-none) and have no std",
-                plan.package
-            ))
-            .with_help(
-                "add #![no_std] at the top of src/lib.rs and use core and alloc instead of std",
-            ));
-        }
-        let resolved = program::resolve(
-            plan,
-            IMPLEMENTATIONS,
-            "use kiln's own stack: --net direct, or impl = \"direct\"",
-        )?;
-        let devices = manifest_devices(plan, &resolved);
-        for (i, device) in m.devices.iter().enumerate() {
-            if resolved.constructs[i].is_some()
-                && matches!(device.ty.value, DeviceType::Net | DeviceType::Block)
-                && device.name.value.len() > MFT_NAME_MAX
-            {
-                return Err(Located::new(
-                    &m.file,
-                    device.name.span.clone(),
-                    format!(
-                        "device `{}`: the name is {} characters long, but a Solo5 manifest holds at most {MFT_NAME_MAX}",
-                        device.name.value,
-                        device.name.value.len()
-                    ),
-                    "too long",
-                )
-                .with_help("choose a shorter name"));
-            }
-        }
+        let (resolved, devices) = resolve_freestanding(plan, Target::Virtio)?;
         let mut prelude = String::from(
             "// The Solo5 manifest note: the net and block devices, in unikernel.toml\n\
              // order. kiln-virtio matches them to the VM's virtio devices in this\n\
              // order; `kiln run` reads it to attach them. (The PVH note comes from\n\
              // kiln-virtio.)\n",
         );
-        let _ = write!(
-            prelude,
-            "#[unsafe(link_section = \".note.solo5.manifest\")]\n#[used]\n\
-             static MFT: ::kiln_abi::MftNote<{}> = ::kiln_abi::MftNote::new([",
-            devices.len()
-        );
-        if devices.is_empty() {
-            prelude.push_str("]);\n\n");
-        } else {
-            prelude.push('\n');
-            for (name, kind) in &devices {
-                let _ = writeln!(
-                    prelude,
-                    "    ::kiln_abi::MftEntry::{kind}({}),",
-                    rust_str(name)
-                );
-            }
-            prelude.push_str("]);\n\n");
-        }
+        manifest_note(&mut prelude, &devices);
         Ok(vec![
             GeneratedFile {
                 path: PathBuf::from("Cargo.toml"),

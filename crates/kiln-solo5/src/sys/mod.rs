@@ -14,11 +14,12 @@
 //! the manifest and calls the unikernel's `main`.
 #![allow(unsafe_code)]
 
-pub mod arch;
 pub mod clock;
 pub mod heap;
 pub mod start;
 
+#[cfg(not(feature = "spt"))]
+pub use kiln_x86::arch;
 #[cfg(not(feature = "spt"))]
 pub mod boot;
 #[cfg(not(feature = "spt"))]

@@ -8,7 +8,7 @@
 //!
 //! Without pvclock (QEMU's TCG), the TSC is calibrated against the PIT
 //! (channel 0 read back until 10 ms have passed) and scaled with
-//! kiln-solo5's `TscScale`; the wall clock is the CMOS real-time clock,
+//! kiln-x86's `TscScale`; the wall clock is the CMOS real-time clock,
 //! read once at boot (whole seconds) and advanced by the monotonic clock.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};

@@ -3,7 +3,7 @@
 //! boot sequence. Only built for `x86_64-unknown-none`.
 #![allow(unsafe_code)]
 
-pub mod arch;
+pub use kiln_x86::arch;
 pub mod boot;
 pub mod clock;
 pub mod cpu;

@@ -6,7 +6,7 @@
 use kiln_csprng::{Csprng, EntropySource};
 use kiln_devices::{ExitStatus, RandomError};
 
-use crate::sys::arch;
+use crate::arch;
 
 const RDRAND_RETRIES: usize = 10;
 const RDSEED_RETRIES: usize = 100;
@@ -80,24 +80,18 @@ pub struct Random {
     generator: &'static Csprng<Cpu>,
 }
 
-impl Default for Random {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Random {
     /// The device, seeded from the CPU. Without RDSEED or RDRAND, or if
-    /// neither yields a seed, the unikernel stops here with exit status 1
-    /// rather than run with a weak seed.
-    pub fn new() -> Random {
+    /// neither yields a seed, the unikernel stops here through `exit` with
+    /// status 1 rather than run with a weak seed.
+    pub fn new(exit: fn(ExitStatus) -> !) -> Random {
         let generator = &GENERATOR;
         if let Err(e) = generator.seed_now() {
             let why = match e {
                 RandomError::Unavailable => "the CPU has neither RDSEED nor RDRAND",
                 _ => "RDSEED and RDRAND gave no random number",
             };
-            crate::exit(ExitStatus {
+            exit(ExitStatus {
                 code: 1,
                 message: Some(alloc::format!(
                     "no entropy for the random device: {why}; kiln does not start without a \

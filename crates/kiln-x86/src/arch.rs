@@ -1,5 +1,6 @@
 //! Single x86_64 instructions the runtime needs, each behind a safe
 //! function where the instruction cannot break memory safety.
+#![allow(unsafe_code)]
 
 use core::arch::asm;
 
@@ -8,8 +9,9 @@ use core::arch::asm;
 #[inline]
 pub fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
-    // SAFETY: rdtsc only reads the TSC into edx:eax; no VMM sets
-    // CR4.TSD for a PVH guest, and kiln does not, so it cannot fault, at CPL 0 or 3.
+    // SAFETY: rdtsc only reads the TSC into edx:eax; neither kiln's
+    // tenders nor the VMMs of a PVH guest set CR4.TSD, and kiln does not,
+    // so it cannot fault, at CPL 0 or 3.
     unsafe {
         asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
     };
@@ -70,7 +72,8 @@ pub fn cr2() -> u64 {
 }
 
 /// Stops for good. The unikernel runs at CPL 3, where `hlt` faults, so
-/// this spins; it is reached only if no exit device ended the VM.
+/// this spins; it is reached only if the host did not end the guest (a
+/// tender returned from HALT, no exit device ended the VM).
 pub fn halt_forever() -> ! {
     loop {
         core::hint::spin_loop();
@@ -80,8 +83,10 @@ pub fn halt_forever() -> ! {
 /// Reads a byte from I/O port `port`.
 pub fn inb(port: u16) -> u8 {
     let value: u8;
-    // SAFETY: port input touches no memory; kiln runs with IOPL 3, so it
-    // cannot fault. The ports kiln reads are the RTC's and the PIT's.
+    // SAFETY: port input touches no memory; a port the platform did not
+    // open to CPL 3 faults (#GP), which breaks no memory. The ports kiln
+    // reads are devices' (RTC, PIT, serial), none of which reaches guest
+    // memory.
     unsafe {
         asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
     };
