@@ -19,37 +19,21 @@ pub const USAGE: &str = "  --net:NAME=IFACE | --net:NAME=@FD\n      attach tap i
 
 const MAC: &str = "--net-mac:NAME=xx:xx:xx:xx:xx:xx";
 
-/// Parses `xx:xx:xx:xx:xx:xx`.
+/// Parses `xx:xx:xx:xx:xx:xx` (two hexadecimal digits each: kiln's one
+/// MAC parser, `kiln_devices::MacAddress::parse`).
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for byte in &mut mac {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *byte = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
+    kiln_devices::MacAddress::parse(s).map(|m| m.0)
 }
 
-/// A random locally administered unicast MAC address.
-pub fn random_mac() -> [u8; 6] {
+/// A random locally administered unicast MAC address, from /dev/urandom.
+/// There is no weaker fallback: a tender that cannot read it says so, and
+/// the user can name a MAC with `--net-mac:NAME=MAC`.
+pub fn random_mac() -> std::io::Result<[u8; 6]> {
     let mut mac = [0u8; 6];
-    if File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut mac))
-        .is_err()
-    {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0) as u64
-            ^ u64::from(std::process::id());
-        mac.copy_from_slice(&t.to_le_bytes()[..6]);
-    }
+    File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut mac))?;
     // Locally administered, unicast.
     mac[0] = (mac[0] & 0xfe) | 0x02;
-    mac
+    Ok(mac)
 }
 
 #[derive(Debug)]
@@ -199,10 +183,20 @@ impl NetFlags {
         };
         let mtu = crate::sys::tap_mtu(fd.as_raw_fd())
             .map_or(MTU, |m| u16::try_from(m).unwrap_or(u16::MAX));
+        let mac = match mac {
+            Some(mac) => mac,
+            None => random_mac().map_err(|source| ModuleError::Open {
+                name: name.to_string(),
+                what:
+                    "/dev/urandom for a random MAC address (hint: give one with --net-mac:NAME=MAC)"
+                        .to_string(),
+                source,
+            })?,
+        };
         Ok(Opened {
             order,
             fd,
-            mac: mac.unwrap_or_else(random_mac),
+            mac,
             mtu,
         })
     }
@@ -250,8 +244,10 @@ mod tests {
         assert_eq!(parse_mac("02:00:00:aa:bb"), None);
         assert_eq!(parse_mac("02:00:00:aa:bb:0c:01"), None);
         assert_eq!(parse_mac("02:00:00:aa:bb:zz"), None);
+        // Regression: u8::from_str_radix takes a sign, so "+1" was a byte.
+        assert_eq!(parse_mac("02:00:00:aa:bb:+1"), None);
         // Locally administered, unicast.
-        assert_eq!(random_mac()[0] & 0x03, 0x02);
+        assert_eq!(random_mac().unwrap()[0] & 0x03, 0x02);
     }
 
     #[test]
