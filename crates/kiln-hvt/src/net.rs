@@ -64,6 +64,18 @@ enum Drain {
     Failed,
 }
 
+/// Says on stderr, once per tender, why reading a tap failed. The guest is
+/// told only `SOLO5_R_EUNSPEC`, as Solo5's tenders tell it; the operator
+/// learns the cause without a line per frame.
+fn report_read_error(e: &io::Error) {
+    static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !REPORTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        eprintln!(
+            "kiln-hvt: reading a net device failed: {e}; the guest gets SOLO5_R_EUNSPEC (later failures are not reported)"
+        );
+    }
+}
+
 fn exchange_error(what: impl Into<String>, value: u64, why: impl Into<String>) -> HypercallError {
     HypercallError::Exchange {
         what: what.into(),
@@ -183,7 +195,10 @@ fn drain(
                 *read += 1;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Drain::Empty),
-            Err(_) => return Ok(Drain::Failed),
+            Err(e) => {
+                report_read_error(&e);
+                return Ok(Drain::Failed);
+            }
         }
     }
     Ok(Drain::Full)
@@ -350,7 +365,10 @@ impl Net {
                         Solo5Result::Ok
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => Solo5Result::Again,
-                    Err(_) => Solo5Result::Eunspec,
+                    Err(e) => {
+                        report_read_error(&e);
+                        Solo5Result::Eunspec
+                    }
                 }
             }
         };

@@ -250,10 +250,15 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
         sys::Fork::Parent(pid) => {
             drop(errors_out);
             let death = supervise::supervise(pid, &page).map_err(TenderError::Process)?;
-            let mut why = String::new();
-            let _ = std::fs::File::from(errors_in).read_to_string(&mut why);
+            // Why the child could not enter the guest, if it could not.
+            let mut why = Vec::new();
+            std::fs::File::from(errors_in)
+                .read_to_end(&mut why)
+                .map_err(TenderError::Process)?;
             if !why.is_empty() {
-                return Err(TenderError::Setup(why));
+                return Err(TenderError::Setup(
+                    String::from_utf8_lossy(&why).into_owned(),
+                ));
             }
             if let Some(message) = explain(&death) {
                 eprintln!("kiln-spt: {message}");
