@@ -148,6 +148,16 @@ impl Project {
         Ok(Some(choices))
     }
 
+    /// The choices `given`, and those of the last `configure` for `target`
+    /// for the rest: what `kiln build`, `run` and `package` configure with.
+    pub fn choices(&self, target: Target, given: Choices) -> Result<Choices, ConfigError> {
+        let saved = self.saved_choices(target)?.unwrap_or_default();
+        Ok(Choices {
+            net: given.net.or(saved.net),
+            kv_ro: given.kv_ro.or(saved.kv_ro),
+        })
+    }
+
     /// Reads and checks the unikernel for `target` without writing
     /// anything.
     pub fn check(&self, target: Target, choices: Choices) -> Result<Checked, ConfigError> {

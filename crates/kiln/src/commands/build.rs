@@ -62,12 +62,7 @@ pub fn build_with(
     quiet: bool,
     gdb: bool,
 ) -> Result<Built, KilnError> {
-    let saved = project.saved_choices(target)?.unwrap_or_default();
-    let choices = Choices {
-        net: given.net.or(saved.net),
-        kv_ro: given.kv_ro.or(saved.kv_ro),
-    };
-    let configured = project.configure(target, choices)?;
+    let configured = project.configure(target, project.choices(target, given)?)?;
     let name = configured.checked.manifest.name.value.clone();
     let target_dir = project.target_dir();
     std::fs::create_dir_all(&target_dir).map_err(|e| KilnError::io("create", &target_dir, e))?;

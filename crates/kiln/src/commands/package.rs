@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use kiln_config::{Choices, Configured, DeviceType, Project, Target};
+use kiln_config::{Configured, DeviceType, Project, Target};
 use kiln_oci::layer::File;
 use kiln_oci::{Format, ImageSpec};
 
@@ -42,12 +42,7 @@ pub fn run(args: &PackageArgs) -> Result<u8, KilnError> {
     // The choices given here, and those of the last `configure` for the
     // rest, as `kiln build` takes them.
     let given = super::choices(&args.choices);
-    let saved = project.saved_choices(target)?.unwrap_or_default();
-    let choices = Choices {
-        net: given.net.or(saved.net),
-        kv_ro: given.kv_ro.or(saved.kv_ro),
-    };
-    let configured = project.configure(target, choices)?;
+    let configured = project.configure(target, project.choices(target, given)?)?;
     let name = configured.checked.manifest.name.value.clone();
     let (image, tender) = if args.no_build {
         built(&project, &name, target)?
