@@ -15,7 +15,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{TempDir, kiln, kiln_in, ok, run_for, text};
+use common::{TempDir, copy_dir, kiln, kiln_in, ok, run_for, text};
 use kiln_testsupport::skip::{kvm_or_skip, netns_or_skip};
 use serde_json::Value;
 
@@ -891,19 +891,6 @@ fn taps_on_a_bridge() {
     assert!(!links.contains(&tap), "{links}");
     d.ok(&["rm", "n"]);
     d.kill9();
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &dest);
-        } else {
-            std::fs::copy(entry.path(), &dest).unwrap();
-        }
-    }
 }
 
 /// `kiln stop` of examples/www on unix while a request is in flight: www

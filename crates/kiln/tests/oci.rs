@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TempDir, kiln_in, ok, run_for, text};
+use common::{TempDir, copy_dir, kiln_in, ok, run_for, text};
 
 /// A build of an example, its tender and the entrypoint from a cold cache.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
@@ -18,19 +18,6 @@ const PODMAN_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &dest);
-        } else {
-            std::fs::copy(entry.path(), &dest).unwrap();
-        }
-    }
 }
 
 /// examples/NAME copied to `dir` as a crate of its own (its dependencies'

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ARGUMENT_ERROR, TempDir, help_ok, kiln_in, ok, run_for, shared_target_dir, text};
+use common::{
+    ARGUMENT_ERROR, TempDir, copy_dir, help_ok, kiln_in, ok, run_for, shared_target_dir, text,
+};
 use kiln_testsupport::process::ChildGuard;
 use kiln_testsupport::skip::{kvm_or_skip, skip};
 
@@ -523,19 +525,6 @@ fn ip(args: &[&str]) {
         run_for(Command::new("ip").args(args), RUN_TIMEOUT),
         &format!("ip {}", args.join(" ")),
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &dest);
-        } else {
-            std::fs::copy(entry.path(), &dest).unwrap();
-        }
-    }
 }
 
 /// examples/www copied to `dir` as a crate of its own, its unikernel.toml
