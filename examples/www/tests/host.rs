@@ -6,7 +6,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use kiln_kv::{Baked, digest_of};
+use kiln_baked::{Baked, digest_of};
 use kiln_rt::{block_on, timeout};
 use kiln_testsupport::platform::in_thread;
 use kiln_testsupport::ports::free_tcp_port;

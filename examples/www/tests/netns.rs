@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use kiln_devices::MacAddress;
-use kiln_kv::Baked;
+use kiln_baked::Baked;
 use kiln_net::{Config, NetStack};
 use kiln_rt::{block_on, timeout};
 use kiln_testsupport::netns::{self, Netns};

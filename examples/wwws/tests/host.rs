@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kiln_kv::{Baked, Entry, digest_of};
+use kiln_baked::{Baked, Entry, digest_of};
 use kiln_rt::{block_on, timeout};
 use kiln_testsupport::platform::in_thread;
 use kiln_testsupport::ports::free_tcp_port;

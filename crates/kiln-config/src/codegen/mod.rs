@@ -96,7 +96,7 @@ pub struct BakedFile {
     pub key: String,
     /// The file, absolute.
     pub path: PathBuf,
-    /// `kiln_kv::digest_of` its contents.
+    /// `kiln_baked::digest_of` its contents.
     pub digest: [u8; 32],
 }
 
@@ -133,7 +133,7 @@ pub fn baked_files(dir: &Path) -> std::io::Result<Vec<BakedFile>> {
                 out.push(BakedFile {
                     key,
                     path,
-                    digest: kiln_kv::digest_of(&data),
+                    digest: kiln_baked::digest_of(&data),
                 });
             }
         }
@@ -193,7 +193,7 @@ impl CargoToml<'_> {
             .iter()
             .map(|(name, extra)| dependency(name, extra))
             .collect();
-        let libraries: String = [("kiln-kv", kv), ("kiln-store", store), ("kiln-net", net)]
+        let libraries: String = [("kiln-baked", kv), ("kiln-store", store), ("kiln-net", net)]
             .iter()
             .filter(|(_, used)| *used)
             .map(|(name, _)| dependency(name, ""))

@@ -25,7 +25,7 @@ pub enum Construct {
     Solo5Net,
     /// `env.block("NAME")`: the tender attached it.
     Solo5Block,
-    /// `kiln_kv::Baked` over a table of files compiled into the image.
+    /// `kiln_baked::Baked` over a table of files compiled into the image.
     Baked,
     /// `kiln_store::TarStore` over the device named by `block`.
     TarStore,
@@ -286,7 +286,7 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
         let device = &m.devices[*i];
         let _ = writeln!(
             s,
-            "/// The files of the baked kv_ro `{}`.\nstatic KV_{}: &[::kiln_kv::Entry] = &[",
+            "/// The files of the baked kv_ro `{}`.\nstatic KV_{}: &[::kiln_baked::Entry] = &[",
             device.name.value,
             device.param().to_uppercase()
         );
@@ -294,7 +294,7 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
             let digest: Vec<String> = file.digest.iter().map(|b| format!("0x{b:02x}")).collect();
             let _ = writeln!(
                 s,
-                "    ::kiln_kv::Entry {{\n        path: {},\n        data: include_bytes!({}),\n        digest: [{}],\n    }},",
+                "    ::kiln_baked::Entry {{\n        path: {},\n        data: include_bytes!({}),\n        digest: [{}],\n    }},",
                 rust_str(&file.key),
                 rust_str(&file.path.display().to_string()),
                 digest.join(", ")
@@ -547,7 +547,7 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
         let expr = match construct {
             Construct::Expr(expr) => expr.to_string(),
             Construct::Baked => format!(
-                "::kiln_kv::Baked::new(KV_{}).unwrap_or_else(|e| fail(1, e))",
+                "::kiln_baked::Baked::new(KV_{}).unwrap_or_else(|e| fail(1, e))",
                 device.param().to_uppercase()
             ),
             Construct::Tap => format!(

@@ -1,7 +1,7 @@
 //! The site as the code generator bakes it, shared by www's test suites.
 #![allow(dead_code)] // each test file uses a different subset
 
-use kiln_kv::{Baked, Entry, digest_of};
+use kiln_baked::{Baked, Entry, digest_of};
 
 /// Every file of htdocs (path, bytes), in path order.
 pub const SITE: &[(&str, &[u8])] = &[

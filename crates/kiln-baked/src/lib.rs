@@ -19,15 +19,15 @@
 //! [`kiln_devices::kv::normalize`] (no leading slash, no `.`/`..`):
 //!
 //! ```ignore
-//! static HTDOCS: &[kiln_kv::Entry] = &[
-//!     kiln_kv::Entry {
+//! static HTDOCS: &[kiln_baked::Entry] = &[
+//!     kiln_baked::Entry {
 //!         path: "css/site.css",
 //!         data: include_bytes!("/abs/path/to/htdocs/css/site.css"),
-//!         digest: [0x3a, 0x7b, /* ... 32 bytes: SHA-256 of the file, kiln_kv::digest_of */],
+//!         digest: [0x3a, 0x7b, /* ... 32 bytes: SHA-256 of the file, kiln_baked::digest_of */],
 //!     },
 //!     // ...
 //! ];
-//! let htdocs = kiln_kv::Baked::new(HTDOCS)?; // BakedError: one line naming the path
+//! let htdocs = kiln_baked::Baked::new(HTDOCS)?; // BakedError: one line naming the path
 //! ```
 #![no_std]
 #![deny(unsafe_code)]
