@@ -4,8 +4,8 @@
 use std::cell::Cell;
 use std::time::Instant as WallInstant;
 
-use kiln_devices::{Console, ConsoleError, Instant, MacAddress, Stack, TcpStream as _};
 use kiln_baked::{Baked, Entry, digest_of};
+use kiln_devices::{Console, ConsoleError, Instant, MacAddress, Stack, TcpStream as _};
 use kiln_rt::{Platform, block_on, spawn};
 
 #[derive(Default)]

@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use kiln_devices::{MacAddress, Stack, StackError, TcpStream, kv::KvRo};
 use kiln_baked::digest_of;
+use kiln_devices::{MacAddress, Stack, StackError, TcpStream, kv::KvRo};
 use kiln_testsupport::platform::{RecordingConsole, run_virtual as run};
 use support::{bake, file, htdocs};
 use www::{Limits, serve};

@@ -12,8 +12,8 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use kiln_devices::MacAddress;
 use kiln_baked::Baked;
+use kiln_devices::MacAddress;
 use kiln_net::{Config, NetStack};
 use kiln_rt::{block_on, timeout};
 use kiln_testsupport::netns::{self, Netns};
