@@ -16,6 +16,7 @@
 //! - [`netns`]: network namespaces with unique names, removed with their
 //!   taps and processes on drop (also when a test panics), `ip` helpers,
 //!   and re-running a test of the current binary inside a namespace;
+//! - [`pki`]: test certificates (CAs and leaves) made with `openssl`;
 //! - `platform` (feature `rt`): a virtual-time `kiln_rt::Platform`, a
 //!   console that records, and waiting for blocking work from a task.
 
@@ -23,6 +24,7 @@
 
 pub mod build;
 pub mod netns;
+pub mod pki;
 #[cfg(feature = "rt")]
 pub mod platform;
 pub mod ports;

@@ -6,14 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_devices::kv::{Digest, EntryKind, KvError, KvRo};
 use kiln_devices::{Stack, TcpListener as _, Timestamp, WallClock};
 use kiln_rt::{block_on, timeout};
+use kiln_testsupport::pki;
 use kiln_testsupport::skip::{have, skip};
 use kiln_tls::{ClientSettings, Identity, ServerSettings, TlsError};
 use kiln_unix::{Random, SocketStack, platform};
@@ -73,19 +72,6 @@ impl WallClock for Clock {
     }
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A CA, a second unrelated CA, and a leaf for `localhost` and 127.0.0.1
 /// signed by the first, as PEM files in a store.
 fn pki() -> Files {
@@ -94,74 +80,15 @@ fn pki() -> Files {
     let dir = std::env::temp_dir().join(format!("kiln-tls-pki-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    for ca in ["ca", "other"] {
-        openssl(
-            &dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &format!("{ca}.key"),
-                "-out",
-                &format!("{ca}.pem"),
-                "-days",
-                "30",
-                "-subj",
-                &format!("/CN=kiln test {ca}"),
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign",
-            ],
-        );
-    }
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
+    pki::ca(&dir, "ca");
+    pki::ca(&dir, "other");
+    pki::leaf(
         &dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "leaf.key",
-            "-out",
-            "leaf.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    openssl(
-        &dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "30",
-            "-extfile",
-            "leaf.ext",
-            "-out",
-            "leaf.pem",
-        ],
+        "leaf",
+        "localhost",
+        "DNS:localhost,IP:127.0.0.1",
+        "30",
+        "ca",
     );
     let files = ["ca.pem", "other.pem", "leaf.pem", "leaf.key"]
         .iter()

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use common::{TempDir, kiln, kiln_in, text, write_unikernel};
 use kiln_testsupport::netns::Netns;
+use kiln_testsupport::pki;
 use kiln_testsupport::process::stdout_of;
 use kiln_testsupport::skip::{kvm_or_skip, netns_or_skip};
 use support::net::{Running, copy_example, files_under, workspace};
@@ -103,93 +104,19 @@ fn build(name: &str, target: &str, net: Option<&str>, dir: Option<&Path>) -> Pat
         .clone()
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    stdout_of(Command::new("openssl").current_dir(dir).args(args))
-        .unwrap_or_else(|e| panic!("openssl {args:?}: {e}"));
-}
-
 /// A CA (`ca.pem`), an unrelated one (`other.pem`) and leaves signed by
 /// the first, each `NAME.pem` with `NAME.key`: `site` for `names`,
 /// `expired` (for `names`, its validity over a day ago), `wrong` (for
 /// `other.test` only).
 fn pki(dir: &Path, names: &str) {
-    for ca in ["ca", "other"] {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &format!("{ca}.key"),
-                "-out",
-                &format!("{ca}.pem"),
-                "-days",
-                "30",
-                "-subj",
-                &format!("/CN=kiln test {ca}"),
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign",
-            ],
-        );
-    }
+    pki::ca(dir, "ca");
+    pki::ca(dir, "other");
     for (leaf, san, days) in [
         ("site", names, "30"),
         ("expired", names, "-1"),
         ("wrong", "DNS:other.test", "30"),
     ] {
-        let ext = format!("{leaf}.ext");
-        std::fs::write(
-            dir.join(&ext),
-            format!(
-                "subjectAltName={san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
-            ),
-        )
-        .unwrap();
-        openssl(
-            dir,
-            &[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &format!("{leaf}.key"),
-                "-out",
-                &format!("{leaf}.csr"),
-                "-subj",
-                &format!("/CN={leaf}"),
-            ],
-        );
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{leaf}.csr"),
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                days,
-                "-extfile",
-                &ext,
-                "-out",
-                &format!("{leaf}.pem"),
-            ],
-        );
+        pki::leaf(dir, leaf, leaf, san, days, "ca");
     }
 }
 
