@@ -16,7 +16,9 @@
 use std::ops::Range;
 
 use kiln_abi::hvt::{HVT_CMDLINE_SIZE, HVT_GUEST_MIN_BASE, HvtBootInfo, layout};
+use kiln_abi::hvt_ring::{HVT_BOOT_INFO_RING_OFFSET, HVT_FEATURE_RING_IO, HvtBootInfoRing};
 use kiln_abi::mft::{MFT_ENTRY_ATTACHED_OFFSET, MftDeviceInfo, entry_offset};
+use zerocopy::IntoBytes;
 use thiserror::Error;
 
 use crate::elf::Protection;
@@ -91,6 +93,10 @@ pub struct BootParams<'a> {
     /// `--solo5-protection`: every page executable and the boot data left
     /// writable in the host mapping, as solo5-hvt maps them.
     pub solo5_protection: bool,
+    /// The guest address of Solo5's net ring (`kiln_abi::hvt_ring`) when
+    /// it is offered: the first address above the guest's memory, which
+    /// the boot info's `mem_size` then ends at.
+    pub ring: Option<u64>,
 }
 
 /// How the tender maps one 4 KiB guest page.
@@ -298,8 +304,12 @@ pub fn setup(mem: &mut GuestMemory, params: &BootParams<'_>) -> Result<(), BootE
         mem.write(layout::GDT_BASE + i as u64 * 8, &desc.to_le_bytes())?;
     }
 
+    // Solo5's five fields, then always the ring's three (zero when no ring
+    // is offered), so a guest reading `host_features` finds a defined
+    // value, never the manifest's first word.
     let bi_size = std::mem::size_of::<HvtBootInfo>() as u64;
-    let mft_gpa = align8(layout::BOOT_INFO_BASE + bi_size);
+    let ring_size = std::mem::size_of::<HvtBootInfoRing>() as u64;
+    let mft_gpa = align8(layout::BOOT_INFO_BASE + bi_size + ring_size);
     let mft_len = params.manifest.len() as u64;
     let cmdline_gpa = align8(mft_gpa + mft_len);
     if cmdline_gpa + HVT_CMDLINE_SIZE as u64 > HVT_GUEST_MIN_BASE {
@@ -332,13 +342,23 @@ pub fn setup(mem: &mut GuestMemory, params: &BootParams<'_>) -> Result<(), BootE
     mem.write(cmdline_gpa, &cmdline)?;
 
     let bi = HvtBootInfo {
-        mem_size,
+        mem_size: params.ring.unwrap_or(mem_size),
         kernel_end: params.kernel_end,
         cpu_cycle_freq: params.tsc_hz,
         cmdline: cmdline_gpa,
         mft: mft_gpa,
     };
     mem.write(layout::BOOT_INFO_BASE, &bi.to_bytes())?;
+    let ring = HvtBootInfoRing {
+        host_features: if params.ring.is_some() {
+            HVT_FEATURE_RING_IO
+        } else {
+            0
+        },
+        guest_features: 0,
+        net_ring: params.ring.unwrap_or(0),
+    };
+    mem.write(layout::BOOT_INFO_BASE + HVT_BOOT_INFO_RING_OFFSET, ring.as_bytes())?;
     let boot_end = (cmdline_gpa + cmdline.len() as u64).div_ceil(PAGE) * PAGE;
     let boot = layout::BOOT_INFO_BASE..boot_end;
     page_tables(
