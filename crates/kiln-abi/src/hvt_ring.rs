@@ -91,9 +91,8 @@ const _: () = assert!(core::mem::size_of::<HvtBootInfoRing>() == 16);
 const _: () = assert!(core::mem::offset_of!(HvtBootInfoRing, host_features) == 0);
 const _: () = assert!(core::mem::offset_of!(HvtBootInfoRing, guest_features) == 4);
 const _: () = assert!(core::mem::offset_of!(HvtBootInfoRing, net_ring) == 8);
-const _: () = assert!(
-    HVT_BOOT_INFO_RING_OFFSET as usize == core::mem::size_of::<crate::hvt::HvtBootInfo>()
-);
+const _: () =
+    assert!(HVT_BOOT_INFO_RING_OFFSET as usize == core::mem::size_of::<crate::hvt::HvtBootInfo>());
 
 /// `struct hvt_ring_entry`: a submission, written by the guest.
 #[repr(C)]

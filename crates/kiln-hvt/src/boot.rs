@@ -18,8 +18,8 @@ use std::ops::Range;
 use kiln_abi::hvt::{HVT_CMDLINE_SIZE, HVT_GUEST_MIN_BASE, HvtBootInfo, layout};
 use kiln_abi::hvt_ring::{HVT_BOOT_INFO_RING_OFFSET, HVT_FEATURE_RING_IO, HvtBootInfoRing};
 use kiln_abi::mft::{MFT_ENTRY_ATTACHED_OFFSET, MftDeviceInfo, entry_offset};
-use zerocopy::IntoBytes;
 use thiserror::Error;
+use zerocopy::IntoBytes;
 
 use crate::elf::Protection;
 use crate::guest::{GuestMemError, GuestMemory};
@@ -358,7 +358,10 @@ pub fn setup(mem: &mut GuestMemory, params: &BootParams<'_>) -> Result<(), BootE
         guest_features: 0,
         net_ring: params.ring.unwrap_or(0),
     };
-    mem.write(layout::BOOT_INFO_BASE + HVT_BOOT_INFO_RING_OFFSET, ring.as_bytes())?;
+    mem.write(
+        layout::BOOT_INFO_BASE + HVT_BOOT_INFO_RING_OFFSET,
+        ring.as_bytes(),
+    )?;
     let boot_end = (cmdline_gpa + cmdline.len() as u64).div_ceil(PAGE) * PAGE;
     let boot = layout::BOOT_INFO_BASE..boot_end;
     page_tables(

@@ -517,8 +517,11 @@ mod tests {
             host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut net = Net::default();
             assert_eq!(net.enable_extensions(), KILN_FEATURE_NET_EXCHANGE);
-            net.attached
-                .push((0, HANDLE, Arc::new(File::from(std::os::fd::OwnedFd::from(guest)))));
+            net.attached.push((
+                0,
+                HANDLE,
+                Arc::new(File::from(std::os::fd::OwnedFd::from(guest))),
+            ));
             let epoll = Epoll::new().unwrap();
             for (fd, handle) in net.poll_fds() {
                 epoll.add(fd, handle).unwrap();
@@ -701,9 +704,11 @@ mod tests {
         drop(gone);
         guest.set_nonblocking(true).unwrap();
         rig.net.attached.clear();
-        rig.net
-            .attached
-            .push((0, HANDLE, Arc::new(File::from(std::os::fd::OwnedFd::from(guest)))));
+        rig.net.attached.push((
+            0,
+            HANDLE,
+            Arc::new(File::from(std::os::fd::OwnedFd::from(guest))),
+        ));
         rig.arg(HANDLE, 0, &[b"one", b"two"], 1, 1514);
         rig.run().unwrap();
         assert_eq!(rig.ret(), Solo5Result::Eunspec as i32);

@@ -23,8 +23,8 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, mpsc};
 use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
 use kiln_abi::hvt::layout::GUEST_PAGE_SIZE;
@@ -344,10 +344,7 @@ pub fn spawn(server: Server, kick: Arc<EventFd>) -> io::Result<RingThread> {
                 if let Err(e) = io_loop(server, &kick, &stop) {
                     // As Solo5's tender does from its I/O thread: the guest
                     // cannot go on with a ring it broke.
-                    eprintln!(
-                        "kiln-hvt: error: guest stopped: {}",
-                        kiln_tender::chain(&e)
-                    );
+                    eprintln!("kiln-hvt: error: guest stopped: {}", kiln_tender::chain(&e));
                     std::process::exit(1);
                 }
                 let _ = tell.send(());
@@ -473,7 +470,10 @@ mod tests {
         }
 
         fn commit(&self, index: u32) -> HvtRingCommit {
-            let b = self.mem.read_array::<16>(RING + commit_offset(index)).unwrap();
+            let b = self
+                .mem
+                .read_array::<16>(RING + commit_offset(index))
+                .unwrap();
             HvtRingCommit::read_from_bytes(&b).unwrap()
         }
 

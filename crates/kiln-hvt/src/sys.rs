@@ -132,7 +132,6 @@ impl Mapping {
     }
 }
 
-
 /// The `suberror` of a `KVM_EXIT_INTERNAL_ERROR` exit.
 pub fn internal_error_suberror(vcpu: &mut VcpuFd) -> u32 {
     let run = vcpu.get_kvm_run();

@@ -1,0 +1,384 @@
+//! Solo5's net ring (`HVT_FEATURE_RING_IO`) end to end: hand-assembled
+//! guests that find the ring in the boot info and send and receive frames
+//! through it (over an inherited socket, and over a tap in a network
+//! namespace), hostile rings that must stop the guest with a message and
+//! leave the tender sound, and guests that never look at the ring.
+#![cfg(feature = "net")]
+
+mod support;
+
+use kiln_abi::MftEntry;
+use kiln_abi::hvt_ring::{
+    HVT_FEATURE_RING_IO, HVT_RING_KICK_PIO_BASE, HVT_RING_NET_READ, HVT_RING_NET_WRITE,
+    RING_COM_TAIL, RING_ENT_HEAD, RING_ENT_TAIL, RING_NEEDS_KICK, commit_offset, entry_offset,
+};
+use kiln_abi::status::Solo5Result;
+use support::{Guest, TempDir, hvt_cmd, kvm_available};
+
+/// Guest memory of these tests: `--mem=8`; the ring lies right above.
+const MEM: u64 = 8 << 20;
+const RING: u64 = MEM;
+/// Where the boot info's ring fields are (0x5000 + 40).
+const BI_RING: u64 = 0x5028;
+
+/// What the guests here add to the test assembler.
+trait RingAsm {
+    /// `mov rax, imm64; mov [addr], rax`.
+    fn store_u64(&mut self, addr: u64, value: u64) -> &mut Self;
+    /// Writes ring entry `index` and publishes `ent_tail = index + 1`,
+    /// then kicks if the tender's thread asked for it (`needs_kick`).
+    fn submit(&mut self, index: u32, op: u32, handle: u32, data: u64, len: u32) -> &mut Self;
+    /// Spins until `com_tail` is `n`.
+    fn wait_commits(&mut self, n: i8) -> &mut Self;
+    /// Spins until `ent_head` is `n`.
+    fn wait_head(&mut self, n: i8) -> &mut Self;
+    /// Spins forever (the tender must stop the guest).
+    fn spin(&mut self) -> &mut Self;
+}
+
+impl RingAsm for Guest {
+    fn store_u64(&mut self, addr: u64, value: u64) -> &mut Self {
+        self.code.extend_from_slice(&[0x48, 0xb8]);
+        self.code.extend_from_slice(&value.to_le_bytes());
+        self.store_rax(addr)
+    }
+
+    fn submit(&mut self, index: u32, op: u32, handle: u32, data: u64, len: u32) -> &mut Self {
+        let e = RING + entry_offset(index);
+        self.store_u64(e, u64::from(op) | u64::from(handle) << 32)
+            .store_u64(e + 8, data)
+            .store_u64(e + 16, u64::from(len) | u64::from(index) << 32)
+            .store_u64(e + 24, 0);
+        // ent_tail (and com_head, 0, in the same quadword), then mfence.
+        self.store_u64(RING + RING_ENT_TAIL, u64::from(index + 1));
+        self.code.extend_from_slice(&[0x0f, 0xae, 0xf0]);
+        self.cmp_dword(RING + RING_NEEDS_KICK, 0);
+        let skip = self.jump(&[0x0f, 0x84]);
+        self.out(HVT_RING_KICK_PIO_BASE, 0);
+        let here = self.here();
+        self.patch(skip, here)
+    }
+
+    fn wait_commits(&mut self, n: i8) -> &mut Self {
+        let top = self.here();
+        self.code.extend_from_slice(&[0xf3, 0x90]);
+        self.cmp_dword(RING + RING_COM_TAIL, n);
+        let j = self.jump(&[0x0f, 0x85]);
+        self.patch(j, top)
+    }
+
+    fn wait_head(&mut self, n: i8) -> &mut Self {
+        let top = self.here();
+        self.code.extend_from_slice(&[0xf3, 0x90]);
+        self.cmp_dword(RING + RING_ENT_HEAD, n);
+        let j = self.jump(&[0x0f, 0x85]);
+        self.patch(j, top)
+    }
+
+    fn spin(&mut self) -> &mut Self {
+        self.code.extend_from_slice(&[0xf3, 0x90, 0xeb, 0xfc]);
+        self
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+/// The guest prints the boot info's ring fields, sends a frame through the
+/// ring, waits (POLL) for the answer and reads it through the ring; it
+/// prints the commit and the frame's first 6 bytes.
+fn echo_guest(frame: &[u8]) -> Guest {
+    let mut g = Guest::with_devices([MftEntry::net("service")]);
+    let f = g.data(frame);
+    let buf = g.data(&[0u8; 1514]);
+    let poll = g.words(&[5_000_000_000, 0, 0]);
+    g.puts_at(BI_RING, 16)
+        .submit(0, HVT_RING_NET_WRITE, 1, f, frame.len() as u32)
+        .hypercall(3, poll)
+        .submit(1, HVT_RING_NET_READ, 1, buf, 1514)
+        .wait_commits(1)
+        .puts_at(RING + commit_offset(0), 16)
+        .puts_at(buf, 6)
+        .halt(0);
+    g
+}
+
+fn check_echo(run: &support::Run, answer_len: u32, answer: &[u8]) {
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let out = &run.stdout;
+    assert_eq!(out.len(), 16 + 16 + 6, "{run:?}");
+    assert_eq!(u32_at(out, 0), HVT_FEATURE_RING_IO, "host_features");
+    assert_eq!(u32_at(out, 4), 0, "guest_features");
+    assert_eq!(
+        u64::from_le_bytes(out[8..16].try_into().unwrap()),
+        RING,
+        "net_ring"
+    );
+    // The commit: id 1, OK, the frame's length.
+    assert_eq!(u32_at(out, 16), 1, "commit id");
+    assert_eq!(u32_at(out, 20) as i32, Solo5Result::Ok as i32, "commit ret");
+    assert_eq!(u32_at(out, 24), answer_len, "commit len");
+    assert_eq!(&out[32..], answer);
+}
+
+#[test]
+fn a_guest_sends_and_receives_through_the_ring() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let (host, guest_end, flag) = support::inherited_socket();
+    let path = dir.write("echo.hvt", &echo_guest(&[0xab; 60]).build());
+    let child = support::spawn(hvt_cmd().args(["--mem=8", &flag]).arg(&path));
+    drop(guest_end);
+    let mut got = [0u8; 2048];
+    let n = host
+        .recv(&mut got)
+        .expect("the frame written through the ring");
+    assert_eq!(&got[..n], &[0xab; 60]);
+    host.send(b"answer, and the rest of a frame").unwrap();
+    let run = support::finish(child);
+    check_echo(&run, 31, b"answer");
+}
+
+/// Over a real tap in a namespace: the guest's broadcast frame reaches the
+/// tap, and a frame the namespace's kernel sends (an ARP request when
+/// asked to ping the guest's address, or an IPv6 report) is read through
+/// the ring.
+#[test]
+fn a_guest_uses_the_ring_over_a_tap_in_a_namespace() {
+    if !kvm_available() {
+        return;
+    }
+    let ns = match kiln_testsupport::netns::Netns::try_new("ring") {
+        Ok(ns) => ns,
+        Err(e) => {
+            kiln_testsupport::skip::skip(
+                "a kiln-hvt ring test over a tap",
+                &format!("cannot create a network namespace: {e}"),
+            );
+            return;
+        }
+    };
+    ns.add_tap("rtap0");
+    ns.address("rtap0", "10.79.0.1/24", None);
+    let dir = TempDir::new();
+    let mut frame = vec![0xffu8; 6];
+    frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x09, 0x88, 0xb5]);
+    frame.resize(60, 0x5a);
+    let path = dir.write("tap.hvt", &echo_guest(&frame).build());
+    let rx = || -> u64 {
+        let out = ns
+            .command("cat")
+            .arg("/sys/class/net/rtap0/statistics/rx_packets")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    let before = rx();
+    let child = support::spawn(
+        ns.command(env!("CARGO_BIN_EXE_kiln-hvt"))
+            .args([
+                "--mem=8",
+                "--net:service=rtap0",
+                "--net-mac:service=02:00:00:00:00:09",
+            ])
+            .arg(&path),
+    );
+    // Bounded: at most 3 requests, 3 s; the guest answers none of them.
+    let ping = ns
+        .command("ping")
+        .args(["-c", "3", "-i", "0.5", "-W", "1", "10.79.0.2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    let run = support::finish(child);
+    assert!(ping.is_ok());
+    assert_eq!(run.code, Some(0), "{run:?}");
+    // The first frame the namespace's kernel sent: an ARP request
+    // (broadcast) or an IPv6 multicast report, read whole.
+    assert_eq!(
+        u32_at(&run.stdout, 20) as i32,
+        Solo5Result::Ok as i32,
+        "{run:?}"
+    );
+    assert!(u32_at(&run.stdout, 24) >= 42, "{run:?}");
+    assert_eq!(run.stdout[32] & 1, 1, "not a group address: {run:?}");
+    assert!(rx() > before, "the tap did not receive the guest's frame");
+}
+
+/// A ring the guest breaks stops it with a message naming the entry; the
+/// tender exits 1 (as Solo5's, from its I/O thread), neither crashing nor
+/// sending anything.
+#[test]
+fn hostile_rings_stop_the_guest() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    type Spoil = fn(&mut Guest, u64);
+    let cases: [(&str, Spoil); 6] = [
+        (
+            "ent_tail is 5000 and ent_head 0: 5000 entries pending, at most 1024 fit",
+            |g, _| {
+                g.store_u64(RING + RING_ENT_TAIL, 5000)
+                    .out(HVT_RING_KICK_PIO_BASE, 0);
+            },
+        ),
+        ("ent_tail is 4294967295", |g, _| {
+            g.store_u64(RING + RING_ENT_TAIL, u64::from(u32::MAX))
+                .out(HVT_RING_KICK_PIO_BASE, 0);
+        }),
+        ("entry 0 (write): bad data address", |g, _| {
+            g.submit(0, HVT_RING_NET_WRITE, 1, 0xffff_ff00, 60);
+        }),
+        (
+            "entry 0 (write): len is 1519, more than the 1518 bytes of a frame",
+            |g, f| {
+                g.submit(0, HVT_RING_NET_WRITE, 1, f, 1519);
+            },
+        ),
+        ("entry 1 (read): bad data address", |g, f| {
+            g.submit(0, HVT_RING_NET_WRITE, 7, f, 60).submit(
+                1,
+                HVT_RING_NET_READ,
+                1,
+                MEM + (2 << 20) - 8,
+                64,
+            );
+        }),
+        // The guest's own code as a read buffer.
+        ("entry 0 (read): bad data address", |g, _| {
+            g.submit(0, HVT_RING_NET_READ, 1, support::CODE_BASE, 64);
+        }),
+    ];
+    for (message, spoil) in cases {
+        let (host, guest_end, flag) = support::inherited_socket();
+        host.send(b"a frame waiting").unwrap();
+        let mut g = Guest::with_devices([MftEntry::net("service")]);
+        let f = g.data(&[0xa1; 1600]);
+        spoil(&mut g, f);
+        g.spin();
+        let path = dir.write("hostile.hvt", &g.build());
+        let run = support::run_cmd(hvt_cmd().args(["--mem=8", &flag]).arg(&path));
+        drop(guest_end);
+        assert_eq!(run.signal, None, "tender crashed: {run:?}");
+        assert_eq!(run.code, Some(1), "{message}: {run:?}");
+        assert!(
+            run.stderr
+                .starts_with("kiln-hvt: error: guest stopped: net ring"),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stderr.contains(message), "{message}:\n{}", run.stderr);
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        host.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 8];
+        assert!(host.recv(&mut b).is_err(), "{message}: a frame was sent");
+    }
+}
+
+/// Errors the guest can act on are answered, not fatal: a read on a handle
+/// that is no net device commits EINVAL; an unknown operation is skipped.
+#[test]
+fn a_read_on_no_device_gets_einval() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let (_host, guest_end, flag) = support::inherited_socket();
+    let mut g = Guest::with_devices([MftEntry::net("service")]);
+    let buf = g.data(&[0u8; 64]);
+    g.submit(0, 99, 1, 0, 0)
+        .submit(1, HVT_RING_NET_READ, 5, buf, 64)
+        .wait_commits(1)
+        .wait_head(2)
+        .puts_at(RING + commit_offset(0), 8)
+        .halt(0);
+    let path = dir.write("einval.hvt", &g.build());
+    let run = support::run_cmd(hvt_cmd().args(["--mem=8", &flag]).arg(&path));
+    drop(guest_end);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(u32_at(&run.stdout, 0), 1, "commit id");
+    assert_eq!(u32_at(&run.stdout, 4) as i32, Solo5Result::Einval as i32);
+}
+
+/// The boot info always has the ring's fields: zero without a net device
+/// or with the ring hidden, so a guest reading them never finds the
+/// manifest's first word there; `mem_size` is `--mem` either way.
+#[test]
+fn guests_without_the_ring_see_zeros_and_their_whole_memory() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let print = |g: &mut Guest| {
+        g.puts_at(0x5000, 8).puts_at(BI_RING, 16).halt(0);
+    };
+    let mut no_net = Guest::new();
+    print(&mut no_net);
+    let (run, _) = support::run_guest(&dir, &no_net, &["--mem=8"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let mut expected = MEM.to_le_bytes().to_vec();
+    expected.extend_from_slice(&[0; 16]);
+    assert_eq!(run.stdout, expected, "no net device");
+
+    let (_host, guest_end, flag) = support::inherited_socket();
+    let mut net = Guest::with_devices([MftEntry::net("service")]);
+    print(&mut net);
+    let path = dir.write("hidden.hvt", &net.build());
+    let run = support::run_cmd(
+        hvt_cmd()
+            .env(kiln_hvt::ring::NO_RING_ENV, "1")
+            .args(["--mem=8", &flag])
+            .arg(&path),
+    );
+    drop(guest_end);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.stdout, expected, "ring hidden");
+
+    // Offered: mem_size is still --mem, the ring right above it.
+    let (_host, guest_end, flag) = support::inherited_socket();
+    let run = support::run_cmd(hvt_cmd().args(["--mem=8", &flag]).arg(&path));
+    drop(guest_end);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let mut offered = MEM.to_le_bytes().to_vec();
+    offered.extend_from_slice(&HVT_FEATURE_RING_IO.to_le_bytes());
+    offered.extend_from_slice(&0u32.to_le_bytes());
+    offered.extend_from_slice(&RING.to_le_bytes());
+    assert_eq!(run.stdout, offered, "ring offered");
+}
+
+/// A guest that never looks at the ring uses the hypercalls as before,
+/// with the ring offered: the plain NET_WRITE and NET_READ still serve it.
+#[test]
+fn a_guest_ignoring_the_ring_uses_the_hypercalls() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let (host, guest_end, flag) = support::inherited_socket();
+    let mut g = Guest::with_devices([MftEntry::net("service")]);
+    let frame = g.data(&[0x3cu8; 60]);
+    let buf = g.data(&[0u8; 1514]);
+    let w = g.words(&[1, frame, 60, support::UNSET]);
+    let p = g.words(&[5_000_000_000, 0, 0]);
+    let r = g.words(&[1, buf, 1514, support::UNSET]);
+    g.hypercall(6, w)
+        .hypercall(3, p)
+        .hypercall(7, r)
+        .puts_at(r + 16, 12)
+        .puts_at(buf, 4)
+        .halt(0);
+    let path = dir.write("plain.hvt", &g.build());
+    let child = support::spawn(hvt_cmd().args(["--mem=8", &flag]).arg(&path));
+    drop(guest_end);
+    let mut got = [0u8; 128];
+    assert_eq!(host.recv(&mut got).unwrap(), 60);
+    host.send(b"PONG").unwrap();
+    let run = support::finish(child);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let expected = [4u64.to_le_bytes().as_slice(), &0i32.to_le_bytes(), b"PONG"].concat();
+    assert_eq!(run.stdout, expected, "{run:?}");
+}
