@@ -525,7 +525,8 @@ mod tests {
 
     #[test]
     fn hostile_rings_are_refused() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Rig)>)> = vec![
+        type Spoil = Box<dyn Fn(&mut Rig)>;
+        let cases: Vec<(&str, Spoil)> = vec![
             (
                 "4096 entries pending",
                 Box::new(|r| {
