@@ -281,6 +281,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
         None => None,
     };
 
+    #[cfg_attr(not(feature = "net"), allow(unused_mut))]
     let mut module_calls: Vec<_> = modules.iter().flat_map(|m| m.syscalls()).collect();
     // The ring's I/O thread starts before the filter, which then covers it
     // too: it reads the kick's eventfd (and the halt writes it) besides the
