@@ -382,3 +382,148 @@ fn a_guest_ignoring_the_ring_uses_the_hypercalls() {
     let expected = [4u64.to_le_bytes().as_slice(), &0i32.to_le_bytes(), b"PONG"].concat();
     assert_eq!(run.stdout, expected, "{run:?}");
 }
+
+/// Frames a guest sends in the measurement below, per run.
+const BENCH_FRAMES: u32 = 20_000;
+
+/// A guest that sends `frames` broadcast frames of 60 bytes, each by the
+/// NET_WRITE hypercall (`ring` false) or each as one ring entry the way
+/// Solo5's binding submits it (`ring` true: wait while 1000 entries are
+/// pending, fill the entry, publish `ent_tail`, mfence, kick only when
+/// `needs_kick`), then waits for the tender to take them all and halts.
+fn sender(frames: u32, ring: bool) -> Guest {
+    let mut g = Guest::with_devices([MftEntry::net("service")]);
+    let mut frame = vec![0xffu8; 6];
+    frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x0a, 0x88, 0xb5]);
+    frame.resize(60, 0x5a);
+    let f = g.data(&frame);
+    let imm32 = |v: u64| u32::try_from(v).unwrap().to_le_bytes();
+    if frames == 0 {
+        g.halt(0);
+        return g;
+    }
+    if !ring {
+        let w = g.words(&[1, f, 60, 0]);
+        g.code.push(0xb9); // mov ecx, frames
+        g.code.extend_from_slice(&frames.to_le_bytes());
+        let top = g.here();
+        g.out(0x506, u32::try_from(w).unwrap());
+        g.code.extend_from_slice(&[0xff, 0xc9]); // dec ecx
+        let j = g.jump(&[0x0f, 0x85]);
+        g.patch(j, top).halt(0);
+        return g;
+    }
+    g.code.push(0xbb); // mov ebx, RING
+    g.code.extend_from_slice(&imm32(RING));
+    g.code.extend_from_slice(&[0x31, 0xc9]); // xor ecx, ecx
+    g.code.extend_from_slice(&[0x49, 0xb8]); // mov r8, op | handle << 32
+    g.code
+        .extend_from_slice(&(u64::from(HVT_RING_NET_WRITE) | 1 << 32).to_le_bytes());
+    g.code.extend_from_slice(&[0x49, 0xc7, 0xc1]); // mov r9, frame
+    g.code.extend_from_slice(&imm32(f));
+    g.code.extend_from_slice(&[0x49, 0xc7, 0xc2]); // mov r10, len
+    g.code.extend_from_slice(&60u32.to_le_bytes());
+    let top = g.here();
+    g.code.extend_from_slice(&[0xf3, 0x90]); // pause
+    g.code.extend_from_slice(&[0x8b, 0x43, 0x40]); // mov eax, [rbx + ent_head]
+    g.code.extend_from_slice(&[0x89, 0xca, 0x29, 0xc2]); // mov edx, ecx; sub edx, eax
+    g.code.extend_from_slice(&[0x81, 0xfa]); // cmp edx, 1000
+    g.code.extend_from_slice(&1000u32.to_le_bytes());
+    let full = g.jump(&[0x0f, 0x83]); // jae top
+    g.patch(full, top);
+    g.code.extend_from_slice(&[0x89, 0xc8]); // mov eax, ecx
+    g.code.extend_from_slice(&[0x25, 0xff, 0x03, 0, 0]); // and eax, 1023
+    g.code.extend_from_slice(&[0xc1, 0xe0, 0x05]); // shl eax, 5
+    g.code
+        .extend_from_slice(&[0x48, 0x8d, 0xbc, 0x03, 0x80, 0, 0, 0]); // lea rdi, [rbx + rax + 128]
+    g.code.extend_from_slice(&[0x4c, 0x89, 0x07]); // mov [rdi], r8
+    g.code.extend_from_slice(&[0x4c, 0x89, 0x4f, 0x08]); // mov [rdi + 8], r9
+    g.code.extend_from_slice(&[0x4c, 0x89, 0x57, 0x10]); // mov [rdi + 16], r10
+    g.code.extend_from_slice(&[0xff, 0xc1]); // inc ecx
+    g.code.extend_from_slice(&[0x89, 0x0b]); // mov [rbx], ecx (ent_tail)
+    g.code.extend_from_slice(&[0x0f, 0xae, 0xf0]); // mfence
+    g.code.extend_from_slice(&[0x83, 0x7b, 0x48, 0x00]); // cmp dword [rbx + needs_kick], 0
+    let skip = g.jump(&[0x0f, 0x84]);
+    g.code.extend_from_slice(&[0x66, 0xba, 0x00, 0x06, 0xef]); // out 0x600, eax
+    let here = g.here();
+    g.patch(skip, here);
+    g.code.extend_from_slice(&[0x81, 0xf9]); // cmp ecx, frames
+    g.code.extend_from_slice(&frames.to_le_bytes());
+    let again = g.jump(&[0x0f, 0x85]);
+    g.patch(again, top);
+    let last = g.here();
+    g.code.extend_from_slice(&[0xf3, 0x90, 0x8b, 0x43, 0x40, 0x39, 0xc8]); // pause; mov eax, [rbx + 64]; cmp eax, ecx
+    let wait = g.jump(&[0x0f, 0x85]);
+    g.patch(wait, last).halt(0);
+    g
+}
+
+/// Frames per second a hand-assembled guest sends into a tap through the
+/// ring and by NET_WRITE hypercalls, same run, interleaved: the time of a
+/// run of [`BENCH_FRAMES`] frames less that of a run of none (boot and
+/// exit), medians of 5. Checks every frame reached the tap. By hand:
+/// `KILN_HVT_BENCH_BIN=target/release/kiln-hvt cargo test -p kiln-hvt
+/// --test ring -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn ring_and_hypercall_frame_rates() {
+    if !kvm_available() {
+        return;
+    }
+    let ns = kiln_testsupport::netns::Netns::new("ringbench");
+    ns.add_tap("btap0");
+    ns.ip(&["link", "set", "btap0", "up"]);
+    let dir = TempDir::new();
+    let rx = || -> u64 {
+        let out = ns
+            .command("cat")
+            .arg("/sys/class/net/btap0/statistics/rx_packets")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    let variants = [
+        ("boot only", sender(0, false)),
+        ("NET_WRITE hypercalls", sender(BENCH_FRAMES, false)),
+        ("ring", sender(BENCH_FRAMES, true)),
+    ];
+    let paths: Vec<_> = variants
+        .iter()
+        .enumerate()
+        .map(|(i, (_, g))| dir.write(&format!("bench{i}.hvt"), &g.build()))
+        .collect();
+    // KILN_HVT_BENCH_BIN names another tender (a release build).
+    let tender = std::env::var_os("KILN_HVT_BENCH_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_kiln-hvt").into());
+    let mut times = vec![Vec::new(); variants.len()];
+    for _round in 0..5 {
+        for (i, path) in paths.iter().enumerate() {
+            let before = rx();
+            let start = std::time::Instant::now();
+            let run = support::run_cmd(
+                ns.command(&tender)
+                    .args(["--mem=8", "--net:service=btap0"])
+                    .arg(path),
+            );
+            let took = start.elapsed().as_secs_f64();
+            assert_eq!(run.code, Some(0), "{run:?}");
+            let sent = if i == 0 { 0 } else { u64::from(BENCH_FRAMES) };
+            assert_eq!(rx() - before, sent, "{}: frames lost", variants[i].0);
+            times[i].push(took);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let boot = median(&mut times[0]);
+    println!("boot and exit: {:.1} ms", boot * 1e3);
+    let mut rates = Vec::new();
+    for (i, (name, _)) in variants.iter().enumerate().skip(1) {
+        let t = median(&mut times[i]);
+        let rate = f64::from(BENCH_FRAMES) / (t - boot);
+        println!("{name}: {:.1} ms, {rate:.0} frames/s", t * 1e3);
+        rates.push(rate);
+    }
+    println!("ring / hypercalls: {:.2}", rates[1] / rates[0]);
+}
