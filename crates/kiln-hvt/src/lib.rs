@@ -18,6 +18,10 @@
 //!   as Cargo features (default on);
 //! - [`boot`]: page tables, GDT, boot info, manifest copy, command line;
 //! - [`vm`]: the KVM VM and its vCPU in long mode;
+//! - `ring` (with `net`): Solo5's net ring I/O (`HVT_FEATURE_RING_IO`):
+//!   the ring in a page above guest memory, the ioeventfd kick and the I/O
+//!   thread serving it beside the vCPU through [`guest::SharedGuest`]
+//!   (`sys::shared` holds its unsafe accesses);
 //! - [`hypercall`]: hypercall dispatch, Solo5's calls and kiln's
 //!   NET_EXCHANGE extension (`kiln_abi::hvt_ext`, discovered through a
 //!   CPUID leaf the [`vm`] adds; [`NO_EXTENSIONS_ENV`] hides both);
