@@ -16,7 +16,9 @@
 use std::ops::Range;
 
 use kiln_abi::hvt::{HVT_CMDLINE_SIZE, HVT_GUEST_MIN_BASE, HvtBootInfo, layout};
-use kiln_abi::hvt_ring::{HVT_BOOT_INFO_RING_OFFSET, HVT_FEATURE_RING_IO, HvtBootInfoRing};
+use kiln_abi::hvt_ring::{
+    HVT_BOOT_INFO_RING_OFFSET, HVT_FEATURE_RING_IO, HvtBootInfoRing, RING_SIZE_BYTES,
+};
 use kiln_abi::mft::{MFT_ENTRY_ATTACHED_OFFSET, MftDeviceInfo, entry_offset};
 use thiserror::Error;
 use zerocopy::IntoBytes;
@@ -70,6 +72,10 @@ pub enum BootError {
         /// End of the image.
         kernel_end: u64,
     },
+    /// The page tables would reach into the net ring (an image of some
+    /// hundreds of MiB); the caller sets up again without the ring.
+    #[error("the page tables leave no room for the net ring")]
+    NoRoomForRing,
     /// Writing guest memory failed.
     #[error("cannot write guest low memory")]
     Memory(#[from] GuestMemError),
@@ -94,8 +100,8 @@ pub struct BootParams<'a> {
     /// writable in the host mapping, as solo5-hvt maps them.
     pub solo5_protection: bool,
     /// The guest address of Solo5's net ring (`kiln_abi::hvt_ring`) when
-    /// it is offered: the first address above the guest's memory, which
-    /// the boot info's `mem_size` then ends at.
+    /// it is offered: page-aligned, below the image; its pages are mapped
+    /// RW+NX and the page tables must end below it.
     pub ring: Option<u64>,
 }
 
@@ -199,6 +205,7 @@ fn page_tables(
     kernel_end: u64,
     segments: &[(Range<u64>, Protection)],
     solo5: bool,
+    ring: Option<Range<u64>>,
 ) -> Result<(), BootError> {
     let nx = if solo5 { 0 } else { PTE_NX };
     let mem_size = mem.size();
@@ -218,6 +225,11 @@ fn page_tables(
             mem_mb: mem_size >> 20,
             kernel_end,
         });
+    }
+    if let Some(ring) = &ring
+        && pt_base + tables * PAGE > ring.start
+    {
+        return Err(BootError::NoRoomForRing);
     }
     mem.write(
         layout::PML4_BASE,
@@ -245,6 +257,9 @@ fn page_tables(
         let entries: Vec<u64> = (0..512)
             .map(|j| {
                 let page = c * big + j * PAGE;
+                if ring.as_ref().is_some_and(|r| r.contains(&page)) {
+                    return PageProt::ReadWrite.pte_for(page, solo5);
+                }
                 page_prot(page, boot, segments).pte_for(page, solo5)
             })
             .collect();
@@ -342,7 +357,7 @@ pub fn setup(mem: &mut GuestMemory, params: &BootParams<'_>) -> Result<(), BootE
     mem.write(cmdline_gpa, &cmdline)?;
 
     let bi = HvtBootInfo {
-        mem_size: params.ring.unwrap_or(mem_size),
+        mem_size,
         kernel_end: params.kernel_end,
         cpu_cycle_freq: params.tsc_hz,
         cmdline: cmdline_gpa,
@@ -370,6 +385,9 @@ pub fn setup(mem: &mut GuestMemory, params: &BootParams<'_>) -> Result<(), BootE
         params.kernel_end,
         params.segments,
         params.solo5_protection,
+        params
+            .ring
+            .map(|r| r..r + RING_SIZE_BYTES.div_ceil(PAGE) * PAGE),
     )?;
     // Under --solo5-protection only the image's read-only segments are
     // write-protected in the host mapping, as solo5-hvt's loader does.

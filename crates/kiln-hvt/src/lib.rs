@@ -19,7 +19,7 @@
 //! - [`boot`]: page tables, GDT, boot info, manifest copy, command line;
 //! - [`vm`]: the KVM VM and its vCPU in long mode;
 //! - `ring` (with `net`): Solo5's net ring I/O (`HVT_FEATURE_RING_IO`):
-//!   the ring in a page above guest memory, the ioeventfd kick and the I/O
+//!   the ring in the tender's low memory, the ioeventfd kick and the I/O
 //!   thread serving it beside the vCPU through [`guest::SharedGuest`]
 //!   (`sys::shared` holds its unsafe accesses);
 //! - [`hypercall`]: hypercall dispatch, Solo5's calls and kiln's
@@ -198,64 +198,65 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
             .fold(0, |features, m| features | m.enable_extensions())
     };
 
-    // Solo5's net ring, in a page of its own above the guest's memory.
+    // Solo5's net ring, in the tender's low memory below the image.
     #[cfg(feature = "net")]
     let ring_devices = if ring::hidden() {
         None
     } else {
         modules.iter().find_map(|m| m.ring_devices())
     };
-    #[cfg(feature = "net")]
-    let ring_area = if ring_devices.is_some() {
-        ring::RING_AREA
-    } else {
-        0
-    };
-    #[cfg(not(feature = "net"))]
-    let ring_area = 0;
 
-    let mut mem = guest::GuestMemory::new(mem_size + ring_area)?;
+    let mut mem = guest::GuestMemory::new(mem_size)?;
     image.load(&mut mem)?;
     let mut machine = Machine::new(mem, image.entry, extensions)?;
     let tsc_hz = machine.tsc_hz()?;
     #[cfg(feature = "net")]
-    let ring_kick = match ring_devices {
-        Some(devices) => {
-            machine.set_stack_top(mem_size)?;
-            match ring_kick(&machine) {
-                Ok(kick) => Some((kick, devices)),
-                Err(e) => {
-                    eprintln!(
-                        "kiln-hvt: warning: net ring not offered, the guest uses hypercalls: {}",
-                        kiln_tender::chain(&e)
-                    );
-                    None
-                }
+    let mut ring_kick = match ring_devices {
+        Some(devices) => match ring_kick(&machine) {
+            Ok(kick) => Some((kick, devices)),
+            Err(e) => {
+                eprintln!(
+                    "kiln-hvt: warning: net ring not offered, the guest uses hypercalls: {}",
+                    kiln_tender::chain(&e)
+                );
+                None
             }
-        }
+        },
         None => None,
     };
     #[cfg(feature = "net")]
-    let ring_gpa = ring_kick.as_ref().map(|_| mem_size);
+    let ring_gpa = ring_kick.as_ref().map(|_| ring::RING_GPA);
     #[cfg(not(feature = "net"))]
     let ring_gpa = None;
-    boot::setup(
-        &mut machine.mem,
-        &boot::BootParams {
-            manifest: image.manifest.bytes(),
-            attached: &attached,
-            args: &config.args,
-            kernel_end: image.kernel_end,
-            segments: &image
-                .segments
-                .iter()
-                .map(|s| (s.vaddr..s.vaddr + s.memsz, s.prot))
-                .collect::<Vec<_>>(),
-            tsc_hz,
-            solo5_protection,
-            ring: ring_gpa,
-        },
-    )?;
+    let mut params = boot::BootParams {
+        manifest: image.manifest.bytes(),
+        attached: &attached,
+        args: &config.args,
+        kernel_end: image.kernel_end,
+        segments: &image
+            .segments
+            .iter()
+            .map(|s| (s.vaddr..s.vaddr + s.memsz, s.prot))
+            .collect::<Vec<_>>(),
+        tsc_hz,
+        solo5_protection,
+        ring: ring_gpa,
+    };
+    match boot::setup(&mut machine.mem, &params) {
+        // The page tables of a very large image leave no room for the
+        // ring: the guest does without it.
+        #[cfg(feature = "net")]
+        Err(boot::BootError::NoRoomForRing) => {
+            eprintln!(
+                "kiln-hvt: warning: net ring not offered, the guest uses hypercalls: the image's page tables leave no room for it below {:#x}",
+                kiln_abi::hvt::HVT_GUEST_MIN_BASE
+            );
+            ring_kick = None;
+            params.ring = None;
+            boot::setup(&mut machine.mem, &params)?;
+        }
+        other => other?,
+    }
 
     let epoll = sys::Epoll::new().map_err(TenderError::Epoll)?;
     sys::minimal_timer_slack().map_err(TenderError::Epoll)?;
@@ -298,7 +299,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
             for (nr, name) in [(libc::SYS_read, "read"), (libc::SYS_write, "write")] {
                 module_calls.push(module::FdSyscall { nr, name, fd });
             }
-            let server = ring::Server::new(machine.mem.shared(), mem_size, devices)
+            let server = ring::Server::new(machine.mem.shared(), ring::RING_GPA, devices)
                 .map_err(TenderError::Ring)?;
             Some(ring::spawn(server, std::sync::Arc::new(kick)).map_err(TenderError::RingThread)?)
         }

@@ -6,9 +6,11 @@
 //! Spec: Solo5's `include/hvt_ring.h` and `tenders/hvt/hvt_module_net.c`
 //! (`docs/solo5-compat.md` names the commits). Where kiln differs:
 //!
-//! - the ring lies in a 2 MiB page of its own above the guest's memory
-//!   (`mem_size` in the boot info is still `--mem`), so a guest that does
-//!   not know the ring loses nothing;
+//! - the ring lies in the tender's low memory, in the pages right below
+//!   the image ([`RING_GPA`]), where no guest puts anything (Solo5 takes it
+//!   from the top of the guest's memory): a guest that does not know the
+//!   ring loses nothing, and kiln's own guests, which map low memory, find
+//!   it mapped;
 //! - every ring field is the guest's to change at any time: the thread
 //!   keeps `ent_head` and `com_tail` itself (never reads them back), reads
 //!   `ent_tail` once per pass and each entry once (a copy), and checks
@@ -27,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
-use kiln_abi::hvt::layout::GUEST_PAGE_SIZE;
+use kiln_abi::hvt::HVT_GUEST_MIN_BASE;
 use kiln_abi::hvt_ring::{
     HVT_RING_NET_READ, HVT_RING_NET_WRITE, HVT_RING_POLL_ITERS, HVT_RING_SIZE, HvtRingCommit,
     HvtRingEntry, RING_COM_TAIL, RING_ENT_HEAD, RING_ENT_TAIL, RING_NEEDS_KICK, RING_SIZE_BYTES,
@@ -44,8 +46,13 @@ use crate::guest::{GuestMemError, SharedGuest};
 /// set to `1` (guests then use the hypercalls), for tests and comparisons.
 pub const NO_RING_ENV: &str = "KILN_HVT_NO_RING_IO";
 
-/// Guest memory added for the ring: one 2 MiB page above `--mem`.
-pub const RING_AREA: u64 = GUEST_PAGE_SIZE;
+/// Where the ring lies: the last whole pages below the image
+/// ([`HVT_GUEST_MIN_BASE`]), in the tender's low memory, which no guest
+/// uses for itself.
+pub const RING_GPA: u64 = HVT_GUEST_MIN_BASE - RING_SIZE_BYTES.div_ceil(PAGE) * PAGE;
+const PAGE: u64 = 0x1000;
+
+const _: () = assert!(RING_GPA == 0xf_3000);
 
 /// Whether [`NO_RING_ENV`] hides the ring.
 pub fn hidden() -> bool {

@@ -344,14 +344,6 @@ impl Machine {
             .map_err(ioctl("KVM_SET_GUEST_DEBUG"))
     }
 
-    /// Puts the stack's top at `top` (`%rsp = top - 8`), below memory the
-    /// tender adds above the guest's (the net ring).
-    pub fn set_stack_top(&self, top: u64) -> Result<(), VmError> {
-        let mut regs = self.regs()?;
-        regs.rsp = top - 8;
-        self.set_regs(&regs)
-    }
-
     /// Makes a 32-bit `out` to `port` signal `fd` inside KVM, without an
     /// exit to the tender (Solo5's ring kick).
     pub fn register_kick(

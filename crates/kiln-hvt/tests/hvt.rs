@@ -1231,8 +1231,7 @@ fn hostile_net_exchanges_are_stopped() {
             None,
             "tx[0].len is 1519, more than the 1518 bytes of a frame",
         ),
-        // Past the 8 MiB and the net ring's page above them.
-        (60, Some((10u64 << 20) - 10), "bad tx[0] address"),
+        (60, Some((8u64 << 20) - 10), "bad tx[0] address"),
     ] {
         let mut g = Guest::with_devices([MftEntry::net("service")]);
         let frame = g.data(&[0xa1; 1600]);

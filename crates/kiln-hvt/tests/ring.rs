@@ -15,9 +15,10 @@ use kiln_abi::hvt_ring::{
 use kiln_abi::status::Solo5Result;
 use support::{Guest, TempDir, hvt_cmd, kvm_available};
 
-/// Guest memory of these tests: `--mem=8`; the ring lies right above.
+/// Guest memory of these tests: `--mem=8`.
 const MEM: u64 = 8 << 20;
-const RING: u64 = MEM;
+/// Where kiln-hvt puts the ring: the pages right below the image.
+const RING: u64 = kiln_hvt::ring::RING_GPA;
 /// Where the boot info's ring fields are (0x5000 + 40).
 const BI_RING: u64 = 0x5028;
 
@@ -240,13 +241,8 @@ fn hostile_rings_stop_the_guest() {
             },
         ),
         ("entry 1 (read): bad data address", |g, f| {
-            g.submit(0, HVT_RING_NET_WRITE, 7, f, 60).submit(
-                1,
-                HVT_RING_NET_READ,
-                1,
-                MEM + (2 << 20) - 8,
-                64,
-            );
+            g.submit(0, HVT_RING_NET_WRITE, 7, f, 60)
+                .submit(1, HVT_RING_NET_READ, 1, MEM - 8, 64);
         }),
         // The guest's own code as a read buffer.
         ("entry 0 (read): bad data address", |g, _| {
@@ -338,7 +334,7 @@ fn guests_without_the_ring_see_zeros_and_their_whole_memory() {
     assert_eq!(run.code, Some(0), "{run:?}");
     assert_eq!(run.stdout, expected, "ring hidden");
 
-    // Offered: mem_size is still --mem, the ring right above it.
+    // Offered: mem_size is still --mem, the ring below the image.
     let (_host, guest_end, flag) = support::inherited_socket();
     let run = support::run_cmd(hvt_cmd().args(["--mem=8", &flag]).arg(&path));
     drop(guest_end);
