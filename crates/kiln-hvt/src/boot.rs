@@ -432,6 +432,27 @@ mod tests {
     }
 
     #[test]
+    fn the_ring_is_mapped_and_kept_clear_of_the_tables() {
+        let mut mem = GuestMemory::new(512 << 20).unwrap();
+        let boot = 0x5000..0x8000;
+        let ring = Some(0xf_3000..0x10_0000);
+        page_tables(&mut mem, &boot, 0x10_2000, &[], false, ring.clone()).unwrap();
+        // The first 2 MiB's table follows the boot data: the ring's PTEs
+        // are present, writable, not executable.
+        let pte = u64::from_le_bytes(mem.read_array::<8>(0x8000 + 0xf3 * 8).unwrap());
+        assert_eq!(pte, 0xf_3000 | PTE_P | PTE_RW | PTE_NX);
+        let below = u64::from_le_bytes(mem.read_array::<8>(0x8000 + 0xf2 * 8).unwrap());
+        assert_eq!(below, 0, "the page below the ring stays absent");
+        // An image of 480 MiB needs 240 tables: they fit below the image,
+        // not below the ring.
+        assert!(matches!(
+            page_tables(&mut mem, &boot, 480 << 20, &[], false, ring),
+            Err(BootError::NoRoomForRing)
+        ));
+        page_tables(&mut mem, &boot, 480 << 20, &[], false, None).unwrap();
+    }
+
+    #[test]
     fn cmdline_joins_and_terminates() {
         let args = vec!["--times=3".to_string(), "x".to_string()];
         assert_eq!(cmdline(&args).unwrap(), b"--times=3 x\0");
