@@ -24,9 +24,6 @@ pub struct Net {
     reactor: &'static Reactor,
     /// The platform's NET_EXCHANGE queues, if this interface has them.
     exchange: Option<&'static spin::Mutex<Option<Exchange>>>,
-    /// Solo5's net ring, if the tender offers it and not NET_EXCHANGE.
-    #[cfg(not(feature = "spt"))]
-    ring: Option<spin::Mutex<sys::ring::Ring>>,
 }
 
 fn error(failure: Failure) -> NetError {
@@ -48,22 +45,12 @@ impl Net {
                 exchange = Some(queues);
             }
         }
-        // NET_EXCHANGE first (one exit a wait carries every frame), else
-        // the ring (docs/hvt-extensions.md, "Ring I/O").
-        #[cfg(not(feature = "spt"))]
-        let ring = if exchange.is_none() {
-            sys::ring::Ring::take(handle.raw()).map(spin::Mutex::new)
-        } else {
-            None
-        };
         Net {
             handle,
             mac: MacAddress(device.info.net_mac()),
             mtu,
             reactor,
             exchange,
-            #[cfg(not(feature = "spt"))]
-            ring,
         }
     }
 
@@ -71,15 +58,6 @@ impl Net {
     /// offers it and no other interface took it first).
     pub fn uses_exchange(&self) -> bool {
         self.exchange.is_some()
-    }
-
-    /// Whether this interface goes through Solo5's net ring (the tender
-    /// offers it but not NET_EXCHANGE).
-    pub fn uses_ring(&self) -> bool {
-        #[cfg(not(feature = "spt"))]
-        return self.ring.is_some();
-        #[cfg(feature = "spt")]
-        false
     }
 
     fn max_frame(&self) -> usize {
@@ -132,10 +110,6 @@ impl kiln_devices::NetworkInterface for Net {
         // No hypercall unless the last POLL said a frame may be waiting.
         self.reactor
             .poll_read(self.handle, cx.waker(), || {
-                #[cfg(not(feature = "spt"))]
-                if let Some(ring) = &self.ring {
-                    return ring.lock().read(buf);
-                }
                 sys::host::net_read(self.handle.raw(), buf)
             })
             .map_err(error)
@@ -150,12 +124,6 @@ impl kiln_devices::NetworkInterface for Net {
         }
         if let Some(queues) = self.exchange {
             return Poll::Ready(self.queue(queues, frame));
-        }
-        #[cfg(not(feature = "spt"))]
-        if let Some(ring) = &self.ring
-            && ring.lock().write(frame)
-        {
-            return Poll::Ready(Ok(()));
         }
         // NETWRITE completes synchronously in the tender.
         Poll::Ready(sys::host::net_write(self.handle.raw(), frame).map_err(error))

@@ -41,9 +41,6 @@ pub(super) extern "C" fn kiln_solo5_boot(boot_info: u64) -> ! {
     // SAFETY: the tender wrote the boot info at this (checked non-null,
     // aligned) address in the identity-mapped memory it gave us.
     let bi: HvtBootInfo = unsafe { (boot_info as *const HvtBootInfo).read_volatile() };
-    // SAFETY: the tender's boot data is followed by the ring's fields or
-    // by the manifest, both mapped and readable.
-    unsafe { super::ring::detect(boot_info) };
 
     // Leave CPL 0 after as few instructions as possible: some hypervisors
     // (KVM's PVM) emulate every guest-kernel instruction, ~1 us each, and
@@ -63,12 +60,10 @@ pub(super) extern "C" fn kiln_solo5_boot(boot_info: u64) -> ! {
     // `bi.mft`.
     let args = unsafe { BootArgs::find(bi.cmdline, HVT_CMDLINE_SIZE, bi.mft) };
     let [cmdline, mft] = args.ranges();
-    let ring = super::ring::range().unwrap_or(0..0);
     let boot_data = [
         boot_info..boot_info.saturating_add(size_of::<HvtBootInfo>() as u64),
         cmdline,
         mft,
-        ring,
     ];
     let layout = match Layout::new(bi.mem_size, bi.kernel_end, sections(), &boot_data) {
         Ok(layout) => layout,

@@ -22,17 +22,12 @@ use kiln_x86::trap::TrapFrame;
 const HYPERCALL_PORTS: Range<u16> =
     kiln_abi::hvt::HVT_HYPERCALL_PIO_BASE..kiln_abi::hvt::HVT_HYPERCALL_PIO_BASE + 0x100;
 
-/// The net ring's kick (`kiln_abi::hvt_ring`), a 32-bit `out`: the CPU
-/// checks the bits of the four ports it spans.
-const RING_KICK_PORT: Range<u16> =
-    kiln_abi::hvt_ring::HVT_RING_KICK_PIO_BASE..kiln_abi::hvt_ring::HVT_RING_KICK_PIO_BASE + 4;
-
-/// Bytes of the I/O permission bitmap: up to the kick port.
-const IO_BITMAP_SIZE: usize = io_bitmap_size(RING_KICK_PORT.end);
+/// Bytes of the I/O permission bitmap: up to the last hypercall port.
+const IO_BITMAP_SIZE: usize = io_bitmap_size(HYPERCALL_PORTS.end);
 
 static mut TRAP_STACK: TrapStack = TrapStack::new();
-/// Every port denied but the hypercall ports and the ring's kick.
-static mut TSS: Tss<IO_BITMAP_SIZE> = Tss::new(&[HYPERCALL_PORTS, RING_KICK_PORT]);
+/// Every port denied but the hypercall ports.
+static mut TSS: Tss<IO_BITMAP_SIZE> = Tss::new(&[HYPERCALL_PORTS]);
 static mut GDT: Gdt = Gdt::new();
 static mut IDT: Idt<EXCEPTIONS> = Idt::new();
 

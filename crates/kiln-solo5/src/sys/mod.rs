@@ -29,8 +29,6 @@ pub mod hvt;
 #[cfg(not(feature = "spt"))]
 pub mod paging;
 #[cfg(not(feature = "spt"))]
-pub mod ring;
-#[cfg(not(feature = "spt"))]
 pub use boot as target_boot;
 #[cfg(not(feature = "spt"))]
 pub use hvt as host;

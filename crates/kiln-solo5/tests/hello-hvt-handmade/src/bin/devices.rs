@@ -163,8 +163,6 @@ fn run(env: &'static kiln_solo5::Env) -> ExitStatus {
     };
     let path = if net.uses_exchange() {
         "kiln exchange"
-    } else if net.uses_ring() {
-        "solo5 ring"
     } else {
         "hypercalls"
     };
