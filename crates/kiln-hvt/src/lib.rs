@@ -228,6 +228,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
     let ring_gpa = ring_kick.as_ref().map(|_| ring::RING_GPA);
     #[cfg(not(feature = "net"))]
     let ring_gpa = None;
+    #[cfg_attr(not(feature = "net"), allow(unused_mut))]
     let mut params = boot::BootParams {
         manifest: image.manifest.bytes(),
         attached: &attached,
