@@ -275,6 +275,87 @@ fn hostile_rings_stop_the_guest() {
     }
 }
 
+/// Entries changed under the tender's feet: the guest publishes 1,000
+/// valid writes at once and then rewrites every entry's address to one
+/// outside its memory while the tender serves them. Whichever copy the
+/// tender takes of an entry, it either sends the frame or stops the guest
+/// with the entry's message; it never crashes nor reads outside memory.
+#[test]
+fn entries_rewritten_while_served_never_crash_the_tender() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let (host, guest_end, flag) = support::inherited_socket();
+    let mut g = Guest::with_devices([MftEntry::net("service")]);
+    let f = g.data(&[0x77; 60]);
+    let imm32 = |v: u64| u32::try_from(v).unwrap().to_le_bytes();
+    g.code.push(0xbb); // mov ebx, RING
+    g.code.extend_from_slice(&imm32(RING));
+    g.code.extend_from_slice(&[0x49, 0xb8]); // mov r8, write | handle 1
+    g.code
+        .extend_from_slice(&(u64::from(HVT_RING_NET_WRITE) | 1 << 32).to_le_bytes());
+    g.code.extend_from_slice(&[0x49, 0xc7, 0xc1]); // mov r9, frame
+    g.code.extend_from_slice(&imm32(f));
+    g.code.extend_from_slice(&[0x49, 0xc7, 0xc2]); // mov r10, 60
+    g.code.extend_from_slice(&60u32.to_le_bytes());
+    // Two passes over entries 0..1000: first valid, then (after publishing
+    // ent_tail = 1000 and kicking) with the address 0xffff_ff00.
+    for pass in 0..2 {
+        g.code.extend_from_slice(&[0x31, 0xc9]); // xor ecx, ecx
+        let top = g.here();
+        g.code.extend_from_slice(&[0x89, 0xc8]); // mov eax, ecx
+        g.code.extend_from_slice(&[0xc1, 0xe0, 0x05]); // shl eax, 5
+        g.code
+            .extend_from_slice(&[0x48, 0x8d, 0xbc, 0x03, 0x80, 0, 0, 0]); // lea rdi, [rbx + rax + 128]
+        g.code.extend_from_slice(&[0x4c, 0x89, 0x07]); // mov [rdi], r8
+        g.code.extend_from_slice(&[0x4c, 0x89, 0x4f, 0x08]); // mov [rdi + 8], r9
+        g.code.extend_from_slice(&[0x4c, 0x89, 0x57, 0x10]); // mov [rdi + 16], r10
+        g.code.extend_from_slice(&[0xff, 0xc1]); // inc ecx
+        g.code.extend_from_slice(&[0x81, 0xf9]); // cmp ecx, 1000
+        g.code.extend_from_slice(&1000u32.to_le_bytes());
+        let j = g.jump(&[0x0f, 0x85]);
+        g.patch(j, top);
+        if pass == 0 {
+            g.code.extend_from_slice(&[0x89, 0x0b]); // mov [rbx], ecx (ent_tail)
+            g.code.extend_from_slice(&[0x0f, 0xae, 0xf0]); // mfence
+            g.out(HVT_RING_KICK_PIO_BASE, 0);
+            g.code.extend_from_slice(&[0x49, 0xc7, 0xc1]); // mov r9, outside memory
+            g.code.extend_from_slice(&0xffff_ff00u32.to_le_bytes());
+        }
+    }
+    // Wait until the tender took all 1,000, then halt.
+    let last = g.here();
+    g.code
+        .extend_from_slice(&[0xf3, 0x90, 0x8b, 0x43, 0x40, 0x39, 0xc8]); // pause; mov eax, [rbx + 64]; cmp eax, ecx
+    let wait = g.jump(&[0x0f, 0x85]);
+    g.patch(wait, last).halt(0);
+    let path = dir.write("rewrite.hvt", &g.build());
+    let run = support::run_cmd(hvt_cmd().args(["--mem=8", &flag]).arg(&path));
+    drop(guest_end);
+    // What the socket took (it drops what does not fit its queue).
+    host.set_nonblocking(true).unwrap();
+    let mut sent = 0;
+    let mut b = [0u8; 128];
+    while let Ok(n) = host.recv(&mut b) {
+        assert_eq!(&b[..n], &[0x77; 60], "only the guest's frame is sent");
+        sent += 1;
+    }
+    assert_eq!(run.signal, None, "tender crashed: {run:?}");
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    match run.code {
+        // All served (a frame the socket could not take is dropped).
+        Some(0) => assert!(sent > 0 && sent <= 1000, "{sent}: {run:?}"),
+        Some(1) => assert!(
+            run.stderr.contains("guest stopped: net ring: entry")
+                && run.stderr.contains("(write): bad data address"),
+            "{}",
+            run.stderr
+        ),
+        other => panic!("exit {other:?}: {run:?}"),
+    }
+}
+
 /// Errors the guest can act on are answered, not fatal: a read on a handle
 /// that is no net device commits EINVAL; an unknown operation is skipped.
 #[test]
