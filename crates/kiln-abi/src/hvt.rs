@@ -35,9 +35,11 @@ pub mod layout {
     /// command line, page-aligned; none of the tables, the GDT or the null
     /// page is mapped for the guest.
     pub const PDE_BASE: u64 = 0x4000;
-    /// The boot info ([`super::HvtBootInfo`]), followed by the copy of the
-    /// manifest (8-byte aligned) and then the command line: mapped
-    /// read-only.
+    /// The boot info ([`super::HvtBootInfo`] and always the net ring's
+    /// fields, [`crate::hvt_ring::HvtBootInfoRing`], zero when no ring is
+    /// offered), followed by the copy of the manifest (8-byte aligned) and
+    /// then the command line: mapped read-only. kiln-hvt puts the net ring
+    /// itself in the last pages below [`super::HVT_GUEST_MIN_BASE`].
     pub const BOOT_INFO_BASE: u64 = 0x5000;
     /// Guest memory is a multiple of this (2 MiB), the page size the
     /// tender maps it with above the image.

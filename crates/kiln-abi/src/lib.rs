@@ -18,6 +18,8 @@
 //!   emits, and the checked parser [`mft::Manifest`] the tenders use;
 //! - [`hvt`]: the hvt boot info, hypercall numbers and argument structures;
 //! - [`spt`]: the spt boot info and low memory layout;
+//! - [`hvt_ring`]: Solo5's ring I/O for net devices
+//!   (`HVT_FEATURE_RING_IO`): the boot info's extra fields and the ring;
 //! - [`hvt_ext`]: kiln's own extension to the hvt ABI, not Solo5's: the
 //!   CPUID leaf that tells a guest it runs under kiln-hvt, and the
 //!   NET_EXCHANGE hypercall (several frames each way and a wait in one
@@ -91,6 +93,7 @@
 
 pub mod hvt;
 pub mod hvt_ext;
+pub mod hvt_ring;
 pub mod mft;
 pub mod note;
 pub mod spt;

@@ -16,8 +16,12 @@
 use std::ops::Range;
 
 use kiln_abi::hvt::{HVT_CMDLINE_SIZE, HVT_GUEST_MIN_BASE, HvtBootInfo, layout};
+use kiln_abi::hvt_ring::{
+    HVT_BOOT_INFO_RING_OFFSET, HVT_FEATURE_RING_IO, HvtBootInfoRing, RING_SIZE_BYTES,
+};
 use kiln_abi::mft::{MFT_ENTRY_ATTACHED_OFFSET, MftDeviceInfo, entry_offset};
 use thiserror::Error;
+use zerocopy::IntoBytes;
 
 use crate::elf::Protection;
 use crate::guest::{GuestMemError, GuestMemory};
@@ -68,6 +72,10 @@ pub enum BootError {
         /// End of the image.
         kernel_end: u64,
     },
+    /// The page tables would reach into the net ring (an image of some
+    /// hundreds of MiB); the caller sets up again without the ring.
+    #[error("the page tables leave no room for the net ring")]
+    NoRoomForRing,
     /// Writing guest memory failed.
     #[error("cannot write guest low memory")]
     Memory(#[from] GuestMemError),
@@ -91,6 +99,10 @@ pub struct BootParams<'a> {
     /// `--solo5-protection`: every page executable and the boot data left
     /// writable in the host mapping, as solo5-hvt maps them.
     pub solo5_protection: bool,
+    /// The guest address of Solo5's net ring (`kiln_abi::hvt_ring`) when
+    /// it is offered: page-aligned, below the image; its pages are mapped
+    /// RW+NX and the page tables must end below it.
+    pub ring: Option<u64>,
 }
 
 /// How the tender maps one 4 KiB guest page.
@@ -193,6 +205,7 @@ fn page_tables(
     kernel_end: u64,
     segments: &[(Range<u64>, Protection)],
     solo5: bool,
+    ring: Option<Range<u64>>,
 ) -> Result<(), BootError> {
     let nx = if solo5 { 0 } else { PTE_NX };
     let mem_size = mem.size();
@@ -212,6 +225,11 @@ fn page_tables(
             mem_mb: mem_size >> 20,
             kernel_end,
         });
+    }
+    if let Some(ring) = &ring
+        && pt_base + tables * PAGE > ring.start
+    {
+        return Err(BootError::NoRoomForRing);
     }
     mem.write(
         layout::PML4_BASE,
@@ -239,6 +257,9 @@ fn page_tables(
         let entries: Vec<u64> = (0..512)
             .map(|j| {
                 let page = c * big + j * PAGE;
+                if ring.as_ref().is_some_and(|r| r.contains(&page)) {
+                    return PageProt::ReadWrite.pte_for(page, solo5);
+                }
                 page_prot(page, boot, segments).pte_for(page, solo5)
             })
             .collect();
@@ -298,8 +319,12 @@ pub fn setup(mem: &mut GuestMemory, params: &BootParams<'_>) -> Result<(), BootE
         mem.write(layout::GDT_BASE + i as u64 * 8, &desc.to_le_bytes())?;
     }
 
+    // Solo5's five fields, then always the ring's three (zero when no ring
+    // is offered), so a guest reading `host_features` finds a defined
+    // value, never the manifest's first word.
     let bi_size = std::mem::size_of::<HvtBootInfo>() as u64;
-    let mft_gpa = align8(layout::BOOT_INFO_BASE + bi_size);
+    let ring_size = std::mem::size_of::<HvtBootInfoRing>() as u64;
+    let mft_gpa = align8(layout::BOOT_INFO_BASE + bi_size + ring_size);
     let mft_len = params.manifest.len() as u64;
     let cmdline_gpa = align8(mft_gpa + mft_len);
     if cmdline_gpa + HVT_CMDLINE_SIZE as u64 > HVT_GUEST_MIN_BASE {
@@ -339,6 +364,19 @@ pub fn setup(mem: &mut GuestMemory, params: &BootParams<'_>) -> Result<(), BootE
         mft: mft_gpa,
     };
     mem.write(layout::BOOT_INFO_BASE, &bi.to_bytes())?;
+    let ring = HvtBootInfoRing {
+        host_features: if params.ring.is_some() {
+            HVT_FEATURE_RING_IO
+        } else {
+            0
+        },
+        guest_features: 0,
+        net_ring: params.ring.unwrap_or(0),
+    };
+    mem.write(
+        layout::BOOT_INFO_BASE + HVT_BOOT_INFO_RING_OFFSET,
+        ring.as_bytes(),
+    )?;
     let boot_end = (cmdline_gpa + cmdline.len() as u64).div_ceil(PAGE) * PAGE;
     let boot = layout::BOOT_INFO_BASE..boot_end;
     page_tables(
@@ -347,6 +385,9 @@ pub fn setup(mem: &mut GuestMemory, params: &BootParams<'_>) -> Result<(), BootE
         params.kernel_end,
         params.segments,
         params.solo5_protection,
+        params
+            .ring
+            .map(|r| r..r + RING_SIZE_BYTES.div_ceil(PAGE) * PAGE),
     )?;
     // Under --solo5-protection only the image's read-only segments are
     // write-protected in the host mapping, as solo5-hvt's loader does.
@@ -388,6 +429,27 @@ mod tests {
         assert_eq!(PageProt::ReadWrite.pte(0x10_5000) & PTE_NX, PTE_NX);
         assert_eq!(PageProt::ReadExec.pte(0x10_0000) & (PTE_NX | PTE_RW), 0);
         assert_eq!(PageProt::Read.pte(0x5000) & PTE_RW, 0);
+    }
+
+    #[test]
+    fn the_ring_is_mapped_and_kept_clear_of_the_tables() {
+        let mut mem = GuestMemory::new(512 << 20).unwrap();
+        let boot = 0x5000..0x8000;
+        let ring = Some(0xf_3000..0x10_0000);
+        page_tables(&mut mem, &boot, 0x10_2000, &[], false, ring.clone()).unwrap();
+        // The first 2 MiB's table follows the boot data: the ring's PTEs
+        // are present, writable, not executable.
+        let pte = u64::from_le_bytes(mem.read_array::<8>(0x8000 + 0xf3 * 8).unwrap());
+        assert_eq!(pte, 0xf_3000 | PTE_P | PTE_RW | PTE_NX);
+        let below = u64::from_le_bytes(mem.read_array::<8>(0x8000 + 0xf2 * 8).unwrap());
+        assert_eq!(below, 0, "the page below the ring stays absent");
+        // An image of 480 MiB needs 240 tables: they fit below the image,
+        // not below the ring.
+        assert!(matches!(
+            page_tables(&mut mem, &boot, 480 << 20, &[], false, ring),
+            Err(BootError::NoRoomForRing)
+        ));
+        page_tables(&mut mem, &boot, 480 << 20, &[], false, None).unwrap();
     }
 
     #[test]

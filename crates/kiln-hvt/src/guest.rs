@@ -101,17 +101,17 @@ impl GuestMemory {
     /// THE checked accessor: turns a guest range into a host index range,
     /// refusing overflow and anything outside guest memory.
     pub fn checked(&self, gpa: u64, len: u64) -> Result<Range<usize>, GuestMemError> {
-        let end = gpa
-            .checked_add(len)
-            .ok_or(GuestMemError::Overflow { gpa, len })?;
-        let mem_size = self.size();
-        if end > mem_size {
-            return Err(GuestMemError::OutOfBounds { gpa, end, mem_size });
+        check_range(gpa, len, self.size())
+    }
+
+    /// A view of guest memory for a thread that runs while the vCPU does
+    /// (the ring's I/O thread), with the same checks as [`Self::checked`]
+    /// and [`Self::slice_mut`]; it keeps the mapping alive.
+    pub fn shared(&self) -> SharedGuest {
+        SharedGuest {
+            region: self.mapping.shared(),
+            read_only: self.read_only.clone(),
         }
-        // Both fit in usize: they are at most the mapping's length.
-        let start = usize::try_from(gpa).map_err(|_| GuestMemError::Overflow { gpa, len })?;
-        let end_us = usize::try_from(end).map_err(|_| GuestMemError::Overflow { gpa, len })?;
-        Ok(start..end_us)
     }
 
     /// The guest bytes `gpa..gpa + len`.
@@ -189,6 +189,111 @@ impl GuestMemory {
         let mut out = [0u8; N];
         out.copy_from_slice(self.slice(gpa, N as u64)?);
         Ok(out)
+    }
+}
+
+/// The check behind [`GuestMemory::checked`]: `gpa..gpa + len` must not
+/// overflow and must end inside guest memory of `mem_size` bytes.
+pub fn check_range(gpa: u64, len: u64, mem_size: u64) -> Result<Range<usize>, GuestMemError> {
+    let end = gpa
+        .checked_add(len)
+        .ok_or(GuestMemError::Overflow { gpa, len })?;
+    if end > mem_size {
+        return Err(GuestMemError::OutOfBounds { gpa, end, mem_size });
+    }
+    // Both fit in usize: they are at most the mapping's length.
+    let start = usize::try_from(gpa).map_err(|_| GuestMemError::Overflow { gpa, len })?;
+    let end_us = usize::try_from(end).map_err(|_| GuestMemError::Overflow { gpa, len })?;
+    Ok(start..end_us)
+}
+
+/// Guest memory shared with a running vCPU ([`GuestMemory::shared`]): the
+/// same checked ranges, and accesses that are atomic, volatile or the
+/// kernel's (`crate::sys::shared`), since the guest may change any byte at
+/// any time. Each read of a guest field is a copy taken once.
+#[derive(Debug, Clone)]
+pub struct SharedGuest {
+    region: crate::sys::shared::SharedRegion,
+    read_only: Vec<Range<u64>>,
+}
+
+impl SharedGuest {
+    /// Size of guest memory.
+    pub fn size(&self) -> u64 {
+        self.region.len() as u64
+    }
+
+    /// The checked host range of `gpa..gpa + len`.
+    pub fn checked(&self, gpa: u64, len: u64) -> Result<Range<usize>, GuestMemError> {
+        check_range(gpa, len, self.size())
+    }
+
+    /// As [`Self::checked`], and refused where it touches read-only pages.
+    pub fn checked_mut(&self, gpa: u64, len: u64) -> Result<Range<usize>, GuestMemError> {
+        let range = self.checked(gpa, len)?;
+        let end = gpa + len;
+        if len > 0 && self.read_only.iter().any(|r| gpa < r.end && r.start < end) {
+            return Err(GuestMemError::ReadOnly { gpa, end });
+        }
+        Ok(range)
+    }
+
+    /// Loads the aligned `u32` at `gpa` (acquire).
+    pub fn load_u32(&self, gpa: u64) -> Result<u32, GuestMemError> {
+        let r = self.checked(gpa, 4)?;
+        self.region
+            .load_u32(r.start)
+            .ok_or(GuestMemError::Overflow { gpa, len: 4 })
+    }
+
+    /// Stores `value` at the aligned `gpa` (release).
+    pub fn store_u32(&self, gpa: u64, value: u32) -> Result<(), GuestMemError> {
+        let r = self.checked_mut(gpa, 4)?;
+        if self.region.store_u32(r.start, value) {
+            Ok(())
+        } else {
+            Err(GuestMemError::Overflow { gpa, len: 4 })
+        }
+    }
+
+    /// Copies `N` bytes at `gpa`, each read once.
+    pub fn read_array<const N: usize>(&self, gpa: u64) -> Result<[u8; N], GuestMemError> {
+        let r = self.checked(gpa, N as u64)?;
+        let mut out = [0u8; N];
+        self.region.read(r.start, &mut out);
+        Ok(out)
+    }
+
+    /// Copies `bytes` to `gpa`.
+    pub fn write(&self, gpa: u64, bytes: &[u8]) -> Result<(), GuestMemError> {
+        let r = self.checked_mut(gpa, bytes.len() as u64)?;
+        self.region.write(r.start, bytes);
+        Ok(())
+    }
+
+    /// `read(2)` from `fd` into the writable guest range `gpa..gpa + len`;
+    /// the range is checked first (outer error), the read's result is the
+    /// inner one.
+    pub fn read_fd(
+        &self,
+        fd: std::os::fd::RawFd,
+        gpa: u64,
+        len: u64,
+    ) -> Result<io::Result<usize>, GuestMemError> {
+        let r = self.checked_mut(gpa, len)?;
+        Ok(self.region.read_fd(fd, r.start, r.len()))
+    }
+
+    /// `write(2)` of the guest range `gpa..gpa + len` to `fd`, checked as
+    /// [`Self::read_fd`].
+    pub fn write_fd(
+        &self,
+        fd: std::os::fd::RawFd,
+        gpa: u64,
+        len: u64,
+    ) -> Result<io::Result<usize>, GuestMemError> {
+        let r = self.checked(gpa, len)?;
+        Ok(self.region.write_fd(fd, r.start, r.len()))
     }
 }
 

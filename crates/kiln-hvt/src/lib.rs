@@ -18,6 +18,10 @@
 //!   as Cargo features (default on);
 //! - [`boot`]: page tables, GDT, boot info, manifest copy, command line;
 //! - [`vm`]: the KVM VM and its vCPU in long mode;
+//! - `ring` (with `net`): Solo5's net ring I/O (`HVT_FEATURE_RING_IO`):
+//!   the ring in the tender's low memory, the ioeventfd kick and the I/O
+//!   thread serving it beside the vCPU through [`guest::SharedGuest`]
+//!   (`sys::shared` holds its unsafe accesses);
 //! - [`hypercall`]: hypercall dispatch, Solo5's calls and kiln's
 //!   NET_EXCHANGE extension (`kiln_abi::hvt_ext`, discovered through a
 //!   CPUID leaf the [`vm`] adds; [`NO_EXTENSIONS_ENV`] hides both);
@@ -51,6 +55,8 @@ pub mod block;
 pub mod gdb;
 #[cfg(feature = "net")]
 pub mod net;
+#[cfg(feature = "net")]
+pub mod ring;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -109,6 +115,14 @@ pub enum TenderError {
     /// The seccomp filter.
     #[error(transparent)]
     Seccomp(#[from] seccomp::SeccompError),
+    /// The net ring (a tender bug, not input: the tender places it).
+    #[cfg(feature = "net")]
+    #[error("cannot set up the net ring")]
+    Ring(#[source] ring::RingError),
+    /// Starting the net ring's I/O thread.
+    #[cfg(feature = "net")]
+    #[error("cannot start the net ring's I/O thread")]
+    RingThread(#[source] std::io::Error),
     /// The guest made a bad hypercall.
     #[error("guest stopped: {source}\n{regs}")]
     Hypercall {
@@ -184,26 +198,66 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
             .fold(0, |features, m| features | m.enable_extensions())
     };
 
+    // Solo5's net ring, in the tender's low memory below the image.
+    #[cfg(feature = "net")]
+    let ring_devices = if ring::hidden() {
+        None
+    } else {
+        modules.iter().find_map(|m| m.ring_devices())
+    };
+
     let mut mem = guest::GuestMemory::new(mem_size)?;
     image.load(&mut mem)?;
     let mut machine = Machine::new(mem, image.entry, extensions)?;
     let tsc_hz = machine.tsc_hz()?;
-    boot::setup(
-        &mut machine.mem,
-        &boot::BootParams {
-            manifest: image.manifest.bytes(),
-            attached: &attached,
-            args: &config.args,
-            kernel_end: image.kernel_end,
-            segments: &image
-                .segments
-                .iter()
-                .map(|s| (s.vaddr..s.vaddr + s.memsz, s.prot))
-                .collect::<Vec<_>>(),
-            tsc_hz,
-            solo5_protection,
+    #[cfg(feature = "net")]
+    let mut ring_kick = match ring_devices {
+        Some(devices) => match ring_kick(&machine) {
+            Ok(kick) => Some((kick, devices)),
+            Err(e) => {
+                eprintln!(
+                    "kiln-hvt: warning: net ring not offered, the guest uses hypercalls: {}",
+                    kiln_tender::chain(&e)
+                );
+                None
+            }
         },
-    )?;
+        None => None,
+    };
+    #[cfg(feature = "net")]
+    let ring_gpa = ring_kick.as_ref().map(|_| ring::RING_GPA);
+    #[cfg(not(feature = "net"))]
+    let ring_gpa = None;
+    #[cfg_attr(not(feature = "net"), allow(unused_mut))]
+    let mut params = boot::BootParams {
+        manifest: image.manifest.bytes(),
+        attached: &attached,
+        args: &config.args,
+        kernel_end: image.kernel_end,
+        segments: &image
+            .segments
+            .iter()
+            .map(|s| (s.vaddr..s.vaddr + s.memsz, s.prot))
+            .collect::<Vec<_>>(),
+        tsc_hz,
+        solo5_protection,
+        ring: ring_gpa,
+    };
+    match boot::setup(&mut machine.mem, &params) {
+        // The page tables of a very large image leave no room for the
+        // ring: the guest does without it.
+        #[cfg(feature = "net")]
+        Err(boot::BootError::NoRoomForRing) => {
+            eprintln!(
+                "kiln-hvt: warning: net ring not offered, the guest uses hypercalls: the image's page tables leave no room for it below {:#x}",
+                kiln_abi::hvt::HVT_GUEST_MIN_BASE
+            );
+            ring_kick = None;
+            params.ring = None;
+            boot::setup(&mut machine.mem, &params)?;
+        }
+        other => other?,
+    }
 
     let epoll = sys::Epoll::new().map_err(TenderError::Epoll)?;
     sys::minimal_timer_slack().map_err(TenderError::Epoll)?;
@@ -233,19 +287,48 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
         None => None,
     };
 
-    seccomp::apply(&seccomp::Allow {
+    #[cfg_attr(not(feature = "net"), allow(unused_mut))]
+    let mut module_calls: Vec<_> = modules.iter().flat_map(|m| m.syscalls()).collect();
+    // The ring's I/O thread starts before the filter, which then covers it
+    // too: it reads the kick's eventfd (and the halt writes it) besides the
+    // taps' reads and writes the net module already allows.
+    #[cfg(feature = "net")]
+    let ring_thread = match ring_kick {
+        Some((kick, devices)) => {
+            use std::os::fd::AsRawFd;
+            let fd = kick.as_raw_fd();
+            for (nr, name) in [(libc::SYS_read, "read"), (libc::SYS_write, "write")] {
+                module_calls.push(module::FdSyscall { nr, name, fd });
+            }
+            let server = ring::Server::new(machine.mem.shared(), ring::RING_GPA, devices)
+                .map_err(TenderError::Ring)?;
+            Some(ring::spawn(server, std::sync::Arc::new(kick)).map_err(TenderError::RingThread)?)
+        }
+        None => None,
+    };
+    let allow = seccomp::Allow {
         vcpu_fd: machine.vcpu_fd(),
         epoll_fd: epoll.raw_fd(),
         timer_fd: epoll.timer_fd(),
-        module_calls: modules.iter().flat_map(|m| m.syscalls()).collect(),
+        module_calls,
         debug: debug_rules,
-    })?;
+    };
+    #[cfg(feature = "net")]
+    if ring_thread.is_some() {
+        seccomp::apply_all_threads(&allow)?;
+    } else {
+        seccomp::apply(&allow)?;
+    }
+    #[cfg(not(feature = "net"))]
+    seccomp::apply(&allow)?;
 
     let mut running = Running {
         machine,
         epoll,
         modules,
         core,
+        #[cfg(feature = "net")]
+        ring: ring_thread,
     };
     #[cfg(feature = "gdb")]
     if let Some(conn) = gdb {
@@ -264,6 +347,9 @@ pub struct Running {
     pub modules: Vec<Box<dyn Module>>,
     /// The core file to write if the guest fails (`--dumpcore`).
     pub core: Option<CoreFile>,
+    /// The net ring's I/O thread, when the ring is offered.
+    #[cfg(feature = "net")]
+    pub ring: Option<ring::RingThread>,
 }
 
 /// What a hypercall left the guest to do.
@@ -299,6 +385,12 @@ impl Running {
         ) {
             Ok(Outcome::Continue) => Ok(Served::Continue),
             Ok(Outcome::Halt { status, cookie }) => {
+                // Frames the guest queued on the ring before it halted
+                // still leave.
+                #[cfg(feature = "net")]
+                if let Some(ring) = self.ring.take() {
+                    ring.stop();
+                }
                 let _ = std::io::stdout().flush();
                 if status == EXIT_ABORT {
                     let message = if cookie == 0 {
@@ -351,6 +443,15 @@ impl Running {
             Err(e) => eprintln!("kiln-hvt: {}", kiln_tender::chain(&e)),
         }
     }
+}
+
+/// The kick of the net ring: an eventfd KVM signals on a guest's `out` to
+/// the kick port.
+#[cfg(feature = "net")]
+fn ring_kick(machine: &Machine) -> Result<vmm_sys_util::eventfd::EventFd, TenderError> {
+    let kick = ring::kick_eventfd().map_err(TenderError::RingThread)?;
+    machine.register_kick(&kick, kiln_abi::hvt_ring::HVT_RING_KICK_PIO_BASE)?;
+    Ok(kick)
 }
 
 /// The environment variable that hides kiln's hvt extensions

@@ -56,6 +56,12 @@ pub trait Module: ModuleFlags {
     fn enable_extensions(&mut self) -> u32 {
         0
     }
+    /// The net devices Solo5's ring I/O would serve (`crate::ring`), if
+    /// the module has any attached.
+    #[cfg(feature = "net")]
+    fn ring_devices(&self) -> Option<crate::ring::RingDevices> {
+        None
+    }
     /// Whether the module serves NET_EXCHANGE (its extension is on).
     fn serves_exchange(&self) -> bool {
         false

@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::Arc;
 
 use kiln_abi::hvt::{HcNetRead, HcNetWrite, Hypercall};
 use kiln_abi::hvt_ext::{
@@ -36,8 +37,9 @@ const MAX_ENTRIES: usize = EXCHANGE_MAX_FRAMES as usize;
 #[derive(Debug, Default)]
 pub struct Net {
     flags: NetFlags,
-    /// Attached devices in the order of their flags: (order, handle, tap).
-    attached: Vec<(usize, u64, File)>,
+    /// Attached devices in the order of their flags: (order, handle, tap);
+    /// the ring's I/O thread shares the taps.
+    attached: Vec<(usize, u64, Arc<File>)>,
     /// Whether NET_EXCHANGE is served.
     exchange: bool,
     /// The largest MTU of an attached device, 0 before any.
@@ -67,7 +69,7 @@ enum Drain {
 /// Says on stderr, once per tender, why reading a tap failed. The guest is
 /// told only `SOLO5_R_EUNSPEC`, as Solo5's tenders tell it; the operator
 /// learns the cause without a line per frame.
-fn report_read_error(e: &io::Error) {
+pub(crate) fn report_read_error(e: &io::Error) {
     static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !REPORTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
         eprintln!(
@@ -175,7 +177,7 @@ fn tables(arg: &[u8], mem: &GuestMemory, max_frame: u64) -> Result<Tables, Hyper
 /// Reads frames from `tap` into the buffers `bufs[*read..]`, advancing
 /// `*read`, until the device is empty or the buffers are full.
 fn drain(
-    tap: &mut File,
+    mut tap: &File,
     mem: &mut GuestMemory,
     bufs: &[(u64, u64)],
     lens: &mut [u64; MAX_ENTRIES],
@@ -211,11 +213,11 @@ impl Net {
         MAX_FRAME.max(u64::from(self.mtu) + 18)
     }
 
-    fn device(&mut self, handle: u64) -> Option<&mut File> {
+    fn device(&mut self, handle: u64) -> Option<&File> {
         self.attached
-            .iter_mut()
+            .iter()
             .find(|(_, h, _)| *h == handle)
-            .map(|(_, _, f)| f)
+            .map(|(_, _, f)| &**f)
     }
 
     fn write(&mut self, gpa: u64, mem: &mut GuestMemory) -> Result<(), HypercallError> {
@@ -235,7 +237,7 @@ impl Net {
         } else {
             match self.device(handle) {
                 None => Solo5Result::Einval,
-                Some(tap) => match tap.write(frame) {
+                Some(mut tap) => match tap.write(frame) {
                     Ok(n) if n as u64 == len => Solo5Result::Ok,
                     _ => Solo5Result::Eunspec,
                 },
@@ -271,7 +273,7 @@ impl Net {
         let mut ready = 0u64;
         match self.device(handle) {
             None => ret = Solo5Result::Einval,
-            Some(tap) => {
+            Some(mut tap) => {
                 for &(data, len) in t.tx.iter().take(t.tx_count) {
                     let frame =
                         mem.slice(data, len)
@@ -355,7 +357,7 @@ impl Net {
         let mut got = 0u64;
         let ret = match self.device(handle) {
             None => Solo5Result::Einval,
-            Some(tap) => {
+            Some(mut tap) => {
                 let buf = mem
                     .slice_mut(data, len)
                     .map_err(|source| HypercallError::memory(CALL, "buffer", source))?;
@@ -403,7 +405,7 @@ impl Module for Net {
             },
         )?;
         self.attached
-            .push((opened.order, handle, File::from(opened.fd)));
+            .push((opened.order, handle, Arc::new(File::from(opened.fd))));
         self.attached.sort_by_key(|(order, _, _)| *order);
         self.mtu = self.mtu.max(opened.mtu);
         Ok(MftDeviceInfo::net(opened.mac, opened.mtu))
@@ -442,6 +444,17 @@ impl Module for Net {
         epoll: &Epoll,
     ) -> Result<(), HypercallError> {
         self.net_exchange(gpa, mem, epoll)
+    }
+
+    fn ring_devices(&self) -> Option<crate::ring::RingDevices> {
+        (!self.attached.is_empty()).then(|| crate::ring::RingDevices {
+            taps: self
+                .attached
+                .iter()
+                .map(|(_, h, f)| (*h, f.clone()))
+                .collect(),
+            max_frame: self.max_frame(),
+        })
     }
 
     fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, u64)> {
@@ -504,8 +517,11 @@ mod tests {
             host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut net = Net::default();
             assert_eq!(net.enable_extensions(), KILN_FEATURE_NET_EXCHANGE);
-            net.attached
-                .push((0, HANDLE, File::from(std::os::fd::OwnedFd::from(guest))));
+            net.attached.push((
+                0,
+                HANDLE,
+                Arc::new(File::from(std::os::fd::OwnedFd::from(guest))),
+            ));
             let epoll = Epoll::new().unwrap();
             for (fd, handle) in net.poll_fds() {
                 epoll.add(fd, handle).unwrap();
@@ -688,9 +704,11 @@ mod tests {
         drop(gone);
         guest.set_nonblocking(true).unwrap();
         rig.net.attached.clear();
-        rig.net
-            .attached
-            .push((0, HANDLE, File::from(std::os::fd::OwnedFd::from(guest))));
+        rig.net.attached.push((
+            0,
+            HANDLE,
+            Arc::new(File::from(std::os::fd::OwnedFd::from(guest))),
+        ));
         rig.arg(HANDLE, 0, &[b"one", b"two"], 1, 1514);
         rig.run().unwrap();
         assert_eq!(rig.ret(), Solo5Result::Eunspec as i32);

@@ -211,6 +211,12 @@ pub fn apply(allow: &Allow) -> Result<(), SeccompError> {
     kiln_tender::seccomp::install(&filter(allow)?)
 }
 
+/// Installs the filter on every thread of the tender at once (the vCPU's
+/// and the net ring's I/O thread, started before).
+pub fn apply_all_threads(allow: &Allow) -> Result<(), SeccompError> {
+    seccompiler::apply_filter_all_threads(&filter(allow)?).map_err(SeccompError::Install)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,11 +11,16 @@ use std::ptr::NonNull;
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{VcpuFd, VmFd};
 
+pub mod shared;
+
 /// An anonymous private read-write mapping: the guest's physical memory.
+/// It is unmapped when the last of the mapping and its shared views
+/// ([`Mapping::shared`]) is dropped.
 #[derive(Debug)]
 pub struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
+    region: std::sync::Arc<shared::Region>,
 }
 
 impl Mapping {
@@ -40,7 +45,17 @@ impl Mapping {
             return Err(io::Error::last_os_error());
         }
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
-        Ok(Self { ptr, len })
+        Ok(Self {
+            ptr,
+            len,
+            region: std::sync::Arc::new(shared::Region::new(ptr, len)),
+        })
+    }
+
+    /// A view of the mapping for a thread that runs beside the vCPU (the
+    /// ring's I/O thread); it keeps the mapping alive.
+    pub fn shared(&self) -> shared::SharedRegion {
+        shared::SharedRegion::new(self.region.clone())
     }
 
     /// The whole mapping.
@@ -114,16 +129,6 @@ impl Mapping {
         // SAFETY: the region is exactly this live mapping, which outlives
         // `vm` (see above); slot 0 is not otherwise used.
         unsafe { vm.set_user_memory_region(region) }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping created in `new`, which no
-        // borrow outlives (they are tied to `&self`).
-        unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), self.len);
-        }
     }
 }
 

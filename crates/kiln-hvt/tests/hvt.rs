@@ -120,8 +120,9 @@ fn cmdline_is_the_args_after_kernel() {
     }
     let dir = TempDir::new();
     let mut g = Guest::new();
-    // The cmdline of a device-less guest sits at 0x5028 + 112 (8 + 104).
-    g.puts_at(0x5028 + 112, 11).halt(0);
+    // The cmdline of a device-less guest sits after the boot info (40
+    // bytes and the ring's 16) and the manifest (8 + 104).
+    g.puts_at(0x5038 + 112, 11).halt(0);
     let path = dir.write("c.hvt", &g.build());
     let run = run_hvt(&[&path.display().to_string(), "--times=3", "x"]);
     assert_eq!(run.code, Some(0), "{run:?}");
@@ -992,9 +993,9 @@ fn the_net_info_reports_the_taps_mtu() {
     );
     let dir = TempDir::new();
     let mut g = Guest::with_devices([MftEntry::net("service")]);
-    // The manifest copy follows the boot info (0x5000 + 40); entry 1 is the
-    // device, its `info` 72 bytes in.
-    let info = 0x5028 + kiln_abi::mft::entry_offset(1) as u64 + 72;
+    // The manifest copy follows the boot info (0x5000 + 40, and the ring's
+    // 16 bytes); entry 1 is the device, its `info` 72 bytes in.
+    let info = 0x5038 + kiln_abi::mft::entry_offset(1) as u64 + 72;
     g.puts_at(info, 16).halt(0);
     let path = dir.write("mtu.hvt", &g.build());
     let run = support::run_cmd(&mut ns.exec(&[

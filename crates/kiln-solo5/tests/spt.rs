@@ -227,7 +227,7 @@ fn a_block_write_past_the_end_is_killed_by_the_filter() {
 
 #[test]
 fn net_and_block_devices_work() {
-    support::check_net_and_block(Target::Spt, &[], false);
+    support::check_net_and_block(Target::Spt, &[], "hypercalls");
 }
 
 #[test]

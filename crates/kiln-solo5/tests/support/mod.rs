@@ -193,10 +193,10 @@ impl Devices {
 
 /// The `devices` image with 8 sectors of disk and a socket-pair net
 /// device, its tender run with the environment `env`: its report (saying
-/// whether the net device uses kiln's NET_EXCHANGE, as `exchange`
-/// expects), the two frames it echoes with their addresses swapped, and
+/// how the net device moves frames: kiln's NET_EXCHANGE, Solo5's net ring
+/// or the hypercalls, as `path` expects), the two frames it echoes with their addresses swapped, and
 /// the sectors it writes as the host sees them.
-pub fn check_net_and_block(target: Target, env: &[(&str, &str)], exchange: bool) {
+pub fn check_net_and_block(target: Target, env: &[(&str, &str)], path: &str) {
     let b = built(target);
     let d = Devices::new("disk");
     let mut command = Command::new(&b.tender);
@@ -223,7 +223,6 @@ pub fn check_net_and_block(target: Target, env: &[(&str, &str)], exchange: bool)
     let r = wait(command);
     let echoes = peer.join().expect("peer thread");
     r.assert_code(0);
-    let exchange = if exchange { "on" } else { "off" };
     assert_eq!(
         r.stdout,
         format!(
@@ -233,7 +232,7 @@ pub fn check_net_and_block(target: Target, env: &[(&str, &str)], exchange: bool)
              block: 6-sector write and read back ok\n\
              past the end: sectors 8..+1 are outside the device's 8 sectors\n\
              net: mac 02:00:00:00:00:01 mtu 1500\n\
-             net: kiln exchange {exchange}\n\
+             net: frames by {path}\n\
              net: echoed frame 1 of 21 bytes\n\
              net: echoed frame 2 of 21 bytes\n"
         )

@@ -58,7 +58,7 @@ async fn start(
     net: impl NetworkInterface,
     disk: impl Block,
     frames: u32,
-    exchange: bool,
+    path: &str,
 ) -> Result<(), Error> {
     let info = disk.info();
     let size = info.sector_size as usize;
@@ -94,8 +94,7 @@ async fn start(
 
     let _ = console.logf(format_args!("net: mac {} mtu {}", net.mac(), net.mtu()));
     let _ = console.logf(format_args!(
-        "net: kiln exchange {}",
-        if exchange { "on" } else { "off" }
+        "net: frames by {path}"
     ));
     let mut buf = vec![0u8; net.mtu() + kiln_devices::net::ETHERNET_HEADER_LEN];
     for i in 1..=frames {
@@ -162,10 +161,14 @@ fn run(env: &'static kiln_solo5::Env) -> ExitStatus {
         Ok(b) => b,
         Err(e) => return Err::<(), _>(Error::Device(e)).exit_status(),
     };
-    let exchange = net.uses_exchange();
+    let path = if net.uses_exchange() {
+        "kiln exchange"
+    } else {
+        "hypercalls"
+    };
     kiln_rt::block_on(
         env.platform(),
-        start(env.console(), net, disk, frames, exchange),
+        start(env.console(), net, disk, frames, path),
     )
     .exit_status()
 }
