@@ -243,6 +243,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
 
     let (errors_in, errors_out) = sys::pipe().map_err(TenderError::Process)?;
     let parent = std::process::id() as libc::pid_t;
+    // As solo5-spt (no handler: the signal ends it) until the guest
+    // acknowledges; then the first signal is a stop request. Caught before
+    // the fork, so that no signal finds the tender without its handler once
+    // the guest runs; the child gets the default action back.
+    page.watch_stop_ack(KILN_STOP_ACK);
+    stop.catch(Fallback::Default)
+        .map_err(TenderError::Signals)?;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     // The child starts on this CPU, which the parent leaves for it when it
@@ -264,11 +271,6 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
         }
         sys::Fork::Parent(pid) => {
             drop(errors_out);
-            page.watch_stop_ack(KILN_STOP_ACK);
-            // As solo5-spt (no handler: the signal ends it) until the guest
-            // acknowledges; then the first signal is a stop request.
-            stop.catch(Fallback::Default)
-                .map_err(TenderError::Signals)?;
             let death = supervise::supervise(pid, &page).map_err(TenderError::Process)?;
             // Why the child could not enter the guest, if it could not.
             let mut why = Vec::new();
@@ -304,6 +306,9 @@ fn enter_guest(
 ) -> String {
     if let Err(e) = sys::die_with_parent(parent) {
         return format!("cannot tie the guest to the tender: {e}");
+    }
+    if let Err(e) = kiln_tender::stop::restore_default() {
+        return format!("cannot restore the guest's signal actions: {e}");
     }
     sys::close_other_fds(keep);
     let mut mem = match guest::GuestMemory::new(mem_size) {

@@ -125,6 +125,18 @@ impl StopSignals {
     }
 }
 
+/// Gives SIGTERM and SIGINT their default action back in this process (a
+/// child forked after [`StopSignals::catch`], about to become a guest).
+pub fn restore_default() -> io::Result<()> {
+    for signal in STOP_SIGNALS {
+        // SAFETY: SIG_DFL is a valid disposition; no pointer is kept.
+        if unsafe { libc::signal(signal, libc::SIG_DFL) } == libc::SIG_ERR {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Watches `fd` in the epoll set `epoll` for input, reported once
 /// (`EPOLLONESHOT`), with `data` as the event's `data.u64`.
 pub fn register_once(epoll: RawFd, fd: RawFd, data: u64) -> io::Result<()> {
