@@ -1334,6 +1334,16 @@ fn www_stops_gracefully_under_the_tenders() {
             "stopping; 1 connection(s) in flight",
             Duration::from_secs(5),
         );
+        let refused = in_netns(&ns, || {
+            std::net::TcpStream::connect_timeout(
+                &"10.94.0.2:8080".parse().unwrap(),
+                Duration::from_secs(2),
+            )
+        });
+        assert!(
+            refused.is_err(),
+            "www on {target} still accepts after SIGTERM"
+        );
         let stopped = Instant::now();
         finish_request(client);
         let status = tender
