@@ -182,7 +182,8 @@ pub struct RunArgs {
     /// The implementations to choose [default: those of the last configure].
     #[command(flatten)]
     pub choices: ChoiceOpts,
-    /// Guest memory in MiB on hvt and spt [default: the tender's, 512]
+    /// Guest memory in MiB on hvt, spt and virtio [default: the tender's,
+    /// 512; QEMU's for virtio, 128]
     /// and virtio [default: 128]
     #[arg(long, value_name = "MB")]
     pub mem: Option<u64>,
