@@ -182,8 +182,7 @@ pub struct RunArgs {
     /// The implementations to choose [default: those of the last configure].
     #[command(flatten)]
     pub choices: ChoiceOpts,
-    /// Guest memory in MiB on hvt, spt and virtio [default: the tender's,
-    /// 512; QEMU's for virtio, 128]
+    /// Guest memory in MiB on hvt and spt [default: the tender's, 512]
     /// and virtio [default: 128]
     #[arg(long, value_name = "MB")]
     pub mem: Option<u64>,
@@ -317,6 +316,7 @@ pub struct UpArgs {
     #[arg(short, long, value_enum)]
     pub target: Option<TargetArg>,
     /// Guest memory in MiB on hvt and spt [default: the tender's, 512]
+    /// and virtio [default: 128]
     #[arg(long, value_name = "MB")]
     pub mem: Option<u64>,
     /// When the daemon starts the unikernel again after it exits
