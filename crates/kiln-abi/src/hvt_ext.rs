@@ -16,6 +16,16 @@
 //! ...) as bits of `eax`. KVM answers a leaf the tender did not set with
 //! another leaf's values, never with the signature.
 //!
+//! # STOP
+//!
+//! With [`KILN_FEATURE_STOP`] offered, a guest that handles stop requests
+//! makes STOP_ENABLE ([`KILN_STOP_ENABLE_PORT`], an [`HcStopEnable`]) once.
+//! From then on the tender turns the first SIGTERM or SIGINT into a stop
+//! request: any wait (POLL, NET_EXCHANGE) returns at once, and before the
+//! guest resumes the tender writes [`KILN_STOP_REQUESTED`] to the guest's
+//! word. A second signal, or a signal before STOP_ENABLE, does what
+//! Solo5's `solo5-hvt` does: the tender exits with status 1.
+//!
 //! # NET_EXCHANGE
 //!
 //! A 32-bit `out` to [`KILN_NET_EXCHANGE_PORT`] (inside the hvt hypercall
@@ -155,6 +165,42 @@ const _: () = assert!(core::mem::offset_of!(HcNetExchange, rx_read) == 56);
 const _: () = assert!(core::mem::offset_of!(HcNetExchange, ready_set) == 64);
 const _: () = assert!(core::mem::offset_of!(HcNetExchange, ret) == 72);
 
+/// Feature bit (in `eax` of [`KILN_CPUID_LEAF`]): the tender serves
+/// STOP_ENABLE, after which SIGTERM and SIGINT become a stop request the
+/// guest sees at its next wait instead of ending the tender
+/// (`docs/hvt-extensions.md`, "STOP"). Bit 8, clear of the low bits other
+/// data-path extensions take.
+pub const KILN_FEATURE_STOP: u32 = 1 << 8;
+
+/// The hypercall number of STOP_ENABLE (port
+/// [`crate::hvt::HVT_HYPERCALL_PIO_BASE`]` + 0x48`).
+pub const KILN_STOP_ENABLE_NR: u16 = 0x48;
+
+/// The port of STOP_ENABLE.
+pub const KILN_STOP_ENABLE_PORT: u16 = crate::hvt::HVT_HYPERCALL_PIO_BASE + KILN_STOP_ENABLE_NR;
+
+const _: () = assert!(KILN_STOP_ENABLE_NR >= 4 * crate::hvt::HVT_HYPERCALL_MAX);
+const _: () = assert!(KILN_STOP_ENABLE_NR < 0x100);
+const _: () = assert!(KILN_STOP_ENABLE_NR != KILN_NET_EXCHANGE_NR);
+
+/// What the tender writes to the guest's stop word when a stop was
+/// requested (the word is zero until then).
+pub const KILN_STOP_REQUESTED: u64 = 1;
+
+/// The argument of STOP_ENABLE: the guest declares that it handles stop
+/// requests and names the word the tender sets when one comes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HcStopEnable {
+    /// IN: guest address of an 8-byte, 8-aligned word in writable guest
+    /// memory. The tender writes [`KILN_STOP_REQUESTED`] there, while the
+    /// guest is stopped in a hypercall, once a stop has been requested.
+    pub word: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<HcStopEnable>() == 8);
+const _: () = assert!(core::mem::offset_of!(HcStopEnable, word) == 0);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +225,21 @@ mod tests {
         assert_eq!(features([1, 0, c, d]), 0);
         // What KVM answers for a leaf nobody set: another leaf's values.
         assert_eq!(features([0x1f, 0x756e_6547, 0x6c65_746e, 0x4965_6e69]), 0);
+    }
+
+    #[test]
+    fn stop_enable_is_a_port_of_its_own() {
+        assert_eq!(KILN_STOP_ENABLE_PORT, 0x548);
+        assert_eq!(
+            crate::hvt::Hypercall::from_port(KILN_STOP_ENABLE_PORT),
+            None
+        );
+        let [b, c, d] = KILN_CPUID_SIGNATURE;
+        let both = KILN_FEATURE_NET_EXCHANGE | KILN_FEATURE_STOP;
+        assert_eq!(
+            features([both, b, c, d]) & KILN_FEATURE_STOP,
+            KILN_FEATURE_STOP
+        );
     }
 
     #[test]

@@ -23,7 +23,10 @@
 //! - [`hvt_ext`]: kiln's own extension to the hvt ABI, not Solo5's: the
 //!   CPUID leaf that tells a guest it runs under kiln-hvt, and the
 //!   NET_EXCHANGE hypercall (several frames each way and a wait in one
-//!   VM exit).
+//!   VM exit), and the STOP_ENABLE hypercall (a stop request the guest
+//!   sees at its next wait);
+//! - [`spt_ext`]: kiln's extension to the spt ABI: a block after the boot
+//!   info offering the same stop request to spt guests.
 //!
 //! # Emitting the notes from a guest
 //!
@@ -97,6 +100,7 @@ pub mod hvt_ring;
 pub mod mft;
 pub mod note;
 pub mod spt;
+pub mod spt_ext;
 pub mod status;
 
 pub use mft::{MftEntry, MftNote, MftType};

@@ -25,6 +25,10 @@
 //! - [`hypercall`]: hypercall dispatch, Solo5's calls and kiln's
 //!   NET_EXCHANGE extension (`kiln_abi::hvt_ext`, discovered through a
 //!   CPUID leaf the [`vm`] adds; [`NO_EXTENSIONS_ENV`] hides both);
+//! - [`stop`]: kiln's STOP extension: STOP_ENABLE, and SIGTERM or SIGINT
+//!   turned into a stop request the guest sees at its next wait
+//!   ([`kiln_tender::stop`] catches the signals; solo5-hvt's exit 1 for a
+//!   guest that did not enable it);
 //! - [`seccomp`]: the allow-list applied right before the vCPU loop;
 //! - [`paging`]: guest-virtual addresses through the guest's own page
 //!   tables, for [`dumpcore`] (`--dumpcore=DIR`: an ELF core file when the
@@ -46,6 +50,7 @@ pub mod hypercall;
 pub mod module;
 pub mod paging;
 pub mod seccomp;
+pub mod stop;
 pub mod sys;
 pub mod vm;
 
@@ -62,6 +67,7 @@ use std::ffi::OsString;
 use std::io::Write;
 
 use kiln_abi::hvt::layout::GUEST_PAGE_SIZE;
+use kiln_abi::hvt_ext::{KILN_FEATURE_STOP, KILN_STOP_ENABLE_PORT};
 use kiln_abi::status::EXIT_ABORT;
 use kiln_tender::devices::{DevicesError, attach_all, wants_help};
 use kiln_tender::image::{self, ImageError};
@@ -109,6 +115,9 @@ pub enum TenderError {
     /// Setting up the epoll set.
     #[error("cannot set up polling of devices")]
     Epoll(#[source] std::io::Error),
+    /// Catching the stop signals.
+    #[error("cannot catch SIGTERM and SIGINT")]
+    Signals(#[source] std::io::Error),
     /// KVM.
     #[error(transparent)]
     Vm(#[from] VmError),
@@ -193,9 +202,9 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
     let extensions = if extensions_hidden() {
         0
     } else {
-        modules
-            .iter_mut()
-            .fold(0, |features, m| features | m.enable_extensions())
+        modules.iter_mut().fold(KILN_FEATURE_STOP, |features, m| {
+            features | m.enable_extensions()
+        })
     };
 
     // Solo5's net ring, in the tender's low memory below the image.
@@ -267,6 +276,25 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
         }
     }
 
+    // From here SIGTERM and SIGINT end the tender as they end solo5-hvt, or
+    // become a stop request once the guest asks for one.
+    let stop = if extensions & KILN_FEATURE_STOP != 0 {
+        Some(stop::Stop::install(&epoll).map_err(TenderError::Signals)?)
+    } else {
+        kiln_tender::stop::StopSignals::new()
+            .and_then(|s| s.catch(kiln_tender::stop::Fallback::ExitOne))
+            .map_err(TenderError::Signals)?;
+        None
+    };
+    let mut module_calls: Vec<_> = modules.iter().flat_map(|m| m.syscalls()).collect();
+    if let Some(stop) = &stop {
+        module_calls.push(module::FdSyscall {
+            nr: libc::SYS_write,
+            name: "write",
+            fd: stop.event_fd(),
+        });
+    }
+
     let core = debug
         .dumpcore
         .as_deref()
@@ -287,8 +315,6 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
         None => None,
     };
 
-    #[cfg_attr(not(feature = "net"), allow(unused_mut))]
-    let mut module_calls: Vec<_> = modules.iter().flat_map(|m| m.syscalls()).collect();
     // The ring's I/O thread starts before the filter, which then covers it
     // too: it reads the kick's eventfd (and the halt writes it) besides the
     // taps' reads and writes the net module already allows.
@@ -329,6 +355,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
         core,
         #[cfg(feature = "net")]
         ring: ring_thread,
+        stop,
     };
     #[cfg(feature = "gdb")]
     if let Some(conn) = gdb {
@@ -350,6 +377,8 @@ pub struct Running {
     /// The net ring's I/O thread, when the ring is offered.
     #[cfg(feature = "net")]
     pub ring: Option<ring::RingThread>,
+    /// kiln's STOP extension, when offered.
+    pub stop: Option<stop::Stop>,
 }
 
 /// What a hypercall left the guest to do.
@@ -376,14 +405,33 @@ impl Running {
     /// (and writes the core file).
     pub fn serve(&mut self, io: IoExit) -> Result<Served, TenderError> {
         let data = io.data.get(..io.size).unwrap_or(&io.data);
-        match hypercall::dispatch(
+        if io.port == KILN_STOP_ENABLE_PORT
+            && let Some(stop) = self.stop.as_mut()
+            && let Ok(value) = <[u8; 4]>::try_from(data)
+        {
+            let gpa = u64::from(u32::from_le_bytes(value));
+            return match stop.enable(gpa, &mut self.machine.mem) {
+                Ok(()) => Ok(Served::Continue),
+                Err(source) => {
+                    let regs = self.machine.register_dump();
+                    Err(TenderError::Hypercall { source, regs })
+                }
+            };
+        }
+        let outcome = hypercall::dispatch(
             io.port,
             data,
             &mut self.machine.mem,
             &self.epoll,
             &mut self.modules,
-        ) {
-            Ok(Outcome::Continue) => Ok(Served::Continue),
+        );
+        match outcome {
+            Ok(Outcome::Continue) => {
+                if let Some(stop) = self.stop.as_mut() {
+                    stop.deliver(&mut self.machine.mem);
+                }
+                Ok(Served::Continue)
+            }
             Ok(Outcome::Halt { status, cookie }) => {
                 // Frames the guest queued on the ring before it halted
                 // still leave.

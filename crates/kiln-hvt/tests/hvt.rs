@@ -1043,11 +1043,13 @@ fn seccomp_filter_is_on_while_the_guest_runs() {
 }
 
 /// kiln's CPUID leaf carries the signature and the features the compiled
-/// modules offer, and nothing with `KILN_HVT_NO_EXTENSIONS=1`: then the
+/// modules and the tender offer, and nothing with `KILN_HVT_NO_EXTENSIONS=1`: then the
 /// guest sees what Solo5's tender would show it.
 #[test]
 fn the_kiln_cpuid_leaf_names_the_extensions() {
-    use kiln_abi::hvt_ext::{KILN_CPUID_LEAF, KILN_FEATURE_NET_EXCHANGE, features};
+    use kiln_abi::hvt_ext::{
+        KILN_CPUID_LEAF, KILN_FEATURE_NET_EXCHANGE, KILN_FEATURE_STOP, features,
+    };
 
     if !kvm_available() {
         return;
@@ -1067,10 +1069,11 @@ fn the_kiln_cpuid_leaf_names_the_extensions() {
         r
     };
     let on = read(&run_hvt(&[&path]));
+    // STOP is the tender's own, offered with or without modules.
     let expected = if cfg!(feature = "net") {
-        KILN_FEATURE_NET_EXCHANGE
+        KILN_FEATURE_NET_EXCHANGE | KILN_FEATURE_STOP
     } else {
-        0
+        KILN_FEATURE_STOP
     };
     assert_eq!(features(on), expected, "leaf {on:x?}");
     let off = read(&support::run_cmd(

@@ -230,6 +230,12 @@ impl Env {
         crate::WallClock::new()
     }
 
+    /// The shutdown device (kiln's stop request; declares it to the
+    /// tender).
+    pub fn shutdown(&self) -> crate::Shutdown {
+        crate::Shutdown::new()
+    }
+
     /// The random device.
     pub fn random(&self) -> crate::Random {
         crate::Random::new(crate::exit)

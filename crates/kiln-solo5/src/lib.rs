@@ -38,8 +38,9 @@
 //!   exception reports, how spt block requests are cut to the lengths the
 //!   tender's filter allows, buffered console output;
 //! - the devices (built for `x86_64-unknown-none` only): `Console`,
-//!   `MonotonicClock`, `WallClock`, `Random`, `Net`, `Block`, and the
-//!   `Platform`;
+//!   `MonotonicClock`, `WallClock`, `Random`, `Net`, `Block`, `Shutdown`
+//!   (kiln's stop request: SIGTERM to kiln-hvt or kiln-spt, seen at the
+//!   next wait), and the `Platform`;
 //! - [`mod@env`]: the [`Env`] a unikernel starts with (arguments, devices by
 //!   name), [`main!`] and `exit`, the panic handler.
 //!
@@ -228,6 +229,8 @@ mod net;
 #[cfg(target_os = "none")]
 mod platform;
 #[cfg(target_os = "none")]
+mod shutdown;
+#[cfg(target_os = "none")]
 mod sys;
 
 #[cfg(target_os = "none")]
@@ -242,6 +245,8 @@ pub use kiln_x86::random::Random;
 pub use net::Net;
 #[cfg(target_os = "none")]
 pub use platform::{FOREVER_NANOS, Platform, platform};
+#[cfg(target_os = "none")]
+pub use shutdown::Shutdown;
 #[cfg(target_os = "none")]
 pub use time::{MonotonicClock, WallClock};
 

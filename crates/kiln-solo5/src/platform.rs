@@ -87,5 +87,6 @@ impl kiln_rt::Platform for Platform {
             None => sys::host::poll(timeout),
         };
         self.reactor.deliver(ready);
+        crate::shutdown::after_wait();
     }
 }

@@ -1,11 +1,15 @@
 //! The guest's low memory, as `spt_abi.h` lays it out from
-//! `SPT_BOOT_INFO_BASE`: the boot info, then the tender's copy of the
+//! `SPT_BOOT_INFO_BASE`: the boot info, kiln's extension block
+//! (`kiln_abi::spt_ext`, which Solo5 guests never look at: they follow the
+//! boot info's pointers), then the tender's copy of the
 //! manifest (attached entries filled in, `b.hostfd` included), then the
 //! NUL-terminated command line. Built as bytes, without touching guest
 //! memory, so that it is unit-tested.
 
+use kiln_abi::hvt_ext::KILN_FEATURE_STOP;
 use kiln_abi::mft::{MFT_ENTRY_ATTACHED_OFFSET, MftEntry, entry_offset};
-use kiln_abi::spt::{SPT_BOOT_INFO_BASE, SPT_CMDLINE_SIZE, SptBootInfo};
+use kiln_abi::spt::{SPT_CMDLINE_SIZE, SptBootInfo};
+use kiln_abi::spt_ext::{SPT_EXT_END, SPT_EXT_MAGIC, SptExt};
 use thiserror::Error;
 
 use crate::module::Attached;
@@ -57,6 +61,9 @@ pub struct BootParams<'a> {
     pub epoll_fd: i32,
     /// The internal timer.
     pub timer_fd: i32,
+    /// Where a guest acknowledges kiln's stop request
+    /// (`kiln_abi::spt_ext`), or 0 when it is not offered.
+    pub stop_ack: u64,
 }
 
 /// The bytes to copy to `SPT_BOOT_INFO_BASE`.
@@ -71,8 +78,8 @@ pub fn low_memory(p: &BootParams<'_>) -> Result<Vec<u8>, BootError> {
             max: SPT_CMDLINE_SIZE - 1,
         });
     }
-    let info_size = core::mem::size_of::<SptBootInfo>() as u64;
-    let mft_at = SPT_BOOT_INFO_BASE + info_size;
+    // kiln's extension block sits between the boot info and the manifest.
+    let mft_at = SPT_EXT_END;
     let cmdline_at = mft_at + p.manifest.len() as u64;
     let info = SptBootInfo {
         mem_size: p.mem_size,
@@ -83,6 +90,16 @@ pub fn low_memory(p: &BootParams<'_>) -> Result<Vec<u8>, BootError> {
         timerfd: p.timer_fd,
     };
     let mut out = info.to_bytes().to_vec();
+    let ext = SptExt {
+        magic: SPT_EXT_MAGIC,
+        features: if p.stop_ack != 0 {
+            u64::from(KILN_FEATURE_STOP)
+        } else {
+            0
+        },
+        stop_ack: p.stop_ack,
+    };
+    out.extend_from_slice(&ext.to_bytes());
     let mut mft = p.manifest.to_vec();
     for a in p.attached {
         let at = usize::try_from(a.handle)
@@ -109,6 +126,7 @@ pub fn low_memory(p: &BootParams<'_>) -> Result<Vec<u8>, BootError> {
 mod tests {
     use super::*;
     use kiln_abi::mft::{Manifest, MftDeviceInfo};
+    use kiln_abi::spt::SPT_BOOT_INFO_BASE;
     use kiln_abi::{MftEntry, MftNote};
 
     fn manifest() -> Vec<u8> {
@@ -139,16 +157,21 @@ mod tests {
             kernel_end: 0x20_0000,
             epoll_fd: 5,
             timer_fd: 6,
+            stop_ack: 0x7f00_0000_0800,
         })
         .unwrap();
         assert_eq!(u64_at(&low, 0), 64 << 20);
         assert_eq!(u64_at(&low, 8), 0x20_0000);
         let mft_at = u64_at(&low, 24);
         let cmdline_at = u64_at(&low, 16);
-        assert_eq!(mft_at, SPT_BOOT_INFO_BASE + 40);
+        assert_eq!(mft_at, SPT_BOOT_INFO_BASE + 64);
         assert_eq!(cmdline_at, mft_at + mft.len() as u64);
         assert_eq!(&low[32..40], &[5, 0, 0, 0, 6, 0, 0, 0]);
-        let copy = &low[40..40 + mft.len()];
+        // kiln's block: magic, the stop feature, the acknowledgement word.
+        assert_eq!(&low[40..48], b"kiln-spt");
+        assert_eq!(u64_at(&low, 48), u64::from(KILN_FEATURE_STOP));
+        assert_eq!(u64_at(&low, 56), 0x7f00_0000_0800);
+        let copy = &low[64..64 + mft.len()];
         let parsed = Manifest::new_checked(copy).unwrap();
         assert_eq!(parsed.find("disk").unwrap().index, 2);
         let disk = entry_offset(2);
@@ -156,7 +179,7 @@ mod tests {
         assert_eq!(u64_at(copy, disk + INFO_OFFSET), 4096);
         assert_eq!(u64_at(copy, disk + BACKING_OFFSET), 7);
         assert_eq!(copy[entry_offset(1) + MFT_ENTRY_ATTACHED_OFFSET], 0);
-        assert_eq!(&low[40 + mft.len()..], b"--times 3\0");
+        assert_eq!(&low[64 + mft.len()..], b"--times 3\0");
     }
 
     #[test]
@@ -171,6 +194,7 @@ mod tests {
             kernel_end: 0x20_0000,
             epoll_fd: 5,
             timer_fd: 6,
+            stop_ack: 0,
         })
         .unwrap_err();
         assert!(matches!(err, BootError::CmdlineTooLong { .. }));

@@ -40,6 +40,9 @@
 //!   as Cargo features (default on), each contributing its rules;
 //! - [`boot`]: the boot info, manifest copy and command line;
 //! - [`supervise`]: the parent's wait and the explanation of a death;
+//!   the parent also turns SIGTERM and SIGINT into kiln's stop request
+//!   (`kiln_abi::spt_ext`, [`kiln_tender::stop`]) for a guest that
+//!   acknowledged it, and otherwise ends by them as solo5-spt does;
 //! - [`cli`]: the solo5-spt-compatible command line;
 //! - [`run`]: all of the above in order; `main` only prints its result.
 #![deny(unsafe_code)]
@@ -63,8 +66,10 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 
 use kiln_abi::spt::{SPT_BOOT_INFO_BASE, SPT_INTERNAL_TIMERFD};
+use kiln_abi::spt_ext::{KILN_SPT_STOP_EVENT, KILN_STOP_ACK};
 use kiln_tender::devices::{DevicesError, attach_all, wants_help};
 use kiln_tender::image::{self, ImageError};
+use kiln_tender::stop::{Fallback, StopSignals, register_once};
 use thiserror::Error;
 
 use crate::cli::{CliError, Command};
@@ -101,6 +106,9 @@ pub enum TenderError {
     /// The seccomp filter.
     #[error(transparent)]
     Seccomp(#[from] seccomp::SeccompError),
+    /// The stop request's event or signal handlers.
+    #[error("cannot set up the stop request (SIGTERM, SIGINT)")]
+    Signals(#[source] std::io::Error),
     /// Forking or waiting for the guest.
     #[error("cannot run the guest process")]
     Process(#[source] std::io::Error),
@@ -213,6 +221,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
             sys::epoll_add(epoll.as_raw_fd(), fd, handle).map_err(TenderError::Epoll)?;
         }
     }
+    // kiln's stop request: an event in the guest's set that stays silent
+    // unless the guest acknowledged it in the shared page and a stop signal
+    // came (the child does not keep the eventfd: the tender writes it).
+    let stop = StopSignals::new().map_err(TenderError::Signals)?;
+    register_once(epoll.as_raw_fd(), stop.event_fd(), KILN_SPT_STOP_EVENT)
+        .map_err(TenderError::Signals)?;
+    let page = sys::ReportPage::new().map_err(TenderError::Process)?;
     let low = boot::low_memory(&boot::BootParams {
         manifest: image.manifest.bytes(),
         attached: &attached,
@@ -221,13 +236,20 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
         kernel_end: image.kernel_end,
         epoll_fd: epoll.as_raw_fd(),
         timer_fd: timer.as_raw_fd(),
+        stop_ack: page.stop_ack() as u64,
     })?;
     let rules = guest_rules(epoll.as_raw_fd(), timer.as_raw_fd(), &modules);
     let program = seccomp::compile(&rules)?;
 
     let (errors_in, errors_out) = sys::pipe().map_err(TenderError::Process)?;
-    let page = sys::ReportPage::new().map_err(TenderError::Process)?;
     let parent = std::process::id() as libc::pid_t;
+    // As solo5-spt (no handler: the signal ends it) until the guest
+    // acknowledges; then the first signal is a stop request. Caught before
+    // the fork, so that no signal finds the tender without its handler once
+    // the guest runs; the child gets the default action back.
+    page.watch_stop_ack(KILN_STOP_ACK);
+    stop.catch(Fallback::Default)
+        .map_err(TenderError::Signals)?;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     // The child starts on this CPU, which the parent leaves for it when it
@@ -284,6 +306,9 @@ fn enter_guest(
 ) -> String {
     if let Err(e) = sys::die_with_parent(parent) {
         return format!("cannot tie the guest to the tender: {e}");
+    }
+    if let Err(e) = kiln_tender::stop::restore_default() {
+        return format!("cannot restore the guest's signal actions: {e}");
     }
     sys::close_other_fds(keep);
     let mut mem = match guest::GuestMemory::new(mem_size) {

@@ -246,6 +246,9 @@ const RECORD_MAGIC: u64 = u64::from_le_bytes(*b"kilnsig\0");
 const RECORD_WORDS: usize = 6;
 /// Size of the shared page.
 const REPORT_PAGE: usize = 4096;
+/// The word of the page a guest writes to acknowledge the stop request.
+const STOP_ACK_WORD: usize = 256;
+const _: () = assert!((STOP_ACK_WORD + 1) * 8 <= REPORT_PAGE && STOP_ACK_WORD > RECORD_WORDS);
 
 /// The page the guest process's fatal-signal handler writes its
 /// [`Record`] to: anonymous and shared, mapped before the fork, so that the
@@ -279,6 +282,24 @@ impl ReportPage {
         }
         let words = NonNull::new(ptr.cast::<u64>()).ok_or_else(io::Error::last_os_error)?;
         Ok(Self { words })
+    }
+
+    /// The word of the page where a guest acknowledges kiln's stop request
+    /// (`kiln_abi::spt_ext`): far from the record, 8-aligned, zero until
+    /// the guest writes it. Mapped for as long as the process lives.
+    pub fn stop_ack(&self) -> *mut u64 {
+        // SAFETY: word STOP_ACK_WORD lies inside the REPORT_PAGE bytes
+        // mapped by `new`.
+        unsafe { self.words.as_ptr().add(STOP_ACK_WORD) }
+    }
+
+    /// Makes the stop handler of this process ([`kiln_tender::stop`])
+    /// take [`ReportPage::stop_ack`] holding `value` as the guest's
+    /// acknowledgement.
+    pub fn watch_stop_ack(&self, value: u64) {
+        // SAFETY: the page is never unmapped (no Drop: the guest process
+        // keeps it, and the tender until it exits) and the word is aligned.
+        unsafe { kiln_tender::stop::StopSignals::watch_ack(self.stop_ack(), value) };
     }
 
     /// The record the guest's handler wrote, if it wrote one.

@@ -22,6 +22,7 @@ use crate::policy::{self, Backoff, Exit};
 use crate::procfs;
 use crate::proto::{Spec, Target};
 use crate::state::{Phase, State, Unit};
+use crate::virtio;
 
 /// The daemon's settings.
 #[derive(Debug, Clone)]
@@ -538,7 +539,13 @@ pub(crate) fn start(shared: &Arc<Shared>, inner: &mut Inner, name: &str) -> Resu
             ));
         }
     };
-    let mut command = command(&unit.spec, &taps);
+    let mut command = match command(&unit.spec, &taps) {
+        Ok(c) => c,
+        Err(e) => {
+            cleanup(&taps);
+            return Err(e);
+        }
+    };
     let stderr = match writer.try_clone() {
         Ok(f) => f,
         Err(e) => {
@@ -604,11 +611,12 @@ pub(crate) fn start(shared: &Arc<Shared>, inner: &mut Inner, name: &str) -> Resu
     // daemon that dies before this write finds the process by its mark.
     shared.save_runtime(inner);
     shared.changed.notify_all();
-    watch_child(shared, name.to_string(), unit.instance, child);
+    let virtio = unit.spec.target == Target::Virtio;
+    watch_child(shared, name.to_string(), unit.instance, child, virtio);
     Ok(())
 }
 
-fn watch_child(shared: &Arc<Shared>, name: String, instance: u64, mut child: Child) {
+fn watch_child(shared: &Arc<Shared>, name: String, instance: u64, mut child: Child, virtio: bool) {
     let shared = Arc::clone(shared);
     spawn_thread("kiln-watch", move || {
         let exit = match child.wait() {
@@ -620,6 +628,16 @@ fn watch_child(shared: &Arc<Shared>, name: String, instance: u64, mut child: Chi
             Err(_) => Exit::Unknown,
         };
         let mut inner = shared.lock();
+        let exit = if virtio {
+            let stopping = inner
+                .state
+                .units
+                .get(&name)
+                .is_some_and(|u| u.phase == Phase::Stopped);
+            virtio::guest_exit(exit, stopping)
+        } else {
+            exit
+        };
         exited(&shared, &mut inner, &name, exit, Some(instance));
     });
 }
@@ -639,7 +657,7 @@ pub(crate) fn check_files(spec: &Spec) -> Result<(), String> {
     };
     match spec.target {
         Target::Unix => executable("image", &spec.image)?,
-        Target::Hvt | Target::Spt => {
+        Target::Hvt | Target::Spt | Target::Virtio => {
             let m = fs::metadata(&spec.image)
                 .map_err(|e| format!("cannot use the image {}: {e}", spec.image.display()))?;
             if !m.is_file() {
@@ -669,7 +687,7 @@ pub(crate) fn check_files(spec: &Spec) -> Result<(), String> {
 }
 
 /// The command that runs `spec` with its taps.
-fn command(spec: &Spec, taps: &[String]) -> Command {
+fn command(spec: &Spec, taps: &[String]) -> Result<Command, String> {
     let devices: Vec<String> = spec
         .net
         .iter()
@@ -681,10 +699,15 @@ fn command(spec: &Spec, taps: &[String]) -> Command {
                 .map(|b| format!("--block:{}={}", b.device, b.path.display())),
         )
         .collect();
-    match &spec.tender {
+    Ok(match &spec.tender {
         None => {
             let mut c = Command::new(&spec.image);
             c.args(&devices).args(&spec.args);
+            c
+        }
+        Some(vmm) if spec.target == Target::Virtio => {
+            let mut c = Command::new(vmm);
+            c.args(virtio::qemu_args(spec, &devices)?);
             c
         }
         Some(tender) => {
@@ -695,7 +718,7 @@ fn command(spec: &Spec, taps: &[String]) -> Command {
             c.args(&devices).arg("--").arg(&spec.image).args(&spec.args);
             c
         }
-    }
+    })
 }
 
 /// Records that instance `instance` of `name` ended with `exit`, and

@@ -10,8 +10,9 @@
 //! - [`console`]: each unikernel's ring buffer, rotated log and followers.
 //! - [`procfs`]: start times, marks and counters read from `/proc`;
 //!   [`net`]: taps on bridges.
-//! - [`daemon`]: processes, threads and recovery; `server`: the control
-//!   socket and the requests.
+//! - [`daemon`]: processes, threads and recovery (`virtio`: QEMU's command
+//!   line and exit codes for virtio images); `server`: the control socket
+//!   and the requests.
 //!
 //! docs/supervisor.md describes the daemon for its operators.
 #![deny(unsafe_code)]
@@ -27,5 +28,6 @@ mod server;
 pub mod state;
 #[allow(unsafe_code)]
 mod sys;
+mod virtio;
 
 pub use daemon::{Config, DaemonError, run};

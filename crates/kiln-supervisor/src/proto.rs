@@ -29,6 +29,8 @@ pub enum Target {
     Hvt,
     /// A seccomp-sandboxed process under kiln-spt.
     Spt,
+    /// A PVH image under QEMU (its `tender` is the VMM's executable).
+    Virtio,
 }
 
 impl Target {
@@ -38,6 +40,7 @@ impl Target {
             Target::Unix => "unix",
             Target::Hvt => "hvt",
             Target::Spt => "spt",
+            Target::Virtio => "virtio",
         }
     }
 }
@@ -315,6 +318,12 @@ pub fn check_spec(spec: &Spec) -> Result<(), Invalid> {
             return Err(invalid(
                 "a unix unikernel has no tender",
                 "send no tender with target unix",
+            ));
+        }
+        (Target::Virtio, None) => {
+            return Err(invalid(
+                "a virtio unikernel needs its VMM",
+                "send the path of qemu-system-x86_64 as its tender (kiln up finds it on PATH)",
             ));
         }
         (_, None) => {

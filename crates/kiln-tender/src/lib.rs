@@ -22,6 +22,9 @@
 //! - [`devices`]: fitting the device flags to the image's manifest and
 //!   attaching each device;
 //! - [`image`]: reading KERNEL and checking it against `--mem`;
+//! - [`stop`]: SIGTERM and SIGINT turned into the stop request of kiln's
+//!   STOP extension for a guest that declared it handles one, Solo5's
+//!   behaviour otherwise;
 //! - [`cli`]: the solo5-compatible command line
 //!   `TENDER [--mem=MB] [MODULE FLAGS...] [--] KERNEL [ARGS...]`.
 //!
@@ -38,6 +41,7 @@ pub mod image;
 pub mod module;
 pub mod net;
 pub mod seccomp;
+pub mod stop;
 pub mod sys;
 pub mod target;
 

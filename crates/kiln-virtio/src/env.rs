@@ -196,6 +196,13 @@ impl Env {
         crate::WallClock::new()
     }
 
+    /// The shutdown device: a VMM's stop is a power-off (QEMU's `quit`,
+    /// SIGTERM), with no request for the guest to see, so it never
+    /// completes.
+    pub fn shutdown(&self) -> kiln_devices::NoShutdown {
+        kiln_devices::NoShutdown
+    }
+
     /// The CPU's random number generator.
     pub fn random(&self) -> crate::Random {
         crate::Random::new(crate::exit)

@@ -316,6 +316,7 @@ pub struct UpArgs {
     #[arg(short, long, value_enum)]
     pub target: Option<TargetArg>,
     /// Guest memory in MiB on hvt and spt [default: the tender's, 512]
+    /// and virtio [default: 128]
     #[arg(long, value_name = "MB")]
     pub mem: Option<u64>,
     /// When the daemon starts the unikernel again after it exits

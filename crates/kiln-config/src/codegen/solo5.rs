@@ -37,13 +37,15 @@ pub(super) const IMPLEMENTATIONS: &Table = &[
         Construct::Expr("env.wall_clock()"),
     ),
     (DeviceType::Sleep, None, Construct::Expr("::kiln_rt::Timer")),
-    // Solo5 tenders cannot deliver a stop request: `kiln stop` is a hard
-    // stop there (docs/supervisor.md). A VMM's stop (virtio) is a
-    // power-off: there is no stop request to wait for either.
+    // kiln-hvt and kiln-spt deliver a stop request to a guest that
+    // declares it handles one (kiln's STOP extension, which constructing
+    // the device declares); under Solo5's tenders the device never
+    // completes and a stop is a hard one (docs/supervisor.md). A VMM's
+    // stop (virtio) is a power-off: kiln-virtio's device never completes.
     (
         DeviceType::Shutdown,
         None,
-        Construct::Expr("::kiln_devices::NoShutdown"),
+        Construct::Expr("env.shutdown()"),
     ),
     (DeviceType::Random, None, Construct::Expr("env.random()")),
     (DeviceType::Net, None, Construct::Solo5Net),

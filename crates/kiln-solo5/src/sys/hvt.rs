@@ -7,14 +7,15 @@
 
 use core::arch::asm;
 use core::ffi::CStr;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use kiln_abi::hvt::{
     HVT_HALT_COOKIE_MAX, HcBlockRead, HcBlockWrite, HcHalt, HcNetRead, HcNetWrite, HcPoll, HcPuts,
     HcWalltime, Hypercall,
 };
 use kiln_abi::hvt_ext::{
-    HcNetExchange, KILN_CPUID_LEAF, KILN_FEATURE_NET_EXCHANGE, KILN_NET_EXCHANGE_PORT,
+    HcNetExchange, HcStopEnable, KILN_CPUID_LEAF, KILN_FEATURE_NET_EXCHANGE, KILN_FEATURE_STOP,
+    KILN_NET_EXCHANGE_PORT, KILN_STOP_ENABLE_PORT,
 };
 use kiln_abi::status::EXIT_ABORT;
 
@@ -49,7 +50,8 @@ static EXTENSIONS: AtomicU32 = AtomicU32::new(0);
 /// KVM's PVM a `cpuid` at CPL 3 runs on the CPU and never sees the leaf.
 pub fn detect_extensions() {
     let regs = super::arch::cpuid(KILN_CPUID_LEAF, 0);
-    let features = kiln_abi::hvt_ext::features(regs) & KILN_FEATURE_NET_EXCHANGE;
+    let features =
+        kiln_abi::hvt_ext::features(regs) & (KILN_FEATURE_NET_EXCHANGE | KILN_FEATURE_STOP);
     EXTENSIONS.store(features, Ordering::Relaxed);
 }
 
@@ -62,6 +64,30 @@ pub fn has_net_exchange() -> bool {
 /// alive and unmoved for the call.
 pub fn net_exchange(arg: &mut HcNetExchange) {
     out(KILN_NET_EXCHANGE_PORT, arg);
+}
+
+/// The word kiln-hvt sets when a stop was requested (STOP_ENABLE names
+/// it); written by the tender while the vCPU is stopped in a hypercall.
+static STOP_WORD: AtomicU64 = AtomicU64::new(0);
+
+/// Tells the tender that this guest handles stop requests (kiln's STOP
+/// extension); returns whether the tender offers it (under solo5-hvt, or
+/// kiln-hvt with its extensions hidden, a stop ends the tender).
+pub fn enable_stop() -> bool {
+    if EXTENSIONS.load(Ordering::Relaxed) & KILN_FEATURE_STOP == 0 {
+        return false;
+    }
+    let mut arg = HcStopEnable {
+        word: STOP_WORD.as_ptr() as u64,
+    };
+    out(KILN_STOP_ENABLE_PORT, &mut arg);
+    true
+}
+
+/// Whether the tender has asked this guest to stop (checked after each
+/// wait, which a stop request ends).
+pub fn stop_requested() -> bool {
+    STOP_WORD.load(Ordering::Acquire) != 0
 }
 
 /// Writes `bytes` to the tender's console.

@@ -11,9 +11,10 @@
 
 use core::arch::asm;
 use core::ffi::CStr;
-use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use kiln_abi::spt::SPT_INTERNAL_TIMERFD;
+use kiln_abi::spt_ext::{KILN_SPT_STOP_EVENT, KILN_STOP_ACK};
 use kiln_abi::status::EXIT_ABORT;
 
 use crate::outcome::Failure;
@@ -82,6 +83,38 @@ pub fn net_exchange(arg: &mut kiln_abi::hvt_ext::HcNetExchange) {
     arg.tx_written = 0;
     arg.rx_read = 0;
     arg.ret = kiln_abi::status::Solo5Result::Einval as i32;
+}
+
+/// Where the tender reads this guest's acknowledgement of kiln's stop
+/// request (`kiln_abi::spt_ext`), 0 when it is not offered; set at boot.
+static STOP_ACK: AtomicU64 = AtomicU64::new(0);
+/// Whether the stop event came out of the epoll set.
+static STOP_SEEN: AtomicBool = AtomicBool::new(false);
+
+/// Records the stop acknowledgement word of kiln-spt's extension block.
+pub fn offer_stop(ack: u64) {
+    if ack != 0 && ack.is_multiple_of(8) {
+        STOP_ACK.store(ack, Ordering::Relaxed);
+    }
+}
+
+/// Tells the tender that this guest handles stop requests; returns
+/// whether it offers them (under solo5-spt a stop signal ends the guest).
+pub fn enable_stop() -> bool {
+    let ack = STOP_ACK.load(Ordering::Relaxed);
+    if ack == 0 {
+        return false;
+    }
+    // SAFETY: the tender named this 8-aligned word of a page it mapped into
+    // this process for its whole life (kiln_abi::spt_ext); volatile,
+    // because the tender's process reads it.
+    unsafe { (ack as *mut u64).write_volatile(KILN_STOP_ACK) };
+    true
+}
+
+/// Whether the tender has asked this guest to stop.
+pub fn stop_requested() -> bool {
+    STOP_SEEN.load(Ordering::Acquire)
 }
 
 /// Records the boot info's descriptors.
@@ -229,7 +262,9 @@ pub fn poll(timeout_nsecs: u64) -> u64 {
     let mut ready = 0u64;
     for ev in &events[..n] {
         let data = ev.data;
-        if data != SPT_INTERNAL_TIMERFD && data < MAX_HANDLES as u64 {
+        if data == KILN_SPT_STOP_EVENT {
+            STOP_SEEN.store(true, Ordering::Release);
+        } else if data != SPT_INTERNAL_TIMERFD && data < MAX_HANDLES as u64 {
             ready |= 1 << data;
         }
     }

@@ -8,7 +8,8 @@
 //! fault kills the process with a signal, which kiln-spt reports.
 
 use kiln_abi::mft::MftType;
-use kiln_abi::spt::{SPT_CMDLINE_SIZE, SptBootInfo};
+use kiln_abi::spt::{SPT_BOOT_INFO_BASE, SPT_CMDLINE_SIZE, SptBootInfo};
+use kiln_abi::spt_ext::{SPT_EXT_BASE, SptExt};
 
 use super::start::{BootArgs, fail, run_main};
 use crate::layout::{MIN_HEAP, PAGE, STACK_SIZE};
@@ -46,6 +47,20 @@ pub(super) extern "C" fn kiln_solo5_boot(boot_info: u64) -> ! {
     }
     super::clock::init();
     super::spt::init(bi.epollfd, bi.timerfd);
+    // kiln-spt's extension block, if the boot info's pointers leave room
+    // for it where this boot info is the ABI's (solo5-spt puts the command
+    // line or the manifest there).
+    if boot_info == SPT_BOOT_INFO_BASE && kiln_abi::spt_ext::may_follow(&bi) {
+        // SAFETY: the block's 24 bytes lie between the boot info and the
+        // manifest, both of which the tender mapped (checked by
+        // `may_follow`).
+        let ext: SptExt = unsafe { (SPT_EXT_BASE as *const SptExt).read_volatile() };
+        if kiln_abi::spt_ext::present(&bi, &ext)
+            && ext.features & u64::from(kiln_abi::hvt_ext::KILN_FEATURE_STOP) != 0
+        {
+            super::spt::offer_stop(ext.stop_ack);
+        }
+    }
 
     // SAFETY: the tender terminates the command line within
     // SPT_CMDLINE_SIZE bytes of mapped memory and put a `struct mft` at

@@ -148,12 +148,21 @@ pub fn stop(args: &StopArgs) -> Result<u8, KilnError> {
     };
     match call(&args.socket, &request)? {
         Ok(data) => {
+            // How it ended: `exit 0` is a unikernel that heard the stop
+            // request and finished (on hvt and spt through kiln's tender
+            // extension, docs/supervisor.md).
+            let exit = data
+                .get("exit")
+                .cloned()
+                .and_then(|e| serde_json::from_value::<kiln_supervisor::policy::Exit>(e).ok());
             let how = if data.get("was_running").and_then(Value::as_bool) != Some(true) {
-                "was not running"
+                "was not running".to_string()
             } else if data.get("forced").and_then(Value::as_bool) == Some(true) {
-                "killed (it did not stop within the timeout)"
+                "killed (it did not stop within the timeout)".to_string()
+            } else if let Some(exit) = exit {
+                format!("stopped ({exit})")
             } else {
-                "stopped"
+                "stopped".to_string()
             };
             eprintln!("{}: {how}", args.name);
             Ok(0)

@@ -17,14 +17,15 @@ pub fn run(args: &UpArgs) -> Result<u8, KilnError> {
             hint: e.hint,
         });
     }
-    if args.target == Some(TargetArg::Virtio) {
-        return Err(virtio_refused());
-    }
     let (target, image, tender) = if args.dir.is_dir() {
         let target = super::target(args.target.unwrap_or(TargetArg::Unix));
         let project = super::open(&args.dir)?;
         let built = super::build::build(&project, target, Default::default(), true)?;
-        (target, built.image, built.tender)
+        let tender = match target {
+            Target::Virtio => Some(find_vmm()?),
+            _ => built.tender,
+        };
+        (target, built.image, tender)
     } else {
         from_image(&args.dir, args.target)?
     };
@@ -38,7 +39,7 @@ pub fn run(args: &UpArgs) -> Result<u8, KilnError> {
             Target::Unix => proto::Target::Unix,
             Target::Hvt => proto::Target::Hvt,
             Target::Spt => proto::Target::Spt,
-            Target::Virtio => return Err(virtio_refused()),
+            Target::Virtio => proto::Target::Virtio,
         },
         image,
         tender,
@@ -76,12 +77,20 @@ pub fn run(args: &UpArgs) -> Result<u8, KilnError> {
     }
 }
 
-/// The daemon does not start virtual machines under a VMM yet.
-fn virtio_refused() -> KilnError {
-    KilnError::Usage {
-        message: "the daemon runs unix, hvt and spt unikernels; virtio images run under a VMM".into(),
-        hint: "run it with `kiln run -t virtio`, or print the VMM's command with `kiln run -t virtio --print-command`".into(),
-    }
+/// QEMU, the VMM the daemon runs virtio images under: found on this
+/// client's PATH and sent as an absolute path (the daemon's PATH may
+/// differ).
+fn find_vmm() -> Result<PathBuf, KilnError> {
+    const QEMU: &str = "qemu-system-x86_64";
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(QEMU))
+        .find(|p| p.is_file())
+        .ok_or_else(|| KilnError::Usage {
+            message: format!("virtio images run under QEMU, and there is no {QEMU} on PATH"),
+            hint: "install QEMU (apt-get install qemu-system-x86)".into(),
+        })
 }
 
 /// The target, image and tender of a built image: the target is `-t` or
@@ -109,7 +118,7 @@ fn from_image(
     let target = super::target(target.or(from_extension).unwrap_or(TargetArg::Unix));
     let tender = match target {
         Target::Unix => None,
-        Target::Virtio => return Err(virtio_refused()),
+        Target::Virtio => Some(find_vmm()?),
         Target::Hvt | Target::Spt => {
             let tender = image.with_file_name(format!("kiln-{target}"));
             if !tender.is_file() {

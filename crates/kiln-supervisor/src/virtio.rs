@@ -1,0 +1,70 @@
+//! virtio unikernels under the daemon: QEMU's command line, built by
+//! kiln-virtio's host side exactly as `kiln run -t virtio` builds it (the
+//! image checked, the manifest's devices attached to the daemon's taps and
+//! the spec's files, a microvm with KVM when /dev/kvm opens, TCG otherwise),
+//! and the guest's status read back from QEMU's exit code.
+//!
+//! A stop is QEMU's: SIGTERM makes it quit at once (a power-off; the guest
+//! sees nothing, it has no stop request to wait for), and exit 0.
+
+use kiln_virtio::host::{self, Accel, Machine, QemuExit, Vm};
+
+use crate::policy::Exit;
+use crate::proto::Spec;
+
+/// QEMU's arguments for `spec`, its devices attached with `devices`
+/// (`--net:NAME=TAP`, `--block:NAME=FILE`, as the tenders take them).
+pub(crate) fn qemu_args(spec: &Spec, devices: &[String]) -> Result<Vec<String>, String> {
+    let data = std::fs::read(&spec.image)
+        .map_err(|e| format!("cannot read the image {}: {e}", spec.image.display()))?;
+    let info = host::check_image(&data).map_err(|e| format!("{}: {e}", spec.image.display()))?;
+    let flags: Vec<&str> = devices.iter().map(String::as_str).collect();
+    let (nets, blocks) = host::attach(&info.devices, &flags, false).map_err(|e| e.to_string())?;
+    let vm = Vm {
+        image: spec.image.clone(),
+        mem_mb: spec.mem.unwrap_or(host::DEFAULT_MEM_MB),
+        args: spec.args.clone(),
+        nets,
+        blocks,
+    };
+    let kvm = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    let accel = if kvm { Accel::Kvm } else { Accel::Tcg };
+    vm.qemu_args(Machine::Microvm, accel)
+        .map_err(|e| e.to_string())
+}
+
+/// The guest's end from QEMU's: the status the guest wrote to
+/// isa-debug-exit; a QEMU that quit on its own is a stop when the daemon
+/// was stopping the unit (recorded as the SIGTERM it sent), else a guest
+/// that reset, faulted or powered off without a status (255, as `kiln run`
+/// reports it).
+pub(crate) fn guest_exit(exit: Exit, stopping: bool) -> Exit {
+    match exit {
+        Exit::Code(code) => match host::qemu_exit(code) {
+            QemuExit::Status(status) => Exit::Code(i32::from(status)),
+            QemuExit::NoStatus if stopping => Exit::Signal(15),
+            QemuExit::NoStatus => Exit::Code(255),
+        },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_codes_become_the_guests_status() {
+        assert_eq!(guest_exit(Exit::Code(1), false), Exit::Code(0));
+        assert_eq!(guest_exit(Exit::Code(3), false), Exit::Code(1));
+        assert_eq!(guest_exit(Exit::Code(255), false), Exit::Code(255));
+        // QEMU's own end: a stop if the daemon was stopping it.
+        assert_eq!(guest_exit(Exit::Code(0), true), Exit::Signal(15));
+        assert_eq!(guest_exit(Exit::Code(0), false), Exit::Code(255));
+        assert_eq!(guest_exit(Exit::Signal(9), false), Exit::Signal(9));
+    }
+}
