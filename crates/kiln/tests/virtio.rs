@@ -1,8 +1,8 @@
 //! End to end on the virtio target through the CLI: `kiln build -t virtio`
 //! makes a PVH image, `kiln run -t virtio` boots it on QEMU's microvm under
 //! KVM. hello (output, exit statuses), clock, notes persisting on a
-//! virtio-blk disk, www serving its pages over virtio-net on a tap in a
-//! network namespace, and bad input (a truncated image, a foreign ELF, a
+//! virtio-blk disk, www serving its pages and udp-echo echoing over
+//! virtio-net on a tap in a network namespace, and bad input (a truncated image, a foreign ELF, a
 //! missing disk, a missing tap) refused with one clear error and exit 2
 //! before any VMM starts.
 //!
@@ -283,6 +283,151 @@ fn www_on_microvm_in_a_namespace() {
         server.log()
     );
     server.assert_running("www.virtio");
+}
+
+/// examples/udp-echo on microvm, over a tap in a network namespace:
+/// datagrams of 0 to 1472 bytes (one Ethernet frame) come back whole from
+/// the port they went to (the client runs inside the namespace:
+/// `udp_echo_client_inside`).
+#[test]
+fn udp_echo_on_microvm() {
+    let test = "udp_echo_on_microvm";
+    if !can_boot(test) || !netns_or_skip(test, &[]) {
+        return;
+    }
+    let dir = example("udp-echo");
+    build(&dir);
+    let ns = Netns::new("virtio-udp");
+    ns.add_tap("tap0");
+    ns.address("tap0", "10.0.0.1/24", None);
+    let mut cmd = ns.command(env!("CARGO_BIN_EXE_kiln"));
+    cmd.env("KILN_TARGET_DIR", shared_target_dir())
+        .env("NO_COLOR", "1")
+        .args(["run", "-t", "virtio"])
+        .arg(&dir)
+        .args([
+            "--",
+            "--net:service=tap0",
+            "--ipv4=10.0.0.2/24",
+            "--port=7777",
+        ]);
+    let mut server = Running::spawn(cmd, "virtio-udp-echo");
+    server.wait_until("udp-echo.virtio", Duration::from_secs(60), |log| {
+        log.contains("echoing on port 7777")
+    });
+    let status = ns.run_test("udp_echo_client_inside", Duration::from_secs(60));
+    assert!(status.success(), "the client failed\n{}", server.log());
+    server.assert_running("udp-echo.virtio");
+}
+
+/// The client of `udp_echo_on_microvm`, run inside its namespace.
+#[test]
+#[ignore = "run inside a network namespace by udp_echo_on_microvm"]
+fn udp_echo_client_inside() {
+    if kiln_testsupport::netns::inside().is_none() {
+        eprintln!("udp_echo_client_inside: nothing to do outside udp_echo_on_microvm");
+        return;
+    }
+    let server: std::net::SocketAddr = "10.0.0.2:7777".parse().unwrap();
+    let socket = std::net::UdpSocket::bind("10.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    for len in [1usize, 0, 17, 512, 1400, 1472] {
+        let sent: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        // The first datagram may be dropped while the unikernel resolves
+        // the client's address: send again, and skip late echoes of an
+        // earlier size.
+        let echoed = (0..10).any(|_| {
+            socket.send_to(&sent, server).unwrap();
+            while let Ok((n, from)) = socket.recv_from(&mut buf) {
+                if from == server && buf[..n] == sent[..] {
+                    return true;
+                }
+            }
+            false
+        });
+        assert!(echoed, "no whole echo of a {len}-byte datagram");
+    }
+}
+
+/// examples/wwws on microvm: one HTTPS request, the certificate chain
+/// checked against the test CA (`kiln_testsupport::pki`), the key pair read
+/// from a tar image on a virtio-blk disk. By hand, like tls.rs's wwws tests
+/// (the RustCrypto and rustls builds for the image take minutes): `cargo
+/// test -p kiln --test virtio -- --ignored wwws_on_microvm`.
+#[test]
+#[ignore = "builds rustls for the image: run by hand"]
+fn wwws_on_microvm_in_a_namespace() {
+    let test = "wwws_on_microvm_in_a_namespace";
+    if !can_boot(test)
+        || !netns_or_skip(
+            test,
+            &[
+                ("curl", "--version", "curl"),
+                ("openssl", "version", "openssl"),
+                ("tar", "--version", "tar"),
+            ],
+        )
+    {
+        return;
+    }
+    let dir = example("wwws");
+    build(&dir);
+    let tmp = TempDir::new("virtio-wwws");
+    kiln_testsupport::pki::ca(&tmp.path, "ca");
+    kiln_testsupport::pki::leaf(
+        &tmp.path,
+        "site",
+        "wwws.test",
+        "DNS:wwws.test,IP:10.0.0.2",
+        "30",
+        "ca",
+    );
+    let stage = tmp.path.join("certs.d");
+    std::fs::create_dir_all(&stage).unwrap();
+    std::fs::copy(tmp.path.join("site.pem"), stage.join("cert.pem")).unwrap();
+    std::fs::copy(tmp.path.join("site.key"), stage.join("key.pem")).unwrap();
+    let certs = tmp.path.join("certs.tar");
+    let mut tar = Command::new("tar");
+    tar.arg("--format=ustar")
+        .arg("-cf")
+        .arg(&certs)
+        .arg("-C")
+        .arg(&stage)
+        .args(["cert.pem", "key.pem"]);
+    ok(run_for(&mut tar, Duration::from_secs(30)), "tar");
+    let ns = Netns::new("virtio-tls");
+    ns.add_tap("tap0");
+    ns.address("tap0", "10.0.0.1/24", None);
+    let mut cmd = ns.command(env!("CARGO_BIN_EXE_kiln"));
+    cmd.env("KILN_TARGET_DIR", shared_target_dir())
+        .env("NO_COLOR", "1")
+        .args(["run", "-t", "virtio"])
+        .arg(&dir)
+        .arg("--")
+        .arg("--net:service=tap0")
+        .arg(format!("--block:certs={}", certs.display()))
+        .args(["--ipv4=10.0.0.2/24", "--tls-port=443"]);
+    let mut server = Running::spawn(cmd, "virtio-wwws");
+    server.wait_until("wwws.virtio", Duration::from_secs(60), |log| {
+        log.contains("wwws: serving HTTPS on port 443")
+    });
+    let mut curl = ns.command("curl");
+    curl.args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(tmp.path.join("ca.pem"))
+        .args(["--resolve", "wwws.test:443:10.0.0.2", "https://wwws.test/"])
+        .stdin(Stdio::null());
+    let out = run_for(&mut curl, Duration::from_secs(30));
+    let index = std::fs::read(dir.join("htdocs/index.html")).unwrap();
+    assert!(
+        out.status.success() && out.stdout == index,
+        "{}\n--- wwws\n{}",
+        show(&out),
+        server.log()
+    );
+    server.assert_running("wwws.virtio");
 }
 
 /// Regression: virtio-drivers 0.13's `VirtQueue::should_notify` stops
