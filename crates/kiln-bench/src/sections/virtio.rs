@@ -227,7 +227,10 @@ pub fn run(p: &Prepared) -> Vec<Row> {
     let mut rows = Vec::new();
     progress("virtio: building hello and www");
     match build(&p.env, "hello") {
-        Ok(hello) => rows.push(boot_row(p, &hello)),
+        Ok(hello) => {
+            progress("virtio: hello's boot against the floor guest");
+            rows.push(boot_row(p, &hello));
+        }
         Err(e) => rows.push(Row::missing(
             SECTION,
             BOOT,
@@ -257,7 +260,10 @@ pub fn run(p: &Prepared) -> Vec<Row> {
     };
     let fail = |e: String| Row::missing(SECTION, WRK, "virtio", "req/s", Status::Failed(e));
     rows.push(match (build(&p.env, "www"), &hvt) {
-        (Ok(www), Availability::Ready(hvt)) => wrk_row(p, &www, hvt),
+        (Ok(www), Availability::Ready(hvt)) => {
+            progress("virtio: www against www.hvt");
+            wrk_row(p, &www, hvt)
+        }
         (Err(e), _) => fail(format!("build: {e}")),
         (_, Availability::Broken(e)) => fail(format!("www.hvt: {e}")),
     });
