@@ -54,6 +54,14 @@ fn about(section: &str) -> &'static str {
              target directory of its own, so every dependency compiles) and after an edit of the \
              app (a comment appended to `src/lib.rs`). hvt and spt include building the tender."
         }
+        "virtio" => {
+            "kiln's PVH image on QEMU's microvm under KVM, with the command line `kiln run -t \
+             virtio --print-command` prints. hello's boot (`--times 0`, QEMU's whole process) \
+             interleaved with the floor guest, a PVH ELF whose first instructions write \
+             isa-debug-exit, under the same command line; `wrk -t1 -c16` on www's `/` in the \
+             network section's kind of namespace, alternating with www.hvt under kiln-hvt (the \
+             baseline is hvt's median)."
+        }
         _ => "",
     }
 }

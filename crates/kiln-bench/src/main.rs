@@ -81,7 +81,8 @@ struct Args {
     /// unless every figure is produced and sane (no time thresholds)
     #[arg(long)]
     quick: bool,
-    /// Run only these sections (boot, hvt, size, memory, network, storage, build, soak)
+    /// Run only these sections (boot, hvt, size, memory, network, storage, build, soak,
+    /// virtio)
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     only: Vec<String>,
     /// Print the results as JSON on stdout
@@ -405,6 +406,7 @@ fn main() -> ExitCode {
             "memory" => sections::memory::run(&prepared),
             "network" => sections::network::run(&prepared),
             "storage" => sections::storage::run(&prepared),
+            "virtio" => sections::virtio::run(&prepared),
             "soak" => sections::soak::run(
                 &prepared,
                 sections::soak::Plan::new(args.quick, args.soak_minutes),

@@ -186,6 +186,23 @@ fn solo5_crates_for_every_device_and_argument_type() {
     assert_eq!(err.exit_code(), 2);
 }
 
+/// Regression: generated virtio crates had no `.cargo/config.toml`, so
+/// the RustCrypto crates in wwws picked backends hvt's configuration turns
+/// off (freestanding images have no SSE). Both get the same file.
+#[test]
+fn virtio_crate_selects_the_rustcrypto_backends_hvt_does() {
+    let dir = all_devices("-virtio");
+    let project = Project::open(&dir.0).unwrap();
+    let hvt = project.configure(Target::Hvt, Choices::default()).unwrap();
+    let virtio = project
+        .configure(Target::Virtio, Choices::default())
+        .unwrap();
+    assert_eq!(virtio.cargo_target, Some("x86_64-unknown-none"));
+    let config = generated(&virtio.build_dir, ".cargo/config.toml");
+    assert!(config.contains("aes_force_soft"), "{config}");
+    assert_eq!(config, generated(&hvt.build_dir, ".cargo/config.toml"));
+}
+
 /// A unikernel without net or block devices has an empty manifest.
 #[test]
 fn solo5_manifest_without_devices() {

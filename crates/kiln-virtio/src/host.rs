@@ -671,6 +671,50 @@ pub fn qemu_exit(code: i32) -> QemuExit {
     }
 }
 
+/// The floor guest of the boot benchmarks (kiln's test and kiln-bench): a PVH ELF whose entry writes 0
+/// to isa-debug-exit at once (`xor eax, eax; out 0xf4, al`, then `hlt` and
+/// a jump to itself), loaded at 1 MiB like kiln's images.
+pub fn floor_image() -> Vec<u8> {
+    let code: &[u8] = &[0x31, 0xc0, 0xe6, 0xf4, 0xf4, 0xeb, 0xfe];
+    let mut note = Vec::new();
+    for word in [4u32, 8, 18] {
+        note.extend_from_slice(&word.to_le_bytes());
+    }
+    note.extend_from_slice(b"Xen\0");
+    note.extend_from_slice(&0x10_0000u64.to_le_bytes());
+    let (code_at, note_at) = (0x1000usize, 0x1008usize);
+    let end = note_at + note.len();
+    let mut elf = alloc::vec![0u8; end];
+    let mut header = Vec::new();
+    header.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+    header.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    header.extend_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+    header.extend_from_slice(&1u32.to_le_bytes());
+    header.extend_from_slice(&0x10_0000u64.to_le_bytes()); // e_entry
+    header.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
+    header.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+    header.extend_from_slice(&0u32.to_le_bytes());
+    for half in [64u16, 56, 2, 64, 0, 0] {
+        header.extend_from_slice(&half.to_le_bytes());
+    }
+    let segment = |kind: u32, flags: u32, offset: usize, len: usize, align: u64| {
+        let mut p = Vec::new();
+        let addr = 0x10_0000 + (offset - code_at) as u64;
+        p.extend_from_slice(&kind.to_le_bytes());
+        p.extend_from_slice(&flags.to_le_bytes());
+        for v in [offset as u64, addr, addr, len as u64, len as u64, align] {
+            p.extend_from_slice(&v.to_le_bytes());
+        }
+        p
+    };
+    header.extend(segment(1, 5, code_at, end - code_at, 0x1000)); // PT_LOAD R+X
+    header.extend(segment(4, 4, note_at, note.len(), 4)); // PT_NOTE
+    elf[..header.len()].copy_from_slice(&header);
+    elf[code_at..code_at + code.len()].copy_from_slice(code);
+    elf[note_at..end].copy_from_slice(&note);
+    elf
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

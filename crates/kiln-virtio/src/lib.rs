@@ -21,9 +21,10 @@
 //!   devices, the virtio devices through `virtio-drivers` (`sys::virtio`,
 //!   with `sys::dma` as its `Hal`), and the boot sequence;
 //! - [`pvh`], [`cmdline`], [`clocksource`], [`layout`], [`time`],
-//!   [`trap`], [`console`]: logic, target-independent and unit-tested on
-//!   the host: the start info and memory map, the command line's
-//!   arguments and virtio-mmio devices, clock arithmetic, the memory map
+//!   [`trap`], [`console`], [`notify`]: logic, target-independent and
+//!   unit-tested on the host: the start info and memory map, the command
+//!   line's arguments and virtio-mmio devices, clock arithmetic, the
+//!   virtqueues' notification suppression, the memory map
 //!   and page protections, TSC scaling, exception reports, buffered
 //!   console output;
 //! - the devices (built for `x86_64-unknown-none` only): `Console`,
@@ -65,6 +66,7 @@ pub mod console;
 pub mod env;
 #[cfg(feature = "host")]
 pub mod host;
+pub mod notify;
 pub use kiln_x86::layout;
 pub mod pvh;
 pub mod time;

@@ -1,9 +1,11 @@
 //! The runtime's blocking point. `wait` first spins for [`SPIN_NANOS`]
-//! (with `pause`) on the monotonic clock, checking the network devices'
-//! queues between spins: a frame that comes soon is answered without any
-//! exit. Then, where every network device can interrupt (virtio-mmio, whose
-//! lines the command line names; or no network device at all), it
-//! acknowledges the devices' interrupts, checks the queues once more and
+//! ([`SPIN_BUSY_NANOS`] when the last wait ended with network work) with
+//! `pause` on the monotonic clock, checking the network devices' queues
+//! between spins: a frame that comes soon is answered without any exit. Then, where every network device can interrupt (virtio-mmio, whose
+//! lines the command line names; or no network device at all), it asks
+//! the devices to interrupt (they do not while the unikernel runs or
+//! spins: `sys::ring`), acknowledges the interrupts delivered since the
+//! last halt, checks the queues once more and
 //! halts until the deadline (the LAPIC's TSC-deadline timer) or a device's
 //! interrupt (`sys::idle`, `sys::cpu::halt_until`): an idle unikernel uses
 //! no CPU. The unikernel runs at CPL 3, where `hlt` faults, so the halt
@@ -13,6 +15,8 @@
 //! not read (ACPI `_PRT`, or MSI-X), the wait keeps spinning: the vCPU is
 //! busy while the unikernel idles.
 
+use core::sync::atomic::{AtomicBool, Ordering};
+
 use kiln_devices::Instant;
 
 use crate::sys;
@@ -20,6 +24,14 @@ use crate::sys;
 /// How long a wait spins before it halts, in nanoseconds: a frame that
 /// comes within it is answered without the exits of an interrupt.
 pub const SPIN_NANOS: u64 = 100_000;
+/// How long a wait spins when the last one ended with network work (a
+/// server under load): halting costs several exits (the timer's MSR, the
+/// interrupt, its end at the LAPIC, the device's acknowledgement), and a
+/// loaded server's next frame usually comes within this.
+pub const SPIN_BUSY_NANOS: u64 = 1_000_000;
+
+/// Whether the last wait ended with network work.
+static BUSY: AtomicBool = AtomicBool::new(false);
 
 /// The platform: implements [`kiln_rt::Platform`] with the monotonic clock
 /// and its wait.
@@ -43,13 +55,20 @@ impl kiln_rt::Platform for Platform {
         // The frames and buffers queued since the last wait, in one
         // notification per device.
         sys::virtio::flush_all();
-        let spin_until = self.now().as_nanos().saturating_add(SPIN_NANOS);
+        let spin = if BUSY.load(Ordering::Relaxed) {
+            SPIN_BUSY_NANOS
+        } else {
+            SPIN_NANOS
+        };
+        let spin_until = self.now().as_nanos().saturating_add(spin);
         loop {
             if sys::virtio::poll_all() {
+                BUSY.store(true, Ordering::Relaxed);
                 return;
             }
             let now = self.now();
             if deadline.is_some_and(|d| now >= d) {
+                BUSY.store(false, Ordering::Relaxed);
                 return;
             }
             if now.as_nanos() < spin_until || !sys::virtio::can_halt() {
@@ -57,10 +76,11 @@ impl kiln_rt::Platform for Platform {
                 continue;
             }
             // Nothing came while spinning: halt until the deadline or a
-            // device's interrupt. The lines are acknowledged first and
-            // the queues checked again, so that nothing that arrived
-            // before the acknowledgement is slept through.
-            sys::virtio::ack_all();
+            // device's interrupt. The devices are asked to interrupt and
+            // their lines acknowledged first, and the queues checked
+            // again, so that nothing that arrived before is slept through.
+            sys::virtio::arm_all();
+            BUSY.store(false, Ordering::Relaxed);
             if sys::virtio::poll_all() {
                 return;
             }

@@ -9,6 +9,7 @@ pub mod network;
 pub mod size;
 pub mod soak;
 pub mod storage;
+pub mod virtio;
 
 use std::path::PathBuf;
 

@@ -5,12 +5,13 @@
 //! (`env.net("NAME")`, `env.block("NAME")`, ...), the Solo5 manifest note
 //! listing the net and block devices (kiln-virtio matches them to the VM's
 //! virtio devices in this order, and `kiln run` reads it to attach them),
-//! no Solo5 ABI note, and kiln-virtio's linker script.
+//! no Solo5 ABI note, kiln-virtio's linker script, and hvt's
+//! `.cargo/config.toml` (the RustCrypto crates' portable backends).
 
 use std::path::PathBuf;
 
 use super::program::{self, Flavor, Resolved};
-use super::solo5::{manifest_note, resolve_freestanding};
+use super::solo5::{CARGO_CONFIG, manifest_note, resolve_freestanding};
 use super::{Backend, CargoToml, GeneratedFile, Plan};
 use crate::diagnostic::Located;
 use crate::model::Target;
@@ -67,6 +68,11 @@ impl Backend for Virtio {
             GeneratedFile {
                 path: PathBuf::from("src/main.rs"),
                 contents: program::main_rs(plan, &resolved, Flavor::Virtio, &prelude),
+            },
+            // The RustCrypto backends hvt and spt get (no SSE).
+            GeneratedFile {
+                path: PathBuf::from(".cargo/config.toml"),
+                contents: CARGO_CONFIG.to_string(),
             },
         ])
     }

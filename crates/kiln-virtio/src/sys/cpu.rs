@@ -96,10 +96,14 @@ global_asm!(
     kiln_halt_ud2:
         ud2
         ret
-    // The device and timer interrupts: end of interrupt at the LAPIC
+    // The device interrupts: counted (`device_interrupts`), then as
+    // the timer's. The timer interrupt: end of interrupt at the LAPIC
     // (xAPIC registers at 0xfee00000, mapped by kiln's device window),
-    // then back to the `hlt` they woke.
+    // then back to the `hlt` it woke.
     .balign 16
+    .global kiln_device_irq_stub
+    kiln_device_irq_stub:
+        inc qword ptr [rip + {device_irqs}]
     .global kiln_irq_stub
     kiln_irq_stub:
         push rax
@@ -114,7 +118,17 @@ global_asm!(
 "#
     ),
     handler = sym kiln_virtio_trap,
+    device_irqs = sym DEVICE_IRQS,
 );
+
+/// Device interrupts delivered so far (counted by their entry stub, on the
+/// only vCPU).
+static DEVICE_IRQS: AtomicU64 = AtomicU64::new(0);
+
+/// How many device interrupts have been delivered.
+pub fn device_interrupts() -> u64 {
+    DEVICE_IRQS.load(Ordering::Relaxed)
+}
 
 unsafe extern "C" {
     /// The stub addresses, by vector (defined in the assembly above).
@@ -126,6 +140,7 @@ unsafe extern "C" {
     /// deadline from RDI and halting until an interrupt.
     fn kiln_halt(tsc_deadline: u64);
     /// The interrupt and spurious-interrupt entries.
+    fn kiln_device_irq_stub();
     fn kiln_irq_stub();
     fn kiln_spurious_stub();
 }
@@ -178,9 +193,10 @@ pub fn install_handlers() {
         for (slot, &handler) in (*idt).0.iter_mut().zip(kiln_trap_stubs.iter()) {
             *slot = gate(handler, 1);
         }
-        let irq = kiln_irq_stub as *const () as u64;
-        (*idt).0[usize::from(DEVICE_VECTOR)] = gate(irq, 0);
-        (*idt).0[usize::from(TIMER_VECTOR)] = gate(irq, 0);
+        let device = kiln_device_irq_stub as *const () as u64;
+        let timer = kiln_irq_stub as *const () as u64;
+        (*idt).0[usize::from(DEVICE_VECTOR)] = gate(device, 0);
+        (*idt).0[usize::from(TIMER_VECTOR)] = gate(timer, 0);
         (*idt).0[usize::from(SPURIOUS_VECTOR)] = gate(kiln_spurious_stub as *const () as u64, 0);
     }
 }

@@ -13,4 +13,5 @@ pub mod heap;
 pub mod host;
 pub mod idle;
 pub mod paging;
+pub mod ring;
 pub mod virtio;

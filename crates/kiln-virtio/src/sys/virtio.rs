@@ -13,9 +13,13 @@
 //! one, which also holds the virtio-net header), and notifies the device
 //! once per wait of the runtime (or when [`NOTIFY_BATCH`] frames are
 //! waiting), not once per frame: each notification is an MMIO write, an
-//! exit, emulated on hypervisors that emulate CPL 3 MMIO (KVM's PVM). Block requests wait for their completion (the
-//! device answers within the exit that the notification causes under
-//! QEMU's default thread model, or shortly after).
+//! exit, emulated on hypervisors that emulate CPL 3 MMIO (KVM's PVM).
+//! Notifications are suppressed both ways with the event index
+//! (`sys::ring`): kiln notifies only when the device asked for it (when it
+//! went idle, or ran out of receive buffers), and the device interrupts
+//! only while the wait is about to halt. Block requests wait for their
+//! completion (the device answers within the exit that the notification
+//! causes under QEMU's default thread model, or shortly after).
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -36,6 +40,7 @@ use virtio_drivers::transport::{DeviceType, SomeTransport, Transport};
 
 use crate::cmdline::MmioDevice;
 use crate::sys::dma::KilnHal;
+use crate::sys::ring::{Ring, Tracked};
 
 /// Entries of each virtqueue.
 const QUEUE_SIZE: usize = 64;
@@ -250,13 +255,30 @@ pub fn can_halt() -> bool {
     super::idle::ready(irqs.into_iter())
 }
 
-/// Acknowledges every network device's interrupt, so that its line drops
-/// and the next used buffer raises it again (an edge the IOAPIC sees).
-pub fn ack_all() {
+/// Before a halt: asks every network device to interrupt at its next
+/// received frame (and at its next sent one when a task waits for a send
+/// buffer), and acknowledges the interrupts delivered since the last halt
+/// so that each line drops and the next used buffer raises it again (an
+/// edge the IOAPIC sees). No interrupt delivered: no acknowledgement, whose
+/// register read is an exit. The caller checks the queues afterwards.
+pub fn arm_all() {
+    let delivered = super::cpu::device_interrupts();
+    let ack = ACKED.swap(delivered, core::sync::atomic::Ordering::Relaxed) != delivered;
     for net in NETS.lock().iter() {
-        let _ = net.lock().transport.ack_interrupt();
+        let mut state = net.lock();
+        state.rx_ring.interrupts_on(state.rx_popped);
+        if state.tx_waker.is_some() {
+            state.tx_ring.interrupts_on(state.tx_popped);
+        }
+        if ack {
+            let _ = state.transport.ack_interrupt();
+        }
     }
 }
+
+/// The count of device interrupts at the last acknowledgement (`u64::MAX`:
+/// none yet, so the first halt acknowledges).
+static ACKED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(u64::MAX);
 
 /// Notifies every network device of the buffers queued since the last
 /// notification (the start of each wait, and exit).
@@ -294,9 +316,16 @@ pub fn poll_all() -> bool {
 }
 
 struct NetState {
-    transport: Dev,
+    transport: Tracked<Dev>,
     rx_queue: VirtQueue<KilnHal, QUEUE_SIZE>,
     tx_queue: VirtQueue<KilnHal, QUEUE_SIZE>,
+    /// The queues' suppression fields.
+    rx_ring: Ring,
+    tx_ring: Ring,
+    /// Used buffers taken from each queue, modulo 2^16 (the crate's
+    /// `last_used_idx`).
+    rx_popped: u16,
+    tx_popped: u16,
     /// The virtio-net header's length: 12 (virtio 1), else 10.
     header: usize,
     /// Its interrupt line, if it has one kiln can route.
@@ -339,17 +368,18 @@ impl NetState {
     }
 
     /// Tells the device about the buffers added since the last time, if
-    /// it asked to be told (event index or the used ring's flag).
+    /// it asked to be told (event index or the used ring's flag; not
+    /// `VirtQueue::should_notify`, see `crate::notify`).
     fn notify(&mut self) {
         if self.tx_unnotified > 0 {
             self.tx_unnotified = 0;
-            if self.tx_queue.should_notify() {
+            if self.tx_ring.should_notify() {
                 self.transport.notify(QUEUE_TRANSMIT);
             }
         }
         if self.rx_unnotified > 0 {
             self.rx_unnotified = 0;
-            if self.rx_queue.should_notify() {
+            if self.rx_ring.should_notify() {
                 self.transport.notify(QUEUE_RECEIVE);
             }
         }
@@ -373,8 +403,13 @@ impl NetState {
             {
                 break;
             }
+            self.tx_popped = self.tx_popped.wrapping_add(1);
             self.tx_free.push(i);
             any = true;
+        }
+        if any {
+            // `pop_used` asked for an interrupt at the next used buffer.
+            self.tx_ring.interrupts_off(self.tx_popped);
         }
         any
     }
@@ -394,7 +429,8 @@ impl Net {
         Some(Self::new(transport, irq))
     }
 
-    fn new(mut transport: Dev, irq: Option<u32>) -> Result<Net, virtio_drivers::Error> {
+    fn new(transport: Dev, irq: Option<u32>) -> Result<Net, virtio_drivers::Error> {
+        let mut transport = Tracked::new(transport);
         let features = transport.begin_init(
             NetFeatures::MAC
                 | NetFeatures::STATUS
@@ -406,6 +442,14 @@ impl Net {
         let event_idx = features.contains(NetFeatures::RING_EVENT_IDX);
         let rx_queue = VirtQueue::new(&mut transport, QUEUE_RECEIVE, false, event_idx)?;
         let tx_queue = VirtQueue::new(&mut transport, QUEUE_TRANSMIT, false, event_idx)?;
+        let (Some(rx_ring), Some(tx_ring)) = (
+            transport.ring(QUEUE_RECEIVE, QUEUE_SIZE, event_idx),
+            transport.ring(QUEUE_TRANSMIT, QUEUE_SIZE, event_idx),
+        ) else {
+            return Err(virtio_drivers::Error::InvalidParam);
+        };
+        rx_ring.interrupts_off(0);
+        tx_ring.interrupts_off(0);
         transport.finish_init();
         let header = if features.contains(NetFeatures::VERSION_1) {
             12
@@ -417,6 +461,10 @@ impl Net {
             transport,
             rx_queue,
             tx_queue,
+            rx_ring,
+            tx_ring,
+            rx_popped: 0,
+            tx_popped: 0,
             header,
             irq,
             rx: (0..RX_BUFFERS).map(|_| buffer()).collect(),
@@ -473,6 +521,11 @@ impl kiln_devices::NetworkInterface for Net {
         let s = &mut *state;
         // SAFETY: the token and buffer are the pair `post` added.
         let done = unsafe { s.rx_queue.pop_used(token, &[], &mut [&mut s.rx[i]]) };
+        if done.is_ok() {
+            // `pop_used` asked for an interrupt at the next used buffer.
+            s.rx_popped = s.rx_popped.wrapping_add(1);
+            s.rx_ring.interrupts_off(s.rx_popped);
+        }
         let header = s.header;
         let copied = done.map_err(|_| NetError::Io(EIO)).and_then(|len| {
             let frame = s.rx[i]
