@@ -15,6 +15,8 @@
 //!   `--handshake-timeout`, `--tcp-rx-buffer`, `--tcp-tx-buffer`: see
 //!   [`Buffers`]);
 //! - `device`: smoltcp's `Device` over a `NetworkInterface`, for one poll;
+//! - `vnet`: the virtio-net header of interfaces with checksum and TCP
+//!   segmentation offload (a tap with `IFF_VNET_HDR`);
 //! - `guard`: drops neighbour discovery that would poison or flush
 //!   smoltcp's neighbour cache (NS/NA not for us, too many routers);
 //! - `driver`: the one task that owns the interface; woken by an arriving
@@ -63,6 +65,7 @@ pub mod pair;
 mod stack;
 mod tcp;
 mod udp;
+mod vnet;
 
 pub use config::{Buffers, Cidr, Config, ConfigError, FLAGS, Flag};
 pub use device::DeviceStats;

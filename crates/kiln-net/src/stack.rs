@@ -500,6 +500,7 @@ impl NetStack {
             tx: &mut tx,
             stats: &mut stats,
             frame_len,
+            vnet: nic.vnet_header(),
             guard: &mut guard,
             now: smol_now(),
             more: false,
