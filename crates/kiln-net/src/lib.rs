@@ -12,7 +12,9 @@
 //!   runtime arguments (`--ipv4=ADDR/PREFIX`, `--ipv4-gateway=ADDR`,
 //!   `--ipv6=ADDR/PREFIX`, `--ipv6-gateway=ADDR`, `--no-dhcp`,
 //!   `--no-slaac`, and the limits `--max-connections`, `--syn-backlog`,
-//!   `--handshake-timeout`, `--tcp-rx-buffer`, `--tcp-tx-buffer`: see
+//!   `--handshake-timeout`, `--tcp-rx-buffer`, `--tcp-tx-buffer`,
+//!   `--tcp-bulk-connections`, `--tcp-bulk-rx-buffer`,
+//!   `--tcp-bulk-tx-buffer`: see
 //!   [`Buffers`]);
 //! - `device`: smoltcp's `Device` over a `NetworkInterface`, for one poll;
 //! - `vnet`: the virtio-net header of interfaces with checksum and TCP
