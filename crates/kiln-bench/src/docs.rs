@@ -54,6 +54,14 @@ fn about(section: &str) -> &'static str {
              target directory of its own, so every dependency compiles) and after an edit of the \
              app (a comment appended to `src/lib.rs`). hvt and spt include building the tender."
         }
+        "bulk" => {
+            "Debian's `iperf3 -c ADDR -t T -J` (T = 5 s, 3 runs, medians; 1 s, 1 run with \
+             `--quick`) each way against examples/bulk, an iperf3 server on kiln's own stack \
+             (unix-direct, spt, hvt) on the tap of the network section's namespace, read against \
+             the host kernel's TCP to `iperf3 -s` in a second namespace over a veth pair, same \
+             run. \"to the server\": iperf3 sends; \"from the server (-R)\": the unikernel sends. \
+             Profiles and analysis: docs/bulk.md."
+        }
         _ => "",
     }
 }

@@ -81,7 +81,7 @@ struct Args {
     /// unless every figure is produced and sane (no time thresholds)
     #[arg(long)]
     quick: bool,
-    /// Run only these sections (boot, hvt, size, memory, network, storage, build, soak)
+    /// Run only these sections (boot, hvt, size, memory, network, storage, build, soak, bulk)
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     only: Vec<String>,
     /// Print the results as JSON on stdout
@@ -237,6 +237,11 @@ fn prepare(
         } else {
             (Vec::new(), Vec::new())
         };
+        let bulk = if wants("bulk") {
+            build_all(&env, "bulk", None, &sections::bulk::VARIANTS, true)
+        } else {
+            Vec::new()
+        };
         let programs = programs.join().unwrap_or_else(|_| {
             let why = "the thread building it panicked".to_string();
             Programs {
@@ -245,9 +250,9 @@ fn prepare(
                 hvt: Err(why),
             }
         });
-        (programs, [hello, www, www_big, blockbench, notes])
+        (programs, [hello, www, www_big, blockbench, notes, bulk])
     });
-    let [hello, www, www_big, blockbench, notes] = images;
+    let [hello, www, www_big, blockbench, notes, bulk] = images;
     Prepared {
         env,
         counts,
@@ -259,6 +264,7 @@ fn prepare(
         www_big,
         blockbench,
         notes,
+        bulk,
     }
 }
 
@@ -405,6 +411,7 @@ fn main() -> ExitCode {
             "memory" => sections::memory::run(&prepared),
             "network" => sections::network::run(&prepared),
             "storage" => sections::storage::run(&prepared),
+            "bulk" => sections::bulk::run(&prepared),
             "soak" => sections::soak::run(
                 &prepared,
                 sections::soak::Plan::new(args.quick, args.soak_minutes),
