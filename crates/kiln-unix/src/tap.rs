@@ -134,6 +134,12 @@ impl Tap {
         } else {
             (sys::open_tap(ifname, false).map_err(tap_error)?, false)
         };
+        if !vnet {
+            // Offloads a previous reader negotiated stay with the tap (even
+            // if it was killed): without a virtio-net header to read, none
+            // may stay on. Best effort, as QEMU does.
+            let _ = sys::set_tap_offload(fd.as_fd(), 0);
+        }
         // The host decides the MTU (`ip link set TAP mtu 9000`); the
         // unikernel's stack sizes its frames to it.
         let mtu = sys::interface_mtu(ifname).map_err(tap_error)?.min(MAX_MTU);
@@ -152,6 +158,16 @@ impl Tap {
             VNET_HEADER_LEN + VNET_MAX_FRAME.max(self.mtu + ETHERNET_HEADER_LEN)
         } else {
             self.mtu + ETHERNET_HEADER_LEN
+        }
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        // Leave the tap as a plain one for whoever reads it next (a Solo5
+        // tender, a VMM without offloads).
+        if self.vnet {
+            let _ = sys::set_tap_offload(self.fd.as_fd(), 0);
         }
     }
 }

@@ -231,6 +231,10 @@ pub fn run(p: &Prepared) -> Vec<Row> {
             }
         };
         progress(&format!("bulk: iperf3 against bulk on {target}"));
+        // Each target has a MAC of its own at the same address: the host
+        // must not keep sending to the previous one.
+        let flush = ns.wrap(&argv(["ip", "neigh", "flush", "dev", TAP]));
+        let _ = exec::run(&flush, Context::default(), Duration::from_secs(20));
         let args = [format!("--ipv4={GUEST_V4}/{PREFIX}"), "--no-slaac".into()];
         let log = p.env.work.join(format!("bulk-{target}.log"));
         let service = ns.start(&built.argv(None, Some(TAP), &args), &log);
