@@ -13,7 +13,7 @@ use kiln_rt::{block_on, timeout};
 use kiln_testsupport::netns::{self, Netns, ip};
 use kiln_testsupport::process::rerun_as_nobody;
 use kiln_testsupport::skip::{is_root, netns_or_skip};
-use kiln_unix::{Tap, platform};
+use kiln_unix::{Tap, TapOptions, platform};
 
 const IFNAME: &str = "kiln0";
 const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -120,7 +120,11 @@ fn inside_a_namespace() {
     let result = block_on(
         platform(),
         timeout(Duration::from_secs(20), async {
-            let tap = Tap::open(platform(), "service", IFNAME, Some(GUEST_MAC)).unwrap();
+            // Plain frames: no virtio-net header in front.
+            let plain = TapOptions { offloads: false };
+            let tap =
+                Tap::open_with(platform(), "service", IFNAME, Some(GUEST_MAC), plain).unwrap();
+            assert!(!tap.vnet_header());
             assert_eq!(tap.mac(), GUEST_MAC);
             assert_eq!(tap.mtu(), 1500);
             netns::address(IFNAME, "10.77.0.1/24", None);
@@ -178,7 +182,12 @@ fn inside_a_namespace() {
             // The MTU is the interface's: a tap set to 9000 is read as 9000.
             ip(&["tuntap", "add", "dev", "kiln9k", "mode", "tap"]);
             ip(&["link", "set", "kiln9k", "mtu", "9000"]);
-            let jumbo = Tap::open(platform(), "jumbo", "kiln9k", None).unwrap();
+            // By default the offloads are negotiated: frames then carry a
+            // virtio-net header and may be 64 KiB long.
+            let offloads = Tap::open(platform(), "offloads", "kiln9k", None).unwrap();
+            assert!(offloads.vnet_header());
+            drop(offloads);
+            let jumbo = Tap::open_with(platform(), "jumbo", "kiln9k", None, plain).unwrap();
             assert_eq!(jumbo.mtu(), 9000);
             assert_eq!(
                 jumbo.send(&[0u8; 9015]).await,
