@@ -16,6 +16,13 @@ use crate::vnet::{self, VNET_HEADER_LEN, VNET_MAX_FRAME};
 /// holds this many, `transmit` refuses and data waits in socket buffers.
 const TX_QUEUE_LIMIT: usize = 64;
 
+/// Spare frame buffers larger than [`SMALL_FRAME`] kept at most.
+const LARGE_SPARES: usize = 8;
+
+/// The largest frame buffer of an interface without offloads that is kept
+/// without bound (a jumbo frame with a virtio-net header).
+const SMALL_FRAME: usize = 16 * 1024;
+
 /// Frames the neighbour-discovery filter may drop in one `receive` before
 /// it returns and lets the driver run the rest of its round.
 const FILTERED_PER_RECEIVE: usize = 256;
@@ -70,7 +77,10 @@ impl TxQueue {
     }
 
     fn recycle(&mut self, buf: Vec<u8>) {
-        if self.spare.len() < TX_QUEUE_LIMIT {
+        // Segments of up to 64 KiB (interfaces with offloads): a few
+        // spares are enough, and 64 of them would keep 4 MiB.
+        let large = buf.capacity() > SMALL_FRAME;
+        if self.spare.len() < TX_QUEUE_LIMIT && !(large && self.spare.len() >= LARGE_SPARES) {
             self.spare.push(buf);
         }
     }
