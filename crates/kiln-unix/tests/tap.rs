@@ -22,7 +22,8 @@ const GUEST_MAC: MacAddress = MacAddress([0x02, 0x6b, 0x69, 0x6c, 0x6e, 0x01]);
 
 #[test]
 fn tap_exchanges_frames_with_the_kernel() {
-    if !netns_or_skip("tap_exchanges_frames_with_the_kernel", &[]) {
+    let tools = [("ethtool", "--version", "ethtool")];
+    if !netns_or_skip("tap_exchanges_frames_with_the_kernel", &tools) {
         return;
     }
     let ns = Netns::new("unix-tap");
@@ -98,6 +99,21 @@ fn udp_payload(frame: &[u8], mac: [u8; 6], port: u16) -> Option<&[u8]> {
     }
     let len = usize::from(u16_at(frame, udp + 4)?);
     frame.get(udp + 8..udp + len)
+}
+
+/// `tx-checksumming` of `ifname` as `ethtool -k` reports it: whether the
+/// kernel may send it frames with partial checksums.
+fn tx_checksumming(ifname: &str) -> String {
+    let out = std::process::Command::new("ethtool")
+        .args(["-k", ifname])
+        .output()
+        .expect("ethtool");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("tx-checksumming: "))
+        .unwrap_or("?")
+        .trim()
+        .to_string()
 }
 
 /// Receives frames until `want` accepts one, at most 100 frames.
@@ -186,7 +202,11 @@ fn inside_a_namespace() {
             // virtio-net header and may be 64 KiB long.
             let offloads = Tap::open(platform(), "offloads", "kiln9k", None).unwrap();
             assert!(offloads.vnet_header());
+            assert_eq!(tx_checksumming("kiln9k"), "on");
+            // Closed, it leaves the tap plain for the next reader (a Solo5
+            // tender cannot read partial checksums).
             drop(offloads);
+            assert_eq!(tx_checksumming("kiln9k"), "off");
             let jumbo = Tap::open_with(platform(), "jumbo", "kiln9k", None, plain).unwrap();
             assert_eq!(jumbo.mtu(), 9000);
             assert_eq!(
