@@ -238,7 +238,13 @@ fn prepare(
             (Vec::new(), Vec::new())
         };
         let bulk = if wants("bulk") {
-            build_all(&env, "bulk", None, &sections::bulk::VARIANTS, true)
+            build_all(
+                &env,
+                "bulk",
+                None,
+                sections::bulk::variants(counts.quick),
+                true,
+            )
         } else {
             Vec::new()
         };
