@@ -82,7 +82,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Run only these sections (boot, hvt, size, memory, network, storage, build, soak,
-    /// virtio)
+    /// virtio, bulk)
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     only: Vec<String>,
     /// Print the results as JSON on stdout
@@ -238,6 +238,17 @@ fn prepare(
         } else {
             (Vec::new(), Vec::new())
         };
+        let bulk = if wants("bulk") {
+            build_all(
+                &env,
+                "bulk",
+                None,
+                sections::bulk::variants(counts.quick),
+                true,
+            )
+        } else {
+            Vec::new()
+        };
         let programs = programs.join().unwrap_or_else(|_| {
             let why = "the thread building it panicked".to_string();
             Programs {
@@ -246,9 +257,9 @@ fn prepare(
                 hvt: Err(why),
             }
         });
-        (programs, [hello, www, www_big, blockbench, notes])
+        (programs, [hello, www, www_big, blockbench, notes, bulk])
     });
-    let [hello, www, www_big, blockbench, notes] = images;
+    let [hello, www, www_big, blockbench, notes, bulk] = images;
     Prepared {
         env,
         counts,
@@ -260,6 +271,7 @@ fn prepare(
         www_big,
         blockbench,
         notes,
+        bulk,
     }
 }
 
@@ -407,6 +419,7 @@ fn main() -> ExitCode {
             "network" => sections::network::run(&prepared),
             "storage" => sections::storage::run(&prepared),
             "virtio" => sections::virtio::run(&prepared),
+            "bulk" => sections::bulk::run(&prepared),
             "soak" => sections::soak::run(
                 &prepared,
                 sections::soak::Plan::new(args.quick, args.soak_minutes),

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 /// The benchmark sections, in the order they run.
-pub const SECTIONS: [&str; 9] = [
-    "boot", "hvt", "size", "memory", "network", "storage", "build", "soak", "virtio",
+pub const SECTIONS: [&str; 10] = [
+    "boot", "hvt", "size", "memory", "network", "storage", "build", "soak", "virtio", "bulk",
 ];
 
 /// A figure a row compares against, measured in the same run.

@@ -66,6 +66,16 @@ pub enum NetError {
 /// Length of an Ethernet header (destination, source, EtherType).
 pub const ETHERNET_HEADER_LEN: usize = 14;
 
+/// Bytes of the `struct virtio_net_hdr` in front of each frame of an
+/// interface with [`NetworkInterface::vnet_header`].
+pub const VNET_HEADER_LEN: usize = 10;
+
+/// The largest frame (Ethernet header included, virtio-net header not) an
+/// interface with [`NetworkInterface::vnet_header`] sends or receives: an
+/// IP packet of up to 64 KiB to be segmented, or segments the host
+/// coalesced (an IPv6 header and a payload of 65535 bytes at most).
+pub const VNET_MAX_FRAME: usize = ETHERNET_HEADER_LEN + 40 + 65535;
+
 /// A network interface: a tap device on unix, the tender's net device on hvt
 /// and spt.
 ///
@@ -89,6 +99,18 @@ pub trait NetworkInterface {
     /// Sends one complete Ethernet frame, or registers `cx`'s waker to be
     /// woken when the interface may accept one.
     fn poll_send(&self, cx: &mut Context<'_>, frame: &[u8]) -> Poll<Result<(), NetError>>;
+
+    /// Whether every frame this interface sends and receives starts with a
+    /// [`VNET_HEADER_LEN`]-byte `struct virtio_net_hdr` (virtio 1.2,
+    /// 5.1.6, without `num_buffers`): the interface completes checksums
+    /// marked `NEEDS_CSUM`, segments frames marked for TCP segmentation
+    /// (up to [`VNET_MAX_FRAME`] bytes), and may deliver such frames
+    /// (a Linux tap opened with `IFF_VNET_HDR` and `TUNSETOFFLOAD`). With
+    /// it, [`poll_receive`](Self::poll_receive)'s `buf` must hold
+    /// `VNET_HEADER_LEN + VNET_MAX_FRAME` bytes. Off by default.
+    fn vnet_header(&self) -> bool {
+        false
+    }
 
     /// Receives one frame into `buf`, waiting until one arrives.
     fn receive<'a>(
@@ -116,6 +138,9 @@ impl<N: NetworkInterface + ?Sized> NetworkInterface for &N {
     }
     fn poll_send(&self, cx: &mut Context<'_>, frame: &[u8]) -> Poll<Result<(), NetError>> {
         (**self).poll_send(cx, frame)
+    }
+    fn vnet_header(&self) -> bool {
+        (**self).vnet_header()
     }
 }
 

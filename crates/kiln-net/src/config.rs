@@ -27,9 +27,11 @@ impl<A: fmt::Display> fmt::Display for Cidr<A> {
 ///
 /// Every TCP socket costs `tcp_rx + tcp_tx` bytes of buffers (48 KiB with
 /// the defaults) plus about 1 KiB of state, and the stack never holds more
-/// than `max_connections` of them, so TCP takes at most about
-/// `max_connections × (tcp_rx + tcp_tx + 1 KiB)`: 49 MiB with the
-/// defaults, whatever the peers do.
+/// than `max_connections` of them; up to `bulk_connections` of them have
+/// `bulk_rx + bulk_tx` instead (192 KiB), so TCP takes at most about
+/// `max_connections × (tcp_rx + tcp_tx + 1 KiB) + bulk_connections ×
+/// (bulk_rx + bulk_tx - tcp_rx - tcp_tx)`: 49 + 4.5 MiB with the defaults,
+/// whatever the peers do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Buffers {
     /// Bytes each TCP connection buffers on receive (the advertised
@@ -38,6 +40,17 @@ pub struct Buffers {
     /// Bytes each TCP connection buffers on send (the most it has in
     /// flight; `--tcp-tx-buffer`).
     pub tcp_tx: usize,
+    /// TCP sockets that get `bulk_rx` and `bulk_tx` instead of `tcp_rx`
+    /// and `tcp_tx` (`--tcp-bulk-connections`): each new socket, listening
+    /// ones included, gets them while fewer than this many sockets have
+    /// them. A window of 16 KiB held a transfer from the host over a tap
+    /// to about 1 Gbit/s, 64 KiB to about 5 (docs/bulk.md); the bound
+    /// keeps what a flood of connections can take as it was.
+    pub bulk_connections: usize,
+    /// Receive buffer of the bulk sockets (`--tcp-bulk-rx-buffer`).
+    pub bulk_rx: usize,
+    /// Send buffer of the bulk sockets (`--tcp-bulk-tx-buffer`).
+    pub bulk_tx: usize,
     /// Listening sockets kept ready per TCP listener; the stack refills them
     /// as connections arrive, so this bounds only a burst of SYNs between
     /// two frames.
@@ -78,6 +91,10 @@ impl Default for Buffers {
             // of a tap or a LAN.
             tcp_rx: 16 * 1024,
             tcp_tx: 32 * 1024,
+            // Two listeners' ready sockets (16 each), then connections.
+            bulk_connections: 32,
+            bulk_rx: 64 * 1024,
+            bulk_tx: 128 * 1024,
             backlog: 16,
             max_pending: 256,
             max_connections: 1024,
@@ -195,6 +212,21 @@ pub const FLAGS: &[Flag] = &[
         value: Some("BYTES"),
         doc: "Send buffer of each TCP connection (default 32768)",
     },
+    Flag {
+        name: "tcp-bulk-connections",
+        value: Some("N"),
+        doc: "TCP sockets (listening ones included) that get the bulk buffers while fewer have them (default 32)",
+    },
+    Flag {
+        name: "tcp-bulk-rx-buffer",
+        value: Some("BYTES"),
+        doc: "Receive buffer (window) of the bulk TCP sockets (default 65536)",
+    },
+    Flag {
+        name: "tcp-bulk-tx-buffer",
+        value: Some("BYTES"),
+        doc: "Send buffer of the bulk TCP sockets (default 131072)",
+    },
 ];
 
 /// Parses an unsigned number within `min..=max`.
@@ -218,7 +250,7 @@ fn parse_count(
 pub enum ConfigError {
     /// The flag is not one of [`FLAGS`].
     #[error(
-        "unknown stack argument --{flag}\nhint: the stack accepts --ipv4, --ipv4-gateway, --ipv6, --ipv6-gateway, --no-dhcp, --no-slaac, --max-connections, --syn-backlog, --handshake-timeout, --tcp-rx-buffer, --tcp-tx-buffer"
+        "unknown stack argument --{flag}\nhint: the stack accepts --ipv4, --ipv4-gateway, --ipv6, --ipv6-gateway, --no-dhcp, --no-slaac, --max-connections, --syn-backlog, --handshake-timeout, --tcp-rx-buffer, --tcp-tx-buffer, --tcp-bulk-connections, --tcp-bulk-rx-buffer, --tcp-bulk-tx-buffer"
     )]
     UnknownFlag {
         /// The flag, without `--`.
@@ -360,6 +392,11 @@ impl Config {
             // smoltcp's window scaling reaches 1 GiB; a buffer must hold
             // at least a segment.
             "tcp-rx-buffer" => self.buffers.tcp_rx = parse_count(f, value, 1024, 1 << 30)?,
+            "tcp-bulk-connections" => {
+                self.buffers.bulk_connections = parse_count(f, value, 0, 1 << 20)?;
+            }
+            "tcp-bulk-rx-buffer" => self.buffers.bulk_rx = parse_count(f, value, 1024, 1 << 30)?,
+            "tcp-bulk-tx-buffer" => self.buffers.bulk_tx = parse_count(f, value, 1024, 1 << 30)?,
             _ => self.buffers.tcp_tx = parse_count(f, value, 1024, 1 << 30)?,
         }
         Ok(())

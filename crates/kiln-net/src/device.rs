@@ -6,14 +6,22 @@ use alloc::vec::Vec;
 use core::task::{Context, Poll};
 
 use kiln_devices::NetworkInterface;
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium, PacketMeta};
 use smoltcp::time::Instant;
 
 use crate::guard::NdiscGuard;
+use crate::vnet::{self, VNET_HEADER_LEN, VNET_MAX_FRAME};
 
 /// Frames smoltcp produced that the interface did not accept yet. While it
 /// holds this many, `transmit` refuses and data waits in socket buffers.
 const TX_QUEUE_LIMIT: usize = 64;
+
+/// Spare frame buffers larger than [`SMALL_FRAME`] kept at most.
+const LARGE_SPARES: usize = 8;
+
+/// The largest frame buffer of an interface without offloads that is kept
+/// without bound (a jumbo frame with a virtio-net header).
+const SMALL_FRAME: usize = 16 * 1024;
 
 /// Frames the neighbour-discovery filter may drop in one `receive` before
 /// it returns and lets the driver run the rest of its round.
@@ -26,7 +34,9 @@ pub struct DeviceStats {
     pub rx_frames: u64,
     /// Frames handed to the interface.
     pub tx_frames: u64,
-    /// Receive errors reported by the interface.
+    /// Receive errors reported by the interface, and frames dropped for
+    /// a malformed virtio-net header or a bad TCP checksum the interface
+    /// did not vouch for (interfaces with offloads, see `vnet`).
     pub rx_errors: u64,
     /// Frames the interface refused with an error, or that were dropped
     /// because the transmit queue was full.
@@ -67,7 +77,10 @@ impl TxQueue {
     }
 
     fn recycle(&mut self, buf: Vec<u8>) {
-        if self.spare.len() < TX_QUEUE_LIMIT {
+        // Segments of up to 64 KiB (interfaces with offloads): a few
+        // spares are enough, and 64 of them would keep 4 MiB.
+        let large = buf.capacity() > SMALL_FRAME;
+        if self.spare.len() < TX_QUEUE_LIMIT && !(large && self.spare.len() >= LARGE_SPARES) {
             self.spare.push(buf);
         }
     }
@@ -133,6 +146,8 @@ pub(crate) struct NicDevice<'a, 'b, N: ?Sized> {
     pub(crate) stats: &'a mut DeviceStats,
     /// Largest frame, Ethernet header included.
     pub(crate) frame_len: usize,
+    /// Frames carry a virtio-net header (`NetworkInterface::vnet_header`).
+    pub(crate) vnet: bool,
     pub(crate) guard: &'a mut NdiscGuard,
     /// This poll's time.
     pub(crate) now: Instant,
@@ -145,6 +160,8 @@ pub(crate) struct RxToken<'a> {
 }
 
 pub(crate) struct TxToken<'a, 'b, N: ?Sized> {
+    vnet: bool,
+    meta: PacketMeta,
     nic: &'a N,
     cx: &'a mut Context<'b>,
     tx: &'a mut TxQueue,
@@ -161,11 +178,20 @@ impl phy::RxToken for RxToken<'_> {
 
 impl<N: NetworkInterface + ?Sized> phy::TxToken for TxToken<'_, '_, N> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut frame = self.tx.buffer(len);
-        let r = f(&mut frame);
-        self.guard.sent(&frame, self.now);
+        let head = if self.vnet { VNET_HEADER_LEN } else { 0 };
+        let mut frame = self.tx.buffer(head + len);
+        let r = f(&mut frame[head..]);
+        self.guard.sent(&frame[head..], self.now);
+        if self.vnet {
+            let mss = self.meta.segmentation_offload_size.map(|s| s.get());
+            vnet::send(&mut frame, mss);
+        }
         self.tx.send(self.nic, self.cx, self.stats, frame);
         r
+    }
+
+    fn set_meta(&mut self, meta: PacketMeta) {
+        self.meta = meta;
     }
 }
 
@@ -181,7 +207,7 @@ impl<'b, N: NetworkInterface + ?Sized> phy::Device for NicDevice<'_, 'b, N> {
 
     fn receive(&mut self, _: Instant) -> Option<(RxToken<'_>, TxToken<'_, 'b, N>)> {
         let mut filtered = 0;
-        let n = loop {
+        let (start, n) = loop {
             let n = match self.nic.poll_receive(self.cx, self.rx) {
                 Poll::Ready(Ok(n)) => n.min(self.rx.len()),
                 Poll::Ready(Err(_)) => {
@@ -191,8 +217,19 @@ impl<'b, N: NetworkInterface + ?Sized> phy::Device for NicDevice<'_, 'b, N> {
                 Poll::Pending => return None,
             };
             self.stats.rx_frames += 1;
-            if self.guard.admit(&self.rx[..n], self.now) {
-                break n;
+            let start = if self.vnet {
+                match vnet::receive(&mut self.rx[..n]) {
+                    Some(start) => start,
+                    None => {
+                        self.stats.rx_errors += 1;
+                        continue;
+                    }
+                }
+            } else {
+                0
+            };
+            if self.guard.admit(&self.rx[start..n], self.now) {
+                break (start, n);
             }
             self.stats.ndisc_dropped += 1;
             filtered += 1;
@@ -202,9 +239,11 @@ impl<'b, N: NetworkInterface + ?Sized> phy::Device for NicDevice<'_, 'b, N> {
             }
         };
         let rx = RxToken {
-            frame: &self.rx[..n],
+            frame: &self.rx[start..n],
         };
         let tx = TxToken {
+            vnet: self.vnet,
+            meta: PacketMeta::default(),
             nic: self.nic,
             cx: &mut *self.cx,
             tx: &mut *self.tx,
@@ -221,6 +260,8 @@ impl<'b, N: NetworkInterface + ?Sized> phy::Device for NicDevice<'_, 'b, N> {
             return None;
         }
         Some(TxToken {
+            vnet: self.vnet,
+            meta: PacketMeta::default(),
             nic: self.nic,
             cx: &mut *self.cx,
             tx: &mut *self.tx,
@@ -234,6 +275,14 @@ impl<'b, N: NetworkInterface + ?Sized> phy::Device for NicDevice<'_, 'b, N> {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = self.frame_len;
+        if self.vnet {
+            // The host completes TCP checksums and cuts segments of up to
+            // an IPv4 packet's 64 KiB; `vnet` checks what it received.
+            caps.checksum.tcp = Checksum::None;
+            let segment = core::num::NonZeroUsize::new(VNET_MAX_FRAME - 40);
+            caps.segmentation.tcpv4 = segment;
+            caps.segmentation.tcpv6 = segment;
+        }
         caps
     }
 }

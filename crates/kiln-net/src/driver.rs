@@ -211,10 +211,16 @@ impl<N> Unpin for Driver<N> {}
 
 impl<N: NetworkInterface> Driver<N> {
     pub(crate) fn new(nic: N, shared: Rc<Shared>, frame_len: usize) -> Driver<N> {
+        // With offloads, frames may be up to 64 KiB, behind a header.
+        let rx_len = if nic.vnet_header() {
+            crate::vnet::VNET_HEADER_LEN + crate::vnet::VNET_MAX_FRAME.max(frame_len)
+        } else {
+            frame_len
+        };
         Driver {
             nic,
             shared,
-            rx: vec![0; frame_len],
+            rx: vec![0; rx_len],
             tx: TxQueue::default(),
             frame_len,
             timer: None,
@@ -251,6 +257,7 @@ impl<N: NetworkInterface> Driver<N> {
             tx: &mut self.tx,
             stats: &mut stats,
             frame_len: self.frame_len,
+            vnet: self.nic.vnet_header(),
             guard: &mut self.guard,
             now,
             more: false,

@@ -12,9 +12,13 @@
 //!   runtime arguments (`--ipv4=ADDR/PREFIX`, `--ipv4-gateway=ADDR`,
 //!   `--ipv6=ADDR/PREFIX`, `--ipv6-gateway=ADDR`, `--no-dhcp`,
 //!   `--no-slaac`, and the limits `--max-connections`, `--syn-backlog`,
-//!   `--handshake-timeout`, `--tcp-rx-buffer`, `--tcp-tx-buffer`: see
+//!   `--handshake-timeout`, `--tcp-rx-buffer`, `--tcp-tx-buffer`,
+//!   `--tcp-bulk-connections`, `--tcp-bulk-rx-buffer`,
+//!   `--tcp-bulk-tx-buffer`: see
 //!   [`Buffers`]);
 //! - `device`: smoltcp's `Device` over a `NetworkInterface`, for one poll;
+//! - `vnet`: the virtio-net header of interfaces with checksum and TCP
+//!   segmentation offload (a tap with `IFF_VNET_HDR`);
 //! - `guard`: drops neighbour discovery that would poison or flush
 //!   smoltcp's neighbour cache (NS/NA not for us, too many routers);
 //! - `driver`: the one task that owns the interface; woken by an arriving
@@ -63,6 +67,7 @@ pub mod pair;
 mod stack;
 mod tcp;
 mod udp;
+mod vnet;
 
 pub use config::{Buffers, Cidr, Config, ConfigError, FLAGS, Flag};
 pub use device::DeviceStats;

@@ -107,6 +107,9 @@ pub(crate) struct State {
     closing: Vec<Closing>,
     /// TCP sockets in `sockets`, bounded by `buffers.max_connections`.
     tcp_count: usize,
+    /// Those of them with the bulk buffers, bounded by
+    /// `buffers.bulk_connections`.
+    bulk_count: usize,
     dhcp: Option<SocketHandle>,
     pub(crate) stats: DeviceStats,
     /// Tasks waiting for an address to be configured.
@@ -171,18 +174,39 @@ impl State {
     /// Adds a TCP socket to the set, counted against `max_connections`.
     fn add_tcp(&mut self, socket: tcp::Socket<'static>) -> SocketHandle {
         self.tcp_count += 1;
+        if self.is_bulk(&socket) {
+            self.bulk_count += 1;
+        }
         self.sockets.add(socket)
     }
 
     /// Removes a TCP socket from the set, freeing its buffers.
     pub(crate) fn remove_tcp(&mut self, handle: SocketHandle) {
         self.tcp_count = self.tcp_count.saturating_sub(1);
+        if self.is_bulk(self.sockets.get::<tcp::Socket>(handle)) {
+            self.bulk_count = self.bulk_count.saturating_sub(1);
+        }
         self.sockets.remove(handle);
     }
 
+    /// Whether `socket` has the bulk buffers (see [`Buffers::bulk_connections`]).
+    fn is_bulk(&self, socket: &tcp::Socket) -> bool {
+        let b = &self.buffers;
+        (b.bulk_rx, b.bulk_tx) != (b.tcp_rx, b.tcp_tx)
+            && (socket.recv_capacity(), socket.send_capacity()) == (b.bulk_rx, b.bulk_tx)
+    }
+
+    /// A TCP socket with the bulk buffers while fewer than
+    /// `bulk_connections` have them, else with the default ones.
     fn new_tcp_socket(&self) -> tcp::Socket<'static> {
-        let rx = tcp::SocketBuffer::new(vec![0; self.buffers.tcp_rx]);
-        let tx = tcp::SocketBuffer::new(vec![0; self.buffers.tcp_tx]);
+        let b = &self.buffers;
+        let (rx, tx) = if self.bulk_count < b.bulk_connections {
+            (b.bulk_rx, b.bulk_tx)
+        } else {
+            (b.tcp_rx, b.tcp_tx)
+        };
+        let rx = tcp::SocketBuffer::new(vec![0; rx]);
+        let tx = tcp::SocketBuffer::new(vec![0; tx]);
         let mut socket = tcp::Socket::new(rx, tx);
         // Applications here write whole responses; Nagle would only delay
         // their last segment.
@@ -319,6 +343,25 @@ impl State {
                     handle,
                     since: None,
                 });
+            }
+            // Bulk buffers given back since these sockets were made go to
+            // listening sockets still waiting for a SYN.
+            let sizes = &self.buffers;
+            let distinct = (sizes.bulk_rx, sizes.bulk_tx) != (sizes.tcp_rx, sizes.tcp_tx);
+            let mut j = 0;
+            while distinct && self.bulk_count < self.buffers.bulk_connections {
+                let Some(l) = b.listening.get(j) else { break };
+                let old = self.sockets.get::<tcp::Socket>(l.handle);
+                if old.state() == tcp::State::Listen && !self.is_bulk(old) {
+                    let mut socket = self.new_tcp_socket();
+                    socket.set_timeout(Some(handshake_timeout.into()));
+                    if socket.listen(b.endpoint).is_err() {
+                        break;
+                    }
+                    self.remove_tcp(l.handle);
+                    b.listening[j].handle = self.add_tcp(socket);
+                }
+                j += 1;
             }
             if woke && let Some(w) = b.waker.take() {
                 w.wake();
@@ -500,6 +543,7 @@ impl NetStack {
             tx: &mut tx,
             stats: &mut stats,
             frame_len,
+            vnet: nic.vnet_header(),
             guard: &mut guard,
             now: smol_now(),
             more: false,
@@ -547,6 +591,7 @@ impl NetStack {
                 listeners: BTreeMap::new(),
                 closing: Vec::new(),
                 tcp_count: 0,
+                bulk_count: 0,
                 dhcp,
                 stats: DeviceStats::default(),
                 address_wakers: Vec::new(),
@@ -617,6 +662,12 @@ impl NetStack {
     /// `--max-connections`.
     pub fn tcp_socket_count(&self) -> usize {
         self.shared.state.borrow().tcp_count
+    }
+
+    /// Number of those with the bulk buffers, the figure bounded by
+    /// `--tcp-bulk-connections`.
+    pub fn tcp_bulk_socket_count(&self) -> usize {
+        self.shared.state.borrow().bulk_count
     }
 
     fn listen(&self, addr: SocketAddr) -> Result<TcpListener, StackError> {

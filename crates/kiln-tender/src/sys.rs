@@ -55,6 +55,14 @@ pub fn open_tap(name: &str) -> io::Result<OwnedFd> {
     // SAFETY: TUNSETIFF reads a `struct ifreq`, of which `IfReq` has the
     // layout and size; `req` lives across the call.
     check(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReq) })?;
+    // A tap keeps the offloads its last reader negotiated (kiln's unix
+    // target asks for checksum and segmentation offload), killed or not:
+    // frames with partial checksums and 64 KiB segments would then reach
+    // a guest that has no virtio-net header to read them with. Best
+    // effort: a kernel without TUNSETOFFLOAD has no offloads to clear.
+    // SAFETY: TUNSETOFFLOAD takes its argument (the offload flags) by
+    // value and reads no memory.
+    let _ = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD as _, 0 as libc::c_ulong) };
     set_nonblocking(fd.as_raw_fd())?;
     Ok(fd)
 }

@@ -47,7 +47,7 @@ pub use random::Random;
 pub use reactor::{Interest, Platform, Registration};
 pub use shutdown::Shutdown;
 pub use stack::{SocketStack, TcpListener, TcpStream, UdpSocket};
-pub use tap::Tap;
+pub use tap::{Tap, TapOptions};
 
 std::thread_local! {
     static PLATFORM: &'static Platform = Box::leak(Box::new(Platform::new()));

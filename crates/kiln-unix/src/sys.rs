@@ -7,7 +7,7 @@
 use std::io;
 use std::mem::{self, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 pub(crate) use libc::pollfd;
@@ -446,7 +446,9 @@ pub(crate) fn shutdown(fd: &OwnedFd, how: libc::c_int) -> io::Result<()> {
 /// `ifname` (created if absent) without packet information headers.
 ///
 /// `ifname` must be 1 to `IFNAMSIZ - 1` bytes without NUL; callers check.
-pub(crate) fn open_tap(ifname: &str) -> io::Result<OwnedFd> {
+///
+/// With `vnet`, frames carry a `struct virtio_net_hdr` (`IFF_VNET_HDR`).
+pub(crate) fn open_tap(ifname: &str, vnet: bool) -> io::Result<OwnedFd> {
     let name = ifname.as_bytes();
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
@@ -465,11 +467,27 @@ pub(crate) fn open_tap(ifname: &str) -> io::Result<OwnedFd> {
     for (dst, src) in req.ifr_name.iter_mut().zip(name) {
         *dst = *src as libc::c_char;
     }
-    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    let vnet = if vnet { libc::IFF_VNET_HDR } else { 0 };
+    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | vnet) as libc::c_short;
     // SAFETY: TUNSETIFF reads and writes one ifreq, which `req` is; it
     // lives until the call returns.
     check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) })?;
     Ok(fd)
+}
+
+/// Tells the kernel which offloaded frames the tap's reader takes
+/// (`TUNSETOFFLOAD` with `TUN_F_*` flags).
+pub(crate) fn set_tap_offload(fd: BorrowedFd<'_>, flags: libc::c_uint) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned long
+    // of flags); it reads no memory of ours.
+    check(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETOFFLOAD,
+            libc::c_ulong::from(flags),
+        )
+    })?;
+    Ok(())
 }
 
 /// The MTU of interface `ifname` (`SIOCGIFMTU` on a datagram socket).

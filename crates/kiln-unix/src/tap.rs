@@ -2,13 +2,18 @@
 //!
 //! Implements the Linux TUN/TAP interface (the kernel's
 //! `Documentation/networking/tuntap.rst`): `TUNSETIFF` with `IFF_TAP |
-//! IFF_NO_PI`, so that each read or write is exactly one Ethernet frame.
+//! IFF_NO_PI`, so that each read or write is exactly one Ethernet frame,
+//! and by default `IFF_VNET_HDR` with `TUNSETOFFLOAD` (checksum and TCP
+//! segmentation offload): each frame then starts with a `struct
+//! virtio_net_hdr` that the stack reads and writes, the kernel completes
+//! the checksums of the frames sent, and frames of up to 64 KiB go one
+//! read or write each (segmented, or coalesced, by the kernel).
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::task::{Context, Poll};
 
-use kiln_devices::net::ETHERNET_HEADER_LEN;
+use kiln_devices::net::{ETHERNET_HEADER_LEN, VNET_HEADER_LEN, VNET_MAX_FRAME};
 use kiln_devices::{MacAddress, NetError, NetworkInterface, Random as _};
 
 use crate::attach::AttachError;
@@ -41,6 +46,25 @@ fn random_mac() -> io::Result<MacAddress> {
     Ok(MacAddress(mac))
 }
 
+/// How a tap is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TapOptions {
+    /// Negotiate checksum and TCP segmentation offload with the kernel
+    /// (`IFF_VNET_HDR`, `TUNSETOFFLOAD`); when the kernel refuses, frames
+    /// go plain, one MTU-sized frame per read or write.
+    pub offloads: bool,
+}
+
+impl Default for TapOptions {
+    fn default() -> Self {
+        TapOptions { offloads: true }
+    }
+}
+
+/// What the kernel is told the tap's reader takes: partial checksums and
+/// TCP segments of up to 64 KiB over IPv4 and IPv6.
+const OFFLOADS: libc::c_uint = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+
 /// A tap interface on the host. The unikernel is the far end of the wire:
 /// frames the host sends on the interface are received here, and frames
 /// sent here arrive at the host.
@@ -51,6 +75,8 @@ pub struct Tap {
     mac: MacAddress,
     /// The interface's MTU when it was attached.
     mtu: usize,
+    /// Frames carry a virtio-net header (offloads negotiated).
+    vnet: bool,
 }
 
 impl Tap {
@@ -62,6 +88,17 @@ impl Tap {
         device: &str,
         ifname: &str,
         mac: Option<MacAddress>,
+    ) -> Result<Tap, AttachError> {
+        Tap::open_with(platform, device, ifname, mac, TapOptions::default())
+    }
+
+    /// [`Tap::open`] with `options`.
+    pub fn open_with(
+        platform: &'static Platform,
+        device: &str,
+        ifname: &str,
+        mac: Option<MacAddress>,
+        options: TapOptions,
     ) -> Result<Tap, AttachError> {
         if !valid_ifname(ifname) {
             return Err(AttachError::InvalidIfname {
@@ -84,7 +121,25 @@ impl Tap {
             Some(mac) => mac,
             None => random_mac().map_err(tap_error)?,
         };
-        let fd = sys::open_tap(ifname).map_err(tap_error)?;
+        let (fd, vnet) = if options.offloads {
+            let fd = sys::open_tap(ifname, true).map_err(tap_error)?;
+            // A kernel that refuses the offloads gets plain frames: a
+            // virtio-net header with nothing to offload costs a copy.
+            if sys::set_tap_offload(fd.as_fd(), OFFLOADS).is_ok() {
+                (fd, true)
+            } else {
+                drop(fd);
+                (sys::open_tap(ifname, false).map_err(tap_error)?, false)
+            }
+        } else {
+            (sys::open_tap(ifname, false).map_err(tap_error)?, false)
+        };
+        if !vnet {
+            // Offloads a previous reader negotiated stay with the tap (even
+            // if it was killed): without a virtio-net header to read, none
+            // may stay on. Best effort, as QEMU does.
+            let _ = sys::set_tap_offload(fd.as_fd(), 0);
+        }
         // The host decides the MTU (`ip link set TAP mtu 9000`); the
         // unikernel's stack sizes its frames to it.
         let mtu = sys::interface_mtu(ifname).map_err(tap_error)?.min(MAX_MTU);
@@ -93,11 +148,27 @@ impl Tap {
             fd,
             mac,
             mtu,
+            vnet,
         })
     }
 
+    /// The longest read or write, virtio-net header included.
     fn max_frame(&self) -> usize {
-        self.mtu + ETHERNET_HEADER_LEN
+        if self.vnet {
+            VNET_HEADER_LEN + VNET_MAX_FRAME.max(self.mtu + ETHERNET_HEADER_LEN)
+        } else {
+            self.mtu + ETHERNET_HEADER_LEN
+        }
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        // Leave the tap as a plain one for whoever reads it next (a Solo5
+        // tender, a VMM without offloads).
+        if self.vnet {
+            let _ = sys::set_tap_offload(self.fd.as_fd(), 0);
+        }
     }
 }
 
@@ -117,6 +188,10 @@ impl NetworkInterface for Tap {
 
     fn mtu(&self) -> usize {
         self.mtu
+    }
+
+    fn vnet_header(&self) -> bool {
+        self.vnet
     }
 
     fn poll_receive(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize, NetError>> {

@@ -13,7 +13,7 @@ use kiln_rt::{block_on, timeout};
 use kiln_testsupport::netns::{self, Netns, ip};
 use kiln_testsupport::process::rerun_as_nobody;
 use kiln_testsupport::skip::{is_root, netns_or_skip};
-use kiln_unix::{Tap, platform};
+use kiln_unix::{Tap, TapOptions, platform};
 
 const IFNAME: &str = "kiln0";
 const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -22,7 +22,8 @@ const GUEST_MAC: MacAddress = MacAddress([0x02, 0x6b, 0x69, 0x6c, 0x6e, 0x01]);
 
 #[test]
 fn tap_exchanges_frames_with_the_kernel() {
-    if !netns_or_skip("tap_exchanges_frames_with_the_kernel", &[]) {
+    let tools = [("ethtool", "--version", "ethtool")];
+    if !netns_or_skip("tap_exchanges_frames_with_the_kernel", &tools) {
         return;
     }
     let ns = Netns::new("unix-tap");
@@ -100,6 +101,21 @@ fn udp_payload(frame: &[u8], mac: [u8; 6], port: u16) -> Option<&[u8]> {
     frame.get(udp + 8..udp + len)
 }
 
+/// `tx-checksumming` of `ifname` as `ethtool -k` reports it: whether the
+/// kernel may send it frames with partial checksums.
+fn tx_checksumming(ifname: &str) -> String {
+    let out = std::process::Command::new("ethtool")
+        .args(["-k", ifname])
+        .output()
+        .expect("ethtool");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("tx-checksumming: "))
+        .unwrap_or("?")
+        .trim()
+        .to_string()
+}
+
 /// Receives frames until `want` accepts one, at most 100 frames.
 async fn receive_until<T>(tap: &Tap, mut want: impl FnMut(&[u8]) -> Option<T>) -> T {
     let mut buf = vec![0u8; 1514];
@@ -120,7 +136,11 @@ fn inside_a_namespace() {
     let result = block_on(
         platform(),
         timeout(Duration::from_secs(20), async {
-            let tap = Tap::open(platform(), "service", IFNAME, Some(GUEST_MAC)).unwrap();
+            // Plain frames: no virtio-net header in front.
+            let plain = TapOptions { offloads: false };
+            let tap =
+                Tap::open_with(platform(), "service", IFNAME, Some(GUEST_MAC), plain).unwrap();
+            assert!(!tap.vnet_header());
             assert_eq!(tap.mac(), GUEST_MAC);
             assert_eq!(tap.mtu(), 1500);
             netns::address(IFNAME, "10.77.0.1/24", None);
@@ -178,7 +198,16 @@ fn inside_a_namespace() {
             // The MTU is the interface's: a tap set to 9000 is read as 9000.
             ip(&["tuntap", "add", "dev", "kiln9k", "mode", "tap"]);
             ip(&["link", "set", "kiln9k", "mtu", "9000"]);
-            let jumbo = Tap::open(platform(), "jumbo", "kiln9k", None).unwrap();
+            // By default the offloads are negotiated: frames then carry a
+            // virtio-net header and may be 64 KiB long.
+            let offloads = Tap::open(platform(), "offloads", "kiln9k", None).unwrap();
+            assert!(offloads.vnet_header());
+            assert_eq!(tx_checksumming("kiln9k"), "on");
+            // Closed, it leaves the tap plain for the next reader (a Solo5
+            // tender cannot read partial checksums).
+            drop(offloads);
+            assert_eq!(tx_checksumming("kiln9k"), "off");
+            let jumbo = Tap::open_with(platform(), "jumbo", "kiln9k", None, plain).unwrap();
             assert_eq!(jumbo.mtu(), 9000);
             assert_eq!(
                 jumbo.send(&[0u8; 9015]).await,

@@ -3,6 +3,7 @@
 
 pub mod boot;
 pub mod build;
+pub mod bulk;
 pub mod hvt;
 pub mod memory;
 pub mod network;
@@ -77,6 +78,8 @@ pub struct Prepared {
     pub blockbench: Vec<(Variant, Availability)>,
     /// notes per target (the storage section).
     pub notes: Vec<(Variant, Availability)>,
+    /// bulk per target (the bulk section).
+    pub bulk: Vec<(Variant, Availability)>,
 }
 
 impl Prepared {
