@@ -26,6 +26,10 @@ pub struct DeviceStats {
     pub rx_frames: u64,
     /// Frames handed to the interface.
     pub tx_frames: u64,
+    /// Bytes of the frames in `rx_frames`.
+    pub rx_bytes: u64,
+    /// Bytes of the frames in `tx_frames`.
+    pub tx_bytes: u64,
     /// Receive errors reported by the interface.
     pub rx_errors: u64,
     /// Frames the interface refused with an error, or that were dropped
@@ -85,7 +89,10 @@ impl TxQueue {
                 Poll::Pending => return,
                 Poll::Ready(result) => {
                     match result {
-                        Ok(()) => stats.tx_frames += 1,
+                        Ok(()) => {
+                            stats.tx_frames += 1;
+                            stats.tx_bytes += frame.len() as u64;
+                        }
                         Err(_) => stats.tx_dropped += 1,
                     }
                     if let Some(frame) = self.pending.pop_front() {
@@ -107,6 +114,7 @@ impl TxQueue {
             match nic.poll_send(cx, &frame) {
                 Poll::Ready(Ok(())) => {
                     stats.tx_frames += 1;
+                    stats.tx_bytes += frame.len() as u64;
                     self.recycle(frame);
                 }
                 Poll::Ready(Err(_)) => {
@@ -191,6 +199,7 @@ impl<'b, N: NetworkInterface + ?Sized> phy::Device for NicDevice<'_, 'b, N> {
                 Poll::Pending => return None,
             };
             self.stats.rx_frames += 1;
+            self.stats.rx_bytes += n as u64;
             if self.guard.admit(&self.rx[..n], self.now) {
                 break n;
             }
