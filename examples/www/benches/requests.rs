@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::time::Instant as WallInstant;
 
 use kiln_baked::{Baked, Entry, digest_of};
-use kiln_devices::{Console, ConsoleError, Instant, MacAddress, Stack, TcpStream as _};
+use kiln_devices::{Instant, MacAddress, Stack, TcpStream as _};
 use kiln_rt::{Platform, block_on, spawn};
 
 #[derive(Default)]
@@ -20,14 +20,6 @@ impl Platform for VirtualPlatform {
     fn wait(&self, deadline: Option<Instant>) {
         let d = deadline.expect("deadlock");
         self.now.set(self.now.get().max(d.as_nanos()));
-    }
-}
-
-struct Quiet;
-
-impl Console for Quiet {
-    fn write(&self, _: &[u8]) -> Result<(), ConsoleError> {
-        Ok(())
     }
 }
 
@@ -52,7 +44,7 @@ fn run(clients: usize, per_client: usize) -> std::time::Duration {
             digest: digest_of(INDEX),
         }];
         let htdocs = Baked::new(Box::leak(entries.into_boxed_slice())).unwrap();
-        spawn(www::start(server, htdocs, Quiet, 80, 512));
+        spawn(www::start(server, htdocs, 80, 512));
         kiln_rt::sleep(std::time::Duration::from_millis(1)).await;
         let tasks: Vec<_> = (0..clients)
             .map(|_| {
