@@ -93,7 +93,9 @@ impl LogFilter {
                 }
             }
         }
-        filter.targets.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        filter
+            .targets
+            .sort_by_key(|(t, _)| core::cmp::Reverse(t.len()));
         Ok(filter)
     }
 

@@ -202,7 +202,12 @@ fn prepare(
         } else {
             Vec::new()
         };
-        let www = if wants("size") || wants("memory") || wants("network") || wants("soak") {
+        let www = if wants("size")
+            || wants("memory")
+            || wants("network")
+            || wants("soak")
+            || wants("observe")
+        {
             build_all(&env, "www", None, &WWW_VARIANTS, true)
         } else {
             Vec::new()
@@ -404,6 +409,7 @@ fn main() -> ExitCode {
             "size" => sections::size::run(&prepared),
             "memory" => sections::memory::run(&prepared),
             "network" => sections::network::run(&prepared),
+            "observe" => sections::observe::run(&prepared),
             "storage" => sections::storage::run(&prepared),
             "soak" => sections::soak::run(
                 &prepared,

@@ -1,6 +1,7 @@
 //! The `log` facade's logger for every target: one line per record on the
 //! console, `SECONDS.MICROS LEVEL target: message`, the time from the
-//! monotonic clock, filtered by the `--log` argument every unikernel takes
+//! monotonic clock since the logger was installed (the unikernel's start;
+//! on unix the clock counts from the host's boot), filtered by the `--log` argument every unikernel takes
 //! ([`kiln_args::LogFilter`]). The generated `main` calls [`init`] right
 //! after parsing the arguments, before it constructs the devices.
 //!
@@ -34,6 +35,8 @@ pub struct Sink {
 struct State {
     filter: LogFilter,
     sink: Sink,
+    /// When the logger was installed: the origin of the times printed.
+    start: Instant,
 }
 
 struct Logger {
@@ -52,7 +55,11 @@ pub fn init(filter: LogFilter, sink: Sink) {
     let mut first = false;
     LOGGER.state.call_once(|| {
         first = true;
-        State { filter, sink }
+        State {
+            filter,
+            sink,
+            start: (sink.now)(),
+        }
     });
     if first && log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(max);
@@ -105,12 +112,12 @@ fn level_word(level: Level) -> &'static str {
 }
 
 /// Writes one record's line, `     1.234567 INFO  target: message\n`, to
-/// `out`.
+/// `out`; `now` is the time since the start.
 pub fn format_line(out: &mut impl fmt::Write, now: Instant, record: &Record<'_>) -> fmt::Result {
     let micros = now.as_nanos() / 1_000;
-    write!(
+    writeln!(
         out,
-        "{:>6}.{:06} {} {}: {}\n",
+        "{:>6}.{:06} {} {}: {}",
         micros / 1_000_000,
         micros % 1_000_000,
         level_word(record.level()),
@@ -138,7 +145,9 @@ impl Log for Logger {
             len: 0,
             write: state.sink.write,
         };
-        let _ = format_line(&mut line, (state.sink.now)(), record);
+        let since = (state.sink.now)().saturating_duration_since(state.start);
+        let since = Instant::from_nanos(u64::try_from(since.as_nanos()).unwrap_or(u64::MAX));
+        let _ = format_line(&mut line, since, record);
         line.flush();
     }
 

@@ -6,6 +6,7 @@ pub mod build;
 pub mod hvt;
 pub mod memory;
 pub mod network;
+pub mod observe;
 pub mod size;
 pub mod soak;
 pub mod storage;

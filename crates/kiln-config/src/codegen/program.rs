@@ -510,6 +510,13 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
         m.name.value.replace(['{', '}', '"', '\\'], "_"),
         flavor.target()
     );
+    if flavor != Flavor::Unix {
+        let _ = writeln!(
+            s,
+            "    ::kiln_rt::log::info!(target: \"kiln\", \"memory: {{}} KiB of heap\", {}::heap_stats().size / 1024);",
+            flavor.platform()
+        );
+    }
     if m.arguments.is_empty() && next == 0 {
         s.push_str("    let _ = parsed;\n");
     }
