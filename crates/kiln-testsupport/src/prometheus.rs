@@ -187,10 +187,13 @@ fn belongs(family: &Family, name: &str) -> bool {
     }
 }
 
+/// A histogram series as read: its `(le, count)` buckets, its `_count`,
+/// whether it has a `_sum`.
+type Series = (Vec<(f64, f64)>, Option<f64>, bool);
+
 fn check_histogram(f: &Family) -> Result<(), String> {
     // Series by their labels other than `le`.
-    let mut series: BTreeMap<Vec<(String, String)>, (Vec<(f64, f64)>, Option<f64>, bool)> =
-        BTreeMap::new();
+    let mut series: BTreeMap<Vec<(String, String)>, Series> = BTreeMap::new();
     for s in &f.samples {
         let key: Vec<(String, String)> = s
             .labels
