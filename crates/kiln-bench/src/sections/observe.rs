@@ -46,7 +46,7 @@ fn plan(quick: bool) -> (&'static [Variant], usize, u32) {
     if quick {
         (&[Variant::UnixDirect], 1, 2)
     } else {
-        (&[Variant::UnixDirect, Variant::Hvt, Variant::Spt], 3, 5)
+        (&[Variant::UnixDirect, Variant::Hvt, Variant::Spt], 5, 5)
     }
 }
 
