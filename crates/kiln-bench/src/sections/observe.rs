@@ -20,6 +20,12 @@ use crate::setup::{Built, Variant};
 
 const SECTION: &str = "observe";
 const UNIT: &str = "req/s";
+/// The unit of the CPU figures.
+const CPU_UNIT: &str = "µs";
+/// How many times a server is started before its failure stands: the
+/// tender of the setting before may still hold the tap for a moment
+/// (kiln-spt's guest process exits after the tender).
+const START_TRIES: usize = 10;
 /// How long a server may take to answer its first request.
 const READY: Duration = Duration::from_secs(15);
 
@@ -65,23 +71,36 @@ fn start(
         .env
         .work
         .join(format!("www-observe-{}.log", built.variant.name()));
-    let mut service = ns.start(&built.argv(None, Some(netns::TAP), &args), &log)?;
-    ns.wait_http(&mut service, &url, READY)?;
-    Ok((service, url))
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let mut service = ns.start(&built.argv(None, Some(netns::TAP), &args), &log)?;
+        match ns.wait_http(&mut service, &url, READY) {
+            Ok(()) => return Ok((service, url)),
+            Err(_) if tries < START_TRIES && service.exited().is_some() => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
-/// One load of www with `extra`.
+/// One load of www with `extra`: requests/s and CPU µs per request.
 fn load(
     p: &Prepared,
     ns: &Netns,
     built: &Built,
     extra: &[&str],
     secs: u32,
-) -> Result<Wrk, BenchError> {
+) -> Result<(f64, f64), BenchError> {
     let (service, url) = start(p, ns, built, extra)?;
-    let r = wrk(ns, &url, secs, super::network::TIMEOUT_SECS);
+    let before = service.cpu_nanos();
+    let r: Result<Wrk, BenchError> = wrk(ns, &url, secs, super::network::TIMEOUT_SECS);
+    let cpu = service.cpu_nanos().saturating_sub(before);
     drop(service);
-    r
+    let w = r?;
+    let requests = (w.rps * f64::from(secs)).max(1.0);
+    Ok((w.rps, cpu as f64 / 1e3 / requests))
 }
 
 /// Runs the observe section.
@@ -125,39 +144,47 @@ pub fn run(p: &Prepared) -> Vec<Row> {
         ));
         // Rounds of every setting in turn, so that a change in the
         // machine's load touches every setting alike.
-        let mut samples: Vec<Result<Vec<f64>, String>> =
-            SETTINGS.iter().map(|_| Ok(Vec::new())).collect();
+        type Samples = Result<(Vec<f64>, Vec<f64>), String>;
+        let mut samples: Vec<Samples> = SETTINGS.iter().map(|_| Ok(Default::default())).collect();
         for _ in 0..rounds {
             for ((_, extra), got) in SETTINGS.iter().zip(samples.iter_mut()) {
-                if let Ok(list) = got {
+                if let Ok((rates, cpus)) = got {
                     match load(p, &ns, built, extra, secs) {
-                        Ok(w) => list.push(w.rps),
+                        Ok((rps, cpu)) => {
+                            rates.push(rps);
+                            cpus.push(cpu);
+                        }
                         Err(e) => *got = Err(e.to_string()),
                     }
                 }
             }
         }
-        let median = |s: &Result<Vec<f64>, String>| {
-            s.as_ref()
-                .ok()
-                .map(|v| crate::report::Summary::of(v).median)
+        let median = |v: &[f64]| crate::report::Summary::of(v).median;
+        let base = |cpu: bool| {
+            samples
+                .first()
+                .and_then(|s| s.as_ref().ok())
+                .map(|(r, c)| Baseline {
+                    name: "--log=warn".into(),
+                    value: median(if cpu { c } else { r }),
+                })
         };
-        let base = samples.first().and_then(median).map(|value| Baseline {
-            name: "--log=warn".into(),
-            value,
-        });
-        for (i, ((name, _), got)) in SETTINGS.iter().zip(&samples).enumerate() {
-            rows.push(match got {
-                Ok(v) => {
-                    let row = Row::samples(SECTION, name, target, v, UNIT);
-                    if i == 0 {
-                        row
-                    } else {
-                        row.against(base.clone())
+        for (cpu, unit) in [(false, UNIT), (true, CPU_UNIT)] {
+            for (i, ((name, _), got)) in SETTINGS.iter().zip(&samples).enumerate() {
+                let name = if cpu {
+                    name.replace("www req/s", "www CPU per request")
+                } else {
+                    name.to_string()
+                };
+                rows.push(match got {
+                    Ok((rates, cpus)) => {
+                        let v = if cpu { cpus } else { rates };
+                        let row = Row::samples(SECTION, &name, target, v, unit);
+                        if i == 0 { row } else { row.against(base(cpu)) }
                     }
-                }
-                Err(e) => Row::missing(SECTION, name, target, UNIT, Status::Failed(e.clone())),
-            });
+                    Err(e) => Row::missing(SECTION, &name, target, unit, Status::Failed(e.clone())),
+                });
+            }
         }
     }
     rows
