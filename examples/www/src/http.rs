@@ -345,11 +345,12 @@ fn metrics_page() -> Response {
     }
 }
 
-/// Counts a response of `status` to a request whose first byte came at
-/// `started` (now, if unknown).
-fn record(observe: &Observe, status: u16, started: Option<Instant>) {
+/// Counts a response of `status`, written by `now` (read only when
+/// counting: a clock read is a system call on spt), to a request whose
+/// first byte came at `started` (now, if unknown).
+fn record(observe: &Observe, status: u16, started: Option<Instant>, now: impl FnOnce() -> Instant) {
     if let Some(m) = &observe.metrics {
-        let now = kiln_rt::time::now();
+        let now = now();
         let took = now.saturating_duration_since(started.unwrap_or(now));
         m.record(status, u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
     }
@@ -454,7 +455,7 @@ pub async fn serve_observed<S: TcpStream, K: KvRo>(
                     )
                     .await?;
                     summary.responses += 1;
-                    record(observe, status, started);
+                    record(observe, status, started, kiln_rt::time::now);
                     log::debug!(target: "www::access", "malformed request {status}");
                     let _ = stream.shutdown().await;
                     return Ok(summary);
@@ -472,7 +473,10 @@ pub async fn serve_observed<S: TcpStream, K: KvRo>(
                     }
                     send(stream, &resp, req.method == Method::Head, limits).await?;
                     summary.responses += 1;
-                    record(observe, resp.status, started);
+                    // One clock read for the count and the wait that
+                    // follows.
+                    let now = kiln_rt::time::now();
+                    record(observe, resp.status, started, || now);
                     log::debug!(
                         target: "www::access",
                         "{} {} {} {}",
@@ -487,8 +491,8 @@ pub async fn serve_observed<S: TcpStream, K: KvRo>(
                     }
                     buf.copy_within(len..filled, 0);
                     filled -= len;
-                    started = (filled > 0).then(kiln_rt::time::now);
-                    ticket.waiting(Some(started.unwrap_or_else(kiln_rt::time::now)));
+                    started = (filled > 0).then_some(now);
+                    ticket.waiting(Some(now));
                     continue;
                 }
             }
@@ -520,7 +524,7 @@ pub async fn serve_observed<S: TcpStream, K: KvRo>(
                 if started.is_some() {
                     send(stream, &Response::error(408).closing(), false, limits).await?;
                     summary.responses += 1;
-                    record(observe, 408, started);
+                    record(observe, 408, started, kiln_rt::time::now);
                     log::debug!(target: "www::access", "request timeout 408");
                 }
                 let _ = stream.shutdown().await;
