@@ -10,6 +10,8 @@
 //! - the device flags of the tenders: `--net:NAME=IFACE`,
 //!   `--net-mac:NAME=MAC`, `--block:NAME=PATH`,
 //!   `--block-sector-size:NAME=N` (default 512);
+//! - `--log=FILTER`, which every unikernel takes: the levels of the log
+//!   records kept ([`LogFilter`], module `log_filter`);
 //! - `--help` (or `-h`), which wins over everything else.
 //!
 //! Unknown flags, positional words, missing required arguments, repeated
@@ -20,6 +22,10 @@
 #![deny(unsafe_code)]
 
 extern crate alloc;
+
+mod log_filter;
+
+pub use log_filter::{DEFAULT_LEVEL, LOG_EXPECTED, LevelFilter, LogFilter, LogFilterError};
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -363,9 +369,15 @@ pub struct Parsed {
     values: Vec<Option<Value>>,
     nets: Vec<Option<NetAttach>>,
     blocks: Vec<Option<BlockAttach>>,
+    log: LogFilter,
 }
 
 impl Parsed {
+    /// The `--log` filter (records at `info` and above when not given).
+    pub fn log_filter(&self) -> &LogFilter {
+        &self.log
+    }
+
     /// Takes the value of argument `index` (its position in
     /// [`Spec::args`]) as a `T`.
     pub fn take<T: FromValue>(&mut self, index: usize) -> Result<T, ArgsError> {
@@ -497,12 +509,25 @@ where
     let mut paths: Vec<Option<String>> = spec.devices.iter().map(|_| None).collect();
     let mut sectors: Vec<Option<u32>> = spec.devices.iter().map(|_| None).collect();
 
+    let mut log = None;
     let mut argv = argv.peekable();
     while let Some(word) = argv.next() {
         let (flag, inline) = match word.split_once('=') {
             Some((flag, value)) if flag.starts_with("--") => (flag, Some(value)),
             _ => (word, None),
         };
+        if flag == "--log" {
+            let value = match inline {
+                Some(v) => v,
+                None => match argv.peek() {
+                    Some(next) if !next.starts_with("--") => argv.next().unwrap_or_default(),
+                    _ => return Err(ArgsError::MissingValue(flag.to_string())),
+                },
+            };
+            let filter = LogFilter::parse(value).map_err(|_| invalid(flag, value, LOG_EXPECTED))?;
+            set_once(&mut log, filter, flag)?;
+            continue;
+        }
         let kind = classify(spec, flag)?;
         let is_bool =
             matches!(kind, Flag::Arg(i) if spec.args.get(i).is_some_and(|a| a.ty == ArgType::Bool));
@@ -623,6 +648,7 @@ where
         values,
         nets,
         blocks,
+        log: log.unwrap_or_default(),
     }))
 }
 
@@ -671,6 +697,12 @@ pub fn usage(spec: &Spec) -> String {
             }
         }
     }
+    rows.push((
+        "--log <filter>".to_string(),
+        "log levels kept: a level (off, error, warn, info, debug, trace) and TARGET=LEVEL \
+         pairs, comma-separated, e.g. warn,kiln_net=debug [default: info]"
+            .to_string(),
+    ));
     rows.push(("--help".to_string(), "print this help and exit".to_string()));
     let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
 
@@ -899,6 +931,40 @@ mod tests {
             run(&argv).unwrap_err(),
             ArgsError::Repeated("--net:service".into())
         );
+    }
+
+    #[test]
+    fn log_is_built_in() {
+        let run = |argv: &[&str]| {
+            let mut argv = with_devices(argv);
+            argv.push("--ipv4-gateway=1.2.3.4");
+            match parse(&SPEC, argv.iter().copied()) {
+                Ok(Outcome::Run(p)) => Ok(p.log_filter().clone()),
+                Ok(Outcome::Help) => panic!("unexpected help"),
+                Err(e) => Err(e),
+            }
+        };
+        assert_eq!(run(&[]).unwrap(), LogFilter::default());
+        let f = run(&["--log=warn,kiln_net=debug"]).unwrap();
+        assert_eq!(f.level("kiln_net::stack"), LevelFilter::Debug);
+        assert_eq!(f.level("www"), LevelFilter::Warn);
+        assert_eq!(
+            run(&["--log", "off"]).unwrap().max_level(),
+            LevelFilter::Off
+        );
+        assert_eq!(
+            run(&["--log=loud"]).unwrap_err().to_string(),
+            format!("invalid value 'loud' for --log: expected {LOG_EXPECTED}")
+        );
+        assert_eq!(
+            run(&["--log=info", "--log=warn"]).unwrap_err(),
+            ArgsError::Repeated("--log".into())
+        );
+        assert_eq!(
+            run(&["--log"]).unwrap_err(),
+            ArgsError::MissingValue("--log".into())
+        );
+        assert!(usage(&SPEC).contains("--log <filter>"));
     }
 
     #[test]

@@ -70,6 +70,15 @@ fn about(section: &str) -> &'static str {
              a second namespace over a veth pair, same run. \"to the server\": iperf3 sends; \"from the server (-R)\": the unikernel sends. \
              Profiles and analysis: docs/bulk.md."
         }
+        "observe" => {
+            "What logging and metrics cost www: `wrk -t1 -c16` on `/` against www on its own stack \
+             in the network section's namespace, started with each setting in turn, in rounds: \
+             `--log=warn` (the baseline), `--log=info` (the default; www's per-request `debug` \
+             access log filtered out), `--log=debug` (a console line per request) and \
+             `--metrics-path=/metrics` (responses counted and timed, the stack's counters \
+             exported). Medians over the rounds; ratios against the baseline of the same rounds \
+             (docs/observing.md). Quick runs: unix-direct, one round of 2 s loads."
+        }
         _ => "",
     }
 }

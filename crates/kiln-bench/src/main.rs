@@ -203,7 +203,12 @@ fn prepare(
         } else {
             Vec::new()
         };
-        let www = if wants("size") || wants("memory") || wants("network") || wants("soak") {
+        let www = if wants("size")
+            || wants("memory")
+            || wants("network")
+            || wants("soak")
+            || wants("observe")
+        {
             build_all(&env, "www", None, &WWW_VARIANTS, true)
         } else {
             Vec::new()
@@ -417,6 +422,7 @@ fn main() -> ExitCode {
             "size" => sections::size::run(&prepared),
             "memory" => sections::memory::run(&prepared),
             "network" => sections::network::run(&prepared),
+            "observe" => sections::observe::run(&prepared),
             "storage" => sections::storage::run(&prepared),
             "virtio" => sections::virtio::run(&prepared),
             "bulk" => sections::bulk::run(&prepared),

@@ -202,6 +202,17 @@ fn check_item_name(p: &Parser<'_>, name: &At<String>, what: &str) -> Result<(), 
             )
             .with_help("--help prints the unikernel's usage; pick another name"));
     }
+    if what == "argument" && n == "log" {
+        return Err(p
+            .err(
+                name.span.clone(),
+                "argument name `log` is reserved",
+                "reserved",
+            )
+            .with_help(
+                "--log sets the levels of the log records every unikernel keeps; pick another name",
+            ));
+    }
     Ok(())
 }
 

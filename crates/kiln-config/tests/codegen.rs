@@ -165,6 +165,7 @@ fn solo5_crates_for_every_device_and_argument_type() {
         spt_main,
         hvt_main
             .replace("on hvt;", "on spt;")
+            .replace("all-devices on hvt\"", "all-devices on spt\"")
             .replace("AbiNote::hvt()", "AbiNote::spt()")
             .replace("attached by kiln-hvt", "attached by kiln-spt")
     );

@@ -34,6 +34,10 @@ pub struct DeviceStats {
     pub rx_frames: u64,
     /// Frames handed to the interface.
     pub tx_frames: u64,
+    /// Bytes of the frames in `rx_frames`.
+    pub rx_bytes: u64,
+    /// Bytes of the frames in `tx_frames`.
+    pub tx_bytes: u64,
     /// Receive errors reported by the interface, and frames dropped for
     /// a malformed virtio-net header or a bad TCP checksum the interface
     /// did not vouch for (interfaces with offloads, see `vnet`).
@@ -98,7 +102,10 @@ impl TxQueue {
                 Poll::Pending => return,
                 Poll::Ready(result) => {
                     match result {
-                        Ok(()) => stats.tx_frames += 1,
+                        Ok(()) => {
+                            stats.tx_frames += 1;
+                            stats.tx_bytes += frame.len() as u64;
+                        }
                         Err(_) => stats.tx_dropped += 1,
                     }
                     if let Some(frame) = self.pending.pop_front() {
@@ -120,6 +127,7 @@ impl TxQueue {
             match nic.poll_send(cx, &frame) {
                 Poll::Ready(Ok(())) => {
                     stats.tx_frames += 1;
+                    stats.tx_bytes += frame.len() as u64;
                     self.recycle(frame);
                 }
                 Poll::Ready(Err(_)) => {
@@ -228,6 +236,7 @@ impl<'b, N: NetworkInterface + ?Sized> phy::Device for NicDevice<'_, 'b, N> {
             } else {
                 0
             };
+            self.stats.rx_bytes += (n - start) as u64;
             if self.guard.admit(&self.rx[start..n], self.now) {
                 break (start, n);
             }

@@ -28,7 +28,12 @@
 //!   (through `Rc`) by the driver and the socket handles; [`NetStack`];
 //! - `tcp`, `udp`: the socket handles, which register their wakers with
 //!   smoltcp's sockets;
+//! - `metrics`: the stack's counters and socket counts as `kiln_metrics`
+//!   families (`kiln_net_*`), collected only when the metrics are read;
 //! - [`pair`]: two interfaces joined in memory, for tests.
+//!
+//! The stack logs through the `log` facade (target `kiln_net::...`): its
+//! addresses at boot and DHCP leases at `info`, bounds hit at `warn`.
 //!
 //! # What generated code calls
 //!
@@ -63,6 +68,7 @@ pub mod config;
 mod device;
 mod driver;
 mod guard;
+mod metrics;
 pub mod pair;
 mod stack;
 mod tcp;

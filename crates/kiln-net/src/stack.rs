@@ -106,7 +106,7 @@ pub(crate) struct State {
     pub(crate) listeners: BTreeMap<u16, Backlog>,
     closing: Vec<Closing>,
     /// TCP sockets in `sockets`, bounded by `buffers.max_connections`.
-    tcp_count: usize,
+    pub(crate) tcp_count: usize,
     /// Those of them with the bulk buffers, bounded by
     /// `buffers.bulk_connections`.
     bulk_count: usize,
@@ -122,6 +122,9 @@ pub(crate) struct State {
 pub(crate) struct Shared {
     pub(crate) state: RefCell<State>,
     driver: RefCell<Option<Waker>>,
+    /// The stack's collector in the metrics registry, for as long as the
+    /// stack lives.
+    _metrics: kiln_metrics::Registration,
 }
 
 impl Shared {
@@ -318,6 +321,12 @@ impl State {
                 let h = b.listening.swap_remove(i).handle;
                 self.remove_tcp(h);
                 self.stats.syn_dropped += 1;
+                if self.stats.syn_dropped.is_power_of_two() {
+                    log::warn!(
+                        "{} half-open connections dropped for newer ones at the SYN backlog (--syn-backlog)",
+                        self.stats.syn_dropped
+                    );
+                }
                 half_open -= 1;
             }
             // Sockets in SYN-RECEIVED count towards the half-open limit,
@@ -328,6 +337,13 @@ impl State {
                 // graceful close.
                 if !self.tcp_room() && !self.reclaim_oldest_closing() {
                     self.stats.tcp_refused += 1;
+                    if self.stats.tcp_refused.is_power_of_two() {
+                        log::warn!(
+                            "{} connections refused at the limit of {} TCP sockets (--max-connections)",
+                            self.stats.tcp_refused,
+                            self.buffers.max_connections
+                        );
+                    }
                     break;
                 }
                 idle += 1;
@@ -456,10 +472,18 @@ impl State {
         let change = match self.sockets.get_mut::<dhcpv4::Socket>(h).poll() {
             None => return false,
             Some(dhcpv4::Event::Configured(c)) => {
+                log::info!(
+                    "DHCP lease: {}, gateway {}, DNS {:?}",
+                    c.address,
+                    c.router
+                        .map_or_else(|| "none".into(), |r| alloc::format!("{r}")),
+                    c.dns_servers.as_slice()
+                );
                 self.dns_servers = c.dns_servers.iter().copied().collect();
                 Some((c.address, c.router))
             }
             Some(dhcpv4::Event::Deconfigured) => {
+                log::warn!("DHCP lease lost: no IPv4 address until the next one");
                 self.dns_servers.clear();
                 None
             }
@@ -490,6 +514,36 @@ impl State {
 
     pub(crate) fn release_udp_port(&mut self, port: u16) {
         self.udp_ports.remove(&port);
+    }
+}
+
+/// Logs the interface and the addresses the stack starts with (boot
+/// information, at `info`).
+fn log_config(mac: MacAddress, mtu: usize, config: &Config) {
+    if !log::log_enabled!(log::Level::Info) {
+        return;
+    }
+    log::info!(
+        "interface {mac}, mtu {mtu}, IPv6 link-local {}",
+        link_local(mac)
+    );
+    match (config.ipv4, config.uses_dhcp()) {
+        (Some(c), _) => log::info!(
+            "IPv4 {}/{} (static), gateway {}",
+            c.addr,
+            c.prefix,
+            config
+                .ipv4_gateway
+                .map_or_else(|| "none".into(), |g| alloc::format!("{g}"))
+        ),
+        (None, true) => log::info!("IPv4 by DHCP"),
+        (None, false) => log::info!("no IPv4 (--no-dhcp)"),
+    }
+    if let Some(c) = config.ipv6 {
+        log::info!("IPv6 {}/{} (static)", c.addr, c.prefix);
+    }
+    if config.slaac {
+        log::info!("IPv6 SLAAC on");
     }
 }
 
@@ -580,7 +634,8 @@ impl NetStack {
         });
         let span = u64::from(u16::MAX - EPHEMERAL_FIRST) + 1;
         let next_port = EPHEMERAL_FIRST + (seed % span) as u16;
-        let shared = Rc::new(Shared {
+        log_config(mac, mtu, &config);
+        let shared = Rc::new_cyclic(|weak| Shared {
             state: RefCell::new(State {
                 iface,
                 sockets,
@@ -598,6 +653,12 @@ impl NetStack {
                 dns_servers: Vec::new(),
             }),
             driver: RefCell::new(None),
+            _metrics: {
+                let weak = weak.clone();
+                kiln_metrics::register(move |out: &mut kiln_metrics::Exposition| {
+                    crate::metrics::collect(&weak, out)
+                })
+            },
         });
         kiln_rt::spawn(Driver::new(nic, shared.clone(), frame_len));
         Ok(NetStack { shared, mac, mtu })

@@ -13,7 +13,9 @@
 //!
 //! Modules, from the bottom: [`platform`] (the blocking point), `executor`
 //! (tasks, the ready queue and the run loop), [`time`] (timers), [`task`]
-//! (spawn and join handles), [`future`] (select, timeout and yield).
+//! (spawn and join handles), [`future`] (select, timeout and yield); beside
+//! them [`logger`], the `log` facade's logger the generated `main`
+//! installs (`--log`).
 #![no_std]
 
 extern crate alloc;
@@ -22,8 +24,11 @@ extern crate std;
 
 /// Runtime-argument parsing, re-exported for generated crates.
 pub use kiln_args as args;
+/// The `log` facade, re-exported for generated crates.
+pub use log;
 mod executor;
 pub mod future;
+pub mod logger;
 pub mod platform;
 pub mod task;
 pub mod time;

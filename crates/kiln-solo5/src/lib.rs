@@ -258,6 +258,13 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     kiln_x86::panic::report(info, sys::host::puts, sys::host::abort)
 }
 
+/// The heap's size and the bytes allocated now and at most (boot
+/// information, and the `kiln_heap_*` metrics registered at boot).
+#[cfg(target_os = "none")]
+pub fn heap_stats() -> kiln_x86::heap::HeapStats {
+    sys::heap::stats()
+}
+
 /// Sends the frames still queued for NET_EXCHANGE, prints `error: MESSAGE`
 /// if `status` has a message, then halts the guest with its code.
 #[cfg(target_os = "none")]

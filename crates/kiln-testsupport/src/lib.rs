@@ -17,6 +17,8 @@
 //!   taps and processes on drop (also when a test panics), `ip` helpers,
 //!   and re-running a test of the current binary inside a namespace;
 //! - [`pki`]: test certificates (CAs and leaves) made with `openssl`;
+//! - [`prometheus`]: a strict reader of Prometheus's text format, for
+//!   `/metrics` pages;
 //! - `platform` (feature `rt`): a virtual-time `kiln_rt::Platform`, a
 //!   console that records, and waiting for blocking work from a task.
 
@@ -29,6 +31,7 @@ pub mod pki;
 pub mod platform;
 pub mod ports;
 pub mod process;
+pub mod prometheus;
 pub mod skip;
 #[allow(unsafe_code)]
 mod sys;

@@ -98,6 +98,13 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     kiln_x86::panic::report(info, sys::host::puts, sys::host::abort)
 }
 
+/// The heap's size and the bytes allocated now and at most (boot
+/// information, and the `kiln_heap_*` metrics registered at boot).
+#[cfg(target_os = "none")]
+pub fn heap_stats() -> kiln_x86::heap::HeapStats {
+    sys::heap::stats()
+}
+
 /// Prints `error: MESSAGE` if `status` has a message, then ends the VM
 /// with its code (see the crate documentation for what each VMM gives
 /// back).

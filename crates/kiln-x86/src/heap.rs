@@ -12,6 +12,7 @@ use talc::TalcLock;
 use talc::source::Manual;
 
 use crate::console::BufferedWriter;
+pub use crate::heap_stats::HeapStats;
 use crate::{Abort, Puts};
 
 /// The allocator: talc, behind a spin lock (kiln is single-threaded, so the
@@ -19,6 +20,10 @@ use crate::{Abort, Puts};
 pub struct Heap {
     talc: TalcLock<spin::mutex::SpinMutex<()>, Manual>,
     size: AtomicUsize,
+    /// Bytes allocated now and at most: a relaxed load and store each
+    /// (not a locked read-modify-write), as one thread allocates.
+    in_use: AtomicUsize,
+    peak: AtomicUsize,
     /// How to get more memory on this platform, e.g. "give the guest more
     /// memory (the tender's --mem=MB)".
     hint: &'static str,
@@ -48,6 +53,8 @@ impl Heap {
         Heap {
             talc: TalcLock::new(Manual),
             size: AtomicUsize::new(0),
+            in_use: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
             hint,
             puts,
             abort,
@@ -73,6 +80,28 @@ impl Heap {
         }
         self.size.store(size, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The heap's size and the bytes allocated now and at most.
+    pub fn stats(&self) -> HeapStats {
+        HeapStats {
+            size: self.size.load(Ordering::Relaxed),
+            in_use: self.in_use.load(Ordering::Relaxed),
+            peak: self.peak.load(Ordering::Relaxed),
+        }
+    }
+
+    fn grew(&self, bytes: usize) {
+        let now = self.in_use.load(Ordering::Relaxed).wrapping_add(bytes);
+        self.in_use.store(now, Ordering::Relaxed);
+        if now > self.peak.load(Ordering::Relaxed) {
+            self.peak.store(now, Ordering::Relaxed);
+        }
+    }
+
+    fn shrank(&self, bytes: usize) {
+        let now = self.in_use.load(Ordering::Relaxed).saturating_sub(bytes);
+        self.in_use.store(now, Ordering::Relaxed);
     }
 
     /// Prints what could not be allocated and aborts.
@@ -106,12 +135,14 @@ unsafe impl GlobalAlloc for Heap {
         if ptr.is_null() {
             self.out_of_memory(layout)
         }
+        self.grew(layout.size());
         ptr
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: forwarded (see the impl).
         unsafe { self.talc.dealloc(ptr, layout) }
+        self.shrank(layout.size());
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
@@ -120,6 +151,7 @@ unsafe impl GlobalAlloc for Heap {
         if ptr.is_null() {
             self.out_of_memory(layout)
         }
+        self.grew(layout.size());
         ptr
     }
 
@@ -129,6 +161,8 @@ unsafe impl GlobalAlloc for Heap {
         if new.is_null() {
             self.out_of_memory(Layout::from_size_align(new_size, layout.align()).unwrap_or(layout))
         }
+        self.shrank(layout.size());
+        self.grew(new_size);
         new
     }
 }

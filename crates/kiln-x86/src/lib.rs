@@ -39,6 +39,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod console;
+pub mod heap_stats;
 pub mod layout;
 pub mod time;
 pub mod trap;

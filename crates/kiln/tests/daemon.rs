@@ -910,10 +910,13 @@ fn graceful_stop_of_www() {
         format!(
             "[package]\nname = \"www\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
              [dependencies]\nkiln-devices = {{ path = {:?} }}\nkiln-rt = {{ path = {:?} }}\n\
+             kiln-metrics = {{ path = {:?} }}\n\
+             log = {{ version = \"0.4\", default-features = false }}\n\
              httparse = {{ version = \"1.10\", default-features = false }}\n\
              thiserror = {{ version = \"2\", default-features = false }}\n\n[workspace]\n",
             crates.join("kiln-devices").display().to_string(),
             crates.join("kiln-rt").display().to_string(),
+            crates.join("kiln-metrics").display().to_string(),
         ),
     )
     .unwrap();

@@ -224,6 +224,11 @@ snapshot!(
     with_head("[arguments.help]\ntype = \"bool\"\n"),
     lib("help: bool")
 );
+snapshot!(
+    reserved_log_argument_name,
+    with_head("[arguments.log]\ntype = \"string\"\n"),
+    lib("log: alloc::string::String")
+);
 
 // the entry function
 snapshot!(

@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::time::Instant as WallInstant;
 
 use kiln_baked::{Baked, Entry, digest_of};
-use kiln_devices::{Console, ConsoleError, Instant, MacAddress, Stack, TcpStream as _};
+use kiln_devices::{Instant, MacAddress, Stack, TcpStream as _};
 use kiln_rt::{Platform, block_on, spawn};
 
 #[derive(Default)]
@@ -23,21 +23,33 @@ impl Platform for VirtualPlatform {
     }
 }
 
-struct Quiet;
-
-impl Console for Quiet {
-    fn write(&self, _: &[u8]) -> Result<(), ConsoleError> {
-        Ok(())
-    }
-}
-
 const INDEX: &[u8] = include_bytes!("../htdocs/index.html");
 
+/// CPU time this thread has used: the machine may be shared, and wall time
+/// then counts the time others ran.
+fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a
+    // constant the kernel knows.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// `clients` connections each sending `per_client` requests for `/`, one
-/// at a time; returns the wall time.
-fn run(clients: usize, per_client: usize) -> std::time::Duration {
+/// at a time, to www with metrics on or off; returns the wall time and
+/// the CPU time.
+fn run(
+    clients: usize,
+    per_client: usize,
+    metrics: bool,
+) -> (std::time::Duration, std::time::Duration) {
     let platform: &'static VirtualPlatform = Box::leak(Box::default());
     let start = WallInstant::now();
+    let cpu = thread_cpu();
     block_on(platform, async move {
         let (a, b) = kiln_net::pair::pair(
             MacAddress([2, 0, 0, 0, 0, 1]),
@@ -52,7 +64,11 @@ fn run(clients: usize, per_client: usize) -> std::time::Duration {
             digest: digest_of(INDEX),
         }];
         let htdocs = Baked::new(Box::leak(entries.into_boxed_slice())).unwrap();
-        spawn(www::start(server, htdocs, Quiet, 80, 512));
+        let options = www::Options {
+            metrics_path: metrics.then(|| "/metrics".to_string()),
+            ..www::Options::new(80, 512)
+        };
+        spawn(www::run(server, htdocs, kiln_devices::NoShutdown, options));
         kiln_rt::sleep(std::time::Duration::from_millis(1)).await;
         let tasks: Vec<_> = (0..clients)
             .map(|_| {
@@ -90,18 +106,36 @@ fn run(clients: usize, per_client: usize) -> std::time::Duration {
             t.await;
         }
     });
-    start.elapsed()
+    (start.elapsed(), thread_cpu() - cpu)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn main() {
     for (clients, per_client) in [(1, 20_000), (100, 200)] {
-        let wall = run(clients, per_client);
-        let total = clients * per_client;
+        let total = clients as f64 * per_client as f64;
+        // Metrics off and on in turn, seven times: the ratio of the
+        // medians is the cost of counting and timing each response.
+        let (mut off, mut on) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+        for _ in 0..7 {
+            for (metrics, got) in [(false, &mut off), (true, &mut on)] {
+                let (wall, cpu) = run(clients, per_client, metrics);
+                got[0].push(total / wall.as_secs_f64());
+                got[1].push(total / cpu.as_secs_f64());
+            }
+        }
+        let [off_wall, off_cpu] = off.map(median);
+        let [on_wall, on_cpu] = on.map(median);
         println!(
-            "www, GET / ({} bytes), {clients} keep-alive connection(s) x {per_client}: {:.3} s wall, {:.0} requests/s",
+            "www, GET / ({} bytes), {clients} keep-alive connection(s) x {per_client}: \
+             {off_cpu:.0} requests per CPU second, {on_cpu:.0} with --metrics-path ({:.3}x); \
+             wall: {off_wall:.0} and {on_wall:.0} requests/s ({:.3}x)",
             INDEX.len(),
-            wall.as_secs_f64(),
-            total as f64 / wall.as_secs_f64()
+            on_cpu / off_cpu,
+            on_wall / off_wall,
         );
     }
 }

@@ -5,16 +5,18 @@
 
 use alloc::borrow::Cow;
 use alloc::format;
+use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::time::Duration;
 
 use kiln_devices::kv::normalize;
-use kiln_devices::{EntryKind, KvError, KvRo, StackError, TcpStream};
+use kiln_devices::{EntryKind, Instant, KvError, KvRo, StackError, TcpStream};
 use kiln_rt::{Either, select, sleep_until, timeout};
 
 use crate::clients::Ticket;
+use crate::metrics::Metrics;
 use crate::mime::content_type;
 
 /// Most header fields accepted in one request.
@@ -54,11 +56,32 @@ pub struct Summary {
     pub responses: u32,
 }
 
+/// What a connection does besides serving files: the metrics page and
+/// the counting of its responses. The default does neither.
+#[derive(Debug, Clone, Default)]
+pub struct Observe {
+    /// The path the metrics page is served at (`--metrics-path`); `None`:
+    /// nowhere, the path is looked up in the store like any other.
+    pub metrics_path: Option<Rc<str>>,
+    /// Where responses are counted; `None`: not counted (no clock read).
+    pub metrics: Option<Rc<Metrics>>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Method {
     Get,
     Head,
     Other,
+}
+
+impl Method {
+    fn name(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Other => "-",
+        }
+    }
 }
 
 /// The parts of a request the server acts on, copied out of the read
@@ -308,6 +331,31 @@ async fn respond<K: KvRo>(req: &Request, htdocs: &K) -> Response {
     }
 }
 
+/// The metrics page: every collector of the registry, in Prometheus's
+/// text format.
+fn metrics_page() -> Response {
+    Response {
+        status: 200,
+        headers: vec![
+            ("Content-Type", kiln_metrics::CONTENT_TYPE.into()),
+            ("Cache-Control", "no-store".into()),
+        ],
+        body: Cow::Owned(kiln_metrics::render().into_bytes()),
+        close: false,
+    }
+}
+
+/// Counts a response of `status`, written by `now` (read only when
+/// counting: a clock read is a system call on spt), to a request whose
+/// first byte came at `started` (now, if unknown).
+fn record(observe: &Observe, status: u16, started: Option<Instant>, now: impl FnOnce() -> Instant) {
+    if let Some(m) = &observe.metrics {
+        let now = now();
+        let took = now.saturating_duration_since(started.unwrap_or(now));
+        m.record(status, u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+    }
+}
+
 /// Bodies up to this size go out in the same write as the head. A head
 /// written alone, then a body smaller than a segment, is held back by
 /// Nagle's algorithm until the client acknowledges the head, which a
@@ -363,6 +411,19 @@ pub async fn serve_client<S: TcpStream, K: KvRo>(
     limits: &Limits,
     ticket: &Ticket,
 ) -> Result<Summary, StackError> {
+    serve_observed(stream, htdocs, limits, ticket, &Observe::default()).await
+}
+
+/// [`serve_client`] that also serves the metrics page and counts its
+/// responses as `observe` says; each response is logged at `debug` with
+/// the target `www::access`.
+pub async fn serve_observed<S: TcpStream, K: KvRo>(
+    stream: &mut S,
+    htdocs: &K,
+    limits: &Limits,
+    ticket: &Ticket,
+    observe: &Observe,
+) -> Result<Summary, StackError> {
     let mut summary = Summary::default();
     let mut buf = vec![0u8; limits.max_head.max(64)];
     let mut filled = 0;
@@ -394,12 +455,17 @@ pub async fn serve_client<S: TcpStream, K: KvRo>(
                     )
                     .await?;
                     summary.responses += 1;
+                    record(observe, status, started, kiln_rt::time::now);
+                    log::debug!(target: "www::access", "malformed request {status}");
                     let _ = stream.shutdown().await;
                     return Ok(summary);
                 }
                 Some(Ok((req, len))) => {
                     ticket.waiting(None);
-                    let mut resp = respond(&req, htdocs).await;
+                    let mut resp = match &observe.metrics_path {
+                        Some(p) if req.method != Method::Other && req.path == **p => metrics_page(),
+                        _ => respond(&req, htdocs).await,
+                    };
                     // A body we do not read would be taken for the next
                     // request: close after answering.
                     if !req.keep_alive || req.has_body {
@@ -407,14 +473,26 @@ pub async fn serve_client<S: TcpStream, K: KvRo>(
                     }
                     send(stream, &resp, req.method == Method::Head, limits).await?;
                     summary.responses += 1;
+                    // One clock read for the count and the wait that
+                    // follows.
+                    let now = kiln_rt::time::now();
+                    record(observe, resp.status, started, || now);
+                    log::debug!(
+                        target: "www::access",
+                        "{} {} {} {}",
+                        req.method.name(),
+                        req.path,
+                        resp.status,
+                        resp.body.len()
+                    );
                     if resp.close {
                         let _ = stream.shutdown().await;
                         return Ok(summary);
                     }
                     buf.copy_within(len..filled, 0);
                     filled -= len;
-                    started = (filled > 0).then(kiln_rt::time::now);
-                    ticket.waiting(Some(started.unwrap_or_else(kiln_rt::time::now)));
+                    started = (filled > 0).then_some(now);
+                    ticket.waiting(Some(now));
                     continue;
                 }
             }
@@ -446,6 +524,8 @@ pub async fn serve_client<S: TcpStream, K: KvRo>(
                 if started.is_some() {
                     send(stream, &Response::error(408).closing(), false, limits).await?;
                     summary.responses += 1;
+                    record(observe, 408, started, kiln_rt::time::now);
+                    log::debug!(target: "www::access", "request timeout 408");
                 }
                 let _ = stream.shutdown().await;
                 return Ok(summary);

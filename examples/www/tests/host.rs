@@ -12,7 +12,7 @@ use kiln_testsupport::platform::in_thread;
 use kiln_testsupport::ports::free_tcp_port;
 use kiln_testsupport::process::stdout_of;
 use kiln_testsupport::skip::{have, skip};
-use kiln_unix::{Console, SocketStack, platform};
+use kiln_unix::{SocketStack, platform};
 use support::{bake, file};
 
 fn htdocs() -> Baked {
@@ -101,7 +101,7 @@ fn curl_fetches_the_site_over_host_sockets() {
         platform(),
         timeout(Duration::from_secs(60), async move {
             let stack = SocketStack::new(platform());
-            kiln_rt::spawn(www::start(stack, htdocs(), Console::stdout(), port, 512));
+            kiln_rt::spawn(www::start(stack, htdocs(), port, 512));
             kiln_rt::sleep(Duration::from_millis(50)).await;
             // curl blocks in a thread of its own.
             in_thread(Duration::from_secs(50), move || client(port))

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use kiln_baked::digest_of;
 use kiln_devices::{MacAddress, Stack, StackError, TcpStream, kv::KvRo};
-use kiln_testsupport::platform::{RecordingConsole, run_virtual as run};
+use kiln_testsupport::platform::run_virtual as run;
 use support::{bake, file, htdocs};
 use www::{Limits, serve};
 
@@ -414,8 +414,6 @@ fn connection_close_and_http_1_0_end_after_one_response() {
 /// The whole unikernel: `start` on one kiln-net stack, a client on another.
 #[test]
 fn serves_over_the_direct_stack() {
-    let log = RecordingConsole::default();
-    let console = log.clone();
     let body = run(async move {
         let (a, b) = kiln_net::pair::pair(
             MacAddress([2, 0, 0, 0, 0, 1]),
@@ -426,7 +424,7 @@ fn serves_over_the_direct_stack() {
         let client = kiln_net::NetStack::new(b, cfg("--ipv4=10.0.0.2/24"), 2).unwrap();
         let htdocs = htdocs();
         assert!(htdocs.exists("index.html").await.unwrap().is_some());
-        kiln_rt::spawn(www::start(server.clone(), htdocs, console, 8080, 512));
+        kiln_rt::spawn(www::start(server.clone(), htdocs, 8080, 512));
         kiln_rt::sleep(Duration::from_millis(1)).await;
         // The port is taken now.
         assert!(
@@ -478,7 +476,6 @@ fn serves_over_the_direct_stack() {
     assert_eq!(rs.len(), 2);
     assert_eq!(rs[0].body, PNG);
     assert_eq!(rs[1].body, INDEX);
-    assert_eq!(log.text(), "www: serving on port 8080\n");
 }
 
 /// A small deterministic generator (xorshift64*), so failures reproduce.

@@ -20,7 +20,7 @@ use kiln_testsupport::netns::{self, Netns};
 use kiln_testsupport::platform::in_thread;
 use kiln_testsupport::process::stdout_of;
 use kiln_testsupport::skip::netns_or_skip;
-use kiln_unix::{Console, Tap, platform};
+use kiln_unix::{Tap, platform};
 use support::{bake, file};
 
 const IFNAME: &str = "kiln0";
@@ -111,7 +111,7 @@ fn inside_a_namespace() {
             let (config, rest) = Config::extract(args).unwrap();
             assert_eq!(rest, ["--port=80"]);
             let stack = NetStack::new(service, config, 0x77_77_77).unwrap();
-            kiln_rt::spawn(www::start(stack, htdocs(), Console::stdout(), 80, 512));
+            kiln_rt::spawn(www::start(stack, htdocs(), 80, 512));
 
             // curl blocks in a thread of its own.
             in_thread(Duration::from_secs(60), host_side)

@@ -7,6 +7,7 @@ pub mod bulk;
 pub mod hvt;
 pub mod memory;
 pub mod network;
+pub mod observe;
 pub mod size;
 pub mod soak;
 pub mod storage;

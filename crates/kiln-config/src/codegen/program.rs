@@ -484,6 +484,39 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
             );
         }
     }
+    // The logger, as soon as --log is known: before the devices, whose
+    // construction is logged.
+    let platform_crate = match flavor {
+        Flavor::Unix => "::kiln_unix",
+        Flavor::Solo5 { .. } | Flavor::Virtio => flavor.platform(),
+    };
+    let console = match flavor {
+        Flavor::Unix => "::kiln_unix::Console::stdout()",
+        Flavor::Solo5 { .. } => "::kiln_solo5::Console::new()",
+        Flavor::Virtio => "::kiln_virtio::Console::new()",
+    };
+    let _ = write!(
+        s,
+        "    ::kiln_rt::logger::init(\n        \
+         parsed.log_filter().clone(),\n        \
+         ::kiln_rt::logger::Sink {{\n            \
+         write: |bytes| {{\n                \
+         let _ = ::kiln_devices::Console::write(&{console}, bytes);\n            \
+         }},\n            \
+         now: || ::kiln_devices::MonotonicClock::now(&{platform_crate}::MonotonicClock::new()),\n        \
+         }},\n    \
+         );\n    \
+         ::kiln_rt::log::info!(target: \"kiln\", \"{} on {}\");\n",
+        m.name.value.replace(['{', '}', '"', '\\'], "_"),
+        flavor.target()
+    );
+    if flavor != Flavor::Unix {
+        let _ = writeln!(
+            s,
+            "    ::kiln_rt::log::info!(target: \"kiln\", \"memory: {{}} KiB of heap\", {}::heap_stats().size / 1024);",
+            flavor.platform()
+        );
+    }
     if m.arguments.is_empty() && next == 0 {
         s.push_str("    let _ = parsed;\n");
     }
@@ -587,6 +620,32 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
             );
         } else {
             let _ = writeln!(s, "    let {var} = {expr};");
+        }
+        // The boot information: what each attached device is.
+        match construct {
+            Construct::Tap | Construct::Solo5Net => {
+                let _ = writeln!(
+                    s,
+                    "    ::kiln_rt::log::info!(target: \"kiln\", \"net {{}}: mac {{}}, mtu {{}}\", {name}, \
+                     ::kiln_devices::NetworkInterface::mac(&{var}), ::kiln_devices::NetworkInterface::mtu(&{var}));"
+                );
+            }
+            Construct::FileBlock | Construct::Solo5Block => {
+                let _ = writeln!(
+                    s,
+                    "    {{\n        let info = ::kiln_devices::Block::info(&{var});\n        \
+                     ::kiln_rt::log::info!(target: \"kiln\", \"block {{}}: {{}} bytes, {{}} sectors of {{}} bytes{{}}\", {name}, \
+                     info.capacity(), info.sectors, info.sector_size, if info.read_only {{ \", read-only\" }} else {{ \"\" }});\n    }}"
+                );
+            }
+            Construct::Baked => {
+                let _ = writeln!(
+                    s,
+                    "    ::kiln_rt::log::info!(target: \"kiln\", \"kv_ro {{}}: {{}} files baked in\", {name}, KV_{}.len());",
+                    device.param().to_uppercase()
+                );
+            }
+            _ => {}
         }
     }
     let args: Vec<String> = plan

@@ -45,6 +45,7 @@ unsafe extern "Rust" {
 
 /// Runs the unikernel with `env` and halts with the status it returns.
 pub fn run_main(env: &'static Env) -> ! {
+    super::heap::register_metrics();
     crate::exit(kiln_solo5_main(env))
 }
 

@@ -194,5 +194,6 @@ extern "C" fn user_main() -> ! {
     if let Err(e) = crate::sys::virtio::discover(env.mmio_devices()) {
         fail("devices", &e);
     }
+    crate::sys::heap::register_metrics();
     crate::exit(kiln_virtio_main(env))
 }
