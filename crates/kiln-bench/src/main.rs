@@ -81,7 +81,8 @@ struct Args {
     /// unless every figure is produced and sane (no time thresholds)
     #[arg(long)]
     quick: bool,
-    /// Run only these sections (boot, hvt, size, memory, network, storage, build, soak)
+    /// Run only these sections (boot, hvt, size, memory, network, storage, build, soak,
+    /// tls)
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     only: Vec<String>,
     /// Print the results as JSON on stdout
@@ -237,6 +238,16 @@ fn prepare(
         } else {
             (Vec::new(), Vec::new())
         };
+        let wwws = if wants("tls") {
+            let variants: &[Variant] = if counts.quick {
+                &sections::tls::QUICK_VARIANTS
+            } else {
+                &sections::tls::VARIANTS
+            };
+            build_all(&env, "wwws", None, variants, true)
+        } else {
+            Vec::new()
+        };
         let programs = programs.join().unwrap_or_else(|_| {
             let why = "the thread building it panicked".to_string();
             Programs {
@@ -245,9 +256,9 @@ fn prepare(
                 hvt: Err(why),
             }
         });
-        (programs, [hello, www, www_big, blockbench, notes])
+        (programs, [hello, www, www_big, blockbench, notes, wwws])
     });
-    let [hello, www, www_big, blockbench, notes] = images;
+    let [hello, www, www_big, blockbench, notes, wwws] = images;
     Prepared {
         env,
         counts,
@@ -259,6 +270,7 @@ fn prepare(
         www_big,
         blockbench,
         notes,
+        wwws,
     }
 }
 
@@ -409,6 +421,13 @@ fn main() -> ExitCode {
                 &prepared,
                 sections::soak::Plan::new(args.quick, args.soak_minutes),
             ),
+            "tls" => {
+                let mut rows = sections::tls::run(&prepared);
+                if args.quick {
+                    rows.extend(sections::tls::skipped_in_quick());
+                }
+                rows
+            }
             _ => sections::build::run(&prepared),
         };
         phases.done(section);

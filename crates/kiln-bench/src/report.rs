@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 /// The benchmark sections, in the order they run.
-pub const SECTIONS: [&str; 8] = [
-    "boot", "hvt", "size", "memory", "network", "storage", "build", "soak",
+pub const SECTIONS: [&str; 9] = [
+    "boot", "hvt", "size", "memory", "network", "storage", "build", "soak", "tls",
 ];
 
 /// A figure a row compares against, measured in the same run.

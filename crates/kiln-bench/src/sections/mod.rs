@@ -9,6 +9,7 @@ pub mod network;
 pub mod size;
 pub mod soak;
 pub mod storage;
+pub mod tls;
 
 use std::path::PathBuf;
 
@@ -76,6 +77,8 @@ pub struct Prepared {
     pub blockbench: Vec<(Variant, Availability)>,
     /// notes per target (the storage section).
     pub notes: Vec<(Variant, Availability)>,
+    /// wwws per target (the tls section).
+    pub wwws: Vec<(Variant, Availability)>,
 }
 
 impl Prepared {
