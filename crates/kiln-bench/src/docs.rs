@@ -79,6 +79,15 @@ fn about(section: &str) -> &'static str {
              exported). Medians over the rounds; ratios against the baseline of the same rounds \
              (docs/observing.md). Quick runs: unix-direct, one round of 2 s loads."
         }
+        "tls" => {
+            "examples/wwws over HTTPS in a network namespace of the command's own (addresses as \
+             in network), against nginx 1 process, TLS 1.3, no session cache or tickets, with the \
+             same ECDSA P-256 certificate; every load offers one suite (wrk through an OpenSSL \
+             configuration, `openssl s_time -ciphersuites`). `wrk -t1 -c8` on a 24-byte page over \
+             kept-alive connections, and `openssl s_time -new` (one new full handshake at a time, \
+             the client's own cost included); each target's loads alternate with nginx's, 3 rounds \
+             of 5 s (quick: unix with host sockets, one suite, one round of 2 s)."
+        }
         _ => "",
     }
 }

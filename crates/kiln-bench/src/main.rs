@@ -82,7 +82,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Run only these sections (boot, hvt, size, memory, network, storage, build, soak,
-    /// virtio, bulk)
+    /// virtio, bulk, observe, tls)
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     only: Vec<String>,
     /// Print the results as JSON on stdout
@@ -254,6 +254,16 @@ fn prepare(
         } else {
             Vec::new()
         };
+        let wwws = if wants("tls") {
+            let variants: &[Variant] = if counts.quick {
+                &sections::tls::QUICK_VARIANTS
+            } else {
+                &sections::tls::VARIANTS
+            };
+            build_all(&env, "wwws", None, variants, true)
+        } else {
+            Vec::new()
+        };
         let programs = programs.join().unwrap_or_else(|_| {
             let why = "the thread building it panicked".to_string();
             Programs {
@@ -262,9 +272,12 @@ fn prepare(
                 hvt: Err(why),
             }
         });
-        (programs, [hello, www, www_big, blockbench, notes, bulk])
+        (
+            programs,
+            [hello, www, www_big, blockbench, notes, bulk, wwws],
+        )
     });
-    let [hello, www, www_big, blockbench, notes, bulk] = images;
+    let [hello, www, www_big, blockbench, notes, bulk, wwws] = images;
     Prepared {
         env,
         counts,
@@ -277,6 +290,7 @@ fn prepare(
         blockbench,
         notes,
         bulk,
+        wwws,
     }
 }
 
@@ -337,6 +351,12 @@ fn problems(rows: &[Row]) -> Vec<String> {
     out
 }
 
+/// Sections a quick run without `--only` leaves out, and why.
+const NOT_QUICK: [(&str, &str); 1] = [(
+    "tls",
+    "its release build of rustls and the RustCrypto crates takes 1 to 3 minutes on 2 cores",
+)];
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(spec) = &args.slow_clients {
@@ -361,7 +381,20 @@ fn main() -> ExitCode {
         eprintln!("kiln-bench: error: --soak-minutes {m} is not a positive number of minutes");
         return ExitCode::from(2);
     }
-    let sections: Vec<&str> = if args.only.is_empty() {
+    let sections: Vec<&str> = if args.only.is_empty() && args.quick {
+        // The smoke run in CI: a section whose images alone take minutes
+        // to build runs only when named.
+        for (name, why) in NOT_QUICK {
+            eprintln!(
+                "kiln-bench: --quick leaves out {name} ({why}); `--quick --only {name}` runs it"
+            );
+        }
+        SECTIONS
+            .iter()
+            .copied()
+            .filter(|s| NOT_QUICK.iter().all(|(name, _)| name != s))
+            .collect()
+    } else if args.only.is_empty() {
         SECTIONS.to_vec()
     } else {
         let mut chosen = Vec::new();
@@ -430,6 +463,13 @@ fn main() -> ExitCode {
                 &prepared,
                 sections::soak::Plan::new(args.quick, args.soak_minutes),
             ),
+            "tls" => {
+                let mut rows = sections::tls::run(&prepared);
+                if args.quick {
+                    rows.extend(sections::tls::skipped_in_quick());
+                }
+                rows
+            }
             _ => sections::build::run(&prepared),
         };
         phases.done(section);

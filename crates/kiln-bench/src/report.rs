@@ -7,9 +7,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 /// The benchmark sections, in the order they run.
-pub const SECTIONS: [&str; 11] = [
+pub const SECTIONS: [&str; 12] = [
     "boot", "hvt", "size", "memory", "network", "storage", "build", "soak", "virtio", "bulk",
-    "observe",
+    "observe", "tls",
 ];
 
 /// A figure a row compares against, measured in the same run.

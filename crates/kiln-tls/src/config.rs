@@ -25,13 +25,44 @@ use crate::entropy::{self, DeviceRandom};
 /// 1.3 stateful tickets), about 200 bytes each.
 pub const SESSION_CACHE: usize = 1024;
 
+/// Whether AES-GCM runs on the CPU's AES-NI and carry-less multiply here.
+/// Freestanding images (`x86_64-unknown-none`, soft-float) use RustCrypto's
+/// portable AES and GHASH, which cost about four times ChaCha20-Poly1305's
+/// portable code per byte (docs/tls.md); unix builds pick AES-NI at run
+/// time.
+pub const AES_HARDWARE: bool = !cfg!(target_os = "none");
+
+/// Whether `suite` is one of the ChaCha20-Poly1305 suites.
+fn is_chacha20(suite: &rustls::SupportedCipherSuite) -> bool {
+    use rustls::CipherSuite as S;
+    matches!(
+        suite.suite(),
+        S::TLS13_CHACHA20_POLY1305_SHA256
+            | S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+            | S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+    )
+}
+
 /// The crypto provider every configuration uses: RustCrypto's cipher
-/// suites, key exchanges and signatures, kiln's random device.
+/// suites, key exchanges and signatures, kiln's random device. Without
+/// [`AES_HARDWARE`] the ChaCha20-Poly1305 suites come first (servers then
+/// choose by their own order, see [`server_config`]).
 pub fn provider() -> Arc<CryptoProvider> {
+    let mut provider = rustls_rustcrypto::provider();
+    order_suites(&mut provider.cipher_suites, AES_HARDWARE);
     Arc::new(CryptoProvider {
         secure_random: &DeviceRandom,
-        ..rustls_rustcrypto::provider()
+        ..provider
     })
+}
+
+/// Without `aes_hardware`, ChaCha20-Poly1305 first among the TLS 1.3
+/// suites and among the TLS 1.2 ones; a stable sort keeps the rest of the
+/// order.
+fn order_suites(suites: &mut [rustls::SupportedCipherSuite], aes_hardware: bool) {
+    if !aes_hardware {
+        suites.sort_by_key(|s| (s.tls13().is_none(), !is_chacha20(s)));
+    }
 }
 
 /// A wall clock as rustls's time (certificate validity).
@@ -146,6 +177,11 @@ where
     config.alpn_protocols = settings.alpn.clone();
     config.session_storage = ServerSessionMemoryCache::new::<SpinMutex>(SESSION_CACHE);
     config.max_early_data_size = 0;
+    // Without AES hardware the server's order (ChaCha20-Poly1305 first)
+    // wins over a client's preference for AES-GCM, as BoringSSL's servers
+    // do for clients without AES hardware; a client that offers no
+    // ChaCha20 still gets AES-GCM.
+    config.ignore_client_order = !AES_HARDWARE;
     Ok(Arc::new(config))
 }
 
@@ -228,4 +264,46 @@ impl MakeMutex for SpinMutex {
 pub fn server_name(name: &str) -> Result<rustls_pki_types::ServerName<'static>, TlsError> {
     rustls_pki_types::ServerName::try_from(String::from(name))
         .map_err(|_| TlsError::ServerName(name.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::CipherSuite as S;
+
+    #[test]
+    fn chacha20_comes_first_without_aes_hardware() {
+        let names = |aes_hardware| {
+            let mut suites = rustls_rustcrypto::provider().cipher_suites;
+            order_suites(&mut suites, aes_hardware);
+            suites.iter().map(|s| s.suite()).collect::<Vec<_>>()
+        };
+        let soft = names(false);
+        assert_eq!(soft[0], S::TLS13_CHACHA20_POLY1305_SHA256);
+        let first12 = soft
+            .iter()
+            .position(|s| u16::from(*s) >> 8 == 0xc0 || u16::from(*s) >> 8 == 0xcc)
+            .unwrap();
+        assert!(matches!(
+            soft[first12],
+            S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+                | S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+        ));
+        // Every TLS 1.3 suite (0x13xx) before every TLS 1.2 one.
+        assert!(soft[..first12].iter().all(|s| u16::from(*s) >> 8 == 0x13));
+        assert!(soft[first12..].iter().all(|s| u16::from(*s) >> 8 != 0x13));
+        // The same suites, and the provider's own order with AES hardware.
+        let hard = names(true);
+        let provider: Vec<_> = rustls_rustcrypto::provider()
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(hard, provider);
+        let mut a = soft.iter().map(|s| u16::from(*s)).collect::<Vec<_>>();
+        let mut b = hard.iter().map(|s| u16::from(*s)).collect::<Vec<_>>();
+        a.sort_unstable();
+        b.sort_unstable();
+        assert_eq!(a, b);
+    }
 }

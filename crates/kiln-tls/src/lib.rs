@@ -5,7 +5,9 @@
 //! The protocol is [`rustls`]'s, through its unbuffered API (rustls without
 //! std has no other); the cryptography is the RustCrypto provider
 //! (`rustls-rustcrypto`: pure Rust, builds for `x86_64-unknown-none`, whose
-//! images have no SSE; ARCHITECTURE.md says why this provider). Layering:
+//! images have no SSE; ARCHITECTURE.md says why this provider). There its
+//! AES-GCM is portable code, so servers in those images prefer
+//! ChaCha20-Poly1305 ([`config::AES_HARDWARE`]). Layering:
 //!
 //! - [`entropy`]: the random device every handshake draws from, installed
 //!   once per image, also behind getrandom for the provider's key

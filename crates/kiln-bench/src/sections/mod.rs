@@ -11,6 +11,7 @@ pub mod observe;
 pub mod size;
 pub mod soak;
 pub mod storage;
+pub mod tls;
 pub mod virtio;
 
 use std::path::PathBuf;
@@ -81,6 +82,8 @@ pub struct Prepared {
     pub notes: Vec<(Variant, Availability)>,
     /// bulk per target (the bulk section).
     pub bulk: Vec<(Variant, Availability)>,
+    /// wwws per target (the tls section).
+    pub wwws: Vec<(Variant, Availability)>,
 }
 
 impl Prepared {
