@@ -340,6 +340,8 @@ fn enter_guest(
     }
     if let Some(image) = gdb {
         let pid = std::process::id();
+        // gdb may run elsewhere: the image's absolute path.
+        let image = std::fs::canonicalize(image).unwrap_or_else(|_| image.to_path_buf());
         eprintln!(
             "kiln-spt: guest process {pid} waits for gdb before its first instruction; attach with: gdb -p {pid} {} (then set breakpoints and `continue`)",
             image.display()
