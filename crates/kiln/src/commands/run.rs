@@ -52,7 +52,7 @@ pub fn run(args: &RunArgs) -> Result<u8, KilnError> {
     {
         return Err(KilnError::Usage {
             message: format!("--gdb={addr}: spt guests have no gdb stub to listen on an address"),
-            hint: "run with plain --gdb: the guest process stops and kiln-spt prints the `gdb -p PID IMAGE` command that attaches to it".into(),
+            hint: "run with plain --gdb: the guest process waits and kiln-spt prints the `gdb -p PID IMAGE` command that attaches to it".into(),
         });
     }
     let gdb_spt = target == Target::Spt && args.gdb.is_some() && args.dumpcore.is_none();
