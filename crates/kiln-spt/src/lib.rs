@@ -182,6 +182,7 @@ pub fn explain(death: &Death) -> Option<String> {
 /// Runs the tender with `args` (without the program name).
 pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError> {
     let mut modules = module::compiled();
+    let (args, gdb) = cli::take_gdb(args.into_iter().collect());
     let config = match cli::parse(args, &mut modules)? {
         Command::Help => return Ok(Exit::Text(cli::usage(&modules))),
         Command::Version => {
@@ -264,7 +265,16 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
             drop(errors_in);
             let mut keep = vec![epoll.as_raw_fd(), timer.as_raw_fd(), errors_out.as_raw_fd()];
             keep.extend(attached.iter().map(|a| a.fd));
-            let why = enter_guest(&image, &low, mem_size, &program, &keep, &page, parent);
+            let why = enter_guest(
+                &image,
+                &low,
+                mem_size,
+                &program,
+                &keep,
+                &page,
+                parent,
+                gdb.then_some(path.as_path()),
+            );
             let mut out = std::fs::File::from(errors_out);
             let _ = out.write_all(why.as_bytes());
             sys::exit_now(1)
@@ -294,7 +304,11 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
     }
 }
 
-/// In the child: becomes the guest, or returns why it could not.
+/// In the child: becomes the guest, or returns why it could not. With
+/// `gdb` (the image's path), once guest memory is loaded and its handlers
+/// are installed, just before the filter, it prints its pid and the
+/// command that attaches gdb, and waits until a debugger traces it.
+#[allow(clippy::too_many_arguments)]
 fn enter_guest(
     image: &Image<'_>,
     low: &[u8],
@@ -303,6 +317,7 @@ fn enter_guest(
     keep: &[RawFd],
     page: &sys::ReportPage,
     parent: libc::pid_t,
+    gdb: Option<&std::path::Path>,
 ) -> String {
     if let Err(e) = sys::die_with_parent(parent) {
         return format!("cannot tie the guest to the tender: {e}");
@@ -322,6 +337,18 @@ fn enter_guest(
     // not return): this process becomes the guest.
     if let Err(e) = sys::install_fatal_handlers(page) {
         return format!("cannot install the guest's signal handlers: {e}");
+    }
+    if let Some(image) = gdb {
+        let pid = std::process::id();
+        // gdb may run elsewhere: the image's absolute path.
+        let image = std::fs::canonicalize(image).unwrap_or_else(|_| image.to_path_buf());
+        eprintln!(
+            "kiln-spt: guest process {pid} waits for gdb before its first instruction; attach with: gdb -p {pid} {} (then set breakpoints and `continue`)",
+            image.display()
+        );
+        if let Err(e) = sys::wait_for_tracer() {
+            return format!("cannot wait for gdb: {e}");
+        }
     }
     if let Err(e) = seccomp::install(program) {
         return kiln_tender::chain(&e);

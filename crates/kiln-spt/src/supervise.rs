@@ -11,6 +11,10 @@
 //! parent ([`sys::ReportPage`]) and ends the process with a system call the
 //! filter refuses, which, the signal being blocked, kills it with SIGSYS.
 //! The parent only waits: one `waitpid`, no tracing, no stop on the way.
+//! That `waitpid` (without `WUNTRACED`) sees neither the stops of a
+//! debugger's tracing (`kiln-spt --gdb`) nor its attach and detach, only
+//! the guest's end, which Linux reports to the parent once the tracer has
+//! seen it.
 //! A record is believed only when the guest was killed by a signal; the
 //! guest can write the page (it is in its address space), so a hostile
 //! guest can at worst misreport how it died, never change the exit status

@@ -605,6 +605,26 @@ pub enum WaitStatus {
     Signaled(i32),
 }
 
+/// In the guest process, before its filter: waits until a debugger
+/// traces it (`TracerPid` in `/proc/self/status` is not 0), looking every
+/// 10 ms. A process that stopped itself instead (SIGSTOP) would make gdb
+/// report that stop again after its attach, a first `continue` that does
+/// nothing; this one runs on at gdb's first `continue`.
+pub fn wait_for_tracer() -> io::Result<()> {
+    loop {
+        let status = std::fs::read_to_string("/proc/self/status")?;
+        let tracer = status
+            .lines()
+            .find_map(|l| l.strip_prefix("TracerPid:"))
+            .map(str::trim)
+            .ok_or_else(|| io::Error::other("/proc/self/status has no TracerPid"))?;
+        if tracer != "0" {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Waits for the child `pid` to end, retrying on EINTR.
 pub fn wait(pid: libc::pid_t) -> io::Result<WaitStatus> {
     loop {

@@ -204,7 +204,9 @@ pub struct RunArgs {
     pub image: Option<PathBuf>,
     /// On hvt: stop at the entry point and wait for gdb on ADDR:PORT
     /// [default: 127.0.0.1:1234]; builds the image with debug info and a
-    /// tender with its gdb module (dist/kiln-hvt-gdb)
+    /// tender with its gdb module (dist/kiln-hvt-gdb). On spt (plain
+    /// --gdb): builds with debug info, stops the guest process before its
+    /// first instruction and prints the `gdb -p PID IMAGE` that attaches
     #[arg(
         long,
         value_name = "ADDR:PORT",

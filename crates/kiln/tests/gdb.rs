@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{TempDir, kiln_in, run_for, text};
+use common::{ARGUMENT_ERROR, TempDir, kiln_in, run_for, text};
 use kiln_testsupport::process::ChildGuard;
 use kiln_testsupport::skip::{kvm_or_skip, skip};
 
@@ -178,7 +178,8 @@ fn gdb_breaks_steps_and_continues_on_hvt() {
         .collect();
     assert_eq!(rips.len(), 2, "{gdb}");
     assert!(rips[1] > rips[0], "stepi did not advance: {rips:x?}\n{gdb}");
-    assert_eq!(stdout, "hello\nhello\n", "{gdb}");
+    // The console after kiln's start-up log lines.
+    assert!(stdout.ends_with("\nhello\nhello\n"), "{stdout}\n{gdb}");
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{gdb}\n{log}");
 
     // Ctrl-C: the same image and tender, saying hello about forever; gdb
@@ -332,4 +333,178 @@ fn a_fault_writes_a_core_gdb_reads() {
     assert!(top.contains("crash::write_through"), "{gdb}");
     let status = guard.wait_for(RUN_TIMEOUT).expect("wait for kiln run");
     assert_eq!(status.and_then(|s| s.code()), Some(255), "{gdb}");
+}
+
+/// The spt test's unikernel: says hello through a function that is not
+/// inlined, for a breakpoint reached after gdb attaches.
+const GREET_TOML: &str = r#"[unikernel]
+name = "greet"
+entry = "start"
+
+[devices.console]
+type = "console"
+
+[arguments.times]
+type = "u32"
+default = 1
+doc = "How many times to say hello"
+"#;
+
+const GREET_RS: &str = r#"#![no_std]
+use kiln_devices::{Console, ConsoleError};
+
+/// Says hello once.
+#[inline(never)]
+pub fn greet(console: &impl Console, n: u32) -> Result<(), ConsoleError> {
+    console.log(if core::hint::black_box(n) % 2 == 0 { "hello" } else { "hello again" })
+}
+
+pub async fn start(console: impl Console, times: u32) -> Result<(), ConsoleError> {
+    for n in 0..times {
+        greet(&console, n)?;
+    }
+    Ok(())
+}
+"#;
+
+/// Waits for `tender`'s line that the spt guest waits for gdb: its pid.
+fn spt_guest_pid(tender: &mut ChildGuard, limit: Duration) -> (u32, String) {
+    let (tx, rx) = mpsc::channel();
+    let stderr = tender.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let start = Instant::now();
+    let mut log = String::new();
+    loop {
+        let left = limit.saturating_sub(start.elapsed());
+        let Ok(line) = rx.recv_timeout(left) else {
+            panic!("the spt guest never waited for gdb:\n{log}");
+        };
+        log.push_str(&line);
+        log.push('\n');
+        if let Some(rest) = line.strip_prefix("kiln-spt: guest process ")
+            && line.contains("waits for gdb")
+        {
+            let pid = rest.split_whitespace().next().unwrap().parse().unwrap();
+            assert!(
+                line.contains(&format!("attach with: gdb -p {pid} ")),
+                "{line}"
+            );
+            return (pid, log);
+        }
+    }
+}
+
+/// gdb's output for `script` run attached to process `pid` of `image`.
+fn gdb_attach(script: &str, pid: u32, image: &Path, tmp: &Path) -> String {
+    let script_path = tmp.join("attach.gdb");
+    std::fs::write(&script_path, script).unwrap();
+    let out = run_for(
+        Command::new("gdb")
+            .arg("-batch")
+            .arg("-x")
+            .arg(&script_path)
+            .arg("-p")
+            .arg(pid.to_string())
+            .arg(image),
+        RUN_TIMEOUT,
+    );
+    format!("{}{}", text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn gdb_attaches_to_an_spt_guest() {
+    let test = "gdb_attaches_to_an_spt_guest";
+    if !gdb_or_skip(test) {
+        return;
+    }
+    let tmp = TempDir::new("sptgdb");
+    let dir = tmp.path.join("greet");
+    write_unikernel(&dir, "greet", GREET_TOML, GREET_RS);
+    let image = dir.join("dist/greet.spt");
+
+    // `kiln run -t spt --gdb` builds with debug information and the guest
+    // waits, before its first instruction, for gdb to attach; a breakpoint
+    // set then is hit, `bt` names the crate's functions, and the guest runs
+    // on to its exit under gdb, its output and status intact.
+    let child = kiln_in(&dir)
+        .args(["run", "-t", "spt", "--gdb", "--", "--times=3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kiln run");
+    let mut guard = ChildGuard(child);
+    let (pid, log) = spt_guest_pid(&mut guard, BUILD_TIMEOUT);
+    let gdb = gdb_attach(
+        "set pagination off\nset confirm off\nbreak 'greet::greet<kiln_solo5::console::device::Console>'\ncontinue\nbt\n\
+         info registers rip cs\ncontinue\nbt 1\ndelete\ncontinue\n",
+        pid,
+        &image,
+        &tmp.path,
+    );
+    let status = guard.wait_for(RUN_TIMEOUT).expect("wait for kiln run");
+    let mut stdout = String::new();
+    if let Some(mut pipe) = guard.0.stdout.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stdout);
+    }
+    for needle in [
+        "Breakpoint 1, greet::greet",
+        // The backtrace from the breakpoint names the crate's functions
+        // down to the image's entry point.
+        "greet::start::{async_fn#0}",
+        "greet::__kiln_solo5_main",
+        "kiln_solo5::sys::spt_boot::kiln_solo5_boot",
+        "in _start ()",
+        // A user code segment: the guest is a plain process.
+        "cs             0x33",
+        &format!("[Inferior 1 (process {pid}) exited normally]"),
+    ] {
+        assert!(gdb.contains(needle), "gdb output lacks {needle:?}:\n{gdb}");
+    }
+    assert_eq!(
+        gdb.matches("Breakpoint 1, greet::greet").count(),
+        2,
+        "{gdb}"
+    );
+    // The console after kiln's start-up log lines.
+    assert!(
+        stdout.ends_with("\nhello\nhello again\nhello\n"),
+        "{stdout}\n{gdb}"
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{gdb}\n{log}");
+
+    // Detach: the same tender and image, the guest failing on its
+    // arguments (`--times=x`: [`ARGUMENT_ERROR`]); gdb stops it at a
+    // breakpoint and detaches, and the guest carries on to that exit, the
+    // tender reporting its status.
+    let child = Command::new(dir.join("dist/kiln-spt"))
+        .arg("--gdb")
+        .arg(&image)
+        .arg("--times=x")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kiln-spt");
+    let mut tender = ChildGuard(child);
+    let (pid, log) = spt_guest_pid(&mut tender, RUN_TIMEOUT);
+    let gdb = gdb_attach(
+        "set pagination off\nset confirm off\nbreak 'greet::fail<kiln_args::ArgsError>'\ncontinue\nbt 1\ndetach\n",
+        pid,
+        &image,
+        &tmp.path,
+    );
+    assert!(gdb.contains("greet::fail"), "{gdb}");
+    assert!(
+        gdb.contains(&format!("[Inferior 1 (process {pid}) detached]")),
+        "{gdb}"
+    );
+    let status = tender.wait_for(RUN_TIMEOUT).expect("wait for the tender");
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(ARGUMENT_ERROR),
+        "{gdb}\n{log}"
+    );
 }

@@ -54,7 +54,8 @@ pub fn build(
 /// [`build`], and with `gdb` for a debugger: the image keeps its debug
 /// information (DWARF line tables, frames and variables, so that gdb's `bt`
 /// and `break FILE:LINE` work; symbols are kept in every build) and the hvt
-/// tender is built with its gdb module as `dist/kiln-hvt-gdb`.
+/// tender is built with its gdb module as `dist/kiln-hvt-gdb` (the spt
+/// tender needs none: its `--gdb` stops the guest process for gdb to attach).
 pub fn build_with(
     project: &Project,
     target: Target,
@@ -227,6 +228,8 @@ fn build_tender(
     let package = format!("kiln-{target}");
     let source = kiln_config::project::source_dir();
     let mut modules = tender_modules(configured);
+    // kiln-spt's --gdb needs no module: gdb attaches to the guest process.
+    let gdb = gdb && target == Target::Hvt;
     if gdb {
         modules.push("gdb");
     }

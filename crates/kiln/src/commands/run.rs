@@ -46,11 +46,21 @@ pub fn run(args: &RunArgs) -> Result<u8, KilnError> {
             hint: "a unix unikernel is a host process; drop --mem, or run with -t hvt".into(),
         });
     }
-    let debugging = args.gdb.is_some() || args.dumpcore.is_some();
-    if debugging && target != Target::Hvt {
+    if target == Target::Spt
+        && let Some(addr) = args.gdb.as_deref()
+        && addr != SPT_GDB_DEFAULT
+    {
         return Err(KilnError::Usage {
-            message: "--gdb and --dumpcore apply to hvt guests only".into(),
-            hint: "run with -t hvt".into(),
+            message: format!("--gdb={addr}: spt guests have no gdb stub to listen on an address"),
+            hint: "run with plain --gdb: the guest process waits and kiln-spt prints the `gdb -p PID IMAGE` command that attaches to it".into(),
+        });
+    }
+    let gdb_spt = target == Target::Spt && args.gdb.is_some() && args.dumpcore.is_none();
+    let debugging = args.gdb.is_some() || args.dumpcore.is_some();
+    if debugging && target != Target::Hvt && !gdb_spt {
+        return Err(KilnError::Usage {
+            message: "--gdb applies to hvt and spt guests, --dumpcore to hvt guests only".into(),
+            hint: "run with -t hvt (or -t spt for --gdb)".into(),
         });
     }
     // On a terminal, cargo's own progress shows what a first build (tens of
@@ -76,7 +86,9 @@ pub fn run(args: &RunArgs) -> Result<u8, KilnError> {
             if let Some(mb) = args.mem {
                 command.arg(format!("--mem={mb}"));
             }
-            if let Some(addr) = &args.gdb {
+            if gdb_spt {
+                command.arg("--gdb");
+            } else if let Some(addr) = &args.gdb {
                 command.arg(format!("--gdb={addr}"));
             }
             if let Some(dir) = &args.dumpcore {
@@ -94,6 +106,10 @@ pub fn run(args: &RunArgs) -> Result<u8, KilnError> {
     let error = command.exec();
     Err(KilnError::io("run", program, error))
 }
+
+/// What clap gives `--gdb` without a value (kiln-hvt's default address),
+/// the only value `--gdb` takes on spt.
+const SPT_GDB_DEFAULT: &str = "127.0.0.1:1234";
 
 /// The QEMU program the virtio target runs.
 const QEMU: &str = "qemu-system-x86_64";
