@@ -15,7 +15,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{TempDir, copy_dir, kiln, kiln_in, ok, run_for, text};
+use common::{TempDir, app_output, copy_dir, kiln, kiln_in, ok, run_for, text, www_cargo_toml};
 use kiln_testsupport::skip::{kvm_or_skip, netns_or_skip};
 use serde_json::Value;
 
@@ -237,8 +237,10 @@ impl Daemon {
             .collect()
     }
 
+    /// What unit `name` printed, without the boot information kiln's
+    /// logger prints first.
     fn logs(&self, name: &str) -> String {
-        text(&self.ok(&["logs", name]).stdout)
+        app_output(&text(&self.ok(&["logs", name]).stdout))
     }
 
     fn kill9(&mut self) {
@@ -369,7 +371,7 @@ fn mixed_targets_at_once() {
     ]);
     let follow = d.ok(&["logs", "-f", "five"]);
     assert_eq!(
-        text(&follow.stdout),
+        app_output(&text(&follow.stdout)),
         "tick 0\ntick 1\ntick 2\ntick 3\ntick 4\n"
     );
     let stubborn = stubborn(&d.tmp.path);
@@ -904,22 +906,7 @@ fn graceful_stop_of_www() {
     copy_dir(&example.join("src"), &dir.join("src"));
     copy_dir(&example.join("htdocs"), &dir.join("htdocs"));
     std::fs::copy(example.join("unikernel.toml"), dir.join("unikernel.toml")).unwrap();
-    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::fs::write(
-        dir.join("Cargo.toml"),
-        format!(
-            "[package]\nname = \"www\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
-             [dependencies]\nkiln-devices = {{ path = {:?} }}\nkiln-rt = {{ path = {:?} }}\n\
-             kiln-metrics = {{ path = {:?} }}\n\
-             log = {{ version = \"0.4\", default-features = false }}\n\
-             httparse = {{ version = \"1.10\", default-features = false }}\n\
-             thiserror = {{ version = \"2\", default-features = false }}\n\n[workspace]\n",
-            crates.join("kiln-devices").display().to_string(),
-            crates.join("kiln-rt").display().to_string(),
-            crates.join("kiln-metrics").display().to_string(),
-        ),
-    )
-    .unwrap();
+    std::fs::write(dir.join("Cargo.toml"), www_cargo_toml()).unwrap();
     ok(
         run_for(kiln_in(&dir).args(["build"]), BUILD_TIMEOUT),
         "kiln build www",
@@ -1193,19 +1180,7 @@ fn www_solo5() -> &'static (PathBuf, Vec<&'static str>) {
         copy_dir(&example.join("src"), &dir.join("src"));
         copy_dir(&example.join("htdocs"), &dir.join("htdocs"));
         std::fs::copy(example.join("unikernel.toml"), dir.join("unikernel.toml")).unwrap();
-        let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        std::fs::write(
-            dir.join("Cargo.toml"),
-            format!(
-                "[package]\nname = \"www\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
-                 [dependencies]\nkiln-devices = {{ path = {:?} }}\nkiln-rt = {{ path = {:?} }}\n\
-                 httparse = {{ version = \"1.10\", default-features = false }}\n\
-                 thiserror = {{ version = \"2\", default-features = false }}\n\n[workspace]\n",
-                crates.join("kiln-devices").display().to_string(),
-                crates.join("kiln-rt").display().to_string(),
-            ),
-        )
-        .unwrap();
+        std::fs::write(dir.join("Cargo.toml"), www_cargo_toml()).unwrap();
         let mut targets = vec!["spt"];
         if kvm_or_skip("graceful stops of www on hvt") {
             targets.push("hvt");

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     ARGUMENT_ERROR, TempDir, copy_dir, help_ok, kiln_in, ok, run_for, shared_target_dir, text,
+    www_cargo_toml,
 };
 use kiln_testsupport::process::ChildGuard;
 use kiln_testsupport::skip::{kvm_or_skip, skip};
@@ -538,22 +539,7 @@ fn www_copy(dir: &Path) -> PathBuf {
     let toml = toml.replace("impl = \"baked\"\n", "impl = \"baked\"\nblock = \"disk\"\n")
         + "\n[devices.disk]\ntype = \"block\"\n";
     std::fs::write(dir.join("unikernel.toml"), toml).unwrap();
-    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::fs::write(
-        dir.join("Cargo.toml"),
-        format!(
-            "[package]\nname = \"www\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
-             [dependencies]\nkiln-devices = {{ path = {:?} }}\nkiln-rt = {{ path = {:?} }}\n\
-             kiln-metrics = {{ path = {:?} }}\n\
-             log = {{ version = \"0.4\", default-features = false }}\n\
-             httparse = {{ version = \"1.10\", default-features = false }}\n\
-             thiserror = {{ version = \"2\", default-features = false }}\n\n[workspace]\n",
-            crates.join("kiln-devices").display().to_string(),
-            crates.join("kiln-rt").display().to_string(),
-            crates.join("kiln-metrics").display().to_string(),
-        ),
-    )
-    .unwrap();
+    std::fs::write(dir.join("Cargo.toml"), www_cargo_toml()).unwrap();
     example.join("htdocs")
 }
 
