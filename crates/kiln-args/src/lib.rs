@@ -369,13 +369,14 @@ pub struct Parsed {
     values: Vec<Option<Value>>,
     nets: Vec<Option<NetAttach>>,
     blocks: Vec<Option<BlockAttach>>,
-    log: LogFilter,
+    log: Option<LogFilter>,
 }
 
 impl Parsed {
-    /// The `--log` filter (records at `info` and above when not given).
-    pub fn log_filter(&self) -> &LogFilter {
-        &self.log
+    /// The `--log` filter, if given (the generated `main` then uses
+    /// [`LogFilter::application`]).
+    pub fn log_filter(&self) -> Option<&LogFilter> {
+        self.log.as_ref()
     }
 
     /// Takes the value of argument `index` (its position in
@@ -648,7 +649,7 @@ where
         values,
         nets,
         blocks,
-        log: log.unwrap_or_default(),
+        log,
     }))
 }
 
@@ -939,17 +940,17 @@ mod tests {
             let mut argv = with_devices(argv);
             argv.push("--ipv4-gateway=1.2.3.4");
             match parse(&SPEC, argv.iter().copied()) {
-                Ok(Outcome::Run(p)) => Ok(p.log_filter().clone()),
+                Ok(Outcome::Run(p)) => Ok(p.log_filter().cloned()),
                 Ok(Outcome::Help) => panic!("unexpected help"),
                 Err(e) => Err(e),
             }
         };
-        assert_eq!(run(&[]).unwrap(), LogFilter::default());
-        let f = run(&["--log=warn,kiln_net=debug"]).unwrap();
+        assert_eq!(run(&[]).unwrap(), None);
+        let f = run(&["--log=warn,kiln_net=debug"]).unwrap().unwrap();
         assert_eq!(f.level("kiln_net::stack"), LevelFilter::Debug);
         assert_eq!(f.level("www"), LevelFilter::Warn);
         assert_eq!(
-            run(&["--log", "off"]).unwrap().max_level(),
+            run(&["--log", "off"]).unwrap().unwrap().max_level(),
             LevelFilter::Off
         );
         assert_eq!(

@@ -68,6 +68,23 @@ impl LogFilter {
         }
     }
 
+    /// The filter of an image started without `--log`: the application's
+    /// own records (`app`, its crate name) from `info`, every other
+    /// target's (kiln's boot information, the stack, drivers) from `warn`.
+    /// So a unikernel's console shows what its application says, as a
+    /// program's output does; `--log=info` adds the platform's.
+    pub fn application(app: &str) -> LogFilter {
+        let mut targets = Vec::new();
+        let app = app.replace('-', "_");
+        if valid_target(&app) {
+            targets.push((app, LevelFilter::Info));
+        }
+        LogFilter {
+            default: LevelFilter::Warn,
+            targets,
+        }
+    }
+
     /// Parses `spec`: comma-separated directives, each a level (the
     /// default for every target) or `TARGET=LEVEL`. Crate names may be
     /// written with `-` (`kiln-net`), as in `Cargo.toml`; targets use `_`.
@@ -139,6 +156,17 @@ mod tests {
         assert_eq!(f.level("www::access"), LevelFilter::Off);
         assert_eq!(f.level("other"), LevelFilter::Warn);
         assert_eq!(f.max_level(), LevelFilter::Trace);
+    }
+
+    #[test]
+    fn without_log_the_application_speaks_and_the_platform_warns() {
+        let f = LogFilter::application("my-app");
+        assert_eq!(f.level("my_app"), LevelFilter::Info);
+        assert_eq!(f.level("my_app::http"), LevelFilter::Info);
+        assert_eq!(f.level("my_apps"), LevelFilter::Warn);
+        assert_eq!(f.level("kiln"), LevelFilter::Warn);
+        assert_eq!(f.level("kiln_net::stack"), LevelFilter::Warn);
+        assert_eq!(f.max_level(), LevelFilter::Info);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{TempDir, app_output, copy_dir, kiln, kiln_in, ok, run_for, text, www_cargo_toml};
+use common::{TempDir, copy_dir, kiln, kiln_in, ok, run_for, text, www_cargo_toml};
 use kiln_testsupport::skip::{kvm_or_skip, netns_or_skip};
 use serde_json::Value;
 
@@ -237,10 +237,8 @@ impl Daemon {
             .collect()
     }
 
-    /// What unit `name` printed, without the boot information kiln's
-    /// logger prints first.
     fn logs(&self, name: &str) -> String {
-        app_output(&text(&self.ok(&["logs", name]).stdout))
+        text(&self.ok(&["logs", name]).stdout)
     }
 
     fn kill9(&mut self) {
@@ -371,7 +369,7 @@ fn mixed_targets_at_once() {
     ]);
     let follow = d.ok(&["logs", "-f", "five"]);
     assert_eq!(
-        app_output(&text(&follow.stdout)),
+        text(&follow.stdout),
         "tick 0\ntick 1\ntick 2\ntick 3\ntick 4\n"
     );
     let stubborn = stubborn(&d.tmp.path);

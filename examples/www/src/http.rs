@@ -364,6 +364,33 @@ fn record(observe: &Observe, status: u16, started: Option<Instant>, now: impl Fn
 /// loopback segment.
 const COALESCE_MAX: usize = 64 * 1024;
 
+/// How long a connection closed after an answer waits for the client to
+/// close its side ([`close`]).
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// Closes our side of `stream` after an answer and waits, at most
+/// [`LINGER`] (less if the place is needed), until the client closes its
+/// side, discarding what it still sends. Until then the answer and our FIN
+/// may still lie in the stack's buffers: the connection's end must not be
+/// taken for the answer's delivery, or a stop (whose drain ends when the
+/// last connection does, and the guest with it) loses the answer.
+async fn close<S: TcpStream>(stream: &mut S, ticket: &Ticket) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    ticket.waiting(Some(kiln_rt::time::now()));
+    let deadline = kiln_rt::time::now() + LINGER;
+    let mut sink = [0u8; 256];
+    loop {
+        let read = stream.read(&mut sink);
+        let stop = select(sleep_until(deadline), ticket.kicked());
+        match select(read, stop).await {
+            Either::Left(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+    }
+}
+
 /// Writes `resp` (without its body for HEAD and 304), within the write
 /// limit; the head and a small body in one write.
 async fn send<S: TcpStream>(
@@ -457,7 +484,7 @@ pub async fn serve_observed<S: TcpStream, K: KvRo>(
                     summary.responses += 1;
                     record(observe, status, started, kiln_rt::time::now);
                     log::debug!(target: "www::access", "malformed request {status}");
-                    let _ = stream.shutdown().await;
+                    close(stream, ticket).await;
                     return Ok(summary);
                 }
                 Some(Ok((req, len))) => {
@@ -486,7 +513,7 @@ pub async fn serve_observed<S: TcpStream, K: KvRo>(
                         resp.body.len()
                     );
                     if resp.close {
-                        let _ = stream.shutdown().await;
+                        close(stream, ticket).await;
                         return Ok(summary);
                     }
                     buf.copy_within(len..filled, 0);

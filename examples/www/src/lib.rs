@@ -150,7 +150,7 @@ where
     log::info!("serving on port {}", listener.local_addr().port());
     let htdocs = Rc::new(htdocs);
     let limits = Limits::default();
-    let in_flight = Rc::new(Cell::new(0usize));
+    let in_flight = Rc::new(InFlight::default());
     let clients = Clients::new(usize::try_from(max_clients).unwrap_or(usize::MAX));
     let (observe, _registration) = match metrics_path {
         Some(path) => {
@@ -189,7 +189,7 @@ where
                 let htdocs = htdocs.clone();
                 let observe = observe.clone();
                 let in_flight = in_flight.clone();
-                in_flight.set(in_flight.get() + 1);
+                in_flight.count.set(in_flight.count.get() + 1);
                 kiln_rt::spawn(async move {
                     let served =
                         serve_observed(&mut stream, &*htdocs, &limits, &ticket, &observe).await;
@@ -199,7 +199,7 @@ where
                     {
                         log::warn!("connection failed: {e}");
                     }
-                    in_flight.set(in_flight.get() - 1);
+                    in_flight.end();
                 });
             }
             Err(e) => {
@@ -210,18 +210,49 @@ where
         }
     }
     drop(listener);
-    log::info!("stopping; {} connection(s) in flight", in_flight.get());
-    let drained = kiln_rt::timeout(DRAIN_TIMEOUT, async {
-        while in_flight.get() > 0 {
-            kiln_rt::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    log::info!(
+        "stopping; {} connection(s) in flight",
+        in_flight.count.get()
+    );
+    let drained = kiln_rt::timeout(DRAIN_TIMEOUT, in_flight.drained()).await;
     if drained.is_err() {
         log::warn!(
             "{} connection(s) cut after {DRAIN_TIMEOUT:?}",
-            in_flight.get()
+            in_flight.count.get()
         );
     }
     Ok(())
+}
+
+/// The connections being served, and the stop's wait for their end.
+#[derive(Default)]
+struct InFlight {
+    count: Cell<usize>,
+    /// The stop waiting for the count to reach zero.
+    waiter: core::cell::RefCell<Option<core::task::Waker>>,
+}
+
+impl InFlight {
+    /// A connection ended: wakes the stop if it was the last one.
+    fn end(&self) {
+        self.count.set(self.count.get().saturating_sub(1));
+        if self.count.get() == 0
+            && let Some(waker) = self.waiter.borrow_mut().take()
+        {
+            waker.wake();
+        }
+    }
+
+    /// Completes when no connection is left (at once, in the round the
+    /// last one ends: its answer must be out by then, `http::close`).
+    async fn drained(&self) {
+        core::future::poll_fn(|cx| {
+            if self.count.get() == 0 {
+                return core::task::Poll::Ready(());
+            }
+            *self.waiter.borrow_mut() = Some(cx.waker().clone());
+            core::task::Poll::Pending
+        })
+        .await;
+    }
 }

@@ -498,7 +498,7 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
     let _ = write!(
         s,
         "    ::kiln_rt::logger::init(\n        \
-         parsed.log_filter().clone(),\n        \
+         parsed.log_filter().cloned().unwrap_or_else(|| args::LogFilter::application({:?})),\n        \
          ::kiln_rt::logger::Sink {{\n            \
          write: |bytes| {{\n                \
          let _ = ::kiln_devices::Console::write(&{console}, bytes);\n            \
@@ -507,6 +507,7 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
          }},\n    \
          );\n    \
          ::kiln_rt::log::info!(target: \"kiln\", \"{} on {}\");\n",
+        plan.package,
         m.name.value.replace(['{', '}', '"', '\\'], "_"),
         flavor.target()
     );

@@ -113,31 +113,6 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Whether `line` is one of kiln-rt's log lines (`SECONDS.MICROS LEVEL
-/// target: message`), such as the boot information every image logs at
-/// `info` before its own output.
-pub fn is_log_line(line: &str) -> bool {
-    let mut words = line.split_whitespace();
-    let time = words.next().unwrap_or("");
-    let level = words.next().unwrap_or("");
-    let timed = time.split_once('.').is_some_and(|(s, us)| {
-        !s.is_empty()
-            && s.bytes().all(|b| b.is_ascii_digit())
-            && us.len() == 6
-            && us.bytes().all(|b| b.is_ascii_digit())
-    });
-    timed && ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"].contains(&level)
-}
-
-/// A unikernel's console output without kiln-rt's log lines: what the
-/// application itself printed.
-pub fn app_output(console: &str) -> String {
-    console
-        .split_inclusive('\n')
-        .filter(|line| !is_log_line(line))
-        .collect()
-}
-
 /// Runs `cmd` with its output captured, killing it after `limit`.
 pub fn run_for(cmd: &mut Command, limit: Duration) -> Output {
     kiln_testsupport::process::run(cmd, limit).unwrap_or_else(|e| panic!("{e}"))
