@@ -701,7 +701,7 @@ pub fn usage(spec: &Spec) -> String {
     rows.push((
         "--log <filter>".to_string(),
         "log levels kept: a level (off, error, warn, info, debug, trace) and TARGET=LEVEL \
-         pairs, comma-separated, e.g. warn,kiln_net=debug [default: info]"
+         pairs, comma-separated, e.g. info,kiln_net=debug [default: the application info, the rest warn]"
             .to_string(),
     ));
     rows.push(("--help".to_string(), "print this help and exit".to_string()));
