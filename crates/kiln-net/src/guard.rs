@@ -46,8 +46,9 @@ pub(crate) struct Learnt {
 }
 
 /// The sender of `frame` if it is a TCP SYN (without ACK or RST) with
-/// valid checksums, not fragmented.
-fn syn_source(frame: &[u8]) -> Option<Learnt> {
+/// valid checksums, not fragmented. With `tcp_checked`, the TCP checksum
+/// was already checked or vouched for (see [`NdiscGuard::tcp_checked`]).
+fn syn_source(frame: &[u8], tcp_checked: bool) -> Option<Learnt> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
     let mac = eth.src_addr();
     if !mac.is_unicast() {
@@ -83,7 +84,7 @@ fn syn_source(frame: &[u8]) -> Option<Learnt> {
         _ => return None,
     };
     let tcp = TcpPacket::new_checked(payload).ok()?;
-    if !tcp.syn() || tcp.ack() || tcp.rst() || !tcp.verify_checksum(&peer, &ours) {
+    if !tcp.syn() || tcp.ack() || tcp.rst() || !(tcp_checked || tcp.verify_checksum(&peer, &ours)) {
         return None;
     }
     Some(Learnt { peer, ours, mac })
@@ -137,6 +138,11 @@ pub(crate) struct NdiscGuard {
     pub(crate) learnt: Vec<Learnt>,
     /// Frames dropped.
     pub(crate) dropped: u64,
+    /// The TCP checksums of the frames admitted were checked before, or
+    /// vouched for by the host (an interface with offloads: `vnet`). The
+    /// host's own SYNs then come with `NEEDS_CSUM` and only the
+    /// pseudo-header sum in their checksum field, which would not verify.
+    pub(crate) tcp_checked: bool,
 }
 
 impl NdiscGuard {
@@ -154,7 +160,7 @@ impl NdiscGuard {
     pub(crate) fn admit(&mut self, frame: &[u8], now: Instant) -> bool {
         let Some((kind, target)) = ndisc(frame) else {
             if self.learnt.len() < LEARN_MAX
-                && let Some(l) = syn_source(frame)
+                && let Some(l) = syn_source(frame, self.tcp_checked)
             {
                 self.learnt.push(l);
             }
