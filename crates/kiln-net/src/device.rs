@@ -287,10 +287,12 @@ impl<'b, N: NetworkInterface + ?Sized> phy::Device for NicDevice<'_, 'b, N> {
         if self.vnet {
             // The host completes TCP checksums and cuts segments of up to
             // an IPv4 packet's 64 KiB; `vnet` checks what it received.
+            // IPv6 segments stay within the MTU: smoltcp (0.14) drops an
+            // IPv6 packet larger than the MTU before it reaches the device,
+            // whatever its segmentation metadata, and the connection then
+            // stalls retransmitting it.
             caps.checksum.tcp = Checksum::None;
-            let segment = core::num::NonZeroUsize::new(VNET_MAX_FRAME - 40);
-            caps.segmentation.tcpv4 = segment;
-            caps.segmentation.tcpv6 = segment;
+            caps.segmentation.tcpv4 = core::num::NonZeroUsize::new(VNET_MAX_FRAME - 40);
         }
         caps
     }

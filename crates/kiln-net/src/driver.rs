@@ -217,6 +217,10 @@ impl<N: NetworkInterface> Driver<N> {
         } else {
             frame_len
         };
+        // `vnet::receive` drops TCP frames with a bad checksum the host
+        // did not vouch for.
+        let mut guard = NdiscGuard::default();
+        guard.tcp_checked = nic.vnet_header();
         Driver {
             nic,
             shared,
@@ -224,7 +228,7 @@ impl<N: NetworkInterface> Driver<N> {
             tx: TxQueue::default(),
             frame_len,
             timer: None,
-            guard: NdiscGuard::default(),
+            guard,
             no_sockets: SocketSet::new(alloc::vec::Vec::new()),
             stale_rounds: 0,
         }

@@ -46,8 +46,9 @@ pub(crate) struct Learnt {
 }
 
 /// The sender of `frame` if it is a TCP SYN (without ACK or RST) with
-/// valid checksums, not fragmented.
-fn syn_source(frame: &[u8]) -> Option<Learnt> {
+/// valid checksums, not fragmented. With `tcp_checked`, the TCP checksum
+/// was already checked or vouched for (see [`NdiscGuard::tcp_checked`]).
+fn syn_source(frame: &[u8], tcp_checked: bool) -> Option<Learnt> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
     let mac = eth.src_addr();
     if !mac.is_unicast() {
@@ -83,7 +84,7 @@ fn syn_source(frame: &[u8]) -> Option<Learnt> {
         _ => return None,
     };
     let tcp = TcpPacket::new_checked(payload).ok()?;
-    if !tcp.syn() || tcp.ack() || tcp.rst() || !tcp.verify_checksum(&peer, &ours) {
+    if !tcp.syn() || tcp.ack() || tcp.rst() || !(tcp_checked || tcp.verify_checksum(&peer, &ours)) {
         return None;
     }
     Some(Learnt { peer, ours, mac })
@@ -137,6 +138,11 @@ pub(crate) struct NdiscGuard {
     pub(crate) learnt: Vec<Learnt>,
     /// Frames dropped.
     pub(crate) dropped: u64,
+    /// The TCP checksums of the frames admitted were checked before, or
+    /// vouched for by the host (an interface with offloads: `vnet`). The
+    /// host's own SYNs then come with `NEEDS_CSUM` and only the
+    /// pseudo-header sum in their checksum field, which would not verify.
+    pub(crate) tcp_checked: bool,
 }
 
 impl NdiscGuard {
@@ -154,7 +160,7 @@ impl NdiscGuard {
     pub(crate) fn admit(&mut self, frame: &[u8], now: Instant) -> bool {
         let Some((kind, target)) = ndisc(frame) else {
             if self.learnt.len() < LEARN_MAX
-                && let Some(l) = syn_source(frame)
+                && let Some(l) = syn_source(frame, self.tcp_checked)
             {
                 self.learnt.push(l);
             }
@@ -265,5 +271,67 @@ mod tests {
             assert!(g.admit(&ra(n), t0 + ROUTER_SILENCE));
         }
         assert!(!g.admit(&ra(12), t0 + ROUTER_SILENCE));
+    }
+    /// An IPv4 SYN from 10.0.0.1 whose TCP checksum field holds only the
+    /// pseudo-header sum, as the host sends it with `NEEDS_CSUM`.
+    fn partial_syn() -> alloc::vec::Vec<u8> {
+        use smoltcp::phy::ChecksumCapabilities;
+        use smoltcp::wire::{
+            EthernetRepr, Ipv4Address, Ipv4Repr, TcpControl, TcpRepr, TcpSeqNumber, checksum,
+        };
+        let (src, dst) = (Ipv4Address::new(10, 0, 0, 1), Ipv4Address::new(10, 0, 0, 2));
+        let tcp = TcpRepr {
+            src_port: 40000,
+            dst_port: 8080,
+            control: TcpControl::Syn,
+            seq_number: TcpSeqNumber(1),
+            ack_number: None,
+            window_len: 1024,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let ip = Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            hop_limit: 64,
+        };
+        let mut f = alloc::vec![0u8; 14 + 20 + tcp.buffer_len()];
+        let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+        EthernetRepr {
+            src_addr: EthernetAddress([2, 0, 0, 0, 0, 1]),
+            dst_addr: EthernetAddress([2, 0, 0, 0, 0, 2]),
+            ethertype: EthernetProtocol::Ipv4,
+        }
+        .emit(&mut eth);
+        let mut packet = Ipv4Packet::new_unchecked(eth.payload_mut());
+        ip.emit(&mut packet, &ChecksumCapabilities::default());
+        let mut segment = TcpPacket::new_unchecked(packet.payload_mut());
+        tcp.emit(
+            &mut segment,
+            &src.into(),
+            &dst.into(),
+            &ChecksumCapabilities::ignored(),
+        );
+        let len = tcp.buffer_len() as u32;
+        segment.set_checksum(checksum::pseudo_header_v4(&src, &dst, IpProtocol::Tcp, len));
+        f
+    }
+
+    #[test]
+    fn learns_a_syn_whose_checksum_the_host_vouched_for() {
+        let t0 = Instant::from_secs(1);
+        let mut g = NdiscGuard::default();
+        assert!(g.admit(&partial_syn(), t0));
+        assert!(g.learnt.is_empty(), "a partial checksum does not verify");
+        g.tcp_checked = true;
+        assert!(g.admit(&partial_syn(), t0));
+        assert_eq!(g.learnt.len(), 1);
+        assert_eq!(g.learnt[0].mac, EthernetAddress([2, 0, 0, 0, 0, 1]));
     }
 }

@@ -15,8 +15,10 @@
 //!   other protocols are completed here for smoltcp to check.
 //! - TCP segmentation: a segment smoltcp made larger than the MTU (its
 //!   `segmentation-offload`) goes as one frame marked `GSO_TCPV4` or
-//!   `GSO_TCPV6` with the MSS smoltcp chose; the host cuts it. The host
-//!   may likewise hand over several segments coalesced into one.
+//!   `GSO_TCPV6` with the MSS smoltcp chose; the host cuts it (only IPv4
+//!   segments are offered for now: smoltcp 0.14 drops IPv6 packets larger
+//!   than the MTU, see `device`). The host may likewise hand over several
+//!   segments coalesced into one.
 
 use smoltcp::wire::{
     EthernetProtocol, IpAddress, IpProtocol, Ipv4Address, Ipv6Address, TcpPacket, checksum,
