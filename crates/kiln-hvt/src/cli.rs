@@ -28,20 +28,7 @@ pub fn usage(modules: &[Box<dyn Module>]) -> String {
 /// Takes [`SOLO5_PROTECTION`] out of the tender's flags (those before
 /// KERNEL): the remaining arguments, and whether it was given.
 pub fn take_solo5_protection(args: Vec<OsString>) -> (Vec<OsString>, bool) {
-    let mut out = Vec::with_capacity(args.len());
-    let mut given = false;
-    let mut in_flags = true;
-    for arg in args {
-        if in_flags && arg == SOLO5_PROTECTION {
-            given = true;
-            continue;
-        }
-        if in_flags && (arg == "--" || !arg.to_string_lossy().starts_with('-')) {
-            in_flags = false;
-        }
-        out.push(arg);
-    }
-    (out, given)
+    kiln_tender::cli::take_switch(args, SOLO5_PROTECTION)
 }
 
 /// The gdb stub's flag: `--gdb` or `--gdb=ADDR:PORT`.

@@ -28,20 +28,7 @@ pub fn usage(modules: &[Box<dyn Module>]) -> String {
 /// Takes [`GDB`] out of the tender's flags (those before KERNEL): the
 /// remaining arguments, and whether it was given.
 pub fn take_gdb(args: Vec<OsString>) -> (Vec<OsString>, bool) {
-    let mut out = Vec::with_capacity(args.len());
-    let mut given = false;
-    let mut in_flags = true;
-    for arg in args {
-        if in_flags && arg == GDB {
-            given = true;
-            continue;
-        }
-        if in_flags && (arg == "--" || !arg.to_string_lossy().starts_with('-')) {
-            in_flags = false;
-        }
-        out.push(arg);
-    }
-    (out, given)
+    kiln_tender::cli::take_switch(args, GDB)
 }
 
 /// Parses the arguments after the program name.

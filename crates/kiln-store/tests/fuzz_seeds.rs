@@ -13,16 +13,7 @@ fn replay(name: &str, min: usize, target: fn(&[u8])) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz/seeds")
         .join(name);
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let bytes = std::fs::read(&path).unwrap();
-        if std::panic::catch_unwind(|| target(&bytes)).is_err() {
-            panic!("{} panicked", path.display());
-        }
-        n += 1;
-    }
-    assert!(n >= min, "only {n} seeds in {}", dir.display());
+    kiln_testsupport::fuzz::replay_seeds(&dir, min, target);
 }
 
 #[test]

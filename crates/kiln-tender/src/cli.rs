@@ -86,6 +86,28 @@ pub struct Config {
     pub args: Vec<String>,
 }
 
+/// Takes the tender-specific switch `flag` (e.g. kiln-hvt's
+/// `--solo5-protection`, kiln-spt's `--gdb`) out of the tender's flags,
+/// those before KERNEL (an argument not starting with `-`, or `--`): the
+/// remaining arguments, and whether it was given. The same word after
+/// KERNEL belongs to the guest and stays.
+pub fn take_switch(args: Vec<OsString>, flag: &str) -> (Vec<OsString>, bool) {
+    let mut out = Vec::with_capacity(args.len());
+    let mut given = false;
+    let mut in_flags = true;
+    for arg in args {
+        if in_flags && arg == flag {
+            given = true;
+            continue;
+        }
+        if in_flags && (arg == "--" || !arg.to_string_lossy().starts_with('-')) {
+            in_flags = false;
+        }
+        out.push(arg);
+    }
+    (out, given)
+}
+
 /// The `--help` text of tender `T` with `modules` built in.
 pub fn usage<T: Target, M: ModuleFlags + ?Sized>(modules: &[Box<M>]) -> String {
     let mut out = format!(

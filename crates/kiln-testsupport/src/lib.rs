@@ -25,6 +25,7 @@
 #![deny(unsafe_code)]
 
 pub mod build;
+pub mod fuzz;
 pub mod netns;
 pub mod pki;
 #[cfg(feature = "rt")]
