@@ -10,6 +10,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdout};
 use std::time::{Duration, Instant};
 
+use kiln_testsupport::process::ChildGuard;
+
 use kiln_abi::hvt_ext::KILN_STOP_ENABLE_NR;
 use support::{Guest, TempDir, hvt_cmd, kvm_available, spawn};
 
@@ -62,22 +64,18 @@ fn signal(child: &Child, signal: libc::c_int) {
 
 /// Waits for `child` at most `limit` after `since`; kills it and fails
 /// beyond. Returns its exit code, stdout rest and stderr.
-fn end(mut child: Child, mut out: BufReader<ChildStdout>, since: Instant) -> (i32, String, String) {
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if since.elapsed() > BOUND {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("kiln-hvt did not end within {BOUND:?} of the signal");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+fn end(child: Child, mut out: BufReader<ChildStdout>, since: Instant) -> (i32, String, String) {
+    let mut guard = ChildGuard(child);
+    // On a panic the guard kills and reaps the tender.
+    let status = guard
+        .wait_for(BOUND.saturating_sub(since.elapsed()))
+        .unwrap()
+        .unwrap_or_else(|| panic!("kiln-hvt did not end within {BOUND:?} of the signal"));
     let mut rest = String::new();
     out.read_to_string(&mut rest).unwrap();
     let mut err = String::new();
-    child
+    guard
+        .0
         .stderr
         .take()
         .unwrap()

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kiln_testsupport::process::ChildGuard;
+
 use kiln_abi::spt::SPT_BOOT_INFO_BASE;
 use kiln_abi::spt_ext::{KILN_SPT_STOP_EVENT, KILN_STOP_ACK, SPT_EXT_BASE};
 use kiln_abi::{AbiNote, MftNote};
@@ -193,25 +195,21 @@ fn signal(child: &Child, signal: libc::c_int) {
 /// Waits for `child` at most [`BOUND`] after `since`: (exit status, the rest
 /// of stdout, stderr).
 fn end(
-    mut child: Child,
+    child: Child,
     mut out: BufReader<ChildStdout>,
     since: Instant,
 ) -> (std::process::ExitStatus, String, String) {
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if since.elapsed() > BOUND {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("kiln-spt did not end within {BOUND:?} of the signal");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let mut guard = ChildGuard(child);
+    // On a panic the guard kills and reaps the tender.
+    let status = guard
+        .wait_for(BOUND.saturating_sub(since.elapsed()))
+        .unwrap()
+        .unwrap_or_else(|| panic!("kiln-spt did not end within {BOUND:?} of the signal"));
     let mut rest = String::new();
     out.read_to_string(&mut rest).unwrap();
     let mut err = String::new();
-    child
+    guard
+        .0
         .stderr
         .take()
         .unwrap()
