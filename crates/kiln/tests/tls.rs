@@ -352,7 +352,7 @@ fn fetch(test: &str, target: &str) {
     std::fs::write(
         dir.join("nginx.conf"),
         format!(
-            "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/nginx.err;\n\
+            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/nginx.err;\n\
              events {{ worker_connections 64; }}\n\
              http {{ access_log off; client_body_temp_path {d}/t1; proxy_temp_path {d}/t2; fastcgi_temp_path {d}/t3; uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;\n{}{}{}}}\n",
             server(8443, "site"),
