@@ -10,6 +10,7 @@ use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium, PacketMeta};
 use smoltcp::time::Instant;
 
 use crate::guard::NdiscGuard;
+use crate::retransmit::Tracker;
 use crate::vnet::{self, VNET_HEADER_LEN, VNET_MAX_FRAME};
 
 /// Frames smoltcp produced that the interface did not accept yet. While it
@@ -58,16 +59,30 @@ pub struct DeviceStats {
     /// round did nothing; the driver then waits a millisecond instead of
     /// spinning. Stays 0 unless smoltcp reports a stale deadline.
     pub stale_deadlines: u64,
+    /// TCP segments sent that carry sequence space sent before on their
+    /// connection: retransmissions (see the `retransmit` module).
+    pub tcp_retransmits: u64,
 }
 
-/// Frames waiting for the interface, and spare buffers to build frames in.
-#[derive(Default)]
+/// Frames waiting for the interface, spare buffers to build frames in,
+/// and what each connection sent (to count retransmissions).
 pub(crate) struct TxQueue {
     pending: VecDeque<Vec<u8>>,
     spare: Vec<Vec<u8>>,
+    sent: Tracker,
 }
 
 impl TxQueue {
+    /// An empty queue for a stack of at most `connections` TCP
+    /// connections.
+    pub(crate) fn new(connections: usize) -> TxQueue {
+        TxQueue {
+            pending: VecDeque::new(),
+            spare: Vec::new(),
+            sent: Tracker::new(connections),
+        }
+    }
+
     /// Whether the interface is refusing frames right now.
     pub(crate) fn is_blocked(&self) -> bool {
         !self.pending.is_empty()
@@ -190,6 +205,9 @@ impl<N: NetworkInterface + ?Sized> phy::TxToken for TxToken<'_, '_, N> {
         let mut frame = self.tx.buffer(head + len);
         let r = f(&mut frame[head..]);
         self.guard.sent(&frame[head..], self.now);
+        if self.tx.sent.sent(&frame[head..]) {
+            self.stats.tcp_retransmits += 1;
+        }
         if self.vnet {
             let mss = self.meta.segmentation_offload_size.map(|s| s.get());
             vnet::send(&mut frame, mss);

@@ -221,11 +221,12 @@ impl<N: NetworkInterface> Driver<N> {
         // did not vouch for.
         let mut guard = NdiscGuard::default();
         guard.tcp_checked = nic.vnet_header();
+        let connections = shared.state.borrow().buffers.max_connections;
         Driver {
             nic,
             shared,
             rx: vec![0; rx_len],
-            tx: TxQueue::default(),
+            tx: TxQueue::new(connections),
             frame_len,
             timer: None,
             guard,

@@ -21,6 +21,8 @@
 //!   segmentation offload (a tap with `IFF_VNET_HDR`);
 //! - `guard`: drops neighbour discovery that would poison or flush
 //!   smoltcp's neighbour cache (NS/NA not for us, too many routers);
+//! - `retransmit`: counts the TCP segments sent that carry sequence space
+//!   sent before (smoltcp keeps no such counter);
 //! - `driver`: the one task that owns the interface; woken by an arriving
 //!   frame, a socket handle, or smoltcp's next timer, it drains every
 //!   pending frame into smoltcp, lets it send, and sleeps again;
@@ -70,6 +72,7 @@ mod driver;
 mod guard;
 mod metrics;
 pub mod pair;
+mod retransmit;
 mod stack;
 mod tcp;
 mod udp;

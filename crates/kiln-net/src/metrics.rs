@@ -53,6 +53,12 @@ pub(crate) fn collect(shared: &Weak<Shared>, out: &mut Exposition) {
     )
     .sample(&[], s.tcp_refused);
     out.family(
+        "kiln_net_tcp_retransmitted_segments_total",
+        "TCP segments sent again: data, SYN or FIN whose sequence numbers were sent before on their connection",
+        Kind::Counter,
+    )
+    .sample(&[], s.tcp_retransmits);
+    out.family(
         "kiln_net_stale_deadlines_total",
         "Driver rounds that found a past deadline and did nothing (0 unless smoltcp misbehaves)",
         Kind::Counter,

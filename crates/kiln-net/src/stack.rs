@@ -585,7 +585,7 @@ impl NetStack {
         iface_config.random_seed = seed;
         iface_config.slaac = config.slaac;
         let mut rx = [0u8; 0];
-        let mut tx = TxQueue::default();
+        let mut tx = TxQueue::new(0);
         let mut stats = DeviceStats::default();
         let mut cx = Context::from_waker(Waker::noop());
         let mut guard = crate::guard::NdiscGuard::default();

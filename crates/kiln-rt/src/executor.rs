@@ -3,10 +3,11 @@
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
+use alloc::rc::Rc;
 use alloc::sync::Arc;
 use alloc::task::Wake;
 use alloc::vec::Vec;
-use core::cell::RefCell;
+use core::cell::{Cell, RefCell};
 use core::future::Future;
 use core::pin::{Pin, pin};
 use core::ptr;
@@ -79,8 +80,59 @@ struct Slot {
     task: Option<Task>,
 }
 
+/// What the executor counts for the metrics page (`kiln_executor_*`):
+/// plain increments on its one thread.
+#[derive(Default)]
+struct Counts {
+    /// Futures polled: tasks and the entry future.
+    polls: Cell<u64>,
+    /// Calls to the platform's blocking point with nothing ready.
+    blocks: Cell<u64>,
+    /// Calls to it that only checked the devices (tasks still ready).
+    checks: Cell<u64>,
+    /// Tasks spawned, and those finished.
+    spawned: Cell<u64>,
+    finished: Cell<u64>,
+}
+
+fn bump(c: &Cell<u64>) {
+    c.set(c.get().wrapping_add(1));
+}
+
+impl Counts {
+    fn collect(&self, out: &mut kiln_metrics::Exposition) {
+        use kiln_metrics::Kind;
+        out.family(
+            "kiln_executor_polls_total",
+            "Futures the executor polled: spawned tasks and the entry function",
+            Kind::Counter,
+        )
+        .sample(&[], self.polls.get());
+        let mut f = out.family(
+            "kiln_executor_waits_total",
+            "Calls to the platform's blocking point: to block (nothing ready) or to check devices between busy rounds",
+            Kind::Counter,
+        );
+        f.sample(&[("kind", "block")], self.blocks.get());
+        f.sample(&[("kind", "check")], self.checks.get());
+        out.family(
+            "kiln_executor_spawned_total",
+            "Tasks spawned",
+            Kind::Counter,
+        )
+        .sample(&[], self.spawned.get());
+        out.family(
+            "kiln_executor_tasks",
+            "Tasks spawned and not finished",
+            Kind::Gauge,
+        )
+        .sample(&[], self.spawned.get().saturating_sub(self.finished.get()));
+    }
+}
+
 pub(crate) struct Executor {
     platform: *const dyn Platform,
+    counts: Rc<Counts>,
     slots: RefCell<Vec<Slot>>,
     free: RefCell<Vec<usize>>,
     ready: Arc<ReadyQueue>,
@@ -96,6 +148,7 @@ impl Executor {
     }
 
     pub(crate) fn spawn_boxed(&self, future: BoxFuture) {
+        bump(&self.counts.spawned);
         let index = self.free.borrow_mut().pop().unwrap_or_else(|| {
             let mut slots = self.slots.borrow_mut();
             slots.push(Slot {
@@ -143,11 +196,13 @@ impl Executor {
         };
         // No borrow is held while the task runs: it may spawn, set timers,
         // or wake itself.
+        bump(&self.counts.polls);
         let done = future
             .as_mut()
             .poll(&mut Context::from_waker(&waker))
             .is_ready();
         if done {
+            bump(&self.counts.finished);
             drop(future);
             let mut slots = self.slots.borrow_mut();
             let slot = &mut slots[index];
@@ -262,13 +317,18 @@ pub fn block_on<P: Platform + 'static, F: Future>(platform: &P, future: F) -> F:
         tasks: spin::Mutex::new(VecDeque::new()),
         main: AtomicBool::new(true),
     });
+    let counts = Rc::new(Counts::default());
     let executor = Executor {
         platform: platform as &dyn Platform as *const dyn Platform,
+        counts: counts.clone(),
         slots: RefCell::new(Vec::new()),
         free: RefCell::new(Vec::new()),
         ready: ready.clone(),
         timers: RefCell::new(BTreeMap::new()),
     };
+    // Unregistered when `block_on` returns.
+    let metrics =
+        kiln_metrics::register(move |out: &mut kiln_metrics::Exposition| counts.collect(out));
     set_current(&executor);
     let enter = Enter;
     let output = run(&executor, platform, future, &ready);
@@ -276,6 +336,7 @@ pub fn block_on<P: Platform + 'static, F: Future>(platform: &P, future: F) -> F:
     let slots = core::mem::take(&mut *executor.slots.borrow_mut());
     drop(slots);
     drop(enter);
+    drop(metrics);
     output
 }
 
@@ -288,11 +349,14 @@ fn run<F: Future>(
     let mut future = pin!(future);
     let main_waker = Waker::from(Arc::new(MainWaker(ready.clone())));
     let mut busy_rounds = 0u32;
+    let counts = &*executor.counts;
     loop {
-        if ready.main.swap(false, Ordering::AcqRel)
-            && let Poll::Ready(output) = future.as_mut().poll(&mut Context::from_waker(&main_waker))
-        {
-            return output;
+        if ready.main.swap(false, Ordering::AcqRel) {
+            bump(&counts.polls);
+            if let Poll::Ready(output) = future.as_mut().poll(&mut Context::from_waker(&main_waker))
+            {
+                return output;
+            }
         }
         executor.run_ready();
         executor.fire_timers(platform.now());
@@ -300,11 +364,13 @@ fn run<F: Future>(
             busy_rounds += 1;
             if busy_rounds >= BUSY_ROUNDS_BEFORE_CHECK {
                 busy_rounds = 0;
+                bump(&counts.checks);
                 platform.wait(Some(Instant::ZERO));
             }
             continue;
         }
         busy_rounds = 0;
+        bump(&counts.blocks);
         platform.wait(executor.next_deadline());
         executor.fire_timers(platform.now());
     }

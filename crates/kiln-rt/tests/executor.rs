@@ -200,3 +200,49 @@ fn nested_block_on_is_refused() {
     let platform: &'static VirtualPlatform = Box::leak(Box::default());
     block_on(platform, async { block_on(platform, async {}) });
 }
+
+/// The value of the sample `line` (`name{labels}`) on the metrics page.
+fn sample(page: &str, line: &str) -> u64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(line)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {line} in\n{page}"))
+}
+
+#[test]
+fn the_executor_counts_polls_waits_and_tasks_for_the_metrics_page() {
+    let platform: &'static VirtualPlatform = Box::leak(Box::default());
+    let (during, after_tasks) = block_on(platform, async {
+        let done = spawn(async {
+            for _ in 0..3 {
+                yield_now().await;
+            }
+        });
+        spawn(async {
+            sleep(Duration::from_secs(3600)).await;
+        });
+        sleep(Duration::from_millis(5)).await;
+        let during = kiln_metrics::render();
+        done.await;
+        yield_now().await;
+        (during, kiln_metrics::render())
+    });
+    // The first task was polled four times, the sleeper once, the entry
+    // function at least twice (before and after its sleep).
+    assert!(
+        sample(&during, "kiln_executor_polls_total") >= 7,
+        "{during}"
+    );
+    assert_eq!(sample(&during, "kiln_executor_spawned_total"), 2);
+    assert_eq!(sample(&during, "kiln_executor_tasks"), 1, "{during}");
+    assert_eq!(
+        sample(&during, "kiln_executor_waits_total{kind=\"block\"}"),
+        1,
+        "one block for the 5 ms sleep: {during}"
+    );
+    assert!(
+        sample(&after_tasks, "kiln_executor_polls_total")
+            > sample(&during, "kiln_executor_polls_total")
+    );
+    // Unregistered once block_on returned.
+    assert_eq!(kiln_metrics::render(), "");
+}

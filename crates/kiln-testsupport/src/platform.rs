@@ -1,4 +1,6 @@
-//! A virtual-time `kiln_rt::Platform`, a console that records, and waiting for blocking work from a task.
+//! A virtual-time `kiln_rt::Platform`, a console that records, the `log`
+//! facade's records kept for a test to read, and waiting for blocking work
+//! from a task.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -61,6 +63,39 @@ impl Console for RecordingConsole {
             .push_str(&String::from_utf8_lossy(bytes));
         Ok(())
     }
+}
+
+/// Every line kiln-rt's logger wrote in this process (see [`record_log`]).
+static LOGGED: Mutex<String> = Mutex::new(String::new());
+
+/// Installs kiln-rt's logger (`kiln_rt::logger`) for this process with
+/// `filter` (`--log`'s syntax), its lines kept for [`logged`]; times are
+/// printed as 0. The first call in a process wins (the logger is
+/// process-wide), so every test of a binary should pass the same filter.
+///
+/// # Panics
+///
+/// If `filter` does not parse.
+pub fn record_log(filter: &str) {
+    let filter = kiln_rt::args::LogFilter::parse(filter).expect("a valid --log filter");
+    kiln_rt::logger::init(
+        filter,
+        kiln_rt::logger::Sink {
+            write: |bytes| {
+                LOGGED
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_str(&String::from_utf8_lossy(bytes));
+            },
+            now: || Instant::ZERO,
+        },
+    );
+}
+
+/// What the logger installed by [`record_log`] wrote so far, from every
+/// thread of the process.
+pub fn logged() -> String {
+    LOGGED.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// Runs blocking `work` (host tools, std sockets) in a thread of its own

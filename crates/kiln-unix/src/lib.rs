@@ -50,7 +50,14 @@ pub use stack::{SocketStack, TcpListener, TcpStream, UdpSocket};
 pub use tap::{Tap, TapOptions};
 
 std::thread_local! {
-    static PLATFORM: &'static Platform = Box::leak(Box::new(Platform::new()));
+    static PLATFORM: &'static Platform = {
+        let platform: &'static Platform = Box::leak(Box::new(Platform::new()));
+        // Both live as long as the thread (the registry is the thread's).
+        std::mem::forget(kiln_metrics::register(move |out: &mut kiln_metrics::Exposition| {
+            platform.write_metrics(out)
+        }));
+        platform
+    };
 }
 
 /// The platform of the calling thread, created on first use and never

@@ -103,6 +103,18 @@ impl Platform {
         self.waits.get()
     }
 
+    /// Writes `kiln_exits_total{call="ppoll"}`: the reactor's waits, each
+    /// one `ppoll(2)` (the other system calls, the devices' reads and
+    /// writes, are not counted).
+    pub(crate) fn write_metrics(&self, out: &mut kiln_metrics::Exposition) {
+        out.family(
+            "kiln_exits_total",
+            "Times the unikernel handed control to its host, by call (hvt: hypercalls, each a VM exit; spt: system calls; virtio: queue notifications, halts, console writes; unix: the reactor's ppoll calls)",
+            kiln_metrics::Kind::Counter,
+        )
+        .sample(&[("call", "ppoll")], self.waits.get());
+    }
+
     fn add(&self, fd: RawFd) -> usize {
         let mut r = self.reactor.borrow_mut();
         let index = match r.free.pop() {

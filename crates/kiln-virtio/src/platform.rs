@@ -89,6 +89,7 @@ impl kiln_rt::Platform for Platform {
                 core::hint::spin_loop();
                 continue;
             }
+            kiln_x86::exits::count(sys::host::EXIT_HALT);
             sys::cpu::halt_until(tsc);
         }
     }

@@ -12,7 +12,8 @@
 //! - [`layout`], [`time`], [`trap`], [`console`]: logic, target-independent
 //!   and unit-tested on the host: the memory map and page protections,
 //!   TSC-to-nanosecond scaling, exception reports, buffered console output
-//!   that does not allocate;
+//!   that does not allocate; [`exits`], the count of the times the
+//!   unikernel handed control to its host (`kiln_exits_total`), by call;
 //! - `arch` (only for `target_os = "none"`, with `cpu`, `heap` and `paging` the
 //!   only modules with `unsafe`): single instructions (`rdtsc`, `cpuid`, `rdrand`,
 //!   `rdseed`, `cr2`, `wrmsr`) and port I/O behind safe functions where
@@ -39,6 +40,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod console;
+pub mod exits;
 pub mod heap_stats;
 pub mod layout;
 pub mod time;

@@ -340,7 +340,7 @@ fn udp_echo_over_the_direct_stack() {
         &ns,
         &image,
         &["--ipv4=10.0.0.2/24", "--ipv6=fd00::2/64", "--port=7777"],
-        "udp-echo: echoing on port 7777",
+        "udp_echo: echoing on port 7777",
     );
     // Whole datagrams up to one Ethernet frame: the direct stack does not
     // fragment (1472 = 1500 - 20 - 8 over IPv4, 1452 over IPv6).

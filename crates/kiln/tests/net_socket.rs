@@ -145,7 +145,7 @@ fn udp_echo_on_ipv4_and_ipv6_loopback() {
     cmd.arg(format!("--port={port}"));
     let mut echo = Running::spawn(cmd, "udp-echo-socket");
     echo.wait_until("udp-echo", Duration::from_secs(10), |log| {
-        log.contains(&format!("udp-echo: echoing on port {port}"))
+        log.contains(&format!("INFO  udp_echo: echoing on port {port}"))
     });
     let v4 = echo_roundtrips(
         "127.0.0.1:0".parse().unwrap(),

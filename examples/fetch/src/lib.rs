@@ -5,6 +5,11 @@
 //! Any failure (DNS, TCP, a certificate that does not verify, a truncated
 //! body) is an error: exit status 1.
 //!
+//! The three result lines are the program's output, written to the
+//! console. Its progress (the DNS servers used, the addresses resolved,
+//! the connection and the handshake) is logged through the `log` facade at
+//! `debug` (target `fetch`): `--log=info,fetch=debug` shows it.
+//!
 //! Modules: [`url`] (the URL), [`http`] (the request and the response's
 //! framing: Content-Length, chunked, or to the end).
 #![no_std]
@@ -103,6 +108,7 @@ where
             .collect(),
         s => vec![kiln_dns::parse_server(s).ok_or_else(|| FetchError::DnsServer(dns.clone()))?],
     };
+    log::debug!("DNS servers: {servers:?}");
     let tls_error = |source| FetchError::Tls {
         host: target.host.clone(),
         source,
@@ -130,15 +136,18 @@ where
                     host: target.host.clone(),
                     source,
                 })?;
+        log::debug!("{} is {addrs:?}", target.host);
         let addr = SocketAddr::new(addrs[0], target.port);
         let tcp = stack
             .connect_tcp(addr)
             .await
             .map_err(|source| FetchError::Connect { addr, source })?;
+        log::debug!("connected to {addr}");
         let name = target.host.trim_start_matches('[').trim_end_matches(']');
         let mut tls = kiln_tls::connect(tcp, &config, name)
             .await
             .map_err(tls_error)?;
+        log::debug!("TLS handshake with {name} done, certificate verified");
         http::get(&mut tls, &target).await
     };
     let response = kiln_rt::timeout(DEADLINE, fetch)

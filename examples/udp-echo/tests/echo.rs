@@ -5,12 +5,11 @@ use std::time::Duration;
 
 use kiln_devices::{MacAddress, Stack, UdpSocket as _};
 use kiln_rt::timeout;
-use kiln_testsupport::platform::{RecordingConsole, run_virtual};
+use kiln_testsupport::platform::{logged, record_log, run_virtual};
 
 #[test]
 fn echoes_datagrams_over_ipv4_and_ipv6_and_refuses_a_taken_port() {
-    let log = RecordingConsole::default();
-    let console = log.clone();
+    record_log("info");
     let taken = run_virtual(async move {
         let (a, b) = kiln_net::pair::pair(
             MacAddress([2, 0, 0, 0, 0, 1]),
@@ -21,7 +20,7 @@ fn echoes_datagrams_over_ipv4_and_ipv6_and_refuses_a_taken_port() {
             kiln_net::NetStack::new(a, cfg("--ipv4=10.0.0.1/24", "--ipv6=fd00::1/64"), 1).unwrap();
         let client =
             kiln_net::NetStack::new(b, cfg("--ipv4=10.0.0.2/24", "--ipv6=fd00::2/64"), 2).unwrap();
-        kiln_rt::spawn(udp_echo::start(server.clone(), console, 7));
+        kiln_rt::spawn(udp_echo::start(server.clone(), 7));
         kiln_rt::sleep(Duration::from_millis(1)).await;
         let socket = client.bind_udp("[::]:0".parse().unwrap()).await.unwrap();
         for (i, to) in ["10.0.0.1:7", "[fd00::1]:7", "10.0.0.1:7"]
@@ -40,11 +39,16 @@ fn echoes_datagrams_over_ipv4_and_ipv6_and_refuses_a_taken_port() {
             assert_eq!(&buf[..n], &data[..]);
         }
         // A second echo server on the same stack and port is refused.
-        udp_echo::start(server, RecordingConsole::default(), 7).await
+        udp_echo::start(server, 7).await
     });
     assert_eq!(
         taken.unwrap_err().to_string(),
         "cannot bind UDP port 7: address in use\nhint: choose another port with --port"
     );
-    assert_eq!(log.text(), "udp-echo: echoing on port 7\n");
+    let log = logged();
+    assert_eq!(
+        log.matches("INFO  udp_echo: echoing on port 7\n").count(),
+        1,
+        "{log}"
+    );
 }

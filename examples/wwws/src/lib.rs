@@ -9,6 +9,11 @@
 //! `www`'s own [`www::serve`], run over a [`kiln_tls::TlsStream`] (itself a
 //! `TcpStream`). Modules: [`redirect`] (the plain-HTTP port), [`hsts`]
 //! (the `Strict-Transport-Security` header, with `--hsts=SECONDS`).
+//!
+//! It logs through the `log` facade (target `wwws`), filtered by `--log`:
+//! its ports at `info`, failed handshakes (at a bounded rate) and failed
+//! connections at `warn`, a failing `accept` at `error`. www's own code
+//! logs each response at `debug` (`www::access`).
 #![no_std]
 #![deny(unsafe_code)]
 
@@ -25,7 +30,7 @@ use core::cell::Cell;
 use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::time::Duration;
 
-use kiln_devices::{Console, KvRo, Random, Stack, StackError, TcpListener as _, WallClock};
+use kiln_devices::{KvRo, Random, Stack, StackError, TcpListener as _, WallClock};
 use kiln_tls::{Identity, ServerConfig, ServerSettings, TlsError};
 use www::Limits;
 
@@ -38,8 +43,8 @@ pub const MAX_HANDSHAKES: usize = 256;
 /// count is logged with the next line.
 pub const FAILURES_LOGGED_PER_SECOND: u32 = 5;
 
-/// Logs failed handshakes at a bounded rate: a server under a flood of
-/// garbage keeps its console readable.
+/// Logs failed handshakes at a bounded rate (`warn`): a server under a
+/// flood of garbage keeps its console readable.
 #[derive(Default)]
 struct FailureLog {
     second: Cell<u64>,
@@ -48,7 +53,7 @@ struct FailureLog {
 }
 
 impl FailureLog {
-    fn log<C: Console>(&self, console: &C, what: core::fmt::Arguments<'_>) {
+    fn log(&self, what: core::fmt::Arguments<'_>) {
         let second = kiln_rt::time::now().as_nanos() / 1_000_000_000;
         if second != self.second.get() {
             self.second.set(second);
@@ -60,12 +65,8 @@ impl FailureLog {
         }
         self.in_second.set(self.in_second.get() + 1);
         match self.suppressed.replace(0) {
-            0 => {
-                let _ = console.logf(format_args!("wwws: {what}"));
-            }
-            n => {
-                let _ = console.logf(format_args!("wwws: {what} ({n} more not shown)"));
-            }
+            0 => log::warn!("{what}"),
+            n => log::warn!("{what} ({n} more not shown)"),
         }
     }
 }
@@ -135,13 +136,12 @@ where
 /// Serves `htdocs` over HTTPS on `tls_port`, and redirects plain HTTP on
 /// `port` (unless 0) to it, until the unikernel is stopped.
 #[allow(clippy::too_many_arguments)]
-pub async fn start<S, K, T, R, W, C>(
+pub async fn start<S, K, T, R, W>(
     stack: S,
     htdocs: K,
     tls: T,
     random: R,
     wall_clock: W,
-    console: C,
     tls_port: u16,
     port: u16,
     cert: String,
@@ -156,23 +156,18 @@ where
     T: KvRo,
     R: Random + Send + Sync + 'static,
     W: WallClock + Send + Sync + 'static,
-    C: Console + 'static,
 {
     let config = tls_config(&tls, random, wall_clock, &cert, &key).await?;
     let listener = listen(&stack, tls_port).await?;
-    let console = Rc::new(console);
     if port != 0 {
         let plain = listen(&stack, port).await?;
-        let _ = console.logf(format_args!(
-            "wwws: redirecting HTTP on port {} to HTTPS",
+        log::info!(
+            "redirecting HTTP on port {} to HTTPS",
             plain.local_addr().port()
-        ));
-        kiln_rt::spawn(redirect::run(plain, tls_port, console.clone()));
+        );
+        kiln_rt::spawn(redirect::run(plain, tls_port));
     }
-    let _ = console.logf(format_args!(
-        "wwws: serving HTTPS on port {}",
-        listener.local_addr().port()
-    ));
+    log::info!("serving HTTPS on port {}", listener.local_addr().port());
     let htdocs = Rc::new(htdocs);
     let limits = Limits::default();
     let failures = Rc::new(FailureLog::default());
@@ -181,16 +176,14 @@ where
         match listener.accept().await {
             Ok((stream, peer)) => {
                 if handshaking.get() >= MAX_HANDSHAKES {
-                    failures.log(
-                        &*console,
-                        format_args!("{MAX_HANDSHAKES} handshakes in progress: closed {peer}"),
-                    );
+                    failures.log(format_args!(
+                        "{MAX_HANDSHAKES} handshakes in progress: closed {peer}"
+                    ));
                     drop(stream);
                     continue;
                 }
                 handshaking.set(handshaking.get() + 1);
                 let htdocs = htdocs.clone();
-                let console = console.clone();
                 let config = config.clone();
                 let failures = failures.clone();
                 let handshaking = handshaking.clone();
@@ -202,12 +195,11 @@ where
                     let mut tls = match handshake {
                         Ok(Ok(tls)) => tls,
                         Ok(Err(e)) => {
-                            failures.log(&*console, format_args!("handshake with {peer}: {e}"));
+                            failures.log(format_args!("handshake with {peer}: {e}"));
                             return;
                         }
                         Err(_) => {
-                            failures
-                                .log(&*console, format_args!("handshake with {peer}: timed out"));
+                            failures.log(format_args!("handshake with {peer}: timed out"));
                             return;
                         }
                     };
@@ -225,13 +217,13 @@ where
                         }
                         Err(StackError::ConnectionReset | StackError::TimedOut) => {}
                         Err(e) => {
-                            let _ = console.logf(format_args!("wwws: connection failed: {e}"));
+                            log::warn!("connection failed: {e}");
                         }
                     }
                 });
             }
             Err(e) => {
-                let _ = console.logf(format_args!("wwws: accept failed: {e}"));
+                log::error!("accept failed: {e}");
                 kiln_rt::sleep(Duration::from_millis(100)).await;
             }
         }

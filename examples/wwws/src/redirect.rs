@@ -3,11 +3,10 @@
 //! connection closes.
 
 use alloc::format;
-use alloc::rc::Rc;
 use alloc::string::String;
 use core::time::Duration;
 
-use kiln_devices::{Console, TcpListener, TcpStream};
+use kiln_devices::{TcpListener, TcpStream};
 
 /// Largest request head read.
 const MAX_HEAD: usize = 8 * 1024;
@@ -85,11 +84,10 @@ async fn redirect_one<S: TcpStream>(stream: &mut S, tls_port: u16) {
 }
 
 /// Answers every connection on `listener` with a redirect.
-pub async fn run<L, C>(listener: L, tls_port: u16, console: Rc<C>)
+pub async fn run<L>(listener: L, tls_port: u16)
 where
     L: TcpListener,
     L::Stream: 'static,
-    C: Console,
 {
     loop {
         match listener.accept().await {
@@ -97,7 +95,7 @@ where
                 kiln_rt::spawn(async move { redirect_one(&mut stream, tls_port).await });
             }
             Err(e) => {
-                let _ = console.logf(format_args!("wwws: accept failed: {e}"));
+                log::error!("accept failed on the HTTP port: {e}");
                 kiln_rt::sleep(Duration::from_millis(100)).await;
             }
         }

@@ -18,7 +18,7 @@ use kiln_testsupport::platform::in_thread;
 use kiln_testsupport::ports::free_tcp_port;
 use kiln_testsupport::process::stdout_of;
 use kiln_testsupport::skip::{have, skip};
-use kiln_unix::{Console, Random, SocketStack, WallClock, platform};
+use kiln_unix::{Random, SocketStack, WallClock, platform};
 
 /// The site, as the code generator bakes it.
 const SITE: &[(&str, &[u8])] = &[
@@ -129,7 +129,6 @@ fn with_server(
                     store,
                     Random::new(),
                     WallClock::new(),
-                    Console::stdout(),
                     tls_port,
                     http_port,
                     "cert.pem".into(),

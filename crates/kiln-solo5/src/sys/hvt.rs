@@ -22,13 +22,34 @@ use kiln_abi::status::EXIT_ABORT;
 use crate::console::CStrBuffer;
 use crate::outcome::{Failure, from_ret};
 
+/// The names of the hypercalls counted in `kiln_x86::exits`: slot `n` is
+/// hypercall number `n` (`Hypercall`, `HVT_HYPERCALL_PIO_BASE + n`), then
+/// kiln's extensions.
+pub const EXIT_NAMES: &[&str] = &[
+    "",
+    "walltime",
+    "puts",
+    "poll",
+    "block_write",
+    "block_read",
+    "net_write",
+    "net_read",
+    "halt",
+    "net_exchange",
+    "stop_enable",
+];
+const SLOT_NET_EXCHANGE: usize = 9;
+const SLOT_STOP_ENABLE: usize = 10;
+
 /// Performs hypercall `call` with argument `arg`.
 fn hypercall<T>(call: Hypercall, arg: &mut T) {
-    out(call.port(), arg);
+    out(call.port(), call as usize, arg);
 }
 
-/// The hypercall `out` to `port` with argument `arg`.
-fn out<T>(port: u16, arg: &mut T) {
+/// The hypercall `out` to `port` with argument `arg`, counted in `slot`
+/// of `kiln_x86::exits`.
+fn out<T>(port: u16, slot: usize, arg: &mut T) {
+    kiln_x86::exits::count(slot);
     // Guest memory is at most 4 GiB (checked at boot), so every address
     // fits the 32-bit port write.
     let addr = arg as *mut T as u64 as u32;
@@ -63,7 +84,7 @@ pub fn has_net_exchange() -> bool {
 /// NET_EXCHANGE with `arg`, whose tables and buffers the caller keeps
 /// alive and unmoved for the call.
 pub fn net_exchange(arg: &mut HcNetExchange) {
-    out(KILN_NET_EXCHANGE_PORT, arg);
+    out(KILN_NET_EXCHANGE_PORT, SLOT_NET_EXCHANGE, arg);
 }
 
 /// The word kiln-hvt sets when a stop was requested (STOP_ENABLE names
@@ -80,7 +101,7 @@ pub fn enable_stop() -> bool {
     let mut arg = HcStopEnable {
         word: STOP_WORD.as_ptr() as u64,
     };
-    out(KILN_STOP_ENABLE_PORT, &mut arg);
+    out(KILN_STOP_ENABLE_PORT, SLOT_STOP_ENABLE, &mut arg);
     true
 }
 

@@ -37,13 +37,44 @@ const EINTR: i64 = 4;
 /// `EIO`, for a transfer shorter than asked.
 const EIO: i32 = 5;
 
+/// The names of the system calls counted in `kiln_x86::exits`, by slot
+/// ([`exit_slot`]).
+pub const EXIT_NAMES: &[&str] = &[
+    "read",
+    "write",
+    "pread64",
+    "pwrite64",
+    "fdatasync",
+    "clock_gettime",
+    "epoll_pwait",
+    "timerfd_settime",
+    "exit_group",
+];
+
+/// The slot of system call `nr` in [`EXIT_NAMES`].
+const fn exit_slot(nr: u64) -> usize {
+    match nr {
+        SYS_READ => 0,
+        SYS_WRITE => 1,
+        SYS_PREAD64 => 2,
+        SYS_PWRITE64 => 3,
+        SYS_FDATASYNC => 4,
+        SYS_CLOCK_GETTIME => 5,
+        SYS_EPOLL_PWAIT => 6,
+        SYS_TIMERFD_SETTIME => 7,
+        SYS_EXIT_GROUP => 8,
+        _ => kiln_x86::exits::SLOTS,
+    }
+}
+
 /// Performs system call `nr` with up to six arguments; returns the raw
-/// result (`-errno` on failure).
+/// result (`-errno` on failure). Counted in `kiln_x86::exits`.
 ///
 /// # Safety
 ///
 /// Every pointer argument must be valid for what the call does with it.
 unsafe fn syscall(nr: u64, a: [u64; 6]) -> i64 {
+    kiln_x86::exits::count(exit_slot(nr));
     let ret: i64;
     // SAFETY: the `syscall` instruction clobbers rcx and r11 only (both
     // declared); memory effects are the caller's to justify.

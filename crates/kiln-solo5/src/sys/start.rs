@@ -46,6 +46,7 @@ unsafe extern "Rust" {
 /// Runs the unikernel with `env` and halts with the status it returns.
 pub fn run_main(env: &'static Env) -> ! {
     super::heap::register_metrics();
+    kiln_x86::exits::register_metrics(super::host::EXIT_NAMES);
     crate::exit(kiln_solo5_main(env))
 }
 

@@ -195,5 +195,6 @@ extern "C" fn user_main() -> ! {
         fail("devices", &e);
     }
     crate::sys::heap::register_metrics();
+    kiln_x86::exits::register_metrics(crate::sys::host::EXIT_NAMES);
     crate::exit(kiln_virtio_main(env))
 }

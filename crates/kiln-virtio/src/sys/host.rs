@@ -34,9 +34,19 @@ const I8042_RESET: u8 = 0xfe;
 /// The status of a guest that aborted (Solo5's `SOLO5_EXIT_ABORT`).
 pub const EXIT_ABORT: i32 = 255;
 
+/// The names of the exits counted in `kiln_x86::exits`, by slot: queue
+/// notifications (`sys::ring`), halts (the platform's wait) and console
+/// writes (one `rep outsb` each).
+pub const EXIT_NAMES: &[&str] = &["notify", "halt", "console"];
+/// The slots of [`EXIT_NAMES`].
+pub const EXIT_NOTIFY: usize = 0;
+pub const EXIT_HALT: usize = 1;
+const EXIT_CONSOLE: usize = 2;
+
 /// Writes `bytes` to the serial console.
 pub fn puts(bytes: &[u8]) {
     if !bytes.is_empty() {
+        kiln_x86::exits::count(EXIT_CONSOLE);
         arch::outsb(COM1, bytes);
     }
 }

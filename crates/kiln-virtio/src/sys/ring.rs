@@ -59,6 +59,7 @@ impl<T: Transport> Transport for Tracked<T> {
         self.inner.max_queue_size(queue)
     }
     fn notify(&mut self, queue: u16) {
+        kiln_x86::exits::count(super::host::EXIT_NOTIFY);
         self.inner.notify(queue)
     }
     fn get_status(&self) -> DeviceStatus {
