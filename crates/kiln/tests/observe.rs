@@ -125,7 +125,13 @@ fn parse_with_prometheus_client(python: &str, page: &str) -> Result<Parsed, Stri
                 let value = value
                     .parse()
                     .map_err(|e| format!("{name}: value {value}: {e}"))?;
-                parsed.samples.insert((name.into(), labels.into()), value);
+                if parsed
+                    .samples
+                    .insert((name.into(), labels.into()), value)
+                    .is_some()
+                {
+                    return Err(format!("sample {name}{{{labels}}} is on the page twice"));
+                }
             }
             _ => return Err(format!("unexpected line from the parser script: {line}")),
         }
@@ -210,6 +216,35 @@ fn metrics_count_the_requests_and_the_log_shows_them() {
     );
     assert!(log.contains("DEBUG www::access: GET /nope 404"), "{log}");
     www.assert_running("www after the requests");
+}
+
+/// The checks above can fail: pages a Prometheus server would refuse or
+/// misread are refused.
+#[test]
+fn malformed_pages_are_refused() {
+    let Some(python) = python_or_skip("malformed_pages_are_refused") else {
+        return;
+    };
+    let good = "# HELP a_total A\n# TYPE a_total counter\na_total{x=\"1\"} 3\n";
+    let parsed = parse_with_prometheus_client(python, good).unwrap();
+    assert_eq!(parsed.value("a_total", "x=1"), 3.0);
+    for bad in [
+        // A label value without quotes.
+        "# TYPE a_total counter\na_total{x=1} 3\n",
+        // A value that is not a number.
+        "# TYPE a_total counter\na_total 3x\n",
+        // No TYPE: the family's type is unknown.
+        "a_total 3\n",
+        // The same sample twice.
+        "# TYPE a_total counter\na_total 3\na_total 4\n",
+        // A broken histogram line.
+        "# TYPE h histogram\nh_bucket{le=\"1\" 2\n",
+    ] {
+        assert!(
+            parse_with_prometheus_client(python, bad).is_err(),
+            "accepted:\n{bad}"
+        );
+    }
 }
 
 #[test]
