@@ -547,7 +547,9 @@ fn www_copy(dir: &Path) -> PathBuf {
 
 /// Serves www in a namespace with `kiln run -t TARGET` (`extra` device
 /// flags) and fetches pages with curl, comparing them byte for byte with
-/// the files of `htdocs`.
+/// the files of `htdocs`; then reads its `/metrics`: the exits to the
+/// tender by call (`kiln_exits_total`) and the executor's polls moved with
+/// the requests.
 fn serve_and_fetch(ns: &Netns, dir: &Path, target: &str, extra: &[String], htdocs: &Path) {
     let log = dir.join(format!("www-{target}.log"));
     let log_file = std::fs::File::create(&log).unwrap();
@@ -561,6 +563,7 @@ fn serve_and_fetch(ns: &Netns, dir: &Path, target: &str, extra: &[String], htdoc
             "--net:service=tap0",
             "--ipv4=10.0.0.2/24",
             "--port=8080",
+            "--metrics-path=/metrics",
         ])
         .args(extra)
         .stdin(Stdio::null())
@@ -611,6 +614,31 @@ fn serve_and_fetch(ns: &Netns, dir: &Path, target: &str, extra: &[String], htdoc
     }
     let out = fetch("/missing");
     assert!(!out.status.success(), "a missing page was served");
+    let out = ok(
+        fetch("/metrics"),
+        &format!("curl /metrics from www on {target}"),
+    );
+    let body = text(&out.stdout);
+    let page = kiln_testsupport::prometheus::parse(&body)
+        .unwrap_or_else(|e| panic!("{e}\n--- the page\n{body}"));
+    let exits = |call: &str| {
+        page.value("kiln_exits_total", &[("call", call)])
+            .unwrap_or_else(|| panic!("no kiln_exits_total{{call={call:?}}} on www's page\n{body}"))
+    };
+    // Five requests, each at least a frame in and out and a wait.
+    let calls: &[&str] = if target == "hvt" {
+        // kiln-hvt's NET_EXCHANGE sends, receives and waits in one exit.
+        &["net_exchange"]
+    } else {
+        &["epoll_pwait", "read", "write", "clock_gettime"]
+    };
+    for call in calls {
+        assert!(exits(call) >= 5.0, "{call}: {}\n{body}", exits(call));
+    }
+    assert!(
+        page.value("kiln_executor_polls_total", &[]).unwrap_or(0.0) >= 20.0,
+        "{body}"
+    );
     let _ = server.0.kill();
     let _ = server.0.wait();
 }
