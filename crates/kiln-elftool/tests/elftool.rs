@@ -7,6 +7,7 @@ use std::process::Command;
 
 use kiln_abi::note::{AbiNote, AbiTarget};
 use kiln_abi::{MftEntry, MftNote};
+use zerocopy::IntoBytes;
 
 /// A minimal ELF64 x86_64 executable whose PT_NOTE holds `notes`.
 fn image(notes: &[u8]) -> Vec<u8> {
@@ -45,7 +46,7 @@ fn image(notes: &[u8]) -> Vec<u8> {
 }
 
 fn notes<const N: usize>(abi: AbiNote, mft: &MftNote<N>) -> Vec<u8> {
-    let mut out = abi.to_bytes().to_vec();
+    let mut out = abi.as_bytes().to_vec();
     let mut buf = vec![0u8; MftNote::<N>::SIZE];
     let n = mft.encode(&mut buf).expect("encode the manifest");
     out.extend_from_slice(&buf[..n]);
@@ -162,7 +163,7 @@ fn bad_images_and_command_lines_exit_1() {
     );
     // A manifest that does not validate: entry 0 not the reserved one.
     let mut bad = notes(AbiNote::hvt(), &MftNote::new([MftEntry::net("service")]));
-    let abi_len = AbiNote::hvt().to_bytes().len();
+    let abi_len = AbiNote::hvt().as_bytes().len();
     // Note header (12) + name (8) + desc padding (4) + mft header (8): the
     // first entry's type field follows its 68-byte name.
     let kind_at = abi_len + 12 + 8 + 4 + 8 + 68;

@@ -7,6 +7,7 @@ use kiln_abi::MftEntry;
 use support::{
     Guest, PF_R, PF_W, PF_X, Phdr, TempDir, hvt_cmd, kvm_available, load_phdr, run_guest, run_hvt,
 };
+use zerocopy::IntoBytes;
 
 fn assert_refused(run: &support::Run, needles: &[&str]) {
     assert_eq!(run.signal, None, "tender crashed: {run:?}");
@@ -433,19 +434,28 @@ fn malformed_images_are_refused() {
     refused_spoiled(&hello, |g| g.with_notes = false, &["no Solo5 ABI note"]);
     refused_spoiled(
         &hello,
-        |g| g.abi_note = kiln_abi::AbiNote::spt().to_bytes().to_vec(),
+        |g| g.abi_note = kiln_abi::AbiNote::spt().as_bytes().to_vec(),
         &["built for the spt target, not hvt; hint: run it with kiln-spt"],
     );
     refused_spoiled(
         &hello,
         |g| {
             g.abi_note = kiln_abi::AbiNote::new(kiln_abi::AbiTarget::Hvt, 1)
-                .to_bytes()
+                .as_bytes()
                 .to_vec();
         },
         &["hvt ABI version 1, kiln-hvt implements version 2"],
     );
     refused_spoiled(&hello, |g| g.mft_note.clear(), &["no Solo5 manifest note"]);
+    // A note that runs past its PT_NOTE segment.
+    refused_spoiled(
+        &hello,
+        |g| {
+            let descsz = u32::from_le_bytes(g.mft_note[4..8].try_into().unwrap());
+            g.mft_note[4..8].copy_from_slice(&(descsz + 64).to_le_bytes());
+        },
+        &["malformed ELF note"],
+    );
 
     // Manifest claiming too many entries.
     refused_spoiled(

@@ -305,13 +305,22 @@ fn run(argv: &[String]) -> Result<u8, Failure> {
 
     let mut command = match &plan.tender {
         Some(tender) => {
+            // The tender joins the guest's words into one command line the
+            // guest splits MirageOS's way: quoted, each arrives intact.
             let mut c = Command::new(tender);
-            c.args(&tender_args).arg("--").arg(&plan.image);
+            c.args(&tender_args).arg("--").arg(&plan.image).args(
+                guest_args
+                    .iter()
+                    .map(|a| kiln_args::cmdline::quote(a).into_owned()),
+            );
             c
         }
-        None => Command::new(&plan.image),
+        None => {
+            let mut c = Command::new(&plan.image);
+            c.args(&guest_args);
+            c
+        }
     };
-    command.args(&guest_args);
     sys::catch_stop_signals().map_err(|e| ("signal handlers".to_string(), e))?;
     let child = command.spawn().map_err(|e| {
         (

@@ -715,7 +715,13 @@ fn command(spec: &Spec, taps: &[String]) -> Result<Command, String> {
             if let Some(mb) = spec.mem {
                 c.arg(format!("--mem={mb}"));
             }
-            c.args(&devices).arg("--").arg(&spec.image).args(&spec.args);
+            // Quoted for the guest's MirageOS-style splitting of the
+            // command line the tender joins with spaces.
+            c.args(&devices).arg("--").arg(&spec.image).args(
+                spec.args
+                    .iter()
+                    .map(|a| kiln_args::cmdline::quote(a).into_owned()),
+            );
             c
         }
     })

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use kiln_abi::{AbiNote, MftEntry, MftNote};
+use zerocopy::IntoBytes;
 
 pub const CODE_BASE: u64 = 0x10_0000;
 pub const DATA_BASE: u64 = 0x10_1000;
@@ -90,7 +91,7 @@ impl Guest {
         Self {
             code: Vec::new(),
             data: Vec::new(),
-            abi_note: AbiNote::hvt().to_bytes().to_vec(),
+            abi_note: AbiNote::hvt().as_bytes().to_vec(),
             mft_note,
             entry: CODE_BASE,
             e_type: 2,
