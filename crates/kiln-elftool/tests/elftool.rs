@@ -11,6 +11,11 @@ use zerocopy::IntoBytes;
 
 /// A minimal ELF64 x86_64 executable whose PT_NOTE holds `notes`.
 fn image(notes: &[u8]) -> Vec<u8> {
+    image_aligned(notes, 4)
+}
+
+/// [`image`] with the PT_NOTE's `p_align` set to `note_align`.
+fn image_aligned(notes: &[u8], note_align: u64) -> Vec<u8> {
     let notes_at = 64 + 2 * 56;
     let code_at = (notes_at + notes.len()).next_multiple_of(0x1000);
     let mut out = vec![0u8; code_at + 16];
@@ -27,7 +32,7 @@ fn image(notes: &[u8]) -> Vec<u8> {
     out[54..56].copy_from_slice(&56u16.to_le_bytes());
     out[56..58].copy_from_slice(&2u16.to_le_bytes());
     let phdrs: [(u32, u32, usize, u64, usize, u64); 2] = [
-        (4, 4, notes_at, 0, notes.len(), 4),
+        (4, 4, notes_at, 0, notes.len(), note_align),
         (1, 5, code_at, 0x10_0000, 16, 0x1000),
     ];
     for (i, (kind, flags, off, vaddr, size, align)) in phdrs.into_iter().enumerate() {
@@ -106,6 +111,14 @@ fn queries_print_solo5_elftools_json() {
             String::new()
         )
     );
+
+    // A note segment that says `p_align` 8 (as a linker may): Solo5's
+    // notes are still read 4-byte aligned, as solo5-elftool reads them.
+    let path = dir.0.join("aligned8.hvt");
+    std::fs::write(&path, image_aligned(&notes(AbiNote::hvt(), &mft), 8)).unwrap();
+    let (code, out, err) = elftool(&["query-manifest", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"storage\""), "{out}");
 
     // No devices; spt; a target solo5-elftool knows and kiln does not run.
     let empty: MftNote<0> = MftNote::new([]);
