@@ -95,3 +95,28 @@ fn bulk_buffers_are_bounded_and_come_back() {
         assert_eq!(a.tcp_bulk_socket_count(), 3);
     });
 }
+
+/// A listener's ready sockets, with the default buffers, hold no more
+/// than the 16 small ones held before there were bulk buffers (768 KiB):
+/// a guest's heap pays for them before the first connection, and www with
+/// 16 bulk ready sockets needed --mem=6 instead of 4 (docs/bulk.md).
+#[test]
+fn a_listener_holds_little_before_its_first_connection() {
+    run(async {
+        let (a, _b) = pair(
+            MacAddress([2, 0, 0, 0, 0, 1]),
+            MacAddress([2, 0, 0, 0, 0, 2]),
+        );
+        let a = stack(a, &["--ipv4=10.0.0.1/24"], 1);
+        let _listener = a.listen_tcp("0.0.0.0:80".parse().unwrap()).await.unwrap();
+        let b = kiln_net::Buffers::default();
+        let bulk = a.tcp_bulk_socket_count();
+        let small = a.tcp_socket_count() - bulk;
+        let held = bulk * (b.bulk_rx + b.bulk_tx) + small * (b.tcp_rx + b.tcp_tx);
+        assert!(bulk > 0, "the ready sockets have the bulk buffers");
+        assert!(
+            held <= 16 * (16 + 32) * 1024,
+            "{held} bytes in {bulk} bulk and {small} other ready sockets"
+        );
+    });
+}
