@@ -26,7 +26,10 @@
 //!   VM exit), and the STOP_ENABLE hypercall (a stop request the guest
 //!   sees at its next wait);
 //! - [`spt_ext`]: kiln's extension to the spt ABI: a block after the boot
-//!   info offering the same stop request to spt guests.
+//!   info offering the same stop request to spt guests;
+//! - [`block_stats`]: not guest ABI but the tenders' with their supervisor:
+//!   the file of per-device block counters kiln-hvt keeps for `kiln
+//!   daemon`.
 //!
 //! # Emitting the notes from a guest
 //!
@@ -94,6 +97,7 @@
 #![no_std]
 #![deny(unsafe_code)]
 
+pub mod block_stats;
 pub mod hvt;
 pub mod hvt_ext;
 pub mod hvt_ring;

@@ -1,9 +1,12 @@
 //! The block module's host side both tenders share: the `--block:NAME=PATH`
-//! and `--block-sector-size:NAME=N` flags, and opening the file a flag
-//! gives, checked against its sector size.
+//! and `--block-sector-size:NAME=N` flags, opening the file a flag gives,
+//! checked against its sector size, and the per-device counters a tender
+//! that serves the requests itself (kiln-hvt) keeps for its supervisor.
 
 use std::fs::{File, OpenOptions};
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use kiln_abi::block_stats;
 use kiln_abi::mft::MftType;
 
 use crate::module::{ModuleError, ModuleFlags, split_flag};
@@ -156,6 +159,111 @@ impl BlockFlags {
             capacity,
             sector,
         })
+    }
+}
+
+/// What a block request was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// A read.
+    Read,
+    /// A write.
+    Write,
+}
+
+/// The per-device counters a supervisor reads (`kiln_abi::block_stats`):
+/// kept in the file named by `KILN_BLOCK_STATS` when the environment names
+/// one (`kiln daemon` does), else nowhere.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// The file's words, mapped shared; `None` without a file.
+    words: Option<&'static [AtomicU64]>,
+    /// Whether the environment was looked at.
+    opened: bool,
+    /// Devices added.
+    count: usize,
+}
+
+impl Counters {
+    /// Opens the file the environment names (once); a file that cannot be
+    /// used is reported on stderr and the counters are not kept.
+    fn open(&mut self, tender: &str) {
+        if std::mem::replace(&mut self.opened, true) {
+            return;
+        }
+        let Some(path) = std::env::var_os(block_stats::ENV) else {
+            return;
+        };
+        let mapped = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .and_then(|f| {
+                if !f.metadata()?.is_file() {
+                    return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+                }
+                f.set_len(block_stats::FILE_LEN as u64)?;
+                crate::sys::map_shared_words(&f, block_stats::FILE_LEN)
+            });
+        match mapped {
+            Ok(words) => {
+                words[0].store(block_stats::MAGIC, Ordering::Relaxed);
+                words[1].store(0, Ordering::Release);
+                self.words = Some(words);
+            }
+            Err(e) => eprintln!(
+                "{tender}: warning: block counters not kept: {}={}: {e}",
+                block_stats::ENV,
+                std::path::Path::new(&path).display()
+            ),
+        }
+    }
+
+    /// Adds device `name`; its slot, if counters are kept.
+    pub fn add(&mut self, tender: &str, name: &str) -> Option<usize> {
+        self.open(tender);
+        let words = self.words?;
+        if self.count >= block_stats::MAX_DEVICES {
+            return None;
+        }
+        let slot = self.count;
+        let base = block_stats::record_offset(slot) / 8;
+        let mut padded = [0u8; block_stats::NAME_LEN];
+        let n = name.len().min(block_stats::NAME_LEN);
+        padded[..n].copy_from_slice(&name.as_bytes()[..n]);
+        for (i, chunk) in padded.chunks_exact(8).enumerate() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            words[base + i].store(u64::from_le_bytes(w), Ordering::Relaxed);
+        }
+        self.count += 1;
+        words[1].store(self.count as u64, Ordering::Release);
+        Some(slot)
+    }
+
+    /// Counts a request of `len` bytes on the device in `slot`.
+    pub fn count(&self, slot: Option<usize>, op: Op, len: u64, ok: bool) {
+        let (Some(words), Some(slot)) = (self.words, slot) else {
+            return;
+        };
+        let base = block_stats::record_offset(slot);
+        // One writer (this tender): a load and a store, no locked
+        // read-modify-write.
+        let add = |field: usize, n: u64| {
+            let w = &words[(base + field) / 8];
+            w.store(w.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        };
+        match (ok, op) {
+            (false, _) => add(block_stats::field::ERRORS, 1),
+            (true, Op::Read) => {
+                add(block_stats::field::READS, 1);
+                add(block_stats::field::READ_BYTES, len);
+            }
+            (true, Op::Write) => {
+                add(block_stats::field::WRITES, 1);
+                add(block_stats::field::WRITTEN_BYTES, len);
+            }
+        }
     }
 }
 

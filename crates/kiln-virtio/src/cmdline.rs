@@ -67,13 +67,16 @@ fn mmio_device(word: &'static str) -> Result<MmioDevice, CmdlineError> {
 }
 
 /// The command line split on spaces: the unikernel's arguments (in order)
-/// and the virtio-mmio devices (in order).
+/// and the virtio-mmio devices (in order); `kiln.ged=` words
+/// ([`crate::power`]) are neither.
 pub fn split(cmdline: &'static str) -> Result<(Vec<&'static str>, Vec<MmioDevice>), CmdlineError> {
     let mut args = Vec::new();
     let mut devices = Vec::new();
     for word in cmdline.split(' ').filter(|w| !w.is_empty()) {
         if word.starts_with(MMIO_PREFIX) {
             devices.push(mmio_device(word)?);
+        } else if word.starts_with(crate::power::GED_PREFIX) {
+            // The host's word naming the power button (`crate::power`).
         } else {
             args.push(word);
         }

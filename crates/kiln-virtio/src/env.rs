@@ -130,6 +130,7 @@ pub fn manifest_devices(note: &'static [u8]) -> Result<Vec<Device>, MftError> {
 pub struct Env {
     args: Vec<&'static str>,
     mmio: Vec<MmioDevice>,
+    ged: Option<crate::power::Ged>,
     devices: Vec<Device>,
 }
 
@@ -141,6 +142,7 @@ impl Env {
         Ok(Env {
             args,
             mmio,
+            ged: crate::power::from_cmdline(cmdline),
             devices: manifest_devices(manifest_note)?,
         })
     }
@@ -154,6 +156,12 @@ impl Env {
     /// The virtio-mmio transports the command line announced, in order.
     pub fn mmio_devices(&self) -> &[MmioDevice] {
         &self.mmio
+    }
+
+    /// The ACPI GED the command line named (`kiln.ged=`), which carries
+    /// the host's stop request.
+    pub fn ged(&self) -> Option<crate::power::Ged> {
+        self.ged
     }
 
     /// The manifest's net and block devices.
@@ -196,11 +204,12 @@ impl Env {
         crate::WallClock::new()
     }
 
-    /// The shutdown device: a VMM's stop is a power-off (QEMU's `quit`,
-    /// SIGTERM), with no request for the guest to see, so it never
-    /// completes.
-    pub fn shutdown(&self) -> kiln_devices::NoShutdown {
-        kiln_devices::NoShutdown
+    /// The shutdown device: QEMU microvm's ACPI power button when the
+    /// host named its GED on the command line (`crate::power`); else a
+    /// VMM's stop is a power-off with no request for the guest to see,
+    /// and the device never completes.
+    pub fn shutdown(&self) -> crate::Shutdown {
+        crate::Shutdown::new(self.ged, self.mmio.iter().map(|d| d.irq))
     }
 
     /// The CPU's random number generator.
