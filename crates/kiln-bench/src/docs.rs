@@ -96,7 +96,7 @@ fn about(section: &str) -> &'static str {
              line in the unit's `console.log`; both ask cargo whether the image is stale) and \
              `kiln up NAME IMAGE`. Then 100 `kiln up` of hello (running, printing once a second), \
              one after another: the wall time, and the daemon's own VmRSS with them against its \
-             VmRSS with none (unix, and spt in a full run). Quick runs: 3 rounds."
+             VmRSS when it started (unix, and spt in a full run). Quick runs: 3 rounds."
         }
         _ => "",
     }
