@@ -540,9 +540,9 @@ impl Vm {
     /// out of the command line (the DSDT describes the transports), so
     /// they are added here as QEMU 7.2 places the devices: its 8 transports
     /// from 0xfeb00000, 512 bytes apart, transport `t` on IOAPIC input
-    /// `5 + t`, filled from the last one down in the order of the
-    /// `-device` arguments (`hw/i386/microvm.c`; measured with `info
-    /// qtree`). An image built before kiln knew the `kiln.ged=` word would
+    /// `16 + t` (with ACPI; 5 + t without), filled from the last one down
+    /// in the order of the `-device` arguments (`hw/i386/microvm.c`;
+    /// measured: `info qtree` for the order, a ping to www for the lines). An image built before kiln knew the `kiln.ged=` word would
     /// take it for an argument: `kiln run` keeps [`Vm::qemu_args`].
     pub fn qemu_args_with_power_button(&self, accel: Accel) -> Result<Vec<String>, AttachError> {
         const TRANSPORTS: u64 = 8;
@@ -560,7 +560,7 @@ impl Vm {
                     "{}512@{:#x}:{}",
                     crate::cmdline::MMIO_PREFIX,
                     0xfeb0_0000 + t * 0x200,
-                    5 + t
+                    16 + t
                 ));
             }
         }
@@ -857,8 +857,8 @@ mod tests {
         assert_eq!(after("-M"), "microvm,accel=kvm,acpi=on,ioapic2=off");
         assert_eq!(
             after("-append"),
-            "--times 2 virtio_mmio.device=512@0xfeb00e00:12 \
-             virtio_mmio.device=512@0xfeb00c00:11 virtio_mmio.device=512@0xfeb00a00:10 \
+            "--times 2 virtio_mmio.device=512@0xfeb00e00:23 \
+             virtio_mmio.device=512@0xfeb00c00:22 virtio_mmio.device=512@0xfeb00a00:21 \
              kiln.ged=0xfea00000:9"
         );
         // The guest reads them back.
