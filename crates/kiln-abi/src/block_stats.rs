@@ -1,15 +1,18 @@
-//! The block counters a tender keeps for its supervisor (not part of
-//! Solo5, and not seen by the guest): a small file, named by the
-//! environment variable [`ENV`], that the tender maps shared and updates as
-//! it serves each block request, and that `kiln daemon` reads for `kiln
-//! stats` (`docs/supervisor.md`, "Statistics").
+//! The block counters a host keeps for its supervisor (not part of Solo5,
+//! and not seen by a guest): a small file, named by the environment
+//! variable [`ENV`], that kiln-hvt (or, on unix, the unikernel's runtime
+//! kiln-unix) maps shared and updates as it serves each block request
+//! ([`Writer`]), and that `kiln daemon` reads for `kiln stats`
+//! (`docs/supervisor.md`, "Statistics").
 //!
 //! The file is a [`Header`] followed by [`MAX_DEVICES`] [`Record`]s, all
-//! little-endian `u64`s at 8-byte-aligned offsets. The tender writes the
+//! little-endian `u64`s at 8-byte-aligned offsets. The host writes the
 //! header and each device's name when it attaches the device (then raises
 //! `count`), and each counter with one aligned 8-byte store after each
 //! request. A reader takes a counter as read when two reads of the record
 //! agree ([`parse`] reads once; the daemon reads twice).
+
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -107,6 +110,92 @@ pub fn parse(bytes: &[u8]) -> Option<impl Iterator<Item = Record> + '_> {
     )
 }
 
+/// What a block request was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// A read.
+    Read,
+    /// A write.
+    Write,
+}
+
+/// The writing side, over the file's words mapped shared (the mapping is
+/// the host crate's: kiln-tender's for kiln-hvt, kiln-unix's): one writer
+/// per file, so each counter is a load and a store, not a locked
+/// read-modify-write.
+#[derive(Debug)]
+pub struct Writer {
+    words: &'static [AtomicU64],
+    count: usize,
+}
+
+impl Writer {
+    /// Starts a file in `words` (at least [`FILE_LEN`] / 8 of them): the
+    /// magic, no device yet. `None` if there are too few words.
+    pub fn new(words: &'static [AtomicU64]) -> Option<Writer> {
+        if words.len() < FILE_LEN / 8 {
+            return None;
+        }
+        words[0].store(MAGIC, Ordering::Relaxed);
+        words[1].store(0, Ordering::Release);
+        Some(Writer { words, count: 0 })
+    }
+
+    /// Adds device `name` (cut at [`NAME_LEN`] bytes); its slot, `None`
+    /// past [`MAX_DEVICES`].
+    pub fn add(&mut self, name: &str) -> Option<usize> {
+        if self.count >= MAX_DEVICES {
+            return None;
+        }
+        let slot = self.count;
+        let base = record_offset(slot) / 8;
+        let mut padded = [0u8; NAME_LEN];
+        let n = name.len().min(NAME_LEN);
+        padded[..n].copy_from_slice(&name.as_bytes()[..n]);
+        for (i, chunk) in padded.chunks_exact(8).enumerate() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            self.words[base + i].store(u64::from_le_bytes(w), Ordering::Relaxed);
+        }
+        for field in [
+            field::READS,
+            field::WRITES,
+            field::READ_BYTES,
+            field::WRITTEN_BYTES,
+            field::ERRORS,
+        ] {
+            self.words[base + field / 8].store(0, Ordering::Relaxed);
+        }
+        self.count += 1;
+        self.words[1].store(self.count as u64, Ordering::Release);
+        Some(slot)
+    }
+
+    /// Counts a request of `len` bytes on the device in `slot` that
+    /// succeeded (`ok`) or was refused or failed.
+    pub fn count(&self, slot: usize, op: Op, len: u64, ok: bool) {
+        if slot >= self.count {
+            return;
+        }
+        let base = record_offset(slot);
+        let add = |field: usize, n: u64| {
+            let w = &self.words[(base + field) / 8];
+            w.store(w.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        };
+        match (ok, op) {
+            (false, _) => add(field::ERRORS, 1),
+            (true, Op::Read) => {
+                add(field::READS, 1);
+                add(field::READ_BYTES, len);
+            }
+            (true, Op::Write) => {
+                add(field::WRITES, 1);
+                add(field::WRITTEN_BYTES, len);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +212,38 @@ mod tests {
         assert_eq!(records[0].name(), Some("disk"));
         assert_eq!(records[0].writes, 3);
         assert_eq!(parse(&file).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn the_writer_counts_what_the_reader_parses() {
+        let words: &'static [AtomicU64] = std::boxed::Box::leak(
+            (0..FILE_LEN / 8)
+                .map(|_| AtomicU64::new(u64::MAX))
+                .collect::<std::vec::Vec<_>>()
+                .into_boxed_slice(),
+        );
+        let mut w = Writer::new(words).unwrap();
+        let disk = w.add("disk").unwrap();
+        let other = w.add("other").unwrap();
+        w.count(disk, Op::Write, 4096, true);
+        w.count(disk, Op::Read, 512, true);
+        w.count(disk, Op::Read, 512, false);
+        w.count(other, Op::Write, 512, true);
+        w.count(7, Op::Write, 512, true);
+        let bytes: std::vec::Vec<u8> = words
+            .iter()
+            .flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes())
+            .collect();
+        let records: std::vec::Vec<Record> = parse(&bytes).unwrap().collect();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].name(), Some("disk"));
+        // Counters start at zero, whatever the file held.
+        assert_eq!(
+            (records[0].reads, records[0].writes, records[0].read_bytes),
+            (1, 1, 512)
+        );
+        assert_eq!((records[0].written_bytes, records[0].errors), (4096, 1));
+        assert_eq!((records[1].name(), records[1].writes), (Some("other"), 1));
     }
 
     #[test]

@@ -27,9 +27,9 @@
 //!   sees at its next wait);
 //! - [`spt_ext`]: kiln's extension to the spt ABI: a block after the boot
 //!   info offering the same stop request to spt guests;
-//! - [`block_stats`]: not guest ABI but the tenders' with their supervisor:
-//!   the file of per-device block counters kiln-hvt keeps for `kiln
-//!   daemon`.
+//! - [`block_stats`]: not guest ABI but the hosts' with their supervisor:
+//!   the file of per-device block counters kiln-hvt and kiln-unix keep for
+//!   `kiln daemon`.
 //!
 //! # Emitting the notes from a guest
 //!
@@ -96,6 +96,9 @@
 //! ```
 #![no_std]
 #![deny(unsafe_code)]
+
+#[cfg(test)]
+extern crate std;
 
 pub mod block_stats;
 pub mod hvt;

@@ -1,10 +1,10 @@
 //! Per-device block counters for `kiln stats` and `kiln inspect`, from
-//! whoever serves the requests: kiln-hvt (which counts in a file the
-//! daemon names, `kiln_abi::block_stats`) and QEMU (`query-blockstats`
-//! over QMP). On spt the guest process reads and writes its files itself
-//! and on unix the unikernel is the process: nothing outside counts per
-//! device, and the process's storage totals (`/proc/PID/io`) are what
-//! there is.
+//! whoever serves the requests: kiln-hvt and, on unix, the unikernel's
+//! runtime kiln-unix (which count in a file the daemon names,
+//! `kiln_abi::block_stats`), and QEMU (`query-blockstats` over QMP). On
+//! spt the guest process reads and writes its files itself and nothing
+//! outside it counts per device: the process's storage totals
+//! (`/proc/PID/io`) are what there is.
 
 use std::path::Path;
 
@@ -20,8 +20,15 @@ pub(crate) fn counters(spec: &Spec, dir: &Path) -> Value {
         return json!({"counted_by": null, "why": "no block device", "devices": []});
     }
     match spec.target {
-        Target::Hvt => match hvt(&crate::daemon::block_stats_path(dir)) {
-            Ok(devices) => json!({"counted_by": "kiln-hvt", "devices": devices}),
+        Target::Hvt | Target::Unix => match from_file(&crate::daemon::block_stats_path(dir)) {
+            Ok(devices) => {
+                let by = if spec.target == Target::Hvt {
+                    "kiln-hvt"
+                } else {
+                    "kiln-unix"
+                };
+                json!({"counted_by": by, "devices": devices})
+            }
             Err(why) => json!({"counted_by": null, "why": why, "devices": []}),
         },
         Target::Virtio => {
@@ -52,11 +59,6 @@ pub(crate) fn counters(spec: &Spec, dir: &Path) -> Value {
             "why": "on spt the guest process does its own reads and writes; its storage totals are under process",
             "devices": [],
         }),
-        Target::Unix => json!({
-            "counted_by": null,
-            "why": "on unix the unikernel is the process; its storage totals are under process",
-            "devices": [],
-        }),
     }
 }
 
@@ -71,10 +73,10 @@ fn device(name: &str, [reads, writes, read_bytes, written_bytes, errors]: [u64; 
     })
 }
 
-/// kiln-hvt's file, read until two reads agree (the tender updates it
+/// kiln-hvt's or kiln-unix's file, read until two reads agree (the tender updates it
 /// while it runs; a counter is one aligned 8-byte store, but a read of
 /// the file is not one load).
-fn hvt(path: &Path) -> Result<Vec<Value>, String> {
+fn from_file(path: &Path) -> Result<Vec<Value>, String> {
     let mut last = None;
     for _ in 0..10 {
         let bytes =
@@ -86,7 +88,8 @@ fn hvt(path: &Path) -> Result<Vec<Value>, String> {
     }
     let bytes = last.unwrap_or_default();
     let records = kiln_abi::block_stats::parse(&bytes).ok_or_else(|| {
-        "the tender keeps no block counters (not kiln-hvt, or not yet started)".to_string()
+        "no block counters were kept (Solo5's tender, an image built by an older kiln, or not started yet)"
+            .to_string()
     })?;
     Ok(records
         .map(|r| {
@@ -115,12 +118,12 @@ mod tests {
         let w = r + kiln_abi::block_stats::field::WRITTEN_BYTES;
         file[w..w + 8].copy_from_slice(&4096u64.to_le_bytes());
         std::fs::write(&path, &file).unwrap();
-        let devices = hvt(&path).unwrap();
+        let devices = from_file(&path).unwrap();
         assert_eq!(devices[0]["device"], "storage");
         assert_eq!(devices[0]["written_bytes"], 4096);
         // An empty file: a tender that keeps none (Solo5's).
         std::fs::write(&path, b"").unwrap();
-        assert!(hvt(&path).is_err());
+        assert!(from_file(&path).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

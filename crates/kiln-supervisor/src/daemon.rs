@@ -703,6 +703,7 @@ fn command(spec: &Spec, taps: &[String], dir: &Path) -> Result<Command, String> 
     Ok(match &spec.tender {
         None => {
             let mut c = Command::new(&spec.image);
+            block_stats_env(&mut c, spec, dir)?;
             c.args(&devices).args(&spec.args);
             c
         }
@@ -718,14 +719,7 @@ fn command(spec: &Spec, taps: &[String], dir: &Path) -> Result<Command, String> 
         }
         Some(tender) => {
             let mut c = Command::new(tender);
-            if spec.target == Target::Hvt && !spec.block.is_empty() {
-                // kiln-hvt counts each device's requests in this file (a
-                // new one per start; Solo5's tender ignores it).
-                let path = block_stats_path(dir);
-                fs::File::create(&path)
-                    .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-                c.env(kiln_abi::block_stats::ENV, &path);
-            }
+            block_stats_env(&mut c, spec, dir)?;
             if let Some(mb) = spec.mem {
                 c.arg(format!("--mem={mb}"));
             }
@@ -735,9 +729,21 @@ fn command(spec: &Spec, taps: &[String], dir: &Path) -> Result<Command, String> 
     })
 }
 
-/// The file kiln-hvt keeps the unit's block counters in.
+/// The file kiln-hvt or kiln-unix keeps the unit's block counters in.
 pub(crate) fn block_stats_path(dir: &Path) -> PathBuf {
     dir.join("block-stats")
+}
+
+/// On hvt and unix, with block devices: a new, empty counters file for
+/// this start, named in `c`'s environment (kiln-hvt and kiln-unix count
+/// each device's requests in it; Solo5's tender ignores it).
+fn block_stats_env(c: &mut Command, spec: &Spec, dir: &Path) -> Result<(), String> {
+    if matches!(spec.target, Target::Hvt | Target::Unix) && !spec.block.is_empty() {
+        let path = block_stats_path(dir);
+        fs::File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        c.env(kiln_abi::block_stats::ENV, &path);
+    }
+    Ok(())
 }
 
 /// Records that instance `instance` of `name` ended with `exit`, and

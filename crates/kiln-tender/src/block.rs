@@ -4,7 +4,6 @@
 //! that serves the requests itself (kiln-hvt) keeps for its supervisor.
 
 use std::fs::{File, OpenOptions};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use kiln_abi::block_stats;
 use kiln_abi::mft::MftType;
@@ -162,31 +161,21 @@ impl BlockFlags {
     }
 }
 
-/// What a block request was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    /// A read.
-    Read,
-    /// A write.
-    Write,
-}
+pub use kiln_abi::block_stats::Op;
 
 /// The per-device counters a supervisor reads (`kiln_abi::block_stats`):
 /// kept in the file named by `KILN_BLOCK_STATS` when the environment names
 /// one (`kiln daemon` does), else nowhere.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// The file's words, mapped shared; `None` without a file.
-    words: Option<&'static [AtomicU64]>,
+    writer: Option<block_stats::Writer>,
     /// Whether the environment was looked at.
     opened: bool,
-    /// Devices added.
-    count: usize,
 }
 
 impl Counters {
     /// Opens the file the environment names (once); a file that cannot be
-    /// used is reported on stderr and the counters are not kept.
+    /// used is reported on stderr (as `tender`) and nothing is counted.
     fn open(&mut self, tender: &str) {
         if std::mem::replace(&mut self.opened, true) {
             return;
@@ -194,23 +183,8 @@ impl Counters {
         let Some(path) = std::env::var_os(block_stats::ENV) else {
             return;
         };
-        let mapped = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .and_then(|f| {
-                if !f.metadata()?.is_file() {
-                    return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
-                }
-                f.set_len(block_stats::FILE_LEN as u64)?;
-                crate::sys::map_shared_words(&f, block_stats::FILE_LEN)
-            });
-        match mapped {
-            Ok(words) => {
-                words[0].store(block_stats::MAGIC, Ordering::Relaxed);
-                words[1].store(0, Ordering::Release);
-                self.words = Some(words);
-            }
+        match open_stats_file(std::path::Path::new(&path)) {
+            Ok(writer) => self.writer = Some(writer),
             Err(e) => eprintln!(
                 "{tender}: warning: block counters not kept: {}={}: {e}",
                 block_stats::ENV,
@@ -222,49 +196,28 @@ impl Counters {
     /// Adds device `name`; its slot, if counters are kept.
     pub fn add(&mut self, tender: &str, name: &str) -> Option<usize> {
         self.open(tender);
-        let words = self.words?;
-        if self.count >= block_stats::MAX_DEVICES {
-            return None;
-        }
-        let slot = self.count;
-        let base = block_stats::record_offset(slot) / 8;
-        let mut padded = [0u8; block_stats::NAME_LEN];
-        let n = name.len().min(block_stats::NAME_LEN);
-        padded[..n].copy_from_slice(&name.as_bytes()[..n]);
-        for (i, chunk) in padded.chunks_exact(8).enumerate() {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(chunk);
-            words[base + i].store(u64::from_le_bytes(w), Ordering::Relaxed);
-        }
-        self.count += 1;
-        words[1].store(self.count as u64, Ordering::Release);
-        Some(slot)
+        self.writer.as_mut()?.add(name)
     }
 
     /// Counts a request of `len` bytes on the device in `slot`.
     pub fn count(&self, slot: Option<usize>, op: Op, len: u64, ok: bool) {
-        let (Some(words), Some(slot)) = (self.words, slot) else {
-            return;
-        };
-        let base = block_stats::record_offset(slot);
-        // One writer (this tender): a load and a store, no locked
-        // read-modify-write.
-        let add = |field: usize, n: u64| {
-            let w = &words[(base + field) / 8];
-            w.store(w.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
-        };
-        match (ok, op) {
-            (false, _) => add(block_stats::field::ERRORS, 1),
-            (true, Op::Read) => {
-                add(block_stats::field::READS, 1);
-                add(block_stats::field::READ_BYTES, len);
-            }
-            (true, Op::Write) => {
-                add(block_stats::field::WRITES, 1);
-                add(block_stats::field::WRITTEN_BYTES, len);
-            }
+        if let (Some(w), Some(slot)) = (&self.writer, slot) {
+            w.count(slot, op, len, ok);
         }
     }
+}
+
+/// Opens the existing regular file at `path`, sizes it and maps it shared
+/// as a fresh counters file.
+pub fn open_stats_file(path: &std::path::Path) -> std::io::Result<block_stats::Writer> {
+    let f = OpenOptions::new().read(true).write(true).open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    f.set_len(block_stats::FILE_LEN as u64)?;
+    let words = crate::sys::map_shared_words(&f, block_stats::FILE_LEN)?;
+    block_stats::Writer::new(words)
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))
 }
 
 #[cfg(test)]

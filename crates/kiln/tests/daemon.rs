@@ -1680,8 +1680,8 @@ fn last_written(d: &Daemon, name: &str) -> u64 {
 }
 
 /// Per-device block counters in `kiln inspect` and `kiln stats`: counted
-/// by kiln-hvt (and by QEMU on virtio, when it is here), and they move
-/// with the writes; spt and unix say why they have none.
+/// by kiln-hvt, kiln-unix (and QEMU on virtio, when it is here), and they
+/// move with the writes; spt says why it has none.
 #[test]
 fn block_counters_per_device() {
     let hvt = kvm_or_skip("block_counters_per_device on hvt");
@@ -1711,8 +1711,12 @@ fn block_counters_per_device() {
         let block = block_of(&d, &name);
         let stats = text(&d.ok(&["stats", &name]).stdout);
         match *t {
-            "hvt" | "virtio" => {
-                let by = if *t == "hvt" { "kiln-hvt" } else { "qemu" };
+            "hvt" | "virtio" | "unix" => {
+                let by = match *t {
+                    "hvt" => "kiln-hvt",
+                    "unix" => "kiln-unix",
+                    _ => "qemu",
+                };
                 assert_eq!(block["counted_by"], by, "{block:#}");
                 let dev = &block["devices"][0];
                 assert_eq!(dev["device"], "disk", "{block:#}");
