@@ -26,7 +26,10 @@
 //!   VM exit), and the STOP_ENABLE hypercall (a stop request the guest
 //!   sees at its next wait);
 //! - [`spt_ext`]: kiln's extension to the spt ABI: a block after the boot
-//!   info offering the same stop request to spt guests.
+//!   info offering the same stop request to spt guests;
+//! - [`block_stats`]: not guest ABI but the hosts' with their supervisor:
+//!   the file of per-device block counters kiln-hvt and kiln-unix keep for
+//!   `kiln daemon`.
 //!
 //! # Emitting the notes from a guest
 //!
@@ -102,6 +105,10 @@
 #![no_std]
 #![deny(unsafe_code)]
 
+#[cfg(test)]
+extern crate std;
+
+pub mod block_stats;
 pub mod hvt;
 pub mod hvt_ext;
 pub mod hvt_ring;

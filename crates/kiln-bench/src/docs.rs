@@ -89,6 +89,16 @@ fn about(section: &str) -> &'static str {
              the client's own cost included); each target's loads alternate with nginx's, 3 rounds \
              of 5 s (quick: unix with host sockets, one suite, one round of 2 s)."
         }
+        "supervisor" => {
+            "`kiln daemon` (docs/supervisor.md), run with its state and socket in a temporary \
+             directory of its own. On each target, in interleaved rounds after one warm-up round: \
+             the time from the command's start to hello's first console line for `kiln run -t T \
+             DIR -- --times 1` (the line on its stdout; the baseline), `kiln up NAME DIR` (the \
+             line in the unit's `console.log`; both ask cargo whether the image is stale) and \
+             `kiln up NAME IMAGE`. Then 100 `kiln up` of hello (running, printing once a second), \
+             one after another: the wall time, and the daemon's own VmRSS with them against its \
+             VmRSS when it started (unix, and spt in a full run). Quick runs: 3 rounds."
+        }
         _ => "",
     }
 }

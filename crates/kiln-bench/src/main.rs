@@ -82,7 +82,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Run only these sections (boot, hvt, size, memory, network, storage, build, soak,
-    /// virtio, bulk, observe, tls)
+    /// virtio, bulk, observe, tls, supervisor)
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     only: Vec<String>,
     /// Print the results as JSON on stdout
@@ -198,7 +198,12 @@ fn prepare(
     let images_for_build = wants("build") && counts.quick;
     let (programs, images) = std::thread::scope(|scope| {
         let programs = scope.spawn(|| build_programs(&env, &wants, harness));
-        let hello = if wants("boot") || wants("size") || wants("memory") || images_for_build {
+        let hello = if wants("boot")
+            || wants("size")
+            || wants("memory")
+            || wants("supervisor")
+            || images_for_build
+        {
             build_all(&env, "hello", None, &HELLO_VARIANTS, false)
         } else {
             Vec::new()
@@ -459,6 +464,7 @@ fn main() -> ExitCode {
             "storage" => sections::storage::run(&prepared),
             "virtio" => sections::virtio::run(&prepared),
             "bulk" => sections::bulk::run(&prepared),
+            "supervisor" => sections::supervisor::run(&prepared),
             "soak" => sections::soak::run(
                 &prepared,
                 sections::soak::Plan::new(args.quick, args.soak_minutes),

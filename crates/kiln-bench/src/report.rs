@@ -7,9 +7,20 @@ use std::time::Duration;
 use serde::Serialize;
 
 /// The benchmark sections, in the order they run.
-pub const SECTIONS: [&str; 12] = [
-    "boot", "hvt", "size", "memory", "network", "storage", "build", "soak", "virtio", "bulk",
-    "observe", "tls",
+pub const SECTIONS: [&str; 13] = [
+    "boot",
+    "hvt",
+    "size",
+    "memory",
+    "network",
+    "storage",
+    "build",
+    "soak",
+    "virtio",
+    "bulk",
+    "observe",
+    "tls",
+    "supervisor",
 ];
 
 /// A figure a row compares against, measured in the same run.

@@ -1,6 +1,8 @@
 //! The block module: attaches a file (`--block:NAME=PATH`, sector size from
 //! `--block-sector-size:NAME=N`, default 512) to each `BLOCK_BASIC` manifest
-//! entry, and serves the block read and write hypercalls.
+//! entry, serves the block read and write hypercalls, and counts them per
+//! device for a supervisor (`kiln_tender::block::Counters`, kept when
+//! `KILN_BLOCK_STATS` names a file: `kiln daemon` sets it).
 
 use std::fs::File;
 use std::mem::{offset_of, size_of};
@@ -10,7 +12,7 @@ use std::os::unix::fs::FileExt;
 use kiln_abi::hvt::{HcBlockRead, HcBlockWrite, Hypercall};
 use kiln_abi::mft::MftDeviceInfo;
 use kiln_abi::status::Solo5Result;
-use kiln_tender::block::BlockFlags;
+use kiln_tender::block::{BlockFlags, Counters, Op};
 
 use crate::guest::{GuestMemory, set_out};
 use crate::hypercall::HypercallError;
@@ -25,6 +27,9 @@ pub struct Block {
     /// Attached devices in the order of their flags: (order, handle, file,
     /// capacity, sector size).
     attached: Vec<(usize, u64, File, u64, u64)>,
+    /// The counters, and each handle's slot in them.
+    counters: Counters,
+    slots: Vec<(u64, Option<usize>)>,
 }
 
 impl Block {
@@ -41,6 +46,14 @@ impl Block {
         offset.is_multiple_of(sector)
             && len.is_multiple_of(sector)
             && offset.checked_add(len).is_some_and(|end| end <= capacity)
+    }
+
+    /// Counts a request on `handle` that ended with `ret`.
+    fn count(&self, handle: u64, op: Op, len: u64, ret: Solo5Result) {
+        if let Some((_, slot)) = self.slots.iter().find(|(h, _)| *h == handle) {
+            self.counters
+                .count(*slot, op, len, matches!(ret, Solo5Result::Ok));
+        }
     }
 
     fn write(&mut self, gpa: u64, mem: &mut GuestMemory) -> Result<(), HypercallError> {
@@ -68,6 +81,7 @@ impl Block {
                 Err(_) => Solo5Result::Eunspec,
             },
         };
+        self.count(handle, Op::Write, len, ret);
         let out = mem
             .slice_mut(gpa, size)
             .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
@@ -104,6 +118,7 @@ impl Block {
                 }
             }
         };
+        self.count(handle, Op::Read, len, ret);
         let out = mem
             .slice_mut(gpa, size)
             .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
@@ -125,6 +140,8 @@ impl Module for Block {
             u64::from(opened.sector),
         ));
         self.attached.sort_by_key(|a| a.0);
+        let slot = self.counters.add("kiln-hvt", name);
+        self.slots.push((handle, slot));
         Ok(MftDeviceInfo::block(opened.capacity, opened.sector))
     }
 

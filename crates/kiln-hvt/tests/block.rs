@@ -5,7 +5,7 @@
 mod support;
 
 use kiln_abi::MftEntry;
-use support::{Guest, TempDir, assert_refused, kvm_available, run_guest};
+use support::{Guest, TempDir, assert_refused, hvt_cmd, kvm_available, run_guest};
 
 #[test]
 fn block_read_write_and_bad_offsets() {
@@ -34,7 +34,31 @@ fn block_read_write_and_bad_offsets() {
         .puts_at(w + 32, 4)
         .halt(0);
     let flag = format!("--block:disk={}", disk.display());
-    let (run, _) = run_guest(&dir, &g, &[&flag]);
+    // The supervisor's counters (`kiln_abi::block_stats`): a file named in
+    // the environment, kept per device.
+    let stats = dir.write("block-stats", b"");
+    let path = dir.write("guest.hvt", &g.build());
+    let run = support::run_cmd(
+        hvt_cmd()
+            .env(kiln_abi::block_stats::ENV, &stats)
+            .arg(&flag)
+            .arg(&path),
+    );
+    let bytes = std::fs::read(&stats).unwrap();
+    let records: Vec<_> = kiln_abi::block_stats::parse(&bytes).unwrap().collect();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].name(), Some("disk"));
+    assert_eq!(
+        (
+            records[0].reads,
+            records[0].writes,
+            records[0].read_bytes,
+            records[0].written_bytes,
+            records[0].errors
+        ),
+        (1, 1, 512, 512, 2),
+        "one good read and write of a sector; a misaligned read and a write past the end refused"
+    );
     assert_eq!(run.code, Some(0), "{run:?}");
     assert_eq!(
         run.stdout,

@@ -539,7 +539,7 @@ pub(crate) fn start(shared: &Arc<Shared>, inner: &mut Inner, name: &str) -> Resu
             ));
         }
     };
-    let mut command = match command(&unit.spec, &taps) {
+    let mut command = match command(&unit.spec, &taps, &dir) {
         Ok(c) => c,
         Err(e) => {
             cleanup(&taps);
@@ -686,8 +686,9 @@ pub(crate) fn check_files(spec: &Spec) -> Result<(), String> {
     Ok(())
 }
 
-/// The command that runs `spec` with its taps.
-fn command(spec: &Spec, taps: &[String]) -> Result<Command, String> {
+/// The command that runs `spec` with its taps; `dir` is the unit's
+/// directory (kiln-hvt's block counters, QEMU's QMP socket).
+fn command(spec: &Spec, taps: &[String], dir: &Path) -> Result<Command, String> {
     let devices: Vec<String> = spec
         .net
         .iter()
@@ -702,16 +703,23 @@ fn command(spec: &Spec, taps: &[String]) -> Result<Command, String> {
     Ok(match &spec.tender {
         None => {
             let mut c = Command::new(&spec.image);
+            block_stats_env(&mut c, spec, dir)?;
             c.args(&devices).args(&spec.args);
             c
         }
         Some(vmm) if spec.target == Target::Virtio => {
+            let qmp = virtio::qmp_socket(dir);
+            if let Some(q) = &qmp {
+                // A socket left by an earlier instance.
+                let _ = fs::remove_file(q);
+            }
             let mut c = Command::new(vmm);
-            c.args(virtio::qemu_args(spec, &devices)?);
+            c.args(virtio::qemu_args(spec, &devices, qmp.as_deref())?);
             c
         }
         Some(tender) => {
             let mut c = Command::new(tender);
+            block_stats_env(&mut c, spec, dir)?;
             if let Some(mb) = spec.mem {
                 c.arg(format!("--mem={mb}"));
             }
@@ -725,6 +733,23 @@ fn command(spec: &Spec, taps: &[String]) -> Result<Command, String> {
             c
         }
     })
+}
+
+/// The file kiln-hvt or kiln-unix keeps the unit's block counters in.
+pub(crate) fn block_stats_path(dir: &Path) -> PathBuf {
+    dir.join("block-stats")
+}
+
+/// On hvt and unix, with block devices: a new, empty counters file for
+/// this start, named in `c`'s environment (kiln-hvt and kiln-unix count
+/// each device's requests in it; Solo5's tender ignores it).
+fn block_stats_env(c: &mut Command, spec: &Spec, dir: &Path) -> Result<(), String> {
+    if matches!(spec.target, Target::Hvt | Target::Unix) && !spec.block.is_empty() {
+        let path = block_stats_path(dir);
+        fs::File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        c.env(kiln_abi::block_stats::ENV, &path);
+    }
+    Ok(())
 }
 
 /// Records that instance `instance` of `name` ended with `exit`, and
@@ -859,6 +884,28 @@ fn signal(inner: &Inner, name: &str, signal: Signal) {
     }
 }
 
+/// Asks a virtio guest that handles it to stop with ACPI's power button
+/// (`crate::qmp`); whether it was asked. Any other unit, a guest without
+/// the `shutdown` device or a QEMU that does not answer gets the signal.
+fn power_button(shared: &Shared, inner: &Inner, name: &str) -> bool {
+    let Some(unit) = inner.state.units.get(name) else {
+        return false;
+    };
+    if unit.spec.target != Target::Virtio {
+        return false;
+    }
+    let Some(socket) = virtio::qmp_socket(&shared.unit_dir(name)) else {
+        return false;
+    };
+    match crate::qmp::power_button(&socket) {
+        Ok(asked) => asked,
+        Err(e) => {
+            log(&format!("{name}: no power button ({e}): SIGTERM to QEMU"));
+            false
+        }
+    }
+}
+
 /// How a stop went.
 pub(crate) struct Stopped {
     pub was_running: bool,
@@ -902,7 +949,9 @@ pub(crate) fn stop(
             .and_then(|l| l.proc.as_ref())
             .is_some_and(|p| p.instance == instance)
     };
-    signal(&inner, name, if kill { Signal::KILL } else { Signal::TERM });
+    if kill || !power_button(shared, &inner, name) {
+        signal(&inner, name, if kill { Signal::KILL } else { Signal::TERM });
+    }
     let deadline = Instant::now() + timeout;
     let mut forced = kill;
     loop {

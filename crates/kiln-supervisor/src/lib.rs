@@ -11,12 +11,15 @@
 //! - [`procfs`]: start times, marks and counters read from `/proc`;
 //!   [`net`]: taps on bridges.
 //! - [`daemon`]: processes, threads and recovery (`virtio`: QEMU's command
-//!   line and exit codes for virtio images); `server`: the control socket
+//!   line and exit codes for virtio images; `qmp`: QEMU's machine protocol
+//!   for the power button and the block counters); `block`: per-device
+//!   block counters from kiln-hvt or QEMU; `server`: the control socket
 //!   and the requests.
 //!
 //! docs/supervisor.md describes the daemon for its operators.
 #![deny(unsafe_code)]
 
+mod block;
 pub mod client;
 pub mod console;
 pub mod daemon;
@@ -24,6 +27,7 @@ pub mod net;
 pub mod policy;
 pub mod procfs;
 pub mod proto;
+mod qmp;
 mod server;
 pub mod state;
 #[allow(unsafe_code)]

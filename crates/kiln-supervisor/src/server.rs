@@ -252,11 +252,25 @@ fn handle(shared: &Arc<Shared>, request: Request) -> Response {
         Request::Rm { name, force } => rm(shared, &name, force),
         Request::Stats { name } => stats(shared, &name),
         Request::Inspect { name } => {
-            let inner = shared.lock();
-            if !inner.live.contains_key(&name) {
-                return not_found(&name);
+            let (mut described, running) = {
+                let inner = shared.lock();
+                if !inner.live.contains_key(&name) {
+                    return not_found(&name);
+                }
+                let running = inner
+                    .live
+                    .get(&name)
+                    .is_some_and(|l| l.proc.is_some())
+                    .then(|| inner.state.units.get(&name).map(|u| u.spec.clone()))
+                    .flatten();
+                (describe(shared, &inner, &name), running)
+            };
+            // The counters are read without the lock (QMP takes a round
+            // trip to QEMU).
+            if let Some(spec) = running {
+                described["block"] = crate::block::counters(&spec, &shared.unit_dir(&name));
             }
-            Response::ok(describe(shared, &inner, &name))
+            Response::ok(described)
         }
         Request::Logs { .. } => Response::error("logs is served as a stream", None),
     }
@@ -442,9 +456,9 @@ fn ps(shared: &Arc<Shared>) -> Response {
 }
 
 fn stats(shared: &Arc<Shared>, name: &str) -> Response {
-    let (pid, taps, console, uptime) = {
+    let (pid, taps, console, uptime, spec) = {
         let inner = shared.lock();
-        let Some(live) = inner.live.get(name) else {
+        let (Some(live), Some(unit)) = (inner.live.get(name), inner.state.units.get(name)) else {
             return not_found(name);
         };
         (
@@ -454,6 +468,7 @@ fn stats(shared: &Arc<Shared>, name: &str) -> Response {
             live.proc
                 .as_ref()
                 .map(|p| p.started.elapsed().as_secs_f64()),
+            unit.spec.clone(),
         )
     };
     let Some(pid) = pid else {
@@ -474,6 +489,7 @@ fn stats(shared: &Arc<Shared>, name: &str) -> Response {
         "uptime_s": uptime,
         "process": usage,
         "net": nets,
+        "block": crate::block::counters(&spec, &shared.unit_dir(name)),
         "console_write_errors_bytes": console.write_errors(),
     }))
 }

@@ -4,22 +4,62 @@
 //! the spec's files, a microvm with KVM when /dev/kvm opens, TCG otherwise),
 //! and the guest's status read back from QEMU's exit code.
 //!
-//! A stop is QEMU's: SIGTERM makes it quit at once (a power-off; the guest
-//! sees nothing, it has no stop request to wait for), and exit 0.
+//! QEMU runs a microvm with ACPI's power button and a QMP socket in the
+//! unit's directory (`crate::qmp`): a stop presses the button when the
+//! guest handles it (kiln-virtio's `shutdown` device; `kiln_virtio::power`)
+//! and the guest ends with its own status; otherwise SIGTERM makes QEMU
+//! quit at once (a power-off the guest does not see), and exit 0. The QMP
+//! socket also gives the block devices' counters.
 
-use kiln_virtio::host::{self, Accel, Machine, QemuExit, Vm};
+use std::path::{Path, PathBuf};
+
+use kiln_virtio::host::{self, Accel, QemuExit, Vm};
 
 use crate::policy::Exit;
 use crate::proto::Spec;
 
-/// QEMU's arguments for `spec`, its devices attached with `devices`
-/// (`--net:NAME=TAP`, `--block:NAME=FILE`, as the tenders take them).
-pub(crate) fn qemu_args(spec: &Spec, devices: &[String]) -> Result<Vec<String>, String> {
+/// The QMP socket of the unit whose directory is `dir`, if QEMU can take
+/// its path (a unix socket path of at most 107 bytes, no comma).
+pub(crate) fn qmp_socket(dir: &Path) -> Option<PathBuf> {
+    let path = dir.join("qmp.sock");
+    let text = path.to_str()?;
+    (text.len() <= 107 && !text.contains(',')).then_some(path)
+}
+
+/// The image's net and block devices attached with `devices`.
+fn attach(
+    spec: &Spec,
+    devices: &[String],
+) -> Result<(Vec<host::NetAttach>, Vec<host::BlockAttach>), String> {
     let data = std::fs::read(&spec.image)
         .map_err(|e| format!("cannot read the image {}: {e}", spec.image.display()))?;
     let info = host::check_image(&data).map_err(|e| format!("{}: {e}", spec.image.display()))?;
     let flags: Vec<&str> = devices.iter().map(String::as_str).collect();
-    let (nets, blocks) = host::attach(&info.devices, &flags, false).map_err(|e| e.to_string())?;
+    host::attach(&info.devices, &flags, false).map_err(|e| e.to_string())
+}
+
+/// The names of the image's block devices, in the order QEMU's drives
+/// (`disk0`, `disk1`, ...) attach them.
+pub(crate) fn block_names(spec: &Spec) -> Vec<String> {
+    let devices: Vec<String> = spec
+        .block
+        .iter()
+        .map(|b| format!("--block:{}={}", b.device, b.path.display()))
+        .collect();
+    attach(spec, &devices)
+        .map(|(_, blocks)| blocks.into_iter().map(|b| b.name).collect())
+        .unwrap_or_default()
+}
+
+/// QEMU's arguments for `spec`, its devices attached with `devices`
+/// (`--net:NAME=TAP`, `--block:NAME=FILE`, as the tenders take them), with
+/// a QMP server on `qmp`.
+pub(crate) fn qemu_args(
+    spec: &Spec,
+    devices: &[String],
+    qmp: Option<&Path>,
+) -> Result<Vec<String>, String> {
+    let (nets, blocks) = attach(spec, devices)?;
     let vm = Vm {
         image: spec.image.clone(),
         mem_mb: spec.mem.unwrap_or(host::DEFAULT_MEM_MB),
@@ -33,8 +73,14 @@ pub(crate) fn qemu_args(spec: &Spec, devices: &[String]) -> Result<Vec<String>, 
         .open("/dev/kvm")
         .is_ok();
     let accel = if kvm { Accel::Kvm } else { Accel::Tcg };
-    vm.qemu_args(Machine::Microvm, accel)
-        .map_err(|e| e.to_string())
+    let mut args = vm
+        .qemu_args_with_power_button(accel)
+        .map_err(|e| e.to_string())?;
+    if let Some(q) = qmp {
+        args.push("-qmp".into());
+        args.push(format!("unix:{},server=on,wait=off", q.display()));
+    }
+    Ok(args)
 }
 
 /// The guest's end from QEMU's: the status the guest wrote to

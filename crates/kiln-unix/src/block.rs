@@ -1,9 +1,13 @@
-//! The file-backed block device.
+//! The file-backed block device, and the per-device counters it keeps for
+//! a supervisor when the environment names a file for them
+//! (`KILN_BLOCK_STATS`, `kiln_abi::block_stats`; `kiln daemon` sets it).
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
 
+use kiln_abi::block_stats::{self, Op, Writer};
 use kiln_devices::{BlockError, BlockInfo};
 
 use crate::attach::AttachError;
@@ -15,6 +19,50 @@ use crate::reactor::Platform;
 pub struct FileBlock {
     file: File,
     info: BlockInfo,
+    /// Its slot in the counters, if they are kept.
+    slot: Option<usize>,
+}
+
+/// The process's counters: whether the environment was looked at, and the
+/// writer if it named a usable file.
+static COUNTERS: Mutex<(bool, Option<Writer>)> = Mutex::new((false, None));
+
+/// Adds `device` to the counters (opening them the first time); its slot.
+fn counted(device: &str) -> Option<usize> {
+    let mut c = COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
+    if !std::mem::replace(&mut c.0, true)
+        && let Some(path) = std::env::var_os(block_stats::ENV)
+    {
+        let opened = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .and_then(|f| {
+                if !f.metadata()?.is_file() {
+                    return Err(io::Error::from(io::ErrorKind::InvalidInput));
+                }
+                f.set_len(block_stats::FILE_LEN as u64)?;
+                crate::sys::map_shared_words(&f, block_stats::FILE_LEN)
+            });
+        match opened {
+            Ok(words) => c.1 = Writer::new(words),
+            Err(e) => eprintln!(
+                "warning: block counters not kept: {}={}: {e}",
+                block_stats::ENV,
+                std::path::Path::new(&path).display()
+            ),
+        }
+    }
+    c.1.as_mut()?.add(device)
+}
+
+/// Counts a request on the device in `slot`.
+fn count(slot: Option<usize>, op: Op, len: usize, ok: bool) {
+    if let Some(slot) = slot
+        && let Some(w) = &COUNTERS.lock().unwrap_or_else(|e| e.into_inner()).1
+    {
+        w.count(slot, op, len as u64, ok);
+    }
 }
 
 fn block_error(e: &io::Error) -> BlockError {
@@ -82,6 +130,7 @@ impl FileBlock {
         }
         Ok(FileBlock {
             file,
+            slot: counted(device),
             info: BlockInfo {
                 sector_size,
                 sectors: size / sector,
@@ -97,20 +146,26 @@ impl kiln_devices::Block for FileBlock {
     }
 
     async fn read(&self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        let offset = self.info.check(sector, buf.len())?;
-        self.file
-            .read_exact_at(buf, offset)
-            .map_err(|e| block_error(&e))
+        let r = self.info.check(sector, buf.len()).and_then(|offset| {
+            self.file
+                .read_exact_at(buf, offset)
+                .map_err(|e| block_error(&e))
+        });
+        count(self.slot, Op::Read, buf.len(), r.is_ok());
+        r
     }
 
     async fn write(&self, sector: u64, buf: &[u8]) -> Result<(), BlockError> {
-        let offset = self.info.check(sector, buf.len())?;
-        if self.info.read_only {
-            return Err(BlockError::ReadOnly);
-        }
-        self.file
-            .write_all_at(buf, offset)
-            .map_err(|e| block_error(&e))
+        let r = self.info.check(sector, buf.len()).and_then(|offset| {
+            if self.info.read_only {
+                return Err(BlockError::ReadOnly);
+            }
+            self.file
+                .write_all_at(buf, offset)
+                .map_err(|e| block_error(&e))
+        });
+        count(self.slot, Op::Write, buf.len(), r.is_ok());
+        r
     }
 
     async fn flush(&self) -> Result<(), BlockError> {

@@ -80,7 +80,8 @@ pub struct Cmdline {
 }
 
 /// Splits the command line into the unikernel's arguments and the
-/// virtio-mmio devices. A VMM appends its device words unquoted: on a
+/// virtio-mmio devices; `kiln.ged=` words ([`crate::power`]) are
+/// neither. A VMM appends its device words unquoted: on a
 /// line whose quotes do not split, they are still found among the
 /// space-separated words, so that the unikernel boots to report the bad
 /// argument.
@@ -94,6 +95,8 @@ pub fn split(line: &'static str) -> Result<Cmdline, MmioError> {
     for word in words {
         if word.starts_with(MMIO_PREFIX) {
             devices.push(mmio_device(word)?);
+        } else if word.starts_with(crate::power::GED_PREFIX) {
+            // The host's word naming the power button (`crate::power`).
         } else {
             kept.push(word);
         }

@@ -132,17 +132,19 @@ pub fn manifest_devices(note: &'static [u8]) -> Result<Vec<Device>, MftError> {
 pub struct Env {
     args: Result<Vec<&'static str>, CmdlineError>,
     mmio: Vec<MmioDevice>,
+    ged: Option<crate::power::Ged>,
     devices: Vec<Device>,
 }
 
 impl Env {
     /// The environment of a kernel command line and the image's manifest
     /// note.
-    pub fn new(cmdline: &'static str, manifest_note: &'static [u8]) -> Result<Env, EnvError> {
-        let cmdline = cmdline::split(cmdline)?;
+    pub fn new(line: &'static str, manifest_note: &'static [u8]) -> Result<Env, EnvError> {
+        let cmdline = cmdline::split(line)?;
         Ok(Env {
             args: cmdline.args,
             mmio: cmdline.devices,
+            ged: crate::power::from_cmdline(line),
             devices: manifest_devices(manifest_note)?,
         })
     }
@@ -157,6 +159,12 @@ impl Env {
     /// The virtio-mmio transports the command line announced, in order.
     pub fn mmio_devices(&self) -> &[MmioDevice] {
         &self.mmio
+    }
+
+    /// The ACPI GED the command line named (`kiln.ged=`), which carries
+    /// the host's stop request.
+    pub fn ged(&self) -> Option<crate::power::Ged> {
+        self.ged
     }
 
     /// The manifest's net and block devices.
@@ -199,11 +207,12 @@ impl Env {
         crate::WallClock::new()
     }
 
-    /// The shutdown device: a VMM's stop is a power-off (QEMU's `quit`,
-    /// SIGTERM), with no request for the guest to see, so it never
-    /// completes.
-    pub fn shutdown(&self) -> kiln_devices::NoShutdown {
-        kiln_devices::NoShutdown
+    /// The shutdown device: QEMU microvm's ACPI power button when the
+    /// host named its GED on the command line (`crate::power`); else a
+    /// VMM's stop is a power-off with no request for the guest to see,
+    /// and the device never completes.
+    pub fn shutdown(&self) -> crate::Shutdown {
+        crate::Shutdown::new(self.ged, self.mmio.iter().map(|d| d.irq))
     }
 
     /// The CPU's random number generator.

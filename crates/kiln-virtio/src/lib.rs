@@ -67,6 +67,7 @@ pub mod env;
 #[cfg(feature = "host")]
 pub mod host;
 pub mod notify;
+pub mod power;
 pub use kiln_x86::layout;
 pub mod pvh;
 pub mod time;
@@ -85,6 +86,10 @@ pub use kiln_devices::ExitStatus;
 pub use kiln_x86::random::Random;
 #[cfg(target_os = "none")]
 pub use platform::{Platform, platform};
+#[cfg(target_os = "none")]
+mod shutdown;
+#[cfg(target_os = "none")]
+pub use shutdown::Shutdown;
 #[cfg(target_os = "none")]
 pub use sys::virtio::{Block, Net};
 #[cfg(target_os = "none")]

@@ -52,6 +52,15 @@ impl kiln_rt::Platform for Platform {
     }
 
     fn wait(&self, deadline: Option<Instant>) {
+        self.wait_for_work(deadline);
+        // A stop request that came with the interrupt wakes its waiter.
+        crate::shutdown::after_wait();
+    }
+}
+
+impl Platform {
+    fn wait_for_work(&self, deadline: Option<Instant>) {
+        use kiln_rt::Platform as _;
         // The frames and buffers queued since the last wait, in one
         // notification per device.
         sys::virtio::flush_all();

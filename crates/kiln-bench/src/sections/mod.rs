@@ -11,6 +11,7 @@ pub mod observe;
 pub mod size;
 pub mod soak;
 pub mod storage;
+pub mod supervisor;
 pub mod tls;
 pub mod virtio;
 

@@ -28,7 +28,7 @@ const BOOT_LIMIT: Duration = Duration::from_secs(30);
 
 /// `kiln configure -t virtio` and `kiln build -t virtio` of a copy of
 /// `examples/APP`; the image.
-fn build(env: &Env, app: &str) -> Result<PathBuf, String> {
+pub(crate) fn build(env: &Env, app: &str) -> Result<PathBuf, String> {
     let dir = env
         .copy_example(app, &format!("{app}-virtio"))
         .map_err(|e| e.to_string())?;
@@ -201,7 +201,7 @@ fn wrk_row(p: &Prepared, www: &Path, hvt: &Built) -> Row {
 }
 
 /// Whether QEMU is here.
-fn qemu_missing() -> Option<String> {
+pub(crate) fn qemu_missing() -> Option<String> {
     let a = argv(["qemu-system-x86_64", "--version"]);
     match exec::run(&a, Context::default(), Duration::from_secs(10)) {
         Ok(f) if f.status.success() => None,

@@ -31,6 +31,8 @@ const VECTORS: usize = 256;
 pub const DEVICE_VECTOR: u8 = 0x30;
 /// The vector of the LAPIC timer (TSC-deadline mode).
 pub const TIMER_VECTOR: u8 = 0x31;
+/// The vector of the GED's interrupt (the power button).
+pub const POWER_VECTOR: u8 = crate::power::GED_VECTOR;
 /// The LAPIC's spurious-interrupt vector.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 
@@ -111,6 +113,13 @@ global_asm!(
         mov dword ptr [rax], 0
         pop rax
         iretq
+    // The GED's interrupt (the power button, `crate::power`): counted
+    // (`power_interrupts`), then as the timer's.
+    .balign 16
+    .global kiln_power_irq_stub
+    kiln_power_irq_stub:
+        inc qword ptr [rip + {power_irqs}]
+        jmp kiln_irq_stub
     .balign 16
     .global kiln_spurious_stub
     kiln_spurious_stub:
@@ -119,6 +128,7 @@ global_asm!(
     ),
     handler = sym kiln_virtio_trap,
     device_irqs = sym DEVICE_IRQS,
+    power_irqs = sym POWER_IRQS,
 );
 
 /// Device interrupts delivered so far (counted by their entry stub, on the
@@ -128,6 +138,14 @@ static DEVICE_IRQS: AtomicU64 = AtomicU64::new(0);
 /// How many device interrupts have been delivered.
 pub fn device_interrupts() -> u64 {
     DEVICE_IRQS.load(Ordering::Relaxed)
+}
+
+/// GED interrupts delivered so far (counted by their entry stub).
+static POWER_IRQS: AtomicU64 = AtomicU64::new(0);
+
+/// How many GED (power button) interrupts have been delivered.
+pub fn power_interrupts() -> u64 {
+    POWER_IRQS.load(Ordering::Relaxed)
 }
 
 unsafe extern "C" {
@@ -141,6 +159,8 @@ unsafe extern "C" {
     fn kiln_halt(tsc_deadline: u64);
     /// The interrupt and spurious-interrupt entries.
     fn kiln_device_irq_stub();
+    /// The GED's interrupt entry.
+    fn kiln_power_irq_stub();
     fn kiln_irq_stub();
     fn kiln_spurious_stub();
 }
@@ -197,6 +217,8 @@ pub fn install_handlers() {
         let timer = kiln_irq_stub as *const () as u64;
         (*idt).0[usize::from(DEVICE_VECTOR)] = gate(device, 0);
         (*idt).0[usize::from(TIMER_VECTOR)] = gate(timer, 0);
+        let power = kiln_power_irq_stub as *const () as u64;
+        (*idt).0[usize::from(POWER_VECTOR)] = gate(power, 0);
         (*idt).0[usize::from(SPURIOUS_VECTOR)] = gate(kiln_spurious_stub as *const () as u64, 0);
     }
 }

@@ -10,7 +10,7 @@
 //! command line names; virtio-pci devices (q35) keep the polling wait.
 //! Intel SDM vol. 3, chapter 11 (APIC) and the 82093AA IOAPIC datasheet.
 
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 
 use super::arch;
 
@@ -34,6 +34,10 @@ const IOAPIC_PINS: u32 = 24;
 static CAPABLE: AtomicBool = AtomicBool::new(false);
 /// 0: not set up yet; 1: set up; 2: not usable (polling).
 static STATE: AtomicU8 = AtomicU8::new(0);
+/// The GED's IOAPIC input, once a shutdown device asked for it
+/// ([`NO_PIN`] before).
+static POWER_PIN: AtomicU32 = AtomicU32::new(NO_PIN);
+const NO_PIN: u32 = u32::MAX;
 
 /// Reads the CPU's features at CPL 0.
 pub fn init_cpl0() {
@@ -76,13 +80,49 @@ pub fn ready(irqs: impl Iterator<Item = u32> + Clone) -> bool {
         LVT_TSC_DEADLINE | u32::from(super::cpu::TIMER_VECTOR),
     );
     for irq in irqs {
-        // Fixed delivery to APIC 0, physical destination, edge-triggered,
-        // active high, unmasked.
-        write32(IOAPIC, 0x10 + 2 * irq);
-        write32(IOAPIC + IOAPIC_WINDOW, u32::from(super::cpu::DEVICE_VECTOR));
-        write32(IOAPIC, 0x11 + 2 * irq);
-        write32(IOAPIC + IOAPIC_WINDOW, 0);
+        route(irq, super::cpu::DEVICE_VECTOR);
+    }
+    let pin = POWER_PIN.load(Ordering::Relaxed);
+    if pin < IOAPIC_PINS {
+        route(pin, super::cpu::POWER_VECTOR);
     }
     STATE.store(1, Ordering::Relaxed);
     true
+}
+
+/// Routes IOAPIC input `irq` to `vector`: fixed delivery to APIC 0,
+/// physical destination, edge-triggered, active high, unmasked.
+fn route(irq: u32, vector: u8) {
+    write32(IOAPIC, 0x10 + 2 * irq);
+    write32(IOAPIC + IOAPIC_WINDOW, u32::from(vector));
+    write32(IOAPIC, 0x11 + 2 * irq);
+    write32(IOAPIC + IOAPIC_WINDOW, 0);
+}
+
+/// Routes the GED's input `irq` to the power vector: now if the LAPIC is
+/// set up, else when [`ready`] sets it up (an interrupt the LAPIC could
+/// not take yet would be lost; the routing is also what tells a
+/// supervisor that the guest handles the button). An input a virtio
+/// device uses, or one past the IOAPIC's, is left alone.
+pub fn route_power(irq: u32, device_irqs: impl Iterator<Item = u32>) -> bool {
+    if irq >= IOAPIC_PINS || device_irqs.into_iter().any(|d| d == irq) {
+        return false;
+    }
+    POWER_PIN.store(irq, Ordering::Relaxed);
+    if STATE.load(Ordering::Relaxed) == 1 {
+        route(irq, super::cpu::POWER_VECTOR);
+    }
+    true
+}
+
+/// Reads (and so clears) the GED's event selector at `base`.
+pub fn ged_events(base: u64) -> u32 {
+    if base < super::paging::device_window_start() || base >= IOAPIC || !base.is_multiple_of(4) {
+        return 0;
+    }
+    // SAFETY: `base` is 4-byte aligned in the device window (mapped
+    // uncached for the whole run), below the IOAPIC: the GED's register
+    // the host named on the command line; reading it has no effect but
+    // clearing the GED's pending events.
+    unsafe { (base as *const u32).read_volatile() }
 }

@@ -269,6 +269,27 @@ pub fn stats(args: &NameArgs) -> Result<u8, KilnError> {
             t("guest_rx_dropped"),
         ));
     }
+    let block = data.get("block").cloned().unwrap_or(Value::Null);
+    let devices = block.get("devices").and_then(Value::as_array);
+    for d in devices.into_iter().flatten() {
+        let c = |k: &str| d.get(k).and_then(Value::as_u64).unwrap_or(0);
+        out.push_str(&format!(
+            "block {:<6} {} reads ({}), {} writes ({}), {} errors\n",
+            d.get("device").and_then(Value::as_str).unwrap_or("?"),
+            c("reads"),
+            bytes(c("read_bytes")),
+            c("writes"),
+            bytes(c("written_bytes")),
+            c("errors"),
+        ));
+    }
+    if let Some(by) = block.get("counted_by").and_then(Value::as_str) {
+        out.push_str(&format!("block      counted by {by}\n"));
+    } else if let Some(why) = block.get("why").and_then(Value::as_str)
+        && why != "no block device"
+    {
+        out.push_str(&format!("block      not counted per device: {why}\n"));
+    }
     print!("{out}");
     Ok(0)
 }
