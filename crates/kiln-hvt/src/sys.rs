@@ -1,15 +1,25 @@
 //! Every `unsafe` operation of the tender: the guest memory mapping, the KVM
-//! memory slot, reading `kvm_run`, epoll (`epoll_pwait2`, or a
-//! timerfd where the kernel lacks it) and timer-slack system calls (the tap
-//! and inherited descriptors are [`kiln_tender::sys`]'s).
+//! memory slot, reading `kvm_run`, and the epoll waits; beside them the
+//! epoll set, its fallback timerfd and the timer slack, through rustix's
+//! safe calls (taps are `kiln-tap`'s, inherited descriptors
+//! [`kiln_tender::sys`]'s).
+//!
+//! The waits stay raw system calls: the tender needs nanosecond timeouts
+//! from `epoll_pwait2` and, on kernels without it, `epoll_wait` beside a
+//! timerfd, each one call its seccomp filter names. rustix's
+//! `epoll::wait` picks `epoll_pwait` (millisecond timeouts) or
+//! `epoll_pwait2` by a crate feature that any crate of the build may turn
+//! on.
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{VcpuFd, VmFd};
+use rustix::event::epoll;
+use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec};
 
 pub mod shared;
 
@@ -145,11 +155,9 @@ pub fn internal_error_suberror(vcpu: &mut VcpuFd) -> u32 {
 /// deadline as it can: the default timer slack lets an `epoll_pwait2` of
 /// the POLL hypercall end up to 50 us late.
 pub fn minimal_timer_slack() -> io::Result<()> {
-    // SAFETY: PR_SET_TIMERSLACK only changes this thread's timer slack.
-    if unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::thread::set_current_timer_slack(
+        std::num::NonZeroU64::new(1),
+    )?)
 }
 
 /// How [`Epoll::wait`] honours a timeout to the nanosecond.
@@ -191,6 +199,15 @@ fn timespec(nsecs: u64) -> libc::timespec {
     }
 }
 
+/// `nsecs` as rustix's timespec.
+fn rustix_timespec(nsecs: u64) -> Timespec {
+    Timespec {
+        // At most u64::MAX / 10^9: fits an i64.
+        tv_sec: (nsecs / 1_000_000_000) as i64,
+        tv_nsec: (nsecs % 1_000_000_000) as i64,
+    }
+}
+
 impl Epoll {
     /// A new, empty set, waiting with `epoll_pwait2` where the kernel has
     /// it and with a timerfd otherwise.
@@ -209,31 +226,17 @@ impl Epoll {
     /// A new, empty set using `mode` (without checking that the kernel has
     /// `epoll_pwait2`).
     pub fn with_mode(mode: TimeoutMode) -> io::Result<Self> {
-        // SAFETY: creates a new descriptor; the result is checked.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just created and is owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         let mut set = Self {
             fd,
             timer: None,
             handles: std::cell::Cell::new(0),
         };
         if mode == TimeoutMode::Timerfd {
-            // SAFETY: creates a new descriptor; the result is checked.
-            let timer = unsafe {
-                libc::timerfd_create(
-                    libc::CLOCK_MONOTONIC,
-                    libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-                )
-            };
-            if timer < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: `timer` was just created and is owned by nobody else.
-            let timer = unsafe { OwnedFd::from_raw_fd(timer) };
+            let timer = rustix::time::timerfd_create(
+                TimerfdClockId::Monotonic,
+                TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+            )?;
             set.add(timer.as_fd(), TIMER_HANDLE)?;
             set.timer = Some(timer);
         }
@@ -251,22 +254,12 @@ impl Epoll {
 
     /// Watches `fd` for input; its events carry `handle`.
     pub fn add(&self, fd: BorrowedFd<'_>, handle: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: handle,
-        };
-        // SAFETY: both descriptors are open; `ev` lives across the call.
-        let ret = unsafe {
-            libc::epoll_ctl(
-                self.fd.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                fd.as_raw_fd(),
-                &mut ev,
-            )
-        };
-        if ret < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        epoll::add(
+            &self.fd,
+            fd,
+            epoll::EventData::new_u64(handle),
+            epoll::EventFlags::IN,
+        )?;
         if handle < 64 {
             self.handles.set(self.handles.get() | 1 << handle);
         }
@@ -320,18 +313,16 @@ impl Epoll {
         let timeout_ms = if timeout_nsecs == 0 {
             0
         } else {
-            let spec = libc::itimerspec {
-                it_interval: timespec(0),
-                it_value: timespec(timeout_nsecs),
+            let spec = Itimerspec {
+                it_interval: Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                },
+                it_value: rustix_timespec(timeout_nsecs),
             };
-            // SAFETY: `timer` is an open timerfd; `spec` outlives the call
-            // and the old value is not asked for. Arming resets the
-            // expiration count, so an earlier expiry is not reported.
-            let ret =
-                unsafe { libc::timerfd_settime(timer.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
-            if ret < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            // Arming resets the expiration count, so an earlier expiry is
+            // not reported.
+            rustix::time::timerfd_settime(timer, TimerfdTimerFlags::empty(), &spec)?;
             -1
         };
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS];
