@@ -1,12 +1,13 @@
 //! Every `unsafe` operation of the tender: the fixed guest mapping and its
-//! protections, the epoll set and timer (tap and inherited descriptors are
-//! [`kiln_tender::sys`]'s),
+//! protections, adding to the epoll set (created, like the timer and the
+//! error pipe, with rustix's safe calls; taps are `kiln-tap`'s and
+//! inherited descriptors [`kiln_tender::sys`]'s),
 //! `fork`, the guest process's fatal-signal handler and the page it reports
 //! through, and the jump into the guest.
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
@@ -117,12 +118,12 @@ pub fn read_implies_exec() -> bool {
     persona >= 0 && persona & libc::READ_IMPLIES_EXEC != 0
 }
 
-/// A new epoll set.
+/// A new epoll set (inherited by the guest process, so not close-on-exec,
+/// though nothing is executed).
 pub fn epoll_create() -> io::Result<OwnedFd> {
-    // SAFETY: creates a new descriptor; the result is checked.
-    let fd = check(unsafe { libc::epoll_create1(0) })?;
-    // SAFETY: `fd` was just created and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(rustix::event::epoll::create(
+        rustix::event::epoll::CreateFlags::empty(),
+    )?)
 }
 
 /// Watches `fd` for input in `epoll`; its events carry `data`.
@@ -138,19 +139,15 @@ pub fn epoll_add(epoll: RawFd, fd: RawFd, data: u64) -> io::Result<()> {
 
 /// A non-blocking timerfd on the monotonic clock.
 pub fn timerfd_create() -> io::Result<OwnedFd> {
-    // SAFETY: creates a new descriptor; the result is checked.
-    let fd = check(unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK) })?;
-    // SAFETY: `fd` was just created and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(rustix::time::timerfd_create(
+        rustix::time::TimerfdClockId::Monotonic,
+        rustix::time::TimerfdFlags::NONBLOCK,
+    )?)
 }
 
-/// A pipe: (read end, write end).
+/// A close-on-exec pipe: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: `fds` has room for the two descriptors.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: both were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
 /// The CPUs a process may run on, as `sched_getaffinity` gives them.

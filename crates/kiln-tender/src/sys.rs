@@ -23,25 +23,17 @@ pub fn adopt_fd(fd: RawFd, min_fd: RawFd) -> io::Result<OwnedFd> {
     }
     // SAFETY: F_GETFD only queries the descriptor table.
     check(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
-    set_nonblocking(fd)?;
     // SAFETY: the descriptor is open (checked above) and was handed to the
     // tender on its command line to own; nothing else in the process uses it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: F_GETFL/F_SETFL on an open descriptor change only its flags.
-    unsafe {
-        let flags = check(libc::fcntl(fd, libc::F_GETFL))?;
-        check(libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
-    }
-    Ok(())
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let flags = rustix::fs::fcntl_getfl(&fd)?;
+    rustix::fs::fcntl_setfl(&fd, flags | rustix::fs::OFlags::NONBLOCK)?;
+    Ok(fd)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
 
     #[test]
     fn adopting_checks_the_descriptor() {
@@ -52,9 +44,8 @@ mod tests {
             Some(libc::EBADF)
         );
         let owned = adopt_fd(fd, 3).unwrap();
-        // SAFETY: F_GETFL only queries the flags of the open descriptor.
-        let flags = unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_GETFL) };
-        assert_ne!(flags & libc::O_NONBLOCK, 0);
+        let flags = rustix::fs::fcntl_getfl(&owned).unwrap();
+        assert!(flags.contains(rustix::fs::OFlags::NONBLOCK));
         drop(owned);
         assert!(adopt_fd(fd, 3).is_err(), "a closed descriptor was adopted");
         assert_eq!(
