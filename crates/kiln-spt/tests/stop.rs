@@ -6,7 +6,6 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt as _;
-use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -160,20 +159,14 @@ fn waiting_guest_with(ack: bool, watch: bool) -> Vec<u8> {
     a.finish()
 }
 
-/// Removes the image when dropped, even if the test fails.
-struct TempImage(PathBuf);
-
-impl Drop for TempImage {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+/// An image file, removed when dropped, even if the test fails.
+type TempImage = tempfile::TempPath;
 
 /// Starts the guest and waits for its `ready` line.
 fn start(image_path: &TempImage) -> (Child, BufReader<ChildStdout>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln-spt"))
         .arg("--mem=4")
-        .arg(&image_path.0)
+        .arg(image_path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -219,10 +212,13 @@ fn end(
 }
 
 fn write_image(name: &str, code: &[u8]) -> TempImage {
-    let path = TempImage(
-        std::env::temp_dir().join(format!("kiln-spt-stop-{name}-{}.spt", std::process::id())),
-    );
-    std::fs::write(&path.0, image(code)).expect("write the image");
+    let path = tempfile::Builder::new()
+        .prefix(&format!("kiln-spt-stop-{name}-"))
+        .suffix(".spt")
+        .tempfile()
+        .expect("create the image file")
+        .into_temp_path();
+    std::fs::write(&path, image(code)).expect("write the image");
     path
 }
 
