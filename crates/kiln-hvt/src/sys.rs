@@ -453,9 +453,8 @@ mod tests {
 /// protection, the core file's descriptors, and the gdb connection with
 /// its interrupt signal.
 pub mod debug {
-    use std::ffi::CString;
     use std::io;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
     use std::sync::atomic::{AtomicPtr, Ordering};
 
     use super::Mapping;
@@ -502,63 +501,31 @@ pub mod debug {
     /// `dir` unless a core is written, and the name is created there, never
     /// through a symbolic link.
     pub fn open_unnamed_in(dir: &std::path::Path) -> io::Result<(OwnedFd, OwnedFd)> {
-        let path = CString::new(dir.as_os_str().as_encoded_bytes())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: `path` is a NUL-terminated string living across the call;
-        // the result is checked.
-        let dirfd = unsafe {
-            libc::open(
-                path.as_ptr(),
-                libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC,
-            )
-        };
-        if dirfd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `dirfd` was just opened and is owned by nobody else.
-        let dirfd = unsafe { OwnedFd::from_raw_fd(dirfd) };
-        // SAFETY: "." is a NUL-terminated literal; the result is checked.
-        let file = unsafe {
-            libc::openat(
-                dirfd.as_raw_fd(),
-                c".".as_ptr(),
-                libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC,
-                0o600 as libc::c_uint,
-            )
-        };
-        if file < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `file` was just opened and is owned by nobody else.
-        Ok((dirfd, unsafe { OwnedFd::from_raw_fd(file) }))
+        use rustix::fs::{Mode, OFlags};
+        let dirfd = rustix::fs::open(
+            dir,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let file = rustix::fs::openat(
+            &dirfd,
+            ".",
+            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        Ok((dirfd, file))
     }
 
     /// Gives the unnamed `file` the name `name` in `dir`; fails if the name
     /// exists (a link is never followed or replaced).
-    pub fn link_into(file: RawFd, dir: RawFd, name: &str) -> io::Result<()> {
-        let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: both strings are NUL-terminated and outlive the call.
-        let ret =
-            unsafe { libc::linkat(file, c"".as_ptr(), dir, name.as_ptr(), libc::AT_EMPTY_PATH) };
-        if ret == 0 {
+    pub fn link_into(file: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+        use rustix::fs::AtFlags;
+        if rustix::fs::linkat(file, "", dir, name, AtFlags::EMPTY_PATH).is_ok() {
             return Ok(());
         }
         // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; /proc does not.
-        let proc = CString::new(format!("/proc/self/fd/{file}"))
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: as above.
-        let ret = unsafe {
-            libc::linkat(
-                libc::AT_FDCWD,
-                proc.as_ptr(),
-                dir,
-                name.as_ptr(),
-                libc::AT_SYMLINK_FOLLOW,
-            )
-        };
-        if ret != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let proc = format!("/proc/self/fd/{}", file.as_raw_fd());
+        rustix::fs::linkat(rustix::fs::CWD, &proc, dir, name, AtFlags::SYMLINK_FOLLOW)?;
         Ok(())
     }
 
