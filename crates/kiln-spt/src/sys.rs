@@ -152,13 +152,11 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// The CPUs a process may run on, as `sched_getaffinity` gives them.
 #[derive(Clone, Copy)]
-pub struct CpuSet(libc::cpu_set_t);
+pub struct CpuSet(rustix::thread::CpuSet);
 
 impl std::fmt::Debug for CpuSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // SAFETY: CPU_COUNT only reads the set.
-        let count = unsafe { libc::CPU_COUNT(&self.0) };
-        write!(f, "CpuSet({count} CPUs)")
+        write!(f, "CpuSet({} CPUs)", self.0.count())
     }
 }
 
@@ -168,32 +166,22 @@ impl std::fmt::Debug for CpuSet {
 /// which the parent leaves as soon as it waits: on a busy host the child
 /// would otherwise be queued behind another program on another CPU.
 pub fn pin_to_this_cpu() -> Option<CpuSet> {
-    // SAFETY: a zeroed cpu_set_t is the empty set.
-    let mut before: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let size = std::mem::size_of::<libc::cpu_set_t>();
-    // SAFETY: `before` is valid for writes of `size` bytes.
-    if unsafe { libc::sched_getaffinity(0, size, &mut before) } != 0 {
+    use rustix::thread::{sched_getaffinity, sched_getcpu, sched_setaffinity};
+    let before = sched_getaffinity(None).ok()?;
+    let cpu = sched_getcpu();
+    // The CPU this runs on is in the set just read, so below CPU_SETSIZE.
+    if cpu >= rustix::thread::CpuSet::MAX_CPU {
         return None;
     }
-    // SAFETY: sched_getcpu takes no arguments.
-    let cpu = unsafe { libc::sched_getcpu() };
-    let cpu = usize::try_from(cpu).ok()?;
-    // SAFETY: a zeroed cpu_set_t is the empty set.
-    let mut only: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: CPU_SET checks `cpu` against the set's size (it is at most
-    // CPU_SETSIZE, sched_getcpu's CPU being in the set just read).
-    unsafe { libc::CPU_SET(cpu, &mut only) };
-    // SAFETY: `only` is a valid set of `size` bytes.
-    if unsafe { libc::sched_setaffinity(0, size, &only) } != 0 {
-        return None;
-    }
+    let mut only = rustix::thread::CpuSet::new();
+    only.set(cpu);
+    sched_setaffinity(None, &only).ok()?;
     Some(CpuSet(before))
 }
 
 /// Lets the calling process run on the CPUs of `set` again.
 pub fn unpin(set: &CpuSet) {
-    // SAFETY: `set` is a valid set, as sched_getaffinity returned it.
-    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set.0) };
+    let _ = rustix::thread::sched_setaffinity(None, &set.0);
 }
 
 /// Which side of a `fork` this is.
