@@ -1,6 +1,6 @@
 //! The net module's host side both tenders share: the `--net:NAME=IFACE`,
-//! `--net:NAME=@FD` and `--net-mac:NAME=MAC` flags, and opening the tap
-//! interface or adopting the descriptor a flag gives.
+//! `--net:NAME=@FD` and `--net-mac:NAME=MAC` flags, and opening the tap (with
+//! `kiln-tap`) or adopting the descriptor a flag gives.
 
 use std::fs::File;
 use std::io::Read;
