@@ -457,6 +457,9 @@ pub mod debug {
     use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
     use std::sync::atomic::{AtomicPtr, Ordering};
 
+    use rustix::io::Errno;
+    use rustix::net::{RecvFlags, SendFlags};
+
     use super::Mapping;
 
     impl Mapping {
@@ -597,71 +600,41 @@ pub mod debug {
         IMMEDIATE_EXIT.store(std::ptr::null_mut(), Ordering::Release);
     }
 
-    fn recv(socket: RawFd, flags: libc::c_int) -> io::Result<Option<u8>> {
-        let mut byte = 0u8;
+    fn recv(socket: BorrowedFd<'_>, flags: RecvFlags) -> io::Result<Option<u8>> {
+        let mut byte = [0u8; 1];
         loop {
-            // SAFETY: `byte` is one writable byte that outlives the call.
-            let n = unsafe {
-                libc::recvfrom(
-                    socket,
-                    (&raw mut byte).cast(),
-                    1,
-                    flags,
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                )
-            };
-            match n {
-                1 => return Ok(Some(byte)),
-                0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
-                _ => {
-                    let e = io::Error::last_os_error();
-                    match e.kind() {
-                        io::ErrorKind::Interrupted => continue,
-                        io::ErrorKind::WouldBlock => return Ok(None),
-                        _ => return Err(e),
-                    }
-                }
+            match rustix::net::recv(socket, &mut byte[..], flags) {
+                Ok((1, _)) => return Ok(Some(byte[0])),
+                Ok(_) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                Err(Errno::INTR) => continue,
+                Err(Errno::AGAIN) => return Ok(None),
+                Err(e) => return Err(e.into()),
             }
         }
     }
 
     /// Reads one byte from `socket`, waiting for it.
-    pub fn read_byte(socket: RawFd) -> io::Result<u8> {
+    pub fn read_byte(socket: BorrowedFd<'_>) -> io::Result<u8> {
         loop {
-            if let Some(b) = recv(socket, 0)? {
+            if let Some(b) = recv(socket, RecvFlags::empty())? {
                 return Ok(b);
             }
         }
     }
 
     /// The next byte of `socket` if one has arrived, left unread.
-    pub fn peek_byte(socket: RawFd) -> io::Result<Option<u8>> {
-        recv(socket, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+    pub fn peek_byte(socket: BorrowedFd<'_>) -> io::Result<Option<u8>> {
+        recv(socket, RecvFlags::PEEK | RecvFlags::DONTWAIT)
     }
 
     /// Sends all of `bytes` on `socket`.
-    pub fn send_all(socket: RawFd, mut bytes: &[u8]) -> io::Result<()> {
+    pub fn send_all(socket: BorrowedFd<'_>, mut bytes: &[u8]) -> io::Result<()> {
         while !bytes.is_empty() {
-            // SAFETY: `bytes` is readable for its length across the call.
-            let n = unsafe {
-                libc::sendto(
-                    socket,
-                    bytes.as_ptr().cast(),
-                    bytes.len(),
-                    libc::MSG_NOSIGNAL,
-                    std::ptr::null(),
-                    0,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
+            match rustix::net::send(socket, bytes, SendFlags::NOSIGNAL) {
+                Ok(n) => bytes = bytes.get(n..).unwrap_or(&[]),
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
             }
-            bytes = bytes.get(n as usize..).unwrap_or(&[]);
         }
         Ok(())
     }
