@@ -82,7 +82,7 @@ impl Connection {
         let (stream, _) = listener.accept().map_err(GdbError::Accept)?;
         stream.set_nodelay(true).map_err(GdbError::Accept)?;
         let socket = OwnedFd::from(stream);
-        crate::sys::debug::arm_interrupt(socket.as_raw_fd(), machine.immediate_exit())
+        crate::sys::debug::arm_interrupt(socket.as_fd(), machine.immediate_exit())
             .map_err(GdbError::Accept)?;
         Ok(Self { socket })
     }

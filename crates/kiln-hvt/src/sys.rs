@@ -454,7 +454,7 @@ mod tests {
 /// its interrupt signal.
 pub mod debug {
     use std::io;
-    use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+    use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
     use std::sync::atomic::{AtomicPtr, Ordering};
 
     use rustix::io::Errno;
@@ -554,7 +554,7 @@ pub mod debug {
     ///
     /// `immediate_exit` must stay valid for the rest of the process: it is
     /// the vCPU's, which lives until the tender exits.
-    pub fn arm_interrupt(socket: RawFd, immediate_exit: *mut u8) -> io::Result<()> {
+    pub fn arm_interrupt(socket: BorrowedFd<'_>, immediate_exit: *mut u8) -> io::Result<()> {
         IMMEDIATE_EXIT.store(immediate_exit, Ordering::Release);
         // SAFETY: an all-zero sigaction is valid; the handler is a plain
         // function that only does an async-signal-safe store.
@@ -577,20 +577,15 @@ pub mod debug {
         const F_OWNER_TID: libc::c_int = 0;
         let owner = OwnerEx {
             type_: F_OWNER_TID,
-            // SAFETY: gettid has no preconditions.
-            pid: unsafe { libc::gettid() },
+            pid: rustix::thread::gettid().as_raw_nonzero().get(),
         };
-        // SAFETY: `socket` is open; `owner` outlives the call.
-        if unsafe { libc::fcntl(socket, F_SETOWN_EX, &owner) } != 0 {
+        // SAFETY: `socket` is open (borrowed); `owner` outlives the call.
+        // rustix has no F_SETOWN_EX.
+        if unsafe { libc::fcntl(socket.as_raw_fd(), F_SETOWN_EX, &owner) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: `socket` is open; F_GETFL/F_SETFL take integers.
-        unsafe {
-            let flags = libc::fcntl(socket, libc::F_GETFL);
-            if flags < 0 || libc::fcntl(socket, libc::F_SETFL, flags | libc::O_ASYNC) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
+        let flags = rustix::fs::fcntl_getfl(socket)?;
+        rustix::fs::fcntl_setfl(socket, flags | rustix::fs::OFlags::ASYNC)?;
         Ok(())
     }
 
