@@ -431,10 +431,8 @@ pub fn install_fatal_handlers(page: &ReportPage) -> io::Result<()> {
 /// dies, so that no guest outlives its tender; exits at once if it already
 /// has.
 pub fn die_with_parent(parent: libc::pid_t) -> io::Result<()> {
-    // SAFETY: PR_SET_PDEATHSIG takes the signal by value.
-    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) })?;
-    // SAFETY: getppid has no arguments.
-    if unsafe { libc::getppid() } != parent {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+    if rustix::process::Pid::as_raw(rustix::process::getppid()) != parent {
         exit_now(1);
     }
     Ok(())
