@@ -342,6 +342,11 @@ impl Epoll {
         Ok(ready_set(&events, usize::try_from(n).unwrap_or(0)))
     }
 
+    /// The set's own descriptor, borrowed.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     /// The set's own descriptor (for the seccomp filter).
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()

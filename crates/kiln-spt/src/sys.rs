@@ -1,13 +1,13 @@
 //! Every `unsafe` operation of the tender: the fixed guest mapping and its
-//! protections, adding to the epoll set (created, like the timer and the
-//! error pipe, with rustix's safe calls; taps are `kiln-tap`'s and
-//! inherited descriptors [`kiln_tender::sys`]'s),
-//! `fork`, the guest process's fatal-signal handler and the page it reports
-//! through, and the jump into the guest.
+//! protections, `fork`, the guest process's fatal-signal handler and the
+//! page it reports through, and the jump into the guest. Beside them, the
+//! epoll set, the timer, the error pipe, CPU pinning and the parent-death
+//! signal through rustix's safe calls (taps are `kiln-tap`'s, inherited
+//! descriptors [`kiln_tender::sys`]'s).
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
@@ -127,13 +127,9 @@ pub fn epoll_create() -> io::Result<OwnedFd> {
 }
 
 /// Watches `fd` for input in `epoll`; its events carry `data`.
-pub fn epoll_add(epoll: RawFd, fd: RawFd, data: u64) -> io::Result<()> {
-    let mut ev = libc::epoll_event {
-        events: libc::EPOLLIN as u32,
-        u64: data,
-    };
-    // SAFETY: `ev` lives across the call; bad descriptors are errors.
-    check(unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
+pub fn epoll_add(epoll: BorrowedFd<'_>, fd: BorrowedFd<'_>, data: u64) -> io::Result<()> {
+    use rustix::event::epoll::{self, EventData, EventFlags};
+    epoll::add(epoll, fd, EventData::new_u64(data), EventFlags::IN)?;
     Ok(())
 }
 
