@@ -606,22 +606,21 @@ pub fn wait_for_tracer() -> io::Result<()> {
 
 /// Waits for the child `pid` to end, retrying on EINTR.
 pub fn wait(pid: libc::pid_t) -> io::Result<WaitStatus> {
+    use rustix::process::{Pid, WaitOptions, waitpid};
+    let pid = Pid::from_raw(pid).ok_or_else(|| io::Error::from_raw_os_error(libc::ECHILD))?;
     loop {
-        let mut status = 0;
-        // SAFETY: `status` is valid for writes.
-        let ret = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if ret < 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(err);
+        let status = match waitpid(Some(pid), WaitOptions::empty()) {
+            Ok(Some((_, status))) => status,
+            // Only with WNOHANG.
+            Ok(None) => continue,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(code) = status.exit_status() {
+            return Ok(WaitStatus::Exited(code));
         }
-        if libc::WIFEXITED(status) {
-            return Ok(WaitStatus::Exited(libc::WEXITSTATUS(status)));
-        }
-        if libc::WIFSIGNALED(status) {
-            return Ok(WaitStatus::Signaled(libc::WTERMSIG(status)));
+        if let Some(signal) = status.terminating_signal() {
+            return Ok(WaitStatus::Signaled(signal));
         }
     }
 }
