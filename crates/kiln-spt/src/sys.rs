@@ -477,10 +477,15 @@ pub fn open_standard_fds() {
     }
     for p in fds {
         if p.revents & libc::POLLNVAL != 0 {
-            // SAFETY: opens a new descriptor, which takes the lowest free
-            // number, the closed one; it is never closed (it is meant to
-            // stay open for the life of the process).
-            let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+            // A new descriptor takes the lowest free number, the closed
+            // one; it is never closed (it stays open for the life of the
+            // process).
+            let fd = rustix::fs::open(
+                "/dev/null",
+                rustix::fs::OFlags::RDWR,
+                rustix::fs::Mode::empty(),
+            )
+            .map_or(-1, std::os::fd::IntoRawFd::into_raw_fd);
             if fd != p.fd {
                 // Nothing may take the place of a standard descriptor.
                 exit_now(1);
