@@ -2,35 +2,27 @@
 //! a unikernel that uses every device kind unix provides and every
 //! argument type, with paths filtered.
 
-use std::path::PathBuf;
-
 use kiln_config::{Choices, Project, Target};
 
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use tempfile::TempDir;
 
 /// A unikernel crate `name` in a fresh temporary directory (`tag` keeps
 /// the tests apart): its Cargo.toml, `unikernel.toml` and the `sources`
 /// (path under `src/`, contents).
 fn unikernel(tag: &str, name: &str, unikernel_toml: &str, sources: &[(&str, &str)]) -> TempDir {
-    let dir = TempDir(
-        std::env::temp_dir().join(format!("kiln-config-codegen{tag}-{}", std::process::id())),
-    );
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(dir.0.join("src")).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("kiln-config-codegen{tag}-"))
+        .tempdir()
+        .unwrap();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
     std::fs::write(
-        dir.0.join("Cargo.toml"),
+        dir.path().join("Cargo.toml"),
         format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n"),
     )
     .unwrap();
-    std::fs::write(dir.0.join("unikernel.toml"), unikernel_toml).unwrap();
+    std::fs::write(dir.path().join("unikernel.toml"), unikernel_toml).unwrap();
     for (path, contents) in sources {
-        std::fs::write(dir.0.join("src").join(path), contents).unwrap();
+        std::fs::write(dir.path().join("src").join(path), contents).unwrap();
     }
     dir
 }
@@ -126,7 +118,7 @@ pub async fn start<C: Console>(
 #[test]
 fn unix_crate_for_every_device_and_argument_type() {
     let dir = all_devices("");
-    let project = Project::open(&dir.0).unwrap();
+    let project = Project::open(dir.path()).unwrap();
     let configured = project.configure(Target::Unix, Choices::default()).unwrap();
     assert!(configured.changed);
     let read = |file: &str| generated(&configured.build_dir, file);
@@ -149,7 +141,7 @@ fn unix_crate_for_every_device_and_argument_type() {
 #[test]
 fn solo5_crates_for_every_device_and_argument_type() {
     let dir = all_devices("-solo5");
-    let project = Project::open(&dir.0).unwrap();
+    let project = Project::open(dir.path()).unwrap();
     let hvt = project.configure(Target::Hvt, Choices::default()).unwrap();
     assert_eq!(hvt.cargo_target, Some("x86_64-unknown-none"));
     let read = generated;
@@ -179,7 +171,7 @@ fn solo5_crates_for_every_device_and_argument_type() {
     );
 
     // A crate that is not no_std cannot be a freestanding image.
-    std::fs::write(dir.0.join("src/lib.rs"), "pub mod app;\n").unwrap();
+    std::fs::write(dir.path().join("src/lib.rs"), "pub mod app;\n").unwrap();
     let err = project
         .configure(Target::Hvt, Choices::default())
         .unwrap_err();
@@ -193,7 +185,7 @@ fn solo5_crates_for_every_device_and_argument_type() {
 #[test]
 fn virtio_crate_selects_the_rustcrypto_backends_hvt_does() {
     let dir = all_devices("-virtio");
-    let project = Project::open(&dir.0).unwrap();
+    let project = Project::open(dir.path()).unwrap();
     let hvt = project.configure(Target::Hvt, Choices::default()).unwrap();
     let virtio = project
         .configure(Target::Virtio, Choices::default())
@@ -216,7 +208,7 @@ fn solo5_manifest_without_devices() {
             "#![no_std]\npub async fn start(console: impl kiln_devices::Console) {}\n",
         )],
     );
-    let project = Project::open(&dir.0).unwrap();
+    let project = Project::open(dir.path()).unwrap();
     let hvt = project.configure(Target::Hvt, Choices::default()).unwrap();
     let main = std::fs::read_to_string(hvt.build_dir.join("src/main.rs")).unwrap();
     assert!(
@@ -242,7 +234,7 @@ fn solo5_refuses_a_device_name_too_long_for_the_manifest() {
             &format!("#![no_std]\npub async fn start({name}: impl kiln_devices::Block) {{}}\n"),
         )],
     );
-    let project = Project::open(&dir.0).unwrap();
+    let project = Project::open(dir.path()).unwrap();
     let err = project
         .configure(Target::Hvt, Choices::default())
         .unwrap_err();

@@ -2,7 +2,6 @@
 //! and manifest notes, one PT_LOAD), checked against solo5-elftool's exact
 //! output, exit codes and messages.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use kiln_abi::note::{AbiNote, AbiTarget};
@@ -58,21 +57,13 @@ fn notes<const N: usize>(abi: AbiNote, mft: &MftNote<N>) -> Vec<u8> {
     out
 }
 
-/// A directory removed when dropped.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("kiln-elftool-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&p).expect("mkdir");
-        Self(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A directory `kiln-elftool-NAME-` and a random suffix, removed when
+/// dropped.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("kiln-elftool-{name}-"))
+        .tempdir()
+        .expect("mkdir")
 }
 
 /// Runs solo5-elftool: (exit code, stdout, stderr).
@@ -90,9 +81,9 @@ fn elftool(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn queries_print_solo5_elftools_json() {
-    let dir = Dir::new("json");
+    let dir = temp_dir("json");
     let mft = MftNote::new([MftEntry::net("service"), MftEntry::block("storage")]);
-    let path = dir.0.join("devices.hvt");
+    let path = dir.path().join("devices.hvt");
     std::fs::write(&path, image(&notes(AbiNote::hvt(), &mft))).unwrap();
     let p = path.to_str().unwrap();
     assert_eq!(
@@ -122,7 +113,7 @@ fn queries_print_solo5_elftools_json() {
 
     // No devices; spt; a target solo5-elftool knows and kiln does not run.
     let empty: MftNote<0> = MftNote::new([]);
-    let path = dir.0.join("empty.spt");
+    let path = dir.path().join("empty.spt");
     std::fs::write(&path, image(&notes(AbiNote::spt(), &empty))).unwrap();
     let p = path.to_str().unwrap();
     let (code, out, _) = elftool(&["query-manifest", p]);
@@ -132,7 +123,7 @@ fn queries_print_solo5_elftools_json() {
         "{\n  \"type\": \"solo5.manifest\",\n  \"version\": 1,\n  \"devices\": [\n  ]\n}\n"
     );
     assert!(elftool(&["query-abi", p]).1.contains("\"target\": \"spt\""));
-    let path = dir.0.join("x.virtio");
+    let path = dir.path().join("x.virtio");
     std::fs::write(
         &path,
         image(&notes(AbiNote::new(AbiTarget::Virtio, 1), &empty)),
@@ -147,11 +138,11 @@ fn queries_print_solo5_elftools_json() {
 
 #[test]
 fn bad_images_and_command_lines_exit_1() {
-    let dir = Dir::new("bad");
+    let dir = temp_dir("bad");
     // An ELF without notes, a file that is not an ELF, no file.
-    let no_notes = dir.0.join("no-notes.hvt");
+    let no_notes = dir.path().join("no-notes.hvt");
     std::fs::write(&no_notes, image(&[])).unwrap();
-    let text = dir.0.join("text.hvt");
+    let text = dir.path().join("text.hvt");
     std::fs::write(&text, b"not an image").unwrap();
     for path in [&no_notes, &text] {
         let p = path.to_str().unwrap();
@@ -181,7 +172,7 @@ fn bad_images_and_command_lines_exit_1() {
     // first entry's type field follows its 68-byte name.
     let kind_at = abi_len + 12 + 8 + 4 + 8 + 68;
     bad[kind_at..kind_at + 4].copy_from_slice(&1u32.to_le_bytes());
-    let path = dir.0.join("bad-mft.hvt");
+    let path = dir.path().join("bad-mft.hvt");
     std::fs::write(&path, image(&bad)).unwrap();
     let (code, _, err) = elftool(&["query-manifest", path.to_str().unwrap()]);
     assert_eq!(code, 1);

@@ -19,7 +19,7 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use kvm_bindings::{kvm_regs, kvm_sregs};
@@ -109,8 +109,7 @@ impl CoreFile {
         let mut out = BufWriter::with_capacity(1 << 20, &file);
         write_core_with(&mut out, mem, cr3, regs, signal).map_err(err)?;
         drop(out);
-        crate::sys::debug::link_into(file.as_raw_fd(), self.dir.as_raw_fd(), &self.name)
-            .map_err(err)?;
+        crate::sys::debug::link_into(file.as_fd(), self.dir.as_fd(), &self.name).map_err(err)?;
         Ok(self.path)
     }
 }

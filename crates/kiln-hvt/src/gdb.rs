@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use gdbstub::common::Signal;
 use gdbstub::conn::{Connection as GdbConnection, ConnectionExt};
@@ -82,7 +82,7 @@ impl Connection {
         let (stream, _) = listener.accept().map_err(GdbError::Accept)?;
         stream.set_nodelay(true).map_err(GdbError::Accept)?;
         let socket = OwnedFd::from(stream);
-        crate::sys::debug::arm_interrupt(socket.as_raw_fd(), machine.immediate_exit())
+        crate::sys::debug::arm_interrupt(socket.as_fd(), machine.immediate_exit())
             .map_err(GdbError::Accept)?;
         Ok(Self { socket })
     }
@@ -97,11 +97,11 @@ impl GdbConnection for Connection {
     type Error = io::Error;
 
     fn write(&mut self, byte: u8) -> Result<(), io::Error> {
-        crate::sys::debug::send_all(self.fd(), &[byte])
+        crate::sys::debug::send_all(self.socket.as_fd(), &[byte])
     }
 
     fn write_all(&mut self, buf: &[u8]) -> Result<(), io::Error> {
-        crate::sys::debug::send_all(self.fd(), buf)
+        crate::sys::debug::send_all(self.socket.as_fd(), buf)
     }
 
     fn flush(&mut self) -> Result<(), io::Error> {
@@ -111,11 +111,11 @@ impl GdbConnection for Connection {
 
 impl ConnectionExt for Connection {
     fn read(&mut self) -> Result<u8, io::Error> {
-        crate::sys::debug::read_byte(self.fd())
+        crate::sys::debug::read_byte(self.socket.as_fd())
     }
 
     fn peek(&mut self) -> Result<Option<u8>, io::Error> {
-        crate::sys::debug::peek_byte(self.fd())
+        crate::sys::debug::peek_byte(self.socket.as_fd())
     }
 }
 

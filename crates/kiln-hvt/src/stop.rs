@@ -35,7 +35,7 @@ impl Stop {
     /// STOP_ENABLE) and watches the stop event in `epoll`.
     pub fn install(epoll: &Epoll) -> io::Result<Self> {
         let signals = StopSignals::new()?;
-        register_once(epoll.raw_fd(), signals.event_fd(), STOP_EVENT)?;
+        register_once(epoll.as_fd(), signals.event(), STOP_EVENT)?;
         signals.catch(Fallback::ExitOne)?;
         Ok(Self {
             signals,

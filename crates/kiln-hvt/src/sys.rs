@@ -1,15 +1,25 @@
 //! Every `unsafe` operation of the tender: the guest memory mapping, the KVM
-//! memory slot, reading `kvm_run`, epoll (`epoll_pwait2`, or a
-//! timerfd where the kernel lacks it) and timer-slack system calls (the tap
-//! and inherited descriptors are [`kiln_tender::sys`]'s).
+//! memory slot, reading `kvm_run`, and the epoll waits; beside them the
+//! epoll set, its fallback timerfd and the timer slack, through rustix's
+//! safe calls (taps are `kiln-tap`'s, inherited descriptors
+//! [`kiln_tender::sys`]'s).
+//!
+//! The waits stay raw system calls: the tender needs nanosecond timeouts
+//! from `epoll_pwait2` and, on kernels without it, `epoll_wait` beside a
+//! timerfd, each one call its seccomp filter names. rustix's
+//! `epoll::wait` picks `epoll_pwait` (millisecond timeouts) or
+//! `epoll_pwait2` by a crate feature that any crate of the build may turn
+//! on.
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{VcpuFd, VmFd};
+use rustix::event::epoll;
+use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec};
 
 pub mod shared;
 
@@ -145,11 +155,9 @@ pub fn internal_error_suberror(vcpu: &mut VcpuFd) -> u32 {
 /// deadline as it can: the default timer slack lets an `epoll_pwait2` of
 /// the POLL hypercall end up to 50 us late.
 pub fn minimal_timer_slack() -> io::Result<()> {
-    // SAFETY: PR_SET_TIMERSLACK only changes this thread's timer slack.
-    if unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::thread::set_current_timer_slack(
+        std::num::NonZeroU64::new(1),
+    )?)
 }
 
 /// How [`Epoll::wait`] honours a timeout to the nanosecond.
@@ -191,6 +199,15 @@ fn timespec(nsecs: u64) -> libc::timespec {
     }
 }
 
+/// `nsecs` as rustix's timespec.
+fn rustix_timespec(nsecs: u64) -> Timespec {
+    Timespec {
+        // At most u64::MAX / 10^9: fits an i64.
+        tv_sec: (nsecs / 1_000_000_000) as i64,
+        tv_nsec: (nsecs % 1_000_000_000) as i64,
+    }
+}
+
 impl Epoll {
     /// A new, empty set, waiting with `epoll_pwait2` where the kernel has
     /// it and with a timerfd otherwise.
@@ -209,31 +226,17 @@ impl Epoll {
     /// A new, empty set using `mode` (without checking that the kernel has
     /// `epoll_pwait2`).
     pub fn with_mode(mode: TimeoutMode) -> io::Result<Self> {
-        // SAFETY: creates a new descriptor; the result is checked.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just created and is owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         let mut set = Self {
             fd,
             timer: None,
             handles: std::cell::Cell::new(0),
         };
         if mode == TimeoutMode::Timerfd {
-            // SAFETY: creates a new descriptor; the result is checked.
-            let timer = unsafe {
-                libc::timerfd_create(
-                    libc::CLOCK_MONOTONIC,
-                    libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-                )
-            };
-            if timer < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: `timer` was just created and is owned by nobody else.
-            let timer = unsafe { OwnedFd::from_raw_fd(timer) };
+            let timer = rustix::time::timerfd_create(
+                TimerfdClockId::Monotonic,
+                TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+            )?;
             set.add(timer.as_fd(), TIMER_HANDLE)?;
             set.timer = Some(timer);
         }
@@ -251,22 +254,12 @@ impl Epoll {
 
     /// Watches `fd` for input; its events carry `handle`.
     pub fn add(&self, fd: BorrowedFd<'_>, handle: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: handle,
-        };
-        // SAFETY: both descriptors are open; `ev` lives across the call.
-        let ret = unsafe {
-            libc::epoll_ctl(
-                self.fd.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                fd.as_raw_fd(),
-                &mut ev,
-            )
-        };
-        if ret < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        epoll::add(
+            &self.fd,
+            fd,
+            epoll::EventData::new_u64(handle),
+            epoll::EventFlags::IN,
+        )?;
         if handle < 64 {
             self.handles.set(self.handles.get() | 1 << handle);
         }
@@ -320,18 +313,16 @@ impl Epoll {
         let timeout_ms = if timeout_nsecs == 0 {
             0
         } else {
-            let spec = libc::itimerspec {
-                it_interval: timespec(0),
-                it_value: timespec(timeout_nsecs),
+            let spec = Itimerspec {
+                it_interval: Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                },
+                it_value: rustix_timespec(timeout_nsecs),
             };
-            // SAFETY: `timer` is an open timerfd; `spec` outlives the call
-            // and the old value is not asked for. Arming resets the
-            // expiration count, so an earlier expiry is not reported.
-            let ret =
-                unsafe { libc::timerfd_settime(timer.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
-            if ret < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            // Arming resets the expiration count, so an earlier expiry is
+            // not reported.
+            rustix::time::timerfd_settime(timer, TimerfdTimerFlags::empty(), &spec)?;
             -1
         };
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS];
@@ -349,6 +340,11 @@ impl Epoll {
             return Err(io::Error::last_os_error());
         }
         Ok(ready_set(&events, usize::try_from(n).unwrap_or(0)))
+    }
+
+    /// The set's own descriptor, borrowed.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     /// The set's own descriptor (for the seccomp filter).
@@ -462,10 +458,12 @@ mod tests {
 /// protection, the core file's descriptors, and the gdb connection with
 /// its interrupt signal.
 pub mod debug {
-    use std::ffi::CString;
     use std::io;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
     use std::sync::atomic::{AtomicPtr, Ordering};
+
+    use rustix::io::Errno;
+    use rustix::net::{RecvFlags, SendFlags};
 
     use super::Mapping;
 
@@ -511,63 +509,31 @@ pub mod debug {
     /// `dir` unless a core is written, and the name is created there, never
     /// through a symbolic link.
     pub fn open_unnamed_in(dir: &std::path::Path) -> io::Result<(OwnedFd, OwnedFd)> {
-        let path = CString::new(dir.as_os_str().as_encoded_bytes())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: `path` is a NUL-terminated string living across the call;
-        // the result is checked.
-        let dirfd = unsafe {
-            libc::open(
-                path.as_ptr(),
-                libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC,
-            )
-        };
-        if dirfd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `dirfd` was just opened and is owned by nobody else.
-        let dirfd = unsafe { OwnedFd::from_raw_fd(dirfd) };
-        // SAFETY: "." is a NUL-terminated literal; the result is checked.
-        let file = unsafe {
-            libc::openat(
-                dirfd.as_raw_fd(),
-                c".".as_ptr(),
-                libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC,
-                0o600 as libc::c_uint,
-            )
-        };
-        if file < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `file` was just opened and is owned by nobody else.
-        Ok((dirfd, unsafe { OwnedFd::from_raw_fd(file) }))
+        use rustix::fs::{Mode, OFlags};
+        let dirfd = rustix::fs::open(
+            dir,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let file = rustix::fs::openat(
+            &dirfd,
+            ".",
+            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        Ok((dirfd, file))
     }
 
     /// Gives the unnamed `file` the name `name` in `dir`; fails if the name
     /// exists (a link is never followed or replaced).
-    pub fn link_into(file: RawFd, dir: RawFd, name: &str) -> io::Result<()> {
-        let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: both strings are NUL-terminated and outlive the call.
-        let ret =
-            unsafe { libc::linkat(file, c"".as_ptr(), dir, name.as_ptr(), libc::AT_EMPTY_PATH) };
-        if ret == 0 {
+    pub fn link_into(file: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+        use rustix::fs::AtFlags;
+        if rustix::fs::linkat(file, "", dir, name, AtFlags::EMPTY_PATH).is_ok() {
             return Ok(());
         }
         // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; /proc does not.
-        let proc = CString::new(format!("/proc/self/fd/{file}"))
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: as above.
-        let ret = unsafe {
-            libc::linkat(
-                libc::AT_FDCWD,
-                proc.as_ptr(),
-                dir,
-                name.as_ptr(),
-                libc::AT_SYMLINK_FOLLOW,
-            )
-        };
-        if ret != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let proc = format!("/proc/self/fd/{}", file.as_raw_fd());
+        rustix::fs::linkat(rustix::fs::CWD, &proc, dir, name, AtFlags::SYMLINK_FOLLOW)?;
         Ok(())
     }
 
@@ -593,7 +559,7 @@ pub mod debug {
     ///
     /// `immediate_exit` must stay valid for the rest of the process: it is
     /// the vCPU's, which lives until the tender exits.
-    pub fn arm_interrupt(socket: RawFd, immediate_exit: *mut u8) -> io::Result<()> {
+    pub fn arm_interrupt(socket: BorrowedFd<'_>, immediate_exit: *mut u8) -> io::Result<()> {
         IMMEDIATE_EXIT.store(immediate_exit, Ordering::Release);
         // SAFETY: an all-zero sigaction is valid; the handler is a plain
         // function that only does an async-signal-safe store.
@@ -616,20 +582,15 @@ pub mod debug {
         const F_OWNER_TID: libc::c_int = 0;
         let owner = OwnerEx {
             type_: F_OWNER_TID,
-            // SAFETY: gettid has no preconditions.
-            pid: unsafe { libc::gettid() },
+            pid: rustix::thread::gettid().as_raw_nonzero().get(),
         };
-        // SAFETY: `socket` is open; `owner` outlives the call.
-        if unsafe { libc::fcntl(socket, F_SETOWN_EX, &owner) } != 0 {
+        // SAFETY: `socket` is open (borrowed); `owner` outlives the call.
+        // rustix has no F_SETOWN_EX.
+        if unsafe { libc::fcntl(socket.as_raw_fd(), F_SETOWN_EX, &owner) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: `socket` is open; F_GETFL/F_SETFL take integers.
-        unsafe {
-            let flags = libc::fcntl(socket, libc::F_GETFL);
-            if flags < 0 || libc::fcntl(socket, libc::F_SETFL, flags | libc::O_ASYNC) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
+        let flags = rustix::fs::fcntl_getfl(socket)?;
+        rustix::fs::fcntl_setfl(socket, flags | rustix::fs::OFlags::ASYNC)?;
         Ok(())
     }
 
@@ -639,71 +600,41 @@ pub mod debug {
         IMMEDIATE_EXIT.store(std::ptr::null_mut(), Ordering::Release);
     }
 
-    fn recv(socket: RawFd, flags: libc::c_int) -> io::Result<Option<u8>> {
-        let mut byte = 0u8;
+    fn recv(socket: BorrowedFd<'_>, flags: RecvFlags) -> io::Result<Option<u8>> {
+        let mut byte = [0u8; 1];
         loop {
-            // SAFETY: `byte` is one writable byte that outlives the call.
-            let n = unsafe {
-                libc::recvfrom(
-                    socket,
-                    (&raw mut byte).cast(),
-                    1,
-                    flags,
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                )
-            };
-            match n {
-                1 => return Ok(Some(byte)),
-                0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
-                _ => {
-                    let e = io::Error::last_os_error();
-                    match e.kind() {
-                        io::ErrorKind::Interrupted => continue,
-                        io::ErrorKind::WouldBlock => return Ok(None),
-                        _ => return Err(e),
-                    }
-                }
+            match rustix::net::recv(socket, &mut byte[..], flags) {
+                Ok((1, _)) => return Ok(Some(byte[0])),
+                Ok(_) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                Err(Errno::INTR) => continue,
+                Err(Errno::AGAIN) => return Ok(None),
+                Err(e) => return Err(e.into()),
             }
         }
     }
 
     /// Reads one byte from `socket`, waiting for it.
-    pub fn read_byte(socket: RawFd) -> io::Result<u8> {
+    pub fn read_byte(socket: BorrowedFd<'_>) -> io::Result<u8> {
         loop {
-            if let Some(b) = recv(socket, 0)? {
+            if let Some(b) = recv(socket, RecvFlags::empty())? {
                 return Ok(b);
             }
         }
     }
 
     /// The next byte of `socket` if one has arrived, left unread.
-    pub fn peek_byte(socket: RawFd) -> io::Result<Option<u8>> {
-        recv(socket, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+    pub fn peek_byte(socket: BorrowedFd<'_>) -> io::Result<Option<u8>> {
+        recv(socket, RecvFlags::PEEK | RecvFlags::DONTWAIT)
     }
 
     /// Sends all of `bytes` on `socket`.
-    pub fn send_all(socket: RawFd, mut bytes: &[u8]) -> io::Result<()> {
+    pub fn send_all(socket: BorrowedFd<'_>, mut bytes: &[u8]) -> io::Result<()> {
         while !bytes.is_empty() {
-            // SAFETY: `bytes` is readable for its length across the call.
-            let n = unsafe {
-                libc::sendto(
-                    socket,
-                    bytes.as_ptr().cast(),
-                    bytes.len(),
-                    libc::MSG_NOSIGNAL,
-                    std::ptr::null(),
-                    0,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
+            match rustix::net::send(socket, bytes, SendFlags::NOSIGNAL) {
+                Ok(n) => bytes = bytes.get(n..).unwrap_or(&[]),
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
             }
-            bytes = bytes.get(n as usize..).unwrap_or(&[]);
         }
         Ok(())
     }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use kiln_testsupport::netns::Netns;
 use kiln_testsupport::process::{self, ChildGuard};
 use kiln_testsupport::skip::netns_or_skip;
-use support::{Devices, RUN_TIMEOUT, Run, Target, TempFile, built};
+use support::{Devices, RUN_TIMEOUT, Run, Target, built, temp_file};
 use zerocopy::IntoBytes;
 
 /// The spt tender and images, built once for all tests.
@@ -198,9 +198,9 @@ fn malformed_images_are_refused() {
     cases.push(("outside", outside, "does not fit in guest memory"));
 
     for (name, bytes, expected) in cases {
-        let file = TempFile::new(&name.replace(' ', "-"));
-        std::fs::write(&file.0, &bytes).expect("write the image");
-        let r = run_image(&[], &file.0, &[]);
+        let file = temp_file(&name.replace(' ', "-"));
+        std::fs::write(&file, &bytes).expect("write the image");
+        let r = run_image(&[], &file, &[]);
         assert_eq!(r.code, Some(1), "{name}: stderr:\n{}", r.stderr);
         assert!(r.stdout.is_empty(), "{name}: the guest ran:\n{}", r.stdout);
         assert!(
@@ -222,7 +222,7 @@ fn a_block_write_past_the_end_is_killed_by_the_filter() {
         "{}",
         r.stderr
     );
-    let after = std::fs::read(&d.disk.0).expect("read the disk image");
+    let after = std::fs::read(&*d.disk).expect("read the disk image");
     assert_eq!(after.len(), 8 * 512, "the disk grew");
     assert!(after[8..].iter().all(|&b| b == 0), "the disk was written");
 }
@@ -301,8 +301,8 @@ fn a_tap_interface_in_a_namespace_carries_frames() {
     }
     let ns = Netns::new("spt");
     ns.add_tap("ktap0");
-    let disk = TempFile::new("tap-disk");
-    std::fs::write(&disk.0, vec![0u8; 8 * 512]).expect("write the disk image");
+    let disk = temp_file("tap-disk");
+    std::fs::write(&disk, vec![0u8; 8 * 512]).expect("write the disk image");
     let before = rx_packets(&ns);
     let mut guest = ChildGuard(
         ns.command(&b.tender)
@@ -310,7 +310,7 @@ fn a_tap_interface_in_a_namespace_carries_frames() {
                 "--mem=64",
                 "--net:service=ktap0",
                 "--net-mac:service=02:00:00:00:00:07",
-                &format!("--block:disk={}", disk.0.display()),
+                &format!("--block:disk={}", disk.display()),
             ])
             .arg(&b.devices)
             .args(["--frames", "1"])

@@ -14,7 +14,7 @@
 //! [`MAX_REQUEST`]; a Solo5 guest reads and writes a sector at a time.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 use kiln_abi::mft::MftDeviceInfo;
 use kiln_abi::spt::SPT_BLOCK_MAX_REQUEST;
@@ -83,7 +83,7 @@ impl Module for Block {
         })
     }
 
-    fn poll_fds(&self) -> Vec<(RawFd, u64)> {
+    fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, u64)> {
         Vec::new()
     }
 

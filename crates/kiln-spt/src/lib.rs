@@ -63,7 +63,7 @@ pub mod net;
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use kiln_abi::spt::{SPT_BOOT_INFO_BASE, SPT_INTERNAL_TIMERFD};
 use kiln_abi::spt_ext::{KILN_SPT_STOP_EVENT, KILN_STOP_ACK};
@@ -215,18 +215,18 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
 
     let epoll = sys::epoll_create().map_err(TenderError::Epoll)?;
     let timer = sys::timerfd_create().map_err(TenderError::Epoll)?;
-    sys::epoll_add(epoll.as_raw_fd(), timer.as_raw_fd(), SPT_INTERNAL_TIMERFD)
+    sys::epoll_add(epoll.as_fd(), timer.as_fd(), SPT_INTERNAL_TIMERFD)
         .map_err(TenderError::Epoll)?;
     for m in &modules {
         for (fd, handle) in m.poll_fds() {
-            sys::epoll_add(epoll.as_raw_fd(), fd, handle).map_err(TenderError::Epoll)?;
+            sys::epoll_add(epoll.as_fd(), fd, handle).map_err(TenderError::Epoll)?;
         }
     }
     // kiln's stop request: an event in the guest's set that stays silent
     // unless the guest acknowledged it in the shared page and a stop signal
     // came (the child does not keep the eventfd: the tender writes it).
     let stop = StopSignals::new().map_err(TenderError::Signals)?;
-    register_once(epoll.as_raw_fd(), stop.event_fd(), KILN_SPT_STOP_EVENT)
+    register_once(epoll.as_fd(), stop.event(), KILN_SPT_STOP_EVENT)
         .map_err(TenderError::Signals)?;
     let page = sys::ReportPage::new().map_err(TenderError::Process)?;
     let low = boot::low_memory(&boot::BootParams {

@@ -9,7 +9,7 @@
 //! calls itself, and the module's whole job at run time is its seccomp
 //! rules.
 
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 
 use kiln_abi::mft::MftDeviceInfo;
 
@@ -38,7 +38,7 @@ pub trait Module: ModuleFlags {
     /// `handle`).
     fn attach(&mut self, handle: u64, name: &str) -> Result<Attached, ModuleError>;
     /// Descriptors for the epoll set, each with its device handle.
-    fn poll_fds(&self) -> Vec<(RawFd, u64)>;
+    fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, u64)>;
     /// The system calls the guest may make on the attached devices.
     fn rules(&self) -> Vec<Rule>;
 }

@@ -3,7 +3,7 @@
 //! entry. The guest reads and writes frames on the descriptor itself; the
 //! filter allows `read` and `write` on it and nothing else.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use kiln_abi::mft::MftDeviceInfo;
 use kiln_tender::net::{Inherited, NetFlags};
@@ -25,7 +25,11 @@ kiln_tender::with_flags!(Net, NetFlags);
 
 impl Module for Net {
     fn attach(&mut self, handle: u64, name: &str) -> Result<Attached, ModuleError> {
-        let taken: Vec<RawFd> = self.poll_fds().into_iter().map(|(fd, _)| fd).collect();
+        let taken: Vec<RawFd> = self
+            .poll_fds()
+            .into_iter()
+            .map(|(fd, _)| fd.as_raw_fd())
+            .collect();
         let opened = self.flags.open(
             name,
             Inherited {
@@ -44,10 +48,10 @@ impl Module for Net {
         })
     }
 
-    fn poll_fds(&self) -> Vec<(RawFd, u64)> {
+    fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, u64)> {
         self.attached
             .iter()
-            .map(|(_, h, f)| (f.as_raw_fd(), *h))
+            .map(|(_, h, f)| (f.as_fd(), *h))
             .collect()
     }
 
@@ -55,6 +59,7 @@ impl Module for Net {
         self.poll_fds()
             .into_iter()
             .flat_map(|(fd, _)| {
+                let fd = fd.as_raw_fd();
                 [
                     Rule::on_fd(libc::SYS_read, "read", fd),
                     Rule::on_fd(libc::SYS_write, "write", fd),

@@ -1,12 +1,13 @@
 //! Every `unsafe` operation of the tender: the fixed guest mapping and its
-//! protections, the epoll set and timer (tap and inherited descriptors are
-//! [`kiln_tender::sys`]'s),
-//! `fork`, the guest process's fatal-signal handler and the page it reports
-//! through, and the jump into the guest.
+//! protections, `fork`, the guest process's fatal-signal handler and the
+//! page it reports through, and the jump into the guest. Beside them, the
+//! epoll set, the timer, the error pipe, CPU pinning and the parent-death
+//! signal through rustix's safe calls (taps are `kiln-tap`'s, inherited
+//! descriptors [`kiln_tender::sys`]'s).
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
@@ -117,51 +118,41 @@ pub fn read_implies_exec() -> bool {
     persona >= 0 && persona & libc::READ_IMPLIES_EXEC != 0
 }
 
-/// A new epoll set.
+/// A new epoll set (inherited by the guest process, so not close-on-exec,
+/// though nothing is executed).
 pub fn epoll_create() -> io::Result<OwnedFd> {
-    // SAFETY: creates a new descriptor; the result is checked.
-    let fd = check(unsafe { libc::epoll_create1(0) })?;
-    // SAFETY: `fd` was just created and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(rustix::event::epoll::create(
+        rustix::event::epoll::CreateFlags::empty(),
+    )?)
 }
 
 /// Watches `fd` for input in `epoll`; its events carry `data`.
-pub fn epoll_add(epoll: RawFd, fd: RawFd, data: u64) -> io::Result<()> {
-    let mut ev = libc::epoll_event {
-        events: libc::EPOLLIN as u32,
-        u64: data,
-    };
-    // SAFETY: `ev` lives across the call; bad descriptors are errors.
-    check(unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
+pub fn epoll_add(epoll: BorrowedFd<'_>, fd: BorrowedFd<'_>, data: u64) -> io::Result<()> {
+    use rustix::event::epoll::{self, EventData, EventFlags};
+    epoll::add(epoll, fd, EventData::new_u64(data), EventFlags::IN)?;
     Ok(())
 }
 
 /// A non-blocking timerfd on the monotonic clock.
 pub fn timerfd_create() -> io::Result<OwnedFd> {
-    // SAFETY: creates a new descriptor; the result is checked.
-    let fd = check(unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK) })?;
-    // SAFETY: `fd` was just created and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(rustix::time::timerfd_create(
+        rustix::time::TimerfdClockId::Monotonic,
+        rustix::time::TimerfdFlags::NONBLOCK,
+    )?)
 }
 
-/// A pipe: (read end, write end).
+/// A close-on-exec pipe: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: `fds` has room for the two descriptors.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: both were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
 /// The CPUs a process may run on, as `sched_getaffinity` gives them.
 #[derive(Clone, Copy)]
-pub struct CpuSet(libc::cpu_set_t);
+pub struct CpuSet(rustix::thread::CpuSet);
 
 impl std::fmt::Debug for CpuSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // SAFETY: CPU_COUNT only reads the set.
-        let count = unsafe { libc::CPU_COUNT(&self.0) };
-        write!(f, "CpuSet({count} CPUs)")
+        write!(f, "CpuSet({} CPUs)", self.0.count())
     }
 }
 
@@ -171,32 +162,22 @@ impl std::fmt::Debug for CpuSet {
 /// which the parent leaves as soon as it waits: on a busy host the child
 /// would otherwise be queued behind another program on another CPU.
 pub fn pin_to_this_cpu() -> Option<CpuSet> {
-    // SAFETY: a zeroed cpu_set_t is the empty set.
-    let mut before: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let size = std::mem::size_of::<libc::cpu_set_t>();
-    // SAFETY: `before` is valid for writes of `size` bytes.
-    if unsafe { libc::sched_getaffinity(0, size, &mut before) } != 0 {
+    use rustix::thread::{sched_getaffinity, sched_getcpu, sched_setaffinity};
+    let before = sched_getaffinity(None).ok()?;
+    let cpu = sched_getcpu();
+    // The CPU this runs on is in the set just read, so below CPU_SETSIZE.
+    if cpu >= rustix::thread::CpuSet::MAX_CPU {
         return None;
     }
-    // SAFETY: sched_getcpu takes no arguments.
-    let cpu = unsafe { libc::sched_getcpu() };
-    let cpu = usize::try_from(cpu).ok()?;
-    // SAFETY: a zeroed cpu_set_t is the empty set.
-    let mut only: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: CPU_SET checks `cpu` against the set's size (it is at most
-    // CPU_SETSIZE, sched_getcpu's CPU being in the set just read).
-    unsafe { libc::CPU_SET(cpu, &mut only) };
-    // SAFETY: `only` is a valid set of `size` bytes.
-    if unsafe { libc::sched_setaffinity(0, size, &only) } != 0 {
-        return None;
-    }
+    let mut only = rustix::thread::CpuSet::new();
+    only.set(cpu);
+    sched_setaffinity(None, &only).ok()?;
     Some(CpuSet(before))
 }
 
 /// Lets the calling process run on the CPUs of `set` again.
 pub fn unpin(set: &CpuSet) {
-    // SAFETY: `set` is a valid set, as sched_getaffinity returned it.
-    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set.0) };
+    let _ = rustix::thread::sched_setaffinity(None, &set.0);
 }
 
 /// Which side of a `fork` this is.
@@ -446,10 +427,8 @@ pub fn install_fatal_handlers(page: &ReportPage) -> io::Result<()> {
 /// dies, so that no guest outlives its tender; exits at once if it already
 /// has.
 pub fn die_with_parent(parent: libc::pid_t) -> io::Result<()> {
-    // SAFETY: PR_SET_PDEATHSIG takes the signal by value.
-    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) })?;
-    // SAFETY: getppid has no arguments.
-    if unsafe { libc::getppid() } != parent {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+    if rustix::process::Pid::as_raw(rustix::process::getppid()) != parent {
         exit_now(1);
     }
     Ok(())
@@ -498,10 +477,15 @@ pub fn open_standard_fds() {
     }
     for p in fds {
         if p.revents & libc::POLLNVAL != 0 {
-            // SAFETY: opens a new descriptor, which takes the lowest free
-            // number, the closed one; it is never closed (it is meant to
-            // stay open for the life of the process).
-            let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+            // A new descriptor takes the lowest free number, the closed
+            // one; it is never closed (it stays open for the life of the
+            // process).
+            let fd = rustix::fs::open(
+                "/dev/null",
+                rustix::fs::OFlags::RDWR,
+                rustix::fs::Mode::empty(),
+            )
+            .map_or(-1, std::os::fd::IntoRawFd::into_raw_fd);
             if fd != p.fd {
                 // Nothing may take the place of a standard descriptor.
                 exit_now(1);
@@ -627,22 +611,21 @@ pub fn wait_for_tracer() -> io::Result<()> {
 
 /// Waits for the child `pid` to end, retrying on EINTR.
 pub fn wait(pid: libc::pid_t) -> io::Result<WaitStatus> {
+    use rustix::process::{Pid, WaitOptions, waitpid};
+    let pid = Pid::from_raw(pid).ok_or_else(|| io::Error::from_raw_os_error(libc::ECHILD))?;
     loop {
-        let mut status = 0;
-        // SAFETY: `status` is valid for writes.
-        let ret = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if ret < 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(err);
+        let status = match waitpid(Some(pid), WaitOptions::empty()) {
+            Ok(Some((_, status))) => status,
+            // Only with WNOHANG.
+            Ok(None) => continue,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(code) = status.exit_status() {
+            return Ok(WaitStatus::Exited(code));
         }
-        if libc::WIFEXITED(status) {
-            return Ok(WaitStatus::Exited(libc::WEXITSTATUS(status)));
-        }
-        if libc::WIFSIGNALED(status) {
-            return Ok(WaitStatus::Signaled(libc::WTERMSIG(status)));
+        if let Some(signal) = status.terminating_signal() {
+            return Ok(WaitStatus::Signaled(signal));
         }
     }
 }

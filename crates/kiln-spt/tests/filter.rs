@@ -35,20 +35,15 @@ const GOLDEN: &[&str] = &[
     "fsync(fd == DISK)",
 ];
 
-/// Removes a file when dropped, even if the test fails.
-struct TempFile(std::path::PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 #[test]
 fn the_filter_allows_exactly_the_golden_list() {
-    let disk =
-        TempFile(std::env::temp_dir().join(format!("kiln-spt-filter-{}", std::process::id())));
-    std::fs::write(&disk.0, vec![0u8; 8 * 512]).expect("write the disk image");
+    // Removed when dropped, even if the test fails.
+    let disk = tempfile::Builder::new()
+        .prefix("kiln-spt-filter-")
+        .tempfile()
+        .expect("create the disk image")
+        .into_temp_path();
+    std::fs::write(&disk, vec![0u8; 8 * 512]).expect("write the disk image");
     let (ours, theirs) = UnixDatagram::pair().expect("socketpair");
     // The module takes ownership of the inherited descriptor.
     let net_fd = std::os::fd::IntoRawFd::into_raw_fd(theirs);
@@ -56,7 +51,7 @@ fn the_filter_allows_exactly_the_golden_list() {
     let mut modules = module::compiled();
     for flag in [
         format!("--net:service=@{net_fd}"),
-        format!("--block:disk={}", disk.0.display()),
+        format!("--block:disk={}", disk.display()),
     ] {
         let taken = modules
             .iter_mut()

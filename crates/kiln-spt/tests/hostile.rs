@@ -6,7 +6,6 @@
 //! the report comes from a signal handler on a stack of the tender's).
 
 use std::os::unix::process::ExitStatusExt as _;
-use std::path::PathBuf;
 use std::process::Command;
 
 use kiln_abi::{AbiNote, MftNote};
@@ -63,13 +62,15 @@ fn image_with<const N: usize>(code: &[u8], mft: &MftNote<N>) -> Vec<u8> {
     out
 }
 
-/// Removes the image when dropped, even if the test fails.
-struct TempImage(PathBuf);
-
-impl Drop for TempImage {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+/// A new image file `kiln-spt-hostile-NAME-*.spt`, removed when dropped,
+/// even if the test fails.
+fn temp_image(name: &str) -> tempfile::TempPath {
+    tempfile::Builder::new()
+        .prefix(&format!("kiln-spt-hostile-{name}-"))
+        .suffix(".spt")
+        .tempfile()
+        .expect("create the image file")
+        .into_temp_path()
 }
 
 /// How the tender ended.
@@ -86,14 +87,11 @@ fn run(name: &str, code: &[u8]) -> (End, String) {
 
 /// Runs `code` as a guest in `mem_mb` MiB.
 fn run_in(name: &str, code: &[u8], mem_mb: u64) -> (End, String) {
-    let path = TempImage(std::env::temp_dir().join(format!(
-        "kiln-spt-hostile-{name}-{}.spt",
-        std::process::id()
-    )));
-    std::fs::write(&path.0, image(code)).expect("write the image");
+    let path = temp_image(name);
+    std::fs::write(&path, image(code)).expect("write the image");
     let out = Command::new(env!("CARGO_BIN_EXE_kiln-spt"))
         .arg(format!("--mem={mem_mb}"))
-        .arg(&path.0)
+        .arg(&path)
         .output()
         .expect("run kiln-spt");
     let end = match (out.status.code(), out.status.signal()) {
@@ -215,16 +213,13 @@ fn a_shell_sees_solo5s_statuses() {
             139,
         ),
     ] {
-        let path = TempImage(std::env::temp_dir().join(format!(
-            "kiln-spt-hostile-{name}-{}.spt",
-            std::process::id()
-        )));
-        std::fs::write(&path.0, image(&code)).expect("write the image");
+        let path = temp_image(name);
+        std::fs::write(&path, image(&code)).expect("write the image");
         let out = Command::new("sh")
             .arg("-c")
             .arg("\"$0\" --mem=4 \"$1\" 2>/dev/null; echo $?")
             .arg(env!("CARGO_BIN_EXE_kiln-spt"))
-            .arg(&path.0)
+            .arg(&path)
             .output()
             .expect("run sh");
         assert_eq!(
@@ -240,26 +235,21 @@ fn a_shell_sees_solo5s_statuses() {
 /// start. Now the guest starts and exits.
 #[test]
 fn a_guest_with_63_disks_starts() {
-    let dir = std::env::temp_dir().join(format!("kiln-spt-63-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    struct Dir(PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let dir = Dir(dir);
+    let dir = tempfile::Builder::new()
+        .prefix("kiln-spt-63-")
+        .tempdir()
+        .expect("mkdir");
     let names: Vec<String> = (0..63).map(|i| format!("disk{i}")).collect();
     let mft = MftNote::new(std::array::from_fn::<_, 63, _>(|i| {
         kiln_abi::mft::MftEntry::block(&names[i])
     }));
     let code = [mov_edi(0), mov_eax(231), SYSCALL.to_vec()].concat();
-    let path = dir.0.join("disks.spt");
+    let path = dir.path().join("disks.spt");
     std::fs::write(&path, image_with(&code, &mft)).expect("write the image");
     let mut command = Command::new(env!("CARGO_BIN_EXE_kiln-spt"));
     command.arg("--mem=4");
     for (i, name) in names.iter().enumerate() {
-        let disk = dir.0.join(name);
+        let disk = dir.path().join(name);
         // Different capacities: no two devices share their bounds.
         std::fs::write(&disk, vec![0u8; 512 * (i + 1)]).expect("write a disk");
         command.arg(format!("--block:{name}={}", disk.display()));

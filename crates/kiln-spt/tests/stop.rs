@@ -6,7 +6,6 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt as _;
-use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -161,20 +160,14 @@ fn waiting_guest_with(ack: bool, watch: bool) -> Vec<u8> {
     a.finish()
 }
 
-/// Removes the image when dropped, even if the test fails.
-struct TempImage(PathBuf);
-
-impl Drop for TempImage {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+/// An image file, removed when dropped, even if the test fails.
+type TempImage = tempfile::TempPath;
 
 /// Starts the guest and waits for its `ready` line.
 fn start(image_path: &TempImage) -> (Child, BufReader<ChildStdout>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln-spt"))
         .arg("--mem=4")
-        .arg(&image_path.0)
+        .arg(image_path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -220,10 +213,13 @@ fn end(
 }
 
 fn write_image(name: &str, code: &[u8]) -> TempImage {
-    let path = TempImage(
-        std::env::temp_dir().join(format!("kiln-spt-stop-{name}-{}.spt", std::process::id())),
-    );
-    std::fs::write(&path.0, image(code)).expect("write the image");
+    let path = tempfile::Builder::new()
+        .prefix(&format!("kiln-spt-stop-{name}-"))
+        .suffix(".spt")
+        .tempfile()
+        .expect("create the image file")
+        .into_temp_path();
+    std::fs::write(&path, image(code)).expect("write the image");
     path
 }
 
@@ -271,4 +267,44 @@ fn a_second_signal_ends_the_tender_by_it() {
     signal(&child, libc::SIGTERM);
     let (status, _, err) = end(child, out, since);
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?} {err}");
+}
+
+/// The guest process of tender `tender`: its only child.
+fn guest_of(tender: u32) -> Option<u32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{tender}/task/{tender}/children")).ok()?;
+    children.split_whitespace().next()?.parse().ok()
+}
+
+/// Whether process `pid` has ended (gone, or a zombie).
+fn ended(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+    })
+}
+
+/// A tender killed with SIGKILL (no handler runs) takes its guest along:
+/// the guest process asked for SIGKILL when its parent dies
+/// (PR_SET_PDEATHSIG), so no guest outlives its tender.
+#[test]
+fn a_killed_tender_takes_its_guest_along() {
+    let path = write_image("orphan", &waiting_guest(true));
+    let (child, _out) = start(&path);
+    let guest = guest_of(child.id()).expect("the tender has a guest process");
+    assert!(!ended(guest));
+    let mut guard = ChildGuard(child);
+    signal(&guard.0, libc::SIGKILL);
+    let status = guard.wait_for(BOUND).unwrap().expect("the tender ended");
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    let since = Instant::now();
+    while !ended(guest) {
+        if since.elapsed() > BOUND {
+            // Not left behind, whatever the outcome.
+            // SAFETY: kill(2) takes no pointers; `guest` was this test's.
+            unsafe { libc::kill(guest as libc::pid_t, libc::SIGKILL) };
+            panic!("the guest outlived its tender by {BOUND:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

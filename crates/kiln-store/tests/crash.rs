@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -80,15 +79,6 @@ fn crash_child() {
     });
 }
 
-/// A temporary file removed when dropped.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// A child process killed when dropped (if the test fails early).
 struct Child(std::process::Child);
 
@@ -110,16 +100,19 @@ impl Rng {
 }
 
 fn kill_repeatedly(sector_size: u32, sectors: u64, iterations: usize, deadline: Duration) {
-    let file = TempFile(std::env::temp_dir().join(format!(
-        "kiln-store-crash-{sector_size}-{}.img",
-        std::process::id()
-    )));
+    // Removed when dropped.
+    let file = tempfile::Builder::new()
+        .prefix(&format!("kiln-store-crash-{sector_size}-"))
+        .suffix(".img")
+        .tempfile()
+        .unwrap()
+        .into_temp_path();
     std::fs::write(
-        &file.0,
+        &file,
         vec![0u8; (sectors * u64::from(sector_size)) as usize],
     )
     .unwrap();
-    let path = file.0.to_str().unwrap().to_string();
+    let path = file.to_str().unwrap().to_string();
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -3,7 +3,7 @@
 //! file-backed block device, with 512- and 4096-byte sectors.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use kiln_devices::{EntryKind, KvError, KvRo};
@@ -12,22 +12,12 @@ use kiln_store::image::{IMAGE_ALIGN, make_image};
 use kiln_unix::FileBlock;
 use sha2::Digest as _;
 
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!("kiln-store-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A directory `kiln-store-TAG-` and a random suffix, removed when dropped.
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("kiln-store-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -153,16 +143,16 @@ fn check(store: &TarStore<FileBlock>, files: &BTreeMap<String, Vec<u8>>) {
 
 #[test]
 fn kiln_images_read_back_with_both_sector_sizes() {
-    let dir = TempDir::new("tree");
-    let files = sample_tree(&dir.0);
-    let image = make_image(&dir.0).unwrap();
+    let dir = temp_dir("tree");
+    let files = sample_tree(dir.path());
+    let image = make_image(dir.path()).unwrap();
     assert_eq!(image.len() % IMAGE_ALIGN, 0);
     // Deterministic: the same tree gives the same bytes, whatever the
     // files' times.
-    std::fs::write(dir.0.join("index.html"), b"<h1>hello</h1>\n").unwrap();
-    assert!(make_image(&dir.0).unwrap() == image);
-    let out = TempDir::new("image");
-    let path = out.0.join("disk.img");
+    std::fs::write(dir.path().join("index.html"), b"<h1>hello</h1>\n").unwrap();
+    assert!(make_image(dir.path()).unwrap() == image);
+    let out = temp_dir("image");
+    let path = out.path().join("disk.img");
     std::fs::write(&path, &image).unwrap();
     for sector_size in [512, 4096] {
         check(&open(&path, sector_size), &files);
@@ -187,12 +177,12 @@ fn gnu_tar_reads_kiln_images() {
     if !have_tar("gnu_tar_reads_kiln_images") {
         return;
     }
-    let dir = TempDir::new("tree-x");
-    let files = sample_tree(&dir.0);
-    let out = TempDir::new("extract");
-    let path = out.0.join("disk.img");
-    std::fs::write(&path, make_image(&dir.0).unwrap()).unwrap();
-    let into = out.0.join("x");
+    let dir = temp_dir("tree-x");
+    let files = sample_tree(dir.path());
+    let out = temp_dir("extract");
+    let path = out.path().join("disk.img");
+    std::fs::write(&path, make_image(dir.path()).unwrap()).unwrap();
+    let into = out.path().join("x");
     std::fs::create_dir(&into).unwrap();
     let status = Command::new("tar")
         .arg("-xf")
@@ -213,17 +203,17 @@ fn stores_read_gnu_tar_archives() {
     if !have_tar("stores_read_gnu_tar_archives") {
         return;
     }
-    let dir = TempDir::new("tree-g");
-    let files = sample_tree(&dir.0);
-    let out = TempDir::new("gnu");
+    let dir = temp_dir("tree-g");
+    let files = sample_tree(dir.path());
+    let out = temp_dir("gnu");
     for format in ["gnu", "pax", "ustar"] {
-        let path = out.0.join(format!("{format}.img"));
+        let path = out.path().join(format!("{format}.img"));
         let output = Command::new("tar")
             .arg(format!("--format={format}"))
             .arg("-cf")
             .arg(&path)
             .arg("-C")
-            .arg(&dir.0)
+            .arg(dir.path())
             .arg(".")
             .output()
             .unwrap();
@@ -260,22 +250,22 @@ fn stores_read_gnu_tar_archives() {
 
 #[test]
 fn symbolic_link_loops_are_refused() {
-    let dir = TempDir::new("loop");
-    std::fs::create_dir_all(dir.0.join("a/b")).unwrap();
-    std::fs::write(dir.0.join("a/b/f"), b"x").unwrap();
-    std::os::unix::fs::symlink("../..", dir.0.join("a/b/up")).unwrap();
-    match make_image(&dir.0) {
+    let dir = temp_dir("loop");
+    std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+    std::fs::write(dir.path().join("a/b/f"), b"x").unwrap();
+    std::os::unix::fs::symlink("../..", dir.path().join("a/b/up")).unwrap();
+    match make_image(dir.path()) {
         Err(kiln_store::image::ImageError::TooDeep { path }) => {
             assert!(path.ends_with("a/b/up"), "{}", path.display());
         }
         other => panic!("expected a loop error, got {:?}", other.map(|i| i.len())),
     }
     // A link to a sibling is followed: its files appear under both names.
-    std::fs::remove_file(dir.0.join("a/b/up")).unwrap();
-    std::os::unix::fs::symlink("a/b", dir.0.join("c")).unwrap();
-    let out = TempDir::new("loop-image");
-    let path = out.0.join("disk.img");
-    kiln_store::image::write_image(&dir.0, &path).unwrap();
+    std::fs::remove_file(dir.path().join("a/b/up")).unwrap();
+    std::os::unix::fs::symlink("a/b", dir.path().join("c")).unwrap();
+    let out = temp_dir("loop-image");
+    let path = out.path().join("disk.img");
+    kiln_store::image::write_image(dir.path(), &path).unwrap();
     let store = open(&path, 512);
     assert_eq!(run(store.get("c/f")).unwrap().as_ref(), b"x");
     assert_eq!(run(store.get("a/b/f")).unwrap().as_ref(), b"x");

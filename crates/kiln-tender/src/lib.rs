@@ -11,7 +11,8 @@
 //!   `--prefix:NAME=VALUE` flag splitting;
 //! - [`elf`]: the pure image validator ([`elf::Image::parse`], the
 //!   tenders' fuzz target), parameterised by the target;
-//! - [`sys`]: every `unsafe` operation (tap, inherited descriptors);
+//! - [`sys`]: every `unsafe` operation (adopting inherited descriptors;
+//!   taps are opened by `kiln-tap`);
 //! - [`seccomp`]: allow-lists as data ([`seccomp::Rule`]), compiled to a
 //!   BPF filter that kills (hvt) or traps (spt) on anything else;
 //! - [`bpf`]: the compact compiler of those rules kiln-spt's guest filter

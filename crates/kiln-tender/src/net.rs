@@ -1,10 +1,10 @@
 //! The net module's host side both tenders share: the `--net:NAME=IFACE`,
-//! `--net:NAME=@FD` and `--net-mac:NAME=MAC` flags, and opening the tap
-//! interface or adopting the descriptor a flag gives.
+//! `--net:NAME=@FD` and `--net-mac:NAME=MAC` flags, and opening the tap (with
+//! `kiln-tap`) or adopting the descriptor a flag gives.
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 
 use kiln_abi::mft::MftType;
 
@@ -172,17 +172,25 @@ impl NetFlags {
                 source,
             })?
         } else {
-            crate::sys::open_tap(&iface.target).map_err(|source| ModuleError::Open {
-                name: name.to_string(),
-                what: format!(
-                    "tap interface '{}' (hint: create it with `ip tuntap add {} mode tap`)",
-                    iface.target, iface.target
-                ),
-                source,
-            })?
+            // Solo5's tenders attach only to an existing tap, and their
+            // guests read plain frames: no offloads (any a previous reader
+            // left are cleared).
+            let options = kiln_tap::TapOptions {
+                create: false,
+                offloads: 0,
+            };
+            kiln_tap::open(&iface.target, options)
+                .map(|tap| tap.fd)
+                .map_err(|source| ModuleError::Open {
+                    name: name.to_string(),
+                    what: format!(
+                        "tap interface '{}' (hint: create it with `ip tuntap add {} mode tap`)",
+                        iface.target, iface.target
+                    ),
+                    source,
+                })?
         };
-        let mtu = crate::sys::tap_mtu(fd.as_raw_fd())
-            .map_or(MTU, |m| u16::try_from(m).unwrap_or(u16::MAX));
+        let mtu = kiln_tap::mtu(fd.as_fd()).map_or(MTU, |m| u16::try_from(m).unwrap_or(u16::MAX));
         let mac = match mac {
             Some(mac) => mac,
             None => random_mac().map_err(|source| ModuleError::Open {

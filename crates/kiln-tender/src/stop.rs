@@ -22,7 +22,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, Ordering};
 
 /// What a signal that is not a stop request does.
@@ -56,13 +56,8 @@ pub struct StopSignals {
 impl StopSignals {
     /// Makes the eventfd.
     pub fn new() -> io::Result<Self> {
-        // SAFETY: creates a new descriptor; the result is checked.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just created and is owned by nobody else.
-        let event = unsafe { OwnedFd::from_raw_fd(fd) };
+        use rustix::event::{EventfdFlags, eventfd};
+        let event = eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)?;
         Ok(Self { event })
     }
 
@@ -98,6 +93,11 @@ impl StopSignals {
     /// seccomp filter (`write` on it, from the handler).
     pub fn event_fd(&self) -> RawFd {
         self.event.as_raw_fd()
+    }
+
+    /// The eventfd, borrowed (for [`register_once`]).
+    pub fn event(&self) -> BorrowedFd<'_> {
+        self.event.as_fd()
     }
 
     /// The guest declared that it handles stop requests (hvt's
@@ -139,17 +139,14 @@ pub fn restore_default() -> io::Result<()> {
 
 /// Watches `fd` in the epoll set `epoll` for input, reported once
 /// (`EPOLLONESHOT`), with `data` as the event's `data.u64`.
-pub fn register_once(epoll: RawFd, fd: RawFd, data: u64) -> io::Result<()> {
-    let mut ev = libc::epoll_event {
-        events: (libc::EPOLLIN | libc::EPOLLONESHOT) as u32,
-        u64: data,
-    };
-    // SAFETY: both descriptors are the caller's, open; `ev` lives across
-    // the call.
-    let ret = unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut ev) };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
+pub fn register_once(epoll: BorrowedFd<'_>, fd: BorrowedFd<'_>, data: u64) -> io::Result<()> {
+    use rustix::event::epoll::{self, EventData, EventFlags};
+    epoll::add(
+        epoll,
+        fd,
+        EventData::new_u64(data),
+        EventFlags::IN | EventFlags::ONESHOT,
+    )?;
     Ok(())
 }
 

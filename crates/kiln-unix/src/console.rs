@@ -1,7 +1,7 @@
 //! The console device: unbuffered writes to standard output.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::BorrowedFd;
 
 use kiln_devices::ConsoleError;
 
@@ -11,19 +11,21 @@ use crate::sys;
 /// `write(2)`.
 #[derive(Debug, Clone, Copy)]
 pub struct Console {
-    fd: RawFd,
+    fd: BorrowedFd<'static>,
 }
 
 impl Console {
     /// The process's standard output.
     pub fn stdout() -> Console {
-        Console { fd: 1 }
+        Console {
+            fd: rustix::stdio::stdout(),
+        }
     }
 }
 
 /// Writes all of `bytes` to `fd`, looping on partial writes and EINTR, and
 /// waiting when the descriptor is non-blocking and full.
-pub(crate) fn write_all(fd: RawFd, mut bytes: &[u8]) -> Result<(), ConsoleError> {
+pub(crate) fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> Result<(), ConsoleError> {
     while !bytes.is_empty() {
         match sys::write(fd, bytes) {
             // write(2) returns 0 only for an empty buffer, or for a sink
@@ -57,7 +59,7 @@ impl kiln_devices::Console for Console {
 mod tests {
     use super::*;
     use std::io::Read;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::AsFd;
     use std::os::unix::net::UnixStream;
 
     #[test]
@@ -71,7 +73,7 @@ mod tests {
             theirs.read_to_end(&mut got).unwrap();
             got
         });
-        write_all(ours.as_raw_fd(), &data).unwrap();
+        write_all(ours.as_fd(), &data).unwrap();
         drop(ours);
         assert!(reader.join().unwrap() == data);
     }
@@ -81,14 +83,16 @@ mod tests {
         crate::platform(); // SIGPIPE ignored.
         let (ours, theirs) = UnixStream::pair().unwrap();
         drop(theirs);
-        assert_eq!(
-            write_all(ours.as_raw_fd(), b"hello"),
-            Err(ConsoleError::Closed)
-        );
+        assert_eq!(write_all(ours.as_fd(), b"hello"), Err(ConsoleError::Closed));
     }
 
     #[test]
     fn a_bad_descriptor_is_an_io_error() {
-        assert_eq!(write_all(-1, b"x"), Err(ConsoleError::Io(libc::EBADF)));
+        // Open, but not for writing.
+        let read_only = std::fs::File::open("/dev/null").unwrap();
+        assert_eq!(
+            write_all(read_only.as_fd(), b"x"),
+            Err(ConsoleError::Io(libc::EBADF))
+        );
     }
 }

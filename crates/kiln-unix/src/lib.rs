@@ -7,8 +7,9 @@
 //!
 //! Modules, from the bottom:
 //!
-//! - `sys`: every system call, wrapped as a safe function (the only
-//!   `unsafe` code in the crate);
+//! - `sys`: every system call, wrapped as a safe function (mostly
+//!   rustix's; the only `unsafe` code in the crate); taps are opened by
+//!   `kiln-tap`;
 //! - [`reactor`]: the [`Platform`], whose `wait` is one `ppoll(2)` over the
 //!   descriptors that devices registered, and [`Registration`], a device's
 //!   handle on it;

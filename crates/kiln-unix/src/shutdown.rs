@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::future::poll_fn;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::task::Poll;
 
 use crate::reactor::{Interest, Platform, Registration};
@@ -48,7 +48,7 @@ impl kiln_devices::Shutdown for Shutdown {
             }
             // One signalfd_siginfo is 128 bytes.
             let mut info = [0u8; 128];
-            match sys::read(self.fd.as_raw_fd(), &mut info) {
+            match sys::read(self.fd.as_fd(), &mut info) {
                 Ok(n) if n > 0 => {
                     self.requested.set(true);
                     Poll::Ready(())

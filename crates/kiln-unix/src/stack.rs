@@ -12,6 +12,8 @@ use std::future::poll_fn;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
+
+use rustix::net::SocketType;
 use std::task::{Context, Poll};
 
 use kiln_devices::StackError;
@@ -98,8 +100,8 @@ impl kiln_devices::Stack for SocketStack {
 
     async fn listen_tcp(&self, addr: SocketAddr) -> Result<TcpListener, StackError> {
         let e = |e: io::Error| stack_error(&e);
-        let fd = sys::socket(sys::family(&addr), libc::SOCK_STREAM).map_err(e)?;
-        sys::setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).map_err(e)?;
+        let fd = sys::socket(&addr, SocketType::STREAM).map_err(e)?;
+        sys::set_reuseaddr(&fd).map_err(e)?;
         sys::bind(&fd, &addr).map_err(e)?;
         sys::listen(&fd, BACKLOG).map_err(e)?;
         let local = sys::local_addr(&fd).map_err(e)?;
@@ -115,7 +117,7 @@ impl kiln_devices::Stack for SocketStack {
             return Err(StackError::InvalidInput);
         }
         let e = |e: io::Error| stack_error(&e);
-        let fd = sys::socket(sys::family(&addr), libc::SOCK_STREAM).map_err(e)?;
+        let fd = sys::socket(&addr, SocketType::STREAM).map_err(e)?;
         match sys::connect(&fd, &addr) {
             Ok(()) => {}
             // Either way the connection goes on in the background.
@@ -152,7 +154,7 @@ impl kiln_devices::Stack for SocketStack {
 
     async fn bind_udp(&self, addr: SocketAddr) -> Result<UdpSocket, StackError> {
         let e = |e: io::Error| stack_error(&e);
-        let fd = sys::socket(sys::family(&addr), libc::SOCK_DGRAM).map_err(e)?;
+        let fd = sys::socket(&addr, SocketType::DGRAM).map_err(e)?;
         sys::bind(&fd, &addr).map_err(e)?;
         let local = sys::local_addr(&fd).map_err(e)?;
         Ok(UdpSocket {
@@ -174,7 +176,7 @@ impl kiln_devices::Stack for SocketStack {
 /// applications write whole responses, and Nagle would only hold back
 /// their last segment until the peer's delayed ACK.
 fn no_delay(fd: &OwnedFd) -> Result<(), StackError> {
-    sys::setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1).map_err(|e| stack_error(&e))
+    sys::set_nodelay(fd).map_err(|e| stack_error(&e))
 }
 
 /// A listening TCP socket of the [`SocketStack`].
@@ -254,7 +256,7 @@ impl kiln_devices::TcpStream for TcpStream {
     }
 
     async fn shutdown(&mut self) -> Result<(), StackError> {
-        sys::shutdown(&self.fd, libc::SHUT_WR).map_err(|e| stack_error(&e))?;
+        sys::shutdown_write(&self.fd).map_err(|e| stack_error(&e))?;
         self.write_shut = true;
         Ok(())
     }
@@ -333,8 +335,7 @@ mod tests {
             let client = stack.connect_tcp(listener.local).await.unwrap();
             let (server, _) = listener.accept().await.unwrap();
             for stream in [&client, &server] {
-                let on = sys::getsockopt_int(&stream.fd, libc::IPPROTO_TCP, libc::TCP_NODELAY);
-                assert_eq!(on.unwrap(), 1);
+                assert!(sys::nodelay(&stream.fd).unwrap());
             }
         });
     }

@@ -1,9 +1,8 @@
 //! The tap network interface: Ethernet frames through `/dev/net/tun`.
 //!
-//! Implements the Linux TUN/TAP interface (the kernel's
-//! `Documentation/networking/tuntap.rst`): `TUNSETIFF` with `IFF_TAP |
-//! IFF_NO_PI`, so that each read or write is exactly one Ethernet frame,
-//! and by default `IFF_VNET_HDR` with `TUNSETOFFLOAD` (checksum and TCP
+//! The tap is opened by `kiln-tap` (kiln's one tap opener, shared with the
+//! tenders): each read or write is exactly one Ethernet frame, and by
+//! default with `IFF_VNET_HDR` and `TUNSETOFFLOAD` (checksum and TCP
 //! segmentation offload): each frame then starts with a `struct
 //! virtio_net_hdr` that the stack reads and writes, the kernel completes
 //! the checksums of the frames sent, and frames of up to 64 KiB go one
@@ -24,17 +23,6 @@ use crate::sys;
 /// The largest MTU kiln takes from a tap: the largest a tap accepts
 /// (`ip link set TAP mtu 65521`) is below it.
 const MAX_MTU: usize = 65535;
-
-/// Whether Linux accepts `name` as an interface name.
-fn valid_ifname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() < libc::IFNAMSIZ
-        && name != "."
-        && name != ".."
-        && !name
-            .bytes()
-            .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace())
-}
 
 /// A random locally administered unicast MAC address.
 fn random_mac() -> io::Result<MacAddress> {
@@ -60,10 +48,6 @@ impl Default for TapOptions {
         TapOptions { offloads: true }
     }
 }
-
-/// What the kernel is told the tap's reader takes: partial checksums and
-/// TCP segments of up to 64 KiB over IPv4 and IPv6.
-const OFFLOADS: libc::c_uint = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
 
 /// A tap interface on the host. The unikernel is the far end of the wire:
 /// frames the host sends on the interface are received here, and frames
@@ -100,7 +84,7 @@ impl Tap {
         mac: Option<MacAddress>,
         options: TapOptions,
     ) -> Result<Tap, AttachError> {
-        if !valid_ifname(ifname) {
+        if !kiln_tap::valid_name(ifname) {
             return Err(AttachError::InvalidIfname {
                 device: device.to_owned(),
                 ifname: ifname.to_owned(),
@@ -121,28 +105,26 @@ impl Tap {
             Some(mac) => mac,
             None => random_mac().map_err(tap_error)?,
         };
-        let (fd, vnet) = if options.offloads {
-            let fd = sys::open_tap(ifname, true).map_err(tap_error)?;
-            // A kernel that refuses the offloads gets plain frames: a
-            // virtio-net header with nothing to offload costs a copy.
-            if sys::set_tap_offload(fd.as_fd(), OFFLOADS).is_ok() {
-                (fd, true)
-            } else {
-                drop(fd);
-                (sys::open_tap(ifname, false).map_err(tap_error)?, false)
-            }
-        } else {
-            (sys::open_tap(ifname, false).map_err(tap_error)?, false)
-        };
-        if !vnet {
-            // Offloads a previous reader negotiated stay with the tap (even
-            // if it was killed): without a virtio-net header to read, none
-            // may stay on. Best effort, as QEMU does.
-            let _ = sys::set_tap_offload(fd.as_fd(), 0);
-        }
+        // Created if absent, as a host process's interface may be; the
+        // offloads negotiated when asked, else any a previous reader left
+        // cleared (kiln-tap).
+        let tap = kiln_tap::open(
+            ifname,
+            kiln_tap::TapOptions {
+                create: true,
+                offloads: if options.offloads {
+                    kiln_tap::TCP_OFFLOADS
+                } else {
+                    0
+                },
+            },
+        )
+        .map_err(tap_error)?;
+        let (fd, vnet) = (tap.fd, tap.vnet_header);
         // The host decides the MTU (`ip link set TAP mtu 9000`); the
         // unikernel's stack sizes its frames to it.
-        let mtu = sys::interface_mtu(ifname).map_err(tap_error)?.min(MAX_MTU);
+        let mtu = kiln_tap::mtu(fd.as_fd()).map_err(tap_error)?;
+        let mtu = usize::try_from(mtu).unwrap_or(MAX_MTU).min(MAX_MTU);
         Ok(Tap {
             registration: Registration::new(platform, fd.as_raw_fd()),
             fd,
@@ -167,7 +149,7 @@ impl Drop for Tap {
         // Leave the tap as a plain one for whoever reads it next (a Solo5
         // tender, a VMM without offloads).
         if self.vnet {
-            let _ = sys::set_tap_offload(self.fd.as_fd(), 0);
+            let _ = kiln_tap::clear_offloads(self.fd.as_fd());
         }
     }
 }
@@ -203,7 +185,7 @@ impl NetworkInterface for Tap {
             }));
         }
         loop {
-            match sys::read(self.fd.as_raw_fd(), buf) {
+            match sys::read(self.fd.as_fd(), buf) {
                 Ok(n) => return Poll::Ready(Ok(n)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -224,7 +206,7 @@ impl NetworkInterface for Tap {
             }));
         }
         loop {
-            match sys::write(self.fd.as_raw_fd(), frame) {
+            match sys::write(self.fd.as_fd(), frame) {
                 // A tap takes a frame whole or not at all.
                 Ok(_) => return Poll::Ready(Ok(())),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -241,25 +223,6 @@ impl NetworkInterface for Tap {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn interface_names_follow_linux_rules() {
-        assert!(valid_ifname("tap0"));
-        assert!(valid_ifname("kiln-service.1"));
-        assert!(valid_ifname("a23456789012345"));
-        for bad in [
-            "",
-            "a234567890123456",
-            "a/b",
-            "a:b",
-            "a b",
-            ".",
-            "..",
-            "a\0",
-        ] {
-            assert!(!valid_ifname(bad), "{bad:?}");
-        }
-    }
 
     #[test]
     fn random_macs_are_local_unicast() {

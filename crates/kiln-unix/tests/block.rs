@@ -3,8 +3,6 @@
 //! read-only files.
 
 use std::fs;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use kiln_devices::{Block, BlockError};
 use kiln_rt::block_on;
@@ -12,30 +10,21 @@ use kiln_testsupport::process::rerun_as_nobody;
 use kiln_testsupport::skip::is_root;
 use kiln_unix::{AttachError, FileBlock, platform};
 
-/// A temporary file, removed on drop.
-struct TempFile(PathBuf);
+/// A temporary file of `len` zero bytes, removed on drop.
+struct TempFile(tempfile::TempPath);
 
 impl TempFile {
     fn new(len: u64) -> TempFile {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "kiln-unix-block-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let file = fs::File::create(&path).unwrap();
-        file.set_len(len).unwrap();
-        TempFile(path)
+        let file = tempfile::Builder::new()
+            .prefix("kiln-unix-block-")
+            .tempfile()
+            .unwrap();
+        file.as_file().set_len(len).unwrap();
+        TempFile(file.into_temp_path())
     }
 
     fn path(&self) -> &str {
         self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
     }
 }
 

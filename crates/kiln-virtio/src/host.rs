@@ -233,13 +233,10 @@ pub struct BlockAttach {
     pub sector_size: u32,
 }
 
-/// Parses `xx:xx:xx:xx:xx:xx`.
+/// Whether `s` is `xx:xx:xx:xx:xx:xx` (kiln's one MAC parser,
+/// `kiln_devices::MacAddress::parse`).
 fn valid_mac(s: &str) -> bool {
-    let parts: Vec<&str> = s.split(':').collect();
-    parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && u8::from_str_radix(p, 16).is_ok())
+    kiln_devices::MacAddress::parse(s).is_some()
 }
 
 /// Attaches the manifest's devices from `kiln run`'s device flags
@@ -813,6 +810,9 @@ mod tests {
         );
         for f in [
             "--net-mac:service=zz",
+            // Regression: `u8::from_str_radix` takes a sign, so "+1" was a
+            // byte.
+            "--net-mac:service=02:00:00:00:00:+1",
             "--block-sector-size:disk=1000",
             "--net:service=@3",
             "--net:service=",

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{TempDir, copy_dir, kiln, kiln_in, ok, run_for, text, www_cargo_toml};
+use common::{TempDir, copy_dir, kiln, kiln_in, ok, run_for, temp_dir, text, www_cargo_toml};
 use kiln_testsupport::skip::{kvm_or_skip, netns_or_skip};
 use serde_json::Value;
 
@@ -131,8 +131,8 @@ struct Daemon {
 
 impl Daemon {
     fn start(tag: &str) -> Daemon {
-        let tmp = TempDir::new(tag);
-        std::fs::set_permissions(&tmp.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tmp = temp_dir(tag);
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut d = Daemon {
             tmp,
             child: None,
@@ -143,8 +143,8 @@ impl Daemon {
     }
 
     fn start_with(tag: &str, options: &[&str]) -> Daemon {
-        let tmp = TempDir::new(tag);
-        std::fs::set_permissions(&tmp.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tmp = temp_dir(tag);
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut d = Daemon {
             tmp,
             child: None,
@@ -155,18 +155,18 @@ impl Daemon {
     }
 
     fn socket(&self) -> PathBuf {
-        self.tmp.path.join("run/kiln.sock")
+        self.tmp.path().join("run/kiln.sock")
     }
 
     fn state(&self) -> PathBuf {
-        self.tmp.path.join("state")
+        self.tmp.path().join("state")
     }
 
     fn spawn_with(&mut self, mut cmd: Command) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.tmp.path.join("daemon.log"))
+            .open(self.tmp.path().join("daemon.log"))
             .unwrap();
         let _ = std::fs::remove_file(self.socket());
         let child = cmd
@@ -200,7 +200,7 @@ impl Daemon {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.tmp.path.join("daemon.log")).unwrap_or_default()
+        std::fs::read_to_string(self.tmp.path().join("daemon.log")).unwrap_or_default()
     }
 
     /// `kiln ARGS` against this daemon.
@@ -372,7 +372,7 @@ fn mixed_targets_at_once() {
         text(&follow.stdout),
         "tick 0\ntick 1\ntick 2\ntick 3\ntick 4\n"
     );
-    let stubborn = stubborn(&d.tmp.path);
+    let stubborn = stubborn(d.tmp.path());
     d.ok(&["up", "stubborn", &stubborn]);
 
     d.wait_ps("every unikernel to print", Duration::from_secs(20), |_| {
@@ -560,10 +560,10 @@ fn restart_policies() {
 
     // --block:DEVICE=FILE reaches the unikernel with the file's absolute
     // path; a missing file is refused before anything starts.
-    let script = d.tmp.path.join("args.sh");
+    let script = d.tmp.path().join("args.sh");
     std::fs::write(&script, "#!/bin/sh\necho \"$*\"\n").unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let disk = d.tmp.path.join("disk.img");
+    let disk = d.tmp.path().join("disk.img");
     std::fs::write(&disk, vec![0u8; 4096]).unwrap();
     let script = script.display().to_string();
     d.ok(&[
@@ -799,7 +799,7 @@ fn unprivileged_client_refused() {
         return;
     }
     let d = Daemon::start("daemon-nobody");
-    let kiln_copy = d.tmp.path.join("kiln");
+    let kiln_copy = d.tmp.path().join("kiln");
     std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &kiln_copy).unwrap();
     let as_nobody = || {
         let mut c = Command::new("setpriv");
@@ -843,13 +843,13 @@ fn taps_on_a_bridge() {
     let ns = kiln_testsupport::netns::Netns::new("daemon");
     ns.ip(&["link", "add", "kbr0", "type", "bridge"]);
     let mut d = Daemon {
-        tmp: TempDir::new("daemon-net"),
+        tmp: temp_dir("daemon-net"),
         child: None,
         options: Vec::new(),
     };
-    std::fs::set_permissions(&d.tmp.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(d.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     d.spawn_with(ns.command(env!("CARGO_BIN_EXE_kiln")));
-    let script = d.tmp.path.join("net.sh");
+    let script = d.tmp.path().join("net.sh");
     std::fs::write(&script, "#!/bin/sh\necho \"args: $*\"\nexec sleep 30\n").unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let script = script.display().to_string();
@@ -898,8 +898,8 @@ fn taps_on_a_bridge() {
 /// request, and exits 0 before the timeout.
 #[test]
 fn graceful_stop_of_www() {
-    let tmp = TempDir::new("daemon-www");
-    let dir = tmp.path.join("www");
+    let tmp = temp_dir("daemon-www");
+    let dir = tmp.path().join("www");
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/www");
     copy_dir(&example.join("src"), &dir.join("src"));
     copy_dir(&example.join("htdocs"), &dir.join("htdocs"));
@@ -986,12 +986,12 @@ fn bench_up_vs_run() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(9);
-    let tmp = TempDir::new("daemon-bench");
+    let tmp = temp_dir("daemon-bench");
     ok(
-        run_for(kiln_in(&tmp.path).args(["new", "greeter"]), CMD_TIMEOUT),
+        run_for(kiln_in(tmp.path()).args(["new", "greeter"]), CMD_TIMEOUT),
         "kiln new",
     );
-    let dir = tmp.path.join("greeter");
+    let dir = tmp.path().join("greeter");
     let mut targets = vec!["unix", "spt"];
     if kvm_or_skip("bench_up_vs_run on hvt") {
         targets.push("hvt");
@@ -1039,7 +1039,7 @@ fn bench_up_vs_run() {
         let image = format!("{dir_s}/dist/greeter.{t}");
         let (mut run, mut up_dir, mut up_image, mut direct) = (vec![], vec![], vec![], vec![]);
         for i in 0..runs {
-            run.push(first_line(kiln_in(&tmp.path).args([
+            run.push(first_line(kiln_in(tmp.path()).args([
                 "run",
                 "-t",
                 t,
@@ -1352,11 +1352,11 @@ fn kiln_stop_of_www_on_spt_and_hvt_is_graceful() {
     ns.ip(&["link", "add", "kbr0", "type", "bridge"]);
     ns.address("kbr0", "10.95.0.1/24", None);
     let mut d = Daemon {
-        tmp: TempDir::new("daemon-stop-solo5"),
+        tmp: temp_dir("daemon-stop-solo5"),
         child: None,
         options: Vec::new(),
     };
-    std::fs::set_permissions(&d.tmp.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(d.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     d.spawn_with(ns.command(env!("CARGO_BIN_EXE_kiln")));
     for (i, target) in targets.iter().enumerate() {
         let name = format!("www-{target}");
@@ -1521,11 +1521,11 @@ fn www_on_virtio_under_the_daemon() {
     ns.ip(&["link", "add", "kbr0", "type", "bridge"]);
     ns.address("kbr0", "10.96.0.1/24", None);
     let mut d = Daemon {
-        tmp: TempDir::new("daemon-www-virtio"),
+        tmp: temp_dir("daemon-www-virtio"),
         child: None,
         options: Vec::new(),
     };
-    std::fs::set_permissions(&d.tmp.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(d.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     d.spawn_with(ns.command(env!("CARGO_BIN_EXE_kiln")));
     d.ok(&[
         "up",

@@ -9,15 +9,15 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use common::{ARGUMENT_ERROR, TempDir, help_ok, kiln_in, ok, text};
+use common::{ARGUMENT_ERROR, help_ok, kiln_in, ok, temp_dir, text};
 
 #[test]
 fn new_configure_build_run() {
-    let tmp = TempDir::new("e2e");
-    let dir = tmp.path.join("greeter");
+    let tmp = temp_dir("e2e");
+    let dir = tmp.path().join("greeter");
 
     ok(
-        kiln_in(&tmp.path)
+        kiln_in(tmp.path())
             .args(["new", "greeter"])
             .output()
             .unwrap(),
@@ -52,7 +52,7 @@ fn new_configure_build_run() {
 
     // Run: two hellos on stdout, exit 0.
     let out = ok(
-        kiln_in(&tmp.path)
+        kiln_in(tmp.path())
             .args(["run", "greeter", "--", "--times", "2"])
             .output()
             .unwrap(),
@@ -274,8 +274,8 @@ pub async fn start(
 
 #[test]
 fn every_unix_device() {
-    let tmp = TempDir::new("devices");
-    let dir = tmp.path.join("devices");
+    let tmp = temp_dir("devices");
+    let dir = tmp.path().join("devices");
     std::fs::create_dir_all(dir.join("src")).unwrap();
     let devices = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-devices");
     std::fs::write(
@@ -289,7 +289,7 @@ fn every_unix_device() {
     .unwrap();
     std::fs::write(dir.join("unikernel.toml"), DEVICES_TOML).unwrap();
     std::fs::write(dir.join("src/lib.rs"), DEVICES_RS).unwrap();
-    let disk = tmp.path.join("disk.img");
+    let disk = tmp.path().join("disk.img");
     let mut image = vec![0u8; 4096 * 2];
     image[0] = 42;
     std::fs::write(&disk, image).unwrap();
@@ -378,8 +378,8 @@ fn every_unix_device() {
 /// file edited after a build is picked up by the next one.
 #[test]
 fn baked_kv_ro() {
-    let tmp = TempDir::new("baked");
-    let dir = tmp.path.join("store");
+    let tmp = temp_dir("baked");
+    let dir = tmp.path().join("store");
     std::fs::create_dir_all(dir.join("src")).unwrap();
     std::fs::create_dir_all(dir.join("files/docs")).unwrap();
     std::fs::write(dir.join("files/index.html"), "<h1>hi</h1>\n").unwrap();
@@ -464,22 +464,22 @@ fn sha256_hex(data: &[u8]) -> String {
 /// shared with the stores and the entry function.
 #[test]
 fn block_stores() {
-    let tmp = TempDir::new("stores");
-    let dir = tmp.path.join("notes");
+    let tmp = temp_dir("stores");
+    let dir = tmp.path().join("notes");
     std::fs::create_dir_all(dir.join("src")).unwrap();
-    std::fs::create_dir_all(tmp.path.join("files")).unwrap();
-    std::fs::write(tmp.path.join("files/hello.txt"), "from tar\n").unwrap();
-    let tar = tmp.path.join("docs.tar");
+    std::fs::create_dir_all(tmp.path().join("files")).unwrap();
+    std::fs::write(tmp.path().join("files/hello.txt"), "from tar\n").unwrap();
+    let tar = tmp.path().join("docs.tar");
     let status = Command::new("tar")
         .arg("-C")
-        .arg(tmp.path.join("files"))
+        .arg(tmp.path().join("files"))
         .arg("-cf")
         .arg(&tar)
         .arg("hello.txt")
         .status()
         .expect("tar is needed by this test");
     assert!(status.success());
-    let data = tmp.path.join("data.img");
+    let data = tmp.path().join("data.img");
     std::fs::write(&data, vec![0u8; 1 << 20]).unwrap();
 
     let devices = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-devices");

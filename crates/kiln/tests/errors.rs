@@ -4,20 +4,20 @@
 
 mod common;
 
-use common::{HELLO_RS, HELLO_TOML, TempDir, kiln, transcript, write_unikernel};
+use common::{HELLO_RS, HELLO_TOML, kiln, temp_dir, transcript, write_unikernel};
 
 /// Runs `kiln configure ARGS DIR` on a unikernel made of `toml` and
 /// `lib_rs`; returns the transcript.
 fn configure(toml: &str, lib_rs: &str, args: &[&str]) -> String {
-    let tmp = TempDir::new("err");
-    write_unikernel(&tmp.path, toml, lib_rs);
+    let tmp = temp_dir("err");
+    write_unikernel(tmp.path(), toml, lib_rs);
     let output = kiln()
         .arg("configure")
         .args(args)
-        .arg(&tmp.path)
+        .arg(tmp.path())
         .output()
         .expect("run kiln");
-    transcript(&output, &tmp.path)
+    transcript(&output, tmp.path())
 }
 
 const HEAD: &str = "[unikernel]\nname = \"t\"\nentry = \"start\"\n";
@@ -328,17 +328,17 @@ fn accepted_forms_configure() {
                 [devices.sleep]\ntype = \"sleep\"\n[arguments.ipv4-gateway]\ntype = \"ipv4\"\ndefault = \"10.0.0.1\"\n";
     let lib_rs = "#![no_std]\npub mod app;\n";
     let app = "use kiln_devices::Console;\npub async fn start<C, S: kiln_devices::Sleep>(console: C, sleep: S, ipv4_gateway: core::net::Ipv4Addr) -> Result<u8, &'static str> where C: Console { Ok(0) }\n";
-    let tmp = TempDir::new("ok");
-    write_unikernel(&tmp.path, toml, lib_rs);
-    std::fs::write(tmp.path.join("src/app.rs"), app).unwrap();
-    let output = kiln().arg("configure").arg(&tmp.path).output().unwrap();
+    let tmp = temp_dir("ok");
+    write_unikernel(tmp.path(), toml, lib_rs);
+    std::fs::write(tmp.path().join("src/app.rs"), app).unwrap();
+    let output = kiln().arg("configure").arg(tmp.path()).output().unwrap();
     assert_eq!(
         output.status.code(),
         Some(0),
         "{}",
-        transcript(&output, &tmp.path)
+        transcript(&output, tmp.path())
     );
-    let main_rs = std::fs::read_to_string(tmp.path.join("_build/unix/src/main.rs")).unwrap();
+    let main_rs = std::fs::read_to_string(tmp.path().join("_build/unix/src/main.rs")).unwrap();
     assert!(
         main_rs.contains("::unikernel::app::start(dev_console, dev_sleep, arg_ipv4_gateway)"),
         "{main_rs}"
@@ -347,18 +347,18 @@ fn accepted_forms_configure() {
         main_rs.contains("let arg_ipv4_gateway: ::core::net::Ipv4Addr = parsed.take(0)"),
         "{main_rs}"
     );
-    let cargo_toml = std::fs::read_to_string(tmp.path.join("_build/unix/Cargo.toml")).unwrap();
+    let cargo_toml = std::fs::read_to_string(tmp.path().join("_build/unix/Cargo.toml")).unwrap();
     assert!(cargo_toml.contains("\n[workspace]\n"), "{cargo_toml}");
     assert!(cargo_toml.contains("panic = \"abort\""), "{cargo_toml}");
 
     // A second configure writes nothing.
-    let before = std::fs::metadata(tmp.path.join("_build/unix/src/main.rs"))
+    let before = std::fs::metadata(tmp.path().join("_build/unix/src/main.rs"))
         .unwrap()
         .modified()
         .unwrap();
-    let output = kiln().arg("configure").arg(&tmp.path).output().unwrap();
+    let output = kiln().arg("configure").arg(tmp.path()).output().unwrap();
     assert!(String::from_utf8_lossy(&output.stderr).contains("(unchanged)"));
-    let after = std::fs::metadata(tmp.path.join("_build/unix/src/main.rs"))
+    let after = std::fs::metadata(tmp.path().join("_build/unix/src/main.rs"))
         .unwrap()
         .modified()
         .unwrap();
@@ -367,14 +367,14 @@ fn accepted_forms_configure() {
     // describe, as text and as dot, on stdout.
     let output = kiln()
         .args(["describe", "-t", "hvt"])
-        .arg(&tmp.path)
+        .arg(tmp.path())
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0));
     insta::assert_snapshot!("describe_text", String::from_utf8_lossy(&output.stdout));
     let output = kiln()
         .args(["describe", "--dot"])
-        .arg(&tmp.path)
+        .arg(tmp.path())
         .output()
         .unwrap();
     insta::assert_snapshot!("describe_dot", String::from_utf8_lossy(&output.stdout));
@@ -382,35 +382,35 @@ fn accepted_forms_configure() {
 
 #[test]
 fn no_unikernel_toml() {
-    let tmp = TempDir::new("empty");
-    let output = kiln().arg("build").arg(&tmp.path).output().unwrap();
-    insta::assert_snapshot!("no_unikernel_toml", transcript(&output, &tmp.path));
+    let tmp = temp_dir("empty");
+    let output = kiln().arg("build").arg(tmp.path()).output().unwrap();
+    insta::assert_snapshot!("no_unikernel_toml", transcript(&output, tmp.path()));
 }
 
 #[test]
 fn new_refuses_existing_dir_and_bad_names() {
-    let tmp = TempDir::new("new");
-    let output = kiln().arg("new").arg(&tmp.path).output().unwrap();
+    let tmp = temp_dir("new");
+    let output = kiln().arg("new").arg(tmp.path()).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     let output = kiln()
         .arg("new")
-        .arg(tmp.path.join("hello"))
-        .current_dir(&tmp.path)
+        .arg(tmp.path().join("hello"))
+        .current_dir(tmp.path())
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0));
     let output = kiln()
         .arg("new")
-        .arg(tmp.path.join("hello"))
+        .arg(tmp.path().join("hello"))
         .output()
         .unwrap();
-    insta::assert_snapshot!("new_existing_dir", transcript(&output, &tmp.path));
+    insta::assert_snapshot!("new_existing_dir", transcript(&output, tmp.path()));
     let output = kiln()
         .arg("new")
-        .arg(tmp.path.join("Hello World"))
+        .arg(tmp.path().join("Hello World"))
         .output()
         .unwrap();
-    insta::assert_snapshot!("new_bad_name", transcript(&output, &tmp.path));
+    insta::assert_snapshot!("new_bad_name", transcript(&output, tmp.path()));
 }
 
 /// `kiln new` writes kiln-devices' path relative to the new crate, and a
@@ -419,10 +419,10 @@ fn new_refuses_existing_dir_and_bad_names() {
 /// the kiln checkout moved, and a broken path surfaced as a cargo error.
 #[test]
 fn new_writes_a_relative_path_and_configure_checks_it() {
-    let tmp = TempDir::new("moved");
+    let tmp = temp_dir("moved");
     let made = kiln()
         .arg("new")
-        .arg(tmp.path.join("hello"))
+        .arg(tmp.path().join("hello"))
         .output()
         .unwrap();
     assert_eq!(
@@ -431,16 +431,16 @@ fn new_writes_a_relative_path_and_configure_checks_it() {
         "{}",
         common::text(&made.stderr)
     );
-    let cargo_toml = std::fs::read_to_string(tmp.path.join("hello/Cargo.toml")).unwrap();
+    let cargo_toml = std::fs::read_to_string(tmp.path().join("hello/Cargo.toml")).unwrap();
     assert!(
         cargo_toml.contains("kiln-devices = { path = \"../"),
         "{cargo_toml}"
     );
-    std::fs::create_dir(tmp.path.join("deeper")).unwrap();
-    std::fs::rename(tmp.path.join("hello"), tmp.path.join("deeper/hello")).unwrap();
+    std::fs::create_dir(tmp.path().join("deeper")).unwrap();
+    std::fs::rename(tmp.path().join("hello"), tmp.path().join("deeper/hello")).unwrap();
     let output = kiln()
         .arg("configure")
-        .arg(tmp.path.join("deeper/hello"))
+        .arg(tmp.path().join("deeper/hello"))
         .output()
         .unwrap();
     let stderr = common::text(&output.stderr);
@@ -459,12 +459,12 @@ fn new_writes_a_relative_path_and_configure_checks_it() {
 /// told `kiln run --net direct` to pass `--net` to the unikernel.
 #[test]
 fn build_and_run_take_configure_choices() {
-    let tmp = TempDir::new("choices");
-    write_unikernel(&tmp.path, &with_head(STACK), &lib("stack: impl Stack"));
+    let tmp = temp_dir("choices");
+    write_unikernel(tmp.path(), &with_head(STACK), &lib("stack: impl Stack"));
     for command in ["build", "run"] {
         let output = kiln()
             .args([command, "-t", "hvt", "--net", "socket"])
-            .arg(&tmp.path)
+            .arg(tmp.path())
             .output()
             .unwrap();
         let stderr = common::text(&output.stderr);

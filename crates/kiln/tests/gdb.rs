@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{ARGUMENT_ERROR, TempDir, kiln_in, run_for, text};
+use common::{ARGUMENT_ERROR, kiln_in, run_for, temp_dir, text};
 use kiln_testsupport::process::ChildGuard;
 use kiln_testsupport::skip::{kvm_or_skip, skip};
 
@@ -128,8 +128,8 @@ fn gdb_breaks_steps_and_continues_on_hvt() {
     if !kvm_or_skip(test) || !gdb_or_skip(test) {
         return;
     }
-    let tmp = TempDir::new("gdb");
-    let dir = tmp.path.join("hello");
+    let tmp = temp_dir("gdb");
+    let dir = tmp.path().join("hello");
     write_unikernel(&dir, "hello", HELLO_TOML, HELLO_RS);
     let (mut guard, addr, log) = kiln_run_gdb(&dir, &["--", "--times=2"]);
     let image = dir.join("dist/hello.hvt");
@@ -138,7 +138,7 @@ fn gdb_breaks_steps_and_continues_on_hvt() {
          break '{HELLO_ENTRY}'\ncontinue\nbt\ninfo registers rip rsp cs\n\
          stepi\ninfo registers rip\ndelete\ncontinue\n"
     );
-    let script_path = tmp.path.join("script.gdb");
+    let script_path = tmp.path().join("script.gdb");
     std::fs::write(&script_path, script).unwrap();
     let out = run_for(
         Command::new("gdb")
@@ -263,10 +263,10 @@ fn a_fault_writes_a_core_gdb_reads() {
     if !kvm_or_skip(test) || !gdb_or_skip(test) {
         return;
     }
-    let tmp = TempDir::new("dumpcore");
-    let dir = tmp.path.join("crash");
+    let tmp = temp_dir("dumpcore");
+    let dir = tmp.path().join("crash");
     write_unikernel(&dir, "crash", CRASH_TOML, CRASH_RS);
-    let cores = tmp.path.join("cores");
+    let cores = tmp.path().join("cores");
     std::fs::create_dir(&cores).unwrap();
     let out = run_for(
         kiln_in(&dir)
@@ -420,8 +420,8 @@ fn gdb_attaches_to_an_spt_guest() {
     if !gdb_or_skip(test) {
         return;
     }
-    let tmp = TempDir::new("sptgdb");
-    let dir = tmp.path.join("greet");
+    let tmp = temp_dir("sptgdb");
+    let dir = tmp.path().join("greet");
     write_unikernel(&dir, "greet", GREET_TOML, GREET_RS);
     let image = dir.join("dist/greet.spt");
 
@@ -442,7 +442,7 @@ fn gdb_attaches_to_an_spt_guest() {
          info registers rip cs\ncontinue\nbt 1\ndelete\ncontinue\n",
         pid,
         &image,
-        &tmp.path,
+        tmp.path(),
     );
     let status = guard.wait_for(RUN_TIMEOUT).expect("wait for kiln run");
     let mut stdout = String::new();
@@ -492,7 +492,7 @@ fn gdb_attaches_to_an_spt_guest() {
         "set pagination off\nset confirm off\nbreak 'greet::fail<kiln_args::ArgsError>'\ncontinue\nbt 1\ndetach\n",
         pid,
         &image,
-        &tmp.path,
+        tmp.path(),
     );
     assert!(gdb.contains("greet::fail"), "{gdb}");
     assert!(

@@ -23,7 +23,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::TempDir;
+use common::temp_dir;
 use kiln_testsupport::netns::Netns;
 use kiln_testsupport::ports::free_tcp_port as free_port;
 use kiln_testsupport::skip::{have, is_root, skip};
@@ -263,7 +263,7 @@ fn www_against_nginx() {
 
     let mut rows = Vec::new();
     {
-        let tmp = TempDir::new("bench-socket");
+        let tmp = temp_dir("bench-socket");
         let www_port = free_port();
         let mut cmd = Command::new(&socket_image);
         cmd.arg(format!("--port={www_port}"));
@@ -273,7 +273,7 @@ fn www_against_nginx() {
             Command::new("nginx"),
             &format!("127.0.0.1:{nginx_port}"),
             &root,
-            &tmp.path,
+            tmp.path(),
         );
         let www_base = format!("http://{}", SocketAddr::from(([127, 0, 0, 1], www_port)));
         let nginx_base = format!("http://127.0.0.1:{nginx_port}");
@@ -300,14 +300,14 @@ fn www_against_nginx() {
         );
     } else {
         let direct_image = variant_image("www", Net::Direct, "bench", &extra);
-        let tmp = TempDir::new("bench-direct");
+        let tmp = temp_dir("bench-direct");
         let ns = Netns::new("nt");
         ns.add_tap("kt0");
         ns.address("kt0", "10.0.0.1/24", Some("fd00::1/64"));
         let mut cmd = ns.command(&direct_image);
         cmd.args(["--net:service=kt0", "--ipv4=10.0.0.2/24", "--port=8080"]);
         let mut www = Running::spawn(cmd, "www-bench-direct");
-        let mut web = nginx(ns.command("nginx"), "10.0.0.1:8081", &root, &tmp.path);
+        let mut web = nginx(ns.command("nginx"), "10.0.0.1:8081", &root, tmp.path());
         let in_ns = |program: &str| ns.command(program);
         wait_ready(&mut www, "www", "http://10.0.0.2:8080/big.bin", || {
             in_ns("curl")

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::TempDir;
+use common::temp_dir;
 use kiln_testsupport::netns::{self, Netns};
 use kiln_testsupport::skip::netns_or_skip;
 use support::net::{Net, Running, curl, echo_roundtrips, example_image, text};
@@ -273,8 +273,8 @@ fn dhcp_lease_from_dnsmasq() {
         return;
     }
     let ns = namespace();
-    let tmp = TempDir::new("dhcp");
-    let (mut dhcp, leases) = dnsmasq(&ns, &tmp.path);
+    let tmp = temp_dir("dhcp");
+    let (mut dhcp, leases) = dnsmasq(&ns, tmp.path());
     let mut www = www_in(&ns, &[]);
     let mut addr = String::new();
     www.wait_until(
@@ -311,9 +311,9 @@ fn static_address_with_no_dhcp() {
         return;
     }
     let ns = namespace();
-    let tmp = TempDir::new("nodhcp");
+    let tmp = temp_dir("nodhcp");
     // A DHCP server is there, and must not be asked.
-    let (dhcp, leases) = dnsmasq(&ns, &tmp.path);
+    let (dhcp, leases) = dnsmasq(&ns, tmp.path());
     let mut www = www_in(&ns, &["--no-dhcp", "--ipv4=10.0.0.3/24"]);
     wait_for_http(&ns, &mut www, "http://10.0.0.3:8080/robots.txt");
     run_inside(

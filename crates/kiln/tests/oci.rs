@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TempDir, copy_dir, kiln_in, ok, run_for, text};
+use common::{copy_dir, kiln_in, ok, run_for, temp_dir, text};
 
 /// A build of an example, its tender and the entrypoint from a cold cache.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
@@ -106,9 +106,9 @@ fn layer_files(path: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn bad_input_exits_2_and_leaves_no_image() {
-    let tmp = TempDir::new("oci-bad");
-    let dir = example_copy("hello", &tmp.path.join("hello"));
-    let out_dir = tmp.path.join("out");
+    let tmp = temp_dir("oci-bad");
+    let dir = example_copy("hello", &tmp.path().join("hello"));
+    let out_dir = tmp.path().join("out");
     std::fs::create_dir_all(&out_dir).unwrap();
     let image = out_dir.join("hello.tar");
     let image_arg = image.to_str().unwrap();
@@ -158,8 +158,8 @@ fn bad_input_exits_2_and_leaves_no_image() {
 
 #[test]
 fn package_errors_read_well() {
-    let tmp = TempDir::new("oci-snap");
-    let dir = example_copy("hello", &tmp.path.join("hello"));
+    let tmp = temp_dir("oci-snap");
+    let dir = example_copy("hello", &tmp.path().join("hello"));
     let out = package(&dir, &["-t", "spt", "--no-build", "-o", "hello.tar"]);
     insta::assert_snapshot!("package_not_built", common::transcript(&out, &dir));
     let out = package(&dir, &["--flavour", "native", "-o", "hello.tar"]);
@@ -170,10 +170,10 @@ fn package_errors_read_well() {
 
 #[test]
 fn images_are_reproducible_and_native_images_carry_urunc_annotations() {
-    let tmp = TempDir::new("oci-repro");
-    let dir = example_copy("www", &tmp.path.join("www"));
+    let tmp = temp_dir("oci-repro");
+    let dir = example_copy("www", &tmp.path().join("www"));
     let [a, b, native, native_again] =
-        ["a.tar", "b.tar", "native", "native-again"].map(|n| tmp.path.join(n));
+        ["a.tar", "b.tar", "native", "native-again"].map(|n| tmp.path().join(n));
     let packaged = |out: &Path, extra: &[&str]| {
         let mut args = vec!["-t", "spt", "-o", out.to_str().unwrap()];
         args.extend_from_slice(extra);
@@ -309,10 +309,10 @@ fn podman_keeps_notes_on_a_volume_across_containers() {
     if !podman_or_skip("podman_keeps_notes_on_a_volume_across_containers") {
         return;
     }
-    let tmp = TempDir::new("oci-notes");
-    let notes = example_copy("notes", &tmp.path.join("notes"));
+    let tmp = temp_dir("oci-notes");
+    let notes = example_copy("notes", &tmp.path().join("notes"));
     let reference = format!("localhost/kiln-test-{}/notes:spt", std::process::id());
-    let archive = tmp.path.join("notes.tar");
+    let archive = tmp.path().join("notes.tar");
     digest(
         package(
             &notes,
@@ -373,14 +373,14 @@ fn podman_runs_hello_and_serves_www_on_a_published_port() {
     if !podman_or_skip("podman_runs_hello_and_serves_www_on_a_published_port") {
         return;
     }
-    let tmp = TempDir::new("oci-podman");
-    let hello = example_copy("hello", &tmp.path.join("hello"));
-    let www = example_copy("www", &tmp.path.join("www"));
+    let tmp = temp_dir("oci-podman");
+    let hello = example_copy("hello", &tmp.path().join("hello"));
+    let www = example_copy("www", &tmp.path().join("www"));
     let tag = format!("kiln-test-{}", std::process::id());
     let hello_ref = format!("localhost/{tag}/hello:spt");
     let www_ref = format!("localhost/{tag}/www:spt");
-    let hello_tar = tmp.path.join("hello.tar");
-    let www_tar = tmp.path.join("www.tar");
+    let hello_tar = tmp.path().join("hello.tar");
+    let www_tar = tmp.path().join("www.tar");
     digest(
         package(
             &hello,
@@ -439,7 +439,7 @@ fn podman_runs_hello_and_serves_www_on_a_published_port() {
         "podman_runs_hello_and_serves_www_on_a_published_port (hvt)",
     ) {
         let hvt_ref = format!("localhost/{tag}/hello:hvt");
-        let hvt_tar = tmp.path.join("hello-hvt.tar");
+        let hvt_tar = tmp.path().join("hello-hvt.tar");
         digest(
             package(
                 &hello,
@@ -473,7 +473,7 @@ fn podman_runs_hello_and_serves_www_on_a_published_port() {
 
     // The unix target: the static program under the same entrypoint.
     let unix_ref = format!("localhost/{tag}/hello:unix");
-    let unix_tar = tmp.path.join("hello-unix.tar");
+    let unix_tar = tmp.path().join("hello-unix.tar");
     digest(
         package(
             &hello,
@@ -576,8 +576,8 @@ fn kilns_tender_runs_the_native_unikernel_with_uruncs_command_line() {
     if !kiln_testsupport::skip::netns_or_skip(test, &[("curl", "--version", "curl")]) {
         return;
     }
-    let tmp = TempDir::new("oci-urunc");
-    let www = example_copy("www", &tmp.path.join("www"));
+    let tmp = temp_dir("oci-urunc");
+    let www = example_copy("www", &tmp.path().join("www"));
     ok(
         run_for(kiln_in(&www).args(["build", "-t", "spt"]), BUILD_TIMEOUT),
         "kiln build -t spt www",

@@ -19,7 +19,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    ARGUMENT_ERROR, TempDir, copy_dir, help_ok, kiln_in, ok, run_for, shared_target_dir, text,
+    ARGUMENT_ERROR, copy_dir, help_ok, kiln_in, ok, run_for, shared_target_dir, temp_dir, text,
     www_cargo_toml,
 };
 use kiln_testsupport::process::ChildGuard;
@@ -106,12 +106,12 @@ fn hello(target: Target) {
     if !can_run(target, &test) {
         return;
     }
-    let tmp = TempDir::new(&test);
+    let tmp = temp_dir(&test);
     ok(
-        run_for(kiln_in(&tmp.path).args(["new", "greeter"]), RUN_TIMEOUT),
+        run_for(kiln_in(tmp.path()).args(["new", "greeter"]), RUN_TIMEOUT),
         "kiln new",
     );
-    let dir = tmp.path.join("greeter");
+    let dir = tmp.path().join("greeter");
     build(&dir, target);
     let image = dir.join(format!("dist/greeter.{}", target.name()));
     let tender = dir.join(format!("dist/kiln-{}", target.name()));
@@ -170,7 +170,7 @@ fn hello(target: Target) {
 
     // An image with a block device under that tender: refused, naming the
     // device and the module.
-    let disk_dir = tmp.path.join("disky");
+    let disk_dir = tmp.path().join("disky");
     write_unikernel(
         &disk_dir,
         "disky",
@@ -238,8 +238,8 @@ fn exit_codes(target: Target) {
     if !can_run(target, &test) {
         return;
     }
-    let tmp = TempDir::new(&test);
-    let dir = tmp.path.join("codes");
+    let tmp = temp_dir(&test);
+    let dir = tmp.path().join("codes");
     write_unikernel(
         &dir,
         "codes",
@@ -437,25 +437,25 @@ fn stores(target: Target) {
     if !can_run(target, &test) {
         return;
     }
-    let tmp = TempDir::new(&test);
-    let dir = tmp.path.join("notes");
+    let tmp = temp_dir(&test);
+    let dir = tmp.path().join("notes");
     write_unikernel(&dir, "notes", STORES_TOML, STORES_RS, "");
     std::fs::create_dir_all(dir.join("files")).unwrap();
     std::fs::write(dir.join("files/inside.txt"), "in the image").unwrap();
-    std::fs::create_dir_all(tmp.path.join("docs/sub")).unwrap();
-    std::fs::write(tmp.path.join("docs/sub/hello.txt"), "from kiln image").unwrap();
-    let docs = tmp.path.join("docs.img");
+    std::fs::create_dir_all(tmp.path().join("docs/sub")).unwrap();
+    std::fs::write(tmp.path().join("docs/sub/hello.txt"), "from kiln image").unwrap();
+    let docs = tmp.path().join("docs.img");
     ok(
         run_for(
-            kiln_in(&tmp.path)
+            kiln_in(tmp.path())
                 .arg("image")
-                .arg(tmp.path.join("docs"))
+                .arg(tmp.path().join("docs"))
                 .arg(&docs),
             RUN_TIMEOUT,
         ),
         "kiln image",
     );
-    let data = tmp.path.join("data.img");
+    let data = tmp.path().join("data.img");
     std::fs::write(&data, vec![0u8; 1 << 20]).unwrap();
     build(&dir, target);
 
@@ -697,8 +697,8 @@ fn www(target: Target) {
     if !can_run(target, &test) || !can_use_namespaces(&test) {
         return;
     }
-    let tmp = TempDir::new(&test);
-    let dir = tmp.path.join("www");
+    let tmp = temp_dir(&test);
+    let dir = tmp.path().join("www");
     let htdocs = www_copy(&dir);
     build(&dir, target);
     // --help needs no device flags (the tender leaves the devices
@@ -722,10 +722,10 @@ fn www(target: Target) {
     serve_and_fetch(&ns, &dir, target.name(), &[], &htdocs);
 
     // The same crate, its htdocs read from an image made by kiln image.
-    let image = tmp.path.join("htdocs.img");
+    let image = tmp.path().join("htdocs.img");
     ok(
         run_for(
-            kiln_in(&tmp.path).arg("image").arg(&htdocs).arg(&image),
+            kiln_in(tmp.path()).arg("image").arg(&htdocs).arg(&image),
             RUN_TIMEOUT,
         ),
         "kiln image",
@@ -760,13 +760,13 @@ fn www_direct_from_a_disk_image_on_unix() {
     if !can_use_namespaces(test) {
         return;
     }
-    let tmp = TempDir::new(test);
-    let dir = tmp.path.join("www");
+    let tmp = temp_dir(test);
+    let dir = tmp.path().join("www");
     let htdocs = www_copy(&dir);
-    let image = tmp.path.join("htdocs.img");
+    let image = tmp.path().join("htdocs.img");
     ok(
         run_for(
-            kiln_in(&tmp.path).arg("image").arg(&htdocs).arg(&image),
+            kiln_in(tmp.path()).arg("image").arg(&htdocs).arg(&image),
             RUN_TIMEOUT,
         ),
         "kiln image",
@@ -819,8 +819,8 @@ fn www_direct_from_a_disk_image_on_unix() {
 /// Solo5 targets: kiln says so after cargo's messages.
 #[test]
 fn a_dependency_needing_std_is_named_on_hvt() {
-    let tmp = TempDir::new("needs-std");
-    let dep = tmp.path.join("uses-std");
+    let tmp = temp_dir("needs-std");
+    let dep = tmp.path().join("uses-std");
     std::fs::create_dir_all(dep.join("src")).unwrap();
     std::fs::write(
         dep.join("Cargo.toml"),
@@ -832,7 +832,7 @@ fn a_dependency_needing_std_is_named_on_hvt() {
         "pub fn name() -> String { std::env::args().next().unwrap_or_default() }\n",
     )
     .unwrap();
-    let dir = tmp.path.join("app");
+    let dir = tmp.path().join("app");
     write_unikernel(
         &dir,
         "app",

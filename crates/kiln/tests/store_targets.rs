@@ -29,7 +29,7 @@ use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{TempDir, kiln, ok, run_for, shared_target_dir, text};
+use common::{kiln, ok, run_for, shared_target_dir, temp_dir, text};
 use kiln_testsupport::process::ChildGuard;
 use kiln_testsupport::skip::kvm_or_skip;
 
@@ -138,9 +138,9 @@ fn notes(target: Target) {
         return;
     }
     let dir = build("notes", target);
-    let tmp = TempDir::new(&test);
+    let tmp = temp_dir(&test);
     for sector in [512u32, 4096] {
-        let image = tmp.path.join(format!("notes-{sector}.img"));
+        let image = tmp.path().join(format!("notes-{sector}.img"));
         zero_image(&image, 1 << 20);
         let blocks = [
             format!("--block:data={}", image.display()),
@@ -251,9 +251,9 @@ fn blockbench(target: Target) {
         return;
     }
     let dir = build("blockbench", target);
-    let tmp = TempDir::new(&test);
-    let data = tmp.path.join("data.img");
-    let extra = tmp.path.join("extra.img");
+    let tmp = temp_dir(&test);
+    let data = tmp.path().join("data.img");
+    let extra = tmp.path().join("extra.img");
     zero_image(&data, 1 << 20);
     zero_image(&extra, 64 << 10);
     let blocks = [
@@ -494,8 +494,8 @@ fn max_kill_delay_ms(target: Target) -> u64 {
 /// it at a random moment each time, and checks the store after each.
 fn crash(target: Target, iterations: u32, seed: u64) -> CrashReport {
     let dir = build("notes", target);
-    let tmp = TempDir::new(&format!("crash-{}", target.name()));
-    let image = tmp.path.join("crash.img");
+    let tmp = temp_dir(&format!("crash-{}", target.name()));
+    let image = tmp.path().join("crash.img");
     // 128 KiB: regions of 64 sectors, so that the log compacts every few
     // dozen changes (kills land in compactions too) and a restart replays
     // a short log.

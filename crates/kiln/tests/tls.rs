@@ -25,7 +25,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{TempDir, kiln, kiln_in, text, write_unikernel};
+use common::{kiln, kiln_in, temp_dir, text, write_unikernel};
 use kiln_testsupport::netns::Netns;
 use kiln_testsupport::pki;
 use kiln_testsupport::process::stdout_of;
@@ -172,15 +172,15 @@ fn wwws(test: &str, target: &str, net: &str) {
         return;
     }
     let image = build("wwws", target, (target == "unix").then_some(net), None);
-    let tmp = TempDir::new(test);
+    let tmp = temp_dir(test);
     let (addr, host_side) = if net == "socket" {
         ("127.0.0.1", None)
     } else {
         ("10.0.0.2", Some("10.0.0.1/24"))
     };
-    pki(&tmp.path, &format!("DNS:wwws.test,IP:{addr}"));
+    pki(tmp.path(), &format!("DNS:wwws.test,IP:{addr}"));
     let certs = tar(
-        &tmp.path,
+        tmp.path(),
         "certs.tar",
         &[("site.pem", "cert.pem"), ("site.key", "key.pem")],
     );
@@ -206,7 +206,7 @@ fn wwws(test: &str, target: &str, net: &str) {
     server.wait_until(test, Duration::from_secs(30), |log| {
         log.contains("wwws: serving HTTPS on port 443")
     });
-    let ca = tmp.path.join("ca.pem");
+    let ca = tmp.path().join("ca.pem");
     let ca = ca.to_str().unwrap();
     let resolve = format!("wwws.test:443:{addr}");
     let site = files_under(&workspace().join("examples/wwws/htdocs"));
@@ -325,8 +325,8 @@ fn fetch(test: &str, target: &str) {
         (target == "unix").then_some("socket"),
         None,
     );
-    let tmp = TempDir::new(test);
-    let dir = &tmp.path;
+    let tmp = temp_dir(test);
+    let dir = tmp.path();
     pki(dir, "DNS:site.test");
     let cas = tar(
         dir,
@@ -589,13 +589,13 @@ fn random_and_wall_clock_parameters_may_be_send_and_sync() {
                 [devices.random]\ntype = \"random\"\n\n\
                 [devices.wall_clock]\ntype = \"wall_clock\"\n";
     let configure = |params: &str| {
-        let tmp = TempDir::new("bounds");
+        let tmp = temp_dir("bounds");
         let lib =
             format!("#![no_std]\nuse kiln_devices::*;\n\npub async fn start({params}) {{}}\n");
-        write_unikernel(&tmp.path, toml, &lib);
+        write_unikernel(tmp.path(), toml, &lib);
         let out = kiln()
             .arg("configure")
-            .arg(&tmp.path)
+            .arg(tmp.path())
             .output()
             .expect("run kiln");
         (out.status.code(), text(&out.stderr))

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{TempDir, kiln_in, ok, run_for, shared_target_dir, text};
+use common::{kiln_in, ok, run_for, shared_target_dir, temp_dir, text};
 use kiln_testsupport::netns::Netns;
 use kiln_testsupport::skip::{have, kvm_or_skip, netns_or_skip, skip};
 use support::net::{Running, files_under, htdocs};
@@ -145,9 +145,9 @@ fn notes_persist_on_a_virtio_disk() {
     }
     let dir = example("notes");
     build(&dir);
-    let tmp = TempDir::new("virtio-notes");
+    let tmp = temp_dir("virtio-notes");
     for sector in ["512", "4096"] {
-        let disk = tmp.path.join(format!("notes-{sector}.img"));
+        let disk = tmp.path().join(format!("notes-{sector}.img"));
         std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
         let block = format!("--block:data={}", disk.display());
         let size = format!("--block-sector-size:data={sector}");
@@ -253,8 +253,8 @@ fn www_on_microvm_in_a_namespace() {
     assert_eq!(code, "304", "{}", server.log());
 
     // 50 clients at once, each served in full.
-    let tmp = TempDir::new("virtio-www-parallel");
-    let config = tmp.path.join("urls");
+    let tmp = temp_dir("virtio-www-parallel");
+    let config = tmp.path().join("urls");
     let urls: String = (0..50)
         .map(|_| "url = \"http://10.0.0.2:8080/\"\noutput = \"/dev/null\"\n")
         .collect();
@@ -375,21 +375,21 @@ fn wwws_on_microvm_in_a_namespace() {
     }
     let dir = example("wwws");
     build(&dir);
-    let tmp = TempDir::new("virtio-wwws");
-    kiln_testsupport::pki::ca(&tmp.path, "ca");
+    let tmp = temp_dir("virtio-wwws");
+    kiln_testsupport::pki::ca(tmp.path(), "ca");
     kiln_testsupport::pki::leaf(
-        &tmp.path,
+        tmp.path(),
         "site",
         "wwws.test",
         "DNS:wwws.test,IP:10.0.0.2",
         "30",
         "ca",
     );
-    let stage = tmp.path.join("certs.d");
+    let stage = tmp.path().join("certs.d");
     std::fs::create_dir_all(&stage).unwrap();
-    std::fs::copy(tmp.path.join("site.pem"), stage.join("cert.pem")).unwrap();
-    std::fs::copy(tmp.path.join("site.key"), stage.join("key.pem")).unwrap();
-    let certs = tmp.path.join("certs.tar");
+    std::fs::copy(tmp.path().join("site.pem"), stage.join("cert.pem")).unwrap();
+    std::fs::copy(tmp.path().join("site.key"), stage.join("key.pem")).unwrap();
+    let certs = tmp.path().join("certs.tar");
     let mut tar = Command::new("tar");
     tar.arg("--format=ustar")
         .arg("-cf")
@@ -416,7 +416,7 @@ fn wwws_on_microvm_in_a_namespace() {
     });
     let mut curl = ns.command("curl");
     curl.args(["-sS", "--max-time", "20", "--cacert"])
-        .arg(tmp.path.join("ca.pem"))
+        .arg(tmp.path().join("ca.pem"))
         .args(["--resolve", "wwws.test:443:10.0.0.2", "https://wwws.test/"])
         .stdin(Stdio::null());
     let out = run_for(&mut curl, Duration::from_secs(30));
@@ -513,14 +513,14 @@ fn ring_indices_wrap_under_a_ping_flood() {
 /// VMM started (each is refused before QEMU would start).
 #[test]
 fn bad_input_is_refused_before_a_vmm_starts() {
-    let tmp = TempDir::new("virtio-bad");
+    let tmp = temp_dir("virtio-bad");
     let dir = example("notes");
     let image = build(&dir);
     let bytes = std::fs::read(&image).unwrap();
-    let truncated = tmp.path.join("truncated.virtio");
+    let truncated = tmp.path().join("truncated.virtio");
     std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
     let image_flag = |p: &Path| format!("--image={}", p.display());
-    let disk = tmp.path.join("disk.img");
+    let disk = tmp.path().join("disk.img");
     std::fs::write(&disk, vec![0u8; 1 << 16]).unwrap();
     let cases: Vec<(Vec<String>, Vec<String>, &str)> = vec![
         (
@@ -537,7 +537,7 @@ fn bad_input_is_refused_before_a_vmm_starts() {
             vec![],
             vec![format!(
                 "--block:data={}",
-                tmp.path.join("absent.img").display()
+                tmp.path().join("absent.img").display()
             )],
             "absent.img: No such file or directory",
         ),
@@ -606,8 +606,8 @@ fn notes_persist_on_q35_over_pci() {
     }
     let dir = example("notes");
     build(&dir);
-    let tmp = TempDir::new("virtio-q35");
-    let disk = tmp.path.join("notes.img");
+    let tmp = temp_dir("virtio-q35");
+    let disk = tmp.path().join("notes.img");
     std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
     let block = format!("--block:data={}", disk.display());
     let q35 = ["--machine", "q35"];
@@ -638,8 +638,8 @@ fn boot_time_against_the_floor_guest() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(41);
     let hello = build(&example("hello"));
-    let tmp = TempDir::new("virtio-boot");
-    let floor = tmp.path.join("floor.elf");
+    let tmp = temp_dir("virtio-boot");
+    let floor = tmp.path().join("floor.elf");
     std::fs::write(&floor, kiln_virtio::host::floor_image()).unwrap();
     // The command line kiln run uses, without devices.
     let out = run(&example("hello"), &["--print-command"], &["--times", "0"]);
@@ -708,8 +708,8 @@ fn notes_lose_no_acknowledged_change_when_qemu_is_killed() {
     }
     let dir = example("notes");
     build(&dir);
-    let tmp = TempDir::new("virtio-crash");
-    let disk = tmp.path.join("crash.img");
+    let tmp = temp_dir("virtio-crash");
+    let disk = tmp.path().join("crash.img");
     std::fs::write(&disk, vec![0u8; 128 << 10]).unwrap();
     let block = format!("--block:data={}", disk.display());
     // Per key, the last acknowledged change (None: removed).

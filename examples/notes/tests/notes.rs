@@ -43,18 +43,14 @@ fn run(path: &str, add: &str, clear: bool) -> String {
 
 #[test]
 fn notes_persist_across_runs() {
-    let path = std::env::temp_dir().join(format!("kiln-notes-{}.img", std::process::id()));
-    struct Remove<'a>(&'a std::path::Path);
-    impl Drop for Remove<'_> {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(self.0);
-        }
-    }
-    let _guard = Remove(&path);
-    std::fs::File::create(&path)
-        .unwrap()
-        .set_len(64 * 1024)
+    // Removed when dropped, even if the test fails.
+    let disk = tempfile::Builder::new()
+        .prefix("kiln-notes-")
+        .suffix(".img")
+        .tempfile()
         .unwrap();
+    disk.as_file().set_len(64 * 1024).unwrap();
+    let path = disk.into_temp_path();
     let p = path.to_str().unwrap();
     assert_eq!(run(p, "", false), "0 notes\n");
     assert_eq!(run(p, "buy milk", false), "1: buy milk\n1 notes\n");

@@ -160,24 +160,24 @@ impl Response {
     }
 }
 
-/// Decodes `%XX` escapes; `None` for a malformed escape or non-UTF-8
-/// result.
+/// Decodes the `%XX` escapes of a request path (RFC 3986 2.1) with the
+/// `percent-encoding` crate; `None` (400 Bad Request) for a `%` not followed
+/// by two hexadecimal digits (the crate would keep it as it is), a result
+/// that is not UTF-8, or one holding a NUL (no file name has one). Dot
+/// segments, escaped or not, are refused later by the store's key check.
 fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = core::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b);
-            i += 1;
-        }
+    let escapes_valid = bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !escapes_valid {
+        return None;
     }
-    String::from_utf8(out).ok()
+    let path = percent_encoding::percent_decode(bytes).decode_utf8().ok()?;
+    (!path.contains('\0')).then(|| path.into_owned())
 }
 
 /// The origin form (RFC 9112 3.2.1) of a request target: itself when it
@@ -557,6 +557,42 @@ pub async fn serve_observed<S: TcpStream, K: KvRo>(
                 let _ = stream.shutdown().await;
                 return Ok(summary);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn good_escapes_are_decoded() {
+        assert_eq!(
+            percent_decode("/index.html").as_deref(),
+            Some("/index.html")
+        );
+        assert_eq!(
+            percent_decode("/%69ndex.html").as_deref(),
+            Some("/index.html")
+        );
+        assert_eq!(percent_decode("/a%20b%2Fc").as_deref(), Some("/a b/c"));
+        assert_eq!(percent_decode("/%c3%a9t%C3%A9").as_deref(), Some("/été"));
+        assert_eq!(percent_decode("/%25").as_deref(), Some("/%"));
+        // Dot segments decode; the store's key check refuses them.
+        assert_eq!(percent_decode("/%2e%2E/x").as_deref(), Some("/../x"));
+    }
+
+    #[test]
+    fn bad_escapes_are_refused() {
+        for bad in [
+            // Regression: `u8::from_str_radix` took "+F" as 15, so `%+F`
+            // was served as "\x0f".
+            "/%+F", "/%-1", "/%zz", "/%g0", "/%0", "/%", "/a%", "/%%41", "/% 1",
+            // Not UTF-8 once decoded.
+            "/%ff", "/%c3", // NUL.
+            "/a%00b",
+        ] {
+            assert_eq!(percent_decode(bad), None, "{bad:?}");
         }
     }
 }

@@ -309,6 +309,10 @@ fn malformed_requests_get_400_and_close_then_a_new_connection_works() {
         &b"GET / HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n"[..],
         b"GET / HTTP/1.1\r\n\r\n", // no Host
         b"GET /%zz HTTP/1.1\r\nHost: t\r\n\r\n",
+        // Regression: a sign in an escape was taken as part of a number.
+        b"GET /%+F HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /%2 HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /a%00b HTTP/1.1\r\nHost: t\r\n\r\n",
         b"GET index.html HTTP/1.1\r\nHost: t\r\n\r\n",
         b"\x00\x01\x02 garbage\r\n\r\n",
     ] {
@@ -324,10 +328,10 @@ fn malformed_requests_get_400_and_close_then_a_new_connection_works() {
     assert_eq!(rs[0].status, 200);
     // A well-framed request for a path with dot segments: 400, and the
     // connection goes on.
-    let script = [get("/../secret"), get("/")].concat();
+    let script = [get("/../secret"), get("/%2e%2E/secret"), get("/")].concat();
     let (rs, shut, _) = exchange(&[(0, &script)], End::Close, &[]);
     let statuses: Vec<u16> = rs.iter().map(|r| r.status).collect();
-    assert_eq!(statuses, [400, 200]);
+    assert_eq!(statuses, [400, 400, 200]);
     assert!(!shut);
 }
 

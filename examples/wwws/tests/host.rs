@@ -41,14 +41,15 @@ fn bake(files: &[(&'static str, &'static [u8])]) -> Baked {
 
 /// A directory with `cert.pem` and `key.pem` for `localhost`, made by
 /// openssl, removed on drop.
-struct Pki(PathBuf);
+struct Pki(tempfile::TempDir);
 
 impl Pki {
     fn new(tag: &str) -> Pki {
-        let dir = std::env::temp_dir().join(format!("kiln-wwws-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        stdout_of(Command::new("openssl").current_dir(&dir).args([
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("kiln-wwws-{tag}-"))
+            .tempdir()
+            .unwrap();
+        stdout_of(Command::new("openssl").current_dir(dir.path()).args([
             "req",
             "-x509",
             "-newkey",
@@ -72,20 +73,18 @@ impl Pki {
     }
 
     fn cert(&self) -> PathBuf {
-        self.0.join("cert.pem")
+        self.0.path().join("cert.pem")
     }
 
     fn store(&self) -> Baked {
         let read = |f: &str| -> &'static [u8] {
-            Box::leak(std::fs::read(self.0.join(f)).unwrap().into_boxed_slice())
+            Box::leak(
+                std::fs::read(self.0.path().join(f))
+                    .unwrap()
+                    .into_boxed_slice(),
+            )
         };
         bake(&[("cert.pem", read("cert.pem")), ("key.pem", read("key.pem"))])
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use kiln_abi::{AbiNote, MftEntry, MftNote};
@@ -339,31 +338,23 @@ impl Guest {
     }
 }
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A temporary directory removed on drop.
-pub struct TempDir(pub PathBuf);
+/// A temporary directory removed on drop (kept with `KILN_TEST_KEEP` set).
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     pub fn new() -> Self {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("kiln-hvt-test-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let mut dir = tempfile::Builder::new()
+            .prefix("kiln-hvt-test-")
+            .tempdir()
+            .unwrap();
+        dir.disable_cleanup(std::env::var_os("KILN_TEST_KEEP").is_some());
         Self(dir)
     }
 
     pub fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.0.join(name);
+        let p = self.0.path().join(name);
         std::fs::write(&p, bytes).unwrap();
         p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::env::var_os("KILN_TEST_KEEP").is_none() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
     }
 }
 

@@ -139,23 +139,15 @@ pub fn run_image(target: Target, flags: &[String], image: &Path, args: &[&str]) 
 
 /// A file in the temporary directory, removed on drop (also when the
 /// test fails).
-pub struct TempFile(pub PathBuf);
+pub type TempFile = tempfile::TempPath;
 
-impl TempFile {
-    /// A path unique to this process, thread and `tag`.
-    pub fn new(tag: &str) -> TempFile {
-        TempFile(std::env::temp_dir().join(format!(
-            "kiln-solo5-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        )))
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+/// A new empty file `kiln-solo5-TAG-` and a random suffix.
+pub fn temp_file(tag: &str) -> TempFile {
+    tempfile::Builder::new()
+        .prefix(&format!("kiln-solo5-{tag}-"))
+        .tempfile()
+        .expect("create a temporary file")
+        .into_temp_path()
 }
 
 /// A disk of 8 sectors whose first bytes are `KILNDISK`, and one end of a
@@ -169,10 +161,10 @@ pub struct Devices {
 
 impl Devices {
     pub fn new(tag: &str) -> Devices {
-        let disk = TempFile::new(tag);
+        let disk = temp_file(tag);
         let mut content = vec![0u8; 8 * 512];
         content[..8].copy_from_slice(b"KILNDISK");
-        std::fs::write(&disk.0, &content).expect("write the disk image");
+        std::fs::write(&disk, &content).expect("write the disk image");
         let (ours, theirs) = UnixDatagram::pair().expect("socketpair");
         ours.set_read_timeout(Some(Duration::from_secs(20)))
             .expect("timeout");
@@ -186,7 +178,7 @@ impl Devices {
         vec![
             format!("--net:service=@{}", self.theirs.as_raw_fd()),
             "--net-mac:service=02:00:00:00:00:01".into(),
-            format!("--block:disk={}", self.disk.0.display()),
+            format!("--block:disk={}", self.disk.display()),
         ]
     }
 }
@@ -242,7 +234,7 @@ pub fn check_net_and_block(target: Target, env: &[(&str, &str)], path: &str) {
         expected.extend_from_slice(format!("frame {i}").as_bytes());
         assert_eq!(echo, &expected);
     }
-    let written = std::fs::read(&d.disk.0).expect("read the disk image");
+    let written = std::fs::read(&*d.disk).expect("read the disk image");
     let pattern: Vec<u8> = (0..512).map(|i| (i as u8) ^ 0x5a).collect();
     assert_eq!(&written[512..1024], &pattern[..], "sector 1 on the host");
     let many: Vec<u8> = (0..6 * 512).map(|i| (i as u8) ^ 0xa5).collect();

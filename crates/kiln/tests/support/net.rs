@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::common::{TempDir, kiln};
+use crate::common::{TempDir, kiln, temp_dir};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -265,8 +265,8 @@ pub struct Running {
 impl Running {
     /// Starts `cmd` with its output in a log.
     pub fn spawn(mut cmd: Command, tag: &str) -> Running {
-        let tmp = TempDir::new(tag);
-        let log = tmp.path.join("log");
+        let tmp = temp_dir(tag);
+        let log = tmp.path().join("log");
         let file = std::fs::File::create(&log).expect("create the log");
         let child = cmd
             .stdin(Stdio::null())
