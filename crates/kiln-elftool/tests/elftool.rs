@@ -105,7 +105,7 @@ fn queries_print_solo5_elftools_json() {
 
     // A note segment that says `p_align` 8 (as a linker may): Solo5's
     // notes are still read 4-byte aligned, as solo5-elftool reads them.
-    let path = dir.0.join("aligned8.hvt");
+    let path = dir.path().join("aligned8.hvt");
     std::fs::write(&path, image_aligned(&notes(AbiNote::hvt(), &mft), 8)).unwrap();
     let (code, out, err) = elftool(&["query-manifest", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");

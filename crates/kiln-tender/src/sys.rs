@@ -3,7 +3,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// `ret`, or the error a negative return value of a system call stands for.
 pub fn check(ret: libc::c_int) -> io::Result<libc::c_int> {

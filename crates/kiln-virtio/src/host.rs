@@ -857,9 +857,9 @@ mod tests {
         );
         // The guest reads them back.
         let cmdline: &'static str = alloc::boxed::Box::leak(after("-append").into_boxed_str());
-        let (args, mmio) = crate::cmdline::split(cmdline).unwrap();
-        assert_eq!(args, ["--times", "2"]);
-        assert_eq!(mmio.len(), 3);
+        let split = crate::cmdline::split(cmdline).unwrap();
+        assert_eq!(split.args, Ok(alloc::vec!["--times", "2"]));
+        assert_eq!(split.devices.len(), 3);
         assert_eq!(crate::power::from_cmdline(cmdline).map(|g| g.irq), Some(9));
         // `kiln run` keeps QEMU's own placement.
         let plain = vm.qemu_args(Machine::Microvm, Accel::Kvm).unwrap();

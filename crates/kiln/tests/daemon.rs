@@ -1697,7 +1697,7 @@ fn block_counters_per_device() {
     let d = Daemon::start("daemon-block");
     for t in &targets {
         let name = format!("w-{t}");
-        let disk = d.tmp.path.join(format!("{t}.img"));
+        let disk = d.tmp.path().join(format!("{t}.img"));
         std::fs::write(&disk, vec![0u8; 64 * 1024]).unwrap();
         d.ok(&[
             "up",
@@ -1763,7 +1763,7 @@ fn kiln_stop_reaches_a_virtio_guest() {
     }
     let dir = writer(&["virtio"]);
     let d = Daemon::start("daemon-virtio-stop");
-    let disk = d.tmp.path.join("disk.img");
+    let disk = d.tmp.path().join("disk.img");
     std::fs::write(&disk, vec![0u8; 64 * 1024]).unwrap();
     d.ok(&[
         "up",
