@@ -1,8 +1,8 @@
 //! The virtio devices, through the `virtio-drivers` crate: discovery of the
-//! transports (virtio-mmio from the command line at boot; virtio-pci on bus
-//! 0 through the configuration ports 0xcf8/0xcfc, only when the command
-//! line announced no device and the unikernel asks for one, since each
-//! configuration access is an exit), the network
+//! transports at boot (virtio-mmio from the command line; virtio-pci on
+//! bus 0 through the configuration ports 0xcf8/0xcfc when the command line
+//! announced no device and a host bridge answers: about 40 configuration
+//! reads, each an exit), the virtio console (`sys::virtio_console`), the network
 //! interface and the block device over them, and the check of their queues
 //! that the platform's polling wait makes.
 //!
@@ -34,7 +34,7 @@ use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::pci::bus::{
-    Command as PciCommand, ConfigurationAccess, DeviceFunction, PciRoot,
+    BarInfo, Command as PciCommand, ConfigurationAccess, DeviceFunction, MemoryBarType, PciRoot,
 };
 use virtio_drivers::transport::{DeviceType, SomeTransport, Transport};
 
@@ -82,7 +82,6 @@ type Dev = SomeTransport<'static>;
 static FOUND: spin::Mutex<Found> = spin::Mutex::new(Found {
     nets: Vec::new(),
     blocks: Vec::new(),
-    probed_pci: false,
 });
 
 struct Found {
@@ -90,9 +89,6 @@ struct Found {
     /// only).
     nets: Vec<Option<(Dev, Option<u32>)>>,
     blocks: Vec<Option<Dev>>,
-    /// Whether bus 0 was enumerated (or need not be: the command line
-    /// announced virtio-mmio devices).
-    probed_pci: bool,
 }
 
 /// PCI configuration space through the legacy ports (configuration
@@ -129,12 +125,64 @@ fn config_address(f: DeviceFunction, register_offset: u8) -> u32 {
         | u32::from(register_offset & 0xfc)
 }
 
+/// Where kiln puts the memory BARs a firmware left unassigned: q35's
+/// 32-bit PCI hole above its MMCONFIG window (0xb000_0000, 256 MiB), below
+/// the IOAPIC, inside kiln's device window for up to 3 GiB of RAM.
+const BAR_WINDOW: core::ops::Range<u64> = 0xc000_0000..0xfec0_0000;
+
+/// `CONFIG_ADDRESS` offset of BAR 0.
+const BAR0: u8 = 0x10;
+
+/// Whether every memory BAR of `f` reads as address 0: a firmware that
+/// assigns no BARs (qboot, which `kiln run --machine q35` boots through)
+/// left them to the guest. Six configuration reads.
+fn bars_unassigned(f: DeviceFunction) -> bool {
+    (0..6).all(|i| {
+        let bar = PortCam.read_word(f, BAR0 + 4 * i);
+        bar & 1 == 1 || bar & 0xffff_fff0 == 0
+    })
+}
+
+/// Gives each memory BAR of `f` an address in [`BAR_WINDOW`] after
+/// `next` (aligned to its size, as PCI requires); a BAR that does not
+/// fit is left unassigned (the transport then fails to come up).
+fn assign_bars(root: &mut PciRoot<PortCam>, f: DeviceFunction, next: &mut u64) {
+    let Ok(bars) = root.bars(f) else {
+        return;
+    };
+    for (i, bar) in bars.iter().enumerate() {
+        let Some(BarInfo::Memory {
+            address_type, size, ..
+        }) = bar
+        else {
+            continue;
+        };
+        let Some(address) = next.checked_next_multiple_of(*size) else {
+            continue;
+        };
+        let end = address.saturating_add(*size);
+        if *size == 0 || end > BAR_WINDOW.end {
+            continue;
+        }
+        let index = i as u8;
+        match address_type {
+            MemoryBarType::Width32 => root.set_bar_32(f, index, address as u32),
+            MemoryBarType::Width64 => root.set_bar_64(f, index, address),
+            _ => continue,
+        }
+        *next = end;
+    }
+}
+
 /// Finds the virtio devices on PCI bus 0, in slot order (QEMU gives slots
-/// in `-device` order). Only function 0 of single-function devices is
-/// read: a full scan of 256 functions would be 512 exits.
+/// in `-device` order), giving their BARs addresses where the firmware did
+/// not. Only function 0 of single-function devices is read: a full scan of
+/// 256 functions would be 512 exits.
 fn discover_pci(found: &mut Found) {
-    found.probed_pci = true;
     let mut root = PciRoot::new(PortCam);
+    let mut next_bar = BAR_WINDOW
+        .start
+        .max(crate::sys::paging::device_window_start());
     for device in 0..32 {
         let f = DeviceFunction {
             bus: 0,
@@ -144,6 +192,9 @@ fn discover_pci(found: &mut Found) {
         let id = PortCam.read_word(f, 0);
         if id & 0xffff != VIRTIO_VENDOR {
             continue;
+        }
+        if bars_unassigned(f) {
+            assign_bars(&mut root, f, &mut next_bar);
         }
         let (_, command) = root.get_status_command(f);
         root.set_command(
@@ -157,9 +208,27 @@ fn discover_pci(found: &mut Found) {
         match transport.device_type() {
             DeviceType::Network => found.nets.push(Some((transport, None))),
             DeviceType::Block => found.blocks.push(Some(transport)),
+            DeviceType::Console => attach_console(transport),
             _ => {}
         }
     }
+}
+
+/// Whether there is a PCI bus: a host bridge answers at 0:0.0 (q35, pc;
+/// on microvm the read gives all ones).
+fn pci_bus_present() -> bool {
+    let host_bridge = DeviceFunction {
+        bus: 0,
+        device: 0,
+        function: 0,
+    };
+    PortCam.read_word(host_bridge, 0) & 0xffff != 0xffff
+}
+
+/// Output goes to a virtio console from now on (`sys::virtio_console`);
+/// one that cannot be set up is left alone (the 16550 stays).
+fn attach_console(transport: Dev) {
+    let _ = super::virtio_console::attach(transport);
 }
 
 /// Why a transport was not used.
@@ -179,12 +248,13 @@ pub enum DiscoveryError {
     },
 }
 
-/// Finds the virtio-mmio devices the command line announced. Devices of
-/// other types, and windows without a device, are skipped.
+/// Finds the virtio-mmio devices the command line announced, or, when it
+/// announced none and there is a PCI bus, the virtio devices on bus 0. A
+/// virtio console is set up at once (it takes the console's output);
+/// devices of other types, and windows without a device, are skipped.
 pub fn discover(mmio: &[MmioDevice]) -> Result<(), DiscoveryError> {
     let window_start = crate::sys::paging::device_window_start();
     let mut found = FOUND.lock();
-    found.probed_pci = !mmio.is_empty();
     for d in mmio {
         let end = d.base.checked_add(d.size);
         if d.base < window_start || end.is_none_or(|e| e > 1 << 32) {
@@ -207,8 +277,12 @@ pub fn discover(mmio: &[MmioDevice]) -> Result<(), DiscoveryError> {
         match transport.device_type() {
             DeviceType::Network => found.nets.push(Some((transport, Some(d.irq)))),
             DeviceType::Block => found.blocks.push(Some(transport)),
+            DeviceType::Console => attach_console(transport),
             _ => {}
         }
+    }
+    if mmio.is_empty() && pci_bus_present() {
+        discover_pci(&mut found);
     }
     Ok(())
 }
@@ -219,13 +293,10 @@ pub fn counts() -> (usize, usize) {
     (found.nets.len(), found.blocks.len())
 }
 
-/// Takes the `position`th network (or block) transport and its interrupt
-/// line, enumerating PCI first if that has not been done.
+/// Takes the `position`th network (or block) transport found at boot and
+/// its interrupt line.
 fn take(block: bool, position: usize) -> Option<(Dev, Option<u32>)> {
     let mut found = FOUND.lock();
-    if !found.probed_pci {
-        discover_pci(&mut found);
-    }
     if block {
         found
             .blocks
