@@ -501,8 +501,8 @@ impl Vm {
         let mut a: Vec<String> = Vec::new();
         let mut push = |s: &[&str]| a.extend(s.iter().map(|s| s.to_string()));
         let m = match (machine, accel) {
-            (Machine::Microvm, Accel::Kvm) => "microvm,accel=kvm,acpi=off",
-            (Machine::Microvm, Accel::Tcg) => "microvm,accel=tcg,acpi=off",
+            (Machine::Microvm, Accel::Kvm) => "microvm,accel=kvm",
+            (Machine::Microvm, Accel::Tcg) => "microvm,accel=tcg",
             (Machine::Q35, Accel::Kvm) => "q35,accel=kvm",
             (Machine::Q35, Accel::Tcg) => "q35,accel=tcg",
         };

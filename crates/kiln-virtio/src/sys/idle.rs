@@ -13,6 +13,7 @@
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use super::arch;
+use crate::acpi::{self, IoApic};
 
 /// The xAPIC's registers.
 const LAPIC: u64 = 0xfee0_0000;
@@ -23,11 +24,38 @@ const LAPIC_LVT_LINT0: u64 = 0x350;
 /// LVT timer mode bits 17-18: TSC deadline.
 const LVT_TSC_DEADLINE: u32 = 0b10 << 17;
 const LVT_MASKED: u32 = 1 << 16;
-/// The IOAPIC's index and window registers.
-const IOAPIC: u64 = 0xfec0_0000;
+/// The IOAPIC's window register (after the index register).
 const IOAPIC_WINDOW: u64 = 0x10;
-/// Highest IOAPIC input kiln routes (QEMU's IOAPIC has 24).
+/// Inputs of each IOAPIC (QEMU's have 24).
 const IOAPIC_PINS: u32 = 24;
+/// The IOAPICs: the one at 0xfec0_0000 for GSIs 0 to 23, unless the ACPI
+/// tables listed others (QEMU's microvm with ACPI has a second one, for
+/// its virtio-mmio lines from GSI 24); set at boot.
+static IOAPICS: spin::Mutex<[Option<IoApic>; acpi::Found::IOAPICS_MAX]> = spin::Mutex::new([
+    Some(IoApic {
+        address: 0xfec0_0000,
+        gsi_base: 0,
+    }),
+    None,
+    None,
+    None,
+]);
+
+/// Routes through `ioapics` (the MADT's) from now on, if there are any.
+pub fn set_ioapics(ioapics: [Option<IoApic>; acpi::Found::IOAPICS_MAX]) {
+    if ioapics.iter().any(Option::is_some) {
+        *IOAPICS.lock() = ioapics;
+    }
+}
+
+/// The register address and input of GSI `irq`.
+fn ioapic_input(irq: u32) -> Option<(u64, u32)> {
+    IOAPICS.lock().iter().flatten().find_map(|io| {
+        let pin = irq.checked_sub(io.gsi_base)?;
+        (pin < IOAPIC_PINS && io.address >= super::paging::device_window_start())
+            .then_some((io.address, pin))
+    })
+}
 
 /// Whether the CPU has a LAPIC with the TSC-deadline timer, as the VMM's
 /// CPUID says (read at CPL 0: on KVM's PVM `cpuid` at CPL 3 is the host's).
@@ -59,8 +87,8 @@ pub fn ready(irqs: impl Iterator<Item = u32> + Clone) -> bool {
         _ => {}
     }
     let usable = CAPABLE.load(Ordering::Relaxed)
-        && super::paging::device_window_start() <= IOAPIC
-        && irqs.clone().all(|irq| irq < IOAPIC_PINS);
+        && super::paging::device_window_start() <= LAPIC
+        && irqs.clone().all(|irq| ioapic_input(irq).is_some());
     if !usable {
         STATE.store(2, Ordering::Relaxed);
         return false;
@@ -75,13 +103,13 @@ pub fn ready(irqs: impl Iterator<Item = u32> + Clone) -> bool {
         LAPIC + LAPIC_LVT_TIMER,
         LVT_TSC_DEADLINE | u32::from(super::cpu::TIMER_VECTOR),
     );
-    for irq in irqs {
+    for (ioapic, pin) in irqs.filter_map(ioapic_input) {
         // Fixed delivery to APIC 0, physical destination, edge-triggered,
         // active high, unmasked.
-        write32(IOAPIC, 0x10 + 2 * irq);
-        write32(IOAPIC + IOAPIC_WINDOW, u32::from(super::cpu::DEVICE_VECTOR));
-        write32(IOAPIC, 0x11 + 2 * irq);
-        write32(IOAPIC + IOAPIC_WINDOW, 0);
+        write32(ioapic, 0x10 + 2 * pin);
+        write32(ioapic + IOAPIC_WINDOW, u32::from(super::cpu::DEVICE_VECTOR));
+        write32(ioapic, 0x11 + 2 * pin);
+        write32(ioapic + IOAPIC_WINDOW, 0);
     }
     STATE.store(1, Ordering::Relaxed);
     true
