@@ -55,7 +55,7 @@ fn about(section: &str) -> &'static str {
             "examples/blockbench's own timing (the monotonic clock) of sequential writes, then one \
              flush, and reads of a 16 MiB disk in 512 B and 64 KiB requests, against the same I/O \
              from this host process (`pwrite`/`pread`, `fdatasync`); virtio runs it under `kiln \
-             run -t virtio` (QEMU microvm, KVM, the disks on virtio-blk). examples/notes' changes \
+             run -t virtio` (QEMU microvm, KVM, the disks on virtio-blk), 64 KiB requests only. examples/notes' changes \
              per second, each flushed, against a host loop of 1 KiB `pwrite` + `fdatasync`; and \
              notes' crash-test mode, SIGKILLed at random moments, every acknowledged change \
              checked after the restart."
