@@ -77,6 +77,17 @@ bitflags::bitflags! {
 
 type Dev = SomeTransport<'static>;
 
+/// How a network device interrupts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Irq {
+    /// A virtio-mmio line, routed through the IOAPIC that serves its GSI.
+    Line(u32),
+    /// virtio-pci MSI-X, enabled at discovery (table entry 0: kiln's device
+    /// vector at APIC 0); the address of the function's common
+    /// configuration, where each queue is given vector 0 once set up.
+    Msix(u64),
+}
+
 /// The transports found at boot, by type, in the order the VMM listed them;
 /// each is taken by the first `Env::net`/`Env::block` for its position.
 static FOUND: spin::Mutex<Found> = spin::Mutex::new(Found {
@@ -87,7 +98,7 @@ static FOUND: spin::Mutex<Found> = spin::Mutex::new(Found {
 struct Found {
     /// The network transports and their interrupt lines (virtio-mmio
     /// only).
-    nets: Vec<Option<(Dev, Option<u32>)>>,
+    nets: Vec<Option<(Dev, Option<Irq>)>>,
     blocks: Vec<Option<Dev>>,
 }
 
@@ -174,6 +185,92 @@ fn assign_bars(root: &mut PciRoot<PortCam>, f: DeviceFunction, next: &mut u64) {
     }
 }
 
+/// PCI capability IDs: MSI-X, and vendor-specific (virtio's structures).
+const CAP_MSIX: u8 = 0x11;
+const CAP_VENDOR: u8 = 0x09;
+/// `cfg_type` of virtio's common configuration (virtio 1.2, 4.1.4).
+const VIRTIO_PCI_CAP_COMMON_CFG: u32 = 1;
+/// The common configuration's `queue_select` and `queue_msix_vector`.
+const COMMON_QUEUE_SELECT: u64 = 0x16;
+const COMMON_QUEUE_MSIX_VECTOR: u64 = 0x1a;
+
+/// The address of memory BAR `bar` of `f`, if it has one kiln can reach.
+fn bar_address(f: DeviceFunction, bar: u8) -> Option<u64> {
+    if bar > 5 {
+        return None;
+    }
+    let low = PortCam.read_word(f, BAR0 + 4 * bar);
+    if low & 1 == 1 {
+        return None;
+    }
+    let mut address = u64::from(low & 0xffff_fff0);
+    if (low >> 1) & 0b11 == 0b10 && bar < 5 {
+        address |= u64::from(PortCam.read_word(f, BAR0 + 4 * (bar + 1))) << 32;
+    }
+    let window = crate::sys::paging::device_window_start();
+    (address >= window && address < 1 << 32).then_some(address)
+}
+
+fn mmio_write32(addr: u64, value: u32) {
+    // SAFETY: callers pass an address inside a BAR of a virtio function
+    // (checked by `bar_address` to lie in the device window, which kiln's
+    // page tables map uncached for the whole run), at a register offset
+    // the function's capabilities name.
+    unsafe { (addr as *mut u32).write_volatile(value) }
+}
+
+/// Enables MSI-X on virtio-pci function `f` with table entry 0 sending
+/// kiln's device vector to APIC 0; the address of its common
+/// configuration, or `None` (no MSI-X, or a structure kiln cannot reach:
+/// the device is then polled).
+fn enable_msix(root: &PciRoot<PortCam>, f: DeviceFunction) -> Option<u64> {
+    let (mut msix, mut common) = (None, None);
+    for cap in root.capabilities(f) {
+        if cap.id == CAP_MSIX {
+            msix = Some(cap.offset);
+        } else if cap.id == CAP_VENDOR
+            && (PortCam.read_word(f, cap.offset) >> 24) & 0xff == VIRTIO_PCI_CAP_COMMON_CFG
+        {
+            let bar = (PortCam.read_word(f, cap.offset + 4) & 0xff) as u8;
+            let offset = PortCam.read_word(f, cap.offset + 8);
+            common = bar_address(f, bar).map(|b| b + u64::from(offset));
+        }
+    }
+    let (msix, common) = (msix?, common?);
+    let table = PortCam.read_word(f, msix + 4);
+    let entry = bar_address(f, (table & 0b111) as u8)? + u64::from(table & !0b111);
+    // Message address (APIC 0, physical), upper address, data (fixed
+    // delivery, edge), vector control (unmasked).
+    mmio_write32(entry, 0xfee0_0000);
+    mmio_write32(entry + 4, 0);
+    mmio_write32(entry + 8, u32::from(super::cpu::DEVICE_VECTOR));
+    mmio_write32(entry + 12, 0);
+    // Message control (the upper half of the capability's first word):
+    // MSI-X enable (bit 15) on, function mask (bit 14) off.
+    let first = PortCam.read_word(f, msix);
+    let enabled = (first | 1 << 31) & !(1 << 30);
+    PortCam.write_word(f, msix, enabled);
+    Some(common)
+}
+
+/// Gives the network queues of the function whose common configuration
+/// is at `common` MSI-X vector 0; whether the device took it (QEMU answers
+/// `VIRTIO_MSI_NO_VECTOR` for a vector it cannot use).
+fn route_queues(common: u64) -> bool {
+    [QUEUE_RECEIVE, QUEUE_TRANSMIT].iter().all(|&queue| {
+        // SAFETY: `common` is the common configuration structure
+        // (`enable_msix` found it in a BAR in the device window, mapped
+        // uncached); these are its 16-bit `queue_select` and
+        // `queue_msix_vector`, which nothing else writes after the
+        // device's initialisation.
+        unsafe {
+            ((common + COMMON_QUEUE_SELECT) as *mut u16).write_volatile(queue);
+            ((common + COMMON_QUEUE_MSIX_VECTOR) as *mut u16).write_volatile(0);
+            ((common + COMMON_QUEUE_MSIX_VECTOR) as *const u16).read_volatile() == 0
+        }
+    })
+}
+
 /// Finds the virtio devices on PCI bus 0, in slot order (QEMU gives slots
 /// in `-device` order), giving their BARs addresses where the firmware did
 /// not. Only function 0 of single-function devices is read: a full scan of
@@ -206,7 +303,10 @@ fn discover_pci(found: &mut Found) {
         };
         let transport: Dev = transport.into();
         match transport.device_type() {
-            DeviceType::Network => found.nets.push(Some((transport, None))),
+            DeviceType::Network => {
+                let irq = enable_msix(&root, f).map(Irq::Msix);
+                found.nets.push(Some((transport, irq)));
+            }
             DeviceType::Block => found.blocks.push(Some(transport)),
             DeviceType::Console => attach_console(transport),
             _ => {}
@@ -275,7 +375,7 @@ pub fn discover(mmio: &[MmioDevice]) -> Result<(), DiscoveryError> {
         };
         let transport: Dev = transport.into();
         match transport.device_type() {
-            DeviceType::Network => found.nets.push(Some((transport, Some(d.irq)))),
+            DeviceType::Network => found.nets.push(Some((transport, Some(Irq::Line(d.irq))))),
             DeviceType::Block => found.blocks.push(Some(transport)),
             DeviceType::Console => attach_console(transport),
             _ => {}
@@ -295,7 +395,7 @@ pub fn counts() -> (usize, usize) {
 
 /// Takes the `position`th network (or block) transport found at boot and
 /// its interrupt line.
-fn take(block: bool, position: usize) -> Option<(Dev, Option<u32>)> {
+fn take(block: bool, position: usize) -> Option<(Dev, Option<Irq>)> {
     let mut found = FOUND.lock();
     if block {
         found
@@ -319,7 +419,8 @@ pub fn can_halt() -> bool {
     let mut irqs = alloc::vec::Vec::new();
     for net in nets.iter() {
         match net.lock().irq {
-            Some(irq) => irqs.push(irq),
+            Some(Irq::Line(irq)) => irqs.push(irq),
+            Some(Irq::Msix(_)) => {}
             None => return false,
         }
     }
@@ -341,7 +442,8 @@ pub fn arm_all() {
         if state.tx_waker.is_some() {
             state.tx_ring.interrupts_on(state.tx_popped);
         }
-        if ack {
+        // An MSI-X message raises no line to lower.
+        if ack && matches!(state.irq, Some(Irq::Line(_))) {
             let _ = state.transport.ack_interrupt();
         }
     }
@@ -400,7 +502,7 @@ struct NetState {
     /// The virtio-net header's length: 12 (virtio 1), else 10.
     header: usize,
     /// Its interrupt line, if it has one kiln can route.
-    irq: Option<u32>,
+    irq: Option<Irq>,
     /// The receive buffers, each posted to the device.
     rx: Vec<Box<[u8]>>,
     /// The receive buffer of each token.
@@ -500,7 +602,7 @@ impl Net {
         Some(Self::new(transport, irq))
     }
 
-    fn new(transport: Dev, irq: Option<u32>) -> Result<Net, virtio_drivers::Error> {
+    fn new(transport: Dev, irq: Option<Irq>) -> Result<Net, virtio_drivers::Error> {
         let mut transport = Tracked::new(transport);
         let features = transport.begin_init(
             NetFeatures::MAC
@@ -521,6 +623,11 @@ impl Net {
         };
         rx_ring.interrupts_off(0);
         tx_ring.interrupts_off(0);
+        // MSI-X: the queues' vector, set before the device runs them.
+        let irq = match irq {
+            Some(Irq::Msix(common)) if !route_queues(common) => None,
+            irq => irq,
+        };
         transport.finish_init();
         let header = if features.contains(NetFeatures::VERSION_1) {
             12
