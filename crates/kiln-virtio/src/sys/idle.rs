@@ -1,13 +1,14 @@
 //! Waiting without spinning: the LAPIC timer in TSC-deadline mode and the
-//! virtio-mmio devices' interrupt lines (routed through the IOAPIC), both
-//! onto vectors whose handler only ends the interrupt, and `hlt` through
-//! the #UD gate (`cpu::halt_until`), since the unikernel runs at CPL 3.
+//! virtio-mmio devices' interrupt lines (routed through the IOAPIC that
+//! serves their GSI; virtio-pci functions send MSI-X messages, set up by
+//! `sys::virtio`), both onto vectors whose handler only ends the
+//! interrupt, and `hlt` through the #UD gate (`cpu::halt_until`), since
+//! the unikernel runs at CPL 3.
 //!
 //! Set up lazily, at CPL 3, by the first wait that has nothing to do: the
 //! LAPIC's and IOAPIC's registers are memory in kiln's device window
 //! (xAPIC mode, as the VMMs start a PVH guest). Used only where every
-//! network device can interrupt: with virtio-mmio devices, whose lines the
-//! command line names; virtio-pci devices (q35) keep the polling wait.
+//! network device can interrupt; others keep the polling wait.
 //! Intel SDM vol. 3, chapter 11 (APIC) and the 82093AA IOAPIC datasheet.
 
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
