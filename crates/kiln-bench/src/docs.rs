@@ -39,7 +39,9 @@ fn about(section: &str) -> &'static str {
         }
         "network" => {
             "Inside a network namespace the command creates and removes: a tap with the host \
-             address 10.81.0.1/24, the unikernel's stack at 10.81.0.2 (unix-direct, hvt, spt), \
+             address 10.81.0.1/24, the unikernel's stack at 10.81.0.2 (unix-direct, hvt, spt; \
+             virtio: www.virtio under QEMU's microvm with KVM, the command line `kiln run -t \
+             virtio --print-command` prints), \
              the host-socket www on the namespace's 127.0.0.1. `ping -f -q -c N -w T` replies per \
              second against the kernel answering its own address, twice: wherever the scheduler \
              puts ping and the server, and with both pinned to one CPU (`taskset`; on a VM a \
@@ -48,6 +50,15 @@ fn about(section: &str) -> &'static str {
              against nginx serving the same htdocs on the namespace's loopback, same run; in a full \
              run also a 1 MiB file of noise added to copies of www built for unix (both stacks) \
              and served by the same nginx."
+        }
+        "storage" => {
+            "examples/blockbench's own timing (the monotonic clock) of sequential writes, then one \
+             flush, and reads of a 16 MiB disk in 512 B and 64 KiB requests, against the same I/O \
+             from this host process (`pwrite`/`pread`, `fdatasync`); virtio runs it under `kiln \
+             run -t virtio` (QEMU microvm, KVM, the disks on virtio-blk), 64 KiB requests only. examples/notes' changes \
+             per second, each flushed, against a host loop of 1 KiB `pwrite` + `fdatasync`; and \
+             notes' crash-test mode, SIGKILLed at random moments, every acknowledged change \
+             checked after the restart."
         }
         "build" => {
             "`kiln build` wall time of a copy of each example, from clean (`kiln clean` and a cargo \

@@ -416,7 +416,8 @@ pub fn check_host_resources(nets: &[NetAttach], blocks: &[BlockAttach]) -> Resul
 pub enum Machine {
     /// `-M microvm`: virtio-mmio, no PCI, no firmware to speak of.
     Microvm,
-    /// `-M q35`: virtio over PCI, SeaBIOS's PVH loader.
+    /// `-M q35`: virtio over PCI, booted through qboot ([`Q35_FIRMWARE`])
+    /// and QEMU's PVH loader.
     Q35,
 }
 
@@ -428,6 +429,26 @@ pub enum Accel {
     /// QEMU's own emulator (TCG), with `-cpu max`.
     Tcg,
 }
+
+/// The device the guest's console goes to under QEMU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Console {
+    /// The first 16550 UART (`-serial stdio`).
+    #[default]
+    Serial,
+    /// A virtio console (`virtconsole` on `virtio-serial-device` or
+    /// `virtio-serial-pci`), the 16550 kept beside it on the same stdio
+    /// (a multiplexed chardev) for what the guest writes before it has
+    /// found the virtio console (a failed boot).
+    Virtio,
+}
+
+/// The firmware `kiln run --machine q35` gives QEMU: qboot, the one
+/// microvm boots with (so every QEMU that has microvm has it). QEMU's
+/// default for q35, SeaBIOS, boots kiln too, but its start-up takes about
+/// 8 s here (KVM nested, its real-mode code emulated), qboot's 0.3 s;
+/// qboot assigns no PCI BARs, which kiln then does itself.
+pub const Q35_FIRMWARE: &str = "bios-microvm.bin";
 
 /// Everything a VMM needs to boot the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -456,13 +477,23 @@ impl Vm {
         kiln_rt::args::cmdline::join(&self.args)
     }
 
-    /// QEMU's arguments (without the program).
+    /// QEMU's arguments (without the program), the console on the 16550.
     pub fn qemu_args(&self, machine: Machine, accel: Accel) -> Result<Vec<String>, AttachError> {
+        self.qemu_args_with(machine, accel, Console::Serial)
+    }
+
+    /// QEMU's arguments (without the program), the console on `console`.
+    pub fn qemu_args_with(
+        &self,
+        machine: Machine,
+        accel: Accel,
+        console: Console,
+    ) -> Result<Vec<String>, AttachError> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |s: &[&str]| a.extend(s.iter().map(|s| s.to_string()));
         let m = match (machine, accel) {
-            (Machine::Microvm, Accel::Kvm) => "microvm,accel=kvm,acpi=off",
-            (Machine::Microvm, Accel::Tcg) => "microvm,accel=tcg,acpi=off",
+            (Machine::Microvm, Accel::Kvm) => "microvm,accel=kvm",
+            (Machine::Microvm, Accel::Tcg) => "microvm,accel=tcg",
             (Machine::Q35, Accel::Kvm) => "q35,accel=kvm",
             (Machine::Q35, Accel::Tcg) => "q35,accel=tcg",
         };
@@ -471,6 +502,9 @@ impl Vm {
             Accel::Tcg => "max",
         };
         push(&["-M", m, "-cpu", cpu]);
+        if machine == Machine::Q35 {
+            push(&["-bios", Q35_FIRMWARE]);
+        }
         let mem = self.mem_mb.to_string();
         push(&["-m", &mem]);
         // `-display none`, not `-nographic`: with the latter SeaBIOS (q35)
@@ -482,11 +516,27 @@ impl Vm {
             "none",
             "-no-reboot",
         ]);
-        push(&["-serial", "stdio", "-device", DEBUG_EXIT]);
         let transport = match machine {
             Machine::Microvm => "device",
             Machine::Q35 => "pci",
         };
+        match console {
+            Console::Serial => push(&["-serial", "stdio"]),
+            Console::Virtio => {
+                let serial = format!("virtio-serial-{transport}");
+                push(&[
+                    "-chardev",
+                    "stdio,id=console,mux=on,signal=off",
+                    "-serial",
+                    "chardev:console",
+                    "-device",
+                    &serial,
+                    "-device",
+                    "virtconsole,chardev=console",
+                ]);
+            }
+        }
+        push(&["-device", DEBUG_EXIT]);
         for (i, n) in self.nets.iter().enumerate() {
             let netdev = format!("tap,id=net{i},ifname={},script=no,downscript=no", n.tap);
             let mut device = format!("virtio-net-{transport},netdev=net{i}");
@@ -561,7 +611,9 @@ impl Vm {
         }));
         for i in 1..a.len() {
             if a[i - 1] == "-M" {
-                a[i] = a[i].replace("acpi=off", "acpi=on,ioapic2=off");
+                // The GED and the transports' lines on the first IOAPIC,
+                // where the words above put them.
+                a[i] = format!("{},acpi=on,ioapic2=off", a[i].replace(",acpi=off", ""));
             }
             if a[i - 1] == "-append" {
                 if !a[i].is_empty() {
@@ -863,7 +915,7 @@ mod tests {
         assert_eq!(crate::power::from_cmdline(cmdline).map(|g| g.irq), Some(9));
         // `kiln run` keeps QEMU's own placement.
         let plain = vm.qemu_args(Machine::Microvm, Accel::Kvm).unwrap();
-        assert!(plain.contains(&"microvm,accel=kvm,acpi=off".to_string()));
+        assert!(plain.contains(&"microvm,accel=kvm".to_string()));
         assert!(plain.contains(&"--times 2".to_string()));
     }
 
@@ -963,8 +1015,18 @@ mod tests {
             q.ends_with("-kernel dist/www.virtio -append --ipv4=10.0.0.2/24"),
             "{q}"
         );
+        assert!(q.contains(" -serial stdio "), "{q}");
         let q = vm.qemu_args(Machine::Q35, Accel::Tcg).unwrap().join(" ");
         assert!(q.contains("virtio-blk-pci,drive=disk0"), "{q}");
+        assert!(q.contains("-bios bios-microvm.bin"), "{q}");
+        let q = vm
+            .qemu_args_with(Machine::Q35, Accel::Kvm, Console::Virtio)
+            .unwrap()
+            .join(" ");
+        assert!(
+            q.contains("-chardev stdio,id=console,mux=on,signal=off -serial chardev:console -device virtio-serial-pci -device virtconsole,chardev=console"),
+            "{q}"
+        );
         let fc = vm.firecracker_config().unwrap();
         assert!(fc.contains("\"host_dev_name\": \"tap0\""), "{fc}");
         let ch = vm.cloud_hypervisor_args().unwrap().join(" ");

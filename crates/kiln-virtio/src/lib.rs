@@ -20,10 +20,11 @@
 //!   against the PIT and the CMOS RTC), the 16550 console and the exit
 //!   devices, the virtio devices through `virtio-drivers` (`sys::virtio`,
 //!   with `sys::dma` as its `Hal`), and the boot sequence;
-//! - [`pvh`], [`cmdline`], [`clocksource`], [`layout`], [`time`],
+//! - [`pvh`], [`cmdline`], [`acpi`], [`clocksource`], [`layout`], [`time`],
 //!   [`trap`], [`console`], [`notify`]: logic, target-independent and
 //!   unit-tested on the host: the start info and memory map, the command
-//!   line's arguments and virtio-mmio devices, clock arithmetic, the
+//!   line's arguments and virtio-mmio devices, the ACPI tables' virtio-mmio
+//!   devices and I/O APICs, clock arithmetic, the
 //!   virtqueues' notification suppression, the memory map
 //!   and page protections, TSC scaling, exception reports, buffered
 //!   console output;
@@ -60,6 +61,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod acpi;
 pub mod clocksource;
 pub mod cmdline;
 pub mod console;

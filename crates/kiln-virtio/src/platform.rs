@@ -1,8 +1,10 @@
 //! The runtime's blocking point. `wait` first spins for [`SPIN_NANOS`]
 //! ([`SPIN_BUSY_NANOS`] when the last wait ended with network work) with
 //! `pause` on the monotonic clock, checking the network devices' queues
-//! between spins: a frame that comes soon is answered without any exit. Then, where every network device can interrupt (virtio-mmio, whose
-//! lines the command line names; or no network device at all), it asks
+//! between spins: a frame that comes soon is answered without any exit.
+//! Then, where every network device can interrupt (virtio-mmio lines from
+//! the command line or the ACPI tables, virtio-pci MSI-X; or no network
+//! device at all), it asks
 //! the devices to interrupt (they do not while the unikernel runs or
 //! spins: `sys::ring`), acknowledges the interrupts delivered since the
 //! last halt, checks the queues once more and
@@ -11,9 +13,9 @@
 //! no CPU. The unikernel runs at CPL 3, where `hlt` faults, so the halt
 //! goes through kiln's #UD gate like the page-table switch.
 //!
-//! With virtio-pci network devices (q35), whose interrupt routing kiln does
-//! not read (ACPI `_PRT`, or MSI-X), the wait keeps spinning: the vCPU is
-//! busy while the unikernel idles.
+//! A network device that cannot interrupt (a virtio-pci function without
+//! MSI-X, or whose structures lie outside kiln's device window) keeps the
+//! wait spinning: the vCPU is busy while the unikernel idles.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 

@@ -52,6 +52,8 @@ pub struct StartInfo {
     pub version: u32,
     /// Physical address of the NUL-terminated command line, or 0.
     pub cmdline: u64,
+    /// Physical address of the ACPI RSDP, or 0.
+    pub rsdp: u64,
     /// Physical address of the memory map.
     pub memmap: u64,
     /// Its number of entries.
@@ -86,6 +88,7 @@ impl StartInfo {
         Ok(StartInfo {
             version,
             cmdline: u64_at(bytes, 24),
+            rsdp: u64_at(bytes, 32),
             memmap: u64_at(bytes, 40),
             memmap_entries: u32_at(bytes, 48),
         })

@@ -76,8 +76,17 @@ pub enum TargetArg {
 pub enum MachineArg {
     /// virtio-mmio devices, no PCI, no firmware
     Microvm,
-    /// virtio over PCI, SeaBIOS
+    /// virtio over PCI, through qboot (bios-microvm.bin)
     Q35,
+}
+
+/// The console device of a virtio guest under QEMU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConsoleArg {
+    /// the first 16550 UART
+    Serial,
+    /// a virtio console (virtconsole), the 16550 beside it for boot failures
+    Virtio,
 }
 
 /// How QEMU runs a virtio guest.
@@ -192,6 +201,9 @@ pub struct RunArgs {
     /// virtio: QEMU's accelerator [default: kvm when /dev/kvm opens, else tcg]
     #[arg(long, value_enum)]
     pub accel: Option<AccelArg>,
+    /// virtio: the guest's console device under QEMU
+    #[arg(long, value_enum, default_value = "serial")]
+    pub console: ConsoleArg,
     /// virtio: print the VMM's command line (or Firecracker's
     /// configuration) instead of running it
     #[arg(long)]

@@ -1,10 +1,14 @@
 //! End to end on the virtio target through the CLI: `kiln build -t virtio`
-//! makes a PVH image, `kiln run -t virtio` boots it on QEMU's microvm under
-//! KVM. hello (output, exit statuses), clock, notes persisting on a
-//! virtio-blk disk, www serving its pages and udp-echo echoing over
-//! virtio-net on a tap in a network namespace, and bad input (a truncated image, a foreign ELF, a
-//! missing disk, a missing tap) refused with one clear error and exit 2
-//! before any VMM starts.
+//! makes a PVH image, `kiln run -t virtio` boots it on QEMU under KVM, on
+//! microvm (virtio-mmio) and on q35 (virtio-pci). hello (output, exit
+//! statuses), clock, notes persisting on a virtio-blk disk, www serving its
+//! pages and udp-echo echoing over virtio-net on a tap in a network
+//! namespace, on both machines; and bad input (a truncated image, a
+//! foreign ELF, a missing disk, a missing tap) refused with one clear error
+//! and exit 2 before any VMM starts.
+//!
+//! Each example is built once per test process (`image`) and the same
+//! `dist/NAME.virtio` is booted on both machines with `--image`.
 //!
 //! Needs `/dev/kvm`, `qemu-system-x86_64` (scripts/test installs Debian's
 //! `qemu-system-x86`), and for www root, `ip` and `curl`: without them each
@@ -59,7 +63,41 @@ fn build(dir: &Path) -> PathBuf {
     dir.join("dist").join(format!("{name}.virtio"))
 }
 
-/// `kiln run -t virtio [EXTRA] -- ARGS` in `dir`.
+/// examples/NAME's image, built once by this test process (the tests of
+/// both machines boot the same `dist/NAME.virtio`): the first caller
+/// builds it, the others wait for that build and reuse it.
+fn image(name: &str) -> PathBuf {
+    type Images = std::collections::HashMap<String, PathBuf>;
+    static BUILT: std::sync::Mutex<Option<Images>> = std::sync::Mutex::new(None);
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    built
+        .get_or_insert_with(Images::new)
+        .entry(name.to_string())
+        .or_insert_with(|| build(&example(name)))
+        .clone()
+}
+
+/// The QEMU machines `kiln run -t virtio --machine` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Machine {
+    /// virtio-mmio, no firmware (the default).
+    Microvm,
+    /// virtio over PCI, through SeaBIOS's PVH loader.
+    Q35,
+}
+
+impl Machine {
+    fn flags(self) -> [&'static str; 2] {
+        match self {
+            Machine::Microvm => ["--machine", "microvm"],
+            Machine::Q35 => ["--machine", "q35"],
+        }
+    }
+}
+
+/// `kiln run -t virtio [EXTRA] -- ARGS` in `dir` (building it if needed).
 fn run(dir: &Path, extra: &[&str], args: &[&str]) -> Output {
     run_for(
         kiln_in(dir)
@@ -70,6 +108,22 @@ fn run(dir: &Path, extra: &[&str], args: &[&str]) -> Output {
             .args(args),
         RUN_TIMEOUT,
     )
+}
+
+/// `kiln run -t virtio --image IMAGE --machine M [EXTRA] -- ARGS`: a built
+/// image booted without another build.
+fn boot(image: &Path, machine: Machine, extra: &[&str], args: &[&str]) -> Output {
+    let dir = image
+        .parent()
+        .and_then(Path::parent)
+        .expect("DIR/dist/IMAGE");
+    let image = format!("--image={}", image.display());
+    let flags: Vec<&str> = [image.as_str()]
+        .into_iter()
+        .chain(machine.flags())
+        .chain(extra.iter().copied())
+        .collect();
+    run(dir, &flags, args)
 }
 
 /// The exit code, stdout and stderr, for assertions.
@@ -83,16 +137,10 @@ fn show(out: &Output) -> String {
 }
 
 /// examples/hello: its output, and the unikernel's status given back
-/// through QEMU's isa-debug-exit: 0, and 64 for an argument error; under
-/// KVM and under TCG.
-#[test]
-fn hello_on_microvm_gives_back_its_status() {
-    if !can_boot("hello_on_microvm_gives_back_its_status") {
-        return;
-    }
-    let dir = example("hello");
-    build(&dir);
-    let out = run(&dir, &[], &["--times", "2"]);
+/// through QEMU's isa-debug-exit: 0, and 64 for an argument error.
+fn hello_gives_back_its_status(machine: Machine) -> PathBuf {
+    let image = image("hello");
+    let out = boot(&image, machine, &[], &["--times", "2"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(text(&out.stdout), "hello\nhello\n", "{}", show(&out));
     assert!(
@@ -101,26 +149,99 @@ fn hello_on_microvm_gives_back_its_status() {
         show(&out)
     );
     // An argument error: MirageOS's code, 64, given back through QEMU.
-    let out = run(&dir, &[], &["--times", "many"]);
+    let out = boot(&image, machine, &[], &["--times", "many"]);
     assert_eq!(out.status.code(), Some(64), "{}", show(&out));
     assert!(text(&out.stdout).contains("error: "), "{}", show(&out));
+    image
+}
+
+/// hello on microvm, under KVM and under TCG.
+#[test]
+fn hello_on_microvm_gives_back_its_status() {
+    if !can_boot("hello_on_microvm_gives_back_its_status") {
+        return;
+    }
+    let image = hello_gives_back_its_status(Machine::Microvm);
     // The same image under QEMU's emulator: the TSC calibrated against
     // the PIT, no pvclock.
-    let out = run(&dir, &["--accel", "tcg"], &["--times", "2"]);
+    let out = boot(
+        &image,
+        Machine::Microvm,
+        &["--accel", "tcg"],
+        &["--times", "2"],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(text(&out.stdout), "hello\nhello\n", "{}", show(&out));
 }
 
-/// examples/clock: the monotonic clock (pvclock), the wall clock (today's
-/// date, as the host sees it) and the random device.
+/// hello on q35 (SeaBIOS's PVH loader), under KVM.
 #[test]
-fn clock_on_microvm() {
-    if !can_boot("clock_on_microvm") {
+fn hello_on_q35_gives_back_its_status() {
+    if !can_boot("hello_on_q35_gives_back_its_status") {
         return;
     }
-    let dir = example("clock");
-    build(&dir);
-    let out = run(&dir, &[], &["--rolls", "4"]);
+    hello_gives_back_its_status(Machine::Q35);
+}
+
+/// `--console virtio`: the console's output goes through a virtio console
+/// (virtio-serial-device on microvm, virtio-serial-pci on q35) when the VM
+/// has one. `kiln run` multiplexes it with the 16550 on its stdout; QEMU
+/// run by hand with the virtio console on a file of its own and the 16550
+/// on stdout shows which device the guest wrote to. On microvm, kiln run
+/// leaves ACPI on (devices in the DSDT) and the run by hand turns it off
+/// (devices on the command line): both ways of finding devices.
+#[test]
+fn hello_writes_to_a_virtio_console() {
+    if !can_boot("hello_writes_to_a_virtio_console") {
+        return;
+    }
+    let image = image("hello");
+    let tmp = temp_dir("virtio-console");
+    for machine in [Machine::Microvm, Machine::Q35] {
+        let virtio = ["--console", "virtio"];
+        let out = boot(&image, machine, &virtio, &["--times=2"]);
+        assert_eq!(out.status.code(), Some(0), "{machine:?}: {}", show(&out));
+        assert_eq!(text(&out.stdout), "hello\nhello\n", "{}", show(&out));
+        let print = [virtio[0], virtio[1], "--print-command"];
+        let line = text(&boot(&image, machine, &print, &["--times=3"]).stdout);
+        let file = tmp.path().join(format!("{machine:?}.out"));
+        // On microvm with ACPI off, which makes QEMU announce the console
+        // on the command line (`virtio_mmio.device=`, as Firecracker
+        // does) instead of in the ACPI tables kiln run's microvm has.
+        let words: Vec<String> = line
+            .split_whitespace()
+            .map(|w| match w {
+                "stdio,id=console,mux=on,signal=off" => {
+                    format!("file,id=console,path={}", file.display())
+                }
+                "chardev:console" => "stdio".to_string(),
+                "microvm,accel=kvm" => "microvm,accel=kvm,acpi=off".to_string(),
+                w => w.to_string(),
+            })
+            .collect();
+        assert!(
+            words.iter().any(|w| w.starts_with("file,id=console")),
+            "{line}"
+        );
+        let mut qemu = Command::new(&words[0]);
+        qemu.args(&words[1..]).stdin(Stdio::null());
+        let out = run_for(&mut qemu, RUN_TIMEOUT);
+        // QEMU's code for a guest status of 0.
+        assert_eq!(out.status.code(), Some(1), "{line}\n{}", show(&out));
+        assert!(
+            out.stdout.is_empty(),
+            "{machine:?}: the 16550 got output: {}",
+            show(&out)
+        );
+        let console = std::fs::read_to_string(&file).unwrap_or_default();
+        assert_eq!(console, "hello\nhello\nhello\n", "{machine:?}: {line}");
+    }
+}
+
+/// examples/clock: the monotonic clock (pvclock), the wall clock (today's
+/// date, as the host sees it) and the random device.
+fn clock_runs(machine: Machine) {
+    let out = boot(&image("clock"), machine, &[], &["--rolls", "4"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let stdout = text(&out.stdout);
     let today = Command::new("date")
@@ -136,6 +257,20 @@ fn clock_on_microvm() {
     assert_eq!(stdout.matches("roll ").count(), 4, "{stdout}");
 }
 
+#[test]
+fn clock_on_microvm() {
+    if can_boot("clock_on_microvm") {
+        clock_runs(Machine::Microvm);
+    }
+}
+
+#[test]
+fn clock_on_q35() {
+    if can_boot("clock_on_q35") {
+        clock_runs(Machine::Q35);
+    }
+}
+
 /// examples/notes: notes added in one run are there in the next, on a
 /// virtio-blk disk with 512-byte and with 4096-byte sectors.
 #[test]
@@ -143,8 +278,7 @@ fn notes_persist_on_a_virtio_disk() {
     if !can_boot("notes_persist_on_a_virtio_disk") {
         return;
     }
-    let dir = example("notes");
-    build(&dir);
+    let image = image("notes");
     let tmp = temp_dir("virtio-notes");
     for sector in ["512", "4096"] {
         let disk = tmp.path().join(format!("notes-{sector}.img"));
@@ -152,10 +286,15 @@ fn notes_persist_on_a_virtio_disk() {
         let block = format!("--block:data={}", disk.display());
         let size = format!("--block-sector-size:data={sector}");
         for note in ["first", "second"] {
-            let out = run(&dir, &[], &[&block, &size, "--add", note]);
+            let out = boot(
+                &image,
+                Machine::Microvm,
+                &[],
+                &[&block, &size, "--add", note],
+            );
             assert_eq!(out.status.code(), Some(0), "{}", show(&out));
         }
-        let out = run(&dir, &[], &[&block, &size]);
+        let out = boot(&image, Machine::Microvm, &[], &[&block, &size]);
         assert_eq!(out.status.code(), Some(0), "{}", show(&out));
         assert!(
             text(&out.stdout).contains("1: first\n2: second\n2 notes"),
@@ -165,98 +304,107 @@ fn notes_persist_on_a_virtio_disk() {
     }
 }
 
-/// examples/www on a tap in a network namespace: every page byte for byte,
-/// and a 404.
-#[test]
-fn www_on_microvm_in_a_namespace() {
-    let test = "www_on_microvm_in_a_namespace";
-    if !can_boot(test) || !netns_or_skip(test, &[("curl", "--version", "curl")]) {
-        return;
-    }
-    let dir = example("www");
-    build(&dir);
-    // --help needs no device flags and names the ones kiln run maps; it
-    // exits 63 (MirageOS's code for help), given back through QEMU.
-    let out = run(&dir, &[], &["--help"]);
-    assert_eq!(out.status.code(), Some(63), "{}", show(&out));
-    let help = text(&out.stdout);
-    assert!(
-        help.contains("attached by the VMM") && help.contains("--net:service=IFACE"),
-        "{help}"
-    );
-    let ns = Netns::new("virtio");
+/// The guest's address on the tap of [`serve`]'s namespace (the host's is
+/// 10.0.0.1).
+const GUEST: &str = "10.0.0.2";
+
+/// A unikernel serving inside a network namespace of its own over the tap
+/// `tap0` (10.0.0.1/24 on the host side): `kiln run -t virtio --image
+/// IMAGE --machine M -- --net:service=tap0 --ipv4=10.0.0.2/24 ARGS`, once
+/// its console shows `ready`. The namespace and the VM go when they are
+/// dropped (bound in this order, the VM goes first).
+fn serve(
+    tag: &str,
+    image: &Path,
+    machine: Machine,
+    args: &[&str],
+    ready: &str,
+) -> (Netns, Running) {
+    let ns = Netns::new(tag);
     ns.add_tap("tap0");
     ns.address("tap0", "10.0.0.1/24", None);
     let mut cmd = ns.command(env!("CARGO_BIN_EXE_kiln"));
     cmd.env("KILN_TARGET_DIR", shared_target_dir())
         .env("NO_COLOR", "1")
         .args(["run", "-t", "virtio"])
-        .arg(&dir)
-        .args([
-            "--",
-            "--net:service=tap0",
-            "--ipv4=10.0.0.2/24",
-            "--port=8080",
-        ]);
-    let mut server = Running::spawn(cmd, "virtio-www");
-    server.wait_until("www.virtio", Duration::from_secs(60), |log| {
-        log.contains("serving on port 8080")
-    });
-    let fetch = |path: &str| {
-        let mut curl = ns.command("curl");
-        curl.args(["-sS", "--max-time", "5", "-w", "\n%{http_code}"])
-            .arg(format!("http://10.0.0.2:8080/{path}"))
-            .stdin(Stdio::null());
-        let out = run_for(&mut curl, Duration::from_secs(10));
-        let mut body = out.stdout;
-        let split = body.iter().rposition(|&b| b == b'\n').unwrap_or(0);
-        let code = text(&body[split + 1..]);
-        body.truncate(split);
-        (code, body)
-    };
+        .arg(format!("--image={}", image.display()))
+        .args(machine.flags())
+        .args(["--", "--net:service=tap0"])
+        .arg(format!("--ipv4={GUEST}/24"))
+        .args(args);
+    let what = image.file_name().unwrap().to_string_lossy().into_owned();
+    let mut server = Running::spawn(cmd, tag);
+    server.wait_until(&what, Duration::from_secs(60), |log| log.contains(ready));
+    (ns, server)
+}
+
+/// curl inside `ns` for `http://10.0.0.2:8080/PATH` with `args`: the
+/// status code (`-w %{http_code}`, which `args` may replace) and the body.
+fn curl(ns: &Netns, path: &str, args: &[&str]) -> (String, Vec<u8>) {
+    let mut curl = ns.command("curl");
+    curl.args(["-sS", "--max-time", "5", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(format!("http://{GUEST}:8080/{path}"))
+        .stdin(Stdio::null());
+    let out = run_for(&mut curl, Duration::from_secs(10));
+    let mut body = out.stdout;
+    let split = body.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+    let code = text(&body[split + 1..]);
+    body.truncate(split);
+    (code, body)
+}
+
+/// examples/www on a tap in a network namespace: every page byte for byte,
+/// a 404, HEAD and a conditional GET (304), and 50 clients at once.
+fn www_in_a_namespace(test: &str, machine: Machine) {
+    if !can_boot(test) || !netns_or_skip(test, &[("curl", "--version", "curl")]) {
+        return;
+    }
+    let image = image("www");
+    // --help needs no device flags and names the ones kiln run maps; it
+    // exits 63 (MirageOS's code for help), given back through QEMU.
+    let out = boot(&image, machine, &[], &["--help"]);
+    assert_eq!(out.status.code(), Some(63), "{}", show(&out));
+    let help = text(&out.stdout);
+    assert!(
+        help.contains("attached by the VMM") && help.contains("--net:service=IFACE"),
+        "{help}"
+    );
+    let (ns, mut server) = serve(
+        "virtio-www",
+        &image,
+        machine,
+        &["--port=8080"],
+        "serving on port 8080",
+    );
     for (path, bytes) in files_under(&htdocs()) {
-        let (code, body) = fetch(&path);
+        let (code, body) = curl(&ns, &path, &[]);
         assert_eq!(code, "200", "{path}\n{}", server.log());
         assert!(body == bytes, "{path}: the page differs from the file");
     }
-    let (code, _) = fetch("no-such-page");
+    let (code, _) = curl(&ns, "no-such-page", &[]);
     assert_eq!(code, "404", "{}", server.log());
 
     // HEAD, then a conditional GET with the ETag: 304.
-    let mut head = ns.command("curl");
-    head.args(["-sS", "--max-time", "5", "-I", "http://10.0.0.2:8080/"])
-        .stdin(Stdio::null());
-    let head = text(&run_for(&mut head, Duration::from_secs(10)).stdout);
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (code, head) = curl(&ns, "", &["-I"]);
+    let head = text(&head);
+    assert!(code == "200" && head.starts_with("HTTP/1.1 200"), "{head}");
     let etag = head
         .lines()
         .find_map(|l| l.strip_prefix("ETag: "))
         .unwrap_or_else(|| panic!("no ETag: {head}"))
         .trim()
         .to_string();
-    let mut cached = ns.command("curl");
-    cached
-        .args([
-            "-sS",
-            "--max-time",
-            "5",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .arg("-H")
-        .arg(format!("If-None-Match: {etag}"))
-        .arg("http://10.0.0.2:8080/")
-        .stdin(Stdio::null());
-    let code = text(&run_for(&mut cached, Duration::from_secs(10)).stdout);
+    let if_none_match = format!("If-None-Match: {etag}");
+    let (code, body) = curl(&ns, "", &["-H", &if_none_match]);
     assert_eq!(code, "304", "{}", server.log());
+    assert!(body.is_empty(), "a body with 304: {}", text(&body));
 
     // 50 clients at once, each served in full.
     let tmp = temp_dir("virtio-www-parallel");
     let config = tmp.path().join("urls");
     let urls: String = (0..50)
-        .map(|_| "url = \"http://10.0.0.2:8080/\"\noutput = \"/dev/null\"\n")
+        .map(|_| format!("url = \"http://{GUEST}:8080/\"\noutput = \"/dev/null\"\n"))
         .collect();
     std::fs::write(&config, urls).unwrap();
     let mut parallel = ns.command("curl");
@@ -285,50 +433,56 @@ fn www_on_microvm_in_a_namespace() {
     server.assert_running("www.virtio");
 }
 
-/// examples/udp-echo on microvm, over a tap in a network namespace:
-/// datagrams of 0 to 1472 bytes (one Ethernet frame) come back whole from
-/// the port they went to (the client runs inside the namespace:
-/// `udp_echo_client_inside`).
 #[test]
-fn udp_echo_on_microvm() {
-    let test = "udp_echo_on_microvm";
+fn www_on_microvm_in_a_namespace() {
+    www_in_a_namespace("www_on_microvm_in_a_namespace", Machine::Microvm);
+}
+
+/// On q35 the network device is virtio-net-pci, and the wait polls it.
+#[test]
+fn www_on_q35_in_a_namespace() {
+    www_in_a_namespace("www_on_q35_in_a_namespace", Machine::Q35);
+}
+
+/// examples/udp-echo over a tap in a network namespace: datagrams of 0 to
+/// 1472 bytes (one Ethernet frame) come back whole from the port they
+/// went to (the client runs inside the namespace:
+/// `udp_echo_client_inside`).
+fn udp_echo_in_a_namespace(test: &str, machine: Machine) {
     if !can_boot(test) || !netns_or_skip(test, &[]) {
         return;
     }
-    let dir = example("udp-echo");
-    build(&dir);
-    let ns = Netns::new("virtio-udp");
-    ns.add_tap("tap0");
-    ns.address("tap0", "10.0.0.1/24", None);
-    let mut cmd = ns.command(env!("CARGO_BIN_EXE_kiln"));
-    cmd.env("KILN_TARGET_DIR", shared_target_dir())
-        .env("NO_COLOR", "1")
-        .args(["run", "-t", "virtio"])
-        .arg(&dir)
-        .args([
-            "--",
-            "--net:service=tap0",
-            "--ipv4=10.0.0.2/24",
-            "--port=7777",
-        ]);
-    let mut server = Running::spawn(cmd, "virtio-udp-echo");
-    server.wait_until("udp-echo.virtio", Duration::from_secs(60), |log| {
-        log.contains("echoing on port 7777")
-    });
+    let (ns, mut server) = serve(
+        "virtio-udp",
+        &image("udp-echo"),
+        machine,
+        &["--port=7777"],
+        "echoing on port 7777",
+    );
     let status = ns.run_test("udp_echo_client_inside", Duration::from_secs(60));
     assert!(status.success(), "the client failed\n{}", server.log());
     server.assert_running("udp-echo.virtio");
 }
 
-/// The client of `udp_echo_on_microvm`, run inside its namespace.
 #[test]
-#[ignore = "run inside a network namespace by udp_echo_on_microvm"]
+fn udp_echo_on_microvm() {
+    udp_echo_in_a_namespace("udp_echo_on_microvm", Machine::Microvm);
+}
+
+#[test]
+fn udp_echo_on_q35() {
+    udp_echo_in_a_namespace("udp_echo_on_q35", Machine::Q35);
+}
+
+/// The client of the udp-echo tests, run inside their namespace.
+#[test]
+#[ignore = "run inside a network namespace by udp_echo_on_microvm and udp_echo_on_q35"]
 fn udp_echo_client_inside() {
     if kiln_testsupport::netns::inside().is_none() {
-        eprintln!("udp_echo_client_inside: nothing to do outside udp_echo_on_microvm");
+        eprintln!("udp_echo_client_inside: nothing to do outside the udp-echo tests");
         return;
     }
-    let server: std::net::SocketAddr = "10.0.0.2:7777".parse().unwrap();
+    let server: std::net::SocketAddr = format!("{GUEST}:7777").parse().unwrap();
     let socket = std::net::UdpSocket::bind("10.0.0.1:0").unwrap();
     socket
         .set_read_timeout(Some(Duration::from_millis(500)))
@@ -373,8 +527,6 @@ fn wwws_on_microvm_in_a_namespace() {
     {
         return;
     }
-    let dir = example("wwws");
-    build(&dir);
     let tmp = temp_dir("virtio-wwws");
     kiln_testsupport::pki::ca(tmp.path(), "ca");
     kiln_testsupport::pki::leaf(
@@ -398,29 +550,21 @@ fn wwws_on_microvm_in_a_namespace() {
         .arg(&stage)
         .args(["cert.pem", "key.pem"]);
     ok(run_for(&mut tar, Duration::from_secs(30)), "tar");
-    let ns = Netns::new("virtio-tls");
-    ns.add_tap("tap0");
-    ns.address("tap0", "10.0.0.1/24", None);
-    let mut cmd = ns.command(env!("CARGO_BIN_EXE_kiln"));
-    cmd.env("KILN_TARGET_DIR", shared_target_dir())
-        .env("NO_COLOR", "1")
-        .args(["run", "-t", "virtio"])
-        .arg(&dir)
-        .arg("--")
-        .arg("--net:service=tap0")
-        .arg(format!("--block:certs={}", certs.display()))
-        .args(["--ipv4=10.0.0.2/24", "--tls-port=443"]);
-    let mut server = Running::spawn(cmd, "virtio-wwws");
-    server.wait_until("wwws.virtio", Duration::from_secs(60), |log| {
-        log.contains("wwws: serving HTTPS on port 443")
-    });
+    let certs = format!("--block:certs={}", certs.display());
+    let (ns, mut server) = serve(
+        "virtio-tls",
+        &image("wwws"),
+        Machine::Microvm,
+        &[&certs, "--tls-port=443"],
+        "wwws: serving HTTPS on port 443",
+    );
     let mut curl = ns.command("curl");
     curl.args(["-sS", "--max-time", "20", "--cacert"])
         .arg(tmp.path().join("ca.pem"))
         .args(["--resolve", "wwws.test:443:10.0.0.2", "https://wwws.test/"])
         .stdin(Stdio::null());
     let out = run_for(&mut curl, Duration::from_secs(30));
-    let index = std::fs::read(dir.join("htdocs/index.html")).unwrap();
+    let index = std::fs::read(example("wwws").join("htdocs/index.html")).unwrap();
     assert!(
         out.status.success() && out.stdout == index,
         "{}\n--- wwws\n{}",
@@ -453,26 +597,13 @@ fn ring_indices_wrap_under_a_ping_flood() {
     {
         return;
     }
-    let dir = example("www");
-    build(&dir);
-    let ns = Netns::new("virtio-wrap");
-    ns.add_tap("tap0");
-    ns.address("tap0", "10.0.0.1/24", None);
-    let mut cmd = ns.command(env!("CARGO_BIN_EXE_kiln"));
-    cmd.env("KILN_TARGET_DIR", shared_target_dir())
-        .env("NO_COLOR", "1")
-        .args(["run", "-t", "virtio"])
-        .arg(&dir)
-        .args([
-            "--",
-            "--net:service=tap0",
-            "--ipv4=10.0.0.2/24",
-            "--port=80",
-        ]);
-    let mut server = Running::spawn(cmd, "virtio-www-wrap");
-    server.wait_until("www.virtio", Duration::from_secs(60), |log| {
-        log.contains("serving on port 80")
-    });
+    let (ns, mut server) = serve(
+        "virtio-wrap",
+        &image("www"),
+        Machine::Microvm,
+        &["--port=8080"],
+        "serving on port 8080",
+    );
     let count = 140_000;
     let mut ping = ns.command("ping");
     ping.args([
@@ -492,19 +623,7 @@ fn ring_indices_wrap_under_a_ping_flood() {
         "{report}\n{}",
         server.log()
     );
-    let mut curl = ns.command("curl");
-    curl.args([
-        "-sS",
-        "--max-time",
-        "5",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-    ])
-    .arg("http://10.0.0.2/")
-    .stdin(Stdio::null());
-    let code = text(&run_for(&mut curl, Duration::from_secs(10)).stdout);
+    let (code, _) = curl(&ns, "", &[]);
     assert_eq!(code, "200", "{}", server.log());
     server.assert_running("www.virtio");
 }
@@ -515,8 +634,7 @@ fn ring_indices_wrap_under_a_ping_flood() {
 fn bad_input_is_refused_before_a_vmm_starts() {
     let tmp = temp_dir("virtio-bad");
     let dir = example("notes");
-    let image = build(&dir);
-    let bytes = std::fs::read(&image).unwrap();
+    let bytes = std::fs::read(image("notes")).unwrap();
     let truncated = tmp.path().join("truncated.virtio");
     std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
     let image_flag = |p: &Path| format!("--image={}", p.display());
@@ -562,9 +680,12 @@ fn bad_input_is_refused_before_a_vmm_starts() {
         assert!(out.stdout.is_empty(), "a guest ran: {}", show(&out));
     }
     // A tap that does not exist: www's net device.
-    let dir = example("www");
-    build(&dir);
-    let out = run(&dir, &[], &["--net:service=kiln-no-tap0"]);
+    let out = boot(
+        &image("www"),
+        Machine::Microvm,
+        &[],
+        &["--net:service=kiln-no-tap0"],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(
         text(&out.stderr).contains("there is no network interface `kiln-no-tap0` here"),
@@ -577,10 +698,10 @@ fn bad_input_is_refused_before_a_vmm_starts() {
 /// `--print-command` prints each VMM's command without running it.
 #[test]
 fn print_command_for_each_vmm() {
-    let dir = example("hello");
-    build(&dir);
+    let hello = image("hello");
     let print = |vmm: &str| {
-        let out = run(&dir, &["--print-command", "--vmm", vmm], &["--times", "3"]);
+        let extra = ["--print-command", "--vmm", vmm];
+        let out = boot(&hello, Machine::Microvm, &extra, &["--times", "3"]);
         assert_eq!(out.status.code(), Some(0), "{}", show(&out));
         text(&out.stdout)
     };
@@ -604,16 +725,14 @@ fn notes_persist_on_q35_over_pci() {
     if !can_boot("notes_persist_on_q35_over_pci") {
         return;
     }
-    let dir = example("notes");
-    build(&dir);
+    let notes = image("notes");
     let tmp = temp_dir("virtio-q35");
     let disk = tmp.path().join("notes.img");
     std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
     let block = format!("--block:data={}", disk.display());
-    let q35 = ["--machine", "q35"];
-    let out = run(&dir, &q35, &[&block, "--add", "over-pci"]);
+    let out = boot(&notes, Machine::Q35, &[], &[&block, "--add", "over-pci"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    let out = run(&dir, &q35, &[&block]);
+    let out = boot(&notes, Machine::Q35, &[], &[&block]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(
         text(&out.stdout),
@@ -637,12 +756,17 @@ fn boot_time_against_the_floor_guest() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(41);
-    let hello = build(&example("hello"));
+    let hello = image("hello");
     let tmp = temp_dir("virtio-boot");
     let floor = tmp.path().join("floor.elf");
     std::fs::write(&floor, kiln_virtio::host::floor_image()).unwrap();
     // The command line kiln run uses, without devices.
-    let out = run(&example("hello"), &["--print-command"], &["--times", "0"]);
+    let out = boot(
+        &hello,
+        Machine::Microvm,
+        &["--print-command"],
+        &["--times", "0"],
+    );
     let line = text(&out.stdout);
     let words: Vec<&str> = line.split_whitespace().collect();
     let kernel = words.iter().position(|w| *w == "-kernel").unwrap();
@@ -706,8 +830,8 @@ fn notes_lose_no_acknowledged_change_when_qemu_is_killed() {
     if !can_boot(test) {
         return;
     }
+    let notes = image("notes");
     let dir = example("notes");
-    build(&dir);
     let tmp = temp_dir("virtio-crash");
     let disk = tmp.path().join("crash.img");
     std::fs::write(&disk, vec![0u8; 128 << 10]).unwrap();
@@ -720,7 +844,9 @@ fn notes_lose_no_acknowledged_change_when_qemu_is_killed() {
         let churn = if i < 6 { "1000000" } else { "0" };
         let from = (last + 1).to_string();
         let mut cmd = kiln_in(&dir);
-        cmd.args(["run", "-t", "virtio", "--", &block])
+        cmd.args(["run", "-t", "virtio"])
+            .arg(format!("--image={}", notes.display()))
+            .args(["--", &block])
             .args(["--state", "--churn", churn, "--from", &from])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

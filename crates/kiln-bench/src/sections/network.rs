@@ -1,5 +1,6 @@
 //! network: ping flood rate against the unikernel's own stack, and wrk
-//! requests/s with p50/p99 latency against www on each target, beside the
+//! requests/s with p50/p99 latency against www on each target (virtio:
+//! QEMU's microvm under KVM, `sections::virtio` starts it), beside the
 //! kernel and nginx serving the same files, all inside one network
 //! namespace of the command's own.
 
@@ -278,6 +279,46 @@ fn ping(ns: &Netns, addr: &str, count: u32, secs: u32, pinned: bool) -> Result<f
     Ok(received / (time_ms / 1e3))
 }
 
+/// The ping flood rows of the server `server` on the tap answering at
+/// [`GUEST_V4`] (kiln's own stack under `target`), against the kernel's
+/// `bases`: unpinned, then with the server's threads and ping on one CPU.
+fn ping_rows(
+    ns: &Netns,
+    server: &Server,
+    target: &str,
+    bases: &[Option<Baseline>],
+    c: super::Counts,
+) -> Vec<Row> {
+    [(PING, false), (PING_PINNED, true)]
+        .into_iter()
+        .zip(bases)
+        .map(|((name, pinned), base)| {
+            let flood = if pinned {
+                // The server's threads on ping's CPU, then back on the
+                // CPUs this run may use.
+                let r = server
+                    .service
+                    .pin(&pin_cpu())
+                    .and_then(|()| ping(ns, GUEST_V4, c.ping_count, c.ping_secs, true));
+                let all = allowed_cpus().unwrap_or_else(|| "0-1023".into());
+                r.and_then(|v| server.service.pin(&all).map(|()| v))
+            } else {
+                ping(ns, GUEST_V4, c.ping_count, c.ping_secs, false)
+            };
+            match flood {
+                Ok(v) => Row::ok(SECTION, name, target, v, "pkt/s").against(base.clone()),
+                Err(e) => Row::missing(
+                    SECTION,
+                    name,
+                    target,
+                    "pkt/s",
+                    Status::Failed(e.to_string()),
+                ),
+            }
+        })
+        .collect()
+}
+
 /// Rows for the three wrk figures (or one failure per figure), named
 /// with `what` (the page) after them.
 fn wrk_rows(
@@ -392,13 +433,7 @@ pub fn run(p: &Prepared) -> Vec<Row> {
         let built = match runnable(a, SECTION, "www", *variant, "—") {
             Ok(b) => b,
             Err(row) => {
-                for (name, unit) in [
-                    (PING, "pkt/s"),
-                    (PING_PINNED, "pkt/s"),
-                    ("wrk requests/s", "req/s"),
-                    ("wrk p50 latency", "ms"),
-                    ("wrk p99 latency", "ms"),
-                ] {
+                for (name, unit) in FIGURES {
                     rows.push(Row {
                         name: name.into(),
                         unit,
@@ -419,33 +454,7 @@ pub fn run(p: &Prepared) -> Vec<Row> {
             }
         };
         if variant.tap() {
-            for ((name, pinned), base) in [(PING, false), (PING_PINNED, true)]
-                .into_iter()
-                .zip(&ping_bases)
-            {
-                let flood = if pinned {
-                    // The server's threads on ping's CPU, then back on the
-                    // CPUs this run may use.
-                    let r = server
-                        .service
-                        .pin(&pin_cpu())
-                        .and_then(|()| ping(&ns, GUEST_V4, c.ping_count, c.ping_secs, true));
-                    let all = allowed_cpus().unwrap_or_else(|| "0-1023".into());
-                    r.and_then(|v| server.service.pin(&all).map(|()| v))
-                } else {
-                    ping(&ns, GUEST_V4, c.ping_count, c.ping_secs, false)
-                };
-                rows.push(match flood {
-                    Ok(v) => Row::ok(SECTION, name, target, v, "pkt/s").against(base.clone()),
-                    Err(e) => Row::missing(
-                        SECTION,
-                        name,
-                        target,
-                        "pkt/s",
-                        Status::Failed(e.to_string()),
-                    ),
-                });
-            }
+            rows.extend(ping_rows(&ns, &server, target, &ping_bases, c));
         } else {
             for name in [PING, PING_PINNED] {
                 rows.push(Row::missing(
@@ -461,6 +470,20 @@ pub fn run(p: &Prepared) -> Vec<Row> {
         let w = wrk_figures(&ns, &server.url, c.wrk_secs, &who).map_err(|e| e.to_string());
         rows.extend(wrk_rows("", target, &w, nginx.as_ref(), "nginx"));
         drop(server);
+    }
+    // virtio: www.virtio under QEMU (microvm, KVM) on the same tap.
+    match super::virtio::www_on_tap(p, &ns) {
+        Ok(server) => {
+            rows.extend(ping_rows(&ns, &server, "virtio", &ping_bases, c));
+            let w = wrk_figures(&ns, &server.url, c.wrk_secs, "www on virtio")
+                .map_err(|e| e.to_string());
+            rows.extend(wrk_rows("", "virtio", &w, nginx.as_ref(), "nginx"));
+        }
+        Err(status) => rows.extend(
+            FIGURES
+                .iter()
+                .map(|&(name, unit)| Row::missing(SECTION, name, "virtio", unit, status.clone())),
+        ),
     }
     for (variant, a) in &p.www_big {
         let target = variant.name();
@@ -499,6 +522,15 @@ pub fn run(p: &Prepared) -> Vec<Row> {
     }
     rows
 }
+
+/// The figures of www on each target, with their units.
+const FIGURES: [(&str, &str); 5] = [
+    (PING, "pkt/s"),
+    (PING_PINNED, "pkt/s"),
+    ("wrk requests/s", "req/s"),
+    ("wrk p50 latency", "ms"),
+    ("wrk p99 latency", "ms"),
+];
 
 /// The suffix of the bulk case's figures.
 const BIG_WHAT: &str = " (1 MiB file)";

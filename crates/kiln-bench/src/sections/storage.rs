@@ -1,4 +1,6 @@
-//! storage: block throughput, store changes per second and SIGKILL crash iterations per target.
+//! storage: block throughput, store changes per second and SIGKILL crash iterations per target
+//! (virtio: block throughput in 64 KiB requests only, on QEMU's microvm, `sections::virtio`
+//! building and running blockbench).
 //!
 //! `examples/blockbench --mode bench` times its own sequential writes (then
 //! one flush) and reads with the monotonic clock, in 512 B and 64 KiB
@@ -284,7 +286,7 @@ pub fn run(p: &Prepared) -> Vec<Row> {
     // Host baselines.
     progress("storage: host baselines");
     let mut io_base: BTreeMap<usize, (Option<Baseline>, Option<Baseline>)> = BTreeMap::new();
-    for size in [512usize, 65536] {
+    for size in SIZES {
         let r = zero_file(&device, DEVICE_MIB << 20).and_then(|()| host_io(&device, size));
         let label = if size == 512 { "512 B" } else { "64 KiB" };
         let (w, r) = match r {
@@ -324,51 +326,18 @@ pub fn run(p: &Prepared) -> Vec<Row> {
         let (bb, nb) = (built(&p.blockbench), built(&p.notes));
 
         progress(&format!("storage: block throughput on {t}"));
-        for size in [512usize, 65536] {
-            let label = if size == 512 { "512 B" } else { "64 KiB" };
-            let names = [
-                format!("sequential write, {label} requests"),
-                format!("sequential read, {label} requests"),
-            ];
-            match runnable(&bb, SECTION, &names[0], variant, "MiB/s") {
+        for size in SIZES {
+            match runnable(&bb, SECTION, &block_names(size)[0], variant, "MiB/s") {
                 Err(r) => {
                     rows.push(*r);
                     rows.push(Row {
-                        name: names[1].clone(),
+                        name: block_names(size)[1].clone(),
                         ..rows[rows.len() - 1].clone()
                     });
                 }
                 Ok(b) => {
-                    let out = zero_file(&device, DEVICE_MIB << 20)
-                        .and_then(|()| zero_file(&extra, 64 << 10))
-                        .and_then(|()| {
-                            let blocks = [
-                                format!("--block:data={}", device.display()),
-                                format!("--block:extra={}", extra.display()),
-                            ];
-                            let size = size.to_string();
-                            let total = DEVICE_MIB.to_string();
-                            stdout_of(&argv(
-                                b,
-                                &blocks,
-                                &["--mode", "bench", "--size", &size, "--total", &total],
-                            ))
-                        });
-                    let (wb, rb) = io_base.get(&size).cloned().unwrap_or((None, None));
-                    for (name, what, base) in [(&names[0], "write", wb), (&names[1], "read", rb)] {
-                        rows.push(
-                            match out
-                                .as_ref()
-                                .map_err(|e| e.to_string())
-                                .and_then(|o| mibps(o, what).map_err(|e| e.to_string()))
-                            {
-                                Ok(v) => Row::ok(SECTION, name, t, v, "MiB/s").against(base),
-                                Err(e) => {
-                                    Row::missing(SECTION, name, t, "MiB/s", Status::Failed(e))
-                                }
-                            },
-                        );
-                    }
+                    let run = |blocks: &[String], args: &[&str]| stdout_of(&argv(b, blocks, args));
+                    rows.extend(block_rows(t, size, &device, &extra, &io_base, &run));
                 }
             }
         }
@@ -447,9 +416,94 @@ pub fn run(p: &Prepared) -> Vec<Row> {
             },
         }
     }
+    // virtio: blockbench on QEMU's microvm under KVM, its disks on
+    // virtio-blk (`kiln run -t virtio`), in 64 KiB requests only: each
+    // request waits for QEMU's I/O thread (0.3-0.7 ms here), so 16 MiB in
+    // 512 B requests would take 10-20 s each way (docs/targets.md).
+    progress("storage: block throughput on virtio (QEMU microvm, KVM)");
+    match super::virtio::blockbench(p) {
+        Ok(run) => {
+            for size in VIRTIO_SIZES {
+                rows.extend(block_rows("virtio", size, &device, &extra, &io_base, &*run));
+            }
+        }
+        Err(status) => {
+            for name in VIRTIO_SIZES.into_iter().flat_map(block_names) {
+                rows.push(Row::missing(
+                    SECTION,
+                    &name,
+                    "virtio",
+                    "MiB/s",
+                    status.clone(),
+                ));
+            }
+        }
+    }
     let _ = std::fs::remove_file(&device);
     let _ = std::fs::remove_file(&extra);
     rows
+}
+
+/// What runs blockbench on a target: given the block flags and
+/// blockbench's arguments, its stdout.
+pub type Runner<'a> = dyn Fn(&[String], &[&str]) -> Result<String, BenchError> + 'a;
+
+/// The request sizes of the block figures.
+const SIZES: [usize; 2] = [512, 65536];
+/// Those of virtio.
+const VIRTIO_SIZES: [usize; 1] = [65536];
+
+/// The write and read figures' names for `size`-byte requests.
+fn block_names(size: usize) -> [String; 2] {
+    let label = if size == 512 { "512 B" } else { "64 KiB" };
+    [
+        format!("sequential write, {label} requests"),
+        format!("sequential read, {label} requests"),
+    ]
+}
+
+/// The sequential write and read rows of target `t` for `size`-byte
+/// requests: blockbench's bench mode through `run` (given the block flags
+/// and blockbench's arguments, its stdout) on a zeroed [`DEVICE_MIB`] MiB
+/// `data` disk (`device`) and the 64 KiB `extra` disk it needs, against
+/// the host's loop of the same requests (`io_base`).
+fn block_rows(
+    t: &str,
+    size: usize,
+    device: &Path,
+    extra: &Path,
+    io_base: &BTreeMap<usize, (Option<Baseline>, Option<Baseline>)>,
+    run: &Runner<'_>,
+) -> Vec<Row> {
+    let out = zero_file(device, DEVICE_MIB << 20)
+        .and_then(|()| zero_file(extra, 64 << 10))
+        .and_then(|()| {
+            let blocks = [
+                format!("--block:data={}", device.display()),
+                format!("--block:extra={}", extra.display()),
+            ];
+            let size = size.to_string();
+            let total = DEVICE_MIB.to_string();
+            run(
+                &blocks,
+                &["--mode", "bench", "--size", &size, "--total", &total],
+            )
+        });
+    let (wb, rb) = io_base.get(&size).cloned().unwrap_or((None, None));
+    let [write, read] = block_names(size);
+    [(write, "write", wb), (read, "read", rb)]
+        .into_iter()
+        .map(|(name, what, base)| {
+            match out
+                .as_ref()
+                .map_err(|e| e.to_string())
+                .and_then(|o| mibps(o, what).map_err(|e| e.to_string()))
+            {
+                Ok(v) => Row::ok(SECTION, &name, t, v, "MiB/s").against(base),
+                Err(e) => Row::missing(SECTION, &name, t, "MiB/s", Status::Failed(e)),
+            }
+        })
+        .collect()
 }
 
 /// `a`, marked unrunnable on hvt when KVM is missing.

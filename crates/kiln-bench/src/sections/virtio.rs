@@ -209,6 +209,56 @@ pub(crate) fn qemu_missing() -> Option<String> {
     }
 }
 
+/// Why virtio guests cannot run here, if they cannot: no KVM, or no QEMU.
+fn unavailable() -> Option<Status> {
+    if let Some(why) = kvm_missing() {
+        return Some(Status::NotAvailable(why));
+    }
+    qemu_missing().map(Status::Failed)
+}
+
+/// www.virtio on microvm+KVM on `ns`'s tap, for the network section's
+/// rows (the image is this section's copy, built once); why not, as the
+/// rows' status.
+pub fn www_on_tap(p: &Prepared, ns: &Netns) -> Result<Server, Status> {
+    if let Some(why) = unavailable() {
+        return Err(why);
+    }
+    progress("network: www on virtio (QEMU microvm, KVM)");
+    let www = build(&p.env, "www").map_err(|e| Status::Failed(format!("build: {e}")))?;
+    forget_neighbours(ns);
+    start_virtio(&p.env, ns, &www).map_err(Status::Failed)
+}
+
+/// blockbench.virtio for the storage section's rows: a function that runs
+/// it on microvm+KVM (`kiln run -t virtio --image`, which gives the
+/// unikernel's status back) with the block flags and arguments given, and
+/// returns its stdout; why not, as the rows' status.
+pub fn blockbench(p: &Prepared) -> Result<Box<super::storage::Runner<'_>>, Status> {
+    if let Some(why) = unavailable() {
+        return Err(why);
+    }
+    let image = build(&p.env, "blockbench").map_err(|e| Status::Failed(format!("build: {e}")))?;
+    Ok(Box::new(move |blocks: &[String], args: &[&str]| {
+        let image = format!("--image={}", image.display());
+        let head = ["run", "-t", "virtio", image.as_str(), "--"];
+        let mut a: Vec<&std::ffi::OsStr> = head.iter().map(std::ffi::OsStr::new).collect();
+        a.extend(blocks.iter().map(std::ffi::OsStr::new));
+        a.extend(args.iter().map(std::ffi::OsStr::new));
+        let f = p.env.kiln(&a, Some(&p.env.unikernel_target()))?;
+        if f.status.success() {
+            Ok(f.stdout)
+        } else {
+            Err(BenchError::Setup(format!(
+                "kiln run -t virtio blockbench failed ({}): {}{}",
+                f.status,
+                f.stdout.trim(),
+                tail(&f.stderr, 400)
+            )))
+        }
+    }))
+}
+
 /// Runs the virtio section.
 pub fn run(p: &Prepared) -> Vec<Row> {
     progress("virtio: hello's boot and www's requests/s on QEMU microvm+KVM");

@@ -76,6 +76,26 @@ fn read_boot_bytes(what: &str, addr: u64, out: &mut [u8]) {
     }
 }
 
+/// Physical memory inside the entry code's map, read before kiln's page
+/// tables are loaded (the ACPI tables may lie in memory they leave out).
+struct BootMemory;
+
+impl crate::acpi::Memory for BootMemory {
+    fn byte(&self, addr: u64) -> Option<u8> {
+        if addr == 0 || addr >= ENTRY_MAP_END {
+            return None;
+        }
+        // SAFETY: inside the identity-mapped first GiB, read before kiln's
+        // tables replace that map; plain bytes, read volatile as the VMM
+        // or firmware wrote them.
+        Some(unsafe { (addr as *const u8).read_volatile() })
+    }
+}
+
+/// What the ACPI tables listed, read by `user_boot` when the command line
+/// announced no virtio-mmio device, for [`user_main`].
+static ACPI: spin::Mutex<Option<crate::acpi::Found>> = spin::Mutex::new(None);
+
 /// Called by the entry code with the start info's address.
 pub(super) extern "C" fn kiln_virtio_boot(start_info: u64) -> ! {
     // SAFETY: first thing at boot, on the only vCPU.
@@ -127,6 +147,14 @@ extern "C" fn user_boot(start_info: u64) -> ! {
         }
         len
     };
+    // SAFETY: boot runs alone; `cmdline_len` bytes were written above.
+    let words = unsafe { &(&(*cmdline).0)[..cmdline_len] };
+    let announced = words
+        .windows(crate::cmdline::MMIO_PREFIX.len())
+        .any(|w| w == crate::cmdline::MMIO_PREFIX.as_bytes());
+    if si.rsdp != 0 && !announced {
+        *ACPI.lock() = Some(crate::acpi::read(&BootMemory, si.rsdp));
+    }
     let boot_data = [
         start_info..start_info + START_INFO_SIZE as u64,
         map.clone(),
@@ -191,7 +219,15 @@ extern "C" fn user_main() -> ! {
         Ok(env) => Box::leak(Box::new(env)),
         Err(e) => fail("devices", &e),
     };
-    if let Err(e) = crate::sys::virtio::discover(env.mmio_devices()) {
+    let acpi = ACPI.lock().take();
+    let mut mmio = env.mmio_devices().to_vec();
+    if let Some(found) = acpi {
+        // QEMU's microvm with ACPI on: its devices, and the second IOAPIC
+        // their lines go to, are in the tables only.
+        mmio.extend(found.mmio());
+        super::idle::set_ioapics(found.ioapics);
+    }
+    if let Err(e) = crate::sys::virtio::discover(&mmio) {
         fail("devices", &e);
     }
     crate::sys::heap::register_metrics();

@@ -1,5 +1,5 @@
 //! What the VMM's emulated legacy devices offer: the console on the first
-//! 16550 UART (port 0x3f8, transmit only: the VMMs kiln targets accept
+//! 16550 UART, when there is no virtio console (port 0x3f8, transmit only: the VMMs kiln targets accept
 //! every write at once, so kiln neither programs the line nor polls its
 //! status, each of which would be an exit) and the ways to end the VM with
 //! the unikernel's status.
@@ -43,9 +43,10 @@ pub const EXIT_NOTIFY: usize = 0;
 pub const EXIT_HALT: usize = 1;
 const EXIT_CONSOLE: usize = 2;
 
-/// Writes `bytes` to the serial console.
+/// Writes `bytes` to the console: the virtio console when the VM has one
+/// (`sys::virtio_console`), else the serial port.
 pub fn puts(bytes: &[u8]) {
-    if !bytes.is_empty() {
+    if !bytes.is_empty() && !super::virtio_console::write(bytes) {
         kiln_x86::exits::count(EXIT_CONSOLE);
         arch::outsb(COM1, bytes);
     }

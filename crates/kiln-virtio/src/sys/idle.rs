@@ -1,18 +1,20 @@
 //! Waiting without spinning: the LAPIC timer in TSC-deadline mode and the
-//! virtio-mmio devices' interrupt lines (routed through the IOAPIC), both
-//! onto vectors whose handler only ends the interrupt, and `hlt` through
-//! the #UD gate (`cpu::halt_until`), since the unikernel runs at CPL 3.
+//! virtio-mmio devices' interrupt lines (routed through the IOAPIC that
+//! serves their GSI; virtio-pci functions send MSI-X messages, set up by
+//! `sys::virtio`), both onto vectors whose handler only ends the
+//! interrupt, and `hlt` through the #UD gate (`cpu::halt_until`), since
+//! the unikernel runs at CPL 3.
 //!
 //! Set up lazily, at CPL 3, by the first wait that has nothing to do: the
 //! LAPIC's and IOAPIC's registers are memory in kiln's device window
 //! (xAPIC mode, as the VMMs start a PVH guest). Used only where every
-//! network device can interrupt: with virtio-mmio devices, whose lines the
-//! command line names; virtio-pci devices (q35) keep the polling wait.
+//! network device can interrupt; others keep the polling wait.
 //! Intel SDM vol. 3, chapter 11 (APIC) and the 82093AA IOAPIC datasheet.
 
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 
 use super::arch;
+use crate::acpi::{self, IoApic};
 
 /// The xAPIC's registers.
 const LAPIC: u64 = 0xfee0_0000;
@@ -23,11 +25,40 @@ const LAPIC_LVT_LINT0: u64 = 0x350;
 /// LVT timer mode bits 17-18: TSC deadline.
 const LVT_TSC_DEADLINE: u32 = 0b10 << 17;
 const LVT_MASKED: u32 = 1 << 16;
-/// The IOAPIC's index and window registers.
-const IOAPIC: u64 = 0xfec0_0000;
+/// The IOAPIC's window register (after the index register).
 const IOAPIC_WINDOW: u64 = 0x10;
-/// Highest IOAPIC input kiln routes (QEMU's IOAPIC has 24).
+/// Inputs of each IOAPIC (QEMU's have 24).
 const IOAPIC_PINS: u32 = 24;
+/// The first IOAPIC's registers, where QEMU and the other VMMs put them.
+const FIRST_IOAPIC: u64 = 0xfec0_0000;
+/// The IOAPICs: the one at 0xfec0_0000 for GSIs 0 to 23, unless the ACPI
+/// tables listed others (QEMU's microvm with ACPI has a second one, for
+/// its virtio-mmio lines from GSI 24); set at boot.
+static IOAPICS: spin::Mutex<[Option<IoApic>; acpi::Found::IOAPICS_MAX]> = spin::Mutex::new([
+    Some(IoApic {
+        address: FIRST_IOAPIC,
+        gsi_base: 0,
+    }),
+    None,
+    None,
+    None,
+]);
+
+/// Routes through `ioapics` (the MADT's) from now on, if there are any.
+pub fn set_ioapics(ioapics: [Option<IoApic>; acpi::Found::IOAPICS_MAX]) {
+    if ioapics.iter().any(Option::is_some) {
+        *IOAPICS.lock() = ioapics;
+    }
+}
+
+/// The register address and input of GSI `irq`.
+fn ioapic_input(irq: u32) -> Option<(u64, u32)> {
+    IOAPICS.lock().iter().flatten().find_map(|io| {
+        let pin = irq.checked_sub(io.gsi_base)?;
+        (pin < IOAPIC_PINS && io.address >= super::paging::device_window_start())
+            .then_some((io.address, pin))
+    })
+}
 
 /// Whether the CPU has a LAPIC with the TSC-deadline timer, as the VMM's
 /// CPUID says (read at CPL 0: on KVM's PVM `cpuid` at CPL 3 is the host's).
@@ -63,8 +94,8 @@ pub fn ready(irqs: impl Iterator<Item = u32> + Clone) -> bool {
         _ => {}
     }
     let usable = CAPABLE.load(Ordering::Relaxed)
-        && super::paging::device_window_start() <= IOAPIC
-        && irqs.clone().all(|irq| irq < IOAPIC_PINS);
+        && super::paging::device_window_start() <= LAPIC
+        && irqs.clone().all(|irq| ioapic_input(irq).is_some());
     if !usable {
         STATE.store(2, Ordering::Relaxed);
         return false;
@@ -83,20 +114,23 @@ pub fn ready(irqs: impl Iterator<Item = u32> + Clone) -> bool {
         route(irq, super::cpu::DEVICE_VECTOR);
     }
     let pin = POWER_PIN.load(Ordering::Relaxed);
-    if pin < IOAPIC_PINS {
+    if pin != NO_PIN {
         route(pin, super::cpu::POWER_VECTOR);
     }
     STATE.store(1, Ordering::Relaxed);
     true
 }
 
-/// Routes IOAPIC input `irq` to `vector`: fixed delivery to APIC 0,
-/// physical destination, edge-triggered, active high, unmasked.
+/// Routes GSI `irq` to `vector` through the IOAPIC that serves it: fixed
+/// delivery to APIC 0, physical destination, edge-triggered, active high,
+/// unmasked. A GSI no IOAPIC serves is left alone.
 fn route(irq: u32, vector: u8) {
-    write32(IOAPIC, 0x10 + 2 * irq);
-    write32(IOAPIC + IOAPIC_WINDOW, u32::from(vector));
-    write32(IOAPIC, 0x11 + 2 * irq);
-    write32(IOAPIC + IOAPIC_WINDOW, 0);
+    if let Some((ioapic, pin)) = ioapic_input(irq) {
+        write32(ioapic, 0x10 + 2 * pin);
+        write32(ioapic + IOAPIC_WINDOW, u32::from(vector));
+        write32(ioapic, 0x11 + 2 * pin);
+        write32(ioapic + IOAPIC_WINDOW, 0);
+    }
 }
 
 /// Routes the GED's input `irq` to the power vector: now if the LAPIC is
@@ -105,7 +139,7 @@ fn route(irq: u32, vector: u8) {
 /// supervisor that the guest handles the button). An input a virtio
 /// device uses, or one past the IOAPIC's, is left alone.
 pub fn route_power(irq: u32, device_irqs: impl Iterator<Item = u32>) -> bool {
-    if irq >= IOAPIC_PINS || device_irqs.into_iter().any(|d| d == irq) {
+    if ioapic_input(irq).is_none() || device_irqs.into_iter().any(|d| d == irq) {
         return false;
     }
     POWER_PIN.store(irq, Ordering::Relaxed);
@@ -117,7 +151,10 @@ pub fn route_power(irq: u32, device_irqs: impl Iterator<Item = u32>) -> bool {
 
 /// Reads (and so clears) the GED's event selector at `base`.
 pub fn ged_events(base: u64) -> u32 {
-    if base < super::paging::device_window_start() || base >= IOAPIC || !base.is_multiple_of(4) {
+    if base < super::paging::device_window_start()
+        || base >= FIRST_IOAPIC
+        || !base.is_multiple_of(4)
+    {
         return 0;
     }
     // SAFETY: `base` is 4-byte aligned in the device window (mapped

@@ -15,3 +15,4 @@ pub mod idle;
 pub mod paging;
 pub mod ring;
 pub mod virtio;
+pub mod virtio_console;

@@ -1,8 +1,8 @@
 //! The virtio devices, through the `virtio-drivers` crate: discovery of the
-//! transports (virtio-mmio from the command line at boot; virtio-pci on bus
-//! 0 through the configuration ports 0xcf8/0xcfc, only when the command
-//! line announced no device and the unikernel asks for one, since each
-//! configuration access is an exit), the network
+//! transports at boot (virtio-mmio from the command line; virtio-pci on
+//! bus 0 through the configuration ports 0xcf8/0xcfc when the command line
+//! announced no device and a host bridge answers: about 40 configuration
+//! reads, each an exit), the virtio console (`sys::virtio_console`), the network
 //! interface and the block device over them, and the check of their queues
 //! that the platform's polling wait makes.
 //!
@@ -34,7 +34,7 @@ use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::pci::bus::{
-    Command as PciCommand, ConfigurationAccess, DeviceFunction, PciRoot,
+    BarInfo, Command as PciCommand, ConfigurationAccess, DeviceFunction, MemoryBarType, PciRoot,
 };
 use virtio_drivers::transport::{DeviceType, SomeTransport, Transport};
 
@@ -77,22 +77,29 @@ bitflags::bitflags! {
 
 type Dev = SomeTransport<'static>;
 
+/// How a network device interrupts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Irq {
+    /// A virtio-mmio line, routed through the IOAPIC that serves its GSI.
+    Line(u32),
+    /// virtio-pci MSI-X, enabled at discovery (table entry 0: kiln's device
+    /// vector at APIC 0); the address of the function's common
+    /// configuration, where each queue is given vector 0 once set up.
+    Msix(u64),
+}
+
 /// The transports found at boot, by type, in the order the VMM listed them;
 /// each is taken by the first `Env::net`/`Env::block` for its position.
 static FOUND: spin::Mutex<Found> = spin::Mutex::new(Found {
     nets: Vec::new(),
     blocks: Vec::new(),
-    probed_pci: false,
 });
 
 struct Found {
     /// The network transports and their interrupt lines (virtio-mmio
     /// only).
-    nets: Vec<Option<(Dev, Option<u32>)>>,
+    nets: Vec<Option<(Dev, Option<Irq>)>>,
     blocks: Vec<Option<Dev>>,
-    /// Whether bus 0 was enumerated (or need not be: the command line
-    /// announced virtio-mmio devices).
-    probed_pci: bool,
 }
 
 /// PCI configuration space through the legacy ports (configuration
@@ -129,12 +136,150 @@ fn config_address(f: DeviceFunction, register_offset: u8) -> u32 {
         | u32::from(register_offset & 0xfc)
 }
 
+/// Where kiln puts the memory BARs a firmware left unassigned: q35's
+/// 32-bit PCI hole above its MMCONFIG window (0xb000_0000, 256 MiB), below
+/// the IOAPIC, inside kiln's device window for up to 3 GiB of RAM.
+const BAR_WINDOW: core::ops::Range<u64> = 0xc000_0000..0xfec0_0000;
+
+/// `CONFIG_ADDRESS` offset of BAR 0.
+const BAR0: u8 = 0x10;
+
+/// Whether every memory BAR of `f` reads as address 0: a firmware that
+/// assigns no BARs (qboot, which `kiln run --machine q35` boots through)
+/// left them to the guest. Six configuration reads.
+fn bars_unassigned(f: DeviceFunction) -> bool {
+    (0..6).all(|i| {
+        let bar = PortCam.read_word(f, BAR0 + 4 * i);
+        bar & 1 == 1 || bar & 0xffff_fff0 == 0
+    })
+}
+
+/// Gives each memory BAR of `f` an address in [`BAR_WINDOW`] after
+/// `next` (aligned to its size, as PCI requires); a BAR that does not
+/// fit is left unassigned (the transport then fails to come up).
+fn assign_bars(root: &mut PciRoot<PortCam>, f: DeviceFunction, next: &mut u64) {
+    let Ok(bars) = root.bars(f) else {
+        return;
+    };
+    for (i, bar) in bars.iter().enumerate() {
+        let Some(BarInfo::Memory {
+            address_type, size, ..
+        }) = bar
+        else {
+            continue;
+        };
+        let Some(address) = next.checked_next_multiple_of(*size) else {
+            continue;
+        };
+        let end = address.saturating_add(*size);
+        if *size == 0 || end > BAR_WINDOW.end {
+            continue;
+        }
+        let index = i as u8;
+        match address_type {
+            MemoryBarType::Width32 => root.set_bar_32(f, index, address as u32),
+            MemoryBarType::Width64 => root.set_bar_64(f, index, address),
+            _ => continue,
+        }
+        *next = end;
+    }
+}
+
+/// PCI capability IDs: MSI-X, and vendor-specific (virtio's structures).
+const CAP_MSIX: u8 = 0x11;
+const CAP_VENDOR: u8 = 0x09;
+/// `cfg_type` of virtio's common configuration (virtio 1.2, 4.1.4).
+const VIRTIO_PCI_CAP_COMMON_CFG: u32 = 1;
+/// The common configuration's `queue_select` and `queue_msix_vector`.
+const COMMON_QUEUE_SELECT: u64 = 0x16;
+const COMMON_QUEUE_MSIX_VECTOR: u64 = 0x1a;
+
+/// The address of memory BAR `bar` of `f`, if it has one kiln can reach.
+fn bar_address(f: DeviceFunction, bar: u8) -> Option<u64> {
+    if bar > 5 {
+        return None;
+    }
+    let low = PortCam.read_word(f, BAR0 + 4 * bar);
+    if low & 1 == 1 {
+        return None;
+    }
+    let mut address = u64::from(low & 0xffff_fff0);
+    if (low >> 1) & 0b11 == 0b10 && bar < 5 {
+        address |= u64::from(PortCam.read_word(f, BAR0 + 4 * (bar + 1))) << 32;
+    }
+    let window = crate::sys::paging::device_window_start();
+    (address >= window && address < 1 << 32).then_some(address)
+}
+
+fn mmio_write32(addr: u64, value: u32) {
+    // SAFETY: callers pass an address inside a BAR of a virtio function
+    // (checked by `bar_address` to lie in the device window, which kiln's
+    // page tables map uncached for the whole run), at a register offset
+    // the function's capabilities name.
+    unsafe { (addr as *mut u32).write_volatile(value) }
+}
+
+/// Enables MSI-X on virtio-pci function `f` with table entry 0 sending
+/// kiln's device vector to APIC 0; the address of its common
+/// configuration, or `None` (no MSI-X, or a structure kiln cannot reach:
+/// the device is then polled).
+fn enable_msix(root: &PciRoot<PortCam>, f: DeviceFunction) -> Option<u64> {
+    let (mut msix, mut common) = (None, None);
+    for cap in root.capabilities(f) {
+        if cap.id == CAP_MSIX {
+            msix = Some(cap.offset);
+        } else if cap.id == CAP_VENDOR
+            && (PortCam.read_word(f, cap.offset) >> 24) & 0xff == VIRTIO_PCI_CAP_COMMON_CFG
+        {
+            let bar = (PortCam.read_word(f, cap.offset + 4) & 0xff) as u8;
+            let offset = PortCam.read_word(f, cap.offset + 8);
+            common = bar_address(f, bar).map(|b| b + u64::from(offset));
+        }
+    }
+    let (msix, common) = (msix?, common?);
+    let table = PortCam.read_word(f, msix + 4);
+    let entry = bar_address(f, (table & 0b111) as u8)? + u64::from(table & !0b111);
+    // Message address (APIC 0, physical), upper address, data (fixed
+    // delivery, edge), vector control (unmasked).
+    mmio_write32(entry, 0xfee0_0000);
+    mmio_write32(entry + 4, 0);
+    mmio_write32(entry + 8, u32::from(super::cpu::DEVICE_VECTOR));
+    mmio_write32(entry + 12, 0);
+    // Message control (the upper half of the capability's first word):
+    // MSI-X enable (bit 15) on, function mask (bit 14) off.
+    let first = PortCam.read_word(f, msix);
+    let enabled = (first | 1 << 31) & !(1 << 30);
+    PortCam.write_word(f, msix, enabled);
+    Some(common)
+}
+
+/// Gives the network queues of the function whose common configuration
+/// is at `common` MSI-X vector 0; whether the device took it (QEMU answers
+/// `VIRTIO_MSI_NO_VECTOR` for a vector it cannot use).
+fn route_queues(common: u64) -> bool {
+    [QUEUE_RECEIVE, QUEUE_TRANSMIT].iter().all(|&queue| {
+        // SAFETY: `common` is the common configuration structure
+        // (`enable_msix` found it in a BAR in the device window, mapped
+        // uncached); these are its 16-bit `queue_select` and
+        // `queue_msix_vector`, which nothing else writes after the
+        // device's initialisation.
+        unsafe {
+            ((common + COMMON_QUEUE_SELECT) as *mut u16).write_volatile(queue);
+            ((common + COMMON_QUEUE_MSIX_VECTOR) as *mut u16).write_volatile(0);
+            ((common + COMMON_QUEUE_MSIX_VECTOR) as *const u16).read_volatile() == 0
+        }
+    })
+}
+
 /// Finds the virtio devices on PCI bus 0, in slot order (QEMU gives slots
-/// in `-device` order). Only function 0 of single-function devices is
-/// read: a full scan of 256 functions would be 512 exits.
+/// in `-device` order), giving their BARs addresses where the firmware did
+/// not. Only function 0 of single-function devices is read: a full scan of
+/// 256 functions would be 512 exits.
 fn discover_pci(found: &mut Found) {
-    found.probed_pci = true;
     let mut root = PciRoot::new(PortCam);
+    let mut next_bar = BAR_WINDOW
+        .start
+        .max(crate::sys::paging::device_window_start());
     for device in 0..32 {
         let f = DeviceFunction {
             bus: 0,
@@ -144,6 +289,9 @@ fn discover_pci(found: &mut Found) {
         let id = PortCam.read_word(f, 0);
         if id & 0xffff != VIRTIO_VENDOR {
             continue;
+        }
+        if bars_unassigned(f) {
+            assign_bars(&mut root, f, &mut next_bar);
         }
         let (_, command) = root.get_status_command(f);
         root.set_command(
@@ -155,11 +303,32 @@ fn discover_pci(found: &mut Found) {
         };
         let transport: Dev = transport.into();
         match transport.device_type() {
-            DeviceType::Network => found.nets.push(Some((transport, None))),
+            DeviceType::Network => {
+                let irq = enable_msix(&root, f).map(Irq::Msix);
+                found.nets.push(Some((transport, irq)));
+            }
             DeviceType::Block => found.blocks.push(Some(transport)),
+            DeviceType::Console => attach_console(transport),
             _ => {}
         }
     }
+}
+
+/// Whether there is a PCI bus: a host bridge answers at 0:0.0 (q35, pc;
+/// on microvm the read gives all ones).
+fn pci_bus_present() -> bool {
+    let host_bridge = DeviceFunction {
+        bus: 0,
+        device: 0,
+        function: 0,
+    };
+    PortCam.read_word(host_bridge, 0) & 0xffff != 0xffff
+}
+
+/// Output goes to a virtio console from now on (`sys::virtio_console`);
+/// one that cannot be set up is left alone (the 16550 stays).
+fn attach_console(transport: Dev) {
+    let _ = super::virtio_console::attach(transport);
 }
 
 /// Why a transport was not used.
@@ -179,12 +348,13 @@ pub enum DiscoveryError {
     },
 }
 
-/// Finds the virtio-mmio devices the command line announced. Devices of
-/// other types, and windows without a device, are skipped.
+/// Finds the virtio-mmio devices the command line announced, or, when it
+/// announced none and there is a PCI bus, the virtio devices on bus 0. A
+/// virtio console is set up at once (it takes the console's output);
+/// devices of other types, and windows without a device, are skipped.
 pub fn discover(mmio: &[MmioDevice]) -> Result<(), DiscoveryError> {
     let window_start = crate::sys::paging::device_window_start();
     let mut found = FOUND.lock();
-    found.probed_pci = !mmio.is_empty();
     for d in mmio {
         let end = d.base.checked_add(d.size);
         if d.base < window_start || end.is_none_or(|e| e > 1 << 32) {
@@ -205,10 +375,14 @@ pub fn discover(mmio: &[MmioDevice]) -> Result<(), DiscoveryError> {
         };
         let transport: Dev = transport.into();
         match transport.device_type() {
-            DeviceType::Network => found.nets.push(Some((transport, Some(d.irq)))),
+            DeviceType::Network => found.nets.push(Some((transport, Some(Irq::Line(d.irq))))),
             DeviceType::Block => found.blocks.push(Some(transport)),
+            DeviceType::Console => attach_console(transport),
             _ => {}
         }
+    }
+    if mmio.is_empty() && pci_bus_present() {
+        discover_pci(&mut found);
     }
     Ok(())
 }
@@ -219,13 +393,10 @@ pub fn counts() -> (usize, usize) {
     (found.nets.len(), found.blocks.len())
 }
 
-/// Takes the `position`th network (or block) transport and its interrupt
-/// line, enumerating PCI first if that has not been done.
-fn take(block: bool, position: usize) -> Option<(Dev, Option<u32>)> {
+/// Takes the `position`th network (or block) transport found at boot and
+/// its interrupt line.
+fn take(block: bool, position: usize) -> Option<(Dev, Option<Irq>)> {
     let mut found = FOUND.lock();
-    if !found.probed_pci {
-        discover_pci(&mut found);
-    }
     if block {
         found
             .blocks
@@ -248,7 +419,8 @@ pub fn can_halt() -> bool {
     let mut irqs = alloc::vec::Vec::new();
     for net in nets.iter() {
         match net.lock().irq {
-            Some(irq) => irqs.push(irq),
+            Some(Irq::Line(irq)) => irqs.push(irq),
+            Some(Irq::Msix(_)) => {}
             None => return false,
         }
     }
@@ -270,7 +442,8 @@ pub fn arm_all() {
         if state.tx_waker.is_some() {
             state.tx_ring.interrupts_on(state.tx_popped);
         }
-        if ack {
+        // An MSI-X message raises no line to lower.
+        if ack && matches!(state.irq, Some(Irq::Line(_))) {
             let _ = state.transport.ack_interrupt();
         }
     }
@@ -329,7 +502,7 @@ struct NetState {
     /// The virtio-net header's length: 12 (virtio 1), else 10.
     header: usize,
     /// Its interrupt line, if it has one kiln can route.
-    irq: Option<u32>,
+    irq: Option<Irq>,
     /// The receive buffers, each posted to the device.
     rx: Vec<Box<[u8]>>,
     /// The receive buffer of each token.
@@ -429,7 +602,7 @@ impl Net {
         Some(Self::new(transport, irq))
     }
 
-    fn new(transport: Dev, irq: Option<u32>) -> Result<Net, virtio_drivers::Error> {
+    fn new(transport: Dev, irq: Option<Irq>) -> Result<Net, virtio_drivers::Error> {
         let mut transport = Tracked::new(transport);
         let features = transport.begin_init(
             NetFeatures::MAC
@@ -450,6 +623,11 @@ impl Net {
         };
         rx_ring.interrupts_off(0);
         tx_ring.interrupts_off(0);
+        // MSI-X: the queues' vector, set before the device runs them.
+        let irq = match irq {
+            Some(Irq::Msix(common)) if !route_queues(common) => None,
+            irq => irq,
+        };
         transport.finish_init();
         let header = if features.contains(NetFeatures::VERSION_1) {
             12

@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use kiln_config::Target;
-use kiln_virtio::host::{self, Accel, Machine, QemuExit, Vm};
+use kiln_virtio::host::{self, Accel, Console, Machine, QemuExit, Vm};
 
-use crate::cli::{AccelArg, MachineArg, RunArgs, VmmArg};
+use crate::cli::{AccelArg, ConsoleArg, MachineArg, RunArgs, VmmArg};
 use crate::error::KilnError;
 
 /// The prefixes of the flags that attach devices; on hvt and spt they are
@@ -188,6 +188,10 @@ fn run_virtio(args: &RunArgs) -> Result<u8, KilnError> {
         MachineArg::Microvm => Machine::Microvm,
         MachineArg::Q35 => Machine::Q35,
     };
+    let console = match args.console {
+        ConsoleArg::Serial => Console::Serial,
+        ConsoleArg::Virtio => Console::Virtio,
+    };
     let kvm = kvm_usable();
     let accel = match (args.accel, &kvm) {
         (Some(AccelArg::Tcg), _) | (None, Err(_)) => Accel::Tcg,
@@ -203,7 +207,7 @@ fn run_virtio(args: &RunArgs) -> Result<u8, KilnError> {
         let written = match args.vmm {
             VmmArg::Qemu => {
                 let words: Vec<String> = std::iter::once(QEMU.to_string())
-                    .chain(vm.qemu_args(machine, accel).map_err(usage)?)
+                    .chain(vm.qemu_args_with(machine, accel, console).map_err(usage)?)
                     .map(|w| shell_word(&w))
                     .collect();
                 writeln!(out, "{}", words.join(" "))
@@ -231,7 +235,7 @@ fn run_virtio(args: &RunArgs) -> Result<u8, KilnError> {
             "kiln: /dev/kvm is not usable ({why}): running under QEMU's TCG emulator, which is much slower"
         );
     }
-    let qemu_args = vm.qemu_args(machine, accel).map_err(usage)?;
+    let qemu_args = vm.qemu_args_with(machine, accel, console).map_err(usage)?;
     let mut child = host::vmm_command(QEMU)
         .args(&qemu_args)
         .stdin(Stdio::null())
