@@ -597,6 +597,9 @@ mod tests {
         }
     }
 
+    /// One scripted read: bytes, or an error.
+    type Read<'a> = Result<&'a [u8], StackError>;
+
     /// A TCP connection playing back scripted reads.
     struct Scripted {
         reads: VecDeque<Result<Vec<u8>, StackError>>,
@@ -670,7 +673,7 @@ mod tests {
 
     #[test]
     fn hostile_tcp_replies_are_typed_errors() {
-        let cases: [(&[Result<&[u8], StackError>], DnsError); 5] = [
+        let cases: [(&[Read<'_>], DnsError); 5] = [
             (
                 &[Ok(b"\xff\xff")],
                 DnsError::TcpReplyTooLarge {
