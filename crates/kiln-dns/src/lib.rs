@@ -4,9 +4,10 @@
 //! the answers' TTLs. The same code on every target.
 //!
 //! A truncated UDP reply (the TC bit) is asked again over TCP (RFC 7766:
-//! each message behind a two-byte length, one query per connection), the
-//! whole exchange within the try's timeout and the reply within
-//! [`Settings::tcp_max_reply`] bytes.
+//! each message behind a two-byte length, one query per connection, a
+//! fresh ID), connection and exchange within another
+//! [`Settings::timeout`], the reply within [`Settings::tcp_max_reply`]
+//! bytes.
 //!
 //! Negative answers are cached too (RFC 2308): NXDOMAIN (for every record
 //! type of the name) and NODATA (for the type asked) are kept for the
@@ -112,7 +113,8 @@ impl Kind {
 /// The resolver's bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
-    /// How long one try waits for a reply.
+    /// How long one try waits for a reply over UDP and, after a truncated
+    /// one, for the TCP connection and exchange.
     pub timeout: Duration,
     /// Tries per server.
     pub attempts: u32,
