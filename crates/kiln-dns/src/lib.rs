@@ -3,6 +3,18 @@
 //! timeout per try, retries across servers, and a small cache that honours
 //! the answers' TTLs. The same code on every target.
 //!
+//! A truncated UDP reply (the TC bit) is asked again over TCP (RFC 7766:
+//! each message behind a two-byte length, one query per connection, a
+//! fresh ID), connection and exchange within another
+//! [`Settings::timeout`], the reply within [`Settings::tcp_max_reply`]
+//! bytes.
+//!
+//! Negative answers are cached too (RFC 2308): NXDOMAIN (for every record
+//! type of the name) and NODATA (for the type asked) are kept for the
+//! smaller of the TTL and the MINIMUM field of the SOA record in the
+//! reply's authority section, at most [`Settings::negative_max_ttl`]; a
+//! negative reply without an SOA record is not cached.
+//!
 //! The wire format (RFC 1035 section 4) is `simple-dns`'s; this crate
 //! chooses what to ask, and checks every reply before it believes it
 //! (RFC 5452): the source address is the server asked, the transaction ID
@@ -11,8 +23,8 @@
 //! wait goes on; only if no valid reply came does the malformed one show
 //! in the error.
 //!
-//! Not supported yet: TCP fallback for truncated replies (a truncated
-//! reply is [`DnsError::Truncated`]), negative caching, search domains.
+//! Not supported yet: search domains, EDNS(0) (UDP replies stay within
+//! 512 bytes; longer ones come over TCP).
 #![no_std]
 #![deny(unsafe_code)]
 
@@ -24,7 +36,7 @@ use core::cell::RefCell;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::time::Duration;
 
-use kiln_devices::{Instant, Random, Stack, StackError, UdpSocket as _};
+use kiln_devices::{Instant, Random, Stack, StackError, TcpStream, UdpSocket as _};
 use simple_dns::rdata::RData;
 use simple_dns::{CLASS, Name, Packet, PacketFlag, QCLASS, QTYPE, Question, RCODE, TYPE};
 
@@ -49,9 +61,26 @@ pub enum DnsError {
     /// Only replies that do not parse as DNS came back.
     #[error("malformed reply from the DNS server")]
     Malformed,
-    /// The reply was truncated (it needs TCP, which this resolver lacks).
-    #[error("truncated reply from the DNS server")]
+    /// A reply over TCP had the truncation bit set (RFC 7766 leaves no
+    /// further fallback).
+    #[error("truncated reply from the DNS server, even over TCP")]
     Truncated,
+    /// A reply over TCP announced more bytes than the resolver accepts.
+    #[error("DNS reply over TCP of {len} bytes exceeds the limit of {max}")]
+    TcpReplyTooLarge {
+        /// The length the server announced.
+        len: usize,
+        /// [`Settings::tcp_max_reply`].
+        max: usize,
+    },
+    /// The server closed the TCP connection before the whole reply came.
+    #[error("DNS reply over TCP cut short after {got} of {want} bytes")]
+    TcpShortReply {
+        /// Bytes read (of the length prefix and the message).
+        got: usize,
+        /// Bytes expected.
+        want: usize,
+    },
     /// Every server failed with this response code (SERVFAIL, REFUSED...).
     #[error("the DNS server failed (response code {0})")]
     Server(u8),
@@ -84,7 +113,8 @@ impl Kind {
 /// The resolver's bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
-    /// How long one try waits for a reply.
+    /// How long one try waits for a reply over UDP and, after a truncated
+    /// one, for the TCP connection and exchange.
     pub timeout: Duration,
     /// Tries per server.
     pub attempts: u32,
@@ -92,6 +122,12 @@ pub struct Settings {
     pub cache_entries: usize,
     /// The longest time an answer is kept, whatever its TTL.
     pub max_ttl: Duration,
+    /// The longest time a negative answer (NXDOMAIN, NODATA) is kept,
+    /// whatever its SOA says (RFC 2308 suggests one to three hours; a
+    /// stub resolver in front of a cache keeps less). Zero: never.
+    pub negative_max_ttl: Duration,
+    /// The longest reply read over TCP (after a truncated UDP reply).
+    pub tcp_max_reply: usize,
 }
 
 impl Default for Settings {
@@ -101,6 +137,8 @@ impl Default for Settings {
             attempts: 2,
             cache_entries: 64,
             max_ttl: Duration::from_secs(24 * 3600),
+            negative_max_ttl: Duration::from_secs(300),
+            tcp_max_reply: 16 * 1024,
         }
     }
 }
@@ -108,8 +146,33 @@ impl Default for Settings {
 struct Cached {
     name: String,
     kind: Kind,
-    addrs: Vec<IpAddr>,
+    /// The records (empty: NODATA), or `None` for NXDOMAIN, which holds
+    /// for every kind (RFC 2308 section 5).
+    addrs: Option<Vec<IpAddr>>,
     expires: Instant,
+}
+
+/// A server's final word on a question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    /// The records (empty: NODATA) and how long they may be kept (the
+    /// smallest TTL, or the negative TTL for NODATA; zero: not at all).
+    Records(Vec<IpAddr>, Duration),
+    /// NXDOMAIN, and how long it may be kept.
+    NxDomain(Duration),
+}
+
+/// How a reply was judged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    /// Not a reply to this query (does not parse, other ID or question).
+    Foreign,
+    /// The truncation bit is set: ask over TCP.
+    Truncated,
+    /// An error response code (SERVFAIL, REFUSED...).
+    Failed(u8),
+    /// The answer.
+    Answer(Answer),
 }
 
 /// A stub resolver over the stack `S`, with transaction IDs from `R`.
@@ -174,19 +237,27 @@ impl<'s, S: Stack, R: Random> Resolver<'s, S, R> {
     }
 
     /// The `kind` records of `name` (empty if it has none), from the cache
-    /// while their TTL lasts.
+    /// while their TTL lasts; a cached NXDOMAIN or NODATA answers too.
     pub async fn lookup(&self, name: &str, kind: Kind) -> Result<Vec<IpAddr>, DnsError> {
         let name = canonical(name).ok_or_else(|| DnsError::InvalidName(String::from(name)))?;
         let now = kiln_rt::time::now();
         {
             let mut cache = self.cache.borrow_mut();
             cache.retain(|c| c.expires > now);
-            if let Some(c) = cache.iter().find(|c| c.name == name && c.kind == kind) {
-                return Ok(c.addrs.clone());
+            let hit = cache
+                .iter()
+                .find(|c| c.name == name && (c.kind == kind || c.addrs.is_none()));
+            if let Some(c) = hit {
+                return c.addrs.clone().ok_or(DnsError::NxDomain(name));
             }
         }
-        let (addrs, ttl) = self.query(&name, kind).await?;
-        let ttl = ttl.min(self.settings.max_ttl);
+        let (addrs, ttl) = match self.query(&name, kind).await? {
+            Answer::Records(addrs, ttl) if addrs.is_empty() => {
+                (Some(addrs), ttl.min(self.settings.negative_max_ttl))
+            }
+            Answer::Records(addrs, ttl) => (Some(addrs), ttl.min(self.settings.max_ttl)),
+            Answer::NxDomain(ttl) => (None, ttl.min(self.settings.negative_max_ttl)),
+        };
         if !ttl.is_zero() && self.settings.cache_entries > 0 {
             let mut cache = self.cache.borrow_mut();
             if cache.len() >= self.settings.cache_entries
@@ -195,17 +266,17 @@ impl<'s, S: Stack, R: Random> Resolver<'s, S, R> {
                 cache.swap_remove(soonest);
             }
             cache.push(Cached {
-                name,
+                name: name.clone(),
                 kind,
                 addrs: addrs.clone(),
                 expires: kiln_rt::time::now() + ttl,
             });
         }
-        Ok(addrs)
+        addrs.ok_or(DnsError::NxDomain(name))
     }
 
-    /// Asks the servers; the records and the smallest TTL among them.
-    async fn query(&self, name: &str, kind: Kind) -> Result<(Vec<IpAddr>, Duration), DnsError> {
+    /// Asks the servers until one answers.
+    async fn query(&self, name: &str, kind: Kind) -> Result<Answer, DnsError> {
         if self.servers.is_empty() {
             return Err(DnsError::NoServer);
         }
@@ -213,9 +284,9 @@ impl<'s, S: Stack, R: Random> Resolver<'s, S, R> {
         for _ in 0..self.settings.attempts.max(1) {
             for &server in &self.servers {
                 match self.ask(server, name, kind).await {
+                    // An answer, NXDOMAIN too, is authoritative: no other
+                    // server is asked.
                     Ok(answer) => return Ok(answer),
-                    // The answer is authoritative: no other server is asked.
-                    Err(e @ (DnsError::NxDomain(_) | DnsError::Truncated)) => return Err(e),
                     Err(e @ DnsError::Random(_)) => return Err(e),
                     Err(e) => {
                         // A reply of any kind says more than a timeout.
@@ -229,13 +300,8 @@ impl<'s, S: Stack, R: Random> Resolver<'s, S, R> {
         Err(last)
     }
 
-    /// One try at one server.
-    async fn ask(
-        &self,
-        server: SocketAddr,
-        name: &str,
-        kind: Kind,
-    ) -> Result<(Vec<IpAddr>, Duration), DnsError> {
+    /// A query for `name` and `kind` with a fresh random ID.
+    fn query_bytes(&self, name: &str, kind: Kind) -> Result<(u16, Vec<u8>), DnsError> {
         let id = (self.random.next_u64().map_err(DnsError::Random)? & 0xffff) as u16;
         let mut query = Packet::new_query(id);
         query.set_flags(PacketFlag::RECURSION_DESIRED);
@@ -249,6 +315,13 @@ impl<'s, S: Stack, R: Random> Resolver<'s, S, R> {
         let bytes = query
             .build_bytes_vec()
             .map_err(|_| DnsError::InvalidName(String::from(name)))?;
+        Ok((id, bytes))
+    }
+
+    /// One try at one server: over UDP, and over TCP if the UDP reply
+    /// was truncated.
+    async fn ask(&self, server: SocketAddr, name: &str, kind: Kind) -> Result<Answer, DnsError> {
+        let (id, bytes) = self.query_bytes(name, kind)?;
         let local: SocketAddr = match server {
             SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
             SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -270,47 +343,142 @@ impl<'s, S: Stack, R: Random> Resolver<'s, S, R> {
                     continue;
                 }
                 match check(&buf[..n], id, name, kind) {
-                    Some(result) => return result,
-                    None => malformed = true,
+                    Verdict::Foreign => malformed = true,
+                    verdict => return Ok(verdict),
                 }
             }
         };
-        match kiln_rt::timeout(self.settings.timeout, wait).await {
-            Ok(result) => result,
-            Err(_) if malformed => Err(DnsError::Malformed),
-            Err(_) => Err(DnsError::Timeout),
+        let verdict = match kiln_rt::timeout(self.settings.timeout, wait).await {
+            Ok(result) => result?,
+            Err(_) if malformed => return Err(DnsError::Malformed),
+            Err(_) => return Err(DnsError::Timeout),
+        };
+        drop(socket);
+        let verdict = match verdict {
+            Verdict::Truncated => {
+                let exchange = self.ask_tcp(server, name, kind);
+                match kiln_rt::timeout(self.settings.timeout, exchange).await {
+                    Ok(verdict) => verdict?,
+                    Err(_) => return Err(DnsError::Timeout),
+                }
+            }
+            verdict => verdict,
+        };
+        match verdict {
+            Verdict::Answer(answer) => Ok(answer),
+            Verdict::Failed(rcode) => Err(DnsError::Server(rcode)),
+            Verdict::Truncated => Err(DnsError::Truncated),
+            Verdict::Foreign => Err(DnsError::Malformed),
         }
+    }
+
+    /// The query over a TCP connection of its own (RFC 7766).
+    async fn ask_tcp(
+        &self,
+        server: SocketAddr,
+        name: &str,
+        kind: Kind,
+    ) -> Result<Verdict, DnsError> {
+        let (id, bytes) = self.query_bytes(name, kind)?;
+        let mut stream = self
+            .stack
+            .connect_tcp(server)
+            .await
+            .map_err(DnsError::Stack)?;
+        let reply = exchange_tcp(&mut stream, &bytes, self.settings.tcp_max_reply).await?;
+        Ok(check(&reply, id, name, kind))
     }
 }
 
-/// The answer in `reply` to the query `id` for `name` and `kind`, or
-/// `None` if the reply is not one (does not parse, other ID or question).
-fn check(
-    reply: &[u8],
-    id: u16,
-    name: &str,
-    kind: Kind,
-) -> Option<Result<(Vec<IpAddr>, Duration), DnsError>> {
-    let packet = Packet::parse(reply).ok()?;
-    if packet.id() != id || !packet.has_flags(PacketFlag::RESPONSE) {
-        return None;
+/// Sends `query` behind its two-byte length on `stream` and reads the
+/// reply the same way, refusing one longer than `max` bytes.
+async fn exchange_tcp<T: TcpStream>(
+    stream: &mut T,
+    query: &[u8],
+    max: usize,
+) -> Result<Vec<u8>, DnsError> {
+    let len =
+        u16::try_from(query.len()).map_err(|_| DnsError::Stack(StackError::MessageTooLarge))?;
+    let mut message = Vec::with_capacity(2 + query.len());
+    message.extend_from_slice(&len.to_be_bytes());
+    message.extend_from_slice(query);
+    stream.write_all(&message).await.map_err(DnsError::Stack)?;
+    let mut prefix = [0u8; 2];
+    read_exact(stream, &mut prefix, 0, 2).await?;
+    let len = usize::from(u16::from_be_bytes(prefix));
+    if len > max {
+        return Err(DnsError::TcpReplyTooLarge { len, max });
     }
-    let question = packet.questions.first()?;
+    let mut reply = alloc::vec![0u8; len];
+    read_exact(stream, &mut reply, 2, 2 + len).await?;
+    Ok(reply)
+}
+
+/// Fills `buf`; a close before is a short reply of `before + read` of
+/// `want` bytes.
+async fn read_exact<T: TcpStream>(
+    stream: &mut T,
+    buf: &mut [u8],
+    before: usize,
+    want: usize,
+) -> Result<(), DnsError> {
+    let mut filled = 0;
+    while let Some(rest) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
+        match stream.read(rest).await.map_err(DnsError::Stack)? {
+            0 => {
+                return Err(DnsError::TcpShortReply {
+                    got: before + filled,
+                    want,
+                });
+            }
+            n => filled += n.min(rest.len()),
+        }
+    }
+    Ok(())
+}
+
+/// How long a negative reply may be kept (RFC 2308 section 5): the smaller
+/// of the TTL and the MINIMUM of the authority section's SOA record, or
+/// zero without one.
+fn negative_ttl(packet: &Packet<'_>) -> Duration {
+    let ttl = packet
+        .name_servers
+        .iter()
+        .filter_map(|record| match &record.rdata {
+            RData::SOA(soa) => Some(record.ttl.min(soa.minimum)),
+            _ => None,
+        })
+        .min()
+        .unwrap_or(0);
+    Duration::from_secs(u64::from(ttl))
+}
+
+/// How `reply` answers the query `id` for `name` and `kind`.
+fn check(reply: &[u8], id: u16, name: &str, kind: Kind) -> Verdict {
+    let Ok(packet) = Packet::parse(reply) else {
+        return Verdict::Foreign;
+    };
+    if packet.id() != id || !packet.has_flags(PacketFlag::RESPONSE) {
+        return Verdict::Foreign;
+    }
+    let Some(question) = packet.questions.first() else {
+        return Verdict::Foreign;
+    };
     let asked = question.qname.to_string();
     let asked = asked.strip_suffix('.').unwrap_or(&asked);
     if packet.questions.len() != 1
         || !asked.eq_ignore_ascii_case(name)
         || question.qtype != QTYPE::TYPE(kind.qtype())
     {
-        return None;
+        return Verdict::Foreign;
     }
     if packet.has_flags(PacketFlag::TRUNCATION) {
-        return Some(Err(DnsError::Truncated));
+        return Verdict::Truncated;
     }
     match packet.rcode() {
         RCODE::NoError => {}
-        RCODE::NameError => return Some(Err(DnsError::NxDomain(String::from(name)))),
-        other => return Some(Err(DnsError::Server(other as u8))),
+        RCODE::NameError => return Verdict::Answer(Answer::NxDomain(negative_ttl(&packet))),
+        other => return Verdict::Failed(other as u8),
     }
     let mut addrs = Vec::new();
     let mut ttl = u32::MAX;
@@ -323,13 +491,214 @@ fn check(
         ttl = ttl.min(record.ttl);
         addrs.push(addr);
     }
-    let ttl = if addrs.is_empty() { 0 } else { ttl };
-    Some(Ok((addrs, Duration::from_secs(u64::from(ttl)))))
+    let ttl = if addrs.is_empty() {
+        negative_ttl(&packet)
+    } else {
+        Duration::from_secs(u64::from(ttl))
+    };
+    Verdict::Answer(Answer::Records(addrs, ttl))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::collections::VecDeque;
+    use core::future::Future;
+    use core::pin::pin;
+    use core::task::{Context, Poll, Waker};
+
+    /// A reply to a query for `a.example.test` (ID 0x1234, type `qtype`)
+    /// with `rcode`, the A records `answers` (TTL 60) and, if given, an
+    /// SOA record with this TTL and MINIMUM in the authority section,
+    /// written by hand (RFC 1035 4.1).
+    fn reply(qtype: u8, rcode: u8, answers: &[[u8; 4]], soa: Option<(u32, u32)>) -> Vec<u8> {
+        let mut r = alloc::vec![0x12, 0x34, 0x81, 0x80 | rcode, 0, 1];
+        r.extend_from_slice(&(answers.len() as u16).to_be_bytes());
+        r.extend_from_slice(&[0, u8::from(soa.is_some()), 0, 0]);
+        r.extend_from_slice(b"\x01a\x07example\x04test\x00");
+        r.extend_from_slice(&[0, qtype, 0, 1]);
+        for a in answers {
+            r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+            r.extend_from_slice(a);
+        }
+        if let Some((ttl, minimum)) = soa {
+            // Owner example.test (offset 14), SOA, IN.
+            r.extend_from_slice(&[0xc0, 14, 0, 6, 0, 1]);
+            r.extend_from_slice(&ttl.to_be_bytes());
+            let mut rdata = b"\x02ns\xc0\x0e\x05admin\xc0\x0e".to_vec();
+            for field in [2026u32, 3600, 600, 86400, minimum] {
+                rdata.extend_from_slice(&field.to_be_bytes());
+            }
+            r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+            r.extend_from_slice(&rdata);
+        }
+        r
+    }
+
+    const NAME: &str = "a.example.test";
+
+    #[test]
+    fn answers_carry_their_ttls() {
+        let r = reply(1, 0, &[[192, 0, 2, 1], [192, 0, 2, 2]], None);
+        let want = alloc::vec![IpAddr::from([192, 0, 2, 1]), IpAddr::from([192, 0, 2, 2])];
+        assert_eq!(
+            check(&r, 0x1234, NAME, Kind::A),
+            Verdict::Answer(Answer::Records(want, Duration::from_secs(60)))
+        );
+        assert_eq!(check(&r, 0x4321, NAME, Kind::A), Verdict::Foreign);
+        assert_eq!(
+            check(&r, 0x1234, "b.example.test", Kind::A),
+            Verdict::Foreign
+        );
+        assert_eq!(check(&r, 0x1234, NAME, Kind::Aaaa), Verdict::Foreign);
+    }
+
+    #[test]
+    fn negative_answers_last_as_long_as_their_soa_says() {
+        // NXDOMAIN: the smaller of the SOA's TTL and its MINIMUM.
+        for (ttl, minimum, want) in [(900, 30, 30), (20, 3600, 20)] {
+            let r = reply(1, 3, &[], Some((ttl, minimum)));
+            assert_eq!(
+                check(&r, 0x1234, NAME, Kind::A),
+                Verdict::Answer(Answer::NxDomain(Duration::from_secs(want)))
+            );
+        }
+        // NODATA (no error, no AAAA record).
+        let r = reply(28, 0, &[], Some((900, 45)));
+        assert_eq!(
+            check(&r, 0x1234, NAME, Kind::Aaaa),
+            Verdict::Answer(Answer::Records(Vec::new(), Duration::from_secs(45)))
+        );
+        // Without an SOA record: not to be cached.
+        for (qtype, rcode, kind) in [(1, 3, Kind::A), (28, 0, Kind::Aaaa)] {
+            let expect = if rcode == 3 {
+                Answer::NxDomain(Duration::ZERO)
+            } else {
+                Answer::Records(Vec::new(), Duration::ZERO)
+            };
+            let r = reply(qtype, rcode, &[], None);
+            assert_eq!(check(&r, 0x1234, NAME, kind), Verdict::Answer(expect));
+        }
+    }
+
+    #[test]
+    fn truncated_and_failed_replies_are_told_apart() {
+        let mut r = reply(1, 0, &[], None);
+        r[2] |= 0x02; // TC
+        assert_eq!(check(&r, 0x1234, NAME, Kind::A), Verdict::Truncated);
+        let r = reply(1, 2, &[], None);
+        assert_eq!(check(&r, 0x1234, NAME, Kind::A), Verdict::Failed(2));
+        // Every prefix of a valid reply is foreign, never a panic.
+        let r = reply(1, 3, &[], Some((60, 60)));
+        for n in 0..r.len() {
+            assert_eq!(
+                check(&r[..n], 0x1234, NAME, Kind::A),
+                Verdict::Foreign,
+                "{n}"
+            );
+        }
+    }
+
+    /// One scripted read: bytes, or an error.
+    type Read<'a> = Result<&'a [u8], StackError>;
+
+    /// A TCP connection playing back scripted reads.
+    struct Scripted {
+        reads: VecDeque<Result<Vec<u8>, StackError>>,
+        written: Vec<u8>,
+    }
+
+    impl Scripted {
+        fn new(reads: &[Result<&[u8], StackError>]) -> Self {
+            Scripted {
+                reads: reads.iter().map(|r| r.map(<[u8]>::to_vec)).collect(),
+                written: Vec::new(),
+            }
+        }
+    }
+
+    impl TcpStream for Scripted {
+        async fn read(&mut self, buf: &mut [u8]) -> Result<usize, StackError> {
+            let Some(next) = self.reads.pop_front() else {
+                return Ok(0);
+            };
+            let mut chunk = next?;
+            let n = chunk.len().min(buf.len());
+            buf[..n].copy_from_slice(&chunk[..n]);
+            if n < chunk.len() {
+                self.reads.push_front(Ok(chunk.split_off(n)));
+            }
+            Ok(n)
+        }
+        async fn write(&mut self, buf: &[u8]) -> Result<usize, StackError> {
+            // A byte at a time: the framing must not assume one write.
+            self.written.push(buf[0]);
+            Ok(1)
+        }
+        async fn shutdown(&mut self) -> Result<(), StackError> {
+            Ok(())
+        }
+        fn peer_addr(&self) -> SocketAddr {
+            (Ipv4Addr::LOCALHOST, 53).into()
+        }
+        fn local_addr(&self) -> SocketAddr {
+            (Ipv4Addr::LOCALHOST, 40000).into()
+        }
+    }
+
+    /// Runs a future that never waits (the scripted stream's).
+    fn now<F: Future>(future: F) -> F::Output {
+        let mut future = pin!(future);
+        match future
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(out) => out,
+            Poll::Pending => panic!("the scripted stream never waits"),
+        }
+    }
+
+    #[test]
+    fn tcp_messages_are_framed_by_their_length() {
+        let body = reply(1, 0, &[[192, 0, 2, 9]], None);
+        let mut framed = (body.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&body);
+        // The reply in one piece, and a byte at a time.
+        let pieces: Vec<Result<&[u8], StackError>> = framed.chunks(1).map(Ok).collect();
+        for reads in [alloc::vec![Ok(&framed[..])], pieces] {
+            let mut stream = Scripted::new(&reads);
+            let got = now(exchange_tcp(&mut stream, b"query", 512));
+            assert_eq!(got.as_deref(), Ok(&body[..]));
+            assert_eq!(stream.written, b"\x00\x05query");
+        }
+    }
+
+    #[test]
+    fn hostile_tcp_replies_are_typed_errors() {
+        let cases: [(&[Read<'_>], DnsError); 5] = [
+            (
+                &[Ok(b"\xff\xff")],
+                DnsError::TcpReplyTooLarge {
+                    len: 65535,
+                    max: 512,
+                },
+            ),
+            (&[], DnsError::TcpShortReply { got: 0, want: 2 }),
+            (&[Ok(b"\x00")], DnsError::TcpShortReply { got: 1, want: 2 }),
+            (
+                &[Ok(b"\x00\x20"), Ok(b"0123456789")],
+                DnsError::TcpShortReply { got: 12, want: 34 },
+            ),
+            (
+                &[Ok(b"\x00\x20\x01"), Err(StackError::ConnectionReset)],
+                DnsError::Stack(StackError::ConnectionReset),
+            ),
+        ];
+        for (reads, want) in cases {
+            let mut stream = Scripted::new(reads);
+            assert_eq!(now(exchange_tcp(&mut stream, b"q", 512)), Err(want));
+        }
+    }
 
     #[test]
     fn names_are_checked_and_lowercased() {

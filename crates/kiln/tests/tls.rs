@@ -310,10 +310,30 @@ fn wwws_socket_on_unix_in_a_namespace() {
     wwws("wwws_socket_on_unix_in_a_namespace", "unix", "socket");
 }
 
+/// dnsmasq's `--cname` options for `long.test`: three CNAMEs of 200-odd
+/// bytes each to `chain.test`, an answer over 512 bytes.
+fn long_chain() -> Vec<String> {
+    let long = |c: char| {
+        let label: String = std::iter::repeat_n(c, 63).collect();
+        format!("{label}.{label}.{label}.test")
+    };
+    let chain = [
+        "long.test".to_string(),
+        long('a'),
+        long('b'),
+        long('c'),
+        "chain.test".to_string(),
+    ];
+    chain
+        .windows(2)
+        .map(|w| format!("--cname={},{}", w[0], w[1]))
+        .collect()
+}
+
 /// fetch on `target` against nginx with a CA made for the test, in a
 /// namespace where dnsmasq answers `site.test`: success (status and
-/// SHA-256 of the body), wrong CA, expired certificate, wrong name,
-/// NXDOMAIN. On hvt, fetch takes its address and its DNS server from
+/// SHA-256 of the body), a name whose answer comes over TCP only, wrong
+/// CA, expired certificate, wrong name, NXDOMAIN. On hvt, fetch takes its address and its DNS server from
 /// dnsmasq's DHCP; on unix (host sockets) it is given `--dns`.
 fn fetch(test: &str, target: &str) {
     if !can_run(test, target == "hvt") {
@@ -327,7 +347,7 @@ fn fetch(test: &str, target: &str) {
     );
     let tmp = temp_dir(test);
     let dir = tmp.path();
-    pki(dir, "DNS:site.test");
+    pki(dir, "DNS:site.test,DNS:long.test");
     let cas = tar(
         dir,
         "cas.tar",
@@ -377,6 +397,10 @@ fn fetch(test: &str, target: &str) {
     ])
     .arg(format!("--address=/site.test/{server_addr}"))
     .arg("--address=/missing.test/")
+    // long.test: a chain of CNAMEs too long for a UDP reply, so dnsmasq
+    // truncates it and fetch asks again over TCP.
+    .args(long_chain())
+    .arg(format!("--host-record=chain.test,{server_addr}"))
     .arg(format!("--pid-file={d}/dnsmasq.pid"));
     if target == "unix" {
         dns.args(["--port=5353", "--listen-address=127.0.0.1"]);
@@ -440,6 +464,10 @@ fn fetch(test: &str, target: &str) {
             && stdout.contains(&format!("bytes: {}", big.len())),
         "{stdout}"
     );
+    // long.test's answer is truncated over UDP and comes whole over TCP.
+    let (code, stdout, stderr) = fetch("https://long.test:8443/big.txt", &[]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("sha256: {want}")), "{stdout}");
     for (what, url, extra, expect) in [
         (
             "wrong CA",
