@@ -1020,7 +1020,12 @@ mod tests {
     #[test]
     fn guest_arguments_are_quoted_for_a_tender_only() {
         let args = ["--msg", "hello \"world\"", "", "plain"];
-        let c = command(&spec(Target::Spt, Some("/srv/kiln-spt"), &args), &[], Path::new("/nonexistent")).unwrap();
+        let c = command(
+            &spec(Target::Spt, Some("/srv/kiln-spt"), &args),
+            &[],
+            Path::new("/nonexistent"),
+        )
+        .unwrap();
         assert_eq!(
             argv(&c),
             [
@@ -1032,7 +1037,12 @@ mod tests {
                 "plain"
             ]
         );
-        let c = command(&spec(Target::Unix, None, &args), &[], Path::new("/nonexistent")).unwrap();
+        let c = command(
+            &spec(Target::Unix, None, &args),
+            &[],
+            Path::new("/nonexistent"),
+        )
+        .unwrap();
         assert_eq!(argv(&c), args);
     }
 }
