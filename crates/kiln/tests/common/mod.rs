@@ -154,16 +154,30 @@ pub fn copy_dir(from: &Path, to: &Path) {
 /// dependencies by absolute path (the example's own manifest names them
 /// relative to itself).
 pub fn www_cargo_toml() -> String {
+    // examples/www's own [dependencies], its relative paths made absolute:
+    // a copy builds what the example builds, whatever it comes to need.
     let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest = std::fs::read_to_string(crates.join("../examples/www/Cargo.toml"))
+        .expect("read examples/www/Cargo.toml");
+    let dependencies: String = manifest
+        .lines()
+        .skip_while(|l| l.trim() != "[dependencies]")
+        .skip(1)
+        .take_while(|l| !l.starts_with('['))
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            l.replace(
+                "path = \"../../crates/",
+                &format!("path = \"{}/", crates.display()),
+            ) + "\n"
+        })
+        .collect();
+    assert!(
+        dependencies.contains("kiln-devices"),
+        "no dependencies read from examples/www/Cargo.toml"
+    );
     format!(
         "[package]\nname = \"www\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
-         [dependencies]\nkiln-devices = {{ path = {:?} }}\nkiln-rt = {{ path = {:?} }}\n\
-         kiln-metrics = {{ path = {:?} }}\n\
-         log = {{ version = \"0.4\", default-features = false }}\n\
-         httparse = {{ version = \"1.10\", default-features = false }}\n\
-         thiserror = {{ version = \"2\", default-features = false }}\n\n[workspace]\n",
-        crates.join("kiln-devices").display().to_string(),
-        crates.join("kiln-rt").display().to_string(),
-        crates.join("kiln-metrics").display().to_string(),
+         [dependencies]\n{dependencies}\n[workspace]\n"
     )
 }
