@@ -319,10 +319,15 @@ impl CoreFile {
         // the kernel (getrandom) once per thread: before a seccomp filter
         // that does not allow it.
         let _ = std::collections::hash_map::RandomState::new();
+        // The report says where the core went: an absolute path (DIR as
+        // given, joined to the working directory, links not resolved).
+        let path = std::path::absolute(dir)
+            .unwrap_or_else(|_| dir.to_path_buf())
+            .join(&name);
         Ok(Self {
             dir: dir_fd,
             file,
-            path: dir.join(&name),
+            path,
             name,
         })
     }
@@ -532,6 +537,7 @@ mod tests {
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
         let path = core.write(&state, &segs, u64::MAX, &mem).unwrap();
         assert_eq!(path.parent(), Some(dir.as_path()));
+        assert!(path.is_absolute());
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         assert_eq!(name, format!("core.kiln-test.{}", std::process::id()));
         assert!(std::fs::metadata(&path).unwrap().len() > 3 * PAGE);

@@ -574,7 +574,8 @@ fn spt_failures_write_cores_gdb_reads() {
     let image = dir.join("dist/fail.spt");
     for (how, signal, status, top) in [
         ("0", "SIGSEGV", None, "fail::write_through"),
-        ("1", "SIGABRT", Some(255), "kiln_solo5"),
+        // The abort's system call, in kiln-solo5's abort.
+        ("1", "SIGABRT", Some(255), "kiln_solo5::sys::spt::abort"),
         ("2", "SIGSYS", None, "fail::forbidden"),
     ] {
         let cores = tmp.path.join(format!("cores-{how}"));
