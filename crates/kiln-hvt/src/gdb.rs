@@ -12,6 +12,10 @@
 //! four debug registers (`KVM_GUESTDBG_USE_HW_BP`); a step is
 //! `KVM_GUESTDBG_SINGLESTEP`. Ctrl-C reaches a running guest as SIGIO on
 //! the connection, which ends `KVM_RUN` ([`crate::sys::debug`]).
+//!
+//! The target works on a [`Guest`]: the running VM ([`Running`]) or, for
+//! the fuzz target, [`crate::gdb_harness`]'s guest without KVM, whose
+//! registers and memory are arbitrary bytes.
 
 use std::collections::BTreeMap;
 use std::io;

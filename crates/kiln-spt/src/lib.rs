@@ -40,12 +40,12 @@
 //!   as Cargo features (default on), each contributing its rules;
 //! - [`boot`]: the boot info, manifest copy and command line;
 //! - [`supervise`]: the parent's wait and the explanation of a death;
-//! - [`dumpcore`]: `--dumpcore=DIR`, the core file of a guest that
-//!   aborted, faulted or made a forbidden call, from guest memory kept in a
-//!   memory file and the registers the handler recorded;
 //!   the parent also turns SIGTERM and SIGINT into kiln's stop request
 //!   (`kiln_abi::spt_ext`, [`kiln_tender::stop`]) for a guest that
 //!   acknowledged it, and otherwise ends by them as solo5-spt does;
+//! - [`dumpcore`]: `--dumpcore=DIR`, the core file of a guest that
+//!   aborted, faulted or made a forbidden call, from guest memory kept in a
+//!   memory file and the registers the handler recorded;
 //! - [`cli`]: the solo5-spt-compatible command line;
 //! - [`run`]: all of the above in order; `main` only prints its result.
 #![deny(unsafe_code)]

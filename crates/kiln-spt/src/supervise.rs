@@ -7,7 +7,8 @@
 //! fault signals (SIGSEGV, SIGBUS, SIGILL, SIGFPE) on an alternate stack
 //! ([`sys::install_fatal_handlers`]); when one is delivered, the handler
 //! writes what the kernel says (the forbidden system call's number, the
-//! faulting address, the instruction pointer) to a page shared with the
+//! faulting address, the instruction pointer, the registers for
+//! `--dumpcore`) to a page shared with the
 //! parent ([`sys::ReportPage`]) and ends the process with a system call the
 //! filter refuses, which, the signal being blocked, kills it with SIGSYS.
 //! The parent only waits: one `waitpid`, no tracing, no stop on the way.

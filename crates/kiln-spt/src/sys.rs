@@ -1,5 +1,5 @@
 //! Every `unsafe` operation of the tender: the fixed guest mapping and its
-//! protections, the epoll set and timer (tap and inherited descriptors are
+//! protections (and `--dumpcore`'s memory file behind it), the epoll set and timer (tap and inherited descriptors are
 //! [`kiln_tender::sys`]'s),
 //! `fork`, the guest process's fatal-signal handler and the page it reports
 //! through, and the jump into the guest.
