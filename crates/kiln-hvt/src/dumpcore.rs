@@ -56,7 +56,7 @@ impl CoreFile {
     ) -> Result<std::path::PathBuf, DumpError> {
         let state = core_state(regs, signal);
         self.0
-            .write(&state, &segments(mem, cr3), mem.size(), &Guest(mem))
+            .write(&state, &segments(mem, cr3), mem.size(), &Guest(mem), false)
     }
 }
 

@@ -212,7 +212,9 @@ impl CoreFile {
             pid,
             fpregs: record.and_then(|r| r.fpregs.as_ref()),
         };
-        self.0.write(&state, segments, mem.len, mem)
+        // The tender is not filtered: never-touched guest memory stays a
+        // hole in the file.
+        self.0.write(&state, segments, mem.len, mem, true)
     }
 }
 

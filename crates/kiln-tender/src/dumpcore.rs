@@ -344,12 +344,16 @@ impl CoreFile {
     }
 
     /// Writes the core ([`write_core`]) and names it; returns its path.
+    /// `sparse`: pages of zeros are left as holes ([`Sparse`]; needs
+    /// `pwrite64` and `ftruncate` on the file), so never-touched guest
+    /// memory costs neither time nor disk; otherwise plain `write`s.
     pub fn write(
         self,
         state: &CoreState<'_>,
         segments: &[Segment],
         limit: u64,
         mem: &dyn Memory,
+        sparse: bool,
     ) -> Result<PathBuf, DumpError> {
         let path = self.path.clone();
         let err = |source| DumpError::Write {
@@ -357,11 +361,83 @@ impl CoreFile {
             source,
         };
         let file = File::from(self.file);
-        let mut out = BufWriter::with_capacity(1 << 20, &file);
-        write_core(&mut out, state, segments, limit, mem).map_err(err)?;
-        drop(out);
+        if sparse {
+            // Buffered, so that pieces of guest memory make whole pages.
+            let mut out = BufWriter::with_capacity(1 << 20, Sparse::new(&file));
+            write_core(&mut out, state, segments, limit, mem).map_err(err)?;
+            out.into_inner()
+                .map_err(|e| err(e.into_error()))?
+                .finish()
+                .map_err(err)?;
+        } else {
+            let mut out = BufWriter::with_capacity(1 << 20, &file);
+            write_core(&mut out, state, segments, limit, mem).map_err(err)?;
+            drop(out);
+        }
         crate::sys::link_into(file.as_raw_fd(), self.dir.as_raw_fd(), &self.name).map_err(err)?;
         Ok(self.path)
+    }
+}
+
+/// A writer to a new, empty file that leaves every page-aligned page of
+/// zeros as a hole: the file reads the same, but only the pages with data
+/// take disk space and writing time.
+pub struct Sparse<'a> {
+    file: &'a File,
+    /// The file offset of the next byte.
+    pos: u64,
+}
+
+impl<'a> Sparse<'a> {
+    /// Writes to `file` (new and empty) from offset 0.
+    pub fn new(file: &'a File) -> Self {
+        Self { file, pos: 0 }
+    }
+
+    /// Sets the file's length to what was written (a trailing hole
+    /// included).
+    pub fn finish(self) -> io::Result<()> {
+        self.file.set_len(self.pos)
+    }
+}
+
+impl Write for Sparse<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        // Pieces ending at page boundaries of the file; consecutive pieces
+        // with data are written together.
+        let mut data: Option<(u64, usize)> = None;
+        let mut at = 0usize;
+        while at < buf.len() {
+            let pos = self.pos + at as u64;
+            let to_boundary = (PAGE - pos % PAGE) as usize;
+            let end = (at + to_boundary).min(buf.len());
+            let piece = &buf[at..end];
+            let hole = piece.len() == PAGE as usize && piece.iter().all(|&b| b == 0);
+            match (&mut data, hole) {
+                (Some((_, len)), false) => *len += piece.len(),
+                (None, false) => data = Some((at as u64, piece.len())),
+                (Some((from, len)), true) => {
+                    let from = *from as usize;
+                    self.file
+                        .write_all_at(&buf[from..from + *len], self.pos + from as u64)?;
+                    data = None;
+                }
+                (None, true) => {}
+            }
+            at = end;
+        }
+        if let Some((from, len)) = data {
+            let from = from as usize;
+            self.file
+                .write_all_at(&buf[from..from + len], self.pos + from as u64)?;
+        }
+        self.pos += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -502,6 +578,44 @@ mod tests {
     }
 
     #[test]
+    fn a_sparse_core_reads_the_same_and_leaves_zero_pages_as_holes() {
+        let dir = std::env::temp_dir().join(format!("kiln-tender-sparse-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let regs = CoreRegs::default();
+        let state = CoreState {
+            regs: &regs,
+            signal: SIGABRT,
+            pid: 1,
+            fpregs: None,
+        };
+        // 64 pages: data in the first and one byte in the 40th.
+        let mut bytes = vec![0u8; 64 * PAGE as usize];
+        bytes[..100].fill(7);
+        bytes[40 * PAGE as usize + 5] = 9;
+        let mem = Bytes(bytes);
+        let segs = [Segment {
+            va: 0x10_0000,
+            offset: 0,
+            len: 64 * PAGE,
+            writable: true,
+            executable: false,
+        }];
+        let mut plain = Vec::new();
+        write_core(&mut plain, &state, &segs, u64::MAX, &mem).unwrap();
+        let path = CoreFile::prepare(&dir, "kiln-test")
+            .unwrap()
+            .write(&state, &segs, u64::MAX, &mem, true)
+            .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), plain);
+        // Headers, the first page and the 40th: a few pages of disk.
+        use std::os::unix::fs::MetadataExt;
+        let blocks = std::fs::metadata(&path).unwrap().blocks() * 512;
+        assert!(blocks <= 8 * PAGE, "{blocks} bytes on disk");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_core_is_named_only_in_its_directory_and_never_through_a_link() {
         let base = std::env::temp_dir().join(format!("kiln-tender-core-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
@@ -535,7 +649,7 @@ mod tests {
         // Nothing appears before the core is written.
         let core = CoreFile::prepare(&dir, "kiln-test").unwrap();
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
-        let path = core.write(&state, &segs, u64::MAX, &mem).unwrap();
+        let path = core.write(&state, &segs, u64::MAX, &mem, false).unwrap();
         assert_eq!(path.parent(), Some(dir.as_path()));
         assert!(path.is_absolute());
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -547,7 +661,7 @@ mod tests {
         std::os::unix::fs::symlink(&target, &path).unwrap();
         let core = CoreFile::prepare(&dir, "kiln-test").unwrap();
         assert!(matches!(
-            core.write(&state, &segs, u64::MAX, &mem),
+            core.write(&state, &segs, u64::MAX, &mem, false),
             Err(DumpError::Write { .. })
         ));
         assert!(!target.exists());
