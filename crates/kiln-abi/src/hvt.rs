@@ -8,6 +8,13 @@
 //! the guest resumes. Guest pointers inside the structures are `u64`
 //! guest-physical addresses (`HVT_GUEST_PTR`), never dereferenced directly by
 //! the tender.
+//!
+//! The tender reads an argument structure as a copy (`FromBytes`), never in
+//! place. Those whose last field, `ret`, leaves trailing padding are not
+//! `IntoBytes`: the tender writes back only their OUT fields, as Solo5's
+//! tenders do.
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// `HVT_ABI_VERSION`: the version the ABI note of an hvt image carries.
 pub const HVT_ABI_VERSION: u32 = 2;
@@ -49,7 +56,9 @@ pub mod layout {
 /// `struct hvt_boot_info`: passed in `%rdi` to the entry point. All OUT
 /// (written by the tender before the guest starts).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct HvtBootInfo {
     /// OUT: guest memory size in bytes; the stack starts at its top
     /// (`%rsp = mem_size - 8`).
@@ -71,24 +80,6 @@ const _: () = assert!(core::mem::offset_of!(HvtBootInfo, kernel_end) == 8);
 const _: () = assert!(core::mem::offset_of!(HvtBootInfo, cpu_cycle_freq) == 16);
 const _: () = assert!(core::mem::offset_of!(HvtBootInfo, cmdline) == 24);
 const _: () = assert!(core::mem::offset_of!(HvtBootInfo, mft) == 32);
-
-impl HvtBootInfo {
-    /// The structure's 40 bytes as they appear in guest memory.
-    pub fn to_bytes(&self) -> [u8; 40] {
-        let mut out = [0u8; 40];
-        let fields = [
-            self.mem_size,
-            self.kernel_end,
-            self.cpu_cycle_freq,
-            self.cmdline,
-            self.mft,
-        ];
-        for (chunk, v) in out.chunks_exact_mut(8).zip(fields) {
-            chunk.copy_from_slice(&v.to_le_bytes());
-        }
-        out
-    }
-}
 
 /// `enum hvt_hypercall`: hypercall numbers (the port is
 /// [`HVT_HYPERCALL_PIO_BASE`]` + nr`).
@@ -176,7 +167,9 @@ impl Hypercall {
 
 /// `struct hvt_hc_walltime`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct HcWalltime {
     /// OUT: nanoseconds since the Unix epoch.
     pub nsecs: u64,
@@ -187,7 +180,9 @@ const _: () = assert!(core::mem::offset_of!(HcWalltime, nsecs) == 0);
 
 /// `struct hvt_hc_puts`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct HcPuts {
     /// IN: guest address of the bytes to write.
     pub data: u64,
@@ -201,7 +196,7 @@ const _: () = assert!(core::mem::offset_of!(HcPuts, len) == 8);
 
 /// `struct hvt_hc_block_write`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, Immutable, KnownLayout)]
 pub struct HcBlockWrite {
     /// IN: the device's handle (its manifest index).
     pub handle: u64,
@@ -224,7 +219,7 @@ const _: () = assert!(core::mem::offset_of!(HcBlockWrite, ret) == 32);
 
 /// `struct hvt_hc_block_read`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, Immutable, KnownLayout)]
 pub struct HcBlockRead {
     /// IN: the device's handle (its manifest index).
     pub handle: u64,
@@ -247,7 +242,7 @@ const _: () = assert!(core::mem::offset_of!(HcBlockRead, ret) == 32);
 
 /// `struct hvt_hc_net_write`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, Immutable, KnownLayout)]
 pub struct HcNetWrite {
     /// IN: the interface's handle (its manifest index).
     pub handle: u64,
@@ -267,7 +262,7 @@ const _: () = assert!(core::mem::offset_of!(HcNetWrite, ret) == 24);
 
 /// `struct hvt_hc_net_read`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, Immutable, KnownLayout)]
 pub struct HcNetRead {
     /// IN: the interface's handle (its manifest index).
     pub handle: u64,
@@ -287,7 +282,7 @@ const _: () = assert!(core::mem::offset_of!(HcNetRead, ret) == 24);
 
 /// `struct hvt_hc_poll`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, Immutable, KnownLayout)]
 pub struct HcPoll {
     /// IN: how long to wait at most, in nanoseconds from the call.
     pub timeout_nsecs: u64,
@@ -310,7 +305,7 @@ const _: () = assert!(core::mem::offset_of!(HcPoll, ret) == 16);
 /// bytes, which the tender prints with a register dump. Other statuses
 /// ignore the cookie.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, Immutable, KnownLayout)]
 pub struct HcHalt {
     /// IN: guest address of the cookie, or 0.
     pub cookie: u64,
@@ -348,7 +343,7 @@ mod tests {
             cmdline: 4,
             mft: 5,
         };
-        let b = bi.to_bytes();
+        let b = bi.as_bytes();
         assert_eq!(b[0], 1);
         assert_eq!(b[8], 2);
         assert_eq!(b[16], 3);

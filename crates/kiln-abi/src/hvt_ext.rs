@@ -50,6 +50,8 @@
 //! are not tried (`ret` is then `Eunspec`); frames already read are
 //! reported either way.
 
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
 /// The CPUID leaf of kiln's signature.
 pub const KILN_CPUID_LEAF: u32 = 0x4000_0100;
 
@@ -95,7 +97,9 @@ pub const EXCHANGE_MAX_FRAMES: u64 = 64;
 
 /// One frame to send.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct ExchangeTx {
     /// IN: guest address of the Ethernet frame.
     pub data: u64,
@@ -110,7 +114,9 @@ const _: () = assert!(core::mem::offset_of!(ExchangeTx, len) == 8);
 
 /// One buffer to receive a frame in.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct ExchangeRx {
     /// IN: guest address of the buffer.
     pub data: u64,
@@ -127,7 +133,7 @@ const _: () = assert!(core::mem::offset_of!(ExchangeRx, len) == 16);
 
 /// The argument of NET_EXCHANGE.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, Immutable, KnownLayout)]
 pub struct HcNetExchange {
     /// IN: the interface's handle (its manifest index).
     pub handle: u64,
@@ -190,7 +196,9 @@ pub const KILN_STOP_REQUESTED: u64 = 1;
 /// The argument of STOP_ENABLE: the guest declares that it handles stop
 /// requests and names the word the tender sets when one comes.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct HcStopEnable {
     /// IN: guest address of an 8-byte, 8-aligned word in writable guest
     /// memory. The tender writes [`KILN_STOP_REQUESTED`] there, while the

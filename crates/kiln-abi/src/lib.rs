@@ -12,8 +12,8 @@
 //! Modules, from the bottom:
 //!
 //! - [`status`]: exit statuses and hypercall result codes (`solo5.h`);
-//! - [`note`]: ELF note headers, the Solo5 note name and types, the ABI note
-//!   ([`AbiNote`]) and a checked iterator over note bytes ([`note::Notes`]);
+//! - [`note`]: ELF note headers, the Solo5 note name and types and the ABI
+//!   note ([`AbiNote`]);
 //! - [`mft`]: the application manifest: entries, the [`MftNote`] a guest
 //!   emits, and the checked parser [`mft::Manifest`] the tenders use;
 //! - [`hvt`]: the hvt boot info, hypercall numbers and argument structures;
@@ -70,23 +70,31 @@
 //!
 //! # Reading the notes in a tender
 //!
+//! Every shared structure derives zerocopy's `FromBytes` (and `IntoBytes`
+//! where it has no padding), so a tender reads a copy from untrusted bytes
+//! and writes one out without field-by-field code. A tender finds the notes
+//! in the image's `PT_NOTE` program headers (kiln's tenders and
+//! `kiln-elftool` walk them with the `object` crate), keeps Solo5's by name
+//! and type ([`note::is_solo5_note`]) and validates their descriptors:
+//!
 //! ```
-//! use kiln_abi::{note::Notes, mft::Manifest, AbiTarget};
+//! use kiln_abi::{AbiTarget, mft::Manifest, note::{self, AbiInfo, NoteHeader}};
+//! use zerocopy::{FromBytes, IntoBytes};
 //! # static ABI: kiln_abi::AbiNote = kiln_abi::AbiNote::hvt();
 //! # static MFT: kiln_abi::MftNote<1> = kiln_abi::MftNote::new([kiln_abi::MftEntry::net("service")]);
-//! # let mut segment = Vec::new();
-//! # segment.extend_from_slice(&ABI.to_bytes());
 //! # let mut buf = [0u8; 512];
 //! # let n = MFT.encode(&mut buf).unwrap();
-//! # segment.extend_from_slice(&buf[..n]);
-//! // `segment` holds the file bytes of a PT_NOTE program header.
-//! for note in Notes::new(&segment) {
-//!     let note = note.unwrap();
-//!     if note.is_abi() {
-//!         let abi = note.abi_info().unwrap();
+//! # let notes = [ABI.as_bytes(), &buf[..n]];
+//! // `notes` holds the bytes of each note.
+//! for bytes in notes {
+//!     let (header, _) = NoteHeader::read_from_prefix(bytes).unwrap();
+//!     let name = &header.name[..header.namesz as usize];
+//!     let desc = &bytes[20..20 + header.descsz as usize];
+//!     if note::is_solo5_note(name, header.kind, note::ABI_NOTE_TYPE) {
+//!         let abi = AbiInfo::parse(desc).unwrap();
 //!         assert_eq!(abi.target, AbiTarget::Hvt as u32);
-//!     } else if note.is_manifest() {
-//!         let mft = Manifest::from_note_desc(note.desc).unwrap();
+//!     } else if note::is_solo5_note(name, header.kind, note::MFT_NOTE_TYPE) {
+//!         let mft = Manifest::from_note_desc(desc).unwrap();
 //!         assert_eq!(mft.entry(1).unwrap().name, "service");
 //!     }
 //! }

@@ -12,8 +12,9 @@
 use core::fmt;
 
 use thiserror::Error;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use crate::note::{MFT_NOTE_TYPE, NoteError, NoteHeader, read_u32};
+use crate::note::{MFT_NOTE_TYPE, NoteError, NoteHeader};
 
 /// `MFT_VERSION`: the manifest format version.
 pub const MFT_VERSION: u32 = 1;
@@ -78,7 +79,9 @@ impl MftType {
 /// As `struct mft_block_basic`: `capacity: u64` at 0, `block_size: u16` at 8.
 /// As `struct mft_net_basic`: `mac: [u8; 6]` at 0, `mtu: u16` at 6.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct MftDeviceInfo {
     /// OUT: the raw union (little-endian, x86_64).
     pub words: [u64; 2],
@@ -135,7 +138,7 @@ impl MftDeviceInfo {
 /// `struct mft_entry`: one device of the manifest. Plain integers only, so a
 /// guest may view the tender's copy of the manifest in place.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct MftEntry {
     /// IN: the device name, NUL-terminated.
     pub name: [u8; MFT_NAME_SIZE],
@@ -226,19 +229,6 @@ impl MftEntry {
         core::str::from_utf8(&self.name[..end]).ok()
     }
 
-    /// The entry's 104 bytes as they appear in memory.
-    pub fn to_bytes(&self) -> [u8; MFT_ENTRY_SIZE] {
-        let mut out = [0u8; MFT_ENTRY_SIZE];
-        out[..68].copy_from_slice(&self.name);
-        out[68..72].copy_from_slice(&self.kind.to_le_bytes());
-        out[72..80].copy_from_slice(&self.info.words[0].to_le_bytes());
-        out[80..88].copy_from_slice(&self.info.words[1].to_le_bytes());
-        out[88..96].copy_from_slice(&self.backing.to_le_bytes());
-        out[96] = self.attached;
-        out[97..].copy_from_slice(&self.pad);
-        out
-    }
-
     const fn same_name(&self, other: &Self) -> bool {
         let mut i = 0;
         while i < MFT_NAME_SIZE {
@@ -250,6 +240,22 @@ impl MftEntry {
         true
     }
 }
+
+/// The header of `struct mft`: what precedes its entries.
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct MftHeader {
+    /// IN: [`MFT_VERSION`].
+    pub version: u32,
+    /// IN: number of entries, the reserved one included.
+    pub entries: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<MftHeader>() == MFT_HEADER_SIZE);
+const _: () = assert!(core::mem::offset_of!(MftHeader, version) == 0);
+const _: () = assert!(core::mem::offset_of!(MftHeader, entries) == 4);
 
 /// `struct mft` with the reserved entry and `N` devices.
 #[repr(C)]
@@ -340,13 +346,19 @@ impl<const N: usize> MftNote<N> {
             .ok_or(NoteError::BufferTooSmall { needed, len })?;
         let header = self.header;
         let mft = self.mft;
-        header.write(out);
-        out[20..24].copy_from_slice(&[0; 4]);
-        out[24..28].copy_from_slice(&mft.version.to_le_bytes());
-        out[28..32].copy_from_slice(&mft.entries.to_le_bytes());
+        let mft_header = MftHeader {
+            version: mft.version,
+            entries: mft.entries,
+        };
+        let (note_header, rest) = out.split_at_mut(core::mem::size_of::<NoteHeader>());
+        note_header.copy_from_slice(header.as_bytes());
+        let (pad, rest) = rest.split_at_mut(MFT_NOTE_DESC_PAD);
+        pad.fill(0);
+        let (mft_out, table) = rest.split_at_mut(MFT_HEADER_SIZE);
+        mft_out.copy_from_slice(mft_header.as_bytes());
         let entries = core::iter::once(&mft.reserved).chain(mft.devices.iter());
-        for (chunk, entry) in out[32..].chunks_exact_mut(MFT_ENTRY_SIZE).zip(entries) {
-            chunk.copy_from_slice(&entry.to_bytes());
+        for (chunk, entry) in table.chunks_exact_mut(MFT_ENTRY_SIZE).zip(entries) {
+            chunk.copy_from_slice(entry.as_bytes());
         }
         Ok(needed)
     }
@@ -499,6 +511,11 @@ fn entry_name(entry: &[u8], index: usize) -> Result<&[u8], MftError> {
     Ok(&name[..end])
 }
 
+/// The `type` of an entry's bytes (`MFT_ENTRY_SIZE` of them; 0 if fewer).
+fn entry_kind(entry: &[u8]) -> u32 {
+    MftEntry::read_from_bytes(entry).map_or(0, |e| e.kind)
+}
+
 impl<'a> Manifest<'a> {
     /// Validates the descriptor of a manifest note (padding, then
     /// `struct mft`).
@@ -520,12 +537,11 @@ impl<'a> Manifest<'a> {
     /// exact size, the reserved entry 0, then every device entry's name
     /// (terminated, 1 to 67 of `[A-Za-z0-9_-]`, unique) and type.
     pub fn new_checked(bytes: &'a [u8]) -> Result<Self, MftError> {
-        let truncated = MftError::Truncated {
-            len: bytes.len(),
-            needed: MFT_HEADER_SIZE,
-        };
-        let version = read_u32(bytes, 0).ok_or(truncated)?;
-        let entries = read_u32(bytes, 4).ok_or(truncated)?;
+        let (MftHeader { version, entries }, _) =
+            MftHeader::read_from_prefix(bytes).map_err(|_| MftError::Truncated {
+                len: bytes.len(),
+                needed: MFT_HEADER_SIZE,
+            })?;
         if version != MFT_VERSION {
             return Err(MftError::Version { found: version });
         }
@@ -544,7 +560,7 @@ impl<'a> Manifest<'a> {
         let table = &bytes[MFT_HEADER_SIZE..];
         for (index, entry) in table.chunks_exact(MFT_ENTRY_SIZE).enumerate() {
             let name = entry_name(entry, index)?;
-            let kind = read_u32(entry, 68).unwrap_or(0);
+            let kind = entry_kind(entry);
             if index == 0 {
                 if kind != MftType::ReservedFirst as u32 || !name.is_empty() {
                     return Err(MftError::NoReservedFirst);
@@ -606,8 +622,19 @@ impl<'a> Manifest<'a> {
         let start = MFT_HEADER_SIZE + index * MFT_ENTRY_SIZE;
         let entry = self.bytes.get(start..start + MFT_ENTRY_SIZE)?;
         let name = core::str::from_utf8(entry_name(entry, index).ok()?).ok()?;
-        let kind = MftType::from_u32(read_u32(entry, 68)?)?;
+        let kind = MftType::from_u32(entry_kind(entry))?;
         Some(MftEntryRef { index, name, kind })
+    }
+
+    /// A copy of entry `index` as `struct mft_entry`, with the OUT fields
+    /// (`info`, `backing`, `attached`) a tender filled in.
+    pub fn raw_entry(&self, index: usize) -> Option<MftEntry> {
+        if index >= self.entries {
+            return None;
+        }
+        let start = entry_offset(index);
+        let entry = self.bytes.get(start..start + MFT_ENTRY_SIZE)?;
+        MftEntry::read_from_bytes(entry).ok()
     }
 
     /// The device entries (1 to `len() - 1`).
@@ -629,7 +656,6 @@ pub const fn entry_offset(index: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::note::Notes;
 
     static TWO: MftNote<2> = MftNote::new([MftEntry::net("service"), MftEntry::block("disk")]);
 
@@ -660,9 +686,9 @@ mod tests {
     #[test]
     fn emitted_note_round_trips_through_the_parser() {
         let (buf, n) = encoded(&TWO);
-        let note = Notes::new(&buf[..n]).next().unwrap().unwrap();
-        assert!(note.is_manifest());
-        let mft = Manifest::from_note_desc(note.desc).unwrap();
+        let header = NoteHeader::read_from_prefix(&buf[..n]).unwrap().0;
+        assert_eq!(header, NoteHeader::solo5(MFT_NOTE_TYPE, (n - 20) as u32));
+        let mft = Manifest::from_note_desc(&buf[20..n]).unwrap();
         assert_eq!(mft.len(), 3);
         let devices: [MftEntryRef<'_>; 2] = [mft.entry(1).unwrap(), mft.entry(2).unwrap()];
         assert_eq!(devices[0].name, "service");

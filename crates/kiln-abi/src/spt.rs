@@ -4,6 +4,8 @@
 //! installed; it reaches the host through the few system calls the filter
 //! allows, on the descriptors the boot info names.
 
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
 /// ABI version the ABI note of an spt image carries (kiln implements
 /// version 2 on both targets).
 pub const SPT_ABI_VERSION: u32 = 2;
@@ -26,7 +28,9 @@ pub const SPT_INTERNAL_TIMERFD: u64 = !1u32 as u64;
 
 /// `struct spt_boot_info`: passed in `%rdi` to the entry point. All OUT.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct SptBootInfo {
     /// OUT: guest memory size in bytes.
     pub mem_size: u64,
@@ -50,17 +54,3 @@ const _: () = assert!(core::mem::offset_of!(SptBootInfo, cmdline) == 16);
 const _: () = assert!(core::mem::offset_of!(SptBootInfo, mft) == 24);
 const _: () = assert!(core::mem::offset_of!(SptBootInfo, epollfd) == 32);
 const _: () = assert!(core::mem::offset_of!(SptBootInfo, timerfd) == 36);
-
-impl SptBootInfo {
-    /// The structure's 40 bytes as they appear in guest memory.
-    pub fn to_bytes(&self) -> [u8; 40] {
-        let mut out = [0u8; 40];
-        out[0..8].copy_from_slice(&self.mem_size.to_le_bytes());
-        out[8..16].copy_from_slice(&self.kernel_end.to_le_bytes());
-        out[16..24].copy_from_slice(&self.cmdline.to_le_bytes());
-        out[24..32].copy_from_slice(&self.mft.to_le_bytes());
-        out[32..36].copy_from_slice(&self.epollfd.to_le_bytes());
-        out[36..40].copy_from_slice(&self.timerfd.to_le_bytes());
-        out
-    }
-}

@@ -22,6 +22,8 @@
 //! before the guest acknowledged, ends the tender by that signal, as
 //! solo5-spt (which is the guest's process) ends.
 
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
 use crate::spt::{SPT_BOOT_INFO_BASE, SptBootInfo};
 
 /// Where the block sits: right after the 40-byte boot info.
@@ -42,7 +44,9 @@ const _: () = assert!(KILN_SPT_STOP_EVENT != crate::spt::SPT_INTERNAL_TIMERFD);
 
 /// kiln-spt's block after the boot info. All OUT.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct SptExt {
     /// OUT: [`SPT_EXT_MAGIC`].
     pub magic: u64,
@@ -59,17 +63,6 @@ const _: () = assert!(core::mem::offset_of!(SptExt, stop_ack) == 16);
 
 /// The first address past the block.
 pub const SPT_EXT_END: u64 = SPT_EXT_BASE + core::mem::size_of::<SptExt>() as u64;
-
-impl SptExt {
-    /// The structure's 24 bytes as they appear in guest memory.
-    pub fn to_bytes(&self) -> [u8; 24] {
-        let mut out = [0u8; 24];
-        out[0..8].copy_from_slice(&self.magic.to_le_bytes());
-        out[8..16].copy_from_slice(&self.features.to_le_bytes());
-        out[16..24].copy_from_slice(&self.stop_ack.to_le_bytes());
-        out
-    }
-}
 
 /// Whether a block at [`SPT_EXT_BASE`] can be kiln's, given the boot info
 /// (read at [`SPT_BOOT_INFO_BASE`]): the command line and the manifest
@@ -115,6 +108,6 @@ mod tests {
         assert_eq!(&SPT_EXT_MAGIC.to_le_bytes(), b"kiln-spt");
         assert_eq!(&KILN_STOP_ACK.to_le_bytes(), b"stop-ok\0");
         assert_eq!(SPT_EXT_BASE, SPT_BOOT_INFO_BASE + 40);
-        assert_eq!(SptExt::default().to_bytes().len(), 24);
+        assert_eq!(SptExt::default().as_bytes().len(), 24);
     }
 }

@@ -2,8 +2,10 @@
 //! `kiln configure` and the argv strings in, typed values out.
 //!
 //! The same parser runs on every target: on unix the strings come from the
-//! process's argv, on hvt and spt from the Solo5 command line split on spaces,
-//! so the input is a plain iterator of `&str`. Accepted forms:
+//! process's argv, on hvt, spt and virtio from the one command line the
+//! guest receives, split as MirageOS splits it (module [`cmdline`]: spaces
+//! separate, `"` quotes, `\` escapes), so the input is a plain iterator of
+//! `&str`. Accepted forms:
 //!
 //! - `--name=value` and `--name value` for the unikernel's own arguments;
 //! - `--flag` (true) and `--flag=true|false` for `bool` arguments;
@@ -23,8 +25,10 @@
 
 extern crate alloc;
 
+pub mod cmdline;
 mod log_filter;
 
+pub use cmdline::CmdlineError;
 pub use log_filter::{DEFAULT_LEVEL, LOG_EXPECTED, LevelFilter, LogFilter, LogFilterError};
 
 use alloc::format;

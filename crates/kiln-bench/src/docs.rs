@@ -72,7 +72,8 @@ fn about(section: &str) -> &'static str {
         }
         "observe" => {
             "What logging and metrics cost www: `wrk -t1 -c16` on `/` against www on its own stack \
-             in the network section's namespace, started with each setting in turn, in rounds: \
+             in the network section's namespace, started with each setting in turn, in rounds \
+             (8 of 3 s loads, each round starting one setting further on): \
              `--log=warn` (the baseline), `--log=info` (the default; www's per-request `debug` \
              access log filtered out), `--log=debug` (a console line per request) and \
              `--metrics-path=/metrics` (responses counted and timed, the stack's counters \

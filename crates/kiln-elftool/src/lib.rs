@@ -7,7 +7,8 @@
 //!
 //! The notes are found as Solo5's tenders find them: in the image's
 //! `PT_NOTE` program headers, by owner `"Solo5"` and type, read with the
-//! `object` crate; the manifest is validated by [`kiln_abi::mft`] before it
+//! `object` crate's note iterator at Solo5's 4-byte alignment whatever the
+//! segment's `p_align` says (as the tenders read them); the manifest is validated by [`kiln_abi::mft`] before it
 //! is printed. Any ABI target is accepted (a virtio image's manifest can be
 //! queried too). `gen-manifest`, the build-time generator of C manifest
 //! sources, is not provided.
@@ -17,9 +18,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use kiln_abi::mft::{Manifest, MftType};
-use kiln_abi::note::{ABI_NOTE_TYPE, AbiInfo, AbiTarget, MFT_NOTE_TYPE};
-use object::elf;
-use object::read::elf::{ElfFile64, ProgramHeader as _};
+use kiln_abi::note::{ABI_NOTE_TYPE, AbiInfo, AbiTarget, MFT_NOTE_TYPE, NOTE_ALIGN, is_solo5_note};
+use object::elf::{self, FileHeader64};
+use object::read::elf::{ElfFile64, NoteIterator, ProgramHeader as _};
 use thiserror::Error;
 
 /// Why a query failed. The messages are solo5-elftool's.
@@ -62,11 +63,18 @@ fn find_note(data: &[u8], kind: u32) -> Option<&[u8]> {
         if phdr.p_type(endian) != elf::PT_NOTE {
             continue;
         }
-        let Ok(Some(mut notes)) = phdr.notes(endian, data) else {
+        let Ok(bytes) = phdr.data(endian, data) else {
+            continue;
+        };
+        let Ok(mut notes) = NoteIterator::<FileHeader64<object::LittleEndian>>::new(
+            endian,
+            NOTE_ALIGN as u64,
+            bytes,
+        ) else {
             continue;
         };
         while let Ok(Some(note)) = notes.next() {
-            if note.name() == b"Solo5" && note.n_type(endian).0 == kind {
+            if is_solo5_note(note.name_bytes(), note.n_type(endian).0, kind) {
                 return Some(note.desc());
             }
         }

@@ -7,9 +7,15 @@ use std::process::Command;
 
 use kiln_abi::note::{AbiNote, AbiTarget};
 use kiln_abi::{MftEntry, MftNote};
+use zerocopy::IntoBytes;
 
 /// A minimal ELF64 x86_64 executable whose PT_NOTE holds `notes`.
 fn image(notes: &[u8]) -> Vec<u8> {
+    image_aligned(notes, 4)
+}
+
+/// [`image`] with the PT_NOTE's `p_align` set to `note_align`.
+fn image_aligned(notes: &[u8], note_align: u64) -> Vec<u8> {
     let notes_at = 64 + 2 * 56;
     let code_at = (notes_at + notes.len()).next_multiple_of(0x1000);
     let mut out = vec![0u8; code_at + 16];
@@ -26,7 +32,7 @@ fn image(notes: &[u8]) -> Vec<u8> {
     out[54..56].copy_from_slice(&56u16.to_le_bytes());
     out[56..58].copy_from_slice(&2u16.to_le_bytes());
     let phdrs: [(u32, u32, usize, u64, usize, u64); 2] = [
-        (4, 4, notes_at, 0, notes.len(), 4),
+        (4, 4, notes_at, 0, notes.len(), note_align),
         (1, 5, code_at, 0x10_0000, 16, 0x1000),
     ];
     for (i, (kind, flags, off, vaddr, size, align)) in phdrs.into_iter().enumerate() {
@@ -45,7 +51,7 @@ fn image(notes: &[u8]) -> Vec<u8> {
 }
 
 fn notes<const N: usize>(abi: AbiNote, mft: &MftNote<N>) -> Vec<u8> {
-    let mut out = abi.to_bytes().to_vec();
+    let mut out = abi.as_bytes().to_vec();
     let mut buf = vec![0u8; MftNote::<N>::SIZE];
     let n = mft.encode(&mut buf).expect("encode the manifest");
     out.extend_from_slice(&buf[..n]);
@@ -106,6 +112,14 @@ fn queries_print_solo5_elftools_json() {
         )
     );
 
+    // A note segment that says `p_align` 8 (as a linker may): Solo5's
+    // notes are still read 4-byte aligned, as solo5-elftool reads them.
+    let path = dir.0.join("aligned8.hvt");
+    std::fs::write(&path, image_aligned(&notes(AbiNote::hvt(), &mft), 8)).unwrap();
+    let (code, out, err) = elftool(&["query-manifest", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"storage\""), "{out}");
+
     // No devices; spt; a target solo5-elftool knows and kiln does not run.
     let empty: MftNote<0> = MftNote::new([]);
     let path = dir.0.join("empty.spt");
@@ -162,7 +176,7 @@ fn bad_images_and_command_lines_exit_1() {
     );
     // A manifest that does not validate: entry 0 not the reserved one.
     let mut bad = notes(AbiNote::hvt(), &MftNote::new([MftEntry::net("service")]));
-    let abi_len = AbiNote::hvt().to_bytes().len();
+    let abi_len = AbiNote::hvt().as_bytes().len();
     // Note header (12) + name (8) + desc padding (4) + mft header (8): the
     // first entry's type field follows its 68-byte name.
     let kind_at = abi_len + 12 + 8 + 4 + 8 + 68;

@@ -12,7 +12,7 @@ use kiln_abi::mft::MftDeviceInfo;
 use kiln_abi::status::Solo5Result;
 use kiln_tender::block::BlockFlags;
 
-use crate::guest::{GuestMemory, arg_u64, set_i32};
+use crate::guest::{GuestMemory, set_out};
 use crate::hypercall::HypercallError;
 use crate::module::{FdSyscall, Module, ModuleError};
 
@@ -46,13 +46,15 @@ impl Block {
     fn write(&mut self, gpa: u64, mem: &mut GuestMemory) -> Result<(), HypercallError> {
         const CALL: &str = "block write";
         let size = size_of::<HcBlockWrite>() as u64;
-        let arg = mem
-            .read_array::<{ size_of::<HcBlockWrite>() }>(gpa)
+        let HcBlockWrite {
+            handle,
+            offset,
+            data,
+            len,
+            ..
+        } = mem
+            .read(gpa)
             .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
-        let handle = arg_u64(&arg, offset_of!(HcBlockWrite, handle));
-        let offset = arg_u64(&arg, offset_of!(HcBlockWrite, offset));
-        let data = arg_u64(&arg, offset_of!(HcBlockWrite, data));
-        let len = arg_u64(&arg, offset_of!(HcBlockWrite, len));
         let buf = mem
             .slice(data, len)
             .map_err(|source| HypercallError::memory(CALL, "data", source))?;
@@ -69,20 +71,22 @@ impl Block {
         let out = mem
             .slice_mut(gpa, size)
             .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
-        set_i32(out, offset_of!(HcBlockWrite, ret), ret as i32);
+        set_out(out, offset_of!(HcBlockWrite, ret), ret as i32);
         Ok(())
     }
 
     fn read(&mut self, gpa: u64, mem: &mut GuestMemory) -> Result<(), HypercallError> {
         const CALL: &str = "block read";
         let size = size_of::<HcBlockRead>() as u64;
-        let arg = mem
-            .read_array::<{ size_of::<HcBlockRead>() }>(gpa)
+        let HcBlockRead {
+            handle,
+            offset,
+            data,
+            len,
+            ..
+        } = mem
+            .read(gpa)
             .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
-        let handle = arg_u64(&arg, offset_of!(HcBlockRead, handle));
-        let offset = arg_u64(&arg, offset_of!(HcBlockRead, offset));
-        let data = arg_u64(&arg, offset_of!(HcBlockRead, data));
-        let len = arg_u64(&arg, offset_of!(HcBlockRead, len));
         mem.checked(data, len)
             .map_err(|source| HypercallError::memory(CALL, "buffer", source))?;
         let ret = match self.device(handle) {
@@ -103,7 +107,7 @@ impl Block {
         let out = mem
             .slice_mut(gpa, size)
             .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
-        set_i32(out, offset_of!(HcBlockRead, ret), ret as i32);
+        set_out(out, offset_of!(HcBlockRead, ret), ret as i32);
         Ok(())
     }
 }

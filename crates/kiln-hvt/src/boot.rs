@@ -363,7 +363,7 @@ pub fn setup(mem: &mut GuestMemory, params: &BootParams<'_>) -> Result<(), BootE
         cmdline: cmdline_gpa,
         mft: mft_gpa,
     };
-    mem.write(layout::BOOT_INFO_BASE, &bi.to_bytes())?;
+    mem.write(layout::BOOT_INFO_BASE, bi.as_bytes())?;
     let ring = HvtBootInfoRing {
         host_features: if params.ring.is_some() {
             HVT_FEATURE_RING_IO

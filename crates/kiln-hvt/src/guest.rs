@@ -7,9 +7,11 @@
 //! guest memory. Nothing else indexes the mapping.
 
 use std::io;
+use std::mem::size_of;
 use std::ops::Range;
 
 use thiserror::Error;
+use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use crate::sys::Mapping;
 
@@ -184,6 +186,15 @@ impl GuestMemory {
         Ok(())
     }
 
+    /// A copy of the ABI structure `T` (a hypercall argument, a table
+    /// entry) at `gpa`.
+    pub fn read<T: FromBytes>(&self, gpa: u64) -> Result<T, GuestMemError> {
+        let len = size_of::<T>() as u64;
+        let bytes = self.slice(gpa, len)?;
+        // `slice` gave exactly `size_of::<T>()` bytes: this cannot fail.
+        T::read_from_bytes(bytes).map_err(|_| GuestMemError::Overflow { gpa, len })
+    }
+
     /// Reads `N` bytes at `gpa`.
     pub fn read_array<const N: usize>(&self, gpa: u64) -> Result<[u8; N], GuestMemError> {
         let mut out = [0u8; N];
@@ -297,35 +308,15 @@ impl SharedGuest {
     }
 }
 
-/// Reads a little-endian `u64` at `offset` of a hypercall argument.
-pub fn arg_u64(arg: &[u8], offset: usize) -> u64 {
-    let mut b = [0u8; 8];
-    if let Some(src) = arg.get(offset..offset + 8) {
-        b.copy_from_slice(src);
-    }
-    u64::from_le_bytes(b)
-}
-
-/// Reads a little-endian `i32` at `offset` of a hypercall argument.
-pub fn arg_i32(arg: &[u8], offset: usize) -> i32 {
-    let mut b = [0u8; 4];
-    if let Some(src) = arg.get(offset..offset + 4) {
-        b.copy_from_slice(src);
-    }
-    i32::from_le_bytes(b)
-}
-
-/// Writes a little-endian `u64` at `offset` of a hypercall argument.
-pub fn set_u64(arg: &mut [u8], offset: usize, value: u64) {
-    if let Some(dst) = arg.get_mut(offset..offset + 8) {
-        dst.copy_from_slice(&value.to_le_bytes());
-    }
-}
-
-/// Writes a little-endian `i32` at `offset` of a hypercall argument.
-pub fn set_i32(arg: &mut [u8], offset: usize, value: i32) {
-    if let Some(dst) = arg.get_mut(offset..offset + 4) {
-        dst.copy_from_slice(&value.to_le_bytes());
+/// Writes the OUT field `value` at `offset` of a hypercall argument's
+/// bytes `arg`. The tender writes back only OUT fields, never the whole
+/// structure, as Solo5's tenders do. `offset` is an `offset_of!` a field of
+/// the structure whose bytes `arg` are (checked once with `slice_mut`), so
+/// it is in range; a call that broke that would write nothing.
+pub fn set_out<V: IntoBytes + Immutable>(arg: &mut [u8], offset: usize, value: V) {
+    let bytes = value.as_bytes();
+    if let Some(dst) = arg.get_mut(offset..offset + bytes.len()) {
+        dst.copy_from_slice(bytes);
     }
 }
 

@@ -17,7 +17,7 @@ use kiln_abi::hvt::{
 use kiln_abi::hvt_ext::KILN_NET_EXCHANGE_PORT;
 use thiserror::Error;
 
-use crate::guest::{GuestMemError, GuestMemory, arg_i32, arg_u64, set_i32, set_u64};
+use crate::guest::{GuestMemError, GuestMemory, set_out};
 use crate::module::Module;
 use crate::sys::Epoll;
 
@@ -153,16 +153,14 @@ fn walltime(gpa: u64, mem: &mut GuestMemory) -> Result<(), HypercallError> {
     let arg = mem
         .slice_mut(gpa, size_of::<HcWalltime>() as u64)
         .map_err(|source| HypercallError::memory("walltime", "argument", source))?;
-    set_u64(arg, offset_of!(HcWalltime, nsecs), nsecs);
+    set_out(arg, offset_of!(HcWalltime, nsecs), nsecs);
     Ok(())
 }
 
 fn puts(gpa: u64, mem: &mut GuestMemory) -> Result<(), HypercallError> {
-    let arg = mem
-        .read_array::<{ size_of::<HcPuts>() }>(gpa)
+    let HcPuts { data, len } = mem
+        .read(gpa)
         .map_err(|source| HypercallError::memory("puts", "argument", source))?;
-    let data = arg_u64(&arg, offset_of!(HcPuts, data));
-    let len = arg_u64(&arg, offset_of!(HcPuts, len));
     let bytes = mem
         .slice(data, len)
         .map_err(|source| HypercallError::memory("puts", "data", source))?;
@@ -175,10 +173,12 @@ fn puts(gpa: u64, mem: &mut GuestMemory) -> Result<(), HypercallError> {
 
 fn poll(gpa: u64, mem: &mut GuestMemory, epoll: &Epoll) -> Result<(), HypercallError> {
     let size = size_of::<HcPoll>() as u64;
-    let arg = mem
-        .read_array::<{ size_of::<HcPoll>() }>(gpa)
+    let HcPoll {
+        timeout_nsecs: timeout,
+        ..
+    } = mem
+        .read(gpa)
         .map_err(|source| HypercallError::memory("poll", "argument", source))?;
-    let timeout = arg_u64(&arg, offset_of!(HcPoll, timeout_nsecs));
     // The timeout is honoured to the nanosecond (epoll_pwait2), so the
     // guest neither wakes before its deadline nor up to 1 ms after it.
     let ready = epoll.wait(timeout).map_err(|source| HypercallError::Wait {
@@ -188,18 +188,21 @@ fn poll(gpa: u64, mem: &mut GuestMemory, epoll: &Epoll) -> Result<(), HypercallE
     let out = mem
         .slice_mut(gpa, size)
         .map_err(|source| HypercallError::memory("poll", "argument", source))?;
-    set_u64(out, offset_of!(HcPoll, ready_set), ready);
-    set_i32(out, offset_of!(HcPoll, ret), i32::from(ready != 0));
+    set_out(out, offset_of!(HcPoll, ready_set), ready);
+    set_out(out, offset_of!(HcPoll, ret), i32::from(ready != 0));
     Ok(())
 }
 
 fn halt(gpa: u64, mem: &GuestMemory) -> Result<Outcome, HypercallError> {
-    let arg = mem
-        .read_array::<{ size_of::<HcHalt>() }>(gpa)
+    let HcHalt {
+        cookie,
+        exit_status,
+    } = mem
+        .read(gpa)
         .map_err(|source| HypercallError::memory("halt", "argument", source))?;
     Ok(Outcome::Halt {
-        status: arg_i32(&arg, offset_of!(HcHalt, exit_status)),
-        cookie: arg_u64(&arg, offset_of!(HcHalt, cookie)),
+        status: exit_status,
+        cookie,
     })
 }
 

@@ -16,8 +16,9 @@ use kiln_abi::mft::MftDeviceInfo;
 use kiln_abi::status::Solo5Result;
 use kiln_tender::net::{Inherited, NetFlags};
 use std::mem::{offset_of, size_of};
+use zerocopy::{FromBytes, IntoBytes};
 
-use crate::guest::{GuestMemory, arg_u64, set_i32, set_u64};
+use crate::guest::{GuestMemory, set_out};
 use crate::hypercall::HypercallError;
 use crate::module::{FdSyscall, Module, ModuleError};
 use crate::sys::Epoll;
@@ -86,10 +87,9 @@ fn exchange_error(what: impl Into<String>, value: u64, why: impl Into<String>) -
     }
 }
 
-/// Reads the exchange's count at `offset` of `arg`, at most
+/// The exchange's count `n` (field `what`), at most
 /// [`EXCHANGE_MAX_FRAMES`].
-fn count(arg: &[u8], offset: usize, what: &str) -> Result<usize, HypercallError> {
-    let n = arg_u64(arg, offset);
+fn count(n: u64, what: &str) -> Result<usize, HypercallError> {
     if n > EXCHANGE_MAX_FRAMES {
         return Err(exchange_error(
             what,
@@ -103,26 +103,29 @@ fn count(arg: &[u8], offset: usize, what: &str) -> Result<usize, HypercallError>
 
 /// Reads and checks the frame and buffer tables an exchange names, before
 /// anything is sent: every entry through the checked accessor.
-fn tables(arg: &[u8], mem: &GuestMemory, max_frame: u64) -> Result<Tables, HypercallError> {
+fn tables(
+    arg: &HcNetExchange,
+    mem: &GuestMemory,
+    max_frame: u64,
+) -> Result<Tables, HypercallError> {
     const TX_SIZE: u64 = size_of::<ExchangeTx>() as u64;
     const RX_SIZE: u64 = size_of::<ExchangeRx>() as u64;
     let mut t = Tables {
         tx: [(0, 0); MAX_ENTRIES],
-        tx_count: count(arg, offset_of!(HcNetExchange, tx_count), "tx_count")?,
+        tx_count: count(arg.tx_count, "tx_count")?,
         rx: [(0, 0); MAX_ENTRIES],
-        rx_count: count(arg, offset_of!(HcNetExchange, rx_count), "rx_count")?,
+        rx_count: count(arg.rx_count, "rx_count")?,
     };
-    let tx_table = arg_u64(arg, offset_of!(HcNetExchange, tx));
     let table = mem
-        .slice(tx_table, t.tx_count as u64 * TX_SIZE)
+        .slice(arg.tx, t.tx_count as u64 * TX_SIZE)
         .map_err(|source| HypercallError::memory("net exchange", "tx table", source))?;
     for (i, (entry, slot)) in table
         .chunks_exact(TX_SIZE as usize)
         .zip(t.tx.iter_mut())
         .enumerate()
     {
-        let data = arg_u64(entry, offset_of!(ExchangeTx, data));
-        let len = arg_u64(entry, offset_of!(ExchangeTx, len));
+        // A whole entry: `chunks_exact` of its size.
+        let ExchangeTx { data, len } = ExchangeTx::read_from_bytes(entry).unwrap_or_default();
         if len == 0 {
             return Err(exchange_error(
                 format!("tx[{i}].len"),
@@ -145,17 +148,16 @@ fn tables(arg: &[u8], mem: &GuestMemory, max_frame: u64) -> Result<Tables, Hyper
             })?;
         *slot = (data, len);
     }
-    let rx_table = arg_u64(arg, offset_of!(HcNetExchange, rx));
     let table = mem
-        .slice(rx_table, t.rx_count as u64 * RX_SIZE)
+        .slice(arg.rx, t.rx_count as u64 * RX_SIZE)
         .map_err(|source| HypercallError::memory("net exchange", "rx table", source))?;
     for (i, (entry, slot)) in table
         .chunks_exact(RX_SIZE as usize)
         .zip(t.rx.iter_mut())
         .enumerate()
     {
-        let data = arg_u64(entry, offset_of!(ExchangeRx, data));
-        let cap = arg_u64(entry, offset_of!(ExchangeRx, cap));
+        // A whole entry: `chunks_exact` of its size.
+        let ExchangeRx { data, cap, .. } = ExchangeRx::read_from_bytes(entry).unwrap_or_default();
         if cap == 0 {
             return Err(exchange_error(
                 format!("rx[{i}].cap"),
@@ -223,12 +225,11 @@ impl Net {
     fn write(&mut self, gpa: u64, mem: &mut GuestMemory) -> Result<(), HypercallError> {
         const CALL: &str = "net write";
         let size = size_of::<HcNetWrite>() as u64;
-        let arg = mem
-            .read_array::<{ size_of::<HcNetWrite>() }>(gpa)
+        let HcNetWrite {
+            handle, data, len, ..
+        } = mem
+            .read(gpa)
             .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
-        let handle = arg_u64(&arg, offset_of!(HcNetWrite, handle));
-        let data = arg_u64(&arg, offset_of!(HcNetWrite, data));
-        let len = arg_u64(&arg, offset_of!(HcNetWrite, len));
         let frame = mem
             .slice(data, len)
             .map_err(|source| HypercallError::memory(CALL, "frame", source))?;
@@ -246,7 +247,7 @@ impl Net {
         let out = mem
             .slice_mut(gpa, size)
             .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
-        set_i32(out, offset_of!(HcNetWrite, ret), ret as i32);
+        set_out(out, offset_of!(HcNetWrite, ret), ret as i32);
         Ok(())
     }
 
@@ -259,11 +260,10 @@ impl Net {
     ) -> Result<(), HypercallError> {
         const CALL: &str = "net exchange";
         let size = size_of::<HcNetExchange>() as u64;
-        let arg = mem
-            .read_array::<{ size_of::<HcNetExchange>() }>(gpa)
+        let arg: HcNetExchange = mem
+            .read(gpa)
             .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
-        let handle = arg_u64(&arg, offset_of!(HcNetExchange, handle));
-        let timeout = arg_u64(&arg, offset_of!(HcNetExchange, timeout_nsecs));
+        let (handle, timeout) = (arg.handle, arg.timeout_nsecs);
         let t = tables(&arg, mem, self.max_frame())?;
 
         let mut ret = Solo5Result::Ok;
@@ -322,35 +322,31 @@ impl Net {
         }
 
         if read > 0 {
-            let rx_table = arg_u64(&arg, offset_of!(HcNetExchange, rx));
             let entry = size_of::<ExchangeRx>() as u64;
             for (i, &len) in lens.iter().take(read).enumerate() {
-                let at = rx_table + i as u64 * entry + offset_of!(ExchangeRx, len) as u64;
-                let out = mem
-                    .slice_mut(at, 8)
+                let at = arg.rx + i as u64 * entry + offset_of!(ExchangeRx, len) as u64;
+                mem.write(at, len.as_bytes())
                     .map_err(|source| HypercallError::memory(CALL, "rx table", source))?;
-                set_u64(out, 0, len);
             }
         }
         let out = mem
             .slice_mut(gpa, size)
             .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
-        set_u64(out, offset_of!(HcNetExchange, tx_written), written as u64);
-        set_u64(out, offset_of!(HcNetExchange, rx_read), read as u64);
-        set_u64(out, offset_of!(HcNetExchange, ready_set), ready);
-        set_i32(out, offset_of!(HcNetExchange, ret), ret as i32);
+        set_out(out, offset_of!(HcNetExchange, tx_written), written as u64);
+        set_out(out, offset_of!(HcNetExchange, rx_read), read as u64);
+        set_out(out, offset_of!(HcNetExchange, ready_set), ready);
+        set_out(out, offset_of!(HcNetExchange, ret), ret as i32);
         Ok(())
     }
 
     fn read(&mut self, gpa: u64, mem: &mut GuestMemory) -> Result<(), HypercallError> {
         const CALL: &str = "net read";
         let size = size_of::<HcNetRead>() as u64;
-        let arg = mem
-            .read_array::<{ size_of::<HcNetRead>() }>(gpa)
+        let HcNetRead {
+            handle, data, len, ..
+        } = mem
+            .read(gpa)
             .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
-        let handle = arg_u64(&arg, offset_of!(HcNetRead, handle));
-        let data = arg_u64(&arg, offset_of!(HcNetRead, data));
-        let len = arg_u64(&arg, offset_of!(HcNetRead, len));
         // Check the buffer before reading anything into it.
         mem.checked(data, len)
             .map_err(|source| HypercallError::memory(CALL, "buffer", source))?;
@@ -378,9 +374,9 @@ impl Net {
             .slice_mut(gpa, size)
             .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
         if ret == Solo5Result::Ok {
-            set_u64(out, offset_of!(HcNetRead, len), got);
+            set_out(out, offset_of!(HcNetRead, len), got);
         }
-        set_i32(out, offset_of!(HcNetRead, ret), ret as i32);
+        set_out(out, offset_of!(HcNetRead, ret), ret as i32);
         Ok(())
     }
 }
@@ -577,27 +573,29 @@ mod tests {
             self.net.exchange(ARG, &mut self.mem, &self.epoll)
         }
 
-        fn out(&self, field: usize) -> u64 {
-            arg_u64(&self.mem.read_array::<80>(ARG).unwrap(), field)
+        fn out(&self, field: fn(&HcNetExchange) -> u64) -> u64 {
+            field(&self.mem.read(ARG).unwrap())
         }
 
         fn ret(&self) -> i32 {
-            crate::guest::arg_i32(
-                &self.mem.read_array::<80>(ARG).unwrap(),
-                offset_of!(HcNetExchange, ret),
-            )
+            self.mem.read::<HcNetExchange>(ARG).unwrap().ret
+        }
+
+        /// The OUT length of receive buffer `i`.
+        fn rx_len(&self, i: u64) -> u64 {
+            self.mem.read::<ExchangeRx>(RX + i * 24).unwrap().len
         }
 
         /// The frame in receive buffer `i`, by its OUT length.
         fn received(&self, i: u64) -> Vec<u8> {
-            let len = arg_u64(&self.mem.read_array::<24>(RX + i * 24).unwrap(), 16);
+            let len = self.rx_len(i);
             self.mem.slice(BUFS + i * 0x800, len).unwrap().to_vec()
         }
     }
 
-    const WRITTEN: usize = offset_of!(HcNetExchange, tx_written);
-    const READ: usize = offset_of!(HcNetExchange, rx_read);
-    const READY: usize = offset_of!(HcNetExchange, ready_set);
+    const WRITTEN: fn(&HcNetExchange) -> u64 = |a| a.tx_written;
+    const READ: fn(&HcNetExchange) -> u64 = |a| a.rx_read;
+    const READY: fn(&HcNetExchange) -> u64 = |a| a.ready_set;
 
     #[test]
     fn an_exchange_sends_then_reads_what_waits() {
@@ -614,10 +612,7 @@ mod tests {
         assert_eq!(rig.received(0), b"in one");
         assert_eq!(rig.received(1), b"in two");
         // Buffers not filled keep their length.
-        assert_eq!(
-            arg_u64(&rig.mem.read_array::<24>(RX + 2 * 24).unwrap(), 16),
-            u64::MAX
-        );
+        assert_eq!(rig.rx_len(2), u64::MAX);
         let mut got = [0u8; 64];
         let n = rig.host.recv(&mut got).unwrap();
         assert_eq!(&got[..n], b"out one");

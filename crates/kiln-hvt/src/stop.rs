@@ -9,12 +9,11 @@
 //! makes STOP_ENABLE keeps solo5-hvt's behaviour: the tender exits 1.
 
 use std::io;
-use std::mem::size_of;
 
 use kiln_abi::hvt_ext::{HcStopEnable, KILN_STOP_REQUESTED};
 use kiln_tender::stop::{Fallback, StopSignals, register_once};
 
-use crate::guest::{GuestMemory, arg_u64};
+use crate::guest::GuestMemory;
 use crate::hypercall::HypercallError;
 use crate::sys::Epoll;
 
@@ -54,10 +53,9 @@ impl Stop {
     /// guest memory and writable) and from now on turns the first
     /// stop signal into a request.
     pub fn enable(&mut self, gpa: u64, mem: &mut GuestMemory) -> Result<(), HypercallError> {
-        let arg = mem
-            .read_array::<{ size_of::<HcStopEnable>() }>(gpa)
+        let HcStopEnable { word } = mem
+            .read(gpa)
             .map_err(|source| HypercallError::memory("stop enable", "argument", source))?;
-        let word = arg_u64(&arg, std::mem::offset_of!(HcStopEnable, word));
         mem.slice_mut(word, 8)
             .map_err(|source| HypercallError::memory("stop enable", "word", source))?;
         self.word = Some(word);

@@ -130,8 +130,9 @@ fn a_guest_sends_and_receives_through_the_ring() {
     }
     let dir = TempDir::new();
     let (host, guest_end, flag) = support::inherited_socket();
-    let path = dir.write("echo.hvt", &echo_guest(&[0xab; 60]).build());
-    let child = support::spawn(hvt_cmd().args(["--mem=8", &flag]).arg(&path));
+    let child = echo_guest(&[0xab; 60])
+        .launch(&dir, "echo.hvt", &["--mem=8", &flag])
+        .spawn();
     drop(guest_end);
     let mut got = [0u8; 2048];
     let n = host
@@ -256,8 +257,7 @@ fn hostile_rings_stop_the_guest() {
         let f = g.data(&[0xa1; 1600]);
         spoil(&mut g, f);
         g.spin();
-        let path = dir.write("hostile.hvt", &g.build());
-        let run = support::run_cmd(hvt_cmd().args(["--mem=8", &flag]).arg(&path));
+        let run = g.launch(&dir, "hostile.hvt", &["--mem=8", &flag]).run();
         drop(guest_end);
         assert_eq!(run.signal, None, "tender crashed: {run:?}");
         assert_eq!(run.code, Some(1), "{message}: {run:?}");
@@ -330,8 +330,7 @@ fn entries_rewritten_while_served_never_crash_the_tender() {
         .extend_from_slice(&[0xf3, 0x90, 0x8b, 0x43, 0x40, 0x39, 0xc8]); // pause; mov eax, [rbx + 64]; cmp eax, ecx
     let wait = g.jump(&[0x0f, 0x85]);
     g.patch(wait, last).halt(0);
-    let path = dir.write("rewrite.hvt", &g.build());
-    let run = support::run_cmd(hvt_cmd().args(["--mem=8", &flag]).arg(&path));
+    let run = g.launch(&dir, "rewrite.hvt", &["--mem=8", &flag]).run();
     drop(guest_end);
     // What the socket took (it drops what does not fit its queue).
     host.set_nonblocking(true).unwrap();
@@ -373,8 +372,7 @@ fn a_read_on_no_device_gets_einval() {
         .wait_head(2)
         .puts_at(RING + commit_offset(0), 8)
         .halt(0);
-    let path = dir.write("einval.hvt", &g.build());
-    let run = support::run_cmd(hvt_cmd().args(["--mem=8", &flag]).arg(&path));
+    let run = g.launch(&dir, "einval.hvt", &["--mem=8", &flag]).run();
     drop(guest_end);
     assert_eq!(run.code, Some(0), "{run:?}");
     assert_eq!(u32_at(&run.stdout, 0), 1, "commit id");
@@ -404,13 +402,9 @@ fn guests_without_the_ring_see_zeros_and_their_whole_memory() {
     let (_host, guest_end, flag) = support::inherited_socket();
     let mut net = Guest::with_devices([MftEntry::net("service")]);
     print(&mut net);
-    let path = dir.write("hidden.hvt", &net.build());
-    let run = support::run_cmd(
-        hvt_cmd()
-            .env(kiln_hvt::ring::NO_RING_ENV, "1")
-            .args(["--mem=8", &flag])
-            .arg(&path),
-    );
+    let hidden = net.launch(&dir, "hidden.hvt", &["--mem=8", &flag]);
+    let path = hidden.path.clone();
+    let run = hidden.env(kiln_hvt::ring::NO_RING_ENV, "1").run();
     drop(guest_end);
     assert_eq!(run.code, Some(0), "{run:?}");
     assert_eq!(run.stdout, expected, "ring hidden");
@@ -448,8 +442,7 @@ fn a_guest_ignoring_the_ring_uses_the_hypercalls() {
         .puts_at(r + 16, 12)
         .puts_at(buf, 4)
         .halt(0);
-    let path = dir.write("plain.hvt", &g.build());
-    let child = support::spawn(hvt_cmd().args(["--mem=8", &flag]).arg(&path));
+    let child = g.launch(&dir, "plain.hvt", &["--mem=8", &flag]).spawn();
     drop(guest_end);
     let mut got = [0u8; 128];
     assert_eq!(host.recv(&mut got).unwrap(), 60);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use kiln_testsupport::process::ChildGuard;
 
 use kiln_abi::hvt_ext::KILN_STOP_ENABLE_NR;
-use support::{Guest, TempDir, hvt_cmd, kvm_available, spawn};
+use support::{Guest, TempDir, kvm_available};
 
 /// POLL's hypercall number.
 const POLL: u16 = 3;
@@ -46,8 +46,7 @@ fn polling_guest(enable: bool) -> Guest {
 
 /// Starts the guest and waits for its `ready` line.
 fn start(dir: &TempDir, guest: &Guest) -> (Child, BufReader<ChildStdout>) {
-    let path = dir.write("guest.hvt", &guest.build());
-    let mut child = spawn(hvt_cmd().arg(&path));
+    let mut child = guest.launch(dir, "guest.hvt", &[]).spawn();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
@@ -197,8 +196,10 @@ fn hidden_extensions_make_the_enable_port_an_error() {
     let word = g.data(&[0; 8]);
     let arg = g.words(&[word]);
     g.hypercall(KILN_STOP_ENABLE_NR, arg).halt(0);
-    let path = dir.write("guest.hvt", &g.build());
-    let run = support::run_cmd(hvt_cmd().env("KILN_HVT_NO_EXTENSIONS", "1").arg(&path));
+    let run = g
+        .launch(&dir, "guest.hvt", &[])
+        .env("KILN_HVT_NO_EXTENSIONS", "1")
+        .run();
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(run.stderr.contains("not a hypercall"), "{}", run.stderr);
 }

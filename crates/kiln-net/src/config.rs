@@ -51,9 +51,11 @@ pub struct Buffers {
     pub bulk_rx: usize,
     /// Send buffer of the bulk sockets (`--tcp-bulk-tx-buffer`).
     pub bulk_tx: usize,
-    /// Listening sockets kept ready per TCP listener; the stack refills them
-    /// as connections arrive, so this bounds only a burst of SYNs between
-    /// two frames.
+    /// Listening sockets kept ready per TCP listener. The driver refills
+    /// them after every frame it hands to smoltcp, and a frame carries at
+    /// most one SYN, so one would do; each holds its buffers (the bulk
+    /// ones while there are bulk buffers to give) from the moment it
+    /// listens, so a few are kept, not more.
     pub backlog: usize,
     /// Half-open connections (SYN received, handshake not complete) a
     /// listener holds, and connections established that nobody accepted
@@ -91,11 +93,14 @@ impl Default for Buffers {
             // of a tap or a LAN.
             tcp_rx: 16 * 1024,
             tcp_tx: 32 * 1024,
-            // Two listeners' ready sockets (16 each), then connections.
+            // Listeners' ready sockets (4 each), then connections.
             bulk_connections: 32,
             bulk_rx: 64 * 1024,
             bulk_tx: 128 * 1024,
-            backlog: 16,
+            // 16 ready sockets, all with bulk buffers, held 3 MiB of a
+            // guest's heap before the first connection: www needed
+            // --mem=6 instead of 4 (docs/bulk.md).
+            backlog: 4,
             max_pending: 256,
             max_connections: 1024,
             handshake_timeout: Duration::from_secs(10),

@@ -303,15 +303,7 @@ fn run(argv: &[String]) -> Result<u8, Failure> {
         tender_args.push(format!("--block:{block}={path}"));
     }
 
-    let mut command = match &plan.tender {
-        Some(tender) => {
-            let mut c = Command::new(tender);
-            c.args(&tender_args).arg("--").arg(&plan.image);
-            c
-        }
-        None => Command::new(&plan.image),
-    };
-    command.args(&guest_args);
+    let mut command = child_command(&plan, &tender_args, &guest_args);
     sys::catch_stop_signals().map_err(|e| ("signal handlers".to_string(), e))?;
     let child = command.spawn().map_err(|e| {
         (
@@ -321,6 +313,29 @@ fn run(argv: &[String]) -> Result<u8, Failure> {
     })?;
     drop(keep);
     Ok(supervise(child.id()))
+}
+
+/// The child to start: the tender with its flags, `--`, the image and the
+/// guest's arguments, each quoted where it needs it (the tender joins them
+/// into one command line the guest splits MirageOS's way, so each arrives
+/// intact); a unix image with its arguments as they are.
+fn child_command(plan: &Plan, tender_args: &[String], guest_args: &[String]) -> Command {
+    match &plan.tender {
+        Some(tender) => {
+            let mut c = Command::new(tender);
+            c.args(tender_args).arg("--").arg(&plan.image).args(
+                guest_args
+                    .iter()
+                    .map(|a| kiln_args::cmdline::quote(a).into_owned()),
+            );
+            c
+        }
+        None => {
+            let mut c = Command::new(&plan.image);
+            c.args(guest_args);
+            c
+        }
+    }
 }
 
 /// Waits for `pid`, passing stop signals on to it and reaping orphans;
@@ -363,6 +378,35 @@ mod tests {
 
     fn strings(s: &[&str]) -> Vec<String> {
         s.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn guest_arguments_are_quoted_for_a_tender_only() {
+        let argv = |c: &Command| -> Vec<String> {
+            c.get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        let guest = strings(&["--msg", "a \"b\" c\\", ""]);
+        let mut plan = Plan {
+            tender: Some("/kiln/kiln-spt".into()),
+            image: "/kiln/www.spt".into(),
+            ..Plan::default()
+        };
+        let c = child_command(&plan, &strings(&["--mem=64"]), &guest);
+        assert_eq!(
+            argv(&c),
+            [
+                "--mem=64",
+                "--",
+                "/kiln/www.spt",
+                "--msg",
+                r#""a \"b\" c\\""#,
+                r#""""#
+            ]
+        );
+        plan.tender = None;
+        assert_eq!(argv(&child_command(&plan, &[], &guest)), guest);
     }
 
     #[test]

@@ -42,7 +42,8 @@ pub struct Native {
     pub binary: String,
     /// `hvt` or `spt`.
     pub hypervisor: String,
-    /// The guest's default arguments, space-separated.
+    /// The guest's default arguments as one command line: each quoted
+    /// for MirageOS's splitting where it needs it, space-separated.
     pub cmdline: String,
     /// kiln's version.
     pub version: String,

@@ -3,16 +3,11 @@
 
 use alloc::vec::Vec;
 
-use kiln_abi::mft::{
-    MFT_ENTRY_ATTACHED_OFFSET, Manifest, MftDeviceInfo, MftEntry, MftError, MftType, entry_offset,
-};
+use kiln_abi::mft::{Manifest, MftDeviceInfo, MftError, MftType};
+
+use kiln_rt::args::{CmdlineError, cmdline};
 
 use crate::reactor::{Handle, ReactorError};
-
-/// Offset of the `u` union (the device's properties) in a manifest entry.
-const INFO_OFFSET: usize = core::mem::offset_of!(MftEntry, info);
-/// Offset of the `b` union (the spt tender's `b.hostfd`) in a manifest entry.
-const BACKING_OFFSET: usize = core::mem::offset_of!(MftEntry, backing);
 
 /// Why a device could not be handed to the unikernel.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,13 +97,6 @@ fn word(kind: MftType) -> &'static str {
     }
 }
 
-fn read_u64(bytes: &[u8], at: usize) -> u64 {
-    bytes
-        .get(at..at + 8)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
-}
-
 /// Reads the devices of a `struct mft` (the tender's copy).
 pub fn devices(bytes: &'static [u8]) -> Result<Vec<Device>, MftError> {
     if bytes.is_empty() {
@@ -118,35 +106,31 @@ pub fn devices(bytes: &'static [u8]) -> Result<Vec<Device>, MftError> {
     Ok(manifest
         .devices()
         .map(|e| {
-            let at = entry_offset(e.index);
+            // Validated: every entry is there; the OUT fields are the
+            // tender's (zero under one that attached nothing).
+            let raw = manifest.raw_entry(e.index);
             Device {
                 name: e.name,
                 kind: e.kind,
                 handle: e.index as u64,
-                attached: bytes
-                    .get(at + MFT_ENTRY_ATTACHED_OFFSET)
-                    .is_some_and(|&b| b != 0),
-                info: MftDeviceInfo {
-                    words: [
-                        read_u64(bytes, at + INFO_OFFSET),
-                        read_u64(bytes, at + INFO_OFFSET + 8),
-                    ],
-                },
-                backing: read_u64(bytes, at + BACKING_OFFSET),
+                attached: raw.is_some_and(|r| r.attached != 0),
+                info: raw.map(|r| r.info).unwrap_or_default(),
+                backing: raw.map_or(0, |r| r.backing),
             }
         })
         .collect())
 }
 
 /// Splits the Solo5 command line (the tender's arguments after the image,
-/// joined with spaces) back into arguments.
-pub fn split_args(cmdline: &'static str) -> Vec<&'static str> {
-    cmdline.split(' ').filter(|s| !s.is_empty()).collect()
+/// joined with spaces) back into arguments, as MirageOS does: spaces
+/// separate, `"` quotes, `\` escapes ([`kiln_rt::args::cmdline`]).
+pub fn split_args(cmdline: &'static str) -> Result<Vec<&'static str>, CmdlineError> {
+    cmdline::split_static(cmdline)
 }
 
 /// The environment a unikernel starts in.
 pub struct Env {
-    args: Vec<&'static str>,
+    args: Result<Vec<&'static str>, CmdlineError>,
     devices: Vec<Device>,
 }
 
@@ -159,9 +143,11 @@ impl Env {
         })
     }
 
-    /// The command-line arguments (without a program name).
-    pub fn args(&self) -> &[&'static str] {
-        &self.args
+    /// The command-line arguments (without a program name), or why the
+    /// command line could not be split (an argument error: the generated
+    /// crate exits 64).
+    pub fn args(&self) -> Result<&[&'static str], CmdlineError> {
+        self.args.as_deref().map_err(|e| *e)
     }
 
     /// The devices the manifest declares.
@@ -264,6 +250,7 @@ mod tests {
     use alloc::boxed::Box;
     use alloc::string::ToString;
     use kiln_abi::MftNote;
+    use kiln_abi::mft::{MftEntry, entry_offset};
 
     /// The tender's copy of a manifest with `service` (net) attached with a
     /// MAC and MTU, and `disk` (block) not attached.
@@ -273,23 +260,29 @@ mod tests {
         let n = note.encode(&mut buf).unwrap();
         // The note: 20-byte header, 4 bytes of padding, then `struct mft`.
         let mut mft = buf[24..n].to_vec();
+        // `struct mft_entry` (`mft_abi.h`): `u` at 72, `b` at 88, `attached`
+        // at 96.
         let service = entry_offset(1);
-        mft[service + MFT_ENTRY_ATTACHED_OFFSET] = 1;
+        mft[service + 96] = 1;
         let info = MftDeviceInfo::net([2, 0, 0, 0, 0, 1], 1500);
-        mft[service + INFO_OFFSET..service + INFO_OFFSET + 8]
-            .copy_from_slice(&info.words[0].to_le_bytes());
-        mft[service + BACKING_OFFSET..service + BACKING_OFFSET + 8]
-            .copy_from_slice(&7u64.to_le_bytes());
+        mft[service + 72..service + 80].copy_from_slice(&info.words[0].to_le_bytes());
+        mft[service + 88..service + 96].copy_from_slice(&7u64.to_le_bytes());
         Box::leak(mft.into_boxed_slice())
     }
 
     #[test]
-    fn arguments_are_split_on_spaces() {
+    fn arguments_are_split_as_mirage_splits_them() {
         assert_eq!(
-            split_args(" --times 3  --name x "),
+            split_args(" --times 3  --name x ").unwrap(),
             ["--times", "3", "--name", "x"]
         );
-        assert!(split_args("").is_empty());
+        assert_eq!(
+            split_args(r#"--msg="hello world" a\ b"#).unwrap(),
+            ["--msg=hello world", "a b"]
+        );
+        assert!(split_args("").unwrap().is_empty());
+        let env = Env::new("--msg=\"open", &[]).unwrap();
+        assert_eq!(env.args(), Err(CmdlineError::UnclosedQuote(6)));
     }
 
     #[test]

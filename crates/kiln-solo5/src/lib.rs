@@ -148,7 +148,8 @@
 //! }
 //!
 //! fn run(env: &'static kiln_solo5::Env) -> ExitStatus {
-//!     let parsed = match args::parse(&SPEC, env.args().iter().copied()) {
+//!     let argv = env.args().unwrap_or_else(|e| fail(64, e));
+//!     let parsed = match args::parse(&SPEC, argv.iter().copied()) {
 //!         Ok(args::Outcome::Run(parsed)) => parsed,
 //!         Ok(args::Outcome::Help) => {
 //!             use kiln_devices::Console as _;

@@ -20,6 +20,7 @@ use kiln_testsupport::netns::Netns;
 use kiln_testsupport::process::{self, ChildGuard};
 use kiln_testsupport::skip::netns_or_skip;
 use support::{Devices, RUN_TIMEOUT, Run, Target, TempFile, built};
+use zerocopy::IntoBytes;
 
 /// The spt tender and images, built once for all tests.
 fn spt() -> &'static support::Built {
@@ -137,8 +138,9 @@ fn phdrs(elf: &[u8]) -> Vec<(usize, u32)> {
 #[test]
 fn malformed_images_are_refused() {
     let good = std::fs::read(&spt().image).expect("read the image");
-    let abi_note = kiln_abi::AbiNote::spt().to_bytes();
-    let abi_at = find(&good, &abi_note).expect("the spt ABI note is in the image");
+    let abi_note = kiln_abi::AbiNote::spt();
+    let abi_note = abi_note.as_bytes();
+    let abi_at = find(&good, abi_note).expect("the spt ABI note is in the image");
 
     let mut cases: Vec<(&str, Vec<u8>, &str)> = Vec::new();
     cases.push((
@@ -150,7 +152,7 @@ fn malformed_images_are_refused() {
 
     // An hvt image: the same bytes with the hvt ABI note.
     let mut hvt = good.clone();
-    hvt[abi_at..abi_at + abi_note.len()].copy_from_slice(&kiln_abi::AbiNote::hvt().to_bytes());
+    hvt[abi_at..abi_at + abi_note.len()].copy_from_slice(kiln_abi::AbiNote::hvt().as_bytes());
     cases.push((
         "hvt",
         hvt,

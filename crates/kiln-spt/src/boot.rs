@@ -7,17 +7,13 @@
 //! memory, so that it is unit-tested.
 
 use kiln_abi::hvt_ext::KILN_FEATURE_STOP;
-use kiln_abi::mft::{MFT_ENTRY_ATTACHED_OFFSET, MftEntry, entry_offset};
+use kiln_abi::mft::{MFT_ENTRY_SIZE, MftEntry, entry_offset};
 use kiln_abi::spt::{SPT_CMDLINE_SIZE, SptBootInfo};
 use kiln_abi::spt_ext::{SPT_EXT_END, SPT_EXT_MAGIC, SptExt};
 use thiserror::Error;
+use zerocopy::{FromBytes, IntoBytes};
 
 use crate::module::Attached;
-
-/// Offset of the `u` union (the device's properties) in a manifest entry.
-const INFO_OFFSET: usize = core::mem::offset_of!(MftEntry, info);
-/// Offset of the `b` union (`b.hostfd`) in a manifest entry.
-const BACKING_OFFSET: usize = core::mem::offset_of!(MftEntry, backing);
 
 /// Why the low memory could not be built.
 #[derive(Debug, Error)]
@@ -89,7 +85,7 @@ pub fn low_memory(p: &BootParams<'_>) -> Result<Vec<u8>, BootError> {
         epollfd: p.epoll_fd,
         timerfd: p.timer_fd,
     };
-    let mut out = info.to_bytes().to_vec();
+    let mut out = info.as_bytes().to_vec();
     let ext = SptExt {
         magic: SPT_EXT_MAGIC,
         features: if p.stop_ack != 0 {
@@ -99,22 +95,22 @@ pub fn low_memory(p: &BootParams<'_>) -> Result<Vec<u8>, BootError> {
         },
         stop_ack: p.stop_ack,
     };
-    out.extend_from_slice(&ext.to_bytes());
+    out.extend_from_slice(ext.as_bytes());
     let mut mft = p.manifest.to_vec();
     for a in p.attached {
-        let at = usize::try_from(a.handle)
+        let bytes = usize::try_from(a.handle)
             .ok()
             .filter(|&h| h > 0)
             .map(entry_offset)
-            .filter(|&at| at + kiln_abi::mft::MFT_ENTRY_SIZE <= mft.len())
+            .and_then(|at| mft.get_mut(at..at + MFT_ENTRY_SIZE))
             .ok_or(BootError::Handle { handle: a.handle })?;
-        mft[at + INFO_OFFSET..at + INFO_OFFSET + 8].copy_from_slice(&a.info.words[0].to_le_bytes());
-        mft[at + INFO_OFFSET + 8..at + INFO_OFFSET + 16]
-            .copy_from_slice(&a.info.words[1].to_le_bytes());
+        let mut entry =
+            MftEntry::read_from_bytes(bytes).map_err(|_| BootError::Handle { handle: a.handle })?;
+        entry.info = a.info;
         // `b.hostfd` is a C int at the start of the 8-byte union.
-        mft[at + BACKING_OFFSET..at + BACKING_OFFSET + 8]
-            .copy_from_slice(&u64::from(a.fd as u32).to_le_bytes());
-        mft[at + MFT_ENTRY_ATTACHED_OFFSET] = 1;
+        entry.backing = u64::from(a.fd as u32);
+        entry.attached = 1;
+        bytes.copy_from_slice(entry.as_bytes());
     }
     out.extend_from_slice(&mft);
     out.extend_from_slice(cmdline.as_bytes());
@@ -125,7 +121,7 @@ pub fn low_memory(p: &BootParams<'_>) -> Result<Vec<u8>, BootError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_abi::mft::{Manifest, MftDeviceInfo};
+    use kiln_abi::mft::{MFT_ENTRY_ATTACHED_OFFSET, Manifest, MftDeviceInfo};
     use kiln_abi::spt::SPT_BOOT_INFO_BASE;
     use kiln_abi::{MftEntry, MftNote};
 
@@ -176,8 +172,9 @@ mod tests {
         assert_eq!(parsed.find("disk").unwrap().index, 2);
         let disk = entry_offset(2);
         assert_eq!(copy[disk + MFT_ENTRY_ATTACHED_OFFSET], 1);
-        assert_eq!(u64_at(copy, disk + INFO_OFFSET), 4096);
-        assert_eq!(u64_at(copy, disk + BACKING_OFFSET), 7);
+        // `u` at 72, `b` at 88 (`mft_abi.h`).
+        assert_eq!(u64_at(copy, disk + 72), 4096);
+        assert_eq!(u64_at(copy, disk + 88), 7);
         assert_eq!(copy[entry_offset(1) + MFT_ENTRY_ATTACHED_OFFSET], 0);
         assert_eq!(&low[64 + mft.len()..], b"--times 3\0");
     }

@@ -14,11 +14,12 @@ pub type Image<'a> = kiln_tender::elf::Image<'a, Spt>;
 pub(crate) mod tests {
     use super::*;
     use kiln_abi::{AbiNote, MftEntry, MftNote};
+    use zerocopy::IntoBytes;
 
     /// A minimal image: one R+X and one R+W segment, the two notes in a
     /// PT_NOTE segment, entry at the start of the code.
     pub(crate) fn image(abi: AbiNote, segments: &[(u64, u64, u32)]) -> Vec<u8> {
-        let mut notes = abi.to_bytes().to_vec();
+        let mut notes = abi.as_bytes().to_vec();
         let mft: MftNote<1> = MftNote::new([MftEntry::net("service")]);
         let mut buf = [0u8; 1024];
         let n = mft.encode(&mut buf).unwrap();
@@ -99,6 +100,28 @@ pub(crate) mod tests {
             let err = Image::parse(&data, MEM).unwrap_err();
             assert!(err.to_string().contains(expected), "{err}");
         }
+    }
+
+    /// Notes are read as Solo5's tenders read them, 4-byte aligned whatever
+    /// the note segment's `p_align` says, and a note that runs past its
+    /// segment is refused by name.
+    #[test]
+    fn notes_are_4_aligned_and_must_fit_their_segment() {
+        let good = image(AbiNote::spt(), &[(0x10_0000, 0x1000, 5)]);
+        // The PT_NOTE is the first program header; `p_align` at 48.
+        let note_ph = 64;
+        let mut aligned8 = good.clone();
+        aligned8[note_ph + 48..note_ph + 56].copy_from_slice(&8u64.to_le_bytes());
+        let img = Image::parse(&aligned8, MEM).unwrap();
+        assert_eq!(img.manifest.find("service").unwrap().index, 1);
+        // The manifest note (after the 36-byte ABI note) claims 64 bytes
+        // more than its segment holds.
+        let mft_at = 64 + 56 * 2 + 36;
+        let mut long = good;
+        let descsz = u32::from_le_bytes(long[mft_at + 4..mft_at + 8].try_into().unwrap());
+        long[mft_at + 4..mft_at + 8].copy_from_slice(&(descsz + 64).to_le_bytes());
+        let err = Image::parse(&long, MEM).unwrap_err();
+        assert!(err.to_string().contains("malformed ELF note"), "{err}");
     }
 
     /// The fuzz seeds (`fuzz/seeds/loader`), each valid or not as its name

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use kiln_abi::{AbiNote, MftNote};
+use zerocopy::IntoBytes;
 
 /// Where the code is loaded, and so the entry point.
 const ENTRY: u64 = 0x10_0000;
@@ -23,7 +24,7 @@ fn image(code: &[u8]) -> Vec<u8> {
 
 /// The same with the manifest `mft`.
 fn image_with<const N: usize>(code: &[u8], mft: &MftNote<N>) -> Vec<u8> {
-    let mut notes = AbiNote::spt().to_bytes().to_vec();
+    let mut notes = AbiNote::spt().as_bytes().to_vec();
     let mut buf = vec![0u8; 256 + 104 * N];
     let n = mft.encode(&mut buf).expect("encode the manifest");
     notes.extend_from_slice(&buf[..n]);

@@ -15,6 +15,7 @@ use kiln_testsupport::process::ChildGuard;
 use kiln_abi::spt::SPT_BOOT_INFO_BASE;
 use kiln_abi::spt_ext::{KILN_SPT_STOP_EVENT, KILN_STOP_ACK, SPT_EXT_BASE};
 use kiln_abi::{AbiNote, MftNote};
+use zerocopy::IntoBytes;
 
 /// Where the code is loaded, and so the entry point.
 const ENTRY: u64 = 0x10_0000;
@@ -26,7 +27,7 @@ const BOUND: Duration = Duration::from_secs(2);
 /// empty manifest (as in tests/hostile.rs).
 fn image(code: &[u8]) -> Vec<u8> {
     let mft: MftNote<0> = MftNote::new([]);
-    let mut notes = AbiNote::spt().to_bytes().to_vec();
+    let mut notes = AbiNote::spt().as_bytes().to_vec();
     let mut buf = vec![0u8; 256];
     let n = mft.encode(&mut buf).expect("encode the manifest");
     notes.extend_from_slice(&buf[..n]);

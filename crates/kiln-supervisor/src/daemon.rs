@@ -715,7 +715,13 @@ fn command(spec: &Spec, taps: &[String]) -> Result<Command, String> {
             if let Some(mb) = spec.mem {
                 c.arg(format!("--mem={mb}"));
             }
-            c.args(&devices).arg("--").arg(&spec.image).args(&spec.args);
+            // Quoted for the guest's MirageOS-style splitting of the
+            // command line the tender joins with spaces.
+            c.args(&devices).arg("--").arg(&spec.image).args(
+                spec.args
+                    .iter()
+                    .map(|a| kiln_args::cmdline::quote(a).into_owned()),
+            );
             c
         }
     })
@@ -932,4 +938,52 @@ pub(crate) fn stop(
         forced,
         exit,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::Restart;
+
+    fn spec(target: Target, tender: Option<&str>, args: &[&str]) -> Spec {
+        Spec {
+            target,
+            image: PathBuf::from("/srv/a.img"),
+            tender: tender.map(PathBuf::from),
+            mem: None,
+            net: Vec::new(),
+            block: Vec::new(),
+            restart: Restart::Never,
+            cpu: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    fn argv(c: &Command) -> Vec<String> {
+        c.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// A tender joins the guest's words with spaces into one command line:
+    /// each argument is quoted for the guest's MirageOS-style splitting. A
+    /// unix unikernel gets its arguments as they are.
+    #[test]
+    fn guest_arguments_are_quoted_for_a_tender_only() {
+        let args = ["--msg", "hello \"world\"", "", "plain"];
+        let c = command(&spec(Target::Spt, Some("/srv/kiln-spt"), &args), &[]).unwrap();
+        assert_eq!(
+            argv(&c),
+            [
+                "--",
+                "/srv/a.img",
+                "--msg",
+                r#""hello \"world\"""#,
+                r#""""#,
+                "plain"
+            ]
+        );
+        let c = command(&spec(Target::Unix, None, &args), &[]).unwrap();
+        assert_eq!(argv(&c), args);
+    }
 }

@@ -13,10 +13,10 @@ use std::marker::PhantomData;
 
 use kiln_abi::AbiTarget;
 use kiln_abi::mft::{Manifest, MftError};
-use kiln_abi::note::{AbiInfo, NoteError, Notes};
+use kiln_abi::note::{ABI_NOTE_TYPE, AbiInfo, MFT_NOTE_TYPE, NOTE_ALIGN, NoteError, is_solo5_note};
 use object::LittleEndian as LE;
 use object::elf::{self, FileHeader64, ProgramHeader64};
-use object::read::elf::{FileHeader, ProgramHeader};
+use object::read::elf::{FileHeader, NoteIterator, ProgramHeader};
 use thiserror::Error;
 
 use crate::target::Target;
@@ -57,9 +57,18 @@ pub enum ElfError<T: Target> {
         /// `p_filesz`.
         size: u64,
     },
-    /// A malformed note.
+    /// A note that does not fit in its segment.
     #[error("segment {index}: malformed ELF note")]
     Note {
+        /// Program header index.
+        index: usize,
+        /// The problem.
+        #[source]
+        source: object::read::Error,
+    },
+    /// A malformed ABI note descriptor.
+    #[error("segment {index}: malformed Solo5 ABI note")]
+    AbiNote {
         /// Program header index.
         index: usize,
         /// The problem.
@@ -312,21 +321,27 @@ fn read_notes<'a, T: Target>(
             offset: ph.p_offset(LE),
             size: ph.p_filesz(LE),
         })?;
-        for note in Notes::new(bytes) {
+        // Solo5's notes are 4-byte aligned whatever `p_align` says (its
+        // tenders read the descriptor 20 bytes into the note), so the
+        // segment's alignment is not asked.
+        let notes = NoteIterator::<FileHeader64<LE>>::new(LE, NOTE_ALIGN as u64, bytes)
+            .map_err(|source| ElfError::Note { index, source })?;
+        for note in notes {
             let note = note.map_err(|source| ElfError::Note { index, source })?;
-            if note.is_abi() {
+            let (name, kind) = (note.name_bytes(), note.n_type(LE).0);
+            if is_solo5_note(name, kind, ABI_NOTE_TYPE) {
                 if abi.is_some() {
                     return Err(ElfError::DuplicateNote { kind: "ABI" });
                 }
                 abi = Some(
-                    note.abi_info()
-                        .map_err(|source| ElfError::Note { index, source })?,
+                    AbiInfo::parse(note.desc())
+                        .map_err(|source| ElfError::AbiNote { index, source })?,
                 );
-            } else if note.is_manifest() {
+            } else if is_solo5_note(name, kind, MFT_NOTE_TYPE) {
                 if manifest.is_some() {
                     return Err(ElfError::DuplicateNote { kind: "manifest" });
                 }
-                manifest = Some(note.desc);
+                manifest = Some(note.desc());
             }
         }
     }

@@ -91,6 +91,7 @@ impl Platform {
     pub(crate) fn new() -> Platform {
         sys::ignore_sigpipe();
         sys::minimise_timer_slack();
+        sys::map_large_allocations();
         Platform {
             reactor: RefCell::new(Reactor::default()),
             waits: Cell::new(0),

@@ -1,10 +1,13 @@
-//! The kernel command line a VMM passes: the unikernel's arguments, and the
+//! The kernel command line a VMM passes: the unikernel's arguments (split
+//! as on hvt and spt, MirageOS's way: [`kiln_rt::args::cmdline`]), and the
 //! virtio-mmio devices a VMM announces the way Linux expects them
 //! (`virtio_mmio.device=SIZE@BASE:IRQ[:ID]`, Linux's
 //! `drivers/virtio/virtio_mmio.c`). QEMU's microvm appends one such word
 //! per attached transport, Firecracker one per device.
 
 use alloc::vec::Vec;
+
+use kiln_rt::args::cmdline;
 
 /// The prefix of a virtio-mmio device word.
 pub const MMIO_PREFIX: &str = "virtio_mmio.device=";
@@ -23,7 +26,7 @@ pub struct MmioDevice {
 /// Why a virtio-mmio word could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad virtio-mmio device `{word}`: expected SIZE@BASE:IRQ, e.g. 512@0xfeb00e00:12")]
-pub struct CmdlineError {
+pub struct MmioError {
     /// The word.
     pub word: &'static str,
 }
@@ -50,8 +53,8 @@ fn number(s: &str) -> Option<u64> {
     value.checked_mul(1 << shift)
 }
 
-fn mmio_device(word: &'static str) -> Result<MmioDevice, CmdlineError> {
-    let bad = || CmdlineError { word };
+fn mmio_device(word: &'static str) -> Result<MmioDevice, MmioError> {
+    let bad = || MmioError { word };
     let spec = word.strip_prefix(MMIO_PREFIX).ok_or_else(bad)?;
     let (size, rest) = spec.split_once('@').ok_or_else(bad)?;
     let mut parts = rest.split(':');
@@ -66,19 +69,39 @@ fn mmio_device(word: &'static str) -> Result<MmioDevice, CmdlineError> {
     Ok(MmioDevice { base, size, irq })
 }
 
-/// The command line split on spaces: the unikernel's arguments (in order)
-/// and the virtio-mmio devices (in order).
-pub fn split(cmdline: &'static str) -> Result<(Vec<&'static str>, Vec<MmioDevice>), CmdlineError> {
-    let mut args = Vec::new();
+/// A kernel command line taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cmdline {
+    /// The unikernel's arguments, in order, or why the line does not
+    /// split (an argument error for the unikernel to report).
+    pub args: Result<Vec<&'static str>, cmdline::CmdlineError>,
+    /// The virtio-mmio devices, in order.
+    pub devices: Vec<MmioDevice>,
+}
+
+/// Splits the command line into the unikernel's arguments and the
+/// virtio-mmio devices. A VMM appends its device words unquoted: on a
+/// line whose quotes do not split, they are still found among the
+/// space-separated words, so that the unikernel boots to report the bad
+/// argument.
+pub fn split(line: &'static str) -> Result<Cmdline, MmioError> {
+    let (args, words) = match cmdline::split_static(line) {
+        Ok(words) => (Ok(()), words),
+        Err(e) => (Err(e), line.split(' ').filter(|w| !w.is_empty()).collect()),
+    };
+    let mut kept = Vec::new();
     let mut devices = Vec::new();
-    for word in cmdline.split(' ').filter(|w| !w.is_empty()) {
+    for word in words {
         if word.starts_with(MMIO_PREFIX) {
             devices.push(mmio_device(word)?);
         } else {
-            args.push(word);
+            kept.push(word);
         }
     }
-    Ok((args, devices))
+    Ok(Cmdline {
+        args: args.map(|()| kept),
+        devices,
+    })
 }
 
 #[cfg(test)]
@@ -91,8 +114,8 @@ mod tests {
         // virtio-mmio devices.
         let line =
             "--times 2 virtio_mmio.device=512@0xfeb00e00:12 virtio_mmio.device=512@0xfeb00c00:11";
-        let (args, devices) = split(line).unwrap();
-        assert_eq!(args, ["--times", "2"]);
+        let Cmdline { args, devices } = split(line).unwrap();
+        assert_eq!(args.unwrap(), ["--times", "2"]);
         assert_eq!(
             devices,
             [
@@ -112,7 +135,9 @@ mod tests {
 
     #[test]
     fn firecracker_words_parse() {
-        let (_, d) = split("virtio_mmio.device=4K@0xd0000000:5 x").unwrap();
+        let d = split("virtio_mmio.device=4K@0xd0000000:5 x")
+            .unwrap()
+            .devices;
         assert_eq!(
             d,
             [MmioDevice {
@@ -121,7 +146,9 @@ mod tests {
                 irq: 5
             }]
         );
-        let (_, d) = split("virtio_mmio.device=1K@0xd0001000:6:3").unwrap();
+        let d = split("virtio_mmio.device=1K@0xd0001000:6:3")
+            .unwrap()
+            .devices;
         assert_eq!(d[0].size, 1024);
     }
 
@@ -136,7 +163,17 @@ mod tests {
             "virtio_mmio.device=512@zz:1",
             "virtio_mmio.device=512@0x1000:99999999999",
         ] {
-            assert_eq!(split(w), Err(CmdlineError { word: w }), "{w}");
+            assert_eq!(split(w), Err(MmioError { word: w }), "{w}");
         }
+    }
+
+    #[test]
+    fn arguments_are_unquoted_and_a_bad_quote_keeps_the_devices() {
+        let c = split(r#"--msg="a b" x\ y virtio_mmio.device=512@0xfeb00e00:12"#).unwrap();
+        assert_eq!(c.args.unwrap(), ["--msg=a b", "x y"]);
+        assert_eq!(c.devices.len(), 1);
+        let c = split(r#"--msg="a b virtio_mmio.device=512@0xfeb00e00:12"#).unwrap();
+        assert_eq!(c.args, Err(cmdline::CmdlineError::UnclosedQuote(6)));
+        assert_eq!(c.devices.len(), 1);
     }
 }

@@ -11,7 +11,9 @@ use alloc::vec::Vec;
 
 use kiln_abi::mft::{Manifest, MftError, MftType};
 
-use crate::cmdline::{self, CmdlineError, MmioDevice};
+use kiln_rt::args::CmdlineError;
+
+use crate::cmdline::{self, MmioDevice, MmioError};
 
 /// Why the boot environment or a device could not be set up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,7 +23,7 @@ pub enum EnvError {
     Manifest(#[from] MftError),
     /// The command line announces a malformed virtio-mmio device.
     #[error(transparent)]
-    Cmdline(#[from] CmdlineError),
+    Mmio(#[from] MmioError),
 }
 
 /// Why a device could not be handed to the unikernel.
@@ -128,7 +130,7 @@ pub fn manifest_devices(note: &'static [u8]) -> Result<Vec<Device>, MftError> {
 
 /// The unikernel's environment.
 pub struct Env {
-    args: Vec<&'static str>,
+    args: Result<Vec<&'static str>, CmdlineError>,
     mmio: Vec<MmioDevice>,
     devices: Vec<Device>,
 }
@@ -137,18 +139,19 @@ impl Env {
     /// The environment of a kernel command line and the image's manifest
     /// note.
     pub fn new(cmdline: &'static str, manifest_note: &'static [u8]) -> Result<Env, EnvError> {
-        let (args, mmio) = cmdline::split(cmdline)?;
+        let cmdline = cmdline::split(cmdline)?;
         Ok(Env {
-            args,
-            mmio,
+            args: cmdline.args,
+            mmio: cmdline.devices,
             devices: manifest_devices(manifest_note)?,
         })
     }
 
     /// The unikernel's arguments (the command line without the VMM's
-    /// device words).
-    pub fn args(&self) -> &[&'static str] {
-        &self.args
+    /// device words), or why the command line could not be split (an
+    /// argument error: the generated crate exits 64).
+    pub fn args(&self) -> Result<&[&'static str], CmdlineError> {
+        self.args.as_deref().map_err(|e| *e)
     }
 
     /// The virtio-mmio transports the command line announced, in order.
@@ -272,7 +275,7 @@ mod tests {
     #[test]
     fn devices_are_numbered_per_type_in_manifest_order() {
         let env = Env::new("--port 80 virtio_mmio.device=512@0xfeb00e00:12", note()).unwrap();
-        assert_eq!(env.args(), ["--port", "80"]);
+        assert_eq!(env.args().unwrap(), ["--port", "80"]);
         assert_eq!(env.mmio_devices().len(), 1);
         assert_eq!(env.device("admin", MftType::NetBasic).unwrap().position, 1);
         assert_eq!(env.device("disk", MftType::BlockBasic).unwrap().position, 0);

@@ -18,10 +18,10 @@ use alloc::vec::Vec;
 use std::path::{Path, PathBuf};
 
 use kiln_abi::mft::{Manifest, MftError, MftType};
-use kiln_abi::note::{NoteError, Notes};
+use kiln_abi::note::{MFT_NOTE_TYPE, NOTE_ALIGN, is_solo5_note};
 use object::LittleEndian as LE;
 use object::elf::{self, FileHeader64};
-use object::read::elf::{FileHeader, ProgramHeader};
+use object::read::elf::{FileHeader, NoteIterator, ProgramHeader};
 
 /// `XEN_ELFNOTE_PHYS32_ENTRY`.
 pub const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
@@ -61,7 +61,7 @@ pub enum ImageError {
     NoPvhNote,
     /// A note is malformed.
     #[error("malformed ELF note: {0}")]
-    Note(#[from] NoteError),
+    Note(#[from] object::read::Error),
     /// The manifest note is malformed.
     #[error("malformed device manifest: {0}")]
     Manifest(#[from] MftError),
@@ -115,15 +115,17 @@ pub fn check_image(data: &[u8]) -> Result<ImageInfo, ImageError> {
         if ph.p_type(endian) != elf::PT_NOTE {
             continue;
         }
-        for note in Notes::new(bytes) {
+        // Xen's and Solo5's notes are 4-byte aligned.
+        for note in NoteIterator::<FileHeader64<LE>>::new(endian, NOTE_ALIGN as u64, bytes)? {
             let note = note?;
-            if note.name == b"Xen\0" && note.kind == XEN_ELFNOTE_PHYS32_ENTRY {
+            let (name, kind, desc) = (note.name_bytes(), note.n_type(endian).0, note.desc());
+            if name == b"Xen\0" && kind == XEN_ELFNOTE_PHYS32_ENTRY {
                 let mut entry = [0u8; 8];
-                let n = note.desc.len().min(8);
-                entry[..n].copy_from_slice(&note.desc[..n]);
+                let n = desc.len().min(8);
+                entry[..n].copy_from_slice(&desc[..n]);
                 pvh_entry = Some(u64::from_le_bytes(entry));
-            } else if note.is_manifest() {
-                let manifest = Manifest::from_note_desc(note.desc)?;
+            } else if is_solo5_note(name, kind, MFT_NOTE_TYPE) {
+                let manifest = Manifest::from_note_desc(desc)?;
                 devices = manifest
                     .devices()
                     .map(|e| ManifestDevice {
@@ -437,7 +439,8 @@ pub struct Vm {
     pub image: PathBuf,
     /// Guest memory in MiB.
     pub mem_mb: u64,
-    /// The unikernel's arguments, space-separated on the kernel command line.
+    /// The unikernel's arguments, quoted and space-separated on the kernel
+    /// command line.
     pub args: Vec<String>,
     /// The net devices, in manifest order.
     pub nets: Vec<NetAttach>,
@@ -449,20 +452,11 @@ pub struct Vm {
 pub const DEFAULT_MEM_MB: u64 = 128;
 
 impl Vm {
-    /// The kernel command line: the arguments, space-separated (the guest
-    /// splits on spaces; an argument holding one is refused).
-    pub fn cmdline(&self) -> Result<String, AttachError> {
-        if let Some(a) = self
-            .args
-            .iter()
-            .find(|a| a.contains(char::is_whitespace) || a.is_empty())
-        {
-            return Err(AttachError::Bad {
-                flag: a.clone(),
-                why: "the virtio target passes arguments on the kernel command line, split on spaces: an argument cannot be empty or hold whitespace".to_string(),
-            });
-        }
-        Ok(self.args.join(" "))
+    /// The kernel command line: the arguments, each quoted where it holds
+    /// a space, a quote or a backslash or is empty, space-separated (the
+    /// guest splits it back as MirageOS does, [`kiln_rt::args::cmdline`]).
+    pub fn cmdline(&self) -> String {
+        kiln_rt::args::cmdline::join(&self.args)
     }
 
     /// QEMU's arguments (without the program).
@@ -524,7 +518,7 @@ impl Vm {
             push(&["-drive", &drive, "-device", &device]);
         }
         let image = self.image.display().to_string();
-        let cmdline = self.cmdline()?;
+        let cmdline = self.cmdline();
         push(&["-kernel", &image, "-append", &cmdline]);
         Ok(a)
     }
@@ -549,7 +543,7 @@ impl Vm {
         s.push_str(&format!(
             "  \"boot-source\": {{\n    \"kernel_image_path\": {},\n    \"boot_args\": {}\n  }},\n",
             q(&self.image.display().to_string()),
-            q(&self.cmdline()?)
+            q(&self.cmdline())
         ));
         s.push_str("  \"drives\": [");
         for (i, b) in self.blocks.iter().enumerate() {
@@ -597,7 +591,7 @@ impl Vm {
             "--kernel".to_string(),
             self.image.display().to_string(),
             "--cmdline".to_string(),
-            self.cmdline()?,
+            self.cmdline(),
             "--cpus".to_string(),
             "boot=1".to_string(),
             "--memory".to_string(),
@@ -882,10 +876,17 @@ mod tests {
         assert!(fc.contains("\"host_dev_name\": \"tap0\""), "{fc}");
         let ch = vm.cloud_hypervisor_args().unwrap().join(" ");
         assert!(ch.contains("--net tap=tap0 --disk path=d.img"), "{ch}");
+        // An argument with a space, a quote or a backslash is quoted for
+        // the guest's splitter, and QEMU gets the line as one word.
         let spaced = Vm {
-            args: vec!["a b".into()],
+            args: vec!["--msg=a \"b\"".into(), "c\\".into(), "".into()],
             ..vm
         };
-        assert!(spaced.cmdline().is_err());
+        assert_eq!(spaced.cmdline(), r#""--msg=a \"b\"" "c\\" """#);
+        let q = spaced.qemu_args(Machine::Microvm, Accel::Kvm).unwrap();
+        assert_eq!(
+            q.last().map(String::as_str),
+            Some(spaced.cmdline().as_str())
+        );
     }
 }

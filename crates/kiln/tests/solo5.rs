@@ -1,6 +1,7 @@
 //! End to end on the Solo5 targets through the CLI: `kiln build -t
 //! hvt|spt` makes the image and the tender, `kiln run -t hvt|spt` runs
-//! them. hello (output, `--times`, exit codes), clock, exit statuses, block
+//! them. hello (output, `--times`, exit codes), clock, exit statuses and
+//! arguments with spaces, quotes and backslashes, block
 //! stores (kv_rw persistence, a disk kv_ro from `kiln image`), www serving
 //! its site in a network namespace (baked, and from a disk image on unix,
 //! hvt and spt), a tender built without modules refusing their flags and
@@ -243,10 +244,11 @@ fn exit_codes(target: Target) {
         &dir,
         "codes",
         "[unikernel]\nname = \"codes\"\nentry = \"start\"\n\n[devices.console]\ntype = \"console\"\n\n\
-         [arguments.code]\ntype = \"u8\"\ndoc = \"Exit code; 0 fails with a message\"\n",
-        "#![no_std]\nuse kiln_devices::Console;\n\n\
-         pub async fn start(console: impl Console, code: u8) -> Result<u8, &'static str> {\n\
-         \x20   let _ = console.log(\"exiting\");\n\
+         [arguments.code]\ntype = \"u8\"\ndoc = \"Exit code; 0 fails with a message\"\n\n\
+         [arguments.say]\ntype = \"string\"\ndefault = \"exiting\"\ndoc = \"What to print first\"\n",
+        "#![no_std]\nextern crate alloc;\nuse kiln_devices::Console;\n\n\
+         pub async fn start(console: impl Console, code: u8, say: alloc::string::String) -> Result<u8, &'static str> {\n\
+         \x20   let _ = console.log(&say);\n\
          \x20   if code == 0 { Err(\"asked to fail\") } else { Ok(code) }\n}\n",
         "",
     );
@@ -254,6 +256,52 @@ fn exit_codes(target: Target) {
     let out = run(&dir, target, &[], &["--code", "7"]);
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "exiting\n");
+    // The guest gets one command line and splits it MirageOS's way; `kiln
+    // run` quotes each argument, so spaces, quotes and backslashes arrive
+    // as given, and so does an empty argument.
+    for say in [r#"two  spaces, "quotes" and a back\slash\"#, "", "it's"] {
+        let out = run(&dir, target, &[], &["--code", "7", "--say", say]);
+        assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), format!("{say}\n"));
+    }
+    // A line written for a MirageOS guest means the same to a kiln one,
+    // and a quote left open is an argument error.
+    let tender = dir.join(format!("dist/kiln-{}", target.name()));
+    let image = dir.join(format!("dist/codes.{}", target.name()));
+    let direct = |words: &[&str]| {
+        run_for(
+            Command::new(&tender).arg("--").arg(&image).args(words),
+            RUN_TIMEOUT,
+        )
+    };
+    let out = direct(&["--code=7", r#"--say="hello world""#, r"a\ b"]);
+    assert_eq!(
+        out.status.code(),
+        Some(ARGUMENT_ERROR),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("error: unexpected argument 'a b'"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = direct(&["--code=7", r#"--say="hello world""#]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello world\n");
+    let out = direct(&["--code=7", r#"--say="open"#]);
+    assert_eq!(
+        out.status.code(),
+        Some(ARGUMENT_ERROR),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("error: the command line's quote at byte 15 is never closed"),
+        "{}",
+        text(&out.stdout)
+    );
+
     let out = run(&dir, target, &[], &["--code=0"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(

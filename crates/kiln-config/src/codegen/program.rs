@@ -419,7 +419,9 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
                 "fn run(env: &'static {}::Env) -> ExitStatus {{",
                 flavor.platform()
             );
-            s.push_str("    let argv = env.args();\n");
+            s.push_str(
+                "    let argv = env.args().unwrap_or_else(|e| fail(EXIT_ARGUMENT_ERROR, e));\n",
+            );
         }
     }
     let words = match (flavor, direct) {

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use kiln_abi::{AbiNote, MftEntry, MftNote};
+use zerocopy::IntoBytes;
 
 pub const CODE_BASE: u64 = 0x10_0000;
 pub const DATA_BASE: u64 = 0x10_1000;
@@ -90,7 +91,7 @@ impl Guest {
         Self {
             code: Vec::new(),
             data: Vec::new(),
-            abi_note: AbiNote::hvt().to_bytes().to_vec(),
+            abi_note: AbiNote::hvt().as_bytes().to_vec(),
             mft_note,
             entry: CODE_BASE,
             e_type: 2,
@@ -447,12 +448,75 @@ pub fn finish(mut child: std::process::Child) -> Run {
     }
 }
 
+/// Asserts that the tender refused (exit 1, no crash, no panic) with an
+/// error naming each of `needles`.
+pub fn assert_refused(run: &Run, needles: &[&str]) {
+    assert_eq!(run.signal, None, "tender crashed: {run:?}");
+    assert_eq!(run.code, Some(1), "expected exit 1: {run:?}");
+    assert!(
+        run.stderr.starts_with("kiln-hvt: error: "),
+        "{}",
+        run.stderr
+    );
+    for n in needles {
+        assert!(
+            run.stderr.contains(n),
+            "stderr lacks {n:?}:\n{}",
+            run.stderr
+        );
+    }
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+}
+
+/// What every test repeats to run a hand-made guest: the image written to
+/// a test directory and `kiln-hvt FLAGS IMAGE`, to which guest arguments
+/// and the tender's environment are added before it is run or spawned.
+pub struct Launch {
+    /// The image file.
+    pub path: PathBuf,
+    cmd: Command,
+}
+
+impl Guest {
+    /// Writes the guest to `dir` as `name` and prepares
+    /// `kiln-hvt FLAGS IMAGE`.
+    pub fn launch(&self, dir: &TempDir, name: &str, flags: &[&str]) -> Launch {
+        let path = dir.write(name, &self.build());
+        let mut cmd = hvt_cmd();
+        cmd.args(flags).arg(&path);
+        Launch { path, cmd }
+    }
+}
+
+impl Launch {
+    /// Adds the guest's arguments, after the image.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.cmd.args(args);
+        self
+    }
+
+    /// Sets an environment variable of the tender.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.cmd.env(key, value);
+        self
+    }
+
+    /// Starts the tender with piped output.
+    pub fn spawn(mut self) -> std::process::Child {
+        spawn(&mut self.cmd)
+    }
+
+    /// Runs the tender to its end (killed after 30 s).
+    pub fn run(mut self) -> Run {
+        run_cmd(&mut self.cmd)
+    }
+}
+
 /// Writes the guest to a file in `dir` and runs it with `flags` before it.
 pub fn run_guest(dir: &TempDir, guest: &Guest, flags: &[&str]) -> (Run, PathBuf) {
-    let path = dir.write("guest.hvt", &guest.build());
-    let mut args: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
-    args.push(path.display().to_string());
-    (run_hvt(&args), path)
+    let launch = guest.launch(dir, "guest.hvt", flags);
+    let path = launch.path.clone();
+    (launch.run(), path)
 }
 
 pub fn path_str(p: &Path) -> String {

@@ -13,7 +13,7 @@ use alloc::vec::Vec;
 use core::arch::global_asm;
 use core::fmt::Write;
 
-use kiln_abi::mft::{MFT_ENTRY_SIZE, MFT_HEADER_SIZE, MFT_MAX_ENTRIES};
+use kiln_abi::mft::{MFT_ENTRY_SIZE, MFT_HEADER_SIZE, MFT_MAX_ENTRIES, MftHeader};
 use kiln_devices::ExitStatus;
 
 use crate::console::BufferedWriter;
@@ -103,10 +103,10 @@ impl BootArgs {
         let mft_len = if mft == 0 {
             0
         } else {
-            // SAFETY: the tender put a `struct mft` at this address; its
-            // header is two u32s.
-            let entries = unsafe { ((mft + 4) as *const u32).read_volatile() } as usize;
-            MFT_HEADER_SIZE + entries.min(MFT_MAX_ENTRIES) * MFT_ENTRY_SIZE
+            // SAFETY: the tender put a `struct mft` at this address
+            // (aligned for it); its header is two u32s.
+            let header = unsafe { (mft as *const MftHeader).read_volatile() };
+            MFT_HEADER_SIZE + (header.entries as usize).min(MFT_MAX_ENTRIES) * MFT_ENTRY_SIZE
         };
         Self {
             cmdline,

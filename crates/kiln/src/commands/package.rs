@@ -77,7 +77,7 @@ pub fn run(args: &PackageArgs) -> Result<u8, KilnError> {
             let native = kiln_oci::urunc::Native {
                 binary: binary.clone(),
                 hypervisor: target.to_string(),
-                cmdline: args.args.join(" "),
+                cmdline: kiln_args::cmdline::join(&args.args),
                 version: env!("CARGO_PKG_VERSION").into(),
                 net_dev: nets.first().cloned(),
                 blk_dev: blocks.first().cloned(),

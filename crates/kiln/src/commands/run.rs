@@ -94,11 +94,14 @@ pub fn run(args: &RunArgs) -> Result<u8, KilnError> {
             if let Some(dir) = &args.dumpcore {
                 command.arg("--dumpcore").arg(dir);
             }
-            command
-                .args(device_flags)
-                .arg("--")
-                .arg(&built.image)
-                .args(guest);
+            // The tender joins the guest's words with spaces into one
+            // command line, which the guest splits MirageOS's way: quoted,
+            // each argument arrives as it was given.
+            command.args(device_flags).arg("--").arg(&built.image).args(
+                guest
+                    .iter()
+                    .map(|a| kiln_args::cmdline::quote(a).into_owned()),
+            );
             command
         }
     };

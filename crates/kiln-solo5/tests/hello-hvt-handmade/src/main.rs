@@ -58,7 +58,10 @@ fn run(env: &'static kiln_solo5::Env) -> ExitStatus {
     let mut times = 3u32;
     let mut pause = 0u64;
     let mut mode = Mode::Normal;
-    let mut args = env.args().iter();
+    let mut args = match env.args() {
+        Ok(args) => args.iter(),
+        Err(e) => return Err::<(), _>(e).exit_status(),
+    };
     while let Some(arg) = args.next() {
         match *arg {
             "--pause" => match args.next().and_then(|v| v.parse().ok()) {

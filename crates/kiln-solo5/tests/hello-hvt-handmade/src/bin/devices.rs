@@ -141,7 +141,10 @@ fn pwrite_past_end(env: &kiln_solo5::Env) -> i64 {
 
 fn run(env: &'static kiln_solo5::Env) -> ExitStatus {
     let mut frames = 1u32;
-    let mut args = env.args().iter();
+    let mut args = match env.args() {
+        Ok(args) => args.iter(),
+        Err(e) => return Err::<(), _>(e).exit_status(),
+    };
     while let Some(arg) = args.next() {
         if *arg == "--pwrite-past-end" {
             let ret = pwrite_past_end(env);
