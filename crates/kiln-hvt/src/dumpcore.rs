@@ -1,7 +1,9 @@
 //! `--dumpcore=DIR`: an ELF core file of the guest when it aborts or
 //! faults, which `gdb IMAGE CORE` opens (the layout Solo5's
 //! `hvt_dumpcore.c` also writes: one `NT_PRSTATUS` note with the
-//! registers, then the guest's memory as `PT_LOAD` segments).
+//! registers, then the guest's memory as `PT_LOAD` segments). The writer
+//! and the file are kiln-tender's ([`kiln_tender::dumpcore`], shared with
+//! kiln-spt); this module finds the registers and the segments.
 //!
 //! The memory segments are the guest's own virtual mappings
 //! ([`crate::paging::mappings`]), so that gdb reads addresses as the
@@ -17,79 +19,31 @@
 //! its IST1 stack and aborts. [`fault_frame`] finds that frame through the
 //! TSS, so that the core shows the faulting function, not the handler.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::io::{self, Write};
+use std::path::Path;
 
 use kvm_bindings::{kvm_regs, kvm_sregs};
-use object::elf;
-use object::write::StreamingBuffer;
-use object::write::elf::{FileHeader, ProgramHeader, Writer};
-use thiserror::Error;
 
 use crate::guest::GuestMemory;
 use crate::paging::{self, Mapping};
 
-/// Why a core file was not written.
-#[derive(Debug, Error)]
-pub enum DumpError {
-    /// DIR or the file in it cannot be created.
-    #[error(
-        "cannot create a core file in {dir}; hint: --dumpcore needs an existing, writable directory on a file system with O_TMPFILE (ext4, xfs, btrfs, tmpfs)"
-    )]
-    Create {
-        /// The directory.
-        dir: PathBuf,
-        /// What the host said.
-        #[source]
-        source: io::Error,
-    },
-    /// Writing or naming the file failed.
-    #[error("cannot write the core file {path}")]
-    Write {
-        /// Where it was going.
-        path: PathBuf,
-        /// What the host said.
-        #[source]
-        source: io::Error,
-    },
-}
+pub use kiln_tender::dumpcore::{CoreRegs, DumpError, SIGABRT};
 
-/// A core file waiting for the guest to fail.
+/// A core file waiting for the guest to fail: kiln-tender's, named
+/// `core.kiln-hvt.PID`.
 #[derive(Debug)]
-pub struct CoreFile {
-    dir: OwnedFd,
-    file: OwnedFd,
-    path: PathBuf,
-    name: String,
-}
+pub struct CoreFile(kiln_tender::dumpcore::CoreFile);
 
 impl CoreFile {
     /// Opens `dir` and an unnamed file in it.
     pub fn prepare(dir: &Path) -> Result<Self, DumpError> {
-        let (dir_fd, file) =
-            crate::sys::debug::open_unnamed_in(dir).map_err(|source| DumpError::Create {
-                dir: dir.to_path_buf(),
-                source,
-            })?;
-        let name = format!("core.kiln-hvt.{}", std::process::id());
-        // The ELF writer's hash maps take their keys from std, which asks
-        // the kernel (getrandom) once per thread: before the seccomp
-        // filter, which does not allow it.
-        let _ = std::collections::hash_map::RandomState::new();
-        Ok(Self {
-            dir: dir_fd,
-            file,
-            path: dir.join(&name),
-            name,
-        })
+        kiln_tender::dumpcore::CoreFile::prepare(dir, "kiln-hvt").map(Self)
     }
 
     /// The descriptors the seccomp filter must allow: the file (written,
     /// linked) and the directory (linked into).
-    pub fn fds(&self) -> (RawFd, RawFd) {
-        (self.file.as_raw_fd(), self.dir.as_raw_fd())
+    pub fn fds(&self) -> (std::os::fd::RawFd, std::os::fd::RawFd) {
+        self.0.fds()
     }
 
     /// Writes the core and names it; returns its path.
@@ -99,52 +53,25 @@ impl CoreFile {
         cr3: u64,
         regs: &CoreRegs,
         signal: u32,
-    ) -> Result<PathBuf, DumpError> {
-        let path = self.path.clone();
-        let err = |source| DumpError::Write {
-            path: path.clone(),
-            source,
-        };
-        let file = File::from(self.file);
-        let mut out = BufWriter::with_capacity(1 << 20, &file);
-        write_core_with(&mut out, mem, cr3, regs, signal).map_err(err)?;
-        drop(out);
-        crate::sys::debug::link_into(file.as_fd(), self.dir.as_fd(), &self.name).map_err(err)?;
-        Ok(self.path)
+    ) -> Result<std::path::PathBuf, DumpError> {
+        let state = core_state(regs, signal);
+        self.0
+            .write(&state, &segments(mem, cr3), mem.size(), &Guest(mem), false)
     }
 }
 
-/// The registers a core records (`struct user_regs_struct`'s).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CoreRegs {
-    /// rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp, r8 to r15.
-    pub gpr: [u64; 16],
-    /// Instruction pointer.
-    pub rip: u64,
-    /// Flags.
-    pub rflags: u64,
-    /// cs, ss, ds, es, fs, gs selectors.
-    pub segments: [u64; 6],
-    /// FS and GS bases.
-    pub fs_base: u64,
-    /// GS base.
-    pub gs_base: u64,
-}
-
-impl CoreRegs {
-    /// The vCPU's registers.
-    pub fn from_vcpu(r: &kvm_regs, s: &kvm_sregs) -> Self {
-        Self {
-            gpr: [
-                r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11,
-                r.r12, r.r13, r.r14, r.r15,
-            ],
-            rip: r.rip,
-            rflags: r.rflags,
-            segments: [s.cs, s.ss, s.ds, s.es, s.fs, s.gs].map(|seg| u64::from(seg.selector)),
-            fs_base: s.fs.base,
-            gs_base: s.gs.base,
-        }
+/// The vCPU's registers, as a core records them.
+pub fn regs_from_vcpu(r: &kvm_regs, s: &kvm_sregs) -> CoreRegs {
+    CoreRegs {
+        gpr: [
+            r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11,
+            r.r12, r.r13, r.r14, r.r15,
+        ],
+        rip: r.rip,
+        rflags: r.rflags,
+        segments: [s.cs, s.ss, s.ds, s.es, s.fs, s.gs].map(|seg| u64::from(seg.selector)),
+        fs_base: s.fs.base,
+        gs_base: s.gs.base,
     }
 }
 
@@ -249,66 +176,48 @@ pub fn signal_of(vector: u64) -> u32 {
     }
 }
 
-/// `SIGABRT`: the signal of a guest that aborted without a fault.
-pub const SIGABRT: u32 = 6;
+/// Guest-physical memory, for kiln-tender's writer.
+struct Guest<'a>(&'a GuestMemory);
 
-/// Most segments in a core (below ELF's `PN_XNUM`).
-const MAX_SEGMENTS: usize = 0xff00;
-
-/// `struct elf_prstatus` for x86_64 (336 bytes, `pr_reg` at 112).
-fn prstatus(regs: &CoreRegs, signal: u32) -> [u8; 336] {
-    let mut d = [0u8; 336];
-    d[0..4].copy_from_slice(&signal.to_le_bytes()); // si_signo
-    d[12..14].copy_from_slice(&(signal as u16).to_le_bytes()); // pr_cursig
-    d[32..36].copy_from_slice(&1u32.to_le_bytes()); // pr_pid
-    let g = &regs.gpr;
-    let [cs, ss, ds, es, fs, gs] = regs.segments;
-    // user_regs_struct order.
-    let pr_reg = [
-        g[15],
-        g[14],
-        g[13],
-        g[12],
-        g[6],
-        g[1],
-        g[11],
-        g[10],
-        g[9],
-        g[8],
-        g[0],
-        g[2],
-        g[3],
-        g[4],
-        g[5],
-        u64::MAX,
-        regs.rip,
-        cs,
-        regs.rflags,
-        g[7],
-        ss,
-        regs.fs_base,
-        regs.gs_base,
-        ds,
-        es,
-        fs,
-        gs,
-    ];
-    for (i, v) in pr_reg.iter().enumerate() {
-        d[112 + i * 8..120 + i * 8].copy_from_slice(&v.to_le_bytes());
+impl kiln_tender::dumpcore::Memory for Guest<'_> {
+    fn copy(&self, offset: u64, len: u64, out: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        out(self.0.slice(offset, len).map_err(io::Error::other)?);
+        Ok(())
     }
-    d
 }
 
-/// The `NT_PRSTATUS` note: header, "CORE" padded to 8, the descriptor.
-fn note(regs: &CoreRegs, signal: u32) -> Vec<u8> {
-    let desc = prstatus(regs, signal);
-    let mut n = Vec::with_capacity(12 + 8 + desc.len());
-    n.extend_from_slice(&5u32.to_le_bytes());
-    n.extend_from_slice(&(desc.len() as u32).to_le_bytes());
-    n.extend_from_slice(&elf::NT_PRSTATUS.0.to_le_bytes());
-    n.extend_from_slice(b"CORE\0\0\0\0");
-    n.extend_from_slice(&desc);
-    n
+fn core_state(regs: &CoreRegs, signal: u32) -> kiln_tender::dumpcore::CoreState<'_> {
+    kiln_tender::dumpcore::CoreState {
+        regs,
+        signal,
+        pid: 1,
+        fpregs: None,
+    }
+}
+
+/// The core's segments: the guest's mappings under CR3 `cr3`, or all of
+/// memory at address 0 when the tables give none.
+fn segments(mem: &GuestMemory, cr3: u64) -> Vec<kiln_tender::dumpcore::Segment> {
+    let mut mappings = paging::mappings(mem, cr3);
+    if mappings.is_empty() {
+        mappings.push(Mapping {
+            va: 0,
+            gpa: 0,
+            len: mem.size(),
+            writable: true,
+            executable: true,
+        });
+    }
+    mappings
+        .iter()
+        .map(|m| kiln_tender::dumpcore::Segment {
+            va: m.va,
+            offset: m.gpa,
+            len: m.len,
+            writable: m.writable,
+            executable: m.executable,
+        })
+        .collect()
 }
 
 /// Writes the core of `mem` (its mappings under CR3 `cr3`, or all of it
@@ -320,78 +229,13 @@ pub fn write_core_with(
     regs: &CoreRegs,
     signal: u32,
 ) -> io::Result<()> {
-    let mut segments = paging::mappings(mem, cr3);
-    if segments.is_empty() {
-        segments.push(Mapping {
-            va: 0,
-            gpa: 0,
-            len: mem.size(),
-            writable: true,
-            executable: true,
-        });
-    }
-    segments.truncate(MAX_SEGMENTS);
-    let note = note(regs, signal);
-
-    let mut buffer = StreamingBuffer::new(out);
-    let mut w = Writer::new(object::Endianness::Little, true, &mut buffer);
-    w.reserve_file_header();
-    w.reserve_program_headers(1 + segments.len() as u32);
-    let note_offset = w.reserve(note.len() as u64, 4);
-    let offsets: Vec<u64> = segments
-        .iter()
-        .map(|s| w.reserve(s.len, paging::PAGE))
-        .collect();
-    w.write_file_header(&FileHeader {
-        os_abi: elf::ELFOSABI_NONE,
-        abi_version: 0,
-        e_type: elf::ET_CORE,
-        e_machine: elf::EM_X86_64,
-        e_entry: 0,
-        e_flags: Default::default(),
-    })
-    .map_err(io::Error::other)?;
-    w.write_align_program_headers();
-    w.write_program_header(&ProgramHeader {
-        p_type: elf::PT_NOTE,
-        p_flags: Default::default(),
-        p_offset: note_offset,
-        p_vaddr: 0,
-        p_paddr: 0,
-        p_filesz: note.len() as u64,
-        p_memsz: 0,
-        p_align: 4,
-    });
-    for (s, offset) in segments.iter().zip(&offsets) {
-        let mut flags = elf::PF_R;
-        if s.writable {
-            flags |= elf::PF_W;
-        }
-        if s.executable {
-            flags |= elf::PF_X;
-        }
-        w.write_program_header(&ProgramHeader {
-            p_type: elf::PT_LOAD,
-            p_flags: flags,
-            p_offset: *offset,
-            p_vaddr: s.va,
-            p_paddr: s.gpa,
-            p_filesz: s.len,
-            p_memsz: s.len,
-            p_align: paging::PAGE,
-        });
-    }
-    w.pad_until(note_offset);
-    w.write(&note);
-    for (s, offset) in segments.iter().zip(&offsets) {
-        w.pad_until(*offset);
-        // mappings() keeps every segment inside guest memory.
-        let bytes = mem.slice(s.gpa, s.len).map_err(io::Error::other)?;
-        w.write(bytes);
-    }
-    buffer.result()?;
-    let mut out = buffer.into_inner();
-    out.flush()
+    kiln_tender::dumpcore::write_core(
+        out,
+        &core_state(regs, signal),
+        &segments(mem, cr3),
+        mem.size(),
+        &Guest(mem),
+    )
 }
 
 #[cfg(test)]
@@ -537,7 +381,7 @@ mod tests {
     #[test]
     fn a_core_is_named_only_in_its_directory_and_never_through_a_link() {
         let (mem, r, s) = faulted();
-        let regs = CoreRegs::from_vcpu(&r, &s);
+        let regs = regs_from_vcpu(&r, &s);
         let base = std::env::temp_dir().join(format!("kiln-hvt-dumpcore-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         let dir = base.join("cores");

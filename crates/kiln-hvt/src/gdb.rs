@@ -12,6 +12,10 @@
 //! four debug registers (`KVM_GUESTDBG_USE_HW_BP`); a step is
 //! `KVM_GUESTDBG_SINGLESTEP`. Ctrl-C reaches a running guest as SIGIO on
 //! the connection, which ends `KVM_RUN` ([`crate::sys::debug`]).
+//!
+//! The target works on a [`Guest`]: the running VM ([`Running`]) or, for
+//! the fuzz target, [`crate::gdb_harness`]'s guest without KVM, whose
+//! registers and memory are arbitrary bytes.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -35,11 +39,12 @@ use gdbstub_arch::x86::X86_64_SSE;
 use gdbstub_arch::x86::reg::X86_64CoreRegs;
 use kvm_bindings::{
     KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KVM_GUESTDBG_USE_SW_BP,
-    kvm_guest_debug, kvm_regs, kvm_segment,
+    kvm_fpu, kvm_guest_debug, kvm_regs, kvm_segment, kvm_sregs,
 };
 use thiserror::Error;
 
-use crate::vm::{Machine, Stop, VmError};
+use crate::guest::GuestMemory;
+use crate::vm::{IoExit, Machine, Stop, VmError};
 use crate::{Exit, Running, Served, TenderError};
 use crate::{dumpcore, paging};
 
@@ -148,9 +153,97 @@ fn flat_segment(selector: u64, code: bool) -> kvm_segment {
     }
 }
 
+/// What the stub needs of the debugged guest: its vCPU's registers and
+/// debug controls, its memory, running it until something stops it, and
+/// serving its hypercalls. [`Running`] is the real one;
+/// [`crate::gdb_harness`] has one without KVM, whose state is arbitrary
+/// bytes, for the fuzz target.
+pub trait Guest {
+    /// The general-purpose registers.
+    fn regs(&self) -> Result<kvm_regs, VmError>;
+    /// Sets them.
+    fn set_regs(&self, regs: &kvm_regs) -> Result<(), VmError>;
+    /// The special registers.
+    fn sregs(&self) -> Result<kvm_sregs, VmError>;
+    /// Sets them.
+    fn set_sregs(&self, sregs: &kvm_sregs) -> Result<(), VmError>;
+    /// The x87/SSE state.
+    fn fpu(&self) -> Result<kvm_fpu, VmError>;
+    /// Sets the debug controls (breakpoints, single step).
+    fn set_guest_debug(&self, debug: &kvm_guest_debug) -> Result<(), VmError>;
+    /// Guest memory.
+    fn mem(&self) -> &GuestMemory;
+    /// Guest memory, to write.
+    fn mem_mut(&mut self) -> &mut GuestMemory;
+    /// Forgets an interrupt that has been seen.
+    fn clear_immediate_exit(&mut self);
+    /// Runs the guest until a hypercall, a debug exit or an interrupt.
+    fn run_debug(&mut self) -> Result<Stop, VmError>;
+    /// Serves the hypercall `io`.
+    fn serve(&mut self, io: IoExit) -> Result<Served, TenderError>;
+    /// The error for a machine that stopped (and its core file).
+    fn fail(&mut self, e: VmError) -> TenderError;
+    /// Runs the guest, undebugged, until it halts (after a detach).
+    fn run_on(&mut self) -> Result<Exit, TenderError>;
+}
+
+impl Guest for Running {
+    fn regs(&self) -> Result<kvm_regs, VmError> {
+        self.machine.regs()
+    }
+
+    fn set_regs(&self, regs: &kvm_regs) -> Result<(), VmError> {
+        self.machine.set_regs(regs)
+    }
+
+    fn sregs(&self) -> Result<kvm_sregs, VmError> {
+        self.machine.sregs()
+    }
+
+    fn set_sregs(&self, sregs: &kvm_sregs) -> Result<(), VmError> {
+        self.machine.set_sregs(sregs)
+    }
+
+    fn fpu(&self) -> Result<kvm_fpu, VmError> {
+        self.machine.fpu()
+    }
+
+    fn set_guest_debug(&self, debug: &kvm_guest_debug) -> Result<(), VmError> {
+        self.machine.set_guest_debug(debug)
+    }
+
+    fn mem(&self) -> &GuestMemory {
+        &self.machine.mem
+    }
+
+    fn mem_mut(&mut self) -> &mut GuestMemory {
+        &mut self.machine.mem
+    }
+
+    fn clear_immediate_exit(&mut self) {
+        self.machine.clear_immediate_exit();
+    }
+
+    fn run_debug(&mut self) -> Result<Stop, VmError> {
+        self.machine.run_debug()
+    }
+
+    fn serve(&mut self, io: IoExit) -> Result<Served, TenderError> {
+        Running::serve(self, io)
+    }
+
+    fn fail(&mut self, e: VmError) -> TenderError {
+        Running::fail(self, e)
+    }
+
+    fn run_on(&mut self) -> Result<Exit, TenderError> {
+        self.run()
+    }
+}
+
 /// The debugged guest.
-pub struct Debugged<'a> {
-    running: &'a mut Running,
+pub struct Debugged<'a, G: Guest> {
+    guest: &'a mut G,
     /// Software breakpoints: guest-virtual address to the guest-physical
     /// one written and the byte it held.
     breakpoints: BTreeMap<u64, (u64, u8)>,
@@ -160,7 +253,19 @@ pub struct Debugged<'a> {
     stepping: bool,
     /// How the guest ended, once it did.
     ended: Option<Result<Exit, TenderError>>,
+    /// The contiguous memory read in progress: where it goes on, and how
+    /// many bytes it has read ([`READ_RUN_SLACK`]).
+    read_run: (u64, u64),
 }
+
+/// A contiguous read (gdbstub answers one `m` packet of any length in
+/// pieces at consecutive addresses) may cover guest memory's size and this
+/// much more; then it fails. Without a bound, a packet `m0,ffffffffffffffff`
+/// against page tables whose entries point back at themselves (which map
+/// all 256 TiB of the address space onto a few pages) would keep the
+/// tender reading for days (found with the fuzz target's seeds; pinned by
+/// `gdb_harness`'s `a_huge_read_through_self_mapping_tables_ends`).
+const READ_RUN_SLACK: u64 = 1 << 20;
 
 /// A target error from a KVM failure: fatal for the session.
 fn fatal<T>(e: VmError) -> TargetError<T>
@@ -170,9 +275,9 @@ where
     TargetError::Fatal(T::from(e))
 }
 
-impl Debugged<'_> {
+impl<G: Guest> Debugged<'_, G> {
     fn cr3(&self) -> Result<u64, VmError> {
-        Ok(self.running.machine.sregs()?.cr3)
+        Ok(self.guest.sregs()?.cr3)
     }
 
     fn guest_debug(&self) -> Result<(), VmError> {
@@ -195,21 +300,19 @@ impl Debugged<'_> {
             dbg.control |= KVM_GUESTDBG_USE_HW_BP;
             dbg.arch.debugreg[7] = dr7;
         }
-        self.running.machine.set_guest_debug(&dbg)
+        self.guest.set_guest_debug(&dbg)
     }
 
     /// Undoes the session's changes to the guest: breakpoints out, debug
     /// exits off.
     fn detach(&mut self) -> Result<(), VmError> {
         for (_, (gpa, byte)) in std::mem::take(&mut self.breakpoints) {
-            let _ = self.running.machine.mem.poke(gpa, &[byte]);
+            let _ = self.guest.mem_mut().poke(gpa, &[byte]);
         }
         self.hw = [None; 4];
         crate::sys::debug::disarm_interrupt();
-        self.running.machine.clear_immediate_exit();
-        self.running
-            .machine
-            .set_guest_debug(&kvm_guest_debug::default())
+        self.guest.clear_immediate_exit();
+        self.guest.set_guest_debug(&kvm_guest_debug::default())
     }
 
     fn end(&mut self, result: Result<Exit, TenderError>) -> SingleThreadStopReason<u64> {
@@ -222,14 +325,14 @@ impl Debugged<'_> {
     }
 
     /// Runs the guest until something stops it for gdb.
-    fn run(
+    fn run<C: ConnectionExt<Error = io::Error>>(
         &mut self,
-        conn: &mut Connection,
+        conn: &mut C,
     ) -> Result<run_blocking::Event<SingleThreadStopReason<u64>>, io::Error> {
         use run_blocking::Event;
         // Cleared before looking at the connection: data that comes after
         // the look sets it again.
-        self.running.machine.clear_immediate_exit();
+        self.guest.clear_immediate_exit();
         loop {
             if self.ended.is_some() {
                 // gdb resumed a guest that has ended: tell it again.
@@ -238,17 +341,17 @@ impl Debugged<'_> {
             if conn.peek()?.is_some() {
                 return Ok(Event::IncomingData(conn.read()?));
             }
-            let stop = match self.running.machine.run_debug() {
+            let stop = match self.guest.run_debug() {
                 Ok(stop) => stop,
                 Err(e) => {
-                    let err = self.running.fail(e);
+                    let err = self.guest.fail(e);
                     return Ok(Event::TargetStopped(self.end(Err(err))));
                 }
             };
             match stop {
                 Stop::Io(io) => match self.reflect_trap() {
                     Ok(Some(reason)) => return Ok(Event::TargetStopped(reason)),
-                    Ok(None) => match self.running.serve(io) {
+                    Ok(None) => match self.guest.serve(io) {
                         Ok(Served::Continue) => {}
                         Ok(Served::Exit(status)) => {
                             return Ok(Event::TargetStopped(self.end(Ok(Exit::Status(status)))));
@@ -256,11 +359,11 @@ impl Debugged<'_> {
                         Err(e) => return Ok(Event::TargetStopped(self.end(Err(e)))),
                     },
                     Err(e) => {
-                        let err = self.running.fail(e);
+                        let err = self.guest.fail(e);
                         return Ok(Event::TargetStopped(self.end(Err(err))));
                     }
                 },
-                Stop::Interrupted => self.running.machine.clear_immediate_exit(),
+                Stop::Interrupted => self.guest.clear_immediate_exit(),
                 Stop::Debug { exception, dr6, .. } => {
                     let reason = if self.stepping && self.reflect_step().unwrap_or(false) {
                         SingleThreadStopReason::DoneStep
@@ -294,9 +397,9 @@ impl Debugged<'_> {
     /// exception is shown the same way, as a signal at the faulting
     /// instruction (continuing runs it again, as with a native program).
     fn reflect_trap(&mut self) -> Result<Option<SingleThreadStopReason<u64>>, VmError> {
-        let m = &self.running.machine;
+        let m = &*self.guest;
         let (r, mut s) = (m.regs()?, m.sregs()?);
-        let Some((frame, vector)) = dumpcore::fault_frame(&m.mem, &r, &s) else {
+        let Some((frame, vector)) = dumpcore::fault_frame(m.mem(), &r, &s) else {
             return Ok(None);
         };
         let (rip, reason) = match vector {
@@ -354,9 +457,9 @@ impl Debugged<'_> {
     /// which has pushed only a constant; the registers are the CPU's
     /// interrupt frame at the IST1 top and the live general-purpose ones.
     fn reflect_step(&mut self) -> Result<bool, VmError> {
-        let m = &self.running.machine;
+        let m = &*self.guest;
         let (mut r, mut s) = (m.regs()?, m.sregs()?);
-        let Some(top) = dumpcore::trap_stack_top(&m.mem, &r, &s) else {
+        let Some(top) = dumpcore::trap_stack_top(m.mem(), &r, &s) else {
             return Ok(false);
         };
         // The handler's stub pushed at most two quadwords.
@@ -365,7 +468,7 @@ impl Debugged<'_> {
         }
         // rip, cs, rflags, rsp, ss.
         let mut frame = [0u8; 40];
-        if dumpcore::read_virtual(&m.mem, s.cr3, top - 40, &mut frame).is_none() {
+        if dumpcore::read_virtual(m.mem(), s.cr3, top - 40, &mut frame).is_none() {
             return Ok(false);
         }
         let q = |i: usize| {
@@ -389,19 +492,19 @@ impl Debugged<'_> {
     /// After an `int3` exit: `%rip` at the breakpoint's address, whether
     /// KVM reports it there or just past the `int3`.
     fn at_breakpoint(&mut self) {
-        let Ok(mut regs) = self.running.machine.regs() else {
+        let Ok(mut regs) = self.guest.regs() else {
             return;
         };
         if !self.breakpoints.contains_key(&regs.rip)
             && self.breakpoints.contains_key(&regs.rip.wrapping_sub(1))
         {
             regs.rip -= 1;
-            let _ = self.running.machine.set_regs(&regs);
+            let _ = self.guest.set_regs(&regs);
         }
     }
 }
 
-impl Target for Debugged<'_> {
+impl<G: Guest> Target for Debugged<'_, G> {
     type Arch = X86_64_SSE;
     type Error = TenderError;
 
@@ -419,9 +522,9 @@ impl Target for Debugged<'_> {
     }
 }
 
-impl SingleThreadBase for Debugged<'_> {
+impl<G: Guest> SingleThreadBase for Debugged<'_, G> {
     fn read_registers(&mut self, regs: &mut X86_64CoreRegs) -> TargetResult<(), Self> {
-        let m = &self.running.machine;
+        let m = &*self.guest;
         let r = m.regs().map_err(fatal)?;
         let s = m.sregs().map_err(fatal)?;
         regs.regs = [
@@ -455,7 +558,7 @@ impl SingleThreadBase for Debugged<'_> {
     }
 
     fn write_registers(&mut self, regs: &X86_64CoreRegs) -> TargetResult<(), Self> {
-        let m = &self.running.machine;
+        let m = &*self.guest;
         let mut r = m.regs().map_err(fatal)?;
         let g = regs.regs;
         (
@@ -473,7 +576,14 @@ impl SingleThreadBase for Debugged<'_> {
 
     fn read_addrs(&mut self, start: u64, data: &mut [u8]) -> TargetResult<usize, Self> {
         let cr3 = self.cr3().map_err(fatal)?;
-        let mem = &self.running.machine.mem;
+        let mem = self.guest.mem();
+        let (next, run) = self.read_run;
+        let run = if start == next { run } else { 0 };
+        let run = run.saturating_add(data.len() as u64);
+        self.read_run = (start.wrapping_add(data.len() as u64), run);
+        if run > mem.size().saturating_add(READ_RUN_SLACK) {
+            return Err(TargetError::NonFatal);
+        }
         let mut done = 0usize;
         let _ = paging::for_each_run(mem, cr3, start, data.len() as u64, |gpa, n| {
             let bytes = mem
@@ -500,23 +610,16 @@ impl SingleThreadBase for Debugged<'_> {
     fn write_addrs(&mut self, start: u64, data: &[u8]) -> TargetResult<(), Self> {
         let cr3 = self.cr3().map_err(fatal)?;
         let mut runs = Vec::new();
-        paging::for_each_run(
-            &self.running.machine.mem,
-            cr3,
-            start,
-            data.len() as u64,
-            |gpa, n| {
-                runs.push((gpa, n));
-                Ok(())
-            },
-        )
+        paging::for_each_run(self.guest.mem(), cr3, start, data.len() as u64, |gpa, n| {
+            runs.push((gpa, n));
+            Ok(())
+        })
         .map_err(|_| TargetError::NonFatal)?;
         let mut done = 0usize;
         for (gpa, n) in runs {
             let n = n as usize;
-            self.running
-                .machine
-                .mem
+            self.guest
+                .mem_mut()
                 .poke(gpa, &data[done..done + n])
                 .map_err(|_| TargetError::NonFatal)?;
             done += n;
@@ -529,7 +632,7 @@ impl SingleThreadBase for Debugged<'_> {
     }
 }
 
-impl SingleThreadResume for Debugged<'_> {
+impl<G: Guest> SingleThreadResume for Debugged<'_, G> {
     fn resume(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
         self.stepping = false;
         Ok(self.guest_debug()?)
@@ -540,14 +643,14 @@ impl SingleThreadResume for Debugged<'_> {
     }
 }
 
-impl SingleThreadSingleStep for Debugged<'_> {
+impl<G: Guest> SingleThreadSingleStep for Debugged<'_, G> {
     fn step(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
         self.stepping = true;
         Ok(self.guest_debug()?)
     }
 }
 
-impl Breakpoints for Debugged<'_> {
+impl<G: Guest> Breakpoints for Debugged<'_, G> {
     fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
         Some(self)
     }
@@ -557,13 +660,13 @@ impl Breakpoints for Debugged<'_> {
     }
 }
 
-impl SwBreakpoint for Debugged<'_> {
+impl<G: Guest> SwBreakpoint for Debugged<'_, G> {
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
         if self.breakpoints.contains_key(&addr) {
             return Ok(true);
         }
         let cr3 = self.cr3().map_err(fatal)?;
-        let mem = &mut self.running.machine.mem;
+        let mem = self.guest.mem_mut();
         let Ok(t) = paging::translate(mem, cr3, addr) else {
             return Ok(false);
         };
@@ -581,11 +684,11 @@ impl SwBreakpoint for Debugged<'_> {
         let Some((gpa, byte)) = self.breakpoints.remove(&addr) else {
             return Ok(false);
         };
-        Ok(self.running.machine.mem.poke(gpa, &[byte]).is_ok())
+        Ok(self.guest.mem_mut().poke(gpa, &[byte]).is_ok())
     }
 }
 
-impl HwBreakpoint for Debugged<'_> {
+impl<G: Guest> HwBreakpoint for Debugged<'_, G> {
     fn add_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
         let Some(slot) = self.hw.iter_mut().find(|s| s.is_none()) else {
             return Ok(false);
@@ -603,16 +706,18 @@ impl HwBreakpoint for Debugged<'_> {
     }
 }
 
-struct EventLoop<'a>(std::marker::PhantomData<&'a ()>);
+struct EventLoop<'a, G, C>(std::marker::PhantomData<(&'a (), G, C)>);
 
-impl<'a> BlockingEventLoop for EventLoop<'a> {
-    type Target = Debugged<'a>;
-    type Connection = Connection;
+impl<'a, G: Guest + 'a, C: ConnectionExt<Error = io::Error>> BlockingEventLoop
+    for EventLoop<'a, G, C>
+{
+    type Target = Debugged<'a, G>;
+    type Connection = C;
     type StopReason = SingleThreadStopReason<u64>;
 
     fn wait_for_stop_reason(
-        target: &mut Debugged<'a>,
-        conn: &mut Connection,
+        target: &mut Debugged<'a, G>,
+        conn: &mut C,
     ) -> Result<
         run_blocking::Event<SingleThreadStopReason<u64>>,
         WaitForStopReasonError<TenderError, io::Error>,
@@ -621,7 +726,7 @@ impl<'a> BlockingEventLoop for EventLoop<'a> {
     }
 
     fn on_interrupt(
-        _target: &mut Debugged<'a>,
+        _target: &mut Debugged<'a, G>,
     ) -> Result<Option<SingleThreadStopReason<u64>>, TenderError> {
         Ok(Some(SingleThreadStopReason::Signal(Signal::SIGINT)))
     }
@@ -630,16 +735,25 @@ impl<'a> BlockingEventLoop for EventLoop<'a> {
 /// Serves gdb on `conn` until it detaches (the guest then runs on alone),
 /// kills the guest or the guest ends.
 pub fn serve(running: &mut Running, conn: Connection) -> Result<Exit, TenderError> {
+    serve_with(running, conn)
+}
+
+/// [`serve`] for any [`Guest`] and connection (the fuzz target's).
+pub fn serve_with<G: Guest, C: ConnectionExt<Error = io::Error>>(
+    guest: &mut G,
+    conn: C,
+) -> Result<Exit, TenderError> {
     let mut target = Debugged {
-        running,
+        guest,
         breakpoints: BTreeMap::new(),
         hw: [None; 4],
         stepping: false,
         ended: None,
+        read_run: (0, 0),
     };
     target.guest_debug()?;
     let reason = GdbStub::new(conn)
-        .run_blocking::<EventLoop>(&mut target)
+        .run_blocking::<EventLoop<'_, G, C>>(&mut target)
         .map_err(|e| GdbError::Session(e.to_string()))?;
     if let Some(ended) = target.ended.take() {
         return ended;
@@ -652,7 +766,7 @@ pub fn serve(running: &mut Running, conn: Connection) -> Result<Exit, TenderErro
         _ => {
             // Detached (or gdb went away): the guest runs on undebugged.
             target.detach()?;
-            target.running.run()
+            target.guest.run_on()
         }
     }
 }

@@ -33,7 +33,9 @@
 //! - [`paging`]: guest-virtual addresses through the guest's own page
 //!   tables, for [`dumpcore`] (`--dumpcore=DIR`: an ELF core file when the
 //!   guest aborts or faults) and `gdb` (the Cargo feature `gdb`:
-//!   `--gdb[=ADDR:PORT]`, a gdb remote stub built on the `gdbstub` crate);
+//!   `--gdb[=ADDR:PORT]`, a gdb remote stub built on the `gdbstub` crate,
+//!   over a `gdb::Guest` so that `gdb_harness` runs it without a VM
+//!   for its fuzz target);
 //! - [`cli`]: the solo5-hvt-compatible command line;
 //! - [`run`]: all of the above in order; `main` only prints its result.
 //!
@@ -58,6 +60,8 @@ pub mod vm;
 pub mod block;
 #[cfg(feature = "gdb")]
 pub mod gdb;
+#[cfg(feature = "gdb")]
+pub mod gdb_harness;
 #[cfg(feature = "net")]
 pub mod net;
 #[cfg(feature = "net")]
@@ -74,7 +78,7 @@ use kiln_tender::image::{self, ImageError};
 use thiserror::Error;
 
 use crate::cli::{CliError, Command};
-use crate::dumpcore::{CoreFile, CoreRegs};
+use crate::dumpcore::CoreFile;
 use crate::elf::Load;
 use crate::hypercall::{HypercallError, Outcome};
 use crate::module::Module;
@@ -484,7 +488,7 @@ impl Running {
         };
         let (regs, signal) = match dumpcore::fault_frame(&self.machine.mem, &r, &s) {
             Some((regs, vector)) => (regs, dumpcore::signal_of(vector)),
-            None => (CoreRegs::from_vcpu(&r, &s), dumpcore::SIGABRT),
+            None => (dumpcore::regs_from_vcpu(&r, &s), dumpcore::SIGABRT),
         };
         match core.write(&self.machine.mem, s.cr3, &regs, signal) {
             Ok(path) => eprintln!("kiln-hvt: core file written to {}", path.display()),

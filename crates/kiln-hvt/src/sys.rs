@@ -459,7 +459,7 @@ mod tests {
 /// its interrupt signal.
 pub mod debug {
     use std::io;
-    use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+    use std::os::fd::{AsRawFd, BorrowedFd};
     use std::sync::atomic::{AtomicPtr, Ordering};
 
     use rustix::io::Errno;
@@ -502,39 +502,6 @@ pub mod debug {
             }
             protect(libc::PROT_READ)
         }
-    }
-
-    /// Opens directory `dir` and an unnamed file in it (`O_TMPFILE`),
-    /// which [`link_into`] names once it is written: nothing appears in
-    /// `dir` unless a core is written, and the name is created there, never
-    /// through a symbolic link.
-    pub fn open_unnamed_in(dir: &std::path::Path) -> io::Result<(OwnedFd, OwnedFd)> {
-        use rustix::fs::{Mode, OFlags};
-        let dirfd = rustix::fs::open(
-            dir,
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        let file = rustix::fs::openat(
-            &dirfd,
-            ".",
-            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )?;
-        Ok((dirfd, file))
-    }
-
-    /// Gives the unnamed `file` the name `name` in `dir`; fails if the name
-    /// exists (a link is never followed or replaced).
-    pub fn link_into(file: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
-        use rustix::fs::AtFlags;
-        if rustix::fs::linkat(file, "", dir, name, AtFlags::EMPTY_PATH).is_ok() {
-            return Ok(());
-        }
-        // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; /proc does not.
-        let proc = format!("/proc/self/fd/{}", file.as_raw_fd());
-        rustix::fs::linkat(rustix::fs::CWD, &proc, dir, name, AtFlags::SYMLINK_FOLLOW)?;
-        Ok(())
     }
 
     /// Where the interrupt signal's handler writes: the vCPU's

@@ -3,7 +3,9 @@
 //!
 //! The parsing is [`kiln_tender::cli`]'s, for the spt target.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::PathBuf;
 
 use crate::module::Module;
 
@@ -16,11 +18,49 @@ pub type CliError = kiln_tender::cli::CliError<kiln_tender::Spt>;
 /// to it before its first instruction (docs/debugging.md).
 pub const GDB: &str = "--gdb";
 
+/// kiln-spt's core file flag: `--dumpcore=DIR` or `--dumpcore DIR`
+/// (docs/debugging.md).
+pub const DUMPCORE: &str = "--dumpcore";
+
+/// `--dumpcore` without a directory.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("--dumpcore needs a directory; hint: --dumpcore=DIR")]
+pub struct DumpcoreDirMissing;
+
+/// Takes `--dumpcore[=]DIR` out of the tender's flags (those before
+/// KERNEL): the remaining arguments, and the directory if given.
+pub fn take_dumpcore(
+    args: Vec<OsString>,
+) -> Result<(Vec<OsString>, Option<PathBuf>), DumpcoreDirMissing> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut dir = None;
+    let mut in_flags = true;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if in_flags && (arg == "--" || !arg.to_string_lossy().starts_with('-')) {
+            in_flags = false;
+        }
+        if !in_flags {
+            out.push(arg);
+        } else if arg == DUMPCORE {
+            dir = Some(PathBuf::from(args.next().ok_or(DumpcoreDirMissing)?));
+        } else if let Some(d) = arg.as_bytes().strip_prefix(b"--dumpcore=") {
+            if d.is_empty() {
+                return Err(DumpcoreDirMissing);
+            }
+            dir = Some(PathBuf::from(OsStr::from_bytes(d)));
+        } else {
+            out.push(arg);
+        }
+    }
+    Ok((out, dir))
+}
+
 /// The `--help` text.
 pub fn usage(modules: &[Box<dyn Module>]) -> String {
     let mut text = kiln_tender::cli::usage::<kiln_tender::Spt, _>(modules);
     text.push_str(
-        "\ndebugging:\n  --gdb\n      before the guest's first instruction, print the guest process's pid\n      and the command that attaches gdb to it (`gdb -p PID KERNEL`), and\n      wait until a debugger traces it\n",
+        "\ndebugging:\n  --gdb\n      before the guest's first instruction, print the guest process's pid\n      and the command that attaches gdb to it (`gdb -p PID KERNEL`), and\n      wait until a debugger traces it\n  --dumpcore=DIR\n      when the guest aborts (exit status 255), faults or makes a forbidden\n      system call, write an ELF core file to DIR/core.kiln-spt.PID, for\n      `gdb KERNEL CORE`\n",
     );
     text
 }
@@ -45,6 +85,27 @@ mod tests {
 
     fn os(args: &[&str]) -> Vec<OsString> {
         args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn dumpcore_is_taken_with_its_directory_before_the_kernel_only() {
+        let (rest, dir) = take_dumpcore(os(&[
+            "--mem=8",
+            "--dumpcore",
+            "/tmp/c",
+            "k",
+            "--dumpcore=x",
+        ]))
+        .unwrap();
+        assert_eq!(rest, os(&["--mem=8", "k", "--dumpcore=x"]));
+        assert_eq!(dir, Some(PathBuf::from("/tmp/c")));
+        let (rest, dir) = take_dumpcore(os(&["--dumpcore=/d", "--", "k"])).unwrap();
+        assert_eq!(rest, os(&["--", "k"]));
+        assert_eq!(dir, Some(PathBuf::from("/d")));
+        assert_eq!(take_dumpcore(os(&["--dumpcore"])), Err(DumpcoreDirMissing));
+        assert_eq!(take_dumpcore(os(&["--dumpcore="])), Err(DumpcoreDirMissing));
+        let (_, dir) = take_dumpcore(os(&["k", "--dumpcore", "x"])).unwrap();
+        assert_eq!(dir, None);
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub type ElfError = kiln_tender::elf::ElfError<Spt>;
 pub type Image<'a> = kiln_tender::elf::Image<'a, Spt>;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use kiln_abi::{AbiNote, MftEntry, MftNote};
     use zerocopy::IntoBytes;

@@ -93,14 +93,15 @@ pub struct GuestMemory {
 
 impl GuestMemory {
     /// Maps guest memory of `size` bytes (page-aligned, above
-    /// `SPT_HOST_MEM_BASE`), zeroed and read-write.
-    pub fn new(size: u64) -> Result<Self, GuestMemError> {
+    /// `SPT_HOST_MEM_BASE`), zeroed and read-write: anonymous, or the
+    /// memory file `file` (`--dumpcore`, [`crate::sys::memory_file`]).
+    pub fn new(size: u64, file: Option<std::os::fd::RawFd>) -> Result<Self, GuestMemError> {
         let map_err = |source| GuestMemError::Map { size, source };
         let len = size
             .checked_sub(SPT_HOST_MEM_BASE)
             .and_then(|l| usize::try_from(l).ok())
             .ok_or_else(|| map_err(io::Error::from(io::ErrorKind::InvalidInput)))?;
-        let mapping = Mapping::fixed(SPT_HOST_MEM_BASE, len).map_err(map_err)?;
+        let mapping = Mapping::fixed(SPT_HOST_MEM_BASE, len, file).map_err(map_err)?;
         Ok(Self { mapping, size })
     }
 

@@ -43,12 +43,16 @@
 //!   the parent also turns SIGTERM and SIGINT into kiln's stop request
 //!   (`kiln_abi::spt_ext`, [`kiln_tender::stop`]) for a guest that
 //!   acknowledged it, and otherwise ends by them as solo5-spt does;
+//! - [`dumpcore`]: `--dumpcore=DIR`, the core file of a guest that
+//!   aborted, faulted or made a forbidden call, from guest memory kept in a
+//!   memory file and the registers the handler recorded;
 //! - [`cli`]: the solo5-spt-compatible command line;
 //! - [`run`]: all of the above in order; `main` only prints its result.
 #![deny(unsafe_code)]
 
 pub mod boot;
 pub mod cli;
+pub mod dumpcore;
 pub mod elf;
 pub mod guest;
 pub mod module;
@@ -73,6 +77,7 @@ use kiln_tender::stop::{Fallback, StopSignals, register_once};
 use thiserror::Error;
 
 use crate::cli::{CliError, Command};
+use crate::dumpcore::{CoreFile, MemoryFile};
 use crate::elf::Image;
 use crate::module::{Attached, Module};
 use crate::seccomp::Rule;
@@ -117,6 +122,15 @@ pub enum TenderError {
         "this process runs with the READ_IMPLIES_EXEC personality, which would make the guest's data executable; hint: do not start kiln-spt under `setarch -X`"
     )]
     ReadImpliesExec,
+    /// `--dumpcore` without a directory.
+    #[error(transparent)]
+    DumpcoreFlag(#[from] cli::DumpcoreDirMissing),
+    /// `--dumpcore`'s directory or memory file.
+    #[error(transparent)]
+    Dumpcore(#[from] kiln_tender::dumpcore::DumpError),
+    /// The memory file `--dumpcore` keeps guest memory in.
+    #[error("--dumpcore: cannot create the guest's memory file")]
+    MemoryFile(#[source] std::io::Error),
     /// The child failed before entering the guest.
     #[error("cannot start the guest: {0}")]
     Setup(String),
@@ -183,6 +197,7 @@ pub fn explain(death: &Death) -> Option<String> {
 pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError> {
     let mut modules = module::compiled();
     let (args, gdb) = cli::take_gdb(args.into_iter().collect());
+    let (args, dumpcore) = cli::take_dumpcore(args)?;
     let config = match cli::parse(args, &mut modules)? {
         Command::Help => return Ok(Exit::Text(cli::usage(&modules))),
         Command::Version => {
@@ -239,7 +254,18 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
         timer_fd: timer.as_raw_fd(),
         stop_ack: page.stop_ack() as u64,
     })?;
-    let rules = guest_rules(epoll.as_raw_fd(), timer.as_raw_fd(), &modules);
+    let mut rules = guest_rules(epoll.as_raw_fd(), timer.as_raw_fd(), &modules);
+    // The core file is created (and DIR checked) before the guest runs;
+    // guest memory then lives in a memory file the tender keeps.
+    let core = match &dumpcore {
+        Some(dir) => {
+            let file = CoreFile::prepare(dir)?;
+            let mem = MemoryFile::new(mem_size).map_err(TenderError::MemoryFile)?;
+            seccomp::trap_aborts(&mut rules);
+            Some((file, mem))
+        }
+        None => None,
+    };
     let program = seccomp::compile(&rules)?;
 
     let (errors_in, errors_out) = sys::pipe().map_err(TenderError::Process)?;
@@ -265,10 +291,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
             drop(errors_in);
             let mut keep = vec![epoll.as_raw_fd(), timer.as_raw_fd(), errors_out.as_raw_fd()];
             keep.extend(attached.iter().map(|a| a.fd));
+            let mem_file = core.as_ref().map(|(_, mem)| mem.fd());
+            keep.extend(mem_file);
             let why = enter_guest(
                 &image,
                 &low,
                 mem_size,
+                mem_file,
                 &program,
                 &keep,
                 &page,
@@ -281,7 +310,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
         }
         sys::Fork::Parent(pid) => {
             drop(errors_out);
-            let death = supervise::supervise(pid, &page).map_err(TenderError::Process)?;
+            let (death, killed) = supervise::supervise(pid, &page).map_err(TenderError::Process)?;
             // Why the child could not enter the guest, if it could not.
             let mut why = Vec::new();
             std::fs::File::from(errors_in)
@@ -294,6 +323,22 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
             }
             if let Some(message) = explain(&death) {
                 eprintln!("kiln-spt: {message}");
+            }
+            if let Some((file, mem)) = core
+                && dumpcore::signal_for(&death).is_some()
+            {
+                let segments = dumpcore::segments(
+                    &image,
+                    dumpcore::low_end(SPT_BOOT_INFO_BASE, &low),
+                    mem_size,
+                );
+                // The handler's record, believed only when a signal killed
+                // the guest (as `supervise` does).
+                let record = if killed { page.read() } else { None };
+                match file.write(&death, record.as_ref(), pid as u32, &segments, &mem) {
+                    Ok(path) => eprintln!("kiln-spt: core file written to {}", path.display()),
+                    Err(e) => eprintln!("kiln-spt: {}", kiln_tender::chain(&e)),
+                }
             }
             Ok(match (death, death_signal(&death)) {
                 (Death::Exited(code), _) => Exit::Status(code),
@@ -313,6 +358,7 @@ fn enter_guest(
     image: &Image<'_>,
     low: &[u8],
     mem_size: u64,
+    mem_file: Option<RawFd>,
     program: &seccompiler::BpfProgram,
     keep: &[RawFd],
     page: &sys::ReportPage,
@@ -326,10 +372,14 @@ fn enter_guest(
         return format!("cannot restore the guest's signal actions: {e}");
     }
     sys::close_other_fds(keep);
-    let mut mem = match guest::GuestMemory::new(mem_size) {
+    let mut mem = match guest::GuestMemory::new(mem_size, mem_file) {
         Ok(mem) => mem,
         Err(e) => return kiln_tender::chain(&e),
     };
+    // The mapping keeps the memory file; the guest gets no descriptor of it.
+    if let Some(fd) = mem_file {
+        sys::close(fd);
+    }
     if let Err(e) = mem.load(image, low, SPT_BOOT_INFO_BASE) {
         return kiln_tender::chain(&e);
     }

@@ -61,6 +61,16 @@ pub fn core_rules(epoll_fd: RawFd, timer_fd: RawFd) -> Vec<Rule> {
     ]
 }
 
+/// With `--dumpcore`: `exit_group` is allowed with a status of at most
+/// 254 only, so that an abort (255) traps like a forbidden call and the
+/// handler records the registers for the core ([`crate::dumpcore`]). The
+/// filter only narrows: no call is added.
+pub fn trap_aborts(rules: &mut [Rule]) {
+    for r in rules.iter_mut().filter(|r| r.nr == libc::SYS_exit_group) {
+        r.conds = vec![Cond::le(0, "status", 254).dword()];
+    }
+}
+
 /// Compiles `rules` into a filter that traps anything else: the kernel
 /// sends SIGSYS, whose handler (installed by the tender before the filter,
 /// see [`crate::supervise`]) records the call and ends the process; the
@@ -91,6 +101,18 @@ mod tests {
             Cond::masked(3, "offset", 511, 0).to_string(),
             "offset & 0x1ff == 0"
         );
+    }
+
+    #[test]
+    fn dumpcore_narrows_exit_group_only() {
+        let mut rules = core_rules(5, 6);
+        trap_aborts(&mut rules);
+        let text: Vec<String> = rules.iter().map(ToString::to_string).collect();
+        assert_eq!(text[1], "exit_group(status <= 254)");
+        let mut plain: Vec<String> = core_rules(5, 6).iter().map(ToString::to_string).collect();
+        plain[1] = text[1].clone();
+        assert_eq!(text, plain);
+        assert!(compile(&rules).is_ok());
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! fault signals (SIGSEGV, SIGBUS, SIGILL, SIGFPE) on an alternate stack
 //! ([`sys::install_fatal_handlers`]); when one is delivered, the handler
 //! writes what the kernel says (the forbidden system call's number, the
-//! faulting address, the instruction pointer) to a page shared with the
+//! faulting address, the instruction pointer, the registers for
+//! `--dumpcore`) to a page shared with the
 //! parent ([`sys::ReportPage`]) and ends the process with a system call the
 //! filter refuses, which, the signal being blocked, kills it with SIGSYS.
 //! The parent only waits: one `waitpid`, no tracing, no stop on the way.
@@ -58,17 +59,28 @@ fn is_fault(signal: i32) -> bool {
 }
 
 /// Waits for the guest `pid` to end and explains its end with what its
-/// handler wrote to `page`.
-pub fn supervise(pid: libc::pid_t, page: &ReportPage) -> io::Result<Death> {
+/// handler wrote to `page`; also says whether a signal killed it (its
+/// handler's record is then the guest's last word).
+pub fn supervise(pid: libc::pid_t, page: &ReportPage) -> io::Result<(Death, bool)> {
     Ok(match sys::wait(pid)? {
-        WaitStatus::Exited(code) => Death::Exited(code),
-        WaitStatus::Signaled(signal) => killed(signal, page.read()),
+        WaitStatus::Exited(code) => (Death::Exited(code), false),
+        WaitStatus::Signaled(signal) => (killed(signal, page.read()), true),
     })
 }
 
 /// How a guest killed by `signal` died, given its handler's `record`.
+/// An `exit_group` the filter trapped (with `--dumpcore`, for a status
+/// above 254, see [`crate::dumpcore`]) is the exit it asked for.
 pub fn killed(signal: i32, record: Option<Record>) -> Death {
     match record {
+        Some(r)
+            if signal == libc::SIGSYS
+                && r.signal == libc::SIGSYS
+                && r.code == SYS_SECCOMP
+                && i64::from(r.nr) == libc::SYS_exit_group =>
+        {
+            Death::Exited((r.arg0() & 0xff) as i32)
+        }
         Some(r) if r.signal == libc::SIGSYS => Death::Seccomp {
             nr: (r.code == SYS_SECCOMP).then_some(i64::from(r.nr)),
             rip: Some(r.rip),
@@ -170,7 +182,30 @@ mod tests {
             addr: 0x10,
             nr: 39,
             rip: 0x10_0c59,
+            gregs: [0; crate::sys::NGREG],
+            fs_base: None,
+            fpregs: None,
         }
+    }
+
+    #[test]
+    fn a_trapped_exit_is_the_exit_it_asked_for() {
+        let mut exit = record(libc::SIGSYS, SYS_SECCOMP);
+        exit.nr = libc::SYS_exit_group as i32;
+        exit.gregs[libc::REG_RDI as usize] = 255;
+        assert_eq!(killed(libc::SIGSYS, Some(exit)), Death::Exited(255));
+        exit.gregs[libc::REG_RDI as usize] = 0x1_0000_0101;
+        assert_eq!(killed(libc::SIGSYS, Some(exit)), Death::Exited(1));
+        // Only a seccomp trap of exit_group that killed by SIGSYS.
+        assert!(!matches!(
+            killed(libc::SIGSEGV, Some(exit)),
+            Death::Exited(_)
+        ));
+        exit.code = 0;
+        assert!(matches!(
+            killed(libc::SIGSYS, Some(exit)),
+            Death::Seccomp { nr: None, .. }
+        ));
     }
 
     #[test]

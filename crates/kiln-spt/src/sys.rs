@@ -1,23 +1,25 @@
 //! Every `unsafe` operation of the tender: the fixed guest mapping and its
-//! protections, `fork`, the guest process's fatal-signal handler and the
-//! page it reports through, and the jump into the guest. Beside them, the
-//! epoll set, the timer, the error pipe, CPU pinning and the parent-death
-//! signal through rustix's safe calls (taps are `kiln-tap`'s, inherited
-//! descriptors [`kiln_tender::sys`]'s).
+//! protections (and `--dumpcore`'s memory file behind it), `fork`, the
+//! guest process's fatal-signal handler and the page it reports through,
+//! and the jump into the guest. Beside them, the epoll set, the timer, the
+//! error pipe, CPU pinning and the parent-death signal through rustix's
+//! safe calls (taps are `kiln-tap`'s, inherited descriptors
+//! [`kiln_tender::sys`]'s).
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 use kiln_tender::sys::check;
 
 use crate::elf::Protection;
 
 /// The guest's memory: an anonymous private mapping at the fixed address
-/// `base`, never replacing an existing mapping. It is never unmapped: the
-/// process that maps it becomes the guest.
+/// `base` (or, for `--dumpcore`, a shared mapping of a memory file the
+/// tender keeps, [`memory_file`]), never replacing an existing mapping. It
+/// is never unmapped: the process that maps it becomes the guest.
 #[derive(Debug)]
 pub struct Mapping {
     ptr: NonNull<u8>,
@@ -25,11 +27,17 @@ pub struct Mapping {
 }
 
 impl Mapping {
-    /// Maps `len` bytes of zeroed read-write memory at `base`.
-    pub fn fixed(base: u64, len: usize) -> io::Result<Self> {
+    /// Maps `len` bytes of zeroed read-write memory at `base`: anonymous
+    /// and private, or the first `len` bytes of the memory file `file`
+    /// (at least `len` bytes long), shared with the tender.
+    pub fn fixed(base: u64, len: usize, file: Option<RawFd>) -> io::Result<Self> {
         if len == 0 {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
+        let (sharing, fd) = match file {
+            None => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1),
+            Some(fd) => (libc::MAP_SHARED, fd),
+        };
         // SAFETY: MAP_FIXED_NOREPLACE fails instead of replacing anything
         // already mapped there, so no memory of the process is touched; the
         // result is checked below.
@@ -38,11 +46,8 @@ impl Mapping {
                 base as *mut libc::c_void,
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE
-                    | libc::MAP_ANONYMOUS
-                    | libc::MAP_FIXED_NOREPLACE
-                    | libc::MAP_NORESERVE,
-                -1,
+                sharing | libc::MAP_FIXED_NOREPLACE | libc::MAP_NORESERVE,
+                fd,
                 0,
             )
         };
@@ -116,6 +121,40 @@ pub fn read_implies_exec() -> bool {
     // SAFETY: 0xffffffff only queries the personality.
     let persona = unsafe { libc::personality(0xffff_ffff) };
     persona >= 0 && persona & libc::READ_IMPLIES_EXEC != 0
+}
+
+/// `MFD_EXEC` (Linux 6.3): the memory file may be mapped executable even
+/// where `vm.memfd_noexec` makes files sealed non-executable by default.
+const MFD_EXEC: libc::c_uint = 0x10;
+
+/// A memory file of `len` bytes (zeroed, backed as it is written), for
+/// `--dumpcore`: the guest's memory maps it, and the tender, which keeps
+/// the descriptor, reads the guest's memory from it after the guest
+/// process has died.
+pub fn memory_file(len: u64) -> io::Result<OwnedFd> {
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let name = c"kiln-spt-guest";
+    // SAFETY: `name` is NUL-terminated; the result is checked.
+    let mut fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | MFD_EXEC) };
+    if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+        // Before Linux 6.3, which has no MFD_EXEC (and maps any memory
+        // file executable).
+        // SAFETY: as above.
+        fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    }
+    let fd = check(fd)?;
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: a plain call on the descriptor just created.
+    check(unsafe { libc::ftruncate(fd.as_raw_fd(), len) })?;
+    Ok(fd)
+}
+
+/// In the guest process: closes `fd`, which it must no longer need.
+pub fn close(fd: RawFd) {
+    // SAFETY: the caller's descriptor; nothing uses it after this.
+    unsafe { libc::close(fd) };
 }
 
 /// A new epoll set (inherited by the guest process, so not close-on-exec,
@@ -219,12 +258,38 @@ pub struct Record {
     pub nr: i32,
     /// The instruction pointer when the signal was raised.
     pub rip: u64,
+    /// The general-purpose registers when the signal was raised, in the
+    /// order of the signal context's `gregs` (`REG_R8` to `REG_CR2`).
+    pub gregs: [u64; NGREG],
+    /// The FS base, when the CPU let the handler read it (`rdfsbase`).
+    pub fs_base: Option<u64>,
+    /// The x87/SSE state (`fxsave` layout) from the signal context.
+    pub fpregs: Option<[u8; 512]>,
 }
+
+impl Record {
+    /// The system call's first argument (SIGSYS), from the registers.
+    pub fn arg0(&self) -> u64 {
+        self.gregs[libc::REG_RDI as usize]
+    }
+}
+
+/// The number of registers in a signal context's `gregs`.
+pub const NGREG: usize = 23;
 
 /// Marks a written record ("kilnsig\0").
 const RECORD_MAGIC: u64 = u64::from_le_bytes(*b"kilnsig\0");
-/// The record's words: magic, signal, code, addr, nr, rip.
-const RECORD_WORDS: usize = 6;
+/// The record's words: magic, signal, code, addr, nr, rip, the FS base,
+/// which of the optional parts are there ([`HAS_FS_BASE`],
+/// [`HAS_FPREGS`]), the registers, then the x87/SSE state.
+const GREGS_AT: usize = 8;
+const FS_BASE_AT: usize = 6;
+const HAS_AT: usize = 7;
+const FPREGS_AT: usize = GREGS_AT + NGREG + 1;
+const FPREGS_WORDS: usize = 512 / 8;
+const RECORD_WORDS: usize = FPREGS_AT + FPREGS_WORDS;
+const HAS_FS_BASE: u64 = 1;
+const HAS_FPREGS: u64 = 2;
 /// Size of the shared page.
 const REPORT_PAGE: usize = 4096;
 /// The word of the page a guest writes to acknowledge the stop request.
@@ -292,12 +357,35 @@ impl ReportPage {
             // another process wrote it.
             *word = unsafe { self.words.as_ptr().add(i).read_volatile() };
         }
-        (w[0] == RECORD_MAGIC).then(|| Record {
+        Record::from_words(&w)
+    }
+}
+
+impl Record {
+    /// The record in the words of a report page, if it holds one.
+    fn from_words(w: &[u64; RECORD_WORDS]) -> Option<Self> {
+        if w[0] != RECORD_MAGIC {
+            return None;
+        }
+        let mut gregs = [0u64; NGREG];
+        gregs.copy_from_slice(&w[GREGS_AT..GREGS_AT + NGREG]);
+        let has = w[HAS_AT];
+        let fpregs = (has & HAS_FPREGS != 0).then(|| {
+            let mut fp = [0u8; 512];
+            for (bytes, word) in fp.chunks_exact_mut(8).zip(&w[FPREGS_AT..]) {
+                bytes.copy_from_slice(&word.to_le_bytes());
+            }
+            fp
+        });
+        Some(Self {
             signal: w[1] as i32,
             code: w[2] as i32,
             addr: w[3],
             nr: w[4] as i32,
             rip: w[5],
+            gregs,
+            fs_base: (has & HAS_FS_BASE != 0).then_some(w[FS_BASE_AT]),
+            fpregs,
         })
     }
 }
@@ -325,11 +413,23 @@ unsafe fn raw_syscall1(nr: i64, arg: i64) -> i64 {
     ret
 }
 
+/// Where the alternate signal stack starts (the kernel's signal frame,
+/// and so the x87/SSE state a context points to, lies in it).
+static ALT_BASE: AtomicUsize = AtomicUsize::new(0);
+/// Whether `rdfsbase` works here (the kernel enabled FSGSBASE).
+static FSGSBASE: AtomicBool = AtomicBool::new(false);
+
+/// Offset of the x87/SSE state's pointer in the signal context's
+/// `mcontext` (after the 23 `gregs`; the libc crate names it only for
+/// glibc).
+const FPSTATE_PTR_OFFSET: usize = NGREG * 8;
+
 /// The guest process's handler of SIGSYS (the filter's trap) and of the
-/// fault signals: records what the kernel says into the report page, then
-/// ends the process. It never returns (the filter forbids `rt_sigreturn`)
-/// and uses no libc: it runs on the guest's FS base, on the alternate
-/// stack, with every signal blocked.
+/// fault signals: records what the kernel says (the registers and the
+/// x87/SSE state of the signal context included) into the report page,
+/// then ends the process. It never returns (the filter forbids
+/// `rt_sigreturn`) and uses no libc: it runs on the guest's FS base, on
+/// the alternate stack, with every signal blocked.
 extern "C" fn on_fatal_signal(
     signal: libc::c_int,
     info: *mut libc::siginfo_t,
@@ -340,20 +440,57 @@ extern "C" fn on_fatal_signal(
         // SAFETY: the kernel passes a valid siginfo and ucontext to an
         // SA_SIGINFO handler. `si_addr` (faults) and `si_call_addr` (SIGSYS)
         // are the union's first member; SIGSYS's `si_syscall` follows at
-        // offset 24 (x86_64), inside the 128-byte siginfo. `page` is the
-        // shared page mapped by `ReportPage::new` with room for the six
-        // words; should the guest have overwritten REPORT, the writes
-        // fault, which (every signal blocked) kills the process.
+        // offset 24 (x86_64), inside the 128-byte siginfo. The context's
+        // `mcontext` holds the 23 `gregs` and then the pointer to the
+        // x87/SSE state, which the kernel puts in the signal frame on the
+        // alternate stack: it is read only when it lies there. `page` is
+        // the shared page mapped by `ReportPage::new` with room for the
+        // record; should the guest have overwritten REPORT (or ALT_BASE),
+        // the accesses fault, which (every signal blocked) kills the
+        // process. The guest has one thread: nothing changes the context
+        // while it is read.
         unsafe {
             let code = (*info).si_code;
             let addr = (*info).si_addr() as u64;
             let nr = info.cast::<u8>().add(24).cast::<i32>().read();
             let uc = context.cast::<libc::ucontext_t>();
-            let rip = (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] as u64;
+            let gregs = &(*uc).uc_mcontext.gregs;
+            let rip = gregs[libc::REG_RIP as usize] as u64;
             let words = [0, signal as u64, code as u64, addr, nr as u32 as u64, rip];
             for (i, w) in words.iter().enumerate().skip(1) {
                 page.add(i).write_volatile(*w);
             }
+            for (i, g) in gregs.iter().enumerate() {
+                page.add(GREGS_AT + i).write_volatile(*g as u64);
+            }
+            let mut has = 0;
+            if FSGSBASE.load(Ordering::Relaxed) {
+                let base: u64;
+                core::arch::asm!("rdfsbase {}", out(reg) base, options(nomem, nostack));
+                page.add(FS_BASE_AT).write_volatile(base);
+                has |= HAS_FS_BASE;
+            }
+            let fp = (&raw const (*uc).uc_mcontext)
+                .cast::<u8>()
+                .add(FPSTATE_PTR_OFFSET)
+                .cast::<usize>()
+                .read();
+            let alt = ALT_BASE.load(Ordering::Relaxed);
+            if alt != 0
+                && fp >= alt
+                && fp
+                    .checked_add(512)
+                    .is_some_and(|end| end <= alt + ALT_STACK)
+                && fp.is_multiple_of(8)
+            {
+                let fp = fp as *const u64;
+                for i in 0..FPREGS_WORDS {
+                    page.add(FPREGS_AT + i)
+                        .write_volatile(fp.add(i).read_volatile());
+                }
+                has |= HAS_FPREGS;
+            }
+            page.add(HAS_AT).write_volatile(has);
             page.write_volatile(RECORD_MAGIC);
         }
     }
@@ -368,6 +505,17 @@ extern "C" fn on_fatal_signal(
     }
     #[allow(clippy::empty_loop)]
     loop {}
+}
+
+/// `AT_HWCAP2` and its `HWCAP2_FSGSBASE` bit (Linux's `auxvec.h`,
+/// `hwcap2.h`): the kernel lets user code use `rdfsbase`.
+const AT_HWCAP2: libc::c_ulong = 26;
+const HWCAP2_FSGSBASE: libc::c_ulong = 1 << 1;
+
+/// Whether `rdfsbase` may be used in this process.
+fn fsgsbase() -> bool {
+    // SAFETY: getauxval only reads the process's auxiliary vector.
+    unsafe { libc::getauxval(AT_HWCAP2) & HWCAP2_FSGSBASE != 0 }
 }
 
 /// Size of the alternate signal stack the handler runs on.
@@ -393,6 +541,8 @@ pub fn install_fatal_handlers(page: &ReportPage) -> io::Result<()> {
     if stack == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
+    ALT_BASE.store(stack as usize, Ordering::Relaxed);
+    FSGSBASE.store(fsgsbase(), Ordering::Relaxed);
     let alt = libc::stack_t {
         ss_sp: stack,
         ss_flags: 0,

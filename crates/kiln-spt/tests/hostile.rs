@@ -87,10 +87,16 @@ fn run(name: &str, code: &[u8]) -> (End, String) {
 
 /// Runs `code` as a guest in `mem_mb` MiB.
 fn run_in(name: &str, code: &[u8], mem_mb: u64) -> (End, String) {
+    run_with(name, code, mem_mb, &[])
+}
+
+/// Runs `code` as a guest in `mem_mb` MiB with the tender's `flags`.
+fn run_with(name: &str, code: &[u8], mem_mb: u64, flags: &[&std::ffi::OsStr]) -> (End, String) {
     let path = temp_image(name);
     std::fs::write(&path, image(code)).expect("write the image");
     let out = Command::new(env!("CARGO_BIN_EXE_kiln-spt"))
         .arg(format!("--mem={mem_mb}"))
+        .args(flags)
         .arg(&path)
         .output()
         .expect("run kiln-spt");
@@ -261,4 +267,252 @@ fn a_guest_with_63_disks_starts() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A directory removed when dropped, even if the test fails.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("kiln-spt-{name}-"))
+        .tempdir()
+        .expect("create the directory")
+}
+
+/// The files in `dir`, sorted.
+fn files(dir: &tempfile::TempDir) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path())
+        .expect("list the directory")
+        .map(|e| e.expect("an entry").path())
+        .collect();
+    files.sort();
+    files
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// What a core says: the signal, the registers (`user_regs_struct`
+/// order), and the PT_LOAD segments as (vaddr, offset, size, flags).
+struct Core {
+    signal: u32,
+    regs: Vec<u64>,
+    loads: Vec<(u64, u64, u64, u32)>,
+    bytes: Vec<u8>,
+}
+
+impl Core {
+    fn read(path: &std::path::Path) -> Self {
+        let b = std::fs::read(path).expect("read the core");
+        assert_eq!(&b[..4], b"\x7fELF");
+        assert_eq!(u16_at(&b, 16), 4, "ET_CORE");
+        let phoff = u64_at(&b, 32) as usize;
+        let phnum = u16_at(&b, 56) as usize;
+        let mut signal = 0;
+        let mut regs = Vec::new();
+        let mut loads = Vec::new();
+        for i in 0..phnum {
+            let ph = phoff + 56 * i;
+            let (kind, flags) = (u32_at(&b, ph), u32_at(&b, ph + 4));
+            let (offset, vaddr, size) =
+                (u64_at(&b, ph + 8), u64_at(&b, ph + 16), u64_at(&b, ph + 32));
+            if kind == 4 {
+                let note = offset as usize;
+                assert_eq!(u32_at(&b, note + 8), 1, "NT_PRSTATUS first");
+                signal = u32_at(&b, note + 20);
+                regs = (0..27)
+                    .map(|r| u64_at(&b, note + 20 + 112 + 8 * r))
+                    .collect();
+            } else if kind == 1 {
+                loads.push((vaddr, offset, size, flags));
+            }
+        }
+        Self {
+            signal,
+            regs,
+            loads,
+            bytes: b,
+        }
+    }
+
+    /// The byte at guest address `va`, if the core holds it.
+    fn byte(&self, va: u64) -> Option<u8> {
+        let &(v, offset, ..) = self
+            .loads
+            .iter()
+            .find(|(v, _, size, _)| (*v..*v + *size).contains(&va))?;
+        self.bytes.get((offset + va - v) as usize).copied()
+    }
+}
+
+/// `user_regs_struct` indices.
+const RAX: usize = 10;
+const RIP: usize = 16;
+const RSP: usize = 19;
+
+fn movabs_rax(value: u64) -> Vec<u8> {
+    let mut v = vec![0x48, 0xb8];
+    v.extend_from_slice(&value.to_le_bytes());
+    v
+}
+
+/// With `--dumpcore`, a fault leaves one core in DIR with the registers at
+/// the fault (a hostile stack pointer included) and guest memory at the
+/// guest's addresses, at most guest memory plus headers; the report says
+/// where it went, and the tender still ends by the guest's signal.
+#[test]
+fn a_fault_writes_a_core_with_the_registers_and_memory() {
+    let dir = temp_dir("core-fault");
+    let code = [
+        movabs_rax(0x1122_3344_5566_7788),
+        XOR_ESP_ESP.to_vec(),
+        PUSH_RAX.to_vec(),
+    ]
+    .concat();
+    let (status, stderr) = run_with(
+        "core-fault",
+        &code,
+        4,
+        &["--dumpcore".as_ref(), dir.path().as_os_str()],
+    );
+    assert_eq!(status, End::Signal(libc::SIGSEGV), "{stderr}");
+    let files = files(&dir);
+    assert_eq!(files.len(), 1, "{files:?} {stderr}");
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("core.kiln-spt."), "{name}");
+    assert!(
+        stderr.ends_with(&format!(
+            "kiln-spt: core file written to {}\n",
+            files[0].display()
+        )),
+        "{stderr}"
+    );
+    assert!(std::fs::metadata(&files[0]).unwrap().len() <= (4 << 20) + 3 * 4096);
+    let core = Core::read(&files[0]);
+    assert_eq!(core.signal, libc::SIGSEGV as u32);
+    assert_eq!(core.regs[RIP], ENTRY + 12);
+    assert_eq!(core.regs[RAX], 0x1122_3344_5566_7788);
+    assert_eq!(core.regs[RSP], 0);
+    // The code, where the guest had it, read-only and executable.
+    assert_eq!(core.byte(ENTRY), Some(0x48));
+    assert_eq!(core.byte(ENTRY + 12), Some(PUSH_RAX[0]));
+    let code_seg = core.loads.iter().find(|l| l.0 == ENTRY).unwrap();
+    assert_eq!(code_seg.3, 5, "PF_R | PF_X");
+    // Nothing below guest memory, nothing past it.
+    assert!(
+        core.loads
+            .iter()
+            .all(|l| l.0 >= 0x10000 && l.0 + l.2 <= 4 << 20)
+    );
+}
+
+/// An abort (exit status 255, what solo5_abort makes) and a forbidden
+/// system call leave a core too, with the registers at the call; another
+/// exit status leaves none and is the guest's as without the flag.
+#[test]
+fn an_abort_and_a_forbidden_call_write_a_core_an_exit_does_not() {
+    let call = |nr: u32, edi: u32| [mov_edi(edi), mov_eax(nr), SYSCALL.to_vec()].concat();
+    for (name, code, want, signal) in [
+        ("core-abort", call(231, 255), End::Code(255), Some(6)),
+        // exit_group(0x1ff) is status 255 as well.
+        ("core-abort-high", call(231, 0x1ff), End::Code(255), Some(6)),
+        (
+            "core-getpid",
+            call(39, 0),
+            End::Signal(libc::SIGSYS),
+            Some(31),
+        ),
+        ("core-exit", call(231, 3), End::Code(3), None),
+        ("core-exit0", call(231, 0), End::Code(0), None),
+    ] {
+        let dir = temp_dir(name);
+        let (status, stderr) = run_with(
+            name,
+            &code,
+            4,
+            &["--dumpcore".as_ref(), dir.path().as_os_str()],
+        );
+        assert_eq!(status, want, "{name}: {stderr}");
+        let files = files(&dir);
+        match signal {
+            None => {
+                assert!(files.is_empty(), "{name}: {files:?}");
+                assert_eq!(stderr, "", "{name}");
+            }
+            Some(signal) => {
+                assert_eq!(files.len(), 1, "{name}: {stderr}");
+                let core = Core::read(&files[0]);
+                assert_eq!(core.signal, signal, "{name}");
+                // After the `syscall` instruction, with its arguments.
+                assert_eq!(core.regs[RIP], ENTRY + code.len() as u64, "{name}");
+                assert!(stderr.contains("core file written to"), "{name}: {stderr}");
+            }
+        }
+    }
+}
+
+/// Without the flag, no core anywhere, and the guest's memory is the
+/// plain anonymous mapping (the exit is the guest's).
+#[test]
+fn no_core_without_the_flag() {
+    let dir = temp_dir("core-none");
+    let code = [XOR_ESP_ESP.to_vec(), PUSH_RAX.to_vec()].concat();
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln-spt"))
+        .current_dir(dir.path())
+        .arg("--mem=4")
+        .arg({
+            let path = dir.path().join("guest.spt");
+            std::fs::write(&path, image(&code)).unwrap();
+            path
+        })
+        .output()
+        .expect("run kiln-spt");
+    assert_eq!(out.status.signal(), Some(libc::SIGSEGV));
+    assert_eq!(files(&dir), vec![dir.path().join("guest.spt")]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("core"));
+}
+
+/// A DIR that is missing, a symbolic link, not a directory or where no
+/// file can be created is refused before the guest runs (exit 1, the
+/// reason and a hint); nothing is written anywhere.
+#[test]
+fn a_bad_dumpcore_directory_is_refused_before_the_guest_runs() {
+    let base = temp_dir("core-bad");
+    let real = base.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::os::unix::fs::symlink(&real, base.path().join("link")).unwrap();
+    std::fs::write(base.path().join("file"), b"").unwrap();
+    // The guest would print and exit 0 if it ran.
+    let code = [mov_edi(0), mov_eax(231), SYSCALL.to_vec()].concat();
+    for (dir, want) in [
+        (base.path().join("missing"), "cannot create a core file in"),
+        (base.path().join("link"), "is a symbolic link"),
+        (base.path().join("file"), "cannot create a core file in"),
+        // procfs takes no new files, even from root.
+        (
+            std::path::PathBuf::from("/proc"),
+            "cannot create a core file in",
+        ),
+    ] {
+        let (status, stderr) = run_with(
+            "core-bad",
+            &code,
+            4,
+            &["--dumpcore".as_ref(), dir.as_os_str()],
+        );
+        assert_eq!(status, End::Code(1), "{}: {stderr}", dir.display());
+        assert!(stderr.contains(want), "{}: {stderr}", dir.display());
+        assert!(stderr.contains("hint:"), "{stderr}");
+    }
+    let (status, stderr) = run_with("core-bad", &code, 4, &["--dumpcore=".as_ref()]);
+    assert_eq!(status, End::Code(1), "{stderr}");
+    assert!(stderr.contains("--dumpcore needs a directory"), "{stderr}");
+    assert!(real.read_dir().unwrap().next().is_none());
 }

@@ -11,8 +11,8 @@
 //!   `--prefix:NAME=VALUE` flag splitting;
 //! - [`elf`]: the pure image validator ([`elf::Image::parse`], the
 //!   tenders' fuzz target), parameterised by the target;
-//! - [`sys`]: every `unsafe` operation (adopting inherited descriptors;
-//!   taps are opened by `kiln-tap`);
+//! - [`sys`]: every `unsafe` operation (adopting inherited descriptors,
+//!   the core file's creation and naming; taps are opened by `kiln-tap`);
 //! - [`seccomp`]: allow-lists as data ([`seccomp::Rule`]), compiled to a
 //!   BPF filter that kills (hvt) or traps (spt) on anything else;
 //! - [`bpf`]: the compact compiler of those rules kiln-spt's guest filter
@@ -23,6 +23,9 @@
 //! - [`devices`]: fitting the device flags to the image's manifest and
 //!   attaching each device;
 //! - [`image`]: reading KERNEL and checking it against `--mem`;
+//! - [`dumpcore`]: `--dumpcore=DIR`'s ELF core file of a failed guest
+//!   (notes, memory segments from either tender's guest memory, the file
+//!   created unnamed in DIR and named there only once written);
 //! - [`stop`]: SIGTERM and SIGINT turned into the stop request of kiln's
 //!   STOP extension for a guest that declared it handles one, Solo5's
 //!   behaviour otherwise;
@@ -37,6 +40,7 @@ pub mod block;
 pub mod bpf;
 pub mod cli;
 pub mod devices;
+pub mod dumpcore;
 pub mod elf;
 pub mod image;
 pub mod module;

@@ -1,7 +1,9 @@
 //! Every `unsafe` operation of the shared code: adopting an inherited
-//! descriptor, made non-blocking (taps are opened by `kiln-tap`).
+//! descriptor, made non-blocking (taps are opened by `kiln-tap`); the
+//! core file's unnamed creation and naming (`--dumpcore`).
 #![allow(unsafe_code)]
 
+use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -61,6 +63,71 @@ pub fn map_shared_words(
     // lives as long as the process; other processes see it only through
     // the file, and every access from this one is atomic.
     Ok(unsafe { std::slice::from_raw_parts(ptr.cast::<std::sync::atomic::AtomicU64>(), len / 8) })
+}
+
+/// Opens directory `dir` and an unnamed file in it (`O_TMPFILE`),
+/// which [`link_into`] names once it is written: nothing appears in
+/// `dir` unless a core is written, and the name is created there, never
+/// through a symbolic link. `dir` itself must not be a symbolic link
+/// (ENOTDIR or ELOOP).
+pub fn open_unnamed_in(dir: &std::path::Path) -> io::Result<(OwnedFd, OwnedFd)> {
+    let path = CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `path` is a NUL-terminated string living across the call;
+    // the result is checked.
+    let dirfd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if dirfd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `dirfd` was just opened and is owned by nobody else.
+    let dirfd = unsafe { OwnedFd::from_raw_fd(dirfd) };
+    // SAFETY: "." is a NUL-terminated literal; the result is checked.
+    let file = unsafe {
+        libc::openat(
+            dirfd.as_raw_fd(),
+            c".".as_ptr(),
+            libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC,
+            0o600 as libc::c_uint,
+        )
+    };
+    if file < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `file` was just opened and is owned by nobody else.
+    Ok((dirfd, unsafe { OwnedFd::from_raw_fd(file) }))
+}
+
+/// Gives the unnamed `file` the name `name` in `dir`; fails if the name
+/// exists (a link is never followed or replaced).
+pub fn link_into(file: RawFd, dir: RawFd, name: &str) -> io::Result<()> {
+    let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: both strings are NUL-terminated and outlive the call.
+    let ret = unsafe { libc::linkat(file, c"".as_ptr(), dir, name.as_ptr(), libc::AT_EMPTY_PATH) };
+    if ret == 0 {
+        return Ok(());
+    }
+    // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; /proc does not.
+    let proc = CString::new(format!("/proc/self/fd/{file}"))
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: as above.
+    let ret = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc.as_ptr(),
+            dir,
+            name.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

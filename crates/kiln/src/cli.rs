@@ -227,8 +227,10 @@ pub struct RunArgs {
         default_missing_value = "127.0.0.1:1234"
     )]
     pub gdb: Option<String>,
-    /// On hvt: when the unikernel aborts or faults, write an ELF core file
-    /// to DIR (`gdb dist/NAME.hvt DIR/core.kiln-hvt.PID` opens it)
+    /// On hvt and spt: when the unikernel aborts or faults (on spt also a
+    /// forbidden system call), write an ELF core file to DIR (`gdb
+    /// dist/NAME.hvt DIR/core.kiln-hvt.PID`, `gdb dist/NAME.spt
+    /// DIR/core.kiln-spt.PID` open it)
     #[arg(long, value_name = "DIR")]
     pub dumpcore: Option<PathBuf>,
     /// The unikernel's directory

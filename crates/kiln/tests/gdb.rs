@@ -506,3 +506,126 @@ fn gdb_attaches_to_an_spt_guest() {
         "{gdb}\n{log}"
     );
 }
+
+/// The spt core test's unikernel: fails as its argument says, each way in
+/// a function of its own, not inlined.
+const FAIL_TOML: &str = r#"[unikernel]
+name = "fail"
+entry = "start"
+
+[devices.console]
+type = "console"
+
+[arguments.how]
+type = "u32"
+default = 0
+doc = "0: write through a null pointer, 1: panic, 2: a forbidden system call"
+"#;
+
+const FAIL_RS: &str = r#"#![no_std]
+use kiln_devices::{Console, ConsoleError};
+
+/// Writes a byte at `addr`: at 0, a page fault.
+#[inline(never)]
+pub fn write_through(addr: usize) {
+    // SAFETY: none: the fault is the point.
+    unsafe { core::ptr::write_volatile(addr as *mut u8, 1) }
+}
+
+/// Panics: the unikernel aborts (exit status 255).
+#[inline(never)]
+pub fn give_up() {
+    panic!("giving up on purpose");
+}
+
+/// getpid, which no unikernel may call.
+#[inline(never)]
+pub fn forbidden() {
+    // SAFETY: none: the filter's refusal is the point.
+    unsafe {
+        core::arch::asm!("syscall", inlateout("rax") 39u64 => _, lateout("rcx") _, lateout("r11") _)
+    }
+}
+
+pub async fn start(console: impl Console, how: u32) -> Result<(), ConsoleError> {
+    console.log("about to fail")?;
+    match core::hint::black_box(how) {
+        0 => write_through(core::hint::black_box(0)),
+        1 => give_up(),
+        _ => forbidden(),
+    }
+    Ok(())
+}
+"#;
+
+/// `kiln run -t spt --dumpcore DIR` writes a core for a guest that faults,
+/// aborts or makes a forbidden system call, which `gdb -batch -ex bt IMAGE
+/// CORE` opens with the failing function on top (the image keeps its
+/// symbols; no debug information is needed).
+#[test]
+fn spt_failures_write_cores_gdb_reads() {
+    let test = "spt_failures_write_cores_gdb_reads";
+    if !gdb_or_skip(test) {
+        return;
+    }
+    let tmp = temp_dir("sptcore");
+    let dir = tmp.path().join("fail");
+    write_unikernel(&dir, "fail", FAIL_TOML, FAIL_RS);
+    let image = dir.join("dist/fail.spt");
+    for (how, signal, status, top) in [
+        ("0", "SIGSEGV", None, "fail::write_through"),
+        // The abort's system call, in kiln-solo5's abort.
+        ("1", "SIGABRT", Some(255), "kiln_solo5::sys::spt::abort"),
+        ("2", "SIGSYS", None, "fail::forbidden"),
+    ] {
+        let cores = tmp.path().join(format!("cores-{how}"));
+        std::fs::create_dir(&cores).unwrap();
+        let out = run_for(
+            kiln_in(&dir)
+                .args(["run", "-t", "spt", "--mem=8", "--dumpcore"])
+                .arg(&cores)
+                .args(["--", &format!("--how={how}")]),
+            BUILD_TIMEOUT,
+        );
+        let stderr = text(&out.stderr);
+        assert!(text(&out.stdout).contains("about to fail"), "{stderr}");
+        assert_eq!(
+            out.status.code(),
+            status,
+            "how={how}: {:?} {stderr}",
+            out.status
+        );
+        let files: Vec<_> = std::fs::read_dir(&cores)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}\n{stderr}");
+        let core = &files[0];
+        let name = core.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("core.kiln-spt."), "{name}");
+        assert!(
+            stderr.contains(&format!("core file written to {}", core.display())),
+            "{stderr}"
+        );
+        // Bounded by guest memory (8 MiB) plus headers.
+        assert!(std::fs::metadata(core).unwrap().len() <= (8 << 20) + 4096 * 4);
+        let out = run_for(
+            Command::new("gdb")
+                .args(["-batch", "-ex", "bt", "-ex", "info registers rip cs"])
+                .arg(&image)
+                .arg(core),
+            RUN_TIMEOUT,
+        );
+        let gdb = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(
+            gdb.contains(&format!("Program terminated with signal {signal}")),
+            "how={how}:\n{gdb}"
+        );
+        let first = gdb
+            .lines()
+            .find(|l| l.starts_with("#0"))
+            .unwrap_or_else(|| panic!("no backtrace:\n{gdb}"));
+        assert!(first.contains(top), "how={how}:\n{gdb}");
+        assert!(gdb.contains("cs             0x33"), "how={how}:\n{gdb}");
+    }
+}

@@ -55,12 +55,12 @@ pub fn run(args: &RunArgs) -> Result<u8, KilnError> {
             hint: "run with plain --gdb: the guest process waits and kiln-spt prints the `gdb -p PID IMAGE` command that attaches to it".into(),
         });
     }
-    let gdb_spt = target == Target::Spt && args.gdb.is_some() && args.dumpcore.is_none();
+    let gdb_spt = target == Target::Spt && args.gdb.is_some();
     let debugging = args.gdb.is_some() || args.dumpcore.is_some();
-    if debugging && target != Target::Hvt && !gdb_spt {
+    if debugging && !matches!(target, Target::Hvt | Target::Spt) {
         return Err(KilnError::Usage {
-            message: "--gdb applies to hvt and spt guests, --dumpcore to hvt guests only".into(),
-            hint: "run with -t hvt (or -t spt for --gdb)".into(),
+            message: "--gdb and --dumpcore apply to hvt and spt guests only".into(),
+            hint: "run with -t hvt or -t spt".into(),
         });
     }
     // On a terminal, cargo's own progress shows what a first build (tens of
