@@ -138,13 +138,31 @@ pub(crate) struct Executor {
     ready: Arc<ReadyQueue>,
     /// Pending timers by (deadline, unique id).
     pub(crate) timers: RefCell<BTreeMap<(Instant, u64), Waker>>,
+    /// The executor's time: the platform's clock as read when `block_on`
+    /// started and each time the platform's blocking point returned (or
+    /// [`refresh`](Self::refresh) was called). Every task polled until the
+    /// next wait shares it, so a wake costs one clock read however many
+    /// timers, sockets and requests look at the time.
+    now: Cell<Instant>,
 }
 
 impl Executor {
+    /// The executor's time (see `now`): never older than the last return
+    /// from the platform's blocking point.
     pub(crate) fn now(&self) -> Instant {
+        self.now.get()
+    }
+
+    /// Reads the platform's clock into the executor's time and returns it.
+    pub(crate) fn refresh(&self) -> Instant {
         // SAFETY: `platform` was made from a reference that `block_on`
         // borrows for as long as this executor exists.
-        unsafe { &*self.platform }.now()
+        let now = unsafe { &*self.platform }.now();
+        // The platform's clock never goes back; keep that true of the
+        // cache even for one that does.
+        let now = now.max(self.now.get());
+        self.now.set(now);
+        now
     }
 
     pub(crate) fn spawn_boxed(&self, future: BoxFuture) {
@@ -325,6 +343,7 @@ pub fn block_on<P: Platform + 'static, F: Future>(platform: &P, future: F) -> F:
         free: RefCell::new(Vec::new()),
         ready: ready.clone(),
         timers: RefCell::new(BTreeMap::new()),
+        now: Cell::new(platform.now()),
     };
     // Unregistered when `block_on` returns.
     let metrics =
@@ -359,19 +378,26 @@ fn run<F: Future>(
             }
         }
         executor.run_ready();
-        executor.fire_timers(platform.now());
+        // The executor's time, not the clock: no timer is due before it
+        // moves, and it moves only when a wait returns.
+        executor.fire_timers(executor.now());
         if executor.has_ready() {
             busy_rounds += 1;
             if busy_rounds >= BUSY_ROUNDS_BEFORE_CHECK {
                 busy_rounds = 0;
                 bump(&counts.checks);
                 platform.wait(Some(Instant::ZERO));
+                // Also what bounds the time's staleness while tasks stay
+                // busy: it is read again at least every
+                // BUSY_ROUNDS_BEFORE_CHECK rounds.
+                executor.fire_timers(executor.refresh());
             }
             continue;
         }
         busy_rounds = 0;
         bump(&counts.blocks);
         platform.wait(executor.next_deadline());
-        executor.fire_timers(platform.now());
+        // The one clock read of a wake: what the tasks woken now see.
+        executor.fire_timers(executor.refresh());
     }
 }

@@ -5,8 +5,11 @@ use kiln_devices::Instant;
 /// What the executor needs from a platform: a monotonic clock and a way to
 /// block until there is something to do.
 pub trait Platform {
-    /// The current monotonic instant. Must be cheap: the executor reads it
-    /// once per round of polling.
+    /// The current monotonic instant, never decreasing. The executor reads
+    /// it when it starts and after each return from [`wait`](Self::wait),
+    /// and hands that reading to every task until the next wait
+    /// ([`time::now`](crate::time::now)); `wait` itself reads it only when
+    /// it needs a timeout.
     fn now(&self) -> Instant;
 
     /// Blocks until a device may be ready or `deadline` passes, then wakes

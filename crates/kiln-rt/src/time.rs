@@ -21,13 +21,42 @@ static NEXT_TIMER: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timer;
 
-/// The current monotonic instant of the running executor's platform.
+/// The executor's time: the platform's monotonic clock as read when the
+/// executor last returned from the platform's blocking point (or when
+/// [`refresh`] was last called), shared by every task polled until the next
+/// wait. A clock read can be a system call (spt has no vDSO), so a wake
+/// costs one, however many timers, sockets and requests look at the time.
+///
+/// It is never older than the last return from the blocking point, and it
+/// never goes back. It lags the clock by at most the CPU time the executor
+/// has spent polling since that return: the executor returns to its
+/// blocking point when no task is ready, and at least every 32 rounds of
+/// polling while tasks stay ready (a check that does not block), reading
+/// the clock each time. A task that computes for long inside one poll and
+/// then needs the time to the microsecond calls [`refresh`].
+///
+/// Timers compare their deadlines with this time, which is never ahead of
+/// the clock: no timer fires before its deadline. A [`sleep`] counts its
+/// duration from this time, so it lasts at least its duration minus the
+/// lag above (after a `refresh`, at least its duration).
 ///
 /// # Panics
 ///
 /// Outside of [`block_on`](crate::block_on).
 pub fn now() -> Instant {
     with_current(|e| e.now()).expect("kiln_rt::time::now called outside a kiln runtime")
+}
+
+/// Reads the platform's clock into the executor's time (see [`now`]) and
+/// returns it: for a task that has computed for long since the executor's
+/// last wait and needs the time exactly (one clock read, a system call on
+/// spt).
+///
+/// # Panics
+///
+/// Outside of [`block_on`](crate::block_on).
+pub fn refresh() -> Instant {
+    with_current(|e| e.refresh()).expect("kiln_rt::time::refresh called outside a kiln runtime")
 }
 
 impl kiln_devices::Sleep for Timer {

@@ -246,3 +246,105 @@ fn the_executor_counts_polls_waits_and_tasks_for_the_metrics_page() {
     // Unregistered once block_on returned.
     assert_eq!(kiln_metrics::render(), "");
 }
+
+/// A clock that counts its reads and that tasks move forward to stand for
+/// CPU time; `wait` lets a microsecond pass, or jumps to the deadline.
+#[derive(Default)]
+struct CountingClock {
+    clock: Cell<u64>,
+    reads: Cell<u64>,
+    /// The clock when the last `wait` returned.
+    last_return: Cell<u64>,
+    waits: Cell<u64>,
+}
+
+impl Platform for CountingClock {
+    fn now(&self) -> Instant {
+        self.reads.set(self.reads.get() + 1);
+        Instant::from_nanos(self.clock.get())
+    }
+
+    fn wait(&self, deadline: Option<Instant>) {
+        self.waits.set(self.waits.get() + 1);
+        // A time that does not move with the clock would loop for ever.
+        assert!(
+            self.waits.get() < 1_000,
+            "1000 waits: the executor's time is stuck"
+        );
+        let passed = self.clock.get() + 1_000;
+        let t = deadline.map_or(passed, |d| passed.max(d.as_nanos()));
+        self.clock.set(t);
+        self.last_return.set(t);
+    }
+}
+
+impl CountingClock {
+    /// Time spent computing inside a poll.
+    fn compute(&self, nanos: u64) {
+        self.clock.set(self.clock.get() + nanos);
+    }
+}
+
+#[test]
+fn the_executors_time_is_read_once_per_wait_and_never_older_than_its_return() {
+    use kiln_rt::time::{now, refresh};
+    let p: &'static CountingClock = Box::leak(Box::default());
+    block_on(p, async {
+        // Inside one poll: the same time however often it is asked for,
+        // without reading the clock, even after long computing.
+        let start = now();
+        let reads = p.reads.get();
+        p.compute(5_000_000);
+        for _ in 0..100 {
+            assert_eq!(now(), start);
+        }
+        assert_eq!(p.reads.get(), reads, "now() read the platform's clock");
+        // Refreshed when the blocking point returns: never older than it,
+        // and read once for the wake (plus at most once by the wait).
+        for round in 0..5 {
+            let reads = p.reads.get();
+            let deadline = now() + Duration::from_millis(3);
+            sleep_until_and_check(p, deadline).await;
+            assert!(
+                now().as_nanos() >= p.last_return.get(),
+                "round {round}: the executor's time {:?} is older than the last wait's return {}",
+                now(),
+                p.last_return.get()
+            );
+            assert!(
+                p.reads.get() - reads <= 2,
+                "round {round}: {} clock reads for one wait",
+                p.reads.get() - reads
+            );
+        }
+        // refresh() reads the clock and becomes the executor's time.
+        p.compute(7_000_000);
+        let fresh = refresh();
+        assert_eq!(fresh.as_nanos(), p.clock.get());
+        assert_eq!(now(), fresh);
+        // Busy tasks that never let the executor block still see time
+        // move: the check between busy rounds refreshes it.
+        let before = now();
+        let mut yields = 0;
+        while now() == before {
+            p.compute(1_000);
+            yield_now().await;
+            yields += 1;
+            assert!(
+                yields <= 64,
+                "the executor's time did not move in {yields} busy rounds"
+            );
+        }
+    });
+}
+
+/// Sleeps until `deadline` and checks that the platform's clock, not just
+/// the executor's time, has reached it: a timer never fires early.
+async fn sleep_until_and_check(p: &CountingClock, deadline: Instant) {
+    kiln_rt::sleep_until(deadline).await;
+    assert!(
+        p.clock.get() >= deadline.as_nanos(),
+        "a timer for {deadline:?} fired at {}",
+        p.clock.get()
+    );
+}

@@ -81,7 +81,13 @@ impl kiln_rt::Platform for Platform {
     }
 
     fn wait(&self, deadline: Option<Instant>) {
-        let timeout = timeout_nanos(deadline, self.now());
+        // The clock is read only for a deadline it has not passed yet: on
+        // spt every read is a system call.
+        let timeout = match deadline {
+            Some(d) if d <= sys::clock::last() => 0,
+            Some(_) => timeout_nanos(deadline, self.now()),
+            None => FOREVER_NANOS,
+        };
         let ready = match self.exchange.lock().as_mut() {
             Some(ex) => exchange(ex, timeout),
             None => sys::host::poll(timeout),

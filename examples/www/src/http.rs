@@ -346,8 +346,9 @@ fn metrics_page() -> Response {
 }
 
 /// Counts a response of `status`, written by `now` (read only when
-/// counting: a clock read is a system call on spt), to a request whose
-/// first byte came at `started` (now, if unknown).
+/// counting), to a request whose first byte came at `started` (now, if
+/// unknown). Both are the executor's time: the time of the wakes that
+/// read the request and wrote the response.
 fn record(observe: &Observe, status: u16, started: Option<Instant>, now: impl FnOnce() -> Instant) {
     if let Some(m) = &observe.metrics {
         let now = now();

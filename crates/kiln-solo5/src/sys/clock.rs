@@ -38,6 +38,12 @@ fn since_boot() -> u64 {
     ns.max(last)
 }
 
+/// The latest instant [`now`] handed out, without reading the clock: the
+/// clock is at or past it.
+pub fn last() -> Instant {
+    Instant::from_nanos(LAST.load(Ordering::Relaxed))
+}
+
 /// The monotonic clock.
 pub fn now() -> Instant {
     Instant::from_nanos(since_boot())
