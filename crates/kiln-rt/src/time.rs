@@ -37,8 +37,9 @@ pub struct Timer;
 ///
 /// Timers compare their deadlines with this time, which is never ahead of
 /// the clock: no timer fires before its deadline. A [`sleep`] counts its
-/// duration from this time, so it lasts at least its duration minus the
-/// lag above (after a `refresh`, at least its duration).
+/// duration from a fresh read, so it lasts at least its duration; a
+/// deadline of `now() + d` given to [`sleep_until`] may end up to the lag
+/// above early.
 ///
 /// # Panics
 ///
@@ -66,6 +67,10 @@ impl kiln_devices::Sleep for Timer {
 
     fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> {
         sleep_until(deadline)
+    }
+
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> {
+        sleep(duration)
     }
 }
 
@@ -99,13 +104,17 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
     }
 }
 
-/// Completes after `duration`.
+/// Completes after `duration`, counted from a fresh clock read
+/// ([`refresh`]): at least `duration` passes on every clock, as a sleep
+/// promises, whatever the executor's time lags. Deadlines computed from
+/// [`now`] and given to [`sleep_until`] cost no clock read and may end up
+/// to that lag early (timeouts, the network stack's timers).
 ///
 /// # Panics
 ///
 /// Outside of [`block_on`](crate::block_on).
 pub fn sleep(duration: Duration) -> Sleep {
-    sleep_until(now() + duration)
+    sleep_until(refresh() + duration)
 }
 
 impl Future for Sleep {
