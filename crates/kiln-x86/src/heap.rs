@@ -12,7 +12,6 @@ use talc::TalcLock;
 use talc::source::Manual;
 
 use crate::console::BufferedWriter;
-use crate::heap_fresh::Frontier;
 pub use crate::heap_stats::HeapStats;
 use crate::{Abort, Puts};
 
@@ -25,10 +24,6 @@ pub struct Heap {
     /// (not a locked read-modify-write), as one thread allocates.
     in_use: AtomicUsize,
     peak: AtomicUsize,
-    /// The [`Frontier`] of fresh memory (both 0: none), a relaxed load
-    /// and store each, as one thread allocates.
-    fresh_start: AtomicUsize,
-    fresh_end: AtomicUsize,
     /// How to get more memory on this platform, e.g. "give the guest more
     /// memory (the tender's --mem=MB)".
     hint: &'static str,
@@ -60,8 +55,6 @@ impl Heap {
             size: AtomicUsize::new(0),
             in_use: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
-            fresh_start: AtomicUsize::new(0),
-            fresh_end: AtomicUsize::new(0),
             hint,
             puts,
             abort,
@@ -87,43 +80,6 @@ impl Heap {
         }
         self.size.store(size, Ordering::Relaxed);
         Ok(())
-    }
-
-    /// [`Heap::init`] for a region that reads as zero (memory the tender
-    /// mapped and nothing wrote since): zeroed allocations then leave the
-    /// pages nobody wrote alone, so they stay out of the tender's resident
-    /// set until used (`heap_fresh`).
-    ///
-    /// # Safety
-    ///
-    /// As [`Heap::init`], and every byte of the region must be zero.
-    pub unsafe fn init_zeroed(&self, base: usize, size: usize) -> Result<(), HeapError> {
-        // SAFETY: the caller's.
-        unsafe { self.init(base, size)? };
-        let f = Frontier::zeroed(base, size);
-        self.fresh_start.store(f.start, Ordering::Relaxed);
-        self.fresh_end.store(f.end, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn frontier(&self) -> Frontier {
-        Frontier {
-            start: self.fresh_start.load(Ordering::Relaxed),
-            end: self.fresh_end.load(Ordering::Relaxed),
-        }
-    }
-
-    fn set_frontier(&self, f: Frontier) {
-        self.fresh_start.store(f.start, Ordering::Relaxed);
-    }
-
-    /// Records `[ptr, ptr + len)` as handed out.
-    fn handed_out(&self, ptr: *mut u8, len: usize) {
-        let mut f = self.frontier();
-        if f.end != 0 {
-            f.handed_out(ptr as usize, len);
-            self.set_frontier(f);
-        }
     }
 
     /// The heap's size and the bytes allocated now and at most.
@@ -180,7 +136,6 @@ unsafe impl GlobalAlloc for Heap {
             self.out_of_memory(layout)
         }
         self.grew(layout.size());
-        self.handed_out(ptr, layout.size());
         ptr
     }
 
@@ -192,27 +147,11 @@ unsafe impl GlobalAlloc for Heap {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded (see the impl).
-        let ptr = unsafe { self.talc.alloc(layout) };
+        let ptr = unsafe { self.talc.alloc_zeroed(layout) };
         if ptr.is_null() {
             self.out_of_memory(layout)
         }
         self.grew(layout.size());
-        let mut f = self.frontier();
-        let clear = f.to_clear(ptr as usize, layout.size());
-        self.set_frontier(f);
-        for range in clear {
-            // SAFETY: each range lies within the `layout.size()` bytes
-            // just allocated at `ptr` (`Frontier::to_clear`), valid for
-            // writes; what is not cleared reads as zero already (above
-            // the frontier of an arena that was zero, see `init_zeroed`).
-            unsafe {
-                core::ptr::write_bytes(
-                    ptr.add(range.start - ptr as usize),
-                    0,
-                    range.end - range.start,
-                )
-            };
-        }
         ptr
     }
 
@@ -224,7 +163,6 @@ unsafe impl GlobalAlloc for Heap {
         }
         self.shrank(layout.size());
         self.grew(new_size);
-        self.handed_out(new, new_size);
         new
     }
 }

@@ -28,9 +28,6 @@
 //!   built at CPL 3 for the platform to load;
 //! - `heap`: the `talc` allocator type each platform declares as its
 //!   `#[global_allocator]`, aborting with a message when memory runs out;
-//!   [`heap_fresh`], host-tested: which bytes of a zeroed allocation it
-//!   writes, so that pages nobody used stay out of the tender's resident
-//!   set;
 //! - `random`: the random device, a ChaCha20 generator (`kiln-csprng`)
 //!   seeded from RDSEED/RDRAND;
 //! - `panic`: the report a platform's `#[panic_handler]` prints before it
@@ -44,7 +41,6 @@ extern crate std;
 
 pub mod console;
 pub mod exits;
-pub mod heap_fresh;
 pub mod heap_stats;
 pub mod layout;
 pub mod time;

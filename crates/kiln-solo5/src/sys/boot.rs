@@ -74,9 +74,8 @@ pub(super) extern "C" fn kiln_solo5_boot(boot_info: u64) -> ! {
     unsafe { super::paging::init(&layout) };
     super::cpu::GUARD_PAGE.store(layout.guard_page, core::sync::atomic::Ordering::Relaxed);
     let (heap_start, heap_size) = (layout.heap_start as usize, layout.heap_size() as usize);
-    // SAFETY: [heap_start, guard page) is mapped read-write, used by
-    // nothing else, and zero (the tender's fresh memory: the tables and
-    // the boot data lie below it); this is the only call.
+    // SAFETY: [heap_start, guard page) is mapped read-write and used by
+    // nothing else; this is the only call.
     let heap = unsafe { super::heap::init(heap_start, heap_size) };
     if let Err(e) = heap {
         fail("heap", &e);

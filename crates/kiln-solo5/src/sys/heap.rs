@@ -12,20 +12,16 @@ static HEAP: Heap = Heap::new(
     super::host::abort,
 );
 
-/// Hands `[base, base + size)` to the allocator, which takes it as zero:
-/// guest memory is anonymous memory the tender mapped (kiln's tenders and
-/// Solo5's alike), and nothing wrote above the image and its tables before
-/// the heap. Zeroed allocations then leave the pages nobody wrote alone,
-/// outside the tender's resident set (`kiln_x86::heap_fresh`).
+/// Hands `[base, base + size)` to the allocator.
 ///
 /// # Safety
 ///
-/// The region must be mapped read-write, read as zero, be unused by
-/// anything else for the rest of the program, and `init` must be called
-/// once, before any allocation.
+/// The region must be mapped read-write, unused by anything else for the
+/// rest of the program, and `init` must be called once, before any
+/// allocation.
 pub unsafe fn init(base: usize, size: usize) -> Result<(), HeapError> {
     // SAFETY: the caller's.
-    unsafe { HEAP.init_zeroed(base, size) }
+    unsafe { HEAP.init(base, size) }
 }
 
 /// The heap's size and the bytes allocated now and at most.

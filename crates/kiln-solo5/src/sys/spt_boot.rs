@@ -39,8 +39,8 @@ pub(super) extern "C" fn kiln_solo5_boot(boot_info: u64) -> ! {
         );
     }
     // SAFETY: [heap_start, heap_end) lies between the image and the stack
-    // in read-write guest memory the tender mapped and did not write,
-    // used by nothing else; this is the only call.
+    // in read-write guest memory, used by nothing else; this is the only
+    // call.
     let heap = unsafe { super::heap::init(heap_start as usize, (heap_end - heap_start) as usize) };
     if let Err(e) = heap {
         fail("heap", &e);
