@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use kiln_hvt::gdb_harness::{run, seeds};
+use kiln_testsupport::fuzz::{self, Rng};
 
 fn seed_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/gdb")
@@ -22,35 +23,13 @@ fn seed_dir() -> PathBuf {
 
 #[test]
 fn seeds_replay_without_a_panic() {
-    if std::env::var_os("KILN_WRITE_SEEDS").is_some() {
-        std::fs::create_dir_all(seed_dir()).unwrap();
-        for (name, bytes) in seeds() {
-            std::fs::write(seed_dir().join(name), bytes).unwrap();
-        }
-    }
-    kiln_testsupport::fuzz::replay_seeds(&seed_dir(), 14, |bytes| {
+    let seeds = seeds();
+    fuzz::write_seeds_if_asked(&seed_dir(), &seeds);
+    fuzz::replay_seeds(&seed_dir(), 14, |bytes| {
         assert!(run(bytes).is_some(), "guest memory could not be mapped");
     });
     // The committed seeds are the ones the harness makes.
-    for (name, bytes) in seeds() {
-        assert_eq!(
-            std::fs::read(seed_dir().join(name)).unwrap(),
-            bytes,
-            "{name} is stale"
-        );
-    }
-}
-
-/// xorshift64*: deterministic, so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
+    fuzz::assert_seeds_current(&seed_dir(), &seeds);
 }
 
 /// Bytes gdb's packets are made of, and hostile numbers in hex.
@@ -94,14 +73,14 @@ const TOKENS: &[&[u8]] = &[
 /// bytes, cuts.
 fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     let mut b = seed.to_vec();
-    for _ in 0..1 + rng.next() % 6 {
+    for _ in 0..1 + rng.next_u64() % 6 {
         if b.is_empty() {
             break;
         }
-        let i = (rng.next() % b.len() as u64) as usize;
-        match rng.next() % 6 {
-            0 => b[i] = rng.next() as u8,
-            1 => b[i] ^= 1 << (rng.next() % 8),
+        let i = (rng.next_u64() % b.len() as u64) as usize;
+        match rng.next_u64() % 6 {
+            0 => b[i] = rng.next_u64() as u8,
+            1 => b[i] ^= 1 << (rng.next_u64() % 8),
             2 => {
                 let v = [
                     0u64,
@@ -111,21 +90,21 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
                     0x10_0000,
                     0x3f_fff8,
                     0x1000 | 0x83,
-                ][(rng.next() % 7) as usize];
+                ][(rng.next_u64() % 7) as usize];
                 let at = i & !7;
                 if at + 8 <= b.len() {
                     b[at..at + 8].copy_from_slice(&v.to_le_bytes());
                 }
             }
             3 => {
-                let t = TOKENS[(rng.next() % TOKENS.len() as u64) as usize];
+                let t = TOKENS[(rng.next_u64() % TOKENS.len() as u64) as usize];
                 b.splice(i..i, t.iter().copied());
             }
             4 => {
                 // A valid packet of random tokens, checksum right.
                 let mut body = Vec::new();
-                for _ in 0..1 + rng.next() % 4 {
-                    body.extend_from_slice(TOKENS[(rng.next() % TOKENS.len() as u64) as usize]);
+                for _ in 0..1 + rng.next_u64() % 4 {
+                    body.extend_from_slice(TOKENS[(rng.next_u64() % TOKENS.len() as u64) as usize]);
                 }
                 let body = String::from_utf8_lossy(&body).into_owned();
                 let p = kiln_hvt::gdb_harness::packet(&body);

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use kiln_abi::MftEntry;
 use kiln_hvt::elf::Image;
+use kiln_testsupport::fuzz::{self, Rng};
 use support::{Guest, PF_R, load_phdr};
 
 const MEM: u64 = 512 << 20;
@@ -44,11 +45,8 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 
 #[test]
 fn seeds_parse_as_named() {
-    if std::env::var_os("KILN_WRITE_SEEDS").is_some() {
-        for (name, bytes) in seeds() {
-            std::fs::write(seed_dir().join(name), bytes).unwrap();
-        }
-    }
+    let seeds = seeds();
+    fuzz::write_seeds_if_asked(&seed_dir(), &seeds);
     let mut n = 0;
     for entry in std::fs::read_dir(seed_dir()).unwrap() {
         let path = entry.unwrap().path();
@@ -64,25 +62,7 @@ fn seeds_parse_as_named() {
     }
     assert!(n >= 6, "only {n} seeds in {}", seed_dir().display());
     // The committed seeds are the ones the builders make.
-    for (name, bytes) in seeds() {
-        assert_eq!(
-            std::fs::read(seed_dir().join(name)).unwrap(),
-            bytes,
-            "{name} is stale"
-        );
-    }
-}
-
-/// xorshift64*: deterministic, so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
+    fuzz::assert_seeds_current(&seed_dir(), &seeds);
 }
 
 #[test]
@@ -92,15 +72,15 @@ fn mutated_seeds_never_panic() {
     for (_, seed) in seeds() {
         for _ in 0..10_000 {
             let mut b = seed.clone();
-            for _ in 0..1 + rng.next() % 4 {
-                let i = (rng.next() % b.len() as u64) as usize;
-                match rng.next() % 4 {
-                    0 => b[i] = rng.next() as u8,
-                    1 => b[i] ^= 1 << (rng.next() % 8),
+            for _ in 0..1 + rng.next_u64() % 4 {
+                let i = (rng.next_u64() % b.len() as u64) as usize;
+                match rng.next_u64() % 4 {
+                    0 => b[i] = rng.next_u64() as u8,
+                    1 => b[i] ^= 1 << (rng.next_u64() % 8),
                     2 => {
                         // An interesting 64-bit value at an 8-aligned spot.
                         let v = [0u64, 1, u64::MAX, 1 << 63, 0x10_0000, 0x2000_0000]
-                            [(rng.next() % 6) as usize];
+                            [(rng.next_u64() % 6) as usize];
                         let at = i & !7;
                         if at + 8 <= b.len() {
                             b[at..at + 8].copy_from_slice(&v.to_le_bytes());
