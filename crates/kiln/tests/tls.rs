@@ -1,18 +1,25 @@
 //! HTTPS, names and random numbers end to end, on images `kiln build`
-//! makes: `examples/fetch` on hvt against nginx with a CA made for the
-//! test, its address and DNS server from dnsmasq's DHCP (success, wrong CA,
-//! wrong name, expired certificate, NXDOMAIN), and the random device of
-//! unix, hvt and spt (a chi-squared test on 1 MiB, two boots never alike).
-//! Each TLS image costs a build of its own (about a minute), so the rest
-//! runs by hand (`--ignored`): `examples/wwws` serving its site in a
-//! namespace on hvt, spt, unix direct and unix socket, fetch on unix.
-//! wwws's server logic is tested in-process on every run
+//! makes: `examples/wwws` serving its site in a network namespace on hvt,
+//! spt, unix (kiln's stack on a tap, and host sockets) and virtio
+//! (QEMU's microvm), driven by `curl` and `openssl s_client`;
+//! `examples/fetch` on hvt and unix against nginx with a CA made for the
+//! test, on hvt its address and DNS server from dnsmasq's DHCP (success,
+//! wrong CA, wrong name, expired certificate, NXDOMAIN); and the random
+//! device of unix, hvt and spt (a chi-squared test on 1 MiB, two boots
+//! never alike). wwws's server logic is also tested in-process
 //! (`examples/wwws/tests/host.rs`).
 //!
-//! Needs root, `ip`, `curl`, `openssl`, `nginx`, `dnsmasq` and, for hvt,
-//! /dev/kvm (scripts/test installs the tools); skips loudly without them
-//! and fails instead under `CI=true`. All traffic stays inside the test's
-//! namespaces.
+//! Each image is built once per test process, in the release profile
+//! users get, in the target directory the other CLI tests share: rustls
+//! and the RustCrypto crates compile once per target triple (once for
+//! hvt, spt and virtio, once for unix, which `kiln-bench --quick` then
+//! reuses), and each further image costs its link-time optimisation
+//! (about 20 s).
+//!
+//! Needs root, `ip`, `curl`, `openssl`, `nginx`, `dnsmasq`, for hvt and
+//! virtio /dev/kvm and for virtio `qemu-system-x86_64` (scripts/test
+//! installs the tools); skips loudly without them and fails instead under
+//! `CI=true`. All traffic stays inside the test's namespaces.
 
 mod common;
 mod support {
@@ -29,7 +36,7 @@ use common::{kiln, kiln_in, temp_dir, text, write_unikernel};
 use kiln_testsupport::netns::Netns;
 use kiln_testsupport::pki;
 use kiln_testsupport::process::stdout_of;
-use kiln_testsupport::skip::{kvm_or_skip, netns_or_skip};
+use kiln_testsupport::skip::{have, kvm_or_skip, netns_or_skip, skip};
 use support::net::{Running, copy_example, files_under, workspace};
 
 /// The tap inside each namespace.
@@ -164,11 +171,84 @@ fn ns_curl(ns: &Netns, args: &[&str]) -> Result<Vec<u8>, String> {
     .map_err(|e| e.to_string())
 }
 
-/// wwws on `target` (with `net` on unix) in a namespace: every page over
-/// TLS 1.3 and 1.2 byte for byte, the redirect, a client with only
-/// ciphers it lacks, 200 connections of garbage, then the pages again.
+/// `openssl s_client -connect ADDR:443` inside `ns` with `args` and
+/// `stdin`, bounded by `timeout`: its stdout and stderr together, whatever
+/// its exit status.
+fn ns_s_client(ns: &Netns, addr: &str, args: &[&str], stdin: &[u8]) -> String {
+    use std::io::Write as _;
+    let mut child = ns
+        .command("timeout")
+        .args(["10", "openssl", "s_client", "-connect"])
+        .arg(format!("{addr}:443"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run openssl s_client");
+    let _ = child.stdin.take().expect("stdin").write_all(stdin);
+    let out = child.wait_with_output().expect("openssl s_client ends");
+    format!("{}{}", text(&out.stdout), text(&out.stderr))
+}
+
+/// The command that runs the wwws `image` built for `target` inside `ns`,
+/// with `args` for the unikernel (virtio: `kiln run -t virtio` on QEMU's
+/// microvm).
+fn serve_command(
+    ns: &Netns,
+    target: &str,
+    image: &Path,
+    devices: &[String],
+    args: &[String],
+) -> Command {
+    match target {
+        "unix" => {
+            let mut cmd = ns.command(image);
+            cmd.args(devices).args(args);
+            cmd
+        }
+        "virtio" => {
+            let mut cmd = ns.command(env!("CARGO_BIN_EXE_kiln"));
+            cmd.env("KILN_TARGET_DIR", common::shared_target_dir())
+                .env("NO_COLOR", "1")
+                .args(["run", "-t", "virtio", "--machine", "microvm"])
+                .arg(format!("--image={}", image.display()))
+                .arg("--")
+                .args(devices)
+                .args(args);
+            cmd
+        }
+        tender => {
+            let mut cmd = ns.command(image.with_file_name(format!("kiln-{tender}")));
+            cmd.args(devices).arg(image).args(args);
+            cmd
+        }
+    }
+}
+
+/// wwws on `target` (with `net` on unix) in a namespace, driven by `curl
+/// --cacert` and `openssl s_client` with a CA made for the test: every
+/// page byte for byte over TLS 1.3 and 1.2, two requests on one connection,
+/// ALPN `http/1.1`, TLS 1.2 resumption, the plain-HTTP redirect, a wrong
+/// SNI (the client refuses the certificate), clients offering only suites
+/// the server lacks (a handshake_failure alert), renegotiation refused,
+/// 200 connections of garbage, ClientHello headers over garbage and
+/// records cut short; then the pages again, the server still up.
 fn wwws(test: &str, target: &str, net: &str) {
-    if !can_run(test, target == "hvt") {
+    let tools_ok = match target {
+        "virtio" => {
+            if !have("qemu-system-x86_64", "--version") {
+                skip(
+                    test,
+                    "qemu-system-x86_64 is not installed (scripts/test installs qemu-system-x86)",
+                );
+                return;
+            }
+            can_run(test, true)
+        }
+        _ => can_run(test, target == "hvt"),
+    };
+    if !tools_ok {
         return;
     }
     let image = build("wwws", target, (target == "unix").then_some(net), None);
@@ -185,25 +265,16 @@ fn wwws(test: &str, target: &str, net: &str) {
         &[("site.pem", "cert.pem"), ("site.key", "key.pem")],
     );
     let ns = Netns::new("tls");
-    let mut cmd = match target {
-        "unix" => ns.command(&image),
-        tender => ns.command(image.with_file_name(format!("kiln-{tender}"))),
-    };
+    let mut devices = vec![format!("--block:certs={}", certs.display())];
+    let mut args = vec!["--tls-port=443".to_string(), "--port=80".to_string()];
     if let Some(host_side) = host_side {
         ns.add_tap(TAP);
         ns.address(TAP, host_side, None);
-        cmd.arg(format!("--net:service={TAP}"));
+        devices.insert(0, format!("--net:service={TAP}"));
+        args.insert(0, format!("--ipv4={addr}/24"));
     }
-    cmd.arg(format!("--block:certs={}", certs.display()));
-    if target != "unix" {
-        cmd.arg(&image);
-    }
-    if host_side.is_some() {
-        cmd.arg(format!("--ipv4={addr}/24"));
-    }
-    cmd.args(["--tls-port=443", "--port=80"]);
-    let mut server = Running::spawn(cmd, test);
-    server.wait_until(test, Duration::from_secs(30), |log| {
+    let mut server = Running::spawn(serve_command(&ns, target, &image, &devices, &args), test);
+    server.wait_until(test, Duration::from_secs(60), |log| {
         log.contains("wwws: serving HTTPS on port 443")
     });
     let ca = tmp.path().join("ca.pem");
@@ -244,6 +315,44 @@ fn wwws(test: &str, target: &str, net: &str) {
         }
     };
     pages(&mut server);
+
+    // Keep-alive: two requests, one connection.
+    let url = "https://wwws.test/robots.txt";
+    let connects = ns_curl(
+        &ns,
+        &[
+            "--cacert",
+            ca,
+            "--resolve",
+            &resolve,
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{num_connects} ",
+            url,
+            url,
+        ],
+    )
+    .unwrap_or_else(|e| panic!("keep-alive: {e}\n--- wwws\n{}", server.log()));
+    assert_eq!(text(&connects), "1 0 ", "connections per request");
+
+    // ALPN: http/1.1 out of the client's h2 and http/1.1.
+    let out = ns_s_client(&ns, addr, &["-alpn", "h2,http/1.1"], b"");
+    assert!(out.contains("ALPN protocol: http/1.1"), "ALPN:\n{out}");
+
+    // TLS 1.2 resumption from the server's session cache.
+    let session = tmp.path().join("session");
+    let session = session.to_str().unwrap();
+    let first = ns_s_client(&ns, addr, &["-tls1_2", "-sess_out", session], b"");
+    let second = ns_s_client(&ns, addr, &["-tls1_2", "-sess_in", session], b"");
+    assert!(
+        first.contains("New, TLSv1.2") && second.contains("Reused, TLSv1.2"),
+        "TLS 1.2 session not resumed:\n{first}\n---\n{second}"
+    );
+
+    // Plain HTTP: a permanent redirect to HTTPS.
     let redirect = ns_curl(&ns, &["-i", &format!("http://{addr}/robots.txt")]).unwrap();
     let redirect = text(&redirect);
     assert!(
@@ -251,23 +360,46 @@ fn wwws(test: &str, target: &str, net: &str) {
             && redirect.contains(&format!("Location: https://{addr}/robots.txt\r\n")),
         "{redirect}"
     );
-    let out = ns
-        .command("timeout")
-        .args([
-            "10",
-            "openssl",
-            "s_client",
-            "-connect",
-            &format!("{addr}:443"),
-            "-tls1_2",
-            "-cipher",
-            "DHE-RSA-AES128-SHA",
-        ])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let out = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(out.contains("alert handshake failure"), "{out}");
+
+    // A name the certificate lacks: the server answers with the one it has
+    // and the client refuses it.
+    let out = ns_s_client(
+        &ns,
+        addr,
+        &[
+            "-servername",
+            "other.test",
+            "-verify_hostname",
+            "other.test",
+            "-CAfile",
+            ca,
+        ],
+        b"",
+    );
+    assert!(
+        out.contains("Verification error: hostname mismatch"),
+        "wrong SNI:\n{out}"
+    );
+
+    // Only suites the server lacks: a handshake_failure alert.
+    for suites in [
+        &["-tls1_2", "-cipher", "DHE-RSA-AES128-SHA"][..],
+        &["-tls1_3", "-ciphersuites", "TLS_AES_128_CCM_SHA256"],
+    ] {
+        let out = ns_s_client(&ns, addr, suites, b"");
+        assert!(
+            out.contains("alert handshake failure"),
+            "{suites:?}:\n{out}"
+        );
+    }
+
+    // Renegotiation (TLS 1.2) is refused with an alert.
+    let out = ns_s_client(&ns, addr, &["-tls1_2"], b"R\n");
+    assert!(
+        out.contains("RENEGOTIATING") && out.contains("no renegotiation"),
+        "renegotiation:\n{out}"
+    );
+
     // Garbage: random bytes, a ClientHello header over random bytes, a
     // record header cut short; bash's /dev/tcp, bounded by timeout.
     let script = format!(
@@ -284,30 +416,34 @@ fn wwws(test: &str, target: &str, net: &str) {
     assert!(status.success(), "the garbage loop failed: {status}");
     server.assert_running(&format!("wwws on {target} after garbage"));
     pages(&mut server);
+    server.assert_running(&format!("wwws on {target}"));
 }
 
 #[test]
-#[ignore = "a TLS build of its own (about a minute); run by hand with --ignored"]
 fn wwws_on_hvt_in_a_namespace() {
     wwws("wwws_on_hvt_in_a_namespace", "hvt", "direct");
 }
 
 #[test]
-#[ignore = "a TLS build of its own (about a minute); run by hand with --ignored"]
 fn wwws_on_spt_in_a_namespace() {
     wwws("wwws_on_spt_in_a_namespace", "spt", "direct");
 }
 
 #[test]
-#[ignore = "a TLS build of its own (about a minute); run by hand with --ignored"]
 fn wwws_direct_on_unix_in_a_namespace() {
     wwws("wwws_direct_on_unix_in_a_namespace", "unix", "direct");
 }
 
 #[test]
-#[ignore = "a TLS build of its own (about a minute); run by hand with --ignored"]
 fn wwws_socket_on_unix_in_a_namespace() {
     wwws("wwws_socket_on_unix_in_a_namespace", "unix", "socket");
+}
+
+/// On QEMU's microvm (virtio-net over MMIO, the certificates on a
+/// virtio-blk disk).
+#[test]
+fn wwws_on_virtio_in_a_namespace() {
+    wwws("wwws_on_virtio_in_a_namespace", "virtio", "direct");
 }
 
 /// dnsmasq's `--cname` options for `long.test`: three CNAMEs of 200-odd
@@ -504,7 +640,6 @@ fn fetch_on_hvt_against_nginx_with_dns_from_dhcp() {
 }
 
 #[test]
-#[ignore = "a TLS build of its own (about a minute); run by hand with --ignored"]
 fn fetch_on_unix_against_nginx() {
     fetch("fetch_on_unix_against_nginx", "unix");
 }
