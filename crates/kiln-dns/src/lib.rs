@@ -1072,7 +1072,7 @@ mod tests {
         assert_eq!(candidates("www", false, &[], 5), ["www"]);
         // A name too long with a domain is not tried with it.
         let long = alloc::vec!["x".repeat(61); 4].join(".");
-        assert_eq!(names(&long, false, 9), [long.clone()]);
+        assert_eq!(names(&long, false, 9), [long]);
     }
 
     #[test]

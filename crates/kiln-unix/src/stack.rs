@@ -391,12 +391,12 @@ fn resolv_conf_servers(text: &str) -> Vec<std::net::IpAddr> {
 /// `search` or `domain` line.
 fn resolv_conf_search(text: &str) -> Vec<String> {
     text.lines()
-        .filter_map(|line| {
+        .rev()
+        .find_map(|line| {
             let mut words = line.split_whitespace();
             matches!(words.next(), Some("search" | "domain"))
                 .then(|| words.map(|w| w.trim_end_matches('.').to_string()).collect())
         })
-        .last()
         .unwrap_or_default()
 }
 
