@@ -3,23 +3,26 @@
 //! compressed (section 4.1.4) with pointers into the option's data, the
 //! data of every instance of the option concatenated first (RFC 3396).
 //! The data comes from the network: every length and pointer is checked,
-//! and a name that does not decode ends the list.
+//! and a name that does not decode ends the list. Public for its fuzz
+//! target (crates/kiln-net/fuzz, seeds replayed by tests/fuzz_seeds.rs).
 
 use alloc::string::String;
 use alloc::vec::Vec;
 
 /// The option's code.
-pub(crate) const OPTION: u8 = 119;
+pub const OPTION: u8 = 119;
 
 /// The longest search list kept (glibc's resolver keeps as many).
-pub(crate) const MAX_DOMAINS: usize = 6;
+pub const MAX_DOMAINS: usize = 6;
 
 /// The longest name in text, without the trailing dot (RFC 1035 2.3.4).
-const MAX_NAME: usize = 253;
+pub const MAX_NAME: usize = 253;
 
 /// The search list in `data` (the option's data, instances concatenated):
-/// at most [`MAX_DOMAINS`] names, lowercased, without a trailing dot.
-pub(crate) fn decode(data: &[u8]) -> Vec<String> {
+/// at most [`MAX_DOMAINS`] names of at most [`MAX_NAME`] characters, each
+/// label of letters, digits, `-` and `_`, lowercased, without a trailing
+/// dot.
+pub fn decode(data: &[u8]) -> Vec<String> {
     let mut out = Vec::new();
     let mut at = 0;
     while at < data.len() && out.len() < MAX_DOMAINS {
