@@ -2,7 +2,10 @@
 //! `--block-sector-size:NAME=N`, default 512) to each `BLOCK_BASIC` manifest
 //! entry, serves the block read and write hypercalls, and counts them per
 //! device for a supervisor (`kiln_tender::block::Counters`, kept when
-//! `KILN_BLOCK_STATS` names a file: `kiln daemon` sets it).
+//! `KILN_BLOCK_STATS` names a file: `kiln daemon` sets it). With kiln's
+//! extensions on it also serves BLOCK_EXCHANGE (`kiln_abi::hvt_ext`):
+//! several reads and writes in one exit, each checked, performed and
+//! counted as the BLOCK_READ or BLOCK_WRITE it stands for.
 
 use std::fs::File;
 use std::mem::{offset_of, size_of};
@@ -10,9 +13,14 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 
 use kiln_abi::hvt::{HcBlockRead, HcBlockWrite, Hypercall};
+use kiln_abi::hvt_ext::{
+    BLOCK_EXCHANGE_MAX_REQUESTS, BLOCK_OP_READ, BLOCK_OP_WRITE, BlockRequest, HcBlockExchange,
+    KILN_FEATURE_BLOCK_EXCHANGE,
+};
 use kiln_abi::mft::MftDeviceInfo;
 use kiln_abi::status::Solo5Result;
 use kiln_tender::block::{BlockFlags, Counters, Op};
+use zerocopy::FromBytes;
 
 use crate::guest::{GuestMemory, set_out};
 use crate::hypercall::HypercallError;
@@ -30,6 +38,76 @@ pub struct Block {
     /// The counters, and each handle's slot in them.
     counters: Counters,
     slots: Vec<(u64, Option<usize>)>,
+    /// Whether BLOCK_EXCHANGE is served.
+    exchange: bool,
+}
+
+/// Reads and checks a BLOCK_EXCHANGE's table: everything that would stop
+/// the guest is found here, before any request is performed.
+fn exchange_requests(
+    arg: &HcBlockExchange,
+    arg_gpa: u64,
+    mem: &mut GuestMemory,
+) -> Result<Vec<BlockRequest>, HypercallError> {
+    const CALL: &str = "block exchange";
+    let refuse = |what: String, why: String| HypercallError::BlockExchange { what, why };
+    if arg.count > BLOCK_EXCHANGE_MAX_REQUESTS {
+        return Err(refuse(
+            "count".into(),
+            format!(
+                "{}, more than the {BLOCK_EXCHANGE_MAX_REQUESTS} an exchange may name",
+                arg.count
+            ),
+        ));
+    }
+    let entry = size_of::<BlockRequest>() as u64;
+    let table_len = arg.count * entry;
+    // The tender writes each request's `ret`: the table must be writable.
+    let table = mem
+        .slice_mut(arg.requests, table_len)
+        .map_err(|source| HypercallError::memory(CALL, "requests table", source))?;
+    let requests: Vec<BlockRequest> = table
+        .chunks_exact(entry as usize)
+        .filter_map(|c| BlockRequest::read_from_bytes(c).ok())
+        .collect();
+    // What the tender writes besides the read buffers.
+    let table_range = arg.requests..arg.requests + table_len;
+    let arg_range = arg_gpa..arg_gpa + size_of::<HcBlockExchange>() as u64;
+    let mut reads: Vec<(std::ops::Range<u64>, usize)> = Vec::new();
+    for (i, r) in requests.iter().enumerate() {
+        let what = |field: &str| format!("requests[{i}].{field}");
+        let checked = match r.op {
+            BLOCK_OP_READ => mem.slice_mut(r.data, r.len).map(|_| ()),
+            BLOCK_OP_WRITE => mem.slice(r.data, r.len).map(|_| ()),
+            op => {
+                return Err(refuse(
+                    what("op"),
+                    format!("{op}, neither read ({BLOCK_OP_READ}) nor write ({BLOCK_OP_WRITE})"),
+                ));
+            }
+        };
+        checked.map_err(|source| refuse(what("data"), format!("bad buffer: {source}")))?;
+        if r.op != BLOCK_OP_READ || r.len == 0 {
+            continue;
+        }
+        // In guest memory, so no overflow.
+        let range = r.data..r.data + r.len;
+        let overlaps = |o: &std::ops::Range<u64>| range.start < o.end && o.start < range.end;
+        if overlaps(&table_range) || overlaps(&arg_range) {
+            return Err(refuse(
+                what("data"),
+                "read buffer overlaps the exchange's argument or table".into(),
+            ));
+        }
+        if let Some((_, j)) = reads.iter().find(|(o, _)| overlaps(o)) {
+            return Err(refuse(
+                what("data"),
+                format!("read buffer overlaps the buffer of requests[{j}]"),
+            ));
+        }
+        reads.push((range, i));
+    }
+    Ok(requests)
 }
 
 impl Block {
@@ -54,6 +132,85 @@ impl Block {
             self.counters
                 .count(*slot, op, len, matches!(ret, Solo5Result::Ok));
         }
+    }
+
+    /// Performs one checked request of an exchange (its buffer is inside
+    /// guest memory, writable for a read) and counts it.
+    fn perform(
+        &self,
+        r: &BlockRequest,
+        mem: &mut GuestMemory,
+    ) -> Result<Solo5Result, HypercallError> {
+        const CALL: &str = "block exchange";
+        let (op, ret) = match self.device(r.handle) {
+            None => (None, Solo5Result::Einval),
+            Some((_, cap, sector))
+                if r.len == 0 || !Self::range_ok(r.offset, r.len, cap, sector) =>
+            {
+                (None, Solo5Result::Einval)
+            }
+            Some((file, _, _)) if r.op == BLOCK_OP_WRITE => {
+                let buf = mem
+                    .slice(r.data, r.len)
+                    .map_err(|source| HypercallError::memory(CALL, "data", source))?;
+                let ok = file.write_all_at(buf, r.offset).is_ok();
+                (
+                    Some(Op::Write),
+                    if ok {
+                        Solo5Result::Ok
+                    } else {
+                        Solo5Result::Eunspec
+                    },
+                )
+            }
+            Some((file, _, _)) => {
+                let buf = mem
+                    .slice_mut(r.data, r.len)
+                    .map_err(|source| HypercallError::memory(CALL, "buffer", source))?;
+                let ok = file.read_exact_at(buf, r.offset).is_ok();
+                (
+                    Some(Op::Read),
+                    if ok {
+                        Solo5Result::Ok
+                    } else {
+                        Solo5Result::Eunspec
+                    },
+                )
+            }
+        };
+        let op = op.unwrap_or(if r.op == BLOCK_OP_WRITE {
+            Op::Write
+        } else {
+            Op::Read
+        });
+        self.count(r.handle, op, r.len, ret);
+        Ok(ret)
+    }
+
+    /// BLOCK_EXCHANGE: checks the whole table, then performs the requests
+    /// in order, each as its BLOCK_READ or BLOCK_WRITE would be.
+    fn exchange(&mut self, gpa: u64, mem: &mut GuestMemory) -> Result<(), HypercallError> {
+        const CALL: &str = "block exchange";
+        let arg: HcBlockExchange = mem
+            .read(gpa)
+            .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
+        let requests = exchange_requests(&arg, gpa, mem)?;
+        let entry = size_of::<BlockRequest>() as u64;
+        for (i, r) in requests.iter().enumerate() {
+            let ret = self.perform(r, mem)?;
+            let at = arg.requests + i as u64 * entry + offset_of!(BlockRequest, ret) as u64;
+            mem.write(at, &(ret as i32).to_le_bytes())
+                .map_err(|source| HypercallError::memory(CALL, "requests table", source))?;
+        }
+        let out = mem
+            .slice_mut(gpa, size_of::<HcBlockExchange>() as u64)
+            .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
+        set_out(
+            out,
+            offset_of!(HcBlockExchange, done),
+            requests.len() as u64,
+        );
+        Ok(())
     }
 
     fn write(&mut self, gpa: u64, mem: &mut GuestMemory) -> Result<(), HypercallError> {
@@ -164,6 +321,19 @@ impl Module for Block {
 
     fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, u64)> {
         Vec::new()
+    }
+
+    fn enable_extensions(&mut self) -> u32 {
+        self.exchange = true;
+        KILN_FEATURE_BLOCK_EXCHANGE
+    }
+
+    fn serves_block_exchange(&self) -> bool {
+        self.exchange
+    }
+
+    fn block_exchange(&mut self, gpa: u64, mem: &mut GuestMemory) -> Result<(), HypercallError> {
+        self.exchange(gpa, mem)
     }
 
     fn syscalls(&self) -> Vec<FdSyscall> {
