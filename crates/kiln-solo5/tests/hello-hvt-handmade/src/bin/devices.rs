@@ -115,10 +115,8 @@ async fn start(
         for slot in reads.iter_mut() {
             if let Some(f) = slot {
                 match f.as_mut().poll(cx) {
-                    Poll::Ready(r) => {
-                        r?;
-                        *slot = None;
-                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => *slot = None,
                     Poll::Pending => pending = true,
                 }
             }
