@@ -40,7 +40,14 @@ pub struct Block {
     slots: Vec<(u64, Option<usize>)>,
     /// Whether BLOCK_EXCHANGE is served.
     exchange: bool,
+    /// Where a run of an exchange's requests is gathered (writes) or
+    /// read (reads) for one host call; at most [`MERGE_MAX`] bytes.
+    bounce: Vec<u8>,
 }
+
+/// Most bytes one host call of an exchange moves for a run of requests
+/// that continue each other.
+const MERGE_MAX: u64 = 1 << 20;
 
 /// Reads and checks a BLOCK_EXCHANGE's table: everything that would stop
 /// the guest is found here, before any request is performed.
@@ -187,8 +194,101 @@ impl Block {
         Ok(ret)
     }
 
+    /// Whether `r` is a request its device can serve.
+    fn valid(&self, r: &BlockRequest) -> bool {
+        self.device(r.handle).is_some_and(|(_, cap, sector)| {
+            r.len != 0 && Self::range_ok(r.offset, r.len, cap, sector)
+        })
+    }
+
+    /// The end of the run of requests from `start` that one host call can
+    /// serve: valid requests of one device and one kind, each beginning
+    /// where the one before it ends, [`MERGE_MAX`] bytes at most. A
+    /// request that is alone ends its own run.
+    fn run_end(&self, requests: &[BlockRequest], start: usize) -> usize {
+        let Some(first) = requests.get(start).filter(|r| self.valid(r)) else {
+            return start + 1;
+        };
+        let (mut next, mut total) = (first.offset + first.len, first.len);
+        let mut end = start + 1;
+        for r in requests.iter().skip(start + 1) {
+            let continues = r.handle == first.handle
+                && r.op == first.op
+                && r.offset == next
+                && total + r.len <= MERGE_MAX
+                && self.valid(r);
+            if !continues {
+                break;
+            }
+            next += r.len;
+            total += r.len;
+            end += 1;
+        }
+        end
+    }
+
+    /// Performs a run of requests ([`Self::run_end`]) with one `pread` or
+    /// `pwrite` through a bounce buffer, each request counted as its own;
+    /// if the host call fails, each request is tried alone, so that each
+    /// gets the result its own call would.
+    fn perform_run(
+        &mut self,
+        run: &[BlockRequest],
+        mem: &mut GuestMemory,
+    ) -> Result<Vec<Solo5Result>, HypercallError> {
+        const CALL: &str = "block exchange";
+        let Some(first) = run.first() else {
+            return Ok(Vec::new());
+        };
+        let mut bounce = std::mem::take(&mut self.bounce);
+        bounce.clear();
+        let ok = match self.device(first.handle) {
+            None => false,
+            Some((file, _, _)) if first.op == BLOCK_OP_WRITE => {
+                for r in run {
+                    let data = mem
+                        .slice(r.data, r.len)
+                        .map_err(|source| HypercallError::memory(CALL, "data", source))?;
+                    bounce.extend_from_slice(data);
+                }
+                file.write_all_at(&bounce, first.offset).is_ok()
+            }
+            Some((file, _, _)) => {
+                let total: u64 = run.iter().map(|r| r.len).sum();
+                bounce.resize(usize::try_from(total).unwrap_or(0), 0);
+                let ok = file.read_exact_at(&mut bounce, first.offset).is_ok();
+                if ok {
+                    let mut at = 0usize;
+                    for r in run {
+                        let buf = mem
+                            .slice_mut(r.data, r.len)
+                            .map_err(|source| HypercallError::memory(CALL, "buffer", source))?;
+                        let n = buf.len();
+                        buf.copy_from_slice(bounce.get(at..at + n).unwrap_or_default());
+                        at += n;
+                    }
+                }
+                ok
+            }
+        };
+        self.bounce = bounce;
+        if !ok {
+            return run.iter().map(|r| self.perform(r, mem)).collect();
+        }
+        let op = if first.op == BLOCK_OP_WRITE {
+            Op::Write
+        } else {
+            Op::Read
+        };
+        for r in run {
+            self.count(r.handle, op, r.len, Solo5Result::Ok);
+        }
+        Ok(vec![Solo5Result::Ok; run.len()])
+    }
+
     /// BLOCK_EXCHANGE: checks the whole table, then performs the requests
-    /// in order, each as its BLOCK_READ or BLOCK_WRITE would be.
+    /// in order, each as its BLOCK_READ or BLOCK_WRITE would be (a run of
+    /// requests that continue each other on one device in one host call).
     fn exchange(&mut self, gpa: u64, mem: &mut GuestMemory) -> Result<(), HypercallError> {
         const CALL: &str = "block exchange";
         let arg: HcBlockExchange = mem
@@ -196,11 +296,21 @@ impl Block {
             .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
         let requests = exchange_requests(&arg, gpa, mem)?;
         let entry = size_of::<BlockRequest>() as u64;
-        for (i, r) in requests.iter().enumerate() {
-            let ret = self.perform(r, mem)?;
-            let at = arg.requests + i as u64 * entry + offset_of!(BlockRequest, ret) as u64;
-            mem.write(at, &(ret as i32).to_le_bytes())
-                .map_err(|source| HypercallError::memory(CALL, "requests table", source))?;
+        let mut i = 0;
+        while i < requests.len() {
+            let end = self.run_end(&requests, i);
+            let run = requests.get(i..end).unwrap_or_default();
+            let rets = match run {
+                [one] => vec![self.perform(one, mem)?],
+                _ => self.perform_run(run, mem)?,
+            };
+            for (k, ret) in rets.into_iter().enumerate() {
+                let at =
+                    arg.requests + (i + k) as u64 * entry + offset_of!(BlockRequest, ret) as u64;
+                mem.write(at, &(ret as i32).to_le_bytes())
+                    .map_err(|source| HypercallError::memory(CALL, "requests table", source))?;
+            }
+            i = end.max(i + 1);
         }
         let out = mem
             .slice_mut(gpa, size_of::<HcBlockExchange>() as u64)
@@ -361,6 +471,73 @@ impl Module for Block {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A module with one 4 MiB device, handle 1, served by a scratch file.
+    fn one_device(name: &str) -> Block {
+        let path = std::env::temp_dir().join(format!("kiln-hvt-{name}-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        file.set_len(4 << 20).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        Block {
+            attached: vec![(0, 1, file, 4 << 20, 512)],
+            exchange: true,
+            ..Block::default()
+        }
+    }
+
+    fn req(handle: u64, offset: u64, len: u64, op: u32) -> BlockRequest {
+        BlockRequest {
+            handle,
+            offset,
+            data: 0,
+            len,
+            op,
+            ret: 0,
+        }
+    }
+
+    #[test]
+    fn runs_are_valid_requests_that_continue_each_other() {
+        let b = one_device("runs");
+        let (r, w) = (BLOCK_OP_READ, BLOCK_OP_WRITE);
+        let reqs = [
+            req(1, 0, 512, w),
+            req(1, 512, 512, w),
+            req(1, 1024, 1024, w),
+            // Same place again: not a continuation.
+            req(1, 1024, 512, w),
+            // Another kind.
+            req(1, 1536, 512, r),
+            req(1, 2048, 512, r),
+            // Misaligned: alone, and it ends the run before it.
+            req(1, 2561, 512, r),
+            req(1, 3072, 512, r),
+            // Another device (none).
+            req(2, 3584, 512, r),
+            // Past the end.
+            req(1, 4 << 20, 512, r),
+        ];
+        let runs: Vec<usize> = {
+            let mut ends = Vec::new();
+            let mut i = 0;
+            while i < reqs.len() {
+                i = b.run_end(&reqs, i);
+                ends.push(i);
+            }
+            ends
+        };
+        assert_eq!(runs, [3, 4, 6, 7, 8, 9, 10]);
+        // A run stops at MERGE_MAX bytes.
+        let big: Vec<BlockRequest> = (0..3).map(|k| req(1, k << 19, 1 << 19, r)).collect();
+        assert_eq!(b.run_end(&big, 0), 2);
+        assert_eq!(b.run_end(&big, 2), 3);
+    }
 
     #[test]
     fn ranges_are_sector_aligned_and_inside() {
