@@ -202,7 +202,7 @@ const _: () = assert!(KILN_BLOCK_EXCHANGE_NR < 0x100);
 const _: () = assert!(KILN_BLOCK_EXCHANGE_NR != KILN_NET_EXCHANGE_NR);
 
 /// Most requests one BLOCK_EXCHANGE may name.
-pub const BLOCK_EXCHANGE_MAX_REQUESTS: u64 = 64;
+pub const BLOCK_EXCHANGE_MAX_REQUESTS: u64 = 256;
 
 /// [`BlockRequest::op`]: read `len` bytes at `offset` into `data`.
 pub const BLOCK_OP_READ: u32 = 1;

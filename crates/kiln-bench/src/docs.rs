@@ -53,8 +53,8 @@ fn about(section: &str) -> &'static str {
         }
         "storage" => {
             "examples/blockbench's own timing (the monotonic clock) of sequential writes, then one \
-             flush, and reads of a 16 MiB disk in 512 B and 64 KiB requests, 64 in flight at a \
-             time, against the same I/O from this host process (`pwrite`/`pread`, `fdatasync`); \
+             flush, and reads of a 16 MiB disk in 512 B and 64 KiB requests, 256 (512 B) or 16 (64 KiB) in \
+             flight at a time, against the same I/O from this host process (`pwrite`/`pread`, `fdatasync`); \
              hvt with kiln's BLOCK_EXCHANGE and again with `KILN_HVT_NO_EXTENSIONS=1` (one exit \
              per request); virtio runs it under `kiln \
              run -t virtio` (QEMU microvm, KVM, the disks on virtio-blk), 64 KiB requests only. examples/notes' changes \

@@ -297,8 +297,8 @@ fn hostile_block_exchanges_are_stopped() {
         (
             None,
             8,
-            65,
-            "count: 65, more than the 64 an exchange may name",
+            257,
+            "count: 257, more than the 256 an exchange may name",
         ),
         (None, 8, u64::MAX, "count: 18446744073709551615, more than"),
         (None, 0, 0x7fff_0000, "bad requests table address"),

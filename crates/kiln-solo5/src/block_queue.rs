@@ -21,10 +21,10 @@ use kiln_abi::hvt_ext::{
 use kiln_abi::status::Solo5Result;
 
 /// Requests one exchange carries at most; a full queue is sent at once.
-pub const MAX_REQUESTS: usize = 64;
+pub const MAX_REQUESTS: usize = 256;
 /// Staged bytes after which the queue is sent at once, so that large
 /// requests in flight do not pile up copies on the heap.
-pub const MAX_BYTES: usize = 512 * 1024;
+pub const MAX_BYTES: usize = 1024 * 1024;
 
 const _: () = assert!(MAX_REQUESTS as u64 <= BLOCK_EXCHANGE_MAX_REQUESTS);
 

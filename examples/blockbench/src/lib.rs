@@ -13,10 +13,11 @@
 //!   prints what each holds, showing that named devices stay apart.
 //! - `bench` writes `--total` MiB to `data` sequentially in `--size`-byte
 //!   requests, flushes, reads them back, and prints the throughput of each
-//!   pass measured with the monotonic clock. `--depth` requests are issued
-//!   together and awaited together (as a program with several requests to
-//!   make would), so a device that batches requests (kiln-hvt's
-//!   BLOCK_EXCHANGE) can; `--depth 1` awaits each before the next.
+//!   pass measured with the monotonic clock. `--depth` requests (at most
+//!   1 MiB of them) are issued together and awaited together, as a program
+//!   with several requests to make would, so a device that batches
+//!   requests (kiln-hvt's BLOCK_EXCHANGE) can; `--depth 1` awaits each
+//!   before the next.
 #![no_std]
 #![deny(unsafe_code)]
 
@@ -204,7 +205,8 @@ async fn bench(
         *b = (i % 251) as u8;
     }
 
-    let depth = u64::from(depth.max(1));
+    // At most 1 MiB in flight: 2,048 requests of 512 B, 16 of 64 KiB.
+    let depth = u64::from(depth.clamp(1, ((1 << 20) / size).max(1)));
     let mut bufs = vec![0u8; size as usize * depth as usize];
 
     let started = clock.now();

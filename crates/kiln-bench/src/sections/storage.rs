@@ -4,7 +4,7 @@
 //!
 //! `examples/blockbench --mode bench` times its own sequential writes (then
 //! one flush) and reads with the monotonic clock, in 512 B and 64 KiB
-//! requests, 64 in flight at a time (its default `--depth`), and prints
+//! requests, 256 in flight at a time (its default `--depth`; 16 of 64 KiB), and prints
 //! MiB/s; hvt runs it twice, with kiln's BLOCK_EXCHANGE and with
 //! `KILN_HVT_NO_EXTENSIONS=1` (one exit per request); the baseline is the same I/O from this
 //! host process (`pwrite`/`pread` on a file, then `fdatasync`). `examples/
