@@ -76,6 +76,7 @@ fn fail(action: &'static str, device: &'static str) -> impl Fn(BlockError) -> Bl
 }
 
 /// Runs the mode named by `mode`.
+#[allow(clippy::too_many_arguments)] // one parameter per device and argument
 pub async fn start(
     console: impl Console,
     clock: impl MonotonicClock,
