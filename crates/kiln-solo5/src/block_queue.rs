@@ -49,7 +49,8 @@ struct Queued {
 struct Finished {
     id: u64,
     ret: i32,
-    buf: Vec<u8>,
+    /// `None` once taken or cancelled.
+    buf: Option<Vec<u8>>,
 }
 
 /// Queued and finished block requests of every device.
@@ -58,6 +59,8 @@ pub struct BlockQueue {
     queued: Vec<Queued>,
     staged: usize,
     finished: Vec<Finished>,
+    /// Finished requests not yet taken or cancelled.
+    unclaimed: usize,
     table: Vec<BlockRequest>,
     arg: HcBlockExchange,
 }
@@ -76,6 +79,7 @@ impl BlockQueue {
             queued: Vec::new(),
             staged: 0,
             finished: Vec::new(),
+            unclaimed: 0,
             table: Vec::new(),
             arg: HcBlockExchange {
                 requests: 0,
@@ -118,13 +122,18 @@ impl BlockQueue {
 
     /// The result of request `id` if its exchange is done (removed from
     /// the queue: the status and the staged buffer, which a read filled);
-    /// otherwise `waker` is kept to wake when it is.
+    /// otherwise `waker` is kept to wake when it is. Both lists are in id
+    /// order, so each look-up is a binary search.
     pub fn take(&mut self, id: u64, waker: &Waker) -> Option<(i32, Vec<u8>)> {
-        if let Some(i) = self.finished.iter().position(|f| f.id == id) {
-            let f = self.finished.swap_remove(i);
-            return Some((f.ret, f.buf));
+        if let Ok(i) = self.finished.binary_search_by_key(&id, |f| f.id) {
+            let f = self.finished.get_mut(i)?;
+            let buf = f.buf.take()?;
+            let ret = f.ret;
+            self.settle();
+            return Some((ret, buf));
         }
-        if let Some(q) = self.queued.iter_mut().find(|q| q.id == id)
+        if let Ok(i) = self.queued.binary_search_by_key(&id, |q| q.id)
+            && let Some(q) = self.queued.get_mut(i)
             && !q.waker.as_ref().is_some_and(|w| w.will_wake(waker))
         {
             q.waker = Some(waker.clone());
@@ -135,11 +144,27 @@ impl BlockQueue {
     /// Forgets request `id` (its future was dropped): a queued request is
     /// never sent, a finished one's result is dropped.
     pub fn cancel(&mut self, id: u64) {
-        if let Some(i) = self.queued.iter().position(|q| q.id == id) {
+        if let Ok(i) = self.queued.binary_search_by_key(&id, |q| q.id) {
             let q = self.queued.remove(i);
             self.staged -= q.buf.len();
-        } else if let Some(i) = self.finished.iter().position(|f| f.id == id) {
-            self.finished.swap_remove(i);
+        } else if let Ok(i) = self.finished.binary_search_by_key(&id, |f| f.id)
+            && let Some(f) = self.finished.get_mut(i)
+            && f.buf.take().is_some()
+        {
+            self.settle();
+        }
+    }
+
+    /// Counts a finished request taken; empties the list with the last,
+    /// and drops the taken entries when they are most of a long list (a
+    /// result nobody claims, its future leaked, keeps only its entry).
+    fn settle(&mut self) {
+        self.unclaimed = self.unclaimed.saturating_sub(1);
+        if self.unclaimed == 0 {
+            self.finished.clear();
+        } else if self.finished.len() > 2 * MAX_REQUESTS && self.finished.len() > 4 * self.unclaimed
+        {
+            self.finished.retain(|f| f.buf.is_some());
         }
     }
 
@@ -187,8 +212,9 @@ impl BlockQueue {
             self.finished.push(Finished {
                 id: q.id,
                 ret,
-                buf: q.buf,
+                buf: Some(q.buf),
             });
+            self.unclaimed += 1;
             wakers.extend(q.waker);
         }
         self.staged = 0;
@@ -290,6 +316,9 @@ mod tests {
         q.complete();
         q.cancel(b);
         assert_eq!(q.take(b, &w), None);
-        assert!(q.finished.is_empty());
+        assert!(
+            q.finished.is_empty(),
+            "the last result claimed empties the list"
+        );
     }
 }
