@@ -43,6 +43,10 @@ pub struct Block {
     /// Where a run of an exchange's requests is gathered (writes) or
     /// read (reads) for one host call; at most [`MERGE_MAX`] bytes.
     bounce: Vec<u8>,
+    /// An exchange's requests and read buffers, kept between exchanges
+    /// so that serving one allocates nothing.
+    requests: Vec<BlockRequest>,
+    reads: Vec<(u64, u64, usize)>,
 }
 
 /// Most bytes one host call of an exchange moves for a run of requests
@@ -55,7 +59,9 @@ fn exchange_requests(
     arg: &HcBlockExchange,
     arg_gpa: u64,
     mem: &mut GuestMemory,
-) -> Result<Vec<BlockRequest>, HypercallError> {
+    requests: &mut Vec<BlockRequest>,
+    reads: &mut Vec<(u64, u64, usize)>,
+) -> Result<(), HypercallError> {
     const CALL: &str = "block exchange";
     let refuse = |what: String, why: String| HypercallError::BlockExchange { what, why };
     if arg.count > BLOCK_EXCHANGE_MAX_REQUESTS {
@@ -73,14 +79,16 @@ fn exchange_requests(
     let table = mem
         .slice_mut(arg.requests, table_len)
         .map_err(|source| HypercallError::memory(CALL, "requests table", source))?;
-    let requests: Vec<BlockRequest> = table
-        .chunks_exact(entry as usize)
-        .filter_map(|c| BlockRequest::read_from_bytes(c).ok())
-        .collect();
+    requests.clear();
+    requests.extend(
+        table
+            .chunks_exact(entry as usize)
+            .filter_map(|c| BlockRequest::read_from_bytes(c).ok()),
+    );
     // What the tender writes besides the read buffers.
     let table_range = arg.requests..arg.requests + table_len;
     let arg_range = arg_gpa..arg_gpa + size_of::<HcBlockExchange>() as u64;
-    let mut reads: Vec<(std::ops::Range<u64>, usize)> = Vec::new();
+    reads.clear();
     for (i, r) in requests.iter().enumerate() {
         let what = |field: &str| format!("requests[{i}].{field}");
         let checked = match r.op {
@@ -106,15 +114,26 @@ fn exchange_requests(
                 "read buffer overlaps the exchange's argument or table".into(),
             ));
         }
-        if let Some((_, j)) = reads.iter().find(|(o, _)| overlaps(o)) {
+        reads.push((range.start, range.end, i));
+    }
+    // Sorted by start, a buffer overlaps an earlier one exactly when it
+    // starts before the furthest end so far.
+    reads.sort_unstable();
+    let mut furthest: Option<(u64, usize)> = None;
+    for &(start, end, i) in reads.iter() {
+        if let Some((far, j)) = furthest
+            && start < far
+        {
             return Err(refuse(
-                what("data"),
-                format!("read buffer overlaps the buffer of requests[{j}]"),
+                format!("requests[{}].data", i.max(j)),
+                format!("read buffer overlaps the buffer of requests[{}]", i.min(j)),
             ));
         }
-        reads.push((range, i));
+        if furthest.is_none_or(|(far, _)| end > far) {
+            furthest = Some((end, i));
+        }
     }
-    Ok(requests)
+    Ok(())
 }
 
 impl Block {
@@ -294,11 +313,34 @@ impl Block {
         let arg: HcBlockExchange = mem
             .read(gpa)
             .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
-        let requests = exchange_requests(&arg, gpa, mem)?;
+        let mut requests = std::mem::take(&mut self.requests);
+        let mut reads = std::mem::take(&mut self.reads);
+        let checked = exchange_requests(&arg, gpa, mem, &mut requests, &mut reads);
+        self.reads = reads;
+        let done = checked.and_then(|()| self.perform_all(&arg, &requests, mem));
+        let count = requests.len() as u64;
+        self.requests = requests;
+        done?;
+        let out = mem
+            .slice_mut(gpa, size_of::<HcBlockExchange>() as u64)
+            .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
+        set_out(out, offset_of!(HcBlockExchange, done), count);
+        Ok(())
+    }
+
+    /// Performs the checked `requests` of the exchange `arg` in order and
+    /// sets each one's `ret`.
+    fn perform_all(
+        &mut self,
+        arg: &HcBlockExchange,
+        requests: &[BlockRequest],
+        mem: &mut GuestMemory,
+    ) -> Result<(), HypercallError> {
+        const CALL: &str = "block exchange";
         let entry = size_of::<BlockRequest>() as u64;
         let mut i = 0;
         while i < requests.len() {
-            let end = self.run_end(&requests, i);
+            let end = self.run_end(requests, i);
             let run = requests.get(i..end).unwrap_or_default();
             let rets = match run {
                 [one] => vec![self.perform(one, mem)?],
@@ -312,14 +354,6 @@ impl Block {
             }
             i = end.max(i + 1);
         }
-        let out = mem
-            .slice_mut(gpa, size_of::<HcBlockExchange>() as u64)
-            .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
-        set_out(
-            out,
-            offset_of!(HcBlockExchange, done),
-            requests.len() as u64,
-        );
         Ok(())
     }
 

@@ -293,7 +293,7 @@ fn hostile_block_exchanges_are_stopped() {
     let mem_end = 8u64 << 20;
     // (what to spoil: None for the argument or Some(request), the byte
     // offset in it, the value; message)
-    let cases: [(Option<u64>, u64, u64, &str); 11] = [
+    let cases: [(Option<u64>, u64, u64, &str); 12] = [
         (
             None,
             8,
@@ -331,6 +331,13 @@ fn hostile_block_exchanges_are_stopped() {
             1,
             "requests[1].data: read buffer overlaps the exchange's argument or table",
         ),
+        // A later request's buffer that starts before an earlier one's.
+        (
+            Some(2),
+            16,
+            2,
+            "requests[2].data: read buffer overlaps the buffer of requests[1]",
+        ),
     ];
     for (at, off, value, message) in cases {
         let disk = dir.write("disk.img", &[0u8; 4096]);
@@ -345,10 +352,12 @@ fn hostile_block_exchanges_are_stopped() {
         .concat();
         let t = g.words(&table);
         let arg = g.words(&[t, 3, 0]);
-        // Placeholders: 0 is the buffer of request 1 plus 256, 1 the table.
+        // Placeholders: 0 is the buffer of request 1 plus 256, 1 the
+        // table, 2 the buffer of request 1 less 256.
         let value = match value {
             0 => buf + 256,
             1 => t + 40,
+            2 => buf - 256,
             v => v,
         };
         let base = at.map_or(arg, |i| t + i * 40);
