@@ -302,6 +302,37 @@ mod tests {
     }
 
     #[test]
+    fn results_nobody_claims_do_not_pile_up() {
+        let mut q = BlockQueue::new();
+        let (_, w) = waker();
+        // A request whose future was leaked: its result is never taken.
+        let (leaked, _) = q.push(1, 0, Op::Read, vec![0; 512], w.clone());
+        q.prepare().unwrap().done = 1;
+        q.complete();
+        for _ in 0..10 {
+            let ids: Vec<u64> = (0..MAX_REQUESTS)
+                .map(|i| {
+                    q.push(1, i as u64 * 512, Op::Read, vec![0; 512], w.clone())
+                        .0
+                })
+                .collect();
+            let arg = q.prepare().unwrap();
+            arg.done = arg.count;
+            q.complete();
+            for id in ids {
+                assert!(q.take(id, &w).is_some());
+            }
+            assert!(
+                q.finished.len() <= 2 * MAX_REQUESTS + 1,
+                "{}",
+                q.finished.len()
+            );
+        }
+        assert!(q.take(leaked, &w).is_some());
+        assert!(q.finished.is_empty());
+    }
+
+    #[test]
     fn a_cancelled_request_is_never_sent() {
         let mut q = BlockQueue::new();
         let (_, w) = waker();
