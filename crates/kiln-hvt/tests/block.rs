@@ -293,7 +293,7 @@ fn hostile_block_exchanges_are_stopped() {
     let mem_end = 8u64 << 20;
     // (what to spoil: None for the argument or Some(request), the byte
     // offset in it, the value; message)
-    let cases: [(Option<u64>, u64, u64, &str); 12] = [
+    let cases: [(Option<u64>, u64, u64, &str); 13] = [
         (
             None,
             8,
@@ -303,6 +303,9 @@ fn hostile_block_exchanges_are_stopped() {
         (None, 8, u64::MAX, "count: 18446744073709551615, more than"),
         (None, 0, 0x7fff_0000, "bad requests table address"),
         (None, 0, u64::MAX - 4, "bad requests table address"),
+        // The table in the guest's code, which the tender keeps read-only:
+        // it could not set the results.
+        (None, 0, support::CODE_BASE, "bad requests table address"),
         (
             Some(1),
             32,
