@@ -23,13 +23,10 @@
 
 extern crate alloc;
 
-use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::future::Future;
-use core::pin::Pin;
-use core::task::Poll;
 
 use kiln_devices::{Block, BlockError, Console, ConsoleError, MonotonicClock};
 
@@ -242,34 +239,11 @@ async fn bench(
     Ok(())
 }
 
-/// Awaits `futures` together (each polled until it is done, all polled
-/// whenever one may progress) and returns the first error.
+/// Awaits `futures` together ([`kiln_rt::join_all`]); the first error.
 async fn all<F: Future<Output = Result<(), BlockError>>>(
     futures: Vec<F>,
 ) -> Result<(), BlockError> {
-    let mut left: Vec<Option<Pin<Box<F>>>> =
-        futures.into_iter().map(|f| Some(Box::pin(f))).collect();
-    let mut result = Ok(());
-    core::future::poll_fn(move |cx| {
-        let mut pending = false;
-        for slot in left.iter_mut() {
-            if let Some(f) = slot {
-                match f.as_mut().poll(cx) {
-                    Poll::Ready(r) => {
-                        result = result.and(r);
-                        *slot = None;
-                    }
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(result)
-        }
-    })
-    .await
+    kiln_rt::join_all(futures).await.into_iter().collect()
 }
 
 /// Prints `bytes` moved in `nanos` as MiB/s with two decimals (integer

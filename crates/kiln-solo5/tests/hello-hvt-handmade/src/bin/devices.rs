@@ -17,11 +17,7 @@
 
 extern crate alloc;
 
-use alloc::boxed::Box;
 use alloc::vec;
-use core::future::Future;
-use core::pin::Pin;
-use core::task::Poll;
 use core::time::Duration;
 
 use kiln_devices::{Block, Console, ExitStatus, NetworkInterface, Termination};
@@ -105,27 +101,16 @@ async fn start(
     };
     let before = exits();
     let mut eight = vec![0u8; 8 * size];
-    let mut reads: alloc::vec::Vec<Option<Pin<Box<dyn Future<Output = _> + '_>>>> = eight
+    let reads: alloc::vec::Vec<_> = eight
         .chunks_mut(size)
         .enumerate()
-        .map(|(i, b)| Some(Box::pin(disk.read(i as u64, b)) as Pin<Box<dyn Future<Output = _>>>))
+        .map(|(i, b)| disk.read(i as u64, b))
         .collect();
-    core::future::poll_fn(|cx| {
-        let mut pending = false;
-        for slot in reads.iter_mut() {
-            if let Some(f) = slot {
-                match f.as_mut().poll(cx) {
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Ready(Ok(())) => *slot = None,
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending { Poll::Pending } else { Poll::Ready(Ok(())) }
-    })
-    .await
-    .map_err(Error::Block)?;
-    drop(reads);
+    kiln_rt::join_all(reads)
+        .await
+        .into_iter()
+        .collect::<Result<(), _>>()
+        .map_err(Error::Block)?;
     let took = exits() - before;
     if eight[size..2 * size] != pattern[..] || eight[2 * size..] != many[..6 * size] {
         return Err(Error::Mismatch);
