@@ -60,6 +60,9 @@ pub struct BootParams<'a> {
     /// Where a guest acknowledges kiln's stop request
     /// (`kiln_abi::spt_ext`), or 0 when it is not offered.
     pub stop_ack: u64,
+    /// Other kiln feature bits the devices give the guest
+    /// (`KILN_FEATURE_VNET_HDR`).
+    pub features: u32,
 }
 
 /// The bytes to copy to `SPT_BOOT_INFO_BASE`.
@@ -88,11 +91,12 @@ pub fn low_memory(p: &BootParams<'_>) -> Result<Vec<u8>, BootError> {
     let mut out = info.as_bytes().to_vec();
     let ext = SptExt {
         magic: SPT_EXT_MAGIC,
-        features: if p.stop_ack != 0 {
-            u64::from(KILN_FEATURE_STOP)
-        } else {
-            0
-        },
+        features: u64::from(p.features)
+            | if p.stop_ack != 0 {
+                u64::from(KILN_FEATURE_STOP)
+            } else {
+                0
+            },
         stop_ack: p.stop_ack,
     };
     out.extend_from_slice(ext.as_bytes());
@@ -154,6 +158,7 @@ mod tests {
             epoll_fd: 5,
             timer_fd: 6,
             stop_ack: 0x7f00_0000_0800,
+            features: 0,
         })
         .unwrap();
         assert_eq!(u64_at(&low, 0), 64 << 20);
@@ -192,6 +197,7 @@ mod tests {
             epoll_fd: 5,
             timer_fd: 6,
             stop_ack: 0,
+            features: 0,
         })
         .unwrap_err();
         assert!(matches!(err, BootError::CmdlineTooLong { .. }));
