@@ -988,7 +988,7 @@ fn bulk(target: Target) {
         Target::Spt => "KILN_SPT_NO_EXTENSIONS",
     };
     for (hidden, tso) in [(false, "on"), (true, "off")] {
-        let ns = Netns::new(&format!("bulk{}", u8::from(hidden)));
+        let ns = Netns::new(&format!("bulk-{}{}", target.name(), u8::from(hidden)));
         let log = dir.join(format!("bulk-{}-{hidden}.log", target.name()));
         let log_file = std::fs::File::create(&log).unwrap();
         let mut cmd = ns.exec(env!("CARGO_BIN_EXE_kiln"));
