@@ -273,7 +273,10 @@ mod tests {
     fn the_kiln_features_note_is_named_kiln() {
         let note = KilnFeaturesNote::new(KILN_GUEST_VNET_HDR);
         let bytes = note.as_bytes();
-        assert_eq!(&bytes[..12], [5, 0, 0, 0, 8, 0, 0, 0, b'K', b'F', b'T', b'1']);
+        assert_eq!(
+            &bytes[..12],
+            [5, 0, 0, 0, 8, 0, 0, 0, b'K', b'F', b'T', b'1']
+        );
         assert_eq!(&bytes[12..20], b"kiln\0\0\0\0");
         assert!(is_kiln_features_note(b"kiln\0", KILN_FEATURES_NOTE_TYPE));
         assert!(!is_kiln_features_note(b"Solo5\0", KILN_FEATURES_NOTE_TYPE));

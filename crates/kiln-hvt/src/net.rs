@@ -13,8 +13,8 @@ use kiln_abi::hvt_ext::{
     EXCHANGE_MAX_FRAMES, ExchangeRx, ExchangeTx, HcNetExchange, KILN_FEATURE_NET_EXCHANGE,
     KILN_FEATURE_VNET_HDR, VNET_HEADER_LEN, VNET_MAX_FRAME,
 };
-use kiln_abi::note::KILN_GUEST_VNET_HDR;
 use kiln_abi::mft::MftDeviceInfo;
+use kiln_abi::note::KILN_GUEST_VNET_HDR;
 use kiln_abi::status::Solo5Result;
 use kiln_tender::net::{Inherited, NetFlags};
 use std::mem::{offset_of, size_of};
@@ -111,7 +111,11 @@ pub(crate) fn check_vnet_header(buf: &[u8], max_plain: u64) -> Result<(), &'stat
             if hdr_len <= csum_start || usize::from(hdr_len) >= frame.len() {
                 return Err("hdr_len is not between csum_start and the frame's end");
             }
-            let want = if gso_type == VNET_GSO_TCPV4 { 0x0800 } else { 0x86dd };
+            let want = if gso_type == VNET_GSO_TCPV4 {
+                0x0800
+            } else {
+                0x86dd
+            };
             if ethertype != want {
                 return Err("gso_type does not match the frame's EtherType");
             }
@@ -919,19 +923,51 @@ mod tests {
         let mut csum_huge = vnet_frame(60, 1, 0, 0);
         csum_huge[6..10].copy_from_slice(&[0xff; 4]);
         let bad = [
-            ("shorter than the header", vec![0u8; 9], "shorter than a virtio-net header"),
-            ("no Ethernet header", vec![0u8; 10 + 13], "shorter than an Ethernet header"),
-            ("DATA_VALID", vnet_frame(60, 2, 0, 0), "flags other than NEEDS_CSUM"),
+            (
+                "shorter than the header",
+                vec![0u8; 9],
+                "shorter than a virtio-net header",
+            ),
+            (
+                "no Ethernet header",
+                vec![0u8; 10 + 13],
+                "shorter than an Ethernet header",
+            ),
+            (
+                "DATA_VALID",
+                vnet_frame(60, 2, 0, 0),
+                "flags other than NEEDS_CSUM",
+            ),
             ("checksum past the end", csum_past, "outside the frame"),
-            ("checksum offsets overflowing u16", csum_huge, "outside the frame"),
-            ("unknown gso_type", vnet_frame(3000, 1, 3, 1448), "a gso_type other than"),
-            ("ECN bit", vnet_frame(3000, 1, 0x81, 1448), "a gso_type other than"),
-            ("TSO without checksum", vnet_frame(3000, 0, 1, 1448), "without NEEDS_CSUM"),
+            (
+                "checksum offsets overflowing u16",
+                csum_huge,
+                "outside the frame",
+            ),
+            (
+                "unknown gso_type",
+                vnet_frame(3000, 1, 3, 1448),
+                "a gso_type other than",
+            ),
+            (
+                "ECN bit",
+                vnet_frame(3000, 1, 0x81, 1448),
+                "a gso_type other than",
+            ),
+            (
+                "TSO without checksum",
+                vnet_frame(3000, 0, 1, 1448),
+                "without NEEDS_CSUM",
+            ),
             ("gso_size 0", vnet_frame(3000, 1, 1, 0), "gso_size 0"),
             ("hdr_len 0", hdr_len_zero, "hdr_len"),
             ("hdr_len past the frame", hdr_len_past, "hdr_len"),
             ("TCPv6 on an IPv4 frame", v6_as_v4, "EtherType"),
-            ("long frame without TSO", vnet_frame(1519, 1, 0, 0), "longer than the MTU"),
+            (
+                "long frame without TSO",
+                vnet_frame(1519, 1, 0, 0),
+                "longer than the MTU",
+            ),
         ];
         for (name, f, why) in bad {
             let err = check_vnet_header(&f, PLAIN).expect_err(name);
@@ -966,11 +1002,17 @@ mod tests {
         rig.mem.write(FRAMES, &big).unwrap();
         rig.arg(HANDLE, 0, &[], 0, 1514);
         rig.mem
-            .write(TX, &[FRAMES.to_le_bytes(), (max as u64).to_le_bytes()].concat())
+            .write(
+                TX,
+                &[FRAMES.to_le_bytes(), (max as u64).to_le_bytes()].concat(),
+            )
             .unwrap();
         rig.set(ARG + 24, 1);
         rig.run().unwrap();
-        assert_eq!((rig.ret(), rig.out(WRITTEN), rig.net.bad_headers), (0, 1, 0));
+        assert_eq!(
+            (rig.ret(), rig.out(WRITTEN), rig.net.bad_headers),
+            (0, 1, 0)
+        );
         rig.set(TX + 8, max as u64 + 1);
         let err = rig.run().expect_err("one byte more");
         assert!(crate::report(&err).contains("more than the"), "{err}");

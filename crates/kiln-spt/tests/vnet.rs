@@ -106,7 +106,9 @@ impl NetNs {
         let name = format!("kiln-spt-vnet-{}", std::process::id());
         assert!(ip(&["netns", "add", &name]), "ip netns add {name}");
         let ns = NetNs(name);
-        assert!(ip(&["-n", &ns.0, "tuntap", "add", "dev", "ktap0", "mode", "tap"]));
+        assert!(ip(&[
+            "-n", &ns.0, "tuntap", "add", "dev", "ktap0", "mode", "tap"
+        ]));
         assert!(ip(&["-n", &ns.0, "link", "set", "ktap0", "up"]));
         ns
     }
@@ -117,7 +119,10 @@ impl NetNs {
             .args(["cat", "/sys/class/net/ktap0/statistics/rx_packets"])
             .output()
             .expect("cat");
-        String::from_utf8_lossy(&out.stdout).trim().parse().expect("a count")
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a count")
     }
 
     /// Runs the guest `code` under kiln-spt on the tap: its exit code.
@@ -178,7 +183,10 @@ fn malformed_virtio_net_headers_from_an_spt_guest_are_refused_by_the_kernel() {
     let good = [0u8; 10];
 
     let before = ns.rx_packets();
-    assert_eq!(ns.run(&write_frame_and_exit(&frame(bad)), true, &[]), EINVAL);
+    assert_eq!(
+        ns.run(&write_frame_and_exit(&frame(bad)), true, &[]),
+        EINVAL
+    );
     assert_eq!(ns.rx_packets(), before, "the malformed frame went");
     assert_eq!(ns.run(&write_frame_and_exit(&frame(good)), true, &[]), 70);
     assert_eq!(ns.rx_packets(), before + 1);

@@ -928,7 +928,8 @@ fn bulk_echo_client() {
             Err(e) => panic!("connect {addr}: {e}"),
         }
     };
-    conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut writer = conn.try_clone().unwrap();
     let sender = std::thread::spawn(move || {
         let mut hash = Sha256::new();
@@ -996,7 +997,12 @@ fn bulk(target: Target) {
             .env("NO_COLOR", "1")
             .args(["run", "-t", target.name()])
             .arg(&dir)
-            .args(["--", "--net:service=tap0", "--ipv4=10.0.0.2/24", "--no-slaac"])
+            .args([
+                "--",
+                "--net:service=tap0",
+                "--ipv4=10.0.0.2/24",
+                "--no-slaac",
+            ])
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file);
@@ -1010,7 +1016,10 @@ fn bulk(target: Target) {
         let _ = server.0.wait();
         let output = std::fs::read_to_string(&log).unwrap_or_default();
         if let Err(e) = result {
-            panic!("bulk on {} (hidden: {hidden}): {e}\n--- its output\n{output}", target.name());
+            panic!(
+                "bulk on {} (hidden: {hidden}): {e}\n--- its output\n{output}",
+                target.name()
+            );
         }
         let features = text(&features.stdout);
         assert!(
