@@ -158,7 +158,7 @@ mod tests {
             epoll_fd: 5,
             timer_fd: 6,
             stop_ack: 0x7f00_0000_0800,
-            features: 0,
+            features: kiln_abi::hvt_ext::KILN_FEATURE_VNET_HDR,
         })
         .unwrap();
         assert_eq!(u64_at(&low, 0), 64 << 20);
@@ -168,9 +168,13 @@ mod tests {
         assert_eq!(mft_at, SPT_BOOT_INFO_BASE + 64);
         assert_eq!(cmdline_at, mft_at + mft.len() as u64);
         assert_eq!(&low[32..40], &[5, 0, 0, 0, 6, 0, 0, 0]);
-        // kiln's block: magic, the stop feature, the acknowledgement word.
+        // kiln's block: magic, the stop and header features, the
+        // acknowledgement word.
         assert_eq!(&low[40..48], b"kiln-spt");
-        assert_eq!(u64_at(&low, 48), u64::from(KILN_FEATURE_STOP));
+        assert_eq!(
+            u64_at(&low, 48),
+            u64::from(KILN_FEATURE_STOP | kiln_abi::hvt_ext::KILN_FEATURE_VNET_HDR)
+        );
         assert_eq!(u64_at(&low, 56), 0x7f00_0000_0800);
         let copy = &low[64..64 + mft.len()];
         let parsed = Manifest::new_checked(copy).unwrap();
