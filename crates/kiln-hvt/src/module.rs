@@ -84,6 +84,16 @@ pub trait Module: ModuleFlags {
             call: "net exchange",
         })
     }
+    /// Whether the module serves BLOCK_EXCHANGE (its extension is on).
+    fn serves_block_exchange(&self) -> bool {
+        false
+    }
+    /// Serves BLOCK_EXCHANGE with its argument at guest address `gpa`.
+    fn block_exchange(&mut self, _gpa: u64, _mem: &mut GuestMemory) -> Result<(), HypercallError> {
+        Err(HypercallError::Unserved {
+            call: "block exchange",
+        })
+    }
 }
 
 /// The modules compiled into this tender, fresh.

@@ -131,6 +131,17 @@ pub fn has_vnet_header() -> bool {
     VNET_HEADER.load(Ordering::Relaxed)
 }
 
+/// kiln's BLOCK_EXCHANGE is an hvt extension: never offered on spt.
+pub fn has_block_exchange() -> bool {
+    false
+}
+
+/// Never called on spt ([`has_block_exchange`] is false): performs
+/// nothing, which the caller reads as every request failed.
+pub fn block_exchange(arg: &mut kiln_abi::hvt_ext::HcBlockExchange) {
+    arg.done = 0;
+}
+
 /// Where the tender reads this guest's acknowledgement of kiln's stop
 /// request (`kiln_abi::spt_ext`), 0 when it is not offered; set at boot.
 static STOP_ACK: AtomicU64 = AtomicU64::new(0);
