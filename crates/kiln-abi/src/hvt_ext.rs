@@ -80,6 +80,25 @@ pub const KILN_CPUID_SIGNATURE: [u32; 3] = [
 /// NET_EXCHANGE with the argument layout of this module.
 pub const KILN_FEATURE_NET_EXCHANGE: u32 = 1 << 0;
 
+/// Feature bit (in `eax` of [`KILN_CPUID_LEAF`], and in `features` of
+/// kiln-spt's block, `crate::spt_ext`): the guest declared
+/// [`crate::note::KILN_GUEST_VNET_HDR`] in its features note and the
+/// tender opened every net device with `IFF_VNET_HDR` and the kernel took
+/// checksum and TCP segmentation offload: every frame the guest sends or
+/// receives starts with a 10-byte `struct virtio_net_hdr` (virtio 1.2,
+/// 5.1.6, no `num_buffers`), and frames may be up to
+/// [`VNET_MAX_FRAME`] bytes after it.
+pub const KILN_FEATURE_VNET_HDR: u32 = 1 << 1;
+
+/// Length of the virtio-net header in front of each frame with
+/// [`KILN_FEATURE_VNET_HDR`].
+pub const VNET_HEADER_LEN: u64 = 10;
+
+/// The largest frame (Ethernet header included, virtio-net header not)
+/// with [`KILN_FEATURE_VNET_HDR`]: an Ethernet header, an IPv6 header and
+/// 65535 bytes of payload.
+pub const VNET_MAX_FRAME: u64 = 14 + 40 + 65535;
+
 /// The features a guest may use, from the four registers of `cpuid`
 /// [`KILN_CPUID_LEAF`] (`[eax, ebx, ecx, edx]`): zero unless the
 /// signature is there.

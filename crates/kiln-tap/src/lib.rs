@@ -14,8 +14,9 @@
 //! What differs between the callers is a [`TapOptions`]:
 //!
 //! - the tenders attach only to an existing interface, as Solo5's do
-//!   (`create: false`: `ENODEV` otherwise), and never negotiate offloads:
-//!   their guests have no virtio-net header to read;
+//!   (`create: false`: `ENODEV` otherwise), and negotiate offloads only
+//!   for a guest that declared it reads the virtio-net header (kiln's
+//!   VNET_HDR extension, `docs/hvt-extensions.md`);
 //! - the unix platform creates the interface if there is none (it then
 //!   goes away with the last descriptor) and asks for offloads, falling
 //!   back to plain frames when the kernel refuses them.

@@ -10,6 +10,8 @@ use kiln_abi::mft::MftType;
 
 use crate::module::{ModuleError, ModuleFlags, split_flag};
 
+pub use kiln_tap::TCP_OFFLOADS;
+
 /// The MTU reported for a descriptor that is not a tap interface (a
 /// socket), and the default of a tap.
 pub const MTU: u16 = 1500;
@@ -67,6 +69,9 @@ pub struct Opened {
     /// The MTU the guest is told: the tap interface's (as Solo5's tenders
     /// report it), [`MTU`] for a descriptor that is not a tap.
     pub mtu: u16,
+    /// Whether frames on `fd` carry a virtio-net header (a tap opened with
+    /// offloads the kernel took; never an inherited descriptor).
+    pub vnet_header: bool,
 }
 
 /// The net flags given on the command line.
@@ -136,8 +141,17 @@ impl ModuleFlags for NetFlags {
 }
 
 impl NetFlags {
-    /// Opens the host side the flags give for device `name`.
-    pub fn open(&self, name: &str, inherited: Inherited<'_>) -> Result<Opened, ModuleError> {
+    /// Opens the host side the flags give for device `name`: a tap with
+    /// the `TUN_F_*` `offloads` negotiated (0 for none: Solo5's plain
+    /// frames; kiln-tap falls back to plain frames when the kernel refuses
+    /// them, [`Opened::vnet_header`] says which). An inherited descriptor
+    /// is taken as it is, without offloads.
+    pub fn open(
+        &self,
+        name: &str,
+        inherited: Inherited<'_>,
+        offloads: u32,
+    ) -> Result<Opened, ModuleError> {
         let mac = self
             .macs
             .iter()
@@ -153,6 +167,7 @@ impl NetFlags {
                 kind: MftType::NetBasic.name(),
                 hint: format!("add --net:{name}=TAP (a tap interface) or --net:{name}=@FD"),
             })?;
+        let mut vnet_header = false;
         let fd = if let Some(fd) = iface.target.strip_prefix('@') {
             let fd: i32 = fd.parse().map_err(|_| ModuleError::FlagSyntax {
                 flag: iface.flag.clone(),
@@ -173,14 +188,18 @@ impl NetFlags {
             })?
         } else {
             // Solo5's tenders attach only to an existing tap, and their
-            // guests read plain frames: no offloads (any a previous reader
-            // left are cleared).
+            // guests read plain frames: no offloads unless the guest
+            // declared it reads the header (any a previous reader left are
+            // cleared).
             let options = kiln_tap::TapOptions {
                 create: false,
-                offloads: 0,
+                offloads,
             };
             kiln_tap::open(&iface.target, options)
-                .map(|tap| tap.fd)
+                .map(|tap| {
+                    vnet_header = tap.vnet_header;
+                    tap.fd
+                })
                 .map_err(|source| ModuleError::Open {
                     name: name.to_string(),
                     what: format!(
@@ -206,6 +225,7 @@ impl NetFlags {
             fd,
             mac,
             mtu,
+            vnet_header,
         })
     }
 }
@@ -268,9 +288,9 @@ mod tests {
         flags
             .parse_flag("--net-mac:second=02:00:00:aa:bb:0c")
             .unwrap();
-        let opened = flags.open("second", HVT).unwrap();
+        let opened = flags.open("second", HVT, 0).unwrap();
         assert_eq!((opened.order, opened.mac), (1, [2, 0, 0, 0xaa, 0xbb, 0x0c]));
-        let err = flags.open("first", HVT).unwrap_err();
+        let err = flags.open("first", HVT, 0).unwrap_err();
         assert!(
             err.to_string()
                 .ends_with("expected --net:NAME=@FD with FD a descriptor number"),
@@ -287,10 +307,11 @@ mod tests {
                     taken: &taken,
                     ..HVT
                 },
+                0,
             )
             .unwrap_err();
         assert!(err.to_string().contains("already attached"), "{err}");
-        let err = flags.open("fourth", HVT).unwrap_err();
+        let err = flags.open("fourth", HVT, 0).unwrap_err();
         assert!(err.to_string().contains("--net:fourth="), "{err}");
     }
 }

@@ -16,7 +16,7 @@ use kiln_abi::hvt::{
 use kiln_abi::hvt_ext::{
     HcBlockExchange, HcNetExchange, HcStopEnable, KILN_BLOCK_EXCHANGE_PORT, KILN_CPUID_LEAF,
     KILN_FEATURE_BLOCK_EXCHANGE, KILN_FEATURE_NET_EXCHANGE, KILN_FEATURE_STOP,
-    KILN_NET_EXCHANGE_PORT, KILN_STOP_ENABLE_PORT,
+    KILN_FEATURE_VNET_HDR, KILN_NET_EXCHANGE_PORT, KILN_STOP_ENABLE_PORT,
 };
 use kiln_abi::status::EXIT_ABORT;
 
@@ -75,13 +75,22 @@ static EXTENSIONS: AtomicU32 = AtomicU32::new(0);
 pub fn detect_extensions() {
     let regs = super::arch::cpuid(KILN_CPUID_LEAF, 0);
     let features = kiln_abi::hvt_ext::features(regs)
-        & (KILN_FEATURE_NET_EXCHANGE | KILN_FEATURE_BLOCK_EXCHANGE | KILN_FEATURE_STOP);
+        & (KILN_FEATURE_NET_EXCHANGE
+            | KILN_FEATURE_BLOCK_EXCHANGE
+            | KILN_FEATURE_STOP
+            | KILN_FEATURE_VNET_HDR);
     EXTENSIONS.store(features, Ordering::Relaxed);
 }
 
 /// Whether the tender serves NET_EXCHANGE.
 pub fn has_net_exchange() -> bool {
     EXTENSIONS.load(Ordering::Relaxed) & KILN_FEATURE_NET_EXCHANGE != 0
+}
+
+/// Whether every net device's frames carry a virtio-net header (the image
+/// declared it and the tender negotiated the tap's offloads).
+pub fn has_vnet_header() -> bool {
+    EXTENSIONS.load(Ordering::Relaxed) & KILN_FEATURE_VNET_HDR != 0
 }
 
 /// NET_EXCHANGE with `arg`, whose tables and buffers the caller keeps
