@@ -126,7 +126,9 @@ impl ProducesTickets for TicketKey {
 /// The rotating ticketer of a server configuration: rustls's
 /// [`TicketSwitcher`] over [`TicketKey`]s, switching every
 /// [`KEY_LIFETIME`] seconds of `clock`. Fails only if the random device
-/// does (it draws its first two keys at once).
+/// does (it draws its first two keys at once). `clock` must always tell
+/// the time (the switcher unwraps it without std); kiln's wall clock as
+/// [`crate::config`] wraps it does.
 pub fn ticketer(
     clock: &'static dyn TimeProvider,
 ) -> Result<Arc<dyn ProducesTickets>, rustls::Error> {
