@@ -63,8 +63,8 @@ impl fmt::Debug for ByName {
 }
 
 /// The DNS names (subject alternative names) of `identity`'s leaf,
-/// lowercase.
-fn names_of(identity: &Identity) -> Result<Vec<String>, TlsError> {
+/// lowercase: the names it is chosen for.
+pub fn names_of(identity: &Identity) -> Result<Vec<String>, TlsError> {
     let leaf = identity
         .chain
         .first()

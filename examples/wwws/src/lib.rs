@@ -158,7 +158,19 @@ where
             .await
             .map_err(WwwsError::Identity)?
         {
-            log::info!("identity {}/{name} for SNI", options.sni_dir);
+            let names = kiln_tls::sni::names_of(&other).map_err(WwwsError::Identity)?;
+            if names.is_empty() {
+                log::warn!(
+                    "identity {}/{name}: its certificate names no DNS name, so no client gets it",
+                    options.sni_dir
+                );
+            } else {
+                log::info!(
+                    "identity {}/{name} for {}",
+                    options.sni_dir,
+                    names.join(", ")
+                );
+            }
             others.push(other);
         }
     }
