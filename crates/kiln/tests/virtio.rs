@@ -641,7 +641,11 @@ fn bulk_echo_client_inside() {
         }
         assert!(got + n <= BULK_BYTES, "more bytes back than sent");
         noise(&mut state, &mut want[..n]);
-        assert!(buf[..n] == want[..n], "the echo differs within bytes {got}..{}", got + n);
+        assert!(
+            buf[..n] == want[..n],
+            "the echo differs within bytes {got}..{}",
+            got + n
+        );
         got += n;
     }
     sender.join().expect("the sender failed");

@@ -275,8 +275,8 @@ fn virtio(p: &Prepared, ns: &Netns) -> Result<Service, Status> {
         return Err(why);
     }
     progress("bulk: building bulk for virtio");
-    let image = super::virtio::build(&p.env, "bulk")
-        .map_err(|e| Status::Failed(format!("build: {e}")))?;
+    let image =
+        super::virtio::build(&p.env, "bulk").map_err(|e| Status::Failed(format!("build: {e}")))?;
     progress("bulk: iperf3 against bulk on virtio");
     let flush = ns.wrap(&argv(["ip", "neigh", "flush", "dev", TAP]));
     let _ = exec::run(&flush, Context::default(), Duration::from_secs(20));
