@@ -8,7 +8,8 @@
 //!
 //! The network interface drives `virtio-drivers`' virtqueues itself (the
 //! crate's net drivers notify the device on every frame): it keeps
-//! [`RX_BUFFERS`] receive buffers posted and [`TX_BUFFERS`] send buffers,
+//! [`RX_BUFFERS`] receive buffers posted and [`TX_BUFFERS`] send buffers
+//! ([`LARGE_BUFFERS`] of 64 KiB each way with the offloads),
 //! copies a frame once each way (between the caller's buffer and a posted
 //! one, which also holds the virtio-net header), and notifies the device
 //! once per wait of the runtime (or when [`NOTIFY_BATCH`] frames are
@@ -59,6 +60,10 @@ const MTU: usize = 1500;
 const BUFFER_LEN: usize = 12 + MTU + ETHERNET_HEADER_LEN;
 /// A buffer with offloads: the header and a segment of up to 64 KiB.
 const LARGE_BUFFER_LEN: usize = 12 + VNET_MAX_FRAME;
+/// Receive and send buffers each, with offloads: 16 of 64 KiB each way,
+/// 2 MiB in all, allocated when the device comes up (a guest too small
+/// for them stops at boot, not under its first bulk transfer).
+const LARGE_BUFFERS: usize = 16;
 /// `EIO`, for errors the drivers report.
 const EIO: i32 = 5;
 /// Frames queued without a notification before `poll_send` notifies.
@@ -524,8 +529,7 @@ struct NetState {
     rx: Vec<Box<[u8]>>,
     /// The receive buffer of each token.
     rx_of_token: [usize; QUEUE_SIZE],
-    /// The send buffers, grown to [`LARGE_BUFFER_LEN`] by the first
-    /// segment longer than a frame.
+    /// The send buffers.
     tx: Vec<Box<[u8]>>,
     /// The send buffers not with the device.
     tx_free: Vec<usize>,
@@ -659,7 +663,11 @@ impl Net {
             10
         };
         let buffer = |len: usize| alloc::vec![0u8; len].into_boxed_slice();
-        let rx_len = if vnet { LARGE_BUFFER_LEN } else { BUFFER_LEN };
+        let (len, rx_count, tx_count) = if vnet {
+            (LARGE_BUFFER_LEN, LARGE_BUFFERS, LARGE_BUFFERS)
+        } else {
+            (BUFFER_LEN, RX_BUFFERS, TX_BUFFERS)
+        };
         let mut state = NetState {
             transport,
             rx_queue,
@@ -671,10 +679,10 @@ impl Net {
             header,
             vnet,
             irq,
-            rx: (0..RX_BUFFERS).map(|_| buffer(rx_len)).collect(),
+            rx: (0..rx_count).map(|_| buffer(len)).collect(),
             rx_of_token: [0; QUEUE_SIZE],
-            tx: (0..TX_BUFFERS).map(|_| buffer(BUFFER_LEN)).collect(),
-            tx_free: (0..TX_BUFFERS).rev().collect(),
+            tx: (0..tx_count).map(|_| buffer(len)).collect(),
+            tx_free: (0..tx_count).rev().collect(),
             tx_of_token: [0; QUEUE_SIZE],
             tx_len: [0; TX_BUFFERS],
             rx_unnotified: 0,
@@ -682,7 +690,7 @@ impl Net {
             rx_waker: None,
             tx_waker: None,
         };
-        for i in 0..RX_BUFFERS {
+        for i in 0..rx_count {
             state
                 .post(i)
                 .map_err(|_| virtio_drivers::Error::QueueFull)?;
@@ -771,11 +779,6 @@ impl kiln_devices::NetworkInterface for Net {
         let s = &mut *state;
         let header = s.header;
         let len = if s.vnet {
-            // A segment longer than a frame: this buffer grows for good
-            // (it is not with the device).
-            if s.tx[i].len() < header + frame.len() {
-                s.tx[i] = alloc::vec![0u8; LARGE_BUFFER_LEN].into_boxed_slice();
-            }
             offload::to_device(frame, header, &mut s.tx[i])
         } else {
             let len = header + frame.len();
