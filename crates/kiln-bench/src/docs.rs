@@ -78,7 +78,8 @@ fn about(section: &str) -> &'static str {
         "bulk" => {
             "Debian's `iperf3 -c ADDR -t T -J` (T = 5 s, 3 runs, medians; 1 s, 1 run with \
              `--quick`) each way against examples/bulk, an iperf3 server on kiln's own stack \
-             (unix-direct, spt, hvt; unix-direct alone with `--quick`) on the tap of the \
+             (unix-direct, spt, hvt, and virtio under QEMU microvm with KVM as `kiln run -t \
+             virtio --print-command` starts it; unix-direct alone with `--quick`) on the tap of the \
              network section's namespace, read against the host kernel's TCP to `iperf3 -s` in \
              a second namespace over a veth pair, same run. \"to the server\": iperf3 sends; \"from the server (-R)\": the unikernel sends. \
              Profiles and analysis: docs/bulk.md."
