@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use kiln_devices::{Instant, Sleep as _};
 use kiln_rt::{
-    Either, Elapsed, Platform, Timer, block_on, join_all, select, sleep, spawn, timeout,
-    yield_now,
+    Either, Elapsed, Platform, Timer, block_on, join_all, select, sleep, spawn, timeout, yield_now,
 };
 
 /// A virtual clock and one fake device that becomes ready after
