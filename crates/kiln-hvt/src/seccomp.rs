@@ -33,6 +33,9 @@ pub const KVM_GET_FPU: u64 = ior(0x8c, std::mem::size_of::<kvm_bindings::kvm_fpu
 /// `KVM_SET_GUEST_DEBUG`: `_IOW(KVMIO, 0x9b, struct kvm_guest_debug)`.
 pub const KVM_SET_GUEST_DEBUG: u64 =
     iow(0x9b, std::mem::size_of::<kvm_bindings::kvm_guest_debug>());
+/// `TUNSETOFFLOAD`: `_IOW('T', 208, unsigned int)` (libc's type for it
+/// differs between C libraries).
+pub const TUNSETOFFLOAD: u64 = (1 << 30) | (4 << 16) | ((b'T' as u64) << 8) | 208;
 
 /// What the filter allows.
 #[derive(Debug, Clone)]
@@ -187,11 +190,7 @@ pub fn rules(allow: &Allow) -> Vec<Rule> {
         rules.push(rule(
             libc::SYS_ioctl,
             "ioctl",
-            vec![
-                Arg::Fd(fd),
-                Arg::Second(libc::TUNSETOFFLOAD as u64),
-                Arg::Third(0),
-            ],
+            vec![Arg::Fd(fd), Arg::Second(TUNSETOFFLOAD), Arg::Third(0)],
         ));
     }
     rules.extend(allow.debug.iter().cloned());
@@ -245,6 +244,9 @@ mod tests {
         assert_eq!(KVM_RUN, 0xae80);
         assert_eq!(KVM_GET_REGS, 0x8090_ae81);
         assert_eq!(KVM_GET_SREGS, 0x8138_ae83);
+        #[allow(clippy::unnecessary_cast)]
+        let tunsetoffload = libc::TUNSETOFFLOAD as u64;
+        assert_eq!(TUNSETOFFLOAD, tunsetoffload);
     }
 
     fn allow(timer_fd: Option<RawFd>) -> Allow {

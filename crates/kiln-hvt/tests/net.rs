@@ -603,7 +603,10 @@ fn a_vnet_guests_tap_has_its_offloads_cleared_when_the_tender_ends() {
         out.read_line(&mut line).unwrap();
         if line != "ready\n" {
             let _ = child.kill();
-            panic!("case {i}: the guest did not start: {:?}", support::finish(child));
+            panic!(
+                "case {i}: the guest did not start: {:?}",
+                support::finish(child)
+            );
         }
         assert_eq!(tso(&ns).as_deref(), Some("on"), "case {i}: no offloads");
         let pid = libc::pid_t::try_from(child.id()).unwrap();

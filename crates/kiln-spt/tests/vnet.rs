@@ -246,14 +246,20 @@ fn a_vnet_guests_tap_has_its_offloads_cleared_when_the_tender_ends() {
     use std::os::unix::process::ExitStatusExt;
     if !netns_or_skip(
         "a_vnet_guests_tap_has_its_offloads_cleared_when_the_tender_ends",
-        &[("ip", "-V", "iproute2"), ("ethtool", "--version", "ethtool")],
+        &[
+            ("ip", "-V", "iproute2"),
+            ("ethtool", "--version", "ethtool"),
+        ],
     ) {
         return;
     }
     let ns = NetNs::new();
     assert_eq!(ns.tso(), "off", "a new tap has TSO off");
 
-    assert_eq!(ns.run(&write_frame_and_exit(&frame([0; 10])), true, &[]), 70);
+    assert_eq!(
+        ns.run(&write_frame_and_exit(&frame([0; 10])), true, &[]),
+        70
+    );
     assert_eq!(ns.tso(), "off", "after the guest's exit");
 
     let (mut cmd, _path) = ns.command(&[0x0f, 0x0b], true);
