@@ -346,6 +346,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
         epoll_fd: epoll.raw_fd(),
         timer_fd: epoll.timer_fd(),
         module_calls,
+        offloaded_taps: kiln_tender::net::offloaded(),
         debug: debug_rules,
     };
     #[cfg(feature = "net")]

@@ -524,6 +524,17 @@ fn inherited(taken: &[RawFd]) -> Inherited<'_> {
     }
 }
 
+/// The taps opened with offloads get them cleared as the tender ends
+/// (while its seccomp filter is on, which allows exactly that ioctl on
+/// them): Solo5's tenders, which open taps plain, may come next.
+impl Drop for Net {
+    fn drop(&mut self) {
+        for (_, _, tap) in &self.attached {
+            kiln_tender::net::release(tap.as_fd());
+        }
+    }
+}
+
 impl Module for Net {
     fn attach(&mut self, handle: u64, name: &str) -> Result<MftDeviceInfo, ModuleError> {
         // One descriptor given to two devices would be owned, and closed,
@@ -582,6 +593,7 @@ impl Module for Net {
                 };
                 // Close the tap first: it takes one reader at a time.
                 let (order, _, tap) = self.attached.remove(i);
+                kiln_tender::net::release(tap.as_fd());
                 drop(tap);
                 match self.flags.open(&name, inherited(&[]), 0) {
                     Ok(opened) => {

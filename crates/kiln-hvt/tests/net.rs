@@ -525,3 +525,102 @@ fn a_guest_declaring_virtio_net_headers_gets_them_checked() {
     assert_eq!(rets(&run.stdout), [0, 0, 0], "{run:?}");
     assert_eq!(ns.rx_packets(), before + 3);
 }
+
+/// What `ethtool -k ktap0` says of TCP segmentation offload in `ns`:
+/// whether the kernel may hand the tap's reader frames larger than the
+/// MTU. `None` (skipped loudly, fails under CI=true) without ethtool.
+fn tso(ns: &NetNs) -> Option<String> {
+    let Ok(out) = ns.exec(&["ethtool", "-k", "ktap0"]).output() else {
+        kiln_testsupport::skip::skip("a kiln-hvt offload test", "`ethtool` is not installed");
+        return None;
+    };
+    if !out.status.success() {
+        kiln_testsupport::skip::skip("a kiln-hvt offload test", "`ethtool -k` failed");
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("tcp-segmentation-offload: "))
+        .and_then(|v| v.split_whitespace().next())
+        .map(str::to_string)
+}
+
+/// A tap a VNET_HDR guest had keeps no offload once kiln-hvt has ended,
+/// whichever way it ended: Solo5's solo5-hvt, which opens the tap plain
+/// and never clears them, may take it next. The guest declares the
+/// header, optionally enables kiln's STOP, prints `ready` and POLLs until
+/// its stop word is set; then `end` (a halt, or a port that is not a
+/// hypercall). While it waits the tap has TSO on; after SIGTERM (a stop
+/// request the guest exits on, or solo5-hvt's exit 1) it is off.
+#[test]
+fn a_vnet_guests_tap_has_its_offloads_cleared_when_the_tender_ends() {
+    use std::io::{BufRead, BufReader};
+    if !kvm_available() {
+        return;
+    }
+    let Some(ns) = NetNs::with_tap() else {
+        return;
+    };
+    let Some(before) = tso(&ns) else {
+        return;
+    };
+    assert_eq!(before, "off", "a new tap has TSO off");
+    let dir = TempDir::new();
+    let hvt = env!("CARGO_BIN_EXE_kiln-hvt");
+    // (STOP enabled, halt or bad port, expected exit code, stderr needle)
+    let cases = [
+        (true, true, 0, ""),
+        (true, false, 1, "port 0x600, not a hypercall"),
+        (false, true, 1, "kiln-hvt: exiting on signal 15 (SIGTERM)"),
+    ];
+    for (i, (enable, halt, code, needle)) in cases.into_iter().enumerate() {
+        let mut g = Guest::with_devices([MftEntry::net("service")]);
+        let note = kiln_abi::note::KilnFeaturesNote::new(kiln_abi::note::KILN_GUEST_VNET_HDR);
+        g.mft_note
+            .extend_from_slice(zerocopy::IntoBytes::as_bytes(&note));
+        let word = g.data(&[0; 8]);
+        let enable_arg = g.words(&[word]);
+        let poll_arg = g.words(&[10_000_000_000, 0, 0]);
+        if enable {
+            g.hypercall(kiln_abi::hvt_ext::KILN_STOP_ENABLE_NR, enable_arg);
+        }
+        g.puts(b"ready\n");
+        let top = g.here();
+        g.hypercall(3, poll_arg);
+        g.cmp_dword(word, 0);
+        let back = g.jump(&[0x0f, 0x84]);
+        g.patch(back, top);
+        if halt {
+            g.halt(0);
+        } else {
+            g.out(0x600, 0).halt(0);
+        }
+        let path = dir.write(&format!("offloads{i}.hvt"), &g.build());
+        let path = path.display().to_string();
+        let mut child = support::spawn(&mut ns.exec(&[hvt, "--net:service=ktap0", &path]));
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        if line != "ready\n" {
+            let _ = child.kill();
+            panic!(
+                "case {i}: the guest did not start: {:?}",
+                support::finish(child)
+            );
+        }
+        assert_eq!(tso(&ns).as_deref(), Some("on"), "case {i}: no offloads");
+        let pid = libc::pid_t::try_from(child.id()).unwrap();
+        // SAFETY: kill(2) takes no pointers; the child is ours and not
+        // reaped (`ip netns exec` became kiln-hvt).
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        child.stdout = Some(out.into_inner());
+        let run = support::finish(child);
+        assert_eq!(run.code, Some(code), "case {i}: {run:?}");
+        assert!(run.stderr.contains(needle), "case {i}: {run:?}");
+        assert_eq!(
+            tso(&ns).as_deref(),
+            Some("off"),
+            "case {i}: the tap kept its offloads: {run:?}"
+        );
+    }
+}

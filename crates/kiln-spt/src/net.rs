@@ -40,6 +40,17 @@ fn inherited(taken: &[RawFd]) -> Inherited<'_> {
 
 kiln_tender::with_flags!(Net, NetFlags);
 
+/// The taps opened with offloads get them cleared as the tender ends (in
+/// the parent, once the guest is gone): Solo5's tenders, which open taps
+/// plain, may come next.
+impl Drop for Net {
+    fn drop(&mut self) {
+        for (_, _, tap) in &self.attached {
+            kiln_tender::net::release(tap.as_fd());
+        }
+    }
+}
+
 impl Module for Net {
     fn attach(&mut self, handle: u64, name: &str) -> Result<Attached, ModuleError> {
         let taken: Vec<RawFd> = self
@@ -97,6 +108,7 @@ impl Module for Net {
                 };
                 // Close the tap first: it takes one reader at a time.
                 let (order, _, tap) = self.attached.remove(i);
+                kiln_tender::net::release(tap.as_fd());
                 drop(tap);
                 match self.flags.open(&name, inherited(&[]), 0) {
                     Ok(opened) => self.attached.push((order, handle, opened.fd)),

@@ -103,7 +103,10 @@ fn ip(args: &[&str]) -> bool {
 
 impl NetNs {
     fn new() -> NetNs {
-        let name = format!("kiln-spt-vnet-{}", std::process::id());
+        // One name per test: the tests of this file run in parallel.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("kiln-spt-vnet-{}-{n}", std::process::id());
         assert!(ip(&["netns", "add", &name]), "ip netns add {name}");
         let ns = NetNs(name);
         assert!(ip(&[
@@ -125,8 +128,9 @@ impl NetNs {
             .expect("a count")
     }
 
-    /// Runs the guest `code` under kiln-spt on the tap: its exit code.
-    fn run(&self, code: &[u8], declare: bool, env: &[(&str, &str)]) -> i32 {
+    /// kiln-spt on the tap with the guest `code` (its image written to a
+    /// temporary file, returned to be kept until the run ends).
+    fn command(&self, code: &[u8], declare: bool) -> (Command, tempfile::TempPath) {
         let path = tempfile::Builder::new()
             .prefix("kiln-spt-vnet-")
             .suffix(".spt")
@@ -134,10 +138,32 @@ impl NetNs {
             .expect("image file")
             .into_temp_path();
         std::fs::write(&path, image(code, declare)).expect("write the image");
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0, env!("CARGO_BIN_EXE_kiln-spt")])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.0, env!("CARGO_BIN_EXE_kiln-spt")])
             .args(["--mem=4", "--net:service=ktap0"])
-            .arg(&path)
+            .arg(&path);
+        (cmd, path)
+    }
+
+    /// `tcp-segmentation-offload` of the tap as `ethtool -k` reports it.
+    fn tso(&self) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.0, "ethtool", "-k", "ktap0"])
+            .output()
+            .expect("ethtool");
+        assert!(out.status.success(), "ethtool -k ktap0: {out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("tcp-segmentation-offload: "))
+            .and_then(|v| v.split_whitespace().next())
+            .unwrap_or("?")
+            .to_string()
+    }
+
+    /// Runs the guest `code` under kiln-spt on the tap: its exit code.
+    fn run(&self, code: &[u8], declare: bool, env: &[(&str, &str)]) -> i32 {
+        let (mut cmd, _path) = self.command(code, declare);
+        let out = cmd
             .envs(env.iter().copied())
             .output()
             .expect("run kiln-spt");
@@ -196,4 +222,70 @@ fn malformed_virtio_net_headers_from_an_spt_guest_are_refused_by_the_kernel() {
     assert_eq!(ns.run(&write_frame_and_exit(&frame(bad)), true, &plain), 70);
     assert_eq!(ns.run(&write_frame_and_exit(&frame(bad)), false, &[]), 70);
     assert_eq!(ns.rx_packets(), before + 3);
+}
+
+/// Writes `ready\n` to the console, then spins until it is killed.
+fn ready_then_spin() -> Vec<u8> {
+    let mut c = vec![0xbf, 1, 0, 0, 0]; // mov edi, 1
+    c.extend_from_slice(&[0x48, 0x8d, 0x35, 14, 0, 0, 0]); // lea rsi, [rip + 14]
+    c.extend_from_slice(&[0xba, 6, 0, 0, 0]); // mov edx, 6
+    c.extend_from_slice(&[0xb8, 1, 0, 0, 0, 0x0f, 0x05]); // write
+    c.extend_from_slice(&[0xeb, 0xfe]); // jmp $
+    c.extend_from_slice(b"ready\n");
+    c
+}
+
+/// A tap a VNET_HDR guest had keeps no offload once kiln-spt has ended,
+/// whichever way it ended: Solo5's solo5-spt, which opens the tap plain
+/// and never clears them, may take it next. Ends: the guest's exit, its
+/// fault (`ud2`), and a SIGTERM to the tender while the guest runs (the
+/// tender ends by it, as solo5-spt; its handler clears them first).
+#[test]
+fn a_vnet_guests_tap_has_its_offloads_cleared_when_the_tender_ends() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    if !netns_or_skip(
+        "a_vnet_guests_tap_has_its_offloads_cleared_when_the_tender_ends",
+        &[
+            ("ip", "-V", "iproute2"),
+            ("ethtool", "--version", "ethtool"),
+        ],
+    ) {
+        return;
+    }
+    let ns = NetNs::new();
+    assert_eq!(ns.tso(), "off", "a new tap has TSO off");
+
+    assert_eq!(
+        ns.run(&write_frame_and_exit(&frame([0; 10])), true, &[]),
+        70
+    );
+    assert_eq!(ns.tso(), "off", "after the guest's exit");
+
+    let (mut cmd, _path) = ns.command(&[0x0f, 0x0b], true);
+    let out = cmd.output().expect("run kiln-spt");
+    assert_eq!(out.status.signal(), Some(libc::SIGILL), "{out:?}");
+    assert_eq!(ns.tso(), "off", "after the guest's fault");
+
+    let (mut cmd, _path) = ns.command(&ready_then_spin(), true);
+    let mut child = kiln_testsupport::process::ChildGuard(
+        cmd.stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn kiln-spt"),
+    );
+    let mut ready = [0u8; 6];
+    let mut stdout = child.0.stdout.take().expect("stdout");
+    stdout.read_exact(&mut ready).expect("the guest's line");
+    assert_eq!(&ready, b"ready\n");
+    assert_eq!(ns.tso(), "on", "the guest runs with offloads");
+    let pid = libc::pid_t::try_from(child.0.id()).expect("a pid");
+    // SAFETY: kill(2) takes no pointers; the child is ours and not reaped
+    // (`ip netns exec` became kiln-spt).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = child
+        .wait_for(std::time::Duration::from_secs(30))
+        .expect("wait")
+        .expect("kiln-spt ended");
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    assert_eq!(ns.tso(), "off", "after SIGTERM");
 }

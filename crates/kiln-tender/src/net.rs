@@ -1,10 +1,21 @@
 //! The net module's host side both tenders share: the `--net:NAME=IFACE`,
 //! `--net:NAME=@FD` and `--net-mac:NAME=MAC` flags, and opening the tap (with
 //! `kiln-tap`) or adopting the descriptor a flag gives.
+//!
+//! A tap keeps the offloads its reader negotiated after the reader is
+//! gone, and Solo5's tenders, which open it plain and never clear them,
+//! would then get frames larger than their buffers. So every tap opened
+//! with offloads is remembered here, and cleared (`TUNSETOFFLOAD` 0) on
+//! every end the tender controls: a module closing it calls [`release`]
+//! (the tenders' net modules do when they drop, which a guest's exit, an
+//! error or a panic's unwinding all reach), and the stop signals' handler
+//! ([`crate::stop`]) calls [`clear_offloads`] before it ends the process.
+//! A SIGKILLed tender clears nothing: the next opener does.
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use kiln_abi::mft::MftType;
 
@@ -38,6 +49,62 @@ pub fn random_mac() -> std::io::Result<[u8; 6]> {
     Ok(mac)
 }
 
+/// The descriptors of the taps opened with offloads, -1 in a free slot:
+/// atomics, so that a signal handler reads them. One per manifest entry at
+/// most.
+static OFFLOADED: [AtomicI32; kiln_abi::mft::MFT_MAX_ENTRIES] =
+    [const { AtomicI32::new(-1) }; kiln_abi::mft::MFT_MAX_ENTRIES];
+
+fn remember(fd: RawFd) {
+    for slot in &OFFLOADED {
+        if slot
+            .compare_exchange(-1, fd, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            return;
+        }
+    }
+}
+
+/// The taps with offloads on, for a seccomp filter that must let the
+/// tender clear them.
+pub fn offloaded() -> Vec<RawFd> {
+    OFFLOADED
+        .iter()
+        .map(|slot| slot.load(Ordering::SeqCst))
+        .filter(|&fd| fd >= 0)
+        .collect()
+}
+
+/// Before the tap `fd` is closed: clears its offloads if it was opened
+/// with them (nothing otherwise: no system call on a plain tap or an
+/// inherited descriptor), and forgets it.
+pub fn release(fd: BorrowedFd<'_>) {
+    let fd = fd.as_raw_fd();
+    for slot in &OFFLOADED {
+        if slot
+            .compare_exchange(fd, -1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            // Best effort: the tender is ending, or the tap is reopened
+            // plain, which clears them again.
+            let _ = kiln_tap::clear_offloads_raw(fd);
+        }
+    }
+}
+
+/// Clears the offloads of every tap still open with them; for the stop
+/// signals' handler: atomic loads and one `ioctl` per tap,
+/// async-signal-safe.
+pub fn clear_offloads() {
+    for slot in &OFFLOADED {
+        let fd = slot.load(Ordering::SeqCst);
+        if fd >= 0 {
+            let _ = kiln_tap::clear_offloads_raw(fd);
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Interface {
     name: String,
@@ -62,7 +129,8 @@ pub struct Opened {
     /// The position of its `--net:` flag among the others: tenders list
     /// attached devices in this order.
     pub order: usize,
-    /// The tap or inherited descriptor, non-blocking.
+    /// The tap or inherited descriptor, non-blocking. One with
+    /// [`Opened::vnet_header`] is to be [`release`]d before it is closed.
     pub fd: OwnedFd,
     /// The guest's MAC address (random if no flag gives one).
     pub mac: [u8; 6],
@@ -198,6 +266,9 @@ impl NetFlags {
             kiln_tap::open(&iface.target, options)
                 .map(|tap| {
                     vnet_header = tap.vnet_header;
+                    if vnet_header {
+                        remember(tap.fd.as_raw_fd());
+                    }
                     tap.fd
                 })
                 .map_err(|source| ModuleError::Open {
@@ -212,12 +283,15 @@ impl NetFlags {
         let mtu = kiln_tap::mtu(fd.as_fd()).map_or(MTU, |m| u16::try_from(m).unwrap_or(u16::MAX));
         let mac = match mac {
             Some(mac) => mac,
-            None => random_mac().map_err(|source| ModuleError::Open {
-                name: name.to_string(),
-                what:
-                    "/dev/urandom for a random MAC address (hint: give one with --net-mac:NAME=MAC)"
-                        .to_string(),
-                source,
+            None => random_mac().map_err(|source| {
+                release(fd.as_fd());
+                ModuleError::Open {
+                    name: name.to_string(),
+                    what:
+                        "/dev/urandom for a random MAC address (hint: give one with --net-mac:NAME=MAC)"
+                            .to_string(),
+                    source,
+                }
             })?,
         };
         Ok(Opened {
