@@ -26,6 +26,19 @@
 //! word. A second signal, or a signal before STOP_ENABLE, does what
 //! Solo5's `solo5-hvt` does: the tender exits with status 1.
 //!
+//! # BLOCK_EXCHANGE
+//!
+//! With [`KILN_FEATURE_BLOCK_EXCHANGE`] offered, a 32-bit `out` to
+//! [`KILN_BLOCK_EXCHANGE_PORT`] with the guest address of an
+//! [`HcBlockExchange`] performs its `count` [`BlockRequest`]s in order,
+//! each exactly as the BLOCK_READ or BLOCK_WRITE it stands for (a write
+//! has been handed to the host's `pwrite(2)` when the call returns), and
+//! sets each request's `ret`. A table or buffer outside guest memory, a
+//! count above [`BLOCK_EXCHANGE_MAX_REQUESTS`], an unknown `op`, or a read
+//! buffer that overlaps another read buffer, the table or the argument
+//! stops the guest before any request is performed; an unknown handle or a
+//! misaligned or out-of-range request gets `Einval` alone.
+//!
 //! # NET_EXCHANGE
 //!
 //! A 32-bit `out` to [`KILN_NET_EXCHANGE_PORT`] (inside the hvt hypercall
@@ -66,6 +79,25 @@ pub const KILN_CPUID_SIGNATURE: [u32; 3] = [
 /// Feature bit (in `eax` of [`KILN_CPUID_LEAF`]): the tender serves
 /// NET_EXCHANGE with the argument layout of this module.
 pub const KILN_FEATURE_NET_EXCHANGE: u32 = 1 << 0;
+
+/// Feature bit (in `eax` of [`KILN_CPUID_LEAF`], and in `features` of
+/// kiln-spt's block, `crate::spt_ext`): the guest declared
+/// [`crate::note::KILN_GUEST_VNET_HDR`] in its features note and the
+/// tender opened every net device with `IFF_VNET_HDR` and the kernel took
+/// checksum and TCP segmentation offload: every frame the guest sends or
+/// receives starts with a 10-byte `struct virtio_net_hdr` (virtio 1.2,
+/// 5.1.6, no `num_buffers`), and frames may be up to
+/// [`VNET_MAX_FRAME`] bytes after it.
+pub const KILN_FEATURE_VNET_HDR: u32 = 1 << 1;
+
+/// Length of the virtio-net header in front of each frame with
+/// [`KILN_FEATURE_VNET_HDR`].
+pub const VNET_HEADER_LEN: u64 = 10;
+
+/// The largest frame (Ethernet header included, virtio-net header not)
+/// with [`KILN_FEATURE_VNET_HDR`]: an Ethernet header, an IPv6 header and
+/// 65535 bytes of payload.
+pub const VNET_MAX_FRAME: u64 = 14 + 40 + 65535;
 
 /// The features a guest may use, from the four registers of `cpuid`
 /// [`KILN_CPUID_LEAF`] (`[eax, ebx, ecx, edx]`): zero unless the
@@ -172,6 +204,79 @@ const _: () = assert!(core::mem::offset_of!(HcNetExchange, ready_set) == 64);
 const _: () = assert!(core::mem::offset_of!(HcNetExchange, ret) == 72);
 
 /// Feature bit (in `eax` of [`KILN_CPUID_LEAF`]): the tender serves
+/// BLOCK_EXCHANGE with the argument layout of this module. (Bit 1 is
+/// taken by another data-path extension.)
+pub const KILN_FEATURE_BLOCK_EXCHANGE: u32 = 1 << 2;
+
+/// The hypercall number of BLOCK_EXCHANGE (port
+/// [`crate::hvt::HVT_HYPERCALL_PIO_BASE`]` + 0x41`).
+pub const KILN_BLOCK_EXCHANGE_NR: u16 = 0x41;
+
+/// The port of BLOCK_EXCHANGE.
+pub const KILN_BLOCK_EXCHANGE_PORT: u16 =
+    crate::hvt::HVT_HYPERCALL_PIO_BASE + KILN_BLOCK_EXCHANGE_NR;
+
+const _: () = assert!(KILN_BLOCK_EXCHANGE_NR >= 4 * crate::hvt::HVT_HYPERCALL_MAX);
+const _: () = assert!(KILN_BLOCK_EXCHANGE_NR < 0x100);
+const _: () = assert!(KILN_BLOCK_EXCHANGE_NR != KILN_NET_EXCHANGE_NR);
+
+/// Most requests one BLOCK_EXCHANGE may name.
+pub const BLOCK_EXCHANGE_MAX_REQUESTS: u64 = 256;
+
+/// [`BlockRequest::op`]: read `len` bytes at `offset` into `data`.
+pub const BLOCK_OP_READ: u32 = 1;
+/// [`BlockRequest::op`]: write the `len` bytes at `data` to `offset`.
+pub const BLOCK_OP_WRITE: u32 = 2;
+
+/// One request of a BLOCK_EXCHANGE: what one BLOCK_READ or BLOCK_WRITE
+/// would do.
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct BlockRequest {
+    /// IN: the block device (its manifest index).
+    pub handle: u64,
+    /// IN: byte offset on the device, a multiple of its sector size.
+    pub offset: u64,
+    /// IN: guest address of the data (written) or the buffer (read).
+    pub data: u64,
+    /// IN: bytes to move, a non-zero multiple of the sector size.
+    pub len: u64,
+    /// IN: [`BLOCK_OP_READ`] or [`BLOCK_OP_WRITE`].
+    pub op: u32,
+    /// OUT: a [`crate::status::Solo5Result`] for this request.
+    pub ret: i32,
+}
+
+const _: () = assert!(core::mem::size_of::<BlockRequest>() == 40);
+const _: () = assert!(core::mem::offset_of!(BlockRequest, handle) == 0);
+const _: () = assert!(core::mem::offset_of!(BlockRequest, offset) == 8);
+const _: () = assert!(core::mem::offset_of!(BlockRequest, data) == 16);
+const _: () = assert!(core::mem::offset_of!(BlockRequest, len) == 24);
+const _: () = assert!(core::mem::offset_of!(BlockRequest, op) == 32);
+const _: () = assert!(core::mem::offset_of!(BlockRequest, ret) == 36);
+
+/// The argument of BLOCK_EXCHANGE.
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct HcBlockExchange {
+    /// IN: guest address of `count` [`BlockRequest`]s.
+    pub requests: u64,
+    /// IN: number of requests, at most [`BLOCK_EXCHANGE_MAX_REQUESTS`].
+    pub count: u64,
+    /// OUT: requests performed (each with its `ret` set): `count`.
+    pub done: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<HcBlockExchange>() == 24);
+const _: () = assert!(core::mem::offset_of!(HcBlockExchange, requests) == 0);
+const _: () = assert!(core::mem::offset_of!(HcBlockExchange, count) == 8);
+const _: () = assert!(core::mem::offset_of!(HcBlockExchange, done) == 16);
+
+/// Feature bit (in `eax` of [`KILN_CPUID_LEAF`]): the tender serves
 /// STOP_ENABLE, after which SIGTERM and SIGINT become a stop request the
 /// guest sees at its next wait instead of ending the tender
 /// (`docs/hvt-extensions.md`, "STOP"). Bit 8, clear of the low bits other
@@ -188,6 +293,7 @@ pub const KILN_STOP_ENABLE_PORT: u16 = crate::hvt::HVT_HYPERCALL_PIO_BASE + KILN
 const _: () = assert!(KILN_STOP_ENABLE_NR >= 4 * crate::hvt::HVT_HYPERCALL_MAX);
 const _: () = assert!(KILN_STOP_ENABLE_NR < 0x100);
 const _: () = assert!(KILN_STOP_ENABLE_NR != KILN_NET_EXCHANGE_NR);
+const _: () = assert!(KILN_STOP_ENABLE_NR != KILN_BLOCK_EXCHANGE_NR);
 
 /// What the tender writes to the guest's stop word when a stop was
 /// requested (the word is zero until then).
@@ -247,6 +353,16 @@ mod tests {
         assert_eq!(
             features([both, b, c, d]) & KILN_FEATURE_STOP,
             KILN_FEATURE_STOP
+        );
+    }
+
+    #[test]
+    fn block_exchange_has_bit_2_and_port_0x541() {
+        assert_eq!(KILN_FEATURE_BLOCK_EXCHANGE, 4);
+        assert_eq!(KILN_BLOCK_EXCHANGE_PORT, 0x541);
+        assert_eq!(
+            crate::hvt::Hypercall::from_port(KILN_BLOCK_EXCHANGE_PORT),
+            None
         );
     }
 

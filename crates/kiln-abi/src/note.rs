@@ -199,9 +199,91 @@ impl AbiNote {
     }
 }
 
+/// The name of kiln's own notes (`"kiln"`, `namesz` 5, padded to 8):
+/// Solo5's tenders look only for notes named `"Solo5"` and skip it.
+pub const KILN_NOTE_NAME: [u8; 8] = *b"kiln\0\0\0\0";
+/// `namesz` of a kiln note (`sizeof("kiln")`, terminator included).
+pub const KILN_NOTE_NAMESZ: u32 = 5;
+/// Note type of kiln's guest-features note: `"KFT1"` read as a
+/// little-endian `u32`.
+pub const KILN_FEATURES_NOTE_TYPE: u32 = u32::from_le_bytes(*b"KFT1");
+/// Section holding kiln's guest-features note (its own `PT_NOTE` segment
+/// in kiln-solo5's linker script).
+pub const KILN_FEATURES_NOTE_SECTION: &str = ".note.kiln.features";
+/// Guest feature (in the features note): every net device's frames may
+/// carry a virtio-net header, if the tender negotiated it and says so
+/// ([`crate::hvt_ext::KILN_FEATURE_VNET_HDR`]). Declared in the image
+/// because the tender must open the tap with `IFF_VNET_HDR` before the
+/// guest runs.
+pub const KILN_GUEST_VNET_HDR: u32 = 1 << 0;
+
+/// Whether a note's name and type are those of kiln's guest-features note.
+pub fn is_kiln_features_note(name: &[u8], note_type: u32) -> bool {
+    name == &KILN_NOTE_NAME[..KILN_NOTE_NAMESZ as usize] && note_type == KILN_FEATURES_NOTE_TYPE
+}
+
+/// kiln's guest-features note, as it sits in `.note.kiln.features`: the
+/// extensions a kiln guest can use that the tender must prepare before it
+/// runs. All fields IN. A tender reads `features` from the descriptor's
+/// first 4 bytes and ignores the rest (for later fields).
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct KilnFeaturesNote {
+    /// IN: the note header (name `"kiln"`, type
+    /// [`KILN_FEATURES_NOTE_TYPE`], `descsz` 8).
+    pub header: NoteHeader,
+    /// IN: `KILN_GUEST_*` bits.
+    pub features: u32,
+    /// IN: reserved, zero.
+    pub reserved: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<KilnFeaturesNote>() == 28);
+const _: () = assert!(core::mem::offset_of!(KilnFeaturesNote, features) == 20);
+
+impl KilnFeaturesNote {
+    /// The note declaring `features`.
+    pub const fn new(features: u32) -> Self {
+        Self {
+            header: NoteHeader {
+                namesz: KILN_NOTE_NAMESZ,
+                descsz: 8,
+                kind: KILN_FEATURES_NOTE_TYPE,
+                name: KILN_NOTE_NAME,
+            },
+            features,
+            reserved: 0,
+        }
+    }
+
+    /// The guest features of a features note's descriptor (0 when it is
+    /// shorter than 4 bytes).
+    pub fn parse(desc: &[u8]) -> u32 {
+        desc.get(..4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map_or(0, u32::from_le_bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kiln_features_note_is_named_kiln() {
+        let note = KilnFeaturesNote::new(KILN_GUEST_VNET_HDR);
+        let bytes = note.as_bytes();
+        assert_eq!(
+            &bytes[..12],
+            [5, 0, 0, 0, 8, 0, 0, 0, b'K', b'F', b'T', b'1']
+        );
+        assert_eq!(&bytes[12..20], b"kiln\0\0\0\0");
+        assert!(is_kiln_features_note(b"kiln\0", KILN_FEATURES_NOTE_TYPE));
+        assert!(!is_kiln_features_note(b"Solo5\0", KILN_FEATURES_NOTE_TYPE));
+        assert!(!is_solo5_note(b"kiln\0", ABI_NOTE_TYPE, ABI_NOTE_TYPE));
+        assert_eq!(KilnFeaturesNote::parse(&bytes[20..]), KILN_GUEST_VNET_HDR);
+        assert_eq!(KilnFeaturesNote::parse(&[1, 0]), 0);
+    }
 
     #[test]
     fn abi_note_bytes_match_elf_abi_h() {

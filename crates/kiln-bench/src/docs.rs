@@ -53,8 +53,10 @@ fn about(section: &str) -> &'static str {
         }
         "storage" => {
             "examples/blockbench's own timing (the monotonic clock) of sequential writes, then one \
-             flush, and reads of a 16 MiB disk in 512 B and 64 KiB requests, against the same I/O \
-             from this host process (`pwrite`/`pread`, `fdatasync`); virtio runs it under `kiln \
+             flush, and reads of a 16 MiB disk in 512 B and 64 KiB requests, 256 (512 B) or 16 (64 KiB) in \
+             flight at a time, against the same I/O from this host process (`pwrite`/`pread`, `fdatasync`); \
+             hvt with kiln's BLOCK_EXCHANGE and again with `KILN_HVT_NO_EXTENSIONS=1` (one exit \
+             per request); virtio runs it under `kiln \
              run -t virtio` (QEMU microvm, KVM, the disks on virtio-blk), 64 KiB requests only. examples/notes' changes \
              per second, each flushed, against a host loop of 1 KiB `pwrite` + `fdatasync`; and \
              notes' crash-test mode, SIGKILLed at random moments, every acknowledged change \
@@ -76,7 +78,8 @@ fn about(section: &str) -> &'static str {
         "bulk" => {
             "Debian's `iperf3 -c ADDR -t T -J` (T = 5 s, 3 runs, medians; 1 s, 1 run with \
              `--quick`) each way against examples/bulk, an iperf3 server on kiln's own stack \
-             (unix-direct, spt, hvt; unix-direct alone with `--quick`) on the tap of the \
+             (unix-direct, spt, hvt, and virtio under QEMU microvm with KVM as `kiln run -t \
+             virtio --print-command` starts it; unix-direct alone with `--quick`) on the tap of the \
              network section's namespace, read against the host kernel's TCP to `iperf3 -s` in \
              a second namespace over a veth pair, same run. \"to the server\": iperf3 sends; \"from the server (-R)\": the unikernel sends. \
              Profiles and analysis: docs/bulk.md."

@@ -105,7 +105,8 @@ pub trait NetworkInterface {
     /// 5.1.6, without `num_buffers`): the interface completes checksums
     /// marked `NEEDS_CSUM`, segments frames marked for TCP segmentation
     /// (up to [`VNET_MAX_FRAME`] bytes), and may deliver such frames
-    /// (a Linux tap opened with `IFF_VNET_HDR` and `TUNSETOFFLOAD`). With
+    /// (a Linux tap opened with `IFF_VNET_HDR` and `TUNSETOFFLOAD`; a
+    /// virtio-net device with the checksum and TSO features). With
     /// it, [`poll_receive`](Self::poll_receive)'s `buf` must hold
     /// `VNET_HEADER_LEN + VNET_MAX_FRAME` bytes. Off by default.
     fn vnet_header(&self) -> bool {

@@ -80,6 +80,14 @@ pub trait Stack {
     fn dns_servers(&self) -> impl Future<Output = Vec<core::net::IpAddr>> {
         async { Vec::new() }
     }
+
+    /// The DNS search domains the network's configuration names (DHCP's
+    /// Domain Search option on kiln's own stack, the host's resolver
+    /// configuration for host sockets); waits as
+    /// [`dns_servers`](Stack::dns_servers) does. Empty when there are none.
+    fn dns_search(&self) -> impl Future<Output = Vec<alloc::string::String>> {
+        async { Vec::new() }
+    }
 }
 
 /// A listening TCP socket.

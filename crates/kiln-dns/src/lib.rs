@@ -3,6 +3,21 @@
 //! timeout per try, retries across servers, and a small cache that honours
 //! the answers' TTLs. The same code on every target.
 //!
+//! [`Resolver::lookup_ip`] asks for A and AAAA at once (RFC 8305 section
+//! 3) and returns every address in the order to try them: RFC 6724's
+//! destination rules that need no source address (precedence from the
+//! default policy table, then the smaller scope), then the families
+//! interleaved (RFC 8305 section 4). A name with fewer dots than
+//! [`Settings::ndots`] is tried with each search domain
+//! ([`Resolver::with_search`]) before it is tried as it is, as
+//! resolv.conf(5) does; one with more is tried as it is first; a trailing
+//! dot means no search.
+//!
+//! Queries carry an EDNS(0) OPT record (RFC 6891) advertising
+//! [`Settings::edns_payload`] bytes, and UDP replies up to that size are
+//! read. A server that answers FORMERR or NOTIMP to it (one that does not
+//! know EDNS) is asked again without, and from then on.
+//!
 //! A truncated UDP reply (the TC bit) is asked again over TCP (RFC 7766:
 //! each message behind a two-byte length, one query per connection, a
 //! fresh ID), connection and exchange within another
@@ -21,10 +36,9 @@
 //! (from the random device) and the question match, the response flag is
 //! set. Anything else, or anything that does not parse, is dropped and the
 //! wait goes on; only if no valid reply came does the malformed one show
-//! in the error.
-//!
-//! Not supported yet: search domains, EDNS(0) (UDP replies stay within
-//! 512 bytes; longer ones come over TCP).
+//! in the error. (A FORMERR or NOTIMP reply may come without the question,
+//! RFC 6891 section 7: the ID and source alone match it, and it only ever
+//! makes the resolver ask again.)
 #![no_std]
 #![deny(unsafe_code)]
 
@@ -33,12 +47,15 @@ extern crate alloc;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::cell::RefCell;
+use core::future::Future;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use core::pin::pin;
 use core::time::Duration;
 
 use kiln_devices::{Instant, Random, Stack, StackError, TcpStream, UdpSocket as _};
-use simple_dns::rdata::RData;
-use simple_dns::{CLASS, Name, Packet, PacketFlag, QCLASS, QTYPE, Question, RCODE, TYPE};
+use kiln_rt::Either;
+use simple_dns::rdata::{OPT, RData};
+use simple_dns::{CLASS, Name, Packet, PacketFlag, QCLASS, QTYPE, Question, TYPE};
 
 /// Why a name could not be resolved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +69,18 @@ pub enum DnsError {
     /// The name does not exist (NXDOMAIN).
     #[error("`{0}` does not exist (NXDOMAIN)")]
     NxDomain(String),
+    /// Neither the name nor the name in any search domain has an address:
+    /// at least one does not exist or has none, the others' servers failed.
+    #[error("`{name}` does not exist (tried {})", Tried(tried))]
+    NotFound {
+        /// The name looked up.
+        name: String,
+        /// The names asked, in order, and what each got.
+        tried: Vec<(String, DnsError)>,
+    },
+    /// A search domain is not a valid DNS name.
+    #[error("`{0}` is not a valid search domain\nhint: --dns-search=DOMAIN[,DOMAIN...]")]
+    InvalidSearch(String),
     /// The name exists but has no address.
     #[error("`{0}` has no address")]
     NoAddress(String),
@@ -92,6 +121,24 @@ pub enum DnsError {
     Random(kiln_devices::RandomError),
 }
 
+/// The names of a search and their failures, for a message.
+struct Tried<'a>(&'a [(String, DnsError)]);
+
+impl core::fmt::Display for Tried<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for (i, (name, error)) in self.0.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            match error {
+                DnsError::NxDomain(_) => write!(f, "{sep}{name}: NXDOMAIN")?,
+                DnsError::NoAddress(_) => write!(f, "{sep}{name}: no address")?,
+                DnsError::Server(rcode) => write!(f, "{sep}{name}: response code {rcode}")?,
+                other => write!(f, "{sep}{name}: {other}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A record type the resolver asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -128,6 +175,14 @@ pub struct Settings {
     pub negative_max_ttl: Duration,
     /// The longest reply read over TCP (after a truncated UDP reply).
     pub tcp_max_reply: usize,
+    /// The UDP payload size advertised in an EDNS(0) OPT record, and the
+    /// longest UDP reply read (at least 512). Zero: no OPT record. The
+    /// default, 1232, is what DNS Flag Day 2020 settled on: a reply that
+    /// fits an IPv6 packet on a 1280-byte MTU, never fragmented.
+    pub edns_payload: u16,
+    /// A name with fewer dots than this is tried with each search domain
+    /// first (resolv.conf's `ndots`).
+    pub ndots: u8,
 }
 
 impl Default for Settings {
@@ -139,6 +194,8 @@ impl Default for Settings {
             max_ttl: Duration::from_secs(24 * 3600),
             negative_max_ttl: Duration::from_secs(300),
             tcp_max_reply: 16 * 1024,
+            edns_payload: 1232,
+            ndots: 1,
         }
     }
 }
@@ -181,7 +238,10 @@ pub struct Resolver<'s, S, R> {
     random: R,
     servers: Vec<SocketAddr>,
     settings: Settings,
+    search: Vec<String>,
     cache: RefCell<Vec<Cached>>,
+    /// The servers that refused EDNS (at most one entry per server).
+    no_edns: RefCell<Vec<SocketAddr>>,
 }
 
 /// A DNS name, lowercased, without a trailing dot; `None` if invalid.
@@ -199,6 +259,109 @@ fn canonical(name: &str) -> Option<String> {
     valid.then(|| name.to_ascii_lowercase())
 }
 
+/// The names to ask for `name` (canonical, `absolute` if it had a trailing
+/// dot), in order: `name` in each of `search` first if it has fewer than
+/// `ndots` dots, after `name` itself otherwise; `name` alone if absolute.
+/// Names that would be too long are left out.
+fn candidates(name: &str, absolute: bool, search: &[String], ndots: u8) -> Vec<String> {
+    if absolute || search.is_empty() {
+        return alloc::vec![String::from(name)];
+    }
+    let searched = search.iter().filter_map(|domain| {
+        let full = alloc::format!("{name}.{domain}");
+        (full.len() <= 253).then_some(full)
+    });
+    let dots = name.bytes().filter(|&b| b == b'.').count();
+    if dots < usize::from(ndots) {
+        searched.chain([String::from(name)]).collect()
+    } else {
+        [String::from(name)].into_iter().chain(searched).collect()
+    }
+}
+
+/// A search list: domains separated by commas (or spaces), as in
+/// `--dns-search=a.test,b.test`; empty for an empty string.
+pub fn parse_search(s: &str) -> Result<Vec<String>, DnsError> {
+    s.split([',', ' '])
+        .filter(|d| !d.is_empty())
+        .map(|d| canonical(d).ok_or_else(|| DnsError::InvalidSearch(String::from(d))))
+        .collect()
+}
+
+/// Where RFC 6724's default policy table (section 2.1) puts `addr`:
+/// higher is tried first (rule 6).
+fn precedence(addr: IpAddr) -> u8 {
+    let v6 = match addr {
+        IpAddr::V4(_) => return 35,
+        IpAddr::V6(v6) => v6,
+    };
+    if v6.to_ipv4_mapped().is_some() {
+        return 35;
+    }
+    let s = v6.segments();
+    match s {
+        [0, 0, 0, 0, 0, 0, 0, 1] => 50,
+        [0x2002, ..] => 30,
+        [0x2001, 0, ..] => 5,
+        [first, ..] if first & 0xfe00 == 0xfc00 => 3,
+        [0, 0, 0, 0, 0, 0, ..] => 1,
+        [first, ..] if first & 0xffc0 == 0xfec0 => 1,
+        [0x3ffe, ..] => 1,
+        _ => 40,
+    }
+}
+
+/// The scope of `addr` (RFC 6724 section 3.1, RFC 4291): smaller is tried
+/// first (rule 8).
+fn scope(addr: IpAddr) -> u8 {
+    match addr {
+        IpAddr::V4(v4) if v4.is_loopback() || v4.is_link_local() => 2,
+        IpAddr::V4(_) => 14,
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            if v6.is_loopback() || first & 0xffc0 == 0xfe80 {
+                2
+            } else if first & 0xffc0 == 0xfec0 {
+                5
+            } else if first & 0xff00 == 0xff00 {
+                (first & 0x000f) as u8
+            } else {
+                14
+            }
+        }
+    }
+}
+
+/// `addrs` in the order to try them: RFC 6724 section 6's rules that need
+/// no source address (6, precedence; 8, smaller scope; 10, the server's
+/// order otherwise), then the families interleaved, the first address's
+/// family first (RFC 8305 section 4).
+pub fn order(mut addrs: Vec<IpAddr>) -> Vec<IpAddr> {
+    addrs.sort_by_key(|&a| (core::cmp::Reverse(precedence(a)), scope(a)));
+    let first_v6 = addrs.first().is_some_and(IpAddr::is_ipv6);
+    let (mut first, mut second): (Vec<IpAddr>, Vec<IpAddr>) =
+        addrs.into_iter().partition(|a| a.is_ipv6() == first_v6);
+    let mut out = Vec::with_capacity(first.len() + second.len());
+    first.reverse();
+    second.reverse();
+    loop {
+        match (first.pop(), second.pop()) {
+            (None, None) => return out,
+            (a, b) => out.extend(a.into_iter().chain(b)),
+        }
+    }
+}
+
+/// Both futures' outputs, the two run at once.
+async fn both<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let mut a = pin!(a);
+    let mut b = pin!(b);
+    match kiln_rt::select(a.as_mut(), b.as_mut()).await {
+        Either::Left(x) => (x, b.await),
+        Either::Right(y) => (a.await, y),
+    }
+}
+
 /// A server address: an IP address with an optional port (53 by default).
 pub fn parse_server(s: &str) -> Option<SocketAddr> {
     s.parse::<SocketAddr>()
@@ -214,26 +377,85 @@ impl<'s, S: Stack, R: Random> Resolver<'s, S, R> {
             random,
             servers,
             settings,
+            search: Vec::new(),
             cache: RefCell::new(Vec::new()),
+            no_edns: RefCell::new(Vec::new()),
         }
     }
 
-    /// The addresses of `host`: itself if it is an IP address, else its A
-    /// records, or its AAAA records if it has no A record.
+    /// The resolver with the search list `domains` (see [`parse_search`]
+    /// and [`Settings::ndots`]).
+    pub fn with_search(mut self, domains: Vec<String>) -> Result<Self, DnsError> {
+        self.search = domains
+            .iter()
+            .map(|d| canonical(d).ok_or_else(|| DnsError::InvalidSearch(d.clone())))
+            .collect::<Result<_, _>>()?;
+        Ok(self)
+    }
+
+    /// The addresses of `host` in the order to try them ([`order`]):
+    /// itself if it is an IP address, else its A and AAAA records, of the
+    /// first name of the search ([`candidates`]) that has any. A family
+    /// whose lookup failed is left out if the other has addresses.
     pub async fn lookup_ip(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
         let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
         if let Ok(ip) = literal.unwrap_or(host).parse::<IpAddr>() {
             return Ok(alloc::vec![ip]);
         }
-        let v4 = self.lookup(host, Kind::A).await?;
-        if !v4.is_empty() {
-            return Ok(v4);
+        let name = canonical(host).ok_or_else(|| DnsError::InvalidName(String::from(host)))?;
+        let names = candidates(
+            &name,
+            host.ends_with('.'),
+            &self.search,
+            self.settings.ndots,
+        );
+        let mut tried = Vec::new();
+        for candidate in names {
+            match self.lookup_both(&candidate).await {
+                Ok(addrs) => return Ok(order(addrs)),
+                // Not there, or its server failed (as glibc goes on after
+                // SERVFAIL): the next name of the search.
+                Err(e @ (DnsError::NxDomain(_) | DnsError::NoAddress(_) | DnsError::Server(_))) => {
+                    tried.push((candidate, e))
+                }
+                // No answer, or one not to be believed, ends the search
+                // rather than answer for another name.
+                Err(e) => return Err(e),
+            }
         }
-        let v6 = self.lookup(host, Kind::Aaaa).await?;
-        if v6.is_empty() {
-            return Err(DnsError::NoAddress(String::from(host)));
+        let negative = tried
+            .iter()
+            .any(|(_, e)| matches!(e, DnsError::NxDomain(_) | DnsError::NoAddress(_)));
+        if tried.len() > 1 && negative {
+            return Err(DnsError::NotFound {
+                name: String::from(host),
+                tried,
+            });
         }
-        Ok(v6)
+        // One name, or every server failed: the first failure.
+        Err(tried
+            .into_iter()
+            .next()
+            .map_or_else(|| DnsError::NoAddress(String::from(host)), |(_, e)| e))
+    }
+
+    /// The A and AAAA records of `name`, asked at once; an error if it has
+    /// none.
+    async fn lookup_both(&self, name: &str) -> Result<Vec<IpAddr>, DnsError> {
+        let (v4, v6) = both(self.lookup(name, Kind::A), self.lookup(name, Kind::Aaaa)).await;
+        match (v4, v6) {
+            (Err(e @ DnsError::NxDomain(_)), _) | (_, Err(e @ DnsError::NxDomain(_))) => Err(e),
+            (Ok(mut v4), Ok(v6)) => {
+                v4.extend(v6);
+                if v4.is_empty() {
+                    return Err(DnsError::NoAddress(String::from(name)));
+                }
+                Ok(v4)
+            }
+            (Ok(addrs), Err(e)) | (Err(e), Ok(addrs)) if addrs.is_empty() => Err(e),
+            (Ok(addrs), Err(_)) | (Err(_), Ok(addrs)) => Ok(addrs),
+            (Err(e), Err(_)) => Err(e),
+        }
     }
 
     /// The `kind` records of `name` (empty if it has none), from the cache
@@ -300,63 +522,33 @@ impl<'s, S: Stack, R: Random> Resolver<'s, S, R> {
         Err(last)
     }
 
-    /// A query for `name` and `kind` with a fresh random ID.
-    fn query_bytes(&self, name: &str, kind: Kind) -> Result<(u16, Vec<u8>), DnsError> {
+    /// A query for `name` and `kind` with a fresh random ID, with an OPT
+    /// record if `edns`.
+    fn query_bytes(&self, name: &str, kind: Kind, edns: bool) -> Result<(u16, Vec<u8>), DnsError> {
         let id = (self.random.next_u64().map_err(DnsError::Random)? & 0xffff) as u16;
-        let mut query = Packet::new_query(id);
-        query.set_flags(PacketFlag::RECURSION_DESIRED);
-        let qname = Name::new(name).map_err(|_| DnsError::InvalidName(String::from(name)))?;
-        query.questions.push(Question::new(
-            qname,
-            QTYPE::TYPE(kind.qtype()),
-            QCLASS::CLASS(CLASS::IN),
-            false,
-        ));
-        let bytes = query
-            .build_bytes_vec()
-            .map_err(|_| DnsError::InvalidName(String::from(name)))?;
-        Ok((id, bytes))
+        let payload = edns.then_some(self.settings.edns_payload);
+        Ok((id, build_query(id, name, kind, payload)?))
     }
 
-    /// One try at one server: over UDP, and over TCP if the UDP reply
-    /// was truncated.
+    /// One try at one server: over UDP (again without EDNS if the server
+    /// does not know it), and over TCP if the UDP reply was truncated.
     async fn ask(&self, server: SocketAddr, name: &str, kind: Kind) -> Result<Answer, DnsError> {
-        let (id, bytes) = self.query_bytes(name, kind)?;
-        let local: SocketAddr = match server {
-            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-        };
-        let socket = self.stack.bind_udp(local).await.map_err(DnsError::Stack)?;
-        socket
-            .send_to(&bytes, server)
-            .await
-            .map_err(DnsError::Stack)?;
-        let mut malformed = false;
-        let wait = async {
-            let mut buf = alloc::vec![0u8; 1500];
-            loop {
-                let (n, from) = match socket.recv_from(&mut buf).await {
-                    Ok(r) => r,
-                    Err(e) => return Err(DnsError::Stack(e)),
-                };
-                if from != server {
-                    continue;
-                }
-                match check(&buf[..n], id, name, kind) {
-                    Verdict::Foreign => malformed = true,
-                    verdict => return Ok(verdict),
-                }
+        let mut edns = self.settings.edns_payload > 0 && !self.no_edns.borrow().contains(&server);
+        let mut verdict = self.ask_udp(server, name, kind, edns).await?;
+        if edns && let Verdict::Failed(rcode @ (FORMERR | NOTIMP)) = verdict {
+            // RFC 6891 section 7: a server that does not know EDNS answers
+            // FORMERR (or NOTIMP). If it answers otherwise without, it is
+            // asked without from now on.
+            edns = false;
+            verdict = self.ask_udp(server, name, kind, edns).await?;
+            let mut no_edns = self.no_edns.borrow_mut();
+            if verdict != Verdict::Failed(rcode) && !no_edns.contains(&server) {
+                no_edns.push(server);
             }
-        };
-        let verdict = match kiln_rt::timeout(self.settings.timeout, wait).await {
-            Ok(result) => result?,
-            Err(_) if malformed => return Err(DnsError::Malformed),
-            Err(_) => return Err(DnsError::Timeout),
-        };
-        drop(socket);
+        }
         let verdict = match verdict {
             Verdict::Truncated => {
-                let exchange = self.ask_tcp(server, name, kind);
+                let exchange = self.ask_tcp(server, name, kind, edns);
                 match kiln_rt::timeout(self.settings.timeout, exchange).await {
                     Ok(verdict) => verdict?,
                     Err(_) => return Err(DnsError::Timeout),
@@ -372,14 +564,60 @@ impl<'s, S: Stack, R: Random> Resolver<'s, S, R> {
         }
     }
 
+    /// The query over UDP, with an OPT record if `edns`: the first reply
+    /// that matches, judged.
+    async fn ask_udp(
+        &self,
+        server: SocketAddr,
+        name: &str,
+        kind: Kind,
+        edns: bool,
+    ) -> Result<Verdict, DnsError> {
+        let (id, bytes) = self.query_bytes(name, kind, edns)?;
+        let local: SocketAddr = match server {
+            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let socket = self.stack.bind_udp(local).await.map_err(DnsError::Stack)?;
+        socket
+            .send_to(&bytes, server)
+            .await
+            .map_err(DnsError::Stack)?;
+        let mut malformed = false;
+        let wait = async {
+            // A reply longer than advertised is cut short here and does not
+            // parse.
+            let mut buf = alloc::vec![0u8; usize::from(self.settings.edns_payload).max(512)];
+            loop {
+                let (n, from) = match socket.recv_from(&mut buf).await {
+                    Ok(r) => r,
+                    Err(e) => return Err(DnsError::Stack(e)),
+                };
+                if from != server {
+                    continue;
+                }
+                match check(buf.get(..n).unwrap_or(&buf), id, name, kind) {
+                    Verdict::Foreign => malformed = true,
+                    verdict => return Ok(verdict),
+                }
+            }
+        };
+        match kiln_rt::timeout(self.settings.timeout, wait).await {
+            Ok(result) => result,
+            Err(_) if malformed => Err(DnsError::Malformed),
+            Err(_) => Err(DnsError::Timeout),
+        }
+    }
+
     /// The query over a TCP connection of its own (RFC 7766).
     async fn ask_tcp(
         &self,
         server: SocketAddr,
         name: &str,
         kind: Kind,
+        edns: bool,
     ) -> Result<Verdict, DnsError> {
-        let (id, bytes) = self.query_bytes(name, kind)?;
+        let (id, bytes) = self.query_bytes(name, kind, edns)?;
         let mut stream = self
             .stack
             .connect_tcp(server)
@@ -388,6 +626,37 @@ impl<'s, S: Stack, R: Random> Resolver<'s, S, R> {
         let reply = exchange_tcp(&mut stream, &bytes, self.settings.tcp_max_reply).await?;
         Ok(check(&reply, id, name, kind))
     }
+}
+
+/// The query `id` for `name` and `kind`, with an OPT record advertising
+/// `edns_payload` bytes if given.
+fn build_query(
+    id: u16,
+    name: &str,
+    kind: Kind,
+    edns_payload: Option<u16>,
+) -> Result<Vec<u8>, DnsError> {
+    let mut query = Packet::new_query(id);
+    query.set_flags(PacketFlag::RECURSION_DESIRED);
+    let qname = Name::new(name).map_err(|_| DnsError::InvalidName(String::from(name)))?;
+    query.questions.push(Question::new(
+        qname,
+        QTYPE::TYPE(kind.qtype()),
+        QCLASS::CLASS(CLASS::IN),
+        false,
+    ));
+    if let Some(udp_packet_size) = edns_payload {
+        // Version 0, no options, the DO bit clear: simple-dns writes the
+        // OPT record's TTL as zero for these.
+        *query.opt_mut() = Some(OPT {
+            opt_codes: Vec::new(),
+            udp_packet_size,
+            version: 0,
+        });
+    }
+    query
+        .build_bytes_vec()
+        .map_err(|_| DnsError::InvalidName(String::from(name)))
 }
 
 /// Sends `query` behind its two-byte length on `stream` and reads the
@@ -453,6 +722,11 @@ fn negative_ttl(packet: &Packet<'_>) -> Duration {
     Duration::from_secs(u64::from(ttl))
 }
 
+/// Response code 1: the server could not read the query.
+const FORMERR: u8 = 1;
+/// Response code 4: the server does not do what the query asks.
+const NOTIMP: u8 = 4;
+
 /// How `reply` answers the query `id` for `name` and `kind`.
 fn check(reply: &[u8], id: u16, name: &str, kind: Kind) -> Verdict {
     let Ok(packet) = Packet::parse(reply) else {
@@ -461,7 +735,16 @@ fn check(reply: &[u8], id: u16, name: &str, kind: Kind) -> Verdict {
     if packet.id() != id || !packet.has_flags(PacketFlag::RESPONSE) {
         return Verdict::Foreign;
     }
+    // The header's four bits: simple-dns reads an OPT record's extended
+    // response code from the wrong bits of its TTL (version 0 queries
+    // never get one that matters).
+    let rcode = reply.get(3).map_or(0, |b| b & 0x0f);
     let Some(question) = packet.questions.first() else {
+        // A server that does not know EDNS may answer FORMERR without the
+        // question (RFC 6891 section 7).
+        if packet.questions.is_empty() && matches!(rcode, FORMERR | NOTIMP) {
+            return Verdict::Failed(rcode);
+        }
         return Verdict::Foreign;
     };
     let asked = question.qname.to_string();
@@ -475,10 +758,10 @@ fn check(reply: &[u8], id: u16, name: &str, kind: Kind) -> Verdict {
     if packet.has_flags(PacketFlag::TRUNCATION) {
         return Verdict::Truncated;
     }
-    match packet.rcode() {
-        RCODE::NoError => {}
-        RCODE::NameError => return Verdict::Answer(Answer::NxDomain(negative_ttl(&packet))),
-        other => return Verdict::Failed(other as u8),
+    match rcode {
+        0 => {}
+        3 => return Verdict::Answer(Answer::NxDomain(negative_ttl(&packet))),
+        other => return Verdict::Failed(other),
     }
     let mut addrs = Vec::new();
     let mut ttl = u32::MAX;
@@ -706,6 +989,139 @@ mod tests {
         for bad in ["", ".", "a..b", "a b", "-\u{e9}", &"x".repeat(64)] {
             assert_eq!(canonical(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn queries_advertise_the_edns_payload() {
+        let plain = build_query(0x1234, NAME, Kind::A, None).unwrap();
+        let edns = build_query(0x1234, NAME, Kind::A, Some(1232)).unwrap();
+        // ARCOUNT 1, then the OPT record (RFC 6891 6.1.2): the root name,
+        // type 41, the payload size as its class, a zero TTL (extended
+        // RCODE, version 0, DO clear), no options.
+        assert_eq!(&plain[10..12], [0, 0]);
+        assert_eq!(&edns[10..12], [0, 1]);
+        assert_eq!(&edns[..10], &plain[..10]);
+        assert_eq!(&edns[12..plain.len()], &plain[12..]);
+        assert_eq!(
+            &edns[plain.len()..],
+            [0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]
+        );
+    }
+
+    /// [`reply`] with an OPT record (payload 1232, DO set) in its
+    /// additional section, as an EDNS server sends it.
+    fn with_opt(mut r: Vec<u8>) -> Vec<u8> {
+        r[11] += 1; // ARCOUNT
+        r.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 0]);
+        r
+    }
+
+    #[test]
+    fn edns_replies_are_read_like_any_other() {
+        let r = with_opt(reply(1, 0, &[[192, 0, 2, 1]], None));
+        assert_eq!(
+            check(&r, 0x1234, NAME, Kind::A),
+            Verdict::Answer(Answer::Records(
+                alloc::vec![IpAddr::from([192, 0, 2, 1])],
+                Duration::from_secs(60)
+            ))
+        );
+        let r = with_opt(reply(1, 3, &[], Some((60, 30))));
+        assert_eq!(
+            check(&r, 0x1234, NAME, Kind::A),
+            Verdict::Answer(Answer::NxDomain(Duration::from_secs(30)))
+        );
+    }
+
+    #[test]
+    fn formerr_without_the_question_is_a_failure_of_this_query() {
+        // RFC 6891 section 7: a server without EDNS may answer the header
+        // alone. FORMERR and NOTIMP so are this query's (by ID); any other
+        // reply without the question is not.
+        for (rcode, want) in [
+            (1, Verdict::Failed(1)),
+            (4, Verdict::Failed(4)),
+            (0, Verdict::Foreign),
+            (2, Verdict::Foreign),
+        ] {
+            let r = [0x12, 0x34, 0x81, 0x80 | rcode, 0, 0, 0, 0, 0, 0, 0, 0];
+            assert_eq!(check(&r, 0x1234, NAME, Kind::A), want, "{rcode}");
+            assert_eq!(check(&r, 0x1235, NAME, Kind::A), Verdict::Foreign);
+        }
+        // With the question, FORMERR is a failure as before.
+        let r = reply(1, 1, &[], None);
+        assert_eq!(check(&r, 0x1234, NAME, Kind::A), Verdict::Failed(1));
+    }
+
+    #[test]
+    fn the_search_list_comes_first_below_ndots() {
+        let search = [String::from("a.test"), String::from("b.test")];
+        let names = |name, absolute, ndots| candidates(name, absolute, &search, ndots);
+        assert_eq!(names("www", false, 1), ["www.a.test", "www.b.test", "www"]);
+        assert_eq!(
+            names("www.c", false, 1),
+            ["www.c", "www.c.a.test", "www.c.b.test"]
+        );
+        assert_eq!(
+            names("www.c", false, 2),
+            ["www.c.a.test", "www.c.b.test", "www.c"]
+        );
+        // A trailing dot: the name alone.
+        assert_eq!(names("www", true, 1), ["www"]);
+        // No search list: the name alone, whatever ndots.
+        assert_eq!(candidates("www", false, &[], 5), ["www"]);
+        // A name too long with a domain is not tried with it.
+        let long = alloc::vec!["x".repeat(61); 4].join(".");
+        assert_eq!(names(&long, false, 9), [long]);
+    }
+
+    #[test]
+    fn search_lists_are_checked() {
+        assert_eq!(
+            parse_search("A.test, b.test.,"),
+            Ok(alloc::vec![String::from("a.test"), String::from("b.test")])
+        );
+        assert_eq!(parse_search(""), Ok(Vec::new()));
+        assert_eq!(
+            parse_search("a.test,bad..name"),
+            Err(DnsError::InvalidSearch(String::from("bad..name")))
+        );
+    }
+
+    #[test]
+    fn addresses_are_ordered_by_rfc_6724_and_interleaved() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let ips = |s: &[&str]| s.iter().map(|a| ip(a)).collect::<Vec<_>>();
+        // Global IPv6 before IPv4, then the families alternate, each in
+        // the server's order.
+        assert_eq!(
+            order(ips(&[
+                "192.0.2.1",
+                "192.0.2.2",
+                "192.0.2.3",
+                "2001:db8::1",
+                "2001:db8::2"
+            ])),
+            ips(&[
+                "2001:db8::1",
+                "192.0.2.1",
+                "2001:db8::2",
+                "192.0.2.2",
+                "192.0.2.3"
+            ])
+        );
+        // Unique local (precedence 3) and Teredo (5) after IPv4 (35), 6to4
+        // (30) too; loopback (50) first.
+        assert_eq!(
+            order(ips(&["fd00::1", "2001::1", "2002::1", "192.0.2.1", "::1"])),
+            ips(&["::1", "192.0.2.1", "2002::1", "2001::1", "fd00::1"])
+        );
+        // Within a precedence, the smaller scope first.
+        assert_eq!(
+            order(ips(&["192.0.2.1", "169.254.0.1"])),
+            ips(&["169.254.0.1", "192.0.2.1"])
+        );
+        assert_eq!(order(Vec::new()), Vec::<IpAddr>::new());
     }
 
     #[test]

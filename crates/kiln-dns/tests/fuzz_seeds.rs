@@ -20,8 +20,9 @@ fn reply_seeds() {
     kiln_testsupport::fuzz::replay_seeds(&seeds(), 8, fuzz::reply);
 }
 
-/// The harness reaches what it is for: the seeds get answers over UDP and
-/// over TCP, negative answers, and the TCP errors.
+/// The harness reaches what it is for: the seeds get answers over UDP
+/// (with an OPT record, and longer than 512 bytes) and over TCP, negative
+/// answers, FORMERR without the question, and the TCP errors.
 #[test]
 fn the_seeds_reach_every_outcome() {
     let run = |seed: &str| fuzz::reply(&std::fs::read(seeds().join(seed)).unwrap());
@@ -46,4 +47,9 @@ fn the_seeds_reach_every_outcome() {
         Err(DnsError::TcpShortReply { got: 12, want: 102 })
     );
     assert_eq!(run("garbage"), Err(DnsError::Malformed));
+    assert_eq!(run("udp-answer-edns"), Ok(vec![[192, 0, 2, 1].into()]));
+    let sixty: Vec<IpAddr> = (1..=60).map(|i| [192, 0, 2, i].into()).collect();
+    assert_eq!(run("udp-answer-edns-long"), Ok(sixty));
+    // Asked again without EDNS, the same reply: the server's failure.
+    assert_eq!(run("formerr-header-only"), Err(DnsError::Server(1)));
 }

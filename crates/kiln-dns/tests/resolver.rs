@@ -2,12 +2,13 @@
 //! std UDP socket, and a TCP listener on the same port for truncated
 //! replies), over the host-socket stack: answers and their TTLs, NXDOMAIN,
 //! negative caching, silence, garbage, a reply from the wrong transaction,
-//! and TCP replies good and hostile. Then the same against dnsmasq.
+//! and TCP replies good and hostile; EDNS(0) and a server without it;
+//! search domains; A and AAAA together. Then the same against dnsmasq.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kiln_dns::{DnsError, Kind, Resolver, Settings};
@@ -30,6 +31,16 @@ enum Script {
     NoDataSoa(u32),
     /// A truncated UDP reply; the TCP listener answers as told.
     Truncated(Tcp),
+    /// To a query with an OPT record advertising 1232 bytes, 40 A records
+    /// (a reply of 700-odd bytes); to any other, SERVFAIL.
+    EdnsOnly,
+    /// To a query with an OPT record, FORMERR with the header alone (a
+    /// server that does not know EDNS); to any other, two A records.
+    FormErrOnOpt,
+    /// NXDOMAIN but for this name, which has 192.0.2.1.
+    Only(&'static str),
+    /// A: 192.0.2.1 and 192.0.2.2; AAAA: 2001:db8::1.
+    DualStack,
 }
 
 /// How the scripted server answers over TCP.
@@ -52,6 +63,31 @@ enum Tcp {
 /// Starts the server; returns its address and the count of queries seen
 /// (over UDP and over TCP).
 fn server(script: Script) -> (SocketAddr, Arc<AtomicU32>) {
+    let (addr, seen, _) = logged_server(script);
+    (addr, seen)
+}
+
+/// The name and type asked by `query` (`name A`, `name AAAA`), and whether
+/// it carries an OPT record advertising 1232 bytes (the last record, as
+/// kiln-dns writes it).
+fn asked(query: &[u8]) -> (String, bool) {
+    let mut labels = Vec::new();
+    let mut at = 12;
+    while let Some(&len) = query.get(at).filter(|&&l| l > 0) {
+        let label = query.get(at + 1..at + 1 + usize::from(len)).unwrap_or(&[]);
+        labels.push(String::from_utf8_lossy(label).into_owned());
+        at += 1 + usize::from(len);
+    }
+    let qtype = match query.get(at + 1..at + 3) {
+        Some([0, 28]) => "AAAA",
+        _ => "A",
+    };
+    let opt = query[10..12] == [0, 1] && query.ends_with(&[0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0]);
+    (format!("{} {qtype}", labels.join(".")), opt)
+}
+
+/// [`server`], with the log of the names and types asked over UDP.
+fn logged_server(script: Script) -> (SocketAddr, Arc<AtomicU32>, Arc<Mutex<Vec<String>>>) {
     // A UDP and a TCP port of the same number.
     let (socket, listener) = (0..20)
         .find_map(|_| {
@@ -65,6 +101,8 @@ fn server(script: Script) -> (SocketAddr, Arc<AtomicU32>) {
         .unwrap();
     let addr = socket.local_addr().unwrap();
     let seen = Arc::new(AtomicU32::new(0));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let names = log.clone();
     if let Script::Truncated(tcp) = script {
         let count = seen.clone();
         std::thread::spawn(move || tcp_server(listener, tcp, &count));
@@ -75,6 +113,8 @@ fn server(script: Script) -> (SocketAddr, Arc<AtomicU32>) {
         while let Ok((n, from)) = socket.recv_from(&mut buf) {
             count.fetch_add(1, Ordering::SeqCst);
             let query = &buf[..n];
+            let (name, opt) = asked(query);
+            names.lock().unwrap().push(name.clone());
             let reply = match script {
                 Script::Silent => continue,
                 Script::Garbage => b"\x00\x01garbage, not DNS".to_vec(),
@@ -88,11 +128,37 @@ fn server(script: Script) -> (SocketAddr, Arc<AtomicU32>) {
                     r[2] |= 0x02; // TC
                     r
                 }
+                Script::EdnsOnly if opt => answer_n(query, 0, 60, false, 40),
+                Script::EdnsOnly => answer(query, 2, 0, false),
+                Script::FormErrOnOpt if opt => {
+                    let mut r = answer(query, 1, 0, false);
+                    r.truncate(12);
+                    r[4..12].fill(0);
+                    r
+                }
+                Script::FormErrOnOpt => answer(query, 0, 60, false),
+                Script::Only(only) if name.starts_with(&format!("{only} ")) => {
+                    answer_n(query, 0, 60, false, 1)
+                }
+                Script::Only(_) => answer(query, 3, 0, false),
+                Script::DualStack if name.ends_with(" AAAA") => {
+                    let mut r = answer_n(query, 0, 60, false, 0);
+                    r[7] = 1; // ANCOUNT
+                    r.extend_from_slice(&[0xc0, 12, 0, 28, 0, 1, 0, 0, 0, 60, 0, 16]);
+                    r.extend_from_slice(
+                        &"2001:db8::1"
+                            .parse::<std::net::Ipv6Addr>()
+                            .unwrap()
+                            .octets(),
+                    );
+                    r
+                }
+                Script::DualStack => answer(query, 0, 60, false),
             };
             let _ = socket.send_to(&reply, from);
         }
     });
-    (addr, seen)
+    (addr, seen, log)
 }
 
 /// Answers the TCP connections of `listener` as `script` says.
@@ -171,7 +237,12 @@ fn answer(query: &[u8], rcode: u8, ttl: u32, wrong_id: bool) -> Vec<u8> {
 
 /// [`answer`] with `answers` A records, 192.0.2.1 onwards.
 fn answer_n(query: &[u8], rcode: u8, ttl: u32, wrong_id: bool, answers: u16) -> Vec<u8> {
+    // The question alone: not the query's OPT record.
     let mut r = query.to_vec();
+    if let Some(end) = question_end(query) {
+        r.truncate(end);
+    }
+    r[10..12].fill(0); // ARCOUNT
     if wrong_id {
         r[0] ^= 0xff;
     }
@@ -184,6 +255,19 @@ fn answer_n(query: &[u8], rcode: u8, ttl: u32, wrong_id: bool, answers: u16) -> 
         r.extend_from_slice(&[0, 4, 192, 0, 2, last]);
     }
     r
+}
+
+/// Where the question of `query` ends.
+fn question_end(query: &[u8]) -> Option<usize> {
+    let mut at = 12;
+    loop {
+        let len = usize::from(*query.get(at)?);
+        at += 1;
+        if len == 0 {
+            return Some(at + 4);
+        }
+        at += len;
+    }
 }
 
 fn settings() -> Settings {
@@ -375,9 +459,129 @@ fn hostile_tcp_replies_are_errors() {
     }
 }
 
+/// `lookup_ip` of each of `hosts` in turn, with one resolver searching
+/// `search`.
+fn resolve_ip(
+    server: SocketAddr,
+    search: &[&str],
+    settings: Settings,
+    hosts: &[&str],
+) -> Vec<Result<Vec<IpAddr>, DnsError>> {
+    let search: Vec<String> = search.iter().map(|d| d.to_string()).collect();
+    let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+    block_on(platform(), async move {
+        let stack = SocketStack::new(platform());
+        let resolver = Resolver::new(&stack, Random::new(), vec![server], settings)
+            .with_search(search)
+            .unwrap();
+        let mut out = Vec::new();
+        for host in &hosts {
+            out.push(resolver.lookup_ip(host).await);
+        }
+        out
+    })
+}
+
+#[test]
+fn queries_advertise_edns_and_read_replies_over_512_bytes() {
+    let (addr, seen) = server(Script::EdnsOnly);
+    let results = resolve(addr, &["big.example.test"], Duration::ZERO);
+    let want: Vec<IpAddr> = (1..=40).map(|i| [192, 0, 2, i].into()).collect();
+    assert_eq!(results, vec![Ok(want)]);
+    // Over UDP alone.
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    // Without EDNS, the server fails.
+    let (addr, _) = server(Script::EdnsOnly);
+    let plain = Settings {
+        edns_payload: 0,
+        ..settings()
+    };
+    let results = resolve_kinds(
+        addr,
+        &[("big.example.test", Kind::A)],
+        Duration::ZERO,
+        plain,
+    );
+    assert_eq!(results, vec![Err(DnsError::Server(2))]);
+}
+
+#[test]
+fn a_server_without_edns_is_asked_again_without_it() {
+    let (addr, _, log) = logged_server(Script::FormErrOnOpt);
+    let results = resolve(addr, &["a.example.test", "b.example.test"], Duration::ZERO);
+    let want: Vec<IpAddr> = vec![[192, 0, 2, 1].into(), [192, 0, 2, 2].into()];
+    assert_eq!(results, vec![Ok(want.clone()), Ok(want)]);
+    // The first name with EDNS (FORMERR) and again without; the second
+    // without at once.
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["a.example.test A", "a.example.test A", "b.example.test A"]
+    );
+}
+
+#[test]
+fn short_names_are_tried_in_the_search_domains_first() {
+    let (addr, _, log) = logged_server(Script::Only("www.b.test"));
+    let results = resolve_ip(
+        addr,
+        &["a.test", "b.test"],
+        settings(),
+        &["www", "www.b.test", "nowhere"],
+    );
+    assert_eq!(results[0], Ok(vec![[192, 0, 2, 1].into()]));
+    assert_eq!(results[1], Ok(vec![[192, 0, 2, 1].into()]));
+    assert_eq!(
+        results[2],
+        Err(DnsError::NotFound {
+            name: "nowhere".into(),
+            tried: ["nowhere.a.test", "nowhere.b.test", "nowhere"]
+                .map(|n| (n.to_string(), DnsError::NxDomain(n.into())))
+                .to_vec()
+        })
+    );
+    // A and AAAA of each name, at once (so in either order); www.b.test
+    // (as many dots as ndots) as it is, first, its A record from the cache
+    // the second time (the AAAA query's NODATA has no SOA to be kept by).
+    let mut asked: Vec<String> = log.lock().unwrap().clone();
+    asked.sort();
+    let names = [
+        "www.a.test",
+        "www.b.test",
+        "nowhere.a.test",
+        "nowhere.b.test",
+        "nowhere",
+    ];
+    let mut want: Vec<String> = names.iter().map(|n| format!("{n} A")).collect();
+    want.extend(names.iter().map(|n| format!("{n} AAAA")));
+    want.push("www.b.test AAAA".into());
+    want.sort();
+    assert_eq!(asked, want);
+    let text = results[2].clone().unwrap_err().to_string();
+    assert_eq!(
+        text,
+        "`nowhere` does not exist (tried nowhere.a.test: NXDOMAIN, nowhere.b.test: NXDOMAIN, \
+         nowhere: NXDOMAIN)"
+    );
+}
+
+#[test]
+fn lookup_ip_gives_both_families_in_the_order_to_try() {
+    let (addr, seen) = server(Script::DualStack);
+    let results = resolve_ip(addr, &[], settings(), &["dual.example.test"]);
+    let want: Vec<IpAddr> = vec![
+        "2001:db8::1".parse().unwrap(),
+        [192, 0, 2, 1].into(),
+        [192, 0, 2, 2].into(),
+    ];
+    assert_eq!(results, vec![Ok(want)]);
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+}
+
 /// dnsmasq, authoritative for `test.` on a free port of 127.0.0.1: an A
-/// set too large for a UDP reply (dnsmasq truncates it to 30 of 60) comes
-/// whole over TCP; NXDOMAIN and NODATA carry dnsmasq's SOA and are cached.
+/// set of 60 (a reply of 986 bytes) comes whole over UDP with EDNS; one of
+/// 100 (1,626 bytes) too large for the 1,232 advertised, dnsmasq truncates
+/// it and it comes whole over TCP; NXDOMAIN and NODATA carry dnsmasq's SOA
+/// and are cached; a short name is found in the second search domain.
 #[test]
 fn against_dnsmasq() {
     const TEST: &str = "against_dnsmasq";
@@ -390,7 +594,10 @@ fn against_dnsmasq() {
     }
     let dir = std::env::temp_dir().join(format!("kiln-dns-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let hosts: String = (1..=60).map(|i| format!("10.9.0.{i} big.test\n")).collect();
+    let hosts: String = (1..=60)
+        .map(|i| format!("10.9.0.{i} big.test\n"))
+        .chain((1..=100).map(|i| format!("10.9.1.{i} huge.test\n")))
+        .collect();
     std::fs::write(dir.join("hosts"), hosts).unwrap();
     let log = dir.join("log");
     let port = (0..20)
@@ -447,10 +654,12 @@ fn against_dnsmasq() {
             ("missing.test", Kind::Aaaa),
             ("big.test", Kind::Aaaa),
             ("big.test", Kind::Aaaa),
+            ("huge.test", Kind::A),
         ],
         Duration::ZERO,
         settings(),
     );
+    let searched = resolve_ip(server, &["nope.test", "test"], settings(), &["huge"]);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
         dnsmasq.wait_for(Duration::ZERO).unwrap(),
@@ -464,16 +673,29 @@ fn against_dnsmasq() {
     big.sort();
     let want: Vec<IpAddr> = (1..=60).map(|i| [10, 9, 0, i].into()).collect();
     assert_eq!(big, want, "{log}");
+    let mut huge: Vec<IpAddr> = results[5].clone().unwrap();
+    huge.sort();
+    let want: Vec<IpAddr> = (1..=100).map(|i| [10, 9, 1, i].into()).collect();
+    assert_eq!(huge, want, "{log}");
+    let mut searched = searched[0].clone().unwrap();
+    searched.sort();
+    assert_eq!(searched, want, "{log}");
     let missing = Err(DnsError::NxDomain("missing.test".into()));
     assert_eq!(
-        results[1..],
+        results[1..5],
         [missing.clone(), missing, Ok(vec![]), Ok(vec![])],
         "{log}"
     );
-    // Asked: big.test A over UDP and TCP, missing.test A, big.test AAAA;
-    // the rest came from the cache.
+    // Asked: big.test A over UDP alone, missing.test A, big.test AAAA,
+    // huge.test A over UDP and TCP; the rest came from the cache. Then, by
+    // a resolver of its own, huge.nope.test (NXDOMAIN, for AAAA too from
+    // the cache or asked at once), huge.test A (over UDP and TCP again)
+    // and AAAA.
     let asked = |what: &str| log.lines().filter(|l| l.contains(what)).count();
-    assert_eq!(asked("auth[A] big.test from"), 2, "{log}");
+    assert_eq!(asked("auth[A] big.test from"), 1, "{log}");
+    assert_eq!(asked("auth[A] huge.test from"), 4, "{log}");
+    assert_eq!(asked("auth[A] huge.nope.test from"), 1, "{log}");
+    assert_eq!(asked("auth[AAAA] huge.test from"), 1, "{log}");
     assert_eq!(asked("auth[A] missing.test from"), 1, "{log}");
     assert_eq!(asked("auth[AAAA] missing.test from"), 0, "{log}");
     assert_eq!(asked("auth[AAAA] big.test from"), 1, "{log}");

@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use kiln_abi::hvt::{
     HVT_HYPERCALL_MAX, HVT_HYPERCALL_PIO_BASE, HcHalt, HcPoll, HcPuts, HcWalltime, Hypercall,
 };
-use kiln_abi::hvt_ext::KILN_NET_EXCHANGE_PORT;
+use kiln_abi::hvt_ext::{KILN_BLOCK_EXCHANGE_PORT, KILN_NET_EXCHANGE_PORT};
 use thiserror::Error;
 
 use crate::guest::{GuestMemError, GuestMemory, set_out};
@@ -74,6 +74,16 @@ pub enum HypercallError {
         #[source]
         source: GuestMemError,
     },
+    /// A BLOCK_EXCHANGE request the tender refuses to start: its buffer
+    /// is outside guest memory, overlaps what the tender writes, or the
+    /// table breaks the extension's limits.
+    #[error("block exchange hypercall: {what}: {why}")]
+    BlockExchange {
+        /// The field (`count`, `requests[3].data`, ...).
+        what: String,
+        /// The rule it breaks.
+        why: String,
+    },
     /// An exchange argument outside what the extension allows.
     #[error("net exchange hypercall: {what} is {value}, {why}")]
     Exchange {
@@ -125,6 +135,12 @@ pub fn dispatch(
         && let Some(module) = modules.iter_mut().find(|m| m.serves_exchange())
     {
         module.exchange(gpa, mem, epoll)?;
+        return Ok(Outcome::Continue);
+    }
+    if port == KILN_BLOCK_EXCHANGE_PORT
+        && let Some(module) = modules.iter_mut().find(|m| m.serves_block_exchange())
+    {
+        module.block_exchange(gpa, mem)?;
         return Ok(Outcome::Continue);
     }
     let hc = Hypercall::from_port(port).ok_or_else(bad_port)?;

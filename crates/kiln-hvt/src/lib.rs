@@ -192,6 +192,11 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
     let data = image::read(&path)?;
     let image = image::parse(&path, &data, config.mem_mb, mem_size)?;
 
+    if !extensions_hidden() {
+        for m in modules.iter_mut() {
+            m.guest_features(image.kiln_features);
+        }
+    }
     let attached = attach_all(
         &path,
         &image.manifest,
@@ -341,6 +346,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
         epoll_fd: epoll.raw_fd(),
         timer_fd: epoll.timer_fd(),
         module_calls,
+        offloaded_taps: kiln_tender::net::offloaded(),
         debug: debug_rules,
     };
     #[cfg(feature = "net")]

@@ -50,6 +50,12 @@ pub trait Module: ModuleFlags {
     fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, u64)>;
     /// System calls the module makes while the guest runs.
     fn syscalls(&self) -> Vec<FdSyscall>;
+    /// The guest features the image declared in kiln's features note
+    /// (`kiln_abi::note`, `KILN_GUEST_*`), told before any device is
+    /// attached and only when kiln's extensions are offered: the net module
+    /// opens its taps with offloads for a guest that reads virtio-net
+    /// headers.
+    fn guest_features(&mut self, _features: u32) {}
     /// Turns on the module's kiln extension hypercalls (`kiln_abi::hvt_ext`)
     /// and returns their feature bits, which the guest finds in kiln's
     /// CPUID leaf; 0 when the module has none.
@@ -76,6 +82,16 @@ pub trait Module: ModuleFlags {
     ) -> Result<(), HypercallError> {
         Err(HypercallError::Unserved {
             call: "net exchange",
+        })
+    }
+    /// Whether the module serves BLOCK_EXCHANGE (its extension is on).
+    fn serves_block_exchange(&self) -> bool {
+        false
+    }
+    /// Serves BLOCK_EXCHANGE with its argument at guest address `gpa`.
+    fn block_exchange(&mut self, _gpa: u64, _mem: &mut GuestMemory) -> Result<(), HypercallError> {
+        Err(HypercallError::Unserved {
+            call: "block exchange",
         })
     }
 }

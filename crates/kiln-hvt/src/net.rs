@@ -11,8 +11,10 @@ use std::sync::Arc;
 use kiln_abi::hvt::{HcNetRead, HcNetWrite, Hypercall};
 use kiln_abi::hvt_ext::{
     EXCHANGE_MAX_FRAMES, ExchangeRx, ExchangeTx, HcNetExchange, KILN_FEATURE_NET_EXCHANGE,
+    KILN_FEATURE_VNET_HDR, VNET_HEADER_LEN, VNET_MAX_FRAME,
 };
 use kiln_abi::mft::MftDeviceInfo;
+use kiln_abi::note::KILN_GUEST_VNET_HDR;
 use kiln_abi::status::Solo5Result;
 use kiln_tender::net::{Inherited, NetFlags};
 use std::mem::{offset_of, size_of};
@@ -45,6 +47,93 @@ pub struct Net {
     exchange: bool,
     /// The largest MTU of an attached device, 0 before any.
     mtu: u16,
+    /// Whether the guest declared it reads virtio-net headers: taps are
+    /// opened with offloads.
+    offloads: bool,
+    /// The names of the devices whose tap took the offloads (frames carry
+    /// the header), in the order attached.
+    vnet_names: Vec<(u64, String)>,
+    /// Whether every device's frames carry the header (the guest was told
+    /// so: `KILN_FEATURE_VNET_HDR`).
+    vnet: bool,
+    /// Frames the guest sent with a malformed virtio-net header, refused.
+    pub(crate) bad_headers: u64,
+}
+
+/// `flags` of a virtio-net header: the checksum from `csum_start` is
+/// partial.
+const VNET_F_NEEDS_CSUM: u8 = 1;
+/// `gso_type` values a guest may send: none, TCP over IPv4, TCP over IPv6.
+const VNET_GSO_NONE: u8 = 0;
+const VNET_GSO_TCPV4: u8 = 1;
+const VNET_GSO_TCPV6: u8 = 4;
+
+/// Checks the virtio-net header in front of a frame a guest sends (`buf`:
+/// header, then the Ethernet frame) against what the tap was negotiated
+/// for, so that only headers the kernel is asked to act on and that point
+/// inside the frame reach it: flags `NEEDS_CSUM` or none; a checksum
+/// (`csum_start` + `csum_offset` + 2) inside the frame; `gso_type` none
+/// (the frame then at most `max_plain` bytes), TCPv4 or TCPv6 (then with
+/// `NEEDS_CSUM`, a non-zero `gso_size`, `hdr_len` past `csum_start` and
+/// before the frame's end, and the matching EtherType). Returns why a
+/// header is refused.
+pub(crate) fn check_vnet_header(buf: &[u8], max_plain: u64) -> Result<(), &'static str> {
+    let Some((h, frame)) = buf.split_at_checked(VNET_HEADER_LEN as usize) else {
+        return Err("shorter than a virtio-net header");
+    };
+    let field = |at: usize| u16::from_le_bytes([h[at], h[at + 1]]);
+    let (flags, gso_type) = (h[0], h[1]);
+    let (hdr_len, gso_size, csum_start, csum_offset) = (field(2), field(4), field(6), field(8));
+    if frame.len() < 14 {
+        return Err("the frame is shorter than an Ethernet header");
+    }
+    if flags & !VNET_F_NEEDS_CSUM != 0 {
+        return Err("flags other than NEEDS_CSUM");
+    }
+    let csum = flags & VNET_F_NEEDS_CSUM != 0;
+    if csum && usize::from(csum_start) + usize::from(csum_offset) + 2 > frame.len() {
+        return Err("csum_start + csum_offset is outside the frame");
+    }
+    let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+    match gso_type {
+        VNET_GSO_NONE => {
+            if frame.len() as u64 > max_plain {
+                return Err("a frame longer than the MTU without segmentation");
+            }
+        }
+        VNET_GSO_TCPV4 | VNET_GSO_TCPV6 => {
+            if !csum {
+                return Err("segmentation without NEEDS_CSUM");
+            }
+            if gso_size == 0 {
+                return Err("segmentation with gso_size 0");
+            }
+            if hdr_len <= csum_start || usize::from(hdr_len) >= frame.len() {
+                return Err("hdr_len is not between csum_start and the frame's end");
+            }
+            let want = if gso_type == VNET_GSO_TCPV4 {
+                0x0800
+            } else {
+                0x86dd
+            };
+            if ethertype != want {
+                return Err("gso_type does not match the frame's EtherType");
+            }
+        }
+        _ => return Err("a gso_type other than none, TCPv4 or TCPv6"),
+    }
+    Ok(())
+}
+
+/// Says on stderr, once per tender, that a guest sent a malformed
+/// virtio-net header; every one is counted (`Net::bad_headers`).
+fn report_bad_header(why: &str) {
+    static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !REPORTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        eprintln!(
+            "kiln-hvt: refused a frame from the guest: malformed virtio-net header: {why} (frames are dropped and counted; later ones are not reported)"
+        );
+    }
 }
 
 /// The checked tables of one exchange: (address, length) of each frame to
@@ -212,7 +301,35 @@ impl Net {
     /// The largest frame the guest may send: the largest MTU plus an
     /// Ethernet header with a VLAN tag.
     fn max_frame(&self) -> u64 {
+        let plain = self.max_plain();
+        if self.vnet {
+            VNET_HEADER_LEN + VNET_MAX_FRAME.max(plain)
+        } else {
+            plain
+        }
+    }
+
+    /// The largest frame without segmentation: the largest MTU plus an
+    /// Ethernet header with a VLAN tag.
+    fn max_plain(&self) -> u64 {
         MAX_FRAME.max(u64::from(self.mtu) + 18)
+    }
+
+    /// Whether `frame`, to be written to a device, may go: always without
+    /// the header; with it, when [`check_vnet_header`] passes (else it is
+    /// counted and reported).
+    fn frame_ok(&mut self, frame: &[u8]) -> bool {
+        if !self.vnet {
+            return true;
+        }
+        match check_vnet_header(frame, self.max_plain()) {
+            Ok(()) => true,
+            Err(why) => {
+                self.bad_headers += 1;
+                report_bad_header(why);
+                false
+            }
+        }
     }
 
     fn device(&mut self, handle: u64) -> Option<&File> {
@@ -234,6 +351,9 @@ impl Net {
             .slice(data, len)
             .map_err(|source| HypercallError::memory(CALL, "frame", source))?;
         let ret = if len > self.max_frame() {
+            Solo5Result::Einval
+        } else if self.device(handle).is_some() && !self.frame_ok(frame) {
+            // A malformed virtio-net header: refused, counted.
             Solo5Result::Einval
         } else {
             match self.device(handle) {
@@ -271,6 +391,8 @@ impl Net {
         let mut read = 0usize;
         let mut lens = [0u64; MAX_ENTRIES];
         let mut ready = 0u64;
+        let (vnet, max_plain) = (self.vnet, self.max_plain());
+        let mut bad_headers = 0u64;
         match self.device(handle) {
             None => ret = Solo5Result::Einval,
             Some(mut tap) => {
@@ -282,6 +404,14 @@ impl Net {
                                 index: written as u64,
                                 source,
                             })?;
+                    if vnet && let Err(why) = check_vnet_header(frame, max_plain) {
+                        // Dropped as a NIC drops a malformed descriptor:
+                        // counted, and the frames after it still go.
+                        bad_headers += 1;
+                        report_bad_header(why);
+                        written += 1;
+                        continue;
+                    }
                     match tap.write(frame) {
                         Ok(n) if n as u64 == len => written += 1,
                         _ => {
@@ -321,6 +451,7 @@ impl Net {
             }
         }
 
+        self.bad_headers += bad_headers;
         if read > 0 {
             let entry = size_of::<ExchangeRx>() as u64;
             for (i, &len) in lens.iter().take(read).enumerate() {
@@ -383,6 +514,27 @@ impl Net {
 
 kiln_tender::with_flags!(Net, NetFlags);
 
+/// How kiln-hvt takes `--net:NAME=@FD`, with `taken` the descriptors
+/// other devices hold.
+fn inherited(taken: &[RawFd]) -> Inherited<'_> {
+    Inherited {
+        min_fd: 0,
+        expected: "--net:NAME=@FD with FD a descriptor number",
+        taken,
+    }
+}
+
+/// The taps opened with offloads get them cleared as the tender ends
+/// (while its seccomp filter is on, which allows exactly that ioctl on
+/// them): Solo5's tenders, which open taps plain, may come next.
+impl Drop for Net {
+    fn drop(&mut self) {
+        for (_, _, tap) in &self.attached {
+            kiln_tender::net::release(tap.as_fd());
+        }
+    }
+}
+
 impl Module for Net {
     fn attach(&mut self, handle: u64, name: &str) -> Result<MftDeviceInfo, ModuleError> {
         // One descriptor given to two devices would be owned, and closed,
@@ -392,14 +544,15 @@ impl Module for Net {
             .iter()
             .map(|(_, _, f)| f.as_raw_fd())
             .collect();
-        let opened = self.flags.open(
-            name,
-            Inherited {
-                min_fd: 0,
-                expected: "--net:NAME=@FD with FD a descriptor number",
-                taken: &taken,
-            },
-        )?;
+        let offloads = if self.offloads {
+            kiln_tender::net::TCP_OFFLOADS
+        } else {
+            0
+        };
+        let opened = self.flags.open(name, inherited(&taken), offloads)?;
+        if opened.vnet_header {
+            self.vnet_names.push((handle, name.to_string()));
+        }
         self.attached
             .push((opened.order, handle, Arc::new(File::from(opened.fd))));
         self.attached.sort_by_key(|(order, _, _)| *order);
@@ -424,9 +577,42 @@ impl Module for Net {
         }
     }
 
+    fn guest_features(&mut self, features: u32) {
+        self.offloads = features & KILN_GUEST_VNET_HDR != 0;
+    }
+
     fn enable_extensions(&mut self) -> u32 {
         self.exchange = true;
-        KILN_FEATURE_NET_EXCHANGE
+        if !self.vnet_names.is_empty() && self.vnet_names.len() < self.attached.len() {
+            // Some taps refused the offloads (or a device is an inherited
+            // descriptor): the header is all or nothing, so the others
+            // are reopened plain.
+            for (handle, name) in std::mem::take(&mut self.vnet_names) {
+                let Some(i) = self.attached.iter().position(|(_, h, _)| *h == handle) else {
+                    continue;
+                };
+                // Close the tap first: it takes one reader at a time.
+                let (order, _, tap) = self.attached.remove(i);
+                kiln_tender::net::release(tap.as_fd());
+                drop(tap);
+                match self.flags.open(&name, inherited(&[]), 0) {
+                    Ok(opened) => {
+                        self.attached
+                            .push((order, handle, Arc::new(File::from(opened.fd))));
+                    }
+                    Err(e) => eprintln!(
+                        "kiln-hvt: warning: net device {name} is detached: reopening it without offloads failed: {e}"
+                    ),
+                }
+            }
+            self.attached.sort_by_key(|(order, _, _)| *order);
+        }
+        self.vnet = !self.attached.is_empty() && self.vnet_names.len() == self.attached.len();
+        if self.vnet {
+            KILN_FEATURE_NET_EXCHANGE | KILN_FEATURE_VNET_HDR
+        } else {
+            KILN_FEATURE_NET_EXCHANGE
+        }
     }
 
     fn serves_exchange(&self) -> bool {
@@ -443,7 +629,9 @@ impl Module for Net {
     }
 
     fn ring_devices(&self) -> Option<crate::ring::RingDevices> {
-        (!self.attached.is_empty()).then(|| crate::ring::RingDevices {
+        // A guest that reads virtio-net headers is kiln's, which uses
+        // NET_EXCHANGE; the ring's thread does not check headers.
+        (!self.attached.is_empty() && !self.vnet).then(|| crate::ring::RingDevices {
             taps: self
                 .attached
                 .iter()
@@ -708,6 +896,142 @@ mod tests {
         rig.run().unwrap();
         assert_eq!(rig.ret(), Solo5Result::Eunspec as i32);
         assert_eq!(rig.out(WRITTEN), 0);
+    }
+
+    /// A frame of `len` bytes after a virtio-net header: IPv4, TCP from
+    /// byte 34 with its checksum at 34 + 16, headers 54 bytes long.
+    fn vnet_frame(len: usize, flags: u8, gso_type: u8, gso_size: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 10 + len];
+        f[0] = flags;
+        f[1] = gso_type;
+        f[2..4].copy_from_slice(&54u16.to_le_bytes());
+        f[4..6].copy_from_slice(&gso_size.to_le_bytes());
+        f[6..8].copy_from_slice(&34u16.to_le_bytes());
+        f[8..10].copy_from_slice(&16u16.to_le_bytes());
+        f[10 + 12..10 + 14].copy_from_slice(&[0x08, 0x00]);
+        f
+    }
+
+    #[test]
+    fn virtio_net_headers_are_checked_against_the_frame() {
+        const PLAIN: u64 = 1518;
+        let good = [
+            ("no offload", vnet_frame(60, 0, 0, 0)),
+            ("checksum", vnet_frame(60, 1, 0, 0)),
+            ("checksum, largest plain frame", vnet_frame(1518, 1, 0, 0)),
+            ("TSO over IPv4", vnet_frame(65_000, 1, 1, 1448)),
+        ];
+        for (name, f) in good {
+            assert_eq!(check_vnet_header(&f, PLAIN), Ok(()), "{name}");
+        }
+        let mut v6_as_v4 = vnet_frame(3000, 1, 4, 1448);
+        v6_as_v4[10 + 13] = 0;
+        let mut hdr_len_zero = vnet_frame(3000, 1, 1, 1448);
+        hdr_len_zero[2..4].copy_from_slice(&0u16.to_le_bytes());
+        let mut hdr_len_past = vnet_frame(3000, 1, 1, 1448);
+        hdr_len_past[2..4].copy_from_slice(&3000u16.to_le_bytes());
+        let mut csum_past = vnet_frame(60, 1, 0, 0);
+        csum_past[8..10].copy_from_slice(&25u16.to_le_bytes());
+        let mut csum_huge = vnet_frame(60, 1, 0, 0);
+        csum_huge[6..10].copy_from_slice(&[0xff; 4]);
+        let bad = [
+            (
+                "shorter than the header",
+                vec![0u8; 9],
+                "shorter than a virtio-net header",
+            ),
+            (
+                "no Ethernet header",
+                vec![0u8; 10 + 13],
+                "shorter than an Ethernet header",
+            ),
+            (
+                "DATA_VALID",
+                vnet_frame(60, 2, 0, 0),
+                "flags other than NEEDS_CSUM",
+            ),
+            ("checksum past the end", csum_past, "outside the frame"),
+            (
+                "checksum offsets overflowing u16",
+                csum_huge,
+                "outside the frame",
+            ),
+            (
+                "unknown gso_type",
+                vnet_frame(3000, 1, 3, 1448),
+                "a gso_type other than",
+            ),
+            (
+                "ECN bit",
+                vnet_frame(3000, 1, 0x81, 1448),
+                "a gso_type other than",
+            ),
+            (
+                "TSO without checksum",
+                vnet_frame(3000, 0, 1, 1448),
+                "without NEEDS_CSUM",
+            ),
+            ("gso_size 0", vnet_frame(3000, 1, 1, 0), "gso_size 0"),
+            ("hdr_len 0", hdr_len_zero, "hdr_len"),
+            ("hdr_len past the frame", hdr_len_past, "hdr_len"),
+            ("TCPv6 on an IPv4 frame", v6_as_v4, "EtherType"),
+            (
+                "long frame without TSO",
+                vnet_frame(1519, 1, 0, 0),
+                "longer than the MTU",
+            ),
+        ];
+        for (name, f, why) in bad {
+            let err = check_vnet_header(&f, PLAIN).expect_err(name);
+            assert!(err.contains(why), "{name}: {err}");
+        }
+    }
+
+    /// A guest with the header on: a malformed header drops its frame
+    /// (counted), the frames after it still go, and the tender goes on;
+    /// frames of up to 64 KiB plus the header pass the table checks.
+    #[test]
+    fn an_exchange_drops_frames_with_malformed_headers_and_goes_on() {
+        let mut rig = Rig::new();
+        rig.net.vnet = true;
+        let bad = vnet_frame(60, 1, 0x33, 0);
+        let good = vnet_frame(60, 1, 0, 0);
+        rig.arg(HANDLE, 0, &[&bad, &good, &bad], 1, 1514);
+        rig.run().unwrap();
+        assert_eq!(rig.ret(), 0);
+        assert_eq!(rig.out(WRITTEN), 3);
+        assert_eq!(rig.net.bad_headers, 2);
+        rig.host.set_nonblocking(true).unwrap();
+        let mut got = [0u8; 128];
+        let n = rig.host.recv(&mut got).unwrap();
+        assert_eq!(&got[..n], &good[..]);
+        assert!(rig.host.recv(&mut got).is_err(), "a malformed frame went");
+        // The largest segment and header fit; one byte more is refused.
+        let max = (VNET_HEADER_LEN + VNET_MAX_FRAME) as usize;
+        let big = vnet_frame(max - 10, 1, 1, 1448);
+        let mut rig = Rig::new();
+        rig.net.vnet = true;
+        rig.mem.write(FRAMES, &big).unwrap();
+        rig.arg(HANDLE, 0, &[], 0, 1514);
+        rig.mem
+            .write(
+                TX,
+                &[FRAMES.to_le_bytes(), (max as u64).to_le_bytes()].concat(),
+            )
+            .unwrap();
+        rig.set(ARG + 24, 1);
+        rig.run().unwrap();
+        assert_eq!(
+            (rig.ret(), rig.out(WRITTEN), rig.net.bad_headers),
+            (0, 1, 0)
+        );
+        rig.set(TX + 8, max as u64 + 1);
+        let err = rig.run().expect_err("one byte more");
+        assert!(crate::report(&err).contains("more than the"), "{err}");
+        // Without the header the bound is the plain frame's.
+        rig.net.vnet = false;
+        rig.set(TX + 8, 1519);
+        assert!(rig.run().is_err());
     }
 
     /// Hostile arguments stop the guest with an error naming the field,

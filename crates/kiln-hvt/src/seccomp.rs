@@ -33,6 +33,9 @@ pub const KVM_GET_FPU: u64 = ior(0x8c, std::mem::size_of::<kvm_bindings::kvm_fpu
 /// `KVM_SET_GUEST_DEBUG`: `_IOW(KVMIO, 0x9b, struct kvm_guest_debug)`.
 pub const KVM_SET_GUEST_DEBUG: u64 =
     iow(0x9b, std::mem::size_of::<kvm_bindings::kvm_guest_debug>());
+/// `TUNSETOFFLOAD`: `_IOW('T', 208, unsigned int)` (libc's type for it
+/// differs between C libraries).
+pub const TUNSETOFFLOAD: u64 = (1 << 30) | (4 << 16) | ((b'T' as u64) << 8) | 208;
 
 /// What the filter allows.
 #[derive(Debug, Clone)]
@@ -45,6 +48,9 @@ pub struct Allow {
     pub timer_fd: Option<RawFd>,
     /// Per-module system calls.
     pub module_calls: Vec<FdSyscall>,
+    /// The taps opened with offloads, which the tender clears as it ends
+    /// (`TUNSETOFFLOAD` 0, `kiln_tender::net::release`).
+    pub offloaded_taps: Vec<RawFd>,
     /// The gdb stub's and the core file's (`--gdb`, `--dumpcore`); empty
     /// without them.
     pub debug: Vec<Rule>,
@@ -92,6 +98,8 @@ pub enum Arg {
     Fd(RawFd),
     /// The second argument (a 32-bit request or command) is this value.
     Second(u64),
+    /// The third argument is this value (all 64 bits).
+    Third(u64),
     /// The third argument (`mmap`'s protection) lacks `PROT_EXEC`.
     NoExec,
 }
@@ -176,6 +184,15 @@ pub fn rules(allow: &Allow) -> Vec<Rule> {
     for call in &allow.module_calls {
         rules.push(rule(call.nr, call.name, vec![Arg::Fd(call.fd)]));
     }
+    // Clearing a tap's offloads as the tender ends: that request, with 0,
+    // on exactly those taps.
+    for &fd in &allow.offloaded_taps {
+        rules.push(rule(
+            libc::SYS_ioctl,
+            "ioctl",
+            vec![Arg::Fd(fd), Arg::Second(TUNSETOFFLOAD), Arg::Third(0)],
+        ));
+    }
     rules.extend(allow.debug.iter().cloned());
     rules
 }
@@ -186,6 +203,7 @@ impl Arg {
         match self {
             Arg::Fd(fd) => Cond::eq(0, "fd", fd as u64),
             Arg::Second(value) => Cond::eq(1, "arg1", value).dword(),
+            Arg::Third(value) => Cond::eq(2, "arg2", value),
             Arg::NoExec => Cond::masked(2, "prot", libc::PROT_EXEC as u64, 0).dword(),
         }
     }
@@ -226,6 +244,9 @@ mod tests {
         assert_eq!(KVM_RUN, 0xae80);
         assert_eq!(KVM_GET_REGS, 0x8090_ae81);
         assert_eq!(KVM_GET_SREGS, 0x8138_ae83);
+        #[allow(clippy::unnecessary_cast)]
+        let tunsetoffload = libc::TUNSETOFFLOAD as u64;
+        assert_eq!(TUNSETOFFLOAD, tunsetoffload);
     }
 
     fn allow(timer_fd: Option<RawFd>) -> Allow {
@@ -245,6 +266,7 @@ mod tests {
                     fd: 12,
                 },
             ],
+            offloaded_taps: Vec::new(),
             debug: Vec::new(),
         }
     }
@@ -259,6 +281,7 @@ mod tests {
                     .map(|a| match a {
                         Arg::Fd(fd) => format!("fd={fd}"),
                         Arg::Second(v) => format!("arg1={v:#x}"),
+                        Arg::Third(v) => format!("arg2={v:#x}"),
                         Arg::NoExec => "no PROT_EXEC".into(),
                     })
                     .collect();
@@ -329,6 +352,22 @@ mod tests {
                 "write(fd=21)",
                 "linkat(fd=21)",
                 "linkat(fd=-100)",
+            ]
+        );
+        assert!(!filter(&a).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_tap_with_offloads_may_only_have_them_cleared() {
+        let mut a = allow(None);
+        a.offloaded_taps = vec![12];
+        let rendered = render(&rules(&a));
+        assert_eq!(
+            rendered[rendered.len() - 3..],
+            [
+                "read(fd=12)",
+                "write(fd=12)",
+                "ioctl(fd=12, arg1=0x400454d0, arg2=0x0)",
             ]
         );
         assert!(!filter(&a).unwrap().is_empty());

@@ -115,3 +115,269 @@ fn hostile_block_buffer_is_stopped() {
     let (run, _) = run_guest(&dir, &g, &["--mem=8", &flag]);
     assert_refused(&run, &["block read hypercall: bad buffer address"]);
 }
+
+/// One BLOCK_EXCHANGE request as the words of a `BlockRequest`: `ret`
+/// (the high half of the last word) starts unset.
+fn request(handle: u64, offset: u64, data: u64, len: u64, op: u32) -> [u64; 5] {
+    [
+        handle,
+        offset,
+        data,
+        len,
+        u64::from(op) | (0xeeee_eeee << 32),
+    ]
+}
+
+/// BLOCK_EXCHANGE performs its requests in order (a read sees the write
+/// before it), refuses the bad ones alone with EINVAL as BLOCK_READ and
+/// BLOCK_WRITE do, and counts each request in the supervisor's counters
+/// as its own call would be counted. Without the extension the port is
+/// no hypercall.
+#[test]
+fn block_exchange_performs_and_counts_each_request() {
+    use kiln_abi::hvt_ext::{BLOCK_OP_READ as R, BLOCK_OP_WRITE as W, KILN_BLOCK_EXCHANGE_NR};
+
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let disk = dir.write("disk.img", &[0u8; 4096]);
+    let mut g = Guest::with_devices([MftEntry::block("disk")]);
+    let pattern = g.data(&[b'K'; 1024]);
+    let buf = g.data(&[0u8; 1024]);
+    // Read buffers may not overlap: one each.
+    let small: Vec<u64> = (0..3).map(|_| g.data(&[0u8; 512])).collect();
+    let table: Vec<u64> = [
+        request(1, 512, pattern, 1024, W),
+        request(1, 512, buf, 1024, R),
+        request(1, 3, small[0], 512, R),
+        request(1, 4096, pattern, 512, W),
+        request(1, 0, small[1], 100, R),
+        request(9, 0, small[2], 512, R),
+        request(1, 3584, pattern, 512, W),
+    ]
+    .concat();
+    let t = g.words(&table);
+    let arg = g.words(&[t, 7, support::UNSET]);
+    g.hypercall(KILN_BLOCK_EXCHANGE_NR, arg)
+        .puts_at(buf, 1024)
+        .puts_at(arg + 16, 8);
+    for i in 0..7 {
+        g.puts_at(t + i * 40 + 36, 4);
+    }
+    g.halt(0);
+    let flag = format!("--block:disk={}", disk.display());
+    let stats = dir.write("block-stats", b"");
+    let launch = || {
+        g.launch(&dir, "exchange.hvt", &[&flag])
+            .env(kiln_abi::block_stats::ENV, stats.to_str().unwrap())
+    };
+    let run = launch().run();
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let rets: Vec<u8> = [0i32, 0, 2, 2, 2, 2, 0]
+        .iter()
+        .flat_map(|r| r.to_le_bytes())
+        .collect();
+    assert_eq!(
+        run.stdout,
+        [vec![b'K'; 1024], 7u64.to_le_bytes().to_vec(), rets].concat(),
+        "the read saw the write before it; misaligned, past the end, partial sector and unknown handle refused"
+    );
+    let written = std::fs::read(&disk).unwrap();
+    assert!(written[..512].iter().all(|&b| b == 0));
+    assert!(written[512..1536].iter().all(|&b| b == b'K'));
+    assert!(written[1536..3584].iter().all(|&b| b == 0));
+    assert!(written[3584..].iter().all(|&b| b == b'K'));
+    let bytes = std::fs::read(&stats).unwrap();
+    let records: Vec<_> = kiln_abi::block_stats::parse(&bytes).unwrap().collect();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (
+            records[0].reads,
+            records[0].writes,
+            records[0].read_bytes,
+            records[0].written_bytes,
+            records[0].errors
+        ),
+        (1, 2, 1024, 1536, 3),
+        "each request counted as its own call: the handle that is no device is counted nowhere"
+    );
+
+    let run = launch().env(kiln_hvt::NO_EXTENSIONS_ENV, "1").run();
+    assert_refused(&run, &["port 0x541, not a hypercall"]);
+}
+
+/// Requests that continue each other on the device are served by one
+/// host call (tested in `src/block.rs`) and still get their own results
+/// and counts; a bad request in the middle of a run is refused alone.
+#[test]
+fn block_exchange_runs_of_contiguous_requests() {
+    use kiln_abi::hvt_ext::{BLOCK_OP_READ as R, BLOCK_OP_WRITE as W, KILN_BLOCK_EXCHANGE_NR};
+
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let disk = dir.write("disk.img", &[0u8; 4096]);
+    let mut g = Guest::with_devices([MftEntry::block("disk")]);
+    let a = g.data(&[b'A'; 512]);
+    let b = g.data(&[b'B'; 512]);
+    let c = g.data(&[b'C'; 1024]);
+    let back: Vec<u64> = (0..3).map(|_| g.data(&[0u8; 1024])).collect();
+    let table: Vec<u64> = [
+        request(1, 0, a, 512, W),
+        request(1, 512, b, 512, W),
+        request(1, 1024, c, 1024, W),
+        request(1, 2048, a, 512, W),
+        request(1, 2049, b, 512, W),
+        request(1, 2560, b, 512, W),
+        request(1, 0, back[0], 512, R),
+        request(1, 512, back[1], 512, R),
+        request(1, 1024, back[2], 1024, R),
+    ]
+    .concat();
+    let t = g.words(&table);
+    let arg = g.words(&[t, 9, support::UNSET]);
+    g.hypercall(KILN_BLOCK_EXCHANGE_NR, arg)
+        .puts_at(back[0], 512)
+        .puts_at(back[1], 512)
+        .puts_at(back[2], 1024);
+    for i in 0..9 {
+        g.puts_at(t + i * 40 + 36, 4);
+    }
+    g.halt(0);
+    let flag = format!("--block:disk={}", disk.display());
+    let stats = dir.write("block-stats", b"");
+    let run = g
+        .launch(&dir, "runs.hvt", &[&flag])
+        .env(kiln_abi::block_stats::ENV, stats.to_str().unwrap())
+        .run();
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let rets: Vec<u8> = [0i32, 0, 0, 0, 2, 0, 0, 0, 0]
+        .iter()
+        .flat_map(|r| r.to_le_bytes())
+        .collect();
+    let expected = [vec![b'A'; 512], vec![b'B'; 512], vec![b'C'; 1024], rets].concat();
+    assert_eq!(run.stdout, expected);
+    let written = std::fs::read(&disk).unwrap();
+    assert_eq!(&written[..2048], &expected[..2048]);
+    assert!(written[2048..2560].iter().all(|&x| x == b'A'));
+    assert!(written[2560..3072].iter().all(|&x| x == b'B'));
+    assert!(written[3072..].iter().all(|&x| x == 0));
+    let bytes = std::fs::read(&stats).unwrap();
+    let records: Vec<_> = kiln_abi::block_stats::parse(&bytes).unwrap().collect();
+    assert_eq!(
+        (
+            records[0].reads,
+            records[0].writes,
+            records[0].read_bytes,
+            records[0].written_bytes,
+            records[0].errors
+        ),
+        (3, 5, 2048, 3072, 1),
+        "each request of a run counted as its own call"
+    );
+}
+
+/// Hostile BLOCK_EXCHANGE tables stop the guest with an error naming the
+/// field, before any request is performed (the valid write first in the
+/// table never reaches the disk); the tender never crashes.
+#[test]
+fn hostile_block_exchanges_are_stopped() {
+    use kiln_abi::hvt_ext::{BLOCK_OP_READ as R, BLOCK_OP_WRITE as W, KILN_BLOCK_EXCHANGE_NR};
+
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let mem_end = 8u64 << 20;
+    // (what to spoil: None for the argument or Some(request), the byte
+    // offset in it, the value; message)
+    let cases: [(Option<u64>, u64, u64, &str); 13] = [
+        (
+            None,
+            8,
+            257,
+            "count: 257, more than the 256 an exchange may name",
+        ),
+        (None, 8, u64::MAX, "count: 18446744073709551615, more than"),
+        (None, 0, 0x7fff_0000, "bad requests table address"),
+        (None, 0, u64::MAX - 4, "bad requests table address"),
+        // The table in the guest's code, which the tender keeps read-only:
+        // it could not set the results.
+        (None, 0, support::CODE_BASE, "bad requests table address"),
+        (
+            Some(1),
+            32,
+            7,
+            "requests[1].op: 7, neither read (1) nor write (2)",
+        ),
+        (Some(1), 16, mem_end - 256, "requests[1].data: bad buffer"),
+        (Some(1), 16, u64::MAX - 100, "requests[1].data: bad buffer"),
+        (Some(0), 16, mem_end - 10, "requests[0].data: bad buffer"),
+        // A read into the guest's code, which the tender keeps read-only.
+        (
+            Some(1),
+            16,
+            support::CODE_BASE,
+            "requests[1].data: bad buffer",
+        ),
+        (
+            Some(2),
+            16,
+            0,
+            "requests[2].data: read buffer overlaps the buffer of requests[1]",
+        ),
+        (
+            Some(1),
+            16,
+            1,
+            "requests[1].data: read buffer overlaps the exchange's argument or table",
+        ),
+        // A later request's buffer that starts before an earlier one's.
+        (
+            Some(2),
+            16,
+            2,
+            "requests[2].data: read buffer overlaps the buffer of requests[1]",
+        ),
+    ];
+    for (at, off, value, message) in cases {
+        let disk = dir.write("disk.img", &[0u8; 4096]);
+        let mut g = Guest::with_devices([MftEntry::block("disk")]);
+        let pattern = g.data(&[b'K'; 512]);
+        let buf = g.data(&[0u8; 1024]);
+        let table: Vec<u64> = [
+            request(1, 0, pattern, 512, W),
+            request(1, 512, buf, 512, R),
+            request(1, 1024, buf + 512, 512, R),
+        ]
+        .concat();
+        let t = g.words(&table);
+        let arg = g.words(&[t, 3, 0]);
+        // Placeholders: 0 is the buffer of request 1 plus 256, 1 the
+        // table, 2 the buffer of request 1 less 256.
+        let value = match value {
+            0 => buf + 256,
+            1 => t + 40,
+            2 => buf - 256,
+            v => v,
+        };
+        let base = at.map_or(arg, |i| t + i * 40);
+        let pos = (base + off - support::DATA_BASE) as usize;
+        let width = if off == 32 { 4 } else { 8 };
+        g.data[pos..pos + width].copy_from_slice(&value.to_le_bytes()[..width]);
+        g.hypercall(KILN_BLOCK_EXCHANGE_NR, arg).halt(0);
+        let flag = format!("--block:disk={}", disk.display());
+        let (run, _) = run_guest(&dir, &g, &["--mem=8", &flag]);
+        assert_refused(
+            &run,
+            &["guest stopped: block exchange hypercall: ", message],
+        );
+        let after = std::fs::read(&disk).unwrap();
+        assert!(
+            after.iter().all(|&b| b == 0),
+            "{message}: a request was performed"
+        );
+    }
+}

@@ -201,7 +201,8 @@ fn seccomp_filter_is_on_while_the_guest_runs() {
 #[test]
 fn the_kiln_cpuid_leaf_names_the_extensions() {
     use kiln_abi::hvt_ext::{
-        KILN_CPUID_LEAF, KILN_FEATURE_NET_EXCHANGE, KILN_FEATURE_STOP, features,
+        KILN_CPUID_LEAF, KILN_FEATURE_BLOCK_EXCHANGE, KILN_FEATURE_NET_EXCHANGE, KILN_FEATURE_STOP,
+        features,
     };
 
     if !kvm_available() {
@@ -223,11 +224,13 @@ fn the_kiln_cpuid_leaf_names_the_extensions() {
     };
     let on = read(&launch().run());
     // STOP is the tender's own, offered with or without modules.
-    let expected = if cfg!(feature = "net") {
-        KILN_FEATURE_NET_EXCHANGE | KILN_FEATURE_STOP
-    } else {
-        KILN_FEATURE_STOP
-    };
+    let mut expected = KILN_FEATURE_STOP;
+    if cfg!(feature = "net") {
+        expected |= KILN_FEATURE_NET_EXCHANGE;
+    }
+    if cfg!(feature = "block") {
+        expected |= KILN_FEATURE_BLOCK_EXCHANGE;
+    }
     assert_eq!(features(on), expected, "leaf {on:x?}");
     let off = read(&launch().env(kiln_hvt::NO_EXTENSIONS_ENV, "1").run());
     assert_eq!(features(off), 0, "leaf {off:x?}");

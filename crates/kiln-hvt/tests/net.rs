@@ -137,7 +137,10 @@ impl NetNs {
     /// `kiln-hvtN` with tap `ktap0` up inside, or `None` (skips loudly,
     /// fails under CI=true) when namespaces cannot be made here.
     fn with_tap() -> Option<Self> {
-        let name = format!("kiln-hvt-{}", std::process::id());
+        // One name per test: the tests of this file run in parallel.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("kiln-hvt-{}-{n}", std::process::id());
         if !Self::ip(&["netns", "add", &name]) {
             kiln_testsupport::skip::skip(
                 "a kiln-hvt network test",
@@ -430,4 +433,194 @@ fn hostile_net_exchanges_are_stopped() {
         .run();
     drop(guest_end);
     assert_refused(&run, &["port 0x540, not a hypercall"]);
+}
+
+/// A guest that declared, in kiln's features note, that it reads
+/// virtio-net headers (`docs/hvt-extensions.md`, "VNET_HDR"): kiln-hvt
+/// opens the tap with offloads and says so in kiln's CPUID leaf (bit 1),
+/// then checks every header the guest sends. A malformed one (an unknown
+/// `gso_type`, a checksum past the frame's end) is refused with EINVAL and
+/// counted, reported once, and the tender goes on: the well-formed frame
+/// after it reaches the tap. With `KILN_HVT_NO_EXTENSIONS=1` the bit is off
+/// and the same bytes are a plain frame.
+#[test]
+fn a_guest_declaring_virtio_net_headers_gets_them_checked() {
+    if !kvm_available() {
+        return;
+    }
+    let Some(ns) = NetNs::with_tap() else {
+        return;
+    };
+    let dir = TempDir::new();
+    let mut g = Guest::with_devices([MftEntry::net("service")]);
+    // kiln's features note, in the notes' segment after the manifest.
+    let note = kiln_abi::note::KilnFeaturesNote::new(kiln_abi::note::KILN_GUEST_VNET_HDR);
+    g.mft_note
+        .extend_from_slice(zerocopy::IntoBytes::as_bytes(&note));
+    // A broadcast frame of 60 bytes, after a header that asks nothing.
+    let mut good = vec![0u8; 10];
+    good.extend_from_slice(&[0xff; 6]);
+    good.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x07, 0x88, 0xb5]);
+    good.resize(70, 0x5a);
+    let mut bad_gso = good.clone();
+    bad_gso[1] = 0x33;
+    let mut bad_csum = good.clone();
+    bad_csum[0] = 1; // NEEDS_CSUM
+    bad_csum[6..8].copy_from_slice(&50u16.to_le_bytes()); // csum_start
+    bad_csum[8..10].copy_from_slice(&16u16.to_le_bytes()); // csum_offset
+    let regs = g.data(&[0u8; 16]);
+    let (b1, b2, ok) = (g.data(&bad_gso), g.data(&bad_csum), g.data(&good));
+    let w1 = g.words(&[1, b1, 70, support::UNSET]);
+    let w2 = g.words(&[1, b2, 70, support::UNSET]);
+    let w3 = g.words(&[1, ok, 70, support::UNSET]);
+    g.cpuid_to(kiln_abi::hvt_ext::KILN_CPUID_LEAF, regs)
+        .puts_at(regs, 16)
+        .hypercall(6, w1)
+        .hypercall(6, w2)
+        .hypercall(6, w3)
+        .puts_at(w1 + 24, 4)
+        .puts_at(w2 + 24, 4)
+        .puts_at(w3 + 24, 4)
+        .halt(0);
+    let path = dir.write("vnet.hvt", &g.build());
+    let features = |stdout: &[u8]| {
+        let reg = |i: usize| u32::from_le_bytes(stdout[4 * i..4 * i + 4].try_into().unwrap());
+        kiln_abi::hvt_ext::features([reg(0), reg(1), reg(2), reg(3)])
+    };
+    let rets = |stdout: &[u8]| -> Vec<i32> {
+        stdout[16..28]
+            .chunks(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let hvt = env!("CARGO_BIN_EXE_kiln-hvt");
+    let path = path.display().to_string();
+    let args = [hvt, "--net:service=ktap0", path.as_str()];
+
+    let before = ns.rx_packets();
+    let run = support::run_cmd(&mut ns.exec(&args));
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.stdout.len(), 28, "{run:?}");
+    assert_ne!(
+        features(&run.stdout) & kiln_abi::hvt_ext::KILN_FEATURE_VNET_HDR,
+        0,
+        "the header was not offered: {run:?}"
+    );
+    let einval = kiln_abi::status::Solo5Result::Einval as i32;
+    assert_eq!(rets(&run.stdout), [einval, einval, 0], "{run:?}");
+    let stderr = &run.stderr;
+    assert_eq!(
+        stderr.matches("malformed virtio-net header").count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(ns.rx_packets(), before + 1, "only the good frame goes");
+
+    // Extensions hidden: no header, the same three writes are plain
+    // frames of 70 bytes and all three go.
+    let before = ns.rx_packets();
+    let run = support::run_cmd(ns.exec(&args).env("KILN_HVT_NO_EXTENSIONS", "1"));
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(features(&run.stdout), 0, "{run:?}");
+    assert_eq!(rets(&run.stdout), [0, 0, 0], "{run:?}");
+    assert_eq!(ns.rx_packets(), before + 3);
+}
+
+/// What `ethtool -k ktap0` says of TCP segmentation offload in `ns`:
+/// whether the kernel may hand the tap's reader frames larger than the
+/// MTU. `None` (skipped loudly, fails under CI=true) without ethtool.
+fn tso(ns: &NetNs) -> Option<String> {
+    let Ok(out) = ns.exec(&["ethtool", "-k", "ktap0"]).output() else {
+        kiln_testsupport::skip::skip("a kiln-hvt offload test", "`ethtool` is not installed");
+        return None;
+    };
+    if !out.status.success() {
+        kiln_testsupport::skip::skip("a kiln-hvt offload test", "`ethtool -k` failed");
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("tcp-segmentation-offload: "))
+        .and_then(|v| v.split_whitespace().next())
+        .map(str::to_string)
+}
+
+/// A tap a VNET_HDR guest had keeps no offload once kiln-hvt has ended,
+/// whichever way it ended: Solo5's solo5-hvt, which opens the tap plain
+/// and never clears them, may take it next. The guest declares the
+/// header, optionally enables kiln's STOP, prints `ready` and POLLs until
+/// its stop word is set; then `end` (a halt, or a port that is not a
+/// hypercall). While it waits the tap has TSO on; after SIGTERM (a stop
+/// request the guest exits on, or solo5-hvt's exit 1) it is off.
+#[test]
+fn a_vnet_guests_tap_has_its_offloads_cleared_when_the_tender_ends() {
+    use std::io::{BufRead, BufReader};
+    if !kvm_available() {
+        return;
+    }
+    let Some(ns) = NetNs::with_tap() else {
+        return;
+    };
+    let Some(before) = tso(&ns) else {
+        return;
+    };
+    assert_eq!(before, "off", "a new tap has TSO off");
+    let dir = TempDir::new();
+    let hvt = env!("CARGO_BIN_EXE_kiln-hvt");
+    // (STOP enabled, halt or bad port, expected exit code, stderr needle)
+    let cases = [
+        (true, true, 0, ""),
+        (true, false, 1, "port 0x600, not a hypercall"),
+        (false, true, 1, "kiln-hvt: exiting on signal 15 (SIGTERM)"),
+    ];
+    for (i, (enable, halt, code, needle)) in cases.into_iter().enumerate() {
+        let mut g = Guest::with_devices([MftEntry::net("service")]);
+        let note = kiln_abi::note::KilnFeaturesNote::new(kiln_abi::note::KILN_GUEST_VNET_HDR);
+        g.mft_note
+            .extend_from_slice(zerocopy::IntoBytes::as_bytes(&note));
+        let word = g.data(&[0; 8]);
+        let enable_arg = g.words(&[word]);
+        let poll_arg = g.words(&[10_000_000_000, 0, 0]);
+        if enable {
+            g.hypercall(kiln_abi::hvt_ext::KILN_STOP_ENABLE_NR, enable_arg);
+        }
+        g.puts(b"ready\n");
+        let top = g.here();
+        g.hypercall(3, poll_arg);
+        g.cmp_dword(word, 0);
+        let back = g.jump(&[0x0f, 0x84]);
+        g.patch(back, top);
+        if halt {
+            g.halt(0);
+        } else {
+            g.out(0x600, 0).halt(0);
+        }
+        let path = dir.write(&format!("offloads{i}.hvt"), &g.build());
+        let path = path.display().to_string();
+        let mut child = support::spawn(&mut ns.exec(&[hvt, "--net:service=ktap0", &path]));
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        if line != "ready\n" {
+            let _ = child.kill();
+            panic!(
+                "case {i}: the guest did not start: {:?}",
+                support::finish(child)
+            );
+        }
+        assert_eq!(tso(&ns).as_deref(), Some("on"), "case {i}: no offloads");
+        let pid = libc::pid_t::try_from(child.id()).unwrap();
+        // SAFETY: kill(2) takes no pointers; the child is ours and not
+        // reaped (`ip netns exec` became kiln-hvt).
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        child.stdout = Some(out.into_inner());
+        let run = support::finish(child);
+        assert_eq!(run.code, Some(code), "case {i}: {run:?}");
+        assert!(run.stderr.contains(needle), "case {i}: {run:?}");
+        assert_eq!(
+            tso(&ns).as_deref(),
+            Some("off"),
+            "case {i}: the tap kept its offloads: {run:?}"
+        );
+    }
 }

@@ -17,6 +17,8 @@
 //!   `--tcp-bulk-tx-buffer`: see
 //!   [`Buffers`]);
 //! - `device`: smoltcp's `Device` over a `NetworkInterface`, for one poll;
+//! - [`domain_search`]: the DHCP lease's Domain Search option (RFC 3397)
+//!   decoded into the search list `Stack::dns_search` returns;
 //! - `vnet`: the virtio-net header of interfaces with checksum and TCP
 //!   segmentation offload (a tap with `IFF_VNET_HDR`);
 //! - `guard`: drops neighbour discovery that would poison or flush
@@ -68,6 +70,7 @@ extern crate alloc;
 
 pub mod config;
 mod device;
+pub mod domain_search;
 mod driver;
 mod guard;
 mod metrics;

@@ -3,6 +3,7 @@
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::rc::Rc;
+use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::RefCell;
@@ -116,6 +117,8 @@ pub(crate) struct State {
     address_wakers: Vec<Waker>,
     /// The DNS servers of the DHCP lease.
     dns_servers: Vec<Ipv4Addr>,
+    /// The search domains of the DHCP lease (its Domain Search option).
+    dns_search: Vec<String>,
 }
 
 /// The state behind an `Rc`, and the driver's waker.
@@ -480,11 +483,23 @@ impl State {
                     c.dns_servers.as_slice()
                 );
                 self.dns_servers = c.dns_servers.iter().copied().collect();
+                let search: Vec<u8> = c
+                    .packet
+                    .iter()
+                    .flat_map(|p| p.options())
+                    .filter(|o| o.kind == crate::domain_search::OPTION)
+                    .flat_map(|o| o.data.iter().copied())
+                    .collect();
+                self.dns_search = crate::domain_search::decode(&search);
+                if !self.dns_search.is_empty() {
+                    log::info!("DHCP search domains: {:?}", self.dns_search);
+                }
                 Some((c.address, c.router))
             }
             Some(dhcpv4::Event::Deconfigured) => {
                 log::warn!("DHCP lease lost: no IPv4 address until the next one");
                 self.dns_servers.clear();
+                self.dns_search.clear();
                 None
             }
         };
@@ -630,6 +645,14 @@ impl NetStack {
             let mut retry = dhcpv4::RetryConfig::default();
             retry.discover_timeout = smoltcp::time::Duration::from_secs(DHCP_DISCOVER_RETRY_SECS);
             socket.set_retry_config(retry);
+            // Ask for the Domain Search option too, and keep the lease's
+            // packet to read it from: one buffer of the largest DHCP
+            // message that fits the MTU, for the life of the program (the
+            // socket set holds `'static` sockets).
+            // Subnet mask, router, DNS servers (smoltcp's list), and the
+            // search domains.
+            socket.set_parameter_request_list(&[1, 3, 6, crate::domain_search::OPTION]);
+            socket.set_receive_packet_buffer(Vec::leak(vec![0u8; mtu]));
             sockets.add(socket)
         });
         let span = u64::from(u16::MAX - EPHEMERAL_FIRST) + 1;
@@ -651,6 +674,7 @@ impl NetStack {
                 stats: DeviceStats::default(),
                 address_wakers: Vec::new(),
                 dns_servers: Vec::new(),
+                dns_search: Vec::new(),
             }),
             driver: RefCell::new(None),
             _metrics: {
@@ -855,6 +879,16 @@ impl kiln_devices::Stack for NetStack {
         self.wait_ipv4().await;
         let state = self.shared.state.borrow();
         state.dns_servers.iter().map(|&a| a.into()).collect()
+    }
+
+    /// The DHCP lease's search domains, once a lease is bound; none with a
+    /// static address.
+    async fn dns_search(&self) -> Vec<String> {
+        if self.shared.state.borrow().dhcp.is_none() {
+            return Vec::new();
+        }
+        self.wait_ipv4().await;
+        self.shared.state.borrow().dns_search.clone()
     }
 }
 

@@ -1,6 +1,7 @@
 //! The virtio-net header in front of each frame of an interface with
 //! offloads (`NetworkInterface::vnet_header`: a Linux tap with
-//! `IFF_VNET_HDR`).
+//! `IFF_VNET_HDR` on unix, kiln-virtio's virtio-net device when it
+//! negotiated the offloads).
 //!
 //! Implements `struct virtio_net_hdr` of the virtio 1.2 specification,
 //! 5.1.6 "Device Operation" (10 bytes, no `num_buffers`; little-endian,

@@ -18,9 +18,9 @@ use kiln_net::pair::{PairEnd, pair};
 use kiln_net::smoltcp::phy::ChecksumCapabilities;
 use kiln_net::smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpMessageType,
-    DhcpPacket, DhcpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr,
-    Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpProtocol, Ipv4Packet, Ipv4Repr,
-    Ipv6Packet, Ipv6Repr, NdiscPrefixInfoFlags, NdiscPrefixInformation, NdiscRepr,
+    DhcpOption, DhcpPacket, DhcpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpProtocol, Ipv4Packet,
+    Ipv4Repr, Ipv6Packet, Ipv6Repr, NdiscPrefixInfoFlags, NdiscPrefixInformation, NdiscRepr,
     NdiscRouterFlags, UDP_HEADER_LEN, UdpPacket, UdpRepr,
 };
 use kiln_net::{Config, NetStack};
@@ -704,9 +704,18 @@ fn reading_after_both_sides_closed_gives_the_data_then_end_of_stream() {
     });
 }
 
+/// The Domain Search option (RFC 3397, code 119) of the leases: the RFC's
+/// example, eng.apple.com and marketing.apple.com, the second compressed.
+const DOMAIN_SEARCH: &[u8] = b"\x03eng\x05apple\x03com\x00\x09marketing\xc0\x04";
+
 /// A DHCP message to the client (UDP 67 → 68, broadcast), leasing
-/// 10.0.0.42/24 with gateway 10.0.0.1 for 60 s.
+/// 10.0.0.42/24 with gateway 10.0.0.1 for 60 s, with the search domains
+/// of [`DOMAIN_SEARCH`].
 fn dhcp_reply(kind: DhcpMessageType, xid: u32, client: EthernetAddress) -> Vec<u8> {
+    let search = [DhcpOption {
+        kind: 119,
+        data: DOMAIN_SEARCH,
+    }];
     let server = Ipv4Addr::new(10, 0, 0, 1);
     let repr = DhcpRepr {
         message_type: kind,
@@ -729,7 +738,7 @@ fn dhcp_reply(kind: DhcpMessageType, xid: u32, client: EthernetAddress) -> Vec<u
         lease_duration: Some(60),
         renew_duration: None,
         rebind_duration: None,
-        additional_options: &[],
+        additional_options: &search,
     };
     let (src, dst) = (server, Ipv4Addr::BROADCAST);
     let udp = UdpRepr {
@@ -765,8 +774,9 @@ fn dhcp_reply(kind: DhcpMessageType, xid: u32, client: EthernetAddress) -> Vec<u
     out
 }
 
-/// The DHCP message in `frame`, if it is one from the client.
-fn dhcp_request(frame: &[u8]) -> Option<(DhcpMessageType, u32, EthernetAddress)> {
+/// The DHCP message in `frame`, if it is one from the client: its type,
+/// transaction ID, MAC, and whether it asks for the Domain Search option.
+fn dhcp_request(frame: &[u8]) -> Option<(DhcpMessageType, u32, EthernetAddress, bool)> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
     let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
     let udp = UdpPacket::new_checked(ip.payload()).ok()?;
@@ -779,11 +789,13 @@ fn dhcp_request(frame: &[u8]) -> Option<(DhcpMessageType, u32, EthernetAddress)>
         repr.message_type,
         repr.transaction_id,
         repr.client_hardware_address,
+        repr.parameter_request_list
+            .is_some_and(|list| list.contains(&119)),
     ))
 }
 
 #[test]
-fn dhcp_leases_an_address_and_gateway_and_drops_them_when_the_lease_ends() {
+fn dhcp_leases_an_address_gateway_and_search_domains_and_drops_them_when_the_lease_ends() {
     let (a, server) = pair(mac(1), mac(9));
     let config = Config::parse(["--no-slaac"]).unwrap();
     run(async move {
@@ -795,7 +807,7 @@ fn dhcp_leases_an_address_and_gateway_and_drops_them_when_the_lease_ends() {
             (DhcpMessageType::Discover, DhcpMessageType::Offer),
             (DhcpMessageType::Request, DhcpMessageType::Ack),
         ] {
-            let (kind, xid, client) = loop {
+            let (kind, xid, client, asks_search) = loop {
                 let n = timeout(Duration::from_secs(10), server.receive(&mut buf))
                     .await
                     .expect("no DHCP message from the stack")
@@ -806,12 +818,17 @@ fn dhcp_leases_an_address_and_gateway_and_drops_them_when_the_lease_ends() {
             };
             assert_eq!(kind, expect);
             assert_eq!(client, EthernetAddress(mac(1).0));
+            assert!(asks_search, "{kind:?} without option 119 asked");
             server.send(&dhcp_reply(answer, xid, client)).await.unwrap();
         }
         let leased = timeout(Duration::from_secs(5), a.wait_ipv4())
             .await
             .expect("the ACK configured no address");
         assert_eq!(leased, Ipv4Addr::new(10, 0, 0, 42));
+        assert_eq!(
+            a.dns_search().await,
+            ["eng.apple.com", "marketing.apple.com"]
+        );
         // An address off the subnet goes through the gateway: the stack
         // asks for the gateway's MAC.
         let far = spawn({

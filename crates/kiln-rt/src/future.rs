@@ -1,5 +1,5 @@
-//! Combinators the runtime's users need everywhere: racing two futures, a
-//! timeout, and yielding to other tasks.
+//! Combinators the runtime's users need everywhere: racing two futures,
+//! awaiting many together, a timeout, and yielding to other tasks.
 
 use core::future::{Future, poll_fn};
 use core::pin::pin;
@@ -31,6 +31,37 @@ pub async fn select<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Ou
             return Poll::Ready(Either::Right(y));
         }
         Poll::Pending
+    })
+    .await
+}
+
+/// Awaits `futures` together, in one task: every future not yet done is
+/// polled whenever the task is woken, so requests they make are issued
+/// together (a block device then batches them); their outputs in order.
+pub async fn join_all<F: Future>(futures: alloc::vec::Vec<F>) -> alloc::vec::Vec<F::Output> {
+    use alloc::boxed::Box;
+    use alloc::vec::Vec;
+    let mut left: Vec<Option<core::pin::Pin<Box<F>>>> =
+        futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut done: Vec<Option<F::Output>> = left.iter().map(|_| None).collect();
+    poll_fn(move |cx| {
+        let mut pending = false;
+        for (slot, out) in left.iter_mut().zip(done.iter_mut()) {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(x) => {
+                        *out = Some(x);
+                        *slot = None;
+                    }
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(done.iter_mut().filter_map(Option::take).collect())
+        }
     })
     .await
 }

@@ -34,7 +34,7 @@ pub mod task;
 pub mod time;
 
 pub use executor::block_on;
-pub use future::{Either, Elapsed, select, timeout, yield_now};
+pub use future::{Either, Elapsed, join_all, select, timeout, yield_now};
 pub use platform::Platform;
 pub use task::{JoinHandle, spawn};
 pub use time::{Sleep, Timer, sleep, sleep_until};

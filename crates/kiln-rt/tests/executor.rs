@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kiln_devices::{Instant, Sleep as _};
 use kiln_rt::{
-    Either, Elapsed, Platform, Timer, block_on, select, sleep, spawn, timeout, yield_now,
+    Either, Elapsed, Platform, Timer, block_on, join_all, select, sleep, spawn, timeout, yield_now,
 };
 
 /// A virtual clock and one fake device that becomes ready after
@@ -160,6 +160,34 @@ fn select_returns_the_first_and_yield_interleaves_tasks() {
         }
     });
     assert_eq!(*log.borrow(), "ababab");
+}
+
+/// join_all polls every future before any is done (so their requests go
+/// out together) and gives the outputs in the order of the futures, not of
+/// their completion; each sleep ends on one wait.
+#[test]
+fn join_all_polls_every_future_and_keeps_their_order() {
+    let platform: &'static VirtualPlatform = Box::leak(Box::default());
+    let log = Rc::new(RefCell::new(String::new()));
+    let out = block_on(platform, async {
+        let futures: Vec<_> = [(3u64, 'a'), (1, 'b'), (2, 'c')]
+            .into_iter()
+            .map(|(d, c)| {
+                let log = log.clone();
+                async move {
+                    log.borrow_mut().push(c);
+                    sleep(Duration::from_millis(d)).await;
+                    log.borrow_mut().push(c.to_ascii_uppercase());
+                    c
+                }
+            })
+            .collect();
+        join_all(futures).await
+    });
+    assert_eq!(out, ['a', 'b', 'c']);
+    assert_eq!(*log.borrow(), "abcBCA");
+    assert_eq!(platform.waits.borrow().len(), 3);
+    assert!(block_on(platform, join_all(Vec::<std::future::Ready<()>>::new())).is_empty());
 }
 
 #[test]

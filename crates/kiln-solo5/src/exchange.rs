@@ -46,16 +46,21 @@ pub enum ExchangeError {
 /// The TX queue, RX cache and hypercall argument of one net device.
 pub struct Exchange {
     handle: Handle,
-    /// Bytes per slot: the largest frame.
+    /// Bytes per RX slot: the largest frame.
     slot: usize,
+    /// Queued frames, packed one after the other.
     tx_data: Box<[u8]>,
     rx_data: Box<[u8]>,
-    /// Each TX slot's address (fixed) and queued frame's length.
+    /// Each queued frame's address and length.
     tx: Box<[ExchangeTx; TX_SLOTS]>,
     /// Each RX slot's address and capacity (fixed) and frame length.
     rx: Box<[ExchangeRx; RX_SLOTS]>,
     arg: Box<HcNetExchange>,
     tx_count: usize,
+    /// Bytes of `tx_data` the queued frames take.
+    tx_used: usize,
+    /// RX slots offered (at most [`RX_SLOTS`]).
+    rx_slots: usize,
     rx_count: usize,
     rx_next: usize,
     /// Whether the exchange being made offered the RX slots.
@@ -64,20 +69,27 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// The queues of device `handle`, for frames of at most `slot` bytes.
+    /// The queues of device `handle`, for frames of at most `slot` bytes:
+    /// [`TX_SLOTS`] slots of TX queue and [`RX_SLOTS`] of RX cache.
     pub fn new(handle: Handle, slot: usize) -> Exchange {
-        let tx_data = vec![0u8; TX_SLOTS * slot].into_boxed_slice();
-        let rx_data = vec![0u8; RX_SLOTS * slot].into_boxed_slice();
+        Exchange::with_sizes(handle, slot, TX_SLOTS * slot, RX_SLOTS)
+    }
+
+    /// The queues of device `handle` for frames of at most `slot` bytes,
+    /// with `tx_bytes` of TX queue (frames packed, at most [`TX_SLOTS`] of
+    /// them) and `rx_slots` RX slots (1 to [`RX_SLOTS`]): what a device
+    /// with 64 KiB frames (virtio-net header, offloads) holds without
+    /// taking 8 MiB.
+    pub fn with_sizes(handle: Handle, slot: usize, tx_bytes: usize, rx_slots: usize) -> Exchange {
+        let rx_slots = rx_slots.clamp(1, RX_SLOTS);
+        let tx_data = vec![0u8; tx_bytes.max(slot)].into_boxed_slice();
+        let rx_data = vec![0u8; rx_slots * slot].into_boxed_slice();
         // The tender takes guest addresses, which are the pointers' values
         // (guest memory is identity-mapped); the boxes never move.
-        let tx_base = tx_data.as_ptr() as u64;
         let rx_base = rx_data.as_ptr() as u64;
-        let mut tx = Box::new([ExchangeTx::default(); TX_SLOTS]);
-        for (i, entry) in tx.iter_mut().enumerate() {
-            entry.data = tx_base + (i * slot) as u64;
-        }
+        let tx = Box::new([ExchangeTx::default(); TX_SLOTS]);
         let mut rx = Box::new([ExchangeRx::default(); RX_SLOTS]);
-        for (i, entry) in rx.iter_mut().enumerate() {
+        for (i, entry) in rx.iter_mut().take(rx_slots).enumerate() {
             entry.data = rx_base + (i * slot) as u64;
             entry.cap = slot as u64;
         }
@@ -90,6 +102,8 @@ impl Exchange {
             rx,
             arg: Box::new(HcNetExchange::default()),
             tx_count: 0,
+            tx_used: 0,
+            rx_slots,
             rx_count: 0,
             rx_next: 0,
             rx_offered: false,
@@ -110,17 +124,19 @@ impl Exchange {
                 max: self.slot,
             });
         }
-        let i = self.tx_count;
+        let (i, at) = (self.tx_count, self.tx_used);
+        let base = self.tx_data.as_ptr() as u64;
         let (Some(entry), Some(data)) = (
             self.tx.get_mut(i),
-            self.tx_data
-                .get_mut(i * self.slot..i * self.slot + frame.len()),
+            self.tx_data.get_mut(at..at + frame.len()),
         ) else {
             return Err(ExchangeError::Full);
         };
         data.copy_from_slice(frame);
+        entry.data = base + at as u64;
         entry.len = frame.len() as u64;
         self.tx_count += 1;
+        self.tx_used += frame.len();
         Ok(())
     }
 
@@ -166,7 +182,11 @@ impl Exchange {
             tx: self.tx.as_ptr() as u64,
             tx_count: self.tx_count as u64,
             rx: self.rx.as_ptr() as u64,
-            rx_count: if self.rx_offered { RX_SLOTS as u64 } else { 0 },
+            rx_count: if self.rx_offered {
+                self.rx_slots as u64
+            } else {
+                0
+            },
             ..HcNetExchange::default()
         };
         &mut self.arg
@@ -182,12 +202,13 @@ impl Exchange {
             .min(self.tx_count);
         self.tx_dropped += (self.tx_count - written) as u64;
         self.tx_count = 0;
+        self.tx_used = 0;
         if self.rx_offered {
             self.rx_offered = false;
             self.rx_next = 0;
             self.rx_count = usize::try_from(self.arg.rx_read)
                 .unwrap_or(usize::MAX)
-                .min(RX_SLOTS);
+                .min(self.rx_slots);
         }
         let own = 1u64 << self.handle.raw();
         let ready = self.arg.ready_set & !own;
@@ -330,8 +351,35 @@ mod tests {
     }
 
     #[test]
+    fn a_smaller_queue_packs_frames_and_offers_fewer_slots() {
+        let mut ex = Exchange::with_sizes(Handle::new(1).unwrap(), SLOT, 2 * SLOT, 4);
+        ex.queue(&[1u8; SLOT]).unwrap();
+        ex.queue(&[2u8; 100]).unwrap();
+        // The queue's bytes are full before its slots.
+        assert_eq!(ex.queue(&[3u8; SLOT]), Err(ExchangeError::Full));
+        ex.queue(&[4u8; SLOT - 100]).unwrap();
+        assert_eq!(ex.tx[1].data - ex.tx[0].data, SLOT as u64);
+        let arg = *ex.prepare(0);
+        assert_eq!((arg.tx_count, arg.rx_count), (3, 4));
+        let incoming: Vec<&[u8]> = vec![&b"x"[..]; 6];
+        let sent = tender(&mut ex, &incoming, 0);
+        assert_eq!(sent[1], [2u8; 100]);
+        assert_eq!(sent[2], [4u8; SLOT - 100]);
+        ex.complete();
+        ex.queue(&[5u8; SLOT]).unwrap();
+        let mut buf = [0u8; SLOT];
+        let mut n = 0;
+        while ex.take(&mut buf).is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 4);
+    }
+
+    #[test]
     fn the_tables_name_fixed_slots() {
-        let ex = exchange();
+        let mut ex = exchange();
+        ex.queue(&[0u8; SLOT]).unwrap();
+        ex.queue(&[0u8; SLOT]).unwrap();
         assert_eq!(ex.tx[1].data - ex.tx[0].data, SLOT as u64);
         assert_eq!(ex.rx[RX_SLOTS - 1].cap, SLOT as u64);
         assert_eq!(

@@ -30,11 +30,12 @@
 //!   stack guard unmapped, W^X); the `talc` heap as the global allocator;
 //!   the clocks' state; and `_start` with each target's boot sequence;
 //! - [`layout`], [`time`], [`outcome`], [`reactor`], [`exchange`],
-//!   [`trap`], [`split`], [`console`]: the logic those use,
+//!   [`block_queue`], [`trap`], [`split`], [`console`]: the logic those use,
 //!   target-independent and unit-tested on the host: the memory map and
 //!   page protections, TSC-to-nanosecond scaling, hypercall results,
 //!   readiness between waits (no read unless the last wait reported the
 //!   handle), the TX queue and RX cache of kiln's NET_EXCHANGE extension,
+//!   the request queue of its BLOCK_EXCHANGE extension,
 //!   exception reports, how spt block requests are cut to the lengths the
 //!   tender's filter allows, buffered console output;
 //! - the devices (built for `x86_64-unknown-none` only): `Console`,
@@ -213,6 +214,7 @@ compile_error!("kiln-solo5 supports x86_64 only (hvt and spt on x86_64-unknown-n
 #[cfg(all(feature = "spt", not(any(target_os = "none", test))))]
 compile_error!("the spt feature builds kiln-solo5 for x86_64-unknown-none (kiln build -t spt)");
 
+pub mod block_queue;
 pub mod console;
 pub mod env;
 pub mod exchange;

@@ -6,7 +6,7 @@
 
 use core::task::{Context, Poll};
 
-use kiln_devices::net::ETHERNET_HEADER_LEN;
+use kiln_devices::net::{ETHERNET_HEADER_LEN, VNET_HEADER_LEN, VNET_MAX_FRAME};
 use kiln_devices::{MacAddress, NetError};
 
 use crate::env::Device;
@@ -21,6 +21,11 @@ pub struct Net {
     handle: Handle,
     mac: MacAddress,
     mtu: usize,
+    /// Frames carry a virtio-net header (kiln's extension, negotiated by
+    /// the tender for an image that declared it).
+    vnet: bool,
+    /// The longest frame read or written, header included.
+    max_frame: usize,
     reactor: &'static Reactor,
     /// The platform's NET_EXCHANGE queues, if this interface has them.
     exchange: Option<&'static spin::Mutex<Option<Exchange>>>,
@@ -36,12 +41,25 @@ fn error(failure: Failure) -> NetError {
 impl Net {
     pub(crate) fn new(handle: Handle, device: &Device, reactor: &'static Reactor) -> Net {
         let mtu = usize::from(device.info.net_mtu());
+        let vnet = sys::host::has_vnet_header();
+        let max_frame = if vnet {
+            VNET_HEADER_LEN + VNET_MAX_FRAME.max(mtu + ETHERNET_HEADER_LEN)
+        } else {
+            mtu + ETHERNET_HEADER_LEN
+        };
         let mut exchange = None;
         if sys::host::has_net_exchange() {
             let queues = platform().exchange();
             let mut slot = queues.lock();
             if slot.is_none() {
-                *slot = Some(Exchange::new(handle, mtu + ETHERNET_HEADER_LEN));
+                *slot = Some(if vnet {
+                    // 64 slots of 64 KiB would be 8 MiB: 256 KiB of TX
+                    // queue (4 segments of 64 KiB, or 64 small frames) and
+                    // 8 RX slots.
+                    Exchange::with_sizes(handle, max_frame, 4 * max_frame, 8)
+                } else {
+                    Exchange::new(handle, max_frame)
+                });
                 exchange = Some(queues);
             }
         }
@@ -49,6 +67,8 @@ impl Net {
             handle,
             mac: MacAddress(device.info.net_mac()),
             mtu,
+            vnet,
+            max_frame,
             reactor,
             exchange,
         }
@@ -61,7 +81,7 @@ impl Net {
     }
 
     fn max_frame(&self) -> usize {
-        self.mtu + ETHERNET_HEADER_LEN
+        self.max_frame
     }
 
     /// Queues `frame` for the next exchange; a full queue is sent first
@@ -90,6 +110,10 @@ impl kiln_devices::NetworkInterface for Net {
 
     fn mtu(&self) -> usize {
         self.mtu
+    }
+
+    fn vnet_header(&self) -> bool {
+        self.vnet
     }
 
     fn poll_receive(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize, NetError>> {

@@ -1,9 +1,11 @@
 //! The runtime's blocking point: one POLL hypercall per wait on hvt (one
 //! NET_EXCHANGE when the tender offers kiln's extension), one
-//! `epoll_pwait` on the tender's epoll set on spt.
+//! `epoll_pwait` on the tender's epoll set on spt. Block requests queued
+//! for BLOCK_EXCHANGE are sent first, in one exit, instead of a wait.
 
 use kiln_devices::Instant;
 
+use crate::block_queue::BlockQueue;
 use crate::exchange::Exchange;
 use crate::reactor::Reactor;
 use crate::sys;
@@ -20,12 +22,37 @@ pub struct Platform {
     reactor: Reactor,
     /// The NET_EXCHANGE queues of the one network device that uses them.
     exchange: spin::Mutex<Option<Exchange>>,
+    /// Block requests waiting for BLOCK_EXCHANGE.
+    blocks: spin::Mutex<BlockQueue>,
 }
 
 static PLATFORM: Platform = Platform {
     reactor: Reactor::new(),
     exchange: spin::Mutex::new(None),
+    blocks: spin::Mutex::new(BlockQueue::new()),
 };
+
+/// The block requests waiting for BLOCK_EXCHANGE.
+pub(crate) fn block_queue() -> &'static spin::Mutex<BlockQueue> {
+    &PLATFORM.blocks
+}
+
+/// Sends every queued block request in one BLOCK_EXCHANGE and wakes their
+/// tasks; returns whether there were any.
+pub(crate) fn block_exchange() -> bool {
+    let wakers = {
+        let mut q = PLATFORM.blocks.lock();
+        let Some(arg) = q.prepare() else {
+            return false;
+        };
+        sys::host::block_exchange(arg);
+        q.complete()
+    };
+    for w in wakers {
+        w.wake();
+    }
+    true
+}
 
 /// The platform.
 pub fn platform() -> &'static Platform {
@@ -81,6 +108,11 @@ impl kiln_rt::Platform for Platform {
     }
 
     fn wait(&self, deadline: Option<Instant>) {
+        // Queued block requests are work to finish now: their tasks are
+        // ready once the exchange returns, so no wait follows it.
+        if block_exchange() {
+            return;
+        }
         // The clock is read only for a deadline it has not passed yet: on
         // spt every read is a system call.
         let timeout = match deadline {

@@ -60,6 +60,9 @@ pub struct BootParams<'a> {
     /// Where a guest acknowledges kiln's stop request
     /// (`kiln_abi::spt_ext`), or 0 when it is not offered.
     pub stop_ack: u64,
+    /// Other kiln feature bits the devices give the guest
+    /// (`KILN_FEATURE_VNET_HDR`).
+    pub features: u32,
 }
 
 /// The bytes to copy to `SPT_BOOT_INFO_BASE`.
@@ -88,11 +91,12 @@ pub fn low_memory(p: &BootParams<'_>) -> Result<Vec<u8>, BootError> {
     let mut out = info.as_bytes().to_vec();
     let ext = SptExt {
         magic: SPT_EXT_MAGIC,
-        features: if p.stop_ack != 0 {
-            u64::from(KILN_FEATURE_STOP)
-        } else {
-            0
-        },
+        features: u64::from(p.features)
+            | if p.stop_ack != 0 {
+                u64::from(KILN_FEATURE_STOP)
+            } else {
+                0
+            },
         stop_ack: p.stop_ack,
     };
     out.extend_from_slice(ext.as_bytes());
@@ -154,6 +158,7 @@ mod tests {
             epoll_fd: 5,
             timer_fd: 6,
             stop_ack: 0x7f00_0000_0800,
+            features: kiln_abi::hvt_ext::KILN_FEATURE_VNET_HDR,
         })
         .unwrap();
         assert_eq!(u64_at(&low, 0), 64 << 20);
@@ -163,9 +168,13 @@ mod tests {
         assert_eq!(mft_at, SPT_BOOT_INFO_BASE + 64);
         assert_eq!(cmdline_at, mft_at + mft.len() as u64);
         assert_eq!(&low[32..40], &[5, 0, 0, 0, 6, 0, 0, 0]);
-        // kiln's block: magic, the stop feature, the acknowledgement word.
+        // kiln's block: magic, the stop and header features, the
+        // acknowledgement word.
         assert_eq!(&low[40..48], b"kiln-spt");
-        assert_eq!(u64_at(&low, 48), u64::from(KILN_FEATURE_STOP));
+        assert_eq!(
+            u64_at(&low, 48),
+            u64::from(KILN_FEATURE_STOP | kiln_abi::hvt_ext::KILN_FEATURE_VNET_HDR)
+        );
         assert_eq!(u64_at(&low, 56), 0x7f00_0000_0800);
         let copy = &low[64..64 + mft.len()];
         let parsed = Manifest::new_checked(copy).unwrap();
@@ -192,6 +201,7 @@ mod tests {
             epoll_fd: 5,
             timer_fd: 6,
             stop_ack: 0,
+            features: 0,
         })
         .unwrap_err();
         assert!(matches!(err, BootError::CmdlineTooLong { .. }));

@@ -84,6 +84,16 @@ use crate::seccomp::Rule;
 use crate::supervise::{Death, signal_name, syscall_name};
 
 pub use kiln_tender::image::MIN_FREE_MEM;
+/// The environment variable that hides kiln's spt extensions (STOP and
+/// the virtio-net header) when set to `1`, as `KILN_HVT_NO_EXTENSIONS`
+/// does for kiln-hvt: the guest then sees exactly Solo5's spt ABI.
+pub const NO_EXTENSIONS_ENV: &str = "KILN_SPT_NO_EXTENSIONS";
+
+/// Whether kiln's extensions are hidden ([`NO_EXTENSIONS_ENV`]).
+fn extensions_hidden() -> bool {
+    std::env::var_os(NO_EXTENSIONS_ENV).is_some_and(|v| v == "1")
+}
+
 /// Largest guest memory in MiB.
 pub const MAX_MEM_MB: u64 = <kiln_tender::Spt as kiln_tender::Target>::MAX_MEM_MB;
 /// The exit code used when the tender cannot end by the guest's signal
@@ -220,7 +230,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
     let data = image::read(&path)?;
     let image = image::parse(&path, &data, config.mem_mb, mem_size)?;
 
-    let attached: Vec<Attached> = attach_all(
+    let extensions = !extensions_hidden();
+    if extensions {
+        for m in modules.iter_mut() {
+            m.guest_features(image.kiln_features);
+        }
+    }
+    let mut attached: Vec<Attached> = attach_all(
         &path,
         &image.manifest,
         &mut modules,
@@ -228,6 +244,18 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
         |m, entry| m.attach(entry.index as u64, entry.name),
     )?;
 
+    let mut features = 0;
+    if extensions {
+        for m in modules.iter_mut() {
+            features |= m.settle_features();
+            // A device a module reopened has a new descriptor.
+            for (fd, handle) in m.poll_fds() {
+                if let Some(a) = attached.iter_mut().find(|a| a.handle == handle) {
+                    a.fd = fd.as_raw_fd();
+                }
+            }
+        }
+    }
     let epoll = sys::epoll_create().map_err(TenderError::Epoll)?;
     let timer = sys::timerfd_create().map_err(TenderError::Epoll)?;
     sys::epoll_add(epoll.as_fd(), timer.as_fd(), SPT_INTERNAL_TIMERFD)
@@ -252,7 +280,12 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
         kernel_end: image.kernel_end,
         epoll_fd: epoll.as_raw_fd(),
         timer_fd: timer.as_raw_fd(),
-        stop_ack: page.stop_ack() as u64,
+        stop_ack: if extensions {
+            page.stop_ack() as u64
+        } else {
+            0
+        },
+        features,
     })?;
     let mut rules = guest_rules(epoll.as_raw_fd(), timer.as_raw_fd(), &modules);
     // The core file is created (and DIR checked) before the guest runs;

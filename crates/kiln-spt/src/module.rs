@@ -41,6 +41,17 @@ pub trait Module: ModuleFlags {
     fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, u64)>;
     /// The system calls the guest may make on the attached devices.
     fn rules(&self) -> Vec<Rule>;
+    /// The guest features the image declared in kiln's features note
+    /// (`kiln_abi::note`, `KILN_GUEST_*`), told before any device is
+    /// attached and only when kiln's extensions are offered.
+    fn guest_features(&mut self, _features: u32) {}
+    /// Once every device is attached: the kiln feature bits
+    /// (`kiln_abi::hvt_ext`) the module's devices give the guest. A module
+    /// may reopen devices here ([`Module::poll_fds`] then says their new
+    /// descriptors).
+    fn settle_features(&mut self) -> u32 {
+        0
+    }
 }
 
 /// The modules compiled into this tender, fresh.

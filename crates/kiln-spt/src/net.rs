@@ -5,8 +5,10 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
+use kiln_abi::hvt_ext::KILN_FEATURE_VNET_HDR;
 use kiln_abi::mft::MftDeviceInfo;
-use kiln_tender::net::{Inherited, NetFlags};
+use kiln_abi::note::KILN_GUEST_VNET_HDR;
+use kiln_tender::net::{Inherited, NetFlags, TCP_OFFLOADS};
 
 use crate::module::{Attached, Module, ModuleError};
 use crate::seccomp::Rule;
@@ -19,9 +21,35 @@ pub struct Net {
     flags: NetFlags,
     /// Attached devices in the order of their flags: (order, handle, fd).
     attached: Vec<(usize, u64, OwnedFd)>,
+    /// Whether the guest declared it reads virtio-net headers: taps are
+    /// opened with offloads.
+    offloads: bool,
+    /// The devices whose tap took the offloads: (handle, name).
+    vnet_names: Vec<(u64, String)>,
+}
+
+/// How kiln-spt takes `--net:NAME=@FD`, with `taken` the descriptors other
+/// devices hold.
+fn inherited(taken: &[RawFd]) -> Inherited<'_> {
+    Inherited {
+        min_fd: 3,
+        expected: "--net:NAME=@FD with FD a descriptor number above 2",
+        taken,
+    }
 }
 
 kiln_tender::with_flags!(Net, NetFlags);
+
+/// The taps opened with offloads get them cleared as the tender ends (in
+/// the parent, once the guest is gone): Solo5's tenders, which open taps
+/// plain, may come next.
+impl Drop for Net {
+    fn drop(&mut self) {
+        for (_, _, tap) in &self.attached {
+            kiln_tender::net::release(tap.as_fd());
+        }
+    }
+}
 
 impl Module for Net {
     fn attach(&mut self, handle: u64, name: &str) -> Result<Attached, ModuleError> {
@@ -30,14 +58,11 @@ impl Module for Net {
             .into_iter()
             .map(|(fd, _)| fd.as_raw_fd())
             .collect();
-        let opened = self.flags.open(
-            name,
-            Inherited {
-                min_fd: 3,
-                expected: "--net:NAME=@FD with FD a descriptor number above 2",
-                taken: &taken,
-            },
-        )?;
+        let offloads = if self.offloads { TCP_OFFLOADS } else { 0 };
+        let opened = self.flags.open(name, inherited(&taken), offloads)?;
+        if opened.vnet_header {
+            self.vnet_names.push((handle, name.to_string()));
+        }
         let raw = opened.fd.as_raw_fd();
         self.attached.push((opened.order, handle, opened.fd));
         self.attached.sort_by_key(|(order, _, _)| *order);
@@ -66,6 +91,39 @@ impl Module for Net {
                 ]
             })
             .collect()
+    }
+
+    fn guest_features(&mut self, features: u32) {
+        self.offloads = features & KILN_GUEST_VNET_HDR != 0;
+    }
+
+    fn settle_features(&mut self) -> u32 {
+        if !self.vnet_names.is_empty() && self.vnet_names.len() < self.attached.len() {
+            // Some taps refused the offloads (or a device is an inherited
+            // descriptor): the header is all or nothing, so the others are
+            // reopened plain.
+            for (handle, name) in std::mem::take(&mut self.vnet_names) {
+                let Some(i) = self.attached.iter().position(|(_, h, _)| *h == handle) else {
+                    continue;
+                };
+                // Close the tap first: it takes one reader at a time.
+                let (order, _, tap) = self.attached.remove(i);
+                kiln_tender::net::release(tap.as_fd());
+                drop(tap);
+                match self.flags.open(&name, inherited(&[]), 0) {
+                    Ok(opened) => self.attached.push((order, handle, opened.fd)),
+                    Err(e) => eprintln!(
+                        "kiln-spt: warning: net device {name} is detached: reopening it without offloads failed: {e}"
+                    ),
+                }
+            }
+            self.attached.sort_by_key(|(order, _, _)| *order);
+        }
+        if !self.attached.is_empty() && self.vnet_names.len() == self.attached.len() {
+            KILN_FEATURE_VNET_HDR
+        } else {
+            0
+        }
     }
 }
 

@@ -35,3 +35,4 @@ mod sys;
 mod virtio;
 
 pub use daemon::{Config, DaemonError, run};
+pub use qmp::power_button;

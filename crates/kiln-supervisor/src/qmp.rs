@@ -170,7 +170,7 @@ pub(crate) fn pin_routed(info_pic: &str, pin: u32, vector: u8) -> bool {
 /// Asks the guest behind `socket` to stop with the ACPI power button, if it
 /// handles one (its GED line is routed to kiln's vector); whether it was
 /// asked.
-pub(crate) fn power_button(socket: &Path) -> Result<bool, String> {
+pub fn power_button(socket: &Path) -> Result<bool, String> {
     let mut q = Qmp::connect(socket)?;
     let pic = q.hmp("info pic")?;
     if !pin_routed(

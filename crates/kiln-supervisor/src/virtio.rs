@@ -26,16 +26,18 @@ pub(crate) fn qmp_socket(dir: &Path) -> Option<PathBuf> {
     (text.len() <= 107 && !text.contains(',')).then_some(path)
 }
 
-/// The image's net and block devices attached with `devices`.
+/// The image's net and block devices attached with `devices`, and whether
+/// the image reads the power button's command-line word.
 fn attach(
     spec: &Spec,
     devices: &[String],
-) -> Result<(Vec<host::NetAttach>, Vec<host::BlockAttach>), String> {
+) -> Result<(Vec<host::NetAttach>, Vec<host::BlockAttach>, bool), String> {
     let data = std::fs::read(&spec.image)
         .map_err(|e| format!("cannot read the image {}: {e}", spec.image.display()))?;
     let info = host::check_image(&data).map_err(|e| format!("{}: {e}", spec.image.display()))?;
     let flags: Vec<&str> = devices.iter().map(String::as_str).collect();
-    host::attach(&info.devices, &flags, false).map_err(|e| e.to_string())
+    let (nets, blocks) = host::attach(&info.devices, &flags, false).map_err(|e| e.to_string())?;
+    Ok((nets, blocks, info.power_button))
 }
 
 /// The names of the image's block devices, in the order QEMU's drives
@@ -47,7 +49,7 @@ pub(crate) fn block_names(spec: &Spec) -> Vec<String> {
         .map(|b| format!("--block:{}={}", b.device, b.path.display()))
         .collect();
     attach(spec, &devices)
-        .map(|(_, blocks)| blocks.into_iter().map(|b| b.name).collect())
+        .map(|(_, blocks, _)| blocks.into_iter().map(|b| b.name).collect())
         .unwrap_or_default()
 }
 
@@ -59,7 +61,7 @@ pub(crate) fn qemu_args(
     devices: &[String],
     qmp: Option<&Path>,
 ) -> Result<Vec<String>, String> {
-    let (nets, blocks) = attach(spec, devices)?;
+    let (nets, blocks, power_button) = attach(spec, devices)?;
     let vm = Vm {
         image: spec.image.clone(),
         mem_mb: spec.mem.unwrap_or(host::DEFAULT_MEM_MB),
@@ -73,9 +75,14 @@ pub(crate) fn qemu_args(
         .open("/dev/kvm")
         .is_ok();
     let accel = if kvm { Accel::Kvm } else { Accel::Tcg };
-    let mut args = vm
-        .qemu_args_with_power_button(accel)
-        .map_err(|e| e.to_string())?;
+    // An image from before the power button is not given its word; it is
+    // then stopped by SIGTERM (the button's line is never routed).
+    let mut args = if power_button {
+        vm.qemu_args_with_power_button(accel, host::Console::Serial)
+    } else {
+        vm.qemu_args(host::Machine::Microvm, accel)
+    }
+    .map_err(|e| e.to_string())?;
     if let Some(q) = qmp {
         args.push("-qmp".into());
         args.push(format!("unix:{},server=on,wait=off", q.display()));

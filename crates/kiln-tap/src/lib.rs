@@ -14,8 +14,9 @@
 //! What differs between the callers is a [`TapOptions`]:
 //!
 //! - the tenders attach only to an existing interface, as Solo5's do
-//!   (`create: false`: `ENODEV` otherwise), and never negotiate offloads:
-//!   their guests have no virtio-net header to read;
+//!   (`create: false`: `ENODEV` otherwise), and negotiate offloads only
+//!   for a guest that declared it reads the virtio-net header (kiln's
+//!   VNET_HDR extension, `docs/hvt-extensions.md`);
 //! - the unix platform creates the interface if there is none (it then
 //!   goes away with the last descriptor) and asks for offloads, falling
 //!   back to plain frames when the kernel refuses them.
@@ -23,7 +24,9 @@
 //! A tap keeps the offloads its last reader negotiated, even a killed one,
 //! so opening without offloads clears them (`TUNSETOFFLOAD` 0, best
 //! effort, as QEMU does), and a reader that negotiated them clears them
-//! when it closes ([`clear_offloads`]; kiln-unix's device does on drop).
+//! when it closes ([`clear_offloads`]; kiln-unix's device does on drop, the
+//! tenders when they end, from a signal handler with
+//! [`clear_offloads_raw`]).
 //!
 //! Errors are `io::Error`s: each caller wraps them with its own context
 //! (which device, which flag) and a hint chosen by the error number.
@@ -31,7 +34,7 @@
 mod sys;
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 
 /// Linux's `IFNAMSIZ`: an interface name is at most 15 bytes.
 pub const IFNAMSIZ: usize = libc::IFNAMSIZ;
@@ -122,6 +125,14 @@ pub fn open(name: &str, options: TapOptions) -> io::Result<Tap> {
 /// (`TUNSETOFFLOAD` 0).
 pub fn clear_offloads(fd: BorrowedFd<'_>) -> io::Result<()> {
     sys::set_offload(fd, 0)
+}
+
+/// [`clear_offloads`] on descriptor number `fd`, for a signal handler,
+/// which has no descriptor to borrow: one `ioctl`, async-signal-safe. A
+/// closed descriptor, or one that is not a tap, is an error and nothing
+/// else.
+pub fn clear_offloads_raw(fd: RawFd) -> io::Result<()> {
+    sys::set_offload_raw(fd, 0)
 }
 
 /// The MTU of the interface the tap descriptor `fd` is attached to

@@ -3,7 +3,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use rustix::fs::{Mode, OFlags};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
@@ -86,16 +86,16 @@ pub(crate) fn attach(name: &str, vnet: bool) -> io::Result<OwnedFd> {
 
 /// `TUNSETOFFLOAD` with the `TUN_F_*` flags `flags`.
 pub(crate) fn set_offload(fd: BorrowedFd<'_>, flags: u32) -> io::Result<()> {
+    set_offload_raw(fd.as_raw_fd(), flags)
+}
+
+/// `TUNSETOFFLOAD` on descriptor number `fd`, open or not: one system
+/// call, no allocation (`io::Error` from the error number).
+pub(crate) fn set_offload_raw(fd: RawFd, flags: u32) -> io::Result<()> {
     // SAFETY: TUNSETOFFLOAD takes its argument (the flags) by value and
-    // reads no memory of ours.
-    check(unsafe {
-        libc::ioctl(
-            fd.as_raw_fd(),
-            libc::TUNSETOFFLOAD,
-            libc::c_ulong::from(flags),
-        )
-    })
-    .map(drop)
+    // reads no memory of ours; on a closed descriptor, or one that is not
+    // a tap, it fails without effect.
+    check(unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD, libc::c_ulong::from(flags)) }).map(drop)
 }
 
 /// The name of the interface tap descriptor `fd` is attached to

@@ -13,7 +13,10 @@ use std::marker::PhantomData;
 
 use kiln_abi::AbiTarget;
 use kiln_abi::mft::{Manifest, MftError};
-use kiln_abi::note::{ABI_NOTE_TYPE, AbiInfo, MFT_NOTE_TYPE, NOTE_ALIGN, NoteError, is_solo5_note};
+use kiln_abi::note::{
+    ABI_NOTE_TYPE, AbiInfo, KilnFeaturesNote, MFT_NOTE_TYPE, NOTE_ALIGN, NoteError,
+    is_kiln_features_note, is_solo5_note,
+};
 use object::LittleEndian as LE;
 use object::elf::{self, FileHeader64, ProgramHeader64};
 use object::read::elf::{FileHeader, NoteIterator, ProgramHeader};
@@ -249,6 +252,9 @@ pub struct Image<'a, T: Target> {
     pub abi: AbiInfo,
     /// The manifest.
     pub manifest: Manifest<'a>,
+    /// The guest features of kiln's features note (`kiln_abi::note`,
+    /// `KILN_GUEST_*`), 0 without one (every Solo5 image).
+    pub kiln_features: u32,
     /// The target the image was checked against.
     pub target: PhantomData<T>,
 }
@@ -278,7 +284,7 @@ impl<'a, T: Target> Image<'a, T> {
             .program_headers(LE, data)
             .map_err(|e| ElfError::ProgramHeaders(e.to_string()))?;
 
-        let (abi, manifest) = read_notes(phdrs, data)?;
+        let (abi, manifest, kiln_features) = read_notes(phdrs, data)?;
         let segments = read_segments(phdrs, data, mem_size)?;
 
         let entry = header.e_entry(LE);
@@ -301,6 +307,7 @@ impl<'a, T: Target> Image<'a, T> {
             segments,
             abi,
             manifest,
+            kiln_features,
             target: PhantomData,
         })
     }
@@ -309,9 +316,10 @@ impl<'a, T: Target> Image<'a, T> {
 fn read_notes<'a, T: Target>(
     phdrs: &[ProgramHeader64<LE>],
     data: &'a [u8],
-) -> Result<(AbiInfo, Manifest<'a>), ElfError<T>> {
+) -> Result<(AbiInfo, Manifest<'a>, u32), ElfError<T>> {
     let mut abi = None;
     let mut manifest = None;
+    let mut kiln_features = 0;
     for (index, ph) in phdrs.iter().enumerate() {
         if ph.p_type(LE) != elf::PT_NOTE {
             continue;
@@ -342,6 +350,9 @@ fn read_notes<'a, T: Target>(
                     return Err(ElfError::DuplicateNote { kind: "manifest" });
                 }
                 manifest = Some(note.desc());
+            } else if is_kiln_features_note(name, kind) {
+                // Several are one declaration: the union of their bits.
+                kiln_features |= KilnFeaturesNote::parse(note.desc());
             }
         }
     }
@@ -378,7 +389,7 @@ fn read_notes<'a, T: Target>(
     }
     let desc = manifest.ok_or(ElfError::NoManifest)?;
     let manifest = Manifest::from_note_desc(desc)?;
-    Ok((abi, manifest))
+    Ok((abi, manifest, kiln_features))
 }
 
 fn read_segments<'a, T: Target>(

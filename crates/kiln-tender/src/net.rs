@@ -1,14 +1,27 @@
 //! The net module's host side both tenders share: the `--net:NAME=IFACE`,
 //! `--net:NAME=@FD` and `--net-mac:NAME=MAC` flags, and opening the tap (with
 //! `kiln-tap`) or adopting the descriptor a flag gives.
+//!
+//! A tap keeps the offloads its reader negotiated after the reader is
+//! gone, and Solo5's tenders, which open it plain and never clear them,
+//! would then get frames larger than their buffers. So every tap opened
+//! with offloads is remembered here, and cleared (`TUNSETOFFLOAD` 0) on
+//! every end the tender controls: a module closing it calls [`release`]
+//! (the tenders' net modules do when they drop, which a guest's exit, an
+//! error or a panic's unwinding all reach), and the stop signals' handler
+//! ([`crate::stop`]) calls [`clear_offloads`] before it ends the process.
+//! A SIGKILLed tender clears nothing: the next opener does.
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use kiln_abi::mft::MftType;
 
 use crate::module::{ModuleError, ModuleFlags, split_flag};
+
+pub use kiln_tap::TCP_OFFLOADS;
 
 /// The MTU reported for a descriptor that is not a tap interface (a
 /// socket), and the default of a tap.
@@ -36,6 +49,62 @@ pub fn random_mac() -> std::io::Result<[u8; 6]> {
     Ok(mac)
 }
 
+/// The descriptors of the taps opened with offloads, -1 in a free slot:
+/// atomics, so that a signal handler reads them. One per manifest entry at
+/// most.
+static OFFLOADED: [AtomicI32; kiln_abi::mft::MFT_MAX_ENTRIES] =
+    [const { AtomicI32::new(-1) }; kiln_abi::mft::MFT_MAX_ENTRIES];
+
+fn remember(fd: RawFd) {
+    for slot in &OFFLOADED {
+        if slot
+            .compare_exchange(-1, fd, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            return;
+        }
+    }
+}
+
+/// The taps with offloads on, for a seccomp filter that must let the
+/// tender clear them.
+pub fn offloaded() -> Vec<RawFd> {
+    OFFLOADED
+        .iter()
+        .map(|slot| slot.load(Ordering::SeqCst))
+        .filter(|&fd| fd >= 0)
+        .collect()
+}
+
+/// Before the tap `fd` is closed: clears its offloads if it was opened
+/// with them (nothing otherwise: no system call on a plain tap or an
+/// inherited descriptor), and forgets it.
+pub fn release(fd: BorrowedFd<'_>) {
+    let fd = fd.as_raw_fd();
+    for slot in &OFFLOADED {
+        if slot
+            .compare_exchange(fd, -1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            // Best effort: the tender is ending, or the tap is reopened
+            // plain, which clears them again.
+            let _ = kiln_tap::clear_offloads_raw(fd);
+        }
+    }
+}
+
+/// Clears the offloads of every tap still open with them; for the stop
+/// signals' handler: atomic loads and one `ioctl` per tap,
+/// async-signal-safe.
+pub fn clear_offloads() {
+    for slot in &OFFLOADED {
+        let fd = slot.load(Ordering::SeqCst);
+        if fd >= 0 {
+            let _ = kiln_tap::clear_offloads_raw(fd);
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Interface {
     name: String,
@@ -60,13 +129,17 @@ pub struct Opened {
     /// The position of its `--net:` flag among the others: tenders list
     /// attached devices in this order.
     pub order: usize,
-    /// The tap or inherited descriptor, non-blocking.
+    /// The tap or inherited descriptor, non-blocking. One with
+    /// [`Opened::vnet_header`] is to be [`release`]d before it is closed.
     pub fd: OwnedFd,
     /// The guest's MAC address (random if no flag gives one).
     pub mac: [u8; 6],
     /// The MTU the guest is told: the tap interface's (as Solo5's tenders
     /// report it), [`MTU`] for a descriptor that is not a tap.
     pub mtu: u16,
+    /// Whether frames on `fd` carry a virtio-net header (a tap opened with
+    /// offloads the kernel took; never an inherited descriptor).
+    pub vnet_header: bool,
 }
 
 /// The net flags given on the command line.
@@ -136,8 +209,17 @@ impl ModuleFlags for NetFlags {
 }
 
 impl NetFlags {
-    /// Opens the host side the flags give for device `name`.
-    pub fn open(&self, name: &str, inherited: Inherited<'_>) -> Result<Opened, ModuleError> {
+    /// Opens the host side the flags give for device `name`: a tap with
+    /// the `TUN_F_*` `offloads` negotiated (0 for none: Solo5's plain
+    /// frames; kiln-tap falls back to plain frames when the kernel refuses
+    /// them, [`Opened::vnet_header`] says which). An inherited descriptor
+    /// is taken as it is, without offloads.
+    pub fn open(
+        &self,
+        name: &str,
+        inherited: Inherited<'_>,
+        offloads: u32,
+    ) -> Result<Opened, ModuleError> {
         let mac = self
             .macs
             .iter()
@@ -153,6 +235,7 @@ impl NetFlags {
                 kind: MftType::NetBasic.name(),
                 hint: format!("add --net:{name}=TAP (a tap interface) or --net:{name}=@FD"),
             })?;
+        let mut vnet_header = false;
         let fd = if let Some(fd) = iface.target.strip_prefix('@') {
             let fd: i32 = fd.parse().map_err(|_| ModuleError::FlagSyntax {
                 flag: iface.flag.clone(),
@@ -173,14 +256,21 @@ impl NetFlags {
             })?
         } else {
             // Solo5's tenders attach only to an existing tap, and their
-            // guests read plain frames: no offloads (any a previous reader
-            // left are cleared).
+            // guests read plain frames: no offloads unless the guest
+            // declared it reads the header (any a previous reader left are
+            // cleared).
             let options = kiln_tap::TapOptions {
                 create: false,
-                offloads: 0,
+                offloads,
             };
             kiln_tap::open(&iface.target, options)
-                .map(|tap| tap.fd)
+                .map(|tap| {
+                    vnet_header = tap.vnet_header;
+                    if vnet_header {
+                        remember(tap.fd.as_raw_fd());
+                    }
+                    tap.fd
+                })
                 .map_err(|source| ModuleError::Open {
                     name: name.to_string(),
                     what: format!(
@@ -193,12 +283,15 @@ impl NetFlags {
         let mtu = kiln_tap::mtu(fd.as_fd()).map_or(MTU, |m| u16::try_from(m).unwrap_or(u16::MAX));
         let mac = match mac {
             Some(mac) => mac,
-            None => random_mac().map_err(|source| ModuleError::Open {
-                name: name.to_string(),
-                what:
-                    "/dev/urandom for a random MAC address (hint: give one with --net-mac:NAME=MAC)"
-                        .to_string(),
-                source,
+            None => random_mac().map_err(|source| {
+                release(fd.as_fd());
+                ModuleError::Open {
+                    name: name.to_string(),
+                    what:
+                        "/dev/urandom for a random MAC address (hint: give one with --net-mac:NAME=MAC)"
+                            .to_string(),
+                    source,
+                }
             })?,
         };
         Ok(Opened {
@@ -206,6 +299,7 @@ impl NetFlags {
             fd,
             mac,
             mtu,
+            vnet_header,
         })
     }
 }
@@ -268,9 +362,9 @@ mod tests {
         flags
             .parse_flag("--net-mac:second=02:00:00:aa:bb:0c")
             .unwrap();
-        let opened = flags.open("second", HVT).unwrap();
+        let opened = flags.open("second", HVT, 0).unwrap();
         assert_eq!((opened.order, opened.mac), (1, [2, 0, 0, 0xaa, 0xbb, 0x0c]));
-        let err = flags.open("first", HVT).unwrap_err();
+        let err = flags.open("first", HVT, 0).unwrap_err();
         assert!(
             err.to_string()
                 .ends_with("expected --net:NAME=@FD with FD a descriptor number"),
@@ -287,10 +381,11 @@ mod tests {
                     taken: &taken,
                     ..HVT
                 },
+                0,
             )
             .unwrap_err();
         assert!(err.to_string().contains("already attached"), "{err}");
-        let err = flags.open("fourth", HVT).unwrap_err();
+        let err = flags.open("fourth", HVT, 0).unwrap_err();
         assert!(err.to_string().contains("--net:fourth="), "{err}");
     }
 }

@@ -16,7 +16,10 @@
 //! `solo5-spt`, which is the guest's own process, has no handler and ends
 //! by the signal.
 //!
-//! The handler only touches atomics and makes `write`, `_exit`,
+//! Before either fallback ends the process, the handler clears the
+//! offloads of the taps opened with them ([`crate::net::clear_offloads`]).
+//!
+//! The handler only touches atomics and makes `write`, `ioctl`, `_exit`,
 //! `sigaction` and `raise`, all async-signal-safe; its state is process
 //! global (a tender runs one guest).
 #![allow(unsafe_code)]
@@ -202,6 +205,8 @@ extern "C" fn on_stop_signal(signal: libc::c_int) {
         unsafe { libc::write(EVENT_FD.load(Ordering::SeqCst), (&raw const one).cast(), 8) };
         return;
     }
+    // The process ends: no tap keeps the offloads its guest negotiated.
+    crate::net::clear_offloads();
     if FALLBACK.load(Ordering::SeqCst) == 0 {
         let mut buf = [0u8; 64];
         let len = exit_message(signal, &mut buf);

@@ -12,7 +12,7 @@ use kiln_devices::{KvRo, Random, WallClock};
 use rustls::client::ClientSessionMemoryCache;
 use rustls::crypto::CryptoProvider;
 use rustls::lock::{Lock, MakeMutex, MutexGuard, Poisoned};
-use rustls::server::ServerSessionMemoryCache;
+use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
 use rustls::time_provider::TimeProvider;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
@@ -20,9 +20,13 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
 use crate::TlsError;
 use crate::entropy::{self, DeviceRandom};
+use crate::sni::{ByName, UnknownName};
+use crate::tickets;
 
-/// Sessions a server remembers for resumption (TLS 1.2 session IDs and TLS
-/// 1.3 stateful tickets), about 200 bytes each.
+/// Sessions a server remembers for resumption by TLS 1.2 session ID (and
+/// TLS 1.3 stateful tickets with [`ServerSettings::no_tickets`]), about 200
+/// bytes each. Tickets otherwise carry their session sealed
+/// ([`crate::tickets`]).
 pub const SESSION_CACHE: usize = 1024;
 
 /// Whether AES-GCM runs on the CPU's AES-NI and carry-less multiply here.
@@ -139,6 +143,41 @@ impl Identity {
         })?;
         Ok(Identity { chain, key })
     }
+
+    /// Every identity under the dictionary `dir` of `store`: each
+    /// sub-dictionary `dir/NAME` holding `cert.pem` (the chain) and
+    /// `key.pem`, in the store's (name) order, with `NAME`. No `dir` in
+    /// the store: none. Entries of `dir` that are values are ignored.
+    pub async fn load_dir(
+        store: &impl KvRo,
+        dir: &str,
+    ) -> Result<Vec<(String, Identity)>, TlsError> {
+        let entries = match store.list(dir).await {
+            Ok(entries) => entries,
+            Err(kiln_devices::KvError::NotFound) => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(TlsError::Store {
+                    key: dir.to_string(),
+                    source,
+                });
+            }
+        };
+        let mut identities = Vec::new();
+        for (name, kind) in entries {
+            if kind != kiln_devices::EntryKind::Dictionary {
+                continue;
+            }
+            let base = alloc::format!("{}/{name}", dir.trim_end_matches('/'));
+            let identity = Identity::load(
+                store,
+                &alloc::format!("{base}/cert.pem"),
+                &alloc::format!("{base}/key.pem"),
+            )
+            .await?;
+            identities.push((name, identity));
+        }
+        Ok(identities)
+    }
 }
 
 /// What a server offers beyond its identity.
@@ -149,11 +188,19 @@ pub struct ServerSettings {
     pub alpn: Vec<Vec<u8>>,
     /// Only TLS 1.3 (no 1.2).
     pub tls13_only: bool,
+    /// No stateless tickets: TLS 1.3 resumes from the session cache (each
+    /// ticket once), TLS 1.2 by session ID only.
+    pub no_tickets: bool,
+    /// What a server name none of the certificates has gets.
+    pub unknown_name: UnknownName,
+    /// Verify client certificates against these roots (mutual TLS):
+    /// clients without a certificate that chains to one of them are
+    /// refused. `None`: no client certificates asked for.
+    pub client_roots: Option<RootCertStore>,
 }
 
-/// A server configuration: `identity`, TLS 1.3 and 1.2, session resumption
-/// from an in-memory cache of [`SESSION_CACHE`] sessions; `random` becomes
-/// the TLS random source, `clock` rustls's time.
+/// A server configuration with one identity: [`server_config_by_name`]
+/// without others.
 pub fn server_config<R, W>(
     random: R,
     clock: W,
@@ -164,18 +211,67 @@ where
     R: Random + Send + Sync + 'static,
     W: WallClock + Send + Sync + 'static,
 {
+    server_config_by_name(random, clock, identity, Vec::new(), settings)
+}
+
+/// rustls's time as a `'static` reference, as its ticket rotation wants
+/// it, and as an `Arc` for the configuration.
+#[derive(Debug)]
+struct StaticClock(&'static dyn TimeProvider);
+
+impl TimeProvider for StaticClock {
+    fn current_time(&self) -> Option<UnixTime> {
+        self.0.current_time()
+    }
+}
+
+/// A server configuration: TLS 1.3 and 1.2; `default` for ClientHellos
+/// without a server name, `others` chosen by name ([`crate::sni`]);
+/// resumption by stateless tickets ([`crate::tickets`]) and TLS 1.2
+/// session IDs from an in-memory cache of [`SESSION_CACHE`] sessions;
+/// client certificates if [`ServerSettings::client_roots`]. `random`
+/// becomes the TLS random source (and the tickets' keys), `clock` rustls's
+/// time (certificate validity, ticket key rotation). The clock lives as
+/// long as the image (one small allocation per configuration).
+pub fn server_config_by_name<R, W>(
+    random: R,
+    clock: W,
+    default: Identity,
+    others: Vec<Identity>,
+    settings: &ServerSettings,
+) -> Result<Arc<ServerConfig>, TlsError>
+where
+    R: Random + Send + Sync + 'static,
+    W: WallClock + Send + Sync + 'static,
+{
     entropy::install(random);
+    let clock: &'static Clock<W> = Box::leak(Box::new(Clock(clock)));
+    let provider = provider();
+    let resolver = ByName::new(default, others, settings.unknown_name, &provider)?;
     let versions: &[&rustls::SupportedProtocolVersion] = if settings.tls13_only {
         &[&rustls::version::TLS13]
     } else {
         &[&rustls::version::TLS13, &rustls::version::TLS12]
     };
-    let mut config = ServerConfig::builder_with_details(provider(), Arc::new(Clock(clock)))
-        .with_protocol_versions(versions)?
-        .with_no_client_auth()
-        .with_single_cert(identity.chain, identity.key)?;
+    let builder =
+        ServerConfig::builder_with_details(provider.clone(), Arc::new(StaticClock(clock)))
+            .with_protocol_versions(versions)?;
+    let builder = match &settings.client_roots {
+        None => builder.with_no_client_auth(),
+        Some(roots) => {
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots.clone()), provider)
+                    .build()
+                    .map_err(|e| TlsError::ClientRoots(alloc::format!("{e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = settings.alpn.clone();
     config.session_storage = ServerSessionMemoryCache::new::<SpinMutex>(SESSION_CACHE);
+    if !settings.no_tickets {
+        config.ticketer = tickets::ticketer(clock)?;
+    }
     config.max_early_data_size = 0;
     // Without AES hardware the server's order (ChaCha20-Poly1305 first)
     // wins over a client's preference for AES-GCM, as BoringSSL's servers
@@ -238,7 +334,7 @@ where
 /// rustls's locks without std: spin locks (a kiln unikernel has one thread,
 /// so they are never contended).
 #[derive(Debug)]
-struct SpinMutex;
+pub(crate) struct SpinMutex;
 
 struct SpinLock<T>(spin::Mutex<T>);
 

@@ -14,8 +14,12 @@
 //!   generation;
 //! - [`config`]: identities (certificate chain and key) and CA roots in PEM
 //!   from any [`KvRo`](kiln_devices::KvRo) store, and the server and client
-//!   configurations (protocol versions, ALPN, resumption, the wall clock as
-//!   rustls's time);
+//!   configurations (protocol versions, ALPN, resumption, client
+//!   certificates, the wall clock as rustls's time);
+//! - [`sni`]: several identities on one server, chosen by the ClientHello's
+//!   server name;
+//! - [`tickets`]: stateless session tickets (ChaCha20-Poly1305, rotating
+//!   keys from the random device);
 //! - [`stream`]: [`TlsStream`], which drives one connection: handshake,
 //!   records, `close_notify`; it is itself a `TcpStream`, so that an HTTP
 //!   server written against the trait serves HTTPS unchanged.
@@ -29,10 +33,15 @@ extern crate alloc;
 
 pub mod config;
 pub mod entropy;
+pub mod sni;
 pub mod stream;
+pub mod tickets;
 
-pub use config::{ClientSettings, Identity, ServerSettings, client_config, server_config};
+pub use config::{
+    ClientSettings, Identity, ServerSettings, client_config, server_config, server_config_by_name,
+};
 pub use rustls::{ClientConfig, ServerConfig};
+pub use sni::UnknownName;
 pub use stream::{TlsStream, accept, connect};
 
 use kiln_devices::{KvError, StackError};
@@ -73,6 +82,9 @@ pub enum TlsError {
         /// What is wrong with it.
         what: &'static str,
     },
+    /// The CA certificates for verifying clients cannot be used.
+    #[error("client CA certificates: {0}")]
+    ClientRoots(alloc::string::String),
     /// A server name for a client connection is not a valid DNS name or
     /// IP address.
     #[error("invalid server name `{0}`")]

@@ -170,6 +170,13 @@ impl kiln_devices::Stack for SocketStack {
             .map(|text| resolv_conf_servers(&text))
             .unwrap_or_default()
     }
+
+    /// The search list of the host's `/etc/resolv.conf`.
+    async fn dns_search(&self) -> Vec<String> {
+        std::fs::read_to_string("/etc/resolv.conf")
+            .map(|text| resolv_conf_search(&text))
+            .unwrap_or_default()
+    }
 }
 
 /// Turns Nagle's algorithm off on a connection, as kiln's direct stack does:
@@ -380,9 +387,31 @@ fn resolv_conf_servers(text: &str) -> Vec<std::net::IpAddr> {
         .collect()
 }
 
+/// The search list of a resolv.conf(5) text: the domains of its last
+/// `search` or `domain` line.
+fn resolv_conf_search(text: &str) -> Vec<String> {
+    text.lines()
+        .rev()
+        .find_map(|line| {
+            let mut words = line.split_whitespace();
+            matches!(words.next(), Some("search" | "domain"))
+                .then(|| words.map(|w| w.trim_end_matches('.').to_string()).collect())
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod resolv_conf_tests {
-    use super::resolv_conf_servers;
+    use super::{resolv_conf_search, resolv_conf_servers};
+
+    #[test]
+    fn the_last_search_or_domain_line_is_the_search_list() {
+        let text = "search a.test b.test.\nnameserver 10.0.0.53\n";
+        assert_eq!(resolv_conf_search(text), ["a.test", "b.test"]);
+        let text = "search a.test\ndomain c.test\n";
+        assert_eq!(resolv_conf_search(text), ["c.test"]);
+        assert!(resolv_conf_search("nameserver 10.0.0.53\n").is_empty());
+    }
 
     #[test]
     fn nameserver_lines_are_read() {

@@ -83,6 +83,9 @@ pub struct ImageInfo {
     pub pvh_entry: u64,
     /// The manifest's devices, in order.
     pub devices: Vec<ManifestDevice>,
+    /// Whether the image reads the `kiln.ged=` word, so can be given
+    /// [`Vm::qemu_args_with_power_button`]'s command line (its kiln note).
+    pub power_button: bool,
 }
 
 /// Checks that `data` is an image the virtio target can boot: a complete
@@ -108,6 +111,7 @@ pub fn check_image(data: &[u8]) -> Result<ImageInfo, ImageError> {
         .map_err(|_| ImageError::Truncated { len: data.len() })?;
     let mut pvh_entry = None;
     let mut devices = Vec::new();
+    let mut power_button = false;
     for ph in segments {
         let bytes = ph
             .data(endian, data)
@@ -124,6 +128,11 @@ pub fn check_image(data: &[u8]) -> Result<ImageInfo, ImageError> {
                 let n = desc.len().min(8);
                 entry[..n].copy_from_slice(&desc[..n]);
                 pvh_entry = Some(u64::from_le_bytes(entry));
+            } else if name == b"kiln\0" && kind == crate::power::FEATURES_NOTE {
+                let mut mask = [0u8; 4];
+                let n = desc.len().min(4);
+                mask[..n].copy_from_slice(&desc[..n]);
+                power_button = u32::from_le_bytes(mask) & crate::power::FEATURE_GED != 0;
             } else if is_solo5_note(name, kind, MFT_NOTE_TYPE) {
                 let manifest = Manifest::from_note_desc(desc)?;
                 devices = manifest
@@ -143,6 +152,7 @@ pub fn check_image(data: &[u8]) -> Result<ImageInfo, ImageError> {
     Ok(ImageInfo {
         pvh_entry: pvh_entry.ok_or(ImageError::NoPvhNote)?,
         devices,
+        power_button,
     })
 }
 
@@ -583,11 +593,17 @@ impl Vm {
     /// from 0xfeb00000, 512 bytes apart, transport `t` on IOAPIC input
     /// `16 + t` (with ACPI; 5 + t without), filled from the last one down
     /// in the order of the `-device` arguments (`hw/i386/microvm.c`;
-    /// measured: `info qtree` for the order, a ping to www for the lines). An image built before kiln knew the `kiln.ged=` word would
-    /// take it for an argument: `kiln run` keeps [`Vm::qemu_args`].
-    pub fn qemu_args_with_power_button(&self, accel: Accel) -> Result<Vec<String>, AttachError> {
+    /// measured: `info qtree` for the order, a ping to www for the lines).
+    /// An image built before kiln knew the `kiln.ged=` word would take it
+    /// for an argument: give it only to an image whose
+    /// [`ImageInfo::power_button`] says so.
+    pub fn qemu_args_with_power_button(
+        &self,
+        accel: Accel,
+        console: Console,
+    ) -> Result<Vec<String>, AttachError> {
         const TRANSPORTS: u64 = 8;
-        let mut a = self.qemu_args(Machine::Microvm, accel)?;
+        let mut a = self.qemu_args_with(Machine::Microvm, accel, console)?;
         let mut words: Vec<String> = Vec::new();
         for pair in a.windows(2) {
             if pair[0] == "-device" && pair[1].starts_with("virtio-") {
@@ -740,6 +756,120 @@ pub fn vmm_command(program: &str) -> std::process::Command {
         });
     }
     command
+}
+
+/// SIGTERM and SIGINT while a caller runs a VMM as its child: blocked in
+/// the caller and taken by a thread of their own (`sigwait`), so that they
+/// become a stop request for the guest rather than ending the caller and,
+/// through the terminal's process group, the VMM (`kiln run -t virtio`).
+pub struct StopSignals {
+    set: libc::sigset_t,
+    old: libc::sigset_t,
+}
+
+/// What [`StopSignals::forward`]'s thread did.
+pub struct Forwarded {
+    sent: core::sync::atomic::AtomicBool,
+    reaped: core::sync::atomic::AtomicBool,
+}
+
+impl Forwarded {
+    /// Whether the VMM was sent SIGTERM.
+    pub fn signalled(&self) -> bool {
+        self.sent.load(core::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Says the VMM has been reaped (its pid no longer its own): no signal
+    /// is sent to it after this.
+    pub fn reaped(&self) {
+        self.reaped
+            .store(true, core::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[allow(unsafe_code)]
+impl StopSignals {
+    /// Blocks SIGTERM and SIGINT in the calling thread; threads it starts
+    /// afterwards inherit the mask. Call it while that thread is the only
+    /// one that could take them.
+    pub fn block() -> StopSignals {
+        // SAFETY: sigset_t is plain data, initialised by sigemptyset before
+        // use; pthread_sigmask is given valid pointers to two of them.
+        unsafe {
+            let mut set: libc::sigset_t = core::mem::zeroed();
+            let mut old: libc::sigset_t = core::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+            StopSignals { set, old }
+        }
+    }
+
+    /// Gives the VMM the signal mask from before [`StopSignals::block`] and
+    /// a process group of its own, so that a Ctrl-C at the terminal reaches
+    /// the caller only.
+    pub fn leave_to(&self, command: &mut std::process::Command) {
+        use std::os::unix::process::CommandExt;
+        let old = self.old;
+        // SAFETY: the closure runs in the child between fork and exec and
+        // makes two async-signal-safe system calls on its own data.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut()) != 0
+                    || libc::setpgid(0, 0) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// Starts the thread that takes the signals for the VMM `pid`: the
+    /// first goes to `ask` with its name ("SIGTERM", "SIGINT"), which says
+    /// whether it asked the guest to stop; if not, and at every later
+    /// signal, the VMM gets SIGTERM.
+    pub fn forward(
+        self,
+        pid: u32,
+        mut ask: impl FnMut(&str) -> bool + Send + 'static,
+    ) -> std::sync::Arc<Forwarded> {
+        use core::sync::atomic::{AtomicBool, Ordering};
+        let forwarded = std::sync::Arc::new(Forwarded {
+            sent: AtomicBool::new(false),
+            reaped: AtomicBool::new(false),
+        });
+        let state = forwarded.clone();
+        let set = self.set;
+        std::thread::spawn(move || {
+            let mut asked = false;
+            loop {
+                let mut signal = 0;
+                // SAFETY: `set` is an initialised signal set, blocked in
+                // this thread (inherited from the one that blocked it).
+                if unsafe { libc::sigwait(&set, &mut signal) } != 0 {
+                    return;
+                }
+                let name = if signal == libc::SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
+                if !core::mem::replace(&mut asked, true) && ask(name) {
+                    continue;
+                }
+                if state.reaped.load(Ordering::SeqCst) {
+                    return;
+                }
+                state.sent.store(true, Ordering::SeqCst);
+                // SAFETY: kill touches no memory of ours; `pid` is the
+                // VMM's until it is reaped, checked just above.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+            }
+        });
+        forwarded
+    }
 }
 
 /// What a QEMU exit code says about the guest.
@@ -898,7 +1028,9 @@ mod tests {
             nets,
             blocks,
         };
-        let a = vm.qemu_args_with_power_button(Accel::Kvm).unwrap();
+        let a = vm
+            .qemu_args_with_power_button(Accel::Kvm, Console::Serial)
+            .unwrap();
         let after = |flag: &str| a[a.iter().position(|x| x == flag).unwrap() + 1].clone();
         assert_eq!(after("-M"), "microvm,accel=kvm,acpi=on,ioapic2=off");
         assert_eq!(
@@ -913,7 +1045,13 @@ mod tests {
         assert_eq!(split.args, Ok(alloc::vec!["--times", "2"]));
         assert_eq!(split.devices.len(), 3);
         assert_eq!(crate::power::from_cmdline(cmdline).map(|g| g.irq), Some(9));
-        // `kiln run` keeps QEMU's own placement.
+        // A virtio console is one more transport.
+        let a = vm
+            .qemu_args_with_power_button(Accel::Kvm, Console::Virtio)
+            .unwrap();
+        let after = |flag: &str| a[a.iter().position(|x| x == flag).unwrap() + 1].clone();
+        assert_eq!(after("-append").matches("virtio_mmio.device=").count(), 4);
+        // Without the button, QEMU's own placement.
         let plain = vm.qemu_args(Machine::Microvm, Accel::Kvm).unwrap();
         assert!(plain.contains(&"microvm,accel=kvm".to_string()));
         assert!(plain.contains(&"--times 2".to_string()));
@@ -987,6 +1125,70 @@ mod tests {
         // No program headers at all: no PVH note.
         h[56] = 0;
         assert!(matches!(check_image(&h), Err(ImageError::NoPvhNote)));
+    }
+
+    /// An x86_64 executable whose one PT_NOTE segment holds `notes`.
+    fn image_with_notes(notes: &[u8]) -> Vec<u8> {
+        let mut h = vec![0u8; 120];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[4] = 2;
+        h[5] = 1;
+        h[6] = 1;
+        h[16] = 2; // ET_EXEC
+        h[18] = 62; // EM_X86_64
+        h[32] = 64; // e_phoff
+        h[52] = 64; // e_ehsize
+        h[54] = 56; // e_phentsize
+        h[56] = 1; // e_phnum
+        h[64] = 4; // PT_NOTE
+        h[72..80].copy_from_slice(&120u64.to_le_bytes()); // p_offset
+        h[96..104].copy_from_slice(&(notes.len() as u64).to_le_bytes()); // p_filesz
+        h[104..112].copy_from_slice(&(notes.len() as u64).to_le_bytes()); // p_memsz
+        h[112..120].copy_from_slice(&4u64.to_le_bytes()); // p_align
+        h.extend_from_slice(notes);
+        h
+    }
+
+    /// One ELF note, 4-byte aligned.
+    fn note(name: &[u8], kind: u32, desc: &[u8]) -> Vec<u8> {
+        let mut n = Vec::new();
+        n.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        n.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+        n.extend_from_slice(&kind.to_le_bytes());
+        n.extend_from_slice(name);
+        n.resize(n.len().next_multiple_of(4), 0);
+        n.extend_from_slice(desc);
+        n.resize(n.len().next_multiple_of(4), 0);
+        n
+    }
+
+    #[test]
+    fn the_kiln_note_says_whether_the_power_button_word_is_read() {
+        let xen = note(
+            b"Xen\0",
+            XEN_ELFNOTE_PHYS32_ENTRY,
+            &0x10_0000u64.to_le_bytes(),
+        );
+        let info = check_image(&image_with_notes(&xen)).unwrap();
+        assert_eq!(info.pvh_entry, 0x10_0000);
+        assert!(!info.power_button, "no kiln note: an older image");
+        let mut both = xen.clone();
+        both.extend(note(
+            b"kiln\0",
+            crate::power::FEATURES_NOTE,
+            &1u32.to_le_bytes(),
+        ));
+        assert!(check_image(&image_with_notes(&both)).unwrap().power_button);
+        let mut other = xen.clone();
+        other.extend(note(
+            b"kiln\0",
+            crate::power::FEATURES_NOTE,
+            &2u32.to_le_bytes(),
+        ));
+        assert!(!check_image(&image_with_notes(&other)).unwrap().power_button);
+        let mut short = xen;
+        short.extend(note(b"kiln\0", crate::power::FEATURES_NOTE, &[]));
+        assert!(!check_image(&image_with_notes(&short)).unwrap().power_button);
     }
 
     #[test]

@@ -21,11 +21,12 @@
 //!   devices, the virtio devices through `virtio-drivers` (`sys::virtio`,
 //!   with `sys::dma` as its `Hal`), and the boot sequence;
 //! - [`pvh`], [`cmdline`], [`acpi`], [`clocksource`], [`layout`], [`time`],
-//!   [`trap`], [`console`], [`notify`]: logic, target-independent and
-//!   unit-tested on the host: the start info and memory map, the command
-//!   line's arguments and virtio-mmio devices, the ACPI tables' virtio-mmio
-//!   devices and I/O APICs, clock arithmetic, the
-//!   virtqueues' notification suppression, the memory map
+//!   [`trap`], [`console`], [`notify`], [`offload`]: logic,
+//!   target-independent and unit-tested on the host: the start info and
+//!   memory map, the command line's arguments and virtio-mmio devices, the
+//!   ACPI tables' virtio-mmio devices and I/O APICs, clock arithmetic, the
+//!   virtqueues' notification suppression, virtio-net's offload features
+//!   and header, the memory map
 //!   and page protections, TSC scaling, exception reports, buffered
 //!   console output;
 //! - the devices (built for `x86_64-unknown-none` only): `Console`,
@@ -69,6 +70,7 @@ pub mod env;
 #[cfg(feature = "host")]
 pub mod host;
 pub mod notify;
+pub mod offload;
 pub mod power;
 pub use kiln_x86::layout;
 pub mod pvh;

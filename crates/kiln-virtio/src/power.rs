@@ -19,6 +19,15 @@
 /// The prefix of the command-line word naming the GED.
 pub const GED_PREFIX: &str = "kiln.ged=";
 
+/// The ELF note by which an image says what its command line reads (the
+/// PVH entry's file, `sys/entry.rs`, writes it): name `"kiln"`, this type,
+/// a 32-bit mask of [`FEATURE_GED`].
+pub const FEATURES_NOTE: u32 = 1;
+
+/// In [`FEATURES_NOTE`]'s mask: the image reads the [`GED_PREFIX`] word. An
+/// image without it (built before the word) would take it for an argument.
+pub const FEATURE_GED: u32 = 1;
+
 /// Where QEMU's microvm puts the GED (`GED_MMIO_BASE`,
 /// `include/hw/i386/microvm.h`), and its interrupt line (`GED_MMIO_IRQ`).
 pub const MICROVM_GED_BASE: u64 = 0xfea0_0000;

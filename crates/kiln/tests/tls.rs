@@ -42,6 +42,9 @@ use support::net::{Running, copy_example, files_under, workspace};
 /// The tap inside each namespace.
 const TAP: &str = "kt0";
 
+/// An address in fetch's namespace where nothing listens.
+const REFUSING: &str = "169.254.0.3";
+
 /// Where the examples are built: kept between runs.
 fn build_root() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-tls")
@@ -468,9 +471,12 @@ fn long_chain() -> Vec<String> {
 
 /// fetch on `target` against nginx with a CA made for the test, in a
 /// namespace where dnsmasq answers `site.test`: success (status and
-/// SHA-256 of the body), a name whose answer comes over TCP only, wrong
-/// CA, expired certificate, wrong name, NXDOMAIN. On hvt, fetch takes its address and its DNS server from
-/// dnsmasq's DHCP; on unix (host sockets) it is given `--dns`.
+/// SHA-256 of the body), a name whose answer comes over TCP only, a name
+/// whose first address refuses (fetch goes on to the second), a short name
+/// found through the search domains (DHCP's on hvt), wrong CA, expired certificate, wrong
+/// name, NXDOMAIN, a name whose only address refuses. On hvt, fetch takes
+/// its address and its DNS server from dnsmasq's DHCP; on unix (host
+/// sockets) it is given `--dns`.
 fn fetch(test: &str, target: &str) {
     if !can_run(test, target == "hvt") {
         return;
@@ -483,7 +489,7 @@ fn fetch(test: &str, target: &str) {
     );
     let tmp = temp_dir(test);
     let dir = tmp.path();
-    pki(dir, "DNS:site.test,DNS:long.test");
+    pki(dir, "DNS:site.test,DNS:long.test,DNS:two.test,DNS:site");
     let cas = tar(
         dir,
         "cas.tar",
@@ -499,6 +505,16 @@ fn fetch(test: &str, target: &str) {
         ns.address(TAP, "10.0.0.1/24", None);
         "10.0.0.1"
     };
+    // An address of the namespace where nothing listens: connections to it
+    // are refused. Link-local, so fetch's order (RFC 6724: the smaller
+    // scope first) tries it before the server's.
+    ns.ip(&[
+        "addr",
+        "add",
+        REFUSING,
+        "dev",
+        if target == "unix" { "lo" } else { TAP },
+    ]);
     let server = |port: u16, leaf: &str| {
         format!(
             "server {{ listen {server_addr}:{port} ssl; ssl_certificate {d}/{leaf}.pem; ssl_certificate_key {d}/{leaf}.key; root {}; }}\n",
@@ -537,6 +553,9 @@ fn fetch(test: &str, target: &str) {
     // truncates it and fetch asks again over TCP.
     .args(long_chain())
     .arg(format!("--host-record=chain.test,{server_addr}"))
+    .arg(format!("--host-record=two.test,{server_addr}"))
+    .arg(format!("--host-record=two.test,{REFUSING}"))
+    .arg(format!("--host-record=refused.test,{REFUSING}"))
     .arg(format!("--pid-file={d}/dnsmasq.pid"));
     if target == "unix" {
         dns.args(["--port=5353", "--listen-address=127.0.0.1"]);
@@ -546,6 +565,7 @@ fn fetch(test: &str, target: &str) {
             "--port=53",
             "--dhcp-authoritative",
             "--dhcp-range=10.0.0.100,10.0.0.150,255.255.255.0,1h",
+            "--dhcp-option=option:domain-search,nope.test,test",
         ])
         .arg(format!("--interface={TAP}"))
         .arg(format!("--dhcp-leasefile={d}/leases"));
@@ -604,6 +624,26 @@ fn fetch(test: &str, target: &str) {
     let (code, stdout, stderr) = fetch("https://long.test:8443/big.txt", &[]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains(&format!("sha256: {want}")), "{stdout}");
+    // two.test: the first address tried refuses, the second serves.
+    let (code, stdout, stderr) =
+        fetch("https://two.test:8443/big.txt", &["--log=info,fetch=debug"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("sha256: {want}")), "{stdout}");
+    let log = format!("{stdout}{stderr}");
+    assert!(
+        log.contains("cannot connect to 169.254.0.3:8443: connection refused"),
+        "{log}"
+    );
+    // `site` is found as site.test, in the second search domain (given on
+    // unix, from DHCP's Domain Search option on hvt).
+    let search: &[&str] = if target == "unix" {
+        &["--dns-search=nope.test,test"]
+    } else {
+        &[]
+    };
+    let (code, stdout, stderr) = fetch("https://site:8443/big.txt", search);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("sha256: {want}")), "{stdout}");
     for (what, url, extra, expect) in [
         (
             "wrong CA",
@@ -623,6 +663,12 @@ fn fetch(test: &str, target: &str) {
             "https://missing.test:8443/",
             &[],
             "does not exist",
+        ),
+        (
+            "only a refusing address",
+            "https://refused.test:8443/",
+            &[],
+            "cannot connect to refused.test: 169.254.0.3:8443 (connection refused)",
         ),
     ] {
         let (code, stdout, stderr) = fetch(url, extra);

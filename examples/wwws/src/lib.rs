@@ -1,7 +1,10 @@
 //! A static website over HTTPS with www's HTTP code: TLS 1.3 and 1.2 (`kiln-tls`) on
 //! `--tls-port`, with the certificate chain and key read from a key-value
-//! store, ALPN `http/1.1`, session resumption; optionally a plain-HTTP port
-//! that answers every request with a permanent redirect to HTTPS.
+//! store (and more identities under `--sni-dir`, chosen by the ClientHello's
+//! server name), ALPN `http/1.1`, session resumption by stateless tickets
+//! and session IDs, optionally client certificates (`--client-ca`);
+//! optionally a plain-HTTP port that answers every request with a
+//! permanent redirect to HTTPS.
 //!
 //! A separate unikernel from `www` because its device graph differs (a
 //! random device, a wall clock and a certificate store beside the site),
@@ -26,12 +29,13 @@ use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
+use alloc::vec::Vec;
 use core::cell::Cell;
 use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::time::Duration;
 
 use kiln_devices::{KvRo, Random, Stack, StackError, TcpListener as _, WallClock};
-use kiln_tls::{Identity, ServerConfig, ServerSettings, TlsError};
+use kiln_tls::{Identity, ServerConfig, ServerSettings, TlsError, UnknownName};
 use www::Limits;
 
 /// How long a client may take to complete its handshake.
@@ -86,9 +90,32 @@ pub enum WwwsError {
     },
     /// The certificate chain or key could not be loaded or used.
     #[error(
-        "TLS identity: {0}\nhint: put the PEM chain and key in the tls store and name them with --cert and --key"
+        "TLS identity: {0}\nhint: put the PEM chain and key in the tls store and name them with --cert and --key (more: --sni-dir=DIR with DIR/NAME/cert.pem and DIR/NAME/key.pem)"
     )]
     Identity(TlsError),
+    /// The client CA certificates could not be loaded or used.
+    #[error(
+        "client CA: {0}\nhint: put the PEM CA certificates in the tls store and name them with --client-ca"
+    )]
+    ClientCa(TlsError),
+}
+
+/// How the server authenticates itself and its clients, from the command
+/// line: keys of the tls store.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// The default certificate chain (`--cert`).
+    pub cert: String,
+    /// Its key (`--key`).
+    pub key: String,
+    /// The dictionary of identities chosen by name (`--sni-dir`); a
+    /// dictionary the store lacks means none.
+    pub sni_dir: String,
+    /// Refuse unknown server names (`--sni-strict`).
+    pub sni_strict: bool,
+    /// CA certificates for client certificates (`--client-ca`); empty for
+    /// none.
+    pub client_ca: String,
 }
 
 /// Listens on `port` on every address of `stack` (IPv6 and IPv4 where the
@@ -109,28 +136,69 @@ pub async fn listen<S: Stack>(stack: &S, port: u16) -> Result<S::TcpListener, Ww
     }
 }
 
-/// The server's TLS configuration: the identity from `tls`, ALPN
-/// `http/1.1`.
+/// The server's TLS configuration: the identities and client CAs from
+/// `tls` as `options` names them, ALPN `http/1.1`.
 pub async fn tls_config<T, R, W>(
     tls: &T,
     random: R,
     wall_clock: W,
-    cert: &str,
-    key: &str,
+    options: &TlsOptions,
 ) -> Result<Arc<ServerConfig>, WwwsError>
 where
     T: KvRo,
     R: Random + Send + Sync + 'static,
     W: WallClock + Send + Sync + 'static,
 {
-    let identity = Identity::load(tls, cert, key)
+    let identity = Identity::load(tls, &options.cert, &options.key)
         .await
         .map_err(WwwsError::Identity)?;
+    let mut others = Vec::new();
+    if !options.sni_dir.is_empty() {
+        for (name, other) in Identity::load_dir(tls, &options.sni_dir)
+            .await
+            .map_err(WwwsError::Identity)?
+        {
+            let names = kiln_tls::sni::names_of(&other).map_err(WwwsError::Identity)?;
+            if names.is_empty() {
+                log::warn!(
+                    "identity {}/{name}: its certificate names no DNS name, so no client gets it",
+                    options.sni_dir
+                );
+            } else {
+                log::info!(
+                    "identity {}/{name} for {}",
+                    options.sni_dir,
+                    names.join(", ")
+                );
+            }
+            others.push(other);
+        }
+    }
+    let client_roots = if options.client_ca.is_empty() {
+        None
+    } else {
+        Some(
+            kiln_tls::config::roots_from_store(tls, &options.client_ca)
+                .await
+                .map_err(WwwsError::ClientCa)?,
+        )
+    };
     let settings = ServerSettings {
         alpn: vec![b"http/1.1".to_vec()],
+        unknown_name: if options.sni_strict {
+            UnknownName::Refuse
+        } else {
+            UnknownName::Default
+        },
+        client_roots,
         ..ServerSettings::default()
     };
-    kiln_tls::server_config(random, wall_clock, identity, &settings).map_err(WwwsError::Identity)
+    kiln_tls::server_config_by_name(random, wall_clock, identity, others, &settings).map_err(|e| {
+        match e {
+            TlsError::ClientRoots(_) => WwwsError::ClientCa(e),
+            e => WwwsError::Identity(e),
+        }
+    })
 }
 
 /// Serves `htdocs` over HTTPS on `tls_port`, and redirects plain HTTP on
@@ -147,6 +215,9 @@ pub async fn start<S, K, T, R, W>(
     cert: String,
     key: String,
     hsts: u32,
+    sni_dir: String,
+    sni_strict: bool,
+    client_ca: String,
 ) -> Result<(), WwwsError>
 where
     S: Stack,
@@ -157,7 +228,14 @@ where
     R: Random + Send + Sync + 'static,
     W: WallClock + Send + Sync + 'static,
 {
-    let config = tls_config(&tls, random, wall_clock, &cert, &key).await?;
+    let options = TlsOptions {
+        cert,
+        key,
+        sni_dir,
+        sni_strict,
+        client_ca,
+    };
+    let config = tls_config(&tls, random, wall_clock, &options).await?;
     let listener = listen(&stack, tls_port).await?;
     if port != 0 {
         let plain = listen(&stack, port).await?;

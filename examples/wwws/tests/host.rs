@@ -4,7 +4,10 @@
 //! keep-alive, ALPN, resumption, a wrong SNI, clients offering only
 //! ciphers the server lacks, renegotiation, the plain-HTTP redirect, and
 //! 1,000 garbage handshakes and truncated records after which the server
-//! still serves.
+//! still serves; certificates chosen by SNI (and unknown names refused with
+//! `--sni-strict`), stateless tickets resuming TLS 1.3 and 1.2 sessions
+//! more than once, client certificates against a CA from the store, and
+//! typed errors for bad identities and CAs.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -40,8 +43,14 @@ fn bake(files: &[(&'static str, &'static [u8])]) -> Baked {
 }
 
 /// A directory with `cert.pem` and `key.pem` for `localhost`, made by
-/// openssl, removed on drop.
+/// openssl, and whatever else a test makes there; removed on drop.
 struct Pki(tempfile::TempDir);
+
+/// `openssl` with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    stdout_of(Command::new("openssl").current_dir(dir).args(args))
+        .unwrap_or_else(|e| panic!("openssl {args:?}: {e}"));
+}
 
 impl Pki {
     fn new(tag: &str) -> Pki {
@@ -49,42 +58,63 @@ impl Pki {
             .prefix(&format!("kiln-wwws-{tag}-"))
             .tempdir()
             .unwrap();
-        stdout_of(Command::new("openssl").current_dir(dir.path()).args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
+        let pki = Pki(dir);
+        pki.self_signed(
             "cert.pem",
-            "-days",
-            "30",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ]))
-        .expect("openssl makes a certificate");
-        Pki(dir)
+            "key.pem",
+            "localhost",
+            "DNS:localhost,IP:127.0.0.1",
+        );
+        pki
+    }
+
+    /// A self-signed P-256 certificate `cert` for `/CN=cn` with `san`, and
+    /// its key `key`.
+    fn self_signed(&self, cert: &str, key: &str, cn: &str, san: &str) {
+        openssl(
+            self.0.path(),
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                key,
+                "-out",
+                cert,
+                "-days",
+                "30",
+                "-subj",
+                &format!("/CN={cn}"),
+                "-addext",
+                &format!("subjectAltName={san}"),
+            ],
+        );
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.0.path().join(file)
     }
 
     fn cert(&self) -> PathBuf {
-        self.0.path().join("cert.pem")
+        self.path("cert.pem")
+    }
+
+    /// A store of the files of the directory: `(key, file)` pairs.
+    fn store_of(&self, files: &[(&'static str, &str)]) -> Baked {
+        let read = |f: &str| -> &'static [u8] {
+            Box::leak(std::fs::read(self.path(f)).unwrap().into_boxed_slice())
+        };
+        let files: Vec<(&'static str, &'static [u8])> =
+            files.iter().map(|&(key, f)| (key, read(f))).collect();
+        bake(&files)
     }
 
     fn store(&self) -> Baked {
-        let read = |f: &str| -> &'static [u8] {
-            Box::leak(
-                std::fs::read(self.0.path().join(f))
-                    .unwrap()
-                    .into_boxed_slice(),
-            )
-        };
-        bake(&[("cert.pem", read("cert.pem")), ("key.pem", read("key.pem"))])
+        self.store_of(&[("cert.pem", "cert.pem"), ("key.pem", "key.pem")])
     }
 }
 
@@ -116,6 +146,27 @@ fn with_server(
     let pki = Pki::new(test);
     let store = pki.store();
     let cert = pki.cert();
+    let options = wwws::TlsOptions {
+        cert: "cert.pem".into(),
+        key: "key.pem".into(),
+        sni_dir: "sni".into(),
+        ..wwws::TlsOptions::default()
+    };
+    serve(test, store, options, move |tls_port, http_port| {
+        client(tls_port, http_port, &cert)
+    });
+    drop(pki);
+}
+
+/// Serves the site over HTTPS from `store` with `options` on a free port
+/// (and plain HTTP on another) and runs `client(tls_port, http_port)` in a
+/// thread.
+fn serve(
+    test: &str,
+    store: Baked,
+    options: wwws::TlsOptions,
+    client: impl FnOnce(u16, u16) -> Result<(), String> + Send + 'static,
+) {
     let (tls_port, http_port) = (free_tcp_port(), free_tcp_port());
     let result = block_on(
         platform(),
@@ -130,22 +181,24 @@ fn with_server(
                     WallClock::new(),
                     tls_port,
                     http_port,
-                    "cert.pem".into(),
-                    "key.pem".into(),
+                    options.cert,
+                    options.key,
                     HSTS,
+                    options.sni_dir,
+                    options.sni_strict,
+                    options.client_ca,
                 )
                 .await;
                 panic!("wwws stopped: {result:?}");
             });
             kiln_rt::sleep(Duration::from_millis(50)).await;
             in_thread(Duration::from_secs(110), move || {
-                client(tls_port, http_port, &cert)
+                client(tls_port, http_port)
             })
             .await
             .unwrap_or_else(|| Err("the client did not finish within 110 s".into()))
         }),
     );
-    drop(pki);
     result
         .expect("the test finished in time")
         .unwrap_or_else(|e| panic!("{test}: {e}"));
@@ -387,4 +440,323 @@ fn plain_http_is_redirected() {
         }
         Ok(())
     });
+}
+
+fn options(sni_strict: bool, client_ca: &str) -> wwws::TlsOptions {
+    wwws::TlsOptions {
+        cert: "cert.pem".into(),
+        key: "key.pem".into(),
+        sni_dir: "sni".into(),
+        sni_strict,
+        client_ca: client_ca.into(),
+    }
+}
+
+/// Whether `openssl s_client`'s output shows the server's leaf as
+/// `/CN=cn`.
+fn subject_is(out: &str, cn: &str) -> bool {
+    out.lines().any(|l| {
+        l.strip_prefix("subject=")
+            .is_some_and(|s| s.replace(' ', "") == format!("CN={cn}"))
+    })
+}
+
+/// A store with the default identity (`localhost`) and two more under
+/// `sni/`: `one.test`, and `two.test` with `*.two.test`.
+fn sni_store(pki: &Pki) -> Baked {
+    pki.self_signed("one.pem", "one.key", "one.test", "DNS:one.test");
+    pki.self_signed(
+        "two.pem",
+        "two.key",
+        "two.test",
+        "DNS:two.test,DNS:*.two.test",
+    );
+    pki.store_of(&[
+        ("cert.pem", "cert.pem"),
+        ("key.pem", "key.pem"),
+        ("sni/one/cert.pem", "one.pem"),
+        ("sni/one/key.pem", "one.key"),
+        ("sni/two/cert.pem", "two.pem"),
+        ("sni/two/key.pem", "two.key"),
+    ])
+}
+
+#[test]
+fn sni_chooses_the_certificate_by_name() {
+    let test = "sni_chooses_the_certificate_by_name";
+    if !tools_or_skip(test) {
+        return;
+    }
+    let pki = Pki::new(test);
+    let store = sni_store(&pki);
+    let dir = pki.0.path().to_path_buf();
+    serve(test, store, options(false, ""), move |port, _| {
+        // Each name verified against its own certificate alone, over TLS
+        // 1.3 and 1.2.
+        for version in [&["--tlsv1.3"][..], &["--tlsv1.2", "--tls-max", "1.2"]] {
+            for (name, ca) in [
+                ("one.test", "one.pem"),
+                ("two.test", "two.pem"),
+                ("www.two.test", "two.pem"),
+                ("localhost", "cert.pem"),
+            ] {
+                let resolve = format!("{name}:{port}:127.0.0.1");
+                let ca = dir.join(ca);
+                let url = format!("https://{name}:{port}/robots.txt");
+                let args = [
+                    &["--resolve", &resolve, "--cacert", ca.to_str().unwrap()][..],
+                    version,
+                    &[&url],
+                ]
+                .concat();
+                let got = curl(&args).map_err(|e| format!("{name} {version:?}: {e}"))?;
+                if got != SITE[2].1 {
+                    return Err(format!("{name} {version:?}: another body"));
+                }
+            }
+        }
+        // The leaf's subject for each name; the default for an unknown
+        // name, for no name, and for a name two labels under a wildcard.
+        for (args, cn) in [
+            (&["-servername", "one.test"][..], "one.test"),
+            (&["-servername", "ONE.test", "-tls1_2"], "one.test"),
+            (&["-servername", "two.test"], "two.test"),
+            (&["-servername", "a.two.test"], "two.test"),
+            (&["-servername", "a.b.two.test"], "localhost"),
+            (&["-servername", "other.test"], "localhost"),
+            (&["-noservername"], "localhost"),
+        ] {
+            let out = s_client(port, args, b"");
+            if !subject_is(&out, cn) {
+                return Err(format!("{args:?}: not the certificate of {cn}:\n{out}"));
+            }
+        }
+        Ok(())
+    });
+    drop(pki);
+}
+
+#[test]
+fn sni_strict_refuses_unknown_names() {
+    let test = "sni_strict_refuses_unknown_names";
+    if !tools_or_skip(test) {
+        return;
+    }
+    let pki = Pki::new(test);
+    let store = sni_store(&pki);
+    serve(test, store, options(true, ""), move |port, _| {
+        for version in ["-tls1_3", "-tls1_2"] {
+            let out = s_client(port, &["-servername", "other.test", version], b"");
+            if !out.contains("alert access denied") || subject_is(&out, "localhost") {
+                return Err(format!(
+                    "{version}: an unknown name was not refused:\n{out}"
+                ));
+            }
+            for (args, cn) in [
+                (&["-servername", "one.test", version][..], "one.test"),
+                (&["-servername", "localhost", version], "localhost"),
+                (&["-noservername", version], "localhost"),
+            ] {
+                let out = s_client(port, args, b"");
+                if !subject_is(&out, cn) {
+                    return Err(format!("{args:?}: not the certificate of {cn}:\n{out}"));
+                }
+            }
+        }
+        Ok(())
+    });
+    drop(pki);
+}
+
+#[test]
+fn stateless_tickets_resume_tls13_and_tls12_more_than_once() {
+    with_server(
+        "stateless_tickets_resume_tls13_and_tls12_more_than_once",
+        |port, _, _| {
+            // A request that makes the server close, so that s_client reads
+            // the tickets that follow the handshake before it ends.
+            let request =
+                b"GET /robots.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+            for (version, name) in [("-tls1_3", "TLSv1.3"), ("-tls1_2", "TLSv1.2")] {
+                let session =
+                    std::env::temp_dir().join(format!("kiln-wwws-ticket-{port}{version}"));
+                let session = session.to_str().unwrap();
+                let first = s_client(port, &[version, "-ign_eof", "-sess_out", session], request);
+                // The same ticket twice: a stateless ticket opens as often as
+                // it is offered (a cached TLS 1.3 session resumes once).
+                let again: Vec<String> = (0..2)
+                    .map(|_| s_client(port, &[version, "-ign_eof", "-sess_in", session], request))
+                    .collect();
+                let _ = std::fs::remove_file(session);
+                if !first.contains(&format!("New, {name}"))
+                    || !first.contains("TLS session ticket:")
+                {
+                    return Err(format!("{name}: no ticket:\n{first}"));
+                }
+                for (i, out) in again.iter().enumerate() {
+                    if !out.contains(&format!("Reused, {name}")) || !out.contains("User-agent") {
+                        return Err(format!("{name}: resumption {} failed:\n{out}", i + 1));
+                    }
+                }
+            }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn client_certificates_from_the_store_ca_are_required() {
+    let test = "client_certificates_from_the_store_ca_are_required";
+    if !tools_or_skip(test) {
+        return;
+    }
+    let pki = Pki::new(test);
+    let dir = pki.0.path().to_path_buf();
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=kiln test clients CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=client",
+        ],
+    );
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "client.pem",
+            "-days",
+            "30",
+            "-extfile",
+            "client.ext",
+        ],
+    );
+    // A certificate of the same name that the CA did not issue.
+    pki.self_signed("stranger.pem", "stranger.key", "client", "DNS:client");
+    let store = pki.store_of(&[
+        ("cert.pem", "cert.pem"),
+        ("key.pem", "key.pem"),
+        ("clients.pem", "ca.pem"),
+    ]);
+    serve(
+        test,
+        store,
+        options(false, "clients.pem"),
+        move |port, _| {
+            let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
+            let url = format!("https://localhost:{port}/robots.txt");
+            for version in [&["--tlsv1.3"][..], &["--tlsv1.2", "--tls-max", "1.2"]] {
+                let ca = path("cert.pem");
+                let base = [&["--cacert", &ca][..], version].concat();
+                let with = |cert: &str, key: &str| {
+                    curl(
+                        &[
+                            &base[..],
+                            &["--cert", &path(cert), "--key", &path(key), &url],
+                        ]
+                        .concat(),
+                    )
+                };
+                match with("client.pem", "client.key") {
+                    Ok(body) if body == SITE[2].1 => {}
+                    other => return Err(format!("{version:?}: the CA's client: {other:?}")),
+                }
+                if let Ok(body) = with("stranger.pem", "stranger.key") {
+                    return Err(format!("{version:?}: a stranger got {body:?}"));
+                }
+                if let Ok(body) = curl(&[&base[..], &[&url]].concat()) {
+                    return Err(format!("{version:?}: no certificate got {body:?}"));
+                }
+            }
+            Ok(())
+        },
+    );
+    drop(pki);
+}
+
+#[test]
+fn bad_identities_and_client_cas_are_typed_errors() {
+    let test = "bad_identities_and_client_cas_are_typed_errors";
+    if !tools_or_skip(test) {
+        return;
+    }
+    let pki = Pki::new(test);
+    let store = pki.store_of(&[
+        ("cert.pem", "cert.pem"),
+        ("key.pem", "key.pem"),
+        ("sni/half/cert.pem", "cert.pem"),
+        ("garbage.pem", "key.pem"),
+    ]);
+    let config = |o: wwws::TlsOptions| {
+        block_on(
+            platform(),
+            wwws::tls_config(&store, Random::new(), WallClock::new(), &o),
+        )
+        .map(|_| ())
+    };
+    let err = config(options(false, "")).unwrap_err();
+    assert!(
+        err.to_string().contains("`sni/half/key.pem`"),
+        "a half identity: {err}"
+    );
+    let ok = wwws::TlsOptions {
+        sni_dir: "none".into(),
+        ..options(false, "")
+    };
+    config(ok.clone()).expect("no sni dictionary is no more identities");
+    let err = config(wwws::TlsOptions {
+        client_ca: "garbage.pem".into(),
+        ..ok.clone()
+    })
+    .unwrap_err();
+    assert!(matches!(err, wwws::WwwsError::ClientCa(_)), "{err}");
+    let err = config(wwws::TlsOptions {
+        client_ca: "missing.pem".into(),
+        ..ok
+    })
+    .unwrap_err();
+    assert!(matches!(err, wwws::WwwsError::ClientCa(_)), "{err}");
 }

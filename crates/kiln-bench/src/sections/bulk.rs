@@ -1,7 +1,8 @@
 //! bulk: TCP throughput each way, measured by Debian's `iperf3 -c` against
-//! examples/bulk (an iperf3 server) on each target with kiln's own stack,
-//! beside the host kernel's TCP over a veth pair to a second namespace,
-//! in the same run (docs/bulk.md).
+//! examples/bulk (an iperf3 server) on each target with kiln's own stack
+//! (virtio: QEMU microvm with KVM, as `kiln run -t virtio` starts it; not
+//! with `--quick`), beside the host kernel's TCP over a veth pair to a
+//! second namespace, in the same run (docs/bulk.md).
 
 use std::time::{Duration, Instant};
 
@@ -254,5 +255,32 @@ pub fn run(p: &Prepared) -> Vec<Row> {
             Err(e) => all_missing(&mut rows, target, Status::Failed(e.to_string())),
         }
     }
+    if !p.counts.quick {
+        let target = "virtio";
+        match virtio(p, &ns) {
+            Ok(mut s) => match wait_port(&ns, Some(&mut s), GUEST_V4) {
+                Ok(()) => rows.extend(measure(&ns, GUEST_V4, target, false, &bases)),
+                Err(e) => all_missing(&mut rows, target, Status::Failed(e.to_string())),
+            },
+            Err(status) => all_missing(&mut rows, target, status),
+        }
+    }
     rows
+}
+
+/// bulk.virtio (built here) under QEMU microvm with KVM on the bench's
+/// tap; why not, as the rows' status.
+fn virtio(p: &Prepared, ns: &Netns) -> Result<Service, Status> {
+    if let Some(why) = super::virtio::unavailable() {
+        return Err(why);
+    }
+    progress("bulk: building bulk for virtio");
+    let image =
+        super::virtio::build(&p.env, "bulk").map_err(|e| Status::Failed(format!("build: {e}")))?;
+    progress("bulk: iperf3 against bulk on virtio");
+    let flush = ns.wrap(&argv(["ip", "neigh", "flush", "dev", TAP]));
+    let _ = exec::run(&flush, Context::default(), Duration::from_secs(20));
+    let append = format!("--ipv4={GUEST_V4}/{PREFIX} --no-slaac");
+    let log = p.env.work.join("bulk-virtio.log");
+    super::virtio::start_on_tap(&p.env, ns, &image, &append, &log).map_err(Status::Failed)
 }

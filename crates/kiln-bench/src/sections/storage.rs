@@ -4,7 +4,9 @@
 //!
 //! `examples/blockbench --mode bench` times its own sequential writes (then
 //! one flush) and reads with the monotonic clock, in 512 B and 64 KiB
-//! requests, and prints MiB/s; the baseline is the same I/O from this
+//! requests, 256 in flight at a time (its default `--depth`; 16 of 64 KiB), and prints
+//! MiB/s; hvt runs it twice, with kiln's BLOCK_EXCHANGE and with
+//! `KILN_HVT_NO_EXTENSIONS=1` (one exit per request); the baseline is the same I/O from this
 //! host process (`pwrite`/`pread` on a file, then `fdatasync`). `examples/
 //! notes --churn` makes numbered `set`/`remove` changes, each flushed, and
 //! prints the time they took; the baseline is a host loop writing and
@@ -57,9 +59,17 @@ fn zero_file(path: &Path, len: u64) -> Result<(), BenchError> {
         .map_err(|e| BenchError::io("create", path, e))
 }
 
+/// kiln-hvt's switch that hides its extensions (`kiln_hvt::NO_EXTENSIONS_ENV`).
+const NO_EXTENSIONS: &str = "KILN_HVT_NO_EXTENSIONS";
+
 /// Runs `argv` and returns its stdout, or the error.
 fn stdout_of(argv: &[OsString]) -> Result<String, BenchError> {
-    let f = exec::run(argv, Context::default(), LIMIT)?;
+    stdout_in(argv, Context::default())
+}
+
+/// Runs `argv` in `ctx` and returns its stdout, or the error.
+fn stdout_in(argv: &[OsString], ctx: Context<'_>) -> Result<String, BenchError> {
+    let f = exec::run(argv, ctx, LIMIT)?;
     if !f.status.success() {
         return Err(BenchError::Setup(format!(
             "`{}` failed ({}): {}{}",
@@ -338,6 +348,20 @@ pub fn run(p: &Prepared) -> Vec<Row> {
                 Ok(b) => {
                     let run = |blocks: &[String], args: &[&str]| stdout_of(&argv(b, blocks, args));
                     rows.extend(block_rows(t, size, &device, &extra, &io_base, &run));
+                    if variant == Variant::Hvt {
+                        // The same image with kiln's hvt extensions hidden:
+                        // one BLOCK_READ or BLOCK_WRITE exit per request.
+                        let plain = |blocks: &[String], args: &[&str]| {
+                            let env = [(NO_EXTENSIONS, Some(std::ffi::OsStr::new("1")))];
+                            let ctx = Context {
+                                dir: None,
+                                env: &env,
+                            };
+                            stdout_in(&argv(b, blocks, args), ctx)
+                        };
+                        let t = "hvt, KILN_HVT_NO_EXTENSIONS=1";
+                        rows.extend(block_rows(t, size, &device, &extra, &io_base, &plain));
+                    }
                 }
             }
         }

@@ -147,14 +147,27 @@ fn boot_row(p: &Prepared, hello: &Path) -> Row {
     }
 }
 
+/// `image` (whose net device is `service`) under QEMU inside `ns` on its
+/// tap, with the guest arguments `append`, as `kiln run -t virtio` would
+/// start it; QEMU's output to `log`.
+pub(crate) fn start_on_tap(
+    env: &Env,
+    ns: &Netns,
+    image: &Path,
+    append: &str,
+    log: &Path,
+) -> Result<Service, String> {
+    let net = format!("--net:service={TAP}");
+    let qemu = Qemu::for_image(env, image, &[&net])?;
+    ns.start(&qemu.argv(image, append), log)
+        .map_err(|e| e.to_string())
+}
+
 /// www.virtio under QEMU inside `ns`, answering at `http://GUEST_V4/`.
 fn start_virtio(env: &Env, ns: &Netns, image: &Path) -> Result<Server, String> {
     let ipv4 = format!("--ipv4={GUEST_V4}/{PREFIX}");
-    let net = format!("--net:service={TAP}");
-    let qemu = Qemu::for_image(env, image, &[&net])?;
-    let a = qemu.argv(image, &format!("{ipv4} --port=80"));
     let log = env.work.join("www-virtio.log");
-    let mut service: Service = ns.start(&a, &log).map_err(|e| e.to_string())?;
+    let mut service = start_on_tap(env, ns, image, &format!("{ipv4} --port=80"), &log)?;
     let url = format!("http://{GUEST_V4}/");
     ns.wait_http(&mut service, &url, READY)
         .map_err(|e| e.to_string())?;
@@ -210,7 +223,7 @@ pub(crate) fn qemu_missing() -> Option<String> {
 }
 
 /// Why virtio guests cannot run here, if they cannot: no KVM, or no QEMU.
-fn unavailable() -> Option<Status> {
+pub(crate) fn unavailable() -> Option<Status> {
     if let Some(why) = kvm_missing() {
         return Some(Status::NotAvailable(why));
     }

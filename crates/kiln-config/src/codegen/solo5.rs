@@ -224,6 +224,14 @@ impl Backend for Solo5 {
              static ABI: ::kiln_abi::AbiNote = ::kiln_abi::AbiNote::{abi}();\n\n"
         );
         manifest_note(&mut prelude, &devices);
+        prelude.push_str(
+            "// kiln's features note (Solo5's tenders skip it): kiln-net reads and\n\
+             // writes virtio-net headers, so kiln's tenders may open the taps with\n\
+             // offloads.\n\
+             #[unsafe(link_section = \".note.kiln.features\")]\n#[used]\n\
+             static KILN_FEATURES: ::kiln_abi::note::KilnFeaturesNote =\n    \
+             ::kiln_abi::note::KilnFeaturesNote::new(::kiln_abi::note::KILN_GUEST_VNET_HDR);\n\n",
+        );
         Ok(vec![
             GeneratedFile {
                 path: PathBuf::from("Cargo.toml"),

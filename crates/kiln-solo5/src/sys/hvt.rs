@@ -14,8 +14,9 @@ use kiln_abi::hvt::{
     HcWalltime, Hypercall,
 };
 use kiln_abi::hvt_ext::{
-    HcNetExchange, HcStopEnable, KILN_CPUID_LEAF, KILN_FEATURE_NET_EXCHANGE, KILN_FEATURE_STOP,
-    KILN_NET_EXCHANGE_PORT, KILN_STOP_ENABLE_PORT,
+    HcBlockExchange, HcNetExchange, HcStopEnable, KILN_BLOCK_EXCHANGE_PORT, KILN_CPUID_LEAF,
+    KILN_FEATURE_BLOCK_EXCHANGE, KILN_FEATURE_NET_EXCHANGE, KILN_FEATURE_STOP,
+    KILN_FEATURE_VNET_HDR, KILN_NET_EXCHANGE_PORT, KILN_STOP_ENABLE_PORT,
 };
 use kiln_abi::status::EXIT_ABORT;
 
@@ -37,9 +38,11 @@ pub const EXIT_NAMES: &[&str] = &[
     "halt",
     "net_exchange",
     "stop_enable",
+    "block_exchange",
 ];
 const SLOT_NET_EXCHANGE: usize = 9;
 const SLOT_STOP_ENABLE: usize = 10;
+const SLOT_BLOCK_EXCHANGE: usize = 11;
 
 /// Performs hypercall `call` with argument `arg`.
 fn hypercall<T>(call: Hypercall, arg: &mut T) {
@@ -71,8 +74,11 @@ static EXTENSIONS: AtomicU32 = AtomicU32::new(0);
 /// KVM's PVM a `cpuid` at CPL 3 runs on the CPU and never sees the leaf.
 pub fn detect_extensions() {
     let regs = super::arch::cpuid(KILN_CPUID_LEAF, 0);
-    let features =
-        kiln_abi::hvt_ext::features(regs) & (KILN_FEATURE_NET_EXCHANGE | KILN_FEATURE_STOP);
+    let features = kiln_abi::hvt_ext::features(regs)
+        & (KILN_FEATURE_NET_EXCHANGE
+            | KILN_FEATURE_BLOCK_EXCHANGE
+            | KILN_FEATURE_STOP
+            | KILN_FEATURE_VNET_HDR);
     EXTENSIONS.store(features, Ordering::Relaxed);
 }
 
@@ -81,10 +87,27 @@ pub fn has_net_exchange() -> bool {
     EXTENSIONS.load(Ordering::Relaxed) & KILN_FEATURE_NET_EXCHANGE != 0
 }
 
+/// Whether every net device's frames carry a virtio-net header (the image
+/// declared it and the tender negotiated the tap's offloads).
+pub fn has_vnet_header() -> bool {
+    EXTENSIONS.load(Ordering::Relaxed) & KILN_FEATURE_VNET_HDR != 0
+}
+
 /// NET_EXCHANGE with `arg`, whose tables and buffers the caller keeps
 /// alive and unmoved for the call.
 pub fn net_exchange(arg: &mut HcNetExchange) {
     out(KILN_NET_EXCHANGE_PORT, SLOT_NET_EXCHANGE, arg);
+}
+
+/// Whether the tender serves BLOCK_EXCHANGE.
+pub fn has_block_exchange() -> bool {
+    EXTENSIONS.load(Ordering::Relaxed) & KILN_FEATURE_BLOCK_EXCHANGE != 0
+}
+
+/// BLOCK_EXCHANGE with `arg`, whose table and buffers the caller keeps
+/// alive and unmoved for the call.
+pub fn block_exchange(arg: &mut HcBlockExchange) {
+    out(KILN_BLOCK_EXCHANGE_PORT, SLOT_BLOCK_EXCHANGE, arg);
 }
 
 /// The word kiln-hvt sets when a stop was requested (STOP_ENABLE names

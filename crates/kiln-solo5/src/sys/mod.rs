@@ -6,8 +6,9 @@
 //! hypercalls (`hvt`), on spt the system calls the tender's filter allows
 //! (`spt`). Both offer the same functions (`puts`, `poll`, `net_read`,
 //! `net_write`, `block_read`, `block_write`, `block_flush`, `halt`,
-//! `abort`, and `has_net_exchange`/`net_exchange` for kiln's hvt
-//! extension, never offered on spt), so the console, net, block, clock and
+//! `abort`, and `has_net_exchange`/`net_exchange` and
+//! `has_block_exchange`/`block_exchange` for kiln's hvt extensions, never
+//! offered on spt), so the console, net, block, clock and
 //! platform code above is shared. Boot differs: hvt (`boot`) loads its own
 //! GDT, IDT and page tables; spt (`spt_boot`) runs as a process and has
 //! none. Both enter through `start`, which also reads the command line and

@@ -116,6 +116,32 @@ pub fn net_exchange(arg: &mut kiln_abi::hvt_ext::HcNetExchange) {
     arg.ret = kiln_abi::status::Solo5Result::Einval as i32;
 }
 
+/// Whether every net device's frames carry a virtio-net header (kiln-spt
+/// opened the taps with offloads for this image, whose note declared it);
+/// set at boot.
+static VNET_HEADER: AtomicBool = AtomicBool::new(false);
+
+/// Records that kiln-spt's extension block offers the virtio-net header.
+pub fn offer_vnet_header() {
+    VNET_HEADER.store(true, Ordering::Relaxed);
+}
+
+/// Whether every net device's frames carry a virtio-net header.
+pub fn has_vnet_header() -> bool {
+    VNET_HEADER.load(Ordering::Relaxed)
+}
+
+/// kiln's BLOCK_EXCHANGE is an hvt extension: never offered on spt.
+pub fn has_block_exchange() -> bool {
+    false
+}
+
+/// Never called on spt ([`has_block_exchange`] is false): performs
+/// nothing, which the caller reads as every request failed.
+pub fn block_exchange(arg: &mut kiln_abi::hvt_ext::HcBlockExchange) {
+    arg.done = 0;
+}
+
 /// Where the tender reads this guest's acknowledgement of kiln's stop
 /// request (`kiln_abi::spt_ext`), 0 when it is not offered; set at boot.
 static STOP_ACK: AtomicU64 = AtomicU64::new(0);

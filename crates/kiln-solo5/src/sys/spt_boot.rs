@@ -55,10 +55,13 @@ pub(super) extern "C" fn kiln_solo5_boot(boot_info: u64) -> ! {
         // manifest, both of which the tender mapped (checked by
         // `may_follow`).
         let ext: SptExt = unsafe { (SPT_EXT_BASE as *const SptExt).read_volatile() };
-        if kiln_abi::spt_ext::present(&bi, &ext)
-            && ext.features & u64::from(kiln_abi::hvt_ext::KILN_FEATURE_STOP) != 0
-        {
-            super::spt::offer_stop(ext.stop_ack);
+        if kiln_abi::spt_ext::present(&bi, &ext) {
+            if ext.features & u64::from(kiln_abi::hvt_ext::KILN_FEATURE_STOP) != 0 {
+                super::spt::offer_stop(ext.stop_ack);
+            }
+            if ext.features & u64::from(kiln_abi::hvt_ext::KILN_FEATURE_VNET_HDR) != 0 {
+                super::spt::offer_vnet_header();
+            }
         }
     }
 

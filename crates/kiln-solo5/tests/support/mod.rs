@@ -188,7 +188,7 @@ impl Devices {
 /// how the net device moves frames: kiln's NET_EXCHANGE, Solo5's net ring
 /// or the hypercalls, as `path` expects), the two frames it echoes with their addresses swapped, and
 /// the sectors it writes as the host sees them.
-pub fn check_net_and_block(target: Target, env: &[(&str, &str)], path: &str) {
+pub fn check_net_and_block(target: Target, env: &[(&str, &str)], path: &str, exits: u32) {
     let b = built(target);
     let d = Devices::new("disk");
     let mut command = Command::new(&b.tender);
@@ -223,6 +223,7 @@ pub fn check_net_and_block(target: Target, env: &[(&str, &str)], path: &str) {
              block: write and read back ok\n\
              block: 6-sector write and read back ok\n\
              past the end: sectors 8..+1 are outside the device's 8 sectors\n\
+             block: 8 reads issued together took {exits} exits\n\
              net: mac 02:00:00:00:00:01 mtu 1500\n\
              net: frames by {path}\n\
              net: echoed frame 1 of 21 bytes\n\

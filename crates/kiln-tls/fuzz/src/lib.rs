@@ -122,7 +122,7 @@ pub fn server_config() -> &'static Arc<ServerConfig> {
         };
         let settings = ServerSettings {
             alpn: vec![b"http/1.1".to_vec()],
-            tls13_only: false,
+            ..ServerSettings::default()
         };
         kiln_tls::server_config(Xorshift, Clock, identity, &settings).expect("a server config")
     })

@@ -25,6 +25,17 @@ global_asm!(
     .asciz "Xen"
     .balign 4
     .quad kiln_pvh_start
+
+    /* kiln's features note (`crate::power::FEATURES_NOTE`): name "kiln",
+       type 1, a 32-bit mask; bit 0: the command line's kiln.ged= word is
+       read. VMMs look only for Xen's note. */
+    .balign 4
+    .long 5
+    .long 4
+    .long 1
+    .asciz "kiln"
+    .balign 4
+    .long 1
     .popsection
 
     .pushsection .text.kiln_start, "ax"

@@ -22,14 +22,33 @@ const RECORDED: usize = 2;
 pub struct Tracked<T> {
     inner: T,
     areas: [Option<(PhysAddr, PhysAddr)>; RECORDED],
+    /// Applied to the features `begin_init` writes (what the device
+    /// offered of those asked for), whose result is written instead.
+    filter: fn(u64) -> u64,
+    /// The features written.
+    features: u64,
 }
 
 impl<T: Transport> Tracked<T> {
     pub fn new(inner: T) -> Self {
+        Self::with_filter(inner, |f| f)
+    }
+
+    /// A transport that writes `filter(features)` when the driver writes
+    /// its features (features that depend on each other, taken together
+    /// or not at all: `crate::offload::consistent`).
+    pub fn with_filter(inner: T, filter: fn(u64) -> u64) -> Self {
         Tracked {
             inner,
             areas: [None; RECORDED],
+            filter,
+            features: 0,
         }
+    }
+
+    /// The features written to the device.
+    pub fn features(&self) -> u64 {
+        self.features
     }
 
     /// The rings of `queue` (of `size` entries), once set up.
@@ -53,7 +72,8 @@ impl<T: Transport> Transport for Tracked<T> {
         self.inner.read_device_features()
     }
     fn write_driver_features(&mut self, driver_features: u64) {
-        self.inner.write_driver_features(driver_features)
+        self.features = (self.filter)(driver_features);
+        self.inner.write_driver_features(self.features)
     }
     fn max_queue_size(&mut self, queue: u16) -> u32 {
         self.inner.max_queue_size(queue)

@@ -8,12 +8,17 @@
 //!
 //! The network interface drives `virtio-drivers`' virtqueues itself (the
 //! crate's net drivers notify the device on every frame): it keeps
-//! [`RX_BUFFERS`] receive buffers posted and [`TX_BUFFERS`] send buffers,
+//! [`RX_BUFFERS`] receive buffers posted and [`TX_BUFFERS`] send buffers
+//! ([`LARGE_BUFFERS`] of 64 KiB each way with the offloads),
 //! copies a frame once each way (between the caller's buffer and a posted
 //! one, which also holds the virtio-net header), and notifies the device
 //! once per wait of the runtime (or when [`NOTIFY_BATCH`] frames are
 //! waiting), not once per frame: each notification is an MMIO write, an
 //! exit, emulated on hypervisors that emulate CPL 3 MMIO (KVM's PVM).
+//! Checksums and TCP segmentation are left to the device when it offers
+//! them (`crate::offload`): the frames then carry the virtio-net header
+//! kiln-net's stack reads and writes (`NetworkInterface::vnet_header`),
+//! segments of up to 64 KiB each way, in receive buffers of that size.
 //! Notifications are suppressed both ways with the event index
 //! (`sys::ring`): kiln notifies only when the device asked for it (when it
 //! went idle, or ran out of receive buffers), and the device interrupts
@@ -27,7 +32,7 @@ use core::future::{Future, ready};
 use core::ptr::NonNull;
 use core::task::{Context, Poll, Waker};
 
-use kiln_devices::net::ETHERNET_HEADER_LEN;
+use kiln_devices::net::{ETHERNET_HEADER_LEN, VNET_HEADER_LEN, VNET_MAX_FRAME};
 use kiln_devices::{BlockError, BlockInfo, MacAddress, NetError};
 use virtio_drivers::device::blk::{SECTOR_SIZE, VirtIOBlk};
 use virtio_drivers::queue::VirtQueue;
@@ -39,6 +44,7 @@ use virtio_drivers::transport::pci::bus::{
 use virtio_drivers::transport::{DeviceType, SomeTransport, Transport};
 
 use crate::cmdline::MmioDevice;
+use crate::offload;
 use crate::sys::dma::KilnHal;
 use crate::sys::ring::{Ring, Tracked};
 
@@ -52,6 +58,12 @@ pub const TX_BUFFERS: usize = 32;
 const MTU: usize = 1500;
 /// A buffer: the virtio-net header (at most 12 bytes) and a frame.
 const BUFFER_LEN: usize = 12 + MTU + ETHERNET_HEADER_LEN;
+/// A buffer with offloads: the header and a segment of up to 64 KiB.
+const LARGE_BUFFER_LEN: usize = 12 + VNET_MAX_FRAME;
+/// Receive and send buffers each, with offloads: 16 of 64 KiB each way,
+/// 2 MiB in all, allocated when the device comes up (a guest too small
+/// for them stops at boot, not under its first bulk transfer).
+const LARGE_BUFFERS: usize = 16;
 /// `EIO`, for errors the drivers report.
 const EIO: i32 = 5;
 /// Frames queued without a notification before `poll_send` notifies.
@@ -64,6 +76,13 @@ bitflags::bitflags! {
     /// The virtio-net features kiln asks for (virtio 1.2, 5.1.3).
     #[derive(Copy, Clone, Debug, Default, Eq, PartialEq)]
     struct NetFeatures: u64 {
+        /// The checksum and segmentation offloads (`crate::offload`).
+        const CSUM = offload::CSUM;
+        const GUEST_CSUM = offload::GUEST_CSUM;
+        const GUEST_TSO4 = offload::GUEST_TSO4;
+        const GUEST_TSO6 = offload::GUEST_TSO6;
+        const HOST_TSO4 = offload::HOST_TSO4;
+        const HOST_TSO6 = offload::HOST_TSO6;
         /// The device has a MAC address in its configuration.
         const MAC = 1 << 5;
         /// The device has a link status in its configuration.
@@ -501,6 +520,9 @@ struct NetState {
     tx_popped: u16,
     /// The virtio-net header's length: 12 (virtio 1), else 10.
     header: usize,
+    /// The offloads are on: frames carry the header to and from the
+    /// stack, and may be 64 KiB long.
+    vnet: bool,
     /// Its interrupt line, if it has one kiln can route.
     irq: Option<Irq>,
     /// The receive buffers, each posted to the device.
@@ -592,6 +614,7 @@ impl NetState {
 pub struct Net {
     state: &'static spin::Mutex<NetState>,
     mac: MacAddress,
+    vnet: bool,
 }
 
 impl Net {
@@ -603,13 +626,18 @@ impl Net {
     }
 
     fn new(transport: Dev, irq: Option<Irq>) -> Result<Net, virtio_drivers::Error> {
-        let mut transport = Tracked::new(transport);
-        let features = transport.begin_init(
+        // The offloads as a set or not at all (`offload::consistent`):
+        // what the device is told, and what `features` holds.
+        let mut transport = Tracked::with_filter(transport, offload::consistent);
+        transport.begin_init(
             NetFeatures::MAC
                 | NetFeatures::STATUS
                 | NetFeatures::RING_EVENT_IDX
-                | NetFeatures::VERSION_1,
+                | NetFeatures::VERSION_1
+                | NetFeatures::from_bits_retain(offload::ASKED),
         );
+        let features = NetFeatures::from_bits_retain(transport.features());
+        let vnet = offload::enabled(features.bits());
         // The MAC address: the first six bytes of the configuration.
         let mac: [u8; 6] = transport.read_consistent(|| transport.read_config_space(0))?;
         let event_idx = features.contains(NetFeatures::RING_EVENT_IDX);
@@ -634,7 +662,12 @@ impl Net {
         } else {
             10
         };
-        let buffer = || alloc::vec![0u8; BUFFER_LEN].into_boxed_slice();
+        let buffer = |len: usize| alloc::vec![0u8; len].into_boxed_slice();
+        let (len, rx_count, tx_count) = if vnet {
+            (LARGE_BUFFER_LEN, LARGE_BUFFERS, LARGE_BUFFERS)
+        } else {
+            (BUFFER_LEN, RX_BUFFERS, TX_BUFFERS)
+        };
         let mut state = NetState {
             transport,
             rx_queue,
@@ -644,11 +677,12 @@ impl Net {
             rx_popped: 0,
             tx_popped: 0,
             header,
+            vnet,
             irq,
-            rx: (0..RX_BUFFERS).map(|_| buffer()).collect(),
+            rx: (0..rx_count).map(|_| buffer(len)).collect(),
             rx_of_token: [0; QUEUE_SIZE],
-            tx: (0..TX_BUFFERS).map(|_| buffer()).collect(),
-            tx_free: (0..TX_BUFFERS).rev().collect(),
+            tx: (0..tx_count).map(|_| buffer(len)).collect(),
+            tx_free: (0..tx_count).rev().collect(),
             tx_of_token: [0; QUEUE_SIZE],
             tx_len: [0; TX_BUFFERS],
             rx_unnotified: 0,
@@ -656,7 +690,7 @@ impl Net {
             rx_waker: None,
             tx_waker: None,
         };
-        for i in 0..RX_BUFFERS {
+        for i in 0..rx_count {
             state
                 .post(i)
                 .map_err(|_| virtio_drivers::Error::QueueFull)?;
@@ -667,6 +701,7 @@ impl Net {
         Ok(Net {
             state,
             mac: MacAddress(mac),
+            vnet,
         })
     }
 }
@@ -680,8 +715,12 @@ impl kiln_devices::NetworkInterface for Net {
         MTU
     }
 
+    fn vnet_header(&self) -> bool {
+        self.vnet
+    }
+
     fn poll_receive(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize, NetError>> {
-        let needed = MTU + ETHERNET_HEADER_LEN;
+        let needed = self.max_frame();
         if buf.len() < needed {
             return Poll::Ready(Err(NetError::BufferTooSmall {
                 len: buf.len(),
@@ -704,10 +743,14 @@ impl kiln_devices::NetworkInterface for Net {
             s.rx_popped = s.rx_popped.wrapping_add(1);
             s.rx_ring.interrupts_off(s.rx_popped);
         }
-        let header = s.header;
+        let (header, vnet) = (s.header, s.vnet);
         let copied = done.map_err(|_| NetError::Io(EIO)).and_then(|len| {
-            let frame = s.rx[i]
-                .get(header..len as usize)
+            let used = s.rx[i].get(..len as usize).ok_or(NetError::Io(EIO))?;
+            if vnet {
+                return offload::from_device(used, header, buf).ok_or(NetError::Io(EIO));
+            }
+            let frame = used
+                .get(header..)
                 .filter(|f| f.len() <= buf.len())
                 .ok_or(NetError::Io(EIO))?;
             buf[..frame.len()].copy_from_slice(frame);
@@ -718,7 +761,7 @@ impl kiln_devices::NetworkInterface for Net {
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, frame: &[u8]) -> Poll<Result<(), NetError>> {
-        let max = MTU + ETHERNET_HEADER_LEN;
+        let max = self.max_frame();
         if frame.len() > max {
             return Poll::Ready(Err(NetError::FrameTooLarge {
                 len: frame.len(),
@@ -735,9 +778,21 @@ impl kiln_devices::NetworkInterface for Net {
         };
         let s = &mut *state;
         let header = s.header;
-        let len = header + frame.len();
-        s.tx[i][..header].fill(0);
-        s.tx[i][header..len].copy_from_slice(frame);
+        let len = if s.vnet {
+            offload::to_device(frame, header, &mut s.tx[i])
+        } else {
+            let len = header + frame.len();
+            s.tx[i][..header].fill(0);
+            s.tx[i][header..len].copy_from_slice(frame);
+            Some(len)
+        };
+        let Some(len) = len else {
+            s.tx_free.push(i);
+            return Poll::Ready(Err(NetError::FrameTooLarge {
+                len: frame.len(),
+                max,
+            }));
+        };
         // SAFETY: buffer `i` is not touched until `reap` takes it back
         // with this token; it is a boxed slice that never moves.
         let added = unsafe { s.tx_queue.add(&[&s.tx[i][..len]], &mut []) };
@@ -757,6 +812,18 @@ impl kiln_devices::NetworkInterface for Net {
             s.notify();
         }
         Poll::Ready(sent)
+    }
+}
+
+impl Net {
+    /// The longest frame to or from the stack: with the offloads, its
+    /// virtio-net header and a segment of up to 64 KiB.
+    fn max_frame(&self) -> usize {
+        if self.vnet {
+            VNET_HEADER_LEN + VNET_MAX_FRAME
+        } else {
+            MTU + ETHERNET_HEADER_LEN
+        }
     }
 }
 

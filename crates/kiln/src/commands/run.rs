@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use kiln_config::Target;
-use kiln_virtio::host::{self, Accel, Console, Machine, QemuExit, Vm};
+use kiln_virtio::host::{self, Accel, Console, Machine, QemuExit, StopSignals, Vm};
 
 use crate::cli::{AccelArg, ConsoleArg, MachineArg, RunArgs, VmmArg};
 use crate::error::KilnError;
@@ -235,17 +235,64 @@ fn run_virtio(args: &RunArgs) -> Result<u8, KilnError> {
             "kiln: /dev/kvm is not usable ({why}): running under QEMU's TCG emulator, which is much slower"
         );
     }
-    let qemu_args = vm.qemu_args_with(machine, accel, console).map_err(usage)?;
-    let mut child = host::vmm_command(QEMU)
+    // On microvm a stop request (SIGTERM or SIGINT to kiln) reaches the
+    // guest as ACPI's power button, as under `kiln daemon`: QEMU gets a QMP
+    // socket, and the button is pressed only when the guest routed its line
+    // (its `shutdown` device); otherwise, and at a second signal, QEMU gets
+    // SIGTERM and quits at once. q35 has no such button here, and an image
+    // from before the button is not given the word that names it.
+    let qmp_dir = match machine {
+        Machine::Microvm if info.power_button => Some(
+            tempfile::Builder::new()
+                .prefix("kiln-run-")
+                .tempdir()
+                .map_err(|e| KilnError::io("create", "a directory for QEMU's QMP socket", e))?,
+        ),
+        Machine::Microvm | Machine::Q35 => None,
+    };
+    let qmp = qmp_dir
+        .as_ref()
+        .map(|d| d.path().join("qmp.sock"))
+        .filter(|p| {
+            p.to_str()
+                .is_some_and(|t| t.len() <= 107 && !t.contains(','))
+        });
+    let mut qemu_args = match &qmp {
+        Some(_) => vm.qemu_args_with_power_button(accel, console),
+        None => vm.qemu_args_with(machine, accel, console),
+    }
+    .map_err(usage)?;
+    if let Some(q) = &qmp {
+        qemu_args.push("-qmp".into());
+        qemu_args.push(format!("unix:{},server=on,wait=off", q.display()));
+    }
+    let stop = StopSignals::block();
+    let mut command = host::vmm_command(QEMU);
+    command
         .args(&qemu_args)
         .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            KilnError::Build(format!(
-                "cannot start {QEMU}: {e}; hint: install QEMU (apt-get install qemu-system-x86)"
-            ))
-        })?;
+        .stderr(Stdio::piped());
+    stop.leave_to(&mut command);
+    let mut child = command.spawn().map_err(|e| {
+        KilnError::Build(format!(
+            "cannot start {QEMU}: {e}; hint: install QEMU (apt-get install qemu-system-x86)"
+        ))
+    })?;
+    let forced = stop.forward(child.id(), move |name| {
+        match qmp.as_deref().map(kiln_supervisor::power_button) {
+            Some(Ok(true)) => {
+                eprintln!(
+                    "kiln: {name}: the guest was asked to stop (ACPI power button); a second signal ends QEMU at once"
+                );
+                true
+            }
+            Some(Err(e)) => {
+                eprintln!("kiln: {name}: no power button ({e})");
+                false
+            }
+            Some(Ok(false)) | None => false,
+        }
+    });
     // QEMU's own messages start with its name; the guest's console is on
     // stdout.
     let mut qemu_said = false;
@@ -260,6 +307,8 @@ fn run_virtio(args: &RunArgs) -> Result<u8, KilnError> {
     let status = child
         .wait()
         .map_err(|e| KilnError::io("wait for", QEMU, e))?;
+    forced.reaped();
+    drop(qmp_dir);
     let code = status.code().unwrap_or(-1);
     if qemu_said && code == 1 {
         return Err(KilnError::Build(format!(
@@ -268,6 +317,11 @@ fn run_virtio(args: &RunArgs) -> Result<u8, KilnError> {
     }
     match host::qemu_exit(code) {
         QemuExit::Status(status) => Ok(status),
+        QemuExit::NoStatus if forced.signalled() => {
+            // As kiln-hvt ends a guest that does not handle stops.
+            eprintln!("kiln: the VM was stopped by a signal before the guest ended");
+            Ok(1)
+        }
         QemuExit::NoStatus => {
             eprintln!(
                 "kiln: the VM ended without an exit status (QEMU exit code {code}: a reset, triple fault or power-off)"

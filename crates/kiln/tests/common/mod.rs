@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+pub mod crash;
+
 pub use tempfile::TempDir;
 
 /// A temporary directory named `kiln-test-TAG-` and a random suffix,

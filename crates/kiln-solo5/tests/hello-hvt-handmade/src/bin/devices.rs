@@ -3,7 +3,9 @@
 //!
 //! - prints the block geometry and the first 8 bytes of sector 0, writes
 //!   sector 1 and reads it back, writes sectors 2 to the end in one request
-//!   and reads them back in one, and tries a read past the end;
+//!   and reads them back in one, tries a read past the end, then reads
+//!   sectors 0 to 7 with eight requests issued together and prints how
+//!   many exits to the host they took (one with kiln's BLOCK_EXCHANGE);
 //! - prints the interface's MAC and MTU, then echoes `--frames N` frames
 //!   (default 1) back with source and destination swapped, giving up
 //!   after 10 s without one;
@@ -91,6 +93,31 @@ async fn start(
     if let Err(e) = disk.read(info.sectors, &mut sector).await {
         let _ = console.logf(format_args!("past the end: {e}"));
     }
+    // Eight one-sector reads issued together and awaited together.
+    let exits = || {
+        (0..kiln_x86::exits::SLOTS)
+            .map(kiln_x86::exits::get)
+            .sum::<u64>()
+    };
+    let before = exits();
+    let mut eight = vec![0u8; 8 * size];
+    let reads: alloc::vec::Vec<_> = eight
+        .chunks_mut(size)
+        .enumerate()
+        .map(|(i, b)| disk.read(i as u64, b))
+        .collect();
+    kiln_rt::join_all(reads)
+        .await
+        .into_iter()
+        .collect::<Result<(), _>>()
+        .map_err(Error::Block)?;
+    let took = exits() - before;
+    if eight[size..2 * size] != pattern[..] || eight[2 * size..] != many[..6 * size] {
+        return Err(Error::Mismatch);
+    }
+    let _ = console.logf(format_args!(
+        "block: 8 reads issued together took {took} exits"
+    ));
 
     let _ = console.logf(format_args!("net: mac {} mtu {}", net.mac(), net.mtu()));
     let _ = console.logf(format_args!(
