@@ -583,31 +583,13 @@ impl Module for Net {
 
     fn enable_extensions(&mut self) -> u32 {
         self.exchange = true;
-        if !self.vnet_names.is_empty() && self.vnet_names.len() < self.attached.len() {
-            // Some taps refused the offloads (or a device is an inherited
-            // descriptor): the header is all or nothing, so the others
-            // are reopened plain.
-            for (handle, name) in std::mem::take(&mut self.vnet_names) {
-                let Some(i) = self.attached.iter().position(|(_, h, _)| *h == handle) else {
-                    continue;
-                };
-                // Close the tap first: it takes one reader at a time.
-                let (order, _, tap) = self.attached.remove(i);
-                kiln_tender::net::release(tap.as_fd());
-                drop(tap);
-                match self.flags.open(&name, inherited(&[]), 0) {
-                    Ok(opened) => {
-                        self.attached
-                            .push((order, handle, Arc::new(File::from(opened.fd))));
-                    }
-                    Err(e) => eprintln!(
-                        "kiln-hvt: warning: net device {name} is detached: reopening it without offloads failed: {e}"
-                    ),
-                }
-            }
-            self.attached.sort_by_key(|(order, _, _)| *order);
-        }
-        self.vnet = !self.attached.is_empty() && self.vnet_names.len() == self.attached.len();
+        self.vnet = self.flags.header_for_all(
+            "kiln-hvt",
+            inherited(&[]),
+            &mut self.attached,
+            &mut self.vnet_names,
+            |fd| Arc::new(File::from(fd)),
+        );
         if self.vnet {
             KILN_FEATURE_NET_EXCHANGE | KILN_FEATURE_VNET_HDR
         } else {

@@ -98,32 +98,14 @@ impl Module for Net {
     }
 
     fn settle_features(&mut self) -> u32 {
-        if !self.vnet_names.is_empty() && self.vnet_names.len() < self.attached.len() {
-            // Some taps refused the offloads (or a device is an inherited
-            // descriptor): the header is all or nothing, so the others are
-            // reopened plain.
-            for (handle, name) in std::mem::take(&mut self.vnet_names) {
-                let Some(i) = self.attached.iter().position(|(_, h, _)| *h == handle) else {
-                    continue;
-                };
-                // Close the tap first: it takes one reader at a time.
-                let (order, _, tap) = self.attached.remove(i);
-                kiln_tender::net::release(tap.as_fd());
-                drop(tap);
-                match self.flags.open(&name, inherited(&[]), 0) {
-                    Ok(opened) => self.attached.push((order, handle, opened.fd)),
-                    Err(e) => eprintln!(
-                        "kiln-spt: warning: net device {name} is detached: reopening it without offloads failed: {e}"
-                    ),
-                }
-            }
-            self.attached.sort_by_key(|(order, _, _)| *order);
-        }
-        if !self.attached.is_empty() && self.vnet_names.len() == self.attached.len() {
-            KILN_FEATURE_VNET_HDR
-        } else {
-            0
-        }
+        let all = self.flags.header_for_all(
+            "kiln-spt",
+            inherited(&[]),
+            &mut self.attached,
+            &mut self.vnet_names,
+            |fd| fd,
+        );
+        if all { KILN_FEATURE_VNET_HDR } else { 0 }
     }
 }
 

@@ -209,6 +209,43 @@ impl ModuleFlags for NetFlags {
 }
 
 impl NetFlags {
+    /// Makes the virtio-net header all or nothing across `attached` (the
+    /// position of each device's flag, its handle, its descriptor): when
+    /// only some devices took the offloads (`vnet`: their handles and
+    /// names; a tap may refuse them, an inherited descriptor never has
+    /// them), those taps are reopened plain and `vnet` emptied. `wrap`
+    /// makes a reopened descriptor the tender's kind; `tender` names the
+    /// tender in a warning for a tap that cannot be reopened. Whether
+    /// every device now has the header.
+    pub fn header_for_all<T: AsFd>(
+        &self,
+        tender: &str,
+        inherited: Inherited<'_>,
+        attached: &mut Vec<(usize, u64, T)>,
+        vnet: &mut Vec<(u64, String)>,
+        wrap: impl Fn(OwnedFd) -> T,
+    ) -> bool {
+        if !vnet.is_empty() && vnet.len() < attached.len() {
+            for (handle, name) in std::mem::take(vnet) {
+                let Some(i) = attached.iter().position(|(_, h, _)| *h == handle) else {
+                    continue;
+                };
+                // Close the tap first: it takes one reader at a time.
+                let (order, _, tap) = attached.remove(i);
+                release(tap.as_fd());
+                drop(tap);
+                match self.open(&name, inherited, 0) {
+                    Ok(opened) => attached.push((order, handle, wrap(opened.fd))),
+                    Err(e) => eprintln!(
+                        "{tender}: warning: net device {name} is detached: reopening it without offloads failed: {e}"
+                    ),
+                }
+            }
+            attached.sort_by_key(|(order, _, _)| *order);
+        }
+        !attached.is_empty() && vnet.len() == attached.len()
+    }
+
     /// Opens the host side the flags give for device `name`: a tap with
     /// the `TUN_F_*` `offloads` negotiated (0 for none: Solo5's plain
     /// frames; kiln-tap falls back to plain frames when the kernel refuses
