@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use kiln_baked::{Baked, Entry, digest_of};
 use kiln_rt::{block_on, timeout};
+use kiln_testsupport::pki;
 use kiln_testsupport::platform::in_thread;
 use kiln_testsupport::ports::free_tcp_port;
 use kiln_testsupport::process::stdout_of;
@@ -46,12 +47,6 @@ fn bake(files: &[(&'static str, &'static [u8])]) -> Baked {
 /// openssl, and whatever else a test makes there; removed on drop.
 struct Pki(tempfile::TempDir);
 
-/// `openssl` with `args` in `dir`.
-fn openssl(dir: &Path, args: &[&str]) {
-    stdout_of(Command::new("openssl").current_dir(dir).args(args))
-        .unwrap_or_else(|e| panic!("openssl {args:?}: {e}"));
-}
-
 impl Pki {
     fn new(tag: &str) -> Pki {
         let dir = tempfile::Builder::new()
@@ -71,28 +66,7 @@ impl Pki {
     /// A self-signed P-256 certificate `cert` for `/CN=cn` with `san`, and
     /// its key `key`.
     fn self_signed(&self, cert: &str, key: &str, cn: &str, san: &str) {
-        openssl(
-            self.0.path(),
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                key,
-                "-out",
-                cert,
-                "-days",
-                "30",
-                "-subj",
-                &format!("/CN={cn}"),
-                "-addext",
-                &format!("subjectAltName={san}"),
-            ],
-        );
+        pki::self_signed(self.0.path(), cert, key, cn, san);
     }
 
     fn path(&self, file: &str) -> PathBuf {
@@ -612,68 +586,8 @@ fn client_certificates_from_the_store_ca_are_required() {
     }
     let pki = Pki::new(test);
     let dir = pki.0.path().to_path_buf();
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "30",
-            "-subj",
-            "/CN=kiln test clients CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-        ],
-    );
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "client.key",
-            "-out",
-            "client.csr",
-            "-subj",
-            "/CN=client",
-        ],
-    );
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    openssl(
-        &dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "client.pem",
-            "-days",
-            "30",
-            "-extfile",
-            "client.ext",
-        ],
-    );
+    pki::ca(&dir, "ca");
+    pki::client(&dir, "client", "client", "ca");
     // A certificate of the same name that the CA did not issue.
     pki.self_signed("stranger.pem", "stranger.key", "client", "DNS:client");
     let store = pki.store_of(&[
