@@ -1629,8 +1629,10 @@ pub async fn start(
 
 /// The writer built for `targets`, once per test binary: its directory.
 fn writer(targets: &[&str]) -> PathBuf {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    // Built once per test process for each target, by kiln build itself:
+    // an image left by an older tree is rebuilt, not reused.
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("daemon-writer");
     std::fs::create_dir_all(dir.join("src")).unwrap();
     let write = |path: PathBuf, text: &str| {
@@ -1651,7 +1653,7 @@ fn writer(targets: &[&str]) -> PathBuf {
     write(dir.join("unikernel.toml"), WRITER_TOML);
     write(dir.join("src/lib.rs"), WRITER_RS);
     for t in targets {
-        if dir.join(format!("dist/writer.{t}")).exists() {
+        if built.iter().any(|b| b == t) {
             continue;
         }
         let t0 = Instant::now();
@@ -1660,6 +1662,7 @@ fn writer(targets: &[&str]) -> PathBuf {
             &format!("kiln build -t {t} writer"),
         );
         eprintln!("kiln build -t {t} writer: {:?}", t0.elapsed());
+        built.push(t.to_string());
     }
     dir
 }

@@ -862,29 +862,7 @@ fn bulk_copy(dir: &Path) {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bulk");
     copy_dir(&example.join("src"), &dir.join("src"));
     std::fs::copy(example.join("unikernel.toml"), dir.join("unikernel.toml")).unwrap();
-    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let manifest = std::fs::read_to_string(example.join("Cargo.toml")).unwrap();
-    let dependencies: String = manifest
-        .lines()
-        .skip_while(|l| l.trim() != "[dependencies]")
-        .skip(1)
-        .take_while(|l| !l.starts_with('['))
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            l.replace(
-                "path = \"../../crates/",
-                &format!("path = \"{}/", crates.display()),
-            ) + "\n"
-        })
-        .collect();
-    std::fs::write(
-        dir.join("Cargo.toml"),
-        format!(
-            "[package]\nname = \"bulk\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
-             [dependencies]\n{dependencies}\n[workspace]\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(dir.join("Cargo.toml"), common::example_cargo_toml("bulk")).unwrap();
 }
 
 /// Sends `len` bytes of noise to `addr` while reading them back, and

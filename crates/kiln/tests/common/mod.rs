@@ -156,11 +156,18 @@ pub fn copy_dir(from: &Path, to: &Path) {
 /// dependencies by absolute path (the example's own manifest names them
 /// relative to itself).
 pub fn www_cargo_toml() -> String {
-    // examples/www's own [dependencies], its relative paths made absolute:
-    // a copy builds what the example builds, whatever it comes to need.
+    example_cargo_toml("www")
+}
+
+/// A Cargo.toml for a copy of `examples/NAME` outside the workspace, named
+/// NAME: the example's own [dependencies], their relative paths made
+/// absolute, so that a copy builds what the example builds, whatever it
+/// comes to need.
+pub fn example_cargo_toml(name: &str) -> String {
     let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let manifest = std::fs::read_to_string(crates.join("../examples/www/Cargo.toml"))
-        .expect("read examples/www/Cargo.toml");
+    let path = crates.join(format!("../examples/{name}/Cargo.toml"));
+    let manifest =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let dependencies: String = manifest
         .lines()
         .skip_while(|l| l.trim() != "[dependencies]")
@@ -176,10 +183,11 @@ pub fn www_cargo_toml() -> String {
         .collect();
     assert!(
         dependencies.contains("kiln-devices"),
-        "no dependencies read from examples/www/Cargo.toml"
+        "no dependencies read from {}",
+        path.display()
     );
     format!(
-        "[package]\nname = \"www\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
          [dependencies]\n{dependencies}\n[workspace]\n"
     )
 }
