@@ -48,8 +48,8 @@ fn about(section: &str) -> &'static str {
              wake-up across CPUs is an interprocessor interrupt through the hypervisor, so the \
              unpinned rate depends on placement); `wrk -t1 -c16 --latency` on `/` \
              against nginx serving the same htdocs on the namespace's loopback, same run; in a full \
-             run also a 1 MiB file of noise added to copies of www built for unix (both stacks) \
-             and served by the same nginx."
+             run also a 1 MiB file of noise added to copies of www built for unix (both stacks), \
+             hvt, spt and virtio, and served by the same nginx."
         }
         "storage" => {
             "examples/blockbench's own timing (the monotonic clock) of sequential writes, then one \

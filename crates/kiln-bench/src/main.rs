@@ -24,7 +24,7 @@
 //!   the copies of the examples and the final links compile;
 //! - fewer runs and shorter loads (boot 5 runs, ping 2000 packets or 5 s,
 //!   wrk 5 s, 2000 frames per echo case, 100 store changes, 5 crash
-//!   iterations); no 1 MiB-file wrk case (it needs two more images);
+//!   iterations); no 1 MiB-file wrk case (it needs five more images);
 //! - build: hello only, on each target, "from clean, dependencies
 //!   compiled" (a fresh copy after `kiln clean`, where building the same
 //!   image has compiled every dependency) instead of a from-clean build in
@@ -219,7 +219,7 @@ fn prepare(
             Vec::new()
         };
         let www_big = if wants("network") && !counts.quick {
-            [Variant::Unix, Variant::UnixDirect]
+            WWW_VARIANTS
                 .into_iter()
                 .map(|v| {
                     progress(&format!("building www with a 1 MiB file for {}", v.name()));

@@ -75,7 +75,9 @@ pub struct Prepared {
     pub hello: Vec<(Variant, Availability)>,
     /// www per target.
     pub www: Vec<(Variant, Availability)>,
-    /// www with a 1 MiB file added to its htdocs, on unix (full runs).
+    /// www with a 1 MiB file added to its htdocs, on every target of
+    /// [`WWW_VARIANTS`] (full runs; virtio's copy is built by the network
+    /// section).
     pub www_big: Vec<(Variant, Availability)>,
     /// blockbench per target (the storage section).
     pub blockbench: Vec<(Variant, Availability)>,

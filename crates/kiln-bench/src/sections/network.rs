@@ -503,8 +503,22 @@ pub fn run(p: &Prepared) -> Vec<Row> {
         };
         rows.extend(wrk_rows(BIG_WHAT, target, &r, nginx_big.as_ref(), "nginx"));
     }
+    // virtio's copy with the 1 MiB file, beside the others (full runs).
+    if !p.www_big.is_empty() {
+        let r = super::virtio::www_big_on_tap(p, &ns)
+            .map_err(|status| match status {
+                Status::NotAvailable(why) => format!("not available: {why}"),
+                Status::Failed(why) | Status::Skipped(why) => why,
+                Status::Ok => String::new(),
+            })
+            .and_then(|s| {
+                let who = "www with a 1 MiB file on virtio";
+                wrk_figures(&ns, &big_url(&s.url), c.wrk_secs, who).map_err(|e| e.to_string())
+            });
+        rows.extend(wrk_rows(BIG_WHAT, "virtio", &r, nginx_big.as_ref(), "nginx"));
+    }
     if c.quick {
-        for target in ["nginx", "unix", "unix-direct"] {
+        for target in ["nginx", "unix", "unix-direct", "hvt", "spt", "virtio"] {
             for (name, unit) in [
                 ("wrk requests/s", "req/s"),
                 ("wrk p50 latency", "ms"),

@@ -29,9 +29,19 @@ const BOOT_LIMIT: Duration = Duration::from_secs(30);
 /// `kiln configure -t virtio` and `kiln build -t virtio` of a copy of
 /// `examples/APP`; the image.
 pub(crate) fn build(env: &Env, app: &str) -> Result<PathBuf, String> {
-    let dir = env
-        .copy_example(app, &format!("{app}-virtio"))
-        .map_err(|e| e.to_string())?;
+    build_copy(env, app, &format!("{app}-virtio"), |_| Ok(()))
+}
+
+/// [`build`] of the copy `WORK/apps/COPY` of `examples/APP`, which `add`
+/// may change (add files to) before it is built.
+fn build_copy(
+    env: &Env,
+    app: &str,
+    copy: &str,
+    add: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<PathBuf, String> {
+    let dir = env.copy_example(app, copy).map_err(|e| e.to_string())?;
+    add(&dir)?;
     let target = env.unikernel_target();
     for step in ["configure", "build"] {
         let args = [
@@ -179,6 +189,25 @@ fn start_virtio(env: &Env, ns: &Netns, image: &Path) -> Result<Server, String> {
 fn forget_neighbours(ns: &Netns) {
     let a = ns.wrap(&argv(["ip", "neigh", "flush", "dev", TAP]));
     let _ = exec::run(&a, Context::default(), Duration::from_secs(10));
+}
+
+/// www.virtio with [`BIG_FILE`](super::BIG_FILE) added to its htdocs
+/// (the network section's 1 MiB case, full runs) on `ns`'s tap; why not,
+/// as the rows' status.
+pub fn www_big_on_tap(p: &Prepared, ns: &Netns) -> Result<Server, Status> {
+    if let Some(why) = unavailable() {
+        return Err(why);
+    }
+    progress("network: www with a 1 MiB file on virtio (QEMU microvm, KVM)");
+    let add = |dir: &Path| {
+        let path = dir.join("htdocs").join(super::BIG_FILE);
+        std::fs::write(&path, super::big_file())
+            .map_err(|e| BenchError::io("write", path, e).to_string())
+    };
+    let www = build_copy(&p.env, "www", "www-big-virtio", add)
+        .map_err(|e| Status::Failed(format!("build: {e}")))?;
+    forget_neighbours(ns);
+    start_virtio(&p.env, ns, &www).map_err(Status::Failed)
 }
 
 /// The wrk row: www.virtio and www.hvt, alternating.
