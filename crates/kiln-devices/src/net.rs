@@ -100,6 +100,21 @@ pub trait NetworkInterface {
     /// woken when the interface may accept one.
     fn poll_send(&self, cx: &mut Context<'_>, frame: &[u8]) -> Poll<Result<(), NetError>>;
 
+    /// Sends a frame of `len` bytes that `fill` writes straight into the
+    /// interface's own send buffer (every byte of the slice it is given),
+    /// instead of a frame built elsewhere and copied by
+    /// [`poll_send`](Self::poll_send). `None` when the interface has no
+    /// such buffer or no room for `len` bytes now: `fill` was not called,
+    /// and the caller sends with `poll_send`. The default has none.
+    fn send_in_place(
+        &self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Option<Result<(), NetError>> {
+        let _ = (len, fill);
+        None
+    }
+
     /// Whether every frame this interface sends and receives starts with a
     /// [`VNET_HEADER_LEN`]-byte `struct virtio_net_hdr` (virtio 1.2,
     /// 5.1.6, without `num_buffers`): the interface completes checksums
@@ -139,6 +154,13 @@ impl<N: NetworkInterface + ?Sized> NetworkInterface for &N {
     }
     fn poll_send(&self, cx: &mut Context<'_>, frame: &[u8]) -> Poll<Result<(), NetError>> {
         (**self).poll_send(cx, frame)
+    }
+    fn send_in_place(
+        &self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Option<Result<(), NetError>> {
+        (**self).send_in_place(len, fill)
     }
     fn vnet_header(&self) -> bool {
         (**self).vnet_header()

@@ -201,18 +201,59 @@ impl phy::RxToken for RxToken<'_> {
 
 impl<N: NetworkInterface + ?Sized> phy::TxToken for TxToken<'_, '_, N> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let head = if self.vnet { VNET_HEADER_LEN } else { 0 };
-        let mut frame = self.tx.buffer(head + len);
+        let TxToken {
+            vnet,
+            meta,
+            nic,
+            cx,
+            tx,
+            stats,
+            guard,
+            now,
+        } = self;
+        let head = if vnet { VNET_HEADER_LEN } else { 0 };
+        let mss = meta.segmentation_offload_size.map(|s| s.get());
+        // Past smoltcp's bytes: the neighbour guard and the retransmission
+        // count look at the frame, then the virtio-net header goes first.
+        let mut finish = |frame: &mut [u8], stats: &mut DeviceStats, sent: &mut Tracker| {
+            guard.sent(&frame[head..], now);
+            if sent.sent(&frame[head..]) {
+                stats.tcp_retransmits += 1;
+            }
+            if vnet {
+                vnet::send(frame, mss);
+            }
+        };
+        // In the interface's own send buffer when it has one (and no frame
+        // waits before this one): no copy of the frame, no zeroing.
+        let mut f = Some(f);
+        if !tx.is_blocked() {
+            let mut r = None;
+            let sent = nic.send_in_place(head + len, &mut |frame| {
+                if let Some(f) = f.take() {
+                    r = Some(f(&mut frame[head..]));
+                    finish(frame, stats, &mut tx.sent);
+                }
+            });
+            if let Some(r) = r {
+                match sent {
+                    Some(Ok(())) => {
+                        stats.tx_frames += 1;
+                        stats.tx_bytes += (head + len) as u64;
+                    }
+                    Some(Err(_)) => stats.tx_dropped += 1,
+                    None => {}
+                }
+                return r;
+            }
+        }
+        let Some(f) = f else {
+            unreachable!("`f` is taken only together with setting `r`")
+        };
+        let mut frame = tx.buffer(head + len);
         let r = f(&mut frame[head..]);
-        self.guard.sent(&frame[head..], self.now);
-        if self.tx.sent.sent(&frame[head..]) {
-            self.stats.tcp_retransmits += 1;
-        }
-        if self.vnet {
-            let mss = self.meta.segmentation_offload_size.map(|s| s.get());
-            vnet::send(&mut frame, mss);
-        }
-        self.tx.send(self.nic, self.cx, self.stats, frame);
+        finish(&mut frame, stats, &mut tx.sent);
+        tx.send(nic, cx, stats, frame);
         r
     }
 

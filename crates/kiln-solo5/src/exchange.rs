@@ -3,8 +3,9 @@
 //! frames received, both preallocated, that one hypercall empties and
 //! refills.
 //!
-//! Sending copies the frame into a free TX slot; receiving copies the next
-//! cached frame out. [`Exchange::prepare`] fills the hypercall's argument
+//! Sending copies the frame into a free TX slot, or has it built there in
+//! place ([`Exchange::queue_with`]); receiving copies the next cached frame
+//! out. [`Exchange::prepare`] fills the hypercall's argument
 //! and tables (every queued frame; every RX slot when the cache is empty,
 //! none otherwise), the platform makes the hypercall, and
 //! [`Exchange::complete`] takes its OUT fields: the queue is emptied
@@ -118,25 +119,35 @@ impl Exchange {
 
     /// Copies `frame` into the TX queue.
     pub fn queue(&mut self, frame: &[u8]) -> Result<(), ExchangeError> {
-        if frame.len() > self.slot {
+        self.queue_with(frame.len(), &mut |data| data.copy_from_slice(frame))
+    }
+
+    /// Queues a frame of `len` bytes that `fill` writes in place, in the
+    /// TX queue's next free bytes (which hold whatever an earlier frame
+    /// left there: `fill` writes all of them). `fill` is called only when
+    /// the frame is queued.
+    pub fn queue_with(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<(), ExchangeError> {
+        if len > self.slot {
             return Err(ExchangeError::TooLarge {
-                len: frame.len(),
+                len,
                 max: self.slot,
             });
         }
         let (i, at) = (self.tx_count, self.tx_used);
         let base = self.tx_data.as_ptr() as u64;
-        let (Some(entry), Some(data)) = (
-            self.tx.get_mut(i),
-            self.tx_data.get_mut(at..at + frame.len()),
-        ) else {
+        let (Some(entry), Some(data)) = (self.tx.get_mut(i), self.tx_data.get_mut(at..at + len))
+        else {
             return Err(ExchangeError::Full);
         };
-        data.copy_from_slice(frame);
+        fill(data);
         entry.data = base + at as u64;
-        entry.len = frame.len() as u64;
+        entry.len = len as u64;
         self.tx_count += 1;
-        self.tx_used += frame.len();
+        self.tx_used += len;
         Ok(())
     }
 
@@ -373,6 +384,45 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 4);
+    }
+
+    #[test]
+    fn frames_filled_in_place_leave_like_copied_ones() {
+        let mut ex = Exchange::with_sizes(Handle::new(1).unwrap(), SLOT, 2 * SLOT, 4);
+        ex.queue(b"copied").unwrap();
+        ex.queue_with(5, &mut |d| d.copy_from_slice(b"built"))
+            .unwrap();
+        let mut called = false;
+        assert_eq!(
+            ex.queue_with(2 * SLOT, &mut |_| called = true),
+            Err(ExchangeError::TooLarge {
+                len: 2 * SLOT,
+                max: SLOT
+            })
+        );
+        ex.queue_with(SLOT, &mut |d| d.fill(7)).unwrap();
+        // No room: `fill` is not called and nothing is queued.
+        assert_eq!(
+            ex.queue_with(SLOT, &mut |_| called = true),
+            Err(ExchangeError::Full)
+        );
+        assert!(!called);
+        assert_eq!(ex.queued(), 3);
+        ex.prepare(0);
+        let sent = tender(&mut ex, &[], 0);
+        assert_eq!(
+            sent,
+            [b"copied".to_vec(), b"built".to_vec(), [7u8; SLOT].to_vec()]
+        );
+        ex.complete();
+        // The bytes a frame is built over are the queue's, reused.
+        ex.queue_with(3, &mut |d| {
+            assert_eq!(d, b"cop");
+            d.copy_from_slice(b"new");
+        })
+        .unwrap();
+        ex.prepare(0);
+        assert_eq!(tender(&mut ex, &[], 0), [b"new".to_vec()]);
     }
 
     #[test]

@@ -53,10 +53,12 @@ impl Net {
             let mut slot = queues.lock();
             if slot.is_none() {
                 *slot = Some(if vnet {
-                    // 64 slots of 64 KiB would be 8 MiB: 256 KiB of TX
-                    // queue (4 segments of 64 KiB, or 64 small frames) and
-                    // 8 RX slots.
-                    Exchange::with_sizes(handle, max_frame, 4 * max_frame, 8)
+                    // 64 slots of 64 KiB would be 8 MiB: 1 MiB of TX queue
+                    // (16 segments of 64 KiB, or 64 small frames; kiln-net
+                    // builds frames in it, keeping no buffers of its own)
+                    // and 8 RX slots. With 4 segments, a full queue cost an
+                    // exit every 256 KiB of a bulk send (docs/bulk.md).
+                    Exchange::with_sizes(handle, max_frame, 16 * max_frame, 8)
                 } else {
                     Exchange::new(handle, max_frame)
                 });
@@ -84,19 +86,25 @@ impl Net {
         self.max_frame
     }
 
-    /// Queues `frame` for the next exchange; a full queue is sent first
-    /// with an exchange that does not wait.
-    fn queue(&self, queues: &spin::Mutex<Option<Exchange>>, frame: &[u8]) -> Result<(), NetError> {
+    /// Queues a frame of `len` bytes, which `fill` writes in the queue,
+    /// for the next exchange; a full queue is sent first with an exchange
+    /// that does not wait.
+    fn queue(
+        &self,
+        queues: &spin::Mutex<Option<Exchange>>,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<(), NetError> {
         let mut guard = queues.lock();
         let Some(ex) = guard.as_mut() else {
             return Err(NetError::Unavailable);
         };
-        match ex.queue(frame) {
+        match ex.queue_with(len, fill) {
             Err(ExchangeError::Full) => {}
             done => return done.map_err(|_| NetError::Unavailable),
         }
         let ready = crate::platform::exchange(ex, 0);
-        let queued = ex.queue(frame).map_err(|_| NetError::Unavailable);
+        let queued = ex.queue_with(len, fill).map_err(|_| NetError::Unavailable);
         drop(guard);
         self.reactor.deliver(ready);
         queued
@@ -147,9 +155,24 @@ impl kiln_devices::NetworkInterface for Net {
             }));
         }
         if let Some(queues) = self.exchange {
-            return Poll::Ready(self.queue(queues, frame));
+            let fill = &mut |data: &mut [u8]| data.copy_from_slice(frame);
+            return Poll::Ready(self.queue(queues, frame.len(), fill));
         }
         // NETWRITE completes synchronously in the tender.
         Poll::Ready(sys::host::net_write(self.handle.raw(), frame).map_err(error))
+    }
+
+    /// With NET_EXCHANGE, frames are built in the TX queue the tender
+    /// reads them from: no copy between the stack's buffer and the queue.
+    fn send_in_place(
+        &self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Option<Result<(), NetError>> {
+        let queues = self.exchange?;
+        if len > self.max_frame() {
+            return None;
+        }
+        Some(self.queue(queues, len, fill))
     }
 }

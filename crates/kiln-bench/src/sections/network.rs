@@ -515,7 +515,13 @@ pub fn run(p: &Prepared) -> Vec<Row> {
                 let who = "www with a 1 MiB file on virtio";
                 wrk_figures(&ns, &big_url(&s.url), c.wrk_secs, who).map_err(|e| e.to_string())
             });
-        rows.extend(wrk_rows(BIG_WHAT, "virtio", &r, nginx_big.as_ref(), "nginx"));
+        rows.extend(wrk_rows(
+            BIG_WHAT,
+            "virtio",
+            &r,
+            nginx_big.as_ref(),
+            "nginx",
+        ));
     }
     if c.quick {
         for target in ["nginx", "unix", "unix-direct", "hvt", "spt", "virtio"] {
