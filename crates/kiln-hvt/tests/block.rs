@@ -100,6 +100,44 @@ fn bad_block_backing_is_refused() {
     );
 }
 
+/// A counters file that cannot be used (here a directory) is reported
+/// once on stderr, the line led by the tender's name, and the guest runs
+/// with nothing counted.
+#[test]
+fn an_unusable_counters_file_is_reported_once() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let a = dir.write("a.img", &[0u8; 1024]);
+    let b = dir.write("b.img", &[0u8; 1024]);
+    let mut g = Guest::with_devices([MftEntry::block("a"), MftEntry::block("b")]);
+    g.puts(b"ran").halt(0);
+    let stats = a.parent().unwrap();
+    let run = g
+        .launch(
+            &dir,
+            "guest.hvt",
+            &[
+                &format!("--block:a={}", a.display()),
+                &format!("--block:b={}", b.display()),
+            ],
+        )
+        .env(kiln_abi::block_stats::ENV, stats.to_str().unwrap())
+        .run();
+    assert_eq!(
+        (run.code, run.stdout_str().as_str()),
+        (Some(0), "ran"),
+        "{run:?}"
+    );
+    let warning = format!(
+        "kiln-hvt: warning: block counters not kept: KILN_BLOCK_STATS={}: ",
+        stats.display()
+    );
+    assert_eq!(run.stderr.matches(&warning).count(), 1, "{run:?}");
+    assert_eq!(run.stderr.matches("block counters").count(), 1, "{run:?}");
+}
+
 #[test]
 fn hostile_block_buffer_is_stopped() {
     if !kvm_available() {
