@@ -41,8 +41,21 @@ fn gdb_or_skip(test: &str) -> bool {
     }
 }
 
-/// A unikernel crate `name` in `dir` with `lib_rs`.
-fn write_unikernel(dir: &Path, name: &str, toml: &str, lib_rs: &str) {
+/// The `times` argument of the hello unikernels.
+const TIMES: Option<(&str, u32, &str)> = Some(("times", 1, "How many times to say hello"));
+
+/// A unikernel crate `name` in `dir` with `lib_rs`: its entry `start`
+/// takes a console and, when `arg` names one, a `u32` argument (name,
+/// default, doc).
+fn write_unikernel(dir: &Path, name: &str, arg: Option<(&str, u32, &str)>, lib_rs: &str) {
+    let mut toml = format!(
+        "[unikernel]\nname = \"{name}\"\nentry = \"start\"\n\n[devices.console]\ntype = \"console\"\n"
+    );
+    if let Some((arg, default, doc)) = arg {
+        toml.push_str(&format!(
+            "\n[arguments.{arg}]\ntype = \"u32\"\ndefault = {default}\ndoc = \"{doc}\"\n"
+        ));
+    }
     std::fs::create_dir_all(dir.join("src")).unwrap();
     let devices = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-devices");
     std::fs::write(
@@ -158,19 +171,6 @@ fn kiln_run_gdb(dir: &Path, args: &[&str]) -> (ChildGuard, String, String) {
     (guard, addr, log)
 }
 
-const HELLO_TOML: &str = r#"[unikernel]
-name = "hello"
-entry = "start"
-
-[devices.console]
-type = "console"
-
-[arguments.times]
-type = "u32"
-default = 1
-doc = "How many times to say hello"
-"#;
-
 const HELLO_RS: &str = r#"#![no_std]
 use kiln_devices::{Console, ConsoleError};
 
@@ -194,7 +194,7 @@ fn gdb_breaks_steps_and_continues_on_hvt() {
     }
     let tmp = temp_dir("gdb");
     let dir = tmp.path().join("hello");
-    write_unikernel(&dir, "hello", HELLO_TOML, HELLO_RS);
+    write_unikernel(&dir, "hello", TIMES, HELLO_RS);
     let (mut guard, addr, log) = kiln_run_gdb(&dir, &["--", "--times=2"]);
     let image = dir.join("dist/hello.hvt");
     let script = format!(
@@ -285,14 +285,6 @@ fn gdb_breaks_steps_and_continues_on_hvt() {
     assert_eq!(status.and_then(|s| s.code()), Some(255), "{gdb}");
 }
 
-const CRASH_TOML: &str = r#"[unikernel]
-name = "crash"
-entry = "start"
-
-[devices.console]
-type = "console"
-"#;
-
 const CRASH_RS: &str = r#"#![no_std]
 use kiln_devices::{Console, ConsoleError};
 
@@ -318,7 +310,7 @@ fn a_fault_writes_a_core_gdb_reads() {
     }
     let tmp = temp_dir("dumpcore");
     let dir = tmp.path().join("crash");
-    write_unikernel(&dir, "crash", CRASH_TOML, CRASH_RS);
+    write_unikernel(&dir, "crash", None, CRASH_RS);
     let cores = tmp.path().join("cores");
     std::fs::create_dir(&cores).unwrap();
     let out = run_for(
@@ -366,19 +358,6 @@ fn a_fault_writes_a_core_gdb_reads() {
 
 /// The spt test's unikernel: says hello through a function that is not
 /// inlined, for a breakpoint reached after gdb attaches.
-const GREET_TOML: &str = r#"[unikernel]
-name = "greet"
-entry = "start"
-
-[devices.console]
-type = "console"
-
-[arguments.times]
-type = "u32"
-default = 1
-doc = "How many times to say hello"
-"#;
-
 const GREET_RS: &str = r#"#![no_std]
 use kiln_devices::{Console, ConsoleError};
 
@@ -432,7 +411,7 @@ fn gdb_attaches_to_an_spt_guest() {
     }
     let tmp = temp_dir("sptgdb");
     let dir = tmp.path().join("greet");
-    write_unikernel(&dir, "greet", GREET_TOML, GREET_RS);
+    write_unikernel(&dir, "greet", TIMES, GREET_RS);
     let image = dir.join("dist/greet.spt");
 
     // `kiln run -t spt --gdb` builds with debug information and the guest
@@ -516,19 +495,6 @@ fn gdb_attaches_to_an_spt_guest() {
 
 /// The spt core test's unikernel: fails as its argument says, each way in
 /// a function of its own, not inlined.
-const FAIL_TOML: &str = r#"[unikernel]
-name = "fail"
-entry = "start"
-
-[devices.console]
-type = "console"
-
-[arguments.how]
-type = "u32"
-default = 0
-doc = "0: write through a null pointer, 1: panic, 2: a forbidden system call"
-"#;
-
 const FAIL_RS: &str = r#"#![no_std]
 use kiln_devices::{Console, ConsoleError};
 
@@ -577,7 +543,16 @@ fn spt_failures_write_cores_gdb_reads() {
     }
     let tmp = temp_dir("sptcore");
     let dir = tmp.path().join("fail");
-    write_unikernel(&dir, "fail", FAIL_TOML, FAIL_RS);
+    write_unikernel(
+        &dir,
+        "fail",
+        Some((
+            "how",
+            0,
+            "0: write through a null pointer, 1: panic, 2: a forbidden system call",
+        )),
+        FAIL_RS,
+    );
     let image = dir.join("dist/fail.spt");
     for (how, signal, status, top) in [
         ("0", "SIGSEGV", None, "fail::write_through"),
