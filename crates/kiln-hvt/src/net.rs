@@ -144,6 +144,9 @@ struct TxTable {
 }
 
 /// Where one exchange puts the frames it reads, checked.
+// One lives on the stack per exchange, like the tables before it; boxing
+// the slots would allocate on every exit.
+#[allow(clippy::large_enum_variant)]
 enum Rx {
     /// NET_EXCHANGE: one buffer each, (address, capacity), and the length
     /// of the frame read into it.
@@ -154,7 +157,12 @@ enum Rx {
     },
     /// NET_EXCHANGE_AREA: records packed into the `len` bytes at `base`,
     /// frames cut to `cap`; `used` bytes taken so far.
-    Area { base: u64, len: u64, cap: u64, used: u64 },
+    Area {
+        base: u64,
+        len: u64,
+        cap: u64,
+        used: u64,
+    },
 }
 
 impl Rx {
@@ -313,7 +321,11 @@ fn rx_area(arg: &HcNetExchangeArea, mem: &mut GuestMemory) -> Result<Rx, Hyperca
     }
     if len > 0 {
         if cap == 0 {
-            return Err(exchange_error("rx_frame_cap", cap, "a frame cannot be empty"));
+            return Err(exchange_error(
+                "rx_frame_cap",
+                cap,
+                "a frame cannot be empty",
+            ));
         }
         if cap > len.saturating_sub(EXCHANGE_AREA_RECORD_HEADER) {
             return Err(exchange_error(
@@ -346,12 +358,10 @@ fn drain(
         // Where the next frame goes, its room, and where its length is
         // recorded in the area (slots record it after the call).
         let (data, cap, header) = match rx {
-            Rx::Slots { bufs, count, .. } => {
-                match bufs.get(..*count).and_then(|b| b.get(*read)) {
-                    Some(&(data, cap)) => (data, cap, None),
-                    None => return Ok(Drain::Full),
-                }
-            }
+            Rx::Slots { bufs, count, .. } => match bufs.get(..*count).and_then(|b| b.get(*read)) {
+                Some(&(data, cap)) => (data, cap, None),
+                None => return Ok(Drain::Full),
+            },
             Rx::Area {
                 base,
                 len,
@@ -512,7 +522,11 @@ impl Net {
         let out = mem
             .slice_mut(gpa, size)
             .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
-        set_out(out, offset_of!(HcNetExchange, tx_written), done.written as u64);
+        set_out(
+            out,
+            offset_of!(HcNetExchange, tx_written),
+            done.written as u64,
+        );
         set_out(out, offset_of!(HcNetExchange, rx_read), done.read as u64);
         set_out(out, offset_of!(HcNetExchange, ready_set), done.ready);
         set_out(out, offset_of!(HcNetExchange, ret), done.ret as i32);
@@ -542,8 +556,16 @@ impl Net {
         let out = mem
             .slice_mut(gpa, size)
             .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
-        set_out(out, offset_of!(HcNetExchangeArea, tx_written), done.written as u64);
-        set_out(out, offset_of!(HcNetExchangeArea, rx_read), done.read as u64);
+        set_out(
+            out,
+            offset_of!(HcNetExchangeArea, tx_written),
+            done.written as u64,
+        );
+        set_out(
+            out,
+            offset_of!(HcNetExchangeArea, rx_read),
+            done.read as u64,
+        );
         set_out(out, offset_of!(HcNetExchangeArea, rx_used), used);
         set_out(out, offset_of!(HcNetExchangeArea, ready_set), done.ready);
         set_out(out, offset_of!(HcNetExchangeArea, ret), done.ret as i32);
@@ -1235,12 +1257,16 @@ mod tests {
     fn an_area_takes_many_small_frames_in_one_exchange() {
         let mut rig = Rig::new();
         // More frames than a table of buffers may name (64).
-        let sent: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; 60 + usize::from(i % 5)]).collect();
+        let sent: Vec<Vec<u8>> = (0..100u8)
+            .map(|i| vec![i; 60 + usize::from(i % 5)])
+            .collect();
         for f in &sent {
             rig.host.send(f).unwrap();
         }
         area_arg(&mut rig, &[b"out one", b"out two!"], 0x1_0000, 1514);
-        rig.net.exchange_area(ARG, &mut rig.mem, &rig.epoll).unwrap();
+        rig.net
+            .exchange_area(ARG, &mut rig.mem, &rig.epoll)
+            .unwrap();
         let out = area_out(&rig);
         assert_eq!((out.ret, out.tx_written, out.rx_read), (0, 2, 100));
         let used: u64 = sent.iter().map(|f| area_record_len(f.len() as u64)).sum();
@@ -1262,23 +1288,32 @@ mod tests {
         // Room for two records of 1,514 bytes and a little more.
         let len = 2 * area_record_len(1514) + 100;
         area_arg(&mut rig, &[], len, 1514);
-        rig.net.exchange_area(ARG, &mut rig.mem, &rig.epoll).unwrap();
+        rig.net
+            .exchange_area(ARG, &mut rig.mem, &rig.epoll)
+            .unwrap();
         let out = area_out(&rig);
-        assert_eq!((out.ret, out.rx_read, out.rx_used), (0, 2, 2 * area_record_len(1514)));
+        assert_eq!(
+            (out.ret, out.rx_read, out.rx_used),
+            (0, 2, 2 * area_record_len(1514))
+        );
         // Full: the third frame waits, and the device says so.
         assert_eq!(out.ready_set, 1 << HANDLE);
         assert_eq!(records(&rig, 2), [vec![0u8; 1514], vec![1u8; 1514]]);
         // The next exchange gets it; a longer frame is cut to the cap.
         rig.host.send(&[9u8; 1000]).unwrap();
         area_arg(&mut rig, &[], len, 600);
-        rig.net.exchange_area(ARG, &mut rig.mem, &rig.epoll).unwrap();
+        rig.net
+            .exchange_area(ARG, &mut rig.mem, &rig.epoll)
+            .unwrap();
         let out = area_out(&rig);
         assert_eq!((out.rx_read, out.ready_set), (2, 0));
         assert_eq!(records(&rig, 2), [vec![2u8; 600], vec![9u8; 600]]);
         // An empty area reads nothing and leaves the device ready.
         rig.host.send(b"later").unwrap();
         area_arg(&mut rig, &[], 0, 0);
-        rig.net.exchange_area(ARG, &mut rig.mem, &rig.epoll).unwrap();
+        rig.net
+            .exchange_area(ARG, &mut rig.mem, &rig.epoll)
+            .unwrap();
         let out = area_out(&rig);
         assert_eq!((out.ret, out.rx_read, out.rx_used), (0, 0, 0));
         assert_eq!(out.ready_set, 1 << HANDLE);
@@ -1305,10 +1340,34 @@ mod tests {
                 993,
                 "rx_frame_cap is 993, more than the area of 1000 bytes holds",
             ),
-            ("area outside memory", MEM - 100, record, 1514, "bad rx area address"),
-            ("area overflowing", u64::MAX - 8, record, 1514, "bad rx area address"),
-            ("all of memory, read-only part included", 0, MEM, 1514, "bad rx area address"),
-            ("area in read-only memory", RO, record, 1514, "bad rx area address"),
+            (
+                "area outside memory",
+                MEM - 100,
+                record,
+                1514,
+                "bad rx area address",
+            ),
+            (
+                "area overflowing",
+                u64::MAX - 8,
+                record,
+                1514,
+                "bad rx area address",
+            ),
+            (
+                "all of memory, read-only part included",
+                0,
+                MEM,
+                1514,
+                "bad rx area address",
+            ),
+            (
+                "area in read-only memory",
+                RO,
+                record,
+                1514,
+                "bad rx area address",
+            ),
         ];
         const RO: u64 = 0x10_0000;
         for (name, area, len, cap, message) in cases {

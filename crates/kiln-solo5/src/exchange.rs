@@ -312,8 +312,7 @@ impl Exchange {
                     .unwrap_or(usize::MAX)
                     .min(self.rx_data.len());
                 // Every record takes at least its header.
-                self.rx_count =
-                    read.min(self.rx_used / EXCHANGE_AREA_RECORD_HEADER as usize);
+                self.rx_count = read.min(self.rx_used / EXCHANGE_AREA_RECORD_HEADER as usize);
             } else {
                 self.rx_count = read.min(self.rx_slots);
             }
@@ -528,8 +527,13 @@ mod tests {
         ex.queue(b"out").unwrap();
         let arg = *ex.prepare_area(1000).unwrap();
         assert_eq!((arg.handle, arg.timeout_nsecs, arg.tx_count), (1, 1000, 1));
-        assert_eq!((arg.rx_area_len, arg.rx_frame_cap), ((8 * record) as u64, SLOT as u64));
-        let small: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; 60 + usize::from(i % 7)]).collect();
+        assert_eq!(
+            (arg.rx_area_len, arg.rx_frame_cap),
+            ((8 * record) as u64, SLOT as u64)
+        );
+        let small: Vec<Vec<u8>> = (0..100u8)
+            .map(|i| vec![i; 60 + usize::from(i % 7)])
+            .collect();
         let refs: Vec<&[u8]> = small.iter().map(|f| &f[..]).collect();
         let (sent, read) = area_tender(&mut ex, &refs, 0);
         assert_eq!(sent, [b"out".to_vec()]);
