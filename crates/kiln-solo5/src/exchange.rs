@@ -138,7 +138,9 @@ impl Exchange {
         let area_bytes = area_bytes.clamp(record, EXCHANGE_AREA_MAX as usize);
         let mut ex = Exchange::with_sizes(handle, slot, tx_bytes, 1);
         ex.rx_data = vec![0u8; area_bytes].into_boxed_slice();
+        // No table of buffers: its one entry named the slot just dropped.
         ex.rx_slots = 0;
+        ex.rx[0] = ExchangeRx::default();
         ex.area = Some(Box::new(HcNetExchangeArea::default()));
         ex
     }

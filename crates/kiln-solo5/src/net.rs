@@ -6,12 +6,11 @@
 
 use core::task::{Context, Poll};
 
+use kiln_abi::hvt_ext::area_record_len;
 use kiln_devices::net::{ETHERNET_HEADER_LEN, VNET_HEADER_LEN, VNET_MAX_FRAME};
 use kiln_devices::{MacAddress, NetError};
 
 use crate::env::Device;
-use kiln_abi::hvt_ext::area_record_len;
-
 use crate::exchange::{Exchange, ExchangeError, RX_SLOTS, TX_SLOTS};
 use crate::outcome::Failure;
 use crate::platform::platform;
