@@ -6,11 +6,12 @@
 
 use core::task::{Context, Poll};
 
+use kiln_abi::hvt_ext::area_record_len;
 use kiln_devices::net::{ETHERNET_HEADER_LEN, VNET_HEADER_LEN, VNET_MAX_FRAME};
 use kiln_devices::{MacAddress, NetError};
 
 use crate::env::Device;
-use crate::exchange::{Exchange, ExchangeError};
+use crate::exchange::{Exchange, ExchangeError, RX_SLOTS, TX_SLOTS};
 use crate::outcome::Failure;
 use crate::platform::platform;
 use crate::reactor::{Handle, Reactor};
@@ -52,13 +53,21 @@ impl Net {
             let queues = platform().exchange();
             let mut slot = queues.lock();
             if slot.is_none() {
-                *slot = Some(if vnet {
-                    // 64 slots of 64 KiB would be 8 MiB: 256 KiB of TX
-                    // queue (4 segments of 64 KiB, or 64 small frames) and
-                    // 8 RX slots.
-                    Exchange::with_sizes(handle, max_frame, 4 * max_frame, 8)
+                // 64 slots of 64 KiB would be 8 MiB: with the header,
+                // 256 KiB of TX queue (4 segments of 64 KiB, or 64 small
+                // frames) and room for 8 frames of 64 KiB.
+                let (tx_bytes, rx_frames) = if vnet {
+                    (4 * max_frame, 8)
                 } else {
-                    Exchange::new(handle, max_frame)
+                    (TX_SLOTS * max_frame, RX_SLOTS)
+                };
+                *slot = Some(if sys::host::has_net_rx_area() {
+                    // One area the tender packs frames into: as many
+                    // small frames as fit, not one a slot.
+                    let record = area_record_len(max_frame as u64) as usize;
+                    Exchange::with_area(handle, max_frame, tx_bytes, rx_frames * record)
+                } else {
+                    Exchange::with_sizes(handle, max_frame, tx_bytes, rx_frames)
                 });
                 exchange = Some(queues);
             }
