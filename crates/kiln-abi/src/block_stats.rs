@@ -120,7 +120,7 @@ pub enum Op {
 }
 
 /// The writing side, over the file's words mapped shared (the mapping is
-/// the host crate's: kiln-tender's for kiln-hvt, kiln-unix's): one writer
+/// kiln-block-stats's, for kiln-hvt and kiln-unix): one writer
 /// per file, so each counter is a load and a store, not a locked
 /// read-modify-write.
 #[derive(Debug)]

@@ -62,6 +62,17 @@
 //! host refuses to take is counted as not written and the ones after it
 //! are not tried (`ret` is then `Eunspec`); frames already read are
 //! reported either way.
+//!
+//! # NET_EXCHANGE_AREA
+//!
+//! With [`KILN_FEATURE_NET_RX_AREA`] offered, a 32-bit `out` to
+//! [`KILN_NET_EXCHANGE_AREA_PORT`] with the guest address of an
+//! [`HcNetExchangeArea`] does what NET_EXCHANGE does, but reads frames
+//! into one receive area, packed (a length, the frame, padding to 8
+//! bytes; [`area_record_len`]), as many as fit: many small frames or
+//! several 64 KiB segments in one exit. An area outside writable guest
+//! memory or above [`EXCHANGE_AREA_MAX`], or a frame cap of 0 or larger
+//! than the area, stops the guest before anything is sent.
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -204,6 +215,97 @@ const _: () = assert!(core::mem::offset_of!(HcNetExchange, ready_set) == 64);
 const _: () = assert!(core::mem::offset_of!(HcNetExchange, ret) == 72);
 
 /// Feature bit (in `eax` of [`KILN_CPUID_LEAF`]): the tender serves
+/// NET_EXCHANGE_AREA ([`KILN_NET_EXCHANGE_AREA_PORT`], an
+/// [`HcNetExchangeArea`]): NET_EXCHANGE with the frames read packed into
+/// one receive area instead of one buffer each.
+pub const KILN_FEATURE_NET_RX_AREA: u32 = 1 << 3;
+
+/// The hypercall number of NET_EXCHANGE_AREA (port
+/// [`crate::hvt::HVT_HYPERCALL_PIO_BASE`]` + 0x42`).
+pub const KILN_NET_EXCHANGE_AREA_NR: u16 = 0x42;
+
+/// The port of NET_EXCHANGE_AREA.
+pub const KILN_NET_EXCHANGE_AREA_PORT: u16 =
+    crate::hvt::HVT_HYPERCALL_PIO_BASE + KILN_NET_EXCHANGE_AREA_NR;
+
+const _: () = assert!(KILN_NET_EXCHANGE_AREA_NR >= 4 * crate::hvt::HVT_HYPERCALL_MAX);
+const _: () = assert!(KILN_NET_EXCHANGE_AREA_NR < 0x100);
+
+/// Largest receive area one NET_EXCHANGE_AREA may name (`rx_area_len`).
+pub const EXCHANGE_AREA_MAX: u64 = 4 << 20;
+
+/// Bytes in front of each frame in a receive area: its length, a
+/// little-endian `u64`. Each record starts at a multiple of
+/// [`EXCHANGE_AREA_ALIGN`] from the area's start.
+pub const EXCHANGE_AREA_RECORD_HEADER: u64 = 8;
+
+/// Alignment of each record in a receive area, from the area's start.
+pub const EXCHANGE_AREA_ALIGN: u64 = 8;
+
+/// Where the record after one holding a frame of `len` bytes starts, from
+/// the start of the record: the header, the frame, padding to
+/// [`EXCHANGE_AREA_ALIGN`].
+/// Saturates rather than overflow for a length no frame has.
+pub const fn area_record_len(len: u64) -> u64 {
+    EXCHANGE_AREA_RECORD_HEADER
+        .saturating_add(len)
+        .saturating_add(EXCHANGE_AREA_ALIGN - 1)
+        & !(EXCHANGE_AREA_ALIGN - 1)
+}
+
+/// The argument of NET_EXCHANGE_AREA: NET_EXCHANGE's, with one receive
+/// area instead of a table of buffers. The tender reads frames into the
+/// area one after the other, each as a record (a little-endian `u64`
+/// length, the frame, padding to 8 bytes), and reads another only while
+/// at least [`EXCHANGE_AREA_RECORD_HEADER`]` + rx_frame_cap` bytes are left.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, Immutable, KnownLayout)]
+pub struct HcNetExchangeArea {
+    /// IN: the interface's handle (its manifest index).
+    pub handle: u64,
+    /// IN: how long to wait at most when no frame was read, in nanoseconds
+    /// from the call; 0: do not wait.
+    pub timeout_nsecs: u64,
+    /// IN: guest address of `tx_count` [`ExchangeTx`].
+    pub tx: u64,
+    /// IN: number of frames to send, at most [`EXCHANGE_MAX_FRAMES`].
+    pub tx_count: u64,
+    /// IN: guest address of the receive area (writable guest memory).
+    pub rx_area: u64,
+    /// IN: its length, at most [`EXCHANGE_AREA_MAX`]; 0: read nothing.
+    pub rx_area_len: u64,
+    /// IN: the most bytes one frame may take (a longer one is cut to it);
+    /// non-zero, and with its record header at most `rx_area_len` when
+    /// `rx_area_len` is not 0.
+    pub rx_frame_cap: u64,
+    /// OUT: frames written, from the first.
+    pub tx_written: u64,
+    /// OUT: frames read into the area, one record each, from its start.
+    pub rx_read: u64,
+    /// OUT: bytes of the area the records take.
+    pub rx_used: u64,
+    /// OUT: bit `h` set when the device with handle `h` is ready, as POLL
+    /// reports it (for `handle`: more frames may be waiting).
+    pub ready_set: u64,
+    /// OUT: a [`crate::status::Solo5Result`].
+    pub ret: i32,
+}
+
+const _: () = assert!(core::mem::size_of::<HcNetExchangeArea>() == 96);
+const _: () = assert!(core::mem::offset_of!(HcNetExchangeArea, handle) == 0);
+const _: () = assert!(core::mem::offset_of!(HcNetExchangeArea, timeout_nsecs) == 8);
+const _: () = assert!(core::mem::offset_of!(HcNetExchangeArea, tx) == 16);
+const _: () = assert!(core::mem::offset_of!(HcNetExchangeArea, tx_count) == 24);
+const _: () = assert!(core::mem::offset_of!(HcNetExchangeArea, rx_area) == 32);
+const _: () = assert!(core::mem::offset_of!(HcNetExchangeArea, rx_area_len) == 40);
+const _: () = assert!(core::mem::offset_of!(HcNetExchangeArea, rx_frame_cap) == 48);
+const _: () = assert!(core::mem::offset_of!(HcNetExchangeArea, tx_written) == 56);
+const _: () = assert!(core::mem::offset_of!(HcNetExchangeArea, rx_read) == 64);
+const _: () = assert!(core::mem::offset_of!(HcNetExchangeArea, rx_used) == 72);
+const _: () = assert!(core::mem::offset_of!(HcNetExchangeArea, ready_set) == 80);
+const _: () = assert!(core::mem::offset_of!(HcNetExchangeArea, ret) == 88);
+
+/// Feature bit (in `eax` of [`KILN_CPUID_LEAF`]): the tender serves
 /// BLOCK_EXCHANGE with the argument layout of this module. (Bit 1 is
 /// taken by another data-path extension.)
 pub const KILN_FEATURE_BLOCK_EXCHANGE: u32 = 1 << 2;
@@ -219,6 +321,8 @@ pub const KILN_BLOCK_EXCHANGE_PORT: u16 =
 const _: () = assert!(KILN_BLOCK_EXCHANGE_NR >= 4 * crate::hvt::HVT_HYPERCALL_MAX);
 const _: () = assert!(KILN_BLOCK_EXCHANGE_NR < 0x100);
 const _: () = assert!(KILN_BLOCK_EXCHANGE_NR != KILN_NET_EXCHANGE_NR);
+const _: () = assert!(KILN_NET_EXCHANGE_AREA_NR != KILN_NET_EXCHANGE_NR);
+const _: () = assert!(KILN_NET_EXCHANGE_AREA_NR != KILN_BLOCK_EXCHANGE_NR);
 
 /// Most requests one BLOCK_EXCHANGE may name.
 pub const BLOCK_EXCHANGE_MAX_REQUESTS: u64 = 256;
@@ -294,6 +398,7 @@ const _: () = assert!(KILN_STOP_ENABLE_NR >= 4 * crate::hvt::HVT_HYPERCALL_MAX);
 const _: () = assert!(KILN_STOP_ENABLE_NR < 0x100);
 const _: () = assert!(KILN_STOP_ENABLE_NR != KILN_NET_EXCHANGE_NR);
 const _: () = assert!(KILN_STOP_ENABLE_NR != KILN_BLOCK_EXCHANGE_NR);
+const _: () = assert!(KILN_STOP_ENABLE_NR != KILN_NET_EXCHANGE_AREA_NR);
 
 /// What the tender writes to the guest's stop word when a stop was
 /// requested (the word is zero until then).
@@ -364,6 +469,22 @@ mod tests {
             crate::hvt::Hypercall::from_port(KILN_BLOCK_EXCHANGE_PORT),
             None
         );
+    }
+
+    #[test]
+    fn net_exchange_area_has_bit_3_and_port_0x542() {
+        assert_eq!(KILN_FEATURE_NET_RX_AREA, 8);
+        assert_eq!(KILN_NET_EXCHANGE_AREA_PORT, 0x542);
+        assert_eq!(
+            crate::hvt::Hypercall::from_port(KILN_NET_EXCHANGE_AREA_PORT),
+            None
+        );
+        // A record: 8 bytes of length, the frame, padding to 8.
+        assert_eq!(area_record_len(0), 8);
+        assert_eq!(area_record_len(1), 16);
+        assert_eq!(area_record_len(60), 72);
+        assert_eq!(area_record_len(65_599), 65_608);
+        assert_eq!(area_record_len(u64::MAX), u64::MAX - 7);
     }
 
     #[test]

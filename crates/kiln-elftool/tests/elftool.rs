@@ -6,6 +6,7 @@ use std::process::Command;
 
 use kiln_abi::note::{AbiNote, AbiTarget};
 use kiln_abi::{MftEntry, MftNote};
+use kiln_testsupport::image::{Image, notes};
 use zerocopy::IntoBytes;
 
 /// A minimal ELF64 x86_64 executable whose PT_NOTE holds `notes`.
@@ -15,46 +16,15 @@ fn image(notes: &[u8]) -> Vec<u8> {
 
 /// [`image`] with the PT_NOTE's `p_align` set to `note_align`.
 fn image_aligned(notes: &[u8], note_align: u64) -> Vec<u8> {
-    let notes_at = 64 + 2 * 56;
-    let code_at = (notes_at + notes.len()).next_multiple_of(0x1000);
-    let mut out = vec![0u8; code_at + 16];
-    out[..4].copy_from_slice(b"\x7fELF");
-    out[4] = 2;
-    out[5] = 1;
-    out[6] = 1;
-    out[16..18].copy_from_slice(&2u16.to_le_bytes());
-    out[18..20].copy_from_slice(&62u16.to_le_bytes());
-    out[20..24].copy_from_slice(&1u32.to_le_bytes());
-    out[24..32].copy_from_slice(&0x10_0000u64.to_le_bytes());
-    out[32..40].copy_from_slice(&64u64.to_le_bytes());
-    out[52..54].copy_from_slice(&64u16.to_le_bytes());
-    out[54..56].copy_from_slice(&56u16.to_le_bytes());
-    out[56..58].copy_from_slice(&2u16.to_le_bytes());
-    let phdrs: [(u32, u32, usize, u64, usize, u64); 2] = [
-        (4, 4, notes_at, 0, notes.len(), note_align),
-        (1, 5, code_at, 0x10_0000, 16, 0x1000),
-    ];
-    for (i, (kind, flags, off, vaddr, size, align)) in phdrs.into_iter().enumerate() {
-        let p = &mut out[64 + 56 * i..64 + 56 * (i + 1)];
-        p[0..4].copy_from_slice(&kind.to_le_bytes());
-        p[4..8].copy_from_slice(&flags.to_le_bytes());
-        p[8..16].copy_from_slice(&(off as u64).to_le_bytes());
-        p[16..24].copy_from_slice(&vaddr.to_le_bytes());
-        p[24..32].copy_from_slice(&vaddr.to_le_bytes());
-        p[32..40].copy_from_slice(&(size as u64).to_le_bytes());
-        p[40..48].copy_from_slice(&(size as u64).to_le_bytes());
-        p[48..56].copy_from_slice(&align.to_le_bytes());
+    Image {
+        notes,
+        code: &[0; 16],
+        note_memsz: notes.len() as u64,
+        note_align,
+        load_memsz: 16,
+        load_align: 0x1000,
     }
-    out[notes_at..notes_at + notes.len()].copy_from_slice(notes);
-    out
-}
-
-fn notes<const N: usize>(abi: AbiNote, mft: &MftNote<N>) -> Vec<u8> {
-    let mut out = abi.as_bytes().to_vec();
-    let mut buf = vec![0u8; MftNote::<N>::SIZE];
-    let n = mft.encode(&mut buf).expect("encode the manifest");
-    out.extend_from_slice(&buf[..n]);
-    out
+    .build()
 }
 
 /// A directory `kiln-elftool-NAME-` and a random suffix, removed when

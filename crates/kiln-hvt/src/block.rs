@@ -441,7 +441,7 @@ impl Module for Block {
             u64::from(opened.sector),
         ));
         self.attached.sort_by_key(|a| a.0);
-        let slot = self.counters.add("kiln-hvt", name);
+        let slot = self.counters.add("kiln-hvt: ", name);
         self.slots.push((handle, slot));
         Ok(MftDeviceInfo::block(opened.capacity, opened.sector))
     }

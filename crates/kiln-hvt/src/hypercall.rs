@@ -14,7 +14,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use kiln_abi::hvt::{
     HVT_HYPERCALL_MAX, HVT_HYPERCALL_PIO_BASE, HcHalt, HcPoll, HcPuts, HcWalltime, Hypercall,
 };
-use kiln_abi::hvt_ext::{KILN_BLOCK_EXCHANGE_PORT, KILN_NET_EXCHANGE_PORT};
+use kiln_abi::hvt_ext::{
+    KILN_BLOCK_EXCHANGE_PORT, KILN_NET_EXCHANGE_AREA_PORT, KILN_NET_EXCHANGE_PORT,
+};
 use thiserror::Error;
 
 use crate::guest::{GuestMemError, GuestMemory, set_out};
@@ -135,6 +137,12 @@ pub fn dispatch(
         && let Some(module) = modules.iter_mut().find(|m| m.serves_exchange())
     {
         module.exchange(gpa, mem, epoll)?;
+        return Ok(Outcome::Continue);
+    }
+    if port == KILN_NET_EXCHANGE_AREA_PORT
+        && let Some(module) = modules.iter_mut().find(|m| m.serves_exchange())
+    {
+        module.exchange_area(gpa, mem, epoll)?;
         return Ok(Outcome::Continue);
     }
     if port == KILN_BLOCK_EXCHANGE_PORT

@@ -84,6 +84,18 @@ pub trait Module: ModuleFlags {
             call: "net exchange",
         })
     }
+    /// Serves NET_EXCHANGE_AREA (served with NET_EXCHANGE) with its
+    /// argument at guest address `gpa`, waiting on `epoll` as POLL does.
+    fn exchange_area(
+        &mut self,
+        _gpa: u64,
+        _mem: &mut GuestMemory,
+        _epoll: &Epoll,
+    ) -> Result<(), HypercallError> {
+        Err(HypercallError::Unserved {
+            call: "net exchange",
+        })
+    }
     /// Whether the module serves BLOCK_EXCHANGE (its extension is on).
     fn serves_block_exchange(&self) -> bool {
         false

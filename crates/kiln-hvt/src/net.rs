@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use kiln_abi::hvt::{HcNetRead, HcNetWrite, Hypercall};
 use kiln_abi::hvt_ext::{
-    EXCHANGE_MAX_FRAMES, ExchangeRx, ExchangeTx, HcNetExchange, KILN_FEATURE_NET_EXCHANGE,
-    KILN_FEATURE_VNET_HDR, VNET_HEADER_LEN, VNET_MAX_FRAME,
+    EXCHANGE_AREA_MAX, EXCHANGE_AREA_RECORD_HEADER, EXCHANGE_MAX_FRAMES, ExchangeRx, ExchangeTx,
+    HcNetExchange, HcNetExchangeArea, KILN_FEATURE_NET_EXCHANGE, KILN_FEATURE_NET_RX_AREA,
+    KILN_FEATURE_VNET_HDR, VNET_HEADER_LEN, VNET_MAX_FRAME, area_record_len,
 };
 use kiln_abi::mft::MftDeviceInfo;
 use kiln_abi::note::KILN_GUEST_VNET_HDR;
@@ -136,13 +137,42 @@ fn report_bad_header(why: &str) {
     }
 }
 
-/// The checked tables of one exchange: (address, length) of each frame to
-/// send and (address, capacity) of each buffer to fill.
-struct Tables {
-    tx: [(u64, u64); MAX_ENTRIES],
-    tx_count: usize,
-    rx: [(u64, u64); MAX_ENTRIES],
-    rx_count: usize,
+/// The checked frames of one exchange to send: (address, length) each.
+struct TxTable {
+    frames: [(u64, u64); MAX_ENTRIES],
+    count: usize,
+}
+
+/// Where one exchange puts the frames it reads, checked.
+// One lives on the stack per exchange, like the tables before it; boxing
+// the slots would allocate on every exit.
+#[allow(clippy::large_enum_variant)]
+enum Rx {
+    /// NET_EXCHANGE: one buffer each, (address, capacity), and the length
+    /// of the frame read into it.
+    Slots {
+        bufs: [(u64, u64); MAX_ENTRIES],
+        count: usize,
+        lens: [u64; MAX_ENTRIES],
+    },
+    /// NET_EXCHANGE_AREA: records packed into the `len` bytes at `base`,
+    /// frames cut to `cap`; `used` bytes taken so far.
+    Area {
+        base: u64,
+        len: u64,
+        cap: u64,
+        used: u64,
+    },
+}
+
+impl Rx {
+    /// Whether the guest offered room for any frame.
+    fn offered(&self) -> bool {
+        match self {
+            Rx::Slots { count, .. } => *count > 0,
+            Rx::Area { len, .. } => *len > 0,
+        }
+    }
 }
 
 /// How a run of reads ended.
@@ -190,27 +220,26 @@ fn count(n: u64, what: &str) -> Result<usize, HypercallError> {
     Ok(n as usize)
 }
 
-/// Reads and checks the frame and buffer tables an exchange names, before
-/// anything is sent: every entry through the checked accessor.
-fn tables(
-    arg: &HcNetExchange,
+/// Reads and checks the frames an exchange sends (`tx_count` entries at
+/// `tx`), before anything is sent: every entry through the checked
+/// accessor.
+fn tx_table(
+    tx: u64,
+    tx_count: u64,
     mem: &GuestMemory,
     max_frame: u64,
-) -> Result<Tables, HypercallError> {
+) -> Result<TxTable, HypercallError> {
     const TX_SIZE: u64 = size_of::<ExchangeTx>() as u64;
-    const RX_SIZE: u64 = size_of::<ExchangeRx>() as u64;
-    let mut t = Tables {
-        tx: [(0, 0); MAX_ENTRIES],
-        tx_count: count(arg.tx_count, "tx_count")?,
-        rx: [(0, 0); MAX_ENTRIES],
-        rx_count: count(arg.rx_count, "rx_count")?,
+    let mut t = TxTable {
+        frames: [(0, 0); MAX_ENTRIES],
+        count: count(tx_count, "tx_count")?,
     };
     let table = mem
-        .slice(arg.tx, t.tx_count as u64 * TX_SIZE)
+        .slice(tx, t.count as u64 * TX_SIZE)
         .map_err(|source| HypercallError::memory("net exchange", "tx table", source))?;
     for (i, (entry, slot)) in table
         .chunks_exact(TX_SIZE as usize)
-        .zip(t.tx.iter_mut())
+        .zip(t.frames.iter_mut())
         .enumerate()
     {
         // A whole entry: `chunks_exact` of its size.
@@ -237,12 +266,21 @@ fn tables(
             })?;
         *slot = (data, len);
     }
+    Ok(t)
+}
+
+/// Reads and checks NET_EXCHANGE's buffer table (`rx_count` entries at
+/// `rx`).
+fn rx_slots(rx: u64, rx_count: u64, mem: &GuestMemory) -> Result<Rx, HypercallError> {
+    const RX_SIZE: u64 = size_of::<ExchangeRx>() as u64;
+    let mut bufs = [(0, 0); MAX_ENTRIES];
+    let n = count(rx_count, "rx_count")?;
     let table = mem
-        .slice(arg.rx, t.rx_count as u64 * RX_SIZE)
+        .slice(rx, n as u64 * RX_SIZE)
         .map_err(|source| HypercallError::memory("net exchange", "rx table", source))?;
     for (i, (entry, slot)) in table
         .chunks_exact(RX_SIZE as usize)
-        .zip(t.rx.iter_mut())
+        .zip(bufs.iter_mut())
         .enumerate()
     {
         // A whole entry: `chunks_exact` of its size.
@@ -262,39 +300,125 @@ fn tables(
             })?;
         *slot = (data, cap);
     }
-    Ok(t)
+    Ok(Rx::Slots {
+        bufs,
+        count: n,
+        lens: [0; MAX_ENTRIES],
+    })
 }
 
-/// Reads frames from `tap` into the buffers `bufs[*read..]`, advancing
-/// `*read`, until the device is empty or the buffers are full.
+/// Checks NET_EXCHANGE_AREA's receive area: at most
+/// [`EXCHANGE_AREA_MAX`] bytes of writable guest memory, holding at least
+/// one record of `cap` bytes (`cap` non-zero), or empty (nothing read).
+fn rx_area(arg: &HcNetExchangeArea, mem: &mut GuestMemory) -> Result<Rx, HypercallError> {
+    let (base, len, cap) = (arg.rx_area, arg.rx_area_len, arg.rx_frame_cap);
+    if len > EXCHANGE_AREA_MAX {
+        return Err(exchange_error(
+            "rx_area_len",
+            len,
+            format!("more than the {EXCHANGE_AREA_MAX} bytes an area may have"),
+        ));
+    }
+    if len > 0 {
+        if cap == 0 {
+            return Err(exchange_error(
+                "rx_frame_cap",
+                cap,
+                "a frame cannot be empty",
+            ));
+        }
+        if cap > len.saturating_sub(EXCHANGE_AREA_RECORD_HEADER) {
+            return Err(exchange_error(
+                "rx_frame_cap",
+                cap,
+                format!("more than the area of {len} bytes holds after a record's header"),
+            ));
+        }
+        // Writable guest memory, checked whole before anything is sent.
+        mem.slice_mut(base, len)
+            .map_err(|source| HypercallError::memory("net exchange", "rx area", source))?;
+    }
+    Ok(Rx::Area {
+        base,
+        len,
+        cap,
+        used: 0,
+    })
+}
+
+/// Reads frames from `tap` into `rx`, counting them in `*read`, until the
+/// device is empty or `rx` is full.
 fn drain(
     mut tap: &File,
     mem: &mut GuestMemory,
-    bufs: &[(u64, u64)],
-    lens: &mut [u64; MAX_ENTRIES],
+    rx: &mut Rx,
     read: &mut usize,
 ) -> Result<Drain, HypercallError> {
-    while let (Some(&(data, cap)), Some(len)) = (bufs.get(*read), lens.get_mut(*read)) {
+    loop {
+        // Where the next frame goes, its room, and where its length is
+        // recorded in the area (slots record it after the call).
+        let (data, cap, header) = match rx {
+            Rx::Slots { bufs, count, .. } => match bufs.get(..*count).and_then(|b| b.get(*read)) {
+                Some(&(data, cap)) => (data, cap, None),
+                None => return Ok(Drain::Full),
+            },
+            Rx::Area {
+                base,
+                len,
+                cap,
+                used,
+            } => {
+                if len.saturating_sub(*used) < EXCHANGE_AREA_RECORD_HEADER + *cap {
+                    return Ok(Drain::Full);
+                }
+                let at = *base + *used;
+                (at + EXCHANGE_AREA_RECORD_HEADER, *cap, Some(at))
+            }
+        };
         let buf = mem
             .slice_mut(data, cap)
             .map_err(|source| HypercallError::ExchangeMemory {
-                table: "rx",
+                table: if header.is_some() { "rx_area" } else { "rx" },
                 index: *read as u64,
                 source,
             })?;
-        match tap.read(buf) {
-            Ok(n) => {
-                *len = n as u64;
-                *read += 1;
-            }
+        let n = match tap.read(buf) {
+            Ok(n) => n as u64,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Drain::Empty),
             Err(e) => {
                 report_read_error(&e);
                 return Ok(Drain::Failed);
             }
+        };
+        match rx {
+            Rx::Slots { lens, .. } => {
+                if let Some(len) = lens.get_mut(*read) {
+                    *len = n;
+                }
+            }
+            Rx::Area { used, .. } => {
+                if let Some(at) = header {
+                    mem.write(at, &n.to_le_bytes()).map_err(|source| {
+                        HypercallError::ExchangeMemory {
+                            table: "rx_area",
+                            index: *read as u64,
+                            source,
+                        }
+                    })?;
+                }
+                *used += area_record_len(n);
+            }
         }
+        *read += 1;
     }
-    Ok(Drain::Full)
+}
+
+/// What one exchange did, for its OUT fields.
+struct Done {
+    ret: Solo5Result,
+    written: usize,
+    read: usize,
+    ready: u64,
 }
 
 impl Net {
@@ -371,7 +495,8 @@ impl Net {
         Ok(())
     }
 
-    /// NET_EXCHANGE: send, receive, and wait like POLL when nothing came.
+    /// NET_EXCHANGE: send, receive into one buffer a frame, and wait like
+    /// POLL when nothing came.
     fn net_exchange(
         &mut self,
         gpa: u64,
@@ -383,78 +508,12 @@ impl Net {
         let arg: HcNetExchange = mem
             .read(gpa)
             .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
-        let (handle, timeout) = (arg.handle, arg.timeout_nsecs);
-        let t = tables(&arg, mem, self.max_frame())?;
-
-        let mut ret = Solo5Result::Ok;
-        let mut written = 0usize;
-        let mut read = 0usize;
-        let mut lens = [0u64; MAX_ENTRIES];
-        let mut ready = 0u64;
-        let (vnet, max_plain) = (self.vnet, self.max_plain());
-        let mut bad_headers = 0u64;
-        match self.device(handle) {
-            None => ret = Solo5Result::Einval,
-            Some(mut tap) => {
-                for &(data, len) in t.tx.iter().take(t.tx_count) {
-                    let frame =
-                        mem.slice(data, len)
-                            .map_err(|source| HypercallError::ExchangeMemory {
-                                table: "tx",
-                                index: written as u64,
-                                source,
-                            })?;
-                    if vnet && let Err(why) = check_vnet_header(frame, max_plain) {
-                        // Dropped as a NIC drops a malformed descriptor:
-                        // counted, and the frames after it still go.
-                        bad_headers += 1;
-                        report_bad_header(why);
-                        written += 1;
-                        continue;
-                    }
-                    match tap.write(frame) {
-                        Ok(n) if n as u64 == len => written += 1,
-                        _ => {
-                            ret = Solo5Result::Eunspec;
-                            break;
-                        }
-                    }
-                }
-                let bufs = t.rx.get(..t.rx_count).unwrap_or_default();
-                let mut drained = drain(tap, mem, bufs, &mut lens, &mut read)?;
-                let wait = |timeout| {
-                    epoll
-                        .wait(timeout)
-                        .map_err(|source| HypercallError::Wait { call: CALL, source })
-                };
-                let own = 1u64.checked_shl(handle as u32).filter(|_| handle < 64);
-                let own = own.unwrap_or(0);
-                if read == 0 && timeout != 0 {
-                    ready = wait(timeout)?;
-                    if ready & own != 0 && !bufs.is_empty() {
-                        drained = drain(tap, mem, bufs, &mut lens, &mut read)?;
-                    }
-                } else if epoll.handles() & !own != 0 || bufs.is_empty() {
-                    // Other devices, or this one unread: look without waiting.
-                    ready = wait(0)?;
-                }
-                if !bufs.is_empty() {
-                    // What the reads found is the device's state now.
-                    ready &= !own;
-                    if drained == Drain::Full {
-                        ready |= own;
-                    }
-                }
-                if drained == Drain::Failed {
-                    ret = Solo5Result::Eunspec;
-                }
-            }
-        }
-
-        self.bad_headers += bad_headers;
-        if read > 0 {
+        let tx = tx_table(arg.tx, arg.tx_count, mem, self.max_frame())?;
+        let mut rx = rx_slots(arg.rx, arg.rx_count, mem)?;
+        let done = self.serve(arg.handle, arg.timeout_nsecs, &tx, &mut rx, mem, epoll)?;
+        if let Rx::Slots { lens, .. } = &rx {
             let entry = size_of::<ExchangeRx>() as u64;
-            for (i, &len) in lens.iter().take(read).enumerate() {
+            for (i, &len) in lens.iter().take(done.read).enumerate() {
                 let at = arg.rx + i as u64 * entry + offset_of!(ExchangeRx, len) as u64;
                 mem.write(at, len.as_bytes())
                     .map_err(|source| HypercallError::memory(CALL, "rx table", source))?;
@@ -463,11 +522,135 @@ impl Net {
         let out = mem
             .slice_mut(gpa, size)
             .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
-        set_out(out, offset_of!(HcNetExchange, tx_written), written as u64);
-        set_out(out, offset_of!(HcNetExchange, rx_read), read as u64);
-        set_out(out, offset_of!(HcNetExchange, ready_set), ready);
-        set_out(out, offset_of!(HcNetExchange, ret), ret as i32);
+        set_out(
+            out,
+            offset_of!(HcNetExchange, tx_written),
+            done.written as u64,
+        );
+        set_out(out, offset_of!(HcNetExchange, rx_read), done.read as u64);
+        set_out(out, offset_of!(HcNetExchange, ready_set), done.ready);
+        set_out(out, offset_of!(HcNetExchange, ret), done.ret as i32);
         Ok(())
+    }
+
+    /// NET_EXCHANGE_AREA: NET_EXCHANGE with the frames read packed into
+    /// one area.
+    fn net_exchange_area(
+        &mut self,
+        gpa: u64,
+        mem: &mut GuestMemory,
+        epoll: &Epoll,
+    ) -> Result<(), HypercallError> {
+        const CALL: &str = "net exchange";
+        let size = size_of::<HcNetExchangeArea>() as u64;
+        let arg: HcNetExchangeArea = mem
+            .read(gpa)
+            .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
+        let tx = tx_table(arg.tx, arg.tx_count, mem, self.max_frame())?;
+        let mut rx = rx_area(&arg, mem)?;
+        let done = self.serve(arg.handle, arg.timeout_nsecs, &tx, &mut rx, mem, epoll)?;
+        let used = match rx {
+            Rx::Area { used, .. } => used,
+            Rx::Slots { .. } => 0,
+        };
+        let out = mem
+            .slice_mut(gpa, size)
+            .map_err(|source| HypercallError::memory(CALL, "argument", source))?;
+        set_out(
+            out,
+            offset_of!(HcNetExchangeArea, tx_written),
+            done.written as u64,
+        );
+        set_out(
+            out,
+            offset_of!(HcNetExchangeArea, rx_read),
+            done.read as u64,
+        );
+        set_out(out, offset_of!(HcNetExchangeArea, rx_used), used);
+        set_out(out, offset_of!(HcNetExchangeArea, ready_set), done.ready);
+        set_out(out, offset_of!(HcNetExchangeArea, ret), done.ret as i32);
+        Ok(())
+    }
+
+    /// The work of both exchanges once their tables are checked: sends
+    /// `tx` on device `handle`, reads into `rx`, and waits like POLL at
+    /// most `timeout` when nothing was read.
+    fn serve(
+        &mut self,
+        handle: u64,
+        timeout: u64,
+        tx: &TxTable,
+        rx: &mut Rx,
+        mem: &mut GuestMemory,
+        epoll: &Epoll,
+    ) -> Result<Done, HypercallError> {
+        const CALL: &str = "net exchange";
+        let mut done = Done {
+            ret: Solo5Result::Ok,
+            written: 0,
+            read: 0,
+            ready: 0,
+        };
+        let (vnet, max_plain) = (self.vnet, self.max_plain());
+        let mut bad_headers = 0u64;
+        let Some(mut tap) = self.device(handle) else {
+            done.ret = Solo5Result::Einval;
+            return Ok(done);
+        };
+        for &(data, len) in tx.frames.iter().take(tx.count) {
+            let frame = mem
+                .slice(data, len)
+                .map_err(|source| HypercallError::ExchangeMemory {
+                    table: "tx",
+                    index: done.written as u64,
+                    source,
+                })?;
+            if vnet && let Err(why) = check_vnet_header(frame, max_plain) {
+                // Dropped as a NIC drops a malformed descriptor: counted,
+                // and the frames after it still go.
+                bad_headers += 1;
+                report_bad_header(why);
+                done.written += 1;
+                continue;
+            }
+            match tap.write(frame) {
+                Ok(n) if n as u64 == len => done.written += 1,
+                _ => {
+                    done.ret = Solo5Result::Eunspec;
+                    break;
+                }
+            }
+        }
+        let offered = rx.offered();
+        let mut drained = drain(tap, mem, rx, &mut done.read)?;
+        let wait = |timeout| {
+            epoll
+                .wait(timeout)
+                .map_err(|source| HypercallError::Wait { call: CALL, source })
+        };
+        let own = 1u64.checked_shl(handle as u32).filter(|_| handle < 64);
+        let own = own.unwrap_or(0);
+        if done.read == 0 && timeout != 0 {
+            done.ready = wait(timeout)?;
+            if done.ready & own != 0 && offered {
+                drained = drain(tap, mem, rx, &mut done.read)?;
+            }
+        } else if epoll.handles() & !own != 0 || !offered {
+            // Other devices, or this one unread: look without waiting.
+            done.ready = wait(0)?;
+        }
+        if offered {
+            // What the reads found is the device's state now.
+            done.ready &= !own;
+            if drained == Drain::Full {
+                done.ready |= own;
+            }
+        }
+        if drained == Drain::Failed {
+            done.ret = Solo5Result::Eunspec;
+        }
+        self.bad_headers += bad_headers;
+        Ok(done)
     }
 
     fn read(&mut self, gpa: u64, mem: &mut GuestMemory) -> Result<(), HypercallError> {
@@ -590,10 +773,11 @@ impl Module for Net {
             &mut self.vnet_names,
             |fd| Arc::new(File::from(fd)),
         );
+        let exchanges = KILN_FEATURE_NET_EXCHANGE | KILN_FEATURE_NET_RX_AREA;
         if self.vnet {
-            KILN_FEATURE_NET_EXCHANGE | KILN_FEATURE_VNET_HDR
+            exchanges | KILN_FEATURE_VNET_HDR
         } else {
-            KILN_FEATURE_NET_EXCHANGE
+            exchanges
         }
     }
 
@@ -608,6 +792,15 @@ impl Module for Net {
         epoll: &Epoll,
     ) -> Result<(), HypercallError> {
         self.net_exchange(gpa, mem, epoll)
+    }
+
+    fn exchange_area(
+        &mut self,
+        gpa: u64,
+        mem: &mut GuestMemory,
+        epoll: &Epoll,
+    ) -> Result<(), HypercallError> {
+        self.net_exchange_area(gpa, mem, epoll)
     }
 
     fn ring_devices(&self) -> Option<crate::ring::RingDevices> {
@@ -682,7 +875,10 @@ mod tests {
             guest.set_nonblocking(true).unwrap();
             host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut net = Net::default();
-            assert_eq!(net.enable_extensions(), KILN_FEATURE_NET_EXCHANGE);
+            assert_eq!(
+                net.enable_extensions(),
+                KILN_FEATURE_NET_EXCHANGE | KILN_FEATURE_NET_RX_AREA
+            );
             net.attached.push((
                 0,
                 HANDLE,
@@ -1014,6 +1210,202 @@ mod tests {
         rig.net.vnet = false;
         rig.set(TX + 8, 1519);
         assert!(rig.run().is_err());
+    }
+
+    /// Writes NET_EXCHANGE_AREA's argument at [`ARG`]: `frames` to send
+    /// (as [`Rig::arg`] places them), an area of `len` bytes at [`BUFS`],
+    /// frames cut to `cap`.
+    fn area_arg(rig: &mut Rig, frames: &[&[u8]], len: u64, cap: u64) {
+        rig.arg(HANDLE, 5_000_000_000, frames, 0, 0);
+        let words = [
+            HANDLE,
+            5_000_000_000,
+            TX,
+            frames.len() as u64,
+            BUFS,
+            len,
+            cap,
+            u64::MAX,
+            u64::MAX,
+            u64::MAX,
+            u64::MAX,
+            u64::MAX,
+        ];
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        rig.mem.write(ARG, &bytes).unwrap();
+    }
+
+    fn area_out(rig: &Rig) -> HcNetExchangeArea {
+        rig.mem.read(ARG).unwrap()
+    }
+
+    /// The frames of the records NET_EXCHANGE_AREA wrote, walked as a
+    /// guest walks them.
+    fn records(rig: &Rig, count: u64) -> Vec<Vec<u8>> {
+        let mut at = BUFS;
+        (0..count)
+            .map(|_| {
+                let len = u64::from_le_bytes(rig.mem.read_array(at).unwrap());
+                let frame = rig.mem.slice(at + 8, len).unwrap().to_vec();
+                at += area_record_len(len);
+                frame
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_area_takes_many_small_frames_in_one_exchange() {
+        let mut rig = Rig::new();
+        // More frames than a table of buffers may name (64).
+        let sent: Vec<Vec<u8>> = (0..100u8)
+            .map(|i| vec![i; 60 + usize::from(i % 5)])
+            .collect();
+        for f in &sent {
+            rig.host.send(f).unwrap();
+        }
+        area_arg(&mut rig, &[b"out one", b"out two!"], 0x1_0000, 1514);
+        rig.net
+            .exchange_area(ARG, &mut rig.mem, &rig.epoll)
+            .unwrap();
+        let out = area_out(&rig);
+        assert_eq!((out.ret, out.tx_written, out.rx_read), (0, 2, 100));
+        let used: u64 = sent.iter().map(|f| area_record_len(f.len() as u64)).sum();
+        assert_eq!(out.rx_used, used);
+        // Drained: the device is not ready.
+        assert_eq!(out.ready_set, 0);
+        assert_eq!(records(&rig, 100), sent);
+        let mut buf = [0u8; 16];
+        let n = rig.host.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"out one");
+    }
+
+    #[test]
+    fn an_area_reads_a_frame_only_while_a_whole_one_fits() {
+        let mut rig = Rig::new();
+        for i in 0..3u8 {
+            rig.host.send(&[i; 1514]).unwrap();
+        }
+        // Room for two records of 1,514 bytes and a little more.
+        let len = 2 * area_record_len(1514) + 100;
+        area_arg(&mut rig, &[], len, 1514);
+        rig.net
+            .exchange_area(ARG, &mut rig.mem, &rig.epoll)
+            .unwrap();
+        let out = area_out(&rig);
+        assert_eq!(
+            (out.ret, out.rx_read, out.rx_used),
+            (0, 2, 2 * area_record_len(1514))
+        );
+        // Full: the third frame waits, and the device says so.
+        assert_eq!(out.ready_set, 1 << HANDLE);
+        assert_eq!(records(&rig, 2), [vec![0u8; 1514], vec![1u8; 1514]]);
+        // The next exchange gets it; a longer frame is cut to the cap.
+        rig.host.send(&[9u8; 1000]).unwrap();
+        area_arg(&mut rig, &[], len, 600);
+        rig.net
+            .exchange_area(ARG, &mut rig.mem, &rig.epoll)
+            .unwrap();
+        let out = area_out(&rig);
+        assert_eq!((out.rx_read, out.ready_set), (2, 0));
+        assert_eq!(records(&rig, 2), [vec![2u8; 600], vec![9u8; 600]]);
+        // An empty area reads nothing and leaves the device ready.
+        rig.host.send(b"later").unwrap();
+        area_arg(&mut rig, &[], 0, 0);
+        rig.net
+            .exchange_area(ARG, &mut rig.mem, &rig.epoll)
+            .unwrap();
+        let out = area_out(&rig);
+        assert_eq!((out.ret, out.rx_read, out.rx_used), (0, 0, 0));
+        assert_eq!(out.ready_set, 1 << HANDLE);
+    }
+
+    /// Hostile areas stop the guest with an error naming the field, before
+    /// any frame is sent or read.
+    #[test]
+    fn hostile_areas_are_refused_before_anything_is_sent() {
+        let record = area_record_len(1514);
+        let cases: [(&str, u64, u64, u64, &str); 7] = [
+            (
+                "area over the bound",
+                BUFS,
+                EXCHANGE_AREA_MAX + 1,
+                1514,
+                "rx_area_len is 4194305, more than the 4194304 bytes",
+            ),
+            ("frame cap 0", BUFS, record, 0, "rx_frame_cap is 0"),
+            (
+                "frame cap past the area",
+                BUFS,
+                1000,
+                993,
+                "rx_frame_cap is 993, more than the area of 1000 bytes holds",
+            ),
+            (
+                "area outside memory",
+                MEM - 100,
+                record,
+                1514,
+                "bad rx area address",
+            ),
+            (
+                "area overflowing",
+                u64::MAX - 8,
+                record,
+                1514,
+                "bad rx area address",
+            ),
+            (
+                "all of memory, read-only part included",
+                0,
+                MEM,
+                1514,
+                "bad rx area address",
+            ),
+            (
+                "area in read-only memory",
+                RO,
+                record,
+                1514,
+                "bad rx area address",
+            ),
+        ];
+        const RO: u64 = 0x10_0000;
+        for (name, area, len, cap, message) in cases {
+            let mut rig = Rig::new();
+            rig.mem.protect(RO, RO + 0x1_0000).unwrap();
+            rig.host.send(b"waiting").unwrap();
+            area_arg(&mut rig, &[b"one", b"two"], len, cap);
+            rig.set(ARG + 32, area);
+            let err = rig
+                .net
+                .exchange_area(ARG, &mut rig.mem, &rig.epoll)
+                .expect_err(name);
+            let text = crate::report(&err);
+            assert!(text.contains(message), "{name}: {text}");
+            rig.host.set_nonblocking(true).unwrap();
+            assert!(
+                rig.host.recv(&mut [0u8; 16]).is_err(),
+                "{name}: a frame was sent"
+            );
+        }
+        // The tables are NET_EXCHANGE's, checked the same way.
+        let mut rig = Rig::new();
+        area_arg(&mut rig, &[b"one"], record, 1514);
+        rig.set(ARG + 24, EXCHANGE_MAX_FRAMES + 1);
+        let err = rig
+            .net
+            .exchange_area(ARG, &mut rig.mem, &rig.epoll)
+            .expect_err("tx_count");
+        assert!(crate::report(&err).contains("tx_count is 65"), "{err}");
+        // The argument itself outside memory.
+        let err = rig
+            .net
+            .exchange_area(MEM - 8, &mut rig.mem, &rig.epoll)
+            .expect_err("argument");
+        assert!(
+            crate::report(&err).contains("net exchange hypercall: bad argument address"),
+            "{err}"
+        );
     }
 
     /// Hostile arguments stop the guest with an error naming the field,

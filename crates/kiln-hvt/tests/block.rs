@@ -7,6 +7,31 @@ mod support;
 use kiln_abi::MftEntry;
 use support::{Guest, TempDir, assert_refused, hvt_cmd, kvm_available, run_guest};
 
+/// What the supervisor's counters file (`kiln_abi::block_stats`) at
+/// `stats` holds: each device's name and its reads, writes, bytes read,
+/// bytes written and errors.
+fn counted(stats: &std::path::Path) -> Vec<(String, [u64; 5])> {
+    let bytes = std::fs::read(stats).unwrap();
+    kiln_abi::block_stats::parse(&bytes)
+        .expect("a counters file")
+        .map(|r| {
+            let name = r.name().expect("a UTF-8 name").to_owned();
+            (
+                name,
+                [r.reads, r.writes, r.read_bytes, r.written_bytes, r.errors],
+            )
+        })
+        .collect()
+}
+
+/// Prints the `ret` of each of the `n` BLOCK_EXCHANGE requests of the
+/// table at `table`, 4 bytes each.
+fn puts_rets(g: &mut Guest, table: u64, n: u64) {
+    for i in 0..n {
+        g.puts_at(table + i * 40 + 36, 4);
+    }
+}
+
 #[test]
 fn block_read_write_and_bad_offsets() {
     if !kvm_available() {
@@ -44,19 +69,9 @@ fn block_read_write_and_bad_offsets() {
             .arg(&flag)
             .arg(&path),
     );
-    let bytes = std::fs::read(&stats).unwrap();
-    let records: Vec<_> = kiln_abi::block_stats::parse(&bytes).unwrap().collect();
-    assert_eq!(records.len(), 1);
-    assert_eq!(records[0].name(), Some("disk"));
     assert_eq!(
-        (
-            records[0].reads,
-            records[0].writes,
-            records[0].read_bytes,
-            records[0].written_bytes,
-            records[0].errors
-        ),
-        (1, 1, 512, 512, 2),
+        counted(&stats),
+        [("disk".to_owned(), [1, 1, 512, 512, 2])],
         "one good read and write of a sector; a misaligned read and a write past the end refused"
     );
     assert_eq!(run.code, Some(0), "{run:?}");
@@ -98,6 +113,44 @@ fn bad_block_backing_is_refused() {
             "No such file",
         ],
     );
+}
+
+/// A counters file that cannot be used (here a directory) is reported
+/// once on stderr, the line led by the tender's name, and the guest runs
+/// with nothing counted.
+#[test]
+fn an_unusable_counters_file_is_reported_once() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let a = dir.write("a.img", &[0u8; 1024]);
+    let b = dir.write("b.img", &[0u8; 1024]);
+    let mut g = Guest::with_devices([MftEntry::block("a"), MftEntry::block("b")]);
+    g.puts(b"ran").halt(0);
+    let stats = a.parent().unwrap();
+    let run = g
+        .launch(
+            &dir,
+            "guest.hvt",
+            &[
+                &format!("--block:a={}", a.display()),
+                &format!("--block:b={}", b.display()),
+            ],
+        )
+        .env(kiln_abi::block_stats::ENV, stats.to_str().unwrap())
+        .run();
+    assert_eq!(
+        (run.code, run.stdout_str().as_str()),
+        (Some(0), "ran"),
+        "{run:?}"
+    );
+    let warning = format!(
+        "kiln-hvt: warning: block counters not kept: KILN_BLOCK_STATS={}: ",
+        stats.display()
+    );
+    assert_eq!(run.stderr.matches(&warning).count(), 1, "{run:?}");
+    assert_eq!(run.stderr.matches("block counters").count(), 1, "{run:?}");
 }
 
 #[test]
@@ -162,9 +215,7 @@ fn block_exchange_performs_and_counts_each_request() {
     g.hypercall(KILN_BLOCK_EXCHANGE_NR, arg)
         .puts_at(buf, 1024)
         .puts_at(arg + 16, 8);
-    for i in 0..7 {
-        g.puts_at(t + i * 40 + 36, 4);
-    }
+    puts_rets(&mut g, t, 7);
     g.halt(0);
     let flag = format!("--block:disk={}", disk.display());
     let stats = dir.write("block-stats", b"");
@@ -188,18 +239,9 @@ fn block_exchange_performs_and_counts_each_request() {
     assert!(written[512..1536].iter().all(|&b| b == b'K'));
     assert!(written[1536..3584].iter().all(|&b| b == 0));
     assert!(written[3584..].iter().all(|&b| b == b'K'));
-    let bytes = std::fs::read(&stats).unwrap();
-    let records: Vec<_> = kiln_abi::block_stats::parse(&bytes).unwrap().collect();
-    assert_eq!(records.len(), 1);
     assert_eq!(
-        (
-            records[0].reads,
-            records[0].writes,
-            records[0].read_bytes,
-            records[0].written_bytes,
-            records[0].errors
-        ),
-        (1, 2, 1024, 1536, 3),
+        counted(&stats),
+        [("disk".to_owned(), [1, 2, 1024, 1536, 3])],
         "each request counted as its own call: the handle that is no device is counted nowhere"
     );
 
@@ -242,9 +284,7 @@ fn block_exchange_runs_of_contiguous_requests() {
         .puts_at(back[0], 512)
         .puts_at(back[1], 512)
         .puts_at(back[2], 1024);
-    for i in 0..9 {
-        g.puts_at(t + i * 40 + 36, 4);
-    }
+    puts_rets(&mut g, t, 9);
     g.halt(0);
     let flag = format!("--block:disk={}", disk.display());
     let stats = dir.write("block-stats", b"");
@@ -264,17 +304,9 @@ fn block_exchange_runs_of_contiguous_requests() {
     assert!(written[2048..2560].iter().all(|&x| x == b'A'));
     assert!(written[2560..3072].iter().all(|&x| x == b'B'));
     assert!(written[3072..].iter().all(|&x| x == 0));
-    let bytes = std::fs::read(&stats).unwrap();
-    let records: Vec<_> = kiln_abi::block_stats::parse(&bytes).unwrap().collect();
     assert_eq!(
-        (
-            records[0].reads,
-            records[0].writes,
-            records[0].read_bytes,
-            records[0].written_bytes,
-            records[0].errors
-        ),
-        (3, 5, 2048, 3072, 1),
+        counted(&stats),
+        [("disk".to_owned(), [3, 5, 2048, 3072, 1])],
         "each request of a run counted as its own call"
     );
 }

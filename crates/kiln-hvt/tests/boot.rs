@@ -201,8 +201,8 @@ fn seccomp_filter_is_on_while_the_guest_runs() {
 #[test]
 fn the_kiln_cpuid_leaf_names_the_extensions() {
     use kiln_abi::hvt_ext::{
-        KILN_CPUID_LEAF, KILN_FEATURE_BLOCK_EXCHANGE, KILN_FEATURE_NET_EXCHANGE, KILN_FEATURE_STOP,
-        features,
+        KILN_CPUID_LEAF, KILN_FEATURE_BLOCK_EXCHANGE, KILN_FEATURE_NET_EXCHANGE,
+        KILN_FEATURE_NET_RX_AREA, KILN_FEATURE_STOP, features,
     };
 
     if !kvm_available() {
@@ -226,7 +226,7 @@ fn the_kiln_cpuid_leaf_names_the_extensions() {
     // STOP is the tender's own, offered with or without modules.
     let mut expected = KILN_FEATURE_STOP;
     if cfg!(feature = "net") {
-        expected |= KILN_FEATURE_NET_EXCHANGE;
+        expected |= KILN_FEATURE_NET_EXCHANGE | KILN_FEATURE_NET_RX_AREA;
     }
     if cfg!(feature = "block") {
         expected |= KILN_FEATURE_BLOCK_EXCHANGE;

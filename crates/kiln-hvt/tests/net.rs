@@ -1,7 +1,7 @@
 //! The net module under the `kiln-hvt` binary: frames over an inherited
 //! socket and over a tap in a network namespace, POLL's ready set, the
 //! tap's MTU in the net info, one descriptor for two devices, and kiln's
-//! NET_EXCHANGE extension, well-used and hostile.
+//! NET_EXCHANGE and NET_EXCHANGE_AREA extensions, well-used and hostile.
 #![cfg(feature = "net")]
 
 mod support;
@@ -433,6 +433,135 @@ fn hostile_net_exchanges_are_stopped() {
         .run();
     drop(guest_end);
     assert_refused(&run, &["port 0x540, not a hypercall"]);
+}
+
+/// Puts a NET_EXCHANGE_AREA argument in `g`'s data: `frames` to send, a
+/// receive area of `len` bytes, frames cut to `cap`; returns its address
+/// and the area's.
+fn area_arg(g: &mut Guest, frames: &[&[u8]], len: u64, cap: u64) -> (u64, u64) {
+    let tx: Vec<u64> = frames
+        .iter()
+        .flat_map(|f| [g.data(f), f.len() as u64])
+        .collect();
+    let tx = g.words(&tx);
+    let area = g.data(&vec![0u8; len as usize]);
+    let arg = g.words(&[
+        1,
+        5_000_000_000,
+        tx,
+        frames.len() as u64,
+        area,
+        len,
+        cap,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ]);
+    (arg, area)
+}
+
+/// NET_EXCHANGE_AREA end to end: a frame out, and the three frames waiting
+/// read into one area as records, as the guest sees them.
+#[test]
+fn net_exchange_area_packs_what_waits_in_one_call() {
+    use kiln_abi::hvt_ext::KILN_NET_EXCHANGE_AREA_NR;
+
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let (host, guest_end, flag) = support::inherited_socket();
+    // Waiting before the guest starts.
+    for frame in [&[0xb1; 60][..], &[0xb2; 61], &[0xb3; 1514]] {
+        host.send(frame).unwrap();
+    }
+    let mut g = Guest::with_devices([MftEntry::net("service")]);
+    let (arg, area) = area_arg(&mut g, &[&[0xa1; 60]], 16 * 1024, 1514);
+    g.hypercall(KILN_NET_EXCHANGE_AREA_NR, arg)
+        .puts_at(arg + 56, 36)
+        .puts_at(area, 144 + 8)
+        .halt(0);
+    let child = g.launch(&dir, "area.hvt", &[&flag]).spawn();
+    drop(guest_end);
+    let mut got = [0u8; 2048];
+    let n = host.recv(&mut got).expect("the frame from the guest");
+    assert_eq!(&got[..n], &[0xa1; 60]);
+    let run = support::finish(child);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let expected = [
+        1u64.to_le_bytes().as_slice(),      // tx_written
+        &3u64.to_le_bytes(),                // rx_read
+        &(72u64 + 72 + 1528).to_le_bytes(), // rx_used
+        &0u64.to_le_bytes(),                // ready_set: drained
+        &0i32.to_le_bytes(),                // ret: OK
+        // The records: length, frame, padding to 8 bytes.
+        &60u64.to_le_bytes(),
+        &[0xb1; 60],
+        &[0; 4],
+        &61u64.to_le_bytes(),
+        &[0xb2; 61],
+        &[0; 3],
+        &1514u64.to_le_bytes(),
+    ]
+    .concat();
+    assert_eq!(run.stdout, expected, "{run:?}");
+}
+
+/// Hostile NET_EXCHANGE_AREA arguments stop the guest with an error naming
+/// the field, nothing sent; without the extension the port is no
+/// hypercall.
+#[test]
+fn hostile_net_exchange_areas_are_stopped() {
+    use kiln_abi::hvt_ext::KILN_NET_EXCHANGE_AREA_NR;
+
+    if !kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    // (what to spoil: byte offset in the argument, value; message)
+    let cases: [(usize, u64, &str); 6] = [
+        (
+            40,
+            (4 << 20) + 1,
+            "rx_area_len is 4194305, more than the 4194304 bytes",
+        ),
+        (48, 0, "rx_frame_cap is 0, a frame cannot be empty"),
+        (
+            48,
+            4096,
+            "rx_frame_cap is 4096, more than the area of 4096 bytes holds",
+        ),
+        // The guest's code, which the tender keeps read-only.
+        (32, support::CODE_BASE, "bad rx area address"),
+        (32, (8 << 20) - 100, "bad rx area address"),
+        (
+            24,
+            65,
+            "tx_count is 65, more than the 64 an exchange may name",
+        ),
+    ];
+    for (at, value, message) in cases {
+        let mut g = Guest::with_devices([MftEntry::net("service")]);
+        let (arg, _) = area_arg(&mut g, &[&[0xa1; 60]], 4096, 1514);
+        let off = (arg - support::DATA_BASE) as usize + at;
+        g.data[off..off + 8].copy_from_slice(&value.to_le_bytes());
+        g.hypercall(KILN_NET_EXCHANGE_AREA_NR, arg).halt(0);
+        assert_exchange_stopped(&dir, &g, message);
+    }
+
+    // Without the extension, the port is not a hypercall.
+    let (_host, guest_end, flag) = support::inherited_socket();
+    let mut g = Guest::with_devices([MftEntry::net("service")]);
+    let (arg, _) = area_arg(&mut g, &[&[0xa1; 60]], 4096, 1514);
+    g.hypercall(KILN_NET_EXCHANGE_AREA_NR, arg).halt(0);
+    let run = g
+        .launch(&dir, "hidden.hvt", &[&flag])
+        .env(kiln_hvt::NO_EXTENSIONS_ENV, "1")
+        .run();
+    drop(guest_end);
+    assert_refused(&run, &["port 0x542, not a hypercall"]);
 }
 
 /// A guest that declared, in kiln's features note, that it reads

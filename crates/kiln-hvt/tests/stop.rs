@@ -6,11 +6,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout};
 use std::time::{Duration, Instant};
 
-use kiln_testsupport::process::ChildGuard;
+use kiln_testsupport::process::{ChildGuard, ended_within, signal};
 
 use kiln_abi::hvt_ext::KILN_STOP_ENABLE_NR;
 use support::{Guest, TempDir, kvm_available};
@@ -54,32 +54,17 @@ fn start(dir: &TempDir, guest: &Guest) -> (Child, BufReader<ChildStdout>) {
     (child, out)
 }
 
-/// Sends `signal` to `child`.
-fn signal(child: &Child, signal: libc::c_int) {
-    let pid = libc::pid_t::try_from(child.id()).unwrap();
-    // SAFETY: kill(2) takes no pointers; the child is ours and not reaped.
-    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
-}
-
 /// Waits for `child` at most `limit` after `since`; kills it and fails
 /// beyond. Returns its exit code, stdout rest and stderr.
-fn end(child: Child, mut out: BufReader<ChildStdout>, since: Instant) -> (i32, String, String) {
-    let mut guard = ChildGuard(child);
+fn end(child: Child, out: BufReader<ChildStdout>, since: Instant) -> (i32, String, String) {
     // On a panic the guard kills and reaps the tender.
-    let status = guard
-        .wait_for(BOUND.saturating_sub(since.elapsed()))
-        .unwrap()
-        .unwrap_or_else(|| panic!("kiln-hvt did not end within {BOUND:?} of the signal"));
-    let mut rest = String::new();
-    out.read_to_string(&mut rest).unwrap();
-    let mut err = String::new();
-    guard
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, rest, err) = ended_within(
+        ChildGuard(child),
+        out,
+        BOUND.saturating_sub(since.elapsed()),
+    )
+    .unwrap()
+    .unwrap_or_else(|| panic!("kiln-hvt did not end within {BOUND:?} of the signal"));
     let code = status
         .code()
         .unwrap_or_else(|| panic!("kiln-hvt ended by a signal: {status:?}\n{err}"));
@@ -97,7 +82,7 @@ fn an_enabled_guest_sees_the_stop_in_its_wait_and_exits_cleanly() {
         // The guest is (or is about to be) blocked in its 10 s POLL.
         std::thread::sleep(Duration::from_millis(100));
         let since = Instant::now();
-        signal(&child, sig);
+        signal(child.id(), sig);
         let (code, rest, err) = end(child, out, since);
         assert_eq!((code, rest.as_str()), (0, "stop seen\n"), "{err}");
         assert!(err.is_empty(), "{err}");
@@ -116,7 +101,7 @@ fn a_guest_that_does_not_enable_it_gets_solo5_hvts_exit() {
     ] {
         let (child, out) = start(&dir, &polling_guest(false));
         let since = Instant::now();
-        signal(&child, sig);
+        signal(child.id(), sig);
         let (code, rest, err) = end(child, out, since);
         assert_eq!((code, rest.as_str(), err.as_str()), (1, "", text));
     }
@@ -141,7 +126,7 @@ fn a_second_signal_is_a_hard_stop() {
     let back = g.jump(&[0xe9]);
     g.patch(back, top);
     let (child, out) = start(&dir, &g);
-    signal(&child, libc::SIGTERM);
+    signal(child.id(), libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         std::fs::read_to_string(format!("/proc/{}/stat", child.id()))
@@ -149,7 +134,7 @@ fn a_second_signal_is_a_hard_stop() {
         "the first SIGTERM ended the tender"
     );
     let since = Instant::now();
-    signal(&child, libc::SIGTERM);
+    signal(child.id(), libc::SIGTERM);
     let (code, _, err) = end(child, out, since);
     assert_eq!(
         (code, err.as_str()),

@@ -15,7 +15,8 @@
 //! (tasks, the ready queue and the run loop), [`time`] (timers), [`task`]
 //! (spawn and join handles), [`future`] (select, timeout and yield); beside
 //! them [`logger`], the `log` facade's logger the generated `main`
-//! installs (`--log`).
+//! installs (`--log`), and [`host_flag`], the one task awaiting a request
+//! the host raises in a flag (the freestanding platforms' stop request).
 #![no_std]
 
 extern crate alloc;
@@ -28,6 +29,7 @@ pub use kiln_args as args;
 pub use log;
 mod executor;
 pub mod future;
+pub mod host_flag;
 pub mod logger;
 pub mod platform;
 pub mod task;
@@ -35,6 +37,7 @@ pub mod time;
 
 pub use executor::block_on;
 pub use future::{Either, Elapsed, join_all, select, timeout, yield_now};
+pub use host_flag::HostFlag;
 pub use platform::Platform;
 pub use task::{JoinHandle, spawn};
 pub use time::{Sleep, Timer, sleep, sleep_until};

@@ -11,11 +11,19 @@
 //! [`Exchange::complete`] takes its OUT fields: the queue is emptied
 //! (frames the host refused are dropped, as a lossy link would), the cache
 //! holds the frames read. Nothing here allocates after [`Exchange::new`].
+//!
+//! Under a tender with NET_EXCHANGE_AREA ([`Exchange::with_area`]) the
+//! cache is one area the tender packs frames into (a length, the frame,
+//! padding to 8 bytes each): as many as fit, whatever their size, instead
+//! of one frame a slot.
 
 use alloc::boxed::Box;
 use alloc::vec;
 
-use kiln_abi::hvt_ext::{EXCHANGE_MAX_FRAMES, ExchangeRx, ExchangeTx, HcNetExchange};
+use kiln_abi::hvt_ext::{
+    EXCHANGE_AREA_MAX, EXCHANGE_AREA_RECORD_HEADER, EXCHANGE_MAX_FRAMES, ExchangeRx, ExchangeTx,
+    HcNetExchange, HcNetExchangeArea, area_record_len,
+};
 
 use crate::reactor::Handle;
 
@@ -67,6 +75,12 @@ pub struct Exchange {
     /// Whether the exchange being made offered the RX slots.
     rx_offered: bool,
     tx_dropped: u64,
+    /// With NET_EXCHANGE_AREA: its argument; `rx_data` is the area.
+    area: Option<Box<HcNetExchangeArea>>,
+    /// Bytes of the area the cached records take.
+    rx_used: usize,
+    /// Where the next cached record starts in the area.
+    rx_at: usize,
 }
 
 impl Exchange {
@@ -109,7 +123,34 @@ impl Exchange {
             rx_next: 0,
             rx_offered: false,
             tx_dropped: 0,
+            area: None,
+            rx_used: 0,
+            rx_at: 0,
         }
+    }
+
+    /// The queues of device `handle` for frames of at most `slot` bytes
+    /// under a tender with NET_EXCHANGE_AREA: `tx_bytes` of TX queue as
+    /// in [`Exchange::with_sizes`], and an RX area of `area_bytes` (at
+    /// least one record of `slot` bytes, at most the ABI's largest area)
+    /// that the tender packs frames into.
+    pub fn with_area(handle: Handle, slot: usize, tx_bytes: usize, area_bytes: usize) -> Exchange {
+        let record = area_record_len(slot as u64) as usize;
+        let area_bytes = area_bytes.clamp(record, EXCHANGE_AREA_MAX as usize);
+        let mut ex = Exchange::with_sizes(handle, slot, tx_bytes, 1);
+        ex.rx_data = vec![0u8; area_bytes].into_boxed_slice();
+        // No table of buffers: its one entry named the slot just dropped.
+        ex.rx_slots = 0;
+        ex.rx[0] = ExchangeRx::default();
+        ex.area = Some(Box::new(HcNetExchangeArea::default()));
+        ex
+    }
+
+    /// Whether the exchanges go through NET_EXCHANGE_AREA
+    /// ([`Exchange::prepare_area`]) rather than NET_EXCHANGE
+    /// ([`Exchange::prepare`]).
+    pub fn uses_area(&self) -> bool {
+        self.area.is_some()
     }
 
     /// The device.
@@ -167,11 +208,43 @@ impl Exchange {
         if !self.has_rx() {
             return None;
         }
+        if self.area.is_some() {
+            return self.take_record(buf);
+        }
         let i = self.rx_next;
         self.rx_next += 1;
         let len = self.rx.get(i).map_or(0, |e| e.len as usize).min(self.slot);
         let n = len.min(buf.len());
         let frame = self.rx_data.get(i * self.slot..i * self.slot + n)?;
+        buf.get_mut(..n)?.copy_from_slice(frame);
+        Some(n)
+    }
+
+    /// [`Exchange::take`] from the area: the record at `rx_at`. A record
+    /// the host could not have meant (past what it said it used) ends the
+    /// cache; a length past the record's room is cut.
+    fn take_record(&mut self, buf: &mut [u8]) -> Option<usize> {
+        const HEADER: usize = EXCHANGE_AREA_RECORD_HEADER as usize;
+        let at = self.rx_at;
+        let header = at
+            .checked_add(HEADER)
+            .filter(|&end| end <= self.rx_used)
+            .and_then(|end| self.rx_data.get(at..end))
+            .and_then(|h| <[u8; HEADER]>::try_from(h).ok());
+        let Some(header) = header else {
+            self.rx_next = self.rx_count;
+            return None;
+        };
+        self.rx_next += 1;
+        let len = u64::from_le_bytes(header);
+        let room = self.rx_used - at - HEADER;
+        let n = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .min(room)
+            .min(self.slot)
+            .min(buf.len());
+        self.rx_at = at.saturating_add(area_record_len(len) as usize);
+        let frame = self.rx_data.get(at + HEADER..at + HEADER + n)?;
         buf.get_mut(..n)?.copy_from_slice(frame);
         Some(n)
     }
@@ -203,12 +276,40 @@ impl Exchange {
         &mut self.arg
     }
 
+    /// The argument of NET_EXCHANGE_AREA for an exchange that waits at
+    /// most `timeout_nsecs`, as [`Exchange::prepare`] makes NET_EXCHANGE's:
+    /// every queued frame, and the whole area if the cache is empty.
+    /// `None` without an area ([`Exchange::uses_area`]).
+    pub fn prepare_area(&mut self, timeout_nsecs: u64) -> Option<&mut HcNetExchangeArea> {
+        self.rx_offered = !self.has_rx();
+        let offered = self.rx_offered;
+        let (tx, tx_count) = (self.tx.as_ptr() as u64, self.tx_count as u64);
+        let (area, len) = (self.rx_data.as_ptr() as u64, self.rx_data.len() as u64);
+        let arg = self.area.as_deref_mut()?;
+        *arg = HcNetExchangeArea {
+            handle: self.handle.raw(),
+            timeout_nsecs: if offered { timeout_nsecs } else { 0 },
+            tx,
+            tx_count,
+            rx_area: area,
+            rx_area_len: if offered { len } else { 0 },
+            rx_frame_cap: self.slot as u64,
+            ..HcNetExchangeArea::default()
+        };
+        Some(arg)
+    }
+
     /// Takes the OUT fields of the exchange [`Exchange::prepare`] set up
-    /// and returns the ready set to deliver: the host's, with this device
-    /// in it while the cache holds frames. Values the host could not have
-    /// meant (more frames than offered, lengths over a slot) are cut.
+    /// (or [`Exchange::prepare_area`]) and returns the ready set to
+    /// deliver: the host's, with this device in it while the cache holds
+    /// frames. Values the host could not have meant (more frames than
+    /// offered, lengths over a slot or past the area) are cut.
     pub fn complete(&mut self) -> u64 {
-        let written = usize::try_from(self.arg.tx_written)
+        let (tx_written, rx_read, ready_set, rx_used) = match self.area.as_deref() {
+            Some(a) => (a.tx_written, a.rx_read, a.ready_set, a.rx_used),
+            None => (self.arg.tx_written, self.arg.rx_read, self.arg.ready_set, 0),
+        };
+        let written = usize::try_from(tx_written)
             .unwrap_or(usize::MAX)
             .min(self.tx_count);
         self.tx_dropped += (self.tx_count - written) as u64;
@@ -217,12 +318,20 @@ impl Exchange {
         if self.rx_offered {
             self.rx_offered = false;
             self.rx_next = 0;
-            self.rx_count = usize::try_from(self.arg.rx_read)
-                .unwrap_or(usize::MAX)
-                .min(self.rx_slots);
+            let read = usize::try_from(rx_read).unwrap_or(usize::MAX);
+            if self.area.is_some() {
+                self.rx_at = 0;
+                self.rx_used = usize::try_from(rx_used)
+                    .unwrap_or(usize::MAX)
+                    .min(self.rx_data.len());
+                // Every record takes at least its header.
+                self.rx_count = read.min(self.rx_used / EXCHANGE_AREA_RECORD_HEADER as usize);
+            } else {
+                self.rx_count = read.min(self.rx_slots);
+            }
         }
         let own = 1u64 << self.handle.raw();
-        let ready = self.arg.ready_set & !own;
+        let ready = ready_set & !own;
         if self.has_rx() { ready | own } else { ready }
     }
 }
@@ -384,6 +493,110 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 4);
+    }
+
+    /// What a tender does with NET_EXCHANGE_AREA's argument: takes the
+    /// queued frames, packs `incoming` into the area while a whole frame
+    /// of the cap fits, reports `ready`.
+    fn area_tender(ex: &mut Exchange, incoming: &[&[u8]], ready: u64) -> (Vec<Vec<u8>>, usize) {
+        let arg = **ex.area.as_ref().unwrap();
+        let base = ex.tx_data.as_ptr() as u64;
+        let sent: Vec<Vec<u8>> = ex.tx[..arg.tx_count as usize]
+            .iter()
+            .map(|e| {
+                let at = (e.data - base) as usize;
+                ex.tx_data[at..at + e.len as usize].to_vec()
+            })
+            .collect();
+        assert_eq!(arg.rx_area, ex.rx_data.as_ptr() as u64);
+        let (mut used, mut read) = (0usize, 0usize);
+        for frame in incoming {
+            if (arg.rx_area_len as usize).saturating_sub(used) < 8 + arg.rx_frame_cap as usize {
+                break;
+            }
+            ex.rx_data[used..used + 8].copy_from_slice(&(frame.len() as u64).to_le_bytes());
+            ex.rx_data[used + 8..used + 8 + frame.len()].copy_from_slice(frame);
+            used += area_record_len(frame.len() as u64) as usize;
+            read += 1;
+        }
+        let out = ex.area.as_mut().unwrap();
+        out.tx_written = arg.tx_count;
+        out.rx_read = read as u64;
+        out.rx_used = used as u64;
+        out.ready_set = ready;
+        (sent, read)
+    }
+
+    fn area_exchange(area: usize) -> Exchange {
+        Exchange::with_area(Handle::new(1).unwrap(), SLOT, TX_SLOTS * SLOT, area)
+    }
+
+    #[test]
+    fn an_area_caches_as_many_frames_as_fit_whatever_their_size() {
+        let record = area_record_len(SLOT as u64) as usize;
+        // The room of 8 slots: 8 full frames, or many more small ones.
+        let mut ex = area_exchange(8 * record);
+        assert!(ex.uses_area());
+        ex.queue(b"out").unwrap();
+        let arg = *ex.prepare_area(1000).unwrap();
+        assert_eq!((arg.handle, arg.timeout_nsecs, arg.tx_count), (1, 1000, 1));
+        assert_eq!(
+            (arg.rx_area_len, arg.rx_frame_cap),
+            ((8 * record) as u64, SLOT as u64)
+        );
+        let small: Vec<Vec<u8>> = (0..100u8)
+            .map(|i| vec![i; 60 + usize::from(i % 7)])
+            .collect();
+        let refs: Vec<&[u8]> = small.iter().map(|f| &f[..]).collect();
+        let (sent, read) = area_tender(&mut ex, &refs, 0);
+        assert_eq!(sent, [b"out".to_vec()]);
+        assert_eq!(read, 100, "all 100 small frames in one exchange");
+        assert_eq!(ex.complete(), 1 << 1);
+        let mut buf = [0u8; SLOT];
+        for frame in &small {
+            let n = ex.take(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &frame[..]);
+        }
+        assert_eq!(ex.take(&mut buf), None);
+        assert_eq!(ex.complete(), 0);
+        // Full frames: 8 per exchange, the rest in the next.
+        let big: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; SLOT]).collect();
+        let refs: Vec<&[u8]> = big.iter().map(|f| &f[..]).collect();
+        ex.prepare_area(0).unwrap();
+        assert_eq!(area_tender(&mut ex, &refs, 1 << 1).1, 8);
+        ex.complete();
+        // Frames cached: the next exchange offers no area and does not wait.
+        let arg = *ex.prepare_area(5_000_000).unwrap();
+        assert_eq!((arg.rx_area_len, arg.timeout_nsecs), (0, 0));
+        area_tender(&mut ex, &refs, 0);
+        assert_eq!(ex.complete(), 1 << 1);
+        for frame in &big[..8] {
+            let n = ex.take(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &frame[..]);
+        }
+        assert_eq!(ex.take(&mut buf), None);
+    }
+
+    #[test]
+    fn impossible_area_answers_are_cut() {
+        let record = area_record_len(SLOT as u64) as usize;
+        let mut ex = area_exchange(2 * record);
+        ex.prepare_area(0).unwrap();
+        area_tender(&mut ex, &[b"one", b"two"], 0);
+        // More frames and bytes than the area holds, a length past the
+        // record's room.
+        let out = ex.area.as_mut().unwrap();
+        out.rx_read = u64::MAX;
+        out.rx_used = u64::MAX;
+        ex.rx_data[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        ex.complete();
+        let mut buf = [0u8; SLOT + 10];
+        assert_eq!(ex.take(&mut buf), Some(3));
+        assert_eq!(&buf[..3], b"one");
+        // Cut to the slot, then the walk is past the area: empty.
+        assert_eq!(ex.take(&mut buf), Some(SLOT));
+        assert_eq!(ex.take(&mut buf), None);
+        assert!(!ex.has_rx());
     }
 
     #[test]

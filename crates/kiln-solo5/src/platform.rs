@@ -86,7 +86,10 @@ pub fn timeout_nanos(deadline: Option<Instant>, now: Instant) -> u64 {
 /// One NET_EXCHANGE: sends the queue, refills the cache, waits at most
 /// `timeout_nsecs` if nothing came; returns the ready set to deliver.
 pub(crate) fn exchange(ex: &mut Exchange, timeout_nsecs: u64) -> u64 {
-    sys::host::net_exchange(ex.prepare(timeout_nsecs));
+    match ex.prepare_area(timeout_nsecs) {
+        Some(arg) => sys::host::net_exchange_area(arg),
+        None => sys::host::net_exchange(ex.prepare(timeout_nsecs)),
+    }
     ex.complete()
 }
 

@@ -9,13 +9,12 @@
 //! Under a tender without the extension (Solo5's) the device never
 //! completes and a stop ends the tender, as it always has there.
 
-use core::future::poll_fn;
-use core::task::{Poll, Waker};
+use kiln_rt::HostFlag;
 
 use crate::sys;
 
-/// The task waiting for the request (one: the application's).
-static WAITER: spin::Mutex<Option<Waker>> = spin::Mutex::new(None);
+/// The request and the task waiting for it.
+static STOP: HostFlag = HostFlag::new(sys::host::stop_requested);
 
 /// The host's request to stop.
 #[derive(Debug)]
@@ -47,29 +46,11 @@ impl Default for Shutdown {
 
 impl kiln_devices::Shutdown for Shutdown {
     fn requested(&self) -> impl Future<Output = ()> {
-        let offered = self.offered;
-        poll_fn(move |cx| {
-            if offered && sys::host::stop_requested() {
-                return Poll::Ready(());
-            }
-            if offered {
-                let mut waiter = WAITER.lock();
-                match &mut *waiter {
-                    Some(w) => w.clone_from(cx.waker()),
-                    slot => *slot = Some(cx.waker().clone()),
-                }
-            }
-            Poll::Pending
-        })
+        STOP.wait(self.offered)
     }
 }
 
 /// After each wait: wakes the waiting task once the request has come.
 pub(crate) fn after_wait() {
-    if sys::host::stop_requested() {
-        let waker = WAITER.lock().take();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
+    STOP.after_wait();
 }

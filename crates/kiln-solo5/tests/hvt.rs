@@ -178,6 +178,17 @@ fn net_and_block_devices_work() {
     support::check_net_and_block(Target::Hvt, &[], "kiln exchange", 1);
 }
 
+/// Under kiln-hvt, 100 small frames waiting for the guest arrive in one
+/// exit: NET_EXCHANGE_AREA packs them into one receive area (NET_EXCHANGE's
+/// table of buffers names at most 64 of them: two exits).
+#[test]
+fn a_burst_of_small_frames_takes_one_exit() {
+    if !kvm_or_skip("a_burst_of_small_frames_takes_one_exit") {
+        return;
+    }
+    support::check_net_and_block_burst(Target::Hvt, &[], "kiln exchange", 1, Some((100, 1)));
+}
+
 /// With kiln's extension hidden, as under Solo5's tender, the guest finds
 /// no CPUID signature and uses NETREAD, NETWRITE and POLL.
 #[test]

@@ -9,10 +9,7 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::process::Command;
 
 use kiln_abi::{AbiNote, MftNote};
-use zerocopy::IntoBytes;
-
-/// Where the code is loaded, and so the entry point.
-const ENTRY: u64 = 0x10_0000;
+use kiln_testsupport::image::{ENTRY, Image, notes, temp_file};
 
 /// An spt image whose one R+X segment holds `code` at [`ENTRY`], with an
 /// empty manifest.
@@ -23,54 +20,13 @@ fn image(code: &[u8]) -> Vec<u8> {
 
 /// The same with the manifest `mft`.
 fn image_with<const N: usize>(code: &[u8], mft: &MftNote<N>) -> Vec<u8> {
-    let mut notes = AbiNote::spt().as_bytes().to_vec();
-    let mut buf = vec![0u8; 256 + 104 * N];
-    let n = mft.encode(&mut buf).expect("encode the manifest");
-    notes.extend_from_slice(&buf[..n]);
-    let notes_at = 64 + 2 * 56;
-    // File offset of the code: page-aligned like its address.
-    let code_at = (notes_at + notes.len()).next_multiple_of(0x1000);
-    let mut out = vec![0u8; code_at];
-    out[..4].copy_from_slice(b"\x7fELF");
-    out[4] = 2; // 64-bit
-    out[5] = 1; // little-endian
-    out[6] = 1;
-    out[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    out[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86_64
-    out[20..24].copy_from_slice(&1u32.to_le_bytes());
-    out[24..32].copy_from_slice(&ENTRY.to_le_bytes());
-    out[32..40].copy_from_slice(&64u64.to_le_bytes()); // phoff
-    out[52..54].copy_from_slice(&64u16.to_le_bytes());
-    out[54..56].copy_from_slice(&56u16.to_le_bytes());
-    out[56..58].copy_from_slice(&2u16.to_le_bytes());
-    let mut ph =
-        |i: usize, kind: u32, flags: u32, off: usize, vaddr: u64, filesz: usize, memsz: u64| {
-            let p = &mut out[64 + 56 * i..64 + 56 * (i + 1)];
-            p[0..4].copy_from_slice(&kind.to_le_bytes());
-            p[4..8].copy_from_slice(&flags.to_le_bytes());
-            p[8..16].copy_from_slice(&(off as u64).to_le_bytes());
-            p[16..24].copy_from_slice(&vaddr.to_le_bytes());
-            p[24..32].copy_from_slice(&vaddr.to_le_bytes());
-            p[32..40].copy_from_slice(&(filesz as u64).to_le_bytes());
-            p[40..48].copy_from_slice(&memsz.to_le_bytes());
-            p[48..56].copy_from_slice(&4u64.to_le_bytes());
-        };
-    ph(0, 4, 4, notes_at, 0, notes.len(), 0); // PT_NOTE
-    ph(1, 1, 5, code_at, ENTRY, code.len(), 0x1000); // PT_LOAD, R+X
-    out[notes_at..notes_at + notes.len()].copy_from_slice(&notes);
-    out.extend_from_slice(code);
-    out
+    Image::guest(&notes(AbiNote::spt(), mft), code).build()
 }
 
-/// A new image file `kiln-spt-hostile-NAME-*.spt`, removed when dropped,
-/// even if the test fails.
-fn temp_image(name: &str) -> tempfile::TempPath {
-    tempfile::Builder::new()
-        .prefix(&format!("kiln-spt-hostile-{name}-"))
-        .suffix(".spt")
-        .tempfile()
-        .expect("create the image file")
-        .into_temp_path()
+/// A new image file `kiln-spt-hostile-NAME-*.spt` holding `image`,
+/// removed when dropped, even if the test fails.
+fn temp_image(name: &str, image: &[u8]) -> tempfile::TempPath {
+    temp_file(&format!("kiln-spt-hostile-{name}-"), ".spt", image)
 }
 
 /// How the tender ended.
@@ -92,8 +48,7 @@ fn run_in(name: &str, code: &[u8], mem_mb: u64) -> (End, String) {
 
 /// Runs `code` as a guest in `mem_mb` MiB with the tender's `flags`.
 fn run_with(name: &str, code: &[u8], mem_mb: u64, flags: &[&std::ffi::OsStr]) -> (End, String) {
-    let path = temp_image(name);
-    std::fs::write(&path, image(code)).expect("write the image");
+    let path = temp_image(name, &image(code));
     let out = Command::new(env!("CARGO_BIN_EXE_kiln-spt"))
         .arg(format!("--mem={mem_mb}"))
         .args(flags)
@@ -219,8 +174,7 @@ fn a_shell_sees_solo5s_statuses() {
             139,
         ),
     ] {
-        let path = temp_image(name);
-        std::fs::write(&path, image(&code)).expect("write the image");
+        let path = temp_image(name, &image(&code));
         let out = Command::new("sh")
             .arg("-c")
             .arg("\"$0\" --mem=4 \"$1\" 2>/dev/null; echo $?")

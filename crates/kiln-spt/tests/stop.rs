@@ -4,64 +4,27 @@
 //! stop event at once and exits 0; one that does not (any Solo5 guest)
 //! ends as solo5-spt ends, by the signal, with nothing printed.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt as _;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln_testsupport::process::ChildGuard;
+use kiln_testsupport::image::{ENTRY, Image, notes, temp_file};
+use kiln_testsupport::process::{ChildGuard, ended_within, signal};
 
 use kiln_abi::spt::SPT_BOOT_INFO_BASE;
 use kiln_abi::spt_ext::{KILN_SPT_STOP_EVENT, KILN_STOP_ACK, SPT_EXT_BASE};
 use kiln_abi::{AbiNote, MftNote};
-use zerocopy::IntoBytes;
 
-/// Where the code is loaded, and so the entry point.
-const ENTRY: u64 = 0x10_0000;
 /// How soon after the signal the tender must have ended (the guests wait
 /// without a timeout).
 const BOUND: Duration = Duration::from_secs(2);
 
 /// An spt image whose one R+X segment holds `code` at [`ENTRY`], with an
-/// empty manifest (as in tests/hostile.rs).
+/// empty manifest.
 fn image(code: &[u8]) -> Vec<u8> {
     let mft: MftNote<0> = MftNote::new([]);
-    let mut notes = AbiNote::spt().as_bytes().to_vec();
-    let mut buf = vec![0u8; 256];
-    let n = mft.encode(&mut buf).expect("encode the manifest");
-    notes.extend_from_slice(&buf[..n]);
-    let notes_at = 64 + 2 * 56;
-    let code_at = (notes_at + notes.len()).next_multiple_of(0x1000);
-    let mut out = vec![0u8; code_at];
-    out[..4].copy_from_slice(b"\x7fELF");
-    out[4] = 2;
-    out[5] = 1;
-    out[6] = 1;
-    out[16..18].copy_from_slice(&2u16.to_le_bytes());
-    out[18..20].copy_from_slice(&62u16.to_le_bytes());
-    out[20..24].copy_from_slice(&1u32.to_le_bytes());
-    out[24..32].copy_from_slice(&ENTRY.to_le_bytes());
-    out[32..40].copy_from_slice(&64u64.to_le_bytes());
-    out[52..54].copy_from_slice(&64u16.to_le_bytes());
-    out[54..56].copy_from_slice(&56u16.to_le_bytes());
-    out[56..58].copy_from_slice(&2u16.to_le_bytes());
-    let mut ph = |i: usize, kind: u32, flags: u32, off: usize, vaddr: u64, filesz: usize| {
-        let p = &mut out[64 + 56 * i..64 + 56 * (i + 1)];
-        p[0..4].copy_from_slice(&kind.to_le_bytes());
-        p[4..8].copy_from_slice(&flags.to_le_bytes());
-        p[8..16].copy_from_slice(&(off as u64).to_le_bytes());
-        p[16..24].copy_from_slice(&vaddr.to_le_bytes());
-        p[24..32].copy_from_slice(&vaddr.to_le_bytes());
-        p[32..40].copy_from_slice(&(filesz as u64).to_le_bytes());
-        let memsz = if kind == 1 { 0x1000 } else { 0 };
-        p[40..48].copy_from_slice(&(memsz as u64).to_le_bytes());
-        p[48..56].copy_from_slice(&4u64.to_le_bytes());
-    };
-    ph(0, 4, 4, notes_at, 0, notes.len());
-    ph(1, 1, 5, code_at, ENTRY, code.len());
-    out[notes_at..notes_at + notes.len()].copy_from_slice(&notes);
-    out.extend_from_slice(code);
-    out
+    Image::guest(&notes(AbiNote::spt(), &mft), code).build()
 }
 
 /// A few x86_64 instructions, with the strings placed after the code.
@@ -180,47 +143,25 @@ fn start(image_path: &TempImage) -> (Child, BufReader<ChildStdout>) {
     (child, out)
 }
 
-fn signal(child: &Child, signal: libc::c_int) {
-    let pid = libc::pid_t::try_from(child.id()).unwrap();
-    // SAFETY: kill(2) takes no pointers; the child is ours and not reaped.
-    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
-}
-
 /// Waits for `child` at most [`BOUND`] after `since`: (exit status, the rest
 /// of stdout, stderr).
 fn end(
     child: Child,
-    mut out: BufReader<ChildStdout>,
+    out: BufReader<ChildStdout>,
     since: Instant,
 ) -> (std::process::ExitStatus, String, String) {
-    let mut guard = ChildGuard(child);
     // On a panic the guard kills and reaps the tender.
-    let status = guard
-        .wait_for(BOUND.saturating_sub(since.elapsed()))
-        .unwrap()
-        .unwrap_or_else(|| panic!("kiln-spt did not end within {BOUND:?} of the signal"));
-    let mut rest = String::new();
-    out.read_to_string(&mut rest).unwrap();
-    let mut err = String::new();
-    guard
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status, rest, err)
+    ended_within(
+        ChildGuard(child),
+        out,
+        BOUND.saturating_sub(since.elapsed()),
+    )
+    .unwrap()
+    .unwrap_or_else(|| panic!("kiln-spt did not end within {BOUND:?} of the signal"))
 }
 
 fn write_image(name: &str, code: &[u8]) -> TempImage {
-    let path = tempfile::Builder::new()
-        .prefix(&format!("kiln-spt-stop-{name}-"))
-        .suffix(".spt")
-        .tempfile()
-        .expect("create the image file")
-        .into_temp_path();
-    std::fs::write(&path, image(code)).expect("write the image");
-    path
+    temp_file(&format!("kiln-spt-stop-{name}-"), ".spt", &image(code))
 }
 
 #[test]
@@ -230,7 +171,7 @@ fn an_acknowledging_guest_gets_the_stop_event_and_exits_cleanly() {
         let (child, out) = start(&path);
         std::thread::sleep(Duration::from_millis(100));
         let since = Instant::now();
-        signal(&child, sig);
+        signal(child.id(), sig);
         let (status, rest, err) = end(child, out, since);
         assert_eq!(status.code(), Some(0), "{status:?} {err}");
         assert_eq!(rest, "stop seen\n");
@@ -244,7 +185,7 @@ fn a_guest_that_does_not_acknowledge_ends_by_the_signal_as_under_solo5_spt() {
     for sig in [libc::SIGTERM, libc::SIGINT] {
         let (child, out) = start(&path);
         let since = Instant::now();
-        signal(&child, sig);
+        signal(child.id(), sig);
         let (status, rest, err) = end(child, out, since);
         assert_eq!(status.signal(), Some(sig), "{status:?} {err}");
         assert_eq!((rest.as_str(), err.as_str()), ("", ""));
@@ -256,7 +197,7 @@ fn a_second_signal_ends_the_tender_by_it() {
     // Acknowledges, then never looks at what its wait returns.
     let path = write_image("twice", &waiting_guest_with(true, false));
     let (child, out) = start(&path);
-    signal(&child, libc::SIGTERM);
+    signal(child.id(), libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         std::fs::read_to_string(format!("/proc/{}/stat", child.id()))
@@ -264,7 +205,7 @@ fn a_second_signal_ends_the_tender_by_it() {
         "the first SIGTERM ended the tender"
     );
     let since = Instant::now();
-    signal(&child, libc::SIGTERM);
+    signal(child.id(), libc::SIGTERM);
     let (status, _, err) = end(child, out, since);
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?} {err}");
 }
@@ -294,7 +235,7 @@ fn a_killed_tender_takes_its_guest_along() {
     let guest = guest_of(child.id()).expect("the tender has a guest process");
     assert!(!ended(guest));
     let mut guard = ChildGuard(child);
-    signal(&guard.0, libc::SIGKILL);
+    signal(guard.0.id(), libc::SIGKILL);
     let status = guard.wait_for(BOUND).unwrap().expect("the tender ended");
     assert_eq!(status.signal(), Some(libc::SIGKILL));
     let since = Instant::now();

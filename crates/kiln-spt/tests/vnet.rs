@@ -13,53 +13,20 @@ use kiln_abi::mft::{MftEntry, entry_offset};
 use kiln_abi::note::{KILN_GUEST_VNET_HDR, KilnFeaturesNote};
 use kiln_abi::spt::{SPT_BOOT_INFO_BASE, SptBootInfo};
 use kiln_abi::{AbiNote, MftNote};
+use kiln_testsupport::image::{Image, notes, temp_file};
+use kiln_testsupport::netns::Netns;
 use kiln_testsupport::skip::netns_or_skip;
 use zerocopy::IntoBytes;
-
-const ENTRY: u64 = 0x10_0000;
 
 /// An spt image with one net device `service` whose code is `code`, with
 /// kiln's features note when `declare`.
 fn image(code: &[u8], declare: bool) -> Vec<u8> {
-    let mut notes = AbiNote::spt().as_bytes().to_vec();
     let mft: MftNote<1> = MftNote::new([MftEntry::net("service")]);
-    let mut buf = vec![0u8; 512];
-    let n = mft.encode(&mut buf).expect("encode the manifest");
-    notes.extend_from_slice(&buf[..n]);
+    let mut notes = notes(AbiNote::spt(), &mft);
     if declare {
         notes.extend_from_slice(KilnFeaturesNote::new(KILN_GUEST_VNET_HDR).as_bytes());
     }
-    let notes_at = 64 + 2 * 56;
-    let code_at = (notes_at + notes.len()).next_multiple_of(0x1000);
-    let mut out = vec![0u8; code_at];
-    out[..4].copy_from_slice(b"\x7fELF");
-    out[4] = 2;
-    out[5] = 1;
-    out[6] = 1;
-    out[16..18].copy_from_slice(&2u16.to_le_bytes());
-    out[18..20].copy_from_slice(&62u16.to_le_bytes());
-    out[20..24].copy_from_slice(&1u32.to_le_bytes());
-    out[24..32].copy_from_slice(&ENTRY.to_le_bytes());
-    out[32..40].copy_from_slice(&64u64.to_le_bytes());
-    out[52..54].copy_from_slice(&64u16.to_le_bytes());
-    out[54..56].copy_from_slice(&56u16.to_le_bytes());
-    out[56..58].copy_from_slice(&2u16.to_le_bytes());
-    let mut ph = |i: usize, kind: u32, flags: u32, off: usize, vaddr: u64, size: usize| {
-        let p = &mut out[64 + 56 * i..64 + 56 * (i + 1)];
-        p[0..4].copy_from_slice(&kind.to_le_bytes());
-        p[4..8].copy_from_slice(&flags.to_le_bytes());
-        p[8..16].copy_from_slice(&(off as u64).to_le_bytes());
-        p[16..24].copy_from_slice(&vaddr.to_le_bytes());
-        p[24..32].copy_from_slice(&vaddr.to_le_bytes());
-        p[32..40].copy_from_slice(&(size as u64).to_le_bytes());
-        p[40..48].copy_from_slice(&(size as u64).max(0x1000).to_le_bytes());
-        p[48..56].copy_from_slice(&4u64.to_le_bytes());
-    };
-    ph(0, 4, 4, notes_at, 0, notes.len());
-    ph(1, 1, 5, code_at, ENTRY, code.len());
-    out[notes_at..notes_at + notes.len()].copy_from_slice(&notes);
-    out.extend_from_slice(code);
-    out
+    Image::guest(&notes, code).build()
 }
 
 /// Writes `frame` (kept after the code) to the device's host descriptor,
@@ -92,34 +59,21 @@ fn write_frame_and_exit(frame: &[u8]) -> Vec<u8> {
 }
 
 /// A network namespace with tap `ktap0` up inside, removed on drop.
-struct NetNs(String);
-
-fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .status()
-        .is_ok_and(|s| s.success())
-}
+struct NetNs(Netns);
 
 impl NetNs {
     fn new() -> NetNs {
-        // One name per test: the tests of this file run in parallel.
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("kiln-spt-vnet-{}-{n}", std::process::id());
-        assert!(ip(&["netns", "add", &name]), "ip netns add {name}");
-        let ns = NetNs(name);
-        assert!(ip(&[
-            "-n", &ns.0, "tuntap", "add", "dev", "ktap0", "mode", "tap"
-        ]));
-        assert!(ip(&["-n", &ns.0, "link", "set", "ktap0", "up"]));
-        ns
+        let ns = Netns::new("spt-vnet");
+        ns.add_tap("ktap0");
+        ns.ip(&["link", "set", "ktap0", "up"]);
+        NetNs(ns)
     }
 
     fn rx_packets(&self) -> u64 {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(["cat", "/sys/class/net/ktap0/statistics/rx_packets"])
+        let out = self
+            .0
+            .command("cat")
+            .arg("/sys/class/net/ktap0/statistics/rx_packets")
             .output()
             .expect("cat");
         String::from_utf8_lossy(&out.stdout)
@@ -131,33 +85,15 @@ impl NetNs {
     /// kiln-spt on the tap with the guest `code` (its image written to a
     /// temporary file, returned to be kept until the run ends).
     fn command(&self, code: &[u8], declare: bool) -> (Command, tempfile::TempPath) {
-        let path = tempfile::Builder::new()
-            .prefix("kiln-spt-vnet-")
-            .suffix(".spt")
-            .tempfile()
-            .expect("image file")
-            .into_temp_path();
-        std::fs::write(&path, image(code, declare)).expect("write the image");
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.0, env!("CARGO_BIN_EXE_kiln-spt")])
-            .args(["--mem=4", "--net:service=ktap0"])
-            .arg(&path);
+        let path = temp_file("kiln-spt-vnet-", ".spt", &image(code, declare));
+        let mut cmd = self.0.command(env!("CARGO_BIN_EXE_kiln-spt"));
+        cmd.args(["--mem=4", "--net:service=ktap0"]).arg(&path);
         (cmd, path)
     }
 
     /// `tcp-segmentation-offload` of the tap as `ethtool -k` reports it.
     fn tso(&self) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0, "ethtool", "-k", "ktap0"])
-            .output()
-            .expect("ethtool");
-        assert!(out.status.success(), "ethtool -k ktap0: {out:?}");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("tcp-segmentation-offload: "))
-            .and_then(|v| v.split_whitespace().next())
-            .unwrap_or("?")
-            .to_string()
+        self.0.offload("ktap0", "tcp-segmentation-offload")
     }
 
     /// Runs the guest `code` under kiln-spt on the tap: its exit code.
@@ -171,12 +107,6 @@ impl NetNs {
         out.status
             .code()
             .unwrap_or_else(|| panic!("the tender died: {:?}: {stderr}", out.status))
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        ip(&["netns", "del", &self.0]);
     }
 }
 
@@ -278,10 +208,8 @@ fn a_vnet_guests_tap_has_its_offloads_cleared_when_the_tender_ends() {
     stdout.read_exact(&mut ready).expect("the guest's line");
     assert_eq!(&ready, b"ready\n");
     assert_eq!(ns.tso(), "on", "the guest runs with offloads");
-    let pid = libc::pid_t::try_from(child.0.id()).expect("a pid");
-    // SAFETY: kill(2) takes no pointers; the child is ours and not reaped
-    // (`ip netns exec` became kiln-spt).
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // `ip netns exec` became kiln-spt.
+    kiln_testsupport::process::signal(child.0.id(), libc::SIGTERM);
     let status = child
         .wait_for(std::time::Duration::from_secs(30))
         .expect("wait")

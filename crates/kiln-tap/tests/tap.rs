@@ -11,33 +11,23 @@ use std::process::Command;
 use std::time::Duration;
 
 use kiln_tap::{TCP_OFFLOADS, TapOptions};
-use kiln_testsupport::netns::{self, Netns, ip};
-use kiln_testsupport::skip::netns_or_skip;
+use kiln_testsupport::netns::{self, ip};
 
 #[test]
 fn taps_open_as_each_caller_needs() {
-    let tools = [("ethtool", "--version", "ethtool")];
-    if !netns_or_skip("taps_open_as_each_caller_needs", &tools) {
-        return;
-    }
-    let ns = Netns::new("tap-open");
-    let status = ns.run_test("inside_a_namespace", Duration::from_secs(60));
-    assert!(status.success(), "inner tap test failed: {status}");
+    netns::test_inside(
+        "taps_open_as_each_caller_needs",
+        &[("ethtool", "--version", "ethtool")],
+        "tap-open",
+        "inside_a_namespace",
+        Duration::from_secs(60),
+    );
 }
 
 /// `tx-checksumming` of `ifname` as `ethtool -k` reports it: whether the
 /// kernel may send the tap's reader frames with partial checksums.
 fn tx_checksumming(ifname: &str) -> String {
-    let out = Command::new("ethtool")
-        .args(["-k", ifname])
-        .output()
-        .expect("ethtool");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("tx-checksumming: "))
-        .unwrap_or("?")
-        .trim()
-        .to_string()
+    netns::offload(ifname, "tx-checksumming")
 }
 
 fn exists(ifname: &str) -> bool {

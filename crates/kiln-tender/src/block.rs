@@ -5,7 +5,6 @@
 
 use std::fs::{File, OpenOptions};
 
-use kiln_abi::block_stats;
 use kiln_abi::mft::MftType;
 
 use crate::module::{ModuleError, ModuleFlags, split_flag};
@@ -161,64 +160,10 @@ impl BlockFlags {
     }
 }
 
-pub use kiln_abi::block_stats::Op;
-
-/// The per-device counters a supervisor reads (`kiln_abi::block_stats`):
+/// The per-device counters a supervisor reads (`kiln_abi::block_stats`),
 /// kept in the file named by `KILN_BLOCK_STATS` when the environment names
-/// one (`kiln daemon` does), else nowhere.
-#[derive(Debug, Default)]
-pub struct Counters {
-    writer: Option<block_stats::Writer>,
-    /// Whether the environment was looked at.
-    opened: bool,
-}
-
-impl Counters {
-    /// Opens the file the environment names (once); a file that cannot be
-    /// used is reported on stderr (as `tender`) and nothing is counted.
-    fn open(&mut self, tender: &str) {
-        if std::mem::replace(&mut self.opened, true) {
-            return;
-        }
-        let Some(path) = std::env::var_os(block_stats::ENV) else {
-            return;
-        };
-        match open_stats_file(std::path::Path::new(&path)) {
-            Ok(writer) => self.writer = Some(writer),
-            Err(e) => eprintln!(
-                "{tender}: warning: block counters not kept: {}={}: {e}",
-                block_stats::ENV,
-                std::path::Path::new(&path).display()
-            ),
-        }
-    }
-
-    /// Adds device `name`; its slot, if counters are kept.
-    pub fn add(&mut self, tender: &str, name: &str) -> Option<usize> {
-        self.open(tender);
-        self.writer.as_mut()?.add(name)
-    }
-
-    /// Counts a request of `len` bytes on the device in `slot`.
-    pub fn count(&self, slot: Option<usize>, op: Op, len: u64, ok: bool) {
-        if let (Some(w), Some(slot)) = (&self.writer, slot) {
-            w.count(slot, op, len, ok);
-        }
-    }
-}
-
-/// Opens the existing regular file at `path`, sizes it and maps it shared
-/// as a fresh counters file.
-pub fn open_stats_file(path: &std::path::Path) -> std::io::Result<block_stats::Writer> {
-    let f = OpenOptions::new().read(true).write(true).open(path)?;
-    if !f.metadata()?.is_file() {
-        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
-    }
-    f.set_len(block_stats::FILE_LEN as u64)?;
-    let words = crate::sys::map_shared_words(&f, block_stats::FILE_LEN)?;
-    block_stats::Writer::new(words)
-        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))
-}
+/// one (`kiln daemon` does): kiln-block-stats, shared with kiln-unix.
+pub use kiln_block_stats::{Counters, Op};
 
 #[cfg(test)]
 mod tests {

@@ -16,6 +16,8 @@
 //! - [`netns`]: network namespaces with unique names, removed with their
 //!   taps and processes on drop (also when a test panics), `ip` helpers,
 //!   and re-running a test of the current binary inside a namespace;
+//! - [`image`]: hand-made images in Solo5's layout (notes and a few
+//!   instructions), and temporary files that go away with the test;
 //! - [`pki`]: test certificates (CAs and leaves) made with `openssl`;
 //! - [`prometheus`]: a strict reader of Prometheus's text format, for
 //!   `/metrics` pages;
@@ -26,6 +28,7 @@
 
 pub mod build;
 pub mod fuzz;
+pub mod image;
 pub mod netns;
 pub mod pki;
 #[cfg(feature = "rt")]

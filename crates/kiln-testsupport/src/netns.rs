@@ -4,8 +4,9 @@
 //! own, puts its taps and addresses inside, and runs its servers and
 //! clients there: through [`Netns::command`] (`ip netns exec`), or, for
 //! Rust clients, by re-running an ignored test of the same binary inside
-//! it ([`Netns::rerun`]), which first checks with [`inside`] that it runs
-//! where it should. Nothing is ever addressed in the root namespace.
+//! it ([`Netns::rerun`], or [`test_inside`] for a whole outer half), which
+//! first checks with [`inside`] that it runs where it should. Nothing is
+//! ever addressed in the root namespace.
 
 use std::ffi::OsStr;
 use std::process::{Command, ExitStatus, Stdio};
@@ -13,6 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::process::ChildGuard;
+use crate::skip::{Tool, netns_or_skip};
 
 /// The environment variable that tells a re-run test which namespace it
 /// must find itself in.
@@ -81,6 +83,45 @@ pub fn inside() -> Option<String> {
     Some(ns)
 }
 
+/// What `ethtool -k IFNAME`, run in this process's namespace, says of
+/// `feature` (`tx-checksumming`, `tcp-segmentation-offload`, ...): `on`
+/// or `off` (the first word, before any `[fixed]` or `[requested on]`),
+/// `?` when it is not listed. Fails the test if ethtool fails.
+pub fn offload(ifname: &str, feature: &str) -> String {
+    offload_by(Command::new("ethtool"), ifname, feature)
+}
+
+/// [`offload`] for `ethtool`, a command that runs it.
+fn offload_by(mut ethtool: Command, ifname: &str, feature: &str) -> String {
+    let out = ethtool.args(["-k", ifname]).output().expect("run ethtool");
+    assert!(out.status.success(), "ethtool -k {ifname}: {out:?}");
+    let prefix = format!("{feature}: ");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// The outer half of a test run in a namespace of its own: unless
+/// [`netns_or_skip`] skips `test` (which needs `tools`), makes a [`Netns`]
+/// tagged `tag`, re-runs the ignored test `inner` of this test binary
+/// inside it ([`Netns::run_test`], at most `limit`) and fails unless it
+/// passed.
+pub fn test_inside(test: &str, tools: &[Tool<'_>], tag: &str, inner: &str, limit: Duration) {
+    if !netns_or_skip(test, tools) {
+        return;
+    }
+    let ns = Netns::new(tag);
+    let status = ns.run_test(inner, limit);
+    assert!(
+        status.success(),
+        "{inner} inside {} failed: {status}",
+        ns.name
+    );
+}
+
 /// A network namespace of the test's own, deleted on drop with everything
 /// in it (the processes inside are killed first, by id). Its name is
 /// `kiln-TAG-PID-N`: unique among concurrent tests and test processes.
@@ -122,6 +163,11 @@ impl Netns {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.name]).arg(program);
         cmd
+    }
+
+    /// [`offload`] of interface `ifname` inside the namespace.
+    pub fn offload(&self, ifname: &str, feature: &str) -> String {
+        offload_by(self.command("ethtool"), ifname, feature)
     }
 
     /// Adds tap `ifname` inside the namespace, down and without addresses.

@@ -1,4 +1,4 @@
-//! Children killed on drop, waits bounded in time, captured output, a child's CPU time.
+//! Children killed on drop, waits bounded in time, captured output, a child's CPU time, signals.
 
 use std::io::Read;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -125,6 +125,33 @@ pub fn run(cmd: &mut Command, limit: Duration) -> Result<Output, ProcessError> {
         },
         other => other,
     })
+}
+
+/// Sends `signal` (`libc::SIGTERM`, ...) to process `pid` (a child's
+/// [`Child::id`]); fails the test if it cannot be sent.
+pub fn signal(pid: u32, signal: libc::c_int) {
+    sys::kill(pid, signal).unwrap_or_else(|e| panic!("kill -{signal} {pid}: {e}"));
+}
+
+/// Waits at most `limit` for `guard`'s child, then reads the rest of its
+/// stdout through `out` (which may hold the part already read) and its
+/// piped stderr: its exit status, that stdout and that stderr. `None` if
+/// it runs longer (dropping the guard then kills it).
+pub fn ended_within(
+    mut guard: ChildGuard,
+    mut out: impl Read,
+    limit: Duration,
+) -> Result<Option<(ExitStatus, String, String)>, std::io::Error> {
+    let Some(status) = guard.wait_for(limit)? else {
+        return Ok(None);
+    };
+    let mut rest = String::new();
+    out.read_to_string(&mut rest)?;
+    let mut err = String::new();
+    if let Some(mut pipe) = guard.0.stderr.take() {
+        pipe.read_to_string(&mut err)?;
+    }
+    Ok(Some((status, rest, err)))
 }
 
 /// Collects the output of a guarded child started with piped stdout and

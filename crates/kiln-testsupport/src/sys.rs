@@ -1,4 +1,4 @@
-//! The system calls std does not wrap: `wait4` (a child's CPU time) and clearing `FD_CLOEXEC`.
+//! The system calls std does not wrap: `wait4` (a child's CPU time), clearing `FD_CLOEXEC`, and `kill` with any signal.
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
@@ -44,4 +44,15 @@ pub(crate) fn clear_cloexec(fd: impl AsFd) -> Result<(), std::io::Error> {
     } else {
         Err(std::io::Error::last_os_error())
     }
+}
+
+/// `kill(pid, signal)`.
+pub(crate) fn kill(pid: u32, signal: libc::c_int) -> Result<(), std::io::Error> {
+    let pid = libc::pid_t::try_from(pid)
+        .map_err(|_| std::io::Error::other(format!("pid {pid} out of range")))?;
+    // SAFETY: kill(2) takes no pointers and changes no memory of ours.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

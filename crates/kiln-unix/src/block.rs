@@ -1,13 +1,13 @@
 //! The file-backed block device, and the per-device counters it keeps for
 //! a supervisor when the environment names a file for them
-//! (`KILN_BLOCK_STATS`, `kiln_abi::block_stats`; `kiln daemon` sets it).
+//! (`KILN_BLOCK_STATS`, kept by kiln-block-stats; `kiln daemon` sets it).
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 
-use kiln_abi::block_stats::{self, Op, Writer};
+use kiln_block_stats::{Counters, Op};
 use kiln_devices::{BlockError, BlockInfo};
 
 use crate::attach::AttachError;
@@ -23,46 +23,23 @@ pub struct FileBlock {
     slot: Option<usize>,
 }
 
-/// The process's counters: whether the environment was looked at, and the
-/// writer if it named a usable file.
-static COUNTERS: Mutex<(bool, Option<Writer>)> = Mutex::new((false, None));
+/// The process's counters (kiln-block-stats).
+static COUNTERS: Mutex<Counters> = Mutex::new(Counters::new());
 
 /// Adds `device` to the counters (opening them the first time); its slot.
 fn counted(device: &str) -> Option<usize> {
-    let mut c = COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
-    if !std::mem::replace(&mut c.0, true)
-        && let Some(path) = std::env::var_os(block_stats::ENV)
-    {
-        let opened = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .and_then(|f| {
-                if !f.metadata()?.is_file() {
-                    return Err(io::Error::from(io::ErrorKind::InvalidInput));
-                }
-                f.set_len(block_stats::FILE_LEN as u64)?;
-                crate::sys::map_shared_words(&f, block_stats::FILE_LEN)
-            });
-        match opened {
-            Ok(words) => c.1 = Writer::new(words),
-            Err(e) => eprintln!(
-                "warning: block counters not kept: {}={}: {e}",
-                block_stats::ENV,
-                std::path::Path::new(&path).display()
-            ),
-        }
-    }
-    c.1.as_mut()?.add(device)
+    COUNTERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .add("", device)
 }
 
 /// Counts a request on the device in `slot`.
 fn count(slot: Option<usize>, op: Op, len: usize, ok: bool) {
-    if let Some(slot) = slot
-        && let Some(w) = &COUNTERS.lock().unwrap_or_else(|e| e.into_inner()).1
-    {
-        w.count(slot, op, len as u64, ok);
-    }
+    COUNTERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .count(slot, op, len as u64, ok);
 }
 
 fn block_error(e: &io::Error) -> BlockError {

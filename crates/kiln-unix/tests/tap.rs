@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use kiln_devices::{MacAddress, NetError, NetworkInterface};
 use kiln_rt::{block_on, timeout};
-use kiln_testsupport::netns::{self, Netns, ip};
+use kiln_testsupport::netns::{self, ip};
 use kiln_testsupport::process::rerun_as_nobody;
-use kiln_testsupport::skip::{is_root, netns_or_skip};
+use kiln_testsupport::skip::is_root;
 use kiln_unix::{Tap, TapOptions, platform};
 
 const IFNAME: &str = "kiln0";
@@ -22,13 +22,13 @@ const GUEST_MAC: MacAddress = MacAddress([0x02, 0x6b, 0x69, 0x6c, 0x6e, 0x01]);
 
 #[test]
 fn tap_exchanges_frames_with_the_kernel() {
-    let tools = [("ethtool", "--version", "ethtool")];
-    if !netns_or_skip("tap_exchanges_frames_with_the_kernel", &tools) {
-        return;
-    }
-    let ns = Netns::new("unix-tap");
-    let status = ns.run_test("inside_a_namespace", Duration::from_secs(60));
-    assert!(status.success(), "inner tap test failed: {status}");
+    netns::test_inside(
+        "tap_exchanges_frames_with_the_kernel",
+        &[("ethtool", "--version", "ethtool")],
+        "unix-tap",
+        "inside_a_namespace",
+        Duration::from_secs(60),
+    );
 }
 
 /// The fields of an Ethernet frame carrying ARP for IPv4 over Ethernet.
@@ -104,16 +104,7 @@ fn udp_payload(frame: &[u8], mac: [u8; 6], port: u16) -> Option<&[u8]> {
 /// `tx-checksumming` of `ifname` as `ethtool -k` reports it: whether the
 /// kernel may send it frames with partial checksums.
 fn tx_checksumming(ifname: &str) -> String {
-    let out = std::process::Command::new("ethtool")
-        .args(["-k", ifname])
-        .output()
-        .expect("ethtool");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("tx-checksumming: "))
-        .unwrap_or("?")
-        .trim()
-        .to_string()
+    netns::offload(ifname, "tx-checksumming")
 }
 
 /// Receives frames until `want` accepts one, at most 100 frames.

@@ -7,15 +7,15 @@
 //! interrupt that brought it. Without a GED the device never completes and
 //! a stop is the VMM's (a power-off).
 
-use core::future::poll_fn;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use core::task::{Poll, Waker};
+
+use kiln_rt::HostFlag;
 
 use crate::power::{GED_PWR_DOWN_EVT, Ged};
 use crate::sys;
 
-/// The task waiting for the request (one: the application's).
-static WAITER: spin::Mutex<Option<Waker>> = spin::Mutex::new(None);
+/// The request and the task waiting for it.
+static STOP: HostFlag = HostFlag::new(requested);
 /// The GED's selector address, once a device routed it (0: none).
 static GED_BASE: AtomicU64 = AtomicU64::new(0);
 /// GED interrupts already looked at.
@@ -51,14 +51,18 @@ impl Shutdown {
 }
 
 /// Whether the request has come: the selector is read (which clears it)
-/// only after a GED interrupt not yet looked at.
+/// only after a GED interrupt not yet looked at; never without a routed
+/// GED.
 fn requested() -> bool {
     if REQUESTED.load(Ordering::Relaxed) {
         return true;
     }
     let base = GED_BASE.load(Ordering::Relaxed);
+    if base == 0 {
+        return false;
+    }
     let irqs = sys::cpu::power_interrupts();
-    if base != 0 && irqs != SEEN.load(Ordering::Relaxed) {
+    if irqs != SEEN.load(Ordering::Relaxed) {
         SEEN.store(irqs, Ordering::Relaxed);
         if sys::idle::ged_events(base) & GED_PWR_DOWN_EVT != 0 {
             REQUESTED.store(true, Ordering::Relaxed);
@@ -69,29 +73,11 @@ fn requested() -> bool {
 
 impl kiln_devices::Shutdown for Shutdown {
     fn requested(&self) -> impl Future<Output = ()> {
-        let offered = self.offered;
-        poll_fn(move |cx| {
-            if offered && requested() {
-                return Poll::Ready(());
-            }
-            if offered {
-                let mut waiter = WAITER.lock();
-                match &mut *waiter {
-                    Some(w) => w.clone_from(cx.waker()),
-                    slot => *slot = Some(cx.waker().clone()),
-                }
-            }
-            Poll::Pending
-        })
+        STOP.wait(self.offered)
     }
 }
 
 /// After each wait: wakes the waiting task once the request has come.
 pub(crate) fn after_wait() {
-    if GED_BASE.load(Ordering::Relaxed) != 0 && requested() {
-        let waker = WAITER.lock().take();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
+    STOP.after_wait();
 }

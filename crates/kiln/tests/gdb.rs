@@ -12,8 +12,9 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -40,8 +41,21 @@ fn gdb_or_skip(test: &str) -> bool {
     }
 }
 
-/// A unikernel crate `name` in `dir` with `lib_rs`.
-fn write_unikernel(dir: &Path, name: &str, toml: &str, lib_rs: &str) {
+/// The `times` argument of the hello unikernels.
+const TIMES: Option<(&str, u32, &str)> = Some(("times", 1, "How many times to say hello"));
+
+/// A unikernel crate `name` in `dir` with `lib_rs`: its entry `start`
+/// takes a console and, when `arg` names one, a `u32` argument (name,
+/// default, doc).
+fn write_unikernel(dir: &Path, name: &str, arg: Option<(&str, u32, &str)>, lib_rs: &str) {
+    let mut toml = format!(
+        "[unikernel]\nname = \"{name}\"\nentry = \"start\"\n\n[devices.console]\ntype = \"console\"\n"
+    );
+    if let Some((arg, default, doc)) = arg {
+        toml.push_str(&format!(
+            "\n[arguments.{arg}]\ntype = \"u32\"\ndefault = {default}\ndoc = \"{doc}\"\n"
+        ));
+    }
     std::fs::create_dir_all(dir.join("src")).unwrap();
     let devices = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-devices");
     std::fs::write(
@@ -57,6 +71,84 @@ fn write_unikernel(dir: &Path, name: &str, toml: &str, lib_rs: &str) {
     std::fs::write(dir.join("src/lib.rs"), lib_rs).unwrap();
 }
 
+/// Reads `child`'s stderr (on a thread of its own) until a line gives
+/// `found` a value, at most `limit`: the value and the lines read. Fails
+/// the test with `never` and those lines otherwise.
+fn await_stderr<T>(
+    child: &mut ChildGuard,
+    limit: Duration,
+    never: &str,
+    mut found: impl FnMut(&str) -> Option<T>,
+) -> (T, String) {
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let start = Instant::now();
+    let mut log = String::new();
+    loop {
+        let left = limit.saturating_sub(start.elapsed());
+        let Ok(line) = rx.recv_timeout(left) else {
+            panic!("{never}:\n{log}");
+        };
+        log.push_str(&line);
+        log.push('\n');
+        if let Some(value) = found(&line) {
+            return (value, log);
+        }
+    }
+}
+
+/// `gdb -batch ARGS`, at most [`RUN_TIMEOUT`]: its stdout and stderr.
+fn gdb_batch(args: &[&dyn AsRef<OsStr>]) -> String {
+    let out = run_for(
+        Command::new("gdb")
+            .arg("-batch")
+            .args(args.iter().map(|a| a.as_ref())),
+        RUN_TIMEOUT,
+    );
+    format!("{}{}", text(&out.stdout), text(&out.stderr))
+}
+
+/// The innermost frame (`#0 ...`) of a backtrace in gdb's output.
+fn top_frame(gdb: &str) -> &str {
+    gdb.lines()
+        .find(|l| l.starts_with("#0"))
+        .unwrap_or_else(|| panic!("no backtrace:\n{gdb}"))
+}
+
+/// What the finished `child` wrote to its stdout.
+fn rest_of_stdout(child: &mut ChildGuard) -> String {
+    let mut stdout = String::new();
+    if let Some(mut pipe) = child.0.stdout.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stdout);
+    }
+    stdout
+}
+
+/// The one core file `--dumpcore` wrote in `cores` for a guest of 8 MiB
+/// under `tender`: named `core.TENDER.*`, announced on the tender's
+/// `stderr`, no larger than guest memory plus headers.
+fn the_core(cores: &Path, tender: &str, stderr: &str) -> PathBuf {
+    let files: Vec<_> = std::fs::read_dir(cores)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}\n{stderr}");
+    let core = files[0].clone();
+    let name = core.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with(&format!("core.{tender}.")), "{name}");
+    assert!(
+        stderr.contains(&format!("core file written to {}", core.display())),
+        "{stderr}"
+    );
+    assert!(std::fs::metadata(&core).unwrap().len() <= (8 << 20) + 4096 * 4);
+    core
+}
+
 /// `kiln run -t hvt --gdb=ADDR ARGS` in `dir`, once it waits for gdb
 /// (after building): the running kiln, ADDR and what it printed.
 fn kiln_run_gdb(dir: &Path, args: &[&str]) -> (ChildGuard, String, String) {
@@ -70,42 +162,14 @@ fn kiln_run_gdb(dir: &Path, args: &[&str]) -> (ChildGuard, String, String) {
         .spawn()
         .expect("start kiln run");
     let mut guard = ChildGuard(child);
-    let (tx, rx) = mpsc::channel();
-    let stderr = guard.0.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let start = Instant::now();
-    let mut log = String::new();
-    loop {
-        let left = BUILD_TIMEOUT.saturating_sub(start.elapsed());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                log.push_str(&line);
-                log.push('\n');
-                if line.contains("waiting for gdb on") {
-                    return (guard, addr, log);
-                }
-            }
-            Err(_) => panic!("kiln run --gdb never waited for gdb:\n{log}"),
-        }
-    }
+    let ((), log) = await_stderr(
+        &mut guard,
+        BUILD_TIMEOUT,
+        "kiln run --gdb never waited for gdb",
+        |line| line.contains("waiting for gdb on").then_some(()),
+    );
+    (guard, addr, log)
 }
-
-const HELLO_TOML: &str = r#"[unikernel]
-name = "hello"
-entry = "start"
-
-[devices.console]
-type = "console"
-
-[arguments.times]
-type = "u32"
-default = 1
-doc = "How many times to say hello"
-"#;
 
 const HELLO_RS: &str = r#"#![no_std]
 use kiln_devices::{Console, ConsoleError};
@@ -130,7 +194,7 @@ fn gdb_breaks_steps_and_continues_on_hvt() {
     }
     let tmp = temp_dir("gdb");
     let dir = tmp.path().join("hello");
-    write_unikernel(&dir, "hello", HELLO_TOML, HELLO_RS);
+    write_unikernel(&dir, "hello", TIMES, HELLO_RS);
     let (mut guard, addr, log) = kiln_run_gdb(&dir, &["--", "--times=2"]);
     let image = dir.join("dist/hello.hvt");
     let script = format!(
@@ -140,20 +204,9 @@ fn gdb_breaks_steps_and_continues_on_hvt() {
     );
     let script_path = tmp.path().join("script.gdb");
     std::fs::write(&script_path, script).unwrap();
-    let out = run_for(
-        Command::new("gdb")
-            .arg("-batch")
-            .arg("-x")
-            .arg(&script_path)
-            .arg(&image),
-        RUN_TIMEOUT,
-    );
-    let gdb = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    let gdb = gdb_batch(&[&"-x", &script_path, &image]);
     let status = guard.wait_for(RUN_TIMEOUT).expect("wait for kiln run");
-    let mut stdout = String::new();
-    if let Some(mut pipe) = guard.0.stdout.take() {
-        let _ = std::io::Read::read_to_string(&mut pipe, &mut stdout);
-    }
+    let stdout = rest_of_stdout(&mut guard);
     for needle in [
         // Stopped at the entry point, before any guest instruction.
         "in _start ()",
@@ -232,14 +285,6 @@ fn gdb_breaks_steps_and_continues_on_hvt() {
     assert_eq!(status.and_then(|s| s.code()), Some(255), "{gdb}");
 }
 
-const CRASH_TOML: &str = r#"[unikernel]
-name = "crash"
-entry = "start"
-
-[devices.console]
-type = "console"
-"#;
-
 const CRASH_RS: &str = r#"#![no_std]
 use kiln_devices::{Console, ConsoleError};
 
@@ -265,7 +310,7 @@ fn a_fault_writes_a_core_gdb_reads() {
     }
     let tmp = temp_dir("dumpcore");
     let dir = tmp.path().join("crash");
-    write_unikernel(&dir, "crash", CRASH_TOML, CRASH_RS);
+    write_unikernel(&dir, "crash", None, CRASH_RS);
     let cores = tmp.path().join("cores");
     std::fs::create_dir(&cores).unwrap();
     let out = run_for(
@@ -276,79 +321,43 @@ fn a_fault_writes_a_core_gdb_reads() {
     );
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(255), "{stderr}");
-    let files: Vec<_> = std::fs::read_dir(&cores)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(files.len(), 1, "{files:?}\n{stderr}");
-    let core = &files[0];
-    let name = core.file_name().unwrap().to_string_lossy().into_owned();
-    assert!(name.starts_with("core.kiln-hvt."), "{name}");
-    assert!(
-        stderr.contains(&format!("core file written to {}", core.display())),
-        "{stderr}"
-    );
-    // Bounded by guest memory (8 MiB) plus headers.
-    assert!(std::fs::metadata(core).unwrap().len() <= (8 << 20) + 4096 * 4);
+    let core = the_core(&cores, "kiln-hvt", &stderr);
+    let image = dir.join("dist/crash.hvt");
 
-    let out = run_for(
-        Command::new("gdb")
-            .args(["-batch", "-ex", "bt", "-ex", "info registers rip"])
-            .arg(dir.join("dist/crash.hvt"))
-            .arg(core),
-        RUN_TIMEOUT,
-    );
-    let gdb = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    let gdb = gdb_batch(&[&"-ex", &"bt", &"-ex", &"info registers rip", &image, &core]);
     assert!(
         gdb.contains("Program terminated with signal SIGSEGV"),
         "{gdb}"
     );
-    let top = gdb
-        .lines()
-        .find(|l| l.starts_with("#0"))
-        .unwrap_or_else(|| panic!("no backtrace:\n{gdb}"));
     // The image has its symbols (no debug information without --gdb).
-    assert!(top.contains("crash::write_through"), "{gdb}");
+    assert!(top_frame(&gdb).contains("crash::write_through"), "{gdb}");
 
     // Under gdb, the fault stops the guest at the faulting instruction.
     let (mut guard, addr, log) = kiln_run_gdb(&dir, &["--mem=8"]);
-    let out = run_for(
-        Command::new("gdb")
-            .args(["-batch", "-ex", "set pagination off", "-ex"])
-            .arg(format!("target remote {addr}"))
-            .args(["-ex", "continue", "-ex", "bt 1", "-ex", "kill"])
-            .arg(dir.join("dist/crash.hvt")),
-        RUN_TIMEOUT,
-    );
-    let gdb = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    let gdb = gdb_batch(&[
+        &"-ex",
+        &"set pagination off",
+        &"-ex",
+        &format!("target remote {addr}"),
+        &"-ex",
+        &"continue",
+        &"-ex",
+        &"bt 1",
+        &"-ex",
+        &"kill",
+        &image,
+    ]);
     assert!(
         gdb.contains("Program received signal SIGSEGV"),
         "{gdb}\n{log}"
     );
-    let top = gdb
-        .lines()
-        .find(|l| l.starts_with("#0"))
-        .unwrap_or_else(|| panic!("no backtrace:\n{gdb}"));
-    assert!(top.contains("crash::write_through"), "{gdb}");
+    assert!(top_frame(&gdb).contains("crash::write_through"), "{gdb}");
     let status = guard.wait_for(RUN_TIMEOUT).expect("wait for kiln run");
     assert_eq!(status.and_then(|s| s.code()), Some(255), "{gdb}");
 }
 
 /// The spt test's unikernel: says hello through a function that is not
 /// inlined, for a breakpoint reached after gdb attaches.
-const GREET_TOML: &str = r#"[unikernel]
-name = "greet"
-entry = "start"
-
-[devices.console]
-type = "console"
-
-[arguments.times]
-type = "u32"
-default = 1
-doc = "How many times to say hello"
-"#;
-
 const GREET_RS: &str = r#"#![no_std]
 use kiln_devices::{Console, ConsoleError};
 
@@ -368,50 +377,30 @@ pub async fn start(console: impl Console, times: u32) -> Result<(), ConsoleError
 
 /// Waits for `tender`'s line that the spt guest waits for gdb: its pid.
 fn spt_guest_pid(tender: &mut ChildGuard, limit: Duration) -> (u32, String) {
-    let (tx, rx) = mpsc::channel();
-    let stderr = tender.0.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let start = Instant::now();
-    let mut log = String::new();
-    loop {
-        let left = limit.saturating_sub(start.elapsed());
-        let Ok(line) = rx.recv_timeout(left) else {
-            panic!("the spt guest never waited for gdb:\n{log}");
-        };
-        log.push_str(&line);
-        log.push('\n');
-        if let Some(rest) = line.strip_prefix("kiln-spt: guest process ")
-            && line.contains("waits for gdb")
-        {
+    await_stderr(
+        tender,
+        limit,
+        "the spt guest never waited for gdb",
+        |line| {
+            let rest = line.strip_prefix("kiln-spt: guest process ")?;
+            if !line.contains("waits for gdb") {
+                return None;
+            }
             let pid = rest.split_whitespace().next().unwrap().parse().unwrap();
             assert!(
                 line.contains(&format!("attach with: gdb -p {pid} ")),
                 "{line}"
             );
-            return (pid, log);
-        }
-    }
+            Some(pid)
+        },
+    )
 }
 
 /// gdb's output for `script` run attached to process `pid` of `image`.
 fn gdb_attach(script: &str, pid: u32, image: &Path, tmp: &Path) -> String {
     let script_path = tmp.join("attach.gdb");
     std::fs::write(&script_path, script).unwrap();
-    let out = run_for(
-        Command::new("gdb")
-            .arg("-batch")
-            .arg("-x")
-            .arg(&script_path)
-            .arg("-p")
-            .arg(pid.to_string())
-            .arg(image),
-        RUN_TIMEOUT,
-    );
-    format!("{}{}", text(&out.stdout), text(&out.stderr))
+    gdb_batch(&[&"-x", &script_path, &"-p", &pid.to_string(), &image])
 }
 
 #[test]
@@ -422,7 +411,7 @@ fn gdb_attaches_to_an_spt_guest() {
     }
     let tmp = temp_dir("sptgdb");
     let dir = tmp.path().join("greet");
-    write_unikernel(&dir, "greet", GREET_TOML, GREET_RS);
+    write_unikernel(&dir, "greet", TIMES, GREET_RS);
     let image = dir.join("dist/greet.spt");
 
     // `kiln run -t spt --gdb` builds with debug information and the guest
@@ -445,10 +434,7 @@ fn gdb_attaches_to_an_spt_guest() {
         tmp.path(),
     );
     let status = guard.wait_for(RUN_TIMEOUT).expect("wait for kiln run");
-    let mut stdout = String::new();
-    if let Some(mut pipe) = guard.0.stdout.take() {
-        let _ = std::io::Read::read_to_string(&mut pipe, &mut stdout);
-    }
+    let stdout = rest_of_stdout(&mut guard);
     for needle in [
         "Breakpoint 1, greet::greet",
         // The backtrace from the breakpoint names the crate's functions
@@ -509,19 +495,6 @@ fn gdb_attaches_to_an_spt_guest() {
 
 /// The spt core test's unikernel: fails as its argument says, each way in
 /// a function of its own, not inlined.
-const FAIL_TOML: &str = r#"[unikernel]
-name = "fail"
-entry = "start"
-
-[devices.console]
-type = "console"
-
-[arguments.how]
-type = "u32"
-default = 0
-doc = "0: write through a null pointer, 1: panic, 2: a forbidden system call"
-"#;
-
 const FAIL_RS: &str = r#"#![no_std]
 use kiln_devices::{Console, ConsoleError};
 
@@ -570,7 +543,16 @@ fn spt_failures_write_cores_gdb_reads() {
     }
     let tmp = temp_dir("sptcore");
     let dir = tmp.path().join("fail");
-    write_unikernel(&dir, "fail", FAIL_TOML, FAIL_RS);
+    write_unikernel(
+        &dir,
+        "fail",
+        Some((
+            "how",
+            0,
+            "0: write through a null pointer, 1: panic, 2: a forbidden system call",
+        )),
+        FAIL_RS,
+    );
     let image = dir.join("dist/fail.spt");
     for (how, signal, status, top) in [
         ("0", "SIGSEGV", None, "fail::write_through"),
@@ -601,36 +583,20 @@ fn spt_failures_write_cores_gdb_reads() {
             "how={how}: {:?} {stderr}",
             out.status
         );
-        let files: Vec<_> = std::fs::read_dir(&cores)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        assert_eq!(files.len(), 1, "{files:?}\n{stderr}");
-        let core = &files[0];
-        let name = core.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.starts_with("core.kiln-spt."), "{name}");
-        assert!(
-            stderr.contains(&format!("core file written to {}", core.display())),
-            "{stderr}"
-        );
-        // Bounded by guest memory (8 MiB) plus headers.
-        assert!(std::fs::metadata(core).unwrap().len() <= (8 << 20) + 4096 * 4);
-        let out = run_for(
-            Command::new("gdb")
-                .args(["-batch", "-ex", "bt", "-ex", "info registers rip cs"])
-                .arg(&image)
-                .arg(core),
-            RUN_TIMEOUT,
-        );
-        let gdb = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        let core = the_core(&cores, "kiln-spt", &stderr);
+        let gdb = gdb_batch(&[
+            &"-ex",
+            &"bt",
+            &"-ex",
+            &"info registers rip cs",
+            &image,
+            &core,
+        ]);
         assert!(
             gdb.contains(&format!("Program terminated with signal {signal}")),
             "how={how}:\n{gdb}"
         );
-        let first = gdb
-            .lines()
-            .find(|l| l.starts_with("#0"))
-            .unwrap_or_else(|| panic!("no backtrace:\n{gdb}"));
+        let first = top_frame(&gdb);
         assert!(
             top.split('|').any(|t| first.contains(t)),
             "how={how}, expected {top} on top:\n{gdb}"

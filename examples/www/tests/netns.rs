@@ -16,10 +16,9 @@ use kiln_baked::Baked;
 use kiln_devices::MacAddress;
 use kiln_net::{Config, NetStack};
 use kiln_rt::{block_on, timeout};
-use kiln_testsupport::netns::{self, Netns};
+use kiln_testsupport::netns;
 use kiln_testsupport::platform::in_thread;
 use kiln_testsupport::process::stdout_of;
-use kiln_testsupport::skip::netns_or_skip;
 use kiln_unix::{Tap, platform};
 use support::{bake, file};
 
@@ -33,13 +32,13 @@ fn htdocs() -> Baked {
 
 #[test]
 fn www_on_the_direct_stack_in_a_network_namespace() {
-    let tools = [("curl", "--version", "curl")];
-    if !netns_or_skip("www_on_the_direct_stack_in_a_network_namespace", &tools) {
-        return;
-    }
-    let ns = Netns::new("www");
-    let status = ns.run_test("inside_a_namespace", Duration::from_secs(90));
-    assert!(status.success(), "inner namespace test failed: {status}");
+    netns::test_inside(
+        "www_on_the_direct_stack_in_a_network_namespace",
+        &[("curl", "--version", "curl")],
+        "www",
+        "inside_a_namespace",
+        Duration::from_secs(90),
+    );
 }
 
 /// Runs curl with `args`; stdout on success.

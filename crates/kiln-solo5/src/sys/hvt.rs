@@ -14,9 +14,10 @@ use kiln_abi::hvt::{
     HcWalltime, Hypercall,
 };
 use kiln_abi::hvt_ext::{
-    HcBlockExchange, HcNetExchange, HcStopEnable, KILN_BLOCK_EXCHANGE_PORT, KILN_CPUID_LEAF,
-    KILN_FEATURE_BLOCK_EXCHANGE, KILN_FEATURE_NET_EXCHANGE, KILN_FEATURE_STOP,
-    KILN_FEATURE_VNET_HDR, KILN_NET_EXCHANGE_PORT, KILN_STOP_ENABLE_PORT,
+    HcBlockExchange, HcNetExchange, HcNetExchangeArea, HcStopEnable, KILN_BLOCK_EXCHANGE_PORT,
+    KILN_CPUID_LEAF, KILN_FEATURE_BLOCK_EXCHANGE, KILN_FEATURE_NET_EXCHANGE,
+    KILN_FEATURE_NET_RX_AREA, KILN_FEATURE_STOP, KILN_FEATURE_VNET_HDR,
+    KILN_NET_EXCHANGE_AREA_PORT, KILN_NET_EXCHANGE_PORT, KILN_STOP_ENABLE_PORT,
 };
 use kiln_abi::status::EXIT_ABORT;
 
@@ -77,6 +78,7 @@ pub fn detect_extensions() {
     let features = kiln_abi::hvt_ext::features(regs)
         & (KILN_FEATURE_NET_EXCHANGE
             | KILN_FEATURE_BLOCK_EXCHANGE
+            | KILN_FEATURE_NET_RX_AREA
             | KILN_FEATURE_STOP
             | KILN_FEATURE_VNET_HDR);
     EXTENSIONS.store(features, Ordering::Relaxed);
@@ -97,6 +99,19 @@ pub fn has_vnet_header() -> bool {
 /// alive and unmoved for the call.
 pub fn net_exchange(arg: &mut HcNetExchange) {
     out(KILN_NET_EXCHANGE_PORT, SLOT_NET_EXCHANGE, arg);
+}
+
+/// Whether the tender serves NET_EXCHANGE_AREA (NET_EXCHANGE into one
+/// packed receive area).
+pub fn has_net_rx_area() -> bool {
+    let both = KILN_FEATURE_NET_EXCHANGE | KILN_FEATURE_NET_RX_AREA;
+    EXTENSIONS.load(Ordering::Relaxed) & both == both
+}
+
+/// NET_EXCHANGE_AREA with `arg`, whose tables, frames and area the caller
+/// keeps alive and unmoved for the call (counted as a net exchange).
+pub fn net_exchange_area(arg: &mut HcNetExchangeArea) {
+    out(KILN_NET_EXCHANGE_AREA_PORT, SLOT_NET_EXCHANGE, arg);
 }
 
 /// Whether the tender serves BLOCK_EXCHANGE.

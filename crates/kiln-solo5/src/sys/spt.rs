@@ -116,6 +116,20 @@ pub fn net_exchange(arg: &mut kiln_abi::hvt_ext::HcNetExchange) {
     arg.ret = kiln_abi::status::Solo5Result::Einval as i32;
 }
 
+/// NET_EXCHANGE_AREA is an hvt extension: never offered on spt.
+pub fn has_net_rx_area() -> bool {
+    false
+}
+
+/// Never called on spt ([`has_net_rx_area`] is false): answers EINVAL
+/// with nothing done.
+pub fn net_exchange_area(arg: &mut kiln_abi::hvt_ext::HcNetExchangeArea) {
+    arg.tx_written = 0;
+    arg.rx_read = 0;
+    arg.rx_used = 0;
+    arg.ret = kiln_abi::status::Solo5Result::Einval as i32;
+}
+
 /// Whether every net device's frames carry a virtio-net header (kiln-spt
 /// opened the taps with offloads for this image, whose note declared it);
 /// set at boot.

@@ -189,6 +189,19 @@ impl Devices {
 /// or the hypercalls, as `path` expects), the two frames it echoes with their addresses swapped, and
 /// the sectors it writes as the host sees them.
 pub fn check_net_and_block(target: Target, env: &[(&str, &str)], path: &str, exits: u32) {
+    check_net_and_block_burst(target, env, path, exits, None);
+}
+
+/// [`check_net_and_block`], first queueing `burst.0` frames of 60 bytes
+/// for the guest before it starts, which it must receive in `burst.1`
+/// exits.
+pub fn check_net_and_block_burst(
+    target: Target,
+    env: &[(&str, &str)],
+    path: &str,
+    exits: u32,
+    burst: Option<(u32, u32)>,
+) {
     let b = built(target);
     let d = Devices::new("disk");
     let mut command = Command::new(&b.tender);
@@ -198,6 +211,18 @@ pub fn check_net_and_block(target: Target, env: &[(&str, &str)], path: &str, exi
         .args(d.flags())
         .arg(&b.devices)
         .args(["--frames", "2"]);
+    let mut report = String::new();
+    if let Some((count, took)) = burst {
+        command.args(["--burst", &count.to_string()]);
+        // Queued before the tender starts: the guest finds them all
+        // waiting at its first exchange.
+        for i in 0..count {
+            let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x88, 0xb5];
+            frame.resize(60, i as u8);
+            d.ours.send(&frame).expect("queue a frame of the burst");
+        }
+        report = format!("net: a burst of {count} frames took {took} exits\n");
+    }
     let ours = d.ours.try_clone().expect("clone the socket");
     let peer = std::thread::spawn(move || {
         let mut echoes = Vec::new();
@@ -218,7 +243,7 @@ pub fn check_net_and_block(target: Target, env: &[(&str, &str)], path: &str, exi
     assert_eq!(
         r.stdout,
         format!(
-            "block: 8 sectors of 512 bytes\n\
+            "{report}block: 8 sectors of 512 bytes\n\
              sector 0: [4b, 49, 4c, 4e, 44, 49, 53, 4b]\n\
              block: write and read back ok\n\
              block: 6-sector write and read back ok\n\

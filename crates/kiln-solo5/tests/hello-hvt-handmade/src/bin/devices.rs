@@ -9,6 +9,10 @@
 //! - prints the interface's MAC and MTU, then echoes `--frames N` frames
 //!   (default 1) back with source and destination swapped, giving up
 //!   after 10 s without one;
+//! - with `--burst N`, first of all receives N frames of 60 bytes the host
+//!   queued before the guest started (byte 14 of frame `i` is `i`) and
+//!   prints how many exits to the host that took (one when kiln's
+//!   NET_EXCHANGE_AREA packs them all into one exchange);
 //! - with `--pwrite-past-end` (spt only), first makes a raw `pwrite64` of
 //!   one sector just past the end of `disk`, which the tender's filter must
 //!   kill.
@@ -39,6 +43,7 @@ enum Error {
     Net(kiln_devices::NetError),
     Mismatch,
     Timeout,
+    Burst(u32),
 }
 
 impl core::fmt::Display for Error {
@@ -51,6 +56,7 @@ impl core::fmt::Display for Error {
                 f.write_str("block: sector 1 read back differs from what was written")
             }
             Error::Timeout => f.write_str("net: no frame within 10 s"),
+            Error::Burst(i) => write!(f, "net: frame {i} of the burst is not the one sent"),
         }
     }
 }
@@ -60,8 +66,31 @@ async fn start(
     net: impl NetworkInterface,
     disk: impl Block,
     frames: u32,
+    burst: u32,
     path: &str,
 ) -> Result<(), Error> {
+    let exits = || {
+        (0..kiln_x86::exits::SLOTS)
+            .map(kiln_x86::exits::get)
+            .sum::<u64>()
+    };
+    if burst > 0 {
+        let before = exits();
+        let mut buf = vec![0u8; net.mtu() + kiln_devices::net::ETHERNET_HEADER_LEN];
+        for i in 0..burst {
+            let n = kiln_rt::timeout(Duration::from_secs(10), net.receive(&mut buf))
+                .await
+                .map_err(|_| Error::Timeout)?
+                .map_err(Error::Net)?;
+            if n != 60 || buf[14] != i as u8 {
+                return Err(Error::Burst(i));
+            }
+        }
+        let took = exits() - before;
+        let _ = console.logf(format_args!(
+            "net: a burst of {burst} frames took {took} exits"
+        ));
+    }
     let info = disk.info();
     let size = info.sector_size as usize;
     let _ = console.logf(format_args!(
@@ -94,11 +123,6 @@ async fn start(
         let _ = console.logf(format_args!("past the end: {e}"));
     }
     // Eight one-sector reads issued together and awaited together.
-    let exits = || {
-        (0..kiln_x86::exits::SLOTS)
-            .map(kiln_x86::exits::get)
-            .sum::<u64>()
-    };
     let before = exits();
     let mut eight = vec![0u8; 8 * size];
     let reads: alloc::vec::Vec<_> = eight
@@ -168,6 +192,7 @@ fn pwrite_past_end(env: &kiln_solo5::Env) -> i64 {
 
 fn run(env: &'static kiln_solo5::Env) -> ExitStatus {
     let mut frames = 1u32;
+    let mut burst = 0u32;
     let mut args = match env.args() {
         Ok(args) => args.iter(),
         Err(e) => return Err::<(), _>(e).exit_status(),
@@ -180,7 +205,8 @@ fn run(env: &'static kiln_solo5::Env) -> ExitStatus {
         }
         match (*arg, args.next().and_then(|v| v.parse().ok())) {
             ("--frames", Some(n)) => frames = n,
-            _ => return Err::<(), _>("usage: devices [--frames N]").exit_status(),
+            ("--burst", Some(n)) => burst = n,
+            _ => return Err::<(), _>("usage: devices [--frames N] [--burst N]").exit_status(),
         }
     }
     let net = match env.net("service") {
@@ -198,7 +224,7 @@ fn run(env: &'static kiln_solo5::Env) -> ExitStatus {
     };
     kiln_rt::block_on(
         env.platform(),
-        start(env.console(), net, disk, frames, path),
+        start(env.console(), net, disk, frames, burst, path),
     )
     .exit_status()
 }
