@@ -53,7 +53,7 @@ pub(crate) struct Driver<N> {
     no_sockets: SocketSet<'static>,
     /// An interface like the stack's but without SLAAC, that never sees a
     /// frame: the sockets' deadlines are read through it (see
-    /// [`Driver::next_deadline`]).
+    /// [`next_deadline`]).
     deadlines: Interface,
     /// Rounds in a row that did nothing although a deadline had passed.
     stale_rounds: u32,

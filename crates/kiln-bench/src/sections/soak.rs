@@ -19,7 +19,10 @@
 //! the resident set after the last window above the one after the middle
 //! window by more than [`RSS_SLACK_PERCENT`] % plus [`RSS_SLACK_KIB`] KiB
 //! (the rows compare it with the first window's; the middle one leaves out
-//! the step while the population of slow clients first turns over). A
+//! the step while the population of slow clients first turns over), or,
+//! on kiln's own stack, when the stack's driver met a deadline already past
+//! ([`STALE_DEADLINES`] on www's metrics page after the last window; such a
+//! deadline raised the cost of a request 1.3-1.4×, under the bound). A
 //! slower last window gets up to [`EXTRA_WINDOWS`] more, so that a window
 //! disturbed by other load on a shared machine does not fail the run; a
 //! server that stays slow does. nginx, the baseline, is measured the same
