@@ -340,19 +340,25 @@ impl<'b, N: NetworkInterface + ?Sized> phy::Device for NicDevice<'_, 'b, N> {
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = self.frame_len;
-        if self.vnet {
-            // The host completes TCP checksums and cuts segments of up to
-            // an IPv4 packet's 64 KiB; `vnet` checks what it received.
-            // IPv6 segments stay within the MTU: smoltcp (0.14) drops an
-            // IPv6 packet larger than the MTU before it reaches the device,
-            // whatever its segmentation metadata, and the connection then
-            // stalls retransmitting it.
-            caps.checksum.tcp = Checksum::None;
-            caps.segmentation.tcpv4 = core::num::NonZeroUsize::new(VNET_MAX_FRAME - 40);
-        }
-        caps
+        capabilities(self.frame_len, self.vnet)
     }
+}
+
+/// What smoltcp may send on an interface whose frames (Ethernet header
+/// included) are up to `frame_len` bytes, with offloads if `vnet`.
+pub(crate) fn capabilities(frame_len: usize, vnet: bool) -> DeviceCapabilities {
+    let mut caps = DeviceCapabilities::default();
+    caps.medium = Medium::Ethernet;
+    caps.max_transmission_unit = frame_len;
+    if vnet {
+        // The host completes TCP checksums and cuts segments of up to
+        // an IPv4 packet's 64 KiB; `vnet` checks what it received.
+        // IPv6 segments stay within the MTU: smoltcp (0.14) drops an
+        // IPv6 packet larger than the MTU before it reaches the device,
+        // whatever its segmentation metadata, and the connection then
+        // stalls retransmitting it.
+        caps.checksum.tcp = Checksum::None;
+        caps.segmentation.tcpv4 = core::num::NonZeroUsize::new(VNET_MAX_FRAME - 40);
+    }
+    caps
 }

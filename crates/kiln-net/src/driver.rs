@@ -16,13 +16,12 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 
 use kiln_devices::{Instant, NetworkInterface};
-use smoltcp::iface::{Interface, PollIngressSingleResult, PollResult, SocketSet};
+use smoltcp::iface::{self, Interface, PollIngressSingleResult, PollResult, SocketSet};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, HardwareAddress, IPV6_HEADER_LEN, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr,
-    IpProtocol, Ipv6Address, Ipv6Packet, Ipv6Repr, NdiscNeighborFlags, NdiscRepr, NdiscRouterFlags,
-    RawHardwareAddress,
+    ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, EthernetRepr,
+    HardwareAddress, IPV6_HEADER_LEN, Icmpv6Packet, Icmpv6Repr, IpAddress, IpProtocol, Ipv6Packet,
+    Ipv6Repr, NdiscNeighborFlags, NdiscRepr, RawHardwareAddress,
 };
 
 use crate::device::{NicDevice, TxQueue};
@@ -49,11 +48,42 @@ pub(crate) struct Driver<N> {
     frame_len: usize,
     timer: Option<kiln_rt::time::Sleep>,
     guard: NdiscGuard,
-    /// No sockets: `Interface::poll_at` over it gives the interface's own
-    /// deadline (SLAAC's).
+    /// No sockets: the neighbours the driver teaches smoltcp (learnt from
+    /// SYNs) reach no socket.
     no_sockets: SocketSet<'static>,
+    /// An interface like the stack's but without SLAAC, that never sees a
+    /// frame: the sockets' deadlines are read through it (see
+    /// [`next_deadline`]).
+    deadlines: Interface,
     /// Rounds in a row that did nothing although a deadline had passed.
     stale_rounds: u32,
+}
+
+/// Router solicitations smoltcp 0.14's SLAAC sends
+/// (`MAX_RTR_SOLICITATIONS`), and the time between them
+/// (`RTR_SOLICITATION_INTERVAL`).
+const SLAAC_SOLICITATIONS: u32 = 3;
+const SLAAC_INTERVAL: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(4);
+
+/// A device with an interface's capabilities that neither receives nor
+/// sends.
+struct Inert(smoltcp::phy::DeviceCapabilities);
+
+impl smoltcp::phy::Device for Inert {
+    type RxToken<'a> = OneRx;
+    type TxToken<'a> = NoTx;
+
+    fn receive(&mut self, _: smoltcp::time::Instant) -> Option<(OneRx, NoTx)> {
+        None
+    }
+
+    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<NoTx> {
+        None
+    }
+
+    fn capabilities(&self) -> smoltcp::phy::DeviceCapabilities {
+        self.0.clone()
+    }
 }
 
 /// Rounds in a row that may find a past deadline and do nothing before the
@@ -64,52 +94,6 @@ const STALE_ROUNDS: u32 = 8;
 
 /// How long the driver waits on a deadline it does not believe.
 const STALE_WAIT_NANOS: u64 = 1_000_000;
-
-/// A router advertisement with a router lifetime of 0 and no options,
-/// from our own link-local address to all nodes: it tells smoltcp's SLAAC
-/// nothing but that router discovery is over.
-fn end_of_router_discovery(iface: &Interface) -> Option<alloc::vec::Vec<u8>> {
-    let HardwareAddress::Ethernet(mac) = iface.hardware_addr();
-    let src = iface.ip_addrs().iter().find_map(|c| match c {
-        IpCidr::Ipv6(c) if c.address().is_unicast_link_local() => Some(c.address()),
-        _ => None,
-    })?;
-    let dst = Ipv6Address::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
-    let icmp = Icmpv6Repr::Ndisc(NdiscRepr::RouterAdvert {
-        hop_limit: 0,
-        flags: NdiscRouterFlags::empty(),
-        router_lifetime: smoltcp::time::Duration::ZERO,
-        reachable_time: smoltcp::time::Duration::ZERO,
-        retrans_time: smoltcp::time::Duration::ZERO,
-        lladdr: None,
-        mtu: None,
-        prefix_info: None,
-    });
-    let ip = Ipv6Repr {
-        src_addr: src,
-        dst_addr: dst,
-        next_header: IpProtocol::Icmpv6,
-        payload_len: icmp.buffer_len(),
-        hop_limit: 255,
-    };
-    let mut frame = vec![0; 14 + IPV6_HEADER_LEN + icmp.buffer_len()];
-    let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
-    EthernetRepr {
-        src_addr: mac,
-        dst_addr: EthernetAddress([0x33, 0x33, 0, 0, 0, 1]),
-        ethertype: EthernetProtocol::Ipv6,
-    }
-    .emit(&mut eth);
-    let mut packet = Ipv6Packet::new_unchecked(eth.payload_mut());
-    ip.emit(&mut packet);
-    icmp.emit(
-        &src,
-        &dst,
-        &mut Icmpv6Packet::new_unchecked(packet.payload_mut()),
-        &ChecksumCapabilities::default(),
-    );
-    Some(frame)
-}
 
 /// The frame that tells smoltcp where `l.peer` is: an ARP reply or a
 /// neighbour advertisement from it, to us.
@@ -222,6 +206,13 @@ impl<N: NetworkInterface> Driver<N> {
         let mut guard = NdiscGuard::default();
         guard.tcp_checked = nic.vnet_header();
         let connections = shared.state.borrow().buffers.max_connections;
+        let deadlines = {
+            let state = shared.state.borrow();
+            // SLAAC is off in `iface::Config::new`.
+            let config = iface::Config::new(state.iface.hardware_addr());
+            let caps = crate::device::capabilities(frame_len, nic.vnet_header());
+            Interface::new(config, &mut Inert(caps), smol_now())
+        };
         Driver {
             nic,
             shared,
@@ -231,6 +222,7 @@ impl<N: NetworkInterface> Driver<N> {
             timer: None,
             guard,
             no_sockets: SocketSet::new(alloc::vec::Vec::new()),
+            deadlines,
             stale_rounds: 0,
         }
     }
@@ -320,36 +312,18 @@ impl<N: NetworkInterface> Driver<N> {
         let reap_at = state.reap(now);
         state.refill_listeners(now);
         let tx_blocked = device.tx.is_blocked();
-        // smoltcp 0.14's SLAAC sends its three router solicitations, then
-        // stays in its discovery phase with the time of a fourth, which
-        // never comes, as its deadline: `Interface::poll_at` returns that
-        // past instant for ever once any socket has a timer, and the
-        // driver would poll without pause. A router advertisement ends the
-        // phase; if no router sent one, hand smoltcp one that changes
-        // nothing else (lifetime 0, no prefix).
-        if !tx_blocked
-            && state
-                .iface
-                .poll_at(now, &self.no_sockets)
-                .is_some_and(|t| t <= now)
-            && let Some(frame) = end_of_router_discovery(&state.iface)
-        {
-            let mut one = OneFrame(Some(frame));
-            let _ = state
-                .iface
-                .poll_ingress_single(now, &mut one, &mut self.no_sockets);
-            state.iface.poll_maintenance(now);
-        }
         let did_something = (stats.rx_frames, stats.tx_frames) != before;
         // Counted by the listeners during this round, not by the device.
         stats.syn_dropped = state.stats.syn_dropped;
         stats.tcp_refused = state.stats.tcp_refused;
         state.stats = stats;
-        let poll_at = state.iface.poll_at(now, &state.sockets);
-        let next = match (poll_at, reap_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = [
+            next_deadline(&mut self.deadlines, &self.guard, now, &state.sockets),
+            reap_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         // While the interface refuses frames, its own wake-up is the one
         // that matters: do not spin on "send now".
         let mut next = next.filter(|_| !tx_blocked).map(|t| {
@@ -379,6 +353,36 @@ impl<N: NetworkInterface> Driver<N> {
         }
         (next, !budget_left)
     }
+}
+
+/// When smoltcp wants to be polled next: the sockets' earliest
+/// deadline, or SLAAC's next router solicitation.
+///
+/// Not `Interface::poll_at` of the stack's interface: smoltcp 0.14
+/// folds SLAAC's deadline into it with `Option::min`, where `None` is
+/// the smallest. After its three solicitations went unanswered, SLAAC
+/// keeps the time of a fourth, which never comes, as its deadline (12 s
+/// after start): past for ever, it stood in for every socket's and the
+/// driver polled without pause while any socket had a timer. Had a
+/// router advertisement ended discovery, SLAAC's deadline would be
+/// `None` while it holds no prefix or route, and so would the
+/// interface's: no socket's timer would wake the driver. The sockets'
+/// deadlines are read through an interface without SLAAC instead, and
+/// SLAAC's solicitations are timed here. The expiry of a prefix or
+/// route it learnt wakes nobody: every round starts with
+/// `poll_maintenance`, which drops them before anything is sent.
+fn next_deadline(
+    deadlines: &mut Interface,
+    guard: &NdiscGuard,
+    now: smoltcp::time::Instant,
+    sockets: &SocketSet<'static>,
+) -> Option<smoltcp::time::Instant> {
+    let sockets = deadlines.poll_at(now, sockets);
+    let solicitation = guard
+        .last_router_solicitation
+        .filter(|_| guard.router_solicitations < SLAAC_SOLICITATIONS)
+        .map(|t| t + SLAAC_INTERVAL);
+    [sockets, solicitation].into_iter().flatten().min()
 }
 
 impl<N: NetworkInterface> Future for Driver<N> {

@@ -98,6 +98,7 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 const ROUTERS_MAX: usize = 4;
 /// How long a router may stay silent before another takes its place.
 const ROUTER_SILENCE: Duration = Duration::from_secs(1800);
+const ROUTER_SOLICIT: u8 = 133;
 const ROUTER_ADVERT: u8 = 134;
 
 const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
@@ -125,6 +126,14 @@ fn ndisc(frame: &[u8]) -> Option<(u8, [u8; 16])> {
     Some((kind, addr))
 }
 
+/// Whether `frame` is a router solicitation without extension headers
+/// (as smoltcp's SLAAC sends them).
+fn is_router_solicitation(frame: &[u8]) -> bool {
+    frame.get(12..14) == Some(&ETHERTYPE_IPV6[..])
+        && frame.get(14 + 6) == Some(&NEXT_HEADER_ICMPV6)
+        && frame.get(ICMP_AT) == Some(&ROUTER_SOLICIT)
+}
+
 /// What the filter knows: our addresses and the targets we solicited.
 #[derive(Default)]
 pub(crate) struct NdiscGuard {
@@ -138,6 +147,10 @@ pub(crate) struct NdiscGuard {
     pub(crate) learnt: Vec<Learnt>,
     /// Frames dropped.
     pub(crate) dropped: u64,
+    /// Router solicitations sent, and when the last one was (the driver
+    /// wakes smoltcp's SLAAC for the next).
+    pub(crate) router_solicitations: u32,
+    pub(crate) last_router_solicitation: Option<Instant>,
     /// The TCP checksums of the frames admitted were checked before, or
     /// vouched for by the host (an interface with offloads: `vnet`). The
     /// host's own SYNs then come with `NEEDS_CSUM` and only the
@@ -200,7 +213,8 @@ impl NdiscGuard {
         }
     }
 
-    /// Notes a frame we send: a solicitation makes its answer welcome.
+    /// Notes a frame we send: a neighbour solicitation makes its answer
+    /// welcome; router solicitations are counted.
     pub(crate) fn sent(&mut self, frame: &[u8], now: Instant) {
         if let Some((NEIGHBOR_SOLICIT, target)) = ndisc(frame) {
             self.solicited.retain(|(t, _)| *t != target);
@@ -208,6 +222,9 @@ impl NdiscGuard {
                 self.solicited.pop_front();
             }
             self.solicited.push_back((target, now));
+        } else if is_router_solicitation(frame) {
+            self.router_solicitations = self.router_solicitations.saturating_add(1);
+            self.last_router_solicitation = Some(now);
         }
     }
 }
@@ -223,6 +240,21 @@ mod tests {
         f[ICMP_AT] = kind;
         f[ICMP_AT + 8..ICMP_AT + 24].copy_from_slice(&target);
         f
+    }
+
+    #[test]
+    fn counts_the_router_solicitations_sent() {
+        let mut g = NdiscGuard::default();
+        let t0 = Instant::from_secs(1);
+        g.sent(&frame(ROUTER_SOLICIT, [0; 16]), t0);
+        g.sent(&frame(NEIGHBOR_SOLICIT, [3; 16]), t0);
+        g.sent(&frame(ROUTER_ADVERT, [3; 16]), t0);
+        g.sent(&frame(ROUTER_SOLICIT, [0; 16])[..ICMP_AT], t0);
+        assert_eq!(g.router_solicitations, 1);
+        assert_eq!(g.last_router_solicitation, Some(t0));
+        // One received is not one sent.
+        assert!(g.admit(&frame(ROUTER_SOLICIT, [0; 16]), t0));
+        assert_eq!(g.router_solicitations, 1);
     }
 
     #[test]

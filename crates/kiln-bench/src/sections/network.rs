@@ -58,7 +58,19 @@ pub fn start_www(
     mem: Option<u32>,
     wait: Duration,
 ) -> Result<Server, BenchError> {
-    let (args, tap, url) = if built.variant.tap() {
+    start_www_with(env, ns, built, mem, wait, &[])
+}
+
+/// [`start_www`] with `extra` arguments for www.
+pub fn start_www_with(
+    env: &Env,
+    ns: &Netns,
+    built: &Built,
+    mem: Option<u32>,
+    wait: Duration,
+    extra: &[&str],
+) -> Result<Server, BenchError> {
+    let (mut args, tap, url) = if built.variant.tap() {
         (
             vec![format!("--ipv4={GUEST_V4}/{PREFIX}"), "--port=80".into()],
             Some(netns::TAP),
@@ -71,6 +83,7 @@ pub fn start_www(
             format!("http://127.0.0.1:{SOCKET_PORT}/"),
         )
     };
+    args.extend(extra.iter().map(|a| a.to_string()));
     let log = env.work.join(format!("www-{}.log", built.variant.name()));
     let mut service = ns.start(&built.argv(mem, tap, &args), &log)?;
     ns.wait_http(&mut service, &url, wait)?;
