@@ -181,9 +181,9 @@ fn start_slow(
 struct Soak {
     windows: Vec<Window>,
     slow: Option<SlowReport>,
-    /// [`STALE_DEADLINES`] after the last window (servers on kiln's own
-    /// stack only).
-    stale_deadlines: Option<u64>,
+    /// [`STALE_DEADLINES`] after the last window, or why it could not be
+    /// read (servers on kiln's own stack only: `None` for the others).
+    stale_deadlines: Option<Result<u64, String>>,
 }
 
 /// The value of the counter `name` in a Prometheus text exposition.
@@ -193,13 +193,15 @@ fn counter(text: &str, name: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// [`STALE_DEADLINES`] of the server at `url`, if it serves it at
-/// [`METRICS_PATH`].
-fn stale_deadlines(ns: &Netns, url: &str) -> Option<u64> {
+/// [`STALE_DEADLINES`] of the server at `url`, read from
+/// [`METRICS_PATH`]; a page that cannot be fetched or lacks the counter is
+/// an error (the check must not pass by not looking).
+fn stale_deadlines(ns: &Netns, url: &str) -> Result<u64, String> {
     let url = format!("{}{}", url.trim_end_matches('/'), METRICS_PATH);
     let curl = ns.wrap(&argv(["curl", "-s", "--max-time", "5", &url]));
-    let page = exec::run_ok(&curl, Context::default(), Duration::from_secs(10)).ok()?;
-    counter(&page.stdout, STALE_DEADLINES)
+    let page = exec::run_ok(&curl, Context::default(), Duration::from_secs(10))
+        .map_err(|e| format!("fetching {url}: {e}"))?;
+    counter(&page.stdout, STALE_DEADLINES).ok_or_else(|| format!("{url} has no {STALE_DEADLINES}"))
 }
 
 /// Soaks `server`: the windows of `plan` (and one more if the last was
@@ -211,6 +213,7 @@ fn soak(
     server: &mut Server,
     plan: Plan,
     who: &str,
+    own_stack: bool,
 ) -> Result<Soak, String> {
     let (slow, slow_log) = start_slow(p, ns, &server.url, plan, who).map_err(|e| e.to_string())?;
     let started = Instant::now();
@@ -258,7 +261,7 @@ fn soak(
     Ok(Soak {
         windows,
         slow: report,
-        stale_deadlines: stale_deadlines(ns, &server.url),
+        stale_deadlines: own_stack.then(|| stale_deadlines(ns, &server.url)),
     })
 }
 
@@ -380,12 +383,20 @@ fn rows(
     // smoltcp keeps in the past makes the driver poll again at once. The
     // cost can grow less than the bound allows (1.3-1.4× in 2-minute soaks
     // of www on kiln's stack, where the counter reached thousands).
-    if judge != Judge::Nothing
-        && let Some(n) = s.stale_deadlines.filter(|&n| n > 0)
-    {
-        cpu.status = Status::Failed(format!(
-            "the stack's driver met a deadline already past {n} times ({STALE_DEADLINES}, 0 unless smoltcp keeps reporting one)"
-        ));
+    if judge != Judge::Nothing {
+        match &s.stale_deadlines {
+            Some(Ok(0)) | None => {}
+            Some(Ok(n)) => {
+                cpu.status = Status::Failed(format!(
+                    "the stack's driver met a deadline already past {n} times ({STALE_DEADLINES}, 0 unless smoltcp keeps reporting one)"
+                ));
+            }
+            Some(Err(why)) => {
+                cpu.status = Status::Failed(format!(
+                    "the stack's stale deadlines could not be read after the last window: {why}"
+                ));
+            }
+        }
     }
     out.push(cpu);
     let mib = |kib: u64| kib as f64 / 1024.0;
@@ -473,7 +484,7 @@ pub fn run(p: &Prepared, plan: Plan) -> Vec<Row> {
         let root = p.env.workspace.join("examples/www/htdocs");
         let r = start_nginx(&p.env, &ns, Path::new(&root))
             .map_err(|e| e.to_string())
-            .and_then(|mut s| soak(p, &ns, &mut s, plan, "nginx"));
+            .and_then(|mut s| soak(p, &ns, &mut s, plan, "nginx", false));
         out.extend(rows("nginx", &r, None, Judge::Nothing));
         r.ok()
     };
@@ -497,7 +508,7 @@ pub fn run(p: &Prepared, plan: Plan) -> Vec<Row> {
         let extra: &[&str] = if variant.tap() { &[&extra] } else { &[] };
         let r = start_www_with(&p.env, &ns, built, None, READY, extra)
             .map_err(|e| e.to_string())
-            .and_then(|mut s| soak(p, &ns, &mut s, plan, target));
+            .and_then(|mut s| soak(p, &ns, &mut s, plan, target, variant.tap()));
         let judge = if p.counts.quick {
             Judge::Cost
         } else {
@@ -605,14 +616,23 @@ mod tests {
             stale_deadlines: stale,
         };
         for judge in [Judge::Cost, Judge::Everything] {
-            let r = rows("unix-direct", &Ok(soak(Some(2309))), None, judge);
+            let r = rows("unix-direct", &Ok(soak(Some(Ok(2309)))), None, judge);
             let failed: Vec<_> = r.iter().filter_map(Row::problem).collect();
             assert_eq!(failed.len(), 1, "{judge:?}: {failed:?}");
             assert!(failed[0].contains("past 2309 times"), "{failed:?}");
-            let r = rows("unix-direct", &Ok(soak(Some(0))), None, judge);
+            let r = rows("unix-direct", &Ok(soak(Some(Ok(0)))), None, judge);
             assert!(r.iter().all(|r| r.problem().is_none()), "{r:?}");
+            // A counter that could not be read fails too.
+            let r = rows(
+                "unix-direct",
+                &Ok(soak(Some(Err("no page".into())))),
+                None,
+                judge,
+            );
+            let failed: Vec<_> = r.iter().filter_map(Row::problem).collect();
+            assert!(failed.iter().any(|p| p.contains("no page")), "{failed:?}");
         }
-        let r = rows("nginx", &Ok(soak(Some(5))), None, Judge::Nothing);
+        let r = rows("nginx", &Ok(soak(Some(Ok(5)))), None, Judge::Nothing);
         assert!(r.iter().all(|r| r.problem().is_none()), "{r:?}");
     }
 
