@@ -311,6 +311,14 @@ impl<N: NetworkInterface> Driver<N> {
         // Reclaimed sockets make room for listening ones.
         let reap_at = state.reap(now);
         state.refill_listeners(now);
+        // Frames queued behind one the interface refused go out only
+        // through `transmit`, which smoltcp calls only for a socket with
+        // something to send: an ACK that ingress queued behind them, with
+        // the interface's wake-up already spent, would wait for the next
+        // frame or timer, and while the queue is blocked there is no
+        // timer (below). Offering the queue once more either empties it
+        // or leaves the interface holding this task's waker.
+        device.tx.flush(device.nic, device.cx, device.stats);
         let tx_blocked = device.tx.is_blocked();
         let did_something = (stats.rx_frames, stats.tx_frames) != before;
         // Counted by the listeners during this round, not by the device.

@@ -1,6 +1,5 @@
 //! The runtime's blocking point. `wait` first spins for [`SPIN_NANOS`]
-//! ([`SPIN_BUSY_NANOS`] when the last wait ended with network work) with
-//! `pause` on the monotonic clock, checking the network devices' queues
+//! with `pause` on the monotonic clock, checking the network devices' queues
 //! between spins: a frame that comes soon is answered without any exit.
 //! Then, where every network device can interrupt (virtio-mmio lines from
 //! the command line or the ACPI tables, virtio-pci MSI-X; or no network
@@ -17,23 +16,20 @@
 //! MSI-X, or whose structures lie outside kiln's device window) keeps the
 //! wait spinning: the vCPU is busy while the unikernel idles.
 
-use core::sync::atomic::{AtomicBool, Ordering};
-
 use kiln_devices::Instant;
 
 use crate::sys;
 
 /// How long a wait spins before it halts, in nanoseconds: a frame that
-/// comes within it is answered without the exits of an interrupt.
+/// comes within it is answered without the exits of an interrupt. A halt
+/// costs several exits (the timer's MSR, the `hlt` through the #UD gate,
+/// the interrupt and its end at the LAPIC, the device's acknowledgement),
+/// so a spin about as long as those pays for itself; a longer one (this
+/// was 1 ms after a wait that ended with network work) spends the CPU
+/// that QEMU's I/O thread and the peer need to answer: a quarter more
+/// CPU per 1 MiB response, the same per small one (docs/bulk.md, "Where
+/// virtio's time goes").
 pub const SPIN_NANOS: u64 = 100_000;
-/// How long a wait spins when the last one ended with network work (a
-/// server under load): halting costs several exits (the timer's MSR, the
-/// interrupt, its end at the LAPIC, the device's acknowledgement), and a
-/// loaded server's next frame usually comes within this.
-pub const SPIN_BUSY_NANOS: u64 = 1_000_000;
-
-/// Whether the last wait ended with network work.
-static BUSY: AtomicBool = AtomicBool::new(false);
 
 /// The platform: implements [`kiln_rt::Platform`] with the monotonic clock
 /// and its wait.
@@ -66,20 +62,13 @@ impl Platform {
         // The frames and buffers queued since the last wait, in one
         // notification per device.
         sys::virtio::flush_all();
-        let spin = if BUSY.load(Ordering::Relaxed) {
-            SPIN_BUSY_NANOS
-        } else {
-            SPIN_NANOS
-        };
-        let spin_until = self.now().as_nanos().saturating_add(spin);
+        let spin_until = self.now().as_nanos().saturating_add(SPIN_NANOS);
         loop {
             if sys::virtio::poll_all() {
-                BUSY.store(true, Ordering::Relaxed);
                 return;
             }
             let now = self.now();
             if deadline.is_some_and(|d| now >= d) {
-                BUSY.store(false, Ordering::Relaxed);
                 return;
             }
             if now.as_nanos() < spin_until || !sys::virtio::can_halt() {
@@ -91,7 +80,6 @@ impl Platform {
             // their lines acknowledged first, and the queues checked
             // again, so that nothing that arrived before is slept through.
             sys::virtio::arm_all();
-            BUSY.store(false, Ordering::Relaxed);
             if sys::virtio::poll_all() {
                 return;
             }
