@@ -12,9 +12,10 @@
 //! Each image is built once per test process, in the release profile
 //! users get, in the target directory the other CLI tests share: rustls
 //! and the RustCrypto crates compile once per target triple (once for
-//! hvt, spt and virtio, once for unix, which `kiln-bench --quick` then
-//! reuses), and each further image costs its link-time optimisation
-//! (about 20 s).
+//! hvt, spt and virtio, once for unix), and each further image costs its
+//! link-time optimisation (about 20 s). `test = false` in Cargo.toml:
+//! scripts/test runs it by name, beside the rest of the suite
+//! (docs/ci.md); `cargo test -p kiln --test tls` runs it alone.
 //!
 //! Needs root, `ip`, `curl`, `openssl`, `nginx`, `dnsmasq`, for hvt and
 //! virtio /dev/kvm and for virtio `qemu-system-x86_64` (scripts/test
