@@ -71,6 +71,38 @@ pub fn to_device(frame: &[u8], header: usize, buf: &mut [u8]) -> Option<usize> {
     Some(len)
 }
 
+/// Has `fill` write a frame of the stack's of `len` bytes (with
+/// `vnet`, the 10-byte header, then the Ethernet frame; else the
+/// Ethernet frame alone) straight into a device buffer whose header is
+/// `header` bytes (10 or 12), leaving `buf` as [`to_device`] (or the
+/// zeroed header and the frame, without `vnet`) would have: the buffer's
+/// length used. `None`, without calling `fill`, if `buf` is too short or
+/// the frame too short for its header.
+pub fn fill_device(
+    buf: &mut [u8],
+    header: usize,
+    vnet: bool,
+    len: usize,
+    fill: &mut dyn FnMut(&mut [u8]),
+) -> Option<usize> {
+    // The stack's header ends where the device's does: only its first
+    // 10 bytes move (back over the 2 bytes of `num_buffers`).
+    let head = if vnet { VNET_HEADER_LEN } else { 0 };
+    let at = header.checked_sub(head)?;
+    if len < head {
+        return None;
+    }
+    let used = at.checked_add(len)?;
+    fill(buf.get_mut(at..used)?);
+    if vnet {
+        buf.copy_within(at..at + VNET_HEADER_LEN, 0);
+        buf[VNET_HEADER_LEN..header].fill(0);
+    } else {
+        buf[..header].fill(0);
+    }
+    Some(used)
+}
+
 /// Copies what a device used of a receive buffer (`used`: its `header`
 /// bytes, then the frame) into the stack's buffer as the 10-byte header
 /// and the frame; the length written, or `None` if `used` is shorter than
@@ -120,6 +152,43 @@ mod tests {
         assert_eq!(buf[..12], frame);
         assert_eq!(to_device(&frame, 12, &mut [0; 13]), None, "too short");
         assert_eq!(to_device(&frame[..9], 12, &mut buf), None, "no header");
+    }
+
+    /// Built in place over stale bytes, a frame leaves the device buffer
+    /// as the copying path (`to_device`, or the zeroed header and the
+    /// frame) leaves it.
+    #[test]
+    fn a_frame_filled_in_place_is_laid_out_as_a_copied_one() {
+        let frame = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0xaa, 0xbb, 0xcc];
+        let mut write = |out: &mut [u8]| {
+            assert_eq!(out.len(), frame.len());
+            out.copy_from_slice(&frame);
+        };
+        for header in [10, 12] {
+            let mut copied = [0xee; 32];
+            let n = to_device(&frame, header, &mut copied).unwrap();
+            let mut filled = [0xee; 32];
+            let m = fill_device(&mut filled, header, true, frame.len(), &mut write);
+            assert_eq!(m, Some(n), "header {header}");
+            assert_eq!(filled[..n], copied[..n], "header {header}");
+            // Without the offloads: the zeroed header, then the frame.
+            let mut filled = [0xee; 32];
+            let m = fill_device(&mut filled, header, false, frame.len(), &mut write);
+            assert_eq!(m, Some(header + frame.len()));
+            assert!(filled[..header].iter().all(|&b| b == 0));
+            assert_eq!(filled[header..header + frame.len()], frame);
+        }
+    }
+
+    #[test]
+    fn a_frame_that_does_not_fit_is_not_filled() {
+        let mut never = |_: &mut [u8]| panic!("filled");
+        let mut buf = [0; 20];
+        assert_eq!(fill_device(&mut buf, 12, true, 9, &mut never), None);
+        assert_eq!(fill_device(&mut buf, 12, true, 19, &mut never), None);
+        assert_eq!(fill_device(&mut buf, 12, false, 9, &mut never), None);
+        assert_eq!(fill_device(&mut buf, 8, true, 12, &mut never), None);
+        assert_eq!(fill_device(&mut buf, 12, true, 18, &mut |_| {}), Some(20));
     }
 
     #[test]

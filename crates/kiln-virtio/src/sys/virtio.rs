@@ -10,8 +10,11 @@
 //! crate's net drivers notify the device on every frame): it keeps
 //! [`RX_BUFFERS`] receive buffers posted and [`TX_BUFFERS`] send buffers
 //! ([`LARGE_BUFFERS`] of 64 KiB each way with the offloads),
-//! copies a frame once each way (between the caller's buffer and a posted
-//! one, which also holds the virtio-net header), and notifies the device
+//! copies a received frame once (from the posted buffer, which also holds
+//! the virtio-net header, into the caller's), lets kiln-net build a frame
+//! to send in a free send buffer behind the header
+//! (`NetworkInterface::send_in_place`; `poll_send` copies one built
+//! elsewhere), and notifies the device
 //! once per wait of the runtime (or when [`NOTIFY_BATCH`] frames are
 //! waiting), not once per frame: each notification is an MMIO write, an
 //! exit, emulated on hypervisors that emulate CPL 3 MMIO (KVM's PVM).
@@ -580,6 +583,31 @@ impl NetState {
         }
     }
 
+    /// Hands send buffer `i`, taken from `tx_free` and holding `len`
+    /// bytes (header and frame), to the device; back to `tx_free` if the
+    /// queue refuses it. Notifies once [`NOTIFY_BATCH`] frames wait.
+    fn publish(&mut self, i: usize, len: usize) -> Result<(), NetError> {
+        // SAFETY: buffer `i` is not touched until `reap` takes it back
+        // with this token; it is a boxed slice that never moves.
+        let added = unsafe { self.tx_queue.add(&[&self.tx[i][..len]], &mut []) };
+        let sent = added.map_err(|_| NetError::Io(EIO)).and_then(|token| {
+            let slot = self
+                .tx_of_token
+                .get_mut(usize::from(token))
+                .ok_or(NetError::Io(EIO))?;
+            *slot = i;
+            self.tx_len[i] = len;
+            self.tx_unnotified += 1;
+            Ok(())
+        });
+        if sent.is_err() {
+            self.tx_free.push(i);
+        } else if self.tx_unnotified >= NOTIFY_BATCH {
+            self.notify();
+        }
+        sent
+    }
+
     /// Takes back the send buffers the device is done with; true if any.
     fn reap(&mut self) -> bool {
         let mut any = false;
@@ -588,7 +616,7 @@ impl NetState {
                 break;
             };
             let len = self.tx_len[i];
-            // SAFETY: the token and buffer are the pair `poll_send` added,
+            // SAFETY: the token and buffer are the pair `publish` added,
             // with the length it gave.
             if unsafe {
                 self.tx_queue
@@ -793,25 +821,28 @@ impl kiln_devices::NetworkInterface for Net {
                 max,
             }));
         };
-        // SAFETY: buffer `i` is not touched until `reap` takes it back
-        // with this token; it is a boxed slice that never moves.
-        let added = unsafe { s.tx_queue.add(&[&s.tx[i][..len]], &mut []) };
-        let sent = added.map_err(|_| NetError::Io(EIO)).and_then(|token| {
-            let slot = s
-                .tx_of_token
-                .get_mut(usize::from(token))
-                .ok_or(NetError::Io(EIO))?;
-            *slot = i;
-            s.tx_len[i] = len;
-            s.tx_unnotified += 1;
-            Ok(())
-        });
-        if sent.is_err() {
-            s.tx_free.push(i);
-        } else if s.tx_unnotified >= NOTIFY_BATCH {
-            s.notify();
+        Poll::Ready(s.publish(i, len))
+    }
+
+    /// Builds the frame in a free send buffer, behind the device's
+    /// virtio-net header, as `poll_send` would have copied it there.
+    fn send_in_place(
+        &self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Option<Result<(), NetError>> {
+        if len > self.max_frame() {
+            return None;
         }
-        Poll::Ready(sent)
+        let mut state = self.state.lock();
+        if state.tx_free.is_empty() {
+            state.reap();
+        }
+        let s = &mut *state;
+        let i = *s.tx_free.last()?;
+        let used = offload::fill_device(&mut s.tx[i], s.header, s.vnet, len, fill)?;
+        s.tx_free.pop();
+        Some(s.publish(i, used))
     }
 }
 
