@@ -347,19 +347,24 @@ mod tests {
         Exchange::new(Handle::new(1).unwrap(), SLOT)
     }
 
-    /// What a tender does with the argument: takes the queued frames,
-    /// fills RX slots with `incoming` (as many as offered), reports
-    /// `ready`.
-    fn tender(ex: &mut Exchange, incoming: &[&[u8]], ready: u64) -> Vec<Vec<u8>> {
-        let arg = *ex.arg;
+    /// The `count` frames the TX table names, as a tender reads them.
+    fn sent_frames(ex: &Exchange, count: u64) -> Vec<Vec<u8>> {
         let base = ex.tx_data.as_ptr() as u64;
-        let sent: Vec<Vec<u8>> = ex.tx[..arg.tx_count as usize]
+        ex.tx[..count as usize]
             .iter()
             .map(|e| {
                 let at = (e.data - base) as usize;
                 ex.tx_data[at..at + e.len as usize].to_vec()
             })
-            .collect();
+            .collect()
+    }
+
+    /// What a tender does with the argument: takes the queued frames,
+    /// fills RX slots with `incoming` (as many as offered), reports
+    /// `ready`.
+    fn tender(ex: &mut Exchange, incoming: &[&[u8]], ready: u64) -> Vec<Vec<u8>> {
+        let arg = *ex.arg;
+        let sent = sent_frames(ex, arg.tx_count);
         let n = incoming.len().min(arg.rx_count as usize);
         for (i, frame) in incoming[..n].iter().enumerate() {
             let at = (ex.rx[i].data - ex.rx_data.as_ptr() as u64) as usize;
@@ -500,14 +505,7 @@ mod tests {
     /// of the cap fits, reports `ready`.
     fn area_tender(ex: &mut Exchange, incoming: &[&[u8]], ready: u64) -> (Vec<Vec<u8>>, usize) {
         let arg = **ex.area.as_ref().unwrap();
-        let base = ex.tx_data.as_ptr() as u64;
-        let sent: Vec<Vec<u8>> = ex.tx[..arg.tx_count as usize]
-            .iter()
-            .map(|e| {
-                let at = (e.data - base) as usize;
-                ex.tx_data[at..at + e.len as usize].to_vec()
-            })
-            .collect();
+        let sent = sent_frames(ex, arg.tx_count);
         assert_eq!(arg.rx_area, ex.rx_data.as_ptr() as u64);
         let (mut used, mut read) = (0usize, 0usize);
         for frame in incoming {
