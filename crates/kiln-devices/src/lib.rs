@@ -49,5 +49,5 @@ pub use kv::{Digest, EntryKind, KvError, KvRo, KvRw};
 pub use net::{MacAddress, NetError, NetworkInterface};
 pub use random::{Random, RandomError};
 pub use shutdown::{NoShutdown, Shutdown};
-pub use stack::{Stack, StackError, TcpListener, TcpStream, UdpSocket};
+pub use stack::{ListenOptions, Stack, StackError, TcpListener, TcpStream, UdpSocket};
 pub use time::{Instant, MonotonicClock, Sleep, Timestamp, WallClock};

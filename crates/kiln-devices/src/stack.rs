@@ -45,6 +45,27 @@ pub enum StackError {
     Io(i32),
 }
 
+/// How a TCP listener's connections are set up, for
+/// [`Stack::listen_tcp_with`]. The default asks for nothing beyond the
+/// stack's own settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListenOptions {
+    /// Bytes each accepted connection should buffer on receive (its
+    /// window), like `SO_RCVBUF` on a listening socket: a receiver of bulk
+    /// data asks for more than the stack's default. A hint: a stack
+    /// clamps it to its own bounds, or sizes windows itself (the host's).
+    pub recv_buffer: Option<usize>,
+}
+
+impl ListenOptions {
+    /// Asks for `bytes` of receive buffer per connection.
+    pub fn recv_buffer(mut self, bytes: usize) -> Self {
+        self.recv_buffer = Some(bytes);
+        self
+    }
+}
+
 /// A TCP/UDP stack.
 pub trait Stack {
     /// A listening TCP socket.
@@ -60,6 +81,17 @@ pub trait Stack {
         &self,
         addr: SocketAddr,
     ) -> impl Future<Output = Result<Self::TcpListener, StackError>>;
+
+    /// Listens as [`listen_tcp`](Stack::listen_tcp) does, with `options`
+    /// for the connections it accepts. The default ignores them.
+    fn listen_tcp_with(
+        &self,
+        addr: SocketAddr,
+        options: ListenOptions,
+    ) -> impl Future<Output = Result<Self::TcpListener, StackError>> {
+        let _ = options;
+        self.listen_tcp(addr)
+    }
 
     /// Opens a TCP connection to `addr`.
     fn connect_tcp(

@@ -12,7 +12,7 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 
-use kiln_devices::{MacAddress, NetworkInterface, StackError};
+use kiln_devices::{ListenOptions, MacAddress, NetworkInterface, StackError};
 use smoltcp::iface::{self, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{dhcpv4, tcp, udp};
 use smoltcp::wire::{
@@ -74,6 +74,9 @@ pub(crate) struct Listening {
 /// The listening sockets of one TCP listener.
 pub(crate) struct Backlog {
     pub(crate) endpoint: IpListenEndpoint,
+    /// The receive buffer its bulk sockets get: the stack's
+    /// `bulk_rx`, or what the listener asked for within `max_rx`.
+    pub(crate) bulk_rx: usize,
     /// Sockets in LISTEN or SYN-RECEIVED.
     pub(crate) listening: Vec<Listening>,
     /// Connected sockets waiting for `accept`.
@@ -195,19 +198,32 @@ impl State {
         self.sockets.remove(handle);
     }
 
-    /// Whether `socket` has the bulk buffers (see [`Buffers::bulk_connections`]).
+    /// Whether `socket` has the bulk buffers (see [`Buffers::bulk_connections`]):
+    /// the bulk send buffer and a receive buffer of at least `bulk_rx`
+    /// (a listener may have asked for more), not the default pair.
     fn is_bulk(&self, socket: &tcp::Socket) -> bool {
         let b = &self.buffers;
+        let caps = (socket.recv_capacity(), socket.send_capacity());
         (b.bulk_rx, b.bulk_tx) != (b.tcp_rx, b.tcp_tx)
-            && (socket.recv_capacity(), socket.send_capacity()) == (b.bulk_rx, b.bulk_tx)
+            && caps != (b.tcp_rx, b.tcp_tx)
+            && caps.1 == b.bulk_tx
+            && caps.0 >= b.bulk_rx
     }
 
-    /// A TCP socket with the bulk buffers while fewer than
-    /// `bulk_connections` have them, else with the default ones.
-    fn new_tcp_socket(&self) -> tcp::Socket<'static> {
+    /// The receive buffer of a listener's bulk sockets when it asks for
+    /// `asked` bytes: at least the stack's `bulk_rx`, at most `max_rx`.
+    fn listener_bulk_rx(&self, asked: Option<usize>) -> usize {
+        let b = &self.buffers;
+        asked.map_or(b.bulk_rx, |n| n.min(b.max_rx).max(b.bulk_rx))
+    }
+
+    /// A TCP socket with the bulk buffers (`bulk_rx` of receive buffer)
+    /// while fewer than `bulk_connections` have them, else with the
+    /// default ones.
+    fn new_tcp_socket(&self, bulk_rx: usize) -> tcp::Socket<'static> {
         let b = &self.buffers;
         let (rx, tx) = if self.bulk_count < b.bulk_connections {
-            (b.bulk_rx, b.bulk_tx)
+            (bulk_rx, b.bulk_tx)
         } else {
             (b.tcp_rx, b.tcp_tx)
         };
@@ -350,7 +366,7 @@ impl State {
                     break;
                 }
                 idle += 1;
-                let mut socket = self.new_tcp_socket();
+                let mut socket = self.new_tcp_socket(b.bulk_rx);
                 // Bounds SYN-RECEIVED: smoltcp resets a socket that heard
                 // nothing from its peer for this long.
                 socket.set_timeout(Some(handshake_timeout.into()));
@@ -372,7 +388,7 @@ impl State {
                 let Some(l) = b.listening.get(j) else { break };
                 let old = self.sockets.get::<tcp::Socket>(l.handle);
                 if old.state() == tcp::State::Listen && !self.is_bulk(old) {
-                    let mut socket = self.new_tcp_socket();
+                    let mut socket = self.new_tcp_socket(b.bulk_rx);
                     socket.set_timeout(Some(handshake_timeout.into()));
                     if socket.listen(b.endpoint).is_err() {
                         break;
@@ -755,7 +771,21 @@ impl NetStack {
         self.shared.state.borrow().bulk_count
     }
 
-    fn listen(&self, addr: SocketAddr) -> Result<TcpListener, StackError> {
+    /// Bytes of receive and send buffer the stack's TCP sockets hold,
+    /// the figure [`Buffers`]' bound is about.
+    pub fn tcp_buffer_bytes(&self) -> usize {
+        let state = self.shared.state.borrow();
+        state
+            .sockets
+            .iter()
+            .filter_map(|(_, s)| match s {
+                smoltcp::socket::Socket::Tcp(t) => Some(t.recv_capacity() + t.send_capacity()),
+                _ => None,
+            })
+            .sum()
+    }
+
+    fn listen(&self, addr: SocketAddr, options: ListenOptions) -> Result<TcpListener, StackError> {
         let mut state = self.shared.state.borrow_mut();
         let endpoint = state.listen_endpoint(addr)?;
         let port = match addr.port() {
@@ -765,10 +795,12 @@ impl NetStack {
         };
         let endpoint = IpListenEndpoint { port, ..endpoint };
         state.tcp_ports.insert(port);
+        let bulk_rx = state.listener_bulk_rx(options.recv_buffer);
         state.listeners.insert(
             port,
             Backlog {
                 endpoint,
+                bulk_rx,
                 listening: Vec::new(),
                 ready: VecDeque::new(),
                 waker: None,
@@ -794,7 +826,7 @@ impl NetStack {
                 return Err(StackError::AddressInUse);
             }
             let port = state.ephemeral_port(false)?;
-            let mut socket = state.new_tcp_socket();
+            let mut socket = state.new_tcp_socket(state.buffers.bulk_rx);
             let remote = IpEndpoint::new(addr.ip().into(), addr.port());
             let State { iface, .. } = &mut *state;
             socket
@@ -859,7 +891,19 @@ impl kiln_devices::Stack for NetStack {
     type UdpSocket = UdpSocket;
 
     async fn listen_tcp(&self, addr: SocketAddr) -> Result<TcpListener, StackError> {
-        self.listen(addr)
+        self.listen(addr, ListenOptions::default())
+    }
+
+    /// Honours [`ListenOptions::recv_buffer`]: the listener's bulk sockets
+    /// (see [`Buffers::bulk_connections`]) get that receive buffer, within
+    /// `bulk_rx..=max_rx` (`--tcp-max-rx-buffer`), and a window scale to
+    /// match; its other sockets keep `tcp_rx`.
+    async fn listen_tcp_with(
+        &self,
+        addr: SocketAddr,
+        options: ListenOptions,
+    ) -> Result<TcpListener, StackError> {
+        self.listen(addr, options)
     }
 
     async fn connect_tcp(&self, addr: SocketAddr) -> Result<TcpStream, StackError> {

@@ -5,10 +5,14 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use kiln_devices::{MacAddress, Stack, TcpListener as _, TcpStream as _};
-use kiln_net::pair::pair;
+use kiln_devices::{
+    ListenOptions, MacAddress, NetError, NetworkInterface, Stack, TcpListener as _,
+    TcpStream as _,
+};
+use kiln_net::pair::{PairEnd, pair};
 use kiln_net::{Config, NetStack};
 use kiln_rt::{spawn, timeout};
 use kiln_testsupport::platform::run_virtual as run;
@@ -119,4 +123,217 @@ fn a_listener_holds_little_before_its_first_connection() {
             "{held} bytes in {bulk} bulk and {small} other ready sockets"
         );
     });
+}
+
+/// One end of a pair that records the window scale (RFC 7323) of every
+/// SYN-ACK it sends.
+struct Spy {
+    end: PairEnd,
+    scales: Rc<RefCell<Vec<u8>>>,
+}
+
+/// The window scale option of `frame` if it is an IPv4 TCP SYN-ACK.
+fn syn_ack_scale(frame: &[u8]) -> Option<u8> {
+    if frame.get(12..14)? != [0x08, 0x00] || *frame.get(23)? != 6 {
+        return None;
+    }
+    let tcp = frame.get(14 + usize::from(frame.get(14)? & 0xf) * 4..)?;
+    if tcp.get(13)? & 0x12 != 0x12 {
+        return None;
+    }
+    let mut opts = tcp.get(20..usize::from(tcp.get(12)? >> 4) * 4)?;
+    while let [kind, rest @ ..] = opts {
+        match kind {
+            0 => return None,
+            1 => opts = rest,
+            3 => return rest.get(1).copied(),
+            _ => opts = opts.get(usize::from(*rest.first()?).max(2)..)?,
+        }
+    }
+    None
+}
+
+impl NetworkInterface for Spy {
+    fn mac(&self) -> MacAddress {
+        self.end.mac()
+    }
+    fn mtu(&self) -> usize {
+        self.end.mtu()
+    }
+    fn poll_receive(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize, NetError>> {
+        self.end.poll_receive(cx, buf)
+    }
+    fn poll_send(&self, cx: &mut Context<'_>, frame: &[u8]) -> Poll<Result<(), NetError>> {
+        let sent = self.end.poll_send(cx, frame);
+        if sent.is_ready()
+            && let Some(scale) = syn_ack_scale(frame)
+        {
+            self.scales.borrow_mut().push(scale);
+        }
+        sent
+    }
+}
+
+/// A listener that asks for a larger receive buffer (`ListenOptions`,
+/// like `SO_RCVBUF`) gets it on its bulk sockets, with the window scale
+/// that lets a peer use it; another listener on the same stack keeps the
+/// stack's; an ask beyond `--tcp-max-rx-buffer` is cut to it.
+#[test]
+fn a_listener_gets_the_receive_buffer_it_asks_for() {
+    run(async {
+        let (a, b) = pair(
+            MacAddress([2, 0, 0, 0, 0, 1]),
+            MacAddress([2, 0, 0, 0, 0, 2]),
+        );
+        let scales = Rc::new(RefCell::new(Vec::new()));
+        let config = Config::parse(["--ipv4=10.0.0.1/24", "--no-slaac"]).unwrap();
+        let a = NetStack::new(
+            Spy {
+                end: a,
+                scales: scales.clone(),
+            },
+            config,
+            1,
+        )
+        .unwrap();
+        let b = stack(b, &["--ipv4=10.0.0.2/24"], 2);
+        let d = kiln_net::Buffers::default();
+        let big = 512 * 1024;
+        let wide = a
+            .listen_tcp_with(
+                "0.0.0.0:5201".parse().unwrap(),
+                ListenOptions::default().recv_buffer(big),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            a.tcp_buffer_bytes(),
+            d.backlog * (big + d.bulk_tx),
+            "the ready sockets hold the asked receive buffer"
+        );
+        let plain = a.listen_tcp("0.0.0.0:80".parse().unwrap()).await.unwrap();
+        assert_eq!(
+            a.tcp_buffer_bytes(),
+            d.backlog * (big + d.bulk_tx) + d.backlog * (d.bulk_rx + d.bulk_tx)
+        );
+        // The SYN-ACKs: 512 KiB needs a shift of 4 (65535 << 3 is just
+        // short of it), the default 64 KiB one of 1.
+        for (port, listener, scale) in [(5201, &wide, 4), (80, &plain, 1)] {
+            let to: SocketAddr = format!("10.0.0.1:{port}").parse().unwrap();
+            let (client, accepted) = futures_join(b.connect_tcp(to), listener.accept()).await;
+            let (mut client, mut server) = (client.unwrap(), accepted.unwrap().0);
+            assert_eq!(scales.borrow().last(), Some(&scale), "port {port}");
+            // A megabyte to the listener, byte for byte.
+            let data: Vec<u8> = (0..1 << 20).map(|j: usize| (j * 13 + port) as u8).collect();
+            let d2 = data.clone();
+            let send = spawn(async move {
+                client.write_all(&d2).await.unwrap();
+                client
+            });
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            while got.len() < data.len() {
+                let n = timeout(Duration::from_secs(5), server.read(&mut buf))
+                    .await
+                    .expect("read timed out")
+                    .unwrap();
+                assert!(n > 0);
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert!(got == data, "port {port}: data differs");
+            drop(send.await);
+        }
+        // An ask beyond --tcp-max-rx-buffer is cut to it.
+        let before = a.tcp_buffer_bytes();
+        let _huge = a
+            .listen_tcp_with(
+                "0.0.0.0:81".parse().unwrap(),
+                ListenOptions::default().recv_buffer(64 << 20),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            a.tcp_buffer_bytes() - before,
+            d.backlog * (d.max_rx + d.bulk_tx)
+        );
+    });
+}
+
+/// A flood of connections to a listener that asked for a larger receive
+/// buffer: never more than `--tcp-bulk-connections` sockets hold it, so
+/// what the stack's TCP buffers take stays within the bound of
+/// `Buffers` with the asked size in place of `bulk_rx`.
+#[test]
+fn a_larger_asked_buffer_stays_bounded_under_a_flood() {
+    run(async {
+        let (a, b) = pair(
+            MacAddress([2, 0, 0, 0, 0, 1]),
+            MacAddress([2, 0, 0, 0, 0, 2]),
+        );
+        let a = stack(a, &["--ipv4=10.0.0.1/24", "--tcp-bulk-connections=3"], 1);
+        let b = stack(b, &["--ipv4=10.0.0.2/24", "--tcp-bulk-connections=0"], 2);
+        let d = kiln_net::Buffers::default();
+        let big = 512 * 1024;
+        let listener = a
+            .listen_tcp_with(
+                "0.0.0.0:80".parse().unwrap(),
+                ListenOptions::default().recv_buffer(big),
+            )
+            .await
+            .unwrap();
+        let held = Rc::new(RefCell::new(Vec::new()));
+        let h = held.clone();
+        spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                h.borrow_mut().push(s);
+            }
+        });
+        let to: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let mut open = Vec::new();
+        for _ in 0..30 {
+            let s = timeout(Duration::from_secs(2), b.connect_tcp(to))
+                .await
+                .expect("connect timed out")
+                .unwrap();
+            open.push(s);
+            let bound = a.tcp_socket_count() * (d.tcp_rx + d.tcp_tx)
+                + 3 * (big + d.bulk_tx - d.tcp_rx - d.tcp_tx);
+            assert!(a.tcp_bulk_socket_count() <= 3);
+            assert!(
+                a.tcp_buffer_bytes() <= bound,
+                "{} bytes held, bound {bound}",
+                a.tcp_buffer_bytes()
+            );
+        }
+        kiln_rt::sleep(Duration::from_millis(100)).await;
+        assert_eq!(held.borrow().len(), 30);
+        assert_eq!(a.tcp_bulk_socket_count(), 3);
+    });
+}
+
+/// Both futures, polled together (the stack's tests run on one thread).
+async fn futures_join<A: std::future::Future, B: std::future::Future>(
+    a: A,
+    b: B,
+) -> (A::Output, B::Output) {
+    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
+    let (mut ra, mut rb) = (None, None);
+    std::future::poll_fn(|cx| {
+        if ra.is_none()
+            && let Poll::Ready(v) = a.as_mut().poll(cx)
+        {
+            ra = Some(v);
+        }
+        if rb.is_none()
+            && let Poll::Ready(v) = b.as_mut().poll(cx)
+        {
+            rb = Some(v);
+        }
+        if ra.is_some() && rb.is_some() {
+            Poll::Ready((ra.take().unwrap(), rb.take().unwrap()))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
 }

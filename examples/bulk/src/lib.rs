@@ -26,7 +26,9 @@ mod iperf;
 use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use alloc::vec;
-use kiln_devices::{Console, Stack, StackError, TcpListener as _, TcpStream as _};
+use kiln_devices::{
+    Console, ListenOptions, Stack, StackError, TcpListener as _, TcpStream as _,
+};
 
 pub use iperf::{MAX_STREAMS, Params, Report};
 
@@ -46,36 +48,43 @@ pub enum BulkError {
 }
 
 /// Listens on `port` on every address of `stack` (IPv6 and IPv4 where the
-/// stack takes `[::]` for both, IPv4 alone otherwise).
+/// stack takes `[::]` for both, IPv4 alone otherwise), with `options`.
 async fn listen<S: Stack>(
     stack: &S,
     port: u16,
     flag: &'static str,
+    options: ListenOptions,
 ) -> Result<S::TcpListener, BulkError> {
     let error = |source| BulkError::Listen { port, flag, source };
     match stack
-        .listen_tcp(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port))
+        .listen_tcp_with(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port), options)
         .await
     {
         Ok(l) => Ok(l),
         Err(StackError::AddressInUse) => Err(error(StackError::AddressInUse)),
         Err(_) => stack
-            .listen_tcp(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port))
+            .listen_tcp_with(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port), options)
             .await
             .map_err(error),
     }
 }
 
 /// Serves iperf3 tests on `port` and echoes TCP connections on
-/// `echo_port` until the unikernel is stopped.
+/// `echo_port` until the unikernel is stopped. The iperf3 port asks the
+/// stack for `recv_buffer` bytes of receive buffer (the window) per
+/// connection: a bulk receiver's window, which the stack's default
+/// (sized for servers of small requests) would hold to one segment per
+/// round trip on hvt (docs/bulk.md).
 pub async fn start(
     stack: impl Stack,
     console: impl Console,
     port: u16,
     echo_port: u16,
+    recv_buffer: u32,
 ) -> Result<(), BulkError> {
-    let iperf = listen(&stack, port, "port").await?;
-    let echo = listen(&stack, echo_port, "echo-port").await?;
+    let window = ListenOptions::default().recv_buffer(recv_buffer as usize);
+    let iperf = listen(&stack, port, "port", window).await?;
+    let echo = listen(&stack, echo_port, "echo-port", ListenOptions::default()).await?;
     let _ = console.logf(format_args!(
         "bulk: iperf3 server on port {}, echo on port {}",
         iperf.local_addr().port(),
