@@ -9,8 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use kiln_devices::{
-    ListenOptions, MacAddress, NetError, NetworkInterface, Stack, TcpListener as _,
-    TcpStream as _,
+    ListenOptions, MacAddress, NetError, NetworkInterface, Stack, TcpListener as _, TcpStream as _,
 };
 use kiln_net::pair::{PairEnd, pair};
 use kiln_net::{Config, NetStack};

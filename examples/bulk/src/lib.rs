@@ -26,9 +26,7 @@ mod iperf;
 use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use alloc::vec;
-use kiln_devices::{
-    Console, ListenOptions, Stack, StackError, TcpListener as _, TcpStream as _,
-};
+use kiln_devices::{Console, ListenOptions, Stack, StackError, TcpListener as _, TcpStream as _};
 
 pub use iperf::{MAX_STREAMS, Params, Report};
 

@@ -183,7 +183,13 @@ fn run_cases(cases: Vec<Case>, limit: Duration) {
                 let args = [format!("--ipv4={guest}/24"), "--no-slaac".into()];
                 let (config, _) = Config::extract(args.iter().map(String::as_str)).unwrap();
                 let stack = NetStack::new(service, config, 0x62_75_6c + i as u64).unwrap();
-                kiln_rt::spawn(bulk::start(stack, Console::stdout(), 5201, 5202, 512 * 1024));
+                kiln_rt::spawn(bulk::start(
+                    stack,
+                    Console::stdout(),
+                    5201,
+                    5202,
+                    1024 * 1024,
+                ));
                 let name = case.name;
                 let r = in_thread(limit, move || host_side(&guest, &case))
                     .await
