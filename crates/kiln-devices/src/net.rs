@@ -115,6 +115,26 @@ pub trait NetworkInterface {
         None
     }
 
+    /// Receives one frame where the interface already holds it (its own
+    /// receive buffer) and hands it to `use_frame`, instead of copying it
+    /// into a buffer of the caller's as [`poll_receive`](Self::poll_receive)
+    /// does. The slice is the frame (with the virtio-net header in front
+    /// when [`vnet_header`](Self::vnet_header)), valid for the call only;
+    /// `use_frame` may change it and must not call the interface.
+    /// `Some(Ready(Ok(())))`: one frame was handed over;
+    /// `Some(Pending)`: none now, `cx`'s waker is registered as
+    /// `poll_receive` would register it. `None` when the interface has no
+    /// such buffer: the caller receives with `poll_receive`. The default
+    /// has none.
+    fn receive_in_place(
+        &self,
+        cx: &mut Context<'_>,
+        use_frame: &mut dyn FnMut(&mut [u8]),
+    ) -> Option<Poll<Result<(), NetError>>> {
+        let _ = (cx, use_frame);
+        None
+    }
+
     /// Whether every frame this interface sends and receives starts with a
     /// [`VNET_HEADER_LEN`]-byte `struct virtio_net_hdr` (virtio 1.2,
     /// 5.1.6, without `num_buffers`): the interface completes checksums
@@ -161,6 +181,13 @@ impl<N: NetworkInterface + ?Sized> NetworkInterface for &N {
         fill: &mut dyn FnMut(&mut [u8]),
     ) -> Option<Result<(), NetError>> {
         (**self).send_in_place(len, fill)
+    }
+    fn receive_in_place(
+        &self,
+        cx: &mut Context<'_>,
+        use_frame: &mut dyn FnMut(&mut [u8]),
+    ) -> Option<Poll<Result<(), NetError>>> {
+        (**self).receive_in_place(cx, use_frame)
     }
     fn vnet_header(&self) -> bool {
         (**self).vnet_header()

@@ -6,6 +6,7 @@ use alloc::vec::Vec;
 use core::task::{Context, Poll};
 
 use kiln_devices::NetworkInterface;
+use smoltcp::iface::PollIngressSingleResult;
 use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium, PacketMeta};
 use smoltcp::time::Instant;
 
@@ -212,17 +213,8 @@ impl<N: NetworkInterface + ?Sized> phy::TxToken for TxToken<'_, '_, N> {
             now,
         } = self;
         let head = if vnet { VNET_HEADER_LEN } else { 0 };
-        let mss = meta.segmentation_offload_size.map(|s| s.get());
-        // Past smoltcp's bytes: the neighbour guard and the retransmission
-        // count look at the frame, then the virtio-net header goes first.
         let mut finish = |frame: &mut [u8], stats: &mut DeviceStats, sent: &mut Tracker| {
-            guard.sent(&frame[head..], now);
-            if sent.sent(&frame[head..]) {
-                stats.tcp_retransmits += 1;
-            }
-            if vnet {
-                vnet::send(frame, mss);
-            }
+            finish_frame(frame, vnet, meta, stats, sent, guard, now)
         };
         // In the interface's own send buffer when it has one (and no frame
         // waits before this one): no copy of the frame, no zeroing.
@@ -262,6 +254,218 @@ impl<N: NetworkInterface + ?Sized> phy::TxToken for TxToken<'_, '_, N> {
     }
 }
 
+/// Past smoltcp's bytes of a frame (behind the virtio-net header when
+/// `vnet`): the neighbour guard and the retransmission count look at it,
+/// then the header goes first.
+fn finish_frame(
+    frame: &mut [u8],
+    vnet: bool,
+    meta: PacketMeta,
+    stats: &mut DeviceStats,
+    sent: &mut Tracker,
+    guard: &mut NdiscGuard,
+    now: Instant,
+) {
+    let head = if vnet { VNET_HEADER_LEN } else { 0 };
+    guard.sent(&frame[head..], now);
+    if sent.sent(&frame[head..]) {
+        stats.tcp_retransmits += 1;
+    }
+    if vnet {
+        vnet::send(frame, meta.segmentation_offload_size.map(|s| s.get()));
+    }
+}
+
+/// Counts a received frame and checks it: its virtio-net header when
+/// `vnet` (a malformed one, or a bad TCP checksum the host did not vouch
+/// for, is an error), then the neighbour guard. Where smoltcp's part of
+/// the frame starts, or why it is dropped (`true`: by the guard).
+fn admit(
+    frame: &mut [u8],
+    vnet: bool,
+    stats: &mut DeviceStats,
+    guard: &mut NdiscGuard,
+    now: Instant,
+) -> Result<usize, bool> {
+    stats.rx_frames += 1;
+    let start = if vnet {
+        let Some(start) = vnet::receive(frame) else {
+            stats.rx_errors += 1;
+            return Err(false);
+        };
+        start
+    } else {
+        0
+    };
+    stats.rx_bytes += (frame.len() - start) as u64;
+    if guard.admit(&frame[start..], now) {
+        Ok(start)
+    } else {
+        stats.ndisc_dropped += 1;
+        Err(true)
+    }
+}
+
+/// A device that holds one frame received in place (lent by
+/// `NetworkInterface::receive_in_place` for the length of one
+/// `poll_ingress_single`), and queues what smoltcp sends in answer to it
+/// for the next transmit: the interface must not be called while it lends
+/// the frame.
+pub(crate) struct LentFrame<'a> {
+    pub(crate) frame: Option<&'a [u8]>,
+    pub(crate) tx: &'a mut TxQueue,
+    pub(crate) stats: &'a mut DeviceStats,
+    pub(crate) guard: &'a mut NdiscGuard,
+    pub(crate) frame_len: usize,
+    pub(crate) vnet: bool,
+    pub(crate) now: Instant,
+}
+
+impl<'a> LentFrame<'a> {
+    /// Checks `frame` as [`NicDevice`]'s receive does; `None` if dropped.
+    pub(crate) fn admit(
+        frame: &'a mut [u8],
+        tx: &'a mut TxQueue,
+        stats: &'a mut DeviceStats,
+        guard: &'a mut NdiscGuard,
+        frame_len: usize,
+        vnet: bool,
+        now: Instant,
+    ) -> Option<LentFrame<'a>> {
+        let start = admit(frame, vnet, stats, guard, now).ok()?;
+        Some(LentFrame {
+            frame: Some(&frame[start..]),
+            tx,
+            stats,
+            guard,
+            frame_len,
+            vnet,
+            now,
+        })
+    }
+}
+
+/// A frame smoltcp sends while a received frame is lent: built in a
+/// kiln-net buffer and queued.
+pub(crate) struct DeferredTx<'a> {
+    vnet: bool,
+    meta: PacketMeta,
+    tx: &'a mut TxQueue,
+    stats: &'a mut DeviceStats,
+    guard: &'a mut NdiscGuard,
+    now: Instant,
+}
+
+impl phy::TxToken for DeferredTx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let head = if self.vnet { VNET_HEADER_LEN } else { 0 };
+        let mut frame = self.tx.buffer(head + len);
+        let r = f(&mut frame[head..]);
+        finish_frame(
+            &mut frame,
+            self.vnet,
+            self.meta,
+            self.stats,
+            &mut self.tx.sent,
+            self.guard,
+            self.now,
+        );
+        if self.tx.pending.len() < TX_QUEUE_LIMIT * 2 {
+            self.tx.pending.push_back(frame);
+        } else {
+            self.stats.tx_dropped += 1;
+        }
+        r
+    }
+
+    fn set_meta(&mut self, meta: PacketMeta) {
+        self.meta = meta;
+    }
+}
+
+impl phy::Device for LentFrame<'_> {
+    type RxToken<'x>
+        = RxToken<'x>
+    where
+        Self: 'x;
+    type TxToken<'x>
+        = DeferredTx<'x>
+    where
+        Self: 'x;
+
+    fn receive(&mut self, _: Instant) -> Option<(RxToken<'_>, DeferredTx<'_>)> {
+        let frame = self.frame.take()?;
+        let tx = DeferredTx {
+            vnet: self.vnet,
+            meta: PacketMeta::default(),
+            tx: &mut *self.tx,
+            stats: &mut *self.stats,
+            guard: &mut *self.guard,
+            now: self.now,
+        };
+        Some((RxToken { frame }, tx))
+    }
+
+    fn transmit(&mut self, _: Instant) -> Option<DeferredTx<'_>> {
+        if self.tx.pending.len() >= TX_QUEUE_LIMIT {
+            return None;
+        }
+        Some(DeferredTx {
+            vnet: self.vnet,
+            meta: PacketMeta::default(),
+            tx: &mut *self.tx,
+            stats: &mut *self.stats,
+            guard: &mut *self.guard,
+            now: self.now,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        capabilities(self.frame_len, self.vnet)
+    }
+}
+
+impl<N: NetworkInterface + ?Sized> NicDevice<'_, '_, N> {
+    /// Receives one frame in place when the interface lends its own
+    /// buffer (`NetworkInterface::receive_in_place`) and runs `ingress`
+    /// (smoltcp's `poll_ingress_single`) on it, checked as `receive`
+    /// checks frames; what smoltcp sends meanwhile is queued. `None` when
+    /// the interface has no such buffer (receive with `receive`);
+    /// `Some(PollIngressSingleResult::None)` when no frame waits.
+    pub(crate) fn receive_lent(
+        &mut self,
+        ingress: &mut dyn FnMut(&mut LentFrame<'_>) -> PollIngressSingleResult,
+    ) -> Option<PollIngressSingleResult> {
+        let NicDevice {
+            nic,
+            cx,
+            tx,
+            stats,
+            guard,
+            frame_len,
+            vnet,
+            now,
+            ..
+        } = self;
+        let mut result = PollIngressSingleResult::PacketProcessed;
+        let lent = nic.receive_in_place(cx, &mut |frame| {
+            if let Some(mut lent) =
+                LentFrame::admit(frame, tx, stats, guard, *frame_len, *vnet, *now)
+            {
+                result = ingress(&mut lent);
+            }
+        })?;
+        Some(match lent {
+            Poll::Ready(Ok(())) => result,
+            Poll::Ready(Err(_)) => {
+                stats.rx_errors += 1;
+                PollIngressSingleResult::None
+            }
+            Poll::Pending => PollIngressSingleResult::None,
+        })
+    }
+}
+
 impl<'b, N: NetworkInterface + ?Sized> phy::Device for NicDevice<'_, 'b, N> {
     type RxToken<'x>
         = RxToken<'x>
@@ -283,23 +487,17 @@ impl<'b, N: NetworkInterface + ?Sized> phy::Device for NicDevice<'_, 'b, N> {
                 }
                 Poll::Pending => return None,
             };
-            self.stats.rx_frames += 1;
-            let start = if self.vnet {
-                match vnet::receive(&mut self.rx[..n]) {
-                    Some(start) => start,
-                    None => {
-                        self.stats.rx_errors += 1;
-                        continue;
-                    }
-                }
-            } else {
-                0
-            };
-            self.stats.rx_bytes += (n - start) as u64;
-            if self.guard.admit(&self.rx[start..n], self.now) {
-                break (start, n);
+            match admit(
+                &mut self.rx[..n],
+                self.vnet,
+                self.stats,
+                self.guard,
+                self.now,
+            ) {
+                Ok(start) => break (start, n),
+                Err(false) => continue,
+                Err(true) => {}
             }
-            self.stats.ndisc_dropped += 1;
             filtered += 1;
             if filtered == FILTERED_PER_RECEIVE {
                 self.more = true;

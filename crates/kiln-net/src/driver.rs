@@ -266,10 +266,20 @@ impl<N: NetworkInterface> Driver<N> {
                 budget_left = false;
                 break;
             }
-            match state
-                .iface
-                .poll_ingress_single(now, &mut device, &mut state.sockets)
-            {
+            // Where the interface holds the frame when it can lend it
+            // (no copy into `rx`), else copied into `rx`.
+            let lent = device.receive_lent(&mut |lent| {
+                state
+                    .iface
+                    .poll_ingress_single(now, lent, &mut state.sockets)
+            });
+            let result = match lent {
+                Some(result) => result,
+                None => state
+                    .iface
+                    .poll_ingress_single(now, &mut device, &mut state.sockets),
+            };
+            match result {
                 PollIngressSingleResult::None => break,
                 PollIngressSingleResult::PacketProcessed => {}
                 PollIngressSingleResult::SocketStateChanged => {

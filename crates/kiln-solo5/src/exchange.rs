@@ -205,25 +205,50 @@ impl Exchange {
     /// Copies the next cached frame into `buf` (cut to its length) and
     /// returns its length, or `None` when the cache is empty.
     pub fn take(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let frame = self.next_frame()?;
+        let n = frame.len().min(buf.len());
+        let data = self.rx_data.get(frame.start..frame.start + n)?;
+        buf.get_mut(..n)?.copy_from_slice(data);
+        Some(n)
+    }
+
+    /// Hands the next cached frame to `use_frame` where it lies in the
+    /// cache (no copy; it is not read again), cut as [`Exchange::take`]
+    /// cuts it. Returns whether there was one.
+    pub fn take_in_place(&mut self, use_frame: &mut dyn FnMut(&mut [u8])) -> bool {
+        let Some(frame) = self.next_frame() else {
+            return false;
+        };
+        match self.rx_data.get_mut(frame) {
+            Some(data) => {
+                use_frame(data);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Where the next cached frame lies in `rx_data` (its length cut to
+    /// the slot and to what the host said it wrote), past which the cache
+    /// moves on; `None` when the cache is empty.
+    fn next_frame(&mut self) -> Option<core::ops::Range<usize>> {
         if !self.has_rx() {
             return None;
         }
         if self.area.is_some() {
-            return self.take_record(buf);
+            return self.next_record();
         }
         let i = self.rx_next;
         self.rx_next += 1;
         let len = self.rx.get(i).map_or(0, |e| e.len as usize).min(self.slot);
-        let n = len.min(buf.len());
-        let frame = self.rx_data.get(i * self.slot..i * self.slot + n)?;
-        buf.get_mut(..n)?.copy_from_slice(frame);
-        Some(n)
+        let start = i * self.slot;
+        Some(start..start + len)
     }
 
-    /// [`Exchange::take`] from the area: the record at `rx_at`. A record
-    /// the host could not have meant (past what it said it used) ends the
-    /// cache; a length past the record's room is cut.
-    fn take_record(&mut self, buf: &mut [u8]) -> Option<usize> {
+    /// [`Exchange::next_frame`] from the area: the record at `rx_at`. A
+    /// record the host could not have meant (past what it said it used)
+    /// ends the cache; a length past the record's room is cut.
+    fn next_record(&mut self) -> Option<core::ops::Range<usize>> {
         const HEADER: usize = EXCHANGE_AREA_RECORD_HEADER as usize;
         let at = self.rx_at;
         let header = at
@@ -241,12 +266,9 @@ impl Exchange {
         let n = usize::try_from(len)
             .unwrap_or(usize::MAX)
             .min(room)
-            .min(self.slot)
-            .min(buf.len());
+            .min(self.slot);
         self.rx_at = at.saturating_add(area_record_len(len) as usize);
-        let frame = self.rx_data.get(at + HEADER..at + HEADER + n)?;
-        buf.get_mut(..n)?.copy_from_slice(frame);
-        Some(n)
+        Some(at + HEADER..at + HEADER + n)
     }
 
     /// Frames the host refused so far (dropped).
@@ -595,6 +617,75 @@ mod tests {
         assert_eq!(ex.take(&mut buf), Some(SLOT));
         assert_eq!(ex.take(&mut buf), None);
         assert!(!ex.has_rx());
+    }
+
+    /// The next frame handed over in place, as bytes (`None`: the cache
+    /// is empty and the closure was not called).
+    fn lent(ex: &mut Exchange) -> Option<Vec<u8>> {
+        let mut got = None;
+        let taken = ex.take_in_place(&mut |f| got = Some(f.to_vec()));
+        assert_eq!(taken, got.is_some());
+        got
+    }
+
+    #[test]
+    fn frames_lent_in_place_are_the_frames_the_host_wrote() {
+        // NET_EXCHANGE's slots.
+        let mut ex = exchange();
+        assert_eq!(lent(&mut ex), None);
+        ex.prepare(0);
+        tender(&mut ex, &[b"one", b"two"], 0);
+        ex.complete();
+        assert_eq!(lent(&mut ex).as_deref(), Some(&b"one"[..]));
+        let mut buf = [0u8; SLOT];
+        assert_eq!(ex.take(&mut buf), Some(3), "in place and copies interleave");
+        assert_eq!(&buf[..3], b"two");
+        assert_eq!(lent(&mut ex), None);
+        // The area: small frames and full ones, byte for byte.
+        let mut ex = area_exchange(32 * area_record_len(SLOT as u64) as usize);
+        ex.prepare_area(0).unwrap();
+        let frames: Vec<Vec<u8>> = (0..20u8)
+            .map(|i| (0..60 + usize::from(i) * 70).map(|j| j as u8 ^ i).collect())
+            .chain([vec![9u8; SLOT]])
+            .collect();
+        let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+        assert_eq!(area_tender(&mut ex, &refs, 0).1, frames.len());
+        ex.complete();
+        for frame in &frames {
+            assert_eq!(lent(&mut ex).as_ref(), Some(frame));
+        }
+        assert_eq!(lent(&mut ex), None);
+    }
+
+    #[test]
+    fn impossible_answers_are_cut_for_frames_lent_in_place() {
+        let record = area_record_len(SLOT as u64) as usize;
+        let mut ex = area_exchange(2 * record);
+        ex.prepare_area(0).unwrap();
+        area_tender(&mut ex, &[b"one", b"two"], 0);
+        let out = ex.area.as_mut().unwrap();
+        out.rx_read = u64::MAX;
+        out.rx_used = u64::MAX;
+        ex.rx_data[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        ex.complete();
+        assert_eq!(lent(&mut ex).as_deref(), Some(&b"one"[..]));
+        // Cut to the slot, within the area; then the walk is past it.
+        assert_eq!(lent(&mut ex).map(|f| f.len()), Some(SLOT));
+        assert_eq!(lent(&mut ex), None);
+        assert!(!ex.has_rx());
+        // NET_EXCHANGE: every slot counts as read, each at most a slot.
+        let mut ex = exchange();
+        ex.prepare(0);
+        tender(&mut ex, &[b"z"], 0);
+        ex.arg.rx_read = u64::MAX;
+        ex.rx[0].len = u64::MAX;
+        ex.complete();
+        let mut n = 0;
+        while let Some(f) = lent(&mut ex) {
+            assert!(f.len() <= SLOT);
+            n += 1;
+        }
+        assert_eq!(n, RX_SLOTS);
     }
 
     #[test]

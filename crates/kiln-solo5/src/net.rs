@@ -172,6 +172,27 @@ impl kiln_devices::NetworkInterface for Net {
         Poll::Ready(sys::host::net_write(self.handle.raw(), frame).map_err(error))
     }
 
+    /// With NET_EXCHANGE, frames are handed over where the tender wrote
+    /// them (the RX cache or area): no copy into the stack's buffer. The
+    /// exchange stays locked while `use_frame` runs, so no exchange can
+    /// overwrite the frame meanwhile.
+    fn receive_in_place(
+        &self,
+        cx: &mut Context<'_>,
+        use_frame: &mut dyn FnMut(&mut [u8]),
+    ) -> Option<Poll<Result<(), NetError>>> {
+        let queues = self.exchange?;
+        if queues
+            .lock()
+            .as_mut()
+            .is_some_and(|ex| ex.take_in_place(use_frame))
+        {
+            return Some(Poll::Ready(Ok(())));
+        }
+        self.reactor.register(self.handle, cx.waker());
+        Some(Poll::Pending)
+    }
+
     /// With NET_EXCHANGE, frames are built in the TX queue the tender
     /// reads them from: no copy between the stack's buffer and the queue.
     fn send_in_place(
