@@ -26,12 +26,17 @@
 //! effort, as QEMU does), and a reader that negotiated them clears them
 //! when it closes ([`clear_offloads`]; kiln-unix's device does on drop, the
 //! tenders when they end, from a signal handler with
-//! [`clear_offloads_raw`]).
+//! [`clear_offloads_raw`]). For the ends a process cannot see (SIGKILL),
+//! a tap opened with offloads comes with a [`Guard`]: a process forked
+//! when the tap is opened that clears them once the opener is gone.
 //!
 //! Errors are `io::Error`s: each caller wraps them with its own context
 //! (which device, which flag) and a hint chosen by the error number.
 
+mod guard;
 mod sys;
+
+pub use guard::{Guard, RawGuard, reap, stop_raw};
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
@@ -66,6 +71,10 @@ pub struct Tap {
     /// Whether frames carry a `struct virtio_net_hdr` (offloads were
     /// negotiated).
     pub vnet_header: bool,
+    /// With offloads, the process that clears them once this process is
+    /// gone (SIGKILL included); to be kept as long as `fd` is open and
+    /// stopped (dropped) when it closes, which clears them too.
+    pub guard: Option<Guard>,
 }
 
 impl AsFd for Tap {
@@ -88,6 +97,8 @@ pub fn valid_name(name: &str) -> bool {
 
 /// Opens the tap interface `name` as `options` say.
 ///
+/// With offloads, the tap comes with its [`Guard`] (forked here).
+///
 /// Errors: `InvalidInput` for a name Linux cannot have (before any system
 /// call); `ENODEV` for a missing interface without `create`; otherwise
 /// what the kernel said (`EPERM`/`EACCES` without the right, `EBUSY` when
@@ -103,10 +114,21 @@ pub fn open(name: &str, options: TapOptions) -> io::Result<Tap> {
     if options.offloads != 0 {
         let fd = sys::attach(name, true)?;
         if sys::set_offload(fd.as_fd(), options.offloads).is_ok() {
-            return Ok(Tap {
-                fd,
-                vnet_header: true,
-            });
+            // Offloads only with a guard to clear them whatever ends this
+            // process: without one (no process to be had) the tap is
+            // plain.
+            match Guard::spawn(fd.as_fd()) {
+                Ok(guard) => {
+                    return Ok(Tap {
+                        fd,
+                        vnet_header: true,
+                        guard: Some(guard),
+                    });
+                }
+                Err(_) => {
+                    let _ = clear_offloads(fd.as_fd());
+                }
+            }
         }
         drop(fd);
     }
@@ -118,6 +140,7 @@ pub fn open(name: &str, options: TapOptions) -> io::Result<Tap> {
     Ok(Tap {
         fd,
         vnet_header: false,
+        guard: None,
     })
 }
 

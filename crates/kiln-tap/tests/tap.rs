@@ -1,17 +1,19 @@
 //! kiln-tap against the host kernel, inside a network namespace of its own:
 //! what each caller relies on (a missing interface refused or created,
-//! offloads negotiated and a previous reader's offloads cleared, the MTU,
+//! offloads negotiated and a previous reader's offloads cleared, cleared
+//! too when the opener is killed with SIGKILL (its guard), the MTU,
 //! non-blocking and close-on-exec descriptors, the kernel's refusals).
 //!
 //! Needs root. The outer test creates the namespace and re-runs this test
 //! binary inside it (`ip netns exec`) to run the inner half.
 
-use std::io::{self, Read};
-use std::process::Command;
+use std::io::{self, BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kiln_tap::{TCP_OFFLOADS, TapOptions};
 use kiln_testsupport::netns::{self, ip};
+use kiln_testsupport::process::ChildGuard;
 
 #[test]
 fn taps_open_as_each_caller_needs() {
@@ -64,16 +66,29 @@ fn inside_a_namespace() {
     drop(created);
     assert!(!exists("ktap-new"), "ktap-new outlived its descriptor");
 
-    // A persistent tap keeps the offloads of a reader that did not clear
-    // them (a killed one); the next plain open clears them.
+    // A tap opened with offloads comes with its guard; closing it (the
+    // guard stopped with it) clears them and frees the tap.
     ip(&["tuntap", "add", "dev", "ktap0", "mode", "tap"]);
     let offloaded = kiln_tap::open("ktap0", UNIX).unwrap();
     assert!(offloaded.vnet_header);
+    assert!(offloaded.guard.is_some(), "offloads without a guard");
     assert_eq!(tx_checksumming("ktap0"), "on");
     drop(offloaded);
+    assert_eq!(tx_checksumming("ktap0"), "off");
+
+    // A persistent tap keeps the offloads of a reader that did not clear
+    // them (killed together with its guard); the next plain open clears
+    // them.
+    let offloaded = kiln_tap::open("ktap0", UNIX).unwrap();
+    let guard = offloaded.guard.expect("a guard").into_raw();
+    kiln_testsupport::process::signal(guard.pid as u32, libc::SIGKILL);
+    kiln_tap::reap(guard.pid);
+    kiln_tap::stop_raw(guard.alive, guard.done);
+    drop(offloaded.fd);
     assert_eq!(tx_checksumming("ktap0"), "on");
     let plain = kiln_tap::open("ktap0", TENDER).unwrap();
     assert!(!plain.vnet_header);
+    assert!(plain.guard.is_none());
     assert_eq!(tx_checksumming("ktap0"), "off");
 
     // Non-blocking (a down tap has nothing to read) and close-on-exec.
@@ -103,4 +118,78 @@ fn inside_a_namespace() {
     // An interface that is not a tap: EINVAL, and it is left alone.
     let err = kiln_tap::open("lo", TENDER).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
+
+    // An opener killed with SIGKILL: its guard clears the offloads once
+    // the opener is gone, and lets go of the tap.
+    let exe = std::env::current_exe().expect("the test binary");
+    let mut holder = ChildGuard(
+        Command::new(exe)
+            .args(["--exact", "hold_ktap0_with_offloads", "--ignored"])
+            .arg("--nocapture")
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start the holder"),
+    );
+    let out = BufReader::new(holder.0.stdout.take().expect("stdout"));
+    let opened = out
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line == "ktap0 open");
+    assert!(opened, "the holder did not open ktap0");
+    assert_eq!(tx_checksumming("ktap0"), "on");
+    let guards = children(holder.0.id());
+    assert_eq!(guards.len(), 1, "one guard: {guards:?}");
+    kiln_testsupport::process::signal(holder.0.id(), libc::SIGKILL);
+    holder.0.wait().expect("wait for the holder");
+    wait_gone(guards[0]);
+    assert_eq!(
+        tx_checksumming("ktap0"),
+        "off",
+        "a SIGKILLed opener left the offloads on"
+    );
+    let plain = kiln_tap::open("ktap0", TENDER).expect("the tap is free");
+    drop(plain);
+}
+
+/// Opens `ktap0` with offloads, says `ktap0 open` and waits to be killed
+/// (at most a minute); run by `inside_a_namespace`.
+#[test]
+#[ignore = "run by inside_a_namespace"]
+fn hold_ktap0_with_offloads() {
+    netns::inside().expect("run by inside_a_namespace");
+    let tap = kiln_tap::open("ktap0", UNIX).unwrap();
+    assert!(tap.vnet_header);
+    println!("ktap0 open");
+    std::thread::sleep(Duration::from_secs(60));
+    drop(tap);
+}
+
+/// The children of process `pid`, from every thread's `children` list.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let path = task.expect("a task").path().join("children");
+        let list = std::fs::read_to_string(path).unwrap_or_default();
+        out.extend(list.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    }
+    out
+}
+
+/// Waits (at most 30 s, in steps of 10 ms) until process `pid` has ended
+/// (gone, or a zombie: its descriptors are closed).
+fn wait_gone(pid: u32) {
+    for _ in 0..3000 {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return,
+            Ok(stat) => {
+                let state = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next());
+                if matches!(state, Some("Z" | "X")) {
+                    return;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("process {pid} still runs after 30 s");
 }
