@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use kiln_tap::{TCP_OFFLOADS, TapOptions};
 use kiln_testsupport::netns::{self, ip};
-use kiln_testsupport::process::ChildGuard;
+use kiln_testsupport::process::{self, ChildGuard};
 
 #[test]
 fn taps_open_as_each_caller_needs() {
@@ -81,7 +81,7 @@ fn inside_a_namespace() {
     // them.
     let offloaded = kiln_tap::open("ktap0", UNIX).unwrap();
     let guard = offloaded.guard.expect("a guard").into_raw();
-    kiln_testsupport::process::signal(guard.pid as u32, libc::SIGKILL);
+    process::signal(guard.pid as u32, libc::SIGKILL);
     kiln_tap::reap(guard.pid);
     kiln_tap::stop_raw(guard.alive, guard.done);
     drop(offloaded.fd);
@@ -138,11 +138,14 @@ fn inside_a_namespace() {
         .any(|line| line == "ktap0 open");
     assert!(opened, "the holder did not open ktap0");
     assert_eq!(tx_checksumming("ktap0"), "on");
-    let guards = children(holder.0.id());
+    let guards = process::children(holder.0.id());
     assert_eq!(guards.len(), 1, "one guard: {guards:?}");
-    kiln_testsupport::process::signal(holder.0.id(), libc::SIGKILL);
+    process::signal(holder.0.id(), libc::SIGKILL);
     holder.0.wait().expect("wait for the holder");
-    wait_gone(guards[0]);
+    assert!(
+        process::ended(guards[0], Duration::from_secs(30)),
+        "the guard outlived its opener by 30 s"
+    );
     assert_eq!(
         tx_checksumming("ktap0"),
         "off",
@@ -163,33 +166,4 @@ fn hold_ktap0_with_offloads() {
     println!("ktap0 open");
     std::thread::sleep(Duration::from_secs(60));
     drop(tap);
-}
-
-/// The children of process `pid`, from every thread's `children` list.
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
-        let path = task.expect("a task").path().join("children");
-        let list = std::fs::read_to_string(path).unwrap_or_default();
-        out.extend(list.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
-    }
-    out
-}
-
-/// Waits (at most 30 s, in steps of 10 ms) until process `pid` has ended
-/// (gone, or a zombie: its descriptors are closed).
-fn wait_gone(pid: u32) {
-    for _ in 0..3000 {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => return,
-            Ok(stat) => {
-                let state = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next());
-                if matches!(state, Some("Z" | "X")) {
-                    return;
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("process {pid} still runs after 30 s");
 }
