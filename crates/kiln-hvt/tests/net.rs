@@ -701,7 +701,13 @@ fn a_vnet_guests_tap_has_its_offloads_cleared_when_the_tender_ends() {
     // needle)
     let cases = [
         (true, true, libc::SIGTERM, Some(0), ""),
-        (true, false, libc::SIGTERM, Some(1), "port 0x600, not a hypercall"),
+        (
+            true,
+            false,
+            libc::SIGTERM,
+            Some(1),
+            "port 0x600, not a hypercall",
+        ),
         (
             false,
             true,

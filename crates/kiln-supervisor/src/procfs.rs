@@ -134,7 +134,8 @@ pub fn tree(pid: i32) -> Vec<i32> {
 /// Counters of a unikernel's process tree.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Usage {
-    /// The processes counted (the tender and, on spt, its guest).
+    /// The processes counted (the tender, on spt its guest, and the
+    /// guard of each tap opened with offloads: kiln-tap's).
     pub processes: u32,
     /// User CPU time, milliseconds.
     pub user_ms: u64,

@@ -147,7 +147,7 @@ pub(crate) fn fork_guard(tap: RawFd, alive: RawFd, done: RawFd) -> io::Result<li
 
 /// The guard process's whole life (in the child of [`fork_guard`]).
 fn guard(tap: RawFd, alive: RawFd, done: RawFd) -> ! {
-    // SAFETY (the whole block): only system calls that take numbers or
+    // SAFETY: (the whole block) only system calls that take numbers or
     // point to this stack frame's memory and the static name, each valid
     // for the call; `_exit` ends the process without running anything of
     // the parent's (no atexit handler, no destructor).
