@@ -122,7 +122,7 @@ fn stop_guard(i: usize) -> libc::pid_t {
 /// Before the tap `fd` is closed: clears its offloads if it was opened
 /// with them, stops its guard (which returns once the guard has let go of
 /// the tap), and forgets it; nothing on a plain tap or an inherited
-/// descriptor (no system call). The guard's pid, for [`kiln_tap::reap`]
+/// descriptor (no system call). The guard's pid, for [`reap_guard`]
 /// where the tender may still wait (until then it is a zombie), or
 /// `None`.
 pub fn release(fd: BorrowedFd<'_>) -> Option<libc::pid_t> {
