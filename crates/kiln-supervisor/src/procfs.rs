@@ -61,7 +61,7 @@ pub fn ticks_per_second() -> u64 {
 
 /// The processes whose environment carries [`MARK`] with `daemon_id`, as
 /// (pid, name, instance), without the children of marked processes (the
-/// spt guest process shares its tender's environment).
+/// spt guest process and a tap's guard share their tender's environment).
 pub fn marked(daemon_id: &str) -> Vec<(i32, String, u64)> {
     let prefix = format!("{MARK}={daemon_id}/");
     let mut found: HashMap<i32, (String, u64, i32)> = HashMap::new();
