@@ -22,7 +22,8 @@
 //! a signal handler) closes the pipe and waits for the guard to have
 //! closed the tap, so that the tap is free for the next reader when the
 //! opener exits. After a SIGKILL the guard holds the tap for the moment it
-//! takes to wake and clear it: an opener started in that moment gets
+//! takes to wake and clear it: [`crate::open`] waits for it
+//! ([`crate::BUSY_WAIT`]); another program started in that moment gets
 //! `EBUSY`.
 
 use std::io;

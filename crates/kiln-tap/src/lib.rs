@@ -102,8 +102,8 @@ pub fn valid_name(name: &str) -> bool {
 /// Errors: `InvalidInput` for a name Linux cannot have (before any system
 /// call); `ENODEV` for a missing interface without `create`; otherwise
 /// what the kernel said (`EPERM`/`EACCES` without the right, `EBUSY` when
-/// another descriptor holds the tap, `EINVAL` when the interface is not a
-/// tap).
+/// another descriptor still holds the tap after [`BUSY_WAIT`], `EINVAL`
+/// when the interface is not a tap).
 pub fn open(name: &str, options: TapOptions) -> io::Result<Tap> {
     if !valid_name(name) {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
@@ -112,7 +112,7 @@ pub fn open(name: &str, options: TapOptions) -> io::Result<Tap> {
         return Err(io::Error::from_raw_os_error(libc::ENODEV));
     }
     if options.offloads != 0 {
-        let fd = sys::attach(name, true)?;
+        let fd = attach(name, true)?;
         if sys::set_offload(fd.as_fd(), options.offloads).is_ok() {
             // Offloads only with a guard to clear them whatever ends this
             // process: without one (no process to be had) the tap is
@@ -132,7 +132,7 @@ pub fn open(name: &str, options: TapOptions) -> io::Result<Tap> {
         }
         drop(fd);
     }
-    let fd = sys::attach(name, false)?;
+    let fd = attach(name, false)?;
     // Offloads a previous reader negotiated stay with the tap: without a
     // virtio-net header to read, none may stay on. Best effort: a kernel
     // without TUNSETOFFLOAD has none to clear.
@@ -142,6 +142,30 @@ pub fn open(name: &str, options: TapOptions) -> io::Result<Tap> {
         vnet_header: false,
         guard: None,
     })
+}
+
+/// How long [`open`] waits for a tap another descriptor holds.
+///
+/// A reader that was just killed lets go of its tap a moment after it is
+/// reaped: its guard wakes, clears the offloads and closes it (2.5-28 ms
+/// measured under load, `docs/bulk.md`, "A killed reader's offloads"), and
+/// an spt guest dies after its tender. A supervisor or an operator that
+/// starts the next reader at once would otherwise get `EBUSY`; a tap held
+/// for longer (another live reader) still does, after this long.
+pub const BUSY_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `TUNSETIFF` on a new descriptor, tried again every 5 ms while the tap is
+/// busy, for up to [`BUSY_WAIT`].
+fn attach(name: &str, vnet: bool) -> io::Result<OwnedFd> {
+    let start = std::time::Instant::now();
+    loop {
+        match sys::attach(name, vnet) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && start.elapsed() < BUSY_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Tells the kernel the tap's reader takes no offloaded frames any more

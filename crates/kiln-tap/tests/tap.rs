@@ -108,12 +108,24 @@ fn inside_a_namespace() {
     ip(&["link", "set", "ktap0", "mtu", "9000"]);
     assert_eq!(kiln_tap::mtu(file.as_fd()).unwrap(), 9000);
 
-    // Held by another descriptor: EBUSY, for both ways.
+    // Held by another descriptor: EBUSY, for both ways, once open has
+    // waited for it to be let go.
     for options in [TENDER, UNIX] {
         let err = kiln_tap::open("ktap0", options).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EBUSY), "{options:?}: {err}");
     }
     drop(file);
+
+    // Held for a moment, as a killed reader's guard holds it while it
+    // clears up: open waits until it is let go.
+    let held = kiln_tap::open("ktap0", TENDER).unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        drop(held);
+    });
+    let plain = kiln_tap::open("ktap0", TENDER).expect("open waits for the tap to be let go");
+    release.join().expect("the holder");
+    drop(plain);
 
     // An interface that is not a tap: EINVAL, and it is left alone.
     let err = kiln_tap::open("lo", TENDER).unwrap_err();
