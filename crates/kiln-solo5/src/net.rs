@@ -53,7 +53,8 @@ impl Net {
             let queues = platform().exchange();
             let mut slot = queues.lock();
             if slot.is_none() {
-                let (tx_bytes, rx_frames) = queue_sizes(vnet, max_frame);
+                let heap = crate::heap_stats().size;
+                let (tx_bytes, rx_frames) = queue_sizes(vnet, max_frame, heap);
                 *slot = Some(if sys::host::has_net_rx_area() {
                     // One area the tender packs frames into: as many
                     // small frames as fit, not one a slot.
