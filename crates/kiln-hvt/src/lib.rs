@@ -347,6 +347,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
         timer_fd: epoll.timer_fd(),
         module_calls,
         offloaded_taps: kiln_tender::net::offloaded(),
+        tap_guards: kiln_tender::net::guard_fds(),
         debug: debug_rules,
     };
     #[cfg(feature = "net")]

@@ -51,6 +51,9 @@ pub struct Allow {
     /// The taps opened with offloads, which the tender clears as it ends
     /// (`TUNSETOFFLOAD` 0, `kiln_tender::net::release`).
     pub offloaded_taps: Vec<RawFd>,
+    /// The pipes the tender reads to end of file as it stops those taps'
+    /// guards (`kiln_tender::net::guard_fds`).
+    pub tap_guards: Vec<RawFd>,
     /// The gdb stub's and the core file's (`--gdb`, `--dumpcore`); empty
     /// without them.
     pub debug: Vec<Rule>,
@@ -193,6 +196,11 @@ pub fn rules(allow: &Allow) -> Vec<Rule> {
             vec![Arg::Fd(fd), Arg::Second(TUNSETOFFLOAD), Arg::Third(0)],
         ));
     }
+    // Stopping their guards: closing a pipe (any `close` is allowed) and
+    // reading the other one until the guard has let go of the tap.
+    for &fd in &allow.tap_guards {
+        rules.push(rule(libc::SYS_read, "read", vec![Arg::Fd(fd)]));
+    }
     rules.extend(allow.debug.iter().cloned());
     rules
 }
@@ -267,6 +275,7 @@ mod tests {
                 },
             ],
             offloaded_taps: Vec::new(),
+            tap_guards: Vec::new(),
             debug: Vec::new(),
         }
     }
@@ -358,16 +367,18 @@ mod tests {
     }
 
     #[test]
-    fn a_tap_with_offloads_may_only_have_them_cleared() {
+    fn a_tap_with_offloads_may_only_have_them_cleared_and_its_guard_stopped() {
         let mut a = allow(None);
         a.offloaded_taps = vec![12];
+        a.tap_guards = vec![14];
         let rendered = render(&rules(&a));
         assert_eq!(
-            rendered[rendered.len() - 3..],
+            rendered[rendered.len() - 4..],
             [
                 "read(fd=12)",
                 "write(fd=12)",
                 "ioctl(fd=12, arg1=0x400454d0, arg2=0x0)",
+                "read(fd=14)",
             ]
         );
         assert!(!filter(&a).unwrap().is_empty());

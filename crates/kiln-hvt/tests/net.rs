@@ -680,7 +680,8 @@ fn tso(ns: &NetNs) -> Option<String> {
 /// header, optionally enables kiln's STOP, prints `ready` and POLLs until
 /// its stop word is set; then `end` (a halt, or a port that is not a
 /// hypercall). While it waits the tap has TSO on; after SIGTERM (a stop
-/// request the guest exits on, or solo5-hvt's exit 1) it is off.
+/// request the guest exits on, or solo5-hvt's exit 1) it is off, and
+/// after SIGKILL too, once the tap's guard has seen the tender go.
 #[test]
 fn a_vnet_guests_tap_has_its_offloads_cleared_when_the_tender_ends() {
     use std::io::{BufRead, BufReader};
@@ -696,13 +697,27 @@ fn a_vnet_guests_tap_has_its_offloads_cleared_when_the_tender_ends() {
     assert_eq!(before, "off", "a new tap has TSO off");
     let dir = TempDir::new();
     let hvt = env!("CARGO_BIN_EXE_kiln-hvt");
-    // (STOP enabled, halt or bad port, expected exit code, stderr needle)
+    // (STOP enabled, halt or bad port, signal, expected exit code, stderr
+    // needle)
     let cases = [
-        (true, true, 0, ""),
-        (true, false, 1, "port 0x600, not a hypercall"),
-        (false, true, 1, "kiln-hvt: exiting on signal 15 (SIGTERM)"),
+        (true, true, libc::SIGTERM, Some(0), ""),
+        (
+            true,
+            false,
+            libc::SIGTERM,
+            Some(1),
+            "port 0x600, not a hypercall",
+        ),
+        (
+            false,
+            true,
+            libc::SIGTERM,
+            Some(1),
+            "kiln-hvt: exiting on signal 15 (SIGTERM)",
+        ),
+        (true, true, libc::SIGKILL, None, ""),
     ];
-    for (i, (enable, halt, code, needle)) in cases.into_iter().enumerate() {
+    for (i, (enable, halt, signal, code, needle)) in cases.into_iter().enumerate() {
         let mut g = Guest::with_devices([MftEntry::net("service")]);
         let note = kiln_abi::note::KilnFeaturesNote::new(kiln_abi::note::KILN_GUEST_VNET_HDR);
         g.mft_note
@@ -738,14 +753,25 @@ fn a_vnet_guests_tap_has_its_offloads_cleared_when_the_tender_ends() {
             );
         }
         assert_eq!(tso(&ns).as_deref(), Some("on"), "case {i}: no offloads");
+        // The tap's guard (kiln-tap's, forked when the tap was opened).
+        let guards = kiln_testsupport::process::children(child.id());
+        assert_eq!(guards.len(), 1, "case {i}: one guard: {guards:?}");
         let pid = libc::pid_t::try_from(child.id()).unwrap();
         // SAFETY: kill(2) takes no pointers; the child is ours and not
         // reaped (`ip netns exec` became kiln-hvt).
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
         child.stdout = Some(out.into_inner());
         let run = support::finish(child);
-        assert_eq!(run.code, Some(code), "case {i}: {run:?}");
+        assert_eq!(run.code, code, "case {i}: {run:?}");
         assert!(run.stderr.contains(needle), "case {i}: {run:?}");
+        // After SIGKILL the guard clears the offloads once the tender is
+        // gone; after any other end the tender stopped it before exiting.
+        for guard in guards {
+            assert!(
+                kiln_testsupport::process::ended(guard, std::time::Duration::from_secs(30)),
+                "case {i}: the guard outlived the tender by 30 s"
+            );
+        }
         assert_eq!(
             tso(&ns).as_deref(),
             Some("off"),

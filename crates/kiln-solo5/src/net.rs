@@ -11,7 +11,7 @@ use kiln_devices::net::{ETHERNET_HEADER_LEN, VNET_HEADER_LEN, VNET_MAX_FRAME};
 use kiln_devices::{MacAddress, NetError};
 
 use crate::env::Device;
-use crate::exchange::{Exchange, ExchangeError, RX_SLOTS, TX_SLOTS};
+use crate::exchange::{Exchange, ExchangeError, queue_sizes};
 use crate::outcome::Failure;
 use crate::platform::platform;
 use crate::reactor::{Handle, Reactor};
@@ -53,17 +53,8 @@ impl Net {
             let queues = platform().exchange();
             let mut slot = queues.lock();
             if slot.is_none() {
-                // 64 slots of 64 KiB would be 8 MiB: with the header, 1 MiB
-                // of TX queue (16 segments of 64 KiB, or 64 small frames;
-                // kiln-net builds frames in it and keeps no 64 KiB buffers
-                // of its own) and room for 8 frames of 64 KiB. With 4
-                // segments, a full queue cost an exit every 256 KiB of a
-                // bulk send (docs/bulk.md, "Copies and exits on hvt").
-                let (tx_bytes, rx_frames) = if vnet {
-                    (16 * max_frame, 8)
-                } else {
-                    (TX_SLOTS * max_frame, RX_SLOTS)
-                };
+                let heap = crate::heap_stats().size;
+                let (tx_bytes, rx_frames) = queue_sizes(vnet, max_frame, heap);
                 *slot = Some(if sys::host::has_net_rx_area() {
                     // One area the tender packs frames into: as many
                     // small frames as fit, not one a slot.

@@ -46,7 +46,9 @@ kiln_tender::with_flags!(Net, NetFlags);
 impl Drop for Net {
     fn drop(&mut self) {
         for (_, _, tap) in &self.attached {
-            kiln_tender::net::release(tap.as_fd());
+            if let Some(guard) = kiln_tender::net::release(tap.as_fd()) {
+                kiln_tender::net::reap_guard(guard);
+            }
         }
     }
 }

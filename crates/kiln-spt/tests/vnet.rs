@@ -168,8 +168,9 @@ fn ready_then_spin() -> Vec<u8> {
 /// A tap a VNET_HDR guest had keeps no offload once kiln-spt has ended,
 /// whichever way it ended: Solo5's solo5-spt, which opens the tap plain
 /// and never clears them, may take it next. Ends: the guest's exit, its
-/// fault (`ud2`), and a SIGTERM to the tender while the guest runs (the
-/// tender ends by it, as solo5-spt; its handler clears them first).
+/// fault (`ud2`), a SIGTERM to the tender while the guest runs (the
+/// tender ends by it, as solo5-spt; its handler clears them first), and
+/// a SIGKILL (the tap's guard clears them).
 #[test]
 fn a_vnet_guests_tap_has_its_offloads_cleared_when_the_tender_ends() {
     use std::io::Read;
@@ -216,4 +217,33 @@ fn a_vnet_guests_tap_has_its_offloads_cleared_when_the_tender_ends() {
         .expect("kiln-spt ended");
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
     assert_eq!(ns.tso(), "off", "after SIGTERM");
+
+    // SIGKILL: the tender clears nothing itself; the tap's guard (a child
+    // kiln-tap forked when the tap was opened, beside the guest) does once
+    // the tender is gone.
+    let (mut cmd, _path) = ns.command(&ready_then_spin(), true);
+    let mut child = kiln_testsupport::process::ChildGuard(
+        cmd.stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn kiln-spt"),
+    );
+    let mut stdout = child.0.stdout.take().expect("stdout");
+    stdout.read_exact(&mut ready).expect("the guest's line");
+    assert_eq!(&ready, b"ready\n");
+    assert_eq!(ns.tso(), "on", "the guest runs with offloads");
+    let children = kiln_testsupport::process::children(child.0.id());
+    assert_eq!(children.len(), 2, "the guest and the guard: {children:?}");
+    kiln_testsupport::process::signal(child.0.id(), libc::SIGKILL);
+    let status = child
+        .wait_for(std::time::Duration::from_secs(30))
+        .expect("wait")
+        .expect("kiln-spt ended");
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    for pid in children {
+        assert!(
+            kiln_testsupport::process::ended(pid, std::time::Duration::from_secs(30)),
+            "process {pid} outlived the tender by 30 s"
+        );
+    }
+    assert_eq!(ns.tso(), "off", "after SIGKILL");
 }

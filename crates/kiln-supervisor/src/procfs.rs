@@ -61,7 +61,7 @@ pub fn ticks_per_second() -> u64 {
 
 /// The processes whose environment carries [`MARK`] with `daemon_id`, as
 /// (pid, name, instance), without the children of marked processes (the
-/// spt guest process shares its tender's environment).
+/// spt guest process and a tap's guard share their tender's environment).
 pub fn marked(daemon_id: &str) -> Vec<(i32, String, u64)> {
     let prefix = format!("{MARK}={daemon_id}/");
     let mut found: HashMap<i32, (String, u64, i32)> = HashMap::new();
@@ -134,7 +134,8 @@ pub fn tree(pid: i32) -> Vec<i32> {
 /// Counters of a unikernel's process tree.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Usage {
-    /// The processes counted (the tender and, on spt, its guest).
+    /// The processes counted (the tender, on spt its guest, and the
+    /// guard of each tap opened with offloads: kiln-tap's).
     pub processes: u32,
     /// User CPU time, milliseconds.
     pub user_ms: u64,

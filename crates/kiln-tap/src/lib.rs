@@ -26,12 +26,17 @@
 //! effort, as QEMU does), and a reader that negotiated them clears them
 //! when it closes ([`clear_offloads`]; kiln-unix's device does on drop, the
 //! tenders when they end, from a signal handler with
-//! [`clear_offloads_raw`]).
+//! [`clear_offloads_raw`]). For the ends a process cannot see (SIGKILL),
+//! a tap opened with offloads comes with a [`Guard`]: a process forked
+//! when the tap is opened that clears them once the opener is gone.
 //!
 //! Errors are `io::Error`s: each caller wraps them with its own context
 //! (which device, which flag) and a hint chosen by the error number.
 
+mod guard;
 mod sys;
+
+pub use guard::{Guard, RawGuard, reap, stop_raw};
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
@@ -66,6 +71,10 @@ pub struct Tap {
     /// Whether frames carry a `struct virtio_net_hdr` (offloads were
     /// negotiated).
     pub vnet_header: bool,
+    /// With offloads, the process that clears them once this process is
+    /// gone (SIGKILL included); to be kept as long as `fd` is open and
+    /// stopped (dropped) when it closes, which clears them too.
+    pub guard: Option<Guard>,
 }
 
 impl AsFd for Tap {
@@ -88,11 +97,13 @@ pub fn valid_name(name: &str) -> bool {
 
 /// Opens the tap interface `name` as `options` say.
 ///
+/// With offloads, the tap comes with its [`Guard`] (forked here).
+///
 /// Errors: `InvalidInput` for a name Linux cannot have (before any system
 /// call); `ENODEV` for a missing interface without `create`; otherwise
 /// what the kernel said (`EPERM`/`EACCES` without the right, `EBUSY` when
-/// another descriptor holds the tap, `EINVAL` when the interface is not a
-/// tap).
+/// another descriptor still holds the tap after [`BUSY_WAIT`], `EINVAL`
+/// when the interface is not a tap).
 pub fn open(name: &str, options: TapOptions) -> io::Result<Tap> {
     if !valid_name(name) {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
@@ -101,16 +112,27 @@ pub fn open(name: &str, options: TapOptions) -> io::Result<Tap> {
         return Err(io::Error::from_raw_os_error(libc::ENODEV));
     }
     if options.offloads != 0 {
-        let fd = sys::attach(name, true)?;
+        let fd = attach(name, true)?;
         if sys::set_offload(fd.as_fd(), options.offloads).is_ok() {
-            return Ok(Tap {
-                fd,
-                vnet_header: true,
-            });
+            // Offloads only with a guard to clear them whatever ends this
+            // process: without one (no process to be had) the tap is
+            // plain.
+            match Guard::spawn(fd.as_fd()) {
+                Ok(guard) => {
+                    return Ok(Tap {
+                        fd,
+                        vnet_header: true,
+                        guard: Some(guard),
+                    });
+                }
+                Err(_) => {
+                    let _ = clear_offloads(fd.as_fd());
+                }
+            }
         }
         drop(fd);
     }
-    let fd = sys::attach(name, false)?;
+    let fd = attach(name, false)?;
     // Offloads a previous reader negotiated stay with the tap: without a
     // virtio-net header to read, none may stay on. Best effort: a kernel
     // without TUNSETOFFLOAD has none to clear.
@@ -118,7 +140,32 @@ pub fn open(name: &str, options: TapOptions) -> io::Result<Tap> {
     Ok(Tap {
         fd,
         vnet_header: false,
+        guard: None,
     })
+}
+
+/// How long [`open`] waits for a tap another descriptor holds.
+///
+/// A reader that was just killed lets go of its tap a moment after it is
+/// reaped: its guard wakes, clears the offloads and closes it (2.5-28 ms
+/// measured under load, `docs/bulk.md`, "A killed reader's offloads"), and
+/// an spt guest dies after its tender. A supervisor or an operator that
+/// starts the next reader at once would otherwise get `EBUSY`; a tap held
+/// for longer (another live reader) still does, after this long.
+pub const BUSY_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `TUNSETIFF` on a new descriptor, tried again every 5 ms while the tap is
+/// busy, for up to [`BUSY_WAIT`].
+fn attach(name: &str, vnet: bool) -> io::Result<OwnedFd> {
+    let start = std::time::Instant::now();
+    loop {
+        match sys::attach(name, vnet) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && start.elapsed() < BUSY_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Tells the kernel the tap's reader takes no offloaded frames any more

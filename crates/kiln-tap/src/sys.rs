@@ -127,3 +127,107 @@ pub(crate) fn interface_mtu(name: &str) -> io::Result<libc::c_int> {
     })?;
     Ok(req.value)
 }
+
+/// Forks the guard process for the tap `tap` (see `crate::guard`): it
+/// waits for end of file on `alive` (the read end of a pipe whose write
+/// end only the caller holds), then clears the tap's offloads, closes it
+/// and exits, which closes `done` (the write end of a pipe the caller
+/// reads). The child's pid, in the caller.
+pub(crate) fn fork_guard(tap: RawFd, alive: RawFd, done: RawFd) -> io::Result<libc::pid_t> {
+    // SAFETY: `fork` copies the calling thread only, so the child may not
+    // take a lock another thread held or allocate: `guard` makes only
+    // system calls (async-signal-safe) on numbers and stack memory, and
+    // never returns into the caller's code.
+    let pid = check(unsafe { libc::fork() })?;
+    if pid == 0 {
+        guard(tap, alive, done);
+    }
+    Ok(pid)
+}
+
+/// The guard process's whole life (in the child of [`fork_guard`]).
+fn guard(tap: RawFd, alive: RawFd, done: RawFd) -> ! {
+    // SAFETY: (the whole block) only system calls that take numbers or
+    // point to this stack frame's memory and the static name, each valid
+    // for the call; `_exit` ends the process without running anything of
+    // the parent's (no atexit handler, no destructor).
+    unsafe {
+        // Its own process group, so that a signal to the tender's group
+        // (`kiln stop`'s SIGKILL after its timeout, a terminal's ^C) does
+        // not end it before the tender: it ends when the tender is gone.
+        libc::setpgid(0, 0);
+        for signal in [
+            libc::SIGHUP,
+            libc::SIGINT,
+            libc::SIGQUIT,
+            libc::SIGTERM,
+            libc::SIGPIPE,
+        ] {
+            libc::signal(signal, libc::SIG_IGN);
+        }
+        libc::prctl(libc::PR_SET_NAME, c"kiln-tap-guard".as_ptr());
+        // Nothing of the tender's but the tap and its two pipe ends: a
+        // descriptor kept here (the standard ones, an inherited socket,
+        // another guard's pipe) would outlive the tender.
+        close_all_but([tap, alive, done]);
+        let mut byte = 0u8;
+        loop {
+            let n = libc::read(alive, (&raw mut byte).cast(), 1);
+            if n == 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
+                break;
+            }
+        }
+        libc::ioctl(tap, libc::TUNSETOFFLOAD, 0 as libc::c_ulong);
+        // Closed before `done` (at exit), so that the tap is free for the
+        // next reader when the tender sees end of file there.
+        libc::close(tap);
+        libc::_exit(0)
+    }
+}
+
+/// Closes every descriptor but the three of `keep`: `close_range` over
+/// the gaps, or one `close` at a time (up to 65,536) on a kernel without
+/// it. No allocation: the guard calls it after `fork`.
+fn close_all_but(mut keep: [RawFd; 3]) {
+    keep.sort_unstable();
+    let mut first: u32 = 0;
+    for fd in keep {
+        let Ok(fd) = u32::try_from(fd) else { continue };
+        if fd > first {
+            close_range(first, fd - 1);
+        }
+        first = first.max(fd.saturating_add(1));
+    }
+    close_range(first, u32::MAX);
+}
+
+fn close_range(first: u32, last: u32) {
+    // SAFETY: close_range takes numbers; it closes descriptors this
+    // process holds and nothing else.
+    if unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) } == 0 {
+        return;
+    }
+    for fd in first..=last.min(65_535) {
+        // SAFETY: closing a descriptor number; not open is EBADF.
+        unsafe { libc::close(fd as RawFd) };
+    }
+}
+
+/// Closes descriptor number `fd` (async-signal-safe).
+pub(crate) fn close_raw(fd: RawFd) {
+    // SAFETY: closing a number the caller owns and forgets.
+    unsafe { libc::close(fd) };
+}
+
+/// Reads `fd` until end of file or an error other than EINTR
+/// (async-signal-safe: one `read` at a time into a stack buffer).
+pub(crate) fn read_to_eof_raw(fd: RawFd) {
+    let mut buf = [0u8; 16];
+    loop {
+        // SAFETY: `buf` is 16 writable bytes for the call.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n == 0 || (n < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)) {
+            return;
+        }
+    }
+}

@@ -10,7 +10,10 @@
 //! (the tenders' net modules do when they drop, which a guest's exit, an
 //! error or a panic's unwinding all reach), and the stop signals' handler
 //! ([`crate::stop`]) calls [`clear_offloads`] before it ends the process.
-//! A SIGKILLed tender clears nothing: the next opener does.
+//! A SIGKILLed tender clears nothing itself: each such tap's guard
+//! (kiln-tap's [`kiln_tap::Guard`], a process forked when the tap was
+//! opened) does once the tender is gone; the ends above stop the guards
+//! after clearing, and wait until they have let go of the taps.
 
 use std::fs::File;
 use std::io::Read;
@@ -49,21 +52,36 @@ pub fn random_mac() -> std::io::Result<[u8; 6]> {
     Ok(mac)
 }
 
-/// The descriptors of the taps opened with offloads, -1 in a free slot:
-/// atomics, so that a signal handler reads them. One per manifest entry at
-/// most.
+/// The descriptors of the taps opened with offloads, -1 in a free slot,
+/// and beside each its guard's (kiln-tap's [`kiln_tap::Guard`]: the
+/// process that clears the offloads if the tender is killed): atomics, so
+/// that a signal handler reads them. One per manifest entry at most.
 static OFFLOADED: [AtomicI32; kiln_abi::mft::MFT_MAX_ENTRIES] =
     [const { AtomicI32::new(-1) }; kiln_abi::mft::MFT_MAX_ENTRIES];
+static GUARD_ALIVE: [AtomicI32; kiln_abi::mft::MFT_MAX_ENTRIES] =
+    [const { AtomicI32::new(-1) }; kiln_abi::mft::MFT_MAX_ENTRIES];
+static GUARD_DONE: [AtomicI32; kiln_abi::mft::MFT_MAX_ENTRIES] =
+    [const { AtomicI32::new(-1) }; kiln_abi::mft::MFT_MAX_ENTRIES];
+static GUARD_PID: [AtomicI32; kiln_abi::mft::MFT_MAX_ENTRIES] =
+    [const { AtomicI32::new(0) }; kiln_abi::mft::MFT_MAX_ENTRIES];
 
-fn remember(fd: RawFd) {
-    for slot in &OFFLOADED {
+fn remember(fd: RawFd, guard: Option<kiln_tap::Guard>) {
+    let guard = guard.map(kiln_tap::Guard::into_raw);
+    for (i, slot) in OFFLOADED.iter().enumerate() {
         if slot
             .compare_exchange(-1, fd, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
         {
+            if let Some(g) = guard {
+                GUARD_PID[i].store(g.pid, Ordering::SeqCst);
+                GUARD_DONE[i].store(g.done, Ordering::SeqCst);
+                GUARD_ALIVE[i].store(g.alive, Ordering::SeqCst);
+            }
             return;
         }
     }
+    // No slot (more taps than a manifest has entries): the guard stays
+    // until the tender ends.
 }
 
 /// The taps with offloads on, for a seccomp filter that must let the
@@ -76,12 +94,40 @@ pub fn offloaded() -> Vec<RawFd> {
         .collect()
 }
 
+/// The descriptors the tender reads to end of file as it stops the taps'
+/// guards ([`release`], [`clear_offloads`]), for a seccomp filter that must
+/// allow that `read`.
+pub fn guard_fds() -> Vec<RawFd> {
+    GUARD_DONE
+        .iter()
+        .map(|slot| slot.load(Ordering::SeqCst))
+        .filter(|&fd| fd >= 0)
+        .collect()
+}
+
+/// Stops the guard in slot `i`, if any: it clears the tap's offloads,
+/// closes its descriptor of it and exits (`kiln_tap::stop_raw`: `close`
+/// and `read`, async-signal-safe). Its pid, to reap, or 0.
+fn stop_guard(i: usize) -> libc::pid_t {
+    let alive = GUARD_ALIVE[i].swap(-1, Ordering::SeqCst);
+    let done = GUARD_DONE[i].swap(-1, Ordering::SeqCst);
+    kiln_tap::stop_raw(alive, done);
+    if done >= 0 {
+        GUARD_PID[i].swap(0, Ordering::SeqCst)
+    } else {
+        0
+    }
+}
+
 /// Before the tap `fd` is closed: clears its offloads if it was opened
-/// with them (nothing otherwise: no system call on a plain tap or an
-/// inherited descriptor), and forgets it.
-pub fn release(fd: BorrowedFd<'_>) {
+/// with them, stops its guard (which returns once the guard has let go of
+/// the tap), and forgets it; nothing on a plain tap or an inherited
+/// descriptor (no system call). The guard's pid, for [`reap_guard`]
+/// where the tender may still wait (until then it is a zombie), or
+/// `None`.
+pub fn release(fd: BorrowedFd<'_>) -> Option<libc::pid_t> {
     let fd = fd.as_raw_fd();
-    for slot in &OFFLOADED {
+    for (i, slot) in OFFLOADED.iter().enumerate() {
         if slot
             .compare_exchange(fd, -1, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
@@ -89,18 +135,28 @@ pub fn release(fd: BorrowedFd<'_>) {
             // Best effort: the tender is ending, or the tap is reopened
             // plain, which clears them again.
             let _ = kiln_tap::clear_offloads_raw(fd);
+            let pid = stop_guard(i);
+            return (pid > 0).then_some(pid);
         }
     }
+    None
 }
 
-/// Clears the offloads of every tap still open with them; for the stop
-/// signals' handler: atomic loads and one `ioctl` per tap,
-/// async-signal-safe.
+/// Reaps a guard [`release`] stopped (`waitpid`), where the tender may
+/// still wait (not under kiln-hvt's filter).
+pub fn reap_guard(pid: libc::pid_t) {
+    kiln_tap::reap(pid);
+}
+
+/// Clears the offloads of every tap still open with them and stops their
+/// guards; for the stop signals' handler: atomic loads and swaps, one
+/// `ioctl` per tap, `close` and `read` per guard, async-signal-safe.
 pub fn clear_offloads() {
-    for slot in &OFFLOADED {
+    for (i, slot) in OFFLOADED.iter().enumerate() {
         let fd = slot.load(Ordering::SeqCst);
         if fd >= 0 {
             let _ = kiln_tap::clear_offloads_raw(fd);
+            stop_guard(i);
         }
     }
 }
@@ -232,8 +288,11 @@ impl NetFlags {
                 };
                 // Close the tap first: it takes one reader at a time.
                 let (order, _, tap) = attached.remove(i);
-                release(tap.as_fd());
+                let guard = release(tap.as_fd());
                 drop(tap);
+                if let Some(pid) = guard {
+                    kiln_tap::reap(pid);
+                }
                 match self.open(&name, inherited, 0) {
                     Ok(opened) => attached.push((order, handle, wrap(opened.fd))),
                     Err(e) => eprintln!(
@@ -304,7 +363,7 @@ impl NetFlags {
                 .map(|tap| {
                     vnet_header = tap.vnet_header;
                     if vnet_header {
-                        remember(tap.fd.as_raw_fd());
+                        remember(tap.fd.as_raw_fd(), tap.guard);
                     }
                     tap.fd
                 })
@@ -321,7 +380,9 @@ impl NetFlags {
         let mac = match mac {
             Some(mac) => mac,
             None => random_mac().map_err(|source| {
-                release(fd.as_fd());
+                if let Some(pid) = release(fd.as_fd()) {
+                    kiln_tap::reap(pid);
+                }
                 ModuleError::Open {
                     name: name.to_string(),
                     what:

@@ -133,6 +133,46 @@ pub fn signal(pid: u32, signal: libc::c_int) {
     sys::kill(pid, signal).unwrap_or_else(|e| panic!("kill -{signal} {pid}: {e}"));
 }
 
+/// The children of process `pid`: every thread's
+/// `/proc/PID/task/TID/children` (each lists the children that thread
+/// started); empty when `pid` is gone.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for task in tasks.flatten() {
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(
+            list.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    out
+}
+
+/// Waits at most `limit` (in steps of 10 ms) until process `pid`, which
+/// need not be a child, has ended: gone, or a zombie (its descriptors
+/// closed). Whether it has.
+pub fn ended(pid: u32, limit: Duration) -> bool {
+    let start = Instant::now();
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
+            });
+        if !matches!(state.as_deref(), Some(s) if s != "Z" && s != "X") {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Waits at most `limit` for `guard`'s child, then reads the rest of its
 /// stdout through `out` (which may hold the part already read) and its
 /// piped stderr: its exit status, that stdout and that stderr. `None` if

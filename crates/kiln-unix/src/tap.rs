@@ -61,6 +61,9 @@ pub struct Tap {
     mtu: usize,
     /// Frames carry a virtio-net header (offloads negotiated).
     vnet: bool,
+    /// With offloads, the process that clears them if this one is killed
+    /// (kiln-tap's guard); dropped after `fd`, which stops it.
+    _guard: Option<kiln_tap::Guard>,
 }
 
 impl Tap {
@@ -120,7 +123,7 @@ impl Tap {
             },
         )
         .map_err(tap_error)?;
-        let (fd, vnet) = (tap.fd, tap.vnet_header);
+        let (fd, vnet, guard) = (tap.fd, tap.vnet_header, tap.guard);
         // The host decides the MTU (`ip link set TAP mtu 9000`); the
         // unikernel's stack sizes its frames to it.
         let mtu = kiln_tap::mtu(fd.as_fd()).map_err(tap_error)?;
@@ -131,6 +134,7 @@ impl Tap {
             mac,
             mtu,
             vnet,
+            _guard: guard,
         })
     }
 
