@@ -36,6 +36,13 @@ impl<A: fmt::Display> fmt::Display for Cidr<A> {
 /// `max_rx` instead of `bulk_rx`: `bulk_rx` in that sum becomes the
 /// largest buffer asked for, at most `max_rx` (1 MiB: 34.5 MiB more with 32
 /// bulk sockets), and only for a unikernel whose listener asks.
+///
+/// On a platform whose heap is known (hvt, spt, virtio: the guest's
+/// memory), [`Config::fit_heap`] lowers `bulk_connections` and
+/// `max_connections`, where the command line did not set them, so that
+/// this sum ([`Buffers::tcp_bound`], with `max_rx` for `bulk_rx`) stays
+/// within half of the heap: connections beyond it are refused, as at
+/// `max_connections`, instead of the guest running out of memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Buffers {
     /// Bytes each TCP connection buffers on receive (the advertised
@@ -94,6 +101,42 @@ pub struct Buffers {
     pub udp_packets: usize,
 }
 
+/// Bytes of state a TCP socket holds beside its buffers, about.
+const TCP_SOCKET_STATE: usize = 1024;
+
+/// The fewest TCP sockets [`Config::fit_heap`] leaves: two listeners'
+/// ready sockets (`backlog`), so that a tiny heap still serves a client
+/// or a few at a time.
+pub const MIN_HEAP_CONNECTIONS: usize = 8;
+
+impl Buffers {
+    /// Bytes more than an ordinary socket's that a bulk socket may hold:
+    /// its receive buffer at the most a listener may ask for (`max_rx`).
+    fn bulk_extra(&self) -> usize {
+        self.bulk_rx
+            .max(self.max_rx)
+            .saturating_add(self.bulk_tx)
+            .saturating_sub(self.tcp_rx.saturating_add(self.tcp_tx))
+    }
+
+    /// Bytes of an ordinary TCP socket: its buffers and its state.
+    fn tcp_socket_bytes(&self) -> usize {
+        self.tcp_rx
+            .saturating_add(self.tcp_tx)
+            .saturating_add(TCP_SOCKET_STATE)
+    }
+
+    /// The most the stack's TCP sockets hold, whatever the peers do:
+    /// `max_connections` ordinary sockets (buffers and about 1 KiB of
+    /// state each) and what `bulk_connections` of them hold more, each with
+    /// a receive buffer of `max_rx` (or `bulk_rx`, the larger).
+    pub fn tcp_bound(&self) -> usize {
+        self.max_connections
+            .saturating_mul(self.tcp_socket_bytes())
+            .saturating_add(self.bulk_connections.saturating_mul(self.bulk_extra()))
+    }
+}
+
 impl Default for Buffers {
     fn default() -> Self {
         Buffers {
@@ -144,6 +187,16 @@ pub struct Config {
     pub slaac: bool,
     /// Socket buffer sizes.
     pub buffers: Buffers,
+    /// The bounds the command line set, which [`Config::fit_heap`] keeps.
+    explicit: Explicit,
+}
+
+/// Which of the bounds [`Config::fit_heap`] may lower were set by
+/// [`Config::set`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Explicit {
+    max_connections: bool,
+    bulk_connections: bool,
 }
 
 impl Default for Config {
@@ -156,6 +209,7 @@ impl Default for Config {
             dhcp: true,
             slaac: true,
             buffers: Buffers::default(),
+            explicit: Explicit::default(),
         }
     }
 }
@@ -405,6 +459,7 @@ impl Config {
             // At least one connection beside a listening socket.
             "max-connections" => {
                 self.buffers.max_connections = parse_count(f, value, 2, 1 << 20)?;
+                self.explicit.max_connections = true;
             }
             "syn-backlog" => self.buffers.max_pending = parse_count(f, value, 1, 1 << 16)?,
             "handshake-timeout" => {
@@ -416,6 +471,7 @@ impl Config {
             "tcp-rx-buffer" => self.buffers.tcp_rx = parse_count(f, value, 1024, 1 << 30)?,
             "tcp-bulk-connections" => {
                 self.buffers.bulk_connections = parse_count(f, value, 0, 1 << 20)?;
+                self.explicit.bulk_connections = true;
             }
             "tcp-bulk-rx-buffer" => self.buffers.bulk_rx = parse_count(f, value, 1024, 1 << 30)?,
             "tcp-bulk-tx-buffer" => self.buffers.bulk_tx = parse_count(f, value, 1024, 1 << 30)?,
@@ -497,6 +553,48 @@ impl Config {
         Ok(())
     }
 
+    /// Fits the TCP bounds to a heap of `heap` bytes: lowers
+    /// `bulk_connections` (to at most a quarter of the heap) and then
+    /// `max_connections` (to the rest of half of it, but not below
+    /// [`MIN_HEAP_CONNECTIONS`]), each only where [`Config::set`] did not
+    /// set it, so that [`Buffers::tcp_bound`] stays within half of the
+    /// heap. The other half is left to the application, the driver's
+    /// queues and the rest of the stack. A connection attempt beyond
+    /// `max_connections` is refused, so network clients can fill the
+    /// stack's share of the heap but not the heap.
+    ///
+    /// The generated programs of hvt, spt and virtio call it with the
+    /// guest's heap (`--mem`); a host process (unix) has no such bound.
+    #[must_use]
+    pub fn fit_heap(mut self, heap: usize) -> Config {
+        let b = &mut self.buffers;
+        let budget = heap / 2;
+        let per = b.tcp_socket_bytes();
+        let extra = b.bulk_extra();
+        let (max0, bulk0) = (b.max_connections, b.bulk_connections);
+        if !self.explicit.bulk_connections && extra > 0 {
+            let share = if self.explicit.max_connections {
+                budget.saturating_sub(b.max_connections.saturating_mul(per))
+            } else {
+                budget / 2
+            };
+            b.bulk_connections = b.bulk_connections.min(share / extra);
+        }
+        if !self.explicit.max_connections {
+            let room = budget.saturating_sub(b.bulk_connections.saturating_mul(extra)) / per;
+            b.max_connections = b.max_connections.min(room.max(MIN_HEAP_CONNECTIONS));
+        }
+        if (max0, bulk0) != (b.max_connections, b.bulk_connections) {
+            log::info!(
+                "{} KiB of heap: at most {} TCP sockets, {} with bulk buffers (--max-connections, --tcp-bulk-connections)",
+                heap / 1024,
+                b.max_connections,
+                b.bulk_connections
+            );
+        }
+        self
+    }
+
     /// Whether the stack runs a DHCPv4 client: DHCP is on and no static
     /// IPv4 address is given.
     pub fn uses_dhcp(&self) -> bool {
@@ -562,6 +660,36 @@ mod tests {
             Config::extract(["--ipv4"]),
             Err(ConfigError::MissingValue { flag: "ipv4", .. })
         ));
+    }
+
+    #[test]
+    fn fit_heap_lowers_only_the_bounds_not_given() {
+        let heap = 8 << 20;
+        let b = Config::default().fit_heap(heap).buffers;
+        assert!(b.tcp_bound() <= heap / 2, "{b:?}");
+        assert!(b.max_connections >= MIN_HEAP_CONNECTIONS && b.max_connections < 1024);
+        assert!(b.bulk_connections < 32);
+        // The default heap of hvt and spt (512 MiB) keeps the defaults.
+        assert_eq!(
+            Config::default().fit_heap(512 << 20).buffers,
+            Buffers::default()
+        );
+        // A tiny heap still holds a few sockets.
+        let b = Config::default().fit_heap(512 << 10).buffers;
+        assert_eq!(
+            (b.max_connections, b.bulk_connections),
+            (MIN_HEAP_CONNECTIONS, 0)
+        );
+        let c = Config::parse(["--max-connections=100", "--tcp-bulk-connections=2"]).unwrap();
+        let b = c.fit_heap(heap).buffers;
+        assert_eq!((b.max_connections, b.bulk_connections), (100, 2));
+        // Given connections leave the bulk ones the rest of the budget.
+        let b = Config::parse(["--max-connections=40"])
+            .unwrap()
+            .fit_heap(heap)
+            .buffers;
+        assert_eq!(b.max_connections, 40);
+        assert!(b.tcp_bound() <= heap / 2, "{b:?}");
     }
 
     #[test]

@@ -81,7 +81,7 @@ mod tcp;
 mod udp;
 mod vnet;
 
-pub use config::{Buffers, Cidr, Config, ConfigError, FLAGS, Flag};
+pub use config::{Buffers, Cidr, Config, ConfigError, FLAGS, Flag, MIN_HEAP_CONNECTIONS};
 pub use device::DeviceStats;
 pub use stack::{NetStack, NetStackError};
 pub use tcp::{TcpListener, TcpStream};

@@ -9,7 +9,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use kiln_devices::{
-    ListenOptions, MacAddress, NetError, NetworkInterface, Stack, TcpListener as _, TcpStream as _,
+    ListenOptions, MacAddress, NetError, NetworkInterface, Stack, StackError, TcpListener as _,
+    TcpStream as _,
 };
 use kiln_net::pair::{PairEnd, pair};
 use kiln_net::{Config, NetStack};
@@ -307,6 +308,67 @@ fn a_larger_asked_buffer_stays_bounded_under_a_flood() {
         kiln_rt::sleep(Duration::from_millis(100)).await;
         assert_eq!(held.borrow().len(), 30);
         assert_eq!(a.tcp_bulk_socket_count(), 3);
+    });
+}
+
+/// A stack fitted to a heap of 8 MiB ([`Config::fit_heap`], as on hvt at
+/// `--mem=8`) under a flood of connections to a listener that asks for the
+/// largest receive buffer: past the lowered limits, connection attempts
+/// are refused, and what the TCP sockets hold stays within half of the
+/// heap (unfitted, the first 5 sockets held 5.6 MiB of buffers).
+#[test]
+fn connections_fit_a_small_heap() {
+    run(async {
+        let (a, b) = pair(
+            MacAddress([2, 0, 0, 0, 0, 1]),
+            MacAddress([2, 0, 0, 0, 0, 2]),
+        );
+        let heap = 8 << 20;
+        let config = Config::parse(["--ipv4=10.0.0.1/24", "--no-slaac"])
+            .unwrap()
+            .fit_heap(heap);
+        let limits = config.buffers;
+        assert!(limits.tcp_bound() <= heap / 2, "{limits:?}");
+        let a = NetStack::new(a, config, 1).unwrap();
+        let b = stack(b, &["--ipv4=10.0.0.2/24", "--tcp-bulk-connections=0"], 2);
+        let listener = a
+            .listen_tcp_with(
+                "0.0.0.0:80".parse().unwrap(),
+                ListenOptions::default().recv_buffer(limits.max_rx),
+            )
+            .await
+            .unwrap();
+        let held = Rc::new(RefCell::new(Vec::new()));
+        let h = held.clone();
+        spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                h.borrow_mut().push(s);
+            }
+        });
+        let to: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let mut open = Vec::new();
+        let mut refused = 0;
+        for _ in 0..80 {
+            match timeout(Duration::from_secs(2), b.connect_tcp(to)).await {
+                Ok(Ok(s)) => open.push(s),
+                Ok(Err(StackError::ConnectionRefused | StackError::ConnectionReset)) => {
+                    refused += 1
+                }
+                other => panic!("{:?}", other.map(|r| r.map(|_| ()))),
+            }
+            assert!(
+                a.tcp_buffer_bytes() <= heap / 2,
+                "{} bytes held with {} sockets",
+                a.tcp_buffer_bytes(),
+                a.tcp_socket_count()
+            );
+            assert!(a.tcp_socket_count() <= limits.max_connections);
+        }
+        assert!(
+            refused >= 10 && open.len() >= 40,
+            "{refused} refused, {} open",
+            open.len()
+        );
     });
 }
 

@@ -608,8 +608,17 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
                 uses("block")
             ),
             Construct::DirectStack => {
+                // A guest's heap bounds what its connections may hold;
+                // a host process has no such bound.
+                let config = match flavor {
+                    Flavor::Unix => "net_config".to_string(),
+                    _ => format!(
+                        "net_config.fit_heap({}::heap_stats().size)",
+                        flavor.platform()
+                    ),
+                };
                 in_runtime.push(format!(
-                    "        let {var} = ::kiln_net::NetStack::new({}, net_config, net_seed)\n            \
+                    "        let {var} = ::kiln_net::NetStack::new({}, {config}, net_seed)\n            \
                      .unwrap_or_else(|e| fail(1, e));\n",
                     uses("net")
                 ));
