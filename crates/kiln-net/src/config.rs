@@ -41,8 +41,9 @@ impl<A: fmt::Display> fmt::Display for Cidr<A> {
 /// memory), [`Config::fit_heap`] lowers `bulk_connections` and
 /// `max_connections`, where the command line did not set them, so that
 /// this sum ([`Buffers::tcp_bound`], with `max_rx` for `bulk_rx`) stays
-/// within half of the heap: connections beyond it are refused, as at
-/// `max_connections`, instead of the guest running out of memory.
+/// within half of the heap left free when the stack is made:
+/// connections beyond it are refused, as at `max_connections`, instead
+/// of the guest running out of memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Buffers {
     /// Bytes each TCP connection buffers on receive (the advertised
@@ -197,6 +198,7 @@ pub struct Config {
 struct Explicit {
     max_connections: bool,
     bulk_connections: bool,
+    max_rx: bool,
 }
 
 impl Default for Config {
@@ -475,7 +477,10 @@ impl Config {
             }
             "tcp-bulk-rx-buffer" => self.buffers.bulk_rx = parse_count(f, value, 1024, 1 << 30)?,
             "tcp-bulk-tx-buffer" => self.buffers.bulk_tx = parse_count(f, value, 1024, 1 << 30)?,
-            "tcp-max-rx-buffer" => self.buffers.max_rx = parse_count(f, value, 1024, 1 << 30)?,
+            "tcp-max-rx-buffer" => {
+                self.buffers.max_rx = parse_count(f, value, 1024, 1 << 30)?;
+                self.explicit.max_rx = true;
+            }
             _ => self.buffers.tcp_tx = parse_count(f, value, 1024, 1 << 30)?,
         }
         Ok(())
@@ -553,43 +558,66 @@ impl Config {
         Ok(())
     }
 
-    /// Fits the TCP bounds to a heap of `heap` bytes: lowers
-    /// `bulk_connections` (to at most a quarter of the heap) and then
-    /// `max_connections` (to the rest of half of it, but not below
-    /// [`MIN_HEAP_CONNECTIONS`]), each only where [`Config::set`] did not
-    /// set it, so that [`Buffers::tcp_bound`] stays within half of the
-    /// heap. The other half is left to the application, the driver's
-    /// queues and the rest of the stack. A connection attempt beyond
-    /// `max_connections` is refused, so network clients can fill the
-    /// stack's share of the heap but not the heap.
+    /// Fits the TCP bounds to `heap` bytes of free heap: lowers
+    /// `bulk_connections` so that their bulk buffers take at most a
+    /// quarter of them, `max_rx` so that the bulk sockets still do when
+    /// they hold it, and then `max_connections` to the rest of half of
+    /// them (but not below [`MIN_HEAP_CONNECTIONS`]), each only where
+    /// [`Config::set`] did not set it, so that [`Buffers::tcp_bound`]
+    /// stays within half of `heap`. The other half is left to the application and the rest of
+    /// the stack. A connection attempt beyond `max_connections` is
+    /// refused, so network clients can fill the stack's share of the heap
+    /// but not the heap.
     ///
-    /// The generated programs of hvt, spt and virtio call it with the
-    /// guest's heap (`--mem`); a host process (unix) has no such bound.
+    /// The generated programs of hvt, spt and virtio call it with what
+    /// the guest's heap (`--mem`) has free once its devices are open
+    /// (hvt's network queues take 1 MiB or more); a host process (unix)
+    /// has no such bound.
     #[must_use]
     pub fn fit_heap(mut self, heap: usize) -> Config {
+        let e = self.explicit;
         let b = &mut self.buffers;
         let budget = heap / 2;
         let per = b.tcp_socket_bytes();
-        let extra = b.bulk_extra();
-        let (max0, bulk0) = (b.max_connections, b.bulk_connections);
-        if !self.explicit.bulk_connections && extra > 0 {
-            let share = if self.explicit.max_connections {
-                budget.saturating_sub(b.max_connections.saturating_mul(per))
+        let small = b.tcp_rx.saturating_add(b.tcp_tx);
+        let extra_at = |rx: usize, tx: usize| rx.saturating_add(tx).saturating_sub(small);
+        let before = (b.max_connections, b.bulk_connections, b.max_rx);
+        let share = if e.max_connections {
+            budget.saturating_sub(b.max_connections.saturating_mul(per))
+        } else {
+            budget / 2
+        };
+        if !e.bulk_connections {
+            let rx = if e.max_rx {
+                b.bulk_rx.max(b.max_rx)
             } else {
-                budget / 2
+                b.bulk_rx
             };
-            b.bulk_connections = b.bulk_connections.min(share / extra);
+            let extra = extra_at(rx, b.bulk_tx);
+            if extra > 0 {
+                b.bulk_connections = b.bulk_connections.min(share / extra);
+            }
         }
-        if !self.explicit.max_connections {
-            let room = budget.saturating_sub(b.bulk_connections.saturating_mul(extra)) / per;
+        // The largest receive buffer a listener may ask for shrinks so
+        // that the bulk sockets fit their share holding it.
+        if !e.max_rx && b.bulk_connections > 0 {
+            let rx = (share / b.bulk_connections)
+                .saturating_add(small)
+                .saturating_sub(b.bulk_tx);
+            b.max_rx = b.max_rx.min(rx.max(b.bulk_rx));
+        }
+        if !e.max_connections {
+            let room =
+                budget.saturating_sub(b.bulk_connections.saturating_mul(b.bulk_extra())) / per;
             b.max_connections = b.max_connections.min(room.max(MIN_HEAP_CONNECTIONS));
         }
-        if (max0, bulk0) != (b.max_connections, b.bulk_connections) {
+        if before != (b.max_connections, b.bulk_connections, b.max_rx) {
             log::info!(
-                "{} KiB of heap: at most {} TCP sockets, {} with bulk buffers (--max-connections, --tcp-bulk-connections)",
+                "{} KiB of heap free: at most {} TCP sockets, {} with bulk buffers, receive buffers asked for of at most {} KiB (--max-connections, --tcp-bulk-connections, --tcp-max-rx-buffer)",
                 heap / 1024,
                 b.max_connections,
-                b.bulk_connections
+                b.bulk_connections,
+                b.max_rx / 1024
             );
         }
         self
@@ -680,9 +708,24 @@ mod tests {
             (b.max_connections, b.bulk_connections),
             (MIN_HEAP_CONNECTIONS, 0)
         );
-        let c = Config::parse(["--max-connections=100", "--tcp-bulk-connections=2"]).unwrap();
+        let c = Config::parse([
+            "--max-connections=100",
+            "--tcp-bulk-connections=2",
+            "--tcp-max-rx-buffer=2097152",
+        ])
+        .unwrap();
         let b = c.fit_heap(heap).buffers;
-        assert_eq!((b.max_connections, b.bulk_connections), (100, 2));
+        assert_eq!(
+            (b.max_connections, b.bulk_connections, b.max_rx),
+            (100, 2, 2 << 20)
+        );
+        // A given largest receive buffer counts in full.
+        let b = Config::parse(["--tcp-max-rx-buffer=1048576"])
+            .unwrap()
+            .fit_heap(heap)
+            .buffers;
+        assert_eq!((b.bulk_connections, b.max_rx), (1, 1 << 20));
+        assert!(b.tcp_bound() <= heap / 2, "{b:?}");
         // Given connections leave the bulk ones the rest of the budget.
         let b = Config::parse(["--max-connections=40"])
             .unwrap()

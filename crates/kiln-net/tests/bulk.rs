@@ -334,7 +334,7 @@ fn connections_fit_a_small_heap() {
         let listener = a
             .listen_tcp_with(
                 "0.0.0.0:80".parse().unwrap(),
-                ListenOptions::default().recv_buffer(limits.max_rx),
+                ListenOptions::default().recv_buffer(1 << 20),
             )
             .await
             .unwrap();

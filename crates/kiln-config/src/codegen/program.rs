@@ -608,12 +608,16 @@ pub fn main_rs(plan: &Plan<'_>, resolved: &Resolved, flavor: Flavor, prelude: &s
                 uses("block")
             ),
             Construct::DirectStack => {
-                // A guest's heap bounds what its connections may hold;
-                // a host process has no such bound.
+                // A guest's heap bounds what its connections may hold:
+                // what is free of it once the devices have their queues.
+                // A host process has no such bound.
                 let config = match flavor {
                     Flavor::Unix => "net_config".to_string(),
                     _ => format!(
-                        "net_config.fit_heap({}::heap_stats().size)",
+                        "{{\n            \
+                         let heap = {}::heap_stats();\n            \
+                         net_config.fit_heap(heap.size.saturating_sub(heap.in_use))\n        \
+                         }}",
                         flavor.platform()
                     ),
                 };
