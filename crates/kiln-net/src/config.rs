@@ -263,7 +263,7 @@ pub const FLAGS: &[Flag] = &[
     Flag {
         name: "max-connections",
         value: Some("N"),
-        doc: "Most TCP sockets the stack holds (listening, half-open, open, closing); more are refused (default 1024)",
+        doc: "Most TCP sockets the stack holds (listening, half-open, open, closing); more are refused (default 1024, fewer in a small guest heap)",
     },
     Flag {
         name: "syn-backlog",
@@ -288,7 +288,7 @@ pub const FLAGS: &[Flag] = &[
     Flag {
         name: "tcp-bulk-connections",
         value: Some("N"),
-        doc: "TCP sockets (listening ones included) that get the bulk buffers while fewer have them (default 32)",
+        doc: "TCP sockets (listening ones included) that get the bulk buffers while fewer have them (default 32, fewer in a small guest heap)",
     },
     Flag {
         name: "tcp-bulk-rx-buffer",
@@ -303,7 +303,7 @@ pub const FLAGS: &[Flag] = &[
     Flag {
         name: "tcp-max-rx-buffer",
         value: Some("BYTES"),
-        doc: "Largest receive buffer a listener may ask for its bulk TCP sockets (default 1048576)",
+        doc: "Largest receive buffer a listener may ask for its bulk TCP sockets (default 1048576, less in a small guest heap)",
     },
 ];
 
