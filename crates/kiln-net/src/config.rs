@@ -593,17 +593,17 @@ impl Config {
             } else {
                 b.bulk_rx
             };
-            let extra = extra_at(rx, b.bulk_tx);
-            if extra > 0 {
-                b.bulk_connections = b.bulk_connections.min(share / extra);
+            // None when a bulk socket costs no more than another.
+            if let Some(n) = share.checked_div(extra_at(rx, b.bulk_tx)) {
+                b.bulk_connections = b.bulk_connections.min(n);
             }
         }
         // The largest receive buffer a listener may ask for shrinks so
         // that the bulk sockets fit their share holding it.
-        if !e.max_rx && b.bulk_connections > 0 {
-            let rx = (share / b.bulk_connections)
-                .saturating_add(small)
-                .saturating_sub(b.bulk_tx);
+        if !e.max_rx
+            && let Some(each) = share.checked_div(b.bulk_connections)
+        {
+            let rx = each.saturating_add(small).saturating_sub(b.bulk_tx);
             b.max_rx = b.max_rx.min(rx.max(b.bulk_rx));
         }
         if !e.max_connections {
