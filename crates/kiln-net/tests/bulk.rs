@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kiln_devices::{
     ListenOptions, MacAddress, NetError, NetworkInterface, Stack, StackError, TcpListener as _,
-    TcpStream as _,
+    TcpStream,
 };
 use kiln_net::pair::{PairEnd, pair};
 use kiln_net::{Config, NetStack};
@@ -70,25 +70,10 @@ fn bulk_buffers_are_bounded_and_come_back() {
         // A megabyte each way on the first (bulk) and last connections.
         for i in [0, 29] {
             let data: Vec<u8> = (0..1 << 20).map(|j: usize| (j * 7 + i) as u8).collect();
-            let mut server = held.borrow_mut().remove(if i == 0 { 0 } else { 28 });
+            let server = held.borrow_mut().remove(if i == 0 { 0 } else { 28 });
             let client = &mut open[i];
-            let d = data.clone();
-            let send = spawn(async move {
-                server.write_all(&d).await.unwrap();
-                server
-            });
-            let mut got = Vec::new();
-            let mut buf = vec![0u8; 65536];
-            while got.len() < data.len() {
-                let n = timeout(Duration::from_secs(5), client.read(&mut buf))
-                    .await
-                    .expect("read timed out")
-                    .unwrap();
-                assert!(n > 0);
-                got.extend_from_slice(&buf[..n]);
-            }
+            let got = send_through(server, client, &data).await;
             assert!(got == data, "connection {i}: data differs");
-            drop(send.await);
         }
         // Everything closes; the sockets are reclaimed and the listener's
         // new ready sockets get the bulk buffers again.
@@ -221,27 +206,12 @@ fn a_listener_gets_the_receive_buffer_it_asks_for() {
         for (port, listener, scale) in [(5201, &wide, 4), (80, &plain, 1)] {
             let to: SocketAddr = format!("10.0.0.1:{port}").parse().unwrap();
             let (client, accepted) = futures_join(b.connect_tcp(to), listener.accept()).await;
-            let (mut client, mut server) = (client.unwrap(), accepted.unwrap().0);
+            let (client, mut server) = (client.unwrap(), accepted.unwrap().0);
             assert_eq!(scales.borrow().last(), Some(&scale), "port {port}");
             // A megabyte to the listener, byte for byte.
             let data: Vec<u8> = (0..1 << 20).map(|j: usize| (j * 13 + port) as u8).collect();
-            let d2 = data.clone();
-            let send = spawn(async move {
-                client.write_all(&d2).await.unwrap();
-                client
-            });
-            let mut got = Vec::new();
-            let mut buf = vec![0u8; 65536];
-            while got.len() < data.len() {
-                let n = timeout(Duration::from_secs(5), server.read(&mut buf))
-                    .await
-                    .expect("read timed out")
-                    .unwrap();
-                assert!(n > 0);
-                got.extend_from_slice(&buf[..n]);
-            }
+            let got = send_through(client, &mut server, &data).await;
             assert!(got == data, "port {port}: data differs");
-            drop(send.await);
         }
         // An ask beyond --tcp-max-rx-buffer is cut to it.
         let before = a.tcp_buffer_bytes();
@@ -373,6 +343,33 @@ fn connections_fit_a_small_heap() {
 }
 
 /// Both futures, polled together (the stack's tests run on one thread).
+/// Writes `data` on `from` (a task of its own) and reads what arrives on
+/// `to` until as many bytes came (each read within 5 s of virtual time).
+async fn send_through<W, R>(from: W, to: &mut R, data: &[u8]) -> Vec<u8>
+where
+    W: TcpStream + 'static,
+    R: TcpStream,
+{
+    let mut from = from;
+    let d = data.to_vec();
+    let send = spawn(async move {
+        from.write_all(&d).await.unwrap();
+        from
+    });
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while got.len() < data.len() {
+        let n = timeout(Duration::from_secs(5), to.read(&mut buf))
+            .await
+            .expect("read timed out")
+            .unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    drop(send.await);
+    got
+}
+
 async fn futures_join<A: std::future::Future, B: std::future::Future>(
     a: A,
     b: B,

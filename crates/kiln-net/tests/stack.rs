@@ -1025,6 +1025,30 @@ impl NetworkInterface for InPlace {
     }
 }
 
+/// A server stack at 10.0.0.1 on the interface `nic` makes of one end of
+/// a pair echoes a megabyte (`pattern(1 << 20, seed)`) a client at
+/// 10.0.0.2 sends on the other: what came back, and the server's counts.
+fn echo_a_megabyte<N, F>(seed: u8, nic: F) -> (Vec<u8>, kiln_net::DeviceStats)
+where
+    N: kiln_devices::NetworkInterface + 'static,
+    F: FnOnce(PairEnd) -> N + 'static,
+{
+    run(async move {
+        let (a, b) = pair(mac(1), mac(2));
+        let config = Config::parse(["--ipv4=10.0.0.1/24", "--no-slaac"]).unwrap();
+        let server = NetStack::new(nic(a), config, 1).unwrap();
+        let client = stack(b, &["--ipv4=10.0.0.2/24"]);
+        let listener = server
+            .listen_tcp("0.0.0.0:7".parse().unwrap())
+            .await
+            .unwrap();
+        spawn_echo_server(listener);
+        let data = pattern(1 << 20, seed);
+        let received = echo_round_trip(&client, "10.0.0.1:7".parse().unwrap(), data).await;
+        (received, server.stats())
+    })
+}
+
 /// Frames built in the interface's own buffer are whole: a megabyte each
 /// way between a stack sending in place over stale bytes and one copying,
 /// every byte echoed, the checksums the peer verifies right.
@@ -1032,25 +1056,11 @@ impl NetworkInterface for InPlace {
 fn frames_built_in_place_over_stale_bytes_are_whole() {
     let built = std::rc::Rc::new(Cell::new(0));
     let counter = built.clone();
-    let (received, stats) = run(async move {
-        let (a, b) = pair(mac(1), mac(2));
-        let nic = InPlace {
-            end: a,
-            buffer: std::cell::RefCell::new(vec![0x5a; 4096]),
-            waiting: Default::default(),
-            built: counter,
-        };
-        let config = Config::parse(["--ipv4=10.0.0.1/24", "--no-slaac"]).unwrap();
-        let server = NetStack::new(nic, config, 1).unwrap();
-        let client = stack(b, &["--ipv4=10.0.0.2/24"]);
-        let listener = server
-            .listen_tcp("0.0.0.0:7".parse().unwrap())
-            .await
-            .unwrap();
-        spawn_echo_server(listener);
-        let data = pattern(1 << 20, 9);
-        let received = echo_round_trip(&client, "10.0.0.1:7".parse().unwrap(), data).await;
-        (received, server.stats())
+    let (received, stats) = echo_a_megabyte(9, |end| InPlace {
+        end,
+        buffer: std::cell::RefCell::new(vec![0x5a; 4096]),
+        waiting: Default::default(),
+        built: counter,
     });
     assert!(received == pattern(1 << 20, 9), "echoed bytes differ");
     assert!(built.get() > 700, "{} frames built in place", built.get());
@@ -1120,25 +1130,11 @@ impl NetworkInterface for Lends {
 fn frames_received_in_place_are_whole() {
     let frames = std::rc::Rc::new(Cell::new(0));
     let counter = frames.clone();
-    let (received, stats) = run(async move {
-        let (a, b) = pair(mac(1), mac(2));
-        let nic = Lends {
-            end: a,
-            buffer: std::cell::RefCell::new(vec![0; 1514]),
-            lent: Cell::new(false),
-            frames: counter,
-        };
-        let config = Config::parse(["--ipv4=10.0.0.1/24", "--no-slaac"]).unwrap();
-        let server = NetStack::new(nic, config, 1).unwrap();
-        let client = stack(b, &["--ipv4=10.0.0.2/24"]);
-        let listener = server
-            .listen_tcp("0.0.0.0:7".parse().unwrap())
-            .await
-            .unwrap();
-        spawn_echo_server(listener);
-        let data = pattern(1 << 20, 11);
-        let received = echo_round_trip(&client, "10.0.0.1:7".parse().unwrap(), data).await;
-        (received, server.stats())
+    let (received, stats) = echo_a_megabyte(11, |end| Lends {
+        end,
+        buffer: std::cell::RefCell::new(vec![0; 1514]),
+        lent: Cell::new(false),
+        frames: counter,
     });
     assert!(received == pattern(1 << 20, 11), "echoed bytes differ");
     assert!(frames.get() > 700, "{} frames lent", frames.get());

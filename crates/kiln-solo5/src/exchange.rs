@@ -637,19 +637,25 @@ mod tests {
         assert_eq!(ex.take(&mut buf), None);
     }
 
-    #[test]
-    fn impossible_area_answers_are_cut() {
+    /// An area of two records the host answered impossibly: "one", then
+    /// "two" with a length past the record's room, and more frames and
+    /// bytes than the area holds.
+    fn area_with_impossible_answers() -> Exchange {
         let record = area_record_len(SLOT as u64) as usize;
         let mut ex = area_exchange(2 * record);
         ex.prepare_area(0).unwrap();
         area_tender(&mut ex, &[b"one", b"two"], 0);
-        // More frames and bytes than the area holds, a length past the
-        // record's room.
         let out = ex.area.as_mut().unwrap();
         out.rx_read = u64::MAX;
         out.rx_used = u64::MAX;
         ex.rx_data[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
         ex.complete();
+        ex
+    }
+
+    #[test]
+    fn impossible_area_answers_are_cut() {
+        let mut ex = area_with_impossible_answers();
         let mut buf = [0u8; SLOT + 10];
         assert_eq!(ex.take(&mut buf), Some(3));
         assert_eq!(&buf[..3], b"one");
@@ -699,15 +705,7 @@ mod tests {
 
     #[test]
     fn impossible_answers_are_cut_for_frames_lent_in_place() {
-        let record = area_record_len(SLOT as u64) as usize;
-        let mut ex = area_exchange(2 * record);
-        ex.prepare_area(0).unwrap();
-        area_tender(&mut ex, &[b"one", b"two"], 0);
-        let out = ex.area.as_mut().unwrap();
-        out.rx_read = u64::MAX;
-        out.rx_used = u64::MAX;
-        ex.rx_data[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
-        ex.complete();
+        let mut ex = area_with_impossible_answers();
         assert_eq!(lent(&mut ex).as_deref(), Some(&b"one"[..]));
         // Cut to the slot, within the area; then the walk is past it.
         assert_eq!(lent(&mut ex).map(|f| f.len()), Some(SLOT));
