@@ -10,7 +10,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kiln_testsupport::image::{ENTRY, Image, notes, temp_file};
-use kiln_testsupport::process::{ChildGuard, ended_within, signal};
+use kiln_testsupport::process::{ChildGuard, children, ended, ended_within, signal};
 
 use kiln_abi::spt::SPT_BOOT_INFO_BASE;
 use kiln_abi::spt_ext::{KILN_SPT_STOP_EVENT, KILN_STOP_ACK, SPT_EXT_BASE};
@@ -210,21 +210,6 @@ fn a_second_signal_ends_the_tender_by_it() {
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?} {err}");
 }
 
-/// The guest process of tender `tender`: its only child.
-fn guest_of(tender: u32) -> Option<u32> {
-    let children =
-        std::fs::read_to_string(format!("/proc/{tender}/task/{tender}/children")).ok()?;
-    children.split_whitespace().next()?.parse().ok()
-}
-
-/// Whether process `pid` has ended (gone, or a zombie).
-fn ended(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
-        stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
-    })
-}
-
 /// A tender killed with SIGKILL (no handler runs) takes its guest along:
 /// the guest process asked for SIGKILL when its parent dies
 /// (PR_SET_PDEATHSIG), so no guest outlives its tender.
@@ -232,20 +217,17 @@ fn ended(pid: u32) -> bool {
 fn a_killed_tender_takes_its_guest_along() {
     let path = write_image("orphan", &waiting_guest(true));
     let (child, _out) = start(&path);
-    let guest = guest_of(child.id()).expect("the tender has a guest process");
-    assert!(!ended(guest));
+    let guest = *children(child.id())
+        .first()
+        .expect("the tender has a guest process");
+    assert!(!ended(guest, Duration::ZERO));
     let mut guard = ChildGuard(child);
     signal(guard.0.id(), libc::SIGKILL);
     let status = guard.wait_for(BOUND).unwrap().expect("the tender ended");
     assert_eq!(status.signal(), Some(libc::SIGKILL));
-    let since = Instant::now();
-    while !ended(guest) {
-        if since.elapsed() > BOUND {
-            // Not left behind, whatever the outcome.
-            // SAFETY: kill(2) takes no pointers; `guest` was this test's.
-            unsafe { libc::kill(guest as libc::pid_t, libc::SIGKILL) };
-            panic!("the guest outlived its tender by {BOUND:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    if !ended(guest, BOUND) {
+        // Not left behind, whatever the outcome.
+        signal(guest, libc::SIGKILL);
+        panic!("the guest outlived its tender by {BOUND:?}");
     }
 }

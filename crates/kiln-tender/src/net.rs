@@ -87,18 +87,19 @@ fn remember(fd: RawFd, guard: Option<kiln_tap::Guard>) {
 /// The taps with offloads on, for a seccomp filter that must let the
 /// tender clear them.
 pub fn offloaded() -> Vec<RawFd> {
-    OFFLOADED
-        .iter()
-        .map(|slot| slot.load(Ordering::SeqCst))
-        .filter(|&fd| fd >= 0)
-        .collect()
+    taken(&OFFLOADED)
 }
 
 /// The descriptors the tender reads to end of file as it stops the taps'
 /// guards ([`release`], [`clear_offloads`]), for a seccomp filter that must
 /// allow that `read`.
 pub fn guard_fds() -> Vec<RawFd> {
-    GUARD_DONE
+    taken(&GUARD_DONE)
+}
+
+/// The descriptors `slots` hold (a free slot holds -1).
+fn taken(slots: &[AtomicI32]) -> Vec<RawFd> {
+    slots
         .iter()
         .map(|slot| slot.load(Ordering::SeqCst))
         .filter(|&fd| fd >= 0)
