@@ -49,7 +49,9 @@ fn about(section: &str) -> &'static str {
              unpinned rate depends on placement); `wrk -t1 -c16 --latency` on `/` \
              against nginx serving the same htdocs on the namespace's loopback, same run; in a full \
              run also a 1 MiB file of noise added to copies of www built for unix (both stacks), \
-             hvt, spt and virtio, and served by the same nginx."
+             hvt, spt and virtio, and served by the same nginx: three rounds in which every one \
+             of these servers, started afresh, serves one load in turn; each 1 MiB figure is the \
+             median of its three loads (min and max beside it), against nginx's median."
         }
         "storage" => {
             "examples/blockbench's own timing (the monotonic clock) of sequential writes, then one \

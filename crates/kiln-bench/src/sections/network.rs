@@ -11,7 +11,7 @@ use super::{BIG_FILE, Prepared, progress, runnable};
 use crate::error::{BenchError, tail};
 use crate::exec::{self, Context, Service, argv};
 use crate::netns::{self, GUEST_V4, HOST_V4, Netns, PREFIX};
-use crate::report::{Baseline, Row, Status};
+use crate::report::{Baseline, Row, Status, Summary};
 use crate::setup::{Availability, Built, Env};
 
 const SECTION: &str = "network";
@@ -332,35 +332,26 @@ fn ping_rows(
         .collect()
 }
 
-/// Rows for the three wrk figures (or one failure per figure), named
-/// with `what` (the page) after them.
+/// Rows for the three wrk figures (or one failure per figure).
 fn wrk_rows(
-    what: &str,
     target: &str,
     result: &Result<Wrk, String>,
     base: Option<&Wrk>,
     base_name: &str,
 ) -> Vec<Row> {
-    type Figure = (&'static str, &'static str, fn(&Wrk) -> Result<f64, String>);
-    let figures: [Figure; 3] = [
-        ("wrk requests/s", "req/s", |w| Ok(w.rps)),
-        ("wrk p50 latency", "ms", |w| w.p50.clone()),
-        ("wrk p99 latency", "ms", |w| w.p99.clone()),
-    ];
-    figures
+    WRK_FIGURES
         .iter()
-        .map(|(name, unit, get)| (format!("{name}{what}"), unit, get))
         .map(|(name, unit, get)| match result {
             Ok(w) => match get(w) {
-                Ok(v) => Row::ok(SECTION, &name, target, v, unit).against(
+                Ok(v) => Row::ok(SECTION, name, target, v, unit).against(
                     base.and_then(|b| get(b).ok()).map(|value| Baseline {
                         name: base_name.into(),
                         value,
                     }),
                 ),
-                Err(e) => Row::missing(SECTION, &name, target, unit, Status::Failed(e)),
+                Err(e) => Row::missing(SECTION, name, target, unit, Status::Failed(e)),
             },
-            Err(e) => Row::missing(SECTION, &name, target, unit, Status::Failed(e.clone())),
+            Err(e) => Row::missing(SECTION, name, target, unit, Status::Failed(e.clone())),
         })
         .collect()
 }
@@ -424,22 +415,8 @@ pub fn run(p: &Prepared) -> Vec<Row> {
         Ok(s) => wrk_figures(&ns, &s.url, c.wrk_secs, "nginx").map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    rows.extend(wrk_rows("", "nginx", &nginx, None, ""));
+    rows.extend(wrk_rows("nginx", &nginx, None, ""));
     let nginx = nginx.ok();
-    let big_url = |base: &str| format!("{base}{BIG_FILE}");
-    let nginx_big = match (&nginx_server, p.www_big.is_empty()) {
-        (_, true) => None,
-        (Ok(s), false) => {
-            let r =
-                wrk_figures(&ns, &big_url(&s.url), c.wrk_secs, "nginx").map_err(|e| e.to_string());
-            rows.extend(wrk_rows(BIG_WHAT, "nginx", &r, None, ""));
-            r.ok()
-        }
-        (Err(e), false) => {
-            rows.extend(wrk_rows(BIG_WHAT, "nginx", &Err(e.to_string()), None, ""));
-            None
-        }
-    };
     drop(nginx_server);
     for (variant, a) in &p.www {
         let target = variant.name();
@@ -481,7 +458,7 @@ pub fn run(p: &Prepared) -> Vec<Row> {
         }
         let who = format!("www on {target}");
         let w = wrk_figures(&ns, &server.url, c.wrk_secs, &who).map_err(|e| e.to_string());
-        rows.extend(wrk_rows("", target, &w, nginx.as_ref(), "nginx"));
+        rows.extend(wrk_rows(target, &w, nginx.as_ref(), "nginx"));
         drop(server);
     }
     // virtio: www.virtio under QEMU (microvm, KVM) on the same tap.
@@ -490,7 +467,7 @@ pub fn run(p: &Prepared) -> Vec<Row> {
             rows.extend(ping_rows(&ns, &server, "virtio", &ping_bases, c));
             let w = wrk_figures(&ns, &server.url, c.wrk_secs, "www on virtio")
                 .map_err(|e| e.to_string());
-            rows.extend(wrk_rows("", "virtio", &w, nginx.as_ref(), "nginx"));
+            rows.extend(wrk_rows("virtio", &w, nginx.as_ref(), "nginx"));
         }
         Err(status) => rows.extend(
             FIGURES
@@ -498,63 +475,144 @@ pub fn run(p: &Prepared) -> Vec<Row> {
                 .map(|&(name, unit)| Row::missing(SECTION, name, "virtio", unit, status.clone())),
         ),
     }
-    for (variant, a) in &p.www_big {
-        let target = variant.name();
-        let r = match runnable(a, SECTION, "www", *variant, "—") {
-            Ok(built) => {
-                progress(&format!("network: www with a 1 MiB file on {target}"));
-                let who = format!("www with a 1 MiB file on {target}");
-                start_www(&p.env, &ns, built, None, READY)
-                    .and_then(|s| wrk_figures(&ns, &big_url(&s.url), c.wrk_secs, &who))
-                    .map_err(|e| e.to_string())
+    rows.extend(big_rows(p, &ns, &root));
+    rows
+}
+
+/// Rounds of the 1 MiB load per server in a full run. Every server
+/// serves once per round, in turn, so that a change in the machine's
+/// load moves rounds, not the ratio of the medians to nginx's.
+const BIG_ROUNDS: usize = 3;
+
+/// One server of the 1 MiB rows.
+enum BigServer<'a> {
+    /// nginx serving this htdocs.
+    Nginx(&'a Path),
+    /// www on a target with [`BIG_FILE`] in its htdocs.
+    Www(&'a Built),
+    /// www.virtio with [`BIG_FILE`] under QEMU.
+    Virtio(std::path::PathBuf),
+}
+
+impl BigServer<'_> {
+    /// Starts the server on `ns`, answering at `url` (its root).
+    fn start(&self, p: &Prepared, ns: &Netns) -> Result<Server, String> {
+        match self {
+            BigServer::Nginx(root) => start_nginx(&p.env, ns, root).map_err(|e| e.to_string()),
+            BigServer::Www(built) => {
+                if built.variant.tap() {
+                    super::virtio::forget_neighbours(ns);
+                }
+                start_www(&p.env, ns, built, None, READY).map_err(|e| e.to_string())
             }
-            Err(row) => Err(match row.status {
-                Status::NotAvailable(why) => format!("not available: {why}"),
-                Status::Failed(why) | Status::Skipped(why) => why,
-                Status::Ok => String::new(),
-            }),
+            BigServer::Virtio(image) => super::virtio::start_on_ns_tap(p, ns, image),
+        }
+    }
+}
+
+/// A row's status as the text of a failed figure.
+fn status_text(status: Status) -> String {
+    match status {
+        Status::NotAvailable(why) => format!("not available: {why}"),
+        Status::Failed(why) | Status::Skipped(why) => why,
+        Status::Ok => String::new(),
+    }
+}
+
+/// The 1 MiB rows (full runs): nginx serving `root` and www on each
+/// target serving [`BIG_FILE`], [`BIG_ROUNDS`] rounds of one load each,
+/// every server started afresh for each load; each figure is the median
+/// of its rounds, against nginx's median.
+fn big_rows(p: &Prepared, ns: &Netns, root: &Path) -> Vec<Row> {
+    let c = p.counts;
+    if p.www_big.is_empty() {
+        let why = if c.quick {
+            "--quick builds no www with a 1 MiB file".to_string()
+        } else {
+            "no www with a 1 MiB file was built".to_string()
         };
-        rows.extend(wrk_rows(BIG_WHAT, target, &r, nginx_big.as_ref(), "nginx"));
-    }
-    // virtio's copy with the 1 MiB file, beside the others (full runs).
-    if !p.www_big.is_empty() {
-        let r = super::virtio::www_big_on_tap(p, &ns)
-            .map_err(|status| match status {
-                Status::NotAvailable(why) => format!("not available: {why}"),
-                Status::Failed(why) | Status::Skipped(why) => why,
-                Status::Ok => String::new(),
+        return ["nginx", "unix", "unix-direct", "hvt", "spt", "virtio"]
+            .iter()
+            .flat_map(|target| {
+                WRK_FIGURES.iter().map(|(name, unit, _)| {
+                    let name = format!("{name}{BIG_WHAT}");
+                    Row::missing(SECTION, &name, target, unit, Status::Skipped(why.clone()))
+                })
             })
-            .and_then(|s| {
-                let who = "www with a 1 MiB file on virtio";
-                wrk_figures(&ns, &big_url(&s.url), c.wrk_secs, who).map_err(|e| e.to_string())
-            });
-        rows.extend(wrk_rows(
-            BIG_WHAT,
-            "virtio",
-            &r,
-            nginx_big.as_ref(),
-            "nginx",
-        ));
+            .collect();
     }
-    if c.quick {
-        for target in ["nginx", "unix", "unix-direct", "hvt", "spt", "virtio"] {
-            for (name, unit) in [
-                ("wrk requests/s", "req/s"),
-                ("wrk p50 latency", "ms"),
-                ("wrk p99 latency", "ms"),
-            ] {
-                rows.push(Row::missing(
-                    SECTION,
-                    &format!("{name}{BIG_WHAT}"),
-                    target,
-                    unit,
-                    Status::Skipped("--quick builds no www with a 1 MiB file".into()),
-                ));
+    let mut servers: Vec<(String, Result<BigServer<'_>, String>)> =
+        vec![("nginx".into(), Ok(BigServer::Nginx(root)))];
+    for (variant, a) in &p.www_big {
+        let server = runnable(a, SECTION, "www", *variant, "—")
+            .map(BigServer::Www)
+            .map_err(|row| status_text(row.status));
+        servers.push((variant.name().into(), server));
+    }
+    let virtio = super::virtio::www_big_image(p)
+        .map(BigServer::Virtio)
+        .map_err(status_text);
+    servers.push(("virtio".into(), virtio));
+    let big_url = |base: &str| format!("{base}{BIG_FILE}");
+    // Per server: its loads so far, or why it has no figure.
+    let mut runs: Vec<Result<Vec<Wrk>, String>> = servers
+        .iter()
+        .map(|(_, s)| s.as_ref().map(|_| Vec::new()).map_err(Clone::clone))
+        .collect();
+    for round in 1..=BIG_ROUNDS {
+        for ((target, server), done) in servers.iter().zip(runs.iter_mut()) {
+            let (Ok(server), Ok(loads)) = (server, done.as_mut()) else {
+                continue;
+            };
+            progress(&format!(
+                "network: the 1 MiB file from {target}, round {round} of {BIG_ROUNDS}"
+            ));
+            let who = format!("{target} with a 1 MiB file");
+            let r = server.start(p, ns).and_then(|s| {
+                let r = wrk_figures(ns, &big_url(&s.url), c.wrk_secs, &who);
+                drop(s);
+                r.map_err(|e| e.to_string())
+            });
+            match r {
+                Ok(w) => loads.push(w),
+                Err(e) => *done = Err(format!("round {round}: {e}")),
             }
         }
     }
-    rows
+    let base = runs.first().and_then(|r| r.as_ref().ok());
+    servers
+        .iter()
+        .zip(&runs)
+        .flat_map(|((target, _), loads)| {
+            let base = if target == "nginx" { None } else { base };
+            WRK_FIGURES.iter().map(move |&(name, unit, figure)| {
+                let name = format!("{name}{BIG_WHAT}");
+                let samples =
+                    |loads: &Vec<Wrk>| loads.iter().map(figure).collect::<Result<Vec<_>, _>>();
+                match loads.as_ref().map_err(Clone::clone).and_then(samples) {
+                    Ok(v) => {
+                        let baseline = base.and_then(|b| samples(b).ok()).map(|b| Baseline {
+                            name: "nginx".into(),
+                            value: Summary::of(&b).median,
+                        });
+                        Row::samples(SECTION, &name, target, &v, unit).against(baseline)
+                    }
+                    Err(e) => Row::missing(SECTION, &name, target, unit, Status::Failed(e)),
+                }
+            })
+        })
+        .collect()
 }
+
+/// A wrk figure: its name, its unit, and where a load has it.
+type Figure = (&'static str, &'static str, fn(&Wrk) -> Result<f64, String>);
+
+/// The figures of a wrk load.
+const WRK_FIGURES: [Figure; 3] = [
+    ("wrk requests/s", "req/s", |w| Ok(w.rps)),
+    ("wrk p50 latency", "ms", |w| w.p50.clone()),
+    ("wrk p99 latency", "ms", |w| w.p99.clone()),
+];
 
 /// The figures of www on each target, with their units.
 const FIGURES: [(&str, &str); 5] = [

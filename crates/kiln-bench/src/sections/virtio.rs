@@ -186,28 +186,32 @@ fn start_virtio(env: &Env, ns: &Netns, image: &Path) -> Result<Server, String> {
 
 /// Forgets the namespace's neighbours: each server on the tap has its own
 /// MAC address behind the same IP address.
-fn forget_neighbours(ns: &Netns) {
+pub(super) fn forget_neighbours(ns: &Netns) {
     let a = ns.wrap(&argv(["ip", "neigh", "flush", "dev", TAP]));
     let _ = exec::run(&a, Context::default(), Duration::from_secs(10));
 }
 
 /// www.virtio with [`BIG_FILE`](super::BIG_FILE) added to its htdocs
-/// (the network section's 1 MiB case, full runs) on `ns`'s tap; why not,
-/// as the rows' status.
-pub fn www_big_on_tap(p: &Prepared, ns: &Netns) -> Result<Server, Status> {
+/// (the network section's 1 MiB case, full runs), built; why not, as the
+/// rows' status.
+pub fn www_big_image(p: &Prepared) -> Result<PathBuf, Status> {
     if let Some(why) = unavailable() {
         return Err(why);
     }
-    progress("network: www with a 1 MiB file on virtio (QEMU microvm, KVM)");
+    progress("network: www with a 1 MiB file for virtio (QEMU microvm, KVM)");
     let add = |dir: &Path| {
         let path = dir.join("htdocs").join(super::BIG_FILE);
         std::fs::write(&path, super::big_file())
             .map_err(|e| BenchError::io("write", path, e).to_string())
     };
-    let www = build_copy(&p.env, "www", "www-big-virtio", add)
-        .map_err(|e| Status::Failed(format!("build: {e}")))?;
+    build_copy(&p.env, "www", "www-big-virtio", add)
+        .map_err(|e| Status::Failed(format!("build: {e}")))
+}
+
+/// `image` (a www.virtio) under QEMU on `ns`'s tap.
+pub fn start_on_ns_tap(p: &Prepared, ns: &Netns, image: &Path) -> Result<Server, String> {
     forget_neighbours(ns);
-    start_virtio(&p.env, ns, &www).map_err(Status::Failed)
+    start_virtio(&p.env, ns, image)
 }
 
 /// The wrk row: www.virtio and www.hvt, alternating.
