@@ -54,7 +54,10 @@ pub struct DeviceStats {
     /// flood, or clients that never complete their handshake).
     pub syn_dropped: u64,
     /// Connections refused because the stack held `max_connections`
-    /// sockets (counted once per listener round or `connect`).
+    /// sockets: SYNs to a listener's address and port that no socket took
+    /// (smoltcp answers them with a RST), and `connect` calls that failed.
+    /// SYNs refused because a listener's accept queue is full
+    /// (`--syn-backlog` connections wait for `accept`) are not counted.
     pub tcp_refused: u64,
     /// Driver rounds whose next deadline had already passed although the
     /// round did nothing; the driver then waits a millisecond instead of

@@ -279,14 +279,18 @@ impl<N: NetworkInterface> Driver<N> {
                     .iface
                     .poll_ingress_single(now, &mut device, &mut state.sockets),
             };
-            match result {
-                PollIngressSingleResult::None => break,
-                PollIngressSingleResult::PacketProcessed => {}
-                PollIngressSingleResult::SocketStateChanged => {
-                    // A SYN may have taken a listening socket: put another
-                    // in its place before the next frame.
-                    state.refill_listeners(now);
-                }
+            if result == PollIngressSingleResult::None {
+                break;
+            }
+            // Whether a socket took the SYN just received, asked before
+            // the listeners are refilled.
+            for l in &device.guard.learnt {
+                state.count_refused_syn(l);
+            }
+            if result == PollIngressSingleResult::SocketStateChanged {
+                // A SYN may have taken a listening socket: put another in
+                // its place before the next frame.
+                state.refill_listeners(now);
             }
             // Where the SYNs just received came from (see `guard`).
             for l in device.guard.learnt.drain(..) {

@@ -27,27 +27,32 @@
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
+use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet,
-    Ipv6Packet, TcpPacket,
+    Ipv6Packet, TcpPacket, TcpRepr,
 };
 
 /// Sources of SYNs learnt per driver round, at most.
 const LEARN_MAX: usize = 64;
 
-/// Where a SYN came from: the peer's address and link-layer address, and
-/// our address it was sent to.
+/// Where a SYN came from: the peer's address, port and link-layer
+/// address, and our address and port it was sent to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Learnt {
     pub(crate) peer: IpAddress,
     pub(crate) ours: IpAddress,
     pub(crate) mac: EthernetAddress,
+    pub(crate) peer_port: u16,
+    pub(crate) our_port: u16,
 }
 
 /// The sender of `frame` if it is a TCP SYN (without ACK or RST) with
-/// valid checksums, not fragmented. With `tcp_checked`, the TCP checksum
+/// valid checksums that smoltcp parses as one (ports not 0, no FIN, well
+/// formed options), not fragmented. With `tcp_checked`, the TCP checksum
 /// was already checked or vouched for (see [`NdiscGuard::tcp_checked`]).
+/// IPv6 packets with extension headers are not looked into.
 fn syn_source(frame: &[u8], tcp_checked: bool) -> Option<Learnt> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
     let mac = eth.src_addr();
@@ -87,7 +92,16 @@ fn syn_source(frame: &[u8], tcp_checked: bool) -> Option<Learnt> {
     if !tcp.syn() || tcp.ack() || tcp.rst() || !(tcp_checked || tcp.verify_checksum(&peer, &ours)) {
         return None;
     }
-    Some(Learnt { peer, ours, mac })
+    // The checksum is checked above: what is left is what smoltcp refuses
+    // before any socket sees the segment.
+    TcpRepr::parse(&tcp, &peer, &ours, &ChecksumCapabilities::ignored()).ok()?;
+    Some(Learnt {
+        peer,
+        ours,
+        mac,
+        peer_port: tcp.src_port(),
+        our_port: tcp.dst_port(),
+    })
 }
 
 /// Solicited targets remembered, and for how long an answer is accepted.
@@ -143,7 +157,8 @@ pub(crate) struct NdiscGuard {
     /// Routers admitted, with when each was last heard.
     routers: Vec<([u8; 16], Instant)>,
     /// Sources of SYNs received this round, for the driver to teach
-    /// smoltcp's neighbour cache (see [`NdiscGuard::admit`]).
+    /// smoltcp's neighbour cache (see [`NdiscGuard::admit`]) and to count
+    /// those no socket took at the connection limit.
     pub(crate) learnt: Vec<Learnt>,
     /// Frames dropped.
     pub(crate) dropped: u64,

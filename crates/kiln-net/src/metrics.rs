@@ -48,7 +48,7 @@ pub(crate) fn collect(shared: &Weak<Shared>, out: &mut Exposition) {
     .sample(&[], s.syn_dropped);
     out.family(
         "kiln_net_tcp_refused_total",
-        "TCP connections refused at --max-connections",
+        "TCP connections refused at --max-connections: SYNs to a listener that no socket took (answered with a RST), and connects that failed",
         Kind::Counter,
     )
     .sample(&[], s.tcp_refused);

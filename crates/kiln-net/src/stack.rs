@@ -23,6 +23,7 @@ use smoltcp::wire::{
 use crate::config::{Buffers, Config};
 use crate::device::{DeviceStats, NicDevice, TxQueue};
 use crate::driver::Driver;
+use crate::guard::Learnt;
 use crate::tcp::{TcpListener, TcpStream};
 use crate::udp::UdpSocket;
 
@@ -353,16 +354,11 @@ impl State {
             while idle < backlog.max(1) && b.ready.len() < max_pending {
                 // At the limit, a connection the application already
                 // dropped gives way: new clients count more than a
-                // graceful close.
+                // graceful close. Without room, the SYNs that find no
+                // socket in LISTEN are refused, and counted by the driver
+                // (`count_refused_syn`): a refill that stops here refuses
+                // nobody yet.
                 if !self.tcp_room() && !self.reclaim_oldest_closing() {
-                    self.stats.tcp_refused += 1;
-                    if self.stats.tcp_refused.is_power_of_two() {
-                        log::warn!(
-                            "{} connections refused at the limit of {} TCP sockets (--max-connections)",
-                            self.stats.tcp_refused,
-                            self.buffers.max_connections
-                        );
-                    }
                     break;
                 }
                 idle += 1;
@@ -402,6 +398,63 @@ impl State {
                 w.wake();
             }
             self.listeners.insert(port, b);
+        }
+    }
+
+    /// Counts a connection refused at `max_connections` (and logs the
+    /// count at each power of two).
+    fn refused_at_limit(&mut self) {
+        self.stats.tcp_refused += 1;
+        if self.stats.tcp_refused.is_power_of_two() {
+            log::warn!(
+                "{} connections refused at the limit of {} TCP sockets (--max-connections)",
+                self.stats.tcp_refused,
+                self.buffers.max_connections
+            );
+        }
+    }
+
+    /// Counts `syn`, which smoltcp has just processed, as refused at the
+    /// connection limit if no socket took it although a listener owns its
+    /// address and port: smoltcp answered it with a RST (when it knows
+    /// the peer's link-layer address; else it asked for that instead).
+    /// Called before the listeners are refilled, so that the sockets are
+    /// as smoltcp left them.
+    ///
+    /// Below the limit every listener whose accept queue has room holds a
+    /// socket in LISTEN (refilled after every frame), which takes any SYN.
+    /// At it, a pass over the sockets tells whether one took this SYN (a
+    /// socket in LISTEN, or one of a connection with the same addresses
+    /// and ports): smoltcp made the same pass to find one.
+    pub(crate) fn count_refused_syn(&mut self, syn: &Learnt) {
+        if self.tcp_room() {
+            return;
+        }
+        let Some(b) = self.listeners.get(&syn.our_port) else {
+            return;
+        };
+        if b.endpoint.addr.is_some_and(|a| a != syn.ours) || !self.iface.has_ip_addr(syn.ours) {
+            return;
+        }
+        // A full accept queue, not the limit, keeps the listener from
+        // listening (`refill_listeners`).
+        if b.ready.len() >= self.buffers.max_pending.max(1) {
+            return;
+        }
+        let listening = b
+            .listening
+            .iter()
+            .any(|l| self.sockets.get::<tcp::Socket>(l.handle).state() == tcp::State::Listen);
+        let local = IpEndpoint::new(syn.ours, syn.our_port);
+        let remote = IpEndpoint::new(syn.peer, syn.peer_port);
+        let taken = || {
+            self.sockets.iter().any(|(_, s)| {
+                matches!(s, smoltcp::socket::Socket::Tcp(t)
+                    if t.remote_endpoint() == Some(remote) && t.local_endpoint() == Some(local))
+            })
+        };
+        if !listening && !taken() {
+            self.refused_at_limit();
         }
     }
 
@@ -822,7 +875,7 @@ impl NetStack {
         let (handle, port) = {
             let mut state = self.shared.state.borrow_mut();
             if !state.tcp_room() {
-                state.stats.tcp_refused += 1;
+                state.refused_at_limit();
                 return Err(StackError::AddressInUse);
             }
             let port = state.ephemeral_port(false)?;

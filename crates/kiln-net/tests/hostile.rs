@@ -558,3 +558,88 @@ fn dropped_connections_give_way_at_the_limit() {
         }
     });
 }
+
+/// The RSTs in `frames` (sent by A) that answer one of our SYNs (sequence
+/// number 1000) from 10.0.0.1:80, and the SYN-ACKs, by the port they go to.
+fn answers_to_syns(frames: &[Vec<u8>]) -> (Vec<u16>, Vec<u16>) {
+    let (mut rsts, mut syn_acks) = (Vec::new(), Vec::new());
+    for frame in frames {
+        let Ok(eth) = EthernetFrame::new_checked(&frame[..]) else {
+            continue;
+        };
+        if eth.ethertype() != EthernetProtocol::Ipv4 {
+            continue;
+        }
+        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+            continue;
+        };
+        if ip.next_header() != IpProtocol::Tcp || ip.src_addr() != Ipv4Addr::new(10, 0, 0, 1) {
+            continue;
+        }
+        let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
+            continue;
+        };
+        if tcp.src_port() != 80 || !tcp.ack() || tcp.ack_number() != TcpSeqNumber(1001) {
+            continue;
+        }
+        if tcp.rst() {
+            rsts.push(tcp.dst_port());
+        } else if tcp.syn() {
+            syn_acks.push(tcp.dst_port());
+        }
+    }
+    (rsts, syn_acks)
+}
+
+/// Regression: `tcp_refused` (`kiln_net_tcp_refused_total`, and the log
+/// "N connections refused at the limit") counted the times a listener
+/// could not put a socket back in LISTEN at the limit, after every frame
+/// and every driver round (32 within 80 ms of a SYN flood), not the
+/// connections refused. It counts the SYNs that no socket took at the
+/// limit, each answered with a RST, and the `connect` calls refused.
+#[test]
+fn the_refused_count_is_the_connections_refused() {
+    run(async {
+        let (a, peer) = pair(mac(1), mac(2));
+        let config =
+            Config::parse(["--ipv4=10.0.0.1/24", "--no-slaac", "--max-connections=8"]).unwrap();
+        let a = NetStack::new(a, config, 1).unwrap();
+        // Never accepts: 4 sockets in LISTEN (the backlog), refilled up to
+        // the limit of 8 as SYNs take them.
+        let _listener = a.listen_tcp("0.0.0.0:80".parse().unwrap()).await.unwrap();
+        let src = Ipv4Addr::new(10, 0, 0, 2);
+        let mut frames = Vec::new();
+        let drain = async |frames: &mut Vec<Vec<u8>>| {
+            let mut buf = vec![0; 1514];
+            for _ in 0..1000 {
+                match timeout(Duration::from_millis(1), peer.receive(&mut buf)).await {
+                    Ok(Ok(n)) => frames.push(buf[..n].to_vec()),
+                    _ => return,
+                }
+            }
+            panic!("the stack does not stop sending");
+        };
+        // One at a time, each in its own driver round, then a burst that
+        // the driver reads in one.
+        for port in 40000..40020 {
+            peer.send(&syn(src, port)).await.unwrap();
+            drain(&mut frames).await;
+        }
+        for port in 40020..40040 {
+            peer.send(&syn(src, port)).await.unwrap();
+        }
+        drain(&mut frames).await;
+        let (mut rsts, mut syn_acks) = answers_to_syns(&frames);
+        rsts.sort_unstable();
+        syn_acks.sort_unstable();
+        syn_acks.dedup();
+        assert_eq!(syn_acks, (40000..40008).collect::<Vec<_>>(), "accepted");
+        assert_eq!(rsts, (40008..40040).collect::<Vec<_>>(), "refused");
+        assert_eq!(a.tcp_socket_count(), 8);
+        assert_eq!(a.stats().tcp_refused, 32, "{:?}", a.stats());
+        // A connection of its own, refused at the limit without a frame.
+        let local = a.connect_tcp("10.0.0.2:9".parse().unwrap()).await;
+        assert!(local.is_err());
+        assert_eq!(a.stats().tcp_refused, 33, "{:?}", a.stats());
+    });
+}

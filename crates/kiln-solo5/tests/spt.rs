@@ -367,12 +367,10 @@ fn the_guest_runs_under_the_seccomp_filter() {
             .expect("start kiln-spt"),
     );
     let pid = tender.0.id();
-    let children = format!("/proc/{pid}/task/{pid}/children");
     let deadline = Instant::now() + Duration::from_secs(1);
     let mut mode = String::new();
     while Instant::now() < deadline {
-        let guest = std::fs::read_to_string(&children).unwrap_or_default();
-        if let Some(guest) = guest.split_whitespace().next() {
+        if let Some(guest) = process::children(pid).first() {
             let status =
                 std::fs::read_to_string(format!("/proc/{guest}/status")).unwrap_or_default();
             mode = status

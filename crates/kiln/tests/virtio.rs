@@ -28,6 +28,7 @@ use std::time::Duration;
 use common::crash::{Model, line_reader};
 use common::{kiln_in, ok, run_for, shared_target_dir, temp_dir, text};
 use kiln_testsupport::netns::Netns;
+use kiln_testsupport::process;
 use kiln_testsupport::skip::{have, kvm_or_skip, netns_or_skip, skip};
 use support::net::{Running, files_under, htdocs};
 
@@ -938,16 +939,6 @@ fn boot_time_against_the_floor_guest() {
     );
 }
 
-/// The pid of the QEMU that `kiln` (pid `parent`) started, once it runs.
-fn qemu_child(parent: u32) -> Option<u32> {
-    let children =
-        std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).ok()?;
-    children.split_whitespace().find_map(|pid| {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-        (comm.trim() == "qemu-system-x86").then(|| pid.parse().ok())?
-    })
-}
-
 /// notes' crash-test mode on microvm: QEMU is killed with SIGKILL while
 /// the store changes, six times at different moments; after each restart
 /// every acknowledged change is there (the change in flight may or may not
@@ -977,7 +968,7 @@ fn notes_lose_no_acknowledged_change_when_qemu_is_killed() {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        let mut child = kiln_testsupport::process::ChildGuard(cmd.spawn().expect("start kiln"));
+        let mut child = process::ChildGuard(cmd.spawn().expect("start kiln"));
         // Whole lines only: the line being written when QEMU is killed is
         // cut short, and its number with it.
         let rx = line_reader(child.0.stdout.take().expect("piped stdout"));
@@ -1001,7 +992,13 @@ fn notes_lose_no_acknowledged_change_when_qemu_is_killed() {
         }
         // Let the churn run a while, then kill QEMU.
         std::thread::sleep(Duration::from_millis(30 + 53 * i));
-        let qemu = qemu_child(child.0.id()).expect("QEMU runs under kiln");
+        let qemu = process::children(child.0.id())
+            .into_iter()
+            .find(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm.trim() == "qemu-system-x86")
+            })
+            .expect("QEMU runs under kiln");
         let _ = Command::new("kill")
             .args(["-KILL", &qemu.to_string()])
             .status();
