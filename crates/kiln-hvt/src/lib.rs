@@ -33,7 +33,8 @@
 //! - [`paging`]: guest-virtual addresses through the guest's own page
 //!   tables, for [`dumpcore`] (`--dumpcore=DIR`: an ELF core file when the
 //!   guest aborts or faults) and `gdb` (the Cargo feature `gdb`:
-//!   `--gdb[=ADDR:PORT]`, a gdb remote stub built on the `gdbstub` crate,
+//!   `--gdb[=ADDR:PORT]` and solo5-hvt's `--gdb-port=N`, a gdb remote stub
+//!   built on the `gdbstub` crate,
 //!   over a `gdb::Guest` so that `gdb_harness` runs it without a VM
 //!   for its fuzz target);
 //! - [`cli`]: the solo5-hvt-compatible command line;
