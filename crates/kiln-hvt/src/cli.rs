@@ -20,9 +20,19 @@ pub const SOLO5_PROTECTION: &str = "--solo5-protection";
 pub fn usage(modules: &[Box<dyn Module>]) -> String {
     let mut text = kiln_tender::cli::usage::<kiln_tender::Hvt, _>(modules);
     text.push_str(
-        "\ndebugging:\n  --gdb[=ADDR:PORT]\n      stop at the guest's entry point and wait for gdb on ADDR:PORT\n      [default: 127.0.0.1:1234] (needs a tender built with the gdb module)\n  --dumpcore=DIR\n      when the guest aborts or faults, write an ELF core file to\n      DIR/core.kiln-hvt.PID, for `gdb IMAGE CORE`\n\nprotection:\n  --solo5-protection\n      map data, heap and stack executable and leave the boot data writable,\n      as solo5-hvt does (kiln-hvt maps them NX and read-only)\n",
+        "\ndebugging:\n  --gdb[=ADDR:PORT]\n      stop at the guest's entry point and wait for gdb on ADDR:PORT\n      [default: 127.0.0.1:1234] (needs a tender built with the gdb module)\n  --gdb-port=N\n      the port for --gdb, as solo5-hvt takes it [default: 1234]; kiln-hvt\n      listens on 127.0.0.1 (solo5-hvt: every address): to listen elsewhere\n      give --gdb=ADDR:PORT instead, e.g. --gdb=0.0.0.0:1234\n  --dumpcore=DIR\n      when the guest aborts or faults, write an ELF core file to\n      DIR/core.kiln-hvt.PID, for `gdb IMAGE CORE`\n\nnet ring:\n  --no-net-ring\n      do not offer Solo5's net ring: the guest uses the hypercalls (as\n      solo5-hvt's flag; KILN_HVT_NO_RING_IO=1 does the same)\n\nprotection:\n  --solo5-protection\n      map data, heap and stack executable and leave the boot data writable,\n      as solo5-hvt does (kiln-hvt maps them NX and read-only)\n",
     );
     text
+}
+
+/// solo5-hvt's core flag that keeps the net ring from being offered (the
+/// guest uses the hypercalls), as `KILN_HVT_NO_RING_IO=1` does.
+pub const NO_NET_RING: &str = "--no-net-ring";
+
+/// Takes [`NO_NET_RING`] out of the tender's flags (those before KERNEL):
+/// the remaining arguments, and whether it was given.
+pub fn take_no_net_ring(args: Vec<OsString>) -> (Vec<OsString>, bool) {
+    kiln_tender::cli::take_switch(args, NO_NET_RING)
 }
 
 /// Takes [`SOLO5_PROTECTION`] out of the tender's flags (those before
@@ -35,6 +45,10 @@ pub fn take_solo5_protection(args: Vec<OsString>) -> (Vec<OsString>, bool) {
 pub const GDB: &str = "--gdb";
 /// Where the gdb stub listens by default (gdb's `target remote :1234`).
 pub const GDB_DEFAULT: &str = "127.0.0.1:1234";
+/// solo5-hvt's port flag: `--gdb-port=N` sets the port the stub listens on
+/// (at kiln's default address, 127.0.0.1; solo5-hvt listens on every
+/// address), without turning the stub on.
+pub const GDB_PORT: &str = "--gdb-port=";
 /// The core file flag: `--dumpcore=DIR` or `--dumpcore DIR`.
 pub const DUMPCORE: &str = "--dumpcore";
 
@@ -53,23 +67,52 @@ pub enum DebugFlagError {
     /// `--gdb=` with something that is not ADDR:PORT.
     #[error("--gdb={0}: not an address and port; hint: --gdb=127.0.0.1:1234")]
     GdbAddress(String),
+    /// `--gdb-port=` with something that is not a port (solo5-hvt's
+    /// message, and its exit status 1).
+    #[error(
+        "Malformed argument to --gdb-port: {0:?} is not a port from 0 to 65535; hint: --gdb-port=1234"
+    )]
+    GdbPort(String),
+    /// `--gdb-port=N` beside `--gdb=ADDR:PORT`, which gives the port too.
+    #[error(
+        "--gdb-port={port} and --gdb={addr} both give the port; hint: --gdb={addr} alone, or --gdb --gdb-port={port} (listens on 127.0.0.1)"
+    )]
+    GdbPortTwice {
+        /// The port of `--gdb-port`.
+        port: String,
+        /// The address of `--gdb=`.
+        addr: String,
+    },
     /// `--dumpcore` without a directory.
     #[error("--dumpcore needs a directory; hint: --dumpcore=DIR")]
     DumpcoreDir,
-    /// `--gdb` given to a tender built without the gdb module.
+    /// `--gdb` or `--gdb-port` given to a tender built without the gdb
+    /// module.
     #[error(
-        "--gdb: this kiln-hvt was built without the gdb module; hint: `kiln run -t hvt --gdb` builds one with it, or build kiln-hvt with `--features gdb`"
+        "{0}: this kiln-hvt was built without the gdb module; hint: `kiln run -t hvt --gdb` builds one with it, or build kiln-hvt with `--features gdb`"
     )]
-    NoGdb,
+    NoGdb(&'static str),
 }
 
-/// Takes `--gdb[=ADDR:PORT]` and `--dumpcore[=]DIR` out of the tender's
-/// flags (those before KERNEL).
+/// The port of `--gdb-port=N`: decimal digits only, 0 to 65535 (solo5-hvt's
+/// range; 0 lets the host choose, and the stub prints the port it got).
+fn gdb_port(text: &str) -> Result<u16, DebugFlagError> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(DebugFlagError::GdbPort(text.to_string()));
+    }
+    text.parse()
+        .map_err(|_| DebugFlagError::GdbPort(text.to_string()))
+}
+
+/// Takes `--gdb[=ADDR:PORT]`, `--gdb-port=N` and `--dumpcore[=]DIR` out of
+/// the tender's flags (those before KERNEL).
 pub fn take_debug_flags(
     args: Vec<OsString>,
 ) -> Result<(Vec<OsString>, DebugFlags), DebugFlagError> {
     let mut out = Vec::with_capacity(args.len());
     let mut flags = DebugFlags::default();
+    let mut gdb_addr: Option<String> = None;
+    let mut port: Option<(u16, String)> = None;
     let mut in_flags = true;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -82,12 +125,20 @@ pub fn take_debug_flags(
             continue;
         }
         if text == GDB {
-            flags.gdb = Some(GDB_DEFAULT.parse().map_err(|_| DebugFlagError::NoGdb)?);
+            flags.gdb = Some(
+                GDB_DEFAULT
+                    .parse()
+                    .map_err(|_| DebugFlagError::NoGdb(GDB))?,
+            );
+            gdb_addr = None;
         } else if let Some(addr) = text.strip_prefix("--gdb=") {
             flags.gdb = Some(
                 addr.parse()
                     .map_err(|_| DebugFlagError::GdbAddress(addr.to_string()))?,
             );
+            gdb_addr = Some(addr.to_string());
+        } else if let Some(n) = text.strip_prefix(GDB_PORT) {
+            port = Some((gdb_port(n)?, n.to_string()));
         } else if text == DUMPCORE {
             let dir = args.next().ok_or(DebugFlagError::DumpcoreDir)?;
             flags.dumpcore = Some(dir.into());
@@ -100,8 +151,20 @@ pub fn take_debug_flags(
             out.push(arg);
         }
     }
+    if let Some((port, text)) = port {
+        if !cfg!(feature = "gdb") {
+            return Err(DebugFlagError::NoGdb("--gdb-port"));
+        }
+        if let Some(addr) = gdb_addr {
+            return Err(DebugFlagError::GdbPortTwice { port: text, addr });
+        }
+        // As solo5-hvt: the port is kept for `--gdb`, given before or after.
+        if let Some(addr) = &mut flags.gdb {
+            addr.set_port(port);
+        }
+    }
     if flags.gdb.is_some() && !cfg!(feature = "gdb") {
-        return Err(DebugFlagError::NoGdb);
+        return Err(DebugFlagError::NoGdb(GDB));
     }
     Ok((out, flags))
 }
@@ -145,7 +208,60 @@ mod tests {
                 Err(DebugFlagError::GdbAddress("nowhere".into()))
             );
         } else {
-            assert_eq!(gdb, Err(DebugFlagError::NoGdb));
+            assert_eq!(gdb, Err(DebugFlagError::NoGdb(GDB)));
+        }
+    }
+
+    /// solo5-hvt's `--gdb-port=N` (gdb module): the port for `--gdb`,
+    /// before or after it, on kiln's address; alone it turns nothing on;
+    /// a malformed port is refused with solo5-hvt's message.
+    #[test]
+    fn gdb_port_sets_the_port_of_the_stub() {
+        let taken = |args: &[&str]| take_debug_flags(os(args)).map(|(rest, f)| (rest, f.gdb));
+        if cfg!(feature = "gdb") {
+            let want = Some("127.0.0.1:4321".parse().unwrap());
+            assert_eq!(
+                taken(&["--gdb", "--gdb-port=4321", "k", "--gdb-port=9"]),
+                Ok((os(&["k", "--gdb-port=9"]), want))
+            );
+            assert_eq!(taken(&["--gdb-port=4321", "--gdb", "k"]).unwrap().1, want);
+            assert_eq!(
+                taken(&["--gdb-port=0", "--gdb", "k"]).unwrap().1,
+                Some("127.0.0.1:0".parse().unwrap())
+            );
+            assert_eq!(
+                taken(&["--gdb-port=65535", "--gdb", "k"]).unwrap().1,
+                Some("127.0.0.1:65535".parse().unwrap())
+            );
+            assert_eq!(taken(&["--gdb-port=4321", "k"]), Ok((os(&["k"]), None)));
+            assert!(matches!(
+                taken(&["--gdb=0.0.0.0:1", "--gdb-port=2", "k"]),
+                Err(DebugFlagError::GdbPortTwice { .. })
+            ));
+        } else {
+            assert_eq!(
+                taken(&["--gdb-port=4321", "k"]),
+                Err(DebugFlagError::NoGdb("--gdb-port"))
+            );
+        }
+        for bad in [
+            "",
+            "x",
+            "65536",
+            "-1",
+            "+1",
+            " 1",
+            "12ab",
+            "99999999999999999999",
+        ] {
+            let flag = format!("--gdb-port={bad}");
+            let err = take_debug_flags(os(&["--gdb", &flag, "k"])).unwrap_err();
+            assert_eq!(err, DebugFlagError::GdbPort(bad.into()));
+            assert!(
+                err.to_string()
+                    .starts_with("Malformed argument to --gdb-port"),
+                "{err}"
+            );
         }
     }
 

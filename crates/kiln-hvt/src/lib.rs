@@ -33,7 +33,8 @@
 //! - [`paging`]: guest-virtual addresses through the guest's own page
 //!   tables, for [`dumpcore`] (`--dumpcore=DIR`: an ELF core file when the
 //!   guest aborts or faults) and `gdb` (the Cargo feature `gdb`:
-//!   `--gdb[=ADDR:PORT]`, a gdb remote stub built on the `gdbstub` crate,
+//!   `--gdb[=ADDR:PORT]` and solo5-hvt's `--gdb-port=N`, a gdb remote stub
+//!   built on the `gdbstub` crate,
 //!   over a `gdb::Guest` so that `gdb_harness` runs it without a VM
 //!   for its fuzz target);
 //! - [`cli`]: the solo5-hvt-compatible command line;
@@ -160,6 +161,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
     let mut modules = module::compiled();
     let (args, solo5_protection) = cli::take_solo5_protection(args.into_iter().collect());
     let (args, debug) = cli::take_debug_flags(args)?;
+    let (args, no_net_ring) = cli::take_no_net_ring(args);
+    // Without the net module there is no ring to keep back.
+    #[cfg(not(feature = "net"))]
+    let _ = no_net_ring;
     let config = match cli::parse(args, &mut modules)? {
         Command::Help => return Ok(Exit::Text(cli::usage(&modules))),
         Command::Version => {
@@ -218,7 +223,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
 
     // Solo5's net ring, in the tender's low memory below the image.
     #[cfg(feature = "net")]
-    let ring_devices = if ring::hidden() {
+    let ring_devices = if no_net_ring || ring::hidden() {
         None
     } else {
         modules.iter().find_map(|m| m.ring_devices())

@@ -380,7 +380,7 @@ fn a_read_on_no_device_gets_einval() {
 }
 
 /// The boot info always has the ring's fields: zero without a net device
-/// or with the ring hidden, so a guest reading them never finds the
+/// or with the ring hidden (`KILN_HVT_NO_RING_IO=1` or `--no-net-ring`), so a guest reading them never finds the
 /// manifest's first word there; `mem_size` is `--mem` either way.
 #[test]
 fn guests_without_the_ring_see_zeros_and_their_whole_memory() {
@@ -408,6 +408,18 @@ fn guests_without_the_ring_see_zeros_and_their_whole_memory() {
     drop(guest_end);
     assert_eq!(run.code, Some(0), "{run:?}");
     assert_eq!(run.stdout, expected, "ring hidden");
+
+    // solo5-hvt's `--no-net-ring` hides it too (before, kiln-hvt refused
+    // it as an unknown flag).
+    let (_host, guest_end, flag) = support::inherited_socket();
+    let run = support::run_cmd(
+        hvt_cmd()
+            .args(["--mem=8", "--no-net-ring", &flag])
+            .arg(&path),
+    );
+    drop(guest_end);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.stdout, expected, "--no-net-ring");
 
     // Offered: mem_size is still --mem, the ring below the image.
     let (_host, guest_end, flag) = support::inherited_socket();

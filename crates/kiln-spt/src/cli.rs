@@ -22,6 +22,19 @@ pub const GDB: &str = "--gdb";
 /// (docs/debugging.md).
 pub const DUMPCORE: &str = "--dumpcore";
 
+/// solo5-spt's core flag: the guest's heap and stack (everything from the
+/// end of its image to the top of its memory) are mapped executable too.
+pub const X_EXEC_HEAP: &str = "--x-exec-heap";
+
+/// What `--x-exec-heap` prints on stderr, solo5-spt's warning word for word.
+pub const X_EXEC_HEAP_WARNING: &str = "WARNING: The use of --x-exec-heap is dangerous and not recommended as it makes the heap and stack executable.";
+
+/// Takes [`X_EXEC_HEAP`] out of the tender's flags (those before KERNEL):
+/// the remaining arguments, and whether it was given.
+pub fn take_x_exec_heap(args: Vec<OsString>) -> (Vec<OsString>, bool) {
+    kiln_tender::cli::take_switch(args, X_EXEC_HEAP)
+}
+
 /// `--dumpcore` without a directory.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("--dumpcore needs a directory; hint: --dumpcore=DIR")]
@@ -60,7 +73,7 @@ pub fn take_dumpcore(
 pub fn usage(modules: &[Box<dyn Module>]) -> String {
     let mut text = kiln_tender::cli::usage::<kiln_tender::Spt, _>(modules);
     text.push_str(
-        "\ndebugging:\n  --gdb\n      before the guest's first instruction, print the guest process's pid\n      and the command that attaches gdb to it (`gdb -p PID KERNEL`), and\n      wait until a debugger traces it\n  --dumpcore=DIR\n      when the guest aborts (exit status 255), faults or makes a forbidden\n      system call, write an ELF core file to DIR/core.kiln-spt.PID, for\n      `gdb KERNEL CORE`\n",
+        "\ndebugging:\n  --gdb\n      before the guest's first instruction, print the guest process's pid\n      and the command that attaches gdb to it (`gdb -p PID KERNEL`), and\n      wait until a debugger traces it\n  --dumpcore=DIR\n      when the guest aborts (exit status 255), faults or makes a forbidden\n      system call, write an ELF core file to DIR/core.kiln-spt.PID, for\n      `gdb KERNEL CORE`\n\nprotection:\n  --x-exec-heap\n      map the guest's heap and stack executable, as solo5-spt does with this\n      flag (dangerous: without it they are never executable); the boot data\n      stays read-only\n",
     );
     text
 }
@@ -106,6 +119,17 @@ mod tests {
         assert_eq!(take_dumpcore(os(&["--dumpcore="])), Err(DumpcoreDirMissing));
         let (_, dir) = take_dumpcore(os(&["k", "--dumpcore", "x"])).unwrap();
         assert_eq!(dir, None);
+    }
+
+    #[test]
+    fn x_exec_heap_is_taken_before_the_kernel_only() {
+        let (rest, given) =
+            take_x_exec_heap(os(&["--x-exec-heap", "--mem=8", "k", "--x-exec-heap"]));
+        assert_eq!(rest, os(&["--mem=8", "k", "--x-exec-heap"]));
+        assert!(given);
+        let (rest, given) = take_x_exec_heap(os(&["--", "--x-exec-heap"]));
+        assert_eq!(rest, os(&["--", "--x-exec-heap"]));
+        assert!(!given);
     }
 
     #[test]

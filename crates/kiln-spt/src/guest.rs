@@ -145,12 +145,16 @@ impl GuestMemory {
 
     /// Copies the image's segments in and gives each its protection; the
     /// low memory (boot info, manifest, command line) becomes read-only.
-    /// Everything else stays read-write and never executable.
+    /// Everything else stays read-write and never executable, but with
+    /// `exec_heap` (`--x-exec-heap`, as solo5-spt maps it) the heap and
+    /// stack, from the page after the image to the top of memory, are
+    /// executable too.
     pub fn load(
         &mut self,
         image: &Image<'_>,
         low: &[u8],
         low_at: u64,
+        exec_heap: bool,
     ) -> Result<(), GuestMemError> {
         // The pages about to be written, populated in one go: the low
         // memory and each segment's file bytes.
@@ -167,8 +171,23 @@ impl GuestMemory {
             let (start, end) = s.pages();
             self.protect(start, end, Some(s.prot))?;
         }
+        if exec_heap {
+            self.make_executable(image.kernel_end.div_ceil(PAGE_SIZE) * PAGE_SIZE, self.size)?;
+        }
         let low_end = (low_at + low.len() as u64).div_ceil(PAGE_SIZE) * PAGE_SIZE;
         self.protect(SPT_HOST_MEM_BASE, low_end, Some(Protection::Read))
+    }
+
+    /// Makes the page-aligned guest range `[addr, end)` readable, writable
+    /// and executable; an empty range is left alone.
+    fn make_executable(&mut self, addr: u64, end: u64) -> Result<(), GuestMemError> {
+        if addr >= end {
+            return Ok(());
+        }
+        let range = checked(addr, end - addr, self.size)?;
+        self.mapping
+            .protect_rwx(range.start, range.len())
+            .map_err(|source| GuestMemError::Protect { addr, end, source })
     }
 }
 

@@ -208,6 +208,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
     let mut modules = module::compiled();
     let (args, gdb) = cli::take_gdb(args.into_iter().collect());
     let (args, dumpcore) = cli::take_dumpcore(args)?;
+    let (args, exec_heap) = cli::take_x_exec_heap(args);
     let config = match cli::parse(args, &mut modules)? {
         Command::Help => return Ok(Exit::Text(cli::usage(&modules))),
         Command::Version => {
@@ -221,6 +222,9 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
         Command::Run(c) => c,
     };
     let path = config.kernel.clone();
+    if exec_heap {
+        eprintln!("kiln-spt: {}", cli::X_EXEC_HEAP_WARNING);
+    }
     if sys::read_implies_exec() {
         return Err(TenderError::ReadImpliesExec);
     }
@@ -336,6 +340,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
                 &page,
                 parent,
                 gdb.then_some(path.as_path()),
+                exec_heap,
             );
             let mut out = std::fs::File::from(errors_out);
             let _ = out.write_all(why.as_bytes());
@@ -385,7 +390,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
 /// In the child: becomes the guest, or returns why it could not. With
 /// `gdb` (the image's path), once guest memory is loaded and its handlers
 /// are installed, just before the filter, it prints its pid and the
-/// command that attaches gdb, and waits until a debugger traces it.
+/// command that attaches gdb, and waits until a debugger traces it. With
+/// `exec_heap` (`--x-exec-heap`) its heap and stack are executable.
 #[allow(clippy::too_many_arguments)]
 fn enter_guest(
     image: &Image<'_>,
@@ -397,6 +403,7 @@ fn enter_guest(
     page: &sys::ReportPage,
     parent: libc::pid_t,
     gdb: Option<&std::path::Path>,
+    exec_heap: bool,
 ) -> String {
     if let Err(e) = sys::die_with_parent(parent) {
         return format!("cannot tie the guest to the tender: {e}");
@@ -413,7 +420,7 @@ fn enter_guest(
     if let Some(fd) = mem_file {
         sys::close(fd);
     }
-    if let Err(e) = mem.load(image, low, SPT_BOOT_INFO_BASE) {
+    if let Err(e) = mem.load(image, low, SPT_BOOT_INFO_BASE, exec_heap) {
         return kiln_tender::chain(&e);
     }
     // `mem` is never unmapped (GuestMemory has no Drop, and `jump` does

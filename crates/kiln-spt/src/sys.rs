@@ -115,6 +115,27 @@ impl Mapping {
     }
 }
 
+impl Mapping {
+    /// Makes `[offset, offset + len)` of the mapping readable, writable and
+    /// executable (`--x-exec-heap`); both page-aligned and inside it
+    /// (checked by the caller).
+    pub fn protect_rwx(&mut self, offset: usize, len: usize) -> io::Result<()> {
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        // SAFETY: the range lies inside this mapping (checked above), and
+        // `&mut self` means no slice of it is borrowed.
+        check(unsafe {
+            libc::mprotect(
+                self.ptr.as_ptr().add(offset).cast(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+            )
+        })?;
+        Ok(())
+    }
+}
+
 /// Whether the process runs with the `READ_IMPLIES_EXEC` personality,
 /// under which every readable mapping would also be executable.
 pub fn read_implies_exec() -> bool {

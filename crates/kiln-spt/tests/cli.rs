@@ -35,6 +35,7 @@ fn help_lists_every_flag() {
         "--net:NAME=IFACE",
         "--net-mac:NAME=MAC",
         "--block:NAME=PATH",
+        "--x-exec-heap",
     ] {
         assert!(out.stdout.contains(flag), "{flag} missing:\n{}", out.stdout);
     }

@@ -470,3 +470,59 @@ fn a_bad_dumpcore_directory_is_refused_before_the_guest_runs() {
     assert!(stderr.contains("--dumpcore needs a directory"), "{stderr}");
     assert!(real.read_dir().unwrap().next().is_none());
 }
+
+/// solo5-spt's `--x-exec-heap`: code the guest writes to its heap and to
+/// its stack runs with the flag, after solo5-spt's warning on stderr, and
+/// faults without it (both are never executable by default). Before the
+/// flag was taken, kiln-spt refused it as an unknown flag (exit 1).
+#[test]
+fn x_exec_heap_makes_the_heap_and_stack_executable() {
+    // `mov edi, 7; mov eax, 231 (exit_group); syscall`, padded with nops to
+    // two words.
+    let payload = [mov_edi(7), mov_eax(231), SYSCALL.to_vec(), vec![0x90; 4]].concat();
+    let low = u64::from_le_bytes(payload[..8].try_into().unwrap());
+    let high = u64::from_le_bytes(payload[8..].try_into().unwrap());
+    // The heap: the words stored at 2 MiB (above the image, below the
+    // stack in 4 MiB), then `jmp rbx` there.
+    const HEAP: u64 = 0x20_0000;
+    let heap = [
+        vec![0x48, 0xbb], // movabs rbx, HEAP
+        HEAP.to_le_bytes().to_vec(),
+        movabs_rax(low),
+        vec![0x48, 0x89, 0x03], // mov [rbx], rax
+        movabs_rax(high),
+        vec![0x48, 0x89, 0x43, 0x08], // mov [rbx + 8], rax
+        vec![0xff, 0xe3],             // jmp rbx
+    ]
+    .concat();
+    // The stack: the words pushed, then `jmp rsp`.
+    let stack = [
+        movabs_rax(high),
+        PUSH_RAX.to_vec(),
+        movabs_rax(low),
+        PUSH_RAX.to_vec(),
+        vec![0xff, 0xe4], // jmp rsp
+    ]
+    .concat();
+    let warning = "kiln-spt: WARNING: The use of --x-exec-heap is dangerous and not recommended as it makes the heap and stack executable.\n";
+    for (name, code) in [("xheap", &heap), ("xstack", &stack)] {
+        let (status, stderr) = run_with(name, code, 4, &["--x-exec-heap".as_ref()]);
+        assert_eq!(status, End::Code(7), "{name}: {stderr}");
+        assert_eq!(stderr, warning, "{name}");
+        let (status, stderr) = run_in(name, code, 4);
+        assert_eq!(status, End::Signal(libc::SIGSEGV), "{name}: {stderr}");
+        assert!(
+            stderr.starts_with("kiln-spt: guest crashed: SIGSEGV"),
+            "{name}: {stderr}"
+        );
+    }
+    // The boot data stays read-only (solo5-spt leaves it writable).
+    let boot_write = [
+        vec![0x48, 0xbb],
+        kiln_abi::spt::SPT_BOOT_INFO_BASE.to_le_bytes().to_vec(),
+        vec![0x48, 0x89, 0x03], // mov [rbx], rax
+    ]
+    .concat();
+    let (status, stderr) = run_with("xboot", &boot_write, 4, &["--x-exec-heap".as_ref()]);
+    assert_eq!(status, End::Signal(libc::SIGSEGV), "{stderr}");
+}
