@@ -20,7 +20,7 @@ pub const SOLO5_PROTECTION: &str = "--solo5-protection";
 pub fn usage(modules: &[Box<dyn Module>]) -> String {
     let mut text = kiln_tender::cli::usage::<kiln_tender::Hvt, _>(modules);
     text.push_str(
-        "\ndebugging:\n  --gdb[=ADDR:PORT]\n      stop at the guest's entry point and wait for gdb on ADDR:PORT\n      [default: 127.0.0.1:1234] (needs a tender built with the gdb module)\n  --gdb-port=N\n      the port for --gdb, as solo5-hvt takes it [default: 1234]; kiln-hvt\n      listens on 127.0.0.1 (solo5-hvt: every address): to listen elsewhere\n      give --gdb=ADDR:PORT instead, e.g. --gdb=0.0.0.0:1234\n  --dumpcore=DIR\n      when the guest aborts or faults, write an ELF core file to\n      DIR/core.kiln-hvt.PID, for `gdb IMAGE CORE`\n\nnet ring:\n  --no-net-ring\n      do not offer Solo5's net ring: the guest uses the hypercalls (as\n      solo5-hvt's flag; KILN_HVT_NO_RING_IO=1 does the same)\n\nprotection:\n  --solo5-protection\n      map data, heap and stack executable and leave the boot data writable,\n      as solo5-hvt does (kiln-hvt maps them NX and read-only)\n",
+        "\ndebugging:\n  --gdb[=ADDR:PORT]\n      stop at the guest's entry point and wait for gdb on ADDR:PORT\n      [default: 127.0.0.1:1234] (needs a tender built with the gdb module)\n  --gdb-port=N\n      the port for --gdb, as solo5-hvt takes it [default: 1234]; kiln-hvt\n      listens on 127.0.0.1 (solo5-hvt: every address): to listen elsewhere\n      give --gdb=ADDR:PORT instead, e.g. --gdb=0.0.0.0:1234\n  --dumpcore=DIR\n      when the guest aborts or faults, write an ELF core file to\n      DIR/core.kiln-hvt.PID, for `gdb IMAGE CORE`\n\nnet ring:\n  --no-net-ring\n      do not offer Solo5's net ring: the guest uses the hypercalls (as\n      solo5-hvt's flag; KILN_HVT_NO_RING_IO=1 does the same)\n\nmemory:\n  --no-huge-pages\n      keep guest memory on the host's small pages (by default kiln-hvt asks\n      for transparent huge pages: less CPU per byte, about 2 MiB more resident)\n\nprotection:\n  --solo5-protection\n      map data, heap and stack executable and leave the boot data writable,\n      as solo5-hvt does (kiln-hvt maps them NX and read-only)\n",
     );
     text
 }
@@ -33,6 +33,16 @@ pub const NO_NET_RING: &str = "--no-net-ring";
 /// the remaining arguments, and whether it was given.
 pub fn take_no_net_ring(args: Vec<OsString>) -> (Vec<OsString>, bool) {
     kiln_tender::cli::take_switch(args, NO_NET_RING)
+}
+
+/// kiln-hvt's flag that keeps guest memory on the host's small pages
+/// (by default it asks for transparent huge pages: [`crate::sys::Mapping::advise_huge_pages`]).
+pub const NO_HUGE_PAGES: &str = "--no-huge-pages";
+
+/// Takes [`NO_HUGE_PAGES`] out of the tender's flags (those before
+/// KERNEL): the remaining arguments, and whether it was given.
+pub fn take_no_huge_pages(args: Vec<OsString>) -> (Vec<OsString>, bool) {
+    kiln_tender::cli::take_switch(args, NO_HUGE_PAGES)
 }
 
 /// Takes [`SOLO5_PROTECTION`] out of the tender's flags (those before

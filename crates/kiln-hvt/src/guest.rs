@@ -90,6 +90,12 @@ impl GuestMemory {
         })
     }
 
+    /// Asks the host for transparent huge pages behind guest memory
+    /// ([`Mapping::advise_huge_pages`]).
+    pub fn advise_huge_pages(&self) {
+        self.mapping.advise_huge_pages();
+    }
+
     /// Size of guest memory in bytes.
     pub fn size(&self) -> u64 {
         self.mapping.len() as u64

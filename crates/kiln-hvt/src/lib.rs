@@ -162,6 +162,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
     let (args, solo5_protection) = cli::take_solo5_protection(args.into_iter().collect());
     let (args, debug) = cli::take_debug_flags(args)?;
     let (args, no_net_ring) = cli::take_no_net_ring(args);
+    let (args, no_huge_pages) = cli::take_no_huge_pages(args);
     // Without the net module there is no ring to keep back.
     #[cfg(not(feature = "net"))]
     let _ = no_net_ring;
@@ -230,6 +231,9 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<Exit, TenderError
     };
 
     let mut mem = guest::GuestMemory::new(mem_size)?;
+    if !no_huge_pages {
+        mem.advise_huge_pages();
+    }
     image.load(&mut mem)?;
     let mut machine = Machine::new(mem, image.entry, extensions)?;
     let tsc_hz = machine.tsc_hz()?;

@@ -23,6 +23,9 @@ use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, 
 
 pub mod shared;
 
+/// A huge page of x86-64, and the alignment of the guest's memory.
+const HUGE_PAGE: usize = 2 << 20;
+
 /// An anonymous private read-write mapping: the guest's physical memory.
 /// It is unmapped when the last of the mapping and its shared views
 /// ([`Mapping::shared`]) is dropped.
@@ -34,32 +37,79 @@ pub struct Mapping {
 }
 
 impl Mapping {
-    /// Maps `len` bytes of zeroed memory (not reserved up front).
+    /// Maps `len` bytes of zeroed memory (not reserved up front), starting
+    /// at a huge page's boundary.
     pub fn new(len: usize) -> io::Result<Self> {
         if len == 0 {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
+        // Reserve a huge page more than asked, to start the mapping at a
+        // huge page's boundary: the guest's 2 MiB pages then fall on the
+        // host's.
+        let reserve = len
+            .checked_add(HUGE_PAGE)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: an anonymous mapping at an address of the kernel's choice
         // touches no existing memory; the result is checked below.
-        let ptr = unsafe {
+        let raw = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                len,
+                reserve,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
                 0,
             )
         };
-        if ptr == libc::MAP_FAILED {
+        if raw == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        let head = raw.addr().next_multiple_of(HUGE_PAGE) - raw.addr();
+        let tail = reserve - head - len;
+        // SAFETY: `raw..raw + reserve` is the mapping just made, of which
+        // `head` bytes before and `tail` bytes after the kept `len` are
+        // given back; nothing refers to them.
+        unsafe {
+            if head > 0 {
+                libc::munmap(raw, head);
+            }
+            if tail > 0 {
+                libc::munmap(raw.cast::<u8>().add(head + len).cast(), tail);
+            }
+        }
+        // SAFETY: `head < HUGE_PAGE <= reserve - len`: inside the mapping.
+        let ptr = unsafe { raw.cast::<u8>().add(head) };
+        let ptr = NonNull::new(ptr).ok_or_else(io::Error::last_os_error)?;
         Ok(Self {
             ptr,
             len,
             region: std::sync::Arc::new(shared::Region::new(ptr, len)),
         })
+    }
+
+    /// Asks the host to back the mapping with transparent huge pages (as
+    /// QEMU backs guest RAM), but for its first 4 MiB (the image, the boot
+    /// data and the page tables, partly read-only) and its last 2 MiB (the
+    /// stack), which a guest touches sparsely. Measured on hvt
+    /// (ARCHITECTURE.md, "Guest memory"): 7-16% less tender CPU per 1 MiB
+    /// response, 2 MiB more resident when idle. Advice only: a host
+    /// without THP ignores it.
+    pub fn advise_huge_pages(&self) {
+        if self.len <= 4 * HUGE_PAGE {
+            return;
+        }
+        // SAFETY: advice on a range inside the live mapping owned by
+        // `self` (`2 * HUGE_PAGE + len - 3 * HUGE_PAGE < len`); it changes
+        // how pages are backed, not their contents.
+        let ret = unsafe {
+            libc::madvise(
+                self.ptr.as_ptr().add(2 * HUGE_PAGE).cast(),
+                self.len - 3 * HUGE_PAGE,
+                libc::MADV_HUGEPAGE,
+            )
+        };
+        // EINVAL: a kernel without THP. Nothing else to do either way.
+        let _ = ret;
     }
 
     /// A view of the mapping for a thread that runs beside the vCPU (the
@@ -378,6 +428,60 @@ mod tests {
     use std::io::Write;
     use std::os::unix::net::UnixStream;
     use std::time::{Duration, Instant};
+
+    /// The `THPeligible` field of the mapping of this process that holds
+    /// `addr`, from /proc/self/smaps.
+    fn thp_eligible(addr: usize) -> Option<bool> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let mut inside = false;
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if let Some((a, b)) = first.split_once('-')
+                && let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+            {
+                inside = (a..b).contains(&addr);
+            } else if inside && let Some(v) = line.strip_prefix("THPeligible:") {
+                return Some(v.trim() == "1");
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn guest_memory_starts_at_a_huge_page_and_asks_for_huge_pages_inside() {
+        let len = 16 << 20;
+        let m = Mapping::new(len).unwrap();
+        let base = m.as_slice().as_ptr().addr();
+        assert_eq!(base % HUGE_PAGE, 0, "guest memory at {base:#x}");
+        let mode = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+            .unwrap_or_default();
+        // Where the kernel decides by advice ("[madvise]", as on the test
+        // machines), nothing is eligible before it; with "[always]"
+        // everything is, with "[never]" nothing: there the advice does not
+        // show, and the alignment is what there is to check.
+        if !mode.contains("[madvise]") {
+            eprintln!(
+                "transparent huge pages not in madvise mode ({}): advice not checked",
+                mode.trim()
+            );
+            return;
+        }
+        assert_eq!(thp_eligible(base + 8 * HUGE_PAGE / 2), Some(false));
+        m.advise_huge_pages();
+        assert_eq!(thp_eligible(base), Some(false), "the image's huge page");
+        assert_eq!(thp_eligible(base + 3 * HUGE_PAGE), Some(true), "the heap");
+        assert_eq!(
+            thp_eligible(base + len - HUGE_PAGE / 2),
+            Some(false),
+            "the stack's"
+        );
+        drop(m);
+        // Too small for anything between the image and the stack.
+        let small = Mapping::new(4 * HUGE_PAGE).unwrap();
+        small.advise_huge_pages();
+        let base = small.as_slice().as_ptr().addr();
+        assert_eq!(thp_eligible(base + 5 * HUGE_PAGE / 2), Some(false));
+    }
 
     fn sets() -> Vec<Epoll> {
         vec![

@@ -20,7 +20,12 @@ fn cli_errors() {
     assert_eq!(help.code, Some(0));
     assert!(help.stdout_str().contains("--mem=MB"));
     // solo5-hvt's --gdb-port and --no-net-ring, and how to listen elsewhere.
-    for flag in ["--gdb-port=N", "--gdb=0.0.0.0:1234", "--no-net-ring"] {
+    for flag in [
+        "--gdb-port=N",
+        "--gdb=0.0.0.0:1234",
+        "--no-net-ring",
+        "--no-huge-pages",
+    ] {
         assert!(help.stdout_str().contains(flag), "{flag}");
     }
     #[cfg(feature = "net")]
@@ -29,6 +34,22 @@ fn cli_errors() {
     assert!(help.stdout_str().contains("--block:NAME=PATH"));
     #[cfg(not(feature = "block"))]
     assert!(help.stdout_str().contains("modules not built in: "));
+}
+
+/// `--no-huge-pages` is the tender's: the guest runs to its end and does
+/// not get it on its command line (it would be refused as unknown).
+#[test]
+fn no_huge_pages_is_the_tenders_flag() {
+    if !support::kvm_available() {
+        return;
+    }
+    let dir = TempDir::new();
+    let mut g = Guest::new();
+    g.halt(5);
+    let (run, _) = run_guest(&dir, &g, &["--no-huge-pages"]);
+    assert_eq!(run.code, Some(5), "{}", run.stderr);
+    let (run, _) = run_guest(&dir, &g, &["--no-huge-pages=1"]);
+    assert_refused(&run, &["unknown flag --no-huge-pages=1"]);
 }
 
 #[cfg(all(feature = "net", feature = "block"))]
