@@ -4,7 +4,7 @@
 //! kernel and nginx serving the same files, all inside one network
 //! namespace of the command's own.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{BIG_FILE, Prepared, progress, runnable};
@@ -12,7 +12,7 @@ use crate::error::{BenchError, tail};
 use crate::exec::{self, Context, Service, argv};
 use crate::netns::{self, GUEST_V4, HOST_V4, Netns, PREFIX};
 use crate::report::{Baseline, Row, Status};
-use crate::setup::{Availability, Built, Env};
+use crate::setup::{Availability, Built, Env, Variant};
 
 const SECTION: &str = "network";
 /// nginx's port (every address of the namespace).
@@ -48,6 +48,22 @@ pub fn start_nginx(env: &Env, ns: &Netns, root: &Path) -> Result<Server, BenchEr
     let url = format!("http://127.0.0.1:{NGINX_PORT}/");
     ns.wait_http(&mut service, &url, READY)?;
     Ok(Server { service, url })
+}
+
+/// The htdocs of www's copy with the 1 MiB file ([`BIG_FILE`] beside
+/// www's files), for nginx to serve the same files; www's own htdocs when
+/// that copy was not built.
+pub fn big_htdocs(p: &Prepared) -> PathBuf {
+    match p.www_big.first() {
+        Some((_, Availability::Ready(b))) => b
+            .image
+            .parent()
+            .and_then(Path::parent)
+            .map_or(p.env.workspace.join("examples/www/htdocs"), |d| {
+                d.join("htdocs")
+            }),
+        _ => p.env.workspace.join("examples/www/htdocs"),
+    }
 }
 
 /// Starts www as built (with `--mem=MEM` under a tender) inside `ns`.
@@ -407,19 +423,12 @@ pub fn run(p: &Prepared) -> Vec<Row> {
             value,
         }));
     }
+    // The copies with the 1 MiB file (full runs: a quick run's soak section
+    // builds them for itself).
+    let www_big: &[(Variant, Availability)] = if c.quick { &[] } else { &p.www_big };
     // nginx serves the big copy's htdocs when there is one (www's files
     // and the 1 MiB file).
-    let root = match p.www_big.first() {
-        Some((_, Availability::Ready(b))) => b
-            .image
-            .parent()
-            .and_then(Path::parent)
-            .map_or(p.env.workspace.join("examples/www/htdocs"), |d| {
-                d.join("htdocs")
-            }),
-        _ => p.env.workspace.join("examples/www/htdocs"),
-    };
-    let nginx_server = start_nginx(&p.env, &ns, &root);
+    let nginx_server = start_nginx(&p.env, &ns, &big_htdocs(p));
     let nginx = match &nginx_server {
         Ok(s) => wrk_figures(&ns, &s.url, c.wrk_secs, "nginx").map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
@@ -427,7 +436,7 @@ pub fn run(p: &Prepared) -> Vec<Row> {
     rows.extend(wrk_rows("", "nginx", &nginx, None, ""));
     let nginx = nginx.ok();
     let big_url = |base: &str| format!("{base}{BIG_FILE}");
-    let nginx_big = match (&nginx_server, p.www_big.is_empty()) {
+    let nginx_big = match (&nginx_server, www_big.is_empty()) {
         (_, true) => None,
         (Ok(s), false) => {
             let r =
@@ -498,7 +507,7 @@ pub fn run(p: &Prepared) -> Vec<Row> {
                 .map(|&(name, unit)| Row::missing(SECTION, name, "virtio", unit, status.clone())),
         ),
     }
-    for (variant, a) in &p.www_big {
+    for (variant, a) in www_big {
         let target = variant.name();
         let r = match runnable(a, SECTION, "www", *variant, "—") {
             Ok(built) => {
@@ -517,7 +526,7 @@ pub fn run(p: &Prepared) -> Vec<Row> {
         rows.extend(wrk_rows(BIG_WHAT, target, &r, nginx_big.as_ref(), "nginx"));
     }
     // virtio's copy with the 1 MiB file, beside the others (full runs).
-    if !p.www_big.is_empty() {
+    if !www_big.is_empty() {
         let r = super::virtio::www_big_on_tap(p, &ns)
             .map_err(|status| match status {
                 Status::NotAvailable(why) => format!("not available: {why}"),
