@@ -95,7 +95,7 @@ struct Args {
     #[arg(long)]
     write_docs: bool,
     /// Minutes of load per target in the soak section (default: 10, or
-    /// 15 s with --quick)
+    /// 20 s with --quick)
     #[arg(long, value_name = "N")]
     soak_minutes: Option<f64>,
     /// Run slow clients instead of benchmarks (ADDR,COUNT,SECONDS; what
