@@ -76,8 +76,8 @@ pub struct Prepared {
     /// www per target.
     pub www: Vec<(Variant, Availability)>,
     /// www with a 1 MiB file added to its htdocs, on every target of
-    /// [`WWW_VARIANTS`] (full runs; virtio's copy is built by the network
-    /// section).
+    /// [`WWW_VARIANTS`] (for the soak section, and the network section's
+    /// full runs; virtio's copy is built by the network section).
     pub www_big: Vec<(Variant, Availability)>,
     /// blockbench per target (the storage section).
     pub blockbench: Vec<(Variant, Availability)>,

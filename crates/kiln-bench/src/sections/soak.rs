@@ -1,21 +1,25 @@
 //! soak: one instance of www per target under load for minutes, in
 //! consecutive windows: keep-alive wrk (`-t1 -c16`, the measured load),
 //! then a connection churn (wrk with `Connection: close`, a new connection
-//! per request), with slow clients that trickle a request a byte at a time
-//! throughout (see [`crate::slow`]). The two wrk loads take turns rather
-//! than run together: on a small machine they would share its CPUs by
-//! the scheduler's whim, and the keep-alive figure of one window would not
-//! compare with the next. Per target: requests/s per window, the last
-//! window against the first, p99 of the last window against nginx's under
-//! the same load, CPU time per request, and the resident set after the
-//! first and the last window.
+//! per request), then keep-alive wrk (`-t1 -c16`) on the network section's
+//! 1 MiB file ([`BIG_FILE`], baked into the instance's htdocs: the soak
+//! runs the images of [`Prepared::www_big`]), with slow clients that
+//! trickle a request a byte at a time throughout (see [`crate::slow`]).
+//! The wrk loads take turns rather than run together: on a small machine
+//! they would share its CPUs by the scheduler's whim, and the figures of
+//! one window would not compare with the next. Per target: requests/s per
+//! window, the last window against the first, p99 of the last window
+//! against nginx's under the same load, CPU time per request, the 1 MiB
+//! file's requests/s and CPU time per response, last window against
+//! first, and the resident set after the first and the last window.
 //!
 //! A full run fails when the last window serves fewer than [`MIN_RATIO`]
-//! times the first window's requests/s; every run (the quick one in CI too)
-//! fails when the server spends more than
-//! [`MAX_CPU_GROWTH`] times the first window's CPU time per request in the
-//! last (the steadier signal on a shared machine, where other load moves
-//! the rate but hardly the cost of a request), or when memory keeps rising:
+//! times the first window's requests/s, of either the small page or the
+//! 1 MiB file; every run (the quick one in CI too) fails when the server
+//! spends more than [`MAX_CPU_GROWTH`] times the first window's CPU time
+//! per request, or per 1 MiB response, in the last (the steadier signal on
+//! a shared machine, where other load moves the rate but hardly the cost
+//! of a request), or when memory keeps rising:
 //! the resident set after the last window above the one after the middle
 //! window by more than [`RSS_SLACK_PERCENT`] % plus [`RSS_SLACK_KIB`] KiB
 //! (the rows compare it with the first window's; the middle one leaves out
@@ -29,11 +33,12 @@
 //! way but never fails the run. The goal of a full run is a ratio of at
 //! least 0.95 and no growth.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::network::{Server, TIMEOUT_SECS, parse_wrk, start_nginx, start_www_with, wrk};
-use super::{Prepared, progress, runnable};
+use super::network::{
+    Server, TIMEOUT_SECS, big_htdocs, parse_wrk, start_nginx, start_www_with, wrk,
+};
+use super::{BIG_FILE, Prepared, progress, runnable};
 use crate::error::BenchError;
 use crate::exec::{self, Context, Service, argv};
 use crate::netns::Netns;
@@ -73,29 +78,39 @@ pub struct Plan {
     pub window_secs: u32,
     /// Seconds of churn after it.
     pub churn_secs: u32,
+    /// Seconds of keep-alive load on the 1 MiB file after that.
+    pub bulk_secs: u32,
     /// Slow clients held open throughout.
     pub slow_clients: usize,
 }
 
 impl Plan {
-    /// A quick run: five windows of 2 s keep-alive and 1 s churn (the last
-    /// one past 12 s of uptime, when smoltcp's router solicitations have
-    /// run out) and 20 slow clients. A full run: `minutes` (10 by default)
-    /// of windows of 30 s keep-alive and 10 s churn, and 200 slow clients.
+    /// A quick run: four windows of 2 s keep-alive, 1 s churn and 2 s on
+    /// the 1 MiB file (the last one past 12 s of uptime, when smoltcp's
+    /// router solicitations have run out) and 20 slow clients. A full run:
+    /// `minutes` (10 by default) of windows of 30 s keep-alive, 10 s churn
+    /// and 10 s on the 1 MiB file, and 200 slow clients; under 4 minutes,
+    /// windows of 2, 1 and 2 s.
     pub fn new(quick: bool, minutes: Option<f64>) -> Plan {
         let secs = minutes.map(|m| (m.max(0.0) * 60.0).round() as u32);
-        let (window_secs, churn_secs) = match secs {
-            None if quick => (2, 1),
-            Some(s) if s < 240 => (2, 1),
-            _ => (30, 10),
+        let (window_secs, churn_secs, bulk_secs) = match secs {
+            None if quick => (2, 1, 2),
+            Some(s) if s < 240 => (2, 1, 2),
+            _ => (30, 10, 10),
         };
-        let total = secs.unwrap_or(if quick { 15 } else { 600 });
+        let total = secs.unwrap_or(if quick { 20 } else { 600 });
         Plan {
-            windows: (total / (window_secs + churn_secs)).max(2),
+            windows: (total / (window_secs + churn_secs + bulk_secs)).max(2),
             window_secs,
             churn_secs,
+            bulk_secs,
             slow_clients: if quick { 20 } else { 200 },
         }
+    }
+
+    /// Seconds of load in one window.
+    fn window_load_secs(self) -> u32 {
+        self.window_secs + self.churn_secs + self.bulk_secs
     }
 }
 
@@ -107,10 +122,15 @@ struct Window {
     churn_rps: f64,
     rss_kib: u64,
     cpu_us_per_request: f64,
+    /// Requests/s of the 1 MiB file.
+    big_rps: f64,
+    /// CPU time per 1 MiB response.
+    cpu_us_per_big: f64,
 }
 
 /// One window: the keep-alive load (and the CPU time the server spent per
-/// request of it), the churn, then the server's resident set.
+/// request of it), the churn, the 1 MiB file (and the CPU time per
+/// response), then the server's resident set.
 fn window(ns: &Netns, server: &Server, plan: Plan) -> Result<Window, BenchError> {
     let cpu_before = server.service.cpu_nanos();
     let keep = wrk(ns, &server.url, plan.window_secs, TIMEOUT_SECS)?;
@@ -133,12 +153,19 @@ fn window(ns: &Netns, server: &Server, plan: Plan) -> Result<Window, BenchError>
         &exec::run_ok(&churn, Context::default(), limit)?.stdout,
         secs,
     )?;
+    let cpu_before = server.service.cpu_nanos();
+    let big_url = format!("{}{BIG_FILE}", server.url);
+    let big = wrk(ns, &big_url, plan.bulk_secs, TIMEOUT_SECS)?;
+    let big_cpu = server.service.cpu_nanos().saturating_sub(cpu_before);
+    let responses = big.rps * f64::from(plan.bulk_secs);
     Ok(Window {
         rps: keep.rps,
         p99: keep.p99,
         churn_rps: churn.rps,
         rss_kib: server.service.rss_kib()?,
         cpu_us_per_request: cpu as f64 / 1e3 / requests.max(1.0),
+        big_rps: big.rps,
+        cpu_us_per_big: big_cpu as f64 / 1e3 / responses.max(1.0),
     })
 }
 
@@ -164,7 +191,7 @@ fn start_slow(
         format!("{hostport}:80")
     };
     // Longer than the windows can take; killed when they are done.
-    let per_window = plan.window_secs + plan.churn_secs + 2 * TIMEOUT_SECS;
+    let per_window = plan.window_load_secs() + 3 * TIMEOUT_SECS;
     let secs = u64::from(plan.windows + 1) * u64::from(per_window) + 60;
     let spec = format!("{addr},{},{secs}", plan.slow_clients);
     let log = p.env.work.join(format!("soak-slow-{who}.log"));
@@ -241,7 +268,7 @@ fn soak(
         }
         let w = w.map_err(|e| format!("window {} of {who}: {e}", i + 1))?;
         progress(&format!(
-            "soak: {who} window {:2} at {:5.1} s: {:8.0} req/s, p99 {}, {:6.0} new connections/s, {:6.1} µs CPU per request, RSS {} KiB",
+            "soak: {who} window {:2} at {:5.1} s: {:8.0} req/s, p99 {}, {:6.0} new connections/s, {:6.1} µs CPU per request, 1 MiB {:6.0} req/s at {:6.0} µs CPU, RSS {} KiB",
             i + 1,
             started.elapsed().as_secs_f64(),
             w.rps,
@@ -250,6 +277,8 @@ fn soak(
                 .map_or_else(|e| e.clone(), |v| format!("{v:.2} ms")),
             w.churn_rps,
             w.cpu_us_per_request,
+            w.big_rps,
+            w.cpu_us_per_big,
             w.rss_kib
         ));
         windows.push(w);
@@ -288,7 +317,7 @@ fn rows(
     nginx: Option<&Soak>,
     judge: Judge,
 ) -> Vec<Row> {
-    const NAMES: [(&str, &str); 7] = [
+    const NAMES: [(&str, &str); 9] = [
         ("soak req/s per window", "req/s"),
         ("soak req/s, last window vs first", "req/s"),
         ("soak p99 latency, last window", "ms"),
@@ -299,6 +328,8 @@ fn rows(
         ("soak CPU per request, last window vs first", "µs"),
         ("soak RSS after the last window vs the first", "MiB"),
         ("soak slow-client connections opened", "conns"),
+        ("soak 1 MiB req/s, last window vs first", "req/s"),
+        ("soak CPU per 1 MiB response, last window vs first", "µs"),
     ];
     let s = match result {
         Ok(s) if !s.windows.is_empty() => s,
@@ -424,15 +455,42 @@ fn rows(
             Status::Failed("the slow clients reported nothing".into()),
         ),
     });
+    let mut big = Row::ok(SECTION, NAMES[7].0, target, last.big_rps, NAMES[7].1)
+        .against(base("first window", first.big_rps));
+    if judge == Judge::Everything && last.big_rps < MIN_RATIO * first.big_rps {
+        big.status = Status::Failed(format!(
+            "the last window served the 1 MiB file {:.2}× as fast as the first (below {MIN_RATIO}×); req/s per window: {}",
+            last.big_rps / first.big_rps,
+            list_of(&s.windows, |w| format!("{:.0}", w.big_rps))
+        ));
+    }
+    out.push(big);
+    let mut big_cpu = Row::ok(SECTION, NAMES[8].0, target, last.cpu_us_per_big, NAMES[8].1)
+        .against(base("first window", first.cpu_us_per_big));
+    if judge != Judge::Nothing && last.cpu_us_per_big > MAX_CPU_GROWTH * first.cpu_us_per_big {
+        big_cpu.status = Status::Failed(format!(
+            "a 1 MiB response cost {:.2}× the CPU time of the first window's (above {MAX_CPU_GROWTH}×); µs per window: {}",
+            last.cpu_us_per_big / first.cpu_us_per_big,
+            list_of(&s.windows, |w| format!("{:.0}", w.cpu_us_per_big))
+        ));
+    }
+    out.push(big_cpu);
     out
+}
+
+/// `figure` of each window, comma-separated.
+fn list_of(windows: &[Window], figure: impl Fn(&Window) -> String) -> String {
+    windows.iter().map(figure).collect::<Vec<_>>().join(", ")
 }
 
 /// Whether `last` served fewer requests/s than [`MIN_RATIO`] times
 /// `first`, or spent more than [`MAX_CPU_GROWTH`] times its CPU time per
-/// request.
+/// request, on the small page or the 1 MiB file.
 fn slower(first: &Window, last: &Window) -> bool {
     last.rps < MIN_RATIO * first.rps
         || last.cpu_us_per_request > MAX_CPU_GROWTH * first.cpu_us_per_request
+        || last.big_rps < MIN_RATIO * first.big_rps
+        || last.cpu_us_per_big > MAX_CPU_GROWTH * first.cpu_us_per_big
 }
 
 /// Whether the resident set after the last window exceeds the one after
@@ -450,8 +508,8 @@ fn rising(windows: &[Window]) -> bool {
 /// Runs the soak section with `plan`.
 pub fn run(p: &Prepared, plan: Plan) -> Vec<Row> {
     progress(&format!(
-        "soak: {} windows per target of {} s keep-alive and {} s churn, {} slow clients throughout",
-        plan.windows, plan.window_secs, plan.churn_secs, plan.slow_clients
+        "soak: {} windows per target of {} s keep-alive, {} s churn and {} s on the 1 MiB file, {} slow clients throughout",
+        plan.windows, plan.window_secs, plan.churn_secs, plan.bulk_secs, plan.slow_clients
     ));
     if let Some(why) = crate::netns::root_missing() {
         return vec![Row::missing(
@@ -481,14 +539,14 @@ pub fn run(p: &Prepared, plan: Plan) -> Vec<Row> {
         None
     } else {
         progress("soak: nginx");
-        let root = p.env.workspace.join("examples/www/htdocs");
-        let r = start_nginx(&p.env, &ns, Path::new(&root))
+        // The htdocs of www's copy with the 1 MiB file.
+        let r = start_nginx(&p.env, &ns, &big_htdocs(p))
             .map_err(|e| e.to_string())
             .and_then(|mut s| soak(p, &ns, &mut s, plan, "nginx", false));
         out.extend(rows("nginx", &r, None, Judge::Nothing));
         r.ok()
     };
-    for (variant, a) in &p.www {
+    for (variant, a) in &p.www_big {
         let target = variant.name();
         let built = match runnable(a, SECTION, "www", *variant, "—") {
             Ok(b) => b,
@@ -530,17 +588,19 @@ mod tests {
             churn_rps: 100.0,
             rss_kib,
             cpu_us_per_request: 10.0,
+            big_rps: 1000.0,
+            cpu_us_per_big: 400.0,
         }
     }
 
     #[test]
     fn a_quick_soak_reaches_past_twelve_seconds_of_uptime() {
         let q = Plan::new(true, None);
-        assert!(q.windows * (q.window_secs + q.churn_secs) >= 15, "{q:?}");
+        assert!((q.windows - 1) * q.window_load_secs() >= 12, "{q:?}");
         let full = Plan::new(false, None);
-        assert_eq!(full.windows * (full.window_secs + full.churn_secs), 600);
+        assert_eq!(full.windows * full.window_load_secs(), 600);
         let one = Plan::new(false, Some(1.0));
-        assert_eq!((one.windows, one.window_secs), (20, 2));
+        assert_eq!((one.windows, one.window_secs, one.bulk_secs), (12, 2, 2));
     }
 
     #[test]
@@ -634,6 +694,56 @@ mod tests {
         }
         let r = rows("nginx", &Ok(soak(Some(Ok(5)))), None, Judge::Nothing);
         assert!(r.iter().all(|r| r.problem().is_none()), "{r:?}");
+    }
+
+    #[test]
+    fn a_slower_or_dearer_1mib_response_fails_like_a_small_one() {
+        let soak = |last: Window| Soak {
+            windows: vec![w(1000.0, 5000), last],
+            slow: Some(SlowReport {
+                opened: 20,
+                ..SlowReport::default()
+            }),
+            stale_deadlines: None,
+        };
+        let problems = |s: Soak, judge| -> Vec<String> {
+            rows("hvt", &Ok(s), None, judge)
+                .iter()
+                .filter_map(Row::problem)
+                .collect()
+        };
+        // The small page as fast and as cheap as before, the 1 MiB file
+        // not: its rate fails a full run only, its cost every run.
+        let mut slow = w(1000.0, 5000);
+        slow.big_rps = 500.0;
+        assert!(slower(&w(1000.0, 5000), &slow));
+        let failed = problems(soak(slow.clone()), Judge::Everything);
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(failed[0].contains("1 MiB file 0.50×"), "{failed:?}");
+        assert!(problems(soak(slow.clone()), Judge::Cost).is_empty());
+        let mut dear = w(1000.0, 5000);
+        dear.cpu_us_per_big = 640.0;
+        assert!(slower(&w(1000.0, 5000), &dear));
+        for judge in [Judge::Cost, Judge::Everything] {
+            let failed = problems(soak(dear.clone()), judge);
+            assert_eq!(failed.len(), 1, "{judge:?}: {failed:?}");
+            assert!(failed[0].contains("1.60×"), "{failed:?}");
+            assert!(failed[0].contains("400, 640"), "{failed:?}");
+        }
+        assert!(problems(soak(dear), Judge::Nothing).is_empty());
+        // Within the bounds: nothing fails, and the ratios are reported.
+        let mut steady = w(950.0, 5000);
+        steady.big_rps = 900.0;
+        steady.cpu_us_per_big = 440.0;
+        assert!(!slower(&w(1000.0, 5000), &steady));
+        let r = rows("hvt", &Ok(soak(steady)), None, Judge::Everything);
+        assert!(r.iter().all(|r| r.problem().is_none()), "{r:?}");
+        let ratio = |name: &str| r.iter().find(|r| r.name == name).and_then(Row::ratio);
+        assert_eq!(ratio("soak 1 MiB req/s, last window vs first"), Some(0.9));
+        assert_eq!(
+            ratio("soak CPU per 1 MiB response, last window vs first"),
+            Some(1.1)
+        );
     }
 
     #[test]
