@@ -71,6 +71,12 @@ pub(crate) fn collect(shared: &Weak<Shared>, out: &mut Exposition) {
     )
     .sample(&[], state.tcp_count as u64);
     out.family(
+        "kiln_net_tcp_bulk_sockets",
+        "TCP sockets holding the larger bulk buffers (listening ones included), bounded by --tcp-bulk-connections; the rest have --tcp-rx-buffer and --tcp-tx-buffer",
+        Kind::Gauge,
+    )
+    .sample(&[], state.bulk_count as u64);
+    out.family(
         "kiln_net_sockets",
         "Sockets held: TCP, UDP and the DHCP client",
         Kind::Gauge,

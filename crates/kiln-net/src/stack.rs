@@ -114,7 +114,7 @@ pub(crate) struct State {
     pub(crate) tcp_count: usize,
     /// Those of them with the bulk buffers, bounded by
     /// `buffers.bulk_connections`.
-    bulk_count: usize,
+    pub(crate) bulk_count: usize,
     dhcp: Option<SocketHandle>,
     pub(crate) stats: DeviceStats,
     /// Tasks waiting for an address to be configured.
