@@ -442,7 +442,7 @@ fn a_larger_asked_send_buffer_stays_bounded_under_a_flood() {
 
 /// A stack fitted to a heap of 8 MiB ([`Config::fit_heap`], as on hvt at
 /// `--mem=8`) under a flood of connections to a listener that asks for the
-/// largest receive buffer: past the lowered limits, connection attempts
+/// largest receive and send buffers: past the lowered limits, connection attempts
 /// are refused, and what the TCP sockets hold stays within half of the
 /// heap (unfitted, the first 5 sockets held 5.6 MiB of buffers).
 #[test]
@@ -463,7 +463,9 @@ fn connections_fit_a_small_heap() {
         let listener = a
             .listen_tcp_with(
                 "0.0.0.0:80".parse().unwrap(),
-                ListenOptions::default().recv_buffer(1 << 20),
+                ListenOptions::default()
+                    .recv_buffer(1 << 20)
+                    .send_buffer(1 << 20),
             )
             .await
             .unwrap();
