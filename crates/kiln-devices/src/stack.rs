@@ -56,12 +56,24 @@ pub struct ListenOptions {
     /// data asks for more than the stack's default. A hint: a stack
     /// clamps it to its own bounds, or sizes windows itself (the host's).
     pub recv_buffer: Option<usize>,
+    /// Bytes each accepted connection should buffer on send (the most it
+    /// has in flight), like `SO_SNDBUF` on a listening socket: a sender
+    /// of bulk data asks for more than the stack's default. A hint: a
+    /// stack clamps it to its own bounds, or sizes buffers itself (the
+    /// host's).
+    pub send_buffer: Option<usize>,
 }
 
 impl ListenOptions {
     /// Asks for `bytes` of receive buffer per connection.
     pub fn recv_buffer(mut self, bytes: usize) -> Self {
         self.recv_buffer = Some(bytes);
+        self
+    }
+
+    /// Asks for `bytes` of send buffer per connection.
+    pub fn send_buffer(mut self, bytes: usize) -> Self {
+        self.send_buffer = Some(bytes);
         self
     }
 }

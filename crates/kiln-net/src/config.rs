@@ -31,17 +31,20 @@ impl<A: fmt::Display> fmt::Display for Cidr<A> {
 /// `bulk_rx + bulk_tx` instead (192 KiB), so TCP takes at most about
 /// `max_connections × (tcp_rx + tcp_tx + 1 KiB) + bulk_connections ×
 /// (bulk_rx + bulk_tx - tcp_rx - tcp_tx)`: 49 + 4.5 MiB with the defaults,
-/// whatever the peers do. A listener that asks for a larger receive
-/// buffer ([`kiln_devices::ListenOptions`]) gives its bulk sockets up to
-/// `max_rx` instead of `bulk_rx`: `bulk_rx` in that sum becomes the
-/// largest buffer asked for, at most `max_rx` (1 MiB: 34.5 MiB more with 32
-/// bulk sockets), and only for a unikernel whose listener asks.
+/// whatever the peers do. A listener that asks for a larger receive or
+/// send buffer ([`kiln_devices::ListenOptions`]) gives its bulk sockets
+/// up to `max_rx` instead of `bulk_rx` and up to `max_tx` instead of
+/// `bulk_tx`: in that sum `bulk_rx` and `bulk_tx` become the largest
+/// buffers asked for, at most `max_rx` and `max_tx` (1 MiB each: 34.5 MiB
+/// more with 32 bulk sockets for the receive side alone, 62.5 MiB for
+/// both), and only for a unikernel whose listener asks.
 ///
 /// On a platform whose heap is known (hvt, spt, virtio: the guest's
-/// memory), [`Config::fit_heap`] lowers `bulk_connections` and
-/// `max_connections`, where the command line did not set them, so that
-/// this sum ([`Buffers::tcp_bound`], with `max_rx` for `bulk_rx`) stays
-/// within half of the heap left free when the stack is made:
+/// memory), [`Config::fit_heap`] lowers `bulk_connections`, `max_rx`,
+/// `max_tx` and `max_connections`, where the command line did not set
+/// them, so that this sum ([`Buffers::tcp_bound`], with `max_rx` for
+/// `bulk_rx` and `max_tx` for `bulk_tx`) stays within half of the heap
+/// left free when the stack is made:
 /// connections beyond it are refused, as at `max_connections`, instead
 /// of the guest running out of memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +71,10 @@ pub struct Buffers {
     /// a larger ask is cut to it. The bulk sockets' count still bounds
     /// how many hold it.
     pub max_rx: usize,
+    /// The largest send buffer a listener may ask for its bulk sockets
+    /// (`--tcp-max-tx-buffer`; [`kiln_devices::ListenOptions::send_buffer`]):
+    /// a larger ask is cut to it, as for `max_rx`.
+    pub max_tx: usize,
     /// Listening sockets kept ready per TCP listener. The driver refills
     /// them after every frame it hands to smoltcp, and a frame carries at
     /// most one SYN, so one would do; each holds its buffers (the bulk
@@ -112,11 +119,12 @@ pub const MIN_HEAP_CONNECTIONS: usize = 8;
 
 impl Buffers {
     /// Bytes more than an ordinary socket's that a bulk socket may hold:
-    /// its receive buffer at the most a listener may ask for (`max_rx`).
+    /// its buffers at the most a listener may ask for (`max_rx`,
+    /// `max_tx`).
     fn bulk_extra(&self) -> usize {
         self.bulk_rx
             .max(self.max_rx)
-            .saturating_add(self.bulk_tx)
+            .saturating_add(self.bulk_tx.max(self.max_tx))
             .saturating_sub(self.tcp_rx.saturating_add(self.tcp_tx))
     }
 
@@ -130,7 +138,8 @@ impl Buffers {
     /// The most the stack's TCP sockets hold, whatever the peers do:
     /// `max_connections` ordinary sockets (buffers and about 1 KiB of
     /// state each) and what `bulk_connections` of them hold more, each with
-    /// a receive buffer of `max_rx` (or `bulk_rx`, the larger).
+    /// a receive buffer of `max_rx` (or `bulk_rx`, the larger) and a send
+    /// buffer of `max_tx` (or `bulk_tx`).
     pub fn tcp_bound(&self) -> usize {
         self.max_connections
             .saturating_mul(self.tcp_socket_bytes())
@@ -153,6 +162,9 @@ impl Default for Buffers {
             // What examples/bulk asks for: on hvt's receive path 1 MiB
             // measured better than 512 KiB, 2 MiB no better (docs/bulk.md).
             max_rx: 1024 * 1024,
+            // What examples/bulk asks for its iperf3 port, from which
+            // `iperf3 -R` has at most this much in flight (docs/bulk.md).
+            max_tx: 1024 * 1024,
             // 16 ready sockets, all with bulk buffers, held 3 MiB of a
             // guest's heap before the first connection: www needed
             // --mem=6 instead of 4 (docs/bulk.md).
@@ -199,6 +211,7 @@ struct Explicit {
     max_connections: bool,
     bulk_connections: bool,
     max_rx: bool,
+    max_tx: bool,
 }
 
 impl Default for Config {
@@ -305,6 +318,11 @@ pub const FLAGS: &[Flag] = &[
         value: Some("BYTES"),
         doc: "Largest receive buffer a listener may ask for its bulk TCP sockets (default 1048576, less in a small guest heap)",
     },
+    Flag {
+        name: "tcp-max-tx-buffer",
+        value: Some("BYTES"),
+        doc: "Largest send buffer a listener may ask for its bulk TCP sockets (default 1048576, less in a small guest heap)",
+    },
 ];
 
 /// Parses an unsigned number within `min..=max`.
@@ -328,7 +346,7 @@ fn parse_count(
 pub enum ConfigError {
     /// The flag is not one of [`FLAGS`].
     #[error(
-        "unknown stack argument --{flag}\nhint: the stack accepts --ipv4, --ipv4-gateway, --ipv6, --ipv6-gateway, --no-dhcp, --no-slaac, --max-connections, --syn-backlog, --handshake-timeout, --tcp-rx-buffer, --tcp-tx-buffer, --tcp-bulk-connections, --tcp-bulk-rx-buffer, --tcp-bulk-tx-buffer, --tcp-max-rx-buffer"
+        "unknown stack argument --{flag}\nhint: the stack accepts --ipv4, --ipv4-gateway, --ipv6, --ipv6-gateway, --no-dhcp, --no-slaac, --max-connections, --syn-backlog, --handshake-timeout, --tcp-rx-buffer, --tcp-tx-buffer, --tcp-bulk-connections, --tcp-bulk-rx-buffer, --tcp-bulk-tx-buffer, --tcp-max-rx-buffer, --tcp-max-tx-buffer"
     )]
     UnknownFlag {
         /// The flag, without `--`.
@@ -481,6 +499,10 @@ impl Config {
                 self.buffers.max_rx = parse_count(f, value, 1024, 1 << 30)?;
                 self.explicit.max_rx = true;
             }
+            "tcp-max-tx-buffer" => {
+                self.buffers.max_tx = parse_count(f, value, 1024, 1 << 30)?;
+                self.explicit.max_tx = true;
+            }
             _ => self.buffers.tcp_tx = parse_count(f, value, 1024, 1 << 30)?,
         }
         Ok(())
@@ -560,8 +582,10 @@ impl Config {
 
     /// Fits the TCP bounds to `heap` bytes of free heap: lowers
     /// `bulk_connections` so that their bulk buffers take at most a
-    /// quarter of them, `max_rx` so that the bulk sockets still do when
-    /// they hold it, and then `max_connections` to the rest of half of
+    /// quarter of them, `max_rx` and `max_tx` so that the bulk sockets
+    /// still do when they hold both (what is left over the bulk buffers
+    /// is shared half and half, a side that needs less leaving the rest
+    /// to the other), and then `max_connections` to the rest of half of
     /// them (but not below [`MIN_HEAP_CONNECTIONS`]), each only where
     /// [`Config::set`] did not set it, so that [`Buffers::tcp_bound`]
     /// stays within half of `heap`. The other half is left to the application and the rest of
@@ -581,43 +605,69 @@ impl Config {
         let per = b.tcp_socket_bytes();
         let small = b.tcp_rx.saturating_add(b.tcp_tx);
         let extra_at = |rx: usize, tx: usize| rx.saturating_add(tx).saturating_sub(small);
-        let before = (b.max_connections, b.bulk_connections, b.max_rx);
+        let before = (b.max_connections, b.bulk_connections, b.max_rx, b.max_tx);
         let share = if e.max_connections {
             budget.saturating_sub(b.max_connections.saturating_mul(per))
         } else {
             budget / 2
         };
+        // What a bulk socket holds at least: the bulk buffers, or the
+        // largest ones a listener may ask for where the command line set
+        // them (they count in full).
+        let rx_floor = if e.max_rx {
+            b.bulk_rx.max(b.max_rx)
+        } else {
+            b.bulk_rx
+        };
+        let tx_floor = if e.max_tx {
+            b.bulk_tx.max(b.max_tx)
+        } else {
+            b.bulk_tx
+        };
         if !e.bulk_connections {
-            let rx = if e.max_rx {
-                b.bulk_rx.max(b.max_rx)
-            } else {
-                b.bulk_rx
-            };
             // None when a bulk socket costs no more than another.
-            if let Some(n) = share.checked_div(extra_at(rx, b.bulk_tx)) {
+            if let Some(n) = share.checked_div(extra_at(rx_floor, tx_floor)) {
                 b.bulk_connections = b.bulk_connections.min(n);
             }
         }
-        // The largest receive buffer a listener may ask for shrinks so
-        // that the bulk sockets fit their share holding it.
-        if !e.max_rx
-            && let Some(each) = share.checked_div(b.bulk_connections)
-        {
-            let rx = each.saturating_add(small).saturating_sub(b.bulk_tx);
-            b.max_rx = b.max_rx.min(rx.max(b.bulk_rx));
+        // The largest buffers a listener may ask for shrink so that the
+        // bulk sockets fit their share holding them.
+        if let Some(each) = share.checked_div(b.bulk_connections) {
+            let spare = each
+                .saturating_add(small)
+                .saturating_sub(rx_floor.saturating_add(tx_floor));
+            let want_rx = if e.max_rx {
+                0
+            } else {
+                b.max_rx.saturating_sub(b.bulk_rx)
+            };
+            let want_tx = if e.max_tx {
+                0
+            } else {
+                b.max_tx.saturating_sub(b.bulk_tx)
+            };
+            let grow_rx = want_rx.min((spare / 2).max(spare.saturating_sub(want_tx)));
+            let grow_tx = want_tx.min(spare.saturating_sub(grow_rx));
+            if !e.max_rx {
+                b.max_rx = b.max_rx.min(b.bulk_rx.saturating_add(grow_rx));
+            }
+            if !e.max_tx {
+                b.max_tx = b.max_tx.min(b.bulk_tx.saturating_add(grow_tx));
+            }
         }
         if !e.max_connections {
             let room =
                 budget.saturating_sub(b.bulk_connections.saturating_mul(b.bulk_extra())) / per;
             b.max_connections = b.max_connections.min(room.max(MIN_HEAP_CONNECTIONS));
         }
-        if before != (b.max_connections, b.bulk_connections, b.max_rx) {
+        if before != (b.max_connections, b.bulk_connections, b.max_rx, b.max_tx) {
             log::info!(
-                "{} KiB of heap free: at most {} TCP sockets, {} with bulk buffers, receive buffers asked for of at most {} KiB (--max-connections, --tcp-bulk-connections, --tcp-max-rx-buffer)",
+                "{} KiB of heap free: at most {} TCP sockets, {} with bulk buffers, receive and send buffers asked for of at most {} and {} KiB (--max-connections, --tcp-bulk-connections, --tcp-max-rx-buffer, --tcp-max-tx-buffer)",
                 heap / 1024,
                 b.max_connections,
                 b.bulk_connections,
-                b.max_rx / 1024
+                b.max_rx / 1024,
+                b.max_tx / 1024
             );
         }
         self
@@ -733,6 +783,106 @@ mod tests {
             .buffers;
         assert_eq!(b.max_connections, 40);
         assert!(b.tcp_bound() <= heap / 2, "{b:?}");
+    }
+
+    #[test]
+    fn parses_the_largest_send_buffer() {
+        let d = Buffers::default();
+        assert_eq!(d.max_tx, 1 << 20);
+        let c = Config::parse(["--tcp-max-tx-buffer=2097152"]).unwrap();
+        assert_eq!(c.buffers.max_tx, 2 << 20);
+        assert_eq!(c.buffers.max_rx, d.max_rx, "the receive side is its own");
+        let (c, rest) =
+            Config::extract(["--tcp-max-tx-buffer", "65536", "--send-buffer=1"]).unwrap();
+        assert_eq!(
+            (c.buffers.max_tx, rest),
+            (65536, alloc::vec!["--send-buffer=1"])
+        );
+        for bad in ["--tcp-max-tx-buffer=1023", "--tcp-max-tx-buffer=x"] {
+            assert!(
+                matches!(
+                    Config::parse([bad]),
+                    Err(ConfigError::InvalidValue {
+                        flag: "tcp-max-tx-buffer",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+        assert!(
+            ConfigError::UnknownFlag { flag: "x".into() }
+                .to_string()
+                .contains("--tcp-max-tx-buffer")
+        );
+        assert!(FLAGS.iter().any(|f| f.name == "tcp-max-tx-buffer"));
+    }
+
+    #[test]
+    fn the_bound_counts_the_largest_send_buffer() {
+        let d = Buffers::default();
+        let small = d.tcp_rx + d.tcp_tx;
+        let per = small + TCP_SOCKET_STATE;
+        assert_eq!(
+            d.tcp_bound(),
+            d.max_connections * per + d.bulk_connections * (d.max_rx + d.max_tx - small)
+        );
+        // A send buffer no listener may grow leaves the bound as it was
+        // with the receive side alone.
+        let b = Buffers {
+            max_tx: 0,
+            ..Buffers::default()
+        };
+        assert_eq!(
+            b.tcp_bound(),
+            d.max_connections * per + d.bulk_connections * (d.max_rx + d.bulk_tx - small)
+        );
+    }
+
+    #[test]
+    fn fit_heap_shares_the_bulk_room_between_both_directions() {
+        let d = Buffers::default();
+        let small = d.tcp_rx + d.tcp_tx;
+        for heap in [8 << 20, 16 << 20, 64 << 20, 128 << 20, 200 << 20] {
+            let b = Config::default().fit_heap(heap).buffers;
+            assert!(b.tcp_bound() <= heap / 2, "{heap}: {b:?}");
+            assert!(
+                b.max_rx >= b.bulk_rx && b.max_tx >= b.bulk_tx,
+                "{heap}: {b:?}"
+            );
+        }
+        // 64 MiB: 16 MiB for the 32 bulk sockets, 512 KiB each with their
+        // small buffers; 368 KiB over the bulk ones, half to each side.
+        let b = Config::default().fit_heap(64 << 20).buffers;
+        assert_eq!(b.bulk_connections, 32);
+        let spare = (16 << 20) / 32 + small - d.bulk_rx - d.bulk_tx;
+        assert_eq!(
+            (b.max_rx, b.max_tx),
+            (d.bulk_rx + spare / 2, d.bulk_tx + spare - spare / 2)
+        );
+        // A side that asks for less leaves the rest to the other.
+        let b = Config::parse(["--tcp-max-tx-buffer=1048576"])
+            .unwrap()
+            .fit_heap(64 << 20)
+            .buffers;
+        assert_eq!(b.max_tx, 1 << 20, "given, it counts in full");
+        let each = (16 << 20) / b.bulk_connections;
+        assert_eq!(b.bulk_connections, 15);
+        assert_eq!(b.max_rx, each + small - (1 << 20), "{b:?}");
+        assert!(b.tcp_bound() <= (64 << 20) / 2, "{b:?}");
+        let b = Config::parse(["--tcp-max-rx-buffer=65536"])
+            .unwrap()
+            .fit_heap(64 << 20)
+            .buffers;
+        assert_eq!(b.max_rx, d.bulk_rx);
+        assert_eq!(b.max_tx, d.bulk_tx + spare, "{b:?}");
+        // A given send buffer lowers how many bulk sockets fit.
+        let b = Config::parse(["--tcp-max-tx-buffer=4194304"])
+            .unwrap()
+            .fit_heap(8 << 20)
+            .buffers;
+        assert_eq!((b.bulk_connections, b.max_tx), (0, 4 << 20));
+        assert!(b.tcp_bound() <= (8 << 20) / 2, "{b:?}");
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //!   `--no-slaac`, and the limits `--max-connections`, `--syn-backlog`,
 //!   `--handshake-timeout`, `--tcp-rx-buffer`, `--tcp-tx-buffer`,
 //!   `--tcp-bulk-connections`, `--tcp-bulk-rx-buffer`,
-//!   `--tcp-bulk-tx-buffer`, `--tcp-max-rx-buffer`: see
+//!   `--tcp-bulk-tx-buffer`, `--tcp-max-rx-buffer`, `--tcp-max-tx-buffer`:
+//!   see
 //!   [`Buffers`]);
 //! - `device`: smoltcp's `Device` over a `NetworkInterface`, for one poll;
 //! - [`domain_search`]: the DHCP lease's Domain Search option (RFC 3397)

@@ -78,6 +78,9 @@ pub(crate) struct Backlog {
     /// The receive buffer its bulk sockets get: the stack's
     /// `bulk_rx`, or what the listener asked for within `max_rx`.
     pub(crate) bulk_rx: usize,
+    /// The send buffer its bulk sockets get: the stack's `bulk_tx`, or
+    /// what the listener asked for within `max_tx`.
+    pub(crate) bulk_tx: usize,
     /// Sockets in LISTEN or SYN-RECEIVED.
     pub(crate) listening: Vec<Listening>,
     /// Connected sockets waiting for `accept`.
@@ -200,14 +203,15 @@ impl State {
     }
 
     /// Whether `socket` has the bulk buffers (see [`Buffers::bulk_connections`]):
-    /// the bulk send buffer and a receive buffer of at least `bulk_rx`
-    /// (a listener may have asked for more), not the default pair.
+    /// a send buffer of at least `bulk_tx` and a receive buffer of at
+    /// least `bulk_rx` (a listener may have asked for more of either),
+    /// not the default pair.
     fn is_bulk(&self, socket: &tcp::Socket) -> bool {
         let b = &self.buffers;
         let caps = (socket.recv_capacity(), socket.send_capacity());
         (b.bulk_rx, b.bulk_tx) != (b.tcp_rx, b.tcp_tx)
             && caps != (b.tcp_rx, b.tcp_tx)
-            && caps.1 == b.bulk_tx
+            && caps.1 >= b.bulk_tx
             && caps.0 >= b.bulk_rx
     }
 
@@ -218,13 +222,20 @@ impl State {
         asked.map_or(b.bulk_rx, |n| n.min(b.max_rx).max(b.bulk_rx))
     }
 
-    /// A TCP socket with the bulk buffers (`bulk_rx` of receive buffer)
-    /// while fewer than `bulk_connections` have them, else with the
-    /// default ones.
-    fn new_tcp_socket(&self, bulk_rx: usize) -> tcp::Socket<'static> {
+    /// The send buffer of a listener's bulk sockets when it asks for
+    /// `asked` bytes: at least the stack's `bulk_tx`, at most `max_tx`.
+    fn listener_bulk_tx(&self, asked: Option<usize>) -> usize {
+        let b = &self.buffers;
+        asked.map_or(b.bulk_tx, |n| n.min(b.max_tx).max(b.bulk_tx))
+    }
+
+    /// A TCP socket with the bulk buffers (`bulk_rx` of receive buffer,
+    /// `bulk_tx` of send buffer) while fewer than `bulk_connections` have
+    /// them, else with the default ones.
+    fn new_tcp_socket(&self, bulk_rx: usize, bulk_tx: usize) -> tcp::Socket<'static> {
         let b = &self.buffers;
         let (rx, tx) = if self.bulk_count < b.bulk_connections {
-            (bulk_rx, b.bulk_tx)
+            (bulk_rx, bulk_tx)
         } else {
             (b.tcp_rx, b.tcp_tx)
         };
@@ -362,7 +373,7 @@ impl State {
                     break;
                 }
                 idle += 1;
-                let mut socket = self.new_tcp_socket(b.bulk_rx);
+                let mut socket = self.new_tcp_socket(b.bulk_rx, b.bulk_tx);
                 // Bounds SYN-RECEIVED: smoltcp resets a socket that heard
                 // nothing from its peer for this long.
                 socket.set_timeout(Some(handshake_timeout.into()));
@@ -384,7 +395,7 @@ impl State {
                 let Some(l) = b.listening.get(j) else { break };
                 let old = self.sockets.get::<tcp::Socket>(l.handle);
                 if old.state() == tcp::State::Listen && !self.is_bulk(old) {
-                    let mut socket = self.new_tcp_socket(b.bulk_rx);
+                    let mut socket = self.new_tcp_socket(b.bulk_rx, b.bulk_tx);
                     socket.set_timeout(Some(handshake_timeout.into()));
                     if socket.listen(b.endpoint).is_err() {
                         break;
@@ -849,11 +860,13 @@ impl NetStack {
         let endpoint = IpListenEndpoint { port, ..endpoint };
         state.tcp_ports.insert(port);
         let bulk_rx = state.listener_bulk_rx(options.recv_buffer);
+        let bulk_tx = state.listener_bulk_tx(options.send_buffer);
         state.listeners.insert(
             port,
             Backlog {
                 endpoint,
                 bulk_rx,
+                bulk_tx,
                 listening: Vec::new(),
                 ready: VecDeque::new(),
                 waker: None,
@@ -879,7 +892,7 @@ impl NetStack {
                 return Err(StackError::AddressInUse);
             }
             let port = state.ephemeral_port(false)?;
-            let mut socket = state.new_tcp_socket(state.buffers.bulk_rx);
+            let mut socket = state.new_tcp_socket(state.buffers.bulk_rx, state.buffers.bulk_tx);
             let remote = IpEndpoint::new(addr.ip().into(), addr.port());
             let State { iface, .. } = &mut *state;
             socket
@@ -947,10 +960,13 @@ impl kiln_devices::Stack for NetStack {
         self.listen(addr, ListenOptions::default())
     }
 
-    /// Honours [`ListenOptions::recv_buffer`]: the listener's bulk sockets
-    /// (see [`Buffers::bulk_connections`]) get that receive buffer, within
+    /// Honours [`ListenOptions::recv_buffer`] and
+    /// [`ListenOptions::send_buffer`]: the listener's bulk sockets (see
+    /// [`Buffers::bulk_connections`]) get that receive buffer, within
     /// `bulk_rx..=max_rx` (`--tcp-max-rx-buffer`), and a window scale to
-    /// match; its other sockets keep `tcp_rx`.
+    /// match, and that send buffer, within `bulk_tx..=max_tx`
+    /// (`--tcp-max-tx-buffer`); its other sockets keep `tcp_rx` and
+    /// `tcp_tx`.
     async fn listen_tcp_with(
         &self,
         addr: SocketAddr,

@@ -281,9 +281,168 @@ fn a_larger_asked_buffer_stays_bounded_under_a_flood() {
     });
 }
 
+/// Bytes `server` queues, `data` from its start, before a write waits
+/// (for 1 s of virtual time): its send buffer and what the peer's window
+/// took, the peer reading nothing.
+async fn queued_before_a_wait<S: TcpStream>(server: &mut S, data: &[u8]) -> usize {
+    let mut at = 0;
+    while at < data.len() {
+        match timeout(Duration::from_secs(1), server.write(&data[at..])).await {
+            Ok(n) => at += n.unwrap(),
+            Err(_) => break,
+        }
+    }
+    at
+}
+
+/// A listener that asks for a larger send buffer (`ListenOptions`, like
+/// `SO_SNDBUF`) gets it on its bulk sockets, so its connections queue
+/// (and may have in flight) that much; another listener on the same
+/// stack keeps the stack's; an ask beyond `--tcp-max-tx-buffer` is cut
+/// to it.
+#[test]
+fn a_listener_gets_the_send_buffer_it_asks_for() {
+    run(async {
+        let (a, b) = pair(
+            MacAddress([2, 0, 0, 0, 0, 1]),
+            MacAddress([2, 0, 0, 0, 0, 2]),
+        );
+        let a = stack(a, &["--ipv4=10.0.0.1/24"], 1);
+        let b = stack(b, &["--ipv4=10.0.0.2/24"], 2);
+        let d = kiln_net::Buffers::default();
+        let big = 512 * 1024;
+        let deep = a
+            .listen_tcp_with(
+                "0.0.0.0:5201".parse().unwrap(),
+                ListenOptions::default().send_buffer(big),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            a.tcp_buffer_bytes(),
+            d.backlog * (d.bulk_rx + big),
+            "the ready sockets hold the asked send buffer"
+        );
+        let plain = a.listen_tcp("0.0.0.0:80".parse().unwrap()).await.unwrap();
+        assert_eq!(
+            a.tcp_buffer_bytes(),
+            d.backlog * (d.bulk_rx + big) + d.backlog * (d.bulk_rx + d.bulk_tx)
+        );
+        for (port, listener, send) in [(5201, &deep, big), (80, &plain, d.bulk_tx)] {
+            let to: SocketAddr = format!("10.0.0.1:{port}").parse().unwrap();
+            let (client, accepted) = futures_join(b.connect_tcp(to), listener.accept()).await;
+            let (mut client, mut server) = (client.unwrap(), accepted.unwrap().0);
+            // Two megabytes from the listener's side: with the client
+            // reading nothing, the server queues its send buffer and
+            // what the client's window (its bulk 64 KiB) took.
+            let data: Vec<u8> = (0..2 << 20).map(|j: usize| (j * 11 + port) as u8).collect();
+            let queued = queued_before_a_wait(&mut server, &data).await;
+            assert!(
+                (send..=send + d.bulk_rx).contains(&queued),
+                "port {port}: {queued} bytes queued with a send buffer of {send}"
+            );
+            // The rest, then all of it byte for byte.
+            let rest = data[queued..].to_vec();
+            let writer = spawn(async move {
+                server.write_all(&rest).await.unwrap();
+                server
+            });
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            while got.len() < data.len() {
+                let n = timeout(Duration::from_secs(5), client.read(&mut buf))
+                    .await
+                    .expect("read timed out")
+                    .unwrap();
+                assert!(n > 0);
+                got.extend_from_slice(&buf[..n]);
+            }
+            drop(writer.await);
+            assert!(got == data, "port {port}: data differs");
+        }
+        // An ask beyond --tcp-max-tx-buffer is cut to it.
+        let before = a.tcp_buffer_bytes();
+        let _huge = a
+            .listen_tcp_with(
+                "0.0.0.0:81".parse().unwrap(),
+                ListenOptions::default().send_buffer(64 << 20),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            a.tcp_buffer_bytes() - before,
+            d.backlog * (d.bulk_rx + d.max_tx)
+        );
+    });
+}
+
+/// A flood of connections to a listener that asked for larger receive
+/// and send buffers: never more than `--tcp-bulk-connections` sockets
+/// hold them, so what the stack's TCP buffers take stays within the
+/// bound of `Buffers` with the asked sizes in place of `bulk_rx` and
+/// `bulk_tx`.
+#[test]
+fn a_larger_asked_send_buffer_stays_bounded_under_a_flood() {
+    run(async {
+        let (a, b) = pair(
+            MacAddress([2, 0, 0, 0, 0, 1]),
+            MacAddress([2, 0, 0, 0, 0, 2]),
+        );
+        let a = stack(a, &["--ipv4=10.0.0.1/24", "--tcp-bulk-connections=3"], 1);
+        let b = stack(b, &["--ipv4=10.0.0.2/24", "--tcp-bulk-connections=0"], 2);
+        let d = kiln_net::Buffers::default();
+        let (rx, tx) = (256 * 1024, 768 * 1024);
+        let listener = a
+            .listen_tcp_with(
+                "0.0.0.0:80".parse().unwrap(),
+                ListenOptions::default().recv_buffer(rx).send_buffer(tx),
+            )
+            .await
+            .unwrap();
+        let held = Rc::new(RefCell::new(Vec::new()));
+        let h = held.clone();
+        spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                h.borrow_mut().push(s);
+            }
+        });
+        let to: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let mut open = Vec::new();
+        for _ in 0..30 {
+            let s = timeout(Duration::from_secs(2), b.connect_tcp(to))
+                .await
+                .expect("connect timed out")
+                .unwrap();
+            open.push(s);
+            let bound =
+                a.tcp_socket_count() * (d.tcp_rx + d.tcp_tx) + 3 * (rx + tx - d.tcp_rx - d.tcp_tx);
+            assert!(a.tcp_bulk_socket_count() <= 3);
+            assert!(
+                a.tcp_buffer_bytes() <= bound,
+                "{} bytes held, bound {bound}",
+                a.tcp_buffer_bytes()
+            );
+        }
+        kiln_rt::sleep(Duration::from_millis(100)).await;
+        assert_eq!(held.borrow().len(), 30);
+        assert_eq!(a.tcp_bulk_socket_count(), 3);
+        // The three bulk sockets hold what was asked, the others the
+        // small buffers.
+        assert_eq!(
+            a.tcp_buffer_bytes(),
+            a.tcp_socket_count() * (d.tcp_rx + d.tcp_tx) + 3 * (rx + tx - d.tcp_rx - d.tcp_tx)
+        );
+        // A megabyte from the first (bulk) connection, byte for byte.
+        let data: Vec<u8> = (0..1 << 20).map(|j: usize| (j * 5) as u8).collect();
+        let server = held.borrow_mut().remove(0);
+        let got = send_through(server, &mut open[0], &data).await;
+        assert!(got == data, "data differs");
+    });
+}
+
 /// A stack fitted to a heap of 8 MiB ([`Config::fit_heap`], as on hvt at
 /// `--mem=8`) under a flood of connections to a listener that asks for the
-/// largest receive buffer: past the lowered limits, connection attempts
+/// largest receive and send buffers: past the lowered limits, connection attempts
 /// are refused, and what the TCP sockets hold stays within half of the
 /// heap (unfitted, the first 5 sockets held 5.6 MiB of buffers).
 #[test]
@@ -304,7 +463,9 @@ fn connections_fit_a_small_heap() {
         let listener = a
             .listen_tcp_with(
                 "0.0.0.0:80".parse().unwrap(),
-                ListenOptions::default().recv_buffer(1 << 20),
+                ListenOptions::default()
+                    .recv_buffer(1 << 20)
+                    .send_buffer(1 << 20),
             )
             .await
             .unwrap();

@@ -72,16 +72,21 @@ async fn listen<S: Stack>(
 /// stack for `recv_buffer` bytes of receive buffer (the window) per
 /// connection: a bulk receiver's window, which the stack's default
 /// (sized for servers of small requests) would hold to one segment per
-/// round trip on hvt (docs/bulk.md).
+/// round trip on hvt (docs/bulk.md); and for `send_buffer` bytes of send
+/// buffer, the most a connection of `iperf3 -R` has in flight per round
+/// trip.
 pub async fn start(
     stack: impl Stack,
     console: impl Console,
     port: u16,
     echo_port: u16,
     recv_buffer: u32,
+    send_buffer: u32,
 ) -> Result<(), BulkError> {
-    let window = ListenOptions::default().recv_buffer(recv_buffer as usize);
-    let iperf = listen(&stack, port, "port", window).await?;
+    let buffers = ListenOptions::default()
+        .recv_buffer(recv_buffer as usize)
+        .send_buffer(send_buffer as usize);
+    let iperf = listen(&stack, port, "port", buffers).await?;
     let echo = listen(&stack, echo_port, "echo-port", ListenOptions::default()).await?;
     let _ = console.logf(format_args!(
         "bulk: iperf3 server on port {}, echo on port {}",

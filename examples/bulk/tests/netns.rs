@@ -208,6 +208,7 @@ fn run_cases(cases: Vec<Case>, limit: Duration) {
                     5201,
                     5202,
                     1024 * 1024,
+                    1024 * 1024,
                 ));
                 let name = case.name;
                 let r = in_thread(limit, move || host_side(&guest, &case))
