@@ -48,13 +48,7 @@ fn bulk_buffers_are_bounded_and_come_back() {
         assert_eq!(a.tcp_socket_count(), backlog);
         assert_eq!(a.tcp_bulk_socket_count(), 3);
         let to: SocketAddr = "10.0.0.1:80".parse().unwrap();
-        let held = Rc::new(RefCell::new(Vec::new()));
-        let h = held.clone();
-        spawn(async move {
-            while let Ok((s, _)) = listener.accept().await {
-                h.borrow_mut().push(s);
-            }
-        });
+        let held = hold_accepted(listener);
         let mut open = Vec::new();
         for _ in 0..30 {
             let s = timeout(Duration::from_secs(2), b.connect_tcp(to))
@@ -214,19 +208,20 @@ fn a_listener_gets_the_receive_buffer_it_asks_for() {
             assert!(got == data, "port {port}: data differs");
         }
         // An ask beyond --tcp-max-rx-buffer is cut to it.
-        let before = a.tcp_buffer_bytes();
-        let _huge = a
-            .listen_tcp_with(
-                "0.0.0.0:81".parse().unwrap(),
-                ListenOptions::default().recv_buffer(64 << 20),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            a.tcp_buffer_bytes() - before,
-            d.backlog * (d.max_rx + d.bulk_tx)
-        );
+        let huge = ListenOptions::default().recv_buffer(64 << 20);
+        a_listener_on_81_holds(&a, huge, d.backlog * (d.max_rx + d.bulk_tx)).await;
     });
+}
+
+/// Listens on port 81 of `a` with `options` and checks that its ready
+/// sockets took `bytes` of buffers.
+async fn a_listener_on_81_holds(a: &NetStack, options: ListenOptions, bytes: usize) {
+    let before = a.tcp_buffer_bytes();
+    let _listener = a
+        .listen_tcp_with("0.0.0.0:81".parse().unwrap(), options)
+        .await
+        .unwrap();
+    assert_eq!(a.tcp_buffer_bytes() - before, bytes);
 }
 
 /// A flood of connections to a listener that asked for a larger receive
@@ -236,49 +231,59 @@ fn a_listener_gets_the_receive_buffer_it_asks_for() {
 #[test]
 fn a_larger_asked_buffer_stays_bounded_under_a_flood() {
     run(async {
-        let (a, b) = pair(
-            MacAddress([2, 0, 0, 0, 0, 1]),
-            MacAddress([2, 0, 0, 0, 0, 2]),
-        );
-        let a = stack(a, &["--ipv4=10.0.0.1/24", "--tcp-bulk-connections=3"], 1);
-        let b = stack(b, &["--ipv4=10.0.0.2/24", "--tcp-bulk-connections=0"], 2);
         let d = kiln_net::Buffers::default();
         let big = 512 * 1024;
-        let listener = a
-            .listen_tcp_with(
-                "0.0.0.0:80".parse().unwrap(),
-                ListenOptions::default().recv_buffer(big),
-            )
-            .await
-            .unwrap();
-        let held = Rc::new(RefCell::new(Vec::new()));
-        let h = held.clone();
-        spawn(async move {
-            while let Ok((s, _)) = listener.accept().await {
-                h.borrow_mut().push(s);
-            }
-        });
-        let to: SocketAddr = "10.0.0.1:80".parse().unwrap();
-        let mut open = Vec::new();
-        for _ in 0..30 {
-            let s = timeout(Duration::from_secs(2), b.connect_tcp(to))
-                .await
-                .expect("connect timed out")
-                .unwrap();
-            open.push(s);
-            let bound = a.tcp_socket_count() * (d.tcp_rx + d.tcp_tx)
-                + 3 * (big + d.bulk_tx - d.tcp_rx - d.tcp_tx);
-            assert!(a.tcp_bulk_socket_count() <= 3);
-            assert!(
-                a.tcp_buffer_bytes() <= bound,
-                "{} bytes held, bound {bound}",
-                a.tcp_buffer_bytes()
-            );
-        }
-        kiln_rt::sleep(Duration::from_millis(100)).await;
-        assert_eq!(held.borrow().len(), 30);
-        assert_eq!(a.tcp_bulk_socket_count(), 3);
+        flood_an_asking_listener(ListenOptions::default().recv_buffer(big), big, d.bulk_tx).await;
     });
+}
+
+/// 30 connections from a second stack to a listener on a stack with 3 bulk
+/// sockets that asks `options` (bulk buffers of `rx` and `tx` bytes),
+/// checking after each that no more than 3 sockets hold them and the TCP
+/// buffers stay within the bound that gives. The listening stack, the
+/// streams it accepted and the connecting ends.
+async fn flood_an_asking_listener(
+    options: ListenOptions,
+    rx: usize,
+    tx: usize,
+) -> (
+    NetStack,
+    Rc<RefCell<Vec<kiln_net::TcpStream>>>,
+    Vec<kiln_net::TcpStream>,
+) {
+    let (a, b) = pair(
+        MacAddress([2, 0, 0, 0, 0, 1]),
+        MacAddress([2, 0, 0, 0, 0, 2]),
+    );
+    let a = stack(a, &["--ipv4=10.0.0.1/24", "--tcp-bulk-connections=3"], 1);
+    let b = stack(b, &["--ipv4=10.0.0.2/24", "--tcp-bulk-connections=0"], 2);
+    let d = kiln_net::Buffers::default();
+    let listener = a
+        .listen_tcp_with("0.0.0.0:80".parse().unwrap(), options)
+        .await
+        .unwrap();
+    let held = hold_accepted(listener);
+    let to: SocketAddr = "10.0.0.1:80".parse().unwrap();
+    let mut open = Vec::new();
+    for _ in 0..30 {
+        let s = timeout(Duration::from_secs(2), b.connect_tcp(to))
+            .await
+            .expect("connect timed out")
+            .unwrap();
+        open.push(s);
+        let bound =
+            a.tcp_socket_count() * (d.tcp_rx + d.tcp_tx) + 3 * (rx + tx - d.tcp_rx - d.tcp_tx);
+        assert!(a.tcp_bulk_socket_count() <= 3);
+        assert!(
+            a.tcp_buffer_bytes() <= bound,
+            "{} bytes held, bound {bound}",
+            a.tcp_buffer_bytes()
+        );
+    }
+    kiln_rt::sleep(Duration::from_millis(100)).await;
+    assert_eq!(held.borrow().len(), 30);
+    assert_eq!(a.tcp_bulk_socket_count(), 3);
+    (a, held, open)
 }
 
 /// Bytes `server` queues, `data` from its start, before a write waits
@@ -347,32 +352,13 @@ fn a_listener_gets_the_send_buffer_it_asks_for() {
                 server.write_all(&rest).await.unwrap();
                 server
             });
-            let mut got = Vec::new();
-            let mut buf = vec![0u8; 65536];
-            while got.len() < data.len() {
-                let n = timeout(Duration::from_secs(5), client.read(&mut buf))
-                    .await
-                    .expect("read timed out")
-                    .unwrap();
-                assert!(n > 0);
-                got.extend_from_slice(&buf[..n]);
-            }
+            let got = read_all(&mut client, data.len()).await;
             drop(writer.await);
             assert!(got == data, "port {port}: data differs");
         }
         // An ask beyond --tcp-max-tx-buffer is cut to it.
-        let before = a.tcp_buffer_bytes();
-        let _huge = a
-            .listen_tcp_with(
-                "0.0.0.0:81".parse().unwrap(),
-                ListenOptions::default().send_buffer(64 << 20),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            a.tcp_buffer_bytes() - before,
-            d.backlog * (d.bulk_rx + d.max_tx)
-        );
+        let huge = ListenOptions::default().send_buffer(64 << 20);
+        a_listener_on_81_holds(&a, huge, d.backlog * (d.bulk_rx + d.max_tx)).await;
     });
 }
 
@@ -384,48 +370,10 @@ fn a_listener_gets_the_send_buffer_it_asks_for() {
 #[test]
 fn a_larger_asked_send_buffer_stays_bounded_under_a_flood() {
     run(async {
-        let (a, b) = pair(
-            MacAddress([2, 0, 0, 0, 0, 1]),
-            MacAddress([2, 0, 0, 0, 0, 2]),
-        );
-        let a = stack(a, &["--ipv4=10.0.0.1/24", "--tcp-bulk-connections=3"], 1);
-        let b = stack(b, &["--ipv4=10.0.0.2/24", "--tcp-bulk-connections=0"], 2);
         let d = kiln_net::Buffers::default();
         let (rx, tx) = (256 * 1024, 768 * 1024);
-        let listener = a
-            .listen_tcp_with(
-                "0.0.0.0:80".parse().unwrap(),
-                ListenOptions::default().recv_buffer(rx).send_buffer(tx),
-            )
-            .await
-            .unwrap();
-        let held = Rc::new(RefCell::new(Vec::new()));
-        let h = held.clone();
-        spawn(async move {
-            while let Ok((s, _)) = listener.accept().await {
-                h.borrow_mut().push(s);
-            }
-        });
-        let to: SocketAddr = "10.0.0.1:80".parse().unwrap();
-        let mut open = Vec::new();
-        for _ in 0..30 {
-            let s = timeout(Duration::from_secs(2), b.connect_tcp(to))
-                .await
-                .expect("connect timed out")
-                .unwrap();
-            open.push(s);
-            let bound =
-                a.tcp_socket_count() * (d.tcp_rx + d.tcp_tx) + 3 * (rx + tx - d.tcp_rx - d.tcp_tx);
-            assert!(a.tcp_bulk_socket_count() <= 3);
-            assert!(
-                a.tcp_buffer_bytes() <= bound,
-                "{} bytes held, bound {bound}",
-                a.tcp_buffer_bytes()
-            );
-        }
-        kiln_rt::sleep(Duration::from_millis(100)).await;
-        assert_eq!(held.borrow().len(), 30);
-        assert_eq!(a.tcp_bulk_socket_count(), 3);
+        let options = ListenOptions::default().recv_buffer(rx).send_buffer(tx);
+        let (a, held, mut open) = flood_an_asking_listener(options, rx, tx).await;
         // The three bulk sockets hold what was asked, the others the
         // small buffers.
         assert_eq!(
@@ -469,13 +417,7 @@ fn connections_fit_a_small_heap() {
             )
             .await
             .unwrap();
-        let held = Rc::new(RefCell::new(Vec::new()));
-        let h = held.clone();
-        spawn(async move {
-            while let Ok((s, _)) = listener.accept().await {
-                h.borrow_mut().push(s);
-            }
-        });
+        let held = hold_accepted(listener);
         let to: SocketAddr = "10.0.0.1:80".parse().unwrap();
         let mut open = Vec::new();
         let mut refused = 0;
@@ -503,6 +445,19 @@ fn connections_fit_a_small_heap() {
     });
 }
 
+/// Accepts every connection to `listener` in a task of its own, keeping
+/// the streams open in the list it returns.
+fn hold_accepted(listener: kiln_net::TcpListener) -> Rc<RefCell<Vec<kiln_net::TcpStream>>> {
+    let held = Rc::new(RefCell::new(Vec::new()));
+    let h = held.clone();
+    spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            h.borrow_mut().push(s);
+        }
+    });
+    held
+}
+
 /// Both futures, polled together (the stack's tests run on one thread).
 /// Writes `data` on `from` (a task of its own) and reads what arrives on
 /// `to` until as many bytes came (each read within 5 s of virtual time).
@@ -517,9 +472,16 @@ where
         from.write_all(&d).await.unwrap();
         from
     });
+    let got = read_all(to, data.len()).await;
+    drop(send.await);
+    got
+}
+
+/// Reads `len` bytes from `to`, each read within 5 s of virtual time.
+async fn read_all<R: TcpStream>(to: &mut R, len: usize) -> Vec<u8> {
     let mut got = Vec::new();
     let mut buf = vec![0u8; 65536];
-    while got.len() < data.len() {
+    while got.len() < len {
         let n = timeout(Duration::from_secs(5), to.read(&mut buf))
             .await
             .expect("read timed out")
@@ -527,7 +489,6 @@ where
         assert!(n > 0);
         got.extend_from_slice(&buf[..n]);
     }
-    drop(send.await);
     got
 }
 
