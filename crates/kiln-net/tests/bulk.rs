@@ -417,7 +417,7 @@ fn connections_fit_a_small_heap() {
             )
             .await
             .unwrap();
-        let held = hold_accepted(listener);
+        let _held = hold_accepted(listener);
         let to: SocketAddr = "10.0.0.1:80".parse().unwrap();
         let mut open = Vec::new();
         let mut refused = 0;
