@@ -178,23 +178,9 @@ fn a_listener_gets_the_receive_buffer_it_asks_for() {
         let b = stack(b, &["--ipv4=10.0.0.2/24"], 2);
         let d = kiln_net::Buffers::default();
         let big = 512 * 1024;
-        let wide = a
-            .listen_tcp_with(
-                "0.0.0.0:5201".parse().unwrap(),
-                ListenOptions::default().recv_buffer(big),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            a.tcp_buffer_bytes(),
-            d.backlog * (big + d.bulk_tx),
-            "the ready sockets hold the asked receive buffer"
-        );
-        let plain = a.listen_tcp("0.0.0.0:80".parse().unwrap()).await.unwrap();
-        assert_eq!(
-            a.tcp_buffer_bytes(),
-            d.backlog * (big + d.bulk_tx) + d.backlog * (d.bulk_rx + d.bulk_tx)
-        );
+        let asked = ListenOptions::default().recv_buffer(big);
+        let wide = listen_holding(&a, 5201, Some(asked), d.backlog * (big + d.bulk_tx)).await;
+        let plain = listen_holding(&a, 80, None, d.backlog * (d.bulk_rx + d.bulk_tx)).await;
         // The SYN-ACKs: 512 KiB needs a shift of 4 (65535 << 3 is just
         // short of it), the default 64 KiB one of 1.
         for (port, listener, scale) in [(5201, &wide, 4), (80, &plain, 1)] {
@@ -209,19 +195,31 @@ fn a_listener_gets_the_receive_buffer_it_asks_for() {
         }
         // An ask beyond --tcp-max-rx-buffer is cut to it.
         let huge = ListenOptions::default().recv_buffer(64 << 20);
-        a_listener_on_81_holds(&a, huge, d.backlog * (d.max_rx + d.bulk_tx)).await;
+        listen_holding(&a, 81, Some(huge), d.backlog * (d.max_rx + d.bulk_tx)).await;
     });
 }
 
-/// Listens on port 81 of `a` with `options` and checks that its ready
-/// sockets took `bytes` of buffers.
-async fn a_listener_on_81_holds(a: &NetStack, options: ListenOptions, bytes: usize) {
+/// Listens on `port` of `a` with `options` (`listen_tcp` without) and
+/// checks that the listener's ready sockets took `bytes` of buffers.
+async fn listen_holding(
+    a: &NetStack,
+    port: u16,
+    options: Option<ListenOptions>,
+    bytes: usize,
+) -> kiln_net::TcpListener {
     let before = a.tcp_buffer_bytes();
-    let _listener = a
-        .listen_tcp_with("0.0.0.0:81".parse().unwrap(), options)
-        .await
-        .unwrap();
-    assert_eq!(a.tcp_buffer_bytes() - before, bytes);
+    let addr: SocketAddr = format!("0.0.0.0:{port}").parse().unwrap();
+    let listener = match options {
+        Some(options) => a.listen_tcp_with(addr, options).await,
+        None => a.listen_tcp(addr).await,
+    }
+    .unwrap();
+    assert_eq!(
+        a.tcp_buffer_bytes() - before,
+        bytes,
+        "the ready sockets of port {port}"
+    );
+    listener
 }
 
 /// A flood of connections to a listener that asked for a larger receive
@@ -316,23 +314,9 @@ fn a_listener_gets_the_send_buffer_it_asks_for() {
         let b = stack(b, &["--ipv4=10.0.0.2/24"], 2);
         let d = kiln_net::Buffers::default();
         let big = 512 * 1024;
-        let deep = a
-            .listen_tcp_with(
-                "0.0.0.0:5201".parse().unwrap(),
-                ListenOptions::default().send_buffer(big),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            a.tcp_buffer_bytes(),
-            d.backlog * (d.bulk_rx + big),
-            "the ready sockets hold the asked send buffer"
-        );
-        let plain = a.listen_tcp("0.0.0.0:80".parse().unwrap()).await.unwrap();
-        assert_eq!(
-            a.tcp_buffer_bytes(),
-            d.backlog * (d.bulk_rx + big) + d.backlog * (d.bulk_rx + d.bulk_tx)
-        );
+        let asked = ListenOptions::default().send_buffer(big);
+        let deep = listen_holding(&a, 5201, Some(asked), d.backlog * (d.bulk_rx + big)).await;
+        let plain = listen_holding(&a, 80, None, d.backlog * (d.bulk_rx + d.bulk_tx)).await;
         for (port, listener, send) in [(5201, &deep, big), (80, &plain, d.bulk_tx)] {
             let to: SocketAddr = format!("10.0.0.1:{port}").parse().unwrap();
             let (client, accepted) = futures_join(b.connect_tcp(to), listener.accept()).await;
@@ -358,7 +342,7 @@ fn a_listener_gets_the_send_buffer_it_asks_for() {
         }
         // An ask beyond --tcp-max-tx-buffer is cut to it.
         let huge = ListenOptions::default().send_buffer(64 << 20);
-        a_listener_on_81_holds(&a, huge, d.backlog * (d.bulk_rx + d.max_tx)).await;
+        listen_holding(&a, 81, Some(huge), d.backlog * (d.bulk_rx + d.max_tx)).await;
     });
 }
 
