@@ -512,7 +512,7 @@ impl BigServer<'_> {
                 }
                 start_www(&p.env, ns, built, None, READY).map_err(|e| e.to_string())
             }
-            BigServer::Virtio(image) => super::virtio::start_on_ns_tap(p, ns, image),
+            BigServer::Virtio(image) => super::virtio::start_virtio(&p.env, ns, image),
         }
     }
 }

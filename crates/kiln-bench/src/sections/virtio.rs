@@ -173,8 +173,11 @@ pub(crate) fn start_on_tap(
         .map_err(|e| e.to_string())
 }
 
-/// www.virtio under QEMU inside `ns`, answering at `http://GUEST_V4/`.
-fn start_virtio(env: &Env, ns: &Netns, image: &Path) -> Result<Server, String> {
+/// www.virtio under QEMU inside `ns`, answering at `http://GUEST_V4/`
+/// (the neighbours forgotten first: the server before it on the tap had
+/// another MAC address behind that address).
+pub(super) fn start_virtio(env: &Env, ns: &Netns, image: &Path) -> Result<Server, String> {
+    forget_neighbours(ns);
     let ipv4 = format!("--ipv4={GUEST_V4}/{PREFIX}");
     let log = env.work.join("www-virtio.log");
     let mut service = start_on_tap(env, ns, image, &format!("{ipv4} --port=80"), &log)?;
@@ -208,12 +211,6 @@ pub fn www_big_image(p: &Prepared) -> Result<PathBuf, Status> {
         .map_err(|e| Status::Failed(format!("build: {e}")))
 }
 
-/// `image` (a www.virtio) under QEMU on `ns`'s tap.
-pub fn start_on_ns_tap(p: &Prepared, ns: &Netns, image: &Path) -> Result<Server, String> {
-    forget_neighbours(ns);
-    start_virtio(&p.env, ns, image)
-}
-
 /// The wrk row: www.virtio and www.hvt, alternating.
 fn wrk_row(p: &Prepared, www: &Path, hvt: &Built) -> Row {
     let secs = if p.counts.quick { 3 } else { p.counts.wrk_secs };
@@ -222,7 +219,6 @@ fn wrk_row(p: &Prepared, www: &Path, hvt: &Built) -> Row {
         let ns = Netns::create().map_err(|e| format!("a namespace with a tap: {e}"))?;
         let (mut v, mut h) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            forget_neighbours(&ns);
             let server = start_virtio(&p.env, &ns, www).map_err(|e| format!("virtio: {e}"))?;
             let r = wrk_figures(&ns, &server.url, secs, "www.virtio").map_err(|e| e.to_string());
             drop(server);
@@ -272,7 +268,6 @@ pub fn www_on_tap(p: &Prepared, ns: &Netns) -> Result<Server, Status> {
     }
     progress("network: www on virtio (QEMU microvm, KVM)");
     let www = build(&p.env, "www").map_err(|e| Status::Failed(format!("build: {e}")))?;
-    forget_neighbours(ns);
     start_virtio(&p.env, ns, &www).map_err(Status::Failed)
 }
 
