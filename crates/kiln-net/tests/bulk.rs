@@ -22,24 +22,27 @@ fn stack(end: kiln_net::pair::PairEnd, args: &[&str], seed: u64) -> NetStack {
     NetStack::new(end, config, seed).unwrap()
 }
 
+/// Two stacks on the two ends of a pair, with `a_args` and `b_args`.
+fn stacks(a_args: &[&str], b_args: &[&str]) -> (NetStack, NetStack) {
+    let (a, b) = pair(
+        MacAddress([2, 0, 0, 0, 0, 1]),
+        MacAddress([2, 0, 0, 0, 0, 2]),
+    );
+    (stack(a, a_args, 1), stack(b, b_args, 2))
+}
+
 #[test]
 fn bulk_buffers_are_bounded_and_come_back() {
     run(async {
-        let (a, b) = pair(
-            MacAddress([2, 0, 0, 0, 0, 1]),
-            MacAddress([2, 0, 0, 0, 0, 2]),
-        );
-        let a = stack(
-            a,
+        let (a, b) = stacks(
             &[
                 "--ipv4=10.0.0.1/24",
                 "--tcp-bulk-connections=3",
                 "--tcp-bulk-rx-buffer=65536",
                 "--tcp-bulk-tx-buffer=131072",
             ],
-            1,
+            &["--ipv4=10.0.0.2/24", "--tcp-bulk-connections=0"],
         );
-        let b = stack(b, &["--ipv4=10.0.0.2/24", "--tcp-bulk-connections=0"], 2);
         let listener = a.listen_tcp("0.0.0.0:80".parse().unwrap()).await.unwrap();
         // The listener's ready sockets took the first bulk buffers (it
         // keeps more ready than there are bulk buffers).
@@ -249,12 +252,10 @@ async fn flood_an_asking_listener(
     Rc<RefCell<Vec<kiln_net::TcpStream>>>,
     Vec<kiln_net::TcpStream>,
 ) {
-    let (a, b) = pair(
-        MacAddress([2, 0, 0, 0, 0, 1]),
-        MacAddress([2, 0, 0, 0, 0, 2]),
+    let (a, b) = stacks(
+        &["--ipv4=10.0.0.1/24", "--tcp-bulk-connections=3"],
+        &["--ipv4=10.0.0.2/24", "--tcp-bulk-connections=0"],
     );
-    let a = stack(a, &["--ipv4=10.0.0.1/24", "--tcp-bulk-connections=3"], 1);
-    let b = stack(b, &["--ipv4=10.0.0.2/24", "--tcp-bulk-connections=0"], 2);
     let d = kiln_net::Buffers::default();
     let listener = a
         .listen_tcp_with("0.0.0.0:80".parse().unwrap(), options)
@@ -306,12 +307,7 @@ async fn queued_before_a_wait<S: TcpStream>(server: &mut S, data: &[u8]) -> usiz
 #[test]
 fn a_listener_gets_the_send_buffer_it_asks_for() {
     run(async {
-        let (a, b) = pair(
-            MacAddress([2, 0, 0, 0, 0, 1]),
-            MacAddress([2, 0, 0, 0, 0, 2]),
-        );
-        let a = stack(a, &["--ipv4=10.0.0.1/24"], 1);
-        let b = stack(b, &["--ipv4=10.0.0.2/24"], 2);
+        let (a, b) = stacks(&["--ipv4=10.0.0.1/24"], &["--ipv4=10.0.0.2/24"]);
         let d = kiln_net::Buffers::default();
         let big = 512 * 1024;
         let asked = ListenOptions::default().send_buffer(big);
